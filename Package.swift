@@ -1,0 +1,70 @@
+// swift-tools-version: 6.1
+// Strata: a distributed storage cluster for LLM inference KV-cache blocks.
+// Module map and the reasons behind it: docs/architecture.md.
+import PackageDescription
+
+let strictSwift: [SwiftSetting] = [
+  .enableUpcomingFeature("ExistentialAny"),
+  .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+  name: "strata",
+  platforms: [.macOS(.v15)],
+  products: [
+    .executable(name: "strata", targets: ["strata"]),
+    .library(name: "StrataCore", targets: ["StrataCore"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+  ],
+  targets: [
+    // MARK: C libraries (system libraries via pkg-config, each behind a shim header)
+    .systemLibrary(
+      name: "CIBVerbs", path: "Sources/CIBVerbs", pkgConfig: "libibverbs",
+      providers: [.apt(["libibverbs-dev"])]),
+    .systemLibrary(
+      name: "CRDMACM", path: "Sources/CRDMACM", pkgConfig: "librdmacm",
+      providers: [.apt(["librdmacm-dev"])]),
+    .systemLibrary(
+      name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4",
+      providers: [.apt(["liblz4-dev"])]),
+    .systemLibrary(
+      name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl",
+      providers: [.apt(["libssl-dev"])]),
+    // GNU-only libc names (O_DIRECT, fallocate, ...); _GNU_SOURCE is defined in the .c file only.
+    .target(name: "CStrataLinux", path: "Sources/CStrataLinux"),
+    // CRC32C with the SSE4.2 instruction (three interleaved streams), portable table fallback.
+    .target(name: "CCRC32C", path: "Sources/CCRC32C"),
+
+    // MARK: Swift modules (dependencies point downward only)
+    .target(
+      name: "StrataCore",
+      dependencies: ["COpenSSL", "CCRC32C", .product(name: "Yams", package: "Yams")],
+      path: "Sources/StrataCore",
+      swiftSettings: strictSwift),
+    .executableTarget(
+      name: "strata",
+      dependencies: [
+        "StrataCore",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/CLI",
+      swiftSettings: strictSwift),
+
+    // MARK: Tests
+    .testTarget(
+      name: "StrataCoreTests", dependencies: ["StrataCore"], path: "Tests/StrataCoreTests",
+      swiftSettings: strictSwift),
+    .testTarget(
+      name: "SystemLibraryTests",
+      dependencies: ["CIBVerbs", "CRDMACM", "CLZ4", "COpenSSL", "CStrataLinux"],
+      path: "Tests/SystemLibraryTests",
+      swiftSettings: strictSwift),
+    .testTarget(
+      name: "CLITests", dependencies: ["StrataCore", "strata"], path: "Tests/CLITests",
+      swiftSettings: strictSwift),
+  ],
+  swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,33 @@
+// GNU-only libc names for Swift (O_DIRECT, fallocate, MAP_POPULATE, madvise hints).
+// _GNU_SOURCE is defined only inside strata_linux.c, never in this public header.
+#ifndef STRATA_CSTRATALINUX_H
+#define STRATA_CSTRATALINUX_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/// The open(2) flag that bypasses the page cache (0 where the platform has none).
+int strata_o_direct(void);
+
+/// open(2) with O_DIRECT added to `flags`; returns the descriptor or -1 with errno set.
+int strata_open_direct(const char *path, int flags, mode_t mode);
+
+/// fallocate(2); returns 0 or -1 with errno set (ENOSYS where the platform has none).
+int strata_fallocate(int fd, int mode, int64_t offset, int64_t length);
+
+/// Flag for strata_fallocate that reserves space without changing the file size.
+int strata_falloc_fl_keep_size(void);
+
+/// Flag pair for strata_fallocate that frees a range (punch hole, keep size).
+int strata_falloc_fl_punch_hole(void);
+
+/// mmap(2) flag that pre-faults the mapping (0 where the platform has none).
+int strata_map_populate(void);
+
+/// madvise(2) advice asking for transparent huge pages (-1 where the platform has none).
+int strata_madv_hugepage(void);
+
+/// The logical block size that O_DIRECT I/O on `fd` must be aligned to (512 if unknown).
+int strata_direct_io_alignment(int fd);
+
+#endif

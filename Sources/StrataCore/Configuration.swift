@@ -1,0 +1,238 @@
+// Node configuration: the typed settings of one node, their defaults (the embedded default),
+// and validation that names the field and the reason. File format: docs/configuration.md.
+
+/// How the NVMe tier decides which blocks evicted from RAM are worth writing to disk.
+public enum AdmissionPolicy: String, Sendable, CaseIterable {
+  /// Every evicted block is written.
+  case always
+  /// Only blocks that were read at least once more after their write (seen twice).
+  case seenTwice = "seen_twice"
+  /// Nothing goes to disk: a RAM-only node.
+  case never
+}
+
+/// Compression of block payloads on the NVMe tier.
+public enum CompressionCodec: String, Sendable, CaseIterable {
+  case none
+  case lz4
+}
+
+/// How a node finds its peers.
+public enum MembershipMode: String, Sendable {
+  /// A single node with no peers: the embedded default.
+  case single
+  /// The peers listed in configuration.
+  case staticPeers = "static"
+  /// Registration and discovery through etcd.
+  case etcd
+}
+
+/// A host and port, as `HOST:PORT` or `[IPv6]:PORT`.
+public struct HostPort: Hashable, Sendable, CustomStringConvertible {
+  public var host: String
+  public var port: UInt16
+
+  public init(host: String, port: UInt16) {
+    self.host = host
+    self.port = port
+  }
+
+  public init(parsing text: String) throws(StrataError) {
+    let hostPart: Substring
+    let portPart: Substring
+    if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+      hostPart = text[text.index(after: text.startIndex)..<close]
+      let rest = text[text.index(after: close)...]
+      guard rest.hasPrefix(":") else {
+        throw StrataError(.invalidArgument, "'\(text)' is not HOST:PORT (expected [IPv6]:PORT)")
+      }
+      portPart = rest.dropFirst()
+    } else {
+      guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else {
+        throw StrataError(.invalidArgument, "'\(text)' is not HOST:PORT (like 127.0.0.1:7400)")
+      }
+      hostPart = text[..<colon]
+      portPart = text[text.index(after: colon)...]
+    }
+    guard !hostPart.isEmpty else { throw StrataError(.invalidArgument, "'\(text)' has no host") }
+    guard let port = UInt16(portPart), port > 0 else {
+      throw StrataError(.invalidArgument, "'\(text)' has port '\(portPart)', expected 1 to 65535")
+    }
+    host = String(hostPart)
+    self.port = port
+  }
+
+  public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// One disk path of the NVMe tier and the bytes it may hold.
+public struct NVMePath: Hashable, Sendable {
+  public var path: String
+  public var capacity: ByteSize
+
+  public init(path: String, capacity: ByteSize) {
+    self.path = path
+    self.capacity = capacity
+  }
+}
+
+/// Everything one node needs to start. `NodeConfiguration()` is the embedded default.
+public struct NodeConfiguration: Hashable, Sendable {
+  public struct Node: Hashable, Sendable {
+    /// Stable identity in the ring; empty means "derive from the host name at start".
+    public var id: String = ""
+    /// Failure domain; replicas go to distinct zones where zones are set.
+    public var zone: String = ""
+  }
+
+  public struct RAM: Hashable, Sendable {
+    public var capacity: ByteSize = .gibibytes(1)
+    /// mlock the arena; when false the node runs unlocked (and says so at start).
+    public var lock: Bool = true
+    /// Ask for transparent huge pages on the arena.
+    public var hugePages: Bool = true
+  }
+
+  public struct NVMe: Hashable, Sendable {
+    /// Empty means one path, `<data_dir>/nvme`, with `defaultCapacity`.
+    public var paths: [NVMePath] = []
+    public var defaultCapacity: ByteSize = .gibibytes(4)
+    public var regionSize: ByteSize = .mebibytes(64)
+    public var admission: AdmissionPolicy = .seenTwice
+    public var compression: CompressionCodec = .none
+  }
+
+  public struct Limits: Hashable, Sendable {
+    public var blockBytesMax: ByteSize = .mebibytes(32)
+    public var connectionsMax: Int = 256
+    public var inflightBytesPerConnectionMax: ByteSize = .mebibytes(256)
+    public var inflightBytesMax: ByteSize = .gibibytes(1)
+    public var leasesMax: Int = 65536
+    public var leaseDuration: DurationSetting = DurationSetting(milliseconds: 30_000)
+  }
+
+  public struct Cluster: Hashable, Sendable {
+    public var peers: [HostPort] = []
+    /// etcd endpoint URL (`http://HOST:PORT`); empty means no etcd.
+    public var etcd: String = ""
+    /// Replication factor; nil means the default (2 with at least two nodes, else 1).
+    public var replicas: Int? = nil
+
+    public var mode: MembershipMode {
+      if !etcd.isEmpty { return .etcd }
+      return peers.isEmpty ? .single : .staticPeers
+    }
+  }
+
+  public static let defaultPort: UInt16 = 7400
+
+  public var node = Node()
+  public var listen = HostPort(host: "127.0.0.1", port: NodeConfiguration.defaultPort)
+  public var dataDirectory = "./strata-data"
+  public var ram = RAM()
+  public var nvme = NVMe()
+  public var limits = Limits()
+  public var cluster = Cluster()
+
+  public init() {}
+
+  /// The NVMe paths in force: the configured ones, or the default under the data directory.
+  public var effectiveNVMePaths: [NVMePath] {
+    if !nvme.paths.isEmpty { return nvme.paths }
+    let base = dataDirectory.hasSuffix("/") ? String(dataDirectory.dropLast()) : dataDirectory
+    return [NVMePath(path: base + "/nvme", capacity: nvme.defaultCapacity)]
+  }
+
+  /// Facts about the machine that validation checks against (injected, so validation stays pure).
+  public struct Machine: Sendable {
+    public var physicalMemoryBytes: UInt64
+    public init(physicalMemoryBytes: UInt64) { self.physicalMemoryBytes = physicalMemoryBytes }
+  }
+
+  /// Every problem with the settings, each naming its field; empty when the configuration is usable.
+  public func problems(on machine: Machine) -> [ConfigurationProblem] {
+    var problems: [ConfigurationProblem] = []
+    func check(_ condition: Bool, _ field: String, _ reason: @autoclosure () -> String) {
+      if !condition { problems.append(ConfigurationProblem(field: field, reason: reason())) }
+    }
+    check(node.id.utf8.count <= 128, "node.id", "at most 128 bytes")
+    check(!dataDirectory.isEmpty, "data_dir", "must not be empty")
+    check(ram.capacity.bytes > 0, "ram.capacity", "must be greater than zero")
+    check(
+      ram.capacity.bytes <= machine.physicalMemoryBytes, "ram.capacity",
+      "\(ram.capacity) is more than this machine's memory (\(ByteSize(bytes: machine.physicalMemoryBytes)))")
+    check(
+      ram.capacity.bytes == 0 || ram.capacity >= limits.blockBytesMax, "ram.capacity",
+      "\(ram.capacity) cannot hold one block of limits.max_block_size (\(limits.blockBytesMax))")
+    check(limits.blockBytesMax.bytes > 0, "limits.max_block_size", "must be greater than zero")
+    check(
+      limits.blockBytesMax.bytes <= 1 << 30, "limits.max_block_size",
+      "\(limits.blockBytesMax) is above the 1GiB ceiling of one block")
+    check(nvme.regionSize.bytes > 0, "nvme.region_size", "must be greater than zero")
+    check(nvme.regionSize.bytes % 4096 == 0, "nvme.region_size", "\(nvme.regionSize) is not a multiple of 4KiB")
+    check(
+      nvme.regionSize.bytes == 0 || nvme.regionSize.bytes >= limits.blockBytesMax.bytes + 4096,
+      "nvme.region_size",
+      "\(nvme.regionSize) cannot hold one block of limits.max_block_size (\(limits.blockBytesMax)) and its header")
+    if nvme.admission != .never {
+      for (index, path) in effectiveNVMePaths.enumerated() {
+        let field = nvme.paths.isEmpty ? "nvme.capacity" : "nvme.paths[\(index)].capacity"
+        check(!path.path.isEmpty, "nvme.paths[\(index)].path", "must not be empty")
+        check(path.capacity.bytes > 0, field, "must be greater than zero")
+        check(
+          path.capacity.bytes == 0 || nvme.regionSize.bytes == 0 || path.capacity.bytes >= nvme.regionSize.bytes * 2,
+          field, "\(path.capacity) holds fewer than two regions of nvme.region_size (\(nvme.regionSize))")
+      }
+      let unique = Set(effectiveNVMePaths.map(\.path))
+      check(unique.count == effectiveNVMePaths.count, "nvme.paths", "a path is listed twice")
+    }
+    check(limits.connectionsMax >= 1, "limits.max_connections", "must be at least 1")
+    check(
+      limits.inflightBytesPerConnectionMax >= limits.blockBytesMax, "limits.max_inflight_bytes_per_connection",
+      "\(limits.inflightBytesPerConnectionMax) is below limits.max_block_size (\(limits.blockBytesMax))")
+    check(
+      limits.inflightBytesMax >= limits.inflightBytesPerConnectionMax, "limits.max_inflight_bytes",
+      "\(limits.inflightBytesMax) is below limits.max_inflight_bytes_per_connection (\(limits.inflightBytesPerConnectionMax))")
+    check(limits.leasesMax >= 1, "limits.max_leases", "must be at least 1")
+    check(limits.leaseDuration.milliseconds >= 1, "limits.lease_duration", "must be greater than zero")
+    check(
+      limits.leaseDuration.milliseconds <= 3_600_000, "limits.lease_duration",
+      "\(limits.leaseDuration) is longer than the 1h ceiling")
+    if let replicas = cluster.replicas {
+      check(replicas >= 1, "cluster.replicas", "must be at least 1")
+      if cluster.mode != .etcd {
+        check(
+          replicas <= cluster.peers.count + 1, "cluster.replicas",
+          "\(replicas) replicas need at least \(replicas) nodes; \(cluster.peers.count + 1) configured")
+      }
+    }
+    if !cluster.etcd.isEmpty {
+      check(
+        cluster.etcd.hasPrefix("http://") || cluster.etcd.hasPrefix("https://"), "cluster.etcd",
+        "'\(cluster.etcd)' is not an http:// or https:// URL")
+      check(cluster.peers.isEmpty, "cluster.peers", "give either static peers or etcd, not both")
+    }
+    return problems
+  }
+
+  /// Throws `invalidConfiguration` listing every problem, or returns when there is none.
+  public func validate(on machine: Machine) throws(StrataError) {
+    let problems = problems(on: machine)
+    guard problems.isEmpty else {
+      throw StrataError(.invalidConfiguration, problems.map(\.description).joined(separator: "\n"))
+    }
+  }
+}
+
+/// One thing wrong with a configuration: the field (as written in the file) and the reason.
+public struct ConfigurationProblem: Hashable, Sendable, CustomStringConvertible {
+  public var field: String
+  public var reason: String
+
+  public init(field: String, reason: String) {
+    self.field = field
+    self.reason = reason
+  }
+
+  public var description: String { "\(field): \(reason)" }
+}

@@ -1,0 +1,282 @@
+// Reads a node configuration from YAML: every key is known or reported, every value is typed
+// and checked, and each problem names its field (e.g. `nvme.paths[1].capacity`) and line.
+
+import Yams
+
+extension NodeConfiguration {
+  /// Parses YAML text over the embedded defaults. Throws `invalidConfiguration` listing every
+  /// problem found (unknown fields, wrong types, bad units); does not run `validate(on:)`.
+  public init(yaml text: String) throws(StrataError) {
+    self.init()
+    let root: Yams.Node?
+    do {
+      root = try Yams.compose(yaml: text)
+    } catch {
+      throw StrataError(.invalidConfiguration, "not valid YAML: \(error)")
+    }
+    var reader = ConfigurationReader()
+    if let root { reader.read(root, into: &self) }
+    guard reader.problems.isEmpty else {
+      throw StrataError(.invalidConfiguration, reader.problems.map(\.description).joined(separator: "\n"))
+    }
+  }
+
+  /// The configuration as YAML, in the same shape that `init(yaml:)` reads.
+  public var yaml: String {
+    var lines: [String] = []
+    lines.append("node:")
+    lines.append("  id: \(quoted(node.id))")
+    lines.append("  zone: \(quoted(node.zone))")
+    lines.append("listen: \(quoted(listen.description))")
+    lines.append("data_dir: \(quoted(dataDirectory))")
+    lines.append("ram:")
+    lines.append("  capacity: \(ram.capacity)")
+    lines.append("  lock: \(ram.lock)")
+    lines.append("  huge_pages: \(ram.hugePages)")
+    lines.append("nvme:")
+    lines.append("  paths:")
+    for path in effectiveNVMePaths {
+      lines.append("    - path: \(quoted(path.path))")
+      lines.append("      capacity: \(path.capacity)")
+    }
+    lines.append("  region_size: \(nvme.regionSize)")
+    lines.append("  admission: \(nvme.admission.rawValue)")
+    lines.append("  compression: \(nvme.compression.rawValue)")
+    lines.append("limits:")
+    lines.append("  max_block_size: \(limits.blockBytesMax)")
+    lines.append("  max_connections: \(limits.connectionsMax)")
+    lines.append("  max_inflight_bytes_per_connection: \(limits.inflightBytesPerConnectionMax)")
+    lines.append("  max_inflight_bytes: \(limits.inflightBytesMax)")
+    lines.append("  max_leases: \(limits.leasesMax)")
+    lines.append("  lease_duration: \(limits.leaseDuration)")
+    lines.append("cluster:")
+    lines.append("  peers: [\(cluster.peers.map { quoted($0.description) }.joined(separator: ", "))]")
+    lines.append("  etcd: \(quoted(cluster.etcd))")
+    lines.append("  replicas: \(cluster.replicas.map(String.init) ?? "auto")")
+    return lines.joined(separator: "\n") + "\n"
+  }
+
+  private func quoted(_ text: String) -> String {
+    "\"" + text.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"") + "\""
+  }
+}
+
+/// Walks the YAML tree, collecting problems instead of stopping at the first.
+private struct ConfigurationReader {
+  var problems: [ConfigurationProblem] = []
+
+  mutating func read(_ root: Yams.Node, into config: inout NodeConfiguration) {
+    let top = fields(
+      root, "",
+      known: ["node", "listen", "data_dir", "ram", "nvme", "limits", "cluster"])
+    if let node = top["node"] {
+      let fields = fields(node, "node", known: ["id", "zone"])
+      if let value = fields["id"].flatMap({ string($0, "node.id") }) { config.node.id = value }
+      if let value = fields["zone"].flatMap({ string($0, "node.zone") }) { config.node.zone = value }
+    }
+    if let value = top["listen"].flatMap({ parsed($0, "listen", HostPort.init(parsing:)) }) { config.listen = value }
+    if let value = top["data_dir"].flatMap({ string($0, "data_dir") }) { config.dataDirectory = value }
+    if let ram = top["ram"] {
+      let fields = fields(ram, "ram", known: ["capacity", "lock", "huge_pages"])
+      if let value = fields["capacity"].flatMap({ size($0, "ram.capacity") }) { config.ram.capacity = value }
+      if let value = fields["lock"].flatMap({ bool($0, "ram.lock") }) { config.ram.lock = value }
+      if let value = fields["huge_pages"].flatMap({ bool($0, "ram.huge_pages") }) { config.ram.hugePages = value }
+    }
+    if let nvme = top["nvme"] {
+      let fields = fields(
+        nvme, "nvme", known: ["paths", "capacity", "region_size", "admission", "compression"])
+      if let paths = fields["paths"] { config.nvme.paths = nvmePaths(paths) }
+      if let value = fields["capacity"].flatMap({ size($0, "nvme.capacity") }) { config.nvme.defaultCapacity = value }
+      if let value = fields["region_size"].flatMap({ size($0, "nvme.region_size") }) { config.nvme.regionSize = value }
+      if let value = fields["admission"].flatMap({ choice($0, "nvme.admission", AdmissionPolicy.self) }) {
+        config.nvme.admission = value
+      }
+      if let value = fields["compression"].flatMap({ choice($0, "nvme.compression", CompressionCodec.self) }) {
+        config.nvme.compression = value
+      }
+    }
+    if let limits = top["limits"] {
+      let fields = fields(
+        limits, "limits",
+        known: [
+          "max_block_size", "max_connections", "max_inflight_bytes_per_connection", "max_inflight_bytes",
+          "max_leases", "lease_duration",
+        ])
+      if let value = fields["max_block_size"].flatMap({ size($0, "limits.max_block_size") }) {
+        config.limits.blockBytesMax = value
+      }
+      if let value = fields["max_connections"].flatMap({ int($0, "limits.max_connections") }) {
+        config.limits.connectionsMax = value
+      }
+      if let value = fields["max_inflight_bytes_per_connection"].flatMap({
+        size($0, "limits.max_inflight_bytes_per_connection")
+      }) {
+        config.limits.inflightBytesPerConnectionMax = value
+      }
+      if let value = fields["max_inflight_bytes"].flatMap({ size($0, "limits.max_inflight_bytes") }) {
+        config.limits.inflightBytesMax = value
+      }
+      if let value = fields["max_leases"].flatMap({ int($0, "limits.max_leases") }) { config.limits.leasesMax = value }
+      if let value = fields["lease_duration"].flatMap({
+        parsed($0, "limits.lease_duration", DurationSetting.init(parsing:))
+      }) {
+        config.limits.leaseDuration = value
+      }
+    }
+    if let cluster = top["cluster"] {
+      let fields = fields(cluster, "cluster", known: ["peers", "etcd", "replicas"])
+      if let peers = fields["peers"] {
+        if case .sequence(let items) = peers {
+          config.cluster.peers = items.enumerated().compactMap { index, item in
+            parsed(item, "cluster.peers[\(index)]", HostPort.init(parsing:))
+          }
+        } else {
+          problem("cluster.peers", peers, "expected a list of HOST:PORT")
+        }
+      }
+      if let value = fields["etcd"].flatMap({ string($0, "cluster.etcd") }) { config.cluster.etcd = value }
+      if let replicas = fields["replicas"] {
+        if replicas.string == "auto" {
+          config.cluster.replicas = nil
+        } else if let value = int(replicas, "cluster.replicas") {
+          config.cluster.replicas = value
+        }
+      }
+    }
+  }
+
+  private mutating func nvmePaths(_ node: Yams.Node) -> [NVMePath] {
+    guard case .sequence(let items) = node else {
+      problem("nvme.paths", node, "expected a list of {path, capacity}")
+      return []
+    }
+    var paths: [NVMePath] = []
+    for (index, item) in items.enumerated() {
+      let field = "nvme.paths[\(index)]"
+      let entry = fields(item, field, known: ["path", "capacity"])
+      guard let pathNode = entry["path"], let capacityNode = entry["capacity"] else {
+        if case .mapping = item { problem(field, item, "needs both path and capacity") }
+        continue
+      }
+      if let path = string(pathNode, "\(field).path"), let capacity = size(capacityNode, "\(field).capacity") {
+        paths.append(NVMePath(path: path, capacity: capacity))
+      }
+    }
+    return paths
+  }
+
+  private mutating func problem(_ field: String, _ node: Yams.Node?, _ reason: String) {
+    let line = node?.mark.map { " (line \($0.line))" } ?? ""
+    problems.append(ConfigurationProblem(field: field.isEmpty ? "(top level)" : field, reason: reason + line))
+  }
+
+  /// The fields of a mapping; reports non-mappings, unknown keys (with a suggestion) and repeats.
+  private mutating func fields(_ node: Yams.Node, _ path: String, known: [String]) -> [String: Yams.Node] {
+    guard case .mapping(let mapping) = node else {
+      problem(path, node, "expected a mapping with fields \(known.joined(separator: ", "))")
+      return [:]
+    }
+    var result: [String: Yams.Node] = [:]
+    for (keyNode, value) in mapping {
+      let name = keyNode.string ?? ""
+      let field = path.isEmpty ? name : "\(path).\(name)"
+      guard known.contains(name) else {
+        let suggestion = known.min(by: { editDistance($0, name) < editDistance($1, name) })
+        let hint = suggestion.flatMap { editDistance($0, name) <= 2 ? " (did you mean \($0)?)" : nil } ?? ""
+        problem(field, keyNode, "unknown field\(hint); known fields here: \(known.joined(separator: ", "))")
+        continue
+      }
+      guard result[name] == nil else {
+        problem(field, keyNode, "given twice")
+        continue
+      }
+      result[name] = value
+    }
+    return result
+  }
+
+  private mutating func scalar(_ node: Yams.Node, _ field: String, _ expected: String) -> String? {
+    guard case .scalar(let scalar) = node else {
+      problem(field, node, "expected \(expected)")
+      return nil
+    }
+    return scalar.string
+  }
+
+  private mutating func string(_ node: Yams.Node, _ field: String) -> String? {
+    scalar(node, field, "a string")
+  }
+
+  private mutating func bool(_ node: Yams.Node, _ field: String) -> Bool? {
+    guard let text = scalar(node, field, "true or false") else { return nil }
+    switch text {
+    case "true": return true
+    case "false": return false
+    default:
+      problem(field, node, "'\(text)' is not true or false")
+      return nil
+    }
+  }
+
+  private mutating func int(_ node: Yams.Node, _ field: String) -> Int? {
+    guard let text = scalar(node, field, "a whole number") else { return nil }
+    guard let value = Int(text.replacingAll("_", with: "")) else {
+      problem(field, node, "'\(text)' is not a whole number")
+      return nil
+    }
+    return value
+  }
+
+  private mutating func size(_ node: Yams.Node, _ field: String) -> ByteSize? {
+    parsed(node, field, ByteSize.init(parsing:))
+  }
+
+  private mutating func parsed<T>(
+    _ node: Yams.Node, _ field: String, _ parse: (String) throws(StrataError) -> T
+  ) -> T? {
+    guard let text = scalar(node, field, "a value") else { return nil }
+    do {
+      return try parse(text)
+    } catch {
+      problem(field, node, error.message)
+      return nil
+    }
+  }
+
+  private mutating func choice<T: RawRepresentable & CaseIterable>(
+    _ node: Yams.Node, _ field: String, _ type: T.Type
+  ) -> T? where T.RawValue == String {
+    guard let text = scalar(node, field, "one of \(T.allCases.map(\.rawValue).joined(separator: ", "))") else {
+      return nil
+    }
+    guard let value = T(rawValue: text) else {
+      problem(field, node, "'\(text)' is not one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+      return nil
+    }
+    return value
+  }
+}
+
+/// Levenshtein distance, for "did you mean" hints on misspelt field names.
+private func editDistance(_ a: String, _ b: String) -> Int {
+  let a = Array(a.utf8)
+  let b = Array(b.utf8)
+  guard !a.isEmpty else { return b.count }
+  guard !b.isEmpty else { return a.count }
+  var previous = Array(0...b.count)
+  var current = [Int](repeating: 0, count: b.count + 1)
+  for i in 1...a.count {
+    current[0] = i
+    for j in 1...b.count {
+      current[j] = Swift.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+    }
+    swap(&previous, &current)
+  }
+  return previous[b.count]
+}
+
+extension String {
+  func replacingAll(_ target: Character, with replacement: String) -> String {
+    split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
+  }
+}
