@@ -44,10 +44,15 @@ let package = Package(
       dependencies: ["COpenSSL", "CCRC32C", .product(name: "Yams", package: "Yams")],
       path: "Sources/StrataCore",
       swiftSettings: strictSwift),
+    .target(
+      name: "StrataStorage",
+      dependencies: ["StrataCore", "CStrataLinux", "CLZ4", "CCRC32C"],
+      path: "Sources/StrataStorage",
+      swiftSettings: strictSwift),
     .executableTarget(
       name: "strata",
       dependencies: [
-        "StrataCore",
+        "StrataCore", "StrataStorage",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Sources/CLI",
@@ -57,6 +62,9 @@ let package = Package(
     .testTarget(
       name: "StrataCoreTests", dependencies: ["StrataCore"], path: "Tests/StrataCoreTests",
       swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataStorageTests", dependencies: ["StrataStorage", "StrataCore"],
+      path: "Tests/StrataStorageTests", swiftSettings: strictSwift),
     .testTarget(
       name: "SystemLibraryTests",
       dependencies: ["CIBVerbs", "CRDMACM", "CLZ4", "COpenSSL", "CStrataLinux"],

@@ -29,13 +29,18 @@ struct Serve: ParsableCommand {
 
   func run() throws {
     do throws(StrataError) {
-      var settings = try config.map { path throws(StrataError) in
-        try NodeConfiguration(yaml: try readText(path, what: "configuration file"))
-      } ?? NodeConfiguration()
+      var settings =
+        try config.map { path throws(StrataError) in
+          try NodeConfiguration(yaml: try readText(path, what: "configuration file"))
+        } ?? NodeConfiguration()
       if let dataDir { settings.dataDirectory = dataDir }
-      if let listen { settings.listen = try flag("--listen") { () throws(StrataError) in try HostPort(parsing: listen) } }
+      if let listen {
+        settings.listen = try flag("--listen") { () throws(StrataError) in try HostPort(parsing: listen) }
+      }
       if let ram { settings.ram.capacity = try flag("--ram") { () throws(StrataError) in try ByteSize(parsing: ram) } }
-      if let nvme { settings.nvme.defaultCapacity = try flag("--nvme") { () throws(StrataError) in try ByteSize(parsing: nvme) } }
+      if let nvme {
+        settings.nvme.defaultCapacity = try flag("--nvme") { () throws(StrataError) in try ByteSize(parsing: nvme) }
+      }
       try settings.validate(on: thisMachine())
       print("# resolved configuration")
       print(settings.yaml, terminator: "")

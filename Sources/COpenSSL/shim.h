@@ -13,6 +13,10 @@ static inline int strata_ssl_ctx_set_max_proto_version(SSL_CTX *ctx, int version
   return (int)SSL_CTX_set_max_proto_version(ctx, version);
 }
 
+static inline int strata_ssl_ctx_get_min_proto_version(SSL_CTX *ctx) {
+  return (int)SSL_CTX_get_min_proto_version(ctx);
+}
+
 static inline int strata_tls1_3_version(void) { return TLS1_3_VERSION; }
 static inline int strata_tls1_2_version(void) { return TLS1_2_VERSION; }
 

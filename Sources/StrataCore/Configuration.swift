@@ -192,7 +192,8 @@ public struct NodeConfiguration: Hashable, Sendable {
       "\(limits.inflightBytesPerConnectionMax) is below limits.max_block_size (\(limits.blockBytesMax))")
     check(
       limits.inflightBytesMax >= limits.inflightBytesPerConnectionMax, "limits.max_inflight_bytes",
-      "\(limits.inflightBytesMax) is below limits.max_inflight_bytes_per_connection (\(limits.inflightBytesPerConnectionMax))")
+      "\(limits.inflightBytesMax) is below limits.max_inflight_bytes_per_connection (\(limits.inflightBytesPerConnectionMax))"
+    )
     check(limits.leasesMax >= 1, "limits.max_leases", "must be at least 1")
     check(limits.leaseDuration.milliseconds >= 1, "limits.lease_duration", "must be greater than zero")
     check(

@@ -103,7 +103,8 @@ public struct LayoutTag: Hashable, Sendable, CustomStringConvertible {
     func pair(_ name: String, _ text: String, _ separator: Character) throws(StrataError) -> (UInt16, UInt16) {
       let parts = text.split(separator: separator, omittingEmptySubsequences: false)
       guard parts.count == 2, let first = UInt16(parts[0]), let second = UInt16(parts[1]) else {
-        throw StrataError(.invalidArgument, "layout.\(name): expected two numbers 0-65535 as A\(separator)B, got '\(text)'")
+        throw StrataError(
+          .invalidArgument, "layout.\(name): expected two numbers 0-65535 as A\(separator)B, got '\(text)'")
       }
       return (first, second)
     }

@@ -5,7 +5,7 @@
 public struct Namespace: Hashable, Sendable, CustomStringConvertible {
   public static let nameBytesMax = 64
   /// The one open namespace of the embedded default configuration.
-  public static let defaultNamespace = Namespace(unchecked: "default")
+  public static let embeddedDefault = Namespace(unchecked: "default")
 
   public let name: String
 
@@ -18,7 +18,8 @@ public struct Namespace: Hashable, Sendable, CustomStringConvertible {
       })
     else {
       throw StrataError(
-        .invalidArgument, "namespace '\(name)': must be 1 to \(Namespace.nameBytesMax) characters of a-z, 0-9, '.', '_', '-'")
+        .invalidArgument,
+        "namespace '\(name)': must be 1 to \(Namespace.nameBytesMax) characters of a-z, 0-9, '.', '_', '-'")
     }
     self.name = name
   }

@@ -38,10 +38,12 @@ public struct PrefixHasher: Sendable {
     let blockCount = fullBlocks(tokenCount: tokens.count)
     guard extras.count <= blockCount else {
       throw StrataError(
-        .invalidArgument, "extras: \(extras.count) given for \(blockCount) full block(s); extras of partial blocks are never keyed")
+        .invalidArgument,
+        "extras: \(extras.count) given for \(blockCount) full block(s); extras of partial blocks are never keyed")
     }
     for (index, extra) in extras.enumerated() where extra.count > PrefixHasher.extrasBytesMax {
-      throw StrataError(.invalidArgument, "extras[\(index)]: at most \(PrefixHasher.extrasBytesMax) bytes, got \(extra.count)")
+      throw StrataError(
+        .invalidArgument, "extras[\(index)]: at most \(PrefixHasher.extrasBytesMax) bytes, got \(extra.count)")
     }
     let tokensPerBlock = Int(layout.tokensPerBlock)
     let hasher = SHA256()

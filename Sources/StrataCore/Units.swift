@@ -22,7 +22,8 @@ public struct ByteSize: Hashable, Comparable, Sendable, CustomStringConvertible 
     let digits = trimmed.prefix(while: { $0.isASCII && $0.isNumber })
     let unit = String(trimmed.dropFirst(digits.count)).trimmingWhitespace()
     guard !digits.isEmpty, let number = UInt64(digits) else {
-      throw StrataError(.invalidArgument, "'\(text)' is not a size (expected a whole number and a unit, like 512MiB or 4GiB)")
+      throw StrataError(
+        .invalidArgument, "'\(text)' is not a size (expected a whole number and a unit, like 512MiB or 4GiB)")
     }
     let multiplier: UInt64
     if unit.isEmpty {
@@ -30,7 +31,8 @@ public struct ByteSize: Hashable, Comparable, Sendable, CustomStringConvertible 
     } else if let known = ByteSize.units.first(where: { $0.0 == unit }) {
       multiplier = known.1
     } else {
-      throw StrataError(.invalidArgument, "'\(text)' has unknown unit '\(unit)' (known: B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")
+      throw StrataError(
+        .invalidArgument, "'\(text)' has unknown unit '\(unit)' (known: B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")
     }
     let (product, overflow) = number.multipliedReportingOverflow(by: multiplier)
     guard !overflow else { throw StrataError(.invalidArgument, "'\(text)' is too large") }
@@ -60,7 +62,8 @@ public struct DurationSetting: Hashable, Comparable, Sendable, CustomStringConve
     let unit = String(trimmed.dropFirst(digits.count)).trimmingWhitespace()
     let multipliers: [String: UInt64] = ["ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000]
     guard !digits.isEmpty, let number = UInt64(digits) else {
-      throw StrataError(.invalidArgument, "'\(text)' is not a duration (expected a whole number and a unit, like 30s or 250ms)")
+      throw StrataError(
+        .invalidArgument, "'\(text)' is not a duration (expected a whole number and a unit, like 30s or 250ms)")
     }
     guard let multiplier = multipliers[unit] else {
       throw StrataError(.invalidArgument, "'\(text)' has unknown or missing unit '\(unit)' (known: ms, s, m, h)")

@@ -1,0 +1,184 @@
+import StrataCore
+import Testing
+
+@Suite struct ConfigurationTests {
+  let machine = NodeConfiguration.Machine(physicalMemoryBytes: 24 << 30)
+
+  func problems(_ yaml: String) -> [String] {
+    do {
+      let config = try NodeConfiguration(yaml: yaml)
+      return config.problems(on: machine).map(\.description)
+    } catch {
+      return error.message.split(separator: "\n").map(String.init)
+    }
+  }
+
+  @Test func embeddedDefaultIsValid() throws {
+    let config = NodeConfiguration()
+    #expect(config.problems(on: machine).isEmpty)
+    #expect(config.cluster.mode == .single)
+    #expect(config.effectiveNVMePaths == [NVMePath(path: "./strata-data/nvme", capacity: .gibibytes(4))])
+    #expect(config.listen.description == "127.0.0.1:7400")
+  }
+
+  @Test func emptyFileMeansDefaults() throws {
+    #expect(try NodeConfiguration(yaml: "") == NodeConfiguration())
+    #expect(try NodeConfiguration(yaml: "# nothing\n") == NodeConfiguration())
+  }
+
+  @Test func fullFileIsReadField1ByField() throws {
+    let config = try NodeConfiguration(
+      yaml: """
+        node: {id: n1, zone: z1}
+        listen: "[::1]:7500"
+        data_dir: /var/lib/strata
+        ram: {capacity: 2GiB, lock: false, huge_pages: false}
+        nvme:
+          paths:
+            - {path: /mnt/nvme0, capacity: 100GiB}
+            - {path: /mnt/nvme1, capacity: 50GB}
+          region_size: 16MiB
+          admission: always
+          compression: lz4
+        limits:
+          max_block_size: 8MiB
+          max_connections: 1_000
+          max_inflight_bytes_per_connection: 64MiB
+          max_inflight_bytes: 512MiB
+          max_leases: 100
+          lease_duration: 250ms
+        cluster:
+          peers: ["10.0.0.2:7400", "node3:7400"]
+          replicas: 2
+        """)
+    #expect(config.node.id == "n1" && config.node.zone == "z1")
+    #expect(config.listen == HostPort(host: "::1", port: 7500))
+    #expect(config.ram.capacity == .gibibytes(2) && !config.ram.lock && !config.ram.hugePages)
+    #expect(config.nvme.paths.count == 2 && config.nvme.paths[1].capacity.bytes == 50_000_000_000)
+    #expect(config.nvme.admission == .always && config.nvme.compression == .lz4)
+    #expect(config.limits.connectionsMax == 1000 && config.limits.leaseDuration.milliseconds == 250)
+    #expect(config.cluster.mode == .staticPeers && config.cluster.replicas == 2)
+    #expect(config.problems(on: machine).isEmpty)
+    // What `config check --print` writes reads back to the same configuration.
+    #expect(try NodeConfiguration(yaml: config.yaml) == config)
+  }
+
+  @Test(arguments: [
+    ("ram: {capacity: 0}", "ram.capacity: must be greater than zero"),
+    ("ram: {capacity: 64TiB}", "ram.capacity: 64TiB is more than this machine's memory"),
+    ("ram: {capacity: 4gigs}", "ram.capacity: '4gigs' has unknown unit 'gigs'"),
+    ("ram: {capacity: 4Gb}", "ram.capacity: '4Gb' has unknown unit 'Gb'"),
+    ("ram: {capacity: -1GiB}", "ram.capacity: '-1GiB' is not a size"),
+    ("ram: {lock: maybe}", "ram.lock: 'maybe' is not true or false"),
+    ("ram: {capactiy: 1GiB}", "ram.capactiy: unknown field (did you mean capacity?)"),
+    ("rma: {capacity: 1GiB}", "rma: unknown field (did you mean ram?)"),
+    ("nvme: {region_size: 1000}", "nvme.region_size: 1000B is not a multiple of 4KiB"),
+    ("nvme: {region_size: 8MiB}", "nvme.region_size: 8MiB cannot hold one block"),
+    ("nvme: {capacity: 64MiB}", "nvme.capacity: 64MiB holds fewer than two regions"),
+    ("nvme: {admission: sometimes}", "nvme.admission: 'sometimes' is not one of always, seen_twice, never"),
+    ("nvme: {compression: zstd}", "nvme.compression: 'zstd' is not one of none, lz4"),
+    ("nvme: {paths: [{path: /a}]}", "nvme.paths[0]: needs both path and capacity"),
+    ("nvme: {paths: [{path: /a, capacity: 1GiB}, {path: /a, capacity: 1GiB}]}", "nvme.paths: a path is listed twice"),
+    ("listen: localhost", "listen: 'localhost' is not HOST:PORT"),
+    ("listen: 'h:0'", "listen: 'h:0' has port '0'"),
+    ("limits: {max_connections: 0}", "limits.max_connections: must be at least 1"),
+    ("limits: {max_connections: lots}", "limits.max_connections: 'lots' is not a whole number"),
+    ("limits: {lease_duration: 30}", "limits.lease_duration: '30' has unknown or missing unit"),
+    ("limits: {max_block_size: 0}", "limits.max_block_size: must be greater than zero"),
+    ("limits: {max_inflight_bytes: 1MiB}", "limits.max_inflight_bytes: 1MiB is below"),
+    ("cluster: {replicas: 3}", "cluster.replicas: 3 replicas need at least 3 nodes"),
+    ("cluster: {etcd: 'localhost:2379'}", "cluster.etcd: 'localhost:2379' is not an http:// or https:// URL"),
+    ("cluster: {peers: 'a:1'}", "cluster.peers: expected a list of HOST:PORT"),
+    ("ram: 5", "ram: expected a mapping"),
+    ("- a\n- b", "(top level): expected a mapping"),
+    ("ram: {capacity: 1GiB, capacity: 2GiB}", "not valid YAML"),
+  ])
+  func badValuesAreReportedByField(yaml: String, expected: String) {
+    let found = problems(yaml)
+    #expect(found.contains { $0.hasPrefix(expected) || $0.contains(expected) }, "got \(found)")
+  }
+
+  @Test func everyProblemIsReportedAtOnce() {
+    let found = problems("ram: {capacity: 4gigs, lock: maybe}\nnvme: {admission: x}\nbogus: 1\n")
+    #expect(found.count == 4, "got \(found)")
+  }
+
+  @Test func problemLinesPointIntoTheFile() {
+    let found = problems("ram:\n  capacity: 1GiB\n  lock: maybe\n")
+    #expect(found == ["ram.lock: 'maybe' is not true or false (line 3)"])
+  }
+
+  @Test func validateThrowsInvalidConfiguration() {
+    var config = NodeConfiguration()
+    config.ram.capacity = ByteSize(bytes: 0)
+    #expect {
+      try config.validate(on: machine)
+    } throws: { error in
+      (error as? StrataError)?.code == .invalidConfiguration
+    }
+  }
+}
+
+@Suite struct UnitTests {
+  @Test(arguments: [
+    ("0", UInt64(0)), ("512", 512), ("4KiB", 4096), ("512MiB", 512 << 20), ("4GiB", 4 << 30), ("1TiB", 1 << 40),
+    ("4KB", 4000), ("3MB", 3_000_000), ("2GB", 2_000_000_000), ("10B", 10), (" 8 MiB ", 8 << 20),
+  ])
+  func parsesSizes(text: String, bytes: UInt64) throws {
+    #expect(try ByteSize(parsing: text).bytes == bytes)
+  }
+
+  @Test(arguments: ["", "MiB", "4 gigs", "4mib", "4Mb", "1.5GiB", "-1", "99999999999TiB", "4GiBs"])
+  func rejectsBadSizes(text: String) {
+    #expect(throws: StrataError.self) { try ByteSize(parsing: text) }
+  }
+
+  @Test func sizesPrintInTheLargestExactUnit() {
+    #expect(ByteSize.mebibytes(512).description == "512MiB")
+    #expect(ByteSize(bytes: 1536 << 10).description == "1536KiB")
+    #expect(ByteSize(bytes: 100).description == "100B")
+  }
+
+  @Test func parsesDurations() throws {
+    #expect(try DurationSetting(parsing: "250ms").milliseconds == 250)
+    #expect(try DurationSetting(parsing: "30s").milliseconds == 30_000)
+    #expect(try DurationSetting(parsing: "5m").milliseconds == 300_000)
+    #expect(try DurationSetting(parsing: "1h").description == "1h")
+    #expect(throws: StrataError.self) { try DurationSetting(parsing: "30") }
+    #expect(throws: StrataError.self) { try DurationSetting(parsing: "3d") }
+  }
+
+  @Test func parsesHostPorts() throws {
+    #expect(try HostPort(parsing: "127.0.0.1:7400") == HostPort(host: "127.0.0.1", port: 7400))
+    #expect(try HostPort(parsing: "[::1]:80").description == "[::1]:80")
+    for bad in ["", ":80", "h:", "h:70000", "::1:80", "[::1]80"] {
+      #expect(throws: StrataError.self, "\(bad)") { try HostPort(parsing: bad) }
+    }
+  }
+}
+
+@Suite struct ErrorTests {
+  @Test func codesAreUniqueAndStable() {
+    let numbers = StrataError.Code.all.map(\.number)
+    #expect(Set(numbers).count == numbers.count)
+    #expect(Set(StrataError.Code.all.map(\.name)).count == numbers.count)
+    // Numbers travel on the wire: these must never change.
+    #expect(StrataError.Code.notFound.number == 3)
+    #expect(StrataError.Code.checksumMismatch.number == 5)
+    #expect(StrataError.Code(number: 5) == .checksumMismatch)
+    #expect(StrataError.Code(number: 999) == nil)
+  }
+
+  @Test func descriptionCarriesCodeAndCause() {
+    let cause = StrataError(.ioError, "disk gone")
+    let error = StrataError(.unavailable, "node n1 unreachable", cause: cause)
+    #expect(error.description == "node n1 unreachable (unavailable; cause: disk gone (io_error))")
+  }
+
+  @Test func namespacesAreValidated() throws {
+    #expect(try Namespace("tenant-a.prod_1").name == "tenant-a.prod_1")
+    for bad in ["", "Upper", "has space", String(repeating: "a", count: 65), "slash/"] {
+      #expect(throws: StrataError.self, "\(bad)") { try Namespace(bad) }
+    }
+  }
+}
