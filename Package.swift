@@ -58,6 +58,12 @@ let package = Package(
       path: "Sources/CLI",
       swiftSettings: strictSwift),
 
+    .executableTarget(
+      name: "strata-microbench",
+      dependencies: ["StrataCore"],
+      path: "Sources/Microbenchmarks",
+      swiftSettings: strictSwift),
+
     // MARK: Tests
     .testTarget(
       name: "StrataCoreTests", dependencies: ["StrataCore"], path: "Tests/StrataCoreTests",

@@ -1,0 +1,123 @@
+// strata-microbench: in-process benchmarks of the data-path primitives, each side by side with
+// memcpy of the same bytes in the same run. Usage and recorded results: docs/performance.md.
+//   swift run -c release strata-microbench [checksum|hash|all] [--seconds S] [--repeat N]
+
+import StrataCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+func now() -> Double {
+  var time = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &time)
+  return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
+
+/// Runs `body` over and over for about `seconds`; returns bytes per second.
+func throughput(bytes: Int, seconds: Double, _ body: () -> Void) -> Double {
+  body()  // warm up: fault pages, fill caches
+  var iterations = 0
+  let start = now()
+  var elapsed = 0.0
+  repeat {
+    body()
+    iterations += 1
+    elapsed = now() - start
+  } while elapsed < seconds
+  return Double(bytes) * Double(iterations) / elapsed
+}
+
+func median(_ values: [Double]) -> Double {
+  let sorted = values.sorted()
+  return sorted[sorted.count / 2]
+}
+
+func gb(_ bytesPerSecond: Double) -> String { formatted(bytesPerSecond / 1e9, 2) }
+
+func formatted(_ value: Double, _ decimals: Int) -> String {
+  if decimals == 0 { return "\(Int(value.rounded()))" }
+  var scale = 1.0
+  for _ in 0..<decimals { scale *= 10 }
+  let rounded = (value * scale).rounded() / scale
+  var text = "\(rounded)"
+  if let dot = text.firstIndex(of: ".") {
+    let have = text.distance(from: dot, to: text.endIndex) - 1
+    if have < decimals { text += String(repeating: "0", count: decimals - have) }
+  }
+  return text
+}
+
+func pad(_ text: String, _ width: Int) -> String {
+  text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+}
+
+var seconds = 0.5
+var repetitions = 3
+var which = "all"
+var arguments = CommandLine.arguments.dropFirst().makeIterator()
+while let argument = arguments.next() {
+  switch argument {
+  case "--seconds": seconds = Double(arguments.next() ?? "") ?? seconds
+  case "--repeat": repetitions = Int(arguments.next() ?? "") ?? repetitions
+  case "checksum", "hash", "all": which = argument
+  default:
+    print("usage: strata-microbench [checksum|hash|all] [--seconds S] [--repeat N]")
+    exit(64)
+  }
+}
+
+print("strata-microbench: medians of \(repetitions) runs of \(seconds) s each")
+
+if which == "checksum" || which == "all" {
+  print("")
+  print("CRC-32C (hardware instruction: \(CRC32C.usesHardware ? "yes" : "no")) against memcpy of the same buffer")
+  print("\(pad("size", 10)) \(pad("memcpy GB/s", 12)) \(pad("crc32c GB/s", 12)) \(pad("ratio", 7)) table-loop GB/s")
+  for size in [4096, 256 << 10, 2 << 20, 32 << 20] {
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+    let target = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+    defer {
+      source.deallocate()
+      target.deallocate()
+    }
+    for index in 0..<size { source[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 13) }
+    var sink: UInt32 = 0
+    var copies: [Double] = []
+    var checksums: [Double] = []
+    var portables: [Double] = []
+    for _ in 0..<repetitions {
+      copies.append(throughput(bytes: size, seconds: seconds) { memcpy(target.baseAddress!, source.baseAddress!, size) })
+      checksums.append(
+        throughput(bytes: size, seconds: seconds) { sink ^= CRC32C.checksum(UnsafeRawBufferPointer(source)) })
+      portables.append(
+        throughput(bytes: size, seconds: seconds / 4) { sink ^= CRC32C.portableChecksum(UnsafeRawBufferPointer(source)) })
+    }
+    let label = ByteSize(bytes: UInt64(size)).description
+    print(
+      "\(pad(label, 10)) \(pad(gb(median(copies)), 12)) \(pad(gb(median(checksums)), 12)) "
+        + "\(pad(formatted(median(checksums) / median(copies), 2) + "x", 7)) \(gb(median(portables)))"
+        + (sink == 0xFFFF_FFFF ? " " : ""))
+  }
+}
+
+if which == "hash" || which == "all" {
+  print("")
+  print("Chained prefix keys (SHA-256 via OpenSSL EVP) for a 32,768-token prompt")
+  print("\(pad("tokens/block", 13)) \(pad("keys/s", 12)) \(pad("token GB/s", 11)) µs per 32k-token prompt")
+  let layoutBase = "model=bench,dtype=bf16,layers=0-32,block="
+  let tokens = (0..<32768).map { UInt32(truncatingIfNeeded: $0 &* 7919) }
+  for tokensPerBlock in [16, 64, 256] {
+    let hasher = try! PrefixHasher(layout: try! LayoutTag(parsing: layoutBase + "\(tokensPerBlock)"))
+    var rates: [Double] = []
+    var count = 0
+    for _ in 0..<repetitions {
+      rates.append(throughput(bytes: tokens.count * 4, seconds: seconds) { count &+= try! hasher.keys(tokens: tokens).count })
+    }
+    let bytesPerSecond = median(rates)
+    let promptsPerSecond = bytesPerSecond / Double(tokens.count * 4)
+    let keysPerSecond = promptsPerSecond * Double(tokens.count / tokensPerBlock)
+    print(
+      "\(pad("\(tokensPerBlock)", 13)) \(pad(formatted(keysPerSecond, 0), 12)) \(pad(gb(bytesPerSecond), 11)) "
+        + formatted(1e6 / promptsPerSecond, 1))
+  }
+}
