@@ -86,11 +86,14 @@ if which == "checksum" || which == "all" {
     var checksums: [Double] = []
     var portables: [Double] = []
     for _ in 0..<repetitions {
-      copies.append(throughput(bytes: size, seconds: seconds) { memcpy(target.baseAddress!, source.baseAddress!, size) })
+      copies.append(
+        throughput(bytes: size, seconds: seconds) { memcpy(target.baseAddress!, source.baseAddress!, size) })
       checksums.append(
         throughput(bytes: size, seconds: seconds) { sink ^= CRC32C.checksum(UnsafeRawBufferPointer(source)) })
       portables.append(
-        throughput(bytes: size, seconds: seconds / 4) { sink ^= CRC32C.portableChecksum(UnsafeRawBufferPointer(source)) })
+        throughput(bytes: size, seconds: seconds / 4) {
+          sink ^= CRC32C.portableChecksum(UnsafeRawBufferPointer(source))
+        })
     }
     let label = ByteSize(bytes: UInt64(size)).description
     print(
@@ -111,7 +114,8 @@ if which == "hash" || which == "all" {
     var rates: [Double] = []
     var count = 0
     for _ in 0..<repetitions {
-      rates.append(throughput(bytes: tokens.count * 4, seconds: seconds) { count &+= try! hasher.keys(tokens: tokens).count })
+      rates.append(
+        throughput(bytes: tokens.count * 4, seconds: seconds) { count &+= try! hasher.keys(tokens: tokens).count })
     }
     let bytesPerSecond = median(rates)
     let promptsPerSecond = bytesPerSecond / Double(tokens.count * 4)
