@@ -16,4 +16,4 @@ echo "== build"
 swift build --build-tests
 
 echo "== tests"
-swift test
+swift test --disable-xctest  # every test uses Swift Testing
