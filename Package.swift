@@ -18,6 +18,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
   ],
   targets: [
     // MARK: C libraries (system libraries via pkg-config, each behind a shim header)
@@ -46,7 +47,9 @@ let package = Package(
       swiftSettings: strictSwift),
     .target(
       name: "StrataStorage",
-      dependencies: ["StrataCore", "CStrataLinux", "CLZ4", "CCRC32C"],
+      dependencies: [
+        "StrataCore", "CStrataLinux", "CLZ4", "CCRC32C", .product(name: "Logging", package: "swift-log"),
+      ],
       path: "Sources/StrataStorage",
       swiftSettings: strictSwift),
     .executableTarget(
@@ -54,6 +57,7 @@ let package = Package(
       dependencies: [
         "StrataCore", "StrataStorage",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/CLI",
       swiftSettings: strictSwift),

@@ -8,7 +8,7 @@ import StrataCore
 #endif
 
 @main
-struct Strata: ParsableCommand {
+struct Strata: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "strata",
     abstract: "Distributed storage for LLM inference KV-cache blocks.",
@@ -17,7 +17,7 @@ struct Strata: ParsableCommand {
       layout); 64 bad command-line usage.
       """,
     version: StrataVersion.current,
-    subcommands: [Serve.self, Hash.self, ConfigCommand.self, Version.self]
+    subcommands: [Serve.self, Hash.self, ConfigCommand.self, Debug.self, Version.self]
   )
 }
 

@@ -1,0 +1,277 @@
+// The self-describing on-disk record of the NVMe tier: a fixed 256-byte checksummed header, then
+// the stored (possibly compressed) bytes. The index is rebuilt from these headers after a restart.
+
+public import StrataCore
+
+// Header layout, all integers little-endian (the table is repeated in docs/nvme-format.md):
+//
+//   offset size  field
+//        0    4  magic, the bytes "STRB"
+//        4    2  format version (1)
+//        6    1  codec: 0 none, 1 lz4
+//        7    1  flags: bit 0 tombstone (the block was removed; no payload), other bits zero
+//        8    4  header checksum: CRC-32C of the 256 header bytes with these 4 bytes zeroed
+//       12    4  payload length: bytes before the codec
+//       16    4  stored length: bytes after the header on disk
+//       20    4  payload checksum: CRC-32C of the uncompressed payload
+//       24    4  stored checksum: CRC-32C of the stored bytes
+//       28    4  reserved, zero
+//       32    8  sequence number: per tier, increasing; the highest copy of a block wins
+//       40    8  device offset: where on its device the record was written
+//       48   32  block key
+//       80    1  namespace length (1...64)
+//       81    7  reserved, zero
+//       88   64  namespace, ASCII, zero-padded
+//      152  104  reserved, zero
+//
+// A record occupies header + stored bytes, rounded up to the device's alignment, and starts at an
+// aligned offset, so one aligned read returns all of it. The device offset binds a record to its
+// place: a misdirected write, or a record-shaped run of bytes inside another record's payload,
+// is refused where it is found.
+
+/// Why a header was refused; each reason distinct, because "end of the log" (bad magic) and
+/// "torn or decayed" (magic right, checksum wrong) mean different things to recovery.
+public enum BlockRecordError: Error, Hashable, Sendable, CustomStringConvertible {
+  /// The first four bytes are not "STRB": no record starts here.
+  case badMagic(found: UInt32)
+  /// A record of a format this build does not read.
+  case unsupportedVersion(UInt16)
+  /// The header's bytes changed after it was written (torn write, media decay).
+  case headerChecksumMismatch(stored: UInt32, computed: UInt32)
+  /// The checksum holds but a field is impossible (unknown codec or flag, bad namespace, lengths).
+  case invalidField(String)
+  /// A sound header that names another block than the one asked for.
+  case identityMismatch
+
+  public var description: String {
+    switch self {
+    case .badMagic(let found): "bad magic 0x\(String(found, radix: 16))"
+    case .unsupportedVersion(let version): "unsupported format version \(version)"
+    case .headerChecksumMismatch(let stored, let computed):
+      "header checksum mismatch (stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16)))"
+    case .invalidField(let what): "invalid header field: \(what)"
+    case .identityMismatch: "header names another block"
+    }
+  }
+}
+
+/// The header of one record. `encode` and `decode` are exact inverses for every valid header.
+public struct BlockRecordHeader: Hashable, Sendable {
+  public static let byteCount = 256
+  /// "STRB" read as a big-endian number.
+  public static let magic: UInt32 = 0x5354_5242
+  public static let formatVersion: UInt16 = 1
+
+  enum Offset {
+    static let magic = 0
+    static let version = 4
+    static let codec = 6
+    static let flags = 7
+    static let headerChecksum = 8
+    static let payloadBytes = 12
+    static let storedBytes = 16
+    static let payloadChecksum = 20
+    static let storedChecksum = 24
+    static let sequence = 32
+    static let deviceOffset = 40
+    static let key = 48
+    static let namespaceLength = 80
+    static let namespace = 88
+  }
+
+  public var codec: CompressionCodec
+  public var namespace: Namespace
+  public var key: BlockKey
+  public var payloadBytes: Int
+  public var storedBytes: Int
+  public var payloadChecksum: UInt32
+  public var storedChecksum: UInt32
+  public var sequence: UInt64
+  /// Byte offset of the record on its device.
+  public var deviceOffset: Int
+  /// A tombstone says the block was removed at `sequence`: recovery must not bring back any older
+  /// copy. It has no payload.
+  public var isTombstone = false
+
+  static let tombstoneFlag: UInt8 = 0x01
+
+  public init(
+    codec: CompressionCodec, namespace: Namespace, key: BlockKey, payloadBytes: Int, storedBytes: Int,
+    payloadChecksum: UInt32, storedChecksum: UInt32, sequence: UInt64, deviceOffset: Int
+  ) {
+    self.codec = codec
+    self.namespace = namespace
+    self.key = key
+    self.payloadBytes = payloadBytes
+    self.storedBytes = storedBytes
+    self.payloadChecksum = payloadChecksum
+    self.storedChecksum = storedChecksum
+    self.sequence = sequence
+    self.deviceOffset = deviceOffset
+  }
+
+  /// Bytes the whole record occupies on a device of `alignmentBytes`.
+  public func recordBytes(alignmentBytes: Int) -> Int {
+    BlockRecordHeader.recordBytes(storedBytes: storedBytes, alignmentBytes: alignmentBytes)
+  }
+
+  public static func recordBytes(storedBytes: Int, alignmentBytes: Int) -> Int {
+    roundUp(byteCount + storedBytes, toMultipleOf: alignmentBytes)
+  }
+
+  /// Writes the 256 header bytes, reserved bytes zeroed and the header checksum filled in.
+  public func encode(into buffer: UnsafeMutableRawBufferPointer) {
+    precondition(buffer.count >= Self.byteCount, "BlockRecordHeader.encode: buffer of \(buffer.count) bytes")
+    precondition(
+      (0...Int(UInt32.max)).contains(payloadBytes) && (0...Int(UInt32.max)).contains(storedBytes)
+        && deviceOffset >= 0,
+      "BlockRecordHeader.encode: lengths \(payloadBytes)/\(storedBytes) or offset \(deviceOffset) out of range")
+    let header = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Self.byteCount])
+    header.initializeMemory(as: UInt8.self, repeating: 0)
+    header.storeBytes(of: Self.magic.bigEndian, toByteOffset: Offset.magic, as: UInt32.self)
+    header.storeBytes(of: Self.formatVersion.littleEndian, toByteOffset: Offset.version, as: UInt16.self)
+    header[Offset.codec] = codec.recordByte
+    header[Offset.flags] = isTombstone ? Self.tombstoneFlag : 0
+    header.storeBytes(of: UInt32(payloadBytes).littleEndian, toByteOffset: Offset.payloadBytes, as: UInt32.self)
+    header.storeBytes(of: UInt32(storedBytes).littleEndian, toByteOffset: Offset.storedBytes, as: UInt32.self)
+    header.storeBytes(of: payloadChecksum.littleEndian, toByteOffset: Offset.payloadChecksum, as: UInt32.self)
+    header.storeBytes(of: storedChecksum.littleEndian, toByteOffset: Offset.storedChecksum, as: UInt32.self)
+    header.storeBytes(of: sequence.littleEndian, toByteOffset: Offset.sequence, as: UInt64.self)
+    header.storeBytes(of: UInt64(deviceOffset).littleEndian, toByteOffset: Offset.deviceOffset, as: UInt64.self)
+    key.store(to: header.baseAddress! + Offset.key)
+    var length = 0
+    for byte in namespace.name.utf8 {
+      header[Offset.namespace + length] = byte
+      length += 1
+    }
+    header[Offset.namespaceLength] = UInt8(length)
+    let checksum = CRC32C.checksum(UnsafeRawBufferPointer(header))
+    header.storeBytes(of: checksum.littleEndian, toByteOffset: Offset.headerChecksum, as: UInt32.self)
+  }
+
+  /// Reads and validates a header: magic, version, header checksum, then every field.
+  public static func decode(_ buffer: UnsafeRawBufferPointer) throws(BlockRecordError) -> BlockRecordHeader {
+    let fields = try decodeFixedFields(buffer)
+    let length = Int(buffer[Offset.namespaceLength])
+    guard (1...Namespace.nameBytesMax).contains(length) else {
+      throw .invalidField("namespace length \(length)")
+    }
+    let name = String(
+      decoding: UnsafeRawBufferPointer(rebasing: buffer[Offset.namespace..<(Offset.namespace + length)]),
+      as: UTF8.self)
+    let namespace: Namespace
+    do { namespace = try Namespace(name) } catch { throw .invalidField("namespace '\(name)'") }
+    return fields.header(namespace: namespace)
+  }
+
+  /// Like `decode`, but for a header expected to name (`namespace`, `key`): compares the namespace
+  /// bytes in place instead of building a string, so the read path allocates nothing.
+  static func decode(
+    _ buffer: UnsafeRawBufferPointer, expecting namespace: Namespace, key: BlockKey
+  ) throws(BlockRecordError) -> BlockRecordHeader {
+    let fields = try decodeFixedFields(buffer)
+    let length = Int(buffer[Offset.namespaceLength])
+    guard length <= Namespace.nameBytesMax else { throw .invalidField("namespace length \(length)") }
+    let stored = UnsafeRawBufferPointer(rebasing: buffer[Offset.namespace..<(Offset.namespace + length)])
+    guard fields.key == key, namespace.name.utf8.elementsEqual(stored) else { throw .identityMismatch }
+    return fields.header(namespace: namespace)
+  }
+
+  private struct FixedFields {
+    var codec: CompressionCodec
+    var key: BlockKey
+    var payloadBytes: Int
+    var storedBytes: Int
+    var payloadChecksum: UInt32
+    var storedChecksum: UInt32
+    var sequence: UInt64
+    var deviceOffset: Int
+    var isTombstone: Bool
+
+    func header(namespace: Namespace) -> BlockRecordHeader {
+      var header = BlockRecordHeader(
+        codec: codec, namespace: namespace, key: key, payloadBytes: payloadBytes, storedBytes: storedBytes,
+        payloadChecksum: payloadChecksum, storedChecksum: storedChecksum, sequence: sequence,
+        deviceOffset: deviceOffset)
+      header.isTombstone = isTombstone
+      return header
+    }
+  }
+
+  private static func decodeFixedFields(_ buffer: UnsafeRawBufferPointer) throws(BlockRecordError) -> FixedFields {
+    precondition(buffer.count >= byteCount, "BlockRecordHeader.decode: buffer of \(buffer.count) bytes")
+    let magic = UInt32(bigEndian: buffer.loadUnaligned(fromByteOffset: Offset.magic, as: UInt32.self))
+    guard magic == Self.magic else { throw .badMagic(found: magic) }
+    let version = UInt16(littleEndian: buffer.loadUnaligned(fromByteOffset: Offset.version, as: UInt16.self))
+    guard version == formatVersion else { throw .unsupportedVersion(version) }
+    let stored = UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: Offset.headerChecksum, as: UInt32.self))
+    // The checksum runs over the header with its own field read as zero: the bytes before the
+    // field, four zero bytes, then the bytes after it.
+    let zero: UInt32 = 0
+    var computed = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: buffer[0..<Offset.headerChecksum]))
+    computed = withUnsafeBytes(of: zero) { CRC32C.checksum($0, continuing: computed) }
+    computed = CRC32C.checksum(
+      UnsafeRawBufferPointer(rebasing: buffer[(Offset.headerChecksum + 4)..<byteCount]), continuing: computed)
+    guard stored == computed else { throw .headerChecksumMismatch(stored: stored, computed: computed) }
+
+    guard let codec = CompressionCodec(recordByte: buffer[Offset.codec]) else {
+      throw .invalidField("codec \(buffer[Offset.codec])")
+    }
+    let flags = buffer[Offset.flags]
+    guard flags & ~tombstoneFlag == 0 else { throw .invalidField("flags 0x\(String(flags, radix: 16))") }
+    let fields = FixedFields(
+      codec: codec,
+      key: BlockKey(copying: buffer.baseAddress! + Offset.key),
+      payloadBytes: Int(
+        UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: Offset.payloadBytes, as: UInt32.self))),
+      storedBytes: Int(UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: Offset.storedBytes, as: UInt32.self))),
+      payloadChecksum: UInt32(
+        littleEndian: buffer.loadUnaligned(fromByteOffset: Offset.payloadChecksum, as: UInt32.self)),
+      storedChecksum: UInt32(
+        littleEndian: buffer.loadUnaligned(fromByteOffset: Offset.storedChecksum, as: UInt32.self)),
+      sequence: UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: Offset.sequence, as: UInt64.self)),
+      deviceOffset: Int(
+        truncatingIfNeeded: UInt64(
+          littleEndian: buffer.loadUnaligned(fromByteOffset: Offset.deviceOffset, as: UInt64.self))),
+      isTombstone: flags & tombstoneFlag != 0)
+    guard !fields.isTombstone || (fields.payloadBytes == 0 && fields.storedBytes == 0 && codec == .none) else {
+      throw .invalidField("tombstone with \(fields.payloadBytes) payload bytes")
+    }
+    // Sequences start at the wall clock in nanoseconds (about 2^61 today); a top bit set is not a
+    // sequence any tier wrote, and accepting it would push the counter towards overflow.
+    guard fields.sequence < 1 << 63, fields.deviceOffset >= 0 else {
+      throw .invalidField("sequence \(fields.sequence) or device offset \(fields.deviceOffset) out of range")
+    }
+    switch codec {
+    case .none:
+      // Raw bytes: stored and payload are the same bytes, so their lengths and checksums agree.
+      guard fields.storedBytes == fields.payloadBytes, fields.storedChecksum == fields.payloadChecksum else {
+        throw .invalidField(
+          "raw record with stored \(fields.storedBytes)/payload \(fields.payloadBytes) bytes disagreeing")
+      }
+    case .lz4:
+      guard fields.storedBytes > 0, fields.storedBytes < fields.payloadBytes else {
+        throw .invalidField("lz4 record storing \(fields.storedBytes) bytes for \(fields.payloadBytes)")
+      }
+    }
+    return fields
+  }
+}
+
+extension CompressionCodec {
+  /// The codec's number in a record header; never reused.
+  var recordByte: UInt8 {
+    switch self {
+    case .none: 0
+    case .lz4: 1
+    }
+  }
+
+  init?(recordByte: UInt8) {
+    switch recordByte {
+    case 0: self = .none
+    case 1: self = .lz4
+    default: return nil
+    }
+  }
+}

@@ -1,0 +1,689 @@
+// The NVMe tier of a node: blocks appended as checksummed records into a log of fixed-size regions
+// on one or more devices, whole regions evicted oldest first with hot blocks reinserted (the design
+// of CacheLib's BlockCache). Reads verify every checksum; a warm restart rebuilds the index from disk.
+
+public import StrataCore
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// Counters and sizes of an NVMe tier at one instant.
+public struct NVMeTierStatistics: Hashable, Sendable {
+  public var blockCount = 0
+  /// Bytes of live records (headers and alignment padding included).
+  public var usedBytes = 0
+  /// Bytes of all regions together.
+  public var capacityBytes = 0
+  public var regionCount = 0
+  public var freeRegionCount = 0
+  /// Blocks found corrupt on read or reclaim and dropped (never returned).
+  public var corruptBlocksDetected = 0
+  /// Failed reads and writes; the blocks involved were not admitted or were dropped.
+  public var ioErrors = 0
+  public var evictedRegions = 0
+  public var evictedBlocks = 0
+  /// Hot blocks rewritten into the open region when their region was evicted.
+  public var reinsertedBlocks = 0
+  /// Writes refused because no region was free while another thread's reclaim was running.
+  public var admissionsRefused = 0
+  /// Operations that found every staging buffer in use and allocated one of their own.
+  public var stagingOverflowAllocations = 0
+  /// Reclaims whose header walk missed blocks (a hole after a failed write) and scanned the index.
+  public var reclaimFullScans = 0
+  /// Tombstones written by `remove`, so removed blocks stay removed across a restart.
+  public var tombstonesWritten = 0
+  /// Estimated bytes the block index occupies (hash table buckets, keys and values).
+  public var indexBytes = 0
+
+  /// Index memory per indexed block; between 75 and 150 bytes depending on where the hash table
+  /// is in its doubling cycle.
+  public var indexBytesPerBlock: Double { blockCount == 0 ? 0 : Double(indexBytes) / Double(blockCount) }
+}
+
+/// What a warm restart found.
+public struct RecoveryReport: Hashable, Sendable {
+  public var blocksRecovered = 0
+  /// Records whose header or stored bytes failed their checksum (torn writes, decay).
+  public var corruptDropped = 0
+  /// Older copies of a block superseded by a higher sequence number.
+  public var duplicatesDropped = 0
+  public var regionsScanned = 0
+  public var ioErrors = 0
+  public var durationSeconds = 0.0
+}
+
+/// Where a block's record lies on disk; for diagnostics and fault-injection tests.
+public struct NVMeRecordLocation: Hashable, Sendable {
+  public var device: Int
+  /// Byte offset of the record's header on the device.
+  public var offset: Int
+  /// Header, stored bytes and padding.
+  public var recordBytes: Int
+  public var storedBytes: Int
+  public var payloadBytes: Int
+  public var codec: CompressionCodec
+}
+
+/// A region-structured block store on NVMe. Thread-safe: any number of threads may read, write
+/// and remove at once; the lock guards only bookkeeping, never I/O. Every call is synchronous and
+/// blocks its thread for its I/O, so call it from a bounded I/O thread pool, not from async tasks.
+public final class NVMeTier: Sendable {
+  /// Default largest payload; staging buffers are sized from it.
+  public static let defaultBlockBytesMax = 4 << 20
+  /// Default staging buffers: one per thread of the caller's I/O pool, plus a few for reclaim.
+  public static let defaultStagingBufferCount = 16
+
+  public let capacityBytes: Int
+  public let regionBytes: Int
+  public let compression: CompressionCodec
+  public let blockBytesMax: Int
+  /// The alignment every record is placed at: the largest of the devices'.
+  public let alignmentBytes: Int
+  let devices: [any BlockDevice]
+  let pool: StagingPool
+  let log: Mutex<RegionLog>
+
+  private struct Hooks {
+    var isHot: (@Sendable (BlockID) -> Bool)?
+    var onEvict: (@Sendable ([BlockID]) -> Void)?
+  }
+
+  private let hooks = Mutex(Hooks())
+
+  /// Asked, for each live block of a region about to be evicted, whether to keep it by rewriting
+  /// it into the open region. Called without any tier lock held, on the thread that triggered the
+  /// eviction; it must be quick and must not block on that thread's work.
+  public var isHot: (@Sendable (BlockID) -> Bool)? {
+    get { hooks.withLock { $0.isHot } }
+    set { hooks.withLock { $0.isHot = newValue } }
+  }
+
+  /// Told the blocks that left the tier by eviction (one call per evicted region, after they left
+  /// the index). Blocks taken out by `remove` or dropped as corrupt on read are not reported: their
+  /// caller learns of it directly. Called without any tier lock held.
+  public var onEvict: (@Sendable ([BlockID]) -> Void)? {
+    get { hooks.withLock { $0.onEvict } }
+    set { hooks.withLock { $0.onEvict = newValue } }
+  }
+
+  /// A tier over empty devices: every region is formatted (its first block invalidated), so no
+  /// record of an earlier life can come back in a later recovery. Each device is split into
+  /// `regionBytes` regions (a remainder smaller than a region is unused).
+  /// - Parameters:
+  ///   - blockBytesMax: the largest payload `write` accepts; staging buffers hold one record of it.
+  ///   - stagingBufferCount: concurrent operations served without allocating; size it to the I/O pool.
+  public convenience init(
+    devices: [any BlockDevice], regionBytes: Int, compression: CompressionCodec,
+    blockBytesMax: Int = NVMeTier.defaultBlockBytesMax, stagingBufferCount: Int = NVMeTier.defaultStagingBufferCount
+  ) throws(StrataError) {
+    try self.init(
+      unformatted: devices, regionBytes: regionBytes, compression: compression, blockBytesMax: blockBytesMax,
+      stagingBufferCount: stagingBufferCount)
+    let regionStarts = log.withLock { log in log.regions.map { ($0.device, $0.deviceOffset) } }
+    for (device, offset) in regionStarts {
+      try invalidateRegionStart(device: device, deviceOffset: offset)
+    }
+  }
+
+  /// Validates the layout and builds a tier whose regions are all free, touching no device.
+  init(
+    unformatted devices: [any BlockDevice], regionBytes: Int, compression: CompressionCodec, blockBytesMax: Int,
+    stagingBufferCount: Int
+  ) throws(StrataError) {
+    guard !devices.isEmpty, devices.count <= Int(UInt16.max) else {
+      throw StrataError(.invalidConfiguration, "NVMe tier: \(devices.count) devices (1 to 65535 allowed)")
+    }
+    let alignment = devices.map(\.alignmentBytes).max()!
+    for (number, device) in devices.enumerated() where alignment % device.alignmentBytes != 0 {
+      throw StrataError(
+        .invalidConfiguration,
+        "NVMe tier: device \(number) alignment \(device.alignmentBytes) does not divide \(alignment)")
+    }
+    guard regionBytes > 0, regionBytes % alignment == 0, regionBytes <= Int(UInt32.max) else {
+      throw StrataError(
+        .invalidConfiguration,
+        "NVMe tier: region size \(regionBytes) bytes must be a positive multiple of \(alignment) bytes, at most 4 GiB")
+    }
+    guard blockBytesMax >= 0, blockBytesMax <= LZ4Codec.inputBytesMax else {
+      throw StrataError(
+        .invalidConfiguration, "NVMe tier: largest block \(blockBytesMax) bytes (at most \(LZ4Codec.inputBytesMax))")
+    }
+    let recordBytesMax = BlockRecordHeader.recordBytes(storedBytes: blockBytesMax, alignmentBytes: alignment)
+    guard recordBytesMax <= regionBytes else {
+      throw StrataError(
+        .invalidConfiguration,
+        "NVMe tier: a record of the largest block (\(recordBytesMax) bytes) does not fit a region of \(regionBytes) bytes"
+      )
+    }
+    var placements: [(device: Int, deviceOffset: Int)] = []
+    for (number, device) in devices.enumerated() {
+      for start in stride(from: 0, through: device.capacityBytes - regionBytes, by: regionBytes) {
+        placements.append((number, start))
+      }
+    }
+    // Two regions at least: one to write into while another is reclaimed.
+    guard placements.count >= 2 else {
+      throw StrataError(
+        .invalidConfiguration,
+        "NVMe tier: devices of \(devices.map(\.capacityBytes)) bytes hold \(placements.count) regions of \(regionBytes) bytes; 2 needed"
+      )
+    }
+    guard stagingBufferCount >= 1 else {
+      throw StrataError(.invalidConfiguration, "NVMe tier: staging buffer count \(stagingBufferCount)")
+    }
+    self.devices = devices
+    self.regionBytes = regionBytes
+    self.compression = compression
+    self.blockBytesMax = blockBytesMax
+    alignmentBytes = alignment
+    capacityBytes = placements.count * regionBytes
+    // Recovery reads a header block beyond a record of the largest size; hence one extra block.
+    pool = StagingPool(count: stagingBufferCount, bufferBytes: recordBytesMax + alignment, alignmentBytes: alignment)
+    log = Mutex(
+      RegionLog(
+        regionPlacements: placements, regionBytes: regionBytes, alignmentBytes: alignment,
+        firstSequence: wallClockNanoseconds()))
+  }
+
+  // MARK: Queries
+
+  public func contains(_ id: BlockID) -> Bool {
+    log.withLock { $0.location(of: id) != nil }
+  }
+
+  /// The block's uncompressed size: what a `read` destination must hold.
+  public func payloadBytes(of id: BlockID) -> Int? {
+    log.withLock { $0.location(of: id).map { Int($0.payloadBytes) } }
+  }
+
+  public func recordLocation(of id: BlockID) -> NVMeRecordLocation? {
+    log.withLock { log in
+      guard let location = log.location(of: id) else { return nil }
+      let region = log.regions[Int(location.region)]
+      return NVMeRecordLocation(
+        device: region.device, offset: region.deviceOffset + Int(location.offsetInRegion),
+        recordBytes: log.recordBytes(storedBytes: location.storedBytes), storedBytes: location.storedBytes,
+        payloadBytes: Int(location.payloadBytes), codec: location.codec)
+    }
+  }
+
+  public var blockCount: Int { log.withLock { $0.blockCount } }
+  public var usedBytes: Int { log.withLock { $0.liveBytes } }
+
+  public var statistics: NVMeTierStatistics {
+    var statistics = log.withLock { log in
+      var statistics = NVMeTierStatistics()
+      statistics.blockCount = log.blockCount
+      statistics.usedBytes = log.liveBytes
+      statistics.regionCount = log.regions.count
+      statistics.freeRegionCount = log.freeRegionCount
+      statistics.corruptBlocksDetected = log.counters.corruptBlocksDetected
+      statistics.ioErrors = log.counters.ioErrors
+      statistics.evictedRegions = log.counters.evictedRegions
+      statistics.evictedBlocks = log.counters.evictedBlocks
+      statistics.reinsertedBlocks = log.counters.reinsertedBlocks
+      statistics.admissionsRefused = log.counters.admissionsRefused
+      statistics.reclaimFullScans = log.counters.reclaimFullScans
+      statistics.tombstonesWritten = log.counters.tombstonesWritten
+      statistics.indexBytes = NVMeTier.estimatedIndexBytes(capacity: log.index.capacity)
+      return statistics
+    }
+    statistics.capacityBytes = capacityBytes
+    statistics.stagingOverflowAllocations = pool.overflowCount
+    return statistics
+  }
+
+  /// Bytes of a Swift dictionary of IndexKey → RecordLocation that can hold `capacity` entries:
+  /// a power-of-two bucket count at most 3/4 full, each bucket a key, a value and an occupancy bit.
+  static func estimatedIndexBytes(capacity: Int) -> Int {
+    guard capacity > 0 else { return 0 }
+    var buckets = 1
+    while buckets * 3 / 4 < capacity { buckets *= 2 }
+    let bucketBytes = MemoryLayout<IndexKey>.stride + MemoryLayout<RecordLocation>.stride
+    return buckets * bucketBytes + buckets / 8
+  }
+
+  // MARK: Writing
+
+  /// Stores a block, unless it is present (or being written by another thread): blocks are
+  /// immutable, so the first copy stands and the call does nothing. `checksum` is the CRC-32C of
+  /// `payload`, checked before anything is written. The block is in the index when this returns.
+  /// Throws `.ioError` when the device failed (the block is not admitted; the tier stays usable),
+  /// `.resourceExhausted` when no region is free while another thread is reclaiming one,
+  /// `.checksumMismatch` when `payload` does not match `checksum`.
+  public func write(_ id: BlockID, payload: UnsafeRawBufferPointer, checksum: UInt32) throws(StrataError) {
+    guard payload.count <= blockBytesMax else {
+      throw StrataError(
+        .invalidArgument, "\(id): block of \(payload.count) bytes exceeds the NVMe tier's \(blockBytesMax)")
+    }
+    // The last check before a long-lived copy: a block damaged in memory must not be persisted
+    // with a checksum that would then vouch for it.
+    let actual = CRC32C.checksum(payload)
+    guard actual == checksum else {
+      throw StrataError(
+        .checksumMismatch,
+        "\(id): payload checksum 0x\(String(actual, radix: 16)) differs from the given 0x\(String(checksum, radix: 16))"
+      )
+    }
+    let key: IndexKey
+    switch log.withLock({ $0.admit(id) }) {
+    case .present: return
+    case .namespacesExhausted:
+      throw StrataError(.resourceExhausted, "\(id): the NVMe tier holds the most namespaces it can (65536)")
+    case .admitted(let admitted): key = admitted
+    }
+    let victim = try writeAdmitted(id, key: key, payload: payload, checksum: checksum)
+    if let victim { reclaim(victim) }
+  }
+
+  /// Stages, places and writes one admitted block; returns a region the caller must reclaim.
+  private func writeAdmitted(
+    _ id: BlockID, key: IndexKey, payload: UnsafeRawBufferPointer, checksum: UInt32
+  ) throws(StrataError) -> Int? {
+    let lease = pool.lease()
+    let headerBytes = BlockRecordHeader.byteCount
+    let body = UnsafeMutableRawBufferPointer(rebasing: lease.buffer[headerBytes...])
+    var codec = CompressionCodec.none
+    var storedBytes = payload.count
+    var storedChecksum = checksum
+    let keptBytesMax = LZ4Codec.keptBytesMax(payloadBytes: payload.count)
+    if compression == .lz4, keptBytesMax > 0,
+      let compressed = LZ4Codec.compress(payload, into: UnsafeMutableRawBufferPointer(rebasing: body[0..<keptBytesMax]))
+    {
+      codec = .lz4
+      storedBytes = compressed
+      storedChecksum = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: body[0..<compressed]))
+    } else if payload.count > 0 {
+      UnsafeMutableRawBufferPointer(rebasing: body[0..<payload.count]).copyMemory(from: payload)
+    }
+    let recordBytes = BlockRecordHeader.recordBytes(storedBytes: storedBytes, alignmentBytes: alignmentBytes)
+    // Zeroed padding: what lands on disk is a function of the block alone, never of stale memory.
+    UnsafeMutableRawBufferPointer(rebasing: body[storedBytes..<(recordBytes - headerBytes)])
+      .initializeMemory(as: UInt8.self, repeating: 0)
+
+    var reservation: Reservation? = nil
+    var victim: Int? = nil
+    // Each pass either reserves or reclaims one region; a region count of passes always suffices
+    // unless other threads keep taking what this one frees.
+    for _ in 0...log.withLock({ $0.regions.count }) {
+      switch log.withLock({ $0.reserve(recordBytes: recordBytes, mayReclaim: true) }) {
+      case .reserved(let granted, let reclaim):
+        reservation = granted
+        victim = reclaim
+      case .mustReclaim(let region):
+        reclaim(region)
+        continue
+      case .busy:
+        break
+      }
+      break
+    }
+    guard let reservation else {
+      log.withLock { log in
+        log.withdraw(key)
+        log.counters.admissionsRefused += 1
+      }
+      throw StrataError(
+        .resourceExhausted, "\(id): no free NVMe region while another write reclaims one; block not admitted")
+    }
+
+    let header = BlockRecordHeader(
+      codec: codec, namespace: id.namespace, key: id.key, payloadBytes: payload.count, storedBytes: storedBytes,
+      payloadChecksum: checksum, storedChecksum: storedChecksum, sequence: reservation.sequence,
+      deviceOffset: reservation.deviceOffset)
+    header.encode(into: lease.buffer)
+    do {
+      try devices[reservation.device].write(
+        at: reservation.deviceOffset, from: UnsafeRawBufferPointer(lease.prefix(recordBytes)))
+    } catch {
+      log.withLock { $0.abandonWrite(reservation, key: key) }
+      if let victim { reclaim(victim) }
+      throw error
+    }
+    let location = RecordLocation(
+      region: reservation.region, offsetInRegion: reservation.offsetInRegion, payloadBytes: payload.count,
+      storedBytes: storedBytes, codec: codec)
+    log.withLock { $0.finishWrite(reservation, key: key, location: location) }
+    return victim
+  }
+
+  // MARK: Reading
+
+  private enum RecordCheck {
+    case valid(payloadBytes: Int)
+    case invalid(String)
+  }
+
+  /// Copies the block's payload into `destination` (at least `payloadBytes(of:)` long) and returns
+  /// its length. Every checksum is verified first: a block that fails any is dropped from the tier
+  /// and `.checksumMismatch` is thrown, with `destination` zeroed (corrupt bytes never reach a
+  /// caller). `.notFound` when the block is absent; `.ioError` when the device failed (the block is
+  /// dropped too: the next read would meet the same sector).
+  public func read(_ id: BlockID, into destination: UnsafeMutableRawBufferPointer) throws(StrataError) -> Int {
+    let lease = pool.lease()
+    // A read races eviction: the region may be reused under it. Such a read fails its checks but
+    // finds the index moved on, and looks again; a second race in a row is as good as absent.
+    for _ in 0..<3 {
+      let found = log.withLock { log -> (IndexKey, RecordLocation, RegionLog.Region)? in
+        guard let key = log.indexKey(of: id), let location = log.index[key] else { return nil }
+        return (key, location, log.regionInfo(Int(location.region)))
+      }
+      guard let (key, location, region) = found else { break }
+      guard destination.count >= Int(location.payloadBytes) else {
+        throw StrataError(
+          .invalidArgument,
+          "\(id): destination of \(destination.count) bytes is smaller than the block's \(location.payloadBytes)")
+      }
+      let recordBytes = BlockRecordHeader.recordBytes(storedBytes: location.storedBytes, alignmentBytes: alignmentBytes)
+      let record = lease.prefix(recordBytes)
+      let deviceOffset = region.deviceOffset + Int(location.offsetInRegion)
+      do {
+        try devices[region.device].read(at: deviceOffset, into: record)
+      } catch {
+        let dropped = log.withLock { log in
+          let dropped = log.removeIfUnchanged(key, at: location, generation: region.generation)
+          if dropped { log.counters.ioErrors += 1 }
+          return dropped
+        }
+        if dropped { throw error }
+        continue
+      }
+      switch check(UnsafeRawBufferPointer(record), of: id, at: location, deviceOffset: deviceOffset, into: destination)
+      {
+      case .valid(let payloadBytes):
+        return payloadBytes
+      case .invalid(let reason):
+        destination.initializeMemory(as: UInt8.self, repeating: 0)
+        let dropped = log.withLock { log in
+          let dropped = log.removeIfUnchanged(key, at: location, generation: region.generation)
+          if dropped { log.counters.corruptBlocksDetected += 1 }
+          return dropped
+        }
+        guard dropped else { continue }
+        throw StrataError(
+          .checksumMismatch,
+          "\(id): NVMe record on device \(region.device) at offset \(deviceOffset) failed verification (\(reason)); block dropped"
+        )
+      }
+    }
+    throw StrataError(.notFound, "\(id): not in the NVMe tier")
+  }
+
+  /// Verifies a record read from disk and decodes its payload into `destination`.
+  private func check(
+    _ record: UnsafeRawBufferPointer, of id: BlockID, at location: RecordLocation, deviceOffset: Int,
+    into destination: UnsafeMutableRawBufferPointer
+  ) -> RecordCheck {
+    let header: BlockRecordHeader
+    do {
+      header = try BlockRecordHeader.decode(record, expecting: id.namespace, key: id.key)
+    } catch {
+      return .invalid(error.description)
+    }
+    guard header.storedBytes == location.storedBytes, header.payloadBytes == Int(location.payloadBytes),
+      header.codec == location.codec
+    else { return .invalid("header lengths or codec disagree with the index") }
+    guard header.deviceOffset == deviceOffset else {
+      return .invalid("record claims device offset \(header.deviceOffset): a misdirected write")
+    }
+    let storedStart = BlockRecordHeader.byteCount
+    let stored = UnsafeRawBufferPointer(rebasing: record[storedStart..<(storedStart + header.storedBytes)])
+    guard CRC32C.checksum(stored) == header.storedChecksum else { return .invalid("stored bytes checksum mismatch") }
+    let payload = UnsafeMutableRawBufferPointer(rebasing: destination[0..<header.payloadBytes])
+    switch header.codec {
+    case .none:
+      // For raw records the decoder has checked that payload and stored checksums are one value.
+      if header.payloadBytes > 0 { payload.copyMemory(from: stored) }
+    case .lz4:
+      guard let produced = LZ4Codec.decompress(stored, into: payload), produced == header.payloadBytes else {
+        return .invalid("lz4 data does not decode to \(header.payloadBytes) bytes")
+      }
+      guard CRC32C.checksum(UnsafeRawBufferPointer(payload)) == header.payloadChecksum else {
+        return .invalid("payload checksum mismatch after decompression")
+      }
+    }
+    return .valid(payloadBytes: header.payloadBytes)
+  }
+
+  // MARK: Removing and syncing
+
+  /// Takes the block out of the tier at once. Its record stays on disk until its region is
+  /// reused, so a warm restart before then brings it back (harmless for immutable, content-
+  /// addressed blocks; a tenant purge must not rely on `remove` alone).
+  @discardableResult
+  public func remove(_ id: BlockID) -> Bool {
+    let removed = log.withLock { log -> Bool in
+      guard let key = log.indexKey(of: id) else { return false }
+      return log.remove(key) != nil
+    }
+    // The record stays on disk until its region is reused; a tombstone (a header-only record
+    // with a higher sequence) keeps recovery from bringing it back. Should writing it fail, the
+    // block is out of the index now and may return after a restart: same bytes, never others.
+    if removed { writeTombstone(id) }
+    return removed
+  }
+
+  private func writeTombstone(_ id: BlockID) {
+    let lease = pool.lease()
+    var reservation: Reservation? = nil
+    var victim: Int? = nil
+    for _ in 0...log.withLock({ $0.regions.count }) {
+      switch log.withLock({ $0.reserve(recordBytes: alignmentBytes, mayReclaim: true) }) {
+      case .reserved(let granted, let reclaim):
+        reservation = granted
+        victim = reclaim
+      case .mustReclaim(let region):
+        reclaim(region)
+        continue
+      case .busy:
+        break
+      }
+      break
+    }
+    guard let reservation else {
+      log.withLock { $0.counters.admissionsRefused += 1 }
+      return
+    }
+    var header = BlockRecordHeader(
+      codec: .none, namespace: id.namespace, key: id.key, payloadBytes: 0, storedBytes: 0, payloadChecksum: 0,
+      storedChecksum: 0, sequence: reservation.sequence, deviceOffset: reservation.deviceOffset)
+    header.isTombstone = true
+    let record = UnsafeMutableRawBufferPointer(rebasing: lease.buffer[0..<alignmentBytes])
+    record.initializeMemory(as: UInt8.self, repeating: 0)
+    header.encode(into: record)
+    do {
+      try devices[reservation.device].write(at: reservation.deviceOffset, from: UnsafeRawBufferPointer(record))
+      log.withLock { $0.finishTombstone(reservation) }
+    } catch {
+      log.withLock { $0.abandonWrite(reservation, key: nil) }
+    }
+    if let victim { reclaim(victim) }
+  }
+
+  /// Makes every completed write durable on every device.
+  public func sync() throws(StrataError) {
+    for device in devices { try device.sync() }
+  }
+
+  // MARK: Reclaiming
+
+  /// Empties `victim`: each live block is reinserted when `isHot` says so (and the open region has
+  /// room), else evicted; then the region's first block is invalidated and the region is freed.
+  /// I/O failures here cost blocks, never correctness, so they are counted, not thrown.
+  func reclaim(_ victim: Int) {
+    let isHot = hooks.withLock { $0.isHot }
+    let region = log.withLock { $0.regionInfo(victim) }
+    let lease = pool.lease()
+    var evicted: [BlockID] = []
+    let scan = walk(
+      device: region.device, deviceOffset: region.deviceOffset, limitBytes: region.writeOffset,
+      buffer: lease.buffer, verifyStored: false
+    ) { header, offsetInRegion, recordBytes in
+      let live = log.withLock { log -> (IndexKey, RecordLocation)? in
+        guard let key = log.indexKey(of: BlockID(namespace: header.namespace, key: header.key)),
+          let location = log.isLive(key, region: victim, offsetInRegion: offsetInRegion)
+        else { return nil }
+        return (key, location)
+      }
+      guard let (key, location) = live else { return }
+      let id = BlockID(namespace: header.namespace, key: header.key)
+      if let isHot, isHot(id),
+        reinsert(header, key: key, from: location, region: region, recordBytes: recordBytes, buffer: lease.buffer)
+      {
+        return
+      }
+      let removed = log.withLock { $0.remove(key) != nil }
+      if removed { evicted.append(id) }
+    }
+    let stranded = log.withLock { log in
+      log.counters.ioErrors += scan.ioErrors
+      log.counters.corruptBlocksDetected += scan.corrupt
+      return log.removeRemaining(in: victim)
+    }
+    evicted += stranded
+    do {
+      try invalidateRegionStart(device: region.device, deviceOffset: region.deviceOffset)
+    } catch {
+      // The region is reused anyway: its first new record overwrites the block this failed to.
+      log.withLock { $0.counters.ioErrors += 1 }
+    }
+    log.withLock { $0.finishReclaim(victim, evictedBlocks: evicted.count) }
+    if !evicted.isEmpty, let onEvict = hooks.withLock({ $0.onEvict }) { onEvict(evicted) }
+  }
+
+  /// Rewrites one record of a region being reclaimed into the open region, unchanged but for a new
+  /// sequence number. Returns false when it could not (no room, I/O error, corrupt bytes), and the
+  /// caller evicts the block instead.
+  private func reinsert(
+    _ header: BlockRecordHeader, key: IndexKey, from location: RecordLocation, region: RegionLog.Region,
+    recordBytes: Int, buffer: UnsafeMutableRawBufferPointer
+  ) -> Bool {
+    let record = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<recordBytes])
+    do {
+      try devices[region.device].read(at: region.deviceOffset + Int(location.offsetInRegion), into: record)
+    } catch {
+      log.withLock { $0.counters.ioErrors += 1 }
+      return false
+    }
+    let storedStart = BlockRecordHeader.byteCount
+    let stored = UnsafeRawBufferPointer(rebasing: record[storedStart..<(storedStart + header.storedBytes)])
+    guard CRC32C.checksum(stored) == header.storedChecksum else {
+      // Copying it would give decayed bytes a fresh sequence number; evicting them is the cure.
+      log.withLock { $0.counters.corruptBlocksDetected += 1 }
+      return false
+    }
+    guard case .reserved(let reservation, _) = log.withLock({ $0.reserve(recordBytes: recordBytes, mayReclaim: false) })
+    else { return false }
+    var moved = header
+    moved.sequence = reservation.sequence
+    moved.deviceOffset = reservation.deviceOffset
+    moved.encode(into: record)
+    do {
+      try devices[reservation.device].write(at: reservation.deviceOffset, from: UnsafeRawBufferPointer(record))
+    } catch {
+      log.withLock { $0.abandonWrite(reservation, key: nil) }
+      return false
+    }
+    // A block removed meanwhile stays removed; its new record is dead space and is not evicted twice.
+    _ = log.withLock { $0.finishReinsert(reservation, key: key, from: location) }
+    return true
+  }
+
+  /// Zeroes the first alignment block of a region, so that a recovery finds no record in it.
+  func invalidateRegionStart(device: Int, deviceOffset: Int) throws(StrataError) {
+    let lease = pool.lease()
+    let block = lease.prefix(alignmentBytes)
+    block.initializeMemory(as: UInt8.self, repeating: 0)
+    try devices[device].write(at: deviceOffset, from: UnsafeRawBufferPointer(block))
+  }
+
+  // MARK: Walking a region
+
+  /// Visits the records of one region in order, from its start, until a header is missing or
+  /// unsound, a sequence number fails to increase (the stale tail of the region's previous use), or
+  /// `limitBytes` is reached. With `verifyStored`, records whose stored bytes fail their checksum
+  /// are counted as corrupt and skipped; the walk goes on past them, since their header is sound.
+  func walk(
+    device: Int, deviceOffset: Int, limitBytes: Int, buffer: UnsafeMutableRawBufferPointer, verifyStored: Bool,
+    visit: (_ header: BlockRecordHeader, _ offsetInRegion: Int, _ recordBytes: Int) -> Void
+  ) -> RegionScan {
+    var scan = RegionScan()
+    var offset = 0
+    var previousSequence: UInt64? = nil
+    let headerBlock = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<alignmentBytes])
+    while offset + alignmentBytes <= limitBytes {
+      do {
+        try devices[device].read(at: deviceOffset + offset, into: headerBlock)
+      } catch {
+        scan.ioErrors += 1
+        break
+      }
+      let header: BlockRecordHeader
+      do {
+        header = try BlockRecordHeader.decode(UnsafeRawBufferPointer(headerBlock))
+      } catch {
+        // No magic is the normal end of a region's records; anything else is a torn or decayed header.
+        if case .badMagic = error {} else { scan.corrupt += 1 }
+        break
+      }
+      if let previousSequence, header.sequence <= previousSequence { break }
+      guard header.deviceOffset == deviceOffset + offset else {
+        // Sound but misplaced: a misdirected write, or record-shaped bytes inside an older
+        // record's payload met in a stale tail. Neither may be adopted.
+        scan.corrupt += 1
+        break
+      }
+      scan.highestSequence = max(scan.highestSequence, header.sequence)
+      let recordBytes = header.recordBytes(alignmentBytes: alignmentBytes)
+      guard recordBytes <= limitBytes - offset else {
+        scan.corrupt += 1
+        break
+      }
+      previousSequence = header.sequence
+      guard recordBytes <= buffer.count else {
+        // Written under a larger block limit than this tier's: sound, but it cannot be staged.
+        scan.corrupt += 1
+        offset += recordBytes
+        scan.endOffset = offset
+        continue
+      }
+      if verifyStored {
+        if recordBytes > alignmentBytes {
+          let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[alignmentBytes..<recordBytes])
+          do {
+            try devices[device].read(at: deviceOffset + offset + alignmentBytes, into: rest)
+          } catch {
+            scan.ioErrors += 1
+            break
+          }
+        }
+        let storedStart = BlockRecordHeader.byteCount
+        let stored = UnsafeRawBufferPointer(rebasing: buffer[storedStart..<(storedStart + header.storedBytes)])
+        if CRC32C.checksum(stored) != header.storedChecksum {
+          scan.corrupt += 1
+          offset += recordBytes
+          scan.endOffset = offset
+          continue
+        }
+      }
+      visit(header, offset, recordBytes)
+      offset += recordBytes
+      scan.endOffset = offset
+    }
+    return scan
+  }
+}
+
+/// Nanoseconds since 1970: where a tier's sequence numbers start, so that a new life's records
+/// always sort after any an earlier life left on the same disk (no tier writes one record a nanosecond).
+func wallClockNanoseconds() -> UInt64 {
+  var now = timespec()
+  clock_gettime(CLOCK_REALTIME, &now)
+  return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}

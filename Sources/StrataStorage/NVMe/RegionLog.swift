@@ -1,0 +1,421 @@
+// The NVMe tier's bookkeeping as a pure value: regions (free, open, sealed, reclaiming), the block
+// index, sequence numbers and counters. It does no I/O; NVMeTier holds it in a Mutex and does the I/O.
+
+import StrataCore
+
+/// A block's identity inside the index: its key and its namespace interned to a small number,
+/// so an entry does not carry a string.
+struct IndexKey: Hashable, Sendable {
+  var key: BlockKey
+  var namespaceID: UInt16
+}
+
+/// Where a block's record lies and what it holds: 16 bytes, so the index stays compact.
+struct RecordLocation: Hashable, Sendable {
+  var region: UInt32
+  var offsetInRegion: UInt32
+  var payloadBytes: UInt32
+  /// Stored length in the low 31 bits, the codec in the top bit (set: lz4). Lengths are capped
+  /// below 2 GiB by liblz4's input limit, so the bit is free.
+  private var storedBytesAndCodec: UInt32
+
+  init(region: Int, offsetInRegion: Int, payloadBytes: Int, storedBytes: Int, codec: CompressionCodec) {
+    self.region = UInt32(region)
+    self.offsetInRegion = UInt32(offsetInRegion)
+    self.payloadBytes = UInt32(payloadBytes)
+    storedBytesAndCodec = UInt32(storedBytes) | (codec == .lz4 ? 1 << 31 : 0)
+  }
+
+  var storedBytes: Int { Int(storedBytesAndCodec & ~(1 << 31)) }
+  var codec: CompressionCodec { storedBytesAndCodec >> 31 == 1 ? .lz4 : .none }
+}
+
+/// A place in the log handed to one writer: the writer puts its record there, then calls
+/// `finishWrite` (or `abandonWrite` when the I/O failed).
+struct Reservation: Sendable {
+  var region: Int
+  var device: Int
+  var deviceOffset: Int
+  var offsetInRegion: Int
+  var recordBytes: Int
+  var generation: UInt32
+  var sequence: UInt64
+}
+
+/// Counters of things that went wrong or were worked around; they only grow.
+struct RegionLogCounters: Sendable {
+  var corruptBlocksDetected = 0
+  var ioErrors = 0
+  var evictedRegions = 0
+  var evictedBlocks = 0
+  var reinsertedBlocks = 0
+  var admissionsRefused = 0
+  var reclaimFullScans = 0
+  var tombstonesWritten = 0
+}
+
+struct RegionLog: Sendable {
+  enum Phase: Sendable {
+    /// Holds nothing live; its first block is invalid, so recovery finds no record in it.
+    case free
+    /// Appended to by writers; at most one region is open.
+    case open
+    /// Full (or recovered); read only, waiting to be reclaimed oldest first.
+    case sealed
+    /// Being emptied by one reclaimer: its blocks stay readable until it becomes free.
+    case reclaiming
+  }
+
+  struct Region: Sendable {
+    let device: Int
+    let deviceOffset: Int
+    var phase: Phase = .free
+    /// Bytes from the region start that hold records (written or reserved).
+    var writeOffset = 0
+    /// Bumped each time the region is freed, so a reader can tell its bytes were reused under it.
+    var generation: UInt32 = 0
+    /// Reservations whose I/O has not finished; a region with any is never reclaimed.
+    var pendingWrites = 0
+    var liveBlocks = 0
+    /// Sequence of the first record: the region's age, oldest reclaimed first.
+    var firstSequence: UInt64 = 0
+  }
+
+  enum ReserveOutcome {
+    /// Space is reserved; when `reclaim` is set the caller must reclaim that region after its write.
+    case reserved(Reservation, reclaim: Int?)
+    /// No space and no reclaim running: the caller must reclaim this region now and try again.
+    case mustReclaim(Int)
+    /// No space, and another thread's reclaim has not yet freed any.
+    case busy
+  }
+
+  enum Admission {
+    case admitted(IndexKey)
+    /// In the index already, or being written by another thread.
+    case present
+    case namespacesExhausted
+  }
+
+  let regionBytes: Int
+  let alignmentBytes: Int
+  private(set) var regions: [Region]
+  private var freeRegions: [Int]
+  /// Oldest first.
+  private var sealedRegions: [Int] = []
+  private var openRegion: Int?
+  private var reclaimInProgress = false
+  private(set) var nextSequence: UInt64
+  private(set) var index: [IndexKey: RecordLocation] = [:]
+  private var inFlight: Set<IndexKey> = []
+  private var namespaceIDs: [Namespace: UInt16] = [:]
+  private var namespaces: [Namespace] = []
+  /// Bytes of live records, alignment padding included.
+  private(set) var liveBytes = 0
+  var counters = RegionLogCounters()
+
+  /// A log whose regions are all free; `regionPlacements` lists (device, byte offset) per region.
+  init(
+    regionPlacements: [(device: Int, deviceOffset: Int)], regionBytes: Int, alignmentBytes: Int, firstSequence: UInt64
+  ) {
+    self.regionBytes = regionBytes
+    self.alignmentBytes = alignmentBytes
+    regions = regionPlacements.map { Region(device: $0.device, deviceOffset: $0.deviceOffset) }
+    freeRegions = Array(regions.indices)
+    nextSequence = firstSequence
+  }
+
+  var freeRegionCount: Int { freeRegions.count }
+  var blockCount: Int { index.count }
+
+  func recordBytes(storedBytes: Int) -> Int {
+    BlockRecordHeader.recordBytes(storedBytes: storedBytes, alignmentBytes: alignmentBytes)
+  }
+
+  // MARK: Identity
+
+  func indexKey(of id: BlockID) -> IndexKey? {
+    namespaceIDs[id.namespace].map { IndexKey(key: id.key, namespaceID: $0) }
+  }
+
+  func blockID(of key: IndexKey) -> BlockID {
+    BlockID(namespace: namespaces[Int(key.namespaceID)], key: key.key)
+  }
+
+  /// The namespace's number, assigned on first sight; nil once 65,536 are in use. Numbers are never
+  /// released (namespaces are tenants: few and long-lived), which keeps every IndexKey valid.
+  mutating func intern(_ namespace: Namespace) -> UInt16? {
+    if let known = namespaceIDs[namespace] { return known }
+    guard namespaces.count <= Int(UInt16.max) else { return nil }
+    let id = UInt16(namespaces.count)
+    namespaces.append(namespace)
+    namespaceIDs[namespace] = id
+    return id
+  }
+
+  func location(of id: BlockID) -> RecordLocation? {
+    indexKey(of: id).flatMap { index[$0] }
+  }
+
+  // MARK: Writing
+
+  /// Claims the right to write `id`, unless it is present or already being written.
+  mutating func admit(_ id: BlockID) -> Admission {
+    guard let namespaceID = intern(id.namespace) else { return .namespacesExhausted }
+    let key = IndexKey(key: id.key, namespaceID: namespaceID)
+    if index[key] != nil || inFlight.contains(key) { return .present }
+    inFlight.insert(key)
+    return .admitted(key)
+  }
+
+  /// Gives up a claim from `admit` without writing.
+  mutating func withdraw(_ key: IndexKey) {
+    inFlight.remove(key)
+  }
+
+  /// Reserves `recordBytes` in the open region, opening a free one when it is full. Only a caller
+  /// that `mayReclaim` (a foreground write, not a reinsertion) is asked to reclaim: keeping one
+  /// region free while a reclaim runs gives its hot blocks somewhere to go.
+  mutating func reserve(recordBytes: Int, mayReclaim: Bool) -> ReserveOutcome {
+    precondition(
+      recordBytes > 0 && recordBytes <= regionBytes && recordBytes % alignmentBytes == 0,
+      "RegionLog.reserve: record of \(recordBytes) bytes in regions of \(regionBytes)")
+    if let open = openRegion, regions[open].writeOffset + recordBytes <= regionBytes {
+      return .reserved(take(recordBytes, in: open), reclaim: nil)
+    }
+    if !freeRegions.isEmpty {
+      let next = freeRegions.removeFirst()
+      if let open = openRegion { seal(open) }
+      regions[next].phase = .open
+      regions[next].writeOffset = 0
+      openRegion = next
+      let reservation = take(recordBytes, in: next)
+      var victim: Int? = nil
+      if mayReclaim && freeRegions.isEmpty && !reclaimInProgress { victim = startReclaim() }
+      return .reserved(reservation, reclaim: victim)
+    }
+    guard mayReclaim, !reclaimInProgress else { return .busy }
+    // Nothing free and nobody freeing: the open region cannot take this record, so it is sealed
+    // (and may itself be the victim when it is the only one) and the caller reclaims at once.
+    if let open = openRegion { seal(open) }
+    guard let victim = startReclaim() else { return .busy }
+    return .mustReclaim(victim)
+  }
+
+  private mutating func take(_ recordBytes: Int, in region: Int) -> Reservation {
+    let offset = regions[region].writeOffset
+    let sequence = nextSequence
+    nextSequence += 1
+    regions[region].writeOffset += recordBytes
+    regions[region].pendingWrites += 1
+    if offset == 0 { regions[region].firstSequence = sequence }
+    return Reservation(
+      region: region, device: regions[region].device, deviceOffset: regions[region].deviceOffset + offset,
+      offsetInRegion: offset, recordBytes: recordBytes, generation: regions[region].generation, sequence: sequence)
+  }
+
+  private mutating func seal(_ region: Int) {
+    precondition(regions[region].phase == .open, "RegionLog.seal: region \(region) is \(regions[region].phase)")
+    regions[region].phase = .sealed
+    sealedRegions.append(region)
+    if openRegion == region { openRegion = nil }
+  }
+
+  /// The oldest sealed region with no write in flight, now marked as being reclaimed.
+  private mutating func startReclaim() -> Int? {
+    guard let position = sealedRegions.firstIndex(where: { regions[$0].pendingWrites == 0 }) else { return nil }
+    let victim = sealedRegions.remove(at: position)
+    regions[victim].phase = .reclaiming
+    reclaimInProgress = true
+    return victim
+  }
+
+  /// Indexes the record a writer finished, and ends its claim from `admit`.
+  mutating func finishWrite(_ reservation: Reservation, key: IndexKey, location: RecordLocation) {
+    regions[reservation.region].pendingWrites -= 1
+    inFlight.remove(key)
+    // A region with writes in flight is never reclaimed, so its generation cannot have moved.
+    precondition(
+      regions[reservation.region].generation == reservation.generation,
+      "RegionLog.finishWrite: region \(reservation.region) was reused under a pending write")
+    precondition(index[key] == nil, "RegionLog.finishWrite: \(key) was indexed by another writer")
+    index[key] = location
+    regions[reservation.region].liveBlocks += 1
+    liveBytes += reservation.recordBytes
+  }
+
+  /// Ends a reservation whose write failed. The open region is sealed so that later records do not
+  /// sit behind the hole: recovery stops at the first bad header of a region.
+  mutating func abandonWrite(_ reservation: Reservation, key: IndexKey?) {
+    regions[reservation.region].pendingWrites -= 1
+    if let key { inFlight.remove(key) }
+    if openRegion == reservation.region { seal(reservation.region) }
+    counters.ioErrors += 1
+  }
+
+  /// Points a block moved by reinsertion at its new record, if it still lies at `old`.
+  /// Returns false when the block left the index meanwhile (its new record is then dead space).
+  mutating func finishReinsert(_ reservation: Reservation, key: IndexKey, from old: RecordLocation) -> Bool {
+    regions[reservation.region].pendingWrites -= 1
+    guard index[key] == old else { return false }
+    var moved = old
+    moved.region = UInt32(reservation.region)
+    moved.offsetInRegion = UInt32(reservation.offsetInRegion)
+    index[key] = moved
+    regions[Int(old.region)].liveBlocks -= 1
+    regions[reservation.region].liveBlocks += 1
+    counters.reinsertedBlocks += 1
+    return true
+  }
+
+  /// Ends the reservation of a tombstone record that was written: it indexes nothing.
+  mutating func finishTombstone(_ reservation: Reservation) {
+    regions[reservation.region].pendingWrites -= 1
+    counters.tombstonesWritten += 1
+  }
+
+  // MARK: Removing
+
+  /// Takes the block out of the index; its record becomes dead space in its region.
+  @discardableResult
+  mutating func remove(_ key: IndexKey) -> RecordLocation? {
+    guard let location = index.removeValue(forKey: key) else { return nil }
+    regions[Int(location.region)].liveBlocks -= 1
+    liveBytes -= recordBytes(storedBytes: location.storedBytes)
+    return location
+  }
+
+  /// Removes the block only if it still lies at `location` in the same region generation: the
+  /// caller read those bytes and found them bad, and must not drop a newer copy.
+  mutating func removeIfUnchanged(_ key: IndexKey, at location: RecordLocation, generation: UInt32) -> Bool {
+    guard index[key] == location, regions[Int(location.region)].generation == generation else { return false }
+    remove(key)
+    return true
+  }
+
+  /// Whether `key` is live at `offsetInRegion` of `region`.
+  func isLive(_ key: IndexKey, region: Int, offsetInRegion: Int) -> RecordLocation? {
+    guard let location = index[key], location.region == UInt32(region),
+      location.offsetInRegion == UInt32(offsetInRegion)
+    else { return nil }
+    return location
+  }
+
+  // MARK: Reclaiming
+
+  func regionInfo(_ region: Int) -> Region { regions[region] }
+
+  /// Removes every block still indexed in `region`: the ones a header walk could not reach (it
+  /// stops at a hole left by a failed write or at a decayed header). O(index size), so only used
+  /// when the walk left some behind.
+  mutating func removeRemaining(in region: Int) -> [BlockID] {
+    guard regions[region].liveBlocks > 0 else { return [] }
+    counters.reclaimFullScans += 1
+    let stranded = index.filter { $0.value.region == UInt32(region) }
+    for key in stranded.keys { remove(key) }
+    return stranded.keys.map(blockID(of:))
+  }
+
+  /// Makes a reclaimed region free; its blocks have left the index.
+  mutating func finishReclaim(_ region: Int, evictedBlocks: Int) {
+    precondition(
+      regions[region].phase == .reclaiming && regions[region].liveBlocks == 0,
+      "RegionLog.finishReclaim: region \(region) is \(regions[region].phase) with \(regions[region].liveBlocks) blocks")
+    regions[region].phase = .free
+    regions[region].writeOffset = 0
+    regions[region].generation &+= 1
+    regions[region].firstSequence = 0
+    freeRegions.append(region)
+    reclaimInProgress = false
+    counters.evictedRegions += 1
+    counters.evictedBlocks += evictedBlocks
+  }
+
+  // MARK: Recovery
+
+  /// Rebuilds the index from scanned regions (`scans[r]` for region r): the highest sequence of a
+  /// block wins, regions holding live blocks are sealed oldest first, and the rest are free.
+  /// Returns the regions that hold only dead records, whose first block the caller must
+  /// invalidate before they are reused, and the number of duplicate records dropped.
+  mutating func adopt(_ scans: [RegionScan], sequenceFloor: UInt64) -> (
+    invalidate: [Int], duplicates: Int, unnamed: Int
+  ) {
+    precondition(scans.count == regions.count && index.isEmpty, "RegionLog.adopt: fresh log and one scan per region")
+    var sequences: [IndexKey: UInt64] = [:]
+    var tombstoneRegions: [IndexKey: Int] = [:]
+    var duplicates = 0
+    var unnamed = 0
+    var highestSequence: UInt64 = 0
+    for (region, scan) in scans.enumerated() {
+      highestSequence = max(highestSequence, scan.highestSequence)
+      for record in scan.records {
+        guard let namespaceID = intern(record.namespace) else {
+          unnamed += 1
+          continue
+        }
+        let key = IndexKey(key: record.key, namespaceID: namespaceID)
+        if let seen = sequences[key] {
+          duplicates += 1
+          if seen >= record.sequence { continue }
+        }
+        sequences[key] = record.sequence
+        if record.isTombstone {
+          index[key] = nil
+          tombstoneRegions[key] = region
+        } else {
+          index[key] = RecordLocation(
+            region: region, offsetInRegion: record.offsetInRegion, payloadBytes: record.payloadBytes,
+            storedBytes: record.storedBytes, codec: record.codec)
+          tombstoneRegions[key] = nil
+        }
+      }
+    }
+    // A region whose tombstone still hides an older copy elsewhere must outlive that copy: it
+    // stays sealed (evicted in order, after the older region) instead of being freed now.
+    var retained = Set<Int>()
+    for region in tombstoneRegions.values { retained.insert(region) }
+    for location in index.values {
+      regions[Int(location.region)].liveBlocks += 1
+      liveBytes += recordBytes(storedBytes: location.storedBytes)
+    }
+    var invalidate: [Int] = []
+    freeRegions.removeAll()
+    for (region, scan) in scans.enumerated() {
+      if regions[region].liveBlocks > 0 || retained.contains(region) {
+        regions[region].phase = .sealed
+        regions[region].writeOffset = scan.endOffset
+        regions[region].firstSequence = scan.records.first?.sequence ?? 0
+        sealedRegions.append(region)
+      } else {
+        if scan.endOffset > 0 { invalidate.append(region) }
+        freeRegions.append(region)
+      }
+    }
+    sealedRegions.sort { regions[$0].firstSequence < regions[$1].firstSequence }
+    nextSequence = max(sequenceFloor, highestSequence &+ 1)
+    return (invalidate, duplicates, unnamed)
+  }
+}
+
+/// What a walk over one region found.
+struct RegionScan: Sendable {
+  struct Record: Sendable {
+    var namespace: Namespace
+    var key: BlockKey
+    var sequence: UInt64
+    var offsetInRegion: Int
+    var payloadBytes: Int
+    var storedBytes: Int
+    var codec: CompressionCodec
+    var isTombstone = false
+  }
+
+  var records: [Record] = []
+  /// Where the walk stopped: the end of the last record with a sound header.
+  var endOffset = 0
+  /// Records whose header or stored bytes failed their checksum (torn or decayed).
+  var corrupt = 0
+  var ioErrors = 0
+  /// The highest sequence in any sound header met, kept or not, so new records sort after it.
+  var highestSequence: UInt64 = 0
+}

@@ -1,0 +1,59 @@
+// Opens a node's storage from its configuration: the RAM arena, and the NVMe tier recovered
+// from its device files (warm restart), logging how long recovery took and what it found.
+
+public import Logging
+public import StrataCore
+
+/// The device file of one NVMe path: the tier's regions live inside this one file.
+public func nvmeDeviceFile(under path: String) -> String {
+  (path.hasSuffix("/") ? path : path + "/") + "strata-nvme.dat"
+}
+
+extension TierManager {
+  /// The tiers of a node configured by `node`. Existing device files are scanned and their
+  /// valid blocks indexed again; torn or corrupt records are dropped, never served.
+  public static func open(
+    _ node: NodeConfiguration, clock: any StorageClock = MonotonicClock(), logger: Logger
+  ) throws(StrataError) -> (TierManager, RecoveryReport?) {
+    let configuration = TierConfiguration(node)
+    guard node.nvme.admission != .never else {
+      logger.info("storage: RAM tier only (nvme.admission: never)")
+      return (try TierManager(configuration: configuration, nvme: nil, clock: clock), nil)
+    }
+    var devices: [any BlockDevice] = []
+    for path in node.effectiveNVMePaths {
+      try makeDirectory(path.path)
+      devices.append(
+        try FileBlockDevice(path: nvmeDeviceFile(under: path.path), capacityBytes: Int(path.capacity.bytes)))
+    }
+    let (nvme, report) = try NVMeTier.recover(
+      devices: devices, regionBytes: Int(node.nvme.regionSize.bytes), compression: node.nvme.compression,
+      blockBytesMax: configuration.blockBytesMax, stagingBufferCount: configuration.ioThreads * 2)
+    logger.info(
+      "storage: NVMe tier recovered",
+      metadata: [
+        "blocks": "\(report.blocksRecovered)", "corrupt_dropped": "\(report.corruptDropped)",
+        "duplicates_dropped": "\(report.duplicatesDropped)", "regions": "\(report.regionsScanned)",
+        "seconds": "\(report.durationSeconds)", "paths": "\(node.effectiveNVMePaths.map(\.path))",
+      ])
+    if report.corruptDropped > 0 {
+      logger.warning("storage: dropped \(report.corruptDropped) torn or corrupt block(s) found at start")
+    }
+    return (try TierManager(configuration: configuration, nvme: nvme, clock: clock), report)
+  }
+}
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// mkdir -p, with errors that name the path.
+func makeDirectory(_ path: String) throws(StrataError) {
+  var built = path.hasPrefix("/") ? "" : "."
+  for component in path.split(separator: "/") {
+    built += "/" + component
+    if mkdir(built, 0o755) != 0 && errno != EEXIST {
+      throw StrataError(.ioError, "cannot create data folder '\(built)': \(String(cString: strerror(errno)))")
+    }
+  }
+}

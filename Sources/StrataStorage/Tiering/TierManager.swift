@@ -1,0 +1,572 @@
+// The tier manager: decides where every block of a node lives (RAM arena or NVMe), admits,
+// evicts, demotes, promotes and pins blocks, and never returns bytes that failed a checksum.
+
+public import StrataCore
+import Synchronization
+
+/// Where a present block was found.
+public enum Tier: String, Sendable, Hashable {
+  case ram
+  case nvme
+}
+
+/// What a PUT did.
+public enum PutOutcome: Sendable, Hashable {
+  /// The block is new and now committed.
+  case stored
+  /// The block was present already (or being written): blocks are immutable, nothing moved.
+  case alreadyPresent
+}
+
+/// Settings of one node's tiers (from `NodeConfiguration`; see docs/configuration.md).
+public struct TierConfiguration: Sendable {
+  public var ramBytes: Int
+  public var blockBytesMax: Int
+  public var lockMemory: Bool
+  public var hugePages: Bool
+  public var admission: AdmissionPolicy
+  public var leasesMax: Int
+  public var leaseDurationMilliseconds: UInt64
+  /// Threads doing disk I/O; bounded so that disk stalls never take every thread.
+  public var ioThreads: Int
+  /// Disk operations queued at most before callers are told `resourceExhausted`.
+  public var ioQueueDepthMax: Int
+  /// Background demotion starts above this fill of the RAM tier and stops below `lowWatermark`.
+  public var highWatermark: Double
+  public var lowWatermark: Double
+
+  public init(
+    ramBytes: Int, blockBytesMax: Int, lockMemory: Bool = false, hugePages: Bool = true,
+    admission: AdmissionPolicy = .seenTwice, leasesMax: Int = 65536, leaseDurationMilliseconds: UInt64 = 30_000,
+    ioThreads: Int = 4, ioQueueDepthMax: Int = 1024, highWatermark: Double = 0.95, lowWatermark: Double = 0.85
+  ) {
+    self.ramBytes = ramBytes
+    self.blockBytesMax = blockBytesMax
+    self.lockMemory = lockMemory
+    self.hugePages = hugePages
+    self.admission = admission
+    self.leasesMax = leasesMax
+    self.leaseDurationMilliseconds = leaseDurationMilliseconds
+    self.ioThreads = ioThreads
+    self.ioQueueDepthMax = ioQueueDepthMax
+    self.highWatermark = highWatermark
+    self.lowWatermark = lowWatermark
+  }
+
+  public init(_ node: NodeConfiguration) {
+    self.init(
+      ramBytes: Int(node.ram.capacity.bytes), blockBytesMax: Int(node.limits.blockBytesMax.bytes),
+      lockMemory: node.ram.lock, hugePages: node.ram.hugePages, admission: node.nvme.admission,
+      leasesMax: node.limits.leasesMax, leaseDurationMilliseconds: node.limits.leaseDuration.milliseconds)
+  }
+}
+
+/// Counters and gauges of the tiers, read at one instant.
+public struct TierStats: Sendable, Hashable {
+  public var ramBlocks = 0
+  public var ramUsedBytes = 0
+  public var ramCapacityBytes = 0
+  public var nvmeBlocks = 0
+  public var nvmeUsedBytes = 0
+  public var nvmeCapacityBytes = 0
+  public var puts = 0
+  public var putBytes = 0
+  public var duplicatePuts = 0
+  public var hitsRAM = 0
+  public var hitsNVMe = 0
+  public var misses = 0
+  public var demotedBlocks = 0
+  public var demotedBytes = 0
+  public var promotedBlocks = 0
+  public var promotedBytes = 0
+  /// Blocks evicted from RAM without going to disk (admission said no, or there is no NVMe tier).
+  public var droppedBlocks = 0
+  public var checksumFailures = 0
+  public var ioErrors = 0
+  public var leasesActive = 0
+  public var pinnedBlocks = 0
+}
+
+/// A block pinned by a lease: its bytes stay valid and unchanged until the lease ends.
+public struct LeasedBlock: @unchecked Sendable {
+  // @unchecked: `bytes` points into the arena; the lease guarantees the slot is neither freed
+  // nor rewritten while it is held, and blocks are immutable, so concurrent reads are safe.
+  public let id: BlockID
+  public let bytes: UnsafeRawBufferPointer
+  public let checksum: UInt32
+  /// Where the block was when the lease was asked for (an NVMe block is promoted first).
+  public let foundIn: Tier
+}
+
+/// Pins on some blocks; pass it back to `release` when the transfer is done.
+public struct BlockLease: Sendable {
+  public let id: LeaseID
+  /// One entry per requested id, nil where the block is absent (or failed its checksum).
+  public let blocks: [LeasedBlock?]
+  public let expiresAtMilliseconds: UInt64
+
+  /// The number of leading requested blocks that are present: the usable prefix.
+  public var leadingRunCount: Int { blocks.firstIndex(where: { $0 == nil }) ?? blocks.count }
+}
+
+/// A slot reserved for a PUT, to be filled (e.g. received from a socket straight into the arena)
+/// and then committed or aborted.
+public struct PutReservation: @unchecked Sendable {
+  // @unchecked: the slot belongs to this reservation alone until commit or abort.
+  public let id: BlockID
+  public let buffer: UnsafeMutableRawBufferPointer
+  let slot: ArenaSlot
+}
+
+public final class TierManager: Sendable {
+  private struct RAMEntry {
+    var slot: ArenaSlot
+    var bytes: Int
+    var checksum: UInt32
+    /// Reads since the write: "seen twice" admission asks for at least one.
+    var reads: Int = 0
+    /// Being written to NVMe: readable, not evictable.
+    var demoting = false
+  }
+
+  private struct State {
+    var allocator: SlabAllocator
+    var policy: S3FIFOPolicy<BlockID>
+    var ram: [BlockID: RAMEntry] = [:]
+    var leases: LeaseTable
+    /// PUTs and promotions in progress.
+    var reservations: [BlockID: ArenaSlot] = [:]
+    /// Slots of blocks removed while pinned, freed once no lease pins their id.
+    var doomed: [BlockID: [ArenaSlot]] = [:]
+    var stats = TierStats()
+
+    /// The policy's next victim among blocks that are neither pinned nor being demoted.
+    static func pickVictim(
+      _ policy: inout S3FIFOPolicy<BlockID>, ram: [BlockID: RAMEntry], leases: LeaseTable
+    ) -> BlockID? {
+      policy.evict(where: { id in
+        guard let entry = ram[id] else { return true }
+        return !entry.demoting && !leases.isPinned(id)
+      })
+    }
+
+    mutating func unpinned(_ ids: [BlockID]) {
+      for id in ids {
+        if let slots = doomed.removeValue(forKey: id) { for slot in slots { allocator.free(slot) } }
+      }
+    }
+  }
+
+  public let configuration: TierConfiguration
+  public let arena: RAMArena
+  public let nvme: NVMeTier?
+  private let clock: any StorageClock
+  private let io: IOPool
+  private let state: Mutex<State>
+  private let pressure: AsyncStream<Void>.Continuation
+  private let pressureSignals: AsyncStream<Void>
+
+  /// A tier manager over a fresh arena and (when given) an NVMe tier already opened or recovered.
+  public init(
+    configuration: TierConfiguration, nvme: NVMeTier?, clock: any StorageClock = MonotonicClock()
+  ) throws(StrataError) {
+    guard configuration.blockBytesMax > 0, configuration.ramBytes >= configuration.blockBytesMax else {
+      throw StrataError(
+        .invalidConfiguration,
+        "ram.capacity (\(configuration.ramBytes) bytes) must hold at least one block of limits.max_block_size (\(configuration.blockBytesMax) bytes)"
+      )
+    }
+    self.configuration = configuration
+    arena = try RAMArena(
+      capacityBytes: configuration.ramBytes, lockMemory: configuration.lockMemory, hugePages: configuration.hugePages)
+    self.nvme = nvme
+    self.clock = clock
+    io = IOPool(threads: configuration.ioThreads, queueDepthMax: configuration.ioQueueDepthMax)
+    state = Mutex(
+      State(
+        allocator: SlabAllocator(capacityBytes: configuration.ramBytes, blockBytesMax: configuration.blockBytesMax),
+        policy: S3FIFOPolicy(capacityBytes: configuration.ramBytes),
+        leases: LeaseTable(leasesMax: configuration.leasesMax)))
+    (pressureSignals, pressure) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+  }
+
+  // MARK: Reading
+
+  /// Presence and tier of each id, without pinning or moving anything.
+  public func lookup(_ ids: [BlockID]) -> [Tier?] {
+    let inRAM = state.withLock { state in ids.map { state.ram[$0] != nil } }
+    return zip(ids, inRAM).map { id, ram in
+      if ram { return .ram }
+      return nvme?.contains(id) == true ? .nvme : nil
+    }
+  }
+
+  /// Pins the present blocks among `ids` (promoting NVMe-resident ones into RAM first) for at most
+  /// `durationMilliseconds` (the configured lease duration by default).
+  public func lease(_ ids: [BlockID], durationMilliseconds: UInt64? = nil) async throws(StrataError) -> BlockLease {
+    // Promote what lives only on NVMe; a failed promotion is a miss, never an error for the batch.
+    var promoted = Set<BlockID>()
+    for id in ids where lookup([id])[0] == .nvme {
+      if (try? await promote(id)) != nil { promoted.insert(id) }
+    }
+    let duration = min(durationMilliseconds ?? configuration.leaseDurationMilliseconds, 3_600_000)
+    let now = clock.nowMilliseconds()
+    return try state.withLock { state throws(StrataError) -> BlockLease in
+      state.unpinned(state.leases.expire(now: now))
+      var blocks: [LeasedBlock?] = []
+      var present: [BlockID] = []
+      for id in ids {
+        guard var entry = state.ram[id] else {
+          state.stats.misses += 1
+          blocks.append(nil)
+          continue
+        }
+        entry.reads += 1
+        state.ram[id] = entry
+        state.policy.access(id)
+        let wasPromoted = promoted.contains(id)
+        if !wasPromoted { state.stats.hitsRAM += 1 }
+        present.append(id)
+        blocks.append(
+          LeasedBlock(
+            id: id, bytes: UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes)),
+            checksum: entry.checksum, foundIn: wasPromoted ? .nvme : .ram))
+      }
+      let leaseID = try state.leases.grant(present, expiresAt: now + duration)
+      return BlockLease(id: leaseID, blocks: blocks, expiresAtMilliseconds: now + duration)
+    }
+  }
+
+  /// Ends a lease early (the transfer finished). Releasing twice, or after expiry, does nothing.
+  public func release(_ lease: BlockLease) {
+    state.withLock { state in state.unpinned(state.leases.release(lease.id)) }
+  }
+
+  /// Copies a block into `destination`; returns its length, or nil when the block is absent.
+  /// Throws `invalidArgument` when `destination` is too small.
+  public func read(_ id: BlockID, into destination: UnsafeMutableRawBufferPointer) async throws(StrataError) -> Int? {
+    let lease = try await lease([id])
+    defer { release(lease) }
+    guard let block = lease.blocks[0] else { return nil }
+    guard destination.count >= block.bytes.count else {
+      throw StrataError(
+        .invalidArgument,
+        "destination of \(destination.count) bytes is smaller than block \(id) (\(block.bytes.count) bytes)")
+    }
+    destination.baseAddress!.copyMemory(from: block.bytes.baseAddress!, byteCount: block.bytes.count)
+    return block.bytes.count
+  }
+
+  // MARK: Writing
+
+  /// Reserves arena space for a new block of `bytes`; nil when the block is present or being
+  /// written already (blocks are immutable: the first write wins).
+  public func reserve(_ id: BlockID, bytes: Int) async throws(StrataError) -> PutReservation? {
+    guard bytes > 0, bytes <= configuration.blockBytesMax else {
+      throw StrataError(
+        .invalidArgument, "block \(id) has \(bytes) bytes; blocks hold 1 to \(configuration.blockBytesMax) bytes")
+    }
+    if isPresentOrPending(id) { return nil }
+    let slot = try await makeRoom(bytes: bytes)
+    let claimed = state.withLock { state -> Bool in
+      guard state.ram[id] == nil, state.reservations[id] == nil else {
+        state.allocator.free(slot)
+        return false
+      }
+      state.reservations[id] = slot
+      return true
+    }
+    guard claimed else { return nil }
+    return PutReservation(id: id, buffer: arena.buffer(slot, bytes: bytes), slot: slot)
+  }
+
+  /// Verifies the reserved bytes against `expectedChecksum` (CRC-32C; nil computes it) and
+  /// publishes the block. A mismatch frees the slot and throws `checksumMismatch`: nothing is stored.
+  public func commit(_ reservation: PutReservation, expectedChecksum: UInt32?) throws(StrataError) {
+    let checksum = CRC32C.checksum(UnsafeRawBufferPointer(reservation.buffer))
+    let id = reservation.id
+    let overHighWatermark = try state.withLock { state throws(StrataError) -> Bool in
+      precondition(state.reservations[id] == reservation.slot, "commit of a reservation that is not held: \(id)")
+      state.reservations[id] = nil
+      if let expectedChecksum, expectedChecksum != checksum {
+        state.allocator.free(reservation.slot)
+        state.stats.checksumFailures += 1
+        throw StrataError(
+          .checksumMismatch,
+          "block \(id): payload checksum is \(hex32(checksum)), the sender said \(hex32(expectedChecksum)); not stored")
+      }
+      state.ram[id] = RAMEntry(slot: reservation.slot, bytes: reservation.buffer.count, checksum: checksum)
+      state.policy.insert(id, bytes: reservation.slot.capacityBytes)
+      state.stats.puts += 1
+      state.stats.putBytes += reservation.buffer.count
+      return Double(state.allocator.usedBytes) > configuration.highWatermark * Double(configuration.ramBytes)
+    }
+    if overHighWatermark { pressure.yield() }
+  }
+
+  /// Gives a reservation back unused.
+  public func abort(_ reservation: PutReservation) {
+    state.withLock { state in
+      precondition(state.reservations[reservation.id] == reservation.slot, "abort of a reservation that is not held")
+      state.reservations[reservation.id] = nil
+      state.allocator.free(reservation.slot)
+    }
+  }
+
+  /// Stores a block from `payload` (copied into the arena), verifying `expectedChecksum` if given.
+  @discardableResult
+  public func put(
+    _ id: BlockID, payload: UnsafeRawBufferPointer, expectedChecksum: UInt32? = nil
+  ) async throws(StrataError) -> PutOutcome {
+    guard let reservation = try await reserve(id, bytes: payload.count) else {
+      state.withLock { $0.stats.duplicatePuts += 1 }
+      return .alreadyPresent
+    }
+    reservation.buffer.baseAddress!.copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+    try commit(reservation, expectedChecksum: expectedChecksum)
+    return .stored
+  }
+
+  /// Stores a block from an array (copied into the arena), verifying `expectedChecksum` if given.
+  @discardableResult
+  public func put(_ id: BlockID, bytes: [UInt8], expectedChecksum: UInt32? = nil) async throws(StrataError)
+    -> PutOutcome
+  {
+    guard let reservation = try await reserve(id, bytes: bytes.count) else {
+      state.withLock { $0.stats.duplicatePuts += 1 }
+      return .alreadyPresent
+    }
+    bytes.withUnsafeBytes { reservation.buffer.copyMemory(from: $0) }
+    try commit(reservation, expectedChecksum: expectedChecksum)
+    return .stored
+  }
+
+  /// A copy of a block's bytes, or nil when it is absent.
+  public func read(_ id: BlockID) async throws(StrataError) -> [UInt8]? {
+    let lease = try await lease([id])
+    defer { release(lease) }
+    return lease.blocks[0].map { Array($0.bytes) }
+  }
+
+  /// Removes a block from every tier. A pinned block leaves the index now; its memory is reused
+  /// once its leases end.
+  public func remove(_ id: BlockID) {
+    state.withLock { state in
+      if let entry = state.ram.removeValue(forKey: id) {
+        state.policy.remove(id)
+        if state.leases.isPinned(id) || entry.demoting {
+          state.doomed[id, default: []].append(entry.slot)
+        } else {
+          state.allocator.free(entry.slot)
+        }
+      }
+    }
+    _ = nvme?.remove(id)
+  }
+
+  // MARK: Moving between tiers
+
+  /// Writes a RAM-resident block to NVMe now (if it is not there yet). Returns whether the block
+  /// is on NVMe afterwards.
+  @discardableResult
+  public func persist(_ id: BlockID) async throws(StrataError) -> Bool {
+    guard let nvme else { return false }
+    if nvme.contains(id) { return true }
+    let lease = try await lease([id])
+    defer { release(lease) }
+    guard let block = lease.blocks[0] else { return false }
+    try await writeToNVMe(nvme, block.id, block.bytes, block.checksum)
+    return true
+  }
+
+  /// Writes every RAM-resident block that admission allows to NVMe: run at graceful shutdown so
+  /// that a restart finds them (warm restart). Returns the number of blocks written.
+  @discardableResult
+  public func flush() async throws(StrataError) -> Int {
+    guard let nvme, configuration.admission != .never else { return 0 }
+    let ids = state.withLock { state in Array(state.ram.keys) }
+    var written = 0
+    for id in ids where !nvme.contains(id) {
+      if try await persist(id) { written += 1 }
+    }
+    try await io.run { () throws(StrataError) in try nvme.sync() }
+    return written
+  }
+
+  /// Demotes until the RAM tier is below its low watermark. The background service calls this
+  /// when a commit crosses the high watermark; tests call it directly.
+  public func relievePressure() async throws(StrataError) {
+    let target = Int(configuration.lowWatermark * Double(configuration.ramBytes))
+    while state.withLock({ $0.allocator.usedBytes }) > target {
+      guard try await evictOne() else { return }
+    }
+  }
+
+  /// The background service: demotes when a commit crosses the high watermark, until cancelled.
+  public func run() async {
+    for await _ in pressureSignals {
+      do throws(StrataError) {
+        try await relievePressure()
+      } catch {
+        // Counted in stats by the failing step; the next commit signals again.
+      }
+    }
+  }
+
+  /// Ends the background service.
+  public func shutdown() { pressure.finish() }
+
+  public var stats: TierStats {
+    var stats = state.withLock { state in
+      var stats = state.stats
+      stats.ramBlocks = state.ram.count
+      stats.ramUsedBytes = state.allocator.usedBytes
+      stats.ramCapacityBytes = configuration.ramBytes
+      stats.leasesActive = state.leases.count
+      stats.pinnedBlocks = state.leases.pinnedBlockCount
+      return stats
+    }
+    if let nvme {
+      let nvmeStats = nvme.statistics
+      stats.nvmeBlocks = nvmeStats.blockCount
+      stats.nvmeUsedBytes = nvmeStats.usedBytes
+      stats.nvmeCapacityBytes = nvmeStats.capacityBytes
+    }
+    return stats
+  }
+
+  // MARK: Internals
+
+  private func isPresentOrPending(_ id: BlockID) -> Bool {
+    if state.withLock({ $0.ram[id] != nil || $0.reservations[id] != nil }) { return true }
+    return nvme?.contains(id) == true
+  }
+
+  /// A slot of at least `bytes`, evicting (and demoting) victims until one is free.
+  private func makeRoom(bytes: Int) async throws(StrataError) -> ArenaSlot {
+    while true {
+      if let slot = state.withLock({ $0.allocator.allocate(bytes: bytes) }) { return slot }
+      guard try await evictOne() else {
+        throw StrataError(
+          .resourceExhausted,
+          "RAM tier is full: no block can be evicted (every block is pinned by a lease or in transfer)")
+      }
+    }
+  }
+
+  private enum Victim {
+    case dropped
+    case demote(BlockID, RAMEntry)
+  }
+
+  /// Evicts one block from RAM, writing it to NVMe first when admitted. False when nothing is evictable.
+  private func evictOne() async throws(StrataError) -> Bool {
+    let now = clock.nowMilliseconds()
+    let victim: Victim? = state.withLock { state in
+      state.unpinned(state.leases.expire(now: now))
+      guard let id = State.pickVictim(&state.policy, ram: state.ram, leases: state.leases),
+        var entry = state.ram[id]
+      else { return nil }
+      if admits(entry), let nvme, !nvme.contains(id) {
+        entry.demoting = true
+        state.ram[id] = entry
+        return .demote(id, entry)
+      }
+      state.ram[id] = nil
+      state.allocator.free(entry.slot)
+      state.stats.droppedBlocks += 1
+      return .dropped
+    }
+    guard let victim else { return false }
+    guard case .demote(let id, let entry) = victim, let nvme else { return true }
+    let bytes = UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes))
+    let written: Bool
+    do throws(StrataError) {
+      try await writeToNVMe(nvme, id, bytes, entry.checksum)
+      written = true
+    } catch {
+      written = false  // counted in writeToNVMe; RAM must make room regardless
+    }
+    state.withLock { state in
+      state.ram[id] = nil
+      if state.leases.isPinned(id) {
+        state.doomed[id, default: []].append(entry.slot)
+      } else {
+        state.allocator.free(entry.slot)
+      }
+      if written {
+        state.stats.demotedBlocks += 1
+        state.stats.demotedBytes += entry.bytes
+      } else {
+        state.stats.droppedBlocks += 1
+      }
+    }
+    return true
+  }
+
+  private func admits(_ entry: RAMEntry) -> Bool {
+    switch configuration.admission {
+    case .always: return true
+    case .seenTwice: return entry.reads > 0
+    case .never: return false
+    }
+  }
+
+  private func writeToNVMe(
+    _ nvme: NVMeTier, _ id: BlockID, _ bytes: UnsafeRawBufferPointer, _ checksum: UInt32
+  ) async throws(StrataError) {
+    nonisolated(unsafe) let payload = bytes  // pinned or demoting: the slot stays put until we return
+    do throws(StrataError) {
+      try await io.run { () throws(StrataError) in _ = try nvme.write(id, payload: payload, checksum: checksum) }
+    } catch {
+      state.withLock { $0.stats.ioErrors += 1 }
+      throw error
+    }
+  }
+
+  /// Reads an NVMe-resident block into a fresh RAM slot and publishes it there.
+  private func promote(_ id: BlockID) async throws(StrataError) {
+    guard let nvme, let bytes = nvme.payloadBytes(of: id) else { return }
+    let slot = try await makeRoom(bytes: bytes)
+    let claimed = state.withLock { state -> Bool in
+      guard state.ram[id] == nil, state.reservations[id] == nil else {
+        state.allocator.free(slot)
+        return false
+      }
+      state.reservations[id] = slot
+      return true
+    }
+    guard claimed else { return }
+    nonisolated(unsafe) let destination = arena.buffer(slot, bytes: bytes)
+    let result: Result<Int, StrataError>
+    do throws(StrataError) {
+      result = .success(try await io.run { () throws(StrataError) in try nvme.read(id, into: destination) })
+    } catch {
+      result = .failure(error)
+    }
+    state.withLock { state in
+      state.reservations[id] = nil
+      switch result {
+      case .success(let length) where length == bytes:
+        let checksum = CRC32C.checksum(UnsafeRawBufferPointer(destination))
+        state.ram[id] = RAMEntry(slot: slot, bytes: bytes, checksum: checksum)
+        state.policy.insert(id, bytes: slot.capacityBytes)
+        state.stats.hitsNVMe += 1
+        state.stats.promotedBlocks += 1
+        state.stats.promotedBytes += bytes
+      case .success:
+        state.allocator.free(slot)
+        state.stats.ioErrors += 1
+      case .failure(let error):
+        state.allocator.free(slot)
+        if error.code == .checksumMismatch { state.stats.checksumFailures += 1 } else { state.stats.ioErrors += 1 }
+      }
+    }
+    if case .failure(let error) = result { throw error }
+  }
+}
+
+private func hex32(_ value: UInt32) -> String {
+  let digits = String(value, radix: 16)
+  return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+}

@@ -1,0 +1,36 @@
+// Helpers shared by the storage tests: a seeded generator, deterministic payloads, block ids.
+
+import StrataCore
+import StrataStorage
+
+/// SplitMix64: a tiny seeded generator, so a failing run replays from its seed.
+struct SeededGenerator: RandomNumberGenerator {
+  var state: UInt64
+  init(seed: UInt64) { state = seed }
+  mutating func next() -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+  }
+}
+
+/// A deterministic payload for block `seed`, `bytes` long (xorshift: incompressible).
+func testPayload(_ seed: Int, bytes: Int) -> [UInt8] {
+  var state = UInt64(truncatingIfNeeded: seed) &* 0x9E37_79B9_7F4A_7C15 | 1
+  return (0..<bytes).map { _ in
+    state ^= state << 13
+    state ^= state >> 7
+    state ^= state << 17
+    return UInt8(truncatingIfNeeded: state)
+  }
+}
+
+/// The id of test block `n` in `namespace`.
+func testBlockID(_ n: Int, namespace: String = "test") -> BlockID {
+  var bytes = [UInt8](repeating: 0, count: 32)
+  bytes[0] = 0x5a
+  withUnsafeBytes(of: UInt64(n).bigEndian) { for (index, byte) in $0.enumerated() { bytes[24 + index] = byte } }
+  return BlockID(namespace: try! Namespace(namespace), key: BlockKey(bytes: bytes)!)
+}

@@ -1,0 +1,307 @@
+// The tier manager end to end over a real arena and a simulated disk: placement, dedup,
+// admission, demotion and promotion, leases, faults, warm restart, and a model-checked random run.
+
+import StrataCore
+import Testing
+
+@testable import StrataStorage
+
+struct TierFixture {
+  let device: SimulatedBlockDevice
+  let nvme: NVMeTier
+  let tiers: TierManager
+  let clock: ManualClock
+  let report: RecoveryReport?
+
+  static let regionBytes = 1 << 20
+  static let blockBytesMax = 256 << 10
+
+  /// A fresh node; with `recovering`, a node restarted over that device's bytes (RAM starts
+  /// empty, the NVMe index is rebuilt from the record headers).
+  init(
+    ramBytes: Int = 4 << 20, nvmeBytes: Int = 16 << 20, admission: AdmissionPolicy = .always,
+    leasesMax: Int = 1024, recovering: SimulatedBlockDevice? = nil
+  ) throws {
+    clock = ManualClock(milliseconds: 1000)
+    if let recovering {
+      device = SimulatedBlockDevice(restoring: recovering.snapshot())
+      (nvme, report) = try NVMeTier.recover(
+        devices: [device], regionBytes: Self.regionBytes, compression: .none, blockBytesMax: Self.blockBytesMax)
+    } else {
+      device = SimulatedBlockDevice(capacityBytes: nvmeBytes)
+      nvme = try NVMeTier(
+        devices: [device], regionBytes: Self.regionBytes, compression: .none, blockBytesMax: Self.blockBytesMax)
+      report = nil
+    }
+    tiers = try TierManager(
+      configuration: TierConfiguration(
+        ramBytes: ramBytes, blockBytesMax: Self.blockBytesMax, lockMemory: false, hugePages: false,
+        admission: admission, leasesMax: leasesMax, leaseDurationMilliseconds: 5000, ioThreads: 2),
+      nvme: nvme, clock: clock)
+  }
+
+  /// A restart over what the disk holds now, with the same settings.
+  func restarted() throws -> TierFixture {
+    try TierFixture(
+      ramBytes: tiers.configuration.ramBytes, admission: tiers.configuration.admission,
+      leasesMax: tiers.configuration.leasesMax, recovering: device)
+  }
+}
+
+func put(_ tiers: TierManager, _ n: Int, bytes: Int) async throws -> PutOutcome {
+  try await tiers.put(testBlockID(n), bytes: testPayload(n, bytes: bytes))
+}
+
+func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
+  try await tiers.read(id)
+}
+
+@Suite struct TierManagerTests {
+  @Test func putThenReadIsByteExactAndDeduplicated() async throws {
+    let fixture = try TierFixture()
+    #expect(try await put(fixture.tiers, 1, bytes: 100_000) == .stored)
+    #expect(try await put(fixture.tiers, 1, bytes: 100_000) == .alreadyPresent)
+    #expect(try await read(fixture.tiers, testBlockID(1)) == testPayload(1, bytes: 100_000))
+    #expect(try await read(fixture.tiers, testBlockID(2)) == nil)
+    #expect(fixture.tiers.lookup([testBlockID(1), testBlockID(2)]) == [.ram, nil])
+    let stats = fixture.tiers.stats
+    #expect(stats.puts == 1 && stats.duplicatePuts == 1 && stats.hitsRAM == 1 && stats.misses == 1)
+  }
+
+  @Test func namespacesSeparateEqualKeys() async throws {
+    let fixture = try TierFixture()
+    let a = testBlockID(7, namespace: "tenant-a")
+    let b = testBlockID(7, namespace: "tenant-b")
+    try await fixture.tiers.put(a, bytes: [UInt8](repeating: 1, count: 5000))
+    #expect(fixture.tiers.lookup([a, b]) == [.ram, nil])
+  }
+
+  @Test func badChecksumStoresNothing() async throws {
+    let fixture = try TierFixture()
+    let data = testPayload(3, bytes: 8192)
+    let good = CRC32C.checksum(data)
+    await #expect(throws: StrataError.self) {
+      try await fixture.tiers.put(testBlockID(3), bytes: data, expectedChecksum: good ^ 1)
+    }
+    #expect(fixture.tiers.lookup([testBlockID(3)]) == [nil])
+    #expect(fixture.tiers.stats.ramUsedBytes == 0)
+    // The right checksum is accepted afterwards.
+    #expect(
+      try await fixture.tiers.put(testBlockID(3), bytes: data, expectedChecksum: good) == .stored)
+  }
+
+  @Test func rejectsEmptyAndOversizedBlocks() async throws {
+    let fixture = try TierFixture()
+    await #expect(throws: StrataError.self) { _ = try await fixture.tiers.reserve(testBlockID(1), bytes: 0) }
+    await #expect(throws: StrataError.self) {
+      _ = try await fixture.tiers.reserve(testBlockID(1), bytes: TierFixture.blockBytesMax + 1)
+    }
+  }
+
+  @Test func reserveCommitAndAbort() async throws {
+    let fixture = try TierFixture()
+    let reservation = try #require(try await fixture.tiers.reserve(testBlockID(1), bytes: 4096))
+    // A second writer of the same block while the first is in flight does nothing.
+    #expect(try await fixture.tiers.reserve(testBlockID(1), bytes: 4096) == nil)
+    fixture.tiers.abort(reservation)
+    #expect(fixture.tiers.lookup([testBlockID(1)]) == [nil])
+    let second = try #require(try await fixture.tiers.reserve(testBlockID(1), bytes: 4096))
+    for index in 0..<4096 { second.buffer[index] = UInt8(index % 251) }
+    try fixture.tiers.commit(second, expectedChecksum: nil)
+    #expect(try await read(fixture.tiers, testBlockID(1)) == (0..<4096).map { UInt8($0 % 251) })
+  }
+
+  @Test func evictedBlocksAreDemotedAndPromotedBack() async throws {
+    let fixture = try TierFixture(ramBytes: 4 << 20, admission: .always)
+    let count = 64  // 64 × 200 KB ≈ 12.8 MB through a 4 MiB RAM tier
+    for n in 0..<count { #expect(try await put(fixture.tiers, n, bytes: 200_000) == .stored) }
+    var stats = fixture.tiers.stats
+    #expect(stats.ramUsedBytes <= 4 << 20)
+    #expect(stats.demotedBlocks > 0)
+    #expect(stats.nvmeBlocks == stats.demotedBlocks)
+    for n in 0..<count {
+      #expect(try await read(fixture.tiers, testBlockID(n)) == testPayload(n, bytes: 200_000), "block \(n)")
+    }
+    stats = fixture.tiers.stats
+    #expect(stats.promotedBlocks > 0 && stats.hitsNVMe == stats.promotedBlocks)
+    #expect(stats.misses == 0)
+  }
+
+  @Test func seenTwiceAdmitsOnlyBlocksReadAgain() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20, admission: .seenTwice)
+    _ = try await put(fixture.tiers, 0, bytes: 200_000)
+    _ = try await read(fixture.tiers, testBlockID(0))  // block 0 is reused
+    _ = try await put(fixture.tiers, 1, bytes: 200_000)  // block 1 is a one-hit wonder
+    for n in 2..<12 { _ = try await put(fixture.tiers, n, bytes: 200_000) }
+    #expect(fixture.nvme.contains(testBlockID(0)))
+    #expect(!fixture.nvme.contains(testBlockID(1)))
+    #expect(fixture.tiers.stats.droppedBlocks > 0)
+  }
+
+  @Test func neverAdmissionKeepsEverythingInRAM() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20, admission: .never)
+    for n in 0..<12 {
+      _ = try await put(fixture.tiers, n, bytes: 200_000)
+      _ = try await read(fixture.tiers, testBlockID(n))
+    }
+    #expect(fixture.nvme.blockCount == 0)
+    #expect(fixture.tiers.stats.droppedBlocks >= 7)
+  }
+
+  @Test func leasesPinBlocksUntilReleasedOrExpired() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20, admission: .never)
+    // Fill RAM with four 256 KiB blocks and pin them all.
+    for n in 0..<4 { _ = try await put(fixture.tiers, n, bytes: 256 << 10) }
+    let lease = try await fixture.tiers.lease((0..<4).map { testBlockID($0) })
+    #expect(lease.leadingRunCount == 4)
+    #expect(fixture.tiers.stats.pinnedBlocks == 4)
+    // Nothing can be evicted: a new block is refused, and the pinned bytes are intact.
+    await #expect(throws: StrataError.self) { _ = try await put(fixture.tiers, 9, bytes: 256 << 10) }
+    for (n, block) in lease.blocks.enumerated() {
+      #expect(Array(try #require(block).bytes) == testPayload(n, bytes: 256 << 10))
+    }
+    // After expiry the blocks are evictable again.
+    fixture.clock.advance(milliseconds: 5001)
+    #expect(try await put(fixture.tiers, 9, bytes: 256 << 10) == .stored)
+    #expect(fixture.tiers.stats.leasesActive == 0)
+  }
+
+  @Test func leadingRunStopsAtTheFirstMiss() async throws {
+    let fixture = try TierFixture()
+    for n in [0, 1, 3] { _ = try await put(fixture.tiers, n, bytes: 4096) }
+    let lease = try await fixture.tiers.lease((0..<4).map { testBlockID($0) })
+    defer { fixture.tiers.release(lease) }
+    #expect(lease.leadingRunCount == 2)
+    #expect(lease.blocks.map { $0 != nil } == [true, true, false, true])
+  }
+
+  @Test func removingAPinnedBlockKeepsItsBytesUntilRelease() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20, admission: .never)
+    _ = try await put(fixture.tiers, 1, bytes: 256 << 10)
+    let lease = try await fixture.tiers.lease([testBlockID(1)])
+    fixture.tiers.remove(testBlockID(1))
+    #expect(fixture.tiers.lookup([testBlockID(1)]) == [nil])
+    // Fill the rest of RAM and pin it: the removed block's slot must not be handed out while pinned.
+    for n in 2..<5 { _ = try await put(fixture.tiers, n, bytes: 256 << 10) }
+    let others = try await fixture.tiers.lease((2..<5).map { testBlockID($0) })
+    await #expect(throws: StrataError.self) { _ = try await put(fixture.tiers, 5, bytes: 256 << 10) }
+    #expect(Array(try #require(lease.blocks[0]).bytes) == testPayload(1, bytes: 256 << 10))
+    fixture.tiers.release(lease)
+    #expect(try await put(fixture.tiers, 5, bytes: 256 << 10) == .stored)
+    fixture.tiers.release(others)
+  }
+
+  @Test func leaseLimitIsEnforced() async throws {
+    let fixture = try TierFixture(leasesMax: 2)
+    _ = try await put(fixture.tiers, 1, bytes: 4096)
+    let first = try await fixture.tiers.lease([testBlockID(1)])
+    let second = try await fixture.tiers.lease([testBlockID(1)])
+    await #expect(throws: StrataError.self) { _ = try await fixture.tiers.lease([testBlockID(1)]) }
+    fixture.tiers.release(first)
+    fixture.tiers.release(second)
+    fixture.tiers.release(second)  // twice: harmless
+    _ = try await fixture.tiers.lease([testBlockID(1)])
+  }
+
+  @Test func corruptNVMeDataIsDetectedAndNeverReturned() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20, admission: .always)
+    for n in 0..<12 { _ = try await put(fixture.tiers, n, bytes: 200_000) }
+    let victim = try #require((0..<12).first { fixture.tiers.lookup([testBlockID($0)]) == [.nvme] })
+    let location = try #require(fixture.nvme.recordLocation(of: testBlockID(victim)))
+    fixture.device.flipBit(atByte: location.offset + BlockRecordHeader.byteCount + 1000, bit: 3)
+    #expect(try await read(fixture.tiers, testBlockID(victim)) == nil)
+    #expect(fixture.tiers.stats.checksumFailures == 1)
+    #expect(fixture.tiers.lookup([testBlockID(victim)]) == [nil])
+    // Every other block still reads back intact.
+    for n in 0..<12 where n != victim {
+      #expect(try await read(fixture.tiers, testBlockID(n)) == testPayload(n, bytes: 200_000))
+    }
+  }
+
+  @Test func diskWriteErrorsLeaveTheNodeServingFromRAM() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20, admission: .always)
+    fixture.device.failNextWrites(1000)
+    for n in 0..<12 { #expect(try await put(fixture.tiers, n, bytes: 200_000) == .stored) }
+    let stats = fixture.tiers.stats
+    #expect(stats.ioErrors > 0)
+    #expect(stats.nvmeBlocks == 0)
+    // The newest blocks are still served from RAM.
+    #expect(try await read(fixture.tiers, testBlockID(11)) == testPayload(11, bytes: 200_000))
+  }
+
+  @Test func warmRestartRecoversFlushedBlocks() async throws {
+    let fixture = try TierFixture(ramBytes: 2 << 20, admission: .always)
+    for n in 0..<20 { _ = try await put(fixture.tiers, n, bytes: 100_000 + n) }
+    let written = try await fixture.tiers.flush()
+    #expect(written > 0)
+    let restarted = try fixture.restarted()
+    let report = try #require(restarted.report)
+    #expect(report.blocksRecovered == 20)
+    #expect(report.corruptDropped == 0)
+    for n in 0..<20 {
+      #expect(try await read(restarted.tiers, testBlockID(n)) == testPayload(n, bytes: 100_000 + n), "block \(n)")
+    }
+  }
+
+  @Test func backgroundServiceDemotesAboveTheHighWatermark() async throws {
+    let fixture = try TierFixture(ramBytes: 4 << 20, admission: .always)
+    for n in 0..<15 { _ = try await put(fixture.tiers, n, bytes: 256 << 10) }
+    #expect(fixture.tiers.stats.ramUsedBytes > Int(0.85 * Double(4 << 20)))
+    try await fixture.tiers.relievePressure()
+    #expect(fixture.tiers.stats.ramUsedBytes <= Int(0.85 * Double(4 << 20)))
+    #expect(fixture.tiers.stats.demotedBlocks > 0)
+  }
+
+  /// Random puts, reads, removes, persists and restarts against a model: every block returned
+  /// equals what was written, byte for byte; removed blocks stay removed, also across restarts;
+  /// capacity limits hold throughout. Block n always has the same bytes (content addressing).
+  @Test(arguments: [UInt64(1), 2])
+  func randomOperationsAgreeWithAModel(seed: UInt64) async throws {
+    var random = SeededGenerator(seed: seed)
+    let sizes = [4096, 10_000, 65536, 200_000, 256 << 10]
+    let blocks = (0..<40).map { testPayload($0, bytes: sizes[$0 % sizes.count]) }
+    var fixture = try TierFixture(ramBytes: 2 << 20, nvmeBytes: 8 << 20, admission: .always)
+    var model = Set<Int>()  // blocks written and not removed since
+    for step in 0..<400 {
+      let n = Int(random.next() % UInt64(blocks.count))
+      let tiers = fixture.tiers
+      let context = "seed \(seed) step \(step) block \(n)"
+      switch random.next() % 100 {
+      case 0..<45:
+        let outcome = try await tiers.put(testBlockID(n), bytes: blocks[n])
+        if !model.contains(n) { #expect(outcome == .stored, "\(context)") }
+        model.insert(n)
+      case 45..<85:
+        if let bytes = try await tiers.read(testBlockID(n)) {
+          #expect(model.contains(n), "\(context): returned but not written (or removed)")
+          #expect(bytes == blocks[n], "\(context): bytes differ")
+        }
+      case 85..<92:
+        tiers.remove(testBlockID(n))
+        model.remove(n)
+      case 92..<97:
+        if model.contains(n) {
+          let onDisk = try await tiers.persist(testBlockID(n))
+          #expect(onDisk == fixture.nvme.contains(testBlockID(n)), "\(context)")
+        }
+      default:
+        // Restart: RAM is lost, the NVMe index is rebuilt from the device. Nothing wrong may come back.
+        _ = try await tiers.flush()
+        fixture = try fixture.restarted()
+        #expect(fixture.report?.corruptDropped == 0, "\(context)")
+        for block in 0..<blocks.count {
+          let bytes = try await fixture.tiers.read(testBlockID(block))
+          if let bytes {
+            #expect(model.contains(block), "seed \(seed) step \(step): removed block \(block) came back")
+            #expect(bytes == blocks[block], "seed \(seed) step \(step): block \(block) differs after restart")
+          } else {
+            model.remove(block)  // gone with RAM or an evicted region: allowed for a cache
+          }
+        }
+      }
+      let stats = fixture.tiers.stats
+      #expect(stats.ramUsedBytes <= 2 << 20)
+      #expect(stats.nvmeUsedBytes <= stats.nvmeCapacityBytes)
+    }
+  }
+}
