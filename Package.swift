@@ -64,7 +64,7 @@ let package = Package(
 
     .executableTarget(
       name: "strata-microbench",
-      dependencies: ["StrataCore"],
+      dependencies: ["StrataCore", "StrataStorage"],
       path: "Sources/Microbenchmarks",
       swiftSettings: strictSwift),
 

@@ -1,6 +1,6 @@
 // strata-microbench: in-process benchmarks of the data-path primitives, each side by side with
 // memcpy of the same bytes in the same run. Usage and recorded results: docs/performance.md.
-//   swift run -c release strata-microbench [checksum|hash|all] [--seconds S] [--repeat N]
+//   swift run -c release strata-microbench [checksum|hash|lz4|tiers|restart|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N]
 
 import StrataCore
 
@@ -8,61 +8,23 @@ import StrataCore
   import Glibc
 #endif
 
-func now() -> Double {
-  var time = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &time)
-  return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-}
-
-/// Runs `body` over and over for about `seconds`; returns bytes per second.
-func throughput(bytes: Int, seconds: Double, _ body: () -> Void) -> Double {
-  body()  // warm up: fault pages, fill caches
-  var iterations = 0
-  let start = now()
-  var elapsed = 0.0
-  repeat {
-    body()
-    iterations += 1
-    elapsed = now() - start
-  } while elapsed < seconds
-  return Double(bytes) * Double(iterations) / elapsed
-}
-
-func median(_ values: [Double]) -> Double {
-  let sorted = values.sorted()
-  return sorted[sorted.count / 2]
-}
-
-func gb(_ bytesPerSecond: Double) -> String { formatted(bytesPerSecond / 1e9, 2) }
-
-func formatted(_ value: Double, _ decimals: Int) -> String {
-  if decimals == 0 { return "\(Int(value.rounded()))" }
-  var scale = 1.0
-  for _ in 0..<decimals { scale *= 10 }
-  let rounded = (value * scale).rounded() / scale
-  var text = "\(rounded)"
-  if let dot = text.firstIndex(of: ".") {
-    let have = text.distance(from: dot, to: text.endIndex) - 1
-    if have < decimals { text += String(repeating: "0", count: decimals - have) }
-  }
-  return text
-}
-
-func pad(_ text: String, _ width: Int) -> String {
-  text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
-}
-
 var seconds = 0.5
 var repetitions = 3
 var which = "all"
+var directory = "./strata-bench"
+var restartBlocks = 1_000_000
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
   switch argument {
   case "--seconds": seconds = Double(arguments.next() ?? "") ?? seconds
   case "--repeat": repetitions = Int(arguments.next() ?? "") ?? repetitions
-  case "checksum", "hash", "all": which = argument
+  case "--dir": directory = arguments.next() ?? directory
+  case "--blocks": restartBlocks = Int(arguments.next() ?? "") ?? restartBlocks
+  case "checksum", "hash", "lz4", "tiers", "restart", "all": which = argument
   default:
-    print("usage: strata-microbench [checksum|hash|all] [--seconds S] [--repeat N]")
+    print(
+      "usage: strata-microbench [checksum|hash|lz4|tiers|restart|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N]"
+    )
     exit(64)
   }
 }
@@ -123,5 +85,21 @@ if which == "hash" || which == "all" {
     print(
       "\(pad("\(tokensPerBlock)", 13)) \(pad(formatted(keysPerSecond, 0), 12)) \(pad(gb(bytesPerSecond), 11)) "
         + formatted(1e6 / promptsPerSecond, 1))
+  }
+}
+
+if which == "lz4" || which == "all" {
+  runLZ4Benchmark(seconds: seconds, repetitions: repetitions)
+}
+
+if which == "tiers" || which == "all" {
+  await runTierBenchmark(seconds: seconds, repetitions: repetitions, directory: directory)
+}
+
+if which == "restart" {
+  do {
+    try restartBenchmark(blocks: restartBlocks, directory: directory)
+  } catch {
+    print("restart: benchmark failed: \(error)")
   }
 }

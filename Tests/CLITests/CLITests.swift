@@ -152,7 +152,7 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
 
   @Test func serveResolvesFlagsOverTheFile() throws {
     let file = try temporaryFile("serve.yaml", "ram: {capacity: 256MiB}\nlisten: 127.0.0.1:9000\n")
-    let run = try strata("serve", "--config", file, "--listen", "127.0.0.1:9100", "--data-dir", "/tmp/x")
+    let run = try strata("serve", "--config", file, "--listen", "127.0.0.1:9100", "--data-dir", "/tmp/x", "--dry-run")
     #expect(run.status == 0, "\(run.stderr)")
     #expect(run.stdout.contains("listen: \"127.0.0.1:9100\""))
     #expect(run.stdout.contains("capacity: 256MiB"))
@@ -160,5 +160,26 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
     let bad = try strata("serve", "--ram", "lots")
     #expect(bad.status == 2)
     #expect(bad.stderr.contains("--ram: 'lots' is not a size"))
+  }
+
+  /// `serve` opens the tiers for real: blocks written by an earlier process are recovered.
+  @Test func serveOpensStorageAndRecoversBlocks() throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-serve-\(getpid())").path
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let drill = ["--data-dir", directory, "--count", "20", "--size", "8KiB", "--nvme", "256MiB"]
+    let written = try strata(["debug", "write-blocks"] + drill)
+    #expect(written.status == 0, "\(written.stderr)")
+    let run = try strata(
+      "serve", "--data-dir", directory, "--ram", "128MiB", "--nvme", "256MiB", "--ram-unlocked")
+    #expect(run.status == 0, "\(run.stderr)")
+    #expect(run.stdout.contains("storage ready: RAM 128MiB (not locked), NVMe 256MiB holding 20 block(s)"))
+    #expect(run.stderr.contains("blocks=20"))
+  }
+
+  @Test func serveExplainsAnUnusableDataFolder() throws {
+    let file = try temporaryFile("not-a-folder", "x")
+    let run = try strata("serve", "--data-dir", file, "--ram", "64MiB", "--nvme", "256MiB", "--ram-unlocked")
+    #expect(run.status == 1)
+    #expect(run.stderr.contains("cannot create data folder"), "\(run.stderr)")
   }
 }

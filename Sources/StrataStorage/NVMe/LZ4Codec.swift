@@ -3,21 +3,22 @@
 
 import CLZ4
 
-enum LZ4Codec {
+public enum LZ4Codec {
   /// The largest input liblz4's block API accepts.
-  static let inputBytesMax = Int(LZ4_MAX_INPUT_SIZE)
+  public static let inputBytesMax = Int(LZ4_MAX_INPUT_SIZE)
 
   /// Compressed output must be at most this long to be kept: a saving under 1/16 (6.25%) is not
   /// worth a decompression on every read, so such blocks are stored raw. At least one byte must be
   /// saved, so a compressed record is always shorter than its payload (the header decoder relies on it).
-  static func keptBytesMax(payloadBytes: Int) -> Int {
+  public static func keptBytesMax(payloadBytes: Int) -> Int {
     payloadBytes - max(1, payloadBytes / 16)
   }
 
   /// Compresses `source` into `destination`, or returns nil when the result would not fit in
   /// `destination`. Passing a destination of `keptBytesMax` bytes makes liblz4 give up as soon as
   /// the saving is too small, instead of compressing the whole block to throw it away.
-  static func compress(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) -> Int? {
+  public static func compress(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) -> Int?
+  {
     guard source.count > 0, source.count <= inputBytesMax, destination.count > 0,
       let input = source.baseAddress, let output = destination.baseAddress
     else { return nil }
@@ -29,7 +30,9 @@ enum LZ4Codec {
 
   /// Decompresses `source` into `destination`; nil when `source` is malformed or its output does
   /// not fit. liblz4's safe decoder never reads or writes outside the two buffers, even for hostile input.
-  static func decompress(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) -> Int? {
+  public static func decompress(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer)
+    -> Int?
+  {
     guard source.count > 0, source.count <= Int(Int32.max), let input = source.baseAddress,
       let output = destination.baseAddress
     else { return nil }

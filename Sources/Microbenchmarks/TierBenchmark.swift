@@ -1,0 +1,219 @@
+// Tier benchmarks: RAM-tier put and get against memcpy of the same bytes, NVMe-tier reads of
+// demoted blocks (compared with fio by scripts/bench-tiers.sh), and warm restart of many blocks.
+
+import Dispatch
+import StrataCore
+import StrataStorage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The ids of `count` benchmark blocks.
+func benchmarkIDs(_ count: Int, salt: UInt64 = 0) -> [BlockID] {
+  (0..<count).map { n in
+    var seed: [UInt8] = []
+    withUnsafeBytes(of: (UInt64(n) ^ salt << 40).littleEndian) { seed += $0 }
+    return BlockID(namespace: .embeddedDefault, key: SHA256.digest(seed))
+  }
+}
+
+func fillRandom(_ buffer: UnsafeMutableRawBufferPointer, seed: UInt64) {
+  var state = seed | 1
+  let words = buffer.count / 8
+  let base = buffer.baseAddress!
+  for index in 0..<words {
+    state ^= state << 13
+    state ^= state >> 7
+    state ^= state << 17
+    base.storeBytes(of: state, toByteOffset: index * 8, as: UInt64.self)
+  }
+}
+
+/// Times `operations` runs of an async body; returns operations per second.
+func asyncRate(seconds: Double, _ body: () async throws -> Void) async rethrows -> Double {
+  try await body()
+  var count = 0
+  let start = now()
+  var elapsed = 0.0
+  repeat {
+    try await body()
+    count += 1
+    elapsed = now() - start
+  } while elapsed < seconds
+  return Double(count) / elapsed
+}
+
+func runTierBenchmark(seconds: Double, repetitions: Int, directory: String) async {
+  do {
+    try await ramTierBenchmark(seconds: seconds, repetitions: repetitions)
+    try nvmeTierBenchmark(repetitions: repetitions, directory: directory)
+  } catch {
+    print("tiers: benchmark failed: \(error)")
+  }
+}
+
+/// NVMe tier: reads of 2 MiB blocks that were demoted to a file-backed region log (O_DIRECT), in
+/// write order, by 1 and by 4 threads. scripts/bench-tiers.sh runs fio on the same disk beside it.
+func nvmeTierBenchmark(repetitions: Int, directory: String, fileBytes: Int = 1 << 30) throws {
+  let blockBytes = 2 << 20
+  mkdir(directory, 0o755)
+  let path = directory + "/bench-nvme.dat"
+  unlink(path)
+  defer { unlink(path) }
+  let device = try FileBlockDevice(path: path, capacityBytes: fileBytes)
+  let tier = try NVMeTier(
+    devices: [device], regionBytes: 64 << 20, compression: .none, blockBytesMax: blockBytes, stagingBufferCount: 8)
+  let source = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 4096)
+  defer { source.deallocate() }
+  fillRandom(source, seed: 99)
+  // Leave two regions free so that no write reclaims: every block written stays readable.
+  let count = (fileBytes - 2 * (64 << 20)) / (blockBytes + 4096)
+  let ids = benchmarkIDs(count, salt: 7)
+  for (n, id) in ids.enumerated() {
+    source.storeBytes(of: UInt64(n), toByteOffset: 0, as: UInt64.self)
+    try tier.write(
+      id, payload: UnsafeRawBufferPointer(source), checksum: CRC32C.checksum(UnsafeRawBufferPointer(source)))
+  }
+  print("")
+  print(
+    "NVMe tier: reads of \(count) demoted 2MiB blocks (\(ByteSize(bytes: UInt64(count * blockBytes)))), "
+      + "O_DIRECT: \(device.isDirect ? "yes" : "no"), checksums verified; medians of \(repetitions)")
+  for threads in [1, 4] {
+    var rates: [Double] = []
+    for _ in 0..<repetitions {
+      let start = now()
+      DispatchQueue.concurrentPerform(iterations: threads) { thread in
+        let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 4096)
+        defer { destination.deallocate() }
+        for index in stride(from: thread, to: count, by: threads) {
+          _ = try? tier.read(ids[index], into: destination)
+        }
+      }
+      rates.append(Double(count * blockBytes) / (now() - start))
+    }
+    print("nvme-read threads=\(threads) GB/s \(gb(median(rates)))")
+  }
+}
+
+/// Warm restart of `blocks` small records: write them, then time the recovery scan and report
+/// the index memory per block.
+func restartBenchmark(blocks: Int, directory: String) throws {
+  let payloadBytes = 1024
+  let regionBytes = 64 << 20
+  let recordBytes = 4096
+  let perRegion = regionBytes / recordBytes
+  let fileBytes = ((blocks + perRegion - 1) / perRegion + 2) * regionBytes
+  mkdir(directory, 0o755)
+  let path = directory + "/bench-restart.dat"
+  unlink(path)
+  defer { unlink(path) }
+  let device = try FileBlockDevice(path: path, capacityBytes: fileBytes)
+  let tier = try NVMeTier(devices: [device], regionBytes: regionBytes, compression: .none, blockBytesMax: 64 << 10)
+  var payload = [UInt8](repeating: 0, count: payloadBytes)
+  let writeStart = now()
+  for n in 0..<blocks {
+    withUnsafeBytes(of: UInt64(n)) { for (index, byte) in $0.enumerated() { payload[index] = byte } }
+    var seed: [UInt8] = []
+    withUnsafeBytes(of: UInt64(n).littleEndian) { seed += $0 }
+    let id = BlockID(namespace: .embeddedDefault, key: SHA256.digest(seed))
+    try payload.withUnsafeBytes { try tier.write(id, payload: $0, checksum: CRC32C.checksum($0)) }
+  }
+  try tier.sync()
+  let writeSeconds = now() - writeStart
+  let (recovered, report) = try NVMeTier.recover(
+    devices: [try FileBlockDevice(path: path, capacityBytes: fileBytes)], regionBytes: regionBytes,
+    compression: .none, blockBytesMax: 64 << 10)
+  let statistics = recovered.statistics
+  print("")
+  print(
+    "Warm restart: \(blocks) blocks of \(payloadBytes) B (records of \(recordBytes) B, \(ByteSize(bytes: UInt64(fileBytes))) file)"
+  )
+  print("write seconds \(formatted(writeSeconds, 1)) (\(formatted(Double(blocks) / writeSeconds, 0)) blocks/s)")
+  print(
+    "restart seconds \(formatted(report.durationSeconds, 2)), blocks recovered \(report.blocksRecovered), "
+      + "corrupt \(report.corruptDropped), index bytes per block \(formatted(statistics.indexBytesPerBlock, 1))")
+}
+
+/// RAM tier: put (copy into the arena + CRC-32C) and get (lease, copy out, release) of blocks
+/// rotating over 256 MiB, against memcpy of the same blocks into the same destination.
+func ramTierBenchmark(seconds: Double, repetitions: Int) async throws {
+  print("")
+  print("RAM tier against memcpy (blocks rotate over 256 MiB of the arena; medians of \(repetitions))")
+  print(
+    "\(pad("block", 7)) \(pad("memcpy GB/s", 12)) \(pad("get GB/s", 9)) \(pad("get/memcpy", 11)) "
+      + "\(pad("get ns/block overhead", 22)) \(pad("put GB/s", 9)) put/memcpy")
+  for blockBytes in [256 << 10, 2 << 20, 32 << 20] {
+    let count = (256 << 20) / blockBytes
+    let tiers = try TierManager(
+      configuration: TierConfiguration(
+        ramBytes: 320 << 20, blockBytesMax: 32 << 20, lockMemory: false, hugePages: true, admission: .never),
+      nvme: nil)
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 4096)
+    let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 4096)
+    defer {
+      source.deallocate()
+      destination.deallocate()
+    }
+    fillRandom(source, seed: UInt64(blockBytes))
+    memset(destination.baseAddress!, 0, blockBytes)
+    let ids = benchmarkIDs(count)
+    for (n, id) in ids.enumerated() {
+      source.storeBytes(of: UInt64(n), toByteOffset: 0, as: UInt64.self)
+      let reservation = try await tiers.reserve(id, bytes: blockBytes)!
+      reservation.buffer.copyMemory(from: UnsafeRawBufferPointer(source))
+      try tiers.commit(reservation, expectedChecksum: nil)
+    }
+    // The arena addresses of the stored blocks: memcpy reads the very bytes a get reads.
+    let lease = try await tiers.lease(ids)
+    let sources = lease.blocks.map { $0!.bytes }
+    var copies: [Double] = []
+    var gets: [Double] = []
+    var puts: [Double] = []
+    for repetition in 0..<repetitions {
+      var next = 0
+      // Alternate which goes first, so neither always runs on a warmer machine.
+      for turn in (repetition % 2 == 0 ? [0, 1] : [1, 0]) {
+        next = 0
+        if turn == 0 {
+          copies.append(
+            Double(blockBytes)
+              * (await asyncRate(seconds: seconds) {
+                destination.baseAddress!.copyMemory(from: sources[next].baseAddress!, byteCount: blockBytes)
+                next = (next + 1) % count
+              }))
+        } else {
+          gets.append(
+            Double(blockBytes)
+              * (try await asyncRate(seconds: seconds) {
+                _ = try await tiers.read(ids[next], into: destination)
+                next = (next + 1) % count
+              }))
+        }
+      }
+      // Puts of new blocks into a full tier: each evicts one (admission never: dropped).
+      var fresh = 0
+      let putIDs = benchmarkIDs(4096, salt: UInt64(blockBytes))
+      puts.append(
+        Double(blockBytes)
+          * (try await asyncRate(seconds: seconds) {
+            guard let reservation = try await tiers.reserve(putIDs[fresh % putIDs.count], bytes: blockBytes) else {
+              fresh += 1
+              return
+            }
+            reservation.buffer.copyMemory(from: UnsafeRawBufferPointer(source))
+            try tiers.commit(reservation, expectedChecksum: nil)
+            fresh += 1
+          }))
+    }
+    tiers.release(lease)
+    let copy = median(copies)
+    let get = median(gets)
+    let put = median(puts)
+    let overheadNanoseconds = (Double(blockBytes) / get - Double(blockBytes) / copy) * 1e9
+    print(
+      "\(pad(ByteSize(bytes: UInt64(blockBytes)).description, 7)) \(pad(gb(copy), 12)) \(pad(gb(get), 9)) "
+        + "\(pad(formatted(get / copy, 2) + "x", 11)) \(pad(formatted(overheadNanoseconds, 0), 22)) "
+        + "\(pad(gb(put), 9)) \(formatted(put / copy, 2))x")
+  }
+}
