@@ -14,6 +14,8 @@ let package = Package(
   products: [
     .executable(name: "strata", targets: ["strata"]),
     .library(name: "StrataCore", targets: ["StrataCore"]),
+    .library(name: "StrataClient", targets: ["StrataClient"]),
+    .library(name: "strata_client", type: .dynamic, targets: ["StrataClientC"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -52,10 +54,37 @@ let package = Package(
       ],
       path: "Sources/StrataStorage",
       swiftSettings: strictSwift),
+    .target(
+      name: "StrataWire",
+      dependencies: ["StrataCore"],
+      path: "Sources/StrataWire",
+      swiftSettings: strictSwift),
+    .target(
+      name: "StrataTCP",
+      dependencies: ["StrataCore"],
+      path: "Sources/StrataTCP",
+      swiftSettings: strictSwift),
+    .target(
+      name: "StrataNode",
+      dependencies: [
+        "StrataCore", "StrataStorage", "StrataWire", "StrataTCP", .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Sources/StrataNode",
+      swiftSettings: strictSwift),
+    .target(
+      name: "StrataClient",
+      dependencies: ["StrataCore", "StrataWire", "StrataTCP"],
+      path: "Sources/StrataClient",
+      swiftSettings: strictSwift),
+    .target(
+      name: "StrataClientC",
+      dependencies: ["StrataClient", "StrataCore", "StrataWire"],
+      path: "Sources/StrataClientC",
+      swiftSettings: strictSwift),
     .executableTarget(
       name: "strata",
       dependencies: [
-        "StrataCore", "StrataStorage",
+        "StrataCore", "StrataStorage", "StrataNode", "StrataWire", "StrataClient",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
@@ -75,6 +104,9 @@ let package = Package(
     .testTarget(
       name: "StrataStorageTests", dependencies: ["StrataStorage", "StrataCore"],
       path: "Tests/StrataStorageTests", swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataWireTests", dependencies: ["StrataWire", "StrataCore"],
+      path: "Tests/StrataWireTests", swiftSettings: strictSwift),
     .testTarget(
       name: "SystemLibraryTests",
       dependencies: ["CIBVerbs", "CRDMACM", "CLZ4", "COpenSSL", "CStrataLinux"],

@@ -1,18 +1,25 @@
-// `strata serve`: run a node. Until the data plane lands it resolves and validates the
-// configuration (defaults ← file ← flags), opens the storage tiers (recovering the NVMe tier's
-// blocks), reports them, writes RAM blocks back to disk, and exits.
+// `strata serve`: run a node. Resolves and validates the configuration (defaults ← file ←
+// flags), opens the storage tiers (recovering the NVMe tier's blocks), serves the data plane
+// over TCP until SIGTERM or SIGINT, then finishes requests in progress, writes RAM blocks to
+// NVMe (so a restart is warm) and exits 0.
 
 import ArgumentParser
+import Dispatch
 import Logging
 import StrataCore
+import StrataNode
 import StrataStorage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 struct Serve: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run a node (embedded default: one node, RAM + NVMe tier under ./strata-data).",
     discussion: """
-      This build opens the storage tiers (RAM arena, NVMe tier recovered from disk), reports them \
-      and exits: the data plane is not built yet.
+      Logs one line with the address it listens on when ready. SIGTERM or SIGINT stops it \
+      gracefully: requests in progress finish, RAM blocks are written to NVMe, exit code 0.
       """)
 
   @Option(help: "A YAML configuration file (docs/configuration.md).")
@@ -50,8 +57,21 @@ struct Serve: AsyncParsableCommand {
         "storage ready: RAM \(ByteSize(bytes: UInt64(stats.ramCapacityBytes))) "
           + "(\(tiers.arena.isLocked ? "locked" : "not locked")), NVMe \(ByteSize(bytes: UInt64(stats.nvmeCapacityBytes))) "
           + "holding \(recovery?.blocksRecovered ?? 0) block(s)")
-      print("the data plane is not built yet: nothing is served; closing")
-      try await tiers.flush()
+      let nodeID = settings.node.id.isEmpty ? hostName() : settings.node.id
+      let server = try NodeServer(
+        configuration: ServerConfiguration(settings, nodeID: nodeID), tiers: tiers, logger: logger)
+      server.start()
+      logger.info("listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)"])
+      print("strata node \(nodeID) listening on \(server.address)")
+      fflush(nil)
+      let demoter = Task { await tiers.run() }
+      let signal = await waitForTermination()
+      logger.info("stopping", metadata: ["signal": "\(signal)"])
+      server.stop()
+      tiers.shutdown()
+      await demoter.value
+      let written = try await tiers.flush()
+      logger.info("stopped", metadata: ["blocks_written_to_nvme": "\(written)"])
     } catch {
       throw report(error)
     }
@@ -80,4 +100,45 @@ struct Serve: AsyncParsableCommand {
       throw StrataError(.invalidArgument, "\(name): \(error.message)")
     }
   }
+}
+
+/// Waits until SIGTERM or SIGINT arrives; returns its name.
+func waitForTermination() async -> String {
+  await withCheckedContinuation { continuation in
+    let queue = DispatchQueue(label: "strata.signals")
+    let fired = ManagedFlag()
+    var sources: [any DispatchSourceSignal] = []
+    for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+      signal(number, SIG_IGN)
+      let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+      source.setEventHandler {
+        if fired.set() { continuation.resume(returning: name) }
+      }
+      source.resume()
+      sources.append(source)
+    }
+    // The sources must outlive this scope: they live until the process exits.
+    SignalSources.keep(sources)
+  }
+}
+
+/// Set once; answers whether this call was the one that set it.
+final class ManagedFlag: @unchecked Sendable {
+  // @unchecked: only touched on the one serial signal queue.
+  private var value = false
+  func set() -> Bool {
+    defer { value = true }
+    return !value
+  }
+}
+
+enum SignalSources {
+  nonisolated(unsafe) private static var kept: [any DispatchSourceSignal] = []
+  static func keep(_ sources: [any DispatchSourceSignal]) { kept += sources }
+}
+
+func hostName() -> String {
+  var buffer = [CChar](repeating: 0, count: 256)
+  guard gethostname(&buffer, buffer.count) == 0 else { return "strata-node" }
+  return String(cString: buffer)
 }

@@ -17,7 +17,10 @@ struct Strata: AsyncParsableCommand {
       layout); 64 bad command-line usage.
       """,
     version: StrataVersion.current,
-    subcommands: [Serve.self, Hash.self, ConfigCommand.self, Debug.self, Version.self]
+    subcommands: [
+      Serve.self, Put.self, Get.self, Lookup.self, Stat.self, Bench.self, Hash.self, ConfigCommand.self, Debug.self,
+      Version.self,
+    ]
   )
 }
 

@@ -1,0 +1,199 @@
+// `strata bench`: drives a node with GET or PUT of fixed-size blocks in batches over several
+// connections and reports throughput and request latency percentiles.
+
+import ArgumentParser
+import Dispatch
+import StrataClient
+import StrataCore
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+struct Bench: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Measure GET or PUT throughput and latency against a node.",
+    discussion: "With --json the last line is one JSON object: gbps, ops_per_s, p50_us, p99_us, p999_us.")
+
+  @OptionGroup var options: NodeOptions
+
+  @Option(help: "get or put.")
+  var op: String = "get"
+
+  @Option(help: "Block size, like 2MiB.")
+  var size: String = "2MiB"
+
+  @Option(help: "Blocks per request.")
+  var batch: Int = 16
+
+  @Option(help: "Connections (one request in flight on each).")
+  var connections: Int = 1
+
+  @Option(help: "Seconds to run.")
+  var seconds: Double = 5
+
+  func run() async throws {
+    do throws(StrataError) {
+      guard op == "get" || op == "put" else { throw StrataError(.invalidArgument, "--op: 'get' or 'put', got '\(op)'") }
+      guard batch >= 1, connections >= 1, seconds > 0 else {
+        throw StrataError(.invalidArgument, "--batch and --connections must be at least 1, --seconds above 0")
+      }
+      let blockBytes = Int(try ByteSize(parsing: size).bytes)
+      guard blockBytes > 0 else { throw StrataError(.invalidArgument, "--size must be above zero") }
+      let client = try options.client(connections: connections)
+      defer { client.close() }
+      try await client.connect()
+      let result = try await measure(client: client, blockBytes: blockBytes)
+      if options.json {
+        print(result.json)
+      } else {
+        print(result.text)
+      }
+    } catch {
+      throw report(error)
+    }
+  }
+
+  struct Result {
+    var bytes: Int
+    var blocks: Int
+    var seconds: Double
+    var latenciesMicroseconds: [Double]
+    var op: String
+    var blockBytes: Int
+    var batch: Int
+    var connections: Int
+
+    func percentile(_ p: Double) -> Double {
+      let sorted = latenciesMicroseconds.sorted()
+      guard !sorted.isEmpty else { return 0 }
+      return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+    }
+
+    var gbps: Double { Double(bytes) / seconds / 1e9 }
+    var opsPerSecond: Double { Double(blocks) / seconds }
+
+    var json: String {
+      "{\"op\":\"\(op)\",\"size\":\(blockBytes),\"batch\":\(batch),\"connections\":\(connections),"
+        + "\"gbps\":\(rounded(gbps, 3)),\"ops_per_s\":\(rounded(opsPerSecond, 1)),"
+        + "\"p50_us\":\(rounded(percentile(0.5), 1)),\"p99_us\":\(rounded(percentile(0.99), 1)),"
+        + "\"p999_us\":\(rounded(percentile(0.999), 1)),\"requests\":\(latenciesMicroseconds.count)}"
+    }
+
+    var text: String {
+      "\(op) \(ByteSize(bytes: UInt64(blockBytes))) × \(batch), \(connections) connection(s): "
+        + "\(rounded(gbps, 2)) GB/s, \(rounded(opsPerSecond, 0)) blocks/s, request latency "
+        + "p50 \(rounded(percentile(0.5), 0)) µs, p99 \(rounded(percentile(0.99), 0)) µs, "
+        + "p999 \(rounded(percentile(0.999), 0)) µs (\(latenciesMicroseconds.count) requests)"
+    }
+  }
+
+  private func measure(client: StrataClient, blockBytes: Int) async throws(StrataError) -> Result {
+    let perWorker = blockBytes * batch
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: perWorker * connections, alignment: 4096)
+    defer { buffer.deallocate() }
+    // Incompressible, non-zero content, touched once so no page fault lands in a measurement.
+    var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+    for index in stride(from: 0, to: buffer.count - 7, by: 8) {
+      state ^= state << 13
+      state ^= state >> 7
+      state ^= state << 17
+      buffer.storeBytes(of: state, toByteOffset: index, as: UInt64.self)
+    }
+    let region = client.register(buffer)
+    let runID = UInt64(truncatingIfNeeded: Int(now() * 1e9))
+    func key(_ worker: Int, _ n: Int) -> BlockKey {
+      var seed: [UInt8] = []
+      withUnsafeBytes(of: runID) { seed += $0 }
+      withUnsafeBytes(of: UInt64(worker)) { seed += $0 }
+      withUnsafeBytes(of: UInt64(n)) { seed += $0 }
+      return SHA256.digest(seed)
+    }
+    // GET reads blocks written first: a working set of 4 batches per connection.
+    let workingSet = 4 * batch
+    if op == "get" {
+      for worker in 0..<connections {
+        for first in stride(from: 0, to: workingSet, by: batch) {
+          let items = try (0..<batch).map { index throws(StrataError) in
+            StrataClient.PutItem(
+              key: key(worker, first + index),
+              source: try region.slice(offset: worker * perWorker + index * blockBytes, length: blockBytes))
+          }
+          _ = try await client.put(items)
+        }
+      }
+    }
+    let isGet = op == "get"
+    let batch = self.batch
+    let deadline = now() + seconds
+    let start = now()
+    let outcomes: [Swift.Result<(Int, [Double]), StrataError>] = await withTaskGroup(
+      of: Swift.Result<(Int, [Double]), StrataError>.self
+    ) { group in
+      for worker in 0..<connections {
+        group.addTask {
+          var latencies: [Double] = []
+          var blocks = 0
+          var round = 0
+          do throws(StrataError) {
+            while now() < deadline {
+              let began = now()
+              if isGet {
+                let items = try (0..<batch).map { index throws(StrataError) in
+                  StrataClient.GetItem(
+                    key: key(worker, (round * batch + index) % workingSet),
+                    destination: try region.slice(offset: worker * perWorker + index * blockBytes, length: blockBytes))
+                }
+                let results = try await client.get(items)
+                guard results.allSatisfy({ $0 == .ok(length: blockBytes) }) else {
+                  throw StrataError(.internalError, "a benchmark block was not read back whole: \(results)")
+                }
+              } else {
+                let items = try (0..<batch).map { index throws(StrataError) in
+                  StrataClient.PutItem(
+                    key: key(worker, workingSet + round * batch + index),
+                    source: try region.slice(offset: worker * perWorker + index * blockBytes, length: blockBytes))
+                }
+                _ = try await client.put(items)
+              }
+              latencies.append((now() - began) * 1e6)
+              blocks += batch
+              round += 1
+            }
+            return .success((blocks, latencies))
+          } catch {
+            return .failure(error)
+          }
+        }
+      }
+      var all: [Swift.Result<(Int, [Double]), StrataError>] = []
+      for await outcome in group { all.append(outcome) }
+      return all
+    }
+    let elapsed = now() - start
+    var result = Result(
+      bytes: 0, blocks: 0, seconds: elapsed, latenciesMicroseconds: [], op: op, blockBytes: blockBytes, batch: batch,
+      connections: connections)
+    for outcome in outcomes {
+      let (blocks, latencies) = try outcome.get()
+      result.blocks += blocks
+      result.bytes += blocks * blockBytes
+      result.latenciesMicroseconds += latencies
+    }
+    return result
+  }
+}
+
+func now() -> Double {
+  var time = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &time)
+  return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
+
+func rounded(_ value: Double, _ decimals: Int) -> String {
+  var scale = 1.0
+  for _ in 0..<decimals { scale *= 10 }
+  let number = (value * scale).rounded() / scale
+  return decimals == 0 ? "\(Int(number))" : "\(number)"
+}

@@ -1,0 +1,134 @@
+// One connection from a client to a node: HELLO on open, then one request at a time, run on a
+// serial queue of its own so blocking socket I/O never occupies a Swift concurrency thread.
+// GET payloads are received straight into the caller's destination memory; PUT payloads are
+// sent straight from the caller's source memory.
+
+import Dispatch
+import StrataCore
+import StrataTCP
+import StrataWire
+
+final class ClientConnection: @unchecked Sendable {
+  // @unchecked: every mutable field is touched only on `queue`, one request at a time.
+  let queue: DispatchQueue
+  private let address: HostPort
+  private let configuration: StrataClient.Configuration
+  private var socket: TCPSocket?
+  private var nextRequestID: UInt64 = 1
+  private(set) var namespace: Namespace?
+  private(set) var nodeID = ""
+  private var body: [UInt8] = []
+  private let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.byteCount, alignment: 8)
+  private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 4096)
+
+  init(address: HostPort, configuration: StrataClient.Configuration, index: Int) {
+    self.address = address
+    self.configuration = configuration
+    queue = DispatchQueue(label: "strata.client.\(address).\(index)")
+  }
+
+  deinit {
+    header.deallocate()
+    scratch.deallocate()
+  }
+
+  /// Runs `work` on this connection's queue, connecting first when needed; a transport failure
+  /// drops the socket so that the next call reconnects.
+  func perform<T: Sendable>(_ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T) async throws(StrataError) -> T {
+    let result: Result<T, StrataError> = await withCheckedContinuation { continuation in
+      queue.async {
+        do throws(StrataError) {
+          try self.connectIfNeeded()
+          continuation.resume(returning: .success(try work(self)))
+        } catch {
+          if error.code == .unavailable || error.code == .timeout || error.code == .ioError
+            || error.code == .protocolError
+          {
+            self.socket = nil
+          }
+          continuation.resume(returning: .failure(error))
+        }
+      }
+    }
+    return try result.get()
+  }
+
+  func close() {
+    queue.sync {
+      if let socket { try? sendGoodbye(socket) }
+      socket = nil
+    }
+  }
+
+  private func sendGoodbye(_ socket: TCPSocket) throws(StrataError) {
+    try socket.writeAll(GoodbyeRequest().frameBytes(requestID: nextRequestID, ringEpoch: 0))
+  }
+
+  private func connectIfNeeded() throws(StrataError) {
+    guard socket == nil else { return }
+    let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: configuration.timeoutMilliseconds)
+    self.socket = socket
+    let hello = HelloRequest(
+      capabilities: [.tcp, .leases], frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
+      clientName: configuration.clientName)
+    let (_, message) = try exchange(hello.wireMessage, payload: []) { _, _ throws(StrataError) in }
+    guard case .helloResponse(let response) = message else {
+      throw StrataError(.protocolError, "\(address) answered HELLO with \(message.opcode)")
+    }
+    namespace = response.namespace
+    nodeID = response.nodeID
+  }
+
+  /// Sends one request (header, body, then `payload` straight from its buffers) and reads the
+  /// response header and body; `receivePayload` then reads the response's payload, if any.
+  func exchange(
+    _ request: WireMessage, payload: [UnsafeRawBufferPointer],
+    receivePayload: (FrameHeader, WireMessage) throws(StrataError) -> Void
+  ) throws(StrataError) -> (FrameHeader, WireMessage) {
+    guard let socket else { throw StrataError(.unavailable, "not connected to \(address)") }
+    let requestID = nextRequestID
+    nextRequestID += 1
+    try socket.writeAll(request.frameBytes(requestID: requestID, ringEpoch: 0), then: payload)
+    try socket.readExactly(header)
+    let responseHeader = try FrameHeader(decoding: UnsafeRawBufferPointer(header), limits: configuration.limits)
+    guard responseHeader.requestID == requestID, responseHeader.direction == .response else {
+      throw StrataError(
+        .protocolError, "\(address) answered request \(requestID) with frame \(responseHeader.requestID)")
+    }
+    let count = Int(responseHeader.bodyBytes)
+    if body.count < count { body = [UInt8](repeating: 0, count: count) }
+    var buffer: [UInt8] = []
+    swap(&buffer, &body)
+    defer { swap(&buffer, &body) }
+    let limits = configuration.limits
+    let decoded: Result<WireMessage, StrataError> = buffer.withUnsafeMutableBytes { raw in
+      let slice = UnsafeMutableRawBufferPointer(rebasing: raw[0..<count])
+      do throws(StrataError) {
+        try socket.readExactly(slice)
+        try responseHeader.verifyBody(UnsafeRawBufferPointer(slice))
+        return .success(try WireMessage(header: responseHeader, body: UnsafeRawBufferPointer(slice), limits: limits))
+      } catch {
+        return .failure(error)
+      }
+    }
+    let message = try decoded.get()
+    if case .error(_, let error) = message {
+      if responseHeader.payloadBytes > 0 { try socket.discard(Int(responseHeader.payloadBytes), scratch: scratch) }
+      let code = StrataError.Code(number: error.code) ?? .internalError
+      throw StrataError(code, "\(address): \(error.message)")
+    }
+    try receivePayload(responseHeader, message)
+    return (responseHeader, message)
+  }
+
+  /// Reads `count` payload bytes into `destination` (which holds at least `count`).
+  func receive(into destination: UnsafeMutableRawBufferPointer) throws(StrataError) {
+    guard let socket else { throw StrataError(.unavailable, "not connected to \(address)") }
+    try socket.readExactly(destination)
+  }
+
+  func discard(_ count: Int) throws(StrataError) {
+    guard let socket else { throw StrataError(.unavailable, "not connected to \(address)") }
+    try socket.discard(count, scratch: scratch)
+  }
+}

@@ -1,0 +1,363 @@
+// StrataClientC: the C ABI of the client library, declared in include/strata_client.h.
+// Every function validates its pointers and counts, turns the C arrays into a StrataClient call,
+// runs that (async) call in a Task and waits for it on a semaphore (a C caller's thread is never
+// a Swift concurrency thread), and turns a failure into its stable StrataError code number plus
+// a message kept per thread for strata_last_error. No Swift error or trap crosses the boundary:
+// every conversion that could trap is checked first.
+
+import Dispatch
+import StrataClient
+import StrataCore
+import StrataWire
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+// MARK: Handles
+
+/// What a `strata_client *` points at: an `Unmanaged` box retaining the client.
+private final class ClientBox: Sendable {
+  let client: StrataClient
+  init(_ client: StrataClient) { self.client = client }
+}
+
+private func client(_ handle: OpaquePointer?) throws(StrataError) -> StrataClient {
+  guard let handle else { throw StrataError(.invalidArgument, "client is NULL") }
+  return Unmanaged<ClientBox>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue().client
+}
+
+// MARK: Last error (per thread)
+
+/// The thread-specific slot holding this thread's last message (a malloc'ed C string, freed when
+/// replaced or when the thread exits). nil only if the process ran out of thread-specific keys.
+private let lastErrorKey: pthread_key_t? = {
+  var key = pthread_key_t()
+  guard pthread_key_create(&key, { free($0) }) == 0 else { return nil }
+  return key
+}()
+
+nonisolated(unsafe) private let emptyMessage: UnsafePointer<CChar> = UnsafePointer(strdup("")!)
+nonisolated(unsafe) private let noStorageMessage: UnsafePointer<CChar> = UnsafePointer(
+  strdup("strata: no thread-specific storage for error messages")!)
+
+private func setLastError(_ message: String) {
+  guard let key = lastErrorKey else { return }
+  let old = pthread_getspecific(key)
+  _ = pthread_setspecific(key, strdup(message))
+  free(old)
+}
+
+/// Runs `body`; returns 0, or records the failure for strata_last_error and returns its code number.
+private func guarded(_ function: String, _ body: () throws(StrataError) -> Void) -> Int32 {
+  do {
+    try body()
+    return 0
+  } catch {
+    setLastError("\(function): \(error)")
+    return Int32(error.code.number)
+  }
+}
+
+// MARK: Argument checks
+
+private func invalid(_ message: String) -> StrataError { StrataError(.invalidArgument, message) }
+
+private func required<Pointer>(_ pointer: Pointer?, _ name: String) throws(StrataError) -> Pointer {
+  guard let pointer else { throw invalid("\(name) is NULL") }
+  return pointer
+}
+
+/// An array argument: NULL is allowed only when `count` is 0.
+private func array<Pointer>(_ pointer: Pointer?, _ name: String, count: Int) throws(StrataError) -> Pointer? {
+  guard count > 0 else { return pointer }
+  return try required(pointer, name)
+}
+
+/// The most items one call takes: far above any batch, far below an overflowing byte count.
+private let itemsPerCallMax = 1 << 32
+
+private func checkCount(_ count: Int, _ name: String = "count") throws(StrataError) {
+  guard (0...itemsPerCallMax).contains(count) else {
+    throw invalid("\(name) \(UInt(bitPattern: count)) is not 0 to \(itemsPerCallMax)")
+  }
+}
+
+private func string(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(StrataError) -> String {
+  guard let text = String(validatingCString: try required(pointer, name)) else {
+    throw invalid("\(name) is not valid UTF-8")
+  }
+  return text
+}
+
+private func blockKeys(_ keys: UnsafePointer<UInt8>?, count: Int) throws(StrataError) -> [BlockKey] {
+  try checkCount(count)
+  guard let base = try array(keys, "keys", count: count) else { return [] }
+  return (0..<count).map { BlockKey(copying: base + $0 * BlockKey.byteCount) }
+}
+
+/// Stands in for a NULL buffer of 0 bytes (a region needs an address).
+nonisolated(unsafe) private let emptyBuffer = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
+
+private func byteCount(_ value: UInt64, _ name: String) throws(StrataError) -> Int {
+  guard let count = Int(exactly: value) else { throw invalid("\(name) \(value) is too large") }
+  return count
+}
+
+// MARK: Waiting for async calls
+
+private final class Outcome<Value>: @unchecked Sendable {
+  // @unchecked: written once by the task before it signals, read once after the wait.
+  var result: Result<Value, StrataError>?
+}
+
+/// Runs `body` in a task and blocks this (non-Swift-concurrency) thread until it finishes.
+private func wait<Value: Sendable>(
+  _ body: @escaping @Sendable () async throws(StrataError) -> Value
+) throws(StrataError) -> Value {
+  let outcome = Outcome<Value>()
+  let done = DispatchSemaphore(value: 0)
+  Task {
+    do throws(StrataError) {
+      outcome.result = .success(try await body())
+    } catch {
+      outcome.result = .failure(error)
+    }
+    done.signal()
+  }
+  done.wait()
+  guard let result = outcome.result else { throw StrataError(.internalError, "a call finished without a result") }
+  return try result.get()
+}
+
+/// Lookup and delete take one batch message per call: longer key lists go in several.
+private func batches(_ keys: [BlockKey], _ client: StrataClient) -> [[BlockKey]] {
+  let size = max(1, client.configuration.limits.itemsPerBatchMax)
+  return stride(from: 0, to: keys.count, by: size).map { Array(keys[$0..<min($0 + size, keys.count)]) }
+}
+
+private func mismatch(_ what: String, _ got: Int, _ expected: Int) -> StrataError {
+  StrataError(.protocolError, "the node answered \(got) \(what) for \(expected) key(s)")
+}
+
+// MARK: Client
+
+@_cdecl("strata_client_open")
+public func strata_client_open(
+  _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32, _ timeoutMilliseconds: UInt32,
+  _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
+  guarded("strata_client_open") { () throws(StrataError) in
+    let out = try required(out, "out")
+    out.pointee = nil
+    let address = try HostPort(parsing: try string(hostPort, "host_port"))
+    guard (0...1024).contains(connections) else { throw invalid("connections \(connections) is not 0 to 1024") }
+    var configuration = StrataClient.Configuration(node: address)
+    if token != nil { configuration.token = try string(token, "token") }
+    if connections > 0 { configuration.connections = Int(connections) }
+    if timeoutMilliseconds > 0 { configuration.timeoutMilliseconds = UInt64(timeoutMilliseconds) }
+    configuration.clientName = "strata-client-c"
+    let client = StrataClient(configuration)
+    do throws(StrataError) {
+      _ = try wait { () async throws(StrataError) in try await client.connect() }
+    } catch {
+      client.close()
+      throw error
+    }
+    out.pointee = OpaquePointer(Unmanaged.passRetained(ClientBox(client)).toOpaque())
+  }
+}
+
+@_cdecl("strata_client_close")
+public func strata_client_close(_ handle: OpaquePointer?) {
+  guard let handle else { return }
+  Unmanaged<ClientBox>.fromOpaque(UnsafeRawPointer(handle)).takeRetainedValue().client.close()
+}
+
+@_cdecl("strata_last_error")
+public func strata_last_error() -> UnsafePointer<CChar> {
+  guard let key = lastErrorKey else { return noStorageMessage }
+  guard let message = pthread_getspecific(key) else { return emptyMessage }
+  return UnsafePointer(message.assumingMemoryBound(to: CChar.self))
+}
+
+// MARK: Calls
+
+@_cdecl("strata_lookup")
+public func strata_lookup(
+  _ handle: OpaquePointer?, _ keys: UnsafePointer<UInt8>?, _ count: Int, _ tiersOut: UnsafeMutablePointer<UInt8>?,
+  _ leadingRunOut: UnsafeMutablePointer<Int>?
+) -> Int32 {
+  guarded("strata_lookup") { () throws(StrataError) in
+    let client = try client(handle)
+    let keys = try blockKeys(keys, count: count)
+    let tiersOut = try array(tiersOut, "tiers_out", count: count)
+    let parts = batches(keys, client)
+    let (tiers, leadingRun) = try wait { () async throws(StrataError) -> ([BlockTier], Int) in
+      var tiers: [BlockTier] = []
+      var leadingRun = 0
+      var unbroken = true
+      for part in parts {
+        let answer = try await client.lookup(part)
+        guard answer.tiers.count == part.count else { throw mismatch("tiers", answer.tiers.count, part.count) }
+        tiers += answer.tiers
+        if unbroken { leadingRun += min(answer.leadingRun, part.count) }
+        unbroken = unbroken && answer.leadingRun >= part.count
+      }
+      return (tiers, leadingRun)
+    }
+    for (index, tier) in tiers.enumerated() { tiersOut?[index] = tier.rawValue }
+    leadingRunOut?.pointee = leadingRun
+  }
+}
+
+@_cdecl("strata_get")
+public func strata_get(
+  _ handle: OpaquePointer?, _ keys: UnsafePointer<UInt8>?, _ count: Int,
+  _ destinations: UnsafePointer<UnsafeMutableRawPointer?>?, _ capacities: UnsafePointer<UInt64>?,
+  _ lengthsOut: UnsafeMutablePointer<Int64>?
+) -> Int32 {
+  guarded("strata_get") { () throws(StrataError) in
+    let client = try client(handle)
+    let keys = try blockKeys(keys, count: count)
+    let destinations = try array(destinations, "destinations", count: count)
+    let capacities = try array(capacities, "capacities", count: count)
+    let lengthsOut = try array(lengthsOut, "lengths_out", count: count)
+    guard count > 0, let destinations, let capacities, let lengthsOut else { return }
+    var items: [StrataClient.GetItem] = []
+    items.reserveCapacity(count)
+    for index in 0..<count {
+      let capacity = try byteCount(capacities[index], "capacities[\(index)]")
+      guard let base = destinations[index] ?? (capacity == 0 ? emptyBuffer : nil) else {
+        throw invalid("destinations[\(index)] is NULL with a capacity of \(capacity) bytes")
+      }
+      let region = client.register(UnsafeMutableRawBufferPointer(start: base, count: capacity))
+      items.append(StrataClient.GetItem(key: keys[index], destination: try region.slice(length: capacity)))
+    }
+    let results = try wait { [items] () async throws(StrataError) in try await client.get(items) }
+    guard results.count == count else { throw mismatch("results", results.count, count) }
+    for (index, result) in results.enumerated() {
+      switch result {
+      case .ok(let length): lengthsOut[index] = Int64(length)
+      case .missing: lengthsOut[index] = -1
+      case .corrupt: lengthsOut[index] = -2
+      case .destinationTooSmall: lengthsOut[index] = -3
+      case .outOfRange: lengthsOut[index] = -4
+      }
+    }
+  }
+}
+
+@_cdecl("strata_put")
+public func strata_put(
+  _ handle: OpaquePointer?, _ keys: UnsafePointer<UInt8>?, _ count: Int, _ sources: UnsafePointer<UnsafeRawPointer?>?,
+  _ lengths: UnsafePointer<UInt64>?, _ outcomesOut: UnsafeMutablePointer<UInt8>?
+) -> Int32 {
+  guarded("strata_put") { () throws(StrataError) in
+    let client = try client(handle)
+    let keys = try blockKeys(keys, count: count)
+    let sources = try array(sources, "sources", count: count)
+    let lengths = try array(lengths, "lengths", count: count)
+    let outcomesOut = try array(outcomesOut, "outcomes_out", count: count)
+    guard count > 0, let sources, let lengths, let outcomesOut else { return }
+    var items: [StrataClient.PutItem] = []
+    items.reserveCapacity(count)
+    for index in 0..<count {
+      let length = try byteCount(lengths[index], "lengths[\(index)]")
+      // The client only reads a put's source: the mutable view is what a region is made of.
+      guard let base = sources[index].map(UnsafeMutableRawPointer.init(mutating:)) ?? (length == 0 ? emptyBuffer : nil)
+      else {
+        throw invalid("sources[\(index)] is NULL with a length of \(length) bytes")
+      }
+      let region = client.register(UnsafeMutableRawBufferPointer(start: base, count: length))
+      items.append(StrataClient.PutItem(key: keys[index], source: try region.slice(length: length)))
+    }
+    let outcomes = try wait { [items] () async throws(StrataError) in try await client.put(items) }
+    guard outcomes.count == count else { throw mismatch("outcomes", outcomes.count, count) }
+    for (index, outcome) in outcomes.enumerated() { outcomesOut[index] = outcome.rawValue }
+  }
+}
+
+@_cdecl("strata_delete")
+public func strata_delete(
+  _ handle: OpaquePointer?, _ keys: UnsafePointer<UInt8>?, _ count: Int, _ removedOut: UnsafeMutablePointer<UInt8>?
+) -> Int32 {
+  guarded("strata_delete") { () throws(StrataError) in
+    let client = try client(handle)
+    let keys = try blockKeys(keys, count: count)
+    let removedOut = try array(removedOut, "removed_out", count: count)
+    let parts = batches(keys, client)
+    let removed = try wait { () async throws(StrataError) -> [Bool] in
+      var removed: [Bool] = []
+      for part in parts {
+        let answer = try await client.delete(part)
+        guard answer.count == part.count else { throw mismatch("results", answer.count, part.count) }
+        removed += answer
+      }
+      return removed
+    }
+    for (index, gone) in removed.enumerated() { removedOut?[index] = gone ? 1 : 0 }
+  }
+}
+
+@_cdecl("strata_stat")
+public func strata_stat(
+  _ handle: OpaquePointer?, _ jsonOut: UnsafeMutablePointer<CChar>?, _ capacity: Int,
+  _ lengthOut: UnsafeMutablePointer<Int>?
+) -> Int32 {
+  guarded("strata_stat") { () throws(StrataError) in
+    let client = try client(handle)
+    guard capacity >= 0 else { throw invalid("capacity \(UInt(bitPattern: capacity)) is too large") }
+    let jsonOut = try array(jsonOut, "json_out", count: capacity)
+    let json = try wait { () async throws(StrataError) in try await client.stat() }
+    let bytes = Array(json.utf8)
+    lengthOut?.pointee = bytes.count
+    let copied = min(bytes.count, max(0, capacity - 1))
+    if let jsonOut {
+      bytes.withUnsafeBytes { raw in
+        UnsafeMutableRawPointer(jsonOut).copyMemory(from: raw.baseAddress!, byteCount: copied)
+      }
+      jsonOut[copied] = 0
+    }
+    guard copied == bytes.count else {
+      throw invalid("json_out holds \(capacity) bytes; the JSON needs \(bytes.count + 1) with its NUL")
+    }
+  }
+}
+
+// MARK: Keys
+
+@_cdecl("strata_hash_prefix")
+public func strata_hash_prefix(
+  _ layout: UnsafePointer<CChar>?, _ salt: UnsafePointer<UInt8>?, _ saltLength: Int, _ tokens: UnsafePointer<UInt32>?,
+  _ tokenCount: Int, _ keysOut: UnsafeMutablePointer<UInt8>?, _ keysCapacity: Int, _ keyCountOut: UnsafeMutablePointer<Int>?
+) -> Int32 {
+  guarded("strata_hash_prefix") { () throws(StrataError) in
+    let keyCountOut = try required(keyCountOut, "key_count_out")
+    let layout = try LayoutTag(parsing: try string(layout, "layout"))
+    guard (0...PrefixHasher.saltBytesMax).contains(saltLength) else {
+      throw invalid("salt_len \(UInt(bitPattern: saltLength)) is above \(PrefixHasher.saltBytesMax) bytes")
+    }
+    try checkCount(tokenCount, "token_count")
+    try checkCount(keysCapacity, "keys_capacity")
+    let salt = try array(salt, "salt", count: saltLength).map { Array(UnsafeBufferPointer(start: $0, count: saltLength)) }
+    let tokens = try array(tokens, "tokens", count: tokenCount)
+    let keysOut = try array(keysOut, "keys_out", count: keysCapacity)
+    let hasher = try PrefixHasher(layout: layout, salt: salt ?? [])
+    let needed = hasher.fullBlocks(tokenCount: tokenCount)
+    keyCountOut.pointee = needed
+    guard needed <= keysCapacity else {
+      throw invalid("keys_out holds \(keysCapacity) key(s); \(tokenCount) tokens make \(needed)")
+    }
+    guard let tokens, let keysOut, needed > 0 else { return }
+    // Only the full blocks' tokens are hashed.
+    let keyed = Array(UnsafeBufferPointer(start: tokens, count: needed * Int(layout.tokensPerBlock)))
+    for (index, key) in try hasher.keys(tokens: keyed).enumerated() {
+      key.store(to: keysOut + index * BlockKey.byteCount)
+    }
+  }
+}

@@ -1,0 +1,192 @@
+/*
+ * strata_client.h: the C ABI of the Strata client library (libstrata_client.so).
+ *
+ * Lets workers written in C, C++ or Python (ctypes, cffi) look up, read, write and delete
+ * KV-cache blocks on a Strata node, and compute block keys exactly as Strata does.
+ * Build: swift build -c release --product strata_client
+ * Link:  -I Sources/StrataClientC/include -L <build dir> -lstrata_client -Wl,-rpath,<build dir>
+ * Guide: docs/client.md.
+ *
+ * Conventions
+ *   - Every call but strata_client_close and strata_last_error returns 0 on success, otherwise
+ *     the stable number of the failure's error code (below); strata_last_error() then says what
+ *     went wrong in words. No exception, signal or Swift error ever crosses this boundary.
+ *   - All memory is the caller's: keys, block buffers, result arrays. The library never keeps a
+ *     pointer after a call returns and never allocates memory the caller must free.
+ *   - A block key is 32 bytes; arrays of keys are `count` keys laid end to end (count x 32 bytes).
+ *   - Per-item outcomes (a missing block, a block already present) are reported in the result
+ *     arrays and the call still returns 0; a nonzero return means the whole call failed, and then
+ *     the result arrays hold nothing meaningful.
+ *   - Calls block the calling thread until they finish (bounded by the client's timeout and
+ *     retries). Do not call them from a Swift concurrency thread.
+ *   - Thread safety: one strata_client may be used from many threads at once; calls share its
+ *     pool of connections. strata_client_close must not race with other calls on that client.
+ *   - NULL pointers and impossible counts are rejected with code 1 (invalid argument). A pointer
+ *     may be NULL only where its count or length is 0.
+ *
+ * Error codes (StrataError.Code; numbers are stable and never reused)
+ *    1  invalid argument       a NULL pointer, a bad count, a malformed key, layout or token,
+ *                              a result buffer too small
+ *    2  invalid configuration
+ *    3  not found
+ *    4  already exists
+ *    5  checksum mismatch
+ *    6  resource exhausted     a node limit (capacity, connections, in-flight bytes) was reached
+ *    7  I/O error              the operating system reported an I/O failure
+ *    8  protocol error         a peer sent bytes that break the protocol
+ *    9  unavailable            the node cannot be reached now; the same call may succeed later
+ *   10  timeout                the call did not finish within the client's timeout (and retries)
+ *   11  permission denied      the token does not allow the operation
+ *   12  unsupported            the platform or build lacks what the operation needs
+ *   13  stale epoch
+ *   14  cancelled
+ *   15  internal               a broken invariant inside Strata: a bug to report
+ */
+
+#ifndef STRATA_CLIENT_H
+#define STRATA_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Bytes in one block key. */
+#define STRATA_KEY_BYTES 32
+
+/** Error codes returned by the calls below (0 is success). */
+#define STRATA_OK 0
+#define STRATA_E_INVALID_ARGUMENT 1
+#define STRATA_E_INVALID_CONFIGURATION 2
+#define STRATA_E_NOT_FOUND 3
+#define STRATA_E_ALREADY_EXISTS 4
+#define STRATA_E_CHECKSUM_MISMATCH 5
+#define STRATA_E_RESOURCE_EXHAUSTED 6
+#define STRATA_E_IO 7
+#define STRATA_E_PROTOCOL 8
+#define STRATA_E_UNAVAILABLE 9
+#define STRATA_E_TIMEOUT 10
+#define STRATA_E_PERMISSION_DENIED 11
+#define STRATA_E_UNSUPPORTED 12
+#define STRATA_E_STALE_EPOCH 13
+#define STRATA_E_CANCELLED 14
+#define STRATA_E_INTERNAL 15
+
+/** strata_lookup tiers. */
+#define STRATA_TIER_ABSENT 0
+#define STRATA_TIER_RAM 1
+#define STRATA_TIER_NVME 2
+
+/** strata_get lengths: a non-negative value is the number of bytes read. */
+#define STRATA_GET_MISSING (-1)
+#define STRATA_GET_CORRUPT (-2)
+#define STRATA_GET_DESTINATION_TOO_SMALL (-3)
+#define STRATA_GET_OUT_OF_RANGE (-4)
+
+/** strata_put outcomes. */
+#define STRATA_PUT_STORED 0
+#define STRATA_PUT_ALREADY_PRESENT 1
+#define STRATA_PUT_CHECKSUM_MISMATCH 2
+#define STRATA_PUT_TOO_LARGE 3
+#define STRATA_PUT_NO_SPACE 4
+
+/** A connection pool to one node. Opaque; created by strata_client_open. */
+typedef struct strata_client strata_client;
+
+/**
+ * Connects to the node at `host_port` ("HOST:PORT" or "[IPv6]:PORT") and says HELLO on every
+ * connection of the pool, so that a bad address or token fails here and not on first use.
+ *
+ * token:       credentials the node maps to a namespace; NULL or "" for none.
+ * connections: connections in the pool (0 means the default, 2); at most 1024.
+ * timeout_ms:  bounds a connect and every read and write of a request (0 means 30000).
+ * out:         receives the client on success (and NULL on failure).
+ *
+ * Returns 0, or an error code (9 unavailable when nothing listens there, 11 for a refused token).
+ * A failed call closes whatever it opened.
+ */
+int strata_client_open(const char *host_port, const char *token, int connections, uint32_t timeout_ms,
+                       strata_client **out);
+
+/** Says GOODBYE, closes every connection and frees the client. NULL is ignored. */
+void strata_client_close(strata_client *client);
+
+/**
+ * Which of `count` keys the node holds, and where.
+ *
+ * keys:            count x 32 bytes, in prompt order.
+ * tiers_out:       count entries: 0 absent, 1 RAM, 2 NVMe.
+ * leading_run_out: how many leading keys are present: the prefix a worker can load instead of
+ *                  recomputing. May be NULL.
+ */
+int strata_lookup(strata_client *c, const uint8_t *keys, size_t count, uint8_t *tiers_out, size_t *leading_run_out);
+
+/**
+ * Reads whole blocks into caller memory: block i into destinations[i], which holds
+ * capacities[i] bytes. Batches are split and read in parallel over the pool.
+ *
+ * lengths_out: count entries: the bytes read (the block's length), or
+ *              -1 missing, -2 corrupt (failed its checksum: never delivered as data; bytes
+ *              received into the destination are zeroed),
+ *              -3 the destination is smaller than the block (nothing was written to it),
+ *              -4 the requested range lies outside the block.
+ * A destination may be NULL only when its capacity is 0.
+ */
+int strata_get(strata_client *c, const uint8_t *keys, size_t count, void *const *destinations,
+               const uint64_t *capacities, int64_t *lengths_out);
+
+/**
+ * Writes blocks: block i is lengths[i] bytes at sources[i]. Blocks are immutable: writing a key
+ * that exists already leaves the stored block as it is (outcome 1).
+ *
+ * outcomes_out: count entries: 0 stored, 1 already present, 2 checksum mismatch (the bytes
+ *               changed on the way; nothing stored), 3 larger than the node's block size limit,
+ *               4 no space on the node.
+ * A source may be NULL only when its length is 0.
+ */
+int strata_put(strata_client *c, const uint8_t *keys, size_t count, const void *const *sources,
+               const uint64_t *lengths, uint8_t *outcomes_out);
+
+/** Deletes blocks. removed_out: count entries, 1 when the key was there and is now gone, else 0. */
+int strata_delete(strata_client *c, const uint8_t *keys, size_t count, uint8_t *removed_out);
+
+/**
+ * The node's counters as a JSON object, written to json_out with a terminating NUL.
+ *
+ * length_out: receives the JSON's length in bytes, not counting the NUL. May be NULL.
+ * When json_out (capacity bytes) cannot hold the JSON and its NUL, returns 1 with *length_out
+ * set to the length needed (minus the NUL) and json_out holding a truncated, NUL-terminated
+ * prefix (if capacity > 0). json_out may be NULL when capacity is 0.
+ */
+int strata_stat(strata_client *c, char *json_out, size_t capacity, size_t *length_out);
+
+/**
+ * The message of the last failed call on this thread ("" if none has failed). Successful calls
+ * leave it unchanged. The string is owned by the library and stays valid until the next failed
+ * call on the same thread.
+ */
+const char *strata_last_error(void);
+
+/**
+ * The block keys of a token sequence (docs/keys.md): key[i] chains the layout, the salt and
+ * the tokens of blocks 0..i, so equal prefixes give equal keys on every worker. Only full blocks
+ * are keyed; a partial tail block has no key. Needs no client or node.
+ *
+ * layout:        "model=NAME,dtype=bf16,block=16,tp=0/1,layers=0-32" (tp defaults to 0/1; layers
+ *                is start-end with end exclusive; NAME may not contain ',').
+ * salt:          up to 1024 bytes that separate tenants or adapters (NULL when salt_len is 0).
+ * tokens:        token_count token ids (NULL when token_count is 0).
+ * keys_out:      room for keys_capacity keys (keys_capacity x 32 bytes; NULL when keys_capacity is 0).
+ * key_count_out: receives the number of keys, token_count / tokens per block.
+ * When keys_capacity is too small, returns 1 with *key_count_out set to the number needed.
+ */
+int strata_hash_prefix(const char *layout, const uint8_t *salt, size_t salt_len, const uint32_t *tokens,
+                       size_t token_count, uint8_t *keys_out, size_t keys_capacity, size_t *key_count_out);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* STRATA_CLIENT_H */

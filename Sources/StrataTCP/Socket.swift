@@ -1,0 +1,256 @@
+// Blocking TCP sockets over POSIX: exact reads straight into caller memory and gathered writes
+// straight from it, so a block crosses each side with the kernel's copy and no other.
+
+public import StrataCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// One connected TCP socket. Reads and writes block the calling thread (never a Swift
+/// concurrency thread: transports run sockets on threads of their own).
+public final class TCPSocket: @unchecked Sendable {
+  // @unchecked: the descriptor is immutable; the kernel serialises concurrent calls, and each
+  // owner uses a socket from one reading thread and one (locked) writing path at a time.
+  public let descriptor: Int32
+  public let peer: String
+
+  init(descriptor: Int32, peer: String) {
+    self.descriptor = descriptor
+    self.peer = peer
+  }
+
+  deinit { Glibc.close(descriptor) }
+
+  /// Connects to `address`, with TCP_NODELAY and large buffers; `timeoutMilliseconds` bounds the
+  /// connect and every later read and write (0: no limit).
+  public static func connect(to address: HostPort, timeoutMilliseconds: UInt64 = 0) throws(StrataError) -> TCPSocket {
+    var hints = addrinfo()
+    hints.ai_family = AF_UNSPEC
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    var results: UnsafeMutablePointer<addrinfo>?
+    let status = getaddrinfo(address.host, String(address.port), &hints, &results)
+    guard status == 0, let first = results else {
+      throw StrataError(.unavailable, "cannot resolve \(address): \(String(cString: gai_strerror(status)))")
+    }
+    defer { freeaddrinfo(results) }
+    var lastError: Int32 = 0
+    var candidate: UnsafeMutablePointer<addrinfo>? = first
+    while let info = candidate {
+      candidate = info.pointee.ai_next
+      let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      guard fd >= 0 else {
+        lastError = errno
+        continue
+      }
+      let socket = TCPSocket(descriptor: fd, peer: address.description)
+      socket.configure(timeoutMilliseconds: timeoutMilliseconds)
+      if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 { return socket }
+      lastError = errno
+    }
+    throw StrataError(.unavailable, "cannot connect to \(address): \(String(cString: strerror(lastError)))")
+  }
+
+  func configure(timeoutMilliseconds: UInt64) {
+    var one: Int32 = 1
+    setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    // Large socket buffers keep a multi-megabyte block moving without waiting on the peer.
+    var bufferBytes: Int32 = 4 << 20
+    setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &bufferBytes, socklen_t(MemoryLayout<Int32>.size))
+    setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &bufferBytes, socklen_t(MemoryLayout<Int32>.size))
+    if timeoutMilliseconds > 0 {
+      var limit = timeval(
+        tv_sec: Int(timeoutMilliseconds / 1000), tv_usec: Int((timeoutMilliseconds % 1000) * 1000))
+      setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+      setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    }
+  }
+
+  /// Fills `buffer` completely. Throws `unavailable` when the peer closed, `timeout` on a timeout.
+  public func readExactly(_ buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
+    guard var cursor = buffer.baseAddress else { return }
+    var remaining = buffer.count
+    while remaining > 0 {
+      let count = recv(descriptor, cursor, remaining, Int32(MSG_WAITALL))
+      if count > 0 {
+        cursor += count
+        remaining -= count
+        continue
+      }
+      if count == 0 {
+        throw StrataError(.unavailable, "\(peer) closed the connection (\(buffer.count - remaining) of \(buffer.count) bytes read)")
+      }
+      let code = errno
+      if code == EINTR { continue }
+      throw failure("read", code)
+    }
+  }
+
+  /// Reads and discards `count` bytes (a payload nobody needs, like a duplicate PUT's).
+  public func discard(_ count: Int, scratch: UnsafeMutableRawBufferPointer) throws(StrataError) {
+    var remaining = count
+    while remaining > 0 {
+      let chunk = min(remaining, scratch.count)
+      try readExactly(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<chunk]))
+      remaining -= chunk
+    }
+  }
+
+  /// Writes every byte of every buffer, in order, with as few system calls as the kernel allows.
+  public func writeAll(_ buffers: [UnsafeRawBufferPointer]) throws(StrataError) {
+    var vectors = buffers.filter { $0.count > 0 }.map {
+      iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
+    }
+    var first = 0
+    while first < vectors.count {
+      let batch = min(vectors.count - first, 1024)  // IOV_MAX
+      let written = vectors.withUnsafeMutableBufferPointer { all in
+        sendmsgAll(all.baseAddress! + first, count: batch)
+      }
+      if written < 0 {
+        let code = errno
+        if code == EINTR { continue }
+        throw failure("write", code)
+      }
+      // Skip what was written; a partial vector is trimmed in place.
+      var left = written
+      while left > 0 && first < vectors.count {
+        if left >= vectors[first].iov_len {
+          left -= vectors[first].iov_len
+          first += 1
+        } else {
+          vectors[first].iov_base = vectors[first].iov_base! + left
+          vectors[first].iov_len -= left
+          left = 0
+        }
+      }
+    }
+  }
+
+  public func writeAll(_ buffer: UnsafeRawBufferPointer) throws(StrataError) { try writeAll([buffer]) }
+
+  /// Writes `bytes` (a frame's header and body) and then every payload buffer.
+  public func writeAll(_ bytes: [UInt8], then payload: [UnsafeRawBufferPointer] = []) throws(StrataError) {
+    var failure: StrataError?
+    bytes.withUnsafeBytes { raw in
+      do throws(StrataError) {
+        try writeAll([raw] + payload)
+      } catch {
+        failure = error
+      }
+    }
+    if let failure { throw failure }
+  }
+
+  private func sendmsgAll(_ vectors: UnsafeMutablePointer<iovec>, count: Int) -> Int {
+    var message = msghdr()
+    message.msg_iov = vectors
+    message.msg_iovlen = count
+    return sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL))
+  }
+
+  /// Stops both directions now: a thread blocked reading this socket returns.
+  public func shutdown() { _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR)) }
+
+  private func failure(_ operation: String, _ code: Int32) -> StrataError {
+    if code == EAGAIN || code == EWOULDBLOCK {
+      return StrataError(.timeout, "\(operation) on the connection to \(peer) timed out")
+    }
+    if code == ECONNRESET || code == EPIPE {
+      return StrataError(.unavailable, "\(peer) reset the connection during a \(operation)")
+    }
+    return StrataError(.ioError, "\(operation) on the connection to \(peer) failed: \(String(cString: strerror(code)))")
+  }
+}
+
+/// A listening TCP socket.
+public final class TCPListener: @unchecked Sendable {
+  // @unchecked: an immutable descriptor; accept and shutdown are safe from any thread.
+  public let descriptor: Int32
+  /// The address actually bound (the port is filled in when 0 was asked for).
+  public let address: HostPort
+
+  public init(binding requested: HostPort, backlog: Int32 = 512) throws(StrataError) {
+    var hints = addrinfo()
+    hints.ai_family = AF_UNSPEC
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    hints.ai_flags = AI_PASSIVE
+    var results: UnsafeMutablePointer<addrinfo>?
+    let status = getaddrinfo(requested.host, String(requested.port), &hints, &results)
+    guard status == 0, let info = results else {
+      throw StrataError(.invalidConfiguration, "listen: cannot resolve \(requested): \(String(cString: gai_strerror(status)))")
+    }
+    defer { freeaddrinfo(results) }
+    let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw StrataError(.ioError, "listen: socket() failed: \(String(cString: strerror(errno)))") }
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+      let code = errno
+      Glibc.close(fd)
+      throw StrataError(
+        code == EADDRINUSE ? .unavailable : .ioError, "listen: cannot bind \(requested): \(String(cString: strerror(code)))")
+    }
+    guard listen(fd, backlog) == 0 else {
+      let code = errno
+      Glibc.close(fd)
+      throw StrataError(.ioError, "listen: listen(\(requested)) failed: \(String(cString: strerror(code)))")
+    }
+    var storage = sockaddr_storage()
+    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    var port = requested.port
+    withUnsafeMutablePointer(to: &storage) { pointer in
+      pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+        if getsockname(fd, address, &length) == 0 {
+          if address.pointee.sa_family == sa_family_t(AF_INET) {
+            port = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+          } else if address.pointee.sa_family == sa_family_t(AF_INET6) {
+            port = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) }
+          }
+        }
+      }
+    }
+    descriptor = fd
+    address = HostPort(host: requested.host, port: port)
+  }
+
+  deinit { Glibc.close(descriptor) }
+
+  /// Waits for the next connection; nil once the listener was shut down.
+  public func accept() -> TCPSocket? {
+    while true {
+      var storage = sockaddr_storage()
+      var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+      let fd = withUnsafeMutablePointer(to: &storage) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.accept(descriptor, $0, &length) }
+      }
+      if fd >= 0 {
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        let socket = TCPSocket(descriptor: fd, peer: peerName(storage))
+        socket.configure(timeoutMilliseconds: 0)
+        return socket
+      }
+      let code = errno
+      if code == EINTR || code == ECONNABORTED || code == EMFILE || code == ENFILE { continue }
+      return nil
+    }
+  }
+
+  /// Wakes a thread blocked in `accept` (which then returns nil).
+  public func shutdown() { _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR)) }
+}
+
+private func peerName(_ storage: sockaddr_storage) -> String {
+  var storage = storage
+  var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+  var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+  let status = withUnsafePointer(to: &storage) { pointer in
+    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+      getnameinfo(
+        $0, socklen_t(MemoryLayout<sockaddr_storage>.size), &host, socklen_t(host.count), &service,
+        socklen_t(service.count), NI_NUMERICHOST | NI_NUMERICSERV)
+    }
+  }
+  guard status == 0 else { return "unknown peer" }
+  return "\(String(cString: host)):\(String(cString: service))"
+}

@@ -1,0 +1,472 @@
+// Bodies of the block operations: LOOKUP (which keys are here, optionally pinned under a lease),
+// GET and PUT (whose block bytes travel as the frame's payload), DELETE.
+
+public import StrataCore
+
+/// Where a looked-up block lives on the answering node.
+public enum BlockTier: UInt8, Hashable, Sendable, CaseIterable {
+  case absent = 0
+  case ram = 1
+  case nvme = 2
+}
+
+public struct LookupRequest: MessageBody {
+  public static let messageName: StaticString = "LookupRequest"
+  public static let opcode = Opcode.lookup
+  public static let direction = FrameDirection.request
+  public var wireMessage: WireMessage { .lookupRequest(self) }
+
+  /// Keys in prompt order; the namespace is the connection's, never the request's.
+  public var keys: [BlockKey]
+  /// Pin the leading run of present blocks for this long; 0 asks for no lease.
+  public var leaseMilliseconds: UInt32
+
+  public init(keys: [BlockKey], leaseMilliseconds: UInt32 = 0) {
+    self.keys = keys
+    self.leaseMilliseconds = leaseMilliseconds
+  }
+
+  public var encodedByteCount: Int { WireSize.u32 + WireSize.u32 + keys.count * WireSize.key }
+
+  public func encode(into out: inout [UInt8]) {
+    out.append(littleEndian: leaseMilliseconds)
+    out.append(count: keys.count)
+    for key in keys { out.append(key: key) }
+  }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    leaseMilliseconds = try reader.read(UInt32.self, "leaseMilliseconds")
+    keys = try readKeys(&reader, "keys", limits: limits)
+    try reader.finish()
+  }
+}
+
+public struct LookupResponse: MessageBody {
+  public static let messageName: StaticString = "LookupResponse"
+  public static let opcode = Opcode.lookup
+  public static let direction = FrameDirection.response
+  public var wireMessage: WireMessage { .lookupResponse(self) }
+
+  /// One entry per requested key, in request order.
+  public var tiers: [BlockTier]
+  /// How many leading keys are present (and pinned, when a lease was granted).
+  public var leadingRun: UInt32
+  /// 0 when no lease was asked for or none could be granted.
+  public var leaseID: UInt64
+  public var leaseExpiresInMilliseconds: UInt32
+
+  public init(tiers: [BlockTier], leadingRun: UInt32, leaseID: UInt64 = 0, leaseExpiresInMilliseconds: UInt32 = 0) {
+    self.tiers = tiers
+    self.leadingRun = leadingRun
+    self.leaseID = leaseID
+    self.leaseExpiresInMilliseconds = leaseExpiresInMilliseconds
+  }
+
+  public var encodedByteCount: Int { WireSize.u32 + WireSize.u64 + WireSize.u32 + WireSize.u32 + tiers.count }
+
+  public func encode(into out: inout [UInt8]) {
+    out.append(littleEndian: leadingRun)
+    out.append(littleEndian: leaseID)
+    out.append(littleEndian: leaseExpiresInMilliseconds)
+    out.append(count: tiers.count)
+    for tier in tiers { out.append(tier.rawValue) }
+  }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    leadingRun = try reader.read(UInt32.self, "leadingRun")
+    leaseID = try reader.read(UInt64.self, "leaseID")
+    leaseExpiresInMilliseconds = try reader.read(UInt32.self, "leaseExpiresInMilliseconds")
+    if leaseID == 0 && leaseExpiresInMilliseconds != 0 {
+      throw reader.error(
+        .invalidValue, "leaseExpiresInMilliseconds", "\(leaseExpiresInMilliseconds) without a lease (leaseID 0)")
+    }
+    let count = try reader.count("tiers", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8)
+    var tiers: [BlockTier] = []
+    tiers.reserveCapacity(count)
+    for index in 0..<count {
+      reader.item = ("tiers", index)
+      let raw = try reader.read(UInt8.self, "tier")
+      guard let tier = BlockTier(rawValue: raw) else {
+        throw reader.error(.invalidValue, "tier", "\(raw) is not a tier (0 absent, 1 ram, 2 nvme)")
+      }
+      tiers.append(tier)
+    }
+    reader.item = nil
+    guard leadingRun <= count else {
+      throw reader.error(.invalidValue, "leadingRun", "\(leadingRun) exceeds the \(count) keys answered")
+    }
+    if let gap = tiers.prefix(Int(leadingRun)).firstIndex(of: .absent) {
+      throw reader.error(.invalidValue, "leadingRun", "\(leadingRun) but key \(gap) inside the run is absent")
+    }
+    self.tiers = tiers
+    try reader.finish()
+  }
+}
+
+public struct GetRequest: MessageBody {
+  public static let messageName: StaticString = "GetRequest"
+  public static let opcode = Opcode.get
+  public static let direction = FrameDirection.request
+  public var wireMessage: WireMessage { .getRequest(self) }
+
+  public struct Item: Hashable, Sendable {
+    public var key: BlockKey
+    /// The first byte of the block to deliver.
+    public var offset: UInt64
+    /// How many bytes to deliver; 0 means "to the end of the block".
+    public var length: UInt64
+
+    public init(key: BlockKey, offset: UInt64 = 0, length: UInt64 = 0) {
+      self.key = key
+      self.offset = offset
+      self.length = length
+    }
+  }
+
+  public static let itemBytes = WireSize.key + 2 * WireSize.u64
+
+  public var items: [Item]
+  /// A lease from LOOKUP that pins these blocks; 0 for none.
+  public var leaseID: UInt64
+
+  public init(items: [Item], leaseID: UInt64 = 0) {
+    self.items = items
+    self.leaseID = leaseID
+  }
+
+  public var encodedByteCount: Int { WireSize.u64 + WireSize.u32 + items.count * Self.itemBytes }
+
+  public func encode(into out: inout [UInt8]) {
+    out.append(littleEndian: leaseID)
+    out.append(count: items.count)
+    for item in items {
+      out.append(key: item.key)
+      out.append(littleEndian: item.offset)
+      out.append(littleEndian: item.length)
+    }
+  }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    leaseID = try reader.read(UInt64.self, "leaseID")
+    let count = try reader.count("items", max: limits.itemsPerBatchMax, itemBytes: Self.itemBytes)
+    var items: [Item] = []
+    items.reserveCapacity(count)
+    for index in 0..<count {
+      reader.item = ("items", index)
+      let key = try reader.key("key")
+      let offset = try reader.read(UInt64.self, "offset")
+      let length = try reader.read(UInt64.self, "length")
+      guard !offset.addingReportingOverflow(length).overflow else {
+        throw reader.error(.lengthOverflow, "length", "offset \(offset) + length \(length) overflows 64 bits")
+      }
+      items.append(Item(key: key, offset: offset, length: length))
+    }
+    self.items = items
+    try reader.finish()
+  }
+}
+
+/// What happened to one item of a GET.
+public enum GetItemStatus: UInt8, Hashable, Sendable, CaseIterable {
+  /// The bytes are in the payload.
+  case ok = 0
+  case missing = 1
+  /// The requested offset lies beyond the block's end.
+  case rangeOutOfBounds = 2
+  /// The stored block failed its checksum: it is reported, never sent.
+  case corrupt = 3
+}
+
+public struct GetResponse: MessageBody {
+  public static let messageName: StaticString = "GetResponse"
+  public static let opcode = Opcode.get
+  public static let direction = FrameDirection.response
+  public var wireMessage: WireMessage { .getResponse(self) }
+
+  public struct Item: Hashable, Sendable {
+    public var status: GetItemStatus
+    /// Bytes delivered in the payload; 0 unless `status` is `.ok`.
+    public var length: UInt64
+    /// CRC-32C of exactly the delivered bytes; 0 unless `status` is `.ok`.
+    public var checksum: UInt32
+
+    public init(status: GetItemStatus, length: UInt64 = 0, checksum: UInt32 = 0) {
+      self.status = status
+      self.length = length
+      self.checksum = checksum
+    }
+
+    public static func ok(length: UInt64, checksum: UInt32) -> Item {
+      Item(status: .ok, length: length, checksum: checksum)
+    }
+  }
+
+  public static let itemBytes = WireSize.u8 + WireSize.u64 + WireSize.u32
+
+  /// One per requested item, in request order.
+  public var items: [Item]
+
+  public init(items: [Item]) { self.items = items }
+
+  /// The payload: the delivered ranges concatenated in item order.
+  public var payloadBytes: UInt64 { items.reduce(0) { $0 + $1.length } }
+
+  /// Where each item's bytes lie in the payload (an empty range for items that delivered nothing),
+  /// so a receiver can point each range at its destination before the payload arrives.
+  public var payloadRanges: [Range<UInt64>] { concatenatedRanges(items.lazy.map(\.length)) }
+
+  public var encodedByteCount: Int { WireSize.u32 + items.count * Self.itemBytes }
+
+  public func encode(into out: inout [UInt8]) {
+    out.append(count: items.count)
+    for item in items {
+      out.append(item.status.rawValue)
+      out.append(littleEndian: item.length)
+      out.append(littleEndian: item.checksum)
+    }
+  }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    let count = try reader.count("items", max: limits.itemsPerBatchMax, itemBytes: Self.itemBytes)
+    var items: [Item] = []
+    items.reserveCapacity(count)
+    var total: UInt64 = 0
+    for index in 0..<count {
+      reader.item = ("items", index)
+      let raw = try reader.read(UInt8.self, "status")
+      guard let status = GetItemStatus(rawValue: raw) else {
+        throw reader.error(
+          .invalidValue, "status", "\(raw) is not an item status (0 ok, 1 missing, 2 rangeOutOfBounds, 3 corrupt)")
+      }
+      let length = try reader.read(UInt64.self, "length")
+      let checksum = try reader.read(UInt32.self, "checksum")
+      if status != .ok {
+        guard length == 0, checksum == 0 else {
+          throw reader.error(
+            .invalidValue, "length", "\(status) item with length \(length), checksum \(checksum) (both must be 0)")
+        }
+      }
+      try accumulate(&total, length, &reader, limits: limits)
+      items.append(Item(status: status, length: length, checksum: checksum))
+    }
+    self.items = items
+    try reader.finish()
+  }
+}
+
+/// What the server did with one PUT item.
+public enum PutOutcome: UInt8, Hashable, Sendable, CaseIterable {
+  case stored = 0
+  /// The key exists already; blocks are immutable, so this is success (and cheap).
+  case alreadyPresent = 1
+  /// The received bytes did not match the item's checksum: nothing was stored.
+  case checksumMismatch = 2
+  /// The block exceeds the node's block size limit.
+  case tooLarge = 3
+  /// No space could be reserved for the block.
+  case noSpace = 4
+}
+
+public struct PutRequest: MessageBody {
+  public static let messageName: StaticString = "PutRequest"
+  public static let opcode = Opcode.put
+  public static let direction = FrameDirection.request
+  public var wireMessage: WireMessage { .putRequest(self) }
+
+  public struct Item: Hashable, Sendable {
+    public var key: BlockKey
+    /// The block's bytes in the payload.
+    public var length: UInt64
+    /// CRC-32C of the block's bytes.
+    public var checksum: UInt32
+
+    public init(key: BlockKey, length: UInt64, checksum: UInt32) {
+      self.key = key
+      self.length = length
+      self.checksum = checksum
+    }
+  }
+
+  public static let itemBytes = WireSize.key + WireSize.u64 + WireSize.u32
+
+  public var items: [Item]
+
+  public init(items: [Item]) { self.items = items }
+
+  /// The payload: the blocks concatenated in item order.
+  public var payloadBytes: UInt64 { items.reduce(0) { $0 + $1.length } }
+
+  /// Where each block lies in the payload, so the server can receive each straight into its slot.
+  public var payloadRanges: [Range<UInt64>] { concatenatedRanges(items.lazy.map(\.length)) }
+
+  public var encodedByteCount: Int { WireSize.u32 + items.count * Self.itemBytes }
+
+  public func encode(into out: inout [UInt8]) {
+    out.append(count: items.count)
+    for item in items {
+      out.append(key: item.key)
+      out.append(littleEndian: item.length)
+      out.append(littleEndian: item.checksum)
+    }
+  }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    let count = try reader.count("items", max: limits.itemsPerBatchMax, itemBytes: Self.itemBytes)
+    var items: [Item] = []
+    items.reserveCapacity(count)
+    var total: UInt64 = 0
+    for index in 0..<count {
+      reader.item = ("items", index)
+      let key = try reader.key("key")
+      let length = try reader.read(UInt64.self, "length")
+      let checksum = try reader.read(UInt32.self, "checksum")
+      try accumulate(&total, length, &reader, limits: limits)
+      items.append(Item(key: key, length: length, checksum: checksum))
+    }
+    self.items = items
+    try reader.finish()
+  }
+}
+
+public struct PutResponse: MessageBody {
+  public static let messageName: StaticString = "PutResponse"
+  public static let opcode = Opcode.put
+  public static let direction = FrameDirection.response
+  public var wireMessage: WireMessage { .putResponse(self) }
+
+  /// One per PUT item, in request order.
+  public var outcomes: [PutOutcome]
+
+  public init(outcomes: [PutOutcome]) { self.outcomes = outcomes }
+
+  public var encodedByteCount: Int { WireSize.u32 + outcomes.count }
+
+  public func encode(into out: inout [UInt8]) {
+    out.append(count: outcomes.count)
+    for outcome in outcomes { out.append(outcome.rawValue) }
+  }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    let count = try reader.count("outcomes", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8)
+    var outcomes: [PutOutcome] = []
+    outcomes.reserveCapacity(count)
+    for index in 0..<count {
+      reader.item = ("outcomes", index)
+      let raw = try reader.read(UInt8.self, "outcome")
+      guard let outcome = PutOutcome(rawValue: raw) else {
+        throw reader.error(
+          .invalidValue, "outcome",
+          "\(raw) is not an outcome (0 stored, 1 alreadyPresent, 2 checksumMismatch, 3 tooLarge, 4 noSpace)")
+      }
+      outcomes.append(outcome)
+    }
+    self.outcomes = outcomes
+    try reader.finish()
+  }
+}
+
+public struct DeleteRequest: MessageBody {
+  public static let messageName: StaticString = "DeleteRequest"
+  public static let opcode = Opcode.delete
+  public static let direction = FrameDirection.request
+  public var wireMessage: WireMessage { .deleteRequest(self) }
+
+  public var keys: [BlockKey]
+
+  public init(keys: [BlockKey]) { self.keys = keys }
+
+  public var encodedByteCount: Int { WireSize.u32 + keys.count * WireSize.key }
+
+  public func encode(into out: inout [UInt8]) {
+    out.append(count: keys.count)
+    for key in keys { out.append(key: key) }
+  }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    keys = try readKeys(&reader, "keys", limits: limits)
+    try reader.finish()
+  }
+}
+
+public struct DeleteResponse: MessageBody {
+  public static let messageName: StaticString = "DeleteResponse"
+  public static let opcode = Opcode.delete
+  public static let direction = FrameDirection.response
+  public var wireMessage: WireMessage { .deleteResponse(self) }
+
+  /// One per key, in request order: whether the key was present and is now gone.
+  public var removed: [Bool]
+
+  public init(removed: [Bool]) { self.removed = removed }
+
+  public var encodedByteCount: Int { WireSize.u32 + removed.count }
+
+  public func encode(into out: inout [UInt8]) {
+    out.append(count: removed.count)
+    for flag in removed { out.append(flag ? 1 : 0) }
+  }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    let count = try reader.count("removed", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8)
+    var removed: [Bool] = []
+    removed.reserveCapacity(count)
+    for index in 0..<count {
+      reader.item = ("removed", index)
+      let raw = try reader.read(UInt8.self, "flag")
+      guard raw <= 1 else { throw reader.error(.invalidValue, "flag", "\(raw) is not a boolean (0 or 1)") }
+      removed.append(raw == 1)
+    }
+    self.removed = removed
+    try reader.finish()
+  }
+}
+
+private func readKeys(_ reader: inout WireReader, _ field: StaticString, limits: WireLimits) throws(StrataError)
+  -> [BlockKey]
+{
+  let count = try reader.count(field, max: limits.itemsPerBatchMax, itemBytes: WireSize.key)
+  var keys: [BlockKey] = []
+  keys.reserveCapacity(count)
+  for index in 0..<count {
+    reader.item = (field, index)
+    keys.append(try reader.key("key"))
+  }
+  reader.item = nil
+  return keys
+}
+
+/// Adds one item's length to the running payload total, rejecting sums that overflow or that no
+/// frame could carry.
+private func accumulate(_ total: inout UInt64, _ length: UInt64, _ reader: inout WireReader, limits: WireLimits)
+  throws(StrataError)
+{
+  let (sum, overflow) = total.addingReportingOverflow(length)
+  guard !overflow else {
+    throw reader.error(.lengthOverflow, "length", "\(length) makes the payload total overflow 64 bits")
+  }
+  guard sum <= limits.payloadBytesMax else {
+    throw reader.error(
+      .payloadTooLarge, "length",
+      "\(length) brings the payload to \(sum) bytes, above the limit \(limits.payloadBytesMax)")
+  }
+  total = sum
+}
+
+private func concatenatedRanges(_ lengths: some Collection<UInt64>) -> [Range<UInt64>] {
+  var ranges: [Range<UInt64>] = []
+  ranges.reserveCapacity(lengths.count)
+  var offset: UInt64 = 0
+  for length in lengths {
+    ranges.append(offset..<offset + length)
+    offset += length
+  }
+  return ranges
+}
