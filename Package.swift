@@ -97,6 +97,13 @@ let package = Package(
       path: "Sources/Microbenchmarks",
       swiftSettings: strictSwift),
 
+    // The wire fuzzer: replays corpus files in a normal build; a libFuzzer target with -D FUZZING.
+    .executableTarget(
+      name: "strata-wire-fuzz",
+      dependencies: ["StrataWire", "StrataCore"],
+      path: "Sources/WireFuzzer",
+      swiftSettings: strictSwift),
+
     // MARK: Tests
     .testTarget(
       name: "StrataCoreTests", dependencies: ["StrataCore"], path: "Tests/StrataCoreTests",
@@ -108,12 +115,20 @@ let package = Package(
       name: "StrataWireTests", dependencies: ["StrataWire", "StrataCore"],
       path: "Tests/StrataWireTests", swiftSettings: strictSwift),
     .testTarget(
+      name: "StrataNodeTests",
+      dependencies: ["StrataNode", "StrataClient", "StrataWire", "StrataStorage", "StrataTCP", "StrataCore"],
+      path: "Tests/StrataNodeTests", swiftSettings: strictSwift),
+    .testTarget(
+      name: "CABITests", dependencies: ["strata"], path: "Tests/CABITests",
+      swiftSettings: strictSwift),
+    .testTarget(
       name: "SystemLibraryTests",
       dependencies: ["CIBVerbs", "CRDMACM", "CLZ4", "COpenSSL", "CStrataLinux"],
       path: "Tests/SystemLibraryTests",
       swiftSettings: strictSwift),
     .testTarget(
-      name: "CLITests", dependencies: ["StrataCore", "strata"], path: "Tests/CLITests",
+      name: "CLITests", dependencies: ["StrataCore", "StrataClient", "StrataWire", "StrataTCP", "strata"],
+      path: "Tests/CLITests",
       swiftSettings: strictSwift),
   ],
   swiftLanguageModes: [.v6]

@@ -100,8 +100,11 @@ struct Put: AsyncParsableCommand {
       for file in files {
         let buffer = try readFile(file)
         buffers.append(buffer)
-        guard buffer.count > 0 else { throw StrataError(.invalidArgument, "'\(file)' is empty: blocks hold at least 1 byte") }
-        let blockKey = try key.map { text throws(StrataError) in try parseKeys([text])[0] }
+        guard buffer.count > 0 else {
+          throw StrataError(.invalidArgument, "'\(file)' is empty: blocks hold at least 1 byte")
+        }
+        let blockKey =
+          try key.map { text throws(StrataError) in try parseKeys([text])[0] }
           ?? SHA256.digest(UnsafeRawBufferPointer(buffer))
         let region = client.register(buffer)
         items.append(StrataClient.PutItem(key: blockKey, source: try region.slice(length: buffer.count)))
@@ -163,7 +166,8 @@ struct Get: AsyncParsableCommand {
       let region = client.register(buffer)
       var items: [StrataClient.GetItem] = []
       for (index, key) in blockKeys.enumerated() {
-        items.append(StrataClient.GetItem(key: key, destination: try region.slice(offset: index * capacity, length: capacity)))
+        items.append(
+          StrataClient.GetItem(key: key, destination: try region.slice(offset: index * capacity, length: capacity)))
       }
       let results = try await client.get(items)
       for (index, result) in results.enumerated() {
@@ -171,8 +175,11 @@ struct Get: AsyncParsableCommand {
         let path = out + "/" + key
         switch result {
         case .ok(let length):
-          try writeFile(path, UnsafeRawBufferPointer(rebasing: buffer[(index * capacity)..<(index * capacity + length)]))
-          print(options.json ? "{\"key\":\"\(key)\",\"bytes\":\(length),\"path\":\"\(path)\"}" : "\(key)  \(length) bytes  \(path)")
+          try writeFile(
+            path, UnsafeRawBufferPointer(rebasing: buffer[(index * capacity)..<(index * capacity + length)]))
+          print(
+            options.json
+              ? "{\"key\":\"\(key)\",\"bytes\":\(length),\"path\":\"\(path)\"}" : "\(key)  \(length) bytes  \(path)")
         default:
           missing += 1
           let word = getWord(result)
@@ -198,7 +205,9 @@ func getWord(_ result: StrataClient.GetResult) -> String {
 
 func writeFile(_ path: String, _ bytes: UnsafeRawBufferPointer) throws(StrataError) {
   let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-  guard descriptor >= 0 else { throw StrataError(.ioError, "cannot create '\(path)': \(String(cString: strerror(errno)))") }
+  guard descriptor >= 0 else {
+    throw StrataError(.ioError, "cannot create '\(path)': \(String(cString: strerror(errno)))")
+  }
   defer { close(descriptor) }
   var done = 0
   while done < bytes.count {
@@ -273,5 +282,7 @@ struct Stat: AsyncParsableCommand {
 }
 
 extension String {
-  func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
+  func padding(_ width: Int) -> String {
+    count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+  }
 }

@@ -49,6 +49,7 @@ struct Serve: AsyncParsableCommand {
       print("# resolved configuration")
       print(settings.yaml, terminator: "")
       if dryRun { return }
+      let signals = TerminationSignals()
       LoggingSystem.bootstrap(StreamLogHandler.standardError)
       let logger = Logger(label: "strata.node")
       let (tiers, recovery) = try TierManager.open(settings, logger: logger)
@@ -65,7 +66,7 @@ struct Serve: AsyncParsableCommand {
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
       let demoter = Task { await tiers.run() }
-      let signal = await waitForTermination()
+      let signal = await signals.wait()
       logger.info("stopping", metadata: ["signal": "\(signal)"])
       server.stop()
       tiers.shutdown()
@@ -83,7 +84,11 @@ struct Serve: AsyncParsableCommand {
         try NodeConfiguration(yaml: try readText(path, what: "configuration file"))
       } ?? NodeConfiguration()
     if let dataDir { settings.dataDirectory = dataDir }
-    if let listen { settings.listen = try flag("--listen") { () throws(StrataError) in try HostPort(parsing: listen) } }
+    if let listen {
+      settings.listen = try flag("--listen") { () throws(StrataError) in
+        try HostPort(parsing: listen, allowAnyPort: true)
+      }
+    }
     if let ram { settings.ram.capacity = try flag("--ram") { () throws(StrataError) in try ByteSize(parsing: ram) } }
     if let nvme {
       settings.nvme.defaultCapacity = try flag("--nvme") { () throws(StrataError) in try ByteSize(parsing: nvme) }
@@ -102,39 +107,30 @@ struct Serve: AsyncParsableCommand {
   }
 }
 
-/// Waits until SIGTERM or SIGINT arrives; returns its name.
-func waitForTermination() async -> String {
-  await withCheckedContinuation { continuation in
+/// SIGTERM and SIGINT, caught from the moment this is made (so a signal that arrives while the
+/// node starts is not lost); `wait()` returns the first one's name.
+final class TerminationSignals: @unchecked Sendable {
+  // @unchecked: `sources` is written once in init and only kept alive afterwards; the stream is Sendable.
+  private let received: AsyncStream<String>
+  private let sources: [any DispatchSourceSignal]
+
+  init() {
+    let (stream, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingOldest(1))
+    received = stream
     let queue = DispatchQueue(label: "strata.signals")
-    let fired = ManagedFlag()
-    var sources: [any DispatchSourceSignal] = []
-    for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+    sources = [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")].map { number, name in
       signal(number, SIG_IGN)
       let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-      source.setEventHandler {
-        if fired.set() { continuation.resume(returning: name) }
-      }
+      source.setEventHandler { continuation.yield(name) }
       source.resume()
-      sources.append(source)
+      return source
     }
-    // The sources must outlive this scope: they live until the process exits.
-    SignalSources.keep(sources)
   }
-}
 
-/// Set once; answers whether this call was the one that set it.
-final class ManagedFlag: @unchecked Sendable {
-  // @unchecked: only touched on the one serial signal queue.
-  private var value = false
-  func set() -> Bool {
-    defer { value = true }
-    return !value
+  func wait() async -> String {
+    for await name in received { return name }
+    return "end of signals"
   }
-}
-
-enum SignalSources {
-  nonisolated(unsafe) private static var kept: [any DispatchSourceSignal] = []
-  static func keep(_ sources: [any DispatchSourceSignal]) { kept += sources }
 }
 
 func hostName() -> String {

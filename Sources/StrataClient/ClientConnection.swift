@@ -34,7 +34,9 @@ final class ClientConnection: @unchecked Sendable {
 
   /// Runs `work` on this connection's queue, connecting first when needed; a transport failure
   /// drops the socket so that the next call reconnects.
-  func perform<T: Sendable>(_ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T) async throws(StrataError) -> T {
+  func perform<T: Sendable>(_ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T)
+    async throws(StrataError) -> T
+  {
     let result: Result<T, StrataError> = await withCheckedContinuation { continuation in
       queue.async {
         do throws(StrataError) {

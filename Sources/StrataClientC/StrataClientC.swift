@@ -147,8 +147,9 @@ private func mismatch(_ what: String, _ got: Int, _ expected: Int) -> StrataErro
 // MARK: Client
 
 @_cdecl("strata_client_open")
-public func strata_client_open(
-  _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32, _ timeoutMilliseconds: UInt32,
+public func strataClientOpen(
+  _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
+  _ timeoutMilliseconds: UInt32,
   _ out: UnsafeMutablePointer<OpaquePointer?>?
 ) -> Int32 {
   guarded("strata_client_open") { () throws(StrataError) in
@@ -173,13 +174,13 @@ public func strata_client_open(
 }
 
 @_cdecl("strata_client_close")
-public func strata_client_close(_ handle: OpaquePointer?) {
+public func strataClientClose(_ handle: OpaquePointer?) {
   guard let handle else { return }
   Unmanaged<ClientBox>.fromOpaque(UnsafeRawPointer(handle)).takeRetainedValue().client.close()
 }
 
 @_cdecl("strata_last_error")
-public func strata_last_error() -> UnsafePointer<CChar> {
+public func strataLastError() -> UnsafePointer<CChar> {
   guard let key = lastErrorKey else { return noStorageMessage }
   guard let message = pthread_getspecific(key) else { return emptyMessage }
   return UnsafePointer(message.assumingMemoryBound(to: CChar.self))
@@ -188,7 +189,7 @@ public func strata_last_error() -> UnsafePointer<CChar> {
 // MARK: Calls
 
 @_cdecl("strata_lookup")
-public func strata_lookup(
+public func strataLookup(
   _ handle: OpaquePointer?, _ keys: UnsafePointer<UInt8>?, _ count: Int, _ tiersOut: UnsafeMutablePointer<UInt8>?,
   _ leadingRunOut: UnsafeMutablePointer<Int>?
 ) -> Int32 {
@@ -216,7 +217,7 @@ public func strata_lookup(
 }
 
 @_cdecl("strata_get")
-public func strata_get(
+public func strataGet(
   _ handle: OpaquePointer?, _ keys: UnsafePointer<UInt8>?, _ count: Int,
   _ destinations: UnsafePointer<UnsafeMutableRawPointer?>?, _ capacities: UnsafePointer<UInt64>?,
   _ lengthsOut: UnsafeMutablePointer<Int64>?
@@ -253,7 +254,7 @@ public func strata_get(
 }
 
 @_cdecl("strata_put")
-public func strata_put(
+public func strataPut(
   _ handle: OpaquePointer?, _ keys: UnsafePointer<UInt8>?, _ count: Int, _ sources: UnsafePointer<UnsafeRawPointer?>?,
   _ lengths: UnsafePointer<UInt64>?, _ outcomesOut: UnsafeMutablePointer<UInt8>?
 ) -> Int32 {
@@ -283,7 +284,7 @@ public func strata_put(
 }
 
 @_cdecl("strata_delete")
-public func strata_delete(
+public func strataDelete(
   _ handle: OpaquePointer?, _ keys: UnsafePointer<UInt8>?, _ count: Int, _ removedOut: UnsafeMutablePointer<UInt8>?
 ) -> Int32 {
   guarded("strata_delete") { () throws(StrataError) in
@@ -305,7 +306,7 @@ public func strata_delete(
 }
 
 @_cdecl("strata_stat")
-public func strata_stat(
+public func strataStat(
   _ handle: OpaquePointer?, _ jsonOut: UnsafeMutablePointer<CChar>?, _ capacity: Int,
   _ lengthOut: UnsafeMutablePointer<Int>?
 ) -> Int32 {
@@ -317,10 +318,8 @@ public func strata_stat(
     let bytes = Array(json.utf8)
     lengthOut?.pointee = bytes.count
     let copied = min(bytes.count, max(0, capacity - 1))
-    if let jsonOut {
-      bytes.withUnsafeBytes { raw in
-        UnsafeMutableRawPointer(jsonOut).copyMemory(from: raw.baseAddress!, byteCount: copied)
-      }
+    if let jsonOut, capacity > 0 {
+      for index in 0..<copied { jsonOut[index] = CChar(bitPattern: bytes[index]) }
       jsonOut[copied] = 0
     }
     guard copied == bytes.count else {
@@ -332,9 +331,10 @@ public func strata_stat(
 // MARK: Keys
 
 @_cdecl("strata_hash_prefix")
-public func strata_hash_prefix(
+public func strataHashPrefix(
   _ layout: UnsafePointer<CChar>?, _ salt: UnsafePointer<UInt8>?, _ saltLength: Int, _ tokens: UnsafePointer<UInt32>?,
-  _ tokenCount: Int, _ keysOut: UnsafeMutablePointer<UInt8>?, _ keysCapacity: Int, _ keyCountOut: UnsafeMutablePointer<Int>?
+  _ tokenCount: Int, _ keysOut: UnsafeMutablePointer<UInt8>?, _ keysCapacity: Int,
+  _ keyCountOut: UnsafeMutablePointer<Int>?
 ) -> Int32 {
   guarded("strata_hash_prefix") { () throws(StrataError) in
     let keyCountOut = try required(keyCountOut, "key_count_out")
@@ -344,7 +344,9 @@ public func strata_hash_prefix(
     }
     try checkCount(tokenCount, "token_count")
     try checkCount(keysCapacity, "keys_capacity")
-    let salt = try array(salt, "salt", count: saltLength).map { Array(UnsafeBufferPointer(start: $0, count: saltLength)) }
+    let salt = try array(salt, "salt", count: saltLength).map {
+      Array(UnsafeBufferPointer(start: $0, count: saltLength))
+    }
     let tokens = try array(tokens, "tokens", count: tokenCount)
     let keysOut = try array(keysOut, "keys_out", count: keysCapacity)
     let hasher = try PrefixHasher(layout: layout, salt: salt ?? [])

@@ -37,7 +37,8 @@ public struct HostPort: Hashable, Sendable, CustomStringConvertible {
     self.port = port
   }
 
-  public init(parsing text: String) throws(StrataError) {
+  /// Parses `HOST:PORT`; port 0 ("any free port", for listening) only when `allowAnyPort`.
+  public init(parsing text: String, allowAnyPort: Bool = false) throws(StrataError) {
     let hostPart: Substring
     let portPart: Substring
     if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
@@ -55,8 +56,10 @@ public struct HostPort: Hashable, Sendable, CustomStringConvertible {
       portPart = text[text.index(after: colon)...]
     }
     guard !hostPart.isEmpty else { throw StrataError(.invalidArgument, "'\(text)' has no host") }
-    guard let port = UInt16(portPart), port > 0 else {
-      throw StrataError(.invalidArgument, "'\(text)' has port '\(portPart)', expected 1 to 65535")
+    guard let port = UInt16(portPart), port > 0 || allowAnyPort else {
+      throw StrataError(
+        .invalidArgument,
+        "'\(text)' has port '\(portPart)', expected \(allowAnyPort ? "0 (any free port)" : "1") to 65535")
     }
     host = String(hostPart)
     self.port = port
@@ -98,7 +101,7 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var paths: [NVMePath] = []
     public var defaultCapacity: ByteSize = .gibibytes(4)
     public var regionSize: ByteSize = .mebibytes(64)
-    public var admission: AdmissionPolicy = .seenTwice
+    public var admission: AdmissionPolicy = .always
     public var compression: CompressionCodec = .none
   }
 

@@ -74,7 +74,11 @@ private struct ConfigurationReader {
       if let value = fields["id"].flatMap({ string($0, "node.id") }) { config.node.id = value }
       if let value = fields["zone"].flatMap({ string($0, "node.zone") }) { config.node.zone = value }
     }
-    if let value = top["listen"].flatMap({ parsed($0, "listen", HostPort.init(parsing:)) }) { config.listen = value }
+    if let value = top["listen"].flatMap({
+      parsed($0, "listen") { (text: String) throws(StrataError) in try HostPort(parsing: text, allowAnyPort: true) }
+    }) {
+      config.listen = value
+    }
     if let value = top["data_dir"].flatMap({ string($0, "data_dir") }) { config.dataDirectory = value }
     if let ram = top["ram"] {
       let fields = fields(ram, "ram", known: ["capacity", "lock", "huge_pages"])
@@ -128,7 +132,8 @@ private struct ConfigurationReader {
       if let peers = fields["peers"] {
         if case .sequence(let items) = peers {
           config.cluster.peers = items.enumerated().compactMap { index, item in
-            parsed(item, "cluster.peers[\(index)]", HostPort.init(parsing:))
+            parsed(
+              item, "cluster.peers[\(index)]", { (text: String) throws(StrataError) in try HostPort(parsing: text) })
           }
         } else {
           problem("cluster.peers", peers, "expected a list of HOST:PORT")

@@ -97,11 +97,14 @@ struct Session {
   var namespace: Namespace?
   var leases: [UInt64: BlockLease] = [:]
   var body: [UInt8] = []
+  /// Where this connection's storage calls run (see `blocking`).
+  let executor: QueueExecutor
   let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
 
   init(connection: Connection, server: NodeServer) {
     self.connection = connection
     self.server = server
+    executor = QueueExecutor(label: "strata.conn.\(connection.id).storage")
   }
 
   mutating func end() {
@@ -192,7 +195,9 @@ struct Session {
           .hello,
           ErrorBody(
             code: StrataError.Code.unsupported.number,
-            message: "protocol versions \(hello.versionMin)-\(hello.versionMax) not spoken; this node speaks \(WireProtocol.version)")),
+            message:
+              "protocol versions \(hello.versionMin)-\(hello.versionMax) not spoken; this node speaks \(WireProtocol.version)"
+          )),
         to: header)
       throw StrataError(.unavailable, "no common protocol version")
     }
@@ -220,7 +225,7 @@ struct Session {
     if request.leaseMilliseconds > 0 {
       let tiers = server.tiers
       let found = tiers.lookup(ids)
-      let lease = try blocking { () throws(StrataError) in
+      let lease = try blocking(on: executor) { () throws(StrataError) in
         try await tiers.lease(ids, durationMilliseconds: UInt64(request.leaseMilliseconds))
       }
       leases[lease.id.rawValue] = lease
@@ -244,7 +249,7 @@ struct Session {
   private mutating func answerGet(_ request: GetRequest, header: FrameHeader) throws {
     let ids = request.items.map { BlockID(namespace: namespace!, key: $0.key) }
     let tiers = server.tiers
-    let lease = try blocking { () throws(StrataError) in try await tiers.lease(ids) }
+    let lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids) }
     defer {
       tiers.release(lease)
       if request.leaseID != 0, let held = leases.removeValue(forKey: request.leaseID) { tiers.release(held) }
@@ -273,10 +278,12 @@ struct Session {
     }
     guard UInt64(total) <= limits.payloadBytesMax else {
       throw StrataError(
-        .resourceExhausted, "GET of \(total) bytes exceeds the \(limits.payloadBytesMax)-byte frame limit; split the batch")
+        .resourceExhausted,
+        "GET of \(total) bytes exceeds the \(limits.payloadBytesMax)-byte frame limit; split the batch")
     }
     guard server.reserveInflight(total) else {
-      throw StrataError(.resourceExhausted, "the node is at its in-flight byte limit (limits.max_inflight_bytes); retry")
+      throw StrataError(
+        .resourceExhausted, "the node is at its in-flight byte limit (limits.max_inflight_bytes); retry")
     }
     defer { server.releaseInflight(total) }
     try send(.getResponse(GetResponse(items: items)), to: header, payload: payload)
@@ -310,7 +317,7 @@ struct Session {
       let id = BlockID(namespace: namespace!, key: item.key)
       let reservation: PutReservation?
       do {
-        reservation = try blocking { () throws(StrataError) in try await tiers.reserve(id, bytes: length) }
+        reservation = try blocking(on: executor) { () throws(StrataError) in try await tiers.reserve(id, bytes: length) }
       } catch {
         try connection.socket.discard(length, scratch: scratch)
         outcomes.append(.noSpace)

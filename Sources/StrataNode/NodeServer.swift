@@ -127,16 +127,30 @@ public final class NodeServer: Sendable {
     }.start()
   }
 
-  /// Tells a connection over the limit why, then closes it.
+  /// Tells a connection over the limit why, then closes it: its HELLO is answered with an
+  /// error (on a short-lived thread, with a read timeout, so the accept loop never waits on it).
   private func refuse(_ socket: TCPSocket) {
     let draining = state.withLock { $0.draining }
     let error = StrataError(
       draining ? .unavailable : .resourceExhausted,
-      draining ? "the node is shutting down" : "connection limit reached (\(configuration.connectionsMax), limits.max_connections)")
-    let frame = WireMessage.error(.hello, ErrorBody(code: error.code.number, message: error.message))
-      .frameBytes(requestID: 0, ringEpoch: 0)
-    try? socket.writeAll(frame)
+      draining
+        ? "the node is shutting down"
+        : "connection limit reached (\(configuration.connectionsMax), limits.max_connections)")
     logger.warning("refused a connection", metadata: ["peer": "\(socket.peer)", "reason": "\(error.message)"])
+    let limits = configuration.limits
+    let thread = Thread {
+      socket.setTimeout(milliseconds: 2000)
+      let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.byteCount, alignment: 8)
+      defer { header.deallocate() }
+      guard (try? socket.readExactly(header)) != nil,
+        let hello = try? FrameHeader(decoding: UnsafeRawBufferPointer(header), limits: limits), hello.opcode == .hello
+      else { return }
+      let frame = WireMessage.error(.hello, ErrorBody(code: error.code.number, message: error.message))
+        .frameBytes(requestID: hello.requestID, ringEpoch: 0)
+      try? socket.writeAll(frame)
+      socket.shutdown()
+    }
+    thread.start()
   }
 
   func connectionEnded(_ id: Int) {

@@ -51,6 +51,13 @@ public final class TCPSocket: @unchecked Sendable {
     throw StrataError(.unavailable, "cannot connect to \(address): \(String(cString: strerror(lastError)))")
   }
 
+  /// Bounds every later read and write (0: no limit).
+  public func setTimeout(milliseconds: UInt64) {
+    var limit = timeval(tv_sec: Int(milliseconds / 1000), tv_usec: Int((milliseconds % 1000) * 1000))
+    setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+  }
+
   func configure(timeoutMilliseconds: UInt64) {
     var one: Int32 = 1
     setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -58,12 +65,7 @@ public final class TCPSocket: @unchecked Sendable {
     var bufferBytes: Int32 = 4 << 20
     setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &bufferBytes, socklen_t(MemoryLayout<Int32>.size))
     setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &bufferBytes, socklen_t(MemoryLayout<Int32>.size))
-    if timeoutMilliseconds > 0 {
-      var limit = timeval(
-        tv_sec: Int(timeoutMilliseconds / 1000), tv_usec: Int((timeoutMilliseconds % 1000) * 1000))
-      setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-      setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-    }
+    if timeoutMilliseconds > 0 { setTimeout(milliseconds: timeoutMilliseconds) }
   }
 
   /// Fills `buffer` completely. Throws `unavailable` when the peer closed, `timeout` on a timeout.
@@ -78,7 +80,8 @@ public final class TCPSocket: @unchecked Sendable {
         continue
       }
       if count == 0 {
-        throw StrataError(.unavailable, "\(peer) closed the connection (\(buffer.count - remaining) of \(buffer.count) bytes read)")
+        throw StrataError(
+          .unavailable, "\(peer) closed the connection (\(buffer.count - remaining) of \(buffer.count) bytes read)")
       }
       let code = errno
       if code == EINTR { continue }
@@ -178,7 +181,8 @@ public final class TCPListener: @unchecked Sendable {
     var results: UnsafeMutablePointer<addrinfo>?
     let status = getaddrinfo(requested.host, String(requested.port), &hints, &results)
     guard status == 0, let info = results else {
-      throw StrataError(.invalidConfiguration, "listen: cannot resolve \(requested): \(String(cString: gai_strerror(status)))")
+      throw StrataError(
+        .invalidConfiguration, "listen: cannot resolve \(requested): \(String(cString: gai_strerror(status)))")
     }
     defer { freeaddrinfo(results) }
     let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -189,7 +193,8 @@ public final class TCPListener: @unchecked Sendable {
       let code = errno
       Glibc.close(fd)
       throw StrataError(
-        code == EADDRINUSE ? .unavailable : .ioError, "listen: cannot bind \(requested): \(String(cString: strerror(code)))")
+        code == EADDRINUSE ? .unavailable : .ioError,
+        "listen: cannot bind \(requested): \(String(cString: strerror(code)))")
     }
     guard listen(fd, backlog) == 0 else {
       let code = errno
@@ -203,9 +208,13 @@ public final class TCPListener: @unchecked Sendable {
       pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
         if getsockname(fd, address, &length) == 0 {
           if address.pointee.sa_family == sa_family_t(AF_INET) {
-            port = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+            port = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+              UInt16(bigEndian: $0.pointee.sin_port)
+            }
           } else if address.pointee.sa_family == sa_family_t(AF_INET6) {
-            port = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) }
+            port = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+              UInt16(bigEndian: $0.pointee.sin6_port)
+            }
           }
         }
       }

@@ -128,7 +128,8 @@ enum WireFuzz {
       return
     }
     check(decoded.encodedByteCount == bytes.count, "\(Body.messageName): encodedByteCount disagrees")
-    check(decoded.encodedBody.elementsEqual(bytes), "\(Body.messageName): accepted bytes do not re-encode to themselves")
+    check(
+      decoded.encodedBody.elementsEqual(bytes), "\(Body.messageName): accepted bytes do not re-encode to themselves")
   }
 
   static func check(_ condition: Bool, _ message: @autoclosure () -> String) {

@@ -169,11 +169,9 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
     let drill = ["--data-dir", directory, "--count", "20", "--size", "8KiB", "--nvme", "256MiB"]
     let written = try strata(["debug", "write-blocks"] + drill)
     #expect(written.status == 0, "\(written.stderr)")
-    let run = try strata(
-      "serve", "--data-dir", directory, "--ram", "128MiB", "--nvme", "256MiB", "--ram-unlocked")
-    #expect(run.status == 0, "\(run.stderr)")
-    #expect(run.stdout.contains("storage ready: RAM 128MiB (not locked), NVMe 256MiB holding 20 block(s)"))
-    #expect(run.stderr.contains("blocks=20"))
+    let node = try NodeProcess(ram: "128MiB", nvme: "256MiB", directory: directory)
+    #expect(node.banner.contains("storage ready: RAM 128MiB (not locked), NVMe 256MiB holding 20 block(s)"))
+    #expect(node.stop() == 0)
   }
 
   @Test func serveExplainsAnUnusableDataFolder() throws {

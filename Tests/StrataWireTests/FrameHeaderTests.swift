@@ -43,7 +43,8 @@ import Testing
 
   static let edgeHeaders: [FrameHeader] = [
     FrameHeader(opcode: .hello, requestID: 1),
-    FrameHeader(opcode: .put, requestID: .max, ringEpoch: .max, bodyBytes: 16 << 20, bodyChecksum: .max,
+    FrameHeader(
+      opcode: .put, requestID: .max, ringEpoch: .max, bodyBytes: 16 << 20, bodyChecksum: .max,
       payloadBytes: 1 << 30),
     FrameHeader(opcode: .get, flags: .response, requestID: .max, ringEpoch: 0, bodyBytes: 0, payloadBytes: 1 << 30),
     FrameHeader(opcode: .stat, flags: [.response, .error], requestID: 9, status: .max),
@@ -71,8 +72,10 @@ import Testing
   }
 
   @Test func everySingleBitFlipIsRejected() {
-    let good = FrameHeader(opcode: .put, requestID: 42, ringEpoch: 7, bodyBytes: 48, bodyChecksum: 0xDEAD_BEEF,
-      payloadBytes: 4096).encoded
+    let good = FrameHeader(
+      opcode: .put, requestID: 42, ringEpoch: 7, bodyBytes: 48, bodyChecksum: 0xDEAD_BEEF,
+      payloadBytes: 4096
+    ).encoded
     for bit in 0..<(64 * 8) {
       var bytes = good
       bytes[bit / 8] ^= 1 << (bit % 8)
@@ -121,6 +124,7 @@ import Testing
       try body.withUnsafeBytes { raw in try header.verifyBody(raw) }
     }
     #expect(error?.wireViolation == .bodyChecksum)
-    #expect(error?.message.contains("ring request 1") == true, "the message names the frame: \(String(describing: error))")
+    #expect(
+      error?.message.contains("ring request 1") == true, "the message names the frame: \(String(describing: error))")
   }
 }

@@ -78,7 +78,9 @@ enum MalformedCases {
       add("wrong body checksum", .bodyChecksum, ["body checksum", "does not match"]) {
         patch(&$0, field: 28, CRC32C.checksum([UInt8](original[64..<64 + bodyCount])) ^ 0x8000_0000)
       }
-      if case .ringRequest = base.message {} else if case .ringResponse = base.message {} else {
+      if case .ringRequest = base.message {
+      } else if case .ringResponse = base.message {
+      } else {
         let name = messageName(base.message)
         add("one trailing body byte", .trailingBytes, ["\(name): 1 trailing bytes"]) { frame in
           var body = [UInt8](original[64..<64 + bodyCount])
@@ -106,7 +108,8 @@ enum MalformedCases {
         name: "header: \(name)", receiving: .request, frame: frame, violation: violation, fragments: fragments,
         limits: limits, afterValidFrame: afterValidFrame)
     }
-    func response(_ name: String, _ violation: WireViolation, _ fragments: [String], _ frame: [UInt8]) -> MalformedCase {
+    func response(_ name: String, _ violation: WireViolation, _ fragments: [String], _ frame: [UInt8]) -> MalformedCase
+    {
       MalformedCase(
         name: "header: \(name)", receiving: .response, frame: frame, violation: violation, fragments: fragments)
     }
@@ -126,18 +129,23 @@ enum MalformedCases {
     }
     for version: UInt16 in [0, 2, .max] {
       cases.append(
-        request("version \(version)", .unsupportedVersion, ["version \(version) is not supported"], patched(statRequest, 4, version)))
+        request(
+          "version \(version)", .unsupportedVersion, ["version \(version) is not supported"],
+          patched(statRequest, 4, version)))
     }
     for opcode: UInt8 in [0, 9, 255] {
-      cases.append(request("opcode \(opcode)", .unknownOpcode, ["unknown opcode \(opcode)"], patched(statRequest, 6, opcode)))
+      cases.append(
+        request("opcode \(opcode)", .unknownOpcode, ["unknown opcode \(opcode)"], patched(statRequest, 6, opcode)))
     }
     for bit in 2..<8 {
       cases.append(
-        request("reserved flag bit \(bit)", .reservedFlags, ["reserved bits"], patched(statRequest, 7, UInt8(1 << bit))))
+        request("reserved flag bit \(bit)", .reservedFlags, ["reserved bits"], patched(statRequest, 7, UInt8(1 << bit)))
+      )
     }
     for byte in [42, 51, 59] {
       cases.append(
-        request("reserved byte \(byte)", .reservedBytes, ["reserved byte \(byte)"], patched(statRequest, byte, UInt8(0x80))))
+        request(
+          "reserved byte \(byte)", .reservedBytes, ["reserved byte \(byte)"], patched(statRequest, byte, UInt8(0x80))))
     }
     for (field, offset) in [
       ("version", 4), ("opcode", 6), ("flags", 7), ("ring epoch", 16), ("body length", 24), ("body checksum", 28),
@@ -168,7 +176,8 @@ enum MalformedCases {
       request(
         "payload on a get request", .invalidHeaderField, ["carries none"],
         rawFrame(opcode: 3, body: RawBody().u64(0).u32(0).bytes, payloadBytes: 1)),
-      request("request id 0 on a request", .invalidHeaderField, ["request id 0"], rawFrame(opcode: 6, requestID: 0, body: [])),
+      request(
+        "request id 0 on a request", .invalidHeaderField, ["request id 0"], rawFrame(opcode: 6, requestID: 0, body: [])),
       request("status on a request", .invalidHeaderField, ["status 5"], rawFrame(opcode: 6, body: [], status: 5)),
       request(
         "error flag without the response flag", .invalidHeaderField, ["error flag is set without the response flag"],
@@ -345,16 +354,16 @@ enum MalformedCases {
     ]
   }
 
-  static func helloResponse(nodeID: [UInt8] = Array("node-1".utf8), namespace: [UInt8] = Array("tenant-a".utf8),
-    version: UInt16 = 1, frameBytesMax: UInt64 = 1 << 20) -> [UInt8]
-  {
+  static func helloResponse(
+    nodeID: [UInt8] = Array("node-1".utf8), namespace: [UInt8] = Array("tenant-a".utf8),
+    version: UInt16 = 1, frameBytesMax: UInt64 = 1 << 20
+  ) -> [UInt8] {
     let body = RawBody().u16(version).u64(0).lengthPrefixed(nodeID).lengthPrefixed(namespace).u64(frameBytesMax)
       .u64(1 << 20).u64(3).bytes
     return rawFrame(opcode: 1, flags: 1, body: body)
   }
 
-  static func lookupResponse(leadingRun: UInt32, leaseID: UInt64 = 0, expires: UInt32 = 0, tiers: [UInt8]) -> [UInt8]
-  {
+  static func lookupResponse(leadingRun: UInt32, leaseID: UInt64 = 0, expires: UInt32 = 0, tiers: [UInt8]) -> [UInt8] {
     let body = RawBody().u32(leadingRun).u64(leaseID).u32(expires).u32(UInt32(tiers.count)).appending(tiers).bytes
     return rawFrame(opcode: 2, flags: 1, body: body)
   }
@@ -382,7 +391,8 @@ enum MalformedCases {
       response(
         "HelloResponse: namespace with capitals", .invalidValue, ["HelloResponse.namespace", "'Tenant'"],
         helloResponse(namespace: Array("Tenant".utf8))),
-      response("HelloResponse: empty namespace", .invalidValue, ["HelloResponse.namespace"], helloResponse(namespace: [])),
+      response(
+        "HelloResponse: empty namespace", .invalidValue, ["HelloResponse.namespace"], helloResponse(namespace: [])),
       response(
         "HelloResponse: namespace of 65 bytes", .fieldTooLong, ["HelloResponse.namespace", "65 bytes, at most 64"],
         helloResponse(namespace: [UInt8](repeating: 0x61, count: 65))),
@@ -521,7 +531,8 @@ extension WireMessage {
     // Dripped one byte at a time, it fails the same way.
     var received: [ReceivedFrame] = []
     do {
-      try receive(stream, receiving: malformed.receiving, limits: malformed.limits, style: .dripped, received: &received)
+      try receive(
+        stream, receiving: malformed.receiving, limits: malformed.limits, style: .dripped, received: &received)
       Issue.record("accepted when dripped: \(malformed.name)")
     } catch let dripped as StrataError {
       #expect(dripped.message == error.message)

@@ -44,13 +44,16 @@ import Testing
     try roundTrip(
       GetRequest(
         items: [
-          GetRequest.Item(key: many[0], offset: .max, length: 0), GetRequest.Item(key: many[1], offset: 0, length: .max),
+          GetRequest.Item(key: many[0], offset: .max, length: 0),
+          GetRequest.Item(key: many[1], offset: 0, length: .max),
         ], leaseID: .max))
     try roundTrip(GetRequest(items: many.map { GetRequest.Item(key: $0, offset: 1, length: 2) }))
     try roundTrip(
-      GetResponse(items: [.ok(length: 1 << 30, checksum: .max)] + GetItemStatus.allCases.dropFirst().map {
-        GetResponse.Item(status: $0)
-      }))
+      GetResponse(
+        items: [.ok(length: 1 << 30, checksum: .max)]
+          + GetItemStatus.allCases.dropFirst().map {
+            GetResponse.Item(status: $0)
+          }))
     try roundTrip(GetResponse(items: []))
     try roundTrip(PutRequest(items: many.map { PutRequest.Item(key: $0, length: 1, checksum: 2) }))
     try roundTrip(PutRequest(items: [PutRequest.Item(key: many[0], length: 1 << 30, checksum: .max)]))
@@ -103,7 +106,8 @@ import Testing
     #expect(response.payloadBytes == 15)
     #expect(response.payloadRanges == [0..<10, 10..<10, 10..<10, 10..<15, 15..<15])
     let put = PutRequest(items: [
-      PutRequest.Item(key: testKey(1), length: 3, checksum: 0), PutRequest.Item(key: testKey(2), length: 4, checksum: 0),
+      PutRequest.Item(key: testKey(1), length: 3, checksum: 0),
+      PutRequest.Item(key: testKey(2), length: 4, checksum: 0),
     ])
     #expect(put.payloadBytes == 7)
     #expect(put.payloadRanges == [0..<3, 3..<7])

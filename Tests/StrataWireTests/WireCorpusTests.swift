@@ -34,7 +34,8 @@ import Testing
   }
 
   @Test func streamFilesDecodeToTheSamples() throws {
-    let stream = try #require(FileManager.default.contents(atPath: WireTestPaths.corpus.appendingPathComponent("stream-responses.bin").path))
+    let stream = try #require(
+      FileManager.default.contents(atPath: WireTestPaths.corpus.appendingPathComponent("stream-responses.bin").path))
     let received = try receiveAll([UInt8](stream), receiving: .response, style: .chunks(seed: 9, maxBytes: 33))
     #expect(received.map(\.message) == Samples.responses.map(\.message))
   }

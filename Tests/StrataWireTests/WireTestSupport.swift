@@ -69,7 +69,8 @@ enum Samples {
     let items = blocks.enumerated().map { index, block in
       PutRequest.Item(key: testKey(UInt64(index)), length: UInt64(block.count), checksum: CRC32C.checksum(block))
     }
-    return SampleFrame(name: "putRequest", message: .putRequest(PutRequest(items: items)), payload: blocks.flatMap { $0 })
+    return SampleFrame(
+      name: "putRequest", message: .putRequest(PutRequest(items: items)), payload: blocks.flatMap { $0 })
   }
 
   static var getResponse: SampleFrame {
@@ -169,7 +170,8 @@ struct RandomFrames {
             clientName: text(60))))
     case (.request, 1):
       frame = SampleFrame(
-        name: "lookup", message: .lookupRequest(LookupRequest(keys: keys(40), leaseMilliseconds: UInt32(count(60_000)))))
+        name: "lookup", message: .lookupRequest(LookupRequest(keys: keys(40), leaseMilliseconds: UInt32(count(60_000))))
+      )
     case (.request, 2):
       let items = (0..<count(30)).map { _ in
         GetRequest.Item(key: testKey(random.next()), offset: random.next() % 1000, length: random.next() % 1000)
@@ -217,7 +219,8 @@ struct RandomFrames {
     case (.response, 6):
       let code = StrataError.Code.all[Int(random.next() % UInt64(StrataError.Code.all.count))]
       frame = SampleFrame(
-        name: "error", message: .error(Opcode.allCases[Int(random.next() % 8)], ErrorBody(code: code.number, message: text(100))))
+        name: "error",
+        message: .error(Opcode.allCases[Int(random.next() % 8)], ErrorBody(code: code.number, message: text(100))))
     case (.response, _):
       frame = SampleFrame(
         name: "hello",
@@ -396,8 +399,11 @@ func resealHeader(_ bytes: inout [UInt8], at offset: Int = 0) {
 }
 
 /// Overwrites a little-endian field of the frame at `offset` and reseals the header unless told not to.
-func patch<T: FixedWidthInteger>(_ bytes: inout [UInt8], field: Int, _ value: T, at offset: Int = 0, reseal: Bool = true)
-{
-  withUnsafeBytes(of: value.littleEndian) { bytes.replaceSubrange(offset + field..<offset + field + $0.count, with: $0) }
+func patch<T: FixedWidthInteger>(
+  _ bytes: inout [UInt8], field: Int, _ value: T, at offset: Int = 0, reseal: Bool = true
+) {
+  withUnsafeBytes(of: value.littleEndian) {
+    bytes.replaceSubrange(offset + field..<offset + field + $0.count, with: $0)
+  }
   if reseal { resealHeader(&bytes, at: offset) }
 }

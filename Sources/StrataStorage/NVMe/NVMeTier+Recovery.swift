@@ -14,13 +14,25 @@ extension NVMeTier {
     devices: [any BlockDevice], regionBytes: Int, compression: CompressionCodec,
     blockBytesMax: Int = NVMeTier.defaultBlockBytesMax, stagingBufferCount: Int = NVMeTier.defaultStagingBufferCount
   ) throws(StrataError) -> (NVMeTier, RecoveryReport) {
+    try recover(
+      devices: devices, regionBytes: regionBytes, compression: compression, blockBytesMax: blockBytesMax,
+      stagingBufferCount: stagingBufferCount, scan: ScanConfiguration())
+  }
+
+  /// `recover` with the region reads configured (tests use small windows).
+  static func recover(
+    devices: [any BlockDevice], regionBytes: Int, compression: CompressionCodec, blockBytesMax: Int,
+    stagingBufferCount: Int, scan: ScanConfiguration
+  ) throws(StrataError) -> (NVMeTier, RecoveryReport) {
     let clock = ContinuousClock()
     let start = clock.now
     let tier = try NVMeTier(
       unformatted: devices, regionBytes: regionBytes, compression: compression, blockBytesMax: blockBytesMax,
       stagingBufferCount: stagingBufferCount)
-    let scans = tier.scanAllRegions()
+    let scans = tier.scanAllRegions(scan)
+    print("TEMP scan seconds", clock.now - start)
     let adopted = tier.log.withLock { $0.adopt(scans, sequenceFloor: wallClockNanoseconds()) }
+    print("TEMP adopted seconds", clock.now - start)
     var report = RecoveryReport()
     report.regionsScanned = scans.count
     report.corruptDropped = scans.reduce(0) { $0 + $1.corrupt } + adopted.unnamed
@@ -44,19 +56,61 @@ extension NVMeTier {
     return (tier, report)
   }
 
-  /// Walks every region, verifying stored bytes; one thread per device at most (the devices work
-  /// in parallel, a device's regions in order), bounded by Dispatch's width of the machine.
-  func scanAllRegions() -> [RegionScan] {
+  /// How recovery reads regions; the defaults suit NVMe drives and the virtual disks measured.
+  struct ScanConfiguration: Sendable {
+    /// Largest read of a region, and so the scan buffer of each reading thread (capped at the
+    /// region size). Records larger than it are read whole into a staging buffer.
+    var windowBytes = 4 << 20
+    /// Threads reading the regions of one device at once.
+    var readersPerDevice = 1
+    /// Bound on reading threads, and so on scan buffer memory (`windowBytes` each).
+    var readersMax = 32
+  }
+
+  /// Walks every region, verifying stored bytes. Each reading thread owns a scan buffer of the
+  /// window's size, allocated up front, and a staging buffer for records larger than it; a thread
+  /// takes the next unread region of its own device, or of the device with the most left once
+  /// its own is done, so the devices are read in parallel and each one's regions front to back.
+  func scanAllRegions(_ configuration: ScanConfiguration = ScanConfiguration()) -> [RegionScan] {
     let placements = log.withLock { log in log.regions.map { (device: $0.device, deviceOffset: $0.deviceOffset) } }
-    let perDevice = Mutex([[RegionScan]](repeating: [], count: devices.count))
-    DispatchQueue.concurrentPerform(iterations: devices.count) { device in
+    let regionsOfDevice = devices.indices.map { device in placements.indices.filter { placements[$0].device == device }
+    }
+    let windowBytes = max(
+      alignmentBytes, min(configuration.windowBytes, regionBytes) / alignmentBytes * alignmentBytes)
+    let readers = max(
+      1, min(placements.count, devices.count * max(1, configuration.readersPerDevice), configuration.readersMax))
+    // Shared by the readers, each touching only its own window.
+    nonisolated(unsafe) let windows = UnsafeMutableRawBufferPointer.allocate(
+      byteCount: readers * windowBytes, alignment: alignmentBytes)
+    defer { windows.deallocate() }
+    // How many regions of each device have been handed to a reader.
+    let taken = Mutex([Int](repeating: 0, count: devices.count))
+    let scans = Mutex([RegionScan](repeating: RegionScan(), count: placements.count))
+    DispatchQueue.concurrentPerform(iterations: readers) { reader in
+      let window = UnsafeMutableRawBufferPointer(
+        rebasing: windows[(reader * windowBytes)..<((reader + 1) * windowBytes)])
       let lease = pool.lease()
-      var scans: [RegionScan] = []
-      for placement in placements where placement.device == device {
+      let home = reader % devices.count
+      while true {
+        let next = taken.withLock { taken -> Int? in
+          var device = home
+          if taken[home] == regionsOfDevice[home].count {
+            guard
+              let most = devices.indices.max(by: {
+                regionsOfDevice[$0].count - taken[$0] < regionsOfDevice[$1].count - taken[$1]
+              }), taken[most] < regionsOfDevice[most].count
+            else { return nil }
+            device = most
+          }
+          taken[device] += 1
+          return regionsOfDevice[device][taken[device] - 1]
+        }
+        guard let region = next else { break }
+        let placement = placements[region]
         var records: [RegionScan.Record] = []
         var scan = walk(
-          device: device, deviceOffset: placement.deviceOffset, limitBytes: regionBytes, buffer: lease.buffer,
-          verifyStored: true
+          device: placement.device, deviceOffset: placement.deviceOffset, limitBytes: regionBytes, window: window,
+          recordBuffer: lease.buffer, verifyStored: true
         ) { header, offsetInRegion, _ in
           records.append(
             RegionScan.Record(
@@ -65,11 +119,9 @@ extension NVMeTier {
               codec: header.codec, isTombstone: header.isTombstone))
         }
         scan.records = records
-        scans.append(scan)
+        scans.withLock { $0[region] = scan }
       }
-      perDevice.withLock { $0[device] = scans }
     }
-    // Regions are numbered device by device, so concatenating in device order restores their order.
-    return perDevice.withLock { $0.flatMap { $0 } }
+    return scans.withLock { $0 }
   }
 }

@@ -183,7 +183,8 @@ public final class NVMeTier: Sendable {
     self.blockBytesMax = blockBytesMax
     alignmentBytes = alignment
     capacityBytes = placements.count * regionBytes
-    // Recovery reads a header block beyond a record of the largest size; hence one extra block.
+    // One extra block: the reclaim walk reads headers into it while reinsertion stages a record of
+    // the largest size in front of it.
     pool = StagingPool(count: stagingBufferCount, bufferBytes: recordBytesMax + alignment, alignmentBytes: alignment)
     log = Mutex(
       RegionLog(
@@ -521,9 +522,13 @@ public final class NVMeTier: Sendable {
     let region = log.withLock { $0.regionInfo(victim) }
     let lease = pool.lease()
     var evicted: [BlockID] = []
+    // Headers are read one at a time into the block after a record of the largest size, since
+    // reinsertion stages whole records at the front of the same buffer.
+    let recordBytesMax = pool.bufferBytes - alignmentBytes
     let scan = walk(
       device: region.device, deviceOffset: region.deviceOffset, limitBytes: region.writeOffset,
-      buffer: lease.buffer, verifyStored: false
+      window: UnsafeMutableRawBufferPointer(rebasing: lease.buffer[recordBytesMax...]),
+      recordBuffer: lease.buffer, verifyStored: false
     ) { header, offsetInRegion, recordBytes in
       let live = log.withLock { log -> (IndexKey, RecordLocation)? in
         guard let key = log.indexKey(of: BlockID(namespace: header.namespace, key: header.key)),
@@ -609,24 +614,39 @@ public final class NVMeTier: Sendable {
   /// unsound, a sequence number fails to increase (the stale tail of the region's previous use), or
   /// `limitBytes` is reached. With `verifyStored`, records whose stored bytes fail their checksum
   /// are counted as corrupt and skipped; the walk goes on past them, since their header is sound.
+  ///
+  /// The region is read through `window` (see `RegionReader`): a window of one alignment block
+  /// reads each header on its own, as the reclaim walk does; a larger one reads ahead, so that a
+  /// region of small records costs a few large reads. With `verifyStored`, a record larger than
+  /// the window is read whole into `recordBuffer`, which must hold `pool.bufferBytes`; without it,
+  /// `recordBuffer` is not touched. The walk reads only forward, so `visit` may overwrite bytes
+  /// of the window that lie before the end of the record it is given.
   func walk(
-    device: Int, deviceOffset: Int, limitBytes: Int, buffer: UnsafeMutableRawBufferPointer, verifyStored: Bool,
+    device: Int, deviceOffset: Int, limitBytes: Int, window: UnsafeMutableRawBufferPointer,
+    recordBuffer: UnsafeMutableRawBufferPointer, verifyStored: Bool,
     visit: (_ header: BlockRecordHeader, _ offsetInRegion: Int, _ recordBytes: Int) -> Void
   ) -> RegionScan {
+    precondition(
+      window.count >= alignmentBytes && window.count % alignmentBytes == 0
+        && (!verifyStored || recordBuffer.count >= pool.bufferBytes),
+      "NVMeTier.walk: window of \(window.count) bytes, record buffer of \(recordBuffer.count) bytes")
     var scan = RegionScan()
+    var reader = RegionReader(
+      device: devices[device], regionOffset: deviceOffset, limitBytes: limitBytes, window: window,
+      alignmentBytes: alignmentBytes)
     var offset = 0
     var previousSequence: UInt64? = nil
-    let headerBlock = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<alignmentBytes])
     while offset + alignmentBytes <= limitBytes {
+      let headerBlock: UnsafeRawBufferPointer
       do {
-        try devices[device].read(at: deviceOffset + offset, into: headerBlock)
+        headerBlock = try reader.bytes(at: offset, count: alignmentBytes)
       } catch {
         scan.ioErrors += 1
         break
       }
       let header: BlockRecordHeader
       do {
-        header = try BlockRecordHeader.decode(UnsafeRawBufferPointer(headerBlock))
+        header = try BlockRecordHeader.decode(headerBlock)
       } catch {
         // No magic is the normal end of a region's records; anything else is a torn or decayed header.
         if case .badMagic = error {} else { scan.corrupt += 1 }
@@ -646,7 +666,7 @@ public final class NVMeTier: Sendable {
         break
       }
       previousSequence = header.sequence
-      guard recordBytes <= buffer.count else {
+      guard recordBytes <= pool.bufferBytes else {
         // Written under a larger block limit than this tier's: sound, but it cannot be staged.
         scan.corrupt += 1
         offset += recordBytes
@@ -654,17 +674,25 @@ public final class NVMeTier: Sendable {
         continue
       }
       if verifyStored {
-        if recordBytes > alignmentBytes {
-          let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[alignmentBytes..<recordBytes])
-          do {
-            try devices[device].read(at: deviceOffset + offset + alignmentBytes, into: rest)
-          } catch {
-            scan.ioErrors += 1
-            break
+        let record: UnsafeRawBufferPointer
+        do {
+          if recordBytes <= window.count {
+            record = try reader.bytes(at: offset, count: recordBytes)
+          } else {
+            // Larger than the window: the header block already read, then the rest after it.
+            let whole = UnsafeMutableRawBufferPointer(rebasing: recordBuffer[0..<recordBytes])
+            UnsafeMutableRawBufferPointer(rebasing: whole[0..<alignmentBytes]).copyMemory(from: headerBlock)
+            try devices[device].read(
+              at: deviceOffset + offset + alignmentBytes,
+              into: UnsafeMutableRawBufferPointer(rebasing: whole[alignmentBytes...]))
+            record = UnsafeRawBufferPointer(whole)
           }
+        } catch {
+          scan.ioErrors += 1
+          break
         }
         let storedStart = BlockRecordHeader.byteCount
-        let stored = UnsafeRawBufferPointer(rebasing: buffer[storedStart..<(storedStart + header.storedBytes)])
+        let stored = UnsafeRawBufferPointer(rebasing: record[storedStart..<(storedStart + header.storedBytes)])
         if CRC32C.checksum(stored) != header.storedChecksum {
           scan.corrupt += 1
           offset += recordBytes
@@ -677,6 +705,78 @@ public final class NVMeTier: Sendable {
       scan.endOffset = offset
     }
     return scan
+  }
+}
+
+/// One region's bytes, read front to back through a window buffer for `NVMeTier.walk`. A request
+/// for bytes already in the window costs nothing; otherwise the window is moved to start at the
+/// request (bytes it already holds from there on are kept, moved to its front) and filled by one
+/// read. Each read fetches what was asked for and, ahead of it, up to the window's size: the first
+/// read of a region is one alignment block (a free region costs no more than a header read), and
+/// each later read is 8 times larger than the one before, so a region of small records costs a few
+/// large sequential reads, and the bytes read beyond a region's last record are at most about what
+/// its records took. Should a read ahead fail, the reader falls back to reading only what is asked
+/// for, for the rest of the region, so an I/O error ends the walk at the very record it hits.
+struct RegionReader {
+  static let readGrowth = 8
+
+  let device: any BlockDevice
+  /// Device offset of the region's first byte.
+  let regionOffset: Int
+  /// Bytes of the region that may be read.
+  let limitBytes: Int
+  let window: UnsafeMutableRawBufferPointer
+  private var readsAhead = true
+  private var nextReadBytes: Int
+  /// Offset in the region of the window's first byte, and how many bytes from there it holds.
+  private var start = 0
+  private var count = 0
+
+  init(
+    device: any BlockDevice, regionOffset: Int, limitBytes: Int, window: UnsafeMutableRawBufferPointer,
+    alignmentBytes: Int
+  ) {
+    self.device = device
+    self.regionOffset = regionOffset
+    self.limitBytes = limitBytes
+    self.window = window
+    nextReadBytes = alignmentBytes
+  }
+
+  /// The region's bytes `offset..<(offset + needed)`, valid until the next call. `offset` and
+  /// `needed` are aligned, `needed` at most the window, and the range within `limitBytes`.
+  mutating func bytes(at offset: Int, count needed: Int) throws(StrataError) -> UnsafeRawBufferPointer {
+    precondition(
+      offset >= 0 && needed <= window.count && offset + needed <= limitBytes,
+      "RegionReader: \(needed) bytes at \(offset) of a \(limitBytes)-byte region, window \(window.count)")
+    if offset >= start, offset + needed <= start + count {
+      return UnsafeRawBufferPointer(rebasing: window[(offset - start)..<(offset - start + needed)])
+    }
+    let kept = offset >= start && offset < start + count ? start + count - offset : 0
+    if kept > 0, offset != start {
+      memmove(window.baseAddress!, window.baseAddress! + (offset - start), kept)
+    }
+    start = offset
+    count = kept
+    let wanted = readsAhead ? max(needed, min(nextReadBytes, window.count)) : needed
+    let end = min(offset + wanted, limitBytes)
+    do {
+      try read(upTo: end)
+    } catch {
+      guard readsAhead, end > offset + needed else { throw error }
+      // The failed range may lie beyond the record asked for: from here on, read only what is asked.
+      readsAhead = false
+      try read(upTo: offset + needed)
+    }
+    if readsAhead { nextReadBytes = min(nextReadBytes * Self.readGrowth, window.count) }
+    return UnsafeRawBufferPointer(rebasing: window[0..<needed])
+  }
+
+  /// Reads the region's bytes from the window's end up to `end`, into the window.
+  private mutating func read(upTo end: Int) throws(StrataError) {
+    let target = UnsafeMutableRawBufferPointer(rebasing: window[count..<(end - start)])
+    try device.read(at: regionOffset + start + count, into: target)
+    count = end - start
   }
 }
 

@@ -37,7 +37,7 @@ public struct TierConfiguration: Sendable {
 
   public init(
     ramBytes: Int, blockBytesMax: Int, lockMemory: Bool = false, hugePages: Bool = true,
-    admission: AdmissionPolicy = .seenTwice, leasesMax: Int = 65536, leaseDurationMilliseconds: UInt64 = 30_000,
+    admission: AdmissionPolicy = .always, leasesMax: Int = 65536, leaseDurationMilliseconds: UInt64 = 30_000,
     ioThreads: Int = 4, ioQueueDepthMax: Int = 1024, highWatermark: Double = 0.95, lowWatermark: Double = 0.85
   ) {
     self.ramBytes = ramBytes
@@ -266,7 +266,10 @@ public final class TierManager: Sendable {
       throw StrataError(
         .invalidArgument, "block \(id) has \(bytes) bytes; blocks hold 1 to \(configuration.blockBytesMax) bytes")
     }
-    if isPresentOrPending(id) { return nil }
+    if isPresentOrPending(id) {
+      state.withLock { $0.stats.duplicatePuts += 1 }
+      return nil
+    }
     let slot = try await makeRoom(bytes: bytes)
     let claimed = state.withLock { state -> Bool in
       guard state.ram[id] == nil, state.reservations[id] == nil else {
@@ -318,10 +321,7 @@ public final class TierManager: Sendable {
   public func put(
     _ id: BlockID, payload: UnsafeRawBufferPointer, expectedChecksum: UInt32? = nil
   ) async throws(StrataError) -> PutOutcome {
-    guard let reservation = try await reserve(id, bytes: payload.count) else {
-      state.withLock { $0.stats.duplicatePuts += 1 }
-      return .alreadyPresent
-    }
+    guard let reservation = try await reserve(id, bytes: payload.count) else { return .alreadyPresent }
     reservation.buffer.baseAddress!.copyMemory(from: payload.baseAddress!, byteCount: payload.count)
     try commit(reservation, expectedChecksum: expectedChecksum)
     return .stored
@@ -332,10 +332,7 @@ public final class TierManager: Sendable {
   public func put(_ id: BlockID, bytes: [UInt8], expectedChecksum: UInt32? = nil) async throws(StrataError)
     -> PutOutcome
   {
-    guard let reservation = try await reserve(id, bytes: bytes.count) else {
-      state.withLock { $0.stats.duplicatePuts += 1 }
-      return .alreadyPresent
-    }
+    guard let reservation = try await reserve(id, bytes: bytes.count) else { return .alreadyPresent }
     bytes.withUnsafeBytes { reservation.buffer.copyMemory(from: $0) }
     try commit(reservation, expectedChecksum: expectedChecksum)
     return .stored

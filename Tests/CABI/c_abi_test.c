@@ -1,0 +1,355 @@
+/*
+ * c_abi_test.c: exercises libstrata_client through its C header only, against a running node.
+ *
+ *   cc -std=c11 -Wall -Wextra -pthread -I Sources/StrataClientC/include Tests/CABI/c_abi_test.c \
+ *      -L <dir> -lstrata_client -Wl,-rpath,<dir> -o c_abi_test
+ *   ./c_abi_test HOST:PORT [BLOCKS [SEED]]
+ *
+ * Writes BLOCKS (default 300) blocks of 1 KiB to 2 MiB with content derived from SEED, reads them
+ * back into fresh buffers (in one batch and from several threads sharing the client) and compares
+ * every byte; checks lookup's leading run, a missing key, a destination too small, delete, stat,
+ * argument validation, and strata_hash_prefix against Tests/Fixtures/key-vectors.json case 0.
+ * Prints "c-abi: P passed, F failed" and exits 1 if F > 0 (2 on bad usage).
+ */
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "strata_client.h"
+
+static int passed = 0;
+static int failed = 0;
+
+static void check(int ok, const char *what) {
+  if (ok) {
+    passed++;
+  } else {
+    failed++;
+    fprintf(stderr, "FAIL: %s (last error: %s)\n", what, strata_last_error());
+  }
+}
+
+static uint64_t mix(uint64_t x) { /* splitmix64 */
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+/* The deterministic content of block `index`. */
+static void fill(uint8_t *out, uint64_t length, uint64_t seed, size_t index) {
+  uint64_t state = mix(seed ^ mix(index + 1));
+  for (uint64_t i = 0; i < length; i += 8) {
+    state = mix(state);
+    for (uint64_t j = 0; j < 8 && i + j < length; j++) out[i + j] = (uint8_t)(state >> (8 * j));
+  }
+}
+
+static void hex(const uint8_t *key, char out[65]) {
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < 32; i++) {
+    out[2 * i] = digits[key[i] >> 4];
+    out[2 * i + 1] = digits[key[i] & 15];
+  }
+  out[64] = 0;
+}
+
+/* Tests/Fixtures/key-vectors.json, case 0 ("basic-two-blocks"). */
+static void check_hash_vector(void) {
+  static const uint32_t tokens[32] = {25607,  6003,   86835,  70744, 77201,  71215,  67342, 112154,
+                                      89673,  97345,  8914,   78248, 100271, 26371,  89260, 124549,
+                                      85406,  121166, 9321,   125324, 119945, 91638, 24269, 17876,
+                                      101417, 7093,   30317,  81654, 72916,  59506,  114234, 58574};
+  static const char *layout = "model=meta-llama/Llama-3.1-8B-Instruct,dtype=bf16,block=16,tp=0/1,layers=0-32";
+  static const char *expected[2] = {"80923840552d229f64fbbbca12063c6537c183d715ac372df5c441fcc27150aa",
+                                    "2a424025928de4a9a1a343c8b54f477ade826d45c8b0e9b1b315220849df0a9e"};
+  uint8_t keys[3 * STRATA_KEY_BYTES];
+  size_t count = 0;
+  check(strata_hash_prefix(layout, NULL, 0, tokens, 32, keys, 3, &count) == 0 && count == 2,
+        "hash_prefix: 32 tokens at 16 per block give 2 keys");
+  char text[65];
+  hex(keys, text);
+  check(strcmp(text, expected[0]) == 0, "hash_prefix: key 0 matches key-vectors.json case 0");
+  if (strcmp(text, expected[0]) != 0) fprintf(stderr, "  got %s\n  expected %s\n", text, expected[0]);
+  hex(keys + STRATA_KEY_BYTES, text);
+  check(strcmp(text, expected[1]) == 0, "hash_prefix: key 1 matches key-vectors.json case 0");
+
+  /* A partial tail block has no key; a short keys_out is reported with the count needed. */
+  check(strata_hash_prefix(layout, NULL, 0, tokens, 31, keys, 3, &count) == 0 && count == 1,
+        "hash_prefix: a partial tail block is not keyed");
+  count = 0;
+  check(strata_hash_prefix(layout, NULL, 0, tokens, 32, NULL, 0, &count) == STRATA_E_INVALID_ARGUMENT && count == 2,
+        "hash_prefix: a too small keys_out returns 1 and the count needed");
+  check(strata_hash_prefix("model=x,dtype=BF16,block=16,layers=0-1", NULL, 0, tokens, 32, keys, 3, &count) ==
+                STRATA_E_INVALID_ARGUMENT &&
+            strstr(strata_last_error(), "dtype") != NULL,
+        "hash_prefix: a bad layout returns 1 and names the field");
+  check(strata_hash_prefix(layout, NULL, 0, NULL, 32, keys, 3, &count) == STRATA_E_INVALID_ARGUMENT,
+        "hash_prefix: NULL tokens with a nonzero count returns 1");
+  uint8_t salt[4] = {1, 2, 3, 4};
+  uint8_t salted[STRATA_KEY_BYTES];
+  check(strata_hash_prefix(layout, salt, 4, tokens, 16, salted, 1, &count) == 0 && count == 1 &&
+            memcmp(salted, keys, STRATA_KEY_BYTES) != 0,
+        "hash_prefix: a salt changes the key");
+}
+
+struct reader {
+  strata_client *client;
+  const uint8_t *keys;
+  const uint64_t *lengths;
+  size_t first, count;
+  uint64_t seed;
+  int ok;
+  int thread_error_ok;
+};
+
+/* Reads its share of the blocks (one at a time) and compares them. */
+static void *read_share(void *argument) {
+  struct reader *r = argument;
+  r->ok = 1;
+  for (size_t i = r->first; i < r->first + r->count; i++) {
+    uint8_t *buffer = malloc(r->lengths[i]);
+    uint8_t *expected = malloc(r->lengths[i]);
+    void *destinations[1] = {buffer};
+    int64_t length = 0;
+    fill(expected, r->lengths[i], r->seed, i);
+    int rc = strata_get(r->client, r->keys + i * STRATA_KEY_BYTES, 1, destinations, &r->lengths[i], &length);
+    if (rc != 0 || length != (int64_t)r->lengths[i] || memcmp(buffer, expected, r->lengths[i]) != 0) r->ok = 0;
+    free(buffer);
+    free(expected);
+  }
+  /* A failure on this thread sets this thread's message only. */
+  r->thread_error_ok = strata_lookup(r->client, NULL, 1, NULL, NULL) == STRATA_E_INVALID_ARGUMENT &&
+                       strstr(strata_last_error(), "keys is NULL") != NULL;
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s HOST:PORT [BLOCKS [SEED]]\n", argv[0]);
+    return 2;
+  }
+  const char *node = argv[1];
+  size_t n = argc > 2 ? (size_t)strtoull(argv[2], NULL, 10) : 300;
+  uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : 20240607;
+  if (n < 8) {
+    fprintf(stderr, "BLOCKS must be at least 8\n");
+    return 2;
+  }
+
+  check_hash_vector();
+
+  /* Argument validation needs no node. */
+  strata_client *client = (strata_client *)1;
+  check(strata_client_open(NULL, NULL, 0, 0, &client) == STRATA_E_INVALID_ARGUMENT && client == NULL,
+        "open: NULL host_port returns 1 and sets *out to NULL");
+  check(strata_client_open("no-port", NULL, 0, 0, &client) == STRATA_E_INVALID_ARGUMENT, "open: a bad address returns 1");
+  check(strata_client_open(node, NULL, -1, 0, &client) == STRATA_E_INVALID_ARGUMENT, "open: negative connections returns 1");
+  check(strata_client_open(node, NULL, 0, 0, NULL) == STRATA_E_INVALID_ARGUMENT, "open: NULL out returns 1");
+  check(strata_lookup(NULL, NULL, 0, NULL, NULL) == STRATA_E_INVALID_ARGUMENT &&
+            strstr(strata_last_error(), "client is NULL") != NULL,
+        "lookup: a NULL client returns 1 with a message");
+  check(strata_client_open("127.0.0.1:1", NULL, 1, 2000, &client) == STRATA_E_UNAVAILABLE,
+        "open: nothing listening returns 9 (unavailable)");
+  strata_client_close(NULL);
+
+  client = NULL;
+  int rc = strata_client_open(node, NULL, 4, 30000, &client);
+  check(rc == 0 && client != NULL, "open: connects and says HELLO");
+  if (rc != 0) {
+    fprintf(stderr, "cannot open %s: %d %s\n", node, rc, strata_last_error());
+    printf("c-abi: %d passed, %d failed\n", passed, failed);
+    return 1;
+  }
+
+  /* Keys: one prompt of n blocks (so its blocks form a prefix), salted with a nonce so that runs
+   * against the same node do not meet each other's blocks. */
+  uint64_t nonce = mix((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32));
+  size_t token_count = n * 16;
+  uint32_t *tokens = malloc(token_count * sizeof *tokens);
+  for (size_t i = 0; i < token_count; i++) tokens[i] = (uint32_t)(mix(seed + i) % 128000);
+  uint8_t *keys = malloc((n + 1) * STRATA_KEY_BYTES);
+  size_t key_count = 0;
+  check(strata_hash_prefix("model=c-abi-test,dtype=bf16,block=16,tp=0/1,layers=0-1", (const uint8_t *)&nonce,
+                           sizeof nonce, tokens, token_count, keys, n, &key_count) == 0 &&
+            key_count == n,
+        "hash_prefix: keys of the test prompt");
+  uint8_t *missing = keys + n * STRATA_KEY_BYTES; /* a key nobody wrote */
+  for (int i = 0; i < STRATA_KEY_BYTES; i++) missing[i] = (uint8_t)mix(nonce + 1000 + i);
+
+  /* Sizes from 1 KiB to 2 MiB, spread evenly on a log scale, some odd. */
+  uint64_t *lengths = malloc(n * sizeof *lengths);
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t r = mix(seed * 31 + i), octave = 1024ull << (r % 11); /* 1 KiB .. 1 MiB */
+    uint64_t length = octave + (r >> 8) % octave;
+    if (i % 3 == 1) length += mix(i) % 7;
+    if (i == 0 || length < 1024) length = 1024;
+    if (i == 1 || length > (2u << 20)) length = 2u << 20;
+    lengths[i] = length;
+    total += length;
+  }
+
+  /* Before any write: nothing is there. */
+  uint8_t *tiers = malloc(n + 1);
+  size_t run = 99;
+  check(strata_lookup(client, keys, n, tiers, &run) == 0 && run == 0 && tiers[0] == STRATA_TIER_ABSENT,
+        "lookup: nothing is there before the writes");
+  check(strata_lookup(client, keys, 0, NULL, &run) == 0 && run == 0, "lookup: zero keys");
+
+  /* Write every block in one call (the client splits it into parallel batches). */
+  uint8_t **blocks = malloc(n * sizeof *blocks);
+  for (size_t i = 0; i < n; i++) {
+    blocks[i] = malloc(lengths[i]);
+    fill(blocks[i], lengths[i], seed, i);
+  }
+  uint8_t *outcomes = malloc(n);
+  memset(outcomes, 0xFF, n);
+  rc = strata_put(client, keys, n, (const void *const *)blocks, lengths, outcomes);
+  size_t stored = 0;
+  for (size_t i = 0; i < n; i++) stored += outcomes[i] == STRATA_PUT_STORED;
+  check(rc == 0 && stored == n, "put: every block is stored");
+  if (stored != n) fprintf(stderr, "  %zu of %zu stored (%" PRIu64 " bytes in all)\n", stored, n, total);
+  rc = strata_put(client, keys, 3, (const void *const *)blocks, lengths, outcomes);
+  check(rc == 0 && outcomes[0] == STRATA_PUT_ALREADY_PRESENT && outcomes[2] == STRATA_PUT_ALREADY_PRESENT,
+        "put: writing a key again reports already present");
+  check(strata_put(client, keys, 2, NULL, lengths, outcomes) == STRATA_E_INVALID_ARGUMENT, "put: NULL sources returns 1");
+
+  /* Lookup: the whole prompt is there; a gap ends the leading run. */
+  run = 0;
+  rc = strata_lookup(client, keys, n, tiers, &run);
+  size_t present = 0;
+  for (size_t i = 0; i < n; i++) present += tiers[i] == STRATA_TIER_RAM || tiers[i] == STRATA_TIER_NVME;
+  check(rc == 0 && run == n && present == n, "lookup: the leading run is every block");
+  uint8_t gapped[4 * STRATA_KEY_BYTES];
+  memcpy(gapped, keys, 2 * STRATA_KEY_BYTES);
+  memcpy(gapped + 2 * STRATA_KEY_BYTES, missing, STRATA_KEY_BYTES);
+  memcpy(gapped + 3 * STRATA_KEY_BYTES, keys + 3 * STRATA_KEY_BYTES, STRATA_KEY_BYTES);
+  rc = strata_lookup(client, gapped, 4, tiers, &run);
+  check(rc == 0 && run == 2 && tiers[2] == STRATA_TIER_ABSENT && tiers[3] != STRATA_TIER_ABSENT,
+        "lookup: a missing key ends the leading run");
+
+  /* Read everything back in one call into fresh buffers (some larger than the block) and compare. */
+  uint8_t **copies = malloc(n * sizeof *copies);
+  uint64_t *capacities = malloc(n * sizeof *capacities);
+  int64_t *read = malloc(n * sizeof *read);
+  for (size_t i = 0; i < n; i++) {
+    capacities[i] = lengths[i] + (i % 4 == 0 ? 4096 : 0);
+    copies[i] = malloc(capacities[i]);
+    memset(copies[i], 0xA5, capacities[i]);
+    read[i] = -100;
+  }
+  rc = strata_get(client, keys, n, (void *const *)copies, capacities, read);
+  check(rc == 0, "get: every block in one call");
+#ifdef C_ABI_TEST_FLIP_A_BYTE /* proves the comparison below can fail (see Tests/CABITests) */
+  copies[n / 2][lengths[n / 2] / 2] ^= 1;
+#endif
+  size_t same = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (read[i] == (int64_t)lengths[i] && memcmp(copies[i], blocks[i], lengths[i]) == 0) {
+      same++;
+    } else if (failed < 20) {
+      fprintf(stderr, "  block %zu: read %" PRId64 " of %" PRIu64 " bytes, content %s\n", i, read[i], lengths[i],
+              read[i] == (int64_t)lengths[i] ? "differs" : "not compared");
+    }
+  }
+  check(same == n, "get: every byte of every block matches what was written");
+
+  /* Several threads read through the one client at once. */
+  enum { THREADS = 4 };
+  pthread_t threads[THREADS];
+  struct reader readers[THREADS];
+  for (int t = 0; t < THREADS; t++) {
+    size_t share = n / THREADS;
+    readers[t] = (struct reader){client, keys, lengths, t * share, t == THREADS - 1 ? n - t * share : share, seed, 0, 0};
+    pthread_create(&threads[t], NULL, read_share, &readers[t]);
+  }
+  strata_hash_prefix("not a layout", NULL, 0, NULL, 0, NULL, 0, &key_count); /* this thread's own message */
+  for (int t = 0; t < THREADS; t++) pthread_join(threads[t], NULL);
+  int threads_ok = 1, thread_errors_ok = 1;
+  for (int t = 0; t < THREADS; t++) {
+    threads_ok &= readers[t].ok;
+    thread_errors_ok &= readers[t].thread_error_ok;
+  }
+  check(threads_ok, "get: threads sharing the client read every byte right");
+  check(thread_errors_ok && strstr(strata_last_error(), "not NAME=VALUE") != NULL,
+        "last_error: each thread keeps its own message");
+
+  /* A missing key, a destination too small (left untouched), a zero-length NULL destination. */
+  uint8_t multi_keys[3 * STRATA_KEY_BYTES];
+  memcpy(multi_keys, missing, STRATA_KEY_BYTES);
+  memcpy(multi_keys + STRATA_KEY_BYTES, keys + STRATA_KEY_BYTES, STRATA_KEY_BYTES); /* the 2 MiB block */
+  memcpy(multi_keys + 2 * STRATA_KEY_BYTES, keys, STRATA_KEY_BYTES);
+  uint64_t small_capacity = lengths[1] - 1;
+  uint8_t *small = malloc(small_capacity);
+  memset(small, 0x5A, small_capacity);
+  uint8_t spare[64];
+  void *multi_destinations[3] = {spare, small, NULL};
+  uint64_t multi_capacities[3] = {sizeof spare, small_capacity, 0};
+  int64_t multi_read[3] = {0, 0, 0};
+  rc = strata_get(client, multi_keys, 3, multi_destinations, multi_capacities, multi_read);
+  check(rc == 0 && multi_read[0] == STRATA_GET_MISSING, "get: a missing key reads -1");
+  int untouched = 1;
+  for (uint64_t i = 0; i < small_capacity; i++) untouched &= small[i] == 0x5A;
+  check(rc == 0 && multi_read[1] == STRATA_GET_DESTINATION_TOO_SMALL && untouched,
+        "get: a destination one byte too small reads -3 and is left untouched");
+  check(rc == 0 && multi_read[2] == STRATA_GET_DESTINATION_TOO_SMALL, "get: a NULL destination of 0 bytes reads -3");
+  check(strata_get(client, multi_keys, 1, multi_destinations, NULL, multi_read) == STRATA_E_INVALID_ARGUMENT,
+        "get: NULL capacities returns 1");
+  void *null_destination[1] = {NULL};
+  check(strata_get(client, multi_keys, 1, null_destination, multi_capacities, multi_read) == STRATA_E_INVALID_ARGUMENT &&
+            strstr(strata_last_error(), "destinations[0]") != NULL,
+        "get: a NULL destination with a capacity returns 1 and names it");
+
+  /* Delete the last block and a key that was never there. */
+  uint8_t delete_keys[2 * STRATA_KEY_BYTES];
+  memcpy(delete_keys, keys + (n - 1) * STRATA_KEY_BYTES, STRATA_KEY_BYTES);
+  memcpy(delete_keys + STRATA_KEY_BYTES, missing, STRATA_KEY_BYTES);
+  uint8_t removed[2] = {9, 9};
+  rc = strata_delete(client, delete_keys, 2, removed);
+  check(rc == 0 && removed[0] == 1 && removed[1] == 0, "delete: removes a present block, reports a missing one");
+  rc = strata_lookup(client, keys, n, tiers, &run);
+  check(rc == 0 && run == n - 1 && tiers[n - 1] == STRATA_TIER_ABSENT, "delete: the block is gone from lookup");
+  int64_t deleted_read = 0;
+  void *last_copy[1] = {copies[n - 1]};
+  rc = strata_get(client, keys + (n - 1) * STRATA_KEY_BYTES, 1, last_copy, &capacities[n - 1], &deleted_read);
+  check(rc == 0 && deleted_read == STRATA_GET_MISSING, "delete: reading the block reports it missing");
+
+  /* Stat: a short buffer returns 1 and the length needed; then the whole JSON. */
+  char tiny[8];
+  size_t json_length = 0;
+  rc = strata_stat(client, tiny, sizeof tiny, &json_length);
+  check(rc == STRATA_E_INVALID_ARGUMENT && json_length > sizeof tiny && strlen(tiny) == sizeof tiny - 1,
+        "stat: a short buffer returns 1 with the length needed");
+  char *json = malloc(json_length + 64);
+  size_t json_length2 = 0;
+  rc = strata_stat(client, json, json_length + 64, &json_length2);
+  check(rc == 0 && json_length2 > 2 && strlen(json) == json_length2 && json[0] == '{' && json[json_length2 - 1] == '}',
+        "stat: the node's counters as a JSON object");
+
+  strata_client_close(client);
+
+  for (size_t i = 0; i < n; i++) {
+    free(blocks[i]);
+    free(copies[i]);
+  }
+  free(blocks);
+  free(copies);
+  free(capacities);
+  free(read);
+  free(small);
+  free(json);
+  free(outcomes);
+  free(tiers);
+  free(lengths);
+  free(keys);
+  free(tokens);
+
+  printf("c-abi: %d passed, %d failed (%zu blocks, %" PRIu64 " bytes)\n", passed, failed, n, total);
+  return failed == 0 ? 0 : 1;
+}

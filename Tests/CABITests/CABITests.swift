@@ -1,0 +1,250 @@
+// The C ABI (libstrata_client.so) as a C program sees it: compiles Tests/CABI/c_abi_test.c with
+// `cc` against the built library and header, starts a real `strata serve` process, runs the C
+// program against it (hundreds of blocks written, read back and byte-compared, plus lookup,
+// missing keys, short destinations, delete, stat, key vectors), then stops the node with SIGTERM.
+// Builds nothing with SwiftPM itself: the library and `strata` are found beside this test binary.
+
+import Foundation
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The folder of the built products: this test binary's own folder (override with STRATA_BUILD_DIR).
+private let productsDirectory: URL = {
+  if let path = ProcessInfo.processInfo.environment["STRATA_BUILD_DIR"] { return URL(fileURLWithPath: path) }
+  let selfPath =
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+  return URL(fileURLWithPath: selfPath).deletingLastPathComponent()
+}()
+
+private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+  .deletingLastPathComponent()
+
+#if os(macOS)
+  private let libraryName = "libstrata_client.dylib"
+#else
+  private let libraryName = "libstrata_client.so"
+#endif
+
+/// What a finished process printed.
+private struct Finished {
+  var status: Int32
+  var exited: Bool
+  var stdout: String
+  var stderr: String
+}
+
+private final class LockedData: Sendable {
+  let data = Mutex(Data())
+}
+
+/// Collects what a process writes to a pipe while it runs.
+private final class Collector: Sendable {
+  private let buffer = LockedData()
+  let pipe = Pipe()
+
+  init() {
+    pipe.fileHandleForReading.readabilityHandler = { [buffer] handle in
+      let chunk = handle.availableData
+      if chunk.isEmpty {
+        handle.readabilityHandler = nil
+      } else {
+        buffer.data.withLock { $0.append(chunk) }
+      }
+    }
+  }
+
+  var text: String { buffer.data.withLock { String(decoding: $0, as: UTF8.self) } }
+
+  func finish() {
+    pipe.fileHandleForReading.readabilityHandler = nil
+    let rest = pipe.fileHandleForReading.readDataToEndOfFile()
+    buffer.data.withLock { $0.append(rest) }
+  }
+}
+
+private struct TimedOut: Error, CustomStringConvertible {
+  var description: String
+}
+
+/// Runs a program to its end (killing it after `timeout` seconds).
+private func run(_ executable: String, _ arguments: [String], timeout: Double = 300) throws -> Finished {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: executable)
+  process.arguments = arguments
+  let out = Collector()
+  let err = Collector()
+  process.standardOutput = out.pipe
+  process.standardError = err.pipe
+  process.standardInput = FileHandle.nullDevice
+  try process.run()
+  let deadline = Date().addingTimeInterval(timeout)
+  while process.isRunning && Date() < deadline { usleep(20_000) }
+  if process.isRunning {
+    kill(process.processIdentifier, SIGKILL)
+    process.waitUntilExit()
+    throw TimedOut(description: "\(executable) ran for more than \(timeout) s; it printed: \(out.text) \(err.text)")
+  }
+  process.waitUntilExit()
+  out.finish()
+  err.finish()
+  return Finished(
+    status: process.terminationStatus, exited: process.terminationReason == .exit, stdout: out.text, stderr: err.text)
+}
+
+/// A free loopback port (for a `strata` that does not take `--listen HOST:0`).
+private func freePort() -> UInt16? {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  guard fd >= 0 else { return nil }
+  defer { close(fd) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  address.sin_port = 0
+  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+  let bound = withUnsafeMutablePointer(to: &address) { pointer in
+    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+      bind(fd, socketAddress, length) == 0 && getsockname(fd, socketAddress, &length) == 0
+    }
+  }
+  return bound ? UInt16(bigEndian: address.sin_port) : nil
+}
+
+/// A `strata serve` process on loopback with a fresh data folder.
+private final class Node {
+  let directory: URL
+  private(set) var address = ""
+  private var process: Process?
+  private var output: (out: Collector, err: Collector)?
+
+  init() throws {
+    directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-cabi-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    // Pages of the RAM arena are as large as the largest block: 2 MiB pages let a 256 MiB arena
+    // hold every size class of the test at once (32 MiB pages would leave it 8).
+    let config = directory.appendingPathComponent("node.yaml")
+    try "limits:\n  max_block_size: 2MiB\n".write(to: config, atomically: true, encoding: .utf8)
+    // Port 0 lets the node pick; a build whose --listen refuses port 0 gets a free port instead.
+    var listens = ["127.0.0.1:0"]
+    if let port = freePort() { listens.append("127.0.0.1:\(port)") }
+    var failures: [String] = []
+    for listen in listens {
+      let process = Process()
+      process.executableURL = productsDirectory.appendingPathComponent("strata")
+      process.arguments = [
+        "serve", "--config", config.path, "--data-dir", directory.appendingPathComponent("data").path,
+        "--listen", listen, "--ram", "256MiB", "--nvme", "256MiB", "--ram-unlocked",
+      ]
+      let out = Collector()
+      let err = Collector()
+      process.standardOutput = out.pipe
+      process.standardError = err.pipe
+      process.standardInput = FileHandle.nullDevice
+      try process.run()
+      let deadline = Date().addingTimeInterval(60)
+      while process.isRunning && Date() < deadline {
+        // "strata node ID listening on HOST:PORT" once it accepts connections.
+        if let line = out.text.split(separator: "\n").first(where: { $0.contains(" listening on ") }),
+          let found = line.split(separator: " ").last
+        {
+          self.process = process
+          output = (out, err)
+          address = String(found)
+          return
+        }
+        usleep(20_000)
+      }
+      if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+      process.waitUntilExit()
+      failures.append("--listen \(listen): \(out.text) \(err.text)")
+    }
+    try? FileManager.default.removeItem(at: directory)
+    throw TimedOut(description: "the node did not start: \(failures.joined(separator: "; "))")
+  }
+
+  var log: String { output?.err.text ?? "" }
+
+  /// SIGTERM, then waits (up to a minute) for the exit; nil if it had to be killed.
+  func stop() -> (status: Int32, exited: Bool)? {
+    defer { try? FileManager.default.removeItem(at: directory) }
+    guard let process else { return nil }
+    kill(process.processIdentifier, SIGTERM)
+    let deadline = Date().addingTimeInterval(60)
+    while process.isRunning && Date() < deadline { usleep(20_000) }
+    if process.isRunning {
+      kill(process.processIdentifier, SIGKILL)
+      process.waitUntilExit()
+      return nil
+    }
+    process.waitUntilExit()
+    return (process.terminationStatus, process.terminationReason == .exit)
+  }
+}
+
+/// Compiles the C test program against the built library; `defines` are extra `-D` flags.
+private func compileCProgram(_ name: String, defines: [String] = []) throws -> String {
+  let library = productsDirectory.appendingPathComponent(libraryName)
+  try #require(
+    FileManager.default.fileExists(atPath: library.path),
+    "\(library.path) is missing: build the dynamic library product with `swift build --build-tests`")
+  let output = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)").path
+  let compiler = ProcessInfo.processInfo.environment["CC"] ?? "cc"
+  let directory = productsDirectory.path
+  let compile = try run(
+    "/usr/bin/env",
+    [
+      compiler, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread",
+      "-I", packageRoot.appendingPathComponent("Sources/StrataClientC/include").path,
+    ] + defines.map { "-D\($0)" } + [
+      packageRoot.appendingPathComponent("Tests/CABI/c_abi_test.c").path,
+      "-L", directory, "-lstrata_client", "-Wl,-rpath,\(directory)", "-o", output,
+    ], timeout: 120)
+  try #require(compile.status == 0, "cc failed: \(compile.stderr)")
+  return output
+}
+
+@Suite struct CABITests {
+  /// The C program writes, reads back and byte-compares 300 blocks of 1 KiB to 2 MiB and checks
+  /// every other call; the node then stops cleanly on SIGTERM.
+  @Test func cProgramAgainstARealNode() throws {
+    let program = try compileCProgram("c_abi_test")
+    defer { try? FileManager.default.removeItem(atPath: program) }
+    let node = try Node()
+    let result: Finished
+    do {
+      result = try run(program, [node.address, "300"])
+    } catch {
+      _ = node.stop()
+      throw error
+    }
+    #expect(result.exited && result.status == 0, "the C program failed:\n\(result.stdout)\n\(result.stderr)")
+    let summary = result.stdout.split(separator: "\n").first { $0.hasPrefix("c-abi: ") } ?? ""
+    #expect(summary.contains(" passed, 0 failed"), "no clean summary line in:\n\(result.stdout)\n\(result.stderr)")
+    let passed = summary.dropFirst("c-abi: ".count).split(separator: " ").first.flatMap { Int($0) } ?? 0
+    #expect(passed >= 30, "only \(passed) checks ran: \(summary)")
+    let stopped = node.stop()
+    #expect(stopped?.exited == true && stopped?.status == 0, "the node did not exit 0 on SIGTERM:\n\(node.log)")
+  }
+
+  /// The harness fails when the data is wrong: the same program, built to flip one byte of what it
+  /// read before comparing, reports the mismatch and exits 1.
+  @Test func cProgramReportsACorruptedRead() throws {
+    let program = try compileCProgram("c_abi_test_flip", defines: ["C_ABI_TEST_FLIP_A_BYTE"])
+    defer { try? FileManager.default.removeItem(atPath: program) }
+    let node = try Node()
+    let result: Finished
+    do {
+      result = try run(program, [node.address, "40"])
+    } catch {
+      _ = node.stop()
+      throw error
+    }
+    _ = node.stop()
+    #expect(result.exited && result.status == 1)
+    #expect(result.stdout.contains("c-abi: ") && result.stdout.contains(" passed, 1 failed"), "\(result.stdout)")
+    #expect(result.stderr.contains("FAIL: get: every byte of every block matches"), "\(result.stderr)")
+  }
+}

@@ -1,0 +1,216 @@
+// The data plane against a real `strata serve` process on loopback: thousands of blocks of
+// mixed sizes through the Swift client, byte-compared; 100 kinds of malformed frames sent while
+// a well-behaved client streams, which must see no error; graceful stop on SIGTERM.
+
+import Foundation
+import StrataClient
+import StrataCore
+import StrataTCP
+import StrataWire
+import Testing
+
+/// A node process on a free loopback port, stopped with SIGTERM at the end of the test.
+final class NodeProcess {
+  let process = Process()
+  let address: HostPort
+  let directory: String
+  /// What the node printed up to its "listening" line.
+  let banner: String
+
+  init(ram: String = "1GiB", nvme: String = "1GiB", directory: String? = nil, extra: [String] = []) throws {
+    self.directory =
+      directory
+      ?? FileManager.default.temporaryDirectory.appendingPathComponent("strata-node-\(UUID().uuidString)").path
+    process.executableURL = URL(fileURLWithPath: strataExecutable)
+    process.arguments =
+      [
+        "serve", "--data-dir", self.directory, "--listen", "127.0.0.1:0", "--ram", ram, "--nvme", nvme,
+        "--ram-unlocked",
+      ] + extra
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    // The node prints "… listening on HOST:PORT" once it accepts connections.
+    var text = ""
+    var found: HostPort?
+    let handle = out.fileHandleForReading
+    while found == nil {
+      let data = handle.availableData
+      if data.isEmpty { break }
+      text += String(decoding: data, as: UTF8.self)
+      for line in text.split(separator: "\n") where line.contains(" listening on ") {
+        found = try HostPort(parsing: String(line.split(separator: " ").last!))
+      }
+    }
+    guard let found else {
+      process.terminate()
+      throw StrataError(.unavailable, "the node did not start: \(text)")
+    }
+    address = found
+    banner = text
+  }
+
+  /// SIGTERM; returns the exit status.
+  func stop() -> Int32 {
+    kill(process.processIdentifier, SIGTERM)
+    process.waitUntilExit()
+    try? FileManager.default.removeItem(atPath: directory)
+    return process.terminationStatus
+  }
+
+  func client(connections: Int = 2) -> StrataClient { NodeProcess.client(address, connections: connections) }
+
+  static func client(_ address: HostPort, connections: Int) -> StrataClient {
+    var configuration = StrataClient.Configuration(node: address)
+    configuration.connections = connections
+    configuration.timeoutMilliseconds = 20_000
+    return StrataClient(configuration)
+  }
+}
+
+func blockKey(_ n: Int, _ run: Int) -> BlockKey {
+  var seed: [UInt8] = []
+  withUnsafeBytes(of: UInt64(n)) { seed += $0 }
+  withUnsafeBytes(of: UInt64(run)) { seed += $0 }
+  return SHA256.digest(seed)
+}
+
+func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: Int) {
+  var state = UInt64(seed) &* 0x9E37_79B9_7F4A_7C15 | 1
+  for index in 0..<buffer.count {
+    state ^= state << 13
+    state ^= state >> 7
+    state ^= state << 17
+    buffer[index] = UInt8(truncatingIfNeeded: state)
+  }
+}
+
+@Suite(.serialized) struct DataPlaneProcessTests {
+  /// 2,000 blocks from 1 byte to 1 MiB, written in batches of 50 and read back in other batches.
+  @Test func thousandsOfMixedBlocksRoundTripByteForByte() async throws {
+    let node = try NodeProcess()
+    let client = node.client()
+    let count = 2000
+    let sizes = (0..<count).map { n in [1, 100, 4096, 10_000, 65_536, 300_000, 1 << 20][n % 7] + n % 13 }
+    let total = sizes.reduce(0, +)
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 4096)
+    let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 4096)
+    defer {
+      source.deallocate()
+      destination.deallocate()
+    }
+    fill(source, seed: 11)
+    memset(destination.baseAddress!, 0, total)
+    let sourceRegion = client.register(source)
+    let destinationRegion = client.register(destination)
+    var offsets: [Int] = []
+    var offset = 0
+    for size in sizes {
+      offsets.append(offset)
+      offset += size
+    }
+    for first in stride(from: 0, to: count, by: 50) {
+      let items = try (first..<min(first + 50, count)).map { n in
+        StrataClient.PutItem(key: blockKey(n, 1), source: try sourceRegion.slice(offset: offsets[n], length: sizes[n]))
+      }
+      #expect(try await client.put(items).allSatisfy { $0 == .stored })
+    }
+    for first in stride(from: 0, to: count, by: 37) {
+      let items = try (first..<min(first + 37, count)).map { n in
+        StrataClient.GetItem(
+          key: blockKey(n, 1), destination: try destinationRegion.slice(offset: offsets[n], length: sizes[n]))
+      }
+      let results = try await client.get(items)
+      #expect(results == items.map { .ok(length: $0.destination.length) })
+    }
+    #expect(memcmp(source.baseAddress!, destination.baseAddress!, total) == 0, "a byte differs")
+    let lookup = try await client.lookup((0..<count).map { blockKey($0, 1) } + [blockKey(0, 2)])
+    #expect(lookup.leadingRun == count)
+    client.close()
+    #expect(node.stop() == 0, "the node did not exit 0 on SIGTERM")
+  }
+
+  @Test func malformedFramesCloseOnlyTheirConnection() async throws {
+    let node = try NodeProcess()
+    let cases = MalformedFrames.all()
+    #expect(cases.count >= 100)
+    // A well-behaved client streams puts and gets the whole time.
+    let address = node.address
+    let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
+    let streamer = Task { () -> (Int, [String]) in
+      let client = NodeProcess.client(address, connections: 2)
+      defer { client.close() }
+      let size = 256 << 10
+      let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size * 2, alignment: 4096)
+      defer { buffer.deallocate() }
+      let region = client.register(buffer)
+      var errors: [String] = []
+      var rounds = 0
+      while !Task.isCancelled && rounds < 10_000 {
+        let source = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
+        fill(source, seed: rounds)
+        do {
+          let put = try await client.put([.init(key: blockKey(rounds, 3), source: try region.slice(length: size))])
+          let got = try await client.get([
+            .init(key: blockKey(rounds, 3), destination: try region.slice(offset: size, length: size))
+          ])
+          if put != [.stored] || got != [.ok(length: size)]
+            || memcmp(buffer.baseAddress!, buffer.baseAddress! + size, size) != 0
+          {
+            errors.append("round \(rounds): put \(put), get \(got)")
+          }
+        } catch {
+          errors.append("round \(rounds): \(error)")
+        }
+        rounds += 1
+        if rounds == 1 { startedContinuation.yield() }
+      }
+      return (rounds, errors)
+    }
+    // The malformed frames go out while the well-behaved client is mid-stream.
+    for await _ in started { break }
+    var closedByNode = 0
+    for malformed in cases {
+      let socket = try TCPSocket.connect(to: node.address, timeoutMilliseconds: 10_000)
+      if malformed.afterHello {
+        try socket.writeAll(
+          HelloRequest(capabilities: [.tcp], frameBytesMax: 1 << 30, token: [], clientName: "fuzz").frameBytes(
+            requestID: 1, ringEpoch: 0))
+        var header = [UInt8](repeating: 0, count: FrameHeader.byteCount)
+        try header.withUnsafeMutableBytes { try socket.readExactly($0) }
+        let decoded = try header.withUnsafeBytes { try FrameHeader(decoding: $0, limits: .standard) }
+        var body = [UInt8](repeating: 0, count: Int(decoded.bodyBytes))
+        try body.withUnsafeMutableBytes { try socket.readExactly($0) }
+      }
+      try? socket.writeAll(malformed.bytes)
+      if malformed.thenHalfClose { shutdown(socket.descriptor, Int32(SHUT_WR)) }
+      // The node must close this connection (EOF), not answer it as if nothing were wrong.
+      var byte: UInt8 = 0
+      let outcome = withUnsafeMutableBytes(of: &byte) { raw -> Result<Void, StrataError> in
+        do throws(StrataError) {
+          try socket.readExactly(raw)
+          return .success(())
+        } catch {
+          return .failure(error)
+        }
+      }
+      if case .failure(let error) = outcome, error.code == .unavailable {
+        closedByNode += 1
+      } else {
+        Issue.record("\(malformed.name): the node did not close the connection (\(outcome))")
+      }
+    }
+    streamer.cancel()
+    let (rounds, errors) = await streamer.value
+    #expect(closedByNode == cases.count)
+    #expect(errors.isEmpty, "the well-behaved client saw errors: \(errors.prefix(5))")
+    #expect(rounds > 0)
+    // The node is still healthy: a fresh client works, and it counted the malformed frames.
+    let client = node.client(connections: 1)
+    let stat = try await client.stat()
+    client.close()
+    #expect(stat.contains("\"malformed_frames\":"))
+    #expect(node.stop() == 0)
+  }
+}

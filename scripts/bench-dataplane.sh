@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Data plane over TCP, side by side in one run on this machine: `strata bench` against a local
+# `strata serve`, the loopback TCP ceiling (../shared/bench/loopback_ceiling.c), Redis and
+# memcached (driven by the lean C client scripts/bench/kv_bench.c). GET and PUT/SET of 256 KiB,
+# 2 MiB and 32 MiB blocks, batch 1 and 16, 1 and 2 connections; medians of REPEATS rounds (the
+# rounds are interleaved, so a burst of load hits one round of every system, not every round of
+# one). Prints one table with ratios and the issue's targets.
+#
+# Usage: scripts/bench-dataplane.sh [STRATA_BIN] [REPEATS=3] [SECONDS=2]
+#   STRATA_BIN defaults to .build/release/strata (built with `swift build -c release` if missing).
+#   One round is 84 timed runs of SECONDS each plus ~1.5 min of setup (preloads, process starts,
+#   32 MiB requests running past the deadline): with the defaults ~13 minutes on a quiet 2-core VM
+#   (SECONDS=3 takes ~17).
+# Everything listens on 127.0.0.1 only; every server started here is stopped on exit.
+# Needs gcc and python3; installs redis-server and memcached with apt-get if missing.
+# Environment: KEEP_RESULTS=FILE keeps the raw JSON lines.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if [[ -n "${1:-}" ]]; then
+  strata=$(cd "$(dirname "$1")" 2>/dev/null && pwd)/$(basename "$1") || { echo "no such binary: $1" >&2; exit 2; }
+  [[ -x "$strata" ]] || { echo "no such binary: $1" >&2; exit 2; }
+else
+  strata="$repo/.build/release/strata"
+  if [[ ! -x "$strata" ]]; then
+    echo "building $strata ..." >&2
+    (cd "$repo" && swift build -c release --product strata >&2)
+  fi
+fi
+repeats="${2:-3}"
+duration="${3:-2}"
+shared="$repo/../shared/bench"
+
+ops=(get put)
+sizes=(262144 2097152 33554432)
+ram_bytes=$((3 << 30))
+
+command -v gcc >/dev/null || { echo "gcc is needed" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 2; }
+if ! command -v redis-server >/dev/null || ! command -v memcached >/dev/null; then
+  echo "installing redis-server and memcached ..." >&2
+  apt-get install -y -qq redis-server memcached >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq redis-server memcached >/dev/null; }
+fi
+
+work=$(mktemp -d /tmp/strata-dataplane.XXXXXX)
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    # strata serve writes its RAM blocks to NVMe on SIGTERM: give it a while, then kill.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free loopback port: nothing answers a connect to it.
+next_port=$((20000 + RANDOM % 20000))
+free_port() {
+  while (exec 3<>"/dev/tcp/127.0.0.1/$next_port") 2>/dev/null; do next_port=$((next_port + 1)); done
+  port=$next_port
+  next_port=$((next_port + 1))
+}
+wait_port() { # PORT NAME LOG
+  for _ in $(seq 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$2 did not start:" >&2
+  cat "$3" >&2
+  exit 1
+}
+
+# --- build the C programs ---
+gcc -O2 -pthread -o "$work/loopback_ceiling" "$shared/loopback_ceiling.c"
+gcc -O2 -pthread -o "$work/kv_bench" "$repo/scripts/bench/kv_bench.c"
+
+# --- start the servers ---
+free_port; strata_port=$port
+mkdir -p "$work/strata"
+"$strata" serve --data-dir "$work/strata" --listen "127.0.0.1:$strata_port" --ram 3GiB --nvme 256MiB \
+  --ram-unlocked >"$work/strata.log" 2>&1 &
+pids+=($!)
+strata_pid=$!
+for _ in $(seq 600); do
+  grep -q "listening on" "$work/strata.log" && break
+  kill -0 "$strata_pid" 2>/dev/null || { echo "strata serve exited:" >&2; cat "$work/strata.log" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q "listening on" "$work/strata.log" || { echo "strata serve did not start:" >&2; cat "$work/strata.log" >&2; exit 1; }
+
+free_port; ceiling_port=$port
+"$work/loopback_ceiling" server "$ceiling_port" 256 >"$work/ceiling.log" 2>&1 &
+pids+=($!)
+wait_port "$ceiling_port" "loopback_ceiling" "$work/ceiling.log"
+
+free_port; redis_port=$port
+redis-server --port "$redis_port" --bind 127.0.0.1 --protected-mode yes --save '' --appendonly no \
+  --proto-max-bulk-len 64mb --daemonize no --dir "$work" --logfile "$work/redis.log" &
+pids+=($!)
+wait_port "$redis_port" "redis-server" "$work/redis.log"
+
+free_port; memcached_port=$port
+mc_user=()
+[[ $(id -u) == 0 ]] && mc_user=(-u root)
+memcached "${mc_user[@]}" -l 127.0.0.1 -p "$memcached_port" -I 64m -t 2 -m 3072 -U 0 >"$work/memcached.log" 2>&1 &
+pids+=($!)
+wait_port "$memcached_port" "memcached" "$work/memcached.log"
+
+# --- run ---
+results="$work/results.jsonl"
+record() { # SYSTEM ROUND JSON-LINE
+  python3 -c 'import json,sys; d=json.loads(sys.argv[3]); d["_sys"]=sys.argv[1]; d["_round"]=int(sys.argv[2]); print(json.dumps(d))' \
+    "$1" "$2" "$3" >>"$results"
+}
+started=$(date +%s)
+echo "load before: $(uptime)" >&2
+echo "strata: $strata ($("$strata" --version 2>/dev/null || true)); tree: $(cd "$repo" && git rev-parse --short HEAD 2>/dev/null)$(cd "$repo" && [[ -n $(git status --porcelain 2>/dev/null) ]] && echo ' (dirty)')" >&2
+echo "$repeats round(s) of ${duration}s runs" >&2
+for round in $(seq "$repeats"); do
+  for op in "${ops[@]}"; do
+    for size in "${sizes[@]}"; do
+      for conns in 1 2; do
+        line=$("$work/loopback_ceiling" client "$ceiling_port" "$size" "$duration" "$conns" "$op" 1 256 | tail -1)
+        record ceiling "$round" "$line"
+        for batch in 1 16; do
+          # GET first writes a working set of 4 batches per connection: skip what exceeds the RAM tier.
+          if [[ $op == get ]] && ((4 * batch * conns * size > ram_bytes)); then
+            echo "round $round: skip strata $op $size x$batch x$conns (working set over RAM)" >&2
+          else
+            line=$("$strata" bench --node "127.0.0.1:$strata_port" --op "$op" --size "$size" --batch "$batch" \
+              --connections "$conns" --seconds "$duration" --json | tail -1)
+            record strata "$round" "$line"
+          fi
+          kv_op=$op; [[ $op == put ]] && kv_op=set
+          line=$("$work/kv_bench" redis "$redis_port" "$size" "$duration" "$conns" "$kv_op" "$batch" 256 | tail -1)
+          record redis "$round" "$line"
+          line=$("$work/kv_bench" memcached "$memcached_port" "$size" "$duration" "$conns" "$kv_op" "$batch" 256 | tail -1)
+          record memcached "$round" "$line"
+          echo "round $round: $op $size x$batch x$conns done ($(($(date +%s) - started))s)" >&2
+        done
+      done
+    done
+  done
+done
+echo "load after: $(uptime); total $(($(date +%s) - started))s" >&2
+[[ -n "${KEEP_RESULTS:-}" ]] && cp "$results" "$KEEP_RESULTS"
+
+# --- table ---
+python3 - "$results" "$repeats" "$duration" <<'PY'
+import collections, json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+runs = collections.defaultdict(list)
+for r in rows:
+    op = {"set": "put"}.get(r["op"], r["op"])
+    size = r.get("size", r.get("size_bytes"))
+    conns = r.get("connections") or int(r["system"].split(" x")[1].split()[0])
+    batch = r["batch"] if r["_sys"] != "ceiling" else 1
+    runs[(r["_sys"], op, size, batch, conns)].append((r["gbps"], r["p50_us"], r["p99_us"]))
+med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in runs.items()}
+def g(*k):
+    return med.get(k, (None,))[0]
+def fmt(x, w=6, p=2):
+    return ("%*.*f" % (w, p, x)) if x is not None else "%*s" % (w, "-")
+def size_name(s):
+    return "%d KiB" % (s >> 10) if s < 1 << 20 else "%d MiB" % (s >> 20)
+print("\nData plane over TCP, GB/s (1e9 B/s), medians of %s rounds of %ss runs; ceiling = loopback_ceiling "
+      "(batch 1, same connections); ceil-best = best of its 1 and 2 connections" % (sys.argv[2], sys.argv[3]))
+hdr = "| op  | size    | batch | conns | Strata | p50 us  | p99 us  | ceiling | Redis | memcached | Strata/ceil-best | Strata/best(R,M) | target |"
+print(hdr)
+print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
+for op in ("get", "put"):
+    for size in (262144, 2097152, 33554432):
+        cbest = max([x for x in (g("ceiling", op, size, 1, 1), g("ceiling", op, size, 1, 2)) if x is not None], default=None)
+        for batch in (1, 16):
+            for conns in (1, 2):
+                s = med.get(("strata", op, size, batch, conns))
+                sg = s[0] if s else None
+                rm = [x for x in (g("redis", op, size, batch, conns), g("memcached", op, size, batch, conns)) if x is not None]
+                best = max(rm) if rm else None
+                rc = sg / cbest if sg and cbest else None
+                rr = sg / best if sg and best else None
+                target = ""
+                if batch == 16 and size in (2097152, 33554432):
+                    need = 1.2 if size == 2097152 else 1.5
+                    if sg is None:
+                        target = "skipped"
+                    else:
+                        ok = rc >= 0.9 and rr >= need
+                        target = ("met" if ok else "NOT met") + " (0.9x, %.1fx)" % need
+                print("| %-3s | %-7s | %5d | %5d | %6s | %7s | %7s | %7s | %5s | %9s | %16s | %16s | %s |" % (
+                    op, size_name(size), batch, conns, fmt(sg), fmt(s[1] if s else None, 7, 0),
+                    fmt(s[2] if s else None, 7, 0), fmt(g("ceiling", op, size, 1, conns), 7),
+                    fmt(g("redis", op, size, batch, conns), 5), fmt(g("memcached", op, size, batch, conns), 9),
+                    fmt(rc, 15) + "x" if rc else fmt(None, 16), fmt(rr, 15) + "x" if rr else fmt(None, 16), target))
+print("\nTargets (issue): GET and PUT of 2 MiB and 32 MiB, batch 16, one client process: Strata >= 0.9x the "
+      "ceiling's best and >= 1.2x (2 MiB) / 1.5x (32 MiB) the best of Redis and memcached. Rows above: at the "
+      "same batch and connections. Summary below: Strata's better connection count vs the others' best at batch 16.")
+print("| op  | size    | Strata best | ceil-best | best(R,M) | vs ceiling | vs best(R,M) | target |")
+print("|-----|---------|-------------|-----------|-----------|------------|--------------|--------|")
+for op in ("get", "put"):
+    for size in (2097152, 33554432):
+        need = 1.2 if size == 2097152 else 1.5
+        sb = max([x for x in (g("strata", op, size, 16, 1), g("strata", op, size, 16, 2)) if x is not None], default=None)
+        cb = max([x for x in (g("ceiling", op, size, 1, 1), g("ceiling", op, size, 1, 2)) if x is not None], default=None)
+        ob = max([x for x in (g(sy, op, size, 16, c) for sy in ("redis", "memcached") for c in (1, 2)) if x is not None], default=None)
+        rc = sb / cb if sb and cb else None
+        rr = sb / ob if sb and ob else None
+        ok = rc is not None and rr is not None and rc >= 0.9 and rr >= need
+        print("| %-3s | %-7s | %11s | %9s | %9s | %9sx | %11sx | %s |" % (
+            op, size_name(size), fmt(sb, 11), fmt(cb, 9), fmt(ob, 9), fmt(rc, 9), fmt(rr, 11),
+            ("met" if ok else "NOT met") + " (0.9x, %.1fx)" % need))
+PY
