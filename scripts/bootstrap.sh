@@ -11,6 +11,8 @@ packages=(
   liblz4-dev       # NVMe-tier compression
   libssl-dev       # TLS and SHA-256
   python3          # the independent block-key reference (scripts/keyref.py) run by the tests
+  gcc              # the C ABI test program (Tests/CABI) is compiled by the tests
+  libc6-dev
 )
 
 missing=()

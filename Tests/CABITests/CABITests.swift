@@ -45,15 +45,18 @@ private final class LockedData: Sendable {
 private final class Collector: Sendable {
   private let buffer = LockedData()
   let pipe = Pipe()
+  /// Signalled whenever output arrives (or ends), so a waiter re-reads `text` instead of polling.
+  let arrived = DispatchSemaphore(value: 0)
 
   init() {
-    pipe.fileHandleForReading.readabilityHandler = { [buffer] handle in
+    pipe.fileHandleForReading.readabilityHandler = { [buffer, arrived] handle in
       let chunk = handle.availableData
       if chunk.isEmpty {
         handle.readabilityHandler = nil
       } else {
         buffer.data.withLock { $0.append(chunk) }
       }
+      arrived.signal()
     }
   }
 
@@ -80,10 +83,10 @@ private func run(_ executable: String, _ arguments: [String], timeout: Double = 
   process.standardOutput = out.pipe
   process.standardError = err.pipe
   process.standardInput = FileHandle.nullDevice
+  let ended = DispatchSemaphore(value: 0)
+  process.terminationHandler = { _ in ended.signal() }
   try process.run()
-  let deadline = Date().addingTimeInterval(timeout)
-  while process.isRunning && Date() < deadline { usleep(20_000) }
-  if process.isRunning {
+  if ended.wait(timeout: .now() + timeout) == .timedOut {
     kill(process.processIdentifier, SIGKILL)
     process.waitUntilExit()
     throw TimedOut(description: "\(executable) ran for more than \(timeout) s; it printed: \(out.text) \(err.text)")
@@ -136,7 +139,7 @@ private final class Node {
       process.executableURL = productsDirectory.appendingPathComponent("strata")
       process.arguments = [
         "serve", "--config", config.path, "--data-dir", directory.appendingPathComponent("data").path,
-        "--listen", listen, "--ram", "256MiB", "--nvme", "256MiB", "--ram-unlocked",
+        "--listen", listen, "--ram", "1GiB", "--nvme", "1GiB", "--ram-unlocked",
       ]
       let out = Collector()
       let err = Collector()
@@ -144,8 +147,8 @@ private final class Node {
       process.standardError = err.pipe
       process.standardInput = FileHandle.nullDevice
       try process.run()
-      let deadline = Date().addingTimeInterval(60)
-      while process.isRunning && Date() < deadline {
+      let deadline = DispatchTime.now() + 60
+      while process.isRunning {
         // "strata node ID listening on HOST:PORT" once it accepts connections.
         if let line = out.text.split(separator: "\n").first(where: { $0.contains(" listening on ") }),
           let found = line.split(separator: " ").last
@@ -155,7 +158,7 @@ private final class Node {
           address = String(found)
           return
         }
-        usleep(20_000)
+        if out.arrived.wait(timeout: deadline) == .timedOut { break }
       }
       if process.isRunning { kill(process.processIdentifier, SIGKILL) }
       process.waitUntilExit()
@@ -171,10 +174,14 @@ private final class Node {
   func stop() -> (status: Int32, exited: Bool)? {
     defer { try? FileManager.default.removeItem(at: directory) }
     guard let process else { return nil }
+    let ended = DispatchSemaphore(value: 0)
+    let waiter = Thread {
+      process.waitUntilExit()
+      ended.signal()
+    }
+    waiter.start()
     kill(process.processIdentifier, SIGTERM)
-    let deadline = Date().addingTimeInterval(60)
-    while process.isRunning && Date() < deadline { usleep(20_000) }
-    if process.isRunning {
+    if ended.wait(timeout: .now() + 60) == .timedOut {
       kill(process.processIdentifier, SIGKILL)
       process.waitUntilExit()
       return nil
@@ -207,7 +214,7 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
 }
 
 @Suite struct CABITests {
-  /// The C program writes, reads back and byte-compares 300 blocks of 1 KiB to 2 MiB and checks
+  /// The C program writes, reads back and byte-compares 2,000 blocks of 1 KiB to 2 MiB and checks
   /// every other call; the node then stops cleanly on SIGTERM.
   @Test func cProgramAgainstARealNode() throws {
     let program = try compileCProgram("c_abi_test")
@@ -215,7 +222,7 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
     let node = try Node()
     let result: Finished
     do {
-      result = try run(program, [node.address, "300"])
+      result = try run(program, [node.address, "2000"])
     } catch {
       _ = node.stop()
       throw error
