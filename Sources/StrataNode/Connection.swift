@@ -317,7 +317,8 @@ struct Session {
       let id = BlockID(namespace: namespace!, key: item.key)
       let reservation: PutReservation?
       do {
-        reservation = try blocking(on: executor) { () throws(StrataError) in try await tiers.reserve(id, bytes: length) }
+        reservation = try blocking(on: executor) { () throws(StrataError) in try await tiers.reserve(id, bytes: length)
+        }
       } catch {
         try connection.socket.discard(length, scratch: scratch)
         outcomes.append(.noSpace)

@@ -29,10 +29,17 @@ extension NVMeTier {
     let tier = try NVMeTier(
       unformatted: devices, regionBytes: regionBytes, compression: compression, blockBytesMax: blockBytesMax,
       stagingBufferCount: stagingBufferCount)
+    for (readers, window) in [
+      (1, 4 << 20), (2, 4 << 20), (1, 8 << 20), (2, 8 << 20), (1, 2 << 20), (4, 2 << 20), (3, 4 << 20), (1, 4 << 20),
+      (2, 4 << 20),
+    ] {
+      let t0 = clock.now
+      let s = tier.scanAllRegions(ScanConfiguration(windowBytes: window, readersPerDevice: readers))
+      print(
+        "TEMP readers", readers, "window", window >> 20, "MiB:", clock.now - t0, s.reduce(0) { $0 + $1.records.count })
+    }
     let scans = tier.scanAllRegions(scan)
-    print("TEMP scan seconds", clock.now - start)
     let adopted = tier.log.withLock { $0.adopt(scans, sequenceFloor: wallClockNanoseconds()) }
-    print("TEMP adopted seconds", clock.now - start)
     var report = RecoveryReport()
     report.regionsScanned = scans.count
     report.corruptDropped = scans.reduce(0) { $0 + $1.corrupt } + adopted.unnamed
