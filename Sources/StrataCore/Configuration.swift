@@ -114,6 +114,25 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var leaseDuration: DurationSetting = DurationSetting(milliseconds: 30_000)
   }
 
+  /// Credentials: each token names the namespace its connections act in. No tokens means the
+  /// embedded default: one open namespace, `default`, whose clients may also delete.
+  public struct Auth: Hashable, Sendable {
+    public struct Token: Hashable, Sendable {
+      public var token: String
+      public var namespace: Namespace
+      /// May delete and evict blocks (admin-scoped operations).
+      public var admin: Bool
+
+      public init(token: String, namespace: Namespace, admin: Bool = false) {
+        self.token = token
+        self.namespace = namespace
+        self.admin = admin
+      }
+    }
+
+    public var tokens: [Token] = []
+  }
+
   public struct Cluster: Hashable, Sendable {
     public var peers: [HostPort] = []
     /// etcd endpoint URL (`http://HOST:PORT`); empty means no etcd.
@@ -136,6 +155,7 @@ public struct NodeConfiguration: Hashable, Sendable {
   public var nvme = NVMe()
   public var limits = Limits()
   public var cluster = Cluster()
+  public var auth = Auth()
 
   public init() {}
 
@@ -209,6 +229,14 @@ public struct NodeConfiguration: Hashable, Sendable {
           replicas <= cluster.peers.count + 1, "cluster.replicas",
           "\(replicas) replicas need at least \(replicas) nodes; \(cluster.peers.count + 1) configured")
       }
+    }
+    let tokens = auth.tokens.map(\.token)
+    check(Set(tokens).count == tokens.count, "auth.tokens", "a token is listed twice")
+    for (index, token) in auth.tokens.enumerated() {
+      check(
+        token.token.utf8.count >= 16, "auth.tokens[\(index)].token",
+        "at least 16 characters (a guessable token is no credential)")
+      check(token.token.utf8.count <= 4096, "auth.tokens[\(index)].token", "at most 4096 bytes")
     }
     if !cluster.etcd.isEmpty {
       check(

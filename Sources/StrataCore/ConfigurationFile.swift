@@ -53,6 +53,13 @@ extension NodeConfiguration {
     lines.append("  peers: [\(cluster.peers.map { quoted($0.description) }.joined(separator: ", "))]")
     lines.append("  etcd: \(quoted(cluster.etcd))")
     lines.append("  replicas: \(cluster.replicas.map(String.init) ?? "auto")")
+    lines.append("auth:")
+    lines.append("  tokens:\(auth.tokens.isEmpty ? " []" : "")")
+    for token in auth.tokens {
+      lines.append("    - token: \(quoted(token.token))")
+      lines.append("      namespace: \(quoted(token.namespace.name))")
+      lines.append("      admin: \(token.admin)")
+    }
     return lines.joined(separator: "\n") + "\n"
   }
 
@@ -68,7 +75,7 @@ private struct ConfigurationReader {
   mutating func read(_ root: Yams.Node, into config: inout NodeConfiguration) {
     let top = fields(
       root, "",
-      known: ["node", "listen", "data_dir", "ram", "nvme", "limits", "cluster"])
+      known: ["node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth"])
     if let node = top["node"] {
       let fields = fields(node, "node", known: ["id", "zone"])
       if let value = fields["id"].flatMap({ string($0, "node.id") }) { config.node.id = value }
@@ -125,6 +132,33 @@ private struct ConfigurationReader {
         parsed($0, "limits.lease_duration", DurationSetting.init(parsing:))
       }) {
         config.limits.leaseDuration = value
+      }
+    }
+    if let auth = top["auth"] {
+      let fields = fields(auth, "auth", known: ["tokens"])
+      if let tokens = fields["tokens"] {
+        if case .sequence(let items) = tokens {
+          for (index, item) in items.enumerated() {
+            let field = "auth.tokens[\(index)]"
+            let entry = self.fields(item, field, known: ["token", "namespace", "admin"])
+            guard let tokenNode = entry["token"], let namespaceNode = entry["namespace"] else {
+              if case .mapping = item { problem(field, item, "needs both token and namespace") }
+              continue
+            }
+            let admin = entry["admin"].flatMap { bool($0, "\(field).admin") } ?? false
+            if let token = string(tokenNode, "\(field).token"),
+              let namespace = parsed(
+                namespaceNode, "\(field).namespace",
+                { (text: String) throws(StrataError) in
+                  try Namespace(text)
+                })
+            {
+              config.auth.tokens.append(.init(token: token, namespace: namespace, admin: admin))
+            }
+          }
+        } else {
+          problem("auth.tokens", tokens, "expected a list of {token, namespace, admin}")
+        }
       }
     }
     if let cluster = top["cluster"] {

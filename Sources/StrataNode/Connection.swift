@@ -95,6 +95,8 @@ struct Session {
   let connection: Connection
   let server: NodeServer
   var namespace: Namespace?
+  /// May delete (admin-scoped).
+  var isAdmin = false
   var leases: [UInt64: BlockLease] = [:]
   var body: [UInt8] = []
   /// Where this connection's storage calls run (see `blocking`).
@@ -163,6 +165,9 @@ struct Session {
     case .getRequest(let request): try answerGet(request, header: header)
     case .putRequest(let request): try answerPut(request, header: header)
     case .deleteRequest(let request):
+      guard isAdmin else {
+        throw StrataError(.permissionDenied, "DELETE is admin-scoped: this connection's token is not an admin token")
+      }
       let removed = request.keys.map { key in
         let id = BlockID(namespace: namespace!, key: key)
         let present = server.tiers.lookup([id])[0] != nil
@@ -204,8 +209,10 @@ struct Session {
     let granted: Namespace
     if server.configuration.tokens.isEmpty {
       granted = .embeddedDefault
+      isAdmin = true
     } else if let mapped = server.configuration.tokens[String(decoding: hello.token, as: UTF8.self)] {
-      granted = mapped
+      granted = mapped.namespace
+      isAdmin = mapped.admin
     } else {
       try send(
         .error(.hello, ErrorBody(code: StrataError.Code.permissionDenied.number, message: "unknown token")), to: header)

@@ -32,17 +32,17 @@ public struct ServerConfiguration: Sendable {
   public var connectionsMax: Int
   public var inflightBytesMax: Int
   public var limits: WireLimits
-  /// Tokens and the namespace each maps to; empty means the embedded default's one open namespace.
-  public var tokens: [String: Namespace]
+  /// Tokens and what each grants; empty means the embedded default's one open namespace (admin).
+  public var tokens: [String: NodeConfiguration.Auth.Token]
 
-  public init(_ node: NodeConfiguration, nodeID: String, tokens: [String: Namespace] = [:]) {
+  public init(_ node: NodeConfiguration, nodeID: String) {
     listen = node.listen
     self.nodeID = nodeID
     connectionsMax = node.limits.connectionsMax
     inflightBytesMax = Int(node.limits.inflightBytesMax.bytes)
     // A frame carries at most one batch: bounded by the per-connection in-flight limit.
     limits = WireLimits(payloadBytesMax: node.limits.inflightBytesPerConnectionMax.bytes)
-    self.tokens = tokens
+    tokens = Dictionary(node.auth.tokens.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
   }
 }
 

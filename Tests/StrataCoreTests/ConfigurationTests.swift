@@ -50,6 +50,10 @@ import Testing
         cluster:
           peers: ["10.0.0.2:7400", "node3:7400"]
           replicas: 2
+        auth:
+          tokens:
+            - {token: "tenant-a-secret-0001", namespace: tenant-a}
+            - {token: "operator-secret-0002", namespace: ops, admin: true}
         """)
     #expect(config.node.id == "n1" && config.node.zone == "z1")
     #expect(config.listen == HostPort(host: "::1", port: 7500))
@@ -58,6 +62,7 @@ import Testing
     #expect(config.nvme.admission == .always && config.nvme.compression == .lz4)
     #expect(config.limits.connectionsMax == 1000 && config.limits.leaseDuration.milliseconds == 250)
     #expect(config.cluster.mode == .staticPeers && config.cluster.replicas == 2)
+    #expect(config.auth.tokens.count == 2 && config.auth.tokens[1].admin && !config.auth.tokens[0].admin)
     #expect(config.problems(on: machine).isEmpty)
     // What `config check --print` writes reads back to the same configuration.
     #expect(try NodeConfiguration(yaml: config.yaml) == config)
@@ -91,6 +96,9 @@ import Testing
     ("cluster: {etcd: 'localhost:2379'}", "cluster.etcd: 'localhost:2379' is not an http:// or https:// URL"),
     ("cluster: {peers: 'a:1'}", "cluster.peers: expected a list of HOST:PORT"),
     ("ram: 5", "ram: expected a mapping"),
+    ("auth: {tokens: [{token: short, namespace: a}]}", "auth.tokens[0].token: at least 16 characters"),
+    ("auth: {tokens: [{token: 0123456789abcdef, namespace: Bad}]}", "auth.tokens[0].namespace: namespace 'Bad'"),
+    ("auth: {tokens: [{token: 0123456789abcdef}]}", "auth.tokens[0]: needs both token and namespace"),
     ("- a\n- b", "(top level): expected a mapping"),
     ("ram: {capacity: 1GiB, capacity: 2GiB}", "not valid YAML"),
   ])

@@ -17,7 +17,7 @@ struct TestNode {
   let tiers: TierManager
   let server: NodeServer
 
-  init(ramBytes: Int = 64 << 20, connectionsMax: Int = 64, tokens: [String: Namespace] = [:]) throws {
+  init(ramBytes: Int = 64 << 20, connectionsMax: Int = 64, tokens: [NodeConfiguration.Auth.Token] = []) throws {
     tiers = try TierManager(
       configuration: TierConfiguration(
         ramBytes: ramBytes, blockBytesMax: 4 << 20, lockMemory: false, hugePages: false, admission: .never),
@@ -26,10 +26,11 @@ struct TestNode {
     node.listen = HostPort(host: "127.0.0.1", port: 0)
     node.limits.connectionsMax = connectionsMax
     node.limits.blockBytesMax = .mebibytes(4)
+    node.auth.tokens = tokens
     var logger = Logger(label: "test-node")
     logger.logLevel = .error
     server = try NodeServer(
-      configuration: ServerConfiguration(node, nodeID: "test", tokens: tokens), tiers: tiers, logger: logger)
+      configuration: ServerConfiguration(node, nodeID: "test"), tiers: tiers, logger: logger)
     server.start()
   }
 
@@ -192,12 +193,24 @@ let hello = HelloRequest(capabilities: [.tcp], frameBytesMax: 1 << 30, token: []
   }
 
   @Test func tokensMapToNamespacesAndUnknownTokensAreRefused() async throws {
-    let tenant = try Namespace("tenant-a")
-    let node = try TestNode(tokens: ["secret-a": tenant])
-    let good = node.client(connections: 1, token: "secret-a")
+    let tenantA = try Namespace("tenant-a")
+    let tenantB = try Namespace("tenant-b")
+    let node = try TestNode(tokens: [
+      .init(token: "secret-a-0123456789", namespace: tenantA),
+      .init(token: "secret-b-0123456789", namespace: tenantB, admin: true),
+    ])
+    let good = node.client(connections: 1, token: "secret-a-0123456789")
     defer { good.close() }
-    #expect(try await good.connect() == tenant)
-    let bad = node.client(connections: 1, token: "wrong")
+    #expect(try await good.connect() == tenantA)
+    // Tenants do not see each other's blocks, even under the same key.
+    _ = try await node.tiers.put(BlockID(namespace: tenantB, key: key(1)), bytes: [1, 2, 3])
+    #expect(try await good.lookup([key(1)]).tiers == [.absent])
+    // DELETE is admin-scoped.
+    await #expect(throws: StrataError.self) { _ = try await good.delete([key(1)]) }
+    let admin = node.client(connections: 1, token: "secret-b-0123456789")
+    defer { admin.close() }
+    #expect(try await admin.delete([key(1)]) == [true])
+    let bad = node.client(connections: 1, token: "wrong-token-0123456789")
     defer { bad.close() }
     await #expect(throws: StrataError.self) { try await bad.connect() }
   }
