@@ -105,14 +105,15 @@ let package = Package(
       swiftSettings: strictSwift),
 
     // MARK: Tests
+    .target(name: "StrataTestKit", path: "Sources/StrataTestKit", swiftSettings: strictSwift),
     .testTarget(
-      name: "StrataCoreTests", dependencies: ["StrataCore"], path: "Tests/StrataCoreTests",
+      name: "StrataCoreTests", dependencies: ["StrataCore", "StrataTestKit"], path: "Tests/StrataCoreTests",
       swiftSettings: strictSwift),
     .testTarget(
-      name: "StrataStorageTests", dependencies: ["StrataStorage", "StrataCore"],
+      name: "StrataStorageTests", dependencies: ["StrataStorage", "StrataCore", "StrataTestKit"],
       path: "Tests/StrataStorageTests", swiftSettings: strictSwift),
     .testTarget(
-      name: "StrataWireTests", dependencies: ["StrataWire", "StrataCore"],
+      name: "StrataWireTests", dependencies: ["StrataWire", "StrataCore", "StrataTestKit"],
       path: "Tests/StrataWireTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataNodeTests",

@@ -1,4 +1,5 @@
 import StrataCore
+import StrataTestKit
 import Testing
 
 @Suite struct CRC32CTests {

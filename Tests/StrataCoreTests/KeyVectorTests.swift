@@ -2,6 +2,7 @@
 
 import Foundation
 import StrataCore
+import StrataTestKit
 import Testing
 
 struct KeyCase: Codable {

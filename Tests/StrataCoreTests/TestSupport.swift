@@ -1,6 +1,7 @@
 // Helpers shared by the Core tests: the package root, fixtures, a seeded generator, subprocesses.
 
 import Foundation
+import StrataTestKit
 
 enum TestPaths {
   /// The package root, found from this file's location (Tests/StrataCoreTests/...).
@@ -9,19 +10,6 @@ enum TestPaths {
 
   static func fixture(_ name: String) -> URL {
     packageRoot.appendingPathComponent("Tests/Fixtures").appendingPathComponent(name)
-  }
-}
-
-/// SplitMix64: a tiny seeded generator, so failures replay from the printed seed.
-struct SplitMix64: RandomNumberGenerator {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
   }
 }
 

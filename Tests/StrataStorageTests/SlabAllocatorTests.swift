@@ -2,20 +2,8 @@
 // classes, a seeded random workload checked for disjoint slots, and the programmer-error traps.
 
 import StrataStorage
+import StrataTestKit
 import Testing
-
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, seedable, reproducible.
-private struct SplitMix64: RandomNumberGenerator {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
 
 private let kibibyte = 1 << 10
 private let mebibyte = 1 << 20

@@ -2,19 +2,7 @@
 
 import StrataCore
 import StrataStorage
-
-/// SplitMix64: a tiny seeded generator, so a failing run replays from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
+import StrataTestKit
 
 /// A deterministic payload for block `seed`, `bytes` long (xorshift: incompressible).
 func testPayload(_ seed: Int, bytes: Int) -> [UInt8] {

@@ -2,6 +2,7 @@
 // admission, demotion and promotion, leases, faults, warm restart, and a model-checked random run.
 
 import StrataCore
+import StrataTestKit
 import Testing
 
 @testable import StrataStorage
@@ -257,7 +258,7 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
   /// capacity limits hold throughout. Block n always has the same bytes (content addressing).
   @Test(arguments: [UInt64(1), 2])
   func randomOperationsAgreeWithAModel(seed: UInt64) async throws {
-    var random = SeededGenerator(seed: seed)
+    var random = SplitMix64(seed: seed)
     let sizes = [4096, 10_000, 65536, 200_000, 256 << 10]
     let blocks = (0..<40).map { testPayload($0, bytes: sizes[$0 % sizes.count]) }
     var fixture = try TierFixture(ramBytes: 2 << 20, nvmeBytes: 8 << 20, admission: .always)

@@ -2,6 +2,7 @@
 // chunks, and as exact reads with the payload received "directly"; all must see the same frames.
 
 import StrataCore
+import StrataTestKit
 import StrataWire
 import Testing
 

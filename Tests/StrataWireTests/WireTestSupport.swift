@@ -3,20 +3,8 @@
 
 import Foundation
 import StrataCore
+import StrataTestKit
 import StrataWire
-
-/// SplitMix64: a tiny seeded generator, so failures replay from the printed seed.
-struct SplitMix64: RandomNumberGenerator {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
 
 enum WireTestPaths {
   /// The package root, found from this file's location (Tests/StrataWireTests/...).
