@@ -2,6 +2,7 @@
 // and the LZ4 codec's contract (kept only when it saves, never decodes garbage into success).
 
 import StrataCore
+import StrataTestKit
 import Testing
 
 @testable import StrataStorage

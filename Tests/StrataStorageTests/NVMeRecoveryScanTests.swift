@@ -4,6 +4,7 @@
 // walk finds exactly what a walk reading one record at a time finds.
 
 import StrataCore
+import StrataTestKit
 import Synchronization
 import Testing
 

@@ -4,6 +4,7 @@
 import Dispatch
 import Foundation
 import StrataCore
+import StrataTestKit
 import Synchronization
 import Testing
 

@@ -308,24 +308,7 @@ public final class NVMeTier: Sendable {
     UnsafeMutableRawBufferPointer(rebasing: body[storedBytes..<(recordBytes - headerBytes)])
       .initializeMemory(as: UInt8.self, repeating: 0)
 
-    var reservation: Reservation? = nil
-    var victim: Int? = nil
-    // Each pass either reserves or reclaims one region; a region count of passes always suffices
-    // unless other threads keep taking what this one frees.
-    for _ in 0...log.withLock({ $0.regions.count }) {
-      switch log.withLock({ $0.reserve(recordBytes: recordBytes, mayReclaim: true) }) {
-      case .reserved(let granted, let reclaim):
-        reservation = granted
-        victim = reclaim
-      case .mustReclaim(let region):
-        reclaim(region)
-        continue
-      case .busy:
-        break
-      }
-      break
-    }
-    guard let reservation else {
+    guard let (reservation, victim) = reserveRecord(bytes: recordBytes) else {
       log.withLock { log in
         log.withdraw(key)
         log.counters.admissionsRefused += 1
@@ -470,24 +453,24 @@ public final class NVMeTier: Sendable {
     return removed
   }
 
+  /// Space for one record of `bytes` in the open region, and a region the caller must reclaim
+  /// after writing (if any); nil when no region is free while another thread reclaims one. Each
+  /// pass either reserves or reclaims one region; a region count of passes always suffices unless
+  /// other threads keep taking what this one frees.
+  private func reserveRecord(bytes: Int) -> (Reservation, Int?)? {
+    for _ in 0...log.withLock({ $0.regions.count }) {
+      switch log.withLock({ $0.reserve(recordBytes: bytes, mayReclaim: true) }) {
+      case .reserved(let granted, let reclaim): return (granted, reclaim)
+      case .mustReclaim(let region): reclaim(region)
+      case .busy: return nil
+      }
+    }
+    return nil
+  }
+
   private func writeTombstone(_ id: BlockID) {
     let lease = pool.lease()
-    var reservation: Reservation? = nil
-    var victim: Int? = nil
-    for _ in 0...log.withLock({ $0.regions.count }) {
-      switch log.withLock({ $0.reserve(recordBytes: alignmentBytes, mayReclaim: true) }) {
-      case .reserved(let granted, let reclaim):
-        reservation = granted
-        victim = reclaim
-      case .mustReclaim(let region):
-        reclaim(region)
-        continue
-      case .busy:
-        break
-      }
-      break
-    }
-    guard let reservation else {
+    guard let (reservation, victim) = reserveRecord(bytes: alignmentBytes) else {
       log.withLock { $0.counters.admissionsRefused += 1 }
       return
     }
@@ -714,8 +697,8 @@ public final class NVMeTier: Sendable {
 /// read. Each read fetches what was asked for and, ahead of it, up to the window's size: the first
 /// read of a region is one alignment block (a free region costs no more than a header read), and
 /// each later read is 8 times larger than the one before, so a region of small records costs a few
-/// large sequential reads, and the bytes read beyond a region's last record are at most about what
-/// its records took. Should a read ahead fail, the reader falls back to reading only what is asked
+/// large sequential reads, while the bytes read beyond a region's last record stay below one window
+/// and about 8 times what its records took. Should a read ahead fail, the reader falls back to reading only what is asked
 /// for, for the rest of the region, so an I/O error ends the walk at the very record it hits.
 struct RegionReader {
   static let readGrowth = 8
