@@ -9,7 +9,7 @@
 # Usage: scripts/bench-dataplane.sh [STRATA_BIN] [REPEATS=3] [SECONDS=2]
 #   STRATA_BIN defaults to .build/release/strata (built with `swift build -c release` if missing).
 #   One round is 84 timed runs of SECONDS each plus ~1.5 min of setup (preloads, process starts,
-#   32 MiB requests running past the deadline): with the defaults ~13 minutes on a quiet 2-core VM
+#   32 MiB requests running past the deadline): with the defaults ~12 minutes on a quiet 2-core VM
 #   (SECONDS=3 takes ~17).
 # Everything listens on 127.0.0.1 only; every server started here is stopped on exit.
 # Needs gcc and python3; installs redis-server and memcached with apt-get if missing.
@@ -45,17 +45,17 @@ fi
 
 work=$(mktemp -d /tmp/strata-dataplane.XXXXXX)
 pids=()
+strata_pid=
+stop_pid() { # PID: SIGTERM, wait (strata serve writes its RAM blocks to NVMe first), then SIGKILL
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 150); do kill -0 "$1" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
   local pid
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    # strata serve writes its RAM blocks to NVMe on SIGTERM: give it a while, then kill.
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  [[ -n "$strata_pid" ]] && stop_pid "$strata_pid"
+  for pid in "${pids[@]}"; do stop_pid "$pid"; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -83,18 +83,29 @@ gcc -O2 -pthread -o "$work/loopback_ceiling" "$shared/loopback_ceiling.c"
 gcc -O2 -pthread -o "$work/kv_bench" "$repo/scripts/bench/kv_bench.c"
 
 # --- start the servers ---
+# strata serve, restarted empty when a GET working set would not fit next to what it holds:
+# bench GET writes its working set first and reads it back, and on a full RAM tier S3-FIFO
+# rightly evicts a just-written, never-read working set before it is read (the run then fails
+# with `missing`). `strata_held` tracks what the node holds (PUT runs fill it).
 free_port; strata_port=$port
-mkdir -p "$work/strata"
-"$strata" serve --data-dir "$work/strata" --listen "127.0.0.1:$strata_port" --ram 3GiB --nvme 256MiB \
-  --ram-unlocked >"$work/strata.log" 2>&1 &
-pids+=($!)
-strata_pid=$!
-for _ in $(seq 600); do
-  grep -q "listening on" "$work/strata.log" && break
-  kill -0 "$strata_pid" 2>/dev/null || { echo "strata serve exited:" >&2; cat "$work/strata.log" >&2; exit 1; }
-  sleep 0.1
-done
-grep -q "listening on" "$work/strata.log" || { echo "strata serve did not start:" >&2; cat "$work/strata.log" >&2; exit 1; }
+strata_held=0
+strata_restarts=0
+start_strata() {
+  if [[ -n "$strata_pid" ]]; then stop_pid "$strata_pid"; strata_restarts=$((strata_restarts + 1)); fi
+  rm -rf "$work/strata"
+  mkdir -p "$work/strata"
+  "$strata" serve --data-dir "$work/strata" --listen "127.0.0.1:$strata_port" --ram 3GiB --nvme 256MiB \
+    --ram-unlocked >"$work/strata.log" 2>&1 &
+  strata_pid=$!
+  for _ in $(seq 1200); do
+    grep -q "listening on" "$work/strata.log" && break
+    kill -0 "$strata_pid" 2>/dev/null || { echo "strata serve exited:" >&2; cat "$work/strata.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  grep -q "listening on" "$work/strata.log" || { echo "strata serve did not start:" >&2; cat "$work/strata.log" >&2; exit 1; }
+  strata_held=0
+}
+start_strata
 
 free_port; ceiling_port=$port
 "$work/loopback_ceiling" server "$ceiling_port" 256 >"$work/ceiling.log" 2>&1 &
@@ -128,29 +139,43 @@ for round in $(seq "$repeats"); do
   for op in "${ops[@]}"; do
     for size in "${sizes[@]}"; do
       for conns in 1 2; do
-        line=$("$work/loopback_ceiling" client "$ceiling_port" "$size" "$duration" "$conns" "$op" 1 256 | tail -1)
-        record ceiling "$round" "$line"
+        if line=$("$work/loopback_ceiling" client "$ceiling_port" "$size" "$duration" "$conns" "$op" 1 256 | tail -1); then
+          record ceiling "$round" "$line"
+        else
+          echo "round $round: loopback_ceiling $op $size x$conns FAILED" >&2
+        fi
         for batch in 1 16; do
-          # GET first writes a working set of 4 batches per connection: skip what exceeds the RAM tier.
-          if [[ $op == get ]] && ((4 * batch * conns * size > ram_bytes)); then
+          preload=$((4 * batch * conns * size))
+          if [[ $op == get ]] && ((preload > ram_bytes * 3 / 4)); then
             echo "round $round: skip strata $op $size x$batch x$conns (working set over RAM)" >&2
           else
-            line=$("$strata" bench --node "127.0.0.1:$strata_port" --op "$op" --size "$size" --batch "$batch" \
-              --connections "$conns" --seconds "$duration" --json | tail -1)
-            record strata "$round" "$line"
+            if [[ $op == get ]] && ((strata_held + preload > ram_bytes * 4 / 5)); then
+              start_strata
+            fi
+            if line=$("$strata" bench --node "127.0.0.1:$strata_port" --op "$op" --size "$size" --batch "$batch" \
+              --connections "$conns" --seconds "$duration" --json 2>"$work/bench.err" | tail -1); then
+              record strata "$round" "$line"
+            else
+              echo "round $round: strata bench $op $size x$batch x$conns FAILED: $(head -c 300 "$work/bench.err")" >&2
+            fi
+            if [[ $op == get ]]; then strata_held=$((strata_held + preload)); else strata_held=$ram_bytes; fi
           fi
           kv_op=$op; [[ $op == put ]] && kv_op=set
-          line=$("$work/kv_bench" redis "$redis_port" "$size" "$duration" "$conns" "$kv_op" "$batch" 256 | tail -1)
-          record redis "$round" "$line"
-          line=$("$work/kv_bench" memcached "$memcached_port" "$size" "$duration" "$conns" "$kv_op" "$batch" 256 | tail -1)
-          record memcached "$round" "$line"
+          for kv in redis memcached; do
+            kv_port=${kv}_port
+            if line=$("$work/kv_bench" "$kv" "${!kv_port}" "$size" "$duration" "$conns" "$kv_op" "$batch" 256 | tail -1); then
+              record "$kv" "$round" "$line"
+            else
+              echo "round $round: kv_bench $kv $kv_op $size x$batch x$conns FAILED" >&2
+            fi
+          done
           echo "round $round: $op $size x$batch x$conns done ($(($(date +%s) - started))s)" >&2
         done
       done
     done
   done
 done
-echo "load after: $(uptime); total $(($(date +%s) - started))s" >&2
+echo "load after: $(uptime); total $(($(date +%s) - started))s; strata serve restarted $strata_restarts time(s)" >&2
 [[ -n "${KEEP_RESULTS:-}" ]] && cp "$results" "$KEEP_RESULTS"
 
 # --- table ---
