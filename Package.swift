@@ -128,7 +128,8 @@ let package = Package(
       path: "Tests/SystemLibraryTests",
       swiftSettings: strictSwift),
     .testTarget(
-      name: "CLITests", dependencies: ["StrataCore", "StrataClient", "StrataWire", "StrataTCP", "strata"],
+      name: "CLITests",
+      dependencies: ["StrataCore", "StrataClient", "StrataWire", "StrataTCP", "StrataTestKit", "strata"],
       path: "Tests/CLITests",
       swiftSettings: strictSwift),
   ],

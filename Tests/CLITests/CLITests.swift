@@ -1,6 +1,7 @@
 // Runs the built `strata` executable as a person or a script would, and checks what it prints.
 
 import Foundation
+import StrataTestKit
 import Testing
 
 /// The `strata` executable built beside this test bundle (override with STRATA_BIN).
@@ -25,28 +26,8 @@ func strata(_ arguments: String..., input: String? = nil) throws -> Run {
 }
 
 func strata(_ arguments: [String], input: String? = nil) throws -> Run {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: strataExecutable)
-  process.arguments = arguments
-  let out = Pipe()
-  let err = Pipe()
-  let stdin = Pipe()
-  process.standardOutput = out
-  process.standardError = err
-  process.standardInput = stdin
-  try process.run()
-  let group = DispatchGroup()
-  nonisolated(unsafe) var outData = Data()
-  nonisolated(unsafe) var errData = Data()
-  DispatchQueue.global().async(group: group) { outData = out.fileHandleForReading.readDataToEndOfFile() }
-  DispatchQueue.global().async(group: group) { errData = err.fileHandleForReading.readDataToEndOfFile() }
-  if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-  try stdin.fileHandleForWriting.close()
-  group.wait()
-  process.waitUntilExit()
-  return Run(
-    status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-    stderr: String(decoding: errData, as: UTF8.self))
+  let result = try runProcess(strataExecutable, arguments, input: input.map { Data($0.utf8) })
+  return Run(status: result.status, stdout: result.stdoutText, stderr: result.stderrText)
 }
 
 func temporaryFile(_ name: String, _ contents: String) throws -> String {
