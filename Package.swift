@@ -72,9 +72,22 @@ let package = Package(
       path: "Sources/StrataNode",
       swiftSettings: strictSwift),
     .target(
+      name: "StrataPlacement",
+      dependencies: ["StrataCore"],
+      path: "Sources/StrataPlacement",
+      swiftSettings: strictSwift),
+    .target(
       name: "StrataClient",
-      dependencies: ["StrataCore", "StrataWire", "StrataTCP"],
+      dependencies: ["StrataCore", "StrataPlacement", "StrataWire", "StrataTCP"],
       path: "Sources/StrataClient",
+      swiftSettings: strictSwift),
+    .target(
+      name: "StrataCluster",
+      dependencies: [
+        "StrataCore", "StrataPlacement", "StrataStorage", "StrataNode", "StrataClient", "StrataWire",
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Sources/StrataCluster",
       swiftSettings: strictSwift),
     .target(
       name: "StrataClientC",
@@ -84,7 +97,7 @@ let package = Package(
     .executableTarget(
       name: "strata",
       dependencies: [
-        "StrataCore", "StrataStorage", "StrataNode", "StrataWire", "StrataClient",
+        "StrataCore", "StrataStorage", "StrataNode", "StrataWire", "StrataClient", "StrataPlacement", "StrataCluster",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],

@@ -14,6 +14,12 @@ struct NodeOptions: ParsableArguments {
   @Option(help: "The node, HOST:PORT.")
   var node: String = "127.0.0.1:\(NodeConfiguration.defaultPort)"
 
+  @Option(
+    help: ArgumentHelp(
+      "Nodes of a cluster, HOST:PORT,HOST:PORT…: the ring is fetched from them and every key goes to its owners.",
+      valueName: "seeds"))
+  var seeds: String?
+
   @Option(help: "Credentials the node maps to a namespace.")
   var token: String = ""
 
@@ -24,19 +30,38 @@ struct NodeOptions: ParsableArguments {
   var json = false
 
   func client(connections: Int = 1) throws(StrataError) -> StrataClient {
-    let address: HostPort
-    do {
-      address = try HostPort(parsing: node)
-    } catch {
-      throw StrataError(.invalidArgument, "--node: \(error.message)")
+    var configuration: StrataClient.Configuration
+    if let seeds {
+      configuration = StrataClient.Configuration(seeds: try parseSeeds(seeds))
+    } else {
+      let address: HostPort
+      do {
+        address = try HostPort(parsing: node)
+      } catch {
+        throw StrataError(.invalidArgument, "--node: \(error.message)")
+      }
+      configuration = StrataClient.Configuration(node: address)
     }
-    var configuration = StrataClient.Configuration(node: address)
     configuration.token = token
     configuration.timeoutMilliseconds = timeoutMs
     configuration.connections = connections
     configuration.clientName = "strata-cli"
     return StrataClient(configuration)
   }
+}
+
+/// A comma-separated list of HOST:PORT (at least one).
+func parseSeeds(_ text: String, flag: String = "--seeds") throws(StrataError) -> [HostPort] {
+  var seeds: [HostPort] = []
+  for part in text.split(separator: ",") where !part.isEmpty {
+    do {
+      seeds.append(try HostPort(parsing: String(part)))
+    } catch {
+      throw StrataError(.invalidArgument, "\(flag): \(error.message)")
+    }
+  }
+  guard !seeds.isEmpty else { throw StrataError(.invalidArgument, "\(flag): give at least one HOST:PORT") }
+  return seeds
 }
 
 func parseKeys(_ texts: [String]) throws(StrataError) -> [BlockKey] {

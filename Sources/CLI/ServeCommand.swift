@@ -6,6 +6,7 @@
 import ArgumentParser
 import Dispatch
 import Logging
+import StrataCluster
 import StrataCore
 import StrataNode
 import StrataStorage
@@ -40,6 +41,24 @@ struct Serve: AsyncParsableCommand {
   @Flag(help: "Do not lock the RAM arena in memory (no CAP_IPC_LOCK needed; it may be swapped).")
   var ramUnlocked = false
 
+  @Option(help: "Static cluster: the members' data-plane addresses, HOST:PORT,HOST:PORT…")
+  var peers: String?
+
+  @Option(help: "etcd membership: the etcd endpoint, http://HOST:PORT.")
+  var etcd: String?
+
+  @Option(help: "Replication factor (default: 2 with at least two nodes, else 1).")
+  var replicas: Int?
+
+  @Option(help: "This node's failure domain; replicas go to distinct zones.")
+  var zone: String?
+
+  @Option(help: "This node's id (default: the host name).")
+  var nodeId: String?
+
+  @Option(help: "The data-plane HOST:PORT peers and clients reach this node at (default: the listen address).")
+  var advertise: String?
+
   @Flag(help: "Print the resolved configuration and exit without opening storage.")
   var dryRun = false
 
@@ -61,6 +80,25 @@ struct Serve: AsyncParsableCommand {
       let nodeID = settings.node.id.isEmpty ? hostName() : settings.node.id
       let server = try NodeServer(
         configuration: ServerConfiguration(settings, nodeID: nodeID), tiers: tiers, logger: logger)
+      var cluster: ClusterNode?
+      if settings.cluster.mode != .single {
+        let advertised = settings.cluster.advertise ?? server.address
+        guard advertised.host != "0.0.0.0" && advertised.host != "::" else {
+          throw StrataError(
+            .invalidConfiguration,
+            "cluster.advertise: the node listens on \(server.address); give the address peers and clients reach it at (--advertise HOST:PORT)"
+          )
+        }
+        let node = ClusterNode(
+          settings: ClusterNode.Settings(
+            configuration: settings, nodeID: nodeID, advertise: advertised,
+            capacityBytes: UInt64(stats.ramCapacityBytes + stats.nvmeCapacityBytes)),
+          tiers: tiers, logger: logger)
+        node.setOnDrained { signals.trigger("drained") }
+        server.cluster = node
+        try node.start()
+        cluster = node
+      }
       server.start()
       logger.info("listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)"])
       print("strata node \(nodeID) listening on \(server.address)")
@@ -68,6 +106,7 @@ struct Serve: AsyncParsableCommand {
       let demoter = Task { await tiers.run() }
       let signal = await signals.wait()
       logger.info("stopping", metadata: ["signal": "\(signal)"])
+      cluster?.stop(deregister: false)
       server.stop()
       tiers.shutdown()
       await demoter.value
@@ -94,6 +133,15 @@ struct Serve: AsyncParsableCommand {
       settings.nvme.defaultCapacity = try flag("--nvme") { () throws(StrataError) in try ByteSize(parsing: nvme) }
     }
     if ramUnlocked { settings.ram.lock = false }
+    if let peers { settings.cluster.peers = try parseSeeds(peers, flag: "--peers") }
+    if let etcd { settings.cluster.etcd = etcd }
+    if let replicas { settings.cluster.replicas = replicas }
+    if let zone { settings.node.zone = zone }
+    if let nodeId { settings.node.id = nodeId }
+    if let advertise {
+      settings.cluster.advertise = try flag("--advertise") { () throws(StrataError) in try HostPort(parsing: advertise)
+      }
+    }
     try settings.validate(on: thisMachine())
     return settings
   }
@@ -113,10 +161,15 @@ final class TerminationSignals: @unchecked Sendable {
   // @unchecked: `sources` is written once in init and only kept alive afterwards; the stream is Sendable.
   private let received: AsyncStream<String>
   private let sources: [any DispatchSourceSignal]
+  private let continuation: AsyncStream<String>.Continuation
+
+  /// Ends `wait()` as a signal would (a drained node stops itself this way).
+  func trigger(_ reason: String) { continuation.yield(reason) }
 
   init() {
     let (stream, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingOldest(1))
     received = stream
+    self.continuation = continuation
     let queue = DispatchQueue(label: "strata.signals")
     sources = [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")].map { number, name in
       signal(number, SIG_IGN)

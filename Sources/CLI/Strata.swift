@@ -18,8 +18,8 @@ struct Strata: AsyncParsableCommand {
       """,
     version: StrataVersion.current,
     subcommands: [
-      Serve.self, Put.self, Get.self, Lookup.self, Stat.self, Bench.self, Hash.self, ConfigCommand.self, Debug.self,
-      Version.self,
+      Serve.self, Put.self, Get.self, Lookup.self, Stat.self, Bench.self, ClusterCommand.self, Drain.self, Hash.self,
+      ConfigCommand.self, Debug.self, Version.self,
     ]
   )
 }

@@ -20,10 +20,12 @@ final class ClientConnection: @unchecked Sendable {
   private var body: [UInt8] = []
   private let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.byteCount, alignment: 8)
   private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 4096)
+  private let epochs: EpochTracker
 
-  init(address: HostPort, configuration: StrataClient.Configuration, index: Int) {
+  init(address: HostPort, configuration: StrataClient.Configuration, index: Int, epochs: EpochTracker) {
     self.address = address
     self.configuration = configuration
+    self.epochs = epochs
     queue = DispatchQueue(label: "strata.client.\(address).\(index)")
   }
 
@@ -43,9 +45,7 @@ final class ClientConnection: @unchecked Sendable {
           try self.connectIfNeeded()
           continuation.resume(returning: .success(try work(self)))
         } catch {
-          if error.code == .unavailable || error.code == .timeout || error.code == .ioError
-            || error.code == .protocolError
-          {
+          if error.isTransportFailure || error.code == .protocolError {
             self.socket = nil
           }
           continuation.resume(returning: .failure(error))
@@ -71,9 +71,10 @@ final class ClientConnection: @unchecked Sendable {
     let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: configuration.timeoutMilliseconds)
     self.socket = socket
     let hello = HelloRequest(
-      capabilities: [.tcp, .leases], frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
+      capabilities: configuration.isPeer ? [.tcp, .leases, .peer] : [.tcp, .leases],
+      frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
       clientName: configuration.clientName)
-    let (_, message) = try exchange(hello.wireMessage, payload: []) { _, _ throws(StrataError) in }
+    let (_, message) = try exchange(hello.wireMessage, payload: [], ringEpoch: 0) { _, _ throws(StrataError) in }
     guard case .helloResponse(let response) = message else {
       throw StrataError(.protocolError, "\(address) answered HELLO with \(message.opcode)")
     }
@@ -84,19 +85,20 @@ final class ClientConnection: @unchecked Sendable {
   /// Sends one request (header, body, then `payload` straight from its buffers) and reads the
   /// response header and body; `receivePayload` then reads the response's payload, if any.
   func exchange(
-    _ request: WireMessage, payload: [UnsafeRawBufferPointer],
+    _ request: WireMessage, payload: [UnsafeRawBufferPointer], ringEpoch: UInt64,
     receivePayload: (FrameHeader, WireMessage) throws(StrataError) -> Void
   ) throws(StrataError) -> (FrameHeader, WireMessage) {
     guard let socket else { throw StrataError(.unavailable, "not connected to \(address)") }
     let requestID = nextRequestID
     nextRequestID += 1
-    try socket.writeAll(request.frameBytes(requestID: requestID, ringEpoch: 0), then: payload)
+    try socket.writeAll(request.frameBytes(requestID: requestID, ringEpoch: ringEpoch), then: payload)
     try socket.readExactly(header)
     let responseHeader = try FrameHeader(decoding: UnsafeRawBufferPointer(header), limits: configuration.limits)
     guard responseHeader.requestID == requestID, responseHeader.direction == .response else {
       throw StrataError(
         .protocolError, "\(address) answered request \(requestID) with frame \(responseHeader.requestID)")
     }
+    epochs.observe(responseHeader.ringEpoch)
     let count = Int(responseHeader.bodyBytes)
     if body.count < count { body = [UInt8](repeating: 0, count: count) }
     var buffer: [UInt8] = []

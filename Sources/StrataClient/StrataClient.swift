@@ -1,8 +1,11 @@
-// StrataClient: what an inference worker links. Looks up how many leading blocks of a prefix a
-// node holds, reads blocks straight into registered memory and writes blocks from it, over a
-// small pool of connections, with timeouts and retries of these (idempotent) calls.
+// StrataClient: what an inference worker links. Looks up how many leading blocks of a prefix are
+// cached, reads blocks straight into registered memory and writes blocks from it, over a small
+// pool of connections per node, with timeouts and retries of these (idempotent) calls. Given seed
+// nodes instead of one node, it fetches the cluster's ring and routes every key to its owners
+// (ClusterRouting.swift).
 
 public import StrataCore
+public import StrataPlacement
 public import StrataWire
 import Synchronization
 
@@ -39,13 +42,19 @@ public struct RegionSlice: Sendable {
 
 public final class StrataClient: Sendable {
   public struct Configuration: Sendable {
+    /// The node to talk to; with `seeds`, only the first place to ask for the ring.
     public var node: HostPort
+    /// Nodes of a cluster: the client fetches the ring from the first that answers and routes each
+    /// key to its owners. Empty: every call goes to `node`.
+    public var seeds: [HostPort] = []
     /// Credentials; the node maps them to a namespace (the embedded default has one open namespace).
     public var token: String = ""
+    /// Connections per node.
     public var connections: Int = 2
     /// Bounds a connect and every read and write of a request.
     public var timeoutMilliseconds: UInt64 = 30_000
-    /// Further attempts of a call after a transport failure (all calls are idempotent).
+    /// Further attempts of a call on the same node after a transport failure (all calls are
+    /// idempotent). In a cluster a failed node's keys also go to their next owner.
     public var retries: Int = 2
     public var clientName: String = "strata-client"
     /// Verify each received block's CRC-32C before reporting it: a mismatch is `.corrupt`, never data.
@@ -54,11 +63,27 @@ public final class StrataClient: Sendable {
     public var batchBytesMax: Int = 64 << 20
     public var frameBytesMax: UInt64 = 1 << 30
     public var limits: WireLimits = .standard
+    /// In a cluster: ask a key's next owner when its owner answers "absent" (a node that was down
+    /// when the block was written, or one that joined since). Costs a round trip per true miss.
+    public var askReplicasOnMiss: Bool = true
+    /// How long a node that failed a call is skipped before it is tried again.
+    public var downMilliseconds: UInt64 = 1_000
+    /// Identifies the connections as a peer node's (replication, read-through, handoff).
+    public var isPeer: Bool = false
 
     public init(node: HostPort) { self.node = node }
+
+    /// A cluster client: the ring comes from the first of `seeds` that answers.
+    public init(seeds: [HostPort]) {
+      precondition(!seeds.isEmpty, "StrataClient.Configuration: a cluster client needs at least one seed")
+      node = seeds[0]
+      self.seeds = seeds
+    }
+
+    public var isCluster: Bool { !seeds.isEmpty }
   }
 
-  /// What a node holds of some keys.
+  /// What the nodes hold of some keys.
   public struct LookupResult: Sendable, Hashable {
     public var tiers: [BlockTier]
     /// How many leading keys are present: the prefix a worker can load instead of recomputing.
@@ -104,37 +129,39 @@ public final class StrataClient: Sendable {
   }
 
   public let configuration: Configuration
-  private let connections: [ClientConnection]
-  private let state = Mutex((next: 0, nextRegion: UInt64(1)))
+  let epochs = EpochTracker()
+  let routing: Mutex<RoutingState>
+  private let regions = Mutex(UInt64(1))
 
   public init(_ configuration: Configuration) {
     self.configuration = configuration
-    connections = (0..<max(1, configuration.connections)).map {
-      ClientConnection(address: configuration.node, configuration: configuration, index: $0)
-    }
+    routing = Mutex(RoutingState())
   }
 
-  /// Connects and says HELLO on every connection now (otherwise each connects on first use).
-  /// Returns the namespace the node granted.
+  /// Connects and says HELLO (every connection to the node; in a cluster, fetches the ring and
+  /// connects to every active member). Returns the namespace granted.
   @discardableResult
   public func connect() async throws(StrataError) -> Namespace {
+    guard configuration.isCluster else { return try await channel(configuration.node).connect() }
+    let ring = try await refreshRing()
     var namespace = Namespace.embeddedDefault
-    for connection in connections {
-      namespace = try await connection.perform { connection throws(StrataError) in connection.namespace! }
+    for member in ring.activeMembers {
+      namespace = try await channel(HostPort(parsing: member.address)).connect()
     }
     return namespace
   }
 
   /// Says GOODBYE and closes every connection.
   public func close() {
-    for connection in connections { connection.close() }
+    let channels = routing.withLock { Array($0.channels.values) }
+    for channel in channels { channel.close() }
   }
 
   /// Registers host memory for blocks to be read into or written from.
   public func register(_ buffer: UnsafeMutableRawBufferPointer) -> MemoryRegion {
-    let id = state.withLock { state -> UInt64 in
-      defer { state.nextRegion += 1 }
-      return state.nextRegion
+    let id = regions.withLock { next -> UInt64 in
+      defer { next += 1 }
+      return next
     }
     return MemoryRegion(id: id, base: buffer.baseAddress!, count: buffer.count)
   }
@@ -142,167 +169,63 @@ public final class StrataClient: Sendable {
   // MARK: Calls
 
   public func lookup(_ keys: [BlockKey], leaseMilliseconds: UInt32 = 0) async throws(StrataError) -> LookupResult {
-    let request = LookupRequest(keys: keys, leaseMilliseconds: leaseMilliseconds)
-    return try await call { connection throws(StrataError) in
-      let (_, message) = try connection.exchange(request.wireMessage, payload: []) { _, _ throws(StrataError) in }
-      guard case .lookupResponse(let response) = message else { throw unexpected(message) }
+    guard configuration.isCluster else {
+      let response = try await channel(configuration.node).lookup(
+        keys, leaseMilliseconds: leaseMilliseconds, ringEpoch: 0)
       return LookupResult(tiers: response.tiers, leadingRun: Int(response.leadingRun), leaseID: response.leaseID)
     }
+    return try await routedLookup(keys, leaseMilliseconds: leaseMilliseconds)
   }
 
   /// Reads blocks into their destinations. Batches larger than `batchBytesMax` of destination
-  /// space are split and the parts sent in parallel over the pool.
+  /// space are split and the parts sent in parallel; in a cluster, each owner gets its own part.
   public func get(_ items: [GetItem], leaseID: UInt64 = 0) async throws(StrataError) -> [GetResult] {
-    let parts = split(items, bytes: { $0.length.map(Int.init) ?? $0.destination.length })
-    if parts.count == 1 { return try await getBatch(items, leaseID: leaseID) }
-    return try await inParallel(parts) { part throws(StrataError) in try await self.getBatch(part, leaseID: leaseID) }
+    guard configuration.isCluster else {
+      return try await channel(configuration.node).get(items, leaseID: leaseID, ringEpoch: 0)
+    }
+    return try await routedGet(items, leaseID: leaseID)
   }
 
   public func put(_ items: [PutItem]) async throws(StrataError) -> [StrataWire.PutOutcome] {
-    let parts = split(items, bytes: { $0.source.length })
-    if parts.count == 1 { return try await putBatch(items) }
-    return try await inParallel(parts) { part throws(StrataError) in try await self.putBatch(part) }
+    guard configuration.isCluster else { return try await channel(configuration.node).put(items, ringEpoch: 0) }
+    return try await routedPut(items)
   }
 
+  /// Removes blocks (admin-scoped); in a cluster from every owner. True where a node held the block.
   public func delete(_ keys: [BlockKey]) async throws(StrataError) -> [Bool] {
-    let request = DeleteRequest(keys: keys)
-    return try await call { connection throws(StrataError) in
-      let (_, message) = try connection.exchange(request.wireMessage, payload: []) { _, _ throws(StrataError) in }
-      guard case .deleteResponse(let response) = message else { throw unexpected(message) }
-      return response.removed
-    }
+    guard configuration.isCluster else { return try await channel(configuration.node).delete(keys) }
+    return try await routedDelete(keys)
   }
 
-  /// The node's counters as a JSON object.
-  public func stat() async throws(StrataError) -> String {
-    try await call { connection throws(StrataError) in
-      let (_, message) = try connection.exchange(StatRequest().wireMessage, payload: []) { _, _ throws(StrataError) in }
-      guard case .statResponse(let response) = message else { throw unexpected(message) }
-      return response.json
-    }
+  /// A node's counters as a JSON object (`node`, or the first seed).
+  public func stat(node: HostPort? = nil) async throws(StrataError) -> String {
+    try await channel(node ?? configuration.node).stat()
   }
 
-  // MARK: Internals
-
-  private func getBatch(_ items: [GetItem], leaseID: UInt64) async throws(StrataError) -> [GetResult] {
-    let request = GetRequest(
-      items: items.map { GetRequest.Item(key: $0.key, offset: $0.blockOffset, length: $0.length ?? 0) },
-      leaseID: leaseID)
-    let verify = configuration.verifyChecksums
-    return try await call { connection throws(StrataError) in
-      var results: [GetResult] = []
-      _ = try connection.exchange(request.wireMessage, payload: []) { _, message throws(StrataError) in
-        guard case .getResponse(let response) = message, response.items.count == items.count else {
-          throw unexpected(message)
-        }
-        results.reserveCapacity(items.count)
-        for (item, answer) in zip(items, response.items) {
-          switch answer.status {
-          case .missing: results.append(.missing)
-          case .rangeOutOfBounds: results.append(.outOfRange)
-          case .corrupt: results.append(.corrupt)
-          case .ok:
-            let length = Int(answer.length)
-            guard length <= item.destination.length else {
-              try connection.discard(length)
-              results.append(.destinationTooSmall(length: length))
-              continue
-            }
-            let destination = UnsafeMutableRawBufferPointer(rebasing: item.destination.buffer[0..<length])
-            try connection.receive(into: destination)
-            if verify && CRC32C.checksum(UnsafeRawBufferPointer(destination)) != answer.checksum {
-              destination.initializeMemory(as: UInt8.self, repeating: 0)
-              results.append(.corrupt)
-            } else {
-              results.append(.ok(length: length))
-            }
-          }
-        }
-      }
-      return results
-    }
-  }
-
-  private func putBatch(_ items: [PutItem]) async throws(StrataError) -> [StrataWire.PutOutcome] {
-    let request = PutRequest(
-      items: items.map {
-        PutRequest.Item(
-          key: $0.key, length: UInt64($0.source.length),
-          checksum: CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer)))
-      })
-    nonisolated(unsafe) let payload = items.map { UnsafeRawBufferPointer($0.source.buffer) }
-    return try await call { connection throws(StrataError) in
-      let (_, message) = try connection.exchange(request.wireMessage, payload: payload) { _, _ throws(StrataError) in }
-      guard case .putResponse(let response) = message, response.outcomes.count == items.count else {
-        throw unexpected(message)
-      }
-      return response.outcomes
-    }
-  }
-
-  /// Runs a call on the next connection of the pool, retrying transport failures.
-  private func call<T: Sendable>(
-    _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
-  ) async throws(StrataError) -> T {
-    var attempt = 0
-    while true {
-      let connection = state.withLock { state -> ClientConnection in
-        defer { state.next = (state.next + 1) % connections.count }
-        return connections[state.next]
-      }
+  /// Sends a RING request (a cluster-module JSON body) to `node` (default: the first seed that
+  /// answers) and returns its answer.
+  public func ringCall(_ body: [UInt8], node: HostPort? = nil) async throws(StrataError) -> [UInt8] {
+    if let node { return try await channel(node).ring(body) }
+    var failure = StrataError(.unavailable, "no seed node given")
+    for seed in seedOrder() {
       do {
-        return try await connection.perform(work)
-      } catch {
-        let retryable = error.code == .unavailable || error.code == .timeout || error.code == .ioError
-        guard retryable, attempt < configuration.retries else { throw error }
-        attempt += 1
+        return try await channel(seed).ring(body)
+      } catch  where error.isTransportFailure {
+        failure = error
       }
     }
+    throw failure
   }
 
-  private func split<Item>(_ items: [Item], bytes: (Item) -> Int) -> [[Item]] {
-    var parts: [[Item]] = [[]]
-    var partBytes = 0
-    for item in items {
-      let size = bytes(item)
-      if !parts[parts.count - 1].isEmpty
-        && (partBytes + size > configuration.batchBytesMax
-          || parts[parts.count - 1].count >= configuration.limits.itemsPerBatchMax)
-      {
-        parts.append([])
-        partBytes = 0
-      }
-      parts[parts.count - 1].append(item)
-      partBytes += size
-    }
-    return parts
-  }
+  // MARK: Channels
 
-  private func inParallel<Item: Sendable, Result: Sendable>(
-    _ parts: [[Item]], _ body: @escaping @Sendable ([Item]) async throws(StrataError) -> [Result]
-  ) async throws(StrataError) -> [Result] {
-    let tasks = parts.map { part in
-      Task { () async -> Swift.Result<[Result], StrataError> in
-        do throws(StrataError) {
-          return .success(try await body(part))
-        } catch {
-          return .failure(error)
-        }
-      }
+  /// The connection pool of the node at `address`, made on first use.
+  func channel(_ address: HostPort) -> NodeChannel {
+    routing.withLock { state in
+      if let channel = state.channels[address] { return channel }
+      let channel = NodeChannel(address: address, configuration: configuration, epochs: epochs)
+      state.channels[address] = channel
+      return channel
     }
-    var results: [Result] = []
-    var failure: StrataError?
-    for task in tasks {
-      switch await task.value {
-      case .success(let part): results += part
-      case .failure(let error): failure = failure ?? error
-      }
-    }
-    if let failure { throw failure }
-    return results
   }
-}
-
-func unexpected(_ message: WireMessage) -> StrataError {
-  StrataError(.protocolError, "unexpected response: \(message.opcode) \(message.direction)")
 }

@@ -139,6 +139,18 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var etcd: String = ""
     /// Replication factor; nil means the default (2 with at least two nodes, else 1).
     public var replicas: Int? = nil
+    /// The data-plane address peers and clients use to reach this node; nil means `listen`.
+    public var advertise: HostPort? = nil
+    /// The etcd key prefix under which members register (one prefix per cluster).
+    public var etcdPrefix: String = "/strata/default/"
+    /// How long a member stays registered in etcd after it stops renewing its lease.
+    public var leaseTTL = DurationSetting(milliseconds: 10_000)
+    /// The most blocks waiting to be copied to replicas; further ones are dropped and counted.
+    public var replicationQueueMax: Int = 65_536
+    /// How long after a ring change a miss is read through from the key's previous owners.
+    public var fillWindow = DurationSetting(milliseconds: 600_000)
+    /// How often static peers are probed for health.
+    public var probeInterval = DurationSetting(milliseconds: 1_000)
 
     public var mode: MembershipMode {
       if !etcd.isEmpty { return .etcd }
@@ -229,6 +241,17 @@ public struct NodeConfiguration: Hashable, Sendable {
           replicas <= cluster.peers.count + 1, "cluster.replicas",
           "\(replicas) replicas need at least \(replicas) nodes; \(cluster.peers.count + 1) configured")
       }
+    }
+    check(
+      cluster.leaseTTL.milliseconds >= 2000 && cluster.leaseTTL.milliseconds % 1000 == 0, "cluster.lease_ttl",
+      "\(cluster.leaseTTL) must be whole seconds, at least 2s (etcd leases count seconds)")
+    check(cluster.replicationQueueMax >= 1, "cluster.replication_queue", "must be at least 1")
+    check(
+      cluster.etcdPrefix.hasPrefix("/") && cluster.etcdPrefix.hasSuffix("/") && cluster.etcdPrefix.count >= 2,
+      "cluster.etcd_prefix", "'\(cluster.etcdPrefix)' must start and end with '/' (like /strata/prod/)")
+    check(cluster.probeInterval.milliseconds >= 50, "cluster.probe_interval", "must be at least 50ms")
+    if let advertise = cluster.advertise {
+      check(advertise.port != 0, "cluster.advertise", "needs a port other than 0")
     }
     let tokens = auth.tokens.map(\.token)
     check(Set(tokens).count == tokens.count, "auth.tokens", "a token is listed twice")

@@ -53,6 +53,12 @@ extension NodeConfiguration {
     lines.append("  peers: [\(cluster.peers.map { quoted($0.description) }.joined(separator: ", "))]")
     lines.append("  etcd: \(quoted(cluster.etcd))")
     lines.append("  replicas: \(cluster.replicas.map(String.init) ?? "auto")")
+    lines.append("  advertise: \(quoted(cluster.advertise?.description ?? ""))")
+    lines.append("  etcd_prefix: \(quoted(cluster.etcdPrefix))")
+    lines.append("  lease_ttl: \(cluster.leaseTTL)")
+    lines.append("  replication_queue: \(cluster.replicationQueueMax)")
+    lines.append("  fill_window: \(cluster.fillWindow)")
+    lines.append("  probe_interval: \(cluster.probeInterval)")
     lines.append("auth:")
     lines.append("  tokens:\(auth.tokens.isEmpty ? " []" : "")")
     for token in auth.tokens {
@@ -162,7 +168,12 @@ private struct ConfigurationReader {
       }
     }
     if let cluster = top["cluster"] {
-      let fields = fields(cluster, "cluster", known: ["peers", "etcd", "replicas"])
+      let fields = fields(
+        cluster, "cluster",
+        known: [
+          "peers", "etcd", "replicas", "advertise", "etcd_prefix", "lease_ttl", "replication_queue", "fill_window",
+          "probe_interval",
+        ])
       if let peers = fields["peers"] {
         if case .sequence(let items) = peers {
           config.cluster.peers = items.enumerated().compactMap { index, item in
@@ -180,6 +191,28 @@ private struct ConfigurationReader {
         } else if let value = int(replicas, "cluster.replicas") {
           config.cluster.replicas = value
         }
+      }
+      if let node = fields["advertise"], let text = string(node, "cluster.advertise"), !text.isEmpty {
+        config.cluster.advertise = parsed(
+          node, "cluster.advertise", { (text: String) throws(StrataError) in try HostPort(parsing: text) })
+      }
+      if let value = fields["etcd_prefix"].flatMap({ string($0, "cluster.etcd_prefix") }) {
+        config.cluster.etcdPrefix = value
+      }
+      if let value = fields["lease_ttl"].flatMap({ parsed($0, "cluster.lease_ttl", DurationSetting.init(parsing:)) }) {
+        config.cluster.leaseTTL = value
+      }
+      if let value = fields["replication_queue"].flatMap({ int($0, "cluster.replication_queue") }) {
+        config.cluster.replicationQueueMax = value
+      }
+      if let value = fields["fill_window"].flatMap({ parsed($0, "cluster.fill_window", DurationSetting.init(parsing:)) }
+      ) {
+        config.cluster.fillWindow = value
+      }
+      if let value = fields["probe_interval"].flatMap({
+        parsed($0, "cluster.probe_interval", DurationSetting.init(parsing:))
+      }) {
+        config.cluster.probeInterval = value
       }
     }
   }

@@ -95,8 +95,10 @@ struct Session {
   let connection: Connection
   let server: NodeServer
   var namespace: Namespace?
-  /// May delete (admin-scoped).
+  /// May delete and drain (admin-scoped).
   var isAdmin = false
+  /// A peer node's connection (HELLO offered `.peer`): no ownership checks, copies or read-through.
+  var isPeer = false
   var leases: [UInt64: BlockLease] = [:]
   var body: [UInt8] = []
   /// Where this connection's storage calls run (see `blocking`).
@@ -182,15 +184,44 @@ struct Session {
       throw StrataError(.unavailable, "the client said goodbye")
     case .helloRequest:
       throw StrataError(.invalidArgument, "HELLO was already received on this connection")
-    case .ringRequest:
-      throw StrataError(.unsupported, "RING needs cluster mode; this node runs alone")
+    case .ringRequest(let body):
+      guard let cluster = server.cluster else {
+        throw StrataError(.unsupported, "RING needs cluster mode; this node runs alone")
+      }
+      let admin = isAdmin
+      let answer = try blocking(on: executor) { () throws(StrataError) in
+        try await cluster.answerRing(body, isAdmin: admin)
+      }
+      try send(.ringResponse(body: answer), to: header)
     default:
       throw Connection.Malformed(reason: "unexpected \(header.opcode) frame")
     }
   }
 
   private func send(_ message: WireMessage, to request: FrameHeader, payload: [UnsafeRawBufferPointer] = []) throws {
-    try connection.socket.writeAll(message.frameBytes(requestID: request.requestID, ringEpoch: 0), then: payload)
+    try connection.socket.writeAll(
+      message.frameBytes(requestID: request.requestID, ringEpoch: server.epoch), then: payload)
+  }
+
+  /// The cluster, when this request should be routed by it: a client's (not a peer's) request on
+  /// a cluster node.
+  private var routingCluster: (any ClusterHooks)? { isPeer ? nil : server.cluster }
+
+  /// Refuses a ring-aware client's request for a key this node does not own at its epoch.
+  private func checkOwnership(_ keys: [BlockKey], header: FrameHeader) throws(StrataError) {
+    guard header.ringEpoch != 0, let cluster = routingCluster, let key = cluster.firstUnowned(keys) else { return }
+    throw StrataError(
+      .staleEpoch,
+      "node \(server.configuration.nodeID) does not own key \(key.hex.prefix(16))… at ring epoch \(cluster.epoch) (request at epoch \(header.ringEpoch)); fetch the ring and retry"
+    )
+  }
+
+  /// Reads missing blocks through from their previous owners (after a ring change) before answering.
+  private func fillMissing(_ ids: [BlockID]) throws(StrataError) {
+    guard let cluster = routingCluster else { return }
+    let missing = zip(ids, server.tiers.lookup(ids)).compactMap { id, tier in tier == nil ? id : nil }
+    guard !missing.isEmpty else { return }
+    _ = try blocking(on: executor) { () throws(StrataError) in await cluster.fill(missing) }
   }
 
   private mutating func answerHello(_ hello: HelloRequest, header: FrameHeader) throws {
@@ -219,15 +250,18 @@ struct Session {
       throw StrataError(.unavailable, "unknown token")
     }
     namespace = granted
+    isPeer = hello.capabilities.contains(.peer)
     let response = HelloResponse(
-      capabilities: [.tcp, .leases], nodeID: server.configuration.nodeID, namespace: granted,
-      frameBytesMax: limits.payloadBytesMax, inflightBytesMax: UInt64(server.configuration.inflightBytesMax),
-      ringEpoch: 0)
+      capabilities: isPeer ? [.tcp, .leases, .peer] : [.tcp, .leases], nodeID: server.configuration.nodeID,
+      namespace: granted, frameBytesMax: limits.payloadBytesMax,
+      inflightBytesMax: UInt64(server.configuration.inflightBytesMax), ringEpoch: server.epoch)
     try send(.helloResponse(response), to: header)
   }
 
   private mutating func answerLookup(_ request: LookupRequest, header: FrameHeader) throws {
+    try checkOwnership(request.keys, header: header)
     let ids = request.keys.map { BlockID(namespace: namespace!, key: $0) }
+    try fillMissing(ids)
     var response: LookupResponse
     if request.leaseMilliseconds > 0 {
       let tiers = server.tiers
@@ -254,7 +288,9 @@ struct Session {
   }
 
   private mutating func answerGet(_ request: GetRequest, header: FrameHeader) throws {
+    try checkOwnership(request.items.map(\.key), header: header)
     let ids = request.items.map { BlockID(namespace: namespace!, key: $0.key) }
+    try fillMissing(ids)
     let tiers = server.tiers
     let lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids) }
     defer {
@@ -302,6 +338,12 @@ struct Session {
 
   private mutating func answerPut(_ request: PutRequest, header: FrameHeader) throws {
     let total = Int(header.payloadBytes)
+    do {
+      try checkOwnership(request.items.map(\.key), header: header)
+    } catch {
+      try connection.socket.discard(total, scratch: scratch)
+      throw error
+    }
     let admitted = server.reserveInflight(total)
     defer { if admitted { server.releaseInflight(total) } }
     var outcomes: [StrataWire.PutOutcome] = []
@@ -351,6 +393,12 @@ struct Session {
       }
     }
     try send(.putResponse(PutResponse(outcomes: outcomes)), to: header)
+    if let cluster = routingCluster {
+      let copies = zip(request.items, outcomes).compactMap { item, outcome in
+        outcome == .stored ? BlockID(namespace: namespace!, key: item.key) : nil
+      }
+      if !copies.isEmpty { cluster.stored(copies) }
+    }
     server.count {
       $0.putBlocks += outcomes.filter { $0 == .stored }.count
       $0.putBytes += stored

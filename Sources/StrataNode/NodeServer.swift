@@ -53,6 +53,7 @@ public final class NodeServer: Sendable {
   private let listener: TCPListener
   private let state = Mutex(ServerState())
   private let stopped = DispatchSemaphore(value: 0)
+  private let clusterHooks = Mutex<(any ClusterHooks)?>(nil)
 
   struct ServerState {
     var stats = ServerStats()
@@ -71,6 +72,15 @@ public final class NodeServer: Sendable {
 
   /// Where the node listens.
   public var address: HostPort { listener.address }
+
+  /// The cluster layer, if the node is part of one; attach it before `start`.
+  public var cluster: (any ClusterHooks)? {
+    get { clusterHooks.withLock { $0 } }
+    set { clusterHooks.withLock { $0 = newValue } }
+  }
+
+  /// The ring epoch sent in response headers: the cluster's, or 0 on a node of its own.
+  var epoch: UInt64 { cluster?.epoch ?? 0 }
 
   public var stats: ServerStats { state.withLock { $0.stats } }
 

@@ -13,6 +13,9 @@ public struct Capabilities: OptionSet, Hashable, Sendable {
   public static let rdma = Capabilities(rawValue: 1 << 1)
   public static let lz4 = Capabilities(rawValue: 1 << 2)
   public static let leases = Capabilities(rawValue: 1 << 3)
+  /// The client is a peer node (replication, read-through, drain handoff): the node neither
+  /// checks ownership nor copies or reads through on its behalf.
+  public static let peer = Capabilities(rawValue: 1 << 4)
 }
 
 /// The first frame on every connection: the versions and features the client speaks and its

@@ -215,6 +215,11 @@ public final class NVMeTier: Sendable {
   }
 
   public var blockCount: Int { log.withLock { $0.blockCount } }
+
+  /// Every block in the index with its payload size (a snapshot).
+  public func blockInventory() -> [(id: BlockID, bytes: Int)] {
+    log.withLock { log in log.index.map { (log.blockID(of: $0.key), Int($0.value.payloadBytes)) } }
+  }
   public var usedBytes: Int { log.withLock { $0.liveBytes } }
 
   public var statistics: NVMeTierStatistics {

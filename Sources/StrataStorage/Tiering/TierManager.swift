@@ -87,6 +87,15 @@ public struct TierStats: Sendable, Hashable {
   public var pinnedBlocks = 0
 }
 
+/// One block of `TierManager.inventory()`.
+public struct InventoryEntry: Sendable, Hashable {
+  public var id: BlockID
+  public var bytes: Int
+  public var tier: Tier
+  /// Reads since the block was written to RAM (0 for NVMe-only blocks).
+  public var reads: Int
+}
+
 /// A block pinned by a lease: its bytes stay valid and unchanged until the lease ends.
 public struct LeasedBlock: @unchecked Sendable {
   // @unchecked: `bytes` points into the arena; the lease guarantees the slot is neither freed
@@ -188,6 +197,25 @@ public final class TierManager: Sendable {
         policy: S3FIFOPolicy(capacityBytes: configuration.ramBytes),
         leases: LeaseTable(leasesMax: configuration.leasesMax)))
     (pressureSignals, pressure) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+  }
+
+  // MARK: Inventory
+
+  /// Every block held, hottest first: RAM blocks by reads since written (most first), then the
+  /// NVMe-only blocks. A snapshot: blocks may come and go while the caller walks it (a drain
+  /// hands blocks off in this order).
+  public func inventory() -> [InventoryEntry] {
+    var entries = state.withLock { state in
+      state.ram.map { InventoryEntry(id: $0.key, bytes: $0.value.bytes, tier: .ram, reads: $0.value.reads) }
+    }
+    entries.sort { $0.reads > $1.reads }
+    if let nvme {
+      let inRAM = Set(entries.map(\.id))
+      for (id, bytes) in nvme.blockInventory() where !inRAM.contains(id) {
+        entries.append(InventoryEntry(id: id, bytes: bytes, tier: .nvme, reads: 0))
+      }
+    }
+    return entries
   }
 
   // MARK: Reading

@@ -1,0 +1,261 @@
+// Routing in a cluster: the client holds the ring (fetched from any node with a RING request),
+// sends each key to its owners — one batch per owner, all owners in parallel — and moves a key to
+// its next owner when a node fails, answers "absent" (askReplicasOnMiss), or says the client's
+// ring is stale (then the ring is fetched again; bounded).
+
+public import StrataCore
+public import StrataPlacement
+import StrataWire
+import Synchronization
+
+/// What a cluster client knows: its ring, the nodes it found down, its connection pools, and the
+/// node leases behind each lease id it handed out.
+struct RoutingState {
+  var channels: [HostPort: NodeChannel] = [:]
+  var ring: Ring?
+  /// Data-plane address of each ring member, by member id.
+  var addresses: [String: HostPort] = [:]
+  /// Nodes that failed a call, skipped (tried last) until the instant given.
+  var down: [HostPort: ContinuousClock.Instant] = [:]
+  var leaseGroups: [UInt64: [HostPort: UInt64]] = [:]
+  var nextLeaseGroup: UInt64 = 1
+}
+
+/// The RING request bodies a client sends; the answers are JSON documents of the cluster module.
+public enum RingCall {
+  public static let ring: [UInt8] = Array(#"{"op":"ring"}"#.utf8)
+  public static let members: [UInt8] = Array(#"{"op":"members"}"#.utf8)
+  public static let drainStatus: [UInt8] = Array(#"{"op":"drain_status"}"#.utf8)
+  public static func drain(node: String) -> [UInt8] {
+    let escaped = node.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"")
+    return Array(#"{"op":"drain","node":"\#(escaped)"}"#.utf8)
+  }
+}
+
+extension String {
+  fileprivate func replacingAll(_ target: Character, with replacement: String) -> String {
+    var out = ""
+    for character in self { if character == target { out += replacement } else { out.append(character) } }
+    return out
+  }
+}
+
+extension StrataClient {
+  /// How often a request is re-routed after a node said the client's ring is stale.
+  static let staleRetriesMax = 3
+
+  /// The ring this client routes by (fetched on first use, and again once a node reports a newer epoch).
+  public func currentRing() async throws(StrataError) -> Ring {
+    let (ring, latest) = routing.withLock { ($0.ring, epochs.latest) }
+    if let ring, latest <= ring.epoch { return ring }
+    return try await refreshRing()
+  }
+
+  /// Fetches the ring from the seeds (then the members it knows), keeping the newest.
+  @discardableResult
+  public func refreshRing() async throws(StrataError) -> Ring {
+    let answer = try await ringCall(RingCall.ring)
+    let fetched = try Ring(jsonBytes: answer)
+    return routing.withLock { state in
+      if let known = state.ring, known.epoch > fetched.epoch { return known }
+      state.ring = fetched
+      state.addresses = [:]
+      for member in fetched.members {
+        if let address = try? HostPort(parsing: member.address) { state.addresses[member.id] = address }
+      }
+      return fetched
+    }
+  }
+
+  /// Seeds first, then the ring's members, each once; nodes found down go last.
+  func seedOrder() -> [HostPort] {
+    routing.withLock { state in
+      var order: [HostPort] = []
+      for address in configuration.seeds + (state.ring?.activeMembers.compactMap { state.addresses[$0.id] } ?? [])
+      where !order.contains(address) {
+        order.append(address)
+      }
+      let now = ContinuousClock.now
+      return order.filter { (state.down[$0] ?? now) <= now } + order.filter { (state.down[$0] ?? now) > now }
+    }
+  }
+
+  private func markDown(_ address: HostPort) {
+    let until = ContinuousClock.now + .milliseconds(Int64(configuration.downMilliseconds))
+    routing.withLock { $0.down[address] = until }
+  }
+
+  /// The owners of `key` as addresses: healthy nodes in ring order, then those found down.
+  private func candidates(_ key: BlockKey, ring: Ring, state: RoutingState, now: ContinuousClock.Instant) -> [HostPort]
+  {
+    let owners = ring.owners(of: key).compactMap { state.addresses[$0.id] }
+    let up = owners.filter { (state.down[$0] ?? now) <= now }
+    return up + owners.filter { !up.contains($0) }
+  }
+
+  /// Sends each index's key to its next untried owner, one call per owner, all in parallel, until
+  /// every index has a final answer or no owner is left. `call` gets an owner and the indices it
+  /// takes; `retry` says which answers should go on to the next owner.
+  private func routed<Answer: Sendable>(
+    keys: [BlockKey],
+    retry: @escaping @Sendable (Answer) -> Bool,
+    call: @escaping @Sendable (HostPort, [Int], UInt64) async throws(StrataError) -> [Answer]
+  ) async throws(StrataError) -> [Answer?] {
+    var answers = [Answer?](repeating: nil, count: keys.count)
+    var tried = [[HostPort]](repeating: [], count: keys.count)
+    var pending = Array(keys.indices)
+    var staleRetries = 0
+    var ring = try await currentRing()
+    while !pending.isEmpty {
+      let now = ContinuousClock.now
+      var groups: [HostPort: [Int]] = [:]
+      var order: [HostPort] = []
+      routing.withLock { state in
+        for index in pending {
+          guard
+            let owner = candidates(keys[index], ring: ring, state: state, now: now).first(where: {
+              !tried[index].contains($0)
+            })
+          else { continue }
+          if groups[owner] == nil { order.append(owner) }
+          groups[owner, default: []].append(index)
+        }
+      }
+      if groups.isEmpty { break }
+      let epoch = ring.epoch
+      let outcomes = await withTaskGroup(
+        of: (HostPort, Result<[Answer], StrataError>).self, returning: [HostPort: Result<[Answer], StrataError>].self
+      ) { group in
+        for owner in order {
+          let indices = groups[owner]!
+          group.addTask {
+            do throws(StrataError) {
+              return (owner, .success(try await call(owner, indices, epoch)))
+            } catch {
+              return (owner, .failure(error))
+            }
+          }
+        }
+        var outcomes: [HostPort: Result<[Answer], StrataError>] = [:]
+        for await (owner, outcome) in group { outcomes[owner] = outcome }
+        return outcomes
+      }
+      var next: [Int] = []
+      var stale = false
+      for owner in order {
+        let indices = groups[owner]!
+        for index in indices { tried[index].append(owner) }
+        switch outcomes[owner]! {
+        case .success(let results):
+          for (index, answer) in zip(indices, results) {
+            answers[index] = answer
+            if retry(answer) { next.append(index) }
+          }
+        case .failure(let error) where error.isTransportFailure:
+          markDown(owner)
+          next += indices
+        case .failure(let error) where error.code == .staleEpoch:
+          stale = true
+          for index in indices { tried[index].removeLast() }
+          next += indices
+        case .failure(let error):
+          throw error
+        }
+      }
+      if stale {
+        staleRetries += 1
+        guard staleRetries <= Self.staleRetriesMax else {
+          throw StrataError(
+            .staleEpoch, "the ring kept changing: \(Self.staleRetriesMax) re-routes were not enough; retry later")
+        }
+        ring = try await refreshRing()
+      }
+      pending = next.sorted()
+    }
+    return answers
+  }
+
+  func routedLookup(_ keys: [BlockKey], leaseMilliseconds: UInt32) async throws(StrataError) -> LookupResult {
+    let leases = Mutex<[HostPort: UInt64]>([:])
+    let askAgain = configuration.askReplicasOnMiss
+    let retry: @Sendable (BlockTier) -> Bool = { askAgain && $0 == .absent }
+    let answers = try await routed(keys: keys, retry: retry) {
+      owner, indices, epoch throws(StrataError) in
+      let response = try await self.channel(owner).lookup(
+        indices.map { keys[$0] }, leaseMilliseconds: leaseMilliseconds, ringEpoch: epoch)
+      if response.leaseID != 0 { leases.withLock { $0[owner] = response.leaseID } }
+      return response.tiers
+    }
+    let tiers = answers.map { $0 ?? .absent }
+    var leaseID: UInt64 = 0
+    let nodeLeases = leases.withLock { $0 }
+    if !nodeLeases.isEmpty {
+      leaseID = routing.withLock { state in
+        defer { state.nextLeaseGroup += 1 }
+        state.leaseGroups[state.nextLeaseGroup] = nodeLeases
+        return state.nextLeaseGroup
+      }
+    }
+    return LookupResult(tiers: tiers, leadingRun: tiers.firstIndex(of: .absent) ?? tiers.count, leaseID: leaseID)
+  }
+
+  func routedGet(_ items: [GetItem], leaseID: UInt64) async throws(StrataError) -> [GetResult] {
+    let nodeLeases = Mutex(routing.withLock { $0.leaseGroups.removeValue(forKey: leaseID) } ?? [:])
+    let askAgain = configuration.askReplicasOnMiss
+    let retry: @Sendable (GetResult) -> Bool = { result in
+      switch result {
+      case .missing: askAgain
+      case .corrupt: true
+      default: false
+      }
+    }
+    let answers = try await routed(keys: items.map(\.key), retry: retry) { owner, indices, epoch throws(StrataError) in
+      let lease = nodeLeases.withLock { $0.removeValue(forKey: owner) } ?? 0
+      return try await self.channel(owner).get(indices.map { items[$0] }, leaseID: lease, ringEpoch: epoch)
+    }
+    return answers.map { $0 ?? .missing }
+  }
+
+  func routedPut(_ items: [PutItem]) async throws(StrataError) -> [PutOutcome] {
+    let never: @Sendable (PutOutcome) -> Bool = { _ in false }
+    let answers = try await routed(keys: items.map(\.key), retry: never) {
+      owner, indices, epoch throws(StrataError) in
+      try await self.channel(owner).put(indices.map { items[$0] }, ringEpoch: epoch)
+    }
+    if let unplaced = answers.firstIndex(where: { $0 == nil }) {
+      throw StrataError(
+        .unavailable, "no owner of key \(items[unplaced].key.hex.prefix(16))… could be reached; nothing was lost")
+    }
+    return answers.map { $0! }
+  }
+
+  /// Deletes from every owner of each key; true where any owner held the block.
+  func routedDelete(_ keys: [BlockKey]) async throws(StrataError) -> [Bool] {
+    let ring = try await currentRing()
+    var removed = [Bool](repeating: false, count: keys.count)
+    var reached = [Bool](repeating: false, count: keys.count)
+    var byOwner: [HostPort: [Int]] = [:]
+    routing.withLock { state in
+      for (index, key) in keys.enumerated() {
+        for member in ring.owners(of: key) {
+          if let address = state.addresses[member.id] { byOwner[address, default: []].append(index) }
+        }
+      }
+    }
+    for (owner, indices) in byOwner {
+      do {
+        let answers = try await channel(owner).delete(indices.map { keys[$0] })
+        for (index, answer) in zip(indices, answers) {
+          removed[index] = removed[index] || answer
+          reached[index] = true
+        }
+      } catch  where error.isTransportFailure {
+        markDown(owner)
+      }
+    }
+    if let unreached = reached.firstIndex(of: false) {
+      throw StrataError(.unavailable, "no owner of key \(keys[unreached].hex.prefix(16))… could be reached")
+    }
+    return removed
+  }
+}

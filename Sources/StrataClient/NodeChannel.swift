@@ -1,0 +1,244 @@
+// The calls to one node: a small pool of connections, each request on the next connection,
+// transport failures retried (every call is idempotent), large batches split and sent in parallel.
+// StrataClient routes to one channel (a single node) or to one channel per ring member.
+
+import StrataCore
+import StrataWire
+import Synchronization
+
+final class NodeChannel: Sendable {
+  let address: HostPort
+  private let configuration: StrataClient.Configuration
+  private let connections: [ClientConnection]
+  private let next = Mutex(0)
+
+  init(address: HostPort, configuration: StrataClient.Configuration, epochs: EpochTracker) {
+    self.address = address
+    self.configuration = configuration
+    connections = (0..<max(1, configuration.connections)).map {
+      ClientConnection(address: address, configuration: configuration, index: $0, epochs: epochs)
+    }
+  }
+
+  func connect() async throws(StrataError) -> Namespace {
+    var namespace = Namespace.embeddedDefault
+    for connection in connections {
+      namespace = try await connection.perform { connection throws(StrataError) in connection.namespace! }
+    }
+    return namespace
+  }
+
+  func close() {
+    for connection in connections { connection.close() }
+  }
+
+  // MARK: Calls (one node; `ringEpoch` is the caller's ring epoch, 0 outside a cluster)
+
+  func lookup(_ keys: [BlockKey], leaseMilliseconds: UInt32, ringEpoch: UInt64) async throws(StrataError)
+    -> LookupResponse
+  {
+    let request = LookupRequest(keys: keys, leaseMilliseconds: leaseMilliseconds)
+    return try await call { connection throws(StrataError) in
+      let (_, message) = try connection.exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch) {
+        _, _ throws(StrataError) in
+      }
+      guard case .lookupResponse(let response) = message, response.tiers.count == keys.count else {
+        throw unexpected(message)
+      }
+      return response
+    }
+  }
+
+  func get(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64) async throws(StrataError)
+    -> [StrataClient.GetResult]
+  {
+    let parts = split(items, bytes: { $0.length.map(Int.init) ?? $0.destination.length })
+    if parts.count == 1 { return try await getBatch(items, leaseID: leaseID, ringEpoch: ringEpoch) }
+    return try await inParallel(parts) { part throws(StrataError) in
+      try await self.getBatch(part, leaseID: leaseID, ringEpoch: ringEpoch)
+    }
+  }
+
+  func put(_ items: [StrataClient.PutItem], ringEpoch: UInt64) async throws(StrataError) -> [PutOutcome] {
+    let parts = split(items, bytes: { $0.source.length })
+    if parts.count == 1 { return try await putBatch(items, ringEpoch: ringEpoch) }
+    return try await inParallel(parts) { part throws(StrataError) in try await self.putBatch(part, ringEpoch: ringEpoch)
+    }
+  }
+
+  func delete(_ keys: [BlockKey]) async throws(StrataError) -> [Bool] {
+    let request = DeleteRequest(keys: keys)
+    return try await call { connection throws(StrataError) in
+      let (_, message) = try connection.exchange(request.wireMessage, payload: [], ringEpoch: 0) {
+        _, _ throws(StrataError) in
+      }
+      guard case .deleteResponse(let response) = message, response.removed.count == keys.count else {
+        throw unexpected(message)
+      }
+      return response.removed
+    }
+  }
+
+  func stat() async throws(StrataError) -> String {
+    try await call { connection throws(StrataError) in
+      let (_, message) = try connection.exchange(StatRequest().wireMessage, payload: [], ringEpoch: 0) {
+        _, _ throws(StrataError) in
+      }
+      guard case .statResponse(let response) = message else { throw unexpected(message) }
+      return response.json
+    }
+  }
+
+  /// A RING request: the body and the answer belong to the cluster module (JSON).
+  func ring(_ body: [UInt8]) async throws(StrataError) -> [UInt8] {
+    try await call { connection throws(StrataError) in
+      let (_, message) = try connection.exchange(.ringRequest(body: body), payload: [], ringEpoch: 0) {
+        _, _ throws(StrataError) in
+      }
+      guard case .ringResponse(let answer) = message else { throw unexpected(message) }
+      return answer
+    }
+  }
+
+  // MARK: Internals
+
+  private func getBatch(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64) async throws(StrataError)
+    -> [StrataClient.GetResult]
+  {
+    let request = GetRequest(
+      items: items.map { GetRequest.Item(key: $0.key, offset: $0.blockOffset, length: $0.length ?? 0) },
+      leaseID: leaseID)
+    let verify = configuration.verifyChecksums
+    return try await call { connection throws(StrataError) in
+      var results: [StrataClient.GetResult] = []
+      _ = try connection.exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch) {
+        _, message throws(StrataError) in
+        guard case .getResponse(let response) = message, response.items.count == items.count else {
+          throw unexpected(message)
+        }
+        results.reserveCapacity(items.count)
+        for (item, answer) in zip(items, response.items) {
+          switch answer.status {
+          case .missing: results.append(.missing)
+          case .rangeOutOfBounds: results.append(.outOfRange)
+          case .corrupt: results.append(.corrupt)
+          case .ok:
+            let length = Int(answer.length)
+            guard length <= item.destination.length else {
+              try connection.discard(length)
+              results.append(.destinationTooSmall(length: length))
+              continue
+            }
+            let destination = UnsafeMutableRawBufferPointer(rebasing: item.destination.buffer[0..<length])
+            try connection.receive(into: destination)
+            if verify && CRC32C.checksum(UnsafeRawBufferPointer(destination)) != answer.checksum {
+              destination.initializeMemory(as: UInt8.self, repeating: 0)
+              results.append(.corrupt)
+            } else {
+              results.append(.ok(length: length))
+            }
+          }
+        }
+      }
+      return results
+    }
+  }
+
+  private func putBatch(_ items: [StrataClient.PutItem], ringEpoch: UInt64) async throws(StrataError) -> [PutOutcome] {
+    let request = PutRequest(
+      items: items.map {
+        PutRequest.Item(
+          key: $0.key, length: UInt64($0.source.length),
+          checksum: CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer)))
+      })
+    nonisolated(unsafe) let payload = items.map { UnsafeRawBufferPointer($0.source.buffer) }
+    return try await call { connection throws(StrataError) in
+      let (_, message) = try connection.exchange(request.wireMessage, payload: payload, ringEpoch: ringEpoch) {
+        _, _ throws(StrataError) in
+      }
+      guard case .putResponse(let response) = message, response.outcomes.count == items.count else {
+        throw unexpected(message)
+      }
+      return response.outcomes
+    }
+  }
+
+  /// Runs a call on the next connection of the pool, retrying transport failures.
+  private func call<T: Sendable>(
+    _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
+  ) async throws(StrataError) -> T {
+    var attempt = 0
+    while true {
+      let connection = next.withLock { next -> ClientConnection in
+        defer { next = (next + 1) % connections.count }
+        return connections[next]
+      }
+      do {
+        return try await connection.perform(work)
+      } catch {
+        guard error.isTransportFailure, attempt < configuration.retries else { throw error }
+        attempt += 1
+      }
+    }
+  }
+
+  private func split<Item>(_ items: [Item], bytes: (Item) -> Int) -> [[Item]] {
+    var parts: [[Item]] = [[]]
+    var partBytes = 0
+    for item in items {
+      let size = bytes(item)
+      if !parts[parts.count - 1].isEmpty
+        && (partBytes + size > configuration.batchBytesMax
+          || parts[parts.count - 1].count >= configuration.limits.itemsPerBatchMax)
+      {
+        parts.append([])
+        partBytes = 0
+      }
+      parts[parts.count - 1].append(item)
+      partBytes += size
+    }
+    return parts
+  }
+}
+
+/// Runs `body` on every part concurrently and concatenates the results in part order; the first
+/// failure (in part order) is thrown after every part has finished.
+func inParallel<Item: Sendable, Result: Sendable>(
+  _ parts: [Item], _ body: @escaping @Sendable (Item) async throws(StrataError) -> [Result]
+) async throws(StrataError) -> [Result] {
+  let tasks = parts.map { part in
+    Task { () async -> Swift.Result<[Result], StrataError> in
+      do throws(StrataError) {
+        return .success(try await body(part))
+      } catch {
+        return .failure(error)
+      }
+    }
+  }
+  var results: [Result] = []
+  var failure: StrataError?
+  for task in tasks {
+    switch await task.value {
+    case .success(let part): results += part
+    case .failure(let error): failure = failure ?? error
+    }
+  }
+  if let failure { throw failure }
+  return results
+}
+
+/// The most recent ring epoch any node reported in a response header.
+final class EpochTracker: Sendable {
+  private let seen = Atomic<UInt64>(0)
+  func observe(_ epoch: UInt64) { _ = seen.max(epoch, ordering: .relaxed) }
+  var latest: UInt64 { seen.load(ordering: .relaxed) }
+}
+
+extension StrataError {
+  /// The peer could not be reached or stopped answering: the same call may work elsewhere or later.
+  var isTransportFailure: Bool { code == .unavailable || code == .timeout || code == .ioError }
+}
+
+func unexpected(_ message: WireMessage) -> StrataError {
+  StrataError(.protocolError, "unexpected response: \(message.opcode) \(message.direction)")
+}

@@ -1,0 +1,319 @@
+// ClusterNode: the cluster layer of one node. It keeps the ring (from static configuration or from
+// etcd), answers RING requests (ring, members, drain), decides ownership for ring-aware clients,
+// copies client PUTs to the other owners, reads misses through from previous owners after a ring
+// change, probes static peers, and runs a drain. The data plane reaches it through ClusterHooks.
+
+import Foundation
+public import Logging
+import StrataClient
+public import StrataCore
+public import StrataNode
+public import StrataPlacement
+public import StrataStorage
+import Synchronization
+
+public final class ClusterNode: ClusterHooks {
+  /// What the cluster layer needs from the node's configuration.
+  public struct Settings: Sendable {
+    public var mode: MembershipMode
+    /// This node as a ring member (in static mode its id is its address).
+    public var me: Member
+    public var nodeID: String
+    public var staticPeers: [HostPort]
+    public var etcd: String
+    public var etcdPrefix: String
+    public var leaseTTLSeconds: Int64
+    public var replicas: Int?
+    public var replicationQueueMax: Int
+    public var fillWindowMilliseconds: UInt64
+    public var probeIntervalMilliseconds: UInt64
+    /// A token for each namespace (the first configured), used to copy blocks to peers.
+    public var tokens: [Namespace: String]
+    public var blockBytesMax: Int
+    public var peerTimeoutMilliseconds: UInt64 = 5_000
+
+    public init(configuration: NodeConfiguration, nodeID: String, advertise: HostPort, capacityBytes: UInt64) {
+      mode = configuration.cluster.mode
+      self.nodeID = nodeID
+      let isStatic = mode != .etcd
+      me = Member(
+        id: isStatic ? advertise.description : nodeID, address: advertise.description, adminAddress: nil,
+        capacityBytes: isStatic ? 0 : capacityBytes, zone: isStatic ? "" : configuration.node.zone,
+        transports: ["tcp"], state: .active)
+      staticPeers = configuration.cluster.peers
+      etcd = configuration.cluster.etcd
+      etcdPrefix = configuration.cluster.etcdPrefix
+      leaseTTLSeconds = Int64(configuration.cluster.leaseTTL.milliseconds / 1000)
+      replicas = configuration.cluster.replicas
+      replicationQueueMax = configuration.cluster.replicationQueueMax
+      fillWindowMilliseconds = configuration.cluster.fillWindow.milliseconds
+      probeIntervalMilliseconds = configuration.cluster.probeInterval.milliseconds
+      var tokens: [Namespace: String] = [:]
+      for token in configuration.auth.tokens where tokens[token.namespace] == nil {
+        tokens[token.namespace] = token.token
+      }
+      self.tokens = tokens
+      blockBytesMax = Int(configuration.limits.blockBytesMax.bytes)
+    }
+  }
+
+  struct State {
+    var history: RingHistory
+    var addresses: [String: HostPort] = [:]
+    var health: [String: PeerHealth] = [:]
+    var service: MembershipServiceState = .notUsed
+    var stopped = false
+  }
+
+  public let settings: Settings
+  let tiers: TierManager
+  let logger: Logger
+  let state: Mutex<State>
+  let peers: PeerClients
+  let replicator: Replicator
+  let readThrough: ReadThrough
+  let drain = DrainTracker()
+  private let onDrained = Mutex<(@Sendable () -> Void)?>(nil)
+  private let membership = Mutex<(any MembershipSource)?>(nil)
+  private let tasks = Mutex<[Task<Void, Never>]>([])
+
+  public init(settings: Settings, tiers: TierManager, logger: Logger) {
+    self.settings = settings
+    self.tiers = tiers
+    self.logger = logger
+    peers = PeerClients(
+      tokens: settings.tokens, timeoutMilliseconds: settings.peerTimeoutMilliseconds, nodeID: settings.nodeID)
+    replicator = Replicator(tiers: tiers, peers: peers, queueMax: settings.replicationQueueMax, logger: logger)
+    readThrough = ReadThrough(tiers: tiers, peers: peers, blockBytesMax: settings.blockBytesMax)
+    let first = Self.makeRing(members: [settings.me], epoch: 0, replicas: settings.replicas)
+    state = Mutex(State(history: RingHistory(current: first, previous: nil, changedAt: .now)))
+  }
+
+  /// A ring over `members` with the configured (or default) replication factor.
+  static func makeRing(members: [Member], epoch: UInt64, replicas: Int?) -> Ring {
+    let active = members.filter { $0.state == .active }.count
+    return Ring(
+      members: members, epoch: epoch,
+      replicationFactor: replicas ?? Ring.defaultReplicationFactor(activeMembers: active))
+  }
+
+  /// Starts membership (static list or etcd), the replicator and, in static mode, peer probes.
+  public func start() throws(StrataError) {
+    let source: any MembershipSource
+    switch settings.mode {
+    case .single, .staticPeers: source = StaticMembership(node: self)
+    case .etcd: source = try EtcdMembership(node: self)
+    }
+    membership.withLock { $0 = source }
+    let replicator = self.replicator
+    tasks.withLock { $0.append(Task.detached { await replicator.run() }) }
+    source.start()
+  }
+
+  /// Stops membership (deregistering from etcd when `deregister`), replication and probes.
+  public func stop(deregister: Bool) {
+    state.withLock { $0.stopped = true }
+    membership.withLock { $0 }?.stop(deregister: deregister)
+    replicator.stop()
+    peers.closeAll()
+  }
+
+  /// Called once a drain has handed off every block and left the ring.
+  public func setOnDrained(_ action: @escaping @Sendable () -> Void) {
+    onDrained.withLock { $0 = action }
+  }
+
+  /// Waits until every queued copy has been sent (or dropped).
+  public func waitForReplication() async { await replicator.waitUntilIdle() }
+
+  public var ring: Ring { state.withLock { $0.history.current } }
+  public var replicationStats: ReplicationStats { replicator.stats }
+  public var fillStats: FillStats { readThrough.stats }
+  public var drainProgress: DrainProgress { drain.withLock { $0 } }
+  public var serviceState: MembershipServiceState { state.withLock { $0.service } }
+  var isStopped: Bool { state.withLock { $0.stopped } }
+
+  /// Adopts a new ring (from membership); logs the change.
+  func adopt(members: [Member], epoch: UInt64) {
+    let next = Self.makeRing(members: members, epoch: epoch, replicas: settings.replicas)
+    let changed = state.withLock { state -> Bool in
+      let changed = state.history.adopt(next, at: .now)
+      if changed {
+        state.addresses = [:]
+        for member in next.members + (state.history.previous?.members ?? []) {
+          if let address = try? HostPort(parsing: member.address) { state.addresses[member.id] = address }
+        }
+      }
+      return changed
+    }
+    if changed {
+      logger.info(
+        "ring changed",
+        metadata: [
+          "epoch": "\(epoch)", "members": "\(next.activeMembers.map(\.id).joined(separator: ","))",
+          "draining": "\(next.members.filter { $0.state == .draining }.map(\.id).joined(separator: ","))",
+          "replicas": "\(next.replicationFactor)",
+        ])
+    }
+  }
+
+  /// Marks the ring as new at start: the keys' previous owners are those of the ring without this
+  /// node (a node that joins or returns reads through from whoever held its keys meanwhile).
+  func markJoined() {
+    state.withLock { state in
+      let current = state.history.current
+      state.history.previous = Ring(
+        members: current.members.filter { $0.id != settings.me.id }, epoch: current.epoch,
+        replicationFactor: current.replicationFactor)
+      state.history.changedAt = .now
+    }
+  }
+
+  func setHealth(_ id: String, _ health: PeerHealth) {
+    let changed = state.withLock { state -> Bool in
+      defer { state.health[id] = health }
+      return state.health[id] != health
+    }
+    if changed { logger.info("peer health", metadata: ["peer": "\(id)", "health": "\(health.rawValue)"]) }
+  }
+
+  func setService(_ service: MembershipServiceState) {
+    state.withLock { $0.service = service }
+  }
+
+  // MARK: ClusterHooks
+
+  public var epoch: UInt64 { state.withLock { $0.history.current.epoch } }
+
+  public func firstUnowned(_ keys: [BlockKey]) -> BlockKey? {
+    let (ring, me) = state.withLock { ($0.history.current, settings.me.id) }
+    for key in keys where !ring.owners(of: key).contains(where: { $0.id == me }) { return key }
+    return nil
+  }
+
+  public func stored(_ ids: [BlockID]) {
+    let (ring, addresses, health) = state.withLock { ($0.history.current, $0.addresses, $0.health) }
+    let me = settings.me.id
+    var tasks: [ReplicationTask] = []
+    var unreachable = 0
+    for id in ids {
+      let targets = ring.owners(of: id.key).filter { $0.id != me }
+      var reachable: [HostPort] = []
+      for target in targets {
+        guard let address = addresses[target.id] else { continue }
+        if health[target.id] == .down {
+          unreachable += 1
+        } else {
+          reachable.append(address)
+        }
+      }
+      if !reachable.isEmpty { tasks.append(ReplicationTask(id: id, targets: reachable)) }
+    }
+    if unreachable > 0 { replicator.countUnreachable(unreachable) }
+    if !tasks.isEmpty { replicator.enqueue(tasks) }
+  }
+
+  public func fill(_ ids: [BlockID]) async -> Int {
+    let (history, addresses) = state.withLock { ($0.history, $0.addresses) }
+    guard let previous = history.previous,
+      ContinuousClock.now - history.changedAt < .milliseconds(Int64(settings.fillWindowMilliseconds))
+    else { return 0 }
+    let me = settings.me.id
+    // Only keys this node owns now and whose owners changed.
+    let wanted = ids.filter { id in
+      let now = history.current.owners(of: id.key).map(\.id)
+      return now.contains(me) && previous.owners(of: id.key).map(\.id) != now
+    }
+    guard !wanted.isEmpty else { return 0 }
+    return await readThrough.fill(wanted, previous: previous, current: history.current, me: me, addresses: addresses)
+  }
+
+  public func answerRing(_ body: [UInt8], isAdmin: Bool) async throws(StrataError) -> [UInt8] {
+    let request = try RingRequestBody(decoding: body)
+    switch request.op {
+    case "ring":
+      return ring.jsonBytes()
+    case "members":
+      return membersJSON()
+    case "drain":
+      guard isAdmin else {
+        throw StrataError(.permissionDenied, "drain is admin-scoped: this connection's token is not an admin token")
+      }
+      guard let node = request.node, node == settings.me.id || node == settings.nodeID else {
+        throw StrataError(
+          .invalidArgument,
+          "this is node \(settings.nodeID) (ring id \(settings.me.id)); send the drain to the node named \(request.node ?? "(none)")"
+        )
+      }
+      try startDrain()
+      return drainJSON()
+    case "drain_status":
+      return drainJSON()
+    default:
+      throw StrataError(
+        .invalidArgument, "unknown RING operation '\(request.op)' (known: ring, members, drain, drain_status)")
+    }
+  }
+
+  // MARK: Drain
+
+  /// Leaves the ring's ownership (state draining), hands every block to its new owners, then
+  /// deregisters and calls the drained action. Returns at once; progress is in `drainProgress`.
+  func startDrain() throws(StrataError) {
+    let started = drain.withLock { progress -> Bool in
+      guard progress.phase != .running && progress.phase != .done else { return false }
+      progress = DrainProgress()
+      progress.phase = .running
+      progress.startedAt = Date()
+      return true
+    }
+    guard started else { return }
+    logger.info("drain started", metadata: ["node_id": "\(settings.nodeID)"])
+    membership.withLock { $0 }?.announceDraining()
+    let (current, addresses) = state.withLock { ($0.history.current, $0.addresses) }
+    var members = current.members.filter { $0.id != settings.me.id }
+    var me = settings.me
+    me.state = .draining
+    members.append(me)
+    let target = Self.makeRing(members: members, epoch: current.epoch, replicas: settings.replicas)
+    let handoff = Handoff(tiers: tiers, peers: peers, logger: logger)
+    let progress = drain
+    Task.detached { [self] in
+      await replicator.waitUntilIdle()
+      await handoff.run(target: target, addresses: addresses, progress: progress)
+      let summary = progress.withLock { progress -> DrainProgress in
+        progress.phase = progress.failedBlocks == 0 ? .done : .failed
+        progress.finishedAt = Date()
+        progress.message =
+          progress.failedBlocks == 0
+          ? "every block is with its new owners"
+          : "\(progress.failedBlocks) block(s) could not be handed to any owner; the node stays up"
+        return progress
+      }
+      logger.info(
+        "drain finished",
+        metadata: [
+          "handed_blocks": "\(summary.handedBlocks)", "present_blocks": "\(summary.presentBlocks)",
+          "failed_blocks": "\(summary.failedBlocks)", "gone_blocks": "\(summary.goneBlocks)",
+        ])
+      if summary.phase == .done {
+        membership.withLock { $0 }?.stop(deregister: true)
+        onDrained.withLock { $0 }?()
+      }
+    }
+  }
+}
+
+/// A RING request body: `{"op": "...", "node": "..."}`.
+struct RingRequestBody: Decodable {
+  var op: String
+  var node: String?
+
+  init(decoding body: [UInt8]) throws(StrataError) {
+    do {
+      self = try JSONDecoder().decode(Self.self, from: Data(body))
+    } catch {
+      throw StrataError(.invalidArgument, "RING body is not a JSON object with an \"op\" string: \(error)")
+    }
+  }
+}

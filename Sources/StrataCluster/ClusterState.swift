@@ -1,0 +1,39 @@
+// The cluster's view inside one node: the ring it routes by, the ring before the last change
+// (for read-through), the health of peers, and the membership service's condition.
+
+public import Foundation
+public import StrataCore
+public import StrataPlacement
+
+/// How a peer answered its last probe.
+public enum PeerHealth: String, Sendable, Hashable, Codable {
+  case unknown
+  case up
+  case down
+}
+
+/// The condition of the membership service (etcd); `.notUsed` outside etcd mode.
+public enum MembershipServiceState: Sendable, Hashable {
+  case notUsed
+  case connecting
+  case connected
+  case disconnected(reason: String, since: Date)
+}
+
+/// A ring change: what the node routed by before, and when it changed.
+struct RingHistory: Sendable {
+  var current: Ring
+  var previous: Ring?
+  var changedAt: ContinuousClock.Instant
+
+  /// Takes `next` if its members differ (state included); true when the ring changed.
+  mutating func adopt(_ next: Ring, at now: ContinuousClock.Instant) -> Bool {
+    guard next.members != current.members || next.replicationFactor != current.replicationFactor else {
+      return false
+    }
+    previous = current
+    current = next
+    changedAt = now
+    return true
+  }
+}

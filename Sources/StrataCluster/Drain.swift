@@ -1,0 +1,141 @@
+// Drain: a node hands every block it holds (hottest first) to the block's owners in the ring
+// without it, then leaves the ring. Each batch asks the new owners what they lack (LOOKUP) and
+// sends only that (PUT from arena memory under a lease). Progress is counted for `strata drain`.
+
+public import Foundation
+import Logging
+import StrataClient
+import StrataCore
+import StrataPlacement
+import StrataStorage
+import StrataWire
+import Synchronization
+
+/// Where a drain stands.
+public struct DrainProgress: Sendable, Hashable {
+  public enum Phase: String, Sendable, Hashable {
+    case idle
+    case running
+    case done
+    case failed
+  }
+
+  public var phase: Phase = .idle
+  public var totalBlocks = 0
+  public var totalBytes = 0
+  public var handedBlocks = 0
+  public var handedBytes = 0
+  /// Blocks every new owner already held.
+  public var presentBlocks = 0
+  /// Blocks that could not be handed to any new owner (no owner reachable, no credentials).
+  public var failedBlocks = 0
+  /// Blocks that left this node before their turn (evicted or removed).
+  public var goneBlocks = 0
+  public var startedAt: Date?
+  public var finishedAt: Date?
+  public var message = ""
+
+  public var processedBlocks: Int { handedBlocks + presentBlocks + failedBlocks + goneBlocks }
+  public var processedBytesRate: Double {
+    guard let startedAt else { return 0 }
+    let seconds = (finishedAt ?? Date()).timeIntervalSince(startedAt)
+    return seconds > 0 ? Double(handedBytes) / seconds : 0
+  }
+}
+
+/// A drain's progress, shared between the handoff and the readers of its status.
+final class DrainTracker: Sendable {
+  private let progress = Mutex(DrainProgress())
+  func withLock<T>(_ body: (inout DrainProgress) -> T) -> T { progress.withLock { body(&$0) } }
+}
+
+struct Handoff: Sendable {
+  static let batchBlocks = 32
+  let tiers: TierManager
+  let peers: PeerClients
+  let logger: Logger
+
+  /// Hands every block to its owners in `target` (a ring without this node), counting into `progress`.
+  func run(target: Ring, addresses: [String: HostPort], progress: DrainTracker) async {
+    let inventory = tiers.inventory()
+    progress.withLock {
+      $0.totalBlocks = inventory.count
+      $0.totalBytes = inventory.reduce(0) { $0 + $1.bytes }
+    }
+    logger.info("drain: handing off blocks", metadata: ["blocks": "\(inventory.count)"])
+    var start = 0
+    while start < inventory.count {
+      let batch = Array(inventory[start..<min(inventory.count, start + Self.batchBlocks)])
+      start += batch.count
+      await hand(batch.map(\.id), target: target, addresses: addresses, progress: progress)
+    }
+  }
+
+  private func hand(_ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: DrainTracker)
+    async
+  {
+    let lease: BlockLease
+    do {
+      lease = try await tiers.lease(ids)
+    } catch {
+      progress.withLock { $0.failedBlocks += ids.count }
+      return
+    }
+    defer { tiers.release(lease) }
+    // Per (owner, namespace): the blocks to offer.
+    var offers: [HostPort: [Namespace: [LeasedBlock]]] = [:]
+    var ownersOf: [BlockID: Int] = [:]
+    for block in lease.blocks {
+      guard let block else { continue }
+      let owners = target.owners(of: block.id.key).compactMap { addresses[$0.id] }
+      ownersOf[block.id] = owners.count
+      for owner in owners { offers[owner, default: [:]][block.id.namespace, default: []].append(block) }
+    }
+    let gone = lease.blocks.filter { $0 == nil }.count
+    // Per block: how many owners took it, how many already had it.
+    var stored: [BlockID: Int] = [:]
+    var present: [BlockID: Int] = [:]
+    for (owner, byNamespace) in offers {
+      for (namespace, blocks) in byNamespace {
+        guard let client = peers.client(owner, namespace) else { continue }
+        do {
+          let held = try await client.lookup(blocks.map(\.id.key))
+          var items: [StrataClient.PutItem] = []
+          var sent: [LeasedBlock] = []
+          for (block, tier) in zip(blocks, held.tiers) {
+            if tier != .absent {
+              present[block.id, default: 0] += 1
+              continue
+            }
+            let region = client.register(UnsafeMutableRawBufferPointer(mutating: block.bytes))
+            items.append(StrataClient.PutItem(key: block.id.key, source: try region.slice(length: block.bytes.count)))
+            sent.append(block)
+          }
+          if items.isEmpty { continue }
+          let outcomes = try await client.put(items)
+          for (block, outcome) in zip(sent, outcomes) {
+            if outcome == .stored { stored[block.id, default: 0] += 1 }
+            if outcome == .alreadyPresent { present[block.id, default: 0] += 1 }
+          }
+        } catch {
+          logger.warning(
+            "drain: an owner could not take blocks", metadata: ["owner": "\(owner)", "reason": "\(error.message)"])
+        }
+      }
+    }
+    progress.withLock { progress in
+      progress.goneBlocks += gone
+      for block in lease.blocks {
+        guard let block else { continue }
+        if stored[block.id, default: 0] > 0 {
+          progress.handedBlocks += 1
+          progress.handedBytes += block.bytes.count
+        } else if present[block.id, default: 0] > 0 {
+          progress.presentBlocks += 1
+        } else {
+          progress.failedBlocks += 1
+        }
+      }
+    }
+  }
+}

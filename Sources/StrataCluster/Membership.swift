@@ -1,0 +1,82 @@
+// Where the ring's members come from. Static: the configured peers plus this node, all equal in
+// weight, ids = addresses, epoch 1; peers are probed and a peer that stops answering is marked
+// down (skipped for copies) until it answers again. etcd: EtcdMembership.swift.
+
+import Foundation
+import StrataClient
+import StrataCore
+import StrataPlacement
+import Synchronization
+
+/// A source of ring members for a ClusterNode.
+protocol MembershipSource: Sendable {
+  func start()
+  /// Tells the cluster this node is draining (it stops owning keys).
+  func announceDraining()
+  func stop(deregister: Bool)
+}
+
+final class StaticMembership: MembershipSource {
+  private let node: ClusterNode
+  private let members: [Member]
+  private let stopped = Mutex(false)
+  private let wake = DispatchSemaphore(value: 0)
+
+  init(node: ClusterNode) {
+    self.node = node
+    var members = [node.settings.me]
+    for peer in node.settings.staticPeers where peer.description != node.settings.me.id {
+      members.append(Member(id: peer.description, address: peer.description))
+    }
+    self.members = members
+  }
+
+  func start() {
+    node.adopt(members: members, epoch: 1)
+    node.markJoined()
+    guard members.count > 1 else { return }
+    let thread = Thread { [self] in probeLoop() }
+    thread.name = "strata-probe"
+    thread.start()
+  }
+
+  func announceDraining() {
+    // Static peers keep their configured list: they find this node down once it exits, and its
+    // blocks are with the next owners by then (the drain hands them over first).
+    var draining = members
+    if let index = draining.firstIndex(where: { $0.id == node.settings.me.id }) { draining[index].state = .draining }
+    node.adopt(members: draining, epoch: 2)
+  }
+
+  func stop(deregister: Bool) {
+    stopped.withLock { $0 = true }
+    wake.signal()
+  }
+
+  /// Probes every peer with a STAT each interval; a failed probe marks it down.
+  private func probeLoop() {
+    let interval = node.settings.probeIntervalMilliseconds
+    while !stopped.withLock({ $0 }) {
+      for member in members where member.id != node.settings.me.id {
+        guard let address = try? HostPort(parsing: member.address), let client = node.peers.anyClient(address) else {
+          continue
+        }
+        let healthy = Self.probe(client, node: address)
+        node.setHealth(member.id, healthy ? .up : .down)
+      }
+      _ = wake.wait(timeout: .now() + .milliseconds(Int(interval)))
+    }
+  }
+
+  private static func probe(_ client: StrataClient, node: HostPort) -> Bool {
+    let done = DispatchSemaphore(value: 0)
+    let result = Mutex(false)
+    Task.detached {
+      let ok = (try? await client.stat(node: node)) != nil
+      result.withLock { $0 = ok }
+      done.signal()
+    }
+    done.wait()
+    return result.withLock { $0 }
+  }
+}

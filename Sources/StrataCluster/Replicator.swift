@@ -1,0 +1,212 @@
+// Asynchronous replication: after a client's PUT is acknowledged, the blocks are queued for the
+// key's other owners. The queue is bounded (cluster.replication_queue); a full queue, a peer that
+// cannot be reached, or a namespace without credentials drops the copy, and every drop is counted
+// by reason. Workers take batches, pin the blocks with a lease, and PUT them to each target from
+// the arena's memory.
+
+import Logging
+import StrataClient
+public import StrataCore
+import StrataStorage
+import StrataWire
+import Synchronization
+
+/// Counters of the replicator, read at one instant.
+public struct ReplicationStats: Sendable, Hashable {
+  public var queued = 0
+  public var queueMax = 0
+  public var sentBlocks = 0
+  public var sentBytes = 0
+  /// Copies the target already held.
+  public var alreadyPresent = 0
+  public var droppedQueueFull = 0
+  public var droppedUnreachable = 0
+  public var droppedNoCredentials = 0
+  /// The block left this node before its copy went out (evicted or removed).
+  public var droppedGone = 0
+  public var droppedRefused = 0
+  public var dropped: Int {
+    droppedQueueFull + droppedUnreachable + droppedNoCredentials + droppedGone + droppedRefused
+  }
+}
+
+/// One block to copy to some peers.
+struct ReplicationTask: Sendable {
+  var id: BlockID
+  var targets: [HostPort]
+}
+
+final class Replicator: Sendable {
+  private struct State {
+    var queue: [ReplicationTask] = []
+    var head = 0
+    var stats = ReplicationStats()
+    var stopped = false
+    var busy = 0
+    var idleWaiters: [CheckedContinuation<Void, Never>] = []
+  }
+
+  private let tiers: TierManager
+  private let peers: PeerClients
+  private let logger: Logger
+  private let state: Mutex<State>
+  private let wake: AsyncStream<Void>.Continuation
+  private let wakes: AsyncStream<Void>
+  static let batchBlocks = 32
+
+  init(tiers: TierManager, peers: PeerClients, queueMax: Int, logger: Logger) {
+    self.tiers = tiers
+    self.peers = peers
+    self.logger = logger
+    var initial = State()
+    initial.stats.queueMax = queueMax
+    state = Mutex(initial)
+    (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+  }
+
+  var stats: ReplicationStats { state.withLock { $0.stats } }
+
+  /// Queues copies; those over the bound are dropped (and counted) at once.
+  func enqueue(_ tasks: [ReplicationTask]) {
+    let dropped = state.withLock { state -> Int in
+      var dropped = 0
+      for task in tasks {
+        if state.stats.queued >= state.stats.queueMax {
+          dropped += 1
+          continue
+        }
+        state.queue.append(task)
+        state.stats.queued += 1
+      }
+      state.stats.droppedQueueFull += dropped
+      return dropped
+    }
+    if dropped > 0 {
+      logger.warning(
+        "replication queue full: copies dropped",
+        metadata: ["dropped": "\(dropped)", "limit": "cluster.replication_queue"])
+    }
+    wake.yield()
+  }
+
+  /// Copies not queued because their target was known to be down.
+  func countUnreachable(_ copies: Int) {
+    count { $0.droppedUnreachable += copies }
+  }
+
+  /// Runs the copy loop until `stop`.
+  func run() async {
+    for await _ in wakes {
+      while let batch = take() {
+        await copy(batch)
+        finish(batch.count)
+      }
+      if state.withLock({ $0.stopped }) { return }
+    }
+  }
+
+  func stop() {
+    state.withLock { $0.stopped = true }
+    wake.yield()
+    wake.finish()
+  }
+
+  /// Returns once the queue is empty and no copy is in flight.
+  func waitUntilIdle() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let done = state.withLock { state -> Bool in
+        guard state.busy == 0 && state.queue.count == state.head else {
+          state.idleWaiters.append(continuation)
+          return false
+        }
+        return true
+      }
+      if done { continuation.resume() }
+    }
+  }
+
+  private func take() -> [ReplicationTask]? {
+    state.withLock { state in
+      guard state.head < state.queue.count else { return nil }
+      let end = min(state.queue.count, state.head + Self.batchBlocks)
+      let batch = Array(state.queue[state.head..<end])
+      state.head = end
+      if state.head > 4096 && state.head * 2 > state.queue.count {
+        state.queue.removeFirst(state.head)
+        state.head = 0
+      }
+      state.busy += batch.count
+      return batch
+    }
+  }
+
+  private func finish(_ count: Int) {
+    let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      state.busy -= count
+      state.stats.queued -= count
+      guard state.busy == 0 && state.head == state.queue.count else { return [] }
+      defer { state.idleWaiters.removeAll() }
+      return state.idleWaiters
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+
+  private func count(_ update: (inout ReplicationStats) -> Void) {
+    state.withLock { update(&$0.stats) }
+  }
+
+  /// Copies one batch: pins the blocks, then PUTs them to each target (grouped per target and
+  /// namespace) straight from arena memory.
+  private func copy(_ batch: [ReplicationTask]) async {
+    let lease: BlockLease
+    do {
+      lease = try await tiers.lease(batch.map(\.id))
+    } catch {
+      count { $0.droppedGone += batch.count }
+      return
+    }
+    defer { tiers.release(lease) }
+    var groups: [HostPort: [Namespace: [LeasedBlock]]] = [:]
+    for (task, block) in zip(batch, lease.blocks) {
+      guard let block else {
+        count { $0.droppedGone += 1 }
+        continue
+      }
+      for target in task.targets { groups[target, default: [:]][task.id.namespace, default: []].append(block) }
+    }
+    for (target, byNamespace) in groups {
+      for (namespace, blocks) in byNamespace {
+        await send(blocks, to: target, namespace: namespace)
+      }
+    }
+  }
+
+  private func send(_ blocks: [LeasedBlock], to target: HostPort, namespace: Namespace) async {
+    guard let client = peers.client(target, namespace) else {
+      count { $0.droppedNoCredentials += blocks.count }
+      return
+    }
+    do {
+      var items: [StrataClient.PutItem] = []
+      for block in blocks {
+        let region = client.register(UnsafeMutableRawBufferPointer(mutating: block.bytes))
+        items.append(StrataClient.PutItem(key: block.id.key, source: try region.slice(length: block.bytes.count)))
+      }
+      let outcomes = try await client.put(items)
+      count { stats in
+        for (block, outcome) in zip(blocks, outcomes) {
+          switch outcome {
+          case .stored:
+            stats.sentBlocks += 1
+            stats.sentBytes += block.bytes.count
+          case .alreadyPresent: stats.alreadyPresent += 1
+          default: stats.droppedRefused += 1
+          }
+        }
+      }
+    } catch {
+      count { $0.droppedUnreachable += blocks.count }
+      logger.debug("replication to a peer failed", metadata: ["peer": "\(target)", "reason": "\(error.message)"])
+    }
+  }
+}
