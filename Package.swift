@@ -142,7 +142,9 @@ let package = Package(
       swiftSettings: strictSwift),
     .testTarget(
       name: "CLITests",
-      dependencies: ["StrataCore", "StrataClient", "StrataWire", "StrataTCP", "StrataTestKit", "strata"],
+      dependencies: [
+        "StrataCore", "StrataClient", "StrataPlacement", "StrataWire", "StrataTCP", "StrataTestKit", "strata",
+      ],
       path: "Tests/CLITests",
       swiftSettings: strictSwift),
   ],

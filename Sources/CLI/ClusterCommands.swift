@@ -190,8 +190,8 @@ struct Drain: AsyncParsableCommand {
       while true {
         do {
           last = try jsonObject(try await client.ringCall(RingCall.drainStatus, node: address))
-        } catch  where error.code == .unavailable || error.code == .ioError {
-          // The node exits once it is done; a refused connection after "done" is the normal end.
+        } catch {
+          // The node exits once it has reported "done"; a closed connection after that is the normal end.
           if (last["state"] as? String) == "done" { break }
           throw error
         }

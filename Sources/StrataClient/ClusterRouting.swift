@@ -26,6 +26,8 @@ public enum RingCall {
   public static let ring: [UInt8] = Array(#"{"op":"ring"}"#.utf8)
   public static let members: [UInt8] = Array(#"{"op":"members"}"#.utf8)
   public static let drainStatus: [UInt8] = Array(#"{"op":"drain_status"}"#.utf8)
+  /// Answered once the node has sent (or dropped) every replica copy queued before it.
+  public static let sync: [UInt8] = Array(#"{"op":"sync"}"#.utf8)
   public static func drain(node: String) -> [UInt8] {
     let escaped = node.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"")
     return Array(#"{"op":"drain","node":"\#(escaped)"}"#.utf8)

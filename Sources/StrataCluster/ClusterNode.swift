@@ -248,14 +248,34 @@ public final class ClusterNode: ClusterHooks {
       try startDrain()
       return drainJSON()
     case "drain_status":
-      return drainJSON()
+      let answer = drainJSON()
+      // The first status that reports "done" lets the node exit: the answer still goes out,
+      // since stopping waits for requests in progress.
+      if drainProgress.phase == .done { exitAfterDrain() }
+      return answer
+    case "sync":
+      // Answers once every copy queued before it has been sent (or dropped): a barrier for
+      // operators and tests ("is everything written so far on R nodes?").
+      await replicator.waitUntilIdle()
+      return jsonBytes(["replication": replicationReport()])
     default:
       throw StrataError(
-        .invalidArgument, "unknown RING operation '\(request.op)' (known: ring, members, drain, drain_status)")
+        .invalidArgument, "unknown RING operation '\(request.op)' (known: ring, members, drain, drain_status, sync)")
     }
   }
 
   // MARK: Drain
+
+  /// How long a drained node waits for `strata drain` to read the final status before it exits.
+  static let drainExitGraceSeconds = 10
+
+  private func exitAfterDrain() {
+    let action = onDrained.withLock { action -> (@Sendable () -> Void)? in
+      defer { action = nil }
+      return action
+    }
+    action?()
+  }
 
   /// Leaves the ring's ownership (state draining), hands every block to its new owners, then
   /// deregisters and calls the drained action. Returns at once; progress is in `drainProgress`.
@@ -298,7 +318,9 @@ public final class ClusterNode: ClusterHooks {
         ])
       if summary.phase == .done {
         membership.withLock { $0 }?.stop(deregister: true)
-        onDrained.withLock { $0 }?()
+        // Exit once `strata drain` has seen "done", or after a grace period without it.
+        try? await Task.sleep(for: .seconds(Self.drainExitGraceSeconds))
+        exitAfterDrain()
       }
     }
   }

@@ -33,25 +33,29 @@ extension ClusterNode {
       membership["reason"] = reason
       membership["since"] = ISO8601DateFormatter().string(from: since)
     }
-    let replication = replicator.stats
     let fill = readThrough.stats
     return [
       "node_id": settings.nodeID, "self": settings.me.id, "epoch": ring.epoch,
       "replication_factor": ring.replicationFactor, "membership": membership, "members": members,
-      "replication": [
-        "queued": replication.queued, "queue_max": replication.queueMax, "sent_blocks": replication.sentBlocks,
-        "sent_bytes": replication.sentBytes, "already_present": replication.alreadyPresent,
-        "dropped": [
-          "queue_full": replication.droppedQueueFull, "unreachable": replication.droppedUnreachable,
-          "no_credentials": replication.droppedNoCredentials, "gone": replication.droppedGone,
-          "refused": replication.droppedRefused,
-        ] as [String: any Sendable],
-      ] as [String: any Sendable],
+      "replication": replicationReport(),
       "read_through": [
         "attempts": fill.attempts, "filled_blocks": fill.filledBlocks, "filled_bytes": fill.filledBytes,
         "skipped_busy": fill.skippedBusy, "failures": fill.failures,
       ] as [String: any Sendable],
       "drain": drainReport(),
+    ]
+  }
+
+  public func replicationReport() -> [String: any Sendable] {
+    let replication = replicator.stats
+    return [
+      "queued": replication.queued, "queue_max": replication.queueMax, "sent_blocks": replication.sentBlocks,
+      "sent_bytes": replication.sentBytes, "already_present": replication.alreadyPresent,
+      "dropped": [
+        "queue_full": replication.droppedQueueFull, "unreachable": replication.droppedUnreachable,
+        "no_credentials": replication.droppedNoCredentials, "gone": replication.droppedGone,
+        "refused": replication.droppedRefused,
+      ] as [String: any Sendable],
     ]
   }
 

@@ -17,19 +17,27 @@ final class NodeProcess {
   /// What the node printed up to its "listening" line.
   let banner: String
 
-  init(ram: String = "1GiB", nvme: String = "1GiB", directory: String? = nil, extra: [String] = []) throws {
+  init(
+    ram: String = "1GiB", nvme: String = "1GiB", directory: String? = nil, listen: String = "127.0.0.1:0",
+    log: String? = nil, extra: [String] = []
+  ) throws {
     self.directory =
       directory
       ?? FileManager.default.temporaryDirectory.appendingPathComponent("strata-node-\(UUID().uuidString)").path
     process.executableURL = URL(fileURLWithPath: strataExecutable)
     process.arguments =
       [
-        "serve", "--data-dir", self.directory, "--listen", "127.0.0.1:0", "--ram", ram, "--nvme", nvme,
+        "serve", "--data-dir", self.directory, "--listen", listen, "--ram", ram, "--nvme", nvme,
         "--ram-unlocked",
       ] + extra
     let out = Pipe()
     process.standardOutput = out
-    process.standardError = FileHandle.nullDevice
+    if let log {
+      FileManager.default.createFile(atPath: log, contents: nil)
+      process.standardError = FileHandle(forWritingAtPath: log) ?? FileHandle.nullDevice
+    } else {
+      process.standardError = FileHandle.nullDevice
+    }
     try process.run()
     // The node prints "… listening on HOST:PORT" once it accepts connections.
     var text = ""
@@ -51,11 +59,23 @@ final class NodeProcess {
     banner = text
   }
 
-  /// SIGTERM; returns the exit status.
-  func stop() -> Int32 {
+  /// SIGTERM; returns the exit status. The data folder is removed unless `keepData`.
+  func stop(keepData: Bool = false) -> Int32 {
     kill(process.processIdentifier, SIGTERM)
     process.waitUntilExit()
-    try? FileManager.default.removeItem(atPath: directory)
+    if !keepData { try? FileManager.default.removeItem(atPath: directory) }
+    return process.terminationStatus
+  }
+
+  /// SIGKILL (a crash): nothing is flushed; the data folder stays for a restart.
+  func killHard() {
+    kill(process.processIdentifier, SIGKILL)
+    process.waitUntilExit()
+  }
+
+  /// Waits for the process to exit by itself (a drained node) and returns its status.
+  func waitForExit() -> Int32 {
+    process.waitUntilExit()
     return process.terminationStatus
   }
 

@@ -1,0 +1,187 @@
+// Helpers of the cluster tests: a set of node processes on loopback (static peers or etcd), and a
+// set of blocks written through the cluster client and checked byte for byte.
+
+import Foundation
+import StrataClient
+import StrataCore
+import StrataPlacement
+import StrataTCP
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `count` free loopback ports (held open together while chosen, so they differ).
+func freePorts(_ count: Int) throws -> [UInt16] {
+  let listeners = try (0..<count).map { _ in try TCPListener(binding: HostPort(host: "127.0.0.1", port: 0)) }
+  defer { for listener in listeners { listener.shutdown() } }
+  return listeners.map(\.address.port)
+}
+
+/// Node processes named "a", "b", … on fixed loopback ports, with data folders that survive
+/// restarts (removed at `shutdown`).
+final class ClusterHarness {
+  enum Membership {
+    case staticPeers
+    case etcd(String)
+  }
+
+  let membership: Membership
+  let base: String
+  let ttlSeconds: Int
+  private(set) var nodes: [String: NodeProcess] = [:]
+  private(set) var ports: [String: UInt16] = [:]
+  /// The names in the static peer list each node is started with.
+  var staticMembers: [String] = []
+
+  init(membership: Membership, names: [String], ttlSeconds: Int = 2) throws {
+    self.membership = membership
+    self.ttlSeconds = ttlSeconds
+    base = FileManager.default.temporaryDirectory.appendingPathComponent("strata-cluster-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+    for (name, port) in zip(names, try freePorts(names.count)) { ports[name] = port }
+  }
+
+  func address(_ name: String) -> HostPort { HostPort(host: "127.0.0.1", port: ports[name]!) }
+  func addresses(_ names: [String]) -> [HostPort] { names.map(address) }
+
+  /// Starts (or restarts, on the same folder and port) node `name`.
+  func start(_ name: String) throws {
+    var extra = ["--node-id", "node-\(name)", "--replicas", "2"]
+    switch membership {
+    case .staticPeers: extra += ["--peers", staticMembers.map { address($0).description }.joined(separator: ",")]
+    case .etcd(let url):
+      let config = "\(base)/\(name).yaml"
+      try "cluster:\n  etcd: \(url)\n  lease_ttl: \(ttlSeconds)s\n  etcd_prefix: /strata/test-\(ports["a"]!)/\n"
+        .write(toFile: config, atomically: true, encoding: .utf8)
+      extra += ["--config", config]
+    }
+    nodes[name] = try NodeProcess(
+      ram: "256MiB", nvme: "512MiB", directory: "\(base)/\(name)", listen: address(name).description,
+      log: "\(base)/\(name).log", extra: extra)
+  }
+
+  func node(_ name: String) -> NodeProcess { nodes[name]! }
+
+  /// SIGTERM with the data kept (a restart is warm).
+  func stop(_ name: String) -> Int32 {
+    defer { nodes[name] = nil }
+    return nodes[name]!.stop(keepData: true)
+  }
+
+  func killHard(_ name: String) {
+    nodes[name]!.killHard()
+    nodes[name] = nil
+  }
+
+  func forget(_ name: String) { nodes[name] = nil }
+
+  func client(seeds: [String]) -> StrataClient {
+    var configuration = StrataClient.Configuration(seeds: addresses(seeds))
+    configuration.connections = 2
+    configuration.timeoutMilliseconds = 10_000
+    configuration.downMilliseconds = 60_000
+    return StrataClient(configuration)
+  }
+
+  /// Waits until every copy queued on each named node has gone out.
+  func syncReplication(_ names: [String]) async throws {
+    let client = self.client(seeds: names)
+    defer { client.close() }
+    for name in names { _ = try await client.ringCall(RingCall.sync, node: address(name)) }
+  }
+
+  /// The last lines of a node's log (for failure messages).
+  func log(_ name: String) -> String {
+    let text = (try? String(contentsOfFile: "\(base)/\(name).log", encoding: .utf8)) ?? ""
+    return text.split(separator: "\n").suffix(15).joined(separator: "\n")
+  }
+
+  func shutdown() {
+    for (_, node) in nodes { node.killHard() }
+    nodes.removeAll()
+    try? FileManager.default.removeItem(atPath: base)
+  }
+}
+
+/// `count` blocks of 1–16 KiB with seeded contents, in one source buffer.
+final class BlockSet {
+  let count: Int
+  let sizes: [Int]
+  let offsets: [Int]
+  let keys: [BlockKey]
+  let source: UnsafeMutableRawBufferPointer
+  let destination: UnsafeMutableRawBufferPointer
+
+  init(count: Int, run: Int) {
+    self.count = count
+    sizes = (0..<count).map { 1024 + ($0 &* 7919) % (15 * 1024) }
+    var offsets: [Int] = []
+    var offset = 0
+    for size in sizes {
+      offsets.append(offset)
+      offset += size
+    }
+    self.offsets = offsets
+    keys = (0..<count).map { blockKey($0, run) }
+    source = .allocate(byteCount: offset, alignment: 4096)
+    destination = .allocate(byteCount: offset, alignment: 4096)
+    fill(source, seed: run)
+  }
+
+  deinit {
+    source.deallocate()
+    destination.deallocate()
+  }
+
+  func putAll(_ client: StrataClient) async throws {
+    let region = client.register(source)
+    for first in stride(from: 0, to: count, by: 100) {
+      let items = try (first..<min(first + 100, count)).map { n in
+        StrataClient.PutItem(key: keys[n], source: try region.slice(offset: offsets[n], length: sizes[n]))
+      }
+      let outcomes = try await client.put(items)
+      #expect(outcomes.allSatisfy { $0 == .stored || $0 == .alreadyPresent }, "a PUT was refused: \(outcomes)")
+    }
+  }
+
+  struct Check: CustomStringConvertible {
+    var ok = 0
+    var missing = 0
+    var wrong = 0
+    var corrupt = 0
+    var description: String { "ok \(ok), missing \(missing), wrong \(wrong), corrupt \(corrupt)" }
+  }
+
+  /// Reads `indices` (default: all) back and compares each block with what was written.
+  func verify(_ client: StrataClient, indices: [Int]? = nil) async throws -> Check {
+    let region = client.register(destination)
+    let wanted = indices ?? Array(0..<count)
+    var check = Check()
+    for first in stride(from: 0, to: wanted.count, by: 200) {
+      let batch = Array(wanted[first..<min(first + 200, wanted.count)])
+      memset(destination.baseAddress!, 0xEE, destination.count)
+      let items = try batch.map { n in
+        StrataClient.GetItem(key: keys[n], destination: try region.slice(offset: offsets[n], length: sizes[n]))
+      }
+      let results = try await client.get(items)
+      for (n, result) in zip(batch, results) {
+        switch result {
+        case .ok(let length):
+          if length == sizes[n]
+            && memcmp(source.baseAddress! + offsets[n], destination.baseAddress! + offsets[n], sizes[n]) == 0
+          {
+            check.ok += 1
+          } else {
+            check.wrong += 1
+          }
+        case .missing: check.missing += 1
+        case .corrupt: check.corrupt += 1
+        default: check.wrong += 1
+        }
+      }
+    }
+    return check
+  }
+}
