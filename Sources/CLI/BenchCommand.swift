@@ -1,5 +1,6 @@
-// `strata bench`: drives a node with GET or PUT of fixed-size blocks in batches over several
-// connections and reports throughput and request latency percentiles.
+// `strata bench`: drives a node (or, with --seeds, a cluster) with GET, PUT or LOOKUP of
+// fixed-size blocks in batches over several connections and reports throughput and request
+// latency percentiles.
 
 import ArgumentParser
 import Dispatch
@@ -13,12 +14,12 @@ import Synchronization
 
 struct Bench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Measure GET or PUT throughput and latency against a node.",
+    abstract: "Measure GET, PUT or LOOKUP throughput and latency against a node or a cluster.",
     discussion: "With --json the last line is one JSON object: gbps, ops_per_s, p50_us, p99_us, p999_us.")
 
   @OptionGroup var options: NodeOptions
 
-  @Option(help: "get or put.")
+  @Option(help: "get, put or lookup (LOOKUP of --batch keys written first, all present).")
   var op: String = "get"
 
   @Option(help: "Block size, like 2MiB.")
@@ -35,7 +36,9 @@ struct Bench: AsyncParsableCommand {
 
   func run() async throws {
     do throws(StrataError) {
-      guard op == "get" || op == "put" else { throw StrataError(.invalidArgument, "--op: 'get' or 'put', got '\(op)'") }
+      guard ["get", "put", "lookup"].contains(op) else {
+        throw StrataError(.invalidArgument, "--op: 'get', 'put' or 'lookup', got '\(op)'")
+      }
       guard batch >= 1, connections >= 1, seconds > 0 else {
         throw StrataError(.invalidArgument, "--batch and --connections must be at least 1, --seconds above 0")
       }
@@ -111,8 +114,9 @@ struct Bench: AsyncParsableCommand {
       return SHA256.digest(seed)
     }
     // GET reads blocks written first: a working set of 4 batches per connection.
-    let workingSet = 4 * batch
-    if op == "get" {
+    // LOOKUP asks for one batch of keys, all written first.
+    let workingSet = op == "lookup" ? batch : 4 * batch
+    if op == "get" || op == "lookup" {
       for worker in 0..<connections {
         for first in stride(from: 0, to: workingSet, by: batch) {
           let items = try (0..<batch).map { index throws(StrataError) in
@@ -125,6 +129,7 @@ struct Bench: AsyncParsableCommand {
       }
     }
     let isGet = op == "get"
+    let isLookup = op == "lookup"
     let batch = self.batch
     let deadline = now() + seconds
     let start = now()
@@ -139,7 +144,12 @@ struct Bench: AsyncParsableCommand {
           do throws(StrataError) {
             while now() < deadline {
               let began = now()
-              if isGet {
+              if isLookup {
+                let found = try await client.lookup((0..<batch).map { key(worker, $0) })
+                guard found.leadingRun == batch else {
+                  throw StrataError(.internalError, "LOOKUP found \(found.leadingRun) of \(batch) benchmark keys")
+                }
+              } else if isGet {
                 let items = try (0..<batch).map { index throws(StrataError) in
                   StrataClient.GetItem(
                     key: key(worker, (round * batch + index) % workingSet),
@@ -178,7 +188,7 @@ struct Bench: AsyncParsableCommand {
     for outcome in outcomes {
       let (blocks, latencies) = try outcome.get()
       result.blocks += blocks
-      result.bytes += blocks * blockBytes
+      result.bytes += op == "lookup" ? 0 : blocks * blockBytes
       result.latenciesMicroseconds += latencies
     }
     return result

@@ -136,8 +136,16 @@ public final class ClusterNode: ClusterHooks {
   /// Adopts a new ring (from membership); logs the change.
   func adopt(members: [Member], epoch: UInt64) {
     let next = Self.makeRing(members: members, epoch: epoch, replicas: settings.replicas)
+    let me = settings.me.id
     let changed = state.withLock { state -> Bool in
+      let first = state.history.current.epoch == 0
       let changed = state.history.adopt(next, at: .now)
+      if changed && first {
+        // The first real ring: this node has just joined (or come back). Its keys' previous
+        // owners are those of the ring without it, who held them meanwhile: read through from them.
+        state.history.previous = Ring(
+          members: next.members.filter { $0.id != me }, epoch: next.epoch, replicationFactor: next.replicationFactor)
+      }
       if changed {
         state.addresses = [:]
         for member in next.members + (state.history.previous?.members ?? []) {
@@ -154,18 +162,6 @@ public final class ClusterNode: ClusterHooks {
           "draining": "\(next.members.filter { $0.state == .draining }.map(\.id).joined(separator: ","))",
           "replicas": "\(next.replicationFactor)",
         ])
-    }
-  }
-
-  /// Marks the ring as new at start: the keys' previous owners are those of the ring without this
-  /// node (a node that joins or returns reads through from whoever held its keys meanwhile).
-  func markJoined() {
-    state.withLock { state in
-      let current = state.history.current
-      state.history.previous = Ring(
-        members: current.members.filter { $0.id != settings.me.id }, epoch: current.epoch,
-        replicationFactor: current.replicationFactor)
-      state.history.changedAt = .now
     }
   }
 

@@ -26,9 +26,12 @@ struct RingHistory: Sendable {
   var previous: Ring?
   var changedAt: ContinuousClock.Instant
 
-  /// Takes `next` if its members differ (state included); true when the ring changed.
+  /// Takes `next` if its members differ (state included) or no ring was adopted yet (epoch 0);
+  /// true when the ring changed.
   mutating func adopt(_ next: Ring, at now: ContinuousClock.Instant) -> Bool {
-    guard next.members != current.members || next.replicationFactor != current.replicationFactor else {
+    guard
+      current.epoch == 0 || next.members != current.members || next.replicationFactor != current.replicationFactor
+    else {
       return false
     }
     previous = current

@@ -33,7 +33,6 @@ final class StaticMembership: MembershipSource {
 
   func start() {
     node.adopt(members: members, epoch: 1)
-    node.markJoined()
     guard members.count > 1 else { return }
     let thread = Thread { [self] in probeLoop() }
     thread.name = "strata-probe"
