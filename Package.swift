@@ -138,7 +138,7 @@ let package = Package(
       dependencies: ["StrataNode", "StrataClient", "StrataWire", "StrataStorage", "StrataTCP", "StrataCore"],
       path: "Tests/StrataNodeTests", swiftSettings: strictSwift),
     .testTarget(
-      name: "StrataEtcdTests", dependencies: ["StrataEtcd", "StrataCore", "StrataTestKit"],
+      name: "StrataEtcdTests", dependencies: ["StrataEtcd", "StrataTCP", "StrataCore", "StrataTestKit"],
       path: "Tests/StrataEtcdTests", swiftSettings: strictSwift),
     .testTarget(
       name: "CABITests", dependencies: ["strata"], path: "Tests/CABITests",

@@ -61,8 +61,10 @@ public final class EtcdClient: Sendable {
   public func range(prefix: String) throws(StrataError) -> (kvs: [KeyValue], revision: Int64) {
     let request = RangeRequest(key: JSONBytes(Self.rangeStart(prefix)), rangeEnd: JSONBytes(Self.rangeEnd(prefix)))
     let response = try call("/v3/kv/range", request, as: RangeResponse.self)
-    return (try (response.kvs ?? []).map { kv throws(StrataError) in try Self.keyValue(kv, "range") },
-      try revision(response.header, "range"))
+    return (
+      try (response.kvs ?? []).map { kv throws(StrataError) in try Self.keyValue(kv, "range") },
+      try revision(response.header, "range")
+    )
   }
 
   /// The value under exactly `key`, or nil.
@@ -117,7 +119,7 @@ public final class EtcdClient: Sendable {
   public func revoke(lease: Int64) throws(StrataError) {
     do {
       _ = try call("/v3/kv/lease/revoke", LeaseIDRequest(id: JSONInt64(lease)), as: EmptyResponse.self)
-    } catch where error.code == .notFound {
+    } catch  where error.code == .notFound {
       return
     }
   }

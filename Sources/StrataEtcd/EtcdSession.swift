@@ -128,9 +128,9 @@ public final class EtcdSession: Sendable {
       return
     }
     wake.signal()
-    if !onWorker && !alreadyStopping {
+    if !onWorker {
       finished.wait()
-      finished.signal()  // let a concurrent second stop() return too
+      finished.signal()  // passed on: every stop() returns once the thread has finished
     }
   }
 

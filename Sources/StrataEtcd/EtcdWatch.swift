@@ -53,7 +53,8 @@ public final class EtcdWatch: Sendable {
     if response.canceled == true { throw cancelFailure(response) }
     guard response.created == true else {
       throw StrataError(
-        .protocolError, "etcd watch on '\(prefix)': expected a created message, got '\(GatewayJSON.printable(message))'")
+        .protocolError, "etcd watch on '\(prefix)': expected a created message, got '\(GatewayJSON.printable(message))'"
+      )
     }
   }
 
@@ -97,7 +98,8 @@ public final class EtcdWatch: Sendable {
     if let compacted = response.compactRevision?.value, compacted > 0 {
       return StrataError(
         .notFound,
-        "etcd watch on '\(prefix)': the start revision was compacted (oldest available \(compacted)); resync from a range")
+        "etcd watch on '\(prefix)': the start revision was compacted (oldest available \(compacted)); resync from a range"
+      )
     }
     return StrataError(
       .unavailable, "etcd cancelled the watch on '\(prefix)': \(response.cancelReason ?? "no reason given")")

@@ -39,7 +39,8 @@ public final class EtcdProcess: Sendable {
     while peer == clientPort { peer = try freeLoopbackPort() }
     peerPort = peer
     clientURL = "http://127.0.0.1:\(clientPort)"
-    dataDirectory = FileManager.default.temporaryDirectory
+    dataDirectory =
+      FileManager.default.temporaryDirectory
       .appendingPathComponent("strata-etcd-\(UUID().uuidString)").path
     try launch()
   }
