@@ -90,6 +90,11 @@ let package = Package(
       path: "Sources/StrataCluster",
       swiftSettings: strictSwift),
     .target(
+      name: "StrataEtcd",
+      dependencies: ["StrataCore", "StrataTCP", .product(name: "Logging", package: "swift-log")],
+      path: "Sources/StrataEtcd",
+      swiftSettings: strictSwift),
+    .target(
       name: "StrataClientC",
       dependencies: ["StrataClient", "StrataCore", "StrataWire"],
       path: "Sources/StrataClientC",
@@ -132,6 +137,9 @@ let package = Package(
       name: "StrataNodeTests",
       dependencies: ["StrataNode", "StrataClient", "StrataWire", "StrataStorage", "StrataTCP", "StrataCore"],
       path: "Tests/StrataNodeTests", swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataEtcdTests", dependencies: ["StrataEtcd", "StrataTCP", "StrataCore", "StrataTestKit"],
+      path: "Tests/StrataEtcdTests", swiftSettings: strictSwift),
     .testTarget(
       name: "CABITests", dependencies: ["strata"], path: "Tests/CABITests",
       swiftSettings: strictSwift),

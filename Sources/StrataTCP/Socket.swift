@@ -89,6 +89,20 @@ public final class TCPSocket: @unchecked Sendable {
     }
   }
 
+  /// Reads what has arrived, at least one byte, at most `buffer.count`: for streams whose framing
+  /// is found by parsing (HTTP). Throws `unavailable` when the peer closed, `timeout` on a timeout.
+  public func readSome(_ buffer: UnsafeMutableRawBufferPointer) throws(StrataError) -> Int {
+    guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+    while true {
+      let count = recv(descriptor, base, buffer.count, 0)
+      if count > 0 { return count }
+      if count == 0 { throw StrataError(.unavailable, "\(peer) closed the connection") }
+      let code = errno
+      if code == EINTR { continue }
+      throw failure("read", code)
+    }
+  }
+
   /// Reads and discards `count` bytes (a payload nobody needs, like a duplicate PUT's).
   public func discard(_ count: Int, scratch: UnsafeMutableRawBufferPointer) throws(StrataError) {
     var remaining = count

@@ -1,0 +1,175 @@
+// Shared by the test targets: a real single-member etcd on loopback with ports and a data
+// directory of its own, ready when it has logged that it serves clients.
+
+import Foundation
+import Synchronization
+
+/// An etcd server process for a test. Stopped (and its data directory removed) by `stop()` or
+/// when the object goes away.
+public final class EtcdProcess: Sendable {
+  /// The etcd executable: /usr/bin/etcd, else the first `etcd` on PATH.
+  public static var executable: String? {
+    var candidates = ["/usr/bin/etcd"]
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+    candidates += path.split(separator: ":").map { "\($0)/etcd" }
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+  }
+
+  /// Whether etcd is installed.
+  public static var isAvailable: Bool { executable != nil }
+
+  /// How long `init` and `restart` wait for the "ready to serve client requests" line.
+  public static let readySeconds: Double = 20
+
+  /// "http://127.0.0.1:PORT".
+  public let clientURL: String
+  public let clientPort: UInt16
+  public let peerPort: UInt16
+  public let dataDirectory: String
+
+  private let process = Mutex<Process?>(nil)
+  private let log = LogTail()
+
+  /// Starts etcd on 127.0.0.1 with free client and peer ports and a temporary data directory,
+  /// and waits until it is ready to serve clients.
+  public init() throws {
+    guard Self.isAvailable else { throw EtcdProcessError(message: "etcd is not installed") }
+    clientPort = try freeLoopbackPort()
+    var peer = try freeLoopbackPort()
+    while peer == clientPort { peer = try freeLoopbackPort() }
+    peerPort = peer
+    clientURL = "http://127.0.0.1:\(clientPort)"
+    dataDirectory =
+      FileManager.default.temporaryDirectory
+      .appendingPathComponent("strata-etcd-\(UUID().uuidString)").path
+    try launch()
+  }
+
+  deinit { stop() }
+
+  /// Everything etcd has logged lately (for failure messages).
+  public var recentLog: String { log.text }
+
+  /// SIGTERM, waits for the exit, removes the data directory.
+  public func stop() {
+    if let child = process.withLock({ $0.take() }), child.isRunning {
+      child.terminate()
+      child.waitUntilExit()
+    }
+    try? FileManager.default.removeItem(atPath: dataDirectory)
+  }
+
+  /// SIGKILL, as if etcd crashed; the data directory stays for `restart()`.
+  public func kill() {
+    guard let child = process.withLock({ $0.take() }), child.isRunning else { return }
+    Foundation.kill(child.processIdentifier, SIGKILL)
+    child.waitUntilExit()
+  }
+
+  /// Starts etcd again on the same ports and data directory (after `kill()` or `stop()`).
+  public func restart() throws {
+    kill()
+    try launch()
+  }
+
+  private func launch() throws {
+    guard let executable = Self.executable else { throw EtcdProcessError(message: "etcd is not installed") }
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: executable)
+    let client = "http://127.0.0.1:\(clientPort)"
+    let peer = "http://127.0.0.1:\(peerPort)"
+    child.arguments = [
+      "--name", "strata-test", "--data-dir", dataDirectory,
+      "--listen-client-urls", client, "--advertise-client-urls", client,
+      "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+      "--initial-cluster", "strata-test=\(peer)",
+    ]
+    let output = Pipe()
+    child.standardOutput = output
+    child.standardError = output
+    child.standardInput = FileHandle.nullDevice
+    let ready = DispatchSemaphore(value: 0)
+    try child.run()
+    process.withLock { $0 = child }
+    // Drain the log for the process's whole life (a full pipe would stall etcd); signal on the
+    // readiness line, or at end of output (etcd exited).
+    let reader = output.fileHandleForReading
+    let log = log
+    let thread = Thread {
+      var pending = Data()
+      var signalled = false
+      while true {
+        let chunk = reader.availableData
+        if chunk.isEmpty { break }
+        pending.append(chunk)
+        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+          let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
+          pending.removeSubrange(pending.startIndex...newline)
+          if log.append(line) && !signalled {
+            signalled = true
+            ready.signal()
+          }
+        }
+      }
+      if !signalled { ready.signal() }
+    }
+    thread.start()
+    if ready.wait(timeout: .now() + Self.readySeconds) == .timedOut || !log.takeReady() {
+      let log = recentLog
+      kill()
+      throw EtcdProcessError(message: "etcd did not become ready within \(Self.readySeconds) s; its log:\n\(log)")
+    }
+  }
+}
+
+/// Why an etcd test process could not be started.
+public struct EtcdProcessError: Error, CustomStringConvertible {
+  public var message: String
+  public var description: String { message }
+}
+
+/// The last lines etcd logged, and whether it has said it is ready since the last launch.
+private final class LogTail: Sendable {
+  static let linesMax = 60
+  private let state = Mutex<(lines: [String], ready: Bool)>(([], false))
+
+  /// Keeps `line`; true when it is the readiness line.
+  func append(_ line: String) -> Bool {
+    let ready = line.contains("ready to serve client requests")
+    state.withLock { state in
+      state.lines.append(line)
+      if state.lines.count > Self.linesMax { state.lines.removeFirst(state.lines.count - Self.linesMax) }
+      if ready { state.ready = true }
+    }
+    return ready
+  }
+
+  /// Whether the readiness line came, resetting it for the next launch.
+  func takeReady() -> Bool {
+    state.withLock { state in
+      defer { state.ready = false }
+      return state.ready
+    }
+  }
+
+  var text: String { state.withLock { $0.lines.joined(separator: "\n") } }
+}
+
+/// A port that was free on 127.0.0.1 a moment ago (bound to port 0, read back, closed).
+func freeLoopbackPort() throws -> UInt16 {
+  let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  guard descriptor >= 0 else { throw EtcdProcessError(message: "socket() failed: \(errno)") }
+  defer { close(descriptor) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_port = 0
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+  let bound = withUnsafeMutablePointer(to: &address) { pointer in
+    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+      bind(descriptor, raw, length) == 0 && getsockname(descriptor, raw, &length) == 0
+    }
+  }
+  guard bound else { throw EtcdProcessError(message: "cannot bind a loopback port: \(errno)") }
+  return UInt16(bigEndian: address.sin_port)
+}

@@ -1,0 +1,128 @@
+// The etcd client against a real etcd: key-value round trips, leases that lapse, watches in order,
+// and failing over from a dead endpoint.
+
+import Foundation
+import StrataCore
+import StrataEtcd
+import StrataTestKit
+import Testing
+
+@Suite(.enabled(if: EtcdProcess.isAvailable, Comment(rawValue: etcdMissing)))
+struct EtcdClientTests {
+  @Test func putRangeGetDeleteRoundTrip() throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let etcdClient = try client(for: etcd)
+    let prefix = uniquePrefix("kv")
+    let binary = (0...255).map { UInt8($0) }
+    let first = try etcdClient.put(prefix + "b", value: Array("two".utf8))
+    let second = try etcdClient.put(prefix + "a", value: binary)
+    let third = try etcdClient.put(prefix + "c", value: [])
+    try etcdClient.put(String(prefix.dropLast()) + "x", value: Array("outside".utf8))
+    #expect(first < second && second < third)
+
+    let (kvs, revision) = try etcdClient.range(prefix: prefix)
+    #expect(kvs.map(\.key) == [prefix + "a", prefix + "b", prefix + "c"])
+    #expect(kvs.map(\.value) == [binary, Array("two".utf8), []])
+    #expect(kvs.map(\.modRevision) == [second, first, third])
+    #expect(kvs.allSatisfy { $0.lease == 0 })
+    #expect(revision > third)
+
+    #expect(try etcdClient.get(prefix + "a")?.value == binary)
+    #expect(try etcdClient.get(prefix + "zz") == nil)
+    let deleted = try etcdClient.delete(prefix + "a")
+    #expect(deleted > revision)
+    #expect(try etcdClient.get(prefix + "a") == nil)
+    #expect(try etcdClient.range(prefix: prefix).kvs.map(\.key) == [prefix + "b", prefix + "c"])
+  }
+
+  @Test func leaseKeepsKeyUntilItLapses() throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let etcdClient = try client(for: etcd)
+    let prefix = uniquePrefix("lease")
+    let lease = try etcdClient.grantLease(ttlSeconds: 2)
+    #expect(lease.ttlSeconds == 2)
+    let putRevision = try etcdClient.put(prefix + "k", value: [1], lease: lease.id)
+    #expect(try etcdClient.get(prefix + "k")?.lease == lease.id)
+    let remaining = try etcdClient.keepAlive(lease: lease.id)
+    #expect(remaining > 0 && remaining <= 2)
+
+    let events = Recorder<WatchEvent>()
+    let watch = try etcdClient.watch(
+      prefix: prefix, startRevision: putRevision + 1, onEvents: { batch, _ in batch.forEach(events.append) },
+      onEnd: { _ in })
+    defer { watch.cancel() }
+    let started = Date()
+    let lapsed = events.wait(seconds: 10) { $0.contains { $0.kind == .delete && $0.key == prefix + "k" } }
+    #expect(lapsed, "the key outlived its lease")
+    #expect(Date().timeIntervalSince(started) >= 1.0, "the key went before its TTL")
+    #expect(try etcdClient.get(prefix + "k") == nil)
+    #expect(try etcdClient.keepAlive(lease: lease.id) == 0)
+    try etcdClient.revoke(lease: lease.id)  // already gone: not an error
+  }
+
+  @Test func revokeDeletesAttachedKeys() throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let etcdClient = try client(for: etcd)
+    let prefix = uniquePrefix("revoke")
+    let lease = try etcdClient.grantLease(ttlSeconds: 60)
+    try etcdClient.put(prefix + "k", value: [1], lease: lease.id)
+    try etcdClient.revoke(lease: lease.id)
+    #expect(try etcdClient.get(prefix + "k") == nil)
+    #expect(try etcdClient.keepAlive(lease: lease.id) == 0)
+    let error = #expect(throws: StrataError.self) { try etcdClient.put(prefix + "k", value: [1], lease: lease.id) }
+    #expect(error?.code == .notFound)
+  }
+
+  @Test func watchSeesPutsAndDeletesInOrder() throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let etcdClient = try client(for: etcd)
+    let prefix = uniquePrefix("watch")
+    let start = try etcdClient.put("/elsewhere", value: [0])
+    let events = Recorder<WatchEvent>()
+    let headers = Recorder<Int64>()
+    let ends = Recorder<String>()
+    let watch = try etcdClient.watch(
+      prefix: prefix, startRevision: start + 1,
+      onEvents: { batch, revision in
+        headers.append(revision)  // first: a test woken by the events finds the batch's header
+        batch.forEach(events.append)
+      },
+      onEnd: { error in ends.append(error?.description ?? "nil") })
+    var expected: [WatchEvent] = []
+    var revision = try etcdClient.put(prefix + "a", value: [1])
+    expected.append(WatchEvent(kind: .put, key: prefix + "a", value: [1], modRevision: revision))
+    try etcdClient.put("/elsewhere", value: [2])
+    revision = try etcdClient.put(prefix + "b", value: [2])
+    expected.append(WatchEvent(kind: .put, key: prefix + "b", value: [2], modRevision: revision))
+    revision = try etcdClient.delete(prefix + "a")
+    expected.append(WatchEvent(kind: .delete, key: prefix + "a", value: [], modRevision: revision))
+    revision = try etcdClient.put(prefix + "b", value: [3])
+    expected.append(WatchEvent(kind: .put, key: prefix + "b", value: [3], modRevision: revision))
+
+    #expect(events.wait(seconds: 10) { $0.count >= expected.count })
+    #expect(events.all == expected)
+    #expect(headers.last == revision)
+    watch.cancel()
+    #expect(ends.wait(seconds: 5) { !$0.isEmpty })
+    try etcdClient.put(prefix + "c", value: [4])
+    #expect(ends.all == ["nil"], "onEnd is called once, with nil after cancel")
+  }
+
+  @Test func failsOverFromDeadEndpoint() throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let dead = try EtcdEndpoint(parsing: "http://127.0.0.1:\(try closedPort())")
+    let live = try EtcdEndpoint(parsing: etcd.clientURL)
+    let etcdClient = EtcdClient(endpoints: [dead, live], timeoutMilliseconds: 1000)
+    try etcdClient.put("/failover", value: [7])
+    #expect(try etcdClient.get("/failover")?.value == [7])
+
+    let alone = EtcdClient(endpoints: [dead], timeoutMilliseconds: 1000)
+    let error = #expect(throws: StrataError.self) { try alone.get("/failover") }
+    #expect(error?.code == .unavailable)
+  }
+}
