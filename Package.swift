@@ -84,7 +84,7 @@ let package = Package(
     .target(
       name: "StrataCluster",
       dependencies: [
-        "StrataCore", "StrataPlacement", "StrataStorage", "StrataNode", "StrataClient", "StrataWire",
+        "StrataCore", "StrataPlacement", "StrataStorage", "StrataNode", "StrataClient", "StrataWire", "StrataEtcd",
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/StrataCluster",

@@ -1,11 +1,91 @@
-// PLACEHOLDER until the etcd module lands.
+// etcd membership: this node registers its Member record (JSON) under
+// `cluster.etcd_prefix + "members/" + node id` with a lease of cluster.lease_ttl, keeps it alive
+// and watches the prefix (EtcdSession). Every change of the member map becomes a ring whose
+// epoch is the etcd revision of that change. While etcd is unreachable the node keeps serving
+// with the last ring and reports the condition; when etcd answers again it re-registers.
+
+import Dispatch
+import Foundation
 import StrataCore
+import StrataEtcd
+import StrataPlacement
+import Synchronization
 
 final class EtcdMembership: MembershipSource {
+  private let node: ClusterNode
+  private let session: EtcdSession
+  private let me: Mutex<Member>
+  private let firstRing: DispatchSemaphore
+
   init(node: ClusterNode) throws(StrataError) {
-    throw StrataError(.unsupported, "etcd membership is not built yet")
+    self.node = node
+    let endpoints = try node.settings.etcd.split(separator: ",").map { text throws(StrataError) in
+      try EtcdEndpoint(parsing: String(text))
+    }
+    let client = EtcdClient(endpoints: endpoints, timeoutMilliseconds: 2_000)
+    let me = node.settings.me
+    self.me = Mutex(me)
+    let logger = node.logger
+    let firstRing = DispatchSemaphore(value: 0)
+    self.firstRing = firstRing
+    session = EtcdSession(
+      client: client, prefix: node.settings.etcdPrefix + "members/", memberID: me.id,
+      value: Self.encode(me), ttlSeconds: node.settings.leaseTTLSeconds, logger: logger,
+      onMembers: { [node] records, revision in
+        var members: [Member] = []
+        for (id, value) in records.sorted(by: { $0.key < $1.key }) {
+          guard let member = try? JSONDecoder().decode(Member.self, from: Data(value)), member.id == id else {
+            logger.warning("etcd: ignoring a member record that does not decode", metadata: ["key": "\(id)"])
+            continue
+          }
+          members.append(member)
+        }
+        node.adopt(members: members, epoch: UInt64(max(0, revision)))
+        firstRing.signal()
+      },
+      onState: { [node] state in
+        switch state {
+        case .connecting: node.setService(.connecting)
+        case .connected:
+          node.setService(.connected)
+          logger.info("etcd: registered", metadata: ["endpoint": "\(node.settings.etcd)"])
+        case .disconnected(let reason):
+          if case .disconnected = node.serviceState {} else {
+            logger.warning(
+              "etcd: unreachable; serving with the last known ring", metadata: ["reason": "\(reason)"])
+          }
+          node.setService(.disconnected(reason: reason, since: Date()))
+        case .stopped: node.setService(.notUsed)
+        }
+      })
   }
-  func start() {}
-  func announceDraining() {}
-  func stop(deregister: Bool) {}
+
+  static func encode(_ member: Member) -> [UInt8] {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return (try? Array(encoder.encode(member))) ?? []
+  }
+
+  /// Registers and waits (up to one lease TTL) for the first member map, so the node starts
+  /// serving with the cluster's ring; without etcd it starts alone and keeps trying.
+  func start() {
+    node.setService(.connecting)
+    session.start()
+    if firstRing.wait(timeout: .now() + .seconds(Int(node.settings.leaseTTLSeconds))) == .timedOut {
+      node.logger.warning(
+        "etcd: no member map yet; serving alone until etcd answers", metadata: ["endpoint": "\(node.settings.etcd)"])
+    }
+  }
+
+  func announceDraining() {
+    let record = me.withLock { member -> [UInt8] in
+      member.state = .draining
+      return Self.encode(member)
+    }
+    session.update(value: record)
+  }
+
+  func stop(deregister: Bool) {
+    session.stop(deregister: deregister)
+  }
 }

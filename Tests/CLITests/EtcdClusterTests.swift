@@ -1,0 +1,121 @@
+// The cluster scenario with etcd membership (lease TTL 2 s), R = 2, real processes on loopback:
+// a killed node leaves the ring within its TTL while every block still reads back; the restarted
+// node rejoins and serves its blocks again; a fourth node joins on its own and a node drains and
+// leaves; with etcd down the nodes keep serving on their last ring, report it, and register again
+// when etcd returns.
+
+import Foundation
+import StrataClient
+import StrataCore
+import StrataPlacement
+import StrataTestKit
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+@Suite(.serialized, .enabled(if: EtcdProcess.isAvailable, "etcd is not installed (scripts/bootstrap.sh installs etcd-server)"))
+struct EtcdClusterTests {
+  /// Polls `condition` until it holds or `seconds` pass (for a bound the system promises, such as
+  /// "within the lease TTL"); returns whether it held.
+  func eventually(within seconds: Double, _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+      if try await condition() { return true }
+      try await Task.sleep(for: .milliseconds(100))
+    }
+    return try await condition()
+  }
+
+  func activeIDs(_ cluster: ClusterHarness, via seeds: [String]) async throws -> Set<String> {
+    let client = cluster.client(seeds: seeds)
+    defer { client.close() }
+    return Set(try await client.refreshRing().activeMembers.map(\.id))
+  }
+
+  @Test func etcdClusterSurvivesKillRestartJoinAndDrain() async throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c", "d"], ttlSeconds: 2)
+    defer { cluster.shutdown() }
+    for name in ["a", "b", "c"] { try cluster.start(name) }
+    #expect(
+      try await eventually(within: 10) { try await activeIDs(cluster, via: ["a"]) == ["node-a", "node-b", "node-c"] },
+      "the three nodes did not all register")
+    let blocks = BlockSet(count: 10_000, run: 43)
+    let writer = cluster.client(seeds: ["a", "b", "c"])
+    try await blocks.putAll(writer)
+    writer.close()
+    try await cluster.syncReplication(["a", "b", "c"])
+
+    // (a) kill -9: reads go on from the surviving replicas; the node leaves the ring within its TTL.
+    cluster.killHard("b")
+    let reader = cluster.client(seeds: ["a", "c"])
+    let afterKill = try await blocks.verify(reader)
+    #expect(afterKill.wrong == 0 && afterKill.corrupt == 0, "\(afterKill)")
+    #expect(afterKill.missing == 0, "every block had a surviving replica: \(afterKill)")
+    #expect(
+      try await eventually(within: 2 + 3) { try await activeIDs(cluster, via: ["a"]) == ["node-a", "node-c"] },
+      "the killed node did not leave the ring within its lease TTL")
+    let whileGone = try await blocks.verify(reader)
+    reader.close()
+    #expect(whileGone.ok == blocks.count, "with b out of the ring: \(whileGone)")
+
+    // (b) the node restarts and serves its blocks again (read through from the others where its
+    // RAM was lost).
+    try cluster.start("b")
+    #expect(try await eventually(within: 10) { try await activeIDs(cluster, via: ["a"]).contains("node-b") })
+    let ring = try await cluster.client(seeds: ["b"]).refreshRing()
+    let ownedByB = (0..<blocks.count).filter { ring.owners(of: blocks.keys[$0]).contains { $0.id == "node-b" } }
+    let direct = NodeProcess.client(cluster.address("b"), connections: 2)
+    let fromB = try await blocks.verify(direct, indices: ownedByB)
+    direct.close()
+    #expect(fromB.ok == ownedByB.count, "b after restart: \(fromB)\n\(cluster.log("b"))")
+
+    // (c) a fourth node joins by registering; then a node drains and leaves.
+    try cluster.start("d")
+    #expect(try await eventually(within: 10) { try await activeIDs(cluster, via: ["a"]).count == 4 })
+    let afterJoin = try await blocks.verify(cluster.client(seeds: ["a"]))
+    #expect(afterJoin.ok == blocks.count, "after d joined: \(afterJoin)\n\(cluster.log("d"))")
+    let drain = try strata(["drain", "--seeds", cluster.address("c").description, "node-a"])
+    #expect(drain.status == 0, "drain failed: \(drain.stdout) \(drain.stderr)\n\(cluster.log("a"))")
+    #expect(cluster.node("a").waitForExit() == 0, "a drained node exits 0")
+    cluster.forget("a")
+    #expect(try await activeIDs(cluster, via: ["c"]) == ["node-b", "node-c", "node-d"], "a deregistered at once")
+    let afterDrain = try await blocks.verify(cluster.client(seeds: ["b", "c", "d"]))
+    #expect(afterDrain.ok == blocks.count, "after a drained: \(afterDrain)")
+  }
+
+  @Test func nodesServeThroughAnEtcdOutageAndRegisterAgain() async throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"], ttlSeconds: 2)
+    defer { cluster.shutdown() }
+    for name in ["a", "b", "c"] { try cluster.start(name) }
+    #expect(try await eventually(within: 10) { try await activeIDs(cluster, via: ["a"]).count == 3 })
+    let blocks = BlockSet(count: 500, run: 44)
+    try await blocks.putAll(cluster.client(seeds: ["a"]))
+    try await cluster.syncReplication(["a", "b", "c"])
+
+    etcd.kill()
+    let members = cluster.client(seeds: ["a"])
+    defer { members.close() }
+    func membership() async throws -> String {
+      let report = try JSONSerialization.jsonObject(with: Data(try await members.ringCall(RingCall.members)))
+      return ((report as? [String: Any])?["membership"] as? [String: Any])?["state"] as? String ?? "?"
+    }
+    #expect(try await eventually(within: 10) { try await membership() == "disconnected" }, "etcd down not reported")
+    // Still serving, on the last ring, with all three members.
+    #expect(try await activeIDs(cluster, via: ["a"]).count == 3)
+    let during = try await blocks.verify(cluster.client(seeds: ["a", "b", "c"]))
+    #expect(during.ok == blocks.count, "during the etcd outage: \(during)")
+    #expect(try String(contentsOfFile: "\(cluster.base)/a.log", encoding: .utf8).contains("etcd: unreachable"))
+
+    try etcd.restart()
+    #expect(try await eventually(within: 15) { try await membership() == "connected" }, "no re-registration")
+    #expect(try await eventually(within: 10) { try await activeIDs(cluster, via: ["b"]).count == 3 })
+    let after = try await blocks.verify(cluster.client(seeds: ["c"]))
+    #expect(after.ok == blocks.count, "after etcd returned: \(after)")
+  }
+}
