@@ -77,10 +77,10 @@ public struct Ring: Sendable, Hashable {
     return nil
   }
 
-  /// Points for each member: `virtualNodes` × capacity / mean capacity of the active members that
-  /// state one (capacity 0 counts as the mean), at least 1; draining members get none. Computed in
-  /// IEEE doubles in member order, so every platform gets the same counts.
-  static func pointCounts(members: [Member], virtualNodes: Int) -> [Int] {
+  /// Each member's capacity relative to the mean of the active members that state one (capacity 0
+  /// counts as the mean); 0 for draining members. Computed in IEEE doubles in the given order, so
+  /// every platform gets the same values.
+  static func relativeCapacities(of members: [Member]) -> [Double] {
     var sum = 0.0
     var stated = 0
     for member in members where member.isActive && member.capacityBytes > 0 {
@@ -90,9 +90,26 @@ public struct Ring: Sendable, Hashable {
     let mean = stated > 0 ? sum / Double(stated) : 0
     return members.map { member in
       guard member.isActive else { return 0 }
-      guard member.capacityBytes > 0, mean > 0 else { return virtualNodes }
-      return max(1, Int((Double(virtualNodes) * Double(member.capacityBytes) / mean).rounded()))
+      guard member.capacityBytes > 0, mean > 0 else { return 1 }
+      return Double(member.capacityBytes) / mean
     }
+  }
+
+  /// Points for each member: `virtualNodes` × its relative capacity, rounded, at least 1 for an
+  /// active member.
+  static func pointCounts(members: [Member], virtualNodes: Int) -> [Int] {
+    zip(members, relativeCapacities(of: members)).map { member, relative in
+      member.isActive ? max(1, Int((Double(virtualNodes) * relative).rounded())) : 0
+    }
+  }
+
+  /// The share of keys each of `members` should own as primary, in the given order: capacity over
+  /// the active members' total (capacity 0 counts as the mean), 0 for draining members. The ring
+  /// approximates these; `primaryShares()` says how closely.
+  public static func fairShares(of members: [Member]) -> [Double] {
+    let relative = relativeCapacities(of: members)
+    let total = relative.reduce(0, +)
+    return relative.map { total > 0 ? $0 / total : 0 }
   }
 
   /// Default R: 2 when at least 2 active members, else 1.
@@ -116,12 +133,14 @@ public struct Ring: Sendable, Hashable {
   /// The owners of `key`: primary first, then up to the effective R distinct members clockwise,
   /// in distinct zones while zones allow. Empty when no member is active.
   public func owners(of key: BlockKey) -> [Member] {
-    ownerIndices(ofPoint: Ring.point(of: key)).map { members[$0] }
+    guard pointCount > 0 else { return [] }
+    return withOwnerIndices(fromSlot: table.successor(of: Ring.point(of: key))) { $0.map { members[$0] } }
   }
 
   /// The ids of `owners(of:)`, in the same order.
   public func ownerIDs(of key: BlockKey) -> [String] {
-    ownerIndices(ofPoint: Ring.point(of: key)).map { members[$0].id }
+    guard pointCount > 0 else { return [] }
+    return withOwnerIndices(fromSlot: table.successor(of: Ring.point(of: key))) { $0.map { members[$0].id } }
   }
 
   /// The first owner of `key`, or nil when no member is active.
@@ -141,46 +160,72 @@ public struct Ring: Sendable, Hashable {
     return low < members.count && members[low].id == id ? members[low] : nil
   }
 
-  /// Indices into `members` of the owners of ring position `point`.
-  func ownerIndices(ofPoint point: UInt64) -> [Int] {
-    guard table.count > 0 else { return [] }
-    var owners: [Int] = []
-    owners.reserveCapacity(effectiveReplicationFactor)
-    var deferred: [Int] = []
-    walk(from: table.successor(of: point), into: &owners, deferred: &deferred)
-    return owners
+  /// Calls `body` with the member indices of the owners of the keys that table slot `start`
+  /// receives, in stack memory; the table must not be empty.
+  func withOwnerIndices<Result>(fromSlot start: Int, _ body: (UnsafeBufferPointer<Int>) -> Result) -> Result {
+    let wanted = effectiveReplicationFactor
+    return withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * wanted) { buffer in
+      let owners = UnsafeMutableBufferPointer(rebasing: buffer[0..<wanted])
+      let deferred = UnsafeMutableBufferPointer(rebasing: buffer[wanted...])
+      let count = walk(from: start, owners: owners, deferred: deferred)
+      return body(UnsafeBufferPointer(rebasing: owners[0..<count]))
+    }
   }
 
-  /// Collects the owners met walking clockwise from table slot `start` into `owners` (emptied
-  /// first); `deferred` is scratch space. The first `min(R, zones)` owners are in distinct zones;
-  /// the rest are the next distinct members in walk order, including ones skipped for their zone.
-  func walk(from start: Int, into owners: inout [Int], deferred: inout [Int]) {
-    owners.removeAll(keepingCapacity: true)
-    deferred.removeAll(keepingCapacity: true)
+  /// Writes into `owners` the owners met walking clockwise from table slot `start` and returns
+  /// their number; `owners` and `deferred` (scratch) hold at least the effective R each. The
+  /// first `min(R, zones)` owners are in distinct zones; the rest are the next distinct members
+  /// in walk order, including ones skipped earlier for their zone.
+  func walk(from start: Int, owners: UnsafeMutableBufferPointer<Int>, deferred: UnsafeMutableBufferPointer<Int>)
+    -> Int
+  {
     let wanted = effectiveReplicationFactor
     let zoneTarget = min(wanted, activeZoneCount)
     let spare = wanted - zoneTarget
-    var slot = start
-    var steps = 0
-    while owners.count < wanted && steps < table.count {
-      let candidate = table.memberIndex(at: slot)
-      slot = slot + 1 == table.count ? 0 : slot + 1
-      steps += 1
-      if owners.contains(candidate) || deferred.contains(candidate) { continue }
-      if owners.count >= zoneTarget {
-        owners.append(candidate)
-        continue
-      }
-      let zone = zoneNumbers[candidate]
-      if owners.contains(where: { zoneNumbers[$0] == zone }) {
-        if deferred.count < spare { deferred.append(candidate) }
-        continue
-      }
-      owners.append(candidate)
-      if owners.count == zoneTarget {
-        // Zones are satisfied: members skipped for their zone come next, in the order met.
-        for skipped in deferred where owners.count < wanted { owners.append(skipped) }
-        deferred.removeAll(keepingCapacity: true)
+    let entries = table.entries
+    return entries.withUnsafeBufferPointer { entries in
+      zoneNumbers.withUnsafeBufferPointer { zoneNumbers in
+        var found = 0
+        var skipped = 0
+        func known(_ candidate: Int) -> Bool {
+          for index in 0..<found where owners[index] == candidate { return true }
+          for index in 0..<skipped where deferred[index] == candidate { return true }
+          return false
+        }
+        var slot = start
+        var steps = 0
+        while found < wanted && steps < entries.count {
+          let candidate = Int(truncatingIfNeeded: entries[slot] & RingTable.indexMask)
+          slot = slot + 1 == entries.count ? 0 : slot + 1
+          steps += 1
+          if known(candidate) { continue }
+          if found >= zoneTarget {
+            owners[found] = candidate
+            found += 1
+            continue
+          }
+          let zone = zoneNumbers[candidate]
+          var zoneTaken = false
+          for index in 0..<found where zoneNumbers[owners[index]] == zone { zoneTaken = true }
+          if zoneTaken {
+            if skipped < spare {
+              deferred[skipped] = candidate
+              skipped += 1
+            }
+            continue
+          }
+          owners[found] = candidate
+          found += 1
+          if found == zoneTarget {
+            // Zones are satisfied: members skipped for their zone come next, in the order met.
+            for index in 0..<skipped where found < wanted {
+              owners[found] = deferred[index]
+              found += 1
+            }
+            skipped = 0
+          }
+        }
+        return found
       }
     }
   }

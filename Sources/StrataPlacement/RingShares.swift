@@ -36,12 +36,11 @@ extension Ring {
   /// Share of the key space for which each member is any owner; shares sum to the effective R.
   public func ownerShares() -> [String: Double] {
     var arcs = [UInt64](repeating: 0, count: members.count)
-    var owners: [Int] = []
-    var deferred: [Int] = []
     for slot in 0..<pointCount {
-      walk(from: slot, into: &owners, deferred: &deferred)
       let length = arc(endingAt: slot)
-      for owner in owners { arcs[owner] += length }
+      withOwnerIndices(fromSlot: slot) { owners in
+        for owner in owners { arcs[owner] += length }
+      }
     }
     return shares(arcs)
   }
@@ -69,9 +68,6 @@ extension Ring {
     for (index, member) in members.enumerated() { ids[member.id] = index }
     let translated = other.members.enumerated().map { ids[$1.id] ?? members.count + $0 }
 
-    var ownersA: [Int] = []
-    var ownersB: [Int] = []
-    var deferred: [Int] = []
     var primaryMoved: UInt64 = 0
     var setChanged: UInt64 = 0
     // Walk both tables' boundaries in position order. A sub-arc (previous boundary, boundary]
@@ -91,11 +87,12 @@ extension Ring {
         if memberIndex(atSlot: ownerSlotA) != translated[other.memberIndex(atSlot: ownerSlotB)] {
           primaryMoved += length
         }
-        walk(from: ownerSlotA, into: &ownersA, deferred: &deferred)
-        other.walk(from: ownerSlotB, into: &ownersB, deferred: &deferred)
-        if ownersA.count != ownersB.count || !ownersB.allSatisfy({ ownersA.contains(translated[$0]) }) {
-          setChanged += length
+        let same = withOwnerIndices(fromSlot: ownerSlotA) { ownersA in
+          other.withOwnerIndices(fromSlot: ownerSlotB) { ownersB in
+            ownersA.count == ownersB.count && ownersB.allSatisfy { ownersA.contains(translated[$0]) }
+          }
         }
+        if !same { setChanged += length }
       }
       if positionA == boundary { slotA += 1 }
       if positionB == boundary { slotB += 1 }

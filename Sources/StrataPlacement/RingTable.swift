@@ -24,59 +24,106 @@ final class RingTable: Sendable {
     precondition(seeds.count == counts.count && seeds.count <= RingTable.membersMax)
     let total = counts.reduce(0, +)
     precondition(total < Int(UInt32.max), "ring of \(total) points is too large")
-    // About four entries per bucket: the index costs a quarter of the entries' memory.
-    var bucketBits: UInt64 = 0
+    // About four entries per bucket: the index costs an eighth of the entries' memory.
+    var bucketBits = 0
     while bucketBits < 24 && (1 << (bucketBits + 2)) < total { bucketBits += 1 }
-    let bucketCount = 1 << Int(bucketBits)
-    let shift: UInt64 = 64 - bucketBits
-    func bucket(_ entry: UInt64) -> Int { bucketBits == 0 ? 0 : Int(truncatingIfNeeded: entry >> shift) }
-
-    // Generate the points once into a scratch array, counting bucket sizes on the way.
-    var unsorted = [UInt64](repeating: 0, count: total)
-    var starts = [UInt32](repeating: 0, count: bucketCount + 1)
-    var next = 0
-    for (index, seed) in seeds.enumerated() where counts[index] > 0 {
-      var state = seed
-      for _ in 0..<counts[index] {
-        let entry = (RingTable.mix(&state) & RingTable.positionMask) | UInt64(index)
-        unsorted[next] = entry
-        starts[bucket(entry) + 1] += 1
-        next += 1
-      }
+    // A radix sort in two passes, both cache-friendly: first by the top `coarseBits` bits (256
+    // sequential output streams), then each coarse range (tens of KiB) by the remaining bucket
+    // bits, then an insertion sort inside each bucket. Hash points are uniform, so buckets hold a
+    // handful of entries and the whole sort is linear.
+    let coarseBits = min(bucketBits, 8)
+    let fineBits = bucketBits - coarseBits
+    let coarseCount = 1 << coarseBits
+    let fineCount = 1 << fineBits
+    func coarse(_ entry: UInt64) -> Int { coarseBits == 0 ? 0 : Int(truncatingIfNeeded: entry >> (64 - coarseBits)) }
+    func fine(_ entry: UInt64) -> Int {
+      fineBits == 0 ? 0 : Int(truncatingIfNeeded: (entry << coarseBits) >> (64 - fineBits))
     }
-    for index in 0..<bucketCount { starts[index + 1] += starts[index] }
 
-    // Counting sort by bucket, then insertion sort inside each bucket: hash points are uniform,
-    // so buckets hold a handful of entries and the whole sort is linear.
-    var sorted = [UInt64](repeating: 0, count: total)
-    var fill = starts
-    for entry in unsorted {
-      let target = bucket(entry)
-      sorted[Int(fill[target])] = entry
-      fill[target] += 1
-    }
-    for index in 0..<bucketCount {
-      let low = Int(starts[index])
-      let high = Int(starts[index + 1])
-      if high - low > 32 {
-        sorted[low..<high].sort()
-        continue
-      }
-      var position = low + 1
-      while position < high {
-        let value = sorted[position]
-        var hole = position
-        while hole > low && sorted[hole - 1] > value {
-          sorted[hole] = sorted[hole - 1]
-          hole -= 1
+    // Pass 0: generate every point, in member order, counting coarse buckets.
+    var coarseStarts = [Int](repeating: 0, count: coarseCount + 1)
+    var generated = [UInt64](unsafeUninitializedCapacity: total) { buffer, initialized in
+      var next = 0
+      for (index, seed) in seeds.enumerated() where counts[index] > 0 {
+        var state = seed
+        for _ in 0..<counts[index] {
+          let entry = (RingTable.mix(&state) & RingTable.positionMask) | UInt64(index)
+          buffer[next] = entry
+          coarseStarts[coarse(entry) + 1] += 1
+          next += 1
         }
-        sorted[hole] = value
-        position += 1
+      }
+      initialized = next
+    }
+    for index in 0..<coarseCount { coarseStarts[index + 1] += coarseStarts[index] }
+
+    // Pass 1: scatter into coarse ranges.
+    let scattered = [UInt64](unsafeUninitializedCapacity: total) { buffer, initialized in
+      var fill = coarseStarts
+      for entry in generated {
+        let target = coarse(entry)
+        buffer[fill[target]] = entry
+        fill[target] += 1
+      }
+      initialized = total
+    }
+
+    // Pass 2: within each coarse range, scatter by fine bucket into `generated` (reused), then sort
+    // each bucket; record where every bucket starts.
+    var starts = [UInt32](repeating: 0, count: (1 << bucketBits) + 1)
+    generated.withUnsafeMutableBufferPointer { sorted in
+      scattered.withUnsafeBufferPointer { scattered in
+        starts.withUnsafeMutableBufferPointer { starts in
+          var fill = [Int](repeating: 0, count: fineCount)
+          for coarseIndex in 0..<coarseCount {
+            let low = coarseStarts[coarseIndex]
+            let high = coarseStarts[coarseIndex + 1]
+            for slot in 0..<fineCount { fill[slot] = 0 }
+            for slot in low..<high { fill[fine(scattered[slot])] += 1 }
+            var position = low
+            for slot in 0..<fineCount {
+              let size = fill[slot]
+              fill[slot] = position
+              starts[coarseIndex * fineCount + slot] = UInt32(truncatingIfNeeded: position)
+              position += size
+            }
+            for slot in low..<high {
+              let entry = scattered[slot]
+              let target = fine(entry)
+              sorted[fill[target]] = entry
+              fill[target] += 1
+            }
+          }
+          starts[starts.count - 1] = UInt32(truncatingIfNeeded: total)
+          for bucket in 0..<(starts.count - 1) {
+            RingTable.insertionSort(sorted, Int(starts[bucket])..<Int(starts[bucket + 1]))
+          }
+        }
       }
     }
-    entries = sorted
+    entries = generated
     bucketStarts = starts
-    bucketShift = shift
+    bucketShift = UInt64(64 - bucketBits)
+  }
+
+  /// Sorts `buffer[range]`; quadratic, so large ranges (only from a pathological hash) use `sort`.
+  private static func insertionSort(_ buffer: UnsafeMutableBufferPointer<UInt64>, _ range: Range<Int>) {
+    if range.count > 32 {
+      var slice = UnsafeMutableBufferPointer(rebasing: buffer[range])
+      slice.sort()
+      return
+    }
+    var position = range.lowerBound + 1
+    while position < range.upperBound {
+      let value = buffer[position]
+      var hole = position
+      while hole > range.lowerBound && buffer[hole - 1] > value {
+        buffer[hole] = buffer[hole - 1]
+        hole -= 1
+      }
+      buffer[hole] = value
+      position += 1
+    }
   }
 
   var count: Int { entries.count }
