@@ -11,7 +11,8 @@ import StrataPlacement
 /// `count` equal members, optionally spread over `zones`.
 private func benchMembers(_ count: Int, zones: [String] = [""], offset: Int = 0) -> [Member] {
   (offset..<offset + count).map { index in
-    Member(id: "node-\(index)", address: "10.\(index >> 8 & 255).\(index & 255).1:7400", zone: zones[index % zones.count])
+    Member(
+      id: "node-\(index)", address: "10.\(index >> 8 & 255).\(index & 255).1:7400", zone: zones[index % zones.count])
   }
 }
 
@@ -73,11 +74,13 @@ func runPlacementBenchmark(repetitions: Int, sampledKeys: Int) {
       ownerRates.append(
         cpuRate(calls: keys.count, seconds: 0.2) { for key in keys { sink &+= ring.owners(of: key).count } })
       primaryRates.append(
-        cpuRate(calls: keys.count, seconds: 0.2) { for key in keys { sink &+= ring.primary(of: key)?.id.utf8.count ?? 0 } })
+        cpuRate(calls: keys.count, seconds: 0.2) {
+          for key in keys { sink &+= ring.primary(of: key)?.id.utf8.count ?? 0 }
+        })
     }
     let ownerNs = 1e9 / median(ownerRates)
     print(
-      "\(pad("\(count)", 8)) \(pad("\(ring.pointCount)", 9)) \(pad(formatted(Double(ring.tableBytes) / 1048576, 2), 10)) "
+      "\(pad("\(count)", 8)) \(pad("\(ring.pointCount)", 9)) \(pad(formatted(Double(ring.tableBytes) / 1_048_576, 2), 10)) "
         + "\(pad(formatted(median(builds) * 1000, 2), 9)) \(pad(formatted(ownerNs, 0), 12)) "
         + "\(pad(formatted(1e9 / median(primaryRates), 0), 13)) \(formatted(ownerNs * 1024 / 1000, 1))"
         + (sink == -1 ? " " : ""))

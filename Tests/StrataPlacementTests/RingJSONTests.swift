@@ -25,7 +25,8 @@ import Testing
     let text = String(decoding: bytes, as: UTF8.self)
     for field in [
       "\"epoch\":42", "\"replication_factor\":3", "\"virtual_nodes\":300", "\"admin_address\":\"127.0.0.1:9401\"",
-      "\"admin_address\":null", "\"capacity_bytes\":3298534883328", "\"state\":\"draining\"", "\"transports\":[\"tcp\",\"rdma\"]",
+      "\"admin_address\":null", "\"capacity_bytes\":3298534883328", "\"state\":\"draining\"",
+      "\"transports\":[\"tcp\",\"rdma\"]",
       "\"zone\":\"b\"",
     ] {
       #expect(text.contains(field), "missing \(field) in \(text)")
