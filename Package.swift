@@ -60,6 +60,11 @@ let package = Package(
       path: "Sources/StrataWire",
       swiftSettings: strictSwift),
     .target(
+      name: "StrataPlacement",
+      dependencies: ["StrataCore"],
+      path: "Sources/StrataPlacement",
+      swiftSettings: strictSwift),
+    .target(
       name: "StrataTCP",
       dependencies: ["StrataCore"],
       path: "Sources/StrataTCP",
@@ -70,11 +75,6 @@ let package = Package(
         "StrataCore", "StrataStorage", "StrataWire", "StrataTCP", .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/StrataNode",
-      swiftSettings: strictSwift),
-    .target(
-      name: "StrataPlacement",
-      dependencies: ["StrataCore"],
-      path: "Sources/StrataPlacement",
       swiftSettings: strictSwift),
     .target(
       name: "StrataClient",
@@ -111,7 +111,7 @@ let package = Package(
 
     .executableTarget(
       name: "strata-microbench",
-      dependencies: ["StrataCore", "StrataStorage"],
+      dependencies: ["StrataCore", "StrataStorage", "StrataPlacement"],
       path: "Sources/Microbenchmarks",
       swiftSettings: strictSwift),
 
@@ -133,6 +133,9 @@ let package = Package(
     .testTarget(
       name: "StrataWireTests", dependencies: ["StrataWire", "StrataCore", "StrataTestKit"],
       path: "Tests/StrataWireTests", swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataPlacementTests", dependencies: ["StrataPlacement", "StrataCore", "StrataTestKit"],
+      path: "Tests/StrataPlacementTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataNodeTests",
       dependencies: ["StrataNode", "StrataClient", "StrataWire", "StrataStorage", "StrataTCP", "StrataCore"],

@@ -1,6 +1,6 @@
 // strata-microbench: in-process benchmarks of the data-path primitives, each side by side with
 // memcpy of the same bytes in the same run. Usage and recorded results: docs/performance.md.
-//   swift run -c release strata-microbench [checksum|hash|lz4|tiers|restart|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N]
+//   swift run -c release strata-microbench [checksum|hash|lz4|tiers|restart|placement|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N] [--keys N]
 
 import StrataCore
 
@@ -13,6 +13,7 @@ var repetitions = 3
 var which = "all"
 var directory = "./strata-bench"
 var restartBlocks = 1_000_000
+var placementKeys = 4_000_000
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
   switch argument {
@@ -20,10 +21,11 @@ while let argument = arguments.next() {
   case "--repeat": repetitions = Int(arguments.next() ?? "") ?? repetitions
   case "--dir": directory = arguments.next() ?? directory
   case "--blocks": restartBlocks = Int(arguments.next() ?? "") ?? restartBlocks
-  case "checksum", "hash", "lz4", "tiers", "restart", "all": which = argument
+  case "--keys": placementKeys = Int(arguments.next() ?? "") ?? placementKeys
+  case "checksum", "hash", "lz4", "tiers", "restart", "placement", "all": which = argument
   default:
     print(
-      "usage: strata-microbench [checksum|hash|lz4|tiers|restart|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N]"
+      "usage: strata-microbench [checksum|hash|lz4|tiers|restart|placement|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N] [--keys N]"
     )
     exit(64)
   }
@@ -94,6 +96,10 @@ if which == "lz4" || which == "all" {
 
 if which == "tiers" || which == "all" {
   await runTierBenchmark(seconds: seconds, repetitions: repetitions, directory: directory)
+}
+
+if which == "placement" || which == "all" {
+  runPlacementBenchmark(repetitions: repetitions, sampledKeys: placementKeys)
 }
 
 if which == "restart" {
