@@ -15,6 +15,8 @@ struct RoutingState {
   var ring: Ring?
   /// Data-plane address of each ring member, by member id.
   var addresses: [String: HostPort] = [:]
+  /// Data-plane address of each ring member, by position in `ring.members` (nil: unparsable).
+  var memberAddresses: [HostPort?] = []
   /// Nodes that failed a call, skipped (tried last) until the instant given.
   var down: [HostPort: ContinuousClock.Instant] = [:]
   var leaseGroups: [UInt64: [HostPort: UInt64]] = [:]
@@ -62,8 +64,9 @@ extension StrataClient {
       if let known = state.ring, known.epoch > fetched.epoch { return known }
       state.ring = fetched
       state.addresses = [:]
-      for member in fetched.members {
-        if let address = try? HostPort(parsing: member.address) { state.addresses[member.id] = address }
+      state.memberAddresses = fetched.members.map { try? HostPort(parsing: $0.address) }
+      for (member, address) in zip(fetched.members, state.memberAddresses) {
+        if let address { state.addresses[member.id] = address }
       }
       return fetched
     }
@@ -87,12 +90,19 @@ extension StrataClient {
     routing.withLock { $0.down[address] = until }
   }
 
-  /// The owners of `key` as addresses: healthy nodes in ring order, then those found down.
-  private func candidates(_ key: BlockKey, ring: Ring, state: RoutingState, now: ContinuousClock.Instant) -> [HostPort]
-  {
-    let owners = ring.owners(of: key).compactMap { state.addresses[$0.id] }
-    let up = owners.filter { (state.down[$0] ?? now) <= now }
-    return up + owners.filter { !up.contains($0) }
+  /// The first owner of `key` not yet `tried`: healthy nodes in ring order, then those found down.
+  private func nextOwner(
+    _ key: BlockKey, tried: [HostPort], ring: Ring, state: RoutingState, now: ContinuousClock.Instant
+  ) -> HostPort? {
+    var downOwner: HostPort?
+    for index in ring.ownerIndices(of: key) {
+      guard index < state.memberAddresses.count, let address = state.memberAddresses[index],
+        !tried.contains(address)
+      else { continue }
+      if state.down.isEmpty || (state.down[address] ?? now) <= now { return address }
+      if downOwner == nil { downOwner = address }
+    }
+    return downOwner
   }
 
   /// Sends each index's key to its next untried owner, one call per owner, all in parallel, until
@@ -103,6 +113,15 @@ extension StrataClient {
     retry: @escaping @Sendable (Answer) -> Bool,
     call: @escaping @Sendable (HostPort, [Int], UInt64) async throws(StrataError) -> [Answer]
   ) async throws(StrataError) -> [Answer?] {
+    // Each owner's call runs as a child task that returns a Result (no typed throws across the
+    // task boundary).
+    let attempt: @Sendable (HostPort, [Int], UInt64) async -> Result<[Answer], StrataError> = { owner, indices, epoch in
+      do throws(StrataError) {
+        return .success(try await call(owner, indices, epoch))
+      } catch {
+        return .failure(error)
+      }
+    }
     var answers = [Answer?](repeating: nil, count: keys.count)
     var tried = [[HostPort]](repeating: [], count: keys.count)
     var pending = Array(keys.indices)
@@ -114,34 +133,21 @@ extension StrataClient {
       var order: [HostPort] = []
       routing.withLock { state in
         for index in pending {
-          guard
-            let owner = candidates(keys[index], ring: ring, state: state, now: now).first(where: {
-              !tried[index].contains($0)
-            })
-          else { continue }
+          guard let owner = nextOwner(keys[index], tried: tried[index], ring: ring, state: state, now: now) else {
+            continue
+          }
           if groups[owner] == nil { order.append(owner) }
           groups[owner, default: []].append(index)
         }
       }
       if groups.isEmpty { break }
       let epoch = ring.epoch
-      let outcomes = await withTaskGroup(
-        of: (HostPort, Result<[Answer], StrataError>).self, returning: [HostPort: Result<[Answer], StrataError>].self
-      ) { group in
-        for owner in order {
-          let indices = groups[owner]!
-          group.addTask {
-            do throws(StrataError) {
-              return (owner, .success(try await call(owner, indices, epoch)))
-            } catch {
-              return (owner, .failure(error))
-            }
-          }
-        }
-        var outcomes: [HostPort: Result<[Answer], StrataError>] = [:]
-        for await (owner, outcome) in group { outcomes[owner] = outcome }
-        return outcomes
+      let calls = order.map { owner in
+        let indices = groups[owner]!
+        return Task { await attempt(owner, indices, epoch) }
       }
+      var outcomes: [HostPort: Result<[Answer], StrataError>] = [:]
+      for (owner, task) in zip(order, calls) { outcomes[owner] = await task.value }
       var next: [Int] = []
       var stale = false
       for owner in order {

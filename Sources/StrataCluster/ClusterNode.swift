@@ -182,8 +182,9 @@ public final class ClusterNode: ClusterHooks {
   public var epoch: UInt64 { state.withLock { $0.history.current.epoch } }
 
   public func firstUnowned(_ keys: [BlockKey]) -> BlockKey? {
-    let (ring, me) = state.withLock { ($0.history.current, settings.me.id) }
-    for key in keys where !ring.owners(of: key).contains(where: { $0.id == me }) { return key }
+    let ring = state.withLock { $0.history.current }
+    guard let me = ring.members.firstIndex(where: { $0.id == settings.me.id }) else { return keys.first }
+    for key in keys where !ring.isOwner(memberIndex: me, of: key) { return key }
     return nil
   }
 

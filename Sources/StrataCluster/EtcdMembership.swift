@@ -50,7 +50,8 @@ final class EtcdMembership: MembershipSource {
           node.setService(.connected)
           logger.info("etcd: registered", metadata: ["endpoint": "\(node.settings.etcd)"])
         case .disconnected(let reason):
-          if case .disconnected = node.serviceState {} else {
+          if case .disconnected = node.serviceState {
+          } else {
             logger.warning(
               "etcd: unreachable; serving with the last known ring", metadata: ["reason": "\(reason)"])
           }

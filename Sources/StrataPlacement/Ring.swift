@@ -143,6 +143,19 @@ public struct Ring: Sendable, Hashable {
     return withOwnerIndices(fromSlot: table.successor(of: Ring.point(of: key))) { $0.map { members[$0].id } }
   }
 
+  /// The positions in `members` of `owners(of:)`, in the same order: the allocation-light form
+  /// for routing many keys.
+  public func ownerIndices(of key: BlockKey) -> [Int] {
+    guard pointCount > 0 else { return [] }
+    return withOwnerIndices(fromSlot: table.successor(of: Ring.point(of: key))) { Array($0) }
+  }
+
+  /// Whether the member at position `memberIndex` of `members` owns `key`.
+  public func isOwner(memberIndex: Int, of key: BlockKey) -> Bool {
+    guard pointCount > 0 else { return false }
+    return withOwnerIndices(fromSlot: table.successor(of: Ring.point(of: key))) { $0.contains(memberIndex) }
+  }
+
   /// The first owner of `key`, or nil when no member is active.
   public func primary(of key: BlockKey) -> Member? {
     guard table.count > 0 else { return nil }

@@ -15,7 +15,9 @@ import Testing
   import Glibc
 #endif
 
-@Suite(.serialized, .enabled(if: EtcdProcess.isAvailable, "etcd is not installed (scripts/bootstrap.sh installs etcd-server)"))
+@Suite(
+  .serialized,
+  .enabled(if: EtcdProcess.isAvailable, "etcd is not installed (scripts/bootstrap.sh installs etcd-server)"))
 struct EtcdClusterTests {
   /// Polls `condition` until it holds or `seconds` pass (for a bound the system promises, such as
   /// "within the lease TTL"); returns whether it held.
