@@ -21,6 +21,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
   ],
   targets: [
     // MARK: C libraries (system libraries via pkg-config, each behind a shim header)
@@ -71,6 +73,15 @@ let package = Package(
       ],
       path: "Sources/StrataNode",
       swiftSettings: strictSwift),
+    // The admin HTTP API, Prometheus metrics and the node's operations (docs/admin.md, docs/metrics.md).
+    .target(
+      name: "StrataAdmin",
+      dependencies: [
+        "StrataCore", "StrataStorage", "StrataNode", "StrataTCP", .product(name: "Logging", package: "swift-log"),
+        .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
+      ],
+      path: "Sources/StrataAdmin",
+      swiftSettings: strictSwift),
     .target(
       name: "StrataClient",
       dependencies: ["StrataCore", "StrataWire", "StrataTCP"],
@@ -84,7 +95,7 @@ let package = Package(
     .executableTarget(
       name: "strata",
       dependencies: [
-        "StrataCore", "StrataStorage", "StrataNode", "StrataWire", "StrataClient",
+        "StrataCore", "StrataStorage", "StrataNode", "StrataWire", "StrataClient", "StrataAdmin", "StrataTCP",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
@@ -119,6 +130,10 @@ let package = Package(
       name: "StrataNodeTests",
       dependencies: ["StrataNode", "StrataClient", "StrataWire", "StrataStorage", "StrataTCP", "StrataCore"],
       path: "Tests/StrataNodeTests", swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataAdminTests",
+      dependencies: ["StrataAdmin", "StrataNode", "StrataStorage", "StrataTCP", "StrataCore"],
+      path: "Tests/StrataAdminTests", swiftSettings: strictSwift),
     .testTarget(
       name: "CABITests", dependencies: ["strata"], path: "Tests/CABITests",
       swiftSettings: strictSwift),
