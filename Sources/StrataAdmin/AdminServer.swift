@@ -5,6 +5,7 @@
 import Dispatch
 public import Logging
 public import StrataCore
+import StrataNode
 import Synchronization
 
 /// A request to an admin route.
@@ -272,22 +273,16 @@ public final class AdminServer: Sendable {
     return refusal
   }
 
-  /// Runs an async handler from the connection's thread and waits for it.
+  /// Runs an async handler from the connection's thread and waits for it. The handler runs on
+  /// a task executor of this connection's own, never needing Swift's cooperative pool (which a
+  /// busy process may have blocked).
   private func run(_ handler: @escaping Handler, _ request: AdminRequest) -> AdminResponse {
-    let box = Mutex<AdminResponse?>(nil)
-    let done = DispatchSemaphore(value: 0)
-    Task {
-      let response: AdminResponse
-      do throws(StrataError) {
-        response = try await handler(request)
-      } catch {
-        response = .error(error)
-      }
-      box.withLock { $0 = response }
-      done.signal()
+    let executor = QueueExecutor(label: "strata.admin.request")
+    do throws(StrataError) {
+      return try blocking(on: executor) { () async throws(StrataError) -> AdminResponse in try await handler(request) }
+    } catch {
+      return .error(error)
     }
-    done.wait()
-    return box.withLock { $0! }
   }
 }
 
