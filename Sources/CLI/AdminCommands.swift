@@ -182,7 +182,7 @@ struct Verify: ParsableCommand {
       if !status {
         do {
           _ = try client.call("POST", "/v1/verify")
-        } catch where error.code == .alreadyExists {
+        } catch  where error.code == .alreadyExists {
           if !wait { throw error }  // with --wait, follow the verify already running
         }
       }

@@ -107,7 +107,9 @@ private func twoDigits(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(v
 /// Bytes in decimal units for rates and sizes shown to people: 1.2 GB, 350 MB, 12 KB.
 func humanBytes(_ bytes: Double) -> String {
   let units: [(Double, String)] = [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")]
-  for (scale, name) in units where bytes >= scale { return "\(rounded(bytes / scale, bytes / scale < 10 ? 2 : 1)) \(name)" }
+  for (scale, name) in units where bytes >= scale {
+    return "\(rounded(bytes / scale, bytes / scale < 10 ? 2 : 1)) \(name)"
+  }
   return "\(Int(bytes)) B"
 }
 

@@ -96,7 +96,9 @@ public struct AdminClient: Sendable {
       headers[line[..<colon].lowercased()] = String(line[line.index(after: colon)...].drop { $0 == " " })
     }
     var body = Array(bytes[(end + 4)...])
-    if let length = headers["content-length"].flatMap({ Int($0) }), length < body.count { body = Array(body[0..<length]) }
+    if let length = headers["content-length"].flatMap({ Int($0) }), length < body.count {
+      body = Array(body[0..<length])
+    }
     return AdminReply(status: status, headers: headers, body: body)
   }
 }

@@ -40,17 +40,21 @@ public final class NodeMetrics: NodeObserver {
 
   /// Every metric, with its meaning; the names are a contract (dashboards and alerts use them).
   public static let catalog: [MetricInfo] = [
-    .init(name: "strata_tier_blocks", kind: .gauge, labels: ["tier", "namespace"], help: "Blocks held, by tier and namespace."),
+    .init(
+      name: "strata_tier_blocks", kind: .gauge, labels: ["tier", "namespace"],
+      help: "Blocks held, by tier and namespace."),
     .init(
       name: "strata_tier_bytes", kind: .gauge, labels: ["tier", "namespace"],
       help: "Bytes held (RAM: slot sizes; NVMe: record sizes), by tier and namespace."),
     .init(name: "strata_tier_capacity_bytes", kind: .gauge, labels: ["tier"], help: "Capacity of each tier in bytes."),
     .init(name: "strata_leases_active", kind: .gauge, labels: [], help: "Leases (pins on blocks) held now."),
-    .init(name: "strata_connections_open", kind: .gauge, labels: ["transport"], help: "Data-plane connections open now."),
+    .init(
+      name: "strata_connections_open", kind: .gauge, labels: ["transport"], help: "Data-plane connections open now."),
     .init(
       name: "strata_inflight_bytes", kind: .gauge, labels: [], help: "Payload bytes of requests being transferred now."),
     .init(name: "strata_ring_epoch", kind: .gauge, labels: [], help: "Epoch of the ring this node uses (0 alone)."),
-    .init(name: "strata_ring_members", kind: .gauge, labels: ["state"], help: "Ring members by state (active, draining)."),
+    .init(
+      name: "strata_ring_members", kind: .gauge, labels: ["state"], help: "Ring members by state (active, draining)."),
     .init(
       name: "strata_etcd_session_up", kind: .gauge, labels: [], help: "1 while the etcd session is alive; 0 otherwise."),
     .init(
@@ -74,8 +78,11 @@ public final class NodeMetrics: NodeObserver {
     .init(
       name: "strata_transfer_bytes_total", kind: .counter, labels: ["op", "transport"],
       help: "Payload bytes sent (get) and stored (put), by transport."),
-    .init(name: "strata_requests_total", kind: .counter, labels: ["op"], help: "Data-plane requests answered, by operation."),
-    .init(name: "strata_errors_total", kind: .counter, labels: ["code"], help: "Requests answered with an error, by code."),
+    .init(
+      name: "strata_requests_total", kind: .counter, labels: ["op"], help: "Data-plane requests answered, by operation."
+    ),
+    .init(
+      name: "strata_errors_total", kind: .counter, labels: ["code"], help: "Requests answered with an error, by code."),
     .init(
       name: "strata_connections_total", kind: .counter, labels: ["transport"], help: "Data-plane connections accepted."),
     .init(
@@ -96,7 +103,8 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_request_duration_seconds", kind: .histogram, labels: ["op", "transport"],
       help: "Data-plane request latency, from the request's header to its response written."),
     .init(
-      name: "strata_transfer_block_bytes", kind: .histogram, labels: ["op"], help: "Sizes of the blocks moved by get and put."),
+      name: "strata_transfer_block_bytes", kind: .histogram, labels: ["op"],
+      help: "Sizes of the blocks moved by get and put."),
   ]
 
   public let registry: PrometheusCollectorRegistry
@@ -121,7 +129,8 @@ public final class NodeMetrics: NodeObserver {
         descriptor: describe("strata_requests_total", help), labels: [("op", op)])
       for transport in NodeMetrics.transports {
         durations["\(op)|\(transport)"] = registry.makeValueHistogram(
-          descriptor: describe("strata_request_duration_seconds", help), labels: [("op", op), ("transport", transport)],
+          descriptor: describe("strata_request_duration_seconds", help),
+          labels: [("op", op), ("transport", transport)],
           buckets: NodeMetrics.durationBuckets)
       }
     }

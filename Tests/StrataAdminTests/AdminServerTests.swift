@@ -19,7 +19,8 @@ final class AdminFixture {
   let configPath: String
 
   init(tokens: Bool = true, extend: (NodeAdministration) -> Void = { _ in }) throws {
-    configPath = FileManager.default.temporaryDirectory.appendingPathComponent("strata-admin-\(UUID().uuidString).yaml")
+    configPath =
+      FileManager.default.temporaryDirectory.appendingPathComponent("strata-admin-\(UUID().uuidString).yaml")
       .path
     try AdminFixture.writeConfig(configPath, tokens: tokens ? [adminToken: true, tenantToken: false] : [:])
     var settings = try NodeConfiguration(yaml: try String(contentsOfFile: configPath, encoding: .utf8))
@@ -96,7 +97,9 @@ final class AdminFixture {
     let empty = try fixture.client().send("POST", "/v1/evict", body: .object([:]))
     #expect(empty.status == 400)
     #expect(try JSONValue.parse(empty.body)["error"]?["code"]?.stringValue == "invalid_argument")
-    #expect(try fixture.client().send("POST", "/v1/evict", body: .object(["key_prefixes": .array([.string("zz")])])).status == 400)
+    #expect(
+      try fixture.client().send("POST", "/v1/evict", body: .object(["key_prefixes": .array([.string("zz")])])).status
+        == 400)
     let evicted = try fixture.client().call("POST", "/v1/evict", body: .object(["namespace": .string("tenant")]))
     #expect(evicted["evicted_blocks"]?.intValue == 0)
     #expect(try open.send("GET", "/health").headers["x-request-id"]?.hasPrefix("admin-") == true)
@@ -148,7 +151,9 @@ final class AdminFixture {
       #expect(metric.name.hasPrefix("strata_"))
     }
     let docs = try String(contentsOfFile: packageRoot + "/docs/metrics.md", encoding: .utf8)
-    for metric in NodeMetrics.catalog { #expect(docs.contains("`\(metric.name)`"), "docs/metrics.md lacks \(metric.name)") }
+    for metric in NodeMetrics.catalog {
+      #expect(docs.contains("`\(metric.name)`"), "docs/metrics.md lacks \(metric.name)")
+    }
   }
 
   /// Every route the node's admin server registers is in proto/admin.openapi.yaml, and the other way round.
@@ -166,7 +171,8 @@ final class AdminFixture {
     }
     let registered = Set(fixture.administration.admin.routes.map { "\($0.method) \($0.path)" })
     #expect(registered.count >= 8)
-    #expect(registered.subtracting(documented).isEmpty, "not in the OpenAPI document: \(registered.subtracting(documented))")
+    #expect(
+      registered.subtracting(documented).isEmpty, "not in the OpenAPI document: \(registered.subtracting(documented))")
     let clusterRoutes: Set = ["GET /v1/cluster/members", "GET /v1/cluster/ring", "POST /v1/drain", "GET /v1/drain"]
     #expect(documented.subtracting(registered) == clusterRoutes)
   }

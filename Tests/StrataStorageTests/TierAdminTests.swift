@@ -48,7 +48,8 @@ private func prefixedID(_ first: UInt8, _ n: Int, namespace: String = "test") ->
     let report = try fixture.tiers.evict(EvictionSelector(keyPrefixes: [try KeyPrefix(hex: "ab")]))
     #expect(report.blocks == 2)
     #expect(fixture.tiers.lookup(ids) == [nil, .ram, .ram, nil])
-    let second = try fixture.tiers.evict(EvictionSelector(keyPrefixes: [try KeyPrefix(hex: "a"), try KeyPrefix(hex: "b")]))
+    let second = try fixture.tiers.evict(
+      EvictionSelector(keyPrefixes: [try KeyPrefix(hex: "a"), try KeyPrefix(hex: "b")]))
     #expect(second.blocks == 2)
     #expect(fixture.tiers.lookup(ids) == [nil, nil, nil, nil])
     #expect(throws: StrataError.self) { try fixture.tiers.evict(EvictionSelector()) }
