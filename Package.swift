@@ -21,6 +21,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
   ],
   targets: [
     // MARK: C libraries (system libraries via pkg-config, each behind a shim header)
@@ -76,6 +78,15 @@ let package = Package(
       ],
       path: "Sources/StrataNode",
       swiftSettings: strictSwift),
+    // The admin HTTP API, Prometheus metrics and the node's operations (docs/admin.md, docs/metrics.md).
+    .target(
+      name: "StrataAdmin",
+      dependencies: [
+        "StrataCore", "StrataStorage", "StrataNode", "StrataTCP", .product(name: "Logging", package: "swift-log"),
+        .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
+      ],
+      path: "Sources/StrataAdmin",
+      swiftSettings: strictSwift),
     .target(
       name: "StrataClient",
       dependencies: ["StrataCore", "StrataPlacement", "StrataWire", "StrataTCP"],
@@ -103,6 +114,7 @@ let package = Package(
       name: "strata",
       dependencies: [
         "StrataCore", "StrataStorage", "StrataNode", "StrataWire", "StrataClient", "StrataPlacement", "StrataCluster",
+        "StrataAdmin", "StrataTCP",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
@@ -143,6 +155,10 @@ let package = Package(
     .testTarget(
       name: "StrataEtcdTests", dependencies: ["StrataEtcd", "StrataTCP", "StrataCore", "StrataTestKit"],
       path: "Tests/StrataEtcdTests", swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataAdminTests",
+      dependencies: ["StrataAdmin", "StrataNode", "StrataStorage", "StrataTCP", "StrataCore"],
+      path: "Tests/StrataAdminTests", swiftSettings: strictSwift),
     .testTarget(
       name: "CABITests", dependencies: ["strata"], path: "Tests/CABITests",
       swiftSettings: strictSwift),

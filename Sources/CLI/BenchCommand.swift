@@ -133,6 +133,23 @@ struct Bench: AsyncParsableCommand {
     let batch = self.batch
     let deadline = now() + seconds
     let start = now()
+    // Progress over the run's time, with the byte rate so far (only on a terminal, and not with --json).
+    let bar = ProgressBar(
+      "bench \(op)", total: Int(seconds * 1000), unit: .bytes, enabled: !options.json && isatty(STDOUT_FILENO) == 1)
+    let movedBytes = SharedCount()
+    let ticker = Task {
+      while now() < deadline && !Task.isCancelled {
+        let elapsed = now() - start
+        bar.update(
+          done: Int(elapsed * 1000), rate: Double(movedBytes.value) / max(elapsed, 1e-3),
+          secondsLeft: max(0, deadline - now()))
+        try? await Task.sleep(nanoseconds: 100_000_000)
+      }
+    }
+    defer {
+      ticker.cancel()
+      bar.finish()
+    }
     let outcomes: [Swift.Result<(Int, [Double]), StrataError>] = await withTaskGroup(
       of: Swift.Result<(Int, [Double]), StrataError>.self
     ) { group in
@@ -168,6 +185,7 @@ struct Bench: AsyncParsableCommand {
                 _ = try await client.put(items)
               }
               latencies.append((now() - began) * 1e6)
+              movedBytes.add(batch * blockBytes)
               blocks += batch
               round += 1
             }

@@ -134,7 +134,17 @@ struct Put: AsyncParsableCommand {
         let region = client.register(buffer)
         items.append(StrataClient.PutItem(key: blockKey, source: try region.slice(length: buffer.count)))
       }
-      let outcomes = try await client.put(items)
+      // In batches of 64, with a progress bar for bulk puts on a terminal.
+      let bar = ProgressBar(
+        "put", total: buffers.reduce(0) { $0 + $1.count }, unit: .bytes,
+        enabled: items.count > 64 && !options.json && isatty(STDOUT_FILENO) == 1)
+      var outcomes: [StrataWire.PutOutcome] = []
+      for first in stride(from: 0, to: items.count, by: 64) {
+        let batch = Array(items[first..<min(first + 64, items.count)])
+        outcomes += try await client.put(batch)
+        bar.advance(by: batch.reduce(0) { $0 + $1.source.length })
+      }
+      bar.finish()
       var failed = false
       for (index, outcome) in outcomes.enumerated() {
         let word = putWord(outcome)

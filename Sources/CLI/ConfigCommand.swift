@@ -7,7 +7,7 @@ struct ConfigCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "config",
     abstract: "Work with node configuration files (format: docs/configuration.md).",
-    subcommands: [Check.self, Defaults.self])
+    subcommands: [Check.self, Defaults.self, Reload.self])
 
   struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -6,6 +6,7 @@
 import ArgumentParser
 import Dispatch
 import Logging
+import StrataAdmin
 import StrataCluster
 import StrataCore
 import StrataNode
@@ -31,6 +32,9 @@ struct Serve: AsyncParsableCommand {
 
   @Option(help: "Address to listen on, HOST:PORT.")
   var listen: String?
+
+  @Option(help: "Address of the admin API and metrics, HOST:PORT (port 0: any free port).")
+  var admin: String?
 
   @Option(help: "RAM tier size, like 512MiB or 4GiB.")
   var ram: String?
@@ -78,8 +82,9 @@ struct Serve: AsyncParsableCommand {
           + "(\(tiers.arena.isLocked ? "locked" : "not locked")), NVMe \(ByteSize(bytes: UInt64(stats.nvmeCapacityBytes))) "
           + "holding \(recovery?.blocksRecovered ?? 0) block(s)")
       let nodeID = settings.node.id.isEmpty ? hostName() : settings.node.id
+      let metrics = NodeMetrics(namespaces: metricNamespaces(settings))
       let server = try NodeServer(
-        configuration: ServerConfiguration(settings, nodeID: nodeID), tiers: tiers, logger: logger)
+        configuration: ServerConfiguration(settings, nodeID: nodeID), tiers: tiers, logger: logger, observer: metrics)
       var cluster: ClusterNode?
       if settings.cluster.mode != .single {
         let advertised = settings.cluster.advertise ?? server.address
@@ -100,14 +105,18 @@ struct Serve: AsyncParsableCommand {
         cluster = node
       }
       server.start()
+      let administration = try startAdmin(
+        settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, logger: logger)
       logger.info("listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)"])
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
       let demoter = Task { await tiers.run() }
       let signal = await signals.wait()
       logger.info("stopping", metadata: ["signal": "\(signal)"])
+      administration?.beginStopping()
       cluster?.stop(deregister: false)
       server.stop()
+      administration?.stop()
       tiers.shutdown()
       await demoter.value
       let written = try await tiers.flush()
@@ -126,6 +135,11 @@ struct Serve: AsyncParsableCommand {
     if let listen {
       settings.listen = try flag("--listen") { () throws(StrataError) in
         try HostPort(parsing: listen, allowAnyPort: true)
+      }
+    }
+    if let admin {
+      settings.admin.listen = try flag("--admin") { () throws(StrataError) in
+        try HostPort(parsing: admin, allowAnyPort: true)
       }
     }
     if let ram { settings.ram.capacity = try flag("--ram") { () throws(StrataError) in try ByteSize(parsing: ram) } }

@@ -14,12 +14,14 @@ struct Strata: AsyncParsableCommand {
     abstract: "Distributed storage for LLM inference KV-cache blocks.",
     discussion: """
       Exit codes: 0 success; 1 the operation failed; 2 invalid input (configuration, tokens, \
-      layout); 64 bad command-line usage.
+      layout, arguments); 3 the node is unreachable, not ready or timed out; 4 corruption found \
+      (verify); 64 bad command-line usage. Shell completion: \
+      strata --generate-completion-script bash|zsh|fish (docs/cli.md).
       """,
     version: StrataVersion.current,
     subcommands: [
-      Serve.self, Put.self, Get.self, Lookup.self, Stat.self, Bench.self, ClusterCommand.self, Drain.self, Hash.self,
-      ConfigCommand.self, Debug.self, Version.self,
+      Serve.self, Status.self, Put.self, Get.self, Lookup.self, Stat.self, Bench.self, ClusterCommand.self, Drain.self,
+      Evict.self, Verify.self, Hash.self, ConfigCommand.self, Debug.self, Version.self,
     ]
   )
 }
@@ -32,10 +34,14 @@ struct Version: ParsableCommand {
   }
 }
 
-/// Exit codes that scripts can rely on (also listed in `strata --help`).
+/// Exit codes that scripts can rely on (also listed in `strata --help` and docs/cli.md).
 enum ExitCodes {
   static let failure = ExitCode(1)
   static let invalidInput = ExitCode(2)
+  /// The node could not be reached, is not ready, or did not answer in time: retrying may help.
+  static let unavailable = ExitCode(3)
+  /// A verify found corrupt blocks (they were dropped).
+  static let corruptionFound = ExitCode(4)
 }
 
 /// Prints `error` for a person on stderr and returns the exit code that matches its kind.
@@ -50,6 +56,7 @@ func report(_ error: StrataError, context: String? = nil) -> ExitCode {
   }
   switch error.code {
   case .invalidArgument, .invalidConfiguration: return ExitCodes.invalidInput
+  case .unavailable, .timeout: return ExitCodes.unavailable
   default: return ExitCodes.failure
   }
 }

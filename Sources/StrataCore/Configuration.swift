@@ -158,7 +158,15 @@ public struct NodeConfiguration: Hashable, Sendable {
     }
   }
 
+  /// The admin HTTP API (docs/admin.md): status, metrics, evict, verify, config reload.
+  public struct Admin: Hashable, Sendable {
+    /// Where the admin API listens; loopback by default, since without tokens it is open.
+    public var listen = HostPort(host: "127.0.0.1", port: NodeConfiguration.defaultAdminPort)
+    public var enabled = true
+  }
+
   public static let defaultPort: UInt16 = 7400
+  public static let defaultAdminPort: UInt16 = 7401
 
   public var node = Node()
   public var listen = HostPort(host: "127.0.0.1", port: NodeConfiguration.defaultPort)
@@ -168,6 +176,7 @@ public struct NodeConfiguration: Hashable, Sendable {
   public var limits = Limits()
   public var cluster = Cluster()
   public var auth = Auth()
+  public var admin = Admin()
 
   public init() {}
 
@@ -252,6 +261,11 @@ public struct NodeConfiguration: Hashable, Sendable {
     check(cluster.probeInterval.milliseconds >= 50, "cluster.probe_interval", "must be at least 50ms")
     if let advertise = cluster.advertise {
       check(advertise.port != 0, "cluster.advertise", "needs a port other than 0")
+    }
+    if admin.enabled, admin.listen.port != 0 {
+      check(
+        admin.listen != listen, "admin.listen",
+        "\(admin.listen) is the data plane's address too (listen); give the admin API a port of its own")
     }
     let tokens = auth.tokens.map(\.token)
     check(Set(tokens).count == tokens.count, "auth.tokens", "a token is listed twice")

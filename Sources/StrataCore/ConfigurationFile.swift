@@ -66,6 +66,9 @@ extension NodeConfiguration {
       lines.append("      namespace: \(quoted(token.namespace.name))")
       lines.append("      admin: \(token.admin)")
     }
+    lines.append("admin:")
+    lines.append("  listen: \(quoted(admin.listen.description))")
+    lines.append("  enabled: \(admin.enabled)")
     return lines.joined(separator: "\n") + "\n"
   }
 
@@ -81,7 +84,7 @@ private struct ConfigurationReader {
   mutating func read(_ root: Yams.Node, into config: inout NodeConfiguration) {
     let top = fields(
       root, "",
-      known: ["node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth"])
+      known: ["node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin"])
     if let node = top["node"] {
       let fields = fields(node, "node", known: ["id", "zone"])
       if let value = fields["id"].flatMap({ string($0, "node.id") }) { config.node.id = value }
@@ -166,6 +169,17 @@ private struct ConfigurationReader {
           problem("auth.tokens", tokens, "expected a list of {token, namespace, admin}")
         }
       }
+    }
+    if let admin = top["admin"] {
+      let fields = fields(admin, "admin", known: ["listen", "enabled"])
+      if let value = fields["listen"].flatMap({
+        parsed($0, "admin.listen") { (text: String) throws(StrataError) in
+          try HostPort(parsing: text, allowAnyPort: true)
+        }
+      }) {
+        config.admin.listen = value
+      }
+      if let value = fields["enabled"].flatMap({ bool($0, "admin.enabled") }) { config.admin.enabled = value }
     }
     if let cluster = top["cluster"] {
       let fields = fields(

@@ -8,12 +8,12 @@ public import StrataCore
 import Synchronization
 
 /// A task executor backed by one serial dispatch queue.
-final class QueueExecutor: TaskExecutor {
+public final class QueueExecutor: TaskExecutor {
   let queue: DispatchQueue
 
-  init(label: String) { queue = DispatchQueue(label: label) }
+  public init(label: String) { queue = DispatchQueue(label: label) }
 
-  func enqueue(_ job: consuming ExecutorJob) {
+  public func enqueue(_ job: consuming ExecutorJob) {
     let job = UnownedJob(job)
     queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
   }
@@ -26,7 +26,7 @@ private final class Outcome<T: Sendable>: Sendable {
 
 /// Waits on the calling thread for `body`, run as a task on `executor`. Never call from a Swift
 /// concurrency thread: it blocks the thread until the task ends.
-func blocking<T: Sendable>(
+public func blocking<T: Sendable>(
   on executor: QueueExecutor, _ body: @escaping @Sendable () async throws(StrataError) -> T
 ) throws(StrataError) -> T {
   let outcome = Outcome<T>()

@@ -101,6 +101,8 @@ struct Session {
   var isPeer = false
   var leases: [UInt64: BlockLease] = [:]
   var body: [UInt8] = []
+  /// Sizes of the blocks the request being answered moved, for the observer (metrics).
+  var movedBlockBytes: [Int] = []
   /// Where this connection's storage calls run (see `blocking`).
   let executor: QueueExecutor
   let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
@@ -144,21 +146,43 @@ struct Session {
         throw Connection.Malformed(reason: error.message)
       }
     }
+    let started = DispatchTime.now().uptimeNanoseconds
     if namespace == nil {
       guard case .helloRequest(let hello) = message else {
         throw Connection.Malformed(reason: "the first frame must be HELLO, got \(header.opcode)")
       }
       try answerHello(hello, header: header)
+      observe(header, startedAt: started, error: nil)
       return
     }
     server.count { $0.requests += 1 }
+    var failure: StrataError.Code?
     do {
       try dispatch(message, header: header)
     } catch let error as StrataError where error.code != .unavailable && error.code != .timeout {
       // A well-formed request that failed: answered with its error; the connection stays.
       server.count { $0.errorResponses += 1 }
+      failure = error.code
+      server.logger.debug(
+        "request failed",
+        metadata: [
+          "request_id": "\(header.requestID)", "op": "\(header.opcode)", "code": "\(error.code)",
+          "reason": "\(error.message)",
+        ])
       try send(.error(header.opcode, ErrorBody(code: error.code.number, message: error.message)), to: header)
     }
+    observe(header, startedAt: started, error: failure)
+  }
+
+  /// Tells the server's observer (metrics) about the request just answered.
+  private mutating func observe(_ header: FrameHeader, startedAt: UInt64, error: StrataError.Code?) {
+    defer { movedBlockBytes.removeAll(keepingCapacity: true) }
+    guard let observer = server.observer else { return }
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - startedAt) / 1e9
+    observer.requestFinished(
+      RequestEvent(
+        op: "\(header.opcode)", transport: "tcp", seconds: seconds, error: error, blockBytes: movedBlockBytes,
+        requestID: header.requestID))
   }
 
   private mutating func dispatch(_ message: WireMessage, header: FrameHeader) throws {
@@ -238,10 +262,11 @@ struct Session {
       throw StrataError(.unavailable, "no common protocol version")
     }
     let granted: Namespace
-    if server.configuration.tokens.isEmpty {
+    let tokens = server.currentTokens
+    if tokens.isEmpty {
       granted = .embeddedDefault
       isAdmin = true
-    } else if let mapped = server.configuration.tokens[String(decoding: hello.token, as: UTF8.self)] {
+    } else if let mapped = tokens[String(decoding: hello.token, as: UTF8.self)] {
       granted = mapped.namespace
       isAdmin = mapped.admin
     } else {
@@ -318,6 +343,7 @@ struct Session {
       items.append(.ok(length: UInt64(range.count), checksum: whole ? block.checksum : CRC32C.checksum(range)))
       payload.append(range)
       total += range.count
+      if server.observer != nil { movedBlockBytes.append(range.count) }
     }
     guard UInt64(total) <= limits.payloadBytesMax else {
       throw StrataError(
@@ -388,6 +414,7 @@ struct Session {
         try tiers.commit(reservation, expectedChecksum: item.checksum)
         outcomes.append(.stored)
         stored += length
+        if server.observer != nil { movedBlockBytes.append(length) }
       } catch {
         outcomes.append(.checksumMismatch)
       }

@@ -49,9 +49,13 @@ public struct ServerConfiguration: Sendable {
 public final class NodeServer: Sendable {
   public let configuration: ServerConfiguration
   public let tiers: TierManager
+  /// Told about every request answered (metrics); nil for none.
+  public let observer: (any NodeObserver)?
   let logger: Logger
   private let listener: TCPListener
   private let state = Mutex(ServerState())
+  /// The tokens in force: those of `configuration` until `replaceTokens` (config reload).
+  private let tokens: Mutex<[String: NodeConfiguration.Auth.Token]>
   private let stopped = DispatchSemaphore(value: 0)
   private let clusterHooks = Mutex<(any ClusterHooks)?>(nil)
 
@@ -63,9 +67,13 @@ public final class NodeServer: Sendable {
   }
 
   /// Binds the listening socket (port 0 picks a free one; see `address`).
-  public init(configuration: ServerConfiguration, tiers: TierManager, logger: Logger) throws(StrataError) {
+  public init(
+    configuration: ServerConfiguration, tiers: TierManager, logger: Logger, observer: (any NodeObserver)? = nil
+  ) throws(StrataError) {
     self.configuration = configuration
     self.tiers = tiers
+    self.observer = observer
+    tokens = Mutex(configuration.tokens)
     self.logger = logger
     listener = try TCPListener(binding: configuration.listen)
   }
@@ -83,6 +91,15 @@ public final class NodeServer: Sendable {
   var epoch: UInt64 { cluster?.epoch ?? 0 }
 
   public var stats: ServerStats { state.withLock { $0.stats } }
+
+  /// The tokens new connections are checked against; empty means the open embedded default.
+  public var currentTokens: [String: NodeConfiguration.Auth.Token] { tokens.withLock { $0 } }
+
+  /// Puts new tokens in force for connections that say HELLO from now on (config reload);
+  /// connections already open keep the namespace they were granted.
+  public func replaceTokens(_ new: [NodeConfiguration.Auth.Token]) {
+    tokens.withLock { $0 = Dictionary(new.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first }) }
+  }
 
   /// Starts accepting connections on a thread of its own.
   public func start() {

@@ -129,7 +129,9 @@ private final class Node {
     // Pages of the RAM arena are as large as the largest block: 2 MiB pages let a 256 MiB arena
     // hold every size class of the test at once (32 MiB pages would leave it 8).
     let config = directory.appendingPathComponent("node.yaml")
-    try "limits:\n  max_block_size: 2MiB\n".write(to: config, atomically: true, encoding: .utf8)
+    // The admin API on a free port too, so nodes of parallel tests never contend for 7401.
+    try "limits:\n  max_block_size: 2MiB\nadmin:\n  listen: 127.0.0.1:0\n".write(
+      to: config, atomically: true, encoding: .utf8)
     // Port 0 lets the node pick; a build whose --listen refuses port 0 gets a free port instead.
     var listens = ["127.0.0.1:0"]
     if let port = freePort() { listens.append("127.0.0.1:\(port)") }

@@ -28,7 +28,7 @@ final class NodeProcess {
     process.arguments =
       [
         "serve", "--data-dir", self.directory, "--listen", listen, "--ram", ram, "--nvme", nvme,
-        "--ram-unlocked",
+        "--ram-unlocked", "--admin", "127.0.0.1:0",
       ] + extra
     let out = Pipe()
     process.standardOutput = out

@@ -128,17 +128,19 @@ public struct PutReservation: @unchecked Sendable {
 }
 
 public final class TierManager: Sendable {
-  private struct RAMEntry {
+  struct RAMEntry {
     var slot: ArenaSlot
     var bytes: Int
     var checksum: UInt32
+    /// When the block was stored on this node (its NVMe region's write time after a promotion).
+    var storedAtMilliseconds: UInt64 = 0
     /// Reads since the write: "seen twice" admission asks for at least one.
     var reads: Int = 0
     /// Being written to NVMe: readable, not evictable.
     var demoting = false
   }
 
-  private struct State {
+  struct State {
     var allocator: SlabAllocator
     var policy: S3FIFOPolicy<BlockID>
     var ram: [BlockID: RAMEntry] = [:]
@@ -169,9 +171,11 @@ public final class TierManager: Sendable {
   public let configuration: TierConfiguration
   public let arena: RAMArena
   public let nvme: NVMeTier?
-  private let clock: any StorageClock
+  let clock: any StorageClock
   private let io: IOPool
-  private let state: Mutex<State>
+  let state: Mutex<State>
+  /// When NVMe regions were last written, for eviction by age (TierManager+Admin.swift).
+  let nvmeAges: NVMeRegionAges
   private let pressure: AsyncStream<Void>.Continuation
   private let pressureSignals: AsyncStream<Void>
 
@@ -197,6 +201,7 @@ public final class TierManager: Sendable {
         policy: S3FIFOPolicy(capacityBytes: configuration.ramBytes),
         leases: LeaseTable(leasesMax: configuration.leasesMax)))
     (pressureSignals, pressure) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    nvmeAges = NVMeRegionAges(recovered: nvme, atMilliseconds: clock.nowMilliseconds())
   }
 
   // MARK: Inventory
@@ -326,7 +331,9 @@ public final class TierManager: Sendable {
           .checksumMismatch,
           "block \(id): payload checksum is \(hex32(checksum)), the sender said \(hex32(expectedChecksum)); not stored")
       }
-      state.ram[id] = RAMEntry(slot: reservation.slot, bytes: reservation.buffer.count, checksum: checksum)
+      state.ram[id] = RAMEntry(
+        slot: reservation.slot, bytes: reservation.buffer.count, checksum: checksum,
+        storedAtMilliseconds: clock.nowMilliseconds())
       state.policy.insert(id, bytes: reservation.slot.capacityBytes)
       state.stats.puts += 1
       state.stats.putBytes += reservation.buffer.count
@@ -543,6 +550,7 @@ public final class TierManager: Sendable {
     nonisolated(unsafe) let payload = bytes  // pinned or demoting: the slot stays put until we return
     do throws(StrataError) {
       try await io.run { () throws(StrataError) in _ = try nvme.write(id, payload: payload, checksum: checksum) }
+      nvmeAges.written(id, in: nvme, atMilliseconds: clock.nowMilliseconds())
     } catch {
       state.withLock { $0.stats.ioErrors += 1 }
       throw error
@@ -574,7 +582,9 @@ public final class TierManager: Sendable {
       switch result {
       case .success(let length) where length == bytes:
         let checksum = CRC32C.checksum(UnsafeRawBufferPointer(destination))
-        state.ram[id] = RAMEntry(slot: slot, bytes: bytes, checksum: checksum)
+        state.ram[id] = RAMEntry(
+          slot: slot, bytes: bytes, checksum: checksum,
+          storedAtMilliseconds: nvmeAges.storedAt(id, in: nvme) ?? clock.nowMilliseconds())
         state.policy.insert(id, bytes: slot.capacityBytes)
         state.stats.hitsNVMe += 1
         state.stats.promotedBlocks += 1

@@ -1,0 +1,254 @@
+// Admin CLI commands against a node's admin API (docs/cli.md): status, evict, verify and config
+// reload, each with a table for people or --json for scripts, and stable exit codes.
+
+import ArgumentParser
+import StrataAdmin
+import StrataCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+struct AdminOptions: ParsableArguments {
+  @Option(help: "The node's admin API, HOST:PORT.")
+  var admin: String = "127.0.0.1:\(NodeConfiguration.defaultAdminPort)"
+
+  @Option(help: "An admin token (default: the STRATA_ADMIN_TOKEN environment variable).")
+  var token: String?
+
+  @Option(help: "Timeout of each call, in milliseconds.")
+  var timeoutMs: UInt64 = 30_000
+
+  @Flag(help: "Print JSON instead of a table.")
+  var json = false
+
+  func client() throws(StrataError) -> AdminClient {
+    let address: HostPort
+    do {
+      address = try HostPort(parsing: admin)
+    } catch {
+      throw StrataError(.invalidArgument, "--admin: \(error.message)")
+    }
+    let fromEnvironment = getenv("STRATA_ADMIN_TOKEN").map { String(cString: $0) } ?? ""
+    return AdminClient(address: address, token: token ?? fromEnvironment, timeoutMilliseconds: timeoutMs)
+  }
+}
+
+struct Status: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Show a node at a glance: health, uptime, epoch, tiers, hit rates, transfers, top errors.",
+    discussion: "Exit 0 when the node is healthy, 3 when it is unreachable or not ready.")
+
+  @OptionGroup var options: AdminOptions
+
+  func run() throws {
+    do throws(StrataError) {
+      let status = try options.client().call("GET", "/v1/status")
+      if options.json {
+        print(status.pretty)
+      } else {
+        print(statusTable(status))
+      }
+      if status["health"]?.stringValue != "ok" {
+        throw StrataError(.unavailable, "node \(status["node_id"]?.stringValue ?? "?") is not ready")
+      }
+    } catch {
+      throw report(error)
+    }
+  }
+}
+
+/// The human view of GET /v1/status.
+func statusTable(_ status: JSONValue) -> String {
+  func int(_ value: JSONValue?) -> Int { value?.intValue ?? 0 }
+  func percent(_ value: JSONValue?) -> String { "\(rounded((value?.doubleValue ?? 0) * 100, 1))%" }
+  var rows: [(String, String)] = [
+    ("node", status["node_id"]?.stringValue ?? "?"),
+    ("version", status["version"]?.stringValue ?? "?"),
+    ("health", status["health"]?.stringValue ?? "?"),
+    ("uptime", clock(status["uptime_seconds"]?.doubleValue ?? 0)),
+    ("epoch", "\(int(status["epoch"]))"),
+  ]
+  for tier in ["ram", "nvme"] {
+    let entry = status["tiers"]?[tier]
+    let used = int(entry?["used"])
+    let capacity = int(entry?["capacity"])
+    let fill = capacity > 0 ? " (\(rounded(Double(used) * 100 / Double(capacity), 1))%)" : ""
+    rows.append(
+      (
+        tier == "ram" ? "RAM" : "NVMe",
+        "\(ByteSize(bytes: UInt64(max(0, used)))) of \(ByteSize(bytes: UInt64(max(0, capacity))))\(fill), "
+          + "\(int(entry?["blocks"])) blocks"
+      ))
+  }
+  let hits = status["hit_rate"]
+  rows.append(
+    ("hit rate", "RAM \(percent(hits?["ram"])), NVMe \(percent(hits?["nvme"])), miss \(percent(hits?["miss"]))"))
+  for transport in ["tcp", "rdma"] {
+    let entry = status["transfers"]?[transport]
+    rows.append(
+      (
+        "transfers \(transport)",
+        "get \(humanBytes(Double(int(entry?["get_bytes"])))), put \(humanBytes(Double(int(entry?["put_bytes"]))))"
+      ))
+  }
+  let errors = status["top_errors"]?.arrayValue ?? []
+  rows.append(
+    (
+      "top errors",
+      errors.isEmpty
+        ? "none"
+        : errors.map { "\($0["code"]?.stringValue ?? "?") \(int($0["count"]))" }.joined(separator: ", ")
+    ))
+  if let verify = status["verify"]?.stringValue { rows.append(("verify", verify)) }
+  let known: Set<String> = [
+    "node_id", "version", "health", "uptime_seconds", "epoch", "tiers", "hit_rate", "transfers", "top_errors",
+    "verify", "connections", "leases_active", "not_ready",
+  ]
+  if let reasons = status["not_ready"]?.arrayValue {
+    rows.append(("not ready", reasons.compactMap(\.stringValue).joined(separator: "; ")))
+  }
+  for (name, value) in (status.objectValue ?? [:]).sorted(by: { $0.key < $1.key }) where !known.contains(name) {
+    rows.append((name, value.encoded))
+  }
+  return rows.map { $0.0.padding(16) + $0.1 }.joined(separator: "\n")
+}
+
+struct Evict: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Evict the blocks matching every criterion given, from every tier.",
+    discussion: "At least one of --namespace, --key-prefix, --older-than. Prints how many blocks and bytes left.")
+
+  @OptionGroup var options: AdminOptions
+
+  @Option(help: "Only blocks of this namespace.")
+  var namespace: String?
+
+  @Option(name: .customLong("key-prefix"), help: "Only blocks whose key starts with these hex digits (repeatable).")
+  var keyPrefixes: [String] = []
+
+  @Option(help: "Only blocks stored at least this long ago, like 90s, 30m or 24h.")
+  var olderThan: String?
+
+  func run() throws {
+    do throws(StrataError) {
+      var body: [String: JSONValue] = [:]
+      if let namespace { body["namespace"] = .string(namespace) }
+      if !keyPrefixes.isEmpty { body["key_prefixes"] = .array(keyPrefixes.map(JSONValue.string)) }
+      if let olderThan {
+        let duration = try DurationSetting(parsing: olderThan)
+        body["older_than_seconds"] = .int(Int(duration.milliseconds / 1000))
+      }
+      guard !body.isEmpty else {
+        throw StrataError(.invalidArgument, "give at least one of --namespace, --key-prefix, --older-than")
+      }
+      let result = try options.client().call("POST", "/v1/evict", body: .object(body))
+      if options.json {
+        print(result.encoded)
+      } else {
+        let blocks = result["evicted_blocks"]?.intValue ?? 0
+        let bytes = result["evicted_bytes"]?.intValue ?? 0
+        print(
+          "evicted \(blocks) block(s), \(ByteSize(bytes: UInt64(max(0, bytes)))) "
+            + "(RAM \(result["ram_blocks"]?.intValue ?? 0), NVMe \(result["nvme_blocks"]?.intValue ?? 0))")
+      }
+    } catch {
+      throw report(error)
+    }
+  }
+}
+
+struct Verify: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Scrub the NVMe tier: read every block back, check its checksums, drop the corrupt ones.",
+    discussion: """
+      Starts a verify in the background and returns, or with --wait follows it with a progress bar \
+      (on a terminal) and prints the result. --status shows the current or last verify. Exit 4 \
+      when a finished verify found corrupt blocks.
+      """)
+
+  @OptionGroup var options: AdminOptions
+
+  @Flag(help: "Wait for the verify to finish, showing its progress.")
+  var wait = false
+
+  @Flag(help: "Do not start a verify; show the one running or the last one.")
+  var status = false
+
+  func run() throws {
+    var corruptionFound = false
+    do throws(StrataError) {
+      let client = try options.client()
+      if !status {
+        do {
+          _ = try client.call("POST", "/v1/verify")
+        } catch  where error.code == .alreadyExists {
+          if !wait { throw error }  // with --wait, follow the verify already running
+        }
+      }
+      var progress = try client.call("GET", "/v1/verify")
+      if wait {
+        let bar = ProgressBar("verify", total: progress["total_blocks"]?.intValue ?? 0, unit: .items("blocks"))
+        while progress["state"]?.stringValue == "running" {
+          bar.update(
+            done: progress["scanned_blocks"]?.intValue ?? 0, total: progress["total_blocks"]?.intValue,
+            rate: nil)
+          usleep(200_000)
+          progress = try client.call("GET", "/v1/verify")
+        }
+        bar.finish()
+      }
+      if options.json {
+        print(progress.encoded)
+      } else {
+        print(verifyText(progress))
+      }
+      corruptionFound = progress["state"]?.stringValue == "done" && (progress["corrupt_blocks"]?.intValue ?? 0) > 0
+    } catch {
+      throw report(error)
+    }
+    if corruptionFound { throw ExitCodes.corruptionFound }
+  }
+}
+
+/// The human view of GET /v1/verify.
+func verifyText(_ progress: JSONValue) -> String {
+  func int(_ name: String) -> Int { progress[name]?.intValue ?? 0 }
+  let state = progress["state"]?.stringValue ?? "?"
+  var lines = [
+    "verify \(state): \(int("scanned_blocks")) of \(int("total_blocks")) blocks, "
+      + "\(humanBytes(Double(int("scanned_bytes")))) read at \(humanBytes(progress["rate_bytes_per_second"]?.doubleValue ?? 0))/s; "
+      + "\(int("corrupt_blocks")) corrupt, \(int("dropped_blocks")) dropped"
+  ]
+  for entry in progress["corrupt"]?.arrayValue ?? [] {
+    lines.append("  corrupt: \(entry["namespace"]?.stringValue ?? "?")/\(entry["key"]?.stringValue ?? "?")")
+  }
+  return lines.joined(separator: "\n")
+}
+
+struct Reload: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Make a running node re-read its configuration file and apply the settings that are safe to change.",
+    discussion: "Exit 2 when the new file was rejected (nothing applied); settings that need a restart are listed.")
+
+  @OptionGroup var options: AdminOptions
+
+  func run() throws {
+    do throws(StrataError) {
+      let result = try options.client().call("POST", "/v1/config/reload")
+      func list(_ name: String) -> [String] { result[name]?.arrayValue?.compactMap(\.stringValue) ?? [] }
+      if options.json {
+        print(result.encoded)
+      } else {
+        print("applied".padding(16) + (list("applied").isEmpty ? "nothing" : list("applied").joined(separator: ", ")))
+        print(
+          "needs restart".padding(16)
+            + (list("needs_restart").isEmpty ? "nothing" : list("needs_restart").joined(separator: ", ")))
+        for problem in list("rejected") { print("rejected".padding(16) + problem) }
+      }
+      if !list("rejected").isEmpty { throw StrataError(.invalidConfiguration, "the new configuration was rejected") }
+    } catch {
+      throw report(error)
+    }
+  }
+}

@@ -1,0 +1,34 @@
+// `strata serve`'s admin side: the admin API and metrics next to the data plane (docs/admin.md).
+
+import Logging
+import StrataAdmin
+import StrataCore
+import StrataNode
+import StrataStorage
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The namespaces whose tier gauges are exported from the start: the configured tenants', or
+/// the embedded default's.
+func metricNamespaces(_ settings: NodeConfiguration) -> [Namespace] {
+  settings.auth.tokens.isEmpty ? [.embeddedDefault] : Array(Set(settings.auth.tokens.map(\.namespace)))
+}
+
+/// Starts the admin API when `admin.enabled`, logs and prints its metrics URL; nil when disabled.
+func startAdmin(
+  _ settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, server: NodeServer,
+  metrics: NodeMetrics, logger: Logger
+) throws(StrataError) -> NodeAdministration? {
+  guard settings.admin.enabled else {
+    logger.info("admin API disabled (admin.enabled: false)")
+    return nil
+  }
+  let administration = try NodeAdministration(
+    settings: settings, configPath: configPath, nodeID: nodeID, tiers: tiers, node: server, metrics: metrics,
+    machine: thisMachine(), logger: logger)
+  administration.start()
+  print("strata admin API at http://\(administration.address) (metrics: \(administration.metricsURL))")
+  return administration
+}

@@ -1,0 +1,330 @@
+// The admin API of one node: health, readiness, metrics, status, evict, verify and config reload
+// over the node's tier manager and data plane, on an AdminServer that other modules extend.
+
+import Dispatch
+public import Logging
+public import StrataCore
+public import StrataNode
+public import StrataStorage
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// A node's admin API and its operations. Make it after the data plane, `start()` it, and
+/// `beginStopping()` when the node starts to shut down (so /ready answers 503).
+public final class NodeAdministration: Sendable {
+  public let admin: AdminServer
+  public let metrics: NodeMetrics
+  public let verifier: StorageVerifier
+  public let tiers: TierManager
+  public let node: NodeServer
+  public let nodeID: String
+  private let logger: Logger
+  private let configPath: String?
+  private let machine: NodeConfiguration.Machine
+  private let startedAt = DispatchTime.now().uptimeNanoseconds
+  private let work = DispatchQueue(label: "strata.admin.work")
+  private struct State {
+    /// The configuration file as last read (the baseline a reload compares against).
+    var file: NodeConfiguration
+    var serving = false
+    var appliers: [ReloadApplier] = []
+    var epoch: (@Sendable () -> UInt64)?
+  }
+  private let state: Mutex<State>
+
+  /// Binds the admin API on `settings.admin.listen` and registers the node's routes.
+  /// - Parameters:
+  ///   - configPath: the file `serve` read its settings from, which config reload reads again.
+  public init(
+    settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, node: NodeServer,
+    metrics: NodeMetrics, machine: NodeConfiguration.Machine, logger: Logger
+  ) throws(StrataError) {
+    admin = try AdminServer(configuration: AdminServer.Configuration(settings), logger: logger)
+    self.metrics = metrics
+    verifier = StorageVerifier(tiers: tiers)
+    self.tiers = tiers
+    self.node = node
+    self.nodeID = nodeID
+    self.logger = logger
+    self.configPath = configPath
+    self.machine = machine
+    var file = NodeConfiguration()
+    if let configPath, let text = try? readTextFile(configPath), let parsed = try? NodeConfiguration(yaml: text) {
+      file = parsed
+    }
+    state = Mutex(State(file: file))
+    onReload { [admin, node] _, new in
+      let tokens = new.auth.tokens
+      admin.replaceTokens(admin: Set(tokens.filter(\.admin).map(\.token)), known: Set(tokens.map(\.token)))
+      node.replaceTokens(tokens)
+      return ["auth.tokens"]
+    }
+    registerRoutes()
+  }
+
+  /// Where the admin API listens.
+  public var address: HostPort { admin.address }
+
+  /// The metrics URL, for the log line at start.
+  public var metricsURL: String { "http://\(address)/metrics" }
+
+  /// Starts serving the admin API; /ready answers 200 from now until `beginStopping()`.
+  public func start() {
+    admin.start()
+    state.withLock { $0.serving = true }
+    logger.info("admin API listening", metadata: ["address": "\(address)", "metrics_url": "\(metricsURL)"])
+  }
+
+  /// /ready answers 503 from now on.
+  public func beginStopping() { state.withLock { $0.serving = false } }
+
+  public func stop() {
+    beginStopping()
+    admin.stop()
+  }
+
+  /// Adds a config-reload applier (see `ReloadApplier`).
+  public func onReload(_ applier: @escaping ReloadApplier) { state.withLock { $0.appliers.append(applier) } }
+
+  /// Where /v1/status reads the ring epoch (the cluster module sets it; 0 alone).
+  public func epochProvider(_ provider: @escaping @Sendable () -> UInt64) { state.withLock { $0.epoch = provider } }
+
+  // MARK: Routes
+
+  private func registerRoutes() {
+    admin.route("GET", "/health", requiresToken: false) { _ throws(StrataError) in
+      .json(.object(["status": .string("ok")]))
+    }
+    admin.route("GET", "/ready", requiresToken: false) { [self] _ throws(StrataError) in
+      let reasons = notReadyReasons()
+      guard reasons.isEmpty else {
+        return .json(
+          .object(["status": .string("not_ready"), "reason": .string(reasons.joined(separator: "; "))]), status: 503)
+      }
+      return .json(.object(["status": .string("ready")]))
+    }
+    admin.route("GET", "/metrics", requiresToken: false) { [self] _ throws(StrataError) in
+      metrics.refresh(tiers: tiers, server: node, verifier: verifier)
+      return AdminResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
+    }
+    admin.route("GET", "/v1/status") { [self] _ throws(StrataError) in .json(status()) }
+    admin.route("POST", "/v1/evict") { [self] request throws(StrataError) in
+      let selector = try evictionSelector(try request.jsonBody())
+      let report = try await onWorkQueue { [tiers] () throws(StrataError) in try tiers.evict(selector) }
+      metrics.recordAdminEviction(report)
+      logger.info(
+        "evicted blocks",
+        metadata: [
+          "request_id": "\(request.requestID)", "blocks": "\(report.blocks)", "bytes": "\(report.bytes)",
+          "ram_blocks": "\(report.ramBlocks)", "nvme_blocks": "\(report.nvmeBlocks)",
+        ])
+      return .json(
+        .object([
+          "evicted_blocks": .int(report.blocks), "evicted_bytes": .int(report.bytes),
+          "ram_blocks": .int(report.ramBlocks), "nvme_blocks": .int(report.nvmeBlocks),
+        ]))
+    }
+    admin.route("POST", "/v1/verify") { [self] request throws(StrataError) in
+      guard verifier.start() else {
+        throw StrataError(.alreadyExists, "a verify is running already; GET /v1/verify shows its progress")
+      }
+      logger.info("verify started", metadata: ["request_id": "\(request.requestID)"])
+      watchVerify()
+      return .json(.object(["job": .string("verify"), "state": .string("running")]))
+    }
+    admin.route("GET", "/v1/verify") { [self] _ throws(StrataError) in .json(verifyJSON(verifier.progress)) }
+    admin.route("POST", "/v1/config/reload") { [self] request throws(StrataError) in
+      let report = try await onWorkQueue { [self] () throws(StrataError) in try reload() }
+      logger.info(
+        "config reload",
+        metadata: [
+          "request_id": "\(request.requestID)", "applied": "\(report.applied)",
+          "needs_restart": "\(report.needsRestart)", "rejected": "\(report.rejected.count)",
+        ])
+      return .json(report.json)
+    }
+  }
+
+  private func notReadyReasons() -> [String] {
+    var reasons: [String] = []
+    if !state.withLock({ $0.serving }) { reasons.append("the node is starting or stopping") }
+    return reasons + admin.notReadyReasons()
+  }
+
+  /// The document of GET /v1/status.
+  public func status() -> JSONValue {
+    let stats = tiers.stats
+    let server = node.stats
+    let lookups = stats.hitsRAM + stats.hitsNVMe + stats.misses
+    func share(_ count: Int) -> JSONValue { .double(lookups == 0 ? 0 : Double(count) / Double(lookups)) }
+    let errors = metrics.errorCounts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(5)
+    let reasons = notReadyReasons()
+    var document: [String: JSONValue] = [
+      "node_id": .string(nodeID),
+      "version": .string(StrataVersion.current),
+      "uptime_seconds": .double(Double(DispatchTime.now().uptimeNanoseconds - startedAt) / 1e9),
+      "health": .string(reasons.isEmpty ? "ok" : "not_ready"),
+      "epoch": .int(Int(state.withLock { $0.epoch }?() ?? 0)),
+      "tiers": .object([
+        "ram": .object([
+          "used": .int(stats.ramUsedBytes), "capacity": .int(stats.ramCapacityBytes), "blocks": .int(stats.ramBlocks),
+        ]),
+        "nvme": .object([
+          "used": .int(stats.nvmeUsedBytes), "capacity": .int(stats.nvmeCapacityBytes),
+          "blocks": .int(stats.nvmeBlocks),
+        ]),
+      ]),
+      "hit_rate": .object(["ram": share(stats.hitsRAM), "nvme": share(stats.hitsNVMe), "miss": share(stats.misses)]),
+      "transfers": .object([
+        "tcp": .object(["get_bytes": .int(server.getBytes), "put_bytes": .int(server.putBytes)]),
+        "rdma": .object(["get_bytes": .int(0), "put_bytes": .int(0)]),
+      ]),
+      "top_errors": .array(errors.map { .object(["code": .string($0.key), "count": .int($0.value)]) }),
+      "connections": .object(["open": .int(server.connectionsOpen), "accepted": .int(server.connectionsAccepted)]),
+      "leases_active": .int(stats.leasesActive),
+      "verify": .string(verifier.progress.state.rawValue),
+    ]
+    if !reasons.isEmpty { document["not_ready"] = .array(reasons.map(JSONValue.string)) }
+    for (name, value) in admin.statusSections() { document[name] = value }
+    return .object(document)
+  }
+
+  private func evictionSelector(_ body: [String: JSONValue]) throws(StrataError) -> EvictionSelector {
+    var selector = EvictionSelector()
+    for key in body.keys where !["namespace", "key_prefixes", "older_than_seconds"].contains(key) {
+      throw StrataError(.invalidArgument, "unknown field '\(key)'; known: namespace, key_prefixes, older_than_seconds")
+    }
+    if let value = body["namespace"], value != .null {
+      guard let name = value.stringValue else { throw StrataError(.invalidArgument, "namespace must be a string") }
+      selector.namespace = try Namespace(name)
+    }
+    if let value = body["key_prefixes"], value != .null {
+      guard let items = value.arrayValue else {
+        throw StrataError(.invalidArgument, "key_prefixes must be a list of hex strings")
+      }
+      for item in items {
+        guard let text = item.stringValue else {
+          throw StrataError(.invalidArgument, "key_prefixes must be a list of hex strings")
+        }
+        selector.keyPrefixes.append(try KeyPrefix(hex: text))
+      }
+      guard !selector.keyPrefixes.isEmpty else {
+        throw StrataError(.invalidArgument, "key_prefixes is empty: give at least one prefix or leave it out")
+      }
+    }
+    if let value = body["older_than_seconds"], value != .null {
+      guard let seconds = value.intValue, seconds >= 0, seconds < Int(UInt32.max) else {
+        throw StrataError(.invalidArgument, "older_than_seconds must be a whole number of seconds, 0 or more")
+      }
+      selector.olderThanMilliseconds = UInt64(seconds) * 1000
+    }
+    guard !selector.isEmpty else {
+      throw StrataError(.invalidArgument, "give at least one of namespace, key_prefixes, older_than_seconds")
+    }
+    return selector
+  }
+
+  /// Logs the end of the verify in progress (on a thread of its own).
+  private func watchVerify() {
+    let verifier = self.verifier
+    let logger = self.logger
+    work.async {
+      verifier.waitUntilFinished()
+      let progress = verifier.progress
+      let metadata: Logger.Metadata = [
+        "scanned_blocks": "\(progress.scannedBlocks)", "corrupt_blocks": "\(progress.corruptBlocks)",
+        "dropped_blocks": "\(progress.droppedBlocks)", "scanned_bytes": "\(progress.scannedBytes)",
+      ]
+      if progress.corruptBlocks > 0 {
+        logger.warning("verify found corrupt blocks and dropped them", metadata: metadata)
+      } else {
+        logger.info("verify finished", metadata: metadata)
+      }
+    }
+  }
+
+  private func reload() throws(StrataError) -> ReloadReport {
+    guard let configPath else {
+      throw StrataError(.invalidArgument, "this node was started without --config: there is no file to reload")
+    }
+    var report = ReloadReport()
+    let new: NodeConfiguration
+    do {
+      new = try NodeConfiguration(yaml: try readTextFile(configPath))
+    } catch {
+      report.rejected = error.message.split(separator: "\n").map(String.init)
+      return report
+    }
+    let problems = new.problems(on: machine)
+    guard problems.isEmpty else {
+      report.rejected = problems.map(\.description)
+      return report
+    }
+    let (old, appliers) = state.withLock { ($0.file, $0.appliers) }
+    let changed = old.changedFields(comparedTo: new)
+    var applied = Set<String>()
+    if !changed.isEmpty {
+      for applier in appliers { applied.formUnion(applier(old, new).filter(changed.contains)) }
+    }
+    report.applied = changed.filter(applied.contains)
+    report.needsRestart = changed.filter { !applied.contains($0) }
+    // The baseline moves to the new file for the settings in force; the rest still await a restart.
+    state.withLock { state in
+      if applied.contains("auth.tokens") { state.file.auth = new.auth }
+      if applied.count == changed.count { state.file = new }
+    }
+    return report
+  }
+
+  private func onWorkQueue<T: Sendable>(
+    _ body: @escaping @Sendable () throws(StrataError) -> T
+  ) async throws(StrataError) -> T {
+    let result: Result<T, StrataError> = await withCheckedContinuation { continuation in
+      work.async {
+        do throws(StrataError) {
+          continuation.resume(returning: .success(try body()))
+        } catch {
+          continuation.resume(returning: .failure(error))
+        }
+      }
+    }
+    return try result.get()
+  }
+}
+
+/// The document of GET /v1/verify.
+func verifyJSON(_ progress: VerifyProgress) -> JSONValue {
+  .object([
+    "state": .string(progress.state.rawValue),
+    "scanned_blocks": .int(progress.scannedBlocks),
+    "total_blocks": .int(progress.totalBlocks),
+    "scanned_bytes": .int(progress.scannedBytes),
+    "corrupt_blocks": .int(progress.corruptBlocks),
+    "dropped_blocks": .int(progress.droppedBlocks),
+    "unreadable_blocks": .int(progress.unreadableBlocks),
+    "corrupt": .array(
+      progress.corrupt.map { .object(["namespace": .string($0.namespace.name), "key": .string($0.key.hex)]) }),
+    "started_at": progress.startedAt.map(JSONValue.double) ?? .null,
+    "finished_at": progress.finishedAt.map(JSONValue.double) ?? .null,
+    "rate_bytes_per_second": .double(progress.rateBytesPerSecond.rounded()),
+  ])
+}
+
+/// Reads a whole text file.
+func readTextFile(_ path: String) throws(StrataError) -> String {
+  guard let handle = fopen(path, "r") else {
+    throw StrataError(.invalidArgument, "cannot open configuration file '\(path)': \(String(cString: strerror(errno)))")
+  }
+  defer { fclose(handle) }
+  var bytes: [UInt8] = []
+  var chunk = [UInt8](repeating: 0, count: 65536)
+  while true {
+    let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, handle) }
+    if count == 0 { break }
+    bytes.append(contentsOf: chunk[0..<count])
+  }
+  return String(decoding: bytes, as: UTF8.self)
+}

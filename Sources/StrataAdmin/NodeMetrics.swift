@@ -1,0 +1,335 @@
+// The node's Prometheus metrics (names in docs/metrics.md): gauges and tier counters read from
+// the tier manager and the data plane at scrape time, request latencies and block sizes recorded
+// as requests finish (NodeObserver), and an API for the cluster module's gauges and counters.
+
+import Dispatch
+public import Prometheus
+public import StrataCore
+public import StrataNode
+public import StrataStorage
+import Synchronization
+
+/// One metric the node exports: its name, type, labels and meaning (docs/metrics.md lists these).
+public struct MetricInfo: Sendable {
+  public enum Kind: String, Sendable {
+    case gauge
+    case counter
+    case histogram
+  }
+
+  public var name: String
+  public var kind: Kind
+  public var labels: [String]
+  public var help: String
+}
+
+/// The metrics of one node, in a registry of its own (so tests can run several nodes in one
+/// process). `factory` lets code written against swift-metrics record into the same registry.
+public final class NodeMetrics: NodeObserver {
+  /// Request latency buckets: 50 µs to 10 s.
+  public static let durationBuckets: [Double] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+  ]
+  /// Block size buckets: 4 KiB to 64 MiB, by powers of 4.
+  public static let blockBytesBuckets: [Double] = (0...7).map { Double(4096 << (2 * $0)) }
+
+  public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring"]
+  public static let transports = ["tcp", "rdma"]
+  public static let evictionReasons = ["capacity", "admission", "admin", "corrupt"]
+  public static let replicationDropReasons = ["queue_full", "peer_unavailable"]
+
+  /// Every metric, with its meaning; the names are a contract (dashboards and alerts use them).
+  public static let catalog: [MetricInfo] = [
+    .init(
+      name: "strata_tier_blocks", kind: .gauge, labels: ["tier", "namespace"],
+      help: "Blocks held, by tier and namespace."),
+    .init(
+      name: "strata_tier_bytes", kind: .gauge, labels: ["tier", "namespace"],
+      help: "Bytes held (RAM: slot sizes; NVMe: record sizes), by tier and namespace."),
+    .init(name: "strata_tier_capacity_bytes", kind: .gauge, labels: ["tier"], help: "Capacity of each tier in bytes."),
+    .init(name: "strata_leases_active", kind: .gauge, labels: [], help: "Leases (pins on blocks) held now."),
+    .init(
+      name: "strata_connections_open", kind: .gauge, labels: ["transport"], help: "Data-plane connections open now."),
+    .init(
+      name: "strata_inflight_bytes", kind: .gauge, labels: [], help: "Payload bytes of requests being transferred now."),
+    .init(name: "strata_ring_epoch", kind: .gauge, labels: [], help: "Epoch of the ring this node uses (0 alone)."),
+    .init(
+      name: "strata_ring_members", kind: .gauge, labels: ["state"], help: "Ring members by state (active, draining)."),
+    .init(
+      name: "strata_etcd_session_up", kind: .gauge, labels: [], help: "1 while the etcd session is alive; 0 otherwise."),
+    .init(
+      name: "strata_replication_queue_depth", kind: .gauge, labels: [], help: "Blocks waiting to be sent to replicas."),
+    .init(name: "strata_uptime_seconds", kind: .gauge, labels: [], help: "Seconds since the node started."),
+    .init(name: "strata_build_info", kind: .gauge, labels: ["version"], help: "1, labelled with the build's version."),
+    .init(name: "strata_verify_running", kind: .gauge, labels: [], help: "1 while an NVMe verify (scrub) runs."),
+    .init(name: "strata_hits_total", kind: .counter, labels: ["tier"], help: "Blocks found, by the tier they were in."),
+    .init(name: "strata_misses_total", kind: .counter, labels: [], help: "Blocks asked for and not found."),
+    .init(
+      name: "strata_onboard_bytes_total", kind: .counter, labels: [], help: "Bytes promoted from NVMe into RAM."),
+    .init(
+      name: "strata_offload_bytes_total", kind: .counter, labels: [], help: "Bytes demoted from RAM to NVMe."),
+    .init(
+      name: "strata_onboard_blocks_total", kind: .counter, labels: [], help: "Blocks promoted from NVMe into RAM."),
+    .init(
+      name: "strata_offload_blocks_total", kind: .counter, labels: [], help: "Blocks demoted from RAM to NVMe."),
+    .init(
+      name: "strata_evictions_total", kind: .counter, labels: ["tier", "reason"],
+      help: "Blocks that left a tier, by reason (capacity, admission, admin, corrupt)."),
+    .init(
+      name: "strata_transfer_bytes_total", kind: .counter, labels: ["op", "transport"],
+      help: "Payload bytes sent (get) and stored (put), by transport."),
+    .init(
+      name: "strata_requests_total", kind: .counter, labels: ["op"], help: "Data-plane requests answered, by operation."
+    ),
+    .init(
+      name: "strata_errors_total", kind: .counter, labels: ["code"], help: "Requests answered with an error, by code."),
+    .init(
+      name: "strata_connections_total", kind: .counter, labels: ["transport"], help: "Data-plane connections accepted."),
+    .init(
+      name: "strata_checksum_failures_total", kind: .counter, labels: ["tier"],
+      help: "Checksum failures: RAM (PUT payloads refused, promotions failed) and NVMe (records failing verification)."),
+    .init(
+      name: "strata_replication_sent_blocks_total", kind: .counter, labels: [], help: "Blocks sent to replicas."),
+    .init(
+      name: "strata_replication_dropped_total", kind: .counter, labels: ["reason"],
+      help: "Blocks not replicated, by reason."),
+    .init(
+      name: "strata_readthrough_blocks_total", kind: .counter, labels: [],
+      help: "Blocks fetched from a peer on a miss (read-through)."),
+    .init(
+      name: "strata_verify_corrupt_blocks_total", kind: .counter, labels: [],
+      help: "Corrupt blocks found (and dropped) by verify."),
+    .init(
+      name: "strata_request_duration_seconds", kind: .histogram, labels: ["op", "transport"],
+      help: "Data-plane request latency, from the request's header to its response written."),
+    .init(
+      name: "strata_transfer_block_bytes", kind: .histogram, labels: ["op"],
+      help: "Sizes of the blocks moved by get and put."),
+  ]
+
+  public let registry: PrometheusCollectorRegistry
+  private let help: [String: String]
+  private let startedAt = DispatchTime.now().uptimeNanoseconds
+  /// Last values seen of the cumulative counters read from stats (to increment by the difference).
+  private let baselines = Mutex<[String: Int]>([:])
+  private let namespaces: Mutex<Set<Namespace>>
+  private let errors = Mutex<[String: Int]>([:])
+  private let requestCounters: [String: Counter]
+  private let durations: [String: ValueHistogram]
+
+  /// A registry with every metric present (at zero), the tier gauges for `namespaces`.
+  public init(namespaces: [Namespace] = [.embeddedDefault], registry: PrometheusCollectorRegistry = .init()) {
+    self.registry = registry
+    help = Dictionary(NodeMetrics.catalog.map { ($0.name, $0.help) }, uniquingKeysWith: { first, _ in first })
+    self.namespaces = Mutex(Set(namespaces))
+    var requestCounters: [String: Counter] = [:]
+    var durations: [String: ValueHistogram] = [:]
+    for op in NodeMetrics.ops {
+      requestCounters[op] = registry.makeCounter(
+        descriptor: describe("strata_requests_total", help), labels: [("op", op)])
+      for transport in NodeMetrics.transports {
+        durations["\(op)|\(transport)"] = registry.makeValueHistogram(
+          descriptor: describe("strata_request_duration_seconds", help),
+          labels: [("op", op), ("transport", transport)],
+          buckets: NodeMetrics.durationBuckets)
+      }
+    }
+    self.requestCounters = requestCounters
+    self.durations = durations
+    createEverySeries()
+  }
+
+  /// A swift-metrics factory recording into this registry (for modules that use swift-metrics'
+  /// Counter, Gauge and Timer types; pass it as their `factory:` or bootstrap MetricsSystem with it).
+  public var factory: PrometheusMetricsFactory { PrometheusMetricsFactory(registry: registry) }
+
+  /// The Prometheus text exposition (format 0.0.4).
+  public func render() -> [UInt8] { registry.emitToBuffer() }
+
+  // MARK: Recording
+
+  public func requestFinished(_ event: RequestEvent) {
+    (requestCounters[event.op] ?? counter("strata_requests_total", [("op", event.op)])).increment()
+    let histogram =
+      durations["\(event.op)|\(event.transport)"]
+      ?? registry.makeValueHistogram(
+        descriptor: describe("strata_request_duration_seconds", help),
+        labels: [("op", event.op), ("transport", event.transport)], buckets: NodeMetrics.durationBuckets)
+    histogram.record(event.seconds)
+    if let code = event.error {
+      counter("strata_errors_total", [("code", code.name)]).increment()
+      errors.withLock { $0[code.name, default: 0] += 1 }
+    } else if !event.blockBytes.isEmpty {
+      let sizes = registry.makeValueHistogram(
+        descriptor: describe("strata_transfer_block_bytes", help), labels: [("op", event.op)],
+        buckets: NodeMetrics.blockBytesBuckets)
+      for bytes in event.blockBytes { sizes.record(Double(bytes)) }
+    }
+  }
+
+  /// Requests answered with an error since start, by error code name.
+  public var errorCounts: [String: Int] { errors.withLock { $0 } }
+
+  /// Counts an admin eviction.
+  public func recordAdminEviction(_ report: EvictionReport) {
+    counter("strata_evictions_total", [("tier", "ram"), ("reason", "admin")]).increment(by: Int64(report.ramBlocks))
+    counter("strata_evictions_total", [("tier", "nvme"), ("reason", "admin")]).increment(by: Int64(report.nvmeBlocks))
+  }
+
+  // MARK: For the cluster module
+
+  /// Sets the ring gauges.
+  public func setRing(epoch: UInt64, active: Int, draining: Int) {
+    gauge("strata_ring_epoch").set(Double(epoch))
+    gauge("strata_ring_members", [("state", "active")]).set(Double(active))
+    gauge("strata_ring_members", [("state", "draining")]).set(Double(draining))
+  }
+
+  public func setEtcdSessionUp(_ up: Bool) { gauge("strata_etcd_session_up").set(up ? 1.0 : 0.0) }
+
+  public func setReplicationQueueDepth(_ blocks: Int) {
+    gauge("strata_replication_queue_depth").set(Double(blocks))
+  }
+
+  public func recordReplicationSent(blocks: Int) {
+    counter("strata_replication_sent_blocks_total").increment(by: Int64(blocks))
+  }
+
+  /// `reason`: queue_full, peer_unavailable, or another word the cluster module documents.
+  public func recordReplicationDropped(reason: String, blocks: Int) {
+    counter("strata_replication_dropped_total", [("reason", reason)]).increment(by: Int64(blocks))
+  }
+
+  public func recordReadThrough(blocks: Int) {
+    counter("strata_readthrough_blocks_total").increment(by: Int64(blocks))
+  }
+
+  // MARK: Scrape-time refresh
+
+  /// Reads the tiers, the data plane and the verifier into the gauges and counters; call before
+  /// `render()`. O(blocks) for the per-namespace gauges.
+  public func refresh(tiers: TierManager, server: NodeServer?, verifier: StorageVerifier?) {
+    let stats = tiers.stats
+    let nvme = tiers.nvme?.statistics
+    let usage = tiers.usageByNamespace()
+    let known = namespaces.withLock { known in
+      known.formUnion(usage.ram.keys)
+      known.formUnion(usage.nvme.keys)
+      return known
+    }
+    for namespace in known {
+      for (tier, perNamespace) in [("ram", usage.ram), ("nvme", usage.nvme)] {
+        let labels = [("tier", tier), ("namespace", namespace.name)]
+        gauge("strata_tier_blocks", labels).set(Double(perNamespace[namespace]?.blocks ?? 0))
+        gauge("strata_tier_bytes", labels).set(Double(perNamespace[namespace]?.bytes ?? 0))
+      }
+    }
+    gauge("strata_tier_capacity_bytes", [("tier", "ram")]).set(Double(stats.ramCapacityBytes))
+    gauge("strata_tier_capacity_bytes", [("tier", "nvme")]).set(Double(stats.nvmeCapacityBytes))
+    gauge("strata_leases_active").set(Double(stats.leasesActive))
+    gauge("strata_uptime_seconds").set(Double(DispatchTime.now().uptimeNanoseconds - startedAt) / 1e9)
+    gauge("strata_verify_running").set(verifier?.isRunning == true ? 1.0 : 0.0)
+
+    advance("strata_hits_total", [("tier", "ram")], to: stats.hitsRAM)
+    advance("strata_hits_total", [("tier", "nvme")], to: stats.hitsNVMe)
+    advance("strata_misses_total", [], to: stats.misses)
+    advance("strata_onboard_bytes_total", [], to: stats.promotedBytes)
+    advance("strata_onboard_blocks_total", [], to: stats.promotedBlocks)
+    advance("strata_offload_bytes_total", [], to: stats.demotedBytes)
+    advance("strata_offload_blocks_total", [], to: stats.demotedBlocks)
+    advance("strata_evictions_total", [("tier", "ram"), ("reason", "capacity")], to: stats.demotedBlocks)
+    advance("strata_evictions_total", [("tier", "ram"), ("reason", "admission")], to: stats.droppedBlocks)
+    advance("strata_checksum_failures_total", [("tier", "ram")], to: stats.checksumFailures)
+    if let nvme {
+      advance("strata_evictions_total", [("tier", "nvme"), ("reason", "capacity")], to: nvme.evictedBlocks)
+      advance("strata_evictions_total", [("tier", "nvme"), ("reason", "corrupt")], to: nvme.corruptBlocksDetected)
+      advance("strata_checksum_failures_total", [("tier", "nvme")], to: nvme.corruptBlocksDetected)
+    }
+    if let verifier { advance("strata_verify_corrupt_blocks_total", [], to: verifier.corruptBlocksTotal) }
+    if let server {
+      let serverStats = server.stats
+      gauge("strata_connections_open", [("transport", "tcp")]).set(Double(serverStats.connectionsOpen))
+      gauge("strata_inflight_bytes").set(Double(serverStats.inflightBytes))
+      advance("strata_connections_total", [("transport", "tcp")], to: serverStats.connectionsAccepted)
+      advance("strata_transfer_bytes_total", [("op", "get"), ("transport", "tcp")], to: serverStats.getBytes)
+      advance("strata_transfer_bytes_total", [("op", "put"), ("transport", "tcp")], to: serverStats.putBytes)
+    }
+  }
+
+  // MARK: Internals
+
+  private func createEverySeries() {
+    for namespace in namespaces.withLock({ $0 }) {
+      for tier in ["ram", "nvme"] {
+        gauge("strata_tier_blocks", [("tier", tier), ("namespace", namespace.name)]).set(0.0)
+        gauge("strata_tier_bytes", [("tier", tier), ("namespace", namespace.name)]).set(0.0)
+      }
+    }
+    for tier in ["ram", "nvme"] {
+      gauge("strata_tier_capacity_bytes", [("tier", tier)]).set(0.0)
+      counter("strata_hits_total", [("tier", tier)]).increment(by: Int64(0))
+      counter("strata_checksum_failures_total", [("tier", tier)]).increment(by: Int64(0))
+      for reason in NodeMetrics.evictionReasons {
+        counter("strata_evictions_total", [("tier", tier), ("reason", reason)]).increment(by: Int64(0))
+      }
+    }
+    for transport in NodeMetrics.transports {
+      gauge("strata_connections_open", [("transport", transport)]).set(0.0)
+      counter("strata_connections_total", [("transport", transport)]).increment(by: Int64(0))
+      for op in ["get", "put"] {
+        counter("strata_transfer_bytes_total", [("op", op), ("transport", transport)]).increment(by: Int64(0))
+      }
+    }
+    for op in ["get", "put"] {
+      _ = registry.makeValueHistogram(
+        descriptor: describe("strata_transfer_block_bytes", help), labels: [("op", op)],
+        buckets: NodeMetrics.blockBytesBuckets)
+    }
+    for code in StrataError.Code.all { counter("strata_errors_total", [("code", code.name)]).increment(by: Int64(0)) }
+    for reason in NodeMetrics.replicationDropReasons {
+      counter("strata_replication_dropped_total", [("reason", reason)]).increment(by: Int64(0))
+    }
+    for name in [
+      "strata_misses_total", "strata_onboard_bytes_total", "strata_offload_bytes_total", "strata_onboard_blocks_total",
+      "strata_offload_blocks_total", "strata_replication_sent_blocks_total", "strata_readthrough_blocks_total",
+      "strata_verify_corrupt_blocks_total",
+    ] {
+      counter(name).increment(by: Int64(0))
+    }
+    for name in [
+      "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
+      "strata_etcd_session_up", "strata_replication_queue_depth",
+    ] {
+      gauge(name).set(0.0)
+    }
+    setRing(epoch: 0, active: 1, draining: 0)
+    gauge("strata_build_info", [("version", StrataVersion.current)]).set(1.0)
+  }
+
+  private func counter(_ name: String, _ labels: [(String, String)] = []) -> Counter {
+    labels.isEmpty
+      ? registry.makeCounter(descriptor: describe(name, help))
+      : registry.makeCounter(descriptor: describe(name, help), labels: labels)
+  }
+
+  private func gauge(_ name: String, _ labels: [(String, String)] = []) -> Gauge {
+    labels.isEmpty
+      ? registry.makeGauge(descriptor: describe(name, help))
+      : registry.makeGauge(descriptor: describe(name, help), labels: labels)
+  }
+
+  /// Increments a counter by what a cumulative statistic grew since the last call.
+  private func advance(_ name: String, _ labels: [(String, String)], to value: Int) {
+    let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
+    let delta = baselines.withLock { baselines -> Int in
+      let delta = value - (baselines[key] ?? 0)
+      if delta > 0 { baselines[key] = value }
+      return delta
+    }
+    if delta > 0 { counter(name, labels).increment(by: Int64(delta)) }
+  }
+}
+
+private func describe(_ name: String, _ help: [String: String]) -> MetricNameDescriptor {
+  MetricNameDescriptor(metricName: name, unitName: "", helpText: help[name] ?? "")
+}

@@ -1,0 +1,58 @@
+// What the NVMe tier holds, for operators: its block ids, usage per namespace, and which region
+// (and region generation) holds a block. Used by the admin operations (evict, verify, metrics).
+
+public import StrataCore
+
+/// Blocks and bytes held by one tier (or one namespace within it).
+public struct TierUsage: Sendable, Hashable {
+  public var blocks = 0
+  public var bytes = 0
+
+  public init(blocks: Int = 0, bytes: Int = 0) {
+    self.blocks = blocks
+    self.bytes = bytes
+  }
+}
+
+extension NVMeTier {
+  /// Every indexed block, at one instant. O(blocks) under the index lock: for admin operations,
+  /// not for the data path.
+  public func blockIDs() -> [BlockID] {
+    log.withLock { log in log.index.keys.map { log.blockID(of: $0) } }
+  }
+
+  /// Live records per namespace: blocks, and bytes on disk (headers and alignment padding
+  /// included, so the namespaces add up to `statistics.usedBytes`).
+  public func usageByNamespace() -> [Namespace: TierUsage] {
+    log.withLock { log in
+      var perNamespaceID: [UInt16: (key: IndexKey, usage: TierUsage)] = [:]
+      for (key, location) in log.index {
+        var entry = perNamespaceID[key.namespaceID] ?? (key, TierUsage())
+        entry.usage.blocks += 1
+        entry.usage.bytes += log.recordBytes(storedBytes: location.storedBytes)
+        perNamespaceID[key.namespaceID] = entry
+      }
+      var usage: [Namespace: TierUsage] = [:]
+      for entry in perNamespaceID.values { usage[log.blockID(of: entry.key).namespace] = entry.usage }
+      return usage
+    }
+  }
+
+  /// The region holding `id` and that region's generation (bumped whenever it is reused).
+  func regionAndGeneration(of id: BlockID) -> (region: Int, generation: UInt32)? {
+    log.withLock { log in
+      guard let location = log.location(of: id) else { return nil }
+      let region = Int(location.region)
+      return (region, log.regionInfo(region).generation)
+    }
+  }
+
+  /// The regions that hold at least one block, each with its generation.
+  func occupiedRegions() -> [(region: Int, generation: UInt32)] {
+    log.withLock { log in
+      log.regions.enumerated().compactMap { index, region in
+        region.liveBlocks > 0 ? (index, region.generation) : nil
+      }
+    }
+  }
+}

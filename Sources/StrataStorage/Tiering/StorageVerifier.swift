@@ -1,0 +1,151 @@
+// The NVMe scrub ("verify"): reads every NVMe record back on a thread of its own, checks every
+// checksum, and drops the blocks that fail, so a decayed block is found before a reader meets it.
+
+import Foundation
+public import StrataCore
+import Synchronization
+
+/// Where a scrub stands: the state, counters and the first corrupt blocks found.
+public struct VerifyProgress: Sendable, Hashable {
+  public enum State: String, Sendable {
+    case idle
+    case running
+    case done
+  }
+
+  /// At most this many corrupt blocks are listed by id.
+  public static let corruptListMax = 100
+
+  public var state = State.idle
+  public var scannedBlocks = 0
+  public var totalBlocks = 0
+  /// Payload bytes of the blocks read back whole.
+  public var scannedBytes = 0
+  /// Blocks whose record failed a checksum or could not be read.
+  public var corruptBlocks = 0
+  /// Corrupt blocks taken out of the index (a block rewritten meanwhile is left alone).
+  public var droppedBlocks = 0
+  /// Of the corrupt blocks, those the device failed to read (EIO) rather than mismatched.
+  public var unreadableBlocks = 0
+  public var corrupt: [BlockID] = []
+  /// Seconds since 1970.
+  public var startedAt: Double?
+  public var finishedAt: Double?
+  public var rateBytesPerSecond = 0.0
+
+  public init() {}
+}
+
+/// Runs one scrub at a time over a tier manager's NVMe tier.
+public final class StorageVerifier: Sendable {
+  private struct State {
+    var progress = VerifyProgress()
+    var startedMonotonic = 0.0
+    /// Corrupt blocks found by every scrub of this process, for the metrics counter.
+    var corruptTotal = 0
+  }
+
+  public let tiers: TierManager
+  private let state = Mutex(State())
+  private let finished = Mutex<DispatchSemaphore?>(nil)
+
+  public init(tiers: TierManager) { self.tiers = tiers }
+
+  public var progress: VerifyProgress {
+    state.withLock { state in
+      var progress = state.progress
+      if progress.state == .running {
+        let elapsed = monotonicSeconds() - state.startedMonotonic
+        progress.rateBytesPerSecond = elapsed > 0 ? Double(progress.scannedBytes) / elapsed : 0
+      }
+      return progress
+    }
+  }
+
+  /// Corrupt blocks found by every scrub since this verifier was made.
+  public var corruptBlocksTotal: Int { state.withLock { $0.corruptTotal } }
+
+  public var isRunning: Bool { state.withLock { $0.progress.state == .running } }
+
+  /// Starts a scrub on a thread of its own; false (and nothing started) when one is running.
+  /// A node without an NVMe tier finishes at once with nothing scanned.
+  @discardableResult
+  public func start() -> Bool {
+    let semaphore = DispatchSemaphore(value: 0)
+    let started = state.withLock { state -> Bool in
+      guard state.progress.state != .running else { return false }
+      state.progress = VerifyProgress()
+      state.progress.state = .running
+      state.progress.startedAt = Double(wallClockNanoseconds()) / 1e9
+      state.startedMonotonic = monotonicSeconds()
+      return true
+    }
+    guard started else { return false }
+    finished.withLock { $0 = semaphore }
+    let thread = Thread { [self] in
+      scrub()
+      semaphore.signal()
+    }
+    thread.name = "strata-verify"
+    thread.start()
+    return true
+  }
+
+  /// Blocks the calling thread until the scrub in progress (if any) ends.
+  public func waitUntilFinished() {
+    guard let semaphore = finished.withLock({ $0 }) else { return }
+    semaphore.wait()
+    semaphore.signal()
+  }
+
+  private func scrub() {
+    let ids = tiers.nvme?.blockIDs() ?? []
+    state.withLock { $0.progress.totalBlocks = ids.count }
+    if let nvme = tiers.nvme {
+      let buffer = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: max(tiers.configuration.blockBytesMax, 1), alignment: 4096)
+      defer { buffer.deallocate() }
+      for id in ids { check(id, nvme, buffer) }
+    }
+    state.withLock { state in
+      let elapsed = monotonicSeconds() - state.startedMonotonic
+      state.progress.rateBytesPerSecond = elapsed > 0 ? Double(state.progress.scannedBytes) / elapsed : 0
+      state.progress.finishedAt = Double(wallClockNanoseconds()) / 1e9
+      state.progress.state = .done
+    }
+  }
+
+  private func check(_ id: BlockID, _ nvme: NVMeTier, _ buffer: UnsafeMutableRawBufferPointer) {
+    var bytes = 0
+    var failure: StrataError.Code?
+    var dropped = false
+    do {
+      bytes = try nvme.read(id, into: buffer)
+    } catch {
+      switch error.code {
+      case .checksumMismatch, .ioError:
+        failure = error.code
+        // `read` dropped the block unless another thread rewrote it meanwhile.
+        dropped = !nvme.contains(id)
+      default:
+        break  // evicted or removed since the listing: nothing to check
+      }
+    }
+    state.withLock { state in
+      state.progress.scannedBlocks += 1
+      state.progress.scannedBytes += bytes
+      guard let failure else { return }
+      state.progress.corruptBlocks += 1
+      state.corruptTotal += 1
+      if failure == .ioError { state.progress.unreadableBlocks += 1 }
+      if dropped { state.progress.droppedBlocks += 1 }
+      if state.progress.corrupt.count < VerifyProgress.corruptListMax { state.progress.corrupt.append(id) }
+    }
+  }
+}
+
+func monotonicSeconds() -> Double {
+  var time = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &time)
+  return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}

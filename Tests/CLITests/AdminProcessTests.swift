@@ -1,0 +1,232 @@
+// The admin API and admin CLI against a real `strata serve` process: status, evict and verify
+// through the `strata` commands (a block corrupted on disk is found by verify and never served),
+// metrics scraped while a load runs, config reload, exit codes and completion scripts.
+
+import Foundation
+import StrataAdmin
+import StrataClient
+import StrataCore
+import Testing
+
+/// A node process (see NodeProcess) and the address of its admin API, read from its banner.
+final class AdminNodeProcess {
+  let node: NodeProcess
+  let admin: HostPort
+
+  init(ram: String = "64MiB", nvme: String = "256MiB", config: String? = nil) throws {
+    node = try NodeProcess(ram: ram, nvme: nvme, extra: config.map { ["--config", $0] } ?? [])
+    let prefix = "strata admin API at http://"
+    guard let line = node.banner.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else {
+      _ = node.stop()
+      throw StrataError(.unavailable, "the node printed no admin address: \(node.banner)")
+    }
+    admin = try HostPort(parsing: String(line.dropFirst(prefix.count).prefix { $0 != " " }))
+  }
+
+  var address: HostPort { node.address }
+  var directory: String { node.directory }
+  var banner: String { node.banner }
+
+  func client(connections: Int = 2) -> StrataClient { node.client(connections: connections) }
+
+  /// `strata ARGS --admin ADDRESS`.
+  func cli(_ arguments: String...) throws -> Run { try strata(arguments + ["--admin", admin.description]) }
+
+  func stop() -> Int32 { node.stop() }
+}
+
+/// Puts `count` blocks of `size` random bytes (seeded) and returns their keys and contents.
+func putBlocks(_ client: StrataClient, count: Int, size: Int, seed: Int) async throws -> [(BlockKey, [UInt8])] {
+  var blocks: [(BlockKey, [UInt8])] = []
+  let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+  defer { buffer.deallocate() }
+  let region = client.register(buffer)
+  for n in 0..<count {
+    fill(buffer, seed: seed * 100_000 + n)
+    let key = blockKey(n, seed)
+    #expect(try await client.put([.init(key: key, source: try region.slice(length: size))]) == [.stored])
+    blocks.append((key, Array(buffer)))
+  }
+  return blocks
+}
+
+func getBlock(_ client: StrataClient, _ key: BlockKey, size: Int) async throws -> [UInt8]? {
+  let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+  defer { buffer.deallocate() }
+  let region = client.register(buffer)
+  let result = try await client.get([.init(key: key, destination: try region.slice(length: size))])
+  guard result == [.ok(length: size)] else { return nil }
+  return Array(buffer)
+}
+
+/// The value of one sample (`name{labels}`) in a Prometheus text page; nil when absent.
+func sample(_ page: String, _ series: String) -> Double? {
+  for line in page.split(separator: "\n") where line.hasPrefix(series + " ") {
+    return Double(line.split(separator: " ").last ?? "")
+  }
+  return nil
+}
+
+@Suite(.serialized) struct AdminProcessTests {
+  /// status, evict and verify against a live node; a block corrupted on disk while the node runs
+  /// is reported by verify (exit 4), dropped, and never served.
+  @Test func statusEvictAndVerifyAgainstALiveNode() async throws {
+    let node = try AdminNodeProcess()
+    defer { _ = node.stop() }
+    let client = node.client()
+    defer { client.close() }
+    let size = 1 << 20
+    // 96 MiB through a 64 MiB RAM tier: the first blocks are demoted to NVMe.
+    let blocks = try await putBlocks(client, count: 96, size: size, seed: 7)
+
+    let status = try node.cli("status", "--json")
+    #expect(status.status == 0, "\(status.stderr)")
+    let document = try JSONValue.parse(status.stdout)
+    #expect(document["health"]?.stringValue == "ok")
+    #expect((document["tiers"]?["nvme"]?["blocks"]?.intValue ?? 0) > 0)
+    #expect(document["transfers"]?["tcp"]?["put_bytes"]?.intValue == 96 * size)
+    let table = try node.cli("status")
+    #expect(table.status == 0)
+    for word in ["health", "uptime", "epoch", "RAM", "NVMe", "hit rate", "transfers tcp", "top errors"] {
+      #expect(table.stdout.contains(word), "status table lacks \(word): \(table.stdout)")
+    }
+
+    // Corrupt one NVMe-only block's payload in the device file, under the running node.
+    let tiers = try await client.lookup(blocks.map(\.0)).tiers
+    let onNVMe = blocks.indices.filter { tiers[$0] == .nvme }
+    #expect(onNVMe.count >= 10)
+    let victim = try #require(onNVMe.first)
+    let device = node.directory + "/nvme/strata-nvme.dat"
+    let handle = try FileHandle(forUpdating: URL(fileURLWithPath: device))
+    let contents = try handle.readToEnd() ?? Data()
+    let marker = Data(blocks[victim].1[0..<256])
+    let found = try #require(contents.range(of: marker), "the block's bytes are not in the device file")
+    try handle.seek(toOffset: UInt64(found.lowerBound + 4096))
+    try handle.write(contentsOf: Data(repeating: 0xEE, count: 64))
+    try handle.synchronize()
+    try handle.close()
+
+    let verify = try node.cli("verify", "--wait", "--json")
+    #expect(verify.status == 4, "verify should exit 4 on corruption: \(verify.stdout) \(verify.stderr)")
+    let result = try JSONValue.parse(verify.stdout)
+    #expect(result["state"]?.stringValue == "done")
+    #expect(result["corrupt_blocks"]?.intValue == 1 && result["dropped_blocks"]?.intValue == 1)
+    #expect(result["total_blocks"]?.intValue == result["scanned_blocks"]?.intValue)
+    #expect(result["corrupt"]?.arrayValue?.first?["key"]?.stringValue == blocks[victim].0.hex)
+    // Never served: GET misses; every other NVMe block still reads back exact.
+    #expect(try await getBlock(client, blocks[victim].0, size: size) == nil)
+    #expect(try await client.lookup([blocks[victim].0]).tiers == [.absent])
+    for index in onNVMe.dropFirst().prefix(5) {
+      #expect(try await getBlock(client, blocks[index].0, size: size) == blocks[index].1)
+    }
+    let again = try node.cli("verify", "--status")
+    #expect(again.status == 4 && again.stdout.contains("1 corrupt"), "\(again.stdout)")
+
+    // Evict by key prefix, then by namespace.
+    let target = blocks[50].0
+    let evictOne = try node.cli("evict", "--key-prefix", target.hex, "--json")
+    #expect(evictOne.status == 0, "\(evictOne.stderr)")
+    #expect(try JSONValue.parse(evictOne.stdout)["evicted_blocks"]?.intValue == 1)
+    #expect(try await client.lookup([target]).tiers == [.absent])
+    let evictAll = try node.cli("evict", "--namespace", "default")
+    #expect(evictAll.status == 0 && evictAll.stdout.hasPrefix("evicted 94 block(s)"), "\(evictAll.stdout)")
+    #expect(try await client.lookup(blocks.map(\.0)).leadingRun == 0)
+    #expect(try node.cli("evict").status == 2)
+    #expect(try node.cli("evict", "--key-prefix", "xyz").status == 2)
+  }
+
+  @Test func metricsMoveWhileALoadRuns() async throws {
+    let node = try AdminNodeProcess(ram: "256MiB")
+    defer { _ = node.stop() }
+    #expect(node.banner.contains("metrics: http://\(node.admin)/metrics"))
+    let address = node.address
+    let (rounds, roundsContinuation) = AsyncStream.makeStream(of: Int.self)
+    let load = Task {
+      var configuration = StrataClient.Configuration(node: address)
+      configuration.timeoutMilliseconds = 20_000
+      let client = StrataClient(configuration)
+      defer { client.close() }
+      let size = 64 << 10
+      let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+      defer { buffer.deallocate() }
+      let region = client.register(buffer)
+      var round = 0
+      while !Task.isCancelled {
+        fill(buffer, seed: round)
+        let source = try region.slice(length: size)
+        _ = try await client.put([.init(key: blockKey(round, 99), source: source)])
+        _ = try await client.get([.init(key: blockKey(round, 99), destination: source)])
+        round += 1
+        roundsContinuation.yield(round)
+      }
+    }
+    let scraper = AdminClient(address: node.admin)
+    var first: String?
+    var second: String?
+    for await round in rounds {
+      if round == 10 { first = try scraper.send("GET", "/metrics").text }
+      if round == 60 {
+        second = try scraper.send("GET", "/metrics").text
+        break
+      }
+    }
+    load.cancel()
+    _ = await load.result
+    let before = try #require(first)
+    let after = try #require(second)
+    // The load ran ahead of the scrapes by a few rounds at most: the first scrape saw at least 10
+    // rounds, the second at least 60 (each round one put and one get of 64 KiB), and more than the first.
+    let perRound = Double(64 << 10)
+    for (series, unit) in [
+      (#"strata_requests_total{op="put"}"#, 1.0), (#"strata_requests_total{op="get"}"#, 1),
+      (#"strata_transfer_bytes_total{op="put",transport="tcp"}"#, perRound),
+      (#"strata_transfer_bytes_total{op="get",transport="tcp"}"#, perRound),
+      (#"strata_request_duration_seconds_count{op="get",transport="tcp"}"#, 1), (#"strata_hits_total{tier="ram"}"#, 1),
+      (#"strata_transfer_block_bytes_count{op="put"}"#, 1), (#"strata_tier_blocks{tier="ram",namespace="default"}"#, 1),
+    ] {
+      let old = try #require(sample(before, series), "\(series) missing")
+      let new = try #require(sample(after, series), "\(series) missing")
+      #expect(old >= 10 * unit && new >= 60 * unit && new > old, "\(series) went from \(old) to \(new)")
+    }
+    #expect(sample(after, #"strata_build_info{version="\#(StrataVersion.current)"}"#) == 1)
+  }
+
+  @Test func configReloadAndTokens() async throws {
+    let admin = "operator-secret-000000001"
+    let config = try temporaryFile(
+      "reload-\(UUID().uuidString).yaml",
+      "auth:\n  tokens:\n    - {token: \(admin), namespace: ops, admin: true}\n    - {token: tenant-secret-00000001, namespace: t1}\n"
+    )
+    let node = try AdminNodeProcess(config: config)
+    defer { _ = node.stop() }
+    #expect(try node.cli("status").status == 1, "no token: permission denied")
+    #expect(try node.cli("status", "--token", "tenant-secret-00000001").status == 1)
+    #expect(try node.cli("status", "--token", admin).status == 0)
+    let rotated = "operator-secret-000000002"
+    try "auth:\n  tokens:\n    - {token: \(rotated), namespace: ops, admin: true}\nlimits: {max_leases: 7}\n".write(
+      toFile: config, atomically: true, encoding: .utf8)
+    let reload = try node.cli("config", "reload", "--token", admin, "--json")
+    #expect(reload.status == 0, "\(reload.stderr)")
+    let report = try JSONValue.parse(reload.stdout)
+    #expect(report["applied"] == .array([.string("auth.tokens")]))
+    #expect(report["needs_restart"] == .array([.string("limits.max_leases")]))
+    #expect(try node.cli("status", "--token", rotated).status == 0)
+    #expect(try node.cli("status", "--token", admin).status == 1)
+    try "limits: {max_leases: many}\n".write(toFile: config, atomically: true, encoding: .utf8)
+    let rejected = try node.cli("config", "reload", "--token", rotated)
+    #expect(rejected.status == 2 && rejected.stdout.contains("rejected"), "\(rejected.stdout)")
+  }
+
+  @Test func exitCodesAndCompletionScripts() throws {
+    let unreachable = try strata("status", "--admin", "127.0.0.1:1")
+    #expect(unreachable.status == 3, "\(unreachable.stderr)")
+    #expect(try strata("status", "--admin", "nonsense").status == 2)
+    for shell in ["bash", "zsh", "fish"] {
+      let script = try strata("--generate-completion-script", shell)
+      #expect(script.status == 0)
+      for command in ["status", "evict", "verify", "serve"] {
+        #expect(script.stdout.contains(command), "\(shell) completion lacks \(command)")
+      }
+    }
+  }
+}

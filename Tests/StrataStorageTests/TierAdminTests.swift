@@ -1,0 +1,124 @@
+// Operator actions on the tiers: eviction by namespace, key prefix and age from every tier, usage
+// per namespace, and the NVMe scrub (verify) finding, reporting and dropping a corrupt record.
+
+import StrataCore
+import Testing
+
+@testable import StrataStorage
+
+/// A block id with a chosen first key byte, for prefix tests.
+private func prefixedID(_ first: UInt8, _ n: Int, namespace: String = "test") -> BlockID {
+  var bytes = [UInt8](repeating: 0, count: 32)
+  bytes[0] = first
+  bytes[31] = UInt8(n)
+  return BlockID(namespace: try! Namespace(namespace), key: BlockKey(bytes: bytes)!)
+}
+
+@Suite struct TierAdminTests {
+  @Test func evictByNamespaceTakesThatNamespaceFromEveryTier() async throws {
+    let fixture = try TierFixture()
+    for n in 0..<6 {
+      for namespace in ["tenant-a", "tenant-b"] {
+        let id = testBlockID(n, namespace: namespace)
+        try await fixture.tiers.put(id, bytes: testPayload(n, bytes: 10_000))
+        if n % 2 == 0 { try await fixture.tiers.persist(id) }
+      }
+    }
+    let usage = fixture.tiers.usageByNamespace()
+    #expect(usage.ram[try Namespace("tenant-a")]?.blocks == 6)
+    #expect(usage.nvme[try Namespace("tenant-b")]?.blocks == 3)
+    let report = try fixture.tiers.evict(EvictionSelector(namespace: try Namespace("tenant-a")))
+    #expect(report.blocks == 6 && report.ramBlocks == 6 && report.nvmeBlocks == 3 && report.bytes == 60_000)
+    for n in 0..<6 {
+      #expect(fixture.tiers.lookup([testBlockID(n, namespace: "tenant-a")]) == [nil])
+      #expect(fixture.tiers.lookup([testBlockID(n, namespace: "tenant-b")]) == [.ram])
+    }
+    #expect(fixture.tiers.usageByNamespace().ram[try Namespace("tenant-a")] == nil)
+  }
+
+  @Test func evictByKeyPrefixMatchesWholeAndHalfBytes() async throws {
+    let fixture = try TierFixture()
+    let ids = [prefixedID(0xab, 1), prefixedID(0xac, 2), prefixedID(0xbb, 3), prefixedID(0xab, 4)]
+    for (n, id) in ids.enumerated() { try await fixture.tiers.put(id, bytes: testPayload(n, bytes: 1000)) }
+    #expect(try KeyPrefix(hex: "AB").matches(ids[0].key))
+    #expect(try !KeyPrefix(hex: "ab").matches(ids[1].key))
+    #expect(try KeyPrefix(hex: "a").matches(ids[1].key))
+    #expect(throws: StrataError.self) { try KeyPrefix(hex: "xyz") }
+    #expect(throws: StrataError.self) { try KeyPrefix(hex: "") }
+    let report = try fixture.tiers.evict(EvictionSelector(keyPrefixes: [try KeyPrefix(hex: "ab")]))
+    #expect(report.blocks == 2)
+    #expect(fixture.tiers.lookup(ids) == [nil, .ram, .ram, nil])
+    let second = try fixture.tiers.evict(
+      EvictionSelector(keyPrefixes: [try KeyPrefix(hex: "a"), try KeyPrefix(hex: "b")]))
+    #expect(second.blocks == 2)
+    #expect(fixture.tiers.lookup(ids) == [nil, nil, nil, nil])
+    #expect(throws: StrataError.self) { try fixture.tiers.evict(EvictionSelector()) }
+  }
+
+  @Test func evictByAgeTakesOnlyBlocksStoredLongEnoughAgo() async throws {
+    let fixture = try TierFixture()
+    let old = testBlockID(1)
+    let young = testBlockID(2)
+    try await fixture.tiers.put(old, bytes: testPayload(1, bytes: 5000))
+    try await fixture.tiers.persist(old)
+    fixture.clock.advance(milliseconds: 60_000)
+    try await fixture.tiers.put(young, bytes: testPayload(2, bytes: 5000))
+    try await fixture.tiers.persist(young)
+    fixture.clock.advance(milliseconds: 10_000)
+    // Neither is 2 minutes old; only the first is 30 seconds old.
+    #expect(try fixture.tiers.evict(EvictionSelector(olderThanMilliseconds: 120_000)).blocks == 0)
+    let report = try fixture.tiers.evict(EvictionSelector(olderThanMilliseconds: 30_000))
+    #expect(report.blocks == 1 && report.ramBlocks == 1 && report.nvmeBlocks == 1)
+    #expect(fixture.tiers.lookup([old, young]) == [nil, .ram])
+    #expect(fixture.nvme.contains(young))
+  }
+
+  /// NVMe-only blocks are aged by their region's latest write: a block is never taken for older than it is.
+  @Test func nvmeAgesAreConservative() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20)
+    for n in 0..<12 { _ = try await put(fixture.tiers, n, bytes: 200_000) }
+    let onNVMeOnly = (0..<12).filter { fixture.tiers.lookup([testBlockID($0)]) == [.nvme] }
+    #expect(!onNVMeOnly.isEmpty)
+    fixture.clock.advance(milliseconds: 5000)
+    // Stored 5 s ago at most: none is 6 s old; all are 4 s old.
+    #expect(try fixture.tiers.evict(EvictionSelector(olderThanMilliseconds: 6000)).blocks == 0)
+    let report = try fixture.tiers.evict(EvictionSelector(olderThanMilliseconds: 4000))
+    #expect(report.blocks == 12)
+  }
+
+  @Test func verifyFindsReportsAndDropsACorruptRecord() async throws {
+    let fixture = try TierFixture()
+    var ids: [BlockID] = []
+    for n in 0..<10 {
+      let id = testBlockID(n)
+      let payload = testPayload(n, bytes: 50_000)
+      // Written to the NVMe tier alone: reads must come from disk.
+      try payload.withUnsafeBytes { try fixture.nvme.write(id, payload: $0, checksum: CRC32C.checksum($0)) }
+      ids.append(id)
+    }
+    let victim = ids[4]
+    let location = try #require(fixture.nvme.recordLocation(of: victim))
+    fixture.device.flipBit(atByte: location.offset + BlockRecordHeader.byteCount + 777, bit: 5)
+    let verifier = StorageVerifier(tiers: fixture.tiers)
+    #expect(verifier.progress.state == .idle)
+    #expect(verifier.start())
+    verifier.waitUntilFinished()
+    let progress = verifier.progress
+    #expect(progress.state == .done)
+    #expect(progress.totalBlocks == 10 && progress.scannedBlocks == 10)
+    #expect(progress.corruptBlocks == 1 && progress.droppedBlocks == 1 && progress.corrupt == [victim])
+    #expect(progress.scannedBytes == 9 * 50_000)
+    #expect(verifier.corruptBlocksTotal == 1)
+    // Never served: the block is gone; every other block reads back intact.
+    #expect(!fixture.nvme.contains(victim))
+    #expect(try await read(fixture.tiers, victim) == nil)
+    for (n, id) in ids.enumerated() where id != victim {
+      #expect(try await read(fixture.tiers, id) == testPayload(n, bytes: 50_000))
+    }
+    // A second run finds nothing more.
+    #expect(verifier.start())
+    verifier.waitUntilFinished()
+    #expect(verifier.progress.corruptBlocks == 0 && verifier.progress.totalBlocks == 9)
+    #expect(verifier.corruptBlocksTotal == 1)
+  }
+}
