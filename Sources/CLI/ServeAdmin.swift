@@ -2,6 +2,7 @@
 
 import Logging
 import StrataAdmin
+import StrataCluster
 import StrataCore
 import StrataNode
 import StrataStorage
@@ -19,7 +20,7 @@ func metricNamespaces(_ settings: NodeConfiguration) -> [Namespace] {
 /// Starts the admin API when `admin.enabled`, logs and prints its metrics URL; nil when disabled.
 func startAdmin(
   _ settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, server: NodeServer,
-  metrics: NodeMetrics, logger: Logger
+  metrics: NodeMetrics, cluster: ClusterNode?, logger: Logger
 ) throws(StrataError) -> NodeAdministration? {
   guard settings.admin.enabled else {
     logger.info("admin API disabled (admin.enabled: false)")
@@ -28,6 +29,7 @@ func startAdmin(
   let administration = try NodeAdministration(
     settings: settings, configPath: configPath, nodeID: nodeID, tiers: tiers, node: server, metrics: metrics,
     machine: thisMachine(), logger: logger)
+  if let cluster { attachCluster(cluster, to: administration) }
   administration.start()
   print("strata admin API at http://\(administration.address) (metrics: \(administration.metricsURL))")
   return administration

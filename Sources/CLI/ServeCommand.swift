@@ -106,7 +106,8 @@ struct Serve: AsyncParsableCommand {
       }
       server.start()
       let administration = try startAdmin(
-        settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, logger: logger)
+        settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, cluster: cluster,
+        logger: logger)
       logger.info("listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)"])
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)

@@ -32,6 +32,7 @@ public final class NodeAdministration: Sendable {
     var serving = false
     var appliers: [ReloadApplier] = []
     var epoch: (@Sendable () -> UInt64)?
+    var scrapeHooks: [@Sendable (NodeMetrics) -> Void] = []
   }
   private let state: Mutex<State>
 
@@ -92,6 +93,12 @@ public final class NodeAdministration: Sendable {
   /// Where /v1/status reads the ring epoch (the cluster module sets it; 0 alone).
   public func epochProvider(_ provider: @escaping @Sendable () -> UInt64) { state.withLock { $0.epoch = provider } }
 
+  /// Runs `hook` before every /metrics scrape, after the node's own refresh (the cluster module
+  /// sets its gauges and counters there).
+  public func beforeScrape(_ hook: @escaping @Sendable (NodeMetrics) -> Void) {
+    state.withLock { $0.scrapeHooks.append(hook) }
+  }
+
   // MARK: Routes
 
   private func registerRoutes() {
@@ -108,6 +115,7 @@ public final class NodeAdministration: Sendable {
     }
     admin.route("GET", "/metrics", requiresToken: false) { [self] _ throws(StrataError) in
       metrics.refresh(tiers: tiers, server: node, verifier: verifier)
+      for hook in state.withLock({ $0.scrapeHooks }) { hook(metrics) }
       return AdminResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
     }
     admin.route("GET", "/v1/status") { [self] _ throws(StrataError) in .json(status()) }

@@ -319,7 +319,8 @@ public final class NodeMetrics: NodeObserver {
   }
 
   /// Increments a counter by what a cumulative statistic grew since the last call.
-  private func advance(_ name: String, _ labels: [(String, String)], to value: Int) {
+  /// Raises the counter `name{labels}` to `value` (a cumulative count kept elsewhere); never lowers it.
+  public func advance(_ name: String, _ labels: [(String, String)], to value: Int) {
     let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
     let delta = baselines.withLock { baselines -> Int in
       let delta = value - (baselines[key] ?? 0)

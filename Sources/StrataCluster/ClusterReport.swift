@@ -73,7 +73,7 @@ extension ClusterNode {
     return report
   }
 
-  func membersJSON() -> [UInt8] { jsonBytes(membersReport()) }
+  public func membersJSON() -> [UInt8] { jsonBytes(membersReport()) }
   func drainJSON() -> [UInt8] { jsonBytes(drainReport()) }
 }
 

@@ -1,0 +1,52 @@
+// `strata serve`'s cluster side in the admin API: the cluster routes (members, ring, drain), the
+// "cluster" section of /v1/status, readiness (a node is ready once it is in its ring), and the
+// cluster's metrics, set at every scrape.
+
+import StrataAdmin
+import StrataCluster
+import StrataCore
+import StrataPlacement
+
+/// Registers the cluster's routes, status section, readiness check and metrics on `administration`.
+func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration) {
+  let admin = administration.admin
+  func ring(_ op: String) -> @Sendable (AdminRequest) async throws(StrataError) -> AdminResponse {
+    { _ throws(StrataError) in
+      let body = Array(#"{"op":"\#(op)","node":"\#(cluster.settings.me.id)"}"#.utf8)
+      return AdminResponse(
+        status: 200, contentType: "application/json", body: try await cluster.answerRing(body, isAdmin: true))
+    }
+  }
+  admin.route("GET", "/v1/cluster/members", handler: ring("members"))
+  admin.route("GET", "/v1/cluster/ring", handler: ring("ring"))
+  admin.route("POST", "/v1/drain", handler: ring("drain"))
+  admin.route("GET", "/v1/drain", handler: ring("drain_status"))
+  admin.statusSection("cluster") { (try? JSONValue.parse(cluster.membersJSON())) ?? .null }
+  admin.readinessCheck("cluster") {
+    let ring = cluster.ring
+    return ring.member(id: cluster.settings.me.id) == nil ? "not in the ring yet (epoch \(ring.epoch))" : nil
+  }
+  administration.epochProvider { cluster.epoch }
+  administration.beforeScrape { metrics in
+    let ring = cluster.ring
+    metrics.setRing(
+      epoch: ring.epoch, active: ring.activeMembers.count,
+      draining: ring.members.count - ring.activeMembers.count)
+    if case .connected = cluster.serviceState {
+      metrics.setEtcdSessionUp(true)
+    } else {
+      metrics.setEtcdSessionUp(false)
+    }
+    let replication = cluster.replicationStats
+    metrics.setReplicationQueueDepth(replication.queued)
+    metrics.advance("strata_replication_sent_blocks_total", [], to: replication.sentBlocks)
+    for (reason, count) in [
+      ("queue_full", replication.droppedQueueFull), ("peer_unavailable", replication.droppedUnreachable),
+      ("no_credentials", replication.droppedNoCredentials), ("gone", replication.droppedGone),
+      ("refused", replication.droppedRefused),
+    ] {
+      metrics.advance("strata_replication_dropped_total", [("reason", reason)], to: count)
+    }
+    metrics.advance("strata_readthrough_blocks_total", [], to: cluster.fillStats.filledBlocks)
+  }
+}
