@@ -129,7 +129,10 @@ let package = Package(
       swiftSettings: strictSwift),
     .testTarget(
       name: "CLITests",
-      dependencies: ["StrataCore", "StrataClient", "StrataWire", "StrataTCP", "StrataTestKit", "strata"],
+      dependencies: [
+        "StrataCore", "StrataClient", "StrataWire", "StrataTCP", "StrataTestKit", "strata",
+        .product(name: "Yams", package: "Yams"),
+      ],
       path: "Tests/CLITests",
       swiftSettings: strictSwift),
   ],
