@@ -13,6 +13,7 @@ packages=(
   python3          # the independent block-key reference (scripts/keyref.py) run by the tests
   gcc              # the C ABI test program (Tests/CABI) is compiled by the tests
   libc6-dev
+  etcd-server      # etcd for the tests that run a node in etcd membership mode (dashboard, examples)
 )
 
 missing=()
