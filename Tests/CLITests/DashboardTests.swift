@@ -53,7 +53,8 @@ struct Dashboard {
     var names: [String] = []
     var index = 0
     while index + prefix.count <= characters.count {
-      if Array(characters[index..<index + prefix.count]) == prefix && (index == 0 || !isNamePart(characters[index - 1])) {
+      if Array(characters[index..<index + prefix.count]) == prefix && (index == 0 || !isNamePart(characters[index - 1]))
+      {
         var end = index + prefix.count
         while end < characters.count && isNamePart(characters[end]) { end += 1 }
         names.append(String(String.UnicodeScalarView(characters[index..<end])))
@@ -173,6 +174,22 @@ struct Exposition {
     #expect(exposition.exports("strata_untyped_thing"))
     #expect(!exposition.exports("strata_hits_total_bucket"))
     #expect(!exposition.exports("strata_misses_total"))
+  }
+
+  /// The HTTP GET and the exposition reader against a real Prometheus exporter: etcd's /metrics.
+  @Test func expositionOfARealExporterIsRead() throws {
+    let etcd = try DeployFixtures.Etcd()
+    defer { etcd.stop() }
+    let address = try HostPort(parsing: String(etcd.clientURL.dropFirst("http://".count)))
+    let (status, body) = try DeployFixtures.httpGet(address, "/metrics")
+    #expect(status == 200)
+    let exposition = Exposition(body)
+    #expect(exposition.types.count >= 20)
+    #expect(exposition.types["etcd_disk_wal_fsync_duration_seconds"] == "histogram")
+    #expect(exposition.exports("etcd_disk_wal_fsync_duration_seconds_bucket"))
+    #expect(exposition.exports("etcd_disk_wal_fsync_duration_seconds_count"))
+    #expect(!exposition.exports("etcd_disk_wal_fsync_duration_seconds_total"))
+    #expect(try DeployFixtures.httpGet(address, "/no-such-page").status == 404)
   }
 
   /// Every metric the dashboard queries is exported by a real node: `strata serve` with its

@@ -14,7 +14,8 @@ private func nodeConfigurations() throws -> [(name: String, text: String)] {
   var found: [(String, String)] = []
   let folders = ["examples", "compose/config"].map { DeployFixtures.deployFolder.appendingPathComponent($0) }
   for path in folders.flatMap({ DeployFixtures.files(under: $0, extensions: ["yaml"]) }) {
-    found.append((String(path.dropFirst(packageRoot.path.count + 1)), try String(contentsOfFile: path, encoding: .utf8)))
+    found.append(
+      (String(path.dropFirst(packageRoot.path.count + 1)), try String(contentsOfFile: path, encoding: .utf8)))
   }
   let configMap = try yamlDocuments(DeployFixtures.deployFolder.appendingPathComponent("k8s/configmap.yaml").path)
   let data = try #require(configMap.first?["data"] as? [String: Any], "k8s/configmap.yaml has no data")
@@ -83,7 +84,8 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
     let k8s = DeployFixtures.deployFolder.appendingPathComponent("k8s")
     let kustomization = try #require(try yamlDocuments(k8s.appendingPathComponent("kustomization.yaml").path).first)
     let listed = Set(kustomization["resources"] as? [String] ?? [])
-    let present = Set(DeployFixtures.files(under: k8s, extensions: ["yaml"]).map { URL(fileURLWithPath: $0).lastPathComponent })
+    let present = Set(
+      DeployFixtures.files(under: k8s, extensions: ["yaml"]).map { URL(fileURLWithPath: $0).lastPathComponent })
     #expect(listed == present.subtracting(["kustomization.yaml"]))
     let statefulSets = try DeployFixtures.files(under: k8s, extensions: ["yaml"]).flatMap(yamlDocuments)
       .filter { $0["kind"] as? String == "StatefulSet" }
@@ -92,7 +94,9 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
     #expect((spec["volumeClaimTemplates"] as? [Any])?.isEmpty == false)
     let pod = try #require((spec["template"] as? [String: Any])?["spec"] as? [String: Any])
     let container = try #require((pod["containers"] as? [[String: Any]])?.first)
-    let ports = (container["ports"] as? [[String: Any]] ?? []).map { "\($0["name"] ?? ""):\($0["containerPort"] ?? "")" }
+    let ports = (container["ports"] as? [[String: Any]] ?? []).map {
+      "\($0["name"] ?? ""):\($0["containerPort"] ?? "")"
+    }
     #expect(Set(ports) == ["data:7400", "admin:7401"])
     func probe(_ name: String) -> String? {
       guard let get = (container[name] as? [String: Any])?["httpGet"] as? [String: Any] else { return nil }
@@ -171,7 +175,9 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
     let unit = try String(
       contentsOf: DeployFixtures.deployFolder.appendingPathComponent("systemd/strata.service"), encoding: .utf8)
     #expect(unit.contains("ExecStart=/usr/local/bin/strata serve --config"))
-    for line in ["AmbientCapabilities=CAP_IPC_LOCK", "LimitMEMLOCK=infinity", "KillSignal=SIGTERM", "Restart=on-failure"] {
+    for line in [
+      "AmbientCapabilities=CAP_IPC_LOCK", "LimitMEMLOCK=infinity", "KillSignal=SIGTERM", "Restart=on-failure",
+    ] {
       #expect(unit.contains("\n\(line)\n"), "the unit lacks \(line)")
     }
     let folder = try DeployFixtures.temporaryFolder("strata-unit")

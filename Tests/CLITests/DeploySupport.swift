@@ -186,7 +186,8 @@ enum DeployFixtures {
       throw StrataError(.protocolError, "GET \(path): bad status line '\(head.first ?? "")'")
     }
     var body = String(text[split.upperBound...])
-    if head.contains(where: { $0.lowercased().hasPrefix("transfer-encoding:") && $0.lowercased().contains("chunked") }) {
+    if head.contains(where: { $0.lowercased().hasPrefix("transfer-encoding:") && $0.lowercased().contains("chunked") })
+    {
       body = dechunked(body)
     }
     return (status, body)
