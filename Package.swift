@@ -171,6 +171,7 @@ let package = Package(
       name: "CLITests",
       dependencies: [
         "StrataCore", "StrataClient", "StrataPlacement", "StrataWire", "StrataTCP", "StrataTestKit", "strata",
+        .product(name: "Yams", package: "Yams"),
       ],
       path: "Tests/CLITests",
       swiftSettings: strictSwift),

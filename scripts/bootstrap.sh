@@ -13,7 +13,7 @@ packages=(
   python3          # the independent block-key reference (scripts/keyref.py) run by the tests
   gcc              # the C ABI test program (Tests/CABI) is compiled by the tests
   libc6-dev
-  etcd-server      # the etcd the membership tests (Tests/StrataEtcdTests) run against
+  etcd-server      # etcd for the membership tests (StrataEtcdTests, the etcd cluster and dashboard tests)
 )
 
 missing=()
