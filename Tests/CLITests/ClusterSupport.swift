@@ -46,6 +46,10 @@ final class ClusterHarness {
   func address(_ name: String) -> HostPort { HostPort(host: "127.0.0.1", port: ports[name]!) }
   func addresses(_ names: [String]) -> [HostPort] { names.map(address) }
 
+  /// RAM and NVMe sizes of the nodes started from now on.
+  var ram = "256MiB"
+  var nvme = "512MiB"
+
   /// Starts (or restarts, on the same folder and port) node `name`.
   func start(_ name: String) throws {
     var extra = ["--node-id", "node-\(name)", "--replicas", "2"]
@@ -58,11 +62,20 @@ final class ClusterHarness {
       extra += ["--config", config]
     }
     nodes[name] = try NodeProcess(
-      ram: "256MiB", nvme: "512MiB", directory: "\(base)/\(name)", listen: address(name).description,
+      ram: ram, nvme: nvme, directory: "\(base)/\(name)", listen: address(name).description,
       log: "\(base)/\(name).log", extra: extra)
   }
 
   func node(_ name: String) -> NodeProcess { nodes[name]! }
+
+  /// The admin API address node `name` printed when it started.
+  func admin(_ name: String) throws -> String {
+    let prefix = "strata admin API at http://"
+    guard let line = node(name).banner.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else {
+      throw StrataError(.unavailable, "node \(name) printed no admin address")
+    }
+    return String(line.dropFirst(prefix.count).prefix { $0 != " " })
+  }
 
   /// SIGTERM with the data kept (a restart is warm).
   func stop(_ name: String) -> Int32 {
@@ -184,4 +197,16 @@ final class BlockSet {
     }
     return check
   }
+}
+
+/// Polls `condition` until it holds or `seconds` pass, and returns whether it held. Only for
+/// bounds the system promises in time ("within the lease TTL", "once the watch delivers"), never
+/// in place of a signal the code under test gives.
+func eventually(within seconds: Double, _ condition: () async throws -> Bool) async throws -> Bool {
+  let deadline = Date().addingTimeInterval(seconds)
+  while Date() < deadline {
+    if try await condition() { return true }
+    try await Task.sleep(for: .milliseconds(100))
+  }
+  return try await condition()
 }

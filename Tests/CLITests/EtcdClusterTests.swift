@@ -19,17 +19,6 @@ import Testing
   .serialized,
   .enabled(if: EtcdProcess.isAvailable, "etcd is not installed (scripts/bootstrap.sh installs etcd-server)"))
 struct EtcdClusterTests {
-  /// Polls `condition` until it holds or `seconds` pass (for a bound the system promises, such as
-  /// "within the lease TTL"); returns whether it held.
-  func eventually(within seconds: Double, _ condition: () async throws -> Bool) async throws -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-      if try await condition() { return true }
-      try await Task.sleep(for: .milliseconds(100))
-    }
-    return try await condition()
-  }
-
   func activeIDs(_ cluster: ClusterHarness, via seeds: [String]) async throws -> Set<String> {
     let client = cluster.client(seeds: seeds)
     defer { client.close() }
