@@ -185,7 +185,7 @@ struct Drain: AsyncParsableCommand {
         print("drain of \(memberID) started")
         return
       }
-      let progress = ProgressLine(label: "drain \(memberID)")
+      let progress = ProgressBar("drain \(memberID)", total: 0, unit: .items("blocks"))
       var last: [String: Any] = [:]
       while true {
         do {
@@ -196,9 +196,7 @@ struct Drain: AsyncParsableCommand {
           throw error
         }
         let state = last["state"] as? String ?? "?"
-        progress.update(
-          done: last["processed_blocks"] as? Int ?? 0, total: last["total_blocks"] as? Int ?? 0,
-          bytesPerSecond: last["rate_bytes_per_second"] as? Double ?? 0)
+        progress.update(done: last["processed_blocks"] as? Int ?? 0, total: last["total_blocks"] as? Int ?? 0)
         if state == "done" || state == "failed" { break }
         try? await Task.sleep(for: .milliseconds(500))
       }
@@ -217,36 +215,5 @@ struct Drain: AsyncParsableCommand {
     } catch {
       throw report(error)
     }
-  }
-}
-
-/// One status line redrawn in place on a terminal (plain lines, at most every 2 s, otherwise).
-final class ProgressLine: @unchecked Sendable {
-  // @unchecked: used from one task at a time.
-  private let label: String
-  private let start = Date()
-  private var lastPrinted = Date.distantPast
-  private let interactive = isatty(STDERR_FILENO) != 0
-
-  init(label: String) { self.label = label }
-
-  func update(done: Int, total: Int, bytesPerSecond: Double) {
-    let now = Date()
-    guard interactive || now.timeIntervalSince(lastPrinted) >= 2 else { return }
-    lastPrinted = now
-    let fraction = total > 0 ? Double(done) / Double(total) : 0
-    let width = 30
-    let filled = Int(fraction * Double(width))
-    let elapsed = now.timeIntervalSince(start)
-    let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
-    let text = String(
-      format: "%@ [%@%@] %d/%d %.0f%% %@/s ETA %.0fs", label, String(repeating: "#", count: filled),
-      String(repeating: ".", count: width - filled), done, total, fraction * 100,
-      ByteSize(bytes: UInt64(max(0, bytesPerSecond))).description, eta)
-    FileHandle.standardError.write(Data(((interactive ? "\r" : "") + text + (interactive ? "" : "\n")).utf8))
-  }
-
-  func finish() {
-    if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
   }
 }
