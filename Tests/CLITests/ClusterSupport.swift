@@ -105,6 +105,25 @@ final class ClusterHarness {
     for name in names { _ = try await client.ringCall(RingCall.sync, node: address(name)) }
   }
 
+  /// Writes `blocks` through a cluster client of `names` and waits until every copy went out.
+  func write(_ blocks: BlockSet, through names: [String]) async throws {
+    let writer = client(seeds: names)
+    defer { writer.close() }
+    try await blocks.putAll(writer)
+    try await syncReplication(names)
+  }
+
+  /// Kills node `name` with SIGKILL and reads every block back through `survivors`: each must
+  /// come back right from its other owner (every block had two copies).
+  func killAndReadBack(_ name: String, _ blocks: BlockSet, survivors: [String]) async throws {
+    killHard(name)
+    let reader = client(seeds: survivors)
+    defer { reader.close() }
+    let afterKill = try await blocks.verify(reader)
+    #expect(afterKill.wrong == 0 && afterKill.corrupt == 0, "\(afterKill)")
+    #expect(afterKill.missing == 0, "every block had a surviving replica: \(afterKill)")
+  }
+
   /// The last lines of a node's log (for failure messages).
   func log(_ name: String) -> String {
     let text = (try? String(contentsOfFile: "\(base)/\(name).log", encoding: .utf8)) ?? ""
