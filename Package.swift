@@ -64,16 +64,29 @@ let package = Package(
       dependencies: ["StrataCore"],
       path: "Sources/StrataTCP",
       swiftSettings: strictSwift),
+    // RDMA verbs transport: rdma_cm connections, credits, one-sided batches (docs/rdma.md).
+    .target(
+      name: "StrataRDMA",
+      dependencies: ["StrataCore", "StrataWire", "CIBVerbs", "CRDMACM"],
+      path: "Sources/StrataRDMA",
+      swiftSettings: strictSwift),
+    // GPU memory: the CUDA runtime loaded with dlopen, pinned staging ring (docs/rdma.md).
+    .target(
+      name: "StrataGPU",
+      dependencies: ["StrataCore"],
+      path: "Sources/StrataGPU",
+      swiftSettings: strictSwift),
     .target(
       name: "StrataNode",
       dependencies: [
-        "StrataCore", "StrataStorage", "StrataWire", "StrataTCP", .product(name: "Logging", package: "swift-log"),
+        "StrataCore", "StrataStorage", "StrataWire", "StrataTCP", "StrataRDMA",
+        .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/StrataNode",
       swiftSettings: strictSwift),
     .target(
       name: "StrataClient",
-      dependencies: ["StrataCore", "StrataWire", "StrataTCP"],
+      dependencies: ["StrataCore", "StrataWire", "StrataTCP", "StrataRDMA", "StrataGPU"],
       path: "Sources/StrataClient",
       swiftSettings: strictSwift),
     .target(
@@ -119,6 +132,13 @@ let package = Package(
       name: "StrataNodeTests",
       dependencies: ["StrataNode", "StrataClient", "StrataWire", "StrataStorage", "StrataTCP", "StrataCore"],
       path: "Tests/StrataNodeTests", swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataRDMATests",
+      dependencies: [
+        "StrataRDMA", "StrataGPU", "StrataNode", "StrataClient", "StrataStorage", "StrataWire", "StrataCore",
+        "StrataTestKit", .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Tests/StrataRDMATests", swiftSettings: strictSwift),
     .testTarget(
       name: "CABITests", dependencies: ["strata"], path: "Tests/CABITests",
       swiftSettings: strictSwift),
