@@ -5,14 +5,18 @@
 
 import Dispatch
 import StrataCore
+import StrataRDMA
 import StrataTCP
 import StrataWire
 
 final class ClientConnection: @unchecked Sendable {
   // @unchecked: every mutable field is touched only on `queue`, one request at a time.
   let queue: DispatchQueue
-  private let address: HostPort
-  private let configuration: StrataClient.Configuration
+  let address: HostPort
+  let configuration: StrataClient.Configuration
+  let transports: ClientTransports
+  /// The RDMA side of this connection, when negotiated and up (Transport/RDMAClientPath.swift).
+  var rdma: RDMAChannel?
   private var socket: TCPSocket?
   private var nextRequestID: UInt64 = 1
   private(set) var namespace: Namespace?
@@ -21,9 +25,10 @@ final class ClientConnection: @unchecked Sendable {
   private let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.byteCount, alignment: 8)
   private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 4096)
 
-  init(address: HostPort, configuration: StrataClient.Configuration, index: Int) {
+  init(address: HostPort, configuration: StrataClient.Configuration, index: Int, transports: ClientTransports) {
     self.address = address
     self.configuration = configuration
+    self.transports = transports
     queue = DispatchQueue(label: "strata.client.\(address).\(index)")
   }
 
@@ -47,6 +52,7 @@ final class ClientConnection: @unchecked Sendable {
             || error.code == .protocolError
           {
             self.socket = nil
+            self.rdma = nil
           }
           continuation.resume(returning: .failure(error))
         }
@@ -59,6 +65,8 @@ final class ClientConnection: @unchecked Sendable {
     queue.sync {
       if let socket { try? sendGoodbye(socket) }
       socket = nil
+      rdma?.endpoint.disconnect()
+      rdma = nil
     }
   }
 
@@ -71,7 +79,8 @@ final class ClientConnection: @unchecked Sendable {
     let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: configuration.timeoutMilliseconds)
     self.socket = socket
     let hello = HelloRequest(
-      capabilities: [.tcp, .leases], frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
+      capabilities: TransportNegotiation.offered(local: transports.availability, rdmaEnabled: transports.rdmaEnabled),
+      frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
       clientName: configuration.clientName)
     let (_, message) = try exchange(hello.wireMessage, payload: []) { _, _ throws(StrataError) in }
     guard case .helloResponse(let response) = message else {
@@ -79,6 +88,8 @@ final class ClientConnection: @unchecked Sendable {
     }
     namespace = response.namespace
     nodeID = response.nodeID
+    negotiateTransport(
+      granted: response.capabilities, token: Array(configuration.token.utf8), clientName: configuration.clientName)
   }
 
   /// Sends one request (header, body, then `payload` straight from its buffers) and reads the

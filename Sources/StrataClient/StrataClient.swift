@@ -3,15 +3,18 @@
 // small pool of connections, with timeouts and retries of these (idempotent) calls.
 
 public import StrataCore
+public import StrataGPU
 public import StrataWire
 import Synchronization
 
-/// Host memory that blocks are read into or written from. Registration is where an RDMA
-/// transport pins and registers the memory; over TCP it names the range and bounds-checks use.
+/// Memory that blocks are read into or written from: host memory, or GPU memory (`kind`).
+/// Over RDMA the region is registered with the device on first use; over TCP it names the range
+/// and bounds-checks use.
 public struct MemoryRegion: Sendable, Hashable {
   public let id: UInt64
   nonisolated(unsafe) public let base: UnsafeMutableRawPointer
   public let count: Int
+  public let kind: MemoryKind
 
   /// `length` bytes at `offset` of this region.
   public func slice(offset: Int = 0, length: Int) throws(StrataError) -> RegionSlice {
@@ -54,6 +57,10 @@ public final class StrataClient: Sendable {
     public var batchBytesMax: Int = 64 << 20
     public var frameBytesMax: UInt64 = 1 << 30
     public var limits: WireLimits = .standard
+    /// Use RDMA where this machine and the node both have it (docs/rdma.md); TCP otherwise.
+    public var rdma: Bool = true
+    /// The GPU runtime for `.cuda` regions; nil loads the CUDA runtime with dlopen on first use.
+    public var gpuRuntime: (any GPURuntime)?
 
     public init(node: HostPort) { self.node = node }
   }
@@ -105,12 +112,15 @@ public final class StrataClient: Sendable {
 
   public let configuration: Configuration
   private let connections: [ClientConnection]
-  private let state = Mutex((next: 0, nextRegion: UInt64(1)))
+  let state = Mutex((next: 0, nextRegion: UInt64(1)))
+  let transports: ClientTransports
 
   public init(_ configuration: Configuration) {
     self.configuration = configuration
+    let transports = ClientTransports(rdmaEnabled: configuration.rdma, gpuRuntime: configuration.gpuRuntime)
+    self.transports = transports
     connections = (0..<max(1, configuration.connections)).map {
-      ClientConnection(address: configuration.node, configuration: configuration, index: $0)
+      ClientConnection(address: configuration.node, configuration: configuration, index: $0, transports: transports)
     }
   }
 
@@ -136,7 +146,7 @@ public final class StrataClient: Sendable {
       defer { state.nextRegion += 1 }
       return state.nextRegion
     }
-    return MemoryRegion(id: id, base: buffer.baseAddress!, count: buffer.count)
+    return MemoryRegion(id: id, base: buffer.baseAddress!, count: buffer.count, kind: .host)
   }
 
   // MARK: Calls
@@ -189,7 +199,10 @@ public final class StrataClient: Sendable {
       items: items.map { GetRequest.Item(key: $0.key, offset: $0.blockOffset, length: $0.length ?? 0) },
       leaseID: leaseID)
     let verify = configuration.verifyChecksums
+    let transports = self.transports
     return try await call { connection throws(StrataError) in
+      if let results = try connection.getOverRDMA(items, request: request, verify: verify) { return results }
+      var receiver = BlockReceiver(connection: connection, transports: transports, verify: verify)
       var results: [GetResult] = []
       _ = try connection.exchange(request.wireMessage, payload: []) { _, message throws(StrataError) in
         guard case .getResponse(let response) = message, response.items.count == items.count else {
@@ -208,22 +221,17 @@ public final class StrataClient: Sendable {
               results.append(.destinationTooSmall(length: length))
               continue
             }
-            let destination = UnsafeMutableRawBufferPointer(rebasing: item.destination.buffer[0..<length])
-            try connection.receive(into: destination)
-            if verify && CRC32C.checksum(UnsafeRawBufferPointer(destination)) != answer.checksum {
-              destination.initializeMemory(as: UInt8.self, repeating: 0)
-              results.append(.corrupt)
-            } else {
-              results.append(.ok(length: length))
-            }
+            results.append(try receiver.receive(into: item.destination, length: length, checksum: answer.checksum))
           }
         }
       }
+      try receiver.finish()
       return results
     }
   }
 
   private func putBatch(_ items: [PutItem]) async throws(StrataError) -> [StrataWire.PutOutcome] {
+    if items.contains(where: { $0.source.region.kind != .host }) { return try await putFromDevice(items) }
     let request = PutRequest(
       items: items.map {
         PutRequest.Item(
@@ -232,6 +240,7 @@ public final class StrataClient: Sendable {
       })
     nonisolated(unsafe) let payload = items.map { UnsafeRawBufferPointer($0.source.buffer) }
     return try await call { connection throws(StrataError) in
+      if let outcomes = try connection.putOverRDMA(items, request: request) { return outcomes }
       let (_, message) = try connection.exchange(request.wireMessage, payload: payload) { _, _ throws(StrataError) in }
       guard case .putResponse(let response) = message, response.outcomes.count == items.count else {
         throw unexpected(message)
@@ -241,7 +250,7 @@ public final class StrataClient: Sendable {
   }
 
   /// Runs a call on the next connection of the pool, retrying transport failures.
-  private func call<T: Sendable>(
+  func call<T: Sendable>(
     _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
   ) async throws(StrataError) -> T {
     var attempt = 0

@@ -207,10 +207,7 @@ struct Session {
       throw StrataError(.unavailable, "no common protocol version")
     }
     let granted: Namespace
-    if server.configuration.tokens.isEmpty {
-      granted = .embeddedDefault
-      isAdmin = true
-    } else if let mapped = server.configuration.tokens[String(decoding: hello.token, as: UTF8.self)] {
+    if let mapped = server.grant(token: hello.token) {
       granted = mapped.namespace
       isAdmin = mapped.admin
     } else {
@@ -220,7 +217,7 @@ struct Session {
     }
     namespace = granted
     let response = HelloResponse(
-      capabilities: [.tcp, .leases], nodeID: server.configuration.nodeID, namespace: granted,
+      capabilities: server.grantCapabilities(hello, peer: "\(connection.socket.peer)"), nodeID: server.configuration.nodeID, namespace: granted,
       frameBytesMax: limits.payloadBytesMax, inflightBytesMax: UInt64(server.configuration.inflightBytesMax),
       ringEpoch: 0)
     try send(.helloResponse(response), to: header)
