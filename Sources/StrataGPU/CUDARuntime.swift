@@ -14,6 +14,7 @@ public final class CUDARuntime: GPURuntime {
   private typealias SetDevice = @convention(c) (Int32) -> Int32
   private typealias HostAlloc = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int, UInt32) -> Int32
   private typealias FreeHost = @convention(c) (UnsafeMutableRawPointer?) -> Int32
+  private typealias HostAlloc2 = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int) -> Int32
   private typealias StreamCreate = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, UInt32) -> Int32
   private typealias HandleCall = @convention(c) (UnsafeMutableRawPointer?) -> Int32
   private typealias MemcpyAsync = @convention(c) (
@@ -49,6 +50,8 @@ public final class CUDARuntime: GPURuntime {
   private let eventDestroy: HandleCall
   private let errorString: ErrorString
   private let pointerAttributes: PointerAttributes
+  private let malloc: HostAlloc2
+  private let free: FreeHost
   /// From the driver library (libcuda), where it has the call (CUDA 11.7 and later).
   private let rangeHandle: RangeHandle?
 
@@ -102,6 +105,8 @@ public final class CUDARuntime: GPURuntime {
     eventDestroy = try symbol("cudaEventDestroy", as: HandleCall.self)
     errorString = try symbol("cudaGetErrorString", as: ErrorString.self)
     pointerAttributes = try symbol("cudaPointerGetAttributes", as: PointerAttributes.self)
+    malloc = try symbol("cudaMalloc", as: HostAlloc2.self)
+    free = try symbol("cudaFree", as: FreeHost.self)
     let version = try symbol("cudaRuntimeGetVersion", as: RuntimeVersion.self)
     var number: Int32 = 0
     _ = version(&number)
@@ -149,6 +154,17 @@ public final class CUDARuntime: GPURuntime {
   }
 
   public func freePinnedHost(_ pointer: UnsafeMutableRawPointer) { _ = freeHost(pointer) }
+
+  /// Device memory of GPU `device` (cudaMalloc), for tests and tools; free it with `freeDeviceMemory`.
+  public func allocateDeviceMemory(byteCount: Int, device: Int) throws(StrataError) -> UnsafeMutableRawPointer {
+    try check(setDevice(Int32(device)), "cudaSetDevice(\(device))")
+    var result: UnsafeMutableRawPointer?
+    try check(malloc(&result, byteCount), "cudaMalloc of \(byteCount) bytes")
+    guard let result else { throw StrataError(.resourceExhausted, "cudaMalloc returned no memory") }
+    return result
+  }
+
+  public func freeDeviceMemory(_ pointer: UnsafeMutableRawPointer) { _ = free(pointer) }
 
   public func makeStream(device: Int) throws(StrataError) -> GPUStream {
     try check(setDevice(Int32(device)), "cudaSetDevice(\(device))")
