@@ -3,7 +3,7 @@
 // node's one-sided WRITE or READ targets. The payloads themselves never travel in messages.
 
 public import StrataCore
-import StrataWire
+public import StrataWire
 
 /// A range of the client's registered memory that the node may write (GET) or read (PUT): the
 /// client hands these out; the node never hands out its own keys.
@@ -105,4 +105,22 @@ extension [UInt8] {
   fileprivate mutating func append<T: FixedWidthInteger>(littleEndian value: T) {
     Swift.withUnsafeBytes(of: value.littleEndian) { self.append(contentsOf: $0) }
   }
+}
+
+/// Decodes a message's frame (header and body; its payload moves by one-sided operations).
+public func decodeFrame(_ frame: [UInt8], limits: WireLimits) throws(StrataError) -> (FrameHeader, WireMessage) {
+  let decoded: Result<(FrameHeader, WireMessage), StrataError> = frame.withUnsafeBytes { raw in
+    do throws(StrataError) {
+      let header = try FrameHeader(decoding: UnsafeRawBufferPointer(rebasing: raw[0..<FrameHeader.byteCount]), limits: limits)
+      let body = UnsafeRawBufferPointer(rebasing: raw[FrameHeader.byteCount...])
+      guard body.count == Int(header.bodyBytes) else {
+        throw StrataError(.protocolError, "RDMA frame of \(body.count) body bytes; its header says \(header.bodyBytes)")
+      }
+      try header.verifyBody(body)
+      return .success((header, try WireMessage(header: header, body: body, limits: limits)))
+    } catch {
+      return .failure(error)
+    }
+  }
+  return try decoded.get()
 }
