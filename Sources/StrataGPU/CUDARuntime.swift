@@ -17,11 +17,13 @@ public final class CUDARuntime: GPURuntime {
   private typealias HostAlloc2 = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int) -> Int32
   private typealias StreamCreate = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, UInt32) -> Int32
   private typealias HandleCall = @convention(c) (UnsafeMutableRawPointer?) -> Int32
-  private typealias MemcpyAsync = @convention(c) (
-    UnsafeMutableRawPointer?, UnsafeRawPointer?, Int, Int32, UnsafeMutableRawPointer?
-  ) -> Int32
+  private typealias MemcpyAsync =
+    @convention(c) (
+      UnsafeMutableRawPointer?, UnsafeRawPointer?, Int, Int32, UnsafeMutableRawPointer?
+    ) -> Int32
   private typealias Memcpy = @convention(c) (UnsafeMutableRawPointer?, UnsafeRawPointer?, Int, Int32) -> Int32
-  private typealias MemsetAsync = @convention(c) (UnsafeMutableRawPointer?, Int32, Int, UnsafeMutableRawPointer?) -> Int32
+  private typealias MemsetAsync =
+    @convention(c) (UnsafeMutableRawPointer?, Int32, Int, UnsafeMutableRawPointer?) -> Int32
   private typealias EventCreate = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, UInt32) -> Int32
   private typealias EventRecord = @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> Int32
   private typealias ErrorString = @convention(c) (Int32) -> UnsafePointer<CChar>?
@@ -64,7 +66,9 @@ public final class CUDARuntime: GPURuntime {
   /// - Throws: `.unsupported` naming every library tried and the loader's reason.
   public static func load(libraries: [String]? = nil) throws(StrataError) -> CUDARuntime {
     var candidates = libraries ?? defaultLibraries
-    if libraries == nil, let override = getenv("STRATA_CUDA_RUNTIME") { candidates.insert(String(cString: override), at: 0) }
+    if libraries == nil, let override = getenv("STRATA_CUDA_RUNTIME") {
+      candidates.insert(String(cString: override), at: 0)
+    }
     var reasons: [String] = []
     for library in candidates {
       guard let handle = dlopen(library, RTLD_NOW | RTLD_LOCAL) else {
@@ -122,7 +126,9 @@ public final class CUDARuntime: GPURuntime {
     throw StrataError(status == 2 ? .resourceExhausted : .ioError, "\(call): \(words) (cudaError \(status))")
   }
 
-  private func pointer(_ address: UInt64) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: UInt(address)) }
+  private func pointer(_ address: UInt64) -> UnsafeMutableRawPointer? {
+    UnsafeMutableRawPointer(bitPattern: UInt(address))
+  }
 
   public func deviceCount() throws(StrataError) -> Int {
     var count: Int32 = 0
@@ -139,7 +145,8 @@ public final class CUDARuntime: GPURuntime {
     let type = attributes.load(as: Int32.self)
     let owner = attributes.load(fromByteOffset: 4, as: Int32.self)
     guard type == 2 || type == 3 else {
-      throw StrataError(.invalidArgument, "0x\(String(address, radix: 16)) is not CUDA device memory (memory type \(type))")
+      throw StrataError(
+        .invalidArgument, "0x\(String(address, radix: 16)) is not CUDA device memory (memory type \(type))")
     }
     guard Int(owner) == device else {
       throw StrataError(.invalidArgument, "0x\(String(address, radix: 16)) belongs to GPU \(owner), not GPU \(device)")
@@ -181,7 +188,8 @@ public final class CUDARuntime: GPURuntime {
     try check(memcpyAsync(pointer(destination), source, byteCount, Self.hostToDevice, stream.handle), "cudaMemcpyAsync")
   }
 
-  public func fillDeviceAsync(_ destination: UInt64, byte: UInt8, byteCount: Int, stream: GPUStream) throws(StrataError) {
+  public func fillDeviceAsync(_ destination: UInt64, byte: UInt8, byteCount: Int, stream: GPUStream) throws(StrataError)
+  {
     try check(memsetAsync(pointer(destination), Int32(byte), byteCount, stream.handle), "cudaMemsetAsync")
   }
 
@@ -206,7 +214,9 @@ public final class CUDARuntime: GPURuntime {
     return true
   }
 
-  public func wait(_ event: GPUEvent) throws(StrataError) { try check(eventSynchronize(event.handle), "cudaEventSynchronize") }
+  public func wait(_ event: GPUEvent) throws(StrataError) {
+    try check(eventSynchronize(event.handle), "cudaEventSynchronize")
+  }
   public func destroyEvent(_ event: GPUEvent) { _ = eventDestroy(event.handle) }
   public func synchronize(_ stream: GPUStream) throws(StrataError) {
     try check(streamSynchronize(stream.handle), "cudaStreamSynchronize")
@@ -219,7 +229,8 @@ public final class CUDARuntime: GPURuntime {
     let start = address & ~(page - 1)
     let length = Int((address - start) + UInt64(byteCount) + page - 1) / Int(page) * Int(page)
     var fd: Int32 = -1
-    guard rangeHandle(&fd, start, length, 1, 0) == 0, fd >= 0 else { return nil }  // CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD
+    // 1 is CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD.
+    guard rangeHandle(&fd, start, length, 1, 0) == 0, fd >= 0 else { return nil }
     return (fd, address - start)
   }
 }

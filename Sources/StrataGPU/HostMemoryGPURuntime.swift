@@ -43,7 +43,8 @@ public final class HostMemoryGPURuntime: GPURuntime {
 
   public func checkDeviceMemory(address: UInt64, byteCount: Int, device: Int) throws(StrataError) {
     let owner = state.withLock { state in
-      state.ranges.first { address >= $0.address && address + UInt64(byteCount) <= $0.address + UInt64($0.count) }?.device
+      state.ranges.first { address >= $0.address && address + UInt64(byteCount) <= $0.address + UInt64($0.count) }?
+        .device
     }
     guard let owner else { throw StrataError(.invalidArgument, "0x\(String(address, radix: 16)) is not device memory") }
     guard owner == device else { throw StrataError(.invalidArgument, "memory of GPU \(owner), not GPU \(device)") }
@@ -80,7 +81,8 @@ public final class HostMemoryGPURuntime: GPURuntime {
       stream)
   }
 
-  public func fillDeviceAsync(_ destination: UInt64, byte: UInt8, byteCount: Int, stream: GPUStream) throws(StrataError) {
+  public func fillDeviceAsync(_ destination: UInt64, byte: UInt8, byteCount: Int, stream: GPUStream) throws(StrataError)
+  {
     enqueue(Copy(destination: destination, bytes: nil, source: 0, count: byteCount, fill: byte), stream)
   }
 

@@ -60,7 +60,8 @@ public final class StagingRing: @unchecked Sendable {
       let buffer = UnsafeMutableRawBufferPointer(start: slots + slot * slotBytes, count: count)
       try fill(buffer)
       crc = CRC32C.checksum(UnsafeRawBufferPointer(buffer), continuing: crc)
-      try runtime.copyToDeviceAsync(destination + UInt64(offset), from: buffer.baseAddress!, byteCount: count, stream: stream)
+      try runtime.copyToDeviceAsync(
+        destination + UInt64(offset), from: buffer.baseAddress!, byteCount: count, stream: stream)
       pending[slot] = try runtime.recordEvent(stream)
       stagedBytes += count
       offset += count

@@ -217,7 +217,8 @@ struct Session {
     }
     namespace = granted
     let response = HelloResponse(
-      capabilities: server.grantCapabilities(hello, peer: "\(connection.socket.peer)"), nodeID: server.configuration.nodeID, namespace: granted,
+      capabilities: server.grantCapabilities(hello, peer: "\(connection.socket.peer)"),
+      nodeID: server.configuration.nodeID, namespace: granted,
       frameBytesMax: limits.payloadBytesMax, inflightBytesMax: UInt64(server.configuration.inflightBytesMax),
       ringEpoch: 0)
     try send(.helloResponse(response), to: header)

@@ -1,7 +1,6 @@
 // The lifecycle of one RDMA connection as a value: rdma_cm events in, directives out. It does no
 // I/O, so every path (including the failures that send a connection back to TCP) is unit-tested.
 
-
 /// Which end of the connection this machine is.
 public enum RDMARole: Sendable, Hashable {
   /// Resolves the node's address and route, then connects.

@@ -111,7 +111,8 @@ extension [UInt8] {
 public func decodeFrame(_ frame: [UInt8], limits: WireLimits) throws(StrataError) -> (FrameHeader, WireMessage) {
   let decoded: Result<(FrameHeader, WireMessage), StrataError> = frame.withUnsafeBytes { raw in
     do throws(StrataError) {
-      let header = try FrameHeader(decoding: UnsafeRawBufferPointer(rebasing: raw[0..<FrameHeader.byteCount]), limits: limits)
+      let header = try FrameHeader(
+        decoding: UnsafeRawBufferPointer(rebasing: raw[0..<FrameHeader.byteCount]), limits: limits)
       let body = UnsafeRawBufferPointer(rebasing: raw[FrameHeader.byteCount...])
       guard body.count == Int(header.bodyBytes) else {
         throw StrataError(.protocolError, "RDMA frame of \(body.count) body bytes; its header says \(header.bodyBytes)")

@@ -53,7 +53,8 @@ public enum TransportNegotiation {
   }
 
   /// The client's decision once HELLO is answered, before trying the RDMA connection.
-  public static func clientPlan(local: RDMAAvailability, rdmaEnabled: Bool, granted: Capabilities) -> TransportDecision {
+  public static func clientPlan(local: RDMAAvailability, rdmaEnabled: Bool, granted: Capabilities) -> TransportDecision
+  {
     guard rdmaEnabled else { return TransportDecision(.tcp, "RDMA is disabled in the client configuration") }
     if case .unavailable(let reason) = local { return TransportDecision(.tcp, "this client has no RDMA: \(reason)") }
     guard granted.contains(.rdma) else { return TransportDecision(.tcp, "the node did not grant RDMA") }

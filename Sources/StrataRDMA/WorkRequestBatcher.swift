@@ -59,7 +59,9 @@ public struct BatchLimits: Sendable, Hashable {
   public var messageBytesMax: Int
 
   public init(sendQueueDepth: Int, requestsPerPost: Int, messageBytesMax: Int) {
-    precondition(sendQueueDepth >= 1 && requestsPerPost >= 1 && messageBytesMax >= 1, "BatchLimits: \(sendQueueDepth), \(requestsPerPost), \(messageBytesMax)")
+    precondition(
+      sendQueueDepth >= 1 && requestsPerPost >= 1 && messageBytesMax >= 1,
+      "BatchLimits: \(sendQueueDepth), \(requestsPerPost), \(messageBytesMax)")
     self.sendQueueDepth = sendQueueDepth
     self.requestsPerPost = requestsPerPost
     self.messageBytesMax = messageBytesMax
@@ -103,7 +105,8 @@ public struct WorkRequestBatcher: Sendable {
         let length = min(limits.messageBytesMax, transfer.length - offset)
         queued.append(
           PlannedWorkRequest(
-            id: nextID, operation: operation, item: transfer.item, localAddress: transfer.local.address + UInt64(offset),
+            id: nextID, operation: operation, item: transfer.item,
+            localAddress: transfer.local.address + UInt64(offset),
             localKey: transfer.local.localKey, remoteAddress: transfer.remote.address + UInt64(offset),
             remoteKey: transfer.remote.key, length: length, signaled: false))
         remainingPerItem[transfer.item, default: 0] += 1

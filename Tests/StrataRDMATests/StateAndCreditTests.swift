@@ -33,7 +33,9 @@ import Testing
   }
 
   @Test func everySetupFailureFallsBackToTCPWithItsReason() {
-    let paths: [[RDMAConnectionEvent]] = [[.start], [.start, .addressResolved], [.start, .addressResolved, .routeResolved]]
+    let paths: [[RDMAConnectionEvent]] = [
+      [.start], [.start, .addressResolved], [.start, .addressResolved, .routeResolved],
+    ]
     for path in paths {
       var machine = RDMAConnectionStateMachine(role: .client)
       for event in path { _ = machine.handle(event) }
@@ -53,7 +55,9 @@ import Testing
 
   @Test func aQueuePairErrorMidStreamFailsOver() {
     var machine = RDMAConnectionStateMachine(role: .client)
-    for event in [RDMAConnectionEvent.start, .addressResolved, .routeResolved, .established] { _ = machine.handle(event) }
+    for event in [RDMAConnectionEvent.start, .addressResolved, .routeResolved, .established] {
+      _ = machine.handle(event)
+    }
     #expect(machine.handle(.completionError("remote access error")) == .tearDown(failOverToTCP: true))
     guard case .failed(let failure) = machine.state else {
       Issue.record("state \(machine.state)")
@@ -215,7 +219,8 @@ import Testing
       var completed: [Int] = []
       while !batcher.isIdle {
         let chain = batcher.nextPost()
-        #expect(!chain.isEmpty && chain.count <= limits.requestsPerPost && batcher.outstandingCount <= limits.sendQueueDepth)
+        #expect(
+          !chain.isEmpty && chain.count <= limits.requestsPerPost && batcher.outstandingCount <= limits.sendQueueDepth)
         for request in chain {
           #expect(request.length <= limits.messageBytesMax)
           #expect(request.localAddress == 0x1000 * UInt64(request.item + 1) + UInt64(covered[request.item]))
@@ -291,8 +296,12 @@ import Testing
     let failed = TransportNegotiation.afterConnect(plan, failure: RDMAFailure("rdma_resolve_route: timeout"))
     #expect(failed.transport == .tcp && failed.reason.contains("rdma_resolve_route"))
     #expect(TransportNegotiation.afterConnect(plan, failure: nil).transport == .rdma)
-    #expect(TransportNegotiation.clientPlan(local: device, rdmaEnabled: true, granted: [.tcp]).reason.contains("did not grant"))
+    #expect(
+      TransportNegotiation.clientPlan(local: device, rdmaEnabled: true, granted: [.tcp]).reason.contains(
+        "did not grant"))
     #expect(TransportNegotiation.clientPlan(local: none, rdmaEnabled: true, granted: [.tcp, .rdma]).transport == .tcp)
-    #expect(TransportNegotiation.clientPlan(local: device, rdmaEnabled: false, granted: [.tcp, .rdma]).reason.contains("disabled"))
+    #expect(
+      TransportNegotiation.clientPlan(local: device, rdmaEnabled: false, granted: [.tcp, .rdma]).reason.contains(
+        "disabled"))
   }
 }

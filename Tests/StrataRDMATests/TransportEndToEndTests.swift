@@ -93,8 +93,11 @@ func putBlocks(_ client: StrataClient, count: Int, bytesMax: Int, seed: UInt64) 
   var items: [StrataClient.PutItem] = []
   var offset = 0
   for (index, block) in blocks.enumerated() {
-    block.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: source[offset..<offset + block.count]).copyMemory(from: $0) }
-    items.append(StrataClient.PutItem(key: blockKey(index), source: try region.slice(offset: offset, length: block.count)))
+    block.withUnsafeBytes {
+      UnsafeMutableRawBufferPointer(rebasing: source[offset..<offset + block.count]).copyMemory(from: $0)
+    }
+    items.append(
+      StrataClient.PutItem(key: blockKey(index), source: try region.slice(offset: offset, length: block.count)))
     offset += block.count
   }
   let outcomes = try await client.put(items)
@@ -108,7 +111,8 @@ func getAndCompare(
   read: (Int, Int) -> [UInt8]
 ) async throws {
   let items = try blocks.indices.map { index in
-    StrataClient.GetItem(key: blockKey(index), destination: try region.slice(offset: index * slotBytes, length: slotBytes))
+    StrataClient.GetItem(
+      key: blockKey(index), destination: try region.slice(offset: index * slotBytes, length: slotBytes))
   }
   let results = try await client.get(items)
   for (index, result) in results.enumerated() {
@@ -144,14 +148,17 @@ func getAndCompare(
     // The client offered no RDMA (it has none): one line per connection says so.
     let lines = node.logs.records.withLock { $0.filter { $0.message == "transport chosen" } }
     #expect(lines.count == 2)
-    #expect(lines.allSatisfy { $0.metadata["transport"] == "tcp" && $0.metadata["reason"] == "the client did not offer RDMA" })
+    #expect(
+      lines.allSatisfy { $0.metadata["transport"] == "tcp" && $0.metadata["reason"] == "the client did not offer RDMA" }
+    )
     #expect(node.server.statJSON().contains("\"hello_tcp_only\":2"))
   }
 
   @Test func aNodeWithoutRDMASaysWhyWhenAClientOffersIt() throws {
     let node = try LoopbackNode()
     defer { node.server.stop() }
-    let offered = HelloRequest(capabilities: [.tcp, .rdma, .leases], frameBytesMax: 1 << 20, token: [], clientName: "probe")
+    let offered = HelloRequest(
+      capabilities: [.tcp, .rdma, .leases], frameBytesMax: 1 << 20, token: [], clientName: "probe")
     let granted = node.server.grantCapabilities(offered, peer: "test")
     let line = node.logs.records.withLock { $0.last { $0.message == "transport chosen" } }
     if Self.rdma.isAvailable {
@@ -159,7 +166,9 @@ func getAndCompare(
     } else {
       #expect(!granted.contains(.rdma))
       #expect(line?.metadata["transport"] == "tcp")
-      #expect(line?.metadata["reason"]?.hasPrefix("the node has no RDMA: ibv_get_device_list") == true, "\(String(describing: line))")
+      #expect(
+        line?.metadata["reason"]?.hasPrefix("the node has no RDMA: ibv_get_device_list") == true,
+        "\(String(describing: line))")
     }
   }
 
@@ -184,7 +193,9 @@ func getAndCompare(
     // PUT from GPU memory goes through pinned host memory.
     let fresh = (0..<3000).map { UInt8(truncatingIfNeeded: $0 * 7) }
     fresh.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: device[0..<3000]).copyMemory(from: $0) }
-    let outcome = try await client.put([StrataClient.PutItem(key: blockKey(999), source: try region.slice(length: 3000))])
+    let outcome = try await client.put([
+      StrataClient.PutItem(key: blockKey(999), source: try region.slice(length: 3000))
+    ])
     #expect(outcome == [.stored])
     let back = try await node.server.tiers.read(BlockID(namespace: .embeddedDefault, key: blockKey(999)))
     let same = back == fresh
@@ -247,7 +258,8 @@ func getAndCompare(
     try await getAndCompare(client, blocks, region: region, slotBytes: slotBytes) { offset, count in
       var bytes = [UInt8](repeating: 0, count: count)
       try? bytes.withUnsafeMutableBytes {
-        try runtime.copyToHost($0.baseAddress!, from: UInt64(UInt(bitPattern: device)) + UInt64(offset), byteCount: count, device: 0)
+        try runtime.copyToHost(
+          $0.baseAddress!, from: UInt64(UInt(bitPattern: device)) + UInt64(offset), byteCount: count, device: 0)
       }
       return bytes
     }
@@ -287,7 +299,9 @@ func getAndCompare(
     let source = (0..<10_000).map { _ in UInt8(truncatingIfNeeded: random.next()) }
     var offset = 0
     let crc = try ring.stage(length: source.count, to: UInt64(UInt(bitPattern: device.baseAddress))) { chunk in
-      source.withUnsafeBytes { chunk.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + chunk.count])) }
+      source.withUnsafeBytes {
+        chunk.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + chunk.count]))
+      }
       offset += chunk.count
     }
     try ring.finish()

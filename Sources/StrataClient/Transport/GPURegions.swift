@@ -13,7 +13,8 @@ extension StrataClient {
   /// host staging ring) or written from.
   /// - Throws: `.unsupported` when the CUDA runtime cannot be loaded (the message says what was
   ///   tried and how to fix it); `.invalidArgument` when the memory is not that GPU's.
-  public func registerGPU(device: Int, pointer: UnsafeMutableRawPointer, count: Int) throws(StrataError) -> MemoryRegion {
+  public func registerGPU(device: Int, pointer: UnsafeMutableRawPointer, count: Int) throws(StrataError) -> MemoryRegion
+  {
     let buffer = UnsafeMutableRawBufferPointer(start: pointer, count: count)
     try transports.checkGPU(buffer, device: device)
     let id = state.withLock { state -> UInt64 in
@@ -48,7 +49,8 @@ extension StrataClient {
             }
             let source = item.source.region.address + UInt64(item.source.offset)
             try runtime.copyToHost(base + offset, from: source, byteCount: item.source.length, device: device)
-            hostItems.append(PutItem(key: item.key, source: try hostRegion.slice(offset: offset, length: item.source.length)))
+            hostItems.append(
+              PutItem(key: item.key, source: try hostRegion.slice(offset: offset, length: item.source.length)))
             offset += item.source.length
           }
           continuation.resume(returning: .success(hostItems))

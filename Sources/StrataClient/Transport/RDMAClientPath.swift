@@ -75,7 +75,8 @@ extension ClientConnection {
       stats.failedOverBatches += 1
       stats.rdmaConnections -= 1
       stats.tcpConnections += 1
-      stats.lastDecision = TransportDecision(.tcp, "RDMA failed mid-stream, batch moved to TCP: \(error.message)")
+      stats.lastDecision =
+        TransportDecision(.tcp, "RDMA failed mid-stream, batch moved to TCP: \(error.message)")
         .description
     }
   }
@@ -105,7 +106,9 @@ extension ClientConnection {
       return nil
     }
     if case .error(_, let body) = answer { throw body.strataError }
-    guard case .getResponse(let response) = answer, response.items.count == items.count else { throw unexpected(answer) }
+    guard case .getResponse(let response) = answer, response.items.count == items.count else {
+      throw unexpected(answer)
+    }
     transports.record { $0.rdmaBatches += 1 }
     return zip(items, response.items).map { item, answer in
       switch answer.status {

@@ -28,7 +28,9 @@ struct RDMASession {
       do {
         let message = try endpoint.receive(timeoutMilliseconds: .max / 2_000_000)
         let (header, request) = try decodeFrame(message.frame, limits: limits)
-        guard header.direction == .request else { throw StrataError(.protocolError, "a response frame sent to the node") }
+        guard header.direction == .request else {
+          throw StrataError(.protocolError, "a response frame sent to the node")
+        }
         try serve(request, header: header, descriptors: message.descriptors)
       } catch {
         server.logger.debug("RDMA connection ended", metadata: ["reason": "\(error)"])
@@ -63,7 +65,7 @@ struct RDMASession {
       default:
         throw StrataError(.unsupported, "over RDMA a node serves GET and PUT; send \(header.opcode) over TCP")
       }
-    } catch where error.code != .unavailable && error.code != .timeout && error.code != .protocolError {
+    } catch  where error.code != .unavailable && error.code != .timeout && error.code != .protocolError {
       server.count { $0.errorResponses += 1 }
       try send(.error(header.opcode, ErrorBody(error)), to: header)
     }
@@ -116,7 +118,9 @@ struct RDMASession {
       }
       let range = UnsafeRawBufferPointer(rebasing: block.bytes[Int(item.offset)..<Int(end)])
       items.append(
-        .ok(length: UInt64(range.count), checksum: range.count == block.bytes.count ? block.checksum : CRC32C.checksum(range)))
+        .ok(
+          length: UInt64(range.count),
+          checksum: range.count == block.bytes.count ? block.checksum : CRC32C.checksum(range)))
       // A destination too small gets nothing written; the client sees the length and says so.
       guard range.count <= Int(descriptors[index].length), range.count > 0 else { continue }
       transfers.append(
@@ -126,7 +130,8 @@ struct RDMASession {
       total += range.count
     }
     guard server.reserveInflight(total) else {
-      throw StrataError(.resourceExhausted, "the node is at its in-flight byte limit (limits.max_inflight_bytes); retry")
+      throw StrataError(
+        .resourceExhausted, "the node is at its in-flight byte limit (limits.max_inflight_bytes); retry")
     }
     defer { server.releaseInflight(total) }
     var writes = batcher(.write)
@@ -159,7 +164,8 @@ struct RDMASession {
       }
       let id = BlockID(namespace: namespace, key: item.key)
       guard
-        let reservation = try? blocking(on: executor, { () throws(StrataError) in try await tiers.reserve(id, bytes: length) })
+        let reservation = try? blocking(
+          on: executor, { () throws(StrataError) in try await tiers.reserve(id, bytes: length) })
       else {
         // nil (present) or a failure to make room.
         outcomes[index] = tiers.lookup([id])[0] != nil ? .alreadyPresent : .noSpace

@@ -7,9 +7,9 @@
 
 import CIBVerbs
 import CRDMACM
-public import StrataCore
 import Dispatch
 import Foundation
+public import StrataCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -84,7 +84,8 @@ extension RDMAEndpoint {
   ) throws(StrataError) -> RDMAConnectionEvent {
     var descriptor = pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0)
     guard poll(&descriptor, 1, deadline.remainingMilliseconds) > 0 else {
-      return .setupError("no rdma_cm event within the deadline (waiting for \(String(cString: rdma_event_str(wanted))))")
+      return .setupError(
+        "no rdma_cm event within the deadline (waiting for \(String(cString: rdma_event_str(wanted))))")
     }
     var rawEvent: UnsafeMutablePointer<rdma_cm_event>?
     guard rdma_get_cm_event(channel, &rawEvent) == 0, let event = rawEvent else {
@@ -195,7 +196,9 @@ public final class RDMAListener: @unchecked Sendable {
     for endpoint in endpoints.withLock({ Array($0.values) }) { endpoint.disconnect() }
   }
 
-  private func eventLoop(onRefused: @escaping @Sendable (String) -> Void, serve: @escaping @Sendable (RDMAEndpoint) -> Void) {
+  private func eventLoop(
+    onRefused: @escaping @Sendable (String) -> Void, serve: @escaping @Sendable (RDMAEndpoint) -> Void
+  ) {
     var descriptors = [
       pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0),
       pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),

@@ -21,7 +21,9 @@ public enum RDMADevices {
       return .unavailable(reason: "ibv_get_device_list: \(words) (errno \(code))")
     }
     defer { ibv_free_device_list(list) }
-    let names = (0..<Int(max(count, 0))).compactMap { index in list[index].map { String(cString: ibv_get_device_name($0)) } }
+    let names = (0..<Int(max(count, 0))).compactMap { index in
+      list[index].map { String(cString: ibv_get_device_name($0)) }
+    }
     guard !names.isEmpty else { return .unavailable(reason: "ibv_get_device_list found no RDMA device") }
     return .available(devices: names)
   }
@@ -117,7 +119,8 @@ public final class MemoryRegistration: @unchecked Sendable {
 
   /// Whether `count` bytes at `address` lie inside this registration.
   public func contains(address other: UInt64, count: Int) -> Bool {
-    other >= address && count >= 0 && other - address <= UInt64(byteCount) && UInt64(count) <= UInt64(byteCount) - (other - address)
+    other >= address && count >= 0 && other - address <= UInt64(byteCount)
+      && UInt64(count) <= UInt64(byteCount) - (other - address)
   }
 
   /// The segment for posting local work requests at `address`.
