@@ -71,10 +71,23 @@ let package = Package(
       dependencies: ["StrataCore"],
       path: "Sources/StrataTCP",
       swiftSettings: strictSwift),
+    // RDMA verbs transport: rdma_cm connections, credits, one-sided batches (docs/rdma.md).
+    .target(
+      name: "StrataRDMA",
+      dependencies: ["StrataCore", "StrataWire", "CIBVerbs", "CRDMACM"],
+      path: "Sources/StrataRDMA",
+      swiftSettings: strictSwift),
+    // GPU memory: the CUDA runtime loaded with dlopen, pinned staging ring (docs/rdma.md).
+    .target(
+      name: "StrataGPU",
+      dependencies: ["StrataCore"],
+      path: "Sources/StrataGPU",
+      swiftSettings: strictSwift),
     .target(
       name: "StrataNode",
       dependencies: [
-        "StrataCore", "StrataStorage", "StrataWire", "StrataTCP", .product(name: "Logging", package: "swift-log"),
+        "StrataCore", "StrataStorage", "StrataWire", "StrataTCP", "StrataRDMA",
+        .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/StrataNode",
       swiftSettings: strictSwift),
@@ -89,7 +102,7 @@ let package = Package(
       swiftSettings: strictSwift),
     .target(
       name: "StrataClient",
-      dependencies: ["StrataCore", "StrataPlacement", "StrataWire", "StrataTCP"],
+      dependencies: ["StrataCore", "StrataPlacement", "StrataWire", "StrataTCP", "StrataRDMA", "StrataGPU"],
       path: "Sources/StrataClient",
       swiftSettings: strictSwift),
     .target(
@@ -159,6 +172,13 @@ let package = Package(
       name: "StrataAdminTests",
       dependencies: ["StrataAdmin", "StrataNode", "StrataStorage", "StrataTCP", "StrataCore"],
       path: "Tests/StrataAdminTests", swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataRDMATests",
+      dependencies: [
+        "StrataRDMA", "StrataGPU", "StrataNode", "StrataClient", "StrataStorage", "StrataWire", "StrataCore",
+        "StrataTestKit", .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Tests/StrataRDMATests", swiftSettings: strictSwift),
     .testTarget(
       name: "CABITests", dependencies: ["strata"], path: "Tests/CABITests",
       swiftSettings: strictSwift),

@@ -5,14 +5,18 @@
 
 import Dispatch
 import StrataCore
+import StrataRDMA
 import StrataTCP
 import StrataWire
 
 final class ClientConnection: @unchecked Sendable {
   // @unchecked: every mutable field is touched only on `queue`, one request at a time.
   let queue: DispatchQueue
-  private let address: HostPort
-  private let configuration: StrataClient.Configuration
+  let address: HostPort
+  let configuration: StrataClient.Configuration
+  let transports: ClientTransports
+  /// The RDMA side of this connection, when negotiated and up (Transport/RDMAClientPath.swift).
+  var rdma: RDMAChannel?
   private var socket: TCPSocket?
   private var nextRequestID: UInt64 = 1
   private(set) var namespace: Namespace?
@@ -22,10 +26,14 @@ final class ClientConnection: @unchecked Sendable {
   private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 4096)
   private let epochs: EpochTracker
 
-  init(address: HostPort, configuration: StrataClient.Configuration, index: Int, epochs: EpochTracker) {
+  init(
+    address: HostPort, configuration: StrataClient.Configuration, index: Int, epochs: EpochTracker,
+    transports: ClientTransports
+  ) {
     self.address = address
     self.configuration = configuration
     self.epochs = epochs
+    self.transports = transports
     queue = DispatchQueue(label: "strata.client.\(address).\(index)")
   }
 
@@ -47,6 +55,7 @@ final class ClientConnection: @unchecked Sendable {
         } catch {
           if error.isTransportFailure || error.code == .protocolError {
             self.socket = nil
+            self.rdma = nil
           }
           continuation.resume(returning: .failure(error))
         }
@@ -59,6 +68,8 @@ final class ClientConnection: @unchecked Sendable {
     queue.sync {
       if let socket { try? sendGoodbye(socket) }
       socket = nil
+      rdma?.endpoint.disconnect()
+      rdma = nil
     }
   }
 
@@ -71,7 +82,8 @@ final class ClientConnection: @unchecked Sendable {
     let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: configuration.timeoutMilliseconds)
     self.socket = socket
     let hello = HelloRequest(
-      capabilities: configuration.isPeer ? [.tcp, .leases, .peer] : [.tcp, .leases],
+      capabilities: TransportNegotiation.offered(local: transports.availability, rdmaEnabled: transports.rdmaEnabled)
+        .union(configuration.isPeer ? [.peer] : []),
       frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
       clientName: configuration.clientName)
     let (_, message) = try exchange(hello.wireMessage, payload: [], ringEpoch: 0) { _, _ throws(StrataError) in }
@@ -80,6 +92,8 @@ final class ClientConnection: @unchecked Sendable {
     }
     namespace = response.namespace
     nodeID = response.nodeID
+    negotiateTransport(
+      granted: response.capabilities, token: Array(configuration.token.utf8), clientName: configuration.clientName)
   }
 
   /// Sends one request (header, body, then `payload` straight from its buffers) and reads the

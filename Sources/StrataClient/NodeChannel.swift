@@ -12,11 +12,17 @@ final class NodeChannel: Sendable {
   private let connections: [ClientConnection]
   private let next = Mutex(0)
 
-  init(address: HostPort, configuration: StrataClient.Configuration, epochs: EpochTracker) {
+  private let transports: ClientTransports
+
+  init(
+    address: HostPort, configuration: StrataClient.Configuration, epochs: EpochTracker, transports: ClientTransports
+  ) {
     self.address = address
     self.configuration = configuration
+    self.transports = transports
     connections = (0..<max(1, configuration.connections)).map {
-      ClientConnection(address: address, configuration: configuration, index: $0, epochs: epochs)
+      ClientConnection(
+        address: address, configuration: configuration, index: $0, epochs: epochs, transports: transports)
     }
   }
 
@@ -109,7 +115,11 @@ final class NodeChannel: Sendable {
       items: items.map { GetRequest.Item(key: $0.key, offset: $0.blockOffset, length: $0.length ?? 0) },
       leaseID: leaseID)
     let verify = configuration.verifyChecksums
+    let transports = self.transports
     return try await call { connection throws(StrataError) in
+      if let results = try connection.getOverRDMA(items, request: request, verify: verify) { return results }
+      // Each block goes straight into host memory, or through the staging ring into GPU memory.
+      var receiver = BlockReceiver(connection: connection, transports: transports, verify: verify)
       var results: [StrataClient.GetResult] = []
       _ = try connection.exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch) {
         _, message throws(StrataError) in
@@ -129,17 +139,11 @@ final class NodeChannel: Sendable {
               results.append(.destinationTooSmall(length: length))
               continue
             }
-            let destination = UnsafeMutableRawBufferPointer(rebasing: item.destination.buffer[0..<length])
-            try connection.receive(into: destination)
-            if verify && CRC32C.checksum(UnsafeRawBufferPointer(destination)) != answer.checksum {
-              destination.initializeMemory(as: UInt8.self, repeating: 0)
-              results.append(.corrupt)
-            } else {
-              results.append(.ok(length: length))
-            }
+            results.append(try receiver.receive(into: item.destination, length: length, checksum: answer.checksum))
           }
         }
       }
+      try receiver.finish()
       return results
     }
   }
@@ -153,6 +157,7 @@ final class NodeChannel: Sendable {
       })
     nonisolated(unsafe) let payload = items.map { UnsafeRawBufferPointer($0.source.buffer) }
     return try await call { connection throws(StrataError) in
+      if let outcomes = try connection.putOverRDMA(items, request: request) { return outcomes }
       let (_, message) = try connection.exchange(request.wireMessage, payload: payload, ringEpoch: ringEpoch) {
         _, _ throws(StrataError) in
       }

@@ -5,16 +5,19 @@
 // (ClusterRouting.swift).
 
 public import StrataCore
+public import StrataGPU
 public import StrataPlacement
 public import StrataWire
 import Synchronization
 
-/// Host memory that blocks are read into or written from. Registration is where an RDMA
-/// transport pins and registers the memory; over TCP it names the range and bounds-checks use.
+/// Memory that blocks are read into or written from: host memory, or GPU memory (`kind`).
+/// Over RDMA the region is registered with the device on first use; over TCP it names the range
+/// and bounds-checks use.
 public struct MemoryRegion: Sendable, Hashable {
   public let id: UInt64
   nonisolated(unsafe) public let base: UnsafeMutableRawPointer
   public let count: Int
+  public let kind: MemoryKind
 
   /// `length` bytes at `offset` of this region.
   public func slice(offset: Int = 0, length: Int) throws(StrataError) -> RegionSlice {
@@ -70,6 +73,10 @@ public final class StrataClient: Sendable {
     public var downMilliseconds: UInt64 = 1_000
     /// Identifies the connections as a peer node's (replication, read-through, handoff).
     public var isPeer: Bool = false
+    /// Use RDMA where this machine and the node both have it (docs/rdma.md); TCP otherwise.
+    public var rdma: Bool = true
+    /// The GPU runtime for `.cuda` regions; nil loads the CUDA runtime with dlopen on first use.
+    public var gpuRuntime: (any GPURuntime)?
 
     public init(node: HostPort) { self.node = node }
 
@@ -131,11 +138,13 @@ public final class StrataClient: Sendable {
   public let configuration: Configuration
   let epochs = EpochTracker()
   let routing: Mutex<RoutingState>
-  private let regions = Mutex(UInt64(1))
+  let regions = Mutex(UInt64(1))
+  let transports: ClientTransports
 
   public init(_ configuration: Configuration) {
     self.configuration = configuration
     routing = Mutex(RoutingState())
+    transports = ClientTransports(rdmaEnabled: configuration.rdma, gpuRuntime: configuration.gpuRuntime)
   }
 
   /// Connects and says HELLO (every connection to the node; in a cluster, fetches the ring and
@@ -163,7 +172,7 @@ public final class StrataClient: Sendable {
       defer { next += 1 }
       return next
     }
-    return MemoryRegion(id: id, base: buffer.baseAddress!, count: buffer.count)
+    return MemoryRegion(id: id, base: buffer.baseAddress!, count: buffer.count, kind: .host)
   }
 
   // MARK: Calls
@@ -187,6 +196,8 @@ public final class StrataClient: Sendable {
   }
 
   public func put(_ items: [PutItem]) async throws(StrataError) -> [StrataWire.PutOutcome] {
+    // Blocks in GPU memory go through pinned host memory first (Transport/GPURegions.swift).
+    if items.contains(where: { $0.source.region.kind != .host }) { return try await putFromDevice(items) }
     guard configuration.isCluster else { return try await channel(configuration.node).put(items, ringEpoch: 0) }
     return try await routedPut(items)
   }
@@ -223,7 +234,8 @@ public final class StrataClient: Sendable {
   func channel(_ address: HostPort) -> NodeChannel {
     routing.withLock { state in
       if let channel = state.channels[address] { return channel }
-      let channel = NodeChannel(address: address, configuration: configuration, epochs: epochs)
+      let channel = NodeChannel(
+        address: address, configuration: configuration, epochs: epochs, transports: transports)
       state.channels[address] = channel
       return channel
     }

@@ -222,7 +222,25 @@ public func strataGet(
   _ destinations: UnsafePointer<UnsafeMutableRawPointer?>?, _ capacities: UnsafePointer<UInt64>?,
   _ lengthsOut: UnsafeMutablePointer<Int64>?
 ) -> Int32 {
-  guarded("strata_get") { () throws(StrataError) in
+  get(handle, keys, count, destinations, capacities, lengthsOut, gpuDevice: nil)
+}
+
+@_cdecl("strata_get_gpu")
+public func strataGetGPU(
+  _ handle: OpaquePointer?, _ device: Int32, _ keys: UnsafePointer<UInt8>?, _ count: Int,
+  _ destinations: UnsafePointer<UnsafeMutableRawPointer?>?, _ capacities: UnsafePointer<UInt64>?,
+  _ lengthsOut: UnsafeMutablePointer<Int64>?
+) -> Int32 {
+  get(handle, keys, count, destinations, capacities, lengthsOut, gpuDevice: Int(device))
+}
+
+/// strata_get and strata_get_gpu: destinations in host memory, or in GPU `gpuDevice`'s memory.
+private func get(
+  _ handle: OpaquePointer?, _ keys: UnsafePointer<UInt8>?, _ count: Int,
+  _ destinations: UnsafePointer<UnsafeMutableRawPointer?>?, _ capacities: UnsafePointer<UInt64>?,
+  _ lengthsOut: UnsafeMutablePointer<Int64>?, gpuDevice: Int?
+) -> Int32 {
+  guarded(gpuDevice == nil ? "strata_get" : "strata_get_gpu") { () throws(StrataError) in
     let client = try client(handle)
     let keys = try blockKeys(keys, count: count)
     let destinations = try array(destinations, "destinations", count: count)
@@ -236,7 +254,10 @@ public func strataGet(
       guard let base = destinations[index] ?? (capacity == 0 ? emptyBuffer : nil) else {
         throw invalid("destinations[\(index)] is NULL with a capacity of \(capacity) bytes")
       }
-      let region = client.register(UnsafeMutableRawBufferPointer(start: base, count: capacity))
+      let region =
+        try gpuDevice.map { (device) throws(StrataError) in
+          try client.registerGPU(device: device, pointer: base, count: capacity)
+        } ?? client.register(UnsafeMutableRawBufferPointer(start: base, count: capacity))
       items.append(StrataClient.GetItem(key: keys[index], destination: try region.slice(length: capacity)))
     }
     let results = try wait { [items] () async throws(StrataError) in try await client.get(items) }

@@ -262,11 +262,7 @@ struct Session {
       throw StrataError(.unavailable, "no common protocol version")
     }
     let granted: Namespace
-    let tokens = server.currentTokens
-    if tokens.isEmpty {
-      granted = .embeddedDefault
-      isAdmin = true
-    } else if let mapped = tokens[String(decoding: hello.token, as: UTF8.self)] {
+    if let mapped = server.grant(token: hello.token) {
       granted = mapped.namespace
       isAdmin = mapped.admin
     } else {
@@ -277,9 +273,10 @@ struct Session {
     namespace = granted
     isPeer = hello.capabilities.contains(.peer)
     let response = HelloResponse(
-      capabilities: isPeer ? [.tcp, .leases, .peer] : [.tcp, .leases], nodeID: server.configuration.nodeID,
-      namespace: granted, frameBytesMax: limits.payloadBytesMax,
-      inflightBytesMax: UInt64(server.configuration.inflightBytesMax), ringEpoch: server.epoch)
+      capabilities: server.grantCapabilities(hello, peer: "\(connection.socket.peer)").union(isPeer ? [.peer] : []),
+      nodeID: server.configuration.nodeID, namespace: granted,
+      frameBytesMax: limits.payloadBytesMax, inflightBytesMax: UInt64(server.configuration.inflightBytesMax),
+      ringEpoch: server.epoch)
     try send(.helloResponse(response), to: header)
   }
 

@@ -23,6 +23,11 @@ public struct ServerStats: Sendable, Hashable {
   public var putBlocks = 0
   public var putBytes = 0
   public var inflightBytes = 0
+  /// HELLOs answered with RDMA granted, and with TCP only (the log line says why).
+  public var helloRDMAGranted = 0
+  public var helloTCPOnly = 0
+  /// RDMA connections established through rdma_cm.
+  public var connectionsRDMA = 0
 }
 
 /// Settings of the data plane.
@@ -58,6 +63,8 @@ public final class NodeServer: Sendable {
   private let tokens: Mutex<[String: NodeConfiguration.Auth.Token]>
   private let stopped = DispatchSemaphore(value: 0)
   private let clusterHooks = Mutex<(any ClusterHooks)?>(nil)
+  /// RDMA devices, the arena's registration and the rdma_cm listener (RDMA/NodeRDMA.swift).
+  let rdma: NodeRDMA
 
   struct ServerState {
     var stats = ServerStats()
@@ -76,6 +83,7 @@ public final class NodeServer: Sendable {
     tokens = Mutex(configuration.tokens)
     self.logger = logger
     listener = try TCPListener(binding: configuration.listen)
+    rdma = NodeRDMA(arena: tiers.arena, address: listener.address, logger: logger)
   }
 
   /// Where the node listens.
@@ -106,6 +114,7 @@ public final class NodeServer: Sendable {
     let thread = Thread { [self] in acceptLoop() }
     thread.name = "strata-accept"
     thread.start()
+    startRDMA()
   }
 
   /// Stops accepting, lets every request in progress finish, closes idle connections, and
@@ -116,6 +125,7 @@ public final class NodeServer: Sendable {
       return Array(state.connections.values)
     }
     listener.shutdown()
+    rdma.listener?.stop()
     for connection in connections { connection.closeWhenIdle() }
     stopped.wait()
   }
@@ -223,6 +233,8 @@ public final class NodeServer: Sendable {
       ("malformed_frames", server.malformedFrames), ("requests", server.requests),
       ("error_responses", server.errorResponses), ("get_blocks", server.getBlocks), ("get_bytes", server.getBytes),
       ("put_blocks", server.putBlocks), ("put_bytes", server.putBytes),
+      ("hello_rdma_granted", server.helloRDMAGranted), ("hello_tcp_only", server.helloTCPOnly),
+      ("connections_rdma", server.connectionsRDMA),
     ]
     let body = fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
     return "{\"node_id\":\"\(configuration.nodeID)\",\(body)}"

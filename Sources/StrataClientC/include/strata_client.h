@@ -138,6 +138,17 @@ int strata_get(strata_client *c, const uint8_t *keys, size_t count, void *const 
                const uint64_t *capacities, int64_t *lengths_out);
 
 /**
+ * strata_get into CUDA device memory of GPU `device`: destinations are device pointers. Over RDMA
+ * the node writes into GPU memory directly where the NIC can reach it; otherwise blocks are
+ * received through a pinned host staging ring and copied to the GPU asynchronously (all copies
+ * have landed when this returns). The CUDA runtime is loaded on first use (dlopen of libcudart,
+ * or the path in STRATA_CUDA_RUNTIME); without it this fails with STRATA_E_UNSUPPORTED and a
+ * message saying so. See docs/rdma.md.
+ */
+int strata_get_gpu(strata_client *c, int device, const uint8_t *keys, size_t count, void *const *destinations,
+                   const uint64_t *capacities, int64_t *lengths_out);
+
+/**
  * Writes blocks: block i is lengths[i] bytes at sources[i]. Blocks are immutable: writing a key
  * that exists already leaves the stored block as it is (outcome 1).
  *

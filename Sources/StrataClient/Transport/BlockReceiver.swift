@@ -1,0 +1,66 @@
+// The one place a GET block's payload is received over TCP: straight into host memory, or through
+// the pinned staging ring into GPU memory. Either way the bytes are checksummed on the host before
+// the block is reported as data.
+
+import StrataCore
+import StrataGPU
+
+/// Receives the blocks of one GET response; `finish()` before reporting the batch's results.
+struct BlockReceiver {
+  let connection: ClientConnection
+  let transports: ClientTransports
+  let verify: Bool
+  private var rings: [Int: StagingRing] = [:]
+  private var staged: [Int: Int] = [:]
+
+  init(connection: ClientConnection, transports: ClientTransports, verify: Bool) {
+    self.connection = connection
+    self.transports = transports
+    self.verify = verify
+  }
+
+  /// Receives `length` payload bytes (which fit) into `destination`.
+  mutating func receive(into destination: RegionSlice, length: Int, checksum: UInt32) throws(StrataError)
+    -> StrataClient.GetResult
+  {
+    switch destination.region.kind {
+    case .host:
+      let buffer = UnsafeMutableRawBufferPointer(rebasing: destination.buffer[0..<length])
+      try connection.receive(into: buffer)
+      guard !verify || CRC32C.checksum(UnsafeRawBufferPointer(buffer)) == checksum else {
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        return .corrupt
+      }
+      return .ok(length: length)
+    case .cuda(let device):
+      let ring: StagingRing
+      if let taken = rings[device] {
+        ring = taken
+      } else {
+        ring = try transports.takeRing(device: device)
+        rings[device] = ring
+      }
+      let address = destination.region.address + UInt64(destination.offset)
+      let before = ring.stagedBytes
+      let received = try ring.stage(length: length, to: address) { (chunk) throws(StrataError) in
+        try connection.receive(into: chunk)
+      }
+      staged[device, default: 0] += ring.stagedBytes - before
+      // The ring always computes the checksum (it has the bytes in host memory anyway).
+      guard !verify || received == checksum else {
+        try ring.zero(address, length: length)
+        return .corrupt
+      }
+      return .ok(length: length)
+    }
+  }
+
+  /// Waits until every staged copy has landed in GPU memory and gives the rings back.
+  mutating func finish() throws(StrataError) {
+    defer {
+      for (device, ring) in rings { transports.returnRing(ring, staged: staged[device] ?? 0) }
+      rings.removeAll()
+    }
+    for ring in rings.values { try ring.finish() }
+  }
+}

@@ -1,0 +1,150 @@
+// The client's side of the RDMA transport: after the TCP HELLO grants RDMA, it connects through
+// rdma_cm and says HELLO again on the new connection; GET and PUT batches then go as messages
+// that carry descriptors of the client's registered memory, and the node writes or reads the
+// payload itself. Any transport failure drops RDMA for the connection and the batch is redone
+// over TCP (every call is idempotent).
+
+import StrataCore
+import StrataRDMA
+import StrataWire
+
+/// A connection's RDMA side: the endpoint and its own request ids.
+final class RDMAChannel {
+  let endpoint: RDMAEndpoint
+  var nextRequestID: UInt64 = 1
+  let timeoutMilliseconds: UInt64
+  let limits: WireLimits
+
+  init(endpoint: RDMAEndpoint, timeoutMilliseconds: UInt64, limits: WireLimits) {
+    self.endpoint = endpoint
+    self.timeoutMilliseconds = timeoutMilliseconds
+    self.limits = limits
+  }
+
+  /// Sends a request with descriptors and returns the node's answer (an `.error` message included).
+  func exchange(_ request: WireMessage, descriptors: [RemoteDescriptor]) throws(StrataError) -> WireMessage {
+    let requestID = nextRequestID
+    nextRequestID += 1
+    let frame = request.frameBytes(requestID: requestID, ringEpoch: 0)
+    try endpoint.send(RDMAMessage(frame: frame, descriptors: descriptors), timeoutMilliseconds: timeoutMilliseconds)
+    let answer = try endpoint.receive(timeoutMilliseconds: timeoutMilliseconds)
+    let (header, message) = try decodeFrame(answer.frame, limits: limits)
+    guard header.requestID == requestID, header.direction == .response else {
+      throw StrataError(.protocolError, "RDMA answer to request \(requestID) carries frame \(header.requestID)")
+    }
+    return message
+  }
+}
+
+extension ClientConnection {
+  /// Decides the transport after the TCP HELLO and, where both sides have RDMA, brings the RDMA
+  /// connection up. Never fails the connection: a failure leaves it on TCP with the reason recorded.
+  func negotiateTransport(granted: Capabilities, token: [UInt8], clientName: String) {
+    let plan = TransportNegotiation.clientPlan(
+      local: transports.availability, rdmaEnabled: transports.rdmaEnabled, granted: granted)
+    var failure: RDMAFailure?
+    if plan.transport == .rdma {
+      do throws(StrataError) {
+        let endpoint = try RDMAEndpoint.connect(
+          to: address, devices: transports.devices, limits: EndpointLimits(),
+          timeoutMilliseconds: configuration.timeoutMilliseconds)
+        let channel = RDMAChannel(
+          endpoint: endpoint, timeoutMilliseconds: configuration.timeoutMilliseconds, limits: configuration.limits)
+        let hello = HelloRequest(
+          capabilities: [.tcp, .rdma, .leases], frameBytesMax: configuration.frameBytesMax, token: token,
+          clientName: clientName)
+        let answer = try channel.exchange(hello.wireMessage, descriptors: [])
+        guard case .helloResponse = answer else { throw unexpected(answer) }
+        rdma = channel
+      } catch {
+        failure = RDMAFailure(error.message)
+      }
+    }
+    let decision = TransportNegotiation.afterConnect(plan, failure: failure)
+    transports.record { stats in
+      if decision.transport == .rdma { stats.rdmaConnections += 1 } else { stats.tcpConnections += 1 }
+      stats.lastDecision = decision.description
+    }
+  }
+
+  /// Drops RDMA after a failure mid-stream; the caller redoes the batch over TCP.
+  private func failOver(_ error: StrataError) {
+    rdma?.endpoint.disconnect()
+    rdma = nil
+    transports.record { stats in
+      stats.failedOverBatches += 1
+      stats.rdmaConnections -= 1
+      stats.tcpConnections += 1
+      stats.lastDecision =
+        TransportDecision(.tcp, "RDMA failed mid-stream, batch moved to TCP: \(error.message)")
+        .description
+    }
+  }
+
+  /// Descriptors of `slices` on the RDMA device, or nil when one cannot be registered there.
+  private func descriptors(_ slices: [RegionSlice], on channel: RDMAChannel) -> [RemoteDescriptor]? {
+    var descriptors: [RemoteDescriptor] = []
+    descriptors.reserveCapacity(slices.count)
+    for slice in slices {
+      guard let registration = transports.registration(slice.region, on: channel.endpoint.device) else { return nil }
+      descriptors.append(registration.descriptor(at: slice.region.address + UInt64(slice.offset), count: slice.length))
+    }
+    return descriptors
+  }
+
+  /// A GET over RDMA: the node writes each block into its destination. Nil when this connection
+  /// has no RDMA, a destination is not registered on its device, or RDMA failed (then it is dropped).
+  func getOverRDMA(_ items: [StrataClient.GetItem], request: GetRequest, verify: Bool) throws(StrataError)
+    -> [StrataClient.GetResult]?
+  {
+    guard let channel = rdma, let descriptors = descriptors(items.map(\.destination), on: channel) else { return nil }
+    let answer: WireMessage
+    do {
+      answer = try channel.exchange(request.wireMessage, descriptors: descriptors)
+    } catch {
+      failOver(error)
+      return nil
+    }
+    if case .error(_, let body) = answer { throw body.strataError }
+    guard case .getResponse(let response) = answer, response.items.count == items.count else {
+      throw unexpected(answer)
+    }
+    transports.record { $0.rdmaBatches += 1 }
+    return zip(items, response.items).map { item, answer in
+      switch answer.status {
+      case .missing: return .missing
+      case .rangeOutOfBounds: return .outOfRange
+      case .corrupt: return .corrupt
+      case .ok:
+        let length = Int(answer.length)
+        guard length <= item.destination.length else { return .destinationTooSmall(length: length) }
+        // Host memory is checked here; GPU memory relies on the node's checked copy and RDMA's CRC.
+        guard verify, case .host = item.destination.region.kind else { return .ok(length: length) }
+        let bytes = UnsafeRawBufferPointer(rebasing: item.destination.buffer[0..<length])
+        guard CRC32C.checksum(bytes) == answer.checksum else {
+          UnsafeMutableRawBufferPointer(mutating: bytes).initializeMemory(as: UInt8.self, repeating: 0)
+          return .corrupt
+        }
+        return .ok(length: length)
+      }
+    }
+  }
+
+  /// A PUT over RDMA: the node reads each block from its source. Nil as for `getOverRDMA`.
+  func putOverRDMA(_ items: [StrataClient.PutItem], request: PutRequest) throws(StrataError) -> [PutOutcome]? {
+    guard let channel = rdma, let descriptors = descriptors(items.map(\.source), on: channel) else { return nil }
+    let answer: WireMessage
+    do {
+      answer = try channel.exchange(request.wireMessage, descriptors: descriptors)
+    } catch {
+      failOver(error)
+      return nil
+    }
+    if case .error(_, let body) = answer { throw body.strataError }
+    guard case .putResponse(let response) = answer, response.outcomes.count == items.count else {
+      throw unexpected(answer)
+    }
+    transports.record { $0.rdmaBatches += 1 }
+    return response.outcomes
+  }
+}

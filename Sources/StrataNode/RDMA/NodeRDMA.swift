@@ -1,0 +1,89 @@
+// The node's RDMA transport: discovers devices at start, registers the RAM arena once on each
+// (local access only: the node's keys never leave it), listens through rdma_cm on the data
+// plane's port, and decides per HELLO which transport a client gets, with one log line and a
+// counter saying which and why.
+
+import Logging
+import StrataCore
+import StrataRDMA
+import StrataStorage
+import StrataWire
+
+/// RDMA on the node: unavailable (with the reason) on a machine without a device.
+final class NodeRDMA: Sendable {
+  let availability: RDMAAvailability
+  /// Per device: its context and the arena's registration on it.
+  let devices: [(device: RDMADeviceContext, arena: MemoryRegistration)]
+  let listener: RDMAListener?
+  let limits = EndpointLimits()
+
+  init(arena: RAMArena, address: HostPort, logger: Logger) {
+    var availability = RDMADevices.discover()
+    var devices: [(RDMADeviceContext, MemoryRegistration)] = []
+    var listener: RDMAListener?
+    if availability.isAvailable {
+      do throws(StrataError) {
+        for device in try RDMADeviceContext.openAll() {
+          devices.append((device, try device.register(arena.baseAddress, byteCount: arena.mappedBytes, remote: false)))
+        }
+        guard !devices.isEmpty else { throw StrataError(.unavailable, "rdma_cm opened no device") }
+        listener = try RDMAListener(binding: address, devices: devices.map(\.0), limits: limits)
+      } catch {
+        availability = .unavailable(reason: error.message)
+        devices = []
+      }
+    }
+    self.availability = availability
+    self.devices = devices
+    self.listener = listener
+    switch availability {
+    case .available(let names):
+      logger.info("RDMA ready", metadata: ["devices": "\(names.joined(separator: ","))", "port": "\(address.port)"])
+    case .unavailable(let reason):
+      logger.info("RDMA unavailable, serving TCP only", metadata: ["reason": "\(reason)"])
+    }
+  }
+
+  /// The arena's registration on `device`.
+  func arenaRegistration(on device: RDMADeviceContext) -> MemoryRegistration? {
+    devices.first { $0.device === device }?.arena
+  }
+}
+
+extension NodeServer {
+  /// Starts the rdma_cm listener, if there is one; each RDMA connection is served on its own thread.
+  func startRDMA() {
+    rdma.listener?.start(
+      onRefused: { [self] reason in
+        logger.warning("refused an RDMA connection", metadata: ["reason": "\(reason)"])
+      },
+      serve: { [self] endpoint in
+        count { $0.connectionsRDMA += 1 }
+        var session = RDMASession(endpoint: endpoint, server: self)
+        session.run()
+      })
+  }
+
+  /// The capabilities granted to a client's HELLO; logs and counts which transport it gets and why.
+  func grantCapabilities(_ hello: HelloRequest, peer: String) -> Capabilities {
+    let (granted, decision) = TransportNegotiation.grant(offered: hello.capabilities, node: rdma.availability)
+    logger.info(
+      "transport chosen",
+      metadata: [
+        "peer": "\(peer)", "client": "\(hello.clientName)", "transport": "\(decision.transport.rawValue)",
+        "reason": "\(decision.reason)",
+      ])
+    count { stats in
+      if decision.transport == .rdma { stats.helloRDMAGranted += 1 } else { stats.helloTCPOnly += 1 }
+    }
+    return granted
+  }
+
+  /// The namespace and admin flag a token grants, or nil for an unknown token.
+  func grant(token: [UInt8]) -> (namespace: Namespace, admin: Bool)? {
+    let tokens = currentTokens
+    if tokens.isEmpty { return (.embeddedDefault, true) }
+    guard let mapped = tokens[String(decoding: token, as: UTF8.self)] else { return nil }
+    return (mapped.namespace, mapped.admin)
+  }
+}
