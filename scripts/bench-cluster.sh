@@ -30,7 +30,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_node() { # name listen [extra...]
   local name=$1 listen=$2
   shift 2
-  "$strata" serve --data-dir "$work/$name" --listen "$listen" --ram 1GiB --nvme 1GiB --ram-unlocked "$@" \
+  "$strata" serve --data-dir "$work/$name" --listen "$listen" --ram 1GiB --nvme 4GiB --ram-unlocked --admin 127.0.0.1:0 "$@" \
     >"$work/$name.out" 2>"$work/$name.log" &
   pids+=($!)
   for _ in $(seq 1 1200); do

@@ -69,6 +69,37 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     #expect(stats.puts == 1 && stats.duplicatePuts == 1 && stats.hitsRAM == 1 && stats.misses == 1)
   }
 
+  /// Leases of batches that live on NVMe, taken concurrently in a full RAM tier: promoting one
+  /// batch's blocks must not evict blocks another batch (or the same one) promoted a moment ago
+  /// and has not pinned yet (each would then be a miss, though the tiers hold every block).
+  @Test func concurrentBatchesPromotedIntoAFullRAMTierAreWhole() async throws {
+    let fixture = try TierFixture(ramBytes: 4 << 20, nvmeBytes: 32 << 20)
+    let bytes = 256 << 10  // 16 blocks fill the RAM tier
+    for n in 0..<64 { #expect(try await put(fixture.tiers, n, bytes: bytes) == .stored) }
+    let tiers = fixture.tiers
+    var missing = 0
+    for round in 0..<6 {
+      // Two batches of 7 blocks each, from blocks now on NVMe, leased at the same time.
+      let onNVMe = (0..<64).filter { tiers.lookup([testBlockID($0)]) == [.nvme] }
+      #expect(onNVMe.count >= 14, "round \(round): \(onNVMe.count) blocks on NVMe")
+      let first = Array(onNVMe.prefix(7))
+      let second = Array(onNVMe.dropFirst(7).prefix(7))
+      async let leaseA = tiers.lease(first.map { testBlockID($0) })
+      async let leaseB = tiers.lease(second.map { testBlockID($0) })
+      let (a, b) = try await (leaseA, leaseB)
+      for (n, block) in zip(first + second, a.blocks + b.blocks) {
+        guard let block else {
+          missing += 1
+          continue
+        }
+        #expect(Array(block.bytes) == testPayload(n, bytes: bytes))
+      }
+      tiers.release(a)
+      tiers.release(b)
+    }
+    #expect(missing == 0, "\(missing) blocks of batches held by the tiers were reported missing")
+  }
+
   @Test func namespacesSeparateEqualKeys() async throws {
     let fixture = try TierFixture()
     let a = testBlockID(7, namespace: "tenant-a")

@@ -149,16 +149,29 @@ public final class TierManager: Sendable {
     var reservations: [BlockID: ArenaSlot] = [:]
     /// Slots of blocks removed while pinned, freed once no lease pins their id.
     var doomed: [BlockID: [ArenaSlot]] = [:]
+    /// Blocks a `lease` call is assembling (in RAM already, or promoted by it) before its lease
+    /// pins them: a later promotion of the same batch must not evict an earlier one.
+    var batchPins: [BlockID: Int] = [:]
     var stats = TierStats()
 
     /// The policy's next victim among blocks that are neither pinned nor being demoted.
     static func pickVictim(
-      _ policy: inout S3FIFOPolicy<BlockID>, ram: [BlockID: RAMEntry], leases: LeaseTable
+      _ policy: inout S3FIFOPolicy<BlockID>, ram: [BlockID: RAMEntry], leases: LeaseTable,
+      batchPins: [BlockID: Int]
     ) -> BlockID? {
       policy.evict(where: { id in
         guard let entry = ram[id] else { return true }
-        return !entry.demoting && !leases.isPinned(id)
+        return !entry.demoting && !leases.isPinned(id) && batchPins[id] == nil
       })
+    }
+
+    mutating func pinForBatch(_ id: BlockID) { batchPins[id, default: 0] += 1 }
+
+    mutating func unpinForBatch(_ ids: some Sequence<BlockID>) {
+      for id in ids {
+        guard let count = batchPins[id] else { continue }
+        batchPins[id] = count > 1 ? count - 1 : nil
+      }
     }
 
     mutating func unpinned(_ ids: [BlockID]) {
@@ -238,13 +251,26 @@ public final class TierManager: Sendable {
   /// `durationMilliseconds` (the configured lease duration by default).
   public func lease(_ ids: [BlockID], durationMilliseconds: UInt64? = nil) async throws(StrataError) -> BlockLease {
     // Promote what lives only on NVMe; a failed promotion is a miss, never an error for the batch.
+    // The batch's blocks stay pinned while it is assembled, so that promoting one block never
+    // evicts another of the same batch (which would turn a hit into a miss).
+    var batchPinned = state.withLock { state in
+      ids.filter { id in
+        guard state.ram[id] != nil else { return false }
+        state.pinForBatch(id)
+        return true
+      }
+    }
     var promoted = Set<BlockID>()
     for id in ids where lookup([id])[0] == .nvme {
-      if (try? await promote(id)) != nil { promoted.insert(id) }
+      if (try? await promote(id, pinForBatch: true)) == true {
+        promoted.insert(id)
+        batchPinned.append(id)
+      }
     }
     let duration = min(durationMilliseconds ?? configuration.leaseDurationMilliseconds, 3_600_000)
     let now = clock.nowMilliseconds()
     return try state.withLock { state throws(StrataError) -> BlockLease in
+      defer { state.unpinForBatch(batchPinned) }
       state.unpinned(state.leases.expire(now: now))
       var blocks: [LeasedBlock?] = []
       var present: [BlockID] = []
@@ -496,7 +522,7 @@ public final class TierManager: Sendable {
     let now = clock.nowMilliseconds()
     let victim: Victim? = state.withLock { state in
       state.unpinned(state.leases.expire(now: now))
-      guard let id = State.pickVictim(&state.policy, ram: state.ram, leases: state.leases),
+      guard let id = State.pickVictim(&state.policy, ram: state.ram, leases: state.leases, batchPins: state.batchPins),
         var entry = state.ram[id]
       else { return nil }
       if admits(entry), let nvme, !nvme.contains(id) {
@@ -558,8 +584,11 @@ public final class TierManager: Sendable {
   }
 
   /// Reads an NVMe-resident block into a fresh RAM slot and publishes it there.
-  private func promote(_ id: BlockID) async throws(StrataError) {
-    guard let nvme, let bytes = nvme.payloadBytes(of: id) else { return }
+  /// Reads an NVMe block into RAM; true when this call put it there (and, with `pinForBatch`,
+  /// pinned it for the batch being assembled).
+  @discardableResult
+  private func promote(_ id: BlockID, pinForBatch: Bool = false) async throws(StrataError) -> Bool {
+    guard let nvme, let bytes = nvme.payloadBytes(of: id) else { return false }
     let slot = try await makeRoom(bytes: bytes)
     let claimed = state.withLock { state -> Bool in
       guard state.ram[id] == nil, state.reservations[id] == nil else {
@@ -569,7 +598,7 @@ public final class TierManager: Sendable {
       state.reservations[id] = slot
       return true
     }
-    guard claimed else { return }
+    guard claimed else { return false }
     nonisolated(unsafe) let destination = arena.buffer(slot, bytes: bytes)
     let result: Result<Int, StrataError>
     do throws(StrataError) {
@@ -586,6 +615,7 @@ public final class TierManager: Sendable {
           slot: slot, bytes: bytes, checksum: checksum,
           storedAtMilliseconds: nvmeAges.storedAt(id, in: nvme) ?? clock.nowMilliseconds())
         state.policy.insert(id, bytes: slot.capacityBytes)
+        if pinForBatch { state.pinForBatch(id) }
         state.stats.hitsNVMe += 1
         state.stats.promotedBlocks += 1
         state.stats.promotedBytes += bytes
@@ -598,6 +628,8 @@ public final class TierManager: Sendable {
       }
     }
     if case .failure(let error) = result { throw error }
+    if case .success(let length) = result { return length == bytes }
+    return false
   }
 }
 
