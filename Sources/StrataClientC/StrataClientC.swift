@@ -155,9 +155,14 @@ public func strataClientOpen(
   guarded("strata_client_open") { () throws(StrataError) in
     let out = try required(out, "out")
     out.pointee = nil
-    let address = try HostPort(parsing: try string(hostPort, "host_port"))
+    let text = try string(hostPort, "host_port")
     guard (0...1024).contains(connections) else { throw invalid("connections \(connections) is not 0 to 1024") }
-    var configuration = StrataClient.Configuration(node: address)
+    // One address: that node. Several, comma-separated: a cluster, routed through its ring.
+    let addresses = try text.split(separator: ",", omittingEmptySubsequences: false).map {
+      part throws(StrataError) in try HostPort(parsing: String(part))
+    }
+    var configuration =
+      addresses.count > 1 ? StrataClient.Configuration(seeds: addresses) : StrataClient.Configuration(node: addresses[0])
     if token != nil { configuration.token = try string(token, "token") }
     if connections > 0 { configuration.connections = Int(connections) }
     if timeoutMilliseconds > 0 { configuration.timeoutMilliseconds = UInt64(timeoutMilliseconds) }

@@ -123,7 +123,8 @@ private final class Node {
   private var process: Process?
   private var output: (out: Collector, err: Collector)?
 
-  init() throws {
+  /// A node on `listen` (default: a port of its own choosing), in a static cluster with `peers`.
+  init(listen: String? = nil, peers: String? = nil) throws {
     directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-cabi-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     // Pages of the RAM arena are as large as the largest block: 2 MiB pages let a 256 MiB arena
@@ -135,14 +136,16 @@ private final class Node {
     // Port 0 lets the node pick; a build whose --listen refuses port 0 gets a free port instead.
     var listens = ["127.0.0.1:0"]
     if let port = freePort() { listens.append("127.0.0.1:\(port)") }
+    if let listen { listens = [listen] }
     var failures: [String] = []
     for listen in listens {
       let process = Process()
       process.executableURL = productsDirectory.appendingPathComponent("strata")
-      process.arguments = [
-        "serve", "--config", config.path, "--data-dir", directory.appendingPathComponent("data").path,
-        "--listen", listen, "--ram", "1GiB", "--nvme", "1GiB", "--ram-unlocked",
-      ]
+      process.arguments =
+        [
+          "serve", "--config", config.path, "--data-dir", directory.appendingPathComponent("data").path,
+          "--listen", listen, "--ram", "1GiB", "--nvme", "1GiB", "--ram-unlocked",
+        ] + (peers.map { ["--peers", $0] } ?? [])
       let out = Collector()
       let err = Collector()
       process.standardOutput = out.pipe
@@ -236,6 +239,33 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
     #expect(passed >= 30, "only \(passed) checks ran: \(summary)")
     let stopped = node.stop()
     #expect(stopped?.exited == true && stopped?.status == 0, "the node did not exit 0 on SIGTERM:\n\(node.log)")
+  }
+
+  /// The same program against a static cluster of three nodes, named by all three addresses: the
+  /// library routes every key to its owners (R = 2) and reads it back from them.
+  @Test func cProgramAgainstAStaticCluster() throws {
+    let program = try compileCProgram("c_abi_test")
+    defer { try? FileManager.default.removeItem(atPath: program) }
+    let ports = (0..<3).compactMap { _ in freePort() }
+    try #require(Set(ports).count == 3, "no three free ports")
+    let addresses = ports.map { "127.0.0.1:\($0)" }
+    let peers = addresses.joined(separator: ",")
+    var nodes: [Node] = []
+    defer { for node in nodes { _ = node.stop() } }
+    for address in addresses { nodes.append(try Node(listen: address, peers: peers)) }
+    let result = try run(program, [peers, "600"])
+    #expect(result.exited && result.status == 0, "the C program failed:\n\(result.stdout)\n\(result.stderr)")
+    let summary = result.stdout.split(separator: "\n").first { $0.hasPrefix("c-abi: ") } ?? ""
+    #expect(summary.contains(" passed, 0 failed"), "no clean summary line in:\n\(result.stdout)\n\(result.stderr)")
+    // Every node took part: each stored blocks (those it owns first, and copies).
+    for node in nodes {
+      let stat = try run(
+        productsDirectory.appendingPathComponent("strata").path, ["stat", "--node", node.address, "--json"])
+      let stored =
+        stat.stdout.split(separator: ",").first { $0.hasPrefix("\"put_blocks\":") }
+        .flatMap { Int($0.dropFirst("\"put_blocks\":".count)) } ?? 0
+      #expect(stored > 100, "node \(node.address) stored \(stored) blocks: \(stat.stdout)")
+    }
   }
 
   /// The harness fails when the data is wrong: the same program, built to flip one byte of what it

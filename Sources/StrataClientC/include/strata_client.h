@@ -92,12 +92,15 @@ extern "C" {
 #define STRATA_PUT_TOO_LARGE 3
 #define STRATA_PUT_NO_SPACE 4
 
-/** A connection pool to one node. Opaque; created by strata_client_open. */
+/** A connection pool to one node, or to every node of a cluster. Opaque; created by strata_client_open. */
 typedef struct strata_client strata_client;
 
 /**
  * Connects to the node at `host_port` ("HOST:PORT" or "[IPv6]:PORT") and says HELLO on every
  * connection of the pool, so that a bad address or token fails here and not on first use.
+ * Several comma-separated addresses ("A:7400,B:7400,C:7400") name a cluster: the client fetches
+ * the ring from the first that answers, connects to every member, and routes each key to its
+ * owners (docs/cluster.md).
  *
  * token:       credentials the node maps to a namespace; NULL or "" for none.
  * connections: connections in the pool (0 means the default, 2); at most 1024.
