@@ -97,19 +97,10 @@ extension ClientConnection {
   func getOverRDMA(_ items: [StrataClient.GetItem], request: GetRequest, verify: Bool) throws(StrataError)
     -> [StrataClient.GetResult]?
   {
-    guard let channel = rdma, let descriptors = descriptors(items.map(\.destination), on: channel) else { return nil }
-    let answer: WireMessage
-    do {
-      answer = try channel.exchange(request.wireMessage, descriptors: descriptors)
-    } catch {
-      failOver(error)
-      return nil
-    }
-    if case .error(_, let body) = answer { throw body.strataError }
+    guard let answer = try exchangeOverRDMA(request.wireMessage, slices: items.map(\.destination)) else { return nil }
     guard case .getResponse(let response) = answer, response.items.count == items.count else {
       throw unexpected(answer)
     }
-    transports.record { $0.rdmaBatches += 1 }
     return zip(items, response.items).map { item, answer in
       switch answer.status {
       case .missing: return .missing
@@ -132,19 +123,27 @@ extension ClientConnection {
 
   /// A PUT over RDMA: the node reads each block from its source. Nil as for `getOverRDMA`.
   func putOverRDMA(_ items: [StrataClient.PutItem], request: PutRequest) throws(StrataError) -> [PutOutcome]? {
-    guard let channel = rdma, let descriptors = descriptors(items.map(\.source), on: channel) else { return nil }
+    guard let answer = try exchangeOverRDMA(request.wireMessage, slices: items.map(\.source)) else { return nil }
+    guard case .putResponse(let response) = answer, response.outcomes.count == items.count else {
+      throw unexpected(answer)
+    }
+    return response.outcomes
+  }
+
+  /// Sends `message` with descriptors of `slices` over this connection's RDMA channel and returns
+  /// the answer; nil when there is no channel, a slice is not registered on its device, or RDMA
+  /// failed (then the channel is dropped and the caller goes over TCP). An error answer throws.
+  private func exchangeOverRDMA(_ message: WireMessage, slices: [RegionSlice]) throws(StrataError) -> WireMessage? {
+    guard let channel = rdma, let descriptors = descriptors(slices, on: channel) else { return nil }
     let answer: WireMessage
     do {
-      answer = try channel.exchange(request.wireMessage, descriptors: descriptors)
+      answer = try channel.exchange(message, descriptors: descriptors)
     } catch {
       failOver(error)
       return nil
     }
     if case .error(_, let body) = answer { throw body.strataError }
-    guard case .putResponse(let response) = answer, response.outcomes.count == items.count else {
-      throw unexpected(answer)
-    }
     transports.record { $0.rdmaBatches += 1 }
-    return response.outcomes
+    return answer
   }
 }
