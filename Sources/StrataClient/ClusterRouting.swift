@@ -47,6 +47,8 @@ extension String {
 extension StrataClient {
   /// How often a request is re-routed after a node said the client's ring is stale.
   static let staleRetriesMax = 3
+  /// The most cluster lease ids kept for GETs to come.
+  static let leaseGroupsMax = 4096
 
   /// The ring this client routes by (fetched on first use, and again once a node reports a newer epoch).
   public func currentRing() async throws(StrataError) -> Ring {
@@ -200,6 +202,11 @@ extension StrataClient {
     if !nodeLeases.isEmpty {
       leaseID = routing.withLock { state in
         defer { state.nextLeaseGroup += 1 }
+        // Lease ids that no GET ever named are forgotten, oldest first (the nodes' leases expire
+        // on their own): the table stays bounded.
+        if state.leaseGroups.count >= Self.leaseGroupsMax, let oldest = state.leaseGroups.keys.min() {
+          state.leaseGroups[oldest] = nil
+        }
         state.leaseGroups[state.nextLeaseGroup] = nodeLeases
         return state.nextLeaseGroup
       }

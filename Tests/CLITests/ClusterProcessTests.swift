@@ -22,6 +22,32 @@ import Testing
     let blocks = BlockSet(count: 10_000, run: 41)
     try await cluster.write(blocks, through: ["a", "b", "c"])
 
+    // A leased LOOKUP across the owners, then the GET that names its lease: every node's lease
+    // is taken and released.
+    let leased = cluster.client(seeds: ["a"])
+    let prefix = Array(0..<300)
+    let found = try await leased.lookup(prefix.map { blocks.keys[$0] }, leaseMilliseconds: 60_000)
+    #expect(found.leadingRun == prefix.count && found.leaseID != 0, "\(found.leadingRun) \(found.leaseID)")
+    func leasesActive() async throws -> Int {
+      var total = 0
+      for name in ["a", "b", "c"] {
+        let stat = try await leased.stat(node: cluster.address(name))
+        let field = stat.split(separator: ",").first { $0.hasPrefix("\"leases_active\":") }
+        total += field.flatMap { Int($0.dropFirst("\"leases_active\":".count)) } ?? -1000
+      }
+      return total
+    }
+    #expect(try await leasesActive() >= 3, "each owner holds a lease")
+    let region = leased.register(blocks.destination)
+    let items = try prefix.map { n in
+      StrataClient.GetItem(
+        key: blocks.keys[n], destination: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+    }
+    let results = try await leased.get(items, leaseID: found.leaseID)
+    #expect(results == prefix.map { .ok(length: blocks.sizes[$0]) })
+    #expect(try await leasesActive() == 0, "the GET released every node's lease")
+    leased.close()
+
     // (a) kill -9 one node: every block still reads back from its other owner.
     try await cluster.killAndReadBack("b", blocks, survivors: ["a", "c"])
 
