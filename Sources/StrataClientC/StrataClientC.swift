@@ -162,7 +162,8 @@ public func strataClientOpen(
       part throws(StrataError) in try HostPort(parsing: String(part))
     }
     var configuration =
-      addresses.count > 1 ? StrataClient.Configuration(seeds: addresses) : StrataClient.Configuration(node: addresses[0])
+      addresses.count > 1
+      ? StrataClient.Configuration(seeds: addresses) : StrataClient.Configuration(node: addresses[0])
     if token != nil { configuration.token = try string(token, "token") }
     if connections > 0 { configuration.connections = Int(connections) }
     if timeoutMilliseconds > 0 { configuration.timeoutMilliseconds = UInt64(timeoutMilliseconds) }
