@@ -97,6 +97,9 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_readthrough_blocks_total", kind: .counter, labels: [],
       help: "Blocks fetched from a peer on a miss (read-through)."),
     .init(
+      name: "strata_repair_copied_blocks_total", kind: .counter, labels: [],
+      help: "Blocks copied to their other owners by repair passes after members left the ring."),
+    .init(
       name: "strata_verify_corrupt_blocks_total", kind: .counter, labels: [],
       help: "Corrupt blocks found (and dropped) by verify."),
     .init(
@@ -292,7 +295,7 @@ public final class NodeMetrics: NodeObserver {
     for name in [
       "strata_misses_total", "strata_onboard_bytes_total", "strata_offload_bytes_total", "strata_onboard_blocks_total",
       "strata_offload_blocks_total", "strata_replication_sent_blocks_total", "strata_readthrough_blocks_total",
-      "strata_verify_corrupt_blocks_total",
+      "strata_repair_copied_blocks_total", "strata_verify_corrupt_blocks_total",
     ] {
       counter(name).increment(by: Int64(0))
     }

@@ -73,6 +73,10 @@ public final class ClusterNode: ClusterHooks {
   let replicator: Replicator
   let readThrough: ReadThrough
   let drain = DrainTracker()
+  /// The latest repair pass: after members leave, this node copies the blocks it owns to their
+  /// other owners that lack them, so every block regains R copies (Repair.swift).
+  let repair = DrainTracker()
+  let repairState = Mutex((running: false, pending: false))
   private let onDrained = Mutex<(@Sendable () -> Void)?>(nil)
   private let membership = Mutex<(any MembershipSource)?>(nil)
   private let tasks = Mutex<[Task<Void, Never>]>([])
@@ -137,8 +141,9 @@ public final class ClusterNode: ClusterHooks {
   func adopt(members: [Member], epoch: UInt64) {
     let next = Self.makeRing(members: members, epoch: epoch, replicas: settings.replicas)
     let me = settings.me.id
-    let changed = state.withLock { state -> Bool in
+    let (changed, departed) = state.withLock { state -> (Bool, [String]) in
       let first = state.history.current.epoch == 0
+      let before = Set(state.history.current.activeMembers.map(\.id))
       let changed = state.history.adopt(next, at: .now)
       if changed && first {
         // The first real ring: this node has just joined (or come back). Its keys' previous
@@ -152,7 +157,8 @@ public final class ClusterNode: ClusterHooks {
           if let address = try? HostPort(parsing: member.address) { state.addresses[member.id] = address }
         }
       }
-      return changed
+      let departed = first || !changed ? [] : before.subtracting(next.activeMembers.map(\.id)).sorted()
+      return (changed, departed)
     }
     if changed {
       logger.info(
@@ -162,6 +168,9 @@ public final class ClusterNode: ClusterHooks {
           "draining": "\(next.members.filter { $0.state == .draining }.map(\.id).joined(separator: ","))",
           "replicas": "\(next.replicationFactor)",
         ])
+    }
+    if !departed.isEmpty && next.activeMembers.contains(where: { $0.id == me }) {
+      scheduleRepair(reason: "members left: \(departed.joined(separator: ","))")
     }
   }
 
@@ -297,6 +306,7 @@ public final class ClusterNode: ClusterHooks {
     let progress = drain
     Task.detached { [self] in
       await replicator.waitUntilIdle()
+      logger.info("drain: handing off blocks", metadata: ["blocks": "\(tiers.inventory().count)"])
       await handoff.run(target: target, addresses: addresses, progress: progress)
       let summary = progress.withLock { progress -> DrainProgress in
         progress.phase = progress.failedBlocks == 0 ? .done : .failed

@@ -43,6 +43,7 @@ extension ClusterNode {
         "skipped_busy": fill.skippedBusy, "failures": fill.failures,
       ] as [String: any Sendable],
       "drain": drainReport(),
+      "repair": repairReport(),
     ]
   }
 
@@ -59,8 +60,11 @@ extension ClusterNode {
     ]
   }
 
-  public func drainReport() -> [String: any Sendable] {
-    let progress = drainProgress
+  public func drainReport() -> [String: any Sendable] { progressReport(drainProgress) }
+
+  public func repairReport() -> [String: any Sendable] { progressReport(repairProgress) }
+
+  private func progressReport(_ progress: DrainProgress) -> [String: any Sendable] {
     var report: [String: any Sendable] = [
       "state": progress.phase.rawValue, "total_blocks": progress.totalBlocks, "total_bytes": progress.totalBytes,
       "handed_blocks": progress.handedBlocks, "handed_bytes": progress.handedBytes,

@@ -24,6 +24,8 @@ public struct DrainProgress: Sendable, Hashable {
   public var totalBlocks = 0
   public var totalBytes = 0
   public var handedBlocks = 0
+  /// Blocks handed by earlier passes (repair runs a pass per ring change).
+  public var handedBlocksTotal = 0
   public var handedBytes = 0
   /// Blocks every new owner already held.
   public var presentBlocks = 0
@@ -55,25 +57,28 @@ struct Handoff: Sendable {
   let peers: PeerClients
   let logger: Logger
 
-  /// Hands every block to its owners in `target` (a ring without this node), counting into `progress`.
-  func run(target: Ring, addresses: [String: HostPort], progress: DrainTracker) async {
-    let inventory = tiers.inventory()
+  /// Hands `inventory` (default: every block held, hottest first) to the blocks' owners in
+  /// `target` other than `excluding` (this node, when it stays a member), counting into `progress`.
+  func run(
+    target: Ring, addresses: [String: HostPort], progress: DrainTracker, inventory: [InventoryEntry]? = nil,
+    excluding: String? = nil
+  ) async {
+    let inventory = inventory ?? tiers.inventory()
     progress.withLock {
       $0.totalBlocks = inventory.count
       $0.totalBytes = inventory.reduce(0) { $0 + $1.bytes }
     }
-    logger.info("drain: handing off blocks", metadata: ["blocks": "\(inventory.count)"])
     var start = 0
     while start < inventory.count {
       let batch = Array(inventory[start..<min(inventory.count, start + Self.batchBlocks)])
       start += batch.count
-      await hand(batch.map(\.id), target: target, addresses: addresses, progress: progress)
+      await hand(batch.map(\.id), target: target, addresses: addresses, progress: progress, excluding: excluding)
     }
   }
 
-  private func hand(_ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: DrainTracker)
-    async
-  {
+  private func hand(
+    _ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: DrainTracker, excluding: String?
+  ) async {
     let lease: BlockLease
     do {
       lease = try await tiers.lease(ids)
@@ -87,7 +92,7 @@ struct Handoff: Sendable {
     var ownersOf: [BlockID: Int] = [:]
     for block in lease.blocks {
       guard let block else { continue }
-      let owners = target.owners(of: block.id.key).compactMap { addresses[$0.id] }
+      let owners = target.owners(of: block.id.key).filter { $0.id != excluding }.compactMap { addresses[$0.id] }
       ownersOf[block.id] = owners.count
       for owner in owners { offers[owner, default: [:]][block.id.namespace, default: []].append(block) }
     }

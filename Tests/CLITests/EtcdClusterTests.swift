@@ -72,6 +72,41 @@ struct EtcdClusterTests {
     #expect(afterDrain.ok == blocks.count, "after a drained: \(afterDrain)")
   }
 
+  /// After a node dies and leaves the ring, the survivors copy the blocks it held a copy of to
+  /// their new owners (repair), so a second failure later loses nothing.
+  @Test func repairAfterAFailureSurvivesASecondFailure() async throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"], ttlSeconds: 2)
+    defer { cluster.shutdown() }
+    for name in ["a", "b", "c"] { try cluster.start(name) }
+    #expect(try await eventually(within: 10) { try await activeIDs(cluster, via: ["a"]).count == 3 })
+    let blocks = BlockSet(count: 2_000, run: 45)
+    try await cluster.write(blocks, through: ["a", "b", "c"])
+
+    cluster.killHard("b")
+    #expect(
+      try await eventually(within: 2 + 3) { try await activeIDs(cluster, via: ["a"]) == ["node-a", "node-c"] },
+      "the killed node did not leave the ring within its lease TTL")
+    let watcher = cluster.client(seeds: ["a", "c"])
+    defer { watcher.close() }
+    func repairState(_ name: String) async throws -> String {
+      let report = try JSONSerialization.jsonObject(
+        with: Data(try await watcher.ringCall(RingCall.members, node: cluster.address(name))))
+      return ((report as? [String: Any])?["repair"] as? [String: Any])?["state"] as? String ?? "?"
+    }
+    for name in ["a", "c"] {
+      #expect(
+        try await eventually(within: 30) { try await repairState(name) == "done" }, "node \(name) did not repair")
+    }
+
+    cluster.killHard("c")
+    let reader = cluster.client(seeds: ["a"])
+    defer { reader.close() }
+    let check = try await blocks.verify(reader)
+    #expect(check.ok == blocks.count, "after a second failure: \(check)\n\(cluster.log("a"))")
+  }
+
   @Test func nodesServeThroughAnEtcdOutageAndRegisterAgain() async throws {
     let etcd = try EtcdProcess()
     defer { etcd.stop() }

@@ -1,0 +1,74 @@
+// Repair after members leave: blocks whose other copy was on a departed node have one copy left.
+// Each remaining node walks the blocks it owns in the new ring (hottest first) and copies each to
+// its other owners that lack it (LOOKUP, then PUT only what is missing), so every block regains R
+// copies without waiting for a read. Joins do not start a repair: a new owner fills lazily
+// (ReadThrough.swift). One pass at a time; a change during a pass queues one more pass.
+
+import Foundation
+import StrataCore
+import StrataPlacement
+import StrataStorage
+
+extension ClusterNode {
+  /// Starts a repair pass now, or after the one running.
+  func scheduleRepair(reason: String) {
+    let start = repairState.withLock { state -> Bool in
+      guard !state.running else {
+        state.pending = true
+        return false
+      }
+      state.running = true
+      return true
+    }
+    guard start else { return }
+    logger.info("repair: copying blocks to their owners after a ring change", metadata: ["reason": "\(reason)"])
+    Task.detached { [self] in
+      while true {
+        await repairPass()
+        let again = repairState.withLock { state -> Bool in
+          if state.pending && !isStopped {
+            state.pending = false
+            return true
+          }
+          state.running = false
+          return false
+        }
+        if !again { return }
+      }
+    }
+  }
+
+  /// One pass: every block this node owns in its current ring, offered to the other owners.
+  private func repairPass() async {
+    let (ring, addresses) = state.withLock { ($0.history.current, $0.addresses) }
+    let me = settings.me.id
+    guard let myIndex = ring.members.firstIndex(where: { $0.id == me }) else { return }
+    let owned = tiers.inventory().filter { ring.isOwner(memberIndex: myIndex, of: $0.id.key) }
+    repair.withLock { progress in
+      let copied = progress.handedBlocksTotal + progress.handedBlocks
+      progress = DrainProgress()
+      progress.handedBlocksTotal = copied
+      progress.phase = .running
+      progress.startedAt = Date()
+    }
+    await Handoff(tiers: tiers, peers: peers, logger: logger).run(
+      target: ring, addresses: addresses, progress: repair, inventory: owned, excluding: me)
+    let summary = repair.withLock { progress -> DrainProgress in
+      progress.phase = progress.failedBlocks == 0 ? .done : .failed
+      progress.finishedAt = Date()
+      progress.message =
+        progress.failedBlocks == 0
+        ? "every owned block is with its other owners"
+        : "\(progress.failedBlocks) block(s) could not be copied to another owner"
+      return progress
+    }
+    logger.info(
+      "repair finished",
+      metadata: [
+        "epoch": "\(ring.epoch)", "owned_blocks": "\(summary.totalBlocks)", "copied_blocks": "\(summary.handedBlocks)",
+        "present_blocks": "\(summary.presentBlocks)", "failed_blocks": "\(summary.failedBlocks)",
+      ])
+  }
+
+  public var repairProgress: DrainProgress { repair.withLock { $0 } }
+}
