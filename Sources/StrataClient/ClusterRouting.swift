@@ -21,6 +21,34 @@ struct RoutingState {
   var down: [HostPort: ContinuousClock.Instant] = [:]
   var leaseGroups: [UInt64: [HostPort: UInt64]] = [:]
   var nextLeaseGroup: UInt64 = 1
+  /// Recent per-owner LOOKUP latencies (microseconds), for the hedge delay.
+  var lookupLatencies = LatencyWindow(capacity: 256)
+}
+
+/// The last `capacity` latencies and their 99th percentile.
+struct LatencyWindow {
+  let capacity: Int
+  private var samples: [Double] = []
+  private var next = 0
+
+  init(capacity: Int) { self.capacity = capacity }
+
+  var count: Int { samples.count }
+
+  mutating func record(_ microseconds: Double) {
+    if samples.count < capacity {
+      samples.append(microseconds)
+    } else {
+      samples[next] = microseconds
+      next = (next + 1) % capacity
+    }
+  }
+
+  var p99: Double {
+    guard !samples.isEmpty else { return 0 }
+    let sorted = samples.sorted()
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))]
+  }
 }
 
 /// The RING request bodies a client sends; the answers are JSON documents of the cluster module.
@@ -189,8 +217,10 @@ extension StrataClient {
     let leases = Mutex<[HostPort: UInt64]>([:])
     let askAgain = configuration.askReplicasOnMiss
     let retry: @Sendable (BlockTier) -> Bool = { askAgain && $0 == .absent }
+    let hedge = configuration.hedgeLookups && leaseMilliseconds == 0
     let answers = try await routed(keys: keys, retry: retry) {
       owner, indices, epoch throws(StrataError) in
+      if hedge { return try await self.hedgedLookup(indices.map { keys[$0] }, at: owner, epoch: epoch) }
       let response = try await self.channel(owner).lookup(
         indices.map { keys[$0] }, leaseMilliseconds: leaseMilliseconds, ringEpoch: epoch)
       if response.leaseID != 0 { leases.withLock { $0[owner] = response.leaseID } }
@@ -212,6 +242,101 @@ extension StrataClient {
       }
     }
     return LookupResult(tiers: tiers, leadingRun: tiers.firstIndex(of: .absent) ?? tiers.count, leaseID: leaseID)
+  }
+
+  /// The delay after which a LOOKUP also goes to the keys' next owners: twice the p99 of recent
+  /// LOOKUP latencies (at least `hedgeDelayMinimumMilliseconds`; 50 ms until 20 are known).
+  var hedgeDelay: Duration {
+    let (count, p99) = routing.withLock { ($0.lookupLatencies.count, $0.lookupLatencies.p99) }
+    let minimum = Double(configuration.hedgeDelayMinimumMilliseconds) * 1000
+    let microseconds = count < 20 ? max(minimum, 50_000) : max(minimum, 2 * p99)
+    return .microseconds(Int64(microseconds))
+  }
+
+  /// A LOOKUP of `keys` at `owner`, hedged: without an answer after `hedgeDelay`, the keys also go
+  /// to their next owners, and a key one of them holds is answered from there. An "absent" from a
+  /// next owner is not final (it may just lack a copy yet): for those keys, and keys with no other
+  /// owner, the owner's own answer is awaited. LOOKUP writes nothing into the caller's memory, so
+  /// the losing request may finish in the background; GET is never hedged (two transfers into the
+  /// same destination could land after `get` returned).
+  func hedgedLookup(_ keys: [BlockKey], at owner: HostPort, epoch: UInt64) async throws(StrataError) -> [BlockTier] {
+    enum Event: Sendable {
+      case owner(Result<[BlockTier], StrataError>)
+      case timer
+      case alternate([Int], Result<[BlockTier], StrataError>)
+    }
+    let (events, sink) = AsyncStream.makeStream(of: Event.self)
+    let attempt: @Sendable (HostPort, [BlockKey]) async -> Result<[BlockTier], StrataError> = { node, keys in
+      do throws(StrataError) {
+        return .success(try await self.channel(node).lookup(keys, leaseMilliseconds: 0, ringEpoch: epoch).tiers)
+      } catch {
+        return .failure(error)
+      }
+    }
+    let started = ContinuousClock.now
+    Task {
+      let result = await attempt(owner, keys)
+      if case .success = result {
+        let elapsed = ContinuousClock.now - started
+        let microseconds = Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12
+        routing.withLock { $0.lookupLatencies.record(microseconds) }
+      }
+      sink.yield(.owner(result))
+    }
+    let delay = hedgeDelay
+    Task {
+      try? await Task.sleep(for: delay)
+      sink.yield(.timer)
+    }
+    defer { sink.finish() }
+    var answers = [BlockTier?](repeating: nil, count: keys.count)
+    var unanswered = keys.count
+    var alternatesPending = 0
+    var ownerFailure: StrataError?
+    for await event in events {
+      switch event {
+      case .owner(.success(let tiers)):
+        return tiers
+      case .owner(.failure(let error)):
+        guard alternatesPending > 0 else { throw error }
+        ownerFailure = error
+      case .timer:
+        let groups = alternates(keys, besides: owner)
+        alternatesPending = groups.count
+        for (node, positions) in groups {
+          Task { sink.yield(.alternate(positions, await attempt(node, positions.map { keys[$0] }))) }
+        }
+      case .alternate(let positions, let result):
+        alternatesPending -= 1
+        if case .success(let tiers) = result {
+          for (position, tier) in zip(positions, tiers) where tier != .absent && answers[position] == nil {
+            answers[position] = tier
+            unanswered -= 1
+          }
+        }
+        if unanswered == 0 { return answers.map { $0! } }
+        if alternatesPending == 0 && ownerFailure != nil {
+          // The owner failed: what the others found stands, the rest is absent (the routing
+          // asks further owners for those).
+          return answers.map { $0 ?? .absent }
+        }
+      }
+    }
+    throw StrataError(.internalError, "hedged LOOKUP ended without an answer")
+  }
+
+  /// For each position of `keys`, the first other owner of its key (healthy first), grouped.
+  private func alternates(_ keys: [BlockKey], besides owner: HostPort) -> [HostPort: [Int]] {
+    routing.withLock { state in
+      guard let ring = state.ring else { return [:] }
+      let now = ContinuousClock.now
+      var groups: [HostPort: [Int]] = [:]
+      for (position, key) in keys.enumerated() {
+        guard let next = nextOwner(key, tried: [owner], ring: ring, state: state, now: now) else { continue }
+        groups[next, default: []].append(position)
+      }
+      return groups
+    }
   }
 
   func routedGet(_ items: [GetItem], leaseID: UInt64) async throws(StrataError) -> [GetResult] {

@@ -181,7 +181,9 @@ final class NodeChannel: Sendable {
       do {
         return try await connection.perform(work)
       } catch {
-        guard error.isTransportFailure, attempt < configuration.retries else { throw error }
+        // In a cluster a node that timed out is not asked again: the key's next owner is.
+        let retry = error.isTransportFailure && !(configuration.isCluster && error.code == .timeout)
+        guard retry, attempt < configuration.retries else { throw error }
         attempt += 1
       }
     }

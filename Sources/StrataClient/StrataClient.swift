@@ -71,6 +71,11 @@ public final class StrataClient: Sendable {
     public var askReplicasOnMiss: Bool = true
     /// How long a node that failed a call is skipped before it is tried again.
     public var downMilliseconds: UInt64 = 1_000
+    /// In a cluster: a LOOKUP (without a lease) whose owner has not answered after twice the
+    /// recent p99 LOOKUP latency also goes to the keys' next owners (ClusterRouting.swift).
+    public var hedgeLookups: Bool = true
+    /// The shortest hedge delay.
+    public var hedgeDelayMinimumMilliseconds: UInt64 = 5
     /// Identifies the connections as a peer node's (replication, read-through, handoff).
     public var isPeer: Bool = false
     /// Use RDMA where this machine and the node both have it (docs/rdma.md); TCP otherwise.

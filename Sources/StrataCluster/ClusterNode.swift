@@ -30,7 +30,9 @@ public final class ClusterNode: ClusterHooks {
     /// A token for each namespace (the first configured), used to copy blocks to peers.
     public var tokens: [Namespace: String]
     public var blockBytesMax: Int
-    public var peerTimeoutMilliseconds: UInt64 = 5_000
+    public var peerTimeoutMilliseconds: UInt64 = 10_000
+    /// The timeout of copies to a peer the probes found down.
+    public var suspectPeerTimeoutMilliseconds: UInt64 = 2_000
 
     public init(configuration: NodeConfiguration, nodeID: String, advertise: HostPort, capacityBytes: UInt64) {
       mode = configuration.cluster.mode
@@ -87,7 +89,12 @@ public final class ClusterNode: ClusterHooks {
     self.logger = logger
     peers = PeerClients(
       tokens: settings.tokens, timeoutMilliseconds: settings.peerTimeoutMilliseconds, nodeID: settings.nodeID)
-    replicator = Replicator(tiers: tiers, peers: peers, queueMax: settings.replicationQueueMax, logger: logger)
+    replicator = Replicator(
+      tiers: tiers, peers: peers,
+      suspectPeers: PeerClients(
+        tokens: settings.tokens, timeoutMilliseconds: settings.suspectPeerTimeoutMilliseconds,
+        nodeID: settings.nodeID),
+      queueMax: settings.replicationQueueMax, logger: logger)
     readThrough = ReadThrough(tiers: tiers, peers: peers, blockBytesMax: settings.blockBytesMax)
     let first = Self.makeRing(members: [settings.me], epoch: 0, replicas: settings.replicas)
     state = Mutex(State(history: RingHistory(current: first, previous: nil, changedAt: .now)))
@@ -201,21 +208,14 @@ public final class ClusterNode: ClusterHooks {
     let (ring, addresses, health) = state.withLock { ($0.history.current, $0.addresses, $0.health) }
     let me = settings.me.id
     var tasks: [ReplicationTask] = []
-    var unreachable = 0
     for id in ids {
-      let targets = ring.owners(of: id.key).filter { $0.id != me }
-      var reachable: [HostPort] = []
-      for target in targets {
-        guard let address = addresses[target.id] else { continue }
-        if health[target.id] == .down {
-          unreachable += 1
-        } else {
-          reachable.append(address)
-        }
+      // A peer the probes last found down still gets its copy, tried with a short timeout: it may
+      // have come back since (or have been probed before it started).
+      let targets = ring.owners(of: id.key).filter { $0.id != me }.compactMap { member in
+        addresses[member.id].map { ReplicationTarget(address: $0, suspect: health[member.id] == .down) }
       }
-      if !reachable.isEmpty { tasks.append(ReplicationTask(id: id, targets: reachable)) }
+      if !targets.isEmpty { tasks.append(ReplicationTask(id: id, targets: targets)) }
     }
-    if unreachable > 0 { replicator.countUnreachable(unreachable) }
     if !tasks.isEmpty { replicator.enqueue(tasks) }
   }
 

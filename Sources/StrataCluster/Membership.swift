@@ -21,9 +21,14 @@ final class StaticMembership: MembershipSource {
   private let members: [Member]
   private let stopped = Mutex(false)
   private let wake = DispatchSemaphore(value: 0)
+  /// Probe connections, with a short timeout of their own (a hung peer is found in seconds).
+  private let probes: PeerClients
 
   init(node: ClusterNode) {
     self.node = node
+    probes = PeerClients(
+      tokens: node.settings.tokens, timeoutMilliseconds: max(1_000, 2 * node.settings.probeIntervalMilliseconds),
+      nodeID: node.settings.nodeID)
     var members = [node.settings.me]
     for peer in node.settings.staticPeers where peer.description != node.settings.me.id {
       members.append(Member(id: peer.description, address: peer.description))
@@ -50,6 +55,7 @@ final class StaticMembership: MembershipSource {
   func stop(deregister: Bool) {
     stopped.withLock { $0 = true }
     wake.signal()
+    probes.closeAll()
   }
 
   /// Probes every peer with a STAT each interval; a failed probe marks it down.
@@ -57,7 +63,7 @@ final class StaticMembership: MembershipSource {
     let interval = node.settings.probeIntervalMilliseconds
     while !stopped.withLock({ $0 }) {
       for member in members where member.id != node.settings.me.id {
-        guard let address = try? HostPort(parsing: member.address), let client = node.peers.anyClient(address) else {
+        guard let address = try? HostPort(parsing: member.address), let client = probes.anyClient(address) else {
           continue
         }
         let healthy = Self.probe(client, node: address)

@@ -30,10 +30,16 @@ public struct ReplicationStats: Sendable, Hashable {
   }
 }
 
+/// A peer to copy to; `suspect` when the probes last found it down (tried with a short timeout).
+struct ReplicationTarget: Sendable, Hashable {
+  var address: HostPort
+  var suspect: Bool
+}
+
 /// One block to copy to some peers.
 struct ReplicationTask: Sendable {
   var id: BlockID
-  var targets: [HostPort]
+  var targets: [ReplicationTarget]
 }
 
 final class Replicator: Sendable {
@@ -48,15 +54,17 @@ final class Replicator: Sendable {
 
   private let tiers: TierManager
   private let peers: PeerClients
+  private let suspectPeers: PeerClients
   private let logger: Logger
   private let state: Mutex<State>
   private let wake: AsyncStream<Void>.Continuation
   private let wakes: AsyncStream<Void>
   static let batchBlocks = 32
 
-  init(tiers: TierManager, peers: PeerClients, queueMax: Int, logger: Logger) {
+  init(tiers: TierManager, peers: PeerClients, suspectPeers: PeerClients, queueMax: Int, logger: Logger) {
     self.tiers = tiers
     self.peers = peers
+    self.suspectPeers = suspectPeers
     self.logger = logger
     var initial = State()
     initial.stats.queueMax = queueMax
@@ -89,11 +97,6 @@ final class Replicator: Sendable {
     wake.yield()
   }
 
-  /// Copies not queued because their target was known to be down.
-  func countUnreachable(_ copies: Int) {
-    count { $0.droppedUnreachable += copies }
-  }
-
   /// Runs the copy loop until `stop`.
   func run() async {
     for await _ in wakes {
@@ -109,6 +112,7 @@ final class Replicator: Sendable {
     state.withLock { $0.stopped = true }
     wake.yield()
     wake.finish()
+    suspectPeers.closeAll()
   }
 
   /// Returns once the queue is empty and no copy is in flight.
@@ -166,7 +170,7 @@ final class Replicator: Sendable {
       return
     }
     defer { tiers.release(lease) }
-    var groups: [HostPort: [Namespace: [LeasedBlock]]] = [:]
+    var groups: [ReplicationTarget: [Namespace: [LeasedBlock]]] = [:]
     for (task, block) in zip(batch, lease.blocks) {
       guard let block else {
         count { $0.droppedGone += 1 }
@@ -181,8 +185,8 @@ final class Replicator: Sendable {
     }
   }
 
-  private func send(_ blocks: [LeasedBlock], to target: HostPort, namespace: Namespace) async {
-    guard let client = peers.client(target, namespace) else {
+  private func send(_ blocks: [LeasedBlock], to target: ReplicationTarget, namespace: Namespace) async {
+    guard let client = (target.suspect ? suspectPeers : peers).client(target.address, namespace) else {
       count { $0.droppedNoCredentials += blocks.count }
       return
     }
@@ -206,7 +210,8 @@ final class Replicator: Sendable {
       }
     } catch {
       count { $0.droppedUnreachable += blocks.count }
-      logger.debug("replication to a peer failed", metadata: ["peer": "\(target)", "reason": "\(error.message)"])
+      logger.debug(
+        "replication to a peer failed", metadata: ["peer": "\(target.address)", "reason": "\(error.message)"])
     }
   }
 }

@@ -84,4 +84,40 @@ import Testing
     let afterDrain = try await blocks.verify(cluster.client(seeds: ["b", "c", "d"]))
     #expect(afterDrain.ok == blocks.count, "after a drained: \(afterDrain)")
   }
+
+  /// A hung owner (SIGSTOP: connected, silent) does not hold LOOKUPs up to the client's timeout:
+  /// after the hedge delay the keys go to their next owners, which hold copies.
+  @Test func lookupsAreHedgedAroundAHungNode() async throws {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    defer {
+      if cluster.nodes["b"] != nil { cluster.resume("b") }
+      cluster.shutdown()
+    }
+    cluster.staticMembers = ["a", "b", "c"]
+    for name in ["a", "b", "c"] { try cluster.start(name) }
+    let blocks = BlockSet(count: 1_000, run: 47)
+    try await cluster.write(blocks, through: ["a", "b", "c"])
+    var configuration = StrataClient.Configuration(seeds: cluster.addresses(["a", "b", "c"]))
+    configuration.timeoutMilliseconds = 20_000
+    let client = StrataClient(configuration)
+    defer { client.close() }
+    // Every block has its second copy (a copy dropped under load would make its key unanswerable).
+    for name in ["a", "b", "c"] {
+      let report =
+        try JSONSerialization.jsonObject(
+          with: Data(try await client.ringCall(RingCall.members, node: cluster.address(name)))) as? [String: Any]
+      let dropped = (report?["replication"] as? [String: Any])?["dropped"] as? [String: Int] ?? [:]
+      #expect(dropped.values.reduce(0, +) == 0, "node \(name) dropped replica copies: \(dropped)")
+    }
+    // Warm up: connections open to every node, latencies known.
+    for _ in 0..<30 { #expect(try await client.lookup(Array(blocks.keys.prefix(100))).leadingRun == 100) }
+
+    cluster.pause("b")
+    let started = ContinuousClock.now
+    let found = try await client.lookup(blocks.keys)
+    let elapsed = ContinuousClock.now - started
+    cluster.resume("b")
+    #expect(found.leadingRun == blocks.count, "a hung owner's keys were answered by their next owners")
+    #expect(elapsed < .seconds(5), "the LOOKUP waited \(elapsed) for a hung node (client timeout 20 s)")
+  }
 }

@@ -90,6 +90,10 @@ final class ClusterHarness {
 
   func forget(_ name: String) { nodes[name] = nil }
 
+  /// SIGSTOP: the node keeps its connections but answers nothing (a hung host); `resume` undoes it.
+  func pause(_ name: String) { kill(nodes[name]!.process.processIdentifier, SIGSTOP) }
+  func resume(_ name: String) { kill(nodes[name]!.process.processIdentifier, SIGCONT) }
+
   func client(seeds: [String]) -> StrataClient {
     var configuration = StrataClient.Configuration(seeds: addresses(seeds))
     configuration.connections = 2
