@@ -24,7 +24,7 @@ final class ClientConnection: @unchecked Sendable {
   private var body: [UInt8] = []
   private let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.byteCount, alignment: 8)
   private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 4096)
-  private let epochs: EpochTracker
+  let epochs: EpochTracker
 
   init(
     address: HostPort, configuration: StrataClient.Configuration, index: Int, epochs: EpochTracker,

@@ -117,7 +117,11 @@ final class NodeChannel: Sendable {
     let verify = configuration.verifyChecksums
     let transports = self.transports
     return try await call { connection throws(StrataError) in
-      if let results = try connection.getOverRDMA(items, request: request, verify: verify) { return results }
+      if let results = try connection.getOverRDMA(
+        items, request: request, verify: verify, ringEpoch: ringEpoch)
+      {
+        return results
+      }
       // Each block goes straight into host memory, or through the staging ring into GPU memory.
       var receiver = BlockReceiver(connection: connection, transports: transports, verify: verify)
       var results: [StrataClient.GetResult] = []
@@ -157,7 +161,7 @@ final class NodeChannel: Sendable {
       })
     nonisolated(unsafe) let payload = items.map { UnsafeRawBufferPointer($0.source.buffer) }
     return try await call { connection throws(StrataError) in
-      if let outcomes = try connection.putOverRDMA(items, request: request) { return outcomes }
+      if let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch) { return outcomes }
       let (_, message) = try connection.exchange(request.wireMessage, payload: payload, ringEpoch: ringEpoch) {
         _, _ throws(StrataError) in
       }

@@ -74,10 +74,10 @@ public final class ClusterNode: ClusterHooks {
   let peers: PeerClients
   let replicator: Replicator
   let readThrough: ReadThrough
-  let drain = DrainTracker()
+  let drain = HandoffTracker()
   /// The latest repair pass: after members leave, this node copies the blocks it owns to their
   /// other owners that lack them, so every block regains R copies (Repair.swift).
-  let repair = DrainTracker()
+  let repair = HandoffTracker()
   let repairState = Mutex((running: false, pending: false))
   private let onDrained = Mutex<(@Sendable () -> Void)?>(nil)
   private let membership = Mutex<(any MembershipSource)?>(nil)
@@ -140,7 +140,7 @@ public final class ClusterNode: ClusterHooks {
   public var ring: Ring { state.withLock { $0.history.current } }
   public var replicationStats: ReplicationStats { replicator.stats }
   public var fillStats: FillStats { readThrough.stats }
-  public var drainProgress: DrainProgress { drain.withLock { $0 } }
+  public var drainProgress: HandoffProgress { drain.withLock { $0 } }
   public var serviceState: MembershipServiceState { state.withLock { $0.service } }
   var isStopped: Bool { state.withLock { $0.stopped } }
 
@@ -219,11 +219,17 @@ public final class ClusterNode: ClusterHooks {
     if !tasks.isEmpty { replicator.enqueue(tasks) }
   }
 
+  public var readsThrough: Bool { fillWindowIsOpen(state.withLock { $0.history }) }
+
+  /// Within `cluster.fill_window` of the last ring change (or of this node's start).
+  private func fillWindowIsOpen(_ history: RingHistory) -> Bool {
+    history.previous != nil
+      && ContinuousClock.now - history.changedAt < .milliseconds(Int64(settings.fillWindowMilliseconds))
+  }
+
   public func fill(_ ids: [BlockID]) async -> Int {
     let (history, addresses) = state.withLock { ($0.history, $0.addresses) }
-    guard let previous = history.previous,
-      ContinuousClock.now - history.changedAt < .milliseconds(Int64(settings.fillWindowMilliseconds))
-    else { return 0 }
+    guard fillWindowIsOpen(history), let previous = history.previous else { return 0 }
     let me = settings.me.id
     // Only keys this node owns now and whose owners changed.
     let wanted = ids.filter { id in
@@ -288,7 +294,7 @@ public final class ClusterNode: ClusterHooks {
   func startDrain() throws(StrataError) {
     let started = drain.withLock { progress -> Bool in
       guard progress.phase != .running && progress.phase != .done else { return false }
-      progress = DrainProgress()
+      progress = HandoffProgress()
       progress.phase = .running
       progress.startedAt = Date()
       return true
@@ -308,7 +314,7 @@ public final class ClusterNode: ClusterHooks {
       await replicator.waitUntilIdle()
       logger.info("drain: handing off blocks", metadata: ["blocks": "\(tiers.inventory().count)"])
       await handoff.run(target: target, addresses: addresses, progress: progress)
-      let summary = progress.withLock { progress -> DrainProgress in
+      let summary = progress.withLock { progress -> HandoffProgress in
         progress.phase = progress.failedBlocks == 0 ? .done : .failed
         progress.finishedAt = Date()
         progress.message =

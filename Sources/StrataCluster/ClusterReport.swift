@@ -64,7 +64,7 @@ extension ClusterNode {
 
   public func repairReport() -> [String: any Sendable] { progressReport(repairProgress) }
 
-  private func progressReport(_ progress: DrainProgress) -> [String: any Sendable] {
+  private func progressReport(_ progress: HandoffProgress) -> [String: any Sendable] {
     var report: [String: any Sendable] = [
       "state": progress.phase.rawValue, "total_blocks": progress.totalBlocks, "total_bytes": progress.totalBytes,
       "handed_blocks": progress.handedBlocks, "handed_bytes": progress.handedBytes,

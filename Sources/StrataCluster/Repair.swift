@@ -46,14 +46,14 @@ extension ClusterNode {
     let owned = tiers.inventory().filter { ring.isOwner(memberIndex: myIndex, of: $0.id.key) }
     repair.withLock { progress in
       let copied = progress.handedBlocksTotal + progress.handedBlocks
-      progress = DrainProgress()
+      progress = HandoffProgress()
       progress.handedBlocksTotal = copied
       progress.phase = .running
       progress.startedAt = Date()
     }
     await Handoff(tiers: tiers, peers: peers, logger: logger).run(
       target: ring, addresses: addresses, progress: repair, inventory: owned, excluding: me)
-    let summary = repair.withLock { progress -> DrainProgress in
+    let summary = repair.withLock { progress -> HandoffProgress in
       progress.phase = progress.failedBlocks == 0 ? .done : .failed
       progress.finishedAt = Date()
       progress.message =
@@ -70,5 +70,5 @@ extension ClusterNode {
       ])
   }
 
-  public var repairProgress: DrainProgress { repair.withLock { $0 } }
+  public var repairProgress: HandoffProgress { repair.withLock { $0 } }
 }

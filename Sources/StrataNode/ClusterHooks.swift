@@ -4,6 +4,7 @@
 
 public import StrataCore
 public import StrataStorage
+import StrataWire
 
 /// What a connection asks of the cluster layer.
 public protocol ClusterHooks: Sendable {
@@ -22,7 +23,47 @@ public protocol ClusterHooks: Sendable {
   /// A client (not a peer) stored these blocks here: copy them to their other owners.
   func stored(_ ids: [BlockID])
 
+  /// Whether misses are read through now (a ring change happened within the fill window): when
+  /// false, the data plane does not even look for missing blocks.
+  var readsThrough: Bool { get }
+
   /// A client asked for these blocks and this node lacks them: read them through from the keys'
   /// previous owners (after a ring change) and keep them. Returns how many were filled.
   func fill(_ ids: [BlockID]) async -> Int
+}
+
+/// The cluster steps of a data-plane request, the same for both transports (Connection.swift,
+/// RDMA/RDMASession.swift): they apply to a client's requests on a cluster node, never to a
+/// peer's (replication, read-through and handoff traffic).
+extension NodeServer {
+  /// The cluster, when a request on a connection so marked should be routed by it.
+  func routingCluster(isPeer: Bool) -> (any ClusterHooks)? { isPeer ? nil : cluster }
+
+  /// Refuses a ring-aware client's request (`ringEpoch` ≠ 0) for a key this node does not own.
+  func checkOwnership(_ keys: [BlockKey], ringEpoch: UInt64, isPeer: Bool) throws(StrataError) {
+    guard ringEpoch != 0, let cluster = routingCluster(isPeer: isPeer), let key = cluster.firstUnowned(keys) else {
+      return
+    }
+    throw StrataError(
+      .staleEpoch,
+      "node \(configuration.nodeID) does not own key \(key.hex.prefix(16))… at ring epoch \(cluster.epoch) (request at epoch \(ringEpoch)); fetch the ring and retry"
+    )
+  }
+
+  /// Reads blocks this node lacks through from their previous owners (after a ring change).
+  func fillMissing(_ ids: [BlockID], isPeer: Bool, executor: QueueExecutor) throws(StrataError) {
+    guard let cluster = routingCluster(isPeer: isPeer), cluster.readsThrough else { return }
+    let missing = zip(ids, tiers.lookup(ids)).compactMap { id, tier in tier == nil ? id : nil }
+    guard !missing.isEmpty else { return }
+    _ = try blocking(on: executor) { () throws(StrataError) in await cluster.fill(missing) }
+  }
+
+  /// Hands the blocks a client stored to the cluster, to be copied to their other owners.
+  func replicate(_ items: [PutRequest.Item], outcomes: [StrataWire.PutOutcome], namespace: Namespace, isPeer: Bool) {
+    guard let cluster = routingCluster(isPeer: isPeer) else { return }
+    let copies = zip(items, outcomes).compactMap { item, outcome in
+      outcome == .stored ? BlockID(namespace: namespace, key: item.key) : nil
+    }
+    if !copies.isEmpty { cluster.stored(copies) }
+  }
 }

@@ -227,27 +227,6 @@ struct Session {
       message.frameBytes(requestID: request.requestID, ringEpoch: server.epoch), then: payload)
   }
 
-  /// The cluster, when this request should be routed by it: a client's (not a peer's) request on
-  /// a cluster node.
-  private var routingCluster: (any ClusterHooks)? { isPeer ? nil : server.cluster }
-
-  /// Refuses a ring-aware client's request for a key this node does not own at its epoch.
-  private func checkOwnership(_ keys: [BlockKey], header: FrameHeader) throws(StrataError) {
-    guard header.ringEpoch != 0, let cluster = routingCluster, let key = cluster.firstUnowned(keys) else { return }
-    throw StrataError(
-      .staleEpoch,
-      "node \(server.configuration.nodeID) does not own key \(key.hex.prefix(16))… at ring epoch \(cluster.epoch) (request at epoch \(header.ringEpoch)); fetch the ring and retry"
-    )
-  }
-
-  /// Reads missing blocks through from their previous owners (after a ring change) before answering.
-  private func fillMissing(_ ids: [BlockID]) throws(StrataError) {
-    guard let cluster = routingCluster else { return }
-    let missing = zip(ids, server.tiers.lookup(ids)).compactMap { id, tier in tier == nil ? id : nil }
-    guard !missing.isEmpty else { return }
-    _ = try blocking(on: executor) { () throws(StrataError) in await cluster.fill(missing) }
-  }
-
   private mutating func answerHello(_ hello: HelloRequest, header: FrameHeader) throws {
     guard hello.versionMin <= WireProtocol.version && WireProtocol.version <= hello.versionMax else {
       try send(
@@ -281,9 +260,9 @@ struct Session {
   }
 
   private mutating func answerLookup(_ request: LookupRequest, header: FrameHeader) throws {
-    try checkOwnership(request.keys, header: header)
+    try server.checkOwnership(request.keys, ringEpoch: header.ringEpoch, isPeer: isPeer)
     let ids = request.keys.map { BlockID(namespace: namespace!, key: $0) }
-    try fillMissing(ids)
+    try server.fillMissing(ids, isPeer: isPeer, executor: executor)
     var response: LookupResponse
     if request.leaseMilliseconds > 0 {
       let tiers = server.tiers
@@ -310,9 +289,9 @@ struct Session {
   }
 
   private mutating func answerGet(_ request: GetRequest, header: FrameHeader) throws {
-    try checkOwnership(request.items.map(\.key), header: header)
+    try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: isPeer)
     let ids = request.items.map { BlockID(namespace: namespace!, key: $0.key) }
-    try fillMissing(ids)
+    try server.fillMissing(ids, isPeer: isPeer, executor: executor)
     let tiers = server.tiers
     let lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids) }
     defer {
@@ -325,19 +304,9 @@ struct Session {
     payload.reserveCapacity(ids.count)
     var total = 0
     for (item, block) in zip(request.items, lease.blocks) {
-      guard let block else {
-        items.append(GetResponse.Item(status: .missing))
-        continue
-      }
-      let size = UInt64(block.bytes.count)
-      let end = item.length == 0 ? size : item.offset &+ item.length
-      guard item.offset <= size, end <= size, end >= item.offset else {
-        items.append(GetResponse.Item(status: .rangeOutOfBounds))
-        continue
-      }
-      let range = UnsafeRawBufferPointer(rebasing: block.bytes[Int(item.offset)..<Int(end)])
-      let whole = range.count == block.bytes.count
-      items.append(.ok(length: UInt64(range.count), checksum: whole ? block.checksum : CRC32C.checksum(range)))
+      let (answer, bytes) = resolve(item, in: block)
+      items.append(answer)
+      guard let range = bytes else { continue }
       payload.append(range)
       total += range.count
       if server.observer != nil { movedBlockBytes.append(range.count) }
@@ -362,7 +331,7 @@ struct Session {
   private mutating func answerPut(_ request: PutRequest, header: FrameHeader) throws {
     let total = Int(header.payloadBytes)
     do {
-      try checkOwnership(request.items.map(\.key), header: header)
+      try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: isPeer)
     } catch {
       try connection.socket.discard(total, scratch: scratch)
       throw error
@@ -417,12 +386,7 @@ struct Session {
       }
     }
     try send(.putResponse(PutResponse(outcomes: outcomes)), to: header)
-    if let cluster = routingCluster {
-      let copies = zip(request.items, outcomes).compactMap { item, outcome in
-        outcome == .stored ? BlockID(namespace: namespace!, key: item.key) : nil
-      }
-      if !copies.isEmpty { cluster.stored(copies) }
-    }
+    server.replicate(request.items, outcomes: outcomes, namespace: namespace!, isPeer: isPeer)
     server.count {
       $0.putBlocks += outcomes.filter { $0 == .stored }.count
       $0.putBytes += stored

@@ -103,10 +103,7 @@ import Testing
     defer { client.close() }
     // Every block has its second copy (a copy dropped under load would make its key unanswerable).
     for name in ["a", "b", "c"] {
-      let report =
-        try JSONSerialization.jsonObject(
-          with: Data(try await client.ringCall(RingCall.members, node: cluster.address(name)))) as? [String: Any]
-      let dropped = (report?["replication"] as? [String: Any])?["dropped"] as? [String: Int] ?? [:]
+      let dropped = try await cluster.report(name, "replication")["dropped"] as? [String: Int] ?? [:]
       #expect(dropped.values.reduce(0, +) == 0, "node \(name) dropped replica copies: \(dropped)")
     }
     // Warm up: connections open to every node, latencies known.

@@ -102,6 +102,29 @@ final class ClusterHarness {
     return StrataClient(configuration)
   }
 
+  /// Starts etcd-mode nodes `names` and waits until `names.first` sees all of them in its ring.
+  func startRegistered(_ names: [String]) async throws {
+    for name in names { try start(name) }
+    let all = try await eventually(within: 10) { try await activeIDs(via: [names[0]]).count == names.count }
+    #expect(all, "the nodes did not all register")
+  }
+
+  /// The ids of the active members of the ring the nodes `seeds` serve.
+  func activeIDs(via seeds: [String]) async throws -> Set<String> {
+    let reader = client(seeds: seeds)
+    defer { reader.close() }
+    return Set(try await reader.refreshRing().activeMembers.map(\.id))
+  }
+
+  /// Node `name`'s membership report (`strata cluster members --json`), one section of it.
+  func report(_ name: String, _ section: String) async throws -> [String: Any] {
+    let reader = client(seeds: [name])
+    defer { reader.close() }
+    let answer = try await reader.ringCall(RingCall.members, node: address(name))
+    let document = try JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any]
+    return document?[section] as? [String: Any] ?? [:]
+  }
+
   /// Waits until every copy queued on each named node has gone out.
   func syncReplication(_ names: [String]) async throws {
     let client = self.client(seeds: names)

@@ -19,21 +19,12 @@ import Testing
   .serialized,
   .enabled(if: EtcdProcess.isAvailable, "etcd is not installed (scripts/bootstrap.sh installs etcd-server)"))
 struct EtcdClusterTests {
-  func activeIDs(_ cluster: ClusterHarness, via seeds: [String]) async throws -> Set<String> {
-    let client = cluster.client(seeds: seeds)
-    defer { client.close() }
-    return Set(try await client.refreshRing().activeMembers.map(\.id))
-  }
-
   @Test func etcdClusterSurvivesKillRestartJoinAndDrain() async throws {
     let etcd = try EtcdProcess()
     defer { etcd.stop() }
     let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c", "d"], ttlSeconds: 2)
     defer { cluster.shutdown() }
-    for name in ["a", "b", "c"] { try cluster.start(name) }
-    #expect(
-      try await eventually(within: 10) { try await activeIDs(cluster, via: ["a"]) == ["node-a", "node-b", "node-c"] },
-      "the three nodes did not all register")
+    try await cluster.startRegistered(["a", "b", "c"])
     let blocks = BlockSet(count: 10_000, run: 43)
     try await cluster.write(blocks, through: ["a", "b", "c"])
 
@@ -41,7 +32,7 @@ struct EtcdClusterTests {
     try await cluster.killAndReadBack("b", blocks, survivors: ["a", "c"])
     let reader = cluster.client(seeds: ["a", "c"])
     #expect(
-      try await eventually(within: 2 + 3) { try await activeIDs(cluster, via: ["a"]) == ["node-a", "node-c"] },
+      try await eventually(within: 2 + 3) { try await cluster.activeIDs(via: ["a"]) == ["node-a", "node-c"] },
       "the killed node did not leave the ring within its lease TTL")
     let whileGone = try await blocks.verify(reader)
     reader.close()
@@ -50,7 +41,7 @@ struct EtcdClusterTests {
     // (b) the node restarts and serves its blocks again (read through from the others where its
     // RAM was lost).
     try cluster.start("b")
-    #expect(try await eventually(within: 10) { try await activeIDs(cluster, via: ["a"]).contains("node-b") })
+    #expect(try await eventually(within: 10) { try await cluster.activeIDs(via: ["a"]).contains("node-b") })
     let ring = try await cluster.client(seeds: ["b"]).refreshRing()
     let ownedByB = (0..<blocks.count).filter { ring.owners(of: blocks.keys[$0]).contains { $0.id == "node-b" } }
     let direct = NodeProcess.client(cluster.address("b"), connections: 2)
@@ -60,14 +51,14 @@ struct EtcdClusterTests {
 
     // (c) a fourth node joins by registering; then a node drains and leaves.
     try cluster.start("d")
-    #expect(try await eventually(within: 10) { try await activeIDs(cluster, via: ["a"]).count == 4 })
+    #expect(try await eventually(within: 10) { try await cluster.activeIDs(via: ["a"]).count == 4 })
     let afterJoin = try await blocks.verify(cluster.client(seeds: ["a"]))
     #expect(afterJoin.ok == blocks.count, "after d joined: \(afterJoin)\n\(cluster.log("d"))")
     let drain = try strata(["drain", "--seeds", cluster.address("c").description, "node-a"])
     #expect(drain.status == 0, "drain failed: \(drain.stdout) \(drain.stderr)\n\(cluster.log("a"))")
     #expect(cluster.node("a").waitForExit() == 0, "a drained node exits 0")
     cluster.forget("a")
-    #expect(try await activeIDs(cluster, via: ["c"]) == ["node-b", "node-c", "node-d"], "a deregistered at once")
+    #expect(try await cluster.activeIDs(via: ["c"]) == ["node-b", "node-c", "node-d"], "a deregistered at once")
     let afterDrain = try await blocks.verify(cluster.client(seeds: ["b", "c", "d"]))
     #expect(afterDrain.ok == blocks.count, "after a drained: \(afterDrain)")
   }
@@ -79,25 +70,19 @@ struct EtcdClusterTests {
     defer { etcd.stop() }
     let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"], ttlSeconds: 2)
     defer { cluster.shutdown() }
-    for name in ["a", "b", "c"] { try cluster.start(name) }
-    #expect(try await eventually(within: 10) { try await activeIDs(cluster, via: ["a"]).count == 3 })
+    try await cluster.startRegistered(["a", "b", "c"])
     let blocks = BlockSet(count: 2_000, run: 45)
     try await cluster.write(blocks, through: ["a", "b", "c"])
 
     cluster.killHard("b")
     #expect(
-      try await eventually(within: 2 + 3) { try await activeIDs(cluster, via: ["a"]) == ["node-a", "node-c"] },
+      try await eventually(within: 2 + 3) { try await cluster.activeIDs(via: ["a"]) == ["node-a", "node-c"] },
       "the killed node did not leave the ring within its lease TTL")
-    let watcher = cluster.client(seeds: ["a", "c"])
-    defer { watcher.close() }
-    func repairState(_ name: String) async throws -> String {
-      let report = try JSONSerialization.jsonObject(
-        with: Data(try await watcher.ringCall(RingCall.members, node: cluster.address(name))))
-      return ((report as? [String: Any])?["repair"] as? [String: Any])?["state"] as? String ?? "?"
-    }
     for name in ["a", "c"] {
-      #expect(
-        try await eventually(within: 30) { try await repairState(name) == "done" }, "node \(name) did not repair")
+      let repaired = try await eventually(within: 30) {
+        try await cluster.report(name, "repair")["state"] as? String == "done"
+      }
+      #expect(repaired, "node \(name) did not repair")
     }
 
     cluster.killHard("c")
@@ -112,29 +97,23 @@ struct EtcdClusterTests {
     defer { etcd.stop() }
     let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"], ttlSeconds: 2)
     defer { cluster.shutdown() }
-    for name in ["a", "b", "c"] { try cluster.start(name) }
-    #expect(try await eventually(within: 10) { try await activeIDs(cluster, via: ["a"]).count == 3 })
+    try await cluster.startRegistered(["a", "b", "c"])
     let blocks = BlockSet(count: 500, run: 44)
     try await blocks.putAll(cluster.client(seeds: ["a"]))
     try await cluster.syncReplication(["a", "b", "c"])
 
     etcd.kill()
-    let members = cluster.client(seeds: ["a"])
-    defer { members.close() }
-    func membership() async throws -> String {
-      let report = try JSONSerialization.jsonObject(with: Data(try await members.ringCall(RingCall.members)))
-      return ((report as? [String: Any])?["membership"] as? [String: Any])?["state"] as? String ?? "?"
-    }
+    func membership() async throws -> String { try await cluster.report("a", "membership")["state"] as? String ?? "?" }
     #expect(try await eventually(within: 10) { try await membership() == "disconnected" }, "etcd down not reported")
     // Still serving, on the last ring, with all three members.
-    #expect(try await activeIDs(cluster, via: ["a"]).count == 3)
+    #expect(try await cluster.activeIDs(via: ["a"]).count == 3)
     let during = try await blocks.verify(cluster.client(seeds: ["a", "b", "c"]))
     #expect(during.ok == blocks.count, "during the etcd outage: \(during)")
     #expect(try String(contentsOfFile: "\(cluster.base)/a.log", encoding: .utf8).contains("etcd: unreachable"))
 
     try etcd.restart()
     #expect(try await eventually(within: 15) { try await membership() == "connected" }, "no re-registration")
-    #expect(try await eventually(within: 10) { try await activeIDs(cluster, via: ["b"]).count == 3 })
+    #expect(try await eventually(within: 10) { try await cluster.activeIDs(via: ["b"]).count == 3 })
     let after = try await blocks.verify(cluster.client(seeds: ["c"]))
     #expect(after.ok == blocks.count, "after etcd returned: \(after)")
   }

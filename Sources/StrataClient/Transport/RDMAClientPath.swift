@@ -21,18 +21,21 @@ final class RDMAChannel {
     self.limits = limits
   }
 
-  /// Sends a request with descriptors and returns the node's answer (an `.error` message included).
-  func exchange(_ request: WireMessage, descriptors: [RemoteDescriptor]) throws(StrataError) -> WireMessage {
+  /// Sends a request with descriptors and returns the node's answer (an `.error` message included)
+  /// and the node's ring epoch from its header.
+  func exchange(_ request: WireMessage, descriptors: [RemoteDescriptor], ringEpoch: UInt64 = 0) throws(StrataError)
+    -> (message: WireMessage, ringEpoch: UInt64)
+  {
     let requestID = nextRequestID
     nextRequestID += 1
-    let frame = request.frameBytes(requestID: requestID, ringEpoch: 0)
+    let frame = request.frameBytes(requestID: requestID, ringEpoch: ringEpoch)
     try endpoint.send(RDMAMessage(frame: frame, descriptors: descriptors), timeoutMilliseconds: timeoutMilliseconds)
     let answer = try endpoint.receive(timeoutMilliseconds: timeoutMilliseconds)
     let (header, message) = try decodeFrame(answer.frame, limits: limits)
     guard header.requestID == requestID, header.direction == .response else {
       throw StrataError(.protocolError, "RDMA answer to request \(requestID) carries frame \(header.requestID)")
     }
-    return message
+    return (message, header.ringEpoch)
   }
 }
 
@@ -51,9 +54,9 @@ extension ClientConnection {
         let channel = RDMAChannel(
           endpoint: endpoint, timeoutMilliseconds: configuration.timeoutMilliseconds, limits: configuration.limits)
         let hello = HelloRequest(
-          capabilities: [.tcp, .rdma, .leases], frameBytesMax: configuration.frameBytesMax, token: token,
-          clientName: clientName)
-        let answer = try channel.exchange(hello.wireMessage, descriptors: [])
+          capabilities: configuration.isPeer ? [.tcp, .rdma, .leases, .peer] : [.tcp, .rdma, .leases],
+          frameBytesMax: configuration.frameBytesMax, token: token, clientName: clientName)
+        let (answer, _) = try channel.exchange(hello.wireMessage, descriptors: [])
         guard case .helloResponse = answer else { throw unexpected(answer) }
         rdma = channel
       } catch {
@@ -94,10 +97,14 @@ extension ClientConnection {
 
   /// A GET over RDMA: the node writes each block into its destination. Nil when this connection
   /// has no RDMA, a destination is not registered on its device, or RDMA failed (then it is dropped).
-  func getOverRDMA(_ items: [StrataClient.GetItem], request: GetRequest, verify: Bool) throws(StrataError)
+  func getOverRDMA(_ items: [StrataClient.GetItem], request: GetRequest, verify: Bool, ringEpoch: UInt64)
+    throws(StrataError)
     -> [StrataClient.GetResult]?
   {
-    guard let answer = try exchangeOverRDMA(request.wireMessage, slices: items.map(\.destination)) else { return nil }
+    guard
+      let answer = try exchangeOverRDMA(
+        request.wireMessage, slices: items.map(\.destination), ringEpoch: ringEpoch)
+    else { return nil }
     guard case .getResponse(let response) = answer, response.items.count == items.count else {
       throw unexpected(answer)
     }
@@ -122,8 +129,13 @@ extension ClientConnection {
   }
 
   /// A PUT over RDMA: the node reads each block from its source. Nil as for `getOverRDMA`.
-  func putOverRDMA(_ items: [StrataClient.PutItem], request: PutRequest) throws(StrataError) -> [PutOutcome]? {
-    guard let answer = try exchangeOverRDMA(request.wireMessage, slices: items.map(\.source)) else { return nil }
+  func putOverRDMA(_ items: [StrataClient.PutItem], request: PutRequest, ringEpoch: UInt64) throws(StrataError)
+    -> [PutOutcome]?
+  {
+    guard
+      let answer = try exchangeOverRDMA(
+        request.wireMessage, slices: items.map(\.source), ringEpoch: ringEpoch)
+    else { return nil }
     guard case .putResponse(let response) = answer, response.outcomes.count == items.count else {
       throw unexpected(answer)
     }
@@ -133,11 +145,15 @@ extension ClientConnection {
   /// Sends `message` with descriptors of `slices` over this connection's RDMA channel and returns
   /// the answer; nil when there is no channel, a slice is not registered on its device, or RDMA
   /// failed (then the channel is dropped and the caller goes over TCP). An error answer throws.
-  private func exchangeOverRDMA(_ message: WireMessage, slices: [RegionSlice]) throws(StrataError) -> WireMessage? {
+  private func exchangeOverRDMA(_ message: WireMessage, slices: [RegionSlice], ringEpoch: UInt64) throws(StrataError)
+    -> WireMessage?
+  {
     guard let channel = rdma, let descriptors = descriptors(slices, on: channel) else { return nil }
     let answer: WireMessage
     do {
-      answer = try channel.exchange(message, descriptors: descriptors)
+      let reply = try channel.exchange(message, descriptors: descriptors, ringEpoch: ringEpoch)
+      answer = reply.message
+      epochs.observe(reply.ringEpoch)
     } catch {
       failOver(error)
       return nil

@@ -13,6 +13,8 @@ struct RDMASession {
   let server: NodeServer
   let executor: QueueExecutor
   var namespace: Namespace?
+  /// A peer node's connection (HELLO offered `.peer`): no ownership checks, copies or read-through.
+  var isPeer = false
   let timeoutMilliseconds: UInt64 = 30_000
 
   init(endpoint: RDMAEndpoint, server: NodeServer) {
@@ -47,10 +49,11 @@ struct RDMASession {
         throw StrataError(.permissionDenied, "the first RDMA message must be HELLO with a known token")
       }
       self.namespace = granted.namespace
+      isPeer = hello.capabilities.contains(.peer)
       let response = HelloResponse(
-        capabilities: [.tcp, .rdma, .leases], nodeID: server.configuration.nodeID, namespace: granted.namespace,
-        frameBytesMax: limits.payloadBytesMax, inflightBytesMax: UInt64(server.configuration.inflightBytesMax),
-        ringEpoch: 0)
+        capabilities: isPeer ? [.tcp, .rdma, .leases, .peer] : [.tcp, .rdma, .leases],
+        nodeID: server.configuration.nodeID, namespace: granted.namespace, frameBytesMax: limits.payloadBytesMax,
+        inflightBytesMax: UInt64(server.configuration.inflightBytesMax), ringEpoch: server.epoch)
       try send(.helloResponse(response), to: header)
       return
     }
@@ -72,7 +75,7 @@ struct RDMASession {
   }
 
   private func send(_ message: WireMessage, to request: FrameHeader) throws(StrataError) {
-    let frame = message.frameBytes(requestID: request.requestID, ringEpoch: 0)
+    let frame = message.frameBytes(requestID: request.requestID, ringEpoch: server.epoch)
     try endpoint.send(RDMAMessage(frame: frame), timeoutMilliseconds: timeoutMilliseconds)
   }
 
@@ -98,7 +101,9 @@ struct RDMASession {
       throw StrataError(.protocolError, "GET of \(request.items.count) items with \(descriptors.count) descriptors")
     }
     let arena = try arena()
+    try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: isPeer)
     let ids = request.items.map { BlockID(namespace: namespace, key: $0.key) }
+    try server.fillMissing(ids, isPeer: isPeer, executor: executor)
     let tiers = server.tiers
     let lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids) }
     defer { tiers.release(lease) }
@@ -106,21 +111,9 @@ struct RDMASession {
     var transfers: [Transfer] = []
     var total = 0
     for (index, (item, block)) in zip(request.items, lease.blocks).enumerated() {
-      guard let block else {
-        items.append(GetResponse.Item(status: .missing))
-        continue
-      }
-      let size = UInt64(block.bytes.count)
-      let end = item.length == 0 ? size : item.offset &+ item.length
-      guard item.offset <= size, end <= size, end >= item.offset else {
-        items.append(GetResponse.Item(status: .rangeOutOfBounds))
-        continue
-      }
-      let range = UnsafeRawBufferPointer(rebasing: block.bytes[Int(item.offset)..<Int(end)])
-      items.append(
-        .ok(
-          length: UInt64(range.count),
-          checksum: range.count == block.bytes.count ? block.checksum : CRC32C.checksum(range)))
+      let (answer, bytes) = resolve(item, in: block)
+      items.append(answer)
+      guard let range = bytes else { continue }
       // A destination too small gets nothing written; the client sees the length and says so.
       guard range.count <= Int(descriptors[index].length), range.count > 0 else { continue }
       transfers.append(
@@ -151,6 +144,7 @@ struct RDMASession {
       throw StrataError(.protocolError, "PUT of \(request.items.count) items with \(descriptors.count) descriptors")
     }
     let arena = try arena()
+    try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: isPeer)
     let tiers = server.tiers
     let blockBytesMax = tiers.configuration.blockBytesMax
     var outcomes = [StrataWire.PutOutcome](repeating: .noSpace, count: request.items.count)
@@ -196,6 +190,7 @@ struct RDMASession {
       }
     }
     try send(.putResponse(PutResponse(outcomes: outcomes)), to: header)
+    server.replicate(request.items, outcomes: outcomes, namespace: namespace, isPeer: isPeer)
     server.count {
       $0.putBlocks += outcomes.filter { $0 == .stored }.count
       $0.putBytes += stored

@@ -1,6 +1,7 @@
-// Drain: a node hands every block it holds (hottest first) to the block's owners in the ring
-// without it, then leaves the ring. Each batch asks the new owners what they lack (LOOKUP) and
-// sends only that (PUT from arena memory under a lease). Progress is counted for `strata drain`.
+// Handoff: a node offers blocks (hottest first) to their owners in a target ring. Each batch asks
+// the owners what they lack (LOOKUP) and sends only that (PUT from arena memory under a lease).
+// A drain hands every block to the ring without this node (ClusterNode.startDrain); a repair
+// offers the blocks this node owns to their other owners (Repair.swift).
 
 public import Foundation
 import Logging
@@ -11,8 +12,8 @@ import StrataStorage
 import StrataWire
 import Synchronization
 
-/// Where a drain stands.
-public struct DrainProgress: Sendable, Hashable {
+/// Where a handoff stands: a drain, or a repair pass.
+public struct HandoffProgress: Sendable, Hashable {
   public enum Phase: String, Sendable, Hashable {
     case idle
     case running
@@ -45,10 +46,10 @@ public struct DrainProgress: Sendable, Hashable {
   }
 }
 
-/// A drain's progress, shared between the handoff and the readers of its status.
-final class DrainTracker: Sendable {
-  private let progress = Mutex(DrainProgress())
-  func withLock<T>(_ body: (inout DrainProgress) -> T) -> T { progress.withLock { body(&$0) } }
+/// A handoff's progress, shared between the handoff and the readers of its status.
+final class HandoffTracker: Sendable {
+  private let progress = Mutex(HandoffProgress())
+  func withLock<T>(_ body: (inout HandoffProgress) -> T) -> T { progress.withLock { body(&$0) } }
 }
 
 struct Handoff: Sendable {
@@ -60,7 +61,7 @@ struct Handoff: Sendable {
   /// Hands `inventory` (default: every block held, hottest first) to the blocks' owners in
   /// `target` other than `excluding` (this node, when it stays a member), counting into `progress`.
   func run(
-    target: Ring, addresses: [String: HostPort], progress: DrainTracker, inventory: [InventoryEntry]? = nil,
+    target: Ring, addresses: [String: HostPort], progress: HandoffTracker, inventory: [InventoryEntry]? = nil,
     excluding: String? = nil
   ) async {
     let inventory = inventory ?? tiers.inventory()
@@ -77,7 +78,7 @@ struct Handoff: Sendable {
   }
 
   private func hand(
-    _ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: DrainTracker, excluding: String?
+    _ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: HandoffTracker, excluding: String?
   ) async {
     let lease: BlockLease
     do {
