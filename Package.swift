@@ -68,7 +68,7 @@ let package = Package(
       swiftSettings: strictSwift),
     .target(
       name: "StrataTCP",
-      dependencies: ["StrataCore"],
+      dependencies: ["StrataCore", "CStrataLinux"],
       path: "Sources/StrataTCP",
       swiftSettings: strictSwift),
     // RDMA verbs transport: rdma_cm connections, credits, one-sided batches (docs/rdma.md).

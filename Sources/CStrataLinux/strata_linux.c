@@ -1,5 +1,7 @@
 // GNU-only libc entry points, compiled with _GNU_SOURCE so the rest of the project needs none.
 #define _GNU_SOURCE
+#include <sys/socket.h>
+#include <sys/epoll.h>
 #include "CStrataLinux.h"
 
 #include <errno.h>
@@ -80,4 +82,28 @@ int strata_direct_io_alignment(int fd) {
   (void)fd;
 #endif
   return 512;
+}
+
+int strata_accept_nonblocking(int fd, void *address, unsigned int *length) {
+  socklen_t size = *length;
+  int result = accept4(fd, (struct sockaddr *)address, &size, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  *length = size;
+  return result;
+}
+
+int strata_poller_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int strata_poller_add(int poller, int fd) {
+  struct epoll_event event = {.events = EPOLLIN | EPOLLRDHUP, .data = {.fd = fd}};
+  return epoll_ctl(poller, EPOLL_CTL_ADD, fd, &event);
+}
+
+int strata_poller_remove(int poller, int fd) { return epoll_ctl(poller, EPOLL_CTL_DEL, fd, NULL); }
+
+int strata_poller_wait(int poller, int *ready, int capacity, int timeout_ms) {
+  struct epoll_event events[256];
+  if (capacity > 256) capacity = 256;
+  int count = epoll_wait(poller, events, capacity, timeout_ms);
+  for (int i = 0; i < count; i++) ready[i] = events[i].data.fd;
+  return count;
 }

@@ -85,7 +85,7 @@ final class ClientConnection: @unchecked Sendable {
       capabilities: TransportNegotiation.offered(local: transports.availability, rdmaEnabled: transports.rdmaEnabled)
         .union(configuration.isPeer ? [.peer] : []),
       frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
-      clientName: configuration.clientName)
+      clientName: configuration.clientName, peerNamespace: configuration.isPeer ? configuration.peerNamespace : "")
     let (_, message) = try exchange(hello.wireMessage, payload: [], ringEpoch: 0) { _, _ throws(StrataError) in }
     guard case .helloResponse(let response) = message else {
       throw StrataError(.protocolError, "\(address) answered HELLO with \(message.opcode)")

@@ -78,6 +78,8 @@ public final class StrataClient: Sendable {
     public var hedgeDelayMinimumMilliseconds: UInt64 = 5
     /// Identifies the connections as a peer node's (replication, read-through, handoff).
     public var isPeer: Bool = false
+    /// With `isPeer`: the namespace the peer acts in (its token is then the cluster token).
+    public var peerNamespace: String = ""
     /// Use RDMA where this machine and the node both have it (docs/rdma.md); TCP otherwise.
     public var rdma: Bool = true
     /// The GPU runtime for `.cuda` regions; nil loads the CUDA runtime with dlopen on first use.

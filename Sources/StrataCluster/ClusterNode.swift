@@ -27,8 +27,10 @@ public final class ClusterNode: ClusterHooks {
     public var replicationQueueMax: Int
     public var fillWindowMilliseconds: UInt64
     public var probeIntervalMilliseconds: UInt64
-    /// A token for each namespace (the first configured), used to copy blocks to peers.
-    public var tokens: [Namespace: String]
+    /// The namespaces of the configured tokens: those whose blocks are copied to peers.
+    public var namespaces: [Namespace]
+    /// What a node presents to its peers (`cluster.token`); empty on an open node (no tokens).
+    public var clusterToken: String
     public var blockBytesMax: Int
     public var peerTimeoutMilliseconds: UInt64 = 10_000
     /// The timeout of copies to a peer the probes found down.
@@ -50,11 +52,8 @@ public final class ClusterNode: ClusterHooks {
       replicationQueueMax = configuration.cluster.replicationQueueMax
       fillWindowMilliseconds = configuration.cluster.fillWindow.milliseconds
       probeIntervalMilliseconds = configuration.cluster.probeInterval.milliseconds
-      var tokens: [Namespace: String] = [:]
-      for token in configuration.auth.tokens where tokens[token.namespace] == nil {
-        tokens[token.namespace] = token.token
-      }
-      self.tokens = tokens
+      namespaces = Array(Set(configuration.auth.tokens.map(\.namespace))).sorted { $0.name < $1.name }
+      clusterToken = configuration.cluster.token
       blockBytesMax = Int(configuration.limits.blockBytesMax.bytes)
     }
   }
@@ -87,13 +86,10 @@ public final class ClusterNode: ClusterHooks {
     self.settings = settings
     self.tiers = tiers
     self.logger = logger
-    peers = PeerClients(
-      tokens: settings.tokens, timeoutMilliseconds: settings.peerTimeoutMilliseconds, nodeID: settings.nodeID)
+    peers = PeerClients(settings: settings, timeoutMilliseconds: settings.peerTimeoutMilliseconds)
     replicator = Replicator(
       tiers: tiers, peers: peers,
-      suspectPeers: PeerClients(
-        tokens: settings.tokens, timeoutMilliseconds: settings.suspectPeerTimeoutMilliseconds,
-        nodeID: settings.nodeID),
+      suspectPeers: PeerClients(settings: settings, timeoutMilliseconds: settings.suspectPeerTimeoutMilliseconds),
       queueMax: settings.replicationQueueMax, logger: logger)
     readThrough = ReadThrough(tiers: tiers, peers: peers, blockBytesMax: settings.blockBytesMax)
     let first = Self.makeRing(members: [settings.me], epoch: 0, replicas: settings.replicas)

@@ -27,8 +27,7 @@ final class StaticMembership: MembershipSource {
   init(node: ClusterNode) {
     self.node = node
     probes = PeerClients(
-      tokens: node.settings.tokens, timeoutMilliseconds: max(1_000, 2 * node.settings.probeIntervalMilliseconds),
-      nodeID: node.settings.nodeID)
+      settings: node.settings, timeoutMilliseconds: max(1_000, 2 * node.settings.probeIntervalMilliseconds))
     var members = [node.settings.me]
     for peer in node.settings.staticPeers where peer.description != node.settings.me.id {
       members.append(Member(id: peer.description, address: peer.description))

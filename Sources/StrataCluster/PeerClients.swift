@@ -1,6 +1,7 @@
 // Connections from this node to its peers, for replication, read-through and handoff: one client
-// per (peer, namespace), each saying HELLO as a peer with a token of that namespace (every node of
-// a cluster has the same auth.tokens), so a copied block lands in the namespace it came from.
+// per (peer, namespace), each saying HELLO as a peer with the cluster token and naming the
+// namespace it acts in, so a copied block lands in the namespace it came from. Tenant tokens
+// never travel between nodes.
 
 import Foundation
 import StrataClient
@@ -13,33 +14,31 @@ final class PeerClients: Sendable {
     var namespace: Namespace
   }
 
-  private let tokens: [Namespace: String]
+  /// The namespaces of the configured tokens; empty on an open node.
+  private let namespaces: [Namespace]
+  private let clusterToken: String
   private let timeoutMilliseconds: UInt64
   private let clients = Mutex<[Key: StrataClient]>([:])
   let nodeID: String
 
-  init(tokens: [Namespace: String], timeoutMilliseconds: UInt64, nodeID: String) {
-    self.tokens = tokens
+  init(settings: ClusterNode.Settings, timeoutMilliseconds: UInt64) {
+    namespaces = settings.namespaces
+    clusterToken = settings.clusterToken
     self.timeoutMilliseconds = timeoutMilliseconds
-    self.nodeID = nodeID
+    nodeID = settings.nodeID
   }
 
-  /// The client for `namespace` at `address`; nil when no configured token maps to the namespace.
+  /// The client for `namespace` at `address`; nil when this node cannot act in it on a peer (a
+  /// node with tenant tokens but no cluster token, which configuration validation refuses).
   func client(_ address: HostPort, _ namespace: Namespace) -> StrataClient? {
-    let token: String
-    if tokens.isEmpty {
-      guard namespace == .embeddedDefault else { return nil }
-      token = ""
-    } else {
-      guard let mapped = tokens[namespace] else { return nil }
-      token = mapped
-    }
+    if clusterToken.isEmpty && !(namespaces.isEmpty && namespace == .embeddedDefault) { return nil }
     return clients.withLock { clients in
       let key = Key(address: address, namespace: namespace)
       if let client = clients[key] { return client }
       var configuration = StrataClient.Configuration(node: address)
-      configuration.token = token
+      configuration.token = clusterToken
       configuration.isPeer = true
+      configuration.peerNamespace = namespace.name
       configuration.connections = 2
       configuration.retries = 1
       configuration.timeoutMilliseconds = timeoutMilliseconds
@@ -52,7 +51,7 @@ final class PeerClients: Sendable {
 
   /// A client with any namespace's credentials, for probes and RING calls.
   func anyClient(_ address: HostPort) -> StrataClient? {
-    client(address, tokens.keys.sorted { $0.name < $1.name }.first ?? .embeddedDefault)
+    client(address, namespaces.first ?? .embeddedDefault)
   }
 
   func closeAll() {

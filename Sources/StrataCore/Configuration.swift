@@ -111,7 +111,30 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var inflightBytesPerConnectionMax: ByteSize = .mebibytes(256)
     public var inflightBytesMax: ByteSize = .gibibytes(1)
     public var leasesMax: Int = 65536
+    /// The longest lease a client may hold; longer requests are cut to this (and told so).
     public var leaseDuration: DurationSetting = DurationSetting(milliseconds: 30_000)
+    // What one tenant, one source address or one unauthenticated socket may take (docs/security.md).
+    /// Authenticated connections from one source address.
+    public var connectionsPerSourceMax: Int = 64
+    /// Authenticated connections of one namespace.
+    public var connectionsPerNamespaceMax: Int = 128
+    /// Connections still waiting for their HELLO; beyond it the oldest waiting is closed.
+    public var handshakesMax: Int = 1024
+    /// How long a new connection has to complete HELLO.
+    public var handshakeTimeout = DurationSetting(milliseconds: 5_000)
+    /// How long an authenticated connection may wait between requests.
+    public var idleTimeout = DurationSetting(milliseconds: 120_000)
+    /// Once a frame has begun, its body and payload must arrive (or its response be taken) within
+    /// `request_timeout` plus the time `min_transfer_rate` needs for its bytes.
+    public var requestTimeout = DurationSetting(milliseconds: 10_000)
+    public var minTransferRate: ByteSize = .mebibytes(1)
+    /// In-flight payload bytes of one namespace, across its connections.
+    public var inflightBytesPerNamespaceMax: ByteSize = .mebibytes(512)
+    /// Leases (LOOKUP pins) held by one connection and by one namespace.
+    public var leasesPerConnectionMax: Int = 1024
+    public var leasesPerNamespaceMax: Int = 16384
+    /// RAM one namespace may pin through leases; nil means half of `ram.capacity`.
+    public var pinnedBytesPerNamespaceMax: ByteSize? = nil
   }
 
   /// Credentials: each token names the namespace its connections act in. No tokens means the
@@ -151,6 +174,9 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var fillWindow = DurationSetting(milliseconds: 600_000)
     /// How often static peers are probed for health.
     public var probeInterval = DurationSetting(milliseconds: 1_000)
+    /// The secret nodes present to each other: only a connection with it is granted the `peer`
+    /// capability (replication, read-through, handoff). Required with `auth.tokens` in a cluster.
+    public var token: String = ""
 
     public var mode: MembershipMode {
       if !etcd.isEmpty { return .etcd }
@@ -174,6 +200,11 @@ public struct NodeConfiguration: Hashable, Sendable {
   public var ram = RAM()
   public var nvme = NVMe()
   public var limits = Limits()
+
+  /// RAM one namespace may pin through leases.
+  public var pinnedBytesPerNamespaceMax: Int {
+    Int(limits.pinnedBytesPerNamespaceMax?.bytes ?? ram.capacity.bytes / 2)
+  }
   public var cluster = Cluster()
   public var auth = Auth()
   public var admin = Admin()
@@ -267,8 +298,28 @@ public struct NodeConfiguration: Hashable, Sendable {
         admin.listen != listen, "admin.listen",
         "\(admin.listen) is the data plane's address too (listen); give the admin API a port of its own")
     }
+    check(limits.connectionsPerSourceMax >= 1, "limits.max_connections_per_source", "must be at least 1")
+    check(limits.connectionsPerNamespaceMax >= 1, "limits.max_connections_per_namespace", "must be at least 1")
+    check(limits.handshakesMax >= 1, "limits.max_handshakes", "must be at least 1")
+    check(limits.handshakeTimeout.milliseconds >= 10, "limits.handshake_timeout", "must be at least 10ms")
+    check(limits.idleTimeout.milliseconds >= 10, "limits.idle_timeout", "must be at least 10ms")
+    check(limits.requestTimeout.milliseconds >= 10, "limits.request_timeout", "must be at least 10ms")
+    check(limits.minTransferRate.bytes >= 1024, "limits.min_transfer_rate", "must be at least 1KiB (per second)")
+    check(limits.inflightBytesPerNamespaceMax.bytes >= 1, "limits.max_inflight_bytes_per_namespace", "must be positive")
+    check(limits.leasesPerConnectionMax >= 1, "limits.max_leases_per_connection", "must be at least 1")
+    check(limits.leasesPerNamespaceMax >= 1, "limits.max_leases_per_namespace", "must be at least 1")
     let tokens = auth.tokens.map(\.token)
     check(Set(tokens).count == tokens.count, "auth.tokens", "a token is listed twice")
+    if !cluster.token.isEmpty {
+      check(
+        cluster.token.utf8.count >= 16 && cluster.token.utf8.count <= 4096, "cluster.token",
+        "16 to 4096 characters (a guessable token is no credential)")
+      check(!tokens.contains(cluster.token), "cluster.token", "must differ from every auth.tokens token")
+    } else if cluster.mode != .single && !auth.tokens.isEmpty {
+      check(
+        false, "cluster.token",
+        "a cluster with auth.tokens needs cluster.token: only nodes presenting it may replicate to each other")
+    }
     for (index, token) in auth.tokens.enumerated() {
       check(
         token.token.utf8.count >= 16, "auth.tokens[\(index)].token",

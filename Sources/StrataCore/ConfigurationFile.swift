@@ -49,6 +49,17 @@ extension NodeConfiguration {
     lines.append("  max_inflight_bytes: \(limits.inflightBytesMax)")
     lines.append("  max_leases: \(limits.leasesMax)")
     lines.append("  lease_duration: \(limits.leaseDuration)")
+    lines.append("  max_connections_per_source: \(limits.connectionsPerSourceMax)")
+    lines.append("  max_connections_per_namespace: \(limits.connectionsPerNamespaceMax)")
+    lines.append("  max_handshakes: \(limits.handshakesMax)")
+    lines.append("  handshake_timeout: \(limits.handshakeTimeout)")
+    lines.append("  idle_timeout: \(limits.idleTimeout)")
+    lines.append("  request_timeout: \(limits.requestTimeout)")
+    lines.append("  min_transfer_rate: \(limits.minTransferRate)")
+    lines.append("  max_inflight_bytes_per_namespace: \(limits.inflightBytesPerNamespaceMax)")
+    lines.append("  max_leases_per_connection: \(limits.leasesPerConnectionMax)")
+    lines.append("  max_leases_per_namespace: \(limits.leasesPerNamespaceMax)")
+    lines.append("  max_pinned_bytes_per_namespace: \(limits.pinnedBytesPerNamespaceMax.map { "\($0)" } ?? "auto")")
     lines.append("cluster:")
     lines.append("  peers: [\(cluster.peers.map { quoted($0.description) }.joined(separator: ", "))]")
     lines.append("  etcd: \(quoted(cluster.etcd))")
@@ -59,6 +70,7 @@ extension NodeConfiguration {
     lines.append("  replication_queue: \(cluster.replicationQueueMax)")
     lines.append("  fill_window: \(cluster.fillWindow)")
     lines.append("  probe_interval: \(cluster.probeInterval)")
+    lines.append("  token: \(quoted(cluster.token))")
     lines.append("auth:")
     lines.append("  tokens:\(auth.tokens.isEmpty ? " []" : "")")
     for token in auth.tokens {
@@ -120,7 +132,10 @@ private struct ConfigurationReader {
         limits, "limits",
         known: [
           "max_block_size", "max_connections", "max_inflight_bytes_per_connection", "max_inflight_bytes",
-          "max_leases", "lease_duration",
+          "max_leases", "lease_duration", "max_connections_per_source", "max_connections_per_namespace",
+          "max_handshakes", "handshake_timeout", "idle_timeout", "request_timeout", "min_transfer_rate",
+          "max_inflight_bytes_per_namespace", "max_leases_per_connection", "max_leases_per_namespace",
+          "max_pinned_bytes_per_namespace",
         ])
       if let value = fields["max_block_size"].flatMap({ size($0, "limits.max_block_size") }) {
         config.limits.blockBytesMax = value
@@ -141,6 +156,47 @@ private struct ConfigurationReader {
         parsed($0, "limits.lease_duration", DurationSetting.init(parsing:))
       }) {
         config.limits.leaseDuration = value
+      }
+      if let value = fields["max_connections_per_source"].flatMap({ int($0, "limits.max_connections_per_source") }) {
+        config.limits.connectionsPerSourceMax = value
+      }
+      if let value = fields["max_connections_per_namespace"].flatMap({
+        int($0, "limits.max_connections_per_namespace")
+      }) {
+        config.limits.connectionsPerNamespaceMax = value
+      }
+      if let value = fields["max_handshakes"].flatMap({ int($0, "limits.max_handshakes") }) {
+        config.limits.handshakesMax = value
+      }
+      for (name, path) in [
+        ("handshake_timeout", \NodeConfiguration.Limits.handshakeTimeout),
+        ("idle_timeout", \NodeConfiguration.Limits.idleTimeout),
+        ("request_timeout", \NodeConfiguration.Limits.requestTimeout),
+      ] {
+        if let value = fields[name].flatMap({ parsed($0, "limits.\(name)", DurationSetting.init(parsing:)) }) {
+          config.limits[keyPath: path] = value
+        }
+      }
+      if let value = fields["min_transfer_rate"].flatMap({ size($0, "limits.min_transfer_rate") }) {
+        config.limits.minTransferRate = value
+      }
+      if let value = fields["max_inflight_bytes_per_namespace"].flatMap({
+        size($0, "limits.max_inflight_bytes_per_namespace")
+      }) {
+        config.limits.inflightBytesPerNamespaceMax = value
+      }
+      if let value = fields["max_leases_per_connection"].flatMap({ int($0, "limits.max_leases_per_connection") }) {
+        config.limits.leasesPerConnectionMax = value
+      }
+      if let value = fields["max_leases_per_namespace"].flatMap({ int($0, "limits.max_leases_per_namespace") }) {
+        config.limits.leasesPerNamespaceMax = value
+      }
+      if let node = fields["max_pinned_bytes_per_namespace"] {
+        if case .scalar(let scalar) = node, scalar.string == "auto" {
+          config.limits.pinnedBytesPerNamespaceMax = nil
+        } else if let value = size(node, "limits.max_pinned_bytes_per_namespace") {
+          config.limits.pinnedBytesPerNamespaceMax = value
+        }
       }
     }
     if let auth = top["auth"] {
@@ -186,8 +242,9 @@ private struct ConfigurationReader {
         cluster, "cluster",
         known: [
           "peers", "etcd", "replicas", "advertise", "etcd_prefix", "lease_ttl", "replication_queue", "fill_window",
-          "probe_interval",
+          "probe_interval", "token",
         ])
+      if let value = fields["token"].flatMap({ string($0, "cluster.token") }) { config.cluster.token = value }
       if let peers = fields["peers"] {
         if case .sequence(let items) = peers {
           config.cluster.peers = items.enumerated().compactMap { index, item in

@@ -28,47 +28,86 @@ public struct ServerStats: Sendable, Hashable {
   public var helloTCPOnly = 0
   /// RDMA connections established through rdma_cm.
   public var connectionsRDMA = 0
+  /// Connections waiting for their HELLO now; those closed for the handshake deadline, and those
+  /// closed to make room for newer ones (`limits.max_handshakes`).
+  public var handshakesPending = 0
+  public var handshakesTimedOut = 0
+  public var handshakesEvicted = 0
+  /// Authenticated connections closed for idling past `limits.idle_timeout`, and requests cut for
+  /// missing their transfer deadline.
+  public var idleClosed = 0
+  public var deadlinesMissed = 0
 }
 
 /// Settings of the data plane.
 public struct ServerConfiguration: Sendable {
   public var listen: HostPort
   public var nodeID: String
-  public var connectionsMax: Int
-  public var inflightBytesMax: Int
+  /// Authenticated connections and in-flight bytes: node-wide, per source, per namespace.
+  public var admission: AdmissionLimits
   public var limits: WireLimits
+  public var pipeline: NodeServer.PipelineLimits
+  /// Connections waiting for their HELLO, and how long each may wait.
+  public var handshakesMax: Int
+  public var handshakeTimeoutMilliseconds: UInt64
   /// Tokens and what each grants; empty means the embedded default's one open namespace (admin).
   public var tokens: [String: NodeConfiguration.Auth.Token]
+  /// The secret that grants the peer capability (`cluster.token`); empty for none.
+  public var clusterToken: String
 
   public init(_ node: NodeConfiguration, nodeID: String) {
     listen = node.listen
     self.nodeID = nodeID
-    connectionsMax = node.limits.connectionsMax
-    inflightBytesMax = Int(node.limits.inflightBytesMax.bytes)
+    admission = AdmissionLimits(node.limits)
     // A frame carries at most one batch: bounded by the per-connection in-flight limit.
     limits = WireLimits(payloadBytesMax: node.limits.inflightBytesPerConnectionMax.bytes)
+    pipeline = NodeServer.PipelineLimits(node.limits)
+    handshakesMax = node.limits.handshakesMax
+    handshakeTimeoutMilliseconds = node.limits.handshakeTimeout.milliseconds
     tokens = Dictionary(node.auth.tokens.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
+    clusterToken = node.cluster.token
   }
+
+  public var connectionsMax: Int { admission.connectionsMax }
+  public var inflightBytesMax: Int { admission.inflightBytesMax }
 }
 
 public final class NodeServer: Sendable {
+  /// Deadlines and per-connection limits of the request pipeline.
+  public struct PipelineLimits: Hashable, Sendable {
+    public var idleTimeoutMilliseconds: UInt64
+    public var requestTimeoutMilliseconds: UInt64
+    public var minTransferBytesPerSecond: UInt64
+    public var leasesPerConnectionMax: Int
+
+    public init(_ limits: NodeConfiguration.Limits) {
+      idleTimeoutMilliseconds = limits.idleTimeout.milliseconds
+      requestTimeoutMilliseconds = limits.requestTimeout.milliseconds
+      minTransferBytesPerSecond = limits.minTransferRate.bytes
+      leasesPerConnectionMax = limits.leasesPerConnectionMax
+    }
+  }
+
   public let configuration: ServerConfiguration
   public let tiers: TierManager
   /// Told about every request answered (metrics); nil for none.
   public let observer: (any NodeObserver)?
   let logger: Logger
-  private let listener: TCPListener
-  private let state = Mutex(ServerState())
+  let listener: TCPListener
+  private let state: Mutex<ServerState>
   /// The tokens in force: those of `configuration` until `replaceTokens` (config reload).
   private let tokens: Mutex<[String: NodeConfiguration.Auth.Token]>
   private let stopped = DispatchSemaphore(value: 0)
   private let clusterHooks = Mutex<(any ClusterHooks)?>(nil)
   /// RDMA devices, the arena's registration and the rdma_cm listener (RDMA/NodeRDMA.swift).
   let rdma: NodeRDMA
+  /// Accepts connections and reads their HELLOs without a thread each (TCP/HandshakeGate.swift).
+  private let gate: HandshakeGate
 
   struct ServerState {
     var stats = ServerStats()
-    var connections: [Int: Connection] = [:]
+    var admission: Admission
+    var connections: [Int: TCPConnection] = [:]
     var nextConnection = 0
     var draining = false
   }
@@ -81,9 +120,13 @@ public final class NodeServer: Sendable {
     self.tiers = tiers
     self.observer = observer
     tokens = Mutex(configuration.tokens)
+    state = Mutex(ServerState(admission: Admission(limits: configuration.admission)))
     self.logger = logger
     listener = try TCPListener(binding: configuration.listen)
     rdma = NodeRDMA(arena: tiers.arena, address: listener.address, logger: logger)
+    gate = try HandshakeGate(
+      listener: listener, handshakesMax: configuration.handshakesMax,
+      timeoutMilliseconds: configuration.handshakeTimeoutMilliseconds)
   }
 
   /// Where the node listens.
@@ -98,7 +141,15 @@ public final class NodeServer: Sendable {
   /// The ring epoch sent in response headers: the cluster's, or 0 on a node of its own.
   var epoch: UInt64 { cluster?.epoch ?? 0 }
 
-  public var stats: ServerStats { state.withLock { $0.stats } }
+  public var stats: ServerStats {
+    state.withLock { state in
+      var stats = state.stats
+      stats.inflightBytes = state.admission.inflightBytes
+      stats.connectionsOpen = state.admission.connections
+      stats.handshakesPending = gate.pendingCount
+      return stats
+    }
+  }
 
   /// The tokens new connections are checked against; empty means the open embedded default.
   public var currentTokens: [String: NodeConfiguration.Auth.Token] { tokens.withLock { $0 } }
@@ -109,10 +160,13 @@ public final class NodeServer: Sendable {
     tokens.withLock { $0 = Dictionary(new.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first }) }
   }
 
-  /// Starts accepting connections on a thread of its own.
+  /// Starts accepting connections (one thread for every connection still in its handshake).
   public func start() {
-    let thread = Thread { [self] in acceptLoop() }
-    thread.name = "strata-accept"
+    let thread = Thread { [self] in
+      gate.run(server: self)
+      waitForConnectionsThenSignal()
+    }
+    thread.name = "strata-gate"
     thread.start()
     startRDMA()
   }
@@ -120,81 +174,42 @@ public final class NodeServer: Sendable {
   /// Stops accepting, lets every request in progress finish, closes idle connections, and
   /// returns once every connection has ended.
   public func stop() {
-    let connections = state.withLock { state -> [Connection] in
+    let connections = state.withLock { state -> [TCPConnection] in
       state.draining = true
       return Array(state.connections.values)
     }
-    listener.shutdown()
+    gate.stop()
     rdma.listener?.stop()
     for connection in connections { connection.closeWhenIdle() }
     stopped.wait()
   }
 
-  private func acceptLoop() {
-    while let socket = listener.accept() {
-      let connection: Connection? = state.withLock { state in
-        guard !state.draining, state.connections.count < configuration.connectionsMax else {
-          state.stats.connectionsRefused += 1
-          return nil
-        }
-        state.stats.connectionsAccepted += 1
-        state.stats.connectionsOpen += 1
-        let id = state.nextConnection
-        state.nextConnection += 1
-        let connection = Connection(id: id, socket: socket, server: self)
-        state.connections[id] = connection
-        return connection
-      }
-      guard let connection else {
-        refuse(socket)
-        continue
-      }
-      let thread = Thread { connection.run() }
-      thread.name = "strata-conn-\(connection.id)"
-      thread.start()
+  /// Once the gate has stopped: waits for the connections to end, then reports stopped.
+  private func waitForConnectionsThenSignal() {
+    while state.withLock({ !$0.connections.isEmpty }) {
+      let remaining = state.withLock { Array($0.connections.values) }
+      for connection in remaining { connection.waitUntilClosed() }
     }
-    // The listener is closed: wait for the connections to end, then report stopped.
-    Thread {
-      [self] in
-      while state.withLock({ !$0.connections.isEmpty }) {
-        let remaining = state.withLock { Array($0.connections.values) }
-        for connection in remaining { connection.waitUntilClosed() }
-      }
-      stopped.signal()
-    }.start()
+    stopped.signal()
   }
 
-  /// Tells a connection over the limit why, then closes it: its HELLO is answered with an
-  /// error (on a short-lived thread, with a read timeout, so the accept loop never waits on it).
-  private func refuse(_ socket: TCPSocket) {
-    let draining = state.withLock { $0.draining }
-    let error = StrataError(
-      draining ? .unavailable : .resourceExhausted,
-      draining
-        ? "the node is shutting down"
-        : "connection limit reached (\(configuration.connectionsMax), limits.max_connections)")
-    logger.warning("refused a connection", metadata: ["peer": "\(socket.peer)", "reason": "\(error.message)"])
-    let limits = configuration.limits
-    let thread = Thread {
-      socket.setTimeout(milliseconds: 2000)
-      let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.byteCount, alignment: 8)
-      defer { header.deallocate() }
-      guard (try? socket.readExactly(header)) != nil,
-        let hello = try? FrameHeader(decoding: UnsafeRawBufferPointer(header), limits: limits), hello.opcode == .hello
-      else { return }
-      let frame = WireMessage.error(.hello, ErrorBody(code: error.code.number, message: error.message))
-        .frameBytes(requestID: hello.requestID, ringEpoch: 0)
-      try? socket.writeAll(frame)
-      socket.shutdown()
+  /// Starts the thread of a connection whose HELLO was granted (called by the gate).
+  func startConnection(socket: TCPSocket, session: RequestSession, hello: [UInt8]) {
+    let connection = state.withLock { state -> TCPConnection in
+      let id = state.nextConnection
+      state.nextConnection += 1
+      state.stats.connectionsAccepted += 1
+      let connection = TCPConnection(id: id, socket: socket, server: self)
+      state.connections[id] = connection
+      return connection
     }
+    let thread = Thread { connection.run(session: session, helloResponse: hello) }
+    thread.name = "strata-conn-\(connection.id)"
     thread.start()
   }
 
   func connectionEnded(_ id: Int) {
-    state.withLock { state in
-      state.connections[id] = nil
-      state.stats.connectionsOpen -= 1
-    }
+    _ = state.withLock { $0.connections.removeValue(forKey: id) }
   }
 
   func count(_ update: (inout ServerStats) -> Void) {
@@ -203,17 +218,36 @@ public final class NodeServer: Sendable {
 
   var isDraining: Bool { state.withLock { $0.draining } }
 
-  /// Takes `bytes` of the node's in-flight budget; false when the node is at its limit.
-  func reserveInflight(_ bytes: Int) -> Bool {
-    state.withLock { state in
-      guard state.stats.inflightBytes + bytes <= configuration.inflightBytesMax else { return false }
-      state.stats.inflightBytes += bytes
-      return true
+  /// Runs `body` on the admission state under the server's lock.
+  func admission<T>(_ body: (inout Admission) throws(AdmissionRefusal) -> T) throws(AdmissionRefusal) -> T {
+    try state.withLock { state throws(AdmissionRefusal) -> T in try body(&state.admission) }
+  }
+
+  /// Counts an authenticated connection; throws the refusal as the error to answer with.
+  func admit(source: String, namespace: Namespace) throws(StrataError) {
+    do throws(AdmissionRefusal) {
+      try admission { admission throws(AdmissionRefusal) in try admission.admit(source: source, namespace: namespace) }
+    } catch {
+      count { $0.connectionsRefused += 1 }
+      throw error.error
     }
   }
 
-  func releaseInflight(_ bytes: Int) {
-    state.withLock { $0.stats.inflightBytes -= bytes }
+  func leave(source: String, namespace: Namespace) {
+    state.withLock { $0.admission.leave(source: source, namespace: namespace) }
+  }
+
+  /// Takes `bytes` of the node's and `namespace`'s in-flight budgets, or throws which is full.
+  func reserveInflight(_ bytes: Int, for namespace: Namespace) throws(StrataError) {
+    do throws(AdmissionRefusal) {
+      try admission { admission throws(AdmissionRefusal) in try admission.reserve(bytes, for: namespace) }
+    } catch {
+      throw error.error
+    }
+  }
+
+  func releaseInflight(_ bytes: Int, for namespace: Namespace) {
+    state.withLock { $0.admission.release(bytes, for: namespace) }
   }
 
   /// The STAT body: tier and data-plane counters as one JSON object.
@@ -234,9 +268,13 @@ public final class NodeServer: Sendable {
       ("error_responses", server.errorResponses), ("get_blocks", server.getBlocks), ("get_bytes", server.getBytes),
       ("put_blocks", server.putBlocks), ("put_bytes", server.putBytes),
       ("hello_rdma_granted", server.helloRDMAGranted), ("hello_tcp_only", server.helloTCPOnly),
-      ("connections_rdma", server.connectionsRDMA),
+      ("connections_rdma", server.connectionsRDMA), ("handshakes_pending", server.handshakesPending),
+      ("handshakes_timed_out", server.handshakesTimedOut), ("handshakes_evicted", server.handshakesEvicted),
+      ("idle_closed", server.idleClosed), ("deadlines_missed", server.deadlinesMissed),
+      ("transfer_pins", tier.transferPins),
     ]
     let body = fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
-    return "{\"node_id\":\"\(configuration.nodeID)\",\(body)}"
+    let nodeID = (try? JSONEncoder().encode(configuration.nodeID)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
+    return "{\"node_id\":\(nodeID),\(body)}"
   }
 }

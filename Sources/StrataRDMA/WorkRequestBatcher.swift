@@ -157,6 +157,20 @@ public struct WorkRequestBatcher: Sendable {
 
   /// The queue pair failed: every request in flight or queued is abandoned. Returns the items they
   /// belonged to (sorted, once each), which the caller moves to TCP.
+  /// Records that the device is done with request `id` and, a queue pair completing in order,
+  /// with every request posted before it — signaled or not. Used while draining a stopped queue
+  /// pair, whose requests all complete flushed. Returns false for an id that is not outstanding.
+  @discardableResult
+  public mutating func flushed(id: UInt64) -> Bool {
+    guard let index = outstanding.firstIndex(where: { $0.id == id }) else { return false }
+    for request in outstanding[...index] {
+      let left = remainingPerItem[request.item, default: 0] - 1
+      remainingPerItem[request.item] = left <= 0 ? nil : left
+    }
+    outstanding.removeFirst(index + 1)
+    return true
+  }
+
   public mutating func abandonAll() -> [Int] {
     let items = Set(outstanding.map(\.item)).union(queued[queuedHead...].map(\.item))
     outstanding.removeAll()

@@ -1,6 +1,7 @@
 // Blocking TCP sockets over POSIX: exact reads straight into caller memory and gathered writes
 // straight from it, so a block crosses each side with the kernel's copy and no other.
 
+import CStrataLinux
 public import StrataCore
 
 #if canImport(Glibc)
@@ -14,17 +15,22 @@ public final class TCPSocket: @unchecked Sendable {
   // owner uses a socket from one reading thread and one (locked) writing path at a time.
   public let descriptor: Int32
   public let peer: String
+  /// The peer's address without its port (limits per source address count by it).
+  public let peerHost: String
 
-  init(descriptor: Int32, peer: String) {
+  init(descriptor: Int32, peer: String, peerHost: String? = nil) {
     self.descriptor = descriptor
     self.peer = peer
+    self.peerHost = peerHost ?? peer
   }
 
   deinit { Glibc.close(descriptor) }
 
-  /// Connects to `address`, with TCP_NODELAY and large buffers; `timeoutMilliseconds` bounds the
-  /// connect and every later read and write (0: no limit).
-  public static func connect(to address: HostPort, timeoutMilliseconds: UInt64 = 0) throws(StrataError) -> TCPSocket {
+  /// Connects to `address`, with TCP_NODELAY and `bufferBytes` socket buffers (large by default);
+  /// `timeoutMilliseconds` bounds the connect and every later read and write (0: no limit).
+  public static func connect(
+    to address: HostPort, timeoutMilliseconds: UInt64 = 0, bufferBytes: Int32 = defaultBufferBytes
+  ) throws(StrataError) -> TCPSocket {
     var hints = addrinfo()
     hints.ai_family = AF_UNSPEC
     hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -44,7 +50,7 @@ public final class TCPSocket: @unchecked Sendable {
         continue
       }
       let socket = TCPSocket(descriptor: fd, peer: address.description)
-      socket.configure(timeoutMilliseconds: timeoutMilliseconds)
+      socket.configure(timeoutMilliseconds: timeoutMilliseconds, bufferBytes: bufferBytes)
       if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 { return socket }
       lastError = errno
     }
@@ -58,21 +64,25 @@ public final class TCPSocket: @unchecked Sendable {
     setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
   }
 
-  func configure(timeoutMilliseconds: UInt64) {
+  /// Large socket buffers keep a multi-megabyte block moving without waiting on the peer.
+  public static let defaultBufferBytes: Int32 = 4 << 20
+
+  func configure(timeoutMilliseconds: UInt64, bufferBytes: Int32 = defaultBufferBytes) {
     var one: Int32 = 1
     setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-    // Large socket buffers keep a multi-megabyte block moving without waiting on the peer.
-    var bufferBytes: Int32 = 4 << 20
+    var bufferBytes = bufferBytes
     setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &bufferBytes, socklen_t(MemoryLayout<Int32>.size))
     setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &bufferBytes, socklen_t(MemoryLayout<Int32>.size))
     if timeoutMilliseconds > 0 { setTimeout(milliseconds: timeoutMilliseconds) }
   }
 
-  /// Fills `buffer` completely. Throws `unavailable` when the peer closed, `timeout` on a timeout.
-  public func readExactly(_ buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
+  /// Fills `buffer` completely, by `deadline` when one is given (else within the socket's timeout).
+  /// Throws `unavailable` when the peer closed, `timeout` when the time is up.
+  public func readExactly(_ buffer: UnsafeMutableRawBufferPointer, deadline: Deadline = .never) throws(StrataError) {
     guard var cursor = buffer.baseAddress else { return }
     var remaining = buffer.count
     while remaining > 0 {
+      if deadline != .never { try bound(SO_RCVTIMEO, by: deadline, "read") }
       let count = recv(descriptor, cursor, remaining, Int32(MSG_WAITALL))
       if count > 0 {
         cursor += count
@@ -104,22 +114,35 @@ public final class TCPSocket: @unchecked Sendable {
   }
 
   /// Reads and discards `count` bytes (a payload nobody needs, like a duplicate PUT's).
-  public func discard(_ count: Int, scratch: UnsafeMutableRawBufferPointer) throws(StrataError) {
+  public func discard(_ count: Int, scratch: UnsafeMutableRawBufferPointer, deadline: Deadline = .never)
+    throws(StrataError)
+  {
     var remaining = count
     while remaining > 0 {
       let chunk = min(remaining, scratch.count)
-      try readExactly(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<chunk]))
+      try readExactly(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<chunk]), deadline: deadline)
       remaining -= chunk
     }
   }
 
-  /// Writes every byte of every buffer, in order, with as few system calls as the kernel allows.
-  public func writeAll(_ buffers: [UnsafeRawBufferPointer]) throws(StrataError) {
+  /// Sets the socket's timeout `option` (SO_RCVTIMEO or SO_SNDTIMEO) to what is left of
+  /// `deadline`; throws `timeout` when nothing is left.
+  private func bound(_ option: Int32, by deadline: Deadline, _ operation: String) throws(StrataError) {
+    let left = deadline.remainingMilliseconds()
+    guard left > 0 else { throw StrataError(.timeout, "\(operation) on the connection to \(peer) passed its deadline") }
+    var limit = timeval(tv_sec: Int(left / 1000), tv_usec: Int((left % 1000) * 1000))
+    setsockopt(descriptor, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
+  }
+
+  /// Writes every byte of every buffer, in order, with as few system calls as the kernel allows,
+  /// by `deadline` when one is given (else within the socket's timeout).
+  public func writeAll(_ buffers: [UnsafeRawBufferPointer], deadline: Deadline = .never) throws(StrataError) {
     var vectors = buffers.filter { $0.count > 0 }.map {
       iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
     }
     var first = 0
     while first < vectors.count {
+      if deadline != .never { try bound(SO_SNDTIMEO, by: deadline, "write") }
       let batch = min(vectors.count - first, 1024)  // IOV_MAX
       let written = vectors.withUnsafeMutableBufferPointer { all in
         sendmsgAll(all.baseAddress! + first, count: batch)
@@ -144,14 +167,18 @@ public final class TCPSocket: @unchecked Sendable {
     }
   }
 
-  public func writeAll(_ buffer: UnsafeRawBufferPointer) throws(StrataError) { try writeAll([buffer]) }
+  public func writeAll(_ buffer: UnsafeRawBufferPointer, deadline: Deadline = .never) throws(StrataError) {
+    try writeAll([buffer], deadline: deadline)
+  }
 
   /// Writes `bytes` (a frame's header and body) and then every payload buffer.
-  public func writeAll(_ bytes: [UInt8], then payload: [UnsafeRawBufferPointer] = []) throws(StrataError) {
+  public func writeAll(_ bytes: [UInt8], then payload: [UnsafeRawBufferPointer] = [], deadline: Deadline = .never)
+    throws(StrataError)
+  {
     var failure: StrataError?
     bytes.withUnsafeBytes { raw in
       do throws(StrataError) {
-        try writeAll([raw] + payload)
+        try writeAll([raw] + payload, deadline: deadline)
       } catch {
         failure = error
       }
@@ -168,6 +195,37 @@ public final class TCPSocket: @unchecked Sendable {
 
   /// Stops both directions now: a thread blocked reading this socket returns.
   public func shutdown() { _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR)) }
+
+  /// Switches between blocking calls (a connection's own thread) and non-blocking ones (a socket
+  /// watched by a poller, as a connection is before its HELLO).
+  public func setBlocking(_ blocking: Bool) {
+    let flags = fcntl(descriptor, F_GETFL)
+    _ = fcntl(descriptor, F_SETFL, blocking ? flags & ~O_NONBLOCK : flags | O_NONBLOCK)
+  }
+
+  /// On a non-blocking socket: reads what has arrived into `buffer`; 0 when nothing has.
+  /// Throws `unavailable` when the peer closed.
+  public func receiveAvailable(_ buffer: UnsafeMutableRawBufferPointer) throws(StrataError) -> Int {
+    guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+    while true {
+      let count = recv(descriptor, base, buffer.count, Int32(MSG_DONTWAIT))
+      if count > 0 { return count }
+      if count == 0 { throw StrataError(.unavailable, "\(peer) closed the connection") }
+      let code = errno
+      if code == EINTR { continue }
+      if code == EAGAIN || code == EWOULDBLOCK { return 0 }
+      throw failure("read", code)
+    }
+  }
+
+  /// On any socket: writes what the socket buffer takes now, without waiting; returns how many
+  /// bytes went (a short answer to a peer that does not read is simply cut).
+  @discardableResult
+  public func sendAvailable(_ bytes: [UInt8]) -> Int {
+    bytes.withUnsafeBytes { raw in
+      max(0, send(descriptor, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)))
+    }
+  }
 
   private func failure(_ operation: String, _ code: Int32) -> StrataError {
     if code == EAGAIN || code == EWOULDBLOCK {
@@ -239,6 +297,50 @@ public final class TCPListener: @unchecked Sendable {
 
   deinit { Glibc.close(descriptor) }
 
+  /// What a non-blocking `acceptAvailable` found.
+  public enum Accepted {
+    case connection(TCPSocket)
+    /// No connection is waiting.
+    case none
+    /// The process or system is out of descriptors (EMFILE, ENFILE): free some, back off.
+    case outOfDescriptors
+    /// The listener was shut down.
+    case closed
+  }
+
+  /// Makes `acceptAvailable` return at once when no connection waits (a poller watches the
+  /// listener).
+  public func setNonBlocking() {
+    let flags = fcntl(descriptor, F_GETFL)
+    _ = fcntl(descriptor, F_SETFL, flags | O_NONBLOCK)
+  }
+
+  /// Takes the next waiting connection, if any, without blocking (after `setNonBlocking`). The
+  /// new socket is non-blocking too, until `setBlocking(true)`.
+  public func acceptAvailable() -> Accepted {
+    while true {
+      var storage = sockaddr_storage()
+      var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+      let fd = withUnsafeMutablePointer(to: &storage) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+          strata_accept_nonblocking(descriptor, $0, &length)
+        }
+      }
+      if fd >= 0 {
+        let (peer, host) = peerName(storage)
+        let socket = TCPSocket(descriptor: fd, peer: peer, peerHost: host)
+        socket.configure(timeoutMilliseconds: 0)
+        return .connection(socket)
+      }
+      switch errno {
+      case EINTR, ECONNABORTED: continue
+      case EAGAIN, EWOULDBLOCK: return .none
+      case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .outOfDescriptors
+      default: return .closed
+      }
+    }
+  }
+
   /// Waits for the next connection; nil once the listener was shut down.
   public func accept() -> TCPSocket? {
     while true {
@@ -249,7 +351,8 @@ public final class TCPListener: @unchecked Sendable {
       }
       if fd >= 0 {
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        let socket = TCPSocket(descriptor: fd, peer: peerName(storage))
+        let (peer, host) = peerName(storage)
+        let socket = TCPSocket(descriptor: fd, peer: peer, peerHost: host)
         socket.configure(timeoutMilliseconds: 0)
         return socket
       }
@@ -263,7 +366,8 @@ public final class TCPListener: @unchecked Sendable {
   public func shutdown() { _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR)) }
 }
 
-private func peerName(_ storage: sockaddr_storage) -> String {
+/// The peer as "host:port", and its host alone.
+private func peerName(_ storage: sockaddr_storage) -> (String, String) {
   var storage = storage
   var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
   var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
@@ -274,6 +378,6 @@ private func peerName(_ storage: sockaddr_storage) -> String {
         socklen_t(service.count), NI_NUMERICHOST | NI_NUMERICSERV)
     }
   }
-  guard status == 0 else { return "unknown peer" }
-  return "\(String(cString: host)):\(String(cString: service))"
+  guard status == 0 else { return ("unknown peer", "unknown") }
+  return ("\(String(cString: host)):\(String(cString: service))", String(cString: host))
 }

@@ -37,10 +37,20 @@ public struct HelloRequest: MessageBody {
   public var token: [UInt8]
   /// For the server's logs and metrics ("vllm-worker-3").
   public var clientName: String
+  /// A peer node (token = the cluster token, `.peer` offered) names the namespace it acts in,
+  /// since tenant tokens never travel between nodes. Empty for every other client; an optional
+  /// trailing field, absent from the encoding when empty.
+  public var peerNamespace: String
+
+  /// The largest body a HELLO can have: what a node reads from a connection before it is
+  /// authenticated.
+  public static let encodedBytesMax =
+    2 * WireSize.u16 + 2 * WireSize.u64 + WireSize.lengthPrefixed(tokenBytesMax)
+    + WireSize.lengthPrefixed(clientNameBytesMax) + WireSize.lengthPrefixed(Namespace.nameBytesMax)
 
   public init(
     versionMin: UInt16 = WireProtocol.version, versionMax: UInt16 = WireProtocol.version,
-    capabilities: Capabilities, frameBytesMax: UInt64, token: [UInt8], clientName: String
+    capabilities: Capabilities, frameBytesMax: UInt64, token: [UInt8], clientName: String, peerNamespace: String = ""
   ) {
     self.versionMin = versionMin
     self.versionMax = versionMax
@@ -48,11 +58,13 @@ public struct HelloRequest: MessageBody {
     self.frameBytesMax = frameBytesMax
     self.token = token
     self.clientName = clientName
+    self.peerNamespace = peerNamespace
   }
 
   public var encodedByteCount: Int {
     2 * WireSize.u16 + 2 * WireSize.u64 + WireSize.lengthPrefixed(token.count)
       + WireSize.lengthPrefixed(clientName.utf8.count)
+      + (peerNamespace.isEmpty ? 0 : WireSize.lengthPrefixed(peerNamespace.utf8.count))
   }
 
   public func encode(into out: inout [UInt8]) {
@@ -62,6 +74,7 @@ public struct HelloRequest: MessageBody {
     out.append(littleEndian: frameBytesMax)
     out.append(lengthPrefixed: token)
     out.append(string: clientName)
+    if !peerNamespace.isEmpty { out.append(string: peerNamespace) }
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
@@ -79,6 +92,7 @@ public struct HelloRequest: MessageBody {
     }
     token = try reader.byteArray("token", max: Self.tokenBytesMax)
     clientName = try reader.string("clientName", max: Self.clientNameBytesMax)
+    peerNamespace = reader.remaining > 0 ? try reader.string("peerNamespace", max: Namespace.nameBytesMax) : ""
     try reader.finish()
   }
 }

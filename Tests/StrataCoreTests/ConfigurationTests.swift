@@ -50,6 +50,7 @@ import Testing
         cluster:
           peers: ["10.0.0.2:7400", "node3:7400"]
           replicas: 2
+          token: "cluster-secret-00000001"
         auth:
           tokens:
             - {token: "tenant-a-secret-0001", namespace: tenant-a}
@@ -95,6 +96,13 @@ import Testing
     ("cluster: {replicas: 3}", "cluster.replicas: 3 replicas need at least 3 nodes"),
     ("cluster: {etcd: 'localhost:2379'}", "cluster.etcd: 'localhost:2379' is not an http:// or https:// URL"),
     ("cluster: {peers: 'a:1'}", "cluster.peers: expected a list of HOST:PORT"),
+    (
+      "cluster: {peers: ['a:1']}\nauth: {tokens: [{token: 0123456789abcdef, namespace: a}]}",
+      "cluster.token: a cluster with auth.tokens needs cluster.token"
+    ),
+    ("cluster: {token: short}", "cluster.token: 16 to 4096 characters"),
+    ("limits: {max_handshakes: 0}", "limits.max_handshakes: must be at least 1"),
+    ("limits: {idle_timeout: 1ms}", "limits.idle_timeout: must be at least 10ms"),
     ("ram: 5", "ram: expected a mapping"),
     ("auth: {tokens: [{token: short, namespace: a}]}", "auth.tokens[0].token: at least 16 characters"),
     ("auth: {tokens: [{token: 0123456789abcdef, namespace: Bad}]}", "auth.tokens[0].namespace: namespace 'Bad'"),

@@ -21,7 +21,8 @@ struct TierFixture {
   /// empty, the NVMe index is rebuilt from the record headers).
   init(
     ramBytes: Int = 4 << 20, nvmeBytes: Int = 16 << 20, admission: AdmissionPolicy = .always,
-    leasesMax: Int = 1024, recovering: SimulatedBlockDevice? = nil
+    leasesMax: Int = 1024, leasesPerNamespaceMax: Int? = nil, pinnedBytesPerNamespaceMax: Int = .max,
+    recovering: SimulatedBlockDevice? = nil
   ) throws {
     clock = ManualClock(milliseconds: 1000)
     if let recovering {
@@ -37,7 +38,9 @@ struct TierFixture {
     tiers = try TierManager(
       configuration: TierConfiguration(
         ramBytes: ramBytes, blockBytesMax: Self.blockBytesMax, lockMemory: false, hugePages: false,
-        admission: admission, leasesMax: leasesMax, leaseDurationMilliseconds: 5000, ioThreads: 2),
+        admission: admission, leasesMax: leasesMax, leaseDurationMilliseconds: 5000,
+        leasesPerNamespaceMax: leasesPerNamespaceMax, pinnedBytesPerNamespaceMax: pinnedBytesPerNamespaceMax,
+        ioThreads: 2),
       nvme: nvme, clock: clock)
   }
 
@@ -184,8 +187,9 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     let fixture = try TierFixture(ramBytes: 1 << 20, admission: .never)
     // Fill RAM with four 256 KiB blocks and pin them all.
     for n in 0..<4 { _ = try await put(fixture.tiers, n, bytes: 256 << 10) }
-    let lease = try await fixture.tiers.lease((0..<4).map { testBlockID($0) })
+    let lease = try await fixture.tiers.lease((0..<4).map { testBlockID($0) }, clientLease(60_000))
     #expect(lease.leadingRunCount == 4)
+    #expect(lease.grantedMilliseconds == 5000, "a lease asked for longer than the configured duration is cut to it")
     #expect(fixture.tiers.stats.pinnedBlocks == 4)
     // Nothing can be evicted: a new block is refused, and the pinned bytes are intact.
     await #expect(throws: StrataError.self) { _ = try await put(fixture.tiers, 9, bytes: 256 << 10) }
@@ -226,13 +230,47 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
   @Test func leaseLimitIsEnforced() async throws {
     let fixture = try TierFixture(leasesMax: 2)
     _ = try await put(fixture.tiers, 1, bytes: 4096)
-    let first = try await fixture.tiers.lease([testBlockID(1)])
-    let second = try await fixture.tiers.lease([testBlockID(1)])
-    await #expect(throws: StrataError.self) { _ = try await fixture.tiers.lease([testBlockID(1)]) }
+    let first = try await fixture.tiers.lease([testBlockID(1)], clientLease(1000))
+    let second = try await fixture.tiers.lease([testBlockID(1)], clientLease(1000))
+    await #expect(throws: StrataError.self) { _ = try await fixture.tiers.lease([testBlockID(1)], clientLease(1000)) }
+    // A transfer's pins are never refused for lease limits (a GET must not fail because of leases).
+    let transfer = try await fixture.tiers.lease([testBlockID(1)], .transfer)
+    #expect(transfer.blocks[0] != nil)
+    fixture.tiers.release(transfer)
     fixture.tiers.release(first)
     fixture.tiers.release(second)
     fixture.tiers.release(second)  // twice: harmless
-    _ = try await fixture.tiers.lease([testBlockID(1)])
+    _ = try await fixture.tiers.lease([testBlockID(1)], clientLease(1000))
+  }
+
+  @Test func oneNamespaceCannotTakeAnothersLeasesOrPinMoreThanItsBytes() async throws {
+    let fixture = try TierFixture(
+      ramBytes: 4 << 20, leasesMax: 8, leasesPerNamespaceMax: 3, pinnedBytesPerNamespaceMax: 64 << 10)
+    _ = try await put(fixture.tiers, 1, bytes: 4096)
+    let hog = try Namespace("hog")
+    for _ in 0..<3 {
+      _ = try await fixture.tiers.lease([testBlockID(1)], .client(namespace: hog, durationMilliseconds: 1000))
+    }
+    await #expect(throws: StrataError.self) {
+      _ = try await fixture.tiers.lease([], .client(namespace: hog, durationMilliseconds: 1000))
+    }
+    // Another namespace still gets its leases.
+    let other = try await fixture.tiers.lease(
+      [], .client(namespace: try Namespace("other"), durationMilliseconds: 1000))
+    fixture.tiers.release(other)
+    // Pinned bytes: 16 leases of 4 KiB would pass 64 KiB; the namespace is told at the limit.
+    let pinner = try Namespace("pinner")
+    let big = try TierFixture(ramBytes: 4 << 20, leasesMax: 64, pinnedBytesPerNamespaceMax: 64 << 10)
+    _ = try await put(big.tiers, 1, bytes: 16 << 10)
+    for _ in 0..<4 {
+      _ = try await big.tiers.lease([testBlockID(1)], .client(namespace: pinner, durationMilliseconds: 1000))
+    }
+    await #expect(throws: StrataError.self) {
+      _ = try await big.tiers.lease([testBlockID(1)], .client(namespace: pinner, durationMilliseconds: 1000))
+    }
+    // Expiry returns the namespace's budget.
+    big.clock.advance(milliseconds: 1001)
+    _ = try await big.tiers.lease([testBlockID(1)], .client(namespace: pinner, durationMilliseconds: 1000))
   }
 
   @Test func corruptNVMeDataIsDetectedAndNeverReturned() async throws {
@@ -336,4 +374,9 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
       #expect(stats.nvmeUsedBytes <= stats.nvmeCapacityBytes)
     }
   }
+}
+
+/// A client lease in the namespace test blocks live in.
+func clientLease(_ milliseconds: UInt64) -> LeaseKind {
+  .client(namespace: testBlockID(0).namespace, durationMilliseconds: milliseconds)
 }

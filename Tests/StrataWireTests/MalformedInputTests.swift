@@ -84,6 +84,8 @@ enum MalformedCases {
         let name = messageName(base.message)
         add("one trailing body byte", .trailingBytes, ["\(name): 1 trailing bytes"]) { frame in
           var body = [UInt8](original[64..<64 + bodyCount])
+          // HELLO ends in an optional field (peerNamespace): complete it (empty), then one more byte.
+          if case .helloRequest = base.message { body += [0, 0, 0, 0] }
           body.append(0)
           frame.replaceSubrange(64..<64 + bodyCount, with: body)
           patch(&frame, field: 24, UInt32(body.count), reseal: false)

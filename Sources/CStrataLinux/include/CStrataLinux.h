@@ -30,4 +30,23 @@ int strata_madv_hugepage(void);
 /// The logical block size that O_DIRECT I/O on `fd` must be aligned to (512 if unknown).
 int strata_direct_io_alignment(int fd);
 
+/// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC; returns the descriptor or -1 with errno set.
+int strata_accept_nonblocking(int fd, void *address, unsigned int *length);
+
+// A readiness poller (epoll on Linux) through plain ints: Swift cannot lay out the packed
+// `struct epoll_event` of x86-64, so it never sees one.
+
+/// A new poller descriptor (close-on-exec), or -1 with errno set.
+int strata_poller_create(void);
+
+/// Watches `fd` for input and hang-up; returns 0 or -1 with errno set.
+int strata_poller_add(int poller, int fd);
+
+/// Stops watching `fd`; returns 0 or -1 with errno set.
+int strata_poller_remove(int poller, int fd);
+
+/// Waits up to `timeout_ms` (-1: no limit) and writes at most `capacity` ready descriptors to
+/// `ready`; returns how many, or -1 with errno set.
+int strata_poller_wait(int poller, int *ready, int capacity, int timeout_ms);
+
 #endif

@@ -55,7 +55,8 @@ extension ClientConnection {
           endpoint: endpoint, timeoutMilliseconds: configuration.timeoutMilliseconds, limits: configuration.limits)
         let hello = HelloRequest(
           capabilities: configuration.isPeer ? [.tcp, .rdma, .leases, .peer] : [.tcp, .rdma, .leases],
-          frameBytesMax: configuration.frameBytesMax, token: token, clientName: clientName)
+          frameBytesMax: configuration.frameBytesMax, token: token, clientName: clientName,
+          peerNamespace: configuration.isPeer ? configuration.peerNamespace : "")
         let (answer, _) = try channel.exchange(hello.wireMessage, descriptors: [])
         guard case .helloResponse = answer else { throw unexpected(answer) }
         rdma = channel

@@ -8,6 +8,7 @@ import StrataCore
 import StrataRDMA
 import StrataStorage
 import StrataWire
+import Synchronization
 
 /// RDMA on the node: unavailable (with the reason) on a machine without a device.
 final class NodeRDMA: Sendable {
@@ -16,6 +17,8 @@ final class NodeRDMA: Sendable {
   let devices: [(device: RDMADeviceContext, arena: MemoryRegistration)]
   let listener: RDMAListener?
   let limits = EndpointLimits()
+  /// RDMA connections with a thread (admitted at connect request, before HELLO).
+  let sessions = SessionCounter()
 
   init(arena: RAMArena, address: HostPort, logger: Logger) {
     var availability = RDMADevices.discover()
@@ -50,10 +53,30 @@ final class NodeRDMA: Sendable {
   }
 }
 
+/// Counts live sessions against a bound, from any thread.
+final class SessionCounter: Sendable {
+  private let count = Mutex(0)
+
+  var current: Int { count.withLock { $0 } }
+
+  func admit(max: Int) -> Bool {
+    count.withLock { count in
+      guard count < max else { return false }
+      count += 1
+      return true
+    }
+  }
+
+  func release() { count.withLock { $0 -= 1 } }
+}
+
 extension NodeServer {
-  /// Starts the rdma_cm listener, if there is one; each RDMA connection is served on its own thread.
+  /// Starts the rdma_cm listener, if there is one; each RDMA connection is served on its own thread,
+  /// and there are never more of them than `limits.max_connections`.
   func startRDMA() {
     rdma.listener?.start(
+      admit: { [self] in rdma.sessions.admit(max: configuration.connectionsMax) },
+      release: { [self] in rdma.sessions.release() },
       onRefused: { [self] reason in
         logger.warning("refused an RDMA connection", metadata: ["reason": "\(reason)"])
       },

@@ -1,7 +1,8 @@
-// One RDMA connection of the node: HELLO, then GET (the node WRITEs each block from its arena
-// into the client's destination, then answers) and PUT (the node READs each block from the
-// client's source into an arena slot, verifies, commits, then answers). Other requests stay on
-// the client's TCP connection.
+// One RDMA connection of the node: its messages go through the same request pipeline as TCP's
+// (HELLO, limits, leases, reservations, accounting, metrics). Only payload movement differs: a
+// GET's blocks are RDMA WRITEs from the arena into the client's destinations, a PUT's are RDMA
+// READs from the client's sources into reserved arena slots; a failed or late batch stops the
+// queue pair and waits for the device to let go of the memory before the pipeline unpins it.
 
 import StrataCore
 import StrataRDMA
@@ -11,189 +12,170 @@ import StrataWire
 struct RDMASession {
   let endpoint: RDMAEndpoint
   let server: NodeServer
-  let executor: QueueExecutor
-  var namespace: Namespace?
-  /// A peer node's connection (HELLO offered `.peer`): no ownership checks, copies or read-through.
-  var isPeer = false
-  let timeoutMilliseconds: UInt64 = 30_000
 
   init(endpoint: RDMAEndpoint, server: NodeServer) {
     self.endpoint = endpoint
     self.server = server
-    executor = QueueExecutor(label: "strata.rdma.storage")
   }
 
   var limits: WireLimits { server.configuration.limits }
 
   mutating func run() {
+    let source = endpoint.peerHost
+    var transport = RDMAPayloadTransport(endpoint: endpoint, server: server)
+    guard var session = handshake(source: source, transport: &transport) else { return }
+    defer { session.end() }
+    let idle = server.configuration.pipeline.idleTimeoutMilliseconds
     while true {
-      do {
-        let message = try endpoint.receive(timeoutMilliseconds: .max / 2_000_000)
+      do throws(StrataError) {
+        let message = try endpoint.receive(timeoutMilliseconds: idle)
         let (header, request) = try decodeFrame(message.frame, limits: limits)
         guard header.direction == .request else {
           throw StrataError(.protocolError, "a response frame sent to the node")
         }
-        try serve(request, header: header, descriptors: message.descriptors)
+        try transport.expect(request, descriptors: message.descriptors)
+        try session.serve(request, header: header, over: &transport)
       } catch {
+        if error.code == .protocolError { server.count { $0.malformedFrames += 1 } }
         server.logger.debug("RDMA connection ended", metadata: ["reason": "\(error)"])
         return
       }
     }
   }
 
-  private mutating func serve(_ request: WireMessage, header: FrameHeader, descriptors: [RemoteDescriptor])
-    throws(StrataError)
-  {
-    guard let namespace else {
-      guard case .helloRequest(let hello) = request, let granted = server.grant(token: hello.token) else {
-        throw StrataError(.permissionDenied, "the first RDMA message must be HELLO with a known token")
-      }
-      self.namespace = granted.namespace
-      isPeer = hello.capabilities.contains(.peer)
-      let response = HelloResponse(
-        capabilities: isPeer ? [.tcp, .rdma, .leases, .peer] : [.tcp, .rdma, .leases],
-        nodeID: server.configuration.nodeID, namespace: granted.namespace, frameBytesMax: limits.payloadBytesMax,
-        inflightBytesMax: UInt64(server.configuration.inflightBytesMax), ringEpoch: server.epoch)
-      try send(.helloResponse(response), to: header)
-      return
-    }
-    server.count { $0.requests += 1 }
+  /// The first message must be a HELLO the pipeline grants, within the handshake deadline.
+  private func handshake(source: String, transport: inout RDMAPayloadTransport) -> RequestSession? {
     do throws(StrataError) {
-      switch request {
-      case .getRequest(let get): try answerGet(get, namespace: namespace, descriptors: descriptors, header: header)
-      case .putRequest(let put): try answerPut(put, namespace: namespace, descriptors: descriptors, header: header)
-      case .goodbyeRequest:
-        try send(.goodbyeResponse(GoodbyeResponse()), to: header)
-        throw StrataError(.unavailable, "the client said goodbye")
-      default:
-        throw StrataError(.unsupported, "over RDMA a node serves GET and PUT; send \(header.opcode) over TCP")
+      let message = try endpoint.receive(timeoutMilliseconds: server.configuration.handshakeTimeoutMilliseconds)
+      let (header, request) = try decodeFrame(message.frame, limits: HandshakeGate.limits)
+      guard case .helloRequest(let hello) = request else {
+        throw StrataError(.protocolError, "the first RDMA message must be HELLO, got \(header.opcode)")
       }
-    } catch  where error.code != .unavailable && error.code != .timeout && error.code != .protocolError {
-      server.count { $0.errorResponses += 1 }
-      try send(.error(header.opcode, ErrorBody(error)), to: header)
+      let deadline = Deadline.after(milliseconds: server.configuration.pipeline.requestTimeoutMilliseconds)
+      do throws(StrataError) {
+        let (grant, response) = try server.authenticate(hello, source: source, transport: "rdma")
+        try transport.respond(
+          WireMessage.helloResponse(response).frameBytes(requestID: header.requestID, ringEpoch: server.epoch),
+          deadline: deadline)
+        return RequestSession(server: server, grant: grant, source: source, label: "rdma")
+      } catch  where error.code != .unavailable && error.code != .timeout {
+        try transport.respond(
+          WireMessage.error(.hello, ErrorBody(error)).frameBytes(requestID: header.requestID, ringEpoch: 0),
+          deadline: deadline)
+        throw error
+      }
+    } catch {
+      server.logger.info("refused an RDMA connection", metadata: ["peer": "\(source)", "reason": "\(error.message)"])
+      return nil
+    }
+  }
+}
+
+/// Moves payloads with one-sided RDMA against the client's memory descriptors (one per item of
+/// the request being served).
+struct RDMAPayloadTransport: PayloadTransport {
+  let endpoint: RDMAEndpoint
+  let server: NodeServer
+  /// The client's memory for the request being served, one descriptor per item.
+  private var descriptors: [RemoteDescriptor] = []
+  /// How long a stopped queue pair may take to report its last requests.
+  static let quiesceMilliseconds: UInt64 = 5_000
+
+  init(endpoint: RDMAEndpoint, server: NodeServer) {
+    self.endpoint = endpoint
+    self.server = server
+  }
+
+  var name: String { "rdma" }
+
+  /// Takes the descriptors of the next request: a GET or PUT needs one per item, each large enough.
+  mutating func expect(_ request: WireMessage, descriptors: [RemoteDescriptor]) throws(StrataError) {
+    self.descriptors = descriptors
+    switch request {
+    case .getRequest(let get):
+      guard descriptors.count == get.items.count else {
+        throw StrataError(.protocolError, "GET of \(get.items.count) items with \(descriptors.count) descriptors")
+      }
+    case .putRequest(let put):
+      guard descriptors.count == put.items.count else {
+        throw StrataError(.protocolError, "PUT of \(put.items.count) items with \(descriptors.count) descriptors")
+      }
+      for (item, descriptor) in zip(put.items, descriptors) where item.length > UInt64(descriptor.length) {
+        throw StrataError(
+          .protocolError, "PUT item of \(item.length) bytes names a \(descriptor.length)-byte source region")
+      }
+    default:
+      break
     }
   }
 
-  private func send(_ message: WireMessage, to request: FrameHeader) throws(StrataError) {
-    let frame = message.frameBytes(requestID: request.requestID, ringEpoch: server.epoch)
-    try endpoint.send(RDMAMessage(frame: frame), timeoutMilliseconds: timeoutMilliseconds)
+  mutating func respond(_ frame: [UInt8], deadline: Deadline) throws(StrataError) {
+    try endpoint.send(RDMAMessage(frame: frame), timeoutMilliseconds: max(1, deadline.remainingMilliseconds()))
   }
 
-  private func batcher(_ operation: RDMAOperation) -> WorkRequestBatcher {
-    WorkRequestBatcher(
-      operation: operation,
-      limits: BatchLimits(
-        sendQueueDepth: endpoint.limits.sendQueueDepth, requestsPerPost: endpoint.limits.requestsPerPost,
-        messageBytesMax: endpoint.messageBytesMax))
-  }
-
-  private func arena() throws(StrataError) -> MemoryRegistration {
-    guard let registration = server.rdma.arenaRegistration(on: endpoint.device) else {
-      throw StrataError(.internalError, "the arena is not registered on \(endpoint.device.name)")
-    }
-    return registration
-  }
-
-  private func answerGet(
-    _ request: GetRequest, namespace: Namespace, descriptors: [RemoteDescriptor], header: FrameHeader
-  ) throws(StrataError) {
-    guard descriptors.count == request.items.count else {
-      throw StrataError(.protocolError, "GET of \(request.items.count) items with \(descriptors.count) descriptors")
-    }
-    let arena = try arena()
-    try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: isPeer)
-    let ids = request.items.map { BlockID(namespace: namespace, key: $0.key) }
-    try server.fillMissing(ids, isPeer: isPeer, executor: executor)
-    let tiers = server.tiers
-    let lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids) }
-    defer { tiers.release(lease) }
-    var items: [GetResponse.Item] = []
+  mutating func deliverGet(
+    items: [GetResponse.Item], ranges: [UnsafeRawBufferPointer?], response: ResponseFrame, deadline: Deadline
+  ) throws(StrataError) -> [GetResponse.Item] {
+    let arena = try arenaRegistration()
+    var answered = items
     var transfers: [Transfer] = []
-    var total = 0
-    for (index, (item, block)) in zip(request.items, lease.blocks).enumerated() {
-      let (answer, bytes) = resolve(item, in: block)
-      items.append(answer)
-      guard let range = bytes else { continue }
-      // A destination too small gets nothing written; the client sees the length and says so.
-      guard range.count <= Int(descriptors[index].length), range.count > 0 else { continue }
+    for (index, range) in ranges.enumerated() {
+      guard let range, range.count > 0 else { continue }
+      // A destination too small gets nothing written, and the item says why.
+      guard range.count <= Int(descriptors[index].length) else {
+        answered[index] = GetResponse.Item(status: .rangeOutOfBounds)
+        continue
+      }
       transfers.append(
         Transfer(
           item: index, local: arena.local(at: UInt64(UInt(bitPattern: range.baseAddress))), remote: descriptors[index],
           length: range.count))
-      total += range.count
     }
-    guard server.reserveInflight(total) else {
-      throw StrataError(
-        .resourceExhausted, "the node is at its in-flight byte limit (limits.max_inflight_bytes); retry")
+    try run(.write, transfers, deadline: deadline)
+    try respond(response.bytes(.getResponse(GetResponse(items: answered))), deadline: deadline)
+    return answered
+  }
+
+  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) {
+    let arena = try arenaRegistration()
+    var transfers: [Transfer] = []
+    for (index, slot) in slots.enumerated() {
+      guard case .into(let buffer) = slot, buffer.count > 0 else { continue }
+      transfers.append(
+        Transfer(
+          item: index, local: arena.local(at: UInt64(UInt(bitPattern: buffer.baseAddress))), remote: descriptors[index],
+          length: buffer.count))
     }
-    defer { server.releaseInflight(total) }
-    var writes = batcher(.write)
-    try writes.enqueue(transfers)
-    _ = try endpoint.run(&writes, timeoutMilliseconds: timeoutMilliseconds)
-    try send(.getResponse(GetResponse(items: items)), to: header)
-    server.count {
-      $0.getBlocks += transfers.count
-      $0.getBytes += total
+    try run(.read, transfers, deadline: deadline)
+  }
+
+  /// Runs one batch by `deadline`; if it fails, stops the queue pair and returns only once the
+  /// device has let go of every request (or, if it never says so, never: the memory stays pinned
+  /// by a thread that does not return, which is logged — reuse under a live DMA is never allowed).
+  private func run(_ operation: RDMAOperation, _ transfers: [Transfer], deadline: Deadline) throws(StrataError) {
+    guard !transfers.isEmpty else { return }
+    var batcher = WorkRequestBatcher(
+      operation: operation,
+      limits: BatchLimits(
+        sendQueueDepth: endpoint.limits.sendQueueDepth, requestsPerPost: endpoint.limits.requestsPerPost,
+        messageBytesMax: endpoint.messageBytesMax))
+    do throws(StrataError) {
+      try batcher.enqueue(transfers)
+      _ = try endpoint.run(&batcher, timeoutMilliseconds: max(1, deadline.remainingMilliseconds()))
+    } catch {
+      while !endpoint.quiesce(&batcher, timeoutMilliseconds: Self.quiesceMilliseconds) {
+        server.logger.error(
+          "an RDMA queue pair does not report its stopped requests; their memory stays pinned",
+          metadata: ["outstanding": "\(batcher.outstandingCount)"])
+      }
+      throw StrataError(.unavailable, "RDMA \(operation) batch failed: \(error.message)")
     }
   }
 
-  private func answerPut(
-    _ request: PutRequest, namespace: Namespace, descriptors: [RemoteDescriptor], header: FrameHeader
-  ) throws(StrataError) {
-    guard descriptors.count == request.items.count else {
-      throw StrataError(.protocolError, "PUT of \(request.items.count) items with \(descriptors.count) descriptors")
+  private func arenaRegistration() throws(StrataError) -> MemoryRegistration {
+    guard let registration = server.rdma.arenaRegistration(on: endpoint.device) else {
+      throw StrataError(.internalError, "the arena is not registered on \(endpoint.device.name)")
     }
-    let arena = try arena()
-    try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: isPeer)
-    let tiers = server.tiers
-    let blockBytesMax = tiers.configuration.blockBytesMax
-    var outcomes = [StrataWire.PutOutcome](repeating: .noSpace, count: request.items.count)
-    var reservations: [Int: PutReservation] = [:]
-    var transfers: [Transfer] = []
-    for (index, item) in request.items.enumerated() {
-      let length = Int(item.length)
-      guard length > 0, length <= blockBytesMax, length <= Int(descriptors[index].length) else {
-        outcomes[index] = .tooLarge
-        continue
-      }
-      let id = BlockID(namespace: namespace, key: item.key)
-      guard
-        let reservation = try? blocking(
-          on: executor, { () throws(StrataError) in try await tiers.reserve(id, bytes: length) })
-      else {
-        // nil (present) or a failure to make room.
-        outcomes[index] = tiers.lookup([id])[0] != nil ? .alreadyPresent : .noSpace
-        continue
-      }
-      reservations[index] = reservation
-      transfers.append(
-        Transfer(
-          item: index, local: arena.local(at: UInt64(UInt(bitPattern: reservation.buffer.baseAddress))),
-          remote: descriptors[index], length: length))
-    }
-    var reads = batcher(.read)
-    do throws(StrataError) {
-      try reads.enqueue(transfers)
-      _ = try endpoint.run(&reads, timeoutMilliseconds: timeoutMilliseconds)
-    } catch {
-      for reservation in reservations.values { tiers.abort(reservation) }
-      throw error
-    }
-    var stored = 0
-    for (index, reservation) in reservations.sorted(by: { $0.key < $1.key }) {
-      do throws(StrataError) {
-        try tiers.commit(reservation, expectedChecksum: request.items[index].checksum)
-        outcomes[index] = .stored
-        stored += reservation.buffer.count
-      } catch {
-        outcomes[index] = .checksumMismatch
-      }
-    }
-    try send(.putResponse(PutResponse(outcomes: outcomes)), to: header)
-    server.replicate(request.items, outcomes: outcomes, namespace: namespace, isPeer: isPeer)
-    server.count {
-      $0.putBlocks += outcomes.filter { $0 == .stored }.count
-      $0.putBytes += stored
-    }
+    return registration
   }
 }

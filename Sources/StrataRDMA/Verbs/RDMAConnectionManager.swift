@@ -30,7 +30,7 @@ extension RDMAEndpoint {
       rdma_destroy_event_channel(channel)
       throw error
     }
-    let deadline = Deadline(milliseconds: timeoutMilliseconds)
+    let deadline = Deadline.after(milliseconds: timeoutMilliseconds)
     var machine = RDMAConnectionStateMachine(role: .client)
     var endpoint: RDMAEndpoint?
     do throws(StrataError) {
@@ -83,7 +83,7 @@ extension RDMAEndpoint {
     _ wanted: rdma_cm_event_type, on channel: UnsafeMutablePointer<rdma_event_channel>, deadline: Deadline
   ) throws(StrataError) -> RDMAConnectionEvent {
     var descriptor = pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0)
-    guard poll(&descriptor, 1, deadline.remainingMilliseconds) > 0 else {
+    guard poll(&descriptor, 1, Int32(clamping: deadline.remainingMilliseconds())) > 0 else {
       return .setupError(
         "no rdma_cm event within the deadline (waiting for \(String(cString: rdma_event_str(wanted))))")
     }
@@ -175,12 +175,15 @@ public final class RDMAListener: @unchecked Sendable {
   }
 
   /// Accepts connections until `stop()`; each established endpoint runs `serve` on its own thread
-  /// and is torn down when `serve` returns.
+  /// and is torn down when `serve` returns. `admit` is asked at each connect request (a refused one
+  /// is rejected there, before any queue pair or thread exists); every admitted connection is
+  /// handed to `serve` or to `release`, exactly once.
   public func start(
+    admit: @escaping @Sendable () -> Bool, release: @escaping @Sendable () -> Void,
     onRefused: @escaping @Sendable (String) -> Void, serve: @escaping @Sendable (RDMAEndpoint) -> Void
   ) {
     let thread = Thread { [self] in
-      eventLoop(onRefused: onRefused, serve: serve)
+      eventLoop(admit: admit, release: release, onRefused: onRefused, serve: serve)
       stopped.signal()
     }
     thread.name = "strata-rdma-cm"
@@ -197,6 +200,7 @@ public final class RDMAListener: @unchecked Sendable {
   }
 
   private func eventLoop(
+    admit: @escaping @Sendable () -> Bool, release: @escaping @Sendable () -> Void,
     onRefused: @escaping @Sendable (String) -> Void, serve: @escaping @Sendable (RDMAEndpoint) -> Void
   ) {
     var descriptors = [
@@ -214,16 +218,24 @@ public final class RDMAListener: @unchecked Sendable {
       switch type {
       case RDMA_CM_EVENT_CONNECT_REQUEST:
         rdma_ack_cm_event(event)
+        guard admit() else {
+          rdma_reject(connectionID, nil, 0)
+          rdma_destroy_id(connectionID)
+          onRefused("the node is at its connection limit (limits.max_connections)")
+          continue
+        }
         do throws(StrataError) {
           let endpoint = try accept(connectionID)
           endpoints.withLock { $0[key] = endpoint }
         } catch {
+          release()
           onRefused(error.message)
         }
       case RDMA_CM_EVENT_ESTABLISHED:
         rdma_ack_cm_event(event)
         guard let endpoint = endpoints.withLock({ $0[key] }), endpoint.apply(.established) == .ready else { continue }
         let thread = Thread { [self] in
+          defer { release() }
           serve(endpoint)
           endpoint.disconnect()
           _ = endpoints.withLock { $0.removeValue(forKey: key) }
@@ -237,8 +249,11 @@ public final class RDMAListener: @unchecked Sendable {
         let words = String(cString: rdma_event_str(type))
         rdma_ack_cm_event(event)
         if let endpoint = endpoints.withLock({ $0[key] }) {
+          // An endpoint still accepting never reached `serve`, which releases the others.
+          let neverServed = endpoint.machine.state == .accepting
           _ = endpoint.apply(.setupError(words))
           _ = endpoints.withLock { $0.removeValue(forKey: key) }
+          if neverServed { release() }
         }
       }
     }

@@ -158,13 +158,13 @@ public final class RDMAEndpoint: @unchecked Sendable {
     }
     guard status == 0 else { throw fail(verbsError("ibv_post_send (SEND)", errno: status)) }
     sendOutstanding = true
-    let deadline = Deadline(milliseconds: timeoutMilliseconds)
+    let deadline = Deadline.after(milliseconds: timeoutMilliseconds)
     while sendOutstanding { try expectNoOneSided(try pollOnce(deadline)) }
   }
 
   /// The next message from the peer.
   public func receive(timeoutMilliseconds: UInt64) throws(StrataError) -> RDMAMessage {
-    let deadline = Deadline(milliseconds: timeoutMilliseconds)
+    let deadline = Deadline.after(milliseconds: timeoutMilliseconds)
     while arrived.isEmpty { try expectNoOneSided(try pollOnce(deadline)) }
     return arrived.removeFirst()
   }
@@ -175,7 +175,7 @@ public final class RDMAEndpoint: @unchecked Sendable {
   /// Returns the items in the order they completed. A completion error fails the connection
   /// (it is then unusable) and throws; `batcher.abandonAll()` names the items to redo over TCP.
   public func run(_ batcher: inout WorkRequestBatcher, timeoutMilliseconds: UInt64) throws(StrataError) -> [Int] {
-    let deadline = Deadline(milliseconds: timeoutMilliseconds)
+    let deadline = Deadline.after(milliseconds: timeoutMilliseconds)
     var done: [Int] = []
     while !batcher.isIdle {
       let chain = batcher.nextPost()
@@ -270,7 +270,7 @@ public final class RDMAEndpoint: @unchecked Sendable {
     var probe = ibv_wc()
     if ibv_poll_cq(completionQueue, 0, &probe) < 0 { throw fail(verbsError("ibv_poll_cq")) }
     var descriptor = pollfd(fd: completionChannel.pointee.fd, events: Int16(POLLIN), revents: 0)
-    let ready = poll(&descriptor, 1, deadline.remainingMilliseconds)
+    let ready = poll(&descriptor, 1, Int32(clamping: deadline.remainingMilliseconds()))
     guard ready > 0 else {
       if ready == 0 { throw StrataError(.timeout, "no RDMA completion within the deadline") }
       if errno == EINTR { return }
@@ -287,6 +287,48 @@ public final class RDMAEndpoint: @unchecked Sendable {
     return error
   }
 
+  /// Stops the queue pair after a failed or timed-out batch and waits until the device reports
+  /// every request of `batcher` still outstanding (a stopped queue pair completes them all,
+  /// flushed): only then may the memory they name be reused. Returns false when the device did not
+  /// report them all within `timeoutMilliseconds`; the caller must then keep that memory pinned.
+  /// The connection is unusable afterwards.
+  public func quiesce(_ batcher: inout WorkRequestBatcher, timeoutMilliseconds: UInt64) -> Bool {
+    var attributes = ibv_qp_attr()
+    attributes.qp_state = IBV_QPS_ERR
+    _ = ibv_modify_qp(id.pointee.qp, &attributes, Int32(IBV_QP_STATE.rawValue))
+    _ = machine.handle(.completionError("stopped after a failed batch"))
+    let deadline = Deadline.after(milliseconds: timeoutMilliseconds)
+    var completions = [ibv_wc](repeating: ibv_wc(), count: 32)
+    while batcher.outstandingCount > 0 {
+      let count = completions.withUnsafeMutableBufferPointer { ibv_poll_cq(completionQueue, 32, $0.baseAddress) }
+      guard count >= 0 else { return false }
+      for completion in completions.prefix(Int(count))
+      where completion.wr_id != Self.sendWorkRequestID && completion.wr_id < Self.receiveIDBase {
+        batcher.flushed(id: completion.wr_id)
+      }
+      if count == 0 {
+        guard !deadline.hasPassed() else { return false }
+        var descriptor = pollfd(fd: completionChannel.pointee.fd, events: Int16(POLLIN), revents: 0)
+        _ = ibv_req_notify_cq(completionQueue, 0)
+        _ = poll(&descriptor, 1, Int32(clamping: min(deadline.remainingMilliseconds(), 10)))
+      }
+    }
+    return true
+  }
+
+  /// The peer's address without its port, for limits per source address.
+  public var peerHost: String {
+    guard let address = rdma_get_peer_addr(id) else { return "rdma-peer" }
+    var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+    let length = socklen_t(
+      address.pointee.sa_family == sa_family_t(AF_INET6)
+        ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+    guard getnameinfo(address, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 else {
+      return "rdma-peer"
+    }
+    return String(cString: host)
+  }
+
   /// Disconnects (the peer sees DISCONNECTED; posted requests flush).
   public func disconnect() {
     if machine.handle(.close) == .disconnect { rdma_disconnect(id) }
@@ -294,25 +336,4 @@ public final class RDMAEndpoint: @unchecked Sendable {
 
   /// The peer's side of the connection went away (server side, from the listener's events).
   func peerDisconnected() { _ = machine.handle(.disconnected) }
-}
-
-/// A point in time on the monotonic clock.
-struct Deadline {
-  let nanoseconds: UInt64
-
-  init(milliseconds: UInt64) {
-    nanoseconds = Self.now() &+ milliseconds &* 1_000_000
-  }
-
-  static func now() -> UInt64 {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
-  }
-
-  var remainingMilliseconds: Int32 {
-    let now = Self.now()
-    guard nanoseconds > now else { return 0 }
-    return Int32(clamping: (nanoseconds - now + 999_999) / 1_000_000)
-  }
 }

@@ -10,51 +10,123 @@ public struct LeaseID: Hashable, Sendable, CustomStringConvertible {
   public var description: String { "lease-\(rawValue)" }
 }
 
-/// Which leases exist, what they pin and when they expire.
+/// What leases may hold: node-wide and per namespace, so one tenant's leases never take what
+/// another needs. Transfer pins are outside these limits (each is bounded by its transfer).
+struct LeaseLimits: Hashable, Sendable {
+  /// Client leases (LOOKUP pins) on the node.
+  var leasesMax: Int
+  /// Client leases of one namespace.
+  var leasesPerNamespaceMax: Int
+  /// Bytes one namespace's client leases pin, counted per lease (a block in two leases counts
+  /// twice, so the bound holds however leases overlap).
+  var pinnedBytesPerNamespaceMax: Int
+
+  init(leasesMax: Int, leasesPerNamespaceMax: Int? = nil, pinnedBytesPerNamespaceMax: Int = .max) {
+    precondition(leasesMax > 0, "leasesMax must be positive")
+    self.leasesMax = leasesMax
+    self.leasesPerNamespaceMax = leasesPerNamespaceMax ?? leasesMax
+    self.pinnedBytesPerNamespaceMax = pinnedBytesPerNamespaceMax
+    precondition(self.leasesPerNamespaceMax > 0, "leasesPerNamespaceMax must be positive")
+  }
+}
+
+/// Which leases exist, what they pin and when they expire. Two kinds share the pins:
+/// - client leases (`grant`): counted against `LeaseLimits`, expiring at a set time;
+/// - transfer pins (`pinForTransfer`): held while bytes are moved out of the pinned slots, with no
+///   expiry, so a slot is never reused while a send from it is in progress (the transfer has its
+///   own deadline and releases its pins when it ends, however it ends).
 struct LeaseTable {
   private struct Lease {
     var blocks: [BlockID]
+    /// nil for a transfer pin.
+    var namespace: Namespace?
+    var bytes: Int
     var expiresAtMilliseconds: UInt64
   }
 
-  let leasesMax: Int
+  private struct Usage {
+    var leases = 0
+    var pinnedBytes = 0
+  }
+
+  let limits: LeaseLimits
   private var leases: [LeaseID: Lease] = [:]
   private var pins: [BlockID: Int] = [:]
+  private var usage: [Namespace: Usage] = [:]
+  private var transferCount = 0
   /// Min-heap of (expiry, lease), so expiry costs O(log n) per lease whatever the durations.
   private var expiries: [(UInt64, LeaseID)] = []
   private var nextID: UInt64 = 1
 
-  init(leasesMax: Int) {
-    precondition(leasesMax > 0, "leasesMax must be positive")
-    self.leasesMax = leasesMax
-  }
+  init(limits: LeaseLimits) { self.limits = limits }
 
-  var count: Int { leases.count }
+  init(leasesMax: Int) { self.init(limits: LeaseLimits(leasesMax: leasesMax)) }
+
+  var leasesMax: Int { limits.leasesMax }
+  /// Client leases held (transfer pins are not leases a client holds).
+  var count: Int { leases.count - transferCount }
+  var transferPinCount: Int { transferCount }
   var pinnedBlockCount: Int { pins.count }
 
   func isPinned(_ id: BlockID) -> Bool { pins[id] != nil }
 
-  /// Pins `blocks` until `release` or `expiresAt`. Throws `resourceExhausted` at the lease limit.
-  mutating func grant(_ blocks: [BlockID], expiresAt: UInt64) throws(StrataError) -> LeaseID {
-    guard leases.count < leasesMax else {
-      throw StrataError(.resourceExhausted, "lease limit reached: \(leasesMax) leases are held (limits.max_leases)")
+  /// Client leases and leased bytes of `namespace`.
+  func usage(of namespace: Namespace) -> (leases: Int, pinnedBytes: Int) {
+    let entry = usage[namespace] ?? Usage()
+    return (entry.leases, entry.pinnedBytes)
+  }
+
+  /// Pins `blocks` (id and size) for `namespace` until `release` or `expiresAt`. Throws
+  /// `resourceExhausted` naming the limit reached: the node's, or the namespace's.
+  mutating func grant(_ blocks: [(BlockID, Int)], namespace: Namespace, expiresAt: UInt64) throws(StrataError)
+    -> LeaseID
+  {
+    guard count < limits.leasesMax else {
+      throw StrataError(
+        .resourceExhausted, "lease limit reached: \(limits.leasesMax) leases are held (limits.max_leases)")
     }
+    let current = usage[namespace] ?? Usage()
+    guard current.leases < limits.leasesPerNamespaceMax else {
+      throw StrataError(
+        .resourceExhausted,
+        "namespace '\(namespace.name)' holds \(current.leases) leases, its limit (limits.max_leases_per_namespace)")
+    }
+    let bytes = blocks.reduce(0) { $0 + $1.1 }
+    guard current.pinnedBytes + bytes <= limits.pinnedBytesPerNamespaceMax else {
+      throw StrataError(
+        .resourceExhausted,
+        "namespace '\(namespace.name)' would pin \(current.pinnedBytes + bytes) bytes through leases, over its "
+          + "\(limits.pinnedBytesPerNamespaceMax) (limits.max_pinned_bytes_per_namespace); release leases or lease fewer blocks"
+      )
+    }
+    usage[namespace, default: Usage()].leases += 1
+    usage[namespace, default: Usage()].pinnedBytes += bytes
+    return insert(Lease(blocks: blocks.map(\.0), namespace: namespace, bytes: bytes, expiresAtMilliseconds: expiresAt))
+  }
+
+  /// Pins `blocks` for a transfer in progress: never refused, never expires; `release` ends it.
+  mutating func pinForTransfer(_ blocks: [BlockID]) -> LeaseID {
+    transferCount += 1
+    return insert(Lease(blocks: blocks, namespace: nil, bytes: 0, expiresAtMilliseconds: .max))
+  }
+
+  private mutating func insert(_ lease: Lease) -> LeaseID {
     let id = LeaseID(rawValue: nextID)
     nextID += 1
-    leases[id] = Lease(blocks: blocks, expiresAtMilliseconds: expiresAt)
-    for block in blocks { pins[block, default: 0] += 1 }
-    push((expiresAt, id))
+    leases[id] = lease
+    for block in lease.blocks { pins[block, default: 0] += 1 }
+    if lease.expiresAtMilliseconds != .max { push((lease.expiresAtMilliseconds, id)) }
     return id
   }
 
-  /// Ends a lease; returns the blocks that are no longer pinned by any lease. Unknown or already
-  /// expired leases are ignored (a release racing an expiry is normal).
+  /// Ends a lease or transfer pin; returns the blocks that are no longer pinned by any. Unknown or
+  /// already expired leases are ignored (a release racing an expiry is normal).
   mutating func release(_ id: LeaseID) -> [BlockID] {
     guard let lease = leases.removeValue(forKey: id) else { return [] }
-    return unpin(lease.blocks)
+    return forget(lease)
   }
 
-  /// Ends every lease that expired at or before `now`; returns the blocks no longer pinned.
+  /// Ends every client lease that expired at or before `now`; returns the blocks no longer pinned.
   mutating func expire(now: UInt64) -> [BlockID] {
     var unpinned: [BlockID] = []
     while let (expiry, id) = expiries.first, expiry <= now {
@@ -62,11 +134,23 @@ struct LeaseTable {
       // Entries of released leases stay in the heap until they surface; skip them.
       if let lease = leases[id], lease.expiresAtMilliseconds == expiry {
         leases[id] = nil
-        unpinned += unpin(lease.blocks)
+        unpinned += forget(lease)
       }
     }
-    if expiries.count > 4 * max(leases.count, 64) { compactHeap() }
+    if expiries.count > 4 * max(count, 64) { compactHeap() }
     return unpinned
+  }
+
+  private mutating func forget(_ lease: Lease) -> [BlockID] {
+    if let namespace = lease.namespace {
+      var entry = usage[namespace] ?? Usage()
+      entry.leases -= 1
+      entry.pinnedBytes -= lease.bytes
+      usage[namespace] = entry.leases == 0 ? nil : entry
+    } else {
+      transferCount -= 1
+    }
+    return unpin(lease.blocks)
   }
 
   private mutating func unpin(_ blocks: [BlockID]) -> [BlockID] {
@@ -84,7 +168,9 @@ struct LeaseTable {
   }
 
   private mutating func compactHeap() {
-    expiries = leases.map { ($0.value.expiresAtMilliseconds, $0.key) }
+    expiries = leases.compactMap {
+      $0.value.expiresAtMilliseconds == .max ? nil : ($0.value.expiresAtMilliseconds, $0.key)
+    }
     expiries.sort { $0.0 < $1.0 }  // a sorted array is a valid min-heap
   }
 

@@ -26,7 +26,10 @@ public struct TierConfiguration: Sendable {
   public var hugePages: Bool
   public var admission: AdmissionPolicy
   public var leasesMax: Int
+  /// The longest client lease; longer requests are cut to it.
   public var leaseDurationMilliseconds: UInt64
+  public var leasesPerNamespaceMax: Int
+  public var pinnedBytesPerNamespaceMax: Int
   /// Threads doing disk I/O; bounded so that disk stalls never take every thread.
   public var ioThreads: Int
   /// Disk operations queued at most before callers are told `resourceExhausted`.
@@ -38,8 +41,11 @@ public struct TierConfiguration: Sendable {
   public init(
     ramBytes: Int, blockBytesMax: Int, lockMemory: Bool = false, hugePages: Bool = true,
     admission: AdmissionPolicy = .always, leasesMax: Int = 65536, leaseDurationMilliseconds: UInt64 = 30_000,
+    leasesPerNamespaceMax: Int? = nil, pinnedBytesPerNamespaceMax: Int = .max,
     ioThreads: Int = 4, ioQueueDepthMax: Int = 1024, highWatermark: Double = 0.95, lowWatermark: Double = 0.85
   ) {
+    self.leasesPerNamespaceMax = leasesPerNamespaceMax ?? leasesMax
+    self.pinnedBytesPerNamespaceMax = pinnedBytesPerNamespaceMax
     self.ramBytes = ramBytes
     self.blockBytesMax = blockBytesMax
     self.lockMemory = lockMemory
@@ -57,7 +63,9 @@ public struct TierConfiguration: Sendable {
     self.init(
       ramBytes: Int(node.ram.capacity.bytes), blockBytesMax: Int(node.limits.blockBytesMax.bytes),
       lockMemory: node.ram.lock, hugePages: node.ram.hugePages, admission: node.nvme.admission,
-      leasesMax: node.limits.leasesMax, leaseDurationMilliseconds: node.limits.leaseDuration.milliseconds)
+      leasesMax: node.limits.leasesMax, leaseDurationMilliseconds: node.limits.leaseDuration.milliseconds,
+      leasesPerNamespaceMax: node.limits.leasesPerNamespaceMax,
+      pinnedBytesPerNamespaceMax: node.pinnedBytesPerNamespaceMax)
   }
 }
 
@@ -84,6 +92,8 @@ public struct TierStats: Sendable, Hashable {
   public var checksumFailures = 0
   public var ioErrors = 0
   public var leasesActive = 0
+  /// Transfers in progress holding pins (GET sends, copies to peers).
+  public var transferPins = 0
   public var pinnedBlocks = 0
 }
 
@@ -107,12 +117,26 @@ public struct LeasedBlock: @unchecked Sendable {
   public let foundIn: Tier
 }
 
+/// What a lease is for, which decides its limits and its end.
+public enum LeaseKind: Hashable, Sendable {
+  /// Pins for bytes being moved out of the pinned slots right now (a GET's send, a copy to a peer):
+  /// never refused for lease limits and never expiring, so a slot is not reused under a send in
+  /// progress. The transfer has its own deadline and must release the lease however it ends.
+  case transfer
+  /// A client's LOOKUP lease: counted against the node's and the namespace's limits, and ending
+  /// after `durationMilliseconds` cut to the configured lease duration.
+  case client(namespace: Namespace, durationMilliseconds: UInt64)
+}
+
 /// Pins on some blocks; pass it back to `release` when the transfer is done.
 public struct BlockLease: Sendable {
   public let id: LeaseID
   /// One entry per requested id, nil where the block is absent (or failed its checksum).
   public let blocks: [LeasedBlock?]
+  /// When a client lease ends (`UInt64.max` for a transfer's pins).
   public let expiresAtMilliseconds: UInt64
+  /// How long a client lease was granted for, after the configured cap (0 for a transfer's pins).
+  public let grantedMilliseconds: UInt64
 
   /// The number of leading requested blocks that are present: the usable prefix.
   public var leadingRunCount: Int { blocks.firstIndex(where: { $0 == nil }) ?? blocks.count }
@@ -212,7 +236,10 @@ public final class TierManager: Sendable {
       State(
         allocator: SlabAllocator(capacityBytes: configuration.ramBytes, blockBytesMax: configuration.blockBytesMax),
         policy: S3FIFOPolicy(capacityBytes: configuration.ramBytes),
-        leases: LeaseTable(leasesMax: configuration.leasesMax)))
+        leases: LeaseTable(
+          limits: LeaseLimits(
+            leasesMax: configuration.leasesMax, leasesPerNamespaceMax: configuration.leasesPerNamespaceMax,
+            pinnedBytesPerNamespaceMax: configuration.pinnedBytesPerNamespaceMax))))
     (pressureSignals, pressure) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     nvmeAges = NVMeRegionAges(recovered: nvme, atMilliseconds: clock.nowMilliseconds())
   }
@@ -247,9 +274,9 @@ public final class TierManager: Sendable {
     }
   }
 
-  /// Pins the present blocks among `ids` (promoting NVMe-resident ones into RAM first) for at most
-  /// `durationMilliseconds` (the configured lease duration by default).
-  public func lease(_ ids: [BlockID], durationMilliseconds: UInt64? = nil) async throws(StrataError) -> BlockLease {
+  /// Pins the present blocks among `ids` (promoting NVMe-resident ones into RAM first), for a
+  /// transfer in progress or as a client's lease (see `LeaseKind`).
+  public func lease(_ ids: [BlockID], _ kind: LeaseKind = .transfer) async throws(StrataError) -> BlockLease {
     // Promote what lives only on NVMe; a failed promotion is a miss, never an error for the batch.
     // The batch's blocks stay pinned while it is assembled, so that promoting one block never
     // evicts another of the same batch (which would turn a hit into a miss).
@@ -267,13 +294,12 @@ public final class TierManager: Sendable {
         batchPinned.append(id)
       }
     }
-    let duration = min(durationMilliseconds ?? configuration.leaseDurationMilliseconds, 3_600_000)
     let now = clock.nowMilliseconds()
     return try state.withLock { state throws(StrataError) -> BlockLease in
       defer { state.unpinForBatch(batchPinned) }
       state.unpinned(state.leases.expire(now: now))
       var blocks: [LeasedBlock?] = []
-      var present: [BlockID] = []
+      var present: [(BlockID, Int)] = []
       for id in ids {
         guard var entry = state.ram[id] else {
           state.stats.misses += 1
@@ -285,16 +311,27 @@ public final class TierManager: Sendable {
         state.policy.access(id)
         let wasPromoted = promoted.contains(id)
         if !wasPromoted { state.stats.hitsRAM += 1 }
-        present.append(id)
+        present.append((id, entry.bytes))
         blocks.append(
           LeasedBlock(
             id: id, bytes: UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes)),
             checksum: entry.checksum, foundIn: wasPromoted ? .nvme : .ram))
       }
-      let leaseID = try state.leases.grant(present, expiresAt: now + duration)
-      return BlockLease(id: leaseID, blocks: blocks, expiresAtMilliseconds: now + duration)
+      switch kind {
+      case .transfer:
+        let leaseID = state.leases.pinForTransfer(present.map(\.0))
+        return BlockLease(id: leaseID, blocks: blocks, expiresAtMilliseconds: .max, grantedMilliseconds: 0)
+      case .client(let namespace, let requested):
+        let duration = max(1, min(requested, configuration.leaseDurationMilliseconds))
+        let leaseID = try state.leases.grant(present, namespace: namespace, expiresAt: now + duration)
+        return BlockLease(
+          id: leaseID, blocks: blocks, expiresAtMilliseconds: now + duration, grantedMilliseconds: duration)
+      }
     }
   }
+
+  /// The storage clock's now, on which lease expiries are stated.
+  public var nowMilliseconds: UInt64 { clock.nowMilliseconds() }
 
   /// Ends a lease early (the transfer finished). Releasing twice, or after expiry, does nothing.
   public func release(_ lease: BlockLease) {
@@ -481,6 +518,7 @@ public final class TierManager: Sendable {
       stats.ramUsedBytes = state.allocator.usedBytes
       stats.ramCapacityBytes = configuration.ramBytes
       stats.leasesActive = state.leases.count
+      stats.transferPins = state.leases.transferPinCount
       stats.pinnedBlocks = state.leases.pinnedBlockCount
       return stats
     }

@@ -1,0 +1,46 @@
+// The seam between the request pipeline and a transport: the pipeline decides everything
+// (authentication, limits, ownership, leases, reservations, accounting, metrics) and a transport
+// only moves bytes — response frames, GET payloads out of pinned arena memory, PUT payloads into
+// reserved arena slots. TCP, RDMA and the in-memory test transport implement it.
+
+public import StrataCore
+public import StrataWire
+
+/// Where one PUT item's payload goes.
+public enum PayloadSlot {
+  /// Into this reserved arena slot (exactly its size).
+  case into(UnsafeMutableRawBufferPointer)
+  /// Nowhere: the item was refused; a stream transport reads and drops its `Int` bytes.
+  case skip(Int)
+}
+
+public protocol PayloadTransport {
+  /// For metrics and logs: "tcp", "rdma", "memory".
+  var name: String { get }
+
+  /// Sends a response that carries no payload.
+  mutating func respond(_ frame: [UInt8], deadline: Deadline) throws(StrataError)
+
+  /// Delivers a GET: `ranges[i]` (pinned arena bytes; nil where the item has none) to the client,
+  /// and the response built from `items`. Returns the items as answered (a transport may refuse an
+  /// item it cannot deliver, e.g. an RDMA destination too small). Must not return before every
+  /// byte it started moving out of `ranges` has left or been cancelled: the caller unpins the
+  /// ranges when it returns, successfully or not.
+  mutating func deliverGet(
+    items: [GetResponse.Item], ranges: [UnsafeRawBufferPointer?], response: ResponseFrame, deadline: Deadline
+  ) throws(StrataError) -> [GetResponse.Item]
+
+  /// Receives a PUT's payload: item `i` into `slots[i]`, in order. On a throw the caller aborts
+  /// every reservation; the transport must not write into the slots after it returns.
+  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError)
+}
+
+/// What a transport needs to frame a response: the request it answers and the epoch to carry.
+public struct ResponseFrame: Sendable {
+  public var requestID: UInt64
+  public var ringEpoch: UInt64
+
+  public func bytes(_ message: WireMessage) -> [UInt8] {
+    message.frameBytes(requestID: requestID, ringEpoch: ringEpoch)
+  }
+}

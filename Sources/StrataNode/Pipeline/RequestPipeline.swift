@@ -1,0 +1,400 @@
+// The node's one request pipeline, for every transport: HELLO (version, credentials, the peer
+// capability, connection admission), then each request with its limits, ownership, leases,
+// reservations, in-flight accounting and metrics. A transport hands it decoded frames and moves
+// payload bytes when asked (PayloadTransport.swift); nothing here knows sockets or verbs, so every
+// limit holds for TCP, RDMA and the in-memory test transport alike.
+
+import Dispatch
+import Logging
+public import StrataCore
+import StrataStorage
+public import StrataWire
+
+/// What a HELLO granted a connection.
+public struct SessionGrant: Sendable, Hashable {
+  public var namespace: Namespace
+  /// May delete (admin-scoped tokens).
+  public var isAdmin: Bool
+  /// A peer node (cluster token): no ownership checks, copies or read-through on its behalf.
+  public var isPeer: Bool
+  public var capabilities: Capabilities
+}
+
+extension NodeServer {
+  /// Decides a HELLO for any transport: the protocol version, the credentials (a tenant token, or
+  /// the cluster token for a peer node), then the connection limits (node, source address,
+  /// namespace). Returns the grant and the answer; throws the error to answer with.
+  func authenticate(_ hello: HelloRequest, source: String, transport: String) throws(StrataError) -> (
+    SessionGrant, HelloResponse
+  ) {
+    guard hello.versionMin <= WireProtocol.version && WireProtocol.version <= hello.versionMax else {
+      throw StrataError(
+        .unsupported,
+        "protocol versions \(hello.versionMin)-\(hello.versionMax) not spoken; this node speaks \(WireProtocol.version)"
+      )
+    }
+    guard !isDraining else { throw StrataError(.unavailable, "the node is shutting down") }
+    var granted: SessionGrant
+    if hello.capabilities.contains(.peer) {
+      granted = try grantPeer(hello)
+    } else {
+      guard let mapped = grant(token: hello.token) else { throw StrataError(.permissionDenied, "unknown token") }
+      granted = SessionGrant(namespace: mapped.namespace, isAdmin: mapped.admin, isPeer: false, capabilities: [])
+    }
+    try admit(source: source, namespace: granted.namespace)
+    granted.capabilities = transport == "tcp" ? grantCapabilities(hello, peer: source) : [.tcp, .rdma, .leases]
+    if granted.isPeer { granted.capabilities.insert(.peer) }
+    let response = HelloResponse(
+      capabilities: granted.capabilities, nodeID: configuration.nodeID, namespace: granted.namespace,
+      frameBytesMax: configuration.limits.payloadBytesMax,
+      inflightBytesMax: UInt64(configuration.admission.inflightBytesMax), ringEpoch: epoch)
+    return (granted, response)
+  }
+
+  /// The peer capability goes only to the cluster token (never to a tenant's), which then names the
+  /// namespace the peer acts in. A node with no tokens at all (the open embedded default) grants
+  /// it to anyone, as it grants everything.
+  private func grantPeer(_ hello: HelloRequest) throws(StrataError) -> SessionGrant {
+    let clusterToken = configuration.clusterToken
+    if clusterToken.isEmpty {
+      guard currentTokens.isEmpty else {
+        throw StrataError(
+          .permissionDenied, "the peer capability needs the cluster token (cluster.token), and none is configured")
+      }
+      let namespace = hello.peerNamespace.isEmpty ? Namespace.embeddedDefault : try Namespace(hello.peerNamespace)
+      return SessionGrant(namespace: namespace, isAdmin: false, isPeer: true, capabilities: [])
+    }
+    guard constantTimeEqual(hello.token, Array(clusterToken.utf8)) else {
+      throw StrataError(.permissionDenied, "the peer capability needs the cluster token; this token is not it")
+    }
+    guard !hello.peerNamespace.isEmpty else {
+      throw StrataError(.invalidArgument, "a peer HELLO must name the namespace it acts in (peerNamespace)")
+    }
+    return SessionGrant(namespace: try Namespace(hello.peerNamespace), isAdmin: false, isPeer: true, capabilities: [])
+  }
+}
+
+/// Compares secrets in time that depends on their lengths only.
+func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+  guard lhs.count == rhs.count else { return false }
+  var difference: UInt8 = 0
+  for index in lhs.indices { difference |= lhs[index] ^ rhs[index] }
+  return difference == 0
+}
+
+/// One authenticated connection's protocol state, whatever its transport: the grant, the client
+/// leases it holds, and where its storage calls run.
+struct RequestSession {
+  let server: NodeServer
+  let grant: SessionGrant
+  let source: String
+  /// Client leases taken by this connection's LOOKUPs, by id, released by the GET naming them, by
+  /// expiry or when the connection ends.
+  private(set) var leases: [UInt64: BlockLease] = [:]
+  /// Sizes of the blocks the request being answered moved, for the observer (metrics).
+  private var movedBlockBytes: [Int] = []
+  /// Where this connection's storage calls run (see `blocking`).
+  let executor: QueueExecutor
+  private var ended = false
+
+  /// A session for a connection `authenticate` admitted; `end` must follow.
+  init(server: NodeServer, grant: SessionGrant, source: String, label: String) {
+    self.server = server
+    self.grant = grant
+    self.source = source
+    executor = QueueExecutor(label: "strata.\(label).storage")
+  }
+
+  var namespace: Namespace { grant.namespace }
+  var limits: NodeServer.PipelineLimits { server.configuration.pipeline }
+
+  mutating func end() {
+    guard !ended else { return }
+    ended = true
+    for lease in leases.values { server.tiers.release(lease) }
+    leases.removeAll()
+    server.leave(source: source, namespace: grant.namespace)
+  }
+
+  /// The deadline for a request that moves `bytes` once it has begun.
+  func transferDeadline(bytes: Int) -> Deadline {
+    Deadline.transfer(
+      bytes: UInt64(bytes), baseMilliseconds: limits.requestTimeoutMilliseconds,
+      minimumBytesPerSecond: limits.minTransferBytesPerSecond)
+  }
+
+  /// Serves one well-formed request frame. A request that fails is answered with its error and the
+  /// connection stays; throws only when the connection must end (the peer went away, a deadline
+  /// passed, a protocol violation, GOODBYE).
+  mutating func serve(_ message: WireMessage, header: FrameHeader, over transport: inout some PayloadTransport)
+    throws(StrataError)
+  {
+    let started = MonotonicTime.nowNanoseconds
+    server.count { $0.requests += 1 }
+    var failure: StrataError.Code?
+    defer { observe(header, transport: transport.name, startedAt: started, error: failure) }
+    do throws(StrataError) {
+      try dispatch(message, header: header, over: &transport)
+    } catch  where !Self.endsConnection(error) {
+      server.count { $0.errorResponses += 1 }
+      failure = error.code
+      server.logger.debug(
+        "request failed",
+        metadata: [
+          "request_id": "\(header.requestID)", "op": "\(header.opcode)", "code": "\(error.code)",
+          "reason": "\(error.message)", "transport": "\(transport.name)",
+        ])
+      try respond(.error(header.opcode, ErrorBody(error)), to: header, over: &transport)
+    }
+  }
+
+  /// Errors after which a connection is closed instead of answered.
+  static func endsConnection(_ error: StrataError) -> Bool {
+    switch error.code {
+    case .unavailable, .timeout, .protocolError: true
+    default: false
+    }
+  }
+
+  private mutating func observe(_ header: FrameHeader, transport: String, startedAt: UInt64, error: StrataError.Code?) {
+    defer { movedBlockBytes.removeAll(keepingCapacity: true) }
+    guard let observer = server.observer else { return }
+    let seconds = Double(MonotonicTime.nowNanoseconds - startedAt) / 1e9
+    observer.requestFinished(
+      RequestEvent(
+        op: "\(header.opcode)", transport: transport, seconds: seconds, error: error, blockBytes: movedBlockBytes,
+        requestID: header.requestID))
+  }
+
+  private func respond(_ message: WireMessage, to header: FrameHeader, over transport: inout some PayloadTransport)
+    throws(StrataError)
+  {
+    let frame = message.frameBytes(requestID: header.requestID, ringEpoch: server.epoch)
+    try transport.respond(frame, deadline: transferDeadline(bytes: frame.count))
+  }
+
+  private mutating func dispatch(
+    _ message: WireMessage, header: FrameHeader, over transport: inout some PayloadTransport
+  ) throws(StrataError) {
+    switch message {
+    case .lookupRequest(let request): try answerLookup(request, header: header, over: &transport)
+    case .getRequest(let request): try answerGet(request, header: header, over: &transport)
+    case .putRequest(let request): try answerPut(request, header: header, over: &transport)
+    case .deleteRequest(let request):
+      guard grant.isAdmin else {
+        throw StrataError(.permissionDenied, "DELETE is admin-scoped: this connection's token is not an admin token")
+      }
+      let tiers = server.tiers
+      let removed = request.keys.map { key in
+        let id = BlockID(namespace: namespace, key: key)
+        let present = tiers.lookup([id])[0] != nil
+        tiers.remove(id)
+        return present
+      }
+      try respond(.deleteResponse(DeleteResponse(removed: removed)), to: header, over: &transport)
+    case .statRequest:
+      try respond(.statResponse(StatResponse(json: server.statJSON())), to: header, over: &transport)
+    case .goodbyeRequest:
+      try respond(.goodbyeResponse(GoodbyeResponse()), to: header, over: &transport)
+      throw StrataError(.unavailable, "the client said goodbye")
+    case .helloRequest:
+      throw StrataError(.invalidArgument, "HELLO was already received on this connection")
+    case .ringRequest(let body):
+      guard let cluster = server.cluster else {
+        throw StrataError(.unsupported, "RING needs cluster mode; this node runs alone")
+      }
+      let admin = grant.isAdmin
+      let answer = try blocking(on: executor) { () throws(StrataError) in
+        try await cluster.answerRing(body, isAdmin: admin)
+      }
+      try respond(.ringResponse(body: answer), to: header, over: &transport)
+    default:
+      throw StrataError(.protocolError, "unexpected \(header.opcode) frame from a client")
+    }
+  }
+
+  // MARK: LOOKUP
+
+  private mutating func answerLookup(
+    _ request: LookupRequest, header: FrameHeader, over transport: inout some PayloadTransport
+  ) throws(StrataError) {
+    try server.checkOwnership(request.keys, ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
+    let ids = request.keys.map { BlockID(namespace: namespace, key: $0) }
+    try server.fillMissing(ids, isPeer: grant.isPeer, executor: executor)
+    let tiers = server.tiers
+    let response: LookupResponse
+    if request.leaseMilliseconds > 0 {
+      try makeRoomForLease()
+      let found = tiers.lookup(ids)
+      let kind = LeaseKind.client(namespace: namespace, durationMilliseconds: UInt64(request.leaseMilliseconds))
+      let lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+      leases[lease.id.rawValue] = lease
+      response = LookupResponse(
+        tiers: zip(found, lease.blocks).map { tier, block in block == nil ? .absent : (tier == .nvme ? .nvme : .ram) },
+        leadingRun: UInt32(lease.leadingRunCount), leaseID: lease.id.rawValue,
+        leaseExpiresInMilliseconds: UInt32(clamping: lease.grantedMilliseconds))
+    } else {
+      let found = tiers.lookup(ids).map { tier -> BlockTier in
+        switch tier {
+        case .ram: .ram
+        case .nvme: .nvme
+        case nil: .absent
+        }
+      }
+      response = LookupResponse(tiers: found, leadingRun: UInt32(found.firstIndex(of: .absent) ?? found.count))
+    }
+    try respond(.lookupResponse(response), to: header, over: &transport)
+  }
+
+  /// Forgets this connection's expired leases; refuses a new one past the per-connection limit.
+  private mutating func makeRoomForLease() throws(StrataError) {
+    guard leases.count >= limits.leasesPerConnectionMax else { return }
+    let now = server.tiers.nowMilliseconds
+    for (id, lease) in leases where lease.expiresAtMilliseconds <= now {
+      server.tiers.release(lease)
+      leases[id] = nil
+    }
+    guard leases.count < limits.leasesPerConnectionMax else {
+      throw StrataError(
+        .resourceExhausted,
+        "this connection holds \(leases.count) leases, its limit (limits.max_leases_per_connection); name them in GETs or let them expire"
+      )
+    }
+  }
+
+  // MARK: GET
+
+  private mutating func answerGet(
+    _ request: GetRequest, header: FrameHeader, over transport: inout some PayloadTransport
+  )
+    throws(StrataError)
+  {
+    // The client lease named by the GET ends with it, whatever the outcome.
+    let named = request.leaseID == 0 ? nil : leases.removeValue(forKey: request.leaseID)
+    let tiers = server.tiers
+    defer { if let named { tiers.release(named) } }
+    try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
+    let ids = request.items.map { BlockID(namespace: namespace, key: $0.key) }
+    try server.fillMissing(ids, isPeer: grant.isPeer, executor: executor)
+    // Transfer pins: they never expire, so no slot is reused while its bytes are being sent; the
+    // transport returns only once nothing moves out of them any more.
+    let pins = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
+    defer { tiers.release(pins) }
+    var items: [GetResponse.Item] = []
+    var ranges: [UnsafeRawBufferPointer?] = []
+    items.reserveCapacity(ids.count)
+    ranges.reserveCapacity(ids.count)
+    var total = 0
+    for (item, block) in zip(request.items, pins.blocks) {
+      let (answer, bytes) = resolve(item, in: block)
+      items.append(answer)
+      ranges.append(bytes)
+      total += bytes?.count ?? 0
+    }
+    guard UInt64(total) <= server.configuration.limits.payloadBytesMax else {
+      throw StrataError(
+        .resourceExhausted,
+        "GET of \(total) bytes exceeds the \(server.configuration.limits.payloadBytesMax)-byte frame limit; split the batch"
+      )
+    }
+    try server.reserveInflight(total, for: namespace)
+    defer { server.releaseInflight(total, for: namespace) }
+    let response = ResponseFrame(requestID: header.requestID, ringEpoch: server.epoch)
+    let answered = try transport.deliverGet(
+      items: items, ranges: ranges, response: response, deadline: transferDeadline(bytes: total))
+    var blocks = 0
+    var bytes = 0
+    for (answer, range) in zip(answered, ranges) {
+      guard case .ok = answer.status, let range else { continue }
+      blocks += 1
+      bytes += range.count
+      if server.observer != nil { movedBlockBytes.append(range.count) }
+    }
+    server.count {
+      $0.getBlocks += blocks
+      $0.getBytes += bytes
+    }
+  }
+
+  // MARK: PUT
+
+  private mutating func answerPut(
+    _ request: PutRequest, header: FrameHeader, over transport: inout some PayloadTransport
+  )
+    throws(StrataError)
+  {
+    let total = Int(header.payloadBytes)
+    let deadline = transferDeadline(bytes: total)
+    let skipAll = request.items.map { PayloadSlot.skip(Int($0.length)) }
+    do throws(StrataError) {
+      try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
+    } catch {
+      try transport.receivePut(skipAll, deadline: deadline)
+      throw error
+    }
+    do throws(AdmissionRefusal) {
+      try server.admission { admission throws(AdmissionRefusal) in try admission.reserve(total, for: namespace) }
+    } catch {
+      // Refused whole: the payload is read and dropped, every item answered `noSpace`.
+      try transport.receivePut(skipAll, deadline: deadline)
+      server.logger.debug("PUT refused", metadata: ["reason": "\(error.error.message)"])
+      try respond(
+        .putResponse(PutResponse(outcomes: request.items.map { _ in .noSpace })), to: header, over: &transport)
+      return
+    }
+    defer { server.releaseInflight(total, for: namespace) }
+    let tiers = server.tiers
+    let blockBytesMax = tiers.configuration.blockBytesMax
+    var outcomes = [StrataWire.PutOutcome](repeating: .noSpace, count: request.items.count)
+    var slots: [PayloadSlot] = []
+    var reservations: [(index: Int, reservation: PutReservation)] = []
+    slots.reserveCapacity(request.items.count)
+    for (index, item) in request.items.enumerated() {
+      let length = Int(item.length)
+      guard length > 0, length <= blockBytesMax else {
+        outcomes[index] = .tooLarge
+        slots.append(.skip(length))
+        continue
+      }
+      let id = BlockID(namespace: namespace, key: item.key)
+      do throws(StrataError) {
+        let reserved = try blocking(on: executor) { () throws(StrataError) in try await tiers.reserve(id, bytes: length)
+        }
+        if let reserved {
+          reservations.append((index, reserved))
+          slots.append(.into(reserved.buffer))
+        } else {
+          outcomes[index] = .alreadyPresent
+          slots.append(.skip(length))
+        }
+      } catch {
+        outcomes[index] = .noSpace
+        slots.append(.skip(length))
+      }
+    }
+    do throws(StrataError) {
+      try transport.receivePut(slots, deadline: deadline)
+    } catch {
+      for (_, reservation) in reservations { tiers.abort(reservation) }
+      throw error
+    }
+    var stored = 0
+    for (index, reservation) in reservations {
+      do throws(StrataError) {
+        try tiers.commit(reservation, expectedChecksum: request.items[index].checksum)
+        outcomes[index] = .stored
+        stored += reservation.buffer.count
+        if server.observer != nil { movedBlockBytes.append(reservation.buffer.count) }
+      } catch {
+        outcomes[index] = .checksumMismatch
+      }
+    }
+    try respond(.putResponse(PutResponse(outcomes: outcomes)), to: header, over: &transport)
+    server.replicate(request.items, outcomes: outcomes, namespace: namespace, isPeer: grant.isPeer)
+    let storedBlocks = outcomes.filter { $0 == .stored }.count
+    server.count {
+      $0.putBlocks += storedBlocks
+      $0.putBytes += stored
+    }
+  }
+}

@@ -1,0 +1,308 @@
+// Where every TCP connection waits until its HELLO is decided: one thread and one epoll set for
+// the listener and all unauthenticated sockets, so a flood of idle or half-sent connections costs
+// a few hundred bytes each and no thread. A connection gets a thread of its own only once its
+// HELLO is granted (and admitted under the connection limits); refusals are answered inline.
+//
+// Bounds: at most `handshakesMax` connections wait (a new one closes the oldest waiting, so a
+// flood can delay a real client by at most the flood's rate times the table, never lock it out);
+// each must finish HELLO by its deadline; before HELLO a frame body may be at most a HELLO's size.
+
+import CStrataLinux
+import Logging
+import StrataCore
+import StrataTCP
+import StrataWire
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+final class HandshakeGate: @unchecked Sendable {
+  // @unchecked: `pending`, `order` and the epoll set are used by the gate's own thread only
+  // (`run`); other threads touch only `pendingCounter` (atomic) and the wake pipe's write end.
+
+  private struct Pending {
+    let socket: TCPSocket
+    var assembler: FrameAssembler
+    let deadline: Deadline
+    let sequence: UInt64
+  }
+
+  /// What a connection may send before its HELLO is decided: a HELLO frame, nothing else.
+  static let limits = WireLimits(bodyBytesMax: HelloRequest.encodedBytesMax, payloadBytesMax: 0, itemsPerBatchMax: 0)
+  /// How long accepting pauses when the process is out of descriptors.
+  static let descriptorBackoffMilliseconds: UInt64 = 100
+
+  private let listener: TCPListener
+  private let handshakesMax: Int
+  private let timeoutMilliseconds: UInt64
+  private let poller: Int32
+  private let wakeRead: Int32
+  private let wakeWrite: Int32
+  private var pending: [Int32: Pending] = [:]
+  /// (sequence, descriptor) in accept order, which is deadline order; entries of connections
+  /// already gone are skipped when they surface.
+  private var order: [(UInt64, Int32)] = []
+  private var orderHead = 0
+  private var nextSequence: UInt64 = 0
+  private let pendingCounter = Atomic<Int>(0)
+
+  init(listener: TCPListener, handshakesMax: Int, timeoutMilliseconds: UInt64) throws(StrataError) {
+    precondition(handshakesMax > 0, "HandshakeGate needs room for at least one handshake")
+    self.listener = listener
+    self.handshakesMax = handshakesMax
+    self.timeoutMilliseconds = timeoutMilliseconds
+    poller = strata_poller_create()
+    guard poller >= 0 else { throw StrataError(.ioError, "epoll_create1 failed: \(String(cString: strerror(errno)))") }
+    var ends: [Int32] = [0, 0]
+    guard pipe(&ends) == 0 else {
+      close(poller)
+      throw StrataError(.ioError, "pipe() failed: \(String(cString: strerror(errno)))")
+    }
+    wakeRead = ends[0]
+    wakeWrite = ends[1]
+    for descriptor in ends { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+  }
+
+  deinit {
+    close(poller)
+    close(wakeRead)
+    close(wakeWrite)
+  }
+
+  /// Connections waiting for their HELLO now.
+  var pendingCount: Int { pendingCounter.load(ordering: .relaxed) }
+
+  /// Makes `run` close every waiting connection and return.
+  func stop() {
+    var byte: UInt8 = 1
+    _ = write(wakeWrite, &byte, 1)
+    listener.shutdown()
+  }
+
+  /// Accepts and authenticates connections until `stop`; granted ones are handed to the server.
+  func run(server: NodeServer) {
+    listener.setNonBlocking()
+    watch(listener.descriptor)
+    watch(wakeRead)
+    var acceptResumesAt: Deadline?
+    var ready = [Int32](repeating: -1, count: 256)
+    defer {
+      for descriptor in Array(pending.keys) { drop(descriptor) }
+    }
+    while true {
+      let now = MonotonicTime.nowNanoseconds
+      var wait = oldestDeadline().map { Int32(clamping: $0.remainingMilliseconds(now: now)) } ?? -1
+      if let resume = acceptResumesAt {
+        let left = Int32(clamping: resume.remainingMilliseconds(now: now))
+        wait = wait < 0 ? left : min(wait, left)
+      }
+      let count = ready.withUnsafeMutableBufferPointer {
+        strata_poller_wait(poller, $0.baseAddress, Int32($0.count), wait)
+      }
+      if count < 0 && errno != EINTR { return }
+      for descriptor in ready.prefix(Int(max(count, 0))) {
+        if descriptor == wakeRead { return }
+        if descriptor == listener.descriptor {
+          switch acceptAll(server) {
+          case .stopped: return
+          case .outOfDescriptors:
+            unwatch(listener.descriptor)
+            acceptResumesAt = Deadline.after(milliseconds: Self.descriptorBackoffMilliseconds)
+            server.logger.warning(
+              "out of file descriptors: closed the oldest handshake, accepting again in 100ms",
+              metadata: ["pending": "\(pending.count)"])
+          case .drained: break
+          }
+        } else {
+          advance(descriptor, server)
+        }
+      }
+      expire(server)
+      if let resume = acceptResumesAt, resume.hasPassed() {
+        acceptResumesAt = nil
+        watch(listener.descriptor)
+      }
+    }
+  }
+
+  private enum AcceptOutcome {
+    case drained
+    case outOfDescriptors
+    case stopped
+  }
+
+  /// Takes the connections waiting in the listen queue (a bounded number per wake, for fairness).
+  private func acceptAll(_ server: NodeServer) -> AcceptOutcome {
+    for _ in 0..<256 {
+      switch listener.acceptAvailable() {
+      case .connection(let socket):
+        if pending.count >= handshakesMax {
+          evictOldest()
+          server.count { $0.handshakesEvicted += 1 }
+        }
+        let sequence = nextSequence
+        nextSequence += 1
+        pending[socket.descriptor] = Pending(
+          socket: socket, assembler: FrameAssembler(limits: Self.limits, receiving: .request),
+          deadline: Deadline.after(milliseconds: timeoutMilliseconds), sequence: sequence)
+        order.append((sequence, socket.descriptor))
+        pendingCounter.store(pending.count, ordering: .relaxed)
+        watch(socket.descriptor)
+      case .none: return .drained
+      case .outOfDescriptors:
+        if !pending.isEmpty {
+          evictOldest()
+          server.count { $0.handshakesEvicted += 1 }
+        }
+        return .outOfDescriptors
+      case .closed: return .stopped
+      }
+    }
+    return .drained
+  }
+
+  /// Reads what a waiting connection sent (never more than its HELLO frame) and decides it once
+  /// the frame is whole.
+  private func advance(_ descriptor: Int32, _ server: NodeServer) {
+    guard var entry = pending[descriptor] else { return }
+    var buffer = [UInt8](repeating: 0, count: FrameHeader.byteCount + HelloRequest.encodedBytesMax)
+    while true {
+      let missing: Int
+      switch entry.assembler.phase {
+      case .header(let bytes): missing = bytes
+      case .body(let bytes): missing = bytes
+      case .payload, .failed:
+        drop(descriptor)
+        return
+      }
+      let outcome: Result<FrameAssembler.Step?, StrataError> = buffer.withUnsafeMutableBytes { raw in
+        let chunk = UnsafeMutableRawBufferPointer(rebasing: raw[0..<min(missing, raw.count)])
+        do throws(StrataError) {
+          let count = try entry.socket.receiveAvailable(chunk)
+          guard count > 0 else { return .success(nil) }
+          return .success(try entry.assembler.feed(UnsafeRawBufferPointer(rebasing: chunk[0..<count])))
+        } catch {
+          return .failure(error)
+        }
+      }
+      switch outcome {
+      case .failure(let error):
+        if error.code != .unavailable {
+          server.count { $0.malformedFrames += 1 }
+          server.logger.info(
+            "closing connection before HELLO: malformed frame",
+            metadata: ["peer": "\(entry.socket.peer)", "reason": "\(error.message)"])
+        }
+        drop(descriptor)
+        return
+      case .success(nil):
+        pending[descriptor] = entry  // keep what arrived; wait for more
+        return
+      case .success(let step?):
+        if case .frame(let header, let message)? = step.event {
+          unwatch(descriptor)
+          remove(descriptor)
+          decide(header, message, socket: entry.socket, server)
+          return
+        }
+      }
+    }
+  }
+
+  /// Grants or refuses a whole first frame; a granted connection gets its thread.
+  private func decide(_ header: FrameHeader, _ message: WireMessage, socket: TCPSocket, _ server: NodeServer) {
+    guard case .helloRequest(let hello) = message else {
+      server.count { $0.malformedFrames += 1 }
+      refuse(socket, header, StrataError(.protocolError, "the first frame must be HELLO, got \(header.opcode)"), server)
+      return
+    }
+    let grant: SessionGrant
+    let response: HelloResponse
+    do throws(StrataError) {
+      (grant, response) = try server.authenticate(hello, source: socket.peerHost, transport: "tcp")
+    } catch {
+      refuse(socket, header, error, server)
+      return
+    }
+    socket.setBlocking(true)
+    let session = RequestSession(server: server, grant: grant, source: socket.peerHost, label: "tcp")
+    server.startConnection(
+      socket: socket, session: session,
+      hello: WireMessage.helloResponse(response).frameBytes(requestID: header.requestID, ringEpoch: server.epoch))
+  }
+
+  /// Answers a refused HELLO with its error, without waiting on the peer, and closes.
+  private func refuse(_ socket: TCPSocket, _ header: FrameHeader, _ error: StrataError, _ server: NodeServer) {
+    server.logger.info(
+      "refused a connection", metadata: ["peer": "\(socket.peer)", "reason": "\(error.message)"])
+    socket.sendAvailable(
+      WireMessage.error(.hello, ErrorBody(error)).frameBytes(requestID: header.requestID, ringEpoch: 0))
+    socket.shutdown()
+  }
+
+  /// Closes connections whose handshake deadline passed (the oldest come first).
+  private func expire(_ server: NodeServer) {
+    let now = MonotonicTime.nowNanoseconds
+    while orderHead < order.count {
+      let (sequence, descriptor) = order[orderHead]
+      guard let entry = pending[descriptor], entry.sequence == sequence else {
+        orderHead += 1
+        continue
+      }
+      guard entry.deadline.hasPassed(now: now) else { break }
+      orderHead += 1
+      drop(descriptor)
+      server.count { $0.handshakesTimedOut += 1 }
+    }
+    compactOrder()
+  }
+
+  private func oldestDeadline() -> Deadline? {
+    while orderHead < order.count {
+      let (sequence, descriptor) = order[orderHead]
+      if let entry = pending[descriptor], entry.sequence == sequence { return entry.deadline }
+      orderHead += 1
+    }
+    return nil
+  }
+
+  private func evictOldest() {
+    while orderHead < order.count {
+      let (sequence, descriptor) = order[orderHead]
+      orderHead += 1
+      if let entry = pending[descriptor], entry.sequence == sequence {
+        drop(descriptor)
+        return
+      }
+    }
+  }
+
+  private func compactOrder() {
+    if orderHead > 4096 && orderHead * 2 > order.count {
+      order.removeFirst(orderHead)
+      orderHead = 0
+    }
+  }
+
+  private func drop(_ descriptor: Int32) {
+    unwatch(descriptor)
+    remove(descriptor)?.socket.shutdown()
+  }
+
+  @discardableResult
+  private func remove(_ descriptor: Int32) -> Pending? {
+    let entry = pending.removeValue(forKey: descriptor)
+    pendingCounter.store(pending.count, ordering: .relaxed)
+    return entry
+  }
+
+  private func watch(_ descriptor: Int32) {
+    _ = strata_poller_add(poller, descriptor)
+  }
+
+  private func unwatch(_ descriptor: Int32) {
+    _ = strata_poller_remove(poller, descriptor)
+  }
+}
