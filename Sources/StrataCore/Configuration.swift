@@ -119,7 +119,7 @@ public struct NodeConfiguration: Hashable, Sendable {
     /// Authenticated connections of one namespace.
     public var connectionsPerNamespaceMax: Int = 128
     /// Connections still waiting for their HELLO; beyond it the oldest waiting is closed.
-    public var handshakesMax: Int = 1024
+    public var handshakesMax: Int = 4096
     /// How long a new connection has to complete HELLO.
     public var handshakeTimeout = DurationSetting(milliseconds: 5_000)
     /// How long an authenticated connection may wait between requests.

@@ -214,24 +214,23 @@ func drainUntilClosed(_ socket: TCPSocket, seconds: Double) -> (bytes: [UInt8], 
       }
       for n in 0..<2000 { if let socket = open(n % 2 == 1) { sockets.append((socket, n % 2 == 1)) } }
       var probe = [UInt8](repeating: 0, count: 64)
+      // Wait (in poll, not spinning) for the node to drop some; re-open each at once.
       while !stop.load(ordering: .relaxed) {
-        var index = 0
-        while index < sockets.count && !stop.load(ordering: .relaxed) {
+        var watched = sockets.map { pollfd(fd: $0.0.descriptor, events: Int16(POLLIN), revents: 0) }
+        guard poll(&watched, nfds_t(watched.count), 100) > 0 else { continue }
+        for (index, entry) in watched.enumerated() where entry.revents != 0 {
           let (socket, halfHello) = sockets[index]
-          let closed = probe.withUnsafeMutableBytes { raw in
-            (try? socket.receiveAvailable(raw)) == nil
-          }
+          let closed = probe.withUnsafeMutableBytes { raw in (try? socket.receiveAvailable(raw)) == nil }
           if closed, let again = open(halfHello) {
             sockets[index] = (again, halfHello)
             reopened.add(1, ordering: .relaxed)
           }
-          index += 1
         }
       }
     }
     flood.start()
     defer { stop.store(true, ordering: .relaxed) }
-    // Wait until the flood is in place (the node holds its limit of waiting handshakes).
+    // Wait until the flood is in place (the node holds its 2,000 connections waiting for HELLO).
     let legitimate = tenantClient(node, tenantA, timeout: 5_000)
     defer { legitimate.close() }
     let deadline = Date().addingTimeInterval(30)
@@ -244,7 +243,12 @@ func drainUntilClosed(_ socket: TCPSocket, seconds: Double) -> (bytes: [UInt8], 
     let region = legitimate.register(buffer)
     var latencies: [Double] = []
     var failures: [String] = []
-    for n in 0..<300 {
+    // At least 300 rounds and at least 3 s, so the node drops (handshake deadline) and the flood
+    // re-opens connections while the client works.
+    let busyUntil = Date().addingTimeInterval(3)
+    var n = 0
+    while n < 300 || Date() < busyUntil {
+      defer { n += 1 }
       fill(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<4096]), seed: n)
       let start = DispatchTime.now().uptimeNanoseconds
       do {
@@ -261,6 +265,7 @@ func drainUntilClosed(_ socket: TCPSocket, seconds: Double) -> (bytes: [UInt8], 
         failures.append("round \(n): \(error)")
       }
       latencies.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+      try await Task.sleep(for: .milliseconds(5))  // a client's pace, not a benchmark loop
     }
     // A second client that connects while the flood still churns gets in too.
     let late = tenantClient(node, tenantB, timeout: 5_000)

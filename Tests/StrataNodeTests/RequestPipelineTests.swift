@@ -1,0 +1,221 @@
+// The request pipeline through its in-memory transport: the limits every transport inherits
+// (RDMA included, which cannot run here) hold without sockets. Each test speaks raw frames.
+
+import Logging
+import StrataCore
+import StrataStorage
+import StrataWire
+import Testing
+
+@testable import StrataNode
+
+/// A node that is never started: connections are in-memory only.
+struct PipelineNode {
+  let tiers: TierManager
+  let server: NodeServer
+
+  static let tenantA = "tenant-a-secret-000000001"
+  static let tenantB = "tenant-b-secret-000000002"
+  static let cluster = "cluster-secret-token-0001"
+
+  init(configure: (inout NodeConfiguration) -> Void = { _ in }) throws {
+    var node = NodeConfiguration()
+    node.listen = HostPort(host: "127.0.0.1", port: 0)
+    node.limits.blockBytesMax = .mebibytes(4)
+    node.auth.tokens = [
+      .init(token: Self.tenantA, namespace: try Namespace("tenant-a"), admin: true),
+      .init(token: Self.tenantB, namespace: try Namespace("tenant-b")),
+    ]
+    node.cluster.token = Self.cluster
+    configure(&node)
+    tiers = try TierManager(
+      configuration: TierConfiguration(
+        ramBytes: 32 << 20, blockBytesMax: 4 << 20, admission: .never, leasesMax: node.limits.leasesMax,
+        leaseDurationMilliseconds: node.limits.leaseDuration.milliseconds,
+        leasesPerNamespaceMax: node.limits.leasesPerNamespaceMax, pinnedBytesPerNamespaceMax: 16 << 20),
+      nvme: nil)
+    var logger = Logger(label: "pipeline-test")
+    logger.logLevel = .critical
+    server = try NodeServer(configuration: ServerConfiguration(node, nodeID: "pipeline"), tiers: tiers, logger: logger)
+  }
+
+  /// A connection that said HELLO with `token`, and the node's answer to it.
+  func connect(_ token: String, source: String = "10.9.9.9", peerNamespace: String = "") -> (
+    InMemoryConnection, WireMessage
+  ) {
+    let connection = InMemoryConnection(server: server, source: source)
+    let hello = HelloRequest(
+      capabilities: peerNamespace.isEmpty ? [.tcp] : [.tcp, .peer], frameBytesMax: 1 << 30,
+      token: Array(token.utf8), clientName: "test", peerNamespace: peerNamespace)
+    let answer = connection.receive(hello.frameBytes(requestID: 1, ringEpoch: 0))
+    return (connection, frames(answer).first?.1 ?? .goodbyeRequest(GoodbyeRequest()))
+  }
+}
+
+/// Splits what a node answered into frames (each GET payload left in the byte array after it).
+func frames(_ bytes: [UInt8]) -> [(FrameHeader, WireMessage, [UInt8])] {
+  var result: [(FrameHeader, WireMessage, [UInt8])] = []
+  var offset = 0
+  while offset + 64 <= bytes.count {
+    guard
+      let header = try? bytes.withUnsafeBytes({
+        try FrameHeader(decoding: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + 64]), limits: .standard)
+      })
+    else { break }
+    let bodyEnd = offset + 64 + Int(header.bodyBytes)
+    let payloadEnd = bodyEnd + Int(header.payloadBytes)
+    guard payloadEnd <= bytes.count,
+      let message = try? bytes.withUnsafeBytes({
+        try WireMessage(
+          header: header, body: UnsafeRawBufferPointer(rebasing: $0[offset + 64..<bodyEnd]), limits: .standard)
+      })
+    else { break }
+    result.append((header, message, Array(bytes[bodyEnd..<payloadEnd])))
+    offset = payloadEnd
+  }
+  return result
+}
+
+func pipelineKey(_ n: Int) -> BlockKey { SHA256.digest(Array("pipeline-\(n)".utf8)) }
+
+func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
+  PutRequest(items: [.init(key: pipelineKey(n), length: UInt64(bytes.count), checksum: CRC32C.checksum(bytes))])
+    .frameBytes(requestID: requestID, ringEpoch: 0) + bytes
+}
+
+@Suite struct RequestPipelineTests {
+  @Test func putAndGetRoundTripThroughTheInMemoryTransport() throws {
+    let node = try PipelineNode()
+    let (connection, hello) = node.connect(PipelineNode.tenantA)
+    guard case .helloResponse(let response) = hello else { throw StrataError(.protocolError, "\(hello)") }
+    #expect(response.namespace.name == "tenant-a" && !response.capabilities.contains(.peer))
+    let block = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+    // Delivered in pieces: the payload waits until whole.
+    let put = putFrame(1, bytes: block)
+    var answered: [UInt8] = []
+    for start in stride(from: 0, to: put.count, by: 7_777) {
+      answered += connection.receive(Array(put[start..<min(start + 7_777, put.count)]))
+    }
+    guard case .putResponse(let outcome) = frames(answered).first?.1 else { throw StrataError(.protocolError, "PUT") }
+    #expect(outcome.outcomes == [.stored])
+    let got = frames(
+      connection.receive(GetRequest(items: [.init(key: pipelineKey(1))]).frameBytes(requestID: 6, ringEpoch: 0)))
+    #expect(got.first?.2 == block)
+    // Another tenant does not see it.
+    let (other, _) = node.connect(PipelineNode.tenantB)
+    let missing = frames(
+      other.receive(GetRequest(items: [.init(key: pipelineKey(1))]).frameBytes(requestID: 2, ringEpoch: 0)))
+    guard case .getResponse(let answer) = missing.first?.1 else { throw StrataError(.protocolError, "GET") }
+    #expect(answer.items.map(\.status) == [.missing])
+    connection.close()
+    other.close()
+    #expect(node.server.stats.connectionsOpen == 0 && node.server.stats.inflightBytes == 0)
+  }
+
+  @Test func thePeerCapabilityNeedsTheClusterToken() throws {
+    let node = try PipelineNode()
+    let (tenant, refused) = node.connect(PipelineNode.tenantA, peerNamespace: "tenant-b")
+    guard case .error(_, let body) = refused else { throw StrataError(.protocolError, "granted: \(refused)") }
+    #expect(body.code == StrataError.Code.permissionDenied.number && tenant.isClosed)
+    let (_, granted) = node.connect(PipelineNode.cluster, peerNamespace: "tenant-b")
+    guard case .helloResponse(let response) = granted else { throw StrataError(.protocolError, "\(granted)") }
+    #expect(response.capabilities.contains(.peer) && response.namespace.name == "tenant-b")
+    // Without a namespace the cluster token is refused too: peers act in one namespace at a time.
+    let (_, unnamed) = node.connect(PipelineNode.cluster)
+    guard case .error = unnamed else { throw StrataError(.protocolError, "\(unnamed)") }
+  }
+
+  @Test func connectionLimitsPerSourceAndNamespace() throws {
+    let node = try PipelineNode {
+      $0.limits.connectionsPerSourceMax = 2
+      $0.limits.connectionsPerNamespaceMax = 3
+    }
+    var open: [InMemoryConnection] = []
+    for _ in 0..<2 { open.append(node.connect(PipelineNode.tenantA, source: "10.0.0.1").0) }
+    let (_, third) = node.connect(PipelineNode.tenantA, source: "10.0.0.1")
+    guard case .error(_, let perSource) = third else { throw StrataError(.protocolError, "\(third)") }
+    #expect(perSource.message.contains("limits.max_connections_per_source"))
+    open.append(node.connect(PipelineNode.tenantA, source: "10.0.0.2").0)
+    let (_, fourth) = node.connect(PipelineNode.tenantA, source: "10.0.0.3")
+    guard case .error(_, let perNamespace) = fourth else { throw StrataError(.protocolError, "\(fourth)") }
+    #expect(perNamespace.message.contains("limits.max_connections_per_namespace"))
+    // Another namespace, same source as the full one: admitted.
+    let (_, otherTenant) = node.connect(PipelineNode.tenantB, source: "10.0.0.3")
+    guard case .helloResponse = otherTenant else { throw StrataError(.protocolError, "\(otherTenant)") }
+    for connection in open { connection.close() }
+  }
+
+  @Test func namespaceInflightBudgetRefusesItsPutsButNotAnotherTenants() throws {
+    let node = try PipelineNode { $0.limits.inflightBytesPerNamespaceMax = .mebibytes(1) }
+    // A PUT announcing 2 MiB whose payload has not arrived yet still reserves on arrival of the
+    // frame; one that exceeds the namespace budget is refused whole (noSpace), payload consumed.
+    let (connection, _) = node.connect(PipelineNode.tenantA)
+    let large = [UInt8](repeating: 3, count: 2 << 20)
+    let answer = frames(connection.receive(putFrame(2, bytes: large)))
+    guard case .putResponse(let refused) = answer.first?.1 else { throw StrataError(.protocolError, "PUT") }
+    #expect(refused.outcomes == [.noSpace])
+    #expect(!connection.isClosed, "a refused PUT keeps its connection")
+    let (other, _) = node.connect(PipelineNode.tenantB)
+    guard
+      case .putResponse(let stored) = frames(other.receive(putFrame(3, bytes: [UInt8](repeating: 4, count: 512 << 10))))
+        .first?.1
+    else { throw StrataError(.protocolError, "PUT") }
+    #expect(stored.outcomes == [.stored])
+    #expect(node.server.stats.inflightBytes == 0)
+  }
+
+  @Test func leaseLimitsPerConnectionAndNamespaceAndTheDurationCap() throws {
+    let node = try PipelineNode {
+      $0.limits.leasesPerConnectionMax = 3
+      $0.limits.leasesPerNamespaceMax = 5
+      $0.limits.leaseDuration = DurationSetting(milliseconds: 1500)
+    }
+    let (first, _) = node.connect(PipelineNode.tenantA)
+    var messages: [String] = []
+    var granted: [UInt32] = []
+    func lease(_ connection: InMemoryConnection) {
+      let answer = frames(
+        connection.receive(
+          LookupRequest(keys: [pipelineKey(9)], leaseMilliseconds: .max).frameBytes(requestID: 3, ringEpoch: 0)))
+      switch answer.first?.1 {
+      case .lookupResponse(let response)?: granted.append(response.leaseExpiresInMilliseconds)
+      case .error(_, let body)?: messages.append(body.message)
+      default: messages.append("no answer")
+      }
+    }
+    for _ in 0..<4 { lease(first) }
+    #expect(messages.count == 1 && messages[0].contains("limits.max_leases_per_connection"))
+    #expect(granted.allSatisfy { $0 == 1500 }, "\(granted)")
+    let (second, _) = node.connect(PipelineNode.tenantA, source: "10.1.1.1")
+    for _ in 0..<3 { lease(second) }
+    #expect(messages.last?.contains("limits.max_leases_per_namespace") == true, "\(messages)")
+    // The other tenant: leases and GETs unaffected.
+    let (other, _) = node.connect(PipelineNode.tenantB)
+    let before = messages.count
+    lease(other)
+    #expect(messages.count == before, "\(messages)")
+    guard
+      case .getResponse = frames(
+        other.receive(GetRequest(items: [.init(key: pipelineKey(9))]).frameBytes(requestID: 4, ringEpoch: 0))
+      ).first?.1
+    else { throw StrataError(.protocolError, "GET") }
+    // Ending the connections returns every lease.
+    for connection in [first, second, other] { connection.close() }
+    #expect(node.tiers.stats.leasesActive == 0)
+  }
+
+  @Test func malformedInputClosesTheConnectionAndReturnsWhatItHeld() throws {
+    let node = try PipelineNode()
+    let (connection, _) = node.connect(PipelineNode.tenantA)
+    _ = connection.receive(
+      LookupRequest(keys: [pipelineKey(1)], leaseMilliseconds: 1000).frameBytes(requestID: 2, ringEpoch: 0))
+    #expect(node.tiers.stats.leasesActive == 1)
+    _ = connection.receive([UInt8](repeating: 0xFF, count: 64))
+    #expect(connection.isClosed && connection.closeReason?.code == .protocolError)
+    #expect(node.tiers.stats.leasesActive == 0 && node.server.stats.connectionsOpen == 0)
+    // Before HELLO, anything but a HELLO-sized HELLO is refused.
+    let early = InMemoryConnection(server: node.server)
+    _ = early.receive(LookupRequest(keys: [pipelineKey(1)]).frameBytes(requestID: 1, ringEpoch: 0))
+    #expect(early.isClosed)
+  }
+}
