@@ -147,6 +147,16 @@ let package = Package(
       path: "Sources/WireFuzzer",
       swiftSettings: strictSwift),
 
+    // The request-pipeline fuzzer: one connection's bytes through the node's pipeline over the
+    // in-memory transport; replays Tests/Fixtures/pipeline-corpus normally, libFuzzer with -D FUZZING.
+    .executableTarget(
+      name: "strata-pipeline-fuzz",
+      dependencies: [
+        "StrataNode", "StrataStorage", "StrataWire", "StrataCore", .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Sources/PipelineFuzzer",
+      swiftSettings: strictSwift),
+
     // MARK: Tests
     .target(name: "StrataTestKit", path: "Sources/StrataTestKit", swiftSettings: strictSwift),
     .testTarget(
@@ -191,6 +201,7 @@ let package = Package(
       name: "CLITests",
       dependencies: [
         "StrataCore", "StrataClient", "StrataPlacement", "StrataWire", "StrataTCP", "StrataTestKit", "strata",
+        "strata-pipeline-fuzz",
         .product(name: "Yams", package: "Yams"),
       ],
       path: "Tests/CLITests",

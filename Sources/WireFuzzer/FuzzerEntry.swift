@@ -1,6 +1,6 @@
 // Entry points of the wire fuzzer. Normally built, it replays corpus files (or the files and
 // directories named on the command line) through the fuzz body; built with -D FUZZING (see
-// scripts/fuzz-wire.sh), libFuzzer drives the same body.
+// scripts/fuzz.sh wire), libFuzzer drives the same body.
 //
 // No main.swift and no plain libFuzzer main: SwiftPM links every executable with
 // `--defsym main=<module>_main`, so the fuzzing build keeps an @main that starts libFuzzer through

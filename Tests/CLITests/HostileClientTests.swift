@@ -7,6 +7,7 @@ import Foundation
 import StrataClient
 import StrataCore
 import StrataTCP
+import StrataTestKit
 import StrataWire
 import Synchronization
 import Testing
@@ -457,4 +458,15 @@ func statCounter(_ node: NodeProcess, _ name: String) async -> Int {
   let text = (try? await client.stat()) ?? ""
   guard let range = text.range(of: "\"\(name)\":") else { return 0 }
   return Int(text[range.upperBound...].prefix { $0.isNumber }) ?? 0
+}
+
+/// The pipeline fuzzer's seed corpus replays through the request pipeline without a crash and
+/// without leaving a connection, in-flight bytes, a lease or a pin behind (the body checks each).
+@Test func pipelineFuzzCorpusReplaysCleanly() throws {
+  let fuzzer = URL(fileURLWithPath: strataExecutable).deletingLastPathComponent()
+    .appendingPathComponent("strata-pipeline-fuzz").path
+  let corpus = packageRoot.appendingPathComponent("Tests/Fixtures/pipeline-corpus").path
+  let result = try runProcess(fuzzer, [corpus])
+  #expect(result.status == 0, "\(result.stderrText)")
+  #expect(result.stdoutText.contains("replayed 6 inputs"), "\(result.stdoutText)")
 }
