@@ -140,10 +140,12 @@ let package = Package(
       path: "Sources/Microbenchmarks",
       swiftSettings: strictSwift),
 
+    // What the fuzzers share: the libFuzzer driver (-D FUZZING) and corpus replay (normal builds).
+    .target(name: "StrataFuzzSupport", path: "Sources/FuzzSupport", swiftSettings: strictSwift),
     // The wire fuzzer: replays corpus files in a normal build; a libFuzzer target with -D FUZZING.
     .executableTarget(
       name: "strata-wire-fuzz",
-      dependencies: ["StrataWire", "StrataCore"],
+      dependencies: ["StrataWire", "StrataCore", "StrataFuzzSupport"],
       path: "Sources/WireFuzzer",
       swiftSettings: strictSwift),
 
@@ -152,7 +154,8 @@ let package = Package(
     .executableTarget(
       name: "strata-pipeline-fuzz",
       dependencies: [
-        "StrataNode", "StrataStorage", "StrataWire", "StrataCore", .product(name: "Logging", package: "swift-log"),
+        "StrataNode", "StrataStorage", "StrataWire", "StrataCore", "StrataFuzzSupport",
+        .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/PipelineFuzzer",
       swiftSettings: strictSwift),

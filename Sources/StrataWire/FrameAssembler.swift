@@ -154,7 +154,9 @@ public struct FrameAssembler: Sendable {
         }
         let take = min(bodyBytes - partialBody.count, available)
         guard take > 0 else { return Step(consumedBytes: consumed, event: nil) }
-        if partialBody.isEmpty { partialBody.reserveCapacity(bodyBytes) }
+        // Grown with what arrives (doubling), never sized by what the header announces: a peer
+        // that claims a large body and sends little costs only what it sent.
+        if partialBody.isEmpty { partialBody.reserveCapacity(min(bodyBytes, Self.retainedBodyCapacityBytes)) }
         partialBody.append(contentsOf: slice(bytes, consumed, take))
         consumed += take
         guard partialBody.count == bodyBytes else { return Step(consumedBytes: consumed, event: nil) }
