@@ -82,10 +82,13 @@ func statusCode(_ response: String) -> Int? {
     #expect((sample(metrics, "strata_admin_refused_total{reason=\"malformed\"}") ?? 0) >= Double(requests.count))
   }
 
-  /// Item 7: sixteen slow connections made /health and /ready answer 503.
+  /// Item 7: sixteen slow connections made /health and /ready answer 503, and each admin
+  /// connection had a thread of its own.
   @Test func probesAnswerWhileSlowConnectionsHoldTheAdminPort() throws {
     let node = try AdminNodeProcess(ram: "64MiB", nvme: "256MiB")
     defer { _ = node.stop() }
+    let tasks = "/proc/\(node.node.process.processIdentifier)/task"
+    let threadsBefore = try FileManager.default.contentsOfDirectory(atPath: tasks).count
     // 200 connections (over the limit of 64) that send part of a request and stall.
     var slow: [TCPSocket] = []
     defer { for socket in slow { socket.shutdown() } }
@@ -98,6 +101,10 @@ func statusCode(_ response: String) -> Int? {
       let response = try rawAdminExchange(node.admin, Array("GET \(path) HTTP/1.1\r\n\r\n".utf8))
       #expect(statusCode(response) == 200, "\(path) with 200 slow connections open: \(response.prefix(300))")
     }
+    // The admin port's threads are fixed: 200 connections added none.
+    let threadsDuring = try FileManager.default.contentsOfDirectory(atPath: tasks).count
+    #expect(
+      threadsDuring <= threadsBefore + 2, "threads: \(threadsBefore) before, \(threadsDuring) with 200 connections")
   }
 
   /// Item 7: the 30 s timeout was per recv, so a client dripping a byte now and then held a
