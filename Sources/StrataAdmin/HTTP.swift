@@ -73,7 +73,8 @@ struct HTTPServerLimits: Sendable {
   var requestTimeoutMilliseconds: UInt64
   /// Threads running handlers (probes run on the event loop and need none).
   var workers: Int = 4
-  /// Requests waiting for a worker; more are answered 503 at once.
+  /// Requests waiting for a worker; more (or more than half of `connectionsMax` waiting or
+  /// running) are answered 503 at once.
   var queuedRequestsMax: Int = 64
 }
 
@@ -389,8 +390,12 @@ final class HTTPServer: Sendable {
           respond(id, server.handler(request).bytes(closing: request.closes), closes: request.closes)
           return
         }
+        // At most half the connections wait on workers: the rest can always be evicted, so a
+        // new connection (a probe) always finds room.
+        let answering = connections.values.reduce(0) { $0 + ($1.phase == .answering ? 1 : 0) }
+        let room = answering < max(1, server.limits.connectionsMax / 2)
         let queued = server.shared.withLock { shared -> Bool in
-          guard shared.jobs.count < server.limits.queuedRequestsMax else {
+          guard room, shared.jobs.count < server.limits.queuedRequestsMax else {
             shared.stats.refusedBusy += 1
             return false
           }
