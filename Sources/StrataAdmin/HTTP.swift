@@ -307,6 +307,7 @@ final class HTTPServer: Sendable {
       }
       for completion in completions where connections[completion.connection] != nil {
         respond(completion.connection, completion.bytes, closes: completion.closes)
+        parse(completion.connection)
       }
     }
 
@@ -376,19 +377,27 @@ final class HTTPServer: Sendable {
     }
 
     /// Answers the request the connection's bytes hold, if whole.
+    /// Answers the requests the connection's bytes hold, in order, while each response goes out
+    /// at once (a loop, not recursion: a client may pipeline hundreds of small requests).
     private mutating func parse(_ id: Int) {
+      while connections[id]?.phase == .reading, answerNext(id) {}
+    }
+
+    /// Answers the next whole request; false when there is none yet.
+    private mutating func answerNext(_ id: Int) -> Bool {
       switch connections[id]!.parser.next() {
-      case .needMore: return
+      case .needMore: return false
       case .failure(let failure):
         server.shared.withLock { $0.stats.refusedMalformed += 1 }
         server.logger.info(
           "admin request refused", metadata: ["status": "\(failure.status)", "reason": "\(failure.reason)"])
         respond(
           id, HTTPResponse.refusal(failure.status, .invalidArgument, failure.reason).bytes(closing: true), closes: true)
+        return true
       case .request(let request):
         if server.inline(request) {
           respond(id, server.handler(request).bytes(closing: request.closes), closes: request.closes)
-          return
+          return true
         }
         // At most half the connections wait on workers: the rest can always be evicted, so a
         // new connection (a probe) always finds room.
@@ -409,6 +418,7 @@ final class HTTPServer: Sendable {
           let refusal = HTTPResponse.refusal(503, .resourceExhausted, "the admin API is busy; retry")
           respond(id, refusal.bytes(closing: request.closes), closes: request.closes)
         }
+        return true
       }
     }
 
@@ -420,11 +430,12 @@ final class HTTPServer: Sendable {
       connections[id]!.closesAfterWrite = closes
       connections[id]!.deadline = now + timeout
       connections[id]!.since = now
-      flush(id)
+      flush(id, thenParse: false)
     }
 
-    /// Writes what the socket takes; once the response is out, reads the next request.
-    private mutating func flush(_ id: Int) {
+    /// Writes what the socket takes; once the response is out, the connection reads again (and,
+    /// `thenParse`, answers a request already buffered; `parse` does that itself otherwise).
+    private mutating func flush(_ id: Int, thenParse: Bool = true) {
       guard var connection = connections[id] else { return }
       while connection.written < connection.output.count {
         let sent = connection.output.withUnsafeBytes { bytes in
@@ -459,7 +470,7 @@ final class HTTPServer: Sendable {
       connection.since = now
       connections[id] = connection
       // A pipelined request may be buffered already.
-      if connection.parser.bufferedBytes > 0 { parse(id) }
+      if thenParse && connection.parser.bufferedBytes > 0 { parse(id) }
     }
 
     /// Closes connections past their deadline; one cut inside a request is told 408 first.

@@ -6,6 +6,7 @@ import Dispatch
 import Foundation
 import StrataAdmin
 import StrataCore
+import StrataTCP
 import Synchronization
 import Testing
 
@@ -54,5 +55,27 @@ import Testing
     let statuses = answers.withLock { $0 }
     #expect(statuses.count == slowCalls && statuses.allSatisfy { $0 == 200 || $0 == 503 }, "\(statuses)")
     #expect(statuses.contains(200))
+  }
+
+  /// Hundreds of requests pipelined on one connection, probes and worker calls mixed, are all
+  /// answered in order.
+  @Test func pipelinedRequestsAreAnsweredInOrder() throws {
+    let fixture = try AdminFixture(tokens: false)
+    let socket = try TCPSocket.connect(to: fixture.administration.address, timeoutMilliseconds: 10_000)
+    defer { socket.shutdown() }
+    let paths = (0..<300).map { $0 % 3 == 2 ? "/v1/status" : ($0 % 3 == 1 ? "/ready" : "/health") }
+    try socket.writeAll(Array(paths.map { "GET \($0) HTTP/1.1\r\n\r\n" }.joined().utf8))
+    var received: [UInt8] = []
+    let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 8)
+    defer { chunk.deallocate() }
+    func responses() -> Int {
+      String(decoding: received, as: UTF8.self).components(separatedBy: "HTTP/1.1 200 OK").count - 1
+    }
+    while responses() < paths.count, let count = try? socket.readSome(chunk) { received += chunk[0..<count] }
+    let text = String(decoding: received, as: UTF8.self)
+    #expect(responses() == paths.count, "\(responses()) of \(paths.count) answered")
+    // In order: every third answer is a status document.
+    let bodies = text.components(separatedBy: "HTTP/1.1 ").dropFirst()
+    #expect(bodies.enumerated().allSatisfy { index, body in (index % 3 == 2) == body.contains("\"node_id\"") })
   }
 }
