@@ -15,18 +15,18 @@ func adminAddress(of node: NodeProcess) throws -> HostPort {
   return try HostPort(parsing: String(line.dropFirst(prefix.count).prefix { $0 != " " }))
 }
 
-@Suite(.serialized) struct ReplicationChecksumTests {
-  /// Issue 13 item 8: handoff recomputed the CRC from arena bytes, so the flipped block travelled
-  /// on with a fresh, valid checksum and the new owner stored and served the wrong bytes.
-  @Test func aBlockFlippedInRAMIsNeverCopiedToAPeer() async throws {
-    let names = ["a", "b", "c"]
-    let ports = try freePorts(names.count)
-    let addresses = ports.map { HostPort(host: "127.0.0.1", port: $0) }
-    let base = FileManager.default.temporaryDirectory.appendingPathComponent("strata-copy-\(UUID().uuidString)").path
+/// Node processes on loopback in one static cluster (R = 2), started with fault injection, and a
+/// cluster client that has seen all of them.
+final class FaultCluster {
+  let addresses: [HostPort]
+  let base: String
+  var nodes: [String: NodeProcess] = [:]
+  let client: StrataClient
+
+  init(names: [String]) async throws {
+    addresses = try freePorts(names.count).map { HostPort(host: "127.0.0.1", port: $0) }
+    base = FileManager.default.temporaryDirectory.appendingPathComponent("strata-copy-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(atPath: base) }
-    var nodes: [String: NodeProcess] = [:]
-    defer { for node in nodes.values { node.killHard() } }
     for (name, address) in zip(names, addresses) {
       nodes[name] = try NodeProcess(
         ram: "256MiB", nvme: "512MiB", directory: "\(base)/\(name)", listen: address.description,
@@ -36,14 +36,49 @@ func adminAddress(of node: NodeProcess) throws -> HostPort {
           addresses.map(\.description).joined(separator: ","), "--fault-injection",
         ])
     }
-    func log(_ name: String) -> String { (try? String(contentsOfFile: "\(base)/\(name).log", encoding: .utf8)) ?? "" }
-
     var configuration = StrataClient.Configuration(seeds: addresses)
     configuration.timeoutMilliseconds = 10_000
-    let client = StrataClient(configuration)
-    defer { client.close() }
-    // Static peers find each other by probing: wait until the ring holds all three.
-    #expect(try await eventually(within: 10) { try await client.refreshRing().activeMembers.count == 3 })
+    client = StrataClient(configuration)
+    // Static peers find each other by probing: wait until the ring holds them all.
+    let count = names.count
+    let client = client
+    #expect(try await eventually(within: 10) { try await client.refreshRing().activeMembers.count == count })
+  }
+
+  func log(_ name: String) -> String { (try? String(contentsOfFile: "\(base)/\(name).log", encoding: .utf8)) ?? "" }
+
+  /// Flips one bit (of byte `byte`) of a block's RAM copy on node `name`.
+  func flip(_ key: BlockKey, byte: Int, on name: String) throws {
+    let body = "{\"key\":\"\(key.hex)\",\"namespace\":\"default\",\"byte\":\(byte)}"
+    let answer = try rawAdminExchange(
+      try adminAddress(of: nodes[name]!),
+      Array("POST /v1/debug/flip-bit HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8))
+    try #require(statusCode(answer) == 200, "\(answer)")
+  }
+
+  func metrics(_ name: String) throws -> String {
+    try rawAdminExchange(try adminAddress(of: nodes[name]!), Array("GET /metrics HTTP/1.1\r\n\r\n".utf8))
+  }
+
+  func stop() {
+    client.close()
+    for node in nodes.values {
+      kill(node.process.processIdentifier, SIGCONT)
+      node.killHard()
+    }
+    try? FileManager.default.removeItem(atPath: base)
+  }
+}
+
+@Suite(.serialized) struct ReplicationChecksumTests {
+  /// Issue 13 item 8: handoff recomputed the CRC from arena bytes, so the flipped block travelled
+  /// on with a fresh, valid checksum and the new owner stored and served the wrong bytes.
+  @Test func aBlockFlippedInRAMIsNeverCopiedToAPeer() async throws {
+    let cluster = try await FaultCluster(names: ["a", "b", "c"])
+    defer { cluster.stop() }
+    let addresses = cluster.addresses
+    let client = cluster.client
+    func log(_ name: String) -> String { cluster.log(name) }
     let blocks = BlockSet(count: 200, run: 88)
     let region = client.register(blocks.source)
     for first in stride(from: 0, to: blocks.count, by: 100) {
@@ -67,17 +102,13 @@ func adminAddress(of node: NodeProcess) throws -> HostPort {
         rebasing: blocks.source[blocks.offsets[victim]..<(blocks.offsets[victim] + blocks.sizes[victim])]))
 
     // A memory fault on a: one bit of the victim's RAM copy flips; its stored checksum stays.
-    let flip = "{\"key\":\"\(blocks.keys[victim].hex)\",\"namespace\":\"default\",\"byte\":100}"
-    let flipped = try rawAdminExchange(
-      try adminAddress(of: nodes["a"]!),
-      Array("POST /v1/debug/flip-bit HTTP/1.1\r\nContent-Length: \(flip.utf8.count)\r\n\r\n\(flip)".utf8))
-    try #require(statusCode(flipped) == 200, "\(flipped)")
+    try cluster.flip(blocks.keys[victim], byte: 100, on: "a")
 
     // a drains: it hands every block to the owners in the ring without it.
     let drain = try strata(["drain", "--seeds", addresses[0].description, addresses[0].description])
     #expect(drain.status == 0, "drain failed: \(drain.stdout) \(drain.stderr)\n\(log("a"))")
-    #expect(nodes["a"]!.waitForExit() == 0, "a drained node exits 0")
-    nodes["a"] = nil
+    #expect(cluster.nodes["a"]!.waitForExit() == 0, "a drained node exits 0")
+    cluster.nodes["a"] = nil
 
     // c never received the flipped bytes (nor any bytes of the victim from a); the other blocks
     // a handed to c arrived whole.
@@ -94,5 +125,60 @@ func adminAddress(of node: NodeProcess) throws -> HostPort {
     #expect(log("a").contains("failed its stored checksum"), "a logged the refused copy:\n\(log("a").suffix(2000))")
     // The cluster still serves the victim right, from b.
     #expect(try await getBlock(client, blocks.keys[victim], size: blocks.sizes[victim]) == original)
+  }
+
+  /// Issue 13 item 8, replication after a PUT: the copy to the other owner was read from arena
+  /// memory and sent with a CRC computed from those bytes. A block that changed in RAM while its
+  /// copy waited in the replication queue now fails its stored checksum and is not sent.
+  @Test func replicationRefusesABlockFlippedWhileItsCopyWaited() async throws {
+    let cluster = try await FaultCluster(names: ["a", "b"])
+    defer { cluster.stop() }
+    let client = cluster.client
+    let ring = try await client.currentRing()
+    // Blocks written to a (their first owner), copied to b after the PUT.
+    let blocks = BlockSet(count: 400, run: 91)
+    let first = blocks.keys.indices.filter {
+      ring.owners(of: blocks.keys[$0]).first?.address == cluster.addresses[0].description
+    }
+    // More blocks than the replicator takes in one batch (32), then the victim.
+    try #require(first.count > 40)
+    let (held, victim) = (Array(first[0..<40]), first[40])
+    let region = client.register(blocks.source)
+    func put(_ indices: [Int]) async throws {
+      let items = try indices.map { n in
+        StrataClient.PutItem(
+          key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+      }
+      #expect(try await client.put(items) == Array(repeating: .stored, count: indices.count))
+    }
+    // b stops (SIGSTOP: connected, silent): a's first batch of copies to b waits for b's answer,
+    // and the victim's copy (queued after 40 others, so never in that batch) waits in line
+    // while one bit of the victim flips in a's RAM.
+    kill(cluster.nodes["b"]!.process.processIdentifier, SIGSTOP)
+    try await put(held)
+    try await put([victim])
+    try cluster.flip(blocks.keys[victim], byte: 10, on: "a")
+    kill(cluster.nodes["b"]!.process.processIdentifier, SIGCONT)
+    _ = try await client.ringCall(RingCall.sync, node: cluster.addresses[0])
+
+    let metrics = try cluster.metrics("a")
+    #expect(
+      sample(metrics, "strata_replication_dropped_total{reason=\"corrupt\"}") == 1, "\(cluster.log("a").suffix(2000))")
+    #expect(sample(metrics, "strata_copy_corrupt_blocks_total") == 1)
+    #expect(cluster.log("a").contains("failed its stored checksum"))
+    // b never stored the flipped bytes (it may hold nothing, or the right bytes read through).
+    let direct = NodeProcess.client(cluster.addresses[1], connections: 1)
+    defer { direct.close() }
+    let original = Array(
+      UnsafeRawBufferPointer(
+        rebasing: blocks.source[blocks.offsets[victim]..<(blocks.offsets[victim] + blocks.sizes[victim])]))
+    let onB = try await getBlock(direct, blocks.keys[victim], size: blocks.sizes[victim])
+    #expect(onB == nil || onB == original, "node b serves bytes of the victim that were never written")
+    // a no longer serves the victim (removed as corrupt); the held block went out whole.
+    let onA = NodeProcess.client(cluster.addresses[0], connections: 1)
+    defer { onA.close() }
+    #expect(try await onA.lookup([blocks.keys[victim]]).tiers == [.absent])
+    let heldOnB = try await blocks.verify(direct, indices: held)
+    #expect(heldOnB.ok == held.count, "\(heldOnB)")
   }
 }
