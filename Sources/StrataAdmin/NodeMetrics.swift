@@ -222,7 +222,7 @@ public final class NodeMetrics: NodeObserver {
   // MARK: Scrape-time refresh
 
   /// Reads the tiers, the data plane and the verifier into the gauges and counters; call before
-  /// `render()`. O(blocks) for the per-namespace gauges.
+  /// `render()`. O(namespaces): the tiers keep per-namespace usage as blocks come and go.
   public func refresh(tiers: TierManager, server: NodeServer?, verifier: StorageVerifier?) {
     let stats = tiers.stats
     let nvme = tiers.nvme?.statistics
