@@ -103,7 +103,7 @@ final class HTTPServer: Sendable {
   private let wakePipe: (read: Int32, write: Int32)
   private let shared = Mutex(Shared())
   private let jobsReady = DispatchSemaphore(value: 0)
-  private let threadsEnded = DispatchSemaphore(value: 0)
+  private let loopEnded = DispatchSemaphore(value: 0)
 
   private struct Job {
     var connection: Int
@@ -159,22 +159,19 @@ final class HTTPServer: Sendable {
     let loop = Thread { [self] in
       var loop = EventLoop(server: self)
       loop.run()
-      threadsEnded.signal()
+      loopEnded.signal()
     }
     loop.name = "strata-admin-loop"
     loop.start()
     for index in 0..<limits.workers {
-      let worker = Thread { [self] in
-        work()
-        threadsEnded.signal()
-      }
+      let worker = Thread { [self] in work() }
       worker.name = "strata-admin-worker-\(index)"
       worker.start()
     }
   }
 
-  /// Stops accepting and closes every connection; waits for the threads to end (a handler that
-  /// is running finishes first).
+  /// Stops accepting and closes every connection; waits for the event loop to end. Workers end
+  /// after the handler they run, if any (a stuck handler never holds up a shutdown).
   func stop() {
     let waits = shared.withLock { shared -> Bool in
       defer { shared.stopped = true }
@@ -184,7 +181,7 @@ final class HTTPServer: Sendable {
     wake()
     guard waits else { return }
     for _ in 0..<limits.workers { jobsReady.signal() }
-    for _ in 0...limits.workers { threadsEnded.wait() }
+    loopEnded.wait()
   }
 
   private func wake() {
