@@ -161,4 +161,55 @@ func statusCode(_ response: String) -> Int? {
     let replaced = try rawAdminExchange(node.admin, Array("GET /health HTTP/1.1\r\nX-Request-Id: \(long)\r\n\r\n".utf8))
     #expect(statusCode(replaced) == 200 && !replaced.contains(long) && replaced.contains("X-Request-Id: admin-"))
   }
+
+  /// 300 connections of seeded garbage and mangled requests, each sent in a few pieces: every
+  /// answer is a 4xx (a 200 where the mangling left a valid request, a 503 if the workers are
+  /// busy), and the node lives on.
+  @Test func garbageOnManyConnectionsNeverTakesTheNodeDown() async throws {
+    let node = try AdminNodeProcess(ram: "64MiB", nvme: "256MiB")
+    defer { _ = node.stop() }
+    var state: UInt64 = 0x5EED
+    func random() -> UInt64 {
+      state ^= state << 13
+      state ^= state >> 7
+      state ^= state << 17
+      return state
+    }
+    let alphabet = Array("?=&%:/ \r\n\t0123456789aF-".utf8) + [0, 0x7F, 0x80, 0xFF]
+    let base = Array("GET /metrics?a=b&c=%20d HTTP/1.1\r\nHost: x\r\nX-Request-Id: r1\r\n\r\n".utf8)
+    for round in 0..<300 {
+      var bytes = base
+      if round % 5 == 0 {
+        bytes = (0..<(1 + random() % 300)).map { _ in UInt8(truncatingIfNeeded: random()) }
+      } else {
+        for _ in 0..<(1 + random() % 4) {
+          let position = Int(random() % UInt64(bytes.count))
+          bytes[position] = alphabet[Int(random() % UInt64(alphabet.count))]
+        }
+      }
+      let socket = try TCPSocket.connect(to: node.admin, timeoutMilliseconds: 200)
+      var start = 0
+      while start < bytes.count {
+        let end = min(bytes.count, start + 1 + Int(random() % UInt64(bytes.count)))
+        try? socket.writeAll(Array(bytes[start..<end]))
+        start = end
+      }
+      // Half the connections close without reading; the rest read what comes back.
+      if round % 2 == 0 {
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
+        if let count = try? socket.readSome(chunk),
+          let status = statusCode(String(decoding: chunk[0..<count], as: UTF8.self))
+        {
+          #expect((400..<500).contains(status) || status == 200 || status == 503, "round \(round): \(status)")
+        }
+        chunk.deallocate()
+      }
+      socket.shutdown()
+    }
+    #expect(statusCode(try rawAdminExchange(node.admin, Array("GET /health HTTP/1.1\r\n\r\n".utf8))) == 200)
+    let client = node.client()
+    defer { client.close() }
+    let blocks = try await putBlocks(client, count: 2, size: 4096, seed: 9)
+    #expect(try await getBlock(client, blocks[0].0, size: 4096) == blocks[0].1)
+  }
 }
