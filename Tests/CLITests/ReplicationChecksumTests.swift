@@ -156,6 +156,12 @@ final class FaultCluster {
     // while one bit of the victim flips in a's RAM.
     kill(cluster.nodes["b"]!.process.processIdentifier, SIGSTOP)
     try await put(held)
+    // Copies are queued after the PUT is answered (requests on other connections may queue
+    // theirs first): the victim is written once the 40 are in a's queue.
+    #expect(
+      try await eventually(within: 10) {
+        (sample(try cluster.metrics("a"), "strata_replication_queue_depth") ?? 0) >= Double(held.count)
+      })
     try await put([victim])
     try cluster.flip(blocks.keys[victim], byte: 10, on: "a")
     kill(cluster.nodes["b"]!.process.processIdentifier, SIGCONT)
