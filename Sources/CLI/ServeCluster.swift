@@ -43,10 +43,11 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
     for (reason, count) in [
       ("queue_full", replication.droppedQueueFull), ("peer_unavailable", replication.droppedUnreachable),
       ("no_credentials", replication.droppedNoCredentials), ("gone", replication.droppedGone),
-      ("refused", replication.droppedRefused),
+      ("refused", replication.droppedRefused), ("corrupt", replication.droppedCorrupt),
     ] {
       metrics.advance("strata_replication_dropped_total", [("reason", reason)], to: count)
     }
+    metrics.advance("strata_copy_corrupt_blocks_total", [], to: cluster.corruptCopyBlocks)
     metrics.advance("strata_readthrough_blocks_total", [], to: cluster.fillStats.filledBlocks)
     let repair = cluster.repairProgress
     metrics.advance("strata_repair_copied_blocks_total", [], to: repair.handedBlocksTotal + repair.handedBlocks)

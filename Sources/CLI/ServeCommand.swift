@@ -66,6 +66,10 @@ struct Serve: AsyncParsableCommand {
   @Flag(help: "Print the resolved configuration and exit without opening storage.")
   var dryRun = false
 
+  // Tests only: POST /v1/debug/flip-bit on the admin API corrupts a RAM block (docs/admin.md).
+  @Flag(help: .hidden)
+  var faultInjection = false
+
   func run() async throws {
     do throws(StrataError) {
       let settings = try resolvedConfiguration()
@@ -107,7 +111,7 @@ struct Serve: AsyncParsableCommand {
       server.start()
       let administration = try startAdmin(
         settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, cluster: cluster,
-        logger: logger)
+        faultInjection: faultInjection, logger: logger)
       logger.info("listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)"])
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)

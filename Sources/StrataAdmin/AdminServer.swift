@@ -79,22 +79,32 @@ public final class AdminServer: Sendable {
     public var adminTokens: Set<String>
     /// Whether the node has any tokens at all (a non-admin token gets 403, an unknown one 401).
     public var knownTokens: Set<String>
+    /// Connections open at once (admin.connections); at the limit the oldest one not being
+    /// answered is closed to make room, so probes always get in.
     public var connectionsMax: Int
+    /// A request must arrive whole within this (admin.request_timeout).
+    public var requestTimeoutMilliseconds: UInt64
+    /// Threads running the handlers of calls other than probes.
+    public var workers: Int
 
     public init(
-      listen: HostPort, adminTokens: Set<String> = [], knownTokens: Set<String> = [], connectionsMax: Int = 16
+      listen: HostPort, adminTokens: Set<String> = [], knownTokens: Set<String> = [], connectionsMax: Int = 64,
+      requestTimeoutMilliseconds: UInt64 = 10_000, workers: Int = 4
     ) {
       self.listen = listen
       self.adminTokens = adminTokens
       self.knownTokens = knownTokens.union(adminTokens)
       self.connectionsMax = connectionsMax
+      self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+      self.workers = workers
     }
 
     /// The admin settings of a node configuration: its tokens marked admin may call the API.
     public init(_ node: NodeConfiguration) {
       self.init(
         listen: node.admin.listen, adminTokens: Set(node.auth.tokens.filter(\.admin).map(\.token)),
-        knownTokens: Set(node.auth.tokens.map(\.token)))
+        knownTokens: Set(node.auth.tokens.map(\.token)), connectionsMax: node.admin.connectionsMax,
+        requestTimeoutMilliseconds: node.admin.requestTimeout.milliseconds)
     }
   }
 
@@ -126,13 +136,33 @@ public final class AdminServer: Sendable {
     self.logger = logger
     state = Mutex(State(adminTokens: configuration.adminTokens, knownTokens: configuration.knownTokens))
     http = Mutex(nil)
+    let limits = HTTPServerLimits(
+      connectionsMax: configuration.connectionsMax,
+      requestTimeoutMilliseconds: configuration.requestTimeoutMilliseconds,
+      workers: configuration.workers)
     let server = try HTTPServer(
-      listen: configuration.listen, connectionsMax: configuration.connectionsMax, logger: logger
+      listen: configuration.listen, limits: limits, logger: logger, inline: AdminServer.isProbe
     ) { [weak self] request in
       guard let self else { return HTTPResponse(status: 503, contentType: "text/plain", body: []) }
       return self.answer(request)
     }
     http.withLock { $0 = server }
+  }
+
+  /// Liveness and readiness probes: answered on the HTTP event loop, never queued behind other
+  /// admin calls (their handlers must stay cheap).
+  static let probePaths: Set<String> = ["/health", "/ready"]
+
+  @Sendable static func isProbe(_ request: HTTPRequest) -> Bool {
+    (request.method == "GET" || request.method == "HEAD") && probePaths.contains(request.path)
+  }
+
+  /// Counters of the admin port's connections, for metrics.
+  public var connectionStats: AdminConnectionStats {
+    let stats = http.withLock { $0!.stats }
+    return AdminConnectionStats(
+      open: stats.connectionsOpen, accepted: stats.connectionsAccepted, refusedMalformed: stats.refusedMalformed,
+      refusedTimeout: stats.refusedTimeout, refusedEvicted: stats.refusedEvicted, refusedBusy: stats.refusedBusy)
   }
 
   /// Where the admin API listens.
@@ -216,7 +246,10 @@ public final class AdminServer: Sendable {
       state.nextRequest += 1
       return (state.routes, state.adminTokens, state.knownTokens, state.nextRequest)
     }
-    let requestID = http.headers["x-request-id"].map { String($0.prefix(64)) } ?? "admin-\(number)"
+    // A client's id is used only when it is printable ASCII of at most 64 bytes: it is logged and
+    // sent back in a response header, so it must not be able to start another line.
+    let requestID =
+      http.headers["x-request-id"].flatMap { isSafeHeaderValue($0, bytesMax: 64) ? $0 : nil } ?? "admin-\(number)"
     let request = AdminRequest(
       method: http.method, path: http.path, query: http.query, headers: http.headers, body: http.body,
       requestID: requestID)
@@ -286,9 +319,14 @@ public final class AdminServer: Sendable {
   }
 }
 
-private func trimmed(_ text: Substring) -> String {
-  var text = text
-  while let first = text.first, first == " " || first == "\t" { text = text.dropFirst() }
-  while let last = text.last, last == " " || last == "\t" { text = text.dropLast() }
-  return String(text)
+/// Counters of the admin port's connections, read at one instant.
+public struct AdminConnectionStats: Sendable, Hashable {
+  public var open: Int
+  public var accepted: Int
+  /// Requests refused by the parser (4xx), cut at the request deadline, closed to make room for
+  /// a newer connection, or refused because the worker queue was full.
+  public var refusedMalformed: Int
+  public var refusedTimeout: Int
+  public var refusedEvicted: Int
+  public var refusedBusy: Int
 }

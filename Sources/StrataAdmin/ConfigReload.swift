@@ -54,6 +54,8 @@ extension NodeConfiguration {
     compare("auth.tokens", \.auth.tokens)
     compare("admin.listen", \.admin.listen)
     compare("admin.enabled", \.admin.enabled)
+    compare("admin.connections", \.admin.connectionsMax)
+    compare("admin.request_timeout", \.admin.requestTimeout)
     return changed
   }
 }

@@ -1,6 +1,9 @@
-// A small HTTP/1.1 server and client for the admin API, on the project's blocking TCP sockets:
-// a thread per connection, a bound on connections, keep-alive, Content-Length bodies only.
-// The admin API carries small JSON documents and a metrics page; it needs nothing more.
+// The admin API's HTTP/1.1 server: one event-loop thread reads and writes every connection
+// (non-blocking sockets, poll), and a fixed pool of worker threads runs the handlers. A slow or
+// idle client costs a buffer and a poll slot, never a thread; every request must arrive whole
+// within a deadline; probes (/health, /ready) are answered on the loop itself, so they never
+// wait behind other admin calls; at the connection limit the oldest connection that is not
+// being answered makes room for the new one.
 
 import Dispatch
 import Foundation
@@ -13,19 +16,6 @@ import Synchronization
   import Glibc
 #endif
 
-/// One HTTP request as read off a connection.
-struct HTTPRequest: Sendable {
-  var method: String
-  /// The path without the query string.
-  var path: String
-  var query: [String: String]
-  /// Header names lower-cased.
-  var headers: [String: String]
-  var body: [UInt8]
-  /// Whether the client asked to close the connection after the response.
-  var closes: Bool
-}
-
 /// An HTTP response: status, content type, extra headers and body.
 struct HTTPResponse: Sendable {
   var status: Int
@@ -33,12 +23,21 @@ struct HTTPResponse: Sendable {
   var headers: [(String, String)] = []
   var body: [UInt8]
 
+  /// The response's bytes. A header whose value could break the header block (a control byte,
+  /// non-ASCII, over 256 bytes) is left out: response headers can never be injected.
   func bytes(closing: Bool) -> [UInt8] {
     var head = "HTTP/1.1 \(status) \(HTTPResponse.reason(status))\r\n"
     head += "Content-Type: \(contentType)\r\nContent-Length: \(body.count)\r\n"
-    for (name, value) in headers { head += "\(name): \(value)\r\n" }
+    for (name, value) in headers where isSafeHeaderValue(name, bytesMax: 64) && isSafeHeaderValue(value) {
+      head += "\(name): \(value)\r\n"
+    }
     head += closing ? "Connection: close\r\n\r\n" : "\r\n"
     return Array(head.utf8) + body
+  }
+
+  /// A JSON error response (the admin API's error body).
+  static func refusal(_ status: Int, _ code: StrataError.Code, _ message: String) -> HTTPResponse {
+    HTTPResponse(status: status, contentType: "application/json", body: Array(adminErrorBody(code, message).utf8))
   }
 
   static func reason(_ status: Int) -> String {
@@ -50,6 +49,7 @@ struct HTTPResponse: Sendable {
     case 403: "Forbidden"
     case 404: "Not Found"
     case 405: "Method Not Allowed"
+    case 408: "Request Timeout"
     case 409: "Conflict"
     case 411: "Length Required"
     case 413: "Content Too Large"
@@ -63,213 +63,444 @@ struct HTTPResponse: Sendable {
   }
 }
 
-/// Limits of the HTTP reader: a request larger than these is refused, never buffered.
-enum HTTPLimits {
-  static let headerBytesMax = 16 << 10
-  static let bodyBytesMax = 1 << 20
-  /// An idle keep-alive connection is closed after this long.
-  static let idleMilliseconds: UInt64 = 30_000
+/// Bounds of the admin HTTP server. Memory held is at most `connectionsMax` × (header limit +
+/// body limit) of request bytes plus the responses being written.
+struct HTTPServerLimits: Sendable {
+  /// Connections open at once; at the limit the oldest one not being answered is closed.
+  var connectionsMax: Int
+  /// A request must arrive whole within this, counted from the connection's start or the end of
+  /// the previous response; a response must be written within it too.
+  var requestTimeoutMilliseconds: UInt64
+  /// Threads running handlers (probes run on the event loop and need none).
+  var workers: Int = 4
+  /// Requests waiting for a worker; more (or more than half of `connectionsMax` waiting or
+  /// running) are answered 503 at once.
+  var queuedRequestsMax: Int = 64
 }
 
-/// Why a request could not be read: answered with `status`, then the connection closes.
-struct HTTPReadFailure: Error {
-  var status: Int
-  var reason: String
+/// Counters of the admin HTTP server, read at one instant.
+struct HTTPServerStats: Sendable, Hashable {
+  var connectionsOpen = 0
+  var connectionsAccepted = 0
+  /// Requests refused before a handler ran, by reason: malformed (4xx from the parser),
+  /// timeout (not whole within the deadline), evicted (closed to make room), busy (worker queue full).
+  var refusedMalformed = 0
+  var refusedTimeout = 0
+  var refusedEvicted = 0
+  var refusedBusy = 0
 }
 
-/// Reads requests off one socket; keeps bytes that arrived after a request for the next one.
-struct HTTPReader {
-  let socket: TCPSocket
-  private var buffer: [UInt8] = []
-
-  init(socket: TCPSocket) { self.socket = socket }
-
-  /// The next request; nil when the peer closed (or went idle) between requests.
-  mutating func next() throws(HTTPReadFailure) -> HTTPRequest? {
-    var headerEnd: Int?
-    while true {
-      if let end = findHeaderEnd() {
-        headerEnd = end
-        break
-      }
-      guard buffer.count <= HTTPLimits.headerBytesMax else {
-        throw HTTPReadFailure(status: 431, reason: "request header over \(HTTPLimits.headerBytesMax) bytes")
-      }
-      guard fill() else {
-        if buffer.isEmpty { return nil }
-        throw HTTPReadFailure(status: 400, reason: "connection closed inside a request header")
-      }
-    }
-    guard let headerEnd else { return nil }
-    let head = String(decoding: buffer[0..<headerEnd], as: UTF8.self)
-    var lines = head.components(separatedBy: "\r\n")
-    let requestLine = lines.removeFirst().split(separator: " ", omittingEmptySubsequences: true)
-    guard requestLine.count == 3, requestLine[2].hasPrefix("HTTP/1.") else {
-      throw HTTPReadFailure(status: 400, reason: "malformed request line")
-    }
-    var headers: [String: String] = [:]
-    for line in lines where !line.isEmpty {
-      guard let colon = line.firstIndex(of: ":") else {
-        throw HTTPReadFailure(status: 400, reason: "malformed header line")
-      }
-      let name = line[..<colon].lowercased()
-      headers[name] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-    }
-    if headers["transfer-encoding"] != nil {
-      throw HTTPReadFailure(status: 501, reason: "chunked request bodies are not supported; send Content-Length")
-    }
-    let length = Int(headers["content-length"] ?? "0") ?? -1
-    guard length >= 0 else { throw HTTPReadFailure(status: 400, reason: "bad Content-Length") }
-    guard length <= HTTPLimits.bodyBytesMax else {
-      throw HTTPReadFailure(status: 413, reason: "request body over \(HTTPLimits.bodyBytesMax) bytes")
-    }
-    let bodyStart = headerEnd + 4
-    while buffer.count < bodyStart + length {
-      guard fill() else { throw HTTPReadFailure(status: 400, reason: "connection closed inside a request body") }
-    }
-    let body = Array(buffer[bodyStart..<(bodyStart + length)])
-    buffer.removeFirst(bodyStart + length)
-    let target = String(requestLine[1])
-    let (path, query) = splitTarget(target)
-    let version = requestLine[2]
-    let connection = headers["connection"]?.lowercased() ?? ""
-    let closes = connection == "close" || (version == "HTTP/1.0" && connection != "keep-alive")
-    return HTTPRequest(
-      method: String(requestLine[0]), path: path, query: query, headers: headers, body: body, closes: closes)
-  }
-
-  private func findHeaderEnd() -> Int? {
-    guard buffer.count >= 4 else { return nil }
-    for index in 0...(buffer.count - 4)
-    where buffer[index] == 13 && buffer[index + 1] == 10 && buffer[index + 2] == 13 && buffer[index + 3] == 10 {
-      return index
-    }
-    return nil
-  }
-
-  /// Reads what the socket has (at least one byte); false at end of stream, timeout or error.
-  private mutating func fill() -> Bool {
-    var chunk = [UInt8](repeating: 0, count: 8192)
-    while true {
-      let count = chunk.withUnsafeMutableBytes { recv(socket.descriptor, $0.baseAddress, $0.count, 0) }
-      if count < 0 && errno == EINTR { continue }
-      guard count > 0 else { return false }
-      buffer.append(contentsOf: chunk[0..<count])
-      return true
-    }
-  }
-}
-
-/// Splits `/path?a=b&c=d` into the path and its (percent-decoded) query parameters.
-func splitTarget(_ target: String) -> (String, [String: String]) {
-  guard let mark = target.firstIndex(of: "?") else { return (target, [:]) }
-  var query: [String: String] = [:]
-  for pair in target[target.index(after: mark)...].split(separator: "&") {
-    let parts = pair.split(separator: "=", maxSplits: 1)
-    let name = String(parts[0]).removingPercentEncoding ?? String(parts[0])
-    let value = parts.count > 1 ? (String(parts[1]).removingPercentEncoding ?? String(parts[1])) : ""
-    query[name] = value
-  }
-  return (String(target[..<mark]), query)
-}
-
-/// Accepts connections on a thread of its own and serves each on a thread of its own, at most
-/// `connectionsMax` at once (more are answered 503 and closed).
+/// Serves HTTP on the admin port (see the file comment). `inline` says which requests are
+/// answered on the event loop (cheap ones only: they hold up every other connection while they run).
 final class HTTPServer: Sendable {
   typealias Handler = @Sendable (HTTPRequest) -> HTTPResponse
 
   private let listener: TCPListener
-  private let connectionsMax: Int
+  private let limits: HTTPServerLimits
   private let handler: Handler
+  private let inline: @Sendable (HTTPRequest) -> Bool
   private let logger: Logger
-  private let state = Mutex<(open: [Int: TCPSocket], next: Int, stopping: Bool)>(([:], 0, false))
-  private let acceptEnded = DispatchSemaphore(value: 0)
+  private let wakePipe: (read: Int32, write: Int32)
+  private let shared = Mutex(Shared())
+  private let jobsReady = DispatchSemaphore(value: 0)
+  private let loopEnded = DispatchSemaphore(value: 0)
 
-  init(listen: HostPort, connectionsMax: Int, logger: Logger, handler: @escaping Handler) throws(StrataError) {
+  private struct Job {
+    var connection: Int
+    var request: HTTPRequest
+  }
+
+  private struct Completion {
+    var connection: Int
+    var bytes: [UInt8]
+    var closes: Bool
+  }
+
+  /// What the event loop and the workers share.
+  private struct Shared {
+    var jobs: [Job] = []
+    var completions: [Completion] = []
+    var stopping = false
+    var started = false
+    var stopped = false
+    var stats = HTTPServerStats()
+  }
+
+  init(
+    listen: HostPort, limits: HTTPServerLimits, logger: Logger, inline: @escaping @Sendable (HTTPRequest) -> Bool,
+    handler: @escaping Handler
+  ) throws(StrataError) {
+    precondition(limits.connectionsMax > 0 && limits.workers > 0 && limits.requestTimeoutMilliseconds > 0)
     listener = try TCPListener(binding: listen)
-    self.connectionsMax = connectionsMax
+    var fds: [Int32] = [0, 0]
+    guard pipe(&fds) == 0 else {
+      throw StrataError(.ioError, "admin API: pipe failed: \(String(cString: strerror(errno)))")
+    }
+    wakePipe = (fds[0], fds[1])
+    for fd in [fds[0], fds[1], listener.descriptor] { makeNonBlocking(fd) }
+    self.limits = limits
     self.handler = handler
+    self.inline = inline
     self.logger = logger
+  }
+
+  deinit {
+    close(wakePipe.read)
+    close(wakePipe.write)
   }
 
   var address: HostPort { listener.address }
 
+  var stats: HTTPServerStats { shared.withLock { $0.stats } }
+
+  /// Starts the event loop and the workers (`limits.workers + 1` threads in all, for the server's life).
   func start() {
-    let thread = Thread { [self] in
-      acceptLoop()
-      acceptEnded.signal()
+    shared.withLock { $0.started = true }
+    let loop = Thread { [self] in
+      var loop = EventLoop(server: self)
+      loop.run()
+      loopEnded.signal()
     }
-    thread.name = "strata-admin-accept"
-    thread.start()
+    loop.name = "strata-admin-loop"
+    loop.start()
+    for index in 0..<limits.workers {
+      let worker = Thread { [self] in work() }
+      worker.name = "strata-admin-worker-\(index)"
+      worker.start()
+    }
   }
 
-  /// Stops accepting and closes every connection (a request being answered finishes its write
-  /// or fails it).
+  /// Stops accepting and closes every connection; waits for the event loop to end. Workers end
+  /// after the handler they run, if any (a stuck handler never holds up a shutdown).
   func stop() {
-    let open = state.withLock { state -> [TCPSocket] in
-      state.stopping = true
-      return Array(state.open.values)
+    let waits = shared.withLock { shared -> Bool in
+      defer { shared.stopped = true }
+      shared.stopping = true
+      return shared.started && !shared.stopped
     }
-    listener.shutdown()
-    for socket in open { socket.shutdown() }
-    acceptEnded.wait()
+    wake()
+    guard waits else { return }
+    for _ in 0..<limits.workers { jobsReady.signal() }
+    loopEnded.wait()
   }
 
-  private func acceptLoop() {
-    while let socket = listener.accept() {
-      let id: Int? = state.withLock { state in
-        guard !state.stopping, state.open.count < connectionsMax else { return nil }
-        let id = state.next
-        state.next += 1
-        state.open[id] = socket
-        return id
+  private func wake() {
+    var byte: UInt8 = 1
+    _ = write(wakePipe.write, &byte, 1)
+  }
+
+  // MARK: Workers
+
+  private func work() {
+    while true {
+      jobsReady.wait()
+      let job = shared.withLock { shared -> Job? in
+        guard !shared.stopping, !shared.jobs.isEmpty else { return nil }
+        return shared.jobs.removeFirst()
       }
-      guard let id else {
-        let refusal = HTTPResponse(
-          status: 503, contentType: "application/json",
-          body: Array(
-            adminErrorBody(.resourceExhausted, "admin connection limit (\(connectionsMax)) reached; retry").utf8))
-        socket.setTimeout(milliseconds: 1000)
-        try? socket.writeAll(refusal.bytes(closing: true), then: [])
-        socket.shutdown()
+      guard let job else {
+        if shared.withLock({ $0.stopping }) { return }
         continue
       }
-      let thread = Thread { [self] in
-        serve(socket)
-        state.withLock { _ = $0.open.removeValue(forKey: id) }
-        socket.shutdown()
+      let response = handler(job.request)
+      shared.withLock {
+        $0.completions.append(
+          Completion(
+            connection: job.connection, bytes: response.bytes(closing: job.request.closes),
+            closes: job.request.closes))
       }
-      thread.name = "strata-admin-\(id)"
-      thread.start()
+      wake()
     }
   }
 
-  private func serve(_ socket: TCPSocket) {
-    socket.setTimeout(milliseconds: HTTPLimits.idleMilliseconds)
-    var reader = HTTPReader(socket: socket)
-    while true {
-      let request: HTTPRequest
-      do {
-        guard let next = try reader.next() else { return }
-        request = next
-      } catch {
-        let response = HTTPResponse(
-          status: error.status, contentType: "application/json",
-          body: Array(adminErrorBody(.invalidArgument, error.reason).utf8))
-        try? socket.writeAll(response.bytes(closing: true), then: [])
-        logger.info("admin request refused", metadata: ["peer": "\(socket.peer)", "reason": "\(error.reason)"])
+  // MARK: The event loop
+
+  /// Every connection's state; touched by the event-loop thread only.
+  private struct EventLoop {
+    enum Phase {
+      /// Reading a request (or waiting for one on a kept-alive connection).
+      case reading
+      /// A worker is answering the request.
+      case answering
+      case writing
+      /// The last response is out and our side shut: what the client still sends is read and
+      /// dropped until it closes (closing at once with unread bytes would reset the connection
+      /// and could destroy the response before the client read it).
+      case lingering
+    }
+
+    struct Connection {
+      let descriptor: Int32
+      var parser = HTTPRequestParser()
+      var phase = Phase.reading
+      /// When the current phase must be over (ms, monotonic).
+      var deadline: UInt64
+      /// When the current request's wait began: the oldest reading connection is evicted first.
+      var since: UInt64
+      var output: [UInt8] = []
+      var written = 0
+      var closesAfterWrite = false
+    }
+
+    let server: HTTPServer
+    var connections: [Int: Connection] = [:]
+    var nextID = 0
+    /// Accepting pauses until this time after the process ran out of descriptors.
+    var acceptPausedUntil: UInt64 = 0
+
+    init(server: HTTPServer) { self.server = server }
+
+    var timeout: UInt64 { server.limits.requestTimeoutMilliseconds }
+    /// How long a connection lingers after its last response at most.
+    static let lingerMilliseconds: UInt64 = 2000
+
+    mutating func run() {
+      var pollSet: [pollfd] = []
+      var ids: [Int] = []
+      while !server.shared.withLock({ $0.stopping }) {
+        let now = nowMilliseconds()
+        pollSet.removeAll(keepingCapacity: true)
+        ids.removeAll(keepingCapacity: true)
+        pollSet.append(pollfd(fd: server.wakePipe.read, events: Int16(POLLIN), revents: 0))
+        let accepting = now >= acceptPausedUntil
+        pollSet.append(pollfd(fd: accepting ? server.listener.descriptor : -1, events: Int16(POLLIN), revents: 0))
+        var nextDeadline = now + 1000
+        // A connection being answered is not polled (nor timed): its worker hands the response back.
+        for (id, connection) in connections where connection.phase != .answering {
+          nextDeadline = min(nextDeadline, connection.deadline)
+          let events = connection.phase == .writing ? POLLOUT : POLLIN
+          pollSet.append(pollfd(fd: connection.descriptor, events: Int16(events), revents: 0))
+          ids.append(id)
+        }
+        if !accepting { nextDeadline = min(nextDeadline, acceptPausedUntil) }
+        let wait = Int32(clamping: nextDeadline > now ? nextDeadline - now : 0)
+        let ready = poll(&pollSet, nfds_t(pollSet.count), wait)
+        if ready < 0 && errno != EINTR { break }
+        if pollSet[0].revents != 0 { drainWakePipe() }
+        takeCompletions()
+        for (index, id) in ids.enumerated() where pollSet[index + 2].revents != 0 {
+          switch connections[id]?.phase {
+          case .reading: read(id)
+          case .writing: flush(id)
+          case .lingering: discard(id)
+          default: break
+          }
+        }
+        if pollSet[1].revents != 0 { acceptAll() }
+        expire(now: nowMilliseconds())
+      }
+      for id in Array(connections.keys) { drop(id) }
+    }
+
+    private func drainWakePipe() {
+      var scratch = [UInt8](repeating: 0, count: 64)
+      while scratch.withUnsafeMutableBytes({ Glibc.read(server.wakePipe.read, $0.baseAddress, $0.count) }) > 0 {}
+    }
+
+    private mutating func takeCompletions() {
+      let completions = server.shared.withLock { shared -> [Completion] in
+        defer { shared.completions.removeAll() }
+        return shared.completions
+      }
+      for completion in completions where connections[completion.connection] != nil {
+        respond(completion.connection, completion.bytes, closes: completion.closes)
+        parse(completion.connection)
+      }
+    }
+
+    private mutating func acceptAll() {
+      while true {
+        let fd = accept(server.listener.descriptor, nil, nil)
+        if fd >= 0 { makeNonBlocking(fd) }
+        if fd < 0 {
+          let code = errno
+          if code == EINTR || code == ECONNABORTED { continue }
+          if code == EMFILE || code == ENFILE {
+            // Out of descriptors: pause accepting instead of spinning on the error.
+            acceptPausedUntil = nowMilliseconds() + 100
+            server.logger.warning("admin API: out of file descriptors; accepting paused for 100 ms")
+          }
+          return
+        }
+        if connections.count >= server.limits.connectionsMax && !evictOldest() {
+          // Every connection is being answered: this one is told to retry.
+          let refusal = HTTPResponse.refusal(
+            503, .resourceExhausted, "admin connection limit (\(server.limits.connectionsMax)) reached; retry")
+          let bytes = refusal.bytes(closing: true)
+          _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+          close(fd)
+          server.shared.withLock { $0.stats.refusedBusy += 1 }
+          continue
+        }
+        let now = nowMilliseconds()
+        connections[nextID] = Connection(descriptor: fd, deadline: now + timeout, since: now)
+        nextID += 1
+        server.shared.withLock {
+          $0.stats.connectionsAccepted += 1
+          $0.stats.connectionsOpen = connections.count
+        }
+      }
+    }
+
+    /// Closes the connection whose current wait (reading or writing) began longest ago; false
+    /// when every connection is being answered by a worker.
+    private mutating func evictOldest() -> Bool {
+      guard
+        let (id, _) = connections.filter({ $0.value.phase != .answering }).min(by: { $0.value.since < $1.value.since })
+      else { return false }
+      server.shared.withLock { $0.stats.refusedEvicted += 1 }
+      drop(id)
+      return true
+    }
+
+    /// Reads and drops what a lingering connection sends; closes it at its end.
+    private mutating func discard(_ id: Int) {
+      var chunk = [UInt8](repeating: 0, count: 16 << 10)
+      let count = chunk.withUnsafeMutableBytes { recv(connections[id]!.descriptor, $0.baseAddress, $0.count, 0) }
+      if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return }
+      if count <= 0 { drop(id) }
+    }
+
+    private mutating func read(_ id: Int) {
+      var chunk = [UInt8](repeating: 0, count: 16 << 10)
+      let count = chunk.withUnsafeMutableBytes { recv(connections[id]!.descriptor, $0.baseAddress, $0.count, 0) }
+      if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return }
+      guard count > 0 else {
+        drop(id)
         return
       }
-      let response = handler(request)
-      do {
-        try socket.writeAll(response.bytes(closing: request.closes), then: [])
-      } catch {
+      connections[id]!.parser.append(chunk[0..<count])
+      parse(id)
+    }
+
+    /// Answers the request the connection's bytes hold, if whole.
+    /// Answers the requests the connection's bytes hold, in order, while each response goes out
+    /// at once (a loop, not recursion: a client may pipeline hundreds of small requests).
+    private mutating func parse(_ id: Int) {
+      while connections[id]?.phase == .reading, answerNext(id) {}
+    }
+
+    /// Answers the next whole request; false when there is none yet.
+    private mutating func answerNext(_ id: Int) -> Bool {
+      switch connections[id]!.parser.next() {
+      case .needMore: return false
+      case .failure(let failure):
+        server.shared.withLock { $0.stats.refusedMalformed += 1 }
+        server.logger.info(
+          "admin request refused", metadata: ["status": "\(failure.status)", "reason": "\(failure.reason)"])
+        respond(
+          id, HTTPResponse.refusal(failure.status, .invalidArgument, failure.reason).bytes(closing: true), closes: true)
+        return true
+      case .request(let request):
+        if server.inline(request) {
+          respond(id, server.handler(request).bytes(closing: request.closes), closes: request.closes)
+          return true
+        }
+        // At most half the connections wait on workers: the rest can always be evicted, so a
+        // new connection (a probe) always finds room.
+        let answering = connections.values.reduce(0) { $0 + ($1.phase == .answering ? 1 : 0) }
+        let room = answering < max(1, server.limits.connectionsMax / 2)
+        let queued = server.shared.withLock { shared -> Bool in
+          guard room, shared.jobs.count < server.limits.queuedRequestsMax else {
+            shared.stats.refusedBusy += 1
+            return false
+          }
+          shared.jobs.append(Job(connection: id, request: request))
+          return true
+        }
+        if queued {
+          connections[id]!.phase = .answering
+          server.jobsReady.signal()
+        } else {
+          let refusal = HTTPResponse.refusal(503, .resourceExhausted, "the admin API is busy; retry")
+          respond(id, refusal.bytes(closing: request.closes), closes: request.closes)
+        }
+        return true
+      }
+    }
+
+    private mutating func respond(_ id: Int, _ bytes: [UInt8], closes: Bool) {
+      let now = nowMilliseconds()
+      connections[id]!.phase = .writing
+      connections[id]!.output = bytes
+      connections[id]!.written = 0
+      connections[id]!.closesAfterWrite = closes
+      connections[id]!.deadline = now + timeout
+      connections[id]!.since = now
+      flush(id, thenParse: false)
+    }
+
+    /// Writes what the socket takes; once the response is out, the connection reads again (and,
+    /// `thenParse`, answers a request already buffered; `parse` does that itself otherwise).
+    private mutating func flush(_ id: Int, thenParse: Bool = true) {
+      guard var connection = connections[id] else { return }
+      while connection.written < connection.output.count {
+        let sent = connection.output.withUnsafeBytes { bytes in
+          send(
+            connection.descriptor, bytes.baseAddress! + connection.written, bytes.count - connection.written,
+            Int32(MSG_NOSIGNAL))
+        }
+        if sent < 0 && errno == EINTR { continue }
+        if sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+          connections[id] = connection
+          return
+        }
+        guard sent > 0 else {
+          drop(id)
+          return
+        }
+        connection.written += sent
+      }
+      if connection.closesAfterWrite {
+        shutdown(connection.descriptor, Int32(SHUT_WR))
+        connection.phase = .lingering
+        connection.output = []
+        connection.parser = HTTPRequestParser()
+        connection.deadline = min(connection.deadline, nowMilliseconds() + Self.lingerMilliseconds)
+        connections[id] = connection
         return
       }
-      if request.closes { return }
+      let now = nowMilliseconds()
+      connection.output = []
+      connection.phase = .reading
+      connection.deadline = now + timeout
+      connection.since = now
+      connections[id] = connection
+      // A pipelined request may be buffered already.
+      if thenParse && connection.parser.bufferedBytes > 0 { parse(id) }
+    }
+
+    /// Closes connections past their deadline; one cut inside a request is told 408 first.
+    private mutating func expire(now: UInt64) {
+      for (id, connection) in connections where connection.deadline <= now && connection.phase != .answering {
+        if connection.phase == .reading && connection.parser.bufferedBytes > 0 {
+          let refusal = HTTPResponse.refusal(
+            408, .timeout, "the request did not arrive whole within \(timeout) ms (admin.request_timeout)")
+          let bytes = refusal.bytes(closing: true)
+          _ = bytes.withUnsafeBytes { send(connection.descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+          server.shared.withLock { $0.stats.refusedTimeout += 1 }
+        } else if connection.phase == .writing {
+          server.shared.withLock { $0.stats.refusedTimeout += 1 }
+        }
+        drop(id)
+      }
+    }
+
+    private mutating func drop(_ id: Int) {
+      guard let connection = connections.removeValue(forKey: id) else { return }
+      close(connection.descriptor)
+      server.shared.withLock { $0.stats.connectionsOpen = connections.count }
     }
   }
 }
+
+/// Non-blocking and close-on-exec.
+private func makeNonBlocking(_ fd: Int32) {
+  _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+  _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+}
+
+private func nowMilliseconds() -> UInt64 { DispatchTime.now().uptimeNanoseconds / 1_000_000 }
 
 /// The JSON error body of the admin API: {"error":{"code":"name","message":"..."}}.
 func adminErrorBody(_ code: StrataError.Code, _ message: String) -> String {

@@ -99,6 +99,24 @@ public final class NodeAdministration: Sendable {
     state.withLock { $0.scrapeHooks.append(hook) }
   }
 
+  /// Registers POST /v1/debug/flip-bit, which flips one bit of a RAM-resident block without
+  /// touching its stored checksum (a memory fault), for fault-injection tests. Only for a node
+  /// started with `strata serve --fault-injection`; call before `start()`. Needs an admin token.
+  public func enableFaultInjection() {
+    admin.route("POST", "/v1/debug/flip-bit") { [tiers] request throws(StrataError) in
+      let body = try request.jsonBody()
+      guard let keyText = body["key"]?.stringValue, let key = BlockKey(hex: keyText) else {
+        throw StrataError(.invalidArgument, "key: 64 hex digits expected")
+      }
+      let namespace = try Namespace(body["namespace"]?.stringValue ?? Namespace.embeddedDefault.name)
+      let byte = body["byte"]?.intValue ?? 0
+      guard tiers.flipBitInRAMForTesting(BlockID(namespace: namespace, key: key), byte: byte) else {
+        throw StrataError(.notFound, "block \(key) of namespace \(namespace.name) is not in RAM")
+      }
+      return .json(.object(["flipped": .bool(true)]))
+    }
+  }
+
   // MARK: Routes
 
   private func registerRoutes() {
@@ -115,6 +133,7 @@ public final class NodeAdministration: Sendable {
     }
     admin.route("GET", "/metrics", requiresToken: false) { [self] _ throws(StrataError) in
       metrics.refresh(tiers: tiers, server: node, verifier: verifier)
+      metrics.refreshAdmin(admin.connectionStats)
       for hook in state.withLock({ $0.scrapeHooks }) { hook(metrics) }
       return AdminResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
     }

@@ -36,7 +36,7 @@ public final class NodeMetrics: NodeObserver {
   public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring"]
   public static let transports = ["tcp", "rdma"]
   public static let evictionReasons = ["capacity", "admission", "admin", "corrupt"]
-  public static let replicationDropReasons = ["queue_full", "peer_unavailable"]
+  public static let replicationDropReasons = ["queue_full", "peer_unavailable", "corrupt"]
 
   /// Every metric, with its meaning; the names are a contract (dashboards and alerts use them).
   public static let catalog: [MetricInfo] = [
@@ -94,6 +94,11 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_replication_dropped_total", kind: .counter, labels: ["reason"],
       help: "Blocks not replicated, by reason."),
     .init(
+      name: "strata_copy_corrupt_blocks_total", kind: .counter, labels: [],
+      help:
+        "Blocks that replication, drain or repair refused to copy because their RAM bytes failed their stored checksum (each removed from the node)."
+    ),
+    .init(
       name: "strata_readthrough_blocks_total", kind: .counter, labels: [],
       help: "Blocks fetched from a peer on a miss (read-through)."),
     .init(
@@ -102,6 +107,13 @@ public final class NodeMetrics: NodeObserver {
     .init(
       name: "strata_verify_corrupt_blocks_total", kind: .counter, labels: [],
       help: "Corrupt blocks found (and dropped) by verify."),
+    .init(
+      name: "strata_admin_connections_open", kind: .gauge, labels: [], help: "Admin API connections open now."),
+    .init(
+      name: "strata_admin_refused_total", kind: .counter, labels: ["reason"],
+      help:
+        "Admin requests refused before a handler ran: malformed (4xx from the parser), timeout (not whole within admin.request_timeout), evicted (closed to make room at admin.connections), busy (worker queue full)."
+    ),
     .init(
       name: "strata_request_duration_seconds", kind: .histogram, labels: ["op", "transport"],
       help: "Data-plane request latency, from the request's header to its response written."),
@@ -210,7 +222,7 @@ public final class NodeMetrics: NodeObserver {
   // MARK: Scrape-time refresh
 
   /// Reads the tiers, the data plane and the verifier into the gauges and counters; call before
-  /// `render()`. O(blocks) for the per-namespace gauges.
+  /// `render()`. O(namespaces): the tiers keep per-namespace usage as blocks come and go.
   public func refresh(tiers: TierManager, server: NodeServer?, verifier: StorageVerifier?) {
     let stats = tiers.stats
     let nvme = tiers.nvme?.statistics
@@ -259,6 +271,17 @@ public final class NodeMetrics: NodeObserver {
     }
   }
 
+  /// Sets the admin port's gauge and counters (the admin server counts them itself).
+  public func refreshAdmin(_ stats: AdminConnectionStats) {
+    gauge("strata_admin_connections_open").set(Double(stats.open))
+    for (reason, count) in [
+      ("malformed", stats.refusedMalformed), ("timeout", stats.refusedTimeout), ("evicted", stats.refusedEvicted),
+      ("busy", stats.refusedBusy),
+    ] {
+      advance("strata_admin_refused_total", [("reason", reason)], to: count)
+    }
+  }
+
   // MARK: Internals
 
   private func createEverySeries() {
@@ -289,19 +312,23 @@ public final class NodeMetrics: NodeObserver {
         buckets: NodeMetrics.blockBytesBuckets)
     }
     for code in StrataError.Code.all { counter("strata_errors_total", [("code", code.name)]).increment(by: Int64(0)) }
+    for reason in ["malformed", "timeout", "evicted", "busy"] {
+      counter("strata_admin_refused_total", [("reason", reason)]).increment(by: Int64(0))
+    }
     for reason in NodeMetrics.replicationDropReasons {
       counter("strata_replication_dropped_total", [("reason", reason)]).increment(by: Int64(0))
     }
     for name in [
       "strata_misses_total", "strata_onboard_bytes_total", "strata_offload_bytes_total", "strata_onboard_blocks_total",
       "strata_offload_blocks_total", "strata_replication_sent_blocks_total", "strata_readthrough_blocks_total",
+      "strata_copy_corrupt_blocks_total",
       "strata_repair_copied_blocks_total", "strata_verify_corrupt_blocks_total",
     ] {
       counter(name).increment(by: Int64(0))
     }
     for name in [
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
-      "strata_etcd_session_up", "strata_replication_queue_depth",
+      "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
     ] {
       gauge(name).set(0.0)
     }

@@ -157,7 +157,7 @@ final class NodeChannel: Sendable {
       items: items.map {
         PutRequest.Item(
           key: $0.key, length: UInt64($0.source.length),
-          checksum: CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer)))
+          checksum: $0.checksum ?? CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer)))
       })
     nonisolated(unsafe) let payload = items.map { UnsafeRawBufferPointer($0.source.buffer) }
     return try await call { connection throws(StrataError) in

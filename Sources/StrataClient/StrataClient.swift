@@ -136,9 +136,14 @@ public final class StrataClient: Sendable {
   public struct PutItem: Sendable {
     public var key: BlockKey
     public var source: RegionSlice
-    public init(key: BlockKey, source: RegionSlice) {
+    /// The CRC-32C the bytes must have; nil computes it from the source. A node copying a block
+    /// passes the checksum stored with it, so bytes changed in memory since are refused by the
+    /// receiver instead of travelling on under a fresh checksum.
+    public var checksum: UInt32?
+    public init(key: BlockKey, source: RegionSlice, checksum: UInt32? = nil) {
       self.key = key
       self.source = source
+      self.checksum = checksum
     }
   }
 

@@ -74,6 +74,8 @@ public final class ClusterNode: ClusterHooks {
   let replicator: Replicator
   let readThrough: ReadThrough
   let drain = HandoffTracker()
+  /// Blocks that copies to other nodes refused because their RAM bytes failed their stored checksum.
+  let corruptCopies = CorruptCopyCounter()
   /// The latest repair pass: after members leave, this node copies the blocks it owns to their
   /// other owners that lack them, so every block regains R copies (Repair.swift).
   let repair = HandoffTracker()
@@ -90,7 +92,7 @@ public final class ClusterNode: ClusterHooks {
     replicator = Replicator(
       tiers: tiers, peers: peers,
       suspectPeers: PeerClients(settings: settings, timeoutMilliseconds: settings.suspectPeerTimeoutMilliseconds),
-      queueMax: settings.replicationQueueMax, logger: logger)
+      queueMax: settings.replicationQueueMax, corruptCopies: corruptCopies, logger: logger)
     readThrough = ReadThrough(tiers: tiers, peers: peers, blockBytesMax: settings.blockBytesMax)
     let first = Self.makeRing(members: [settings.me], epoch: 0, replicas: settings.replicas)
     state = Mutex(State(history: RingHistory(current: first, previous: nil, changedAt: .now)))
@@ -137,6 +139,9 @@ public final class ClusterNode: ClusterHooks {
   public var replicationStats: ReplicationStats { replicator.stats }
   public var fillStats: FillStats { readThrough.stats }
   public var drainProgress: HandoffProgress { drain.withLock { $0 } }
+  /// Blocks refused by replication, drain and repair since start because their RAM bytes no
+  /// longer matched their stored checksum (each removed from this node).
+  public var corruptCopyBlocks: Int { corruptCopies.total }
   public var serviceState: MembershipServiceState { state.withLock { $0.service } }
   var isStopped: Bool { state.withLock { $0.stopped } }
 
@@ -304,7 +309,7 @@ public final class ClusterNode: ClusterHooks {
     me.state = .draining
     members.append(me)
     let target = Self.makeRing(members: members, epoch: current.epoch, replicas: settings.replicas)
-    let handoff = Handoff(tiers: tiers, peers: peers, logger: logger)
+    let handoff = Handoff(tiers: tiers, peers: peers, corruptCopies: corruptCopies, logger: logger)
     let progress = drain
     Task.detached { [self] in
       await replicator.waitUntilIdle()

@@ -69,7 +69,8 @@ extension ClusterNode {
       "state": progress.phase.rawValue, "total_blocks": progress.totalBlocks, "total_bytes": progress.totalBytes,
       "handed_blocks": progress.handedBlocks, "handed_bytes": progress.handedBytes,
       "present_blocks": progress.presentBlocks, "failed_blocks": progress.failedBlocks,
-      "gone_blocks": progress.goneBlocks, "processed_blocks": progress.processedBlocks,
+      "gone_blocks": progress.goneBlocks, "corrupt_blocks": progress.corruptBlocks,
+      "processed_blocks": progress.processedBlocks,
       "rate_bytes_per_second": progress.processedBytesRate, "message": progress.message,
     ]
     if let startedAt = progress.startedAt { report["started_at"] = ISO8601DateFormatter().string(from: startedAt) }

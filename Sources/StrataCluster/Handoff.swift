@@ -1,5 +1,7 @@
 // Handoff: a node offers blocks (hottest first) to their owners in a target ring. Each batch asks
-// the owners what they lack (LOOKUP) and sends only that (PUT from arena memory under a lease).
+// the owners what they lack (LOOKUP) and sends only that (PUT from arena memory under a lease,
+// each block checked against its stored checksum first and sent with it; a block that fails is
+// corrupt: removed from this node and never sent).
 // A drain hands every block to the ring without this node (ClusterNode.startDrain); a repair
 // offers the blocks this node owns to their other owners (Repair.swift).
 
@@ -34,11 +36,13 @@ public struct HandoffProgress: Sendable, Hashable {
   public var failedBlocks = 0
   /// Blocks that left this node before their turn (evicted or removed).
   public var goneBlocks = 0
+  /// Blocks whose RAM bytes failed their stored checksum: not handed, removed from this node.
+  public var corruptBlocks = 0
   public var startedAt: Date?
   public var finishedAt: Date?
   public var message = ""
 
-  public var processedBlocks: Int { handedBlocks + presentBlocks + failedBlocks + goneBlocks }
+  public var processedBlocks: Int { handedBlocks + presentBlocks + failedBlocks + goneBlocks + corruptBlocks }
   public var processedBytesRate: Double {
     guard let startedAt else { return 0 }
     let seconds = (finishedAt ?? Date()).timeIntervalSince(startedAt)
@@ -52,10 +56,28 @@ final class HandoffTracker: Sendable {
   func withLock<T>(_ body: (inout HandoffProgress) -> T) -> T { progress.withLock { body(&$0) } }
 }
 
+/// Counts the blocks that copies to other nodes (replication, drain, repair) refused because their
+/// RAM bytes no longer matched their stored checksum (strata_copy_corrupt_blocks_total), and logs each.
+final class CorruptCopyCounter: Sendable {
+  private let count = Atomic<Int>(0)
+
+  var total: Int { count.load(ordering: .relaxed) }
+
+  func refused(_ ids: [BlockID], by copy: String, logger: Logger) {
+    count.add(ids.count, ordering: .relaxed)
+    for id in ids {
+      logger.error(
+        "a block failed its stored checksum in RAM: not copied, removed from this node",
+        metadata: ["block": "\(id)", "copy": "\(copy)"])
+    }
+  }
+}
+
 struct Handoff: Sendable {
   static let batchBlocks = 32
   let tiers: TierManager
   let peers: PeerClients
+  let corruptCopies: CorruptCopyCounter
   let logger: Logger
 
   /// Hands `inventory` (default: every block held, hottest first) to the blocks' owners in
@@ -80,24 +102,25 @@ struct Handoff: Sendable {
   private func hand(
     _ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: HandoffTracker, excluding: String?
   ) async {
-    let lease: BlockLease
+    let copy: CopyLease
     do {
-      lease = try await tiers.lease(ids)
+      copy = try await tiers.leaseForCopy(ids)
     } catch {
       progress.withLock { $0.failedBlocks += ids.count }
       return
     }
-    defer { tiers.release(lease) }
+    defer { tiers.release(copy.lease) }
+    if !copy.corrupt.isEmpty { corruptCopies.refused(copy.corrupt, by: "handoff", logger: logger) }
     // Per (owner, namespace): the blocks to offer.
     var offers: [HostPort: [Namespace: [LeasedBlock]]] = [:]
     var ownersOf: [BlockID: Int] = [:]
-    for block in lease.blocks {
+    for block in copy.blocks {
       guard let block else { continue }
       let owners = target.owners(of: block.id.key).filter { $0.id != excluding }.compactMap { addresses[$0.id] }
       ownersOf[block.id] = owners.count
       for owner in owners { offers[owner, default: [:]][block.id.namespace, default: []].append(block) }
     }
-    let gone = lease.blocks.filter { $0 == nil }.count
+    let gone = copy.blocks.filter { $0 == nil }.count - copy.corrupt.count
     // Per block: how many owners took it, how many already had it.
     var stored: [BlockID: Int] = [:]
     var present: [BlockID: Int] = [:]
@@ -114,7 +137,9 @@ struct Handoff: Sendable {
               continue
             }
             let region = client.register(UnsafeMutableRawBufferPointer(mutating: block.bytes))
-            items.append(StrataClient.PutItem(key: block.id.key, source: try region.slice(length: block.bytes.count)))
+            items.append(
+              StrataClient.PutItem(
+                key: block.id.key, source: try region.slice(length: block.bytes.count), checksum: block.checksum))
             sent.append(block)
           }
           if items.isEmpty { continue }
@@ -131,7 +156,8 @@ struct Handoff: Sendable {
     }
     progress.withLock { progress in
       progress.goneBlocks += gone
-      for block in lease.blocks {
+      progress.corruptBlocks += copy.corrupt.count
+      for block in copy.blocks {
         guard let block else { continue }
         if stored[block.id, default: 0] > 0 {
           progress.handedBlocks += 1

@@ -51,7 +51,7 @@ extension ClusterNode {
       progress.phase = .running
       progress.startedAt = Date()
     }
-    await Handoff(tiers: tiers, peers: peers, logger: logger).run(
+    await Handoff(tiers: tiers, peers: peers, corruptCopies: corruptCopies, logger: logger).run(
       target: ring, addresses: addresses, progress: repair, inventory: owned, excluding: me)
     let summary = repair.withLock { progress -> HandoffProgress in
       progress.phase = progress.failedBlocks == 0 ? .done : .failed

@@ -1,8 +1,9 @@
 // Asynchronous replication: after a client's PUT is acknowledged, the blocks are queued for the
 // key's other owners. The queue is bounded (cluster.replication_queue); a full queue, a peer that
 // cannot be reached, or a namespace without credentials drops the copy, and every drop is counted
-// by reason. Workers take batches, pin the blocks with a lease, and PUT them to each target from
-// the arena's memory.
+// by reason. Workers take batches, pin the blocks with a lease, check each block's bytes against
+// its stored checksum (a block that fails is corrupt: dropped from this node, never sent), and PUT
+// them to each target from the arena's memory with that stored checksum.
 
 import Logging
 import StrataClient
@@ -25,8 +26,10 @@ public struct ReplicationStats: Sendable, Hashable {
   /// The block left this node before its copy went out (evicted or removed).
   public var droppedGone = 0
   public var droppedRefused = 0
+  /// The block's RAM bytes no longer matched its stored checksum: not sent, removed here.
+  public var droppedCorrupt = 0
   public var dropped: Int {
-    droppedQueueFull + droppedUnreachable + droppedNoCredentials + droppedGone + droppedRefused
+    droppedQueueFull + droppedUnreachable + droppedNoCredentials + droppedGone + droppedRefused + droppedCorrupt
   }
 }
 
@@ -56,13 +59,18 @@ final class Replicator: Sendable {
   private let peers: PeerClients
   private let suspectPeers: PeerClients
   private let logger: Logger
+  private let corruptCopies: CorruptCopyCounter
   private let state: Mutex<State>
   private let wake: AsyncStream<Void>.Continuation
   private let wakes: AsyncStream<Void>
   static let batchBlocks = 32
 
-  init(tiers: TierManager, peers: PeerClients, suspectPeers: PeerClients, queueMax: Int, logger: Logger) {
+  init(
+    tiers: TierManager, peers: PeerClients, suspectPeers: PeerClients, queueMax: Int,
+    corruptCopies: CorruptCopyCounter, logger: Logger
+  ) {
     self.tiers = tiers
+    self.corruptCopies = corruptCopies
     self.peers = peers
     self.suspectPeers = suspectPeers
     self.logger = logger
@@ -159,21 +167,26 @@ final class Replicator: Sendable {
     state.withLock { update(&$0.stats) }
   }
 
-  /// Copies one batch: pins the blocks, then PUTs them to each target (grouped per target and
-  /// namespace) straight from arena memory.
+  /// Copies one batch: pins the blocks and checks them against their stored checksums, then PUTs
+  /// them to each target (grouped per target and namespace) straight from arena memory.
   private func copy(_ batch: [ReplicationTask]) async {
-    let lease: BlockLease
+    let copy: CopyLease
     do {
-      lease = try await tiers.lease(batch.map(\.id))
+      copy = try await tiers.leaseForCopy(batch.map(\.id))
     } catch {
       count { $0.droppedGone += batch.count }
       return
     }
-    defer { tiers.release(lease) }
+    defer { tiers.release(copy.lease) }
+    if !copy.corrupt.isEmpty {
+      count { $0.droppedCorrupt += copy.corrupt.count }
+      corruptCopies.refused(copy.corrupt, by: "replication", logger: logger)
+    }
+    let corrupt = Set(copy.corrupt)
     var groups: [ReplicationTarget: [Namespace: [LeasedBlock]]] = [:]
-    for (task, block) in zip(batch, lease.blocks) {
+    for (task, block) in zip(batch, copy.blocks) {
       guard let block else {
-        count { $0.droppedGone += 1 }
+        if !corrupt.contains(task.id) { count { $0.droppedGone += 1 } }
         continue
       }
       for target in task.targets { groups[target, default: [:]][task.id.namespace, default: []].append(block) }
@@ -194,7 +207,9 @@ final class Replicator: Sendable {
       var items: [StrataClient.PutItem] = []
       for block in blocks {
         let region = client.register(UnsafeMutableRawBufferPointer(mutating: block.bytes))
-        items.append(StrataClient.PutItem(key: block.id.key, source: try region.slice(length: block.bytes.count)))
+        items.append(
+          StrataClient.PutItem(
+            key: block.id.key, source: try region.slice(length: block.bytes.count), checksum: block.checksum))
       }
       let outcomes = try await client.put(items)
       count { stats in

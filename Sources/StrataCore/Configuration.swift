@@ -189,6 +189,10 @@ public struct NodeConfiguration: Hashable, Sendable {
     /// Where the admin API listens; loopback by default, since without tokens it is open.
     public var listen = HostPort(host: "127.0.0.1", port: NodeConfiguration.defaultAdminPort)
     public var enabled = true
+    /// Admin connections open at once; at the limit the oldest one not being answered is closed.
+    public var connectionsMax = 64
+    /// A request must arrive whole within this (from the connection's start or the previous response).
+    public var requestTimeout = DurationSetting(milliseconds: 10_000)
   }
 
   public static let defaultPort: UInt16 = 7400
@@ -293,6 +297,9 @@ public struct NodeConfiguration: Hashable, Sendable {
     if let advertise = cluster.advertise {
       check(advertise.port != 0, "cluster.advertise", "needs a port other than 0")
     }
+    check((2...4096).contains(admin.connectionsMax), "admin.connections", "must be 2 to 4096")
+    check(
+      (100...600_000).contains(admin.requestTimeout.milliseconds), "admin.request_timeout", "must be 100ms to 10m")
     if admin.enabled, admin.listen.port != 0 {
       check(
         admin.listen != listen, "admin.listen",

@@ -81,6 +81,8 @@ extension NodeConfiguration {
     lines.append("admin:")
     lines.append("  listen: \(quoted(admin.listen.description))")
     lines.append("  enabled: \(admin.enabled)")
+    lines.append("  connections: \(admin.connectionsMax)")
+    lines.append("  request_timeout: \(admin.requestTimeout)")
     return lines.joined(separator: "\n") + "\n"
   }
 
@@ -227,7 +229,7 @@ private struct ConfigurationReader {
       }
     }
     if let admin = top["admin"] {
-      let fields = fields(admin, "admin", known: ["listen", "enabled"])
+      let fields = fields(admin, "admin", known: ["listen", "enabled", "connections", "request_timeout"])
       if let value = fields["listen"].flatMap({
         parsed($0, "admin.listen") { (text: String) throws(StrataError) in
           try HostPort(parsing: text, allowAnyPort: true)
@@ -236,6 +238,14 @@ private struct ConfigurationReader {
         config.admin.listen = value
       }
       if let value = fields["enabled"].flatMap({ bool($0, "admin.enabled") }) { config.admin.enabled = value }
+      if let value = fields["connections"].flatMap({ int($0, "admin.connections") }) {
+        config.admin.connectionsMax = value
+      }
+      if let value = fields["request_timeout"].flatMap({
+        parsed($0, "admin.request_timeout", DurationSetting.init(parsing:))
+      }) {
+        config.admin.requestTimeout = value
+      }
     }
     if let cluster = top["cluster"] {
       let fields = fields(

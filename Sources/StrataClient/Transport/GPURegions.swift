@@ -50,7 +50,9 @@ extension StrataClient {
             let source = item.source.region.address + UInt64(item.source.offset)
             try runtime.copyToHost(base + offset, from: source, byteCount: item.source.length, device: device)
             hostItems.append(
-              PutItem(key: item.key, source: try hostRegion.slice(offset: offset, length: item.source.length)))
+              PutItem(
+                key: item.key, source: try hostRegion.slice(offset: offset, length: item.source.length),
+                checksum: item.checksum))
             offset += item.source.length
           }
           continuation.resume(returning: .success(hostItems))

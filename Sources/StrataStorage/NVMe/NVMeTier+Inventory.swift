@@ -22,18 +22,12 @@ extension NVMeTier {
   }
 
   /// Live records per namespace: blocks, and bytes on disk (headers and alignment padding
-  /// included, so the namespaces add up to `statistics.usedBytes`).
+  /// included, so the namespaces add up to `statistics.usedBytes`). O(namespaces): the log keeps
+  /// these counts as records come and go.
   public func usageByNamespace() -> [Namespace: TierUsage] {
     log.withLock { log in
-      var perNamespaceID: [UInt16: (key: IndexKey, usage: TierUsage)] = [:]
-      for (key, location) in log.index {
-        var entry = perNamespaceID[key.namespaceID] ?? (key, TierUsage())
-        entry.usage.blocks += 1
-        entry.usage.bytes += log.recordBytes(storedBytes: location.storedBytes)
-        perNamespaceID[key.namespaceID] = entry
-      }
       var usage: [Namespace: TierUsage] = [:]
-      for entry in perNamespaceID.values { usage[log.blockID(of: entry.key).namespace] = entry.usage }
+      for (namespaceID, counts) in log.usageByNamespaceID { usage[log.namespace(ofID: namespaceID)] = counts }
       return usage
     }
   }

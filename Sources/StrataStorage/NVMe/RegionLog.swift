@@ -112,6 +112,9 @@ struct RegionLog: Sendable {
   private var namespaces: [Namespace] = []
   /// Bytes of live records, alignment padding included.
   private(set) var liveBytes = 0
+  /// Live records and their bytes per interned namespace, kept as records come and go (metrics
+  /// read it without walking the index).
+  private(set) var usageByNamespaceID: [UInt16: TierUsage] = [:]
   var counters = RegionLogCounters()
 
   /// A log whose regions are all free; `regionPlacements` lists (device, byte offset) per region.
@@ -137,6 +140,8 @@ struct RegionLog: Sendable {
   func indexKey(of id: BlockID) -> IndexKey? {
     namespaceIDs[id.namespace].map { IndexKey(key: id.key, namespaceID: $0) }
   }
+
+  func namespace(ofID namespaceID: UInt16) -> Namespace { namespaces[Int(namespaceID)] }
 
   func blockID(of key: IndexKey) -> BlockID {
     BlockID(namespace: namespaces[Int(key.namespaceID)], key: key.key)
@@ -242,6 +247,7 @@ struct RegionLog: Sendable {
     index[key] = location
     regions[reservation.region].liveBlocks += 1
     liveBytes += reservation.recordBytes
+    account(key, location, +1)
   }
 
   /// Ends a reservation whose write failed. The open region is sealed so that later records do not
@@ -282,7 +288,15 @@ struct RegionLog: Sendable {
     guard let location = index.removeValue(forKey: key) else { return nil }
     regions[Int(location.region)].liveBlocks -= 1
     liveBytes -= recordBytes(storedBytes: location.storedBytes)
+    account(key, location, -1)
     return location
+  }
+
+  private mutating func account(_ key: IndexKey, _ location: RecordLocation, _ sign: Int) {
+    var usage = usageByNamespaceID[key.namespaceID] ?? TierUsage()
+    usage.blocks += sign
+    usage.bytes += sign * recordBytes(storedBytes: location.storedBytes)
+    usageByNamespaceID[key.namespaceID] = usage.blocks == 0 ? nil : usage
   }
 
   /// Removes the block only if it still lies at `location` in the same region generation: the
@@ -374,9 +388,10 @@ struct RegionLog: Sendable {
     // stays sealed (evicted in order, after the older region) instead of being freed now.
     var retained = Set<Int>()
     for region in tombstoneRegions.values { retained.insert(region) }
-    for location in index.values {
+    for (key, location) in index {
       regions[Int(location.region)].liveBlocks += 1
       liveBytes += recordBytes(storedBytes: location.storedBytes)
+      account(key, location, +1)
     }
     var invalidate: [Int] = []
     freeRegions.removeAll()

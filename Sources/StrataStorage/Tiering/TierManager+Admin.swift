@@ -71,18 +71,10 @@ public struct EvictionReport: Sendable, Hashable {
 
 extension TierManager {
   /// Blocks and bytes per namespace in each tier (RAM bytes are slot sizes, NVMe bytes record
-  /// sizes, so each tier's namespaces add up to its used bytes). O(blocks): for scrapes, not the
-  /// data path.
+  /// sizes, so each tier's namespaces add up to its used bytes). O(namespaces): both tiers keep
+  /// these counts as blocks come and go, so a scrape never walks the blocks under a tier lock.
   public func usageByNamespace() -> (ram: [Namespace: TierUsage], nvme: [Namespace: TierUsage]) {
-    let ram = state.withLock { state in
-      var usage: [Namespace: TierUsage] = [:]
-      for (id, entry) in state.ram {
-        usage[id.namespace, default: TierUsage()].blocks += 1
-        usage[id.namespace, default: TierUsage()].bytes += entry.slot.capacityBytes
-      }
-      return usage
-    }
-    return (ram, nvme?.usageByNamespace() ?? [:])
+    (state.withLock { $0.ram.usage }, nvme?.usageByNamespace() ?? [:])
   }
 
   /// Removes every block that `selector` matches from every tier, like `remove` (pinned blocks

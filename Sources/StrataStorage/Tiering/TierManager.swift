@@ -167,7 +167,7 @@ public final class TierManager: Sendable {
   struct State {
     var allocator: SlabAllocator
     var policy: S3FIFOPolicy<BlockID>
-    var ram: [BlockID: RAMEntry] = [:]
+    var ram = RAMIndex()
     var leases: LeaseTable
     /// PUTs and promotions in progress.
     var reservations: [BlockID: ArenaSlot] = [:]
@@ -180,7 +180,7 @@ public final class TierManager: Sendable {
 
     /// The policy's next victim among blocks that are neither pinned nor being demoted.
     static func pickVictim(
-      _ policy: inout S3FIFOPolicy<BlockID>, ram: [BlockID: RAMEntry], leases: LeaseTable,
+      _ policy: inout S3FIFOPolicy<BlockID>, ram: RAMIndex, leases: LeaseTable,
       batchPins: [BlockID: Int]
     ) -> BlockID? {
       policy.evict(where: { id in

@@ -1,0 +1,56 @@
+// Copies to other nodes (replication, drain, repair): a block leaves only after its RAM bytes
+// were checked against the checksum stored when it was written, and travels with that stored
+// checksum, so a bit flipped in memory is never passed on under a fresh, valid checksum.
+
+public import StrataCore
+
+/// Blocks pinned for copying to other nodes; release `lease` when the copies are done.
+public struct CopyLease: Sendable {
+  public let lease: BlockLease
+  /// One entry per requested id: the block, its bytes matching its stored checksum; nil where
+  /// the block is absent or was found corrupt.
+  public let blocks: [LeasedBlock?]
+  /// Blocks whose bytes no longer matched their stored checksum: removed from this node.
+  public let corrupt: [BlockID]
+}
+
+extension TierManager {
+  /// Pins `ids` like `lease`, then checks each present block's bytes against its stored
+  /// checksum (CRC-32C over the block, the cost of one read of it). A block that fails is
+  /// corrupt: it is removed from every tier at once (never served or copied again; its slot is
+  /// reused once the lease ends) and counted in `stats.checksumFailures`.
+  public func leaseForCopy(_ ids: [BlockID]) async throws(StrataError) -> CopyLease {
+    let lease = try await lease(ids)
+    var blocks: [LeasedBlock?] = []
+    var corrupt: [BlockID] = []
+    for block in lease.blocks {
+      guard let block else {
+        blocks.append(nil)
+        continue
+      }
+      if CRC32C.checksum(block.bytes) == block.checksum {
+        blocks.append(block)
+      } else {
+        corrupt.append(block.id)
+        blocks.append(nil)
+      }
+    }
+    if !corrupt.isEmpty {
+      state.withLock { $0.stats.checksumFailures += corrupt.count }
+      for id in corrupt { remove(id) }
+    }
+    return CopyLease(lease: lease, blocks: blocks, corrupt: corrupt)
+  }
+
+  /// Flips one bit of a RAM-resident block's bytes in place, leaving its stored checksum as it
+  /// was: a memory fault, for fault-injection tests (the admin API offers it only when the node
+  /// runs with fault injection on). Returns false when the block is not in RAM.
+  public func flipBitInRAMForTesting(_ id: BlockID, byte: Int = 0, bit: Int = 0) -> Bool {
+    state.withLock { state in
+      guard let entry = state.ram[id], entry.bytes > 0 else { return false }
+      let bytes = arena.buffer(entry.slot, bytes: entry.bytes)
+      bytes[min(max(byte, 0), entry.bytes - 1)] ^= UInt8(1) << UInt8(bit & 7)
+      return true
+    }
+  }
+}
