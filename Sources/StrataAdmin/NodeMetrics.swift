@@ -86,6 +86,19 @@ public final class NodeMetrics: NodeObserver {
     .init(
       name: "strata_connections_total", kind: .counter, labels: ["transport"], help: "Data-plane connections accepted."),
     .init(
+      name: "strata_handshakes_pending", kind: .gauge, labels: [],
+      help: "Data-plane connections waiting for their HELLO now (no thread each)."),
+    .init(
+      name: "strata_transfer_pins", kind: .gauge, labels: [], help: "Transfers in progress holding pins on blocks."),
+    .init(
+      name: "strata_connections_refused_total", kind: .counter, labels: [],
+      help: "HELLOs refused for a connection limit (node, source address or namespace)."),
+    .init(
+      name: "strata_connections_closed_total", kind: .counter, labels: ["reason"],
+      help:
+        "Data-plane connections the node closed, by reason (deadline, idle, malformed, handshake_timeout, handshake_evicted)."
+    ),
+    .init(
       name: "strata_checksum_failures_total", kind: .counter, labels: ["tier"],
       help: "Checksum failures: RAM (PUT payloads refused, promotions failed) and NVMe (records failing verification)."),
     .init(
@@ -255,6 +268,7 @@ public final class NodeMetrics: NodeObserver {
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "capacity")], to: stats.demotedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "admission")], to: stats.droppedBlocks)
     advance("strata_checksum_failures_total", [("tier", "ram")], to: stats.checksumFailures)
+    gauge("strata_transfer_pins").set(Double(stats.transferPins))
     if let nvme {
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "capacity")], to: nvme.evictedBlocks)
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "corrupt")], to: nvme.corruptBlocksDetected)
@@ -266,6 +280,15 @@ public final class NodeMetrics: NodeObserver {
       gauge("strata_connections_open", [("transport", "tcp")]).set(Double(serverStats.connectionsOpen))
       gauge("strata_inflight_bytes").set(Double(serverStats.inflightBytes))
       advance("strata_connections_total", [("transport", "tcp")], to: serverStats.connectionsAccepted)
+      gauge("strata_handshakes_pending").set(Double(serverStats.handshakesPending))
+      advance("strata_connections_refused_total", [], to: serverStats.connectionsRefused)
+      for (reason, count) in [
+        ("deadline", serverStats.deadlinesMissed), ("idle", serverStats.idleClosed),
+        ("malformed", serverStats.malformedFrames), ("handshake_timeout", serverStats.handshakesTimedOut),
+        ("handshake_evicted", serverStats.handshakesEvicted),
+      ] {
+        advance("strata_connections_closed_total", [("reason", reason)], to: count)
+      }
       advance("strata_transfer_bytes_total", [("op", "get"), ("transport", "tcp")], to: serverStats.getBytes)
       advance("strata_transfer_bytes_total", [("op", "put"), ("transport", "tcp")], to: serverStats.putBytes)
     }
@@ -314,6 +337,12 @@ public final class NodeMetrics: NodeObserver {
     for code in StrataError.Code.all { counter("strata_errors_total", [("code", code.name)]).increment(by: Int64(0)) }
     for reason in ["malformed", "timeout", "evicted", "busy"] {
       counter("strata_admin_refused_total", [("reason", reason)]).increment(by: Int64(0))
+    }
+    gauge("strata_handshakes_pending").set(0.0)
+    gauge("strata_transfer_pins").set(0.0)
+    counter("strata_connections_refused_total", []).increment(by: Int64(0))
+    for reason in ["deadline", "idle", "malformed", "handshake_timeout", "handshake_evicted"] {
+      counter("strata_connections_closed_total", [("reason", reason)]).increment(by: Int64(0))
     }
     for reason in NodeMetrics.replicationDropReasons {
       counter("strata_replication_dropped_total", [("reason", reason)]).increment(by: Int64(0))
