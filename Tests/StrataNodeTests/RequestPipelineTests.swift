@@ -218,4 +218,22 @@ func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
     _ = early.receive(LookupRequest(keys: [pipelineKey(1)]).frameBytes(requestID: 1, ringEpoch: 0))
     #expect(early.isClosed)
   }
+
+  @Test func aPartOfACorruptBlockIsNeverServed() throws {
+    let node = try PipelineNode()
+    let (connection, _) = node.connect(PipelineNode.tenantA)
+    let block = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+    _ = connection.receive(putFrame(4, bytes: block))
+    let range = GetRequest(items: [.init(key: pipelineKey(4), offset: 5000, length: 100)])
+    #expect(
+      frames(connection.receive(range.frameBytes(requestID: 2, ringEpoch: 0))).first?.2 == Array(block[5000..<5100]))
+    // A bit flips in RAM (outside the range asked for): a fresh checksum of the part would vouch
+    // for a corrupt block, so the node checks the whole block, refuses it and removes it.
+    let id = BlockID(namespace: try Namespace("tenant-a"), key: pipelineKey(4))
+    #expect(node.tiers.flipBitInRAMForTesting(id, byte: 10))
+    let answer = frames(connection.receive(range.frameBytes(requestID: 3, ringEpoch: 0)))
+    guard case .getResponse(let response) = answer.first?.1 else { throw StrataError(.protocolError, "GET") }
+    #expect(response.items.map(\.status) == [.missing])
+    #expect(node.tiers.lookup([id]) == [nil] && node.tiers.stats.checksumFailures == 1)
+  }
 }

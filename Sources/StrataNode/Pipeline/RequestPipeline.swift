@@ -285,11 +285,22 @@ struct RequestSession {
     items.reserveCapacity(ids.count)
     ranges.reserveCapacity(ids.count)
     var total = 0
+    var corrupt: [BlockID] = []
     for (item, block) in zip(request.items, pins.blocks) {
-      let (answer, bytes) = resolve(item, in: block)
+      guard let (answer, bytes) = resolve(item, in: block) else {
+        corrupt.append(block!.id)
+        items.append(GetResponse.Item(status: .missing))
+        ranges.append(nil)
+        continue
+      }
       items.append(answer)
       ranges.append(bytes)
       total += bytes?.count ?? 0
+    }
+    if !corrupt.isEmpty {
+      server.logger.error(
+        "blocks no longer match their stored checksum: removed", metadata: ["count": "\(corrupt.count)"])
+      tiers.quarantine(corrupt)
     }
     guard UInt64(total) <= server.configuration.limits.payloadBytesMax else {
       throw StrataError(

@@ -35,11 +35,17 @@ extension TierManager {
         blocks.append(nil)
       }
     }
-    if !corrupt.isEmpty {
-      state.withLock { $0.stats.checksumFailures += corrupt.count }
-      for id in corrupt { remove(id) }
-    }
+    quarantine(corrupt)
     return CopyLease(lease: lease, blocks: blocks, corrupt: corrupt)
+  }
+
+  /// Blocks found not to match their stored checksum: counted in `stats.checksumFailures` and
+  /// removed from every tier (never served or copied again; a pinned slot is reused once its pins
+  /// end).
+  public func quarantine(_ corrupt: [BlockID]) {
+    guard !corrupt.isEmpty else { return }
+    state.withLock { $0.stats.checksumFailures += corrupt.count }
+    for id in corrupt { remove(id) }
   }
 
   /// Flips one bit of a RAM-resident block's bytes in place, leaving its stored checksum as it
