@@ -58,7 +58,7 @@ final class NodeChannel: Sendable {
   func get(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64) async throws(StrataError)
     -> [StrataClient.GetResult]
   {
-    let parts = split(items, bytes: { $0.length.map(Int.init) ?? $0.destination.length })
+    let parts = split(items, bytes: { $0.length.map(Int.init) ?? $0.capacity })
     if parts.count == 1 { return try await getBatch(items, leaseID: leaseID, ringEpoch: ringEpoch) }
     return try await inParallel(parts) { part throws(StrataError) in
       try await self.getBatch(part, leaseID: leaseID, ringEpoch: ringEpoch)
@@ -66,7 +66,7 @@ final class NodeChannel: Sendable {
   }
 
   func put(_ items: [StrataClient.PutItem], ringEpoch: UInt64) async throws(StrataError) -> [PutOutcome] {
-    let parts = split(items, bytes: { $0.source.length })
+    let parts = split(items, bytes: { $0.length })
     if parts.count == 1 { return try await putBatch(items, ringEpoch: ringEpoch) }
     return try await inParallel(parts) { part throws(StrataError) in try await self.putBatch(part, ringEpoch: ringEpoch)
     }
@@ -117,8 +117,9 @@ final class NodeChannel: Sendable {
     let verify = configuration.verifyChecksums
     let transports = self.transports
     return try await call { connection throws(StrataError) in
-      if let results = try connection.getOverRDMA(
-        items, request: request, verify: verify, ringEpoch: ringEpoch)
+      if items.allSatisfy({ $0.tail.isEmpty }),
+        let results = try connection.getOverRDMA(
+          items, request: request, verify: verify, ringEpoch: ringEpoch)
       {
         return results
       }
@@ -138,12 +139,13 @@ final class NodeChannel: Sendable {
           case .corrupt: results.append(.corrupt)
           case .ok:
             let length = Int(answer.length)
-            guard length <= item.destination.length else {
+            guard length <= item.capacity else {
               try connection.discard(length)
               results.append(.destinationTooSmall(length: length))
               continue
             }
-            results.append(try receiver.receive(into: item.destination, length: length, checksum: answer.checksum))
+            results.append(
+              try receiver.receive(into: [item.destination] + item.tail, length: length, checksum: answer.checksum))
           }
         }
       }
@@ -156,12 +158,20 @@ final class NodeChannel: Sendable {
     let request = PutRequest(
       items: items.map {
         PutRequest.Item(
-          key: $0.key, length: UInt64($0.source.length),
-          checksum: CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer)))
+          key: $0.key, length: UInt64($0.length),
+          checksum: $0.tail.reduce(CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer))) {
+            CRC32C.checksum(UnsafeRawBufferPointer($1.buffer), continuing: $0)
+          })
       })
-    nonisolated(unsafe) let payload = items.map { UnsafeRawBufferPointer($0.source.buffer) }
+    nonisolated(unsafe) let payload = items.flatMap { item in
+      ([item.source] + item.tail).map { UnsafeRawBufferPointer($0.buffer) }
+    }
     return try await call { connection throws(StrataError) in
-      if let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch) { return outcomes }
+      if items.allSatisfy({ $0.tail.isEmpty }),
+        let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch)
+      {
+        return outcomes
+      }
       let (_, message) = try connection.exchange(request.wireMessage, payload: payload, ringEpoch: ringEpoch) {
         _, _ throws(StrataError) in
       }
