@@ -7,8 +7,8 @@ key by ``strata-engine-key-v1``, folding in the layout so that incompatible layo
 keys; ``Tests/Fixtures/engine-key-vectors.json`` holds the vectors, which the Swift
 implementation (``StrataCore.EngineKeys``) reproduces too. Standard library only.
 
-    python -m strata_kv.keys verify Tests/Fixtures/engine-key-vectors.json
-    python -m strata_kv.keys generate > Tests/Fixtures/engine-key-vectors.json
+    python -m strata_kv keys verify Tests/Fixtures/engine-key-vectors.json
+    python -m strata_kv keys generate > Tests/Fixtures/engine-key-vectors.json
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ MAX_ENGINE_HASH_BYTES = 64
 MAX_STRING_KEY_BYTES = 4096
 _DTYPE = re.compile(r"[a-z0-9_]+\Z")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+\Z")
+_DECIMAL = re.compile(r"[0-9]+\Z")
 
 SGLANG_KINDS = {"kv": 0, "k": 1, "v": 2}
 
@@ -211,10 +212,9 @@ def lmcache_key(key_str: str, salt: bytes = b"") -> bytes:
     fields = key_str.split("@")
     if len(fields) < 5 or any(not field for field in fields[:5]):
         raise ValueError(f"key_str: {key_str[:80]!r} is not model@world_size@worker_id@chunk_hash@dtype")
-    try:
-        world, worker = int(fields[1]), int(fields[2])
-    except ValueError:
-        raise ValueError(f"key_str: world_size {fields[1]!r} and worker_id {fields[2]!r} must be integers") from None
+    if not all(_DECIMAL.match(text) and int(text) < (1 << 64) for text in fields[1:3]):
+        raise ValueError(f"key_str: world_size {fields[1]!r} and worker_id {fields[2]!r} must be integers")
+    world, worker = int(fields[1]), int(fields[2])
     if not 0 <= worker < world:
         raise ValueError(f"key_str: worker_id {worker} must be less than world_size {world}")
     identity = key_str.encode("utf-8")
@@ -324,7 +324,8 @@ def verify_file(path: str) -> List[str]:
     return problems
 
 
-def _main(argv: Iterable[str]) -> int:
+def main(argv: Iterable[str]) -> int:
+    """``generate`` (the vectors file to stdout) or ``verify FILE``; the exit status says."""
     args = list(argv)
     if args[:1] == ["generate"]:
         json.dump(generate(), sys.stdout, indent=1, sort_keys=True, ensure_ascii=False)
@@ -338,9 +339,5 @@ def _main(argv: Iterable[str]) -> int:
             with open(args[1], encoding="utf-8") as handle:
                 print(f"engine key vectors: {len(json.load(handle)['cases'])} cases agree")
         return 1 if problems else 0
-    print("usage: python -m strata_kv.keys generate | verify FILE", file=sys.stderr)
+    print("usage: python -m strata_kv keys generate | verify FILE", file=sys.stderr)
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -43,7 +43,7 @@ def test_hash_prefix_agrees_with_the_c_library():
 
 def test_engine_key_vectors():
     assert verify_file(str(FIXTURES / "engine-key-vectors.json")) == []
-    cli = subprocess.run([sys.executable, "-m", "strata_kv.keys", "verify", str(FIXTURES / "engine-key-vectors.json")],
+    cli = subprocess.run([sys.executable, "-m", "strata_kv", "keys", "verify", str(FIXTURES / "engine-key-vectors.json")],
                          capture_output=True, text=True)
     assert cli.returncode == 0 and "cases agree" in cli.stdout
 
