@@ -6,18 +6,10 @@ import StrataCore
 import Testing
 
 struct EngineKeyCase: Codable {
-  struct Layout: Codable {
-    var modelId: String
-    var dtype: String
-    var tokensPerBlock: UInt32
-    var tpRank: UInt16
-    var tpSize: UInt16
-    var layerStart: UInt16
-    var layerEnd: UInt16
-  }
   var name: String
   var engine: String
-  var layout: Layout?
+  /// The same fields as the block-key vectors' layouts.
+  var layout: KeyCase.Layout?
   var saltHex: String?
   var blockHashHex: String?
   var blockHashInt: String?
