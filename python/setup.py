@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 try:
@@ -82,4 +82,11 @@ if bdist_wheel is not None:
 
     commands["bdist_wheel"] = PlatformWheel
 
-setup(cmdclass=commands)
+class BinaryDistribution(Distribution):
+    """Holds a native library: installed as platform-specific (platlib), not pure Python."""
+
+    def has_ext_modules(self):
+        return True
+
+
+setup(cmdclass=commands, distclass=BinaryDistribution)

@@ -1,99 +1,35 @@
-"""Real `strata serve` processes for the tests: one node, a node with a small store (eviction), and a
-static cluster of three. The `strata` binary is $STRATA_BINARY, or the checkout's .build/debug or
-.build/release build (`swift build` first)."""
+"""Real `strata serve` processes for the tests (strata_kv.local): one node, and a static cluster of
+three. The `strata` binary is $STRATA_BINARY, or the checkout's .build/release or .build/debug build
+(`swift build` first)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import pytest
+
+from strata_kv.local import LocalNode, find_strata, free_port  # noqa: F401 (free_port: the cluster)
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "Tests" / "Fixtures"
 
 
 def strata_binary() -> str:
-    configured = os.environ.get("STRATA_BINARY")
-    if configured:
-        return configured
-    for folder in ("debug", "release"):
-        path = REPO / ".build" / folder / "strata"
-        if path.is_file():
-            return str(path)
-    pytest.exit("no strata binary: run `swift build` (or set STRATA_BINARY)", returncode=2)
-    raise AssertionError
+    """$STRATA_BINARY, else the checkout's debug build (what `swift build` made), else its release build."""
+    for candidate in (REPO / ".build" / "debug" / "strata", REPO / ".build" / "release" / "strata"):
+        if candidate.is_file():
+            return find_strata(os.environ.get("STRATA_BINARY") or str(candidate))
+    try:
+        return find_strata()
+    except FileNotFoundError as error:
+        pytest.exit(str(error), returncode=2)
+        raise
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Node:
-    """A `strata serve` process on loopback with its own data folder."""
-
-    def __init__(self, listen: str = "127.0.0.1:0", peers: Optional[str] = None, ram: str = "1GiB",
-                 nvme: str = "1GiB", config: str = "", directory: Optional[str] = None) -> None:
-        self.directory = directory or tempfile.mkdtemp(prefix="strata-py-")
-        self.listen, self.peers, self.ram, self.nvme = listen, peers, ram, nvme
-        self.config = Path(self.directory) / "node.yaml"
-        self.config.write_text("limits:\n  max_block_size: 4MiB\nadmin:\n  listen: 127.0.0.1:0\n" + config)
-        self.process: Optional[subprocess.Popen] = None
-        self.address = ""
-        self.output: List[str] = []
-        self.start()
-
-    def start(self) -> None:
-        listen = self.address or self.listen
-        arguments = [strata_binary(), "serve", "--config", str(self.config), "--data-dir",
-                     str(Path(self.directory) / "data"), "--listen", listen, "--ram", self.ram, "--nvme", self.nvme,
-                     "--ram-unlocked"]
-        if self.peers:
-            arguments += ["--peers", self.peers]
-        self.output = []
-        process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   stdin=subprocess.DEVNULL)
-        found = threading.Event()
-
-        def pump() -> None:
-            assert process.stdout is not None
-            for line in process.stdout:
-                self.output.append(line)
-                if " listening on " in line and not found.is_set():
-                    self.address = line.split()[-1]
-                    found.set()
-            found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not found.wait(120) or not self.address or process.poll() is not None:
-            process.kill()
-            raise RuntimeError("strata serve did not start:\n" + "".join(self.output))
-        self.process = process
-
-    def stop(self, sig: int = signal.SIGTERM) -> Optional[int]:
-        process, self.process = self.process, None
-        if process is None:
-            return None
-        process.send_signal(sig)
-        try:
-            return process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            return process.wait()
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
+def Node(**options) -> LocalNode:
+    return LocalNode(binary=strata_binary(), **options)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,188 @@
+"""Throughput of the Python client next to ``strata bench`` (Swift), in the same run.
+
+    python -m strata_kv.bench --node 127.0.0.1:7400 --strata .build/release/strata \\
+        [--size 2MiB] [--batch 16] [--connections 1] [--seconds 2] [--rounds 3]
+
+Rounds are interleaved (strata bench GET, Python GET, strata bench PUT, Python PUT, Python async,
+then round 2 …) and each figure is the median of the rounds. The Python side does what
+``strata bench`` does: ``connections`` threads, each with one request in flight, GET reading a
+working set of 4 batches per thread (written first) into numpy buffers registered once, PUT writing
+new keys throughout; it uses the Mooncake-style ``batch_get_into`` / ``batch_put_from`` with
+addresses and sizes. The async case: one Python thread keeping 4 GET batches in flight through
+submit_get + the event descriptor, against the same thread doing one blocking batch at a time.
+Prints a table and, with --json, one JSON object per line. docs/performance.md has the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import statistics
+import subprocess
+import threading
+import time
+from typing import Dict, List
+
+import numpy as np
+
+from .store import StrataStore
+
+
+def parse_size(text: str) -> int:
+    units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "b": 1}
+    lowered = text.strip().lower()
+    for suffix, factor in units.items():
+        if lowered.endswith(suffix):
+            return int(float(lowered[:-len(suffix)]) * factor)
+    return int(lowered)
+
+
+def _pool(count: int, size: int, seed: int) -> np.ndarray:
+    pool = np.random.default_rng(seed).integers(0, 1 << 63, size=(count * size) // 8, dtype=np.uint64)
+    return pool.view(np.uint8)
+
+
+def python_blocking(store: StrataStore, op: str, size: int, batch: int, connections: int, seconds: float) -> float:
+    """GB/s of ``connections`` threads each doing one batch at a time."""
+    moved = [0] * connections
+    failures: List[str] = []
+    run = os.urandom(8)
+
+    def worker(index: int) -> None:
+        pool = _pool(batch, size, index)
+        store.register_buffer(pool)
+        addresses = [pool.ctypes.data + i * size for i in range(batch)]
+        sizes = [size] * batch
+        working = [[run + bytes([index, round_]) + os.urandom(22) for _ in range(batch)] for round_ in range(4)]
+        if op == "get":
+            for keys in working:
+                if store.batch_put_from(keys, addresses, sizes) != [0] * batch:
+                    failures.append("the working set was not stored")
+                    return
+        barrier.wait()
+        deadline = time.perf_counter() + seconds
+        round_ = 0
+        while time.perf_counter() < deadline:
+            if op == "get":
+                if store.batch_get_into(working[round_ % 4], addresses, sizes) != sizes:
+                    failures.append("a block was not read back whole")
+                    return
+            else:
+                keys = [os.urandom(32) for _ in range(batch)]
+                if store.batch_put_from(keys, addresses, sizes) != [0] * batch:
+                    failures.append("a block was not stored")
+                    return
+            moved[index] += batch * size
+            round_ += 1
+        store.unregister_buffer(pool)
+
+    barrier = threading.Barrier(connections + 1)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(failures[0])
+    return sum(moved) / elapsed / 1e9
+
+
+def python_async(store: StrataStore, size: int, batch: int, in_flight: int, seconds: float) -> float:
+    """GB/s of one thread keeping ``in_flight`` GET batches in flight (1: blocking calls)."""
+    pools = [_pool(batch, size, 100 + i) for i in range(in_flight)]
+    for pool in pools:
+        store.register_buffer(pool)
+    buffers = [[pool[i * size:(i + 1) * size] for i in range(batch)] for pool in pools]
+    working = [[os.urandom(32) for _ in range(batch)] for _ in range(4)]
+    for keys in working:
+        assert store.put_from(keys, buffers[0]) == [0] * batch
+    moved = 0
+    round_ = 0
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    if in_flight == 1:
+        while time.perf_counter() < deadline:
+            assert store.get_into(working[round_ % 4], buffers[0]) == [size] * batch
+            moved += batch * size
+            round_ += 1
+    else:
+        fd = store.event_fd
+        slot_of: Dict[int, int] = {}
+        for slot in range(in_flight):
+            slot_of[store.submit_get(working[round_ % 4], buffers[slot])] = slot
+            round_ += 1
+        while slot_of:
+            select.select([fd], [], [], 1.0)
+            for completion in store.poll_completions(in_flight):
+                slot = slot_of.pop(completion.ticket)
+                assert completion.results == [size] * batch, completion
+                moved += batch * size
+                if time.perf_counter() < deadline:
+                    slot_of[store.submit_get(working[round_ % 4], buffers[slot])] = slot
+                    round_ += 1
+    elapsed = time.perf_counter() - started
+    for pool in pools:
+        store.unregister_buffer(pool)
+    return moved / elapsed / 1e9
+
+
+def strata_bench(binary: str, node: str, op: str, size: int, batch: int, connections: int, seconds: float) -> float:
+    run = subprocess.run(
+        [binary, "bench", "--node", node, "--op", op, "--size", str(size), "--batch", str(batch),
+         "--connections", str(connections), "--seconds", str(seconds), "--json"],
+        capture_output=True, text=True, check=True)
+    return float(json.loads(run.stdout.strip().splitlines()[-1])["gbps"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m strata_kv.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--strata", required=True, help="the strata binary (a release build)")
+    parser.add_argument("--size", default="2MiB")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    results: Dict[str, List[float]] = {}
+    store = StrataStore(node=args.node, connections=max(args.connections, args.in_flight), timeout_ms=60000)
+    for round_ in range(args.rounds):
+        cases = {
+            "strata bench get": lambda: strata_bench(args.strata, args.node, "get", size, args.batch,
+                                                     args.connections, args.seconds),
+            "python get": lambda: python_blocking(store, "get", size, args.batch, args.connections, args.seconds),
+            "strata bench put": lambda: strata_bench(args.strata, args.node, "put", size, args.batch,
+                                                     args.connections, args.seconds),
+            "python put": lambda: python_blocking(store, "put", size, args.batch, args.connections, args.seconds),
+            "python get, 1 batch at a time": lambda: python_async(store, size, args.batch, 1, args.seconds),
+            f"python get, {args.in_flight} in flight": lambda: python_async(store, size, args.batch, args.in_flight,
+                                                                            args.seconds),
+        }
+        for name, case in cases.items():
+            value = case()
+            results.setdefault(name, []).append(value)
+            if args.json:
+                print(json.dumps({"round": round_ + 1, "case": name, "gbps": round(value, 3)}), flush=True)
+    store.close()
+    median = {name: statistics.median(values) for name, values in results.items()}
+    print(f"\n{args.size} x {args.batch}, {args.connections} connection(s), {args.rounds} rounds of "
+          f"{args.seconds:g} s (median GB/s; rounds in brackets)")
+    for name, values in results.items():
+        print(f"  {name:<32} {median[name]:6.2f}   [{', '.join(f'{v:.2f}' for v in values)}]")
+    print(f"  python/strata get  {median['python get'] / median['strata bench get']:.2f}x")
+    print(f"  python/strata put  {median['python put'] / median['strata bench put']:.2f}x")
+    print(f"  async {args.in_flight} in flight / 1 at a time  "
+          f"{median[f'python get, {args.in_flight} in flight'] / median['python get, 1 batch at a time']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
