@@ -8,8 +8,9 @@ then round 2 …) and each figure is the median of the rounds. The Python side d
 ``strata bench`` does: ``connections`` threads, each with one request in flight, GET reading a
 working set of 4 batches per thread (written first) into numpy buffers registered once, PUT writing
 new keys throughout; it uses the Mooncake-style ``batch_get_into`` / ``batch_put_from`` with
-addresses and sizes. The async case: one Python thread keeping 4 GET batches in flight through
-submit_get + the event descriptor, against the same thread doing one blocking batch at a time.
+addresses and sizes, over a store with the same number of connections. The async case: one Python
+thread keeping 4 GET batches in flight through submit_get + the event descriptor, against the same
+thread doing one blocking batch at a time (both over a store of 4 connections).
 Prints a table and, with --json, one JSON object per line. docs/performance.md has the results.
 """
 
@@ -153,7 +154,9 @@ def main() -> int:
     args = parser.parse_args()
     size = parse_size(args.size)
     results: Dict[str, List[float]] = {}
-    store = StrataStore(node=args.node, connections=max(args.connections, args.in_flight), timeout_ms=60000)
+    # The same connections as strata bench for the comparison; one per batch in flight for async.
+    store = StrataStore(node=args.node, connections=args.connections, timeout_ms=60000)
+    async_store = StrataStore(node=args.node, connections=args.in_flight, timeout_ms=60000)
     for round_ in range(args.rounds):
         cases = {
             "strata bench get": lambda: strata_bench(args.strata, args.node, "get", size, args.batch,
@@ -162,9 +165,9 @@ def main() -> int:
             "strata bench put": lambda: strata_bench(args.strata, args.node, "put", size, args.batch,
                                                      args.connections, args.seconds),
             "python put": lambda: python_blocking(store, "put", size, args.batch, args.connections, args.seconds),
-            "python get, 1 batch at a time": lambda: python_async(store, size, args.batch, 1, args.seconds),
-            f"python get, {args.in_flight} in flight": lambda: python_async(store, size, args.batch, args.in_flight,
-                                                                            args.seconds),
+            "python get, 1 batch at a time": lambda: python_async(async_store, size, args.batch, 1, args.seconds),
+            f"python get, {args.in_flight} in flight": lambda: python_async(async_store, size, args.batch,
+                                                                            args.in_flight, args.seconds),
         }
         for name, case in cases.items():
             value = case()
@@ -172,6 +175,7 @@ def main() -> int:
             if args.json:
                 print(json.dumps({"round": round_ + 1, "case": name, "gbps": round(value, 3)}), flush=True)
     store.close()
+    async_store.close()
     median = {name: statistics.median(values) for name, values in results.items()}
     print(f"\n{args.size} x {args.batch}, {args.connections} connection(s), {args.rounds} rounds of "
           f"{args.seconds:g} s (median GB/s; rounds in brackets)")

@@ -218,6 +218,10 @@ class StrataStore:
                 for _, prepared in self._pending.values():
                     prepared.pins.release()
                 self._pending.clear()
+                futures, self._futures = self._futures, {}
+            for future in futures.values():
+                cancelled = StrataError(14, "the store was closed before the call's completion was polled")
+                _deliver(future, _fail, cancelled)
         return OK
 
     def __enter__(self) -> "StrataStore":
@@ -338,42 +342,49 @@ class StrataStore:
         _check(lib.strata_completion_fd(handle, byref(fd)), lib)
         return fd.value
 
-    def submit_get(self, keys: Sequence[KeyLike], buffers: Any, lease: int = 0) -> int:
+    def submit_get(self, keys: Sequence[KeyLike], buffers: Any, lease: int = 0, _future: Any = None) -> int:
         """``get_into`` as a submission: returns a ticket at once. Keep the buffers untouched until
         its completion is polled."""
         lib, handle = self._client()
         prepared = self._prepare_get(keys, buffers, None)
-        return self._submit("get", prepared, lambda ticket: lib.strata_submit_get(
+        return self._submit("get", prepared, _future, lambda ticket: lib.strata_submit_get(
             handle, prepared.keys, prepared.count, lease, prepared.arrays["segments"], prepared.arrays["counts"],
             None, prepared.arrays["lengths"], ticket))
 
-    def submit_put(self, keys: Sequence[KeyLike], buffers: Any) -> int:
+    def submit_put(self, keys: Sequence[KeyLike], buffers: Any, _future: Any = None) -> int:
+        """``put_from`` as a submission."""
         lib, handle = self._client()
         prepared = self._prepare_put(keys, buffers)
-        return self._submit("put", prepared, lambda ticket: lib.strata_submit_put(
+        return self._submit("put", prepared, _future, lambda ticket: lib.strata_submit_put(
             handle, prepared.keys, prepared.count, prepared.arrays["segments"], prepared.arrays["counts"],
             prepared.arrays["outcomes"], ticket))
 
-    def submit_lookup(self, keys: Sequence[KeyLike], lease_ms: int = 0, sizes: bool = True) -> int:
+    def submit_lookup(self, keys: Sequence[KeyLike], lease_ms: int = 0, sizes: bool = True,
+                      _future: Any = None) -> int:
+        """``lookup`` as a submission (the completion's ``lookup`` holds the result)."""
         lib, handle = self._client()
         prepared = self._prepare_lookup(keys, sizes)
-        return self._submit("lookup", prepared, lambda ticket: lib.strata_submit_lookup(
+        return self._submit("lookup", prepared, _future, lambda ticket: lib.strata_submit_lookup(
             handle, prepared.keys, prepared.count, _lease_ms(lease_ms), prepared.arrays["tiers"],
             prepared.arrays["sizes"], ticket))
 
-    def submit_delete(self, keys: Sequence[KeyLike]) -> int:
+    def submit_delete(self, keys: Sequence[KeyLike], _future: Any = None) -> int:
+        """``remove`` as a submission."""
         lib, handle = self._client()
         prepared = self._prepare_delete(keys)
-        return self._submit("delete", prepared, lambda ticket: lib.strata_submit_delete(
+        return self._submit("delete", prepared, _future, lambda ticket: lib.strata_submit_delete(
             handle, prepared.keys, prepared.count, prepared.arrays["removed"], ticket))
 
-    def _submit(self, operation: str, prepared: _Prepared, call: Any) -> int:
+    def _submit(self, operation: str, prepared: _Prepared, future: Any, call: Any) -> int:
         lib, _ = self._client()
         ticket = c_uint64(0)
-        with self._lock:  # a poller on another thread must find the ticket registered
+        # A poller on another thread must find the ticket (and the future awaiting it) registered.
+        with self._lock:
             rc = call(byref(ticket))
             if rc == 0:
                 self._pending[ticket.value] = (operation, prepared)
+                if future is not None:
+                    self._futures[ticket.value] = future
         if rc != 0:
             prepared.pins.release()
             _check(rc, lib)
@@ -401,7 +412,7 @@ class StrataStore:
                 completion = _completion(entry, operation, prepared)
                 future = self._futures.pop(entry.ticket, None)
                 if future is not None:
-                    future.get_loop().call_soon_threadsafe(_resolve, future, completion)
+                    _deliver(future, _resolve, completion)
                 elif claim:
                     delivered.append(completion)
                 else:
@@ -412,29 +423,24 @@ class StrataStore:
 
     async def aget_into(self, keys: Sequence[KeyLike], buffers: Any, lease: int = 0) -> List[int]:
         """``get_into`` awaited on the event descriptor (many may be in flight from one thread)."""
-        return _raise_or_results(await self._await(self.submit_get(keys, buffers, lease)))
+        return _raise_or_results(await self._await(lambda future: self.submit_get(keys, buffers, lease, future)))
 
     async def aput_from(self, keys: Sequence[KeyLike], buffers: Any) -> List[int]:
-        return _raise_or_results(await self._await(self.submit_put(keys, buffers)))
+        return _raise_or_results(await self._await(lambda future: self.submit_put(keys, buffers, future)))
 
     async def alookup(self, keys: Sequence[KeyLike], lease_ms: int = 0, sizes: bool = True) -> LookupResult:
-        completion = await self._await(self.submit_lookup(keys, lease_ms, sizes))
+        completion = await self._await(lambda future: self.submit_lookup(keys, lease_ms, sizes, future))
         _raise_or_results(completion)
         assert completion.lookup is not None
         return completion.lookup
 
     async def aremove(self, keys: Sequence[KeyLike]) -> List[int]:
-        return _raise_or_results(await self._await(self.submit_delete(keys)))
+        return _raise_or_results(await self._await(lambda future: self.submit_delete(keys, future)))
 
-    async def _await(self, ticket: int) -> Completion:
+    async def _await(self, submit: Any) -> Completion:
         loop = asyncio.get_running_loop()
         future: "asyncio.Future[Completion]" = loop.create_future()
-        with self._lock:
-            ready = next((c for c in self._unclaimed if c.ticket == ticket), None)
-            if ready is not None:
-                self._unclaimed.remove(ready)
-                return ready
-            self._futures[ticket] = future
+        submit(future)
         if loop not in self._readers:
             loop.add_reader(self._fd, self._on_readable)
             self._readers.add(loop)
@@ -632,6 +638,19 @@ def _completion(entry: Any, operation: str, prepared: _Prepared) -> Completion:
 def _resolve(future: "asyncio.Future[Completion]", completion: Completion) -> None:
     if not future.done():
         future.set_result(completion)
+
+
+def _deliver(future: "asyncio.Future[Completion]", how: Any, value: Any) -> None:
+    """Hands ``value`` to ``future`` on its loop's thread (nothing when that loop has closed)."""
+    try:
+        future.get_loop().call_soon_threadsafe(how, future, value)
+    except RuntimeError:
+        pass
+
+
+def _fail(future: "asyncio.Future[Completion]", error: StrataError) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _raise_or_results(completion: Completion) -> List[int]:
