@@ -20,6 +20,13 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   echo "== python: creating $venv"
   rm -rf "$venv"
   mkdir -p "$cache"
+  # Debian's python3 makes environments only with python3-venv (ensurepip) installed.
+  if ! "$python" -c "import ensurepip, venv" 2>/dev/null && command -v apt-get >/dev/null; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
   touch "$venv/.complete"

@@ -1,10 +1,13 @@
 """Throughput of the Python client next to ``strata bench`` (Swift), in the same run.
 
-    python -m strata_kv.bench --node 127.0.0.1:7400 --strata .build/release/strata \\
-        [--size 2MiB] [--batch 16] [--connections 1] [--seconds 2] [--rounds 3]
+    python -m strata_kv.bench --strata .build/release/strata \\
+        [--size 2MiB] [--batch 16] [--connections 1] [--seconds 2] [--rounds 3] [--node HOST:PORT]
 
-Rounds are interleaved (strata bench GET, Python GET, strata bench PUT, Python PUT, Python async,
-then round 2 …) and each figure is the median of the rounds. The Python side does what
+Each round starts a fresh node (``strata serve --ram 3GiB --nvme 256MiB --ram-unlocked`` of the
+same binary; ``--node`` uses a running one instead) and runs, interleaved: strata bench GET, Python
+GET, Python async GET one batch at a time and 4 in flight, strata bench PUT, Python PUT. Each
+figure is the median of the rounds. (A fresh node per round: PUT fills the RAM tier, and on a full
+tier a GET working set written but not yet read may be evicted before it is read.) The Python side does what
 ``strata bench`` does: ``connections`` threads, each with one request in flight, GET reading a
 working set of 4 batches per thread (written first) into numpy buffers registered once, PUT writing
 new keys throughout; it uses the Mooncake-style ``batch_get_into`` / ``batch_put_from`` with
@@ -28,6 +31,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from .local import LocalNode
 from .store import StrataStore
 
 
@@ -68,7 +72,7 @@ def python_blocking(store: StrataStore, op: str, size: int, batch: int, connecti
         while time.perf_counter() < deadline:
             if op == "get":
                 if store.batch_get_into(working[round_ % 4], addresses, sizes) != sizes:
-                    failures.append("a block was not read back whole")
+                    failures.append(f"a block was not read back whole: {store.batch_get_into(working[round_ % 4], addresses, sizes)}")
                     return
             else:
                 keys = [os.urandom(32) for _ in range(batch)]
@@ -142,8 +146,10 @@ def strata_bench(binary: str, node: str, op: str, size: int, batch: int, connect
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m strata_kv.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--node", required=True)
+    parser.add_argument("--node", help="a running node (default: a fresh local node per round)")
     parser.add_argument("--strata", required=True, help="the strata binary (a release build)")
+    parser.add_argument("--ram", default="3GiB")
+    parser.add_argument("--nvme", default="256MiB")
     parser.add_argument("--size", default="2MiB")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--connections", type=int, default=1)
@@ -154,28 +160,35 @@ def main() -> int:
     args = parser.parse_args()
     size = parse_size(args.size)
     results: Dict[str, List[float]] = {}
-    # The same connections as strata bench for the comparison; one per batch in flight for async.
-    store = StrataStore(node=args.node, connections=args.connections, timeout_ms=60000)
-    async_store = StrataStore(node=args.node, connections=args.in_flight, timeout_ms=60000)
     for round_ in range(args.rounds):
+        node = None if args.node else LocalNode(ram=args.ram, nvme=args.nvme, binary=args.strata,
+                                                max_block_size=f"{max(4, 2 * size >> 20)}MiB")
+        address = args.node or node.address
+        # The same connections as strata bench for the comparison; one per batch in flight for async.
+        store = StrataStore(node=address, connections=args.connections, timeout_ms=60000)
+        async_store = StrataStore(node=address, connections=args.in_flight, timeout_ms=60000)
         cases = {
-            "strata bench get": lambda: strata_bench(args.strata, args.node, "get", size, args.batch,
+            "strata bench get": lambda: strata_bench(args.strata, address, "get", size, args.batch,
                                                      args.connections, args.seconds),
             "python get": lambda: python_blocking(store, "get", size, args.batch, args.connections, args.seconds),
-            "strata bench put": lambda: strata_bench(args.strata, args.node, "put", size, args.batch,
-                                                     args.connections, args.seconds),
-            "python put": lambda: python_blocking(store, "put", size, args.batch, args.connections, args.seconds),
             "python get, 1 batch at a time": lambda: python_async(async_store, size, args.batch, 1, args.seconds),
             f"python get, {args.in_flight} in flight": lambda: python_async(async_store, size, args.batch,
                                                                             args.in_flight, args.seconds),
+            "strata bench put": lambda: strata_bench(args.strata, address, "put", size, args.batch,
+                                                     args.connections, args.seconds),
+            "python put": lambda: python_blocking(store, "put", size, args.batch, args.connections, args.seconds),
         }
-        for name, case in cases.items():
-            value = case()
-            results.setdefault(name, []).append(value)
-            if args.json:
-                print(json.dumps({"round": round_ + 1, "case": name, "gbps": round(value, 3)}), flush=True)
-    store.close()
-    async_store.close()
+        try:
+            for name, case in cases.items():
+                value = case()
+                results.setdefault(name, []).append(value)
+                if args.json:
+                    print(json.dumps({"round": round_ + 1, "case": name, "gbps": round(value, 3)}), flush=True)
+        finally:
+            store.close()
+            async_store.close()
+            if node is not None:
+                node.remove()
     median = {name: statistics.median(values) for name, values in results.items()}
     print(f"\n{args.size} x {args.batch}, {args.connections} connection(s), {args.rounds} rounds of "
           f"{args.seconds:g} s (median GB/s; rounds in brackets)")

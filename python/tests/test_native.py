@@ -148,6 +148,23 @@ def test_lease_is_granted_and_named_by_the_read(store):
     assert all(np.array_equal(a, b) for a, b in zip(out, data))
 
 
+def test_the_read_naming_a_lease_releases_it(address):
+    """The node keeps a lease with its connection: with a pool of 4, the GET must go where the
+    LOOKUP went, or leases pile up (pinning blocks) until they expire."""
+    import json
+
+    with StrataStore(node=address, connections=4) as store:
+        name, data = keys(2), blocks(2)
+        store.put_from(name, data)
+        before = json.loads(store.stat())["leases_active"]
+        for _ in range(12):
+            result = store.lookup(name, lease_ms=60_000, sizes=False)
+            assert result.lease != 0
+            assert store.get_into(name, [np.zeros(len(d), np.uint8) for d in data], lease=result.lease) == [
+                len(d) for d in data]
+        assert json.loads(store.stat())["leases_active"] <= before
+
+
 def test_remove(store):
     name = keys(3)
     store.put_from(name, blocks(3))
