@@ -5,8 +5,10 @@
 
 Each round starts a fresh node (``strata serve --ram 3GiB --nvme 256MiB --ram-unlocked`` of the
 same binary; ``--node`` uses a running one instead) and runs, interleaved: strata bench GET, Python
-GET, Python async GET one batch at a time and 4 in flight, strata bench PUT, Python PUT. Each
-figure is the median of the rounds. (A fresh node per round: PUT fills the RAM tier, and on a full
+GET, Python async GET one batch at a time and 4 in flight, strata bench PUT, Python PUT (odd rounds
+swap the Swift and Python runs of each pair, since the second of a pair finds a fuller node). Each
+figure is the median of the rounds; each ratio is given as the ratio of the medians and as the
+median of the per-round ratios. (A fresh node per round: PUT fills the RAM tier, and on a full
 tier a GET working set written but not yet read may be evicted before it is read.) The Python side does what
 ``strata bench`` does: ``connections`` threads, each with one request in flight, GET reading a
 working set of 4 batches per thread (written first) into numpy buffers registered once, PUT writing
@@ -178,8 +180,14 @@ def main() -> int:
                                                      args.connections, args.seconds),
             "python put": lambda: python_blocking(store, "put", size, args.batch, args.connections, args.seconds),
         }
+        # Each pair runs in turn order: the first of a pair finds the node emptier (PUT fills the RAM
+        # tier), so odd rounds swap them.
+        order = list(cases)
+        if round_ % 2:
+            order = [order[1], order[0], order[2], order[3], order[5], order[4]]
         try:
-            for name, case in cases.items():
+            for name in order:
+                case = cases[name]
                 value = case()
                 results.setdefault(name, []).append(value)
                 if args.json:
@@ -194,10 +202,14 @@ def main() -> int:
           f"{args.seconds:g} s (median GB/s; rounds in brackets)")
     for name, values in results.items():
         print(f"  {name:<32} {median[name]:6.2f}   [{', '.join(f'{v:.2f}' for v in values)}]")
-    print(f"  python/strata get  {median['python get'] / median['strata bench get']:.2f}x")
-    print(f"  python/strata put  {median['python put'] / median['strata bench put']:.2f}x")
-    print(f"  async {args.in_flight} in flight / 1 at a time  "
-          f"{median[f'python get, {args.in_flight} in flight'] / median['python get, 1 batch at a time']:.2f}x")
+    in_flight = f"python get, {args.in_flight} in flight"
+    for label, top, bottom in (("python/strata get", "python get", "strata bench get"),
+                               ("python/strata put", "python put", "strata bench put"),
+                               (f"async {args.in_flight} in flight / 1 at a time", in_flight,
+                                "python get, 1 batch at a time")):
+        # Ratio of the medians, and the median of each round's ratio (its two runs were adjacent in time).
+        paired = statistics.median(a / b for a, b in zip(results[top], results[bottom]))
+        print(f"  {label:<40} {median[top] / median[bottom]:.2f}x (median of per-round ratios {paired:.2f}x)")
     return 0
 
 
