@@ -1,5 +1,6 @@
 """Leases under eviction pressure, corrupt data on disk, a node that goes away."""
 
+import asyncio
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import pytest
 
 from strata_kv import StrataError, StrataStore
 
-from conftest import Node
+from conftest import Node, wait_for
 
 BLOCK = 1 << 20
 
@@ -91,8 +92,20 @@ def test_node_down_is_a_clear_error():
         with pytest.raises(StrataError) as error:
             store.get_into([key], [bytearray(100)])
         assert error.value.code in (9, 10, 7) and node.address.split(":")[1] in str(error.value)
-        assert store.batch_get_into([key], [bytearray(100)]) == [-900] or store.batch_get_into(
-            [key], [bytearray(100)])[0] < 0
+        assert store.batch_get_into([key], [bytearray(100)])[0] in (-900, -1)
+        # A submission fails through its completion, with the code and the message.
+        ticket = store.submit_get([key], [bytearray(100)])
+        completion = wait_for(lambda: next(iter(store.poll_completions()), None), what="the failed completion")
+        assert completion.ticket == ticket and completion.status < 0 and completion.results == []
+        assert completion.error is not None and completion.error.code in (7, 9, 10)
+        assert node.address.split(":")[1] in completion.error.message
+
+        async def awaited():
+            await store.aget_into([key], [bytearray(100)])
+
+        with pytest.raises(StrataError) as awaited_error:
+            asyncio.run(awaited())
+        assert awaited_error.value.code in (7, 9, 10)
         store.close()
     finally:
         node.remove()
