@@ -1,5 +1,7 @@
 // The calls to one node: a small pool of connections, each request on the next connection,
 // transport failures retried (every call is idempotent), large batches split and sent in parallel.
+// A node keeps a lease with the connection that asked for it, so a LOOKUP that takes a lease and
+// the GET that names it go over the same connection.
 // StrataClient routes to one channel (a single node) or to one channel per ring member.
 
 import StrataCore
@@ -11,6 +13,10 @@ final class NodeChannel: Sendable {
   private let configuration: StrataClient.Configuration
   private let connections: [ClientConnection]
   private let next = Mutex(0)
+  /// The connection (index) each lease was granted on, until a GET names it; the oldest entries go
+  /// once `leasesRememberedMax` are kept (their leases expire on the node).
+  private let leaseConnections = Mutex(LeaseConnections())
+  static let leasesRememberedMax = 4096
 
   private let transports: ClientTransports
 
@@ -44,7 +50,8 @@ final class NodeChannel: Sendable {
     -> LookupResponse
   {
     let request = LookupRequest(keys: keys, leaseMilliseconds: leaseMilliseconds)
-    return try await call { connection throws(StrataError) in
+    let pinned = leaseMilliseconds > 0 ? nextIndex() : nil
+    let response = try await call(on: pinned) { connection throws(StrataError) in
       let (_, message) = try connection.exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch) {
         _, _ throws(StrataError) in
       }
@@ -53,20 +60,33 @@ final class NodeChannel: Sendable {
       }
       return response
     }
+    if let pinned, response.leaseID != 0 {
+      leaseConnections.withLock { $0.remember(response.leaseID, on: pinned, limit: Self.leasesRememberedMax) }
+    }
+    return response
   }
 
   func get(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64) async throws(StrataError)
     -> [StrataClient.GetResult]
   {
-    let parts = split(items, bytes: { $0.length.map(Int.init) ?? $0.destination.length })
-    if parts.count == 1 { return try await getBatch(items, leaseID: leaseID, ringEpoch: ringEpoch) }
-    return try await inParallel(parts) { part throws(StrataError) in
-      try await self.getBatch(part, leaseID: leaseID, ringEpoch: ringEpoch)
+    let parts = split(items, bytes: { $0.length.map(Int.init) ?? $0.capacity })
+    let pinned = leaseID == 0 ? nil : leaseConnections.withLock { $0.take(leaseID) }
+    if parts.count == 1 { return try await getBatch(items, leaseID: leaseID, ringEpoch: ringEpoch, on: pinned) }
+    guard leaseID != 0 else {
+      return try await inParallel(parts) { part throws(StrataError) in
+        try await self.getBatch(part, leaseID: 0, ringEpoch: ringEpoch, on: nil)
+      }
     }
+    // The GET that names a lease releases it: the other parts go first (in parallel, still
+    // pinned), then the last part names it on the connection that holds it.
+    let head = try await inParallel(Array(parts.dropLast())) { part throws(StrataError) in
+      try await self.getBatch(part, leaseID: 0, ringEpoch: ringEpoch, on: nil)
+    }
+    return head + (try await getBatch(parts[parts.count - 1], leaseID: leaseID, ringEpoch: ringEpoch, on: pinned))
   }
 
   func put(_ items: [StrataClient.PutItem], ringEpoch: UInt64) async throws(StrataError) -> [PutOutcome] {
-    let parts = split(items, bytes: { $0.source.length })
+    let parts = split(items, bytes: { $0.length })
     if parts.count == 1 { return try await putBatch(items, ringEpoch: ringEpoch) }
     return try await inParallel(parts) { part throws(StrataError) in try await self.putBatch(part, ringEpoch: ringEpoch)
     }
@@ -108,17 +128,18 @@ final class NodeChannel: Sendable {
 
   // MARK: Internals
 
-  private func getBatch(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64) async throws(StrataError)
-    -> [StrataClient.GetResult]
+  private func getBatch(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64, on pinned: Int?)
+    async throws(StrataError) -> [StrataClient.GetResult]
   {
     let request = GetRequest(
       items: items.map { GetRequest.Item(key: $0.key, offset: $0.blockOffset, length: $0.length ?? 0) },
       leaseID: leaseID)
     let verify = configuration.verifyChecksums
     let transports = self.transports
-    return try await call { connection throws(StrataError) in
-      if let results = try connection.getOverRDMA(
-        items, request: request, verify: verify, ringEpoch: ringEpoch)
+    return try await call(on: pinned) { connection throws(StrataError) in
+      if items.allSatisfy({ $0.tail.isEmpty }),
+        let results = try connection.getOverRDMA(
+          items, request: request, verify: verify, ringEpoch: ringEpoch)
       {
         return results
       }
@@ -138,12 +159,13 @@ final class NodeChannel: Sendable {
           case .corrupt: results.append(.corrupt)
           case .ok:
             let length = Int(answer.length)
-            guard length <= item.destination.length else {
+            guard length <= item.capacity else {
               try connection.discard(length)
               results.append(.destinationTooSmall(length: length))
               continue
             }
-            results.append(try receiver.receive(into: item.destination, length: length, checksum: answer.checksum))
+            results.append(
+              try receiver.receive(into: [item.destination] + item.tail, length: length, checksum: answer.checksum))
           }
         }
       }
@@ -156,12 +178,21 @@ final class NodeChannel: Sendable {
     let request = PutRequest(
       items: items.map {
         PutRequest.Item(
-          key: $0.key, length: UInt64($0.source.length),
-          checksum: $0.checksum ?? CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer)))
+          key: $0.key, length: UInt64($0.length),
+          checksum: $0.checksum
+            ?? $0.tail.reduce(CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer))) {
+              CRC32C.checksum(UnsafeRawBufferPointer($1.buffer), continuing: $0)
+            })
       })
-    nonisolated(unsafe) let payload = items.map { UnsafeRawBufferPointer($0.source.buffer) }
+    nonisolated(unsafe) let payload = items.flatMap { item in
+      ([item.source] + item.tail).map { UnsafeRawBufferPointer($0.buffer) }
+    }
     return try await call { connection throws(StrataError) in
-      if let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch) { return outcomes }
+      if items.allSatisfy({ $0.tail.isEmpty }),
+        let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch)
+      {
+        return outcomes
+      }
       let (_, message) = try connection.exchange(request.wireMessage, payload: payload, ringEpoch: ringEpoch) {
         _, _ throws(StrataError) in
       }
@@ -172,16 +203,22 @@ final class NodeChannel: Sendable {
     }
   }
 
-  /// Runs a call on the next connection of the pool, retrying transport failures.
+  /// The index of the next connection of the pool (round robin).
+  private func nextIndex() -> Int {
+    next.withLock { next -> Int in
+      defer { next = (next + 1) % connections.count }
+      return next
+    }
+  }
+
+  /// Runs a call on the next connection of the pool (or on connection `pinned`, retries included),
+  /// retrying transport failures.
   private func call<T: Sendable>(
-    _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
+    on pinned: Int? = nil, _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
   ) async throws(StrataError) -> T {
     var attempt = 0
     while true {
-      let connection = next.withLock { next -> ClientConnection in
-        defer { next = (next + 1) % connections.count }
-        return connections[next]
-      }
+      let connection = connections[(pinned ?? nextIndex()) % connections.count]
       do {
         return try await connection.perform(work)
       } catch {
@@ -210,6 +247,25 @@ final class NodeChannel: Sendable {
     }
     return parts
   }
+}
+
+/// Which connection of a pool holds each lease, bounded.
+struct LeaseConnections {
+  private var byLease: [UInt64: Int] = [:]
+  private var order: [UInt64] = []
+
+  mutating func remember(_ lease: UInt64, on connection: Int, limit: Int) {
+    if byLease.count >= limit {
+      // Forget the oldest leases still remembered (long since named or expired).
+      order.removeAll { byLease[$0] == nil }
+      while byLease.count >= limit, !order.isEmpty { byLease[order.removeFirst()] = nil }
+    }
+    byLease[lease] = connection
+    order.append(lease)
+    if order.count > 2 * limit { order.removeAll { byLease[$0] == nil } }
+  }
+
+  mutating func take(_ lease: UInt64) -> Int? { byLease.removeValue(forKey: lease) }
 }
 
 /// Runs `body` on every part concurrently and concatenates the results in part order; the first

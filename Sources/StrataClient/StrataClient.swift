@@ -113,13 +113,22 @@ public final class StrataClient: Sendable {
     public var blockOffset: UInt64
     /// Bytes to read; nil reads to the end of the block (the destination must hold them).
     public var length: UInt64?
+    /// Further host memory the bytes continue into once `destination` is full (a block scattered
+    /// over several buffers, received and checksummed as one; never over RDMA).
+    public var tail: [RegionSlice]
 
-    public init(key: BlockKey, destination: RegionSlice, blockOffset: UInt64 = 0, length: UInt64? = nil) {
+    public init(
+      key: BlockKey, destination: RegionSlice, blockOffset: UInt64 = 0, length: UInt64? = nil, tail: [RegionSlice] = []
+    ) {
       self.key = key
       self.destination = destination
       self.blockOffset = blockOffset
       self.length = length
+      self.tail = tail
     }
+
+    /// The bytes `destination` and `tail` hold together.
+    public var capacity: Int { tail.reduce(destination.length) { $0 + $1.length } }
   }
 
   public enum GetResult: Sendable, Hashable {
@@ -136,15 +145,23 @@ public final class StrataClient: Sendable {
   public struct PutItem: Sendable {
     public var key: BlockKey
     public var source: RegionSlice
+    /// Further host memory the block continues in after `source` (a block gathered from several
+    /// buffers, sent and checksummed as one; never over RDMA).
+    public var tail: [RegionSlice]
     /// The CRC-32C the bytes must have; nil computes it from the source. A node copying a block
     /// passes the checksum stored with it, so bytes changed in memory since are refused by the
     /// receiver instead of travelling on under a fresh checksum.
     public var checksum: UInt32?
-    public init(key: BlockKey, source: RegionSlice, checksum: UInt32? = nil) {
+
+    public init(key: BlockKey, source: RegionSlice, tail: [RegionSlice] = [], checksum: UInt32? = nil) {
       self.key = key
       self.source = source
+      self.tail = tail
       self.checksum = checksum
     }
+
+    /// The block's length: `source` and `tail` together.
+    public var length: Int { tail.reduce(source.length) { $0 + $1.length } }
   }
 
   public let configuration: Configuration
@@ -209,7 +226,12 @@ public final class StrataClient: Sendable {
 
   public func put(_ items: [PutItem]) async throws(StrataError) -> [StrataWire.PutOutcome] {
     // Blocks in GPU memory go through pinned host memory first (Transport/GPURegions.swift).
-    if items.contains(where: { $0.source.region.kind != .host }) { return try await putFromDevice(items) }
+    if items.contains(where: { $0.source.region.kind != .host }) {
+      guard items.allSatisfy({ $0.tail.isEmpty }) else {
+        throw StrataError(.unsupported, "a PUT gathered from several buffers takes host memory only")
+      }
+      return try await putFromDevice(items)
+    }
     guard configuration.isCluster else { return try await channel(configuration.node).put(items, ringEpoch: 0) }
     return try await routedPut(items)
   }

@@ -9,6 +9,7 @@ import Dispatch
 import StrataClient
 import StrataCore
 import StrataWire
+import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -20,16 +21,27 @@ import StrataWire
 
 // MARK: Handles
 
-/// What a `strata_client *` points at: an `Unmanaged` box retaining the client.
-private final class ClientBox: Sendable {
+/// What a `strata_client *` points at: an `Unmanaged` box retaining the client, its registered
+/// memory (Registration.swift) and its completion queue (Submission.swift).
+final class ClientBox: Sendable {
   let client: StrataClient
-  init(_ client: StrataClient) { self.client = client }
+  let registered = Mutex(RegisteredMemory())
+  let completions: CompletionQueue
+  /// The last block length a size probe found: the first guess of the next (Sizes.swift).
+  let sizeGuess = Atomic<UInt64>(0)
+
+  init(_ client: StrataClient, completions: CompletionQueue) {
+    self.client = client
+    self.completions = completions
+  }
 }
 
-private func client(_ handle: OpaquePointer?) throws(StrataError) -> StrataClient {
+func box(_ handle: OpaquePointer?) throws(StrataError) -> ClientBox {
   guard let handle else { throw StrataError(.invalidArgument, "client is NULL") }
-  return Unmanaged<ClientBox>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue().client
+  return Unmanaged<ClientBox>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
 }
+
+private func client(_ handle: OpaquePointer?) throws(StrataError) -> StrataClient { try box(handle).client }
 
 // MARK: Last error (per thread)
 
@@ -45,7 +57,7 @@ nonisolated(unsafe) private let emptyMessage: UnsafePointer<CChar> = UnsafePoint
 nonisolated(unsafe) private let noStorageMessage: UnsafePointer<CChar> = UnsafePointer(
   strdup("strata: no thread-specific storage for error messages")!)
 
-private func setLastError(_ message: String) {
+func setLastError(_ message: String) {
   guard let key = lastErrorKey else { return }
   let old = pthread_getspecific(key)
   _ = pthread_setspecific(key, strdup(message))
@@ -53,7 +65,7 @@ private func setLastError(_ message: String) {
 }
 
 /// Runs `body`; returns 0, or records the failure for strata_last_error and returns its code number.
-private func guarded(_ function: String, _ body: () throws(StrataError) -> Void) -> Int32 {
+func guarded(_ function: String, _ body: () throws(StrataError) -> Void) -> Int32 {
   do {
     try body()
     return 0
@@ -65,45 +77,45 @@ private func guarded(_ function: String, _ body: () throws(StrataError) -> Void)
 
 // MARK: Argument checks
 
-private func invalid(_ message: String) -> StrataError { StrataError(.invalidArgument, message) }
+func invalid(_ message: String) -> StrataError { StrataError(.invalidArgument, message) }
 
-private func required<Pointer>(_ pointer: Pointer?, _ name: String) throws(StrataError) -> Pointer {
+func required<Pointer>(_ pointer: Pointer?, _ name: String) throws(StrataError) -> Pointer {
   guard let pointer else { throw invalid("\(name) is NULL") }
   return pointer
 }
 
 /// An array argument: NULL is allowed only when `count` is 0.
-private func array<Pointer>(_ pointer: Pointer?, _ name: String, count: Int) throws(StrataError) -> Pointer? {
+func array<Pointer>(_ pointer: Pointer?, _ name: String, count: Int) throws(StrataError) -> Pointer? {
   guard count > 0 else { return pointer }
   return try required(pointer, name)
 }
 
 /// The most items one call takes: far above any batch, far below an overflowing byte count.
-private let itemsPerCallMax = 1 << 32
+let itemsPerCallMax = 1 << 32
 
-private func checkCount(_ count: Int, _ name: String = "count") throws(StrataError) {
+func checkCount(_ count: Int, _ name: String = "count") throws(StrataError) {
   guard (0...itemsPerCallMax).contains(count) else {
     throw invalid("\(name) \(UInt(bitPattern: count)) is not 0 to \(itemsPerCallMax)")
   }
 }
 
-private func string(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(StrataError) -> String {
+func string(_ pointer: UnsafePointer<CChar>?, _ name: String) throws(StrataError) -> String {
   guard let text = String(validatingCString: try required(pointer, name)) else {
     throw invalid("\(name) is not valid UTF-8")
   }
   return text
 }
 
-private func blockKeys(_ keys: UnsafePointer<UInt8>?, count: Int) throws(StrataError) -> [BlockKey] {
+func blockKeys(_ keys: UnsafePointer<UInt8>?, count: Int) throws(StrataError) -> [BlockKey] {
   try checkCount(count)
   guard let base = try array(keys, "keys", count: count) else { return [] }
   return (0..<count).map { BlockKey(copying: base + $0 * BlockKey.byteCount) }
 }
 
 /// Stands in for a NULL buffer of 0 bytes (a region needs an address).
-nonisolated(unsafe) private let emptyBuffer = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
+nonisolated(unsafe) let emptyBuffer = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
 
-private func byteCount(_ value: UInt64, _ name: String) throws(StrataError) -> Int {
+func byteCount(_ value: UInt64, _ name: String) throws(StrataError) -> Int {
   guard let count = Int(exactly: value) else { throw invalid("\(name) \(value) is too large") }
   return count
 }
@@ -116,7 +128,7 @@ private final class Outcome<Value>: @unchecked Sendable {
 }
 
 /// Runs `body` in a task and blocks this (non-Swift-concurrency) thread until it finishes.
-private func wait<Value: Sendable>(
+func wait<Value: Sendable>(
   _ body: @escaping @Sendable () async throws(StrataError) -> Value
 ) throws(StrataError) -> Value {
   let outcome = Outcome<Value>()
@@ -135,12 +147,12 @@ private func wait<Value: Sendable>(
 }
 
 /// Lookup and delete take one batch message per call: longer key lists go in several.
-private func batches(_ keys: [BlockKey], _ client: StrataClient) -> [[BlockKey]] {
+func batches(_ keys: [BlockKey], _ client: StrataClient) -> [[BlockKey]] {
   let size = max(1, client.configuration.limits.itemsPerBatchMax)
   return stride(from: 0, to: keys.count, by: size).map { Array(keys[$0..<min($0 + size, keys.count)]) }
 }
 
-private func mismatch(_ what: String, _ got: Int, _ expected: Int) -> StrataError {
+func mismatch(_ what: String, _ got: Int, _ expected: Int) -> StrataError {
   StrataError(.protocolError, "the node answered \(got) \(what) for \(expected) key(s)")
 }
 
@@ -168,21 +180,27 @@ public func strataClientOpen(
     if connections > 0 { configuration.connections = Int(connections) }
     if timeoutMilliseconds > 0 { configuration.timeoutMilliseconds = UInt64(timeoutMilliseconds) }
     configuration.clientName = "strata-client-c"
+    let completions = try CompletionQueue()
     let client = StrataClient(configuration)
     do throws(StrataError) {
       _ = try wait { () async throws(StrataError) in try await client.connect() }
     } catch {
       client.close()
+      completions.close()
       throw error
     }
-    out.pointee = OpaquePointer(Unmanaged.passRetained(ClientBox(client)).toOpaque())
+    out.pointee = OpaquePointer(Unmanaged.passRetained(ClientBox(client, completions: completions)).toOpaque())
   }
 }
 
 @_cdecl("strata_client_close")
 public func strataClientClose(_ handle: OpaquePointer?) {
   guard let handle else { return }
-  Unmanaged<ClientBox>.fromOpaque(UnsafeRawPointer(handle)).takeRetainedValue().client.close()
+  let box = Unmanaged<ClientBox>.fromOpaque(UnsafeRawPointer(handle)).takeRetainedValue()
+  // Submitted calls still write into the caller's memory and use the client: let them finish.
+  box.completions.waitUntilIdle()
+  box.completions.close()
+  box.client.close()
 }
 
 @_cdecl("strata_last_error")
@@ -200,25 +218,9 @@ public func strataLookup(
   _ leadingRunOut: UnsafeMutablePointer<Int>?
 ) -> Int32 {
   guarded("strata_lookup") { () throws(StrataError) in
-    let client = try client(handle)
-    let keys = try blockKeys(keys, count: count)
-    let tiersOut = try array(tiersOut, "tiers_out", count: count)
-    let parts = batches(keys, client)
-    let (tiers, leadingRun) = try wait { () async throws(StrataError) -> ([BlockTier], Int) in
-      var tiers: [BlockTier] = []
-      var leadingRun = 0
-      var unbroken = true
-      for part in parts {
-        let answer = try await client.lookup(part)
-        guard answer.tiers.count == part.count else { throw mismatch("tiers", answer.tiers.count, part.count) }
-        tiers += answer.tiers
-        if unbroken { leadingRun += min(answer.leadingRun, part.count) }
-        unbroken = unbroken && answer.leadingRun >= part.count
-      }
-      return (tiers, leadingRun)
-    }
-    for (index, tier) in tiers.enumerated() { tiersOut?[index] = tier.rawValue }
-    leadingRunOut?.pointee = leadingRun
+    let call = try prepareLookup(try box(handle), keys, count, leaseMilliseconds: 0, tiersOut, nil)
+    _ = try array(tiersOut, "tiers_out", count: count)
+    leadingRunOut?.pointee = Int(try wait(call).leadingRun)
   }
 }
 
@@ -247,7 +249,8 @@ private func get(
   _ lengthsOut: UnsafeMutablePointer<Int64>?, gpuDevice: Int?
 ) -> Int32 {
   guarded(gpuDevice == nil ? "strata_get" : "strata_get_gpu") { () throws(StrataError) in
-    let client = try client(handle)
+    let box = try box(handle)
+    let client = box.client
     let keys = try blockKeys(keys, count: count)
     let destinations = try array(destinations, "destinations", count: count)
     let capacities = try array(capacities, "capacities", count: count)
@@ -260,11 +263,13 @@ private func get(
       guard let base = destinations[index] ?? (capacity == 0 ? emptyBuffer : nil) else {
         throw invalid("destinations[\(index)] is NULL with a capacity of \(capacity) bytes")
       }
-      let region =
-        try gpuDevice.map { (device) throws(StrataError) in
-          try client.registerGPU(device: device, pointer: base, count: capacity)
-        } ?? client.register(UnsafeMutableRawBufferPointer(start: base, count: capacity))
-      items.append(StrataClient.GetItem(key: keys[index], destination: try region.slice(length: capacity)))
+      let destination: RegionSlice
+      if let gpuDevice {
+        destination = try client.registerGPU(device: gpuDevice, pointer: base, count: capacity).slice(length: capacity)
+      } else {
+        destination = try box.hostSlice(base, count: capacity, name: "destinations[\(index)]")
+      }
+      items.append(StrataClient.GetItem(key: keys[index], destination: destination))
     }
     let results = try wait { [items] () async throws(StrataError) in try await client.get(items) }
     guard results.count == count else { throw mismatch("results", results.count, count) }
@@ -286,27 +291,28 @@ public func strataPut(
   _ lengths: UnsafePointer<UInt64>?, _ outcomesOut: UnsafeMutablePointer<UInt8>?
 ) -> Int32 {
   guarded("strata_put") { () throws(StrataError) in
-    let client = try client(handle)
-    let keys = try blockKeys(keys, count: count)
+    let box = try box(handle)
+    try checkCount(count)
     let sources = try array(sources, "sources", count: count)
     let lengths = try array(lengths, "lengths", count: count)
-    let outcomesOut = try array(outcomesOut, "outcomes_out", count: count)
-    guard count > 0, let sources, let lengths, let outcomesOut else { return }
-    var items: [StrataClient.PutItem] = []
-    items.reserveCapacity(count)
-    for index in 0..<count {
-      let length = try byteCount(lengths[index], "lengths[\(index)]")
-      // The client only reads a put's source: the mutable view is what a region is made of.
-      guard let base = sources[index].map(UnsafeMutableRawPointer.init(mutating:)) ?? (length == 0 ? emptyBuffer : nil)
-      else {
-        throw invalid("sources[\(index)] is NULL with a length of \(length) bytes")
-      }
-      let region = client.register(UnsafeMutableRawBufferPointer(start: base, count: length))
-      items.append(StrataClient.PutItem(key: keys[index], source: try region.slice(length: length)))
+    // One segment per key: strata_putv's layout, then the same call.
+    let segments = UnsafeMutableBufferPointer<UInt>.allocate(capacity: 2 * count)
+    let perKey = UnsafeMutableBufferPointer<Int>.allocate(capacity: count)
+    defer {
+      segments.deallocate()
+      perKey.deallocate()
     }
-    let outcomes = try wait { [items] () async throws(StrataError) in try await client.put(items) }
-    guard outcomes.count == count else { throw mismatch("outcomes", outcomes.count, count) }
-    for (index, outcome) in outcomes.enumerated() { outcomesOut[index] = outcome.rawValue }
+    perKey.initialize(repeating: 1)
+    segments.initialize(repeating: 0)
+    if let sources, let lengths {
+      for index in 0..<count {
+        segments[2 * index] = UInt(bitPattern: sources[index])
+        segments[2 * index + 1] = UInt(lengths[index])
+      }
+    }
+    let call = try preparePut(
+      box, keys, count, UnsafeRawPointer(segments.baseAddress), UnsafePointer(perKey.baseAddress), outcomesOut)
+    _ = try wait(call)
   }
 }
 
@@ -315,20 +321,7 @@ public func strataDelete(
   _ handle: OpaquePointer?, _ keys: UnsafePointer<UInt8>?, _ count: Int, _ removedOut: UnsafeMutablePointer<UInt8>?
 ) -> Int32 {
   guarded("strata_delete") { () throws(StrataError) in
-    let client = try client(handle)
-    let keys = try blockKeys(keys, count: count)
-    let removedOut = try array(removedOut, "removed_out", count: count)
-    let parts = batches(keys, client)
-    let removed = try wait { () async throws(StrataError) -> [Bool] in
-      var removed: [Bool] = []
-      for part in parts {
-        let answer = try await client.delete(part)
-        guard answer.count == part.count else { throw mismatch("results", answer.count, part.count) }
-        removed += answer
-      }
-      return removed
-    }
-    for (index, gone) in removed.enumerated() { removedOut?[index] = gone ? 1 : 0 }
+    _ = try wait(try prepareDelete(try box(handle), keys, count, removedOut))
   }
 }
 

@@ -9,10 +9,14 @@
  * back into fresh buffers (in one batch and from several threads sharing the client) and compares
  * every byte; checks lookup's leading run, a missing key, a destination too small, delete, stat,
  * argument validation, and strata_hash_prefix against Tests/Fixtures/key-vectors.json case 0.
+ * Then the extended calls: registered memory, strata_putv / strata_getv (scatter, gather, ranges,
+ * wrong sizes), strata_lookup_leased (leases, sizes) and submissions from several threads drained
+ * through the completion descriptor, each compared byte for byte.
  * Prints "c-abi: P passed, F failed" and exits 1 if F > 0 (2 on bad usage).
  */
 
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +131,335 @@ static void *read_share(void *argument) {
   r->thread_error_ok = strata_lookup(r->client, NULL, 1, NULL, NULL) == STRATA_E_INVALID_ARGUMENT &&
                        strstr(strata_last_error(), "keys is NULL") != NULL;
   return NULL;
+}
+
+/* ---- The extended calls ------------------------------------------------------------------- */
+
+enum { XBLOCKS = 24, XSEGS = 3, SUBMITTERS = 4, PER_SUBMITTER = 12 };
+
+/* Block i of the extended test: XSEGS pieces of a length that depends on i (the pieces differ too). */
+static uint64_t piece_length(size_t i, int piece) { return 4096 + (uint64_t)(mix(i * 7 + (size_t)piece) % 60000); }
+
+struct submitter {
+  strata_client *client;
+  const uint8_t *keys;
+  const uint64_t *lengths;
+  uint8_t *const *blocks;
+  size_t first;
+  uint64_t tickets[PER_SUBMITTER];
+  uint8_t *copies[PER_SUBMITTER];
+  int64_t read[PER_SUBMITTER];
+  strata_segment segment[PER_SUBMITTER];
+  size_t one[PER_SUBMITTER];
+  int ok;
+};
+
+/* Submits one GET per block of its share, each its own ticket. */
+static void *submit_share(void *argument) {
+  struct submitter *s = argument;
+  s->ok = 1;
+  for (int t = 0; t < PER_SUBMITTER; t++) {
+    size_t i = s->first + (size_t)t;
+    s->copies[t] = malloc(s->lengths[i]);
+    memset(s->copies[t], 0x33, s->lengths[i]);
+    s->segment[t] = (strata_segment){s->copies[t], s->lengths[i]};
+    s->one[t] = 1;
+    s->read[t] = -100;
+    s->tickets[t] = 0;
+    if (strata_submit_get(s->client, s->keys + i * STRATA_KEY_BYTES, 1, 0, &s->segment[t], &s->one[t], NULL,
+                          &s->read[t], &s->tickets[t]) != 0 ||
+        s->tickets[t] == 0)
+      s->ok = 0;
+  }
+  return NULL;
+}
+
+static int fd_readable(int fd, int timeout_ms) {
+  struct pollfd p = {fd, POLLIN, 0};
+  return poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN);
+}
+
+/* Polls completions until `expected` have arrived (or 60 s pass); returns how many arrived. */
+static size_t drain(strata_client *client, int fd, strata_completion *out, size_t expected) {
+  size_t got = 0;
+  time_t deadline = time(NULL) + 60;
+  while (got < expected && time(NULL) < deadline) {
+    if (!fd_readable(fd, 1000)) continue;
+    size_t n = 0;
+    if (strata_poll_completions(client, out + got, expected - got, &n) != 0) break;
+    got += n;
+  }
+  return got;
+}
+
+static void check_extended(strata_client *client, uint64_t nonce, const uint8_t *old_keys, const uint64_t *old_lengths,
+                           size_t n, const uint8_t *missing) {
+  /* Keys of their own (another salt). */
+  uint32_t tokens[XBLOCKS * 16 + SUBMITTERS * PER_SUBMITTER * 16];
+  size_t nx = XBLOCKS + SUBMITTERS * PER_SUBMITTER;
+  for (size_t i = 0; i < nx * 16; i++) tokens[i] = (uint32_t)(mix(nonce + i) % 100000);
+  uint64_t salt = nonce ^ 0xE57E4D3Dull;
+  uint8_t *keys = malloc(nx * STRATA_KEY_BYTES);
+  size_t key_count = 0;
+  check(strata_hash_prefix("model=c-abi-test,dtype=bf16,block=16,tp=0/1,layers=0-1", (const uint8_t *)&salt,
+                           sizeof salt, tokens, nx * 16, keys, nx, &key_count) == 0 &&
+            key_count == nx,
+        "hash_prefix: keys of the extended test");
+
+  /* Registered memory: one pool holds every piece, laid out in reverse block order (scattered). */
+  uint64_t offsets[XBLOCKS][XSEGS], lengths[XBLOCKS], pool_bytes = 0;
+  for (size_t i = 0; i < XBLOCKS; i++) {
+    lengths[i] = 0;
+    for (int p = 0; p < XSEGS; p++) lengths[i] += piece_length(i, p);
+  }
+  for (size_t k = XBLOCKS; k-- > 0;)
+    for (int p = XSEGS; p-- > 0;) {
+      offsets[k][p] = pool_bytes;
+      pool_bytes += piece_length(k, p);
+    }
+  uint8_t *pool = malloc(pool_bytes);
+  uint8_t *contiguous = malloc(XBLOCKS * 3 * 65536);
+  check(strata_register(client, pool, pool_bytes) == 0, "register: a pool of host memory");
+  check(strata_register(client, pool, pool_bytes) == STRATA_E_ALREADY_EXISTS, "register: the same range again is 4");
+  check(strata_register(client, pool + 10, 100) == STRATA_E_INVALID_ARGUMENT &&
+            strstr(strata_last_error(), "overlap") != NULL,
+        "register: an overlapping range is 1 and says so");
+  check(strata_register(client, contiguous, 0) == STRATA_E_INVALID_ARGUMENT, "register: length 0 is 1");
+  check(strata_register(client, NULL, 10) == STRATA_E_INVALID_ARGUMENT, "register: NULL is 1");
+  check(strata_unregister(client, contiguous) == STRATA_E_NOT_FOUND, "unregister: an unknown base is 3");
+
+  /* putv: each block gathered from its XSEGS pieces in the pool. */
+  strata_segment segments[XBLOCKS * XSEGS];
+  size_t counts[XBLOCKS];
+  for (size_t i = 0; i < XBLOCKS; i++) {
+    counts[i] = XSEGS;
+    uint64_t at = 0;
+    for (int p = 0; p < XSEGS; p++) {
+      uint64_t len = piece_length(i, p);
+      fill(pool + offsets[i][p], len, nonce + (uint64_t)p, i); /* piece p of block i */
+      memcpy(contiguous + i * 3 * 65536 + at, pool + offsets[i][p], len);
+      segments[i * XSEGS + (size_t)p] = (strata_segment){pool + offsets[i][p], len};
+      at += len;
+    }
+  }
+  uint8_t outcomes[XBLOCKS];
+  memset(outcomes, 0xFF, sizeof outcomes);
+  int rc = strata_putv(client, keys, XBLOCKS, segments, counts, outcomes);
+  size_t stored = 0;
+  for (size_t i = 0; i < XBLOCKS; i++) stored += outcomes[i] == STRATA_PUT_STORED;
+  check(rc == 0 && stored == XBLOCKS, "putv: every gathered block is stored");
+  rc = strata_putv(client, keys, 1, segments, counts, outcomes);
+  check(rc == 0 && outcomes[0] == STRATA_PUT_ALREADY_PRESENT, "putv: again is already present");
+
+  /* What putv stored is the concatenation of the pieces: read whole into one buffer. */
+  size_t same = 0;
+  for (size_t i = 0; i < XBLOCKS; i++) {
+    uint8_t *copy = malloc(lengths[i]);
+    void *destinations[1] = {copy};
+    int64_t got = 0;
+    if (strata_get(client, keys + i * STRATA_KEY_BYTES, 1, destinations, &lengths[i], &got) == 0 &&
+        got == (int64_t)lengths[i] && memcmp(copy, contiguous + i * 3 * 65536, lengths[i]) == 0)
+      same++;
+    free(copy);
+  }
+  check(same == XBLOCKS, "putv: each block is the concatenation of its segments, byte for byte");
+
+  /* getv: scatter each block back into the pool's pieces (cleared first) and compare. */
+  memset(pool, 0, pool_bytes);
+  int64_t got[XBLOCKS];
+  for (size_t i = 0; i < XBLOCKS; i++) got[i] = -100;
+  rc = strata_getv(client, keys, XBLOCKS, 0, segments, counts, NULL, got);
+  same = 0;
+  for (size_t i = 0; i < XBLOCKS; i++) {
+    int ok = got[i] == (int64_t)lengths[i];
+    uint64_t at = 0;
+    for (int p = 0; p < XSEGS && ok; p++) {
+      ok = memcmp(pool + offsets[i][p], contiguous + i * 3 * 65536 + at, piece_length(i, p)) == 0;
+      at += piece_length(i, p);
+    }
+    same += ok;
+  }
+  check(rc == 0 && same == XBLOCKS, "getv: scattered reads fill every segment byte for byte");
+
+  /* getv ranges: bytes [1000, 1000 + 5000) of block 0 into two segments. */
+  uint8_t part_a[3000], part_b[2000];
+  strata_segment parts[2] = {{part_a, sizeof part_a}, {part_b, sizeof part_b}};
+  size_t two = 2;
+  uint64_t offset = 1000;
+  int64_t range_got = 0;
+  rc = strata_getv(client, keys, 1, 0, parts, &two, &offset, &range_got);
+  check(rc == 0 && range_got == 5000 && memcmp(part_a, contiguous + 1000, 3000) == 0 &&
+            memcmp(part_b, contiguous + 4000, 2000) == 0,
+        "getv: a range read into two segments matches the block's bytes there");
+  offset = lengths[0] - 10;
+  rc = strata_getv(client, keys, 1, 0, parts, &two, &offset, &range_got);
+  check(rc == 0 && range_got == STRATA_GET_OUT_OF_RANGE, "getv: a range past the end is -4");
+
+  /* Wrong sizes: several segments must add up to the block exactly; one segment must hold it. */
+  uint8_t *big = malloc(lengths[0] + 64);
+  strata_segment wrong[2] = {{big, lengths[0] - 100}, {big + lengths[0] - 100, 164}}; /* 64 too many */
+  rc = strata_getv(client, keys, 1, 0, wrong, &two, NULL, &range_got);
+  check(rc == 0 && range_got == STRATA_GET_SIZE_MISMATCH, "getv: segments longer than the block are -5");
+  wrong[1].length = 36; /* 64 too few */
+  rc = strata_getv(client, keys, 1, 0, wrong, &two, NULL, &range_got);
+  check(rc == 0 && range_got == STRATA_GET_SIZE_MISMATCH, "getv: segments shorter than the block are -5");
+  strata_segment single = {big, lengths[0] - 1};
+  size_t one = 1;
+  rc = strata_getv(client, keys, 1, 0, &single, &one, NULL, &range_got);
+  check(rc == 0 && range_got == STRATA_GET_DESTINATION_TOO_SMALL, "getv: one segment one byte short is -3");
+  rc = strata_getv(client, missing, 1, 0, &single, &one, NULL, &range_got);
+  check(rc == 0 && range_got == STRATA_GET_MISSING, "getv: a missing key is -1");
+  size_t zero_segments = 0;
+  check(strata_getv(client, keys, 1, 0, &single, &zero_segments, NULL, &range_got) == STRATA_E_INVALID_ARGUMENT &&
+            strstr(strata_last_error(), "segment_counts[0]") != NULL,
+        "getv: zero segments for a key is 1 and names it");
+  strata_segment null_segment = {NULL, 10};
+  check(strata_getv(client, keys, 1, 0, &null_segment, &one, NULL, &range_got) == STRATA_E_INVALID_ARGUMENT,
+        "getv: a NULL segment with a length is 1");
+  free(big);
+
+  /* lookup_leased: sizes of blocks of differing lengths (the first n of the main test), a gap. */
+  size_t m = n < 40 ? n : 40;
+  uint8_t *mixed = malloc((m + 1) * STRATA_KEY_BYTES);
+  memcpy(mixed, old_keys, m * STRATA_KEY_BYTES);
+  memcpy(mixed + m * STRATA_KEY_BYTES, missing, STRATA_KEY_BYTES);
+  uint64_t *sizes = malloc((m + 1) * sizeof *sizes);
+  uint8_t *tiers = malloc(m + 1);
+  size_t run = 0;
+  uint64_t lease = 99;
+  rc = strata_lookup_leased(client, mixed, m + 1, 0, tiers, sizes, &run, &lease);
+  size_t right = 0;
+  for (size_t i = 0; i < m; i++) right += sizes[i] == old_lengths[i] && tiers[i] != STRATA_TIER_ABSENT;
+  check(rc == 0 && run == m && lease == 0 && right == m && sizes[m] == 0 && tiers[m] == STRATA_TIER_ABSENT,
+        "lookup_leased: every present block's length, 0 for a missing one, no lease when none was asked");
+  if (right != m) fprintf(stderr, "  %zu of %zu sizes right\n", right, m);
+  rc = strata_lookup_leased(client, keys, XBLOCKS, 0, NULL, sizes, &run, NULL);
+  right = 0;
+  for (size_t i = 0; i < XBLOCKS; i++) right += sizes[i] == lengths[i];
+  check(rc == 0 && run == XBLOCKS && right == XBLOCKS, "lookup_leased: sizes of the gathered blocks");
+
+  /* A lease: granted for the leading run, named by the read that follows (which releases it). */
+  rc = strata_lookup_leased(client, keys, XBLOCKS, 30000, tiers, NULL, &run, &lease);
+  check(rc == 0 && run == XBLOCKS && lease != 0, "lookup_leased: a lease is granted for the leading run");
+  memset(pool, 0, pool_bytes);
+  rc = strata_getv(client, keys, XBLOCKS, lease, segments, counts, NULL, got);
+  same = 0;
+  for (size_t i = 0; i < XBLOCKS; i++)
+    same += got[i] == (int64_t)lengths[i] && memcmp(pool + offsets[i][0], contiguous + i * 3 * 65536, 64) == 0;
+  check(rc == 0 && same == XBLOCKS, "getv: a read naming the lease returns every leased block");
+  uint8_t *many = calloc(5000, STRATA_KEY_BYTES);
+  check(strata_lookup_leased(client, many, 5000, 1000, NULL, NULL, NULL, NULL) == STRATA_E_INVALID_ARGUMENT,
+        "lookup_leased: a lease over more than one batch is 1");
+  free(many);
+
+  /* Submissions: the descriptor is quiet with nothing submitted. */
+  int fd = -1;
+  check(strata_completion_fd(client, &fd) == 0 && fd >= 0, "completion_fd: a descriptor");
+  size_t polled = 7;
+  strata_completion completions[SUBMITTERS * PER_SUBMITTER + 8];
+  check(strata_poll_completions(client, completions, 8, &polled) == 0 && polled == 0 && !fd_readable(fd, 0),
+        "poll_completions: nothing ready, the descriptor is not readable");
+
+  /* A put, a lookup and a delete submitted together, drained through the descriptor. */
+  uint8_t *sub_keys = keys + XBLOCKS * STRATA_KEY_BYTES; /* SUBMITTERS x PER_SUBMITTER fresh keys */
+  size_t ns = SUBMITTERS * PER_SUBMITTER;
+  uint8_t **sub_blocks = malloc(ns * sizeof *sub_blocks);
+  uint64_t *sub_lengths = malloc(ns * sizeof *sub_lengths);
+  strata_segment *sub_segments = malloc(ns * sizeof *sub_segments);
+  size_t *ones = malloc(ns * sizeof *ones);
+  for (size_t i = 0; i < ns; i++) {
+    sub_lengths[i] = 1000 + mix(nonce + i) % 100000;
+    sub_blocks[i] = malloc(sub_lengths[i]);
+    fill(sub_blocks[i], sub_lengths[i], nonce ^ 77, i);
+    sub_segments[i] = (strata_segment){sub_blocks[i], sub_lengths[i]};
+    ones[i] = 1;
+  }
+  uint8_t *sub_outcomes = malloc(ns);
+  uint64_t put_ticket = 0, lookup_ticket = 0, delete_ticket = 0, bad_ticket = 5;
+  rc = strata_submit_put(client, sub_keys, ns, sub_segments, ones, sub_outcomes, &put_ticket);
+  check(rc == 0 && put_ticket != 0, "submit_put: a ticket");
+  check(drain(client, fd, completions, 1) == 1 && completions[0].ticket == put_ticket && completions[0].status == 0 &&
+            completions[0].operation == STRATA_OP_PUT,
+        "poll_completions: the put's completion");
+  stored = 0;
+  for (size_t i = 0; i < ns; i++) stored += sub_outcomes[i] == STRATA_PUT_STORED;
+  check(stored == ns, "submit_put: every block stored");
+  check(!fd_readable(fd, 0), "poll_completions: drained, the descriptor is quiet again");
+  check(strata_submit_get(client, NULL, 1, 0, sub_segments, ones, NULL, got, &bad_ticket) == STRATA_E_INVALID_ARGUMENT &&
+            bad_ticket == 0,
+        "submit_get: a bad argument is returned at once and gives no ticket");
+
+  /* Four threads submit one GET per block each (48 tickets in flight); this thread drains. */
+  pthread_t threads[SUBMITTERS];
+  struct submitter submitters[SUBMITTERS];
+  for (int t = 0; t < SUBMITTERS; t++) {
+    submitters[t] = (struct submitter){.client = client, .keys = sub_keys, .lengths = sub_lengths,
+                                       .blocks = sub_blocks, .first = (size_t)t * PER_SUBMITTER};
+    pthread_create(&threads[t], NULL, submit_share, &submitters[t]);
+  }
+  for (int t = 0; t < SUBMITTERS; t++) pthread_join(threads[t], NULL);
+  size_t arrived = drain(client, fd, completions, ns);
+  int all_submitted = 1, all_once = 1, all_ok = 1;
+  for (int t = 0; t < SUBMITTERS; t++) {
+    all_submitted &= submitters[t].ok;
+    for (int k = 0; k < PER_SUBMITTER; k++) {
+      int seen = 0;
+      for (size_t c = 0; c < arrived; c++)
+        if (completions[c].ticket == submitters[t].tickets[k]) {
+          seen++;
+          all_ok &= completions[c].status == 0 && completions[c].operation == STRATA_OP_GET;
+        }
+      all_once &= seen == 1;
+      size_t i = submitters[t].first + (size_t)k;
+      all_ok &= submitters[t].read[k] == (int64_t)sub_lengths[i] &&
+                memcmp(submitters[t].copies[k], sub_blocks[i], sub_lengths[i]) == 0;
+      free(submitters[t].copies[k]);
+    }
+  }
+  check(all_submitted && arrived == ns, "submit_get: 48 tickets from 4 threads all complete");
+  check(all_once, "poll_completions: each ticket is delivered exactly once");
+  check(all_ok, "submit_get: every block read through a ticket matches byte for byte");
+
+  uint8_t *sub_tiers = malloc(ns);
+  uint64_t *sub_sizes = malloc(ns * sizeof *sub_sizes);
+  rc = strata_submit_lookup(client, sub_keys, ns, 0, sub_tiers, sub_sizes, &lookup_ticket);
+  uint8_t *sub_removed = malloc(ns);
+  int rc2 = strata_submit_delete(client, sub_keys + (ns - 1) * STRATA_KEY_BYTES, 1, sub_removed, &delete_ticket);
+  size_t two_done = drain(client, fd, completions, 2);
+  int lookup_ok = 0, delete_ok = 0;
+  for (size_t c = 0; c < two_done; c++) {
+    if (completions[c].ticket == lookup_ticket && completions[c].status == 0 &&
+        completions[c].operation == STRATA_OP_LOOKUP) {
+      right = 0;
+      for (size_t i = 0; i < ns; i++) right += sub_sizes[i] == sub_lengths[i];
+      /* The delete may land before or after the lookup. */
+      lookup_ok = right >= ns - 1 && completions[c].leading_run >= ns - 1;
+    }
+    if (completions[c].ticket == delete_ticket && completions[c].status == 0 &&
+        completions[c].operation == STRATA_OP_DELETE)
+      delete_ok = sub_removed[0] == 1;
+  }
+  check(rc == 0 && lookup_ok, "submit_lookup: tiers, sizes and the leading run");
+  check(rc2 == 0 && delete_ok, "submit_delete: the block is removed");
+
+  check(strata_unregister(client, pool) == 0, "unregister: the pool");
+  check(strata_unregister(client, pool) == STRATA_E_NOT_FOUND, "unregister: twice is 3");
+
+  for (size_t i = 0; i < ns; i++) free(sub_blocks[i]);
+  free(sub_blocks);
+  free(sub_lengths);
+  free(sub_segments);
+  free(ones);
+  free(sub_outcomes);
+  free(sub_tiers);
+  free(sub_sizes);
+  free(sub_removed);
+  free(mixed);
+  free(sizes);
+  free(tiers);
+  free(pool);
+  free(contiguous);
+  free(keys);
 }
 
 int main(int argc, char **argv) {
@@ -331,6 +664,8 @@ int main(int argc, char **argv) {
   rc = strata_stat(client, json, json_length + 64, &json_length2);
   check(rc == 0 && json_length2 > 2 && strlen(json) == json_length2 && json[0] == '{' && json[json_length2 - 1] == '}',
         "stat: the node's counters as a JSON object");
+
+  check_extended(client, nonce, keys, lengths, n - 1, missing);
 
   strata_client_close(client);
 

@@ -19,6 +19,32 @@ struct BlockReceiver {
     self.verify = verify
   }
 
+  /// Receives `length` payload bytes (which fit) into `segments`, filling each before the next.
+  /// Several segments must be host memory; the checksum covers all of them together.
+  mutating func receive(into segments: [RegionSlice], length: Int, checksum: UInt32) throws(StrataError)
+    -> StrataClient.GetResult
+  {
+    guard segments.count > 1 else { return try receive(into: segments[0], length: length, checksum: checksum) }
+    guard segments.allSatisfy({ $0.region.kind == .host }) else {
+      throw StrataError(.unsupported, "a GET scattered over several buffers takes host memory only")
+    }
+    var crc: UInt32 = 0
+    var left = length
+    var filled: [UnsafeMutableRawBufferPointer] = []
+    for segment in segments where left > 0 {
+      let buffer = UnsafeMutableRawBufferPointer(rebasing: segment.buffer[0..<min(left, segment.length)])
+      try connection.receive(into: buffer)
+      crc = CRC32C.checksum(UnsafeRawBufferPointer(buffer), continuing: crc)
+      filled.append(buffer)
+      left -= buffer.count
+    }
+    guard !verify || crc == checksum else {
+      for buffer in filled { buffer.initializeMemory(as: UInt8.self, repeating: 0) }
+      return .corrupt
+    }
+    return .ok(length: length)
+  }
+
   /// Receives `length` payload bytes (which fit) into `destination`.
   mutating func receive(into destination: RegionSlice, length: Int, checksum: UInt32) throws(StrataError)
     -> StrataClient.GetResult

@@ -18,9 +18,13 @@
  *     arrays and the call still returns 0; a nonzero return means the whole call failed, and then
  *     the result arrays hold nothing meaningful.
  *   - Calls block the calling thread until they finish (bounded by the client's timeout and
- *     retries). Do not call them from a Swift concurrency thread.
- *   - Thread safety: one strata_client may be used from many threads at once; calls share its
- *     pool of connections. strata_client_close must not race with other calls on that client.
+ *     retries). Do not call them from a Swift concurrency thread. The strata_submit_* calls are the
+ *     exception: they return a ticket at once and report through strata_poll_completions.
+ *   - Thread safety: every call on one strata_client may be made from many threads at once
+ *     (lookups, reads, writes, submissions, polls, registrations); calls share its pool of
+ *     connections, and the completion queue and the registry of memory are locked. Only
+ *     strata_client_close must not race with other calls on that client. strata_last_error and
+ *     strata_hash_prefix need no client and are safe from any thread.
  *   - NULL pointers and impossible counts are rejected with code 1 (invalid argument). A pointer
  *     may be NULL only where its count or length is 0.
  *
@@ -84,6 +88,8 @@ extern "C" {
 #define STRATA_GET_CORRUPT (-2)
 #define STRATA_GET_DESTINATION_TOO_SMALL (-3)
 #define STRATA_GET_OUT_OF_RANGE (-4)
+/** strata_getv only: a block read whole into several segments is not exactly their total length. */
+#define STRATA_GET_SIZE_MISMATCH (-5)
 
 /** strata_put outcomes. */
 #define STRATA_PUT_STORED 0
@@ -91,6 +97,12 @@ extern "C" {
 #define STRATA_PUT_CHECKSUM_MISMATCH 2
 #define STRATA_PUT_TOO_LARGE 3
 #define STRATA_PUT_NO_SPACE 4
+
+/** strata_completion operations. */
+#define STRATA_OP_LOOKUP 1
+#define STRATA_OP_GET 2
+#define STRATA_OP_PUT 3
+#define STRATA_OP_DELETE 4
 
 /** A connection pool to one node, or to every node of a cluster. Opaque; created by strata_client_open. */
 typedef struct strata_client strata_client;
@@ -198,6 +210,112 @@ const char *strata_last_error(void);
  */
 int strata_hash_prefix(const char *layout, const uint8_t *salt, size_t salt_len, const uint32_t *tokens,
                        size_t token_count, uint8_t *keys_out, size_t keys_capacity, size_t *key_count_out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Leases, sizes, vectored I/O, registered memory and asynchronous submission (docs/client.md).
+ * ------------------------------------------------------------------------------------------- */
+
+/** One piece of a block in caller memory (64-bit machines: 16 bytes). */
+typedef struct strata_segment {
+  void *base;      /* NULL only when length is 0 */
+  uint64_t length; /* bytes */
+} strata_segment;
+
+/**
+ * strata_lookup that can pin the leading run under a lease and report block lengths.
+ *
+ * lease_ms:        0 for no lease; otherwise the node pins the leading run of present blocks for
+ *                  this long and *lease_out receives the lease id (0 when none was granted). Name
+ *                  it in strata_getv to read the pinned blocks; that read releases the lease. With
+ *                  a lease, count is at most 4096 (one batch).
+ * tiers_out:       count entries, as strata_lookup (may be NULL).
+ * sizes_out:       count entries: each present block's length in bytes, 0 for an absent one (or
+ *                  one that went away before it was measured). May be NULL, which saves the work:
+ *                  lengths are found with 1-byte range reads, one extra round trip when blocks
+ *                  share a length, up to about 30 when each differs (docs/client.md).
+ * leading_run_out: may be NULL. lease_out: may be NULL.
+ */
+int strata_lookup_leased(strata_client *c, const uint8_t *keys, size_t count, uint32_t lease_ms, uint8_t *tiers_out,
+                         uint64_t *sizes_out, size_t *leading_run_out, uint64_t *lease_out);
+
+/**
+ * Reads blocks into segments of caller memory: key i into segment_counts[i] (1 to 65536)
+ * consecutive entries of `segments`, filled in order (scatter). One request carries the batch; the
+ * checksum covers each block's bytes over all its segments.
+ *
+ * lease:       0, or a lease id from strata_lookup_leased (released by this read).
+ * offsets:     NULL reads whole blocks: a block read into one segment must fit it (as strata_get);
+ *              a block read into several must be exactly their total length, else -5.
+ *              Non-NULL: count entries; key i reads exactly its segments' total length starting at
+ *              byte offsets[i] of the block (layer-wise loading); -4 when that range is outside.
+ * lengths_out: count entries: bytes read, or -1 missing, -2 corrupt (segments zeroed), -3 the
+ *              block is larger than the single segment (untouched), -4 out of range, -5 size
+ *              mismatch (the segments hold nothing meaningful).
+ */
+int strata_getv(strata_client *c, const uint8_t *keys, size_t count, uint64_t lease, const strata_segment *segments,
+                const size_t *segment_counts, const uint64_t *offsets, int64_t *lengths_out);
+
+/**
+ * Writes blocks gathered from segments: block i is the concatenation of segment_counts[i]
+ * (1 to 65536) consecutive entries of `segments`. Outcomes as strata_put.
+ */
+int strata_putv(strata_client *c, const uint8_t *keys, size_t count, const strata_segment *segments,
+                const size_t *segment_counts, uint8_t *outcomes_out);
+
+/**
+ * Registers `length` bytes of host memory at `base` (a pinned KV pool) once: every later call whose
+ * buffers lie inside it reuses its memory region (over RDMA it is registered with the device once).
+ * Over TCP the range is validated and recorded. Ranges may not overlap; at most 4096 per client.
+ * Returns 4 (already exists) for the same range twice, 1 for an overlap or length 0, 6 when full.
+ * The memory must stay valid until strata_unregister and until calls using it have finished.
+ */
+int strata_register(strata_client *c, void *base, uint64_t length);
+
+/** Forgets the range registered at `base`. Returns 3 (not found) when none starts there. */
+int strata_unregister(strata_client *c, void *base);
+
+/** A finished submission (256 bytes). */
+typedef struct strata_completion {
+  uint64_t ticket;      /* as returned by strata_submit_* */
+  int32_t status;       /* 0, or the error code of the whole call (its result array is then meaningless) */
+  uint32_t operation;   /* STRATA_OP_* */
+  uint64_t leading_run; /* lookup: the leading run */
+  uint64_t lease;       /* lookup: the lease id, 0 for none */
+  char message[224];    /* status != 0: what went wrong (NUL-terminated, may be truncated) */
+} strata_completion;
+
+/**
+ * Submissions: the same calls as strata_lookup_leased, strata_getv, strata_putv and
+ * strata_delete, but they return as soon as the arguments are checked (an invalid argument is
+ * still returned here, and then no ticket exists) with a ticket in *ticket_out. Keys and the
+ * segment lists are copied; the block memory and the result arrays are written or read while the
+ * call runs: keep them valid and untouched until its completion is polled. Many tickets may be in
+ * flight per client (at most 65536 in flight or unpolled; beyond that 6, resource exhausted).
+ */
+int strata_submit_lookup(strata_client *c, const uint8_t *keys, size_t count, uint32_t lease_ms, uint8_t *tiers_out,
+                         uint64_t *sizes_out, uint64_t *ticket_out);
+int strata_submit_get(strata_client *c, const uint8_t *keys, size_t count, uint64_t lease,
+                      const strata_segment *segments, const size_t *segment_counts, const uint64_t *offsets,
+                      int64_t *lengths_out, uint64_t *ticket_out);
+int strata_submit_put(strata_client *c, const uint8_t *keys, size_t count, const strata_segment *segments,
+                      const size_t *segment_counts, uint8_t *outcomes_out, uint64_t *ticket_out);
+int strata_submit_delete(strata_client *c, const uint8_t *keys, size_t count, uint8_t *removed_out,
+                         uint64_t *ticket_out);
+
+/**
+ * The client's completion descriptor: an eventfd on Linux (the read end of a pipe elsewhere),
+ * non-blocking and close-on-exec, readable exactly while completions wait to be polled. Watch it
+ * with poll/epoll/select or an event loop; do not read from it or close it (strata_client_close
+ * does). The same descriptor for the client's whole life.
+ */
+int strata_completion_fd(strata_client *c, int *fd_out);
+
+/**
+ * Moves up to `capacity` finished submissions, oldest first, into completions_out and sets
+ * *count_out (0 when none is ready: never blocks). A completion is delivered once.
+ * strata_client_close waits for submissions in flight to finish and drops unpolled completions.
+ */
+int strata_poll_completions(strata_client *c, strata_completion *completions_out, size_t capacity, size_t *count_out);
 
 #ifdef __cplusplus
 } /* extern "C" */

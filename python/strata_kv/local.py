@@ -1,0 +1,116 @@
+"""Local `strata serve` processes on loopback, for tests, the trace replay's capacity sweep and
+benchmarks. Not needed to use a store: workers connect to nodes run as services (docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import List, Optional
+
+
+def find_strata(explicit: Optional[str] = None) -> str:
+    """The `strata` binary: ``explicit``, $STRATA_BINARY, or the checkout's .build/release or .build/debug."""
+    if explicit:
+        return explicit
+    configured = os.environ.get("STRATA_BINARY")
+    if configured:
+        return configured
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "Package.swift").is_file():
+            for folder in ("release", "debug"):
+                path = parent / ".build" / folder / "strata"
+                if path.is_file():
+                    return str(path)
+    found = shutil.which("strata")
+    if found:
+        return found
+    raise FileNotFoundError("no strata binary: pass its path, set STRATA_BINARY, or run `swift build`")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalNode:
+    """A `strata serve` process on loopback with its own data folder (removed by ``remove``).
+
+    ``config`` is appended to a base YAML configuration (block size limit ``max_block_size``, the
+    admin API on a free port). ``start`` waits (up to 120 s) for the "listening on" line.
+    """
+
+    def __init__(self, listen: str = "127.0.0.1:0", peers: Optional[str] = None, ram: str = "1GiB",
+                 nvme: str = "1GiB", config: str = "", max_block_size: str = "4MiB",
+                 binary: Optional[str] = None) -> None:
+        self.binary = find_strata(binary)
+        self.directory = tempfile.mkdtemp(prefix="strata-py-")
+        self.listen, self.peers, self.ram, self.nvme = listen, peers, ram, nvme
+        self.config = Path(self.directory) / "node.yaml"
+        self.config.write_text(
+            f"limits:\n  max_block_size: {max_block_size}\nadmin:\n  listen: 127.0.0.1:0\n" + config)
+        self.process: Optional[subprocess.Popen] = None
+        self.address = ""
+        self.output: List[str] = []
+        try:
+            self.start()
+        except Exception:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+
+    def start(self) -> None:
+        """Starts the process (again, on the same address and data folder after ``stop``)."""
+        arguments = [self.binary, "serve", "--config", str(self.config), "--data-dir",
+                     str(Path(self.directory) / "data"), "--listen", self.address or self.listen, "--ram", self.ram,
+                     "--nvme", self.nvme, "--ram-unlocked"]
+        if self.peers:
+            arguments += ["--peers", self.peers]
+        self.output = []
+        process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   stdin=subprocess.DEVNULL)
+        found = threading.Event()
+
+        def pump() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                self.output.append(line)
+                if " listening on " in line and not found.is_set():
+                    self.address = line.split()[-1]
+                    found.set()
+            found.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not found.wait(120) or not self.address or process.poll() is not None:
+            process.kill()
+            raise RuntimeError("strata serve did not start:\n" + "".join(self.output))
+        self.process = process
+
+    def stop(self, sig: int = signal.SIGTERM) -> Optional[int]:
+        """Sends ``sig`` and waits (a minute, then SIGKILL); the exit status, None if not running."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        process.send_signal(sig)
+        try:
+            return process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> "LocalNode":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
