@@ -117,9 +117,10 @@ status=0
   --request-timeout "$request_timeout_s" --min-transfer-rate $((min_transfer_rate_mib << 20)) \
   --lease-duration "$lease_duration_s" --summary "$summary" ${SOAK_ARGS:-} || status=$?
 
-if ! kill -0 "$node_pid" 2>/dev/null; then
-  echo "the node died during the soak; its log:" >&2
-  tail -50 "$work/node.log" >&2
+if ! kill -0 "$node_pid" 2>/dev/null || grep -q "^\*\*\* Swift runtime failure" "$work/node.log"; then
+  cp "$work/node.log" "$summary.node.log"
+  echo "the node died during the soak; its whole log: $summary.node.log; the failing thread:" >&2
+  grep -A12 -E "^\*\*\* Swift runtime failure|crashed:$" "$work/node.log" >&2 || tail -50 "$work/node.log" >&2
   status=1
 fi
 echo "node log: $(wc -l <"$work/node.log") lines; last lines:"
