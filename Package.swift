@@ -160,6 +160,17 @@ let package = Package(
       path: "Sources/PipelineFuzzer",
       swiftSettings: strictSwift),
 
+    // The hostile soak: legitimate clients with byte checks against a node under every attack of
+    // docs/security.md at once (scripts/soak-hostile.sh starts the node and runs it).
+    .executableTarget(
+      name: "strata-soak-hostile",
+      dependencies: [
+        "StrataClient", "StrataWire", "StrataTCP", "StrataCore",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/HostileSoak",
+      swiftSettings: strictSwift),
+
     // MARK: Tests
     .target(name: "StrataTestKit", path: "Sources/StrataTestKit", swiftSettings: strictSwift),
     .testTarget(
