@@ -173,6 +173,9 @@ public final class TierManager: Sendable {
     var reservations: [BlockID: ArenaSlot] = [:]
     /// Slots of blocks removed while pinned, freed once no lease pins their id.
     var doomed: [BlockID: [ArenaSlot]] = [:]
+    /// Blocks removed while their demotion was writing them to NVMe: the demotion owns their slot
+    /// and, when its write ends, releases the slot and drops the NVMe copy it made.
+    var removedWhileDemoting: Set<BlockID> = []
     /// Blocks a `lease` call is assembling (in RAM already, or promoted by it) before its lease
     /// pins them: a later promotion of the same batch must not evict an earlier one.
     var batchPins: [BlockID: Int] = [:]
@@ -449,7 +452,10 @@ public final class TierManager: Sendable {
     state.withLock { state in
       if let entry = state.ram.removeValue(forKey: id) {
         state.policy.remove(id)
-        if state.leases.isPinned(id) || entry.demoting {
+        if entry.demoting {
+          // The demotion still reads the slot: it releases it (`evictOne`), exactly once.
+          state.removedWhileDemoting.insert(id)
+        } else if state.leases.isPinned(id) {
           state.doomed[id, default: []].append(entry.slot)
         } else {
           state.allocator.free(entry.slot)
@@ -583,20 +589,37 @@ public final class TierManager: Sendable {
     } catch {
       written = false  // counted in writeToNVMe; RAM must make room regardless
     }
-    state.withLock { state in
-      state.ram[id] = nil
-      if state.leases.isPinned(id) {
-        state.doomed[id, default: []].append(entry.slot)
-      } else {
-        state.allocator.free(entry.slot)
-      }
+    let removed = state.withLock { state -> Bool in
       if written {
         state.stats.demotedBlocks += 1
         state.stats.demotedBytes += entry.bytes
       } else {
         state.stats.droppedBlocks += 1
       }
+      if state.removedWhileDemoting.remove(id) != nil {
+        // Deleted during the write (a re-PUT since then has its own entry and slot): release the
+        // slot this demotion held, now or when the last lease on the id ends.
+        if state.leases.isPinned(id) {
+          state.doomed[id, default: []].append(entry.slot)
+        } else {
+          state.allocator.free(entry.slot)
+        }
+        return true
+      }
+      if state.leases.isPinned(id) || state.batchPins[id] != nil, var current = state.ram[id] {
+        // Pinned while it was written (a lease or a batch being assembled reads it): it stays in
+        // RAM, now on NVMe too, and is evictable again once its pins end.
+        current.demoting = false
+        state.ram[id] = current
+        state.policy.insert(id, bytes: entry.slot.capacityBytes)
+        return false
+      }
+      state.ram[id] = nil
+      state.allocator.free(entry.slot)
+      return false
     }
+    // A block deleted while it was being written must not come back from NVMe.
+    if removed && written { _ = nvme.remove(id) }
     return true
   }
 
