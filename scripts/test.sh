@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, checks formatting, builds, runs every test.
+# The whole test suite: installs what it needs, checks formatting, builds, runs every test (Swift,
+# the Python client, the engine adapters).
 # This is the README's second command and what .ci/run calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,3 +22,6 @@ echo "== tests"
 swift test --disable-xctest --skip HostileClientTests
 echo "== tests: hostile clients (alone)"
 swift test --disable-xctest --filter HostileClientTests
+
+echo "== python client"
+scripts/test-python.sh
