@@ -276,6 +276,7 @@ if _HAVE_LMCACHE:
                 if obj is None:
                     results.append(None)
                     continue
+                # _finish releases `obj` itself when it returns another object.
                 checked = self._finish(obj, headers[i], lengths.get(i, -1))
                 if checked is None:
                     obj.ref_count_down()
@@ -305,6 +306,19 @@ if _HAVE_LMCACHE:
                         meta.fmt,
                     )
                     return None
+                if list(meta.shapes) != list(self.meta_shapes):
+                    # A partial chunk (a prompt's tail): an object of its own shape, as LMCache
+                    # allocates for it, holding the bytes that were read.
+                    partial = self.local_cpu_backend.allocate(meta.shapes, meta.dtypes, meta.fmt)
+                    if partial is None:
+                        return None
+                    if partial.get_size() != data:
+                        partial.ref_count_down()
+                        return None
+                    ctypes.memmove(partial.data_ptr, obj.data_ptr, data)
+                    obj.ref_count_down()
+                    return partial
+                return obj
             try:
                 return self.reshape_partial_chunk(obj, data)
             except ValueError as error:

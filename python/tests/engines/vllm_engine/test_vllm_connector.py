@@ -97,7 +97,7 @@ def test_engine_recomputes_when_node_is_stopped(tmp_path, model, reference):
     node.stop()
     result, log = run_engine(model, address, [PROMPT, PARTIAL], timeout_ms=1000)
     assert [r["num_cached_tokens"] for r in result["results"]] == [0, 0]
-    assert [r["tokens"] for r in result["results"]] == [r["tokens"] for r in reference["results"]]
+    assert [r["tokens"] for r in result["results"]] == [r["tokens"] for r in reference["results"][:2]]
     # One warning for the whole run (one per interval), not one per call.
     assert log.count("Strata unreachable") + log.count("Strata call failed") == 1, log[-4000:]
 
