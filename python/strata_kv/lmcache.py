@@ -18,7 +18,8 @@
    answers ``batched_async_contains`` (pinning the run under a lease when asked to).
 
 Keys: LMCache's key strings (``model@world@worker@chunkhash@dtype`` and the multiprocess form)
-become Strata keys through ``strata_kv.keys.lmcache_key`` (docs/keys.md).
+become Strata keys through ``strata_kv.keys.lmcache_key`` (docs/keys.md); ``l2_key`` says how the
+multiprocess form is keyed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, urlparse
 
 from strata_kv import StrataError, StrataStore
-from strata_kv.keys import lmcache_key
+from strata_kv.keys import as_key, lmcache_key
 
 MISSING = -704  # the client's "not found" result
 
@@ -56,6 +57,20 @@ def _client_config(params: dict[str, Any]) -> dict[str, Any]:
     if not (config.get("strata.seeds") or config.get("strata.node")):
         raise ValueError("the Strata LMCache backend needs seeds (HOST:PORT,...) or node (HOST:PORT)")
     return config
+
+
+def l2_key(key_str: str) -> bytes:
+    """The Strata key of an L2 adapter key string.
+
+    LMCache's classic key strings (``model@world@worker@chunkhash@dtype``) go through
+    ``lmcache_key``; the multiprocess form the native_plugin adapter sends
+    (``model@rank_hex@group_hex@chunkhash_hex[@salt]``, every field it identifies a chunk by) is
+    hashed as a string key (docs/keys.md).
+    """
+    try:
+        return lmcache_key(key_str)
+    except ValueError:
+        return as_key(key_str)
 
 
 class StrataL2Client:
@@ -91,7 +106,7 @@ class StrataL2Client:
 
     def submit_batch_get(self, keys: list[str], memoryviews: list[Any]) -> int:
         buffers = [[_segment(view)] for view in memoryviews]
-        strata_keys = [lmcache_key(key) for key in keys]
+        strata_keys = [l2_key(key) for key in keys]
         return self._submit(
             self._GET,
             lambda: self._store.submit_get(strata_keys, buffers),
@@ -100,20 +115,20 @@ class StrataL2Client:
         )
 
     def submit_batch_set(self, keys: list[str], memoryviews: list[Any]) -> int:
-        strata_keys = [lmcache_key(key) for key in keys]
+        strata_keys = [l2_key(key) for key in keys]
         buffers = [[_segment(view)] for view in memoryviews]
         return self._submit(
             self._SET, lambda: self._store.submit_put(strata_keys, buffers), [], memoryviews
         )
 
     def submit_batch_exists(self, keys: list[str]) -> int:
-        strata_keys = [lmcache_key(key) for key in keys]
+        strata_keys = [l2_key(key) for key in keys]
         return self._submit(
             self._EXISTS, lambda: self._store.submit_lookup(strata_keys, lease_ms=self._lease_ms), [], None
         )
 
     def submit_batch_delete(self, keys: list[str]) -> int:
-        strata_keys = [lmcache_key(key) for key in keys]
+        strata_keys = [l2_key(key) for key in keys]
         return self._submit(self._DELETE, lambda: self._store.submit_delete(strata_keys), [], None)
 
     def drain_completions(self) -> list[tuple[int, bool, str, Optional[list[bool]]]]:
@@ -244,44 +259,100 @@ if _HAVE_LMCACHE:
         # -- get ------------------------------------------------------------------------------
 
         def _read(self, keys: list[Any]) -> list[Any]:
-            """Reads chunks into newly allocated memory objects; None where a chunk is missing."""
-            objects = []
+            """Reads chunks into newly allocated memory objects; None where a chunk is missing.
+
+            One leased LOOKUP gives each chunk's stored length; one GET then reads every present
+            chunk. A full chunk lands in place: its header and its bytes are the two segments of
+            one vectored read straight into the LMCache object. A partial chunk (a prompt's tail,
+            stored with a shorter length) is read whole into a scratch buffer first, since its
+            object's shape is known only from its header.
+            """
+            strata_keys = [self._key(k) for k in keys]
+            results: list[Any] = [None] * len(keys)
+            try:
+                found = self.store.lookup(strata_keys, lease_ms=self.lease_ms)
+            except StrataError as error:
+                logger.warning("Strata lookup failed: %s", error)
+                return results
+            header_bytes = self.remote_metadata_bytes if self.save_chunk_meta else 0
+            full = header_bytes + self.full_chunk_size_bytes
+            plans = []  # (index, object or None, header buffer or None, scratch or None)
             buffers = []
-            headers = []
-            for _ in keys:
-                obj = self.local_cpu_backend.allocate(self.meta_shapes, self.meta_dtypes, self.meta_fmt)
-                objects.append(obj)
-                if obj is None:
-                    headers.append(None)
-                    buffers.append([])
+            for i, size in enumerate(found.sizes):
+                if size == 0:
                     continue
-                segments = [(obj.data_ptr, obj.get_size())]
-                header = None
-                if self.save_chunk_meta:
-                    header = (ctypes.c_char * self.remote_metadata_bytes)()
-                    segments.insert(0, (ctypes.addressof(header), self.remote_metadata_bytes))
-                headers.append(header)
-                buffers.append(segments)
-            wanted = [i for i, obj in enumerate(objects) if obj is not None]
-            lengths: dict[int, int] = {}
-            if wanted:
-                try:
-                    got = self.store.get_into([self._key(keys[i]) for i in wanted], [buffers[i] for i in wanted])
-                except StrataError as error:
-                    logger.warning("Strata get failed: %s", error)
-                    got = [-1] * len(wanted)
-                lengths = dict(zip(wanted, got))
-            results = []
-            for i, obj in enumerate(objects):
-                if obj is None:
-                    results.append(None)
+                if size > full or size <= header_bytes:
+                    logger.warning("Strata chunk of %d bytes does not fit this LMCache layout", size)
                     continue
-                # _finish releases `obj` itself when it returns another object.
-                checked = self._finish(obj, headers[i], lengths.get(i, -1))
+                if size == full or not self.save_chunk_meta:
+                    obj = self.local_cpu_backend.allocate(self.meta_shapes, self.meta_dtypes, self.meta_fmt)
+                    if obj is None:
+                        continue
+                    header = (ctypes.c_char * header_bytes)() if header_bytes else None
+                    segments = [(obj.data_ptr, obj.get_size())]
+                    if header is not None:
+                        segments.insert(0, (ctypes.addressof(header), header_bytes))
+                    plans.append((i, obj, header, None))
+                    buffers.append(segments)
+                else:
+                    scratch = (ctypes.c_char * size)()
+                    plans.append((i, None, None, scratch))
+                    buffers.append([(ctypes.addressof(scratch), size)])
+            if not plans:
+                return results
+            try:
+                lengths = self.store.get_into(
+                    [strata_keys[p[0]] for p in plans], buffers, lease=found.lease
+                )
+            except StrataError as error:
+                logger.warning("Strata get failed: %s", error)
+                lengths = [-1] * len(plans)
+            for (i, obj, header, scratch), length in zip(plans, lengths):
+                if scratch is not None:
+                    results[i] = self._from_scratch(scratch, length)
+                    continue
+                checked = self._finish(obj, header, length)
                 if checked is None:
                     obj.ref_count_down()
-                results.append(checked)
+                results[i] = checked
             return results
+
+        def _header(self, raw: bytes, data: int) -> Any:
+            """The chunk's LMCache header, or None when it does not describe `data` bytes of this layout."""
+            try:
+                meta = RemoteMetadata.deserialize(raw)
+            except Exception as error:  # a header that does not parse is not a chunk
+                logger.warning("Strata chunk with a malformed header: %s", error)
+                return None
+            if meta.length != data or list(meta.dtypes) != list(self.meta_dtypes) or meta.fmt != self.meta_fmt:
+                logger.warning(
+                    "Strata chunk does not match this LMCache layout (length %d of %d, %s, %s)",
+                    meta.length,
+                    data,
+                    meta.dtypes,
+                    meta.fmt,
+                )
+                return None
+            return meta
+
+        def _from_scratch(self, scratch: Any, length: int) -> Any:
+            """A partial chunk read whole: its header gives its shape; its bytes are copied once."""
+            if length != len(scratch):
+                if length != MISSING:
+                    logger.warning("Strata get of a partial chunk returned %d", length)
+                return None
+            data = length - self.remote_metadata_bytes
+            meta = self._header(bytes(scratch[: self.remote_metadata_bytes]), data)
+            if meta is None:
+                return None
+            obj = self.local_cpu_backend.allocate(meta.shapes, meta.dtypes, meta.fmt)
+            if obj is None:
+                return None
+            if obj.get_size() != data:
+                obj.ref_count_down()
+                return None
+            ctypes.memmove(obj.data_ptr, ctypes.addressof(scratch) + self.remote_metadata_bytes, data)
+            return obj
 
         def _finish(self, obj: Any, header: Any, length: int) -> Any:
             """The object holding a read of `length` bytes, or None when it is not a valid chunk."""
@@ -289,40 +360,15 @@ if _HAVE_LMCACHE:
                 if length != MISSING:
                     logger.warning("Strata get of a chunk returned %d", length)
                 return None
-            data = length
             if header is not None:
                 data = length - self.remote_metadata_bytes
-                try:
-                    meta = RemoteMetadata.deserialize(bytes(header))
-                except Exception as error:  # a header that does not parse is not a chunk
-                    logger.warning("Strata chunk with a malformed header: %s", error)
+                if data != obj.get_size() or self._header(bytes(header), data) is None:
                     return None
-                if meta.length != data or list(meta.dtypes) != list(self.meta_dtypes) or meta.fmt != self.meta_fmt:
-                    logger.warning(
-                        "Strata chunk does not match this LMCache layout (length %d of %d, %s, %s)",
-                        meta.length,
-                        data,
-                        meta.dtypes,
-                        meta.fmt,
-                    )
-                    return None
-                if list(meta.shapes) != list(self.meta_shapes):
-                    # A partial chunk (a prompt's tail): an object of its own shape, as LMCache
-                    # allocates for it, holding the bytes that were read.
-                    partial = self.local_cpu_backend.allocate(meta.shapes, meta.dtypes, meta.fmt)
-                    if partial is None:
-                        return None
-                    if partial.get_size() != data:
-                        partial.ref_count_down()
-                        return None
-                    ctypes.memmove(partial.data_ptr, obj.data_ptr, data)
-                    obj.ref_count_down()
-                    return partial
                 return obj
             try:
-                return self.reshape_partial_chunk(obj, data)
+                return self.reshape_partial_chunk(obj, length)
             except ValueError as error:
-                logger.warning("Strata chunk of %d bytes rejected: %s", data, error)
+                logger.warning("Strata chunk of %d bytes rejected: %s", length, error)
                 return None
 
         async def get(self, key: Any) -> Optional[Any]:

@@ -503,8 +503,9 @@ class StrataConnector(KVConnectorBase_V1):
         """Byte views of one block's runs in device memory (CUDA path)."""
         views = []
         for layer in self._layers:
-            flat = layer.tensor.view(-1).view(torch.uint8)
-            start = block_id * layer.block_stride
+            storage = layer.tensor.untyped_storage()
+            flat = torch.empty(0, dtype=torch.uint8, device=layer.tensor.device).set_(storage)
+            start = layer.base - storage.data_ptr() + block_id * layer.block_stride
             views.extend(flat[start + offset : start + offset + length] for offset, length in layer.runs)
         return views
 

@@ -101,8 +101,9 @@ class StrataNode:
         m = self.metrics()
         return int(sum(v for k, v in m.items() if k.startswith("strata_tier_blocks{")))
 
-    def blocks_served(self) -> int:
-        return int(self.metrics().get('strata_transfer_block_bytes_count{op="get"}', 0))
+    def bytes_served(self) -> int:
+        """Payload bytes the node sent for GETs, over every transport."""
+        return int(sum(v for k, v in self.metrics().items() if k.startswith('strata_transfer_bytes_total{op="get"')))
 
     def wait_for(self, condition, what: str, deadline_s: float = 30.0):
         end = time.monotonic() + deadline_s

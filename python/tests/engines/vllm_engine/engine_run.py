@@ -4,7 +4,8 @@ Used by the vLLM engine tests and the TTFT benchmark; each call is a fresh proce
 inference workers would be. Usage: python engine_run.py '<json spec>'
 
 spec: model (folder), node (HOST:PORT or null for no connector), prompts (lists of token ids),
-max_tokens, timeout_ms, extra (more kv_connector_extra_config), block_size, dtype.
+max_tokens, timeout_ms, extra (more kv_connector_extra_config), block_size, dtype, llm_args (more
+arguments of vllm.LLM, e.g. gpu_memory_utilization).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def main() -> None:
         enforce_eager=True,
         seed=0,
         kv_transfer_config=kv_transfer,
+        **spec.get("llm_args", {}),
     )
     ready = time.monotonic()
     params = SamplingParams(max_tokens=spec.get("max_tokens", 8), temperature=0.0, detokenize=False)

@@ -7,7 +7,9 @@ import logging
 import pytest
 import torch
 
-from strata_kv.vllm import _Warner, block_runs
+from types import SimpleNamespace
+
+from strata_kv.vllm import StrataConnector, _Warner, block_runs
 
 
 def gather(tensor: torch.Tensor, block: int) -> bytes:
@@ -54,3 +56,16 @@ def test_warner_logs_once_per_interval(caplog):
         warner.warn("down: %s", "y")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["down: x", "down: y (4 similar failures since the last warning)"]
+
+
+def test_device_copy_views_cover_the_same_bytes_as_the_runs():
+    """The CUDA path copies a block through byte views of the KV storage: same bytes, same order."""
+
+    def raw(t: torch.Tensor) -> bytes:
+        return t.contiguous().view(torch.uint8).numpy().tobytes()
+
+    planes_outer = torch.arange(2 * 7 * 4 * 8, dtype=torch.float16).reshape(2, 7, 4, 8)
+    blocks_outer = -torch.arange(7 * 2 * 4 * 8, dtype=torch.float16).reshape(7, 2, 4, 8)
+    layers = [block_runs(planes_outer, 7), block_runs(blocks_outer, 7)]
+    views = StrataConnector._block_views(SimpleNamespace(_layers=layers), 4)
+    assert b"".join(raw(v) for v in views) == raw(planes_outer[0, 4]) + raw(planes_outer[1, 4]) + raw(blocks_outer[4])
