@@ -121,6 +121,8 @@ class SaveSpec:
 class StrataConnectorMetadata(KVConnectorMetadata):
     loads: list[LoadSpec] = dataclasses.field(default_factory=list)
     saves: list[SaveSpec] = dataclasses.field(default_factory=list)
+    # Requests preempted this step whose blocks may still be read by saves in flight.
+    preempted: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -258,6 +260,11 @@ def block_runs(tensor: torch.Tensor, num_blocks: int) -> _LayerRuns:
 
 class StrataConnector(KVConnectorBase_V1):
     """A ``KVConnectorBase_V1`` that shares prefix KV blocks between vLLM instances via Strata."""
+
+    @property
+    def requires_kv_delivery(self) -> bool:
+        # A cache, not a hand-off: a save dropped by a preemption is only a later miss.
+        return False
 
     def __init__(
         self,
@@ -397,6 +404,16 @@ class StrataConnector(KVConnectorBase_V1):
     def build_connector_meta(self, scheduler_output: "SchedulerOutput") -> KVConnectorMetadata:
         meta = StrataConnectorMetadata(loads=self._loads)
         self._loads = []
+        for req_id in scheduler_output.preempted_req_ids or ():
+            state = self._requests.get(req_id)
+            if state is not None and state.saving:
+                meta.preempted.append(req_id)
+        if meta.preempted:
+            logger.info(
+                "StrataConnector: %d preempted request(s) had blocks saved; the worker lets their "
+                "saves finish before the blocks are reused",
+                len(meta.preempted),
+            )
         scheduled = scheduler_output.num_scheduled_tokens
         for new in scheduler_output.scheduled_new_reqs:
             state = self._requests.get(new.req_id)
@@ -647,16 +664,21 @@ class StrataConnector(KVConnectorBase_V1):
         else:
             self._pending_by_request[req_id] = left
 
-    def _wait_all(self, timeout_s: float) -> None:
+    def _wait_all(self, timeout_s: float, busy=None) -> None:
+        """Waits until no save is in flight (or none of those `busy` says matter), or the timeout."""
+        busy = busy or (lambda: bool(self._pending))
         deadline = time.monotonic() + timeout_s
-        while self._pending and time.monotonic() < deadline:
+        while busy() and time.monotonic() < deadline:
             self._drain(timeout_s=min(0.1, max(0.0, deadline - time.monotonic())))
-        if self._pending:
+        if busy():
             self._warner.warn("Strata: %d saves still in flight after %.1f s", len(self._pending), timeout_s)
 
     def handle_preemptions(self, kv_connector_metadata: KVConnectorMetadata) -> None:
         # A preempted request's blocks are reused at once: no PUT may still be reading them.
-        self._wait_all(self._save_wait_s)
+        assert isinstance(kv_connector_metadata, StrataConnectorMetadata)
+        preempted = set(kv_connector_metadata.preempted)
+        if preempted:
+            self._wait_all(self._save_wait_s, lambda: any(self._pending_by_request.get(r) for r in preempted))
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
         self._drain()

@@ -5,7 +5,7 @@ inference workers would be. Usage: python engine_run.py '<json spec>'
 
 spec: model (folder), node (HOST:PORT or null for no connector), prompts (lists of token ids),
 max_tokens, timeout_ms, extra (more kv_connector_extra_config), block_size, dtype, llm_args (more
-arguments of vllm.LLM, e.g. gpu_memory_utilization).
+arguments of vllm.LLM, e.g. gpu_memory_utilization), batch (all prompts in one generate call).
 """
 
 from __future__ import annotations
@@ -77,7 +77,13 @@ def main() -> None:
     ready = time.monotonic()
     params = SamplingParams(max_tokens=spec.get("max_tokens", 8), temperature=0.0, detokenize=False)
     results = []
-    for prompt in spec["prompts"]:
+    if spec.get("batch"):
+        # All prompts in one call: they run together (and may preempt one another).
+        outs = llm.generate([{"prompt_token_ids": p} for p in spec["prompts"]], params, use_tqdm=False)
+        results = [
+            {"tokens": list(o.outputs[0].token_ids), "num_cached_tokens": o.num_cached_tokens} for o in outs
+        ]
+    for prompt in [] if spec.get("batch") else spec["prompts"]:
         # One prompt at a time: TTFT is the time of the prefill (plus one token) of this prompt.
         begin = time.monotonic()
         out = llm.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)[0]

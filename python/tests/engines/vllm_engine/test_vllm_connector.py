@@ -123,3 +123,31 @@ def test_engine_completes_when_node_hangs(tmp_path, model, reference):
         assert "Strata" in log
     finally:
         node.stop()
+
+
+def test_preemption_with_saves_in_flight_keeps_outputs_and_stored_blocks_right(tmp_path, model, reference):
+    """Three requests in a KV cache of 13 blocks: decoding 64 tokens each forces preemptions while
+    their blocks are being saved. Every request still yields the reference tokens, and a fresh
+    engine loading what was saved gets the reference tokens too (no block was stored torn)."""
+    node = StrataNode(tmp_path / "node").start()
+    try:
+        prompts = [PROMPT, PARTIAL, FIRST_BLOCK_CHANGED]
+        crowded, log = run_engine(
+            model,
+            node.address,
+            prompts,
+            max_tokens=64,
+            batch=True,
+            max_model_len=384,
+            max_num_batched_tokens=384,
+            llm_args={"num_gpu_blocks_override": 13},
+        )
+        assert "preempted request(s) had blocks saved" in log, "no preemption: the test would prove nothing"
+        for result, expected in zip(crowded["results"], reference["results"]):
+            assert result["tokens"][:8] == expected["tokens"]
+        reloaded, _ = run_engine(model, node.address, prompts)
+        for result, expected in zip(reloaded["results"], reference["results"]):
+            assert result["num_cached_tokens"] > 0
+            assert result["tokens"] == expected["tokens"]
+    finally:
+        node.stop()
