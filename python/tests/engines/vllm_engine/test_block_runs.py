@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-
-import pytest
-import torch
-
 from types import SimpleNamespace
 
-from strata_kv.vllm import StrataConnector, _Warner, block_runs
+import pytest
+
+pytest.importorskip("vllm")
+
+import torch  # noqa: E402
+from strata_kv.vllm import StrataConnector, _Warner, block_runs  # noqa: E402
 
 
 def gather(tensor: torch.Tensor, block: int) -> bytes:

@@ -17,6 +17,8 @@ import pytest
 
 from strata_node import StrataNode
 
+pytest.importorskip("vllm")
+
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "engine_run.py"
 BLOCK = 32  # tokens per block (the CPU attention backend needs a multiple of 32)
@@ -65,33 +67,53 @@ def reference(model) -> dict:
     return result
 
 
-def test_fresh_engine_loads_saved_prefix_and_only_shared_blocks(tmp_path, model, reference):
-    node = StrataNode(tmp_path / "node").start()
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory, model, reference):
+    """A node holding what engine process 1 saved after computing PROMPT."""
+    node = StrataNode(tmp_path_factory.mktemp("node")).start()
     try:
-        # Engine process 1 computes the prompt and saves its full blocks.
         first, _ = run_engine(model, node.address, [PROMPT])
         assert first["results"][0]["num_cached_tokens"] == 0
         assert first["results"][0]["tokens"] == reference["results"][0]["tokens"]
         # 170 prompt tokens + 7 generated ones computed: 5 full blocks.
         node.wait_for(lambda: node.blocks_stored() == 5, "5 blocks stored")
-        served_before = node.bytes_served()
-
-        # A fresh engine process 2: the prompt's 5 full blocks come from Strata; then a prompt
-        # sharing 3 full blocks loads exactly those 3 (prefix caching is off in both).
-        second, log = run_engine(model, node.address, [PROMPT, PARTIAL])
-        full, partial = second["results"]
-        assert full["num_cached_tokens"] == 5 * BLOCK
-        assert full["tokens"] == reference["results"][0]["tokens"]
-        assert partial["num_cached_tokens"] == 3 * BLOCK
-        assert partial["tokens"] == reference["results"][1]["tokens"]
-        # 8 blocks of 2 layers x 32 tokens x 2 (K, V) x 2 heads x 64 x 4 bytes were read; a
-        # lookup may read a few bytes more (block sizes), never a block's worth.
-        assert (node.bytes_served() - served_before) // BLOCK_BYTES == 5 + 3
-        assert "'blocks_loaded': 8" in log and "'load_failures': 0" in log
-        # The partial prompt's 4th block (136 + 7 tokens computed) is new and was saved.
-        node.wait_for(lambda: node.blocks_stored() == 6, "6 blocks stored")
+        yield node
     finally:
         node.stop()
+
+
+def test_fresh_engine_loads_saved_prefix_and_only_shared_blocks(populated, model, reference):
+    node = populated
+    served_before = node.bytes_served()
+    # A fresh engine process 2: the prompt's 5 full blocks come from Strata; then a prompt sharing
+    # 3 full blocks loads exactly those 3 (prefix caching is off in both processes).
+    second, log = run_engine(model, node.address, [PROMPT, PARTIAL])
+    full, partial = second["results"]
+    assert full["num_cached_tokens"] == 5 * BLOCK
+    assert full["tokens"] == reference["results"][0]["tokens"]
+    assert partial["num_cached_tokens"] == 3 * BLOCK
+    assert partial["tokens"] == reference["results"][1]["tokens"]
+    # 8 blocks of 2 layers x 32 tokens x 2 (K, V) x 2 heads x 64 x 4 bytes were read; a lookup
+    # may read a few bytes more (block sizes), never a block's worth.
+    assert (node.bytes_served() - served_before) // BLOCK_BYTES == 5 + 3
+    assert "'blocks_loaded': 8" in log and "'load_failures': 0" in log
+    # The partial prompt's 4th block (136 + 7 tokens computed) is new and was saved.
+    node.wait_for(lambda: node.blocks_stored() == 6, "6 blocks stored")
+
+
+def test_engine_completes_when_node_hangs(populated, model, reference):
+    """A node that answers nothing (SIGSTOP) costs the client timeout, then recompute."""
+    node = populated
+    node.process.send_signal(signal.SIGSTOP)
+    try:
+        result, log = run_engine(
+            model, node.address, [PROMPT], timeout_ms=1000, extra={"strata.retry_interval_s": 60}
+        )
+    finally:
+        node.process.send_signal(signal.SIGCONT)
+    assert result["results"][0]["tokens"] == reference["results"][0]["tokens"]
+    assert result["results"][0]["num_cached_tokens"] == 0
+    assert "Strata" in log
 
 
 def test_engine_recomputes_when_node_is_stopped(tmp_path, model, reference):
@@ -103,26 +125,6 @@ def test_engine_recomputes_when_node_is_stopped(tmp_path, model, reference):
     assert [r["tokens"] for r in result["results"]] == [r["tokens"] for r in reference["results"][:2]]
     # One warning for the whole run (one per interval), not one per call.
     assert log.count("Strata unreachable") + log.count("Strata call failed") == 1, log[-4000:]
-
-
-def test_engine_completes_when_node_hangs(tmp_path, model, reference):
-    """A node that accepts nothing more (SIGSTOP) costs the client timeout, then recompute."""
-    node = StrataNode(tmp_path / "node").start()
-    try:
-        first, _ = run_engine(model, node.address, [PROMPT])
-        node.wait_for(lambda: node.blocks_stored() == 5, "5 blocks stored")
-        node.process.send_signal(signal.SIGSTOP)
-        try:
-            result, log = run_engine(
-                model, node.address, [PROMPT], timeout_ms=1000, extra={"strata.retry_interval_s": 60}
-            )
-        finally:
-            node.process.send_signal(signal.SIGCONT)
-        assert result["results"][0]["tokens"] == reference["results"][0]["tokens"]
-        assert result["results"][0]["num_cached_tokens"] == 0
-        assert "Strata" in log
-    finally:
-        node.stop()
 
 
 def test_preemption_with_saves_in_flight_keeps_outputs_and_stored_blocks_right(tmp_path, model, reference):

@@ -84,7 +84,7 @@ def main() -> None:
     hit_s = statistics.median(r["seconds"] for r in hits)
     miss = hit["results"][-1]
     cached = hits[0]["num_cached_tokens"]
-    kv_bytes = stored_bytes / max(node_blocks := len(populate) // block, 1) * (cached // block)
+    kv_bytes = cached * 2 * args.layers * args.hidden * 4  # K and V, every layer, fp32
     result = {
         "prompt_tokens": len(probe),
         "shared_prefix_tokens": args.prefix_tokens,
@@ -99,7 +99,7 @@ def main() -> None:
         "miss_cached_tokens": miss["num_cached_tokens"],
         "recompute_runs_s": [r["seconds"] for r in recompute["results"]],
         "hit_runs_s": [r["seconds"] for r in hits],
-        "stored_blocks": node_blocks,
+        "stored_bytes": int(stored_bytes),
         "cpus": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
