@@ -14,8 +14,9 @@ How it works (docs/integrations.md has the whole story):
   keys (``strata_kv.keys.vllm_block_key``: the hash, the layout and the salt) and asks for them in
   one leased LOOKUP; only the leading run of present blocks counts, and never the block holding the
   prompt's last token (vLLM must compute at least one token). ``update_state_after_alloc`` and
-  ``build_connector_meta`` hand the worker the keys, the lease and the block ids to fill, and the
-  full blocks each step computes that Strata does not hold yet.
+  ``build_connector_meta`` hand the worker the block hashes, the lease and the block ids to fill,
+  and the full blocks each step computes that Strata does not hold yet; each worker keys the hashes
+  with its own layout (its tensor-parallel rank).
 - Worker side: ``register_kv_caches`` works out, once, where each block's bytes lie in the paged
   KV tensors (one run per layer and per K/V plane) and registers the tensors with the client.
   ``start_load_kv`` reads every block with one vectored GET straight into those runs;
@@ -100,20 +101,24 @@ def dtype_tag(dtype: torch.dtype) -> str:
 
 @dataclasses.dataclass
 class LoadSpec:
-    """Blocks the worker reads before this step's forward: key i into block_ids[i]."""
+    """Blocks the worker reads before this step's forward: block hashes[i] into block_ids[i].
+
+    vLLM's block hashes travel, not Strata keys: each worker keys them with its own layout (its
+    tensor-parallel rank). The lease covers the scheduler's lookup, made with rank 0's keys.
+    """
 
     req_id: str
-    keys: list[bytes]
+    hashes: list[bytes]
     block_ids: list[int]
     lease: int
 
 
 @dataclasses.dataclass
 class SaveSpec:
-    """Full blocks this step computes that Strata does not hold yet: key i from block_ids[i]."""
+    """Full blocks this step computes that Strata does not hold yet: hashes[i] from block_ids[i]."""
 
     req_id: str
-    keys: list[bytes]
+    hashes: list[bytes]
     block_ids: list[int]
 
 
@@ -326,7 +331,7 @@ class StrataConnector(KVConnectorBase_V1):
 
         # Scheduler side.
         self._requests: dict[str, _RequestState] = {}
-        self._lookups: dict[str, tuple[int, list[bytes], int]] = {}  # req -> (start, keys, lease)
+        self._lookups: dict[str, tuple[int, list[bytes], int]] = {}  # req -> (start, hashes, lease)
         self._loads: list[LoadSpec] = []
 
         # Worker side.
@@ -350,8 +355,8 @@ class StrataConnector(KVConnectorBase_V1):
     # Keys
     # ------------------------------------------------------------------------------------------
 
-    def _keys(self, block_hashes: list[Any]) -> list[bytes]:
-        return [vllm_block_key(bytes(h), self._layout, self._salt) for h in block_hashes]
+    def _keys(self, block_hashes: list[bytes]) -> list[bytes]:
+        return [vllm_block_key(h, self._layout, self._salt) for h in block_hashes]
 
     # ------------------------------------------------------------------------------------------
     # Scheduler side
@@ -371,7 +376,8 @@ class StrataConnector(KVConnectorBase_V1):
         store = self._store.get()
         if store is None:
             return 0, False
-        keys = self._keys(request.block_hashes[start:loadable])
+        hashes = [bytes(h) for h in request.block_hashes[start:loadable]]
+        keys = self._keys(hashes)
         try:
             found = store.lookup(keys, lease_ms=self._lease_ms)
         except StrataError as error:
@@ -385,7 +391,7 @@ class StrataConnector(KVConnectorBase_V1):
                 break
         if hits == 0:
             return 0, False
-        self._lookups[request.request_id] = (start, keys[:hits], found.lease)
+        self._lookups[request.request_id] = (start, hashes[:hits], found.lease)
         return hits * size, False
 
     def update_state_after_alloc(
@@ -395,10 +401,10 @@ class StrataConnector(KVConnectorBase_V1):
         lookup = self._lookups.pop(request.request_id, None)
         if num_external_tokens <= 0 or lookup is None:
             return
-        start, keys, lease = lookup
+        start, hashes, lease = lookup
         count = num_external_tokens // self._block_size
         block_ids = blocks.get_block_ids()[0][start : start + count]
-        self._loads.append(LoadSpec(request.request_id, keys[:count], list(block_ids), lease))
+        self._loads.append(LoadSpec(request.request_id, hashes[:count], list(block_ids), lease))
         state.handled_blocks = max(state.handled_blocks, start + count)
 
     def build_connector_meta(self, scheduler_output: "SchedulerOutput") -> KVConnectorMetadata:
@@ -450,7 +456,7 @@ class StrataConnector(KVConnectorBase_V1):
         meta.saves.append(
             SaveSpec(
                 state.request.request_id,
-                self._keys(hashes[first:full]),
+                [bytes(h) for h in hashes[first:full]],
                 state.block_ids[first:full],
             )
         )
@@ -547,11 +553,13 @@ class StrataConnector(KVConnectorBase_V1):
             ]
         else:
             buffers = [self._segments(block_id) for block_id in load.block_ids]
+        # The lease pins rank 0's keys (the scheduler's lookup); other ranks read without it.
+        lease = load.lease if self._layout.tp_rank == 0 else 0
         try:
-            lengths = store.get_into(load.keys, buffers, lease=load.lease)
+            lengths = store.get_into(self._keys(load.hashes), buffers, lease=lease)
         except StrataError as error:
             self._store.failed(error)
-            lengths = [-1] * len(load.keys)
+            lengths = [-1] * len(load.hashes)
         failed = [b for b, n in zip(load.block_ids, lengths) if n != self._block_bytes]
         if failed:
             # vLLM recomputes from the first failed block on; report every block that failed.
@@ -599,7 +607,7 @@ class StrataConnector(KVConnectorBase_V1):
     def _submit_save(self, save: SaveSpec) -> None:
         store = self._store.get()
         if store is None:
-            self._stats["save_failures"] += len(save.keys)
+            self._stats["save_failures"] += len(save.hashes)
             return
         if self._on_gpu():
             # Copy out of the device first: the PUT then runs from host memory we own.
@@ -617,14 +625,14 @@ class StrataConnector(KVConnectorBase_V1):
             host = None
             buffers = [self._segments(block_id) for block_id in save.block_ids]
         try:
-            ticket = store.submit_put(save.keys, buffers)
+            ticket = store.submit_put(self._keys(save.hashes), buffers)
         except StrataError as error:
             self._store.failed(error)
-            self._stats["save_failures"] += len(save.keys)
+            self._stats["save_failures"] += len(save.hashes)
             return
         if host is not None:
             self._keep_alive[ticket] = host
-        self._pending[ticket] = (save.req_id, len(save.keys))
+        self._pending[ticket] = (save.req_id, len(save.hashes))
         self._pending_by_request[save.req_id] = self._pending_by_request.get(save.req_id, 0) + 1
 
     def _drain(self, timeout_s: float = 0.0) -> None:
