@@ -12,7 +12,8 @@
 #   STRATA_SKIP_ENGINES=1   skip everything (fast local runs; CI runs the engines)
 #   STRATA_TORCH_WHEELS=DIR a folder holding torch-2.13.0+cpu (not on PyPI); default: PIP_FIND_LINKS
 #   STRATA_KV_PYTHONPATH    where the strata_kv package is (default: python/)
-#   STRATA_CLIENT_LIBRARY   libstrata_client.so to load (default: the one built here)
+#   STRATA_CLIENT_LIBRARY   libstrata_client.so to load (default: the one built here, debug)
+#   STRATA_BIN              the strata binary the tests start (default: the one built here, debug)
 #   PYTHON                  the interpreter the environments are made from (default: python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +58,7 @@ echo "== building the node and libstrata_client.so"
 swift build --product strata
 swift build --product strata_client
 bin=$(swift build --show-bin-path)
-export STRATA_BIN=$bin/strata
+export STRATA_BIN=${STRATA_BIN:-$bin/strata}
 export STRATA_CLIENT_LIBRARY=${STRATA_CLIENT_LIBRARY:-$bin/libstrata_client.so}
 export LD_LIBRARY_PATH=$bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PYTHONPATH=${STRATA_KV_PYTHONPATH:-$root/python}${PYTHONPATH:+:$PYTHONPATH}
