@@ -1,12 +1,82 @@
 #!/usr/bin/env bash
 # GPU check for a machine with an NVIDIA GPU and the CUDA toolkit (not run by the tests; see
-# docs/rdma.md). Builds the node and libstrata_client.so (release), starts a node on loopback,
-# compiles a small C program against the library and libcudart, writes blocks, reads them into
-# cudaMalloc'd memory over TCP (the pinned staging ring, strata_get_gpu), checks every byte,
-# and prints the staging bandwidth next to a plain pinned cudaMemcpy of the same bytes.
+# docs/rdma.md and, for `vllm`, docs/integrations.md). Builds the node and libstrata_client.so
+# (release), starts a node on loopback, compiles a small C program against the library and
+# libcudart, writes blocks, reads them into cudaMalloc'd memory over TCP (the pinned staging ring,
+# strata_get_gpu), checks every byte, and prints the staging bandwidth next to a plain pinned
+# cudaMemcpy of the same bytes.
 # Usage: scripts/gpu-check.sh [BLOCKS] [BLOCK_BYTES]   (defaults 256 blocks of 2 MiB)
+#        scripts/gpu-check.sh vllm   (the vLLM connector on the GPU: see vllm_check below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# vllm_check: StrataConnector with vLLM's CUDA KV cache (docs/integrations.md). Installs vLLM (the
+# CUDA build, the same 0.32.0 API the CPU tests use) into a cached environment, starts a node, and
+# runs two engine processes on a tiny random-weight Llama (fp16, block 16): process 1 computes a
+# prompt and saves its blocks through the pinned staging buffer; process 2 (fresh, prefix caching
+# off) must report Strata-loaded tokens and produce the same tokens; a third run with the node
+# stopped must still complete. Prints the two runs' times.
+vllm_check() {
+  local python=${PYTHON:-python3} env
+  env=${XDG_CACHE_HOME:-$HOME/.cache}/strata/gpu-vllm-0.32.0
+  if [ ! -f "$env/.complete" ]; then
+    rm -rf "$env"
+    "$python" -m venv "$env"
+    "$env/bin/pip" install --quiet "vllm==0.32.0" "pytest==8.4.2"
+    touch "$env/.complete"
+  fi
+  swift build -c release --product strata
+  swift build -c release --product strata_client
+  local bin work
+  bin=$(swift build -c release --show-bin-path)
+  work=$(mktemp -d)
+  export STRATA_BIN=$bin/strata STRATA_CLIENT_LIBRARY=$bin/libstrata_client.so
+  export PYTHONPATH=$PWD/python:$PWD/python/tests/engines PYTHONUNBUFFERED=1
+  "$env/bin/python" python/tests/engines/vllm_engine/engine_run.py make-model "$work/model"
+  "$env/bin/python" - "$work" <<'PY'
+import json, subprocess, sys
+from pathlib import Path
+from strata_node import StrataNode
+
+work = Path(sys.argv[1])
+runner = "python/tests/engines/vllm_engine/engine_run.py"
+prompt = [3 + (i * 7) % 500 for i in range(8 * 16 + 5)]  # 8 full blocks of 16 and a tail
+
+
+def run(node):
+    spec = {"model": str(work / "model"), "node": node, "prompts": [prompt], "max_tokens": 16,
+            "dtype": "float16", "block_size": 16, "timeout_ms": 2000,
+            "llm_args": {"gpu_memory_utilization": 0.3}}
+    out = subprocess.run([sys.executable, runner, json.dumps(spec)], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        sys.exit(out.stdout[-4000:] + out.stderr[-4000:])
+    return json.loads([x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1][7:])["results"][0]
+
+
+node = StrataNode(work / "node").start()
+try:
+    first = run(node.address)
+    node.wait_for(lambda: node.blocks_stored() >= 8, "8 blocks stored", 60)
+    second = run(node.address)
+finally:
+    node.stop()
+third = run(node.address)
+print(f"process 1: {first['seconds']:.3f} s, cached {first['num_cached_tokens']}")
+print(f"process 2: {second['seconds']:.3f} s, cached {second['num_cached_tokens']} (from Strata)")
+print(f"node stopped: {third['seconds']:.3f} s, cached {third['num_cached_tokens']}")
+assert first["num_cached_tokens"] == 0
+assert second["num_cached_tokens"] == 8 * 16, second
+assert second["tokens"] == first["tokens"] == third["tokens"], (first, second, third)
+print("vLLM on the GPU: Strata hit with identical tokens, and recompute with the node stopped")
+PY
+  rm -rf "$work"
+}
+
+if [ "${1:-}" = vllm ]; then
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  vllm_check
+  exit 0
+fi
 
 blocks=${1:-256}
 block_bytes=${2:-2097152}

@@ -25,3 +25,6 @@ swift test --disable-xctest --filter HostileClientTests
 
 echo "== python client"
 scripts/test-python.sh
+
+echo "== engine adapters (vLLM, LMCache, SGLang; STRATA_SKIP_ENGINES=1 skips them)"
+scripts/test-engines.sh

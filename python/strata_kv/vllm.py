@@ -1,0 +1,712 @@
+"""vLLM KV connector (v1 API) that loads and saves prefix blocks through Strata.
+
+Select it with::
+
+    --kv-transfer-config '{"kv_connector":"StrataConnector",
+                           "kv_connector_module_path":"strata_kv.vllm",
+                           "kv_role":"kv_both",
+                           "kv_connector_extra_config":{"strata.seeds":"HOST:PORT,...",
+                                                        "strata.token":"..."}}'
+
+How it works (docs/integrations.md has the whole story):
+
+- Scheduler side: ``get_num_new_matched_tokens`` turns the request's ``block_hashes`` into Strata
+  keys (``strata_kv.keys.vllm_block_key``: the hash, the layout and the salt) and asks for them in
+  one leased LOOKUP; only the leading run of present blocks counts, and never the block holding the
+  prompt's last token (vLLM must compute at least one token). ``update_state_after_alloc`` and
+  ``build_connector_meta`` hand the worker the block hashes, the lease and the block ids to fill,
+  and the full blocks each step computes that Strata does not hold yet; each worker keys the hashes
+  with its own layout (its tensor-parallel rank).
+- Worker side: ``register_kv_caches`` works out, once, where each block's bytes lie in the paged
+  KV tensors (one run per layer and per K/V plane) and registers the tensors with the client.
+  ``start_load_kv`` reads every block with one vectored GET straight into those runs;
+  ``wait_for_save`` stores new blocks with one vectored PUT per request without waiting for it;
+  ``get_finished`` reports a finished request once its PUTs have completed, so vLLM frees its
+  blocks only then. A block that fails to load is reported through
+  ``get_block_ids_with_load_errors`` and vLLM recomputes it.
+- Strata being unreachable never stops the engine: every call is bounded by the client's timeout,
+  a failure turns into "no hit" (scheduler) or "recompute" (worker), the connector backs off for
+  ``strata.retry_interval_s`` before trying again, and it logs one warning per
+  ``strata.warn_interval_s``.
+
+CUDA KV caches are moved through a pinned host staging buffer (the GPU path is built but has not
+run in this project's CI; scripts/gpu-check.sh runs it where a GPU is lent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import select
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from vllm.distributed.kv_transfer.kv_connector.v1.base import (
+    KVConnectorBase_V1,
+    KVConnectorMetadata,
+    KVConnectorRole,
+)
+
+from strata_kv import StrataError, StrataStore
+from strata_kv.keys import Layout, vllm_block_key
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+    from vllm.forward_context import ForwardContext
+    from vllm.v1.attention.backend import AttentionMetadata
+    from vllm.v1.core.kv_cache_manager import KVCacheBlocks
+    from vllm.v1.core.sched.output import SchedulerOutput
+    from vllm.v1.kv_cache_interface import KVCacheConfig
+    from vllm.v1.request import Request
+
+# A child of vLLM's logger, so its handlers and level apply.
+logger = logging.getLogger("vllm.strata_kv")
+
+# Defaults of the kv_connector_extra_config keys this connector reads (besides the client's own
+# strata.seeds / strata.node / strata.token / strata.timeout_ms / strata.connections).
+DEFAULTS: dict[str, Any] = {
+    "strata.timeout_ms": 5000,
+    "strata.connections": 4,
+    "strata.lease_ms": 30000,  # pin looked-up blocks until the worker has read them
+    "strata.salt": "",  # separates tenants or adapters: different salt, different keys
+    "strata.model_id": None,  # defaults to the served model name
+    "strata.save": True,  # store newly computed full blocks
+    "strata.warn_interval_s": 30.0,  # at most one "Strata unreachable" warning per interval
+    "strata.retry_interval_s": 5.0,  # after a failure, skip Strata this long (recompute)
+    "strata.save_wait_s": 30.0,  # shutdown / preemption wait for PUTs in flight
+}
+
+_TORCH_DTYPE_TAGS = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float8_e4m3fn: "fp8_e4m3",
+    torch.float8_e5m2: "fp8_e5m2",
+    torch.uint8: "u8",
+    torch.int8: "i8",
+}
+
+
+def dtype_tag(dtype: torch.dtype) -> str:
+    """The layout tag of a KV dtype (docs/keys.md: a-z, 0-9 and '_' only)."""
+    tag = _TORCH_DTYPE_TAGS.get(dtype)
+    if tag is None:
+        tag = str(dtype).removeprefix("torch.").lower()
+    return tag
+
+
+@dataclasses.dataclass
+class LoadSpec:
+    """Blocks the worker reads before this step's forward: block hashes[i] into block_ids[i].
+
+    vLLM's block hashes travel, not Strata keys: each worker keys them with its own layout (its
+    tensor-parallel rank). The lease covers the scheduler's lookup, made with rank 0's keys.
+    """
+
+    req_id: str
+    hashes: list[bytes]
+    block_ids: list[int]
+    lease: int
+
+
+@dataclasses.dataclass
+class SaveSpec:
+    """Full blocks this step computes that Strata does not hold yet: hashes[i] from block_ids[i]."""
+
+    req_id: str
+    hashes: list[bytes]
+    block_ids: list[int]
+
+
+@dataclasses.dataclass
+class StrataConnectorMetadata(KVConnectorMetadata):
+    loads: list[LoadSpec] = dataclasses.field(default_factory=list)
+    saves: list[SaveSpec] = dataclasses.field(default_factory=list)
+    # Requests preempted this step whose blocks may still be read by saves in flight.
+    preempted: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _RequestState:
+    """Scheduler-side bookkeeping of one running request."""
+
+    request: "Request"
+    block_ids: list[int] = dataclasses.field(default_factory=list)
+    handled_blocks: int = 0  # blocks [0, handled) are loaded, locally cached, or being saved
+    saving: bool = False  # some blocks were handed to the worker to save
+
+
+class _Warner:
+    """One warning per interval, with a count of what was suppressed in between."""
+
+    def __init__(self, interval_s: float, clock=time.monotonic) -> None:
+        self._interval = interval_s
+        self._clock = clock
+        self._last: float | None = None
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def warn(self, message: str, *args: Any) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._last is not None and now - self._last < self._interval:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last = self._suppressed, 0, now
+        if suppressed:
+            message += " (%d similar failures since the last warning)"
+            args = (*args, suppressed)
+        logger.warning(message, *args)
+
+
+_WARNERS: dict[float, _Warner] = {}
+_WARNERS_LOCK = threading.Lock()
+
+
+def _process_warner(interval_s: float) -> _Warner:
+    """The scheduler and the worker connector of one process share their warnings."""
+    with _WARNERS_LOCK:
+        return _WARNERS.setdefault(interval_s, _Warner(interval_s))
+
+
+class _StoreHandle:
+    """The client, opened lazily and reopened after failures, never faster than the retry interval.
+
+    ``get()`` returns None while Strata is considered down: callers then behave as on a miss.
+    """
+
+    def __init__(self, config: dict[str, Any], warner: _Warner, clock=time.monotonic) -> None:
+        self._config = config
+        self._warner = warner
+        self._clock = clock
+        self._retry_s = float(config["strata.retry_interval_s"])
+        self._store: StrataStore | None = None
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> StrataStore | None:
+        with self._lock:
+            if self._store is not None:
+                return self._store
+            if self._clock() < self._down_until:
+                return None
+            try:
+                self._store = StrataStore.from_config(self._config)
+            except (StrataError, OSError) as error:
+                self._down_until = self._clock() + self._retry_s
+                self._warner.warn("Strata unreachable, computing KV instead: %s", error)
+                return None
+            return self._store
+
+    def failed(self, error: BaseException) -> None:
+        """A call failed: back off (recompute meanwhile) and warn at most once per interval."""
+        with self._lock:
+            self._down_until = self._clock() + self._retry_s
+        self._warner.warn("Strata call failed, computing KV instead: %s", error)
+
+    def available(self) -> bool:
+        with self._lock:
+            return self._store is not None or self._clock() >= self._down_until
+
+    def close(self) -> None:
+        with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+
+@dataclasses.dataclass
+class _LayerRuns:
+    """Where block b of one layer lies: base + b * block_stride + offset, for each run."""
+
+    tensor: torch.Tensor
+    base: int
+    block_stride: int  # bytes
+    runs: list[tuple[int, int]]  # (offset, length) in bytes, relative to the block's start
+
+
+def block_runs(tensor: torch.Tensor, num_blocks: int) -> _LayerRuns:
+    """Describes the byte runs of one block in a paged KV tensor.
+
+    The block axis is the first axis of length ``num_blocks``; the axes before it (the K/V plane,
+    say) give one run each, and the axes after it must be laid out contiguously (the block's
+    [heads, tokens, head_size] bytes of that plane form one run). Any other layout is rejected
+    with a clear error rather than read wrongly.
+    """
+    shape, strides = list(tensor.shape), list(tensor.stride())
+    item = tensor.element_size()
+    candidates = [dim for dim, length in enumerate(shape) if length == num_blocks]
+    if not candidates:
+        raise ValueError(f"KV tensor of shape {tuple(shape)} has no axis of {num_blocks} blocks")
+    axis = max(candidates, key=lambda dim: strides[dim])  # the outermost such axis
+    inner = 1
+    for dim in range(len(shape) - 1, axis, -1):
+        if strides[dim] != inner:
+            raise ValueError(
+                f"KV tensor of shape {tuple(shape)}, strides {tuple(strides)}: the bytes of a "
+                "block are not contiguous after the block axis; this layout is not supported"
+            )
+        inner *= shape[dim]
+    run_length = inner * item
+    offsets = [0]
+    for dim in range(axis):
+        offsets = [o + i * strides[dim] * item for o in offsets for i in range(shape[dim])]
+    return _LayerRuns(
+        tensor=tensor,
+        base=tensor.data_ptr(),
+        block_stride=strides[axis] * item,
+        runs=[(offset, run_length) for offset in offsets],
+    )
+
+
+class StrataConnector(KVConnectorBase_V1):
+    """A ``KVConnectorBase_V1`` that shares prefix KV blocks between vLLM instances via Strata."""
+
+    @property
+    def requires_kv_delivery(self) -> bool:
+        # A cache, not a hand-off: a save dropped by a preemption is only a later miss.
+        return False
+
+    def __init__(
+        self,
+        vllm_config: "VllmConfig",
+        role: KVConnectorRole,
+        kv_cache_config: "KVCacheConfig | None" = None,
+    ) -> None:
+        super().__init__(vllm_config=vllm_config, role=role, kv_cache_config=kv_cache_config)
+        extra = dict(self._kv_transfer_config.kv_connector_extra_config or {})
+        self._config: dict[str, Any] = {**DEFAULTS, **extra}
+        if not (self._config.get("strata.seeds") or self._config.get("strata.node")):
+            raise ValueError(
+                "StrataConnector needs strata.seeds (or strata.node) in kv_connector_extra_config"
+            )
+        self._block_size = vllm_config.cache_config.block_size
+        self._warner = _process_warner(float(self._config["strata.warn_interval_s"]))
+        self._store = _StoreHandle(self._config, self._warner)
+        self._lease_ms = int(self._config["strata.lease_ms"])
+        self._save = bool(self._config["strata.save"])
+        self._save_wait_s = float(self._config["strata.save_wait_s"])
+        salt = self._config["strata.salt"]
+        self._salt = salt.encode() if isinstance(salt, str) else bytes(salt)
+
+        groups = kv_cache_config.kv_cache_groups if kv_cache_config is not None else []
+        if len(groups) != 1:
+            raise ValueError(
+                f"StrataConnector supports models with one KV cache group; this one has {len(groups)}"
+            )
+        spec = groups[0].kv_cache_spec
+        self._num_layers = len(groups[0].layer_names)
+        self._block_bytes = spec.page_size_bytes * self._num_layers
+        hash_block_size = getattr(kv_cache_config, "hash_block_size", None) or self._block_size
+        if hash_block_size != self._block_size:
+            raise ValueError(
+                f"StrataConnector needs hash_block_size ({hash_block_size}) == block_size "
+                f"({self._block_size})"
+            )
+        parallel = vllm_config.parallel_config
+        model_id = self._config["strata.model_id"] or vllm_config.model_config.served_model_name
+        if isinstance(model_id, list):
+            model_id = model_id[0]
+        self._layout = Layout(
+            model_id=str(model_id),
+            dtype=dtype_tag(spec.dtype),
+            tokens_per_block=self._block_size,
+            tp_rank=parallel.rank % max(parallel.tensor_parallel_size, 1),
+            tp_size=parallel.tensor_parallel_size,
+            layer_start=0,
+            layer_end=self._num_layers,
+        )
+        algo = vllm_config.cache_config.prefix_caching_hash_algo
+        if algo.startswith("xxhash") and os.getenv("PYTHONHASHSEED") is None:
+            logger.warning(
+                "prefix_caching_hash_algo=%s without PYTHONHASHSEED gives block hashes that differ "
+                "between processes: Strata hits only within this process. Set PYTHONHASHSEED to "
+                "the same value on every instance, or use sha256.",
+                algo,
+            )
+
+        # Scheduler side.
+        self._requests: dict[str, _RequestState] = {}
+        self._lookups: dict[str, tuple[int, list[bytes], int]] = {}  # req -> (start, hashes, lease)
+        self._loads: list[LoadSpec] = []
+
+        # Worker side.
+        self._layers: list[_LayerRuns] = []
+        self._staging: torch.Tensor | None = None  # pinned host buffer for CUDA KV caches
+        self._pending: dict[int, tuple[str, int]] = {}  # put ticket -> (req_id, block count)
+        self._keep_alive: dict[int, torch.Tensor] = {}  # put ticket -> staging copy (CUDA path)
+        self._pending_by_request: dict[str, int] = {}
+        self._saved_requests: set[str] = set()  # requests with saves handed to this worker
+        self._finishing: set[str] = set()
+        self._load_errors: set[int] = set()
+        self._stats = {"blocks_loaded": 0, "blocks_saved": 0, "load_failures": 0, "save_failures": 0}
+        logger.info(
+            "StrataConnector (%s): layout %s, %d bytes per block",
+            role.name,
+            self._layout,
+            self._block_bytes,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Keys
+    # ------------------------------------------------------------------------------------------
+
+    def _keys(self, block_hashes: list[bytes]) -> list[bytes]:
+        return [vllm_block_key(h, self._layout, self._salt) for h in block_hashes]
+
+    # ------------------------------------------------------------------------------------------
+    # Scheduler side
+    # ------------------------------------------------------------------------------------------
+
+    def get_num_new_matched_tokens(
+        self, request: "Request", num_computed_tokens: int
+    ) -> tuple[int | None, bool]:
+        self._requests.setdefault(request.request_id, _RequestState(request=request))
+        self._lookups.pop(request.request_id, None)
+        size = self._block_size
+        # vLLM must compute at least the prompt's last token, so that block is never loaded.
+        loadable = min(len(request.block_hashes), (request.num_tokens - 1) // size)
+        start = num_computed_tokens // size
+        if loadable <= start:
+            return 0, False
+        store = self._store.get()
+        if store is None:
+            return 0, False
+        hashes = [bytes(h) for h in request.block_hashes[start:loadable]]
+        keys = self._keys(hashes)
+        try:
+            found = store.lookup(keys, lease_ms=self._lease_ms)
+        except StrataError as error:
+            self._store.failed(error)
+            return 0, False
+        hits = found.leading_run
+        for i in range(hits):
+            # A block of another length was written under another layout: never load it.
+            if i < len(found.sizes) and found.sizes[i] not in (0, self._block_bytes):
+                hits = i
+                break
+        if hits == 0:
+            return 0, False
+        self._lookups[request.request_id] = (start, hashes[:hits], found.lease)
+        return hits * size, False
+
+    def update_state_after_alloc(
+        self, request: "Request", blocks: "KVCacheBlocks", num_external_tokens: int
+    ) -> None:
+        state = self._requests.setdefault(request.request_id, _RequestState(request=request))
+        lookup = self._lookups.pop(request.request_id, None)
+        if num_external_tokens <= 0 or lookup is None:
+            return
+        start, hashes, lease = lookup
+        count = num_external_tokens // self._block_size
+        block_ids = blocks.get_block_ids()[0][start : start + count]
+        self._loads.append(LoadSpec(request.request_id, hashes[:count], list(block_ids), lease))
+        state.handled_blocks = max(state.handled_blocks, start + count)
+
+    def build_connector_meta(self, scheduler_output: "SchedulerOutput") -> KVConnectorMetadata:
+        meta = StrataConnectorMetadata(loads=self._loads)
+        self._loads = []
+        for req_id in scheduler_output.preempted_req_ids or ():
+            state = self._requests.get(req_id)
+            if state is not None and state.saving:
+                meta.preempted.append(req_id)
+        if meta.preempted:
+            logger.info(
+                "StrataConnector: %d preempted request(s) had blocks saved; the worker lets their "
+                "saves finish before the blocks are reused",
+                len(meta.preempted),
+            )
+        scheduled = scheduler_output.num_scheduled_tokens
+        for new in scheduler_output.scheduled_new_reqs:
+            state = self._requests.get(new.req_id)
+            if state is None:
+                continue
+            state.block_ids = list(new.block_ids[0])
+            # Blocks vLLM found in its own prefix cache were stored when first computed here.
+            state.handled_blocks = max(state.handled_blocks, new.num_computed_tokens // self._block_size)
+            self._plan_saves(state, new.num_computed_tokens + scheduled.get(new.req_id, 0), meta)
+        cached = scheduler_output.scheduled_cached_reqs
+        for i, req_id in enumerate(cached.req_ids):
+            state = self._requests.get(req_id)
+            if state is None:
+                continue
+            new_ids = cached.new_block_ids[i]
+            if req_id in cached.resumed_req_ids:
+                if new_ids is not None:
+                    state.block_ids = list(new_ids[0])
+            elif new_ids is not None:
+                state.block_ids.extend(new_ids[0])
+            self._plan_saves(state, cached.num_computed_tokens[i] + scheduled.get(req_id, 0), meta)
+        return meta
+
+    def _plan_saves(
+        self, state: _RequestState, tokens_after_step: int, meta: StrataConnectorMetadata
+    ) -> None:
+        if not self._save:
+            return
+        hashes = state.request.block_hashes
+        full = min(tokens_after_step // self._block_size, len(hashes), len(state.block_ids))
+        if full <= state.handled_blocks:
+            return
+        first = state.handled_blocks
+        meta.saves.append(
+            SaveSpec(
+                state.request.request_id,
+                [bytes(h) for h in hashes[first:full]],
+                state.block_ids[first:full],
+            )
+        )
+        state.handled_blocks = full
+        state.saving = True
+
+    def request_finished(
+        self, request: "Request", block_ids: list[int]
+    ) -> tuple[bool, dict[str, Any] | None]:
+        self._lookups.pop(request.request_id, None)
+        state = self._requests.pop(request.request_id, None)
+        # A request with saves in flight keeps its blocks until get_finished reports it.
+        return (state is not None and state.saving), None
+
+    # ------------------------------------------------------------------------------------------
+    # Worker side
+    # ------------------------------------------------------------------------------------------
+
+    def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
+        num_blocks = self._kv_cache_config.num_blocks
+        layers = [block_runs(kv_caches[name], num_blocks) for name in sorted(kv_caches)]
+        block_bytes = sum(length for layer in layers for _, length in layer.runs)
+        if block_bytes != self._block_bytes:
+            raise ValueError(
+                f"KV tensors hold {block_bytes} bytes per block, the KV cache spec says "
+                f"{self._block_bytes}"
+            )
+        self._layers = layers
+        first = layers[0].tensor
+        logger.info(
+            "StrataConnector: %d KV tensors (%s, %s, %s), %d runs of %d bytes per block",
+            len(layers),
+            tuple(first.shape),
+            first.dtype,
+            first.device,
+            sum(len(layer.runs) for layer in layers),
+            layers[0].runs[0][1],
+        )
+        if first.device.type == "cpu":
+            store = self._store.get()
+            if store is not None:
+                seen: set[int] = set()
+                for layer in layers:
+                    storage = layer.tensor.untyped_storage()
+                    if storage.data_ptr() in seen:
+                        continue
+                    seen.add(storage.data_ptr())
+                    store.register_buffer(storage.data_ptr(), storage.nbytes())
+
+    def _segments(self, block_id: int) -> list[tuple[int, int]]:
+        segments = []
+        for layer in self._layers:
+            start = layer.base + block_id * layer.block_stride
+            segments.extend((start + offset, length) for offset, length in layer.runs)
+        return segments
+
+    def _on_gpu(self) -> bool:
+        return bool(self._layers) and self._layers[0].tensor.device.type != "cpu"
+
+    def _staging_buffer(self, blocks: int) -> torch.Tensor:
+        needed = blocks * self._block_bytes
+        if self._staging is None or self._staging.numel() < needed:
+            self._staging = torch.empty(needed, dtype=torch.uint8, pin_memory=True)
+        return self._staging
+
+    def _block_views(self, block_id: int) -> list[torch.Tensor]:
+        """Byte views of one block's runs in device memory (CUDA path)."""
+        views = []
+        for layer in self._layers:
+            storage = layer.tensor.untyped_storage()
+            flat = torch.empty(0, dtype=torch.uint8, device=layer.tensor.device).set_(storage)
+            start = layer.base - storage.data_ptr() + block_id * layer.block_stride
+            views.extend(flat[start + offset : start + offset + length] for offset, length in layer.runs)
+        return views
+
+    def start_load_kv(self, forward_context: "ForwardContext", **kwargs: Any) -> None:
+        meta = self._get_connector_metadata()
+        assert isinstance(meta, StrataConnectorMetadata)
+        for load in meta.loads:
+            self._load(load)
+
+    def _load(self, load: LoadSpec) -> None:
+        store = self._store.get()
+        if store is None:
+            self._load_errors.update(load.block_ids)
+            self._stats["load_failures"] += len(load.block_ids)
+            return
+        gpu = self._on_gpu()
+        if gpu:
+            staging = self._staging_buffer(len(load.block_ids))
+            base = staging.data_ptr()
+            buffers: list[Any] = [
+                [(base + i * self._block_bytes, self._block_bytes)] for i in range(len(load.block_ids))
+            ]
+        else:
+            buffers = [self._segments(block_id) for block_id in load.block_ids]
+        # The lease pins rank 0's keys (the scheduler's lookup); other ranks read without it.
+        lease = load.lease if self._layout.tp_rank == 0 else 0
+        try:
+            lengths = store.get_into(self._keys(load.hashes), buffers, lease=lease)
+        except StrataError as error:
+            self._store.failed(error)
+            lengths = [-1] * len(load.hashes)
+        failed = [b for b, n in zip(load.block_ids, lengths) if n != self._block_bytes]
+        if failed:
+            # vLLM recomputes from the first failed block on; report every block that failed.
+            self._load_errors.update(failed)
+            self._stats["load_failures"] += len(failed)
+            self._warner.warn(
+                "Strata: %d of %d blocks failed to load for request %s (results %s); recomputing",
+                len(failed),
+                len(load.block_ids),
+                load.req_id,
+                sorted(set(n for n in lengths if n != self._block_bytes)),
+            )
+        loaded = [i for i, n in enumerate(lengths) if n == self._block_bytes]
+        self._stats["blocks_loaded"] += len(loaded)
+        if gpu:
+            for i in loaded:
+                offset = i * self._block_bytes
+                for view in self._block_views(load.block_ids[i]):
+                    view.copy_(staging[offset : offset + view.numel()], non_blocking=True)
+                    offset += view.numel()
+            torch.cuda.current_stream().synchronize()
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        # Every block is read in start_load_kv before the forward pass: a Strata block holds all
+        # layers, so there is nothing to wait for per layer.
+        return
+
+    def save_kv_layer(
+        self,
+        layer_name: str,
+        kv_layer: torch.Tensor,
+        attn_metadata: "AttentionMetadata",
+        **kwargs: Any,
+    ) -> None:
+        # Blocks are saved whole (all layers) in wait_for_save, once the forward pass is done.
+        return
+
+    def wait_for_save(self) -> None:
+        meta = self._get_connector_metadata()
+        assert isinstance(meta, StrataConnectorMetadata)
+        for save in meta.saves:
+            self._saved_requests.add(save.req_id)
+            self._submit_save(save)
+
+    def _submit_save(self, save: SaveSpec) -> None:
+        store = self._store.get()
+        if store is None:
+            self._stats["save_failures"] += len(save.hashes)
+            return
+        if self._on_gpu():
+            # Copy out of the device first: the PUT then runs from host memory we own.
+            host = torch.empty(len(save.block_ids) * self._block_bytes, dtype=torch.uint8, pin_memory=True)
+            offset = 0
+            for block_id in save.block_ids:
+                for view in self._block_views(block_id):
+                    host[offset : offset + view.numel()].copy_(view)
+                    offset += view.numel()
+            base = host.data_ptr()
+            buffers: list[Any] = [
+                [(base + i * self._block_bytes, self._block_bytes)] for i in range(len(save.block_ids))
+            ]
+        else:
+            host = None
+            buffers = [self._segments(block_id) for block_id in save.block_ids]
+        try:
+            ticket = store.submit_put(self._keys(save.hashes), buffers)
+        except StrataError as error:
+            self._store.failed(error)
+            self._stats["save_failures"] += len(save.hashes)
+            return
+        if host is not None:
+            self._keep_alive[ticket] = host
+        self._pending[ticket] = (save.req_id, len(save.hashes))
+        self._pending_by_request[save.req_id] = self._pending_by_request.get(save.req_id, 0) + 1
+
+    def _drain(self, timeout_s: float = 0.0) -> None:
+        """Collects PUT completions; waits up to timeout_s for the first one."""
+        store = self._store.get()
+        if store is None or not self._pending:
+            if store is None and self._pending:
+                # The client is gone: nothing will complete; release the requests.
+                for ticket, (req_id, count) in list(self._pending.items()):
+                    self._complete(ticket, req_id, ok=False, count=count)
+            return
+        if timeout_s > 0:
+            select.select([store.event_fd], [], [], timeout_s)
+        for completion in store.poll_completions(256):
+            entry = self._pending.get(completion.ticket)
+            if entry is None:
+                continue
+            req_id, count = entry
+            ok = completion.status == 0 and all(r == 0 for r in completion.results)
+            if not ok:
+                self._warner.warn(
+                    "Strata: saving %d blocks of request %s failed (status %d, results %s)",
+                    count,
+                    req_id,
+                    completion.status,
+                    sorted(set(completion.results)),
+                )
+            self._complete(completion.ticket, req_id, ok, count)
+
+    def _complete(self, ticket: int, req_id: str, ok: bool, count: int) -> None:
+        self._pending.pop(ticket, None)
+        self._keep_alive.pop(ticket, None)
+        self._stats["blocks_saved" if ok else "save_failures"] += count
+        left = self._pending_by_request.get(req_id, 1) - 1
+        if left <= 0:
+            self._pending_by_request.pop(req_id, None)
+        else:
+            self._pending_by_request[req_id] = left
+
+    def _wait_all(self, timeout_s: float, busy=None) -> None:
+        """Waits until no save is in flight (or none of those `busy` says matter), or the timeout."""
+        busy = busy or (lambda: bool(self._pending))
+        deadline = time.monotonic() + timeout_s
+        while busy() and time.monotonic() < deadline:
+            self._drain(timeout_s=min(0.1, max(0.0, deadline - time.monotonic())))
+        if busy():
+            self._warner.warn("Strata: %d saves still in flight after %.1f s", len(self._pending), timeout_s)
+
+    def handle_preemptions(self, kv_connector_metadata: KVConnectorMetadata) -> None:
+        # A preempted request's blocks are reused at once: no PUT may still be reading them.
+        assert isinstance(kv_connector_metadata, StrataConnectorMetadata)
+        preempted = set(kv_connector_metadata.preempted)
+        if preempted:
+            self._wait_all(self._save_wait_s, lambda: any(self._pending_by_request.get(r) for r in preempted))
+
+    def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
+        self._drain()
+        self._finishing.update(r for r in finished_req_ids if r in self._saved_requests)
+        done = {r for r in self._finishing if self._pending_by_request.get(r, 0) == 0}
+        self._finishing -= done
+        self._saved_requests -= done
+        return (done or None), None
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        errors, self._load_errors = self._load_errors, set()
+        return errors
+
+    def shutdown(self) -> None:
+        self._wait_all(self._save_wait_s)
+        self._store.close()
+        if self._role == KVConnectorRole.WORKER:
+            logger.info("StrataConnector: %s", self._stats)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Blocks loaded and saved, and failures, since start (worker side)."""
+        return dict(self._stats)

@@ -1,0 +1,111 @@
+"""One vLLM engine process: generates for the given prompts and prints a RESULT line (JSON).
+
+Used by the vLLM engine tests and the TTFT benchmark; each call is a fresh process, as two
+inference workers would be. Usage: python engine_run.py '<json spec>'
+
+spec: model (folder), node (HOST:PORT or null for no connector), prompts (lists of token ids),
+max_tokens, timeout_ms, extra (more kv_connector_extra_config), block_size, dtype, llm_args (more
+arguments of vllm.LLM, e.g. gpu_memory_utilization), batch (all prompts in one generate call).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def make_model(folder: str, layers: int = 2, hidden: int = 128, heads: int = 2, seed: int = 0) -> None:
+    """A small Llama with random weights, written offline (no download, no tokenizer)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=512,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=8192,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+        # Large weights make the next token depend strongly on the context, so a wrong KV block
+        # changes the output instead of hiding behind near-uniform logits.
+        initializer_range=0.5,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.save_pretrained(folder, safe_serialization=True)
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM, SamplingParams
+
+    kv_transfer = None
+    if spec.get("node"):
+        kv_transfer = {
+            "kv_connector": "StrataConnector",
+            "kv_connector_module_path": "strata_kv.vllm",
+            "kv_role": "kv_both",
+            "kv_connector_extra_config": {
+                "strata.node": spec["node"],
+                "strata.timeout_ms": spec.get("timeout_ms", 5000),
+                **spec.get("extra", {}),
+            },
+        }
+    started = time.monotonic()
+    llm = LLM(
+        model=spec["model"],
+        skip_tokenizer_init=True,
+        dtype=spec.get("dtype", "float32"),
+        block_size=spec.get("block_size", 32),
+        enable_prefix_caching=False,
+        max_model_len=spec.get("max_model_len", 4096),
+        max_num_batched_tokens=spec.get("max_num_batched_tokens", 4096),
+        max_num_seqs=4,
+        enforce_eager=True,
+        seed=0,
+        kv_transfer_config=kv_transfer,
+        **spec.get("llm_args", {}),
+    )
+    ready = time.monotonic()
+    params = SamplingParams(max_tokens=spec.get("max_tokens", 8), temperature=0.0, detokenize=False)
+    results = []
+    if spec.get("batch"):
+        # All prompts in one call: they run together (and may preempt one another).
+        outs = llm.generate([{"prompt_token_ids": p} for p in spec["prompts"]], params, use_tqdm=False)
+        results = [
+            {"tokens": list(o.outputs[0].token_ids), "num_cached_tokens": o.num_cached_tokens} for o in outs
+        ]
+    for prompt in [] if spec.get("batch") else spec["prompts"]:
+        # One prompt at a time: TTFT is the time of the prefill (plus one token) of this prompt.
+        begin = time.monotonic()
+        out = llm.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)[0]
+        first = out.metrics.first_token_latency if getattr(out, "metrics", None) else None
+        results.append(
+            {
+                "tokens": list(out.outputs[0].token_ids),
+                "num_cached_tokens": out.num_cached_tokens,
+                "seconds": time.monotonic() - begin,
+                "ttft": first,
+            }
+        )
+    llm.llm_engine.engine_core.shutdown()  # waits for saves in flight (connector shutdown)
+    print(
+        "RESULT "
+        + json.dumps({"init_seconds": ready - started, "total_seconds": time.monotonic() - started, "results": results}),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "make-model":
+        make_model(sys.argv[2], *[int(a) for a in sys.argv[3:]])
+    else:
+        main()

