@@ -213,20 +213,32 @@ extension StrataClient {
     return answers
   }
 
-  func routedLookup(_ keys: [BlockKey], leaseMilliseconds: UInt32) async throws(StrataError) -> LookupResult {
+  func routedLookup(_ keys: [BlockKey], leaseMilliseconds: UInt32, sizes: Bool) async throws(StrataError)
+    -> LookupResult
+  {
+    struct Answer: Sendable {
+      var tier: BlockTier
+      var size: UInt64
+    }
     let leases = Mutex<[HostPort: UInt64]>([:])
     let askAgain = configuration.askReplicasOnMiss
-    let retry: @Sendable (BlockTier) -> Bool = { askAgain && $0 == .absent }
-    let hedge = configuration.hedgeLookups && leaseMilliseconds == 0
+    let retry: @Sendable (Answer) -> Bool = { askAgain && $0.tier == .absent }
+    let hedge = configuration.hedgeLookups && leaseMilliseconds == 0 && !sizes
     let answers = try await routed(keys: keys, retry: retry) {
-      owner, indices, epoch throws(StrataError) in
-      if hedge { return try await self.hedgedLookup(indices.map { keys[$0] }, at: owner, epoch: epoch) }
+      owner, indices, epoch throws(StrataError) -> [Answer] in
+      if hedge {
+        return try await self.hedgedLookup(indices.map { keys[$0] }, at: owner, epoch: epoch).map {
+          Answer(tier: $0, size: 0)
+        }
+      }
       let response = try await self.channel(owner).lookup(
-        indices.map { keys[$0] }, leaseMilliseconds: leaseMilliseconds, ringEpoch: epoch)
+        indices.map { keys[$0] }, leaseMilliseconds: leaseMilliseconds, wantsSizes: sizes, ringEpoch: epoch)
       if response.leaseID != 0 { leases.withLock { $0[owner] = response.leaseID } }
-      return response.tiers
+      let lengths = response.sizes ?? Array(repeating: 0, count: response.tiers.count)
+      return zip(response.tiers, lengths).map { Answer(tier: $0, size: $1) }
     }
-    let tiers = answers.map { $0 ?? .absent }
+    let tiers = answers.map { $0?.tier ?? .absent }
+    let lengths = sizes ? answers.map { $0?.size ?? 0 } : []
     var leaseID: UInt64 = 0
     let nodeLeases = leases.withLock { $0 }
     if !nodeLeases.isEmpty {
@@ -241,7 +253,8 @@ extension StrataClient {
         return state.nextLeaseGroup
       }
     }
-    return LookupResult(tiers: tiers, leadingRun: tiers.firstIndex(of: .absent) ?? tiers.count, leaseID: leaseID)
+    return LookupResult(
+      tiers: tiers, leadingRun: tiers.firstIndex(of: .absent) ?? tiers.count, leaseID: leaseID, sizes: lengths)
   }
 
   /// The delay after which a LOOKUP also goes to the keys' next owners: twice the p99 of recent

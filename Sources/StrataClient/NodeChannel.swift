@@ -46,16 +46,18 @@ final class NodeChannel: Sendable {
 
   // MARK: Calls (one node; `ringEpoch` is the caller's ring epoch, 0 outside a cluster)
 
-  func lookup(_ keys: [BlockKey], leaseMilliseconds: UInt32, ringEpoch: UInt64) async throws(StrataError)
-    -> LookupResponse
+  func lookup(_ keys: [BlockKey], leaseMilliseconds: UInt32, wantsSizes: Bool = false, ringEpoch: UInt64)
+    async throws(StrataError) -> LookupResponse
   {
-    let request = LookupRequest(keys: keys, leaseMilliseconds: leaseMilliseconds)
+    let request = LookupRequest(keys: keys, leaseMilliseconds: leaseMilliseconds, wantsSizes: wantsSizes)
     let pinned = leaseMilliseconds > 0 ? nextIndex() : nil
     let response = try await call(on: pinned) { connection throws(StrataError) in
       let (_, message) = try connection.exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch) {
         _, _ throws(StrataError) in
       }
-      guard case .lookupResponse(let response) = message, response.tiers.count == keys.count else {
+      guard case .lookupResponse(let response) = message, response.tiers.count == keys.count,
+        !wantsSizes || response.sizes != nil
+      else {
         throw unexpected(message)
       }
       return response

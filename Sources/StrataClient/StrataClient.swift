@@ -104,6 +104,8 @@ public final class StrataClient: Sendable {
     public var leadingRun: Int
     /// Nonzero when a lease was asked for: pass it to `get` to release it with that read.
     public var leaseID: UInt64
+    /// Each block's length in bytes (0 where absent) when `lookup` was asked for sizes; else empty.
+    public var sizes: [UInt64] = []
   }
 
   public struct GetItem: Sendable {
@@ -206,13 +208,19 @@ public final class StrataClient: Sendable {
 
   // MARK: Calls
 
-  public func lookup(_ keys: [BlockKey], leaseMilliseconds: UInt32 = 0) async throws(StrataError) -> LookupResult {
+  /// Which of `keys` are stored, the leading run, optionally a lease on it and (`sizes`) each
+  /// block's length, in the same round trip.
+  public func lookup(_ keys: [BlockKey], leaseMilliseconds: UInt32 = 0, sizes: Bool = false)
+    async throws(StrataError) -> LookupResult
+  {
     guard configuration.isCluster else {
       let response = try await channel(configuration.node).lookup(
-        keys, leaseMilliseconds: leaseMilliseconds, ringEpoch: 0)
-      return LookupResult(tiers: response.tiers, leadingRun: Int(response.leadingRun), leaseID: response.leaseID)
+        keys, leaseMilliseconds: leaseMilliseconds, wantsSizes: sizes, ringEpoch: 0)
+      return LookupResult(
+        tiers: response.tiers, leadingRun: Int(response.leadingRun), leaseID: response.leaseID,
+        sizes: response.sizes ?? [])
     }
-    return try await routedLookup(keys, leaseMilliseconds: leaseMilliseconds)
+    return try await routedLookup(keys, leaseMilliseconds: leaseMilliseconds, sizes: sizes)
   }
 
   /// Reads blocks into their destinations. Batches larger than `batchBytesMax` of destination

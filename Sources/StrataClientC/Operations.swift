@@ -100,17 +100,20 @@ func prepareLookup(
     var leadingRun = 0
     var lease: UInt64 = 0
     var unbroken = true
+    var sizes: [UInt64] = []
+    let wantsSizes = sizesOut.pointer != nil
     for part in parts {
-      let answer = try await client.lookup(part, leaseMilliseconds: leaseMilliseconds)
+      let answer = try await client.lookup(part, leaseMilliseconds: leaseMilliseconds, sizes: wantsSizes)
       guard answer.tiers.count == part.count else { throw mismatch("tiers", answer.tiers.count, part.count) }
       tiers += answer.tiers
+      sizes += answer.sizes
       if unbroken { leadingRun += min(answer.leadingRun, part.count) }
       unbroken = unbroken && answer.leadingRun >= part.count
       lease = answer.leaseID
     }
     for (index, tier) in tiers.enumerated() { tiersOut(index, tier.rawValue) }
-    if sizesOut.pointer != nil {
-      let sizes = try await box.probeSizes(keys, present: tiers.map { $0 != .absent })
+    if wantsSizes {
+      guard sizes.count == tiers.count else { throw mismatch("sizes", sizes.count, tiers.count) }
       for (index, size) in sizes.enumerated() { sizesOut(index, size) }
     }
     return CallSummary(leadingRun: UInt64(leadingRun), lease: lease)

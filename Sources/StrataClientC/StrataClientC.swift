@@ -27,8 +27,6 @@ final class ClientBox: Sendable {
   let client: StrataClient
   let registered = Mutex(RegisteredMemory())
   let completions: CompletionQueue
-  /// The last block length a size probe found: the first guess of the next (Sizes.swift).
-  let sizeGuess = Atomic<UInt64>(0)
 
   init(_ client: StrataClient, completions: CompletionQueue) {
     self.client = client

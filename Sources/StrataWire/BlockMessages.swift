@@ -20,24 +20,39 @@ public struct LookupRequest: MessageBody {
   public var keys: [BlockKey]
   /// Pin the leading run of present blocks for this long; 0 asks for no lease.
   public var leaseMilliseconds: UInt32
+  /// Ask for each present block's length in the answer (buffer sizing). An optional trailing
+  /// flags byte (bit 0), absent from the encoding when false.
+  public var wantsSizes: Bool
 
-  public init(keys: [BlockKey], leaseMilliseconds: UInt32 = 0) {
+  public init(keys: [BlockKey], leaseMilliseconds: UInt32 = 0, wantsSizes: Bool = false) {
     self.keys = keys
     self.leaseMilliseconds = leaseMilliseconds
+    self.wantsSizes = wantsSizes
   }
 
-  public var encodedByteCount: Int { WireSize.u32 + WireSize.u32 + keys.count * WireSize.key }
+  public var encodedByteCount: Int {
+    WireSize.u32 + WireSize.u32 + keys.count * WireSize.key + (wantsSizes ? WireSize.u8 : 0)
+  }
 
   public func encode(into out: inout [UInt8]) {
     out.append(littleEndian: leaseMilliseconds)
     out.append(count: keys.count)
     for key in keys { out.append(key: key) }
+    if wantsSizes { out.append(UInt8(1)) }
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
     var reader = WireReader(body, message: Self.messageName)
     leaseMilliseconds = try reader.read(UInt32.self, "leaseMilliseconds")
     keys = try readKeys(&reader, "keys", limits: limits)
+    wantsSizes = false
+    if reader.remaining > 0 {
+      let flags = try reader.read(UInt8.self, "flags")
+      guard flags == 1 else {
+        throw reader.error(.invalidValue, "flags", "\(flags) (only bit 0, sizes, is defined; absent when 0)")
+      }
+      wantsSizes = true
+    }
     try reader.finish()
   }
 }
@@ -55,15 +70,25 @@ public struct LookupResponse: MessageBody {
   /// 0 when no lease was asked for or none could be granted.
   public var leaseID: UInt64
   public var leaseExpiresInMilliseconds: UInt32
+  /// Each block's length in bytes (0 where absent), when the request asked for sizes: an optional
+  /// trailing field (count, then one u64 per key), absent from the encoding when nil.
+  public var sizes: [UInt64]?
 
-  public init(tiers: [BlockTier], leadingRun: UInt32, leaseID: UInt64 = 0, leaseExpiresInMilliseconds: UInt32 = 0) {
+  public init(
+    tiers: [BlockTier], leadingRun: UInt32, leaseID: UInt64 = 0, leaseExpiresInMilliseconds: UInt32 = 0,
+    sizes: [UInt64]? = nil
+  ) {
     self.tiers = tiers
     self.leadingRun = leadingRun
     self.leaseID = leaseID
     self.leaseExpiresInMilliseconds = leaseExpiresInMilliseconds
+    self.sizes = sizes
   }
 
-  public var encodedByteCount: Int { WireSize.u32 + WireSize.u64 + WireSize.u32 + WireSize.u32 + tiers.count }
+  public var encodedByteCount: Int {
+    WireSize.u32 + WireSize.u64 + WireSize.u32 + WireSize.u32 + tiers.count
+      + (sizes.map { WireSize.u32 + $0.count * WireSize.u64 } ?? 0)
+  }
 
   public func encode(into out: inout [UInt8]) {
     out.append(littleEndian: leadingRun)
@@ -71,6 +96,10 @@ public struct LookupResponse: MessageBody {
     out.append(littleEndian: leaseExpiresInMilliseconds)
     out.append(count: tiers.count)
     for tier in tiers { out.append(tier.rawValue) }
+    if let sizes {
+      out.append(count: sizes.count)
+      for size in sizes { out.append(littleEndian: size) }
+    }
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
@@ -101,6 +130,25 @@ public struct LookupResponse: MessageBody {
       throw reader.error(.invalidValue, "leadingRun", "\(leadingRun) but key \(gap) inside the run is absent")
     }
     self.tiers = tiers
+    sizes = nil
+    if reader.remaining > 0 {
+      let sizeCount = try reader.count("sizes", max: limits.itemsPerBatchMax, itemBytes: WireSize.u64)
+      guard sizeCount == count else {
+        throw reader.error(.invalidValue, "sizes", "\(sizeCount) sizes for \(count) keys")
+      }
+      var sizes: [UInt64] = []
+      sizes.reserveCapacity(sizeCount)
+      for index in 0..<sizeCount {
+        reader.item = ("sizes", index)
+        let size = try reader.read(UInt64.self, "size")
+        guard (size == 0) == (tiers[index] == .absent) else {
+          throw reader.error(.invalidValue, "size", "\(size) for a block that is \(tiers[index])")
+        }
+        sizes.append(size)
+      }
+      reader.item = nil
+      self.sizes = sizes
+    }
     try reader.finish()
   }
 }

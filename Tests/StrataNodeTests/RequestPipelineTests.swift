@@ -101,6 +101,13 @@ func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
     let got = frames(
       connection.receive(GetRequest(items: [.init(key: pipelineKey(1))]).frameBytes(requestID: 6, ringEpoch: 0)))
     #expect(got.first?.2 == block)
+    // Sizes come with the LOOKUP when asked.
+    let sized = frames(
+      connection.receive(
+        LookupRequest(keys: [pipelineKey(1), pipelineKey(99)], wantsSizes: true).frameBytes(requestID: 7, ringEpoch: 0))
+    )
+    guard case .lookupResponse(let lookup) = sized.first?.1 else { throw StrataError(.protocolError, "LOOKUP") }
+    #expect(lookup.sizes == [UInt64(block.count), 0] && lookup.leadingRun == 1)
     // Another tenant does not see it.
     let (other, _) = node.connect(PipelineNode.tenantB)
     let missing = frames(

@@ -84,8 +84,17 @@ enum MalformedCases {
         let name = messageName(base.message)
         add("one trailing body byte", .trailingBytes, ["\(name): 1 trailing bytes"]) { frame in
           var body = [UInt8](original[64..<64 + bodyCount])
-          // HELLO ends in an optional field (peerNamespace): complete it (empty), then one more byte.
-          if case .helloRequest = base.message { body += [0, 0, 0, 0] }
+          // Bodies ending in an optional field: complete it, then one more byte.
+          switch base.message {
+          case .helloRequest: body += [0, 0, 0, 0]  // peerNamespace, empty
+          case .lookupRequest: body += [1]  // flags: sizes
+          case .lookupResponse(let response):  // sizes, one per tier
+            withUnsafeBytes(of: UInt32(response.tiers.count).littleEndian) { body += $0 }
+            for tier in response.tiers {
+              withUnsafeBytes(of: UInt64(tier == .absent ? 0 : 9).littleEndian) { body += $0 }
+            }
+          default: break
+          }
           body.append(0)
           frame.replaceSubrange(64..<64 + bodyCount, with: body)
           patch(&frame, field: 24, UInt32(body.count), reseal: false)
@@ -306,8 +315,13 @@ enum MalformedCases {
         "LookupRequest: count 3 with 2 keys", .truncated, ["LookupRequest.keys", "3 items of 32 bytes need 96"],
         rawFrame(opcode: 2, body: RawBody().u32(0).u32(3).key(key).key(key).bytes)),
       request(
-        "LookupRequest: half a key after the last", .trailingBytes, ["LookupRequest: 16 trailing bytes"],
+        "LookupRequest: half a key after the last (read as flags 0)", .invalidValue,
+        ["LookupRequest.flags", "only bit 0"],
         rawFrame(opcode: 2, body: RawBody().u32(0).u32(1).key(key).appending([UInt8](repeating: 0, count: 16)).bytes)),
+      request(
+        "LookupRequest: bytes after the flags", .trailingBytes, ["LookupRequest: 15 trailing bytes"],
+        rawFrame(
+          opcode: 2, body: RawBody().u32(0).u32(1).key(key).appending([1] + [UInt8](repeating: 0, count: 15)).bytes)),
       request(
         "GetRequest: offset + length overflows", .lengthOverflow, ["GetRequest.items[1].length", "overflows 64 bits"],
         rawFrame(

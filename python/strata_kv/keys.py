@@ -202,8 +202,10 @@ def sglang_page_key(page_hash_hex: str, layout: Layout, rank: int = 0, kind: str
 def lmcache_key(key_str: str, salt: bytes = b"") -> bytes:
     """The key of an LMCache chunk from its key string.
 
-    ``model@world_size@worker_id@chunk_hash@dtype`` (and forms with more '@' fields, such as the
-    multiprocess one): the string itself names model, world, worker and dtype, so it is the identity
+    ``model@world_size@worker_id@chunk_hash@dtype`` (and forms with more '@' fields after those
+    five). LMCache's multiprocess keys (``model@rank_hex@group_hex@hash[@salt]``) are not this form:
+    they are keyed as string keys (``key_from_string``, as ``strata_kv.lmcache`` does). The string
+    itself names model, world, worker and dtype, so it is the identity
     (UTF-8) and the layout field is empty. world_size and worker_id must be integers, worker_id <
     world_size, and no field empty.
     """

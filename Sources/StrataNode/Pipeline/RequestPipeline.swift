@@ -222,7 +222,7 @@ struct RequestSession {
     let ids = request.keys.map { BlockID(namespace: namespace, key: $0) }
     try server.fillMissing(ids, isPeer: grant.isPeer, executor: executor)
     let tiers = server.tiers
-    let response: LookupResponse
+    var response: LookupResponse
     if request.leaseMilliseconds > 0 {
       try makeRoomForLease()
       let found = tiers.lookup(ids)
@@ -242,6 +242,16 @@ struct RequestSession {
         }
       }
       response = LookupResponse(tiers: found, leadingRun: UInt32(found.firstIndex(of: .absent) ?? found.count))
+    }
+    if request.wantsSizes {
+      // Measured after the lease: a leased block keeps its size; an unleased one may go meanwhile.
+      let sizes = tiers.sizes(ids)
+      response.sizes = zip(response.tiers, sizes).map { tier, size in tier == .absent ? 0 : size }
+      for (index, size) in response.sizes!.enumerated() where size == 0 && response.tiers[index] != .absent {
+        response.tiers[index] = .absent  // gone between the two looks: absent, consistently
+      }
+      let run = response.tiers.firstIndex(of: .absent) ?? response.tiers.count
+      response.leadingRun = min(response.leadingRun, UInt32(run))
     }
     try respond(.lookupResponse(response), to: header, over: &transport)
   }

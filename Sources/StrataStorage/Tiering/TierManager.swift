@@ -268,6 +268,14 @@ public final class TierManager: Sendable {
 
   // MARK: Reading
 
+  /// Each id's block length in bytes (0 where absent), without pinning or moving anything.
+  public func sizes(_ ids: [BlockID]) -> [UInt64] {
+    let inRAM = state.withLock { state in ids.map { state.ram[$0]?.bytes } }
+    return zip(ids, inRAM).map { id, bytes in
+      UInt64(bytes ?? nvme?.payloadBytes(of: id) ?? 0)
+    }
+  }
+
   /// Presence and tier of each id, without pinning or moving anything.
   public func lookup(_ ids: [BlockID]) -> [Tier?] {
     let inRAM = state.withLock { state in ids.map { state.ram[$0] != nil } }
