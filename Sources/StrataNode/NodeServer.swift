@@ -195,13 +195,25 @@ public final class NodeServer: Sendable {
 
   /// Starts the thread of a connection whose HELLO was granted (called by the gate).
   func startConnection(socket: TCPSocket, session: RequestSession, hello: [UInt8]) {
-    let connection = state.withLock { state -> TCPConnection in
+    let connection = state.withLock { state -> TCPConnection? in
+      // A HELLO granted while `stop` ran: `stop` has already told the open connections to close,
+      // and would wait for this one forever if its peer kept it busy.
+      guard !state.draining else { return nil }
       let id = state.nextConnection
       state.nextConnection += 1
       state.stats.connectionsAccepted += 1
       let connection = TCPConnection(id: id, socket: socket, server: self)
       state.connections[id] = connection
       return connection
+    }
+    guard let connection else {
+      var session = session
+      session.end()
+      socket.sendAvailable(
+        WireMessage.error(.hello, ErrorBody(StrataError(.unavailable, "the node is shutting down")))
+          .frameBytes(requestID: 0, ringEpoch: 0))
+      socket.shutdown()
+      return
     }
     let thread = Thread { connection.run(session: session, helloResponse: hello) }
     thread.name = "strata-conn-\(connection.id)"
