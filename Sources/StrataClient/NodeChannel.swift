@@ -40,12 +40,14 @@ final class NodeChannel: Sendable {
 
   // MARK: Calls (one node; `ringEpoch` is the caller's ring epoch, 0 outside a cluster)
 
-  func lookup(_ keys: [BlockKey], leaseMilliseconds: UInt32, ringEpoch: UInt64) async throws(StrataError)
-    -> LookupResponse
+  func lookup(_ keys: [BlockKey], leaseMilliseconds: UInt32, ringEpoch: UInt64, deadline: Deadline = .never)
+    async throws(StrataError) -> LookupResponse
   {
     let request = LookupRequest(keys: keys, leaseMilliseconds: leaseMilliseconds)
-    return try await call { connection throws(StrataError) in
-      let (_, message) = try connection.exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch) {
+    return try await call(deadline: deadline) { connection throws(StrataError) in
+      let (_, message) = try connection.exchange(
+        request.wireMessage, payload: [], ringEpoch: ringEpoch, deadline: deadline
+      ) {
         _, _ throws(StrataError) in
       }
       guard case .lookupResponse(let response) = message, response.tiers.count == keys.count else {
@@ -65,10 +67,15 @@ final class NodeChannel: Sendable {
     }
   }
 
-  func put(_ items: [StrataClient.PutItem], ringEpoch: UInt64) async throws(StrataError) -> [PutOutcome] {
+  func put(
+    _ items: [StrataClient.PutItem], ringEpoch: UInt64, writeQuorum: UInt8 = 0, deadline: Deadline = .never
+  ) async throws(StrataError) -> [PutOutcome] {
     let parts = split(items, bytes: { $0.source.length })
-    if parts.count == 1 { return try await putBatch(items, ringEpoch: ringEpoch) }
-    return try await inParallel(parts) { part throws(StrataError) in try await self.putBatch(part, ringEpoch: ringEpoch)
+    if parts.count == 1 {
+      return try await putBatch(items, ringEpoch: ringEpoch, writeQuorum: writeQuorum, deadline: deadline)
+    }
+    return try await inParallel(parts) { part throws(StrataError) in
+      try await self.putBatch(part, ringEpoch: ringEpoch, writeQuorum: writeQuorum, deadline: deadline)
     }
   }
 
@@ -152,17 +159,21 @@ final class NodeChannel: Sendable {
     }
   }
 
-  private func putBatch(_ items: [StrataClient.PutItem], ringEpoch: UInt64) async throws(StrataError) -> [PutOutcome] {
+  private func putBatch(
+    _ items: [StrataClient.PutItem], ringEpoch: UInt64, writeQuorum: UInt8, deadline: Deadline
+  ) async throws(StrataError) -> [PutOutcome] {
     let request = PutRequest(
       items: items.map {
         PutRequest.Item(
           key: $0.key, length: UInt64($0.source.length),
           checksum: $0.checksum ?? CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer)))
-      })
+      }, writeQuorum: writeQuorum)
     nonisolated(unsafe) let payload = items.map { UnsafeRawBufferPointer($0.source.buffer) }
-    return try await call { connection throws(StrataError) in
+    return try await call(deadline: deadline) { connection throws(StrataError) in
       if let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch) { return outcomes }
-      let (_, message) = try connection.exchange(request.wireMessage, payload: payload, ringEpoch: ringEpoch) {
+      let (_, message) = try connection.exchange(
+        request.wireMessage, payload: payload, ringEpoch: ringEpoch, deadline: deadline
+      ) {
         _, _ throws(StrataError) in
       }
       guard case .putResponse(let response) = message, response.outcomes.count == items.count else {
@@ -174,7 +185,7 @@ final class NodeChannel: Sendable {
 
   /// Runs a call on the next connection of the pool, retrying transport failures.
   private func call<T: Sendable>(
-    _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
+    deadline: Deadline = .never, _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
   ) async throws(StrataError) -> T {
     var attempt = 0
     while true {
@@ -183,7 +194,7 @@ final class NodeChannel: Sendable {
         return connections[next]
       }
       do {
-        return try await connection.perform(work)
+        return try await connection.perform(deadline: deadline, work)
       } catch {
         // In a cluster a node that timed out is not asked again: the key's next owner is.
         let retry = error.isTransportFailure && !(configuration.isCluster && error.code == .timeout)
