@@ -198,7 +198,7 @@ final class NodeChannel: Sendable {
       } catch {
         // In a cluster a node that timed out is not asked again: the key's next owner is.
         let retry = error.isTransportFailure && !(configuration.isCluster && error.code == .timeout)
-        guard retry, attempt < configuration.retries else { throw error }
+        guard retry, attempt < configuration.retries, !deadline.hasPassed() else { throw error }
         attempt += 1
       }
     }

@@ -86,6 +86,8 @@ enum MalformedCases {
           var body = [UInt8](original[64..<64 + bodyCount])
           // HELLO ends in an optional field (peerNamespace): complete it (empty), then one more byte.
           if case .helloRequest = base.message { body += [0, 0, 0, 0] }
+          // PUT ends in an optional field (writeQuorum, present only when nonzero): complete it.
+          if case .putRequest(let put) = base.message, put.writeQuorum == 0 { body += [2] }
           body.append(0)
           frame.replaceSubrange(64..<64 + bodyCount, with: body)
           patch(&frame, field: 24, UInt32(body.count), reseal: false)
