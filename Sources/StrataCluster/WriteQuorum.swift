@@ -165,8 +165,19 @@ extension ClusterNode {
       guard !send.isEmpty else { return (held, nil) }
       let outcomes = try await client.put(try client.copyItems(send), writeQuorum: 0, deadline: limit)
       var refused = 0
+      var doubted: [LeasedBlock] = []
       for (block, outcome) in zip(send, outcomes) {
-        if outcome == .stored || outcome == .alreadyPresent { held.append(block.id) } else { refused += 1 }
+        switch outcome {
+        case .stored: held.append(block.id)
+        // "Already present" also means "being written" by another copy, which may yet fail:
+        // counted only once the owner holds it committed.
+        case .alreadyPresent: doubted.append(block)
+        default: refused += 1
+        }
+      }
+      if !doubted.isEmpty {
+        let found = try await client.lookup(doubted.map(\.id.key), deadline: limit)
+        for (block, tier) in zip(doubted, found.tiers) where tier != .absent { held.append(block.id) }
       }
       return (held, refused == 0 ? nil : "\(refused) block(s) refused (no room)")
     } catch {

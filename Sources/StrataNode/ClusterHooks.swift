@@ -6,6 +6,10 @@ public import StrataCore
 public import StrataStorage
 import StrataWire
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// What a connection asks of the cluster layer.
 public protocol ClusterHooks: Sendable {
   /// The ring epoch this node works at; sent in every response header and in HELLO.
@@ -60,7 +64,16 @@ extension NodeServer {
     let missing = zip(ids, tiers.lookup(ids)).compactMap { id, tier in tier == nil ? id : nil }
     guard !missing.isEmpty else { return }
     _ = try blocking(on: executor) { () throws(StrataError) in await cluster.fill(missing) }
+    // A fill that met a copy of the same block being written (a peer's repair or replication)
+    // left it to that write: wait a little for it to commit, so the read finds the block.
+    let waitUntil = Deadline.after(milliseconds: Self.fillWriteWaitMilliseconds)
+    while missing.contains(where: { tiers.isBeingWritten($0) }) && !waitUntil.hasPassed() {
+      usleep(1_000)
+    }
   }
+
+  /// How long a read that filled blocks waits for concurrent writes of them to commit.
+  static let fillWriteWaitMilliseconds: UInt64 = 200
 
   /// Hands the blocks a client PUT to the cluster, to be copied to their other owners; returns
   /// once the write quorum holds each (or throws `quorumNotReached`), within `deadline`. The
