@@ -163,7 +163,7 @@ public final class ClusterNode: ClusterHooks {
   func adopt(members: [Member], epoch: UInt64) {
     let next = Self.makeRing(members: members, epoch: epoch, replicas: settings.replicas)
     let me = settings.me.id
-    let (changed, departed) = state.withLock { state -> (Bool, [String]) in
+    let (changed, departed, joined) = state.withLock { state -> (Bool, [String], [String]) in
       let first = state.history.current.epoch == 0
       let before = Set(state.history.current.activeMembers.map(\.id))
       let changed = state.history.adopt(next, at: .now)
@@ -180,7 +180,8 @@ public final class ClusterNode: ClusterHooks {
         }
       }
       let departed = first || !changed ? [] : before.subtracting(next.activeMembers.map(\.id)).sorted()
-      return (changed, departed)
+      let joined = first || !changed ? [] : Set(next.activeMembers.map(\.id)).subtracting(before).sorted()
+      return (changed, departed, joined)
     }
     if changed {
       logger.info(
@@ -191,8 +192,16 @@ public final class ClusterNode: ClusterHooks {
           "replicas": "\(next.replicationFactor)",
         ])
     }
-    if !departed.isEmpty && next.activeMembers.contains(where: { $0.id == me }) {
-      scheduleRepair(reason: "members left: \(departed.joined(separator: ","))")
+    // Members that left: their blocks are down to one copy. Members that joined (a restarted
+    // node, or a new one) own keys they lack, and a key's other copy may now sit on a node that
+    // no longer owns it: either way a repair pass gives every owned block its owners again, so
+    // the next single failure loses no acknowledged block.
+    if (!departed.isEmpty || !joined.isEmpty) && next.activeMembers.contains(where: { $0.id == me }) {
+      let reasons = [
+        departed.isEmpty ? nil : "members left: \(departed.joined(separator: ","))",
+        joined.isEmpty ? nil : "members joined: \(joined.joined(separator: ","))",
+      ]
+      scheduleRepair(reason: reasons.compactMap { $0 }.joined(separator: "; "))
     }
   }
 

@@ -49,15 +49,31 @@ private struct WriterLog {
     defer { cluster.shutdown() }
     cluster.staticMembers = ["a", "b", "c"]
     cluster.staticClusterConfig = ["probe_interval: 200ms"]
+    try await Self.chaos(cluster, etcd: false)
+  }
+
+  /// The same with etcd membership (lease TTL 2 s): a killed node leaves the ring once its lease
+  /// lapses (the survivors repair), and rejoins when it restarts (the others repair it).
+  @Test(.enabled(if: EtcdProcess.isAvailable, "etcd is not installed (scripts/bootstrap.sh installs etcd-server)"))
+  func acknowledgedBlocksSurviveKillRestartChaosWithEtcd() async throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"], ttlSeconds: 2)
+    defer { cluster.shutdown() }
+    try await Self.chaos(cluster, etcd: true)
+  }
+
+  private static func chaos(_ cluster: ClusterHarness, etcd: Bool) async throws {
     // STRATA_TEST_WRITE_QUORUM=1 runs the same chaos with acknowledgement before the copies (the
     // behaviour before write quorums), to see the test fail.
     if let quorum = ProcessInfo.processInfo.environment["STRATA_TEST_WRITE_QUORUM"] {
       cluster.extraArguments = ["--write-quorum", quorum]
     }
-    for name in ["a", "b", "c"] { try cluster.start(name) }
-    let ringReader = cluster.client(seeds: ["a"])
-    let ring = try await ringReader.currentRing()
-    ringReader.close()
+    if etcd {
+      try await cluster.startRegistered(["a", "b", "c"])
+    } else {
+      for name in ["a", "b", "c"] { try cluster.start(name) }
+    }
     let blocks = BlockSet(count: 12_000, run: 77, smallest: 512, spread: 2048)
     let log = SharedLog(WriterLog(states: Array(repeating: .unwritten, count: blocks.count)))
 
@@ -99,12 +115,20 @@ private struct WriterLog {
         return log.batches
       }
       _ = try await eventually(within: 20) { log.withLock { $0.batches >= down + 3 || $0.stop } }
+      if etcd {
+        // One failure at a time: the cluster learns of it when the lease lapses.
+        let survivor = ["a", "b", "c"].first { $0 != victim }!
+        let gone = try await eventually(within: Double(cluster.ttlSeconds) + 5) {
+          try await !cluster.activeIDs(via: [survivor]).contains("node-\(victim)")
+        }
+        #expect(gone, "node \(victim) did not leave the ring within its lease TTL")
+      }
       try cluster.start(victim)
       // One failure at a time: before the next kill the restarted node must hold again every
       // acknowledged block it owns (copied back by the others' repair, asked as a peer so the
       // question itself fills nothing).
       let caughtUp = try await eventually(within: 30) {
-        try await Self.holdsItsAcknowledgedBlocks(victim, ring: ring, cluster: cluster, blocks: blocks, log: log)
+        try await Self.holdsItsAcknowledgedBlocks(victim, cluster: cluster, blocks: blocks, log: log)
       }
       if !caughtUp {
         notCaughtUp.append("cycle \(cycle): \(victim)")
@@ -177,15 +201,19 @@ private struct WriterLog {
     log.withLock { $0.stop = true }
   }
 
-  /// Whether node `name` holds every acknowledged block it owns, asked as a peer (a peer's LOOKUP
-  /// reads nothing through).
+  /// Whether node `name` holds every acknowledged block it owns in its ring, asked as a peer (a
+  /// peer's LOOKUP reads nothing through).
   private static func holdsItsAcknowledgedBlocks(
-    _ name: String, ring: Ring, cluster: ClusterHarness, blocks: BlockSet, log: SharedLog
+    _ name: String, cluster: ClusterHarness, blocks: BlockSet, log: SharedLog
   ) async throws -> Bool {
+    let ringReader = cluster.client(seeds: [name])
+    defer { ringReader.close() }
+    guard let ring = try? await ringReader.refreshRing() else { return false }
     let me = cluster.address(name).description
+    guard ring.activeMembers.contains(where: { $0.address == me }) else { return false }
     let states = log.withLock { $0.states }
     let owned = states.indices.filter { n in
-      states[n] == .acknowledged && ring.owners(of: blocks.keys[n]).contains { $0.id == me }
+      states[n] == .acknowledged && ring.owners(of: blocks.keys[n]).contains { $0.address == me }
     }
     var configuration = StrataClient.Configuration(node: cluster.address(name))
     configuration.isPeer = true
