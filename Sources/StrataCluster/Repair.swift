@@ -1,8 +1,8 @@
-// Repair after members leave: blocks whose other copy was on a departed node have one copy left.
-// Each remaining node walks the blocks it owns in the new ring (hottest first) and copies each to
+// Repair after members leave, join, or (static peers) come back: blocks whose other copy was on a
+// departed node have one copy left, and a joined or returning owner lacks the blocks it owns.
+// Each active node walks the blocks it owns in the new ring (hottest first) and copies each to
 // its other owners that lack it (LOOKUP, then PUT only what is missing), so every block regains R
-// copies without waiting for a read. Joins do not start a repair: a new owner fills lazily
-// (ReadThrough.swift). One pass at a time; a change during a pass queues one more pass.
+// copies without waiting for a read. One pass at a time; a change during a pass queues one more.
 
 import Foundation
 import StrataCore
