@@ -53,6 +53,8 @@ final class ClusterHarness {
   var extraArguments: [String] = []
   /// Lines under `cluster:` in the configuration file of static nodes started from now on.
   var staticClusterConfig: [String] = []
+  /// Lines after that section (other sections, whole).
+  var staticConfigSections: [String] = []
 
   /// Starts (or restarts, on the same folder and port) node `name`.
   func start(_ name: String) throws {
@@ -62,7 +64,7 @@ final class ClusterHarness {
       extra += ["--peers", staticMembers.map { address($0).description }.joined(separator: ",")]
       if !staticClusterConfig.isEmpty {
         let config = "\(base)/\(name).yaml"
-        try (["cluster:"] + staticClusterConfig.map { "  " + $0 }).joined(separator: "\n")
+        try (["cluster:"] + staticClusterConfig.map { "  " + $0 } + staticConfigSections).joined(separator: "\n")
           .write(toFile: config, atomically: true, encoding: .utf8)
         extra += ["--config", config]
       }

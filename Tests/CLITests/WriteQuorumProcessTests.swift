@@ -63,7 +63,21 @@ private struct WriterLog {
     try await Self.chaos(cluster, etcd: true)
   }
 
-  private static func chaos(_ cluster: ClusterHarness, etcd: Bool) async throws {
+  /// The same where node c's disk is lost each time it is killed (its NVMe folder removed before
+  /// it restarts), with RAM tiers so small that most blocks live on NVMe: c comes back empty.
+  @Test func acknowledgedBlocksSurviveALostDisk() async throws {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    defer { cluster.shutdown() }
+    cluster.staticMembers = ["a", "b", "c"]
+    cluster.staticClusterConfig = ["probe_interval: 200ms"]
+    cluster.ram = "4MiB"
+    cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
+    try await Self.chaos(cluster, etcd: false, losesDisk: "c", cycles: 12)
+  }
+
+  private static func chaos(
+    _ cluster: ClusterHarness, etcd: Bool, losesDisk: String? = nil, cycles: Int = Self.cycles
+  ) async throws {
     // STRATA_TEST_WRITE_QUORUM=1 runs the same chaos with acknowledgement before the copies (the
     // behaviour before write quorums), to see the test fail.
     if let quorum = ProcessInfo.processInfo.environment["STRATA_TEST_WRITE_QUORUM"] {
@@ -90,8 +104,9 @@ private struct WriterLog {
 
     var random = SplitMix64(seed: 20_261_202)
     var midBatchKills = 0
+    var disksLost = 0
     var notCaughtUp: [String] = []
-    for cycle in 0..<Self.cycles {
+    for cycle in 0..<cycles {
       let victim = ["a", "b", "c"][Int(random.next() % 3)]
       // Kill once the writer has done 1–4 of the 8 batches it may do now: it is inside the next
       // one then, so the kill lands in the middle of a batch.
@@ -123,6 +138,12 @@ private struct WriterLog {
         }
         #expect(gone, "node \(victim) did not leave the ring within its lease TTL")
       }
+      if victim == losesDisk {
+        let nvme = "\(cluster.base)/\(victim)/nvme"
+        #expect(FileManager.default.fileExists(atPath: nvme), "no NVMe folder at \(nvme)")
+        try FileManager.default.removeItem(atPath: nvme)
+        disksLost += 1
+      }
       try cluster.start(victim)
       // One failure at a time: before the next kill the restarted node must hold again every
       // acknowledged block it owns (copied back by the others' repair, asked as a peer so the
@@ -145,7 +166,8 @@ private struct WriterLog {
     try await writing.value
     let summary = log.withLock { $0 }
     #expect(notCaughtUp.isEmpty, "restarted nodes did not get their blocks back: \(notCaughtUp)")
-    #expect(midBatchKills >= Self.cycles / 2, "only \(midBatchKills) kills landed inside a batch")
+    #expect(midBatchKills >= cycles / 2, "only \(midBatchKills) kills landed inside a batch")
+    #expect(losesDisk == nil || disksLost > 0, "no disk was lost")
     #expect(
       summary.acknowledgedBatches > 0 && summary.failedBatches > 0,
       "\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) failed batches")
@@ -162,7 +184,7 @@ private struct WriterLog {
     let unacked = try await blocks.verify(reader, indices: unacknowledged)
     #expect(unacked.wrong == 0 && unacked.corrupt == 0, "unacknowledged blocks are whole or absent: \(unacked)")
     print(
-      "write quorum chaos: \(Self.cycles) cycles, \(midBatchKills) kills inside a batch, \(summary.batches) batches (\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) not), acknowledged blocks \(acked), unacknowledged blocks \(unacked), errors \(summary.errors)"
+      "write quorum chaos: \(cycles) cycles, \(disksLost) disks lost, \(midBatchKills) kills inside a batch, \(summary.batches) batches (\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) not), acknowledged blocks \(acked), unacknowledged blocks \(unacked), errors \(summary.errors)"
     )
   }
 
