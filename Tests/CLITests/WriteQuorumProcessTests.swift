@@ -105,6 +105,7 @@ private struct WriterLog {
     var random = SplitMix64(seed: 20_261_202)
     var midBatchKills = 0
     var disksLost = 0
+    var completed = 0
     var notCaughtUp: [String] = []
     for cycle in 0..<cycles {
       let victim = ["a", "b", "c"][Int(random.next() % 3)]
@@ -161,11 +162,13 @@ private struct WriterLog {
         return log.budget
       }
       _ = try await eventually(within: 20) { log.withLock { $0.batches >= healthy || $0.stop } }
+      completed += 1
     }
     log.withLock { $0.stop = true }
     try await writing.value
     let summary = log.withLock { $0 }
     #expect(notCaughtUp.isEmpty, "restarted nodes did not get their blocks back: \(notCaughtUp)")
+    #expect(completed == cycles, "\(completed) of \(cycles) cycles ran")
     #expect(midBatchKills >= cycles / 2, "only \(midBatchKills) kills landed inside a batch")
     #expect(losesDisk == nil || disksLost > 0, "no disk was lost")
     #expect(
@@ -184,7 +187,7 @@ private struct WriterLog {
     let unacked = try await blocks.verify(reader, indices: unacknowledged)
     #expect(unacked.wrong == 0 && unacked.corrupt == 0, "unacknowledged blocks are whole or absent: \(unacked)")
     print(
-      "write quorum chaos: \(cycles) cycles, \(disksLost) disks lost, \(midBatchKills) kills inside a batch, \(summary.batches) batches (\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) not), acknowledged blocks \(acked), unacknowledged blocks \(unacked), errors \(summary.errors)"
+      "write quorum chaos: \(completed) of \(cycles) cycles, \(disksLost) disks lost, \(midBatchKills) kills inside a batch, \(summary.batches) batches (\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) not), acknowledged blocks \(acked), unacknowledged blocks \(unacked), errors \(summary.errors)"
     )
   }
 
