@@ -75,6 +75,48 @@ private struct WriterLog {
     try await Self.chaos(cluster, etcd: false, losesDisk: "c", cycles: 12)
   }
 
+  /// A PUT whose other owner hangs (SIGSTOP: connected, silent) is answered within its deadline
+  /// with `quorum_not_reached`, naming the copies; once the owner answers again, the same PUT
+  /// (now "already present" on the first owner) completes the copy and is acknowledged.
+  @Test func aHungOwnerGetsAnErrorInTimeAndARetryCompletesTheQuorum() async throws {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    defer { cluster.shutdown() }
+    cluster.staticMembers = ["a", "b", "c"]
+    for name in ["a", "b", "c"] { try cluster.start(name) }
+    let ringReader = cluster.client(seeds: ["a"])
+    let ring = try await ringReader.currentRing()
+    ringReader.close()
+    let owners = Set([cluster.address("a").description, cluster.address("b").description])
+    let blocks = BlockSet(count: 200, run: 79)
+    let onAB = blocks.keys.indices.filter { Set(ring.owners(of: blocks.keys[$0]).map(\.address)) == owners }
+    try #require(onAB.count >= 4)
+    let direct = NodeProcess.client(cluster.address("a"), connections: 1)
+    defer { direct.close() }
+    let region = direct.register(blocks.source)
+    let items = try onAB.prefix(4).map { n in
+      StrataClient.PutItem(
+        key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+    }
+    cluster.pause("b")
+    let started = ContinuousClock.now
+    let refused = await #expect(throws: StrataError.self) { try await direct.put(items) }
+    let waited = ContinuousClock.now - started
+    #expect(refused?.code == .quorumNotReached, "\(String(describing: refused))")
+    #expect(refused?.message.contains("4 with 1 copy") == true, "\(String(describing: refused))")
+    // The node's deadline for the PUT (limits.request_timeout, 10 s, plus its bytes) bounds the wait.
+    #expect(waited < .seconds(15), "the answer took \(waited)")
+    cluster.resume("b")
+    let retried = try await eventually(within: 20) {
+      (try? await direct.put(items)) == Array(repeating: .alreadyPresent, count: items.count)
+    }
+    #expect(retried, "the retried PUT was not acknowledged once b answered again")
+    var peerConfiguration = StrataClient.Configuration(node: cluster.address("b"))
+    peerConfiguration.isPeer = true
+    let peer = StrataClient(peerConfiguration)
+    defer { peer.close() }
+    #expect(try await peer.lookup(items.map(\.key)).tiers.allSatisfy { $0 != .absent }, "b holds the blocks")
+  }
+
   private static func chaos(
     _ cluster: ClusterHarness, etcd: Bool, losesDisk: String? = nil, cycles: Int = Self.cycles
   ) async throws {
