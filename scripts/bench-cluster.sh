@@ -6,7 +6,12 @@
 # interleaved. On one machine the nodes and the client share its cores: the numbers show the
 # routing overhead and the fan-out, not the scaling of separate hosts.
 #
-# Usage: scripts/bench-cluster.sh [STRATA_BIN] [REPEATS=3] [SECONDS=3]
+# With WHAT=quorum instead: the cost of the write quorum, in one run against the same 3-node
+# cluster: PUT throughput and latency of 64 KiB blocks (batch 16, 4 connections) with quorum 1
+# (acknowledged once the first owner holds the blocks; each PUT asks for it) against the default
+# quorum 2 (acknowledged once both owners hold them), interleaved rounds.
+#
+# Usage: scripts/bench-cluster.sh [STRATA_BIN] [REPEATS=3] [SECONDS=3] [WHAT=get|quorum]
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +21,7 @@ if [[ ! -x "$strata" ]]; then
 fi
 repeats="${2:-3}"
 duration="${3:-3}"
+what="${4:-get}"
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -42,8 +48,10 @@ start_node() { # name listen [extra...]
   exit 1
 }
 
-single=127.0.0.1:$(free_port)
-start_node single "$single"
+if [[ $what != quorum ]]; then
+  single=127.0.0.1:$(free_port)
+  start_node single "$single"
+fi
 p1=127.0.0.1:$(free_port); p2=127.0.0.1:$(free_port); p3=127.0.0.1:$(free_port)
 peers="$p1,$p2,$p3"
 start_node c1 "$p1" --peers "$peers" --replicas 2
@@ -51,6 +59,27 @@ start_node c2 "$p2" --peers "$peers" --replicas 2
 start_node c3 "$p3" --peers "$peers" --replicas 2
 
 results="$work/results.jsonl"
+if [[ $what == quorum ]]; then
+  for round in $(seq 1 "$repeats"); do
+    for quorum in 1 2; do
+      "$strata" bench --seeds "$peers" --write-quorum "$quorum" --op put --size 64KiB --batch 16 --connections 4 \
+        --seconds "$duration" --json |
+        tail -1 | sed "s/^{/{\"quorum\":$quorum,\"round\":$round,/" >>"$results"
+    done
+  done
+  python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+def med(quorum, field):
+    return statistics.median(r[field] for r in rows if r["quorum"] == quorum)
+print(f"{'PUT 64 KiB x16, 4 conns':28}{'quorum 1':>12}{'quorum 2':>12}{'ratio':>8}")
+for field, label, scale in (("gbps", "GB/s", 1), ("ops_per_s", "blocks/s", 1), ("p50_us", "p50, us", 1),
+                            ("p99_us", "p99, us", 1)):
+    a, b = med(1, field), med(2, field)
+    print(f"{label:28}{a * scale:>12.2f}{b * scale:>12.2f}{b / a:>8.2f}")
+PY
+  exit 0
+fi
 for round in $(seq 1 "$repeats"); do
   for target in single cluster; do
     if [[ $target == single ]]; then where=(--node "$single"); conns=4; else where=(--seeds "$peers"); conns=4; fi

@@ -29,6 +29,9 @@ struct NodeOptions: ParsableArguments {
   @Flag(help: "Print JSON instead of text.")
   var json = false
 
+  @Option(help: "PUT: owners that must hold each block before the node answers (0: the node's cluster.write_quorum).")
+  var writeQuorum: Int = 0
+
   func client(connections: Int = 1) throws(StrataError) -> StrataClient {
     var configuration: StrataClient.Configuration
     if let seeds {
@@ -42,6 +45,10 @@ struct NodeOptions: ParsableArguments {
       }
       configuration = StrataClient.Configuration(node: address)
     }
+    guard let quorum = UInt8(exactly: writeQuorum) else {
+      throw StrataError(.invalidArgument, "--write-quorum: 0 to 255, got \(writeQuorum)")
+    }
+    configuration.writeQuorum = quorum
     configuration.token = token
     configuration.timeoutMilliseconds = timeoutMs
     configuration.connections = connections

@@ -51,5 +51,10 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
     metrics.advance("strata_readthrough_blocks_total", [], to: cluster.fillStats.filledBlocks)
     let repair = cluster.repairProgress
     metrics.advance("strata_repair_copied_blocks_total", [], to: repair.handedBlocksTotal + repair.handedBlocks)
+    metrics.setRepairBacklog(repair.phase == .running ? max(0, repair.totalBlocks - repair.processedBlocks) : 0)
+    let quorum = cluster.writeQuorumStats
+    metrics.advance("strata_write_quorum_copied_blocks_total", [], to: quorum.syncCopiedBlocks)
+    metrics.advance("strata_write_quorum_missed_blocks_total", [], to: quorum.missedBlocks)
+    metrics.advance("strata_under_replicated_writes_total", [], to: quorum.underReplicatedWrites)
   }
 }

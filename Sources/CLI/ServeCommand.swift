@@ -54,6 +54,9 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Replication factor (default: 2 with at least two nodes, else 1).")
   var replicas: Int?
 
+  @Option(help: "Owners that must hold a block before a PUT is acknowledged (default: all that are up, at least 2).")
+  var writeQuorum: Int?
+
   @Option(help: "This node's failure domain; replicas go to distinct zones.")
   var zone: String?
 
@@ -155,6 +158,7 @@ struct Serve: AsyncParsableCommand {
     if let peers { settings.cluster.peers = try parseSeeds(peers, flag: "--peers") }
     if let etcd { settings.cluster.etcd = etcd }
     if let replicas { settings.cluster.replicas = replicas }
+    if let writeQuorum { settings.cluster.writeQuorum = writeQuorum }
     if let zone { settings.node.zone = zone }
     if let nodeId { settings.node.id = nodeId }
     if let advertise {

@@ -56,7 +56,7 @@ func report(_ error: StrataError, context: String? = nil) -> ExitCode {
   }
   switch error.code {
   case .invalidArgument, .invalidConfiguration: return ExitCodes.invalidInput
-  case .unavailable, .timeout: return ExitCodes.unavailable
+  case .unavailable, .timeout, .quorumNotReached: return ExitCodes.unavailable
   default: return ExitCodes.failure
   }
 }

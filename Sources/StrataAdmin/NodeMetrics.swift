@@ -59,6 +59,9 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_etcd_session_up", kind: .gauge, labels: [], help: "1 while the etcd session is alive; 0 otherwise."),
     .init(
       name: "strata_replication_queue_depth", kind: .gauge, labels: [], help: "Blocks waiting to be sent to replicas."),
+    .init(
+      name: "strata_repair_backlog_blocks", kind: .gauge, labels: [],
+      help: "Blocks the running repair pass has yet to offer to their other owners (0 when none runs)."),
     .init(name: "strata_uptime_seconds", kind: .gauge, labels: [], help: "Seconds since the node started."),
     .init(name: "strata_build_info", kind: .gauge, labels: ["version"], help: "1, labelled with the build's version."),
     .init(name: "strata_verify_running", kind: .gauge, labels: [], help: "1 while an NVMe verify (scrub) runs."),
@@ -116,7 +119,18 @@ public final class NodeMetrics: NodeObserver {
       help: "Blocks fetched from a peer on a miss (read-through)."),
     .init(
       name: "strata_repair_copied_blocks_total", kind: .counter, labels: [],
-      help: "Blocks copied to their other owners by repair passes after members left the ring."),
+      help: "Blocks copied to their other owners by repair passes (after members left the ring, or a peer came back)."),
+    .init(
+      name: "strata_write_quorum_copied_blocks_total", kind: .counter, labels: [],
+      help: "Blocks copied to another owner before a client's PUT was answered (write quorum)."),
+    .init(
+      name: "strata_write_quorum_missed_blocks_total", kind: .counter, labels: [],
+      help: "Blocks of client PUTs answered quorum_not_reached (not acknowledged)."),
+    .init(
+      name: "strata_under_replicated_writes_total", kind: .counter, labels: [],
+      help:
+        "Blocks of client PUTs answered while fewer than R of their owners held them (acknowledged or not); the missing copies are queued."
+    ),
     .init(
       name: "strata_verify_corrupt_blocks_total", kind: .counter, labels: [],
       help: "Corrupt blocks found (and dropped) by verify."),
@@ -217,6 +231,10 @@ public final class NodeMetrics: NodeObserver {
 
   public func setReplicationQueueDepth(_ blocks: Int) {
     gauge("strata_replication_queue_depth").set(Double(blocks))
+  }
+
+  public func setRepairBacklog(_ blocks: Int) {
+    gauge("strata_repair_backlog_blocks").set(Double(blocks))
   }
 
   public func recordReplicationSent(blocks: Int) {
@@ -352,12 +370,15 @@ public final class NodeMetrics: NodeObserver {
       "strata_offload_blocks_total", "strata_replication_sent_blocks_total", "strata_readthrough_blocks_total",
       "strata_copy_corrupt_blocks_total",
       "strata_repair_copied_blocks_total", "strata_verify_corrupt_blocks_total",
+      "strata_write_quorum_copied_blocks_total", "strata_write_quorum_missed_blocks_total",
+      "strata_under_replicated_writes_total",
     ] {
       counter(name).increment(by: Int64(0))
     }
     for name in [
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
+      "strata_repair_backlog_blocks",
     ] {
       gauge(name).set(0.0)
     }

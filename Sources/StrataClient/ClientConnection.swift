@@ -44,13 +44,23 @@ final class ClientConnection: @unchecked Sendable {
 
   /// Runs `work` on this connection's queue, connecting first when needed; a transport failure
   /// drops the socket so that the next call reconnects.
-  func perform<T: Sendable>(_ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T)
+  func perform<T: Sendable>(
+    deadline: Deadline = .never, _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
+  )
     async throws(StrataError) -> T
   {
     let result: Result<T, StrataError> = await withCheckedContinuation { continuation in
       queue.async {
+        // A call whose deadline passed while it waited for this connection is not started (and the
+        // connection, which did nothing wrong, is kept).
+        guard !deadline.hasPassed() else {
+          continuation.resume(
+            returning: .failure(
+              StrataError(.timeout, "the call to \(self.address) passed its deadline before it began")))
+          return
+        }
         do throws(StrataError) {
-          try self.connectIfNeeded()
+          try self.connectIfNeeded(deadline: deadline)
           continuation.resume(returning: .success(try work(self)))
         } catch {
           if error.isTransportFailure || error.code == .protocolError {
@@ -77,16 +87,22 @@ final class ClientConnection: @unchecked Sendable {
     try socket.writeAll(GoodbyeRequest().frameBytes(requestID: nextRequestID, ringEpoch: 0))
   }
 
-  private func connectIfNeeded() throws(StrataError) {
+  private func connectIfNeeded(deadline: Deadline) throws(StrataError) {
     guard socket == nil else { return }
-    let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: configuration.timeoutMilliseconds)
+    let timeout = min(configuration.timeoutMilliseconds, max(1, deadline.remainingMilliseconds()))
+    let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: timeout)
+    if timeout != configuration.timeoutMilliseconds {
+      socket.setTimeout(milliseconds: configuration.timeoutMilliseconds)
+    }
     self.socket = socket
     let hello = HelloRequest(
       capabilities: TransportNegotiation.offered(local: transports.availability, rdmaEnabled: transports.rdmaEnabled)
         .union(configuration.isPeer ? [.peer] : []),
       frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
       clientName: configuration.clientName, peerNamespace: configuration.isPeer ? configuration.peerNamespace : "")
-    let (_, message) = try exchange(hello.wireMessage, payload: [], ringEpoch: 0) { _, _ throws(StrataError) in }
+    let (_, message) = try exchange(hello.wireMessage, payload: [], ringEpoch: 0, deadline: deadline) {
+      _, _ throws(StrataError) in
+    }
     guard case .helloResponse(let response) = message else {
       throw StrataError(.protocolError, "\(address) answered HELLO with \(message.opcode)")
     }
@@ -99,14 +115,17 @@ final class ClientConnection: @unchecked Sendable {
   /// Sends one request (header, body, then `payload` straight from its buffers) and reads the
   /// response header and body; `receivePayload` then reads the response's payload, if any.
   func exchange(
-    _ request: WireMessage, payload: [UnsafeRawBufferPointer], ringEpoch: UInt64,
+    _ request: WireMessage, payload: [UnsafeRawBufferPointer], ringEpoch: UInt64, deadline: Deadline = .never,
     receivePayload: (FrameHeader, WireMessage) throws(StrataError) -> Void
   ) throws(StrataError) -> (FrameHeader, WireMessage) {
     guard let socket else { throw StrataError(.unavailable, "not connected to \(address)") }
     let requestID = nextRequestID
     nextRequestID += 1
-    try socket.writeAll(request.frameBytes(requestID: requestID, ringEpoch: ringEpoch), then: payload)
-    try socket.readExactly(header)
+    // A deadline sets the socket's timeouts to what is left of it; the next call gets the configured ones back.
+    defer { if deadline != .never { socket.setTimeout(milliseconds: configuration.timeoutMilliseconds) } }
+    try socket.writeAll(
+      request.frameBytes(requestID: requestID, ringEpoch: ringEpoch), then: payload, deadline: deadline)
+    try socket.readExactly(header, deadline: deadline)
     let responseHeader = try FrameHeader(decoding: UnsafeRawBufferPointer(header), limits: configuration.limits)
     guard responseHeader.requestID == requestID, responseHeader.direction == .response else {
       throw StrataError(
@@ -122,7 +141,7 @@ final class ClientConnection: @unchecked Sendable {
     let decoded: Result<WireMessage, StrataError> = buffer.withUnsafeMutableBytes { raw in
       let slice = UnsafeMutableRawBufferPointer(rebasing: raw[0..<count])
       do throws(StrataError) {
-        try socket.readExactly(slice)
+        try socket.readExactly(slice, deadline: deadline)
         try responseHeader.verifyBody(UnsafeRawBufferPointer(slice))
         return .success(try WireMessage(header: responseHeader, body: UnsafeRawBufferPointer(slice), limits: limits))
       } catch {

@@ -369,11 +369,12 @@ extension StrataClient {
     return answers.map { $0 ?? .missing }
   }
 
-  func routedPut(_ items: [PutItem]) async throws(StrataError) -> [PutOutcome] {
+  func routedPut(_ items: [PutItem], writeQuorum: UInt8) async throws(StrataError) -> [PutOutcome] {
     let never: @Sendable (PutOutcome) -> Bool = { _ in false }
+    // A missed quorum is final (not retried at the next owner, which would miss it the same way).
     let answers = try await routed(keys: items.map(\.key), retry: never) {
       owner, indices, epoch throws(StrataError) in
-      try await self.channel(owner).put(indices.map { items[$0] }, ringEpoch: epoch)
+      try await self.channel(owner).put(indices.map { items[$0] }, ringEpoch: epoch, writeQuorum: writeQuorum)
     }
     if let unplaced = answers.firstIndex(where: { $0 == nil }) {
       throw StrataError(

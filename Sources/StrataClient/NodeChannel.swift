@@ -46,13 +46,16 @@ final class NodeChannel: Sendable {
 
   // MARK: Calls (one node; `ringEpoch` is the caller's ring epoch, 0 outside a cluster)
 
-  func lookup(_ keys: [BlockKey], leaseMilliseconds: UInt32, wantsSizes: Bool = false, ringEpoch: UInt64)
-    async throws(StrataError) -> LookupResponse
-  {
+  func lookup(
+    _ keys: [BlockKey], leaseMilliseconds: UInt32, wantsSizes: Bool = false, ringEpoch: UInt64,
+    deadline: Deadline = .never
+  ) async throws(StrataError) -> LookupResponse {
     let request = LookupRequest(keys: keys, leaseMilliseconds: leaseMilliseconds, wantsSizes: wantsSizes)
     let pinned = leaseMilliseconds > 0 ? nextIndex() : nil
-    let response = try await call(on: pinned) { connection throws(StrataError) in
-      let (_, message) = try connection.exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch) {
+    let response = try await call(on: pinned, deadline: deadline) { connection throws(StrataError) in
+      let (_, message) = try connection.exchange(
+        request.wireMessage, payload: [], ringEpoch: ringEpoch, deadline: deadline
+      ) {
         _, _ throws(StrataError) in
       }
       guard case .lookupResponse(let response) = message, response.tiers.count == keys.count,
@@ -87,10 +90,15 @@ final class NodeChannel: Sendable {
     return head + (try await getBatch(parts[parts.count - 1], leaseID: leaseID, ringEpoch: ringEpoch, on: pinned))
   }
 
-  func put(_ items: [StrataClient.PutItem], ringEpoch: UInt64) async throws(StrataError) -> [PutOutcome] {
+  func put(
+    _ items: [StrataClient.PutItem], ringEpoch: UInt64, writeQuorum: UInt8 = 0, deadline: Deadline = .never
+  ) async throws(StrataError) -> [PutOutcome] {
     let parts = split(items, bytes: { $0.length })
-    if parts.count == 1 { return try await putBatch(items, ringEpoch: ringEpoch) }
-    return try await inParallel(parts) { part throws(StrataError) in try await self.putBatch(part, ringEpoch: ringEpoch)
+    if parts.count == 1 {
+      return try await putBatch(items, ringEpoch: ringEpoch, writeQuorum: writeQuorum, deadline: deadline)
+    }
+    return try await inParallel(parts) { part throws(StrataError) in
+      try await self.putBatch(part, ringEpoch: ringEpoch, writeQuorum: writeQuorum, deadline: deadline)
     }
   }
 
@@ -176,7 +184,9 @@ final class NodeChannel: Sendable {
     }
   }
 
-  private func putBatch(_ items: [StrataClient.PutItem], ringEpoch: UInt64) async throws(StrataError) -> [PutOutcome] {
+  private func putBatch(
+    _ items: [StrataClient.PutItem], ringEpoch: UInt64, writeQuorum: UInt8, deadline: Deadline
+  ) async throws(StrataError) -> [PutOutcome] {
     let request = PutRequest(
       items: items.map {
         PutRequest.Item(
@@ -185,17 +195,19 @@ final class NodeChannel: Sendable {
             ?? $0.tail.reduce(CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer))) {
               CRC32C.checksum(UnsafeRawBufferPointer($1.buffer), continuing: $0)
             })
-      })
+      }, writeQuorum: writeQuorum)
     nonisolated(unsafe) let payload = items.flatMap { item in
       ([item.source] + item.tail).map { UnsafeRawBufferPointer($0.buffer) }
     }
-    return try await call { connection throws(StrataError) in
+    return try await call(deadline: deadline) { connection throws(StrataError) in
       if items.allSatisfy({ $0.tail.isEmpty }),
         let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch)
       {
         return outcomes
       }
-      let (_, message) = try connection.exchange(request.wireMessage, payload: payload, ringEpoch: ringEpoch) {
+      let (_, message) = try connection.exchange(
+        request.wireMessage, payload: payload, ringEpoch: ringEpoch, deadline: deadline
+      ) {
         _, _ throws(StrataError) in
       }
       guard case .putResponse(let response) = message, response.outcomes.count == items.count else {
@@ -216,17 +228,18 @@ final class NodeChannel: Sendable {
   /// Runs a call on the next connection of the pool (or on connection `pinned`, retries included),
   /// retrying transport failures.
   private func call<T: Sendable>(
-    on pinned: Int? = nil, _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
+    on pinned: Int? = nil, deadline: Deadline = .never,
+    _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
   ) async throws(StrataError) -> T {
     var attempt = 0
     while true {
       let connection = connections[(pinned ?? nextIndex()) % connections.count]
       do {
-        return try await connection.perform(work)
+        return try await connection.perform(deadline: deadline, work)
       } catch {
         // In a cluster a node that timed out is not asked again: the key's next owner is.
         let retry = error.isTransportFailure && !(configuration.isCluster && error.code == .timeout)
-        guard retry, attempt < configuration.retries else { throw error }
+        guard retry, attempt < configuration.retries, !deadline.hasPassed() else { throw error }
         attempt += 1
       }
     }

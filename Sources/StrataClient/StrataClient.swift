@@ -78,6 +78,10 @@ public final class StrataClient: Sendable {
     public var hedgeDelayMinimumMilliseconds: UInt64 = 5
     /// Identifies the connections as a peer node's (replication, read-through, handoff).
     public var isPeer: Bool = false
+    /// How many owners of each block must hold it before a node acknowledges a PUT (1–255); 0
+    /// leaves it to the node (`cluster.write_quorum`). A worker that keeps its blocks anyway may
+    /// ask for 1. A PUT that misses its quorum fails with `quorumNotReached`.
+    public var writeQuorum: UInt8 = 0
     /// With `isPeer`: the namespace the peer acts in (its token is then the cluster token).
     public var peerNamespace: String = ""
     /// Use RDMA where this machine and the node both have it (docs/rdma.md); TCP otherwise.
@@ -209,13 +213,15 @@ public final class StrataClient: Sendable {
   // MARK: Calls
 
   /// Which of `keys` are stored, the leading run, optionally a lease on it and (`sizes`) each
-  /// block's length, in the same round trip.
-  public func lookup(_ keys: [BlockKey], leaseMilliseconds: UInt32 = 0, sizes: Bool = false)
+  /// block's length, in the same round trip. `deadline` bounds the call (outside a cluster).
+  public func lookup(
+    _ keys: [BlockKey], leaseMilliseconds: UInt32 = 0, sizes: Bool = false, deadline: Deadline = .never
+  )
     async throws(StrataError) -> LookupResult
   {
     guard configuration.isCluster else {
       let response = try await channel(configuration.node).lookup(
-        keys, leaseMilliseconds: leaseMilliseconds, wantsSizes: sizes, ringEpoch: 0)
+        keys, leaseMilliseconds: leaseMilliseconds, wantsSizes: sizes, ringEpoch: 0, deadline: deadline)
       return LookupResult(
         tiers: response.tiers, leadingRun: Int(response.leadingRun), leaseID: response.leaseID,
         sizes: response.sizes ?? [])
@@ -232,16 +238,24 @@ public final class StrataClient: Sendable {
     return try await routedGet(items, leaseID: leaseID)
   }
 
-  public func put(_ items: [PutItem]) async throws(StrataError) -> [StrataWire.PutOutcome] {
+  /// Writes blocks. `writeQuorum` (default: the configuration's) is how many owners of each block
+  /// must hold it before the node answers; a PUT that misses it throws `quorumNotReached`, whose
+  /// message says how many copies exist. `deadline` bounds the whole call (outside a cluster).
+  public func put(_ items: [PutItem], writeQuorum: UInt8? = nil, deadline: Deadline = .never) async throws(StrataError)
+    -> [StrataWire.PutOutcome]
+  {
+    let quorum = writeQuorum ?? configuration.writeQuorum
     // Blocks in GPU memory go through pinned host memory first (Transport/GPURegions.swift).
     if items.contains(where: { $0.source.region.kind != .host }) {
       guard items.allSatisfy({ $0.tail.isEmpty }) else {
         throw StrataError(.unsupported, "a PUT gathered from several buffers takes host memory only")
       }
-      return try await putFromDevice(items)
+      return try await putFromDevice(items, writeQuorum: quorum, deadline: deadline)
     }
-    guard configuration.isCluster else { return try await channel(configuration.node).put(items, ringEpoch: 0) }
-    return try await routedPut(items)
+    guard configuration.isCluster else {
+      return try await channel(configuration.node).put(items, ringEpoch: 0, writeQuorum: quorum, deadline: deadline)
+    }
+    return try await routedPut(items, writeQuorum: quorum)
   }
 
   /// Removes blocks (admin-scoped); in a cluster from every owner. True where a node held the block.

@@ -24,6 +24,8 @@ public final class ClusterNode: ClusterHooks {
     public var etcdPrefix: String
     public var leaseTTLSeconds: Int64
     public var replicas: Int?
+    /// `cluster.write_quorum`; nil: auto (WriteQuorum.swift).
+    public var writeQuorum: Int?
     public var replicationQueueMax: Int
     public var fillWindowMilliseconds: UInt64
     public var probeIntervalMilliseconds: UInt64
@@ -49,6 +51,7 @@ public final class ClusterNode: ClusterHooks {
       etcdPrefix = configuration.cluster.etcdPrefix
       leaseTTLSeconds = Int64(configuration.cluster.leaseTTL.milliseconds / 1000)
       replicas = configuration.cluster.replicas
+      writeQuorum = configuration.cluster.writeQuorum
       replicationQueueMax = configuration.cluster.replicationQueueMax
       fillWindowMilliseconds = configuration.cluster.fillWindow.milliseconds
       probeIntervalMilliseconds = configuration.cluster.probeInterval.milliseconds
@@ -62,6 +65,8 @@ public final class ClusterNode: ClusterHooks {
     var history: RingHistory
     var addresses: [String: HostPort] = [:]
     var health: [String: PeerHealth] = [:]
+    /// The process instance each peer last answered probes as.
+    var instances: [String: Int] = [:]
     var service: MembershipServiceState = .notUsed
     var stopped = false
   }
@@ -71,6 +76,10 @@ public final class ClusterNode: ClusterHooks {
   let logger: Logger
   let state: Mutex<State>
   let peers: PeerClients
+  /// Peer connections for the copies a PUT waits for (WriteQuorum.swift): a pool of their own, so
+  /// they never queue behind the asynchronous replicator's batches.
+  let syncPeers: PeerClients
+  let quorumStats = Mutex(WriteQuorumStats())
   let replicator: Replicator
   let readThrough: ReadThrough
   let drain = HandoffTracker()
@@ -89,6 +98,9 @@ public final class ClusterNode: ClusterHooks {
     self.tiers = tiers
     self.logger = logger
     peers = PeerClients(settings: settings, timeoutMilliseconds: settings.peerTimeoutMilliseconds)
+    syncPeers = PeerClients(
+      settings: settings, timeoutMilliseconds: settings.peerTimeoutMilliseconds,
+      connections: PeerClients.syncConnections)
     replicator = Replicator(
       tiers: tiers, peers: peers,
       suspectPeers: PeerClients(settings: settings, timeoutMilliseconds: settings.suspectPeerTimeoutMilliseconds),
@@ -125,6 +137,7 @@ public final class ClusterNode: ClusterHooks {
     membership.withLock { $0 }?.stop(deregister: deregister)
     replicator.stop()
     peers.closeAll()
+    syncPeers.closeAll()
   }
 
   /// Called once a drain has handed off every block and left the ring.
@@ -137,6 +150,7 @@ public final class ClusterNode: ClusterHooks {
 
   public var ring: Ring { state.withLock { $0.history.current } }
   public var replicationStats: ReplicationStats { replicator.stats }
+  public var writeQuorumStats: WriteQuorumStats { quorumStats.withLock { $0 } }
   public var fillStats: FillStats { readThrough.stats }
   public var drainProgress: HandoffProgress { drain.withLock { $0 } }
   /// Blocks refused by replication, drain and repair since start because their RAM bytes no
@@ -149,7 +163,7 @@ public final class ClusterNode: ClusterHooks {
   func adopt(members: [Member], epoch: UInt64) {
     let next = Self.makeRing(members: members, epoch: epoch, replicas: settings.replicas)
     let me = settings.me.id
-    let (changed, departed) = state.withLock { state -> (Bool, [String]) in
+    let (changed, departed, joined) = state.withLock { state -> (Bool, [String], [String]) in
       let first = state.history.current.epoch == 0
       let before = Set(state.history.current.activeMembers.map(\.id))
       let changed = state.history.adopt(next, at: .now)
@@ -166,7 +180,8 @@ public final class ClusterNode: ClusterHooks {
         }
       }
       let departed = first || !changed ? [] : before.subtracting(next.activeMembers.map(\.id)).sorted()
-      return (changed, departed)
+      let joined = first || !changed ? [] : Set(next.activeMembers.map(\.id)).subtracting(before).sorted()
+      return (changed, departed, joined)
     }
     if changed {
       logger.info(
@@ -177,17 +192,35 @@ public final class ClusterNode: ClusterHooks {
           "replicas": "\(next.replicationFactor)",
         ])
     }
-    if !departed.isEmpty && next.activeMembers.contains(where: { $0.id == me }) {
-      scheduleRepair(reason: "members left: \(departed.joined(separator: ","))")
+    // Members that left: their blocks are down to one copy. Members that joined (a restarted
+    // node, or a new one) own keys they lack, and a key's other copy may now sit on a node that
+    // no longer owns it: either way a repair pass gives every owned block its owners again, so
+    // the next single failure loses no acknowledged block.
+    if (!departed.isEmpty || !joined.isEmpty) && next.activeMembers.contains(where: { $0.id == me }) {
+      let reasons = [
+        departed.isEmpty ? nil : "members left: \(departed.joined(separator: ","))",
+        joined.isEmpty ? nil : "members joined: \(joined.joined(separator: ","))",
+      ]
+      scheduleRepair(reason: reasons.compactMap { $0 }.joined(separator: "; "))
     }
   }
 
-  func setHealth(_ id: String, _ health: PeerHealth) {
-    let changed = state.withLock { state -> Bool in
-      defer { state.health[id] = health }
-      return state.health[id] != health
+  /// Records a probe's finding. A peer that comes back after being found down, or that answers as
+  /// a new process instance (it restarted, maybe faster than a probe interval), may have lost its
+  /// RAM blocks: a repair pass copies it the blocks it owns that this node holds.
+  func setHealth(_ id: String, _ health: PeerHealth, instance: Int? = nil) {
+    let (changed, restarted) = state.withLock { state -> (Bool, Bool) in
+      let before = state.health[id]
+      state.health[id] = health
+      var restarted = before == .down && health == .up
+      if let instance, instance != 0 {
+        if let known = state.instances[id], known != instance { restarted = true }
+        state.instances[id] = instance
+      }
+      return (before != health, restarted)
     }
     if changed { logger.info("peer health", metadata: ["peer": "\(id)", "health": "\(health.rawValue)"]) }
+    if restarted && !isStopped { scheduleRepair(reason: "peer \(id) came back") }
   }
 
   func setService(_ service: MembershipServiceState) {
@@ -203,21 +236,6 @@ public final class ClusterNode: ClusterHooks {
     guard let me = ring.members.firstIndex(where: { $0.id == settings.me.id }) else { return keys.first }
     for key in keys where !ring.isOwner(memberIndex: me, of: key) { return key }
     return nil
-  }
-
-  public func stored(_ ids: [BlockID]) {
-    let (ring, addresses, health) = state.withLock { ($0.history.current, $0.addresses, $0.health) }
-    let me = settings.me.id
-    var tasks: [ReplicationTask] = []
-    for id in ids {
-      // A peer the probes last found down still gets its copy, tried with a short timeout: it may
-      // have come back since (or have been probed before it started).
-      let targets = ring.owners(of: id.key).filter { $0.id != me }.compactMap { member in
-        addresses[member.id].map { ReplicationTarget(address: $0, suspect: health[member.id] == .down) }
-      }
-      if !targets.isEmpty { tasks.append(ReplicationTask(id: id, targets: targets)) }
-    }
-    if !tasks.isEmpty { replicator.enqueue(tasks) }
   }
 
   public var readsThrough: Bool { fillWindowIsOpen(state.withLock { $0.history }) }

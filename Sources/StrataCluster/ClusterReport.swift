@@ -44,6 +44,7 @@ extension ClusterNode {
       ] as [String: any Sendable],
       "drain": drainReport(),
       "repair": repairReport(),
+      "write_quorum": writeQuorumReport(),
     ]
   }
 
@@ -57,6 +58,15 @@ extension ClusterNode {
         "no_credentials": replication.droppedNoCredentials, "gone": replication.droppedGone,
         "refused": replication.droppedRefused,
       ] as [String: any Sendable],
+    ]
+  }
+
+  public func writeQuorumReport() -> [String: any Sendable] {
+    let quorum = writeQuorumStats
+    return [
+      "configured": settings.writeQuorum.map { "\($0)" } ?? "auto", "sync_writes": quorum.syncWrites,
+      "copied_blocks": quorum.syncCopiedBlocks, "missed_blocks": quorum.missedBlocks,
+      "under_replicated_writes": quorum.underReplicatedWrites,
     ]
   }
 

@@ -129,21 +129,16 @@ struct Handoff: Sendable {
         guard let client = peers.client(owner, namespace) else { continue }
         do {
           let held = try await client.lookup(blocks.map(\.id.key))
-          var items: [StrataClient.PutItem] = []
           var sent: [LeasedBlock] = []
           for (block, tier) in zip(blocks, held.tiers) {
             if tier != .absent {
               present[block.id, default: 0] += 1
               continue
             }
-            let region = client.register(UnsafeMutableRawBufferPointer(mutating: block.bytes))
-            items.append(
-              StrataClient.PutItem(
-                key: block.id.key, source: try region.slice(length: block.bytes.count), checksum: block.checksum))
             sent.append(block)
           }
-          if items.isEmpty { continue }
-          let outcomes = try await client.put(items)
+          if sent.isEmpty { continue }
+          let outcomes = try await client.put(try client.copyItems(sent))
           for (block, outcome) in zip(sent, outcomes) {
             if outcome == .stored { stored[block.id, default: 0] += 1 }
             if outcome == .alreadyPresent { present[block.id, default: 0] += 1 }

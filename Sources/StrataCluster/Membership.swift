@@ -65,19 +65,24 @@ final class StaticMembership: MembershipSource {
         guard let address = try? HostPort(parsing: member.address), let client = probes.anyClient(address) else {
           continue
         }
-        let healthy = Self.probe(client, node: address)
-        node.setHealth(member.id, healthy ? .up : .down)
+        let instance = Self.probe(client, node: address)
+        node.setHealth(member.id, instance == nil ? .down : .up, instance: instance)
       }
       _ = wake.wait(timeout: .now() + .milliseconds(Int(interval)))
     }
   }
 
-  private static func probe(_ client: StrataClient, node: HostPort) -> Bool {
+  /// The peer's process instance (STAT `instance`; 0 from a node that does not report one), or
+  /// nil when the probe failed.
+  private static func probe(_ client: StrataClient, node: HostPort) -> Int? {
     let done = DispatchSemaphore(value: 0)
-    let result = Mutex(false)
+    let result = Mutex<Int?>(nil)
     Task.detached {
-      let ok = (try? await client.stat(node: node)) != nil
-      result.withLock { $0 = ok }
+      if let json = try? await client.stat(node: node) {
+        let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        let instance = object?["instance"] as? Int ?? 0
+        result.withLock { $0 = instance }
+      }
       done.signal()
     }
     done.wait()

@@ -6,7 +6,22 @@
 import Foundation
 import StrataClient
 public import StrataCore
+import StrataStorage
 import Synchronization
+
+extension StrataClient {
+  /// PUT items for copies of leased blocks: sent straight from arena memory, with their stored checksums.
+  func copyItems(_ blocks: [LeasedBlock]) throws(StrataError) -> [PutItem] {
+    var items: [PutItem] = []
+    items.reserveCapacity(blocks.count)
+    for block in blocks {
+      let region = register(UnsafeMutableRawBufferPointer(mutating: block.bytes))
+      items.append(
+        PutItem(key: block.id.key, source: try region.slice(length: block.bytes.count), checksum: block.checksum))
+    }
+    return items
+  }
+}
 
 final class PeerClients: Sendable {
   private struct Key: Hashable {
@@ -18,13 +33,18 @@ final class PeerClients: Sendable {
   private let namespaces: [Namespace]
   private let clusterToken: String
   private let timeoutMilliseconds: UInt64
+  private let connections: Int
   private let clients = Mutex<[Key: StrataClient]>([:])
   let nodeID: String
 
-  init(settings: ClusterNode.Settings, timeoutMilliseconds: UInt64) {
+  /// Connections per (peer, namespace) of the pool that write-quorum copies use.
+  static let syncConnections = 4
+
+  init(settings: ClusterNode.Settings, timeoutMilliseconds: UInt64, connections: Int = 2) {
     namespaces = settings.namespaces
     clusterToken = settings.clusterToken
     self.timeoutMilliseconds = timeoutMilliseconds
+    self.connections = connections
     nodeID = settings.nodeID
   }
 
@@ -39,7 +59,7 @@ final class PeerClients: Sendable {
       configuration.token = clusterToken
       configuration.isPeer = true
       configuration.peerNamespace = namespace.name
-      configuration.connections = 2
+      configuration.connections = connections
       configuration.retries = 1
       configuration.timeoutMilliseconds = timeoutMilliseconds
       configuration.clientName = "strata-peer-\(nodeID)"

@@ -204,14 +204,7 @@ final class Replicator: Sendable {
       return
     }
     do {
-      var items: [StrataClient.PutItem] = []
-      for block in blocks {
-        let region = client.register(UnsafeMutableRawBufferPointer(mutating: block.bytes))
-        items.append(
-          StrataClient.PutItem(
-            key: block.id.key, source: try region.slice(length: block.bytes.count), checksum: block.checksum))
-      }
-      let outcomes = try await client.put(items)
+      let outcomes = try await client.put(try client.copyItems(blocks))
       count { stats in
         for (block, outcome) in zip(blocks, outcomes) {
           switch outcome {

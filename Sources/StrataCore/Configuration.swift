@@ -162,6 +162,9 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var etcd: String = ""
     /// Replication factor; nil means the default (2 with at least two nodes, else 1).
     public var replicas: Int? = nil
+    /// How many of a block's owners must hold it before a client's PUT is acknowledged (above R
+    /// counts as R). nil ("auto"): every owner that is up, and at least min(R, 2) (docs/cluster.md).
+    public var writeQuorum: Int? = nil
     /// The data-plane address peers and clients use to reach this node; nil means `listen`.
     public var advertise: HostPort? = nil
     /// The etcd key prefix under which members register (one prefix per cluster).
@@ -290,6 +293,9 @@ public struct NodeConfiguration: Hashable, Sendable {
       cluster.leaseTTL.milliseconds >= 2000 && cluster.leaseTTL.milliseconds % 1000 == 0, "cluster.lease_ttl",
       "\(cluster.leaseTTL) must be whole seconds, at least 2s (etcd leases count seconds)")
     check(cluster.replicationQueueMax >= 1, "cluster.replication_queue", "must be at least 1")
+    if let quorum = cluster.writeQuorum {
+      check((1...255).contains(quorum), "cluster.write_quorum", "must be 1 to 255, or auto")
+    }
     check(
       cluster.etcdPrefix.hasPrefix("/") && cluster.etcdPrefix.hasSuffix("/") && cluster.etcdPrefix.count >= 2,
       "cluster.etcd_prefix", "'\(cluster.etcdPrefix)' must start and end with '/' (like /strata/prod/)")

@@ -64,6 +64,7 @@ extension NodeConfiguration {
     lines.append("  peers: [\(cluster.peers.map { quoted($0.description) }.joined(separator: ", "))]")
     lines.append("  etcd: \(quoted(cluster.etcd))")
     lines.append("  replicas: \(cluster.replicas.map(String.init) ?? "auto")")
+    lines.append("  write_quorum: \(cluster.writeQuorum.map(String.init) ?? "auto")")
     lines.append("  advertise: \(quoted(cluster.advertise?.description ?? ""))")
     lines.append("  etcd_prefix: \(quoted(cluster.etcdPrefix))")
     lines.append("  lease_ttl: \(cluster.leaseTTL)")
@@ -252,7 +253,7 @@ private struct ConfigurationReader {
         cluster, "cluster",
         known: [
           "peers", "etcd", "replicas", "advertise", "etcd_prefix", "lease_ttl", "replication_queue", "fill_window",
-          "probe_interval", "token",
+          "probe_interval", "token", "write_quorum",
         ])
       if let value = fields["token"].flatMap({ string($0, "cluster.token") }) { config.cluster.token = value }
       if let peers = fields["peers"] {
@@ -271,6 +272,13 @@ private struct ConfigurationReader {
           config.cluster.replicas = nil
         } else if let value = int(replicas, "cluster.replicas") {
           config.cluster.replicas = value
+        }
+      }
+      if let quorum = fields["write_quorum"] {
+        if quorum.string == "auto" {
+          config.cluster.writeQuorum = nil
+        } else if let value = int(quorum, "cluster.write_quorum") {
+          config.cluster.writeQuorum = value
         }
       }
       if let node = fields["advertise"], let text = string(node, "cluster.advertise"), !text.isEmpty {

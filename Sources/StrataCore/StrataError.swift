@@ -50,12 +50,15 @@ public struct StrataError: Error, Sendable, CustomStringConvertible {
     public static let cancelled = Code(14, "cancelled")
     /// A broken invariant inside Strata; a bug to report.
     public static let internalError = Code(15, "internal")
+    /// A write reached fewer of the block's owners than its write quorum before its deadline: it
+    /// was not acknowledged (the copies made stay, and the rest are still attempted later).
+    public static let quorumNotReached = Code(16, "quorum_not_reached")
 
     /// Every code, in number order.
     public static let all: [Code] = [
       .invalidArgument, .invalidConfiguration, .notFound, .alreadyExists, .checksumMismatch,
       .resourceExhausted, .ioError, .protocolError, .unavailable, .timeout, .permissionDenied,
-      .unsupported, .staleEpoch, .cancelled, .internalError,
+      .unsupported, .staleEpoch, .cancelled, .internalError, .quorumNotReached,
     ]
 
     /// The code with `number`, or nil for a number this build does not know.

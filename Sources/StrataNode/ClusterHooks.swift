@@ -6,6 +6,10 @@ public import StrataCore
 public import StrataStorage
 import StrataWire
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// What a connection asks of the cluster layer.
 public protocol ClusterHooks: Sendable {
   /// The ring epoch this node works at; sent in every response header and in HELLO.
@@ -20,8 +24,12 @@ public protocol ClusterHooks: Sendable {
   /// ring learns of the new one (`staleEpoch`) instead of writing where nobody reads.
   func firstUnowned(_ keys: [BlockKey]) -> BlockKey?
 
-  /// A client (not a peer) stored these blocks here: copy them to their other owners.
-  func stored(_ ids: [BlockID])
+  /// A client (not a peer) stored blocks here (`stored`), or sent blocks this node already held
+  /// (`present`): copy them to their other owners so that each is held by `writeQuorum` of its
+  /// owners (0: the node's `cluster.write_quorum`) before the PUT is acknowledged, all by
+  /// `deadline`. Returns nil when every block reached its quorum, else the error to answer with
+  /// (`quorumNotReached`, naming how many copies exist). Copies not made now are queued.
+  func replicate(stored: [BlockID], present: [BlockID], writeQuorum: UInt8, deadline: Deadline) async -> StrataError?
 
   /// Whether misses are read through now (a ring change happened within the fill window): when
   /// false, the data plane does not even look for missing blocks.
@@ -56,14 +64,39 @@ extension NodeServer {
     let missing = zip(ids, tiers.lookup(ids)).compactMap { id, tier in tier == nil ? id : nil }
     guard !missing.isEmpty else { return }
     _ = try blocking(on: executor) { () throws(StrataError) in await cluster.fill(missing) }
+    // A fill that met a copy of the same block being written (a peer's repair or replication)
+    // left it to that write: wait a little for it to commit, so the read finds the block.
+    let waitUntil = Deadline.after(milliseconds: Self.fillWriteWaitMilliseconds)
+    while missing.contains(where: { tiers.isBeingWritten($0) }) && !waitUntil.hasPassed() {
+      usleep(1_000)
+    }
   }
 
-  /// Hands the blocks a client stored to the cluster, to be copied to their other owners.
-  func replicate(_ items: [PutRequest.Item], outcomes: [StrataWire.PutOutcome], namespace: Namespace, isPeer: Bool) {
+  /// How long a read that filled blocks waits for concurrent writes of them to commit.
+  static let fillWriteWaitMilliseconds: UInt64 = 200
+
+  /// Hands the blocks a client PUT to the cluster, to be copied to their other owners; returns
+  /// once the write quorum holds each (or throws `quorumNotReached`), within `deadline`. The
+  /// connection's thread waits on `executor`; what it holds meanwhile (its in-flight bytes, the
+  /// PUT's blocks) is bounded by the admission limits, and every copy by the deadline.
+  func replicate(
+    _ items: [PutRequest.Item], outcomes: [StrataWire.PutOutcome], namespace: Namespace, isPeer: Bool,
+    writeQuorum: UInt8, deadline: Deadline, executor: QueueExecutor
+  ) throws(StrataError) {
     guard let cluster = routingCluster(isPeer: isPeer) else { return }
-    let copies = zip(items, outcomes).compactMap { item, outcome in
-      outcome == .stored ? BlockID(namespace: namespace, key: item.key) : nil
+    var stored: [BlockID] = []
+    var present: [BlockID] = []
+    for (item, outcome) in zip(items, outcomes) {
+      switch outcome {
+      case .stored: stored.append(BlockID(namespace: namespace, key: item.key))
+      case .alreadyPresent: present.append(BlockID(namespace: namespace, key: item.key))
+      default: continue
+      }
     }
-    if !copies.isEmpty { cluster.stored(copies) }
+    guard !stored.isEmpty || !present.isEmpty else { return }
+    let failure = try blocking(on: executor) { [stored, present] () throws(StrataError) in
+      await cluster.replicate(stored: stored, present: present, writeQuorum: writeQuorum, deadline: deadline)
+    }
+    if let failure { throw failure }
   }
 }

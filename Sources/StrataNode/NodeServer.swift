@@ -103,6 +103,9 @@ public final class NodeServer: Sendable {
   let rdma: NodeRDMA
   /// Accepts connections and reads their HELLOs without a thread each (TCP/HandshakeGate.swift).
   private let gate: HandshakeGate
+  /// Differs on every start of the process (STAT `instance`): peers that see it change know this
+  /// node restarted, maybe with its RAM blocks lost, and copy it the blocks it owns (repair).
+  public let instance = Int.random(in: 1...Int.max)
 
   struct ServerState {
     var stats = ServerStats()
@@ -287,6 +290,6 @@ public final class NodeServer: Sendable {
     ]
     let body = fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
     let nodeID = (try? JSONEncoder().encode(configuration.nodeID)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
-    return "{\"node_id\":\(nodeID),\(body)}"
+    return "{\"node_id\":\(nodeID),\"instance\":\(instance),\(body)}"
   }
 }

@@ -342,8 +342,14 @@ public struct PutRequest: MessageBody {
   public static let itemBytes = WireSize.key + WireSize.u64 + WireSize.u32
 
   public var items: [Item]
+  /// How many of each block's owners must hold it before the node acknowledges the PUT; 0 means
+  /// the node's `cluster.write_quorum`. An optional trailing field, present only when nonzero.
+  public var writeQuorum: UInt8
 
-  public init(items: [Item]) { self.items = items }
+  public init(items: [Item], writeQuorum: UInt8 = 0) {
+    self.items = items
+    self.writeQuorum = writeQuorum
+  }
 
   /// The payload: the blocks concatenated in item order.
   public var payloadBytes: UInt64 { items.reduce(0) { $0 + $1.length } }
@@ -351,7 +357,7 @@ public struct PutRequest: MessageBody {
   /// Where each block lies in the payload, so the server can receive each straight into its slot.
   public var payloadRanges: [Range<UInt64>] { concatenatedRanges(items.lazy.map(\.length)) }
 
-  public var encodedByteCount: Int { WireSize.u32 + items.count * Self.itemBytes }
+  public var encodedByteCount: Int { WireSize.u32 + items.count * Self.itemBytes + (writeQuorum == 0 ? 0 : 1) }
 
   public func encode(into out: inout [UInt8]) {
     out.append(count: items.count)
@@ -360,6 +366,7 @@ public struct PutRequest: MessageBody {
       out.append(littleEndian: item.length)
       out.append(littleEndian: item.checksum)
     }
+    if writeQuorum != 0 { out.append(littleEndian: writeQuorum) }
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
@@ -377,6 +384,15 @@ public struct PutRequest: MessageBody {
       items.append(Item(key: key, length: length, checksum: checksum))
     }
     self.items = items
+    reader.item = nil
+    writeQuorum = 0
+    if reader.remaining > 0 {
+      writeQuorum = try reader.read(UInt8.self, "writeQuorum")
+      // Absent when 0: a present 0 would be a second encoding of the same request.
+      guard writeQuorum != 0 else {
+        throw reader.error(.invalidValue, "writeQuorum", "0 is sent by leaving the field out")
+      }
+    }
     try reader.finish()
   }
 }

@@ -49,12 +49,25 @@ final class ClusterHarness {
   /// RAM and NVMe sizes of the nodes started from now on.
   var ram = "256MiB"
   var nvme = "512MiB"
+  /// More `strata serve` arguments for the nodes started from now on.
+  var extraArguments: [String] = []
+  /// Lines under `cluster:` in the configuration file of static nodes started from now on.
+  var staticClusterConfig: [String] = []
+  /// Lines after that section (other sections, whole).
+  var staticConfigSections: [String] = []
 
   /// Starts (or restarts, on the same folder and port) node `name`.
   func start(_ name: String) throws {
     var extra = ["--node-id", "node-\(name)", "--replicas", "2"]
     switch membership {
-    case .staticPeers: extra += ["--peers", staticMembers.map { address($0).description }.joined(separator: ",")]
+    case .staticPeers:
+      extra += ["--peers", staticMembers.map { address($0).description }.joined(separator: ",")]
+      if !staticClusterConfig.isEmpty {
+        let config = "\(base)/\(name).yaml"
+        try (["cluster:"] + staticClusterConfig.map { "  " + $0 } + staticConfigSections).joined(separator: "\n")
+          .write(toFile: config, atomically: true, encoding: .utf8)
+        extra += ["--config", config]
+      }
     case .etcd(let url):
       let config = "\(base)/\(name).yaml"
       try "cluster:\n  etcd: \(url)\n  lease_ttl: \(ttlSeconds)s\n  etcd_prefix: /strata/test-\(ports["a"]!)/\n"
@@ -63,7 +76,7 @@ final class ClusterHarness {
     }
     nodes[name] = try NodeProcess(
       ram: ram, nvme: nvme, directory: "\(base)/\(name)", listen: address(name).description,
-      log: "\(base)/\(name).log", extra: extra)
+      log: "\(base)/\(name).log", extra: extra + extraArguments)
   }
 
   func node(_ name: String) -> NodeProcess { nodes[name]! }
@@ -173,9 +186,10 @@ final class BlockSet {
   let source: UnsafeMutableRawBufferPointer
   let destination: UnsafeMutableRawBufferPointer
 
-  init(count: Int, run: Int) {
+  /// Block `n` is `smallest + (n × 7919) mod spread` bytes.
+  init(count: Int, run: Int, smallest: Int = 1024, spread: Int = 15 * 1024) {
     self.count = count
-    sizes = (0..<count).map { 1024 + ($0 &* 7919) % (15 * 1024) }
+    sizes = (0..<count).map { smallest + ($0 &* 7919) % spread }
     var offsets: [Int] = []
     var offset = 0
     for size in sizes {

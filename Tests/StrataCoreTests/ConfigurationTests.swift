@@ -50,6 +50,7 @@ import Testing
         cluster:
           peers: ["10.0.0.2:7400", "node3:7400"]
           replicas: 2
+          write_quorum: 2
           token: "cluster-secret-00000001"
         auth:
           tokens:
@@ -63,6 +64,8 @@ import Testing
     #expect(config.nvme.admission == .always && config.nvme.compression == .lz4)
     #expect(config.limits.connectionsMax == 1000 && config.limits.leaseDuration.milliseconds == 250)
     #expect(config.cluster.mode == .staticPeers && config.cluster.replicas == 2)
+    #expect(config.cluster.writeQuorum == 2 && NodeConfiguration().cluster.writeQuorum == nil)
+    #expect(try NodeConfiguration(yaml: config.yaml).cluster.writeQuorum == 2)
     #expect(config.auth.tokens.count == 2 && config.auth.tokens[1].admin && !config.auth.tokens[0].admin)
     #expect(config.problems(on: machine).isEmpty)
     // What `config check --print` writes reads back to the same configuration.
@@ -94,6 +97,8 @@ import Testing
     ("limits: {max_block_size: 0}", "limits.max_block_size: must be greater than zero"),
     ("limits: {max_inflight_bytes: 1MiB}", "limits.max_inflight_bytes: 1MiB is below"),
     ("cluster: {replicas: 3}", "cluster.replicas: 3 replicas need at least 3 nodes"),
+    ("cluster: {write_quorum: 0}", "cluster.write_quorum: must be 1 to 255, or auto"),
+    ("cluster: {write_quorum: most}", "cluster.write_quorum: 'most' is not a whole number"),
     ("cluster: {etcd: 'localhost:2379'}", "cluster.etcd: 'localhost:2379' is not an http:// or https:// URL"),
     ("cluster: {peers: 'a:1'}", "cluster.peers: expected a list of HOST:PORT"),
     (

@@ -93,6 +93,7 @@ enum MalformedCases {
             for tier in response.tiers {
               withUnsafeBytes(of: UInt64(tier == .absent ? 0 : 9).littleEndian) { body += $0 }
             }
+          case .putRequest(let put) where put.writeQuorum == 0: body += [2]  // writeQuorum
           default: break
           }
           body.append(0)

@@ -57,6 +57,8 @@ import Testing
     try roundTrip(GetResponse(items: []))
     try roundTrip(PutRequest(items: many.map { PutRequest.Item(key: $0, length: 1, checksum: 2) }))
     try roundTrip(PutRequest(items: [PutRequest.Item(key: many[0], length: 1 << 30, checksum: .max)]))
+    try roundTrip(PutRequest(items: [PutRequest.Item(key: many[0], length: 1, checksum: 2)], writeQuorum: 1))
+    try roundTrip(PutRequest(items: [], writeQuorum: .max))
     try roundTrip(PutResponse(outcomes: PutOutcome.allCases))
     try roundTrip(PutResponse(outcomes: Array(repeating: .noSpace, count: 4096)))
     try roundTrip(DeleteRequest(keys: many))
@@ -140,6 +142,14 @@ import Testing
     #expect(
       PutRequest(items: [PutRequest.Item(key: key, length: 8, checksum: 6)]).encodedBody
         == RawBody().u32(1).key(key).u64(8).u32(6).bytes)
+    // writeQuorum: an optional trailing u8, present only when nonzero; a present 0 is refused
+    // (it would be a second encoding of the same request).
+    #expect(
+      PutRequest(items: [PutRequest.Item(key: key, length: 8, checksum: 6)], writeQuorum: 2).encodedBody
+        == RawBody().u32(1).key(key).u64(8).u32(6).u8(2).bytes)
+    let presentZero = RawBody().u32(1).key(key).u64(8).u32(6).u8(0).bytes
+    let refused = #expect(throws: StrataError.self) { try PutRequest(decoding: presentZero, limits: .standard) }
+    #expect(refused?.message.contains("PutRequest.writeQuorum") == true, "\(String(describing: refused))")
     #expect(
       PutResponse(outcomes: [.checksumMismatch, .tooLarge]).encodedBody == RawBody().u32(2).u8(2).u8(3).bytes)
     #expect(DeleteRequest(keys: [key]).encodedBody == RawBody().u32(1).key(key).bytes)

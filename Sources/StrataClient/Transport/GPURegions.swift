@@ -29,7 +29,9 @@ extension StrataClient {
 
   /// PUT of blocks some of which live in GPU memory: those are copied to pinned host memory first
   /// (on a dispatch thread: the copy blocks), then the batch goes as usual.
-  func putFromDevice(_ items: [PutItem]) async throws(StrataError) -> [PutOutcome] {
+  func putFromDevice(_ items: [PutItem], writeQuorum: UInt8, deadline: Deadline) async throws(StrataError)
+    -> [PutOutcome]
+  {
     let runtime = try transports.gpuRuntime()
     let total = items.reduce(0) { $0 + ($1.source.region.kind == .host ? 0 : $1.source.length) }
     let staging = try runtime.allocatePinnedHost(byteCount: max(total, 1))
@@ -61,6 +63,6 @@ extension StrataClient {
         }
       }
     }
-    return try await put(try copied.get())
+    return try await put(try copied.get(), writeQuorum: writeQuorum, deadline: deadline)
   }
 }

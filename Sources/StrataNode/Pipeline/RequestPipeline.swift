@@ -410,12 +410,16 @@ struct RequestSession {
         outcomes[index] = .checksumMismatch
       }
     }
-    try respond(.putResponse(PutResponse(outcomes: outcomes)), to: header, over: &transport)
-    server.replicate(request.items, outcomes: outcomes, namespace: namespace, isPeer: grant.isPeer)
     let storedBlocks = outcomes.filter { $0 == .stored }.count
     server.count {
       $0.putBlocks += storedBlocks
       $0.putBytes += stored
     }
+    // Acknowledged means replicated: the answer goes out once the write quorum of each block's
+    // owners holds it (a missed quorum is answered `quorumNotReached`), within the PUT's deadline.
+    try server.replicate(
+      request.items, outcomes: outcomes, namespace: namespace, isPeer: grant.isPeer,
+      writeQuorum: request.writeQuorum, deadline: deadline, executor: executor)
+    try respond(.putResponse(PutResponse(outcomes: outcomes)), to: header, over: &transport)
   }
 }

@@ -547,6 +547,9 @@ public final class TierManager: Sendable {
 
   // MARK: Internals
 
+  /// Whether a write of `id` has reserved its slot and not yet committed (or aborted).
+  public func isBeingWritten(_ id: BlockID) -> Bool { state.withLock { $0.reservations[id] != nil } }
+
   private func isPresentOrPending(_ id: BlockID) -> Bool {
     if state.withLock({ $0.ram[id] != nil || $0.reservations[id] != nil }) { return true }
     return nvme?.contains(id) == true
