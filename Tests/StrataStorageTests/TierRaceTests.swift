@@ -8,7 +8,8 @@ import Testing
 
 @Suite struct TierRaceTests {
   @Test func removalsLeasesAndRePutsRacingDemotionsLoseNothingAndFreeNothingTwice() async throws {
-    let fixture = try TierFixture(ramBytes: 1 << 20, nvmeBytes: 64 << 20, admission: .always)
+    // NVMe large enough that its log never reclaims a region (which may drop cold blocks).
+    let fixture = try TierFixture(ramBytes: 1 << 20, nvmeBytes: 256 << 20, admission: .always)
     let tiers = fixture.tiers
     let blockBytes = 64 << 10
     let failures = await withTaskGroup(of: [String].self) { group in
@@ -38,8 +39,10 @@ import Testing
                   if Array(block.bytes) != testPayload(n, bytes: blockBytes) {
                     failures.append("block \(n): wrong bytes")
                   }
-                } else if present.contains(n) {
-                  failures.append("block \(n): stored, never removed, not found")
+                } else if present.contains(n) && tiers.lookup([id]) == [nil] {
+                  // (A miss of a block still on NVMe is a promotion refused while RAM was full of
+                  // pins: a refusal, not a loss; the final reads check nothing was lost.)
+                  failures.append("block \(n): stored, never removed, in neither tier")
                 }
               default:
                 tiers.remove(id)
