@@ -11,6 +11,7 @@ import StrataCluster
 import StrataCore
 import StrataNode
 import StrataStorage
+import StrataTCP
 
 #if canImport(Glibc)
   import Glibc
@@ -101,11 +102,17 @@ struct Serve: AsyncParsableCommand {
             "cluster.advertise: the node listens on \(server.address); give the address peers and clients reach it at (--advertise HOST:PORT)"
           )
         }
-        let node = ClusterNode(
-          settings: ClusterNode.Settings(
-            configuration: settings, nodeID: nodeID, advertise: advertised,
-            capacityBytes: UInt64(stats.ramCapacityBytes + stats.nvmeCapacityBytes)),
-          tiers: tiers, logger: logger)
+        var clusterSettings = ClusterNode.Settings(
+          configuration: settings, nodeID: nodeID, advertise: advertised,
+          capacityBytes: UInt64(stats.ramCapacityBytes + stats.nvmeCapacityBytes))
+        if settings.tls.enabled {
+          // Peers are reached over TLS with this node's certificate, verified with the cluster CA.
+          clusterSettings.peerTLS = try TLSContext.client(
+            TLSFiles(
+              certificate: settings.tls.certificate, key: settings.tls.key, trusted: settings.tls.clusterCA,
+              kernel: settings.tls.kernel))
+        }
+        let node = ClusterNode(settings: clusterSettings, tiers: tiers, logger: logger)
         node.setOnDrained { signals.trigger("drained") }
         server.cluster = node
         try node.start()
@@ -115,7 +122,14 @@ struct Serve: AsyncParsableCommand {
       let administration = try startAdmin(
         settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, cluster: cluster,
         faultInjection: faultInjection, logger: logger)
-      logger.info("listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)"])
+      let security = server.tls == nil ? "plaintext" : "TLS 1.3"
+      logger.info(
+        "listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)", "security": "\(security)"])
+      if settings.insecure && !settings.listen.isLoopback {
+        logger.warning(
+          "insecure: true: listening beyond loopback\(settings.auth.tokens.isEmpty ? " without tokens" : "")\(server.tls == nil ? " without TLS" : "")"
+        )
+      }
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
       let demoter = Task { await tiers.run() }

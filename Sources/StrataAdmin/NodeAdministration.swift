@@ -293,6 +293,18 @@ public final class NodeAdministration: Sendable {
     let (old, appliers) = state.withLock { ($0.file, $0.appliers) }
     let changed = old.changedFields(comparedTo: new)
     var applied = Set<String>()
+    // Certificates are read again on every reload, changed paths or not (a renewal usually
+    // rewrites the same files): new handshakes use them; open connections keep theirs.
+    if new.tls.enabled == (node.tls != nil) {
+      do throws(StrataError) {
+        try node.reloadTLS(new.tls)
+        if new.tls.enabled { logger.info("TLS certificates reloaded", metadata: ["cert": "\(new.tls.certificate)"]) }
+        applied.formUnion(["tls.cert", "tls.key", "tls.ca", "tls.client_ca", "tls.require_client_cert", "tls.kernel"])
+      } catch {
+        report.rejected = [error.message]
+        return report
+      }
+    }
     if !changed.isEmpty {
       for applier in appliers { applied.formUnion(applier(old, new).filter(changed.contains)) }
     }
@@ -301,7 +313,8 @@ public final class NodeAdministration: Sendable {
     // The baseline moves to the new file for the settings in force; the rest still await a restart.
     state.withLock { state in
       if applied.contains("auth.tokens") { state.file.auth = new.auth }
-      if applied.count == changed.count { state.file = new }
+      if applied.contains("tls.cert") { state.file.tls = new.tls }
+      if changed.allSatisfy(applied.contains) { state.file = new }
     }
     return report
   }
