@@ -6,6 +6,7 @@ import Dispatch
 public import Logging
 public import StrataCore
 import StrataNode
+public import StrataTCP
 import Synchronization
 
 /// A request to an admin route.
@@ -100,6 +101,10 @@ public final class AdminServer: Sendable {
     }
 
     /// The admin settings of a node configuration: its tokens marked admin may call the API.
+    /// The TLS context new admin connections handshake with (read at each accept, so a reload's
+    /// certificates apply to new connections); nil or returning nil: plaintext HTTP.
+    public var tls: (@Sendable () -> TLSContext?)?
+
     public init(_ node: NodeConfiguration) {
       self.init(
         listen: node.admin.listen, adminTokens: Set(node.auth.tokens.filter(\.admin).map(\.token)),
@@ -141,7 +146,7 @@ public final class AdminServer: Sendable {
       requestTimeoutMilliseconds: configuration.requestTimeoutMilliseconds,
       workers: configuration.workers)
     let server = try HTTPServer(
-      listen: configuration.listen, limits: limits, logger: logger, inline: AdminServer.isProbe
+      listen: configuration.listen, limits: limits, logger: logger, tls: configuration.tls, inline: AdminServer.isProbe
     ) { [weak self] request in
       guard let self else { return HTTPResponse(status: 503, contentType: "text/plain", body: []) }
       return self.answer(request)

@@ -43,7 +43,10 @@ public final class NodeAdministration: Sendable {
     settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, node: NodeServer,
     metrics: NodeMetrics, machine: NodeConfiguration.Machine, logger: Logger
   ) throws(StrataError) {
-    admin = try AdminServer(configuration: AdminServer.Configuration(settings), logger: logger)
+    var adminConfiguration = AdminServer.Configuration(settings)
+    // The admin port speaks TLS when the data plane does, with the same (reloadable) certificates.
+    if node.tls != nil { adminConfiguration.tls = { [node] in node.tls } }
+    admin = try AdminServer(configuration: adminConfiguration, logger: logger)
     self.metrics = metrics
     verifier = StorageVerifier(tiers: tiers)
     self.tiers = tiers

@@ -158,7 +158,9 @@ public final class TLSSession: @unchecked Sendable {
   let ssl: OpaquePointer
   public let context: TLSContext
 
-  init(context: TLSContext, descriptor: Int32) throws(StrataError) {
+  /// A session on `descriptor` (which the caller keeps open while the session lives), server or
+  /// client after `context`.
+  public init(context: TLSContext, descriptor: Int32) throws(StrataError) {
     guard let ssl = SSL_new(context.context) else {
       throw StrataError(.resourceExhausted, "TLS: SSL_new failed: \(tlsErrorText(nil))")
     }
@@ -238,15 +240,17 @@ public final class TLSSession: @unchecked Sendable {
     }
   }
 
-  /// What one read or write came to, beyond bytes moved.
-  enum Outcome {
+  /// What one read or write came to.
+  public enum Outcome: Sendable {
     case moved(Int)
     case wouldBlock
     case closed
     case failed(Int32, String)
   }
 
-  func read(_ base: UnsafeMutableRawPointer, _ count: Int) -> Outcome {
+  /// Reads decrypted bytes (at most one record's); `wouldBlock` on a non-blocking socket with
+  /// nothing whole yet, or when a blocking socket's timeout passed.
+  public func read(_ base: UnsafeMutableRawPointer, _ count: Int) -> Outcome {
     while true {
       let result = SSL_read(ssl, base, Int32(clamping: count))
       if result > 0 { return .moved(Int(result)) }
@@ -265,7 +269,8 @@ public final class TLSSession: @unchecked Sendable {
     }
   }
 
-  func write(_ base: UnsafeRawPointer, _ count: Int) -> Outcome {
+  /// Writes `count` bytes (all of them, or `wouldBlock`: retry later with the same bytes).
+  public func write(_ base: UnsafeRawPointer, _ count: Int) -> Outcome {
     while true {
       let result = SSL_write(ssl, base, Int32(clamping: count))
       if result > 0 { return .moved(Int(result)) }
@@ -284,7 +289,10 @@ public final class TLSSession: @unchecked Sendable {
   }
 
   /// Bytes already decrypted and waiting in the session (a poller sees none of them).
-  var pendingBytes: Int { Int(SSL_pending(ssl)) }
+  public var pendingBytes: Int { Int(SSL_pending(ssl)) }
+
+  /// Sends close_notify without waiting for the peer's (the connection is closing anyway).
+  public func sendCloseNotify() { _ = SSL_shutdown(ssl) }
 }
 
 /// The last verification failure or OpenSSL error as words (and clears the error queue).
