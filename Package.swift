@@ -121,7 +121,7 @@ let package = Package(
       swiftSettings: strictSwift),
     .target(
       name: "StrataClientC",
-      dependencies: ["StrataClient", "StrataCore", "StrataWire"],
+      dependencies: ["StrataClient", "StrataCore", "StrataWire", "StrataTCP"],
       path: "Sources/StrataClientC",
       swiftSettings: strictSwift),
     .executableTarget(

@@ -35,6 +35,8 @@ func startAdmin(
     logger.warning("fault injection on: POST /v1/debug/flip-bit corrupts RAM blocks (tests only)")
   }
   administration.start()
-  print("strata admin API at http://\(administration.address) (metrics: \(administration.metricsURL))")
+  print(
+    "strata admin API at \(server.tls == nil ? "http" : "https")://\(administration.address) (metrics: \(administration.metricsURL))"
+  )
   return administration
 }

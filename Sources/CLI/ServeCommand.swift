@@ -67,6 +67,20 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "The data-plane HOST:PORT peers and clients reach this node at (default: the listen address).")
   var advertise: String?
 
+  @Option(help: ArgumentHelp("TLS: this node's certificate chain (PEM); with --tls-key.", valueName: "file"))
+  var tlsCert: String?
+
+  @Option(help: ArgumentHelp("TLS: the private key of --tls-cert (PEM).", valueName: "file"))
+  var tlsKey: String?
+
+  @Option(
+    help: ArgumentHelp(
+      "TLS: the cluster CA (PEM): node certificates chain to it; peers must present one.", valueName: "file"))
+  var tlsCa: String?
+
+  @Flag(help: "Listen beyond loopback even without tokens or TLS (refused otherwise).")
+  var insecure = false
+
   @Flag(help: "Print the resolved configuration and exit without opening storage.")
   var dryRun = false
 
@@ -175,6 +189,10 @@ struct Serve: AsyncParsableCommand {
     if let writeQuorum { settings.cluster.writeQuorum = writeQuorum }
     if let zone { settings.node.zone = zone }
     if let nodeId { settings.node.id = nodeId }
+    if let tlsCert { settings.tls.certificate = tlsCert }
+    if let tlsKey { settings.tls.key = tlsKey }
+    if let tlsCa { settings.tls.clusterCA = tlsCa }
+    if insecure { settings.insecure = true }
     if let advertise {
       settings.cluster.advertise = try flag("--advertise") { () throws(StrataError) in try HostPort(parsing: advertise)
       }

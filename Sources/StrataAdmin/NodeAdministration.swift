@@ -73,7 +73,7 @@ public final class NodeAdministration: Sendable {
   public var address: HostPort { admin.address }
 
   /// The metrics URL, for the log line at start.
-  public var metricsURL: String { "http://\(address)/metrics" }
+  public var metricsURL: String { "\(node.tls == nil ? "http" : "https")://\(address)/metrics" }
 
   /// Starts serving the admin API; /ready answers 200 from now until `beginStopping()`.
   public func start() {

@@ -51,6 +51,8 @@ final class ClusterHarness {
   var nvme = "512MiB"
   /// More `strata serve` arguments for the nodes started from now on.
   var extraArguments: [String] = []
+  /// TLS for the harness's clients (nodes started with TLS); nil: plaintext.
+  var clientTLS: TLSContext?
   /// Lines under `cluster:` in the configuration file of static nodes started from now on.
   var staticClusterConfig: [String] = []
   /// Lines after that section (other sections, whole).
@@ -112,6 +114,7 @@ final class ClusterHarness {
     configuration.connections = 2
     configuration.timeoutMilliseconds = 10_000
     configuration.downMilliseconds = 60_000
+    configuration.tls = clientTLS
     return StrataClient(configuration)
   }
 
