@@ -126,6 +126,12 @@ struct Serve: AsyncParsableCommand {
               certificate: settings.tls.certificate, key: settings.tls.key, trusted: settings.tls.clusterCA,
               kernel: settings.tls.kernel))
         }
+        if settings.cluster.etcd.lowercased().contains("https://") {
+          let ca = settings.cluster.etcdCA.isEmpty ? settings.tls.clusterCA : settings.cluster.etcdCA
+          clusterSettings.etcdTLS = try TLSContext.client(
+            TLSFiles(
+              certificate: settings.cluster.etcdCertificate, key: settings.cluster.etcdKey, trusted: ca, kernel: false))
+        }
         let node = ClusterNode(settings: clusterSettings, tiers: tiers, logger: logger)
         node.setOnDrained { signals.trigger("drained") }
         server.cluster = node

@@ -55,6 +55,12 @@ public final class ClusterNode: ClusterHooks {
     /// plaintext. Each peer's certificate must name its member id (in static mode, whose ids are
     /// addresses: the address's host).
     public var peerTLS: TLSContext?
+    /// TLS to an `https://` etcd (`cluster.etcd_ca`, else `tls.ca`; the client certificate of
+    /// `cluster.etcd_cert`); nil for `http://`.
+    public var etcdTLS: TLSContext?
+    /// etcd user and password (`cluster.etcd_user`, `cluster.etcd_password`); empty: none.
+    public var etcdUser: String
+    public var etcdPassword: String
     /// The member ids known at each address (kept by `adopt`), read when connecting to a peer.
     let identities = MemberIdentities()
 
@@ -77,6 +83,8 @@ public final class ClusterNode: ClusterHooks {
       probeIntervalMilliseconds = configuration.cluster.probeInterval.milliseconds
       namespaces = Array(Set(configuration.auth.tokens.map(\.namespace))).sorted { $0.name < $1.name }
       clusterToken = configuration.cluster.token
+      etcdUser = configuration.cluster.etcdUser
+      etcdPassword = configuration.cluster.etcdPassword
       blockBytesMax = Int(configuration.limits.blockBytesMax.bytes)
     }
   }

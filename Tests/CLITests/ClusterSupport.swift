@@ -57,6 +57,8 @@ final class ClusterHarness {
   var staticClusterConfig: [String] = []
   /// Lines after that section (other sections, whole).
   var staticConfigSections: [String] = []
+  /// More lines under `cluster:` in the configuration file of etcd nodes.
+  var etcdClusterConfig: [String] = []
 
   /// Starts (or restarts, on the same folder and port) node `name`.
   func start(_ name: String) throws {
@@ -72,7 +74,9 @@ final class ClusterHarness {
       }
     case .etcd(let url):
       let config = "\(base)/\(name).yaml"
-      try "cluster:\n  etcd: \(url)\n  lease_ttl: \(ttlSeconds)s\n  etcd_prefix: /strata/test-\(ports["a"]!)/\n"
+      try
+        ("cluster:\n  etcd: \(url)\n  lease_ttl: \(ttlSeconds)s\n  etcd_prefix: /strata/test-\(ports["a"]!)/\n"
+        + etcdClusterConfig.map { "  \($0)\n" }.joined())
         .write(toFile: config, atomically: true, encoding: .utf8)
       extra += ["--config", config]
     }

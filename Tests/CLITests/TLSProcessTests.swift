@@ -10,6 +10,7 @@ import StrataClient
 import StrataCore
 import StrataTCP
 import StrataTestKit
+import Synchronization
 import Testing
 
 /// A development CA and certificates in a temporary folder (scripts/dev-ca.sh).
@@ -285,4 +286,148 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     let stats = try await tlsClient(cluster.address("a"), tls: try ca.client()).stat()
     #expect(!stats.contains("\"tls_user\":0,"), "\(stats)")
   }
+}
+
+/// etcd over https with client certificates and user/password auth, and a rogue member record.
+@Suite(
+  .serialized,
+  .enabled(if: EtcdProcess.isAvailable, "etcd is not installed (scripts/bootstrap.sh installs etcd-server)"))
+struct TLSEtcdProcessTests {
+  /// Calls etcd's JSON gateway with curl over TLS (the etcd client certificate), with `token`.
+  static func etcdCall(
+    _ etcd: EtcdProcess, _ ca: DevCA, _ path: String, _ body: String, token: String? = nil
+  ) throws -> [String: Any] {
+    var arguments = [
+      "-sS", "--cacert", ca.ca, "--cert", ca.certificate("etcd-client"), "--key", ca.key("etcd-client"), "-X", "POST",
+      "\(etcd.clientURL)\(path)", "-d", body,
+    ]
+    if let token { arguments += ["-H", "Authorization: \(token)"] }
+    let run = try runProcess("/usr/bin/curl", arguments)
+    try #require(run.status == 0, "curl \(path): \(run.stderrText)")
+    return (try? JSONSerialization.jsonObject(with: Data(run.stdoutText.utf8)) as? [String: Any]) ?? [:]
+  }
+
+  static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
+
+  /// Three nodes registered in an etcd that speaks only TLS with client certificates and has
+  /// auth enabled (a user for Strata, read-write on its prefix): they form one ring and replicate
+  /// over mutual TLS. Then a member record is written into etcd by hand for "rogue", pointing at a
+  /// TLS listener whose certificate the cluster CA did not sign: it enters the ring, but no node
+  /// ever completes a TLS handshake with it, so it receives no replica, no token, no byte.
+  @Test func etcdOverHTTPSWithAuthAndARogueMember() async throws {
+    let ca = try DevCA(nodes: ["node-a", "node-b", "node-c", "etcd"])
+    defer { ca.remove() }
+    let etcd = try EtcdProcess(tls: (ca.certificate("etcd"), ca.key("etcd"), ca.ca))
+    defer { etcd.stop() }
+    // Users and roles, then auth on (etcd's v3 JSON gateway).
+    _ = try Self.etcdCall(etcd, ca, "/v3/auth/user/add", #"{"name":"root","password":"root-password-1"}"#)
+    _ = try Self.etcdCall(etcd, ca, "/v3/auth/role/add", #"{"name":"root"}"#)
+    _ = try Self.etcdCall(etcd, ca, "/v3/auth/user/grant", #"{"user":"root","role":"root"}"#)
+    _ = try Self.etcdCall(etcd, ca, "/v3/auth/user/add", #"{"name":"strata","password":"strata-password-1"}"#)
+    _ = try Self.etcdCall(etcd, ca, "/v3/auth/role/add", #"{"name":"strata"}"#)
+    _ = try Self.etcdCall(
+      etcd, ca, "/v3/auth/role/grant",
+      #"{"name":"strata","perm":{"permType":"READWRITE","key":"\#(Self.base64("/strata/"))","range_end":"\#(Self.base64("/strata0"))"}}"#
+    )
+    _ = try Self.etcdCall(etcd, ca, "/v3/auth/user/grant", #"{"user":"strata","role":"strata"}"#)
+    _ = try Self.etcdCall(etcd, ca, "/v3/auth/enable", "{}")
+    // Without the token, etcd refuses now.
+    let anonymous = try Self.etcdCall(etcd, ca, "/v3/kv/range", #"{"key":"\#(Self.base64("/strata/"))"}"#)
+    #expect(anonymous["error"] != nil || anonymous["code"] != nil, "\(anonymous)")
+
+    let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"])
+    defer { cluster.shutdown() }
+    cluster.clientTLS = try ca.client()
+    for name in ["a", "b", "c"] {
+      cluster.etcdClusterConfig = [
+        "etcd_cert: \(ca.certificate("etcd-client"))", "etcd_key: \(ca.key("etcd-client"))",
+        "etcd_user: strata", "etcd_password: strata-password-1",
+      ]
+      cluster.extraArguments = ca.serveArguments("node-\(name)")
+      try cluster.start(name)
+    }
+    let registered = try await eventually(within: 15) {
+      (try? await cluster.activeIDs(via: ["a"]).count) == 3
+    }
+    #expect(registered, "the nodes did not all register: \(cluster.log("a"))")
+    let blocks = BlockSet(count: 200, run: 91)
+    try await cluster.write(blocks, through: ["a", "b", "c"])
+    try await cluster.killAndReadBack("c", blocks, survivors: ["a", "b"])
+
+    // The rogue: a TLS listener with a certificate from another CA, named "rogue".
+    let rogueCA = try DevCA(nodes: ["rogue"])
+    defer { rogueCA.remove() }
+    let rogue = try RogueListener(
+      context: try TLSContext.server(TLSFiles(certificate: rogueCA.certificate("rogue"), key: rogueCA.key("rogue"))))
+    defer { rogue.stop() }
+    let login = try Self.etcdCall(etcd, ca, "/v3/auth/authenticate", #"{"name":"root","password":"root-password-1"}"#)
+    let token = try #require(login["token"] as? String, "\(login)")
+    let record =
+      #"{"id":"rogue","address":"\#(rogue.address)","capacityBytes":1073741824,"zone":"","transports":["tcp"],"state":"active"}"#
+    _ = try Self.etcdCall(
+      etcd, ca, "/v3/kv/put",
+      #"{"key":"\#(Self.base64("/strata/test-\(cluster.address("a").port)/members/rogue"))","value":"\#(Self.base64(record))"}"#,
+      token: token)
+    let joined = try await eventually(within: 10) {
+      (try? await cluster.activeIDs(via: ["a"]).contains("rogue")) == true
+    }
+    #expect(joined, "the rogue record did not reach the ring")
+    // Blocks written through node a (not ring-aware: a stores each and copies it to its other
+    // owners): about half of them name the rogue as an owner.
+    let more = BlockSet(count: 100, run: 92)
+    let writer = tlsClient(cluster.address("a"), tls: try ca.client())
+    defer { writer.close() }
+    let region = writer.register(more.source)
+    for n in 0..<more.count {
+      _ = try? await writer.put([
+        StrataClient.PutItem(
+          key: more.keys[n], source: try region.slice(offset: more.offsets[n], length: more.sizes[n]))
+      ])
+    }
+    _ = try? await cluster.syncReplication(["a", "b"])
+    #expect(rogue.connectionsAccepted > 0, "no node tried the rogue: the test proves nothing")
+    #expect(rogue.handshakesCompleted == 0, "a node completed a TLS handshake with the rogue")
+    #expect(rogue.bytesReceived == 0, "the rogue received application bytes (a token or a block)")
+  }
+}
+
+/// A TLS listener on loopback that counts accepted connections, completed handshakes and the
+/// application bytes it receives (what a rogue member would get).
+final class RogueListener: Sendable {
+  let listener: TCPListener
+  private let counters = Mutex((accepted: 0, handshakes: 0, bytes: 0))
+  private let context: TLSContext
+
+  init(context: TLSContext) throws {
+    listener = try TCPListener(binding: HostPort(host: "127.0.0.1", port: 0))
+    self.context = context
+    let thread = Thread { [self] in
+      while let socket = listener.accept() {
+        counters.withLock { $0.accepted += 1 }
+        let worker = Thread { [self] in serve(socket) }
+        worker.start()
+      }
+    }
+    thread.start()
+  }
+
+  private func serve(_ socket: TCPSocket) {
+    socket.setTimeout(milliseconds: 3_000)
+    guard let session = try? socket.attachTLS(context), (try? session.handshake(peer: socket.peer)) == .done else {
+      socket.shutdown()
+      return
+    }
+    counters.withLock { $0.handshakes += 1 }
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    let count = buffer.withUnsafeMutableBytes { (try? socket.readSome($0)) ?? 0 }
+    counters.withLock { $0.bytes += count }
+    socket.shutdown()
+  }
+
+  var address: HostPort { listener.address }
+  var connectionsAccepted: Int { counters.withLock { $0.accepted } }
+  var handshakesCompleted: Int { counters.withLock { $0.handshakes } }
+  var bytesReceived: Int { counters.withLock { $0.bytes } }
+
+  func stop() { listener.shutdown() }
 }
