@@ -230,6 +230,8 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var kernel = true
 
     public var enabled: Bool { !certificate.isEmpty }
+
+    public init() {}
   }
 
   public static let defaultPort: UInt16 = 7400

@@ -431,3 +431,25 @@ final class RogueListener: Sendable {
 
   func stop() { listener.shutdown() }
 }
+
+@Suite struct ExposureTests {
+  /// A node asked to listen beyond loopback without tokens, or without TLS, refuses to start and
+  /// says how to fix it; `--insecure` accepts the risk; the embedded default (loopback) starts.
+  @Test func nonLoopbackListenersNeedTokensAndTLSOrInsecure() throws {
+    let open = try strata(["serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0", "--dry-run"])
+    #expect(open.status != 0)
+    #expect(open.stderr.contains("auth.tokens is empty") && open.stderr.contains("insecure: true"), "\(open.stderr)")
+    let tokens = try temporaryFile(
+      "exposed-tokens.yaml", "auth:\n  tokens:\n    - {token: \"exposure-test-token-0001\", namespace: default}\n")
+    let clear = try strata([
+      "serve", "--config", tokens, "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0", "--dry-run",
+    ])
+    #expect(clear.status != 0)
+    #expect(clear.stderr.contains("without TLS") && clear.stderr.contains("tls.cert"), "\(clear.stderr)")
+    let accepted = try strata(["serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0", "--insecure", "--dry-run"])
+    #expect(accepted.status == 0, "\(accepted.stderr)")
+    let embedded = try strata(["serve", "--dry-run"])
+    #expect(embedded.status == 0, "\(embedded.stderr)")
+    #expect(embedded.stdout.contains("listen: \"127.0.0.1:7400\""), "\(embedded.stdout)")
+  }
+}
