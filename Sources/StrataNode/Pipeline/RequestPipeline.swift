@@ -49,6 +49,9 @@ extension NodeServer {
     try admit(source: source, namespace: granted.namespace)
     granted.capabilities = transport == "tcp" ? grantCapabilities(hello, peer: source) : [.tcp, .rdma, .leases]
     if granted.isPeer { granted.capabilities.insert(.peer) }
+    // RDMA carries no TLS (docs/security.md): where the node requires TLS, only a client whose
+    // HELLO came over TLS may move blocks over the fabric.
+    if tls != nil && transport == "tcp" && session == nil { granted.capabilities.remove(.rdma) }
     let response = HelloResponse(
       capabilities: granted.capabilities, nodeID: configuration.nodeID, namespace: granted.namespace,
       frameBytesMax: configuration.limits.payloadBytesMax,

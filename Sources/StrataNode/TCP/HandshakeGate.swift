@@ -259,7 +259,7 @@ final class HandshakeGate: @unchecked Sendable {
         server.count { stats in
           if mode == .kernel { stats.tlsKernel += 1 } else { stats.tlsUser += 1 }
         }
-        server.logger.debug(
+        server.logger.info(
           "TLS connection",
           metadata: [
             "peer": "\(entry.socket.peer)", "tls_mode": "\(mode.rawValue)", "version": "\(session.version)",
