@@ -548,7 +548,7 @@ final class HTTPServer: Sendable {
       connections[id] = connection
       // A pipelined request may be buffered already (in the parser, or decrypted in the session).
       if thenParse && connection.parser.bufferedBytes > 0 { parse(id) }
-      if thenParse, let session = connection.tls, session.pendingBytes > 0 { read(id) }
+      if thenParse, let session = connection.tls, session.hasBufferedBytes { read(id) }
     }
 
     /// Closes connections past their deadline; one cut inside a request is told 408 first.

@@ -359,9 +359,6 @@ public final class TCPSocket: @unchecked Sendable {
     }
   }
 
-  /// Reads that arrive without the poller seeing them: bytes TLS decrypted and holds already.
-  public var bufferedBytes: Int { tls?.pendingBytes ?? 0 }
-
   /// Peeks at the first bytes the peer sent, without taking them (non-blocking); fewer when fewer
   /// have arrived.
   public func peekAvailable(_ count: Int) -> [UInt8] {

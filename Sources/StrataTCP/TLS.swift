@@ -288,8 +288,9 @@ public final class TLSSession: @unchecked Sendable {
     }
   }
 
-  /// Bytes already decrypted and waiting in the session (a poller sees none of them).
-  public var pendingBytes: Int { Int(SSL_pending(ssl)) }
+  /// Whether bytes wait in the session (decrypted, or read ahead and not yet decrypted): a
+  /// poller sees none of them, so a non-blocking reader reads until `wouldBlock`.
+  public var hasBufferedBytes: Bool { SSL_has_pending(ssl) == 1 }
 
   /// Sends close_notify without waiting for the peer's (the connection is closing anyway).
   public func sendCloseNotify() { _ = SSL_shutdown(ssl) }
