@@ -108,6 +108,34 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     #expect(stat.contains("\"tls_user\":2") || stat.contains("\"tls_kernel\":2"), "\(stat)")
   }
 
+  /// 200 connections that begin a TLS handshake and stall (a record header, then nothing) hold
+  /// no thread: a real client is served meanwhile, and each stalled one is closed at
+  /// `limits.handshake_timeout`.
+  @Test func stalledTLSHandshakesHoldNoThread() async throws {
+    let ca = try DevCA()
+    defer { ca.remove() }
+    let config = try temporaryFile("tls-stall.yaml", "limits:\n  handshake_timeout: 500ms\n")
+    let node = try NodeProcess(ram: "64MiB", nvme: "256MiB", extra: ca.serveArguments("node-1") + ["--config", config])
+    defer { _ = node.stop() }
+    var stalled: [TCPSocket] = []
+    for _ in 0..<200 {
+      let socket = try TCPSocket.connect(to: node.address, timeoutMilliseconds: 5_000)
+      socket.sendAvailable([0x16, 0x03, 0x01, 0x02, 0x00])  // a ClientHello record that never comes
+      stalled.append(socket)
+    }
+    let client = tlsClient(node.address, tls: try ca.client())
+    defer { client.close() }
+    let started = Date()
+    #expect(await failure { () throws(StrataError) in _ = try await client.connect() } == nil)
+    #expect(Date().timeIntervalSince(started) < 5, "a TLS client waited behind stalled handshakes")
+    let closed = try await eventually(within: 10) {
+      let stat = try await client.stat()
+      return stat.contains("\"handshakes_timed_out\":200,") && stat.contains("\"handshakes_pending\":0,")
+    }
+    #expect(closed, "the stalled handshakes were not all closed at their deadline")
+    _ = stalled
+  }
+
   /// The node's TLS port as any TLS client sees it: TLS 1.3, a certificate that verifies.
   @Test func opensslClientNegotiatesTLS13() throws {
     let ca = try DevCA()
