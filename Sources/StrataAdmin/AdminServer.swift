@@ -211,9 +211,10 @@ public final class AdminServer: Sendable {
 
   /// Told about every refused admin call (the node writes the audit line and counts it):
   /// the event, the detail (reason or missing scope), the message and the token's fingerprint.
-  public typealias RefusalAuditor = @Sendable (
-    _ event: AuditEvent, _ detail: String, _ message: String, _ fingerprint: String?
-  ) -> Void
+  public typealias RefusalAuditor =
+    @Sendable (
+      _ event: AuditEvent, _ detail: String, _ message: String, _ fingerprint: String?
+    ) -> Void
 
   private let auditor = Mutex<RefusalAuditor?>(nil)
 

@@ -439,7 +439,9 @@ public struct NodeConfiguration: Hashable, Sendable {
       ("limits.max_ram_bytes_per_namespace", limits.ramBytesPerNamespaceMax),
       ("limits.max_nvme_bytes_per_namespace", limits.nvmeBytesPerNamespaceMax),
     ] {
-      if let value { check(value >= limits.blockBytesMax, name, "\(value) cannot hold one block of limits.max_block_size") }
+      if let value {
+        check(value >= limits.blockBytesMax, name, "\(value) cannot hold one block of limits.max_block_size")
+      }
     }
     let named = namespaces.map(\.namespace)
     check(Set(named).count == named.count, "namespaces", "a namespace is listed twice")
@@ -454,7 +456,9 @@ public struct NodeConfiguration: Hashable, Sendable {
       }
       for (name, value) in [("ram", entry.ramBytesMax), ("nvme", entry.nvmeBytesMax)] {
         if let value {
-          check(value >= limits.blockBytesMax, "namespaces[\(index)].\(name)", "cannot hold one block of limits.max_block_size")
+          check(
+            value >= limits.blockBytesMax, "namespaces[\(index)].\(name)",
+            "cannot hold one block of limits.max_block_size")
         }
       }
       for (name, value) in [("pinned", entry.pinnedBytesMax), ("inflight", entry.inflightBytesMax)] {

@@ -65,7 +65,8 @@ extension NodeConfiguration {
     lines.append(
       "  requests_per_second_per_namespace: \(limits.requestsPerSecondPerNamespace.map(String.init) ?? "unlimited")")
     lines.append(
-      "  lookup_keys_per_second_per_namespace: \(limits.lookupKeysPerSecondPerNamespace.map(String.init) ?? "unlimited")")
+      "  lookup_keys_per_second_per_namespace: \(limits.lookupKeysPerSecondPerNamespace.map(String.init) ?? "unlimited")"
+    )
     lines.append(
       "  misses_per_second_per_namespace: \(limits.missesPerSecondPerNamespace.map(String.init) ?? "unlimited")")
     lines.append("cluster:")
@@ -165,7 +166,8 @@ private struct ConfigurationReader {
           "max_handshakes", "handshake_timeout", "idle_timeout", "request_timeout", "min_transfer_rate",
           "max_inflight_bytes_per_namespace", "max_leases_per_connection", "max_leases_per_namespace",
           "max_pinned_bytes_per_namespace", "max_ram_bytes_per_namespace", "max_nvme_bytes_per_namespace",
-          "requests_per_second_per_namespace", "lookup_keys_per_second_per_namespace", "misses_per_second_per_namespace",
+          "requests_per_second_per_namespace", "lookup_keys_per_second_per_namespace",
+          "misses_per_second_per_namespace",
         ])
       if let value = fields["max_block_size"].flatMap({ size($0, "limits.max_block_size") }) {
         config.limits.blockBytesMax = value

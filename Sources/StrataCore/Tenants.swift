@@ -25,7 +25,8 @@ public struct TokenDigest: Hashable, Sendable, CustomStringConvertible {
     let hex = text.dropFirst(Self.prefix.count)
     guard hex.utf8.count == 64, let decoded = Hex.decode(hex) else {
       throw StrataError(
-        .invalidArgument, "a token digest is written sha256:<64 hex digits>; got \(hex.utf8.count) characters after sha256:")
+        .invalidArgument,
+        "a token digest is written sha256:<64 hex digits>; got \(hex.utf8.count) characters after sha256:")
     }
     bytes = decoded
   }

@@ -674,7 +674,8 @@ public final class TierManager: Sendable {
   /// Whether a block of a namespace may still go to NVMe under its NVMe quota (read once per
   /// eviction: the NVMe tier's usage per namespace is kept incrementally).
   private func nvmeQuotaRoom() -> (Namespace, Int) -> Bool {
-    guard let nvme, configuration.quotas.defaults.nvmeBytesMax != nil
+    guard let nvme,
+      configuration.quotas.defaults.nvmeBytesMax != nil
         || configuration.quotas.overrides.values.contains(where: { $0.nvmeBytesMax != nil })
     else { return { _, _ in true } }
     let usage = nvme.usageByNamespace()
