@@ -53,9 +53,10 @@ extension BlockKey {
   }
 }
 
-/// What a token may do. Data-plane operations: `read` (LOOKUP, GET, STAT, RING ring/members),
-/// `write` (PUT), `delete` (DELETE). `operator` is separate: the admin API, drain and the cluster
-/// barrier, and node-wide STAT and RING members.
+/// What a token may do. Data-plane operations: `read` (LOOKUP, GET, and the tenant's own view in
+/// STAT and RING members), `write` (PUT), `delete` (DELETE). `operator` is separate: the admin API,
+/// RING drain, drain_status and sync, and the node-wide STAT and RING members (with `operator`
+/// alone a token may use STAT and RING, nothing else of the data plane).
 public struct TokenScopes: OptionSet, Hashable, Sendable, CustomStringConvertible {
   public let rawValue: UInt8
   public init(rawValue: UInt8) { self.rawValue = rawValue }

@@ -110,7 +110,9 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
       let region = client.register(buffer)
       for (operation, needed, call) in calls {
         let error = await failure { try await call(client, region) }
-        if scopes.contains(needed) {
+        // STAT and RING: read, or operator (which sees the node's view).
+        let describesNode = operation == "STAT" || operation == "RING"
+        if scopes.contains(needed) || (describesNode && scopes.contains(.operator)) {
           #expect(error?.code != .permissionDenied, "\(operation) refused to \(scopes): \(String(describing: error))")
         } else {
           #expect(error?.code == .permissionDenied, "\(operation) allowed to \(scopes)")
@@ -125,12 +127,19 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
           error?.code == .permissionDenied && error?.message.contains("'operator'") == true,
           "\(op): \(String(describing: error))")
       }
-      if scopes.contains(.read) {
+      if scopes.contains(.read) || scopes.contains(.operator) {
         let members = try JSONValue.parse(
           try await client.ringCall(Array(#"{"op":"members"}"#.utf8), node: node.address))
-        #expect(members["members"]?.arrayValue?.count == 2 && members["replication"] == nil)
         let stat = try JSONValue.parse(Array(try await client.stat().utf8))
-        #expect(stat["namespace"]?.stringValue == "t1" && stat["hits_ram"] == nil && stat["requests"] == nil)
+        #expect(members["members"]?.arrayValue?.count == 2)
+        if scopes.contains(.operator) {
+          #expect(members["replication"] != nil && stat["hits_ram"] != nil, "an operator sees the node")
+          let status = try await client.ringCall(Array(#"{"op":"drain_status"}"#.utf8), node: node.address)
+          #expect(try JSONValue.parse(status)["state"] != nil)
+        } else {
+          #expect(members["replication"] == nil)
+          #expect(stat["namespace"]?.stringValue == "t1" && stat["hits_ram"] == nil && stat["requests"] == nil)
+        }
       }
     }
     // The admin API: every protected route needs operator (401 without a token or with an unknown
@@ -221,7 +230,8 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
       """
     let size = 1 << 20
     for quota in [false, true] {
-      let (node, _, _) = try tenantNode(tokens + (quota ? "\nlimits: {max_ram_bytes_per_namespace: 24MiB, max_block_size: 4MiB}\n" : "\n"))
+      let (node, _, _) = try tenantNode(
+        tokens + (quota ? "\nlimits: {max_ram_bytes_per_namespace: 24MiB, max_block_size: 4MiB}\n" : "\n"))
       defer { _ = node.stop() }
       let a = tenantClient(node, readerSecret)
       let b = tenantClient(node, writerSecret)

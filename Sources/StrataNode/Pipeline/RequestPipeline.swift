@@ -22,7 +22,7 @@ public struct SessionGrant: Sendable, Hashable {
   /// A peer node (cluster token): no ownership checks, copies or read-through on its behalf, and
   /// no per-namespace request or probe limits (its traffic is the cluster's, not a tenant's).
   public var isPeer: Bool { credential == .peer }
-  /// Sees node-wide STAT counters and RING members, and may drain: `operator` tokens and peers.
+  /// Sees the node-wide STAT counters: `operator` tokens and peers (which read `instance`).
   public var seesNode: Bool { isPeer || scopes.contains(.operator) }
 }
 
@@ -97,8 +97,9 @@ extension NodeServer {
   }
 
   /// What a peer node may do in the namespace it acts in: copy blocks in and out (replication,
-  /// read-through, handoff, repair). Never `operator`: node administration is not a peer's.
-  static let peerScopes: TokenScopes = [.read, .write, .delete]
+  /// read-through, handoff, repair). Not `delete` (no peer operation deletes), and never
+  /// `operator`: node administration is not a peer's.
+  static let peerScopes: TokenScopes = [.read, .write]
 }
 
 /// Compares secrets in time that depends on their lengths only.
@@ -210,8 +211,9 @@ struct RequestSession {
     case .getRequest: (needed, operation, probeKeys) = (.read, "GET", 0)
     case .putRequest: (needed, operation) = (.write, "PUT")
     case .deleteRequest: (needed, operation) = (.delete, "DELETE")
-    case .statRequest: (needed, operation) = (.read, "STAT")
-    case .ringRequest: (needed, operation) = (.read, "RING")
+    // STAT and RING describe the node: a tenant reads its own view, an operator the node's.
+    case .statRequest: (needed, operation) = (grant.scopes.contains(.operator) ? [] : .read, "STAT")
+    case .ringRequest: (needed, operation) = (grant.scopes.contains(.operator) ? [] : .read, "RING")
     default: return
     }
     do throws(ScopeRefusal) {
@@ -295,7 +297,9 @@ struct RequestSession {
       guard let cluster = server.cluster else {
         throw StrataError(.unsupported, "RING needs cluster mode; this node runs alone")
       }
-      let admin = grant.seesNode
+      // Drain, drain_status, sync and the node-wide members report are the operator's (peers
+      // included: no peer operation needs them).
+      let admin = grant.scopes.contains(.operator)
       let answer = try blocking(on: executor) { () throws(StrataError) in
         try await cluster.answerRing(body, isAdmin: admin)
       }
