@@ -60,6 +60,27 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
   return routes
 }
 
+/// `strata token hash` and `generate` print the digests `auth.tokens` stores; a printed
+/// configuration holds digests, never a secret.
+@Test func tokenCommandsPrintDigestsAndConfigurationsNeverPrintSecrets() throws {
+  let hashed = try strata("token", "hash", readerSecret)
+  #expect(hashed.status == 0 && hashed.stdout == digest(readerSecret) + "\n")
+  let piped = try strata("token", "hash", input: readerSecret + "\n")
+  #expect(piped.status == 0 && piped.stdout == hashed.stdout, "\(piped.stderr)")
+  #expect(try strata("token", "hash", "short").status == 2)
+  let generated = try strata("token", "generate")
+  let lines = generated.stdout.split(separator: "\n").map { String($0.split(separator: " ").last ?? "") }
+  #expect(generated.status == 0 && lines.count == 2 && lines[0].utf8.count == 64)
+  #expect(lines.count == 2 && digest(lines[0]) == lines[1])
+  let config = try temporaryFile(
+    "tokens-\(UUID().uuidString).yaml",
+    "auth:\n  tokens:\n    - {token: \(readerSecret), namespace: t1, admin: true}\n")
+  let printed = try strata("config", "check", "--print", config)
+  #expect(printed.status == 0 && !printed.stdout.contains(readerSecret))
+  #expect(
+    printed.stdout.contains(digest(readerSecret)) && printed.stdout.contains("scopes: [read, write, delete, operator]"))
+}
+
 @Suite(.serialized) struct TenantProcessTests {
   /// Scopes on every opcode (LOOKUP, GET, PUT, DELETE, STAT, RING and its operations) and every
   /// admin route, on a node in cluster mode (so the cluster's routes and RING operations exist);
