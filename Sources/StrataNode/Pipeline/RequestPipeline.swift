@@ -13,7 +13,7 @@ public import StrataWire
 /// What a HELLO granted a connection.
 public struct SessionGrant: Sendable, Hashable {
   public var namespace: Namespace
-  /// What the connection may do (the token's scopes; every data scope for a peer).
+  /// What the connection may do (the token's scopes; read and write for a peer).
   public var scopes: TokenScopes
   /// How it was granted: a reload that takes the grant away closes the session.
   public var credential: SessionCredential

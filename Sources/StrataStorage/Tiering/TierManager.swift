@@ -512,6 +512,9 @@ public final class TierManager: Sendable {
     let ids = state.withLock { state in Array(state.ram.keys) }
     var written = 0
     for id in ids where !nvme.contains(id) {
+      // A namespace at its NVMe quota keeps only what it has on disk.
+      let bytes = state.withLock { $0.ram[id]?.bytes } ?? 0
+      guard nvmeQuotaRoom()(id.namespace, bytes) else { continue }
       if try await persist(id) { written += 1 }
     }
     try await io.run { () throws(StrataError) in try nvme.sync() }
@@ -615,9 +618,15 @@ public final class TierManager: Sendable {
       state.unpinned(state.leases.expire(now: now))
       guard let id = state.pickVictim(from: namespace), var entry = state.ram[id] else { return nil }
       if namespace != nil { state.stats.quotaEvictedBlocks += 1 }
-      let underNVMeQuota = nvmeRoom(id.namespace, entry.bytes)
-      if !underNVMeQuota { state.stats.nvmeQuotaDroppedBlocks += 1 }
-      if admits(entry), underNVMeQuota, let nvme, !nvme.contains(id) {
+      if admits(entry), let nvme, !nvme.contains(id) {
+        guard nvmeRoom(id.namespace, entry.bytes) else {
+          // Its namespace is at its NVMe quota: dropped rather than written.
+          state.ram[id] = nil
+          state.allocator.free(entry.slot)
+          state.stats.droppedBlocks += 1
+          state.stats.nvmeQuotaDroppedBlocks += 1
+          return .dropped
+        }
         entry.demoting = true
         state.ram[id] = entry
         return .demote(id, entry)
