@@ -75,10 +75,29 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
   let config = try temporaryFile(
     "tokens-\(UUID().uuidString).yaml",
     "auth:\n  tokens:\n    - {token: \(readerSecret), namespace: t1, admin: true}\n")
+  let checked = try strata("config", "check", config)
+  #expect(checked.status == 0 && checked.stderr.contains("auth.tokens[0].token is a plain secret"))
+  #expect(checked.stderr.contains(digest(readerSecret)) && !checked.stderr.contains(readerSecret))
   let printed = try strata("config", "check", "--print", config)
   #expect(printed.status == 0 && !printed.stdout.contains(readerSecret))
   #expect(
     printed.stdout.contains(digest(readerSecret)) && printed.stdout.contains("scopes: [read, write, delete, operator]"))
+}
+
+/// A reload reports changed quota settings as needing a restart (they are not applied live),
+/// rather than ignoring them.
+@Test func changedQuotasAreReportedByReload() throws {
+  let old = try NodeConfiguration(yaml: "limits: {max_inflight_bytes_per_namespace: 64MiB}")
+  let new = try NodeConfiguration(
+    yaml: """
+      limits: {max_ram_bytes_per_namespace: 1GiB, requests_per_second_per_namespace: 10, misses_per_second_per_namespace: 5}
+      namespaces: [{namespace: a, nvme: 2GiB}]
+      """)
+  #expect(
+    old.changedFields(comparedTo: new) == [
+      "limits.max_inflight_bytes_per_namespace", "limits.max_ram_bytes_per_namespace",
+      "limits.requests_per_second_per_namespace", "limits.misses_per_second_per_namespace", "namespaces",
+    ])
 }
 
 @Suite(.serialized) struct TenantProcessTests {
