@@ -82,6 +82,26 @@ import Testing
     #expect(tiers.stats.nvmeQuotaDroppedBlocks > 0)
   }
 
+  /// A namespace's own pinned-bytes quota (`namespaces[].pinned`) bounds its client leases; other
+  /// namespaces keep the default.
+  @Test func aNamespacePinnedQuotaBoundsItsLeases() async throws {
+    var quotas = NamespaceQuotas()
+    quotas.overrides[try Namespace("a")] = NamespaceQuota(pinnedBytesMax: 300 << 10)
+    let tiers = try quotaTiers(ram: 4 << 20, quotas: quotas)
+    try await fill(tiers, "a", count: 2)
+    try await fill(tiers, "b", count: 2)
+    let ids = { (namespace: String) in (0..<2).map { testBlockID($0, namespace: namespace) } }
+    let a = try Namespace("a")
+    await #expect(throws: StrataError.self) {
+      _ = try await tiers.lease(ids("a"), .client(namespace: a, durationMilliseconds: 1000))
+    }
+    let one = try await tiers.lease([testBlockID(0, namespace: "a")], .client(namespace: a, durationMilliseconds: 1000))
+    tiers.release(one)
+    let b = try await tiers.lease(ids("b"), .client(namespace: try Namespace("b"), durationMilliseconds: 1000))
+    #expect(b.blocks.allSatisfy { $0 != nil })
+    tiers.release(b)
+  }
+
   /// Under node-wide pressure the victim comes from the partition furthest over its share.
   @Test func nodeWidePressureTakesFromThePartitionFurthestOverItsShare() throws {
     var quotas = NamespaceQuotas()
