@@ -274,8 +274,11 @@ class StrataHiCacheStorage(HiCacheStorage):
         ordered = sorted(restorable)
         return PoolTransferResult(ordered[-1] if ordered else 0, hits, ordered)
 
-    def _v2_plan(self, transfers: List[PoolTransfer], flat_keys: list, segments: list) -> list:
-        plan = []
+    def _v2_plan(self, transfers: List[PoolTransfer]) -> tuple[list, list[bytes], list[list[tuple[int, int]]]]:
+        """Every transfer's pages as one batch: (name, first item, count) per transfer, keys, runs."""
+        plan: list = []
+        flat_keys: list[bytes] = []
+        segments: list[list[tuple[int, int]]] = []
         for transfer in transfers:
             keys = list(transfer.keys or [])
             if not keys:
@@ -285,7 +288,7 @@ class StrataHiCacheStorage(HiCacheStorage):
             plan.append((transfer.name, len(flat_keys), len(keys)))
             flat_keys.extend(self._pool_keys(keys, pool, layout, str(transfer.name)))
             segments.extend(_pool_segments(pool, len(keys), transfer.host_indices))
-        return plan
+        return plan, flat_keys, segments
 
     def batch_get_v2(
         self,
@@ -293,9 +296,7 @@ class StrataHiCacheStorage(HiCacheStorage):
         extra_info: Optional[HiCacheStorageExtraInfo] = None,
     ) -> dict:
         """Reads every transfer's pages into its pool, all pools in one vectored GET."""
-        keys: list[bytes] = []
-        segments: list[list[tuple[int, int]]] = []
-        plan = self._v2_plan(transfers, keys, segments)
+        plan, keys, segments = self._v2_plan(transfers)
         lengths: list[int] = []
         if keys:
             try:
@@ -313,9 +314,7 @@ class StrataHiCacheStorage(HiCacheStorage):
         extra_info: Optional[HiCacheStorageExtraInfo] = None,
     ) -> dict:
         """Stores every transfer's pages not stored yet: one LOOKUP, then one vectored PUT."""
-        keys: list[bytes] = []
-        segments: list[list[tuple[int, int]]] = []
-        plan = self._v2_plan(transfers, keys, segments)
+        plan, keys, segments = self._v2_plan(transfers)
         if not self._writer:
             return {name: [True] * count for name, _, count in plan}
         results = self._put_missing(keys, segments)

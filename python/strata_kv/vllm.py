@@ -486,8 +486,11 @@ class StrataConnector(KVConnectorBase_V1):
 
         groups = kv_cache_config.kv_cache_groups if kv_cache_config is not None else []
         if len(groups) != 1:
+            # vLLM gives a connector without SupportsHMA one group (hybrid models run with the
+            # hybrid allocator off), so this is reached only by an engine that changed that rule.
             raise ValueError(
-                f"StrataConnector supports models with one KV cache group; this one has {len(groups)}"
+                f"StrataConnector supports one KV cache group; this engine has {len(groups)} "
+                "(hybrid KV cache manager on). Run with --disable-hybrid-kv-cache-manager."
             )
         spec = groups[0].kv_cache_spec
         self._num_layers = len(groups[0].layer_names)
@@ -538,7 +541,15 @@ class StrataConnector(KVConnectorBase_V1):
         self._saved_requests: set[str] = set()  # requests with saves handed to this worker
         self._finishing: set[str] = set()
         self._load_errors: set[int] = set()
-        self._stats = {"blocks_loaded": 0, "blocks_saved": 0, "load_failures": 0, "save_failures": 0}
+        self._stats = {
+            "blocks_loaded": 0,
+            "blocks_saved": 0,
+            "load_failures": 0,
+            "save_failures": 0,
+            "layer_gets": 0,  # layer mode: ranged GETs issued
+            "layer_waits": 0,  # layer mode: wait_for_layer_load calls in steps that loaded blocks
+            "layer_snapshots": 0,  # layer mode: blocks saved from snapshots taken layer by layer
+        }
         logger.info(
             "StrataConnector (%s): layout %s, %d bytes per block, load mode %s",
             role.name,
@@ -755,6 +766,7 @@ class StrataConnector(KVConnectorBase_V1):
             self._loader.submit(store, self._keys(load.hashes), load.block_ids, lease=lease)
         except StrataError as error:
             self._store.failed(error)
+        self._stats["layer_gets"] = self._loader.gets
 
     def _finish_layerwise_loads(self) -> None:
         """Waits for every layer GET still in flight and books their outcome (once per step)."""
@@ -822,7 +834,10 @@ class StrataConnector(KVConnectorBase_V1):
     def wait_for_layer_load(self, layer_name: str) -> None:
         # Block mode: every block was read whole in start_load_kv, before the forward pass.
         # Layer mode: wait only for the GET carrying this layer; later layers may be in flight.
-        if self._loader is None or not self._loader.busy():
+        if self._loader is None or not self._step_loaded:
+            return
+        self._stats["layer_waits"] += 1
+        if not self._loader.busy():
             return
         store = self._store.get()
         if store is None:
@@ -876,6 +891,7 @@ class StrataConnector(KVConnectorBase_V1):
                 base = host.data_ptr()
                 buffers = [[(base + i * self._block_bytes, self._block_bytes)] for i in range(len(save.block_ids))]
                 self._put(save, buffers, host)
+                self._stats["layer_snapshots"] += len(save.block_ids)
             else:
                 self._submit_save(save)  # some layer was not captured: read the KV cache now
 
