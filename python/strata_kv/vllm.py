@@ -294,12 +294,15 @@ class BlockLayer:
         return [(start + offset, length) for offset, length in self.runs.runs]
 
     def views(self, block_id: int) -> list[torch.Tensor]:
-        """Byte views of the layer's runs of one block, on the KV cache's device."""
-        tensor = self.runs.tensor
-        storage = tensor.untyped_storage()
-        flat = torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(storage)
-        start = self.runs.base - storage.data_ptr() + block_id * self.runs.block_stride
-        return [flat[start + offset : start + offset + length] for offset, length in self.runs.runs]
+        return run_views(self.runs, block_id)
+
+
+def run_views(layer: _LayerRuns, block_id: int) -> list[torch.Tensor]:
+    """Byte views of one layer's runs of one block, on the KV cache's device."""
+    storage = layer.tensor.untyped_storage()
+    flat = torch.empty(0, dtype=torch.uint8, device=layer.tensor.device).set_(storage)
+    start = layer.base - storage.data_ptr() + block_id * layer.block_stride
+    return [flat[start + offset : start + offset + length] for offset, length in layer.runs]
 
 
 def block_layers(layers: dict[str, _LayerRuns]) -> list[BlockLayer]:
@@ -736,13 +739,7 @@ class StrataConnector(KVConnectorBase_V1):
 
     def _block_views(self, block_id: int) -> list[torch.Tensor]:
         """Byte views of one block's runs in device memory (CUDA path)."""
-        views = []
-        for layer in self._layers:
-            storage = layer.tensor.untyped_storage()
-            flat = torch.empty(0, dtype=torch.uint8, device=layer.tensor.device).set_(storage)
-            start = layer.base - storage.data_ptr() + block_id * layer.block_stride
-            views.extend(flat[start + offset : start + offset + length] for offset, length in layer.runs)
-        return views
+        return [view for layer in self._layers for view in run_views(layer, block_id)]
 
     def start_load_kv(self, forward_context: "ForwardContext", **kwargs: Any) -> None:
         meta = self._get_connector_metadata()
