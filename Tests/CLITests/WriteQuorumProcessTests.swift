@@ -75,6 +75,104 @@ private struct WriterLog {
     try await Self.chaos(cluster, etcd: false, losesDisk: "c", cycles: 12)
   }
 
+  /// The same where node c's disk starts failing under the running process (the block device
+  /// seam, armed through the admin API of a node started with --fault-injection): each time c is
+  /// the victim its disk first fails writes and fails (or, every other time, corrupts) reads while
+  /// the writer goes on; c must refuse rather than lose (a failed demotion keeps a block in RAM
+  /// unless another owner holds it on NVMe) and must never serve wrong bytes; then c is killed
+  /// mid-batch and restarts, every other time on a replaced (empty) disk. One failure at a time:
+  /// the other nodes are killed only while c's disk is healthy.
+  @Test func acknowledgedBlocksSurviveAFailingDisk() async throws {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    defer { cluster.shutdown() }
+    cluster.staticMembers = ["a", "b", "c"]
+    cluster.staticClusterConfig = ["probe_interval: 200ms"]
+    cluster.ram = "4MiB"
+    cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
+    cluster.extraArguments = ["--fault-injection"]
+    try await Self.chaos(cluster, etcd: false, failingDisk: "c", cycles: 12)
+  }
+
+  /// The gauge of blocks under-replicated now: node a takes PUTs of blocks owned by a and b while
+  /// b is down; each is held by a alone (quorum not reached) and counted; once b is back the
+  /// repair pass copies them and the gauge returns to 0.
+  @Test func theUnderReplicatedGaugeRisesWhileAnOwnerIsDownAndReturnsToZeroAfterRepair() async throws {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    defer { cluster.shutdown() }
+    cluster.staticMembers = ["a", "b", "c"]
+    cluster.staticClusterConfig = ["probe_interval: 200ms"]
+    for name in ["a", "b", "c"] { try cluster.start(name) }
+    let ringReader = cluster.client(seeds: ["a"])
+    let ring = try await ringReader.currentRing()
+    ringReader.close()
+    let owners = Set([cluster.address("a").description, cluster.address("b").description])
+    let blocks = BlockSet(count: 400, run: 81)
+    let onAB = blocks.keys.indices.filter { Set(ring.owners(of: blocks.keys[$0]).map(\.address)) == owners }
+    try #require(onAB.count >= 20)
+    #expect(try Self.metric(cluster, "a", "strata_under_replicated_blocks") == 0)
+
+    cluster.killHard("b")
+    let direct = NodeProcess.client(cluster.address("a"), connections: 1)
+    defer { direct.close() }
+    let region = direct.register(blocks.source)
+    let items = try onAB.map { n in
+      StrataClient.PutItem(
+        key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+    }
+    let refused = await #expect(throws: StrataError.self) { try await direct.put(items) }
+    #expect(refused?.code == .quorumNotReached, "\(String(describing: refused))")
+    // The copies that failed went to the replicator's queue too, and fail again there (the
+    // barrier returns once they have): still counted once each.
+    _ = try await direct.ringCall(RingCall.sync, node: cluster.address("a"))
+    #expect(try Self.metric(cluster, "a", "strata_under_replicated_blocks") == Double(onAB.count))
+    #expect(try Self.metric(cluster, "a", "strata_under_replicated_overflow_total") == 0)
+
+    try cluster.start("b")
+    let repaired = try await eventually(within: 30) {
+      try Self.metric(cluster, "a", "strata_under_replicated_blocks") == 0
+    }
+    #expect(repaired, "the gauge stayed at \(String(describing: try? Self.metric(cluster, "a", "strata_under_replicated_blocks")))")
+    #expect(try await Self.holds("b", onAB, cluster: cluster, blocks: blocks), "b did not get the blocks back")
+  }
+
+  /// etcd: a node killed and restarted within its lease TTL keeps its member key, so the ring
+  /// does not change; its member record's `instance` does, and the others repair toward it. Node
+  /// c, restarted on a wiped disk well inside a 30 s TTL, holds again every block it owns
+  /// without a single read (asked as a peer, which fills nothing).
+  @Test(.enabled(if: EtcdProcess.isAvailable, "etcd is not installed (scripts/bootstrap.sh installs etcd-server)"))
+  func anEtcdMemberRestartedWithinItsLeaseTTLIsRepairedWithoutReads() async throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"], ttlSeconds: 30)
+    defer { cluster.shutdown() }
+    try await cluster.startRegistered(["a", "b", "c"])
+    let blocks = BlockSet(count: 2_000, run: 83)
+    let writer = cluster.client(seeds: ["a", "b", "c"])
+    defer { writer.close() }
+    try await blocks.putAll(writer)
+    let ring = try await writer.refreshRing()
+    let me = cluster.address("c").description
+    let owned = blocks.keys.indices.filter { ring.owners(of: blocks.keys[$0]).contains { $0.address == me } }
+    try #require(owned.count > 500)
+    #expect(try await Self.holds("c", owned, cluster: cluster, blocks: blocks), "c holds its blocks before the kill")
+
+    let killed = ContinuousClock.now
+    cluster.killHard("c")
+    try FileManager.default.removeItem(atPath: "\(cluster.base)/c/nvme")
+    try cluster.start("c")
+    let caughtUp = try await eventually(within: 20) {
+      try await Self.holds("c", owned, cluster: cluster, blocks: blocks)
+    }
+    let took = ContinuousClock.now - killed
+    #expect(caughtUp, "c did not get its blocks back")
+    #expect(took < .seconds(cluster.ttlSeconds), "c caught up only after \(took): its lease may have lapsed")
+    // The ring kept c throughout: what repaired it was the restart, not a ring change.
+    #expect(try await cluster.activeIDs(via: ["a"]).contains("node-c"))
+    let survivors = cluster.log("a") + cluster.log("b")
+    #expect(survivors.contains("members restarted"), "no survivor noticed c's restart")
+    #expect(!survivors.contains("members left"), "c's lease lapsed: the test restarted it too late")
+  }
+
   /// A PUT whose other owner hangs (SIGSTOP: connected, silent) is answered within its deadline
   /// with `quorum_not_reached`, naming the copies; once the owner answers again, the same PUT
   /// (now "already present" on the first owner) completes the copy and is acknowledged.
@@ -118,7 +216,8 @@ private struct WriterLog {
   }
 
   private static func chaos(
-    _ cluster: ClusterHarness, etcd: Bool, losesDisk: String? = nil, cycles: Int = Self.cycles
+    _ cluster: ClusterHarness, etcd: Bool, losesDisk: String? = nil, failingDisk: String? = nil,
+    cycles: Int = Self.cycles
   ) async throws {
     // STRATA_TEST_WRITE_QUORUM=1 runs the same chaos with acknowledgement before the copies (the
     // behaviour before write quorums), to see the test fail.
@@ -147,10 +246,39 @@ private struct WriterLog {
     var random = SplitMix64(seed: 20_261_202)
     var midBatchKills = 0
     var disksLost = 0
+    var diskFailures = 0
+    var failingReadsMissed = 0
+    var faultCounts = (writes: 0, reads: 0, corrupted: 0, demotionsFailed: 0)
     var completed = 0
     var notCaughtUp: [String] = []
     for cycle in 0..<cycles {
-      let victim = ["a", "b", "c"][Int(random.next() % 3)]
+      // The first cycles with a failing disk pick it, so that it fails more than once.
+      let victim = failingDisk != nil && cycle % 4 == 1 ? failingDisk! : ["a", "b", "c"][Int(random.next() % 3)]
+      if victim == failingDisk {
+        diskFailures += 1
+        let reads = diskFailures % 2 == 1 ? "corrupt" : "fail"
+        let armed = try Self.admin(cluster, victim, "POST", "/v1/debug/disk-fault", #"{"writes":"fail","reads":"\#(reads)"}"#)
+        #expect(statusCode(armed) == 200, "\(armed)")
+        // The writer goes on against the failing disk, and the node is read from directly (as a
+        // peer: nothing is read through): whatever it answers is byte-exact, or a miss.
+        let failing = log.withLock { log in
+          log.budget = max(log.budget, log.batches + 6)
+          return log.batches
+        }
+        _ = try await eventually(within: 30) { log.withLock { $0.batches >= failing + 6 || $0.stop } }
+        let direct = try await Self.readOwned(victim, cluster: cluster, blocks: blocks, log: log)
+        #expect(direct.wrong == 0 && direct.corrupt == 0, "the failing node served wrong bytes: \(direct)")
+        failingReadsMissed += direct.missing
+        let counts = try Self.admin(cluster, victim, "POST", "/v1/debug/disk-fault", "{}")
+        let document = try JSONSerialization.jsonObject(with: Data(Self.body(counts).utf8)) as? [String: Any] ?? [:]
+        faultCounts.writes += document["failed_writes"] as? Int ?? 0
+        faultCounts.reads += document["failed_reads"] as? Int ?? 0
+        faultCounts.corrupted += document["corrupted_reads"] as? Int ?? 0
+        let metrics = try Self.admin(cluster, victim, "GET", "/metrics")
+        faultCounts.demotionsFailed += Int(
+          (Self.sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0)
+            + (Self.sample(metrics, "strata_demotion_failures_total", #"outcome="dropped""#) ?? 0))
+      }
       // Kill once the writer has done 1–4 of the 8 batches it may do now: it is inside the next
       // one then, so the kill lands in the middle of a batch.
       let before = log.withLock { log in
@@ -181,7 +309,7 @@ private struct WriterLog {
         }
         #expect(gone, "node \(victim) did not leave the ring within its lease TTL")
       }
-      if victim == losesDisk {
+      if victim == losesDisk || (victim == failingDisk && diskFailures % 2 == 0) {
         let nvme = "\(cluster.base)/\(victim)/nvme"
         #expect(FileManager.default.fileExists(atPath: nvme), "no NVMe folder at \(nvme)")
         try FileManager.default.removeItem(atPath: nvme)
@@ -213,6 +341,15 @@ private struct WriterLog {
     #expect(completed == cycles, "\(completed) of \(cycles) cycles ran")
     #expect(midBatchKills >= cycles / 2, "only \(midBatchKills) kills landed inside a batch")
     #expect(losesDisk == nil || disksLost > 0, "no disk was lost")
+    if failingDisk != nil {
+      // The faults bit: writes and reads failed, reads were corrupted, demotions failed, and the
+      // failing node answered misses rather than wrong bytes.
+      #expect(diskFailures >= 2 && disksLost >= 1, "\(diskFailures) disk failures, \(disksLost) disks replaced")
+      #expect(
+        faultCounts.writes > 0 && faultCounts.reads > 0 && faultCounts.corrupted > 0 && faultCounts.demotionsFailed > 0,
+        "injected faults: \(faultCounts)")
+      #expect(failingReadsMissed > 0, "no read of the failing disk missed")
+    }
     #expect(
       summary.acknowledgedBatches > 0 && summary.failedBatches > 0,
       "\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) failed batches")
@@ -229,7 +366,7 @@ private struct WriterLog {
     let unacked = try await blocks.verify(reader, indices: unacknowledged)
     #expect(unacked.wrong == 0 && unacked.corrupt == 0, "unacknowledged blocks are whole or absent: \(unacked)")
     print(
-      "write quorum chaos: \(completed) of \(cycles) cycles, \(disksLost) disks lost, \(midBatchKills) kills inside a batch, \(summary.batches) batches (\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) not), acknowledged blocks \(acked), unacknowledged blocks \(unacked), errors \(summary.errors)"
+      "write quorum chaos: \(completed) of \(cycles) cycles, \(disksLost) disks lost, \(diskFailures) disk failures \(faultCounts), \(failingReadsMissed) misses reading the failing disk, \(midBatchKills) kills inside a batch, \(summary.batches) batches (\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) not), acknowledged blocks \(acked), unacknowledged blocks \(unacked), errors \(summary.errors)"
     )
   }
 
@@ -266,6 +403,71 @@ private struct WriterLog {
       }
     }
     log.withLock { $0.stop = true }
+  }
+
+  /// Reads every acknowledged block node `name` owns from that node alone, as a peer (nothing is
+  /// read through, no other owner is asked).
+  private static func readOwned(
+    _ name: String, cluster: ClusterHarness, blocks: BlockSet, log: SharedLog
+  ) async throws -> BlockSet.Check {
+    let ringReader = cluster.client(seeds: [name])
+    defer { ringReader.close() }
+    let ring = try await ringReader.refreshRing()
+    let me = cluster.address(name).description
+    let states = log.withLock { $0.states }
+    let owned = states.indices.filter { n in
+      states[n] == .acknowledged && ring.owners(of: blocks.keys[n]).contains { $0.address == me }
+    }
+    var configuration = StrataClient.Configuration(node: cluster.address(name))
+    configuration.isPeer = true
+    configuration.timeoutMilliseconds = 10_000
+    let peer = StrataClient(configuration)
+    defer { peer.close() }
+    return try await blocks.verify(peer, indices: owned)
+  }
+
+  /// Whether node `name` holds blocks `indices` (LOOKUP as a peer: it fills nothing).
+  private static func holds(_ name: String, _ indices: [Int], cluster: ClusterHarness, blocks: BlockSet) async throws
+    -> Bool
+  {
+    var configuration = StrataClient.Configuration(node: cluster.address(name))
+    configuration.isPeer = true
+    configuration.timeoutMilliseconds = 5_000
+    let peer = StrataClient(configuration)
+    defer { peer.close() }
+    for first in stride(from: 0, to: indices.count, by: 2_000) {
+      let keys = indices[first..<min(first + 2_000, indices.count)].map { blocks.keys[$0] }
+      guard let found = try? await peer.lookup(keys), found.tiers.allSatisfy({ $0 != .absent }) else { return false }
+    }
+    return true
+  }
+
+  /// An admin API call to node `name`; the whole HTTP response.
+  private static func admin(
+    _ cluster: ClusterHarness, _ name: String, _ method: String, _ path: String, _ body: String = ""
+  ) throws -> String {
+    let request = "\(method) \(path) HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    return try rawAdminExchange(try HostPort(parsing: try cluster.admin(name)), Array(request.utf8))
+  }
+
+  private static func body(_ response: String) -> String {
+    guard let end = response.range(of: "\r\n\r\n") else { return "" }
+    return String(response[end.upperBound...])
+  }
+
+  /// The value of the sample of `name` whose labels contain `label` (any, when nil).
+  private static func sample(_ exposition: String, _ name: String, _ label: String? = nil) -> Double? {
+    for line in exposition.split(separator: "\n") where !line.hasPrefix("#") {
+      guard line.hasPrefix(name + " ") || line.hasPrefix(name + "{") else { continue }
+      if let label, !line.contains(label) { continue }
+      return line.split(separator: " ").last.flatMap { Double($0) }
+    }
+    return nil
+  }
+
+  /// A metric of node `name`, scraped now.
+  private static func metric(_ cluster: ClusterHarness, _ name: String, _ metric: String) throws -> Double? {
+    sample(try admin(cluster, name, "GET", "/metrics"), metric)
   }
 
   /// Whether node `name` holds every acknowledged block it owns in its ring, asked as a peer (a
