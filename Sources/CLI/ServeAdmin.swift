@@ -34,7 +34,8 @@ func startAdmin(
   if faultInjection {
     administration.enableFaultInjection(disk: diskFaults)
     logger.warning(
-      "fault injection on: POST /v1/debug/flip-bit corrupts RAM blocks, POST /v1/debug/disk-fault fails the disk (tests only)")
+      "fault injection on: POST /v1/debug/flip-bit corrupts RAM blocks, POST /v1/debug/disk-fault fails the disk (tests only)"
+    )
   }
   administration.start()
   print("strata admin API at http://\(administration.address) (metrics: \(administration.metricsURL))")

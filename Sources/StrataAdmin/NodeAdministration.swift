@@ -124,7 +124,8 @@ public final class NodeAdministration: Sendable {
     admin.route("POST", "/v1/debug/disk-fault") { [logger] request throws(StrataError) in
       let body = try request.jsonBody()
       for key in body.keys where !["writes", "reads"].contains(key) {
-        throw StrataError(.invalidArgument, "unknown field '\(key)'; known: writes (ok, fail), reads (ok, fail, corrupt)")
+        throw StrataError(
+          .invalidArgument, "unknown field '\(key)'; known: writes (ok, fail), reads (ok, fail, corrupt)")
       }
       var faults = disk.faults
       if let value = body["writes"] {
@@ -141,7 +142,8 @@ public final class NodeAdministration: Sendable {
       }
       disk.set(faults)
       logger.warning(
-        "injected disk faults", metadata: ["writes": "\(faults.failWrites ? "fail" : "ok")", "reads": "\(faults.reads)"])
+        "injected disk faults",
+        metadata: ["writes": "\(faults.failWrites ? "fail" : "ok")", "reads": "\(faults.reads)"])
       let counts = disk.counts
       return .json(
         .object([

@@ -131,7 +131,9 @@ private struct WriterLog {
     let repaired = try await eventually(within: 30) {
       try Self.metric(cluster, "a", "strata_under_replicated_blocks") == 0
     }
-    #expect(repaired, "the gauge stayed at \(String(describing: try? Self.metric(cluster, "a", "strata_under_replicated_blocks")))")
+    #expect(
+      repaired,
+      "the gauge stayed at \(String(describing: try? Self.metric(cluster, "a", "strata_under_replicated_blocks")))")
     #expect(try await Self.holds("b", onAB, cluster: cluster, blocks: blocks), "b did not get the blocks back")
   }
 
@@ -257,7 +259,8 @@ private struct WriterLog {
       if victim == failingDisk {
         diskFailures += 1
         let reads = diskFailures % 2 == 1 ? "corrupt" : "fail"
-        let armed = try Self.admin(cluster, victim, "POST", "/v1/debug/disk-fault", #"{"writes":"fail","reads":"\#(reads)"}"#)
+        let armed = try Self.admin(
+          cluster, victim, "POST", "/v1/debug/disk-fault", #"{"writes":"fail","reads":"\#(reads)"}"#)
         #expect(statusCode(armed) == 200, "\(armed)")
         // The writer goes on against the failing disk, and the node is read from directly (as a
         // peer: nothing is read through): whatever it answers is byte-exact, or a miss.

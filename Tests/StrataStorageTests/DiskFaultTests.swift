@@ -54,13 +54,16 @@ import Testing
       devices: [FaultInjectingBlockDevice(base, faults: faults)], regionBytes: 1 << 20, compression: .none,
       blockBytesMax: 256 << 10)
     let tiers = try TierManager(
-      configuration: TierConfiguration(ramBytes: 1 << 20, blockBytesMax: 256 << 10, lockMemory: false, hugePages: false),
+      configuration: TierConfiguration(
+        ramBytes: 1 << 20, blockBytesMax: 256 << 10, lockMemory: false, hugePages: false),
       nvme: nvme)
     for n in 0..<12 { #expect(try await put(tiers, n, bytes: 200_000) == .stored) }
     let onDisk = (0..<12).filter { tiers.lookup([testBlockID($0)]) == [.nvme] }
     try #require(onDisk.count >= 4, "blocks were demoted")
     faults.set(DiskFaults(reads: .corrupt))
-    for n in onDisk { #expect(try await read(tiers, testBlockID(n)) == nil, "block \(n) was served from a corrupt read") }
+    for n in onDisk {
+      #expect(try await read(tiers, testBlockID(n)) == nil, "block \(n) was served from a corrupt read")
+    }
     #expect(tiers.stats.checksumFailures == onDisk.count)
     faults.set(DiskFaults(reads: .fail))
     for n in 0..<12 where !onDisk.contains(n) {

@@ -97,7 +97,9 @@ public final class FaultInjectingBlockDevice: BlockDevice {
       try base.read(at: offset, into: buffer)
       // One bit of every 512-byte sector read, header and payload alike: a record's checks must
       // catch it wherever the record's bytes lie.
-      for sector in stride(from: 0, to: buffer.count, by: 512) { buffer[sector + min(100, buffer.count - sector - 1)] ^= 0x10 }
+      for sector in stride(from: 0, to: buffer.count, by: 512) {
+        buffer[sector + min(100, buffer.count - sector - 1)] ^= 0x10
+      }
     }
   }
 
