@@ -45,10 +45,8 @@ private struct WriterLog {
   static let batchBlocks = 16
 
   @Test func acknowledgedBlocksSurviveKillRestartChaos() async throws {
-    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    let cluster = try Self.staticCluster()
     defer { cluster.shutdown() }
-    cluster.staticMembers = ["a", "b", "c"]
-    cluster.staticClusterConfig = ["probe_interval: 200ms"]
     try await Self.chaos(cluster, etcd: false)
   }
 
@@ -66,12 +64,8 @@ private struct WriterLog {
   /// The same where node c's disk is lost each time it is killed (its NVMe folder removed before
   /// it restarts), with RAM tiers so small that most blocks live on NVMe: c comes back empty.
   @Test func acknowledgedBlocksSurviveALostDisk() async throws {
-    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    let cluster = try Self.staticCluster(smallRAM: true)
     defer { cluster.shutdown() }
-    cluster.staticMembers = ["a", "b", "c"]
-    cluster.staticClusterConfig = ["probe_interval: 200ms"]
-    cluster.ram = "4MiB"
-    cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
     try await Self.chaos(cluster, etcd: false, losesDisk: "c", cycles: 12)
   }
 
@@ -83,12 +77,8 @@ private struct WriterLog {
   /// mid-batch and restarts, every other time on a replaced (empty) disk. One failure at a time:
   /// the other nodes are killed only while c's disk is healthy.
   @Test func acknowledgedBlocksSurviveAFailingDisk() async throws {
-    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    let cluster = try Self.staticCluster(smallRAM: true)
     defer { cluster.shutdown() }
-    cluster.staticMembers = ["a", "b", "c"]
-    cluster.staticClusterConfig = ["probe_interval: 200ms"]
-    cluster.ram = "4MiB"
-    cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
     cluster.extraArguments = ["--fault-injection"]
     try await Self.chaos(cluster, etcd: false, failingDisk: "c", cycles: 12)
   }
@@ -97,10 +87,8 @@ private struct WriterLog {
   /// b is down; each is held by a alone (quorum not reached) and counted; once b is back the
   /// repair pass copies them and the gauge returns to 0.
   @Test func theUnderReplicatedGaugeRisesWhileAnOwnerIsDownAndReturnsToZeroAfterRepair() async throws {
-    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    let cluster = try Self.staticCluster()
     defer { cluster.shutdown() }
-    cluster.staticMembers = ["a", "b", "c"]
-    cluster.staticClusterConfig = ["probe_interval: 200ms"]
     for name in ["a", "b", "c"] { try cluster.start(name) }
     let ringReader = cluster.client(seeds: ["a"])
     let ring = try await ringReader.currentRing()
@@ -215,6 +203,19 @@ private struct WriterLog {
     let peer = StrataClient(peerConfiguration)
     defer { peer.close() }
     #expect(try await peer.lookup(items.map(\.key)).tiers.allSatisfy { $0 != .absent }, "b holds the blocks")
+  }
+
+  /// Three static nodes a, b, c probing each other every 200 ms; with `smallRAM`, 4 MiB RAM
+  /// tiers (most blocks live on NVMe) and blocks of at most 64 KiB.
+  private static func staticCluster(smallRAM: Bool = false) throws -> ClusterHarness {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    cluster.staticMembers = ["a", "b", "c"]
+    cluster.staticClusterConfig = ["probe_interval: 200ms"]
+    if smallRAM {
+      cluster.ram = "4MiB"
+      cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
+    }
+    return cluster
   }
 
   private static func chaos(
@@ -415,28 +416,38 @@ private struct WriterLog {
   ) async throws -> BlockSet.Check {
     let ringReader = cluster.client(seeds: [name])
     defer { ringReader.close() }
-    let ring = try await ringReader.refreshRing()
-    let me = cluster.address(name).description
-    let states = log.withLock { $0.states }
-    let owned = states.indices.filter { n in
-      states[n] == .acknowledged && ring.owners(of: blocks.keys[n]).contains { $0.address == me }
-    }
-    var configuration = StrataClient.Configuration(node: cluster.address(name))
-    configuration.isPeer = true
-    configuration.timeoutMilliseconds = 10_000
-    let peer = StrataClient(configuration)
+    let owned = acknowledged(ownedBy: name, in: try await ringReader.refreshRing(), cluster, blocks, log)
+    let peer = peerClient(name, cluster: cluster, timeoutMilliseconds: 10_000)
     defer { peer.close() }
     return try await blocks.verify(peer, indices: owned)
+  }
+
+  /// The acknowledged blocks node `name` owns in `ring`.
+  private static func acknowledged(
+    ownedBy name: String, in ring: Ring, _ cluster: ClusterHarness, _ blocks: BlockSet, _ log: SharedLog
+  ) -> [Int] {
+    let me = cluster.address(name).description
+    let states = log.withLock { $0.states }
+    return states.indices.filter { n in
+      states[n] == .acknowledged && ring.owners(of: blocks.keys[n]).contains { $0.address == me }
+    }
+  }
+
+  /// A client of node `name` alone that says HELLO as a peer (its requests fill nothing).
+  private static func peerClient(_ name: String, cluster: ClusterHarness, timeoutMilliseconds: UInt64 = 5_000)
+    -> StrataClient
+  {
+    var configuration = StrataClient.Configuration(node: cluster.address(name))
+    configuration.isPeer = true
+    configuration.timeoutMilliseconds = timeoutMilliseconds
+    return StrataClient(configuration)
   }
 
   /// Whether node `name` holds blocks `indices` (LOOKUP as a peer: it fills nothing).
   private static func holds(_ name: String, _ indices: [Int], cluster: ClusterHarness, blocks: BlockSet) async throws
     -> Bool
   {
-    var configuration = StrataClient.Configuration(node: cluster.address(name))
-    configuration.isPeer = true
-    configuration.timeoutMilliseconds = 5_000
-    let peer = StrataClient(configuration)
+    let peer = peerClient(name, cluster: cluster)
     defer { peer.close() }
     for first in stride(from: 0, to: indices.count, by: 2_000) {
       let keys = indices[first..<min(first + 2_000, indices.count)].map { blocks.keys[$0] }
@@ -481,21 +492,8 @@ private struct WriterLog {
     let ringReader = cluster.client(seeds: [name])
     defer { ringReader.close() }
     guard let ring = try? await ringReader.refreshRing() else { return false }
-    let me = cluster.address(name).description
-    guard ring.activeMembers.contains(where: { $0.address == me }) else { return false }
-    let states = log.withLock { $0.states }
-    let owned = states.indices.filter { n in
-      states[n] == .acknowledged && ring.owners(of: blocks.keys[n]).contains { $0.address == me }
-    }
-    var configuration = StrataClient.Configuration(node: cluster.address(name))
-    configuration.isPeer = true
-    configuration.timeoutMilliseconds = 5_000
-    let peer = StrataClient(configuration)
-    defer { peer.close() }
-    for first in stride(from: 0, to: owned.count, by: 2_000) {
-      let keys = owned[first..<min(first + 2_000, owned.count)].map { blocks.keys[$0] }
-      guard let found = try? await peer.lookup(keys), found.tiers.allSatisfy({ $0 != .absent }) else { return false }
-    }
-    return true
+    guard ring.activeMembers.contains(where: { $0.address == cluster.address(name).description }) else { return false }
+    return try await holds(
+      name, acknowledged(ownedBy: name, in: ring, cluster, blocks, log), cluster: cluster, blocks: blocks)
   }
 }
