@@ -86,6 +86,61 @@ private struct WriterLog {
     try await Self.chaos(cluster, etcd: false, failingDisk: "c", cycles: 12)
   }
 
+  /// A failing disk under the one failure that can follow it: node c (1 MiB of RAM, its disk
+  /// failing writes) takes blocks it owns with a or b, whose copies stay in their RAM (256 MiB,
+  /// never demoted). Each block c cannot demote may leave its RAM only if the other owner holds
+  /// it on NVMe, which none does: c keeps them and refuses writes once full. Then a is killed:
+  /// every acknowledged block a and c owned is still read back, byte-exact, from c. (A node that
+  /// dropped such blocks, as a plain eviction would, loses them here.)
+  @Test func aFailingDiskKeepsBlocksWhoseOtherCopyIsOnlyInRAM() async throws {
+    let cluster = try Self.staticCluster()
+    defer { cluster.shutdown() }
+    cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
+    cluster.extraArguments = ["--fault-injection"]
+    for name in ["a", "b"] { try cluster.start(name) }
+    cluster.ram = "1MiB"
+    try cluster.start("c")
+    let armed = try Self.admin(cluster, "c", "POST", "/v1/debug/disk-fault", #"{"writes":"fail"}"#)
+    try #require(statusCode(armed) == 200, "\(armed)")
+
+    let blocks = BlockSet(count: 3_000, run: 85, smallest: 512, spread: 2048)
+    let writer = cluster.client(seeds: ["a", "b", "c"])
+    defer { writer.close() }
+    let region = writer.register(blocks.source)
+    var acknowledged: [Int] = []
+    var refused = 0
+    for first in stride(from: 0, to: blocks.count, by: 16) {
+      let batch = Array(first..<min(first + 16, blocks.count))
+      let items = try batch.map { n in
+        StrataClient.PutItem(
+          key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+      }
+      let outcomes = try? await writer.put(items)
+      if let outcomes, outcomes.allSatisfy({ $0 == .stored || $0 == .alreadyPresent }) {
+        acknowledged += batch
+      } else {
+        refused += 1
+      }
+    }
+    let metrics = try Self.admin(cluster, "c", "GET", "/metrics")
+    let kept = Self.sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0
+    #expect(kept > 0, "no demotion failed on c")
+    #expect(refused > 0, "c never refused a write once its RAM was full of blocks it could not demote")
+    let ring = try await writer.refreshRing()
+    let pair = Set([cluster.address("a").description, cluster.address("c").description])
+    let onAC = acknowledged.filter { Set(ring.owners(of: blocks.keys[$0]).map(\.address)) == pair }
+    try #require(onAC.count >= 50, "only \(onAC.count) acknowledged blocks on a and c")
+
+    cluster.killHard("a")
+    let peer = Self.peerClient("c", cluster: cluster, timeoutMilliseconds: 10_000)
+    defer { peer.close() }
+    let check = try await blocks.verify(peer, indices: onAC)
+    #expect(check.ok == onAC.count, "acknowledged blocks of a and c read from c after a was killed: \(check)")
+    print(
+      "failing disk, other copy in RAM: \(acknowledged.count) blocks acknowledged, \(refused) batches refused, \(Int(kept)) demotions kept in RAM; after a's kill, from c: \(check) of \(onAC.count)"
+    )
+  }
+
   /// The gauge of blocks under-replicated now: node a takes PUTs of blocks owned by a and b while
   /// b is down; each is held by a alone (quorum not reached) and counted; once b is back the
   /// repair pass copies them and the gauge returns to 0.
