@@ -1,9 +1,10 @@
 // A block whose demotion to NVMe failed (the disk erred) must not leave RAM unless another copy
 // is safe: the tier manager asks this node's cluster layer first. The block may go when another
 // owner holds it on NVMe (a copy that survives that owner's crash); otherwise it stays in RAM and
-// the write that needed its room is refused (`io_error`), so a failing disk makes a node refuse
-// writes rather than lose acknowledged blocks. A block no other owner holds at all is copied to
-// them first (it is then in their RAM, and stays here too). Every outcome is counted and logged.
+// the write that needed its room is refused (the block's PUT outcome `no_space`), so a failing
+// disk makes a node refuse writes rather than lose acknowledged blocks. A block no other owner
+// holds at all is copied to them first (it is then in their RAM, and stays here too). Every
+// outcome is counted, and logged (the first, then every 1000th).
 
 import Logging
 import StrataClient
