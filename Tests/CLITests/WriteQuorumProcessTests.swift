@@ -214,6 +214,8 @@ private struct WriterLog {
     let took = ContinuousClock.now - killed
     #expect(caughtUp, "c did not get its blocks back")
     #expect(took < .seconds(cluster.ttlSeconds), "c caught up only after \(took): its lease may have lapsed")
+    // Nothing was read through: the blocks came by repair.
+    #expect(try Self.metric(cluster, "c", "strata_readthrough_blocks_total") == 0)
     // The ring kept c throughout: what repaired it was the restart, not a ring change.
     #expect(try await cluster.activeIDs(via: ["a"]).contains("node-c"))
     let survivors = cluster.log("a") + cluster.log("b")
