@@ -126,9 +126,8 @@ private struct WriterLog {
     let kept = Self.sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0
     #expect(kept > 0, "no demotion failed on c")
     #expect(refused > 0, "c never refused a write once its RAM was full of blocks it could not demote")
-    let ring = try await writer.refreshRing()
-    let pair = Set([cluster.address("a").description, cluster.address("c").description])
-    let onAC = acknowledged.filter { Set(ring.owners(of: blocks.keys[$0]).map(\.address)) == pair }
+    let onAC = Set(try await Self.blocks(ownedBy: ["a", "c"], of: blocks, in: cluster)).intersection(acknowledged)
+      .sorted()
     try #require(onAC.count >= 50, "only \(onAC.count) acknowledged blocks on a and c")
 
     cluster.killHard("a")
@@ -148,12 +147,8 @@ private struct WriterLog {
     let cluster = try Self.staticCluster()
     defer { cluster.shutdown() }
     for name in ["a", "b", "c"] { try cluster.start(name) }
-    let ringReader = cluster.client(seeds: ["a"])
-    let ring = try await ringReader.currentRing()
-    ringReader.close()
-    let owners = Set([cluster.address("a").description, cluster.address("b").description])
     let blocks = BlockSet(count: 400, run: 81)
-    let onAB = blocks.keys.indices.filter { Set(ring.owners(of: blocks.keys[$0]).map(\.address)) == owners }
+    let onAB = try await Self.blocks(ownedBy: ["a", "b"], of: blocks, in: cluster)
     try #require(onAB.count >= 20)
     #expect(try Self.metric(cluster, "a", "strata_under_replicated_blocks") == 0)
 
@@ -231,12 +226,8 @@ private struct WriterLog {
     defer { cluster.shutdown() }
     cluster.staticMembers = ["a", "b", "c"]
     for name in ["a", "b", "c"] { try cluster.start(name) }
-    let ringReader = cluster.client(seeds: ["a"])
-    let ring = try await ringReader.currentRing()
-    ringReader.close()
-    let owners = Set([cluster.address("a").description, cluster.address("b").description])
     let blocks = BlockSet(count: 200, run: 79)
-    let onAB = blocks.keys.indices.filter { Set(ring.owners(of: blocks.keys[$0]).map(\.address)) == owners }
+    let onAB = try await Self.blocks(ownedBy: ["a", "b"], of: blocks, in: cluster)
     try #require(onAB.count >= 4)
     let direct = NodeProcess.client(cluster.address("a"), connections: 1)
     defer { direct.close() }
@@ -473,6 +464,17 @@ private struct WriterLog {
       }
     }
     log.withLock { $0.stop = true }
+  }
+
+  /// The blocks of `blocks` whose owners are exactly the nodes `names`, in node a's ring.
+  private static func blocks(ownedBy names: [String], of blocks: BlockSet, in cluster: ClusterHarness) async throws
+    -> [Int]
+  {
+    let ringReader = cluster.client(seeds: ["a"])
+    defer { ringReader.close() }
+    let ring = try await ringReader.currentRing()
+    let owners = Set(names.map { cluster.address($0).description })
+    return blocks.keys.indices.filter { Set(ring.owners(of: blocks.keys[$0]).map(\.address)) == owners }
   }
 
   /// Reads every acknowledged block node `name` owns from that node alone, as a peer (nothing is
