@@ -65,6 +65,11 @@ public final class NodeMetrics: NodeObserver {
     .init(
       name: "strata_repair_backlog_blocks", kind: .gauge, labels: [],
       help: "Blocks the running repair pass has yet to offer to their other owners (0 when none runs)."),
+    .init(
+      name: "strata_under_replicated_blocks", kind: .gauge, labels: [],
+      help:
+        "Blocks this node holds whose copy to another owner failed and has not been made since (by a copy, the replicator or repair); at most 65,536 are tracked."
+    ),
     .init(name: "strata_uptime_seconds", kind: .gauge, labels: [], help: "Seconds since the node started."),
     .init(name: "strata_build_info", kind: .gauge, labels: ["version"], help: "1, labelled with the build's version."),
     .init(name: "strata_verify_running", kind: .gauge, labels: [], help: "1 while an NVMe verify (scrub) runs."),
@@ -151,6 +156,14 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_under_replicated_writes_total", kind: .counter, labels: [],
       help:
         "Blocks of client PUTs answered while fewer than R of their owners held them (acknowledged or not); the missing copies are queued."
+    ),
+    .init(
+      name: "strata_under_replicated_overflow_total", kind: .counter, labels: [],
+      help: "Failed copies not tracked in strata_under_replicated_blocks because its set was full."),
+    .init(
+      name: "strata_demotion_failures_total", kind: .counter, labels: ["outcome"],
+      help:
+        "Blocks whose NVMe write failed during demotion: dropped (in a cluster, only when another owner holds it on NVMe) or kept in RAM (writes needing the room are refused)."
     ),
     .init(
       name: "strata_verify_corrupt_blocks_total", kind: .counter, labels: [],
@@ -258,6 +271,10 @@ public final class NodeMetrics: NodeObserver {
     gauge("strata_repair_backlog_blocks").set(Double(blocks))
   }
 
+  public func setUnderReplicated(_ blocks: Int) {
+    gauge("strata_under_replicated_blocks").set(Double(blocks))
+  }
+
   public func recordReplicationSent(blocks: Int) {
     counter("strata_replication_sent_blocks_total").increment(by: Int64(blocks))
   }
@@ -308,6 +325,8 @@ public final class NodeMetrics: NodeObserver {
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "admission")], to: stats.droppedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "quota")], to: stats.quotaEvictedBlocks)
     advance("strata_checksum_failures_total", [("tier", "ram")], to: stats.checksumFailures)
+    advance("strata_demotion_failures_total", [("outcome", "dropped")], to: stats.demotionFailedDropped)
+    advance("strata_demotion_failures_total", [("outcome", "kept")], to: stats.demotionFailedKept)
     gauge("strata_transfer_pins").set(Double(stats.transferPins))
     if let nvme {
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "capacity")], to: nvme.evictedBlocks)
@@ -440,14 +459,17 @@ public final class NodeMetrics: NodeObserver {
       "strata_copy_corrupt_blocks_total",
       "strata_repair_copied_blocks_total", "strata_verify_corrupt_blocks_total",
       "strata_write_quorum_copied_blocks_total", "strata_write_quorum_missed_blocks_total",
-      "strata_under_replicated_writes_total",
+      "strata_under_replicated_writes_total", "strata_under_replicated_overflow_total",
     ] {
       counter(name).increment(by: Int64(0))
+    }
+    for outcome in ["dropped", "kept"] {
+      counter("strata_demotion_failures_total", [("outcome", outcome)]).increment(by: Int64(0))
     }
     for name in [
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
-      "strata_repair_backlog_blocks",
+      "strata_repair_backlog_blocks", "strata_under_replicated_blocks",
     ] {
       gauge(name).set(0.0)
     }

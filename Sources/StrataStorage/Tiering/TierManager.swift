@@ -95,6 +95,12 @@ public struct TierStats: Sendable, Hashable {
   public var droppedBlocks = 0
   public var checksumFailures = 0
   public var ioErrors = 0
+  /// Blocks whose demotion failed (the NVMe write erred) and that left RAM anyway: without a
+  /// handler (a single node), or when the handler found them held elsewhere.
+  public var demotionFailedDropped = 0
+  /// Blocks whose demotion failed and that stayed in RAM because the handler said no other copy
+  /// is safe (the write needing their room was refused).
+  public var demotionFailedKept = 0
   public var leasesActive = 0
   /// Transfers in progress holding pins (GET sends, copies to peers).
   public var transferPins = 0
@@ -149,6 +155,19 @@ public struct BlockLease: Sendable {
   /// The number of leading requested blocks that are present: the usable prefix.
   public var leadingRunCount: Int { blocks.firstIndex(where: { $0 == nil }) ?? blocks.count }
 }
+
+/// What to do with a block whose demotion to NVMe failed: asked before it leaves RAM.
+public enum DemotionFailureVerdict: Sendable, Hashable {
+  /// Let it leave RAM (a copy elsewhere is safe, or losing it is accepted).
+  case drop
+  /// Keep it in RAM; the caller that needed its room is refused with the disk's error.
+  case keep
+}
+
+/// Decides about one block whose NVMe write failed during demotion; `block.bytes` stay valid for
+/// the call (the demotion holds the slot). It may take a network round trip, bounded by its own
+/// deadlines.
+public typealias DemotionFailureHandler = @Sendable (LeasedBlock, StrataError) async -> DemotionFailureVerdict
 
 /// A slot reserved for a PUT, to be filled (e.g. received from a socket straight into the arena)
 /// and then committed or aborted.
@@ -233,6 +252,13 @@ public final class TierManager: Sendable {
   let nvmeAges: NVMeRegionAges
   private let pressure: AsyncStream<Void>.Continuation
   private let pressureSignals: AsyncStream<Void>
+  private let demotionFailureHandler = Mutex<DemotionFailureHandler?>(nil)
+
+  /// Asks `handler` about every block whose demotion fails from now on (the cluster layer: is
+  /// the block safe on another owner?). Without one such a block leaves RAM (a single node).
+  public func setDemotionFailureHandler(_ handler: @escaping DemotionFailureHandler) {
+    demotionFailureHandler.withLock { $0 = handler }
+  }
 
   /// A tier manager over a fresh arena and (when given) an NVMe tier already opened or recovered.
   public init(
@@ -639,12 +665,35 @@ public final class TierManager: Sendable {
     guard let victim else { return false }
     guard case .demote(let id, let entry) = victim, let nvme else { return true }
     let bytes = UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes))
-    let written: Bool
+    var failure: StrataError?
     do throws(StrataError) {
       try await writeToNVMe(nvme, id, bytes, entry.checksum)
-      written = true
     } catch {
-      written = false  // counted in writeToNVMe; RAM must make room regardless
+      failure = error  // counted in writeToNVMe
+    }
+    let written = failure == nil
+    var verdict = DemotionFailureVerdict.drop
+    if let failure, let handler = demotionFailureHandler.withLock({ $0 }),
+      !state.withLock({ $0.removedWhileDemoting.contains(id) })
+    {
+      verdict = await handler(LeasedBlock(id: id, bytes: bytes, checksum: entry.checksum, foundIn: .ram), failure)
+    }
+    let kept = state.withLock { state -> Bool in
+      // Kept: back to an ordinary RAM block, evictable again (unless it was deleted meanwhile).
+      guard verdict == .keep, !state.removedWhileDemoting.contains(id), var current = state.ram[id] else {
+        return false
+      }
+      current.demoting = false
+      state.ram[id] = current
+      state.policy.insert(id, bytes: entry.slot.capacityBytes)
+      state.stats.demotionFailedKept += 1
+      return true
+    }
+    if kept, let failure {
+      throw StrataError(
+        .ioError,
+        "RAM tier full and block \(id) could not be written to NVMe (\(failure.message)); no other copy is safe, so it stays in RAM"
+      )
     }
     let removed = state.withLock { state -> Bool in
       if written {
@@ -652,6 +701,7 @@ public final class TierManager: Sendable {
         state.stats.demotedBytes += entry.bytes
       } else {
         state.stats.droppedBlocks += 1
+        state.stats.demotionFailedDropped += 1
       }
       if state.removedWhileDemoting.remove(id) != nil {
         // Deleted during the write (a re-PUT since then has its own entry and slot): release the
