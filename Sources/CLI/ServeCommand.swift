@@ -84,7 +84,8 @@ struct Serve: AsyncParsableCommand {
   @Flag(help: "Print the resolved configuration and exit without opening storage.")
   var dryRun = false
 
-  // Tests only: POST /v1/debug/flip-bit on the admin API corrupts a RAM block (docs/admin.md).
+  // Tests only: POST /v1/debug/flip-bit on the admin API corrupts a RAM block, and
+  // POST /v1/debug/disk-fault makes the NVMe devices fail or corrupt I/O (docs/admin.md).
   @Flag(help: .hidden)
   var faultInjection = false
 
@@ -97,7 +98,8 @@ struct Serve: AsyncParsableCommand {
       let signals = TerminationSignals()
       LoggingSystem.bootstrap(StreamLogHandler.standardError)
       let logger = Logger(label: "strata.node")
-      let (tiers, recovery) = try TierManager.open(settings, logger: logger)
+      let diskFaults = faultInjection ? DiskFaultSwitch() : nil
+      let (tiers, recovery) = try TierManager.open(settings, faults: diskFaults, logger: logger)
       let stats = tiers.stats
       print(
         "storage ready: RAM \(ByteSize(bytes: UInt64(stats.ramCapacityBytes))) "
@@ -132,6 +134,7 @@ struct Serve: AsyncParsableCommand {
             TLSFiles(
               certificate: settings.cluster.etcdCertificate, key: settings.cluster.etcdKey, trusted: ca, kernel: false))
         }
+        clusterSettings.instance = server.instance
         let node = ClusterNode(settings: clusterSettings, tiers: tiers, logger: logger)
         node.setOnDrained { signals.trigger("drained") }
         server.cluster = node
@@ -141,7 +144,7 @@ struct Serve: AsyncParsableCommand {
       server.start()
       let administration = try startAdmin(
         settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, cluster: cluster,
-        faultInjection: faultInjection, logger: logger)
+        faultInjection: faultInjection, diskFaults: diskFaults, logger: logger)
       let security = server.tls == nil ? "plaintext" : "TLS 1.3"
       logger.info(
         "listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)", "security": "\(security)"])
@@ -149,6 +152,13 @@ struct Serve: AsyncParsableCommand {
         logger.warning(
           "insecure: true: listening beyond loopback\(settings.auth.tokens.isEmpty ? " without tokens" : "")\(server.tls == nil ? " without TLS" : "")"
         )
+      }
+      let plain = settings.auth.tokens.indices.filter { settings.auth.tokens[$0].givenInPlain }
+      if !plain.isEmpty {
+        // Accepted for development; a deployment stores digests only (strata token hash).
+        logger.warning(
+          "auth.tokens given as plain secrets: store their sha256: digests instead (strata token hash)",
+          metadata: ["entries": "\(plain.map { "auth.tokens[\($0)]" }.joined(separator: ","))"])
       }
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
