@@ -339,6 +339,10 @@ public final class NodeMetrics: NodeObserver {
       gauge("strata_connections_open", [("transport", "tcp")]).set(Double(serverStats.connectionsOpen))
       gauge("strata_inflight_bytes").set(Double(serverStats.inflightBytes))
       advance("strata_connections_total", [("transport", "tcp")], to: serverStats.connectionsAccepted)
+      advance("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", "kernel")], to: serverStats.tlsKernel)
+      advance("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", "user")], to: serverStats.tlsUser)
+      advance("strata_tls_refused_total", [("reason", "handshake")], to: serverStats.tlsHandshakesFailed)
+      advance("strata_tls_refused_total", [("reason", "plaintext")], to: serverStats.tlsPlaintextRefused)
       gauge("strata_handshakes_pending").set(Double(serverStats.handshakesPending))
       advance("strata_connections_refused_total", [], to: serverStats.connectionsRefused)
       for (reason, count) in [

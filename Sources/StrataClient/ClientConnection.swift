@@ -90,7 +90,8 @@ final class ClientConnection: @unchecked Sendable {
   private func connectIfNeeded(deadline: Deadline) throws(StrataError) {
     guard socket == nil else { return }
     let timeout = min(configuration.timeoutMilliseconds, max(1, deadline.remainingMilliseconds()))
-    let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: timeout)
+    let socket = try TCPSocket.connect(
+      to: address, timeoutMilliseconds: timeout, tls: configuration.tls, expecting: configuration.tlsIdentity)
     if timeout != configuration.timeoutMilliseconds {
       socket.setTimeout(milliseconds: configuration.timeoutMilliseconds)
     }

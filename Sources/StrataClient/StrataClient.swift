@@ -7,6 +7,7 @@
 public import StrataCore
 public import StrataGPU
 public import StrataPlacement
+public import StrataTCP
 public import StrataWire
 import Synchronization
 
@@ -88,6 +89,11 @@ public final class StrataClient: Sendable {
     public var rdma: Bool = true
     /// The GPU runtime for `.cuda` regions; nil loads the CUDA runtime with dlopen on first use.
     public var gpuRuntime: (any GPURuntime)?
+    /// TLS to the nodes (`TLSContext.client`: the CA that signed their certificates, and the
+    /// client certificate when one is presented); nil: plaintext.
+    public var tls: TLSContext?
+    /// What a node's certificate must name: by default the host connected to.
+    public var tlsIdentity: TLSServerIdentity = .host
 
     public init(node: HostPort) { self.node = node }
 

@@ -8,6 +8,7 @@
 import Dispatch
 import StrataClient
 import StrataCore
+import StrataTCP
 import StrataWire
 import Synchronization
 
@@ -162,7 +163,33 @@ public func strataClientOpen(
   _ timeoutMilliseconds: UInt32,
   _ out: UnsafeMutablePointer<OpaquePointer?>?
 ) -> Int32 {
-  guarded("strata_client_open") { () throws(StrataError) in
+  open("strata_client_open", hostPort, token, connections, timeoutMilliseconds, tls: nil, out)
+}
+
+@_cdecl("strata_client_open_tls")
+public func strataClientOpenTLS(
+  _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
+  _ timeoutMilliseconds: UInt32, _ caFile: UnsafePointer<CChar>?, _ certificateFile: UnsafePointer<CChar>?,
+  _ keyFile: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
+  let files: Result<TLSFiles, StrataError>
+  do throws(StrataError) {
+    let ca = try string(caFile, "ca_file")
+    let certificate = certificateFile == nil ? "" : try string(certificateFile, "cert_file")
+    let key = keyFile == nil ? "" : try string(keyFile, "key_file")
+    files = .success(TLSFiles(certificate: certificate, key: key, trusted: ca))
+  } catch {
+    files = .failure(error)
+  }
+  return open("strata_client_open_tls", hostPort, token, connections, timeoutMilliseconds, tls: files, out)
+}
+
+/// strata_client_open and strata_client_open_tls: `tls` nil for plaintext.
+private func open(
+  _ name: String, _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
+  _ timeoutMilliseconds: UInt32, tls: Result<TLSFiles, StrataError>?, _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
+  guarded(name) { () throws(StrataError) in
     let out = try required(out, "out")
     out.pointee = nil
     let text = try string(hostPort, "host_port")
@@ -178,6 +205,13 @@ public func strataClientOpen(
     if connections > 0 { configuration.connections = Int(connections) }
     if timeoutMilliseconds > 0 { configuration.timeoutMilliseconds = UInt64(timeoutMilliseconds) }
     configuration.clientName = "strata-client-c"
+    if let tls {
+      let files = try tls.get()
+      guard (files.certificate.isEmpty) == (files.key.isEmpty) else {
+        throw invalid("cert_file and key_file go together")
+      }
+      configuration.tls = try TLSContext.client(files)
+    }
     let completions = try CompletionQueue()
     let client = StrataClient(configuration)
     do throws(StrataError) {

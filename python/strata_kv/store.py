@@ -130,12 +130,16 @@ class StrataStore:
 
     ``StrataStore(node="host:port")`` or ``StrataStore(seeds="a:7400,b:7400")`` connects at once;
     ``StrataStore()`` connects on ``setup(...)`` (Mooncake style). ``connections`` per node,
-    ``timeout_ms`` bounds every request. ``from_config(dict)`` takes ``strata.seeds``,
-    ``strata.node``, ``strata.token``, ``strata.timeout_ms``, ``strata.connections``.
+    ``timeout_ms`` bounds every request. ``tls_ca`` (a PEM file: the CA that signed the nodes'
+    certificates) makes every connection TLS 1.3; ``tls_cert`` and ``tls_key`` add a client
+    certificate. ``from_config(dict)`` takes ``strata.seeds``, ``strata.node``, ``strata.token``,
+    ``strata.timeout_ms``, ``strata.connections``, ``strata.tls_ca``, ``strata.tls_cert``,
+    ``strata.tls_key``.
     """
 
     def __init__(self, seeds: Optional[Union[str, Sequence[str]]] = None, node: Optional[str] = None,
-                 token: str = "", connections: int = 4, timeout_ms: int = 30000) -> None:
+                 token: str = "", connections: int = 4, timeout_ms: int = 30000, tls_ca: Optional[str] = None,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None) -> None:
         self._handle: Optional[int] = None
         self._lib: Optional[ctypes.CDLL] = None
         self._lock = threading.Lock()
@@ -144,7 +148,7 @@ class StrataStore:
         self._futures: Dict[int, "asyncio.Future[Completion]"] = {}
         self._readers: set = set()
         if seeds is not None or node is not None:
-            self._open(seeds, node, token, connections, timeout_ms)
+            self._open(seeds, node, token, connections, timeout_ms, tls_ca, tls_cert, tls_key)
 
     # MARK: Construction
 
@@ -160,12 +164,14 @@ class StrataStore:
         if seeds is None and node is None:
             raise ValueError("config: strata.seeds or strata.node is needed")
         return cls(seeds=seeds, node=node, token=value("token", "") or "",
-                   connections=int(value("connections", 4)), timeout_ms=int(value("timeout_ms", 30000)))
+                   connections=int(value("connections", 4)), timeout_ms=int(value("timeout_ms", 30000)),
+                   tls_ca=value("tls_ca"), tls_cert=value("tls_cert"), tls_key=value("tls_key"))
 
     def setup(self, local_hostname: str = "", metadata_server: str = "", global_segment_size: int = 0,
               local_buffer_size: int = 0, protocol: str = "tcp", rdma_devices: str = "",
               master_server_addr: str = "", *, seeds: Optional[Union[str, Sequence[str]]] = None,
-              node: Optional[str] = None, token: str = "", connections: int = 4, timeout_ms: int = 30000) -> int:
+              node: Optional[str] = None, token: str = "", connections: int = 4, timeout_ms: int = 30000,
+              tls_ca: Optional[str] = None, tls_cert: Optional[str] = None, tls_key: Optional[str] = None) -> int:
         """Mooncake-style setup: connects to ``seeds``/``node`` (or ``master_server_addr``, taken as
         the Strata node or comma-separated seeds). The Mooncake sizing arguments are accepted and
         ignored (the nodes own their memory). Returns 0, or a negative code."""
@@ -173,7 +179,7 @@ class StrataStore:
             return OBJECT_ALREADY_EXISTS
         try:
             self._open(seeds if seeds is not None else (master_server_addr or None), node, token, connections,
-                       timeout_ms)
+                       timeout_ms, tls_ca, tls_cert, tls_key)
         except StrataError as error:
             return error.mooncake_code
         except ValueError:
@@ -181,7 +187,8 @@ class StrataStore:
         return OK
 
     def _open(self, seeds: Optional[Union[str, Sequence[str]]], node: Optional[str], token: str, connections: int,
-              timeout_ms: int) -> None:
+              timeout_ms: int, tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
+              tls_key: Optional[str] = None) -> None:
         if seeds is not None and not isinstance(seeds, str):
             seeds = ",".join(seeds)
         address = seeds or node
@@ -193,8 +200,17 @@ class StrataStore:
             raise ValueError(f"timeout_ms: {timeout_ms} is out of range")
         lib = _native.library()
         handle = ctypes.c_void_p()
-        _check(lib.strata_client_open(address.encode(), (token or "").encode(), connections, timeout_ms,
-                                      byref(handle)), lib)
+        if tls_ca:
+            if (tls_cert is None) != (tls_key is None):
+                raise ValueError("tls_cert and tls_key go together")
+            _check(lib.strata_client_open_tls(address.encode(), (token or "").encode(), connections, timeout_ms,
+                                              tls_ca.encode(), tls_cert.encode() if tls_cert else None,
+                                              tls_key.encode() if tls_key else None, byref(handle)), lib)
+        elif tls_cert or tls_key:
+            raise ValueError("tls_cert and tls_key need tls_ca (the CA of the nodes' certificates)")
+        else:
+            _check(lib.strata_client_open(address.encode(), (token or "").encode(), connections, timeout_ms,
+                                          byref(handle)), lib)
         self._lib = lib
         self._handle = handle.value
 

@@ -125,6 +125,24 @@ typedef struct strata_client strata_client;
 int strata_client_open(const char *host_port, const char *token, int connections, uint32_t timeout_ms,
                        strata_client **out);
 
+/**
+ * strata_client_open over TLS 1.3: every connection verifies the node's certificate against the
+ * CA certificates (PEM) in `ca_file` and checks that it names the host connected to (a DNS name
+ * or an IP address in its subject alternative names).
+ *
+ * ca_file:    the CA that signed the nodes' certificates (required).
+ * cert_file:  a client certificate chain (PEM) to present, or NULL for none; with key_file.
+ * key_file:   the private key of cert_file (PEM), or NULL.
+ *
+ * Returns 0, or an error code: 2 invalid configuration for a file that cannot be read or a key
+ * that does not match its certificate; 11 permission denied when the node's certificate does not
+ * verify (strata_last_error says why: "certificate has expired", "self-signed certificate in
+ * certificate chain", ...) or the node refuses the client's; 9 unavailable when the node closes
+ * the handshake (a plaintext node, or one that requires a client certificate).
+ */
+int strata_client_open_tls(const char *host_port, const char *token, int connections, uint32_t timeout_ms,
+                           const char *ca_file, const char *cert_file, const char *key_file, strata_client **out);
+
 /** Says GOODBYE, closes every connection and frees the client. NULL is ignored. */
 void strata_client_close(strata_client *client);
 
