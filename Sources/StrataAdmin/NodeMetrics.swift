@@ -77,7 +77,28 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_offload_blocks_total", kind: .counter, labels: [], help: "Blocks demoted from RAM to NVMe."),
     .init(
       name: "strata_evictions_total", kind: .counter, labels: ["tier", "reason"],
-      help: "Blocks that left a tier, by reason (capacity, admission, admin, corrupt)."),
+      help: "Blocks that left a tier, by reason (capacity, clean, admission, admin, corrupt)."),
+    .init(
+      name: "strata_writeback_lag_seconds", kind: .gauge, labels: [],
+      help: "How long the oldest block not yet written behind to NVMe has waited since its acknowledgement (0: none)."),
+    .init(
+      name: "strata_writeback_pending_blocks", kind: .gauge, labels: [],
+      help: "Blocks in RAM not yet written behind to NVMe."),
+    .init(
+      name: "strata_writeback_pending_bytes", kind: .gauge, labels: [],
+      help: "Payload bytes of the blocks in RAM not yet written behind to NVMe."),
+    .init(
+      name: "strata_writeback_blocks_total", kind: .counter, labels: [],
+      help: "Blocks written behind to NVMe (RAM copy kept)."),
+    .init(
+      name: "strata_writeback_bytes_total", kind: .counter, labels: [],
+      help: "Payload bytes written behind to NVMe."),
+    .init(
+      name: "strata_writeback_late_blocks_total", kind: .counter, labels: [],
+      help: "Blocks written behind later than nvme.writeback_window after their acknowledgement."),
+    .init(
+      name: "strata_writeback_failed_blocks_total", kind: .counter, labels: [],
+      help: "Write-behind writes that failed; the block stays in RAM until demoted or flushed."),
     .init(
       name: "strata_transfer_bytes_total", kind: .counter, labels: ["op", "transport"],
       help: "Payload bytes sent (get) and stored (put), by transport."),
@@ -285,6 +306,14 @@ public final class NodeMetrics: NodeObserver {
     advance("strata_offload_blocks_total", [], to: stats.demotedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "capacity")], to: stats.demotedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "admission")], to: stats.droppedBlocks)
+    advance("strata_evictions_total", [("tier", "ram"), ("reason", "clean")], to: stats.cleanEvictedBlocks)
+    gauge("strata_writeback_lag_seconds").set(Double(stats.writebackLagMilliseconds) / 1000)
+    gauge("strata_writeback_pending_blocks").set(Double(stats.writebackPendingBlocks))
+    gauge("strata_writeback_pending_bytes").set(Double(stats.writebackPendingBytes))
+    advance("strata_writeback_blocks_total", [], to: stats.writebackBlocks)
+    advance("strata_writeback_bytes_total", [], to: stats.writebackBytes)
+    advance("strata_writeback_late_blocks_total", [], to: stats.writebackLateBlocks)
+    advance("strata_writeback_failed_blocks_total", [], to: stats.writebackFailedBlocks)
     advance("strata_checksum_failures_total", [("tier", "ram")], to: stats.checksumFailures)
     gauge("strata_transfer_pins").set(Double(stats.transferPins))
     if let nvme {

@@ -103,6 +103,9 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var regionSize: ByteSize = .mebibytes(64)
     public var admission: AdmissionPolicy = .always
     public var compression: CompressionCodec = .none
+    /// How soon after its acknowledgement a block is written behind to NVMe while the disk keeps
+    /// up (RAM copy kept); 0 turns write-behind off (blocks reach NVMe only when demoted or flushed).
+    public var writebackWindow = DurationSetting(milliseconds: 1_000)
   }
 
   public struct Limits: Hashable, Sendable {

@@ -22,7 +22,7 @@ struct TierFixture {
   init(
     ramBytes: Int = 4 << 20, nvmeBytes: Int = 16 << 20, admission: AdmissionPolicy = .always,
     leasesMax: Int = 1024, leasesPerNamespaceMax: Int? = nil, pinnedBytesPerNamespaceMax: Int = .max,
-    recovering: SimulatedBlockDevice? = nil
+    recovering: SimulatedBlockDevice? = nil, writebackWindowMilliseconds: UInt64 = 0
   ) throws {
     clock = ManualClock(milliseconds: 1000)
     if let recovering {
@@ -40,7 +40,7 @@ struct TierFixture {
         ramBytes: ramBytes, blockBytesMax: Self.blockBytesMax, lockMemory: false, hugePages: false,
         admission: admission, leasesMax: leasesMax, leaseDurationMilliseconds: 5000,
         leasesPerNamespaceMax: leasesPerNamespaceMax, pinnedBytesPerNamespaceMax: pinnedBytesPerNamespaceMax,
-        ioThreads: 2),
+        ioThreads: 2, writebackWindowMilliseconds: writebackWindowMilliseconds),
       nvme: nvme, clock: clock)
   }
 
@@ -48,7 +48,8 @@ struct TierFixture {
   func restarted() throws -> TierFixture {
     try TierFixture(
       ramBytes: tiers.configuration.ramBytes, admission: tiers.configuration.admission,
-      leasesMax: tiers.configuration.leasesMax, recovering: device)
+      leasesMax: tiers.configuration.leasesMax, recovering: device,
+      writebackWindowMilliseconds: tiers.configuration.writebackWindowMilliseconds)
   }
 }
 

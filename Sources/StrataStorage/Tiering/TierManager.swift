@@ -37,13 +37,19 @@ public struct TierConfiguration: Sendable {
   /// Background demotion starts above this fill of the RAM tier and stops below `lowWatermark`.
   public var highWatermark: Double
   public var lowWatermark: Double
+  /// Write-behind: committed blocks are written to NVMe in commit order, keeping their RAM copy,
+  /// aiming to be within this many milliseconds of their commit; 0 turns it off (blocks then reach
+  /// NVMe only when demoted or flushed). Only with an NVMe tier and `admission: always`.
+  public var writebackWindowMilliseconds: UInt64
 
   public init(
     ramBytes: Int, blockBytesMax: Int, lockMemory: Bool = false, hugePages: Bool = true,
     admission: AdmissionPolicy = .always, leasesMax: Int = 65536, leaseDurationMilliseconds: UInt64 = 30_000,
     leasesPerNamespaceMax: Int? = nil, pinnedBytesPerNamespaceMax: Int = .max,
-    ioThreads: Int = 4, ioQueueDepthMax: Int = 1024, highWatermark: Double = 0.95, lowWatermark: Double = 0.85
+    ioThreads: Int = 4, ioQueueDepthMax: Int = 1024, highWatermark: Double = 0.95, lowWatermark: Double = 0.85,
+    writebackWindowMilliseconds: UInt64 = 0
   ) {
+    self.writebackWindowMilliseconds = writebackWindowMilliseconds
     self.leasesPerNamespaceMax = leasesPerNamespaceMax ?? leasesMax
     self.pinnedBytesPerNamespaceMax = pinnedBytesPerNamespaceMax
     self.ramBytes = ramBytes
@@ -65,7 +71,8 @@ public struct TierConfiguration: Sendable {
       lockMemory: node.ram.lock, hugePages: node.ram.hugePages, admission: node.nvme.admission,
       leasesMax: node.limits.leasesMax, leaseDurationMilliseconds: node.limits.leaseDuration.milliseconds,
       leasesPerNamespaceMax: node.limits.leasesPerNamespaceMax,
-      pinnedBytesPerNamespaceMax: node.pinnedBytesPerNamespaceMax)
+      pinnedBytesPerNamespaceMax: node.pinnedBytesPerNamespaceMax,
+      writebackWindowMilliseconds: node.nvme.writebackWindow.milliseconds)
   }
 }
 
@@ -89,6 +96,24 @@ public struct TierStats: Sendable, Hashable {
   public var promotedBytes = 0
   /// Blocks evicted from RAM without going to disk (admission said no, or there is no NVMe tier).
   public var droppedBlocks = 0
+  /// Blocks evicted from RAM at no cost because their copy was on NVMe already (written behind,
+  /// or promoted from there).
+  public var cleanEvictedBlocks = 0
+  /// Blocks and bytes written behind to NVMe (the RAM copy kept).
+  public var writebackBlocks = 0
+  public var writebackBytes = 0
+  /// Blocks written behind later than `writebackWindowMilliseconds` after their commit: the disk
+  /// did not keep up.
+  public var writebackLateBlocks = 0
+  /// Write-behind writes that failed (I/O error, no NVMe region free); the block stays in RAM and
+  /// is written when it is demoted or flushed.
+  public var writebackFailedBlocks = 0
+  /// Blocks (and payload bytes) in RAM that write-behind has not put on NVMe yet.
+  public var writebackPendingBlocks = 0
+  public var writebackPendingBytes = 0
+  /// How long the oldest block waiting for write-behind (queued or being written) has waited
+  /// since its commit; 0 when none waits.
+  public var writebackLagMilliseconds: UInt64 = 0
   public var checksumFailures = 0
   public var ioErrors = 0
   public var leasesActive = 0
@@ -160,8 +185,10 @@ public final class TierManager: Sendable {
     var storedAtMilliseconds: UInt64 = 0
     /// Reads since the write: "seen twice" admission asks for at least one.
     var reads: Int = 0
-    /// Being written to NVMe: readable, not evictable.
+    /// Being written to NVMe (demoted or written behind): readable, not evictable.
     var demoting = false
+    /// Committed with write-behind on and not on NVMe yet.
+    var dirty = false
   }
 
   struct State {
@@ -179,6 +206,10 @@ public final class TierManager: Sendable {
     /// Blocks a `lease` call is assembling (in RAM already, or promoted by it) before its lease
     /// pins them: a later promotion of the same batch must not evict an earlier one.
     var batchPins: [BlockID: Int] = [:]
+    /// Blocks waiting for write-behind, oldest commit first, and those being written behind now
+    /// with their commit times (TierManager+WriteBehind.swift).
+    var writeBehind = WriteBehindQueue()
+    var writingBehind: [BlockID: UInt64] = [:]
     var stats = TierStats()
 
     /// The policy's next victim among blocks that are neither pinned nor being demoted.
@@ -212,12 +243,16 @@ public final class TierManager: Sendable {
   public let arena: RAMArena
   public let nvme: NVMeTier?
   let clock: any StorageClock
-  private let io: IOPool
+  let io: IOPool
   let state: Mutex<State>
   /// When NVMe regions were last written, for eviction by age (TierManager+Admin.swift).
   let nvmeAges: NVMeRegionAges
   private let pressure: AsyncStream<Void>.Continuation
   private let pressureSignals: AsyncStream<Void>
+  /// Whether commits are written behind to NVMe (see `TierConfiguration.writebackWindowMilliseconds`).
+  public let writeBehindEnabled: Bool
+  let writeBehindWake: AsyncStream<Void>.Continuation
+  let writeBehindSignals: AsyncStream<Void>
 
   /// A tier manager over a fresh arena and (when given) an NVMe tier already opened or recovered.
   public init(
@@ -244,6 +279,10 @@ public final class TierManager: Sendable {
             leasesMax: configuration.leasesMax, leasesPerNamespaceMax: configuration.leasesPerNamespaceMax,
             pinnedBytesPerNamespaceMax: configuration.pinnedBytesPerNamespaceMax))))
     (pressureSignals, pressure) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    (writeBehindSignals, writeBehindWake) = AsyncStream.makeStream(
+      of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    writeBehindEnabled =
+      nvme != nil && configuration.admission == .always && configuration.writebackWindowMilliseconds > 0
     nvmeAges = NVMeRegionAges(recovered: nvme, atMilliseconds: clock.nowMilliseconds())
   }
 
@@ -407,12 +446,14 @@ public final class TierManager: Sendable {
       }
       state.ram[id] = RAMEntry(
         slot: reservation.slot, bytes: reservation.buffer.count, checksum: checksum,
-        storedAtMilliseconds: clock.nowMilliseconds())
+        storedAtMilliseconds: clock.nowMilliseconds(), dirty: writeBehindEnabled)
+      if writeBehindEnabled { state.queueForWriteBehind(id) }
       state.policy.insert(id, bytes: reservation.slot.capacityBytes)
       state.stats.puts += 1
       state.stats.putBytes += reservation.buffer.count
       return Double(state.allocator.usedBytes) > configuration.highWatermark * Double(configuration.ramBytes)
     }
+    if writeBehindEnabled { writeBehindWake.yield() }
     if overHighWatermark { pressure.yield() }
   }
 
@@ -485,6 +526,7 @@ public final class TierManager: Sendable {
     defer { release(lease) }
     guard let block = lease.blocks[0] else { return false }
     try await writeToNVMe(nvme, block.id, block.bytes, block.checksum)
+    markClean(id)
     return true
   }
 
@@ -511,8 +553,15 @@ public final class TierManager: Sendable {
     }
   }
 
-  /// The background service: demotes when a commit crosses the high watermark, until cancelled.
+  /// The background services until `shutdown`: demotion when a commit crosses the high watermark,
+  /// and write-behind (when enabled).
   public func run() async {
+    async let writingBehind: Void = runWriteBehind()
+    await runDemotion()
+    await writingBehind
+  }
+
+  private func runDemotion() async {
     for await _ in pressureSignals {
       do throws(StrataError) {
         try await relievePressure()
@@ -523,7 +572,10 @@ public final class TierManager: Sendable {
   }
 
   /// Ends the background service.
-  public func shutdown() { pressure.finish() }
+  public func shutdown() {
+    pressure.finish()
+    writeBehindWake.finish()
+  }
 
   public var stats: TierStats {
     var stats = state.withLock { state in
@@ -534,6 +586,9 @@ public final class TierManager: Sendable {
       stats.leasesActive = state.leases.count
       stats.transferPins = state.leases.transferPinCount
       stats.pinnedBlocks = state.leases.pinnedBlockCount
+      stats.writebackPendingBlocks = state.ram.dirtyBlocks
+      stats.writebackPendingBytes = state.ram.dirtyBytes
+      stats.writebackLagMilliseconds = state.writeBehindLag(now: clock.nowMilliseconds())
       return stats
     }
     if let nvme {
@@ -580,14 +635,18 @@ public final class TierManager: Sendable {
       guard let id = State.pickVictim(&state.policy, ram: state.ram, leases: state.leases, batchPins: state.batchPins),
         var entry = state.ram[id]
       else { return nil }
-      if admits(entry), let nvme, !nvme.contains(id) {
-        entry.demoting = true
-        state.ram[id] = entry
-        return .demote(id, entry)
+      if admits(entry), let nvme {
+        if !nvme.contains(id) {
+          entry.demoting = true
+          state.ram[id] = entry
+          return .demote(id, entry)
+        }
+        state.stats.cleanEvictedBlocks += 1
+      } else {
+        state.stats.droppedBlocks += 1
       }
       state.ram[id] = nil
       state.allocator.free(entry.slot)
-      state.stats.droppedBlocks += 1
       return .dropped
     }
     guard let victim else { return false }
@@ -621,6 +680,7 @@ public final class TierManager: Sendable {
         // Pinned while it was written (a lease or a batch being assembled reads it): it stays in
         // RAM, now on NVMe too, and is evictable again once its pins end.
         current.demoting = false
+        if written { current.dirty = false }
         state.ram[id] = current
         state.policy.insert(id, bytes: entry.slot.capacityBytes)
         return false
@@ -642,12 +702,15 @@ public final class TierManager: Sendable {
     }
   }
 
-  private func writeToNVMe(
+  func writeToNVMe(
     _ nvme: NVMeTier, _ id: BlockID, _ bytes: UnsafeRawBufferPointer, _ checksum: UInt32
   ) async throws(StrataError) {
     nonisolated(unsafe) let payload = bytes  // pinned or demoting: the slot stays put until we return
     do throws(StrataError) {
-      try await io.run { () throws(StrataError) in _ = try nvme.write(id, payload: payload, checksum: checksum) }
+      try await io.run { () throws(StrataError) in 
+        // The checksum is the commit's, over this slot (immutable since): not computed again.
+        _ = try nvme.write(id, payload: payload, checksum: checksum, checksumOfStoredCopy: true)
+      }
       nvmeAges.written(id, in: nvme, atMilliseconds: clock.nowMilliseconds())
     } catch {
       state.withLock { $0.stats.ioErrors += 1 }
