@@ -125,7 +125,8 @@ import Testing
 
   @Test func offWithoutAWindowOrWithSelectiveAdmission() throws {
     #expect(!(try TierFixture()).tiers.writeBehindEnabled)
-    #expect(!(try TierFixture(admission: .seenTwice, writebackWindowMilliseconds: Self.window)).tiers.writeBehindEnabled)
+    #expect(
+      !(try TierFixture(admission: .seenTwice, writebackWindowMilliseconds: Self.window)).tiers.writeBehindEnabled)
   }
 
   @Test func theQueueDropsStaleEntriesAndStaysBounded() {

@@ -707,7 +707,7 @@ public final class TierManager: Sendable {
   ) async throws(StrataError) {
     nonisolated(unsafe) let payload = bytes  // pinned or demoting: the slot stays put until we return
     do throws(StrataError) {
-      try await io.run { () throws(StrataError) in 
+      try await io.run { () throws(StrataError) in
         // The checksum is the commit's, over this slot (immutable since): not computed again.
         _ = try nvme.write(id, payload: payload, checksum: checksum, checksumOfStoredCopy: true)
       }
