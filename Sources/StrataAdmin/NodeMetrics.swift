@@ -400,14 +400,16 @@ public final class NodeMetrics: NodeObserver {
       "strata_copy_corrupt_blocks_total",
       "strata_repair_copied_blocks_total", "strata_verify_corrupt_blocks_total",
       "strata_write_quorum_copied_blocks_total", "strata_write_quorum_missed_blocks_total",
-      "strata_under_replicated_writes_total",
+      "strata_under_replicated_writes_total", "strata_writeback_blocks_total", "strata_writeback_bytes_total",
+      "strata_writeback_late_blocks_total", "strata_writeback_failed_blocks_total",
     ] {
       counter(name).increment(by: Int64(0))
     }
     for name in [
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
-      "strata_repair_backlog_blocks",
+      "strata_repair_backlog_blocks", "strata_writeback_lag_seconds", "strata_writeback_pending_blocks",
+      "strata_writeback_pending_bytes",
     ] {
       gauge(name).set(0.0)
     }

@@ -227,7 +227,13 @@ struct RequestSession {
       try makeRoomForLease()
       let found = tiers.lookup(ids)
       let kind = LeaseKind.client(namespace: namespace, durationMilliseconds: UInt64(request.leaseMilliseconds))
-      let lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+      // RAM-resident blocks are pinned on this thread; only a promotion from NVMe waits.
+      let lease: BlockLease
+      if let resident = try tiers.leaseResident(ids, kind) {
+        lease = resident
+      } else {
+        lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+      }
       leases[lease.id.rawValue] = lease
       response = LookupResponse(
         tiers: zip(found, lease.blocks).map { tier, block in block == nil ? .absent : (tier == .nvme ? .nvme : .ram) },
@@ -288,7 +294,14 @@ struct RequestSession {
     try server.fillMissing(ids, isPeer: grant.isPeer, executor: executor)
     // Transfer pins: they never expire, so no slot is reused while its bytes are being sent; the
     // transport returns only once nothing moves out of them any more.
-    let pins = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
+    // A GET of RAM-resident blocks pins them on this thread, no hop; only a promotion from NVMe
+    // waits for the disk through the executor.
+    let pins: BlockLease
+    if let resident = try tiers.leaseResident(ids, .transfer) {
+      pins = resident
+    } else {
+      pins = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
+    }
     defer { tiers.release(pins) }
     var items: [GetResponse.Item] = []
     var ranges: [UnsafeRawBufferPointer?] = []

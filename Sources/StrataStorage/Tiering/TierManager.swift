@@ -327,6 +327,7 @@ public final class TierManager: Sendable {
   /// Pins the present blocks among `ids` (promoting NVMe-resident ones into RAM first), for a
   /// transfer in progress or as a client's lease (see `LeaseKind`).
   public func lease(_ ids: [BlockID], _ kind: LeaseKind = .transfer) async throws(StrataError) -> BlockLease {
+    if let lease = try leaseResident(ids, kind) { return lease }
     // Promote what lives only on NVMe; a failed promotion is a miss, never an error for the batch.
     // The batch's blocks stay pinned while it is assembled, so that promoting one block never
     // evicts another of the same batch (which would turn a hit into a miss).
@@ -348,35 +349,55 @@ public final class TierManager: Sendable {
     return try state.withLock { state throws(StrataError) -> BlockLease in
       defer { state.unpinForBatch(batchPinned) }
       state.unpinned(state.leases.expire(now: now))
-      var blocks: [LeasedBlock?] = []
-      var present: [(BlockID, Int)] = []
-      for id in ids {
-        guard var entry = state.ram[id] else {
-          state.stats.misses += 1
-          blocks.append(nil)
-          continue
-        }
-        entry.reads += 1
-        state.ram[id] = entry
-        state.policy.access(id)
-        let wasPromoted = promoted.contains(id)
-        if !wasPromoted { state.stats.hitsRAM += 1 }
-        present.append((id, entry.bytes))
-        blocks.append(
-          LeasedBlock(
-            id: id, bytes: UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes)),
-            checksum: entry.checksum, foundIn: wasPromoted ? .nvme : .ram))
+      return try grant(ids, promoted: promoted, kind, now: now, state: &state)
+    }
+  }
+
+  /// `lease` without waiting, for the common case of a request whose blocks are all in RAM (or
+  /// absent): pins them at once on the calling thread. Nil when a block lives only on NVMe and must
+  /// be promoted first: the caller then takes the async `lease`. Same pins, limits and counters.
+  public func leaseResident(_ ids: [BlockID], _ kind: LeaseKind = .transfer) throws(StrataError) -> BlockLease? {
+    let now = clock.nowMilliseconds()
+    return try state.withLock { state throws(StrataError) -> BlockLease? in
+      if let nvme, ids.contains(where: { state.ram[$0] == nil && nvme.contains($0) }) { return nil }
+      state.unpinned(state.leases.expire(now: now))
+      return try grant(ids, promoted: [], kind, now: now, state: &state)
+    }
+  }
+
+  /// Pins the RAM-resident blocks among `ids` under one lease, counting hits and misses.
+  private func grant(
+    _ ids: [BlockID], promoted: Set<BlockID>, _ kind: LeaseKind, now: UInt64, state: inout State
+  ) throws(StrataError) -> BlockLease {
+    var blocks: [LeasedBlock?] = []
+    var present: [(BlockID, Int)] = []
+    blocks.reserveCapacity(ids.count)
+    for id in ids {
+      guard var entry = state.ram[id] else {
+        state.stats.misses += 1
+        blocks.append(nil)
+        continue
       }
-      switch kind {
-      case .transfer:
-        let leaseID = state.leases.pinForTransfer(present.map(\.0))
-        return BlockLease(id: leaseID, blocks: blocks, expiresAtMilliseconds: .max, grantedMilliseconds: 0)
-      case .client(let namespace, let requested):
-        let duration = max(1, min(requested, configuration.leaseDurationMilliseconds))
-        let leaseID = try state.leases.grant(present, namespace: namespace, expiresAt: now + duration)
-        return BlockLease(
-          id: leaseID, blocks: blocks, expiresAtMilliseconds: now + duration, grantedMilliseconds: duration)
-      }
+      entry.reads += 1
+      state.ram[id] = entry
+      state.policy.access(id)
+      let wasPromoted = promoted.contains(id)
+      if !wasPromoted { state.stats.hitsRAM += 1 }
+      present.append((id, entry.bytes))
+      blocks.append(
+        LeasedBlock(
+          id: id, bytes: UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes)),
+          checksum: entry.checksum, foundIn: wasPromoted ? .nvme : .ram))
+    }
+    switch kind {
+    case .transfer:
+      let leaseID = state.leases.pinForTransfer(present.map(\.0))
+      return BlockLease(id: leaseID, blocks: blocks, expiresAtMilliseconds: .max, grantedMilliseconds: 0)
+    case .client(let namespace, let requested):
+      let duration = max(1, min(requested, configuration.leaseDurationMilliseconds))
+      let leaseID = try state.leases.grant(present, namespace: namespace, expiresAt: now + duration)
+      return BlockLease(
+        id: leaseID, blocks: blocks, expiresAtMilliseconds: now + duration, grantedMilliseconds: duration)
     }
   }
 
