@@ -26,7 +26,7 @@ import Testing
     let node = try NodeProcess(ram: "64MiB", nvme: "1GiB", extra: extra)
     var stopped = false
     defer { if !stopped { _ = node.stop() } }
-    let admin = try adminAddress(node)
+    let admin = try adminAddress(of: node)
     let source = UnsafeMutableRawBufferPointer.allocate(byteCount: (early + late) * blockBytes, alignment: 4096)
     defer { source.deallocate() }
     fill(source, seed: 15)
@@ -60,7 +60,7 @@ import Testing
         key: keys[n], source: try region.slice(offset: n * blockBytes, length: blockBytes))
       _ = try await client.put([item])
     }
-    await client.close()
+    client.close()
     let killedAt = Date()
     node.killHard()
     stopped = true
@@ -70,7 +70,7 @@ import Testing
     let restarted = try NodeProcess(ram: "64MiB", nvme: "1GiB", directory: node.directory, extra: extra)
     defer { _ = restarted.stop() }
     let reader = restarted.client()
-    defer { Task { await reader.close() } }
+    defer { reader.close() }
     let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 4096)
     defer { destination.deallocate() }
     let target = reader.register(destination)
@@ -100,14 +100,6 @@ import Testing
     print(
       "write-behind drill: \(early - lost.count - wrong.filter { $0 < early }.count) of \(early) early blocks back, \(lateSurvivors) of \(late) late ones, lag max \(lagMax) s"
     )
-  }
-
-  private func adminAddress(_ node: NodeProcess) throws -> HostPort {
-    let prefix = "strata admin API at http://"
-    guard let line = node.banner.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else {
-      throw StrataError(.unavailable, "the node printed no admin address: \(node.banner)")
-    }
-    return try HostPort(parsing: String(line.dropFirst(prefix.count).prefix { $0 != " " && $0 != "/" }))
   }
 
   /// The value of one exported series (name with its labels as the node prints them); 0 when absent.
