@@ -247,8 +247,8 @@ for op in ("get", "put"):
                 rc = sg / cbest if sg and cbest else None
                 rr = sg / best if sg and best else None
                 target = ""
-                if batch == 16 and size in (2097152, 33554432):
-                    need = 1.2 if size == 2097152 else 1.5
+                if batch == 16:
+                    need = 1.5
                     if sg is None:
                         target = "skipped"
                     else:
