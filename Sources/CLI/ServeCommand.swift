@@ -116,6 +116,13 @@ struct Serve: AsyncParsableCommand {
         settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, cluster: cluster,
         faultInjection: faultInjection, logger: logger)
       logger.info("listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)"])
+      let plain = settings.auth.tokens.indices.filter { settings.auth.tokens[$0].givenInPlain }
+      if !plain.isEmpty {
+        // Accepted for development; a deployment stores digests only (strata token hash).
+        logger.warning(
+          "auth.tokens given as plain secrets: store their sha256: digests instead (strata token hash)",
+          metadata: ["entries": "\(plain.map { "auth.tokens[\($0)]" }.joined(separator: ","))"])
+      }
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
       let demoter = Task { await tiers.run() }

@@ -58,10 +58,12 @@ public final class NodeAdministration: Sendable {
     }
     state = Mutex(State(file: file))
     onReload { [admin, node] _, new in
-      let tokens = new.auth.tokens
-      admin.replaceTokens(admin: Set(tokens.filter(\.admin).map(\.token)), known: Set(tokens.map(\.token)))
-      node.replaceTokens(tokens)
+      admin.replaceTokens(new.auth.tokens)
+      node.replaceTokens(new.auth.tokens)
       return ["auth.tokens"]
+    }
+    admin.onRefusal { [node] event, detail, message, fingerprint in
+      node.recordAudit(event, detail: detail, source: "admin", message: message, fingerprint: fingerprint)
     }
     registerRoutes()
   }

@@ -35,7 +35,10 @@ public final class NodeMetrics: NodeObserver {
 
   public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring"]
   public static let transports = ["tcp", "rdma"]
-  public static let evictionReasons = ["capacity", "admission", "admin", "corrupt"]
+  public static let evictionReasons = ["capacity", "clean", "admission", "admin", "corrupt", "quota"]
+  public static let authFailureReasons = ["unknown_token", "no_token", "peer_refused"]
+  public static let quotaNames = ["connections", "inflight_bytes", "requests_per_second", "leases"]
+  public static let probeLimitNames = ["lookup_keys_per_second", "misses_per_second"]
   public static let replicationDropReasons = ["queue_full", "peer_unavailable", "corrupt"]
 
   /// Every metric, with its meaning; the names are a contract (dashboards and alerts use them).
@@ -77,7 +80,7 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_offload_blocks_total", kind: .counter, labels: [], help: "Blocks demoted from RAM to NVMe."),
     .init(
       name: "strata_evictions_total", kind: .counter, labels: ["tier", "reason"],
-      help: "Blocks that left a tier, by reason (capacity, clean, admission, admin, corrupt)."),
+      help: "Blocks that left a tier, by reason (capacity, clean, admission, admin, corrupt, quota)."),
     .init(
       name: "strata_writeback_lag_seconds", kind: .gauge, labels: [],
       help: "How long the oldest block not yet written behind to NVMe has waited since its acknowledgement (0: none)."),
@@ -99,6 +102,24 @@ public final class NodeMetrics: NodeObserver {
     .init(
       name: "strata_writeback_failed_blocks_total", kind: .counter, labels: [],
       help: "Write-behind writes that failed; the block stays in RAM until demoted or flushed."),
+    .init(
+      name: "strata_auth_failures_total", kind: .counter, labels: ["reason"],
+      help: "HELLOs and admin calls refused for their credentials (unknown_token, no_token, peer_refused)."),
+    .init(
+      name: "strata_scope_refusals_total", kind: .counter, labels: ["scope"],
+      help: "Requests and admin calls refused because the token lacks a scope (read, write, delete, operator)."),
+    .init(
+      name: "strata_quota_refusals_total", kind: .counter, labels: ["namespace", "quota"],
+      help: "Requests refused by a namespace's quota (connections, inflight_bytes, requests_per_second, leases)."),
+    .init(
+      name: "strata_probe_limit_hits_total", kind: .counter, labels: ["namespace", "limit"],
+      help: "LOOKUPs and GETs refused by a namespace's probe limit (lookup_keys_per_second, misses_per_second)."),
+    .init(
+      name: "strata_sessions_revoked_total", kind: .counter, labels: [],
+      help: "Sessions closed because a configuration reload removed or narrowed their token."),
+    .init(
+      name: "strata_audit_lines_suppressed_total", kind: .counter, labels: [],
+      help: "Audit log lines left out by their rate limit (the events are still counted)."),
     .init(
       name: "strata_transfer_bytes_total", kind: .counter, labels: ["op", "transport"],
       help: "Payload bytes sent (get) and stored (put), by transport."),
@@ -306,6 +327,7 @@ public final class NodeMetrics: NodeObserver {
     advance("strata_offload_blocks_total", [], to: stats.demotedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "capacity")], to: stats.demotedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "admission")], to: stats.droppedBlocks)
+    advance("strata_evictions_total", [("tier", "ram"), ("reason", "quota")], to: stats.quotaEvictedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "clean")], to: stats.cleanEvictedBlocks)
     gauge("strata_writeback_lag_seconds").set(Double(stats.writebackLagMilliseconds) / 1000)
     gauge("strata_writeback_pending_blocks").set(Double(stats.writebackPendingBlocks))
@@ -336,9 +358,38 @@ public final class NodeMetrics: NodeObserver {
       ] {
         advance("strata_connections_closed_total", [("reason", reason)], to: count)
       }
+      refreshAudit(server.auditCounters)
       advance("strata_transfer_bytes_total", [("op", "get"), ("transport", "tcp")], to: serverStats.getBytes)
       advance("strata_transfer_bytes_total", [("op", "put"), ("transport", "tcp")], to: serverStats.putBytes)
     }
+  }
+
+  /// Raises the tenant security counters to the node's audit counts.
+  func refreshAudit(_ counters: AuditCounters) {
+    var auth: [String: Int] = [:]
+    var scopes: [String: Int] = [:]
+    var quotas: [[String]: Int] = [:]
+    var probes: [[String]: Int] = [:]
+    var revoked = 0
+    for (key, count) in counters.counts {
+      switch key.event {
+      case .authFailure: auth[key.detail, default: 0] += count
+      case .scopeDenied: scopes[key.detail, default: 0] += count
+      case .quotaRefused: quotas[[key.namespace, key.detail], default: 0] += count
+      case .probeLimit: probes[[key.namespace, key.detail], default: 0] += count
+      case .sessionRevoked: revoked += count
+      }
+    }
+    for (reason, count) in auth { advance("strata_auth_failures_total", [("reason", reason)], to: count) }
+    for (scope, count) in scopes { advance("strata_scope_refusals_total", [("scope", scope)], to: count) }
+    for (key, count) in quotas {
+      advance("strata_quota_refusals_total", [("namespace", key[0]), ("quota", key[1])], to: count)
+    }
+    for (key, count) in probes {
+      advance("strata_probe_limit_hits_total", [("namespace", key[0]), ("limit", key[1])], to: count)
+    }
+    advance("strata_sessions_revoked_total", [], to: revoked)
+    advance("strata_audit_lines_suppressed_total", [], to: counters.suppressedLines)
   }
 
   /// Sets the admin port's gauge and counters (the admin server counts them itself).
@@ -382,6 +433,24 @@ public final class NodeMetrics: NodeObserver {
         buckets: NodeMetrics.blockBytesBuckets)
     }
     for code in StrataError.Code.all { counter("strata_errors_total", [("code", code.name)]).increment(by: Int64(0)) }
+    for reason in NodeMetrics.authFailureReasons {
+      counter("strata_auth_failures_total", [("reason", reason)]).increment(by: Int64(0))
+    }
+    for (scope, _) in TokenScopes.named {
+      counter("strata_scope_refusals_total", [("scope", scope)]).increment(by: Int64(0))
+    }
+    for namespace in namespaces.withLock({ $0 }) {
+      for quota in NodeMetrics.quotaNames {
+        counter("strata_quota_refusals_total", [("namespace", namespace.name), ("quota", quota)]).increment(
+          by: Int64(0))
+      }
+      for limit in NodeMetrics.probeLimitNames {
+        counter("strata_probe_limit_hits_total", [("namespace", namespace.name), ("limit", limit)]).increment(
+          by: Int64(0))
+      }
+    }
+    counter("strata_sessions_revoked_total").increment(by: Int64(0))
+    counter("strata_audit_lines_suppressed_total").increment(by: Int64(0))
     for reason in ["malformed", "timeout", "evicted", "busy"] {
       counter("strata_admin_refused_total", [("reason", reason)]).increment(by: Int64(0))
     }

@@ -259,17 +259,22 @@ public final class ClusterNode: ClusterHooks {
     return await readThrough.fill(wanted, previous: previous, current: history.current, me: me, addresses: addresses)
   }
 
+  /// `isAdmin`: the connection holds the `operator` scope (or is a peer node). Without it, RING
+  /// `members` shows the ring's members only (no node-wide counters, which would show other
+  /// tenants' traffic), and drain, drain_status and sync are refused naming the scope.
   public func answerRing(_ body: [UInt8], isAdmin: Bool) async throws(StrataError) -> [UInt8] {
     let request = try RingRequestBody(decoding: body)
+    if ["drain", "drain_status", "sync"].contains(request.op) && !isAdmin {
+      throw StrataError(
+        .permissionDenied,
+        "RING \(request.op) needs scope 'operator'; this connection's token does not have it (auth.tokens[].scopes)")
+    }
     switch request.op {
     case "ring":
       return ring.jsonBytes()
     case "members":
-      return membersJSON()
+      return isAdmin ? membersJSON() : tenantMembersJSON()
     case "drain":
-      guard isAdmin else {
-        throw StrataError(.permissionDenied, "drain is admin-scoped: this connection's token is not an admin token")
-      }
       guard let node = request.node, node == settings.me.id || node == settings.nodeID else {
         throw StrataError(
           .invalidArgument,

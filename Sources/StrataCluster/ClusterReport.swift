@@ -89,6 +89,14 @@ extension ClusterNode {
   }
 
   public func membersJSON() -> [UInt8] { jsonBytes(membersReport()) }
+
+  /// What a tenant without `operator` sees of RING members: the members and the ring, none of the
+  /// node-wide replication, read-through, drain or repair counters.
+  func tenantMembersJSON() -> [UInt8] {
+    var report = membersReport()
+    for key in ["replication", "read_through", "drain", "repair", "write_quorum", "membership"] { report[key] = nil }
+    return jsonBytes(report)
+  }
   func drainJSON() -> [UInt8] { jsonBytes(drainReport()) }
 }
 

@@ -90,6 +90,25 @@ extension TierManager {
     // The slot stays put: the entry is marked demoting, so it is neither evicted nor freed (a
     // remove meanwhile leaves the slot to this write, which releases it below).
     let bytes = UnsafeRawBufferPointer(arena.buffer(job.slot, bytes: job.bytes))
+    guard nvmeQuotaRoom()(job.id.namespace, job.bytes) else {
+      // Its namespace is at its NVMe quota: the block stays in RAM only, as eviction would leave
+      // it (it is dropped, not written, when it leaves RAM).
+      state.withLock { state in
+        state.writingBehind[job.id] = nil
+        if state.removedWhileDemoting.remove(job.id) != nil {
+          if state.leases.isPinned(job.id) {
+            state.doomed[job.id, default: []].append(job.slot)
+          } else {
+            state.allocator.free(job.slot)
+          }
+        } else if var current = state.ram[job.id] {
+          current.demoting = false
+          current.dirty = false
+          state.ram[job.id] = current
+        }
+      }
+      return false
+    }
     var written = true
     do throws(StrataError) {
       try await writeToNVMe(nvme, job.id, bytes, job.checksum)
