@@ -17,12 +17,10 @@ import Testing
     let blockBytes = 2 << 20
     let early = 120
     let late = 8
-    var extra: [String] = []
-    if let window = ProcessInfo.processInfo.environment["STRATA_TEST_WRITEBACK_WINDOW"] {
-      let config = FileManager.default.temporaryDirectory.appendingPathComponent("writeback-\(getpid()).yaml").path
-      try "nvme:\n  writeback_window: \(window)\n".write(toFile: config, atomically: true, encoding: .utf8)
-      extra = ["--config", config]
-    }
+    let window = ProcessInfo.processInfo.environment["STRATA_TEST_WRITEBACK_WINDOW"] ?? "1s"
+    let config = FileManager.default.temporaryDirectory.appendingPathComponent("writeback-\(getpid()).yaml").path
+    try "nvme:\n  writeback_window: \(window)\n".write(toFile: config, atomically: true, encoding: .utf8)
+    let extra = ["--config", config]
     let node = try NodeProcess(ram: "64MiB", nvme: "1GiB", extra: extra)
     var stopped = false
     defer { if !stopped { _ = node.stop() } }
