@@ -109,6 +109,10 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var regionSize: ByteSize = .mebibytes(64)
     public var admission: AdmissionPolicy = .always
     public var compression: CompressionCodec = .none
+    /// How soon after its acknowledgement a block is written behind to NVMe while the disk keeps
+    /// up (RAM copy kept); 0 (the default for now, see docs/storage.md) turns write-behind off:
+    /// blocks then reach NVMe only when demoted or flushed. 1s is the recommended setting.
+    public var writebackWindow = DurationSetting(milliseconds: 0)
   }
 
   public struct Limits: Hashable, Sendable {

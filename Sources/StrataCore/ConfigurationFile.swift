@@ -42,6 +42,7 @@ extension NodeConfiguration {
     lines.append("  region_size: \(nvme.regionSize)")
     lines.append("  admission: \(nvme.admission.rawValue)")
     lines.append("  compression: \(nvme.compression.rawValue)")
+    lines.append("  writeback_window: \(nvme.writebackWindow)")
     lines.append("limits:")
     lines.append("  max_block_size: \(limits.blockBytesMax)")
     lines.append("  max_connections: \(limits.connectionsMax)")
@@ -174,7 +175,7 @@ private struct ConfigurationReader {
     }
     if let nvme = top["nvme"] {
       let fields = fields(
-        nvme, "nvme", known: ["paths", "capacity", "region_size", "admission", "compression"])
+        nvme, "nvme", known: ["paths", "capacity", "region_size", "admission", "compression", "writeback_window"])
       if let paths = fields["paths"] { config.nvme.paths = nvmePaths(paths) }
       if let value = fields["capacity"].flatMap({ size($0, "nvme.capacity") }) { config.nvme.defaultCapacity = value }
       if let value = fields["region_size"].flatMap({ size($0, "nvme.region_size") }) { config.nvme.regionSize = value }
@@ -183,6 +184,11 @@ private struct ConfigurationReader {
       }
       if let value = fields["compression"].flatMap({ choice($0, "nvme.compression", CompressionCodec.self) }) {
         config.nvme.compression = value
+      }
+      if let value = fields["writeback_window"].flatMap({
+        parsed($0, "nvme.writeback_window", DurationSetting.init(parsing:))
+      }) {
+        config.nvme.writebackWindow = value
       }
     }
     var limitFields: [String: Yams.Node] = [:]

@@ -366,9 +366,14 @@ struct RequestSession {
       try makeRoomForLease()
       let found = tiers.lookup(ids)
       let kind = LeaseKind.client(namespace: namespace, durationMilliseconds: UInt64(request.leaseMilliseconds))
+      // RAM-resident blocks are pinned on this thread; only a promotion from NVMe waits.
       let lease: BlockLease
       do throws(StrataError) {
-        lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+        if let resident = try tiers.leaseResident(ids, kind) {
+          lease = resident
+        } else {
+          lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+        }
       } catch {
         if error.code == .resourceExhausted {
           server.audit(
@@ -437,7 +442,14 @@ struct RequestSession {
     try server.fillMissing(ids, isPeer: grant.isPeer, executor: executor)
     // Transfer pins: they never expire, so no slot is reused while its bytes are being sent; the
     // transport returns only once nothing moves out of them any more.
-    let pins = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
+    // A GET of RAM-resident blocks pins them on this thread, no hop; only a promotion from NVMe
+    // waits for the disk through the executor.
+    let pins: BlockLease
+    if let resident = try tiers.leaseResident(ids, .transfer) {
+      pins = resident
+    } else {
+      pins = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
+    }
     defer { tiers.release(pins) }
     var items: [GetResponse.Item] = []
     var ranges: [UnsafeRawBufferPointer?] = []
