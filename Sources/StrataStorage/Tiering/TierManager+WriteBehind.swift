@@ -67,11 +67,14 @@ extension TierManager {
   /// evictable); nil when none waits.
   private func takeWriteBehind() -> WriteBehindJob? {
     state.withLock { state in
+      // An id whose deleted copy is still being written waits: that write's completion queues
+      // the re-PUT copy again (`requeueAfterDeletedWrite`).
+      let deletedWhileWriting = state.removedWhileDemoting
       guard
         let id = state.withWriteBehindQueue({ queue, ram in
           queue.popFirst(where: { id in
             guard let entry = ram[id] else { return false }
-            return entry.dirty && !entry.demoting
+            return entry.dirty && !entry.demoting && !deletedWhileWriting.contains(id)
           })
         }),
         var entry = state.ram[id]
@@ -116,7 +119,10 @@ extension TierManager {
       written = false  // counted as an I/O error by writeToNVMe, and below as a failed write-behind
     }
     let now = clock.nowMilliseconds()
-    let removed = state.withLock { state -> Bool in
+    // A block deleted while it was being written must not come back from NVMe; its record goes
+    // before the id leaves `removedWhileDemoting` (see `pickVictim`).
+    if written, state.withLock({ $0.removedWhileDemoting.contains(job.id) }) { _ = nvme.remove(job.id) }
+    _ = state.withLock { state -> Bool in  // true: deleted during the write
       state.writingBehind[job.id] = nil
       if written {
         state.stats.writebackBlocks += 1
@@ -133,6 +139,7 @@ extension TierManager {
         } else {
           state.allocator.free(job.slot)
         }
+        state.requeueAfterDeletedWrite(job.id, writeBehind: true)
         return true
       }
       if var current = state.ram[job.id] {
@@ -142,8 +149,6 @@ extension TierManager {
       }
       return false
     }
-    // A block deleted while it was being written must not come back from NVMe.
-    if removed && written { _ = nvme.remove(job.id) }
     return written
   }
 
@@ -158,6 +163,13 @@ extension TierManager {
 }
 
 extension TierManager.State {
+  /// After a write of a deleted block's old copy ends: a re-PUT copy committed meanwhile (dirty,
+  /// skipped by write-behind while the old write ran) is queued again.
+  mutating func requeueAfterDeletedWrite(_ id: BlockID, writeBehind: Bool) {
+    guard writeBehind, let entry = ram[id], entry.dirty, !entry.demoting else { return }
+    queueForWriteBehind(id)
+  }
+
   /// Queues a block just committed for write-behind.
   mutating func queueForWriteBehind(_ id: BlockID) {
     withWriteBehindQueue { queue, ram in

@@ -241,10 +241,15 @@ public final class TierManager: Sendable {
     /// The policy's next victim among blocks that are neither pinned nor being demoted: among
     /// `namespace`'s own blocks when given (it is at its RAM quota), else node-wide.
     mutating func pickVictim(from namespace: Namespace? = nil) -> BlockID? {
-      let (ram, leases, batchPins) = (self.ram, self.leases, self.batchPins)
+      let (ram, leases, batchPins, removedWhileDemoting) = (
+        self.ram, self.leases, self.batchPins, self.removedWhileDemoting
+      )
       let evictable = { (id: BlockID) -> Bool in
         guard let entry = ram[id] else { return true }
-        return !entry.demoting && !leases.isPinned(id) && batchPins[id] == nil
+        // An id deleted while its old copy is still being written is not evictable: that write
+        // may leave a stale NVMe record (removed once it ends) that would make a re-PUT copy look
+        // clean, and evicting it then would lose the block.
+        return !entry.demoting && !leases.isPinned(id) && batchPins[id] == nil && !removedWhileDemoting.contains(id)
       }
       if let namespace { return policy.evict(from: namespace, where: evictable) }
       return policy.evict(where: evictable)
@@ -774,7 +779,10 @@ public final class TierManager: Sendable {
         "RAM tier full and block \(id) could not be written to NVMe (\(failure.message)); no other copy is safe, so it stays in RAM"
       )
     }
-    let removed = state.withLock { state -> Bool in
+    // A block deleted while it was being written must not come back from NVMe: its record goes
+    // before the id leaves `removedWhileDemoting`, so a re-PUT copy never looks clean because of it.
+    if written, state.withLock({ $0.removedWhileDemoting.contains(id) }) { _ = nvme.remove(id) }
+    _ = state.withLock { state -> Bool in  // true: deleted during the write
       if written {
         state.stats.demotedBlocks += 1
         state.stats.demotedBytes += entry.bytes
@@ -790,6 +798,7 @@ public final class TierManager: Sendable {
         } else {
           state.allocator.free(entry.slot)
         }
+        state.requeueAfterDeletedWrite(id, writeBehind: writeBehindEnabled)
         return true
       }
       if state.leases.isPinned(id) || state.batchPins[id] != nil, var current = state.ram[id] {
@@ -805,8 +814,6 @@ public final class TierManager: Sendable {
       state.allocator.free(entry.slot)
       return false
     }
-    // A block deleted while it was being written must not come back from NVMe.
-    if removed && written { _ = nvme.remove(id) }
     return true
   }
 
