@@ -252,39 +252,31 @@ public final class TLSSession: @unchecked Sendable {
   /// nothing whole yet, or when a blocking socket's timeout passed.
   public func read(_ base: UnsafeMutableRawPointer, _ count: Int) -> Outcome {
     while true {
-      let result = SSL_read(ssl, base, Int32(clamping: count))
-      if result > 0 { return .moved(Int(result)) }
-      let code = errno
-      switch SSL_get_error(ssl, result) {
-      case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
-        if code == EINTR { continue }
-        return .wouldBlock
-      case SSL_ERROR_ZERO_RETURN: return .closed
-      case SSL_ERROR_SYSCALL:
-        if code == 0 { return .closed }
-        if code == EINTR { continue }
-        return .failed(code, "")
-      default: return .failed(0, tlsErrorText(ssl))
-      }
+      if let outcome = outcome(of: SSL_read(ssl, base, Int32(clamping: count)), writing: false) { return outcome }
     }
   }
 
   /// Writes `count` bytes (all of them, or `wouldBlock`: retry later with the same bytes).
   public func write(_ base: UnsafeRawPointer, _ count: Int) -> Outcome {
     while true {
-      let result = SSL_write(ssl, base, Int32(clamping: count))
-      if result > 0 { return .moved(Int(result)) }
-      let code = errno
-      switch SSL_get_error(ssl, result) {
-      case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
-        if code == EINTR { continue }
-        return .wouldBlock
-      case SSL_ERROR_ZERO_RETURN: return .closed
-      case SSL_ERROR_SYSCALL:
-        if code == EINTR { continue }
-        return code == 0 || code == EPIPE || code == ECONNRESET ? .closed : .failed(code, "")
-      default: return .failed(0, tlsErrorText(ssl))
-      }
+      if let outcome = outcome(of: SSL_write(ssl, base, Int32(clamping: count)), writing: true) { return outcome }
+    }
+  }
+
+  /// What an `SSL_read`/`SSL_write` result means; nil when the call is to be retried (EINTR).
+  /// A write's EPIPE or ECONNRESET is the peer having closed.
+  private func outcome(of result: Int32, writing: Bool) -> Outcome? {
+    if result > 0 { return .moved(Int(result)) }
+    let code = errno
+    switch SSL_get_error(ssl, result) {
+    case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+      return code == EINTR ? nil : .wouldBlock
+    case SSL_ERROR_ZERO_RETURN: return .closed
+    case SSL_ERROR_SYSCALL:
+      if code == EINTR { return nil }
+      if code == 0 || (writing && (code == EPIPE || code == ECONNRESET)) { return .closed }
+      return .failed(code, "")
+    default: return .failed(0, tlsErrorText(ssl))
     }
   }
 
