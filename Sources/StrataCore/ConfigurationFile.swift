@@ -84,6 +84,10 @@ extension NodeConfiguration {
     lines.append("  enabled: \(admin.enabled)")
     lines.append("  connections: \(admin.connectionsMax)")
     lines.append("  request_timeout: \(admin.requestTimeout)")
+    lines.append("same_host:")
+    lines.append("  enabled: \(sameHost.enabled)")
+    lines.append("  socket: \(quoted(sameHost.socket))")
+    lines.append("  max_region_size: \(sameHost.maxRegionSize)")
     return lines.joined(separator: "\n") + "\n"
   }
 
@@ -99,7 +103,7 @@ private struct ConfigurationReader {
   mutating func read(_ root: Yams.Node, into config: inout NodeConfiguration) {
     let top = fields(
       root, "",
-      known: ["node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin"])
+      known: ["node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin", "same_host"])
     if let node = top["node"] {
       let fields = fields(node, "node", known: ["id", "zone"])
       if let value = fields["id"].flatMap({ string($0, "node.id") }) { config.node.id = value }
@@ -227,6 +231,14 @@ private struct ConfigurationReader {
         } else {
           problem("auth.tokens", tokens, "expected a list of {token, namespace, admin}")
         }
+      }
+    }
+    if let sameHost = top["same_host"] {
+      let fields = fields(sameHost, "same_host", known: ["enabled", "socket", "max_region_size"])
+      if let value = fields["enabled"].flatMap({ bool($0, "same_host.enabled") }) { config.sameHost.enabled = value }
+      if let value = fields["socket"].flatMap({ string($0, "same_host.socket") }) { config.sameHost.socket = value }
+      if let value = fields["max_region_size"].flatMap({ size($0, "same_host.max_region_size") }) {
+        config.sameHost.maxRegionSize = value
       }
     }
     if let admin = top["admin"] {

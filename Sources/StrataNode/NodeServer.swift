@@ -37,6 +37,13 @@ public struct ServerStats: Sendable, Hashable {
   /// missing their transfer deadline.
   public var idleClosed = 0
   public var deadlinesMissed = 0
+  /// The same-host path: connections accepted on the Unix-domain socket and open now, payload
+  /// bytes they moved, and shared-memory regions refused (not sealed, too large, not a memfd).
+  public var sameHostConnectionsAccepted = 0
+  public var sameHostConnectionsOpen = 0
+  public var sameHostGetBytes = 0
+  public var sameHostPutBytes = 0
+  public var sameHostRegionsRefused = 0
 }
 
 /// Settings of the data plane.
@@ -54,6 +61,13 @@ public struct ServerConfiguration: Sendable {
   public var tokens: [String: NodeConfiguration.Auth.Token]
   /// The secret that grants the peer capability (`cluster.token`); empty for none.
   public var clusterToken: String
+  /// The same-host path's Unix-domain socket; nil when `same_host.enabled` is false.
+  public var sameHostSocket: String?
+  /// Whether that path was configured (then a failure to bind it stops the node; the default
+  /// path only logs and leaves the same-host path off).
+  public var sameHostSocketConfigured: Bool
+  /// The largest shared-memory region a same-host connection may pass.
+  public var sameHostRegionBytesMax: UInt64
 
   public init(_ node: NodeConfiguration, nodeID: String) {
     listen = node.listen
@@ -66,6 +80,9 @@ public struct ServerConfiguration: Sendable {
     handshakeTimeoutMilliseconds = node.limits.handshakeTimeout.milliseconds
     tokens = Dictionary(node.auth.tokens.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
     clusterToken = node.cluster.token
+    sameHostSocket = node.sameHost.enabled ? node.effectiveSameHostSocket : nil
+    sameHostSocketConfigured = !node.sameHost.socket.isEmpty
+    sameHostRegionBytesMax = node.sameHost.maxRegionSize.bytes
   }
 
   public var connectionsMax: Int { admission.connectionsMax }
@@ -103,6 +120,8 @@ public final class NodeServer: Sendable {
   let rdma: NodeRDMA
   /// Accepts connections and reads their HELLOs without a thread each (TCP/HandshakeGate.swift).
   private let gate: HandshakeGate
+  /// The same-host path's Unix-domain listener and its gate (nil when off).
+  private let sameHost: (listener: TCPListener, gate: HandshakeGate)?
   /// Differs on every start of the process (STAT `instance`): peers that see it change know this
   /// node restarted, maybe with its RAM blocks lost, and copy it the blocks it owns (repair).
   public let instance = Int.random(in: 1...Int.max)
@@ -130,7 +149,31 @@ public final class NodeServer: Sendable {
     gate = try HandshakeGate(
       listener: listener, handshakesMax: configuration.handshakesMax,
       timeoutMilliseconds: configuration.handshakeTimeoutMilliseconds)
+    sameHost = try Self.openSameHost(configuration, logger: logger)
   }
+
+  /// Binds the same-host socket: a configured path must bind, the default one may fail (a data
+  /// directory too deep for a socket path, or one not created yet) with a warning.
+  private static func openSameHost(_ configuration: ServerConfiguration, logger: Logger) throws(StrataError) -> (
+    listener: TCPListener, gate: HandshakeGate
+  )? {
+    guard let path = configuration.sameHostSocket else { return nil }
+    do throws(StrataError) {
+      let listener = try TCPListener(unixPath: path)
+      let gate = try HandshakeGate(
+        listener: listener, transport: "shm", handshakesMax: configuration.handshakesMax,
+        timeoutMilliseconds: configuration.handshakeTimeoutMilliseconds)
+      return (listener, gate)
+    } catch  where !configuration.sameHostSocketConfigured {
+      logger.warning(
+        "the same-host path is off: its default socket cannot be bound (set same_host.socket)",
+        metadata: ["path": "\(path)", "reason": "\(error.message)"])
+      return nil
+    }
+  }
+
+  /// The same-host path's socket, when it is listening.
+  public var sameHostPath: String? { sameHost?.listener.unixPath }
 
   /// Where the node listens.
   public var address: HostPort { listener.address }
@@ -149,7 +192,7 @@ public final class NodeServer: Sendable {
       var stats = state.stats
       stats.inflightBytes = state.admission.inflightBytes
       stats.connectionsOpen = state.admission.connections
-      stats.handshakesPending = gate.pendingCount
+      stats.handshakesPending = gate.pendingCount + (sameHost?.gate.pendingCount ?? 0)
       return stats
     }
   }
@@ -171,6 +214,11 @@ public final class NodeServer: Sendable {
     }
     thread.name = "strata-gate"
     thread.start()
+    if let sameHost {
+      let unixThread = Thread { [self] in sameHost.gate.run(server: self) }
+      unixThread.name = "strata-gate-shm"
+      unixThread.start()
+    }
     startRDMA()
   }
 
@@ -182,6 +230,7 @@ public final class NodeServer: Sendable {
       return Array(state.connections.values)
     }
     gate.stop()
+    sameHost?.gate.stop()
     rdma.listener?.stop()
     for connection in connections { connection.closeWhenIdle() }
     stopped.wait()
@@ -197,7 +246,7 @@ public final class NodeServer: Sendable {
   }
 
   /// Starts the thread of a connection whose HELLO was granted (called by the gate).
-  func startConnection(socket: TCPSocket, session: RequestSession, hello: [UInt8]) {
+  func startConnection(socket: TCPSocket, session: RequestSession, hello: [UInt8], sameHost: Bool = false) {
     let connection = state.withLock { state -> TCPConnection? in
       // A HELLO granted while `stop` ran: `stop` has already told the open connections to close,
       // and would wait for this one forever if its peer kept it busy.
@@ -205,7 +254,7 @@ public final class NodeServer: Sendable {
       let id = state.nextConnection
       state.nextConnection += 1
       state.stats.connectionsAccepted += 1
-      let connection = TCPConnection(id: id, socket: socket, server: self)
+      let connection = TCPConnection(id: id, socket: socket, server: self, isSameHost: sameHost)
       state.connections[id] = connection
       return connection
     }

@@ -42,12 +42,23 @@ extension NodeServer {
       granted = SessionGrant(namespace: mapped.namespace, isAdmin: mapped.admin, isPeer: false, capabilities: [])
     }
     try admit(source: source, namespace: granted.namespace)
-    granted.capabilities = transport == "tcp" ? grantCapabilities(hello, peer: source) : [.tcp, .rdma, .leases]
+    var sameHostSocket = ""
+    switch transport {
+    case "tcp":
+      granted.capabilities = grantCapabilities(hello, peer: source)
+      // A client on this machine learns where the same-host path is (it connects there itself).
+      if hello.capabilities.contains(.sharedMemory), let path = sameHostPath { sameHostSocket = path }
+    case "shm":
+      granted.capabilities = hello.capabilities.intersection([.tcp, .leases, .sharedMemory])
+    default:
+      granted.capabilities = [.tcp, .rdma, .leases]
+    }
     if granted.isPeer { granted.capabilities.insert(.peer) }
     let response = HelloResponse(
       capabilities: granted.capabilities, nodeID: configuration.nodeID, namespace: granted.namespace,
       frameBytesMax: configuration.limits.payloadBytesMax,
-      inflightBytesMax: UInt64(configuration.admission.inflightBytesMax), ringEpoch: epoch)
+      inflightBytesMax: UInt64(configuration.admission.inflightBytesMax), ringEpoch: epoch,
+      sameHostSocket: sameHostSocket)
     return (granted, response)
   }
 
@@ -331,9 +342,11 @@ struct RequestSession {
       bytes += range.count
       if server.observer != nil { movedBlockBytes.append(range.count) }
     }
+    let sameHost = transport.name == "shm"
     server.count {
       $0.getBlocks += blocks
       $0.getBytes += bytes
+      if sameHost { $0.sameHostGetBytes += bytes }
     }
   }
 
@@ -411,9 +424,11 @@ struct RequestSession {
       }
     }
     let storedBlocks = outcomes.filter { $0 == .stored }.count
+    let sameHost = transport.name == "shm"
     server.count {
       $0.putBlocks += storedBlocks
       $0.putBytes += stored
+      if sameHost { $0.sameHostPutBytes += stored }
     }
     // Acknowledged means replicated: the answer goes out once the write quorum of each block's
     // owners holds it (a missed quorum is answered `quorumNotReached`), within the PUT's deadline.

@@ -35,6 +35,8 @@ final class HandshakeGate: @unchecked Sendable {
   static let descriptorBackoffMilliseconds: UInt64 = 100
 
   private let listener: TCPListener
+  /// "tcp", or "shm" for the same-host path's Unix-domain listener: what HELLO is decided for.
+  private let transport: String
   private let handshakesMax: Int
   private let timeoutMilliseconds: UInt64
   private let poller: Int32
@@ -48,9 +50,12 @@ final class HandshakeGate: @unchecked Sendable {
   private var nextSequence: UInt64 = 0
   private let pendingCounter = Atomic<Int>(0)
 
-  init(listener: TCPListener, handshakesMax: Int, timeoutMilliseconds: UInt64) throws(StrataError) {
+  init(listener: TCPListener, transport: String = "tcp", handshakesMax: Int, timeoutMilliseconds: UInt64)
+    throws(StrataError)
+  {
     precondition(handshakesMax > 0, "HandshakeGate needs room for at least one handshake")
     self.listener = listener
+    self.transport = transport
     self.handshakesMax = handshakesMax
     self.timeoutMilliseconds = timeoutMilliseconds
     poller = strata_poller_create()
@@ -221,16 +226,17 @@ final class HandshakeGate: @unchecked Sendable {
     let grant: SessionGrant
     let response: HelloResponse
     do throws(StrataError) {
-      (grant, response) = try server.authenticate(hello, source: socket.peerHost, transport: "tcp")
+      (grant, response) = try server.authenticate(hello, source: socket.peerHost, transport: transport)
     } catch {
       refuse(socket, header, error, server)
       return
     }
     socket.setBlocking(true)
-    let session = RequestSession(server: server, grant: grant, source: socket.peerHost, label: "tcp")
+    let session = RequestSession(server: server, grant: grant, source: socket.peerHost, label: transport)
     server.startConnection(
       socket: socket, session: session,
-      hello: WireMessage.helloResponse(response).frameBytes(requestID: header.requestID, ringEpoch: server.epoch))
+      hello: WireMessage.helloResponse(response).frameBytes(requestID: header.requestID, ringEpoch: server.epoch),
+      sameHost: transport == "shm")
   }
 
   /// Answers a refused HELLO with its error, without waiting on the peer, and closes.
