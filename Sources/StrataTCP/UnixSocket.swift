@@ -23,7 +23,9 @@ extension TCPSocket {
   }
 
   /// Sends `bytes` (one short message) with `descriptor` attached, or none when nil.
-  public func sendMessage(_ bytes: [UInt8], attaching descriptor: Int32?, deadline: Deadline = .never) throws(StrataError) {
+  public func sendMessage(_ bytes: [UInt8], attaching descriptor: Int32?, deadline: Deadline = .never)
+    throws(StrataError)
+  {
     if deadline != .never { setTimeout(milliseconds: max(1, deadline.remainingMilliseconds())) }
     let sent = bytes.withUnsafeBytes { raw in
       strata_send_with_descriptor(self.descriptor, raw.baseAddress, raw.count, descriptor ?? -1)
@@ -56,7 +58,9 @@ extension TCPSocket {
         if code == EAGAIN || code == EWOULDBLOCK {
           throw StrataError(.timeout, "receiving a descriptor from \(peer) timed out")
         }
-        if code == EPROTO { throw StrataError(.protocolError, "\(peer) attached more descriptors than one message holds") }
+        if code == EPROTO {
+          throw StrataError(.protocolError, "\(peer) attached more descriptors than one message holds")
+        }
         throw StrataError(.unavailable, "receiving from \(peer) failed: \(String(cString: strerror(code)))")
       }
       if fd >= 0 {
