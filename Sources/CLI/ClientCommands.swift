@@ -32,7 +32,9 @@ struct NodeOptions: ParsableArguments {
   @Option(help: "PUT: owners that must hold each block before the node answers (0: the node's cluster.write_quorum).")
   var writeQuorum: Int = 0
 
-  func client(connections: Int = 1) throws(StrataError) -> StrataClient {
+  func client(
+    connections: Int = 1, adjust: (inout StrataClient.Configuration) -> Void = { _ in }
+  ) throws(StrataError) -> StrataClient {
     var configuration: StrataClient.Configuration
     if let seeds {
       configuration = StrataClient.Configuration(seeds: try parseSeeds(seeds))
@@ -53,6 +55,7 @@ struct NodeOptions: ParsableArguments {
     configuration.timeoutMilliseconds = timeoutMs
     configuration.connections = connections
     configuration.clientName = "strata-cli"
+    adjust(&configuration)
     return StrataClient(configuration)
   }
 }

@@ -116,6 +116,7 @@ struct Serve: AsyncParsableCommand {
         settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, cluster: cluster,
         faultInjection: faultInjection, logger: logger)
       logger.info("listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)"])
+      if let path = server.sameHostPath { logger.info("same-host path listening", metadata: ["socket": "\(path)"]) }
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
       let demoter = Task { await tiers.run() }

@@ -163,6 +163,43 @@ public func strataClientOpen(
   _ out: UnsafeMutablePointer<OpaquePointer?>?
 ) -> Int32 {
   guarded("strata_client_open") { () throws(StrataError) in
+    try open(hostPort, token, connections, timeoutMilliseconds, sameHost: true, sharedMemoryBytes: 0, out)
+  }
+}
+
+@_cdecl("strata_client_open_options")
+public func strataClientOpenOptions(
+  _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
+  _ timeoutMilliseconds: UInt32, _ sameHost: Int32, _ sharedMemoryBytes: UInt64,
+  _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
+  guarded("strata_client_open_options") { () throws(StrataError) in
+    guard sameHost == 0 || sameHost == 1 else { throw invalid("same_host \(sameHost) is not 0 or 1") }
+    try open(
+      hostPort, token, connections, timeoutMilliseconds, sameHost: sameHost == 1,
+      sharedMemoryBytes: try byteCount(sharedMemoryBytes, "shared_memory_bytes"), out)
+  }
+}
+
+@_cdecl("strata_shared_memory")
+public func strataSharedMemory(
+  _ handle: OpaquePointer?, _ baseOut: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+  _ lengthOut: UnsafeMutablePointer<UInt64>?
+) -> Int32 {
+  guarded("strata_shared_memory") { () throws(StrataError) in
+    let baseOut = try required(baseOut, "base_out")
+    let lengthOut = try required(lengthOut, "length_out")
+    let shared = try box(handle).client.sharedMemory
+    baseOut.pointee = shared?.base
+    lengthOut.pointee = UInt64(shared?.count ?? 0)
+  }
+}
+
+private func open(
+  _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
+  _ timeoutMilliseconds: UInt32, sameHost: Bool, sharedMemoryBytes: Int,
+  _ out: UnsafeMutablePointer<OpaquePointer?>?
+) throws(StrataError) {
     let out = try required(out, "out")
     out.pointee = nil
     let text = try string(hostPort, "host_port")
@@ -177,6 +214,8 @@ public func strataClientOpen(
     if token != nil { configuration.token = try string(token, "token") }
     if connections > 0 { configuration.connections = Int(connections) }
     if timeoutMilliseconds > 0 { configuration.timeoutMilliseconds = UInt64(timeoutMilliseconds) }
+    configuration.sameHost = sameHost
+    configuration.sharedMemoryBytes = sharedMemoryBytes
     configuration.clientName = "strata-client-c"
     let completions = try CompletionQueue()
     let client = StrataClient(configuration)
@@ -188,7 +227,6 @@ public func strataClientOpen(
       throw error
     }
     out.pointee = OpaquePointer(Unmanaged.passRetained(ClientBox(client, completions: completions)).toOpaque())
-  }
 }
 
 @_cdecl("strata_client_close")

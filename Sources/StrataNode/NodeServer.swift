@@ -336,6 +336,10 @@ public final class NodeServer: Sendable {
       ("handshakes_timed_out", server.handshakesTimedOut), ("handshakes_evicted", server.handshakesEvicted),
       ("idle_closed", server.idleClosed), ("deadlines_missed", server.deadlinesMissed),
       ("transfer_pins", tier.transferPins),
+      ("same_host_connections_accepted", server.sameHostConnectionsAccepted),
+      ("same_host_connections_open", server.sameHostConnectionsOpen),
+      ("same_host_get_bytes", server.sameHostGetBytes), ("same_host_put_bytes", server.sameHostPutBytes),
+      ("same_host_regions_refused", server.sameHostRegionsRefused),
     ]
     let body = fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
     let nodeID = (try? JSONEncoder().encode(configuration.nodeID)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
