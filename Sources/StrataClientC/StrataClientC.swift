@@ -200,33 +200,33 @@ private func open(
   _ timeoutMilliseconds: UInt32, sameHost: Bool, sharedMemoryBytes: Int,
   _ out: UnsafeMutablePointer<OpaquePointer?>?
 ) throws(StrataError) {
-    let out = try required(out, "out")
-    out.pointee = nil
-    let text = try string(hostPort, "host_port")
-    guard (0...1024).contains(connections) else { throw invalid("connections \(connections) is not 0 to 1024") }
-    // One address: that node. Several, comma-separated: a cluster, routed through its ring.
-    let addresses = try text.split(separator: ",", omittingEmptySubsequences: false).map {
-      part throws(StrataError) in try HostPort(parsing: String(part))
-    }
-    var configuration =
-      addresses.count > 1
-      ? StrataClient.Configuration(seeds: addresses) : StrataClient.Configuration(node: addresses[0])
-    if token != nil { configuration.token = try string(token, "token") }
-    if connections > 0 { configuration.connections = Int(connections) }
-    if timeoutMilliseconds > 0 { configuration.timeoutMilliseconds = UInt64(timeoutMilliseconds) }
-    configuration.sameHost = sameHost
-    configuration.sharedMemoryBytes = sharedMemoryBytes
-    configuration.clientName = "strata-client-c"
-    let completions = try CompletionQueue()
-    let client = StrataClient(configuration)
-    do throws(StrataError) {
-      _ = try wait { () async throws(StrataError) in try await client.connect() }
-    } catch {
-      client.close()
-      completions.close()
-      throw error
-    }
-    out.pointee = OpaquePointer(Unmanaged.passRetained(ClientBox(client, completions: completions)).toOpaque())
+  let out = try required(out, "out")
+  out.pointee = nil
+  let text = try string(hostPort, "host_port")
+  guard (0...1024).contains(connections) else { throw invalid("connections \(connections) is not 0 to 1024") }
+  // One address: that node. Several, comma-separated: a cluster, routed through its ring.
+  let addresses = try text.split(separator: ",", omittingEmptySubsequences: false).map {
+    part throws(StrataError) in try HostPort(parsing: String(part))
+  }
+  var configuration =
+    addresses.count > 1
+    ? StrataClient.Configuration(seeds: addresses) : StrataClient.Configuration(node: addresses[0])
+  if token != nil { configuration.token = try string(token, "token") }
+  if connections > 0 { configuration.connections = Int(connections) }
+  if timeoutMilliseconds > 0 { configuration.timeoutMilliseconds = UInt64(timeoutMilliseconds) }
+  configuration.sameHost = sameHost
+  configuration.sharedMemoryBytes = sharedMemoryBytes
+  configuration.clientName = "strata-client-c"
+  let completions = try CompletionQueue()
+  let client = StrataClient(configuration)
+  do throws(StrataError) {
+    _ = try wait { () async throws(StrataError) in try await client.connect() }
+  } catch {
+    client.close()
+    completions.close()
+    throw error
+  }
+  out.pointee = OpaquePointer(Unmanaged.passRetained(ClientBox(client, completions: completions)).toOpaque())
 }
 
 @_cdecl("strata_client_close")
