@@ -11,13 +11,17 @@ public import StrataCore
 
 extension TCPSocket {
   /// Connects to the Unix-domain socket at `path`; `timeoutMilliseconds` bounds every later read
-  /// and write (0: no limit). `unavailable` when nothing listens there.
-  public static func connect(unixPath path: String, timeoutMilliseconds: UInt64 = 0) throws(StrataError) -> TCPSocket {
+  /// and write (0: no limit). `unavailable` when nothing listens there. Errors name the peer
+  /// `name` (default "unix:PATH").
+  public static func connect(unixPath path: String, name: String? = nil, timeoutMilliseconds: UInt64 = 0)
+    throws(StrataError) -> TCPSocket
+  {
+    let peer = name ?? "unix:\(path)"
     let fd = strata_unix_connect(path)
     guard fd >= 0 else {
-      throw StrataError(.unavailable, "cannot connect to unix:\(path): \(String(cString: strerror(errno)))")
+      throw StrataError(.unavailable, "cannot connect to \(peer): \(String(cString: strerror(errno)))")
     }
-    let socket = TCPSocket(descriptor: fd, peer: "unix:\(path)")
+    let socket = TCPSocket(descriptor: fd, peer: peer)
     if timeoutMilliseconds > 0 { socket.setTimeout(milliseconds: timeoutMilliseconds) }
     return socket
   }

@@ -13,7 +13,9 @@ extension ClientConnection {
   /// waits for the node to accept it. With `expectedNodeID`, the node there must be that one.
   /// On a throw the connection is as before (its TCP socket, if any, kept).
   func connectSameHost(path: String, deadline: Deadline, expectedNodeID: String?) throws(StrataError) {
-    let unix = try TCPSocket.connect(unixPath: path, timeoutMilliseconds: configuration.timeoutMilliseconds)
+    // Errors name the node as the caller knows it, and the socket.
+    let unix = try TCPSocket.connect(
+      unixPath: path, name: "\(address) (unix:\(path))", timeoutMilliseconds: configuration.timeoutMilliseconds)
     let previous = (socket, namespace, nodeID)
     socket = unix
     do throws(StrataError) {
