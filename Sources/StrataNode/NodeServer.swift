@@ -44,6 +44,8 @@ public struct ServerStats: Sendable, Hashable {
   public var sameHostGetBytes = 0
   public var sameHostPutBytes = 0
   public var sameHostRegionsRefused = 0
+  /// GETs and PUTs whose blocks moved through a client's shared-memory region (not the stream).
+  public var sameHostRegionRequests = 0
 }
 
 /// Settings of the data plane.
@@ -340,6 +342,7 @@ public final class NodeServer: Sendable {
       ("same_host_connections_open", server.sameHostConnectionsOpen),
       ("same_host_get_bytes", server.sameHostGetBytes), ("same_host_put_bytes", server.sameHostPutBytes),
       ("same_host_regions_refused", server.sameHostRegionsRefused),
+      ("same_host_region_requests", server.sameHostRegionRequests),
     ]
     let body = fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
     let nodeID = (try? JSONEncoder().encode(configuration.nodeID)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""

@@ -111,6 +111,7 @@ func putFrame(_ items: [(BlockKey, [UInt8])], ranges: [RegionRange], id: UInt64)
     #expect(server.sameHostConnectionsAccepted == configuration.connections)
     #expect(server.sameHostPutBytes == total)
     #expect(server.sameHostGetBytes == total + 1000)
+    #expect(server.sameHostRegionRequests == stats.sameHostBatches)
   }
 
   @Test func otherMemoryTravelsInTheUnixSocketStream() async throws {
@@ -133,6 +134,7 @@ func putFrame(_ items: [(BlockKey, [UInt8])], ranges: [RegionRange], id: UInt64)
     #expect(client.transportStats.sameHostConnections == 2)
     #expect(client.transportStats.sameHostBatches == 0)
     #expect(node.server.stats.sameHostGetBytes == size)
+    #expect(node.server.stats.sameHostRegionRequests == 0)
   }
 
   @Test func aClientThatDeclinesStaysOnTCP() async throws {

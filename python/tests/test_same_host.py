@@ -37,6 +37,8 @@ def test_shared_memory_round_trip_is_byte_exact_and_moves_through_the_region(add
         assert after["same_host_connections_open"] >= 2
         assert after["same_host_put_bytes"] - before["same_host_put_bytes"] == total
         assert after["same_host_get_bytes"] - before["same_host_get_bytes"] == total
+        # Through the region, not the socket's stream: at least one PUT and one GET batch.
+        assert after["same_host_region_requests"] - before["same_host_region_requests"] >= 2
 
 
 def test_other_memory_uses_the_unix_socket_stream(address):
@@ -48,7 +50,9 @@ def test_other_memory_uses_the_unix_socket_stream(address):
         back = np.zeros_like(block)
         assert store.get_into([name], [back]) == [block.nbytes]
         assert np.array_equal(back, block)
-        assert counters(store)["same_host_get_bytes"] - before["same_host_get_bytes"] == block.nbytes
+        after = counters(store)
+        assert after["same_host_get_bytes"] - before["same_host_get_bytes"] == block.nbytes
+        assert after["same_host_region_requests"] == before["same_host_region_requests"]
 
 
 def test_a_client_that_declines_stays_on_tcp(address):

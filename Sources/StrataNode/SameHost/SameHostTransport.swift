@@ -16,13 +16,15 @@ import StrataWire
 
 struct SameHostPayloadTransport: PayloadTransport {
   var stream: TCPPayloadTransport
+  let server: NodeServer
   /// The client's region; nil when it passed none (then every payload travels in the stream).
   let region: SharedMemoryRegion?
   /// The region ranges of the request being served; nil: its payload is in the stream.
   private var ranges: [RegionRange]?
 
-  init(stream: TCPPayloadTransport, region: SharedMemoryRegion?) {
+  init(stream: TCPPayloadTransport, server: NodeServer, region: SharedMemoryRegion?) {
     self.stream = stream
+    self.server = server
     self.region = region
   }
 
@@ -48,6 +50,7 @@ struct SameHostPayloadTransport: PayloadTransport {
       return try stream.deliverGet(items: items, ranges: blocks, response: response, deadline: deadline)
     }
     let region = try requireRegion("GET")
+    server.count { $0.sameHostRegionRequests += 1 }
     var answered = items
     for (index, block) in blocks.enumerated() {
       guard let block, case .ok = items[index].status else { continue }
@@ -85,6 +88,7 @@ struct SameHostPayloadTransport: PayloadTransport {
       }
       if case .into(let buffer) = slot { copies.append((buffer, UnsafeRawBufferPointer(bytes))) }
     }
+    server.count { $0.sameHostRegionRequests += 1 }
     for (slot, bytes) in copies { slot.copyMemory(from: bytes) }
   }
 

@@ -95,7 +95,7 @@ final class TCPConnection: Sendable {
     } else {
       region = nil
     }
-    var transport = SameHostPayloadTransport(stream: stream, region: region)
+    var transport = SameHostPayloadTransport(stream: stream, server: server, region: region)
     serveRequests(&session, over: &transport, scratch: scratch) { transport, request in transport.expect(request) }
   }
 
