@@ -43,9 +43,9 @@ runner = "python/tests/engines/vllm_engine/engine_run.py"
 prompt = [3 + (i * 7) % 500 for i in range(8 * 16 + 5)]  # 8 full blocks of 16 and a tail
 
 
-def run(node):
+def run(node, extra=None):
     spec = {"model": str(work / "model"), "node": node, "prompts": [prompt], "max_tokens": 16,
-            "dtype": "float16", "block_size": 16, "timeout_ms": 2000,
+            "dtype": "float16", "block_size": 16, "timeout_ms": 2000, "extra": extra or {},
             "llm_args": {"gpu_memory_utilization": 0.3}}
     out = subprocess.run([sys.executable, runner, json.dumps(spec)], capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
@@ -58,6 +58,8 @@ try:
     first = run(node.address)
     node.wait_for(lambda: node.blocks_stored() >= 8, "8 blocks stored", 60)
     second = run(node.address)
+    # Layer mode on the GPU: pinned staging per layer GET, device copies in wait_for_layer_load.
+    layered = run(node.address, {"strata.load_mode": "layer"})
 finally:
     node.stop()
 third = run(node.address)
@@ -66,8 +68,9 @@ print(f"process 2: {second['seconds']:.3f} s, cached {second['num_cached_tokens'
 print(f"node stopped: {third['seconds']:.3f} s, cached {third['num_cached_tokens']}")
 assert first["num_cached_tokens"] == 0
 assert second["num_cached_tokens"] == 8 * 16, second
-assert second["tokens"] == first["tokens"] == third["tokens"], (first, second, third)
-print("vLLM on the GPU: Strata hit with identical tokens, and recompute with the node stopped")
+assert layered["num_cached_tokens"] == 8 * 16, layered
+assert second["tokens"] == first["tokens"] == third["tokens"] == layered["tokens"], (first, second, third, layered)
+print("vLLM on the GPU: Strata hit with identical tokens (block and layer mode), and recompute with the node stopped")
 PY
   rm -rf "$work"
 }

@@ -1,6 +1,7 @@
 // `strata config check`: validate a node configuration file without starting anything.
 
 import ArgumentParser
+import Foundation
 import StrataCore
 
 struct ConfigCommand: ParsableCommand {
@@ -22,6 +23,13 @@ struct ConfigCommand: ParsableCommand {
     func run() throws {
       do throws(StrataError) {
         let config = try loadConfiguration(file)
+        for (index, token) in config.auth.tokens.enumerated() where token.givenInPlain {
+          // Accepted (development), but a deployment's file should hold digests only.
+          FileHandle.standardError.write(
+            Data(
+              "warning: auth.tokens[\(index)].token is a plain secret; store \(token.digest) instead (strata token hash)\n"
+                .utf8))
+        }
         if print {
           Swift.print(config.yaml, terminator: "")
         } else {

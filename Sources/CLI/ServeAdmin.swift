@@ -20,7 +20,8 @@ func metricNamespaces(_ settings: NodeConfiguration) -> [Namespace] {
 /// Starts the admin API when `admin.enabled`, logs and prints its metrics URL; nil when disabled.
 func startAdmin(
   _ settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, server: NodeServer,
-  metrics: NodeMetrics, cluster: ClusterNode?, faultInjection: Bool = false, logger: Logger
+  metrics: NodeMetrics, cluster: ClusterNode?, faultInjection: Bool = false, diskFaults: DiskFaultSwitch? = nil,
+  logger: Logger
 ) throws(StrataError) -> NodeAdministration? {
   guard settings.admin.enabled else {
     logger.info("admin API disabled (admin.enabled: false)")
@@ -31,8 +32,10 @@ func startAdmin(
     machine: thisMachine(), logger: logger)
   if let cluster { attachCluster(cluster, to: administration) }
   if faultInjection {
-    administration.enableFaultInjection()
-    logger.warning("fault injection on: POST /v1/debug/flip-bit corrupts RAM blocks (tests only)")
+    administration.enableFaultInjection(disk: diskFaults)
+    logger.warning(
+      "fault injection on: POST /v1/debug/flip-bit corrupts RAM blocks, POST /v1/debug/disk-fault fails the disk (tests only)"
+    )
   }
   administration.start()
   print("strata admin API at http://\(administration.address) (metrics: \(administration.metricsURL))")

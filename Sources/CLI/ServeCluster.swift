@@ -56,5 +56,8 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
     metrics.advance("strata_write_quorum_copied_blocks_total", [], to: quorum.syncCopiedBlocks)
     metrics.advance("strata_write_quorum_missed_blocks_total", [], to: quorum.missedBlocks)
     metrics.advance("strata_under_replicated_writes_total", [], to: quorum.underReplicatedWrites)
+    let under = cluster.underReplicatedCounts
+    metrics.setUnderReplicated(under.blocks)
+    metrics.advance("strata_under_replicated_overflow_total", [], to: under.overflowed)
   }
 }

@@ -69,7 +69,8 @@ struct Serve: AsyncParsableCommand {
   @Flag(help: "Print the resolved configuration and exit without opening storage.")
   var dryRun = false
 
-  // Tests only: POST /v1/debug/flip-bit on the admin API corrupts a RAM block (docs/admin.md).
+  // Tests only: POST /v1/debug/flip-bit on the admin API corrupts a RAM block, and
+  // POST /v1/debug/disk-fault makes the NVMe devices fail or corrupt I/O (docs/admin.md).
   @Flag(help: .hidden)
   var faultInjection = false
 
@@ -82,7 +83,8 @@ struct Serve: AsyncParsableCommand {
       let signals = TerminationSignals()
       LoggingSystem.bootstrap(StreamLogHandler.standardError)
       let logger = Logger(label: "strata.node")
-      let (tiers, recovery) = try TierManager.open(settings, logger: logger)
+      let diskFaults = faultInjection ? DiskFaultSwitch() : nil
+      let (tiers, recovery) = try TierManager.open(settings, faults: diskFaults, logger: logger)
       let stats = tiers.stats
       print(
         "storage ready: RAM \(ByteSize(bytes: UInt64(stats.ramCapacityBytes))) "
@@ -101,11 +103,11 @@ struct Serve: AsyncParsableCommand {
             "cluster.advertise: the node listens on \(server.address); give the address peers and clients reach it at (--advertise HOST:PORT)"
           )
         }
-        let node = ClusterNode(
-          settings: ClusterNode.Settings(
-            configuration: settings, nodeID: nodeID, advertise: advertised,
-            capacityBytes: UInt64(stats.ramCapacityBytes + stats.nvmeCapacityBytes)),
-          tiers: tiers, logger: logger)
+        var clusterSettings = ClusterNode.Settings(
+          configuration: settings, nodeID: nodeID, advertise: advertised,
+          capacityBytes: UInt64(stats.ramCapacityBytes + stats.nvmeCapacityBytes))
+        clusterSettings.instance = server.instance
+        let node = ClusterNode(settings: clusterSettings, tiers: tiers, logger: logger)
         node.setOnDrained { signals.trigger("drained") }
         server.cluster = node
         try node.start()
@@ -114,9 +116,16 @@ struct Serve: AsyncParsableCommand {
       server.start()
       let administration = try startAdmin(
         settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, cluster: cluster,
-        faultInjection: faultInjection, logger: logger)
+        faultInjection: faultInjection, diskFaults: diskFaults, logger: logger)
       logger.info("listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)"])
       if let path = server.sameHostPath { logger.info("same-host path listening", metadata: ["socket": "\(path)"]) }
+      let plain = settings.auth.tokens.indices.filter { settings.auth.tokens[$0].givenInPlain }
+      if !plain.isEmpty {
+        // Accepted for development; a deployment stores digests only (strata token hash).
+        logger.warning(
+          "auth.tokens given as plain secrets: store their sha256: digests instead (strata token hash)",
+          metadata: ["entries": "\(plain.map { "auth.tokens[\($0)]" }.joined(separator: ","))"])
+      }
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
       let demoter = Task { await tiers.run() }

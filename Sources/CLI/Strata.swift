@@ -21,7 +21,7 @@ struct Strata: AsyncParsableCommand {
     version: StrataVersion.current,
     subcommands: [
       Serve.self, Status.self, Put.self, Get.self, Lookup.self, Stat.self, Bench.self, ClusterCommand.self, Drain.self,
-      Evict.self, Verify.self, Hash.self, ConfigCommand.self, Debug.self, Version.self,
+      Evict.self, Verify.self, Hash.self, TokenCommand.self, ConfigCommand.self, Debug.self, Version.self,
     ]
   )
 }

@@ -5,7 +5,7 @@
 import Dispatch
 public import Logging
 public import StrataCore
-import StrataNode
+public import StrataNode
 import Synchronization
 
 /// A request to an admin route.
@@ -74,11 +74,10 @@ public final class AdminServer: Sendable {
   /// Settings of the admin server.
   public struct Configuration: Sendable {
     public var listen: HostPort
-    /// Tokens that may call protected routes. When `anyTokensConfigured` is false the API is
-    /// open (the embedded default, bound to loopback).
-    public var adminTokens: Set<String>
-    /// Whether the node has any tokens at all (a non-admin token gets 403, an unknown one 401).
-    public var knownTokens: Set<String>
+    /// The node's tokens (digests and scopes): those with the `operator` scope may call protected
+    /// routes, others get 403, unknown ones 401. With none the API is open (the embedded default,
+    /// bound to loopback).
+    public var tokens: [NodeConfiguration.Auth.Token]
     /// Connections open at once (admin.connections); at the limit the oldest one not being
     /// answered is closed to make room, so probes always get in.
     public var connectionsMax: Int
@@ -88,22 +87,21 @@ public final class AdminServer: Sendable {
     public var workers: Int
 
     public init(
-      listen: HostPort, adminTokens: Set<String> = [], knownTokens: Set<String> = [], connectionsMax: Int = 64,
+      listen: HostPort, tokens: [NodeConfiguration.Auth.Token] = [], connectionsMax: Int = 64,
       requestTimeoutMilliseconds: UInt64 = 10_000, workers: Int = 4
     ) {
       self.listen = listen
-      self.adminTokens = adminTokens
-      self.knownTokens = knownTokens.union(adminTokens)
+      self.tokens = tokens
       self.connectionsMax = connectionsMax
       self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
       self.workers = workers
     }
 
-    /// The admin settings of a node configuration: its tokens marked admin may call the API.
+    /// The admin settings of a node configuration: its tokens with the `operator` scope may call
+    /// the API.
     public init(_ node: NodeConfiguration) {
       self.init(
-        listen: node.admin.listen, adminTokens: Set(node.auth.tokens.filter(\.admin).map(\.token)),
-        knownTokens: Set(node.auth.tokens.map(\.token)), connectionsMax: node.admin.connectionsMax,
+        listen: node.admin.listen, tokens: node.auth.tokens, connectionsMax: node.admin.connectionsMax,
         requestTimeoutMilliseconds: node.admin.requestTimeout.milliseconds)
     }
   }
@@ -119,9 +117,10 @@ public final class AdminServer: Sendable {
     var routes: [Route] = []
     var sections: [String: @Sendable () -> JSONValue] = [:]
     var readiness: [(String, @Sendable () -> String?)] = []
-    var adminTokens: Set<String>
-    var knownTokens: Set<String>
+    var tokens: [NodeConfiguration.Auth.Token]
     var started = false
+    var authFailures = 0
+    var scopeRefusals = 0
     var nextRequest: UInt64 = 0
   }
 
@@ -134,7 +133,7 @@ public final class AdminServer: Sendable {
   public init(configuration: Configuration, logger: Logger) throws(StrataError) {
     self.configuration = configuration
     self.logger = logger
-    state = Mutex(State(adminTokens: configuration.adminTokens, knownTokens: configuration.knownTokens))
+    state = Mutex(State(tokens: configuration.tokens))
     http = Mutex(nil)
     let limits = HTTPServerLimits(
       connectionsMax: configuration.connectionsMax,
@@ -205,12 +204,26 @@ public final class AdminServer: Sendable {
     return checks.compactMap { name, check in check().map { "\(name): \($0)" } }
   }
 
-  /// Replaces the tokens (config reload).
-  public func replaceTokens(admin: Set<String>, known: Set<String>) {
-    state.withLock { state in
-      state.adminTokens = admin
-      state.knownTokens = known.union(admin)
-    }
+  /// Replaces the tokens (config reload): the next request is checked against them.
+  public func replaceTokens(_ tokens: [NodeConfiguration.Auth.Token]) {
+    state.withLock { $0.tokens = tokens }
+  }
+
+  /// Told about every refused admin call (the node writes the audit line and counts it):
+  /// the event, the detail (reason or missing scope), the message and the token's fingerprint.
+  public typealias RefusalAuditor =
+    @Sendable (
+      _ event: AuditEvent, _ detail: String, _ message: String, _ fingerprint: String?
+    ) -> Void
+
+  private let auditor = Mutex<RefusalAuditor?>(nil)
+
+  /// Sets where refused calls are reported (see `RefusalAuditor`).
+  public func onRefusal(_ report: @escaping RefusalAuditor) { auditor.withLock { $0 = report } }
+
+  /// Admin calls refused for an unknown or missing token, and for a token without `operator`.
+  public var refusalCounts: (authFailures: Int, scopeRefusals: Int) {
+    state.withLock { ($0.authFailures, $0.scopeRefusals) }
   }
 
   /// Starts serving on threads of its own.
@@ -242,9 +255,9 @@ public final class AdminServer: Sendable {
   /// Answers one request (on its connection's thread): routing, auth, the handler, the log line.
   private func answer(_ http: HTTPRequest) -> HTTPResponse {
     let started = DispatchTime.now().uptimeNanoseconds
-    let (routes, adminTokens, knownTokens, number) = state.withLock { state in
+    let (routes, tokens, number) = state.withLock { state in
       state.nextRequest += 1
-      return (state.routes, state.adminTokens, state.knownTokens, state.nextRequest)
+      return (state.routes, state.tokens, state.nextRequest)
     }
     // A client's id is used only when it is printable ASCII of at most 64 bytes: it is logged and
     // sent back in a response header, so it must not be able to start another line.
@@ -256,7 +269,7 @@ public final class AdminServer: Sendable {
     let response: AdminResponse
     let onPath = routes.filter { $0.path == http.path }
     if let route = onPath.first(where: { $0.method == http.method || ($0.method == "GET" && http.method == "HEAD") }) {
-      if let denied = authorize(http, route: route, adminTokens: adminTokens, knownTokens: knownTokens) {
+      if let denied = authorize(http, route: route, tokens: tokens) {
         response = denied
       } else {
         response = run(route.handler, request)
@@ -286,24 +299,42 @@ public final class AdminServer: Sendable {
   }
 
   /// nil when the call may go ahead, else the refusal: 401 without a token or with an unknown
-  /// one, 403 with a token that is not an admin token.
-  private func authorize(
-    _ request: HTTPRequest, route: Route, adminTokens: Set<String>, knownTokens: Set<String>
-  ) -> AdminResponse? {
-    guard route.requiresToken, !knownTokens.isEmpty else { return nil }
-    var token = ""
+  /// one, 403 naming the missing scope for a token without `operator`. Tokens are matched by
+  /// digest in constant time; refusals are counted and reported to the auditor (never the token).
+  private func authorize(_ request: HTTPRequest, route: Route, tokens: [NodeConfiguration.Auth.Token])
+    -> AdminResponse?
+  {
+    guard route.requiresToken, !tokens.isEmpty else { return nil }
+    var secret = ""
     if let header = request.headers["authorization"], header.hasPrefix("Bearer ") {
-      token = trimmed(header.dropFirst("Bearer ".count))
+      secret = trimmed(header.dropFirst("Bearer ".count))
     }
-    if adminTokens.contains(token) { return nil }
-    let isKnown = knownTokens.contains(token)
-    let message =
-      token.isEmpty
-      ? "this call needs an admin token: Authorization: Bearer TOKEN"
-      : (isKnown ? "this token is not an admin token (auth.tokens[].admin)" : "unknown token")
-    var refusal = AdminResponse.error(StrataError(.permissionDenied, message))
-    refusal.status = isKnown ? 403 : 401
-    return refusal
+    let presented = Array(secret.utf8)
+    let match = secret.isEmpty ? nil : NodeConfiguration.Auth.match(secret: presented, in: tokens)
+    let operation = "\(request.method) \(request.path)"
+    let refusal: (status: Int, event: AuditEvent, detail: String, message: String)
+    if let match {
+      do throws(ScopeRefusal) {
+        try ScopeRefusal.check(operation, needs: .operator, held: match.scopes)
+        return nil
+      } catch {
+        refusal = (403, .scopeDenied, "\(error.missing)", error.error.message)
+      }
+    } else if secret.isEmpty {
+      refusal = (
+        401, .authFailure, "no_token", "\(operation) needs a token with scope 'operator': Authorization: Bearer TOKEN"
+      )
+    } else {
+      refusal = (401, .authFailure, "unknown_token", "unknown token")
+    }
+    state.withLock { state in
+      if refusal.event == .authFailure { state.authFailures += 1 } else { state.scopeRefusals += 1 }
+    }
+    let fingerprint = secret.isEmpty ? nil : tokenFingerprint(TokenDigest(secret: presented))
+    auditor.withLock { $0 }?(refusal.event, refusal.detail, "admin API: \(refusal.message)", fingerprint)
+    var response = AdminResponse.error(StrataError(.permissionDenied, refusal.message))
+    response.status = refusal.status
+    return response
   }
 
   /// Runs an async handler from the connection's thread and waits for it. The handler runs on

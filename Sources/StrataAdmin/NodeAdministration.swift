@@ -58,10 +58,12 @@ public final class NodeAdministration: Sendable {
     }
     state = Mutex(State(file: file))
     onReload { [admin, node] _, new in
-      let tokens = new.auth.tokens
-      admin.replaceTokens(admin: Set(tokens.filter(\.admin).map(\.token)), known: Set(tokens.map(\.token)))
-      node.replaceTokens(tokens)
+      admin.replaceTokens(new.auth.tokens)
+      node.replaceTokens(new.auth.tokens)
       return ["auth.tokens"]
+    }
+    admin.onRefusal { [node] event, detail, message, fingerprint in
+      node.recordAudit(event, detail: detail, source: "admin", message: message, fingerprint: fingerprint)
     }
     registerRoutes()
   }
@@ -100,9 +102,12 @@ public final class NodeAdministration: Sendable {
   }
 
   /// Registers POST /v1/debug/flip-bit, which flips one bit of a RAM-resident block without
-  /// touching its stored checksum (a memory fault), for fault-injection tests. Only for a node
-  /// started with `strata serve --fault-injection`; call before `start()`. Needs an admin token.
-  public func enableFaultInjection() {
+  /// touching its stored checksum (a memory fault), and, with `disk`, POST /v1/debug/disk-fault,
+  /// which makes the node's disk fail writes and fail or corrupt reads from now on, for
+  /// fault-injection tests. Only for a node started with `strata serve --fault-injection`; call
+  /// before `start()`. Needs an admin token.
+  public func enableFaultInjection(disk: DiskFaultSwitch? = nil) {
+    if let disk { enableDiskFaults(disk) }
     admin.route("POST", "/v1/debug/flip-bit") { [tiers] request throws(StrataError) in
       let body = try request.jsonBody()
       guard let keyText = body["key"]?.stringValue, let key = BlockKey(hex: keyText) else {
@@ -114,6 +119,40 @@ public final class NodeAdministration: Sendable {
         throw StrataError(.notFound, "block \(key) of namespace \(namespace.name) is not in RAM")
       }
       return .json(.object(["flipped": .bool(true)]))
+    }
+  }
+
+  private func enableDiskFaults(_ disk: DiskFaultSwitch) {
+    admin.route("POST", "/v1/debug/disk-fault") { [logger] request throws(StrataError) in
+      let body = try request.jsonBody()
+      for key in body.keys where !["writes", "reads"].contains(key) {
+        throw StrataError(
+          .invalidArgument, "unknown field '\(key)'; known: writes (ok, fail), reads (ok, fail, corrupt)")
+      }
+      var faults = disk.faults
+      if let value = body["writes"] {
+        guard let text = value.stringValue, text == "ok" || text == "fail" else {
+          throw StrataError(.invalidArgument, "writes: \"ok\" or \"fail\"")
+        }
+        faults.failWrites = text == "fail"
+      }
+      if let value = body["reads"] {
+        guard let text = value.stringValue, let reads = DiskFaults.Reads(rawValue: text) else {
+          throw StrataError(.invalidArgument, "reads: \"ok\", \"fail\" or \"corrupt\"")
+        }
+        faults.reads = reads
+      }
+      disk.set(faults)
+      logger.warning(
+        "injected disk faults",
+        metadata: ["writes": "\(faults.failWrites ? "fail" : "ok")", "reads": "\(faults.reads)"])
+      let counts = disk.counts
+      return .json(
+        .object([
+          "writes": .string(faults.failWrites ? "fail" : "ok"), "reads": .string(faults.reads.rawValue),
+          "failed_writes": .int(counts.failedWrites), "failed_reads": .int(counts.failedReads),
+          "corrupted_reads": .int(counts.corruptedReads),
+        ]))
     }
   }
 

@@ -35,7 +35,10 @@ public final class NodeMetrics: NodeObserver {
 
   public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring"]
   public static let transports = ["tcp", "rdma", "shm"]
-  public static let evictionReasons = ["capacity", "admission", "admin", "corrupt"]
+  public static let evictionReasons = ["capacity", "admission", "admin", "corrupt", "quota"]
+  public static let authFailureReasons = ["unknown_token", "no_token", "peer_refused"]
+  public static let quotaNames = ["connections", "inflight_bytes", "requests_per_second", "leases"]
+  public static let probeLimitNames = ["lookup_keys_per_second", "misses_per_second"]
   public static let replicationDropReasons = ["queue_full", "peer_unavailable", "corrupt"]
 
   /// Every metric, with its meaning; the names are a contract (dashboards and alerts use them).
@@ -62,6 +65,11 @@ public final class NodeMetrics: NodeObserver {
     .init(
       name: "strata_repair_backlog_blocks", kind: .gauge, labels: [],
       help: "Blocks the running repair pass has yet to offer to their other owners (0 when none runs)."),
+    .init(
+      name: "strata_under_replicated_blocks", kind: .gauge, labels: [],
+      help:
+        "Blocks this node holds whose copy to another owner failed and has not been made since (by a copy, the replicator or repair); at most 65,536 are tracked."
+    ),
     .init(name: "strata_uptime_seconds", kind: .gauge, labels: [], help: "Seconds since the node started."),
     .init(name: "strata_build_info", kind: .gauge, labels: ["version"], help: "1, labelled with the build's version."),
     .init(name: "strata_verify_running", kind: .gauge, labels: [], help: "1 while an NVMe verify (scrub) runs."),
@@ -78,6 +86,24 @@ public final class NodeMetrics: NodeObserver {
     .init(
       name: "strata_evictions_total", kind: .counter, labels: ["tier", "reason"],
       help: "Blocks that left a tier, by reason (capacity, admission, admin, corrupt)."),
+    .init(
+      name: "strata_auth_failures_total", kind: .counter, labels: ["reason"],
+      help: "HELLOs and admin calls refused for their credentials (unknown_token, no_token, peer_refused)."),
+    .init(
+      name: "strata_scope_refusals_total", kind: .counter, labels: ["scope"],
+      help: "Requests and admin calls refused because the token lacks a scope (read, write, delete, operator)."),
+    .init(
+      name: "strata_quota_refusals_total", kind: .counter, labels: ["namespace", "quota"],
+      help: "Requests refused by a namespace's quota (connections, inflight_bytes, requests_per_second, leases)."),
+    .init(
+      name: "strata_probe_limit_hits_total", kind: .counter, labels: ["namespace", "limit"],
+      help: "LOOKUPs and GETs refused by a namespace's probe limit (lookup_keys_per_second, misses_per_second)."),
+    .init(
+      name: "strata_sessions_revoked_total", kind: .counter, labels: [],
+      help: "Sessions closed because a configuration reload removed or narrowed their token."),
+    .init(
+      name: "strata_audit_lines_suppressed_total", kind: .counter, labels: [],
+      help: "Audit log lines left out by their rate limit (the events are still counted)."),
     .init(
       name: "strata_transfer_bytes_total", kind: .counter, labels: ["op", "transport"],
       help: "Payload bytes sent (get) and stored (put), by transport."),
@@ -130,6 +156,14 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_under_replicated_writes_total", kind: .counter, labels: [],
       help:
         "Blocks of client PUTs answered while fewer than R of their owners held them (acknowledged or not); the missing copies are queued."
+    ),
+    .init(
+      name: "strata_under_replicated_overflow_total", kind: .counter, labels: [],
+      help: "Failed copies not tracked in strata_under_replicated_blocks because its set was full."),
+    .init(
+      name: "strata_demotion_failures_total", kind: .counter, labels: ["outcome"],
+      help:
+        "Blocks whose NVMe write failed during demotion: dropped (in a cluster, only when another owner holds it on NVMe) or kept in RAM (writes needing the room are refused)."
     ),
     .init(
       name: "strata_verify_corrupt_blocks_total", kind: .counter, labels: [],
@@ -237,6 +271,10 @@ public final class NodeMetrics: NodeObserver {
     gauge("strata_repair_backlog_blocks").set(Double(blocks))
   }
 
+  public func setUnderReplicated(_ blocks: Int) {
+    gauge("strata_under_replicated_blocks").set(Double(blocks))
+  }
+
   public func recordReplicationSent(blocks: Int) {
     counter("strata_replication_sent_blocks_total").increment(by: Int64(blocks))
   }
@@ -285,7 +323,10 @@ public final class NodeMetrics: NodeObserver {
     advance("strata_offload_blocks_total", [], to: stats.demotedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "capacity")], to: stats.demotedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "admission")], to: stats.droppedBlocks)
+    advance("strata_evictions_total", [("tier", "ram"), ("reason", "quota")], to: stats.quotaEvictedBlocks)
     advance("strata_checksum_failures_total", [("tier", "ram")], to: stats.checksumFailures)
+    advance("strata_demotion_failures_total", [("outcome", "dropped")], to: stats.demotionFailedDropped)
+    advance("strata_demotion_failures_total", [("outcome", "kept")], to: stats.demotionFailedKept)
     gauge("strata_transfer_pins").set(Double(stats.transferPins))
     if let nvme {
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "capacity")], to: nvme.evictedBlocks)
@@ -313,6 +354,7 @@ public final class NodeMetrics: NodeObserver {
       ] {
         advance("strata_connections_closed_total", [("reason", reason)], to: count)
       }
+      refreshAudit(server.auditCounters)
       advance(
         "strata_transfer_bytes_total", [("op", "get"), ("transport", "tcp")],
         to: serverStats.getBytes - serverStats.sameHostGetBytes)
@@ -322,6 +364,34 @@ public final class NodeMetrics: NodeObserver {
       advance("strata_transfer_bytes_total", [("op", "get"), ("transport", "shm")], to: serverStats.sameHostGetBytes)
       advance("strata_transfer_bytes_total", [("op", "put"), ("transport", "shm")], to: serverStats.sameHostPutBytes)
     }
+  }
+
+  /// Raises the tenant security counters to the node's audit counts.
+  func refreshAudit(_ counters: AuditCounters) {
+    var auth: [String: Int] = [:]
+    var scopes: [String: Int] = [:]
+    var quotas: [[String]: Int] = [:]
+    var probes: [[String]: Int] = [:]
+    var revoked = 0
+    for (key, count) in counters.counts {
+      switch key.event {
+      case .authFailure: auth[key.detail, default: 0] += count
+      case .scopeDenied: scopes[key.detail, default: 0] += count
+      case .quotaRefused: quotas[[key.namespace, key.detail], default: 0] += count
+      case .probeLimit: probes[[key.namespace, key.detail], default: 0] += count
+      case .sessionRevoked: revoked += count
+      }
+    }
+    for (reason, count) in auth { advance("strata_auth_failures_total", [("reason", reason)], to: count) }
+    for (scope, count) in scopes { advance("strata_scope_refusals_total", [("scope", scope)], to: count) }
+    for (key, count) in quotas {
+      advance("strata_quota_refusals_total", [("namespace", key[0]), ("quota", key[1])], to: count)
+    }
+    for (key, count) in probes {
+      advance("strata_probe_limit_hits_total", [("namespace", key[0]), ("limit", key[1])], to: count)
+    }
+    advance("strata_sessions_revoked_total", [], to: revoked)
+    advance("strata_audit_lines_suppressed_total", [], to: counters.suppressedLines)
   }
 
   /// Sets the admin port's gauge and counters (the admin server counts them itself).
@@ -365,6 +435,24 @@ public final class NodeMetrics: NodeObserver {
         buckets: NodeMetrics.blockBytesBuckets)
     }
     for code in StrataError.Code.all { counter("strata_errors_total", [("code", code.name)]).increment(by: Int64(0)) }
+    for reason in NodeMetrics.authFailureReasons {
+      counter("strata_auth_failures_total", [("reason", reason)]).increment(by: Int64(0))
+    }
+    for (scope, _) in TokenScopes.named {
+      counter("strata_scope_refusals_total", [("scope", scope)]).increment(by: Int64(0))
+    }
+    for namespace in namespaces.withLock({ $0 }) {
+      for quota in NodeMetrics.quotaNames {
+        counter("strata_quota_refusals_total", [("namespace", namespace.name), ("quota", quota)]).increment(
+          by: Int64(0))
+      }
+      for limit in NodeMetrics.probeLimitNames {
+        counter("strata_probe_limit_hits_total", [("namespace", namespace.name), ("limit", limit)]).increment(
+          by: Int64(0))
+      }
+    }
+    counter("strata_sessions_revoked_total").increment(by: Int64(0))
+    counter("strata_audit_lines_suppressed_total").increment(by: Int64(0))
     for reason in ["malformed", "timeout", "evicted", "busy"] {
       counter("strata_admin_refused_total", [("reason", reason)]).increment(by: Int64(0))
     }
@@ -383,14 +471,17 @@ public final class NodeMetrics: NodeObserver {
       "strata_copy_corrupt_blocks_total",
       "strata_repair_copied_blocks_total", "strata_verify_corrupt_blocks_total",
       "strata_write_quorum_copied_blocks_total", "strata_write_quorum_missed_blocks_total",
-      "strata_under_replicated_writes_total",
+      "strata_under_replicated_writes_total", "strata_under_replicated_overflow_total",
     ] {
       counter(name).increment(by: Int64(0))
+    }
+    for outcome in ["dropped", "kept"] {
+      counter("strata_demotion_failures_total", [("outcome", outcome)]).increment(by: Int64(0))
     }
     for name in [
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
-      "strata_repair_backlog_blocks",
+      "strata_repair_backlog_blocks", "strata_under_replicated_blocks",
     ] {
       gauge(name).set(0.0)
     }

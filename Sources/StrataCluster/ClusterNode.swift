@@ -37,6 +37,9 @@ public final class ClusterNode: ClusterHooks {
     public var peerTimeoutMilliseconds: UInt64 = 10_000
     /// The timeout of copies to a peer the probes found down.
     public var suspectPeerTimeoutMilliseconds: UInt64 = 2_000
+    /// This process's instance (the data plane's STAT `instance`), written into the etcd member
+    /// record so that a restart within the lease TTL is seen; 0: none.
+    public var instance: Int = 0
 
     public init(configuration: NodeConfiguration, nodeID: String, advertise: HostPort, capacityBytes: UInt64) {
       mode = configuration.cluster.mode
@@ -85,6 +88,10 @@ public final class ClusterNode: ClusterHooks {
   let drain = HandoffTracker()
   /// Blocks that copies to other nodes refused because their RAM bytes failed their stored checksum.
   let corruptCopies = CorruptCopyCounter()
+  /// Blocks whose copy to another owner failed and has not been made since (UnderReplicated.swift).
+  let underReplicated = UnderReplicatedTracker()
+  /// Blocks whose demotion to NVMe failed, by what became of them (DiskFailure.swift).
+  let demotionFailures = Mutex(DemotionFailureStats())
   /// The latest repair pass: after members leave, this node copies the blocks it owns to their
   /// other owners that lack them, so every block regains R copies (Repair.swift).
   let repair = HandoffTracker()
@@ -104,7 +111,8 @@ public final class ClusterNode: ClusterHooks {
     replicator = Replicator(
       tiers: tiers, peers: peers,
       suspectPeers: PeerClients(settings: settings, timeoutMilliseconds: settings.suspectPeerTimeoutMilliseconds),
-      queueMax: settings.replicationQueueMax, corruptCopies: corruptCopies, logger: logger)
+      queueMax: settings.replicationQueueMax, corruptCopies: corruptCopies, underReplicated: underReplicated,
+      logger: logger)
     readThrough = ReadThrough(tiers: tiers, peers: peers, blockBytesMax: settings.blockBytesMax)
     let first = Self.makeRing(members: [settings.me], epoch: 0, replicas: settings.replicas)
     state = Mutex(State(history: RingHistory(current: first, previous: nil, changedAt: .now)))
@@ -126,6 +134,7 @@ public final class ClusterNode: ClusterHooks {
     case .etcd: source = try EtcdMembership(node: self)
     }
     membership.withLock { $0 = source }
+    tiers.setDemotionFailureHandler { [self] block, error in await demotionFailed(block, error: error) }
     let replicator = self.replicator
     tasks.withLock { $0.append(Task.detached { await replicator.run() }) }
     source.start()
@@ -151,6 +160,10 @@ public final class ClusterNode: ClusterHooks {
   public var ring: Ring { state.withLock { $0.history.current } }
   public var replicationStats: ReplicationStats { replicator.stats }
   public var writeQuorumStats: WriteQuorumStats { quorumStats.withLock { $0 } }
+  /// Blocks under-replicated now (UnderReplicated.swift), failures not tracked because the set
+  /// was full, and its limit.
+  public var underReplicatedCounts: (blocks: Int, overflowed: Int, limit: Int) { underReplicated.counts }
+  public var demotionFailureStats: DemotionFailureStats { demotionFailures.withLock { $0 } }
   public var fillStats: FillStats { readThrough.stats }
   public var drainProgress: HandoffProgress { drain.withLock { $0 } }
   /// Blocks refused by replication, drain and repair since start because their RAM bytes no
@@ -223,6 +236,24 @@ public final class ClusterNode: ClusterHooks {
     if restarted && !isStopped { scheduleRepair(reason: "peer \(id) came back") }
   }
 
+  /// etcd: the process instance each member registered with. A member whose instance changed
+  /// restarted, maybe within its lease TTL (its key, and so the ring, stayed): it may have lost
+  /// its RAM blocks and its disk, so a repair pass copies it the blocks it owns.
+  func noteInstances(_ instances: [String: Int]) {
+    let me = settings.me.id
+    let restarted = state.withLock { state -> [String] in
+      var restarted: [String] = []
+      for (id, instance) in instances where id != me && instance != 0 {
+        if let known = state.instances[id], known != instance { restarted.append(id) }
+        state.instances[id] = instance
+      }
+      return restarted.sorted()
+    }
+    guard !restarted.isEmpty, !isStopped, ring.activeMembers.contains(where: { $0.id == me }) else { return }
+    logger.info("members restarted", metadata: ["members": "\(restarted.joined(separator: ","))"])
+    scheduleRepair(reason: "members restarted: \(restarted.joined(separator: ","))")
+  }
+
   func setService(_ service: MembershipServiceState) {
     state.withLock { $0.service = service }
   }
@@ -259,17 +290,22 @@ public final class ClusterNode: ClusterHooks {
     return await readThrough.fill(wanted, previous: previous, current: history.current, me: me, addresses: addresses)
   }
 
+  /// `isAdmin`: the connection holds the `operator` scope (or is a peer node). Without it, RING
+  /// `members` shows the ring's members only (no node-wide counters, which would show other
+  /// tenants' traffic), and drain, drain_status and sync are refused naming the scope.
   public func answerRing(_ body: [UInt8], isAdmin: Bool) async throws(StrataError) -> [UInt8] {
     let request = try RingRequestBody(decoding: body)
+    if ["drain", "drain_status", "sync"].contains(request.op) && !isAdmin {
+      throw StrataError(
+        .permissionDenied,
+        "RING \(request.op) needs scope 'operator'; this connection's token does not have it (auth.tokens[].scopes)")
+    }
     switch request.op {
     case "ring":
       return ring.jsonBytes()
     case "members":
-      return membersJSON()
+      return isAdmin ? membersJSON() : tenantMembersJSON()
     case "drain":
-      guard isAdmin else {
-        throw StrataError(.permissionDenied, "drain is admin-scoped: this connection's token is not an admin token")
-      }
       guard let node = request.node, node == settings.me.id || node == settings.nodeID else {
         throw StrataError(
           .invalidArgument,

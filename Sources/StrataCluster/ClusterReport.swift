@@ -67,6 +67,13 @@ extension ClusterNode {
       "configured": settings.writeQuorum.map { "\($0)" } ?? "auto", "sync_writes": quorum.syncWrites,
       "copied_blocks": quorum.syncCopiedBlocks, "missed_blocks": quorum.missedBlocks,
       "under_replicated_writes": quorum.underReplicatedWrites,
+      "under_replicated_blocks": underReplicatedCounts.blocks,
+      "under_replicated_overflowed": underReplicatedCounts.overflowed,
+      "under_replicated_limit": underReplicatedCounts.limit,
+      "demotion_failures": [
+        "dropped_held_elsewhere": demotionFailureStats.droppedHeldElsewhere, "kept": demotionFailureStats.kept,
+        "copied_to_owners": demotionFailureStats.copiedToOwners,
+      ] as [String: any Sendable],
     ]
   }
 
@@ -89,6 +96,14 @@ extension ClusterNode {
   }
 
   public func membersJSON() -> [UInt8] { jsonBytes(membersReport()) }
+
+  /// What a tenant without `operator` sees of RING members: the members and the ring, none of the
+  /// node-wide replication, read-through, drain or repair counters.
+  func tenantMembersJSON() -> [UInt8] {
+    var report = membersReport()
+    for key in ["replication", "read_through", "drain", "repair", "write_quorum", "membership"] { report[key] = nil }
+    return jsonBytes(report)
+  }
   func drainJSON() -> [UInt8] { jsonBytes(drainReport()) }
 }
 

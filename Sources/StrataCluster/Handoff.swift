@@ -79,6 +79,8 @@ struct Handoff: Sendable {
   let peers: PeerClients
   let corruptCopies: CorruptCopyCounter
   let logger: Logger
+  /// A repair records here which owners got or lack each block (a drain does not).
+  var underReplicated: UnderReplicatedTracker? = nil
 
   /// Hands `inventory` (default: every block held, hottest first) to the blocks' owners in
   /// `target` other than `excluding` (this node, when it stays a member), counting into `progress`.
@@ -126,24 +128,36 @@ struct Handoff: Sendable {
     var present: [BlockID: Int] = [:]
     for (owner, byNamespace) in offers {
       for (namespace, blocks) in byNamespace {
-        guard let client = peers.client(owner, namespace) else { continue }
+        guard let client = peers.client(owner, namespace) else {
+          underReplicated?.failed(blocks.map(\.id), to: owner)
+          continue
+        }
         do {
           let held = try await client.lookup(blocks.map(\.id.key))
           var sent: [LeasedBlock] = []
+          var there: [BlockID] = []
           for (block, tier) in zip(blocks, held.tiers) {
             if tier != .absent {
               present[block.id, default: 0] += 1
+              there.append(block.id)
               continue
             }
             sent.append(block)
           }
+          underReplicated?.copied(there, to: owner)
           if sent.isEmpty { continue }
           let outcomes = try await client.put(try client.copyItems(sent))
           for (block, outcome) in zip(sent, outcomes) {
             if outcome == .stored { stored[block.id, default: 0] += 1 }
             if outcome == .alreadyPresent { present[block.id, default: 0] += 1 }
+            if outcome == .stored || outcome == .alreadyPresent {
+              underReplicated?.copied([block.id], to: owner)
+            } else {
+              underReplicated?.failed([block.id], to: owner)
+            }
           }
         } catch {
+          underReplicated?.failed(blocks.map(\.id), to: owner)
           logger.warning(
             "drain: an owner could not take blocks", metadata: ["owner": "\(owner)", "reason": "\(error.message)"])
         }

@@ -57,6 +57,9 @@ extension ClusterNode {
     let me = settings.me.id
     guard let myIndex = ring.members.firstIndex(where: { $0.id == me }) else { return 0 }
     let owned = tiers.inventory().filter { ring.isOwner(memberIndex: myIndex, of: $0.id.key) }
+    // Blocks this node no longer holds, or no longer owns, are for others to repair.
+    let ownedIDs = Set(owned.map(\.id))
+    underReplicated.retain { ownedIDs.contains($0) }
     repair.withLock { progress in
       let copied = progress.handedBlocksTotal + progress.handedBlocks
       progress = HandoffProgress()
@@ -64,7 +67,9 @@ extension ClusterNode {
       progress.phase = .running
       progress.startedAt = Date()
     }
-    await Handoff(tiers: tiers, peers: peers, corruptCopies: corruptCopies, logger: logger).run(
+    var handoff = Handoff(tiers: tiers, peers: peers, corruptCopies: corruptCopies, logger: logger)
+    handoff.underReplicated = underReplicated
+    await handoff.run(
       target: ring, addresses: addresses, progress: repair, inventory: owned, excluding: me)
     let summary = repair.withLock { progress -> HandoffProgress in
       progress.phase = progress.failedBlocks == 0 ? .done : .failed

@@ -60,6 +60,7 @@ final class Replicator: Sendable {
   private let suspectPeers: PeerClients
   private let logger: Logger
   private let corruptCopies: CorruptCopyCounter
+  private let underReplicated: UnderReplicatedTracker
   private let state: Mutex<State>
   private let wake: AsyncStream<Void>.Continuation
   private let wakes: AsyncStream<Void>
@@ -67,9 +68,10 @@ final class Replicator: Sendable {
 
   init(
     tiers: TierManager, peers: PeerClients, suspectPeers: PeerClients, queueMax: Int,
-    corruptCopies: CorruptCopyCounter, logger: Logger
+    corruptCopies: CorruptCopyCounter, underReplicated: UnderReplicatedTracker, logger: Logger
   ) {
     self.tiers = tiers
+    self.underReplicated = underReplicated
     self.corruptCopies = corruptCopies
     self.peers = peers
     self.suspectPeers = suspectPeers
@@ -84,18 +86,22 @@ final class Replicator: Sendable {
 
   /// Queues copies; those over the bound are dropped (and counted) at once.
   func enqueue(_ tasks: [ReplicationTask]) {
-    let dropped = state.withLock { state -> Int in
-      var dropped = 0
+    let droppedTasks = state.withLock { state -> [ReplicationTask] in
+      var dropped: [ReplicationTask] = []
       for task in tasks {
         if state.stats.queued >= state.stats.queueMax {
-          dropped += 1
+          dropped.append(task)
           continue
         }
         state.queue.append(task)
         state.stats.queued += 1
       }
-      state.stats.droppedQueueFull += dropped
+      state.stats.droppedQueueFull += dropped.count
       return dropped
+    }
+    let dropped = droppedTasks.count
+    for task in droppedTasks {
+      for target in task.targets { underReplicated.failed([task.id], to: target.address) }
     }
     if dropped > 0 {
       logger.warning(
@@ -175,6 +181,7 @@ final class Replicator: Sendable {
       copy = try await tiers.leaseForCopy(batch.map(\.id))
     } catch {
       count { $0.droppedGone += batch.count }
+      underReplicated.forget(batch.map(\.id))
       return
     }
     defer { tiers.release(copy.lease) }
@@ -187,6 +194,7 @@ final class Replicator: Sendable {
     for (task, block) in zip(batch, copy.blocks) {
       guard let block else {
         if !corrupt.contains(task.id) { count { $0.droppedGone += 1 } }
+        underReplicated.forget([task.id])
         continue
       }
       for target in task.targets { groups[target, default: [:]][task.id.namespace, default: []].append(block) }
@@ -201,10 +209,14 @@ final class Replicator: Sendable {
   private func send(_ blocks: [LeasedBlock], to target: ReplicationTarget, namespace: Namespace) async {
     guard let client = (target.suspect ? suspectPeers : peers).client(target.address, namespace) else {
       count { $0.droppedNoCredentials += blocks.count }
+      underReplicated.failed(blocks.map(\.id), to: target.address)
       return
     }
     do {
       let outcomes = try await client.put(try client.copyItems(blocks))
+      let held = zip(blocks, outcomes).filter { $0.1 == .stored || $0.1 == .alreadyPresent }.map(\.0.id)
+      underReplicated.copied(held, to: target.address)
+      underReplicated.failed(Set(blocks.map(\.id)).subtracting(held), to: target.address)
       count { stats in
         for (block, outcome) in zip(blocks, outcomes) {
           switch outcome {
@@ -218,6 +230,7 @@ final class Replicator: Sendable {
       }
     } catch {
       count { $0.droppedUnreachable += blocks.count }
+      underReplicated.failed(blocks.map(\.id), to: target.address)
       logger.debug(
         "replication to a peer failed", metadata: ["peer": "\(target.address)", "reason": "\(error.message)"])
     }

@@ -105,6 +105,8 @@ extension ClusterNode {
       for id in held { holders[id, default: 0] += 1 }
       copied += held.count
       for id in asked where !heldSet.contains(id) { retry[id, default: []].append(target) }
+      underReplicated.copied(held, to: target.address)
+      underReplicated.failed(asked.filter { !heldSet.contains($0) }, to: target.address)
       if let failure { failures.append("\(target.address): \(failure)") }
     }
     // What could not be copied now goes to the queue: the owners catch up when they can.

@@ -135,25 +135,85 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var leasesPerNamespaceMax: Int = 16384
     /// RAM one namespace may pin through leases; nil means half of `ram.capacity`.
     public var pinnedBytesPerNamespaceMax: ByteSize? = nil
+    // Quotas of every namespace (docs/security.md, "Tenants"); nil means no limit. `namespaces:`
+    // overrides them for a namespace by name.
+    /// RAM-tier bytes one namespace's blocks may take; past it the namespace evicts its own blocks.
+    public var ramBytesPerNamespaceMax: ByteSize? = nil
+    /// NVMe-tier bytes one namespace's blocks may take; past it its blocks leaving RAM are dropped.
+    public var nvmeBytesPerNamespaceMax: ByteSize? = nil
+    /// Requests per second of one namespace (a token bucket of one second's worth).
+    public var requestsPerSecondPerNamespace: Int? = nil
+    /// LOOKUP keys per second of one namespace (probe limit).
+    public var lookupKeysPerSecondPerNamespace: Int? = nil
+    /// Misses (LOOKUP keys absent, GET items missing) per second of one namespace (probe limit).
+    public var missesPerSecondPerNamespace: Int? = nil
   }
 
-  /// Credentials: each token names the namespace its connections act in. No tokens means the
-  /// embedded default: one open namespace, `default`, whose clients may also delete.
+  /// One namespace's own quotas (`namespaces:` in the file); a field left nil takes the
+  /// `limits.*_per_namespace` default.
+  public struct NamespaceSettings: Hashable, Sendable {
+    public var namespace: Namespace
+    public var ramBytesMax: ByteSize?
+    public var nvmeBytesMax: ByteSize?
+    public var pinnedBytesMax: ByteSize?
+    public var inflightBytesMax: ByteSize?
+    public var requestsPerSecond: Int?
+    public var lookupKeysPerSecond: Int?
+    public var missesPerSecond: Int?
+
+    public init(namespace: Namespace) { self.namespace = namespace }
+  }
+
+  /// Credentials: each token names the namespace its connections act in and what they may do.
+  /// No tokens means the embedded default: one open namespace, `default`, with every scope.
   public struct Auth: Hashable, Sendable {
     public struct Token: Hashable, Sendable {
-      public var token: String
+      /// SHA-256 of the secret: all the node keeps (the file may give `sha256:<hex>` or, for
+      /// development, the plain secret, which is hashed when read).
+      public var digest: TokenDigest
+      /// Whether the file gave the plain secret rather than its digest (the node warns at start).
+      public var givenInPlain: Bool
+      /// Bytes of the plain secret when given (validation asks for at least 16); 0 for a digest.
+      public var plainLength: Int
       public var namespace: Namespace
-      /// May delete and evict blocks (admin-scoped operations).
-      public var admin: Bool
+      public var scopes: TokenScopes
 
+      /// A token from its plain secret; `admin` grants every scope (`TokenScopes.all`), else
+      /// `read` and `write`.
       public init(token: String, namespace: Namespace, admin: Bool = false) {
-        self.token = token
-        self.namespace = namespace
-        self.admin = admin
+        self.init(token: token, namespace: namespace, scopes: admin ? .all : .tenantDefault)
       }
+
+      public init(token: String, namespace: Namespace, scopes: TokenScopes) {
+        digest = TokenDigest(secret: token)
+        givenInPlain = true
+        plainLength = token.utf8.count
+        self.namespace = namespace
+        self.scopes = scopes
+      }
+
+      public init(digest: TokenDigest, namespace: Namespace, scopes: TokenScopes) {
+        self.digest = digest
+        givenInPlain = false
+        plainLength = 0
+        self.namespace = namespace
+        self.scopes = scopes
+      }
+
+      /// Whether the token may use the admin API (the `operator` scope).
+      public var admin: Bool { scopes.contains(.operator) }
     }
 
     public var tokens: [Token] = []
+
+    /// The token whose digest matches `secret`'s, compared in constant time against every token
+    /// (no early exit), or nil.
+    public static func match(secret: [UInt8], in tokens: [Token]) -> Token? {
+      let presented = TokenDigest(secret: secret)
+      var found: Token?
+      for token in tokens where token.digest.constantTimeEquals(presented) && found == nil { found = token }
+      return found
+    }
   }
 
   public struct Cluster: Hashable, Sendable {
@@ -228,6 +288,30 @@ public struct NodeConfiguration: Hashable, Sendable {
   public var auth = Auth()
   public var admin = Admin()
   public var sameHost = SameHost()
+  /// Per-namespace quota overrides.
+  public var namespaces: [NamespaceSettings] = []
+
+  /// Every namespace's quota: the `limits.*_per_namespace` defaults, overridden by `namespaces:`.
+  public var quotas: NamespaceQuotas {
+    let defaults = NamespaceQuota(
+      ramBytesMax: limits.ramBytesPerNamespaceMax.map { Int($0.bytes) },
+      nvmeBytesMax: limits.nvmeBytesPerNamespaceMax.map { Int($0.bytes) },
+      pinnedBytesMax: pinnedBytesPerNamespaceMax, inflightBytesMax: Int(limits.inflightBytesPerNamespaceMax.bytes),
+      requestsPerSecond: limits.requestsPerSecondPerNamespace,
+      lookupKeysPerSecond: limits.lookupKeysPerSecondPerNamespace, missesPerSecond: limits.missesPerSecondPerNamespace)
+    var overrides: [Namespace: NamespaceQuota] = [:]
+    for entry in namespaces {
+      overrides[entry.namespace] = NamespaceQuota(
+        ramBytesMax: entry.ramBytesMax.map { Int($0.bytes) } ?? defaults.ramBytesMax,
+        nvmeBytesMax: entry.nvmeBytesMax.map { Int($0.bytes) } ?? defaults.nvmeBytesMax,
+        pinnedBytesMax: entry.pinnedBytesMax.map { Int($0.bytes) } ?? defaults.pinnedBytesMax,
+        inflightBytesMax: entry.inflightBytesMax.map { Int($0.bytes) } ?? defaults.inflightBytesMax,
+        requestsPerSecond: entry.requestsPerSecond ?? defaults.requestsPerSecond,
+        lookupKeysPerSecond: entry.lookupKeysPerSecond ?? defaults.lookupKeysPerSecond,
+        missesPerSecond: entry.missesPerSecond ?? defaults.missesPerSecond)
+    }
+    return NamespaceQuotas(defaults: defaults, overrides: overrides)
+  }
 
   public init() {}
 
@@ -343,23 +427,65 @@ public struct NodeConfiguration: Hashable, Sendable {
     check(limits.inflightBytesPerNamespaceMax.bytes >= 1, "limits.max_inflight_bytes_per_namespace", "must be positive")
     check(limits.leasesPerConnectionMax >= 1, "limits.max_leases_per_connection", "must be at least 1")
     check(limits.leasesPerNamespaceMax >= 1, "limits.max_leases_per_namespace", "must be at least 1")
-    let tokens = auth.tokens.map(\.token)
-    check(Set(tokens).count == tokens.count, "auth.tokens", "a token is listed twice")
+    let digests = auth.tokens.map(\.digest)
+    check(Set(digests).count == digests.count, "auth.tokens", "a token is listed twice")
     if !cluster.token.isEmpty {
       check(
         cluster.token.utf8.count >= 16 && cluster.token.utf8.count <= 4096, "cluster.token",
         "16 to 4096 characters (a guessable token is no credential)")
-      check(!tokens.contains(cluster.token), "cluster.token", "must differ from every auth.tokens token")
+      check(
+        !digests.contains(TokenDigest(secret: cluster.token)), "cluster.token",
+        "must differ from every auth.tokens token")
     } else if cluster.mode != .single && !auth.tokens.isEmpty {
       check(
         false, "cluster.token",
         "a cluster with auth.tokens needs cluster.token: only nodes presenting it may replicate to each other")
     }
-    for (index, token) in auth.tokens.enumerated() {
+    for (index, token) in auth.tokens.enumerated() where token.givenInPlain {
       check(
-        token.token.utf8.count >= 16, "auth.tokens[\(index)].token",
+        token.plainLength >= 16, "auth.tokens[\(index)].token",
         "at least 16 characters (a guessable token is no credential)")
-      check(token.token.utf8.count <= 4096, "auth.tokens[\(index)].token", "at most 4096 bytes")
+      check(token.plainLength <= 4096, "auth.tokens[\(index)].token", "at most 4096 bytes")
+    }
+    for (index, token) in auth.tokens.enumerated() {
+      check(!token.scopes.isEmpty, "auth.tokens[\(index)].scopes", "a token with no scope can do nothing")
+    }
+    for (name, value) in [
+      ("limits.requests_per_second_per_namespace", limits.requestsPerSecondPerNamespace),
+      ("limits.lookup_keys_per_second_per_namespace", limits.lookupKeysPerSecondPerNamespace),
+      ("limits.misses_per_second_per_namespace", limits.missesPerSecondPerNamespace),
+    ] {
+      if let value { check((1...100_000_000).contains(value), name, "must be 1 to 100000000, or unlimited") }
+    }
+    for (name, value) in [
+      ("limits.max_ram_bytes_per_namespace", limits.ramBytesPerNamespaceMax),
+      ("limits.max_nvme_bytes_per_namespace", limits.nvmeBytesPerNamespaceMax),
+    ] {
+      if let value {
+        check(value >= limits.blockBytesMax, name, "\(value) cannot hold one block of limits.max_block_size")
+      }
+    }
+    let named = namespaces.map(\.namespace)
+    check(Set(named).count == named.count, "namespaces", "a namespace is listed twice")
+    for (index, entry) in namespaces.enumerated() {
+      for (name, value) in [
+        ("requests_per_second", entry.requestsPerSecond), ("lookup_keys_per_second", entry.lookupKeysPerSecond),
+        ("misses_per_second", entry.missesPerSecond),
+      ] {
+        if let value {
+          check((1...100_000_000).contains(value), "namespaces[\(index)].\(name)", "must be 1 to 100000000")
+        }
+      }
+      for (name, value) in [("ram", entry.ramBytesMax), ("nvme", entry.nvmeBytesMax)] {
+        if let value {
+          check(
+            value >= limits.blockBytesMax, "namespaces[\(index)].\(name)",
+            "cannot hold one block of limits.max_block_size")
+        }
+      }
+      for (name, value) in [("pinned", entry.pinnedBytesMax), ("inflight", entry.inflightBytesMax)] {
+        if let value { check(value.bytes >= 1, "namespaces[\(index)].\(name)", "must be positive") }
+      }
     }
     if !cluster.etcd.isEmpty {
       check(

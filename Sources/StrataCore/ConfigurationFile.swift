@@ -60,6 +60,15 @@ extension NodeConfiguration {
     lines.append("  max_leases_per_connection: \(limits.leasesPerConnectionMax)")
     lines.append("  max_leases_per_namespace: \(limits.leasesPerNamespaceMax)")
     lines.append("  max_pinned_bytes_per_namespace: \(limits.pinnedBytesPerNamespaceMax.map { "\($0)" } ?? "auto")")
+    lines.append("  max_ram_bytes_per_namespace: \(limits.ramBytesPerNamespaceMax.map { "\($0)" } ?? "unlimited")")
+    lines.append("  max_nvme_bytes_per_namespace: \(limits.nvmeBytesPerNamespaceMax.map { "\($0)" } ?? "unlimited")")
+    lines.append(
+      "  requests_per_second_per_namespace: \(limits.requestsPerSecondPerNamespace.map(String.init) ?? "unlimited")")
+    lines.append(
+      "  lookup_keys_per_second_per_namespace: \(limits.lookupKeysPerSecondPerNamespace.map(String.init) ?? "unlimited")"
+    )
+    lines.append(
+      "  misses_per_second_per_namespace: \(limits.missesPerSecondPerNamespace.map(String.init) ?? "unlimited")")
     lines.append("cluster:")
     lines.append("  peers: [\(cluster.peers.map { quoted($0.description) }.joined(separator: ", "))]")
     lines.append("  etcd: \(quoted(cluster.etcd))")
@@ -75,9 +84,26 @@ extension NodeConfiguration {
     lines.append("auth:")
     lines.append("  tokens:\(auth.tokens.isEmpty ? " []" : "")")
     for token in auth.tokens {
-      lines.append("    - token: \(quoted(token.token))")
+      // Only the digest is ever written: a printed configuration holds no secret.
+      lines.append("    - token: \(quoted(token.digest.description))")
       lines.append("      namespace: \(quoted(token.namespace.name))")
-      lines.append("      admin: \(token.admin)")
+      lines.append("      scopes: [\(token.scopes.names.joined(separator: ", "))]")
+    }
+    lines.append("namespaces:\(namespaces.isEmpty ? " []" : "")")
+    for entry in namespaces {
+      lines.append("  - namespace: \(quoted(entry.namespace.name))")
+      for (name, value) in [
+        ("ram", entry.ramBytesMax), ("nvme", entry.nvmeBytesMax), ("pinned", entry.pinnedBytesMax),
+        ("inflight", entry.inflightBytesMax),
+      ] {
+        if let value { lines.append("    \(name): \(value)") }
+      }
+      for (name, value) in [
+        ("requests_per_second", entry.requestsPerSecond), ("lookup_keys_per_second", entry.lookupKeysPerSecond),
+        ("misses_per_second", entry.missesPerSecond),
+      ] {
+        if let value { lines.append("    \(name): \(value)") }
+      }
     }
     lines.append("admin:")
     lines.append("  listen: \(quoted(admin.listen.description))")
@@ -103,7 +129,7 @@ private struct ConfigurationReader {
   mutating func read(_ root: Yams.Node, into config: inout NodeConfiguration) {
     let top = fields(
       root, "",
-      known: ["node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin", "same_host"])
+      known: ["node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin", "namespaces", "same_host"])
     if let node = top["node"] {
       let fields = fields(node, "node", known: ["id", "zone"])
       if let value = fields["id"].flatMap({ string($0, "node.id") }) { config.node.id = value }
@@ -134,6 +160,7 @@ private struct ConfigurationReader {
         config.nvme.compression = value
       }
     }
+    var limitFields: [String: Yams.Node] = [:]
     if let limits = top["limits"] {
       let fields = fields(
         limits, "limits",
@@ -142,7 +169,9 @@ private struct ConfigurationReader {
           "max_leases", "lease_duration", "max_connections_per_source", "max_connections_per_namespace",
           "max_handshakes", "handshake_timeout", "idle_timeout", "request_timeout", "min_transfer_rate",
           "max_inflight_bytes_per_namespace", "max_leases_per_connection", "max_leases_per_namespace",
-          "max_pinned_bytes_per_namespace",
+          "max_pinned_bytes_per_namespace", "max_ram_bytes_per_namespace", "max_nvme_bytes_per_namespace",
+          "requests_per_second_per_namespace", "lookup_keys_per_second_per_namespace",
+          "misses_per_second_per_namespace",
         ])
       if let value = fields["max_block_size"].flatMap({ size($0, "limits.max_block_size") }) {
         config.limits.blockBytesMax = value
@@ -198,6 +227,7 @@ private struct ConfigurationReader {
       if let value = fields["max_leases_per_namespace"].flatMap({ int($0, "limits.max_leases_per_namespace") }) {
         config.limits.leasesPerNamespaceMax = value
       }
+      limitFields = fields
       if let node = fields["max_pinned_bytes_per_namespace"] {
         if case .scalar(let scalar) = node, scalar.string == "auto" {
           config.limits.pinnedBytesPerNamespaceMax = nil
@@ -206,30 +236,62 @@ private struct ConfigurationReader {
         }
       }
     }
+    for (name, path) in [
+      ("max_ram_bytes_per_namespace", \NodeConfiguration.Limits.ramBytesPerNamespaceMax),
+      ("max_nvme_bytes_per_namespace", \NodeConfiguration.Limits.nvmeBytesPerNamespaceMax),
+    ] {
+      if let node = limitFields[name], let value = optionalSize(node, "limits.\(name)") {
+        config.limits[keyPath: path] = value
+      }
+    }
+    for (name, path) in [
+      ("requests_per_second_per_namespace", \NodeConfiguration.Limits.requestsPerSecondPerNamespace),
+      ("lookup_keys_per_second_per_namespace", \NodeConfiguration.Limits.lookupKeysPerSecondPerNamespace),
+      ("misses_per_second_per_namespace", \NodeConfiguration.Limits.missesPerSecondPerNamespace),
+    ] {
+      if let node = limitFields[name], let value = optionalInt(node, "limits.\(name)") {
+        config.limits[keyPath: path] = value
+      }
+    }
+    if let namespaces = top["namespaces"] { config.namespaces = namespaceSettings(namespaces) }
     if let auth = top["auth"] {
       let fields = fields(auth, "auth", known: ["tokens"])
       if let tokens = fields["tokens"] {
         if case .sequence(let items) = tokens {
           for (index, item) in items.enumerated() {
             let field = "auth.tokens[\(index)]"
-            let entry = self.fields(item, field, known: ["token", "namespace", "admin"])
+            let entry = self.fields(item, field, known: ["token", "namespace", "admin", "scopes"])
             guard let tokenNode = entry["token"], let namespaceNode = entry["namespace"] else {
               if case .mapping = item { problem(field, item, "needs both token and namespace") }
               continue
             }
-            let admin = entry["admin"].flatMap { bool($0, "\(field).admin") } ?? false
-            if let token = string(tokenNode, "\(field).token"),
+            var scopes: TokenScopes? = nil
+            if let scopesNode = entry["scopes"] {
+              if entry["admin"] != nil {
+                problem("\(field).admin", entry["admin"], "give scopes or admin, not both (admin: true is every scope)")
+              }
+              scopes = tokenScopes(scopesNode, "\(field).scopes")
+            } else {
+              let admin = entry["admin"].flatMap { bool($0, "\(field).admin") } ?? false
+              scopes = admin ? .all : .tenantDefault
+            }
+            guard let scopes, let text = string(tokenNode, "\(field).token"),
               let namespace = parsed(
                 namespaceNode, "\(field).namespace",
                 { (text: String) throws(StrataError) in
                   try Namespace(text)
                 })
-            {
-              config.auth.tokens.append(.init(token: token, namespace: namespace, admin: admin))
+            else { continue }
+            if TokenDigest.isDigestForm(text) {
+              if let digest = parsed(tokenNode, "\(field).token", TokenDigest.init(parsing:)) {
+                config.auth.tokens.append(.init(digest: digest, namespace: namespace, scopes: scopes))
+              }
+            } else {
+              config.auth.tokens.append(.init(token: text, namespace: namespace, scopes: scopes))
             }
           }
         } else {
-          problem("auth.tokens", tokens, "expected a list of {token, namespace, admin}")
+          problem("auth.tokens", tokens, "expected a list of {token, namespace, scopes}")
         }
       }
     }
@@ -316,6 +378,71 @@ private struct ConfigurationReader {
         config.cluster.probeInterval = value
       }
     }
+  }
+
+  private mutating func tokenScopes(_ node: Yams.Node, _ field: String) -> TokenScopes? {
+    guard case .sequence(let items) = node else {
+      problem(field, node, "expected a list of scopes: read, write, delete, operator")
+      return nil
+    }
+    var scopes: TokenScopes = []
+    for item in items {
+      guard let name = string(item, field) else { return nil }
+      guard let scope = TokenScopes(name: name) else {
+        problem(field, item, "'\(name)' is not a scope; known: read, write, delete, operator")
+        return nil
+      }
+      scopes.insert(scope)
+    }
+    return scopes
+  }
+
+  /// A size, or nil for `unlimited` (as `.some(nil)`); nil when the value is wrong.
+  private mutating func optionalSize(_ node: Yams.Node, _ field: String) -> ByteSize?? {
+    if case .scalar(let scalar) = node, scalar.string == "unlimited" { return .some(nil) }
+    return size(node, field).map { .some($0) }
+  }
+
+  private mutating func optionalInt(_ node: Yams.Node, _ field: String) -> Int?? {
+    if case .scalar(let scalar) = node, scalar.string == "unlimited" { return .some(nil) }
+    return int(node, field).map { .some($0) }
+  }
+
+  private mutating func namespaceSettings(_ node: Yams.Node) -> [NodeConfiguration.NamespaceSettings] {
+    guard case .sequence(let items) = node else {
+      problem("namespaces", node, "expected a list of {namespace, ram, nvme, pinned, inflight, ...}")
+      return []
+    }
+    var result: [NodeConfiguration.NamespaceSettings] = []
+    for (index, item) in items.enumerated() {
+      let field = "namespaces[\(index)]"
+      let entry = fields(
+        item, field,
+        known: [
+          "namespace", "ram", "nvme", "pinned", "inflight", "requests_per_second", "lookup_keys_per_second",
+          "misses_per_second",
+        ])
+      guard let nameNode = entry["namespace"] else {
+        if case .mapping = item { problem(field, item, "needs a namespace") }
+        continue
+      }
+      guard
+        let namespace = parsed(
+          nameNode, "\(field).namespace", { (text: String) throws(StrataError) in try Namespace(text) })
+      else { continue }
+      var settings = NodeConfiguration.NamespaceSettings(namespace: namespace)
+      settings.ramBytesMax = entry["ram"].flatMap { size($0, "\(field).ram") }
+      settings.nvmeBytesMax = entry["nvme"].flatMap { size($0, "\(field).nvme") }
+      settings.pinnedBytesMax = entry["pinned"].flatMap { size($0, "\(field).pinned") }
+      settings.inflightBytesMax = entry["inflight"].flatMap { size($0, "\(field).inflight") }
+      settings.requestsPerSecond = entry["requests_per_second"].flatMap { int($0, "\(field).requests_per_second") }
+      settings.lookupKeysPerSecond = entry["lookup_keys_per_second"].flatMap {
+        int($0, "\(field).lookup_keys_per_second")
+      }
+      settings.missesPerSecond = entry["misses_per_second"].flatMap { int($0, "\(field).misses_per_second") }
+      result.append(settings)
+    }
+    return result
   }
 
   private mutating func nvmePaths(_ node: Yams.Node) -> [NVMePath] {

@@ -59,8 +59,9 @@ public struct ServerConfiguration: Sendable {
   /// Connections waiting for their HELLO, and how long each may wait.
   public var handshakesMax: Int
   public var handshakeTimeoutMilliseconds: UInt64
-  /// Tokens and what each grants; empty means the embedded default's one open namespace (admin).
-  public var tokens: [String: NodeConfiguration.Auth.Token]
+  /// Tokens (digests) and what each grants; empty means the embedded default's one open namespace
+  /// with every scope.
+  public var tokens: [NodeConfiguration.Auth.Token]
   /// The secret that grants the peer capability (`cluster.token`); empty for none.
   public var clusterToken: String
   /// The same-host path's Unix-domain socket; nil when `same_host.enabled` is false.
@@ -74,13 +75,13 @@ public struct ServerConfiguration: Sendable {
   public init(_ node: NodeConfiguration, nodeID: String) {
     listen = node.listen
     self.nodeID = nodeID
-    admission = AdmissionLimits(node.limits)
+    admission = AdmissionLimits(node)
     // A frame carries at most one batch: bounded by the per-connection in-flight limit.
     limits = WireLimits(payloadBytesMax: node.limits.inflightBytesPerConnectionMax.bytes)
     pipeline = NodeServer.PipelineLimits(node.limits)
     handshakesMax = node.limits.handshakesMax
     handshakeTimeoutMilliseconds = node.limits.handshakeTimeout.milliseconds
-    tokens = Dictionary(node.auth.tokens.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
+    tokens = node.auth.tokens
     clusterToken = node.cluster.token
     sameHostSocket = node.sameHost.enabled ? node.effectiveSameHostSocket : nil
     sameHostSocketConfigured = !node.sameHost.socket.isEmpty
@@ -114,8 +115,16 @@ public final class NodeServer: Sendable {
   let logger: Logger
   let listener: TCPListener
   private let state: Mutex<ServerState>
-  /// The tokens in force: those of `configuration` until `replaceTokens` (config reload).
-  private let tokens: Mutex<[String: NodeConfiguration.Auth.Token]>
+  /// The tokens in force (those of `configuration` until `replaceTokens`) and the sessions they
+  /// granted (Pipeline/Credentials.swift).
+  private let credentials: Mutex<CredentialTable>
+  /// Audit counters and the rate limit of audit lines (Pipeline/Audit.swift).
+  private let auditing = Mutex(AuditState())
+
+  struct AuditState {
+    var counters = AuditCounters()
+    var limiter = AuditLineLimiter()
+  }
   private let stopped = DispatchSemaphore(value: 0)
   private let clusterHooks = Mutex<(any ClusterHooks)?>(nil)
   /// RDMA devices, the arena's registration and the rdma_cm listener (RDMA/NodeRDMA.swift).
@@ -143,7 +152,7 @@ public final class NodeServer: Sendable {
     self.configuration = configuration
     self.tiers = tiers
     self.observer = observer
-    tokens = Mutex(configuration.tokens)
+    credentials = Mutex(CredentialTable(tokens: configuration.tokens))
     state = Mutex(ServerState(admission: Admission(limits: configuration.admission)))
     self.logger = logger
     listener = try TCPListener(binding: configuration.listen)
@@ -200,12 +209,42 @@ public final class NodeServer: Sendable {
   }
 
   /// The tokens new connections are checked against; empty means the open embedded default.
-  public var currentTokens: [String: NodeConfiguration.Auth.Token] { tokens.withLock { $0 } }
+  public var currentTokens: [NodeConfiguration.Auth.Token] { credentials.withLock { $0.tokens } }
 
-  /// Puts new tokens in force for connections that say HELLO from now on (config reload);
-  /// connections already open keep the namespace they were granted.
-  public func replaceTokens(_ new: [NodeConfiguration.Auth.Token]) {
-    tokens.withLock { $0 = Dictionary(new.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first }) }
+  /// Puts new tokens in force (config reload): new connections are checked against them, and
+  /// every open session (TCP or RDMA) whose token was removed, moved to another namespace or lost
+  /// a scope it was granted is closed now. Returns how many sessions were closed.
+  @discardableResult
+  public func replaceTokens(_ new: [NodeConfiguration.Auth.Token]) -> Int {
+    let closers = credentials.withLock { $0.replace(new) }
+    for (namespace, close) in closers {
+      audit(
+        .sessionRevoked, detail: "reload", namespace: namespace, source: "config",
+        message: "closing a session: its token was removed or narrowed by a configuration reload")
+      close()
+    }
+    return closers.count
+  }
+
+  /// Counters of audit events (authentication failures, refusals, probe-limit hits).
+  public var auditCounters: AuditCounters { auditing.withLock { $0.counters } }
+
+  func auditState<T>(_ body: (inout AuditState) -> T) -> T { auditing.withLock { body(&$0) } }
+
+  /// Registers a granted session with the closer a reload calls to end it; see `CredentialTable`.
+  func registerSession(_ grant: SessionGrant, close: @escaping @Sendable () -> Void) -> Int {
+    credentials.withLock {
+      $0.register(grant.credential, namespace: grant.namespace, scopes: grant.scopes, close: close)
+    }
+  }
+
+  func unregisterSession(_ id: Int) { credentials.withLock { $0.unregister(id) } }
+
+  func isRevoked(_ session: Int) -> Bool { credentials.withLock { $0.isRevoked(session) } }
+
+  /// The token `secret` names (constant-time digest comparison against every token), or nil.
+  func matchToken(_ secret: [UInt8]) -> NodeConfiguration.Auth.Token? {
+    credentials.withLock { NodeConfiguration.Auth.match(secret: secret, in: $0.tokens) }
   }
 
   /// Starts accepting connections (one thread for every connection still in its handshake).
@@ -304,16 +343,58 @@ public final class NodeServer: Sendable {
   }
 
   /// Takes `bytes` of the node's and `namespace`'s in-flight budgets, or throws which is full.
-  func reserveInflight(_ bytes: Int, for namespace: Namespace) throws(StrataError) {
+  func reserveInflight(_ bytes: Int, for namespace: Namespace, source: String = "") throws(StrataError) {
+    try admitted(source: source) { admission throws(AdmissionRefusal) in try admission.reserve(bytes, for: namespace) }
+  }
+
+  /// Runs an admission decision; a refusal by a namespace's quota or probe limit is counted and
+  /// audited, and every refusal is thrown as the error to answer with.
+  func admitted(source: String, _ body: (inout Admission) throws(AdmissionRefusal) -> Void) throws(StrataError) {
     do throws(AdmissionRefusal) {
-      try admission { admission throws(AdmissionRefusal) in try admission.reserve(bytes, for: namespace) }
+      try admission(body)
     } catch {
+      auditRefusal(error, source: source)
       throw error.error
     }
   }
 
+  /// Counts and audits a refusal by a namespace's quota or probe limit.
+  func auditRefusal(_ refusal: AdmissionRefusal, source: String) {
+    guard let limit = refusal.namespaceLimit else { return }
+    audit(
+      limit.isProbe ? .probeLimit : .quotaRefused, detail: limit.name, namespace: limit.namespace, source: source,
+      message: refusal.error.message)
+  }
+
   func releaseInflight(_ bytes: Int, for namespace: Namespace) {
     state.withLock { $0.admission.release(bytes, for: namespace) }
+  }
+
+  /// The STAT body a tenant sees: its own namespace's usage and quotas, nothing of other tenants
+  /// or of the node's traffic (node-wide counters would show other tenants' hits and misses).
+  func statJSON(of namespace: Namespace) -> String {
+    let (ram, nvme) = tiers.usageByNamespace()
+    let quota = configuration.admission.quotas[namespace]
+    let (connections, inflight) = state.withLock {
+      ($0.admission.connections(of: namespace), $0.admission.inflightBytes(of: namespace))
+    }
+    let pinned = tiers.pinnedBytes(of: namespace)
+    func limit(_ value: Int?) -> String { value.map { $0 == .max ? "null" : String($0) } ?? "null" }
+    let fields: [(String, String)] = [
+      ("ram_blocks", "\(ram[namespace]?.blocks ?? 0)"), ("ram_used_bytes", "\(ram[namespace]?.bytes ?? 0)"),
+      ("nvme_blocks", "\(nvme[namespace]?.blocks ?? 0)"), ("nvme_used_bytes", "\(nvme[namespace]?.bytes ?? 0)"),
+      ("pinned_bytes", "\(pinned)"), ("inflight_bytes", "\(inflight)"), ("connections_open", "\(connections)"),
+      ("ram_quota_bytes", limit(quota.ramBytesMax)), ("nvme_quota_bytes", limit(quota.nvmeBytesMax)),
+      ("pinned_quota_bytes", limit(quota.pinnedBytesMax)), ("inflight_quota_bytes", limit(quota.inflightBytesMax)),
+      ("requests_per_second", limit(quota.requestsPerSecond)),
+      ("lookup_keys_per_second", limit(quota.lookupKeysPerSecond)),
+      ("misses_per_second", limit(quota.missesPerSecond)),
+    ]
+    let body = fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
+    let encoder = JSONEncoder()
+    let name = (try? encoder.encode(namespace.name)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
+    let nodeID = (try? encoder.encode(configuration.nodeID)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
+    return "{\"node_id\":\(nodeID),\"namespace\":\(name),\(body)}"
   }
 
   /// The STAT body: tier and data-plane counters as one JSON object.

@@ -45,10 +45,8 @@ private struct WriterLog {
   static let batchBlocks = 16
 
   @Test func acknowledgedBlocksSurviveKillRestartChaos() async throws {
-    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    let cluster = try Self.staticCluster()
     defer { cluster.shutdown() }
-    cluster.staticMembers = ["a", "b", "c"]
-    cluster.staticClusterConfig = ["probe_interval: 200ms"]
     try await Self.chaos(cluster, etcd: false)
   }
 
@@ -66,13 +64,158 @@ private struct WriterLog {
   /// The same where node c's disk is lost each time it is killed (its NVMe folder removed before
   /// it restarts), with RAM tiers so small that most blocks live on NVMe: c comes back empty.
   @Test func acknowledgedBlocksSurviveALostDisk() async throws {
-    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    let cluster = try Self.staticCluster(smallRAM: true)
     defer { cluster.shutdown() }
-    cluster.staticMembers = ["a", "b", "c"]
-    cluster.staticClusterConfig = ["probe_interval: 200ms"]
-    cluster.ram = "4MiB"
-    cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
     try await Self.chaos(cluster, etcd: false, losesDisk: "c", cycles: 12)
+  }
+
+  /// The same where node c's disk starts failing under the running process (the block device
+  /// seam, armed through the admin API of a node started with --fault-injection): each time c is
+  /// the victim its disk first fails writes and fails (or, every other time, corrupts) reads while
+  /// the writer goes on; c must refuse rather than lose (a failed demotion keeps a block in RAM
+  /// unless another owner holds it on NVMe) and must never serve wrong bytes; then c is killed
+  /// mid-batch and restarts, every other time on a replaced (empty) disk. One failure at a time:
+  /// the other nodes are killed only while c's disk is healthy.
+  @Test func acknowledgedBlocksSurviveAFailingDisk() async throws {
+    let cluster = try Self.staticCluster(smallRAM: true)
+    defer { cluster.shutdown() }
+    // 1 MiB RAM tiers: RAM is full from the first cycles on, so every write during a disk
+    // failure needs a demotion (which fails).
+    cluster.ram = "1MiB"
+    cluster.extraArguments = ["--fault-injection"]
+    try await Self.chaos(cluster, etcd: false, failingDisk: "c", cycles: 12)
+  }
+
+  /// A failing disk under the one failure that can follow it: node c (1 MiB of RAM, its disk
+  /// failing writes) takes blocks it owns with a or b, whose copies stay in their RAM (256 MiB,
+  /// never demoted). Each block c cannot demote may leave its RAM only if the other owner holds
+  /// it on NVMe, which none does: c keeps them and refuses writes once full. Then a is killed:
+  /// every acknowledged block a and c owned is still read back, byte-exact, from c. (A node that
+  /// dropped such blocks, as a plain eviction would, loses them here.)
+  @Test func aFailingDiskKeepsBlocksWhoseOtherCopyIsOnlyInRAM() async throws {
+    let cluster = try Self.staticCluster()
+    defer { cluster.shutdown() }
+    cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
+    cluster.extraArguments = ["--fault-injection"]
+    for name in ["a", "b"] { try cluster.start(name) }
+    cluster.ram = "1MiB"
+    try cluster.start("c")
+    let armed = try Self.admin(cluster, "c", "POST", "/v1/debug/disk-fault", #"{"writes":"fail"}"#)
+    try #require(statusCode(armed) == 200, "\(armed)")
+
+    let blocks = BlockSet(count: 3_000, run: 85, smallest: 512, spread: 2048)
+    let writer = cluster.client(seeds: ["a", "b", "c"])
+    defer { writer.close() }
+    let region = writer.register(blocks.source)
+    var acknowledged: [Int] = []
+    var refused = 0
+    for first in stride(from: 0, to: blocks.count, by: 16) {
+      let batch = Array(first..<min(first + 16, blocks.count))
+      let items = try batch.map { n in
+        StrataClient.PutItem(
+          key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+      }
+      let outcomes = try? await writer.put(items)
+      if let outcomes, outcomes.allSatisfy({ $0 == .stored || $0 == .alreadyPresent }) {
+        acknowledged += batch
+      } else {
+        refused += 1
+      }
+    }
+    let metrics = try Self.admin(cluster, "c", "GET", "/metrics")
+    let kept = Self.sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0
+    #expect(kept > 0, "no demotion failed on c")
+    #expect(refused > 0, "c never refused a write once its RAM was full of blocks it could not demote")
+    let onAC = Set(try await Self.blocks(ownedBy: ["a", "c"], of: blocks, in: cluster)).intersection(acknowledged)
+      .sorted()
+    try #require(onAC.count >= 50, "only \(onAC.count) acknowledged blocks on a and c")
+
+    cluster.killHard("a")
+    let peer = Self.peerClient("c", cluster: cluster, timeoutMilliseconds: 10_000)
+    defer { peer.close() }
+    let check = try await blocks.verify(peer, indices: onAC)
+    #expect(check.ok == onAC.count, "acknowledged blocks of a and c read from c after a was killed: \(check)")
+    print(
+      "failing disk, other copy in RAM: \(acknowledged.count) blocks acknowledged, \(refused) batches refused, \(Int(kept)) demotions kept in RAM; after a's kill, from c: \(check) of \(onAC.count)"
+    )
+  }
+
+  /// The gauge of blocks under-replicated now: node a takes PUTs of blocks owned by a and b while
+  /// b is down; each is held by a alone (quorum not reached) and counted; once b is back the
+  /// repair pass copies them and the gauge returns to 0.
+  @Test func theUnderReplicatedGaugeRisesWhileAnOwnerIsDownAndReturnsToZeroAfterRepair() async throws {
+    let cluster = try Self.staticCluster()
+    defer { cluster.shutdown() }
+    for name in ["a", "b", "c"] { try cluster.start(name) }
+    let blocks = BlockSet(count: 400, run: 81)
+    let onAB = try await Self.blocks(ownedBy: ["a", "b"], of: blocks, in: cluster)
+    try #require(onAB.count >= 20)
+    #expect(try Self.metric(cluster, "a", "strata_under_replicated_blocks") == 0)
+
+    cluster.killHard("b")
+    let direct = NodeProcess.client(cluster.address("a"), connections: 1)
+    defer { direct.close() }
+    let region = direct.register(blocks.source)
+    let items = try onAB.map { n in
+      StrataClient.PutItem(
+        key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+    }
+    let refused = await #expect(throws: StrataError.self) { try await direct.put(items) }
+    #expect(refused?.code == .quorumNotReached, "\(String(describing: refused))")
+    // The copies that failed went to the replicator's queue too, and fail again there (the
+    // barrier returns once they have): still counted once each.
+    _ = try await direct.ringCall(RingCall.sync, node: cluster.address("a"))
+    #expect(try Self.metric(cluster, "a", "strata_under_replicated_blocks") == Double(onAB.count))
+    #expect(try Self.metric(cluster, "a", "strata_under_replicated_overflow_total") == 0)
+
+    try cluster.start("b")
+    let repaired = try await eventually(within: 30) {
+      try Self.metric(cluster, "a", "strata_under_replicated_blocks") == 0
+    }
+    #expect(
+      repaired,
+      "the gauge stayed at \(String(describing: try? Self.metric(cluster, "a", "strata_under_replicated_blocks")))")
+    #expect(try await Self.holds("b", onAB, cluster: cluster, blocks: blocks), "b did not get the blocks back")
+  }
+
+  /// etcd: a node killed and restarted within its lease TTL keeps its member key, so the ring
+  /// does not change; its member record's `instance` does, and the others repair toward it. Node
+  /// c, restarted on a wiped disk well inside a 30 s TTL, holds again every block it owns
+  /// without a single read (asked as a peer, which fills nothing).
+  @Test(.enabled(if: EtcdProcess.isAvailable, "etcd is not installed (scripts/bootstrap.sh installs etcd-server)"))
+  func anEtcdMemberRestartedWithinItsLeaseTTLIsRepairedWithoutReads() async throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"], ttlSeconds: 30)
+    defer { cluster.shutdown() }
+    try await cluster.startRegistered(["a", "b", "c"])
+    let blocks = BlockSet(count: 2_000, run: 83)
+    let writer = cluster.client(seeds: ["a", "b", "c"])
+    defer { writer.close() }
+    try await blocks.putAll(writer)
+    let ring = try await writer.refreshRing()
+    let me = cluster.address("c").description
+    let owned = blocks.keys.indices.filter { ring.owners(of: blocks.keys[$0]).contains { $0.address == me } }
+    try #require(owned.count > 500)
+    #expect(try await Self.holds("c", owned, cluster: cluster, blocks: blocks), "c holds its blocks before the kill")
+
+    let killed = ContinuousClock.now
+    cluster.killHard("c")
+    try FileManager.default.removeItem(atPath: "\(cluster.base)/c/nvme")
+    try cluster.start("c")
+    let caughtUp = try await eventually(within: 20) {
+      try await Self.holds("c", owned, cluster: cluster, blocks: blocks)
+    }
+    let took = ContinuousClock.now - killed
+    #expect(caughtUp, "c did not get its blocks back")
+    #expect(took < .seconds(cluster.ttlSeconds), "c caught up only after \(took): its lease may have lapsed")
+    // Nothing was read through: the blocks came by repair.
+    #expect(try Self.metric(cluster, "c", "strata_readthrough_blocks_total") == 0)
+    // The ring kept c throughout: what repaired it was the restart, not a ring change.
+    #expect(try await cluster.activeIDs(via: ["a"]).contains("node-c"))
+    let survivors = cluster.log("a") + cluster.log("b")
+    #expect(survivors.contains("members restarted"), "no survivor noticed c's restart")
+    #expect(!survivors.contains("members left"), "c's lease lapsed: the test restarted it too late")
   }
 
   /// A PUT whose other owner hangs (SIGSTOP: connected, silent) is answered within its deadline
@@ -83,12 +226,8 @@ private struct WriterLog {
     defer { cluster.shutdown() }
     cluster.staticMembers = ["a", "b", "c"]
     for name in ["a", "b", "c"] { try cluster.start(name) }
-    let ringReader = cluster.client(seeds: ["a"])
-    let ring = try await ringReader.currentRing()
-    ringReader.close()
-    let owners = Set([cluster.address("a").description, cluster.address("b").description])
     let blocks = BlockSet(count: 200, run: 79)
-    let onAB = blocks.keys.indices.filter { Set(ring.owners(of: blocks.keys[$0]).map(\.address)) == owners }
+    let onAB = try await Self.blocks(ownedBy: ["a", "b"], of: blocks, in: cluster)
     try #require(onAB.count >= 4)
     let direct = NodeProcess.client(cluster.address("a"), connections: 1)
     defer { direct.close() }
@@ -117,8 +256,22 @@ private struct WriterLog {
     #expect(try await peer.lookup(items.map(\.key)).tiers.allSatisfy { $0 != .absent }, "b holds the blocks")
   }
 
+  /// Three static nodes a, b, c probing each other every 200 ms; with `smallRAM`, 4 MiB RAM
+  /// tiers (most blocks live on NVMe) and blocks of at most 64 KiB.
+  private static func staticCluster(smallRAM: Bool = false) throws -> ClusterHarness {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    cluster.staticMembers = ["a", "b", "c"]
+    cluster.staticClusterConfig = ["probe_interval: 200ms"]
+    if smallRAM {
+      cluster.ram = "4MiB"
+      cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
+    }
+    return cluster
+  }
+
   private static func chaos(
-    _ cluster: ClusterHarness, etcd: Bool, losesDisk: String? = nil, cycles: Int = Self.cycles
+    _ cluster: ClusterHarness, etcd: Bool, losesDisk: String? = nil, failingDisk: String? = nil,
+    cycles: Int = Self.cycles
   ) async throws {
     // STRATA_TEST_WRITE_QUORUM=1 runs the same chaos with acknowledgement before the copies (the
     // behaviour before write quorums), to see the test fail.
@@ -147,10 +300,41 @@ private struct WriterLog {
     var random = SplitMix64(seed: 20_261_202)
     var midBatchKills = 0
     var disksLost = 0
+    var diskFailures = 0
+    var failingReadsMissed = 0
+    var faultCounts = (writes: 0, reads: 0, corrupted: 0, demotionsKept: 0, demotionsDropped: 0)
     var completed = 0
     var notCaughtUp: [String] = []
     for cycle in 0..<cycles {
-      let victim = ["a", "b", "c"][Int(random.next() % 3)]
+      // The first cycles with a failing disk pick it, so that it fails more than once.
+      let victim = failingDisk != nil && cycle % 4 == 1 ? failingDisk! : ["a", "b", "c"][Int(random.next() % 3)]
+      if victim == failingDisk {
+        diskFailures += 1
+        let reads = diskFailures % 2 == 1 ? "corrupt" : "fail"
+        let armed = try Self.admin(
+          cluster, victim, "POST", "/v1/debug/disk-fault", #"{"writes":"fail","reads":"\#(reads)"}"#)
+        #expect(statusCode(armed) == 200, "\(armed)")
+        // The writer goes on against the failing disk, and the node is read from directly (as a
+        // peer: nothing is read through): whatever it answers is byte-exact, or a miss.
+        let failing = log.withLock { log in
+          log.budget = max(log.budget, log.batches + 6)
+          return log.batches
+        }
+        _ = try await eventually(within: 30) { log.withLock { $0.batches >= failing + 6 || $0.stop } }
+        let direct = try await Self.readOwned(victim, cluster: cluster, blocks: blocks, log: log)
+        #expect(direct.wrong == 0 && direct.corrupt == 0, "the failing node served wrong bytes: \(direct)")
+        failingReadsMissed += direct.missing
+        let counts = try Self.admin(cluster, victim, "POST", "/v1/debug/disk-fault", "{}")
+        let document = try JSONSerialization.jsonObject(with: Data(Self.body(counts).utf8)) as? [String: Any] ?? [:]
+        faultCounts.writes += document["failed_writes"] as? Int ?? 0
+        faultCounts.reads += document["failed_reads"] as? Int ?? 0
+        faultCounts.corrupted += document["corrupted_reads"] as? Int ?? 0
+        let metrics = try Self.admin(cluster, victim, "GET", "/metrics")
+        faultCounts.demotionsKept += Int(
+          Self.sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0)
+        faultCounts.demotionsDropped += Int(
+          Self.sample(metrics, "strata_demotion_failures_total", #"outcome="dropped""#) ?? 0)
+      }
       // Kill once the writer has done 1–4 of the 8 batches it may do now: it is inside the next
       // one then, so the kill lands in the middle of a batch.
       let before = log.withLock { log in
@@ -181,7 +365,7 @@ private struct WriterLog {
         }
         #expect(gone, "node \(victim) did not leave the ring within its lease TTL")
       }
-      if victim == losesDisk {
+      if victim == losesDisk || (victim == failingDisk && diskFailures % 2 == 0) {
         let nvme = "\(cluster.base)/\(victim)/nvme"
         #expect(FileManager.default.fileExists(atPath: nvme), "no NVMe folder at \(nvme)")
         try FileManager.default.removeItem(atPath: nvme)
@@ -213,6 +397,16 @@ private struct WriterLog {
     #expect(completed == cycles, "\(completed) of \(cycles) cycles ran")
     #expect(midBatchKills >= cycles / 2, "only \(midBatchKills) kills landed inside a batch")
     #expect(losesDisk == nil || disksLost > 0, "no disk was lost")
+    if failingDisk != nil {
+      // The faults bit: writes and reads failed, reads were corrupted, demotions failed, and the
+      // failing node answered misses rather than wrong bytes.
+      #expect(diskFailures >= 2 && disksLost >= 1, "\(diskFailures) disk failures, \(disksLost) disks replaced")
+      #expect(
+        faultCounts.writes > 0 && faultCounts.reads > 0 && faultCounts.corrupted > 0
+          && faultCounts.demotionsKept + faultCounts.demotionsDropped > 0,
+        "injected faults: \(faultCounts)")
+      #expect(failingReadsMissed > 0, "no read of the failing disk missed")
+    }
     #expect(
       summary.acknowledgedBatches > 0 && summary.failedBatches > 0,
       "\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) failed batches")
@@ -229,7 +423,11 @@ private struct WriterLog {
     let unacked = try await blocks.verify(reader, indices: unacknowledged)
     #expect(unacked.wrong == 0 && unacked.corrupt == 0, "unacknowledged blocks are whole or absent: \(unacked)")
     print(
-      "write quorum chaos: \(completed) of \(cycles) cycles, \(disksLost) disks lost, \(midBatchKills) kills inside a batch, \(summary.batches) batches (\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) not), acknowledged blocks \(acked), unacknowledged blocks \(unacked), errors \(summary.errors)"
+      "write quorum chaos: \(completed) of \(cycles) cycles, \(disksLost) disks lost, "
+        + (failingDisk == nil
+          ? ""
+          : "\(diskFailures) disk failures \(faultCounts), \(failingReadsMissed) misses reading the failing disk, ")
+        + "\(midBatchKills) kills inside a batch, \(summary.batches) batches (\(summary.acknowledgedBatches) acknowledged, \(summary.failedBatches) not), acknowledged blocks \(acked), unacknowledged blocks \(unacked), errors \(summary.errors)"
     )
   }
 
@@ -268,6 +466,92 @@ private struct WriterLog {
     log.withLock { $0.stop = true }
   }
 
+  /// The blocks of `blocks` whose owners are exactly the nodes `names`, in node a's ring.
+  private static func blocks(ownedBy names: [String], of blocks: BlockSet, in cluster: ClusterHarness) async throws
+    -> [Int]
+  {
+    let ringReader = cluster.client(seeds: ["a"])
+    defer { ringReader.close() }
+    let ring = try await ringReader.currentRing()
+    let owners = Set(names.map { cluster.address($0).description })
+    return blocks.keys.indices.filter { Set(ring.owners(of: blocks.keys[$0]).map(\.address)) == owners }
+  }
+
+  /// Reads every acknowledged block node `name` owns from that node alone, as a peer (nothing is
+  /// read through, no other owner is asked).
+  private static func readOwned(
+    _ name: String, cluster: ClusterHarness, blocks: BlockSet, log: SharedLog
+  ) async throws -> BlockSet.Check {
+    let ringReader = cluster.client(seeds: [name])
+    defer { ringReader.close() }
+    let owned = acknowledged(ownedBy: name, in: try await ringReader.refreshRing(), cluster, blocks, log)
+    let peer = peerClient(name, cluster: cluster, timeoutMilliseconds: 10_000)
+    defer { peer.close() }
+    return try await blocks.verify(peer, indices: owned)
+  }
+
+  /// The acknowledged blocks node `name` owns in `ring`.
+  private static func acknowledged(
+    ownedBy name: String, in ring: Ring, _ cluster: ClusterHarness, _ blocks: BlockSet, _ log: SharedLog
+  ) -> [Int] {
+    let me = cluster.address(name).description
+    let states = log.withLock { $0.states }
+    return states.indices.filter { n in
+      states[n] == .acknowledged && ring.owners(of: blocks.keys[n]).contains { $0.address == me }
+    }
+  }
+
+  /// A client of node `name` alone that says HELLO as a peer (its requests fill nothing).
+  private static func peerClient(_ name: String, cluster: ClusterHarness, timeoutMilliseconds: UInt64 = 5_000)
+    -> StrataClient
+  {
+    var configuration = StrataClient.Configuration(node: cluster.address(name))
+    configuration.isPeer = true
+    configuration.timeoutMilliseconds = timeoutMilliseconds
+    return StrataClient(configuration)
+  }
+
+  /// Whether node `name` holds blocks `indices` (LOOKUP as a peer: it fills nothing).
+  private static func holds(_ name: String, _ indices: [Int], cluster: ClusterHarness, blocks: BlockSet) async throws
+    -> Bool
+  {
+    let peer = peerClient(name, cluster: cluster)
+    defer { peer.close() }
+    for first in stride(from: 0, to: indices.count, by: 2_000) {
+      let keys = indices[first..<min(first + 2_000, indices.count)].map { blocks.keys[$0] }
+      guard let found = try? await peer.lookup(keys), found.tiers.allSatisfy({ $0 != .absent }) else { return false }
+    }
+    return true
+  }
+
+  /// An admin API call to node `name`; the whole HTTP response.
+  private static func admin(
+    _ cluster: ClusterHarness, _ name: String, _ method: String, _ path: String, _ body: String = ""
+  ) throws -> String {
+    let request = "\(method) \(path) HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    return try rawAdminExchange(try HostPort(parsing: try cluster.admin(name)), Array(request.utf8))
+  }
+
+  private static func body(_ response: String) -> String {
+    guard let end = response.range(of: "\r\n\r\n") else { return "" }
+    return String(response[end.upperBound...])
+  }
+
+  /// The value of the sample of `name` whose labels contain `label` (any, when nil).
+  private static func sample(_ exposition: String, _ name: String, _ label: String? = nil) -> Double? {
+    for line in exposition.split(separator: "\n") where !line.hasPrefix("#") {
+      guard line.hasPrefix(name + " ") || line.hasPrefix(name + "{") else { continue }
+      if let label, !line.contains(label) { continue }
+      return line.split(separator: " ").last.flatMap { Double($0) }
+    }
+    return nil
+  }
+
+  /// A metric of node `name`, scraped now.
+  private static func metric(_ cluster: ClusterHarness, _ name: String, _ metric: String) throws -> Double? {
+    sample(try admin(cluster, name, "GET", "/metrics"), metric)
+  }
+
   /// Whether node `name` holds every acknowledged block it owns in its ring, asked as a peer (a
   /// peer's LOOKUP reads nothing through).
   private static func holdsItsAcknowledgedBlocks(
@@ -276,21 +560,8 @@ private struct WriterLog {
     let ringReader = cluster.client(seeds: [name])
     defer { ringReader.close() }
     guard let ring = try? await ringReader.refreshRing() else { return false }
-    let me = cluster.address(name).description
-    guard ring.activeMembers.contains(where: { $0.address == me }) else { return false }
-    let states = log.withLock { $0.states }
-    let owned = states.indices.filter { n in
-      states[n] == .acknowledged && ring.owners(of: blocks.keys[n]).contains { $0.address == me }
-    }
-    var configuration = StrataClient.Configuration(node: cluster.address(name))
-    configuration.isPeer = true
-    configuration.timeoutMilliseconds = 5_000
-    let peer = StrataClient(configuration)
-    defer { peer.close() }
-    for first in stride(from: 0, to: owned.count, by: 2_000) {
-      let keys = owned[first..<min(first + 2_000, owned.count)].map { blocks.keys[$0] }
-      guard let found = try? await peer.lookup(keys), found.tiers.allSatisfy({ $0 != .absent }) else { return false }
-    }
-    return true
+    guard ring.activeMembers.contains(where: { $0.address == cluster.address(name).description }) else { return false }
+    return try await holds(
+      name, acknowledged(ownedBy: name, in: ring, cluster, blocks, log), cluster: cluster, blocks: blocks)
   }
 }

@@ -368,14 +368,18 @@ class StrataStore:
         _check(lib.strata_completion_fd(handle, byref(fd)), lib)
         return fd.value
 
-    def submit_get(self, keys: Sequence[KeyLike], buffers: Any, lease: int = 0, _future: Any = None) -> int:
+    def submit_get(self, keys: Sequence[KeyLike], buffers: Any, lease: int = 0, _future: Any = None,
+                   offsets: Optional[Sequence[int]] = None) -> int:
         """``get_into`` as a submission: returns a ticket at once. Keep the buffers untouched until
-        its completion is polled."""
+        its completion is polled. ``offsets`` (one per key) reads ranges: exactly the segments'
+        total from that offset of each block (the node checks the whole block's checksum first)."""
+        if offsets is not None and len(offsets) != len(keys):
+            raise ValueError(f"offsets: {len(offsets)} for {len(keys)} keys")
         lib, handle = self._client()
-        prepared = self._prepare_get(keys, buffers, None)
+        prepared = self._prepare_get(keys, buffers, None if offsets is None else list(offsets))
         return self._submit("get", prepared, _future, lambda ticket: lib.strata_submit_get(
             handle, prepared.keys, prepared.count, lease, prepared.arrays["segments"], prepared.arrays["counts"],
-            None, prepared.arrays["lengths"], ticket))
+            prepared.arrays["offsets"], prepared.arrays["lengths"], ticket))
 
     def submit_put(self, keys: Sequence[KeyLike], buffers: Any, _future: Any = None) -> int:
         """``put_from`` as a submission."""

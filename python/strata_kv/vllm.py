@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import select
 import threading
 import time
@@ -78,7 +79,14 @@ DEFAULTS: dict[str, Any] = {
     "strata.warn_interval_s": 30.0,  # at most one "Strata unreachable" warning per interval
     "strata.retry_interval_s": 5.0,  # after a failure, skip Strata this long (recompute)
     "strata.save_wait_s": 30.0,  # shutdown / preemption wait for PUTs in flight
+    # "block": every block whole (all layers) in one vectored GET before the forward pass.
+    # "layer": one ranged GET per group of strata.layers_per_load layers, each awaited only by
+    # its layers (wait_for_layer_load), and saves captured layer by layer (save_kv_layer).
+    "strata.load_mode": "block",
+    "strata.layers_per_load": 1,
 }
+
+LOAD_MODES = ("block", "layer")
 
 _TORCH_DTYPE_TAGS = {
     torch.float32: "fp32",
@@ -263,6 +271,184 @@ def block_runs(tensor: torch.Tensor, num_blocks: int) -> _LayerRuns:
     )
 
 
+def layer_order(name: str) -> list[Any]:
+    """Sort key putting layer names in model order ("layers.2" before "layers.10")."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+@dataclasses.dataclass
+class BlockLayer:
+    """One layer's place in a stored block (``offset``: blocks hold layers in sorted-name order)
+    and in the paged KV cache (``runs``)."""
+
+    name: str
+    offset: int
+    runs: _LayerRuns
+
+    @property
+    def nbytes(self) -> int:
+        return sum(length for _, length in self.runs.runs)
+
+    def segments(self, block_id: int) -> list[tuple[int, int]]:
+        start = self.runs.base + block_id * self.runs.block_stride
+        return [(start + offset, length) for offset, length in self.runs.runs]
+
+    def views(self, block_id: int) -> list[torch.Tensor]:
+        return run_views(self.runs, block_id)
+
+
+def run_views(layer: _LayerRuns, block_id: int) -> list[torch.Tensor]:
+    """Byte views of one layer's runs of one block, on the KV cache's device."""
+    storage = layer.tensor.untyped_storage()
+    flat = torch.empty(0, dtype=torch.uint8, device=layer.tensor.device).set_(storage)
+    start = layer.base - storage.data_ptr() + block_id * layer.block_stride
+    return [flat[start + offset : start + offset + length] for offset, length in layer.runs]
+
+
+def block_layers(layers: dict[str, _LayerRuns]) -> list[BlockLayer]:
+    """Each layer's offset in a stored block (sorted-name order, the whole-block format), listed
+    in model order (the order the forward pass needs them)."""
+    placed, offset = [], 0
+    for name in sorted(layers):
+        placed.append(BlockLayer(name, offset, layers[name]))
+        offset += placed[-1].nbytes
+    return sorted(placed, key=lambda layer: layer_order(layer.name))
+
+
+@dataclasses.dataclass
+class _GroupLoad:
+    """One ranged GET in flight: item i reads layers spans[i] of block block_ids[i]."""
+
+    group: int
+    block_ids: list[int]
+    spans: list[list[BlockLayer]]
+    expected: list[int]
+    staging: torch.Tensor | None  # pinned host buffer (CUDA KV caches)
+
+
+class LayerwiseLoader:
+    """Loads blocks one layer group at a time (``strata.load_mode: layer``).
+
+    ``submit`` issues one ranged GET per group of ``layers_per_load`` consecutive layers (model
+    order), each item reading that group's bytes of one stored block straight into the paged KV
+    cache. ``wait(layer)`` returns once the GET carrying that layer has completed, while later
+    groups may still be in flight. A stored block keeps every layer in one object (the
+    whole-block format), so both modes read what either wrote; the node checks the whole block's
+    CRC-32C before it serves any range of it, and the client checks the range's own checksum.
+    A block any of whose ranges fails is reported in ``failed`` (vLLM recomputes it).
+    """
+
+    def __init__(self, layers: list[BlockLayer], layers_per_load: int, on_gpu: bool = False) -> None:
+        if layers_per_load < 1:
+            raise ValueError(f"strata.layers_per_load must be at least 1, got {layers_per_load}")
+        groups = [layers[i : i + layers_per_load] for i in range(0, len(layers), layers_per_load)]
+        self.groups = [[layer.name for layer in group] for group in groups]
+        self._group_of = {layer.name: g for g, group in enumerate(groups) for layer in group}
+        # Each group's layers as maximal runs contiguous in the stored block: one GET item each.
+        self._spans: list[list[list[BlockLayer]]] = []
+        for group in groups:
+            spans: list[list[BlockLayer]] = []
+            for layer in sorted(group, key=lambda layer: layer.offset):
+                last = spans[-1][-1] if spans else None
+                if last is not None and last.offset + last.nbytes == layer.offset:
+                    spans[-1].append(layer)
+                else:
+                    spans.append([layer])
+            self._spans.append(spans)
+        self._on_gpu = on_gpu
+        self._inflight: dict[int, _GroupLoad] = {}
+        self._waiting: list[set[int]] = [set() for _ in groups]
+        self.failed: set[int] = set()
+        self.loaded = 0  # block groups read
+        self.gets = 0  # GETs submitted
+
+    def busy(self) -> bool:
+        return bool(self._inflight)
+
+    def submit(self, store: Any, keys: list[bytes], block_ids: list[int], lease: int = 0) -> None:
+        """One GET per layer group, in model order; the last one names the lookup's lease."""
+        for g, spans in enumerate(self._spans):
+            item_keys, offsets, buffers, items_blocks, item_spans, expected = [], [], [], [], [], []
+            for key, block_id in zip(keys, block_ids):
+                for span in spans:
+                    item_keys.append(key)
+                    offsets.append(span[0].offset)
+                    items_blocks.append(block_id)
+                    item_spans.append(span)
+                    expected.append(sum(layer.nbytes for layer in span))
+                    buffers.append([seg for layer in span for seg in layer.segments(block_id)])
+            staging = None
+            if self._on_gpu:
+                staging = torch.empty(max(1, sum(expected)), dtype=torch.uint8, pin_memory=True)
+                base, cursor, buffers = staging.data_ptr(), 0, []
+                for length in expected:
+                    buffers.append([(base + cursor, length)])
+                    cursor += length
+            try:
+                ticket = store.submit_get(
+                    item_keys, buffers, lease=lease if g == len(self._spans) - 1 else 0, offsets=offsets
+                )
+            except StrataError:
+                self.failed.update(block_ids)
+                raise
+            self.gets += 1
+            self._inflight[ticket] = _GroupLoad(g, items_blocks, item_spans, expected, staging)
+            self._waiting[g].add(ticket)
+
+    def complete(self, completion: Any) -> bool:
+        """Takes a completion of one of this loader's GETs (False: not one of them)."""
+        load = self._inflight.pop(completion.ticket, None)
+        if load is None:
+            return False
+        self._waiting[load.group].discard(completion.ticket)
+        results = completion.results if completion.status == 0 else [-1] * len(load.block_ids)
+        ok = [i < len(results) and results[i] == want for i, want in enumerate(load.expected)]
+        self.failed.update(block_id for block_id, good in zip(load.block_ids, ok) if not good)
+        self.loaded += sum(ok)
+        if load.staging is not None:
+            cursor = 0
+            for i, (block_id, span) in enumerate(zip(load.block_ids, load.spans)):
+                if ok[i]:
+                    for layer in span:
+                        for view in layer.views(block_id):
+                            view.copy_(load.staging[cursor : cursor + view.numel()], non_blocking=True)
+                            cursor += view.numel()
+                else:
+                    cursor += load.expected[i]
+            torch.cuda.current_stream().synchronize()
+        return True
+
+    def pump(self, store: Any, timeout_s: float, other: Any = None) -> None:
+        """Waits up to timeout_s for completions and hands them out (``other`` takes the rest)."""
+        if timeout_s > 0:
+            select.select([store.event_fd], [], [], timeout_s)
+        for completion in store.poll_completions(256):
+            if not self.complete(completion) and other is not None:
+                other(completion)
+
+    def wait(self, layer_name: str, store: Any, deadline: float, other: Any = None) -> bool:
+        """Returns once the GET carrying ``layer_name`` completed (True), or at the deadline
+        (False: its blocks are then reported failed). Unknown layers have nothing to wait for."""
+        group = self._group_of.get(layer_name)
+        if group is None:
+            return True
+        return self._wait_until(lambda: not self._waiting[group], store, deadline, other)
+
+    def wait_all(self, store: Any, deadline: float, other: Any = None) -> bool:
+        return self._wait_until(lambda: not self._inflight, store, deadline, other)
+
+    def _wait_until(self, done: Any, store: Any, deadline: float, other: Any) -> bool:
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                # Past every client timeout: count these blocks lost (recomputed).
+                for load in self._inflight.values():
+                    self.failed.update(load.block_ids)
+                return False
+            self.pump(store, min(0.1, left), other)
+        return True
+
+
 class StrataConnector(KVConnectorBase_V1):
     """A ``KVConnectorBase_V1`` that shares prefix KV blocks between vLLM instances via Strata."""
 
@@ -290,13 +476,24 @@ class StrataConnector(KVConnectorBase_V1):
         self._lease_ms = int(self._config["strata.lease_ms"])
         self._save = bool(self._config["strata.save"])
         self._save_wait_s = float(self._config["strata.save_wait_s"])
+        self._mode = str(self._config["strata.load_mode"])
+        if self._mode not in LOAD_MODES:
+            raise ValueError(f"strata.load_mode must be one of {LOAD_MODES}, got {self._mode!r}")
+        self._layers_per_load = int(self._config["strata.layers_per_load"])
+        if self._layers_per_load < 1:
+            raise ValueError(f"strata.layers_per_load must be at least 1, got {self._layers_per_load}")
+        # A layer-wise wait gives up only past every client timeout (retries included).
+        self._load_wait_s = 4 * int(self._config["strata.timeout_ms"]) / 1000 + 5
         salt = self._config["strata.salt"]
         self._salt = salt.encode() if isinstance(salt, str) else bytes(salt)
 
         groups = kv_cache_config.kv_cache_groups if kv_cache_config is not None else []
         if len(groups) != 1:
+            # vLLM gives a connector without SupportsHMA one group (hybrid models run with the
+            # hybrid allocator off), so this is reached only by an engine that changed that rule.
             raise ValueError(
-                f"StrataConnector supports models with one KV cache group; this one has {len(groups)}"
+                f"StrataConnector supports one KV cache group; this engine has {len(groups)} "
+                "(hybrid KV cache manager on). Run with --disable-hybrid-kv-cache-manager."
             )
         spec = groups[0].kv_cache_spec
         self._num_layers = len(groups[0].layer_names)
@@ -336,6 +533,10 @@ class StrataConnector(KVConnectorBase_V1):
 
         # Worker side.
         self._layers: list[_LayerRuns] = []
+        self._block_layers: dict[str, BlockLayer] = {}  # layer mode: each layer's place
+        self._loader: LayerwiseLoader | None = None  # layer mode
+        self._step_loaded: list[int] = []  # layer mode: blocks whose loads this step started
+        self._snapshots: dict[int, tuple[torch.Tensor, set[str]]] = {}  # layer mode saves
         self._staging: torch.Tensor | None = None  # pinned host buffer for CUDA KV caches
         self._pending: dict[int, tuple[str, int]] = {}  # put ticket -> (req_id, block count)
         self._keep_alive: dict[int, torch.Tensor] = {}  # put ticket -> staging copy (CUDA path)
@@ -343,12 +544,21 @@ class StrataConnector(KVConnectorBase_V1):
         self._saved_requests: set[str] = set()  # requests with saves handed to this worker
         self._finishing: set[str] = set()
         self._load_errors: set[int] = set()
-        self._stats = {"blocks_loaded": 0, "blocks_saved": 0, "load_failures": 0, "save_failures": 0}
+        self._stats = {
+            "blocks_loaded": 0,
+            "blocks_saved": 0,
+            "load_failures": 0,
+            "save_failures": 0,
+            "layer_gets": 0,  # layer mode: ranged GETs issued
+            "layer_waits": 0,  # layer mode: wait_for_layer_load calls in steps that loaded blocks
+            "layer_snapshots": 0,  # layer mode: blocks saved from snapshots taken layer by layer
+        }
         logger.info(
-            "StrataConnector (%s): layout %s, %d bytes per block",
+            "StrataConnector (%s): layout %s, %d bytes per block, load mode %s",
             role.name,
             self._layout,
             self._block_bytes,
+            self._mode if self._mode == "block" else f"layer ({self._layers_per_load} per GET)",
         )
 
     # ------------------------------------------------------------------------------------------
@@ -477,7 +687,8 @@ class StrataConnector(KVConnectorBase_V1):
 
     def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
         num_blocks = self._kv_cache_config.num_blocks
-        layers = [block_runs(kv_caches[name], num_blocks) for name in sorted(kv_caches)]
+        runs = {name: block_runs(tensor, num_blocks) for name, tensor in kv_caches.items()}
+        layers = [runs[name] for name in sorted(kv_caches)]
         block_bytes = sum(length for layer in layers for _, length in layer.runs)
         if block_bytes != self._block_bytes:
             raise ValueError(
@@ -486,6 +697,10 @@ class StrataConnector(KVConnectorBase_V1):
             )
         self._layers = layers
         first = layers[0].tensor
+        if self._mode == "layer":
+            placed = block_layers(runs)
+            self._block_layers = {layer.name: layer for layer in placed}
+            self._loader = LayerwiseLoader(placed, self._layers_per_load, on_gpu=first.device.type != "cpu")
         logger.info(
             "StrataConnector: %d KV tensors (%s, %s, %s), %d runs of %d bytes per block",
             len(layers),
@@ -524,19 +739,50 @@ class StrataConnector(KVConnectorBase_V1):
 
     def _block_views(self, block_id: int) -> list[torch.Tensor]:
         """Byte views of one block's runs in device memory (CUDA path)."""
-        views = []
-        for layer in self._layers:
-            storage = layer.tensor.untyped_storage()
-            flat = torch.empty(0, dtype=torch.uint8, device=layer.tensor.device).set_(storage)
-            start = layer.base - storage.data_ptr() + block_id * layer.block_stride
-            views.extend(flat[start + offset : start + offset + length] for offset, length in layer.runs)
-        return views
+        return [view for layer in self._layers for view in run_views(layer, block_id)]
 
     def start_load_kv(self, forward_context: "ForwardContext", **kwargs: Any) -> None:
         meta = self._get_connector_metadata()
         assert isinstance(meta, StrataConnectorMetadata)
         for load in meta.loads:
-            self._load(load)
+            if self._loader is not None:
+                self._load_layerwise(load)
+            else:
+                self._load(load)
+
+    def _load_layerwise(self, load: LoadSpec) -> None:
+        assert self._loader is not None
+        store = self._store.get()
+        if store is None:
+            self._load_errors.update(load.block_ids)
+            self._stats["load_failures"] += len(load.block_ids)
+            return
+        self._step_loaded.extend(load.block_ids)
+        lease = load.lease if self._layout.tp_rank == 0 else 0
+        try:
+            self._loader.submit(store, self._keys(load.hashes), load.block_ids, lease=lease)
+        except StrataError as error:
+            self._store.failed(error)
+        self._stats["layer_gets"] = self._loader.gets
+
+    def _finish_layerwise_loads(self) -> None:
+        """Waits for every layer GET still in flight and books their outcome (once per step)."""
+        if self._loader is None:
+            return
+        store = self._store.get()
+        if store is not None and self._loader.busy():
+            if not self._loader.wait_all(store, time.monotonic() + self._load_wait_s, self._on_completion):
+                self._warner.warn("Strata: layer loads still in flight after %.1f s; recomputing", self._load_wait_s)
+        failed, self._loader.failed = self._loader.failed, set()
+        if not self._step_loaded:
+            return
+        failed &= set(self._step_loaded)
+        if failed:
+            self._warner.warn("Strata: %d blocks failed to load layer-wise; recomputing", len(failed))
+        self._load_errors.update(failed)
+        self._stats["load_failures"] += len(failed)
+        self._stats["blocks_loaded"] += len(set(self._step_loaded) - failed)
+        self._step_loaded = []
 
     def _load(self, load: LoadSpec) -> None:
         store = self._store.get()
@@ -583,9 +829,18 @@ class StrataConnector(KVConnectorBase_V1):
             torch.cuda.current_stream().synchronize()
 
     def wait_for_layer_load(self, layer_name: str) -> None:
-        # Every block is read in start_load_kv before the forward pass: a Strata block holds all
-        # layers, so there is nothing to wait for per layer.
-        return
+        # Block mode: every block was read whole in start_load_kv, before the forward pass.
+        # Layer mode: wait only for the GET carrying this layer; later layers may be in flight.
+        if self._loader is None or not self._step_loaded:
+            return
+        self._stats["layer_waits"] += 1
+        if not self._loader.busy():
+            return
+        store = self._store.get()
+        if store is None:
+            return
+        if not self._loader.wait(layer_name, store, time.monotonic() + self._load_wait_s, self._on_completion):
+            self._warner.warn("Strata: layer %s not loaded after %.1f s; recomputing", layer_name, self._load_wait_s)
 
     def save_kv_layer(
         self,
@@ -594,15 +849,48 @@ class StrataConnector(KVConnectorBase_V1):
         attn_metadata: "AttentionMetadata",
         **kwargs: Any,
     ) -> None:
-        # Blocks are saved whole (all layers) in wait_for_save, once the forward pass is done.
-        return
+        # Block mode: blocks are saved whole (all layers) in wait_for_save, after the forward pass.
+        # Layer mode: this layer's bytes of every block to save are copied now into a host
+        # snapshot at their place in the stored block (on a GPU the copy overlaps the later
+        # layers); wait_for_save PUTs the snapshots.
+        layer = self._block_layers.get(layer_name)
+        if layer is None or not self._save:
+            return
+        meta = self._get_connector_metadata()
+        if not isinstance(meta, StrataConnectorMetadata):
+            return
+        gpu = self._on_gpu()
+        for index, save in enumerate(meta.saves):
+            snapshot = self._snapshots.get(index)
+            if snapshot is None:
+                host = torch.empty(len(save.block_ids) * self._block_bytes, dtype=torch.uint8, pin_memory=gpu)
+                snapshot = self._snapshots[index] = (host, set())
+            host, captured = snapshot
+            for i, block_id in enumerate(save.block_ids):
+                cursor = i * self._block_bytes + layer.offset
+                for view in layer.views(block_id):
+                    host[cursor : cursor + view.numel()].copy_(view, non_blocking=gpu)
+                    cursor += view.numel()
+            captured.add(layer_name)
 
     def wait_for_save(self) -> None:
         meta = self._get_connector_metadata()
         assert isinstance(meta, StrataConnectorMetadata)
-        for save in meta.saves:
+        self._finish_layerwise_loads()
+        snapshots, self._snapshots = self._snapshots, {}
+        if snapshots and self._on_gpu():
+            torch.cuda.current_stream().synchronize()
+        for index, save in enumerate(meta.saves):
             self._saved_requests.add(save.req_id)
-            self._submit_save(save)
+            snapshot = snapshots.get(index)
+            if snapshot is not None and len(snapshot[1]) == len(self._block_layers):
+                host = snapshot[0]
+                base = host.data_ptr()
+                buffers = [[(base + i * self._block_bytes, self._block_bytes)] for i in range(len(save.block_ids))]
+                self._put(save, buffers, host)
+                self._stats["layer_snapshots"] += len(save.block_ids)
+            else:
+                self._submit_save(save)  # some layer was not captured: read the KV cache now
 
     def _submit_save(self, save: SaveSpec) -> None:
         store = self._store.get()
@@ -624,6 +912,14 @@ class StrataConnector(KVConnectorBase_V1):
         else:
             host = None
             buffers = [self._segments(block_id) for block_id in save.block_ids]
+        self._put(save, buffers, host)
+
+    def _put(self, save: SaveSpec, buffers: list[Any], host: torch.Tensor | None) -> None:
+        """Submits one vectored PUT of a request's new blocks (``host`` lives until it completes)."""
+        store = self._store.get()
+        if store is None:
+            self._stats["save_failures"] += len(save.hashes)
+            return
         try:
             ticket = store.submit_put(self._keys(save.hashes), buffers)
         except StrataError as error:
@@ -638,7 +934,7 @@ class StrataConnector(KVConnectorBase_V1):
     def _drain(self, timeout_s: float = 0.0) -> None:
         """Collects PUT completions; waits up to timeout_s for the first one."""
         store = self._store.get()
-        if store is None or not self._pending:
+        if store is None or not (self._pending or (self._loader is not None and self._loader.busy())):
             if store is None and self._pending:
                 # The client is gone: nothing will complete; release the requests.
                 for ticket, (req_id, count) in list(self._pending.items()):
@@ -647,20 +943,26 @@ class StrataConnector(KVConnectorBase_V1):
         if timeout_s > 0:
             select.select([store.event_fd], [], [], timeout_s)
         for completion in store.poll_completions(256):
-            entry = self._pending.get(completion.ticket)
-            if entry is None:
-                continue
-            req_id, count = entry
-            ok = completion.status == 0 and all(r == 0 for r in completion.results)
-            if not ok:
-                self._warner.warn(
-                    "Strata: saving %d blocks of request %s failed (status %d, results %s)",
-                    count,
-                    req_id,
-                    completion.status,
-                    sorted(set(completion.results)),
-                )
-            self._complete(completion.ticket, req_id, ok, count)
+            self._on_completion(completion)
+
+    def _on_completion(self, completion: Any) -> None:
+        """Routes one polled completion: a layer GET to the loader, a PUT to the save books."""
+        if self._loader is not None and self._loader.complete(completion):
+            return
+        entry = self._pending.get(completion.ticket)
+        if entry is None:
+            return
+        req_id, count = entry
+        ok = completion.status == 0 and all(r == 0 for r in completion.results)
+        if not ok:
+            self._warner.warn(
+                "Strata: saving %d blocks of request %s failed (status %d, results %s)",
+                count,
+                req_id,
+                completion.status,
+                sorted(set(completion.results)),
+            )
+        self._complete(completion.ticket, req_id, ok, count)
 
     def _complete(self, ticket: int, req_id: str, ok: bool, count: int) -> None:
         self._pending.pop(ticket, None)
@@ -697,6 +999,7 @@ class StrataConnector(KVConnectorBase_V1):
         return (done or None), None
 
     def get_block_ids_with_load_errors(self) -> set[int]:
+        self._finish_layerwise_loads()  # no-op unless wait_for_save was deferred
         errors, self._load_errors = self._load_errors, set()
         return errors
 

@@ -1,7 +1,8 @@
-// Who may hold what on a node: authenticated connections (globally, per source address, per
-// namespace) and in-flight payload bytes (globally and per namespace). A pure value: the node
-// keeps one under its lock, tests drive it directly. Every refusal names the limit that said no,
-// so one tenant or one address can use up only its own share.
+// Who may hold and ask what on a node: authenticated connections (globally, per source address,
+// per namespace), in-flight payload bytes (globally and per namespace), and each namespace's
+// request rate and probe budgets (LOOKUP keys and misses per second, token buckets). A pure value
+// with time passed in: the node keeps one under its lock, tests drive it directly. Every refusal
+// names the limit that said no, so one tenant or one address can use up only its own share.
 
 public import StrataCore
 
@@ -11,7 +12,10 @@ public struct AdmissionLimits: Hashable, Sendable {
   public var connectionsPerSourceMax: Int
   public var connectionsPerNamespaceMax: Int
   public var inflightBytesMax: Int
-  public var inflightBytesPerNamespaceMax: Int
+  /// Each namespace's in-flight bytes, request rate and probe budgets.
+  public var quotas: NamespaceQuotas
+  /// The in-flight bytes of a namespace without an override.
+  public var inflightBytesPerNamespaceMax: Int { quotas.defaults.inflightBytesMax }
 
   public init(
     connectionsMax: Int, connectionsPerSourceMax: Int, connectionsPerNamespaceMax: Int, inflightBytesMax: Int,
@@ -23,7 +27,14 @@ public struct AdmissionLimits: Hashable, Sendable {
     self.connectionsPerSourceMax = connectionsPerSourceMax
     self.connectionsPerNamespaceMax = connectionsPerNamespaceMax
     self.inflightBytesMax = inflightBytesMax
-    self.inflightBytesPerNamespaceMax = inflightBytesPerNamespaceMax
+    quotas = NamespaceQuotas(defaults: NamespaceQuota(inflightBytesMax: inflightBytesPerNamespaceMax))
+  }
+
+  /// The limits of a node configuration, with every namespace's quota (`limits.*_per_namespace`,
+  /// `namespaces:`).
+  public init(_ node: NodeConfiguration) {
+    self.init(node.limits)
+    quotas = node.quotas
   }
 
   public init(_ limits: NodeConfiguration.Limits) {
@@ -42,6 +53,21 @@ public enum AdmissionRefusal: Error, Hashable, Sendable {
   case namespaceConnections(namespace: Namespace, limit: Int)
   case inflight(limit: Int)
   case namespaceInflight(namespace: Namespace, limit: Int)
+  case requestRate(namespace: Namespace, limit: Int)
+  case lookupKeys(namespace: Namespace, limit: Int, asked: Int)
+  case misses(namespace: Namespace, limit: Int)
+
+  /// The quota or probe limit that refused, for metrics and audit lines; nil for node-wide limits.
+  public var namespaceLimit: (namespace: Namespace, name: String, isProbe: Bool)? {
+    switch self {
+    case .namespaceConnections(let namespace, _): (namespace, "connections", false)
+    case .namespaceInflight(let namespace, _): (namespace, "inflight_bytes", false)
+    case .requestRate(let namespace, _): (namespace, "requests_per_second", false)
+    case .lookupKeys(let namespace, _, _): (namespace, "lookup_keys_per_second", true)
+    case .misses(let namespace, _): (namespace, "misses_per_second", true)
+    case .connections, .sourceConnections, .inflight: nil
+    }
+  }
 
   /// The error a client is answered with: `resourceExhausted`, naming the setting.
   public var error: StrataError {
@@ -64,6 +90,21 @@ public enum AdmissionRefusal: Error, Hashable, Sendable {
         .resourceExhausted,
         "namespace '\(namespace.name)' is at its in-flight byte limit (\(limit), limits.max_inflight_bytes_per_namespace); retry"
       )
+    case .requestRate(let namespace, let limit):
+      StrataError(
+        .resourceExhausted,
+        "namespace '\(namespace.name)' is over its request rate (\(limit)/s, limits.requests_per_second_per_namespace); retry later"
+      )
+    case .lookupKeys(let namespace, let limit, let asked):
+      StrataError(
+        .resourceExhausted,
+        "probe limit: namespace '\(namespace.name)' may look up \(limit) keys a second (limits.lookup_keys_per_second_per_namespace); this LOOKUP asks \(asked); retry later"
+      )
+    case .misses(let namespace, let limit):
+      StrataError(
+        .resourceExhausted,
+        "probe limit: namespace '\(namespace.name)' had more than \(limit) misses a second (limits.misses_per_second_per_namespace); retry later"
+      )
     }
   }
 }
@@ -75,6 +116,11 @@ public struct Admission: Sendable {
   private var connectionsBySource: [String: Int] = [:]
   private var connectionsByNamespace: [Namespace: Int] = [:]
   private var inflightByNamespace: [Namespace: Int] = [:]
+  /// Rate buckets of namespaces with a rate limit; one entry per namespace that made a request
+  /// (namespaces come from configured tokens, so these stay few).
+  private var requestBuckets: [Namespace: TokenBucket] = [:]
+  private var lookupBuckets: [Namespace: TokenBucket] = [:]
+  private var missBuckets: [Namespace: TokenBucket] = [:]
 
   public init(limits: AdmissionLimits) { self.limits = limits }
 
@@ -107,8 +153,9 @@ public struct Admission: Sendable {
   public mutating func reserve(_ bytes: Int, for namespace: Namespace) throws(AdmissionRefusal) {
     guard bytes > 0 else { return }
     guard inflightBytes + bytes <= limits.inflightBytesMax else { throw .inflight(limit: limits.inflightBytesMax) }
-    guard inflightByNamespace[namespace, default: 0] + bytes <= limits.inflightBytesPerNamespaceMax else {
-      throw .namespaceInflight(namespace: namespace, limit: limits.inflightBytesPerNamespaceMax)
+    let namespaceMax = limits.quotas[namespace].inflightBytesMax
+    guard inflightByNamespace[namespace, default: 0] + bytes <= namespaceMax else {
+      throw .namespaceInflight(namespace: namespace, limit: namespaceMax)
     }
     inflightBytes += bytes
     inflightByNamespace[namespace, default: 0] += bytes
@@ -120,6 +167,47 @@ public struct Admission: Sendable {
     precondition(inflightBytes >= bytes, "Admission.release of more in-flight bytes than reserved")
     inflightBytes -= bytes
     Self.decrement(&inflightByNamespace, namespace, by: bytes)
+  }
+
+  /// Takes one request of `namespace`'s rate (`now` in nanoseconds), or refuses.
+  public mutating func admitRequest(for namespace: Namespace, now: UInt64) throws(AdmissionRefusal) {
+    guard let rate = limits.quotas[namespace].requestsPerSecond else { return }
+    guard Self.take(&requestBuckets, namespace, rate: rate, count: 1, now: now) else {
+      throw .requestRate(namespace: namespace, limit: rate)
+    }
+  }
+
+  /// Before a LOOKUP of `keys` keys or a GET (`keys` 0): takes the keys from the namespace's probe
+  /// budget and refuses while its misses are over their budget.
+  public mutating func admitProbe(keys: Int, for namespace: Namespace, now: UInt64) throws(AdmissionRefusal) {
+    let quota = limits.quotas[namespace]
+    if let rate = quota.missesPerSecond {
+      var bucket = missBuckets[namespace] ?? TokenBucket(ratePerSecond: rate, now: now)
+      let credit = bucket.hasCredit(now: now)
+      missBuckets[namespace] = bucket
+      guard credit else { throw .misses(namespace: namespace, limit: rate) }
+    }
+    if keys > 0, let rate = quota.lookupKeysPerSecond {
+      guard Self.take(&lookupBuckets, namespace, rate: rate, count: keys, now: now) else {
+        throw .lookupKeys(namespace: namespace, limit: rate, asked: keys)
+      }
+    }
+  }
+
+  /// Charges `misses` (absent LOOKUP keys, missing GET items) to the namespace's miss budget.
+  public mutating func chargeMisses(_ misses: Int, for namespace: Namespace, now: UInt64) {
+    guard misses > 0, let rate = limits.quotas[namespace].missesPerSecond else { return }
+    var bucket = missBuckets[namespace] ?? TokenBucket(ratePerSecond: rate, now: now)
+    bucket.charge(misses, now: now)
+    missBuckets[namespace] = bucket
+  }
+
+  private static func take(
+    _ buckets: inout [Namespace: TokenBucket], _ namespace: Namespace, rate: Int, count: Int, now: UInt64
+  ) -> Bool {
+    var bucket = buckets[namespace] ?? TokenBucket(ratePerSecond: rate, now: now)
+    defer { buckets[namespace] = bucket }
+    return bucket.take(count, now: now)
   }
 
   private static func decrement<Key: Hashable>(_ table: inout [Key: Int], _ key: Key, by amount: Int) {

@@ -13,11 +13,17 @@ public import StrataWire
 /// What a HELLO granted a connection.
 public struct SessionGrant: Sendable, Hashable {
   public var namespace: Namespace
-  /// May delete (admin-scoped tokens).
-  public var isAdmin: Bool
-  /// A peer node (cluster token): no ownership checks, copies or read-through on its behalf.
-  public var isPeer: Bool
+  /// What the connection may do (the token's scopes; read and write for a peer).
+  public var scopes: TokenScopes
+  /// How it was granted: a reload that takes the grant away closes the session.
+  public var credential: SessionCredential
   public var capabilities: Capabilities
+
+  /// A peer node (cluster token): no ownership checks, copies or read-through on its behalf, and
+  /// no per-namespace request or probe limits (its traffic is the cluster's, not a tenant's).
+  public var isPeer: Bool { credential == .peer }
+  /// Sees the node-wide STAT counters: `operator` tokens and peers (which read `instance`).
+  public var seesNode: Bool { isPeer || scopes.contains(.operator) }
 }
 
 extension NodeServer {
@@ -36,10 +42,26 @@ extension NodeServer {
     guard !isDraining else { throw StrataError(.unavailable, "the node is shutting down") }
     var granted: SessionGrant
     if hello.capabilities.contains(.peer) {
-      granted = try grantPeer(hello)
+      do throws(StrataError) {
+        granted = try grantPeer(hello)
+      } catch {
+        if error.code == .permissionDenied {
+          audit(
+            .authFailure, detail: "peer_refused", namespace: nil, source: source, message: error.message,
+            fingerprint: hello.token.isEmpty ? nil : tokenFingerprint(TokenDigest(secret: hello.token)))
+        }
+        throw error
+      }
     } else {
-      guard let mapped = grant(token: hello.token) else { throw StrataError(.permissionDenied, "unknown token") }
-      granted = SessionGrant(namespace: mapped.namespace, isAdmin: mapped.admin, isPeer: false, capabilities: [])
+      guard let mapped = grant(token: hello.token) else {
+        audit(
+          .authFailure, detail: hello.token.isEmpty ? "no_token" : "unknown_token", namespace: nil, source: source,
+          message: "HELLO over \(transport) with a token this node does not know",
+          fingerprint: hello.token.isEmpty ? nil : tokenFingerprint(TokenDigest(secret: hello.token)))
+        throw StrataError(.permissionDenied, "unknown token")
+      }
+      granted = SessionGrant(
+        namespace: mapped.namespace, scopes: mapped.scopes, credential: mapped.credential, capabilities: [])
     }
     try admit(source: source, namespace: granted.namespace)
     var sameHostSocket = ""
@@ -73,7 +95,7 @@ extension NodeServer {
           .permissionDenied, "the peer capability needs the cluster token (cluster.token), and none is configured")
       }
       let namespace = hello.peerNamespace.isEmpty ? Namespace.embeddedDefault : try Namespace(hello.peerNamespace)
-      return SessionGrant(namespace: namespace, isAdmin: false, isPeer: true, capabilities: [])
+      return SessionGrant(namespace: namespace, scopes: Self.peerScopes, credential: .peer, capabilities: [])
     }
     guard constantTimeEqual(hello.token, Array(clusterToken.utf8)) else {
       throw StrataError(.permissionDenied, "the peer capability needs the cluster token; this token is not it")
@@ -81,8 +103,14 @@ extension NodeServer {
     guard !hello.peerNamespace.isEmpty else {
       throw StrataError(.invalidArgument, "a peer HELLO must name the namespace it acts in (peerNamespace)")
     }
-    return SessionGrant(namespace: try Namespace(hello.peerNamespace), isAdmin: false, isPeer: true, capabilities: [])
+    return SessionGrant(
+      namespace: try Namespace(hello.peerNamespace), scopes: Self.peerScopes, credential: .peer, capabilities: [])
   }
+
+  /// What a peer node may do in the namespace it acts in: copy blocks in and out (replication,
+  /// read-through, handoff, repair). Not `delete` (no peer operation deletes), and never
+  /// `operator`: node administration is not a peer's.
+  static let peerScopes: TokenScopes = [.read, .write]
 }
 
 /// Compares secrets in time that depends on their lengths only.
@@ -107,13 +135,21 @@ struct RequestSession {
   /// Where this connection's storage calls run (see `blocking`).
   let executor: QueueExecutor
   private var ended = false
+  /// This session in the server's credential table (a reload may revoke it).
+  private let registration: Int
 
-  /// A session for a connection `authenticate` admitted; `end` must follow.
-  init(server: NodeServer, grant: SessionGrant, source: String, label: String) {
+  /// A session for a connection `authenticate` admitted; `end` must follow. `close` ends the
+  /// connection from another thread (a reload that revokes its token calls it): it must make the
+  /// transport's blocking calls fail promptly, and be safe to call at any time before `end`.
+  init(
+    server: NodeServer, grant: SessionGrant, source: String, label: String,
+    close: @escaping @Sendable () -> Void = {}
+  ) {
     self.server = server
     self.grant = grant
     self.source = source
     executor = QueueExecutor(label: "strata.\(label).storage")
+    registration = server.registerSession(grant, close: close)
   }
 
   var namespace: Namespace { grant.namespace }
@@ -122,6 +158,7 @@ struct RequestSession {
   mutating func end() {
     guard !ended else { return }
     ended = true
+    server.unregisterSession(registration)
     for lease in leases.values { server.tiers.release(lease) }
     leases.removeAll()
     server.leave(source: source, namespace: grant.namespace)
@@ -145,6 +182,19 @@ struct RequestSession {
     var failure: StrataError.Code?
     defer { observe(header, transport: transport.name, startedAt: started, error: failure) }
     do throws(StrataError) {
+      guard !server.isRevoked(registration) else {
+        throw StrataError(
+          .unavailable, "this connection's token was removed or narrowed by a configuration reload; connect again")
+      }
+      do throws(StrataError) {
+        try admitRequest(message, header: header)
+      } catch {
+        if header.payloadBytes > 0 {
+          try transport.receivePut(
+            [.skip(Int(header.payloadBytes))], deadline: transferDeadline(bytes: Int(header.payloadBytes)))
+        }
+        throw error
+      }
       try dispatch(message, header: header, over: &transport)
     } catch  where !Self.endsConnection(error) {
       server.count { $0.errorResponses += 1 }
@@ -156,6 +206,52 @@ struct RequestSession {
           "reason": "\(error.message)", "transport": "\(transport.name)",
         ])
       try respond(.error(header.opcode, ErrorBody(error)), to: header, over: &transport)
+    }
+  }
+
+  /// Checks a request against the token's scopes and, for tenants, the namespace's request rate
+  /// and probe limits. A refused request with a payload has its payload read and dropped, so the
+  /// connection stays in step.
+  private func admitRequest(_ message: WireMessage, header: FrameHeader) throws(StrataError) {
+    let needed: TokenScopes
+    let operation: String
+    var probeKeys: Int? = nil
+    switch message {
+    case .lookupRequest(let request):
+      (needed, operation, probeKeys) = (.read, "LOOKUP", request.keys.count)
+    case .getRequest: (needed, operation, probeKeys) = (.read, "GET", 0)
+    case .putRequest: (needed, operation) = (.write, "PUT")
+    case .deleteRequest: (needed, operation) = (.delete, "DELETE")
+    // STAT and RING describe the node: a tenant reads its own view, an operator the node's.
+    case .statRequest: (needed, operation) = (grant.scopes.contains(.operator) ? [] : .read, "STAT")
+    case .ringRequest: (needed, operation) = (grant.scopes.contains(.operator) ? [] : .read, "RING")
+    default: return
+    }
+    do throws(ScopeRefusal) {
+      try ScopeRefusal.check(operation, needs: needed, held: grant.scopes)
+    } catch {
+      let fingerprint: String? =
+        if case .token(let digest) = grant.credential { tokenFingerprint(digest) } else { nil }
+      server.audit(
+        .scopeDenied, detail: "\(error.missing)", namespace: namespace, source: source, message: error.error.message,
+        fingerprint: fingerprint)
+      throw error.error
+    }
+    guard !grant.isPeer else { return }
+    let now = MonotonicTime.nowNanoseconds
+    let namespace = self.namespace
+    try server.admitted(source: source) { admission throws(AdmissionRefusal) in
+      try admission.admitRequest(for: namespace, now: now)
+      if let probeKeys { try admission.admitProbe(keys: probeKeys, for: namespace, now: now) }
+    }
+  }
+
+  /// Charges misses (absent LOOKUP keys, missing GET items) to a tenant's probe budget.
+  private func chargeMisses(_ misses: Int) {
+    guard misses > 0, !grant.isPeer else { return }
+    let namespace = self.namespace
+    try? server.admitted(source: source) { admission throws(AdmissionRefusal) in
+      admission.chargeMisses(misses, for: namespace, now: MonotonicTime.nowNanoseconds)
     }
   }
 
@@ -192,9 +288,6 @@ struct RequestSession {
     case .getRequest(let request): try answerGet(request, header: header, over: &transport)
     case .putRequest(let request): try answerPut(request, header: header, over: &transport)
     case .deleteRequest(let request):
-      guard grant.isAdmin else {
-        throw StrataError(.permissionDenied, "DELETE is admin-scoped: this connection's token is not an admin token")
-      }
       let tiers = server.tiers
       let removed = request.keys.map { key in
         let id = BlockID(namespace: namespace, key: key)
@@ -204,7 +297,8 @@ struct RequestSession {
       }
       try respond(.deleteResponse(DeleteResponse(removed: removed)), to: header, over: &transport)
     case .statRequest:
-      try respond(.statResponse(StatResponse(json: server.statJSON())), to: header, over: &transport)
+      let json = grant.seesNode ? server.statJSON() : server.statJSON(of: namespace)
+      try respond(.statResponse(StatResponse(json: json)), to: header, over: &transport)
     case .goodbyeRequest:
       try respond(.goodbyeResponse(GoodbyeResponse()), to: header, over: &transport)
       throw StrataError(.unavailable, "the client said goodbye")
@@ -214,7 +308,9 @@ struct RequestSession {
       guard let cluster = server.cluster else {
         throw StrataError(.unsupported, "RING needs cluster mode; this node runs alone")
       }
-      let admin = grant.isAdmin
+      // Drain, drain_status, sync and the node-wide members report are the operator's (peers
+      // included: no peer operation needs them).
+      let admin = grant.scopes.contains(.operator)
       let answer = try blocking(on: executor) { () throws(StrataError) in
         try await cluster.answerRing(body, isAdmin: admin)
       }
@@ -238,7 +334,16 @@ struct RequestSession {
       try makeRoomForLease()
       let found = tiers.lookup(ids)
       let kind = LeaseKind.client(namespace: namespace, durationMilliseconds: UInt64(request.leaseMilliseconds))
-      let lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+      let lease: BlockLease
+      do throws(StrataError) {
+        lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+      } catch {
+        if error.code == .resourceExhausted {
+          server.audit(
+            .quotaRefused, detail: "leases", namespace: namespace, source: source, message: error.message)
+        }
+        throw error
+      }
       leases[lease.id.rawValue] = lease
       response = LookupResponse(
         tiers: zip(found, lease.blocks).map { tier, block in block == nil ? .absent : (tier == .nvme ? .nvme : .ram) },
@@ -264,6 +369,7 @@ struct RequestSession {
       let run = response.tiers.firstIndex(of: .absent) ?? response.tiers.count
       response.leadingRun = min(response.leadingRun, UInt32(run))
     }
+    chargeMisses(response.tiers.filter { $0 == .absent }.count)
     try respond(.lookupResponse(response), to: header, over: &transport)
   }
 
@@ -305,6 +411,7 @@ struct RequestSession {
     var ranges: [UnsafeRawBufferPointer?] = []
     items.reserveCapacity(ids.count)
     ranges.reserveCapacity(ids.count)
+    chargeMisses(pins.blocks.filter { $0 == nil }.count)
     var total = 0
     var corrupt: [BlockID] = []
     for (item, block) in zip(request.items, pins.blocks) {
@@ -329,7 +436,7 @@ struct RequestSession {
         "GET of \(total) bytes exceeds the \(server.configuration.limits.payloadBytesMax)-byte frame limit; split the batch"
       )
     }
-    try server.reserveInflight(total, for: namespace)
+    try server.reserveInflight(total, for: namespace, source: source)
     defer { server.releaseInflight(total, for: namespace) }
     let response = ResponseFrame(requestID: header.requestID, ringEpoch: server.epoch)
     let answered = try transport.deliverGet(
@@ -369,6 +476,7 @@ struct RequestSession {
     do throws(AdmissionRefusal) {
       try server.admission { admission throws(AdmissionRefusal) in try admission.reserve(total, for: namespace) }
     } catch {
+      server.auditRefusal(error, source: source)
       // Refused whole: the payload is read and dropped, every item answered `noSpace`.
       try transport.receivePut(skipAll, deadline: deadline)
       server.logger.debug("PUT refused", metadata: ["reason": "\(error.error.message)"])

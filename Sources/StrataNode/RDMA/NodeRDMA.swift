@@ -102,11 +102,11 @@ extension NodeServer {
     return granted
   }
 
-  /// The namespace and admin flag a token grants, or nil for an unknown token.
-  func grant(token: [UInt8]) -> (namespace: Namespace, admin: Bool)? {
-    let tokens = currentTokens
-    if tokens.isEmpty { return (.embeddedDefault, true) }
-    guard let mapped = tokens[String(decoding: token, as: UTF8.self)] else { return nil }
-    return (mapped.namespace, mapped.admin)
+  /// The namespace, scopes and credential a token grants, or nil for an unknown token. With no
+  /// tokens configured (the open embedded default) every client gets `default` with every scope.
+  func grant(token: [UInt8]) -> (namespace: Namespace, scopes: TokenScopes, credential: SessionCredential)? {
+    if currentTokens.isEmpty { return (.embeddedDefault, .all, .open) }
+    guard let mapped = matchToken(token) else { return nil }
+    return (mapped.namespace, mapped.scopes, .token(mapped.digest))
   }
 }

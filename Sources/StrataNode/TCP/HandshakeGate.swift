@@ -232,7 +232,10 @@ final class HandshakeGate: @unchecked Sendable {
       return
     }
     socket.setBlocking(true)
-    let session = RequestSession(server: server, grant: grant, source: socket.peerHost, label: transport)
+    // A reload that revokes the token shuts the socket down: the connection's blocking calls fail
+    // at once, idle or mid-transfer, and its thread ends the session.
+    let session = RequestSession(
+      server: server, grant: grant, source: socket.peerHost, label: transport, close: { socket.shutdown() })
     server.startConnection(
       socket: socket, session: session,
       hello: WireMessage.helloResponse(response).frameBytes(requestID: header.requestID, ringEpoch: server.epoch),

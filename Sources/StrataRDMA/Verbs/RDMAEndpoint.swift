@@ -316,6 +316,16 @@ public final class RDMAEndpoint: @unchecked Sendable {
     return true
   }
 
+  /// Stops the connection from another thread (a configuration reload revoked its token): moves
+  /// the queue pair to the error state, so every posted request completes flushed and the thread
+  /// waiting in `receive` or `run` sees an error at once. Touches no state of this object but the
+  /// queue pair, which libibverbs lets any thread modify; the owning thread still disconnects.
+  public func interrupt() {
+    var attributes = ibv_qp_attr()
+    attributes.qp_state = IBV_QPS_ERR
+    _ = ibv_modify_qp(id.pointee.qp, &attributes, Int32(IBV_QP_STATE.rawValue))
+  }
+
   /// The peer's address without its port, for limits per source address.
   public var peerHost: String {
     guard let address = rdma_get_peer_addr(id) else { return "rdma-peer" }

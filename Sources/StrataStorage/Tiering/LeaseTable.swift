@@ -20,8 +20,14 @@ struct LeaseLimits: Hashable, Sendable {
   /// Bytes one namespace's client leases pin, counted per lease (a block in two leases counts
   /// twice, so the bound holds however leases overlap).
   var pinnedBytesPerNamespaceMax: Int
+  /// Namespaces whose pinned-bytes limit differs from `pinnedBytesPerNamespaceMax` (`namespaces:`).
+  var pinnedBytesByNamespace: [Namespace: Int]
 
-  init(leasesMax: Int, leasesPerNamespaceMax: Int? = nil, pinnedBytesPerNamespaceMax: Int = .max) {
+  init(
+    leasesMax: Int, leasesPerNamespaceMax: Int? = nil, pinnedBytesPerNamespaceMax: Int = .max,
+    pinnedBytesByNamespace: [Namespace: Int] = [:]
+  ) {
+    self.pinnedBytesByNamespace = pinnedBytesByNamespace
     precondition(leasesMax > 0, "leasesMax must be positive")
     self.leasesMax = leasesMax
     self.leasesPerNamespaceMax = leasesPerNamespaceMax ?? leasesMax
@@ -92,11 +98,12 @@ struct LeaseTable {
         "namespace '\(namespace.name)' holds \(current.leases) leases, its limit (limits.max_leases_per_namespace)")
     }
     let bytes = blocks.reduce(0) { $0 + $1.1 }
-    guard current.pinnedBytes + bytes <= limits.pinnedBytesPerNamespaceMax else {
+    let pinnedMax = limits.pinnedBytesByNamespace[namespace] ?? limits.pinnedBytesPerNamespaceMax
+    guard current.pinnedBytes + bytes <= pinnedMax else {
       throw StrataError(
         .resourceExhausted,
         "namespace '\(namespace.name)' would pin \(current.pinnedBytes + bytes) bytes through leases, over its "
-          + "\(limits.pinnedBytesPerNamespaceMax) (limits.max_pinned_bytes_per_namespace); release leases or lease fewer blocks"
+          + "\(pinnedMax) (limits.max_pinned_bytes_per_namespace or namespaces[].pinned); release leases or lease fewer blocks"
       )
     }
     usage[namespace, default: Usage()].leases += 1

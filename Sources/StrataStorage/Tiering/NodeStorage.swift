@@ -11,9 +11,11 @@ public func nvmeDeviceFile(under path: String) -> String {
 
 extension TierManager {
   /// The tiers of a node configured by `node`. Existing device files are scanned and their
-  /// valid blocks indexed again; torn or corrupt records are dropped, never served.
+  /// valid blocks indexed again; torn or corrupt records are dropped, never served. With `faults`
+  /// (`strata serve --fault-injection` only) every device is wrapped in a FaultInjectingBlockDevice.
   public static func open(
-    _ node: NodeConfiguration, clock: any StorageClock = MonotonicClock(), logger: Logger
+    _ node: NodeConfiguration, clock: any StorageClock = MonotonicClock(), faults: DiskFaultSwitch? = nil,
+    logger: Logger
   ) throws(StrataError) -> (TierManager, RecoveryReport?) {
     let configuration = TierConfiguration(node)
     guard node.nvme.admission != .never else {
@@ -23,8 +25,8 @@ extension TierManager {
     var devices: [any BlockDevice] = []
     for path in node.effectiveNVMePaths {
       try makeDirectory(path.path)
-      devices.append(
-        try FileBlockDevice(path: nvmeDeviceFile(under: path.path), capacityBytes: Int(path.capacity.bytes)))
+      let device = try FileBlockDevice(path: nvmeDeviceFile(under: path.path), capacityBytes: Int(path.capacity.bytes))
+      devices.append(faults.map { FaultInjectingBlockDevice(device, faults: $0) } ?? device)
     }
     let (nvme, report) = try NVMeTier.recover(
       devices: devices, regionBytes: Int(node.nvme.regionSize.bytes), compression: node.nvme.compression,

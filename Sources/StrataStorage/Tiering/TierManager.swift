@@ -37,13 +37,17 @@ public struct TierConfiguration: Sendable {
   /// Background demotion starts above this fill of the RAM tier and stops below `lowWatermark`.
   public var highWatermark: Double
   public var lowWatermark: Double
+  /// Each namespace's RAM, NVMe and pinned-bytes quota (docs/security.md, "Tenants").
+  public var quotas: NamespaceQuotas
 
   public init(
     ramBytes: Int, blockBytesMax: Int, lockMemory: Bool = false, hugePages: Bool = true,
     admission: AdmissionPolicy = .always, leasesMax: Int = 65536, leaseDurationMilliseconds: UInt64 = 30_000,
     leasesPerNamespaceMax: Int? = nil, pinnedBytesPerNamespaceMax: Int = .max,
-    ioThreads: Int = 4, ioQueueDepthMax: Int = 1024, highWatermark: Double = 0.95, lowWatermark: Double = 0.85
+    ioThreads: Int = 4, ioQueueDepthMax: Int = 1024, highWatermark: Double = 0.95, lowWatermark: Double = 0.85,
+    quotas: NamespaceQuotas = NamespaceQuotas()
   ) {
+    self.quotas = quotas
     self.leasesPerNamespaceMax = leasesPerNamespaceMax ?? leasesMax
     self.pinnedBytesPerNamespaceMax = pinnedBytesPerNamespaceMax
     self.ramBytes = ramBytes
@@ -65,7 +69,7 @@ public struct TierConfiguration: Sendable {
       lockMemory: node.ram.lock, hugePages: node.ram.hugePages, admission: node.nvme.admission,
       leasesMax: node.limits.leasesMax, leaseDurationMilliseconds: node.limits.leaseDuration.milliseconds,
       leasesPerNamespaceMax: node.limits.leasesPerNamespaceMax,
-      pinnedBytesPerNamespaceMax: node.pinnedBytesPerNamespaceMax)
+      pinnedBytesPerNamespaceMax: node.pinnedBytesPerNamespaceMax, quotas: node.quotas)
   }
 }
 
@@ -91,10 +95,20 @@ public struct TierStats: Sendable, Hashable {
   public var droppedBlocks = 0
   public var checksumFailures = 0
   public var ioErrors = 0
+  /// Blocks whose demotion failed (the NVMe write erred) and that left RAM anyway: without a
+  /// handler (a single node), or when the handler found them held elsewhere.
+  public var demotionFailedDropped = 0
+  /// Blocks whose demotion failed and that stayed in RAM because the handler said no other copy
+  /// is safe (the write needing their room was refused).
+  public var demotionFailedKept = 0
   public var leasesActive = 0
   /// Transfers in progress holding pins (GET sends, copies to peers).
   public var transferPins = 0
   public var pinnedBlocks = 0
+  /// Blocks a namespace at its RAM quota evicted of its own to make room (docs/security.md).
+  public var quotaEvictedBlocks = 0
+  /// Blocks leaving RAM that were dropped, not written, because their namespace was at its NVMe quota.
+  public var nvmeQuotaDroppedBlocks = 0
 }
 
 /// One block of `TierManager.inventory()`.
@@ -142,6 +156,19 @@ public struct BlockLease: Sendable {
   public var leadingRunCount: Int { blocks.firstIndex(where: { $0 == nil }) ?? blocks.count }
 }
 
+/// What to do with a block whose demotion to NVMe failed: asked before it leaves RAM.
+public enum DemotionFailureVerdict: Sendable, Hashable {
+  /// Let it leave RAM (a copy elsewhere is safe, or losing it is accepted).
+  case drop
+  /// Keep it in RAM; the caller that needed its room is refused with the disk's error.
+  case keep
+}
+
+/// Decides about one block whose NVMe write failed during demotion; `block.bytes` stay valid for
+/// the call (the demotion holds the slot). It may take a network round trip, bounded by its own
+/// deadlines.
+public typealias DemotionFailureHandler = @Sendable (LeasedBlock, StrataError) async -> DemotionFailureVerdict
+
 /// A slot reserved for a PUT, to be filled (e.g. received from a socket straight into the arena)
 /// and then committed or aborted.
 public struct PutReservation: @unchecked Sendable {
@@ -166,7 +193,7 @@ public final class TierManager: Sendable {
 
   struct State {
     var allocator: SlabAllocator
-    var policy: S3FIFOPolicy<BlockID>
+    var policy: QuotaPartitionedPolicy
     var ram = RAMIndex()
     var leases: LeaseTable
     /// PUTs and promotions in progress.
@@ -181,15 +208,22 @@ public final class TierManager: Sendable {
     var batchPins: [BlockID: Int] = [:]
     var stats = TierStats()
 
-    /// The policy's next victim among blocks that are neither pinned nor being demoted.
-    static func pickVictim(
-      _ policy: inout S3FIFOPolicy<BlockID>, ram: RAMIndex, leases: LeaseTable,
-      batchPins: [BlockID: Int]
-    ) -> BlockID? {
-      policy.evict(where: { id in
+    /// The policy's next victim among blocks that are neither pinned nor being demoted: among
+    /// `namespace`'s own blocks when given (it is at its RAM quota), else node-wide.
+    mutating func pickVictim(from namespace: Namespace? = nil) -> BlockID? {
+      let (ram, leases, batchPins) = (self.ram, self.leases, self.batchPins)
+      let evictable = { (id: BlockID) -> Bool in
         guard let entry = ram[id] else { return true }
         return !entry.demoting && !leases.isPinned(id) && batchPins[id] == nil
-      })
+      }
+      if let namespace { return policy.evict(from: namespace, where: evictable) }
+      return policy.evict(where: evictable)
+    }
+
+    /// RAM bytes (slot sizes) `namespace` holds or has reserved.
+    func ramBytes(of namespace: Namespace) -> Int {
+      let reserved = reservations.reduce(0) { $0 + ($1.key.namespace == namespace ? $1.value.capacityBytes : 0) }
+      return (ram.usage[namespace]?.bytes ?? 0) + reserved
     }
 
     mutating func pinForBatch(_ id: BlockID) { batchPins[id, default: 0] += 1 }
@@ -218,6 +252,13 @@ public final class TierManager: Sendable {
   let nvmeAges: NVMeRegionAges
   private let pressure: AsyncStream<Void>.Continuation
   private let pressureSignals: AsyncStream<Void>
+  private let demotionFailureHandler = Mutex<DemotionFailureHandler?>(nil)
+
+  /// Asks `handler` about every block whose demotion fails from now on (the cluster layer: is
+  /// the block safe on another owner?). Without one such a block leaves RAM (a single node).
+  public func setDemotionFailureHandler(_ handler: @escaping DemotionFailureHandler) {
+    demotionFailureHandler.withLock { $0 = handler }
+  }
 
   /// A tier manager over a fresh arena and (when given) an NVMe tier already opened or recovered.
   public init(
@@ -238,11 +279,12 @@ public final class TierManager: Sendable {
     state = Mutex(
       State(
         allocator: SlabAllocator(capacityBytes: configuration.ramBytes, blockBytesMax: configuration.blockBytesMax),
-        policy: S3FIFOPolicy(capacityBytes: configuration.ramBytes),
+        policy: QuotaPartitionedPolicy(capacityBytes: configuration.ramBytes, quotas: configuration.quotas),
         leases: LeaseTable(
           limits: LeaseLimits(
             leasesMax: configuration.leasesMax, leasesPerNamespaceMax: configuration.leasesPerNamespaceMax,
-            pinnedBytesPerNamespaceMax: configuration.pinnedBytesPerNamespaceMax))))
+            pinnedBytesPerNamespaceMax: configuration.pinnedBytesPerNamespaceMax,
+            pinnedBytesByNamespace: configuration.quotas.overrides.mapValues(\.pinnedBytesMax)))))
     (pressureSignals, pressure) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     nvmeAges = NVMeRegionAges(recovered: nvme, atMilliseconds: clock.nowMilliseconds())
   }
@@ -377,7 +419,7 @@ public final class TierManager: Sendable {
       state.withLock { $0.stats.duplicatePuts += 1 }
       return nil
     }
-    let slot = try await makeRoom(bytes: bytes)
+    let slot = try await makeRoom(bytes: bytes, for: id.namespace)
     let claimed = state.withLock { state -> Bool in
       guard state.ram[id] == nil, state.reservations[id] == nil else {
         state.allocator.free(slot)
@@ -496,6 +538,9 @@ public final class TierManager: Sendable {
     let ids = state.withLock { state in Array(state.ram.keys) }
     var written = 0
     for id in ids where !nvme.contains(id) {
+      // A namespace at its NVMe quota keeps only what it has on disk.
+      let bytes = state.withLock { $0.ram[id]?.bytes } ?? 0
+      guard nvmeQuotaRoom()(id.namespace, bytes) else { continue }
       if try await persist(id) { written += 1 }
     }
     try await io.run { () throws(StrataError) in try nvme.sync() }
@@ -555,8 +600,26 @@ public final class TierManager: Sendable {
     return nvme?.contains(id) == true
   }
 
-  /// A slot of at least `bytes`, evicting (and demoting) victims until one is free.
-  private func makeRoom(bytes: Int) async throws(StrataError) -> ArenaSlot {
+  /// RAM `namespace` may pin through client leases now, in bytes.
+  public func pinnedBytes(of namespace: Namespace) -> Int {
+    state.withLock { $0.leases.usage(of: namespace).pinnedBytes }
+  }
+
+  /// A slot of at least `bytes` for a block of `namespace`: first, while the namespace would go
+  /// over its RAM quota, it evicts its own blocks (never another tenant's); then victims by the
+  /// policy until a slot is free.
+  private func makeRoom(bytes: Int, for namespace: Namespace) async throws(StrataError) -> ArenaSlot {
+    if let quota = configuration.quotas[namespace].ramBytesMax {
+      let slotBytes = state.withLock { $0.allocator.slotBytes(for: bytes) } ?? bytes
+      while state.withLock({ $0.ramBytes(of: namespace) }) + slotBytes > quota {
+        guard try await evictOne(from: namespace) else {
+          throw StrataError(
+            .resourceExhausted,
+            "namespace '\(namespace.name)' is at its RAM quota (\(quota) bytes, limits.max_ram_bytes_per_namespace or namespaces[].ram) and every one of its blocks is pinned"
+          )
+        }
+      }
+    }
     while true {
       if let slot = state.withLock({ $0.allocator.allocate(bytes: bytes) }) { return slot }
       guard try await evictOne() else {
@@ -572,15 +635,24 @@ public final class TierManager: Sendable {
     case demote(BlockID, RAMEntry)
   }
 
-  /// Evicts one block from RAM, writing it to NVMe first when admitted. False when nothing is evictable.
-  private func evictOne() async throws(StrataError) -> Bool {
+  /// Evicts one block from RAM (one of `namespace`'s own when given), writing it to NVMe first
+  /// when admitted and its namespace is under its NVMe quota. False when nothing is evictable.
+  private func evictOne(from namespace: Namespace? = nil) async throws(StrataError) -> Bool {
     let now = clock.nowMilliseconds()
+    let nvmeRoom = nvmeQuotaRoom()
     let victim: Victim? = state.withLock { state in
       state.unpinned(state.leases.expire(now: now))
-      guard let id = State.pickVictim(&state.policy, ram: state.ram, leases: state.leases, batchPins: state.batchPins),
-        var entry = state.ram[id]
-      else { return nil }
+      guard let id = state.pickVictim(from: namespace), var entry = state.ram[id] else { return nil }
+      if namespace != nil { state.stats.quotaEvictedBlocks += 1 }
       if admits(entry), let nvme, !nvme.contains(id) {
+        guard nvmeRoom(id.namespace, entry.bytes) else {
+          // Its namespace is at its NVMe quota: dropped rather than written.
+          state.ram[id] = nil
+          state.allocator.free(entry.slot)
+          state.stats.droppedBlocks += 1
+          state.stats.nvmeQuotaDroppedBlocks += 1
+          return .dropped
+        }
         entry.demoting = true
         state.ram[id] = entry
         return .demote(id, entry)
@@ -593,12 +665,35 @@ public final class TierManager: Sendable {
     guard let victim else { return false }
     guard case .demote(let id, let entry) = victim, let nvme else { return true }
     let bytes = UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes))
-    let written: Bool
+    var failure: StrataError?
     do throws(StrataError) {
       try await writeToNVMe(nvme, id, bytes, entry.checksum)
-      written = true
     } catch {
-      written = false  // counted in writeToNVMe; RAM must make room regardless
+      failure = error  // counted in writeToNVMe
+    }
+    let written = failure == nil
+    var verdict = DemotionFailureVerdict.drop
+    if let failure, let handler = demotionFailureHandler.withLock({ $0 }),
+      !state.withLock({ $0.removedWhileDemoting.contains(id) })
+    {
+      verdict = await handler(LeasedBlock(id: id, bytes: bytes, checksum: entry.checksum, foundIn: .ram), failure)
+    }
+    let kept = state.withLock { state -> Bool in
+      // Kept: back to an ordinary RAM block, evictable again (unless it was deleted meanwhile).
+      guard verdict == .keep, !state.removedWhileDemoting.contains(id), var current = state.ram[id] else {
+        return false
+      }
+      current.demoting = false
+      state.ram[id] = current
+      state.policy.insert(id, bytes: entry.slot.capacityBytes)
+      state.stats.demotionFailedKept += 1
+      return true
+    }
+    if kept, let failure {
+      throw StrataError(
+        .ioError,
+        "RAM tier full and block \(id) could not be written to NVMe (\(failure.message)); no other copy is safe, so it stays in RAM"
+      )
     }
     let removed = state.withLock { state -> Bool in
       if written {
@@ -606,6 +701,7 @@ public final class TierManager: Sendable {
         state.stats.demotedBytes += entry.bytes
       } else {
         state.stats.droppedBlocks += 1
+        state.stats.demotionFailedDropped += 1
       }
       if state.removedWhileDemoting.remove(id) != nil {
         // Deleted during the write (a re-PUT since then has its own entry and slot): release the
@@ -632,6 +728,21 @@ public final class TierManager: Sendable {
     // A block deleted while it was being written must not come back from NVMe.
     if removed && written { _ = nvme.remove(id) }
     return true
+  }
+
+  /// Whether a block of a namespace may still go to NVMe under its NVMe quota (read once per
+  /// eviction: the NVMe tier's usage per namespace is kept incrementally).
+  private func nvmeQuotaRoom() -> (Namespace, Int) -> Bool {
+    guard let nvme,
+      configuration.quotas.defaults.nvmeBytesMax != nil
+        || configuration.quotas.overrides.values.contains(where: { $0.nvmeBytesMax != nil })
+    else { return { _, _ in true } }
+    let usage = nvme.usageByNamespace()
+    let quotas = configuration.quotas
+    return { namespace, bytes in
+      guard let quota = quotas[namespace].nvmeBytesMax else { return true }
+      return (usage[namespace]?.bytes ?? 0) + bytes <= quota
+    }
   }
 
   private func admits(_ entry: RAMEntry) -> Bool {
@@ -661,7 +772,7 @@ public final class TierManager: Sendable {
   @discardableResult
   private func promote(_ id: BlockID, pinForBatch: Bool = false) async throws(StrataError) -> Bool {
     guard let nvme, let bytes = nvme.payloadBytes(of: id) else { return false }
-    let slot = try await makeRoom(bytes: bytes)
+    let slot = try await makeRoom(bytes: bytes, for: id.namespace)
     let claimed = state.withLock { state -> Bool in
       guard state.ram[id] == nil, state.reservations[id] == nil else {
         state.allocator.free(slot)

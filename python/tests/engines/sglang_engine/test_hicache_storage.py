@@ -20,11 +20,19 @@ import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from sglang.srt.mem_cache.hicache_storage import HiCacheStorage, HiCacheStorageConfig  # noqa: E402
+from sglang.srt.mem_cache.hicache_storage import (  # noqa: E402
+    HiCacheStorage,
+    HiCacheStorageConfig,
+    PoolHitPolicy,
+    PoolName,
+    PoolTransfer,
+    PoolTransferResult,
+)
 from sglang.srt.mem_cache.storage.backend_factory import StorageBackendFactory  # noqa: E402
 
 PAGE = 16
 LAYERS, HEADS, HEAD_DIM = 3, 2, 32
+LAYOUTS = ["layer_first", "page_first", "page_first_direct", "page_head"]
 HOST_POOL_METHODS = ("get_page_buffer_meta", "get_data_page", "get_dummy_flat_data_page", "set_from_flat_data_page")
 
 
@@ -52,20 +60,23 @@ class HostPool:
 
     locals().update(sglang_host_pool_methods())
 
-    def __init__(self, layout: str, pages: int, dtype=torch.bfloat16, seed: int = 0) -> None:
+    def __init__(self, layout: str, pages: int, dtype=torch.bfloat16, seed: int = 0, layers: int = LAYERS) -> None:
         self.layout = layout
         self.page_size = PAGE
         self.page_num = pages
         self.size = pages * PAGE
-        self.layer_num = LAYERS
+        self.layer_num = layers
         self.head_num = HEADS
         self.head_dim = HEAD_DIM
         self.dtype = dtype
         self.device = "cpu"
         self.pin_memory = False
+        # As MHATokenToKVPoolHost.init_kv_buffer lays kv_buffer out for each layout.
         dims = {
-            "layer_first": (2, LAYERS, self.size, HEADS, HEAD_DIM),
-            "page_first": (2, self.size, LAYERS, HEADS, HEAD_DIM),
+            "layer_first": (2, layers, self.size, HEADS, HEAD_DIM),
+            "page_first": (2, self.size, layers, HEADS, HEAD_DIM),
+            "page_first_direct": (2, pages, layers, PAGE, HEADS, HEAD_DIM),
+            "page_head": (2, pages, HEADS, PAGE, layers, HEAD_DIM),
         }[layout]
         generator = torch.Generator().manual_seed(seed)
         self.kv_buffer = torch.randn(dims, generator=generator).to(dtype)
@@ -111,7 +122,19 @@ def page_hashes(n: int, tag: str = "") -> list[str]:
     return [hashlib.sha256(f"{tag}/{i}".encode()).hexdigest() for i in range(n)]
 
 
-@pytest.mark.parametrize("layout", ["page_first", "layer_first"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_stand_in_buffer_fits_sglang_page_methods(layout):
+    """SGLang's own set_from_flat_data_page / get_data_page reshape pages to the buffer shape its
+    init_kv_buffer gives each layout: they fail on a stand-in buffer of another shape."""
+    pool = HostPool(layout, pages=3, seed=9)
+    page = torch.randn(pool.get_dummy_flat_data_page().shape, generator=torch.Generator().manual_seed(1)).to(pool.dtype)
+    before = pool.page(0)
+    pool.set_from_flat_data_page(1 * PAGE, page)
+    assert torch.equal(pool.page(1), page)
+    assert torch.equal(pool.page(0), before)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_zero_copy_pages_round_trip_byte_exact(strata_node, layout):
     source = HostPool(layout, pages=12, seed=1)
     storage = backend(strata_node.address, source)
@@ -139,8 +162,9 @@ def test_zero_copy_pages_round_trip_byte_exact(strata_node, layout):
         storage.close()
 
 
-def test_generic_interface_flat_pages(strata_node):
-    pool = HostPool("page_first", pages=4, seed=3)
+@pytest.mark.parametrize("layout", ["page_first", "page_head"])
+def test_generic_interface_flat_pages(strata_node, layout):
+    pool = HostPool(layout, pages=4, seed=3)
     storage = backend(strata_node.address, pool)
     try:
         keys = page_hashes(3, "a")
@@ -202,3 +226,79 @@ def test_missing_address_is_a_clear_error():
             ),
             None,
         )
+
+
+def test_layouts_never_share_pages(strata_node):
+    """Each host layout orders a page's bytes its own way: a page stored from one layout is a miss
+    for the others (never read scrambled), and the generic path's flat layer-first pages are a
+    format of their own."""
+    keys = page_hashes(1, "77")
+    pools = {layout: HostPool(layout, pages=2, seed=8) for layout in LAYOUTS}
+    storages = {layout: backend(strata_node.address, pool) for layout, pool in pools.items()}
+    try:
+        assert storages["page_first"].batch_set_v1(keys, pools["page_first"].indices([0])) == [True]
+        assert {layout: s.batch_exists(keys) for layout, s in storages.items()} == {
+            "layer_first": 0,
+            "page_first": 1,
+            "page_first_direct": 0,
+            "page_head": 0,
+        }
+        flat = page_hashes(1, "78")
+        assert storages["layer_first"].batch_set(flat, [pools["layer_first"].get_data_page(0)])
+        assert storages["layer_first"].exists(flat[0])
+        assert storages["layer_first"].batch_exists(flat) == 0  # zero-copy pages are another format
+    finally:
+        for storage in storages.values():
+            storage.close()
+
+
+def test_v2_pools_round_trip_and_hit_policies(strata_node):
+    """The hybrid-pool interface with the KV pool and a side pool (SWA-like, one layer): pages of
+    both pools in one call, byte for byte; batch_exists_v2 folds each pool's hit policy into the
+    usable prefix as SGLang's own backends do."""
+    kv = HostPool("page_first", pages=8, seed=11)
+    swa = HostPool("page_first", pages=8, seed=12, layers=1)
+    storage = backend(strata_node.address, kv)
+    storage.register_mem_host_pool_v2(swa, PoolName.SWA)
+    try:
+        keys = page_hashes(6, "v2")
+        assert storage.batch_set_v1(keys, kv.indices(range(6))) == [True] * 6
+        # The side pool holds only pages 0, 1, 4 and 5 (a window ends at each kept node).
+        side = [keys[i] for i in (0, 1, 4, 5)]
+        written = storage.batch_set_v2([PoolTransfer(name=PoolName.SWA, host_indices=swa.indices([0, 1, 4, 5]), keys=side)])
+        assert written == {PoolName.SWA: [True] * 4}
+
+        all_pages = storage.batch_exists_v2(
+            keys, [PoolTransfer(name=PoolName.SWA, keys=keys, hit_policy=PoolHitPolicy.ALL_PAGES)]
+        )
+        assert isinstance(all_pages, PoolTransferResult)
+        assert all_pages.kv_hit_pages == 2 and all_pages.extra_pool_hit_pages[PoolName.SWA] == 2
+        trailing = storage.batch_exists_v2(
+            keys, [PoolTransfer(name=PoolName.SWA, keys=keys[:2], hit_policy=PoolHitPolicy.TRAILING_PAGES)]
+        )
+        assert trailing.kv_hit_pages == 6
+        assert trailing.restorable_prefix_pages == [1, 2, 6]
+        assert storage.batch_exists_v2(keys[:3] + page_hashes(1, "no") + keys[4:], []).kv_hit_pages == 3
+        with pytest.raises(ValueError, match="hit policy"):
+            storage.batch_exists_v2(keys, [PoolTransfer(name=PoolName.SWA, keys=keys, hit_policy=PoolHitPolicy.BLOCK_GROUPS)])
+
+        kv_dst = HostPool("page_first", pages=8, seed=13)
+        swa_dst = HostPool("page_first", pages=8, seed=14, layers=1)
+        storage.register_mem_pool_host(kv_dst)
+        storage.register_mem_host_pool_v2(swa_dst, PoolName.SWA)
+        got = storage.batch_get_v2(
+            [
+                PoolTransfer(name=PoolName.KV, host_indices=kv_dst.indices([7, 6]), keys=keys[:2]),
+                PoolTransfer(name=PoolName.SWA, host_indices=swa_dst.indices([3, 2, 1]), keys=[keys[5], keys[2], keys[4]]),
+            ]
+        )
+        assert got == {PoolName.KV: [True, True], PoolName.SWA: [True, False, True]}
+        assert torch.equal(kv_dst.page(7), kv.page(0)) and torch.equal(kv_dst.page(6), kv.page(1))
+        assert torch.equal(swa_dst.page(3), swa.page(5)) and torch.equal(swa_dst.page(1), swa.page(4))
+        assert not torch.equal(swa_dst.page(2), swa.page(2))  # the missing page is left alone
+        # KV and SWA pages of the same hash are different blocks.
+        assert storage.batch_exists(page_hashes(6, "v2")) == 6
+        with pytest.raises(ValueError, match="not registered"):
+            storage.batch_get_v2([PoolTransfer(name=PoolName.MAMBA, host_indices=kv.indices([0]), keys=keys[:1])])
+    finally:
+        storage.close()

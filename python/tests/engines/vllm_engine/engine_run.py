@@ -16,8 +16,14 @@ import sys
 import time
 
 
-def make_model(folder: str, layers: int = 2, hidden: int = 128, heads: int = 2, seed: int = 0) -> None:
-    """A small Llama with random weights, written offline (no download, no tokenizer)."""
+def make_model(
+    folder: str, layers: int = 2, hidden: int = 128, heads: int = 2, seed: int = 0, sliding_window: int = 0
+) -> None:
+    """A small Llama with random weights, written offline (no download, no tokenizer).
+
+    ``sliding_window`` > 0 makes it hybrid: even layers attend within that window (vLLM's Llama
+    reads ``layer_types``), odd layers attend to everything.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -35,6 +41,14 @@ def make_model(folder: str, layers: int = 2, hidden: int = 128, heads: int = 2, 
         # Large weights make the next token depend strongly on the context, so a wrong KV block
         # changes the output instead of hiding behind near-uniform logits.
         initializer_range=0.5,
+        **(
+            {
+                "sliding_window": sliding_window,
+                "layer_types": ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)],
+            }
+            if sliding_window
+            else {}
+        ),
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.float32)

@@ -101,6 +101,76 @@ def test_fresh_engine_loads_saved_prefix_and_only_shared_blocks(populated, model
     node.wait_for(lambda: node.blocks_stored() == 6, "6 blocks stored")
 
 
+def test_layer_mode_loads_layer_by_layer_what_block_mode_saved(populated, model, reference):
+    """strata.load_mode "layer": one ranged GET per layer, awaited by that layer's attention; the
+    blocks engine process 1 stored whole load the same, byte for byte (same keys, same format)."""
+    node = populated
+    # PARTIAL shares 3 full blocks with PROMPT; its 4th is stored once an earlier test computed it.
+    shared = 4 if node.blocks_stored() == 6 else 3
+    served_before = node.bytes_served()
+    result, log = run_engine(model, node.address, [PROMPT, PARTIAL], extra={"strata.load_mode": "layer"})
+    full, partial = result["results"]
+    assert "load mode layer (1 per GET)" in log
+    assert full["num_cached_tokens"] == 5 * BLOCK and partial["num_cached_tokens"] == shared * BLOCK
+    assert full["tokens"] == reference["results"][0]["tokens"]
+    assert partial["tokens"] == reference["results"][1]["tokens"]
+    # Two requests, two layers: four GETs whose ranges add up to the whole blocks loaded.
+    assert f"'blocks_loaded': {5 + shared}" in log and "'load_failures': 0" in log and "'layer_gets': 4" in log
+    # Each layer's attention waited for its layer in both loading steps.
+    assert "'layer_waits': 4" in log, log[-3000:]
+    assert (node.bytes_served() - served_before) // BLOCK_BYTES == 5 + shared
+
+
+@pytest.fixture(scope="module")
+def hybrid_model(tmp_path_factory) -> Path:
+    """The tiny Llama made hybrid: layer 0 attends within 64 tokens, layer 1 to everything."""
+    folder = tmp_path_factory.mktemp("tiny-hybrid")
+    subprocess.run(
+        [sys.executable, str(RUNNER), "make-model", str(folder), "2", "128", "2", "0", str(2 * BLOCK)],
+        check=True,
+        timeout=300,
+    )
+    return folder
+
+
+def test_hybrid_sliding_window_model_saved_layer_wise_loads_in_a_fresh_engine(tmp_path, hybrid_model):
+    """A sliding-window + full-attention model. vLLM gives a connector without hybrid-allocator
+    support one KV cache group (sliding-window layers keep every block), so Strata serves it as
+    any model: process 1 (layer mode) snapshots each layer as it is computed and stores 5 blocks;
+    a fresh process 2 (block mode) loads them and yields process 1's tokens."""
+    node = StrataNode(tmp_path / "node").start()
+    try:
+        first, log = run_engine(hybrid_model, node.address, [PROMPT], extra={"strata.load_mode": "layer"})
+        assert "Turning off hybrid kv cache manager" in log, "the model is not hybrid: the test proves nothing"
+        assert first["results"][0]["num_cached_tokens"] == 0
+        assert "'layer_snapshots': 5" in log, log[-3000:]
+        node.wait_for(lambda: node.blocks_stored() == 5, "5 blocks stored")
+        second, _ = run_engine(hybrid_model, node.address, [PROMPT])
+        assert second["results"][0]["num_cached_tokens"] == 5 * BLOCK
+        assert second["results"][0]["tokens"] == first["results"][0]["tokens"]
+    finally:
+        node.stop()
+
+
+def test_forcing_the_hybrid_manager_with_the_connector_is_refused_at_start(hybrid_model):
+    """With the hybrid KV cache manager asked for explicitly, vLLM refuses the connector (it does
+    not declare SupportsHMA) while the engine starts: an error naming the cause and the flag to
+    set, and an ordinary exit, not a crash mid-serving."""
+    spec = {
+        "model": str(hybrid_model),
+        "node": "127.0.0.1:9",
+        "prompts": [PROMPT],
+        "llm_args": {"disable_hybrid_kv_cache_manager": False},
+    }
+    completed = subprocess.run(
+        [sys.executable, str(RUNNER), json.dumps(spec)], capture_output=True, text=True, timeout=ENGINE_DEADLINE_S
+    )
+    log = completed.stdout + completed.stderr
+    assert completed.returncode == 1, log[-4000:]
+    assert "Connector StrataConnector does not support HMA but HMA is enabled" in log, log[-4000:]
+    assert "RESULT" not in completed.stdout
+
+
 def test_engine_completes_when_node_hangs(populated, model, reference):
     """A node that answers nothing (SIGSTOP) costs the client timeout, then recompute."""
     node = populated

@@ -8,6 +8,8 @@ Every phase is a fresh engine process (engine_run.py) with prefix caching off, o
   hit        a fresh engine with the connector: the shared prefix is loaded from Strata and only
              the suffix is computed (median of --repeat runs; each run loads again)
   miss       the same engine, a prompt with no stored prefix: the connector's cost on a miss
+  layer hit  a fresh engine with strata.load_mode "layer" (one ranged GET per layer, each layer's
+             attention waiting only for its own), median of --repeat runs
 
 TTFT is the wall time of generate() with max_tokens=1 (prefill plus one token).
 """
@@ -76,6 +78,8 @@ def main() -> None:
             node.wait_for(lambda: node.blocks_stored() >= len(populate) // block, "prefix blocks stored", 120)
             stored_bytes = sum(v for k, v in node.metrics().items() if k.startswith("strata_tier_bytes{"))
             hit = run({**common, "node": node.address, "prompts": [probe] * args.repeat + [novel]})
+            layer_hit = run({**common, "node": node.address, "prompts": [probe] * args.repeat,
+                             "extra": {"strata.load_mode": "layer"}})
         finally:
             node.stop()
 
@@ -83,6 +87,8 @@ def main() -> None:
     hits = hit["results"][: args.repeat]
     hit_s = statistics.median(r["seconds"] for r in hits)
     miss = hit["results"][-1]
+    layer_hit_s = statistics.median(r["seconds"] for r in layer_hit["results"])
+    assert all(r["num_cached_tokens"] == hits[0]["num_cached_tokens"] for r in layer_hit["results"])
     cached = hits[0]["num_cached_tokens"]
     kv_bytes = cached * 2 * args.layers * args.hidden * 4  # K and V, every layer, fp32
     result = {
@@ -96,6 +102,8 @@ def main() -> None:
         "kv_bytes_loaded": int(kv_bytes),
         "populate_ttft_s": populated["results"][0]["seconds"],
         "miss_with_connector_ttft_s": miss["seconds"],
+        "strata_hit_layer_mode_ttft_s": layer_hit_s,
+        "layer_hit_runs_s": [r["seconds"] for r in layer_hit["results"]],
         "miss_cached_tokens": miss["num_cached_tokens"],
         "recompute_runs_s": [r["seconds"] for r in recompute["results"]],
         "hit_runs_s": [r["seconds"] for r in hits],
@@ -108,6 +116,7 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| {len(probe)} tokens, recompute (no connector) | {recompute_s * 1000:.0f} ms | 0 |")
     print(f"| {len(probe)} tokens, Strata hit ({cached} tokens loaded, {kv_bytes / 2**20:.0f} MiB) | {hit_s * 1000:.0f} ms | {cached} |")
+    print(f"| {len(probe)} tokens, Strata hit, layer mode (one ranged GET per layer) | {layer_hit_s * 1000:.0f} ms | {cached} |")
     print(f"| {len(novel)} tokens, connector on a miss (lookup + save) | {miss['seconds'] * 1000:.0f} ms | {miss['num_cached_tokens']} |")
     print(f"\nspeedup (recompute / hit): {recompute_s / hit_s:.1f}x")
     if args.json:
