@@ -129,7 +129,9 @@ private struct ConfigurationReader {
   mutating func read(_ root: Yams.Node, into config: inout NodeConfiguration) {
     let top = fields(
       root, "",
-      known: ["node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin", "namespaces", "same_host"])
+      known: [
+        "node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin", "namespaces", "same_host",
+      ])
     if let node = top["node"] {
       let fields = fields(node, "node", known: ["id", "zone"])
       if let value = fields["id"].flatMap({ string($0, "node.id") }) { config.node.id = value }
