@@ -68,7 +68,7 @@ let package = Package(
       swiftSettings: strictSwift),
     .target(
       name: "StrataTCP",
-      dependencies: ["StrataCore", "CStrataLinux"],
+      dependencies: ["StrataCore", "CStrataLinux", "COpenSSL"],
       path: "Sources/StrataTCP",
       swiftSettings: strictSwift),
     // RDMA verbs transport: rdma_cm connections, credits, one-sided batches (docs/rdma.md).
@@ -109,6 +109,7 @@ let package = Package(
       name: "StrataCluster",
       dependencies: [
         "StrataCore", "StrataPlacement", "StrataStorage", "StrataNode", "StrataClient", "StrataWire", "StrataEtcd",
+        "StrataTCP",
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/StrataCluster",
@@ -120,7 +121,7 @@ let package = Package(
       swiftSettings: strictSwift),
     .target(
       name: "StrataClientC",
-      dependencies: ["StrataClient", "StrataCore", "StrataWire"],
+      dependencies: ["StrataClient", "StrataCore", "StrataWire", "StrataTCP"],
       path: "Sources/StrataClientC",
       swiftSettings: strictSwift),
     .executableTarget(

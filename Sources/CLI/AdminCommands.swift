@@ -22,6 +22,8 @@ struct AdminOptions: ParsableArguments {
   @Flag(help: "Print JSON instead of a table.")
   var json = false
 
+  @OptionGroup var tls: TLSOptions
+
   func client() throws(StrataError) -> AdminClient {
     let address: HostPort
     do {
@@ -30,7 +32,8 @@ struct AdminOptions: ParsableArguments {
       throw StrataError(.invalidArgument, "--admin: \(error.message)")
     }
     let fromEnvironment = getenv("STRATA_ADMIN_TOKEN").map { String(cString: $0) } ?? ""
-    return AdminClient(address: address, token: token ?? fromEnvironment, timeoutMilliseconds: timeoutMs)
+    return AdminClient(
+      address: address, token: token ?? fromEnvironment, timeoutMilliseconds: timeoutMs, tls: try tls.context())
   }
 }
 

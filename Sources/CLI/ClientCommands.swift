@@ -4,6 +4,7 @@
 import ArgumentParser
 import StrataClient
 import StrataCore
+import StrataTCP
 import StrataWire
 
 #if canImport(Glibc)
@@ -22,6 +23,8 @@ struct NodeOptions: ParsableArguments {
 
   @Option(help: "Credentials the node maps to a namespace.")
   var token: String = ""
+
+  @OptionGroup var tls: TLSOptions
 
   @Option(help: "Timeout of each request, in milliseconds.")
   var timeoutMs: UInt64 = 30_000
@@ -55,8 +58,35 @@ struct NodeOptions: ParsableArguments {
     configuration.timeoutMilliseconds = timeoutMs
     configuration.connections = connections
     configuration.clientName = "strata-cli"
+    configuration.tls = try tls.context()
     adjust(&configuration)
     return StrataClient(configuration)
+  }
+}
+
+/// TLS to the node: the CA that signed its certificate, and an optional client certificate.
+struct TLSOptions: ParsableArguments {
+  @Option(help: ArgumentHelp("Speak TLS, trusting the CA certificates (PEM) in this file.", valueName: "file"))
+  var tlsCa: String?
+
+  @Option(help: ArgumentHelp("With --tls-ca: the client certificate (PEM) to present.", valueName: "file"))
+  var tlsCert: String?
+
+  @Option(help: ArgumentHelp("With --tls-cert: its private key (PEM).", valueName: "file"))
+  var tlsKey: String?
+
+  /// The client context the options describe; nil without --tls-ca.
+  func context() throws(StrataError) -> TLSContext? {
+    guard let tlsCa else {
+      guard tlsCert == nil && tlsKey == nil else {
+        throw StrataError(.invalidArgument, "--tls-cert and --tls-key need --tls-ca (the CA of the node's certificate)")
+      }
+      return nil
+    }
+    guard (tlsCert == nil) == (tlsKey == nil) else {
+      throw StrataError(.invalidArgument, "--tls-cert and --tls-key go together")
+    }
+    return try TLSContext.client(TLSFiles(certificate: tlsCert ?? "", key: tlsKey ?? "", trusted: tlsCa))
   }
 }
 

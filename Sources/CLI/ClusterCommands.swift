@@ -21,6 +21,8 @@ struct ClusterOptions: ParsableArguments {
   @Option(help: "Credentials (an admin token for drain).")
   var token: String = ""
 
+  @OptionGroup var tls: TLSOptions
+
   @Option(help: "Timeout of each request, in milliseconds.")
   var timeoutMs: UInt64 = 10_000
 
@@ -34,6 +36,7 @@ struct ClusterOptions: ParsableArguments {
     configuration.connections = 1
     configuration.retries = 0
     configuration.clientName = "strata-cli"
+    configuration.tls = try tls.context()
     return StrataClient(configuration)
   }
 }

@@ -38,6 +38,8 @@ func startAdmin(
     )
   }
   administration.start()
-  print("strata admin API at http://\(administration.address) (metrics: \(administration.metricsURL))")
+  print(
+    "strata admin API at \(server.tls == nil ? "http" : "https")://\(administration.address) (metrics: \(administration.metricsURL))"
+  )
   return administration
 }

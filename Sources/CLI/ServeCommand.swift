@@ -11,6 +11,7 @@ import StrataCluster
 import StrataCore
 import StrataNode
 import StrataStorage
+import StrataTCP
 
 #if canImport(Glibc)
   import Glibc
@@ -66,6 +67,20 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "The data-plane HOST:PORT peers and clients reach this node at (default: the listen address).")
   var advertise: String?
 
+  @Option(help: ArgumentHelp("TLS: this node's certificate chain (PEM); with --tls-key.", valueName: "file"))
+  var tlsCert: String?
+
+  @Option(help: ArgumentHelp("TLS: the private key of --tls-cert (PEM).", valueName: "file"))
+  var tlsKey: String?
+
+  @Option(
+    help: ArgumentHelp(
+      "TLS: the cluster CA (PEM): node certificates chain to it; peers must present one.", valueName: "file"))
+  var tlsCa: String?
+
+  @Flag(help: "Listen beyond loopback even without tokens or TLS (refused otherwise).")
+  var insecure = false
+
   @Flag(help: "Print the resolved configuration and exit without opening storage.")
   var dryRun = false
 
@@ -106,6 +121,19 @@ struct Serve: AsyncParsableCommand {
         var clusterSettings = ClusterNode.Settings(
           configuration: settings, nodeID: nodeID, advertise: advertised,
           capacityBytes: UInt64(stats.ramCapacityBytes + stats.nvmeCapacityBytes))
+        if settings.tls.enabled {
+          // Peers are reached over TLS with this node's certificate, verified with the cluster CA.
+          clusterSettings.peerTLS = try TLSContext.client(
+            TLSFiles(
+              certificate: settings.tls.certificate, key: settings.tls.key, trusted: settings.tls.clusterCA,
+              kernel: settings.tls.kernel))
+        }
+        if settings.cluster.etcd.lowercased().contains("https://") {
+          let ca = settings.cluster.etcdCA.isEmpty ? settings.tls.clusterCA : settings.cluster.etcdCA
+          clusterSettings.etcdTLS = try TLSContext.client(
+            TLSFiles(
+              certificate: settings.cluster.etcdCertificate, key: settings.cluster.etcdKey, trusted: ca, kernel: false))
+        }
         clusterSettings.instance = server.instance
         let node = ClusterNode(settings: clusterSettings, tiers: tiers, logger: logger)
         node.setOnDrained { signals.trigger("drained") }
@@ -117,8 +145,18 @@ struct Serve: AsyncParsableCommand {
       let administration = try startAdmin(
         settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, cluster: cluster,
         faultInjection: faultInjection, diskFaults: diskFaults, logger: logger)
-      logger.info("listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)"])
-      if let path = server.sameHostPath { logger.info("same-host path listening", metadata: ["socket": "\(path)"]) }
+      let security = server.tls == nil ? "plaintext" : "TLS 1.3"
+      logger.info(
+        "listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)", "security": "\(security)"])
+      if settings.insecure && !settings.listen.isLoopback {
+        logger.warning(
+          "insecure: true: listening beyond loopback\(settings.auth.tokens.isEmpty ? " without tokens" : "")\(server.tls == nil ? " without TLS" : "")"
+        )
+      }
+      if let path = server.sameHostPath {
+        // Local only (socket mode 0660, node id checked): plaintext even when the TCP port speaks TLS.
+        logger.info("same-host path listening", metadata: ["socket": "\(path)", "security": "plaintext"])
+      }
       let plain = settings.auth.tokens.indices.filter { settings.auth.tokens[$0].givenInPlain }
       if !plain.isEmpty {
         // Accepted for development; a deployment stores digests only (strata token hash).
@@ -171,6 +209,10 @@ struct Serve: AsyncParsableCommand {
     if let writeQuorum { settings.cluster.writeQuorum = writeQuorum }
     if let zone { settings.node.zone = zone }
     if let nodeId { settings.node.id = nodeId }
+    if let tlsCert { settings.tls.certificate = tlsCert }
+    if let tlsKey { settings.tls.key = tlsKey }
+    if let tlsCa { settings.tls.clusterCA = tlsCa }
+    if insecure { settings.insecure = true }
     if let advertise {
       settings.cluster.advertise = try flag("--advertise") { () throws(StrataError) in try HostPort(parsing: advertise)
       }

@@ -2,7 +2,7 @@
 // JSON bodies, error bodies turned back into StrataErrors with their codes.
 
 public import StrataCore
-import StrataTCP
+public import StrataTCP
 
 #if canImport(Glibc)
   import Glibc
@@ -23,17 +23,20 @@ public struct AdminClient: Sendable {
   public var address: HostPort
   public var token: String
   public var timeoutMilliseconds: UInt64
+  /// HTTPS: the CA of the node's certificate (and a client certificate); nil: plain HTTP.
+  public var tls: TLSContext?
 
-  public init(address: HostPort, token: String = "", timeoutMilliseconds: UInt64 = 30_000) {
+  public init(address: HostPort, token: String = "", timeoutMilliseconds: UInt64 = 30_000, tls: TLSContext? = nil) {
     self.address = address
     self.token = token
     self.timeoutMilliseconds = timeoutMilliseconds
+    self.tls = tls
   }
 
   /// Sends one request and returns whatever status came back. Throws `unavailable` when the
   /// node cannot be reached, `protocolError` for a reply that is not HTTP.
   public func send(_ method: String, _ path: String, body: JSONValue? = nil) throws(StrataError) -> AdminReply {
-    let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds)
+    let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds, tls: tls)
     defer { socket.shutdown() }
     let payload = body.map { Array($0.encoded.utf8) } ?? []
     var head = "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\nAccept: application/json\r\n"
@@ -44,15 +47,19 @@ public struct AdminClient: Sendable {
     var received: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)
     while true {
-      let count = chunk.withUnsafeMutableBytes { recv(socket.descriptor, $0.baseAddress, $0.count, 0) }
-      if count < 0 && errno == EINTR { continue }
-      if count < 0 {
-        throw StrataError(.unavailable, "admin API at \(address): \(String(cString: strerror(errno)))")
+      let outcome: Result<Int, StrataError> = chunk.withUnsafeMutableBytes { raw in
+        do throws(StrataError) { return .success(try socket.readSome(raw)) } catch { return .failure(error) }
       }
-      if count == 0 { break }
-      received.append(contentsOf: chunk[0..<count])
+      switch outcome {
+      case .success(let count): received.append(contentsOf: chunk[0..<count])
+      case .failure(let error):
+        // The reply ends where the node closes (Connection: close).
+        if error.code == .unavailable && error.message.hasSuffix("closed the connection") {
+          return try parseReply(received)
+        }
+        throw StrataError(error.code, "admin API at \(address): \(error.message)")
+      }
     }
-    return try parseReply(received)
   }
 
   /// Sends one request and returns its JSON body; an error status throws the StrataError the

@@ -6,6 +6,7 @@ import Dispatch
 public import Logging
 public import StrataCore
 public import StrataNode
+public import StrataTCP
 import Synchronization
 
 /// A request to an admin route.
@@ -97,6 +98,10 @@ public final class AdminServer: Sendable {
       self.workers = workers
     }
 
+    /// The TLS context new admin connections handshake with (read at each accept, so a reload's
+    /// certificates apply to new connections); nil or returning nil: plaintext HTTP.
+    public var tls: (@Sendable () -> TLSContext?)?
+
     /// The admin settings of a node configuration: its tokens with the `operator` scope may call
     /// the API.
     public init(_ node: NodeConfiguration) {
@@ -140,7 +145,7 @@ public final class AdminServer: Sendable {
       requestTimeoutMilliseconds: configuration.requestTimeoutMilliseconds,
       workers: configuration.workers)
     let server = try HTTPServer(
-      listen: configuration.listen, limits: limits, logger: logger, inline: AdminServer.isProbe
+      listen: configuration.listen, limits: limits, logger: logger, tls: configuration.tls, inline: AdminServer.isProbe
     ) { [weak self] request in
       guard let self else { return HTTPResponse(status: 503, contentType: "text/plain", body: []) }
       return self.answer(request)

@@ -64,6 +64,13 @@ extension NodeConfiguration {
     compare("admin.enabled", \.admin.enabled)
     compare("admin.connections", \.admin.connectionsMax)
     compare("admin.request_timeout", \.admin.requestTimeout)
+    compare("tls.cert", \.tls.certificate)
+    compare("tls.key", \.tls.key)
+    compare("tls.ca", \.tls.clusterCA)
+    compare("tls.client_ca", \.tls.clientCA)
+    compare("tls.require_client_cert", \.tls.requireClientCertificate)
+    compare("tls.kernel", \.tls.kernel)
+    compare("insecure", \.insecure)
     return changed
   }
 }

@@ -3,7 +3,8 @@
 // idle client costs a buffer and a poll slot, never a thread; every request must arrive whole
 // within a deadline; probes (/health, /ready) are answered on the loop itself, so they never
 // wait behind other admin calls; at the connection limit the oldest connection that is not
-// being answered makes room for the new one.
+// being answered makes room for the new one. With TLS, each connection's handshake runs on the
+// loop too, step by step, within the request deadline.
 
 import Dispatch
 import Foundation
@@ -99,6 +100,7 @@ final class HTTPServer: Sendable {
   private let limits: HTTPServerLimits
   private let handler: Handler
   private let inline: @Sendable (HTTPRequest) -> Bool
+  private let tls: (@Sendable () -> TLSContext?)?
   private let logger: Logger
   private let wakePipe: (read: Int32, write: Int32)
   private let shared = Mutex(Shared())
@@ -127,8 +129,8 @@ final class HTTPServer: Sendable {
   }
 
   init(
-    listen: HostPort, limits: HTTPServerLimits, logger: Logger, inline: @escaping @Sendable (HTTPRequest) -> Bool,
-    handler: @escaping Handler
+    listen: HostPort, limits: HTTPServerLimits, logger: Logger, tls: (@Sendable () -> TLSContext?)? = nil,
+    inline: @escaping @Sendable (HTTPRequest) -> Bool, handler: @escaping Handler
   ) throws(StrataError) {
     precondition(limits.connectionsMax > 0 && limits.workers > 0 && limits.requestTimeoutMilliseconds > 0)
     listener = try TCPListener(binding: listen)
@@ -141,6 +143,7 @@ final class HTTPServer: Sendable {
     self.limits = limits
     self.handler = handler
     self.inline = inline
+    self.tls = tls
     self.logger = logger
   }
 
@@ -218,6 +221,8 @@ final class HTTPServer: Sendable {
   /// Every connection's state; touched by the event-loop thread only.
   private struct EventLoop {
     enum Phase {
+      /// In the TLS handshake (waiting to read, or to write when `wantsWrite`).
+      case handshaking
       /// Reading a request (or waiting for one on a kept-alive connection).
       case reading
       /// A worker is answering the request.
@@ -240,6 +245,44 @@ final class HTTPServer: Sendable {
       var output: [UInt8] = []
       var written = 0
       var closesAfterWrite = false
+      /// The TLS session every byte goes through; nil for plaintext HTTP.
+      var tls: TLSSession?
+      var wantsWrite = false
+
+      /// Receives into `buffer`: a count, 0 when nothing is there now, -1 at the end or on an error.
+      func receive(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+        if let tls {
+          switch tls.read(buffer.baseAddress!, buffer.count) {
+          case .moved(let count): return count
+          case .wouldBlock: return 0
+          case .closed, .failed: return -1
+          }
+        }
+        while true {
+          let count = recv(descriptor, buffer.baseAddress, buffer.count, 0)
+          if count > 0 { return count }
+          if count < 0 && errno == EINTR { continue }
+          if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return 0 }
+          return -1
+        }
+      }
+
+      /// Sends from `buffer`: a count, 0 when the socket takes nothing now, -1 on an error.
+      func transmit(_ buffer: UnsafeRawBufferPointer) -> Int {
+        if let tls {
+          switch tls.write(buffer.baseAddress!, buffer.count) {
+          case .moved(let count): return count
+          case .wouldBlock: return 0
+          case .closed, .failed: return -1
+          }
+        }
+        while true {
+          let sent = send(descriptor, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL))
+          if sent >= 0 { return sent }
+          if errno == EINTR { continue }
+          return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1
+        }
+      }
     }
 
     let server: HTTPServer
@@ -268,7 +311,8 @@ final class HTTPServer: Sendable {
         // A connection being answered is not polled (nor timed): its worker hands the response back.
         for (id, connection) in connections where connection.phase != .answering {
           nextDeadline = min(nextDeadline, connection.deadline)
-          let events = connection.phase == .writing ? POLLOUT : POLLIN
+          let writes = connection.phase == .writing || (connection.phase == .handshaking && connection.wantsWrite)
+          let events = writes ? POLLOUT : POLLIN
           pollSet.append(pollfd(fd: connection.descriptor, events: Int16(events), revents: 0))
           ids.append(id)
         }
@@ -280,6 +324,7 @@ final class HTTPServer: Sendable {
         takeCompletions()
         for (index, id) in ids.enumerated() where pollSet[index + 2].revents != 0 {
           switch connections[id]?.phase {
+          case .handshaking: handshake(id)
           case .reading: read(id)
           case .writing: flush(id)
           case .lingering: discard(id)
@@ -333,7 +378,16 @@ final class HTTPServer: Sendable {
           continue
         }
         let now = nowMilliseconds()
-        connections[nextID] = Connection(descriptor: fd, deadline: now + timeout, since: now)
+        var connection = Connection(descriptor: fd, deadline: now + timeout, since: now)
+        if let context = server.tls?() {
+          guard let session = try? TLSSession(context: context, descriptor: fd) else {
+            close(fd)
+            continue
+          }
+          connection.tls = session
+          connection.phase = .handshaking
+        }
+        connections[nextID] = connection
         nextID += 1
         server.shared.withLock {
           $0.stats.connectionsAccepted += 1
@@ -353,24 +407,52 @@ final class HTTPServer: Sendable {
       return true
     }
 
+    /// Advances a TLS handshake; once done, the connection reads its request.
+    private mutating func handshake(_ id: Int) {
+      guard let session = connections[id]?.tls else { return }
+      do throws(StrataError) {
+        switch try session.handshake(peer: "admin client") {
+        case .wantRead: connections[id]!.wantsWrite = false
+        case .wantWrite: connections[id]!.wantsWrite = true
+        case .done:
+          connections[id]!.phase = .reading
+          server.logger.debug("admin TLS connection", metadata: ["tls_mode": "\(session.mode.rawValue)"])
+          read(id)  // the request may have come with the handshake's last flight
+        }
+      } catch {
+        server.shared.withLock { $0.stats.refusedMalformed += 1 }
+        server.logger.info("admin connection refused: TLS handshake failed", metadata: ["reason": "\(error.message)"])
+        drop(id)
+      }
+    }
+
     /// Reads and drops what a lingering connection sends; closes it at its end.
     private mutating func discard(_ id: Int) {
       var chunk = [UInt8](repeating: 0, count: 16 << 10)
-      let count = chunk.withUnsafeMutableBytes { recv(connections[id]!.descriptor, $0.baseAddress, $0.count, 0) }
-      if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return }
-      if count <= 0 { drop(id) }
+      while true {
+        let count = chunk.withUnsafeMutableBytes { connections[id]!.receive($0) }
+        if count == 0 { return }
+        if count < 0 {
+          drop(id)
+          return
+        }
+      }
     }
 
+    /// Reads what arrived (with TLS: every record already decrypted too, which poll cannot see).
     private mutating func read(_ id: Int) {
       var chunk = [UInt8](repeating: 0, count: 16 << 10)
-      let count = chunk.withUnsafeMutableBytes { recv(connections[id]!.descriptor, $0.baseAddress, $0.count, 0) }
-      if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return }
-      guard count > 0 else {
-        drop(id)
-        return
+      while connections[id]?.phase == .reading {
+        let count = chunk.withUnsafeMutableBytes { connections[id]!.receive($0) }
+        if count == 0 { return }
+        guard count > 0 else {
+          drop(id)
+          return
+        }
+        connections[id]!.parser.append(chunk[0..<count])
+        parse(id)
+        if connections[id]?.tls == nil { return }
       }
-      connections[id]!.parser.append(chunk[0..<count])
-      parse(id)
     }
 
     /// Answers the request the connection's bytes hold, if whole.
@@ -436,12 +518,9 @@ final class HTTPServer: Sendable {
       guard var connection = connections[id] else { return }
       while connection.written < connection.output.count {
         let sent = connection.output.withUnsafeBytes { bytes in
-          send(
-            connection.descriptor, bytes.baseAddress! + connection.written, bytes.count - connection.written,
-            Int32(MSG_NOSIGNAL))
+          connection.transmit(UnsafeRawBufferPointer(rebasing: bytes[connection.written...]))
         }
-        if sent < 0 && errno == EINTR { continue }
-        if sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if sent == 0 {
           connections[id] = connection
           return
         }
@@ -452,6 +531,7 @@ final class HTTPServer: Sendable {
         connection.written += sent
       }
       if connection.closesAfterWrite {
+        connection.tls?.sendCloseNotify()
         shutdown(connection.descriptor, Int32(SHUT_WR))
         connection.phase = .lingering
         connection.output = []
@@ -466,8 +546,9 @@ final class HTTPServer: Sendable {
       connection.deadline = now + timeout
       connection.since = now
       connections[id] = connection
-      // A pipelined request may be buffered already.
+      // A pipelined request may be buffered already (in the parser, or decrypted in the session).
       if thenParse && connection.parser.bufferedBytes > 0 { parse(id) }
+      if thenParse, let session = connection.tls, session.hasBufferedBytes { read(id) }
     }
 
     /// Closes connections past their deadline; one cut inside a request is told 408 first.
@@ -477,9 +558,9 @@ final class HTTPServer: Sendable {
           let refusal = HTTPResponse.refusal(
             408, .timeout, "the request did not arrive whole within \(timeout) ms (admin.request_timeout)")
           let bytes = refusal.bytes(closing: true)
-          _ = bytes.withUnsafeBytes { send(connection.descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+          _ = bytes.withUnsafeBytes { connection.transmit($0) }
           server.shared.withLock { $0.stats.refusedTimeout += 1 }
-        } else if connection.phase == .writing {
+        } else if connection.phase == .writing || connection.phase == .handshaking {
           server.shared.withLock { $0.stats.refusedTimeout += 1 }
         }
         drop(id)

@@ -43,7 +43,10 @@ public final class NodeAdministration: Sendable {
     settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, node: NodeServer,
     metrics: NodeMetrics, machine: NodeConfiguration.Machine, logger: Logger
   ) throws(StrataError) {
-    admin = try AdminServer(configuration: AdminServer.Configuration(settings), logger: logger)
+    var adminConfiguration = AdminServer.Configuration(settings)
+    // The admin port speaks TLS when the data plane does, with the same (reloadable) certificates.
+    if node.tls != nil { adminConfiguration.tls = { [node] in node.tls } }
+    admin = try AdminServer(configuration: adminConfiguration, logger: logger)
     self.metrics = metrics
     verifier = StorageVerifier(tiers: tiers)
     self.tiers = tiers
@@ -72,7 +75,7 @@ public final class NodeAdministration: Sendable {
   public var address: HostPort { admin.address }
 
   /// The metrics URL, for the log line at start.
-  public var metricsURL: String { "http://\(address)/metrics" }
+  public var metricsURL: String { "\(node.tls == nil ? "http" : "https")://\(address)/metrics" }
 
   /// Starts serving the admin API; /ready answers 200 from now until `beginStopping()`.
   public func start() {
@@ -332,6 +335,18 @@ public final class NodeAdministration: Sendable {
     let (old, appliers) = state.withLock { ($0.file, $0.appliers) }
     let changed = old.changedFields(comparedTo: new)
     var applied = Set<String>()
+    // Certificates are read again on every reload, changed paths or not (a renewal usually
+    // rewrites the same files): new handshakes use them; open connections keep theirs.
+    if new.tls.enabled == (node.tls != nil) {
+      do throws(StrataError) {
+        try node.reloadTLS(new.tls)
+        if new.tls.enabled { logger.info("TLS certificates reloaded", metadata: ["cert": "\(new.tls.certificate)"]) }
+        applied.formUnion(["tls.cert", "tls.key", "tls.ca", "tls.client_ca", "tls.require_client_cert", "tls.kernel"])
+      } catch {
+        report.rejected = [error.message]
+        return report
+      }
+    }
     if !changed.isEmpty {
       for applier in appliers { applied.formUnion(applier(old, new).filter(changed.contains)) }
     }
@@ -340,7 +355,8 @@ public final class NodeAdministration: Sendable {
     // The baseline moves to the new file for the settings in force; the rest still await a restart.
     state.withLock { state in
       if applied.contains("auth.tokens") { state.file.auth = new.auth }
-      if applied.count == changed.count { state.file = new }
+      if applied.contains("tls.cert") { state.file.tls = new.tls }
+      if changed.allSatisfy(applied.contains) { state.file = new }
     }
     return report
   }

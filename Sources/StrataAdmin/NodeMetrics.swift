@@ -35,7 +35,7 @@ public final class NodeMetrics: NodeObserver {
 
   public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring"]
   public static let transports = ["tcp", "rdma", "shm"]
-  public static let evictionReasons = ["capacity", "admission", "admin", "corrupt", "quota"]
+  public static let evictionReasons = ["capacity", "clean", "admission", "admin", "corrupt", "quota"]
   public static let authFailureReasons = ["unknown_token", "no_token", "peer_refused"]
   public static let quotaNames = ["connections", "inflight_bytes", "requests_per_second", "leases"]
   public static let probeLimitNames = ["lookup_keys_per_second", "misses_per_second"]
@@ -85,7 +85,28 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_offload_blocks_total", kind: .counter, labels: [], help: "Blocks demoted from RAM to NVMe."),
     .init(
       name: "strata_evictions_total", kind: .counter, labels: ["tier", "reason"],
-      help: "Blocks that left a tier, by reason (capacity, admission, admin, corrupt)."),
+      help: "Blocks that left a tier, by reason (capacity, clean, admission, admin, corrupt, quota)."),
+    .init(
+      name: "strata_writeback_lag_seconds", kind: .gauge, labels: [],
+      help: "How long the oldest block not yet written behind to NVMe has waited since its acknowledgement (0: none)."),
+    .init(
+      name: "strata_writeback_pending_blocks", kind: .gauge, labels: [],
+      help: "Blocks in RAM not yet written behind to NVMe."),
+    .init(
+      name: "strata_writeback_pending_bytes", kind: .gauge, labels: [],
+      help: "Payload bytes of the blocks in RAM not yet written behind to NVMe."),
+    .init(
+      name: "strata_writeback_blocks_total", kind: .counter, labels: [],
+      help: "Blocks written behind to NVMe (RAM copy kept)."),
+    .init(
+      name: "strata_writeback_bytes_total", kind: .counter, labels: [],
+      help: "Payload bytes written behind to NVMe."),
+    .init(
+      name: "strata_writeback_late_blocks_total", kind: .counter, labels: [],
+      help: "Blocks written behind later than nvme.writeback_window after their acknowledgement."),
+    .init(
+      name: "strata_writeback_failed_blocks_total", kind: .counter, labels: [],
+      help: "Write-behind writes that failed; the block stays in RAM until demoted or flushed."),
     .init(
       name: "strata_auth_failures_total", kind: .counter, labels: ["reason"],
       help: "HELLOs and admin calls refused for their credentials (unknown_token, no_token, peer_refused)."),
@@ -324,6 +345,14 @@ public final class NodeMetrics: NodeObserver {
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "capacity")], to: stats.demotedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "admission")], to: stats.droppedBlocks)
     advance("strata_evictions_total", [("tier", "ram"), ("reason", "quota")], to: stats.quotaEvictedBlocks)
+    advance("strata_evictions_total", [("tier", "ram"), ("reason", "clean")], to: stats.cleanEvictedBlocks)
+    gauge("strata_writeback_lag_seconds").set(Double(stats.writebackLagMilliseconds) / 1000)
+    gauge("strata_writeback_pending_blocks").set(Double(stats.writebackPendingBlocks))
+    gauge("strata_writeback_pending_bytes").set(Double(stats.writebackPendingBytes))
+    advance("strata_writeback_blocks_total", [], to: stats.writebackBlocks)
+    advance("strata_writeback_bytes_total", [], to: stats.writebackBytes)
+    advance("strata_writeback_late_blocks_total", [], to: stats.writebackLateBlocks)
+    advance("strata_writeback_failed_blocks_total", [], to: stats.writebackFailedBlocks)
     advance("strata_checksum_failures_total", [("tier", "ram")], to: stats.checksumFailures)
     advance("strata_demotion_failures_total", [("outcome", "dropped")], to: stats.demotionFailedDropped)
     advance("strata_demotion_failures_total", [("outcome", "kept")], to: stats.demotionFailedKept)
@@ -345,6 +374,10 @@ public final class NodeMetrics: NodeObserver {
         "strata_connections_total", [("transport", "tcp")],
         to: serverStats.connectionsAccepted - serverStats.sameHostConnectionsAccepted)
       advance("strata_connections_total", [("transport", "shm")], to: serverStats.sameHostConnectionsAccepted)
+      advance("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", "kernel")], to: serverStats.tlsKernel)
+      advance("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", "user")], to: serverStats.tlsUser)
+      advance("strata_tls_refused_total", [("reason", "handshake")], to: serverStats.tlsHandshakesFailed)
+      advance("strata_tls_refused_total", [("reason", "plaintext")], to: serverStats.tlsPlaintextRefused)
       gauge("strata_handshakes_pending").set(Double(serverStats.handshakesPending))
       advance("strata_connections_refused_total", [], to: serverStats.connectionsRefused)
       for (reason, count) in [
@@ -472,6 +505,8 @@ public final class NodeMetrics: NodeObserver {
       "strata_repair_copied_blocks_total", "strata_verify_corrupt_blocks_total",
       "strata_write_quorum_copied_blocks_total", "strata_write_quorum_missed_blocks_total",
       "strata_under_replicated_writes_total", "strata_under_replicated_overflow_total",
+      "strata_writeback_blocks_total", "strata_writeback_bytes_total",
+      "strata_writeback_late_blocks_total", "strata_writeback_failed_blocks_total",
     ] {
       counter(name).increment(by: Int64(0))
     }
@@ -481,7 +516,8 @@ public final class NodeMetrics: NodeObserver {
     for name in [
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
-      "strata_repair_backlog_blocks", "strata_under_replicated_blocks",
+      "strata_repair_backlog_blocks", "strata_under_replicated_blocks", "strata_writeback_lag_seconds",
+      "strata_writeback_pending_blocks", "strata_writeback_pending_bytes",
     ] {
       gauge(name).set(0.0)
     }

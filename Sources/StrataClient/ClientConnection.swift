@@ -105,7 +105,8 @@ final class ClientConnection: @unchecked Sendable {
       }
     }
     let timeout = min(configuration.timeoutMilliseconds, max(1, deadline.remainingMilliseconds()))
-    let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: timeout)
+    let socket = try TCPSocket.connect(
+      to: address, timeoutMilliseconds: timeout, tls: configuration.tls, expecting: configuration.tlsIdentity)
     if timeout != configuration.timeoutMilliseconds {
       socket.setTimeout(milliseconds: configuration.timeoutMilliseconds)
     }

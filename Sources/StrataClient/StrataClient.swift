@@ -7,6 +7,7 @@
 public import StrataCore
 public import StrataGPU
 public import StrataPlacement
+public import StrataTCP
 public import StrataWire
 import Synchronization
 
@@ -97,6 +98,11 @@ public final class StrataClient: Sendable {
     /// Bytes of shared memory (a sealed memfd) to allocate for blocks (`StrataClient.sharedMemory`);
     /// 0 for none (the same-host path then still carries payloads, in the Unix socket's stream).
     public var sharedMemoryBytes: Int = 0
+    /// TLS to the nodes (`TLSContext.client`: the CA that signed their certificates, and the
+    /// client certificate when one is presented); nil: plaintext.
+    public var tls: TLSContext?
+    /// What a node's certificate must name: by default the host connected to.
+    public var tlsIdentity: TLSServerIdentity = .host
 
     public init(node: HostPort) { self.node = node }
 

@@ -8,6 +8,7 @@
 import Dispatch
 import StrataClient
 import StrataCore
+import StrataTCP
 import StrataWire
 import Synchronization
 
@@ -163,7 +164,19 @@ public func strataClientOpen(
   _ out: UnsafeMutablePointer<OpaquePointer?>?
 ) -> Int32 {
   guarded("strata_client_open") { () throws(StrataError) in
-    try open(hostPort, token, connections, timeoutMilliseconds, sameHost: true, sharedMemoryBytes: 0, out)
+    try open(hostPort, token, connections, timeoutMilliseconds, sameHost: true, sharedMemoryBytes: 0, tls: nil, out)
+  }
+}
+
+@_cdecl("strata_client_open_tls")
+public func strataClientOpenTLS(
+  _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
+  _ timeoutMilliseconds: UInt32, _ caFile: UnsafePointer<CChar>?, _ certificateFile: UnsafePointer<CChar>?,
+  _ keyFile: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
+  guarded("strata_client_open_tls") { () throws(StrataError) in
+    let files = try tlsFiles(caFile, certificateFile, keyFile, caRequired: true)
+    try open(hostPort, token, connections, timeoutMilliseconds, sameHost: true, sharedMemoryBytes: 0, tls: files, out)
   }
 }
 
@@ -171,14 +184,33 @@ public func strataClientOpen(
 public func strataClientOpenOptions(
   _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
   _ timeoutMilliseconds: UInt32, _ sameHost: Int32, _ sharedMemoryBytes: UInt64,
+  _ caFile: UnsafePointer<CChar>?, _ certificateFile: UnsafePointer<CChar>?, _ keyFile: UnsafePointer<CChar>?,
   _ out: UnsafeMutablePointer<OpaquePointer?>?
 ) -> Int32 {
   guarded("strata_client_open_options") { () throws(StrataError) in
     guard sameHost == 0 || sameHost == 1 else { throw invalid("same_host \(sameHost) is not 0 or 1") }
+    let files = try tlsFiles(caFile, certificateFile, keyFile, caRequired: false)
     try open(
       hostPort, token, connections, timeoutMilliseconds, sameHost: sameHost == 1,
-      sharedMemoryBytes: try byteCount(sharedMemoryBytes, "shared_memory_bytes"), out)
+      sharedMemoryBytes: try byteCount(sharedMemoryBytes, "shared_memory_bytes"), tls: files, out)
   }
+}
+
+/// The TLS files of strata_client_open_tls and strata_client_open_options: nil for plaintext (no
+/// `ca_file`, where it is optional); a certificate goes with its key.
+private func tlsFiles(
+  _ caFile: UnsafePointer<CChar>?, _ certificateFile: UnsafePointer<CChar>?, _ keyFile: UnsafePointer<CChar>?,
+  caRequired: Bool
+) throws(StrataError) -> TLSFiles? {
+  guard caFile != nil || caRequired else {
+    guard certificateFile == nil, keyFile == nil else { throw invalid("cert_file and key_file need ca_file") }
+    return nil
+  }
+  let ca = try string(caFile, "ca_file")
+  let certificate = certificateFile == nil ? "" : try string(certificateFile, "cert_file")
+  let key = keyFile == nil ? "" : try string(keyFile, "key_file")
+  guard certificate.isEmpty == key.isEmpty else { throw invalid("cert_file and key_file go together") }
+  return TLSFiles(certificate: certificate, key: key, trusted: ca)
 }
 
 @_cdecl("strata_shared_memory")
@@ -197,7 +229,7 @@ public func strataSharedMemory(
 
 private func open(
   _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
-  _ timeoutMilliseconds: UInt32, sameHost: Bool, sharedMemoryBytes: Int,
+  _ timeoutMilliseconds: UInt32, sameHost: Bool, sharedMemoryBytes: Int, tls: TLSFiles?,
   _ out: UnsafeMutablePointer<OpaquePointer?>?
 ) throws(StrataError) {
   let out = try required(out, "out")
@@ -217,6 +249,8 @@ private func open(
   configuration.sameHost = sameHost
   configuration.sharedMemoryBytes = sharedMemoryBytes
   configuration.clientName = "strata-client-c"
+  // TLS covers TCP connections; the same-host path (a local Unix socket) stays plaintext.
+  if let tls { configuration.tls = try TLSContext.client(tls) }
   let completions = try CompletionQueue()
   let client = StrataClient(configuration)
   do throws(StrataError) {

@@ -10,7 +10,21 @@ public import StrataCore
 public import StrataNode
 public import StrataPlacement
 public import StrataStorage
+public import StrataTCP
 import Synchronization
+
+/// Member ids by address, shared by the ring upkeep (writer) and peer connections (readers).
+final class MemberIdentities: Sendable {
+  private let byAddress = Mutex<[HostPort: [String]]>([:])
+
+  func record(_ addresses: [String: HostPort]) {
+    var next: [HostPort: [String]] = [:]
+    for (id, address) in addresses { next[address, default: []].append(id) }
+    byAddress.withLock { $0.merge(next) { _, new in new } }
+  }
+
+  func ids(at address: HostPort) -> [String] { byAddress.withLock { $0[address] ?? [] } }
+}
 
 public final class ClusterNode: ClusterHooks {
   /// What the cluster layer needs from the node's configuration.
@@ -37,6 +51,18 @@ public final class ClusterNode: ClusterHooks {
     public var peerTimeoutMilliseconds: UInt64 = 10_000
     /// The timeout of copies to a peer the probes found down.
     public var suspectPeerTimeoutMilliseconds: UInt64 = 2_000
+    /// TLS to peers (`TLSContext.client` with the node certificate and the cluster CA); nil:
+    /// plaintext. Each peer's certificate must name its member id (in static mode, whose ids are
+    /// addresses: the address's host).
+    public var peerTLS: TLSContext?
+    /// TLS to an `https://` etcd (`cluster.etcd_ca`, else `tls.ca`; the client certificate of
+    /// `cluster.etcd_cert`); nil for `http://`.
+    public var etcdTLS: TLSContext?
+    /// etcd user and password (`cluster.etcd_user`, `cluster.etcd_password`); empty: none.
+    public var etcdUser: String
+    public var etcdPassword: String
+    /// The member ids known at each address (kept by `adopt`), read when connecting to a peer.
+    let identities = MemberIdentities()
     /// This process's instance (the data plane's STAT `instance`), written into the etcd member
     /// record so that a restart within the lease TTL is seen; 0: none.
     public var instance: Int = 0
@@ -60,6 +86,8 @@ public final class ClusterNode: ClusterHooks {
       probeIntervalMilliseconds = configuration.cluster.probeInterval.milliseconds
       namespaces = Array(Set(configuration.auth.tokens.map(\.namespace))).sorted { $0.name < $1.name }
       clusterToken = configuration.cluster.token
+      etcdUser = configuration.cluster.etcdUser
+      etcdPassword = configuration.cluster.etcdPassword
       blockBytesMax = Int(configuration.limits.blockBytesMax.bytes)
     }
   }
@@ -191,6 +219,7 @@ public final class ClusterNode: ClusterHooks {
         for member in next.members + (state.history.previous?.members ?? []) {
           if let address = try? HostPort(parsing: member.address) { state.addresses[member.id] = address }
         }
+        settings.identities.record(state.addresses)
       }
       let departed = first || !changed ? [] : before.subtracting(next.activeMembers.map(\.id)).sorted()
       let joined = first || !changed ? [] : Set(next.activeMembers.map(\.id)).subtracting(before).sorted()
@@ -270,6 +299,17 @@ public final class ClusterNode: ClusterHooks {
   }
 
   public var readsThrough: Bool { fillWindowIsOpen(state.withLock { $0.history }) }
+
+  /// A member of the current ring (or a configured static peer, ring member or not while it is
+  /// down) that `names` accepts by its id or its address's host.
+  public func member(named names: (String) -> Bool) -> String? {
+    let members = state.withLock { $0.history.current.members }
+    for member in members {
+      if names(member.id) { return member.id }
+      if let address = try? HostPort(parsing: member.address), names(address.host) { return member.id }
+    }
+    return settings.staticPeers.first { names($0.host) || names($0.description) }?.description
+  }
 
   /// Within `cluster.fill_window` of the last ring change (or of this node's start).
   private func fillWindowIsOpen(_ history: RingHistory) -> Bool {

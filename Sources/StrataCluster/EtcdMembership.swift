@@ -24,7 +24,9 @@ final class EtcdMembership: MembershipSource {
     let endpoints = try node.settings.etcd.split(separator: ",").map { text throws(StrataError) in
       try EtcdEndpoint(parsing: String(text))
     }
-    let client = EtcdClient(endpoints: endpoints, timeoutMilliseconds: 2_000)
+    let client = EtcdClient(
+      endpoints: endpoints, timeoutMilliseconds: 2_000, tls: node.settings.etcdTLS, user: node.settings.etcdUser,
+      password: node.settings.etcdPassword)
     let me = node.settings.me
     self.me = Mutex(me)
     let logger = node.logger

@@ -7,6 +7,7 @@ import Foundation
 import StrataClient
 public import StrataCore
 import StrataStorage
+import StrataTCP
 import Synchronization
 
 extension StrataClient {
@@ -36,6 +37,9 @@ final class PeerClients: Sendable {
   private let connections: Int
   private let clients = Mutex<[Key: StrataClient]>([:])
   let nodeID: String
+  private let tls: TLSContext?
+  private let isStatic: Bool
+  private let identities: MemberIdentities
 
   /// Connections per (peer, namespace) of the pool that write-quorum copies use.
   static let syncConnections = 4
@@ -46,6 +50,17 @@ final class PeerClients: Sendable {
     self.timeoutMilliseconds = timeoutMilliseconds
     self.connections = connections
     nodeID = settings.nodeID
+    tls = settings.peerTLS
+    isStatic = settings.mode != .etcd
+    identities = settings.identities
+  }
+
+  /// What the certificate of the peer at `address` must name: its member id (etcd: the identity
+  /// its record names), or in static mode (ids are addresses) the address's host.
+  private func identity(of address: HostPort) -> TLSServerIdentity {
+    if isStatic { return .anyOf([address.host, address.description]) }
+    let ids = identities.ids(at: address)
+    return ids.isEmpty ? .anyOf([address.description]) : .anyOf(ids)
   }
 
   /// The client for `namespace` at `address`; nil when this node cannot act in it on a peer (a
@@ -63,6 +78,8 @@ final class PeerClients: Sendable {
       configuration.retries = 1
       configuration.timeoutMilliseconds = timeoutMilliseconds
       configuration.clientName = "strata-peer-\(nodeID)"
+      configuration.tls = tls
+      configuration.tlsIdentity = identity(of: address)
       let client = StrataClient(configuration)
       clients[key] = client
       return client

@@ -66,6 +66,12 @@ public struct HostPort: Hashable, Sendable, CustomStringConvertible {
   }
 
   public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+  /// Whether the host is a loopback address or `localhost` (reachable from this machine only).
+  public var isLoopback: Bool {
+    let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+    return bare == "localhost" || bare == "::1" || bare.hasPrefix("127.")
+  }
 }
 
 /// One disk path of the NVMe tier and the bytes it may hold.
@@ -103,6 +109,10 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var regionSize: ByteSize = .mebibytes(64)
     public var admission: AdmissionPolicy = .always
     public var compression: CompressionCodec = .none
+    /// How soon after its acknowledgement a block is written behind to NVMe while the disk keeps
+    /// up (RAM copy kept); 0 (the default for now, see docs/storage.md) turns write-behind off:
+    /// blocks then reach NVMe only when demoted or flushed. 1s is the recommended setting.
+    public var writebackWindow = DurationSetting(milliseconds: 0)
   }
 
   public struct Limits: Hashable, Sendable {
@@ -240,6 +250,14 @@ public struct NodeConfiguration: Hashable, Sendable {
     /// The secret nodes present to each other: only a connection with it is granted the `peer`
     /// capability (replication, read-through, handoff). Required with `auth.tokens` in a cluster.
     public var token: String = ""
+    /// With an `https://` etcd: the CA that signed etcd's certificate (empty: `tls.ca`), and the
+    /// client certificate and key presented to etcd (empty: none).
+    public var etcdCA: String = ""
+    public var etcdCertificate: String = ""
+    public var etcdKey: String = ""
+    /// etcd user and password (etcd's `auth enable`); empty user: no etcd authentication.
+    public var etcdUser: String = ""
+    public var etcdPassword: String = ""
 
     public var mode: MembershipMode {
       if !etcd.isEmpty { return .etcd }
@@ -270,6 +288,28 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var maxRegionSize: ByteSize = .gibibytes(64)
   }
 
+  /// TLS 1.3 on the data plane, the admin API and between nodes (docs/security.md).
+  public struct TLS: Hashable, Sendable {
+    /// The node's certificate chain and key (PEM): presented to clients, admin clients and peers.
+    /// Empty: no TLS.
+    public var certificate: String = ""
+    public var key: String = ""
+    /// The cluster CA (PEM): node certificates chain to it, and name their node id (common name or
+    /// DNS alternative name). Nodes verify each other with it; only a connection whose certificate
+    /// chains to it and names a ring member is granted the `peer` capability.
+    public var clusterCA: String = ""
+    /// The CA that signs client certificates (PEM), when clients present any.
+    public var clientCA: String = ""
+    /// Refuse, in the handshake, a client that presents no certificate signed by `client_ca` or `ca`.
+    public var requireClientCertificate = false
+    /// Hand record encryption to the kernel (`SSL_OP_ENABLE_KTLS`) when the `tls` ULP is there.
+    public var kernel = true
+
+    public var enabled: Bool { !certificate.isEmpty }
+
+    public init() {}
+  }
+
   public static let defaultPort: UInt16 = 7400
   public static let defaultAdminPort: UInt16 = 7401
 
@@ -288,6 +328,9 @@ public struct NodeConfiguration: Hashable, Sendable {
   public var auth = Auth()
   public var admin = Admin()
   public var sameHost = SameHost()
+  public var tls = TLS()
+  /// Allows listening beyond loopback without tokens or without TLS (refused otherwise).
+  public var insecure = false
   /// Per-namespace quota overrides.
   public var namespaces: [NamespaceSettings] = []
 
@@ -436,10 +479,11 @@ public struct NodeConfiguration: Hashable, Sendable {
       check(
         !digests.contains(TokenDigest(secret: cluster.token)), "cluster.token",
         "must differ from every auth.tokens token")
-    } else if cluster.mode != .single && !auth.tokens.isEmpty {
+    } else if cluster.mode != .single && !auth.tokens.isEmpty && tls.clusterCA.isEmpty {
       check(
         false, "cluster.token",
-        "a cluster with auth.tokens needs cluster.token: only nodes presenting it may replicate to each other")
+        "a cluster with auth.tokens needs cluster.token or tls.ca: only nodes presenting it (or a node certificate) may replicate to each other"
+      )
     }
     for (index, token) in auth.tokens.enumerated() where token.givenInPlain {
       check(
@@ -485,6 +529,40 @@ public struct NodeConfiguration: Hashable, Sendable {
       }
       for (name, value) in [("pinned", entry.pinnedBytesMax), ("inflight", entry.inflightBytesMax)] {
         if let value { check(value.bytes >= 1, "namespaces[\(index)].\(name)", "must be positive") }
+      }
+    }
+    check(tls.certificate.isEmpty == tls.key.isEmpty, "tls.key", "tls.cert and tls.key go together")
+    if tls.enabled && cluster.mode != .single {
+      check(
+        !tls.clusterCA.isEmpty, "tls.ca",
+        "a cluster with TLS needs the cluster CA: nodes verify each other's certificates with it")
+    }
+    check(
+      !tls.requireClientCertificate || !(tls.clientCA.isEmpty && tls.clusterCA.isEmpty), "tls.require_client_cert",
+      "needs tls.client_ca (or tls.ca) to verify client certificates with")
+    check(
+      tls.enabled || (tls.clusterCA.isEmpty && tls.clientCA.isEmpty), "tls.cert",
+      "tls.ca and tls.client_ca need the node's own certificate (tls.cert, tls.key)")
+    check(
+      cluster.etcdUser.isEmpty == cluster.etcdPassword.isEmpty, "cluster.etcd_password",
+      "cluster.etcd_user and cluster.etcd_password go together")
+    check(
+      cluster.etcdCertificate.isEmpty == cluster.etcdKey.isEmpty, "cluster.etcd_key",
+      "cluster.etcd_cert and cluster.etcd_key go together")
+    if !insecure {
+      let exposed = [("listen", listen)] + (admin.enabled ? [("admin.listen", admin.listen)] : [])
+      for (field, address) in exposed where !address.isLoopback {
+        if auth.tokens.isEmpty {
+          check(
+            false, field,
+            "\(address) is reachable beyond this machine and auth.tokens is empty: anyone could read and write "
+              + "every block. Add tokens (and TLS), or set insecure: true to accept that")
+        } else if !tls.enabled {
+          check(
+            false, field,
+            "\(address) is reachable beyond this machine without TLS: tokens and blocks would cross the network "
+              + "in clear. Set tls.cert and tls.key, or set insecure: true to accept that")
+        }
       }
     }
     if !cluster.etcd.isEmpty {

@@ -42,6 +42,7 @@ extension NodeConfiguration {
     lines.append("  region_size: \(nvme.regionSize)")
     lines.append("  admission: \(nvme.admission.rawValue)")
     lines.append("  compression: \(nvme.compression.rawValue)")
+    lines.append("  writeback_window: \(nvme.writebackWindow)")
     lines.append("limits:")
     lines.append("  max_block_size: \(limits.blockBytesMax)")
     lines.append("  max_connections: \(limits.connectionsMax)")
@@ -81,6 +82,11 @@ extension NodeConfiguration {
     lines.append("  fill_window: \(cluster.fillWindow)")
     lines.append("  probe_interval: \(cluster.probeInterval)")
     lines.append("  token: \(quoted(cluster.token))")
+    lines.append("  etcd_ca: \(quoted(cluster.etcdCA))")
+    lines.append("  etcd_cert: \(quoted(cluster.etcdCertificate))")
+    lines.append("  etcd_key: \(quoted(cluster.etcdKey))")
+    lines.append("  etcd_user: \(quoted(cluster.etcdUser))")
+    lines.append("  etcd_password: \(quoted(cluster.etcdPassword))")
     lines.append("auth:")
     lines.append("  tokens:\(auth.tokens.isEmpty ? " []" : "")")
     for token in auth.tokens {
@@ -114,6 +120,14 @@ extension NodeConfiguration {
     lines.append("  enabled: \(sameHost.enabled)")
     lines.append("  socket: \(quoted(sameHost.socket))")
     lines.append("  max_region_size: \(sameHost.maxRegionSize)")
+    lines.append("tls:")
+    lines.append("  cert: \(quoted(tls.certificate))")
+    lines.append("  key: \(quoted(tls.key))")
+    lines.append("  ca: \(quoted(tls.clusterCA))")
+    lines.append("  client_ca: \(quoted(tls.clientCA))")
+    lines.append("  require_client_cert: \(tls.requireClientCertificate)")
+    lines.append("  kernel: \(tls.kernel)")
+    lines.append("insecure: \(insecure)")
     return lines.joined(separator: "\n") + "\n"
   }
 
@@ -131,7 +145,21 @@ private struct ConfigurationReader {
       root, "",
       known: [
         "node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin", "namespaces", "same_host",
+        "tls", "insecure",
       ])
+    if let value = top["insecure"].flatMap({ bool($0, "insecure") }) { config.insecure = value }
+    if let tls = top["tls"] {
+      let fields = fields(
+        tls, "tls", known: ["cert", "key", "ca", "client_ca", "require_client_cert", "kernel"])
+      if let value = fields["cert"].flatMap({ string($0, "tls.cert") }) { config.tls.certificate = value }
+      if let value = fields["key"].flatMap({ string($0, "tls.key") }) { config.tls.key = value }
+      if let value = fields["ca"].flatMap({ string($0, "tls.ca") }) { config.tls.clusterCA = value }
+      if let value = fields["client_ca"].flatMap({ string($0, "tls.client_ca") }) { config.tls.clientCA = value }
+      if let value = fields["require_client_cert"].flatMap({ bool($0, "tls.require_client_cert") }) {
+        config.tls.requireClientCertificate = value
+      }
+      if let value = fields["kernel"].flatMap({ bool($0, "tls.kernel") }) { config.tls.kernel = value }
+    }
     if let node = top["node"] {
       let fields = fields(node, "node", known: ["id", "zone"])
       if let value = fields["id"].flatMap({ string($0, "node.id") }) { config.node.id = value }
@@ -151,7 +179,7 @@ private struct ConfigurationReader {
     }
     if let nvme = top["nvme"] {
       let fields = fields(
-        nvme, "nvme", known: ["paths", "capacity", "region_size", "admission", "compression"])
+        nvme, "nvme", known: ["paths", "capacity", "region_size", "admission", "compression", "writeback_window"])
       if let paths = fields["paths"] { config.nvme.paths = nvmePaths(paths) }
       if let value = fields["capacity"].flatMap({ size($0, "nvme.capacity") }) { config.nvme.defaultCapacity = value }
       if let value = fields["region_size"].flatMap({ size($0, "nvme.region_size") }) { config.nvme.regionSize = value }
@@ -160,6 +188,11 @@ private struct ConfigurationReader {
       }
       if let value = fields["compression"].flatMap({ choice($0, "nvme.compression", CompressionCodec.self) }) {
         config.nvme.compression = value
+      }
+      if let value = fields["writeback_window"].flatMap({
+        parsed($0, "nvme.writeback_window", DurationSetting.init(parsing:))
+      }) {
+        config.nvme.writebackWindow = value
       }
     }
     var limitFields: [String: Yams.Node] = [:]
@@ -329,9 +362,21 @@ private struct ConfigurationReader {
         cluster, "cluster",
         known: [
           "peers", "etcd", "replicas", "advertise", "etcd_prefix", "lease_ttl", "replication_queue", "fill_window",
-          "probe_interval", "token", "write_quorum",
+          "probe_interval", "token", "write_quorum", "etcd_ca", "etcd_cert", "etcd_key", "etcd_user",
+          "etcd_password",
         ])
       if let value = fields["token"].flatMap({ string($0, "cluster.token") }) { config.cluster.token = value }
+      if let value = fields["etcd_ca"].flatMap({ string($0, "cluster.etcd_ca") }) { config.cluster.etcdCA = value }
+      if let value = fields["etcd_cert"].flatMap({ string($0, "cluster.etcd_cert") }) {
+        config.cluster.etcdCertificate = value
+      }
+      if let value = fields["etcd_key"].flatMap({ string($0, "cluster.etcd_key") }) { config.cluster.etcdKey = value }
+      if let value = fields["etcd_user"].flatMap({ string($0, "cluster.etcd_user") }) {
+        config.cluster.etcdUser = value
+      }
+      if let value = fields["etcd_password"].flatMap({ string($0, "cluster.etcd_password") }) {
+        config.cluster.etcdPassword = value
+      }
       if let peers = fields["peers"] {
         if case .sequence(let items) = peers {
           config.cluster.peers = items.enumerated().compactMap { index, item in

@@ -4,6 +4,7 @@
 
 import Foundation
 public import StrataCore
+public import StrataTCP
 import Synchronization
 
 /// A blocking etcd v3 client. Requests go to the endpoint that answered last; when it cannot be
@@ -36,14 +37,48 @@ public final class EtcdClient: Sendable {
   }
 
   private let pool = Mutex(Pool())
+  /// TLS for `https://` endpoints (the CA of etcd's certificate; a client certificate when etcd
+  /// asks for one, `--client-cert-auth`).
+  public let tls: TLSContext?
+  /// etcd user and password (`auth enable`): requests carry the token they are exchanged for.
+  private let credentials: (user: String, password: String)?
+  /// The current auth token; nil until the first request, and again after etcd refuses it.
+  private let authToken = Mutex<String?>(nil)
   /// Idle connections kept for reuse.
   private static let idleConnectionsMax = 4
 
   /// `endpoints` must not be empty.
-  public init(endpoints: [EtcdEndpoint], timeoutMilliseconds: UInt64 = 2000) {
+  public init(
+    endpoints: [EtcdEndpoint], timeoutMilliseconds: UInt64 = 2000, tls: TLSContext? = nil, user: String = "",
+    password: String = ""
+  ) {
     precondition(!endpoints.isEmpty, "EtcdClient needs at least one endpoint")
     self.endpoints = endpoints
     self.timeoutMilliseconds = timeoutMilliseconds
+    self.tls = tls
+    credentials = user.isEmpty ? nil : (user, password)
+  }
+
+  // MARK: Authentication
+
+  /// The token requests carry: exchanged for the user and password on first use, and again after
+  /// etcd refused it (simple tokens expire when idle). nil without credentials.
+  private func authorization(renew: Bool = false) throws(StrataError) -> String? {
+    guard let credentials else { return nil }
+    if !renew, let token = authToken.withLock({ $0 }) { return token }
+    let body = GatewayJSON.encode(AuthenticateRequest(name: credentials.user, password: credentials.password))
+    let bytes = try exchange("/v3/auth/authenticate", body, authorization: nil)
+    let response = try GatewayJSON.decode(AuthenticateResponse.self, from: bytes, what: "authenticate")
+    guard let token = response.token, !token.isEmpty else {
+      throw StrataError(.permissionDenied, "etcd authenticate: no token in the answer (is auth enabled?)")
+    }
+    authToken.withLock { $0 = token }
+    return token
+  }
+
+  /// Whether etcd refused a request for its token (expired, or auth enabled since).
+  private static func isAuthTokenRefusal(_ error: StrataError) -> Bool {
+    error.message.contains("invalid auth token") || error.message.contains("user name is empty")
   }
 
   // MARK: Key-value
@@ -101,8 +136,16 @@ public final class EtcdClient: Sendable {
 
   /// Refreshes `lease`; returns its remaining TTL in seconds, 0 when the lease no longer exists.
   public func keepAlive(lease: Int64) throws(StrataError) -> Int64 {
+    do throws(StrataError) {
+      return try keepAlive(lease: lease, authorization: try authorization())
+    } catch  where credentials != nil && Self.isAuthTokenRefusal(error) {
+      return try keepAlive(lease: lease, authorization: try authorization(renew: true))
+    }
+  }
+
+  private func keepAlive(lease: Int64, authorization: String?) throws(StrataError) -> Int64 {
     let body = GatewayJSON.encode(LeaseIDRequest(id: JSONInt64(lease)))
-    let bytes = try exchange("/v3/lease/keepalive", body)
+    let bytes = try exchange("/v3/lease/keepalive", body, authorization: authorization)
     guard let first = bytes.split(separator: UInt8(ascii: "\n")).first(where: { !$0.isEmpty }) else {
       throw StrataError(.protocolError, "etcd lease keepalive: empty response")
     }
@@ -143,8 +186,8 @@ public final class EtcdClient: Sendable {
     for endpoint in endpointOrder() {
       let connection: HTTPConnection
       do throws(StrataError) {
-        connection = try HTTPConnection.open(endpoint, timeoutMilliseconds: timeoutMilliseconds)
-        try connection.send(path: "/v3/watch", body: body)
+        connection = try HTTPConnection.open(endpoint, timeoutMilliseconds: timeoutMilliseconds, tls: tls)
+        try connection.send(path: "/v3/watch", body: body, authorization: try authorization())
         let head = try connection.readHead()
         guard head.status == 200 else {
           let (bytes, _) = try connection.readBody()
@@ -172,14 +215,20 @@ public final class EtcdClient: Sendable {
   private func call<Response: Decodable>(
     _ path: String, _ request: some Encodable, as type: Response.Type
   ) throws(StrataError) -> Response {
-    let bytes = try exchange(path, GatewayJSON.encode(request))
+    let body = GatewayJSON.encode(request)
+    let bytes: [UInt8]
+    do throws(StrataError) {
+      bytes = try exchange(path, body, authorization: try authorization())
+    } catch  where credentials != nil && Self.isAuthTokenRefusal(error) {
+      bytes = try exchange(path, body, authorization: try authorization(renew: true))
+    }
     return try GatewayJSON.decode(type, from: bytes, what: path)
   }
 
   /// Sends one request and returns the body of a 200 response; other statuses become errors.
   /// Transport failures move on to the next endpoint; a failure on a reused connection is retried
   /// once on a fresh one (etcd may have closed it while idle).
-  private func exchange(_ path: String, _ body: [UInt8]) throws(StrataError) -> [UInt8] {
+  private func exchange(_ path: String, _ body: [UInt8], authorization: String?) throws(StrataError) -> [UInt8] {
     var failures: [String] = []
     var lastError = StrataError(.unavailable, "no etcd endpoint")
     for endpoint in endpointOrder() {
@@ -192,10 +241,10 @@ public final class EtcdClient: Sendable {
           if let connection {
             current = connection
           } else {
-            current = try HTTPConnection.open(endpoint, timeoutMilliseconds: timeoutMilliseconds)
+            current = try HTTPConnection.open(endpoint, timeoutMilliseconds: timeoutMilliseconds, tls: tls)
           }
           connection = nil
-          try current.send(path: path, body: body)
+          try current.send(path: path, body: body, authorization: authorization)
           let head = try current.readHead()
           let (bytes, reusable) = try current.readBody()
           if reusable { giveBack(current) }

@@ -1,30 +1,29 @@
-// An etcd client URL (`http://HOST:PORT`), parsed once so that a bad configuration fails at start.
+// An etcd client URL (`http://HOST:PORT` or `https://HOST:PORT`), parsed once so that a bad
+// configuration fails at start.
 
 public import StrataCore
 
-/// One etcd member's client address. Only plain `http://` is supported: the cluster's etcd is
-/// expected on a trusted network or loopback.
+/// One etcd member's client address.
 public struct EtcdEndpoint: Sendable, Hashable, CustomStringConvertible {
   /// Host and port to connect to.
   public let address: HostPort
+  /// `https://`: TLS, with the client's TLS context (EtcdClient `tls`).
+  public let isTLS: Bool
 
-  public init(address: HostPort) {
+  public init(address: HostPort, isTLS: Bool = false) {
     self.address = address
+    self.isTLS = isTLS
   }
 
-  /// Parses `http://HOST:PORT` (an optional trailing `/`; `[::1]` for IPv6). `https://` is
-  /// rejected with `.unsupported`; anything else with `.invalidArgument`.
+  /// Parses `http://HOST:PORT` or `https://HOST:PORT` (an optional trailing `/`; `[::1]` for
+  /// IPv6); anything else is `.invalidArgument`.
   public init(parsing url: String) throws(StrataError) {
     let text = url.trimmingSpaces()
-    if text.lowercased().hasPrefix("https://") {
-      throw StrataError(
-        .unsupported,
-        "etcd endpoint '\(url)': https is not supported by Strata's etcd client; use http:// on a trusted network")
-    }
-    guard text.lowercased().hasPrefix("http://") else {
+    isTLS = text.lowercased().hasPrefix("https://")
+    guard isTLS || text.lowercased().hasPrefix("http://") else {
       throw StrataError(.invalidArgument, "etcd endpoint '\(url)' is not a URL like http://127.0.0.1:2379")
     }
-    var rest = Substring(text.dropFirst("http://".count))
+    var rest = Substring(text.dropFirst(isTLS ? "https://".count : "http://".count))
     if rest.hasSuffix("/") { rest = rest.dropLast() }
     guard !rest.contains("/"), !rest.contains("@"), !rest.contains("?") else {
       throw StrataError(
@@ -37,9 +36,9 @@ public struct EtcdEndpoint: Sendable, Hashable, CustomStringConvertible {
     }
   }
 
-  /// `http://HOST:PORT`.
+  /// `http://HOST:PORT` or `https://HOST:PORT`.
   public var description: String {
-    "http://\(hostHeader)"
+    "\(isTLS ? "https" : "http")://\(hostHeader)"
   }
 
   /// The value of the Host header (IPv6 hosts in brackets).

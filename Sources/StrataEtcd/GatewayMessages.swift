@@ -67,6 +67,16 @@ struct RangeRequest: Encodable {
   }
 }
 
+/// POST /v3/auth/authenticate: a user's name and password for a token (etcd `auth enable`).
+struct AuthenticateRequest: Encodable {
+  var name: String
+  var password: String
+}
+
+struct AuthenticateResponse: Decodable {
+  var token: String?
+}
+
 struct LeaseGrantRequest: Encodable {
   var ttl: JSONInt64
 

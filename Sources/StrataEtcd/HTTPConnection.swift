@@ -28,15 +28,26 @@ final class HTTPConnection: @unchecked Sendable {
     self.socket = socket
   }
 
-  static func open(_ endpoint: EtcdEndpoint, timeoutMilliseconds: UInt64) throws(StrataError) -> HTTPConnection {
-    let socket = try TCPSocket.connect(to: endpoint.address, timeoutMilliseconds: timeoutMilliseconds)
+  /// Connects to `endpoint`; an `https://` one over TLS with `tls` (which verifies etcd's
+  /// certificate against its CA and the endpoint's host, and presents the client certificate).
+  static func open(_ endpoint: EtcdEndpoint, timeoutMilliseconds: UInt64, tls: TLSContext?) throws(StrataError)
+    -> HTTPConnection
+  {
+    if endpoint.isTLS && tls == nil {
+      throw StrataError(
+        .invalidConfiguration, "etcd endpoint \(endpoint) is https: give the CA of etcd's certificate (cluster.etcd_ca)"
+      )
+    }
+    let socket = try TCPSocket.connect(
+      to: endpoint.address, timeoutMilliseconds: timeoutMilliseconds, tls: endpoint.isTLS ? tls : nil)
     return HTTPConnection(endpoint: endpoint, socket: socket)
   }
 
-  /// Sends `POST path` with a JSON body.
-  func send(path: String, body: [UInt8]) throws(StrataError) {
+  /// Sends `POST path` with a JSON body (and etcd's auth token, when given).
+  func send(path: String, body: [UInt8], authorization: String? = nil) throws(StrataError) {
     let head =
       "POST \(path) HTTP/1.1\r\nHost: \(endpoint.hostHeader)\r\nContent-Type: application/json\r\n"
+      + (authorization.map { "Authorization: \($0)\r\n" } ?? "")
       + "Accept: application/json\r\nContent-Length: \(body.count)\r\n\r\n"
     decoder.reset()
     streamBuffer.removeAll()

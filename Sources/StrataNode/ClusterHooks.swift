@@ -38,6 +38,10 @@ public protocol ClusterHooks: Sendable {
   /// A client asked for these blocks and this node lacks them: read them through from the keys'
   /// previous owners (after a ring change) and keep them. Returns how many were filled.
   func fill(_ ids: [BlockID]) async -> Int
+
+  /// The id of a current ring member that `names` accepts (called with each member's id and its
+  /// address's host): a node certificate's identity checked against the ring.
+  func member(named names: (String) -> Bool) -> String?
 }
 
 /// The cluster steps of a data-plane request, the same for both transports (Connection.swift,

@@ -6,7 +6,7 @@ import Foundation
 public import Logging
 public import StrataCore
 public import StrataStorage
-import StrataTCP
+public import StrataTCP
 public import StrataWire
 import Synchronization
 
@@ -46,6 +46,13 @@ public struct ServerStats: Sendable, Hashable {
   public var sameHostRegionsRefused = 0
   /// GETs and PUTs whose blocks moved through a client's shared-memory region (not the stream).
   public var sameHostRegionRequests = 0
+  /// TLS handshakes completed, by where records are encrypted (`tls_mode`), and refused: failed
+  /// handshakes (wrong CA, expired certificate, no certificate where one is required) and
+  /// plaintext frames sent to the TLS port.
+  public var tlsKernel = 0
+  public var tlsUser = 0
+  public var tlsHandshakesFailed = 0
+  public var tlsPlaintextRefused = 0
 }
 
 /// Settings of the data plane.
@@ -71,6 +78,8 @@ public struct ServerConfiguration: Sendable {
   public var sameHostSocketConfigured: Bool
   /// The largest shared-memory region a same-host connection may pass.
   public var sameHostRegionBytesMax: UInt64
+  /// TLS on the data plane (`tls.*`); without a certificate the port speaks plaintext.
+  public var tls: NodeConfiguration.TLS
 
   public init(_ node: NodeConfiguration, nodeID: String) {
     listen = node.listen
@@ -86,6 +95,7 @@ public struct ServerConfiguration: Sendable {
     sameHostSocket = node.sameHost.enabled ? node.effectiveSameHostSocket : nil
     sameHostSocketConfigured = !node.sameHost.socket.isEmpty
     sameHostRegionBytesMax = node.sameHost.maxRegionSize.bytes
+    tls = node.tls
   }
 
   public var connectionsMax: Int { admission.connectionsMax }
@@ -127,6 +137,9 @@ public final class NodeServer: Sendable {
   }
   private let stopped = DispatchSemaphore(value: 0)
   private let clusterHooks = Mutex<(any ClusterHooks)?>(nil)
+  /// The TLS context new handshakes use (nil: plaintext); replaced by `reloadTLS`, while open
+  /// connections keep the session they began with.
+  private let tlsContext: Mutex<TLSContext?>
   /// RDMA devices, the arena's registration and the rdma_cm listener (RDMA/NodeRDMA.swift).
   let rdma: NodeRDMA
   /// Accepts connections and reads their HELLOs without a thread each (TCP/HandshakeGate.swift).
@@ -155,6 +168,7 @@ public final class NodeServer: Sendable {
     credentials = Mutex(CredentialTable(tokens: configuration.tokens))
     state = Mutex(ServerState(admission: Admission(limits: configuration.admission)))
     self.logger = logger
+    tlsContext = Mutex(try Self.makeTLS(configuration.tls))
     listener = try TCPListener(binding: configuration.listen)
     rdma = NodeRDMA(arena: tiers.arena, address: listener.address, logger: logger)
     gate = try HandshakeGate(
@@ -188,6 +202,31 @@ public final class NodeServer: Sendable {
 
   /// Where the node listens.
   public var address: HostPort { listener.address }
+
+  /// The server context for `settings` (reading and checking every file), nil without TLS.
+  public static func makeTLS(_ settings: NodeConfiguration.TLS) throws(StrataError) -> TLSContext? {
+    guard settings.enabled else { return nil }
+    return try TLSContext.server(
+      TLSFiles(
+        certificate: settings.certificate, key: settings.key, trusted: settings.clusterCA,
+        clientTrusted: settings.clientCA, kernel: settings.kernel),
+      requirePeerCertificate: settings.requireClientCertificate)
+  }
+
+  /// The context new TLS handshakes use; nil when the port speaks plaintext.
+  public var tls: TLSContext? { tlsContext.withLock { $0 } }
+
+  /// Puts new certificates in force for handshakes from now on (config reload); connections
+  /// already open keep theirs. A node started without TLS cannot turn it on (nor off) here: the
+  /// port's protocol is fixed at start.
+  public func reloadTLS(_ settings: NodeConfiguration.TLS) throws(StrataError) {
+    guard settings.enabled == (tls != nil) else {
+      throw StrataError(
+        .invalidConfiguration, "tls: turning TLS \(settings.enabled ? "on" : "off") needs a restart of the node")
+    }
+    let next = try Self.makeTLS(settings)
+    tlsContext.withLock { $0 = next }
+  }
 
   /// The cluster layer, if the node is part of one; attach it before `start`.
   public var cluster: (any ClusterHooks)? {
@@ -418,6 +457,8 @@ public final class NodeServer: Sendable {
       ("connections_rdma", server.connectionsRDMA), ("handshakes_pending", server.handshakesPending),
       ("handshakes_timed_out", server.handshakesTimedOut), ("handshakes_evicted", server.handshakesEvicted),
       ("idle_closed", server.idleClosed), ("deadlines_missed", server.deadlinesMissed),
+      ("tls_kernel", server.tlsKernel), ("tls_user", server.tlsUser),
+      ("tls_handshakes_failed", server.tlsHandshakesFailed), ("tls_plaintext_refused", server.tlsPlaintextRefused),
       ("transfer_pins", tier.transferPins),
       ("same_host_connections_accepted", server.sameHostConnectionsAccepted),
       ("same_host_connections_open", server.sameHostConnectionsOpen),

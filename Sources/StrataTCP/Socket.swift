@@ -1,6 +1,8 @@
 // Blocking TCP sockets over POSIX: exact reads straight into caller memory and gathered writes
-// straight from it, so a block crosses each side with the kernel's copy and no other.
+// straight from it, so a block crosses each side with the kernel's copy and no other. With a TLS
+// session attached (TLS.swift) the same calls go through OpenSSL, under the same deadlines.
 
+import COpenSSL
 import CStrataLinux
 public import StrataCore
 
@@ -12,8 +14,12 @@ public import StrataCore
 /// concurrency thread: transports run sockets on threads of their own).
 public final class TCPSocket: @unchecked Sendable {
   // @unchecked: the descriptor is immutable; the kernel serialises concurrent calls, and each
-  // owner uses a socket from one reading thread and one (locked) writing path at a time.
+  // owner uses a socket from one reading thread and one (locked) writing path at a time. `tls`
+  // is set once, by the thread that accepted or connected the socket, before the socket is handed
+  // on (a thread start or a queue hop orders that write before every later read).
   public let descriptor: Int32
+  /// The TLS session reads and writes go through; nil on a plaintext connection.
+  public private(set) var tls: TLSSession?
   public let peer: String
   /// The peer's address without its port (limits per source address count by it).
   public let peerHost: String
@@ -28,8 +34,48 @@ public final class TCPSocket: @unchecked Sendable {
 
   /// Connects to `address`, with TCP_NODELAY and `bufferBytes` socket buffers (large by default);
   /// `timeoutMilliseconds` bounds the connect and every later read and write (0: no limit).
+  ///
+  /// With `tls`, the TLS handshake follows within the same timeout: the server's certificate
+  /// must chain to `tls`'s CAs and name what `expecting` says.
   public static func connect(
-    to address: HostPort, timeoutMilliseconds: UInt64 = 0, bufferBytes: Int32 = defaultBufferBytes
+    to address: HostPort, timeoutMilliseconds: UInt64 = 0, bufferBytes: Int32 = defaultBufferBytes,
+    tls: TLSContext? = nil, expecting identity: TLSServerIdentity = .host
+  ) throws(StrataError) -> TCPSocket {
+    let socket = try connectPlain(to: address, timeoutMilliseconds: timeoutMilliseconds, bufferBytes: bufferBytes)
+    guard let tls else { return socket }
+    let session = try socket.attachTLS(tls)
+    if identity == .host {
+      let host = address.host.hasPrefix("[") ? String(address.host.dropFirst().dropLast()) : address.host
+      guard strata_ssl_expect_host(session.ssl, host) == 1 else {
+        throw StrataError(.invalidArgument, "TLS: cannot check a certificate for the host '\(host)'")
+      }
+    }
+    switch try session.handshake(peer: address.description) {
+    case .done: break
+    case .wantRead, .wantWrite:
+      throw StrataError(.timeout, "TLS handshake with \(address) timed out")
+    }
+    if case .anyOf(let names) = identity, !names.contains(where: { session.peerNames($0) }) {
+      throw StrataError(
+        .permissionDenied,
+        "TLS: \(address) presented a certificate for '\(session.peerCommonName ?? "?")', which names none of "
+          + names.joined(separator: ", "))
+    }
+    return socket
+  }
+
+  /// Starts a TLS session on this socket (as server or client after `context`); every later read
+  /// and write goes through it. Call before the socket is shared.
+  @discardableResult
+  public func attachTLS(_ context: TLSContext) throws(StrataError) -> TLSSession {
+    precondition(tls == nil, "TCPSocket: a TLS session is attached already")
+    let session = try TLSSession(context: context, descriptor: descriptor)
+    tls = session
+    return session
+  }
+
+  private static func connectPlain(
+    to address: HostPort, timeoutMilliseconds: UInt64, bufferBytes: Int32
   ) throws(StrataError) -> TCPSocket {
     var hints = addrinfo()
     hints.ai_family = AF_UNSPEC
@@ -83,6 +129,19 @@ public final class TCPSocket: @unchecked Sendable {
     var remaining = buffer.count
     while remaining > 0 {
       if deadline != .never { try bound(SO_RCVTIMEO, by: deadline, "read") }
+      if let tls {
+        switch tls.read(cursor, remaining) {
+        case .moved(let count):
+          cursor += count
+          remaining -= count
+          continue
+        case .closed:
+          throw StrataError(
+            .unavailable, "\(peer) closed the connection (\(buffer.count - remaining) of \(buffer.count) bytes read)")
+        case .wouldBlock: throw failure("read", EAGAIN)
+        case .failed(let code, let reason): throw tlsFailure("read", code, reason)
+        }
+      }
       let count = recv(descriptor, cursor, remaining, Int32(MSG_WAITALL))
       if count > 0 {
         cursor += count
@@ -103,6 +162,14 @@ public final class TCPSocket: @unchecked Sendable {
   /// is found by parsing (HTTP). Throws `unavailable` when the peer closed, `timeout` on a timeout.
   public func readSome(_ buffer: UnsafeMutableRawBufferPointer) throws(StrataError) -> Int {
     guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+    if let tls {
+      switch tls.read(base, buffer.count) {
+      case .moved(let count): return count
+      case .closed: throw StrataError(.unavailable, "\(peer) closed the connection")
+      case .wouldBlock: throw failure("read", EAGAIN)
+      case .failed(let code, let reason): throw tlsFailure("read", code, reason)
+      }
+    }
     while true {
       let count = recv(descriptor, base, buffer.count, 0)
       if count > 0 { return count }
@@ -137,6 +204,7 @@ public final class TCPSocket: @unchecked Sendable {
   /// Writes every byte of every buffer, in order, with as few system calls as the kernel allows,
   /// by `deadline` when one is given (else within the socket's timeout).
   public func writeAll(_ buffers: [UnsafeRawBufferPointer], deadline: Deadline = .never) throws(StrataError) {
+    if let tls { return try writeAllTLS(tls, buffers, deadline: deadline) }
     var vectors = buffers.filter { $0.count > 0 }.map {
       iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
     }
@@ -165,6 +233,55 @@ public final class TCPSocket: @unchecked Sendable {
         }
       }
     }
+  }
+
+  /// Small buffers (a frame's header and body) are gathered into one record with what follows;
+  /// large ones are written straight from their memory, in chunks that each get the deadline's rest.
+  private func writeAllTLS(_ tls: TLSSession, _ buffers: [UnsafeRawBufferPointer], deadline: Deadline)
+    throws(StrataError)
+  {
+    let gatherBytes = 16 << 10
+    let chunkBytes = 1 << 20
+    var gathered: [UInt8] = []
+    func send(_ buffer: UnsafeRawBufferPointer) throws(StrataError) {
+      var offset = 0
+      while offset < buffer.count {
+        if deadline != .never { try bound(SO_SNDTIMEO, by: deadline, "write") }
+        let count = min(chunkBytes, buffer.count - offset)
+        switch tls.write(buffer.baseAddress! + offset, count) {
+        case .moved(let written): offset += written
+        case .closed: throw StrataError(.unavailable, "\(peer) reset the connection during a write")
+        case .wouldBlock: throw failure("write", EAGAIN)
+        case .failed(let code, let reason): throw tlsFailure("write", code, reason)
+        }
+      }
+    }
+    func flush() throws(StrataError) {
+      guard !gathered.isEmpty else { return }
+      var failure: StrataError?
+      gathered.withUnsafeBytes { raw in
+        do throws(StrataError) { try send(raw) } catch { failure = error }
+      }
+      gathered.removeAll(keepingCapacity: true)
+      if let failure { throw failure }
+    }
+    for buffer in buffers where buffer.count > 0 {
+      if gathered.count + buffer.count <= gatherBytes {
+        gathered.append(contentsOf: buffer)
+        continue
+      }
+      if buffer.count < gatherBytes {
+        try flush()
+        gathered.append(contentsOf: buffer)
+        continue
+      }
+      // Top the gathered bytes up to one full record from the large buffer, then send the rest.
+      let head = min(buffer.count, gatherBytes - gathered.count)
+      gathered.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<head]))
+      try flush()
+      try send(UnsafeRawBufferPointer(rebasing: buffer[head...]))
+    }
+    try flush()
   }
 
   public func writeAll(_ buffer: UnsafeRawBufferPointer, deadline: Deadline = .never) throws(StrataError) {
@@ -207,6 +324,14 @@ public final class TCPSocket: @unchecked Sendable {
   /// Throws `unavailable` when the peer closed.
   public func receiveAvailable(_ buffer: UnsafeMutableRawBufferPointer) throws(StrataError) -> Int {
     guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+    if let tls {
+      switch tls.read(base, buffer.count) {
+      case .moved(let count): return count
+      case .wouldBlock: return 0
+      case .closed: throw StrataError(.unavailable, "\(peer) closed the connection")
+      case .failed(let code, let reason): throw tlsFailure("read", code, reason)
+      }
+    }
     while true {
       let count = recv(descriptor, base, buffer.count, Int32(MSG_DONTWAIT))
       if count > 0 { return count }
@@ -222,9 +347,31 @@ public final class TCPSocket: @unchecked Sendable {
   /// bytes went (a short answer to a peer that does not read is simply cut).
   @discardableResult
   public func sendAvailable(_ bytes: [UInt8]) -> Int {
-    bytes.withUnsafeBytes { raw in
+    if let tls {
+      // One small record: it fits the socket buffer of a peer that reads at all.
+      return bytes.withUnsafeBytes { raw in
+        guard case .moved(let count) = tls.write(raw.baseAddress!, raw.count) else { return 0 }
+        return count
+      }
+    }
+    return bytes.withUnsafeBytes { raw in
       max(0, send(descriptor, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)))
     }
+  }
+
+  /// Peeks at the first bytes the peer sent, without taking them (non-blocking); fewer when fewer
+  /// have arrived.
+  public func peekAvailable(_ count: Int) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    let got = bytes.withUnsafeMutableBytes { raw in
+      recv(descriptor, raw.baseAddress, count, Int32(MSG_PEEK | MSG_DONTWAIT))
+    }
+    return Array(bytes.prefix(max(0, got)))
+  }
+
+  private func tlsFailure(_ operation: String, _ code: Int32, _ reason: String) -> StrataError {
+    if code != 0 { return failure(operation, code) }
+    return StrataError(.protocolError, "TLS \(operation) on the connection to \(peer) failed: \(reason)")
   }
 
   private func failure(_ operation: String, _ code: Int32) -> StrataError {

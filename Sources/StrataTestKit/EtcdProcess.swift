@@ -21,8 +21,11 @@ public final class EtcdProcess: Sendable {
   /// How long `init` and `restart` wait for the "ready to serve client requests" line.
   public static let readySeconds: Double = 20
 
-  /// "http://127.0.0.1:PORT".
+  /// "http://127.0.0.1:PORT" ("https://" with TLS).
   public let clientURL: String
+  /// With TLS: etcd's certificate and key, and the CA its clients' certificates must chain to
+  /// (`--client-cert-auth`).
+  public let tls: (certificate: String, key: String, ca: String)?
   public let clientPort: UInt16
   public let peerPort: UInt16
   public let dataDirectory: String
@@ -32,13 +35,14 @@ public final class EtcdProcess: Sendable {
 
   /// Starts etcd on 127.0.0.1 with free client and peer ports and a temporary data directory,
   /// and waits until it is ready to serve clients.
-  public init() throws {
+  public init(tls: (certificate: String, key: String, ca: String)? = nil) throws {
     guard Self.isAvailable else { throw EtcdProcessError(message: "etcd is not installed") }
+    self.tls = tls
     clientPort = try freeLoopbackPort()
     var peer = try freeLoopbackPort()
     while peer == clientPort { peer = try freeLoopbackPort() }
     peerPort = peer
-    clientURL = "http://127.0.0.1:\(clientPort)"
+    clientURL = "\(tls == nil ? "http" : "https")://127.0.0.1:\(clientPort)"
     dataDirectory =
       FileManager.default.temporaryDirectory
       .appendingPathComponent("strata-etcd-\(UUID().uuidString)").path
@@ -76,7 +80,7 @@ public final class EtcdProcess: Sendable {
     guard let executable = Self.executable else { throw EtcdProcessError(message: "etcd is not installed") }
     let child = Process()
     child.executableURL = URL(fileURLWithPath: executable)
-    let client = "http://127.0.0.1:\(clientPort)"
+    let client = clientURL
     let peer = "http://127.0.0.1:\(peerPort)"
     child.arguments = [
       "--name", "strata-test", "--data-dir", dataDirectory,
@@ -84,6 +88,11 @@ public final class EtcdProcess: Sendable {
       "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
       "--initial-cluster", "strata-test=\(peer)",
     ]
+    if let tls {
+      child.arguments! += [
+        "--cert-file", tls.certificate, "--key-file", tls.key, "--trusted-ca-file", tls.ca, "--client-cert-auth",
+      ]
+    }
     let output = Pipe()
     child.standardOutput = output
     child.standardError = output

@@ -464,12 +464,15 @@ static void check_extended(strata_client *client, uint64_t nonce, const uint8_t 
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: %s HOST:PORT [BLOCKS [SEED]]\n", argv[0]);
+    fprintf(stderr, "usage: %s HOST:PORT [BLOCKS [SEED [CA_FILE OTHER_CA_FILE]]]\n", argv[0]);
     return 2;
   }
   const char *node = argv[1];
   size_t n = argc > 2 ? (size_t)strtoull(argv[2], NULL, 10) : 300;
   uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 10) : 20240607;
+  /* With CA_FILE the node speaks TLS: every connection verifies it; OTHER_CA_FILE did not sign it. */
+  const char *ca_file = argc > 5 ? argv[4] : NULL;
+  const char *other_ca_file = argc > 5 ? argv[5] : NULL;
   if (n < 8) {
     fprintf(stderr, "BLOCKS must be at least 8\n");
     return 2;
@@ -491,8 +494,25 @@ int main(int argc, char **argv) {
         "open: nothing listening returns 9 (unavailable)");
   strata_client_close(NULL);
 
+  if (ca_file != NULL) {
+    client = (strata_client *)1;
+    check(strata_client_open_tls(node, NULL, 1, 5000, "/nonexistent/ca.pem", NULL, NULL, &client) ==
+                  STRATA_E_INVALID_CONFIGURATION &&
+              client == NULL && strstr(strata_last_error(), "/nonexistent/ca.pem") != NULL,
+          "open_tls: an unreadable CA file returns 2 naming it");
+    check(strata_client_open_tls(node, NULL, 1, 5000, ca_file, ca_file, NULL, &client) == STRATA_E_INVALID_ARGUMENT,
+          "open_tls: a certificate without its key returns 1");
+    check(strata_client_open_tls(node, NULL, 1, 5000, other_ca_file, NULL, NULL, &client) ==
+                  STRATA_E_PERMISSION_DENIED &&
+              strstr(strata_last_error(), "certificate verification failed") != NULL,
+          "open_tls: a node whose certificate another CA signed is refused (11), saying why");
+    check(strata_client_open(node, NULL, 1, 5000, &client) == STRATA_E_PERMISSION_DENIED &&
+              strstr(strata_last_error(), "this port requires TLS") != NULL,
+          "open: plaintext to the TLS port is refused (11), saying so");
+  }
   client = NULL;
-  int rc = strata_client_open(node, NULL, 4, 30000, &client);
+  int rc = ca_file != NULL ? strata_client_open_tls(node, NULL, 4, 30000, ca_file, NULL, NULL, &client)
+                           : strata_client_open(node, NULL, 4, 30000, &client);
   check(rc == 0 && client != NULL, "open: connects and says HELLO");
   if (rc != 0) {
     fprintf(stderr, "cannot open %s: %d %s\n", node, rc, strata_last_error());

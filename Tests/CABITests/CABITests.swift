@@ -126,7 +126,7 @@ private final class Node {
   private var output: (out: Collector, err: Collector)?
 
   /// A node on `listen` (default: a port of its own choosing), in a static cluster with `peers`.
-  init(listen: String? = nil, peers: String? = nil) throws {
+  init(listen: String? = nil, peers: String? = nil, extra: [String] = []) throws {
     directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-cabi-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     // Pages of the RAM arena are as large as the largest block: 2 MiB pages let a 256 MiB arena
@@ -147,7 +147,7 @@ private final class Node {
         [
           "serve", "--config", config.path, "--data-dir", directory.appendingPathComponent("data").path,
           "--listen", listen, "--ram", "1GiB", "--nvme", "1GiB", "--ram-unlocked",
-        ] + (peers.map { ["--peers", $0] } ?? [])
+        ] + (peers.map { ["--peers", $0] } ?? []) + extra
       let out = Collector()
       let err = Collector()
       process.standardOutput = out.pipe
@@ -241,6 +241,34 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
     #expect(passed >= 75, "only \(passed) checks ran: \(summary)")
     let stopped = node.stop()
     #expect(stopped?.exited == true && stopped?.status == 0, "the node did not exit 0 on SIGTERM:\n\(node.log)")
+  }
+
+  /// The same program over TLS (strata_client_open_tls with the CA of scripts/dev-ca.sh), plus
+  /// the refusals: an unreadable CA file, a CA that did not sign the node, plaintext to the TLS port.
+  @Test func cProgramOverTLS() throws {
+    let program = try compileCProgram("c_abi_test")
+    defer { try? FileManager.default.removeItem(atPath: program) }
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("strata-cabi-ca-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let script = packageRoot.appendingPathComponent("scripts/dev-ca.sh").path
+    for (name, nodeID) in [("ca", "node-1"), ("other", "node-1")] {
+      let made = try run("/bin/bash", [script, folder.appendingPathComponent(name).path, nodeID])
+      try #require(made.status == 0, "dev-ca.sh: \(made.stderr)")
+    }
+    let ca = folder.appendingPathComponent("ca").path
+    let node = try Node(extra: ["--tls-cert", "\(ca)/node-1.pem", "--tls-key", "\(ca)/node-1.key"])
+    let result: Finished
+    do {
+      result = try run(program, [node.address, "300", "7", "\(ca)/ca.pem", folder.path + "/other/ca.pem"])
+    } catch {
+      _ = node.stop()
+      throw error
+    }
+    #expect(result.exited && result.status == 0, "the C program failed:\n\(result.stdout)\n\(result.stderr)")
+    let summary = result.stdout.split(separator: "\n").first { $0.hasPrefix("c-abi: ") } ?? ""
+    #expect(summary.contains(" passed, 0 failed"), "no clean summary line in:\n\(result.stdout)\n\(result.stderr)")
+    #expect(node.log.contains("refused a plaintext connection on the TLS port"), "\(node.log)")
+    _ = node.stop()
   }
 
   /// The same program against a static cluster of three nodes, named by all three addresses: the

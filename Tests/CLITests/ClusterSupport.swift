@@ -51,10 +51,14 @@ final class ClusterHarness {
   var nvme = "512MiB"
   /// More `strata serve` arguments for the nodes started from now on.
   var extraArguments: [String] = []
+  /// TLS for the harness's clients (nodes started with TLS); nil: plaintext.
+  var clientTLS: TLSContext?
   /// Lines under `cluster:` in the configuration file of static nodes started from now on.
   var staticClusterConfig: [String] = []
   /// Lines after that section (other sections, whole).
   var staticConfigSections: [String] = []
+  /// More lines under `cluster:` in the configuration file of etcd nodes.
+  var etcdClusterConfig: [String] = []
 
   /// Starts (or restarts, on the same folder and port) node `name`.
   func start(_ name: String) throws {
@@ -70,7 +74,9 @@ final class ClusterHarness {
       }
     case .etcd(let url):
       let config = "\(base)/\(name).yaml"
-      try "cluster:\n  etcd: \(url)\n  lease_ttl: \(ttlSeconds)s\n  etcd_prefix: /strata/test-\(ports["a"]!)/\n"
+      try
+        ("cluster:\n  etcd: \(url)\n  lease_ttl: \(ttlSeconds)s\n  etcd_prefix: /strata/test-\(ports["a"]!)/\n"
+        + etcdClusterConfig.map { "  \($0)\n" }.joined())
         .write(toFile: config, atomically: true, encoding: .utf8)
       extra += ["--config", config]
     }
@@ -112,6 +118,7 @@ final class ClusterHarness {
     configuration.connections = 2
     configuration.timeoutMilliseconds = 10_000
     configuration.downMilliseconds = 60_000
+    configuration.tls = clientTLS
     return StrataClient(configuration)
   }
 

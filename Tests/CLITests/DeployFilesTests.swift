@@ -157,8 +157,23 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
         if cluster["etcd"] != nil {
           if etcd == nil { etcd = try DeployFixtures.Etcd() }
           cluster["etcd"] = etcd?.clientURL
+          // The local etcd is plain http without auth.
+          for field in ["etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password"] {
+            cluster.removeValue(forKey: field)
+          }
         }
         config["cluster"] = cluster
+      }
+      if var tls = config["tls"] as? [String: Any] {
+        // Certificates from a development CA made for this node (scripts/dev-ca.sh).
+        let nodeID = (config["node"] as? [String: Any])?["id"] as? String ?? "strata-1"
+        let made = try runProcess(
+          "/bin/bash", [packageRoot.appendingPathComponent("scripts/dev-ca.sh").path, folder + "/tls", nodeID])
+        try #require(made.status == 0, "dev-ca.sh: \(made.stderrText)")
+        tls["cert"] = "\(folder)/tls/\(nodeID).pem"
+        tls["key"] = "\(folder)/tls/\(nodeID).key"
+        tls["ca"] = "\(folder)/tls/ca.pem"
+        config["tls"] = tls
       }
       let path = folder + "/node.yaml"
       try Yams.dump(object: config).write(toFile: path, atomically: true, encoding: .utf8)

@@ -217,4 +217,26 @@ import Testing
       #expect(throws: StrataError.self, "\(bad)") { try Namespace(bad) }
     }
   }
+
+  /// Beyond loopback a node needs tokens and TLS, or `insecure: true`; loopback needs neither.
+  @Test func exposedListenersNeedTokensAndTLS() throws {
+    let machine = NodeConfiguration.Machine(physicalMemoryBytes: 64 << 30)
+    var config = NodeConfiguration()
+    #expect(config.problems(on: machine).isEmpty)
+    config.listen = HostPort(host: "0.0.0.0", port: 7400)
+    #expect(config.problems(on: machine).map(\.field) == ["listen"])
+    config.auth.tokens = [.init(token: "a-token-of-16-chars", namespace: .embeddedDefault, admin: false)]
+    #expect(config.problems(on: machine).first?.reason.contains("without TLS") == true)
+    config.tls.certificate = "/etc/strata/tls/node.pem"
+    config.tls.key = "/etc/strata/tls/node.key"
+    #expect(config.problems(on: machine).isEmpty)
+    config.admin.listen = HostPort(host: "10.0.0.1", port: 7401)
+    #expect(config.problems(on: machine).isEmpty)
+    config.tls = .init()
+    config.insecure = true
+    #expect(config.problems(on: machine).isEmpty)
+    let parsed = try NodeConfiguration(
+      yaml: "insecure: true\ntls: {cert: a.pem, key: a.key, ca: ca.pem, kernel: false}\n")
+    #expect(parsed.insecure && parsed.tls.clusterCA == "ca.pem" && !parsed.tls.kernel)
+  }
 }

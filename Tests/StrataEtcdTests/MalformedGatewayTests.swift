@@ -142,9 +142,9 @@ final class FakeGateway: Sendable {
     #expect(endpoint.address == HostPort(host: "127.0.0.1", port: 2379))
     #expect(endpoint.description == "http://127.0.0.1:2379")
     #expect(try EtcdEndpoint(parsing: "http://[::1]:2379").address.host == "::1")
-    let https = #expect(throws: StrataError.self) { try EtcdEndpoint(parsing: "https://127.0.0.1:2379") }
-    #expect(https?.code == .unsupported)
-    #expect(https?.message.contains("https is not supported") == true)
+    let https = try EtcdEndpoint(parsing: "https://127.0.0.1:2379")
+    #expect(https.isTLS && !endpoint.isTLS)
+    #expect(https.description == "https://127.0.0.1:2379")
     for bad in ["127.0.0.1:2379", "http://127.0.0.1", "http://h:2379/v3", "http://:2379", "ftp://h:1"] {
       let error = #expect(throws: StrataError.self) { try EtcdEndpoint(parsing: bad) }
       #expect(error?.code == .invalidArgument, "\(bad)")

@@ -22,7 +22,7 @@ struct TierFixture {
   init(
     ramBytes: Int = 4 << 20, nvmeBytes: Int = 16 << 20, admission: AdmissionPolicy = .always,
     leasesMax: Int = 1024, leasesPerNamespaceMax: Int? = nil, pinnedBytesPerNamespaceMax: Int = .max,
-    recovering: SimulatedBlockDevice? = nil
+    recovering: SimulatedBlockDevice? = nil, writebackWindowMilliseconds: UInt64 = 0
   ) throws {
     clock = ManualClock(milliseconds: 1000)
     if let recovering {
@@ -40,7 +40,7 @@ struct TierFixture {
         ramBytes: ramBytes, blockBytesMax: Self.blockBytesMax, lockMemory: false, hugePages: false,
         admission: admission, leasesMax: leasesMax, leaseDurationMilliseconds: 5000,
         leasesPerNamespaceMax: leasesPerNamespaceMax, pinnedBytesPerNamespaceMax: pinnedBytesPerNamespaceMax,
-        ioThreads: 2),
+        ioThreads: 2, writebackWindowMilliseconds: writebackWindowMilliseconds),
       nvme: nvme, clock: clock)
   }
 
@@ -48,7 +48,8 @@ struct TierFixture {
   func restarted() throws -> TierFixture {
     try TierFixture(
       ramBytes: tiers.configuration.ramBytes, admission: tiers.configuration.admission,
-      leasesMax: tiers.configuration.leasesMax, recovering: device)
+      leasesMax: tiers.configuration.leasesMax, recovering: device,
+      writebackWindowMilliseconds: tiers.configuration.writebackWindowMilliseconds)
   }
 }
 
@@ -200,6 +201,31 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     fixture.clock.advance(milliseconds: 5001)
     #expect(try await put(fixture.tiers, 9, bytes: 256 << 10) == .stored)
     #expect(fixture.tiers.stats.leasesActive == 0)
+  }
+
+  /// The synchronous lease of RAM-resident blocks (a GET's fast path): same pins and counters as
+  /// `lease`, and nil (take the async path) as soon as one block would need a promotion.
+  @Test func residentLeasesPinWithoutWaitingAndDeferNVMeBlocks() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20, admission: .always)
+    for n in 0..<12 { _ = try await put(fixture.tiers, n, bytes: 200_000) }
+    let onNVMe = try #require((0..<12).first { fixture.tiers.lookup([testBlockID($0)]) == [.nvme] })
+    let inRAM = (0..<12).filter { fixture.tiers.lookup([testBlockID($0)]) == [.ram] }
+    try #require(inRAM.count >= 2)
+    #expect(try fixture.tiers.leaseResident([testBlockID(inRAM[0]), testBlockID(onNVMe)]) == nil)
+    let before = fixture.tiers.stats
+    let ids = [testBlockID(inRAM[0]), testBlockID(99), testBlockID(inRAM[1])]
+    let lease = try #require(try fixture.tiers.leaseResident(ids))
+    #expect(lease.blocks.map { $0 != nil } == [true, false, true])
+    #expect(lease.blocks[0].map { Array($0.bytes) } == testPayload(inRAM[0], bytes: 200_000))
+    #expect(lease.blocks[0]?.checksum == CRC32C.checksum(testPayload(inRAM[0], bytes: 200_000)))
+    let after = fixture.tiers.stats
+    #expect(after.hitsRAM == before.hitsRAM + 2 && after.misses == before.misses + 1)
+    #expect(after.transferPins == 1)
+    // Pinned: filling RAM with new blocks evicts neither leased block.
+    for n in 100..<110 { _ = try await put(fixture.tiers, n, bytes: 200_000) }
+    #expect(fixture.tiers.lookup([ids[0], ids[2]]) == [.ram, .ram])
+    fixture.tiers.release(lease)
+    #expect(fixture.tiers.stats.transferPins == 0)
   }
 
   @Test func leadingRunStopsAtTheFirstMiss() async throws {

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 
 def find_strata(explicit: Optional[str] = None) -> str:
@@ -50,10 +50,11 @@ class LocalNode:
 
     def __init__(self, listen: str = "127.0.0.1:0", peers: Optional[str] = None, ram: str = "1GiB",
                  nvme: str = "1GiB", config: str = "", max_block_size: str = "4MiB",
-                 binary: Optional[str] = None) -> None:
+                 binary: Optional[str] = None, extra: Sequence[str] = ()) -> None:
         self.binary = find_strata(binary)
         self.directory = tempfile.mkdtemp(prefix="strata-py-")
         self.listen, self.peers, self.ram, self.nvme = listen, peers, ram, nvme
+        self.extra = list(extra)
         self.config = Path(self.directory) / "node.yaml"
         self.config.write_text(
             f"limits:\n  max_block_size: {max_block_size}\nadmin:\n  listen: 127.0.0.1:0\n" + config)
@@ -73,6 +74,7 @@ class LocalNode:
                      "--nvme", self.nvme, "--ram-unlocked"]
         if self.peers:
             arguments += ["--peers", self.peers]
+        arguments += self.extra
         self.output = []
         process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    stdin=subprocess.DEVNULL)

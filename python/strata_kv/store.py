@@ -130,18 +130,21 @@ class StrataStore:
 
     ``StrataStore(node="host:port")`` or ``StrataStore(seeds="a:7400,b:7400")`` connects at once;
     ``StrataStore()`` connects on ``setup(...)`` (Mooncake style). ``connections`` per node,
-    ``timeout_ms`` bounds every request. ``from_config(dict)`` takes ``strata.seeds``,
-    ``strata.node``, ``strata.token``, ``strata.timeout_ms``, ``strata.connections``,
-    ``strata.same_host``, ``strata.shared_memory_bytes``.
+    ``timeout_ms`` bounds every request. ``tls_ca`` (a PEM file: the CA that signed the nodes'
+    certificates) makes every TCP connection TLS 1.3; ``tls_cert`` and ``tls_key`` add a client
+    certificate. ``from_config(dict)`` takes ``strata.seeds``, ``strata.node``, ``strata.token``,
+    ``strata.timeout_ms``, ``strata.connections``, ``strata.tls_ca``, ``strata.tls_cert``,
+    ``strata.tls_key``, ``strata.same_host``, ``strata.shared_memory_bytes``.
 
     Same-host path: when the node runs on this machine the client talks to it over its Unix
-    socket (``same_host=False`` keeps TCP). ``shared_memory_bytes`` allocates shared memory
-    (``shared_memory()``); blocks read into it or written from it move with one copy, made by the
-    node.
+    socket (``same_host=False`` keeps TCP); that local socket stays plaintext even with ``tls_ca``.
+    ``shared_memory_bytes`` allocates shared memory (``shared_memory()``); blocks read into it or
+    written from it move with one copy, made by the node.
     """
 
     def __init__(self, seeds: Optional[Union[str, Sequence[str]]] = None, node: Optional[str] = None,
-                 token: str = "", connections: int = 4, timeout_ms: int = 30000, same_host: bool = True,
+                 token: str = "", connections: int = 4, timeout_ms: int = 30000, tls_ca: Optional[str] = None,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None, same_host: bool = True,
                  shared_memory_bytes: int = 0) -> None:
         self._handle: Optional[int] = None
         self._lib: Optional[ctypes.CDLL] = None
@@ -152,7 +155,7 @@ class StrataStore:
         self._readers: set = set()
         self._same_host, self._shared_memory_bytes = bool(same_host), int(shared_memory_bytes)
         if seeds is not None or node is not None:
-            self._open(seeds, node, token, connections, timeout_ms)
+            self._open(seeds, node, token, connections, timeout_ms, tls_ca, tls_cert, tls_key)
 
     # MARK: Construction
 
@@ -172,12 +175,14 @@ class StrataStore:
             same_host = same_host.strip().lower() not in ("0", "false", "no", "off")
         return cls(seeds=seeds, node=node, token=value("token", "") or "",
                    connections=int(value("connections", 4)), timeout_ms=int(value("timeout_ms", 30000)),
+                   tls_ca=value("tls_ca"), tls_cert=value("tls_cert"), tls_key=value("tls_key"),
                    same_host=bool(same_host), shared_memory_bytes=int(value("shared_memory_bytes", 0)))
 
     def setup(self, local_hostname: str = "", metadata_server: str = "", global_segment_size: int = 0,
               local_buffer_size: int = 0, protocol: str = "tcp", rdma_devices: str = "",
               master_server_addr: str = "", *, seeds: Optional[Union[str, Sequence[str]]] = None,
-              node: Optional[str] = None, token: str = "", connections: int = 4, timeout_ms: int = 30000) -> int:
+              node: Optional[str] = None, token: str = "", connections: int = 4, timeout_ms: int = 30000,
+              tls_ca: Optional[str] = None, tls_cert: Optional[str] = None, tls_key: Optional[str] = None) -> int:
         """Mooncake-style setup: connects to ``seeds``/``node`` (or ``master_server_addr``, taken as
         the Strata node or comma-separated seeds). The Mooncake sizing arguments are accepted and
         ignored (the nodes own their memory). Returns 0, or a negative code."""
@@ -185,7 +190,7 @@ class StrataStore:
             return OBJECT_ALREADY_EXISTS
         try:
             self._open(seeds if seeds is not None else (master_server_addr or None), node, token, connections,
-                       timeout_ms)
+                       timeout_ms, tls_ca, tls_cert, tls_key)
         except StrataError as error:
             return error.mooncake_code
         except ValueError:
@@ -193,7 +198,8 @@ class StrataStore:
         return OK
 
     def _open(self, seeds: Optional[Union[str, Sequence[str]]], node: Optional[str], token: str, connections: int,
-              timeout_ms: int) -> None:
+              timeout_ms: int, tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
+              tls_key: Optional[str] = None) -> None:
         if seeds is not None and not isinstance(seeds, str):
             seeds = ",".join(seeds)
         address = seeds or node
@@ -207,9 +213,17 @@ class StrataStore:
             raise ValueError(f"shared_memory_bytes: {self._shared_memory_bytes} is out of range")
         lib = _native.library()
         handle = ctypes.c_void_p()
+        if tls_ca:
+            if (tls_cert is None) != (tls_key is None):
+                raise ValueError("tls_cert and tls_key go together")
+        elif tls_cert or tls_key:
+            raise ValueError("tls_cert and tls_key need tls_ca (the CA of the nodes' certificates)")
+        # TLS covers the TCP connections; the same-host path (a local Unix socket) stays plaintext.
         _check(lib.strata_client_open_options(address.encode(), (token or "").encode(), connections, timeout_ms,
                                               1 if self._same_host else 0, self._shared_memory_bytes,
-                                              byref(handle)), lib)
+                                              tls_ca.encode() if tls_ca else None,
+                                              tls_cert.encode() if tls_cert else None,
+                                              tls_key.encode() if tls_key else None, byref(handle)), lib)
         self._lib = lib
         self._handle = handle.value
 

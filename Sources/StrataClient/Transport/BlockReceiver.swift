@@ -1,6 +1,6 @@
 // The one place a GET block's payload is received over TCP: straight into host memory, or through
-// the pinned staging ring into GPU memory. Either way the bytes are checksummed on the host before
-// the block is reported as data.
+// the pinned staging ring into GPU memory. Either way the bytes are checksummed on the host as
+// they arrive, before the block is reported as data.
 
 import StrataCore
 import StrataGPU
@@ -33,8 +33,7 @@ struct BlockReceiver {
     var filled: [UnsafeMutableRawBufferPointer] = []
     for segment in segments where left > 0 {
       let buffer = UnsafeMutableRawBufferPointer(rebasing: segment.buffer[0..<min(left, segment.length)])
-      try connection.receive(into: buffer)
-      crc = CRC32C.checksum(UnsafeRawBufferPointer(buffer), continuing: crc)
+      crc = try receiveChecksumming(into: buffer, continuing: crc)
       filled.append(buffer)
       left -= buffer.count
     }
@@ -52,8 +51,8 @@ struct BlockReceiver {
     switch destination.region.kind {
     case .host:
       let buffer = UnsafeMutableRawBufferPointer(rebasing: destination.buffer[0..<length])
-      try connection.receive(into: buffer)
-      guard !verify || CRC32C.checksum(UnsafeRawBufferPointer(buffer)) == checksum else {
+      let received = try receiveChecksumming(into: buffer, continuing: 0)
+      guard !verify || received == checksum else {
         buffer.initializeMemory(as: UInt8.self, repeating: 0)
         return .corrupt
       }
@@ -79,6 +78,32 @@ struct BlockReceiver {
       }
       return .ok(length: length)
     }
+  }
+
+  /// Bytes received before they are checksummed: few enough to be checksummed from the cache right
+  /// after the kernel copied them in, while the next ones keep arriving into the socket buffer, so
+  /// verification overlaps the transfer instead of reading the whole block again after it.
+  static let checksumChunkBytes = 256 << 10
+
+  /// Receives `buffer` in chunks, checksumming each as it lands (when verifying); returns the
+  /// CRC-32C of `buffer` continuing `crc` (or `crc` unchanged when not verifying).
+  private func receiveChecksumming(into buffer: UnsafeMutableRawBufferPointer, continuing crc: UInt32)
+    throws(StrataError) -> UInt32
+  {
+    guard verify else {
+      try connection.receive(into: buffer)
+      return crc
+    }
+    var crc = crc
+    var offset = 0
+    while offset < buffer.count {
+      let chunk = UnsafeMutableRawBufferPointer(
+        rebasing: buffer[offset..<min(buffer.count, offset + Self.checksumChunkBytes)])
+      try connection.receive(into: chunk)
+      crc = CRC32C.checksum(UnsafeRawBufferPointer(chunk), continuing: crc)
+      offset += chunk.count
+    }
+    return crc
   }
 
   /// Waits until every staged copy has landed in GPU memory and gives the rings back.

@@ -126,6 +126,24 @@ int strata_client_open(const char *host_port, const char *token, int connections
                        strata_client **out);
 
 /**
+ * strata_client_open over TLS 1.3: every connection verifies the node's certificate against the
+ * CA certificates (PEM) in `ca_file` and checks that it names the host connected to (a DNS name
+ * or an IP address in its subject alternative names).
+ *
+ * ca_file:    the CA that signed the nodes' certificates (required).
+ * cert_file:  a client certificate chain (PEM) to present, or NULL for none; with key_file.
+ * key_file:   the private key of cert_file (PEM), or NULL.
+ *
+ * Returns 0, or an error code: 2 invalid configuration for a file that cannot be read or a key
+ * that does not match its certificate; 11 permission denied when the node's certificate does not
+ * verify (strata_last_error says why: "certificate has expired", "self-signed certificate in
+ * certificate chain", ...) or the node refuses the client's; 9 unavailable when the node closes
+ * the handshake (a plaintext node, or one that requires a client certificate).
+ */
+int strata_client_open_tls(const char *host_port, const char *token, int connections, uint32_t timeout_ms,
+                           const char *ca_file, const char *cert_file, const char *key_file, strata_client **out);
+
+/**
  * strata_client_open with the same-host path's options (docs/client.md, "Same-host path").
  * strata_client_open is this call with same_host 1 and shared_memory_bytes 0.
  *
@@ -134,9 +152,13 @@ int strata_client_open(const char *host_port, const char *token, int connections
  * shared_memory_bytes: shared memory (a sealed memfd) to allocate for blocks, rounded up to whole
  *                      pages; 0 for none. strata_get into it and strata_put from it over the
  *                      same-host path move each block with one copy, made by the node.
+ * ca_file, cert_file, key_file: as for strata_client_open_tls, or all NULL for plaintext. TLS
+ *                      covers the TCP connections; the same-host path (a local Unix socket, mode
+ *                      0660, the node id checked) stays plaintext.
  */
 int strata_client_open_options(const char *host_port, const char *token, int connections, uint32_t timeout_ms,
-                               int same_host, uint64_t shared_memory_bytes, strata_client **out);
+                               int same_host, uint64_t shared_memory_bytes, const char *ca_file,
+                               const char *cert_file, const char *key_file, strata_client **out);
 
 /**
  * The client's shared memory (strata_client_open_options): *base_out and *length_out receive its

@@ -8,6 +8,7 @@ import Dispatch
 import Logging
 public import StrataCore
 import StrataStorage
+import StrataTCP
 public import StrataWire
 
 /// What a HELLO granted a connection.
@@ -30,9 +31,12 @@ extension NodeServer {
   /// Decides a HELLO for any transport: the protocol version, the credentials (a tenant token, or
   /// the cluster token for a peer node), then the connection limits (node, source address,
   /// namespace). Returns the grant and the answer; throws the error to answer with.
-  func authenticate(_ hello: HelloRequest, source: String, transport: String) throws(StrataError) -> (
-    SessionGrant, HelloResponse
-  ) {
+  ///
+  /// `tls` is the connection's TLS session (TCP with TLS): with a cluster CA (`tls.ca`) the peer
+  /// capability needs a node certificate from it naming a ring member.
+  func authenticate(_ hello: HelloRequest, source: String, transport: String, tls session: TLSSession? = nil)
+    throws(StrataError) -> (SessionGrant, HelloResponse)
+  {
     guard hello.versionMin <= WireProtocol.version && WireProtocol.version <= hello.versionMax else {
       throw StrataError(
         .unsupported,
@@ -43,6 +47,7 @@ extension NodeServer {
     var granted: SessionGrant
     if hello.capabilities.contains(.peer) {
       do throws(StrataError) {
+        try checkNodeIdentity(session, transport: transport)
         granted = try grantPeer(hello)
       } catch {
         if error.code == .permissionDenied {
@@ -76,6 +81,9 @@ extension NodeServer {
       granted.capabilities = [.tcp, .rdma, .leases]
     }
     if granted.isPeer { granted.capabilities.insert(.peer) }
+    // RDMA carries no TLS (docs/security.md): where the node requires TLS, only a client whose
+    // HELLO came over TLS may move blocks over the fabric.
+    if tls != nil && transport == "tcp" && session == nil { granted.capabilities.remove(.rdma) }
     let response = HelloResponse(
       capabilities: granted.capabilities, nodeID: configuration.nodeID, namespace: granted.namespace,
       frameBytesMax: configuration.limits.payloadBytesMax,
@@ -84,11 +92,46 @@ extension NodeServer {
     return (granted, response)
   }
 
+  /// With a cluster CA configured, a peer must prove it is a node: its TLS certificate chains to
+  /// the cluster CA (alone, not a client CA) and names a member of the current ring.
+  private func checkNodeIdentity(_ session: TLSSession?, transport: String) throws(StrataError) {
+    guard let context = tls, !context.files.trusted.isEmpty else { return }
+    guard let session else {
+      throw StrataError(
+        .permissionDenied,
+        "the peer capability needs a node certificate over TLS; this \(transport) connection has none")
+    }
+    guard session.peerVerifies(against: context) else {
+      throw StrataError(
+        .permissionDenied,
+        session.peerCommonName == nil
+          ? "the peer capability needs a node certificate (signed by the cluster CA, tls.ca); this connection presented none"
+          : "the peer capability needs a node certificate signed by the cluster CA (tls.ca); '\(session.peerCommonName ?? "")' is not"
+      )
+    }
+    let member =
+      cluster?.member(named: { session.peerNames($0) })
+      ?? (session.peerNames(configuration.nodeID) ? configuration.nodeID : nil)
+    guard member != nil else {
+      throw StrataError(
+        .permissionDenied,
+        "the node certificate '\(session.peerCommonName ?? "?")' names no member of the current ring")
+    }
+  }
+
   /// The peer capability goes only to the cluster token (never to a tenant's), which then names the
   /// namespace the peer acts in. A node with no tokens at all (the open embedded default) grants
   /// it to anyone, as it grants everything.
   private func grantPeer(_ hello: HelloRequest) throws(StrataError) -> SessionGrant {
     let clusterToken = configuration.clusterToken
+    if clusterToken.isEmpty, let context = tls, !context.files.trusted.isEmpty {
+      // The node certificate (checked above) is the credential.
+      guard !hello.peerNamespace.isEmpty || currentTokens.isEmpty else {
+        throw StrataError(.invalidArgument, "a peer HELLO must name the namespace it acts in (peerNamespace)")
+      }
+      let namespace = hello.peerNamespace.isEmpty ? Namespace.embeddedDefault : try Namespace(hello.peerNamespace)
+      return SessionGrant(namespace: namespace, scopes: Self.peerScopes, credential: .peer, capabilities: [])
+    }
     if clusterToken.isEmpty {
       guard currentTokens.isEmpty else {
         throw StrataError(
@@ -334,9 +377,14 @@ struct RequestSession {
       try makeRoomForLease()
       let found = tiers.lookup(ids)
       let kind = LeaseKind.client(namespace: namespace, durationMilliseconds: UInt64(request.leaseMilliseconds))
+      // RAM-resident blocks are pinned on this thread; only a promotion from NVMe waits.
       let lease: BlockLease
       do throws(StrataError) {
-        lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+        if let resident = try tiers.leaseResident(ids, kind) {
+          lease = resident
+        } else {
+          lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+        }
       } catch {
         if error.code == .resourceExhausted {
           server.audit(
@@ -405,7 +453,14 @@ struct RequestSession {
     try server.fillMissing(ids, isPeer: grant.isPeer, executor: executor)
     // Transfer pins: they never expire, so no slot is reused while its bytes are being sent; the
     // transport returns only once nothing moves out of them any more.
-    let pins = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
+    // A GET of RAM-resident blocks pins them on this thread, no hop; only a promotion from NVMe
+    // waits for the disk through the executor.
+    let pins: BlockLease
+    if let resident = try tiers.leaseResident(ids, .transfer) {
+      pins = resident
+    } else {
+      pins = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
+    }
     defer { tiers.release(pins) }
     var items: [GetResponse.Item] = []
     var ranges: [UnsafeRawBufferPointer?] = []

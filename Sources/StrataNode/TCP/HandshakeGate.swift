@@ -6,6 +6,10 @@
 // Bounds: at most `handshakesMax` connections wait (a new one closes the oldest waiting, so a
 // flood can delay a real client by at most the flood's rate times the table, never lock it out);
 // each must finish HELLO by its deadline; before HELLO a frame body may be at most a HELLO's size.
+//
+// With TLS the handshake runs here too, one non-blocking step per readable event and within the
+// same deadline, so a stalled TLS handshake holds a table entry, never a thread. A plaintext
+// frame sent to the TLS port is answered, in plaintext, with an error that says so.
 
 import CStrataLinux
 import Logging
@@ -27,6 +31,10 @@ final class HandshakeGate: @unchecked Sendable {
     var assembler: FrameAssembler
     let deadline: Deadline
     let sequence: UInt64
+    /// The TLS context current when the connection was accepted (nil: plaintext port).
+    let tls: TLSContext?
+    /// Whether its TLS handshake is done (always true on a plaintext port).
+    var secured: Bool
   }
 
   /// What a connection may send before its HELLO is decided: a HELLO frame, nothing else.
@@ -149,9 +157,12 @@ final class HandshakeGate: @unchecked Sendable {
         }
         let sequence = nextSequence
         nextSequence += 1
+        // The same-host path is local (socket mode 0660, node id checked) and stays plaintext.
+        let tls = transport == "shm" ? nil : server.tls
         pending[socket.descriptor] = Pending(
           socket: socket, assembler: FrameAssembler(limits: Self.limits, receiving: .request),
-          deadline: Deadline.after(milliseconds: timeoutMilliseconds), sequence: sequence)
+          deadline: Deadline.after(milliseconds: timeoutMilliseconds), sequence: sequence, tls: tls,
+          secured: tls == nil)
         order.append((sequence, socket.descriptor))
         pendingCounter.store(pending.count, ordering: .relaxed)
         watch(socket.descriptor)
@@ -172,6 +183,10 @@ final class HandshakeGate: @unchecked Sendable {
   /// the frame is whole.
   private func advance(_ descriptor: Int32, _ server: NodeServer) {
     guard var entry = pending[descriptor] else { return }
+    if !entry.secured {
+      guard secure(&entry, server) else { return }
+      pending[descriptor] = entry
+    }
     var buffer = [UInt8](repeating: 0, count: FrameHeader.byteCount + HelloRequest.encodedBytesMax)
     while true {
       let missing: Int
@@ -216,6 +231,72 @@ final class HandshakeGate: @unchecked Sendable {
     }
   }
 
+  /// The bytes every Strata frame starts with ("STRW"): a plaintext client on the TLS port.
+  private static let magicBytes: [UInt8] = withUnsafeBytes(of: WireProtocol.magic.littleEndian) { Array($0) }
+
+  /// Advances a TLS handshake by what has arrived. Returns true once it is done (the HELLO may
+  /// follow at once, decrypted already); false while it waits or after closing the connection.
+  private func secure(_ entry: inout Pending, _ server: NodeServer) -> Bool {
+    let descriptor = entry.socket.descriptor
+    do throws(StrataError) {
+      if entry.socket.tls == nil, let context = entry.tls {
+        let first = entry.socket.peekAvailable(FrameHeader.byteCount)
+        let prefix = min(first.count, Self.magicBytes.count)
+        if prefix > 0 && Array(first.prefix(prefix)) == Array(Self.magicBytes.prefix(prefix)) {
+          if first.count < FrameHeader.byteCount { return false }  // wait for the whole header
+          refusePlaintext(entry.socket, header: first, server)
+          unwatch(descriptor)
+          remove(descriptor)
+          return false
+        }
+        if first.isEmpty { return false }
+        try entry.socket.attachTLS(context)
+      }
+      guard let session = entry.socket.tls else { return false }
+      switch try session.handshake(peer: entry.socket.peer) {
+      case .wantRead, .wantWrite:
+        // A full socket buffer during a server's first flight (a few KiB) means a peer that does
+        // not read: the handshake deadline closes it.
+        pending[descriptor] = entry
+        return false
+      case .done:
+        entry.secured = true
+        let mode = session.mode
+        server.count { stats in
+          if mode == .kernel { stats.tlsKernel += 1 } else { stats.tlsUser += 1 }
+        }
+        server.logger.info(
+          "TLS connection",
+          metadata: [
+            "peer": "\(entry.socket.peer)", "tls_mode": "\(mode.rawValue)", "version": "\(session.version)",
+            "certificate": "\(session.peerCommonName ?? "none")",
+          ])
+        return true
+      }
+    } catch {
+      server.count { $0.tlsHandshakesFailed += 1 }
+      server.logger.info(
+        "refused a connection: TLS handshake failed",
+        metadata: ["peer": "\(entry.socket.peer)", "reason": "\(error.message)"])
+      drop(descriptor)
+      return false
+    }
+  }
+
+  /// Answers a plaintext HELLO on the TLS port, in plaintext, with an error that says what to do.
+  private func refusePlaintext(_ socket: TCPSocket, header bytes: [UInt8], _ server: NodeServer) {
+    let requestID = bytes.withUnsafeBytes { raw in
+      (try? FrameHeader(decoding: raw, limits: Self.limits))?.requestID ?? 0
+    }
+    server.count { $0.tlsPlaintextRefused += 1 }
+    server.logger.info("refused a plaintext connection on the TLS port", metadata: ["peer": "\(socket.peer)"])
+    let error = StrataError(
+      .permissionDenied,
+      "this port requires TLS: connect with TLS and the CA that signed the node's certificate (--tls-ca)")
+    socket.sendAvailable(WireMessage.error(.hello, ErrorBody(error)).frameBytes(requestID: requestID, ringEpoch: 0))
+    socket.shutdown()
+  }
+
   /// Grants or refuses a whole first frame; a granted connection gets its thread.
   private func decide(_ header: FrameHeader, _ message: WireMessage, socket: TCPSocket, _ server: NodeServer) {
     guard case .helloRequest(let hello) = message else {
@@ -226,7 +307,8 @@ final class HandshakeGate: @unchecked Sendable {
     let grant: SessionGrant
     let response: HelloResponse
     do throws(StrataError) {
-      (grant, response) = try server.authenticate(hello, source: socket.peerHost, transport: transport)
+      (grant, response) = try server.authenticate(
+        hello, source: socket.peerHost, transport: transport, tls: socket.tls)
     } catch {
       refuse(socket, header, error, server)
       return

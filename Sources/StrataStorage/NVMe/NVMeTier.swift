@@ -263,14 +263,22 @@ public final class NVMeTier: Sendable {
   /// Throws `.ioError` when the device failed (the block is not admitted; the tier stays usable),
   /// `.resourceExhausted` when no region is free while another thread is reclaiming one,
   /// `.checksumMismatch` when `payload` does not match `checksum`.
-  public func write(_ id: BlockID, payload: UnsafeRawBufferPointer, checksum: UInt32) throws(StrataError) {
+  ///
+  /// `checksumOfStoredCopy`: the caller computed `checksum` over these very bytes when it stored
+  /// them (the tier manager at commit, over the arena slot that has been immutable since), so the
+  /// tier does not checksum the payload again. Damage to the bytes since then is still caught: the
+  /// record carries `checksum`, not one computed now, so the first read or scrub of it fails
+  /// verification and the block is dropped, never served.
+  public func write(
+    _ id: BlockID, payload: UnsafeRawBufferPointer, checksum: UInt32, checksumOfStoredCopy: Bool = false
+  ) throws(StrataError) {
     guard payload.count <= blockBytesMax else {
       throw StrataError(
         .invalidArgument, "\(id): block of \(payload.count) bytes exceeds the NVMe tier's \(blockBytesMax)")
     }
-    // The last check before a long-lived copy: a block damaged in memory must not be persisted
-    // with a checksum that would then vouch for it.
-    let actual = CRC32C.checksum(payload)
+    // Otherwise the last check before a long-lived copy: bytes the caller did not checksum itself
+    // must not be persisted with a checksum that would then vouch for them.
+    let actual = checksumOfStoredCopy ? checksum : CRC32C.checksum(payload)
     guard actual == checksum else {
       throw StrataError(
         .checksumMismatch,

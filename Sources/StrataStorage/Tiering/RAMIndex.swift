@@ -8,6 +8,9 @@ struct RAMIndex: Sequence {
   private var entries: [BlockID: TierManager.RAMEntry] = [:]
   /// Blocks and slot bytes per namespace; a namespace without blocks has no entry.
   private(set) var usage: [Namespace: TierUsage] = [:]
+  /// Blocks (and their payload bytes) committed to RAM and not yet on NVMe by write-behind.
+  private(set) var dirtyBlocks = 0
+  private(set) var dirtyBytes = 0
 
   var count: Int { entries.count }
   var keys: Dictionary<BlockID, TierManager.RAMEntry>.Keys { entries.keys }
@@ -35,5 +38,9 @@ struct RAMIndex: Sequence {
     counts.blocks += sign
     counts.bytes += sign * entry.slot.capacityBytes
     usage[id.namespace] = counts.blocks == 0 ? nil : counts
+    if entry.dirty {
+      dirtyBlocks += sign
+      dirtyBytes += sign * entry.bytes
+    }
   }
 }

@@ -39,14 +39,19 @@ public struct TierConfiguration: Sendable {
   public var lowWatermark: Double
   /// Each namespace's RAM, NVMe and pinned-bytes quota (docs/security.md, "Tenants").
   public var quotas: NamespaceQuotas
+  /// Write-behind: committed blocks are written to NVMe in commit order, keeping their RAM copy,
+  /// aiming to be within this many milliseconds of their commit; 0 turns it off (blocks then reach
+  /// NVMe only when demoted or flushed). Only with an NVMe tier and `admission: always`.
+  public var writebackWindowMilliseconds: UInt64
 
   public init(
     ramBytes: Int, blockBytesMax: Int, lockMemory: Bool = false, hugePages: Bool = true,
     admission: AdmissionPolicy = .always, leasesMax: Int = 65536, leaseDurationMilliseconds: UInt64 = 30_000,
     leasesPerNamespaceMax: Int? = nil, pinnedBytesPerNamespaceMax: Int = .max,
     ioThreads: Int = 4, ioQueueDepthMax: Int = 1024, highWatermark: Double = 0.95, lowWatermark: Double = 0.85,
-    quotas: NamespaceQuotas = NamespaceQuotas()
+    writebackWindowMilliseconds: UInt64 = 0, quotas: NamespaceQuotas = NamespaceQuotas()
   ) {
+    self.writebackWindowMilliseconds = writebackWindowMilliseconds
     self.quotas = quotas
     self.leasesPerNamespaceMax = leasesPerNamespaceMax ?? leasesMax
     self.pinnedBytesPerNamespaceMax = pinnedBytesPerNamespaceMax
@@ -69,7 +74,8 @@ public struct TierConfiguration: Sendable {
       lockMemory: node.ram.lock, hugePages: node.ram.hugePages, admission: node.nvme.admission,
       leasesMax: node.limits.leasesMax, leaseDurationMilliseconds: node.limits.leaseDuration.milliseconds,
       leasesPerNamespaceMax: node.limits.leasesPerNamespaceMax,
-      pinnedBytesPerNamespaceMax: node.pinnedBytesPerNamespaceMax, quotas: node.quotas)
+      pinnedBytesPerNamespaceMax: node.pinnedBytesPerNamespaceMax,
+      writebackWindowMilliseconds: node.nvme.writebackWindow.milliseconds, quotas: node.quotas)
   }
 }
 
@@ -93,6 +99,24 @@ public struct TierStats: Sendable, Hashable {
   public var promotedBytes = 0
   /// Blocks evicted from RAM without going to disk (admission said no, or there is no NVMe tier).
   public var droppedBlocks = 0
+  /// Blocks evicted from RAM at no cost because their copy was on NVMe already (written behind,
+  /// or promoted from there).
+  public var cleanEvictedBlocks = 0
+  /// Blocks and bytes written behind to NVMe (the RAM copy kept).
+  public var writebackBlocks = 0
+  public var writebackBytes = 0
+  /// Blocks written behind later than `writebackWindowMilliseconds` after their commit: the disk
+  /// did not keep up.
+  public var writebackLateBlocks = 0
+  /// Write-behind writes that failed (I/O error, no NVMe region free); the block stays in RAM and
+  /// is written when it is demoted or flushed.
+  public var writebackFailedBlocks = 0
+  /// Blocks (and payload bytes) in RAM that write-behind has not put on NVMe yet.
+  public var writebackPendingBlocks = 0
+  public var writebackPendingBytes = 0
+  /// How long the oldest block waiting for write-behind (queued or being written) has waited
+  /// since its commit; 0 when none waits.
+  public var writebackLagMilliseconds: UInt64 = 0
   public var checksumFailures = 0
   public var ioErrors = 0
   /// Blocks whose demotion failed (the NVMe write erred) and that left RAM anyway: without a
@@ -187,8 +211,10 @@ public final class TierManager: Sendable {
     var storedAtMilliseconds: UInt64 = 0
     /// Reads since the write: "seen twice" admission asks for at least one.
     var reads: Int = 0
-    /// Being written to NVMe: readable, not evictable.
+    /// Being written to NVMe (demoted or written behind): readable, not evictable.
     var demoting = false
+    /// Committed with write-behind on and not on NVMe yet.
+    var dirty = false
   }
 
   struct State {
@@ -206,6 +232,10 @@ public final class TierManager: Sendable {
     /// Blocks a `lease` call is assembling (in RAM already, or promoted by it) before its lease
     /// pins them: a later promotion of the same batch must not evict an earlier one.
     var batchPins: [BlockID: Int] = [:]
+    /// Blocks waiting for write-behind, oldest commit first, and those being written behind now
+    /// with their commit times (TierManager+WriteBehind.swift).
+    var writeBehind = WriteBehindQueue()
+    var writingBehind: [BlockID: UInt64] = [:]
     var stats = TierStats()
 
     /// The policy's next victim among blocks that are neither pinned nor being demoted: among
@@ -246,7 +276,7 @@ public final class TierManager: Sendable {
   public let arena: RAMArena
   public let nvme: NVMeTier?
   let clock: any StorageClock
-  private let io: IOPool
+  let io: IOPool
   let state: Mutex<State>
   /// When NVMe regions were last written, for eviction by age (TierManager+Admin.swift).
   let nvmeAges: NVMeRegionAges
@@ -259,6 +289,10 @@ public final class TierManager: Sendable {
   public func setDemotionFailureHandler(_ handler: @escaping DemotionFailureHandler) {
     demotionFailureHandler.withLock { $0 = handler }
   }
+  /// Whether commits are written behind to NVMe (see `TierConfiguration.writebackWindowMilliseconds`).
+  public let writeBehindEnabled: Bool
+  let writeBehindWake: AsyncStream<Void>.Continuation
+  let writeBehindSignals: AsyncStream<Void>
 
   /// A tier manager over a fresh arena and (when given) an NVMe tier already opened or recovered.
   public init(
@@ -286,6 +320,10 @@ public final class TierManager: Sendable {
             pinnedBytesPerNamespaceMax: configuration.pinnedBytesPerNamespaceMax,
             pinnedBytesByNamespace: configuration.quotas.overrides.mapValues(\.pinnedBytesMax)))))
     (pressureSignals, pressure) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    (writeBehindSignals, writeBehindWake) = AsyncStream.makeStream(
+      of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    writeBehindEnabled =
+      nvme != nil && configuration.admission == .always && configuration.writebackWindowMilliseconds > 0
     nvmeAges = NVMeRegionAges(recovered: nvme, atMilliseconds: clock.nowMilliseconds())
   }
 
@@ -330,6 +368,7 @@ public final class TierManager: Sendable {
   /// Pins the present blocks among `ids` (promoting NVMe-resident ones into RAM first), for a
   /// transfer in progress or as a client's lease (see `LeaseKind`).
   public func lease(_ ids: [BlockID], _ kind: LeaseKind = .transfer) async throws(StrataError) -> BlockLease {
+    if let lease = try leaseResident(ids, kind) { return lease }
     // Promote what lives only on NVMe; a failed promotion is a miss, never an error for the batch.
     // The batch's blocks stay pinned while it is assembled, so that promoting one block never
     // evicts another of the same batch (which would turn a hit into a miss).
@@ -351,35 +390,55 @@ public final class TierManager: Sendable {
     return try state.withLock { state throws(StrataError) -> BlockLease in
       defer { state.unpinForBatch(batchPinned) }
       state.unpinned(state.leases.expire(now: now))
-      var blocks: [LeasedBlock?] = []
-      var present: [(BlockID, Int)] = []
-      for id in ids {
-        guard var entry = state.ram[id] else {
-          state.stats.misses += 1
-          blocks.append(nil)
-          continue
-        }
-        entry.reads += 1
-        state.ram[id] = entry
-        state.policy.access(id)
-        let wasPromoted = promoted.contains(id)
-        if !wasPromoted { state.stats.hitsRAM += 1 }
-        present.append((id, entry.bytes))
-        blocks.append(
-          LeasedBlock(
-            id: id, bytes: UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes)),
-            checksum: entry.checksum, foundIn: wasPromoted ? .nvme : .ram))
+      return try grant(ids, promoted: promoted, kind, now: now, state: &state)
+    }
+  }
+
+  /// `lease` without waiting, for the common case of a request whose blocks are all in RAM (or
+  /// absent): pins them at once on the calling thread. Nil when a block lives only on NVMe and must
+  /// be promoted first: the caller then takes the async `lease`. Same pins, limits and counters.
+  public func leaseResident(_ ids: [BlockID], _ kind: LeaseKind = .transfer) throws(StrataError) -> BlockLease? {
+    let now = clock.nowMilliseconds()
+    return try state.withLock { state throws(StrataError) -> BlockLease? in
+      if let nvme, ids.contains(where: { state.ram[$0] == nil && nvme.contains($0) }) { return nil }
+      state.unpinned(state.leases.expire(now: now))
+      return try grant(ids, promoted: [], kind, now: now, state: &state)
+    }
+  }
+
+  /// Pins the RAM-resident blocks among `ids` under one lease, counting hits and misses.
+  private func grant(
+    _ ids: [BlockID], promoted: Set<BlockID>, _ kind: LeaseKind, now: UInt64, state: inout State
+  ) throws(StrataError) -> BlockLease {
+    var blocks: [LeasedBlock?] = []
+    var present: [(BlockID, Int)] = []
+    blocks.reserveCapacity(ids.count)
+    for id in ids {
+      guard var entry = state.ram[id] else {
+        state.stats.misses += 1
+        blocks.append(nil)
+        continue
       }
-      switch kind {
-      case .transfer:
-        let leaseID = state.leases.pinForTransfer(present.map(\.0))
-        return BlockLease(id: leaseID, blocks: blocks, expiresAtMilliseconds: .max, grantedMilliseconds: 0)
-      case .client(let namespace, let requested):
-        let duration = max(1, min(requested, configuration.leaseDurationMilliseconds))
-        let leaseID = try state.leases.grant(present, namespace: namespace, expiresAt: now + duration)
-        return BlockLease(
-          id: leaseID, blocks: blocks, expiresAtMilliseconds: now + duration, grantedMilliseconds: duration)
-      }
+      entry.reads += 1
+      state.ram[id] = entry
+      state.policy.access(id)
+      let wasPromoted = promoted.contains(id)
+      if !wasPromoted { state.stats.hitsRAM += 1 }
+      present.append((id, entry.bytes))
+      blocks.append(
+        LeasedBlock(
+          id: id, bytes: UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes)),
+          checksum: entry.checksum, foundIn: wasPromoted ? .nvme : .ram))
+    }
+    switch kind {
+    case .transfer:
+      let leaseID = state.leases.pinForTransfer(present.map(\.0))
+      return BlockLease(id: leaseID, blocks: blocks, expiresAtMilliseconds: .max, grantedMilliseconds: 0)
+    case .client(let namespace, let requested):
+      let duration = max(1, min(requested, configuration.leaseDurationMilliseconds))
+      let leaseID = try state.leases.grant(present, namespace: namespace, expiresAt: now + duration)
+      return BlockLease(
+        id: leaseID, blocks: blocks, expiresAtMilliseconds: now + duration, grantedMilliseconds: duration)
     }
   }
 
@@ -449,12 +508,14 @@ public final class TierManager: Sendable {
       }
       state.ram[id] = RAMEntry(
         slot: reservation.slot, bytes: reservation.buffer.count, checksum: checksum,
-        storedAtMilliseconds: clock.nowMilliseconds())
+        storedAtMilliseconds: clock.nowMilliseconds(), dirty: writeBehindEnabled)
+      if writeBehindEnabled { state.queueForWriteBehind(id) }
       state.policy.insert(id, bytes: reservation.slot.capacityBytes)
       state.stats.puts += 1
       state.stats.putBytes += reservation.buffer.count
       return Double(state.allocator.usedBytes) > configuration.highWatermark * Double(configuration.ramBytes)
     }
+    if writeBehindEnabled { writeBehindWake.yield() }
     if overHighWatermark { pressure.yield() }
   }
 
@@ -527,6 +588,7 @@ public final class TierManager: Sendable {
     defer { release(lease) }
     guard let block = lease.blocks[0] else { return false }
     try await writeToNVMe(nvme, block.id, block.bytes, block.checksum)
+    markClean(id)
     return true
   }
 
@@ -556,8 +618,15 @@ public final class TierManager: Sendable {
     }
   }
 
-  /// The background service: demotes when a commit crosses the high watermark, until cancelled.
+  /// The background services until `shutdown`: demotion when a commit crosses the high watermark,
+  /// and write-behind (when enabled).
   public func run() async {
+    async let writingBehind: Void = runWriteBehind()
+    await runDemotion()
+    await writingBehind
+  }
+
+  private func runDemotion() async {
     for await _ in pressureSignals {
       do throws(StrataError) {
         try await relievePressure()
@@ -568,7 +637,10 @@ public final class TierManager: Sendable {
   }
 
   /// Ends the background service.
-  public func shutdown() { pressure.finish() }
+  public func shutdown() {
+    pressure.finish()
+    writeBehindWake.finish()
+  }
 
   public var stats: TierStats {
     var stats = state.withLock { state in
@@ -579,6 +651,9 @@ public final class TierManager: Sendable {
       stats.leasesActive = state.leases.count
       stats.transferPins = state.leases.transferPinCount
       stats.pinnedBlocks = state.leases.pinnedBlockCount
+      stats.writebackPendingBlocks = state.ram.dirtyBlocks
+      stats.writebackPendingBytes = state.ram.dirtyBytes
+      stats.writebackLagMilliseconds = state.writeBehindLag(now: clock.nowMilliseconds())
       return stats
     }
     if let nvme {
@@ -644,22 +719,26 @@ public final class TierManager: Sendable {
       state.unpinned(state.leases.expire(now: now))
       guard let id = state.pickVictim(from: namespace), var entry = state.ram[id] else { return nil }
       if namespace != nil { state.stats.quotaEvictedBlocks += 1 }
-      if admits(entry), let nvme, !nvme.contains(id) {
-        guard nvmeRoom(id.namespace, entry.bytes) else {
-          // Its namespace is at its NVMe quota: dropped rather than written.
-          state.ram[id] = nil
-          state.allocator.free(entry.slot)
-          state.stats.droppedBlocks += 1
-          state.stats.nvmeQuotaDroppedBlocks += 1
-          return .dropped
+      if admits(entry), let nvme {
+        if !nvme.contains(id) {
+          guard nvmeRoom(id.namespace, entry.bytes) else {
+            // Its namespace is at its NVMe quota: dropped rather than written.
+            state.ram[id] = nil
+            state.allocator.free(entry.slot)
+            state.stats.droppedBlocks += 1
+            state.stats.nvmeQuotaDroppedBlocks += 1
+            return .dropped
+          }
+          entry.demoting = true
+          state.ram[id] = entry
+          return .demote(id, entry)
         }
-        entry.demoting = true
-        state.ram[id] = entry
-        return .demote(id, entry)
+        state.stats.cleanEvictedBlocks += 1
+      } else {
+        state.stats.droppedBlocks += 1
       }
       state.ram[id] = nil
       state.allocator.free(entry.slot)
-      state.stats.droppedBlocks += 1
       return .dropped
     }
     guard let victim else { return false }
@@ -717,6 +796,7 @@ public final class TierManager: Sendable {
         // Pinned while it was written (a lease or a batch being assembled reads it): it stays in
         // RAM, now on NVMe too, and is evictable again once its pins end.
         current.demoting = false
+        if written { current.dirty = false }
         state.ram[id] = current
         state.policy.insert(id, bytes: entry.slot.capacityBytes)
         return false
@@ -732,7 +812,7 @@ public final class TierManager: Sendable {
 
   /// Whether a block of a namespace may still go to NVMe under its NVMe quota (read once per
   /// eviction: the NVMe tier's usage per namespace is kept incrementally).
-  private func nvmeQuotaRoom() -> (Namespace, Int) -> Bool {
+  func nvmeQuotaRoom() -> (Namespace, Int) -> Bool {
     guard let nvme,
       configuration.quotas.defaults.nvmeBytesMax != nil
         || configuration.quotas.overrides.values.contains(where: { $0.nvmeBytesMax != nil })
@@ -753,12 +833,15 @@ public final class TierManager: Sendable {
     }
   }
 
-  private func writeToNVMe(
+  func writeToNVMe(
     _ nvme: NVMeTier, _ id: BlockID, _ bytes: UnsafeRawBufferPointer, _ checksum: UInt32
   ) async throws(StrataError) {
     nonisolated(unsafe) let payload = bytes  // pinned or demoting: the slot stays put until we return
     do throws(StrataError) {
-      try await io.run { () throws(StrataError) in _ = try nvme.write(id, payload: payload, checksum: checksum) }
+      try await io.run { () throws(StrataError) in
+        // The checksum is the commit's, over this slot (immutable since): not computed again.
+        _ = try nvme.write(id, payload: payload, checksum: checksum, checksumOfStoredCopy: true)
+      }
       nvmeAges.written(id, in: nvme, atMilliseconds: clock.nowMilliseconds())
     } catch {
       state.withLock { $0.stats.ioErrors += 1 }

@@ -1,0 +1,189 @@
+// Write-behind: every block committed to RAM is written to NVMe soon after, oldest commit first,
+// keeping its RAM copy. A crash then loses only blocks acknowledged within the last moments (the
+// lag, which the disk keeps under `writebackWindowMilliseconds` while it keeps up), and evicting
+// a block already written behind costs nothing.
+//
+// Bounds: the queue names blocks held in RAM (compacted to a multiple of their count), and at most
+// `writeBehindConcurrency` writes run at once on the shared I/O pool. When the disk cannot keep
+// up, blocks wait in RAM: the lag grows, late writes are counted, and once RAM fills a PUT evicts
+// inline, writing its victim first (the demotion path), so PUTs slow to the disk's pace instead
+// of RAM or the queue growing without bound.
+
+import StrataCore
+
+extension TierManager {
+  /// Writes behind at once: half the I/O threads, so that promotions and demotions keep the rest.
+  var writeBehindConcurrency: Int { max(1, configuration.ioThreads / 2) }
+
+  struct WriteBehindJob: Sendable {
+    let id: BlockID
+    let slot: ArenaSlot
+    let bytes: Int
+    let checksum: UInt32
+    let storedAtMilliseconds: UInt64
+  }
+
+  /// Writes behind until `shutdown`: each commit wakes a pass that drains the queue.
+  func runWriteBehind() async {
+    guard writeBehindEnabled, let nvme else { return }
+    for await _ in writeBehindSignals { await writeBehindPass(nvme) }
+  }
+
+  /// Writes every queued block, `writeBehindConcurrency` at a time, then makes the writes durable
+  /// on the devices (fdatasync) so they survive a power loss too, not only a process crash.
+  /// Returns the number of blocks written. Tests call it directly to drive write-behind in steps.
+  @discardableResult
+  public func writeBehindPass() async -> Int {
+    guard writeBehindEnabled, let nvme else { return 0 }
+    return await writeBehindPass(nvme)
+  }
+
+  private func writeBehindPass(_ nvme: NVMeTier) async -> Int {
+    let concurrency = writeBehindConcurrency
+    let written = await withTaskGroup(of: Bool.self) { group -> Int in
+      var running = 0
+      var written = 0
+      while true {
+        while running < concurrency, let job = takeWriteBehind() {
+          group.addTask { await self.writeBehind(job, to: nvme) }
+          running += 1
+        }
+        guard running > 0, let wrote = await group.next() else { return written }
+        running -= 1
+        if wrote { written += 1 }
+      }
+    }
+    if written > 0 {
+      do throws(StrataError) {
+        try await io.run { () throws(StrataError) in try nvme.sync() }
+      } catch {
+        state.withLock { $0.stats.ioErrors += 1 }
+      }
+    }
+    return written
+  }
+
+  /// The oldest block waiting for write-behind, marked as being written (readable, not
+  /// evictable); nil when none waits.
+  private func takeWriteBehind() -> WriteBehindJob? {
+    state.withLock { state in
+      guard
+        let id = state.withWriteBehindQueue({ queue, ram in
+          queue.popFirst(where: { id in
+            guard let entry = ram[id] else { return false }
+            return entry.dirty && !entry.demoting
+          })
+        }),
+        var entry = state.ram[id]
+      else { return nil }
+      entry.demoting = true
+      state.ram[id] = entry
+      state.writingBehind[id] = entry.storedAtMilliseconds
+      return WriteBehindJob(
+        id: id, slot: entry.slot, bytes: entry.bytes, checksum: entry.checksum,
+        storedAtMilliseconds: entry.storedAtMilliseconds)
+    }
+  }
+
+  /// Writes one block behind; true when it reached NVMe.
+  private func writeBehind(_ job: WriteBehindJob, to nvme: NVMeTier) async -> Bool {
+    // The slot stays put: the entry is marked demoting, so it is neither evicted nor freed (a
+    // remove meanwhile leaves the slot to this write, which releases it below).
+    let bytes = UnsafeRawBufferPointer(arena.buffer(job.slot, bytes: job.bytes))
+    guard nvmeQuotaRoom()(job.id.namespace, job.bytes) else {
+      // Its namespace is at its NVMe quota: the block stays in RAM only, as eviction would leave
+      // it (it is dropped, not written, when it leaves RAM).
+      state.withLock { state in
+        state.writingBehind[job.id] = nil
+        if state.removedWhileDemoting.remove(job.id) != nil {
+          if state.leases.isPinned(job.id) {
+            state.doomed[job.id, default: []].append(job.slot)
+          } else {
+            state.allocator.free(job.slot)
+          }
+        } else if var current = state.ram[job.id] {
+          current.demoting = false
+          current.dirty = false
+          state.ram[job.id] = current
+        }
+      }
+      return false
+    }
+    var written = true
+    do throws(StrataError) {
+      try await writeToNVMe(nvme, job.id, bytes, job.checksum)
+    } catch {
+      written = false  // counted as an I/O error by writeToNVMe, and below as a failed write-behind
+    }
+    let now = clock.nowMilliseconds()
+    let removed = state.withLock { state -> Bool in
+      state.writingBehind[job.id] = nil
+      if written {
+        state.stats.writebackBlocks += 1
+        state.stats.writebackBytes += job.bytes
+        if now > job.storedAtMilliseconds + configuration.writebackWindowMilliseconds {
+          state.stats.writebackLateBlocks += 1
+        }
+      } else {
+        state.stats.writebackFailedBlocks += 1
+      }
+      if state.removedWhileDemoting.remove(job.id) != nil {
+        if state.leases.isPinned(job.id) {
+          state.doomed[job.id, default: []].append(job.slot)
+        } else {
+          state.allocator.free(job.slot)
+        }
+        return true
+      }
+      if var current = state.ram[job.id] {
+        current.demoting = false
+        if written { current.dirty = false }
+        state.ram[job.id] = current
+      }
+      return false
+    }
+    // A block deleted while it was being written must not come back from NVMe.
+    if removed && written { _ = nvme.remove(job.id) }
+    return written
+  }
+
+  /// Records that a RAM block's copy is on NVMe now (written by `persist`).
+  func markClean(_ id: BlockID) {
+    state.withLock { state in
+      guard var entry = state.ram[id], entry.dirty, !entry.demoting else { return }
+      entry.dirty = false
+      state.ram[id] = entry
+    }
+  }
+}
+
+extension TierManager.State {
+  /// Queues a block just committed for write-behind.
+  mutating func queueForWriteBehind(_ id: BlockID) {
+    withWriteBehindQueue { queue, ram in
+      queue.append(id)
+      queue.compact(above: 2 * ram.count + 64) { ram[$0]?.dirty == true }
+    }
+  }
+
+  /// Runs `body` on the queue with the RAM index to read, without copying either (the queue is
+  /// moved out for the call, so both are uniquely referenced when mutated again).
+  mutating func withWriteBehindQueue<Result>(
+    _ body: (inout WriteBehindQueue, RAMIndex) -> Result
+  ) -> Result {
+    var queue = writeBehind
+    writeBehind = WriteBehindQueue()
+    defer { writeBehind = queue }
+    return body(&queue, ram)
+  }
+
+  /// How long the oldest block waiting for write-behind (queued or being written) has waited.
+  mutating func writeBehindLag(now: UInt64) -> UInt64 {
+    var oldest = writingBehind.values.min() ?? .max
+    let queued = withWriteBehindQueue { queue, ram in
+      queue.first(where: { ram[$0]?.dirty == true }).flatMap { ram[$0]?.storedAtMilliseconds }
+    }
+    if let queued { oldest = min(oldest, queued) }
+    return oldest == .max ? 0 : now - min(now, oldest)
+  }
+}

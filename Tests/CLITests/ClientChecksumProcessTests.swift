@@ -1,0 +1,64 @@
+// The client verifies every GET block against the checksum the node sends, chunk by chunk as the
+// bytes arrive: a block whose RAM copy was damaged after it was stored (the node sends a whole
+// block with its stored checksum, unchecked) comes back `corrupt` with its destination zeroed,
+// never as data, whether the damage is in the first chunk or a later one, and into one buffer or
+// several.
+
+import Foundation
+import StrataClient
+import StrataCore
+import Testing
+
+@Suite(.serialized) struct ClientChecksumProcessTests {
+  @Test func damagedBlocksAreReportedCorruptNeverReturned() async throws {
+    let node = try NodeProcess(ram: "256MiB", nvme: "256MiB", extra: ["--fault-injection"])
+    defer { _ = node.stop() }
+    let admin = try adminAddress(of: node)
+    let blockBytes = 2 << 20
+    let count = 4
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: count * blockBytes, alignment: 4096)
+    let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: count * blockBytes, alignment: 4096)
+    defer {
+      source.deallocate()
+      destination.deallocate()
+    }
+    fill(source, seed: 33)
+    let keys = (0..<count).map { blockKey($0, 33) }
+    let client = node.client()
+    defer { client.close() }
+    let from = client.register(source)
+    let into = client.register(destination)
+    _ = try await client.put(
+      try (0..<count).map { n in
+        StrataClient.PutItem(key: keys[n], source: try from.slice(offset: n * blockBytes, length: blockBytes))
+      })
+    // Block 0: damage in the first chunk; block 1: in the last; blocks 2 and 3 stay intact.
+    for (n, byte) in [(0, 100), (1, blockBytes - 5)] {
+      let body = "{\"key\":\"\(keys[n].hex)\",\"namespace\":\"default\",\"byte\":\(byte)}"
+      let answer = try rawAdminExchange(
+        admin, Array("POST /v1/debug/flip-bit HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8))
+      try #require(statusCode(answer) == 200, "\(answer)")
+    }
+    memset(destination.baseAddress!, 0xEE, destination.count)
+    // Blocks 0 and 2 into one buffer each; blocks 1 and 3 scattered over two halves.
+    let half = blockBytes / 2
+    let items = try (0..<count).map { n in
+      n % 2 == 0
+        ? StrataClient.GetItem(key: keys[n], destination: try into.slice(offset: n * blockBytes, length: blockBytes))
+        : StrataClient.GetItem(
+          key: keys[n], destination: try into.slice(offset: n * blockBytes, length: half),
+          tail: [try into.slice(offset: n * blockBytes + half, length: half)])
+    }
+    let results = try await client.get(items)
+    #expect(results[0] == .corrupt && results[1] == .corrupt, "\(results)")
+    for n in [0, 1] {
+      let zeroed = UnsafeRawBufferPointer(rebasing: destination[(n * blockBytes)..<((n + 1) * blockBytes)])
+        .allSatisfy { $0 == 0 }
+      #expect(zeroed, "block \(n): damaged bytes were left in the destination")
+    }
+    for n in [2, 3] {
+      #expect(results[n] == .ok(length: blockBytes))
+      #expect(memcmp(source.baseAddress! + n * blockBytes, destination.baseAddress! + n * blockBytes, blockBytes) == 0)
+    }
+  }
+}

@@ -1,0 +1,143 @@
+// Write-behind: committed blocks reach NVMe soon after their commit with their RAM copy kept, a
+// crash (the device's bytes at that instant, no flush) loses none written behind, evicting them
+// costs no disk write, and a disk that fails or falls behind is counted, never unbounded.
+
+import StrataCore
+import Testing
+
+@testable import StrataStorage
+
+@Suite struct WriteBehindTests {
+  static let window: UInt64 = 1000
+
+  @Test func committedBlocksAreWrittenBehindAndSurviveACrash() async throws {
+    let fixture = try TierFixture(ramBytes: 4 << 20, writebackWindowMilliseconds: Self.window)
+    #expect(fixture.tiers.writeBehindEnabled)
+    for n in 0..<6 { #expect(try await put(fixture.tiers, n, bytes: 100_000 + n) == .stored) }
+    var stats = fixture.tiers.stats
+    #expect(stats.writebackPendingBlocks == 6)
+    #expect(stats.writebackPendingBytes == (0..<6).reduce(0) { $0 + 100_000 + $1 })
+    fixture.clock.advance(milliseconds: 300)
+    #expect(fixture.tiers.stats.writebackLagMilliseconds == 300)
+
+    #expect(await fixture.tiers.writeBehindPass() == 6)
+    stats = fixture.tiers.stats
+    #expect(stats.writebackBlocks == 6 && stats.writebackPendingBlocks == 0 && stats.writebackLagMilliseconds == 0)
+    #expect(stats.writebackLateBlocks == 0 && stats.writebackFailedBlocks == 0)
+    #expect(stats.demotedBlocks == 0, "write-behind is not demotion: the blocks stay in RAM")
+    #expect(fixture.device.syncCount >= 1, "a pass ends with the writes made durable")
+    for n in 0..<6 {
+      #expect(fixture.tiers.lookup([testBlockID(n)]) == [.ram])
+      #expect(fixture.nvme.contains(testBlockID(n)))
+    }
+    // A second pass has nothing to do.
+    #expect(await fixture.tiers.writeBehindPass() == 0)
+
+    // A crash now: the disk as it is, no flush. Every block comes back byte-exact.
+    let restarted = try fixture.restarted()
+    #expect(restarted.report?.blocksRecovered == 6)
+    for n in 0..<6 {
+      #expect(try await read(restarted.tiers, testBlockID(n)) == testPayload(n, bytes: 100_000 + n), "block \(n)")
+    }
+  }
+
+  @Test func evictingAWrittenBackBlockWritesNothing() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20, nvmeBytes: 32 << 20, writebackWindowMilliseconds: Self.window)
+    let bytes = 200_000
+    for n in 0..<4 { _ = try await put(fixture.tiers, n, bytes: bytes) }
+    #expect(await fixture.tiers.writeBehindPass() == 4)
+    let writesBefore = fixture.device.writeCount
+    // RAM holds about four such blocks: these evict the written-back ones.
+    for n in 4..<8 { _ = try await put(fixture.tiers, n, bytes: bytes) }
+    let stats = fixture.tiers.stats
+    #expect(stats.cleanEvictedBlocks >= 3, "\(stats)")
+    #expect(stats.demotedBlocks == 0, "a written-back block was written again on eviction")
+    #expect(fixture.device.writeCount == writesBefore, "eviction wrote to the disk")
+    for n in 0..<8 {
+      #expect(try await read(fixture.tiers, testBlockID(n)) == testPayload(n, bytes: bytes), "block \(n)")
+    }
+  }
+
+  @Test func lateWritesAreCounted() async throws {
+    let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
+    _ = try await put(fixture.tiers, 1, bytes: 50_000)
+    fixture.clock.advance(milliseconds: Self.window + 500)
+    #expect(fixture.tiers.stats.writebackLagMilliseconds == Self.window + 500)
+    _ = try await put(fixture.tiers, 2, bytes: 50_000)
+    #expect(await fixture.tiers.writeBehindPass() == 2)
+    let stats = fixture.tiers.stats
+    #expect(stats.writebackLateBlocks == 1, "only the block committed before the clock moved is late")
+    #expect(stats.writebackLagMilliseconds == 0)
+  }
+
+  @Test func aFailedWriteLeavesTheBlockInRAMUntilFlushed() async throws {
+    let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
+    _ = try await put(fixture.tiers, 1, bytes: 50_000)
+    fixture.device.failNextWrites(1)
+    #expect(await fixture.tiers.writeBehindPass() == 0)
+    var stats = fixture.tiers.stats
+    #expect(stats.writebackFailedBlocks == 1 && stats.ioErrors >= 1)
+    #expect(stats.writebackPendingBlocks == 1, "the block is still only in RAM")
+    #expect(try await read(fixture.tiers, testBlockID(1)) == testPayload(1, bytes: 50_000))
+    #expect(try await fixture.tiers.flush() == 1)
+    stats = fixture.tiers.stats
+    #expect(stats.writebackPendingBlocks == 0)
+    #expect(fixture.nvme.contains(testBlockID(1)))
+  }
+
+  @Test func aRemovedBlockIsNotWrittenBehind() async throws {
+    let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
+    _ = try await put(fixture.tiers, 1, bytes: 50_000)
+    _ = try await put(fixture.tiers, 2, bytes: 50_000)
+    fixture.tiers.remove(testBlockID(1))
+    #expect(await fixture.tiers.writeBehindPass() == 1)
+    #expect(!fixture.nvme.contains(testBlockID(1)))
+    #expect(fixture.nvme.contains(testBlockID(2)))
+  }
+
+  /// The NVMe write trusts the commit's checksum instead of computing it again; damage to the RAM
+  /// copy after the commit is still never served: the record carries the commit's checksum, so
+  /// the restart's scan (or any read) finds it failing verification and drops it.
+  @Test func ramDamageAfterCommitIsCaughtWhenTheNVMeCopyIsRead() async throws {
+    let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
+    _ = try await put(fixture.tiers, 1, bytes: 50_000)
+    #expect(fixture.tiers.flipBitInRAMForTesting(testBlockID(1), byte: 777))
+    #expect(await fixture.tiers.writeBehindPass() == 1)
+    let restarted = try fixture.restarted()
+    #expect(restarted.report?.corruptDropped == 1)
+    #expect(try await read(restarted.tiers, testBlockID(1)) == nil)
+  }
+
+  /// The background service writes behind on its own after each commit.
+  @Test func theBackgroundServiceWritesBehindAfterCommits() async throws {
+    let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
+    let service = Task { await fixture.tiers.run() }
+    for n in 0..<5 { _ = try await put(fixture.tiers, n, bytes: 30_000) }
+    let deadline = ContinuousClock.now + .seconds(20)
+    while fixture.tiers.stats.writebackBlocks < 5 && ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(10))
+    }
+    fixture.tiers.shutdown()
+    await service.value
+    #expect(fixture.tiers.stats.writebackBlocks == 5)
+    for n in 0..<5 { #expect(fixture.nvme.contains(testBlockID(n))) }
+  }
+
+  @Test func offWithoutAWindowOrWithSelectiveAdmission() throws {
+    #expect(!(try TierFixture()).tiers.writeBehindEnabled)
+    #expect(
+      !(try TierFixture(admission: .seenTwice, writebackWindowMilliseconds: Self.window)).tiers.writeBehindEnabled)
+  }
+
+  @Test func theQueueDropsStaleEntriesAndStaysBounded() {
+    var queue = WriteBehindQueue()
+    let waiting = Set(stride(from: 0, to: 10_000, by: 1000).map { testBlockID($0) })
+    for n in 0..<10_000 { queue.append(testBlockID(n)) }
+    queue.compact(above: 100) { waiting.contains($0) }
+    #expect(queue.count == waiting.count)
+    var popped: [BlockID] = []
+    while let id = queue.popFirst(where: { waiting.contains($0) }) { popped.append(id) }
+    #expect(popped == stride(from: 0, to: 10_000, by: 1000).map { testBlockID($0) }, "oldest first")
+    #expect(queue.count == 0)
+  }
+}

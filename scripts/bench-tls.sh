@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# TLS cost on the data plane, in one run on this machine: `strata bench` GET and PUT of 2 MiB
+# blocks, batch 16, 2 connections, against a plaintext node and a TLS node (certificates from
+# scripts/dev-ca.sh), next to the machine's own single-core cipher rate
+# (`openssl speed -evp aes-128-gcm -bytes 16384`, 16 KiB records, one core). Rounds alternate
+# plaintext and TLS; medians of REPEATS rounds. Prints the table of docs/performance.md ("TLS").
+#
+# Usage: scripts/bench-tls.sh [STRATA_BIN] [REPEATS=3] [SECONDS=3]
+#   STRATA_BIN defaults to .build/release/strata (built with `swift build -c release` if missing).
+# Everything listens on 127.0.0.1 only; both nodes are stopped on exit.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+strata="${1:-$repo/.build/release/strata}"
+if [[ ! -x "$strata" ]]; then
+  echo "building $strata ..." >&2
+  (cd "$repo" && swift build -c release --product strata >&2)
+fi
+repeats="${2:-3}"
+duration="${3:-3}"
+
+work=$(mktemp -d /tmp/strata-tls-bench.XXXXXX)
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || continue
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$repo/scripts/dev-ca.sh" "$work/ca" node-1 >/dev/null
+printf 'limits:\n  max_block_size: 2MiB\n' >"$work/node.yaml"
+start() { # NAME EXTRA...: starts a node, prints its address
+  local name=$1
+  shift
+  "$strata" serve --config "$work/node.yaml" --data-dir "$work/$name" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
+    --ram 1GiB --nvme 2GiB --ram-unlocked "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 300); do
+    grep -q " listening on " "$work/$name.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep " listening on " "$work/$name.log" | awk '{print $NF}'
+}
+plain=$(start plain)
+tls=$(start tls --tls-cert "$work/ca/node-1.pem" --tls-key "$work/ca/node-1.key")
+[[ -n "$plain" && -n "$tls" ]] || { echo "a node did not start:" >&2; cat "$work"/*.log >&2; exit 1; }
+
+results="$work/results.jsonl"
+for round in $(seq "$repeats"); do
+  for op in get put; do
+    for mode in plain tls; do
+      if [[ $mode == plain ]]; then node=$plain; extra=(); else node=$tls; extra=(--tls-ca "$work/ca/ca.pem"); fi
+      line=$("$strata" bench --node "$node" "${extra[@]}" --op "$op" --size 2MiB --batch 16 --connections 2 \
+        --seconds "$duration" --json | tail -1)
+      python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["mode"]=sys.argv[2]; print(json.dumps(d))' \
+        "$line" "$mode" >>"$results"
+    done
+  done
+done
+# openssl speed: the last line's last column is bytes/s in thousands for 16 KiB blocks.
+cipher=$(taskset -c 0 openssl speed -evp aes-128-gcm -bytes 16384 -seconds "$duration" 2>/dev/null \
+  | awk '/^AES-128-GCM|^aes-128-gcm/ {v=$NF} END {sub("k","",v); print v*1000}')
+tls_modes=$(grep -h "tls_mode" "$work/tls.log" | sed -n 's/.*tls_mode=\([a-z]*\).*/\1/p' | sort | uniq -c | tr '\n' ' ')
+python3 - "$results" "$cipher" "$repeats" "${tls_modes:-none logged}" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+cipher = float(sys.argv[2]) / 1e9
+print(f"openssl speed -evp aes-128-gcm, 16 KiB, one core: {cipher:.2f} GB/s; rounds: {sys.argv[3]}; "
+      f"TLS sessions on the node: {sys.argv[4]}")
+print("| op | plaintext GB/s | TLS GB/s | TLS / plaintext | TLS / cipher core | target (>= 0.6x cipher) | TLS p99 ms |")
+print("|---|---|---|---|---|---|---|")
+for op in ("get", "put"):
+    plain = statistics.median(r["gbps"] for r in rows if r["op"] == op and r["mode"] == "plain")
+    tls = [r for r in rows if r["op"] == op and r["mode"] == "tls"]
+    rate = statistics.median(r["gbps"] for r in tls)
+    p99 = statistics.median(r["p99_us"] for r in tls) / 1000
+    verdict = "met" if rate >= 0.6 * cipher else "missed"
+    print(f"| {op.upper()} 2 MiB x 16, 2 conn | {plain:.2f} | {rate:.2f} | {rate / plain:.2f} | "
+          f"{rate / cipher:.2f} | {verdict} | {p99:.1f} |")
+PY

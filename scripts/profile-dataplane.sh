@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Where a data-plane transfer's CPU goes: `perf record -g` of a fresh `strata serve` and of the
+# `strata bench` client driving it, for one op, size and batch; prints each process's top symbols
+# (self time, call graphs collected). Needs perf (Debian: apt-get install linux-perf) and root or
+# kernel.perf_event_paranoid <= 1 for kernel symbols.
+#
+# Usage: scripts/profile-dataplane.sh [STRATA_BIN] [OP=get] [SIZE=2097152] [BATCH=16] [CONNS=2] [SECONDS=6]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+strata=${1:-$repo/.build/release/strata}
+op=${2:-get}
+size=${3:-2097152}
+batch=${4:-16}
+conns=${5:-2}
+seconds=${6:-6}
+command -v perf >/dev/null || { echo "perf is needed (apt-get install linux-perf)" >&2; exit 2; }
+work=$(mktemp -d /tmp/strata-profile.XXXXXX)
+node_pid=
+cleanup() {
+  if [[ -n "$node_pid" ]]; then kill -TERM "$node_pid" 2>/dev/null || true; wait "$node_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$strata" serve --data-dir "$work/node" --listen 127.0.0.1:0 --ram 3GiB --nvme 1GiB --ram-unlocked \
+  >"$work/node.log" 2>&1 &
+node_pid=$!
+for _ in $(seq 600); do grep -q "listening on" "$work/node.log" && break; sleep 0.1; done
+address=$(grep -o "listening on [0-9.:]*" "$work/node.log" | awk '{print $3}')
+[[ -n "$address" ]] || { cat "$work/node.log" >&2; exit 1; }
+perf record -q -g -F 999 -p "$node_pid" -o "$work/node.data" -- sleep $((seconds + 2)) 2>/dev/null &
+perf_pid=$!
+perf record -q -g -F 999 -o "$work/client.data" -- \
+  "$strata" bench --node "$address" --op "$op" --size "$size" --batch "$batch" --connections "$conns" \
+  --seconds "$seconds" --json 2>/dev/null | tail -1
+wait "$perf_pid" || true
+for side in node client; do
+  echo "--- $side: top symbols by self time ($op $size x$batch x$conns) ---"
+  perf report -i "$work/$side.data" --no-children --sort sym --percent-limit 1.5 --stdio 2>/dev/null \
+    | grep -E "^ +[0-9.]+%" | head -25
+done
