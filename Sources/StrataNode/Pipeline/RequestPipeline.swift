@@ -444,8 +444,10 @@ struct RequestSession {
   )
     throws(StrataError)
   {
-    // The client lease named by the GET ends with it, whatever the outcome.
-    let named = request.leaseID == 0 ? nil : leases.removeValue(forKey: request.leaseID)
+    // The client lease named by the GET ends with it, whatever the outcome: once the transfer pins
+    // hold the blocks (below), before the answer goes out, so a client that has its answer never
+    // sees the lease still active; on an error, when the GET ends.
+    var named = request.leaseID == 0 ? nil : leases.removeValue(forKey: request.leaseID)
     let tiers = server.tiers
     defer { if let named { tiers.release(named) } }
     try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
@@ -462,6 +464,10 @@ struct RequestSession {
       pins = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
     }
     defer { tiers.release(pins) }
+    if let lease = named {
+      tiers.release(lease)
+      named = nil
+    }
     var items: [GetResponse.Item] = []
     var ranges: [UnsafeRawBufferPointer?] = []
     items.reserveCapacity(ids.count)
