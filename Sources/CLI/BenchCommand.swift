@@ -34,6 +34,15 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "Seconds to run.")
   var seconds: Double = 5
 
+  @Option(
+    help: ArgumentHelp(
+      "tcp: TCP only; shm: the same-host path with the blocks in the client's shared memory (one copy, by the node); unix: the same-host path with private buffers (payloads in the Unix socket's stream). shm and unix also time a single-thread memcpy of the same batches and print the ratio.",
+      valueName: "tcp|shm|unix"))
+  var transport: String = "tcp"
+
+  @Option(help: "The node's process id (a node on this machine): report its CPU seconds per GB moved.")
+  var nodePid: Int32?
+
   func run() async throws {
     do throws(StrataError) {
       guard ["get", "put", "lookup"].contains(op) else {
@@ -42,12 +51,32 @@ struct Bench: AsyncParsableCommand {
       guard batch >= 1, connections >= 1, seconds > 0 else {
         throw StrataError(.invalidArgument, "--batch and --connections must be at least 1, --seconds above 0")
       }
+      guard ["tcp", "shm", "unix"].contains(transport) else {
+        throw StrataError(.invalidArgument, "--transport: 'tcp', 'shm' or 'unix', got '\(transport)'")
+      }
       let blockBytes = Int(try ByteSize(parsing: size).bytes)
       guard blockBytes > 0 else { throw StrataError(.invalidArgument, "--size must be above zero") }
-      let client = try options.client(connections: connections)
+      let transport = self.transport
+      let sharedBytes = transport == "shm" ? blockBytes * batch * connections : 0
+      let client = try options.client(connections: connections) { configuration in
+        configuration.sameHost = transport != "tcp"
+        configuration.sharedMemoryBytes = sharedBytes
+      }
       defer { client.close() }
       try await client.connect()
-      let result = try await measure(client: client, blockBytes: blockBytes)
+      if transport != "tcp" && client.transportStats.sameHostConnections < connections {
+        throw StrataError(
+          .unavailable,
+          "--transport \(transport): the same-host path is not in use (\(client.transportStats.sameHostDecision))")
+      }
+      let cpuBefore = nodePid.flatMap(processCPUSeconds)
+      var result = try await measure(client: client, blockBytes: blockBytes)
+      if let before = cpuBefore, let pid = nodePid, let after = processCPUSeconds(pid), result.bytes > 0 {
+        result.nodeCPUSecondsPerGB = (after - before) / (Double(result.bytes) / 1e9)
+      }
+      if transport != "tcp" && op != "lookup" {
+        result.memcpyGBps = memcpyRate(blockBytes: blockBytes, batch: batch, seconds: min(seconds, 2))
+      }
       if options.json {
         print(result.json)
       } else {
@@ -67,6 +96,10 @@ struct Bench: AsyncParsableCommand {
     var blockBytes: Int
     var batch: Int
     var connections: Int
+    var transport = "tcp"
+    /// A single-thread memcpy of the same batches, same run (shm and unix only).
+    var memcpyGBps: Double?
+    var nodeCPUSecondsPerGB: Double?
 
     func percentile(_ p: Double) -> Double {
       let sorted = latenciesMicroseconds.sorted()
@@ -81,21 +114,30 @@ struct Bench: AsyncParsableCommand {
       "{\"op\":\"\(op)\",\"size\":\(blockBytes),\"batch\":\(batch),\"connections\":\(connections),"
         + "\"gbps\":\(rounded(gbps, 3)),\"ops_per_s\":\(rounded(opsPerSecond, 1)),"
         + "\"p50_us\":\(rounded(percentile(0.5), 1)),\"p99_us\":\(rounded(percentile(0.99), 1)),"
-        + "\"p999_us\":\(rounded(percentile(0.999), 1)),\"requests\":\(latenciesMicroseconds.count)}"
+        + "\"p999_us\":\(rounded(percentile(0.999), 1)),\"requests\":\(latenciesMicroseconds.count),"
+        + "\"transport\":\"\(transport)\",\"memcpy_gbps\":\(memcpyGBps.map { rounded($0, 3) } ?? "null"),"
+        + "\"ratio_to_memcpy\":\(memcpyGBps.map { rounded(gbps / $0, 3) } ?? "null"),"
+        + "\"node_cpu_s_per_gb\":\(nodeCPUSecondsPerGB.map { rounded($0, 4) } ?? "null")}"
     }
 
     var text: String {
       "\(op) \(ByteSize(bytes: UInt64(blockBytes))) × \(batch), \(connections) connection(s): "
         + "\(rounded(gbps, 2)) GB/s, \(rounded(opsPerSecond, 0)) blocks/s, request latency "
         + "p50 \(rounded(percentile(0.5), 0)) µs, p99 \(rounded(percentile(0.99), 0)) µs, "
-        + "p999 \(rounded(percentile(0.999), 0)) µs (\(latenciesMicroseconds.count) requests)"
+        + "p999 \(rounded(percentile(0.999), 0)) µs (\(latenciesMicroseconds.count) requests), over \(transport)"
+        + (memcpyGBps.map { "; memcpy \(rounded($0, 2)) GB/s, ratio \(rounded(gbps / $0, 2))×" } ?? "")
+        + (nodeCPUSecondsPerGB.map { "; node CPU \(rounded($0, 3)) s/GB" } ?? "")
     }
   }
 
   private func measure(client: StrataClient, blockBytes: Int) async throws(StrataError) -> Result {
     let perWorker = blockBytes * batch
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: perWorker * connections, alignment: 4096)
-    defer { buffer.deallocate() }
+    // Over shm the blocks live in the client's shared memory, where the node reads and writes them.
+    let shared = client.sharedMemory
+    let owned =
+      shared == nil ? UnsafeMutableRawBufferPointer.allocate(byteCount: perWorker * connections, alignment: 4096) : nil
+    defer { owned?.deallocate() }
+    let buffer = owned ?? UnsafeMutableRawBufferPointer(start: shared!.base, count: perWorker * connections)
     // Incompressible, non-zero content, touched once so no page fault lands in a measurement.
     var state: UInt64 = 0x9E37_79B9_7F4A_7C15
     for index in stride(from: 0, to: buffer.count - 7, by: 8) {
@@ -104,7 +146,7 @@ struct Bench: AsyncParsableCommand {
       state ^= state << 17
       buffer.storeBytes(of: state, toByteOffset: index, as: UInt64.self)
     }
-    let region = client.register(buffer)
+    let region = shared ?? client.register(buffer)
     let runID = UInt64(truncatingIfNeeded: Int(now() * 1e9))
     func key(_ worker: Int, _ n: Int) -> BlockKey {
       var seed: [UInt8] = []
@@ -202,7 +244,7 @@ struct Bench: AsyncParsableCommand {
     let elapsed = now() - start
     var result = Result(
       bytes: 0, blocks: 0, seconds: elapsed, latenciesMicroseconds: [], op: op, blockBytes: blockBytes, batch: batch,
-      connections: connections)
+      connections: connections, transport: transport)
     for outcome in outcomes {
       let (blocks, latencies) = try outcome.get()
       result.blocks += blocks
@@ -211,6 +253,48 @@ struct Bench: AsyncParsableCommand {
     }
     return result
   }
+}
+
+/// Single-thread memcpy of `batch` blocks per round, from a working set of four batches (as the
+/// GET benchmark reads) into one batch of destinations: the same-host path's ceiling.
+func memcpyRate(blockBytes: Int, batch: Int, seconds: Double) -> Double {
+  let source = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 * batch * blockBytes, alignment: 4096)
+  let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: batch * blockBytes, alignment: 4096)
+  defer {
+    source.deallocate()
+    destination.deallocate()
+  }
+  memset(source.baseAddress!, 0x5A, source.count)
+  memset(destination.baseAddress!, 0, destination.count)
+  var copied = 0
+  var round = 0
+  let start = now()
+  let end = start + seconds
+  repeat {
+    for index in 0..<batch {
+      memcpy(
+        destination.baseAddress! + index * blockBytes,
+        source.baseAddress! + ((round * batch + index) % (4 * batch)) * blockBytes, blockBytes)
+    }
+    copied += batch * blockBytes
+    round += 1
+  } while now() < end
+  return Double(copied) / (now() - start) / 1e9
+}
+
+/// User plus system CPU seconds of process `pid` so far (/proc/PID/stat), nil when unreadable.
+func processCPUSeconds(_ pid: Int32) -> Double? {
+  guard let file = fopen("/proc/\(pid)/stat", "r") else { return nil }
+  defer { fclose(file) }
+  var line = [CChar](repeating: 0, count: 4096)
+  guard fgets(&line, Int32(line.count), file) != nil else { return nil }
+  let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  // Fields after the command name (which may hold spaces) start after its closing parenthesis;
+  // utime and stime are fields 14 and 15, the 12th and 13th after it.
+  guard let close = text.lastIndex(of: ")") else { return nil }
+  let fields = text[text.index(after: close)...].split(separator: " ")
+  guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+  return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 func now() -> Double {

@@ -35,7 +35,9 @@ struct NodeOptions: ParsableArguments {
   @Option(help: "PUT: owners that must hold each block before the node answers (0: the node's cluster.write_quorum).")
   var writeQuorum: Int = 0
 
-  func client(connections: Int = 1) throws(StrataError) -> StrataClient {
+  func client(
+    connections: Int = 1, adjust: (inout StrataClient.Configuration) -> Void = { _ in }
+  ) throws(StrataError) -> StrataClient {
     var configuration: StrataClient.Configuration
     if let seeds {
       configuration = StrataClient.Configuration(seeds: try parseSeeds(seeds))
@@ -57,6 +59,7 @@ struct NodeOptions: ParsableArguments {
     configuration.connections = connections
     configuration.clientName = "strata-cli"
     configuration.tls = try tls.context()
+    adjust(&configuration)
     return StrataClient(configuration)
   }
 }

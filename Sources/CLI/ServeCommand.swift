@@ -153,6 +153,10 @@ struct Serve: AsyncParsableCommand {
           "insecure: true: listening beyond loopback\(settings.auth.tokens.isEmpty ? " without tokens" : "")\(server.tls == nil ? " without TLS" : "")"
         )
       }
+      if let path = server.sameHostPath {
+        // Local only (socket mode 0660, node id checked): plaintext even when the TCP port speaks TLS.
+        logger.info("same-host path listening", metadata: ["socket": "\(path)", "security": "plaintext"])
+      }
       let plain = settings.auth.tokens.indices.filter { settings.auth.tokens[$0].givenInPlain }
       if !plain.isEmpty {
         // Accepted for development; a deployment stores digests only (strata token hash).

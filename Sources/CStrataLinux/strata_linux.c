@@ -107,3 +107,212 @@ int strata_poller_wait(int poller, int *ready, int capacity, int timeout_ms) {
   for (int i = 0; i < count; i++) ready[i] = events[i].data.fd;
   return count;
 }
+
+// MARK: The same-host path: memfd regions, seals, Unix-domain sockets, descriptor passing.
+
+#include <string.h>
+#include <sys/un.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <linux/magic.h>
+#endif
+
+int strata_memfd_create(const char *name) {
+#if defined(__linux__) && defined(MFD_ALLOW_SEALING)
+  return memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+#else
+  (void)name;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+int strata_seal_shrink(void) {
+#ifdef F_SEAL_SHRINK
+  return F_SEAL_SHRINK;
+#else
+  return 0;
+#endif
+}
+
+int strata_seal_grow(void) {
+#ifdef F_SEAL_GROW
+  return F_SEAL_GROW;
+#else
+  return 0;
+#endif
+}
+
+int strata_seal_seal(void) {
+#ifdef F_SEAL_SEAL
+  return F_SEAL_SEAL;
+#else
+  return 0;
+#endif
+}
+
+int strata_add_seals(int fd, int seals) {
+#ifdef F_ADD_SEALS
+  return fcntl(fd, F_ADD_SEALS, seals);
+#else
+  (void)fd; (void)seals;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+int strata_get_seals(int fd) {
+#ifdef F_GET_SEALS
+  return fcntl(fd, F_GET_SEALS);
+#else
+  (void)fd;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+int strata_is_hugetlb(int fd) {
+#if defined(__linux__) && defined(HUGETLBFS_MAGIC)
+  struct statfs info;
+  if (fstatfs(fd, &info) != 0) return -1;
+  return info.f_type == HUGETLBFS_MAGIC ? 1 : 0;
+#else
+  (void)fd;
+  return 0;
+#endif
+}
+
+static int unix_address(const char *path, struct sockaddr_un *address) {
+  memset(address, 0, sizeof(*address));
+  address->sun_family = AF_UNIX;
+  size_t length = strlen(path);
+  if (length == 0 || length >= sizeof(address->sun_path)) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  memcpy(address->sun_path, path, length);
+  return 0;
+}
+
+int strata_unix_path_max(void) { return (int)sizeof(((struct sockaddr_un *)0)->sun_path) - 1; }
+
+int strata_unix_listen(const char *path, int backlog, unsigned int mode) {
+  struct sockaddr_un address;
+  if (unix_address(path, &address) != 0) return -1;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  // A socket file left by a node that stopped without removing it is replaced; anything else at
+  // the path (a regular file, a directory) makes bind fail below.
+  // A socket some process still listens on is in use, not stale.
+  struct stat st;
+  if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+    int probe = strata_unix_connect(path);
+    if (probe >= 0) {
+      close(probe);
+      close(fd);
+      errno = EADDRINUSE;
+      return -1;
+    }
+    unlink(path);
+  }
+  if (bind(fd, (struct sockaddr *)&address, sizeof(address)) != 0 || chmod(path, (mode_t)mode) != 0 ||
+      listen(fd, backlog) != 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
+int strata_unix_connect(const char *path) {
+  struct sockaddr_un address;
+  if (unix_address(path, &address) != 0) return -1;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, (struct sockaddr *)&address, sizeof(address)) != 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
+int strata_peer_credentials(int fd, int *pid, unsigned int *uid) {
+#if defined(SO_PEERCRED)
+  struct ucred credentials;
+  socklen_t length = sizeof(credentials);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
+  *pid = credentials.pid;
+  *uid = credentials.uid;
+  return 0;
+#else
+  (void)fd; (void)pid; (void)uid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+long strata_send_with_descriptor(int socket_fd, const void *data, size_t length, int fd) {
+  struct iovec vector = {.iov_base = (void *)data, .iov_len = length};
+  union {
+    char buffer[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof(control));
+  struct msghdr message = {.msg_iov = &vector, .msg_iovlen = 1};
+  if (fd >= 0) {
+    message.msg_control = control.buffer;
+    message.msg_controllen = sizeof(control.buffer);
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(header), &fd, sizeof(int));
+  }
+  ssize_t sent;
+  do {
+    sent = sendmsg(socket_fd, &message, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  return (long)sent;
+}
+
+long strata_receive_with_descriptor(int socket_fd, void *data, size_t length, int *fd) {
+  *fd = -1;
+  struct iovec vector = {.iov_base = data, .iov_len = length};
+  // Room for a few descriptors: any beyond the first are closed, never kept.
+  union {
+    char buffer[CMSG_SPACE(4 * sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  struct msghdr message = {.msg_iov = &vector, .msg_iovlen = 1, .msg_control = control.buffer,
+                           .msg_controllen = sizeof(control.buffer)};
+  ssize_t received;
+  do {
+    received = recvmsg(socket_fd, &message, MSG_CMSG_CLOEXEC);
+  } while (received < 0 && errno == EINTR);
+  if (received < 0) return -1;
+  for (struct cmsghdr *header = CMSG_FIRSTHDR(&message); header != NULL; header = CMSG_NXTHDR(&message, header)) {
+    if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t index = 0; index < count; index++) {
+      int received_fd;
+      memcpy(&received_fd, CMSG_DATA(header) + index * sizeof(int), sizeof(int));
+      if (*fd < 0) {
+        *fd = received_fd;
+      } else {
+        close(received_fd);
+      }
+    }
+  }
+  if (message.msg_flags & MSG_CTRUNC) {
+    // Descriptors were cut: the message is refused whole.
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+    errno = EPROTO;
+    return -1;
+  }
+  return (long)received;
+}

@@ -34,7 +34,7 @@ public final class NodeMetrics: NodeObserver {
   public static let blockBytesBuckets: [Double] = (0...7).map { Double(4096 << (2 * $0)) }
 
   public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring"]
-  public static let transports = ["tcp", "rdma"]
+  public static let transports = ["tcp", "rdma", "shm"]
   public static let evictionReasons = ["capacity", "clean", "admission", "admin", "corrupt", "quota"]
   public static let authFailureReasons = ["unknown_token", "no_token", "peer_refused"]
   public static let quotaNames = ["connections", "inflight_bytes", "requests_per_second", "leases"]
@@ -146,7 +146,7 @@ public final class NodeMetrics: NodeObserver {
     .init(
       name: "strata_connections_closed_total", kind: .counter, labels: ["reason"],
       help:
-        "Data-plane connections the node closed, by reason (deadline, idle, malformed, handshake_timeout, handshake_evicted)."
+        "Data-plane connections the node closed, by reason (deadline, idle, malformed, handshake_timeout, handshake_evicted, region_refused)."
     ),
     .init(
       name: "strata_checksum_failures_total", kind: .counter, labels: ["tier"],
@@ -365,9 +365,15 @@ public final class NodeMetrics: NodeObserver {
     if let verifier { advance("strata_verify_corrupt_blocks_total", [], to: verifier.corruptBlocksTotal) }
     if let server {
       let serverStats = server.stats
-      gauge("strata_connections_open", [("transport", "tcp")]).set(Double(serverStats.connectionsOpen))
+      // Same-host connections are counted apart ("shm"); the rest were accepted over TCP.
+      gauge("strata_connections_open", [("transport", "tcp")]).set(
+        Double(serverStats.connectionsOpen - serverStats.sameHostConnectionsOpen))
+      gauge("strata_connections_open", [("transport", "shm")]).set(Double(serverStats.sameHostConnectionsOpen))
       gauge("strata_inflight_bytes").set(Double(serverStats.inflightBytes))
-      advance("strata_connections_total", [("transport", "tcp")], to: serverStats.connectionsAccepted)
+      advance(
+        "strata_connections_total", [("transport", "tcp")],
+        to: serverStats.connectionsAccepted - serverStats.sameHostConnectionsAccepted)
+      advance("strata_connections_total", [("transport", "shm")], to: serverStats.sameHostConnectionsAccepted)
       advance("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", "kernel")], to: serverStats.tlsKernel)
       advance("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", "user")], to: serverStats.tlsUser)
       advance("strata_tls_refused_total", [("reason", "handshake")], to: serverStats.tlsHandshakesFailed)
@@ -377,13 +383,19 @@ public final class NodeMetrics: NodeObserver {
       for (reason, count) in [
         ("deadline", serverStats.deadlinesMissed), ("idle", serverStats.idleClosed),
         ("malformed", serverStats.malformedFrames), ("handshake_timeout", serverStats.handshakesTimedOut),
-        ("handshake_evicted", serverStats.handshakesEvicted),
+        ("handshake_evicted", serverStats.handshakesEvicted), ("region_refused", serverStats.sameHostRegionsRefused),
       ] {
         advance("strata_connections_closed_total", [("reason", reason)], to: count)
       }
       refreshAudit(server.auditCounters)
-      advance("strata_transfer_bytes_total", [("op", "get"), ("transport", "tcp")], to: serverStats.getBytes)
-      advance("strata_transfer_bytes_total", [("op", "put"), ("transport", "tcp")], to: serverStats.putBytes)
+      advance(
+        "strata_transfer_bytes_total", [("op", "get"), ("transport", "tcp")],
+        to: serverStats.getBytes - serverStats.sameHostGetBytes)
+      advance(
+        "strata_transfer_bytes_total", [("op", "put"), ("transport", "tcp")],
+        to: serverStats.putBytes - serverStats.sameHostPutBytes)
+      advance("strata_transfer_bytes_total", [("op", "get"), ("transport", "shm")], to: serverStats.sameHostGetBytes)
+      advance("strata_transfer_bytes_total", [("op", "put"), ("transport", "shm")], to: serverStats.sameHostPutBytes)
     }
   }
 
@@ -480,7 +492,7 @@ public final class NodeMetrics: NodeObserver {
     gauge("strata_handshakes_pending").set(0.0)
     gauge("strata_transfer_pins").set(0.0)
     counter("strata_connections_refused_total", []).increment(by: Int64(0))
-    for reason in ["deadline", "idle", "malformed", "handshake_timeout", "handshake_evicted"] {
+    for reason in ["deadline", "idle", "malformed", "handshake_timeout", "handshake_evicted", "region_refused"] {
       counter("strata_connections_closed_total", [("reason", reason)]).increment(by: Int64(0))
     }
     for reason in NodeMetrics.replicationDropReasons {

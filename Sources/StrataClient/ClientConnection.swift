@@ -17,10 +17,14 @@ final class ClientConnection: @unchecked Sendable {
   let transports: ClientTransports
   /// The RDMA side of this connection, when negotiated and up (Transport/RDMAClientPath.swift).
   var rdma: RDMAChannel?
-  private var socket: TCPSocket?
+  /// On the same-host path: the region the node mapped for this connection (nil: none passed;
+  /// payloads then travel in the Unix socket's stream). Transport/SameHostClientPath.swift.
+  var sameHostRegion: SharedMemoryRegion?
+  var isSameHost = false
+  var socket: TCPSocket?
   private var nextRequestID: UInt64 = 1
-  private(set) var namespace: Namespace?
-  private(set) var nodeID = ""
+  var namespace: Namespace?
+  var nodeID = ""
   private var body: [UInt8] = []
   private let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.byteCount, alignment: 8)
   private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 4096)
@@ -63,10 +67,7 @@ final class ClientConnection: @unchecked Sendable {
           try self.connectIfNeeded(deadline: deadline)
           continuation.resume(returning: .success(try work(self)))
         } catch {
-          if error.isTransportFailure || error.code == .protocolError {
-            self.socket = nil
-            self.rdma = nil
-          }
+          if error.isTransportFailure || error.code == .protocolError { self.dropSocket() }
           continuation.resume(returning: .failure(error))
         }
       }
@@ -77,18 +78,32 @@ final class ClientConnection: @unchecked Sendable {
   func close() {
     queue.sync {
       if let socket { try? sendGoodbye(socket) }
-      socket = nil
       rdma?.endpoint.disconnect()
-      rdma = nil
+      dropSocket()
     }
   }
 
-  private func sendGoodbye(_ socket: TCPSocket) throws(StrataError) {
+  func dropSocket() {
+    if isSameHost { transports.record { $0.sameHostConnections -= 1 } }
+    socket = nil
+    rdma = nil
+    isSameHost = false
+    sameHostRegion = nil
+  }
+
+  func sendGoodbye(_ socket: TCPSocket) throws(StrataError) {
     try socket.writeAll(GoodbyeRequest().frameBytes(requestID: nextRequestID, ringEpoch: 0))
   }
 
   private func connectIfNeeded(deadline: Deadline) throws(StrataError) {
     guard socket == nil else { return }
+    if let path = transports.sameHostSocket(for: address, configured: configuration.sameHostSocket) {
+      do throws(StrataError) {
+        return try connectSameHost(path: path, deadline: deadline, expectedNodeID: nil)
+      } catch {
+        transports.learnSameHostSocket(nil, for: address, reason: error.message)
+      }
+    }
     let timeout = min(configuration.timeoutMilliseconds, max(1, deadline.remainingMilliseconds()))
     let socket = try TCPSocket.connect(
       to: address, timeoutMilliseconds: timeout, tls: configuration.tls, expecting: configuration.tlsIdentity)
@@ -98,7 +113,7 @@ final class ClientConnection: @unchecked Sendable {
     self.socket = socket
     let hello = HelloRequest(
       capabilities: TransportNegotiation.offered(local: transports.availability, rdmaEnabled: transports.rdmaEnabled)
-        .union(configuration.isPeer ? [.peer] : []),
+        .union(configuration.isPeer ? [.peer] : []).union(transports.offersSameHost(address) ? [.sharedMemory] : []),
       frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
       clientName: configuration.clientName, peerNamespace: configuration.isPeer ? configuration.peerNamespace : "")
     let (_, message) = try exchange(hello.wireMessage, payload: [], ringEpoch: 0, deadline: deadline) {
@@ -109,6 +124,18 @@ final class ClientConnection: @unchecked Sendable {
     }
     namespace = response.namespace
     nodeID = response.nodeID
+    if !response.sameHostSocket.isEmpty && transports.offersSameHost(address) {
+      // The node is on this machine and says where its Unix socket is: move there, if it is the
+      // same node.
+      do throws(StrataError) {
+        try connectSameHost(path: response.sameHostSocket, deadline: deadline, expectedNodeID: response.nodeID)
+        transports.learnSameHostSocket(response.sameHostSocket, for: address, reason: "")
+        try? sendGoodbye(socket)
+        return
+      } catch {
+        transports.learnSameHostSocket(nil, for: address, reason: error.message)
+      }
+    }
     negotiateTransport(
       granted: response.capabilities, token: Array(configuration.token.utf8), clientName: configuration.clientName)
   }

@@ -147,6 +147,9 @@ final class NodeChannel: Sendable {
     let verify = configuration.verifyChecksums
     let transports = self.transports
     return try await call(on: pinned) { connection throws(StrataError) in
+      if let results = try connection.getThroughRegion(items, request: request, ringEpoch: ringEpoch) {
+        return results
+      }
       if items.allSatisfy({ $0.tail.isEmpty }),
         let results = try connection.getOverRDMA(
           items, request: request, verify: verify, ringEpoch: ringEpoch)
@@ -200,6 +203,11 @@ final class NodeChannel: Sendable {
       ([item.source] + item.tail).map { UnsafeRawBufferPointer($0.buffer) }
     }
     return try await call(deadline: deadline) { connection throws(StrataError) in
+      if let outcomes = try connection.putThroughRegion(
+        items, request: request, ringEpoch: ringEpoch, deadline: deadline)
+      {
+        return outcomes
+      }
       if items.allSatisfy({ $0.tail.isEmpty }),
         let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch)
       {

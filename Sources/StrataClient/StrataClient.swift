@@ -89,6 +89,15 @@ public final class StrataClient: Sendable {
     public var rdma: Bool = true
     /// The GPU runtime for `.cuda` regions; nil loads the CUDA runtime with dlopen on first use.
     public var gpuRuntime: (any GPURuntime)?
+    /// Use the same-host path when the node runs on this machine (its address is a loopback or
+    /// local interface address): connections go over the node's Unix-domain socket, and GETs and
+    /// PUTs whose memory lies in `sharedMemory` move with one copy by the node. False: TCP only.
+    public var sameHost: Bool = true
+    /// The node's same-host socket; empty: learned from the node's HELLO answer.
+    public var sameHostSocket: String = ""
+    /// Bytes of shared memory (a sealed memfd) to allocate for blocks (`StrataClient.sharedMemory`);
+    /// 0 for none (the same-host path then still carries payloads, in the Unix socket's stream).
+    public var sharedMemoryBytes: Int = 0
     /// TLS to the nodes (`TLSContext.client`: the CA that signed their certificates, and the
     /// client certificate when one is presented); nil: plaintext.
     public var tls: TLSContext?
@@ -185,7 +194,17 @@ public final class StrataClient: Sendable {
   public init(_ configuration: Configuration) {
     self.configuration = configuration
     routing = Mutex(RoutingState())
-    transports = ClientTransports(rdmaEnabled: configuration.rdma, gpuRuntime: configuration.gpuRuntime)
+    transports = ClientTransports(
+      rdmaEnabled: configuration.rdma, gpuRuntime: configuration.gpuRuntime, sameHost: configuration.sameHost,
+      sharedMemoryBytes: configuration.sharedMemoryBytes)
+  }
+
+  /// The shared memory of `Configuration.sharedMemoryBytes`, as a registered host region: blocks
+  /// read into it or written from it by a same-host connection move with one copy, by the node.
+  /// nil when none was asked for or it could not be made (`transportStats.sameHostDecision` says why).
+  public var sharedMemory: MemoryRegion? {
+    guard let region = transports.sharedRegion else { return nil }
+    return MemoryRegion(id: 0, base: region.base, count: region.count, kind: .host)
   }
 
   /// Connects and says HELLO (every connection to the node; in a cluster, fetches the ring and

@@ -163,7 +163,9 @@ public func strataClientOpen(
   _ timeoutMilliseconds: UInt32,
   _ out: UnsafeMutablePointer<OpaquePointer?>?
 ) -> Int32 {
-  open("strata_client_open", hostPort, token, connections, timeoutMilliseconds, tls: nil, out)
+  guarded("strata_client_open") { () throws(StrataError) in
+    try open(hostPort, token, connections, timeoutMilliseconds, sameHost: true, sharedMemoryBytes: 0, tls: nil, out)
+  }
 }
 
 @_cdecl("strata_client_open_tls")
@@ -172,57 +174,93 @@ public func strataClientOpenTLS(
   _ timeoutMilliseconds: UInt32, _ caFile: UnsafePointer<CChar>?, _ certificateFile: UnsafePointer<CChar>?,
   _ keyFile: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?
 ) -> Int32 {
-  let files: Result<TLSFiles, StrataError>
-  do throws(StrataError) {
-    let ca = try string(caFile, "ca_file")
-    let certificate = certificateFile == nil ? "" : try string(certificateFile, "cert_file")
-    let key = keyFile == nil ? "" : try string(keyFile, "key_file")
-    files = .success(TLSFiles(certificate: certificate, key: key, trusted: ca))
-  } catch {
-    files = .failure(error)
+  guarded("strata_client_open_tls") { () throws(StrataError) in
+    let files = try tlsFiles(caFile, certificateFile, keyFile, caRequired: true)
+    try open(hostPort, token, connections, timeoutMilliseconds, sameHost: true, sharedMemoryBytes: 0, tls: files, out)
   }
-  return open("strata_client_open_tls", hostPort, token, connections, timeoutMilliseconds, tls: files, out)
 }
 
-/// strata_client_open and strata_client_open_tls: `tls` nil for plaintext.
-private func open(
-  _ name: String, _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
-  _ timeoutMilliseconds: UInt32, tls: Result<TLSFiles, StrataError>?, _ out: UnsafeMutablePointer<OpaquePointer?>?
+@_cdecl("strata_client_open_options")
+public func strataClientOpenOptions(
+  _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
+  _ timeoutMilliseconds: UInt32, _ sameHost: Int32, _ sharedMemoryBytes: UInt64,
+  _ caFile: UnsafePointer<CChar>?, _ certificateFile: UnsafePointer<CChar>?, _ keyFile: UnsafePointer<CChar>?,
+  _ out: UnsafeMutablePointer<OpaquePointer?>?
 ) -> Int32 {
-  guarded(name) { () throws(StrataError) in
-    let out = try required(out, "out")
-    out.pointee = nil
-    let text = try string(hostPort, "host_port")
-    guard (0...1024).contains(connections) else { throw invalid("connections \(connections) is not 0 to 1024") }
-    // One address: that node. Several, comma-separated: a cluster, routed through its ring.
-    let addresses = try text.split(separator: ",", omittingEmptySubsequences: false).map {
-      part throws(StrataError) in try HostPort(parsing: String(part))
-    }
-    var configuration =
-      addresses.count > 1
-      ? StrataClient.Configuration(seeds: addresses) : StrataClient.Configuration(node: addresses[0])
-    if token != nil { configuration.token = try string(token, "token") }
-    if connections > 0 { configuration.connections = Int(connections) }
-    if timeoutMilliseconds > 0 { configuration.timeoutMilliseconds = UInt64(timeoutMilliseconds) }
-    configuration.clientName = "strata-client-c"
-    if let tls {
-      let files = try tls.get()
-      guard (files.certificate.isEmpty) == (files.key.isEmpty) else {
-        throw invalid("cert_file and key_file go together")
-      }
-      configuration.tls = try TLSContext.client(files)
-    }
-    let completions = try CompletionQueue()
-    let client = StrataClient(configuration)
-    do throws(StrataError) {
-      _ = try wait { () async throws(StrataError) in try await client.connect() }
-    } catch {
-      client.close()
-      completions.close()
-      throw error
-    }
-    out.pointee = OpaquePointer(Unmanaged.passRetained(ClientBox(client, completions: completions)).toOpaque())
+  guarded("strata_client_open_options") { () throws(StrataError) in
+    guard sameHost == 0 || sameHost == 1 else { throw invalid("same_host \(sameHost) is not 0 or 1") }
+    let files = try tlsFiles(caFile, certificateFile, keyFile, caRequired: false)
+    try open(
+      hostPort, token, connections, timeoutMilliseconds, sameHost: sameHost == 1,
+      sharedMemoryBytes: try byteCount(sharedMemoryBytes, "shared_memory_bytes"), tls: files, out)
   }
+}
+
+/// The TLS files of strata_client_open_tls and strata_client_open_options: nil for plaintext (no
+/// `ca_file`, where it is optional); a certificate goes with its key.
+private func tlsFiles(
+  _ caFile: UnsafePointer<CChar>?, _ certificateFile: UnsafePointer<CChar>?, _ keyFile: UnsafePointer<CChar>?,
+  caRequired: Bool
+) throws(StrataError) -> TLSFiles? {
+  guard caFile != nil || caRequired else {
+    guard certificateFile == nil, keyFile == nil else { throw invalid("cert_file and key_file need ca_file") }
+    return nil
+  }
+  let ca = try string(caFile, "ca_file")
+  let certificate = certificateFile == nil ? "" : try string(certificateFile, "cert_file")
+  let key = keyFile == nil ? "" : try string(keyFile, "key_file")
+  guard certificate.isEmpty == key.isEmpty else { throw invalid("cert_file and key_file go together") }
+  return TLSFiles(certificate: certificate, key: key, trusted: ca)
+}
+
+@_cdecl("strata_shared_memory")
+public func strataSharedMemory(
+  _ handle: OpaquePointer?, _ baseOut: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+  _ lengthOut: UnsafeMutablePointer<UInt64>?
+) -> Int32 {
+  guarded("strata_shared_memory") { () throws(StrataError) in
+    let baseOut = try required(baseOut, "base_out")
+    let lengthOut = try required(lengthOut, "length_out")
+    let shared = try box(handle).client.sharedMemory
+    baseOut.pointee = shared?.base
+    lengthOut.pointee = UInt64(shared?.count ?? 0)
+  }
+}
+
+private func open(
+  _ hostPort: UnsafePointer<CChar>?, _ token: UnsafePointer<CChar>?, _ connections: Int32,
+  _ timeoutMilliseconds: UInt32, sameHost: Bool, sharedMemoryBytes: Int, tls: TLSFiles?,
+  _ out: UnsafeMutablePointer<OpaquePointer?>?
+) throws(StrataError) {
+  let out = try required(out, "out")
+  out.pointee = nil
+  let text = try string(hostPort, "host_port")
+  guard (0...1024).contains(connections) else { throw invalid("connections \(connections) is not 0 to 1024") }
+  // One address: that node. Several, comma-separated: a cluster, routed through its ring.
+  let addresses = try text.split(separator: ",", omittingEmptySubsequences: false).map {
+    part throws(StrataError) in try HostPort(parsing: String(part))
+  }
+  var configuration =
+    addresses.count > 1
+    ? StrataClient.Configuration(seeds: addresses) : StrataClient.Configuration(node: addresses[0])
+  if token != nil { configuration.token = try string(token, "token") }
+  if connections > 0 { configuration.connections = Int(connections) }
+  if timeoutMilliseconds > 0 { configuration.timeoutMilliseconds = UInt64(timeoutMilliseconds) }
+  configuration.sameHost = sameHost
+  configuration.sharedMemoryBytes = sharedMemoryBytes
+  configuration.clientName = "strata-client-c"
+  // TLS covers TCP connections; the same-host path (a local Unix socket) stays plaintext.
+  if let tls { configuration.tls = try TLSContext.client(tls) }
+  let completions = try CompletionQueue()
+  let client = StrataClient(configuration)
+  do throws(StrataError) {
+    _ = try wait { () async throws(StrataError) in try await client.connect() }
+  } catch {
+    client.close()
+    completions.close()
+    throw error
+  }
+  out.pointee = OpaquePointer(Unmanaged.passRetained(ClientBox(client, completions: completions)).toOpaque())
 }
 
 @_cdecl("strata_client_close")

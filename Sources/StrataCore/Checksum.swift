@@ -12,6 +12,15 @@ public enum CRC32C {
     bytes.withUnsafeBytes { checksum($0, continuing: crc) }
   }
 
+  /// Copies `source` into `destination` (as large at least; they must not overlap) and returns the
+  /// CRC-32C of the bytes copied, reading the source once (the same-host path's GET).
+  public static func copy(
+    _ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawBufferPointer, continuing crc: UInt32 = 0
+  ) -> UInt32 {
+    precondition(destination.count >= source.count, "CRC32C.copy: \(source.count) bytes into \(destination.count)")
+    return strata_crc32c_copy(crc, destination.baseAddress, source.baseAddress, source.count)
+  }
+
   /// The same value, one byte at a time: a reference for tests and benchmarks.
   public static func portableChecksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
     strata_crc32c_portable(crc, bytes.baseAddress, bytes.count)

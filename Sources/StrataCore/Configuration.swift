@@ -276,6 +276,18 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var requestTimeout = DurationSetting(milliseconds: 10_000)
   }
 
+  /// The same-host path (docs/protocol.md): a Unix-domain socket for clients on this machine,
+  /// whose GET and PUT payloads move through a shared-memory region each client passes.
+  public struct SameHost: Hashable, Sendable {
+    public var enabled = true
+    /// The socket's path; empty means `<data_dir>/strata.sock`. Created with permissions 0660
+    /// (the node's user and group may connect); an explicitly configured path that cannot be
+    /// bound stops the node, the default one only logs and leaves the path off.
+    public var socket = ""
+    /// The largest region one connection may pass (the node maps it, it costs no node memory).
+    public var maxRegionSize: ByteSize = .gibibytes(64)
+  }
+
   /// TLS 1.3 on the data plane, the admin API and between nodes (docs/security.md).
   public struct TLS: Hashable, Sendable {
     /// The node's certificate chain and key (PEM): presented to clients, admin clients and peers.
@@ -315,6 +327,7 @@ public struct NodeConfiguration: Hashable, Sendable {
   public var cluster = Cluster()
   public var auth = Auth()
   public var admin = Admin()
+  public var sameHost = SameHost()
   public var tls = TLS()
   /// Allows listening beyond loopback without tokens or without TLS (refused otherwise).
   public var insecure = false
@@ -344,6 +357,13 @@ public struct NodeConfiguration: Hashable, Sendable {
   }
 
   public init() {}
+
+  /// The same-host socket's path in force: the configured one, or the default under `data_dir`.
+  public var effectiveSameHostSocket: String {
+    if !sameHost.socket.isEmpty { return sameHost.socket }
+    let base = dataDirectory.hasSuffix("/") ? String(dataDirectory.dropLast()) : dataDirectory
+    return base + "/strata.sock"
+  }
 
   /// The NVMe paths in force: the configured ones, or the default under the data directory.
   public var effectiveNVMePaths: [NVMePath] {
@@ -438,6 +458,8 @@ public struct NodeConfiguration: Hashable, Sendable {
         admin.listen != listen, "admin.listen",
         "\(admin.listen) is the data plane's address too (listen); give the admin API a port of its own")
     }
+    check(sameHost.maxRegionSize.bytes >= 4096, "same_host.max_region_size", "must be at least 4KiB")
+    check(sameHost.socket.utf8.count <= 107, "same_host.socket", "at most 107 bytes (a Unix socket path)")
     check(limits.connectionsPerSourceMax >= 1, "limits.max_connections_per_source", "must be at least 1")
     check(limits.connectionsPerNamespaceMax >= 1, "limits.max_connections_per_namespace", "must be at least 1")
     check(limits.handshakesMax >= 1, "limits.max_handshakes", "must be at least 1")

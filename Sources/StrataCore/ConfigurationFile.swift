@@ -116,6 +116,10 @@ extension NodeConfiguration {
     lines.append("  enabled: \(admin.enabled)")
     lines.append("  connections: \(admin.connectionsMax)")
     lines.append("  request_timeout: \(admin.requestTimeout)")
+    lines.append("same_host:")
+    lines.append("  enabled: \(sameHost.enabled)")
+    lines.append("  socket: \(quoted(sameHost.socket))")
+    lines.append("  max_region_size: \(sameHost.maxRegionSize)")
     lines.append("tls:")
     lines.append("  cert: \(quoted(tls.certificate))")
     lines.append("  key: \(quoted(tls.key))")
@@ -140,8 +144,8 @@ private struct ConfigurationReader {
     let top = fields(
       root, "",
       known: [
-        "node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin", "namespaces", "tls",
-        "insecure",
+        "node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin", "namespaces", "same_host",
+        "tls", "insecure",
       ])
     if let value = top["insecure"].flatMap({ bool($0, "insecure") }) { config.insecure = value }
     if let tls = top["tls"] {
@@ -324,6 +328,14 @@ private struct ConfigurationReader {
         } else {
           problem("auth.tokens", tokens, "expected a list of {token, namespace, scopes}")
         }
+      }
+    }
+    if let sameHost = top["same_host"] {
+      let fields = fields(sameHost, "same_host", known: ["enabled", "socket", "max_region_size"])
+      if let value = fields["enabled"].flatMap({ bool($0, "same_host.enabled") }) { config.sameHost.enabled = value }
+      if let value = fields["socket"].flatMap({ string($0, "same_host.socket") }) { config.sameHost.socket = value }
+      if let value = fields["max_region_size"].flatMap({ size($0, "same_host.max_region_size") }) {
+        config.sameHost.maxRegionSize = value
       }
     }
     if let admin = top["admin"] {

@@ -37,6 +37,15 @@ public struct ServerStats: Sendable, Hashable {
   /// missing their transfer deadline.
   public var idleClosed = 0
   public var deadlinesMissed = 0
+  /// The same-host path: connections accepted on the Unix-domain socket and open now, payload
+  /// bytes they moved, and shared-memory regions refused (not sealed, too large, not a memfd).
+  public var sameHostConnectionsAccepted = 0
+  public var sameHostConnectionsOpen = 0
+  public var sameHostGetBytes = 0
+  public var sameHostPutBytes = 0
+  public var sameHostRegionsRefused = 0
+  /// GETs and PUTs whose blocks moved through a client's shared-memory region (not the stream).
+  public var sameHostRegionRequests = 0
   /// TLS handshakes completed, by where records are encrypted (`tls_mode`), and refused: failed
   /// handshakes (wrong CA, expired certificate, no certificate where one is required) and
   /// plaintext frames sent to the TLS port.
@@ -62,6 +71,13 @@ public struct ServerConfiguration: Sendable {
   public var tokens: [NodeConfiguration.Auth.Token]
   /// The secret that grants the peer capability (`cluster.token`); empty for none.
   public var clusterToken: String
+  /// The same-host path's Unix-domain socket; nil when `same_host.enabled` is false.
+  public var sameHostSocket: String?
+  /// Whether that path was configured (then a failure to bind it stops the node; the default
+  /// path only logs and leaves the same-host path off).
+  public var sameHostSocketConfigured: Bool
+  /// The largest shared-memory region a same-host connection may pass.
+  public var sameHostRegionBytesMax: UInt64
   /// TLS on the data plane (`tls.*`); without a certificate the port speaks plaintext.
   public var tls: NodeConfiguration.TLS
 
@@ -76,6 +92,9 @@ public struct ServerConfiguration: Sendable {
     handshakeTimeoutMilliseconds = node.limits.handshakeTimeout.milliseconds
     tokens = node.auth.tokens
     clusterToken = node.cluster.token
+    sameHostSocket = node.sameHost.enabled ? node.effectiveSameHostSocket : nil
+    sameHostSocketConfigured = !node.sameHost.socket.isEmpty
+    sameHostRegionBytesMax = node.sameHost.maxRegionSize.bytes
     tls = node.tls
   }
 
@@ -125,6 +144,8 @@ public final class NodeServer: Sendable {
   let rdma: NodeRDMA
   /// Accepts connections and reads their HELLOs without a thread each (TCP/HandshakeGate.swift).
   private let gate: HandshakeGate
+  /// The same-host path's Unix-domain listener and its gate (nil when off).
+  private let sameHost: (listener: TCPListener, gate: HandshakeGate)?
   /// Differs on every start of the process (STAT `instance`): peers that see it change know this
   /// node restarted, maybe with its RAM blocks lost, and copy it the blocks it owns (repair).
   public let instance = Int.random(in: 1...Int.max)
@@ -153,7 +174,31 @@ public final class NodeServer: Sendable {
     gate = try HandshakeGate(
       listener: listener, handshakesMax: configuration.handshakesMax,
       timeoutMilliseconds: configuration.handshakeTimeoutMilliseconds)
+    sameHost = try Self.openSameHost(configuration, logger: logger)
   }
+
+  /// Binds the same-host socket: a configured path must bind, the default one may fail (a data
+  /// directory too deep for a socket path, or one not created yet) with a warning.
+  private static func openSameHost(_ configuration: ServerConfiguration, logger: Logger) throws(StrataError) -> (
+    listener: TCPListener, gate: HandshakeGate
+  )? {
+    guard let path = configuration.sameHostSocket else { return nil }
+    do throws(StrataError) {
+      let listener = try TCPListener(unixPath: path)
+      let gate = try HandshakeGate(
+        listener: listener, transport: "shm", handshakesMax: configuration.handshakesMax,
+        timeoutMilliseconds: configuration.handshakeTimeoutMilliseconds)
+      return (listener, gate)
+    } catch  where !configuration.sameHostSocketConfigured {
+      logger.warning(
+        "the same-host path is off: its default socket cannot be bound (set same_host.socket)",
+        metadata: ["path": "\(path)", "reason": "\(error.message)"])
+      return nil
+    }
+  }
+
+  /// The same-host path's socket, when it is listening.
+  public var sameHostPath: String? { sameHost?.listener.unixPath }
 
   /// Where the node listens.
   public var address: HostPort { listener.address }
@@ -197,7 +242,7 @@ public final class NodeServer: Sendable {
       var stats = state.stats
       stats.inflightBytes = state.admission.inflightBytes
       stats.connectionsOpen = state.admission.connections
-      stats.handshakesPending = gate.pendingCount
+      stats.handshakesPending = gate.pendingCount + (sameHost?.gate.pendingCount ?? 0)
       return stats
     }
   }
@@ -249,6 +294,11 @@ public final class NodeServer: Sendable {
     }
     thread.name = "strata-gate"
     thread.start()
+    if let sameHost {
+      let unixThread = Thread { [self] in sameHost.gate.run(server: self) }
+      unixThread.name = "strata-gate-shm"
+      unixThread.start()
+    }
     startRDMA()
   }
 
@@ -260,6 +310,7 @@ public final class NodeServer: Sendable {
       return Array(state.connections.values)
     }
     gate.stop()
+    sameHost?.gate.stop()
     rdma.listener?.stop()
     for connection in connections { connection.closeWhenIdle() }
     stopped.wait()
@@ -275,7 +326,7 @@ public final class NodeServer: Sendable {
   }
 
   /// Starts the thread of a connection whose HELLO was granted (called by the gate).
-  func startConnection(socket: TCPSocket, session: RequestSession, hello: [UInt8]) {
+  func startConnection(socket: TCPSocket, session: RequestSession, hello: [UInt8], sameHost: Bool = false) {
     let connection = state.withLock { state -> TCPConnection? in
       // A HELLO granted while `stop` ran: `stop` has already told the open connections to close,
       // and would wait for this one forever if its peer kept it busy.
@@ -283,7 +334,7 @@ public final class NodeServer: Sendable {
       let id = state.nextConnection
       state.nextConnection += 1
       state.stats.connectionsAccepted += 1
-      let connection = TCPConnection(id: id, socket: socket, server: self)
+      let connection = TCPConnection(id: id, socket: socket, server: self, isSameHost: sameHost)
       state.connections[id] = connection
       return connection
     }
@@ -409,6 +460,11 @@ public final class NodeServer: Sendable {
       ("tls_kernel", server.tlsKernel), ("tls_user", server.tlsUser),
       ("tls_handshakes_failed", server.tlsHandshakesFailed), ("tls_plaintext_refused", server.tlsPlaintextRefused),
       ("transfer_pins", tier.transferPins),
+      ("same_host_connections_accepted", server.sameHostConnectionsAccepted),
+      ("same_host_connections_open", server.sameHostConnectionsOpen),
+      ("same_host_get_bytes", server.sameHostGetBytes), ("same_host_put_bytes", server.sameHostPutBytes),
+      ("same_host_regions_refused", server.sameHostRegionsRefused),
+      ("same_host_region_requests", server.sameHostRegionRequests),
     ]
     let body = fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
     let nodeID = (try? JSONEncoder().encode(configuration.nodeID)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""

@@ -389,8 +389,11 @@ public final class TCPSocket: @unchecked Sendable {
 public final class TCPListener: @unchecked Sendable {
   // @unchecked: an immutable descriptor; accept and shutdown are safe from any thread.
   public let descriptor: Int32
-  /// The address actually bound (the port is filled in when 0 was asked for).
+  /// The address actually bound (the port is filled in when 0 was asked for); for a Unix-domain
+  /// listener, its path with port 0.
   public let address: HostPort
+  /// The socket file of a Unix-domain listener (removed when the listener goes); nil for TCP.
+  public let unixPath: String?
 
   public init(binding requested: HostPort, backlog: Int32 = 512) throws(StrataError) {
     var hints = addrinfo()
@@ -440,9 +443,30 @@ public final class TCPListener: @unchecked Sendable {
     }
     descriptor = fd
     address = HostPort(host: requested.host, port: port)
+    unixPath = nil
   }
 
-  deinit { Glibc.close(descriptor) }
+  /// A Unix-domain listener at `path` whose socket file has permissions `mode` (a stale socket
+  /// file is replaced). Its connections' peers are named by their credentials (`uid:N`).
+  public init(unixPath path: String, mode: UInt32 = 0o660, backlog: Int32 = 512) throws(StrataError) {
+    let fd = strata_unix_listen(path, backlog, mode)
+    guard fd >= 0 else {
+      let code = errno
+      throw StrataError(
+        code == ENAMETOOLONG ? .invalidConfiguration : .ioError,
+        code == ENAMETOOLONG
+          ? "listen: unix socket path \(path) is longer than \(strata_unix_path_max()) bytes"
+          : "listen: cannot bind unix:\(path): \(String(cString: strerror(code)))")
+    }
+    descriptor = fd
+    address = HostPort(host: path, port: 0)
+    unixPath = path
+  }
+
+  deinit {
+    Glibc.close(descriptor)
+    if let unixPath { unlink(unixPath) }
+  }
 
   /// What a non-blocking `acceptAvailable` found.
   public enum Accepted {
@@ -474,9 +498,9 @@ public final class TCPListener: @unchecked Sendable {
         }
       }
       if fd >= 0 {
-        let (peer, host) = peerName(storage)
+        let (peer, host) = peerName(storage, descriptor: fd)
         let socket = TCPSocket(descriptor: fd, peer: peer, peerHost: host)
-        socket.configure(timeoutMilliseconds: 0)
+        if unixPath == nil { socket.configure(timeoutMilliseconds: 0) }
         return .connection(socket)
       }
       switch errno {
@@ -498,9 +522,9 @@ public final class TCPListener: @unchecked Sendable {
       }
       if fd >= 0 {
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        let (peer, host) = peerName(storage)
+        let (peer, host) = peerName(storage, descriptor: fd)
         let socket = TCPSocket(descriptor: fd, peer: peer, peerHost: host)
-        socket.configure(timeoutMilliseconds: 0)
+        if unixPath == nil { socket.configure(timeoutMilliseconds: 0) }
         return socket
       }
       let code = errno
@@ -513,9 +537,16 @@ public final class TCPListener: @unchecked Sendable {
   public func shutdown() { _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR)) }
 }
 
-/// The peer as "host:port", and its host alone.
-private func peerName(_ storage: sockaddr_storage) -> (String, String) {
+/// The peer as "host:port", and its host alone; a Unix-domain peer as "unix:pid=P,uid=U" and
+/// "uid:U" (connection limits per source count per user).
+private func peerName(_ storage: sockaddr_storage, descriptor: Int32) -> (String, String) {
   var storage = storage
+  if storage.ss_family == sa_family_t(AF_UNIX) {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    guard strata_peer_credentials(descriptor, &pid, &uid) == 0 else { return ("unix:unknown", "uid:unknown") }
+    return ("unix:pid=\(pid),uid=\(uid)", "uid:\(uid)")
+  }
   var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
   var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
   let status = withUnsafePointer(to: &storage) { pointer in

@@ -178,13 +178,20 @@ public struct GetRequest: MessageBody {
   public var items: [Item]
   /// A lease from LOOKUP that pins these blocks; 0 for none.
   public var leaseID: UInt64
+  /// On a same-host connection: where in the client's shared-memory region each item's bytes go
+  /// (one range per item, its length the room there), instead of the stream. An optional
+  /// trailing field (count, then offset and length per item), absent when nil.
+  public var regionRanges: [RegionRange]?
 
-  public init(items: [Item], leaseID: UInt64 = 0) {
+  public init(items: [Item], leaseID: UInt64 = 0, regionRanges: [RegionRange]? = nil) {
     self.items = items
     self.leaseID = leaseID
+    self.regionRanges = regionRanges
   }
 
-  public var encodedByteCount: Int { WireSize.u64 + WireSize.u32 + items.count * Self.itemBytes }
+  public var encodedByteCount: Int {
+    WireSize.u64 + WireSize.u32 + items.count * Self.itemBytes + RegionRange.encodedByteCount(regionRanges)
+  }
 
   public func encode(into out: inout [UInt8]) {
     out.append(littleEndian: leaseID)
@@ -194,6 +201,7 @@ public struct GetRequest: MessageBody {
       out.append(littleEndian: item.offset)
       out.append(littleEndian: item.length)
     }
+    RegionRange.encode(regionRanges, into: &out)
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
@@ -212,8 +220,57 @@ public struct GetRequest: MessageBody {
       }
       items.append(Item(key: key, offset: offset, length: length))
     }
+    reader.item = nil
     self.items = items
+    regionRanges = reader.remaining > 0 ? try RegionRange.decode(&reader, items: count, limits: limits) : nil
     try reader.finish()
+  }
+}
+
+/// A byte range of a same-host client's shared-memory region (docs/protocol.md, "Same-host path").
+public struct RegionRange: Hashable, Sendable {
+  public var offset: UInt64
+  public var length: UInt64
+
+  public init(offset: UInt64, length: UInt64) {
+    self.offset = offset
+    self.length = length
+  }
+
+  static let byteCount = 2 * WireSize.u64
+
+  static func encodedByteCount(_ ranges: [RegionRange]?) -> Int {
+    ranges.map { WireSize.u32 + $0.count * byteCount } ?? 0
+  }
+
+  static func encode(_ ranges: [RegionRange]?, into out: inout [UInt8]) {
+    guard let ranges else { return }
+    out.append(count: ranges.count)
+    for range in ranges {
+      out.append(littleEndian: range.offset)
+      out.append(littleEndian: range.length)
+    }
+  }
+
+  /// One range per item (`items` of them), none overflowing 64 bits.
+  static func decode(_ reader: inout WireReader, items: Int, limits: WireLimits) throws(StrataError) -> [RegionRange] {
+    let count = try reader.count("regionRanges", max: limits.itemsPerBatchMax, itemBytes: byteCount)
+    guard count == items else {
+      throw reader.error(.invalidValue, "regionRanges", "\(count) ranges for \(items) items")
+    }
+    var ranges: [RegionRange] = []
+    ranges.reserveCapacity(count)
+    for index in 0..<count {
+      reader.item = ("regionRanges", index)
+      let offset = try reader.read(UInt64.self, "offset")
+      let length = try reader.read(UInt64.self, "length")
+      guard !offset.addingReportingOverflow(length).overflow else {
+        throw reader.error(.lengthOverflow, "length", "offset \(offset) + length \(length) overflows 64 bits")
+      }
+      ranges.append(RegionRange(offset: offset, length: length))
+    }
+    reader.item = nil
+    return ranges
   }
 }
 
@@ -343,12 +400,18 @@ public struct PutRequest: MessageBody {
 
   public var items: [Item]
   /// How many of each block's owners must hold it before the node acknowledges the PUT; 0 means
-  /// the node's `cluster.write_quorum`. An optional trailing field, present only when nonzero.
+  /// the node's `cluster.write_quorum`. An optional trailing field, present when nonzero or when
+  /// `regionRanges` follow.
   public var writeQuorum: UInt8
+  /// On a same-host connection: where in the client's shared-memory region each block lies (one
+  /// range per item, its length the item's), instead of the stream. An optional trailing field
+  /// after `writeQuorum`, absent when nil.
+  public var regionRanges: [RegionRange]?
 
-  public init(items: [Item], writeQuorum: UInt8 = 0) {
+  public init(items: [Item], writeQuorum: UInt8 = 0, regionRanges: [RegionRange]? = nil) {
     self.items = items
     self.writeQuorum = writeQuorum
+    self.regionRanges = regionRanges
   }
 
   /// The payload: the blocks concatenated in item order.
@@ -357,7 +420,10 @@ public struct PutRequest: MessageBody {
   /// Where each block lies in the payload, so the server can receive each straight into its slot.
   public var payloadRanges: [Range<UInt64>] { concatenatedRanges(items.lazy.map(\.length)) }
 
-  public var encodedByteCount: Int { WireSize.u32 + items.count * Self.itemBytes + (writeQuorum == 0 ? 0 : 1) }
+  public var encodedByteCount: Int {
+    WireSize.u32 + items.count * Self.itemBytes + (writeQuorum == 0 && regionRanges == nil ? 0 : 1)
+      + RegionRange.encodedByteCount(regionRanges)
+  }
 
   public func encode(into out: inout [UInt8]) {
     out.append(count: items.count)
@@ -366,7 +432,8 @@ public struct PutRequest: MessageBody {
       out.append(littleEndian: item.length)
       out.append(littleEndian: item.checksum)
     }
-    if writeQuorum != 0 { out.append(littleEndian: writeQuorum) }
+    if writeQuorum != 0 || regionRanges != nil { out.append(littleEndian: writeQuorum) }
+    RegionRange.encode(regionRanges, into: &out)
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
@@ -386,10 +453,13 @@ public struct PutRequest: MessageBody {
     self.items = items
     reader.item = nil
     writeQuorum = 0
+    regionRanges = nil
     if reader.remaining > 0 {
       writeQuorum = try reader.read(UInt8.self, "writeQuorum")
-      // Absent when 0: a present 0 would be a second encoding of the same request.
-      guard writeQuorum != 0 else {
+      if reader.remaining > 0 {
+        regionRanges = try RegionRange.decode(&reader, items: count, limits: limits)
+      } else if writeQuorum == 0 {
+        // Absent when 0 and no ranges follow: a present 0 would be a second encoding.
         throw reader.error(.invalidValue, "writeQuorum", "0 is sent by leaving the field out")
       }
     }

@@ -16,6 +16,10 @@ public struct Capabilities: OptionSet, Hashable, Sendable {
   /// The client is a peer node (replication, read-through, drain handoff): the node neither
   /// checks ownership nor copies or reads through on its behalf.
   public static let peer = Capabilities(rawValue: 1 << 4)
+  /// The same-host path: offered over TCP by a client on the node's machine (the node answers
+  /// with its Unix-domain socket's path) and over that socket (granted only there): GET and PUT
+  /// payloads then move through the client's shared-memory region (docs/protocol.md).
+  public static let sharedMemory = Capabilities(rawValue: 1 << 5)
 }
 
 /// The first frame on every connection: the versions and features the client speaks and its
@@ -115,10 +119,15 @@ public struct HelloResponse: MessageBody {
   /// The most payload bytes the client may have in flight on this connection.
   public var inflightBytesMax: UInt64
   public var ringEpoch: UInt64
+  /// The path of the node's Unix-domain socket (the same-host path), answered over TCP to a
+  /// client that offered `sharedMemory`; empty otherwise. An optional trailing field, absent
+  /// from the encoding when empty.
+  public var sameHostSocket: String
+  public static let sameHostSocketBytesMax = 256
 
   public init(
     version: UInt16 = WireProtocol.version, capabilities: Capabilities, nodeID: String, namespace: Namespace,
-    frameBytesMax: UInt64, inflightBytesMax: UInt64, ringEpoch: UInt64
+    frameBytesMax: UInt64, inflightBytesMax: UInt64, ringEpoch: UInt64, sameHostSocket: String = ""
   ) {
     self.version = version
     self.capabilities = capabilities
@@ -127,11 +136,13 @@ public struct HelloResponse: MessageBody {
     self.frameBytesMax = frameBytesMax
     self.inflightBytesMax = inflightBytesMax
     self.ringEpoch = ringEpoch
+    self.sameHostSocket = sameHostSocket
   }
 
   public var encodedByteCount: Int {
     WireSize.u16 + 4 * WireSize.u64 + WireSize.lengthPrefixed(nodeID.utf8.count)
       + WireSize.lengthPrefixed(namespace.name.utf8.count)
+      + (sameHostSocket.isEmpty ? 0 : WireSize.lengthPrefixed(sameHostSocket.utf8.count))
   }
 
   public func encode(into out: inout [UInt8]) {
@@ -142,6 +153,7 @@ public struct HelloResponse: MessageBody {
     out.append(littleEndian: frameBytesMax)
     out.append(littleEndian: inflightBytesMax)
     out.append(littleEndian: ringEpoch)
+    if !sameHostSocket.isEmpty { out.append(string: sameHostSocket) }
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
@@ -162,6 +174,13 @@ public struct HelloResponse: MessageBody {
     }
     inflightBytesMax = try reader.read(UInt64.self, "inflightBytesMax")
     ringEpoch = try reader.read(UInt64.self, "ringEpoch")
+    sameHostSocket = ""
+    if reader.remaining > 0 {
+      sameHostSocket = try reader.string("sameHostSocket", max: Self.sameHostSocketBytesMax)
+      guard !sameHostSocket.isEmpty else {
+        throw reader.error(.invalidValue, "sameHostSocket", "an empty path is sent by leaving the field out")
+      }
+    }
     try reader.finish()
   }
 }

@@ -509,6 +509,16 @@ int main(int argc, char **argv) {
     check(strata_client_open(node, NULL, 1, 5000, &client) == STRATA_E_PERMISSION_DENIED &&
               strstr(strata_last_error(), "this port requires TLS") != NULL,
           "open: plaintext to the TLS port is refused (11), saying so");
+    check(strata_client_open_options(node, NULL, 1, 5000, 1, 0, NULL, ca_file, ca_file, &client) ==
+                  STRATA_E_INVALID_ARGUMENT &&
+              strstr(strata_last_error(), "need ca_file") != NULL,
+          "open_options: a client certificate without ca_file returns 1");
+    check(strata_client_open_options(node, NULL, 1, 5000, 1, 0, other_ca_file, NULL, NULL, &client) ==
+              STRATA_E_PERMISSION_DENIED,
+          "open_options: TLS is checked before any same-host move (another CA: 11)");
+    check(strata_client_open_options(node, NULL, 1, 5000, 0, 0, ca_file, NULL, NULL, &client) == 0 && client != NULL,
+          "open_options: TLS over TCP with same_host 0 connects");
+    strata_client_close(client);
   }
   client = NULL;
   int rc = ca_file != NULL ? strata_client_open_tls(node, NULL, 4, 30000, ca_file, NULL, NULL, &client)

@@ -244,7 +244,9 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
   }
 
   /// The same program over TLS (strata_client_open_tls with the CA of scripts/dev-ca.sh), plus
-  /// the refusals: an unreadable CA file, a CA that did not sign the node, plaintext to the TLS port.
+  /// the refusals: an unreadable CA file, a CA that did not sign the node, plaintext to the TLS port;
+  /// and strata_client_open_options with TLS files (a certificate without a CA refused, another CA
+  /// refused before any same-host move, TLS over TCP with same_host 0).
   @Test func cProgramOverTLS() throws {
     let program = try compileCProgram("c_abi_test")
     defer { try? FileManager.default.removeItem(atPath: program) }

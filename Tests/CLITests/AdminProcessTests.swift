@@ -135,7 +135,9 @@ func sample(_ page: String, _ series: String) -> Double? {
     #expect(try node.cli("evict", "--key-prefix", "xyz").status == 2)
   }
 
-  @Test func metricsMoveWhileALoadRuns() async throws {
+  /// Over TCP, and over the same-host path (the node's Unix socket, which a client on this machine
+  /// takes by default): each transport's series move.
+  @Test(arguments: ["tcp", "shm"]) func metricsMoveWhileALoadRuns(transport: String) async throws {
     let node = try AdminNodeProcess(ram: "256MiB")
     defer { _ = node.stop() }
     #expect(node.banner.contains("metrics: http://\(node.admin)/metrics"))
@@ -144,6 +146,7 @@ func sample(_ page: String, _ series: String) -> Double? {
     let load = Task {
       var configuration = StrataClient.Configuration(node: address)
       configuration.timeoutMilliseconds = 20_000
+      configuration.sameHost = transport == "shm"
       let client = StrataClient(configuration)
       defer { client.close() }
       let size = 64 << 10
@@ -179,9 +182,10 @@ func sample(_ page: String, _ series: String) -> Double? {
     let perRound = Double(64 << 10)
     for (series, unit) in [
       (#"strata_requests_total{op="put"}"#, 1.0), (#"strata_requests_total{op="get"}"#, 1),
-      (#"strata_transfer_bytes_total{op="put",transport="tcp"}"#, perRound),
-      (#"strata_transfer_bytes_total{op="get",transport="tcp"}"#, perRound),
-      (#"strata_request_duration_seconds_count{op="get",transport="tcp"}"#, 1), (#"strata_hits_total{tier="ram"}"#, 1),
+      (#"strata_transfer_bytes_total{op="put",transport="\#(transport)"}"#, perRound),
+      (#"strata_transfer_bytes_total{op="get",transport="\#(transport)"}"#, perRound),
+      (#"strata_request_duration_seconds_count{op="get",transport="\#(transport)"}"#, 1),
+      (#"strata_hits_total{tier="ram"}"#, 1),
       (#"strata_transfer_block_bytes_count{op="put"}"#, 1), (#"strata_tier_blocks{tier="ram",namespace="default"}"#, 1),
     ] {
       let old = try #require(sample(before, series), "\(series) missing")
@@ -189,6 +193,8 @@ func sample(_ page: String, _ series: String) -> Double? {
       #expect(old >= 10 * unit && new >= 60 * unit && new > old, "\(series) went from \(old) to \(new)")
     }
     #expect(sample(after, #"strata_build_info{version="\#(StrataVersion.current)"}"#) == 1)
+    // The load's connections (two) were open over this transport when the second scrape ran.
+    #expect(sample(after, #"strata_connections_open{transport="\#(transport)"}"#) == 2)
   }
 
   @Test func configReloadAndTokens() async throws {

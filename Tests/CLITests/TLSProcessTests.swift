@@ -67,8 +67,11 @@ struct DevCA {
 }
 
 /// A TLS client of `address` (`tls` nil: plaintext).
-func tlsClient(_ address: HostPort, tls: TLSContext?, peer: Bool = false, connections: Int = 2) -> StrataClient {
+func tlsClient(
+  _ address: HostPort, tls: TLSContext?, peer: Bool = false, connections: Int = 2, sameHost: Bool = true
+) -> StrataClient {
   var configuration = StrataClient.Configuration(node: address)
+  configuration.sameHost = sameHost
   configuration.connections = connections
   configuration.timeoutMilliseconds = 10_000
   configuration.retries = 0
@@ -89,7 +92,9 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
 
 @Suite(.serialized) struct TLSProcessTests {
   /// 64 blocks of up to 1 MiB through the Swift client over TLS, byte-compared; the node counts
-  /// the TLS connections (user-space records here: no kernel TLS module).
+  /// the TLS connections (user-space records here: no kernel TLS module). A TLS client that may
+  /// take the same-host path verifies the node over TLS once, then moves to the (plaintext,
+  /// local) Unix socket with every connection and reads the same bytes there.
   @Test func swiftClientRoundTripsBlocksOverTLS() async throws {
     let ca = try DevCA()
     defer { ca.remove() }
@@ -99,13 +104,22 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
       ram: "256MiB", nvme: "512MiB", extra: ca.serveArguments("node-1") + ["--config", config])
     defer { _ = node.stop() }
     let blocks = BlockSet(count: 64, run: 41, smallest: 1024, spread: 1 << 20)
-    let client = tlsClient(node.address, tls: try ca.client())
+    let client = tlsClient(node.address, tls: try ca.client(), sameHost: false)
     defer { client.close() }
     try await blocks.putAll(client)
     let check = try await blocks.verify(client)
     #expect(check.ok == blocks.count, "\(check)")
     let stat = try await client.stat()
     #expect(stat.contains("\"tls_user\":2") || stat.contains("\"tls_kernel\":2"), "\(stat)")
+    #expect(stat.contains("\"same_host_connections_accepted\":0"), "\(stat)")
+
+    let local = tlsClient(node.address, tls: try ca.client(), sameHost: true)
+    defer { local.close() }
+    let localCheck = try await blocks.verify(local)
+    #expect(localCheck.ok == blocks.count, "\(localCheck)")
+    let localStat = try await local.stat()
+    #expect(localStat.contains("\"tls_user\":3") || localStat.contains("\"tls_kernel\":3"), "\(localStat)")
+    #expect(localStat.contains("\"same_host_connections_accepted\":2"), "\(localStat)")
   }
 
   /// 200 connections that begin a TLS handshake and stall (a record header, then nothing) hold

@@ -17,7 +17,11 @@ struct TestNode {
   let tiers: TierManager
   let server: NodeServer
 
-  init(ramBytes: Int = 64 << 20, connectionsMax: Int = 64, tokens: [NodeConfiguration.Auth.Token] = []) throws {
+  /// `sameHostSocket`: the same-host path's Unix socket (SameHostTests); nil leaves it off.
+  init(
+    ramBytes: Int = 64 << 20, connectionsMax: Int = 64, tokens: [NodeConfiguration.Auth.Token] = [],
+    sameHostSocket: String? = nil, sameHostRegionBytesMax: ByteSize = .gibibytes(1)
+  ) throws {
     tiers = try TierManager(
       configuration: TierConfiguration(
         ramBytes: ramBytes, blockBytesMax: 4 << 20, lockMemory: false, hugePages: false, admission: .never),
@@ -27,8 +31,11 @@ struct TestNode {
     node.limits.connectionsMax = connectionsMax
     node.limits.blockBytesMax = .mebibytes(4)
     node.auth.tokens = tokens
+    node.sameHost.enabled = sameHostSocket != nil
+    node.sameHost.socket = sameHostSocket ?? ""
+    node.sameHost.maxRegionSize = sameHostRegionBytesMax
     var logger = Logger(label: "test-node")
-    logger.logLevel = .error
+    logger.logLevel = ProcessInfo.processInfo.environment["STRATA_TEST_LOG"] == nil ? .error : .debug
     server = try NodeServer(
       configuration: ServerConfiguration(node, nodeID: "test"), tiers: tiers, logger: logger)
     server.start()

@@ -93,7 +93,14 @@ enum MalformedCases {
             for tier in response.tiers {
               withUnsafeBytes(of: UInt64(tier == .absent ? 0 : 9).littleEndian) { body += $0 }
             }
-          case .putRequest(let put) where put.writeQuorum == 0: body += [2]  // writeQuorum
+          case .helloResponse: body += [2, 0, 0, 0, 0x2F, 0x73]  // sameHostSocket "/s"
+          case .getRequest(let get):  // regionRanges, one per item
+            withUnsafeBytes(of: UInt32(get.items.count).littleEndian) { body += $0 }
+            body += [UInt8](repeating: 0, count: 16 * get.items.count)
+          case .putRequest(let put):  // writeQuorum, then regionRanges, one per item
+            if put.writeQuorum == 0 { body += [2] }
+            withUnsafeBytes(of: UInt32(put.items.count).littleEndian) { body += $0 }
+            body += [UInt8](repeating: 0, count: 16 * put.items.count)
           default: break
           }
           body.append(0)

@@ -1,5 +1,6 @@
-// Optional trailing fields (HELLO's peerNamespace, LOOKUP's sizes flag and sizes): present only
-// when set, round-tripping byte for byte, and the frames without them unchanged.
+// Optional trailing fields (HELLO's peerNamespace, LOOKUP's sizes flag and sizes, the same-host
+// path's socket and region ranges): present only when set, round-tripping byte for byte, and the
+// frames without them unchanged.
 
 import StrataCore
 import StrataWire
@@ -46,5 +47,71 @@ import Testing
     #expect(back.peerNamespace == "tenant-a")
     let plain = HelloRequest(capabilities: [.tcp], frameBytesMax: 1 << 20, token: [1, 2], clientName: "n")
     #expect(plain.encodedBody.count + 4 + 8 == hello.encodedBody.count)
+  }
+
+  @Test func sameHostFieldsRoundTripAndAreAbsentUnlessSet() throws {
+    let response = HelloResponse(
+      capabilities: [.tcp], nodeID: "n", namespace: .embeddedDefault, frameBytesMax: 1 << 20, inflightBytesMax: 1,
+      ringEpoch: 0, sameHostSocket: "/run/strata.sock")
+    guard case .helloResponse(let back) = try roundTrip(.helloResponse(response)) else {
+      throw StrataError(.protocolError, "")
+    }
+    #expect(back.sameHostSocket == "/run/strata.sock")
+    var plain = response
+    plain.sameHostSocket = ""
+    #expect(plain.encodedBody.count + 4 + 16 == response.encodedBody.count)
+
+    let keys = [SHA256.digest([1]), SHA256.digest([2])]
+    let ranges = [RegionRange(offset: 0, length: 4096), RegionRange(offset: 1 << 30, length: 7)]
+    let get = GetRequest(items: keys.map { GetRequest.Item(key: $0) }, leaseID: 3, regionRanges: ranges)
+    guard case .getRequest(let gotGet) = try roundTrip(.getRequest(get)) else { throw StrataError(.protocolError, "") }
+    #expect(gotGet == get)
+    #expect(GetRequest(items: get.items, leaseID: 3).encodedBody.count + 4 + 32 == get.encodedBody.count)
+    // A PUT with ranges carries writeQuorum even when 0; one with neither stays as before.
+    let items = keys.map { PutRequest.Item(key: $0, length: 7, checksum: 1) }
+    for quorum in [UInt8(0), 2] {
+      let put = PutRequest(items: items, writeQuorum: quorum, regionRanges: ranges)
+      guard case .putRequest(let gotPut) = try roundTrip(.putRequest(put)) else {
+        throw StrataError(.protocolError, "")
+      }
+      #expect(gotPut == put)
+      #expect(PutRequest(items: items).encodedBody.count + 1 + 4 + 32 == put.encodedBody.count)
+    }
+  }
+
+  @Test func malformedSameHostFieldsAreRefused() throws {
+    let key = SHA256.digest([1])
+    // A count of ranges that is not the count of items.
+    var get = GetRequest(items: [GetRequest.Item(key: key)], regionRanges: [RegionRange(offset: 0, length: 1)])
+    var body = get.encodedBody
+    body[body.count - 20] = 2  // the ranges' count: 2 for 1 item (and too few bytes)
+    #expect(throws: StrataError.self) { try GetRequest(decoding: body, limits: .standard) }
+    // An offset + length past 64 bits.
+    get.regionRanges = [RegionRange(offset: .max, length: 1)]
+    let overflow = #expect(throws: StrataError.self) { try GetRequest(decoding: get.encodedBody, limits: .standard) }
+    #expect(overflow?.message.contains("overflows") == true)
+    let put = PutRequest(
+      items: [PutRequest.Item(key: key, length: 8, checksum: 1)], regionRanges: [RegionRange(offset: 8, length: .max)])
+    #expect(throws: StrataError.self) { try PutRequest(decoding: put.encodedBody, limits: .standard) }
+    // An empty socket path is sent by leaving the field out.
+    var hello = HelloResponse(
+      capabilities: [.tcp], nodeID: "n", namespace: .embeddedDefault, frameBytesMax: 1 << 20, inflightBytesMax: 1,
+      ringEpoch: 0)
+    hello.sameHostSocket = ""
+    body = hello.encodedBody + [0, 0, 0, 0]
+    #expect(throws: StrataError.self) { try HelloResponse(decoding: body, limits: .standard) }
+    // The region offer and answer: 16 bytes, their magic, zero flags and reserved bytes.
+    let offer = RegionOffer(bytes: 1 << 20)
+    #expect(try offer.encoded.withUnsafeBytes { try RegionOffer(decoding: $0) } == offer)
+    let answer = RegionAnswer(code: 1, bytes: 0)
+    #expect(try answer.encoded.withUnsafeBytes { try RegionAnswer(decoding: $0) } == answer)
+    for index in [0, 4, 15] {
+      var bad = offer.encoded
+      if index == 15 { bad.removeLast() } else { bad[index] ^= 1 }
+      #expect(throws: StrataError.self) { try bad.withUnsafeBytes { try RegionOffer(decoding: $0) } }
+    }
+    var badAnswer = answer.encoded
+    badAnswer[6] = 1
+    #expect(throws: StrataError.self) { try badAnswer.withUnsafeBytes { try RegionAnswer(decoding: $0) } }
   }
 }

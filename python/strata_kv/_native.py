@@ -92,6 +92,10 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     keys = c_char_p
     signatures = {
         "strata_client_open": [c_char_p, c_char_p, c_int, c_uint32, POINTER(c_void_p)],
+        "strata_client_open_options": [
+            c_char_p, c_char_p, c_int, c_uint32, c_int, c_uint64, c_char_p, c_char_p, c_char_p, POINTER(c_void_p),
+        ],
+        "strata_shared_memory": [client, POINTER(c_void_p), POINTER(c_uint64)],
         "strata_client_open_tls": [
             c_char_p, c_char_p, c_int, c_uint32, c_char_p, c_char_p, c_char_p, POINTER(c_void_p),
         ],

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import threading
-from ctypes import byref, c_int, c_int64, c_size_t, c_uint8, c_uint64
+from ctypes import byref, c_int, c_int64, c_size_t, c_uint8, c_uint64, c_void_p
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -131,15 +131,21 @@ class StrataStore:
     ``StrataStore(node="host:port")`` or ``StrataStore(seeds="a:7400,b:7400")`` connects at once;
     ``StrataStore()`` connects on ``setup(...)`` (Mooncake style). ``connections`` per node,
     ``timeout_ms`` bounds every request. ``tls_ca`` (a PEM file: the CA that signed the nodes'
-    certificates) makes every connection TLS 1.3; ``tls_cert`` and ``tls_key`` add a client
+    certificates) makes every TCP connection TLS 1.3; ``tls_cert`` and ``tls_key`` add a client
     certificate. ``from_config(dict)`` takes ``strata.seeds``, ``strata.node``, ``strata.token``,
     ``strata.timeout_ms``, ``strata.connections``, ``strata.tls_ca``, ``strata.tls_cert``,
-    ``strata.tls_key``.
+    ``strata.tls_key``, ``strata.same_host``, ``strata.shared_memory_bytes``.
+
+    Same-host path: when the node runs on this machine the client talks to it over its Unix
+    socket (``same_host=False`` keeps TCP); that local socket stays plaintext even with ``tls_ca``.
+    ``shared_memory_bytes`` allocates shared memory (``shared_memory()``); blocks read into it or
+    written from it move with one copy, made by the node.
     """
 
     def __init__(self, seeds: Optional[Union[str, Sequence[str]]] = None, node: Optional[str] = None,
                  token: str = "", connections: int = 4, timeout_ms: int = 30000, tls_ca: Optional[str] = None,
-                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None) -> None:
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None, same_host: bool = True,
+                 shared_memory_bytes: int = 0) -> None:
         self._handle: Optional[int] = None
         self._lib: Optional[ctypes.CDLL] = None
         self._lock = threading.Lock()
@@ -147,6 +153,7 @@ class StrataStore:
         self._unclaimed: List[Completion] = []
         self._futures: Dict[int, "asyncio.Future[Completion]"] = {}
         self._readers: set = set()
+        self._same_host, self._shared_memory_bytes = bool(same_host), int(shared_memory_bytes)
         if seeds is not None or node is not None:
             self._open(seeds, node, token, connections, timeout_ms, tls_ca, tls_cert, tls_key)
 
@@ -163,9 +170,13 @@ class StrataStore:
         seeds, node = value("seeds"), value("node")
         if seeds is None and node is None:
             raise ValueError("config: strata.seeds or strata.node is needed")
+        same_host = value("same_host", True)
+        if isinstance(same_host, str):
+            same_host = same_host.strip().lower() not in ("0", "false", "no", "off")
         return cls(seeds=seeds, node=node, token=value("token", "") or "",
                    connections=int(value("connections", 4)), timeout_ms=int(value("timeout_ms", 30000)),
-                   tls_ca=value("tls_ca"), tls_cert=value("tls_cert"), tls_key=value("tls_key"))
+                   tls_ca=value("tls_ca"), tls_cert=value("tls_cert"), tls_key=value("tls_key"),
+                   same_host=bool(same_host), shared_memory_bytes=int(value("shared_memory_bytes", 0)))
 
     def setup(self, local_hostname: str = "", metadata_server: str = "", global_segment_size: int = 0,
               local_buffer_size: int = 0, protocol: str = "tcp", rdma_devices: str = "",
@@ -198,19 +209,21 @@ class StrataStore:
             raise ValueError(f"connections: {connections} is not 0..1024")
         if not 0 <= timeout_ms <= 0xFFFFFFFF:
             raise ValueError(f"timeout_ms: {timeout_ms} is out of range")
+        if not 0 <= self._shared_memory_bytes < 1 << 63:
+            raise ValueError(f"shared_memory_bytes: {self._shared_memory_bytes} is out of range")
         lib = _native.library()
         handle = ctypes.c_void_p()
         if tls_ca:
             if (tls_cert is None) != (tls_key is None):
                 raise ValueError("tls_cert and tls_key go together")
-            _check(lib.strata_client_open_tls(address.encode(), (token or "").encode(), connections, timeout_ms,
-                                              tls_ca.encode(), tls_cert.encode() if tls_cert else None,
-                                              tls_key.encode() if tls_key else None, byref(handle)), lib)
         elif tls_cert or tls_key:
             raise ValueError("tls_cert and tls_key need tls_ca (the CA of the nodes' certificates)")
-        else:
-            _check(lib.strata_client_open(address.encode(), (token or "").encode(), connections, timeout_ms,
-                                          byref(handle)), lib)
+        # TLS covers the TCP connections; the same-host path (a local Unix socket) stays plaintext.
+        _check(lib.strata_client_open_options(address.encode(), (token or "").encode(), connections, timeout_ms,
+                                              1 if self._same_host else 0, self._shared_memory_bytes,
+                                              tls_ca.encode() if tls_ca else None,
+                                              tls_cert.encode() if tls_cert else None,
+                                              tls_key.encode() if tls_key else None, byref(handle)), lib)
         self._lib = lib
         self._handle = handle.value
 
@@ -331,6 +344,17 @@ class StrataStore:
         address = obj_or_ptr if isinstance(obj_or_ptr, int) else self._span(obj_or_ptr, None)[0]
         rc = lib.strata_unregister(handle, address)
         return OK if rc == 0 else StrataError(rc, "").mooncake_code
+
+    def shared_memory(self) -> Optional[memoryview]:
+        """The client's shared memory (``shared_memory_bytes``) as a writable memoryview, or None.
+        Blocks read into it or written from it over the same-host path move with one copy. Valid
+        until ``close``."""
+        lib, handle = self._client()
+        base, length = c_void_p(), c_uint64(0)
+        _check(lib.strata_shared_memory(handle, byref(base), byref(length)), lib)
+        if not base.value or length.value == 0:
+            return None
+        return memoryview((ctypes.c_char * length.value).from_address(base.value)).cast("B")
 
     def stat(self) -> str:
         """The node's counters as JSON (the first node of a cluster)."""

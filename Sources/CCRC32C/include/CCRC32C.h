@@ -14,4 +14,8 @@ uint32_t strata_crc32c_portable(uint32_t crc, const void *data, size_t length);
 /// 1 when strata_crc32c uses the CPU's CRC32 instruction, else 0.
 int strata_crc32c_hardware(void);
 
+/// Copies `length` bytes from `source` to `destination` (which must not overlap) and returns the
+/// CRC-32C of those bytes continuing `crc`, reading the source once.
+uint32_t strata_crc32c_copy(uint32_t crc, void *destination, const void *source, size_t length);
+
 #endif

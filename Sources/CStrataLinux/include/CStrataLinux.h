@@ -49,4 +49,44 @@ int strata_poller_remove(int poller, int fd);
 /// `ready`; returns how many, or -1 with errno set.
 int strata_poller_wait(int poller, int *ready, int capacity, int timeout_ms);
 
+// The same-host path (docs/protocol.md, "Same-host path"): a client's memfd region, sealed so it
+// cannot shrink under a node that maps it, passed over a Unix-domain socket with SCM_RIGHTS.
+
+/// memfd_create(2) with MFD_CLOEXEC | MFD_ALLOW_SEALING; the descriptor or -1 with errno set.
+int strata_memfd_create(const char *name);
+
+/// The F_SEAL_* flags (0 where the platform has none).
+int strata_seal_shrink(void);
+int strata_seal_grow(void);
+int strata_seal_seal(void);
+
+/// fcntl(F_ADD_SEALS) and fcntl(F_GET_SEALS); -1 with errno set on failure (EINVAL: not sealable).
+int strata_add_seals(int fd, int seals);
+int strata_get_seals(int fd);
+
+/// 1 when `fd` lives on hugetlbfs (whose pages can run out under a mapping: SIGBUS), 0 when not,
+/// -1 with errno set.
+int strata_is_hugetlb(int fd);
+
+/// The longest Unix-domain socket path (sun_path less its terminator).
+int strata_unix_path_max(void);
+
+/// A listening Unix-domain stream socket at `path` with permissions `mode` (a stale socket file is
+/// replaced); the descriptor or -1 with errno set (ENAMETOOLONG for a path that does not fit).
+int strata_unix_listen(const char *path, int backlog, unsigned int mode);
+
+/// A connected Unix-domain stream socket; the descriptor or -1 with errno set.
+int strata_unix_connect(const char *path);
+
+/// SO_PEERCRED: the connected peer's process and user ids; 0 or -1 with errno set.
+int strata_peer_credentials(int fd, int *pid, unsigned int *uid);
+
+/// sendmsg(2) of `length` bytes with `fd` attached as SCM_RIGHTS (none when `fd` < 0); the bytes
+/// sent or -1 with errno set.
+long strata_send_with_descriptor(int socket_fd, const void *data, size_t length, int fd);
+
+/// recvmsg(2) of at most `length` bytes; `*fd` is the first descriptor attached (-1 if none; any
+/// further ones are closed). -1 with errno set (EPROTO when descriptors were cut).
+long strata_receive_with_descriptor(int socket_fd, void *data, size_t length, int *fd);
+
 #endif

@@ -5,6 +5,7 @@
 import StrataCore
 import StrataGPU
 import StrataRDMA
+import StrataTCP
 import Synchronization
 
 /// Where a registered region's memory lives.
@@ -26,6 +27,12 @@ public struct ClientTransportStats: Sendable, Hashable {
   public var failedOverBatches = 0
   /// Bytes received through the pinned staging ring into GPU memory.
   public var stagedBytes = 0
+  /// Connections on the same-host path (the node's Unix-domain socket), and GET and PUT batches
+  /// whose blocks moved through the shared-memory region.
+  public var sameHostConnections = 0
+  public var sameHostBatches = 0
+  /// Why the last connection is or is not on the same-host path.
+  public var sameHostDecision = ""
 }
 
 final class ClientTransports: Sendable {
@@ -34,6 +41,11 @@ final class ClientTransports: Sendable {
   let devices: [RDMADeviceContext]
   private let gpuLoader: @Sendable () throws(StrataError) -> any GPURuntime
   private let state = Mutex(State())
+  /// Whether the same-host path may be used at all (`Configuration.sameHost`).
+  let sameHostEnabled: Bool
+  /// The client's shared memory (`Configuration.sharedMemoryBytes`), passed to every same-host
+  /// connection.
+  let sharedRegion: SharedMemoryRegion?
   static let registrationsMax = 1024
 
   struct State {
@@ -43,9 +55,25 @@ final class ClientTransports: Sendable {
     var registrationOrder: [UInt64] = []
     var gpu: (any GPURuntime)?
     var rings: [Int: [StagingRing]] = [:]
+    /// Per node address: whether it is on this machine, and its same-host socket once learned
+    /// (nil after that socket failed: the node is then reached over TCP).
+    var local: [HostPort: Bool] = [:]
+    var sameHostSockets: [HostPort: String?] = [:]
   }
 
-  init(rdmaEnabled: Bool, gpuRuntime: (any GPURuntime)?) {
+  init(rdmaEnabled: Bool, gpuRuntime: (any GPURuntime)?, sameHost: Bool = false, sharedMemoryBytes: Int = 0) {
+    sameHostEnabled = sameHost
+    var sharedRegion: SharedMemoryRegion?
+    var sharedFailure: String?
+    if sharedMemoryBytes > 0 {
+      do {
+        sharedRegion = try SharedMemoryRegion.create(bytes: sharedMemoryBytes, name: "strata-client")
+      } catch {
+        sharedFailure = "no shared memory: \(error.message)"
+      }
+    }
+    self.sharedRegion = sharedRegion
+    if let sharedFailure { state.withLock { $0.stats.sameHostDecision = sharedFailure } }
     self.rdmaEnabled = rdmaEnabled
     var availability = rdmaEnabled ? RDMADevices.discover() : .unavailable(reason: "disabled in the configuration")
     var devices: [RDMADeviceContext] = []
@@ -67,6 +95,34 @@ final class ClientTransports: Sendable {
   }
 
   var stats: ClientTransportStats { state.withLock { $0.stats } }
+
+  /// Whether a HELLO to `address` offers the same-host path: enabled and the node is on this
+  /// machine (decided once per address).
+  func offersSameHost(_ address: HostPort) -> Bool {
+    guard sameHostEnabled else { return false }
+    if let known = state.withLock({ $0.local[address] }) { return known }
+    let local = isLocalHost(address.host)
+    state.withLock { $0.local[address] = local }
+    return local
+  }
+
+  /// The same-host socket to try first for `address`: the configured one, or the one its node
+  /// named; nil when there is none or it failed before.
+  func sameHostSocket(for address: HostPort, configured: String) -> String? {
+    guard offersSameHost(address) else { return nil }
+    return state.withLock { state -> String? in
+      if let known = state.sameHostSockets[address] { return known }
+      return configured.isEmpty ? nil : configured
+    }
+  }
+
+  /// Records the socket a node named (nil: it failed; the address stays on TCP).
+  func learnSameHostSocket(_ path: String?, for address: HostPort, reason: String) {
+    state.withLock { state in
+      state.sameHostSockets[address] = .some(path)
+      if path == nil { state.stats.sameHostDecision = "tcp (the same-host path to \(address) failed: \(reason))" }
+    }
+  }
 
   func record(_ update: (inout ClientTransportStats) -> Void) { state.withLock { update(&$0.stats) } }
 

@@ -143,6 +143,30 @@ int strata_client_open(const char *host_port, const char *token, int connections
 int strata_client_open_tls(const char *host_port, const char *token, int connections, uint32_t timeout_ms,
                            const char *ca_file, const char *cert_file, const char *key_file, strata_client **out);
 
+/**
+ * strata_client_open with the same-host path's options (docs/client.md, "Same-host path").
+ * strata_client_open is this call with same_host 1 and shared_memory_bytes 0.
+ *
+ * same_host:           1: when the node runs on this machine, connect over its Unix socket (learned
+ *                      from its HELLO answer; TCP when that fails); 0: TCP only.
+ * shared_memory_bytes: shared memory (a sealed memfd) to allocate for blocks, rounded up to whole
+ *                      pages; 0 for none. strata_get into it and strata_put from it over the
+ *                      same-host path move each block with one copy, made by the node.
+ * ca_file, cert_file, key_file: as for strata_client_open_tls, or all NULL for plaintext. TLS
+ *                      covers the TCP connections; the same-host path (a local Unix socket, mode
+ *                      0660, the node id checked) stays plaintext.
+ */
+int strata_client_open_options(const char *host_port, const char *token, int connections, uint32_t timeout_ms,
+                               int same_host, uint64_t shared_memory_bytes, const char *ca_file,
+                               const char *cert_file, const char *key_file, strata_client **out);
+
+/**
+ * The client's shared memory (strata_client_open_options): *base_out and *length_out receive its
+ * address and size, or NULL and 0 when it has none. The memory belongs to the client and stays
+ * valid until strata_client_close; carve block buffers out of it.
+ */
+int strata_shared_memory(strata_client *c, void **base_out, uint64_t *length_out);
+
 /** Says GOODBYE, closes every connection and frees the client. NULL is ignored. */
 void strata_client_close(strata_client *client);
 

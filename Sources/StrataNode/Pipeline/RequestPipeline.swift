@@ -69,7 +69,17 @@ extension NodeServer {
         namespace: mapped.namespace, scopes: mapped.scopes, credential: mapped.credential, capabilities: [])
     }
     try admit(source: source, namespace: granted.namespace)
-    granted.capabilities = transport == "tcp" ? grantCapabilities(hello, peer: source) : [.tcp, .rdma, .leases]
+    var sameHostSocket = ""
+    switch transport {
+    case "tcp":
+      granted.capabilities = grantCapabilities(hello, peer: source)
+      // A client on this machine learns where the same-host path is (it connects there itself).
+      if hello.capabilities.contains(.sharedMemory), let path = sameHostPath { sameHostSocket = path }
+    case "shm":
+      granted.capabilities = hello.capabilities.intersection([.tcp, .leases, .sharedMemory])
+    default:
+      granted.capabilities = [.tcp, .rdma, .leases]
+    }
     if granted.isPeer { granted.capabilities.insert(.peer) }
     // RDMA carries no TLS (docs/security.md): where the node requires TLS, only a client whose
     // HELLO came over TLS may move blocks over the fabric.
@@ -77,7 +87,8 @@ extension NodeServer {
     let response = HelloResponse(
       capabilities: granted.capabilities, nodeID: configuration.nodeID, namespace: granted.namespace,
       frameBytesMax: configuration.limits.payloadBytesMax,
-      inflightBytesMax: UInt64(configuration.admission.inflightBytesMax), ringEpoch: epoch)
+      inflightBytesMax: UInt64(configuration.admission.inflightBytesMax), ringEpoch: epoch,
+      sameHostSocket: sameHostSocket)
     return (granted, response)
   }
 
@@ -433,8 +444,10 @@ struct RequestSession {
   )
     throws(StrataError)
   {
-    // The client lease named by the GET ends with it, whatever the outcome.
-    let named = request.leaseID == 0 ? nil : leases.removeValue(forKey: request.leaseID)
+    // The client lease named by the GET ends with it, whatever the outcome: once the transfer pins
+    // hold the blocks (below), before the answer goes out, so a client that has its answer never
+    // sees the lease still active; on an error, when the GET ends.
+    var named = request.leaseID == 0 ? nil : leases.removeValue(forKey: request.leaseID)
     let tiers = server.tiers
     defer { if let named { tiers.release(named) } }
     try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
@@ -451,6 +464,10 @@ struct RequestSession {
       pins = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
     }
     defer { tiers.release(pins) }
+    if let lease = named {
+      tiers.release(lease)
+      named = nil
+    }
     var items: [GetResponse.Item] = []
     var ranges: [UnsafeRawBufferPointer?] = []
     items.reserveCapacity(ids.count)
@@ -493,9 +510,11 @@ struct RequestSession {
       bytes += range.count
       if server.observer != nil { movedBlockBytes.append(range.count) }
     }
+    let sameHost = transport.name == "shm"
     server.count {
       $0.getBlocks += blocks
       $0.getBytes += bytes
+      if sameHost { $0.sameHostGetBytes += bytes }
     }
   }
 
@@ -574,9 +593,11 @@ struct RequestSession {
       }
     }
     let storedBlocks = outcomes.filter { $0 == .stored }.count
+    let sameHost = transport.name == "shm"
     server.count {
       $0.putBlocks += storedBlocks
       $0.putBytes += stored
+      if sameHost { $0.sameHostPutBytes += stored }
     }
     // Acknowledged means replicated: the answer goes out once the write quorum of each block's
     // owners holds it (a missed quorum is answered `quorumNotReached`), within the PUT's deadline.

@@ -43,6 +43,8 @@ final class HandshakeGate: @unchecked Sendable {
   static let descriptorBackoffMilliseconds: UInt64 = 100
 
   private let listener: TCPListener
+  /// "tcp", or "shm" for the same-host path's Unix-domain listener: what HELLO is decided for.
+  private let transport: String
   private let handshakesMax: Int
   private let timeoutMilliseconds: UInt64
   private let poller: Int32
@@ -56,9 +58,12 @@ final class HandshakeGate: @unchecked Sendable {
   private var nextSequence: UInt64 = 0
   private let pendingCounter = Atomic<Int>(0)
 
-  init(listener: TCPListener, handshakesMax: Int, timeoutMilliseconds: UInt64) throws(StrataError) {
+  init(listener: TCPListener, transport: String = "tcp", handshakesMax: Int, timeoutMilliseconds: UInt64)
+    throws(StrataError)
+  {
     precondition(handshakesMax > 0, "HandshakeGate needs room for at least one handshake")
     self.listener = listener
+    self.transport = transport
     self.handshakesMax = handshakesMax
     self.timeoutMilliseconds = timeoutMilliseconds
     poller = strata_poller_create()
@@ -152,7 +157,8 @@ final class HandshakeGate: @unchecked Sendable {
         }
         let sequence = nextSequence
         nextSequence += 1
-        let tls = server.tls
+        // The same-host path is local (socket mode 0660, node id checked) and stays plaintext.
+        let tls = transport == "shm" ? nil : server.tls
         pending[socket.descriptor] = Pending(
           socket: socket, assembler: FrameAssembler(limits: Self.limits, receiving: .request),
           deadline: Deadline.after(milliseconds: timeoutMilliseconds), sequence: sequence, tls: tls,
@@ -301,7 +307,8 @@ final class HandshakeGate: @unchecked Sendable {
     let grant: SessionGrant
     let response: HelloResponse
     do throws(StrataError) {
-      (grant, response) = try server.authenticate(hello, source: socket.peerHost, transport: "tcp", tls: socket.tls)
+      (grant, response) = try server.authenticate(
+        hello, source: socket.peerHost, transport: transport, tls: socket.tls)
     } catch {
       refuse(socket, header, error, server)
       return
@@ -310,10 +317,11 @@ final class HandshakeGate: @unchecked Sendable {
     // A reload that revokes the token shuts the socket down: the connection's blocking calls fail
     // at once, idle or mid-transfer, and its thread ends the session.
     let session = RequestSession(
-      server: server, grant: grant, source: socket.peerHost, label: "tcp", close: { socket.shutdown() })
+      server: server, grant: grant, source: socket.peerHost, label: transport, close: { socket.shutdown() })
     server.startConnection(
       socket: socket, session: session,
-      hello: WireMessage.helloResponse(response).frameBytes(requestID: header.requestID, ringEpoch: server.epoch))
+      hello: WireMessage.helloResponse(response).frameBytes(requestID: header.requestID, ringEpoch: server.epoch),
+      sameHost: transport == "shm")
   }
 
   /// Answers a refused HELLO with its error, without waiting on the peer, and closes.

@@ -12,6 +12,10 @@ import StrataTCP
 import StrataWire
 import Synchronization
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 final class TCPConnection: Sendable {
   enum Phase {
     case idle
@@ -21,13 +25,16 @@ final class TCPConnection: Sendable {
 
   let id: Int
   let socket: TCPSocket
+  /// Accepted on the same-host path's Unix-domain socket (SameHost/SameHostTransport.swift).
+  let isSameHost: Bool
   private let server: NodeServer
   private let phase = Mutex(Phase.idle)
   private let closed = DispatchSemaphore(value: 0)
 
-  init(id: Int, socket: TCPSocket, server: NodeServer) {
+  init(id: Int, socket: TCPSocket, server: NodeServer, isSameHost: Bool = false) {
     self.id = id
     self.socket = socket
+    self.isSameHost = isSameHost
     self.server = server
   }
 
@@ -65,13 +72,73 @@ final class TCPConnection: Sendable {
       server.connectionEnded(id)
       closed.signal()
     }
-    let limits = server.configuration.pipeline
     do {
       try socket.writeAll(helloResponse, deadline: session.transferDeadline(bytes: helloResponse.count))
     } catch {
       return
     }
-    var transport = TCPPayloadTransport(socket: socket, scratch: scratch)
+    let stream = TCPPayloadTransport(socket: socket, scratch: scratch)
+    guard isSameHost else {
+      var transport = stream
+      serveRequests(&session, over: &transport, scratch: scratch) { _, _ in }
+      return
+    }
+    server.count {
+      $0.sameHostConnectionsAccepted += 1
+      $0.sameHostConnectionsOpen += 1
+    }
+    defer { server.count { $0.sameHostConnectionsOpen -= 1 } }
+    let region: SharedMemoryRegion?
+    if session.grant.capabilities.contains(.sharedMemory) {
+      guard let adopted = adoptRegion(session) else { return }
+      region = adopted
+    } else {
+      region = nil
+    }
+    var transport = SameHostPayloadTransport(stream: stream, server: server, region: region)
+    serveRequests(&session, over: &transport, scratch: scratch) { transport, request in transport.expect(request) }
+  }
+
+  /// Receives the client's region offer (by the handshake deadline), maps the region, answers.
+  /// nil when the connection must end (refused or gone; the refusal is answered and counted).
+  private func adoptRegion(_ session: RequestSession) -> SharedMemoryRegion?? {
+    let deadline = Deadline.after(milliseconds: server.configuration.handshakeTimeoutMilliseconds)
+    let offerBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: RegionOffer.byteCount, alignment: 8)
+    defer { offerBytes.deallocate() }
+    var descriptor: Int32? = nil
+    do throws(StrataError) {
+      descriptor = try socket.receiveMessage(offerBytes, deadline: deadline)
+      let offer = try RegionOffer(decoding: UnsafeRawBufferPointer(offerBytes))
+      var region: SharedMemoryRegion? = nil
+      if let fd = descriptor {
+        descriptor = nil  // adopt owns it from here, and closes it on a refusal
+        region = try SharedMemoryRegion.adopt(
+          descriptor: fd, declaredBytes: offer.bytes, bytesMax: server.configuration.sameHostRegionBytesMax)
+      } else if offer.bytes != 0 {
+        throw StrataError(.invalidArgument, "a region offer of \(offer.bytes) bytes came without its memfd")
+      }
+      try socket.writeAll(RegionAnswer(code: 0, bytes: offer.bytes).encoded, deadline: deadline)
+      socket.setTimeout(milliseconds: 0)
+      return .some(region)
+    } catch {
+      if let descriptor { close(descriptor) }
+      server.count { $0.sameHostRegionsRefused += 1 }
+      server.logger.info(
+        "refused a same-host region", metadata: ["peer": "\(socket.peer)", "reason": "\(error.message)"])
+      if error.code != .unavailable && error.code != .timeout {
+        socket.sendAvailable(RegionAnswer(code: error.code.number, bytes: 0).encoded)
+      }
+      return nil
+    }
+  }
+
+  /// Serves requests until the peer leaves, a deadline passes, a frame is malformed or the node
+  /// stops; `prepare` shows the transport each request before the pipeline serves it.
+  private func serveRequests<Transport: PayloadTransport>(
+    _ session: inout RequestSession, over transport: inout Transport, scratch: UnsafeMutableRawBufferPointer,
+    prepare: (inout Transport, WireMessage) -> Void
+  ) {
+    let limits = server.configuration.pipeline
     var assembler = FrameAssembler(limits: server.configuration.limits, receiving: .request)
     while true {
       let frame: (FrameHeader, WireMessage)
@@ -87,6 +154,7 @@ final class TCPConnection: Sendable {
         return
       }
       do throws(StrataError) {
+        prepare(&transport, frame.1)
         try session.serve(frame.1, header: frame.0, over: &transport)
         if frame.0.payloadBytes > 0 { assembler.consumePayload(frame.0.payloadBytes) }
       } catch {
