@@ -20,9 +20,10 @@ repeats="${2:-3}"
 duration="${3:-3}"
 
 work=$(mktemp -d /tmp/strata-tls-bench.XXXXXX)
-pids=()
+# start() runs in a command substitution (a subshell), so node pids are kept in a file.
 cleanup() {
-  local pid
+  local pid pids=()
+  [[ -f "$work/pids" ]] && mapfile -t pids <"$work/pids"
   for pid in "${pids[@]}"; do
     kill -TERM "$pid" 2>/dev/null || continue
     for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
@@ -39,7 +40,7 @@ start() { # NAME EXTRA...: starts a node, prints its address
   shift
   "$strata" serve --config "$work/node.yaml" --data-dir "$work/$name" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
     --ram 1GiB --nvme 2GiB --ram-unlocked "$@" >"$work/$name.log" 2>&1 &
-  pids+=($!)
+  echo $! >>"$work/pids"
   for _ in $(seq 300); do
     grep -q " listening on " "$work/$name.log" 2>/dev/null && break
     sleep 0.1
