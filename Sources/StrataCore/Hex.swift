@@ -14,6 +14,12 @@ public enum Hex {
     return String(decoding: out, as: UTF8.self)
   }
 
+  /// `value` as `0x` and eight lower-case digits (checksums in messages).
+  public static func word32(_ value: UInt32) -> String {
+    let digits = String(value, radix: 16)
+    return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+  }
+
   /// The bytes of `text` (upper or lower case, even length, nothing else), or nil.
   public static func decode(_ text: some StringProtocol) -> [UInt8]? {
     let utf8 = Array(text.utf8)

@@ -101,7 +101,7 @@ public struct FrameHeader: Hashable, Sendable {
     guard storedChecksum == computedChecksum else {
       throw .wire(
         .headerChecksum,
-        "frame header: header checksum \(hex32(storedChecksum)) does not match CRC32C \(hex32(computedChecksum)) of bytes 0..<60"
+        "frame header: header checksum \(Hex.word32(storedChecksum)) does not match CRC32C \(Hex.word32(computedChecksum)) of bytes 0..<60"
       )
     }
     version = load(4, as: UInt16.self)
@@ -182,15 +182,10 @@ public struct FrameHeader: Hashable, Sendable {
     guard computed == bodyChecksum else {
       throw .wire(
         .bodyChecksum,
-        "\(context): body checksum \(hex32(bodyChecksum)) does not match CRC32C \(hex32(computed)) of its \(bodyBytes) bytes"
+        "\(context): body checksum \(Hex.word32(bodyChecksum)) does not match CRC32C \(Hex.word32(computed)) of its \(bodyBytes) bytes"
       )
     }
   }
-}
-
-func hex32(_ value: UInt32) -> String {
-  let digits = String(value, radix: 16)
-  return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
 }
 
 private func hexBytes(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> String {

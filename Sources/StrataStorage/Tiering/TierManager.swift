@@ -509,7 +509,8 @@ public final class TierManager: Sendable {
         state.stats.checksumFailures += 1
         throw StrataError(
           .checksumMismatch,
-          "block \(id): payload checksum is \(hex32(checksum)), the sender said \(hex32(expectedChecksum)); not stored")
+          "block \(id): payload checksum is \(Hex.word32(checksum)), the sender said \(Hex.word32(expectedChecksum)); not stored"
+        )
       }
       state.ram[id] = RAMEntry(
         slot: reservation.slot, bytes: reservation.buffer.count, checksum: checksum,
@@ -904,9 +905,4 @@ public final class TierManager: Sendable {
     if case .success(let length) = result { return length == bytes }
     return false
   }
-}
-
-private func hex32(_ value: UInt32) -> String {
-  let digits = String(value, radix: 16)
-  return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
 }
