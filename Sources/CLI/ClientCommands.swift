@@ -179,7 +179,7 @@ struct Put: AsyncParsableCommand {
       let bar = ProgressBar(
         "put", total: buffers.reduce(0) { $0 + $1.count }, unit: .bytes,
         enabled: items.count > 64 && !options.json && isatty(STDOUT_FILENO) == 1)
-      var outcomes: [StrataWire.PutOutcome] = []
+      var outcomes: [PutOutcome] = []
       for first in stride(from: 0, to: items.count, by: 64) {
         let batch = Array(items[first..<min(first + 64, items.count)])
         outcomes += try await client.put(batch)
@@ -203,7 +203,7 @@ struct Put: AsyncParsableCommand {
   }
 }
 
-func putWord(_ outcome: StrataWire.PutOutcome) -> String {
+func putWord(_ outcome: PutOutcome) -> String {
   switch outcome {
   case .stored: "stored"
   case .alreadyPresent: "already present"

@@ -10,17 +10,17 @@ import StrataPlacement
 /// Registers the cluster's routes, status section, readiness check and metrics on `administration`.
 func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration) {
   let admin = administration.admin
-  func ring(_ op: String) -> @Sendable (AdminRequest) async throws(StrataError) -> AdminResponse {
+  func ring(_ operation: RingCall.Operation) -> @Sendable (AdminRequest) async throws(StrataError) -> AdminResponse {
     { _ throws(StrataError) in
-      let body = Array(#"{"op":"\#(op)","node":"\#(cluster.settings.me.id)"}"#.utf8)
+      let call = RingCall(operation, node: cluster.settings.me.id)
       return AdminResponse(
-        status: 200, contentType: "application/json", body: try await cluster.answerRing(body, isAdmin: true))
+        status: 200, contentType: "application/json", body: try await cluster.answerRing(call, isAdmin: true))
     }
   }
-  admin.route("GET", "/v1/cluster/members", handler: ring("members"))
-  admin.route("GET", "/v1/cluster/ring", handler: ring("ring"))
-  admin.route("POST", "/v1/drain", handler: ring("drain"))
-  admin.route("GET", "/v1/drain", handler: ring("drain_status"))
+  admin.route("GET", "/v1/cluster/members", handler: ring(.members))
+  admin.route("GET", "/v1/cluster/ring", handler: ring(.ring))
+  admin.route("POST", "/v1/drain", handler: ring(.drain))
+  admin.route("GET", "/v1/drain", handler: ring(.drainStatus))
   admin.statusSection("cluster") { (try? JSONValue.parse(cluster.membersJSON())) ?? .null }
   admin.readinessCheck("cluster") {
     let ring = cluster.ring

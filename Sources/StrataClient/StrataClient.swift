@@ -267,7 +267,7 @@ public final class StrataClient: Sendable {
   /// must hold it before the node answers; a PUT that misses it throws `quorumNotReached`, whose
   /// message says how many copies exist. `deadline` bounds the whole call (outside a cluster).
   public func put(_ items: [PutItem], writeQuorum: UInt8? = nil, deadline: Deadline = .never) async throws(StrataError)
-    -> [StrataWire.PutOutcome]
+    -> [PutOutcome]
   {
     let quorum = writeQuorum ?? configuration.writeQuorum
     // Blocks in GPU memory go through pinned host memory first (Transport/GPURegions.swift).
@@ -294,8 +294,12 @@ public final class StrataClient: Sendable {
     try await channel(node ?? configuration.node).stat()
   }
 
-  /// Sends a RING request (a cluster-module JSON body) to `node` (default: the first seed that
-  /// answers) and returns its answer.
+  /// Sends a RING request to `node` (default: the first seed that answers) and returns its answer.
+  public func ringCall(_ call: RingCall, node: HostPort? = nil) async throws(StrataError) -> [UInt8] {
+    try await ringCall(call.body, node: node)
+  }
+
+  /// Sends a RING request body as given (tests send malformed ones).
   public func ringCall(_ body: [UInt8], node: HostPort? = nil) async throws(StrataError) -> [UInt8] {
     if let node { return try await channel(node).ring(body) }
     var failure = StrataError(.unavailable, "no seed node given")

@@ -335,18 +335,23 @@ public final class ClusterNode: ClusterHooks {
   /// `members` shows the ring's members only (no node-wide counters, which would show other
   /// tenants' traffic), and drain, drain_status and sync are refused naming the scope.
   public func answerRing(_ body: [UInt8], isAdmin: Bool) async throws(StrataError) -> [UInt8] {
-    let request = try RingRequestBody(decoding: body)
-    if ["drain", "drain_status", "sync"].contains(request.op) && !isAdmin {
+    try await answerRing(RingCall(decoding: body), isAdmin: isAdmin)
+  }
+
+  /// Answers one RING call (the admin routes call this in process).
+  public func answerRing(_ request: RingCall, isAdmin: Bool) async throws(StrataError) -> [UInt8] {
+    if request.operation.needsOperator && !isAdmin {
       throw StrataError(
         .permissionDenied,
-        "RING \(request.op) needs scope 'operator'; this connection's token does not have it (auth.tokens[].scopes)")
+        "RING \(request.operation.rawValue) needs scope 'operator'; this connection's token does not have it (auth.tokens[].scopes)"
+      )
     }
-    switch request.op {
-    case "ring":
+    switch request.operation {
+    case .ring:
       return ring.jsonBytes()
-    case "members":
+    case .members:
       return isAdmin ? membersJSON() : tenantMembersJSON()
-    case "drain":
+    case .drain:
       guard let node = request.node, node == settings.me.id || node == settings.nodeID else {
         throw StrataError(
           .invalidArgument,
@@ -355,20 +360,17 @@ public final class ClusterNode: ClusterHooks {
       }
       try startDrain()
       return drainJSON()
-    case "drain_status":
+    case .drainStatus:
       let answer = drainJSON()
       // The first status that reports "done" lets the node exit: the answer still goes out,
       // since stopping waits for requests in progress.
       if drainProgress.phase == .done { exitAfterDrain() }
       return answer
-    case "sync":
+    case .sync:
       // Answers once every copy queued before it has been sent (or dropped): a barrier for
       // operators and tests ("is everything written so far on R nodes?").
       await replicator.waitUntilIdle()
       return jsonBytes(["replication": replicationReport()])
-    default:
-      throw StrataError(
-        .invalidArgument, "unknown RING operation '\(request.op)' (known: ring, members, drain, drain_status, sync)")
     }
   }
 
@@ -431,20 +433,6 @@ public final class ClusterNode: ClusterHooks {
         try? await Task.sleep(for: .seconds(Self.drainExitGraceSeconds))
         exitAfterDrain()
       }
-    }
-  }
-}
-
-/// A RING request body: `{"op": "...", "node": "..."}`.
-struct RingRequestBody: Decodable {
-  var op: String
-  var node: String?
-
-  init(decoding body: [UInt8]) throws(StrataError) {
-    do {
-      self = try JSONDecoder().decode(Self.self, from: Data(body))
-    } catch {
-      throw StrataError(.invalidArgument, "RING body is not a JSON object with an \"op\" string: \(error)")
     }
   }
 }

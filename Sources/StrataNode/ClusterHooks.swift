@@ -65,7 +65,7 @@ extension NodeServer {
   /// Reads blocks this node lacks through from their previous owners (after a ring change).
   func fillMissing(_ ids: [BlockID], isPeer: Bool, executor: QueueExecutor) throws(StrataError) {
     guard let cluster = routingCluster(isPeer: isPeer), cluster.readsThrough else { return }
-    let missing = zip(ids, tiers.lookup(ids)).compactMap { id, tier in tier == nil ? id : nil }
+    let missing = zip(ids, tiers.lookup(ids)).compactMap { id, tier in tier == .absent ? id : nil }
     guard !missing.isEmpty else { return }
     _ = try blocking(on: executor) { () throws(StrataError) in await cluster.fill(missing) }
     // A fill that met a copy of the same block being written (a peer's repair or replication)
@@ -84,7 +84,7 @@ extension NodeServer {
   /// connection's thread waits on `executor`; what it holds meanwhile (its in-flight bytes, the
   /// PUT's blocks) is bounded by the admission limits, and every copy by the deadline.
   func replicate(
-    _ items: [PutRequest.Item], outcomes: [StrataWire.PutOutcome], namespace: Namespace, isPeer: Bool,
+    _ items: [PutRequest.Item], outcomes: [PutOutcome], namespace: Namespace, isPeer: Bool,
     writeQuorum: UInt8, deadline: Deadline, executor: QueueExecutor
   ) throws(StrataError) {
     guard let cluster = routingCluster(isPeer: isPeer) else { return }

@@ -3,13 +3,6 @@
 
 public import StrataCore
 
-/// Where a looked-up block lives on the answering node.
-public enum BlockTier: UInt8, Hashable, Sendable, CaseIterable {
-  case absent = 0
-  case ram = 1
-  case nvme = 2
-}
-
 public struct LookupRequest: MessageBody {
   public static let messageName: StaticString = "LookupRequest"
   public static let opcode = Opcode.lookup
@@ -361,19 +354,6 @@ public struct GetResponse: MessageBody {
     self.items = items
     try reader.finish()
   }
-}
-
-/// What the server did with one PUT item.
-public enum PutOutcome: UInt8, Hashable, Sendable, CaseIterable {
-  case stored = 0
-  /// The key exists already; blocks are immutable, so this is success (and cheap).
-  case alreadyPresent = 1
-  /// The received bytes did not match the item's checksum: nothing was stored.
-  case checksumMismatch = 2
-  /// The block exceeds the node's block size limit.
-  case tooLarge = 3
-  /// No space could be reserved for the block.
-  case noSpace = 4
 }
 
 public struct PutRequest: MessageBody {

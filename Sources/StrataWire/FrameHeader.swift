@@ -189,8 +189,5 @@ public struct FrameHeader: Hashable, Sendable {
 }
 
 private func hexBytes(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> String {
-  range.map { index in
-    let digits = String(bytes[index], radix: 16)
-    return digits.count == 1 ? "0" + digits : digits
-  }.joined(separator: " ")
+  range.map { Hex.encode(CollectionOfOne(bytes[$0])) }.joined(separator: " ")
 }

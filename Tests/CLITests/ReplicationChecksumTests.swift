@@ -6,6 +6,7 @@
 import Foundation
 import StrataClient
 import StrataCore
+import StrataPlacement
 import Testing
 
 /// The admin address a node printed in its banner.

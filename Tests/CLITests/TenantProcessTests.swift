@@ -8,6 +8,7 @@ import StrataAdmin
 import StrataClient
 import StrataConfig
 import StrataCore
+import StrataPlacement
 import StrataTCP
 import StrataWire
 import Testing
@@ -140,7 +141,7 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
       ("DELETE", .delete, { client, _ in _ = try await client.delete([key]) }),
       ("STAT", .read, { client, _ in _ = try await client.stat() }),
       (
-        "RING", .read, { client, _ in _ = try await client.ringCall(Array(#"{"op":"ring"}"#.utf8), node: address) }
+        "RING", .read, { client, _ in _ = try await client.ringCall(.ring, node: address) }
       ),
     ]
     for (secret, scopes) in [
@@ -162,20 +163,20 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
         }
       }
       // RING operations beyond the ring need operator; members shows a tenant no node counters.
-      for op in ["drain_status", "sync"] where scopes.contains(.read) {
-        let error = await failure { _ = try await client.ringCall(Array(#"{"op":"\#(op)"}"#.utf8), node: node.address) }
+      for op in [RingCall.drainStatus, .sync] where scopes.contains(.read) {
+        let error = await failure { _ = try await client.ringCall(op, node: node.address) }
         #expect(
           error?.code == .permissionDenied && error?.message.contains("'operator'") == true,
           "\(op): \(String(describing: error))")
       }
       if scopes.contains(.read) || scopes.contains(.operator) {
         let members = try JSONValue.parse(
-          try await client.ringCall(Array(#"{"op":"members"}"#.utf8), node: node.address))
+          try await client.ringCall(.members, node: node.address))
         let stat = try JSONValue.parse(Array(try await client.stat().utf8))
         #expect(members["members"]?.arrayValue?.count == 2)
         if scopes.contains(.operator) {
           #expect(members["replication"] != nil && stat["hits_ram"] != nil, "an operator sees the node")
-          let status = try await client.ringCall(Array(#"{"op":"drain_status"}"#.utf8), node: node.address)
+          let status = try await client.ringCall(.drainStatus, node: node.address)
           #expect(try JSONValue.parse(status)["state"] != nil)
         } else {
           #expect(members["replication"] == nil)

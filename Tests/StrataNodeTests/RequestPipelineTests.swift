@@ -242,6 +242,6 @@ func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
     let answer = frames(connection.receive(range.frameBytes(requestID: 3, ringEpoch: 0)))
     guard case .getResponse(let response) = answer.first?.1 else { throw StrataError(.protocolError, "GET") }
     #expect(response.items.map(\.status) == [.missing])
-    #expect(node.tiers.lookup([id]) == [nil] && node.tiers.stats.checksumFailures == 1)
+    #expect(node.tiers.lookup([id]) == [.absent] && node.tiers.stats.checksumFailures == 1)
   }
 }

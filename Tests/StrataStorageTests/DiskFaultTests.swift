@@ -112,7 +112,7 @@ import Testing
       case .drop:
         #expect(refused == nil, "a drop verdict refused a PUT: \(String(describing: refused))")
         #expect(stats.demotionFailedDropped == victims.count && stats.demotionFailedKept == 0)
-        for id in victims { #expect(fixture.tiers.lookup([id]) == [nil]) }
+        for id in victims { #expect(fixture.tiers.lookup([id]) == [.absent]) }
       }
     }
   }

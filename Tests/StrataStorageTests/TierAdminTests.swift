@@ -30,7 +30,7 @@ private func prefixedID(_ first: UInt8, _ n: Int, namespace: String = "test") ->
     let report = try fixture.tiers.evict(EvictionSelector(namespace: try Namespace("tenant-a")))
     #expect(report.blocks == 6 && report.ramBlocks == 6 && report.nvmeBlocks == 3 && report.bytes == 60_000)
     for n in 0..<6 {
-      #expect(fixture.tiers.lookup([testBlockID(n, namespace: "tenant-a")]) == [nil])
+      #expect(fixture.tiers.lookup([testBlockID(n, namespace: "tenant-a")]) == [.absent])
       #expect(fixture.tiers.lookup([testBlockID(n, namespace: "tenant-b")]) == [.ram])
     }
     #expect(fixture.tiers.usageByNamespace().ram[try Namespace("tenant-a")] == nil)
@@ -47,11 +47,11 @@ private func prefixedID(_ first: UInt8, _ n: Int, namespace: String = "test") ->
     #expect(throws: StrataError.self) { try KeyPrefix(hex: "") }
     let report = try fixture.tiers.evict(EvictionSelector(keyPrefixes: [try KeyPrefix(hex: "ab")]))
     #expect(report.blocks == 2)
-    #expect(fixture.tiers.lookup(ids) == [nil, .ram, .ram, nil])
+    #expect(fixture.tiers.lookup(ids) == [.absent, .ram, .ram, .absent])
     let second = try fixture.tiers.evict(
       EvictionSelector(keyPrefixes: [try KeyPrefix(hex: "a"), try KeyPrefix(hex: "b")]))
     #expect(second.blocks == 2)
-    #expect(fixture.tiers.lookup(ids) == [nil, nil, nil, nil])
+    #expect(fixture.tiers.lookup(ids) == [.absent, .absent, .absent, .absent])
     #expect(throws: StrataError.self) { try fixture.tiers.evict(EvictionSelector()) }
   }
 
@@ -69,7 +69,7 @@ private func prefixedID(_ first: UInt8, _ n: Int, namespace: String = "test") ->
     #expect(try fixture.tiers.evict(EvictionSelector(olderThanMilliseconds: 120_000)).blocks == 0)
     let report = try fixture.tiers.evict(EvictionSelector(olderThanMilliseconds: 30_000))
     #expect(report.blocks == 1 && report.ramBlocks == 1 && report.nvmeBlocks == 1)
-    #expect(fixture.tiers.lookup([old, young]) == [nil, .ram])
+    #expect(fixture.tiers.lookup([old, young]) == [.absent, .ram])
     #expect(fixture.nvme.contains(young))
   }
 

@@ -78,7 +78,7 @@ private func walkedUsage(_ tiers: TierManager) -> (ram: [Namespace: TierUsage], 
     #expect(copy.blocks[0]?.checksum == CRC32C.checksum(testPayload(1, bytes: 50_000)))
     fixture.tiers.release(copy.lease)
     // The corrupt block is gone from every tier: never served, never copied again.
-    #expect(fixture.tiers.lookup([good, flipped]) == [.ram, nil])
+    #expect(fixture.tiers.lookup([good, flipped]) == [.ram, .absent])
     #expect(try await fixture.tiers.read(flipped) == nil)
     #expect(fixture.tiers.stats.checksumFailures == failuresBefore + 1)
     // Its memory is reusable: the same key can be written again, right this time.

@@ -69,7 +69,7 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     #expect(try await put(fixture.tiers, 1, bytes: 100_000) == .alreadyPresent)
     #expect(try await read(fixture.tiers, testBlockID(1)) == testPayload(1, bytes: 100_000))
     #expect(try await read(fixture.tiers, testBlockID(2)) == nil)
-    #expect(fixture.tiers.lookup([testBlockID(1), testBlockID(2)]) == [.ram, nil])
+    #expect(fixture.tiers.lookup([testBlockID(1), testBlockID(2)]) == [.ram, .absent])
     let stats = fixture.tiers.stats
     #expect(stats.puts == 1 && stats.duplicatePuts == 1 && stats.hitsRAM == 1 && stats.misses == 1)
   }
@@ -110,7 +110,7 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     let a = testBlockID(7, namespace: "tenant-a")
     let b = testBlockID(7, namespace: "tenant-b")
     try await fixture.tiers.put(a, bytes: [UInt8](repeating: 1, count: 5000))
-    #expect(fixture.tiers.lookup([a, b]) == [.ram, nil])
+    #expect(fixture.tiers.lookup([a, b]) == [.ram, .absent])
   }
 
   @Test func badChecksumStoresNothing() async throws {
@@ -120,7 +120,7 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     await #expect(throws: StrataError.self) {
       try await fixture.tiers.put(testBlockID(3), bytes: data, expectedChecksum: good ^ 1)
     }
-    #expect(fixture.tiers.lookup([testBlockID(3)]) == [nil])
+    #expect(fixture.tiers.lookup([testBlockID(3)]) == [.absent])
     #expect(fixture.tiers.stats.ramUsedBytes == 0)
     // The right checksum is accepted afterwards.
     #expect(
@@ -141,7 +141,7 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     // A second writer of the same block while the first is in flight does nothing.
     #expect(try await fixture.tiers.reserve(testBlockID(1), bytes: 4096) == nil)
     fixture.tiers.abort(reservation)
-    #expect(fixture.tiers.lookup([testBlockID(1)]) == [nil])
+    #expect(fixture.tiers.lookup([testBlockID(1)]) == [.absent])
     let second = try #require(try await fixture.tiers.reserve(testBlockID(1), bytes: 4096))
     for index in 0..<4096 { second.buffer[index] = UInt8(index % 251) }
     try fixture.tiers.commit(second, expectedChecksum: nil)
@@ -243,7 +243,7 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     _ = try await put(fixture.tiers, 1, bytes: 256 << 10)
     let lease = try await fixture.tiers.lease([testBlockID(1)])
     fixture.tiers.remove(testBlockID(1))
-    #expect(fixture.tiers.lookup([testBlockID(1)]) == [nil])
+    #expect(fixture.tiers.lookup([testBlockID(1)]) == [.absent])
     // Fill the rest of RAM and pin it: the removed block's slot must not be handed out while pinned.
     for n in 2..<5 { _ = try await put(fixture.tiers, n, bytes: 256 << 10) }
     let others = try await fixture.tiers.lease((2..<5).map { testBlockID($0) })
@@ -308,7 +308,7 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     fixture.device.flipBit(atByte: location.offset + BlockRecordHeader.byteCount + 1000, bit: 3)
     #expect(try await read(fixture.tiers, testBlockID(victim)) == nil)
     #expect(fixture.tiers.stats.checksumFailures == 1)
-    #expect(fixture.tiers.lookup([testBlockID(victim)]) == [nil])
+    #expect(fixture.tiers.lookup([testBlockID(victim)]) == [.absent])
     // Every other block still reads back intact.
     for n in 0..<12 where n != victim {
       #expect(try await read(fixture.tiers, testBlockID(n)) == testPayload(n, bytes: 200_000))

@@ -31,7 +31,7 @@ import Testing
   }
 
   private func present(_ tiers: TierManager, _ namespace: String, count: Int) -> Int {
-    tiers.lookup((0..<count).map { testBlockID($0, namespace: namespace) }).filter { $0 != nil }.count
+    tiers.lookup((0..<count).map { testBlockID($0, namespace: namespace) }).filter { $0 != .absent }.count
   }
 
   /// The control: with no quota, A's writes past the RAM tier evict B's older blocks.

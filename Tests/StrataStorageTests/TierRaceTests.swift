@@ -39,7 +39,7 @@ import Testing
                   if Array(block.bytes) != testPayload(n, bytes: blockBytes) {
                     failures.append("block \(n): wrong bytes")
                   }
-                } else if present.contains(n) && tiers.lookup([id]) == [nil] {
+                } else if present.contains(n) && tiers.lookup([id]) == [.absent] {
                   // (A miss of a block still on NVMe is a promotion refused while RAM was full of
                   // pins: a refusal, not a loss; the final reads check nothing was lost.)
                   failures.append("block \(n): stored, never removed, in neither tier")

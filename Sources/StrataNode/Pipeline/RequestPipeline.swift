@@ -334,7 +334,7 @@ struct RequestSession {
       let tiers = server.tiers
       let removed = request.keys.map { key in
         let id = BlockID(namespace: namespace, key: key)
-        let present = tiers.lookup([id])[0] != nil
+        let present = tiers.lookup([id])[0] != .absent
         tiers.remove(id)
         return present
       }
@@ -398,13 +398,7 @@ struct RequestSession {
         leadingRun: UInt32(lease.leadingRunCount), leaseID: lease.id.rawValue,
         leaseExpiresInMilliseconds: UInt32(clamping: lease.grantedMilliseconds))
     } else {
-      let found = tiers.lookup(ids).map { tier -> BlockTier in
-        switch tier {
-        case .ram: .ram
-        case .nvme: .nvme
-        case nil: .absent
-        }
-      }
+      let found = tiers.lookup(ids)
       response = LookupResponse(tiers: found, leadingRun: UInt32(found.firstIndex(of: .absent) ?? found.count))
     }
     if request.wantsSizes {
@@ -548,7 +542,7 @@ struct RequestSession {
     defer { server.releaseInflight(total, for: namespace) }
     let tiers = server.tiers
     let blockBytesMax = tiers.configuration.blockBytesMax
-    var outcomes = [StrataWire.PutOutcome](repeating: .noSpace, count: request.items.count)
+    var outcomes = [PutOutcome](repeating: .noSpace, count: request.items.count)
     var slots: [PayloadSlot] = []
     var reservations: [(index: Int, reservation: PutReservation)] = []
     slots.reserveCapacity(request.items.count)

@@ -5,20 +5,6 @@ public import StrataConfig
 public import StrataCore
 import Synchronization
 
-/// Where a present block was found.
-public enum Tier: String, Sendable, Hashable {
-  case ram
-  case nvme
-}
-
-/// What a PUT did.
-public enum PutOutcome: Sendable, Hashable {
-  /// The block is new and now committed.
-  case stored
-  /// The block was present already (or being written): blocks are immutable, nothing moved.
-  case alreadyPresent
-}
-
 /// Settings of one node's tiers (from `NodeConfiguration`; see docs/configuration.md).
 public struct TierConfiguration: Sendable {
   public var ramBytes: Int
@@ -140,7 +126,8 @@ public struct TierStats: Sendable, Hashable {
 public struct InventoryEntry: Sendable, Hashable {
   public var id: BlockID
   public var bytes: Int
-  public var tier: Tier
+  /// `ram` or `nvme`.
+  public var tier: BlockTier
   /// Reads since the block was written to RAM (0 for NVMe-only blocks).
   public var reads: Int
 }
@@ -153,7 +140,7 @@ public struct LeasedBlock: @unchecked Sendable {
   public let bytes: UnsafeRawBufferPointer
   public let checksum: UInt32
   /// Where the block was when the lease was asked for (an NVMe block is promoted first).
-  public let foundIn: Tier
+  public let foundIn: BlockTier
 }
 
 /// What a lease is for, which decides its limits and its end.
@@ -363,11 +350,11 @@ public final class TierManager: Sendable {
   }
 
   /// Presence and tier of each id, without pinning or moving anything.
-  public func lookup(_ ids: [BlockID]) -> [Tier?] {
+  public func lookup(_ ids: [BlockID]) -> [BlockTier] {
     let inRAM = state.withLock { state in ids.map { state.ram[$0] != nil } }
     return zip(ids, inRAM).map { id, ram in
       if ram { return .ram }
-      return nvme?.contains(id) == true ? .nvme : nil
+      return nvme?.contains(id) == true ? .nvme : .absent
     }
   }
 
