@@ -18,8 +18,9 @@ func metricNamespaces(_ settings: NodeConfiguration) -> [Namespace] {
   settings.auth.tokens.isEmpty ? [.embeddedDefault] : Array(Set(settings.auth.tokens.map(\.namespace)))
 }
 
-/// Starts the admin API when `admin.enabled`, logs and prints its metrics URL; nil when disabled.
-func startAdmin(
+/// The admin API when `admin.enabled` (not started: `nodeServices` starts it last), nil when
+/// disabled.
+func makeAdmin(
   _ settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, server: NodeServer,
   metrics: NodeMetrics, cluster: ClusterNode?, faultInjection: Bool = false, diskFaults: DiskFaultSwitch? = nil,
   logger: Logger
@@ -38,9 +39,5 @@ func startAdmin(
       "fault injection on: POST /v1/debug/flip-bit corrupts RAM blocks, POST /v1/debug/disk-fault fails the disk (tests only)"
     )
   }
-  administration.start()
-  print(
-    "strata admin API at \(server.tls == nil ? "http" : "https")://\(administration.address) (metrics: \(administration.metricsURL))"
-  )
   return administration
 }

@@ -1,7 +1,8 @@
 // `strata serve`: run a node. Resolves and validates the configuration (defaults ← file ←
 // flags), opens the storage tiers (recovering the NVMe tier's blocks), serves the data plane
-// over TCP until SIGTERM or SIGINT, then finishes requests in progress, writes RAM blocks to
-// NVMe (so a restart is warm) and exits 0.
+// over TCP until SIGTERM or SIGINT, then stops its services in the reverse of their start order
+// (`nodeServices`: requests in progress finish, RAM blocks are written to NVMe so a restart is
+// warm) and exits 0.
 
 import ArgumentParser
 import Dispatch
@@ -139,13 +140,21 @@ struct Serve: AsyncParsableCommand {
         let node = ClusterNode(settings: clusterSettings, tiers: tiers, logger: logger)
         node.setOnDrained { signals.trigger("drained") }
         server.cluster = node
-        try node.start()
         cluster = node
       }
-      server.start()
-      let administration = try startAdmin(
+      let administration = try makeAdmin(
         settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, cluster: cluster,
         faultInjection: faultInjection, diskFaults: diskFaults, logger: logger)
+      let lifecycle = Lifecycle()
+      do throws(LifecycleFailure) {
+        for service in nodeServices(
+          settings, tiers: tiers, server: server, cluster: cluster, administration: administration, logger: logger)
+        {
+          try await lifecycle.start(service)
+        }
+      } catch {
+        throw error.error
+      }
       let security = server.tls == nil ? "plaintext" : "TLS 1.3"
       logger.info(
         "listening", metadata: ["address": "\(server.address)", "node_id": "\(nodeID)", "security": "\(security)"])
@@ -167,17 +176,12 @@ struct Serve: AsyncParsableCommand {
       }
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
-      let demoter = Task { await tiers.run() }
       let signal = await signals.wait()
-      logger.info("stopping", metadata: ["signal": "\(signal)"])
-      administration?.beginStopping()
-      cluster?.stop(deregister: false)
-      server.stop()
-      administration?.stop()
-      tiers.shutdown()
-      await demoter.value
-      let written = try await tiers.flush()
-      logger.info("stopped", metadata: ["blocks_written_to_nvme": "\(written)"])
+      logger.info("stopping", metadata: ["signal": "\(signal)", "order": "\(Array(lifecycle.started.reversed()))"])
+      let report = await lifecycle.stop()
+      for failure in report.failures { logger.error("stopping", metadata: ["failure": "\(failure)"]) }
+      if let failure = report.failures.first { throw failure.error }
+      logger.info("stopped", metadata: ["services": "\(report.stopped)"])
     } catch {
       throw report(error)
     }

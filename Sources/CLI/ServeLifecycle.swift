@@ -1,0 +1,83 @@
+// `strata serve`'s services in the order they start; they stop in the reverse order, each within
+// its deadline (StrataNode's `Lifecycle`; docs/architecture.md, "Lifecycle").
+
+import Logging
+import StrataAdmin
+import StrataCluster
+import StrataConfig
+import StrataCore
+import StrataNode
+import StrataStorage
+import Synchronization
+
+/// The node's services, first to start first. Stopping runs the list backwards:
+/// 1. readiness: /ready answers 503 first, so load balancers move away while requests finish;
+/// 2. data plane: no new connections, requests in progress finish (each under its own deadline);
+/// 3. cluster: membership, replication and peer connections stop once no request can need them;
+/// 4. admin API: stops after the data plane, so /metrics and /ready answer while it drains;
+/// 5. storage: the demotion loop ends and RAM blocks are written to NVMe (a warm restart).
+func nodeServices(
+  _ settings: NodeConfiguration, tiers: TierManager, server: NodeServer, cluster: ClusterNode?,
+  administration: NodeAdministration?, logger: Logger
+) -> [LifecycleService] {
+  let demotion = DemotionLoop(tiers)
+  var services = [
+    LifecycleService(
+      "storage", stopWithin: .seconds(120), start: { demotion.start() },
+      stop: { () throws(StrataError) in
+        let written = try await demotion.stopAndFlush()
+        logger.info("storage stopped", metadata: ["blocks_written_to_nvme": "\(written)"])
+      })
+  ]
+  let requestTimeout = Duration.milliseconds(settings.limits.requestTimeout.milliseconds)
+  if let administration {
+    // Nothing to start here: the admin API listens once the node is ready (the last service).
+    services.append(
+      LifecycleService(
+        "admin API", stopWithin: .milliseconds(settings.admin.requestTimeout.milliseconds) + .seconds(5),
+        stop: { administration.stop() }))
+  }
+  if let cluster {
+    services.append(
+      LifecycleService(
+        "cluster", stopWithin: .seconds(15), start: { () throws(StrataError) in try cluster.start() },
+        stop: { cluster.stop(deregister: false) }))
+  }
+  services.append(
+    LifecycleService(
+      "data plane", stopWithin: requestTimeout * 2 + .seconds(10), start: { server.start() },
+      stop: { server.stop() }))
+  if let administration {
+    services.append(
+      LifecycleService(
+        "readiness", stopWithin: .seconds(1),
+        start: {
+          administration.start()
+          print(
+            "strata admin API at \(server.tls == nil ? "http" : "https")://\(administration.address) (metrics: \(administration.metricsURL))"
+          )
+        },
+        stop: { administration.beginStopping() }))
+  }
+  return services
+}
+
+/// The tier manager's demotion loop, run as a task from `start` until `stopAndFlush`.
+private final class DemotionLoop: Sendable {
+  private let tiers: TierManager
+  private let task = Mutex<Task<Void, Never>?>(nil)
+
+  init(_ tiers: TierManager) { self.tiers = tiers }
+
+  func start() {
+    let tiers = self.tiers
+    task.withLock { $0 = Task { await tiers.run() } }
+  }
+
+  /// Ends the loop, waits for it, then writes RAM blocks to NVMe; returns how many were written.
+  func stopAndFlush() async throws(StrataError) -> Int {
+    tiers.shutdown()
+    await task.withLock { $0 }?.value
+    return try await tiers.flush()
+  }
+}

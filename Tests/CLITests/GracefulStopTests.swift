@@ -1,0 +1,60 @@
+// A real `strata serve` given SIGTERM: its services stop in the reverse of their start order
+// (readiness, data plane, admin API, storage), RAM blocks reach NVMe (a restart finds them), and it
+// exits 0 in time.
+
+import Foundation
+import StrataClient
+import StrataCore
+import Testing
+
+@Suite struct GracefulStopTests {
+  @Test func sigtermStopsTheServicesInOrderAndExitsZero() async throws {
+    let log = FileManager.default.temporaryDirectory.appendingPathComponent("strata-stop-\(UUID().uuidString).log").path
+    defer { try? FileManager.default.removeItem(atPath: log) }
+    let node = try NodeProcess(ram: "64MiB", nvme: "256MiB", log: log)
+    let client = node.client()
+    let count = 20
+    let blockBytes = 4096
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: count * blockBytes, alignment: 4096)
+    defer { source.deallocate() }
+    fill(source, seed: 5)
+    let region = client.register(source)
+    let items = try (0..<count).map { n in
+      StrataClient.PutItem(key: blockKey(n, 7), source: try region.slice(offset: n * blockBytes, length: blockBytes))
+    }
+    #expect(try await client.put(items).allSatisfy { $0 == .stored })
+    client.close()
+
+    let began = ContinuousClock.now
+    kill(node.process.processIdentifier, SIGTERM)
+    // The node's stop deadlines add up to minutes; an idle node stops in well under 30 s.
+    let deadline = Deadline.after(milliseconds: 30_000)
+    while node.process.isRunning && !deadline.hasPassed() { usleep(20_000) }
+    let running = node.process.isRunning
+    if running { node.killHard() }
+    #expect(!running, "the node was still running 30 s after SIGTERM")
+    node.process.waitUntilExit()
+    let took = ContinuousClock.now - began
+    let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+    defer { try? FileManager.default.removeItem(atPath: node.directory) }
+    #expect(node.process.terminationStatus == 0, "exit \(node.process.terminationStatus) after \(took):\n\(text)")
+
+    // The stop order is logged when stopping begins and confirmed when it ends.
+    let order = #"["readiness", "data plane", "admin API", "storage"]"#
+    let lines = text.split(separator: "\n").map(String.init)
+    let stopping = lines.firstIndex { $0.contains("stopping") && $0.contains("order=\(order)") }
+    let storage = lines.firstIndex { $0.contains("storage stopped") }
+    let stopped = lines.firstIndex { $0.hasSuffix(" stopped") && $0.contains("services=\(order)") }
+    #expect(stopping != nil && storage != nil && stopped != nil, "missing stop lines in:\n\(text)")
+    if let stopping, let storage, let stopped { #expect(stopping < storage && storage < stopped, "\(text)") }
+    #expect(storage.map { lines[$0].contains("blocks_written_to_nvme=") } == true, "\(text)")
+
+    // Every block reached NVMe before the exit: a node restarted on the same folder holds them all.
+    let restarted = try NodeProcess(ram: "64MiB", nvme: "256MiB", directory: node.directory)
+    let reader = restarted.client()
+    let found = try await reader.lookup(items.map(\.key))
+    reader.close()
+    #expect(restarted.stop(keepData: true) == 0)
+    #expect(found.tiers.allSatisfy { $0 != .absent }, "\(found.tiers)")
+  }
+}
