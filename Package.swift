@@ -219,7 +219,19 @@ let package = Package(
       ],
       path: "Tests/StrataRDMATests", swiftSettings: strictSwift),
     .testTarget(
-      name: "CABITests", dependencies: ["strata"], path: "Tests/CABITests",
+      name: "StrataTCPTests", dependencies: ["StrataTCP", "StrataCore"], path: "Tests/StrataTCPTests",
+      swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataGPUTests", dependencies: ["StrataGPU", "StrataCore", "StrataTestKit"], path: "Tests/StrataGPUTests",
+      swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataClientTests", dependencies: ["StrataClient", "StrataGPU", "StrataCore"],
+      path: "Tests/StrataClientTests", swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataClusterTests", dependencies: ["StrataCluster", "StrataStorage", "StrataCore"],
+      path: "Tests/StrataClusterTests", swiftSettings: strictSwift),
+    .testTarget(
+      name: "CABITests", dependencies: ["strata", "StrataTestKit"], path: "Tests/CABITests",
       swiftSettings: strictSwift),
     .testTarget(
       name: "SystemLibraryTests",

@@ -38,9 +38,9 @@ public final class EtcdProcess: Sendable {
   public init(tls: (certificate: String, key: String, ca: String)? = nil) throws {
     guard Self.isAvailable else { throw EtcdProcessError(message: "etcd is not installed") }
     self.tls = tls
-    clientPort = try freeLoopbackPort()
-    var peer = try freeLoopbackPort()
-    while peer == clientPort { peer = try freeLoopbackPort() }
+    let ports = try freeLoopbackPorts(2)
+    clientPort = ports[0]
+    let peer = ports[1]
     peerPort = peer
     clientURL = "\(tls == nil ? "http" : "https")://127.0.0.1:\(clientPort)"
     dataDirectory =
@@ -162,23 +162,4 @@ private final class LogTail: Sendable {
   }
 
   var text: String { state.withLock { $0.lines.joined(separator: "\n") } }
-}
-
-/// A port that was free on 127.0.0.1 a moment ago (bound to port 0, read back, closed).
-func freeLoopbackPort() throws -> UInt16 {
-  let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-  guard descriptor >= 0 else { throw EtcdProcessError(message: "socket() failed: \(errno)") }
-  defer { close(descriptor) }
-  var address = sockaddr_in()
-  address.sin_family = sa_family_t(AF_INET)
-  address.sin_port = 0
-  address.sin_addr.s_addr = inet_addr("127.0.0.1")
-  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-  let bound = withUnsafeMutablePointer(to: &address) { pointer in
-    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
-      bind(descriptor, raw, length) == 0 && getsockname(descriptor, raw, &length) == 0
-    }
-  }
-  guard bound else { throw EtcdProcessError(message: "cannot bind a loopback port: \(errno)") }
-  return UInt16(bigEndian: address.sin_port)
 }

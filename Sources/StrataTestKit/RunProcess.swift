@@ -1,17 +1,36 @@
-// Shared by the test targets: run a program to completion and collect what it printed.
+// Shared by the test targets: run a program to completion (within a time limit) and collect what
+// it printed.
 
 public import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 public struct ProcessResult: Sendable {
   public var status: Int32
+  /// Whether the program exited (rather than being ended by a signal).
+  public var exited: Bool
   public var stdout: Data
   public var stderr: Data
   public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
   public var stderrText: String { String(decoding: stderr, as: UTF8.self) }
 }
 
-/// Runs a program to completion, feeding `input` to its standard input.
-public func runProcess(_ executable: String, _ arguments: [String], input: Data? = nil) throws -> ProcessResult {
+/// A program that ran past its time limit (it was killed); what it printed until then.
+public struct ProcessTimedOut: Error, CustomStringConvertible {
+  public var executable: String
+  public var limit: Duration
+  public var printed: String
+  public var description: String { "\(executable) ran for more than \(limit) and was killed; it printed: \(printed)" }
+}
+
+/// Runs a program to completion, feeding `input` to its standard input. With `timeout`, a program
+/// still running then is killed (SIGKILL) and `ProcessTimedOut` thrown.
+public func runProcess(_ executable: String, _ arguments: [String], input: Data? = nil, timeout: Duration? = nil)
+  throws -> ProcessResult
+{
   let process = Process()
   process.executableURL = URL(fileURLWithPath: executable)
   process.arguments = arguments
@@ -22,6 +41,17 @@ public func runProcess(_ executable: String, _ arguments: [String], input: Data?
   process.standardError = stderrPipe
   process.standardInput = stdinPipe
   try process.run()
+  let killed = TimeoutFlag()
+  let killer = DispatchWorkItem {
+    guard process.isRunning else { return }
+    killed.set()
+    kill(process.processIdentifier, SIGKILL)
+  }
+  if let timeout {
+    let (seconds, attoseconds) = timeout.components
+    let nanoseconds = Int(clamping: seconds) &* 1_000_000_000 &+ Int(attoseconds / 1_000_000_000)
+    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds), execute: killer)
+  }
   // Drain both pipes concurrently so a chatty child never blocks on a full pipe.
   let group = DispatchGroup()
   nonisolated(unsafe) var out = Data()
@@ -32,5 +62,19 @@ public func runProcess(_ executable: String, _ arguments: [String], input: Data?
   try stdinPipe.fileHandleForWriting.close()
   group.wait()
   process.waitUntilExit()
-  return ProcessResult(status: process.terminationStatus, stdout: out, stderr: err)
+  killer.cancel()
+  if let timeout, killed.isSet {
+    throw ProcessTimedOut(
+      executable: executable, limit: timeout,
+      printed: String(decoding: out, as: UTF8.self) + String(decoding: err, as: UTF8.self))
+  }
+  return ProcessResult(
+    status: process.terminationStatus, exited: process.terminationReason == .exit, stdout: out, stderr: err)
+}
+
+/// Set once by the killer, read after the program ended.
+private final class TimeoutFlag: Sendable {
+  private let flag = Mutex(false)
+  func set() { flag.withLock { $0 = true } }
+  var isSet: Bool { flag.withLock { $0 } }
 }

@@ -7,6 +7,7 @@
 // Builds nothing with SwiftPM itself: the library and `strata` are found beside this test binary.
 
 import Foundation
+import StrataTestKit
 import Synchronization
 import Testing
 
@@ -30,14 +31,6 @@ private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathCompon
 #else
   private let libraryName = "libstrata_client.so"
 #endif
-
-/// What a finished process printed.
-private struct Finished {
-  var status: Int32
-  var exited: Bool
-  var stdout: String
-  var stderr: String
-}
 
 private final class LockedData: Sendable {
   let data = Mutex(Data())
@@ -75,49 +68,6 @@ private struct TimedOut: Error, CustomStringConvertible {
   var description: String
 }
 
-/// Runs a program to its end (killing it after `timeout` seconds).
-private func run(_ executable: String, _ arguments: [String], timeout: Double = 300) throws -> Finished {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: executable)
-  process.arguments = arguments
-  let out = Collector()
-  let err = Collector()
-  process.standardOutput = out.pipe
-  process.standardError = err.pipe
-  process.standardInput = FileHandle.nullDevice
-  let ended = DispatchSemaphore(value: 0)
-  process.terminationHandler = { _ in ended.signal() }
-  try process.run()
-  if ended.wait(timeout: .now() + timeout) == .timedOut {
-    kill(process.processIdentifier, SIGKILL)
-    process.waitUntilExit()
-    throw TimedOut(description: "\(executable) ran for more than \(timeout) s; it printed: \(out.text) \(err.text)")
-  }
-  process.waitUntilExit()
-  out.finish()
-  err.finish()
-  return Finished(
-    status: process.terminationStatus, exited: process.terminationReason == .exit, stdout: out.text, stderr: err.text)
-}
-
-/// A free loopback port (for a `strata` that does not take `--listen HOST:0`).
-private func freePort() -> UInt16? {
-  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-  guard fd >= 0 else { return nil }
-  defer { close(fd) }
-  var address = sockaddr_in()
-  address.sin_family = sa_family_t(AF_INET)
-  address.sin_addr.s_addr = inet_addr("127.0.0.1")
-  address.sin_port = 0
-  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-  let bound = withUnsafeMutablePointer(to: &address) { pointer in
-    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-      bind(fd, socketAddress, length) == 0 && getsockname(fd, socketAddress, &length) == 0
-    }
-  }
-  return bound ? UInt16(bigEndian: address.sin_port) : nil
-}
-
 /// A `strata serve` process on loopback with a fresh data folder.
 private final class Node {
   let directory: URL
@@ -137,7 +87,7 @@ private final class Node {
       to: config, atomically: true, encoding: .utf8)
     // Port 0 lets the node pick; a build whose --listen refuses port 0 gets a free port instead.
     var listens = ["127.0.0.1:0"]
-    if let port = freePort() { listens.append("127.0.0.1:\(port)") }
+    if let port = try? freeLoopbackPort() { listens.append("127.0.0.1:\(port)") }
     if let listen { listens = [listen] }
     var failures: [String] = []
     for listen in listens {
@@ -207,7 +157,7 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
   let output = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)").path
   let compiler = ProcessInfo.processInfo.environment["CC"] ?? "cc"
   let directory = productsDirectory.path
-  let compile = try run(
+  let compile = try runProcess(
     "/usr/bin/env",
     [
       compiler, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread",
@@ -215,8 +165,8 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
     ] + defines.map { "-D\($0)" } + [
       packageRoot.appendingPathComponent("Tests/CABI/c_abi_test.c").path,
       "-L", directory, "-lstrata_client", "-Wl,-rpath,\(directory)", "-o", output,
-    ], timeout: 120)
-  try #require(compile.status == 0, "cc failed: \(compile.stderr)")
+    ], timeout: .seconds(120))
+  try #require(compile.status == 0, "cc failed: \(compile.stderrText)")
   return output
 }
 
@@ -227,16 +177,17 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
     let program = try compileCProgram("c_abi_test")
     defer { try? FileManager.default.removeItem(atPath: program) }
     let node = try Node()
-    let result: Finished
+    let result: ProcessResult
     do {
-      result = try run(program, [node.address, "2000"])
+      result = try runProcess(program, [node.address, "2000"], timeout: .seconds(300))
     } catch {
       _ = node.stop()
       throw error
     }
-    #expect(result.exited && result.status == 0, "the C program failed:\n\(result.stdout)\n\(result.stderr)")
-    let summary = result.stdout.split(separator: "\n").first { $0.hasPrefix("c-abi: ") } ?? ""
-    #expect(summary.contains(" passed, 0 failed"), "no clean summary line in:\n\(result.stdout)\n\(result.stderr)")
+    #expect(result.exited && result.status == 0, "the C program failed:\n\(result.stdoutText)\n\(result.stderrText)")
+    let summary = result.stdoutText.split(separator: "\n").first { $0.hasPrefix("c-abi: ") } ?? ""
+    #expect(
+      summary.contains(" passed, 0 failed"), "no clean summary line in:\n\(result.stdoutText)\n\(result.stderrText)")
     let passed = summary.dropFirst("c-abi: ".count).split(separator: " ").first.flatMap { Int($0) } ?? 0
     #expect(passed >= 75, "only \(passed) checks ran: \(summary)")
     let stopped = node.stop()
@@ -254,21 +205,23 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
     defer { try? FileManager.default.removeItem(at: folder) }
     let script = packageRoot.appendingPathComponent("scripts/dev-ca.sh").path
     for (name, nodeID) in [("ca", "node-1"), ("other", "node-1")] {
-      let made = try run("/bin/bash", [script, folder.appendingPathComponent(name).path, nodeID])
-      try #require(made.status == 0, "dev-ca.sh: \(made.stderr)")
+      let made = try runProcess("/bin/bash", [script, folder.appendingPathComponent(name).path, nodeID])
+      try #require(made.status == 0, "dev-ca.sh: \(made.stderrText)")
     }
     let ca = folder.appendingPathComponent("ca").path
     let node = try Node(extra: ["--tls-cert", "\(ca)/node-1.pem", "--tls-key", "\(ca)/node-1.key"])
-    let result: Finished
+    let result: ProcessResult
     do {
-      result = try run(program, [node.address, "300", "7", "\(ca)/ca.pem", folder.path + "/other/ca.pem"])
+      result = try runProcess(
+        program, [node.address, "300", "7", "\(ca)/ca.pem", folder.path + "/other/ca.pem"], timeout: .seconds(300))
     } catch {
       _ = node.stop()
       throw error
     }
-    #expect(result.exited && result.status == 0, "the C program failed:\n\(result.stdout)\n\(result.stderr)")
-    let summary = result.stdout.split(separator: "\n").first { $0.hasPrefix("c-abi: ") } ?? ""
-    #expect(summary.contains(" passed, 0 failed"), "no clean summary line in:\n\(result.stdout)\n\(result.stderr)")
+    #expect(result.exited && result.status == 0, "the C program failed:\n\(result.stdoutText)\n\(result.stderrText)")
+    let summary = result.stdoutText.split(separator: "\n").first { $0.hasPrefix("c-abi: ") } ?? ""
+    #expect(
+      summary.contains(" passed, 0 failed"), "no clean summary line in:\n\(result.stdoutText)\n\(result.stderrText)")
     #expect(node.log.contains("refused a plaintext connection on the TLS port"), "\(node.log)")
     _ = node.stop()
   }
@@ -278,25 +231,26 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
   @Test func cProgramAgainstAStaticCluster() throws {
     let program = try compileCProgram("c_abi_test")
     defer { try? FileManager.default.removeItem(atPath: program) }
-    let ports = (0..<3).compactMap { _ in freePort() }
+    let ports = (try? freeLoopbackPorts(3)) ?? []
     try #require(Set(ports).count == 3, "no three free ports")
     let addresses = ports.map { "127.0.0.1:\($0)" }
     let peers = addresses.joined(separator: ",")
     var nodes: [Node] = []
     defer { for node in nodes { _ = node.stop() } }
     for address in addresses { nodes.append(try Node(listen: address, peers: peers)) }
-    let result = try run(program, [peers, "600"])
-    #expect(result.exited && result.status == 0, "the C program failed:\n\(result.stdout)\n\(result.stderr)")
-    let summary = result.stdout.split(separator: "\n").first { $0.hasPrefix("c-abi: ") } ?? ""
-    #expect(summary.contains(" passed, 0 failed"), "no clean summary line in:\n\(result.stdout)\n\(result.stderr)")
+    let result = try runProcess(program, [peers, "600"], timeout: .seconds(300))
+    #expect(result.exited && result.status == 0, "the C program failed:\n\(result.stdoutText)\n\(result.stderrText)")
+    let summary = result.stdoutText.split(separator: "\n").first { $0.hasPrefix("c-abi: ") } ?? ""
+    #expect(
+      summary.contains(" passed, 0 failed"), "no clean summary line in:\n\(result.stdoutText)\n\(result.stderrText)")
     // Every node took part: each stored blocks (those it owns first, and copies).
     for node in nodes {
-      let stat = try run(
+      let stat = try runProcess(
         productsDirectory.appendingPathComponent("strata").path, ["stat", "--node", node.address, "--json"])
       let stored =
-        stat.stdout.split(separator: ",").first { $0.hasPrefix("\"put_blocks\":") }
+        stat.stdoutText.split(separator: ",").first { $0.hasPrefix("\"put_blocks\":") }
         .flatMap { Int($0.dropFirst("\"put_blocks\":".count)) } ?? 0
-      #expect(stored > 100, "node \(node.address) stored \(stored) blocks: \(stat.stdout)")
+      #expect(stored > 100, "node \(node.address) stored \(stored) blocks: \(stat.stdoutText)")
     }
   }
 
@@ -306,16 +260,17 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
     let program = try compileCProgram("c_abi_test_flip", defines: ["C_ABI_TEST_FLIP_A_BYTE"])
     defer { try? FileManager.default.removeItem(atPath: program) }
     let node = try Node()
-    let result: Finished
+    let result: ProcessResult
     do {
-      result = try run(program, [node.address, "40"])
+      result = try runProcess(program, [node.address, "40"], timeout: .seconds(300))
     } catch {
       _ = node.stop()
       throw error
     }
     _ = node.stop()
     #expect(result.exited && result.status == 1)
-    #expect(result.stdout.contains("c-abi: ") && result.stdout.contains(" passed, 1 failed"), "\(result.stdout)")
-    #expect(result.stderr.contains("FAIL: get: every byte of every block matches"), "\(result.stderr)")
+    #expect(
+      result.stdoutText.contains("c-abi: ") && result.stdoutText.contains(" passed, 1 failed"), "\(result.stdoutText)")
+    #expect(result.stderrText.contains("FAIL: get: every byte of every block matches"), "\(result.stderrText)")
   }
 }

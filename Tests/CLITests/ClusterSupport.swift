@@ -6,18 +6,12 @@ import StrataClient
 import StrataCore
 import StrataPlacement
 import StrataTCP
+import StrataTestKit
 import Testing
 
 #if canImport(Glibc)
   import Glibc
 #endif
-
-/// `count` free loopback ports (held open together while chosen, so they differ).
-func freePorts(_ count: Int) throws -> [UInt16] {
-  let listeners = try (0..<count).map { _ in try TCPListener(binding: HostPort(host: "127.0.0.1", port: 0)) }
-  defer { for listener in listeners { listener.shutdown() } }
-  return listeners.map(\.address.port)
-}
 
 /// Node processes named "a", "b", … on fixed loopback ports, with data folders that survive
 /// restarts (removed at `shutdown`).
@@ -40,7 +34,7 @@ final class ClusterHarness {
     self.ttlSeconds = ttlSeconds
     base = FileManager.default.temporaryDirectory.appendingPathComponent("strata-cluster-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
-    for (name, port) in zip(names, try freePorts(names.count)) { ports[name] = port }
+    for (name, port) in zip(names, try freeLoopbackPorts(names.count)) { ports[name] = port }
   }
 
   func address(_ name: String) -> HostPort { HostPort(host: "127.0.0.1", port: ports[name]!) }

@@ -4,6 +4,7 @@
 import Foundation
 import StrataClient
 import StrataCore
+import StrataTestKit
 import Testing
 
 /// The dashboard file and what it queries.
@@ -205,7 +206,7 @@ struct Exposition {
     defer { etcd.stop() }
     let folder = try DeployFixtures.temporaryFolder("strata-dashboard")
     defer { try? FileManager.default.removeItem(atPath: folder) }
-    let adminPort = try DeployFixtures.freePort()
+    let adminPort = try freeLoopbackPort()
     let config = folder + "/node.yaml"
     try """
     node: {id: dashboard-test}

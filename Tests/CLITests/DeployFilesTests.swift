@@ -147,12 +147,12 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
       nvme["capacity"] = "256MiB"
       config["nvme"] = nvme
       if var admin = config["admin"] as? [String: Any] {
-        admin["listen"] = "127.0.0.1:\(try DeployFixtures.freePort())"
+        admin["listen"] = "127.0.0.1:\(try freeLoopbackPort())"
         config["admin"] = admin
       }
       if var cluster = config["cluster"] as? [String: Any] {
         if let peers = cluster["peers"] as? [Any] {
-          cluster["peers"] = try peers.map { _ in "127.0.0.1:\(try DeployFixtures.freePort())" }
+          cluster["peers"] = try peers.map { _ in "127.0.0.1:\(try freeLoopbackPort())" }
         }
         if cluster["etcd"] != nil {
           if etcd == nil { etcd = try DeployFixtures.Etcd() }

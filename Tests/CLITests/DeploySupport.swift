@@ -4,6 +4,7 @@
 import Foundation
 import StrataCore
 import StrataTCP
+import StrataTestKit
 import Testing
 
 /// Namespace for the deployment tests' helpers (kept apart from other test files' names).
@@ -21,12 +22,6 @@ enum DeployFixtures {
       paths.append(url.path)
     }
     return paths.sorted()
-  }
-
-  /// A port that was free on 127.0.0.1 a moment ago (bound with port 0, then released).
-  static func freePort() throws -> UInt16 {
-    let listener = try TCPListener(binding: HostPort(host: "127.0.0.1", port: 0))
-    return listener.address.port
   }
 
   /// A fresh temporary folder.
@@ -124,8 +119,8 @@ enum DeployFixtures {
       let executable = try #require(
         DeployFixtures.onPath("etcd"), "etcd is not on PATH (scripts/bootstrap.sh installs etcd-server)")
       folder = try DeployFixtures.temporaryFolder("strata-etcd")
-      clientURL = "http://127.0.0.1:\(try DeployFixtures.freePort())"
-      let peerURL = "http://127.0.0.1:\(try DeployFixtures.freePort())"
+      clientURL = "http://127.0.0.1:\(try freeLoopbackPort())"
+      let peerURL = "http://127.0.0.1:\(try freeLoopbackPort())"
       process = try WatchedProcess(
         name: "etcd", executable: executable,
         arguments: [

@@ -7,6 +7,7 @@ import Foundation
 import StrataClient
 import StrataCore
 import StrataPlacement
+import StrataTestKit
 import Testing
 
 /// The admin address a node printed in its banner.
@@ -25,7 +26,7 @@ final class FaultCluster {
   let client: StrataClient
 
   init(names: [String]) async throws {
-    addresses = try freePorts(names.count).map { HostPort(host: "127.0.0.1", port: $0) }
+    addresses = try freeLoopbackPorts(names.count).map { HostPort(host: "127.0.0.1", port: $0) }
     base = FileManager.default.temporaryDirectory.appendingPathComponent("strata-copy-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
     for (name, address) in zip(names, addresses) {

@@ -1,0 +1,131 @@
+// Sockets on loopback and on a Unix-domain path: every read bounded by its deadline, a closed
+// peer named with how far the read got, a descriptor passed with a message, and locality checks.
+
+import StrataCore
+import StrataTCP
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// A connected pair on loopback: the client side and the accepted side.
+private func loopbackPair() throws -> (client: TCPSocket, server: TCPSocket, listener: TCPListener) {
+  let listener = try TCPListener(binding: HostPort(host: "127.0.0.1", port: 0))
+  let client = try TCPSocket.connect(to: listener.address, timeoutMilliseconds: 5_000)
+  guard let server = listener.accept() else { throw StrataError(.unavailable, "accept failed") }
+  return (client, server, listener)
+}
+
+@Suite struct SocketDeadlineTests {
+  @Test func aReadFromASilentPeerEndsAtItsDeadline() throws {
+    let (client, server, listener) = try loopbackPair()
+    defer { listener.shutdown() }
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+    defer { buffer.deallocate() }
+    let began = ContinuousClock.now
+    do {
+      try server.readExactly(buffer, deadline: .after(milliseconds: 200))
+      Issue.record("a read from a silent peer returned")
+    } catch {
+      #expect(error.code == .timeout, "\(error)")
+    }
+    let took = ContinuousClock.now - began
+    #expect(took >= .milliseconds(150) && took < .seconds(5), "took \(took)")
+    client.shutdown()
+  }
+
+  @Test func aPeerClosingMidReadIsUnavailableAndSaysHowFarTheReadGot() throws {
+    let (client, server, listener) = try loopbackPair()
+    defer { listener.shutdown() }
+    try client.writeAll([1, 2, 3])
+    client.shutdown()
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+    defer { buffer.deallocate() }
+    do {
+      try server.readExactly(buffer, deadline: .after(milliseconds: 5_000))
+      Issue.record("a read past the peer's close returned")
+    } catch {
+      #expect(error.code == .unavailable && error.message.contains("3 of 8 bytes read"), "\(error)")
+    }
+  }
+
+  @Test func bytesWrittenOnOneSideAreReadExactlyOnTheOther() throws {
+    let (client, server, listener) = try loopbackPair()
+    defer { listener.shutdown() }
+    let sent = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+    try client.writeAll(sent, deadline: .after(milliseconds: 5_000))
+    var received = [UInt8](repeating: 0, count: sent.count)
+    try received.withUnsafeMutableBytes { buffer in
+      try server.readExactly(buffer, deadline: .after(milliseconds: 5_000))
+    }
+    #expect(received == sent)
+  }
+}
+
+@Suite struct UnixSocketTests {
+  private static func path() -> String { "/tmp/strata-unix-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock" }
+
+  @Test func aDescriptorTravelsWithItsMessage() throws {
+    let path = Self.path()
+    let listener = try TCPListener(unixPath: path)
+    defer { listener.shutdown() }
+    let client = try TCPSocket.connect(unixPath: path, timeoutMilliseconds: 5_000)
+    guard let server = listener.accept() else { throw StrataError(.unavailable, "accept failed") }
+    var pipeEnds: [Int32] = [0, 0]
+    #expect(pipe(&pipeEnds) == 0)
+    defer { close(pipeEnds[0]) }
+    try client.sendMessage([7, 8, 9], attaching: pipeEnds[1], deadline: .after(milliseconds: 5_000))
+    close(pipeEnds[1])
+    var message = [UInt8](repeating: 0, count: 3)
+    let passed = try message.withUnsafeMutableBytes { buffer in
+      try server.receiveMessage(buffer, deadline: .after(milliseconds: 5_000))
+    }
+    #expect(message == [7, 8, 9])
+    guard let passed else {
+      Issue.record("no descriptor arrived with the message")
+      return
+    }
+    // The received descriptor is the pipe's write end: bytes written to it come out of the pipe.
+    #expect(write(passed, "ok", 2) == 2)
+    close(passed)
+    var out = [UInt8](repeating: 0, count: 2)
+    #expect(read(pipeEnds[0], &out, 2) == 2 && out == Array("ok".utf8))
+  }
+
+  @Test func aMessageWithoutADescriptorAndASilentPeerAreToldApart() throws {
+    let path = Self.path()
+    let listener = try TCPListener(unixPath: path)
+    defer { listener.shutdown() }
+    let client = try TCPSocket.connect(unixPath: path, timeoutMilliseconds: 5_000)
+    guard let server = listener.accept() else { throw StrataError(.unavailable, "accept failed") }
+    try client.sendMessage([1], attaching: nil)
+    var one = [UInt8](repeating: 0, count: 1)
+    let none = try one.withUnsafeMutableBytes { buffer in
+      try server.receiveMessage(buffer, deadline: .after(milliseconds: 5_000))
+    }
+    #expect(none == nil && one == [1])
+    do {
+      _ = try one.withUnsafeMutableBytes { buffer in
+        try server.receiveMessage(buffer, deadline: .after(milliseconds: 200))
+      }
+      Issue.record("a receive from a silent peer returned")
+    } catch {
+      #expect((error as? StrataError)?.code == .timeout, "\(error)")
+    }
+  }
+
+  @Test func connectingWhereNothingListensIsUnavailable() {
+    do {
+      _ = try TCPSocket.connect(unixPath: Self.path())
+      Issue.record("connected to a path nobody listens on")
+    } catch {
+      #expect(error.code == .unavailable && error.message.contains("cannot connect to unix:/tmp/strata-unix-test-"))
+    }
+  }
+
+  @Test func loopbackNamesAreLocalAndADocumentationAddressIsNot() {
+    #expect(isLocalHost("127.0.0.1") && isLocalHost("localhost"))
+    #expect(!isLocalHost("192.0.2.1"), "TEST-NET-1 belongs to no interface")
+  }
+}
