@@ -121,7 +121,8 @@ public final class Lifecycle: Sendable {
     return await withCheckedContinuation { continuation in
       answer.withLock { $0 = continuation }
       let deadline = DispatchTime.now() + .nanoseconds(Int(clamping: service.stopWithin.nanoseconds))
-      DispatchQueue.global().asyncAfter(deadline: deadline) {
+      // A queue of its own: the global queues' few threads may all be blocked at shutdown.
+      DispatchQueue(label: "strata.lifecycle.deadline").asyncAfter(deadline: deadline) {
         finish(.stopOverdue(service: service.name, after: service.stopWithin))
       }
       Task(executorPreference: QueueExecutor(label: "strata.lifecycle.\(service.name)")) {
