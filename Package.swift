@@ -181,7 +181,13 @@ let package = Package(
       swiftSettings: strictSwift),
 
     // MARK: Tests
-    .target(name: "StrataTestKit", path: "Sources/StrataTestKit", swiftSettings: strictSwift),
+    .target(
+      name: "StrataTestKit",
+      dependencies: [
+        "StrataNode", "StrataClient", "StrataStorage", "StrataConfig", "StrataGPU", "StrataTCP", "StrataCore",
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Sources/StrataTestKit", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataCoreTests", dependencies: ["StrataCore", "StrataTestKit"], path: "Tests/StrataCoreTests",
       swiftSettings: strictSwift),
@@ -201,6 +207,7 @@ let package = Package(
       name: "StrataNodeTests",
       dependencies: [
         "StrataNode", "StrataClient", "StrataWire", "StrataStorage", "StrataTCP", "StrataConfig", "StrataCore",
+        "StrataTestKit",
       ],
       path: "Tests/StrataNodeTests", swiftSettings: strictSwift),
     .testTarget(

@@ -8,52 +8,14 @@ import StrataConfig
 import StrataCore
 import StrataStorage
 import StrataTCP
+import StrataTestKit
 import StrataWire
 import Testing
 
 @testable import StrataNode
 
 /// A node on 127.0.0.1 with a port of its own, RAM tier only.
-struct TestNode {
-  let tiers: TierManager
-  let server: NodeServer
-
-  /// `sameHostSocket`: the same-host path's Unix socket (SameHostTests); nil leaves it off.
-  init(
-    ramBytes: Int = 64 << 20, connectionsMax: Int = 64, tokens: [NodeConfiguration.Auth.Token] = [],
-    sameHostSocket: String? = nil, sameHostRegionBytesMax: ByteSize = .gibibytes(1)
-  ) throws {
-    tiers = try TierManager(
-      configuration: TierConfiguration(
-        ramBytes: ramBytes, blockBytesMax: 4 << 20, lockMemory: false, hugePages: false, admission: .never),
-      nvme: nil)
-    var node = NodeConfiguration()
-    node.listen = HostPort(host: "127.0.0.1", port: 0)
-    node.limits.connectionsMax = connectionsMax
-    node.limits.blockBytesMax = .mebibytes(4)
-    node.auth.tokens = tokens
-    node.sameHost.enabled = sameHostSocket != nil
-    node.sameHost.socket = sameHostSocket ?? ""
-    node.sameHost.maxRegionSize = sameHostRegionBytesMax
-    var logger = Logger(label: "test-node")
-    logger.logLevel = ProcessInfo.processInfo.environment["STRATA_TEST_LOG"] == nil ? .error : .debug
-    server = try NodeServer(
-      configuration: ServerConfiguration(node, nodeID: "test"), tiers: tiers, logger: logger)
-    server.start()
-  }
-
-  func client(connections: Int = 2, token: String = "") -> StrataClient {
-    var configuration = StrataClient.Configuration(node: server.address)
-    configuration.connections = connections
-    configuration.timeoutMilliseconds = 10_000
-    configuration.token = token
-    return StrataClient(configuration)
-  }
-
-  func rawSocket() throws -> TCPSocket {
-    try TCPSocket.connect(to: server.address, timeoutMilliseconds: 5000)
-  }
-}
+typealias TestNode = InProcessNode
 
 func key(_ n: Int, _ salt: Int = 0) -> BlockKey {
   var seed: [UInt8] = []

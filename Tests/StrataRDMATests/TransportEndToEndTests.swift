@@ -1,7 +1,8 @@
 // The transports with a real node in process on loopback: negotiation falling back to TCP with
 // correct data and a logged reason (this machine has no RDMA), GPU regions through the staging
-// ring (with a host-memory stand-in for the GPU, and with CUDA where a GPU exists), the clear
-// error without CUDA, and an RDMA end-to-end test that runs only where a device exists.
+// ring (with a host-memory stand-in for the GPU, and with CUDA where a GPU exists), and an RDMA
+// end-to-end test that runs only where a device exists. The staging ring alone and the CUDA loader
+// are tested in StrataGPUTests, GPU registration without a node in StrataClientTests.
 
 import Foundation
 import Logging
@@ -18,52 +19,10 @@ import Testing
 
 @testable import StrataNode
 
-/// Log records, kept in memory.
-final class LogCapture: Sendable {
-  let records = Mutex<[(message: String, metadata: [String: String])]>([])
-
-  func handler(label: String) -> any LogHandler { CaptureHandler(capture: self) }
-
-  struct CaptureHandler: LogHandler {
-    let capture: LogCapture
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .info
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-      get { metadata[key] }
-      set { metadata[key] = newValue }
-    }
-    func log(event: LogEvent) {
-      let fields = (event.metadata ?? [:]).mapValues { "\($0)" }
-      capture.records.withLock { $0.append(("\(event.message)", fields)) }
-    }
-  }
-}
-
-struct LoopbackNode {
-  let server: NodeServer
-  let logs = LogCapture()
-
-  init() throws {
-    let tiers = try TierManager(
-      configuration: TierConfiguration(
-        ramBytes: 256 << 20, blockBytesMax: 8 << 20, lockMemory: false, hugePages: false, admission: .always),
-      nvme: nil)
-    var node = NodeConfiguration()
-    node.listen = HostPort(host: "127.0.0.1", port: 0)
-    node.limits.blockBytesMax = .mebibytes(8)
-    let capture = logs
-    let logger = Logger(label: "rdma-test") { capture.handler(label: $0) }
-    server = try NodeServer(configuration: ServerConfiguration(node, nodeID: "rdma-test"), tiers: tiers, logger: logger)
-    server.start()
-  }
-
-  func client(rdma: Bool = true, gpu: (any GPURuntime)? = nil) -> StrataClient {
-    var configuration = StrataClient.Configuration(node: server.address)
-    configuration.timeoutMilliseconds = 10_000
-    configuration.rdma = rdma
-    configuration.gpuRuntime = gpu
-    return StrataClient(configuration)
-  }
+/// The node these tests drive: 256 MiB of RAM, blocks up to 8 MiB.
+func loopbackNode() throws -> InProcessNode {
+  try InProcessNode(
+    ramBytes: 256 << 20, blockBytesMax: .mebibytes(8), admission: .always, nodeID: "rdma-test", logLevel: .info)
 }
 
 func blockKey(_ n: Int) -> BlockKey {
@@ -129,7 +88,7 @@ func getAndCompare(
 
   @Test(.enabled(if: !rdma.isAvailable, "this machine has an RDMA device; the fallback test is for machines without"))
   func withoutADeviceBothSidesNegotiateTCPAndMoveDataCorrectly() async throws {
-    let node = try LoopbackNode()
+    let node = try loopbackNode()
     defer { node.server.stop() }
     let client = node.client()
     defer { client.close() }
@@ -156,7 +115,7 @@ func getAndCompare(
   }
 
   @Test func aNodeWithoutRDMASaysWhyWhenAClientOffersIt() throws {
-    let node = try LoopbackNode()
+    let node = try loopbackNode()
     defer { node.server.stop() }
     let offered = HelloRequest(
       capabilities: [.tcp, .rdma, .leases], frameBytesMax: 1 << 20, token: [], clientName: "probe")
@@ -174,7 +133,7 @@ func getAndCompare(
   }
 
   @Test func gpuRegionsReceiveThroughTheStagingRing() async throws {
-    let node = try LoopbackNode()
+    let node = try loopbackNode()
     defer { node.server.stop() }
     let gpu = HostMemoryGPURuntime()
     let client = node.client(gpu: gpu)
@@ -211,7 +170,7 @@ func getAndCompare(
   @Test(.enabled(if: cudaPresent, "needs the CUDA runtime and a GPU; none here"))
   func realGPUMemoryReceivesBlocksOverTCP() async throws {
     let runtime = try Self.cuda.get()
-    let node = try LoopbackNode()
+    let node = try loopbackNode()
     defer { node.server.stop() }
     let client = node.client(rdma: false)
     defer { client.close() }
@@ -232,7 +191,7 @@ func getAndCompare(
 
   @Test(.enabled(if: rdma.isAvailable, "needs an RDMA device: ibv_get_device_list finds none on this machine"))
   func blocksMoveEndToEndOverRDMA() async throws {
-    let node = try LoopbackNode()
+    let node = try loopbackNode()
     defer { node.server.stop() }
     let client = node.client()
     defer { client.close() }
