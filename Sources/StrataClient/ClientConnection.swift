@@ -1,17 +1,16 @@
 // One connection from a client to a node: HELLO on open, then one request at a time, run on a
-// serial queue of its own so blocking socket I/O never occupies a Swift concurrency thread.
+// worker thread of its own so blocking socket I/O never occupies a Swift concurrency thread.
 // GET payloads are received straight into the caller's destination memory; PUT payloads are
 // sent straight from the caller's source memory.
 
-import Dispatch
 import StrataCore
 import StrataRDMA
 import StrataTCP
 import StrataWire
 
 final class ClientConnection: @unchecked Sendable {
-  // @unchecked: every mutable field is touched only on `queue`, one request at a time.
-  let queue: DispatchQueue
+  // @unchecked: every mutable field is touched only on `worker`'s one thread, one request at a time.
+  let worker: WorkerPool
   let address: HostPort
   let configuration: StrataClient.Configuration
   let transports: ClientTransports
@@ -41,40 +40,35 @@ final class ClientConnection: @unchecked Sendable {
     self.epochs = epochs
     self.transports = transports
     reader = FrameReader(limits: configuration.limits, receiving: .response)
-    queue = DispatchQueue(label: "strata.client.\(address).\(index)")
+    worker = WorkerPool(label: "strata.client.\(address).\(index)")
   }
 
-  /// Runs `work` on this connection's queue, connecting first when needed; a transport failure
-  /// drops the socket so that the next call reconnects.
+  /// Runs `work` on this connection's thread, connecting first when needed; a transport failure
+  /// drops the socket so that the next call reconnects. A call cancelled while it waits for the
+  /// connection is not started.
   func perform<T: Sendable>(
     deadline: Deadline = .never, _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
   )
     async throws(StrataError) -> T
   {
-    let result: Result<T, StrataError> = await withCheckedContinuation { continuation in
-      queue.async {
-        // A call whose deadline passed while it waited for this connection is not started (and the
-        // connection, which did nothing wrong, is kept).
-        guard !deadline.hasPassed() else {
-          continuation.resume(
-            returning: .failure(
-              StrataError(.timeout, "the call to \(self.address) passed its deadline before it began")))
-          return
-        }
-        do throws(StrataError) {
-          try self.connectIfNeeded(deadline: deadline)
-          continuation.resume(returning: .success(try work(self)))
-        } catch {
-          if error.isTransportFailure || error.code == .protocolError { self.dropSocket() }
-          continuation.resume(returning: .failure(error))
-        }
+    try await worker.run { () throws(StrataError) in
+      // A call whose deadline passed while it waited for this connection is not started (and the
+      // connection, which did nothing wrong, is kept).
+      guard !deadline.hasPassed() else {
+        throw StrataError(.timeout, "the call to \(self.address) passed its deadline before it began")
+      }
+      do throws(StrataError) {
+        try self.connectIfNeeded(deadline: deadline)
+        return try work(self)
+      } catch {
+        if error.isTransportFailure || error.code == .protocolError { self.dropSocket() }
+        throw error
       }
     }
-    return try result.get()
   }
 
   func close() {
-    queue.sync {
+    worker.runAndWait { () in
       if let socket { try? sendGoodbye(socket) }
       rdma?.endpoint.disconnect()
       dropSocket()

@@ -75,9 +75,9 @@ public final class WorkerPool: Sendable {
 
   /// Runs `work` on the pool's thread and waits for it, from a plain thread (never a Swift
   /// concurrency thread). For a pool of one thread: it runs after every job queued before it.
-  public func runAndWait<T>(_ work: () throws(StrataError) -> T) throws(StrataError) -> T {
-    let result = queues[0].sync { () -> Result<T, StrataError> in
-      do throws(StrataError) { return .success(try work()) } catch { return .failure(error) }
+  public func runAndWait<T, Failure: Error>(_ work: () throws(Failure) -> T) throws(Failure) -> T {
+    let result = queues[0].sync { () -> Result<T, Failure> in
+      do throws(Failure) { return .success(try work()) } catch { return .failure(error) }
     }
     return try result.get()
   }
