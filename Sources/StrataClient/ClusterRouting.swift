@@ -298,20 +298,22 @@ extension StrataClient {
       sink.finish()
       for task in tasks { task.cancel() }
     }
-    tasks.append(Task {
-      let result = await attempt(owner, keys)
-      if case .success = result {
-        let elapsed = ContinuousClock.now - started
-        let microseconds = Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12
-        routing.withLock { $0.lookupLatencies.record(microseconds) }
-      }
-      sink.yield(.owner(result))
-    })
+    tasks.append(
+      Task {
+        let result = await attempt(owner, keys)
+        if case .success = result {
+          let elapsed = ContinuousClock.now - started
+          let microseconds = Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12
+          routing.withLock { $0.lookupLatencies.record(microseconds) }
+        }
+        sink.yield(.owner(result))
+      })
     let delay = hedgeDelay
-    tasks.append(Task {
-      guard (try? await Task.sleep(for: delay)) != nil else { return }
-      sink.yield(.timer)
-    })
+    tasks.append(
+      Task {
+        guard (try? await Task.sleep(for: delay)) != nil else { return }
+        sink.yield(.timer)
+      })
     var answers = [BlockTier?](repeating: nil, count: keys.count)
     var unanswered = keys.count
     var alternatesPending = 0

@@ -94,6 +94,7 @@ public final class FrameReader {
     into destination: UnsafeMutableRawBufferPointer, from source: inout Source, deadline: Deadline
   ) throws(StrataError) {
     try checkPayload(destination.count)
+    guard !destination.isEmpty else { return }
     var filled = 0
     while filled < destination.count {
       let count = try source.receive(
