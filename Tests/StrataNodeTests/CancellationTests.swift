@@ -4,6 +4,7 @@
 import Dispatch
 import Logging
 import StrataClient
+import StrataConfig
 import StrataCore
 import StrataStorage
 import Synchronization
