@@ -96,7 +96,15 @@ public struct HelloRequest: MessageBody {
     }
     token = try reader.byteArray("token", max: Self.tokenBytesMax)
     clientName = try reader.string("clientName", max: Self.clientNameBytesMax)
-    peerNamespace = reader.remaining > 0 ? try reader.string("peerNamespace", max: Namespace.nameBytesMax) : ""
+    if reader.remaining > 0 {
+      peerNamespace = try reader.string("peerNamespace", max: Namespace.nameBytesMax)
+      // An empty peerNamespace is encoded by leaving the field out: one encoding per value.
+      guard !peerNamespace.isEmpty else {
+        throw reader.error(.invalidValue, "peerNamespace", "present but empty (an empty one is left out)")
+      }
+    } else {
+      peerNamespace = ""
+    }
     try reader.finish()
   }
 }
