@@ -28,14 +28,15 @@ enum RawFrames {
     ).frameBytes(requestID: 1, ringEpoch: 0)
   }
 
-  /// Reads one whole frame (header and body).
-  static func readFrame(_ socket: TCPSocket) throws -> WireMessage {
-    var header = [UInt8](repeating: 0, count: FrameHeader.byteCount)
-    try header.withUnsafeMutableBytes { try socket.readExactly($0) }
-    let decoded = try header.withUnsafeBytes { try FrameHeader(decoding: $0, limits: .standard) }
-    var body = [UInt8](repeating: 0, count: Int(decoded.bodyBytes))
-    try body.withUnsafeMutableBytes { try socket.readExactly($0) }
-    return try body.withUnsafeBytes { try WireMessage(header: decoded, body: $0, limits: .standard) }
+  /// Reads one whole frame (header and body) of a response that carries no payload.
+  static func readFrame(_ socket: TCPSocket) throws(StrataError) -> WireMessage {
+    var source = socket
+    let reader = FrameReader(receiving: .response, bufferBytes: 4096)
+    guard let (_, message) = try reader.nextFrame(from: &source, deadline: .never, headerArrived: { _ in .never })
+    else {
+      throw StrataError(.unavailable, "no frame")
+    }
+    return message
   }
 
   /// A connection that said HELLO with `token`, and the node's answer.

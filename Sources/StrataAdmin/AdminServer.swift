@@ -349,7 +349,8 @@ public final class AdminServer: Sendable {
   private func run(_ handler: @escaping Handler, _ request: AdminRequest) -> AdminResponse {
     let executor = QueueExecutor(label: "strata.admin.request")
     do throws(StrataError) {
-      return try blocking(on: executor) { () async throws(StrataError) -> AdminResponse in try await handler(request) }
+      return try waitForTask(on: executor) { () async throws(StrataError) -> AdminResponse in try await handler(request)
+      }
     } catch {
       return .error(error)
     }

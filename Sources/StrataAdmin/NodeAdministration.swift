@@ -26,7 +26,7 @@ public final class NodeAdministration: Sendable {
   private let configPath: String?
   private let machine: NodeConfiguration.Machine
   private let startedAt = DispatchTime.now().uptimeNanoseconds
-  private let work = DispatchQueue(label: "strata.admin.work")
+  private let work = WorkerPool(label: "strata.admin.work")
   private struct State {
     /// The configuration file as last read (the baseline a reload compares against).
     var file: NodeConfiguration
@@ -301,7 +301,7 @@ public final class NodeAdministration: Sendable {
   private func watchVerify() {
     let verifier = self.verifier
     let logger = self.logger
-    work.async {
+    try? work.submit {  // never full: the work pool's depth is unbounded
       verifier.waitUntilFinished()
       let progress = verifier.progress
       let metadata: Logger.Metadata = [
@@ -365,16 +365,7 @@ public final class NodeAdministration: Sendable {
   private func onWorkQueue<T: Sendable>(
     _ body: @escaping @Sendable () throws(StrataError) -> T
   ) async throws(StrataError) -> T {
-    let result: Result<T, StrataError> = await withCheckedContinuation { continuation in
-      work.async {
-        do throws(StrataError) {
-          continuation.resume(returning: .success(try body()))
-        } catch {
-          continuation.resume(returning: .failure(error))
-        }
-      }
-    }
-    return try result.get()
+    try await work.run(body)
   }
 }
 

@@ -1,17 +1,16 @@
 // One connection from a client to a node: HELLO on open, then one request at a time, run on a
-// serial queue of its own so blocking socket I/O never occupies a Swift concurrency thread.
+// worker thread of its own so blocking socket I/O never occupies a Swift concurrency thread.
 // GET payloads are received straight into the caller's destination memory; PUT payloads are
 // sent straight from the caller's source memory.
 
-import Dispatch
 import StrataCore
 import StrataRDMA
 import StrataTCP
 import StrataWire
 
 final class ClientConnection: @unchecked Sendable {
-  // @unchecked: every mutable field is touched only on `queue`, one request at a time.
-  let queue: DispatchQueue
+  // @unchecked: every mutable field is touched only on `worker`'s one thread, one request at a time.
+  let worker: WorkerPool
   let address: HostPort
   let configuration: StrataClient.Configuration
   let transports: ClientTransports
@@ -21,13 +20,15 @@ final class ClientConnection: @unchecked Sendable {
   /// payloads then travel in the Unix socket's stream). Transport/SameHostClientPath.swift.
   var sameHostRegion: SharedMemoryRegion?
   var isSameHost = false
-  var socket: TCPSocket?
+  /// A new socket (connected, swapped for the same-host one, dropped) starts a new frame stream.
+  var socket: TCPSocket? {
+    didSet { reader = FrameReader(limits: configuration.limits, receiving: .response) }
+  }
+  /// Receives every response frame: header and body here, payloads straight into the caller's memory.
+  private var reader: FrameReader
   private var nextRequestID: UInt64 = 1
   var namespace: Namespace?
   var nodeID = ""
-  private var body: [UInt8] = []
-  private let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.byteCount, alignment: 8)
-  private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 4096)
   let epochs: EpochTracker
 
   init(
@@ -38,45 +39,36 @@ final class ClientConnection: @unchecked Sendable {
     self.configuration = configuration
     self.epochs = epochs
     self.transports = transports
-    queue = DispatchQueue(label: "strata.client.\(address).\(index)")
+    reader = FrameReader(limits: configuration.limits, receiving: .response)
+    worker = WorkerPool(label: "strata.client.\(address).\(index)")
   }
 
-  deinit {
-    header.deallocate()
-    scratch.deallocate()
-  }
-
-  /// Runs `work` on this connection's queue, connecting first when needed; a transport failure
-  /// drops the socket so that the next call reconnects.
+  /// Runs `work` on this connection's thread, connecting first when needed; a transport failure
+  /// drops the socket so that the next call reconnects. A call cancelled while it waits for the
+  /// connection is not started.
   func perform<T: Sendable>(
     deadline: Deadline = .never, _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
   )
     async throws(StrataError) -> T
   {
-    let result: Result<T, StrataError> = await withCheckedContinuation { continuation in
-      queue.async {
-        // A call whose deadline passed while it waited for this connection is not started (and the
-        // connection, which did nothing wrong, is kept).
-        guard !deadline.hasPassed() else {
-          continuation.resume(
-            returning: .failure(
-              StrataError(.timeout, "the call to \(self.address) passed its deadline before it began")))
-          return
-        }
-        do throws(StrataError) {
-          try self.connectIfNeeded(deadline: deadline)
-          continuation.resume(returning: .success(try work(self)))
-        } catch {
-          if error.isTransportFailure || error.code == .protocolError { self.dropSocket() }
-          continuation.resume(returning: .failure(error))
-        }
+    try await worker.run { () throws(StrataError) in
+      // A call whose deadline passed while it waited for this connection is not started (and the
+      // connection, which did nothing wrong, is kept).
+      guard !deadline.hasPassed() else {
+        throw StrataError(.timeout, "the call to \(self.address) passed its deadline before it began")
+      }
+      do throws(StrataError) {
+        try self.connectIfNeeded(deadline: deadline)
+        return try work(self)
+      } catch {
+        if error.isTransportFailure || error.code == .protocolError { self.dropSocket() }
+        throw error
       }
     }
-    return try result.get()
   }
 
   func close() {
-    queue.sync {
+    worker.runAndWait { () in
       if let socket { try? sendGoodbye(socket) }
       rdma?.endpoint.disconnect()
       dropSocket()
@@ -141,59 +133,45 @@ final class ClientConnection: @unchecked Sendable {
   }
 
   /// Sends one request (header, body, then `payload` straight from its buffers) and reads the
-  /// response header and body; `receivePayload` then reads the response's payload, if any.
+  /// response header and body; `receivePayload` then reads the response's payload, if any (what it
+  /// does not read travelled through the same-host region).
   func exchange(
     _ request: WireMessage, payload: [UnsafeRawBufferPointer], ringEpoch: UInt64, deadline: Deadline = .never,
     receivePayload: (FrameHeader, WireMessage) throws(StrataError) -> Void
   ) throws(StrataError) -> (FrameHeader, WireMessage) {
-    guard let socket else { throw StrataError(.unavailable, "not connected to \(address)") }
+    guard var socket else { throw StrataError(.unavailable, "not connected to \(address)") }
     let requestID = nextRequestID
     nextRequestID += 1
     // A deadline sets the socket's timeouts to what is left of it; the next call gets the configured ones back.
     defer { if deadline != .never { socket.setTimeout(milliseconds: configuration.timeoutMilliseconds) } }
     try socket.writeAll(
       request.frameBytes(requestID: requestID, ringEpoch: ringEpoch), then: payload, deadline: deadline)
-    try socket.readExactly(header, deadline: deadline)
-    let responseHeader = try FrameHeader(decoding: UnsafeRawBufferPointer(header), limits: configuration.limits)
-    guard responseHeader.requestID == requestID, responseHeader.direction == .response else {
-      throw StrataError(
-        .protocolError, "\(address) answered request \(requestID) with frame \(responseHeader.requestID)")
+    guard
+      let (header, message) = try reader.nextFrame(from: &socket, deadline: deadline, headerArrived: { _ in deadline })
+    else { throw StrataError(.unavailable, "\(address) sent no response") }
+    guard header.requestID == requestID else {
+      throw StrataError(.protocolError, "\(address) answered request \(requestID) with frame \(header.requestID)")
     }
-    epochs.observe(responseHeader.ringEpoch)
-    let count = Int(responseHeader.bodyBytes)
-    if body.count < count { body = [UInt8](repeating: 0, count: count) }
-    var buffer: [UInt8] = []
-    swap(&buffer, &body)
-    defer { swap(&buffer, &body) }
-    let limits = configuration.limits
-    let decoded: Result<WireMessage, StrataError> = buffer.withUnsafeMutableBytes { raw in
-      let slice = UnsafeMutableRawBufferPointer(rebasing: raw[0..<count])
-      do throws(StrataError) {
-        try socket.readExactly(slice, deadline: deadline)
-        try responseHeader.verifyBody(UnsafeRawBufferPointer(slice))
-        return .success(try WireMessage(header: responseHeader, body: UnsafeRawBufferPointer(slice), limits: limits))
-      } catch {
-        return .failure(error)
-      }
-    }
-    let message = try decoded.get()
+    epochs.observe(header.ringEpoch)
     if case .error(_, let error) = message {
-      if responseHeader.payloadBytes > 0 { try socket.discard(Int(responseHeader.payloadBytes), scratch: scratch) }
+      try reader.discardPayload(Int(reader.payloadRemainingBytes), from: &socket, deadline: .never)
       let code = StrataError.Code(number: error.code) ?? .internalError
       throw StrataError(code, "\(address): \(error.message)")
     }
-    try receivePayload(responseHeader, message)
-    return (responseHeader, message)
+    try receivePayload(header, message)
+    reader.endFrame()
+    return (header, message)
   }
 
-  /// Reads `count` payload bytes into `destination` (which holds at least `count`).
+  /// Reads `destination.count` payload bytes of the response being received into `destination`.
   func receive(into destination: UnsafeMutableRawBufferPointer) throws(StrataError) {
-    guard let socket else { throw StrataError(.unavailable, "not connected to \(address)") }
-    try socket.readExactly(destination)
+    guard var socket else { throw StrataError(.unavailable, "not connected to \(address)") }
+    try reader.receivePayload(into: destination, from: &socket, deadline: .never)
   }
 
+  /// Reads and drops `count` payload bytes of the response being received.
   func discard(_ count: Int) throws(StrataError) {
-    guard let socket else { throw StrataError(.unavailable, "not connected to \(address)") }
-    try socket.discard(count, scratch: scratch)
+    guard var socket else { throw StrataError(.unavailable, "not connected to \(address)") }
+    try reader.discardPayload(count, from: &socket, deadline: .never)
   }
 }

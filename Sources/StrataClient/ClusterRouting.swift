@@ -151,12 +151,16 @@ extension StrataClient {
       }
       if groups.isEmpty { break }
       let epoch = ring.epoch
-      let calls = order.map { owner in
-        let indices = groups[owner]!
-        return Task { await attempt(owner, indices, epoch) }
+      // One child task per owner: a cancelled call cancels them all.
+      let outcomes = await withTaskGroup(of: (HostPort, Result<[Answer], StrataError>).self) { group in
+        for owner in order {
+          let indices = groups[owner]!
+          group.addTask { (owner, await attempt(owner, indices, epoch)) }
+        }
+        var outcomes: [HostPort: Result<[Answer], StrataError>] = [:]
+        for await (owner, outcome) in group { outcomes[owner] = outcome }
+        return outcomes
       }
-      var outcomes: [HostPort: Result<[Answer], StrataError>] = [:]
-      for (owner, task) in zip(order, calls) { outcomes[owner] = await task.value }
       var next: [Int] = []
       var stale = false
       for owner in order {
@@ -249,8 +253,10 @@ extension StrataClient {
   /// to their next owners, and a key one of them holds is answered from there. An "absent" from a
   /// next owner is not final (it may just lack a copy yet): for those keys, and keys with no other
   /// owner, the owner's own answer is awaited. LOOKUP writes nothing into the caller's memory, so
-  /// the losing request may finish in the background; GET is never hedged (two transfers into the
-  /// same destination could land after `get` returned).
+  /// a losing request already sent may finish in the background (not awaited: that would wait for
+  /// the slow node the hedge avoids); the rest are cancelled when the call returns or is
+  /// cancelled, and send nothing. GET is never hedged (two transfers into the same destination
+  /// could land after `get` returned).
   func hedgedLookup(_ keys: [BlockKey], at owner: HostPort, epoch: UInt64) async throws(StrataError) -> [BlockTier] {
     enum Event: Sendable {
       case owner(Result<[BlockTier], StrataError>)
@@ -266,21 +272,27 @@ extension StrataClient {
       }
     }
     let started = ContinuousClock.now
-    Task {
-      let result = await attempt(owner, keys)
-      if case .success = result {
-        let elapsed = ContinuousClock.now - started
-        let microseconds = Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12
-        routing.withLock { $0.lookupLatencies.record(microseconds) }
-      }
-      sink.yield(.owner(result))
+    var tasks: [Task<Void, Never>] = []
+    defer {
+      sink.finish()
+      for task in tasks { task.cancel() }
     }
+    tasks.append(
+      Task {
+        let result = await attempt(owner, keys)
+        if case .success = result {
+          let elapsed = ContinuousClock.now - started
+          let microseconds = Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12
+          routing.withLock { $0.lookupLatencies.record(microseconds) }
+        }
+        sink.yield(.owner(result))
+      })
     let delay = hedgeDelay
-    Task {
-      try? await Task.sleep(for: delay)
-      sink.yield(.timer)
-    }
-    defer { sink.finish() }
+    tasks.append(
+      Task {
+        guard (try? await Task.sleep(for: delay)) != nil else { return }
+        sink.yield(.timer)
+      })
     var answers = [BlockTier?](repeating: nil, count: keys.count)
     var unanswered = keys.count
     var alternatesPending = 0
@@ -296,7 +308,7 @@ extension StrataClient {
         let groups = alternates(keys, besides: owner)
         alternatesPending = groups.count
         for (node, positions) in groups {
-          Task { sink.yield(.alternate(positions, await attempt(node, positions.map { keys[$0] }))) }
+          tasks.append(Task { sink.yield(.alternate(positions, await attempt(node, positions.map { keys[$0] }))) })
         }
       case .alternate(let positions, let result):
         alternatesPending -= 1
@@ -314,7 +326,8 @@ extension StrataClient {
         }
       }
     }
-    throw StrataError(.internalError, "hedged LOOKUP ended without an answer")
+    // The stream ends early only when this call is cancelled.
+    throw StrataError(.cancelled, "hedged LOOKUP of \(keys.count) key(s) at \(owner) was cancelled")
   }
 
   /// For each position of `keys`, the first other owner of its key (healthy first), grouped.

@@ -291,29 +291,28 @@ struct LeaseConnections {
   mutating func take(_ lease: UInt64) -> Int? { byLease.removeValue(forKey: lease) }
 }
 
-/// Runs `body` on every part concurrently and concatenates the results in part order; the first
-/// failure (in part order) is thrown after every part has finished.
+/// Runs `body` on every part concurrently, as child tasks, and concatenates the results in part
+/// order; the first failure (in part order) is thrown after every part has finished. A cancelled
+/// call cancels its parts: those still waiting for a connection send no request.
 func inParallel<Item: Sendable, Result: Sendable>(
   _ parts: [Item], _ body: @escaping @Sendable (Item) async throws(StrataError) -> [Result]
 ) async throws(StrataError) -> [Result] {
-  let tasks = parts.map { part in
-    Task { () async -> Swift.Result<[Result], StrataError> in
-      do throws(StrataError) {
-        return .success(try await body(part))
-      } catch {
-        return .failure(error)
+  let outcomes = await withTaskGroup(of: (Int, Swift.Result<[Result], StrataError>).self) { group in
+    for (index, part) in parts.enumerated() {
+      group.addTask {
+        do throws(StrataError) {
+          return (index, .success(try await body(part)))
+        } catch {
+          return (index, .failure(error))
+        }
       }
     }
+    var outcomes = [Swift.Result<[Result], StrataError>?](repeating: nil, count: parts.count)
+    for await (index, outcome) in group { outcomes[index] = outcome }
+    return outcomes
   }
   var results: [Result] = []
-  var failure: StrataError?
-  for task in tasks {
-    switch await task.value {
-    case .success(let part): results += part
-    case .failure(let error): failure = failure ?? error
-    }
-  }
-  if let failure { throw failure }
+  for outcome in outcomes { results += try outcome!.get() }
   return results
 }
 

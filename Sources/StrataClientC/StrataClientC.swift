@@ -121,28 +121,11 @@ func byteCount(_ value: UInt64, _ name: String) throws(StrataError) -> Int {
 
 // MARK: Waiting for async calls
 
-private final class Outcome<Value>: @unchecked Sendable {
-  // @unchecked: written once by the task before it signals, read once after the wait.
-  var result: Result<Value, StrataError>?
-}
-
 /// Runs `body` in a task and blocks this (non-Swift-concurrency) thread until it finishes.
 func wait<Value: Sendable>(
   _ body: @escaping @Sendable () async throws(StrataError) -> Value
 ) throws(StrataError) -> Value {
-  let outcome = Outcome<Value>()
-  let done = DispatchSemaphore(value: 0)
-  Task {
-    do throws(StrataError) {
-      outcome.result = .success(try await body())
-    } catch {
-      outcome.result = .failure(error)
-    }
-    done.signal()
-  }
-  done.wait()
-  guard let result = outcome.result else { throw StrataError(.internalError, "a call finished without a result") }
-  return try result.get()
+  try waitForTask(body)
 }
 
 /// Lookup and delete take one batch message per call: longer key lists go in several.

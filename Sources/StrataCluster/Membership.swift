@@ -75,17 +75,10 @@ final class StaticMembership: MembershipSource {
   /// The peer's process instance (STAT `instance`; 0 from a node that does not report one), or
   /// nil when the probe failed.
   private static func probe(_ client: StrataClient, node: HostPort) -> Int? {
-    let done = DispatchSemaphore(value: 0)
-    let result = Mutex<Int?>(nil)
-    Task.detached {
-      if let json = try? await client.stat(node: node) {
-        let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
-        let instance = object?["instance"] as? Int ?? 0
-        result.withLock { $0 = instance }
-      }
-      done.signal()
-    }
-    done.wait()
-    return result.withLock { $0 }
+    let json = try? waitForTask { () throws(StrataError) in try await client.stat(node: node) }
+    guard let json else { return nil }
+    let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+    return object?["instance"] as? Int ?? 0
   }
+
 }

@@ -67,7 +67,7 @@ extension NodeServer {
     guard let cluster = routingCluster(isPeer: isPeer), cluster.readsThrough else { return }
     let missing = zip(ids, tiers.lookup(ids)).compactMap { id, tier in tier == .absent ? id : nil }
     guard !missing.isEmpty else { return }
-    _ = try blocking(on: executor) { () throws(StrataError) in await cluster.fill(missing) }
+    _ = try waitForTask(on: executor) { () throws(StrataError) in await cluster.fill(missing) }
     // A fill that met a copy of the same block being written (a peer's repair or replication)
     // left it to that write: wait a little for it to commit, so the read finds the block.
     let waitUntil = Deadline.after(milliseconds: Self.fillWriteWaitMilliseconds)
@@ -98,7 +98,7 @@ extension NodeServer {
       }
     }
     guard !stored.isEmpty || !present.isEmpty else { return }
-    let failure = try blocking(on: executor) { [stored, present] () throws(StrataError) in
+    let failure = try waitForTask(on: executor) { [stored, present] () throws(StrataError) in
       await cluster.replicate(stored: stored, present: present, writeQuorum: writeQuorum, deadline: deadline)
     }
     if let failure { throw failure }

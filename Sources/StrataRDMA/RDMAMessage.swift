@@ -107,21 +107,15 @@ extension [UInt8] {
   }
 }
 
-/// Decodes a message's frame (header and body; its payload moves by one-sided operations).
-public func decodeFrame(_ frame: [UInt8], limits: WireLimits) throws(StrataError) -> (FrameHeader, WireMessage) {
-  let decoded: Result<(FrameHeader, WireMessage), StrataError> = frame.withUnsafeBytes { raw in
-    do throws(StrataError) {
-      let header = try FrameHeader(
-        decoding: UnsafeRawBufferPointer(rebasing: raw[0..<FrameHeader.byteCount]), limits: limits)
-      let body = UnsafeRawBufferPointer(rebasing: raw[FrameHeader.byteCount...])
-      guard body.count == Int(header.bodyBytes) else {
-        throw StrataError(.protocolError, "RDMA frame of \(body.count) body bytes; its header says \(header.bodyBytes)")
-      }
-      try header.verifyBody(body)
-      return .success((header, try WireMessage(header: header, body: body, limits: limits)))
-    } catch {
-      return .failure(error)
+extension RDMAMessage {
+  /// Decodes the message's frame (header and body) with StrataWire's frame assembler, as every
+  /// transport receives frames; its payload moves by one-sided operations, not in the message.
+  public func decodedFrame(limits: WireLimits, receiving: FrameDirection) throws(StrataError) -> (
+    FrameHeader, WireMessage
+  ) {
+    let decoded = frame.withUnsafeBytes { raw in
+      Result { () throws(StrataError) in try FrameAssembler.decode(message: raw, limits: limits, receiving: receiving) }
     }
+    return try decoded.get()
   }
-  return try decoded.get()
 }

@@ -180,18 +180,6 @@ public final class TCPSocket: @unchecked Sendable {
     }
   }
 
-  /// Reads and discards `count` bytes (a payload nobody needs, like a duplicate PUT's).
-  public func discard(_ count: Int, scratch: UnsafeMutableRawBufferPointer, deadline: Deadline = .never)
-    throws(StrataError)
-  {
-    var remaining = count
-    while remaining > 0 {
-      let chunk = min(remaining, scratch.count)
-      try readExactly(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<chunk]), deadline: deadline)
-      remaining -= chunk
-    }
-  }
-
   /// Sets the socket's timeout `option` (SO_RCVTIMEO or SO_SNDTIMEO) to what is left of
   /// `deadline`; throws `timeout` when nothing is left.
   private func bound(_ option: Int32, by deadline: Deadline, _ operation: String) throws(StrataError) {
@@ -558,4 +546,12 @@ private func peerName(_ storage: sockaddr_storage, descriptor: Int32) -> (String
   }
   guard status == 0 else { return ("unknown peer", "unknown") }
   return ("\(String(cString: host)):\(String(cString: service))", String(cString: host))
+}
+
+extension TCPSocket: ByteSource {
+  /// Fills all of `buffer` (a frame reader asks only for bytes the frame still owes).
+  public func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline) throws(StrataError) -> Int {
+    try readExactly(buffer, deadline: deadline)
+    return buffer.count
+  }
 }

@@ -96,8 +96,13 @@ public struct HelloRequest: MessageBody {
     }
     token = try reader.byteArray("token", max: Self.tokenBytesMax)
     clientName = try reader.string("clientName", max: Self.clientNameBytesMax)
-    peerNamespace = reader.remaining > 0 ? try reader.string("peerNamespace", max: Namespace.nameBytesMax) : ""
+    let present = reader.remaining > 0
+    peerNamespace = present ? try reader.string("peerNamespace", max: Namespace.nameBytesMax) : ""
     try reader.finish()
+    // An empty peerNamespace is encoded by leaving the field out: one encoding per value.
+    guard !present || !peerNamespace.isEmpty else {
+      throw reader.error(.invalidValue, "peerNamespace", "present but empty (an empty one is left out)")
+    }
   }
 }
 

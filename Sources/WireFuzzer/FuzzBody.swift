@@ -1,5 +1,7 @@
-// The fuzz body: one input through everything that parses untrusted wire bytes. Rejecting is fine;
-// crashing, or accepting bytes that do not re-encode to themselves, is a bug (it traps).
+// The fuzz body: one input through everything that parses untrusted wire bytes, by the code the
+// transports run (FrameReader over a byte stream, FrameAssembler.decode for RDMA's whole-frame
+// messages). Rejecting is fine; crashing, accepting bytes that do not re-encode to themselves, or
+// landing payload bytes anywhere but where they were asked for is a bug (it traps).
 
 import StrataCore
 import StrataWire
@@ -10,12 +12,14 @@ enum WireFuzz {
   ]
 
   static func run(_ input: UnsafeRawBufferPointer) {
-    // 1. As a stream of frames, both directions, whole and in chunks whose size the input picks.
+    // 1. As a stream of frames, both directions, whole and in chunks whose size the input picks,
+    //    and as one RDMA message.
     let chunkBytes = 1 + Int(input.first ?? 0) % 97
     for limits in limitSets {
       for direction in [FrameDirection.request, .response] {
-        assemble(input, direction, limits, chunkBytes: nil)
-        assemble(input, direction, limits, chunkBytes: chunkBytes)
+        read(input, direction, limits, chunkBytes: nil)
+        read(input, direction, limits, chunkBytes: chunkBytes)
+        decodeMessage(input, direction, limits)
       }
     }
     // 2. With the first header's magic and checksums repaired (and, in a second copy, its version,
@@ -26,7 +30,8 @@ enum WireFuzz {
         let bytes = repaired(input, normalize: normalize)
         bytes.withUnsafeBytes { raw in
           for direction in [FrameDirection.request, .response] {
-            assemble(raw, direction, .standard, chunkBytes: nil)
+            read(raw, direction, .standard, chunkBytes: nil)
+            decodeMessage(raw, direction, .standard)
           }
         }
       }
@@ -40,46 +45,78 @@ enum WireFuzz {
     }
   }
 
-  /// Feeds `input` to an assembler until it is used up or rejected, checking every accepted frame.
-  static func assemble(
-    _ input: UnsafeRawBufferPointer, _ direction: FrameDirection, _ limits: WireLimits, chunkBytes: Int?
-  ) {
-    var assembler = FrameAssembler(limits: limits, receiving: direction)
-    var offset = 0
+  /// Reads `input` as a stream with a FrameReader, the bytes arriving `chunkBytes` at a time (all at
+  /// once when nil), until it is used up or rejected: every accepted frame must re-encode to its
+  /// bytes, and every payload must land, byte for byte, in the memory it was received into.
+  static func read(_ input: UnsafeRawBufferPointer, _ direction: FrameDirection, _ limits: WireLimits, chunkBytes: Int?)
+  {
+    // A buffer smaller than a header, or than a chunk, exercises the reader's partial reads too.
+    let reader = FrameReader(limits: limits, receiving: direction, bufferBytes: chunkBytes.map { 1 + $0 % 80 } ?? 4096)
+    var source = ByteQueue()
+    var arrived = 0
+    var destination = [UInt8](repeating: 0, count: 1 + (chunkBytes ?? 4096) * 3)
     var frameStart = 0
-    while offset < input.count {
-      let end = chunkBytes.map { min(offset + $0, input.count) } ?? input.count
-      var rest = UnsafeRawBufferPointer(rebasing: input[offset..<end])
-      while !rest.isEmpty {
-        if assembler.phase == .header(missingBytes: FrameHeader.byteCount) { frameStart = offset }
-        let step: FrameAssembler.Step
+    while arrived < input.count {
+      let end = chunkBytes.map { min(arrived + $0, input.count) } ?? input.count
+      source.append(input[arrived..<end])
+      arrived = end
+      while true {
+        let taken = arrived - source.count
+        let remaining = reader.payloadRemainingBytes
+        if remaining > 0 {
+          // Payload: into a destination in pieces, some kept and some dropped.
+          let count = min(Int(clamping: remaining), source.count, destination.count)
+          guard count > 0 else { break }
+          do {
+            if count % 3 == 2 {
+              try reader.discardPayload(count, from: &source, deadline: .never)
+            } else {
+              try destination.withUnsafeMutableBytes { raw in
+                try reader.receivePayload(
+                  into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<count]), from: &source, deadline: .never)
+              }
+              check(destination[0..<count].elementsEqual(input[taken..<taken + count]), "payload landed wrong")
+            }
+          } catch {
+            check(false, "payload reception failed with the bytes at hand: \(error)")
+          }
+          continue
+        }
+        if reader.phase == .header(missingBytes: FrameHeader.byteCount) { frameStart = taken }
+        let frame: (FrameHeader, WireMessage)?
         do {
-          step = try assembler.feed(rest)
+          frame = try reader.nextFrame(from: &source, deadline: .never) { _ in .never }
         } catch {
-          check(error.wireViolation != nil, "an assembler error without a violation kind: \(error)")
+          check(error.wireViolation != nil, "a reader error without a violation kind: \(error)")
           return
         }
-        check(step.consumedBytes <= rest.count, "consumed more than fed")
-        check(step.event != nil || step.consumedBytes == rest.count, "stopped early without an event")
-        offset += step.consumedBytes
-        rest = UnsafeRawBufferPointer(rebasing: rest[step.consumedBytes...])
-        switch step.event {
-        case .frame(let header, let message):
-          check(message.direction == direction, "a \(message.direction) message accepted as \(direction)")
-          check(header.payloadBytes == message.payloadBytes, "payload length disagrees with the items")
-          // Strict decoding means exactly one encoding per value: re-encoding gives the input back.
-          let encoded = message.frameBytes(
-            requestID: header.requestID, ringEpoch: header.ringEpoch, version: header.version)
-          check(
-            encoded.elementsEqual(input[frameStart..<offset]),
-            "accepted \(header.opcode) frame does not re-encode to its input bytes")
-        case .payloadBytes(let bytes, _):
-          check(!bytes.isEmpty, "an empty payload slice")
-        case nil:
-          break
-        }
+        guard let (header, message) = frame else { break }
+        checkAccepted(header, message, direction, input[frameStart..<(arrived - source.count)])
       }
     }
+  }
+
+  /// Decodes `input` as one RDMA message's frame.
+  static func decodeMessage(_ input: UnsafeRawBufferPointer, _ direction: FrameDirection, _ limits: WireLimits) {
+    let header: FrameHeader
+    let message: WireMessage
+    do {
+      (header, message) = try FrameAssembler.decode(message: input, limits: limits, receiving: direction)
+    } catch {
+      check(error.wireViolation != nil, "a message decode error without a violation kind: \(error)")
+      return
+    }
+    checkAccepted(header, message, direction, input[...])
+  }
+
+  static func checkAccepted(
+    _ header: FrameHeader, _ message: WireMessage, _ direction: FrameDirection, _ bytes: Slice<UnsafeRawBufferPointer>
+  ) {
+    check(message.direction == direction, "a \(message.direction) message accepted as \(direction)")
+    check(header.payloadBytes == message.payloadBytes, "payload length disagrees with the items")
+    // Strict decoding means exactly one encoding per value: re-encoding gives the input back.
+    let encoded = message.frameBytes(requestID: header.requestID, ringEpoch: header.ringEpoch, version: header.version)
+    check(encoded.elementsEqual(bytes), "accepted \(header.opcode) frame does not re-encode to its input bytes")
   }
 
   static func repaired(_ input: UnsafeRawBufferPointer, normalize: Bool) -> [UInt8] {

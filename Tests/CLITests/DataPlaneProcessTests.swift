@@ -180,6 +180,8 @@ func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: Int) {
           {
             errors.append("round \(rounds): put \(put), get \(got)")
           }
+        } catch (let error as StrataError) where error.code == .cancelled && Task.isCancelled {
+          break  // the streamer was stopped mid-round: a cancelled call stops its work
         } catch {
           errors.append("round \(rounds): \(error)")
         }

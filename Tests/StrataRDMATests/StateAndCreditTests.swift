@@ -244,7 +244,7 @@ import Testing
     #expect(bytes.count == message.encodedByteCount)
     let decoded = try bytes.withUnsafeBytes { try RDMAMessage(decoding: $0) }
     #expect(decoded == message)
-    let (header, wire) = try decodeFrame(decoded.frame, limits: .standard)
+    let (header, wire) = try decoded.decodedFrame(limits: .standard, receiving: .request)
     #expect(header.requestID == 5)
     guard case .getRequest(let request) = wire else {
       Issue.record("decoded \(wire)")

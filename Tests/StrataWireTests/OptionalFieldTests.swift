@@ -49,6 +49,19 @@ import Testing
     #expect(plain.encodedBody.count + 4 + 8 == hello.encodedBody.count)
   }
 
+  @Test func helloWithAPresentButEmptyPeerNamespaceIsRefused() throws {
+    // Found by the wire fuzzer: an empty peerNamespace written out (a 0 length) decoded to the
+    // same value as one left out, so two encodings meant one HELLO.
+    let hello = HelloRequest(capabilities: [.tcp], frameBytesMax: 1 << 20, token: [1], clientName: "c")
+    let body = hello.encodedBody + [0, 0, 0, 0]  // a u32 length of 0
+    do {
+      _ = try body.withUnsafeBytes { try HelloRequest(decoding: $0, limits: .standard) }
+      Issue.record("an empty peerNamespace written out was accepted")
+    } catch {
+      #expect((error as? StrataError)?.wireViolation == .invalidValue)
+    }
+  }
+
   @Test func sameHostFieldsRoundTripAndAreAbsentUnlessSet() throws {
     let response = HelloResponse(
       capabilities: [.tcp], nodeID: "n", namespace: .embeddedDefault, frameBytesMax: 1 << 20, inflightBytesMax: 1,

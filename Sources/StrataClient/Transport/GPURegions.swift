@@ -2,7 +2,6 @@
 // fails clearly without it), PUT from device memory through pinned host memory, and the
 // transport counters.
 
-import Dispatch
 public import StrataCore
 import StrataGPU
 import StrataWire
@@ -27,8 +26,11 @@ extension StrataClient {
   /// Which transport the connections use and why, and the staging counters.
   public var transportStats: ClientTransportStats { transports.stats }
 
+  /// The threads device-to-host copies block (all clients of the process share them).
+  static let deviceCopies = WorkerPool(label: "strata.client.gpu-copy", threads: 2)
+
   /// PUT of blocks some of which live in GPU memory: those are copied to pinned host memory first
-  /// (on a dispatch thread: the copy blocks), then the batch goes as usual.
+  /// (on a worker thread: the copy blocks), then the batch goes as usual.
   func putFromDevice(_ items: [PutItem], writeQuorum: UInt8, deadline: Deadline) async throws(StrataError)
     -> [PutOutcome]
   {
@@ -39,30 +41,24 @@ extension StrataClient {
     let hostRegion = register(UnsafeMutableRawBufferPointer(start: staging, count: total))
     defer { transports.forget(hostRegion) }
     nonisolated(unsafe) let base = staging
-    let copied: Result<[PutItem], StrataError> = await withCheckedContinuation { continuation in
-      DispatchQueue.global().async {
-        var offset = 0
-        var hostItems: [PutItem] = []
-        do throws(StrataError) {
-          for item in items {
-            guard case .cuda(let device) = item.source.region.kind else {
-              hostItems.append(item)
-              continue
-            }
-            let source = item.source.region.address + UInt64(item.source.offset)
-            try runtime.copyToHost(base + offset, from: source, byteCount: item.source.length, device: device)
-            hostItems.append(
-              PutItem(
-                key: item.key, source: try hostRegion.slice(offset: offset, length: item.source.length),
-                checksum: item.checksum))
-            offset += item.source.length
-          }
-          continuation.resume(returning: .success(hostItems))
-        } catch {
-          continuation.resume(returning: .failure(error))
+    let hostItems = try await Self.deviceCopies.run { () throws(StrataError) in
+      var offset = 0
+      var hostItems: [PutItem] = []
+      for item in items {
+        guard case .cuda(let device) = item.source.region.kind else {
+          hostItems.append(item)
+          continue
         }
+        let source = item.source.region.address + UInt64(item.source.offset)
+        try runtime.copyToHost(base + offset, from: source, byteCount: item.source.length, device: device)
+        hostItems.append(
+          PutItem(
+            key: item.key, source: try hostRegion.slice(offset: offset, length: item.source.length),
+            checksum: item.checksum))
+        offset += item.source.length
       }
+      return hostItems
     }
-    return try await put(try copied.get(), writeQuorum: writeQuorum, deadline: deadline)
+    return try await put(hostItems, writeQuorum: writeQuorum, deadline: deadline)
   }
 }

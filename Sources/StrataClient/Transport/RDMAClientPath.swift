@@ -31,8 +31,8 @@ final class RDMAChannel {
     let frame = request.frameBytes(requestID: requestID, ringEpoch: ringEpoch)
     try endpoint.send(RDMAMessage(frame: frame, descriptors: descriptors), timeoutMilliseconds: timeoutMilliseconds)
     let answer = try endpoint.receive(timeoutMilliseconds: timeoutMilliseconds)
-    let (header, message) = try decodeFrame(answer.frame, limits: limits)
-    guard header.requestID == requestID, header.direction == .response else {
+    let (header, message) = try answer.decodedFrame(limits: limits, receiving: .response)
+    guard header.requestID == requestID else {
       throw StrataError(.protocolError, "RDMA answer to request \(requestID) carries frame \(header.requestID)")
     }
     return (message, header.ringEpoch)

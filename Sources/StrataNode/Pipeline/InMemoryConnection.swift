@@ -9,13 +9,12 @@ public import StrataWire
 public final class InMemoryConnection {
   private let server: NodeServer
   private let source: String
-  private var assembler = FrameAssembler(limits: HandshakeGate.limits, receiving: .request)
   private var session: RequestSession?
-  /// Bytes received and not yet consumed (a frame's payload waits here until it is whole).
-  private var input: [UInt8] = []
   /// A frame whose payload has not fully arrived yet.
   private var waiting: (FrameHeader, WireMessage)?
-  private var transport = InMemoryPayloadTransport()
+  /// Holds the bytes received and not yet consumed, and the frame reader that consumes them.
+  private var transport = InMemoryPayloadTransport(
+    reader: FrameReader(limits: HandshakeGate.limits, receiving: .request))
   public private(set) var isClosed = false
   /// Why the node closed the connection, once it has.
   public private(set) var closeReason: StrataError?
@@ -32,7 +31,7 @@ public final class InMemoryConnection {
   /// connection (`isClosed`), further bytes are ignored.
   public func receive(_ bytes: [UInt8]) -> [UInt8] {
     guard !isClosed else { return [] }
-    input += bytes
+    transport.input.append(bytes)
     do throws(StrataError) {
       try process()
     } catch {
@@ -56,12 +55,19 @@ public final class InMemoryConnection {
   private func process() throws(StrataError) {
     while true {
       if let (header, message) = waiting {
-        guard input.count >= Int(header.payloadBytes) else { return }
+        // The payload is served once it is all here, so the pipeline never waits on the client.
+        guard transport.input.count >= Int(header.payloadBytes) else { return }
         waiting = nil
         try serve(header, message)
         continue
       }
-      guard let (header, message) = try nextFrame() else { return }
+      let frame: (FrameHeader, WireMessage)?
+      do throws(StrataError) {
+        frame = try transport.reader.nextFrame(from: &transport.input, deadline: .never) { _ in .never }
+      } catch {
+        throw StrataError(.protocolError, error.message, cause: error.cause)
+      }
+      guard let (header, message) = frame else { return }
       guard session != nil else {
         try hello(header, message)
         continue
@@ -74,33 +80,6 @@ public final class InMemoryConnection {
     }
   }
 
-  /// The next whole frame (header and body) from `input`, or nil until more arrives.
-  private func nextFrame() throws(StrataError) -> (FrameHeader, WireMessage)? {
-    while !input.isEmpty {
-      let missing: Int
-      switch assembler.phase {
-      case .header(let bytes): missing = bytes
-      case .body(let bytes): missing = bytes
-      case .payload, .failed: preconditionFailure("InMemoryConnection: frame reception in \(assembler.phase)")
-      }
-      let take = min(missing, input.count)
-      let chunk = Array(input[0..<take])
-      var assembler = self.assembler
-      let outcome = chunk.withUnsafeBytes { raw -> Result<FrameAssembler.Step, StrataError> in
-        do throws(StrataError) { return .success(try assembler.feed(raw)) } catch { return .failure(error) }
-      }
-      self.assembler = assembler
-      let step: FrameAssembler.Step
-      switch outcome {
-      case .success(let next): step = next
-      case .failure(let error): throw StrataError(.protocolError, error.message)
-      }
-      input.removeFirst(step.consumedBytes)
-      if case .frame(let header, let message)? = step.event { return (header, message) }
-    }
-    return nil
-  }
-
   private func hello(_ header: FrameHeader, _ message: WireMessage) throws(StrataError) {
     guard case .helloRequest(let hello) = message else {
       throw StrataError(.protocolError, "the first frame must be HELLO, got \(header.opcode)")
@@ -111,7 +90,7 @@ public final class InMemoryConnection {
       transport.output += WireMessage.helloResponse(response).frameBytes(
         requestID: header.requestID, ringEpoch: server.epoch)
       // After HELLO, the node's own frame limits apply.
-      assembler = FrameAssembler(limits: server.configuration.limits, receiving: .request)
+      transport.reader.restart(limits: server.configuration.limits)
     } catch {
       transport.output += WireMessage.error(.hello, ErrorBody(error)).frameBytes(
         requestID: header.requestID, ringEpoch: 0)
@@ -120,20 +99,18 @@ public final class InMemoryConnection {
   }
 
   private func serve(_ header: FrameHeader, _ message: WireMessage) throws(StrataError) {
-    let payload = Int(header.payloadBytes)
-    transport.payload = Array(input[0..<payload])
-    input.removeFirst(payload)
     try session!.serve(message, header: header, over: &transport)
-    if payload > 0 { assembler.consumePayload(UInt64(payload)) }
+    transport.reader.endFrame()
   }
 }
 
-/// Payloads in memory: PUT payloads come from the bytes received, GET payloads are appended to
-/// the bytes answered.
+/// Payloads in memory: PUT payloads are received from the bytes the client sent, through the
+/// connection's frame reader; GET payloads are appended to the bytes answered.
 struct InMemoryPayloadTransport: PayloadTransport {
+  let reader: FrameReader
+  /// Received and not yet consumed.
+  var input = ByteQueue()
   var output: [UInt8] = []
-  /// The payload of the request being served.
-  var payload: [UInt8] = []
   var name: String { "memory" }
 
   mutating func respond(_ frame: [UInt8], deadline: Deadline) throws(StrataError) { output += frame }
@@ -147,19 +124,10 @@ struct InMemoryPayloadTransport: PayloadTransport {
   }
 
   mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) {
-    var offset = 0
     for slot in slots {
       switch slot {
-      case .into(let buffer):
-        guard offset + buffer.count <= payload.count else {
-          throw StrataError(.protocolError, "PUT payload shorter than its items")
-        }
-        payload.withUnsafeBytes {
-          buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + buffer.count]))
-        }
-        offset += buffer.count
-      case .skip(let bytes):
-        offset += bytes
+      case .into(let buffer): try reader.receivePayload(into: buffer, from: &input, deadline: deadline)
+      case .skip(let bytes): try reader.discardPayload(bytes, from: &input, deadline: deadline)
       }
     }
   }

@@ -354,7 +354,7 @@ struct RequestSession {
       // Drain, drain_status, sync and the node-wide members report are the operator's (peers
       // included: no peer operation needs them).
       let admin = grant.scopes.contains(.operator)
-      let answer = try blocking(on: executor) { () throws(StrataError) in
+      let answer = try waitForTask(on: executor) { () throws(StrataError) in
         try await cluster.answerRing(body, isAdmin: admin)
       }
       try respond(.ringResponse(body: answer), to: header, over: &transport)
@@ -383,7 +383,7 @@ struct RequestSession {
         if let resident = try tiers.leaseResident(ids, kind) {
           lease = resident
         } else {
-          lease = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+          lease = try waitForTask(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
         }
       } catch {
         if error.code == .resourceExhausted {
@@ -455,7 +455,7 @@ struct RequestSession {
     if let resident = try tiers.leaseResident(ids, .transfer) {
       pins = resident
     } else {
-      pins = try blocking(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
+      pins = try waitForTask(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
     }
     defer { tiers.release(pins) }
     if let lease = named {
@@ -555,7 +555,8 @@ struct RequestSession {
       }
       let id = BlockID(namespace: namespace, key: item.key)
       do throws(StrataError) {
-        let reserved = try blocking(on: executor) { () throws(StrataError) in try await tiers.reserve(id, bytes: length)
+        let reserved = try waitForTask(on: executor) { () throws(StrataError) in
+          try await tiers.reserve(id, bytes: length)
         }
         if let reserved {
           reservations.append((index, reserved))

@@ -29,10 +29,7 @@ struct RDMASession {
     while true {
       do throws(StrataError) {
         let message = try endpoint.receive(timeoutMilliseconds: idle)
-        let (header, request) = try decodeFrame(message.frame, limits: limits)
-        guard header.direction == .request else {
-          throw StrataError(.protocolError, "a response frame sent to the node")
-        }
+        let (header, request) = try message.decodedFrame(limits: limits, receiving: .request)
         try transport.expect(request, descriptors: message.descriptors)
         try session.serve(request, header: header, over: &transport)
       } catch {
@@ -47,7 +44,7 @@ struct RDMASession {
   private func handshake(source: String, transport: inout RDMAPayloadTransport) -> RequestSession? {
     do throws(StrataError) {
       let message = try endpoint.receive(timeoutMilliseconds: server.configuration.handshakeTimeoutMilliseconds)
-      let (header, request) = try decodeFrame(message.frame, limits: HandshakeGate.limits)
+      let (header, request) = try message.decodedFrame(limits: HandshakeGate.limits, receiving: .request)
       guard case .helloRequest(let hello) = request else {
         throw StrataError(.protocolError, "the first RDMA message must be HELLO, got \(header.opcode)")
       }

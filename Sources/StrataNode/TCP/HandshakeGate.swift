@@ -28,7 +28,9 @@ final class HandshakeGate: @unchecked Sendable {
 
   private struct Pending {
     let socket: TCPSocket
-    var assembler: FrameAssembler
+    /// Reads the HELLO in pieces of at most a header's size, so a waiting connection holds a
+    /// few hundred bytes (what it has sent so far, bounded by a HELLO's size).
+    let reader: FrameReader
     let deadline: Deadline
     let sequence: UInt64
     /// The TLS context current when the connection was accepted (nil: plaintext port).
@@ -160,7 +162,8 @@ final class HandshakeGate: @unchecked Sendable {
         // The same-host path is local (socket mode 0660, node id checked) and stays plaintext.
         let tls = transport == "shm" ? nil : server.tls
         pending[socket.descriptor] = Pending(
-          socket: socket, assembler: FrameAssembler(limits: Self.limits, receiving: .request),
+          socket: socket,
+          reader: FrameReader(limits: Self.limits, receiving: .request, bufferBytes: FrameHeader.byteCount),
           deadline: Deadline.after(milliseconds: timeoutMilliseconds), sequence: sequence, tls: tls,
           secured: tls == nil)
         order.append((sequence, socket.descriptor))
@@ -187,47 +190,24 @@ final class HandshakeGate: @unchecked Sendable {
       guard secure(&entry, server) else { return }
       pending[descriptor] = entry
     }
-    var buffer = [UInt8](repeating: 0, count: FrameHeader.byteCount + HelloRequest.encodedBytesMax)
-    while true {
-      let missing: Int
-      switch entry.assembler.phase {
-      case .header(let bytes): missing = bytes
-      case .body(let bytes): missing = bytes
-      case .payload, .failed:
-        drop(descriptor)
-        return
+    var source = AvailableBytes(socket: entry.socket)
+    do throws(StrataError) {
+      // nil: all that has arrived is taken (the reader keeps it); wait for more.
+      guard
+        let (header, message) = try entry.reader.nextFrame(
+          from: &source, deadline: .never, headerArrived: { _ in .never })
+      else { return }
+      unwatch(descriptor)
+      remove(descriptor)
+      decide(header, message, socket: entry.socket, server)
+    } catch {
+      if error.code != .unavailable {
+        server.count { $0.malformedFrames += 1 }
+        server.logger.info(
+          "closing connection before HELLO: malformed frame",
+          metadata: ["peer": "\(entry.socket.peer)", "reason": "\(error.message)"])
       }
-      let outcome: Result<FrameAssembler.Step?, StrataError> = buffer.withUnsafeMutableBytes { raw in
-        let chunk = UnsafeMutableRawBufferPointer(rebasing: raw[0..<min(missing, raw.count)])
-        do throws(StrataError) {
-          let count = try entry.socket.receiveAvailable(chunk)
-          guard count > 0 else { return .success(nil) }
-          return .success(try entry.assembler.feed(UnsafeRawBufferPointer(rebasing: chunk[0..<count])))
-        } catch {
-          return .failure(error)
-        }
-      }
-      switch outcome {
-      case .failure(let error):
-        if error.code != .unavailable {
-          server.count { $0.malformedFrames += 1 }
-          server.logger.info(
-            "closing connection before HELLO: malformed frame",
-            metadata: ["peer": "\(entry.socket.peer)", "reason": "\(error.message)"])
-        }
-        drop(descriptor)
-        return
-      case .success(nil):
-        pending[descriptor] = entry  // keep what arrived; wait for more
-        return
-      case .success(let step?):
-        if case .frame(let header, let message)? = step.event {
-          unwatch(descriptor)
-          remove(descriptor)
-          decide(header, message, socket: entry.socket, server)
-          return
-        }
-      }
+      drop(descriptor)
     }
   }
 
@@ -395,5 +375,14 @@ final class HandshakeGate: @unchecked Sendable {
 
   private func unwatch(_ descriptor: Int32) {
     _ = strata_poller_remove(poller, descriptor)
+  }
+}
+
+/// A socket read without waiting: what has arrived, or 0 when nothing has.
+private struct AvailableBytes: ByteSource {
+  let socket: TCPSocket
+
+  func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline) throws(StrataError) -> Int {
+    try socket.receiveAvailable(buffer)
   }
 }

@@ -1,5 +1,5 @@
 // One authenticated TCP connection of the node, on a thread of its own: frames are received by
-// StrataWire's FrameAssembler (the code the fuzzer drives) under deadlines — the idle deadline
+// StrataWire's FrameReader (the code the fuzzers drive) under deadlines — the idle deadline
 // between requests, a transfer deadline once a frame has begun — and handed to the request
 // pipeline, which moves payloads through `TCPPayloadTransport`. A malformed frame or a missed
 // deadline closes this connection only, with the reason logged and counted.
@@ -64,10 +64,8 @@ final class TCPConnection: Sendable {
   /// frame is malformed or the node stops.
   func run(session: RequestSession, helloResponse: [UInt8]) {
     var session = session
-    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: TCPPayloadTransport.scratchBytes, alignment: 64)
     defer {
       session.end()
-      scratch.deallocate()
       socket.shutdown()
       server.connectionEnded(id)
       closed.signal()
@@ -77,10 +75,13 @@ final class TCPConnection: Sendable {
     } catch {
       return
     }
-    let stream = TCPPayloadTransport(socket: socket, scratch: scratch)
+    let stream = TCPPayloadTransport(
+      socket: socket,
+      reader: FrameReader(
+        limits: server.configuration.limits, receiving: .request, bufferBytes: TCPPayloadTransport.bufferBytes))
     guard isSameHost else {
       var transport = stream
-      serveRequests(&session, over: &transport, scratch: scratch) { _, _ in }
+      serveRequests(&session, over: &transport, reader: stream.reader) { _, _ in }
       return
     }
     server.count {
@@ -96,7 +97,9 @@ final class TCPConnection: Sendable {
       region = nil
     }
     var transport = SameHostPayloadTransport(stream: stream, server: server, region: region)
-    serveRequests(&session, over: &transport, scratch: scratch) { transport, request in transport.expect(request) }
+    serveRequests(&session, over: &transport, reader: stream.reader) { transport, request in
+      transport.expect(request)
+    }
   }
 
   /// Receives the client's region offer (by the handshake deadline), maps the region, answers.
@@ -133,88 +136,43 @@ final class TCPConnection: Sendable {
   }
 
   /// Serves requests until the peer leaves, a deadline passes, a frame is malformed or the node
-  /// stops; `prepare` shows the transport each request before the pipeline serves it.
+  /// stops; `prepare` shows the transport each request before the pipeline serves it. Frames come
+  /// from `reader`, which the transport receives payloads through: the header by the idle deadline,
+  /// the body within its transfer deadline.
   private func serveRequests<Transport: PayloadTransport>(
-    _ session: inout RequestSession, over transport: inout Transport, scratch: UnsafeMutableRawBufferPointer,
+    _ session: inout RequestSession, over transport: inout Transport, reader: FrameReader,
     prepare: (inout Transport, WireMessage) -> Void
   ) {
     let limits = server.configuration.pipeline
-    var assembler = FrameAssembler(limits: server.configuration.limits, receiving: .request)
+    var source = socket
     while true {
-      let frame: (FrameHeader, WireMessage)
       do throws(StrataError) {
-        guard
-          let received = try receiveFrame(
-            &assembler, scratch: scratch, idle: Deadline.after(milliseconds: limits.idleTimeoutMilliseconds),
-            session: session)
-        else { return }
-        frame = received
-      } catch {
-        end(error)
-        return
-      }
-      do throws(StrataError) {
-        prepare(&transport, frame.1)
-        try session.serve(frame.1, header: frame.0, over: &transport)
-        if frame.0.payloadBytes > 0 { assembler.consumePayload(frame.0.payloadBytes) }
+        var begun = false
+        let received: (FrameHeader, WireMessage)?
+        do throws(StrataError) {
+          received = try reader.nextFrame(
+            from: &source, deadline: Deadline.after(milliseconds: limits.idleTimeoutMilliseconds)
+          ) { bodyBytes throws(StrataError) in
+            begun = true
+            guard enter(.busy) else { throw StrataError(.unavailable, "the node is stopping") }
+            return session.transferDeadline(bytes: bodyBytes)
+          }
+        } catch  where !begun && error.code == .timeout {
+          server.count { $0.idleClosed += 1 }
+          throw StrataError(.unavailable, "idle past limits.idle_timeout")
+        } catch  where error.wireViolation != nil {
+          throw StrataError(.protocolError, error.message, cause: error.cause)
+        }
+        guard let (header, message) = received else { return }
+        prepare(&transport, message)
+        try session.serve(message, header: header, over: &transport)
+        // What the transport did not receive from the stream moved through a same-host region.
+        reader.endFrame()
       } catch {
         end(error)
         return
       }
       guard enter(.idle) else { return }
-    }
-  }
-
-  /// Receives the next whole frame (header and checked body; the payload stays in the socket for
-  /// the transport): the header by `idle`, the body within its transfer deadline. nil when the
-  /// connection is closing.
-  private func receiveFrame(
-    _ assembler: inout FrameAssembler, scratch: UnsafeMutableRawBufferPointer, idle: Deadline, session: RequestSession
-  ) throws(StrataError) -> (FrameHeader, WireMessage)? {
-    var deadline = idle
-    var begun = false
-    while true {
-      let missing: Int
-      switch assembler.phase {
-      case .header(let bytes): missing = bytes
-      case .body(let bytes): missing = bytes
-      case .payload, .failed:
-        preconditionFailure("TCPConnection: frame reception in phase \(assembler.phase)")
-      }
-      let chunk = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<min(missing, scratch.count)])
-      do throws(StrataError) {
-        try socket.readExactly(chunk, deadline: deadline)
-      } catch  where !begun && error.code == .timeout {
-        server.count { $0.idleClosed += 1 }
-        throw StrataError(.unavailable, "idle past limits.idle_timeout")
-      }
-      if !begun {
-        begun = true
-        guard enter(.busy) else { return nil }
-      }
-      var fed = UnsafeRawBufferPointer(chunk)
-      while !fed.isEmpty {
-        let step: FrameAssembler.Step
-        do throws(StrataError) {
-          step = try assembler.feed(fed)
-        } catch {
-          throw StrataError(.protocolError, error.message)
-        }
-        fed = UnsafeRawBufferPointer(rebasing: fed[step.consumedBytes...])
-        switch step.event {
-        case .frame(let header, let message)?:
-          precondition(fed.isEmpty, "TCPConnection reads no further than the frame in progress")
-          return (header, message)
-        case .payloadBytes?:
-          preconditionFailure("TCPConnection never feeds payload bytes to the assembler")
-        case nil:
-          break
-        }
-      }
-      // The header is in: the rest of the frame is due within its transfer deadline.
-      if case .body(let bytes) = assembler.phase, deadline == idle {
-        deadline = session.transferDeadline(bytes: bytes)
-      }
     }
   }
 
@@ -236,13 +194,14 @@ final class TCPConnection: Sendable {
 }
 
 /// Moves payloads over a blocking TCP socket: GET blocks from pinned arena memory with one
-/// gathered `sendmsg`, PUT blocks from the socket straight into their reserved slots.
+/// gathered `sendmsg`, PUT blocks through the connection's frame reader straight from the socket
+/// into their reserved slots.
 struct TCPPayloadTransport: PayloadTransport {
   /// Header and body chunks, and PUT payloads nobody keeps, pass through this much memory.
-  static let scratchBytes = 256 << 10
+  static let bufferBytes = 256 << 10
 
   let socket: TCPSocket
-  let scratch: UnsafeMutableRawBufferPointer
+  let reader: FrameReader
   var name: String { "tcp" }
 
   mutating func respond(_ frame: [UInt8], deadline: Deadline) throws(StrataError) {
@@ -260,10 +219,11 @@ struct TCPPayloadTransport: PayloadTransport {
   }
 
   mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) {
+    var source = socket
     for slot in slots {
       switch slot {
-      case .into(let buffer): try socket.readExactly(buffer, deadline: deadline)
-      case .skip(let bytes): try socket.discard(bytes, scratch: scratch, deadline: deadline)
+      case .into(let buffer): try reader.receivePayload(into: buffer, from: &source, deadline: deadline)
+      case .skip(let bytes): try reader.discardPayload(bytes, from: &source, deadline: deadline)
       }
     }
   }

@@ -269,7 +269,7 @@ public final class TierManager: Sendable {
   public let arena: RAMArena
   public let nvme: NVMeTier?
   let clock: any StorageClock
-  let io: IOPool
+  let io: WorkerPool
   let state: Mutex<State>
   /// When NVMe regions were last written, for eviction by age (TierManager+Admin.swift).
   let nvmeAges: NVMeRegionAges
@@ -302,7 +302,7 @@ public final class TierManager: Sendable {
       capacityBytes: configuration.ramBytes, lockMemory: configuration.lockMemory, hugePages: configuration.hugePages)
     self.nvme = nvme
     self.clock = clock
-    io = IOPool(threads: configuration.ioThreads, queueDepthMax: configuration.ioQueueDepthMax)
+    io = WorkerPool(label: "strata.io", threads: configuration.ioThreads, queueDepthMax: configuration.ioQueueDepthMax)
     state = Mutex(
       State(
         allocator: SlabAllocator(capacityBytes: configuration.ramBytes, blockBytesMax: configuration.blockBytesMax),

@@ -1,0 +1,170 @@
+// The one bridge between threads and Swift concurrency, both ways: async callers hand blocking
+// work (disk I/O, blocking sockets, a client connection's requests) to a `WorkerPool` of threads
+// of its own, and plain threads (a connection's thread, a C caller) wait for async work with
+// `waitForTask`. Nothing blocking ever runs on the cooperative pool.
+
+import Dispatch
+import Synchronization
+
+/// Runs blocking work for async callers on `threadCount` threads of its own, one job per thread
+/// at a time, jobs spread round-robin (a pool of one thread runs its jobs in call order).
+///
+/// Limits: at most `threadCount` threads; at most `queueDepthMax` jobs queued or running, past
+/// which a call throws `resourceExhausted` at once. Cancellation: a call cancelled while its job
+/// waits in the queue returns `cancelled` at once and the job never runs; a job already running is
+/// not interrupted (blocking work cannot be), and its call returns its result.
+public final class WorkerPool: Sendable {
+  public let label: String
+  public let threadCount: Int
+  public let queueDepthMax: Int
+  private let queues: [DispatchQueue]
+  private let state = Mutex<(next: Int, queued: Int)>((0, 0))
+
+  public init(label: String, threads: Int = 1, queueDepthMax: Int = .max) {
+    precondition(threads > 0 && queueDepthMax > 0, "a worker pool needs at least one thread and one queue slot")
+    self.label = label
+    threadCount = threads
+    self.queueDepthMax = queueDepthMax
+    queues = (0..<threads).map { DispatchQueue(label: threads == 1 ? label : "\(label).\($0)") }
+  }
+
+  /// Jobs queued or running now.
+  public var queuedCount: Int { state.withLock { $0.queued } }
+
+  /// Queues `work` that nobody waits for; it counts against the queue depth until it has run.
+  public func submit(_ work: @escaping @Sendable () -> Void) throws(StrataError) {
+    let index = try reserve()
+    queues[index].async {
+      work()
+      self.state.withLock { $0.queued -= 1 }
+    }
+  }
+
+  /// Runs `work` on a pool thread and returns its result to the awaiting task.
+  public func run<T: Sendable>(_ work: @escaping @Sendable () throws(StrataError) -> T) async throws(StrataError) -> T {
+    if Task.isCancelled { throw StrataError(.cancelled, "\(label): cancelled before it was queued") }
+    let index = try reserve()
+    let job = Job<T>(label: label)
+    let result = await withTaskCancellationHandler {
+      await withCheckedContinuation { continuation in
+        job.wait(continuation)
+        queues[index].async {
+          job.run(work)
+          self.state.withLock { $0.queued -= 1 }
+        }
+      }
+    } onCancel: {
+      job.cancel()
+    }
+    return try result.get()
+  }
+
+  /// A queue for one more job, or `resourceExhausted`.
+  private func reserve() throws(StrataError) -> Int {
+    let index: Int? = state.withLock { state in
+      guard state.queued < queueDepthMax else { return nil }
+      state.queued += 1
+      state.next = (state.next + 1) % queues.count
+      return state.next
+    }
+    guard let index else {
+      throw StrataError(.resourceExhausted, "\(label): the queue is full (\(queueDepthMax) jobs waiting or running)")
+    }
+    return index
+  }
+
+  /// Runs `work` on the pool's thread and waits for it, from a plain thread (never a Swift
+  /// concurrency thread). For a pool of one thread: it runs after every job queued before it.
+  public func runAndWait<T, Failure: Error>(_ work: () throws(Failure) -> T) throws(Failure) -> T {
+    let result = queues[0].sync { () -> Result<T, Failure> in
+      do throws(Failure) { return .success(try work()) } catch { return .failure(error) }
+    }
+    return try result.get()
+  }
+}
+
+/// One call's job: it runs, or is cancelled while it waits, exactly once, and its caller is resumed
+/// exactly once.
+private final class Job<T: Sendable>: Sendable {
+  private enum Phase {
+    case waiting(CheckedContinuation<Result<T, StrataError>, Never>?)
+    case cancelled
+    case running(CheckedContinuation<Result<T, StrataError>, Never>)
+    case done
+  }
+  private let label: String
+  private let phase = Mutex<Phase>(.waiting(nil))
+
+  init(label: String) { self.label = label }
+
+  func wait(_ continuation: CheckedContinuation<Result<T, StrataError>, Never>) {
+    let cancelledAlready = phase.withLock { phase -> Bool in
+      if case .cancelled = phase { return true }
+      phase = .waiting(continuation)
+      return false
+    }
+    if cancelledAlready { continuation.resume(returning: .failure(cancelled)) }
+  }
+
+  func cancel() {
+    let waiter = phase.withLock { phase -> CheckedContinuation<Result<T, StrataError>, Never>?? in
+      guard case .waiting(let continuation) = phase else { return nil }
+      phase = .cancelled
+      return .some(continuation)
+    }
+    if case .some(.some(let continuation)) = waiter { continuation.resume(returning: .failure(cancelled)) }
+  }
+
+  func run(_ work: () throws(StrataError) -> T) {
+    let waiter = phase.withLock { phase -> CheckedContinuation<Result<T, StrataError>, Never>? in
+      guard case .waiting(let continuation?) = phase else { return nil }
+      phase = .running(continuation)
+      return continuation
+    }
+    guard let waiter else { return }  // cancelled while it waited
+    let result: Result<T, StrataError>
+    do throws(StrataError) { result = .success(try work()) } catch { result = .failure(error) }
+    phase.withLock { $0 = .done }
+    waiter.resume(returning: result)
+  }
+
+  private var cancelled: StrataError { StrataError(.cancelled, "\(label): cancelled while it waited in the queue") }
+}
+
+/// A task executor backed by one serial dispatch queue: async work that a plain thread waits for
+/// runs there, never on the cooperative pool, so a process whose cooperative threads are all busy
+/// (or blocked) still makes progress.
+public final class QueueExecutor: TaskExecutor {
+  let queue: DispatchQueue
+
+  public init(label: String) { queue = DispatchQueue(label: label) }
+
+  public func enqueue(_ job: consuming ExecutorJob) {
+    let job = UnownedJob(job)
+    queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+  }
+}
+
+/// Runs `body` as a task (on `executor` when given) and blocks the calling thread until it ends.
+/// Call only from a plain thread (a connection's, a C caller's), never from a Swift concurrency
+/// thread: that thread would be blocked for as long as `body` runs. The task is not cancelled by
+/// anything here; `body` bounds itself (deadlines).
+public func waitForTask<T: Sendable>(
+  on executor: QueueExecutor? = nil, _ body: @escaping @Sendable () async throws(StrataError) -> T
+) throws(StrataError) -> T {
+  let outcome = Outcome<T>()
+  let task: @Sendable () async -> Void = {
+    let result: Result<T, StrataError>
+    do throws(StrataError) { result = .success(try await body()) } catch { result = .failure(error) }
+    outcome.result.withLock { $0 = result }
+    outcome.done.signal()
+  }
+  if let executor { Task(executorPreference: executor, operation: task) } else { Task(operation: task) }
+  outcome.done.wait()
+  return try outcome.result.withLock { $0! }.get()
+}
+
+private final class Outcome<T: Sendable>: Sendable {
+  let result = Mutex<Result<T, StrataError>?>(nil)
+  let done = DispatchSemaphore(value: 0)
+}

@@ -1,0 +1,131 @@
+// The thread <-> async bridge: results and errors come back, the queue depth is enforced, a call
+// cancelled while its job waits never runs the job, and plain threads wait for async work.
+
+import Dispatch
+import StrataCore
+import Synchronization
+import Testing
+
+/// A job that holds its worker thread until released, and says when it has started. Tests poll
+/// `started` instead of waiting for it, so no Swift concurrency thread is ever blocked.
+private final class Latch: Sendable {
+  let started = Atomic<Bool>(false)
+  let release = DispatchSemaphore(value: 0)
+
+  func hold() {
+    started.store(true, ordering: .releasing)
+    release.wait()
+  }
+
+  var hasStarted: Bool { started.load(ordering: .acquiring) }
+}
+
+/// Polls `condition` until it holds or `seconds` pass.
+private func eventually(seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
+  let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+  while ContinuousClock.now < deadline {
+    if condition() { return true }
+    try? await Task.sleep(for: .milliseconds(5))
+  }
+  return condition()
+}
+
+@Suite struct WorkerPoolTests {
+  @Test func returnsResultsAndErrors() async throws {
+    let pool = WorkerPool(label: "test.results", threads: 2)
+    #expect(try await pool.run { () throws(StrataError) in 42 } == 42)
+    await #expect(throws: StrataError.self) {
+      try await pool.run { () throws(StrataError) -> Int in throw StrataError(.ioError, "disk on fire") }
+    }
+    #expect(pool.queuedCount == 0)
+  }
+
+  @Test func aFullQueueRefusesAtOnce() async throws {
+    let pool = WorkerPool(label: "test.depth", threads: 1, queueDepthMax: 2)
+    let latch = Latch()
+    async let first: Void = pool.run { () throws(StrataError) in latch.hold() }
+    #expect(await eventually { latch.hasStarted })
+    async let second: Int = pool.run { () throws(StrataError) in 2 }
+    #expect(await eventually { pool.queuedCount == 2 })
+    do {
+      _ = try await pool.run { () throws(StrataError) in 3 }
+      Issue.record("a third job was accepted past a depth of 2")
+    } catch {
+      #expect(error.code == .resourceExhausted)
+    }
+    latch.release.signal()
+    try await first
+    #expect(try await second == 2)
+    #expect(pool.queuedCount == 0)
+  }
+
+  @Test func aCancelledWaitingJobNeverRuns() async throws {
+    let pool = WorkerPool(label: "test.cancel", threads: 1)
+    let latch = Latch()
+    let ran = Atomic<Bool>(false)
+    async let holder: Void = pool.run { () throws(StrataError) in latch.hold() }
+    #expect(await eventually { latch.hasStarted })
+    let waiting = Task {
+      try await pool.run { () throws(StrataError) in ran.store(true, ordering: .relaxed) }
+    }
+    #expect(await eventually { pool.queuedCount == 2 })
+    waiting.cancel()
+    // It returns while the thread is still held: the cancelled call does not wait for its turn.
+    switch await waiting.result {
+    case .success: Issue.record("a cancelled call returned success")
+    case .failure(let error): #expect((error as? StrataError)?.code == .cancelled)
+    }
+    latch.release.signal()
+    try await holder
+    #expect(await eventually { pool.queuedCount == 0 })
+    let jobRan = ran.load(ordering: .relaxed)
+    #expect(!jobRan, "the cancelled job ran")
+  }
+
+  @Test func aRunningJobFinishesDespiteCancellation() async throws {
+    let pool = WorkerPool(label: "test.running", threads: 1)
+    let latch = Latch()
+    let call = Task {
+      try await pool.run { () throws(StrataError) in
+        latch.hold()
+        return 7
+      }
+    }
+    #expect(await eventually { latch.hasStarted })
+    call.cancel()
+    latch.release.signal()
+    #expect(try await call.value == 7)
+  }
+
+  @Test func aSingleThreadRunsJobsInOrder() async throws {
+    let pool = WorkerPool(label: "test.order")
+    let order = Mutex<[Int]>([])
+    for index in 0..<20 { try pool.submit { order.withLock { $0.append(index) } } }
+    let last = try await pool.run { () throws(StrataError) in order.withLock { $0 } }
+    #expect(last == Array(0..<20))
+  }
+}
+
+@Suite struct WaitForTaskTests {
+  @Test func aPlainThreadWaitsForAsyncWork() async throws {
+    // From a dispatch thread, as a connection's thread or a C caller would.
+    let (value, failure) = await withCheckedContinuation { continuation in
+      DispatchQueue(label: "test.plain-thread").async {
+        let executor = QueueExecutor(label: "test.executor")
+        let value = try? waitForTask(on: executor) { () async throws(StrataError) -> Int in
+          try? await Task.sleep(for: .milliseconds(10))
+          return 5
+        }
+        var failure: StrataError.Code?
+        do throws(StrataError) {
+          _ = try waitForTask { () async throws(StrataError) -> Int in throw StrataError(.timeout, "too late") }
+        } catch {
+          failure = error.code
+        }
+        continuation.resume(returning: (value, failure))
+      }
+    }
+    #expect(value == 5)
+    #expect(failure == .timeout)
+  }
+}
