@@ -12,7 +12,7 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
   let admin = administration.admin
   func ring(_ op: String) -> @Sendable (AdminRequest) async throws(StrataError) -> AdminResponse {
     { _ throws(StrataError) in
-      let body = Array(#"{"op":"\#(op)","node":"\#(cluster.settings.me.id)"}"#.utf8)
+      let body = RingRequest(op: op, node: cluster.settings.me.id).bytes
       return AdminResponse(
         status: 200, contentType: "application/json", body: try await cluster.answerRing(body, isAdmin: true))
     }
@@ -21,7 +21,7 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
   admin.route("GET", "/v1/cluster/ring", handler: ring("ring"))
   admin.route("POST", "/v1/drain", handler: ring("drain"))
   admin.route("GET", "/v1/drain", handler: ring("drain_status"))
-  admin.statusSection("cluster") { (try? JSONValue.parse(cluster.membersJSON())) ?? .null }
+  admin.statusSection("cluster") { cluster.membersReport() }
   admin.readinessCheck("cluster") {
     let ring = cluster.ring
     return ring.member(id: cluster.settings.me.id) == nil ? "not in the ring yet (epoch \(ring.epoch))" : nil

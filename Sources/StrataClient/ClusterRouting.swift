@@ -53,23 +53,12 @@ struct LatencyWindow {
 
 /// The RING request bodies a client sends; the answers are JSON documents of the cluster module.
 public enum RingCall {
-  public static let ring: [UInt8] = Array(#"{"op":"ring"}"#.utf8)
-  public static let members: [UInt8] = Array(#"{"op":"members"}"#.utf8)
-  public static let drainStatus: [UInt8] = Array(#"{"op":"drain_status"}"#.utf8)
+  public static let ring = RingRequest(op: "ring").bytes
+  public static let members = RingRequest(op: "members").bytes
+  public static let drainStatus = RingRequest(op: "drain_status").bytes
   /// Answered once the node has sent (or dropped) every replica copy queued before it.
-  public static let sync: [UInt8] = Array(#"{"op":"sync"}"#.utf8)
-  public static func drain(node: String) -> [UInt8] {
-    let escaped = node.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"")
-    return Array(#"{"op":"drain","node":"\#(escaped)"}"#.utf8)
-  }
-}
-
-extension String {
-  fileprivate func replacingAll(_ target: Character, with replacement: String) -> String {
-    var out = ""
-    for character in self { if character == target { out += replacement } else { out.append(character) } }
-    return out
-  }
+  public static let sync = RingRequest(op: "sync").bytes
+  public static func drain(node: String) -> [UInt8] { RingRequest(op: "drain", node: node).bytes }
 }
 
 extension StrataClient {

@@ -334,7 +334,7 @@ public final class ClusterNode: ClusterHooks {
   /// `members` shows the ring's members only (no node-wide counters, which would show other
   /// tenants' traffic), and drain, drain_status and sync are refused naming the scope.
   public func answerRing(_ body: [UInt8], isAdmin: Bool) async throws(StrataError) -> [UInt8] {
-    let request = try RingRequestBody(decoding: body)
+    let request = try RingRequest(decoding: body)
     if ["drain", "drain_status", "sync"].contains(request.op) && !isAdmin {
       throw StrataError(
         .permissionDenied,
@@ -344,7 +344,7 @@ public final class ClusterNode: ClusterHooks {
     case "ring":
       return ring.jsonBytes()
     case "members":
-      return isAdmin ? membersJSON() : tenantMembersJSON()
+      return try JSONCoding.encode(membersReport(full: isAdmin))
     case "drain":
       guard let node = request.node, node == settings.me.id || node == settings.nodeID else {
         throw StrataError(
@@ -353,9 +353,9 @@ public final class ClusterNode: ClusterHooks {
         )
       }
       try startDrain()
-      return drainJSON()
+      return try JSONCoding.encode(drainReport())
     case "drain_status":
-      let answer = drainJSON()
+      let answer = try JSONCoding.encode(drainReport())
       // The first status that reports "done" lets the node exit: the answer still goes out,
       // since stopping waits for requests in progress.
       if drainProgress.phase == .done { exitAfterDrain() }
@@ -364,7 +364,7 @@ public final class ClusterNode: ClusterHooks {
       // Answers once every copy queued before it has been sent (or dropped): a barrier for
       // operators and tests ("is everything written so far on R nodes?").
       await replicator.waitUntilIdle()
-      return jsonBytes(["replication": replicationReport()])
+      return try JSONCoding.encode(SyncReport(replication: replicationReport()))
     default:
       throw StrataError(
         .invalidArgument, "unknown RING operation '\(request.op)' (known: ring, members, drain, drain_status, sync)")
@@ -430,20 +430,6 @@ public final class ClusterNode: ClusterHooks {
         try? await Task.sleep(for: .seconds(Self.drainExitGraceSeconds))
         exitAfterDrain()
       }
-    }
-  }
-}
-
-/// A RING request body: `{"op": "...", "node": "..."}`.
-struct RingRequestBody: Decodable {
-  var op: String
-  var node: String?
-
-  init(decoding body: [UInt8]) throws(StrataError) {
-    do {
-      self = try JSONDecoder().decode(Self.self, from: Data(body))
-    } catch {
-      throw StrataError(.invalidArgument, "RING body is not a JSON object with an \"op\" string: \(error)")
     }
   }
 }

@@ -79,8 +79,7 @@ final class StaticMembership: MembershipSource {
     let result = Mutex<Int?>(nil)
     Task.detached {
       if let json = try? await client.stat(node: node) {
-        let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
-        let instance = object?["instance"] as? Int ?? 0
+        let instance = (try? JSONCoding.decode(InstanceField.self, from: Array(json.utf8)))?.instance ?? 0
         result.withLock { $0 = instance }
       }
       done.signal()
@@ -88,4 +87,9 @@ final class StaticMembership: MembershipSource {
     done.wait()
     return result.withLock { $0 }
   }
+}
+
+/// The `instance` field of a STAT body or an etcd member record (nil in one that has none).
+struct InstanceField: Decodable {
+  var instance: Int?
 }
