@@ -20,7 +20,7 @@ struct TestNode {
   /// `sameHostSocket`: the same-host path's Unix socket (SameHostTests); nil leaves it off.
   init(
     ramBytes: Int = 64 << 20, connectionsMax: Int = 64, tokens: [NodeConfiguration.Auth.Token] = [],
-    sameHostSocket: String? = nil, sameHostRegionBytesMax: ByteSize = .gibibytes(1)
+    sameHostSocket: String? = nil, sameHostRegionBytesMax: ByteSize = .gibibytes(1), nodeID: String = "test"
   ) throws {
     tiers = try TierManager(
       configuration: TierConfiguration(
@@ -37,7 +37,7 @@ struct TestNode {
     var logger = Logger(label: "test-node")
     logger.logLevel = ProcessInfo.processInfo.environment["STRATA_TEST_LOG"] == nil ? .error : .debug
     server = try NodeServer(
-      configuration: ServerConfiguration(node, nodeID: "test"), tiers: tiers, logger: logger)
+      configuration: ServerConfiguration(node, nodeID: nodeID), tiers: tiers, logger: logger)
     server.start()
   }
 
@@ -125,6 +125,17 @@ let hello = HelloRequest(capabilities: [.tcp], frameBytesMax: 1 << 30, token: []
     #expect(try await client.lookup([key(0)]).tiers == [.absent])
     let stat = try await client.stat()
     #expect(stat.contains("\"put_blocks\":5"))
+  }
+
+  @Test func statIsJSONWhateverTheNodeIDHolds() async throws {
+    let nodeID = "n\"1\\x\u{1}\n"
+    let node = try TestNode(nodeID: nodeID)
+    let client = node.client()
+    defer { client.close() }
+    let stat = try await client.stat()
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(stat.utf8)) as? [String: Any])
+    #expect(object["node_id"] as? String == nodeID)
+    #expect(object["instance"] as? Int == node.server.instance && object["put_blocks"] as? Int == 0)
   }
 
   @Test func byteRangesAndDestinationChecks() async throws {

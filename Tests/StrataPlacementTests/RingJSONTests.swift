@@ -66,4 +66,14 @@ import Testing
       }
     }
   }
+
+  @Test func ringRequestsCarryAnyNodeID() throws {
+    let node = "n\"1\\x\u{1}"
+    let drain = RingRequest(op: "drain", node: node)
+    #expect(String(decoding: drain.bytes, as: UTF8.self) == #"{"node":"n\"1\\x\u0001","op":"drain"}"#)
+    #expect(try RingRequest(decoding: drain.bytes) == drain)
+    #expect(try RingRequest(decoding: RingRequest(op: "ring").bytes) == RingRequest(op: "ring"))
+    let error = #expect(throws: StrataError.self) { try RingRequest(decoding: Array(#"{"node":"a"}"#.utf8)) }
+    #expect(error?.code == .invalidArgument && error?.message.contains("op") == true)
+  }
 }
