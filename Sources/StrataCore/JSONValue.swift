@@ -2,8 +2,6 @@
 // by field) and the admin documents the CLI shows. Read and written through Codable with the
 // project's one configuration (JSONCoding); fixed documents are Codable structs of their own.
 
-public import StrataCore
-
 /// A JSON document. Integers stay integers (byte counts exceed a Double's exact range).
 public enum JSONValue: Sendable, Hashable, Codable {
   case null
