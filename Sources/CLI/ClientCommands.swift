@@ -4,6 +4,7 @@
 import ArgumentParser
 import StrataAdmin
 import StrataClient
+import StrataConfig
 import StrataCore
 import StrataTCP
 import StrataWire

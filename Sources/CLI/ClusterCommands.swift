@@ -6,6 +6,7 @@ import ArgumentParser
 import Foundation
 import StrataAdmin
 import StrataClient
+import StrataConfig
 import StrataCore
 import StrataPlacement
 

@@ -4,6 +4,7 @@
 
 import Dispatch
 public import Logging
+public import StrataConfig
 public import StrataCore
 import StrataHTTP
 public import StrataNode
