@@ -78,6 +78,17 @@ let package = Package(
       dependencies: ["StrataCore", "CStrataLinux", "COpenSSL"],
       path: "Sources/StrataTCP",
       swiftSettings: strictSwift),
+    // HTTP/1.1: the request and response codec (pure, limits stated), the client connection and the
+    // event-loop server on StrataTCP; used by the admin API, its client and the etcd gateway client.
+    .target(
+      name: "StrataHTTP",
+      dependencies: ["StrataCore", "StrataTCP", .product(name: "Logging", package: "swift-log")],
+      path: "Sources/StrataHTTP",
+      swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataHTTPTests",
+      dependencies: ["StrataHTTP", "StrataTCP", "StrataCore", .product(name: "Logging", package: "swift-log")],
+      path: "Tests/StrataHTTPTests", swiftSettings: strictSwift),
     // RDMA verbs transport: rdma_cm connections, credits, one-sided batches (docs/rdma.md).
     .target(
       name: "StrataRDMA",
@@ -102,7 +113,7 @@ let package = Package(
     .target(
       name: "StrataAdmin",
       dependencies: [
-        "StrataCore", "StrataConfig", "StrataStorage", "StrataNode", "StrataTCP",
+        "StrataCore", "StrataConfig", "StrataStorage", "StrataNode", "StrataTCP", "StrataHTTP",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
       ],
@@ -124,7 +135,7 @@ let package = Package(
       swiftSettings: strictSwift),
     .target(
       name: "StrataEtcd",
-      dependencies: ["StrataCore", "StrataTCP", .product(name: "Logging", package: "swift-log")],
+      dependencies: ["StrataCore", "StrataTCP", "StrataHTTP", .product(name: "Logging", package: "swift-log")],
       path: "Sources/StrataEtcd",
       swiftSettings: strictSwift),
     .target(

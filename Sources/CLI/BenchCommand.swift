@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Dispatch
+import StrataAdmin
 import StrataClient
 import StrataCore
 import Synchronization
@@ -110,14 +111,23 @@ struct Bench: AsyncParsableCommand {
     var gbps: Double { Double(bytes) / seconds / 1e9 }
     var opsPerSecond: Double { Double(blocks) / seconds }
 
+    /// The result as one JSON line (scripts/bench-*.sh read it); a missing measure is null.
     var json: String {
-      "{\"op\":\"\(op)\",\"size\":\(blockBytes),\"batch\":\(batch),\"connections\":\(connections),"
-        + "\"gbps\":\(rounded(gbps, 3)),\"ops_per_s\":\(rounded(opsPerSecond, 1)),"
-        + "\"p50_us\":\(rounded(percentile(0.5), 1)),\"p99_us\":\(rounded(percentile(0.99), 1)),"
-        + "\"p999_us\":\(rounded(percentile(0.999), 1)),\"requests\":\(latenciesMicroseconds.count),"
-        + "\"transport\":\"\(transport)\",\"memcpy_gbps\":\(memcpyGBps.map { rounded($0, 3) } ?? "null"),"
-        + "\"ratio_to_memcpy\":\(memcpyGBps.map { rounded(gbps / $0, 3) } ?? "null"),"
-        + "\"node_cpu_s_per_gb\":\(nodeCPUSecondsPerGB.map { rounded($0, 4) } ?? "null")}"
+      func round(_ value: Double, _ decimals: Int) -> Double {
+        let scale = (0..<decimals).reduce(1.0) { value, _ in value * 10 }
+        let number = (value * scale).rounded() / scale
+        return number.isFinite ? number : 0
+      }
+      let line: [String: JSONValue] = [
+        "op": .string(op), "size": .int(blockBytes), "batch": .int(batch), "connections": .int(connections),
+        "gbps": .double(round(gbps, 3)), "ops_per_s": .double(round(opsPerSecond, 1)),
+        "p50_us": .double(round(percentile(0.5), 1)), "p99_us": .double(round(percentile(0.99), 1)),
+        "p999_us": .double(round(percentile(0.999), 1)), "requests": .int(latenciesMicroseconds.count),
+        "transport": .string(transport), "memcpy_gbps": memcpyGBps.map { .double(round($0, 3)) } ?? .null,
+        "ratio_to_memcpy": memcpyGBps.map { .double(round(gbps / $0, 3)) } ?? .null,
+        "node_cpu_s_per_gb": nodeCPUSecondsPerGB.map { .double(round($0, 4)) } ?? .null,
+      ]
+      return JSONValue.object(line).encoded
     }
 
     var text: String {

@@ -2,6 +2,7 @@
 // with human output or --json.
 
 import ArgumentParser
+import StrataAdmin
 import StrataClient
 import StrataConfig
 import StrataCore
@@ -191,7 +192,7 @@ struct Put: AsyncParsableCommand {
         let word = putWord(outcome)
         failed = failed || (outcome != .stored && outcome != .alreadyPresent)
         if options.json {
-          print("{\"file\":\"\(files[index])\",\"key\":\"\(items[index].key.hex)\",\"outcome\":\"\(word)\"}")
+          printJSONLine(["file": files[index], "key": items[index].key.hex, "outcome": word])
         } else {
           print("\(items[index].key.hex)  \(files[index])  \(word)")
         }
@@ -253,13 +254,15 @@ struct Get: AsyncParsableCommand {
         case .ok(let length):
           try writeFile(
             path, UnsafeRawBufferPointer(rebasing: buffer[(index * capacity)..<(index * capacity + length)]))
-          print(
-            options.json
-              ? "{\"key\":\"\(key)\",\"bytes\":\(length),\"path\":\"\(path)\"}" : "\(key)  \(length) bytes  \(path)")
+          if options.json {
+            printJSONLine(JSONValue.object(["key": .string(key), "bytes": .int(length), "path": .string(path)]))
+          } else {
+            print("\(key)  \(length) bytes  \(path)")
+          }
         default:
           missing += 1
           let word = getWord(result)
-          print(options.json ? "{\"key\":\"\(key)\",\"error\":\"\(word)\"}" : "\(key)  \(word)")
+          if options.json { printJSONLine(["key": key, "error": word]) } else { print("\(key)  \(word)") }
         }
       }
     } catch {
@@ -317,7 +320,8 @@ struct Lookup: AsyncParsableCommand {
         }
       }
       if options.json {
-        print("{\"leading_run\":\(result.leadingRun),\"tiers\":[\(names.map { "\"\($0)\"" }.joined(separator: ","))]}")
+        printJSONLine(
+          JSONValue.object(["leading_run": .int(result.leadingRun), "tiers": .array(names.map(JSONValue.string))]))
       } else {
         for (key, name) in zip(blockKeys, names) { print("\(key.hex)  \(name)") }
         print("leading run: \(result.leadingRun) of \(blockKeys.count)")

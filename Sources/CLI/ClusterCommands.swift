@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Foundation
+import StrataAdmin
 import StrataClient
 import StrataConfig
 import StrataCore
@@ -43,21 +44,56 @@ struct ClusterOptions: ParsableArguments {
 }
 
 /// A RING answer decoded as a JSON object.
-func jsonObject(_ bytes: [UInt8]) throws(StrataError) -> [String: Any] {
-  guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+func jsonObject(_ bytes: [UInt8]) throws(StrataError) -> JSONValue {
+  guard let object = try? JSONValue.parse(bytes), object.objectValue != nil else {
     throw StrataError(.protocolError, "the node's answer is not a JSON object")
   }
   return object
 }
 
-func printJSON(_ object: Any) {
-  if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted]) {
-    print(String(decoding: data, as: UTF8.self))
+/// Prints `value` as indented JSON (JSONCoding).
+func printJSON(_ value: some Encodable) {
+  if let bytes = try? JSONCoding.encodePretty(value) { print(String(decoding: bytes, as: UTF8.self)) }
+}
+
+/// Prints `value` as one line of JSON (JSONCoding).
+func printJSONLine(_ value: some Encodable) {
+  if let text = try? JSONCoding.text(value) { print(text) }
+}
+
+func percent(_ value: Double?) -> String {
+  String(format: "%.1f%%", (value ?? 0) * 100)
+}
+
+/// One member in `strata cluster ring --json`.
+struct RingMemberRow: Encodable {
+  var id: String
+  var address: String
+  var zone: String
+  var state: String
+  var capacityBytes: UInt64
+  var primaryShare: Double
+  var ownerShare: Double
+
+  enum CodingKeys: String, CodingKey {
+    case id, address, zone, state
+    case capacityBytes = "capacity_bytes"
+    case primaryShare = "primary_share"
+    case ownerShare = "owner_share"
   }
 }
 
-func percent(_ value: Any?) -> String {
-  String(format: "%.1f%%", ((value as? Double) ?? 0) * 100)
+/// `strata cluster ring --json`.
+struct RingRows: Encodable {
+  var epoch: UInt64
+  var replicationFactor: Int
+  var members: [RingMemberRow]
+
+  enum CodingKeys: String, CodingKey {
+    case epoch
+    case replicationFactor = "replication_factor"
+    case members
+  }
 }
 
 /// Rows as aligned columns under a header.
@@ -86,19 +122,22 @@ struct ClusterMembers: AsyncParsableCommand {
         printJSON(report)
         return
       }
-      let membership = report["membership"] as? [String: Any] ?? [:]
-      var service = "\(membership["mode"] ?? "?") membership, \(membership["state"] ?? "?")"
-      if let reason = membership["reason"] { service += " (\(reason))" }
-      print("epoch \(report["epoch"] ?? 0), replicas \(report["replication_factor"] ?? 0), \(service)")
-      let members = report["members"] as? [[String: Any]] ?? []
+      let membership = report["membership"]
+      func text(_ value: JSONValue?) -> String { value?.stringValue ?? "?" }
+      var service = "\(text(membership?["mode"])) membership, \(text(membership?["state"]))"
+      if let reason = membership?["reason"]?.stringValue { service += " (\(reason))" }
+      print(
+        "epoch \(report["epoch"]?.intValue ?? 0), replicas \(report["replication_factor"]?.intValue ?? 0), \(service)")
+      let members = report["members"]?.arrayValue ?? []
       print(
         table(
           ["ID", "ADDRESS", "ZONE", "STATE", "HEALTH", "PRIMARY", "OWNER"],
           members.map { member in
             [
-              "\(member["id"] ?? "")\((member["self"] as? Bool) == true ? " *" : "")", "\(member["address"] ?? "")",
-              "\(member["zone"] as? String ?? "")", "\(member["state"] ?? "")", "\(member["health"] ?? "")",
-              percent(member["primary_share"]), percent(member["owner_share"]),
+              "\(member["id"]?.stringValue ?? "")\(member["self"]?.boolValue == true ? " *" : "")",
+              member["address"]?.stringValue ?? "", member["zone"]?.stringValue ?? "",
+              member["state"]?.stringValue ?? "", member["health"]?.stringValue ?? "",
+              percent(member["primary_share"]?.doubleValue), percent(member["owner_share"]?.doubleValue),
             ]
           }))
     } catch {
@@ -121,16 +160,15 @@ struct ClusterRing: AsyncParsableCommand {
       let primary = ring.primaryShares()
       let owner = ring.ownerShares()
       if options.json {
-        printJSON([
-          "epoch": ring.epoch, "replication_factor": ring.replicationFactor,
-          "members": ring.members.map { member -> [String: Any] in
-            [
-              "id": member.id, "address": member.address, "zone": member.zone, "state": member.state.rawValue,
-              "capacity_bytes": member.capacityBytes, "primary_share": primary[member.id] ?? 0,
-              "owner_share": owner[member.id] ?? 0,
-            ]
-          },
-        ])
+        printJSON(
+          RingRows(
+            epoch: ring.epoch, replicationFactor: ring.replicationFactor,
+            members: ring.members.map { member in
+              RingMemberRow(
+                id: member.id, address: member.address, zone: member.zone, state: member.state.rawValue,
+                capacityBytes: member.capacityBytes, primaryShare: primary[member.id] ?? 0,
+                ownerShare: owner[member.id] ?? 0)
+            }))
         return
       }
       print("epoch \(ring.epoch), replicas \(ring.replicationFactor), \(ring.activeMembers.count) active member(s)")
@@ -172,35 +210,35 @@ struct Drain: AsyncParsableCommand {
       let client = try options.client()
       defer { client.close() }
       let report = try jsonObject(try await client.ringCall(RingCall.members))
-      let members = report["members"] as? [[String: Any]] ?? []
+      let members = report["members"]?.arrayValue ?? []
       guard
-        let member = members.first(where: { ($0["id"] as? String) == node || ($0["address"] as? String) == node }),
-        let addressText = member["address"] as? String
+        let member = members.first(where: { $0["id"]?.stringValue == node || $0["address"]?.stringValue == node }),
+        let addressText = member["address"]?.stringValue
       else {
         throw StrataError(
           .notFound,
-          "no member '\(node)' in the ring (members: \(members.compactMap { $0["id"] as? String }.joined(separator: ", ")))"
+          "no member '\(node)' in the ring (members: \(members.compactMap { $0["id"]?.stringValue }.joined(separator: ", ")))"
         )
       }
       let address = try HostPort(parsing: addressText)
-      let memberID = member["id"] as? String ?? node
+      let memberID = member["id"]?.stringValue ?? node
       _ = try await client.ringCall(RingCall.drain(node: memberID), node: address)
       if noWait {
         print("drain of \(memberID) started")
         return
       }
       let progress = ProgressBar("drain \(memberID)", total: 0, unit: .items("blocks"))
-      var last: [String: Any] = [:]
+      var last = JSONValue.object([:])
       while true {
         do {
           last = try jsonObject(try await client.ringCall(RingCall.drainStatus, node: address))
         } catch {
           // The node exits once it has reported "done"; a closed connection after that is the normal end.
-          if (last["state"] as? String) == "done" { break }
+          if last["state"]?.stringValue == "done" { break }
           throw error
         }
-        let state = last["state"] as? String ?? "?"
-        progress.update(done: last["processed_blocks"] as? Int ?? 0, total: last["total_blocks"] as? Int ?? 0)
+        let state = last["state"]?.stringValue ?? "?"
+        progress.update(done: last["processed_blocks"]?.intValue ?? 0, total: last["total_blocks"]?.intValue ?? 0)
         if state == "done" || state == "failed" { break }
         try? await Task.sleep(for: .milliseconds(500))
       }
@@ -208,13 +246,14 @@ struct Drain: AsyncParsableCommand {
       if options.json {
         printJSON(last)
       } else {
+        func count(_ key: String) -> Int { last[key]?.intValue ?? 0 }
         print(
-          "drain of \(memberID): \(last["state"] ?? "?") — \(last["handed_blocks"] ?? 0) block(s) handed off, "
-            + "\(last["present_blocks"] ?? 0) already with their owners, \(last["failed_blocks"] ?? 0) failed. "
-            + "\(last["message"] ?? "")")
+          "drain of \(memberID): \(last["state"]?.stringValue ?? "?") — \(count("handed_blocks")) block(s) handed off, "
+            + "\(count("present_blocks")) already with their owners, \(count("failed_blocks")) failed. "
+            + "\(last["message"]?.stringValue ?? "")")
       }
-      if (last["state"] as? String) != "done" {
-        throw StrataError(.internalError, "the drain did not finish: \(last["message"] ?? "")")
+      if last["state"]?.stringValue != "done" {
+        throw StrataError(.internalError, "the drain did not finish: \(last["message"]?.stringValue ?? "")")
       }
     } catch {
       throw report(error)

@@ -125,10 +125,10 @@ struct Debug: AsyncParsableCommand {
           if found == payload { intact.append(n) } else { wrong.append(n) }
         }
         let ranges = compress(intact)
-        print(
-          "{\"recovered\":\(recovery?.blocksRecovered ?? 0),\"corrupt_dropped\":\(recovery?.corruptDropped ?? 0),"
-            + "\"intact\":\(intact.count),\"intact_ranges\":\"\(ranges)\",\"wrong\":\(wrong),"
-            + "\"startup_seconds\":\(recovery?.durationSeconds ?? 0)}")
+        printJSONLine(
+          DrillReport(
+            recovered: recovery?.blocksRecovered ?? 0, corruptDropped: recovery?.corruptDropped ?? 0,
+            intact: intact.count, intactRanges: ranges, wrong: wrong, startupSeconds: recovery?.durationSeconds ?? 0))
         wrongCount = wrong.count
       } catch {
         throw report(error)
@@ -148,5 +148,24 @@ struct Debug: AsyncParsableCommand {
       }
       return parts.joined(separator: ",")
     }
+  }
+}
+
+/// What `strata debug` prints after a crash drill's reopen (one JSON line).
+struct DrillReport: Encodable {
+  var recovered: Int
+  var corruptDropped: Int
+  var intact: Int
+  var intactRanges: String
+  var wrong: [Int]
+  var startupSeconds: Double
+
+  enum CodingKeys: String, CodingKey {
+    case recovered
+    case corruptDropped = "corrupt_dropped"
+    case intact
+    case intactRanges = "intact_ranges"
+    case wrong
+    case startupSeconds = "startup_seconds"
   }
 }

@@ -44,10 +44,10 @@ struct Hash: ParsableCommand {
       let hasher = try PrefixHasher(layout: layoutTag, salt: saltBytes)
       let keys = try hasher.keys(tokens: tokenIds, extras: extras)
       if json {
-        let keyList = keys.map { "\"\($0.hex)\"" }.joined(separator: ",")
-        print(
-          "{\"layout\":\"\(Hex.encode(layoutTag.canonicalBytes))\",\"root\":\"\(hasher.root.hex)\","
-            + "\"tokens\":\(tokenIds.count),\"keys\":[\(keyList)]}")
+        printJSONLine(
+          HashLine(
+            layout: Hex.encode(layoutTag.canonicalBytes), root: hasher.root.hex, tokens: tokenIds.count,
+            keys: keys.map(\.hex)))
       } else {
         for key in keys { print(key.hex) }
       }
@@ -92,4 +92,12 @@ extension StringProtocol {
     let last = text.lastIndex(where: { !isSeparator($0) })!
     return text[first...last]
   }
+}
+
+/// `strata hash --json`.
+struct HashLine: Encodable {
+  var layout: String
+  var root: String
+  var tokens: Int
+  var keys: [String]
 }

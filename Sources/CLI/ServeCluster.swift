@@ -21,7 +21,7 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
   admin.route("GET", "/v1/cluster/ring", handler: ring(.ring))
   admin.route("POST", "/v1/drain", handler: ring(.drain))
   admin.route("GET", "/v1/drain", handler: ring(.drainStatus))
-  admin.statusSection("cluster") { (try? JSONValue.parse(cluster.membersJSON())) ?? .null }
+  admin.statusSection("cluster") { cluster.membersReport() }
   admin.readinessCheck("cluster") {
     let ring = cluster.ring
     return ring.member(id: cluster.settings.me.id) == nil ? "not in the ring yet (epoch \(ring.epoch))" : nil

@@ -37,12 +37,12 @@ final class AttackStats: Sendable {
     note("VIOLATION: " + text)
   }
 
-  var json: [String: Any] {
-    [
-      "attempts": attempts.load(ordering: .relaxed), "dropped_by_node": dropped.load(ordering: .relaxed),
-      "refusals": refused.load(ordering: .relaxed), "violations": violations.load(ordering: .relaxed),
-      "misses": misses.load(ordering: .relaxed), "notes": notes.withLock { $0 },
-    ]
+  var json: JSONValue {
+    .object([
+      "attempts": .int(attempts.load(ordering: .relaxed)), "dropped_by_node": .int(dropped.load(ordering: .relaxed)),
+      "refusals": .int(refused.load(ordering: .relaxed)), "violations": .int(violations.load(ordering: .relaxed)),
+      "misses": .int(misses.load(ordering: .relaxed)), "notes": .object(notes.withLock { $0 }.mapValues(JSONValue.int)),
+    ])
   }
 }
 

@@ -118,31 +118,33 @@ struct HostileSoak: AsyncParsableCommand {
     let violations = attacks.reduce(0) { $0 + $1.violations.load(ordering: .relaxed) }
     let ops = record.ops.load(ordering: .relaxed)
     let failures = record.failures.load(ordering: .relaxed)
-    let result: [String: Any] = [
-      "seconds": seconds, "legit_clients": legitClients, "attacks_run": selected.sorted(), "keep_every": keepEvery,
-      "node_stat_at_end": finalStat,
-      "legit": [
-        "ops": ops, "failures": failures, "byte_mismatches": record.mismatches.load(ordering: .relaxed),
-        "success_percent": ops == 0 ? 0 : 100 * Double(ops - failures) / Double(ops),
-        "rounds": record.rounds.load(ordering: .relaxed), "bytes_checked": record.bytesChecked.load(ordering: .relaxed),
-        "p50_ms": percentile(all, 0.50), "p99_ms": percentile(all, 0.99), "max_ms": all.last ?? 0,
-        "failure_notes": record.notes.withLock { $0 },
-      ] as [String: Any],
-      "node": [
-        "rss_mib_before": mib(baseline.residentBytes), "rss_mib_max": mib(seen.map(\.residentBytes).max() ?? 0),
-        "rss_mib_end": mib(seen.last?.residentBytes ?? 0), "threads_before": baseline.threads,
-        "threads_max": seen.map(\.threads).max() ?? 0, "threads_end": seen.last?.threads ?? 0,
-        "fds_before": baseline.descriptors, "fds_max": seen.map(\.descriptors).max() ?? 0,
-        "alive_at_end": nodeAlive(pid),
-      ] as [String: Any],
+    func texts(_ items: [String]) -> JSONValue { .array(items.map(JSONValue.string)) }
+    let result: [String: JSONValue] = [
+      "seconds": .double(seconds), "legit_clients": .int(legitClients), "attacks_run": texts(selected.sorted()),
+      "keep_every": .int(keepEvery), "node_stat_at_end": .object(finalStat.mapValues(JSONValue.int)),
+      "legit": .object([
+        "ops": .int(ops), "failures": .int(failures),
+        "byte_mismatches": .int(record.mismatches.load(ordering: .relaxed)),
+        "success_percent": .double(ops == 0 ? 0 : 100 * Double(ops - failures) / Double(ops)),
+        "rounds": .int(record.rounds.load(ordering: .relaxed)),
+        "bytes_checked": .int(record.bytesChecked.load(ordering: .relaxed)),
+        "p50_ms": .double(percentile(all, 0.50)), "p99_ms": .double(percentile(all, 0.99)),
+        "max_ms": .double(all.last ?? 0), "failure_notes": texts(record.notes.withLock { $0 }),
+      ]),
+      "node": .object([
+        "rss_mib_before": .int(mib(baseline.residentBytes)),
+        "rss_mib_max": .int(mib(seen.map(\.residentBytes).max() ?? 0)),
+        "rss_mib_end": .int(mib(seen.last?.residentBytes ?? 0)), "threads_before": .int(baseline.threads),
+        "threads_max": .int(seen.map(\.threads).max() ?? 0), "threads_end": .int(seen.last?.threads ?? 0),
+        "fds_before": .int(baseline.descriptors), "fds_max": .int(seen.map(\.descriptors).max() ?? 0),
+        "alive_at_end": .bool(nodeAlive(pid)),
+      ]),
       "admin_probes": probes.json,
-      "attacks": Dictionary(uniqueKeysWithValues: attacks.map { ($0.name, $0.json) }),
-      "violations": violations,
-      "samples": timeline.samples.withLock { $0 },
+      "attacks": .object(Dictionary(uniqueKeysWithValues: attacks.map { ($0.name, $0.json) })),
+      "violations": .int(violations),
+      "samples": .array(timeline.samples.withLock { $0 }.map { .object($0.mapValues(JSONValue.double)) }),
     ]
-    let text = String(
-      decoding: try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys]),
-      as: UTF8.self)
+    let text = JSONValue.object(result).pretty
     say("summary:\n" + text)
     if let summary { try text.write(toFile: summary, atomically: true, encoding: .utf8) }
     let alive = nodeAlive(pid)
@@ -314,9 +316,9 @@ func nodeStat(_ address: HostPort, record: LegitRecord) async -> [String: Int] {
   defer { client.close() }
   do {
     let text = try await client.stat()
-    let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] ?? [:]
+    let object = try JSONValue.parse(text).objectValue ?? [:]
     record.ops.add(1, ordering: .relaxed)
-    return object.compactMapValues { $0 as? Int }
+    return object.compactMapValues { $0.intValue }
   } catch {
     record.failure("STAT: \(error)")
     return [:]
@@ -358,12 +360,13 @@ final class ProbeStats: Sendable {
   let latencies = Mutex<[Double]>([])
   let notes = Mutex<[String]>([])
 
-  var json: [String: Any] {
+  var json: JSONValue {
     let sorted = latencies.withLock { $0 }.sorted()
-    return [
-      "ok": ok.load(ordering: .relaxed), "failed": failed.load(ordering: .relaxed), "p99_ms": percentile(sorted, 0.99),
-      "max_ms": sorted.last ?? 0, "notes": notes.withLock { $0 },
-    ]
+    return .object([
+      "ok": .int(ok.load(ordering: .relaxed)), "failed": .int(failed.load(ordering: .relaxed)),
+      "p99_ms": .double(percentile(sorted, 0.99)), "max_ms": .double(sorted.last ?? 0),
+      "notes": .array(notes.withLock { $0 }.map(JSONValue.string)),
+    ])
   }
 }
 

@@ -2,11 +2,8 @@
 // JSON bodies, error bodies turned back into StrataErrors with their codes.
 
 public import StrataCore
+import StrataHTTP
 public import StrataTCP
-
-#if canImport(Glibc)
-  import Glibc
-#endif
 
 /// One admin API response.
 public struct AdminReply: Sendable {
@@ -36,29 +33,24 @@ public struct AdminClient: Sendable {
   /// Sends one request and returns whatever status came back. Throws `unavailable` when the
   /// node cannot be reached, `protocolError` for a reply that is not HTTP.
   public func send(_ method: String, _ path: String, body: JSONValue? = nil) throws(StrataError) -> AdminReply {
-    let socket = try TCPSocket.connect(to: address, timeoutMilliseconds: timeoutMilliseconds, tls: tls)
-    defer { socket.shutdown() }
-    let payload = body.map { Array($0.encoded.utf8) } ?? []
-    var head = "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\nAccept: application/json\r\n"
-    if !token.isEmpty { head += "Authorization: Bearer \(token)\r\n" }
-    if body != nil { head += "Content-Type: application/json\r\n" }
-    head += "Content-Length: \(payload.count)\r\n\r\n"
-    try socket.writeAll(Array(head.utf8) + payload, then: [])
-    var received: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-      let outcome: Result<Int, StrataError> = chunk.withUnsafeMutableBytes { raw in
-        do throws(StrataError) { return .success(try socket.readSome(raw)) } catch { return .failure(error) }
-      }
-      switch outcome {
-      case .success(let count): received.append(contentsOf: chunk[0..<count])
-      case .failure(let error):
-        // The reply ends where the node closes (Connection: close).
-        if error.code == .unavailable && error.message.hasSuffix("closed the connection") {
-          return try parseReply(received)
-        }
-        throw StrataError(error.code, "admin API at \(address): \(error.message)")
-      }
+    var headers = [("Host", "\(address)"), ("Connection", "close"), ("Accept", "application/json")]
+    if !token.isEmpty { headers.append(("Authorization", "Bearer \(token)")) }
+    var payload: [UInt8] = []
+    if let body {
+      headers.append(("Content-Type", "application/json"))
+      payload = try JSONCoding.encode(body)
+    }
+    let connection = try HTTPClientConnection.open(address, timeoutMilliseconds: timeoutMilliseconds, tls: tls)
+    defer { connection.socket.shutdown() }
+    do throws(StrataError) {
+      try connection.send(HTTPClientRequest(method: method, target: path, headers: headers, body: payload))
+      let head = try connection.readHead()
+      let (bytes, _) = try connection.readBody()
+      var fields: [String: String] = [:]
+      for (name, value) in head.headers { fields[name] = value }
+      return AdminReply(status: head.status, headers: fields, body: bytes)
+    } catch {
+      throw StrataError(error.code, "admin API at \(address): \(error.message)")
     }
   }
 
@@ -78,34 +70,5 @@ public struct AdminClient: Sendable {
       throw StrataError(.protocolError, "admin API at \(address) answered \(path) with a body that is not JSON")
     }
     return document
-  }
-
-  private func parseReply(_ bytes: [UInt8]) throws(StrataError) -> AdminReply {
-    var end: Int?
-    if bytes.count >= 4 {
-      for index in 0...(bytes.count - 4)
-      where bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 {
-        end = index
-        break
-      }
-    }
-    guard let end else {
-      throw StrataError(.protocolError, "admin API at \(address) closed the connection without a full HTTP reply")
-    }
-    let lines = String(decoding: bytes[0..<end], as: UTF8.self).split(separator: "\r\n")
-    let statusParts = lines.first?.split(separator: " ") ?? []
-    guard statusParts.count >= 2, statusParts[0].hasPrefix("HTTP/1."), let status = Int(statusParts[1]) else {
-      throw StrataError(.protocolError, "admin API at \(address) did not answer HTTP")
-    }
-    var headers: [String: String] = [:]
-    for line in lines.dropFirst() {
-      guard let colon = line.firstIndex(of: ":") else { continue }
-      headers[line[..<colon].lowercased()] = String(line[line.index(after: colon)...].drop { $0 == " " })
-    }
-    var body = Array(bytes[(end + 4)...])
-    if let length = headers["content-length"].flatMap({ Int($0) }), length < body.count {
-      body = Array(body[0..<length])
-    }
-    return AdminReply(status: status, headers: headers, body: body)
   }
 }

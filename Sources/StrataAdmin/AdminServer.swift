@@ -6,6 +6,7 @@ import Dispatch
 public import Logging
 public import StrataConfig
 public import StrataCore
+import StrataHTTP
 public import StrataNode
 public import StrataTCP
 import Synchronization
@@ -56,17 +57,42 @@ public struct AdminResponse: Sendable {
     self.body = body
   }
 
-  /// A JSON document (compact, keys sorted).
-  public static func json(_ value: JSONValue, status: Int = 200) -> AdminResponse {
-    AdminResponse(status: status, contentType: "application/json", body: Array(value.encoded.utf8))
+  /// A JSON document (JSONCoding: compact, keys sorted); a value that cannot be encoded is
+  /// answered 500 with the reason.
+  public static func json(_ value: some Encodable, status: Int = 200) -> AdminResponse { document(value, status) }
+
+  /// A JSON document of no fixed shape.
+  public static func json(_ value: JSONValue, status: Int = 200) -> AdminResponse { document(value, status) }
+
+  private static func document(_ value: some Encodable, _ status: Int) -> AdminResponse {
+    do throws(StrataError) {
+      return AdminResponse(status: status, contentType: "application/json", body: try JSONCoding.encode(value))
+    } catch {
+      return .error(error)
+    }
   }
 
   /// The JSON error body for `error`, with the HTTP status its code maps to.
   public static func error(_ error: StrataError) -> AdminResponse {
     AdminResponse(
       status: AdminServer.httpStatus(for: error.code), contentType: "application/json",
-      body: Array(adminErrorBody(error.code, error.message).utf8))
+      body: adminErrorBody(error.code, error.message))
   }
+}
+
+/// The admin API's error body: `{"error":{"code":"name","message":"..."}}`.
+public struct AdminErrorBody: Codable, Sendable {
+  public struct Detail: Codable, Sendable {
+    public var code: String
+    public var message: String
+  }
+  public var error: Detail
+}
+
+/// The bytes of an error body.
+func adminErrorBody(_ code: StrataError.Code, _ message: String) -> [UInt8] {
+  // Two strings always encode.
+  (try? JSONCoding.encode(AdminErrorBody(error: .init(code: code.name, message: message)))) ?? []
 }
 
 /// The admin HTTP server. Register routes, status sections and readiness checks, then `start()`.
@@ -121,7 +147,7 @@ public final class AdminServer: Sendable {
 
   private struct State {
     var routes: [Route] = []
-    var sections: [String: @Sendable () -> JSONValue] = [:]
+    var sections: [String: @Sendable () -> any Encodable & Sendable] = [:]
     var readiness: [(String, @Sendable () -> String?)] = []
     var tokens: [NodeConfiguration.Auth.Token]
     var started = false
@@ -146,11 +172,15 @@ public final class AdminServer: Sendable {
       requestTimeoutMilliseconds: configuration.requestTimeoutMilliseconds,
       workers: configuration.workers)
     let server = try HTTPServer(
-      listen: configuration.listen, limits: limits, logger: logger, tls: configuration.tls, inline: AdminServer.isProbe
-    ) { [weak self] request in
-      guard let self else { return HTTPResponse(status: 503, contentType: "text/plain", body: []) }
-      return self.answer(request)
-    }
+      name: "admin", listen: configuration.listen, limits: limits, logger: logger, tls: configuration.tls,
+      inline: AdminServer.isProbe,
+      refusal: { status, code, message in
+        HTTPResponse(status: status, contentType: "application/json", body: adminErrorBody(code, message))
+      },
+      handler: { [weak self] request in
+        guard let self else { return HTTPResponse(status: 503, contentType: "text/plain", body: []) }
+        return self.answer(request)
+      })
     http.withLock { $0 = server }
   }
 
@@ -186,8 +216,13 @@ public final class AdminServer: Sendable {
   }
 
   /// Adds a section to GET /v1/status under `name`, computed on each call.
-  public func statusSection(_ name: String, _ provider: @escaping @Sendable () -> JSONValue) {
+  public func statusSection(_ name: String, _ provider: @escaping @Sendable () -> any Encodable & Sendable) {
     state.withLock { $0.sections[name] = provider }
+  }
+
+  /// Adds a section of no fixed shape to GET /v1/status.
+  public func statusSection(_ name: String, _ provider: @escaping @Sendable () -> JSONValue) {
+    statusSection(name) { provider() as any Encodable & Sendable }
   }
 
   /// Adds a readiness check to GET /ready: it returns nil when ready, else the reason it is not.
@@ -199,7 +234,7 @@ public final class AdminServer: Sendable {
   public var routes: [(method: String, path: String)] { state.withLock { $0.routes.map { ($0.method, $0.path) } } }
 
   /// The status sections, each computed now.
-  public func statusSections() -> [String: JSONValue] {
+  public func statusSections() -> [String: any Encodable & Sendable] {
     let providers = state.withLock { $0.sections }
     return providers.mapValues { $0() }
   }
@@ -313,7 +348,7 @@ public final class AdminServer: Sendable {
     guard route.requiresToken, !tokens.isEmpty else { return nil }
     var secret = ""
     if let header = request.headers["authorization"], header.hasPrefix("Bearer ") {
-      secret = trimmed(header.dropFirst("Bearer ".count))
+      secret = httpTrimmed(header.dropFirst("Bearer ".count))
     }
     let presented = Array(secret.utf8)
     let match = secret.isEmpty ? nil : NodeConfiguration.Auth.match(secret: presented, in: tokens)

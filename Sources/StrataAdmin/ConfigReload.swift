@@ -5,7 +5,7 @@ public import StrataConfig
 public import StrataCore
 
 /// The outcome of `POST /v1/config/reload`.
-public struct ReloadReport: Sendable, Hashable {
+public struct ReloadReport: Sendable, Hashable, Codable {
   /// Changed settings now in force.
   public var applied: [String] = []
   /// Changed settings that take effect at the next start.
@@ -15,12 +15,10 @@ public struct ReloadReport: Sendable, Hashable {
 
   public init() {}
 
-  public var json: JSONValue {
-    .object([
-      "applied": .array(applied.map(JSONValue.string)),
-      "needs_restart": .array(needsRestart.map(JSONValue.string)),
-      "rejected": .array(rejected.map(JSONValue.string)),
-    ])
+  enum CodingKeys: String, CodingKey {
+    case applied
+    case needsRestart = "needs_restart"
+    case rejected
   }
 }
 

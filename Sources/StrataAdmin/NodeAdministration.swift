@@ -122,7 +122,7 @@ public final class NodeAdministration: Sendable {
       guard tiers.flipBitInRAMForTesting(BlockID(namespace: namespace, key: key), byte: byte) else {
         throw StrataError(.notFound, "block \(key) of namespace \(namespace.name) is not in RAM")
       }
-      return .json(.object(["flipped": .bool(true)]))
+      return .json(FlipBitDocument(flipped: true))
     }
   }
 
@@ -152,11 +152,9 @@ public final class NodeAdministration: Sendable {
         metadata: ["writes": "\(faults.failWrites ? "fail" : "ok")", "reads": "\(faults.reads)"])
       let counts = disk.counts
       return .json(
-        .object([
-          "writes": .string(faults.failWrites ? "fail" : "ok"), "reads": .string(faults.reads.rawValue),
-          "failed_writes": .int(counts.failedWrites), "failed_reads": .int(counts.failedReads),
-          "corrupted_reads": .int(counts.corruptedReads),
-        ]))
+        DiskFaultDocument(
+          writes: faults.failWrites ? "fail" : "ok", reads: faults.reads.rawValue, failedWrites: counts.failedWrites,
+          failedReads: counts.failedReads, corruptedReads: counts.corruptedReads))
     }
   }
 
@@ -164,15 +162,14 @@ public final class NodeAdministration: Sendable {
 
   private func registerRoutes() {
     admin.route("GET", "/health", requiresToken: false) { _ throws(StrataError) in
-      .json(.object(["status": .string("ok")]))
+      .json(ProbeDocument(status: "ok"))
     }
     admin.route("GET", "/ready", requiresToken: false) { [self] _ throws(StrataError) in
       let reasons = notReadyReasons()
       guard reasons.isEmpty else {
-        return .json(
-          .object(["status": .string("not_ready"), "reason": .string(reasons.joined(separator: "; "))]), status: 503)
+        return .json(ProbeDocument(status: "not_ready", reason: reasons.joined(separator: "; ")), status: 503)
       }
-      return .json(.object(["status": .string("ready")]))
+      return .json(ProbeDocument(status: "ready"))
     }
     admin.route("GET", "/metrics", requiresToken: false) { [self] _ throws(StrataError) in
       metrics.refresh(tiers: tiers, server: node, verifier: verifier)
@@ -191,11 +188,7 @@ public final class NodeAdministration: Sendable {
           "request_id": "\(request.requestID)", "blocks": "\(report.blocks)", "bytes": "\(report.bytes)",
           "ram_blocks": "\(report.ramBlocks)", "nvme_blocks": "\(report.nvmeBlocks)",
         ])
-      return .json(
-        .object([
-          "evicted_blocks": .int(report.blocks), "evicted_bytes": .int(report.bytes),
-          "ram_blocks": .int(report.ramBlocks), "nvme_blocks": .int(report.nvmeBlocks),
-        ]))
+      return .json(EvictionDocument(report))
     }
     admin.route("POST", "/v1/verify") { [self] request throws(StrataError) in
       guard verifier.start() else {
@@ -203,9 +196,11 @@ public final class NodeAdministration: Sendable {
       }
       logger.info("verify started", metadata: ["request_id": "\(request.requestID)"])
       watchVerify()
-      return .json(.object(["job": .string("verify"), "state": .string("running")]))
+      return .json(JobDocument(job: "verify", state: "running"))
     }
-    admin.route("GET", "/v1/verify") { [self] _ throws(StrataError) in .json(verifyJSON(verifier.progress)) }
+    admin.route("GET", "/v1/verify") { [self] _ throws(StrataError) in
+      .json(VerifyDocument(progress: verifier.progress))
+    }
     admin.route("POST", "/v1/config/reload") { [self] request throws(StrataError) in
       let report = try await onWorkQueue { [self] () throws(StrataError) in try reload() }
       logger.info(
@@ -214,7 +209,7 @@ public final class NodeAdministration: Sendable {
           "request_id": "\(request.requestID)", "applied": "\(report.applied)",
           "needs_restart": "\(report.needsRestart)", "rejected": "\(report.rejected.count)",
         ])
-      return .json(report.json)
+      return .json(report)
     }
   }
 
@@ -225,41 +220,27 @@ public final class NodeAdministration: Sendable {
   }
 
   /// The document of GET /v1/status.
-  public func status() -> JSONValue {
+  func status() -> NodeStatusDocument {
     let stats = tiers.stats
     let server = node.stats
     let lookups = stats.hitsRAM + stats.hitsNVMe + stats.misses
-    func share(_ count: Int) -> JSONValue { .double(lookups == 0 ? 0 : Double(count) / Double(lookups)) }
+    func share(_ count: Int) -> Double { lookups == 0 ? 0 : Double(count) / Double(lookups) }
     let errors = metrics.errorCounts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(5)
     let reasons = notReadyReasons()
-    var document: [String: JSONValue] = [
-      "node_id": .string(nodeID),
-      "version": .string(StrataVersion.current),
-      "uptime_seconds": .double(Double(DispatchTime.now().uptimeNanoseconds - startedAt) / 1e9),
-      "health": .string(reasons.isEmpty ? "ok" : "not_ready"),
-      "epoch": .int(Int(state.withLock { $0.epoch }?() ?? 0)),
-      "tiers": .object([
-        "ram": .object([
-          "used": .int(stats.ramUsedBytes), "capacity": .int(stats.ramCapacityBytes), "blocks": .int(stats.ramBlocks),
-        ]),
-        "nvme": .object([
-          "used": .int(stats.nvmeUsedBytes), "capacity": .int(stats.nvmeCapacityBytes),
-          "blocks": .int(stats.nvmeBlocks),
-        ]),
-      ]),
-      "hit_rate": .object(["ram": share(stats.hitsRAM), "nvme": share(stats.hitsNVMe), "miss": share(stats.misses)]),
-      "transfers": .object([
-        "tcp": .object(["get_bytes": .int(server.getBytes), "put_bytes": .int(server.putBytes)]),
-        "rdma": .object(["get_bytes": .int(0), "put_bytes": .int(0)]),
-      ]),
-      "top_errors": .array(errors.map { .object(["code": .string($0.key), "count": .int($0.value)]) }),
-      "connections": .object(["open": .int(server.connectionsOpen), "accepted": .int(server.connectionsAccepted)]),
-      "leases_active": .int(stats.leasesActive),
-      "verify": .string(verifier.progress.state.rawValue),
-    ]
-    if !reasons.isEmpty { document["not_ready"] = .array(reasons.map(JSONValue.string)) }
-    for (name, value) in admin.statusSections() { document[name] = value }
-    return .object(document)
+    return NodeStatusDocument(
+      nodeID: nodeID, version: StrataVersion.current,
+      uptimeSeconds: Double(DispatchTime.now().uptimeNanoseconds - startedAt) / 1e9,
+      health: reasons.isEmpty ? "ok" : "not_ready", epoch: Int(state.withLock { $0.epoch }?() ?? 0),
+      tiers: .init(
+        ram: .init(used: stats.ramUsedBytes, capacity: stats.ramCapacityBytes, blocks: stats.ramBlocks),
+        nvme: .init(used: stats.nvmeUsedBytes, capacity: stats.nvmeCapacityBytes, blocks: stats.nvmeBlocks)),
+      hitRate: .init(ram: share(stats.hitsRAM), nvme: share(stats.hitsNVMe), miss: share(stats.misses)),
+      transfers: .init(
+        tcp: .init(getBytes: server.getBytes, putBytes: server.putBytes), rdma: .init(getBytes: 0, putBytes: 0)),
+      topErrors: errors.map { .init(code: $0.key, count: $0.value) },
+      connections: .init(open: server.connectionsOpen, accepted: server.connectionsAccepted),
+      leasesActive: stats.leasesActive, verify: verifier.progress.state.rawValue,
+      notReady: reasons.isEmpty ? nil : reasons, sections: admin.statusSections())
   }
 
   private func evictionSelector(_ body: [String: JSONValue]) throws(StrataError) -> EvictionSelector {
@@ -367,24 +348,6 @@ public final class NodeAdministration: Sendable {
   ) async throws(StrataError) -> T {
     try await work.run(body)
   }
-}
-
-/// The document of GET /v1/verify.
-func verifyJSON(_ progress: VerifyProgress) -> JSONValue {
-  .object([
-    "state": .string(progress.state.rawValue),
-    "scanned_blocks": .int(progress.scannedBlocks),
-    "total_blocks": .int(progress.totalBlocks),
-    "scanned_bytes": .int(progress.scannedBytes),
-    "corrupt_blocks": .int(progress.corruptBlocks),
-    "dropped_blocks": .int(progress.droppedBlocks),
-    "unreadable_blocks": .int(progress.unreadableBlocks),
-    "corrupt": .array(
-      progress.corrupt.map { .object(["namespace": .string($0.namespace.name), "key": .string($0.key.hex)]) }),
-    "started_at": progress.startedAt.map(JSONValue.double) ?? .null,
-    "finished_at": progress.finishedAt.map(JSONValue.double) ?? .null,
-    "rate_bytes_per_second": .double(progress.rateBytesPerSecond.rounded()),
-  ])
 }
 
 /// Reads a whole text file.

@@ -350,7 +350,7 @@ public final class ClusterNode: ClusterHooks {
     case .ring:
       return ring.jsonBytes()
     case .members:
-      return isAdmin ? membersJSON() : tenantMembersJSON()
+      return try JSONCoding.encode(membersReport(full: isAdmin))
     case .drain:
       guard let node = request.node, node == settings.me.id || node == settings.nodeID else {
         throw StrataError(
@@ -359,9 +359,9 @@ public final class ClusterNode: ClusterHooks {
         )
       }
       try startDrain()
-      return drainJSON()
+      return try JSONCoding.encode(drainReport())
     case .drainStatus:
-      let answer = drainJSON()
+      let answer = try JSONCoding.encode(drainReport())
       // The first status that reports "done" lets the node exit: the answer still goes out,
       // since stopping waits for requests in progress.
       if drainProgress.phase == .done { exitAfterDrain() }
@@ -370,7 +370,7 @@ public final class ClusterNode: ClusterHooks {
       // Answers once every copy queued before it has been sent (or dropped): a barrier for
       // operators and tests ("is everything written so far on R nodes?").
       await replicator.waitUntilIdle()
-      return jsonBytes(["replication": replicationReport()])
+      return try JSONCoding.encode(SyncReport(replication: replicationReport()))
     }
   }
 

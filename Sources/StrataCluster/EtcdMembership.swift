@@ -40,7 +40,7 @@ final class EtcdMembership: MembershipSource {
         var members: [Member] = []
         var instances: [String: Int] = [:]
         for (id, value) in records.sorted(by: { $0.key < $1.key }) {
-          guard let member = try? JSONDecoder().decode(Member.self, from: Data(value)), member.id == id else {
+          guard let member = try? JSONCoding.decode(Member.self, from: value), member.id == id else {
             logger.warning("etcd: ignoring a member record that does not decode", metadata: ["key": "\(id)"])
             continue
           }
@@ -72,20 +72,12 @@ final class EtcdMembership: MembershipSource {
   /// The member record: the Member's JSON plus `"instance"` (0 is left out). Nodes that do not
   /// know the field ignore it.
   static func encode(_ member: Member, instance: Int) -> [UInt8] {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    guard let data = try? encoder.encode(member) else { return [] }
-    guard instance != 0, let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-      let withInstance = try? JSONSerialization.data(
-        withJSONObject: object.merging(["instance": instance]) { $1 }, options: [.sortedKeys])
-    else { return Array(data) }
-    return Array(withInstance)
+    (try? JSONCoding.encode(MemberRecord(member: member, instance: instance == 0 ? nil : instance))) ?? []
   }
 
   /// The `instance` of a member record; 0 when it has none (a node that does not write it).
   static func instance(in record: [UInt8]) -> Int {
-    let object = (try? JSONSerialization.jsonObject(with: Data(record))) as? [String: Any]
-    return object?["instance"] as? Int ?? 0
+    (try? JSONCoding.decode(InstanceField.self, from: record))?.instance ?? 0
   }
 
   /// Registers and waits (up to one lease TTL) for the first member map, so the node starts
@@ -109,5 +101,19 @@ final class EtcdMembership: MembershipSource {
 
   func stop(deregister: Bool) {
     session.stop(deregister: deregister)
+  }
+}
+
+/// An etcd member record: the Member's fields and `instance` beside them.
+struct MemberRecord: Encodable {
+  var member: Member
+  var instance: Int?
+
+  private enum CodingKeys: String, CodingKey { case instance }
+
+  func encode(to encoder: any Encoder) throws {
+    try member.encode(to: encoder)
+    var container = encoder.container(keyedBy: CodingKeys.self)
+    try container.encodeIfPresent(instance, forKey: .instance)
   }
 }

@@ -77,8 +77,12 @@ final class StaticMembership: MembershipSource {
   private static func probe(_ client: StrataClient, node: HostPort) -> Int? {
     let json = try? waitForTask { () throws(StrataError) in try await client.stat(node: node) }
     guard let json else { return nil }
-    let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
-    return object?["instance"] as? Int ?? 0
+    return (try? JSONCoding.decode(InstanceField.self, from: Array(json.utf8)))?.instance ?? 0
   }
 
+}
+
+/// The `instance` field of a STAT body or an etcd member record (nil in one that has none).
+struct InstanceField: Decodable {
+  var instance: Int?
 }

@@ -4,6 +4,7 @@
 
 import Foundation
 public import StrataCore
+import StrataHTTP
 public import StrataTCP
 import Synchronization
 
@@ -32,7 +33,7 @@ public final class EtcdClient: Sendable {
   public let timeoutMilliseconds: UInt64
 
   private struct Pool {
-    var idle: [HTTPConnection] = []
+    var idle: [(endpoint: EtcdEndpoint, connection: HTTPClientConnection)] = []
     var preferred = 0
   }
 
@@ -184,10 +185,10 @@ public final class EtcdClient: Sendable {
     let body = GatewayJSON.encode(request)
     var lastError = StrataError(.unavailable, "no etcd endpoint")
     for endpoint in endpointOrder() {
-      let connection: HTTPConnection
+      let connection: HTTPClientConnection
       do throws(StrataError) {
-        connection = try HTTPConnection.open(endpoint, timeoutMilliseconds: timeoutMilliseconds, tls: tls)
-        try connection.send(path: "/v3/watch", body: body, authorization: try authorization())
+        connection = try open(endpoint)
+        try connection.send(Self.request(endpoint, "/v3/watch", body, authorization: try authorization()))
         let head = try connection.readHead()
         guard head.status == 200 else {
           let (bytes, _) = try connection.readBody()
@@ -237,17 +238,13 @@ public final class EtcdClient: Sendable {
       while attempts > 0 {
         attempts -= 1
         do throws(StrataError) {
-          let current: HTTPConnection
-          if let connection {
-            current = connection
-          } else {
-            current = try HTTPConnection.open(endpoint, timeoutMilliseconds: timeoutMilliseconds, tls: tls)
-          }
+          let current: HTTPClientConnection
+          if let connection { current = connection } else { current = try open(endpoint) }
           connection = nil
-          try current.send(path: path, body: body, authorization: authorization)
+          try current.send(Self.request(endpoint, path, body, authorization: authorization))
           let head = try current.readHead()
           let (bytes, reusable) = try current.readBody()
-          if reusable { giveBack(current) }
+          if reusable { giveBack(current, endpoint) }
           markPreferred(endpoint)
           guard head.status == 200 else { throw Self.failure(head, bytes, what: path) }
           return bytes
@@ -278,21 +275,43 @@ public final class EtcdClient: Sendable {
     pool.withLock { $0.preferred = index }
   }
 
-  private func takeIdle(for endpoint: EtcdEndpoint) -> HTTPConnection? {
+  private func takeIdle(for endpoint: EtcdEndpoint) -> HTTPClientConnection? {
     pool.withLock { pool in
       guard let index = pool.idle.lastIndex(where: { $0.endpoint == endpoint }) else { return nil }
-      return pool.idle.remove(at: index)
+      return pool.idle.remove(at: index).connection
     }
   }
 
-  private func giveBack(_ connection: HTTPConnection) {
+  private func giveBack(_ connection: HTTPClientConnection, _ endpoint: EtcdEndpoint) {
     pool.withLock { pool in
-      if pool.idle.count < Self.idleConnectionsMax { pool.idle.append(connection) }
+      if pool.idle.count < Self.idleConnectionsMax { pool.idle.append((endpoint, connection)) }
     }
   }
 
-  static func failure(_ head: HTTPHead, _ body: [UInt8], what: String) -> StrataError {
-    if let error = try? JSONDecoder().decode(GatewayError.self, from: Data(body)), error.grpcCode != nil {
+  /// Connects to `endpoint`; an `https://` one over TLS with `tls` (which verifies etcd's
+  /// certificate against its CA and the endpoint's host, and presents the client certificate).
+  private func open(_ endpoint: EtcdEndpoint) throws(StrataError) -> HTTPClientConnection {
+    if endpoint.isTLS && tls == nil {
+      throw StrataError(
+        .invalidConfiguration, "etcd endpoint \(endpoint) is https: give the CA of etcd's certificate (cluster.etcd_ca)"
+      )
+    }
+    return try HTTPClientConnection.open(
+      endpoint.address, timeoutMilliseconds: timeoutMilliseconds, tls: endpoint.isTLS ? tls : nil)
+  }
+
+  /// `POST path` with a JSON body (and etcd's auth token, when given).
+  private static func request(_ endpoint: EtcdEndpoint, _ path: String, _ body: [UInt8], authorization: String?)
+    -> HTTPClientRequest
+  {
+    var headers = [("Host", endpoint.hostHeader), ("Content-Type", "application/json")]
+    if let authorization { headers.append(("Authorization", authorization)) }
+    headers.append(("Accept", "application/json"))
+    return HTTPClientRequest(method: "POST", target: path, headers: headers, body: body)
+  }
+
+  static func failure(_ head: HTTPResponseHead, _ body: [UInt8], what: String) -> StrataError {
+    if let error = try? GatewayJSON.decode(GatewayError.self, from: body, what: what), error.grpcCode != nil {
       return StrataError(error.strataCode, "etcd \(what): \(error.message)")
     }
     if head.status == 404 {

@@ -2,6 +2,7 @@
 // configuration fails at start.
 
 public import StrataCore
+import StrataHTTP
 
 /// One etcd member's client address.
 public struct EtcdEndpoint: Sendable, Hashable, CustomStringConvertible {
@@ -18,7 +19,7 @@ public struct EtcdEndpoint: Sendable, Hashable, CustomStringConvertible {
   /// Parses `http://HOST:PORT` or `https://HOST:PORT` (an optional trailing `/`; `[::1]` for
   /// IPv6); anything else is `.invalidArgument`.
   public init(parsing url: String) throws(StrataError) {
-    let text = url.trimmingSpaces()
+    let text = httpTrimmed(Substring(url))
     isTLS = text.lowercased().hasPrefix("https://")
     guard isTLS || text.lowercased().hasPrefix("http://") else {
       throw StrataError(.invalidArgument, "etcd endpoint '\(url)' is not a URL like http://127.0.0.1:2379")

@@ -2,6 +2,7 @@
 // its messages and hands each batch of events to the caller.
 
 import StrataCore
+import StrataHTTP
 import Synchronization
 
 /// One change seen by a watch.
@@ -26,11 +27,11 @@ public struct WatchEvent: Sendable, Hashable {
 /// A watch started by `EtcdClient.watch`. `cancel()` closes its stream; `onEnd` is then called
 /// once with nil. A batch already being delivered when `cancel()` is called still completes.
 public final class EtcdWatch: Sendable {
-  private let connection: HTTPConnection
+  private let connection: HTTPClientConnection
   private let prefix: String
   private let cancelled = Atomic<Bool>(false)
 
-  init(connection: HTTPConnection, prefix: String) {
+  init(connection: HTTPClientConnection, prefix: String) {
     self.connection = connection
     self.prefix = prefix
   }

@@ -3,6 +3,7 @@
 
 import Foundation
 import StrataCore
+import StrataHTTP
 
 /// An int64 that the gateway writes as a JSON string ("42"); a bare number is accepted too.
 struct JSONInt64: Codable, Hashable {
@@ -235,32 +236,19 @@ struct GatewayError: Decodable {
 enum GatewayJSON {
   static func encode(_ value: some Encodable) -> [UInt8] {
     // Encoding these flat structs of strings cannot fail.
-    guard let data = try? JSONEncoder().encode(value) else { preconditionFailure("JSON encoding failed") }
-    return Array(data)
+    do throws(StrataError) { return try JSONCoding.encode(value) } catch { preconditionFailure(error.message) }
   }
 
   static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8], what: String) throws(StrataError) -> T {
-    do {
-      return try JSONDecoder().decode(type, from: Data(bytes))
+    do throws(StrataError) {
+      return try JSONCoding.decode(type, from: bytes)
     } catch {
-      throw StrataError(
-        .protocolError,
-        "etcd \(what): malformed JSON response '\(printable(bytes))': \(describe(error))")
+      throw StrataError(.protocolError, "etcd \(what): malformed JSON response '\(printable(bytes))': \(error.message)")
     }
   }
 
   /// Up to 120 bytes of a body, for messages.
   static func printable(_ bytes: [UInt8]) -> String {
     HTTPResponseDecoder.printable(String(decoding: bytes.prefix(120), as: UTF8.self))
-  }
-
-  private static func describe(_ error: any Error) -> String {
-    switch error {
-    case DecodingError.dataCorrupted(let context): return context.debugDescription
-    case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
-      return "\(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)"
-    case DecodingError.keyNotFound(let key, _): return "missing '\(key.stringValue)'"
-    default: return "\(error)"
-    }
   }
 }

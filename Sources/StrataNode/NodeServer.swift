@@ -419,22 +419,18 @@ public final class NodeServer: Sendable {
       ($0.admission.connections(of: namespace), $0.admission.inflightBytes(of: namespace))
     }
     let pinned = tiers.pinnedBytes(of: namespace)
-    func limit(_ value: Int?) -> String { value.map { $0 == .max ? "null" : String($0) } ?? "null" }
-    let fields: [(String, String)] = [
-      ("ram_blocks", "\(ram[namespace]?.blocks ?? 0)"), ("ram_used_bytes", "\(ram[namespace]?.bytes ?? 0)"),
-      ("nvme_blocks", "\(nvme[namespace]?.blocks ?? 0)"), ("nvme_used_bytes", "\(nvme[namespace]?.bytes ?? 0)"),
-      ("pinned_bytes", "\(pinned)"), ("inflight_bytes", "\(inflight)"), ("connections_open", "\(connections)"),
+    func limit(_ value: Int?) -> Int? { value == Int.max ? nil : value }
+    let fields: [(String, Int?)] = [
+      ("ram_blocks", ram[namespace]?.blocks ?? 0), ("ram_used_bytes", ram[namespace]?.bytes ?? 0),
+      ("nvme_blocks", nvme[namespace]?.blocks ?? 0), ("nvme_used_bytes", nvme[namespace]?.bytes ?? 0),
+      ("pinned_bytes", pinned), ("inflight_bytes", inflight), ("connections_open", connections),
       ("ram_quota_bytes", limit(quota.ramBytesMax)), ("nvme_quota_bytes", limit(quota.nvmeBytesMax)),
       ("pinned_quota_bytes", limit(quota.pinnedBytesMax)), ("inflight_quota_bytes", limit(quota.inflightBytesMax)),
       ("requests_per_second", limit(quota.requestsPerSecond)),
       ("lookup_keys_per_second", limit(quota.lookupKeysPerSecond)),
       ("misses_per_second", limit(quota.missesPerSecond)),
     ]
-    let body = fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
-    let encoder = JSONEncoder()
-    let name = (try? encoder.encode(namespace.name)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
-    let nodeID = (try? encoder.encode(configuration.nodeID)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
-    return "{\"node_id\":\(nodeID),\"namespace\":\(name),\(body)}"
+    return StatDocument(nodeID: configuration.nodeID, namespace: namespace.name, counters: fields).text
   }
 
   /// The STAT body: tier and data-plane counters as one JSON object.
@@ -467,8 +463,34 @@ public final class NodeServer: Sendable {
       ("same_host_regions_refused", server.sameHostRegionsRefused),
       ("same_host_region_requests", server.sameHostRegionRequests),
     ]
-    let body = fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
-    let nodeID = (try? JSONEncoder().encode(configuration.nodeID)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
-    return "{\"node_id\":\(nodeID),\"instance\":\(instance),\(body)}"
+    return StatDocument(nodeID: configuration.nodeID, instance: instance, counters: fields.map { ($0.0, $0.1) }).text
   }
+}
+
+/// A STAT body: the node's id, its process instance (the node-wide view) or the namespace (a
+/// tenant's view), and the counters by name; a counter without a value (a quota without a
+/// limit) is null.
+struct StatDocument: Encodable {
+  var nodeID: String
+  var instance: Int?
+  var namespace: String?
+  var counters: [(String, Int?)]
+
+  struct Key: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+  }
+
+  func encode(to encoder: any Encoder) throws {
+    var container = encoder.container(keyedBy: Key.self)
+    try container.encode(nodeID, forKey: Key(stringValue: "node_id"))
+    try container.encodeIfPresent(instance, forKey: Key(stringValue: "instance"))
+    try container.encodeIfPresent(namespace, forKey: Key(stringValue: "namespace"))
+    for (name, value) in counters { try container.encode(value, forKey: Key(stringValue: name)) }
+  }
+
+  /// The body's text (strings and integers always encode).
+  var text: String { (try? JSONCoding.text(self)) ?? "{}" }
 }

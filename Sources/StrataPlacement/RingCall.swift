@@ -4,12 +4,6 @@
 
 public import StrataCore
 
-#if canImport(FoundationEssentials)
-  import FoundationEssentials
-#else
-  import Foundation
-#endif
-
 /// One RING request: an operation and, for `drain`, the node it names.
 public struct RingCall: Hashable, Sendable {
   public enum Operation: String, Sendable, CaseIterable {
@@ -49,24 +43,18 @@ public struct RingCall: Hashable, Sendable {
 
   /// The JSON body sent in the RING frame (keys sorted; `node` only when set).
   public var body: [UInt8] {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    do {
-      return Array(try encoder.encode(Body(op: operation.rawValue, node: node)))
-    } catch {
-      // Two strings always encode; failing here is a bug, not an input problem.
-      preconditionFailure("encoding a RING body failed: \(error)")
-    }
+    // Two strings always encode.
+    (try? JSONCoding.encode(Body(op: operation.rawValue, node: node))) ?? []
   }
 
   /// Reads a RING body; throws `invalidArgument` when it is not a JSON object with an `op`
   /// string, or names an operation that does not exist.
   public init(decoding body: [UInt8]) throws(StrataError) {
     let decoded: Body
-    do {
-      decoded = try JSONDecoder().decode(Body.self, from: Data(body))
+    do throws(StrataError) {
+      decoded = try JSONCoding.decode(Body.self, from: body)
     } catch {
-      throw StrataError(.invalidArgument, "RING body is not a JSON object with an \"op\" string: \(error)")
+      throw StrataError(.invalidArgument, "RING body is not a JSON object with an \"op\" string: \(error.message)")
     }
     guard let operation = Operation(rawValue: decoded.op) else {
       let known = Operation.allCases.map(\.rawValue).joined(separator: ", ")

@@ -3,12 +3,6 @@
 
 public import StrataCore
 
-#if canImport(FoundationEssentials)
-  import FoundationEssentials
-#else
-  import Foundation
-#endif
-
 /// The JSON shape of a ring. Points are not sent: every reader derives them from these fields.
 private struct RingDocument: Codable {
   var epoch: UInt64
@@ -45,10 +39,8 @@ extension Ring {
   public func jsonBytes() -> [UInt8] {
     let document = RingDocument(
       epoch: epoch, replicationFactor: replicationFactor, virtualNodes: virtualNodes, members: members)
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    do {
-      return Array(try encoder.encode(document))
+    do throws(StrataError) {
+      return try JSONCoding.encode(document)
     } catch {
       // Strings, integers and arrays always encode; failing here is a bug, not an input problem.
       preconditionFailure("encoding a ring as JSON failed: \(error)")
@@ -60,20 +52,10 @@ extension Ring {
   /// omitted (the default is used).
   public init(jsonBytes: [UInt8]) throws(StrataError) {
     let document: RingDocument
-    do {
-      document = try JSONDecoder().decode(RingDocument.self, from: Data(jsonBytes))
-    } catch let DecodingError.keyNotFound(key, context) {
-      throw StrataError(.protocolError, "ring JSON lacks '\(Ring.path(context.codingPath + [key]))'")
-    } catch let DecodingError.typeMismatch(_, context) {
-      throw StrataError(
-        .protocolError, "ring JSON has a wrong type at '\(Ring.path(context.codingPath))': \(context.debugDescription)")
-    } catch let DecodingError.valueNotFound(_, context) {
-      throw StrataError(.protocolError, "ring JSON has null at '\(Ring.path(context.codingPath))'")
-    } catch let DecodingError.dataCorrupted(context) {
-      throw StrataError(
-        .protocolError, "ring JSON is malformed at '\(Ring.path(context.codingPath))': \(context.debugDescription)")
+    do throws(StrataError) {
+      document = try JSONCoding.decode(RingDocument.self, from: jsonBytes)
     } catch {
-      throw StrataError(.protocolError, "ring JSON could not be read: \(error)")
+      throw StrataError(.protocolError, "ring JSON is malformed: \(error.message)")
     }
     if let problem = Ring.problem(
       members: document.members, replicationFactor: document.replicationFactor, virtualNodes: document.virtualNodes)
@@ -83,9 +65,5 @@ extension Ring {
     self.init(
       members: document.members, epoch: document.epoch, replicationFactor: document.replicationFactor,
       virtualNodes: document.virtualNodes)
-  }
-
-  private static func path(_ keys: [any CodingKey]) -> String {
-    keys.isEmpty ? "(top level)" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
   }
 }

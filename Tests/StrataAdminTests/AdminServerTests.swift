@@ -68,9 +68,11 @@ final class AdminFixture {
     #expect(value["a"]?.arrayValue?[5].stringValue == "x\"y\né")
     #expect(try JSONValue.parse(value.encoded) == value)
     #expect(try JSONValue.parse(value.pretty) == value)
-    for bad in ["", "{", "[1,]", "{\"a\" 1}", "tru", "\"open", "{} x", String(repeating: "[", count: 100)] {
+    for bad in ["", "{", "[1,,2]", "{\"a\" 1}", "tru", "\"open", "{} x", String(repeating: "[", count: 100)] {
       #expect(throws: StrataError.self, "\(bad)") { try JSONValue.parse(bad) }
     }
+    // Foundation's JSONDecoder (JSONCoding) takes one trailing comma, as in `[1,]`.
+    #expect(try JSONValue.parse("[1,]") == .array([.int(1)]))
   }
 
   @Test func tokensAreCheckedAndErrorsAreJSON() throws {

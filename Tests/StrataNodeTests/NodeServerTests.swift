@@ -90,6 +90,17 @@ let hello = HelloRequest(capabilities: [.tcp], frameBytesMax: 1 << 30, token: []
     #expect(stat.contains("\"put_blocks\":5"))
   }
 
+  @Test func statIsJSONWhateverTheNodeIDHolds() async throws {
+    let nodeID = "n\"1\\x\u{1}\n"
+    let node = try TestNode(nodeID: nodeID)
+    let client = node.client()
+    defer { client.close() }
+    let stat = try await client.stat()
+    let object = try #require(try JSONSerialization.jsonObject(with: Data(stat.utf8)) as? [String: Any])
+    #expect(object["node_id"] as? String == nodeID)
+    #expect(object["instance"] as? Int == node.server.instance && object["put_blocks"] as? Int == 0)
+  }
+
   @Test func byteRangesAndDestinationChecks() async throws {
     let node = try TestNode()
     let client = node.client()

@@ -1,37 +1,37 @@
-// The admin API's HTTP/1.1 request parser: a pure value fed the bytes that arrived, in any
+// The HTTP/1.1 request parser (the server side): a pure value fed the bytes that arrived, in any
 // split, returning a whole request, "need more", or a typed refusal with its 4xx status. Strict
 // by design: printable ASCII only, CRLF line ends, Content-Length bodies only, stated limits.
 
 /// One HTTP request as read off a connection.
-struct HTTPRequest: Sendable {
-  var method: String
+public struct HTTPRequest: Sendable {
+  public var method: String
   /// The path without the query string (percent escapes checked, not decoded).
-  var path: String
-  var query: [String: String]
+  public var path: String
+  public var query: [String: String]
   /// Header names lower-cased.
-  var headers: [String: String]
-  var body: [UInt8]
+  public var headers: [String: String]
+  public var body: [UInt8]
   /// Whether the client asked to close the connection after the response.
-  var closes: Bool
+  public var closes: Bool
 }
 
 /// Limits of the request parser: a request over these is refused, never buffered.
-enum HTTPLimits {
-  static let headerBytesMax = 16 << 10
-  static let headerCountMax = 64
-  static let methodBytesMax = 16
-  static let queryParametersMax = 32
-  static let bodyBytesMax = 1 << 20
+public enum HTTPLimits {
+  public static let headerBytesMax = 16 << 10
+  public static let headerCountMax = 64
+  public static let methodBytesMax = 16
+  public static let queryParametersMax = 32
+  public static let bodyBytesMax = 1 << 20
 }
 
 /// Why a request could not be read: answered with `status` (always 4xx), then the connection closes.
-struct HTTPReadFailure: Error, Hashable {
-  var status: Int
-  var reason: String
+public struct HTTPReadFailure: Error, Hashable {
+  public var status: Int
+  public var reason: String
 }
 
 /// What the parser has after the bytes fed so far.
-enum HTTPParseStep: Sendable {
+public enum HTTPParseStep: Sendable {
   /// The request is not complete yet.
   case needMore
   case request(HTTPRequest)
@@ -40,23 +40,25 @@ enum HTTPParseStep: Sendable {
 
 /// Accumulates a connection's bytes and cuts them into requests. Bytes after a request stay for
 /// the next one (pipelining). After a failure the parser stays failed.
-struct HTTPRequestParser {
-  private(set) var buffer: [UInt8] = []
+public struct HTTPRequestParser: Sendable {
+  private var buffer: [UInt8] = []
   /// Where the search for the end of the header resumes (bytes before it hold no CRLFCRLF).
   private var scanned = 0
   /// Bytes before this were checked by `checkHeaderBytes` (all but a trailing CR's lookahead).
   private var checked = 0
   /// The head of the request whose body is arriving, with the offset where its body starts.
-  private var pendingHead: (head: HTTPHead, bodyStart: Int)?
+  private var pendingHead: (head: HTTPRequestHead, bodyStart: Int)?
   private var failed: HTTPReadFailure?
 
   /// Bytes held, not yet part of a returned request.
-  var bufferedBytes: Int { buffer.count }
+  public var bufferedBytes: Int { buffer.count }
 
-  mutating func append(_ bytes: some Collection<UInt8>) { buffer.append(contentsOf: bytes) }
+  public init() {}
+
+  public mutating func append(_ bytes: some Collection<UInt8>) { buffer.append(contentsOf: bytes) }
 
   /// The next whole request, if the bytes hold one.
-  mutating func next() -> HTTPParseStep {
+  public mutating func next() -> HTTPParseStep {
     if let failed { return .failure(failed) }
     switch step() {
     case .failure(let failure):
@@ -83,7 +85,7 @@ struct HTTPRequestParser {
       guard headerEnd + 4 <= HTTPLimits.headerBytesMax else {
         return .failure(.init(status: 431, reason: "request header over \(HTTPLimits.headerBytesMax) bytes"))
       }
-      switch HTTPHead.parse(buffer[0..<headerEnd]) {
+      switch HTTPRequestHead.parse(buffer[0..<headerEnd]) {
       case .success(let parsed): pendingHead = (parsed, headerEnd + 4)
       case .failure(let failure): return .failure(failure)
       }
@@ -149,7 +151,7 @@ struct HTTPRequestParser {
 }
 
 /// The request line and headers of one request, checked.
-struct HTTPHead {
+struct HTTPRequestHead {
   var method: String
   var path: String
   var query: [String: String]
@@ -157,7 +159,7 @@ struct HTTPHead {
   var contentLength: Int
   var closes: Bool
 
-  static func parse(_ bytes: ArraySlice<UInt8>) -> Result<HTTPHead, HTTPReadFailure> {
+  static func parse(_ bytes: ArraySlice<UInt8>) -> Result<HTTPRequestHead, HTTPReadFailure> {
     if let failure = HTTPRequestParser.checkHeaderBytes(bytes) { return .failure(failure) }
     // Only printable ASCII, HTAB and CRLF pairs remain, so the text is ASCII.
     let text = String(decoding: bytes, as: UTF8.self)
@@ -194,7 +196,7 @@ struct HTTPHead {
         return .failure(.init(status: 400, reason: "malformed header name"))
       }
       let lower = name.lowercased()
-      let value = trimmed(line[line.index(after: colon)...])
+      let value = httpTrimmed(line[line.index(after: colon)...])
       if headers[lower] != nil, lower == "content-length" || lower == "host" || lower == "transfer-encoding" {
         return .failure(.init(status: 400, reason: "header \(lower) given twice"))
       }
@@ -220,7 +222,7 @@ struct HTTPHead {
     let connection = headers["connection"]?.lowercased() ?? ""
     let closes = connection == "close" || (version == "HTTP/1.0" && connection != "keep-alive")
     return .success(
-      HTTPHead(
+      HTTPRequestHead(
         method: String(method), path: target.path, query: target.query, headers: headers,
         contentLength: contentLength, closes: closes))
   }
@@ -288,7 +290,7 @@ private func hexValue(_ byte: UInt8) -> UInt8? {
 }
 
 /// RFC 9110 token characters (method and header names).
-private func isTokenByte(_ byte: UInt8) -> Bool {
+func isTokenByte(_ byte: UInt8) -> Bool {
   switch byte {
   case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
     UInt8(ascii: "0")...UInt8(ascii: "9"):
@@ -297,7 +299,8 @@ private func isTokenByte(_ byte: UInt8) -> Bool {
   }
 }
 
-func trimmed(_ text: Substring) -> String {
+/// `text` without leading and trailing spaces and tabs.
+public func httpTrimmed(_ text: Substring) -> String {
   var text = text
   while let first = text.first, first == " " || first == "\t" { text = text.dropFirst() }
   while let last = text.last, last == " " || last == "\t" { text = text.dropLast() }
@@ -306,6 +309,6 @@ func trimmed(_ text: Substring) -> String {
 
 /// Whether `value` may go into a response header as is: printable ASCII (no CR, LF or other
 /// control byte that could end the header and start another), at most `bytesMax` bytes.
-func isSafeHeaderValue(_ value: String, bytesMax: Int = 256) -> Bool {
+public func isSafeHeaderValue(_ value: String, bytesMax: Int = 256) -> Bool {
   !value.isEmpty && value.utf8.count <= bytesMax && value.utf8.allSatisfy { $0 >= 0x20 && $0 <= 0x7E }
 }

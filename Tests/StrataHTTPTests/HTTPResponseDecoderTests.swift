@@ -3,7 +3,7 @@
 import StrataCore
 import Testing
 
-@testable import StrataEtcd
+@testable import StrataHTTP
 
 @Suite struct HTTPResponseDecoderTests {
   static let chunked =
@@ -12,10 +12,10 @@ import Testing
   static let fixed = "HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: keep-alive\r\n\r\nNot Found\n"
 
   /// Head, body and end of each response in `bytes`, fed in pieces of `step` bytes.
-  private func decode(_ bytes: [UInt8], step: Int, responses: Int) throws -> [(HTTPHead, [UInt8], Bool)] {
+  private func decode(_ bytes: [UInt8], step: Int, responses: Int) throws -> [(HTTPResponseHead, [UInt8], Bool)] {
     var decoder = HTTPResponseDecoder()
-    var results: [(HTTPHead, [UInt8], Bool)] = []
-    var head: HTTPHead?
+    var results: [(HTTPResponseHead, [UInt8], Bool)] = []
+    var head: HTTPResponseHead?
     var body: [UInt8] = []
     var offset = 0
     while results.count < responses {

@@ -1,11 +1,11 @@
-// The admin API's request parser, fed whole, drip-fed one byte at a time and split at random
+// The HTTP request parser, fed whole, drip-fed one byte at a time and split at random
 // points: good requests come out the same every way; malformed ones (query, path, header,
 // request line, lengths, encodings) are refused with a 4xx, never a trap; seeded random
 // mutations of good requests only ever give a request, "need more" or a 4xx.
 
 import Testing
 
-@testable import StrataAdmin
+@testable import StrataHTTP
 
 /// A seeded xorshift generator (the test target has no test kit dependency).
 private struct Xorshift {

@@ -1,25 +1,33 @@
-// An incremental HTTP/1.1 response decoder: bytes in, events out (head, body pieces, end). Pure:
-// it does no I/O, so it is tested drip-fed and coalesced; HTTPConnection feeds it from a socket.
+// The HTTP/1.1 response decoder (the client side): bytes in, events out (head, body pieces, end),
+// Content-Length, chunked and until-close bodies. Pure: it does no I/O, so it is tested fed at
+// every split; HTTPClientConnection feeds it from a socket.
 
-import StrataCore
+public import StrataCore
 
 /// The status line and headers of a response.
-struct HTTPHead: Sendable, Hashable {
-  var status: Int
-  var reason: String
+public struct HTTPResponseHead: Sendable, Hashable {
+  public var status: Int
+  public var reason: String
   /// Header names lower-cased, in arrival order.
-  var headers: [(name: String, value: String)]
+  public var headers: [(name: String, value: String)]
 
-  func header(_ name: String) -> String? {
+  public init(status: Int, reason: String, headers: [(name: String, value: String)] = []) {
+    self.status = status
+    self.reason = reason
+    self.headers = headers
+  }
+
+  /// The first value of the header `name` (lower-case).
+  public func header(_ name: String) -> String? {
     headers.first { $0.name == name }?.value
   }
 
-  static func == (lhs: HTTPHead, rhs: HTTPHead) -> Bool {
+  public static func == (lhs: HTTPResponseHead, rhs: HTTPResponseHead) -> Bool {
     lhs.status == rhs.status && lhs.reason == rhs.reason && lhs.headers.map(\.name) == rhs.headers.map(\.name)
       && lhs.headers.map(\.value) == rhs.headers.map(\.value)
   }
 
-  func hash(into hasher: inout Hasher) {
+  public func hash(into hasher: inout Hasher) {
     hasher.combine(status)
     hasher.combine(reason)
     for header in headers {
@@ -30,23 +38,23 @@ struct HTTPHead: Sendable, Hashable {
 }
 
 /// What the decoder found next.
-enum HTTPEvent: Sendable, Hashable {
-  case head(HTTPHead)
+public enum HTTPEvent: Sendable, Hashable {
+  case head(HTTPResponseHead)
   case body([UInt8])
   /// The response is complete; `reusable` when the connection may carry another request.
   case end(reusable: Bool)
 }
 
 /// Decodes one response at a time (call `reset()` before the next on the same connection).
-struct HTTPResponseDecoder {
-  /// Limits on what a peer may make us hold.
-  static let lineBytesMax = 16 << 10
-  static let headBytesMax = 64 << 10
-  static let chunkBytesMax = 64 << 20
+public struct HTTPResponseDecoder: Sendable {
+  /// Limits on what a peer may make us hold: one line, the head (and trailers), one chunk.
+  public static let lineBytesMax = 16 << 10
+  public static let headBytesMax = 64 << 10
+  public static let chunkBytesMax = 64 << 20
 
   private enum State {
     case statusLine
-    case headers(HTTPHead)
+    case headers(HTTPResponseHead)
     case fixedBody(remaining: Int)
     case chunkSize
     case chunkData(remaining: Int)
@@ -62,14 +70,14 @@ struct HTTPResponseDecoder {
   private var headBytes = 0
   private var closeAfter = false
   /// A response to HEAD or a 1xx/204/304 carries no body whatever its headers say.
-  var bodyless = false
+  public var bodyless = false
 
-  init() {}
+  public init() {}
 
   /// Bytes received and not yet decoded (kept across `reset()`: a pipelined next response).
-  var pendingBytes: Int { buffer.count - cursor }
+  public var pendingBytes: Int { buffer.count - cursor }
 
-  mutating func feed(_ bytes: some Collection<UInt8>) {
+  public mutating func feed(_ bytes: some Collection<UInt8>) {
     if cursor > 0 && cursor == buffer.count {
       buffer.removeAll(keepingCapacity: true)
       cursor = 0
@@ -81,7 +89,7 @@ struct HTTPResponseDecoder {
   }
 
   /// Starts on the next response; undecoded bytes stay.
-  mutating func reset() {
+  public mutating func reset() {
     state = .statusLine
     headBytes = 0
     closeAfter = false
@@ -89,7 +97,7 @@ struct HTTPResponseDecoder {
   }
 
   /// The peer closed the connection: ends a body delimited by the close, otherwise an error.
-  mutating func endOfInput() throws(StrataError) -> HTTPEvent {
+  public mutating func endOfInput() throws(StrataError) -> HTTPEvent {
     switch state {
     case .untilClose:
       state = .done
@@ -104,7 +112,7 @@ struct HTTPResponseDecoder {
   }
 
   /// The next event, or nil when more bytes are needed.
-  mutating func next() throws(StrataError) -> HTTPEvent? {
+  public mutating func next() throws(StrataError) -> HTTPEvent? {
     while true {
       switch state {
       case .statusLine:
@@ -118,7 +126,7 @@ struct HTTPResponseDecoder {
             throw StrataError(.protocolError, "HTTP header line without a colon: '\(Self.printable(line))'")
           }
           let name = line[..<colon].lowercased()
-          let value = line[line.index(after: colon)...].trimmingSpaces()
+          let value = httpTrimmed(line[line.index(after: colon)...])
           head.headers.append((name, value))
           state = .headers(head)
           continue
@@ -135,7 +143,7 @@ struct HTTPResponseDecoder {
         return .body(piece)
       case .chunkSize:
         guard let line = try takeLine() else { return nil }
-        let digits = line.split(separator: ";", maxSplits: 1).first.map { String($0).trimmingSpaces() } ?? ""
+        let digits = line.split(separator: ";", maxSplits: 1).first.map { httpTrimmed($0) } ?? ""
         guard !digits.isEmpty, digits.count <= 8, let size = Int(digits, radix: 16) else {
           throw StrataError(.protocolError, "bad HTTP chunk size line '\(Self.printable(line))'")
         }
@@ -168,7 +176,7 @@ struct HTTPResponseDecoder {
     }
   }
 
-  private mutating func enterBody(_ head: HTTPHead) throws(StrataError) {
+  private mutating func enterBody(_ head: HTTPResponseHead) throws(StrataError) {
     closeAfter = head.header("connection")?.lowercased() == "close"
     if bodyless || head.status < 200 || head.status == 204 || head.status == 304 {
       state = .fixedBody(remaining: 0)
@@ -192,13 +200,13 @@ struct HTTPResponseDecoder {
     state = .untilClose
   }
 
-  private static func parseStatusLine(_ line: String) throws(StrataError) -> HTTPHead {
+  private static func parseStatusLine(_ line: String) throws(StrataError) -> HTTPResponseHead {
     // HTTP/1.1 200 OK
     let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
     guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), parts[1].count == 3, let status = Int(parts[1]) else {
       throw StrataError(.protocolError, "not an HTTP/1.x status line: '\(printable(line))'")
     }
-    return HTTPHead(status: status, reason: parts.count > 2 ? String(parts[2]) : "", headers: [])
+    return HTTPResponseHead(status: status, reason: parts.count > 2 ? String(parts[2]) : "", headers: [])
   }
 
   /// A line without its CRLF (a bare LF is accepted), or nil when it has not all arrived.
@@ -239,16 +247,8 @@ struct HTTPResponseDecoder {
     return piece
   }
 
-  static func printable(_ text: String) -> String {
+  /// At most 80 characters of `text`, anything but printable ASCII as `?` (for error messages).
+  public static func printable(_ text: String) -> String {
     String(text.prefix(80).map { $0.isASCII && !$0.isNewline && ($0.asciiValue ?? 0) >= 32 ? $0 : "?" })
-  }
-}
-
-extension StringProtocol {
-  func trimmingSpaces() -> String {
-    var slice = Substring(self)
-    while let first = slice.first, first == " " || first == "\t" { slice.removeFirst() }
-    while let last = slice.last, last == " " || last == "\t" { slice.removeLast() }
-    return String(slice)
   }
 }

@@ -1,105 +1,73 @@
-// The admin API's HTTP/1.1 server: one event-loop thread reads and writes every connection
+// The HTTP/1.1 server (the admin API's): one event-loop thread reads and writes every connection
 // (non-blocking sockets, poll), and a fixed pool of worker threads runs the handlers. A slow or
 // idle client costs a buffer and a poll slot, never a thread; every request must arrive whole
-// within a deadline; probes (/health, /ready) are answered on the loop itself, so they never
-// wait behind other admin calls; at the connection limit the oldest connection that is not
+// within a deadline; cheap requests (the admin API's probes) are answered on the loop itself, so
+// they never wait behind other calls; at the connection limit the oldest connection that is not
 // being answered makes room for the new one. With TLS, each connection's handshake runs on the
 // loop too, step by step, within the request deadline.
 
 import Dispatch
 import Foundation
-import Logging
-import StrataCore
-import StrataTCP
+public import Logging
+public import StrataCore
+public import StrataTCP
 import Synchronization
 
 #if canImport(Glibc)
   import Glibc
 #endif
 
-/// An HTTP response: status, content type, extra headers and body.
-struct HTTPResponse: Sendable {
-  var status: Int
-  var contentType: String
-  var headers: [(String, String)] = []
-  var body: [UInt8]
-
-  /// The response's bytes. A header whose value could break the header block (a control byte,
-  /// non-ASCII, over 256 bytes) is left out: response headers can never be injected.
-  func bytes(closing: Bool) -> [UInt8] {
-    var head = "HTTP/1.1 \(status) \(HTTPResponse.reason(status))\r\n"
-    head += "Content-Type: \(contentType)\r\nContent-Length: \(body.count)\r\n"
-    for (name, value) in headers where isSafeHeaderValue(name, bytesMax: 64) && isSafeHeaderValue(value) {
-      head += "\(name): \(value)\r\n"
-    }
-    head += closing ? "Connection: close\r\n\r\n" : "\r\n"
-    return Array(head.utf8) + body
-  }
-
-  /// A JSON error response (the admin API's error body).
-  static func refusal(_ status: Int, _ code: StrataError.Code, _ message: String) -> HTTPResponse {
-    HTTPResponse(status: status, contentType: "application/json", body: Array(adminErrorBody(code, message).utf8))
-  }
-
-  static func reason(_ status: Int) -> String {
-    switch status {
-    case 200: "OK"
-    case 202: "Accepted"
-    case 400: "Bad Request"
-    case 401: "Unauthorized"
-    case 403: "Forbidden"
-    case 404: "Not Found"
-    case 405: "Method Not Allowed"
-    case 408: "Request Timeout"
-    case 409: "Conflict"
-    case 411: "Length Required"
-    case 413: "Content Too Large"
-    case 429: "Too Many Requests"
-    case 431: "Request Header Fields Too Large"
-    case 500: "Internal Server Error"
-    case 501: "Not Implemented"
-    case 503: "Service Unavailable"
-    default: "Status \(status)"
-    }
-  }
-}
-
-/// Bounds of the admin HTTP server. Memory held is at most `connectionsMax` × (header limit +
-/// body limit) of request bytes plus the responses being written.
-struct HTTPServerLimits: Sendable {
+/// Bounds of the HTTP server. Memory held is at most `connectionsMax` × (header limit + body
+/// limit) of request bytes plus the responses being written.
+public struct HTTPServerLimits: Sendable {
   /// Connections open at once; at the limit the oldest one not being answered is closed.
-  var connectionsMax: Int
+  public var connectionsMax: Int
   /// A request must arrive whole within this, counted from the connection's start or the end of
   /// the previous response; a response must be written within it too.
-  var requestTimeoutMilliseconds: UInt64
-  /// Threads running handlers (probes run on the event loop and need none).
-  var workers: Int = 4
+  public var requestTimeoutMilliseconds: UInt64
+  /// Threads running handlers (inline requests run on the event loop and need none).
+  public var workers: Int
   /// Requests waiting for a worker; more (or more than half of `connectionsMax` waiting or
   /// running) are answered 503 at once.
-  var queuedRequestsMax: Int = 64
+  public var queuedRequestsMax: Int
+
+  public init(
+    connectionsMax: Int, requestTimeoutMilliseconds: UInt64, workers: Int = 4, queuedRequestsMax: Int = 64
+  ) {
+    self.connectionsMax = connectionsMax
+    self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+    self.workers = workers
+    self.queuedRequestsMax = queuedRequestsMax
+  }
 }
 
-/// Counters of the admin HTTP server, read at one instant.
-struct HTTPServerStats: Sendable, Hashable {
-  var connectionsOpen = 0
-  var connectionsAccepted = 0
+/// Counters of the HTTP server, read at one instant.
+public struct HTTPServerStats: Sendable, Hashable {
+  public var connectionsOpen = 0
+  public var connectionsAccepted = 0
   /// Requests refused before a handler ran, by reason: malformed (4xx from the parser),
   /// timeout (not whole within the deadline), evicted (closed to make room), busy (worker queue full).
-  var refusedMalformed = 0
-  var refusedTimeout = 0
-  var refusedEvicted = 0
-  var refusedBusy = 0
+  public var refusedMalformed = 0
+  public var refusedTimeout = 0
+  public var refusedEvicted = 0
+  public var refusedBusy = 0
 }
 
-/// Serves HTTP on the admin port (see the file comment). `inline` says which requests are
-/// answered on the event loop (cheap ones only: they hold up every other connection while they run).
-final class HTTPServer: Sendable {
-  typealias Handler = @Sendable (HTTPRequest) -> HTTPResponse
+/// Serves HTTP (see the file comment). `inline` says which requests are answered on the event
+/// loop (cheap ones only: they hold up every other connection while they run); `refusal` writes
+/// the body of the answers the server gives itself (4xx from the parser, 408, 503).
+public final class HTTPServer: Sendable {
+  public typealias Handler = @Sendable (HTTPRequest) -> HTTPResponse
+  /// The response for a request refused before any handler ran: its status, code and reason.
+  public typealias Refusal = @Sendable (_ status: Int, _ code: StrataError.Code, _ message: String) -> HTTPResponse
 
   private let listener: TCPListener
   private let limits: HTTPServerLimits
   private let handler: Handler
   private let inline: @Sendable (HTTPRequest) -> Bool
+  private let refusal: Refusal
+  /// Names the threads (`strata-NAME-loop`), log lines and the timeout setting (`NAME.request_timeout`).
+  private let name: String
   private let tls: (@Sendable () -> TLSContext?)?
   private let logger: Logger
   private let wakePipe: (read: Int32, write: Int32)
@@ -128,21 +96,24 @@ final class HTTPServer: Sendable {
     var stats = HTTPServerStats()
   }
 
-  init(
-    listen: HostPort, limits: HTTPServerLimits, logger: Logger, tls: (@Sendable () -> TLSContext?)? = nil,
-    inline: @escaping @Sendable (HTTPRequest) -> Bool, handler: @escaping Handler
+  /// Binds the listening socket now (port 0 picks a free one; see `address`).
+  public init(
+    name: String, listen: HostPort, limits: HTTPServerLimits, logger: Logger, tls: (@Sendable () -> TLSContext?)? = nil,
+    inline: @escaping @Sendable (HTTPRequest) -> Bool, refusal: @escaping Refusal, handler: @escaping Handler
   ) throws(StrataError) {
     precondition(limits.connectionsMax > 0 && limits.workers > 0 && limits.requestTimeoutMilliseconds > 0)
     listener = try TCPListener(binding: listen)
     var fds: [Int32] = [0, 0]
     guard pipe(&fds) == 0 else {
-      throw StrataError(.ioError, "admin API: pipe failed: \(String(cString: strerror(errno)))")
+      throw StrataError(.ioError, "HTTP server: pipe failed: \(String(cString: strerror(errno)))")
     }
     wakePipe = (fds[0], fds[1])
     for fd in [fds[0], fds[1], listener.descriptor] { makeNonBlocking(fd) }
     self.limits = limits
     self.handler = handler
     self.inline = inline
+    self.refusal = refusal
+    self.name = name
     self.tls = tls
     self.logger = logger
   }
@@ -152,30 +123,30 @@ final class HTTPServer: Sendable {
     close(wakePipe.write)
   }
 
-  var address: HostPort { listener.address }
+  public var address: HostPort { listener.address }
 
-  var stats: HTTPServerStats { shared.withLock { $0.stats } }
+  public var stats: HTTPServerStats { shared.withLock { $0.stats } }
 
   /// Starts the event loop and the workers (`limits.workers + 1` threads in all, for the server's life).
-  func start() {
+  public func start() {
     shared.withLock { $0.started = true }
     let loop = Thread { [self] in
       var loop = EventLoop(server: self)
       loop.run()
       loopEnded.signal()
     }
-    loop.name = "strata-admin-loop"
+    loop.name = "strata-\(name)-loop"
     loop.start()
     for index in 0..<limits.workers {
       let worker = Thread { [self] in work() }
-      worker.name = "strata-admin-worker-\(index)"
+      worker.name = "strata-\(name)-worker-\(index)"
       worker.start()
     }
   }
 
   /// Stops accepting and closes every connection; waits for the event loop to end. Workers end
   /// after the handler they run, if any (a stuck handler never holds up a shutdown).
-  func stop() {
+  public func stop() {
     let waits = shared.withLock { shared -> Bool in
       defer { shared.stopped = true }
       shared.stopping = true
@@ -363,14 +334,14 @@ final class HTTPServer: Sendable {
           if code == EMFILE || code == ENFILE {
             // Out of descriptors: pause accepting instead of spinning on the error.
             acceptPausedUntil = nowMilliseconds() + 100
-            server.logger.warning("admin API: out of file descriptors; accepting paused for 100 ms")
+            server.logger.warning("\(server.name) API: out of file descriptors; accepting paused for 100 ms")
           }
           return
         }
         if connections.count >= server.limits.connectionsMax && !evictOldest() {
           // Every connection is being answered: this one is told to retry.
-          let refusal = HTTPResponse.refusal(
-            503, .resourceExhausted, "admin connection limit (\(server.limits.connectionsMax)) reached; retry")
+          let refusal = server.refusal(
+            503, .resourceExhausted, "\(server.name) connection limit (\(server.limits.connectionsMax)) reached; retry")
           let bytes = refusal.bytes(closing: true)
           _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
           close(fd)
@@ -411,17 +382,18 @@ final class HTTPServer: Sendable {
     private mutating func handshake(_ id: Int) {
       guard let session = connections[id]?.tls else { return }
       do throws(StrataError) {
-        switch try session.handshake(peer: "admin client") {
+        switch try session.handshake(peer: "\(server.name) client") {
         case .wantRead: connections[id]!.wantsWrite = false
         case .wantWrite: connections[id]!.wantsWrite = true
         case .done:
           connections[id]!.phase = .reading
-          server.logger.debug("admin TLS connection", metadata: ["tls_mode": "\(session.mode.rawValue)"])
+          server.logger.debug("\(server.name) TLS connection", metadata: ["tls_mode": "\(session.mode.rawValue)"])
           read(id)  // the request may have come with the handshake's last flight
         }
       } catch {
         server.shared.withLock { $0.stats.refusedMalformed += 1 }
-        server.logger.info("admin connection refused: TLS handshake failed", metadata: ["reason": "\(error.message)"])
+        server.logger.info(
+          "\(server.name) connection refused: TLS handshake failed", metadata: ["reason": "\(error.message)"])
         drop(id)
       }
     }
@@ -469,9 +441,9 @@ final class HTTPServer: Sendable {
       case .failure(let failure):
         server.shared.withLock { $0.stats.refusedMalformed += 1 }
         server.logger.info(
-          "admin request refused", metadata: ["status": "\(failure.status)", "reason": "\(failure.reason)"])
+          "\(server.name) request refused", metadata: ["status": "\(failure.status)", "reason": "\(failure.reason)"])
         respond(
-          id, HTTPResponse.refusal(failure.status, .invalidArgument, failure.reason).bytes(closing: true), closes: true)
+          id, server.refusal(failure.status, .invalidArgument, failure.reason).bytes(closing: true), closes: true)
         return true
       case .request(let request):
         if server.inline(request) {
@@ -494,7 +466,7 @@ final class HTTPServer: Sendable {
           connections[id]!.phase = .answering
           server.jobsReady.signal()
         } else {
-          let refusal = HTTPResponse.refusal(503, .resourceExhausted, "the admin API is busy; retry")
+          let refusal = server.refusal(503, .resourceExhausted, "the \(server.name) API is busy; retry")
           respond(id, refusal.bytes(closing: request.closes), closes: request.closes)
         }
         return true
@@ -555,8 +527,8 @@ final class HTTPServer: Sendable {
     private mutating func expire(now: UInt64) {
       for (id, connection) in connections where connection.deadline <= now && connection.phase != .answering {
         if connection.phase == .reading && connection.parser.bufferedBytes > 0 {
-          let refusal = HTTPResponse.refusal(
-            408, .timeout, "the request did not arrive whole within \(timeout) ms (admin.request_timeout)")
+          let refusal = server.refusal(
+            408, .timeout, "the request did not arrive whole within \(timeout) ms (\(server.name).request_timeout)")
           let bytes = refusal.bytes(closing: true)
           _ = bytes.withUnsafeBytes { connection.transmit($0) }
           server.shared.withLock { $0.stats.refusedTimeout += 1 }
@@ -582,8 +554,3 @@ private func makeNonBlocking(_ fd: Int32) {
 }
 
 private func nowMilliseconds() -> UInt64 { DispatchTime.now().uptimeNanoseconds / 1_000_000 }
-
-/// The JSON error body of the admin API: {"error":{"code":"name","message":"..."}}.
-func adminErrorBody(_ code: StrataError.Code, _ message: String) -> String {
-  JSONValue.object(["error": .object(["code": .string(code.name), "message": .string(message)])]).encoded
-}
