@@ -164,9 +164,15 @@ public final class TLSSession: @unchecked Sendable {
     guard let ssl = SSL_new(context.context) else {
       throw StrataError(.resourceExhausted, "TLS: SSL_new failed: \(tlsErrorText(nil))")
     }
-    guard SSL_set_fd(ssl, descriptor) == 1 else {
+    // Kernel TLS needs the socket itself as the write BIO; user-space sessions write through a
+    // buffer that gathers records into large sends.
+    let buffered = !context.kernelRequested && TLSSession.writeBuffering
+    let attached =
+      buffered
+      ? strata_ssl_set_buffered_fd(ssl, descriptor, Int32(Self.writeBufferBytes)) : SSL_set_fd(ssl, descriptor)
+    guard attached == 1 else {
       SSL_free(ssl)
-      throw StrataError(.internalError, "TLS: SSL_set_fd failed: \(tlsErrorText(nil))")
+      throw StrataError(.internalError, "TLS: attaching the socket failed: \(tlsErrorText(nil))")
     }
     if context.isServer { SSL_set_accept_state(ssl) } else { SSL_set_connect_state(ssl) }
     self.ssl = ssl
@@ -174,6 +180,13 @@ public final class TLSSession: @unchecked Sendable {
   }
 
   deinit { SSL_free(ssl) }
+
+  /// Encrypted bytes gathered before one `send` (user-space sessions): 16 records. The receiver's
+  /// read-ahead buffer (shim.h) is as large, so one send is one wakeup and one `recv` there.
+  public static let writeBufferBytes = 256 << 10
+
+  /// Experiment switch while measuring: STRATA_TLS_WRITE_BUFFER=0 writes each record with its own send.
+  static let writeBuffering: Bool = getenv("STRATA_TLS_WRITE_BUFFER").map { String(cString: $0) != "0" } ?? true
 
   /// Where records are encrypted: the kernel only when both directions were handed to it.
   public var mode: TLSMode { strata_ssl_ktls_send(ssl) == 1 && strata_ssl_ktls_recv(ssl) == 1 ? .kernel : .user }
@@ -256,10 +269,33 @@ public final class TLSSession: @unchecked Sendable {
     }
   }
 
-  /// Writes `count` bytes (all of them, or `wouldBlock`: retry later with the same bytes).
-  public func write(_ base: UnsafeRawPointer, _ count: Int) -> Outcome {
+  /// Writes `count` bytes (all of them, or `wouldBlock`: retry later with the same bytes). With
+  /// `flush` false the last records may wait in the write buffer for the next write that flushes:
+  /// only a caller with more bytes to send at once passes false.
+  public func write(_ base: UnsafeRawPointer, _ count: Int, flush: Bool = true) -> Outcome {
     while true {
-      if let outcome = outcome(of: SSL_write(ssl, base, Int32(clamping: count)), writing: true) { return outcome }
+      if let outcome = outcome(of: SSL_write(ssl, base, Int32(clamping: count)), writing: true) {
+        guard flush, case .moved = outcome else { return outcome }
+        if let failure = self.flush() { return failure }
+        return outcome
+      }
+    }
+  }
+
+  /// Sends what waits in the write buffer; nil when all of it went.
+  private func flush() -> Outcome? {
+    while true {
+      switch strata_ssl_flush(ssl) {
+      case 1: return nil
+      case 0:
+        if errno == EINTR { continue }
+        return .wouldBlock
+      default:
+        let code = errno
+        if code == EINTR { continue }
+        if code == EPIPE || code == ECONNRESET { return .closed }
+        return .failed(code, "")
+      }
     }
   }
 
