@@ -3,7 +3,10 @@
 # blocks, batch 16, 2 connections, against a plaintext node and a TLS node (certificates from
 # scripts/dev-ca.sh), next to the machine's own single-core cipher rate
 # (`openssl speed -evp aes-128-gcm -bytes 16384`, 16 KiB records, one core). Rounds alternate
-# plaintext and TLS; medians of REPEATS rounds. Prints the table of docs/performance.md ("TLS").
+# plaintext and TLS; medians of REPEATS rounds. Prints the table of docs/performance.md ("TLS"),
+# with the CPU seconds node and client together spent per GB moved (their own /proc counters over
+# the timed part of each run): less sensitive than the rate to other load on the machine; 2 / that
+# is the rate two cores could reach if they did nothing else.
 #
 # Usage: scripts/bench-tls.sh [STRATA_BIN] [REPEATS=3] [SECONDS=3]
 #   STRATA_BIN defaults to .build/release/strata (built with `swift build -c release` if missing).

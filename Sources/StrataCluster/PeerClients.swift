@@ -101,8 +101,8 @@ final class PeerClients: Sendable {
     let id = ObjectIdentifier(client)
     retired.withLock { $0[id] = client }
     let grace = Int(2 * timeoutMilliseconds) + 1_000
-    DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(grace)) { [retired] in
-      retired.withLock { $0.removeValue(forKey: id) }?.close()
+    DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(grace)) { [self] in
+      self.retired.withLock { $0.removeValue(forKey: id) }?.close()
     }
   }
 

@@ -127,8 +127,17 @@ public final class TCPSocket: @unchecked Sendable {
   public func readExactly(_ buffer: UnsafeMutableRawBufferPointer, deadline: Deadline = .never) throws(StrataError) {
     guard var cursor = buffer.baseAddress else { return }
     var remaining = buffer.count
+    var bounded = false
     while remaining > 0 {
-      if deadline != .never { try bound(SO_RCVTIMEO, by: deadline, "read") }
+      // A TLS read served from the session's read-ahead buffer does not wait on the socket: after
+      // the first, the socket's timeout is set again only when that buffer is empty (about one
+      // record in 16), saving a system call per record. A read that finds part of a record
+      // buffered may wait under the timeout set earlier in this call, which ends no later than
+      // the deadline plus the time this call has taken.
+      if deadline != .never && (!bounded || tls?.hasBufferedBytes != true) {
+        try bound(SO_RCVTIMEO, by: deadline, "read")
+        bounded = true
+      }
       if let tls {
         switch tls.read(cursor, remaining) {
         case .moved(let count):
