@@ -41,6 +41,13 @@ static inline void strata_ssl_ctx_set_defaults(SSL_CTX *ctx) {
   SSL_CTX_set_default_read_buffer_len(ctx, 256 * 1024);
 }
 
+/// Servers choose the cipher suite by their own order (TLS_AES_128_GCM_SHA256 first), not the
+/// client's: OpenSSL's default order, which `openssl s_client` and most clients send, puts
+/// TLS_AES_256_GCM_SHA384 first.
+static inline void strata_ssl_ctx_prefer_own_ciphers(SSL_CTX *ctx) {
+  SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+}
+
 /// Asks OpenSSL to hand record encryption to the kernel (the `tls` ULP) after the handshake.
 /// Returns 0 when this OpenSSL was built without kernel TLS.
 static inline int strata_ssl_ctx_enable_ktls(SSL_CTX *ctx) {

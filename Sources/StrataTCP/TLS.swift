@@ -95,8 +95,11 @@ public final class TLSContext: @unchecked Sendable {
     }
     _ = strata_ssl_ctx_set_min_proto_version(context, strata_tls1_3_version())
     strata_ssl_ctx_set_defaults(context)
-    // AES-128-GCM first: the fastest with AES-NI, and the cipher kernel TLS offloads most widely.
+    // AES-128-GCM first, on both sides, and a server picks by this order whatever the client
+    // prefers: with AES-NI it is the fastest suite (10 AES rounds to AES-256's 14; security.md
+    // gives the measured rates), and the one kernel TLS offloads most widely.
     _ = SSL_CTX_set_ciphersuites(context, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256")
+    if isServer { strata_ssl_ctx_prefer_own_ciphers(context) }
     if isServer && files.certificate.isEmpty { throw fail("a server needs a certificate (tls.cert) and its key") }
     if !files.certificate.isEmpty {
       guard SSL_CTX_use_certificate_chain_file(context, files.certificate) == 1 else {

@@ -150,7 +150,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     _ = stalled
   }
 
-  /// The node's TLS port as any TLS client sees it: TLS 1.3, a certificate that verifies.
+  /// The node's TLS port as any TLS client sees it: TLS 1.3, AES-128-GCM, a certificate that verifies.
   @Test func opensslClientNegotiatesTLS13() throws {
     let ca = try DevCA()
     defer { ca.remove() }
@@ -164,6 +164,8 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
       ], input: Data())
     #expect(run.stdoutText.contains("Verify return code: 0 (ok)"), "\(run.stdoutText)")
     #expect(run.stdoutText.contains("TLSv1.3"), "\(run.stdoutText)")
+    // s_client lists TLS_AES_256_GCM_SHA384 first; the node picks by its own order.
+    #expect(run.stdoutText.contains("TLS_AES_128_GCM_SHA256"), "\(run.stdoutText)")
     let wrong = try DevCA()
     defer { wrong.remove() }
     let refused = try runProcess(
@@ -543,6 +545,11 @@ struct TLSEtcdProcessTests {
     #expect(ids.isSuperset(of: ["node-a", "node-b"]) && ids.isDisjoint(with: records.map(\.id)), "\(ids)")
     // Blocks written through node a (not ring-aware: a stores each and copies it to its other
     // owners): with the rogue records honoured, about half of them would name one as an owner.
+    // First c's record lapses (its lease), so that a PUT's write quorum is a and b.
+    let cGone = try await eventually(within: 20) {
+      (try? await cluster.activeIDs(via: ["a", "b"])) == ["node-a", "node-b"]
+    }
+    #expect(cGone, "node-c's record did not lapse")
     let more = BlockSet(count: 100, run: 92)
     let writer = tlsClient(cluster.address("a"), tls: try ca.client())
     defer { writer.close() }
