@@ -5,6 +5,7 @@
 import Foundation
 import StrataAdmin
 import StrataCluster
+import StrataConfig
 import StrataCore
 import StrataPlacement
 import StrataTCP

@@ -188,7 +188,8 @@ public final class TLSSession: @unchecked Sendable {
   /// read-ahead buffer (shim.h) is as large, so one send is one wakeup and one `recv` there.
   public static let writeBufferBytes = 256 << 10
 
-  /// Experiment switch while measuring: STRATA_TLS_WRITE_BUFFER=0 writes each record with its own send.
+  /// STRATA_TLS_WRITE_BUFFER=0 in the environment writes each record with its own `send`, as
+  /// before the buffer: the switch docs/performance.md's before/after rows were measured with.
   static let writeBuffering: Bool = getenv("STRATA_TLS_WRITE_BUFFER").map { String(cString: $0) != "0" } ?? true
 
   /// Where records are encrypted: the kernel only when both directions were handed to it.
