@@ -3,7 +3,10 @@
 # blocks, batch 16, 2 connections, against a plaintext node and a TLS node (certificates from
 # scripts/dev-ca.sh), next to the machine's own single-core cipher rate
 # (`openssl speed -evp aes-128-gcm -bytes 16384`, 16 KiB records, one core). Rounds alternate
-# plaintext and TLS; medians of REPEATS rounds. Prints the table of docs/performance.md ("TLS").
+# plaintext and TLS; medians of REPEATS rounds. Prints the table of docs/performance.md ("TLS"),
+# with the CPU seconds node and client together spent per GB moved (their own /proc counters over
+# the timed part of each run): less sensitive than the rate to other load on the machine; 2 / that
+# is the rate two cores could reach if they did nothing else.
 #
 # Usage: scripts/bench-tls.sh [STRATA_BIN] [REPEATS=3] [SECONDS=3]
 #   STRATA_BIN defaults to .build/release/strata (built with `swift build -c release` if missing).
@@ -50,12 +53,18 @@ start() { # NAME EXTRA...: starts a node, prints its address
 plain=$(start plain)
 tls=$(start tls --tls-cert "$work/ca/node-1.pem" --tls-key "$work/ca/node-1.key")
 [[ -n "$plain" && -n "$tls" ]] || { echo "a node did not start:" >&2; cat "$work"/*.log >&2; exit 1; }
+plain_pid=$(sed -n 1p "$work/pids")
+tls_pid=$(sed -n 2p "$work/pids")
 
 results="$work/results.jsonl"
 for round in $(seq "$repeats"); do
   for op in get put; do
     for mode in plain tls; do
-      if [[ $mode == plain ]]; then node=$plain; extra=(); else node=$tls; extra=(--tls-ca "$work/ca/ca.pem"); fi
+      if [[ $mode == plain ]]; then
+        node=$plain extra=(--node-pid "$plain_pid")
+      else
+        node=$tls extra=(--node-pid "$tls_pid" --tls-ca "$work/ca/ca.pem")
+      fi
       line=$("$strata" bench --node "$node" "${extra[@]}" --op "$op" --size 2MiB --batch 16 --connections 2 \
         --seconds "$duration" --json | tail -1)
       python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["mode"]=sys.argv[2]; print(json.dumps(d))' \
@@ -73,14 +82,23 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 cipher = float(sys.argv[2]) / 1e9
 print(f"openssl speed -evp aes-128-gcm, 16 KiB, one core: {cipher:.2f} GB/s; rounds: {sys.argv[3]}; "
       f"TLS sessions on the node: {sys.argv[4]}")
-print("| op | plaintext GB/s | TLS GB/s | TLS / plaintext | TLS / cipher core | target (>= 0.6x cipher) | TLS p99 ms |")
-print("|---|---|---|---|---|---|---|")
+print("| op | plaintext GB/s | TLS GB/s | TLS / plaintext | TLS / cipher core | target (>= 0.6x cipher) | TLS p99 ms "
+      "| CPU s/GB plaintext (node+client) | CPU s/GB TLS (node+client) | TLS 2-core CPU bound GB/s |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+def cpu(rows):
+    # Node plus client CPU seconds per GB moved: what one byte costs on this machine's two cores,
+    # whatever else shares them during the run.
+    values = [r["node_cpu_s_per_gb"] + r["client_cpu_s_per_gb"] for r in rows
+              if r.get("node_cpu_s_per_gb") is not None and r.get("client_cpu_s_per_gb") is not None]
+    return statistics.median(values) if values else float("nan")
 for op in ("get", "put"):
-    plain = statistics.median(r["gbps"] for r in rows if r["op"] == op and r["mode"] == "plain")
+    plain_rows = [r for r in rows if r["op"] == op and r["mode"] == "plain"]
+    plain = statistics.median(r["gbps"] for r in plain_rows)
     tls = [r for r in rows if r["op"] == op and r["mode"] == "tls"]
     rate = statistics.median(r["gbps"] for r in tls)
     p99 = statistics.median(r["p99_us"] for r in tls) / 1000
     verdict = "met" if rate >= 0.6 * cipher else "missed"
     print(f"| {op.upper()} 2 MiB x 16, 2 conn | {plain:.2f} | {rate:.2f} | {rate / plain:.2f} | "
-          f"{rate / cipher:.2f} | {verdict} | {p99:.1f} |")
+          f"{rate / cipher:.2f} | {verdict} | {p99:.1f} | {cpu(plain_rows):.3f} | {cpu(tls):.3f} | "
+          f"{2 / cpu(tls):.2f} |")
 PY

@@ -70,11 +70,7 @@ struct Bench: AsyncParsableCommand {
           .unavailable,
           "--transport \(transport): the same-host path is not in use (\(client.transportStats.sameHostDecision))")
       }
-      let cpuBefore = nodePid.flatMap(processCPUSeconds)
       var result = try await measure(client: client, blockBytes: blockBytes)
-      if let before = cpuBefore, let pid = nodePid, let after = processCPUSeconds(pid), result.bytes > 0 {
-        result.nodeCPUSecondsPerGB = (after - before) / (Double(result.bytes) / 1e9)
-      }
       if transport != "tcp" && op != "lookup" {
         result.memcpyGBps = memcpyRate(blockBytes: blockBytes, batch: batch, seconds: min(seconds, 2))
       }
@@ -100,7 +96,10 @@ struct Bench: AsyncParsableCommand {
     var transport = "tcp"
     /// A single-thread memcpy of the same batches, same run (shm and unix only).
     var memcpyGBps: Double?
+    /// CPU seconds per GB moved over the timed part of the run (the GET working set's preload not
+    /// included): the node's (with --node-pid) and this process's own.
     var nodeCPUSecondsPerGB: Double?
+    var clientCPUSecondsPerGB: Double?
 
     func percentile(_ p: Double) -> Double {
       let sorted = latenciesMicroseconds.sorted()
@@ -126,6 +125,7 @@ struct Bench: AsyncParsableCommand {
         "transport": .string(transport), "memcpy_gbps": memcpyGBps.map { .double(round($0, 3)) } ?? .null,
         "ratio_to_memcpy": memcpyGBps.map { .double(round(gbps / $0, 3)) } ?? .null,
         "node_cpu_s_per_gb": nodeCPUSecondsPerGB.map { .double(round($0, 4)) } ?? .null,
+        "client_cpu_s_per_gb": clientCPUSecondsPerGB.map { .double(round($0, 4)) } ?? .null,
       ]
       return JSONValue.object(line).encoded
     }
@@ -137,6 +137,7 @@ struct Bench: AsyncParsableCommand {
         + "p999 \(rounded(percentile(0.999), 0)) µs (\(latenciesMicroseconds.count) requests), over \(transport)"
         + (memcpyGBps.map { "; memcpy \(rounded($0, 2)) GB/s, ratio \(rounded(gbps / $0, 2))×" } ?? "")
         + (nodeCPUSecondsPerGB.map { "; node CPU \(rounded($0, 3)) s/GB" } ?? "")
+        + (clientCPUSecondsPerGB.map { "; client CPU \(rounded($0, 3)) s/GB" } ?? "")
     }
   }
 
@@ -183,6 +184,8 @@ struct Bench: AsyncParsableCommand {
     let isGet = op == "get"
     let isLookup = op == "lookup"
     let batch = self.batch
+    let nodeCPUBefore = nodePid.flatMap(processCPUSeconds)
+    let clientCPUBefore = processCPUSeconds(getpid())
     let deadline = now() + seconds
     let start = now()
     // Progress over the run's time, with the byte rate so far (only on a terminal, and not with --json).
@@ -260,6 +263,15 @@ struct Bench: AsyncParsableCommand {
       result.blocks += blocks
       result.bytes += op == "lookup" ? 0 : blocks * blockBytes
       result.latenciesMicroseconds += latencies
+    }
+    let gigabytes = Double(result.bytes) / 1e9
+    if gigabytes > 0 {
+      if let before = nodeCPUBefore, let after = nodePid.flatMap(processCPUSeconds) {
+        result.nodeCPUSecondsPerGB = (after - before) / gigabytes
+      }
+      if let before = clientCPUBefore, let after = processCPUSeconds(getpid()) {
+        result.clientCPUSecondsPerGB = (after - before) / gigabytes
+      }
     }
     return result
   }

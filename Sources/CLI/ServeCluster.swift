@@ -2,10 +2,13 @@
 // "cluster" section of /v1/status, readiness (a node is ready once it is in its ring), and the
 // cluster's metrics, set at every scrape.
 
+import Foundation
 import StrataAdmin
 import StrataCluster
+import StrataConfig
 import StrataCore
 import StrataPlacement
+import StrataTCP
 
 /// Registers the cluster's routes, status section, readiness check and metrics on `administration`.
 func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration) {
@@ -27,6 +30,16 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
     return ring.member(id: cluster.settings.me.id) == nil ? "not in the ring yet (epoch \(ring.epoch))" : nil
   }
   administration.epochProvider { cluster.epoch }
+  // Outgoing peer and etcd connections, and the etcd member record, take renewed certificates.
+  administration.onCertificateReload { [cluster] new throws(StrataError) in
+    guard new.tls.enabled == (cluster.settings.peerTLS != nil) else { return {} }
+    let credentials = try ClusterTLS(new, memberID: cluster.settings.me.id)
+    return {
+      cluster.reloadCredentials(
+        peerTLS: credentials.peer, etcdTLS: credentials.etcd, memberCertificate: credentials.memberCertificate,
+        memberAuthority: credentials.memberAuthority)
+    }
+  }
   administration.beforeScrape { metrics in
     let ring = cluster.ring
     metrics.setRing(
@@ -59,5 +72,53 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
     let under = cluster.underReplicatedCounts
     metrics.setUnderReplicated(under.blocks)
     metrics.advance("strata_under_replicated_overflow_total", [], to: under.overflowed)
+    let rejections = cluster.memberRejections
+    for reason in ClusterNode.memberRejectionReasons {
+      metrics.advance("strata_member_records_rejected_total", [("reason", reason)], to: rejections.totals[reason] ?? 0)
+    }
+    metrics.setMemberRecordsRejected(rejections.now)
+  }
+}
+
+/// The cluster's TLS material, read from the files the configuration names: at start and again
+/// on every config reload (a renewal usually rewrites the same files).
+struct ClusterTLS {
+  /// Peers are reached over TLS with this node's certificate, verified with the cluster CA.
+  var peer: TLSContext?
+  /// An `https://` etcd: its CA (`cluster.etcd_ca`, else `tls.ca`) and client certificate.
+  var etcd: TLSContext?
+  /// The node's certificate chain for its etcd member record, and the CA the records of every
+  /// member must chain to (MemberRecord.swift).
+  var memberCertificate = ""
+  var memberAuthority: CertificateAuthority?
+
+  /// In etcd mode with TLS, the node's own certificate must pass the check every member applies
+  /// to its record (chain to the cluster CA, name `memberID`), or no member would count it.
+  init(_ settings: NodeConfiguration, memberID: String) throws(StrataError) {
+    if settings.tls.enabled {
+      peer = try TLSContext.client(
+        TLSFiles(
+          certificate: settings.tls.certificate, key: settings.tls.key, trusted: settings.tls.clusterCA,
+          kernel: settings.tls.kernel))
+      memberCertificate = CertificateCheck.certificatesOnly(try readPEMFile(settings.tls.certificate))
+      let authority = try CertificateAuthority(file: settings.tls.clusterCA)
+      memberAuthority = authority
+      if settings.cluster.mode == .etcd {
+        let verdict = CertificateCheck.verify(
+          pem: memberCertificate, naming: memberID, authority: authority, now: Int64(Date().timeIntervalSince1970))
+        if case .rejected(let reason, let words) = verdict {
+          throw StrataError(
+            .invalidConfiguration,
+            "tls.cert: the other members would not honour this node's etcd record (certificate \(reason.rawValue): \(words)); "
+              + "it must chain to tls.ca and name the node id '\(memberID)'")
+        }
+      }
+    }
+    if settings.cluster.etcd.lowercased().contains("https://") {
+      let ca = settings.cluster.etcdCA.isEmpty ? settings.tls.clusterCA : settings.cluster.etcdCA
+      etcd = try TLSContext.client(
+        TLSFiles(
+          certificate: settings.cluster.etcdCertificate, key: settings.cluster.etcdKey, trusted: ca, kernel: false))
+    }
   }
 }

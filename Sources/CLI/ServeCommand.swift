@@ -123,19 +123,11 @@ struct Serve: AsyncParsableCommand {
         var clusterSettings = ClusterNode.Settings(
           configuration: settings, nodeID: nodeID, advertise: advertised,
           capacityBytes: UInt64(stats.ramCapacityBytes + stats.nvmeCapacityBytes))
-        if settings.tls.enabled {
-          // Peers are reached over TLS with this node's certificate, verified with the cluster CA.
-          clusterSettings.peerTLS = try TLSContext.client(
-            TLSFiles(
-              certificate: settings.tls.certificate, key: settings.tls.key, trusted: settings.tls.clusterCA,
-              kernel: settings.tls.kernel))
-        }
-        if settings.cluster.etcd.lowercased().contains("https://") {
-          let ca = settings.cluster.etcdCA.isEmpty ? settings.tls.clusterCA : settings.cluster.etcdCA
-          clusterSettings.etcdTLS = try TLSContext.client(
-            TLSFiles(
-              certificate: settings.cluster.etcdCertificate, key: settings.cluster.etcdKey, trusted: ca, kernel: false))
-        }
+        let credentials = try ClusterTLS(settings, memberID: clusterSettings.me.id)
+        clusterSettings.peerTLS = credentials.peer
+        clusterSettings.etcdTLS = credentials.etcd
+        clusterSettings.memberCertificate = credentials.memberCertificate
+        clusterSettings.memberAuthority = credentials.memberAuthority
         clusterSettings.instance = server.instance
         let node = ClusterNode(settings: clusterSettings, tiers: tiers, logger: logger)
         node.setOnDrained { signals.trigger("drained") }

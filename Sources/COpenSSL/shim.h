@@ -5,10 +5,12 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
+#include <stdio.h>
 #include <string.h>
 
 static inline int strata_ssl_ctx_set_min_proto_version(SSL_CTX *ctx, int version) {
@@ -37,6 +39,13 @@ static inline void strata_ssl_ctx_set_defaults(SSL_CTX *ctx) {
      Readers must then ask SSL_has_pending, not the poller, whether bytes wait (TLSSession). */
   SSL_CTX_set_read_ahead(ctx, 1);
   SSL_CTX_set_default_read_buffer_len(ctx, 256 * 1024);
+}
+
+/// Servers choose the cipher suite by their own order (TLS_AES_128_GCM_SHA256 first), not the
+/// client's: OpenSSL's default order, which `openssl s_client` and most clients send, puts
+/// TLS_AES_256_GCM_SHA384 first.
+static inline void strata_ssl_ctx_prefer_own_ciphers(SSL_CTX *ctx) {
+  SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 }
 
 /// Asks OpenSSL to hand record encryption to the kernel (the `tls` ULP) after the handshake.
@@ -70,6 +79,34 @@ static inline int strata_ssl_ktls_recv(SSL *ssl) {
 #endif
 }
 
+/// Reads and writes `descriptor` through two socket BIOs, the write side behind a buffer of
+/// `write_buffer` bytes: OpenSSL writes one TLS record (16 KiB) per BIO write, and the buffer turns
+/// a run of records into one `send` (fewer system calls and fewer, larger loopback segments).
+/// Whoever writes must then flush (`strata_ssl_flush`) before waiting for an answer.
+/// Returns 1, or 0 when a BIO could not be made (the session is unchanged then).
+static inline int strata_ssl_set_buffered_fd(SSL *ssl, int descriptor, int write_buffer) {
+  BIO *reader = BIO_new_socket(descriptor, BIO_NOCLOSE);
+  BIO *writer = BIO_new_socket(descriptor, BIO_NOCLOSE);
+  BIO *buffer = BIO_new(BIO_f_buffer());
+  if (reader == NULL || writer == NULL || buffer == NULL || BIO_set_write_buffer_size(buffer, write_buffer) != 1) {
+    BIO_free(reader);
+    BIO_free(writer);
+    BIO_free(buffer);
+    return 0;
+  }
+  SSL_set_bio(ssl, reader, BIO_push(buffer, writer));
+  return 1;
+}
+
+/// Sends what the write buffer holds: 1 when all went, 0 when the socket would block (or its
+/// send timeout passed), -1 on an error (errno says which).
+static inline int strata_ssl_flush(SSL *ssl) {
+  BIO *writer = SSL_get_wbio(ssl);
+  if (writer == NULL) return 1;
+  if (BIO_flush(writer) == 1) return 1;
+  return BIO_should_retry(writer) ? 0 : -1;
+}
+
 /// Makes the client check that the server's certificate names `host` (an IP address or a DNS
 /// name), and sends it as SNI when it is a name.
 static inline int strata_ssl_expect_host(SSL *ssl, const char *host) {
@@ -88,16 +125,19 @@ static inline int strata_ssl_peer_common_name(SSL *ssl, char *buffer, int capaci
   return length < 0 ? -1 : length;
 }
 
-/// 1 when the peer presented a certificate that names `identity` as its common name, or as a DNS
-/// or IP subject alternative name.
-static inline int strata_ssl_peer_names(SSL *ssl, const char *identity) {
-  X509 *cert = SSL_get0_peer_certificate(ssl);
+/// 1 when `cert` names `identity` as its common name, or as a DNS or IP subject alternative name.
+static inline int strata_x509_names(X509 *cert, const char *identity) {
   if (cert == NULL) return 0;
   char name[256];
   int length = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, name, sizeof name);
   if (length >= 0 && strcmp(name, identity) == 0) return 1;
   if (X509_check_ip_asc(cert, identity, 0) == 1) return 1;
   return X509_check_host(cert, identity, strlen(identity), X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1;
+}
+
+/// 1 when the peer presented a certificate that names `identity` (as `strata_x509_names`).
+static inline int strata_ssl_peer_names(SSL *ssl, const char *identity) {
+  return strata_x509_names(SSL_get0_peer_certificate(ssl), identity);
 }
 
 /// Verifies the peer's certificate (with the chain it sent) against `anchors` alone: 1 when it
@@ -124,6 +164,77 @@ static inline X509_STORE *strata_x509_store_from_file(const char *path) {
     return NULL;
   }
   return store;
+}
+
+/// Loads the PEM certificates of `pem` (`length` bytes) into a new store (NULL when it holds none).
+static inline X509_STORE *strata_x509_store_from_pem(const char *pem, int length) {
+  BIO *bio = BIO_new_mem_buf(pem, length);
+  if (bio == NULL) return NULL;
+  X509_STORE *store = X509_STORE_new();
+  int added = 0;
+  X509 *cert;
+  while (store != NULL && (cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    if (X509_STORE_add_cert(store, cert) == 1) added += 1;
+    X509_free(cert);
+  }
+  BIO_free(bio);
+  ERR_clear_error();
+  if (store != NULL && added == 0) {
+    X509_STORE_free(store);
+    return NULL;
+  }
+  return store;
+}
+
+/// What `strata_verify_certificate_pem` found.
+#define STRATA_CERT_VALID 0
+#define STRATA_CERT_UNREADABLE 1
+#define STRATA_CERT_UNTRUSTED 2
+#define STRATA_CERT_EXPIRED 3
+#define STRATA_CERT_NOT_YET_VALID 4
+#define STRATA_CERT_WRONG_IDENTITY 5
+
+/// Verifies the certificate chain `pem` (leaf first, then intermediates) against `anchors` alone,
+/// at time `now` (Unix seconds), and checks that the leaf names `identity` (as
+/// `strata_x509_names`). On failure `reason` holds words for the log. Touches no global state
+/// beyond OpenSSL's error queue (cleared).
+static inline int strata_verify_certificate_pem(
+  const char *pem, int length, X509_STORE *anchors, const char *identity, long long now, char *reason, int capacity
+) {
+  reason[0] = 0;
+  BIO *bio = BIO_new_mem_buf(pem, length);
+  if (bio == NULL) return STRATA_CERT_UNREADABLE;
+  X509 *leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+  STACK_OF(X509) *chain = sk_X509_new_null();
+  X509 *cert;
+  while (leaf != NULL && chain != NULL && (cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    if (sk_X509_push(chain, cert) <= 0) X509_free(cert);
+  }
+  BIO_free(bio);
+  ERR_clear_error();
+  int result = STRATA_CERT_UNREADABLE;
+  X509_STORE_CTX *context = leaf != NULL && chain != NULL ? X509_STORE_CTX_new() : NULL;
+  if (context != NULL && X509_STORE_CTX_init(context, anchors, leaf, chain) == 1) {
+    X509_STORE_CTX_set_time(context, 0, (time_t)now);
+    if (X509_verify_cert(context) == 1) {
+      result = strata_x509_names(leaf, identity) ? STRATA_CERT_VALID : STRATA_CERT_WRONG_IDENTITY;
+    } else {
+      int error = X509_STORE_CTX_get_error(context);
+      snprintf(reason, (size_t)capacity, "%s", X509_verify_cert_error_string(error));
+      result = error == X509_V_ERR_CERT_HAS_EXPIRED ? STRATA_CERT_EXPIRED
+        : error == X509_V_ERR_CERT_NOT_YET_VALID ? STRATA_CERT_NOT_YET_VALID
+        : STRATA_CERT_UNTRUSTED;
+    }
+  }
+  if (result == STRATA_CERT_WRONG_IDENTITY) {
+    int written = X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, reason, capacity);
+    if (written < 0) reason[0] = 0;
+  }
+  X509_STORE_CTX_free(context);
+  sk_X509_pop_free(chain, X509_free);
+  X509_free(leaf);
+  ERR_clear_error();
+  return result;
 }
 
 /// The reason of the last failed verification, or of the oldest queued OpenSSL error, as text;

@@ -77,3 +77,9 @@ extension NodeConfiguration {
 /// Applies the safe part of a new configuration; returns the fields it put in force. Appliers are
 /// registered by modules (the node registers one for auth.tokens; the cluster module may add its own).
 public typealias ReloadApplier = @Sendable (_ old: NodeConfiguration, _ new: NodeConfiguration) -> [String]
+
+/// Reads the certificates a module uses from a new configuration, on every config reload (changed
+/// paths or not: a renewal rewrites the same files). It throws to reject the whole reload (nothing
+/// is applied then) and otherwise returns what puts them in force, run once every file was read.
+public typealias CertificateReloader =
+  @Sendable (_ new: NodeConfiguration) throws(StrataError) -> @Sendable () -> Void

@@ -32,6 +32,7 @@ public final class NodeAdministration: Sendable {
     var file: NodeConfiguration
     var serving = false
     var appliers: [ReloadApplier] = []
+    var certificateReloaders: [CertificateReloader] = []
     var epoch: (@Sendable () -> UInt64)?
     var scrapeHooks: [@Sendable (NodeMetrics) -> Void] = []
   }
@@ -95,6 +96,11 @@ public final class NodeAdministration: Sendable {
 
   /// Adds a config-reload applier (see `ReloadApplier`).
   public func onReload(_ applier: @escaping ReloadApplier) { state.withLock { $0.appliers.append(applier) } }
+
+  /// Adds a reader of certificates for every config reload (see `CertificateReloader`).
+  public func onCertificateReload(_ reloader: @escaping CertificateReloader) {
+    state.withLock { $0.certificateReloaders.append(reloader) }
+  }
 
   /// Where /v1/status reads the ring epoch (the cluster module sets it; 0 alone).
   public func epochProvider(_ provider: @escaping @Sendable () -> UInt64) { state.withLock { $0.epoch = provider } }
@@ -314,17 +320,29 @@ public final class NodeAdministration: Sendable {
       report.rejected = problems.map(\.description)
       return report
     }
-    let (old, appliers) = state.withLock { ($0.file, $0.appliers) }
+    let (old, appliers, reloaders) = state.withLock { ($0.file, $0.appliers, $0.certificateReloaders) }
     let changed = old.changedFields(comparedTo: new)
     var applied = Set<String>()
     // Certificates are read again on every reload, changed paths or not (a renewal usually
-    // rewrites the same files): new handshakes use them; open connections keep theirs.
+    // rewrites the same files): new handshakes use them; open connections keep theirs. Every
+    // file is read before any is put in force.
+    var pending: [@Sendable () -> Void] = []
+    for reloader in reloaders {
+      do throws(StrataError) {
+        pending.append(try reloader(new))
+      } catch {
+        report.rejected = [error.message]
+        return report
+      }
+    }
+    defer { for apply in pending { apply() } }
     if new.tls.enabled == (node.tls != nil) {
       do throws(StrataError) {
         try node.reloadTLS(new.tls)
         if new.tls.enabled { logger.info("TLS certificates reloaded", metadata: ["cert": "\(new.tls.certificate)"]) }
         applied.formUnion(["tls.cert", "tls.key", "tls.ca", "tls.client_ca", "tls.require_client_cert", "tls.kernel"])
       } catch {
+        pending = []
         report.rejected = [error.message]
         return report
       }

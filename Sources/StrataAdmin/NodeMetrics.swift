@@ -7,6 +7,7 @@ public import Prometheus
 public import StrataCore
 public import StrataNode
 public import StrataStorage
+import StrataTCP
 import Synchronization
 
 /// One metric the node exports: its name, type, labels and meaning (docs/metrics.md lists these).
@@ -157,6 +158,16 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_replication_dropped_total", kind: .counter, labels: ["reason"],
       help: "Blocks not replicated, by reason."),
     .init(
+      name: "strata_member_records_rejected_total", kind: .counter, labels: ["reason"],
+      help:
+        "Distinct etcd member records the ring did not honour, by reason (malformed, missing, unreadable, untrusted, expired, not_yet_valid, wrong_identity)."
+    ),
+    .init(
+      name: "strata_member_records_rejected", kind: .gauge, labels: [],
+      help:
+        "etcd member records present now that the ring does not honour (no certificate of the cluster CA for their id)."
+    ),
+    .init(
       name: "strata_copy_corrupt_blocks_total", kind: .counter, labels: [],
       help:
         "Blocks that replication, drain or repair refused to copy because their RAM bytes failed their stored checksum (each removed from the node)."
@@ -294,6 +305,10 @@ public final class NodeMetrics: NodeObserver {
 
   public func setUnderReplicated(_ blocks: Int) {
     gauge("strata_under_replicated_blocks").set(Double(blocks))
+  }
+
+  public func setMemberRecordsRejected(_ records: Int) {
+    gauge("strata_member_records_rejected").set(Double(records))
   }
 
   public func recordReplicationSent(blocks: Int) {
@@ -513,11 +528,15 @@ public final class NodeMetrics: NodeObserver {
     for outcome in ["dropped", "kept"] {
       counter("strata_demotion_failures_total", [("outcome", outcome)]).increment(by: Int64(0))
     }
+    // The reasons of MemberAdmission (StrataCluster): a malformed record, or its certificate's.
+    for reason in ["malformed"] + CertificateRejection.allCases.map(\.rawValue) {
+      counter("strata_member_records_rejected_total", [("reason", reason)]).increment(by: Int64(0))
+    }
     for name in [
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
       "strata_repair_backlog_blocks", "strata_under_replicated_blocks", "strata_writeback_lag_seconds",
-      "strata_writeback_pending_blocks", "strata_writeback_pending_bytes",
+      "strata_writeback_pending_blocks", "strata_writeback_pending_bytes", "strata_member_records_rejected",
     ] {
       gauge(name).set(0.0)
     }

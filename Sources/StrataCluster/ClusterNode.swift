@@ -27,6 +27,28 @@ final class MemberIdentities: Sendable {
   func ids(at address: HostPort) -> [String] { byAddress.withLock { $0[address] ?? [] } }
 }
 
+/// The cluster's TLS material as of the last start or config reload. `generation` grows with
+/// every replacement, so peer connection pools can tell their clients are out of date.
+final class ClusterCredentials: Sendable {
+  struct Values {
+    var peerTLS: TLSContext?
+    var etcdTLS: TLSContext?
+    var memberCertificate = ""
+    var memberAuthority: CertificateAuthority?
+    var generation = 0
+  }
+  private let values = Mutex(Values())
+
+  var current: Values { values.withLock { $0 } }
+
+  func update(_ change: (inout Values) -> Void) {
+    values.withLock { values in
+      change(&values)
+      values.generation += 1
+    }
+  }
+}
+
 public final class ClusterNode: ClusterHooks {
   /// What the cluster layer needs from the node's configuration.
   public struct Settings: Sendable {
@@ -55,10 +77,30 @@ public final class ClusterNode: ClusterHooks {
     /// TLS to peers (`TLSContext.client` with the node certificate and the cluster CA); nil:
     /// plaintext. Each peer's certificate must name its member id (in static mode, whose ids are
     /// addresses: the address's host).
-    public var peerTLS: TLSContext?
+    public var peerTLS: TLSContext? {
+      get { credentials.current.peerTLS }
+      nonmutating set { credentials.update { $0.peerTLS = newValue } }
+    }
     /// TLS to an `https://` etcd (`cluster.etcd_ca`, else `tls.ca`; the client certificate of
     /// `cluster.etcd_cert`); nil for `http://`.
-    public var etcdTLS: TLSContext?
+    public var etcdTLS: TLSContext? {
+      get { credentials.current.etcdTLS }
+      nonmutating set { credentials.update { $0.etcdTLS = newValue } }
+    }
+    /// This node's certificate chain (PEM, certificates only), published in its etcd member record.
+    public var memberCertificate: String {
+      get { credentials.current.memberCertificate }
+      nonmutating set { credentials.update { $0.memberCertificate = CertificateCheck.certificatesOnly(newValue) } }
+    }
+    /// The cluster CA that etcd member records' certificates must chain to; nil (no TLS): every
+    /// well-formed record is honoured.
+    public var memberAuthority: CertificateAuthority? {
+      get { credentials.current.memberAuthority }
+      nonmutating set { credentials.update { $0.memberAuthority = newValue } }
+    }
+    /// The TLS material above, shared by every copy of these settings: a config reload replaces it
+    /// (`ClusterNode.reloadCredentials`) while the node runs.
+    let credentials = ClusterCredentials()
     /// etcd user and password (`cluster.etcd_user`, `cluster.etcd_password`); empty: none.
     public var etcdUser: String
     public var etcdPassword: String
@@ -99,6 +141,8 @@ public final class ClusterNode: ClusterHooks {
     var health: [String: PeerHealth] = [:]
     /// The process instance each peer last answered probes as.
     var instances: [String: Int] = [:]
+    /// etcd member records not honoured (MemberRecord.swift).
+    var rejectedMembers = MemberRejections()
     var service: MembershipServiceState = .notUsed
     var stopped = false
   }
@@ -282,6 +326,51 @@ public final class ClusterNode: ClusterHooks {
     guard !restarted.isEmpty, !isStopped, ring.activeMembers.contains(where: { $0.id == me }) else { return }
     logger.info("members restarted", metadata: ["members": "\(restarted.joined(separator: ","))"])
     scheduleRepair(reason: "members restarted: \(restarted.joined(separator: ","))")
+  }
+
+  /// This node's etcd member record for `member` (its certificate when TLS is on).
+  func memberRecord(_ member: Member) -> MemberRecord {
+    MemberRecord(member: member, instance: settings.instance, certificate: settings.memberCertificate)
+  }
+
+  /// The CA member records must chain to (nil without TLS).
+  var memberAuthority: CertificateAuthority? { settings.memberAuthority }
+
+  /// Counts and logs (once per distinct record) the member records etcd holds that the ring does not honour.
+  func noteRejectedMembers(_ rejected: [String: MemberAdmission.Rejection], records: [String: [UInt8]]) {
+    let fresh = state.withLock { $0.rejectedMembers.note(rejected, values: records) }
+    for (id, rejection) in fresh {
+      logger.warning(
+        "etcd: member record not honoured: it takes no share of the ring",
+        metadata: [
+          "audit": "member_rejected", "member": "\(id)", "reason": "\(rejection.label)",
+          "detail": "\(rejection.words)",
+        ])
+    }
+  }
+
+  /// Distinct member records rejected since start, by reason (the metric label), and how many
+  /// etcd holds now.
+  public var memberRejections: (totals: [String: Int], now: Int) {
+    state.withLock { ($0.rejectedMembers.totals, $0.rejectedMembers.current.count) }
+  }
+
+  /// The reasons a member record can be rejected for (metric labels).
+  public static var memberRejectionReasons: [String] { MemberAdmission.rejectionLabels }
+
+  /// Puts renewed TLS material in force (config reload): new peer and etcd connections present the
+  /// new certificates (open ones keep theirs), and the etcd member record is written again with
+  /// the new certificate chain. The node's TLS state (on or off) cannot change here.
+  public func reloadCredentials(
+    peerTLS: TLSContext?, etcdTLS: TLSContext?, memberCertificate: String, memberAuthority: CertificateAuthority?
+  ) {
+    settings.credentials.update { values in
+      values.peerTLS = peerTLS
+      values.etcdTLS = etcdTLS
+      values.memberCertificate = CertificateCheck.certificatesOnly(memberCertificate)
+      values.memberAuthority = memberAuthority
+    }
+    membership.withLock { $0 }?.reloadCredentials()
   }
 
   func setService(_ service: MembershipServiceState) {

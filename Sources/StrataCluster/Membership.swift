@@ -14,6 +14,12 @@ protocol MembershipSource: Sendable {
   /// Tells the cluster this node is draining (it stops owning keys).
   func announceDraining()
   func stop(deregister: Bool)
+  /// Takes the TLS material of a config reload (`ClusterNode.reloadCredentials`).
+  func reloadCredentials()
+}
+
+extension MembershipSource {
+  func reloadCredentials() {}
 }
 
 final class StaticMembership: MembershipSource {

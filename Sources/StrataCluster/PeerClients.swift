@@ -35,9 +35,12 @@ final class PeerClients: Sendable {
   private let clusterToken: String
   private let timeoutMilliseconds: UInt64
   private let connections: Int
-  private let clients = Mutex<[Key: StrataClient]>([:])
+  /// Each client with the credentials generation it was made with.
+  private let clients = Mutex<[Key: (client: StrataClient, generation: Int)]>([:])
+  /// Clients made with credentials a reload replaced: closed once calls begun on them are over.
+  private let retired = Mutex<[ObjectIdentifier: StrataClient]>([:])
   let nodeID: String
-  private let tls: TLSContext?
+  private let credentials: ClusterCredentials
   private let isStatic: Bool
   private let identities: MemberIdentities
 
@@ -50,7 +53,7 @@ final class PeerClients: Sendable {
     self.timeoutMilliseconds = timeoutMilliseconds
     self.connections = connections
     nodeID = settings.nodeID
-    tls = settings.peerTLS
+    credentials = settings.credentials
     isStatic = settings.mode != .etcd
     identities = settings.identities
   }
@@ -67,9 +70,15 @@ final class PeerClients: Sendable {
   /// node with tenant tokens but no cluster token, which configuration validation refuses).
   func client(_ address: HostPort, _ namespace: Namespace) -> StrataClient? {
     if clusterToken.isEmpty && !(namespaces.isEmpty && namespace == .embeddedDefault) { return nil }
+    let credentials = self.credentials.current
+    var replaced: StrataClient?
+    defer { if let replaced { retire(replaced) } }
     return clients.withLock { clients in
       let key = Key(address: address, namespace: namespace)
-      if let client = clients[key] { return client }
+      if let entry = clients[key] {
+        if entry.generation == credentials.generation { return entry.client }
+        replaced = entry.client
+      }
       var configuration = StrataClient.Configuration(node: address)
       configuration.token = clusterToken
       configuration.isPeer = true
@@ -78,11 +87,22 @@ final class PeerClients: Sendable {
       configuration.retries = 1
       configuration.timeoutMilliseconds = timeoutMilliseconds
       configuration.clientName = "strata-peer-\(nodeID)"
-      configuration.tls = tls
+      configuration.tls = credentials.peerTLS
       configuration.tlsIdentity = identity(of: address)
       let client = StrataClient(configuration)
-      clients[key] = client
+      clients[key] = (client, credentials.generation)
       return client
+    }
+  }
+
+  /// Closes a client whose credentials were replaced, after the longest a call begun on it can
+  /// still take (its timeout, once retried), so reloading certificates fails no call in progress.
+  private func retire(_ client: StrataClient) {
+    let id = ObjectIdentifier(client)
+    retired.withLock { $0[id] = client }
+    let grace = Int(2 * timeoutMilliseconds) + 1_000
+    DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(grace)) { [self] in
+      self.retired.withLock { $0.removeValue(forKey: id) }?.close()
     }
   }
 
@@ -94,8 +114,12 @@ final class PeerClients: Sendable {
   func closeAll() {
     let all = clients.withLock { clients -> [StrataClient] in
       defer { clients.removeAll() }
-      return Array(clients.values)
+      return clients.values.map(\.client)
     }
-    for client in all { client.close() }
+    let old = retired.withLock { retired -> [StrataClient] in
+      defer { retired.removeAll() }
+      return Array(retired.values)
+    }
+    for client in all + old { client.close() }
   }
 }

@@ -39,8 +39,9 @@ public final class EtcdClient: Sendable {
 
   private let pool = Mutex(Pool())
   /// TLS for `https://` endpoints (the CA of etcd's certificate; a client certificate when etcd
-  /// asks for one, `--client-cert-auth`).
-  public let tls: TLSContext?
+  /// asks for one, `--client-cert-auth`). New connections use the context in force when they open.
+  public var tls: TLSContext? { tlsContext.withLock { $0 } }
+  private let tlsContext: Mutex<TLSContext?>
   /// etcd user and password (`auth enable`): requests carry the token they are exchanged for.
   private let credentials: (user: String, password: String)?
   /// The current auth token; nil until the first request, and again after etcd refuses it.
@@ -56,9 +57,13 @@ public final class EtcdClient: Sendable {
     precondition(!endpoints.isEmpty, "EtcdClient needs at least one endpoint")
     self.endpoints = endpoints
     self.timeoutMilliseconds = timeoutMilliseconds
-    self.tls = tls
+    tlsContext = Mutex(tls)
     credentials = user.isEmpty ? nil : (user, password)
   }
+
+  /// Puts a new TLS context in force for connections opened from now on (config reload: a renewed
+  /// client certificate); open and idle connections keep the one they were made with.
+  public func replaceTLS(_ tls: TLSContext?) { tlsContext.withLock { $0 = tls } }
 
   // MARK: Authentication
 

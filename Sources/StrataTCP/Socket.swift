@@ -127,8 +127,17 @@ public final class TCPSocket: @unchecked Sendable {
   public func readExactly(_ buffer: UnsafeMutableRawBufferPointer, deadline: Deadline = .never) throws(StrataError) {
     guard var cursor = buffer.baseAddress else { return }
     var remaining = buffer.count
+    var bounded = false
     while remaining > 0 {
-      if deadline != .never { try bound(SO_RCVTIMEO, by: deadline, "read") }
+      // A TLS read served from the session's read-ahead buffer does not wait on the socket: after
+      // the first, the socket's timeout is set again only when that buffer is empty (about one
+      // record in 16), saving a system call per record. A read that finds part of a record
+      // buffered may wait under the timeout set earlier in this call, which ends no later than
+      // the deadline plus the time this call has taken.
+      if deadline != .never && (!bounded || tls?.hasBufferedBytes != true) {
+        try bound(SO_RCVTIMEO, by: deadline, "read")
+        bounded = true
+      }
       if let tls {
         switch tls.read(cursor, remaining) {
         case .moved(let count):
@@ -231,12 +240,15 @@ public final class TCPSocket: @unchecked Sendable {
     let gatherBytes = 16 << 10
     let chunkBytes = 1 << 20
     var gathered: [UInt8] = []
-    func send(_ buffer: UnsafeRawBufferPointer) throws(StrataError) {
+    // Records wait in the session's write buffer until the last chunk of the last buffer.
+    let lastIndex = buffers.lastIndex { $0.count > 0 }
+    var index = 0
+    func send(_ buffer: UnsafeRawBufferPointer, last: Bool) throws(StrataError) {
       var offset = 0
       while offset < buffer.count {
         if deadline != .never { try bound(SO_SNDTIMEO, by: deadline, "write") }
         let count = min(chunkBytes, buffer.count - offset)
-        switch tls.write(buffer.baseAddress! + offset, count) {
+        switch tls.write(buffer.baseAddress! + offset, count, flush: last && offset + count == buffer.count) {
         case .moved(let written): offset += written
         case .closed: throw StrataError(.unavailable, "\(peer) reset the connection during a write")
         case .wouldBlock: throw failure("write", EAGAIN)
@@ -244,32 +256,36 @@ public final class TCPSocket: @unchecked Sendable {
         }
       }
     }
-    func flush() throws(StrataError) {
+    func flush(last: Bool) throws(StrataError) {
       guard !gathered.isEmpty else { return }
       var failure: StrataError?
       gathered.withUnsafeBytes { raw in
-        do throws(StrataError) { try send(raw) } catch { failure = error }
+        do throws(StrataError) { try send(raw, last: last) } catch { failure = error }
       }
       gathered.removeAll(keepingCapacity: true)
       if let failure { throw failure }
     }
-    for buffer in buffers where buffer.count > 0 {
+    for buffer in buffers {
+      defer { index += 1 }
+      guard buffer.count > 0 else { continue }
       if gathered.count + buffer.count <= gatherBytes {
         gathered.append(contentsOf: buffer)
         continue
       }
       if buffer.count < gatherBytes {
-        try flush()
+        try flush(last: false)
         gathered.append(contentsOf: buffer)
         continue
       }
       // Top the gathered bytes up to one full record from the large buffer, then send the rest.
       let head = min(buffer.count, gatherBytes - gathered.count)
       gathered.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<head]))
-      try flush()
-      try send(UnsafeRawBufferPointer(rebasing: buffer[head...]))
+      try flush(last: index == lastIndex && head == buffer.count)
+      if head < buffer.count {
+        try send(UnsafeRawBufferPointer(rebasing: buffer[head...]), last: index == lastIndex)
+      }
     }
-    try flush()
+    try flush(last: true)
   }
 
   public func writeAll(_ buffer: UnsafeRawBufferPointer, deadline: Deadline = .never) throws(StrataError) {

@@ -95,8 +95,11 @@ public final class TLSContext: @unchecked Sendable {
     }
     _ = strata_ssl_ctx_set_min_proto_version(context, strata_tls1_3_version())
     strata_ssl_ctx_set_defaults(context)
-    // AES-128-GCM first: the fastest with AES-NI, and the cipher kernel TLS offloads most widely.
+    // AES-128-GCM first, on both sides, and a server picks by this order whatever the client
+    // prefers: with AES-NI it is the fastest suite (10 AES rounds to AES-256's 14; security.md
+    // gives the measured rates), and the one kernel TLS offloads most widely.
     _ = SSL_CTX_set_ciphersuites(context, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256")
+    if isServer { strata_ssl_ctx_prefer_own_ciphers(context) }
     if isServer && files.certificate.isEmpty { throw fail("a server needs a certificate (tls.cert) and its key") }
     if !files.certificate.isEmpty {
       guard SSL_CTX_use_certificate_chain_file(context, files.certificate) == 1 else {
@@ -164,9 +167,15 @@ public final class TLSSession: @unchecked Sendable {
     guard let ssl = SSL_new(context.context) else {
       throw StrataError(.resourceExhausted, "TLS: SSL_new failed: \(tlsErrorText(nil))")
     }
-    guard SSL_set_fd(ssl, descriptor) == 1 else {
+    // Kernel TLS needs the socket itself as the write BIO; user-space sessions write through a
+    // buffer that gathers records into large sends.
+    let buffered = !context.kernelRequested && TLSSession.writeBuffering
+    let attached =
+      buffered
+      ? strata_ssl_set_buffered_fd(ssl, descriptor, Int32(Self.writeBufferBytes)) : SSL_set_fd(ssl, descriptor)
+    guard attached == 1 else {
       SSL_free(ssl)
-      throw StrataError(.internalError, "TLS: SSL_set_fd failed: \(tlsErrorText(nil))")
+      throw StrataError(.internalError, "TLS: attaching the socket failed: \(tlsErrorText(nil))")
     }
     if context.isServer { SSL_set_accept_state(ssl) } else { SSL_set_connect_state(ssl) }
     self.ssl = ssl
@@ -174,6 +183,14 @@ public final class TLSSession: @unchecked Sendable {
   }
 
   deinit { SSL_free(ssl) }
+
+  /// Encrypted bytes gathered before one `send` (user-space sessions): 16 records. The receiver's
+  /// read-ahead buffer (shim.h) is as large, so one send is one wakeup and one `recv` there.
+  public static let writeBufferBytes = 256 << 10
+
+  /// STRATA_TLS_WRITE_BUFFER=0 in the environment writes each record with its own `send`, as
+  /// before the buffer: the switch docs/performance.md's before/after rows were measured with.
+  static let writeBuffering: Bool = getenv("STRATA_TLS_WRITE_BUFFER").map { String(cString: $0) != "0" } ?? true
 
   /// Where records are encrypted: the kernel only when both directions were handed to it.
   public var mode: TLSMode { strata_ssl_ktls_send(ssl) == 1 && strata_ssl_ktls_recv(ssl) == 1 ? .kernel : .user }
@@ -256,10 +273,33 @@ public final class TLSSession: @unchecked Sendable {
     }
   }
 
-  /// Writes `count` bytes (all of them, or `wouldBlock`: retry later with the same bytes).
-  public func write(_ base: UnsafeRawPointer, _ count: Int) -> Outcome {
+  /// Writes `count` bytes (all of them, or `wouldBlock`: retry later with the same bytes). With
+  /// `flush` false the last records may wait in the write buffer for the next write that flushes:
+  /// only a caller with more bytes to send at once passes false.
+  public func write(_ base: UnsafeRawPointer, _ count: Int, flush: Bool = true) -> Outcome {
     while true {
-      if let outcome = outcome(of: SSL_write(ssl, base, Int32(clamping: count)), writing: true) { return outcome }
+      if let outcome = outcome(of: SSL_write(ssl, base, Int32(clamping: count)), writing: true) {
+        guard flush, case .moved = outcome else { return outcome }
+        if let failure = self.flush() { return failure }
+        return outcome
+      }
+    }
+  }
+
+  /// Sends what waits in the write buffer; nil when all of it went.
+  private func flush() -> Outcome? {
+    while true {
+      switch strata_ssl_flush(ssl) {
+      case 1: return nil
+      case 0:
+        if errno == EINTR { continue }
+        return .wouldBlock
+      default:
+        let code = errno
+        if code == EINTR { continue }
+        if code == EPIPE || code == ECONNRESET { return .closed }
+        return .failed(code, "")
+      }
     }
   }
 

@@ -150,7 +150,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     _ = stalled
   }
 
-  /// The node's TLS port as any TLS client sees it: TLS 1.3, a certificate that verifies.
+  /// The node's TLS port as any TLS client sees it: TLS 1.3, AES-128-GCM, a certificate that verifies.
   @Test func opensslClientNegotiatesTLS13() throws {
     let ca = try DevCA()
     defer { ca.remove() }
@@ -164,6 +164,8 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
       ], input: Data())
     #expect(run.stdoutText.contains("Verify return code: 0 (ok)"), "\(run.stdoutText)")
     #expect(run.stdoutText.contains("TLSv1.3"), "\(run.stdoutText)")
+    // s_client lists TLS_AES_256_GCM_SHA384 first; the node picks by its own order.
+    #expect(run.stdoutText.contains("TLS_AES_128_GCM_SHA256"), "\(run.stdoutText)")
     let wrong = try DevCA()
     defer { wrong.remove() }
     let refused = try runProcess(
@@ -330,6 +332,106 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   }
 }
 
+/// `config reload` renews the certificate a node presents to its peers, not only its listener's.
+@Suite(.serialized) struct PeerCertificateReloadTests {
+  /// Node a (static, two nodes, write quorum 2: every PUT through a is copied to b before it is
+  /// answered) starts with a certificate of CA 1, which b trusts. Its tls.cert and tls.key are
+  /// then overwritten with a certificate of CA 2, which b does not trust, and reloaded: new copies
+  /// to b fail (b refuses the handshake). Back to the CA 1 files and reloaded again: copies to b
+  /// succeed. A node that kept presenting the certificate it started with would copy in all three
+  /// phases.
+  @Test func reloadRenewsTheCertificatePresentedToPeers() async throws {
+    let first = try DevCA(nodes: ["node-a", "node-b"])
+    let second = try DevCA(nodes: ["node-a"])
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("strata-peer-\(UUID().uuidString)")
+      .path
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    defer {
+      first.remove()
+      second.remove()
+      try? FileManager.default.removeItem(atPath: folder)
+    }
+    // a trusts both CAs (b's certificate is of CA 1 throughout); so do the test's clients.
+    let bundle = "\(folder)/cas.pem"
+    try (try readPEMFile(first.ca) + readPEMFile(second.ca)).write(toFile: bundle, atomically: true, encoding: .utf8)
+    let certificate = "\(folder)/a.pem"
+    let key = "\(folder)/a.key"
+    func install(_ ca: DevCA) throws {
+      for (from, to) in [(ca.certificate("node-a"), certificate), (ca.key("node-a"), key)] {
+        try? FileManager.default.removeItem(atPath: to)
+        try FileManager.default.copyItem(atPath: from, toPath: to)
+      }
+    }
+    try install(first)
+
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b"])
+    defer { cluster.shutdown() }
+    cluster.staticMembers = ["a", "b"]
+    let clients = try TLSContext.client(TLSFiles(trusted: bundle))
+    cluster.clientTLS = clients
+    cluster.staticClusterConfig = ["write_quorum: 2"]
+    cluster.staticConfigSections = ["tls:", "  cert: \(certificate)", "  key: \(key)", "  ca: \(bundle)"]
+    try cluster.start("a")
+    cluster.staticClusterConfig = []
+    cluster.staticConfigSections = []
+    cluster.extraArguments = first.serveArguments("node-b")
+    try cluster.start("b")
+
+    let admin = try #require(
+      cluster.node("a").banner.split(separator: "\n").first { $0.hasPrefix("strata admin API at https://") }.flatMap {
+        line in
+        try? HostPort(parsing: String(line.dropFirst("strata admin API at https://".count).prefix { $0 != " " }))
+      }, "\(cluster.node("a").banner)")
+    func copied() throws -> Double {
+      let text = try AdminClient(address: admin, tls: clients).send("GET", "/metrics").text
+      let line = text.split(separator: "\n").first { $0.hasPrefix("strata_write_quorum_copied_blocks_total ") }
+      return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) } ?? -1
+    }
+    func reload() throws {
+      let report = try AdminClient(address: admin, tls: clients).call("POST", "/v1/config/reload")
+      #expect(report["rejected"] == .array([]), "\(report)")
+    }
+    let writer = tlsClient(cluster.address("a"), tls: clients)
+    defer { writer.close() }
+    /// PUTs `count` new blocks through a; how many a acknowledged.
+    func write(run: Int, count: Int) async throws -> Int {
+      let blocks = BlockSet(count: count, run: run)
+      let region = writer.register(blocks.source)
+      var acknowledged = 0
+      for n in 0..<blocks.count {
+        let item = StrataClient.PutItem(
+          key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+        if (try? await writer.put([item])) != nil { acknowledged += 1 }
+      }
+      return acknowledged
+    }
+    // Both nodes must be up (a copies only to an owner the probes found up) before the first phase.
+    let ready = try await eventually(within: 15) {
+      (try? await write(run: 400, count: 1)) == 1 && (try? copied()) ?? 0 >= 1
+    }
+    try #require(ready, "a did not copy to b: \(cluster.log("a"))")
+
+    let before = try copied()
+    #expect(try await write(run: 401, count: 20) == 20)
+    #expect(try copied() >= before + 20, "copies with the first certificate")
+
+    try install(second)
+    try reload()
+    let renewed = try copied()
+    #expect(try await write(run: 402, count: 20) == 0, "a acknowledged writes it could not copy to b")
+    #expect(try copied() == renewed, "a still presents the certificate it started with")
+
+    try install(first)
+    try reload()
+    let restored = try copied()
+    let copiedAgain = try await eventually(within: 15) {
+      _ = try? await write(run: 403 + Int.random(in: 0..<1_000_000), count: 5)
+      return (try? copied()) ?? 0 >= restored + 5
+    }
+    #expect(copiedAgain, "a did not copy to b with the first certificate back: \(cluster.log("a"))")
+  }
+}
+
 /// etcd over https with client certificates and user/password auth, and a rogue member record.
 @Suite(
   .serialized,
@@ -353,9 +455,11 @@ struct TLSEtcdProcessTests {
 
   /// Three nodes registered in an etcd that speaks only TLS with client certificates and has
   /// auth enabled (a user for Strata, read-write on its prefix): they form one ring and replicate
-  /// over mutual TLS. Then a member record is written into etcd by hand for "rogue", pointing at a
-  /// TLS listener whose certificate the cluster CA did not sign: it enters the ring, but no node
-  /// ever completes a TLS handshake with it, so it receives no replica, no token, no byte.
+  /// over mutual TLS. Then member records are written into etcd by hand, all pointing at one TLS
+  /// listener: "rogue" with a certificate of another CA, "rogue-copy" with node a's genuine
+  /// certificate (public, but it names node-a), "rogue-bare" with none. Each is seen, logged and
+  /// counted as not honoured; none enters the ring or RING `members`, so no node connects to the
+  /// listener (no replica, no token) and no client learns of it.
   @Test func etcdOverHTTPSWithAuthAndARogueMember() async throws {
     let ca = try DevCA(nodes: ["node-a", "node-b", "node-c", "etcd"])
     defer { ca.remove() }
@@ -404,32 +508,73 @@ struct TLSEtcdProcessTests {
     defer { rogue.stop() }
     let login = try Self.etcdCall(etcd, ca, "/v3/auth/authenticate", #"{"name":"root","password":"root-password-1"}"#)
     let token = try #require(login["token"] as? String, "\(login)")
-    let record =
-      #"{"id":"rogue","address":"\#(rogue.address)","capacityBytes":1073741824,"zone":"","transports":["tcp"],"state":"active"}"#
-    _ = try Self.etcdCall(
-      etcd, ca, "/v3/kv/put",
-      #"{"key":"\#(Self.base64("/strata/test-\(cluster.address("a").port)/members/rogue"))","value":"\#(Self.base64(record))"}"#,
-      token: token)
-    let joined = try await eventually(within: 10) {
-      (try? await cluster.activeIDs(via: ["a"]).contains("rogue")) == true
+    let records: [(id: String, certificate: String?, reason: String)] = [
+      ("rogue", try readPEMFile(rogueCA.certificate("rogue")), "untrusted"),
+      ("rogue-copy", try readPEMFile(ca.certificate("node-a")), "wrong_identity"),
+      ("rogue-bare", nil, "missing"),
+    ]
+    for record in records {
+      var fields: [String: Any] = [
+        "id": record.id, "address": rogue.address.description, "capacity_bytes": 1 << 40, "zone": "",
+        "transports": ["tcp"], "state": "active",
+      ]
+      fields["certificate"] = record.certificate
+      let value = String(decoding: try JSONSerialization.data(withJSONObject: fields), as: UTF8.self)
+      _ = try Self.etcdCall(
+        etcd, ca, "/v3/kv/put",
+        #"{"key":"\#(Self.base64("/strata/test-\(cluster.address("a").port)/members/\(record.id)"))","value":"\#(Self.base64(value))"}"#,
+        token: token)
     }
-    #expect(joined, "the rogue record did not reach the ring")
+    // Each survivor sees every record and says why it does not honour it.
+    for name in ["a", "b"] {
+      let refused = try await eventually(within: 10) {
+        records.allSatisfy { cluster.log(name).contains("member=\($0.id) reason=\($0.reason)") }
+      }
+      #expect(refused, "node \(name) did not report the rogue records: \(cluster.log(name))")
+    }
+    let metrics = try Self.adminMetrics(cluster, "a", ca)
+    #expect(metrics.contains("strata_member_records_rejected 3"), "\(metrics)")
+    for record in records {
+      #expect(metrics.contains(#"strata_member_records_rejected_total{reason="\#(record.reason)"} 1"#), "\(metrics)")
+    }
+    // Neither the ring nor a client's view of it has them.
+    let reader = cluster.client(seeds: ["a", "b"])
+    defer { reader.close() }
+    let ring = try await reader.refreshRing()
+    let ids = Set(ring.members.map(\.id))
+    #expect(ids.isSuperset(of: ["node-a", "node-b"]) && ids.isDisjoint(with: records.map(\.id)), "\(ids)")
     // Blocks written through node a (not ring-aware: a stores each and copies it to its other
-    // owners): about half of them name the rogue as an owner.
+    // owners): with the rogue records honoured, about half of them would name one as an owner.
+    // First c's record lapses (its lease), so that a PUT's write quorum is a and b.
+    let cGone = try await eventually(within: 20) {
+      (try? await cluster.activeIDs(via: ["a", "b"])) == ["node-a", "node-b"]
+    }
+    #expect(cGone, "node-c's record did not lapse")
     let more = BlockSet(count: 100, run: 92)
     let writer = tlsClient(cluster.address("a"), tls: try ca.client())
     defer { writer.close() }
     let region = writer.register(more.source)
     for n in 0..<more.count {
-      _ = try? await writer.put([
+      _ = try await writer.put([
         StrataClient.PutItem(
           key: more.keys[n], source: try region.slice(offset: more.offsets[n], length: more.sizes[n]))
       ])
     }
-    _ = try? await cluster.syncReplication(["a", "b"])
-    #expect(rogue.connectionsAccepted > 0, "no node tried the rogue: the test proves nothing")
-    #expect(rogue.handshakesCompleted == 0, "a node completed a TLS handshake with the rogue")
+    try await cluster.syncReplication(["a", "b"])
+    let check = try await more.verify(reader)
+    #expect(check.ok == more.count, "\(check.description)")
+    #expect(rogue.connectionsAccepted == 0, "a node or client connected to a rogue record's address")
     #expect(rogue.bytesReceived == 0, "the rogue received application bytes (a token or a block)")
+  }
+
+  /// Node `name`'s /metrics over https (the admin port speaks TLS when the data plane does).
+  static func adminMetrics(_ cluster: ClusterHarness, _ name: String, _ ca: DevCA) throws -> String {
+    let prefix = "strata admin API at https://"
+    let line = try #require(cluster.node(name).banner.split(separator: "\n").first { $0.hasPrefix(prefix) })
+    let address = line.dropFirst(prefix.count).prefix { $0 != " " }
+    let run = try runProcess("/usr/bin/curl", ["-sS", "--cacert", ca.ca, "https://\(address)/metrics"])
+    try #require(run.status == 0, "curl /metrics: \(run.stderrText)")
+    return run.stdoutText
   }
 }
 
