@@ -348,7 +348,14 @@ struct RegionLog: Sendable {
   // MARK: Recovery
 
   /// Rebuilds the index from scanned regions (`scans[r]` for region r): the highest sequence of a
-  /// block wins, regions holding live blocks are sealed oldest first, and the rest are free.
+  /// block wins, regions holding live blocks are sealed oldest first, and the rest are free. The
+  /// newest region holding live blocks (the one open at the crash) stays open when its walk met no
+  /// I/O error: new records are appended where its walk stopped, right after its last sound
+  /// record, so a restart costs no region's free space (were it sealed, every restart would use a
+  /// fresh region, and after as many restarts as the tier has regions the oldest would be evicted
+  /// with live blocks however empty the tier). What lies from there on was not adopted (a torn or
+  /// never-written record, the stale tail of a reused region), so overwriting it loses nothing,
+  /// and the next walk reads the new records as the continuation of the old ones.
   /// Returns the regions that hold only dead records, whose first block the caller must
   /// invalidate before they are reused, and the number of duplicate records dropped.
   mutating func adopt(_ scans: [RegionScan], sequenceFloor: UInt64) -> (
@@ -407,6 +414,13 @@ struct RegionLog: Sendable {
       }
     }
     sealedRegions.sort { regions[$0].firstSequence < regions[$1].firstSequence }
+    if let newest = sealedRegions.max(by: { scans[$0].highestSequence < scans[$1].highestSequence }),
+      scans[newest].ioErrors == 0, regions[newest].writeOffset + alignmentBytes <= regionBytes
+    {
+      sealedRegions.removeAll { $0 == newest }
+      regions[newest].phase = .open
+      openRegion = newest
+    }
     nextSequence = max(sequenceFloor, highestSequence &+ 1)
     return (invalidate, duplicates, unnamed)
   }
