@@ -3,6 +3,7 @@
 
 import Foundation
 import StrataClient
+import StrataConfig
 import StrataCore
 import Testing
 
