@@ -65,9 +65,9 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var admission: AdmissionPolicy = .always
     public var compression: CompressionCodec = .none
     /// How soon after its acknowledgement a block is written behind to NVMe while the disk keeps
-    /// up (RAM copy kept); 0 (the default for now, see docs/storage.md) turns write-behind off:
-    /// blocks then reach NVMe only when demoted or flushed. 1s is the recommended setting.
-    public var writebackWindow = DurationSetting(milliseconds: 0)
+    /// up (RAM copy kept; docs/storage.md, "What an acknowledgement guarantees"); 0 turns
+    /// write-behind off: blocks then reach NVMe only when demoted or flushed.
+    public var writebackWindow = DurationSetting(milliseconds: 1000)
   }
 
   public struct Limits: Hashable, Sendable {

@@ -3,24 +3,30 @@
 
 import Foundation
 import StrataClient
+import StrataConfig
 import StrataCore
 import Testing
 
 @Suite(.serialized) struct WriteBehindProcessTests {
-  static let windowSeconds = 1.0
+  /// The default `nvme.writeback_window`, which the node runs with here.
+  static let windowSeconds = Double(NodeConfiguration().nvme.writebackWindow.milliseconds) / 1000
 
   /// The scenario that lost 27 of 120 blocks before write-behind: 120 × 2 MiB into a 64 MiB RAM
-  /// tier, `kill -9` 2 s after the last acknowledgement. Eight more blocks acknowledged right
-  /// before the kill may or may not survive (they are within the window) but never corrupt.
-  /// `STRATA_TEST_WRITEBACK_WINDOW=0ms` runs it with write-behind off, where it fails.
+  /// tier, `kill -9` 2 s after the last acknowledgement, the node on its default configuration
+  /// (no window set). Eight more blocks acknowledged right before the kill may or may not survive
+  /// (they are within the window) but never corrupt. `STRATA_TEST_WRITEBACK_WINDOW=0ms` runs it
+  /// with write-behind off, where it fails.
   @Test func blocksAcknowledgedBeforeTheWindowSurviveKill9() async throws {
     let blockBytes = 2 << 20
     let early = 120
     let late = 8
-    let window = ProcessInfo.processInfo.environment["STRATA_TEST_WRITEBACK_WINDOW"] ?? "1s"
-    let config = FileManager.default.temporaryDirectory.appendingPathComponent("writeback-\(getpid()).yaml").path
-    try "nvme:\n  writeback_window: \(window)\n".write(toFile: config, atomically: true, encoding: .utf8)
-    let extra = ["--config", config]
+    #expect(Self.windowSeconds > 0 && Self.windowSeconds < 2, "the default window is \(Self.windowSeconds) s")
+    var extra: [String] = []
+    if let window = ProcessInfo.processInfo.environment["STRATA_TEST_WRITEBACK_WINDOW"] {
+      let config = FileManager.default.temporaryDirectory.appendingPathComponent("writeback-\(getpid()).yaml").path
+      try "nvme:\n  writeback_window: \(window)\n".write(toFile: config, atomically: true, encoding: .utf8)
+      extra = ["--config", config]
+    }
     let node = try NodeProcess(ram: "64MiB", nvme: "1GiB", extra: extra)
     var stopped = false
     defer { if !stopped { _ = node.stop() } }

@@ -379,7 +379,11 @@ private struct WriterLog {
         try await Self.holdsItsAcknowledgedBlocks(victim, cluster: cluster, blocks: blocks, log: log)
       }
       if !caughtUp {
-        notCaughtUp.append("cycle \(cycle): \(victim)")
+        // What the victim's NVMe tier let go of since its restart (blocks it held at recovery
+        // and evicted later are lost to it: repair found them present).
+        let metrics = (try? Self.admin(cluster, victim, "GET", "/metrics")) ?? ""
+        let evicted = Self.sample(metrics, "strata_evictions_total", #"tier="nvme",reason="capacity""#) ?? -1
+        notCaughtUp.append("cycle \(cycle): \(victim) (\(Int(evicted)) blocks evicted from NVMe since its restart)")
         break
       }
       // A few batches with every node up: these are acknowledged.

@@ -372,6 +372,44 @@ final class NVMeScratchDirectory {
     for number in 0..<8 { #expect(try nvmeRead(recovered, nvmeID(number)) == payload(number)) }
   }
 
+  /// A disk failing every write under a full tier: each failed write seals the open region, and
+  /// reclaiming a region of live blocks for each would empty the tier in as many writes as it has
+  /// regions. At most one region of live blocks goes; after that failed writes reuse the regions
+  /// they left empty, or are refused, and once the disk works again writes succeed as before.
+  @Test func aDiskFailingWritesEvictsAtMostOneRegionOfLiveBlocks() throws {
+    let device = Self.simulated()  // 8 regions of 16 records of 4 KiB
+    let tier = try Self.tier([device])
+    let payload = { (number: Int) in [UInt8](repeating: UInt8(truncatingIfNeeded: number), count: 3000) }
+    for number in 0..<200 { try nvmeWrite(tier, nvmeID(number), payload(number)) }
+    let before = tier.statistics
+    #expect(before.freeRegionCount <= 1 && before.evictedBlocks > 0, "the tier is full: \(before)")
+    device.failNextWrites(1_000)
+    var failed = 0
+    for number in 200..<240 {
+      do {
+        try nvmeWrite(tier, nvmeID(number), payload(number))
+      } catch {
+        let code = (error as? StrataError)?.code
+        #expect(code == .ioError || code == .resourceExhausted, "\(error)")
+        failed += 1
+      }
+    }
+    #expect(failed == 40)
+    let evicted = tier.statistics.evictedBlocks - before.evictedBlocks
+    #expect(evicted <= 16, "\(evicted) live blocks evicted while the disk failed every write")
+    let kept = (0..<200).filter { tier.contains(nvmeID($0)) }
+    #expect(kept.count >= before.blockCount - 16)
+
+    device.failNextWrites(0)
+    for number in 300..<340 { try nvmeWrite(tier, nvmeID(number), payload(number)) }
+    for number in kept + Array(300..<340) where tier.contains(nvmeID(number)) {
+      #expect(try nvmeRead(tier, nvmeID(number)) == payload(number), "block \(number)")
+    }
+    #expect((300..<340).allSatisfy { tier.contains(nvmeID($0)) })
+    let (recovered, _) = try Self.recover([device.crashed()])
+    for number in 300..<340 { #expect(try nvmeRead(recovered, nvmeID(number)) == payload(number)) }
+  }
+
   @Test func aFailedReadDropsTheBlock() throws {
     let device = Self.simulated()
     let tier = try Self.tier([device])

@@ -328,7 +328,9 @@ public final class NVMeTier: Sendable {
         log.counters.admissionsRefused += 1
       }
       throw StrataError(
-        .resourceExhausted, "\(id): no free NVMe region while another write reclaims one; block not admitted")
+        .resourceExhausted,
+        "\(id): no free NVMe region (another write is reclaiming one, or writes are failing and no region without live blocks is left to reuse); block not admitted"
+      )
     }
 
     let header = BlockRecordHeader(

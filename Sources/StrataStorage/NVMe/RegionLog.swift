@@ -78,6 +78,9 @@ struct RegionLog: Sendable {
     /// Reservations whose I/O has not finished; a region with any is never reclaimed.
     var pendingWrites = 0
     var liveBlocks = 0
+    /// Whether it holds a tombstone, which must not be reclaimed before the region of the copy it
+    /// hides (only `writesFailing` reclaims out of age order, and never such a region).
+    var holdsTombstones = false
     /// Sequence of the first record: the region's age, oldest reclaimed first.
     var firstSequence: UInt64 = 0
   }
@@ -106,6 +109,14 @@ struct RegionLog: Sendable {
   private var sealedRegions: [Int] = []
   private var openRegion: Int?
   private var reclaimInProgress = false
+  /// Whether a write failed since the last one that succeeded, and whether a region holding live
+  /// blocks was reclaimed since then. Each failed write seals the open region (see
+  /// `abandonWrite`); were every one of them to reclaim a region of live blocks, a disk failing
+  /// writes would empty the tier in as many writes as it has regions. While writes fail, one such
+  /// reclaim is allowed (so that a write can find out whether the disk works again); after that
+  /// only regions holding no live block are reclaimed, and with none, space is refused.
+  private var writesFailing = false
+  private var liveReclaimWhileFailing = false
   private(set) var nextSequence: UInt64
   private(set) var index: [IndexKey: RecordLocation] = [:]
   private var inFlight: Set<IndexKey> = []
@@ -227,9 +238,23 @@ struct RegionLog: Sendable {
     if openRegion == region { openRegion = nil }
   }
 
-  /// The oldest sealed region with no write in flight, now marked as being reclaimed.
+  /// The oldest sealed region with no write in flight, now marked as being reclaimed. While writes
+  /// fail (see `writesFailing`), the oldest holding neither a live block nor a tombstone comes
+  /// first (reclaiming it evicts nothing), and once one holding live blocks was reclaimed no other
+  /// such is.
   private mutating func startReclaim() -> Int? {
-    guard let position = sealedRegions.firstIndex(where: { regions[$0].pendingWrites == 0 }) else { return nil }
+    var found: Int? = nil
+    if writesFailing {
+      found = sealedRegions.indices.first { position in
+        let region = regions[sealedRegions[position]]
+        return region.pendingWrites == 0 && region.liveBlocks == 0 && !region.holdsTombstones
+      }
+    }
+    if found == nil, !(writesFailing && liveReclaimWhileFailing) {
+      found = sealedRegions.indices.first { regions[sealedRegions[$0]].pendingWrites == 0 }
+      if found != nil, writesFailing { liveReclaimWhileFailing = true }
+    }
+    guard let position = found else { return nil }
     let victim = sealedRegions.remove(at: position)
     regions[victim].phase = .reclaiming
     reclaimInProgress = true
@@ -240,6 +265,8 @@ struct RegionLog: Sendable {
   mutating func finishWrite(_ reservation: Reservation, key: IndexKey, location: RecordLocation) {
     regions[reservation.region].pendingWrites -= 1
     inFlight.remove(key)
+    writesFailing = false
+    liveReclaimWhileFailing = false
     // A region with writes in flight is never reclaimed, so its generation cannot have moved.
     precondition(
       regions[reservation.region].generation == reservation.generation,
@@ -257,6 +284,7 @@ struct RegionLog: Sendable {
     regions[reservation.region].pendingWrites -= 1
     if let key { inFlight.remove(key) }
     if openRegion == reservation.region { seal(reservation.region) }
+    writesFailing = true
     counters.ioErrors += 1
   }
 
@@ -278,6 +306,7 @@ struct RegionLog: Sendable {
   /// Ends the reservation of a tombstone record that was written: it indexes nothing.
   mutating func finishTombstone(_ reservation: Reservation) {
     regions[reservation.region].pendingWrites -= 1
+    regions[reservation.region].holdsTombstones = true
     counters.tombstonesWritten += 1
   }
 
@@ -340,6 +369,7 @@ struct RegionLog: Sendable {
     regions[region].writeOffset = 0
     regions[region].generation &+= 1
     regions[region].firstSequence = 0
+    regions[region].holdsTombstones = false
     freeRegions.append(region)
     reclaimInProgress = false
     counters.evictedRegions += 1
@@ -349,7 +379,14 @@ struct RegionLog: Sendable {
   // MARK: Recovery
 
   /// Rebuilds the index from scanned regions (`scans[r]` for region r): the highest sequence of a
-  /// block wins, regions holding live blocks are sealed oldest first, and the rest are free.
+  /// block wins, regions holding live blocks are sealed oldest first, and the rest are free. The
+  /// newest region holding live blocks (the one open at the crash) stays open when its walk met no
+  /// I/O error: new records are appended where its walk stopped, right after its last sound
+  /// record, so a restart costs no region's free space (were it sealed, every restart would use a
+  /// fresh region, and after as many restarts as the tier has regions the oldest would be evicted
+  /// with live blocks however empty the tier). What lies from there on was not adopted (a torn or
+  /// never-written record, the stale tail of a reused region), so overwriting it loses nothing,
+  /// and the next walk reads the new records as the continuation of the old ones.
   /// Returns the regions that hold only dead records, whose first block the caller must
   /// invalidate before they are reused, and the number of duplicate records dropped.
   mutating func adopt(_ scans: [RegionScan], sequenceFloor: UInt64) -> (
@@ -398,6 +435,7 @@ struct RegionLog: Sendable {
     freeRegions.removeAll()
     for (region, scan) in scans.enumerated() {
       if regions[region].liveBlocks > 0 || retained.contains(region) {
+        regions[region].holdsTombstones = scan.records.contains(where: \.isTombstone)
         regions[region].phase = .sealed
         regions[region].writeOffset = scan.endOffset
         regions[region].firstSequence = scan.records.first?.sequence ?? 0
@@ -408,6 +446,13 @@ struct RegionLog: Sendable {
       }
     }
     sealedRegions.sort { regions[$0].firstSequence < regions[$1].firstSequence }
+    if let newest = sealedRegions.max(by: { scans[$0].highestSequence < scans[$1].highestSequence }),
+      scans[newest].ioErrors == 0, regions[newest].writeOffset + alignmentBytes <= regionBytes
+    {
+      sealedRegions.removeAll { $0 == newest }
+      regions[newest].phase = .open
+      openRegion = newest
+    }
     nextSequence = max(sequenceFloor, highestSequence &+ 1)
     return (invalidate, duplicates, unnamed)
   }
