@@ -1,6 +1,7 @@
 // The simulator's scheduler: events ordered by (time, sequence number), so two events at the same
 // millisecond always run in the order they were scheduled. One thread runs them, one at a time.
 
+import StrataCore
 import StrataTestKit
 
 /// A min-heap of timed events; ties are broken by insertion order, never by memory layout.
@@ -86,4 +87,10 @@ struct TraceHash {
     value ^= 0x0A
     value = value &* 0x0000_0100_0000_01B3
   }
+}
+
+/// A fixed order of keys (by their first 8 bytes, then all of them), for walking sets and
+/// inventories the same way in every run.
+func keyOrder(_ a: BlockKey, _ b: BlockKey) -> Bool {
+  a.prefix64 != b.prefix64 ? a.prefix64 < b.prefix64 : a.hex < b.hex
 }

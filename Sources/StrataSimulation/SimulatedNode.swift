@@ -21,10 +21,10 @@ final class SimulatedNode {
   static let tenantToken = "sim-tenant-token-00000001"
   static let clusterToken = "sim-cluster-token-0000001"
   static let namespace = try! Namespace("sim")
-  static let ramBytes = 16 << 20
-  static let blockBytesMax = 16 << 10
-  static let deviceBytes = 4 << 20
-  static let regionBytes = 256 << 10
+  static let ramBytes = 4 << 20
+  static let blockBytesMax = 8 << 10
+  static let deviceBytes = 2 << 20
+  static let regionBytes = 128 << 10
   static let leasesMax = 64
   static let leaseDurationMilliseconds: UInt64 = 2_000
 

@@ -254,7 +254,7 @@ extension Simulation {
     else { return }
     let ring = node.ring
     let owned = tiers.inventory().map(\.id).filter { ring.isOwner(memberIndex: me, of: $0.key) }
-      .sorted { $0.key.hex < $1.key.hex }
+      .sorted { keyOrder($0.key, $1.key) }
     var copied = 0
     var failed = 0
     for id in owned {
@@ -306,7 +306,7 @@ extension Simulation {
     let target = Ring(
       members: members.sorted { $0.id < $1.id }, epoch: node.ring.epoch, replicationFactor: replicas,
       virtualNodes: Self.virtualNodes)
-    let held = tiers.inventory().map(\.id).sorted { $0.key.hex < $1.key.hex }
+    let held = tiers.inventory().map(\.id).sorted { keyOrder($0.key, $1.key) }
     var failed = 0
     for id in held {
       let bytes = readBytes(index, id)
