@@ -36,15 +36,27 @@ for ((job = 0; job < jobs; job++)); do
   from=$((first + job * per))
   count=$((seeds - job * per < per ? seeds - job * per : per))
   [ "$count" -gt 0 ] || break
-  "$binary" --first "$from" --count "$count" --quiet "${mutation[@]}" >"$logs/$job.log" 2>&1 &
+  "$binary" --first "$from" --count "$count" "${mutation[@]}" >"$logs/$job.log" 2>&1 &
   pids+=("$!")
 done
 status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for job in "${!pids[@]}"; do
+  code=0
+  wait "${pids[$job]}" || code=$?
+  if [ "$code" -gt 1 ]; then
+    # Not a failed invariant (exit 1) but a crash: the seed after the last one reported did it.
+    echo "simulation: a process stopped with status $code after: $(grep '^seed ' "$logs/$job.log" | tail -1)"
+    tail -5 "$logs/$job.log"
+  fi
+  [ "$code" -eq 0 ] || status=1
+done
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 
-cat "$logs"/*.log | grep -v '^seeds ' || true
-failed=$(cat "$logs"/*.log | sed -n 's/^seeds .*: [0-9]* clean, \([0-9]*\) failed.*/\1/p' | awk '{ n += $1 } END { print n + 0 }')
-echo "simulation: seeds $first..<$((first + seeds)) ($configuration, $jobs jobs): $((seeds - failed)) clean, $failed failed" \
+# Every failing seed's report (clean seeds print one line each, left out here).
+cat "$logs"/*.log | grep -v -e '^seeds ' -e '^seed [0-9]*: clean' || true
+count() { cat "$logs"/*.log | grep -c "$1" || true; }
+clean=$(count '^seed [0-9]*: clean')
+failed=$(count '^seed [0-9]*: FAILED')
+echo "simulation: seeds $first..<$((first + seeds)) ($configuration, $jobs jobs): $clean clean, $failed failed, $((seeds - clean - failed)) not run" \
   "in $((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100))s, $((seeds * 60000 / (elapsed_ms + 1))) seeds/minute"
 exit $status
