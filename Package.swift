@@ -46,13 +46,20 @@ let package = Package(
     // MARK: Swift modules (dependencies point downward only)
     .target(
       name: "StrataCore",
-      dependencies: ["COpenSSL", "CCRC32C", .product(name: "Yams", package: "Yams")],
+      dependencies: ["COpenSSL", "CCRC32C"],
       path: "Sources/StrataCore",
+      swiftSettings: strictSwift),
+    // The node's configuration and its YAML reader: node-side targets only, so clients never link Yams.
+    .target(
+      name: "StrataConfig",
+      dependencies: ["StrataCore", .product(name: "Yams", package: "Yams")],
+      path: "Sources/StrataConfig",
       swiftSettings: strictSwift),
     .target(
       name: "StrataStorage",
       dependencies: [
-        "StrataCore", "CStrataLinux", "CLZ4", "CCRC32C", .product(name: "Logging", package: "swift-log"),
+        "StrataCore", "StrataConfig", "CStrataLinux", "CLZ4", "CCRC32C",
+        .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/StrataStorage",
       swiftSettings: strictSwift),
@@ -86,7 +93,7 @@ let package = Package(
     .target(
       name: "StrataNode",
       dependencies: [
-        "StrataCore", "StrataStorage", "StrataWire", "StrataTCP", "StrataRDMA",
+        "StrataCore", "StrataConfig", "StrataStorage", "StrataWire", "StrataTCP", "StrataRDMA",
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/StrataNode",
@@ -95,7 +102,8 @@ let package = Package(
     .target(
       name: "StrataAdmin",
       dependencies: [
-        "StrataCore", "StrataStorage", "StrataNode", "StrataTCP", .product(name: "Logging", package: "swift-log"),
+        "StrataCore", "StrataConfig", "StrataStorage", "StrataNode", "StrataTCP",
+        .product(name: "Logging", package: "swift-log"),
         .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
       ],
       path: "Sources/StrataAdmin",
@@ -108,8 +116,8 @@ let package = Package(
     .target(
       name: "StrataCluster",
       dependencies: [
-        "StrataCore", "StrataPlacement", "StrataStorage", "StrataNode", "StrataClient", "StrataWire", "StrataEtcd",
-        "StrataTCP",
+        "StrataCore", "StrataConfig", "StrataPlacement", "StrataStorage", "StrataNode", "StrataClient", "StrataWire",
+        "StrataEtcd", "StrataTCP",
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/StrataCluster",
@@ -127,8 +135,8 @@ let package = Package(
     .executableTarget(
       name: "strata",
       dependencies: [
-        "StrataCore", "StrataStorage", "StrataNode", "StrataWire", "StrataClient", "StrataPlacement", "StrataCluster",
-        "StrataAdmin", "StrataTCP",
+        "StrataCore", "StrataConfig", "StrataStorage", "StrataNode", "StrataWire", "StrataClient", "StrataPlacement",
+        "StrataCluster", "StrataAdmin", "StrataTCP",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
@@ -155,7 +163,7 @@ let package = Package(
     .executableTarget(
       name: "strata-pipeline-fuzz",
       dependencies: [
-        "StrataNode", "StrataStorage", "StrataWire", "StrataCore", "StrataFuzzSupport",
+        "StrataNode", "StrataStorage", "StrataWire", "StrataCore", "StrataConfig", "StrataFuzzSupport",
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/PipelineFuzzer",
@@ -177,7 +185,8 @@ let package = Package(
     .target(
       name: "StrataSimulation",
       dependencies: [
-        "StrataCluster", "StrataNode", "StrataStorage", "StrataPlacement", "StrataWire", "StrataCore", "StrataTestKit",
+        "StrataCluster", "StrataConfig", "StrataNode", "StrataStorage", "StrataPlacement", "StrataWire", "StrataCore",
+        "StrataTestKit",
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/StrataSimulation",
@@ -195,7 +204,10 @@ let package = Package(
       name: "StrataCoreTests", dependencies: ["StrataCore", "StrataTestKit"], path: "Tests/StrataCoreTests",
       swiftSettings: strictSwift),
     .testTarget(
-      name: "StrataStorageTests", dependencies: ["StrataStorage", "StrataCore", "StrataTestKit"],
+      name: "StrataConfigTests", dependencies: ["StrataConfig", "StrataCore"], path: "Tests/StrataConfigTests",
+      swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataStorageTests", dependencies: ["StrataStorage", "StrataConfig", "StrataCore", "StrataTestKit"],
       path: "Tests/StrataStorageTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataWireTests", dependencies: ["StrataWire", "StrataCore", "StrataTestKit"],
@@ -205,19 +217,22 @@ let package = Package(
       path: "Tests/StrataPlacementTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataNodeTests",
-      dependencies: ["StrataNode", "StrataClient", "StrataWire", "StrataStorage", "StrataTCP", "StrataCore"],
+      dependencies: [
+        "StrataNode", "StrataClient", "StrataWire", "StrataStorage", "StrataTCP", "StrataConfig", "StrataCore",
+      ],
       path: "Tests/StrataNodeTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataEtcdTests", dependencies: ["StrataEtcd", "StrataTCP", "StrataCore", "StrataTestKit"],
       path: "Tests/StrataEtcdTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataAdminTests",
-      dependencies: ["StrataAdmin", "StrataNode", "StrataStorage", "StrataTCP", "StrataCore"],
+      dependencies: ["StrataAdmin", "StrataNode", "StrataStorage", "StrataTCP", "StrataConfig", "StrataCore"],
       path: "Tests/StrataAdminTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataRDMATests",
       dependencies: [
-        "StrataRDMA", "StrataGPU", "StrataNode", "StrataClient", "StrataStorage", "StrataWire", "StrataCore",
+        "StrataRDMA", "StrataGPU", "StrataNode", "StrataClient", "StrataStorage", "StrataWire", "StrataConfig",
+        "StrataCore",
         "StrataTestKit", .product(name: "Logging", package: "swift-log"),
       ],
       path: "Tests/StrataRDMATests", swiftSettings: strictSwift),
@@ -232,7 +247,8 @@ let package = Package(
     .testTarget(
       name: "CLITests",
       dependencies: [
-        "StrataCore", "StrataClient", "StrataPlacement", "StrataWire", "StrataTCP", "StrataTestKit", "strata",
+        "StrataCore", "StrataConfig", "StrataClient", "StrataPlacement", "StrataWire", "StrataTCP", "StrataTestKit",
+        "strata",
         "strata-pipeline-fuzz",
         .product(name: "Yams", package: "Yams"),
       ],

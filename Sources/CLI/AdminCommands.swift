@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import StrataAdmin
+import StrataConfig
 import StrataCore
 
 #if canImport(Glibc)

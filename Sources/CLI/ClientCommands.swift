@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import StrataClient
+import StrataConfig
 import StrataCore
 import StrataTCP
 import StrataWire

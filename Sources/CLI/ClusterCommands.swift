@@ -5,6 +5,7 @@
 import ArgumentParser
 import Foundation
 import StrataClient
+import StrataConfig
 import StrataCore
 import StrataPlacement
 

@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Logging
+import StrataConfig
 import StrataCore
 import StrataStorage
 

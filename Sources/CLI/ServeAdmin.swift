@@ -3,6 +3,7 @@
 import Logging
 import StrataAdmin
 import StrataCluster
+import StrataConfig
 import StrataCore
 import StrataNode
 import StrataStorage

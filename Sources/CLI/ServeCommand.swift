@@ -8,6 +8,7 @@ import Dispatch
 import Logging
 import StrataAdmin
 import StrataCluster
+import StrataConfig
 import StrataCore
 import StrataNode
 import StrataStorage

@@ -1,6 +1,7 @@
 // The `strata` executable: node daemon and admin CLI as subcommands.
 
 import ArgumentParser
+import StrataConfig
 import StrataCore
 
 #if canImport(Glibc)

@@ -8,6 +8,7 @@
 // Header checksums of whole frames in the rest are repaired, so mutations reach the field checks.
 
 import Logging
+import StrataConfig
 import StrataCore
 import StrataNode
 import StrataStorage

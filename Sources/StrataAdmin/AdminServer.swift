@@ -4,6 +4,7 @@
 
 import Dispatch
 public import Logging
+public import StrataConfig
 public import StrataCore
 public import StrataNode
 public import StrataTCP

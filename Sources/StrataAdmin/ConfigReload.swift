@@ -1,6 +1,7 @@
 // Config reload: which settings changed between two readings of a node's configuration file,
 // and which of them a running node can take without a restart.
 
+public import StrataConfig
 public import StrataCore
 
 /// The outcome of `POST /v1/config/reload`.

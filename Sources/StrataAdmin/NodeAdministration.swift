@@ -3,6 +3,7 @@
 
 import Dispatch
 public import Logging
+public import StrataConfig
 public import StrataCore
 public import StrataNode
 public import StrataStorage

@@ -6,6 +6,7 @@
 import Foundation
 public import Logging
 import StrataClient
+public import StrataConfig
 public import StrataCore
 public import StrataNode
 public import StrataPlacement

@@ -4,6 +4,7 @@
 
 import Foundation
 public import Logging
+public import StrataConfig
 public import StrataCore
 public import StrataStorage
 public import StrataTCP

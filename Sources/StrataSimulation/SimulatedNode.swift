@@ -4,6 +4,7 @@
 // that the simulator models (ring view, membership lease, process instance).
 
 import Logging
+import StrataConfig
 import StrataCore
 import StrataNode
 import StrataPlacement

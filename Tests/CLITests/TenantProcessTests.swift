@@ -6,6 +6,7 @@
 import Foundation
 import StrataAdmin
 import StrataClient
+import StrataConfig
 import StrataCore
 import StrataTCP
 import StrataWire

@@ -5,6 +5,7 @@
 import Foundation
 import Logging
 import StrataAdmin
+import StrataConfig
 import StrataCore
 import StrataNode
 import StrataStorage

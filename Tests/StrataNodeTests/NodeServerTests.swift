@@ -4,6 +4,7 @@
 import Foundation
 import Logging
 import StrataClient
+import StrataConfig
 import StrataCore
 import StrataStorage
 import StrataTCP

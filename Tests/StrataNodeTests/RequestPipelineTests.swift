@@ -2,6 +2,7 @@
 // (RDMA included, which cannot run here) hold without sockets. Each test speaks raw frames.
 
 import Logging
+import StrataConfig
 import StrataCore
 import StrataStorage
 import StrataWire

@@ -2,6 +2,7 @@
 // opcode, sessions revoked by a token reload, request-rate and probe limits, audit counters; and
 // the pure values behind them (Admission's buckets, the credential table).
 
+import StrataConfig
 import StrataCore
 import StrataWire
 import Testing

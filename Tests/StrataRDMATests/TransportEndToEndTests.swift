@@ -6,6 +6,7 @@
 import Foundation
 import Logging
 import StrataClient
+import StrataConfig
 import StrataCore
 import StrataGPU
 import StrataRDMA

@@ -1,6 +1,7 @@
 // The NVMe record header: exact round trips, every kind of damage detected with its own reason,
 // and the LZ4 codec's contract (kept only when it saves, never decodes garbage into success).
 
+import StrataConfig
 import StrataCore
 import StrataTestKit
 import Testing

@@ -3,6 +3,7 @@
 
 import Dispatch
 import Foundation
+import StrataConfig
 import StrataCore
 import StrataTestKit
 import Synchronization

@@ -1,6 +1,7 @@
 // The tier manager end to end over a real arena and a simulated disk: placement, dedup,
 // admission, demotion and promotion, leases, faults, warm restart, and a model-checked random run.
 
+import StrataConfig
 import StrataCore
 import StrataTestKit
 import Testing

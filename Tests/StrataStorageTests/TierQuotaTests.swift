@@ -2,6 +2,7 @@
 // tenant's; one at its NVMe quota drops its blocks leaving RAM instead of writing them; and the
 // partitioned policy is plain S3-FIFO when no quota is set.
 
+import StrataConfig
 import StrataCore
 import Testing
 

@@ -4,6 +4,7 @@
 // with time passed in: the node keeps one under its lock, tests drive it directly. Every refusal
 // names the limit that said no, so one tenant or one address can use up only its own share.
 
+public import StrataConfig
 public import StrataCore
 
 /// The limits `Admission` enforces (from `NodeConfiguration.limits`).

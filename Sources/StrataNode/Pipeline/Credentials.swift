@@ -3,6 +3,7 @@
 // granted (TCP and RDMA), and a session registered after such a reload is refused on its first
 // request. Tokens are matched by SHA-256 digest in constant time; secrets are never kept.
 
+import StrataConfig
 public import StrataCore
 
 /// How a session was granted: by a tenant token (its digest), by the open embedded default (no

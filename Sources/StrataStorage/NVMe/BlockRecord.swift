@@ -1,6 +1,7 @@
 // The self-describing on-disk record of the NVMe tier: a fixed 256-byte checksummed header, then
 // the stored (possibly compressed) bytes. The index is rebuilt from these headers after a restart.
 
+public import StrataConfig
 public import StrataCore
 
 // Header layout, all integers little-endian (the table is repeated in docs/nvme-format.md):

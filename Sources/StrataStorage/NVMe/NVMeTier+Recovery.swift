@@ -2,6 +2,7 @@
 // checksums are verified, and the index is rebuilt with the highest sequence number of each block.
 
 import Dispatch
+public import StrataConfig
 public import StrataCore
 import Synchronization
 

@@ -2,6 +2,7 @@
 // on one or more devices, whole regions evicted oldest first with hot blocks reinserted (the design
 // of CacheLib's BlockCache). Reads verify every checksum; a warm restart rebuilds the index from disk.
 
+public import StrataConfig
 public import StrataCore
 import Synchronization
 

@@ -1,6 +1,7 @@
 // The NVMe tier's bookkeeping as a pure value: regions (free, open, sealed, reclaiming), the block
 // index, sequence numbers and counters. It does no I/O; NVMeTier holds it in a Mutex and does the I/O.
 
+import StrataConfig
 import StrataCore
 
 /// A block's identity inside the index: its key and its namespace interned to a small number,

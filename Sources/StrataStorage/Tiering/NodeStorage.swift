@@ -2,6 +2,7 @@
 // from its device files (warm restart), logging how long recovery took and what it found.
 
 public import Logging
+public import StrataConfig
 public import StrataCore
 
 /// The device file of one NVMe path: the tier's regions live inside this one file.

@@ -1,6 +1,7 @@
 // The tier manager: decides where every block of a node lives (RAM arena or NVMe), admits,
 // evicts, demotes, promotes and pins blocks, and never returns bytes that failed a checksum.
 
+public import StrataConfig
 public import StrataCore
 import Synchronization
 

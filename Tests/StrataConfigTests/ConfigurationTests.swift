@@ -1,3 +1,4 @@
+import StrataConfig
 import StrataCore
 import Testing
 

@@ -1,6 +1,7 @@
 // Reads a node configuration from YAML: every key is known or reported, every value is typed
 // and checked, and each problem names its field (e.g. `nvme.paths[1].capacity`) and line.
 
+public import StrataCore
 import Yams
 
 extension NodeConfiguration {

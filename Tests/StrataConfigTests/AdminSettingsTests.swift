@@ -1,5 +1,6 @@
 // The admin port's limits in the configuration file: read, printed back, and checked.
 
+import StrataConfig
 import StrataCore
 import Testing
 
