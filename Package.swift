@@ -191,6 +191,24 @@ let package = Package(
       path: "Sources/HostileSoak",
       swiftSettings: strictSwift),
 
+    // The deterministic simulation: a whole cluster in one process from a seed, faults and
+    // invariants included (docs/simulation.md); strata-sim runs seeds, scripts/simulate.sh many.
+    .target(
+      name: "StrataSimulation",
+      dependencies: [
+        "StrataCluster", "StrataConfig", "StrataNode", "StrataStorage", "StrataPlacement", "StrataWire", "StrataCore",
+        "StrataTestKit",
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Sources/StrataSimulation",
+      swiftSettings: strictSwift),
+    .executableTarget(
+      name: "strata-sim", dependencies: ["StrataSimulation"], path: "Sources/SimulationRunner",
+      swiftSettings: strictSwift),
+    .testTarget(
+      name: "StrataSimulationTests", dependencies: ["StrataSimulation"], path: "Tests/StrataSimulationTests",
+      swiftSettings: strictSwift),
+
     // MARK: Tests
     .target(
       name: "StrataTestKit",

@@ -23,6 +23,9 @@ swift test --disable-xctest --skip HostileClientTests
 echo "== tests: hostile clients (alone)"
 swift test --disable-xctest --filter HostileClientTests
 
+echo "== simulation: the CI seed set (seeds 0..199 of the deterministic cluster simulation, docs/simulation.md)"
+scripts/simulate.sh --seeds 200
+
 echo "== python client"
 scripts/test-python.sh
 

@@ -1,0 +1,74 @@
+// The faults a seed injects, drawn before the run starts so the whole schedule can be printed.
+
+/// One fault, at one simulated instant.
+enum Fault: CustomStringConvertible {
+  /// The process dies (RAM lost, disk kept); it restarts after the delay, or at the heal.
+  case crash(node: Int, restartAfter: UInt64?)
+  /// Two nodes cannot reach each other.
+  case partition(Int, Int, milliseconds: UInt64)
+  /// A node cannot reach the membership service (its lease expires; its watch is cut).
+  case isolate(node: Int, milliseconds: UInt64)
+  /// Messages to and from a node take `extra` longer (a copy past its timeout fails).
+  case delay(node: Int, extra: UInt64, milliseconds: UInt64)
+  /// The disk stops keeping up: write-behind passes wait.
+  case slowDisk(node: Int, milliseconds: UInt64)
+  /// Bits flip on the disk (found by record checksums on read or recovery).
+  case corruptDisk(node: Int, flips: Int)
+  /// The next disk writes fail with EIO.
+  case failDiskWrites(node: Int, count: Int)
+  /// The node's monotonic clock jumps forward (a paused VM): its leases expire early.
+  case clockJump(node: Int, milliseconds: UInt64)
+  /// An operator drains the node: it hands its blocks off and leaves.
+  case drain(node: Int)
+  /// A new node joins.
+  case join
+
+  var description: String {
+    switch self {
+    case .crash(let node, let after):
+      "crash n\(node)" + (after.map { " (restart after \($0) ms)" } ?? " (restart at heal)")
+    case .partition(let a, let b, let ms): "partition n\(a) | n\(b) for \(ms) ms"
+    case .isolate(let node, let ms): "isolate n\(node) from membership for \(ms) ms"
+    case .delay(let node, let extra, let ms): "delay n\(node) messages by \(extra) ms for \(ms) ms"
+    case .slowDisk(let node, let ms): "slow disk n\(node) for \(ms) ms"
+    case .corruptDisk(let node, let flips): "corrupt disk n\(node) (\(flips) bit flips)"
+    case .failDiskWrites(let node, let count): "fail next \(count) disk writes on n\(node)"
+    case .clockJump(let node, let ms): "clock jump n\(node) +\(ms) ms"
+    case .drain(let node): "drain n\(node)"
+    case .join: "join a new node"
+    }
+  }
+
+  /// A schedule of `count` faults over `window` (ms), against nodes 0..<nodes.
+  static func schedule(
+    count: Int, nodes: Int, window: ClosedRange<UInt64>, random: inout SimulationRandom
+  ) -> [(time: UInt64, fault: Fault)] {
+    var faults: [(UInt64, Int, Fault)] = []
+    for _ in 0..<count {
+      let time = random.milliseconds(window)
+      let node = random.int(0...(nodes - 1))
+      let fault: Fault
+      switch random.int(0...99) {
+      case 0..<22:
+        fault = .crash(node: node, restartAfter: random.chance(70) ? random.milliseconds(200...4_000) : nil)
+      case 22..<36:
+        var other = random.int(0...(nodes - 2))
+        if other >= node { other += 1 }
+        fault = .partition(node, other, milliseconds: random.milliseconds(300...5_000))
+      case 36..<46: fault = .isolate(node: node, milliseconds: random.milliseconds(500...6_000))
+      case 46..<56:
+        fault = .delay(
+          node: node, extra: random.chance(50) ? random.milliseconds(10...400) : random.milliseconds(900...3_000),
+          milliseconds: random.milliseconds(300...3_000))
+      case 56..<63: fault = .slowDisk(node: node, milliseconds: random.milliseconds(500...5_000))
+      case 63..<71: fault = .corruptDisk(node: node, flips: random.int(1...64))
+      case 71..<77: fault = .failDiskWrites(node: node, count: random.int(1...8))
+      case 77..<87: fault = .clockJump(node: node, milliseconds: random.milliseconds(500...20_000))
+      case 87..<94: fault = .drain(node: node)
+      default: fault = .join
+      }
+      faults.append((time, faults.count, fault))
+    }
+    return faults.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { ($0.0, $0.2) }
+  }
+}

@@ -1,0 +1,142 @@
+// The invariants, checked as the run goes and at its end:
+// - no wrong bytes: every GET payload equals what its key was written with, and no node reports
+//   a block no client wrote (Simulation+Clients.swift);
+// - an acknowledged block is held by its write quorum of owners when the PUT is answered;
+// - no acknowledged block is lost while fewer than R nodes failed since its acknowledgement;
+// - after the faults heal: rings converge to the membership service's, every acknowledged block
+//   (not excused by R failures) is readable with its bytes, and lives on every owner again;
+// - limits: between requests no in-flight bytes or transfer pins remain, leases stay within their
+//   limit, RAM within its capacity; once every connection closes, no lease outlives it.
+
+import StrataCluster
+import StrataCore
+import StrataNode
+import StrataStorage
+import StrataWire
+
+extension Simulation {
+  /// Distinct nodes that failed at or after `time`.
+  func failedNodes(since time: UInt64) -> Set<Int> {
+    Set(failures.filter { $0.at >= time }.map(\.node))
+  }
+
+  /// A block may be gone once as many nodes failed after its acknowledgement as held it then.
+  func isExcused(_ acknowledgement: Acknowledgement) -> Bool {
+    failedNodes(since: acknowledgement.at).count >= acknowledgement.copies
+  }
+
+  func checkLimits(_ index: Int) {
+    let node = nodes[index]
+    guard let server = node.server, let tiers = node.tiers else { return }
+    let stats = server.stats
+    let tier = tiers.stats
+    if stats.inflightBytes != 0 { fail("n\(index): \(stats.inflightBytes) in-flight bytes outlive their request") }
+    if tier.transferPins != 0 { fail("n\(index): \(tier.transferPins) transfer pins outlive their transfer") }
+    if tier.leasesActive > SimulatedNode.leasesMax {
+      fail("n\(index): \(tier.leasesActive) leases, above the limit \(SimulatedNode.leasesMax)")
+    }
+    if tier.ramUsedBytes > tier.ramCapacityBytes {
+      fail("n\(index): RAM holds \(tier.ramUsedBytes) bytes, above its capacity \(tier.ramCapacityBytes)")
+    }
+  }
+
+  /// Right after the acknowledgement: the acknowledging node's owners of the block hold it, at
+  /// least as many as the write quorum. Returns how many hold it.
+  @discardableResult
+  func checkQuorumHeld(_ id: BlockID, acknowledgedBy index: Int) -> Int {
+    let ring = nodes[index].ring
+    let required = WriteQuorumRule.required(requested: 0, configured: nil, replicas: ring.replicationFactor)
+    let owners = ring.owners(of: id.key).map(\.id)
+    let holders = nodes.filter { owners.contains($0.id) && $0.holds(id) }.map(\.id)
+    if holders.count < required {
+      fail(
+        "block \(id.key.hex.prefix(12)) acknowledged by n\(index) is held by \(holders.count) of its owners \(owners) (\(holders)), below its write quorum \(required)"
+      )
+    }
+    return holders.count
+  }
+
+  /// No acknowledged block is gone from every node unless R nodes failed after it was acknowledged.
+  func checkNoAcknowledgedBlockLost() {
+    for key in acknowledged.keys.sorted(by: keyOrder) {
+      let acknowledgement = acknowledged[key]!
+      let id = BlockID(namespace: SimulatedNode.namespace, key: key)
+      guard !nodes.contains(where: { $0.holds(id) }) else { continue }
+      let failed = failedNodes(since: acknowledgement.at)
+      if failed.count < acknowledgement.copies {
+        fail(
+          "acknowledged block \(key.hex.prefix(12)) (at t=\(acknowledgement.at), on \(acknowledgement.copies) owners then) is on no node, though only \(failed.count) node(s) failed since (R=\(replicas))"
+        )
+        return
+      }
+    }
+  }
+
+  /// The end: the faults healed long ago, every repair has run.
+  func finalCheck() {
+    note("final check")
+    let snapshot = membership.snapshot
+    let up = nodes.filter(\.isUp)
+    let registered = snapshot.records.map(\.member.id)
+    if registered != up.map(\.id).sorted() {
+      fail("membership holds \(registered), the nodes up are \(up.map(\.id).sorted())")
+    }
+    for node in up where node.ring.members != ring(for: snapshot).members || node.seenRevision != snapshot.revision {
+      fail(
+        "rings did not converge: n\(node.index) is at revision \(node.seenRevision) with \(node.ring.activeMembers.map(\.id)), the membership at \(snapshot.revision) with \(registered)"
+      )
+    }
+    checkNoAcknowledgedBlockLost()
+    let ring = ring(for: snapshot)
+    for key in acknowledged.keys.sorted(by: keyOrder) where failure == nil {
+      let acknowledgement = acknowledged[key]!
+      guard !isExcused(acknowledgement) else { continue }
+      let (sequence, block) = contents[key]!
+      let id = BlockID(namespace: SimulatedNode.namespace, key: key)
+      let owners = ring.owners(of: key)
+      let lacking = owners.filter { owner in !nodes.contains { $0.id == owner.id && $0.holds(id) } }.map(\.id)
+      // Read back through the owners' pipelines, as a client would (a miss reads through).
+      let readable = owners.contains { owner in
+        guard let index = nodes.first(where: { $0.id == owner.id && $0.isUp })?.index else { return false }
+        return readBack(key, sequence: sequence, block: block, via: index)
+      }
+      if !readable && failure == nil {
+        let holders = nodes.filter { $0.holds(id) }.map(\.id)
+        fail(
+          "acknowledged block \(key.hex.prefix(12)) (at t=\(acknowledgement.at), seq \(sequence) block \(block)) is not readable from its owners \(owners.map(\.id)) after repair; it is on \(holders)"
+        )
+      }
+      if !lacking.isEmpty { note("  block \(key.hex.prefix(12)) lacks owners \(lacking) (under-replicated)") }
+    }
+    // Every connection closed: nothing outlives it.
+    hangUpClients()
+    for node in nodes {
+      for connection in node.peers.values { connection.close() }
+      node.peers = [:]
+    }
+    for node in up {
+      guard let server = node.server, let tiers = node.tiers else { continue }
+      let stats = server.stats
+      let tier = tiers.stats
+      if stats.connectionsOpen != 0 || stats.inflightBytes != 0 || tier.leasesActive != 0 || tier.transferPins != 0 {
+        fail(
+          "n\(node.index) after every connection closed: \(stats.connectionsOpen) connections, \(stats.inflightBytes) in-flight bytes, \(tier.leasesActive) leases, \(tier.transferPins) transfer pins"
+        )
+      }
+    }
+    note("final check done: \(acknowledged.count) acknowledged blocks verified")
+  }
+
+  /// A GET of one block through node `index`'s pipeline returns its bytes.
+  func readBack(_ key: BlockKey, sequence: Int, block: Int, via index: Int) -> Bool {
+    guard let connection = clientConnection(index) else { return false }
+    let answer = answeredFrames(
+      connection.receive(GetRequest(items: [.init(key: key)]).frameBytes(requestID: nextRequestID(), ringEpoch: 0)))
+    guard case .getResponse(let response)? = answer.first?.1, response.items.first?.status == .ok else { return false }
+    guard answer.first!.2 == content(sequence, block) else {
+      fail("n\(index) returned wrong bytes for block \(key.hex.prefix(12)) in the final check")
+      return false
+    }
+    return true
+  }
+}

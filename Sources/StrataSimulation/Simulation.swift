@@ -1,0 +1,455 @@
+// The deterministic simulation of a whole cluster in one process: N nodes (the real request
+// pipeline, tier manager, lease table and NVMe tier of each, over in-memory connections), a
+// membership service with etcd's semantics, clients doing prefix lookups, loads and stores, and
+// the faults a seed draws. One thread runs every event in (time, sequence) order; every choice
+// comes from the seeded generator; nothing reads the wall clock. What is real and what is
+// modelled: docs/simulation.md.
+
+import Logging
+import StrataCore
+import StrataNode
+import StrataPlacement
+import StrataStorage
+import StrataWire
+
+/// A bug the simulator must find, switched on only here (never in the node).
+public enum SimulationMutation: String, Sendable, CaseIterable {
+  /// The modelled write path skips the copy of one block in a thousand to one owner and counts it
+  /// as made: the PUT is acknowledged with fewer copies than its write quorum.
+  case skipReplication = "skip-replication"
+}
+
+/// What one seed runs with.
+public struct SimulationOptions: Sendable {
+  public var seed: UInt64
+  public var mutation: SimulationMutation?
+  /// Keep every trace line in the result (otherwise only the last ones, for a failure report).
+  public var keepTrace: Bool
+
+  public init(seed: UInt64, mutation: SimulationMutation? = nil, keepTrace: Bool = false) {
+    self.seed = seed
+    self.mutation = mutation
+    self.keepTrace = keepTrace
+  }
+}
+
+/// What one seed did.
+public struct SimulationResult: Sendable {
+  public var seed: UInt64
+  public var nodes: Int
+  public var replicas: Int
+  /// FNV-1a of the trace: two runs of one seed must agree.
+  public var traceHash: UInt64
+  public var traceLines: Int
+  /// The first invariant violated, nil when the run was clean.
+  public var failure: String?
+  public var faultSchedule: [String]
+  /// Every trace line (`keepTrace`), or the last ones.
+  public var trace: [String]
+  public var acknowledgedBlocks: Int
+  public var clientOperations: Int
+
+  /// A report to print: the seed, its faults, and on failure the failure and the trace's end.
+  public var report: String {
+    var lines = [
+      "seed \(seed): \(failure == nil ? "clean" : "FAILED") — \(nodes) nodes, R=\(replicas), \(clientOperations) client operations, \(acknowledgedBlocks) blocks acknowledged, trace \(traceLines) lines, hash \(String(traceHash, radix: 16))"
+    ]
+    lines.append("fault schedule:")
+    lines += faultSchedule.isEmpty ? ["  (none)"] : faultSchedule.map { "  \($0)" }
+    if let failure {
+      lines.append("failure: \(failure)")
+      lines.append("trace (last \(trace.count) lines; the whole trace: strata-sim --seed \(seed) --trace):")
+      lines += trace.map { "  \($0)" }
+    }
+    return lines.joined(separator: "\n")
+  }
+}
+
+public enum Simulator {
+  /// Runs one seed to its end (or its first invariant violation).
+  public static func run(_ options: SimulationOptions) -> SimulationResult {
+    let simulation = Simulation(options: options)
+    simulation.run()
+    return simulation.result
+  }
+}
+
+/// The simulated world. Every access happens on the thread running `run()`, or on a thread that
+/// thread is blocked waiting for (a node's request pipeline calls back into the cluster model
+/// while serving a PUT the run loop sent it, and the run loop waits for that answer): one logical
+/// thread at a time, each hand-over ordered by the semaphore of `blocking`.
+final class Simulation: @unchecked Sendable {
+  static let virtualNodes = 64
+  static let leaseTTLMilliseconds: UInt64 = 2_000
+  static let keepAliveMilliseconds: UInt64 = 500
+  static let copyTimeoutMilliseconds: UInt64 = 1_000
+  /// `cluster.fill_window`'s default.
+  static let fillWindowMilliseconds: UInt64 = 600_000
+  static let trafficEnd: UInt64 = 10_000
+  static let healAt: UInt64 = 10_500
+  static let finalCheckAt: UInt64 = 20_000
+
+  enum Event {
+    case start(Int)
+    case restart(Int)
+    case keepAlive(Int)
+    case membershipTick
+    case watch(node: Int, snapshot: MembershipModel.Snapshot)
+    case writeBehind(Int)
+    case client
+    case leasedGet(node: Int, sequence: Int, count: Int, lease: UInt64)
+    case fault(Fault)
+    case healPartition(Int, Int)
+    case healIsolation(Int)
+    case healDelay(Int)
+    case replicate(ReplicationTask)
+    case repair(node: Int, attempt: Int)
+    case handoff(node: Int)
+    case heal
+    case finalCheck
+  }
+
+  struct ReplicationTask {
+    var id: BlockID
+    var from: Int
+    var to: Int
+    var attempt: Int
+  }
+
+  struct Acknowledgement {
+    var at: UInt64
+    /// Owners holding it when the PUT was answered (at least the write quorum).
+    var copies: Int
+  }
+
+  let options: SimulationOptions
+  var random: SimulationRandom
+  var events = EventQueue<Event>()
+  var now: UInt64 = 0
+  var nodes: [SimulatedNode] = []
+  let replicas: Int
+  var membership = MembershipModel(leaseTTLMilliseconds: Simulation.leaseTTLMilliseconds)
+  var rings: [UInt64: Ring] = [:]
+  let executor = QueueExecutor(label: "strata.simulation")
+  let logger: Logger
+
+  // Network model.
+  var partitions: Set<[Int]> = []
+  var isolated: Set<Int> = []
+  var delays: [Int: UInt64] = [:]
+
+  // Workload.
+  var sequences: [Int] = []
+  var sequenceLengths: [Int: Int] = [:]
+  var keys: [Int: [BlockKey]] = [:]
+  var contents: [BlockKey: (sequence: Int, index: Int)] = [:]
+  /// Blocks a client ever sent (acknowledged or not): no node may report another.
+  var written: Set<BlockKey> = []
+  var acknowledged: [BlockKey: Acknowledgement] = [:]
+  /// When each node failed (crash, or a disk that lost data): an acknowledged block may be lost
+  /// only once R distinct nodes failed after its acknowledgement.
+  var failures: [(node: Int, at: UInt64)] = []
+  var clientConnections: [Int: InMemoryConnection] = [:]
+  var requestID: UInt64 = 1
+  var clientOperations = 0
+  let clientOperationCount: Int
+
+  // Trace.
+  var trace: [String] = []
+  var traceHash = TraceHash()
+  var traceLines = 0
+  var faultSchedule: [String] = []
+  var failure: String?
+
+  init(options: SimulationOptions) {
+    self.options = options
+    random = SimulationRandom(seed: options.seed)
+    let count = random.int(3...5)
+    replicas = random.int(2...min(3, count))
+    clientOperationCount = random.int(150...260)
+    var logger = Logger(label: "strata-sim")
+    logger.logLevel = .critical
+    self.logger = logger
+    for index in 0..<count { nodes.append(SimulatedNode(index: index, replicas: replicas)) }
+  }
+
+  var result: SimulationResult {
+    SimulationResult(
+      seed: options.seed, nodes: nodes.count, replicas: replicas, traceHash: traceHash.value,
+      traceLines: traceLines, failure: failure, faultSchedule: faultSchedule,
+      trace: options.keepTrace ? trace : Array(trace.suffix(60)), acknowledgedBlocks: acknowledged.count,
+      clientOperations: clientOperations)
+  }
+
+  func note(_ line: String) {
+    let entry = "\(now) \(line)"
+    traceHash.add(entry)
+    traceLines += 1
+    trace.append(entry)
+    if !options.keepTrace && trace.count > 400 { trace.removeFirst(trace.count - 200) }
+  }
+
+  /// Records the first invariant violated; the run stops after the current event.
+  func fail(_ message: String) {
+    guard failure == nil else { return }
+    failure = "t=\(now) ms: \(message)"
+    note("INVARIANT VIOLATED: \(message)")
+  }
+
+  // MARK: Run loop
+
+  func run() {
+    for node in nodes { events.schedule(.start(node.index), at: UInt64(node.index)) }
+    events.schedule(.membershipTick, at: 100)
+    for _ in 0..<clientOperationCount {
+      events.schedule(.client, at: random.milliseconds(1_000...Self.trafficEnd))
+    }
+    let faults = Fault.schedule(
+      count: random.int(2...7), nodes: nodes.count, window: 1_500...9_000, random: &random)
+    for (time, fault) in faults {
+      faultSchedule.append("t=\(time) ms: \(fault)")
+      events.schedule(.fault(fault), at: time)
+    }
+    events.schedule(.heal, at: Self.healAt)
+    events.schedule(.finalCheck, at: Self.finalCheckAt)
+    while failure == nil, let (time, event) = events.next() {
+      if time > Self.finalCheckAt { break }
+      now = time
+      for node in nodes where node.isUp { node.advanceClock(to: now) }
+      handle(event)
+    }
+    for node in nodes { node.crashIfUpForTeardown() }
+  }
+
+  func handle(_ event: Event) {
+    switch event {
+    case .start(let index): startNode(index)
+    case .restart(let index):
+      if nodes[index].condition == .crashed { startNode(index) }
+    case .keepAlive(let index): keepAlive(index)
+    case .membershipTick:
+      let deleted = membership.expire(now: now)
+      if !deleted.isEmpty {
+        note("membership: leases expired, deleted \(deleted.joined(separator: ",")) (revision \(membership.revision))")
+        broadcast()
+      }
+      events.schedule(.membershipTick, at: now + 100)
+    case .watch(let index, let snapshot): deliver(snapshot, to: index)
+    case .writeBehind(let index): writeBehind(index)
+    case .client: clientOperation()
+    case .leasedGet(let node, let sequence, let count, let lease): leasedGet(node, sequence, count, lease)
+    case .fault(let fault): inject(fault)
+    case .healPartition(let a, let b):
+      partitions.remove([a, b])
+      note("heal partition n\(a) | n\(b)")
+    case .healIsolation(let index):
+      isolated.remove(index)
+      note("heal isolation n\(index)")
+    case .healDelay(let index):
+      delays[index] = nil
+      note("heal delay n\(index)")
+    case .replicate(let task): replicateLater(task)
+    case .repair(let index, let attempt): repairPass(index, attempt: attempt)
+    case .handoff(let index): handoff(index)
+    case .heal: healAll()
+    case .finalCheck: finalCheck()
+    }
+  }
+
+  // MARK: Nodes and membership
+
+  func startNode(_ index: Int) {
+    let node = nodes[index]
+    do throws(StrataError) {
+      let recovered = try node.start(
+        now: now, hooks: SimulatedClusterHooks(simulation: self, node: index), logger: logger)
+      note("start n\(index) instance \(node.instance): disk \(recovered)")
+    } catch {
+      fail("n\(index) could not start: \(error.message)")
+      return
+    }
+    register(index)
+    events.schedule(.keepAlive(index), at: now + Self.keepAliveMilliseconds)
+    events.schedule(.writeBehind(index), at: now + 100)
+  }
+
+  func canReachMembership(_ index: Int) -> Bool { nodes[index].isUp && !isolated.contains(index) }
+
+  /// Grants a lease and puts this node's member key (EtcdMembership's registration).
+  func register(_ index: Int) {
+    let node = nodes[index]
+    guard canReachMembership(index) else { return }
+    node.membershipLease = membership.grant(now: now)
+    let record = MembershipModel.Record(
+      member: node.member(state: node.draining ? .draining : .active), lease: node.membershipLease,
+      instance: node.instance)
+    if membership.put(record) {
+      note("membership: n\(index) registered (lease \(node.membershipLease), revision \(membership.revision))")
+      broadcast()
+    }
+    relist(index)
+  }
+
+  func keepAlive(_ index: Int) {
+    let node = nodes[index]
+    guard node.isUp else { return }
+    events.schedule(.keepAlive(index), at: now + Self.keepAliveMilliseconds)
+    guard canReachMembership(index) else {
+      node.watching = false
+      return
+    }
+    if !membership.keepAlive(node.membershipLease, now: now) {
+      note("membership: n\(index) lease lost, registering again")
+      register(index)
+    } else if !node.watching {
+      relist(index)
+    }
+  }
+
+  /// A watch (re)started: the node reads the current state.
+  func relist(_ index: Int) {
+    nodes[index].watching = true
+    events.schedule(.watch(node: index, snapshot: membership.snapshot), at: now + messageDelay(index))
+  }
+
+  /// Every watching node hears of the new revision, after its message delay.
+  func broadcast() {
+    let snapshot = membership.snapshot
+    for node in nodes where node.isUp && node.watching && canReachMembership(node.index) {
+      events.schedule(.watch(node: node.index, snapshot: snapshot), at: now + messageDelay(node.index))
+    }
+  }
+
+  func ring(for snapshot: MembershipModel.Snapshot) -> Ring {
+    if let ring = rings[snapshot.revision] { return ring }
+    let ring = Ring(
+      members: snapshot.records.map(\.member), epoch: snapshot.revision, replicationFactor: replicas,
+      virtualNodes: Self.virtualNodes)
+    rings[snapshot.revision] = ring
+    return ring
+  }
+
+  /// The node adopts a membership revision (ClusterNode.adopt and noteInstances): a ring whose
+  /// active members changed, or a member that restarted, starts a repair pass.
+  func deliver(_ snapshot: MembershipModel.Snapshot, to index: Int) {
+    let node = nodes[index]
+    guard node.isUp, node.watching, canReachMembership(index), snapshot.revision > node.seenRevision else { return }
+    let first = node.seenRevision == 0
+    node.seenRevision = snapshot.revision
+    let next = ring(for: snapshot)
+    let before = Set(node.ring.activeMembers.map(\.id))
+    let after = Set(next.activeMembers.map(\.id))
+    var restarted: [String] = []
+    for record in snapshot.records where record.member.id != node.id {
+      if let known = node.instances[record.member.id], known != record.instance { restarted.append(record.member.id) }
+      node.instances[record.member.id] = record.instance
+    }
+    let changed = next.members != node.ring.members
+    if changed {
+      // The first ring: its keys' previous owners are those of the ring without this node, who
+      // held them meanwhile (ClusterNode.adopt).
+      node.previousRing =
+        first
+        ? Ring(
+          members: next.members.filter { $0.id != node.id }, epoch: next.epoch, replicationFactor: replicas,
+          virtualNodes: Self.virtualNodes) : node.ring
+      node.ring = next
+      node.ringChangedAt = now
+    }
+    let departed = first ? [] : before.subtracting(after).sorted()
+    let joined = first ? [] : after.subtracting(before).sorted()
+    if changed {
+      note("n\(index) adopts ring epoch \(next.epoch): \(next.activeMembers.map(\.id).joined(separator: ","))")
+    }
+    let reasons = departed.map { "\($0) left" } + joined.map { "\($0) joined" } + restarted.map { "\($0) restarted" }
+    if !reasons.isEmpty && after.contains(node.id) {
+      scheduleRepair(index, reason: reasons.joined(separator: ", "))
+    }
+  }
+
+  func writeBehind(_ index: Int) {
+    let node = nodes[index]
+    guard node.isUp, let tiers = node.tiers else { return }
+    events.schedule(.writeBehind(index), at: now + 100)
+    guard now >= node.slowDiskUntil else { return }
+    let written = (try? blocking(on: executor) { () throws(StrataError) in await tiers.writeBehindPass() }) ?? 0
+    if written > 0 { note("n\(index) wrote \(written) blocks behind") }
+  }
+
+  // MARK: Network
+
+  func messageDelay(_ a: Int, _ b: Int? = nil) -> UInt64 {
+    random.milliseconds(1...20) + (delays[a] ?? 0) + (b.flatMap { delays[$0] } ?? 0)
+  }
+
+  func partitioned(_ a: Int, _ b: Int) -> Bool { partitions.contains([min(a, b), max(a, b)]) }
+
+  // MARK: Faults
+
+  func inject(_ fault: Fault) {
+    note("fault: \(fault)")
+    switch fault {
+    case .crash(let index, let after):
+      guard nodes[index].isUp else { return note("  skipped: n\(index) is not up") }
+      crash(index)
+      if let after { events.schedule(.restart(index), at: now + after) }
+    case .partition(let a, let b, let duration):
+      partitions.insert([min(a, b), max(a, b)])
+      events.schedule(.healPartition(min(a, b), max(a, b)), at: now + duration)
+    case .isolate(let index, let duration):
+      isolated.insert(index)
+      nodes[index].watching = false
+      events.schedule(.healIsolation(index), at: now + duration)
+    case .delay(let index, let extra, let duration):
+      delays[index] = extra
+      events.schedule(.healDelay(index), at: now + duration)
+    case .slowDisk(let index, let duration):
+      nodes[index].slowDiskUntil = max(nodes[index].slowDiskUntil, now + duration)
+    case .corruptDisk(let index, let flips):
+      guard nodes[index].condition != .departed else { return }
+      for _ in 0..<flips {
+        nodes[index].device.flipBit(
+          atByte: random.int(0...(SimulatedNode.deviceBytes - 1)), bit: random.int(0...7))
+      }
+      failures.append((index, now))
+    case .failDiskWrites(let index, let count):
+      nodes[index].device.failNextWrites(count)
+    case .clockJump(let index, let milliseconds):
+      nodes[index].jumpClock(by: milliseconds)
+    case .drain(let index):
+      startDrain(index)
+    case .join:
+      let node = SimulatedNode(index: nodes.count, replicas: replicas)
+      nodes.append(node)
+      startNode(node.index)
+    }
+  }
+
+  func crash(_ index: Int) {
+    nodes[index].crash()
+    clientConnections[index] = nil
+    for node in nodes { node.peers[nodes[index].id]?.close() }
+    for node in nodes { node.peers[nodes[index].id] = nil }
+    failures.append((index, now))
+    checkNoAcknowledgedBlockLost()
+  }
+
+  /// The end of the faults: partitions, isolations and delays healed, crashed nodes restarted.
+  func healAll() {
+    note("heal: every fault ends")
+    partitions = []
+    isolated = []
+    delays = [:]
+    for node in nodes {
+      node.slowDiskUntil = 0
+      if node.condition == .crashed { startNode(node.index) }
+    }
+  }
+}
+
+extension SimulatedNode {
+  /// Ends the process at the end of a run (the disk image is dropped with the node).
+  func crashIfUpForTeardown() {
+    if isUp { depart() }
+  }
+}
