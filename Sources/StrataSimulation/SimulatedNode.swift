@@ -162,7 +162,7 @@ final class SimulatedNode {
   /// Whether this node's storage holds `id` (RAM or NVMe index), read directly.
   func holds(_ id: BlockID) -> Bool {
     guard isUp, let tiers else { return false }
-    return tiers.lookup([id]).first! != nil
+    return tiers.lookup([id]).first != .absent
   }
 }
 

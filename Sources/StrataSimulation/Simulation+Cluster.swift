@@ -162,7 +162,7 @@ extension Simulation {
 
   func readBytes(_ index: Int, _ id: BlockID) -> [UInt8]? {
     guard let tiers = nodes[index].tiers else { return nil }
-    return (try? blocking(on: executor) { () throws(StrataError) in try await tiers.read(id) }) ?? nil
+    return (try? waitForTask(on: executor) { () throws(StrataError) in try await tiers.read(id) }) ?? nil
   }
 
   // MARK: Read-through (ReadThrough.swift)

@@ -372,7 +372,7 @@ final class Simulation: @unchecked Sendable {
     guard node.isUp, let tiers = node.tiers else { return }
     events.schedule(.writeBehind(index), at: now + 100)
     guard now >= node.slowDiskUntil else { return }
-    let written = (try? blocking(on: executor) { () throws(StrataError) in await tiers.writeBehindPass() }) ?? 0
+    let written = (try? waitForTask(on: executor) { () throws(StrataError) in await tiers.writeBehindPass() }) ?? 0
     if written > 0 { note("n\(index) wrote \(written) blocks behind") }
   }
 

@@ -231,7 +231,7 @@ func putFrame(_ items: [(BlockKey, [UInt8])], ranges: [RegionRange], id: UInt64)
     let directory = try socketDirectory()
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let path = directory + "/node.sock"
-    let node = try TestNode(sameHostSocket: path)
+    _ = try TestNode(sameHostSocket: path)
     let size = 1 << 20
     let fd = try memfd(bytes: size, sealed: true)
     let mapped = try #require(mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0))
