@@ -6,7 +6,10 @@
 # plaintext and TLS; medians of REPEATS rounds. Prints the table of docs/performance.md ("TLS"),
 # with the CPU seconds node and client together spent per GB moved (their own /proc counters over
 # the timed part of each run): less sensitive than the rate to other load on the machine; 2 / that
-# is the rate two cores could reach if they did nothing else.
+# is the rate two cores could reach if they did nothing else. Beside them, in the same rounds, the
+# TLS ceiling (scripts/bench/tls_ceiling.c: the loopback ceiling's blob request/response over
+# user-space OpenSSL TLS 1.3 with the same cipher, and nothing else) at the same size and
+# connections: what any user-space TLS blob server reaches on this machine.
 #
 # Usage: scripts/bench-tls.sh [STRATA_BIN] [REPEATS=3] [SECONDS=3]
 #   STRATA_BIN defaults to .build/release/strata (built with `swift build -c release` if missing).
@@ -50,11 +53,15 @@ start() { # NAME EXTRA...: starts a node, prints its address
   done
   grep " listening on " "$work/$name.log" | awk '{print $NF}'
 }
+gcc -O2 -pthread -o "$work/tls_ceiling" "$repo/scripts/bench/tls_ceiling.c" -lssl -lcrypto
+ceiling_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$work/tls_ceiling" server "$ceiling_port" "$work/ca/node-1.pem" "$work/ca/node-1.key" 256 >"$work/ceiling.log" 2>&1 &
+echo $! >>"$work/pids"
 plain=$(start plain)
 tls=$(start tls --tls-cert "$work/ca/node-1.pem" --tls-key "$work/ca/node-1.key")
 [[ -n "$plain" && -n "$tls" ]] || { echo "a node did not start:" >&2; cat "$work"/*.log >&2; exit 1; }
-plain_pid=$(sed -n 1p "$work/pids")
-tls_pid=$(sed -n 2p "$work/pids")
+plain_pid=$(sed -n 2p "$work/pids")
+tls_pid=$(sed -n 3p "$work/pids")
 
 results="$work/results.jsonl"
 for round in $(seq "$repeats"); do
@@ -70,6 +77,9 @@ for round in $(seq "$repeats"); do
       python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["mode"]=sys.argv[2]; print(json.dumps(d))' \
         "$line" "$mode" >>"$results"
     done
+    line=$("$work/tls_ceiling" client "$ceiling_port" "$work/ca/ca.pem" 2097152 "$duration" 2 "$op" 256)
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["mode"]="ceiling"; print(json.dumps(d))' \
+      "$line" >>"$results"
   done
 done
 # openssl speed: the last line's last column is bytes/s in thousands for 16 KiB blocks.
@@ -83,8 +93,9 @@ cipher = float(sys.argv[2]) / 1e9
 print(f"openssl speed -evp aes-128-gcm, 16 KiB, one core: {cipher:.2f} GB/s; rounds: {sys.argv[3]}; "
       f"TLS sessions on the node: {sys.argv[4]}")
 print("| op | plaintext GB/s | TLS GB/s | TLS / plaintext | TLS / cipher core | target (>= 0.6x cipher) | TLS p99 ms "
-      "| CPU s/GB plaintext (node+client) | CPU s/GB TLS (node+client) | TLS 2-core CPU bound GB/s |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+      "| CPU s/GB plaintext (node+client) | CPU s/GB TLS (node+client) | TLS 2-core CPU bound GB/s "
+      "| TLS ceiling GB/s | TLS ceiling / cipher core | TLS / TLS ceiling |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 def cpu(rows):
     # Node plus client CPU seconds per GB moved: what one byte costs on this machine's two cores,
     # whatever else shares them during the run.
@@ -98,7 +109,9 @@ for op in ("get", "put"):
     rate = statistics.median(r["gbps"] for r in tls)
     p99 = statistics.median(r["p99_us"] for r in tls) / 1000
     verdict = "met" if rate >= 0.6 * cipher else "missed"
+    ceiling_rows = [r for r in rows if r["op"] == op and r["mode"] == "ceiling" and not r["failed"]]
+    ceiling = statistics.median(r["gbps"] for r in ceiling_rows) if ceiling_rows else float("nan")
     print(f"| {op.upper()} 2 MiB x 16, 2 conn | {plain:.2f} | {rate:.2f} | {rate / plain:.2f} | "
           f"{rate / cipher:.2f} | {verdict} | {p99:.1f} | {cpu(plain_rows):.3f} | {cpu(tls):.3f} | "
-          f"{2 / cpu(tls):.2f} |")
+          f"{2 / cpu(tls):.2f} | {ceiling:.2f} | {ceiling / cipher:.2f} | {rate / ceiling:.2f} |")
 PY

@@ -20,8 +20,10 @@ private final class Latch: Sendable {
   var hasStarted: Bool { started.load(ordering: .acquiring) }
 }
 
-/// Polls `condition` until it holds or `seconds` pass.
-private func eventually(seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
+/// Polls `condition` until it holds or `seconds` pass. The bound is generous: in the full suite,
+/// long blocking tests can hold both of a 2-core machine's cooperative threads for tens of seconds,
+/// and a child task (`async let`) cannot start before one is free.
+private func eventually(seconds: Double = 120, _ condition: () -> Bool) async -> Bool {
   let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
   while ContinuousClock.now < deadline {
     if condition() { return true }

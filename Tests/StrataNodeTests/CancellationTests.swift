@@ -55,7 +55,9 @@ private final class HoldingObserver: NodeObserver {
     }
 
     let call = Task { try await client.get(items) }
-    let deadline = ContinuousClock.now + .seconds(10)
+    // Generous: in the full suite, long blocking tests can hold every cooperative thread of a
+    // 2-core machine for tens of seconds before the call's task starts.
+    let deadline = ContinuousClock.now + .seconds(120)
     while observer.gets.load(ordering: .relaxed) < 1 && ContinuousClock.now < deadline {
       try await Task.sleep(for: .milliseconds(5))
     }
