@@ -261,5 +261,5 @@ final class TerminationSignals: @unchecked Sendable {
 func hostName() -> String {
   var buffer = [CChar](repeating: 0, count: 256)
   guard gethostname(&buffer, buffer.count) == 0 else { return "strata-node" }
-  return String(cString: buffer)
+  return String(nulTerminated: buffer)
 }

@@ -5,7 +5,7 @@
 // `--defsym main=<module>_main`, so the fuzzing build keeps an @main that starts libFuzzer through
 // LLVMFuzzerRunDriver (declared with @_extern(c), hence -enable-experimental-feature Extern there).
 
-public import Foundation
+import Foundation
 
 #if FUZZING
   @_extern(c, "LLVMFuzzerRunDriver")

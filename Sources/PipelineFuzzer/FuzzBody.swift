@@ -20,7 +20,7 @@ enum PipelineFuzz {
   static let cluster = "fuzz-cluster-token-000001"
 
   /// One node for the whole run, with small limits so inputs reach them.
-  nonisolated(unsafe) static let node: (server: NodeServer, tiers: TierManager) = {
+  static let node: (server: NodeServer, tiers: TierManager) = {
     var configuration = NodeConfiguration()
     configuration.listen = HostPort(host: "127.0.0.1", port: 0)
     configuration.limits.blockBytesMax = .kibibytes(256)

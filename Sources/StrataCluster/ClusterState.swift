@@ -2,8 +2,8 @@
 // (for read-through), the health of peers, and the membership service's condition.
 
 public import Foundation
-public import StrataCore
-public import StrataPlacement
+import StrataCore
+import StrataPlacement
 
 /// How a peer answered its last probe.
 public enum PeerHealth: String, Sendable, Hashable, Codable {

@@ -8,7 +8,7 @@
 
 import Logging
 import StrataClient
-public import StrataCore
+import StrataCore
 import StrataPlacement
 import StrataStorage
 import StrataWire

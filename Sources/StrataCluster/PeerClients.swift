@@ -5,7 +5,7 @@
 
 import Foundation
 import StrataClient
-public import StrataCore
+import StrataCore
 import StrataStorage
 import StrataTCP
 import Synchronization

@@ -7,7 +7,7 @@
 
 import Logging
 import StrataClient
-public import StrataCore
+import StrataCore
 import StrataStorage
 import StrataWire
 import Synchronization

@@ -561,7 +561,7 @@ private func peerName(_ storage: sockaddr_storage, descriptor: Int32) -> (String
     }
   }
   guard status == 0 else { return ("unknown peer", "unknown") }
-  return ("\(String(cString: host)):\(String(cString: service))", String(cString: host))
+  return ("\(String(nulTerminated: host)):\(String(nulTerminated: service))", String(nulTerminated: host))
 }
 
 extension TCPSocket: ByteSource {

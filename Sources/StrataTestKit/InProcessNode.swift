@@ -1,7 +1,7 @@
 // A real node server in the test process on a loopback port of its own (RAM tier only), with a
 // client factory and raw sockets: what the node, transport and client tests drive.
 
-public import Foundation
+import Foundation
 public import Logging
 public import StrataClient
 public import StrataConfig

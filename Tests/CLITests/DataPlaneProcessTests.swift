@@ -33,7 +33,7 @@ final class NodeProcess {
     let out = Pipe()
     process.standardOutput = out
     if let log {
-      FileManager.default.createFile(atPath: log, contents: nil)
+      _ = FileManager.default.createFile(atPath: log, contents: nil)
       process.standardError = FileHandle(forWritingAtPath: log) ?? FileHandle.nullDevice
     } else {
       process.standardError = FileHandle.nullDevice

@@ -4,7 +4,7 @@
 // `InMemoryPayloadTransport`, the third implementation of the transport seam.
 
 public import StrataCore
-public import StrataWire
+import StrataWire
 
 public final class InMemoryConnection {
   private let server: NodeServer

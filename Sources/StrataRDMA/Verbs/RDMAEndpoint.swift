@@ -336,7 +336,7 @@ public final class RDMAEndpoint: @unchecked Sendable {
     guard getnameinfo(address, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 else {
       return "rdma-peer"
     }
-    return String(cString: host)
+    return String(nulTerminated: host)
   }
 
   /// Disconnects (the peer sees DISCONNECTED; posted requests flush).

@@ -1,7 +1,7 @@
 // Leases: read pins that keep blocks resident until the transfer that needs them completes or
 // the lease expires. A pure value: time is passed in, so tests drive expiry exactly.
 
-public import StrataCore
+import StrataCore
 
 /// A grant of pins on some blocks, named by a number unique within one tier manager.
 public struct LeaseID: Hashable, Sendable, CustomStringConvertible {

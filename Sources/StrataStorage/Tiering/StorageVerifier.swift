@@ -2,7 +2,7 @@
 // checksum, and drops the blocks that fail, so a decayed block is found before a reader meets it.
 
 import Foundation
-public import StrataCore
+import StrataCore
 import Synchronization
 
 /// Where a scrub stands: the state, counters and the first corrupt blocks found.

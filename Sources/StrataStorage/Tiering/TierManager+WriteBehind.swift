@@ -26,7 +26,7 @@ extension TierManager {
   /// Writes behind until `shutdown`: each commit wakes a pass that drains the queue.
   func runWriteBehind() async {
     guard writeBehindEnabled, let nvme else { return }
-    for await _ in writeBehindSignals { await writeBehindPass(nvme) }
+    for await _ in writeBehindSignals { _ = await writeBehindPass(nvme) }
   }
 
   /// Writes every queued block, `writeBehindConcurrency` at a time, then makes the writes durable
