@@ -259,15 +259,3 @@ final class BlockSet {
     return check
   }
 }
-
-/// Polls `condition` until it holds or `seconds` pass, and returns whether it held. Only for
-/// bounds the system promises in time ("within the lease TTL", "once the watch delivers"), never
-/// in place of a signal the code under test gives.
-func eventually(within seconds: Double, _ condition: () async throws -> Bool) async throws -> Bool {
-  let deadline = Date().addingTimeInterval(seconds)
-  while Date() < deadline {
-    if try await condition() { return true }
-    try await Task.sleep(for: .milliseconds(100))
-  }
-  return try await condition()
-}

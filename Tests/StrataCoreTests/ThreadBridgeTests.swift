@@ -3,6 +3,7 @@
 
 import Dispatch
 import StrataCore
+import StrataTestKit
 import Synchronization
 import Testing
 
@@ -20,18 +21,6 @@ private final class Latch: Sendable {
   var hasStarted: Bool { started.load(ordering: .acquiring) }
 }
 
-/// Polls `condition` until it holds or `seconds` pass. The bound is generous: in the full suite,
-/// long blocking tests can hold both of a 2-core machine's cooperative threads for tens of seconds,
-/// and a child task (`async let`) cannot start before one is free.
-private func eventually(seconds: Double = 120, _ condition: () -> Bool) async -> Bool {
-  let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-  while ContinuousClock.now < deadline {
-    if condition() { return true }
-    try? await Task.sleep(for: .milliseconds(5))
-  }
-  return condition()
-}
-
 @Suite struct WorkerPoolTests {
   @Test func returnsResultsAndErrors() async throws {
     let pool = WorkerPool(label: "test.results", threads: 2)
@@ -46,9 +35,9 @@ private func eventually(seconds: Double = 120, _ condition: () -> Bool) async ->
     let pool = WorkerPool(label: "test.depth", threads: 1, queueDepthMax: 2)
     let latch = Latch()
     async let first: Void = pool.run { () throws(StrataError) in latch.hold() }
-    #expect(await eventually { latch.hasStarted })
+    #expect(try await eventually(within: 120) { latch.hasStarted })
     async let second: Int = pool.run { () throws(StrataError) in 2 }
-    #expect(await eventually { pool.queuedCount == 2 })
+    #expect(try await eventually(within: 120) { pool.queuedCount == 2 })
     do {
       _ = try await pool.run { () throws(StrataError) in 3 }
       Issue.record("a third job was accepted past a depth of 2")
@@ -66,11 +55,11 @@ private func eventually(seconds: Double = 120, _ condition: () -> Bool) async ->
     let latch = Latch()
     let ran = Atomic<Bool>(false)
     async let holder: Void = pool.run { () throws(StrataError) in latch.hold() }
-    #expect(await eventually { latch.hasStarted })
+    #expect(try await eventually(within: 120) { latch.hasStarted })
     let waiting = Task {
       try await pool.run { () throws(StrataError) in ran.store(true, ordering: .relaxed) }
     }
-    #expect(await eventually { pool.queuedCount == 2 })
+    #expect(try await eventually(within: 120) { pool.queuedCount == 2 })
     waiting.cancel()
     // It returns while the thread is still held: the cancelled call does not wait for its turn.
     switch await waiting.result {
@@ -79,7 +68,7 @@ private func eventually(seconds: Double = 120, _ condition: () -> Bool) async ->
     }
     latch.release.signal()
     try await holder
-    #expect(await eventually { pool.queuedCount == 0 })
+    #expect(try await eventually(within: 120) { pool.queuedCount == 0 })
     let jobRan = ran.load(ordering: .relaxed)
     #expect(!jobRan, "the cancelled job ran")
   }
@@ -93,7 +82,7 @@ private func eventually(seconds: Double = 120, _ condition: () -> Bool) async ->
         return 7
       }
     }
-    #expect(await eventually { latch.hasStarted })
+    #expect(try await eventually(within: 120) { latch.hasStarted })
     call.cancel()
     latch.release.signal()
     #expect(try await call.value == 7)
