@@ -278,14 +278,8 @@ extension Simulation {
     }
     var released = 0
     for id in offered {
-      // Gone since the inventory (evicted, or its record unreadable): nothing to offer.
-      guard let bytes = readBytes(index, id) else { continue }
       let owners = ring.owners(of: id.key)
-      var holders = 0
-      for owner in owners {
-        guard let target = nodes.first(where: { $0.id == owner.id })?.index else { continue }
-        if case .held = copy(id, bytes: bytes, from: index, to: target, askFirst: true) { holders += 1 }
-      }
+      guard let holders = offer(id, from: index, to: owners) else { continue }
       if BlockPlacement(owners: owners.count, holders: holders, required: ring.effectiveReplicationFactor).isPlaced {
         tiers.remove(id)
         released += 1
@@ -302,6 +296,19 @@ extension Simulation {
     } else if NotOwnedOffers.passAgain(held: notOwned.count, offered: offered.count, released: released) {
       scheduleRepair(index, reason: "more blocks held unowned")
     }
+  }
+
+  /// Offers a block node `index` holds to `owners` (LOOKUP, then PUT where missing), as a handoff
+  /// does. Returns how many of them hold it afterwards, or nil when the block is gone from the
+  /// node since its inventory (evicted, or its record unreadable): nothing to offer.
+  func offer(_ id: BlockID, from index: Int, to owners: [Member]) -> Int? {
+    guard let bytes = readBytes(index, id) else { return nil }
+    var holders = 0
+    for owner in owners {
+      guard let target = nodes.first(where: { $0.id == owner.id })?.index else { continue }
+      if case .held = copy(id, bytes: bytes, from: index, to: target, askFirst: true) { holders += 1 }
+    }
+    return holders
   }
 
   // MARK: Drain (ClusterNode.startDrain, Handoff.swift)
@@ -339,14 +346,8 @@ extension Simulation {
     let held = tiers.inventory().map(\.id).sorted { keyOrder($0.key, $1.key) }
     var unplaced = 0
     for id in held {
-      // Gone since the inventory (evicted, or its record unreadable): not this drain's to place.
-      guard let bytes = readBytes(index, id) else { continue }
       let owners = target.owners(of: id.key)
-      var holders = 0
-      for owner in owners {
-        guard let to = nodes.first(where: { $0.id == owner.id })?.index else { continue }
-        if case .held = copy(id, bytes: bytes, from: index, to: to, askFirst: true) { holders += 1 }
-      }
+      guard let holders = offer(id, from: index, to: owners) else { continue }
       if !BlockPlacement(owners: owners.count, holders: holders, required: required).isPlaced {
         unplaced += 1
       }
