@@ -35,7 +35,8 @@ public struct HandoffProgress: Sendable, Hashable {
   /// Blocks every owner already held.
   public var presentBlocks = 0
   /// Blocks not placed: some owner in the target ring lacks them (down, unreachable, no
-  /// credentials, refused), or the ring gives them no owner. The node keeps its copy.
+  /// credentials, refused), or the ring gives them fewer owners than the copies they must keep.
+  /// The node keeps its copy.
   public var failedBlocks = 0
   /// Some of the blocks not placed (at most `unplacedSampleMax`), for the status report.
   public var unplacedSample: [BlockID] = []
