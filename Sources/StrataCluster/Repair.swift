@@ -87,7 +87,7 @@ extension ClusterNode {
     // once every owner does.
     await handoff.run(
       target: ring, addresses: addresses, progress: repair, inventory: owned, excluding: me,
-      required: ring.effectiveReplicationFactor - 1)
+      required: max(0, ring.effectiveReplicationFactor - 1))
     // A block this node holds without owning it: its copy goes once every owner holds the block
     // (kept, each later pass would offer it again, and the bound would keep offering the same
     // ones); until then it stays, and is offered again by the next pass.
