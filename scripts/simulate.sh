@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs seeds of the deterministic cluster simulation in parallel (docs/simulation.md).
 #   scripts/simulate.sh [--seeds N] [--first F] [--jobs J] [--release] [--mutation NAME]
+#   scripts/simulate.sh --findings [--release]   the seeds that found bugs (FindingSeeds), in one process
 # N seeds (default 200: the CI set is seeds 0..199) from F (default 0), J processes (default: the
 # number of cores). Prints every failing seed's report (its fault schedule, failure and trace end),
 # a summary with the throughput in seeds per minute, and exits 1 when a seed failed.
@@ -13,6 +14,7 @@ first=0
 jobs="$(nproc)"
 configuration=debug
 mutation=()
+findings=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) seeds="$2"; shift 2 ;;
@@ -20,12 +22,16 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --release) configuration=release; shift ;;
     --mutation) mutation=(--mutation "$2"); shift 2 ;;
-    *) echo "usage: scripts/simulate.sh [--seeds N] [--first F] [--jobs J] [--release] [--mutation NAME]" >&2; exit 64 ;;
+    --findings) findings=1; shift ;;
+    *) echo "usage: scripts/simulate.sh [--seeds N] [--first F] [--jobs J] [--release] [--mutation NAME] | --findings [--release]" >&2; exit 64 ;;
   esac
 done
 
 swift build -c "$configuration" --product strata-sim >/dev/null
 binary="$(swift build -c "$configuration" --show-bin-path)/strata-sim"
+if [ "$findings" -eq 1 ]; then
+  exec "$binary" --findings --quiet
+fi
 
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT

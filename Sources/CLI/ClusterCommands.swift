@@ -194,7 +194,7 @@ struct Drain: AsyncParsableCommand {
     discussion: """
       The node stops owning keys, copies every block it holds to the block's owners in the ring \
       without it, deregisters and exits 0. Progress is shown until the node is done. Exit codes: \
-      0 drained, 1 the drain failed (some blocks found no owner; the node stays up), 3 unreachable.
+      0 drained, 1 the drain failed (after its retries some blocks were not on all their owners; the node stays up, draining), 3 unreachable.
       """)
 
   @OptionGroup var options: ClusterOptions
@@ -249,7 +249,7 @@ struct Drain: AsyncParsableCommand {
         func count(_ key: String) -> Int { last[key]?.intValue ?? 0 }
         print(
           "drain of \(memberID): \(last["state"]?.stringValue ?? "?") — \(count("handed_blocks")) block(s) handed off, "
-            + "\(count("present_blocks")) already with their owners, \(count("failed_blocks")) failed. "
+            + "\(count("present_blocks")) already with their owners, \(count("failed_blocks")) not on all their owners. "
             + "\(last["message"]?.stringValue ?? "")")
       }
       if last["state"]?.stringValue != "done" {

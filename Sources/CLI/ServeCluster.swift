@@ -65,6 +65,9 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
     let repair = cluster.repairProgress
     metrics.advance("strata_repair_copied_blocks_total", [], to: repair.handedBlocksTotal + repair.handedBlocks)
     metrics.setRepairBacklog(repair.phase == .running ? max(0, repair.totalBlocks - repair.processedBlocks) : 0)
+    metrics.advance(
+      "strata_repair_released_blocks_total", [], to: repair.releasedBlocksTotal + repair.releasedBlocks)
+    metrics.setDrainUnplaced(cluster.drainProgress.failedBlocks)
     let quorum = cluster.writeQuorumStats
     metrics.advance("strata_write_quorum_copied_blocks_total", [], to: quorum.syncCopiedBlocks)
     metrics.advance("strata_write_quorum_missed_blocks_total", [], to: quorum.missedBlocks)

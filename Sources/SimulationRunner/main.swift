@@ -3,6 +3,7 @@
 //   strata-sim --seed 42 [--trace]            one seed; --trace prints every trace line
 //   strata-sim --first 0 --count 200          seeds 0..<200, a summary line per failure
 //   strata-sim ... --mutation skip-replication   with a deliberately injected bug
+//   strata-sim --findings                     the seeds that found bugs (FindingSeeds)
 //
 // Exit status: 0 when every seed ran clean, 1 when one failed (its report is printed), 2 on a
 // usage error.
@@ -15,7 +16,8 @@ import StrataSimulation
 
 func usage(_ message: String) -> Never {
   print("strata-sim: \(message)")
-  print("usage: strata-sim (--seed N [--trace] | --first N --count M) [--mutation skip-replication] [--quiet]")
+  print(
+    "usage: strata-sim (--seed N [--trace] | --first N --count M | --findings) [--mutation skip-replication] [--quiet]")
   exit(2)
 }
 
@@ -26,6 +28,7 @@ var count: UInt64?
 var showTrace = false
 var quiet = false
 var mutation: SimulationMutation?
+var findings = false
 while !arguments.isEmpty {
   let flag = arguments.removeFirst()
   func value() -> String {
@@ -43,6 +46,7 @@ while !arguments.isEmpty {
   case "--count": count = number()
   case "--trace": showTrace = true
   case "--quiet": quiet = true
+  case "--findings": findings = true
   case "--mutation":
     let name = value()
     guard let known = SimulationMutation(rawValue: name) else {
@@ -60,10 +64,19 @@ if let seed {
   print(result.report)
   exit(result.failure == nil ? 0 : 1)
 }
-guard let count, count > 0 else { usage("give --seed, or --first and --count") }
+let seeds: [UInt64]
+let label: String
+if findings {
+  seeds = FindingSeeds.all
+  label = "finding seeds"
+} else {
+  guard let count, count > 0 else { usage("give --seed, --first and --count, or --findings") }
+  seeds = Array(first..<(first + count))
+  label = "seeds \(first)..<\(first + count)"
+}
 var failed = 0
 var acknowledged = 0
-for seed in first..<(first + count) {
+for seed in seeds {
   let result = Simulator.run(SimulationOptions(seed: seed, mutation: mutation))
   acknowledged += result.acknowledgedBlocks
   if result.failure != nil {
@@ -73,7 +86,5 @@ for seed in first..<(first + count) {
     print("seed \(seed): clean, hash \(String(result.traceHash, radix: 16))")
   }
 }
-print(
-  "seeds \(first)..<\(first + count): \(count - UInt64(failed)) clean, \(failed) failed, \(acknowledged) blocks acknowledged"
-)
+print("\(label): \(seeds.count - failed) clean, \(failed) failed, \(acknowledged) blocks acknowledged")
 exit(failed == 0 ? 0 : 1)

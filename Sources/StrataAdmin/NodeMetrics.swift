@@ -67,6 +67,9 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_repair_backlog_blocks", kind: .gauge, labels: [],
       help: "Blocks the running repair pass has yet to offer to their other owners (0 when none runs)."),
     .init(
+      name: "strata_drain_unplaced_blocks", kind: .gauge, labels: [],
+      help: "Blocks this node's drain could not place on all their owners at its latest attempt (0 without a drain)."),
+    .init(
       name: "strata_under_replicated_blocks", kind: .gauge, labels: [],
       help:
         "Blocks this node holds whose copy to another owner failed and has not been made since (by a copy, the replicator or repair); at most 65,536 are tracked."
@@ -178,6 +181,9 @@ public final class NodeMetrics: NodeObserver {
     .init(
       name: "strata_repair_copied_blocks_total", kind: .counter, labels: [],
       help: "Blocks copied to their other owners by repair passes (after members left the ring, or a peer came back)."),
+    .init(
+      name: "strata_repair_released_blocks_total", kind: .counter, labels: [],
+      help: "Blocks this node held without owning them, placed on all their owners by repair passes and dropped here."),
     .init(
       name: "strata_write_quorum_copied_blocks_total", kind: .counter, labels: [],
       help: "Blocks copied to another owner before a client's PUT was answered (write quorum)."),
@@ -301,6 +307,10 @@ public final class NodeMetrics: NodeObserver {
 
   public func setRepairBacklog(_ blocks: Int) {
     gauge("strata_repair_backlog_blocks").set(Double(blocks))
+  }
+
+  public func setDrainUnplaced(_ blocks: Int) {
+    gauge("strata_drain_unplaced_blocks").set(Double(blocks))
   }
 
   public func setUnderReplicated(_ blocks: Int) {
@@ -517,7 +527,7 @@ public final class NodeMetrics: NodeObserver {
       "strata_misses_total", "strata_onboard_bytes_total", "strata_offload_bytes_total", "strata_onboard_blocks_total",
       "strata_offload_blocks_total", "strata_replication_sent_blocks_total", "strata_readthrough_blocks_total",
       "strata_copy_corrupt_blocks_total",
-      "strata_repair_copied_blocks_total", "strata_verify_corrupt_blocks_total",
+      "strata_repair_copied_blocks_total", "strata_repair_released_blocks_total", "strata_verify_corrupt_blocks_total",
       "strata_write_quorum_copied_blocks_total", "strata_write_quorum_missed_blocks_total",
       "strata_under_replicated_writes_total", "strata_under_replicated_overflow_total",
       "strata_writeback_blocks_total", "strata_writeback_bytes_total",
@@ -535,7 +545,8 @@ public final class NodeMetrics: NodeObserver {
     for name in [
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
-      "strata_repair_backlog_blocks", "strata_under_replicated_blocks", "strata_writeback_lag_seconds",
+      "strata_repair_backlog_blocks", "strata_drain_unplaced_blocks", "strata_under_replicated_blocks",
+      "strata_writeback_lag_seconds",
       "strata_writeback_pending_blocks", "strata_writeback_pending_bytes", "strata_member_records_rejected",
     ] {
       gauge(name).set(0.0)

@@ -249,7 +249,7 @@ public final class ClusterNode: ClusterHooks {
   func adopt(members: [Member], epoch: UInt64) {
     let next = Self.makeRing(members: members, epoch: epoch, replicas: settings.replicas)
     let me = settings.me.id
-    let (changed, departed, joined) = state.withLock { state -> (Bool, [String], [String]) in
+    let (changed, first, departed, joined) = state.withLock { state -> (Bool, Bool, [String], [String]) in
       let first = state.history.current.epoch == 0
       let before = Set(state.history.current.activeMembers.map(\.id))
       let changed = state.history.adopt(next, at: .now)
@@ -268,7 +268,7 @@ public final class ClusterNode: ClusterHooks {
       }
       let departed = first || !changed ? [] : before.subtracting(next.activeMembers.map(\.id)).sorted()
       let joined = first || !changed ? [] : Set(next.activeMembers.map(\.id)).subtracting(before).sorted()
-      return (changed, departed, joined)
+      return (changed, first, departed, joined)
     }
     if changed {
       logger.info(
@@ -283,10 +283,15 @@ public final class ClusterNode: ClusterHooks {
     // node, or a new one) own keys they lack, and a key's other copy may now sit on a node that
     // no longer owns it: either way a repair pass gives every owned block its owners again, so
     // the next single failure loses no acknowledged block.
-    if (!departed.isEmpty || !joined.isEmpty) && next.activeMembers.contains(where: { $0.id == me }) {
+    // This node's first ring: the blocks it recovered from its disk, or took while it served
+    // alone, may be owned by others, who do not know this node holds them: its own pass offers them.
+    let firstWithBlocks = changed && first && !tiers.inventory().isEmpty
+    if (!departed.isEmpty || !joined.isEmpty || firstWithBlocks) && next.activeMembers.contains(where: { $0.id == me })
+    {
       let reasons = [
         departed.isEmpty ? nil : "members left: \(departed.joined(separator: ","))",
         joined.isEmpty ? nil : "members joined: \(joined.joined(separator: ","))",
+        firstWithBlocks ? "first ring, with blocks held" : nil,
       ]
       scheduleRepair(reason: reasons.compactMap { $0 }.joined(separator: "; "))
     }
@@ -476,8 +481,12 @@ public final class ClusterNode: ClusterHooks {
     action?()
   }
 
-  /// Leaves the ring's ownership (state draining), hands every block to its new owners, then
-  /// deregisters and calls the drained action. Returns at once; progress is in `drainProgress`.
+  /// Leaves the ring's ownership (state draining), hands every block to its owners in the ring
+  /// without this node, then deregisters and calls the drained action. A block counts as handed
+  /// once every one of those owners holds it (BlockPlacement); an attempt that leaves some short
+  /// is made again later against the ring of that time (DrainAttempts), and after the last one
+  /// the node stays up, draining, and reports the blocks it could not place. Returns at once;
+  /// progress is in `drainProgress`.
   func startDrain() throws(StrataError) {
     let started = drain.withLock { progress -> Bool in
       guard progress.phase != .running && progress.phase != .done else { return false }
@@ -489,39 +498,89 @@ public final class ClusterNode: ClusterHooks {
     guard started else { return }
     logger.info("drain started", metadata: ["node_id": "\(settings.nodeID)"])
     membership.withLock { $0 }?.announceDraining()
-    let (current, addresses) = state.withLock { ($0.history.current, $0.addresses) }
-    var members = current.members.filter { $0.id != settings.me.id }
-    var me = settings.me
-    me.state = .draining
-    members.append(me)
-    let target = Self.makeRing(members: members, epoch: current.epoch, replicas: settings.replicas)
     let handoff = Handoff(tiers: tiers, peers: peers, corruptCopies: corruptCopies, logger: logger)
     let progress = drain
     Task.detached { [self] in
       await replicator.waitUntilIdle()
-      logger.info("drain: handing off blocks", metadata: ["blocks": "\(tiers.inventory().count)"])
-      await handoff.run(target: target, addresses: addresses, progress: progress)
-      let summary = progress.withLock { progress -> HandoffProgress in
-        progress.phase = progress.failedBlocks == 0 ? .done : .failed
-        progress.finishedAt = Date()
-        progress.message =
-          progress.failedBlocks == 0
-          ? "every block is with its new owners"
-          : "\(progress.failedBlocks) block(s) could not be handed to any owner; the node stays up"
-        return progress
-      }
-      logger.info(
-        "drain finished",
-        metadata: [
-          "handed_blocks": "\(summary.handedBlocks)", "present_blocks": "\(summary.presentBlocks)",
-          "failed_blocks": "\(summary.failedBlocks)", "gone_blocks": "\(summary.goneBlocks)",
-        ])
-      if summary.phase == .done {
-        membership.withLock { $0 }?.stop(deregister: true)
-        // Exit once `strata drain` has seen "done", or after a grace period without it.
-        try? await Task.sleep(for: .seconds(Self.drainExitGraceSeconds))
-        exitAfterDrain()
+      let began = ContinuousClock.now
+      var attempts = DrainAttempts()
+      while !isStopped {
+        let (target, required, addresses) = drainTarget()
+        let attempt = attempts.attempts + 1
+        progress.withLock { progress in
+          let handed = progress.handedBlocksTotal + progress.handedBlocks
+          let startedAt = progress.startedAt
+          progress = HandoffProgress()
+          progress.phase = .running
+          progress.startedAt = startedAt
+          progress.handedBlocksTotal = handed
+          progress.attempts = attempt
+        }
+        logger.info(
+          "drain: handing off blocks",
+          metadata: ["blocks": "\(tiers.inventory().count)", "attempt": "\(attempt)", "epoch": "\(target.epoch)"])
+        let outcome = await handoff.run(target: target, addresses: addresses, progress: progress, required: required)
+        let finishedAt = Self.milliseconds(since: began)
+        let next = attempts.finished(unplaced: outcome.unplaced.count, nowMilliseconds: finishedAt)
+        let summary = progress.withLock { progress -> HandoffProgress in
+          switch next {
+          case .leave:
+            progress.phase = .done
+            progress.message = "every block is with all its owners in the ring without this node"
+          case .retry(let at):
+            progress.message =
+              "attempt \(attempt) of \(attempts.limits.attemptsMax): \(progress.failedBlocks) block(s) not yet on all "
+              + "their owners; trying again in \(at - finishedAt) ms"
+          case .stayUp(let unplaced):
+            progress.phase = .failed
+            progress.message =
+              "\(unplaced) block(s) could not be placed on all their owners after \(attempt) attempts (an owner down or "
+              + "unreachable); the node stays up, draining: bring the owners back and drain again"
+          }
+          if progress.phase != .running { progress.finishedAt = Date() }
+          return progress
+        }
+        logger.info(
+          "drain attempt finished",
+          metadata: [
+            "attempt": "\(attempt)", "handed_blocks": "\(summary.handedBlocks)",
+            "present_blocks": "\(summary.presentBlocks)", "unplaced_blocks": "\(summary.failedBlocks)",
+            "gone_blocks": "\(summary.goneBlocks)", "unplaced_sample": "\(summary.unplacedSample.map(\.key.hex))",
+            "state": "\(summary.phase.rawValue)",
+          ])
+        switch next {
+        case .leave:
+          membership.withLock { $0 }?.stop(deregister: true)
+          // Exit once `strata drain` has seen "done", or after a grace period without it.
+          try? await Task.sleep(for: .seconds(Self.drainExitGraceSeconds))
+          exitAfterDrain()
+          return
+        case .retry(let at):
+          let now = Self.milliseconds(since: began)
+          if at > now { try? await Task.sleep(for: .milliseconds(Int64(at - now))) }
+        case .stayUp:
+          logger.error("drain failed: the node stays up", metadata: ["message": "\(summary.message)"])
+          return
+        }
       }
     }
+  }
+
+  /// The ring a drain hands off to (the current ring's members, this node draining: no keys), and
+  /// the copies its owners must hold of each block: as many as the ring promised with this node
+  /// active, min(R, active members), so a drain never leaves a block with fewer copies.
+  private func drainTarget() -> (target: Ring, required: Int, addresses: [String: HostPort]) {
+    let (current, addresses) = state.withLock { ($0.history.current, $0.addresses) }
+    let others = current.members.filter { $0.id != settings.me.id }
+    var me = settings.me
+    me.state = .draining
+    let target = Self.makeRing(members: others + [me], epoch: current.epoch, replicas: settings.replicas)
+    let before = Self.makeRing(members: others + [settings.me], epoch: current.epoch, replicas: settings.replicas)
+    return (target, before.effectiveReplicationFactor, addresses)
+  }
+
+  private static func milliseconds(since start: ContinuousClock.Instant) -> UInt64 {
+    let (seconds, attoseconds) = (ContinuousClock.now - start).components
+    return UInt64(max(0, seconds)) * 1_000 + UInt64(max(0, attoseconds) / 1_000_000_000_000_000)
   }
 }

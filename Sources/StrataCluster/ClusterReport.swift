@@ -163,6 +163,12 @@ public struct ProgressReport: Encodable, Sendable {
   var failedBlocks: Int
   var goneBlocks: Int
   var corruptBlocks: Int
+  /// Repair: blocks held without being owned, placed on every owner and dropped from this node.
+  var releasedBlocks: Int
+  /// Drain: attempts so far.
+  var attempts: Int
+  /// Some of the blocks not placed on all their owners (hex keys, at most 16).
+  var unplacedSample: [String]
   var processedBlocks: Int
   var rateBytesPerSecond: Double
   var message: String
@@ -179,6 +185,9 @@ public struct ProgressReport: Encodable, Sendable {
     case failedBlocks = "failed_blocks"
     case goneBlocks = "gone_blocks"
     case corruptBlocks = "corrupt_blocks"
+    case releasedBlocks = "released_blocks"
+    case attempts
+    case unplacedSample = "unplaced_sample"
     case processedBlocks = "processed_blocks"
     case rateBytesPerSecond = "rate_bytes_per_second"
     case message
@@ -196,6 +205,9 @@ public struct ProgressReport: Encodable, Sendable {
     failedBlocks = progress.failedBlocks
     goneBlocks = progress.goneBlocks
     corruptBlocks = progress.corruptBlocks
+    releasedBlocks = progress.releasedBlocks
+    attempts = progress.attempts
+    unplacedSample = progress.unplacedSample.map(\.key.hex)
     processedBlocks = progress.processedBlocks
     let rate = progress.processedBytesRate
     rateBytesPerSecond = rate.isFinite ? rate : 0

@@ -1,16 +1,18 @@
 // Handoff: a node offers blocks (hottest first) to their owners in a target ring. Each batch asks
 // the owners what they lack (LOOKUP) and sends only that (PUT from arena memory under a lease,
 // each block checked against its stored checksum first and sent with it; a block that fails is
-// corrupt: removed from this node and never sent).
+// corrupt: removed from this node and never sent). A block counts as placed only once every one of
+// its owners in the target ring holds it (Placement.swift).
 // A drain hands every block to the ring without this node (ClusterNode.startDrain); a repair
-// offers the blocks this node owns to their other owners (Repair.swift).
+// offers the blocks this node owns to their other owners, and the blocks it holds without owning
+// them to their owners (Repair.swift).
 
 public import Foundation
 import Logging
 import StrataClient
 import StrataCore
 import StrataPlacement
-import StrataStorage
+public import StrataStorage
 import StrataWire
 import Synchronization
 
@@ -30,10 +32,21 @@ public struct HandoffProgress: Sendable, Hashable {
   /// Blocks handed by earlier passes (repair runs a pass per ring change).
   public var handedBlocksTotal = 0
   public var handedBytes = 0
-  /// Blocks every new owner already held.
+  /// Blocks every owner already held.
   public var presentBlocks = 0
-  /// Blocks that could not be handed to any new owner (no owner reachable, no credentials).
+  /// Blocks not placed: some owner in the target ring lacks them (down, unreachable, no
+  /// credentials, refused), or the ring gives them fewer owners than the copies they must keep.
+  /// The node keeps its copy.
   public var failedBlocks = 0
+  /// Some of the blocks not placed (at most `unplacedSampleMax`), for the status report.
+  public var unplacedSample: [BlockID] = []
+  public static let unplacedSampleMax = 16
+  /// A repair's blocks held without being owned, placed on every owner and dropped from this node.
+  public var releasedBlocks = 0
+  /// Blocks released by earlier passes.
+  public var releasedBlocksTotal = 0
+  /// A drain's attempts so far (DrainAttempts), the one running included.
+  public var attempts = 0
   /// Blocks that left this node before their turn (evicted or removed).
   public var goneBlocks = 0
   /// Blocks whose RAM bytes failed their stored checksum: not handed, removed from this node.
@@ -83,47 +96,60 @@ struct Handoff: Sendable {
   var underReplicated: UnderReplicatedTracker? = nil
 
   /// Hands `inventory` (default: every block held, hottest first) to the blocks' owners in
-  /// `target` other than `excluding` (this node, when it stays a member), counting into `progress`.
+  /// `target` other than `excluding` (this node, when it stays a member), adding into `progress`.
+  /// A block is placed once `required` of those owners hold it (BlockPlacement). Returns which
+  /// blocks are placed and which are not; blocks that left this node meanwhile, or failed their
+  /// checksum, are in neither.
+  @discardableResult
   func run(
     target: Ring, addresses: [String: HostPort], progress: HandoffTracker, inventory: [InventoryEntry]? = nil,
-    excluding: String? = nil
-  ) async {
+    excluding: String? = nil, required: Int
+  ) async -> HandoffOutcome {
     let inventory = inventory ?? tiers.inventory()
     progress.withLock {
-      $0.totalBlocks = inventory.count
-      $0.totalBytes = inventory.reduce(0) { $0 + $1.bytes }
+      $0.totalBlocks += inventory.count
+      $0.totalBytes += inventory.reduce(0) { $0 + $1.bytes }
     }
+    var outcome = HandoffOutcome()
     var start = 0
     while start < inventory.count {
       let batch = Array(inventory[start..<min(inventory.count, start + Self.batchBlocks)])
       start += batch.count
-      await hand(batch.map(\.id), target: target, addresses: addresses, progress: progress, excluding: excluding)
+      await hand(
+        batch.map(\.id), target: target, addresses: addresses, progress: progress, excluding: excluding,
+        required: required, outcome: &outcome)
     }
+    return outcome
   }
 
   private func hand(
-    _ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: HandoffTracker, excluding: String?
+    _ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: HandoffTracker, excluding: String?,
+    required: Int, outcome: inout HandoffOutcome
   ) async {
     let copy: CopyLease
     do {
       copy = try await tiers.leaseForCopy(ids)
     } catch {
-      progress.withLock { $0.failedBlocks += ids.count }
+      outcome.unplaced += ids
+      progress.withLock { $0.noteUnplaced(ids) }
       return
     }
     defer { tiers.release(copy.lease) }
     if !copy.corrupt.isEmpty { corruptCopies.refused(copy.corrupt, by: "handoff", logger: logger) }
     // Per (owner, namespace): the blocks to offer.
     var offers: [HostPort: [Namespace: [LeasedBlock]]] = [:]
+    // Per block: its owners in the target ring (an owner without a known address cannot take it).
     var ownersOf: [BlockID: Int] = [:]
     for block in copy.blocks {
       guard let block else { continue }
-      let owners = target.owners(of: block.id.key).filter { $0.id != excluding }.compactMap { addresses[$0.id] }
+      let owners = target.owners(of: block.id.key).filter { $0.id != excluding }
       ownersOf[block.id] = owners.count
-      for owner in owners { offers[owner, default: [:]][block.id.namespace, default: []].append(block) }
+      for owner in owners.compactMap({ addresses[$0.id] }) {
+        offers[owner, default: [:]][block.id.namespace, default: []].append(block)
+      }
     }
     let gone = copy.blocks.filter { $0 == nil }.count - copy.corrupt.count
-    // Per block: how many owners took it, how many already had it.
+    // Per block: how many owners took it, how many already had it (each owner counted once).
     var stored: [BlockID: Int] = [:]
     var present: [BlockID: Int] = [:]
     for (owner, byNamespace) in offers {
@@ -168,15 +194,35 @@ struct Handoff: Sendable {
       progress.corruptBlocks += copy.corrupt.count
       for block in copy.blocks {
         guard let block else { continue }
-        if stored[block.id, default: 0] > 0 {
+        let took = stored[block.id, default: 0]
+        let placement = BlockPlacement(
+          owners: ownersOf[block.id, default: 0], holders: took + present[block.id, default: 0], required: required)
+        guard placement.isPlaced else {
+          outcome.unplaced.append(block.id)
+          progress.noteUnplaced([block.id])
+          continue
+        }
+        outcome.placed.append(block.id)
+        if took > 0 {
           progress.handedBlocks += 1
           progress.handedBytes += block.bytes.count
-        } else if present[block.id, default: 0] > 0 {
-          progress.presentBlocks += 1
         } else {
-          progress.failedBlocks += 1
+          progress.presentBlocks += 1
         }
       }
     }
+  }
+}
+
+/// Which blocks a handoff placed on every owner of its target ring, and which it did not.
+struct HandoffOutcome: Sendable {
+  var placed: [BlockID] = []
+  var unplaced: [BlockID] = []
+}
+
+extension HandoffProgress {
+  mutating func noteUnplaced(_ ids: [BlockID]) {
+    failedBlocks += ids.count
+    unplacedSample += ids.prefix(max(0, Self.unplacedSampleMax - unplacedSample.count))
   }
 }

@@ -2,7 +2,11 @@
 // departed node have one copy left, and a joined or returning owner lacks the blocks it owns.
 // Each active node walks the blocks it owns in the new ring (hottest first) and copies each to
 // its other owners that lack it (LOOKUP, then PUT only what is missing), so every block regains R
-// copies without waiting for a read. One pass at a time; a change during a pass queues one more.
+// copies without waiting for a read. It also offers the blocks it holds but no longer owns to their
+// owners (after two quick ring changes a block's only holders may own it in neither ring, where
+// neither this walk nor read-through would look), at most NotOwnedOffers.perPassMax per pass, and
+// drops its copy of each once every owner holds it. One pass at a time; a change during a pass
+// queues one more.
 
 import Foundation
 import StrataCore
@@ -25,7 +29,9 @@ extension ClusterNode {
     Task.detached { [self] in
       var retries = 0
       while true {
-        let failed = await repairPass()
+        let (failed, more) = await repairPass()
+        // The per-pass bound left blocks held without being owned: one more pass reaches them.
+        if more { repairState.withLock { $0.pending = true } }
         // A pass that could not reach an owner (a returning peer's pooled connections are dead
         // at first, or it is still starting) is run again, a few times, a little later.
         if failed > 0 && retries < Self.repairRetriesMax && !isStopped {
@@ -50,43 +56,66 @@ extension ClusterNode {
   static let repairRetriesMax = 3
   static let repairRetryDelayMilliseconds: Int64 = 500
 
-  /// One pass: every block this node owns in its current ring, offered to the other owners.
-  /// Returns how many blocks could not be offered to any owner.
-  private func repairPass() async -> Int {
+  /// One pass: every block this node owns in its current ring, offered to the other owners; then
+  /// the blocks it holds without owning them (at most `NotOwnedOffers.perPassMax`), offered to their
+  /// owners and dropped from this node once every owner holds them. Returns how many blocks are not
+  /// yet on every owner, and whether another pass should follow (the bound left blocks unoffered).
+  private func repairPass() async -> (failed: Int, again: Bool) {
     let (ring, addresses) = state.withLock { ($0.history.current, $0.addresses) }
     let me = settings.me.id
-    guard let myIndex = ring.members.firstIndex(where: { $0.id == me }) else { return 0 }
-    let owned = tiers.inventory().filter { ring.isOwner(memberIndex: myIndex, of: $0.id.key) }
-    // Blocks this node no longer holds, or no longer owns, are for others to repair.
-    let ownedIDs = Set(owned.map(\.id))
-    underReplicated.retain { ownedIDs.contains($0) }
+    guard let myIndex = ring.members.firstIndex(where: { $0.id == me }) else { return (0, false) }
+    let inventory = tiers.inventory()
+    let owned = inventory.filter { ring.isOwner(memberIndex: myIndex, of: $0.id.key) }
+    let notOwned = inventory.filter { !ring.isOwner(memberIndex: myIndex, of: $0.id.key) }
+    let offered = Array(notOwned.prefix(NotOwnedOffers.perPassMax))
+    // Blocks this node no longer holds, or holds unowned beyond this pass's offers, are left to
+    // others (or to a later pass) to repair.
+    let tracked = Set(owned.map(\.id) + offered.map(\.id))
+    underReplicated.retain { tracked.contains($0) }
     repair.withLock { progress in
       let copied = progress.handedBlocksTotal + progress.handedBlocks
+      let released = progress.releasedBlocksTotal + progress.releasedBlocks
       progress = HandoffProgress()
       progress.handedBlocksTotal = copied
+      progress.releasedBlocksTotal = released
       progress.phase = .running
       progress.startedAt = Date()
     }
     var handoff = Handoff(tiers: tiers, peers: peers, corruptCopies: corruptCopies, logger: logger)
     handoff.underReplicated = underReplicated
+    // An owned block is placed once every other owner holds it; a block held without being owned
+    // once every owner does.
     await handoff.run(
-      target: ring, addresses: addresses, progress: repair, inventory: owned, excluding: me)
+      target: ring, addresses: addresses, progress: repair, inventory: owned, excluding: me,
+      required: max(0, ring.effectiveReplicationFactor - 1))
+    // A block this node holds without owning it: its copy goes once every owner holds the block
+    // (kept, each later pass would offer it again, and the bound would keep offering the same
+    // ones); until then it stays, and is offered again by the next pass.
+    let placed = await handoff.run(
+      target: ring, addresses: addresses, progress: repair, inventory: offered, excluding: me,
+      required: ring.effectiveReplicationFactor
+    ).placed
+    for id in placed { tiers.remove(id) }
+    underReplicated.forget(placed)
     let summary = repair.withLock { progress -> HandoffProgress in
+      progress.releasedBlocks = placed.count
       progress.phase = progress.failedBlocks == 0 ? .done : .failed
       progress.finishedAt = Date()
       progress.message =
         progress.failedBlocks == 0
-        ? "every owned block is with its other owners"
-        : "\(progress.failedBlocks) block(s) could not be copied to another owner"
+        ? "every block held is with all its owners"
+        : "\(progress.failedBlocks) block(s) are not yet on all their owners"
       return progress
     }
     logger.info(
       "repair finished",
       metadata: [
-        "epoch": "\(ring.epoch)", "owned_blocks": "\(summary.totalBlocks)", "copied_blocks": "\(summary.handedBlocks)",
-        "present_blocks": "\(summary.presentBlocks)", "failed_blocks": "\(summary.failedBlocks)",
+        "epoch": "\(ring.epoch)", "owned_blocks": "\(owned.count)", "not_owned_blocks": "\(notOwned.count)",
+        "copied_blocks": "\(summary.handedBlocks)", "present_blocks": "\(summary.presentBlocks)",
+        "released_blocks": "\(summary.releasedBlocks)", "failed_blocks": "\(summary.failedBlocks)",
       ])
-    return summary.failedBlocks
+    let again = NotOwnedOffers.passAgain(held: notOwned.count, offered: offered.count, released: placed.count)
+    return (summary.failedBlocks, again)
   }
 
   public var repairProgress: HandoffProgress { repair.withLock { $0 } }

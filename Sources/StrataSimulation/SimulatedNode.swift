@@ -4,6 +4,7 @@
 // that the simulator models (ring view, membership lease, process instance).
 
 import Logging
+import StrataCluster
 import StrataConfig
 import StrataCore
 import StrataNode
@@ -55,7 +56,8 @@ final class SimulatedNode {
   var watching = false
   var draining = false
   var repairScheduled = false
-  var drainAttempts = 0
+  /// The drain's course (the real `DrainAttempts`).
+  var drainAttempts = DrainAttempts()
   var slowDiskUntil: UInt64 = 0
   /// Peer connections from this node, by target node id.
   var peers: [String: InMemoryConnection] = [:]
@@ -139,6 +141,7 @@ final class SimulatedNode {
     tiers = nil
     server = nil
     draining = false
+    drainAttempts = DrainAttempts()
     repairScheduled = false
     watching = false
     seenRevision = 0

@@ -245,7 +245,9 @@ extension Simulation {
     events.schedule(.repair(node: index, attempt: 0), at: now + 50)
   }
 
-  /// Every block this node owns in its ring, offered to the other owners that lack it.
+  /// Every block this node owns in its ring, offered to the other owners that lack it; then the
+  /// blocks it holds without owning them (at most `NotOwnedOffers.perPassMax`), offered to their
+  /// owners and dropped here once every owner holds them.
   func repairPass(_ index: Int, attempt: Int) {
     let node = nodes[index]
     node.repairScheduled = false
@@ -253,31 +255,63 @@ extension Simulation {
       let me = node.ring.members.firstIndex(where: { $0.id == node.id && $0.isActive })
     else { return }
     let ring = node.ring
-    let owned = tiers.inventory().map(\.id).filter { ring.isOwner(memberIndex: me, of: $0.key) }
-      .sorted { keyOrder($0.key, $1.key) }
+    let held = tiers.inventory().map(\.id).sorted { keyOrder($0.key, $1.key) }
+    let owned = held.filter { ring.isOwner(memberIndex: me, of: $0.key) }
+    let notOwned = held.filter { !ring.isOwner(memberIndex: me, of: $0.key) }
+    let offered = notOwned.prefix(NotOwnedOffers.perPassMax)
     var copied = 0
     var failed = 0
     for id in owned {
       var bytes: [UInt8]?
-      for owner in ring.owners(of: id.key) where owner.id != node.id {
+      var holders = 0
+      let others = ring.owners(of: id.key).filter { $0.id != node.id }
+      for owner in others {
         guard let target = nodes.first(where: { $0.id == owner.id })?.index else { continue }
         if bytes == nil { bytes = readBytes(index, id) }
-        switch copy(id, bytes: bytes, from: index, to: target, askFirst: true) {
-        case .held: copied += 1
-        case .failed: failed += 1
+        if case .held = copy(id, bytes: bytes, from: index, to: target, askFirst: true) {
+          copied += 1
+          holders += 1
         }
       }
+      let required = ring.effectiveReplicationFactor - 1
+      if !BlockPlacement(owners: others.count, holders: holders, required: required).isPlaced { failed += 1 }
     }
-    note("n\(index) repair pass at epoch \(ring.epoch): \(owned.count) owned, \(copied) offers held, \(failed) failed")
+    var released = 0
+    for id in offered {
+      let owners = ring.owners(of: id.key)
+      guard let holders = offer(id, from: index, to: owners) else { continue }
+      if BlockPlacement(owners: owners.count, holders: holders, required: ring.effectiveReplicationFactor).isPlaced {
+        tiers.remove(id)
+        released += 1
+      } else {
+        failed += 1
+      }
+    }
+    note(
+      "n\(index) repair pass at epoch \(ring.epoch): \(owned.count) owned, \(copied) offers held, \(notOwned.count) held unowned, \(released) released, \(failed) not on all owners"
+    )
     if failed > 0 && attempt < Self.repairRetriesMax {
       node.repairScheduled = true
       events.schedule(.repair(node: index, attempt: attempt + 1), at: now + 500)
+    } else if NotOwnedOffers.passAgain(held: notOwned.count, offered: offered.count, released: released) {
+      scheduleRepair(index, reason: "more blocks held unowned")
     }
   }
 
-  // MARK: Drain (ClusterNode.startDrain, Handoff.swift)
+  /// Offers a block node `index` holds to `owners` (LOOKUP, then PUT where missing), as a handoff
+  /// does. Returns how many of them hold it afterwards, or nil when the block is gone from the
+  /// node since its inventory (evicted, or its record unreadable): nothing to offer.
+  func offer(_ id: BlockID, from index: Int, to owners: [Member]) -> Int? {
+    guard let bytes = readBytes(index, id) else { return nil }
+    var holders = 0
+    for owner in owners {
+      guard let target = nodes.first(where: { $0.id == owner.id })?.index else { continue }
+      if case .held = copy(id, bytes: bytes, from: index, to: target, askFirst: true) { holders += 1 }
+    }
+    return holders
+  }
 
-  static let handoffAttemptsMax = 3
+  // MARK: Drain (ClusterNode.startDrain, Handoff.swift)
 
   func startDrain(_ index: Int) {
     let node = nodes[index]
@@ -286,7 +320,7 @@ extension Simulation {
       return note("  skipped: n\(index) cannot drain now (\(active) active nodes, R=\(replicas))")
     }
     node.draining = true
-    node.drainAttempts = 0
+    node.drainAttempts = DrainAttempts()
     if canReachMembership(index),
       membership.put(.init(member: node.member(state: .draining), lease: node.membershipLease, instance: node.instance))
     {
@@ -296,35 +330,39 @@ extension Simulation {
     events.schedule(.handoff(node: index), at: now + 300)
   }
 
-  /// Hands every block to its owners in the ring without this node; leaves once all are placed.
+  /// Hands every block to its owners in the ring without this node; leaves once every owner of
+  /// every block holds it, tries again later (`DrainAttempts`) while some do not, and after the
+  /// last attempt stays up, draining.
   func handoff(_ index: Int) {
     let node = nodes[index]
     guard node.isUp, node.draining, let tiers = node.tiers else { return }
-    node.drainAttempts += 1
     var members = node.ring.members.filter { $0.id != node.id }
     members.append(node.member(state: .draining))
     let target = Ring(
       members: members.sorted { $0.id < $1.id }, epoch: node.ring.epoch, replicationFactor: replicas,
       virtualNodes: Self.virtualNodes)
+    // As many copies as the ring promised with this node active: min(R, active members with it).
+    let required = min(replicas, target.activeMembers.count + 1)
     let held = tiers.inventory().map(\.id).sorted { keyOrder($0.key, $1.key) }
-    var failed = 0
+    var unplaced = 0
     for id in held {
-      let bytes = readBytes(index, id)
-      var placed = 0
-      for owner in target.owners(of: id.key) {
-        guard let to = nodes.first(where: { $0.id == owner.id })?.index else { continue }
-        if case .held = copy(id, bytes: bytes, from: index, to: to, askFirst: true) { placed += 1 }
+      let owners = target.owners(of: id.key)
+      guard let holders = offer(id, from: index, to: owners) else { continue }
+      if !BlockPlacement(owners: owners.count, holders: holders, required: required).isPlaced {
+        unplaced += 1
       }
-      if placed == 0 { failed += 1 }
     }
-    note("n\(index) handoff attempt \(node.drainAttempts): \(held.count) blocks, \(failed) not placed")
-    guard failed == 0 else {
-      if node.drainAttempts < Self.handoffAttemptsMax {
-        events.schedule(.handoff(node: index), at: now + 1_000)
-      } else {
-        note("n\(index) drain failed: it stays up, draining")
-      }
+    let next = node.drainAttempts.finished(unplaced: unplaced, nowMilliseconds: now)
+    note(
+      "n\(index) handoff attempt \(node.drainAttempts.attempts): \(held.count) blocks, \(unplaced) not on all owners")
+    switch next {
+    case .retry(let at):
+      events.schedule(.handoff(node: index), at: at)
       return
+    case .stayUp(let blocks):
+      return note("n\(index) drain failed: \(blocks) blocks not on all owners; it stays up, draining")
+    case .leave:
+      break
     }
     guard canReachMembership(index) else {
       events.schedule(.handoff(node: index), at: now + 1_000)

@@ -330,7 +330,8 @@ final class Simulation: @unchecked Sendable {
   }
 
   /// The node adopts a membership revision (ClusterNode.adopt and noteInstances): a ring whose
-  /// active members changed, or a member that restarted, starts a repair pass.
+  /// active members changed, a member that restarted, or the node's first ring while it holds
+  /// blocks, starts a repair pass.
   func deliver(_ snapshot: MembershipModel.Snapshot, to index: Int) {
     let node = nodes[index]
     guard node.isUp, node.watching, canReachMembership(index), snapshot.revision > node.seenRevision else { return }
@@ -361,7 +362,11 @@ final class Simulation: @unchecked Sendable {
     if changed {
       note("n\(index) adopts ring epoch \(next.epoch): \(next.activeMembers.map(\.id).joined(separator: ","))")
     }
-    let reasons = departed.map { "\($0) left" } + joined.map { "\($0) joined" } + restarted.map { "\($0) restarted" }
+    // The node's first ring: the blocks it recovered from disk, or took before it, may be others'.
+    let firstWithBlocks = changed && first && node.tiers?.inventory().isEmpty == false
+    let reasons =
+      departed.map { "\($0) left" } + joined.map { "\($0) joined" } + restarted.map { "\($0) restarted" }
+      + (firstWithBlocks ? ["first ring, with blocks held"] : [])
     if !reasons.isEmpty && after.contains(node.id) {
       scheduleRepair(index, reason: reasons.joined(separator: ", "))
     }

@@ -1,0 +1,18 @@
+// Seeds that found bugs (docs/simulation.md, "Findings"), kept as a regression set beside the CI
+// seeds: each failed before its fix and must run clean from then on.
+
+public enum FindingSeeds {
+  /// A drain counted a block as handed once any one new owner held it: with the other owner down,
+  /// the node left and the block had one copy (Handoff.swift, Placement.swift).
+  public static let drainLeftOneCopy: [UInt64] = [1263, 4019]
+
+  /// After two quick ring changes a block's only holders owned it in neither ring: no repair
+  /// offered it and read-through did not ask them (Repair.swift).
+  public static let heldOnlyByFormerOwners: [UInt64] = [
+    1265, 1690, 1901, 1954, 2002, 2473, 3063, 3200, 3237, 3843, 4241, 4557, 4767, 5332, 6272, 6661, 6727, 7271,
+    7624, 8009, 8282, 8841, 9213, 9792, 10098, 10331, 10508, 10628, 10870, 11465, 11699, 12368, 12768, 13109,
+    13277, 13282, 14421, 14827, 15018, 15151, 15493, 16781, 17074, 17424, 17465, 17757, 18078,
+  ]
+
+  public static var all: [UInt64] { (drainLeftOneCopy + heldOnlyByFormerOwners).sorted() }
+}
