@@ -7,6 +7,7 @@ import Foundation
 import StrataClient
 import StrataCore
 import StrataPlacement
+import StrataTestKit
 import Testing
 
 #if canImport(Glibc)
