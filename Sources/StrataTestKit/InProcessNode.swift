@@ -33,6 +33,10 @@ public struct InProcessNode {
     var node = NodeConfiguration()
     node.listen = HostPort(host: "127.0.0.1", port: 0)
     node.limits.connectionsMax = connectionsMax
+    // Longer than any test: on a loaded 2-core machine the full suite can keep a test's task from
+    // running for minutes, and an idle close in between would change the connection counts tests
+    // check. Idle deadlines have their own tests, on nodes configured for them.
+    node.limits.idleTimeout = DurationSetting(milliseconds: 900_000)
     node.limits.blockBytesMax = blockBytesMax
     node.auth.tokens = tokens
     node.sameHost.enabled = sameHostSocket != nil
