@@ -297,23 +297,40 @@ struct LeaseConnections {
 func inParallel<Item: Sendable, Result: Sendable>(
   _ parts: [Item], _ body: @escaping @Sendable (Item) async throws(StrataError) -> [Result]
 ) async throws(StrataError) -> [Result] {
-  let outcomes = await withTaskGroup(of: (Int, Swift.Result<[Result], StrataError>).self) { group in
-    for (index, part) in parts.enumerated() {
+  typealias Outcome = Swift.Result<[Result], StrataError>
+  // Each child stores its own part's outcome by position.
+  let outcomes = PartOutcomes<Result>(count: parts.count)
+  await withTaskGroup(of: Void.self) { group in
+    for index in parts.indices {
+      let part = parts[index]
       group.addTask {
+        let outcome: Outcome
         do throws(StrataError) {
-          return (index, .success(try await body(part)))
+          outcome = .success(try await body(part))
         } catch {
-          return (index, .failure(error))
+          outcome = .failure(error)
         }
+        outcomes.slots.withLock { $0[index] = outcome }
       }
     }
-    var outcomes = [Swift.Result<[Result], StrataError>?](repeating: nil, count: parts.count)
-    for await (index, outcome) in group { outcomes[index] = outcome }
-    return outcomes
+    await group.waitForAll()
   }
+  let collected = outcomes.slots.withLock { $0 }
   var results: [Result] = []
-  for outcome in outcomes { results += try outcome!.get() }
+  for index in parts.indices {
+    // Every child task returns its part's outcome; a missing one is a bug, reported, never a crash.
+    guard let outcome = collected[index] else {
+      throw StrataError(.internalError, "part \(index) of \(parts.count) ended without an outcome")
+    }
+    results += try outcome.get()
+  }
   return results
+}
+
+/// The outcome of each part of an `inParallel` call, by position.
+private final class PartOutcomes<Result: Sendable>: Sendable {
+  let slots: Mutex<[Swift.Result<[Result], StrataError>?]>
+  init(count: Int) { slots = Mutex(Array(repeating: nil, count: count)) }
 }
 
 /// The most recent ring epoch any node reported in a response header.
