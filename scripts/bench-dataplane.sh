@@ -7,7 +7,7 @@
 # memcpy_bench.c) for the same-host path; the node's CPU seconds per GB moved. Medians of REPEATS
 # rounds (the rounds are interleaved, so a burst of load hits one round of every system, not every
 # round of one). Prints one table with ratios, then every target of issue 15 with met / not met.
-# Same-host path: measured when `strata bench` offers `--transport same-host`; until then its
+# Same-host path: measured with `strata bench --transport shm` when the binary offers it; otherwise its
 # rows say "not built" (the hook is `same_host_supported` below).
 #
 # Usage: scripts/bench-dataplane.sh [STRATA_BIN] [REPEATS=3] [SECONDS=2]
@@ -89,7 +89,7 @@ gcc -O2 -o "$work/memcpy_bench" "$repo/scripts/bench/memcpy_bench.c"
 # The same-host transport (shared memory between a client and its node on one host) is measured
 # once `strata bench` can select it; the table then compares it with memcpy.
 same_host_supported=0
-"$strata" bench --help 2>/dev/null | grep -q -- "same-host" && same_host_supported=1
+"$strata" bench --help 2>/dev/null | grep -q -- "shm" && same_host_supported=1
 
 # --- start the servers ---
 # strata serve, restarted empty when a GET working set would not fit next to what it holds:
@@ -175,7 +175,7 @@ for round in $(seq "$repeats"); do
             fi
             strata_bench "$round" strata --op "$op" --size "$size" --batch "$batch" --connections "$conns"
             if ((same_host_supported && batch == 16)); then
-              strata_bench "$round" strata-same-host --transport same-host --op "$op" --size "$size" --batch "$batch" \
+              strata_bench "$round" strata-same-host --transport shm --op "$op" --size "$size" --batch "$batch" \
                 --connections "$conns"
             fi
             if [[ $op == get ]]; then strata_held=$((strata_held + preload)); else strata_held=$ram_bytes; fi
