@@ -264,7 +264,11 @@ let package = Package(
       name: "StrataClientTests", dependencies: ["StrataClient", "StrataGPU", "StrataCore"],
       path: "Tests/StrataClientTests", swiftSettings: strictSwift),
     .testTarget(
-      name: "StrataClusterTests", dependencies: ["StrataCluster", "StrataStorage", "StrataCore"],
+      name: "StrataClusterTests",
+      dependencies: [
+        "StrataCluster", "StrataStorage", "StrataCore", "StrataConfig", "StrataPlacement", "StrataTestKit",
+        .product(name: "Logging", package: "swift-log"),
+      ],
       path: "Tests/StrataClusterTests", swiftSettings: strictSwift),
     .testTarget(
       name: "CABITests", dependencies: ["strata", "StrataTestKit"], path: "Tests/CABITests",

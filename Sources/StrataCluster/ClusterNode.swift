@@ -109,6 +109,9 @@ public final class ClusterNode: ClusterHooks {
     /// This process's instance (the data plane's STAT `instance`), written into the etcd member
     /// record so that a restart within the lease TTL is seen; 0: none.
     public var instance: Int = 0
+    /// The clock of the fill window, the drain and repair schedules and member certificate checks
+    /// (tests pass a `ManualClock`).
+    public var clock: any NodeClock = SystemClock()
 
     public init(configuration: NodeConfiguration, nodeID: String, advertise: HostPort, capacityBytes: UInt64) {
       mode = configuration.cluster.mode
@@ -171,7 +174,8 @@ public final class ClusterNode: ClusterHooks {
   let repairState = Mutex((running: false, pending: false))
   private let onDrained = Mutex<(@Sendable () -> Void)?>(nil)
   private let membership = Mutex<(any MembershipSource)?>(nil)
-  private let tasks = Mutex<[Task<Void, Never>]>([])
+  /// The replicator's loop and the drain and repair passes: cancelled at `stop`.
+  let tasks = OwnedTasks()
 
   public init(settings: Settings, tiers: TierManager, logger: Logger) {
     self.settings = settings
@@ -188,7 +192,9 @@ public final class ClusterNode: ClusterHooks {
       logger: logger)
     readThrough = ReadThrough(tiers: tiers, peers: peers, blockBytesMax: settings.blockBytesMax)
     let first = Self.makeRing(members: [settings.me], epoch: 0, replicas: settings.replicas)
-    state = Mutex(State(history: RingHistory(current: first, previous: nil, changedAt: .now)))
+    state = Mutex(
+      State(
+        history: RingHistory(current: first, previous: nil, changedAtMilliseconds: settings.clock.nowMilliseconds())))
   }
 
   /// A ring over `members` with the configured (or default) replication factor.
@@ -209,7 +215,7 @@ public final class ClusterNode: ClusterHooks {
     membership.withLock { $0 = source }
     tiers.setDemotionFailureHandler { [self] block, error in await demotionFailed(block, error: error) }
     let replicator = self.replicator
-    tasks.withLock { $0.append(Task.detached { await replicator.run() }) }
+    tasks.start { await replicator.run() }
     source.start()
   }
 
@@ -218,6 +224,7 @@ public final class ClusterNode: ClusterHooks {
     state.withLock { $0.stopped = true }
     membership.withLock { $0 }?.stop(deregister: deregister)
     replicator.stop()
+    tasks.cancelAll()
     peers.closeAll()
     syncPeers.closeAll()
   }
@@ -252,7 +259,7 @@ public final class ClusterNode: ClusterHooks {
     let (changed, first, departed, joined) = state.withLock { state -> (Bool, Bool, [String], [String]) in
       let first = state.history.current.epoch == 0
       let before = Set(state.history.current.activeMembers.map(\.id))
-      let changed = state.history.adopt(next, at: .now)
+      let changed = state.history.adopt(next, atMilliseconds: settings.clock.nowMilliseconds())
       if changed && first {
         // The first real ring: this node has just joined (or come back). Its keys' previous
         // owners are those of the ring without it, who held them meanwhile: read through from them.
@@ -409,7 +416,7 @@ public final class ClusterNode: ClusterHooks {
   /// Within `cluster.fill_window` of the last ring change (or of this node's start).
   private func fillWindowIsOpen(_ history: RingHistory) -> Bool {
     history.previous != nil
-      && ContinuousClock.now - history.changedAt < .milliseconds(Int64(settings.fillWindowMilliseconds))
+      && settings.clock.nowMilliseconds() - history.changedAtMilliseconds < settings.fillWindowMilliseconds
   }
 
   public func fill(_ ids: [BlockID]) async -> Int {
@@ -471,7 +478,7 @@ public final class ClusterNode: ClusterHooks {
   // MARK: Drain
 
   /// How long a drained node waits for `strata drain` to read the final status before it exits.
-  static let drainExitGraceSeconds = 10
+  static let drainExitGraceMilliseconds: UInt64 = 10_000
 
   private func exitAfterDrain() {
     let action = onDrained.withLock { action -> (@Sendable () -> Void)? in
@@ -492,7 +499,7 @@ public final class ClusterNode: ClusterHooks {
       guard progress.phase != .running && progress.phase != .done else { return false }
       progress = HandoffProgress()
       progress.phase = .running
-      progress.startedAt = Date()
+      progress.startedAt = settings.clock.date
       return true
     }
     guard started else { return }
@@ -500,11 +507,12 @@ public final class ClusterNode: ClusterHooks {
     membership.withLock { $0 }?.announceDraining()
     let handoff = Handoff(tiers: tiers, peers: peers, corruptCopies: corruptCopies, logger: logger)
     let progress = drain
-    Task.detached { [self] in
+    let clock = settings.clock
+    tasks.start { [self] in
       await replicator.waitUntilIdle()
-      let began = ContinuousClock.now
+      let began = clock.nowMilliseconds()
       var attempts = DrainAttempts()
-      while !isStopped {
+      while !isStopped && !Task.isCancelled {
         let (target, required, addresses) = drainTarget()
         let attempt = attempts.attempts + 1
         progress.withLock { progress in
@@ -520,7 +528,7 @@ public final class ClusterNode: ClusterHooks {
           "drain: handing off blocks",
           metadata: ["blocks": "\(tiers.inventory().count)", "attempt": "\(attempt)", "epoch": "\(target.epoch)"])
         let outcome = await handoff.run(target: target, addresses: addresses, progress: progress, required: required)
-        let finishedAt = Self.milliseconds(since: began)
+        let finishedAt = clock.nowMilliseconds() - began
         let next = attempts.finished(unplaced: outcome.unplaced.count, nowMilliseconds: finishedAt)
         let summary = progress.withLock { progress -> HandoffProgress in
           switch next {
@@ -537,7 +545,7 @@ public final class ClusterNode: ClusterHooks {
               "\(unplaced) block(s) could not be placed on all their owners after \(attempt) attempts (an owner down or "
               + "unreachable); the node stays up, draining: bring the owners back and drain again"
           }
-          if progress.phase != .running { progress.finishedAt = Date() }
+          if progress.phase != .running { progress.finishedAt = clock.date }
           return progress
         }
         logger.info(
@@ -552,12 +560,12 @@ public final class ClusterNode: ClusterHooks {
         case .leave:
           membership.withLock { $0 }?.stop(deregister: true)
           // Exit once `strata drain` has seen "done", or after a grace period without it.
-          try? await Task.sleep(for: .seconds(Self.drainExitGraceSeconds))
+          await clock.sleep(milliseconds: Self.drainExitGraceMilliseconds)
           exitAfterDrain()
           return
         case .retry(let at):
-          let now = Self.milliseconds(since: began)
-          if at > now { try? await Task.sleep(for: .milliseconds(Int64(at - now))) }
+          let now = clock.nowMilliseconds() - began
+          if at > now { await clock.sleep(milliseconds: at - now) }
         case .stayUp:
           logger.error("drain failed: the node stays up", metadata: ["message": "\(summary.message)"])
           return
@@ -577,10 +585,5 @@ public final class ClusterNode: ClusterHooks {
     let target = Self.makeRing(members: others + [me], epoch: current.epoch, replicas: settings.replicas)
     let before = Self.makeRing(members: others + [settings.me], epoch: current.epoch, replicas: settings.replicas)
     return (target, before.effectiveReplicationFactor, addresses)
-  }
-
-  private static func milliseconds(since start: ContinuousClock.Instant) -> UInt64 {
-    let (seconds, attoseconds) = (ContinuousClock.now - start).components
-    return UInt64(max(0, seconds)) * 1_000 + UInt64(max(0, attoseconds) / 1_000_000_000_000_000)
   }
 }

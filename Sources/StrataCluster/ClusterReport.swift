@@ -195,7 +195,8 @@ public struct ProgressReport: Encodable, Sendable {
     case finishedAt = "finished_at"
   }
 
-  init(_ progress: HandoffProgress) {
+  /// `now`: the wall clock the rate of a pass still running is measured to.
+  init(_ progress: HandoffProgress, now: Date) {
     state = progress.phase.rawValue
     totalBlocks = progress.totalBlocks
     totalBytes = progress.totalBytes
@@ -209,7 +210,7 @@ public struct ProgressReport: Encodable, Sendable {
     attempts = progress.attempts
     unplacedSample = progress.unplacedSample.map(\.key.hex)
     processedBlocks = progress.processedBlocks
-    let rate = progress.processedBytesRate
+    let rate = progress.processedBytesRate(now: now)
     rateBytesPerSecond = rate.isFinite ? rate : 0
     message = progress.message
     startedAt = progress.startedAt
@@ -280,9 +281,9 @@ extension ClusterNode {
         copiedToOwners: demotionFailureStats.copiedToOwners))
   }
 
-  public func drainReport() -> ProgressReport { ProgressReport(drainProgress) }
+  public func drainReport() -> ProgressReport { ProgressReport(drainProgress, now: settings.clock.date) }
 
-  public func repairReport() -> ProgressReport { ProgressReport(repairProgress) }
+  public func repairReport() -> ProgressReport { ProgressReport(repairProgress, now: settings.clock.date) }
 }
 
 /// RING `sync`'s answer.

@@ -5,6 +5,11 @@ public import Foundation
 import StrataCore
 import StrataPlacement
 
+extension NodeClock {
+  /// The wall clock as a `Date` (reports' `started_at`, `finished_at`, `since`).
+  var date: Date { Date(timeIntervalSince1970: Double(wallMilliseconds()) / 1000) }
+}
+
 /// How a peer answered its last probe.
 public enum PeerHealth: String, Sendable, Hashable, Codable {
   case unknown
@@ -24,11 +29,12 @@ public enum MembershipServiceState: Sendable, Hashable {
 struct RingHistory: Sendable {
   var current: Ring
   var previous: Ring?
-  var changedAt: ContinuousClock.Instant
+  /// On the node's monotonic clock (`NodeClock.nowMilliseconds`).
+  var changedAtMilliseconds: UInt64
 
   /// Takes `next` if its members differ (state included) or no ring was adopted yet (epoch 0);
   /// true when the ring changed.
-  mutating func adopt(_ next: Ring, at now: ContinuousClock.Instant) -> Bool {
+  mutating func adopt(_ next: Ring, atMilliseconds now: UInt64) -> Bool {
     guard
       current.epoch == 0 || next.members != current.members || next.replicationFactor != current.replicationFactor
     else {
@@ -36,7 +42,7 @@ struct RingHistory: Sendable {
     }
     previous = current
     current = next
-    changedAt = now
+    changedAtMilliseconds = now
     return true
   }
 }

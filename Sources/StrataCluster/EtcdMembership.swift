@@ -43,7 +43,7 @@ final class EtcdMembership: MembershipSource {
         // Every record is checked again on every change, against the time now: a certificate that
         // expired since the last change takes its member out of the ring at the next one.
         let admission = MemberAdmission(
-          records: records, authority: node.memberAuthority, now: Int64(Date().timeIntervalSince1970))
+          records: records, authority: node.memberAuthority, now: node.settings.clock.wallMilliseconds() / 1000)
         node.noteRejectedMembers(admission.rejected, records: records)
         node.adopt(members: admission.members, epoch: UInt64(max(0, revision)))
         node.noteInstances(admission.instances)
@@ -61,7 +61,7 @@ final class EtcdMembership: MembershipSource {
             logger.warning(
               "etcd: unreachable; serving with the last known ring", metadata: ["reason": "\(reason)"])
           }
-          node.setService(.disconnected(reason: reason, since: Date()))
+          node.setService(.disconnected(reason: reason, since: node.settings.clock.date))
         case .stopped: node.setService(.notUsed)
         }
       })

@@ -56,9 +56,10 @@ public struct HandoffProgress: Sendable, Hashable {
   public var message = ""
 
   public var processedBlocks: Int { handedBlocks + presentBlocks + failedBlocks + goneBlocks + corruptBlocks }
-  public var processedBytesRate: Double {
+  /// Bytes handed per second, from the start to the finish (or to `now` while running).
+  public func processedBytesRate(now: Date) -> Double {
     guard let startedAt else { return 0 }
-    let seconds = (finishedAt ?? Date()).timeIntervalSince(startedAt)
+    let seconds = (finishedAt ?? now).timeIntervalSince(startedAt)
     return seconds > 0 ? Double(handedBytes) / seconds : 0
   }
 }

@@ -26,7 +26,8 @@ extension ClusterNode {
     }
     guard start else { return }
     logger.info("repair: copying blocks to their owners after a ring change", metadata: ["reason": "\(reason)"])
-    Task.detached { [self] in
+    let clock = settings.clock
+    tasks.start { [self] in
       var retries = 0
       while true {
         let (failed, more) = await repairPass()
@@ -34,14 +35,14 @@ extension ClusterNode {
         if more { repairState.withLock { $0.pending = true } }
         // A pass that could not reach an owner (a returning peer's pooled connections are dead
         // at first, or it is still starting) is run again, a few times, a little later.
-        if failed > 0 && retries < Self.repairRetriesMax && !isStopped {
+        if failed > 0 && retries < Self.repairRetriesMax && !isStopped && !Task.isCancelled {
           retries += 1
-          try? await Task.sleep(for: .milliseconds(Self.repairRetryDelayMilliseconds))
+          await clock.sleep(milliseconds: Self.repairRetryDelayMilliseconds)
           continue
         }
         retries = 0
         let again = repairState.withLock { state -> Bool in
-          if state.pending && !isStopped {
+          if state.pending && !isStopped && !Task.isCancelled {
             state.pending = false
             return true
           }
@@ -54,7 +55,7 @@ extension ClusterNode {
   }
 
   static let repairRetriesMax = 3
-  static let repairRetryDelayMilliseconds: Int64 = 500
+  static let repairRetryDelayMilliseconds: UInt64 = 500
 
   /// One pass: every block this node owns in its current ring, offered to the other owners; then
   /// the blocks it holds without owning them (at most `NotOwnedOffers.perPassMax`), offered to their
@@ -79,7 +80,7 @@ extension ClusterNode {
       progress.handedBlocksTotal = copied
       progress.releasedBlocksTotal = released
       progress.phase = .running
-      progress.startedAt = Date()
+      progress.startedAt = settings.clock.date
     }
     var handoff = Handoff(tiers: tiers, peers: peers, corruptCopies: corruptCopies, logger: logger)
     handoff.underReplicated = underReplicated
@@ -100,7 +101,7 @@ extension ClusterNode {
     let summary = repair.withLock { progress -> HandoffProgress in
       progress.releasedBlocks = placed.count
       progress.phase = progress.failedBlocks == 0 ? .done : .failed
-      progress.finishedAt = Date()
+      progress.finishedAt = settings.clock.date
       progress.message =
         progress.failedBlocks == 0
         ? "every block held is with all its owners"

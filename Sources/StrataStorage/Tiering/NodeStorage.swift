@@ -15,7 +15,7 @@ extension TierManager {
   /// valid blocks indexed again; torn or corrupt records are dropped, never served. With `faults`
   /// (`strata serve --fault-injection` only) every device is wrapped in a FaultInjectingBlockDevice.
   public static func open(
-    _ node: NodeConfiguration, clock: any StorageClock = MonotonicClock(), faults: DiskFaultSwitch? = nil,
+    _ node: NodeConfiguration, clock: any NodeClock = SystemClock(), faults: DiskFaultSwitch? = nil,
     logger: Logger
   ) throws(StrataError) -> (TierManager, RecoveryReport?) {
     let configuration = TierConfiguration(node)

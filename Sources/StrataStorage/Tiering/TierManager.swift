@@ -268,7 +268,7 @@ public final class TierManager: Sendable {
   public let configuration: TierConfiguration
   public let arena: RAMArena
   public let nvme: NVMeTier?
-  let clock: any StorageClock
+  let clock: any NodeClock
   let io: WorkerPool
   let state: Mutex<State>
   /// When NVMe regions were last written, for eviction by age (TierManager+Admin.swift).
@@ -289,7 +289,7 @@ public final class TierManager: Sendable {
 
   /// A tier manager over a fresh arena and (when given) an NVMe tier already opened or recovered.
   public init(
-    configuration: TierConfiguration, nvme: NVMeTier?, clock: any StorageClock = MonotonicClock()
+    configuration: TierConfiguration, nvme: NVMeTier?, clock: any NodeClock = SystemClock()
   ) throws(StrataError) {
     guard configuration.blockBytesMax > 0, configuration.ramBytes >= configuration.blockBytesMax else {
       throw StrataError(

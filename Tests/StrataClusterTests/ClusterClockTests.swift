@@ -1,0 +1,142 @@
+// The cluster layer on an injected clock: the fill window closes when the node's clock says so,
+// a drain's attempts follow DrainAttempts on that clock (no real waiting), and stopping the node
+// cancels a drain waiting for its next attempt. The peer is a loopback port nothing listens on:
+// an owner that is down, so every attempt leaves the blocks unplaced.
+
+import Logging
+import StrataConfig
+import StrataCore
+import StrataPlacement
+import StrataStorage
+import StrataTestKit
+import Testing
+
+@testable import StrataCluster
+
+private struct ClockedNode {
+  let clock = ManualClock(milliseconds: 1_000)
+  let node: ClusterNode
+  let tiers: TierManager
+  let me: Member
+  let peer: Member
+
+  init() throws {
+    let ports = try freeLoopbackPorts(2)
+    let address = HostPort(host: "127.0.0.1", port: ports[0])
+    let peerAddress = HostPort(host: "127.0.0.1", port: ports[1])
+    var configuration = NodeConfiguration()
+    configuration.cluster.peers = [address, peerAddress]
+    var settings = ClusterNode.Settings(
+      configuration: configuration, nodeID: "a", advertise: address, capacityBytes: 0)
+    settings.clock = clock
+    tiers = try TierManager(
+      configuration: TierConfiguration(ramBytes: 4 << 20, blockBytesMax: 64 << 10, hugePages: false), nvme: nil,
+      clock: clock)
+    node = ClusterNode(settings: settings, tiers: tiers, logger: Logger(label: "test.cluster-clock"))
+    me = settings.me
+    peer = Member(id: peerAddress.description, address: peerAddress.description)
+  }
+}
+
+@Suite struct ClusterClockTests {
+  @Test func theFillWindowClosesWhenTheNodeClockPassesIt() throws {
+    let fixture = try ClockedNode()
+    let window = fixture.node.settings.fillWindowMilliseconds
+    #expect(window > 1)
+    fixture.node.adopt(members: [fixture.me, fixture.peer], epoch: 1)
+    #expect(fixture.node.readsThrough)
+    fixture.clock.advance(milliseconds: window - 1)
+    #expect(fixture.node.readsThrough)
+    fixture.clock.advance(milliseconds: 1)
+    #expect(!fixture.node.readsThrough)
+
+    // A ring change opens it again, from the change's time on the same clock.
+    var draining = fixture.peer
+    draining.state = .draining
+    fixture.node.adopt(members: [fixture.me, draining], epoch: 2)
+    #expect(fixture.node.readsThrough)
+    fixture.clock.advance(milliseconds: window)
+    #expect(!fixture.node.readsThrough)
+  }
+
+  @Test func aDrainRetriesOnTheNodeClockAndThenStaysUp() async throws {
+    let fixture = try ClockedNode()
+    // The ring first, then the blocks: a first ring over held blocks would start a repair pass,
+    // whose own retries would sleep on the same clock.
+    fixture.node.adopt(members: [fixture.me, fixture.peer], epoch: 1)
+    for n in 0..<3 { _ = try await fixture.tiers.put(block(n), bytes: [UInt8](repeating: UInt8(n), count: 4096)) }
+    try fixture.node.startDrain()
+
+    let limits = DrainAttempts.Limits.standard
+    var delay = limits.retryDelayMilliseconds
+    for attempt in 1..<limits.attemptsMax {
+      // The attempt ran (its peer refused at once) and the drain now sleeps on the node's clock.
+      #expect(
+        try await eventually(within: 60) {
+          fixture.node.drainProgress.attempts == attempt && fixture.clock.sleepers == 1
+        }, "attempt \(attempt)")
+      #expect(fixture.node.drainProgress.phase == .running)
+      #expect(fixture.node.drainProgress.failedBlocks == 3)
+      // One millisecond short of the wait: still waiting, no new attempt.
+      fixture.clock.advance(milliseconds: delay - 1)
+      #expect(fixture.clock.sleepers == 1)
+      #expect(fixture.node.drainProgress.attempts == attempt)
+      fixture.clock.advance(milliseconds: 1)
+      delay = min(delay * 2, limits.retryDelayMaxMilliseconds)
+    }
+    #expect(
+      try await eventually(within: 60) {
+        fixture.node.drainProgress.phase == .failed && fixture.node.tasks.count == 0
+      })
+    let progress = fixture.node.drainProgress
+    #expect(progress.attempts == limits.attemptsMax)
+    #expect(progress.failedBlocks == 3)
+    #expect(progress.message.contains("stays up"))
+    // The whole schedule took 31 s on the node's clock and none on the wall.
+    #expect(fixture.clock.nowMilliseconds() == 1_000 + 31_000)
+    #expect(progress.finishedAt!.timeIntervalSince(progress.startedAt!) == 31)
+    fixture.node.stop(deregister: false)
+  }
+
+  @Test func aRepairPassThatCannotReachAnOwnerRetriesOnTheNodeClock() async throws {
+    let fixture = try ClockedNode()
+    for n in 0..<2 { _ = try await fixture.tiers.put(block(n), bytes: [UInt8](repeating: UInt8(n), count: 4096)) }
+    // The first ring over held blocks starts a repair pass; the owner is down, so it fails.
+    fixture.node.adopt(members: [fixture.me, fixture.peer], epoch: 1)
+    for retry in 1...ClusterNode.repairRetriesMax {
+      #expect(try await eventually(within: 60) { fixture.clock.sleepers == 1 }, "retry \(retry)")
+      #expect(fixture.node.repairProgress.phase == .failed)
+      fixture.clock.advance(milliseconds: ClusterNode.repairRetryDelayMilliseconds - 1)
+      #expect(fixture.clock.sleepers == 1)
+      fixture.clock.advance(milliseconds: 1)
+    }
+    // After the last retry the pass gives up until the next ring change or returning peer.
+    #expect(try await eventually(within: 60) { fixture.node.tasks.count == 0 })
+    #expect(fixture.clock.sleepers == 0)
+    #expect(fixture.node.repairProgress.failedBlocks == 2)
+    #expect(!fixture.node.repairState.withLock { $0.running })
+    fixture.node.stop(deregister: false)
+  }
+
+  @Test func stoppingTheNodeCancelsADrainWaitingForItsNextAttempt() async throws {
+    let fixture = try ClockedNode()
+    fixture.node.adopt(members: [fixture.me, fixture.peer], epoch: 1)
+    _ = try await fixture.tiers.put(block(7), bytes: [UInt8](repeating: 7, count: 4096))
+    try fixture.node.startDrain()
+    #expect(
+      try await eventually(within: 60) { fixture.node.drainProgress.attempts == 1 && fixture.clock.sleepers == 1 })
+    fixture.node.stop(deregister: false)
+    #expect(try await eventually(within: 60) { fixture.node.tasks.count == 0 })
+    #expect(fixture.clock.sleepers == 0)
+    // Cancelled, not attempted again: the clock never moved.
+    #expect(fixture.node.drainProgress.attempts == 1)
+    #expect(fixture.clock.nowMilliseconds() == 1_000)
+  }
+}
+
+private func block(_ n: Int) -> BlockID {
+  var bytes = [UInt8](repeating: 0, count: BlockKey.byteCount)
+  bytes[0] = UInt8(truncatingIfNeeded: n)
+  bytes[31] = 0x5A
+  return BlockID(namespace: .embeddedDefault, key: BlockKey(bytes: bytes)!)
+}
