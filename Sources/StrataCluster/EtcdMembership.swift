@@ -38,7 +38,7 @@ final class EtcdMembership: MembershipSource {
     session = EtcdSession(
       client: client, prefix: node.settings.etcdPrefix + "members/", memberID: me.id,
       value: node.memberRecord(me).bytes, ttlSeconds: node.settings.leaseTTLSeconds,
-      logger: logger,
+      logger: logger, clock: node.settings.clock,
       onMembers: { [node] records, revision in
         // Every record is checked again on every change, against the time now: a certificate that
         // expired since the last change takes its member out of the ring at the next one.

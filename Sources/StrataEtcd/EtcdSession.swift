@@ -4,7 +4,7 @@
 
 import Foundation
 public import Logging
-import StrataCore
+public import StrataCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -34,6 +34,8 @@ public final class EtcdSession: Sendable {
   private let logger: Logger
   private let onMembers: @Sendable (_ members: [String: [UInt8]], _ revision: Int64) -> Void
   private let onState: @Sendable (State) -> Void
+  private let clock: any NodeClock
+  private let jitter: @Sendable (_ maximum: UInt64) -> UInt64
 
   private enum Input {
     case events([WatchEvent], revision: Int64, generation: Int)
@@ -57,13 +59,12 @@ public final class EtcdSession: Sendable {
   private let wake = DispatchSemaphore(value: 0)
   private let finished = DispatchSemaphore(value: 0)
 
-  /// The first retry waits this long; each failure doubles it up to ttl/3 (at least 200 ms, at
-  /// most 2 s), so a short outage is bridged before the lease lapses.
-  static let backoffInitialMilliseconds: UInt64 = 100
-
+  /// Retries and keep-alives follow `SessionSchedule` on `clock`; `jitter(maximum)` draws a
+  /// retry's jitter in 0...maximum (the system's random source unless a test passes its own).
   public init(
     client: EtcdClient, prefix: String, memberID: String, value: [UInt8], ttlSeconds: Int64,
-    logger: Logger,
+    logger: Logger, clock: any NodeClock = SystemClock(),
+    jitter: @escaping @Sendable (_ maximum: UInt64) -> UInt64 = { UInt64.random(in: 0...$0) },
     onMembers: @escaping @Sendable (_ members: [String: [UInt8]], _ revision: Int64) -> Void,
     onState: @escaping @Sendable (State) -> Void
   ) {
@@ -76,6 +77,8 @@ public final class EtcdSession: Sendable {
     self.logger = logger
     self.onMembers = onMembers
     self.onState = onState
+    self.clock = clock
+    self.jitter = jitter
     shared = Mutex(Shared(value: value))
   }
 
@@ -144,13 +147,13 @@ public final class EtcdSession: Sendable {
     var watch: EtcdWatch?
     var generation = 0
     var connected = false
-    var backoffMilliseconds = EtcdSession.backoffInitialMilliseconds
-    var nextAction = DispatchTime.now()
+    var schedule: SessionSchedule
   }
 
   private func run() {
     shared.withLock { $0.worker = pthread_self() }
-    var connection = Connection()
+    var connection = Connection(
+      schedule: SessionSchedule(ttlSeconds: ttlSeconds, nowMilliseconds: clock.nowMilliseconds()))
     publish(.connecting)
     while true {
       let (inputs, stopping) = shared.withLock { shared in
@@ -159,7 +162,7 @@ public final class EtcdSession: Sendable {
       }
       if stopping { break }
       for input in inputs { handle(input, &connection) }
-      if DispatchTime.now() >= connection.nextAction {
+      if connection.schedule.isDue(nowMilliseconds: clock.nowMilliseconds()) {
         if connection.connected {
           refreshLease(&connection)
         } else {
@@ -167,7 +170,10 @@ public final class EtcdSession: Sendable {
         }
       }
       let pending = shared.withLock { !$0.inbox.isEmpty || $0.stopRequested }
-      if !pending { _ = wake.wait(timeout: connection.nextAction) }
+      if !pending {
+        let wait = connection.schedule.waitMilliseconds(nowMilliseconds: clock.nowMilliseconds())
+        _ = wake.wait(timeout: .now() + .milliseconds(Int(clamping: wait)))
+      }
     }
     finish(&connection)
   }
@@ -190,7 +196,7 @@ public final class EtcdSession: Sendable {
       if ownKeyDeleted {
         // Our lease lapsed (or someone deleted the key): check the lease now and re-register.
         logger.warning("etcd session: own key \(key) was deleted; checking the lease")
-        connection.nextAction = .now()
+        connection.schedule.actNow(nowMilliseconds: clock.nowMilliseconds())
       }
     case .watchEnded(let error, let generation):
       guard generation == connection.generation, connection.connected else { return }
@@ -226,8 +232,8 @@ public final class EtcdSession: Sendable {
       try client.put(key, value: value, lease: connection.lease)
       try resync(&connection)
       connection.connected = true
-      connection.backoffMilliseconds = Self.backoffInitialMilliseconds
-      connection.nextAction = .now() + .milliseconds(Int(keepAliveIntervalMilliseconds(connection)))
+      connection.schedule.succeeded(
+        leaseTTLSeconds: connection.leaseTTLSeconds, nowMilliseconds: clock.nowMilliseconds())
       logger.info("etcd session: \(key) registered with lease \(connection.lease)")
       publish(.connected)
     } catch {
@@ -245,7 +251,8 @@ public final class EtcdSession: Sendable {
         register(&connection)
         return
       }
-      connection.nextAction = .now() + .milliseconds(Int(keepAliveIntervalMilliseconds(connection)))
+      connection.schedule.succeeded(
+        leaseTTLSeconds: connection.leaseTTLSeconds, nowMilliseconds: clock.nowMilliseconds())
     } catch {
       disconnect(&connection, error)
     }
@@ -275,10 +282,7 @@ public final class EtcdSession: Sendable {
     connection.watch = nil
     connection.generation += 1
     connection.connected = false
-    connection.nextAction = .now() + .milliseconds(Int(connection.backoffMilliseconds))
-    let jitter = UInt64.random(in: 0...(connection.backoffMilliseconds / 5))
-    connection.nextAction = connection.nextAction + .milliseconds(Int(jitter))
-    connection.backoffMilliseconds = min(connection.backoffMilliseconds * 2, backoffCapMilliseconds)
+    connection.schedule.failed(nowMilliseconds: clock.nowMilliseconds(), jitter: jitter)
     logger.warning("etcd session: \(key): \(error.description); retrying")
     if case .disconnected = state { return }
     publish(.disconnected(reason: error.description))
@@ -298,15 +302,6 @@ public final class EtcdSession: Sendable {
     }
     publish(.stopped)
     finished.signal()
-  }
-
-  private var backoffCapMilliseconds: UInt64 {
-    min(2000, max(200, UInt64(ttlSeconds) * 1000 / 3))
-  }
-
-  private func keepAliveIntervalMilliseconds(_ connection: Connection) -> UInt64 {
-    let ttl = connection.leaseTTLSeconds > 0 ? connection.leaseTTLSeconds : ttlSeconds
-    return max(100, UInt64(ttl) * 1000 / 3)
   }
 
   private func enqueue(_ input: Input) {
