@@ -151,8 +151,6 @@ public final class AdminServer: Sendable {
     var readiness: [(String, @Sendable () -> String?)] = []
     var tokens: [NodeConfiguration.Auth.Token]
     var started = false
-    var authFailures = 0
-    var scopeRefusals = 0
     var nextRequest: UInt64 = 0
   }
 
@@ -262,11 +260,6 @@ public final class AdminServer: Sendable {
   /// Sets where refused calls are reported (see `RefusalAuditor`).
   public func onRefusal(_ report: @escaping RefusalAuditor) { auditor.withLock { $0 = report } }
 
-  /// Admin calls refused for an unknown or missing token, and for a token without `operator`.
-  public var refusalCounts: (authFailures: Int, scopeRefusals: Int) {
-    state.withLock { ($0.authFailures, $0.scopeRefusals) }
-  }
-
   /// Starts serving on threads of its own.
   public func start() {
     state.withLock { $0.started = true }
@@ -367,9 +360,6 @@ public final class AdminServer: Sendable {
       )
     } else {
       refusal = (401, .authFailure, "unknown_token", "unknown token")
-    }
-    state.withLock { state in
-      if refusal.event == .authFailure { state.authFailures += 1 } else { state.scopeRefusals += 1 }
     }
     let fingerprint = secret.isEmpty ? nil : tokenFingerprint(TokenDigest(secret: presented))
     auditor.withLock { $0 }?(refusal.event, refusal.detail, "admin API: \(refusal.message)", fingerprint)

@@ -321,19 +321,6 @@ public final class NodeMetrics: NodeObserver {
     gauge("strata_member_records_rejected").set(Double(records))
   }
 
-  public func recordReplicationSent(blocks: Int) {
-    counter("strata_replication_sent_blocks_total").increment(by: Int64(blocks))
-  }
-
-  /// `reason`: queue_full, peer_unavailable, or another word the cluster module documents.
-  public func recordReplicationDropped(reason: String, blocks: Int) {
-    counter("strata_replication_dropped_total", [("reason", reason)]).increment(by: Int64(blocks))
-  }
-
-  public func recordReadThrough(blocks: Int) {
-    counter("strata_readthrough_blocks_total").increment(by: Int64(blocks))
-  }
-
   // MARK: Scrape-time refresh
 
   /// Reads the tiers, the data plane and the verifier into the gauges and counters; call before

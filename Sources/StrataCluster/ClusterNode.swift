@@ -234,9 +234,6 @@ public final class ClusterNode: ClusterHooks {
     onDrained.withLock { $0 = action }
   }
 
-  /// Waits until every queued copy has been sent (or dropped).
-  public func waitForReplication() async { await replicator.waitUntilIdle() }
-
   public var ring: Ring { state.withLock { $0.history.current } }
   public var replicationStats: ReplicationStats { replicator.stats }
   public var writeQuorumStats: WriteQuorumStats { quorumStats.withLock { $0 } }

@@ -249,9 +249,6 @@ public struct Ring: Sendable, Hashable {
   /// 48-bit position of table slot `slot`, in the top bits (internal: shares and movement).
   func position(atSlot slot: Int) -> UInt64 { table.position(at: slot) }
 
-  /// Slot of the first point at or after `point` (internal: shares and movement).
-  func successorSlot(of point: UInt64) -> Int { table.successor(of: point) }
-
   public static func == (lhs: Ring, rhs: Ring) -> Bool {
     lhs.epoch == rhs.epoch && lhs.replicationFactor == rhs.replicationFactor
       && lhs.virtualNodes == rhs.virtualNodes && lhs.members == rhs.members

@@ -31,8 +31,6 @@ struct CredentialTable {
 
   init(tokens: [NodeConfiguration.Auth.Token]) { self.tokens = tokens }
 
-  var sessionCount: Int { sessions.count }
-
   /// Whether a session granted as `credential` in `namespace` with `scopes` would still be
   /// granted at least that under the tokens in force.
   func stillGranted(_ credential: SessionCredential, namespace: Namespace, scopes: TokenScopes) -> Bool {

@@ -27,8 +27,6 @@ public struct DiskFaults: Sendable, Hashable {
     self.failWrites = failWrites
     self.reads = reads
   }
-
-  public var isHealthy: Bool { !failWrites && reads == .ok }
 }
 
 /// The faults in force on a node's devices, and how many operations they failed.
