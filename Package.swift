@@ -206,7 +206,8 @@ let package = Package(
       name: "strata-sim", dependencies: ["StrataSimulation"], path: "Sources/SimulationRunner",
       swiftSettings: strictSwift),
     .testTarget(
-      name: "StrataSimulationTests", dependencies: ["StrataSimulation"], path: "Tests/StrataSimulationTests",
+      name: "StrataSimulationTests", dependencies: ["StrataSimulation", "StrataCore"],
+      path: "Tests/StrataSimulationTests",
       swiftSettings: strictSwift),
 
     // MARK: Tests

@@ -1,8 +1,8 @@
 // Where the ring's members come from. Static: the configured peers plus this node, all equal in
 // weight, ids = addresses, epoch 1; peers are probed and a peer that stops answering is marked
-// down (skipped for copies) until it answers again. etcd: EtcdMembership.swift.
+// down (skipped for copies) until it answers again; the probes run as an owned task of the node,
+// on its clock. etcd: EtcdMembership.swift.
 
-import Foundation
 import StrataClient
 import StrataCore
 import StrataPlacement
@@ -26,7 +26,6 @@ final class StaticMembership: MembershipSource {
   private let node: ClusterNode
   private let members: [Member]
   private let stopped = Mutex(false)
-  private let wake = DispatchSemaphore(value: 0)
   /// Probe connections, with a short timeout of their own (a hung peer is found in seconds).
   private let probes: PeerClients
 
@@ -44,9 +43,7 @@ final class StaticMembership: MembershipSource {
   func start() {
     node.adopt(members: members, epoch: 1)
     guard members.count > 1 else { return }
-    let thread = Thread { [self] in probeLoop() }
-    thread.name = "strata-probe"
-    thread.start()
+    node.tasks.start { [self] in await probeLoop() }
   }
 
   func announceDraining() {
@@ -57,35 +54,35 @@ final class StaticMembership: MembershipSource {
     node.adopt(members: draining, epoch: 2)
   }
 
+  /// Ends the probes: the loop stops at its next round (at once when the node's stop cancels it).
   func stop(deregister: Bool) {
     stopped.withLock { $0 = true }
-    wake.signal()
     probes.closeAll()
   }
 
-  /// Probes every peer with a STAT each interval; a failed probe marks it down.
-  private func probeLoop() {
+  /// Probes every peer with a STAT each `cluster.probe_interval` on the node's clock; a failed
+  /// probe marks it down. An owned task of the node, cancelled at its stop.
+  private func probeLoop() async {
     let interval = node.settings.probeIntervalMilliseconds
-    while !stopped.withLock({ $0 }) {
+    while !stopped.withLock({ $0 }) && !Task.isCancelled {
       for member in members where member.id != node.settings.me.id {
         guard let address = try? HostPort(parsing: member.address), let client = probes.anyClient(address) else {
           continue
         }
-        let instance = Self.probe(client, node: address)
+        let instance = await Self.probe(client, node: address)
+        guard !stopped.withLock({ $0 }) && !Task.isCancelled else { return }
         node.setHealth(member.id, instance == nil ? .down : .up, instance: instance)
       }
-      _ = wake.wait(timeout: .now() + .milliseconds(Int(interval)))
+      await node.settings.clock.sleep(milliseconds: interval)
     }
   }
 
   /// The peer's process instance (STAT `instance`; 0 from a node that does not report one), or
   /// nil when the probe failed.
-  private static func probe(_ client: StrataClient, node: HostPort) -> Int? {
-    let json = try? waitForTask { () throws(StrataError) in try await client.stat(node: node) }
-    guard let json else { return nil }
+  private static func probe(_ client: StrataClient, node: HostPort) async -> Int? {
+    guard let json = try? await client.stat(node: node) else { return nil }
     return (try? JSONCoding.decode(InstanceField.self, from: Array(json.utf8)))?.instance ?? 0
   }
-
 }
 
 /// The `instance` field of a STAT body or an etcd member record (nil in one that has none).

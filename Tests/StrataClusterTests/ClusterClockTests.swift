@@ -1,6 +1,6 @@
 // The cluster layer on an injected clock: the fill window closes when the node's clock says so,
-// a drain's attempts follow DrainAttempts on that clock (no real waiting), and stopping the node
-// cancels a drain waiting for its next attempt. The peer is a loopback port nothing listens on:
+// a drain's attempts follow DrainAttempts on that clock (no real waiting), repair retries and
+// static peer probes wait on it, and stopping the node cancels what waits. The peer is a loopback port nothing listens on:
 // an owner that is down, so every attempt leaves the blocks unplaced.
 
 import Logging
@@ -20,10 +20,11 @@ private struct ClockedNode {
   let me: Member
   let peer: Member
 
-  init() throws {
+  /// `peerAddress`: the static peer (default: a loopback port nothing listens on).
+  init(peerAddress given: HostPort? = nil) throws {
     let ports = try freeLoopbackPorts(2)
     let address = HostPort(host: "127.0.0.1", port: ports[0])
-    let peerAddress = HostPort(host: "127.0.0.1", port: ports[1])
+    let peerAddress = given ?? HostPort(host: "127.0.0.1", port: ports[1])
     var configuration = NodeConfiguration()
     configuration.cluster.peers = [address, peerAddress]
     var settings = ClusterNode.Settings(
@@ -72,7 +73,7 @@ private struct ClockedNode {
     for attempt in 1..<limits.attemptsMax {
       // The attempt ran (its peer refused at once) and the drain now sleeps on the node's clock.
       #expect(
-        try await eventually(within: 60) {
+        try await eventually(within: 120) {
           fixture.node.drainProgress.attempts == attempt && fixture.clock.sleepers == 1
         }, "attempt \(attempt)")
       #expect(fixture.node.drainProgress.phase == .running)
@@ -85,7 +86,7 @@ private struct ClockedNode {
       delay = min(delay * 2, limits.retryDelayMaxMilliseconds)
     }
     #expect(
-      try await eventually(within: 60) {
+      try await eventually(within: 120) {
         fixture.node.drainProgress.phase == .failed && fixture.node.tasks.count == 0
       })
     let progress = fixture.node.drainProgress
@@ -104,18 +105,40 @@ private struct ClockedNode {
     // The first ring over held blocks starts a repair pass; the owner is down, so it fails.
     fixture.node.adopt(members: [fixture.me, fixture.peer], epoch: 1)
     for retry in 1...ClusterNode.repairRetriesMax {
-      #expect(try await eventually(within: 60) { fixture.clock.sleepers == 1 }, "retry \(retry)")
+      #expect(try await eventually(within: 120) { fixture.clock.sleepers == 1 }, "retry \(retry)")
       #expect(fixture.node.repairProgress.phase == .failed)
       fixture.clock.advance(milliseconds: ClusterNode.repairRetryDelayMilliseconds - 1)
       #expect(fixture.clock.sleepers == 1)
       fixture.clock.advance(milliseconds: 1)
     }
     // After the last retry the pass gives up until the next ring change or returning peer.
-    #expect(try await eventually(within: 60) { fixture.node.tasks.count == 0 })
+    #expect(try await eventually(within: 120) { fixture.node.tasks.count == 0 })
     #expect(fixture.clock.sleepers == 0)
     #expect(fixture.node.repairProgress.failedBlocks == 2)
     #expect(!fixture.node.repairState.withLock { $0.running })
     fixture.node.stop(deregister: false)
+  }
+
+  @Test func staticPeersAreProbedOnTheNodeClock() async throws {
+    let peer = try InProcessNode()
+    let fixture = try ClockedNode(peerAddress: peer.server.address)
+    let interval = fixture.node.settings.probeIntervalMilliseconds
+    func health() -> String? {
+      fixture.node.membersReport().members.first { $0.id == fixture.peer.id }?.health
+    }
+    try fixture.node.start()
+    // The first round runs at once and finds the peer up; the next waits on the node's clock.
+    #expect(try await eventually(within: 120) { health() == "up" && fixture.clock.sleepers == 1 })
+    peer.server.stop()
+    fixture.clock.advance(milliseconds: interval - 1)
+    #expect(fixture.clock.sleepers == 1)
+    #expect(health() == "up")
+    fixture.clock.advance(milliseconds: 1)
+    #expect(try await eventually(within: 120) { health() == "down" && fixture.clock.sleepers == 1 })
+    // The node's stop ends the probe loop (and the replicator's loop): no owned task is left.
+    fixture.node.stop(deregister: false)
+    #expect(try await eventually(within: 120) { fixture.node.tasks.count == 0 })
+    #expect(fixture.clock.sleepers == 0)
   }
 
   @Test func stoppingTheNodeCancelsADrainWaitingForItsNextAttempt() async throws {
@@ -124,9 +147,9 @@ private struct ClockedNode {
     _ = try await fixture.tiers.put(block(7), bytes: [UInt8](repeating: 7, count: 4096))
     try fixture.node.startDrain()
     #expect(
-      try await eventually(within: 60) { fixture.node.drainProgress.attempts == 1 && fixture.clock.sleepers == 1 })
+      try await eventually(within: 120) { fixture.node.drainProgress.attempts == 1 && fixture.clock.sleepers == 1 })
     fixture.node.stop(deregister: false)
-    #expect(try await eventually(within: 60) { fixture.node.tasks.count == 0 })
+    #expect(try await eventually(within: 120) { fixture.node.tasks.count == 0 })
     #expect(fixture.clock.sleepers == 0)
     // Cancelled, not attempted again: the clock never moved.
     #expect(fixture.node.drainProgress.attempts == 1)

@@ -1,26 +1,37 @@
 // The simulator itself: a seed replays exactly, seeds run clean, and a deliberately injected bug
 // is found within the CI seed set.
 
+import StrataCore
 import StrataSimulation
 import Testing
 
+/// Seeds run on threads of their own: a seed blocks its thread for up to seconds, and on the
+/// cooperative pool (as wide as the machine's cores) it would starve the suite's other tests.
+private let seedThreads = WorkerPool(label: "test.simulation", threads: 2)
+
+private func simulate(_ options: SimulationOptions) async throws -> SimulationResult {
+  try await seedThreads.run { () throws(StrataError) in Simulator.run(options) }
+}
+
 @Suite struct SimulationTests {
-  @Test func aSeedReplaysExactly() {
+  @Test func aSeedReplaysExactly() async throws {
     for seed: UInt64 in [1, 7] {
-      let first = Simulator.run(SimulationOptions(seed: seed, keepTrace: true))
-      let second = Simulator.run(SimulationOptions(seed: seed, keepTrace: true))
+      let first = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
+      let second = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
       #expect(first.traceHash == second.traceHash, "seed \(seed)")
       #expect(first.trace == second.trace, "seed \(seed)")
       #expect(first.faultSchedule == second.faultSchedule && !first.faultSchedule.isEmpty)
       #expect(first.traceLines > 100 && first.acknowledgedBlocks > 0, "seed \(seed) did too little: \(first.report)")
     }
     // Different seeds, different runs.
-    #expect(Simulator.run(SimulationOptions(seed: 1)).traceHash != Simulator.run(SimulationOptions(seed: 2)).traceHash)
+    let one = try await simulate(SimulationOptions(seed: 1))
+    let two = try await simulate(SimulationOptions(seed: 2))
+    #expect(one.traceHash != two.traceHash)
   }
 
-  @Test func seedsRunClean() {
+  @Test func seedsRunClean() async throws {
     for seed: UInt64 in 0..<10 {
-      let result = Simulator.run(SimulationOptions(seed: seed))
+      let result = try await simulate(SimulationOptions(seed: seed))
       #expect(result.failure == nil, "\(result.report)")
     }
   }
@@ -28,11 +39,11 @@ import Testing
   /// The seeds that found the two durability findings (a drain that left a block with one copy;
   /// blocks held only by former owners after two quick ring changes) run clean, and they still
   /// exercise what they found: the drains and the repairs of blocks held without being owned.
-  @Test func theFindingSeedsRunClean() {
+  @Test func theFindingSeedsRunClean() async throws {
     #expect(FindingSeeds.all.count == 49)
     var releasedBy: [UInt64] = []
     for seed in FindingSeeds.all {
-      let result = Simulator.run(SimulationOptions(seed: seed, keepTrace: true))
+      let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
       #expect(result.failure == nil, "\(result.report)")
       if result.trace.contains(where: { $0.contains(" released") && !$0.contains(" 0 released") }) {
         releasedBy.append(seed)
@@ -48,10 +59,10 @@ import Testing
 
   /// Skipping one block's copy in a thousand (and counting it as made) is found within the CI
   /// seed set (0..<200), and the failing seed reproduces with the same trace and failure.
-  @Test func theInjectedReplicationBugIsFound() throws {
+  @Test func theInjectedReplicationBugIsFound() async throws {
     var found: SimulationResult?
     for seed: UInt64 in 0..<200 {
-      let result = Simulator.run(SimulationOptions(seed: seed, mutation: .skipReplication))
+      let result = try await simulate(SimulationOptions(seed: seed, mutation: .skipReplication))
       if result.failure != nil {
         found = result
         break
@@ -60,9 +71,10 @@ import Testing
     let failing = try #require(found, "the mutation survived the CI seed set")
     #expect(failing.failure!.contains("below its write quorum"), "\(failing.report)")
     #expect(failing.report.contains("fault schedule:") && failing.report.contains("failure:"))
-    let again = Simulator.run(SimulationOptions(seed: failing.seed, mutation: .skipReplication))
+    let again = try await simulate(SimulationOptions(seed: failing.seed, mutation: .skipReplication))
     #expect(again.failure == failing.failure && again.traceHash == failing.traceHash)
     // Without the mutation the same seed is clean: the bug, not the seed, failed it.
-    #expect(Simulator.run(SimulationOptions(seed: failing.seed)).failure == nil)
+    let clean = try await simulate(SimulationOptions(seed: failing.seed))
+    #expect(clean.failure == nil)
   }
 }

@@ -105,6 +105,37 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     #expect(missing == 0, "\(missing) blocks of batches held by the tiers were reported missing")
   }
 
+  /// Leases of one NVMe block asked for at the same time (a client's GET racing a repair's copy):
+  /// one call reads it into RAM, the others wait for that read, and every one finds the block.
+  @Test func concurrentLeasesOfOneNVMeBlockAllFindIt() async throws {
+    let fixture = try TierFixture(ramBytes: 4 << 20, nvmeBytes: 32 << 20)
+    let bytes = 256 << 10
+    for n in 0..<32 { #expect(try await put(fixture.tiers, n, bytes: bytes) == .stored) }
+    let tiers = fixture.tiers
+    var missing = 0
+    var rounds = 0
+    for n in 0..<32 where tiers.lookup([testBlockID(n)]) == [.nvme] {
+      rounds += 1
+      let leases = try await withThrowingTaskGroup(of: BlockLease.self) { group in
+        for _ in 0..<6 { group.addTask { try await tiers.lease([testBlockID(n)]) } }
+        return try await group.reduce(into: [BlockLease]()) { $0.append($1) }
+      }
+      for lease in leases {
+        if let block = lease.blocks[0] {
+          #expect(Array(block.bytes) == testPayload(n, bytes: bytes))
+        } else {
+          missing += 1
+        }
+        tiers.release(lease)
+      }
+      if rounds == 8 { break }
+    }
+    #expect(rounds == 8, "blocks on NVMe to lease: \(rounds)")
+    #expect(missing == 0, "\(missing) leases of a block the NVMe tier held reported it missing")
+    // Each block was read from NVMe once, whatever the number of callers.
+    #expect(tiers.stats.promotedBlocks == rounds)
+  }
+
   @Test func namespacesSeparateEqualKeys() async throws {
     let fixture = try TierFixture()
     let a = testBlockID(7, namespace: "tenant-a")

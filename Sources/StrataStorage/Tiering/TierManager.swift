@@ -212,6 +212,9 @@ public final class TierManager: Sendable {
     var leases: LeaseTable
     /// PUTs and promotions in progress.
     var reservations: [BlockID: ArenaSlot] = [:]
+    /// Promotions in progress, each with the calls waiting for it (at most one per concurrent
+    /// `lease` asking for the block: bounded by the connections and their batches).
+    var promotions: [BlockID: [CheckedContinuation<Void, Never>]] = [:]
     /// Slots of blocks removed while pinned, freed once no lease pins their id.
     var doomed: [BlockID: [ArenaSlot]] = [:]
     /// Blocks removed while their demotion was writing them to NVMe: the demotion owns their slot
@@ -374,9 +377,12 @@ public final class TierManager: Sendable {
     }
     var promoted = Set<BlockID>()
     for id in ids where lookup([id])[0] == .nvme {
-      if (try? await promote(id, pinForBatch: true)) == true {
+      switch (try? await promote(id, pinForBatch: true)) ?? .missed {
+      case .promoted:
         promoted.insert(id)
         batchPinned.append(id)
+      case .resident: batchPinned.append(id)
+      case .missed: break
       }
     }
     let now = clock.nowMilliseconds()
@@ -845,12 +851,22 @@ public final class TierManager: Sendable {
     }
   }
 
-  /// Reads an NVMe-resident block into a fresh RAM slot and publishes it there.
-  /// Reads an NVMe block into RAM; true when this call put it there (and, with `pinForBatch`,
-  /// pinned it for the batch being assembled).
-  @discardableResult
-  private func promote(_ id: BlockID, pinForBatch: Bool = false) async throws(StrataError) -> Bool {
-    guard let nvme, let bytes = nvme.payloadBytes(of: id) else { return false }
+  private enum Promotion {
+    /// This call read the block into RAM.
+    case promoted
+    /// The block is in RAM already, or another call's promotion of it put it there meanwhile.
+    case resident
+    /// Not on NVMe (any more), being written by a PUT, or its read failed.
+    case missed
+  }
+
+  /// Reads an NVMe block into a fresh RAM slot and publishes it there (pinned for the calling
+  /// batch when `pinForBatch`). A call that
+  /// finds another promotion of the same block in flight waits for that read instead of missing
+  /// the block, so a client's GET racing a repair's copy of the same block still finds it.
+  private func promote(_ id: BlockID, pinForBatch: Bool = false) async throws(StrataError) -> Promotion {
+    guard let nvme, let bytes = nvme.payloadBytes(of: id) else { return .missed }
+    if await joinPromotion(of: id, pinForBatch: pinForBatch) { return .resident }
     let slot = try await makeRoom(bytes: bytes, for: id.namespace)
     let claimed = state.withLock { state -> Bool in
       guard state.ram[id] == nil, state.reservations[id] == nil else {
@@ -858,9 +874,11 @@ public final class TierManager: Sendable {
         return false
       }
       state.reservations[id] = slot
+      state.promotions[id] = []
       return true
     }
-    guard claimed else { return false }
+    // Another promotion began (or ended) while this call made room: take its result.
+    guard claimed else { return await joinPromotion(of: id, pinForBatch: pinForBatch) ? .resident : .missed }
     nonisolated(unsafe) let destination = arena.buffer(slot, bytes: bytes)
     let result: Result<Int, StrataError>
     do throws(StrataError) {
@@ -868,8 +886,9 @@ public final class TierManager: Sendable {
     } catch {
       result = .failure(error)
     }
-    state.withLock { state in
+    let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
       state.reservations[id] = nil
+      defer { state.promotions[id] = nil }
       switch result {
       case .success(let length) where length == bytes:
         let checksum = CRC32C.checksum(UnsafeRawBufferPointer(destination))
@@ -888,9 +907,32 @@ public final class TierManager: Sendable {
         state.allocator.free(slot)
         if error.code == .checksumMismatch { state.stats.checksumFailures += 1 } else { state.stats.ioErrors += 1 }
       }
+      return state.promotions[id] ?? []
     }
+    for waiter in waiters { waiter.resume() }
     if case .failure(let error) = result { throw error }
-    if case .success(let length) = result { return length == bytes }
-    return false
+    if case .success(let length) = result, length == bytes { return .promoted }
+    return .missed
+  }
+
+  /// Waits for another call's promotion of `id`, if one is in flight; then true when `id` is in
+  /// RAM (pinned for the calling batch when `pinForBatch`). Never waits on a PUT of the same id: a
+  /// slow writer must not hold readers up.
+  private func joinPromotion(of id: BlockID, pinForBatch: Bool) async -> Bool {
+    if state.withLock({ $0.promotions[id] != nil }) {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let waits = state.withLock { state -> Bool in
+          guard state.promotions[id] != nil else { return false }
+          state.promotions[id, default: []].append(continuation)
+          return true
+        }
+        if !waits { continuation.resume() }
+      }
+    }
+    return state.withLock { state in
+      guard state.ram[id] != nil else { return false }
+      if pinForBatch { state.pinForBatch(id) }
+      return true
+    }
   }
 }
