@@ -97,8 +97,11 @@ func nvmeTierBenchmark(repetitions: Int, directory: String, fileBytes: Int = 1 <
 }
 
 /// Warm restart of `blocks` small records: write them, then time the recovery scan and report
-/// the index memory per block.
-func restartBenchmark(blocks: Int, directory: String) throws {
+/// the index memory per block. The writes run `repetitions` times each way, interleaved (each on a
+/// fresh file): one `write` per block, and `batchBlocks` blocks per `write(_:)` call (runs of
+/// records in one device write of at most `NVMeTier.batchWriteBytesMax`); the restart reads the
+/// last file written.
+func restartBenchmark(blocks: Int, directory: String, repetitions: Int, batchBlocks: Int) throws {
   let payloadBytes = 1024
   let regionBytes = 64 << 20
   let recordBytes = 4096
@@ -106,30 +109,79 @@ func restartBenchmark(blocks: Int, directory: String) throws {
   let fileBytes = ((blocks + perRegion - 1) / perRegion + 2) * regionBytes
   mkdir(directory, 0o755)
   let path = directory + "/bench-restart.dat"
-  unlink(path)
   defer { unlink(path) }
-  let device = try FileBlockDevice(path: path, capacityBytes: fileBytes)
-  let tier = try NVMeTier(devices: [device], regionBytes: regionBytes, compression: .none, blockBytesMax: 64 << 10)
-  var payload = [UInt8](repeating: 0, count: payloadBytes)
-  let writeStart = now()
-  for n in 0..<blocks {
-    withUnsafeBytes(of: UInt64(n)) { for (index, byte) in $0.enumerated() { payload[index] = byte } }
-    var seed: [UInt8] = []
-    withUnsafeBytes(of: UInt64(n).littleEndian) { seed += $0 }
-    let id = BlockID(namespace: .embeddedDefault, key: SHA256.digest(seed))
-    try payload.withUnsafeBytes { try tier.write(id, payload: $0, checksum: CRC32C.checksum($0)) }
+  let ids = benchmarkIDs(blocks, salt: 11)
+  // One payload per block of a batch: a batch's payloads must all be valid during its call.
+  let payloads = UnsafeMutableRawBufferPointer.allocate(byteCount: batchBlocks * payloadBytes, alignment: 64)
+  defer { payloads.deallocate() }
+  payloads.initializeMemory(as: UInt8.self, repeating: 0)
+
+  /// Writes every block to a fresh tier on a fresh file; returns the seconds taken and the device writes.
+  func writeAll(batched: Bool) throws -> (seconds: Double, deviceWrites: Int) {
+    unlink(path)
+    let device = try FileBlockDevice(path: path, capacityBytes: fileBytes)
+    let tier = try NVMeTier(devices: [device], regionBytes: regionBytes, compression: .none, blockBytesMax: 64 << 10)
+    let perCall = batched ? batchBlocks : 1
+    let start = now()
+    var first = 0
+    while first < blocks {
+      let count = min(perCall, blocks - first)
+      var batch: [NVMeBlockWrite] = []
+      batch.reserveCapacity(count)
+      for slot in 0..<count {
+        let payload = UnsafeMutableRawBufferPointer(
+          rebasing: payloads[(slot * payloadBytes)..<((slot + 1) * payloadBytes)])
+        payload.storeBytes(of: UInt64(first + slot), toByteOffset: 0, as: UInt64.self)
+        batch.append(
+          NVMeBlockWrite(
+            id: ids[first + slot], payload: UnsafeRawBufferPointer(payload),
+            checksum: CRC32C.checksum(UnsafeRawBufferPointer(payload))))
+      }
+      if batched {
+        for outcome in tier.write(batch) { _ = try outcome.get() }
+      } else {
+        try tier.write(batch[0].id, payload: batch[0].payload, checksum: batch[0].checksum)
+      }
+      first += count
+    }
+    try tier.sync()
+    return (now() - start, tier.statistics.recordWrites)
   }
-  try tier.sync()
-  let writeSeconds = now() - writeStart
+
+  var single: [Double] = []
+  var batched: [Double] = []
+  var writes = (single: 0, batched: 0)
+  for round in 0..<repetitions {
+    // Alternate which goes first, so neither always runs on a warmer (or busier) machine.
+    for batchedTurn in (round % 2 == 0 ? [false, true] : [true, false]) {
+      let (seconds, deviceWrites) = try writeAll(batched: batchedTurn)
+      if batchedTurn {
+        batched.append(seconds)
+        writes.batched = deviceWrites
+      } else {
+        single.append(seconds)
+        writes.single = deviceWrites
+      }
+    }
+  }
   let (recovered, report) = try NVMeTier.recover(
     devices: [try FileBlockDevice(path: path, capacityBytes: fileBytes)], regionBytes: regionBytes,
     compression: .none, blockBytesMax: 64 << 10)
   let statistics = recovered.statistics
   print("")
   print(
-    "Warm restart: \(blocks) blocks of \(payloadBytes) B (records of \(recordBytes) B, \(ByteSize(bytes: UInt64(fileBytes))) file)"
+    "Warm restart: \(blocks) blocks of \(payloadBytes) B (records of \(recordBytes) B, \(ByteSize(bytes: UInt64(fileBytes))) file); "
+      + "writes: medians of \(repetitions), interleaved"
   )
-  print("write seconds \(formatted(writeSeconds, 1)) (\(formatted(Double(blocks) / writeSeconds, 0)) blocks/s)")
+  for (label, seconds, deviceWrites) in [
+    ("one block per write call", single, writes.single),
+    ("\(batchBlocks) blocks per write call", batched, writes.batched),
+  ] {
+    let median = median(seconds)
+    print(
+      "write seconds \(formatted(median, 2)) (\(formatted(Double(blocks) / median, 0)) blocks/s), "
+        + "\(deviceWrites) device writes: \(label); rounds \(seconds.map { formatted($0, 2) }.joined(separator: " "))")
+  }
   print(
     "restart seconds \(formatted(report.durationSeconds, 2)), blocks recovered \(report.blocksRecovered), "
       + "corrupt \(report.corruptDropped), index bytes per block \(formatted(statistics.indexBytesPerBlock, 1))")

@@ -1,6 +1,6 @@
 // strata-microbench: in-process benchmarks of the data-path primitives, each side by side with
 // memcpy of the same bytes in the same run. Usage and recorded results: docs/performance.md.
-//   swift run -c release strata-microbench [checksum|hash|lz4|tiers|restart|placement|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N] [--keys N]
+//   swift run -c release strata-microbench [checksum|hash|lz4|tiers|restart|placement|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N] [--batch N] [--keys N]
 
 import StrataCore
 
@@ -13,6 +13,7 @@ var repetitions = 3
 var which = "all"
 var directory = "./strata-bench"
 var restartBlocks = 1_000_000
+var batchBlocks = 256
 var placementKeys = 4_000_000
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
@@ -21,11 +22,12 @@ while let argument = arguments.next() {
   case "--repeat": repetitions = Int(arguments.next() ?? "") ?? repetitions
   case "--dir": directory = arguments.next() ?? directory
   case "--blocks": restartBlocks = Int(arguments.next() ?? "") ?? restartBlocks
+  case "--batch": batchBlocks = max(1, Int(arguments.next() ?? "") ?? batchBlocks)
   case "--keys": placementKeys = Int(arguments.next() ?? "") ?? placementKeys
   case "checksum", "hash", "lz4", "tiers", "restart", "placement", "all": which = argument
   default:
     print(
-      "usage: strata-microbench [checksum|hash|lz4|tiers|restart|placement|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N] [--keys N]"
+      "usage: strata-microbench [checksum|hash|lz4|tiers|restart|placement|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N] [--batch N] [--keys N]"
     )
     exit(64)
   }
@@ -104,7 +106,8 @@ if which == "placement" || which == "all" {
 
 if which == "restart" {
   do {
-    try restartBenchmark(blocks: restartBlocks, directory: directory)
+    try restartBenchmark(
+      blocks: restartBlocks, directory: directory, repetitions: repetitions, batchBlocks: batchBlocks)
   } catch {
     print("restart: benchmark failed: \(error)")
   }

@@ -58,6 +58,52 @@ import Testing
     }
   }
 
+  /// Small blocks go to NVMe in batches: 64 blocks of 2 KB (records of 4 KiB) in one device write.
+  @Test func smallBlocksAreWrittenBehindInOneDeviceWrite() async throws {
+    let fixture = try TierFixture(ramBytes: 4 << 20, writebackWindowMilliseconds: Self.window)
+    for n in 0..<64 { #expect(try await put(fixture.tiers, n, bytes: 2000 + n) == .stored) }
+    let writesBefore = fixture.device.writeCount
+    #expect(await fixture.tiers.writeBehindPass() == 64)
+    #expect(fixture.device.writeCount - writesBefore == 1, "\(fixture.device.writeCount - writesBefore) device writes")
+    #expect(fixture.nvme.statistics.recordWrites == 1 && fixture.nvme.statistics.recordsWritten == 64)
+    #expect(fixture.tiers.stats.writebackBlocks == 64 && fixture.tiers.stats.writebackPendingBlocks == 0)
+    let restarted = try fixture.restarted()
+    #expect(restarted.report?.blocksRecovered == 64)
+    for n in 0..<64 {
+      #expect(try await read(restarted.tiers, testBlockID(n)) == testPayload(n, bytes: 2000 + n), "block \(n)")
+    }
+  }
+
+  /// Batches hold about one device write of `NVMeTier.batchWriteBytesMax`: 3 MB of 100 KB blocks
+  /// are several batches, each within the bound.
+  @Test func writeBehindBatchesStayWithinTheWriteBound() async throws {
+    let fixture = try TierFixture(ramBytes: 8 << 20, nvmeBytes: 32 << 20, writebackWindowMilliseconds: Self.window)
+    for n in 0..<30 { _ = try await put(fixture.tiers, n, bytes: 100_000) }
+    let writesBefore = fixture.device.writeCount
+    #expect(await fixture.tiers.writeBehindPass() == 30)
+    let writes = fixture.device.writeCount - writesBefore
+    let record = BlockRecordHeader.recordBytes(storedBytes: 100_000, alignmentBytes: 4096)
+    let perWrite = NVMeTier.batchWriteBytesMax / record
+    #expect(writes >= (30 + perWrite - 1) / perWrite && writes < 30, "\(writes) device writes")
+    for n in 0..<30 { #expect(fixture.nvme.contains(testBlockID(n))) }
+  }
+
+  /// A failed device write fails every block of its batch; each stays in RAM, pending.
+  @Test func aFailedBatchLeavesEachOfItsBlocksInRAM() async throws {
+    let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
+    for n in 0..<5 { _ = try await put(fixture.tiers, n, bytes: 3000) }
+    fixture.device.failNextWrites(1)
+    #expect(await fixture.tiers.writeBehindPass() == 0)
+    let stats = fixture.tiers.stats
+    #expect(stats.writebackFailedBlocks == 5 && stats.ioErrors >= 5 && stats.writebackPendingBlocks == 5)
+    for n in 0..<5 {
+      #expect(!fixture.nvme.contains(testBlockID(n)))
+      #expect(try await read(fixture.tiers, testBlockID(n)) == testPayload(n, bytes: 3000))
+    }
+    #expect(try await fixture.tiers.flush() == 5)
+    for n in 0..<5 { #expect(fixture.nvme.contains(testBlockID(n))) }
+  }
+
   @Test func lateWritesAreCounted() async throws {
     let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
     _ = try await put(fixture.tiers, 1, bytes: 50_000)

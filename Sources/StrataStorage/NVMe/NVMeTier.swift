@@ -39,6 +39,10 @@ public struct NVMeTierStatistics: Hashable, Sendable {
   public var reclaimFullScans = 0
   /// Tombstones written by `remove`, so removed blocks stay removed across a restart.
   public var tombstonesWritten = 0
+  /// Device writes that carried new blocks' records, and the records they carried: a batch
+  /// write puts a run of small records in one device write, so the first is the smaller.
+  public var recordWrites = 0
+  public var recordsWritten = 0
   /// Estimated bytes the block index occupies (hash table buckets, keys and values).
   public var indexBytes = 0
 
@@ -86,6 +90,12 @@ public final class NVMeTier: Sendable {
   public let blockBytesMax: Int
   /// The alignment every record is placed at: the largest of the devices'.
   public let alignmentBytes: Int
+  /// The largest record the tier stages: one of the largest block, and one alignment block more
+  /// (the reclaim walk reads headers into it while a record of the largest size is staged).
+  let recordBufferBytes: Int
+  /// The most bytes one device write of a run of records carries (`batchWriteBytesMax`, capped at
+  /// the region size); a record larger than it is written alone.
+  let runBytesMax: Int
   let devices: [any BlockDevice]
   let pool: StagingPool
   let log: Mutex<RegionLog>
@@ -117,8 +127,11 @@ public final class NVMeTier: Sendable {
   /// record of an earlier life can come back in a later recovery. Each device is split into
   /// `regionBytes` regions (a remainder smaller than a region is unused).
   /// - Parameters:
-  ///   - blockBytesMax: the largest payload `write` accepts; staging buffers hold one record of it.
+  ///   - blockBytesMax: the largest payload `write` accepts; staging buffers hold one record of it,
+  ///     or a run of records for one write (`batchWriteBytesMax`), whichever is larger.
   ///   - stagingBufferCount: concurrent operations served without allocating; size it to the I/O pool.
+  ///     Staging memory is this many buffers, at most `max(record of blockBytesMax + alignment,
+  ///     batchWriteBytesMax)` bytes each, allocated once (pages untouched cost nothing).
   public convenience init(
     devices: [any BlockDevice], regionBytes: Int, compression: CompressionCodec,
     blockBytesMax: Int = NVMeTier.defaultBlockBytesMax, stagingBufferCount: Int = NVMeTier.defaultStagingBufferCount
@@ -185,8 +198,11 @@ public final class NVMeTier: Sendable {
     alignmentBytes = alignment
     capacityBytes = placements.count * regionBytes
     // One extra block: the reclaim walk reads headers into it while reinsertion stages a record of
-    // the largest size in front of it.
-    pool = StagingPool(count: stagingBufferCount, bufferBytes: recordBytesMax + alignment, alignmentBytes: alignment)
+    // the largest size in front of it. A buffer also holds a run of small records for one write.
+    recordBufferBytes = recordBytesMax + alignment
+    runBytesMax = max(alignment, min(Self.batchWriteBytesMax, regionBytes) / alignment * alignment)
+    pool = StagingPool(
+      count: stagingBufferCount, bufferBytes: max(recordBufferBytes, runBytesMax), alignmentBytes: alignment)
     log = Mutex(
       RegionLog(
         regionPlacements: placements, regionBytes: regionBytes, alignmentBytes: alignment,
@@ -238,6 +254,8 @@ public final class NVMeTier: Sendable {
       statistics.admissionsRefused = log.counters.admissionsRefused
       statistics.reclaimFullScans = log.counters.reclaimFullScans
       statistics.tombstonesWritten = log.counters.tombstonesWritten
+      statistics.recordWrites = log.counters.recordWrites
+      statistics.recordsWritten = log.counters.recordsWritten
       statistics.indexBytes = NVMeTier.estimatedIndexBytes(capacity: log.index.capacity)
       return statistics
     }
@@ -254,103 +272,6 @@ public final class NVMeTier: Sendable {
     while buckets * 3 / 4 < capacity { buckets *= 2 }
     let bucketBytes = MemoryLayout<IndexKey>.stride + MemoryLayout<RecordLocation>.stride
     return buckets * bucketBytes + buckets / 8
-  }
-
-  // MARK: Writing
-
-  /// Stores a block, unless it is present (or being written by another thread): blocks are
-  /// immutable, so the first copy stands and the call does nothing. `checksum` is the CRC-32C of
-  /// `payload`, checked before anything is written. The block is in the index when this returns.
-  /// Throws `.ioError` when the device failed (the block is not admitted; the tier stays usable),
-  /// `.resourceExhausted` when no region is free while another thread is reclaiming one,
-  /// `.checksumMismatch` when `payload` does not match `checksum`.
-  ///
-  /// `checksumOfStoredCopy`: the caller computed `checksum` over these very bytes when it stored
-  /// them (the tier manager at commit, over the arena slot that has been immutable since), so the
-  /// tier does not checksum the payload again. Damage to the bytes since then is still caught: the
-  /// record carries `checksum`, not one computed now, so the first read or scrub of it fails
-  /// verification and the block is dropped, never served.
-  public func write(
-    _ id: BlockID, payload: UnsafeRawBufferPointer, checksum: UInt32, checksumOfStoredCopy: Bool = false
-  ) throws(StrataError) {
-    guard payload.count <= blockBytesMax else {
-      throw StrataError(
-        .invalidArgument, "\(id): block of \(payload.count) bytes exceeds the NVMe tier's \(blockBytesMax)")
-    }
-    // Otherwise the last check before a long-lived copy: bytes the caller did not checksum itself
-    // must not be persisted with a checksum that would then vouch for them.
-    let actual = checksumOfStoredCopy ? checksum : CRC32C.checksum(payload)
-    guard actual == checksum else {
-      throw StrataError(
-        .checksumMismatch,
-        "\(id): payload checksum 0x\(String(actual, radix: 16)) differs from the given 0x\(String(checksum, radix: 16))"
-      )
-    }
-    let key: IndexKey
-    switch log.withLock({ $0.admit(id) }) {
-    case .present: return
-    case .namespacesExhausted:
-      throw StrataError(.resourceExhausted, "\(id): the NVMe tier holds the most namespaces it can (65536)")
-    case .admitted(let admitted): key = admitted
-    }
-    let victim = try writeAdmitted(id, key: key, payload: payload, checksum: checksum)
-    if let victim { reclaim(victim) }
-  }
-
-  /// Stages, places and writes one admitted block; returns a region the caller must reclaim.
-  private func writeAdmitted(
-    _ id: BlockID, key: IndexKey, payload: UnsafeRawBufferPointer, checksum: UInt32
-  ) throws(StrataError) -> Int? {
-    let lease = pool.lease()
-    let headerBytes = BlockRecordHeader.byteCount
-    let body = UnsafeMutableRawBufferPointer(rebasing: lease.buffer[headerBytes...])
-    var codec = CompressionCodec.none
-    var storedBytes = payload.count
-    var storedChecksum = checksum
-    let keptBytesMax = LZ4Codec.keptBytesMax(payloadBytes: payload.count)
-    if compression == .lz4, keptBytesMax > 0,
-      let compressed = LZ4Codec.compress(payload, into: UnsafeMutableRawBufferPointer(rebasing: body[0..<keptBytesMax]))
-    {
-      codec = .lz4
-      storedBytes = compressed
-      storedChecksum = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: body[0..<compressed]))
-    } else if payload.count > 0 {
-      UnsafeMutableRawBufferPointer(rebasing: body[0..<payload.count]).copyMemory(from: payload)
-    }
-    let recordBytes = BlockRecordHeader.recordBytes(storedBytes: storedBytes, alignmentBytes: alignmentBytes)
-    // Zeroed padding: what lands on disk is a function of the block alone, never of stale memory.
-    UnsafeMutableRawBufferPointer(rebasing: body[storedBytes..<(recordBytes - headerBytes)])
-      .initializeMemory(as: UInt8.self, repeating: 0)
-
-    guard let (reservation, victim) = reserveRecord(bytes: recordBytes) else {
-      log.withLock { log in
-        log.withdraw(key)
-        log.counters.admissionsRefused += 1
-      }
-      throw StrataError(
-        .resourceExhausted,
-        "\(id): no free NVMe region (another write is reclaiming one, or writes are failing and no region without live blocks is left to reuse); block not admitted"
-      )
-    }
-
-    let header = BlockRecordHeader(
-      codec: codec, namespace: id.namespace, key: id.key, payloadBytes: payload.count, storedBytes: storedBytes,
-      payloadChecksum: checksum, storedChecksum: storedChecksum, sequence: reservation.sequence,
-      deviceOffset: reservation.deviceOffset)
-    header.encode(into: lease.buffer)
-    do {
-      try devices[reservation.device].write(
-        at: reservation.deviceOffset, from: UnsafeRawBufferPointer(lease.prefix(recordBytes)))
-    } catch {
-      log.withLock { $0.abandonWrite(reservation, key: key) }
-      if let victim { reclaim(victim) }
-      throw error
-    }
-    let location = RecordLocation(
-      region: reservation.region, offsetInRegion: reservation.offsetInRegion, payloadBytes: payload.count,
-      storedBytes: storedBytes, codec: codec)
-    log.withLock { $0.finishWrite(reservation, key: key, location: location) }
-    return victim
   }
 
   // MARK: Reading
@@ -469,13 +390,14 @@ public final class NVMeTier: Sendable {
     return removed
   }
 
-  /// Space for one record of `bytes` in the open region, and a region the caller must reclaim
-  /// after writing (if any); nil when no region is free while another thread reclaims one. Each
-  /// pass either reserves or reclaims one region; a region count of passes always suffices unless
+  /// Space in the open region for the first records of a run of `bytes` (one at least, back to
+  /// back: see `RegionLog.reserve(run:mayReclaim:)`), and a region the caller must reclaim after
+  /// writing (if any); nil when no region is free while another thread reclaims one. Each pass
+  /// either reserves or reclaims one region; a region count of passes always suffices unless
   /// other threads keep taking what this one frees.
-  private func reserveRecord(bytes: Int) -> (Reservation, Int?)? {
+  func reserveRun(bytes: [Int]) -> ([Reservation], Int?)? {
     for _ in 0...log.withLock({ $0.regions.count }) {
-      switch log.withLock({ $0.reserve(recordBytes: bytes, mayReclaim: true) }) {
+      switch log.withLock({ $0.reserve(run: bytes, mayReclaim: true) }) {
       case .reserved(let granted, let reclaim): return (granted, reclaim)
       case .mustReclaim(let region): reclaim(region)
       case .busy: return nil
@@ -486,7 +408,7 @@ public final class NVMeTier: Sendable {
 
   private func writeTombstone(_ id: BlockID) {
     let lease = pool.lease()
-    guard let (reservation, victim) = reserveRecord(bytes: alignmentBytes) else {
+    guard let (reservations, victim) = reserveRun(bytes: [alignmentBytes]), let reservation = reservations.first else {
       log.withLock { $0.counters.admissionsRefused += 1 }
       return
     }
@@ -523,10 +445,10 @@ public final class NVMeTier: Sendable {
     var evicted: [BlockID] = []
     // Headers are read one at a time into the block after a record of the largest size, since
     // reinsertion stages whole records at the front of the same buffer.
-    let recordBytesMax = pool.bufferBytes - alignmentBytes
+    let recordBytesMax = recordBufferBytes - alignmentBytes
     let scan = walk(
       device: region.device, deviceOffset: region.deviceOffset, limitBytes: region.writeOffset,
-      window: UnsafeMutableRawBufferPointer(rebasing: lease.buffer[recordBytesMax...]),
+      window: UnsafeMutableRawBufferPointer(rebasing: lease.buffer[recordBytesMax..<recordBufferBytes]),
       recordBuffer: lease.buffer, verifyStored: false
     ) { header, offsetInRegion, recordBytes in
       let live = log.withLock { log -> (IndexKey, RecordLocation)? in
@@ -582,7 +504,9 @@ public final class NVMeTier: Sendable {
       log.withLock { $0.counters.corruptBlocksDetected += 1 }
       return false
     }
-    guard case .reserved(let reservation, _) = log.withLock({ $0.reserve(recordBytes: recordBytes, mayReclaim: false) })
+    guard
+      case .reserved(let reservations, _) = log.withLock({ $0.reserve(recordBytes: recordBytes, mayReclaim: false) }),
+      let reservation = reservations.first
     else { return false }
     var moved = header
     moved.sequence = reservation.sequence
@@ -617,7 +541,7 @@ public final class NVMeTier: Sendable {
   /// The region is read through `window` (see `RegionReader`): a window of one alignment block
   /// reads each header on its own, as the reclaim walk does; a larger one reads ahead, so that a
   /// region of small records costs a few large reads. With `verifyStored`, a record larger than
-  /// the window is read whole into `recordBuffer`, which must hold `pool.bufferBytes`; without it,
+  /// the window is read whole into `recordBuffer`, which must hold `recordBufferBytes`; without it,
   /// `recordBuffer` is not touched. The walk reads only forward, so `visit` may overwrite bytes
   /// of the window that lie before the end of the record it is given.
   func walk(
@@ -627,7 +551,7 @@ public final class NVMeTier: Sendable {
   ) -> RegionScan {
     precondition(
       window.count >= alignmentBytes && window.count % alignmentBytes == 0
-        && (!verifyStored || recordBuffer.count >= pool.bufferBytes),
+        && (!verifyStored || recordBuffer.count >= recordBufferBytes),
       "NVMeTier.walk: window of \(window.count) bytes, record buffer of \(recordBuffer.count) bytes")
     var scan = RegionScan()
     var reader = RegionReader(
@@ -665,7 +589,7 @@ public final class NVMeTier: Sendable {
         break
       }
       previousSequence = header.sequence
-      guard recordBytes <= pool.bufferBytes else {
+      guard recordBytes <= recordBufferBytes else {
         // Written under a larger block limit than this tier's: sound, but it cannot be staged.
         scan.corrupt += 1
         offset += recordBytes

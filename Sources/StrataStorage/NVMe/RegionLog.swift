@@ -53,6 +53,8 @@ struct RegionLogCounters: Sendable {
   var admissionsRefused = 0
   var reclaimFullScans = 0
   var tombstonesWritten = 0
+  var recordWrites = 0
+  var recordsWritten = 0
 }
 
 struct RegionLog: Sendable {
@@ -86,8 +88,10 @@ struct RegionLog: Sendable {
   }
 
   enum ReserveOutcome {
-    /// Space is reserved; when `reclaim` is set the caller must reclaim that region after its write.
-    case reserved(Reservation, reclaim: Int?)
+    /// Space is reserved for the first records asked for (one at least, in order, back to back in
+    /// one region, with increasing sequence numbers: one device write can carry them all); when
+    /// `reclaim` is set the caller must reclaim that region after its write.
+    case reserved([Reservation], reclaim: Int?)
     /// No space and no reclaim running: the caller must reclaim this region now and try again.
     case mustReclaim(Int)
     /// No space, and another thread's reclaim has not yet freed any.
@@ -194,11 +198,19 @@ struct RegionLog: Sendable {
   /// that `mayReclaim` (a foreground write, not a reinsertion) is asked to reclaim: keeping one
   /// region free while a reclaim runs gives its hot blocks somewhere to go.
   mutating func reserve(recordBytes: Int, mayReclaim: Bool) -> ReserveOutcome {
+    reserve(run: CollectionOfOne(recordBytes), mayReclaim: mayReclaim)
+  }
+
+  /// Reserves a run of records, each of `run`'s sizes in order, contiguous in one region: as many
+  /// as fit where the open region ends, or, when not even the first does, as many as fit in the
+  /// region opened for them. The records left over go to a later call (which opens the next
+  /// region), so a run lays records out exactly as that many single reservations would.
+  mutating func reserve(run: some Collection<Int>, mayReclaim: Bool) -> ReserveOutcome {
     precondition(
-      recordBytes > 0 && recordBytes <= regionBytes && recordBytes % alignmentBytes == 0,
-      "RegionLog.reserve: record of \(recordBytes) bytes in regions of \(regionBytes)")
-    if let open = openRegion, regions[open].writeOffset + recordBytes <= regionBytes {
-      return .reserved(take(recordBytes, in: open), reclaim: nil)
+      !run.isEmpty && run.allSatisfy { $0 > 0 && $0 <= regionBytes && $0 % alignmentBytes == 0 },
+      "RegionLog.reserve: records of \(Array(run)) bytes in regions of \(regionBytes)")
+    if let open = openRegion, regions[open].writeOffset + run.first! <= regionBytes {
+      return .reserved(take(run, in: open), reclaim: nil)
     }
     if !freeRegions.isEmpty {
       let next = freeRegions.removeFirst()
@@ -206,10 +218,10 @@ struct RegionLog: Sendable {
       regions[next].phase = .open
       regions[next].writeOffset = 0
       openRegion = next
-      let reservation = take(recordBytes, in: next)
+      let reservations = take(run, in: next)
       var victim: Int? = nil
       if mayReclaim && freeRegions.isEmpty && !reclaimInProgress { victim = startReclaim() }
-      return .reserved(reservation, reclaim: victim)
+      return .reserved(reservations, reclaim: victim)
     }
     guard mayReclaim, !reclaimInProgress else { return .busy }
     // Nothing free and nobody freeing: the open region cannot take this record, so it is sealed
@@ -217,6 +229,17 @@ struct RegionLog: Sendable {
     if let open = openRegion { seal(open) }
     guard let victim = startReclaim() else { return .busy }
     return .mustReclaim(victim)
+  }
+
+  /// The longest prefix of `run` that fits in `region` from its write offset (the first record
+  /// always does), reserved.
+  private mutating func take(_ run: some Collection<Int>, in region: Int) -> [Reservation] {
+    var reservations: [Reservation] = []
+    for recordBytes in run {
+      guard regions[region].writeOffset + recordBytes <= regionBytes else { break }
+      reservations.append(take(recordBytes, in: region))
+    }
+    return reservations
   }
 
   private mutating func take(_ recordBytes: Int, in region: Int) -> Reservation {

@@ -3,8 +3,12 @@
 // lag, which the disk keeps under `writebackWindowMilliseconds` while it keeps up), and evicting
 // a block already written behind costs nothing.
 //
-// Bounds: the queue names blocks held in RAM (compacted to a multiple of their count), and at most
-// `writeBehindConcurrency` writes run at once on the shared I/O pool. When the disk cannot keep
+// Blocks go in batches of consecutive commits, one NVMe tier call each, which puts a run of small
+// records in one device write (`NVMeTier.batchWriteBytesMax`); a large block is a batch alone.
+//
+// Bounds: the queue names blocks held in RAM (compacted to a multiple of their count), a batch
+// holds at most `writeBehindBatchBlocksMax` blocks, and at most `writeBehindConcurrency` batches
+// are written at once on the shared I/O pool. When the disk cannot keep
 // up, blocks wait in RAM: the lag grows, late writes are counted, and once RAM fills a PUT evicts
 // inline, writing its victim first (the demotion path), so PUTs slow to the disk's pace instead
 // of RAM or the queue growing without bound.
@@ -29,9 +33,15 @@ extension TierManager {
     for await _ in writeBehindSignals { _ = await writeBehindPass(nvme) }
   }
 
-  /// Writes every queued block, `writeBehindConcurrency` at a time, then makes the writes durable
-  /// on the devices (fdatasync) so they survive a power loss too, not only a process crash.
-  /// Returns the number of blocks written. Tests call it directly to drive write-behind in steps.
+  /// Blocks in one write-behind batch at most; with `NVMeTier.batchWriteBytesMax` this bounds what
+  /// one batch holds out of eviction (marked as being written) at a time.
+  static var writeBehindBatchBlocksMax: Int { 256 }
+
+  /// Writes every queued block, in batches of consecutive blocks (about one device write of
+  /// `NVMeTier.batchWriteBytesMax` each, so small blocks cost few writes), `writeBehindConcurrency`
+  /// batches at a time; then makes the writes durable on the devices (fdatasync) so they survive a
+  /// power loss too, not only a process crash. Returns the number of blocks written. Tests call it
+  /// directly to drive write-behind in steps.
   @discardableResult
   public func writeBehindPass() async -> Int {
     guard writeBehindEnabled, let nvme else { return 0 }
@@ -40,17 +50,17 @@ extension TierManager {
 
   private func writeBehindPass(_ nvme: NVMeTier) async -> Int {
     let concurrency = writeBehindConcurrency
-    let written = await withTaskGroup(of: Bool.self) { group -> Int in
+    let written = await withTaskGroup(of: Int.self) { group -> Int in
       var running = 0
       var written = 0
       while true {
-        while running < concurrency, let job = takeWriteBehind() {
-          group.addTask { await self.writeBehind(job, to: nvme) }
+        while running < concurrency, case let batch = takeWriteBehind(nvme), !batch.isEmpty {
+          group.addTask { await self.writeBehind(batch, to: nvme) }
           running += 1
         }
         guard running > 0, let wrote = await group.next() else { return written }
         running -= 1
-        if wrote { written += 1 }
+        written += wrote
       }
     }
     if written > 0 {
@@ -63,39 +73,80 @@ extension TierManager {
     return written
   }
 
-  /// The oldest block waiting for write-behind, marked as being written (readable, not
-  /// evictable); nil when none waits.
-  private func takeWriteBehind() -> WriteBehindJob? {
+  /// The oldest blocks waiting for write-behind, each marked as being written (readable, not
+  /// evictable): as many as one device write of `NVMeTier.batchWriteBytesMax` takes (their
+  /// records uncompressed), at most `writeBehindBatchBlocksMax`, and one at least while any
+  /// waits. Empty when none waits.
+  private func takeWriteBehind(_ nvme: NVMeTier) -> [WriteBehindJob] {
     state.withLock { state in
       // An id whose deleted copy is still being written waits: that write's completion queues
       // the re-PUT copy again (`requeueAfterDeletedWrite`).
       let deletedWhileWriting = state.removedWhileDemoting
-      guard
-        let id = state.withWriteBehindQueue({ queue, ram in
-          queue.popFirst(where: { id in
-            guard let entry = ram[id] else { return false }
-            return entry.dirty && !entry.demoting && !deletedWhileWriting.contains(id)
-          })
-        }),
-        var entry = state.ram[id]
-      else { return nil }
-      entry.demoting = true
-      state.ram[id] = entry
-      state.writingBehind[id] = entry.storedAtMilliseconds
-      return WriteBehindJob(
-        id: id, slot: entry.slot, bytes: entry.bytes, checksum: entry.checksum,
-        storedAtMilliseconds: entry.storedAtMilliseconds)
+      let isWaiting = { (id: BlockID, ram: RAMIndex) -> Bool in
+        guard let entry = ram[id] else { return false }
+        return entry.dirty && !entry.demoting && !deletedWhileWriting.contains(id)
+      }
+      var batch: [WriteBehindJob] = []
+      var batchBytes = 0
+      while batch.count < Self.writeBehindBatchBlocksMax {
+        guard let id = state.withWriteBehindQueue({ queue, ram in queue.first(where: { isWaiting($0, ram) }) }),
+          var entry = state.ram[id]
+        else { break }
+        let recordBytes = BlockRecordHeader.recordBytes(storedBytes: entry.bytes, alignmentBytes: nvme.alignmentBytes)
+        // The block the batch has no room for stays first in the queue, for the next batch.
+        if !batch.isEmpty, batchBytes + recordBytes > NVMeTier.batchWriteBytesMax { break }
+        _ = state.withWriteBehindQueue { queue, ram in queue.popFirst(where: { isWaiting($0, ram) }) }
+        entry.demoting = true
+        state.ram[id] = entry
+        state.writingBehind[id] = entry.storedAtMilliseconds
+        batch.append(
+          WriteBehindJob(
+            id: id, slot: entry.slot, bytes: entry.bytes, checksum: entry.checksum,
+            storedAtMilliseconds: entry.storedAtMilliseconds))
+        batchBytes += recordBytes
+      }
+      return batch
     }
   }
 
-  /// Writes one block behind; true when it reached NVMe.
-  private func writeBehind(_ job: WriteBehindJob, to nvme: NVMeTier) async -> Bool {
-    // The slot stays put: the entry is marked demoting, so it is neither evicted nor freed (a
-    // remove meanwhile leaves the slot to this write, which releases it below).
-    let bytes = UnsafeRawBufferPointer(arena.buffer(job.slot, bytes: job.bytes))
-    guard nvmeQuotaRoom()(job.id.namespace, job.bytes) else {
-      // Its namespace is at its NVMe quota: the block stays in RAM only, as eviction would leave
-      // it (it is dropped, not written, when it leaves RAM).
+  /// Writes a batch of blocks behind, in one call of the NVMe tier; returns how many reached NVMe.
+  private func writeBehind(_ jobs: [WriteBehindJob], to nvme: NVMeTier) async -> Int {
+    // The slots stay put: the entries are marked demoting, so they are neither evicted nor freed
+    // (a remove meanwhile leaves the slot to this write, which releases it below).
+    let room = nvmeQuotaRoom()
+    var batchBytes: [Namespace: Int] = [:]
+    var writing: [WriteBehindJob] = []
+    for job in jobs {
+      // Within its namespace's NVMe quota with the batch's earlier blocks counted; otherwise it
+      // stays in RAM only, as eviction would leave it (dropped, not written, when it leaves RAM).
+      let before = batchBytes[job.id.namespace, default: 0]
+      guard room(job.id.namespace, before + job.bytes) else {
+        finishWriteBehind(job, written: nil, nvme: nvme)
+        continue
+      }
+      batchBytes[job.id.namespace] = before + job.bytes
+      writing.append(job)
+    }
+    guard !writing.isEmpty else { return 0 }
+    let blocks = writing.map { job in
+      NVMeBlockWrite(
+        id: job.id, payload: UnsafeRawBufferPointer(arena.buffer(job.slot, bytes: job.bytes)),
+        checksum: job.checksum, checksumOfStoredCopy: true)
+    }
+    // Failures are counted as I/O errors by writeToNVMe, and below as failed write-behinds.
+    let failures = await writeToNVMe(nvme, blocks)
+    var written = 0
+    for (job, failure) in zip(writing, failures) {
+      finishWriteBehind(job, written: failure == nil, nvme: nvme)
+      if failure == nil { written += 1 }
+    }
+    return written
+  }
+
+  /// Ends one block's write-behind: `written` says whether it reached NVMe, nil when its namespace
+  /// had no NVMe quota left for it (not tried).
+  private func finishWriteBehind(_ job: WriteBehindJob, written: Bool?, nvme: NVMeTier) {
+    guard let written else {
       state.withLock { state in
         state.writingBehind[job.id] = nil
         if state.removedWhileDemoting.remove(job.id) != nil {
@@ -110,19 +161,13 @@ extension TierManager {
           state.ram[job.id] = current
         }
       }
-      return false
-    }
-    var written = true
-    do throws(StrataError) {
-      try await writeToNVMe(nvme, job.id, bytes, job.checksum)
-    } catch {
-      written = false  // counted as an I/O error by writeToNVMe, and below as a failed write-behind
+      return
     }
     let now = clock.nowMilliseconds()
     // A block deleted while it was being written must not come back from NVMe; its record goes
     // before the id leaves `removedWhileDemoting` (see `pickVictim`).
     if written, state.withLock({ $0.removedWhileDemoting.contains(job.id) }) { _ = nvme.remove(job.id) }
-    _ = state.withLock { state -> Bool in  // true: deleted during the write
+    state.withLock { state in
       state.writingBehind[job.id] = nil
       if written {
         state.stats.writebackBlocks += 1
@@ -140,16 +185,14 @@ extension TierManager {
           state.allocator.free(job.slot)
         }
         state.requeueAfterDeletedWrite(job.id, writeBehind: true)
-        return true
+        return
       }
       if var current = state.ram[job.id] {
         current.demoting = false
         if written { current.dirty = false }
         state.ram[job.id] = current
       }
-      return false
     }
-    return written
   }
 
   /// Records that a RAM block's copy is on NVMe now (written by `persist`).

@@ -838,17 +838,33 @@ public final class TierManager: Sendable {
   func writeToNVMe(
     _ nvme: NVMeTier, _ id: BlockID, _ bytes: UnsafeRawBufferPointer, _ checksum: UInt32
   ) async throws(StrataError) {
-    nonisolated(unsafe) let payload = bytes  // pinned or demoting: the slot stays put until we return
+    let block = NVMeBlockWrite(id: id, payload: bytes, checksum: checksum, checksumOfStoredCopy: true)
+    if let failure = await writeToNVMe(nvme, [block])[0] { throw failure }
+  }
+
+  /// Writes blocks to NVMe in one call of the tier (few device writes for many small blocks);
+  /// returns each block's failure, nil for those on NVMe now. Each failure counts as an I/O error.
+  /// The payloads are arena slots that stay put (pinned or demoting) until this returns, and each
+  /// checksum is the commit's, over its slot (immutable since): the tier does not compute it again.
+  func writeToNVMe(_ nvme: NVMeTier, _ blocks: [NVMeBlockWrite]) async -> [StrataError?] {
+    nonisolated(unsafe) let writes = blocks  // the slots stay put until we return (see above)
+    var failures: [StrataError?]
     do throws(StrataError) {
-      try await io.run { () throws(StrataError) in
-        // The checksum is the commit's, over this slot (immutable since): not computed again.
-        _ = try nvme.write(id, payload: payload, checksum: checksum, checksumOfStoredCopy: true)
+      let outcomes = try await io.run { () throws(StrataError) in nvme.write(writes) }
+      failures = outcomes.map { outcome in
+        guard case .failure(let error) = outcome else { return nil }
+        return error
       }
-      nvmeAges.written(id, in: nvme, atMilliseconds: clock.nowMilliseconds())
     } catch {
-      state.withLock { $0.stats.ioErrors += 1 }
-      throw error
+      failures = Array(repeating: error, count: blocks.count)
     }
+    let now = clock.nowMilliseconds()
+    for (block, failure) in zip(blocks, failures) where failure == nil {
+      nvmeAges.written(block.id, in: nvme, atMilliseconds: now)
+    }
+    let failed = failures.count { $0 != nil }
+    if failed > 0 { state.withLock { $0.stats.ioErrors += failed } }
+    return failures
   }
 
   private enum Promotion {
