@@ -112,6 +112,12 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_writeback_failed_blocks_total", kind: .counter, labels: [],
       help: "Write-behind writes that failed; the block stays in RAM until demoted or flushed."),
     .init(
+      name: "strata_nvme_device_writes_total", kind: .counter, labels: [],
+      help: "Device writes of block records to the NVMe tier (a batch writes a run of records in one)."),
+    .init(
+      name: "strata_nvme_records_written_total", kind: .counter, labels: [],
+      help: "Block records written to the NVMe tier."),
+    .init(
       name: "strata_auth_failures_total", kind: .counter, labels: ["reason"],
       help: "HELLOs and admin calls refused for their credentials (unknown_token, no_token, peer_refused)."),
     .init(
@@ -373,6 +379,8 @@ public final class NodeMetrics: NodeObserver {
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "capacity")], to: nvme.evictedBlocks)
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "corrupt")], to: nvme.corruptBlocksDetected)
       advance("strata_checksum_failures_total", [("tier", "nvme")], to: nvme.corruptBlocksDetected)
+      advance("strata_nvme_device_writes_total", [], to: nvme.recordWrites)
+      advance("strata_nvme_records_written_total", [], to: nvme.recordsWritten)
     }
     if let verifier { advance("strata_verify_corrupt_blocks_total", [], to: verifier.corruptBlocksTotal) }
     if let server {
@@ -519,6 +527,7 @@ public final class NodeMetrics: NodeObserver {
       "strata_under_replicated_writes_total", "strata_under_replicated_overflow_total",
       "strata_writeback_blocks_total", "strata_writeback_bytes_total",
       "strata_writeback_late_blocks_total", "strata_writeback_failed_blocks_total",
+      "strata_nvme_device_writes_total", "strata_nvme_records_written_total",
     ] {
       counter(name).increment(by: Int64(0))
     }

@@ -59,6 +59,10 @@ import Testing
     #expect(try metric("strata_writeback_blocks_total", admin) >= Double(early - 32))
     #expect(try metric("strata_writeback_late_blocks_total", admin) == 0, "the disk did not keep up (lag \(lagMax) s)")
     #expect(try metric("strata_evictions_total{tier=\"ram\",reason=\"clean\"}", admin) > 0)
+    // Every record written reached the disk in some device write (a run holds one or more).
+    let deviceWrites = try metric("strata_nvme_device_writes_total", admin)
+    #expect(deviceWrites > 0)
+    #expect(try metric("strata_nvme_records_written_total", admin) >= deviceWrites)
     for n in early..<(early + late) {
       let item = StrataClient.PutItem(
         key: keys[n], source: try region.slice(offset: n * blockBytes, length: blockBytes))
