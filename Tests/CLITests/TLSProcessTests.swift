@@ -406,7 +406,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
       return acknowledged
     }
     // Both nodes must be up (a copies only to an owner the probes found up) before the first phase.
-    let ready = try await eventually(within: 15) {
+    let ready = try await eventually(within: 60) {
       (try? await write(run: 400, count: 1)) == 1 && (try? copied()) ?? 0 >= 1
     }
     try #require(ready, "a did not copy to b: \(cluster.log("a"))")
@@ -424,7 +424,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     try install(first)
     try reload()
     let restored = try copied()
-    let copiedAgain = try await eventually(within: 15) {
+    let copiedAgain = try await eventually(within: 60) {
       _ = try? await write(run: 403 + Int.random(in: 0..<1_000_000), count: 5)
       return (try? copied()) ?? 0 >= restored + 5
     }
