@@ -39,6 +39,9 @@ public struct NVMeTierStatistics: Hashable, Sendable {
   public var reclaimFullScans = 0
   /// Tombstones written by `remove`, so removed blocks stay removed across a restart.
   public var tombstonesWritten = 0
+  /// Tombstones not written because no region was free at that moment: the removed block is gone
+  /// from the index now, but its record may bring it back after a restart (with its own bytes).
+  public var tombstonesRefused = 0
   /// Device writes that carried new blocks' records, and the records they carried: a batch
   /// write puts a run of small records in one device write, so the first is the smaller.
   public var recordWrites = 0
@@ -254,6 +257,7 @@ public final class NVMeTier: Sendable {
       statistics.admissionsRefused = log.counters.admissionsRefused
       statistics.reclaimFullScans = log.counters.reclaimFullScans
       statistics.tombstonesWritten = log.counters.tombstonesWritten
+      statistics.tombstonesRefused = log.counters.tombstonesRefused
       statistics.recordWrites = log.counters.recordWrites
       statistics.recordsWritten = log.counters.recordsWritten
       statistics.indexBytes = NVMeTier.estimatedIndexBytes(capacity: log.index.capacity)
@@ -409,7 +413,7 @@ public final class NVMeTier: Sendable {
   private func writeTombstone(_ id: BlockID) {
     let lease = pool.lease()
     guard let (reservations, victim) = reserveRun(bytes: [alignmentBytes]), let reservation = reservations.first else {
-      log.withLock { $0.counters.admissionsRefused += 1 }
+      log.withLock { $0.counters.tombstonesRefused += 1 }
       return
     }
     var header = BlockRecordHeader(

@@ -53,6 +53,7 @@ struct RegionLogCounters: Sendable {
   var admissionsRefused = 0
   var reclaimFullScans = 0
   var tombstonesWritten = 0
+  var tombstonesRefused = 0
   var recordWrites = 0
   var recordsWritten = 0
 }
