@@ -250,3 +250,22 @@ def test_nothing_listening_is_a_clear_error():
     with pytest.raises(StrataError) as error:
         StrataStore(node=f"127.0.0.1:{port}", timeout_ms=2000)
     assert error.value.code == 9 and "127.0.0.1" in str(error.value)
+
+
+def test_batches_split_into_parallel_parts_come_back_whole(store):
+    """Batches over the client's 64 MiB part size, and over the 4,096 items of one request, are
+    split into parts sent in parallel and reassembled in order. This runs the release build of
+    libstrata_client.so, where a part's result once went missing (a crash on a 512 MiB batch)."""
+    names, data = keys(40), blocks(40, (4 << 20) - 64, seed=11)  # ~160 MiB: three parts by bytes
+    assert store.put_from(names, data) == [0] * 40
+    out = [np.zeros(len(block), dtype=np.uint8) for block in data]
+    assert store.get_into(names, out) == [len(block) for block in data]
+    for index, (block, got) in enumerate(zip(data, out)):
+        assert np.array_equal(got, block), f"block {index} of a split batch"
+    many = keys(5000)  # two parts by item count
+    small = [np.full(512, index % 251, dtype=np.uint8) for index in range(5000)]
+    assert store.put_from(many, small) == [0] * 5000
+    back = [np.zeros(512, dtype=np.uint8) for _ in range(5000)]
+    assert store.get_into(many, back) == [512] * 5000
+    assert all(np.array_equal(a, b) for a, b in zip(small, back))
+    assert store.remove(names) == [0] * 40  # the session node's RAM is shared with other tests
