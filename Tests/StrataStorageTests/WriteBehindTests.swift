@@ -2,7 +2,9 @@
 // crash (the device's bytes at that instant, no flush) loses none written behind, evicting them
 // costs no disk write, and a disk that fails or falls behind is counted, never unbounded.
 
+import Dispatch
 import StrataCore
+import Synchronization
 import Testing
 
 @testable import StrataStorage
@@ -206,5 +208,89 @@ import Testing
     while let id = queue.popFirst(where: { waiting.contains($0) }) { popped.append(id) }
     #expect(popped == stride(from: 0, to: 10_000, by: 1000).map { testBlockID($0) }, "oldest first")
     #expect(queue.count == 0)
+  }
+}
+
+/// A device whose writes can be held: once armed, the `after`-th next write signals `arrived` and
+/// waits for `proceed`.
+private final class WriteGatedDevice: BlockDevice {
+  let inner: SimulatedBlockDevice
+  let arrived = DispatchSemaphore(value: 0)
+  let proceed = DispatchSemaphore(value: 0)
+  private let countdown = Mutex<Int?>(nil)
+
+  init(_ inner: SimulatedBlockDevice) { self.inner = inner }
+
+  var capacityBytes: Int { inner.capacityBytes }
+  var alignmentBytes: Int { inner.alignmentBytes }
+
+  func holdWrite(after writes: Int) { countdown.withLock { $0 = writes } }
+
+  func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
+    try inner.read(at: offset, into: buffer)
+  }
+
+  func write(at offset: Int, from buffer: UnsafeRawBufferPointer) throws(StrataError) {
+    let hold = countdown.withLock { left -> Bool in
+      guard let remaining = left else { return false }
+      left = remaining > 1 ? remaining - 1 : nil
+      return remaining == 1
+    }
+    if hold {
+      arrived.signal()
+      proceed.wait()
+    }
+    try inner.write(at: offset, from: buffer)
+  }
+
+  func sync() throws(StrataError) { try inner.sync() }
+  func discard(at offset: Int, bytes: Int) { inner.discard(at: offset, bytes: bytes) }
+}
+
+@Suite struct RemovedWhileWrittenBehindTests {
+  /// A block removed while its write-behind batch is writing it (its record staged, not yet on
+  /// disk) is absent from the moment `remove` returns: also after its run is written and indexed
+  /// while a later run of the batch is still held at the device, and gone from NVMe once the batch
+  /// ends. Regions of 512 KiB hold two 200 KB records, so the batch needs three runs.
+  @Test func aBlockRemovedMidBatchIsAbsentAtOnce() async throws {
+    let device = WriteGatedDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
+    let nvme = try NVMeTier(
+      devices: [device], regionBytes: 512 << 10, compression: .none, blockBytesMax: TierFixture.blockBytesMax)
+    let tiers = try TierManager(
+      configuration: TierConfiguration(
+        ramBytes: 4 << 20, blockBytesMax: TierFixture.blockBytesMax, hugePages: false, ioThreads: 2,
+        writebackWindowMilliseconds: 1_000),
+      nvme: nvme, clock: ManualClock(milliseconds: 1_000))
+    let bytes = 200_000
+    func arrival() async {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        DispatchQueue.global().async {
+          device.arrived.wait()
+          continuation.resume()
+        }
+      }
+    }
+    // One block first: the batch below starts in the second half of a region.
+    _ = try await put(tiers, 0, bytes: bytes)
+    #expect(await tiers.writeBehindPass() == 1)
+    for n in 1...5 { _ = try await put(tiers, n, bytes: bytes) }
+    // Runs: block 1 (region 0), blocks 2-3 (region 1), blocks 4-5 (region 2). Hold the second.
+    device.holdWrite(after: 2)
+    let pass = Task { await tiers.writeBehindPass() }
+    await arrival()
+    tiers.remove(testBlockID(3))
+    #expect(tiers.lookup([testBlockID(3)]) == [.absent])
+    // Let the second run reach the disk (block 3's record is indexed now), hold the third.
+    device.holdWrite(after: 1)
+    device.proceed.signal()
+    await arrival()
+    #expect(nvme.contains(testBlockID(3)), "the run carrying the removed block's record is written")
+    #expect(tiers.lookup([testBlockID(3)]) == [.absent])
+    #expect(tiers.sizes([testBlockID(3)]) == [0])
+    #expect(try await tiers.read(testBlockID(3)) == nil)
+    device.proceed.signal()
+    #expect(await pass.value == 5)
+    #expect(!nvme.contains(testBlockID(3)), "the batch's end removes the record")
+    for n in [1, 2, 4, 5] { #expect(try await read(tiers, testBlockID(n)) == testPayload(n, bytes: bytes)) }
   }
 }

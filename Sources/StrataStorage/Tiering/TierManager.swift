@@ -346,17 +346,21 @@ public final class TierManager: Sendable {
 
   /// Each id's block length in bytes (0 where absent), without pinning or moving anything.
   public func sizes(_ ids: [BlockID]) -> [UInt64] {
-    let inRAM = state.withLock { state in ids.map { state.ram[$0]?.bytes } }
-    return zip(ids, inRAM).map { id, bytes in
-      UInt64(bytes ?? nvme?.payloadBytes(of: id) ?? 0)
+    let inRAM = state.withLock { state in ids.map { (state.ram[$0]?.bytes, state.removedWhileDemoting.contains($0)) } }
+    return zip(ids, inRAM).map { id, found in
+      if let bytes = found.0 { return UInt64(bytes) }
+      return found.1 ? 0 : UInt64(nvme?.payloadBytes(of: id) ?? 0)
     }
   }
 
-  /// Presence and tier of each id, without pinning or moving anything.
+  /// Presence and tier of each id, without pinning or moving anything. A block removed while its
+  /// write to NVMe was in flight is absent from the moment `remove` returns, though that write
+  /// may index its record until its completion deletes it again.
   public func lookup(_ ids: [BlockID]) -> [BlockTier] {
-    let inRAM = state.withLock { state in ids.map { state.ram[$0] != nil } }
-    return zip(ids, inRAM).map { id, ram in
-      if ram { return .ram }
+    let inRAM = state.withLock { state in ids.map { (state.ram[$0] != nil, state.removedWhileDemoting.contains($0)) } }
+    return zip(ids, inRAM).map { id, found in
+      if found.0 { return .ram }
+      if found.1 { return .absent }
       return nvme?.contains(id) == true ? .nvme : .absent
     }
   }
@@ -885,7 +889,8 @@ public final class TierManager: Sendable {
     if await joinPromotion(of: id, pinForBatch: pinForBatch) { return .resident }
     let slot = try await makeRoom(bytes: bytes, for: id.namespace)
     let claimed = state.withLock { state -> Bool in
-      guard state.ram[id] == nil, state.reservations[id] == nil else {
+      // Removed while its NVMe write was in flight: that record is on its way out, never read.
+      guard state.ram[id] == nil, state.reservations[id] == nil, !state.removedWhileDemoting.contains(id) else {
         state.allocator.free(slot)
         return false
       }
