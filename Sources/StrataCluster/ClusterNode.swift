@@ -5,7 +5,6 @@
 
 import Foundation
 public import Logging
-import StrataClient
 public import StrataConfig
 public import StrataCore
 public import StrataNode
@@ -112,6 +111,14 @@ public final class ClusterNode: ClusterHooks {
     /// The clock of the fill window, the drain and repair schedules and member certificate checks
     /// (tests pass a `ManualClock`).
     public var clock: any NodeClock = SystemClock()
+    /// How the cluster layer reaches its peers; nil: TCP (TLS when configured). The simulator
+    /// passes in-memory connections into the other nodes' request pipelines.
+    public var peerTransport: (any PeerTransport)?
+    /// Where the node's background work (replicator, drain, repair, probes) runs; nil: Swift's
+    /// global executor. The simulator passes an executor its run loop drives.
+    public var executor: (any TaskExecutor)?
+    /// Points per member on the ring; only the simulator changes it (fewer, for speed).
+    public var virtualNodes = Ring.defaultVirtualNodes
 
     public init(configuration: NodeConfiguration, nodeID: String, advertise: HostPort, capacityBytes: UInt64) {
       mode = configuration.cluster.mode
@@ -175,12 +182,13 @@ public final class ClusterNode: ClusterHooks {
   private let onDrained = Mutex<(@Sendable () -> Void)?>(nil)
   private let membership = Mutex<(any MembershipSource)?>(nil)
   /// The replicator's loop and the drain and repair passes: cancelled at `stop`.
-  let tasks = OwnedTasks()
+  let tasks: OwnedTasks
 
   public init(settings: Settings, tiers: TierManager, logger: Logger) {
     self.settings = settings
     self.tiers = tiers
     self.logger = logger
+    tasks = OwnedTasks(executor: settings.executor)
     peers = PeerClients(settings: settings, timeoutMilliseconds: settings.peerTimeoutMilliseconds)
     syncPeers = PeerClients(
       settings: settings, timeoutMilliseconds: settings.peerTimeoutMilliseconds,
@@ -191,26 +199,29 @@ public final class ClusterNode: ClusterHooks {
       queueMax: settings.replicationQueueMax, corruptCopies: corruptCopies, underReplicated: underReplicated,
       logger: logger)
     readThrough = ReadThrough(tiers: tiers, peers: peers, blockBytesMax: settings.blockBytesMax)
-    let first = Self.makeRing(members: [settings.me], epoch: 0, replicas: settings.replicas)
+    let first = Self.makeRing(members: [settings.me], epoch: 0, settings: settings)
     state = Mutex(
       State(
         history: RingHistory(current: first, previous: nil, changedAtMilliseconds: settings.clock.nowMilliseconds())))
   }
 
   /// A ring over `members` with the configured (or default) replication factor.
-  static func makeRing(members: [Member], epoch: UInt64, replicas: Int?) -> Ring {
+  static func makeRing(members: [Member], epoch: UInt64, settings: Settings) -> Ring {
     let active = members.filter { $0.state == .active }.count
     return Ring(
       members: members, epoch: epoch,
-      replicationFactor: replicas ?? Ring.defaultReplicationFactor(activeMembers: active))
+      replicationFactor: settings.replicas ?? Ring.defaultReplicationFactor(activeMembers: active),
+      virtualNodes: settings.virtualNodes)
   }
 
-  /// Starts membership (static list or etcd), the replicator and, in static mode, peer probes.
-  public func start() throws(StrataError) {
+  /// Starts membership (static list or etcd, or `membership` when given: the simulator's model of
+  /// etcd), the replicator and, in static mode, peer probes.
+  public func start(membership given: (any MembershipSource)? = nil) throws(StrataError) {
     let source: any MembershipSource
-    switch settings.mode {
-    case .single, .staticPeers: source = StaticMembership(node: self)
-    case .etcd: source = try EtcdMembership(node: self)
+    switch (given, settings.mode) {
+    case (let given?, _): source = given
+    case (nil, .single), (nil, .staticPeers): source = StaticMembership(node: self)
+    case (nil, .etcd): source = try EtcdMembership(node: self)
     }
     membership.withLock { $0 = source }
     tiers.setDemotionFailureHandler { [self] block, error in await demotionFailed(block, error: error) }
@@ -250,8 +261,8 @@ public final class ClusterNode: ClusterHooks {
   var isStopped: Bool { state.withLock { $0.stopped } }
 
   /// Adopts a new ring (from membership); logs the change.
-  func adopt(members: [Member], epoch: UInt64) {
-    let next = Self.makeRing(members: members, epoch: epoch, replicas: settings.replicas)
+  public func adopt(members: [Member], epoch: UInt64) {
+    let next = Self.makeRing(members: members, epoch: epoch, settings: settings)
     let me = settings.me.id
     let (changed, first, departed, joined) = state.withLock { state -> (Bool, Bool, [String], [String]) in
       let first = state.history.current.epoch == 0
@@ -261,7 +272,8 @@ public final class ClusterNode: ClusterHooks {
         // The first real ring: this node has just joined (or come back). Its keys' previous
         // owners are those of the ring without it, who held them meanwhile: read through from them.
         state.history.previous = Ring(
-          members: next.members.filter { $0.id != me }, epoch: next.epoch, replicationFactor: next.replicationFactor)
+          members: next.members.filter { $0.id != me }, epoch: next.epoch, replicationFactor: next.replicationFactor,
+          virtualNodes: next.virtualNodes)
       }
       if changed {
         state.addresses = [:]
@@ -322,7 +334,7 @@ public final class ClusterNode: ClusterHooks {
   /// etcd: the process instance each member registered with. A member whose instance changed
   /// restarted, maybe within its lease TTL (its key, and so the ring, stayed): it may have lost
   /// its RAM blocks and its disk, so a repair pass copies it the blocks it owns.
-  func noteInstances(_ instances: [String: Int]) {
+  public func noteInstances(_ instances: [String: Int]) {
     let me = settings.me.id
     let restarted = state.withLock { state -> [String] in
       var restarted: [String] = []
@@ -579,8 +591,8 @@ public final class ClusterNode: ClusterHooks {
     let others = current.members.filter { $0.id != settings.me.id }
     var me = settings.me
     me.state = .draining
-    let target = Self.makeRing(members: others + [me], epoch: current.epoch, replicas: settings.replicas)
-    let before = Self.makeRing(members: others + [settings.me], epoch: current.epoch, replicas: settings.replicas)
+    let target = Self.makeRing(members: others + [me], epoch: current.epoch, settings: settings)
+    let before = Self.makeRing(members: others + [settings.me], epoch: current.epoch, settings: settings)
     return (target, before.effectiveReplicationFactor, addresses)
   }
 }

@@ -7,7 +7,6 @@
 // outcome is counted, and logged (the first, then every 1000th).
 
 import Logging
-import StrataClient
 import StrataCore
 import StrataPlacement
 import StrataStorage
@@ -34,7 +33,7 @@ extension ClusterNode {
     var absentAt: [HostPort] = []
     for owner in owners {
       guard let client = syncPeers.client(owner, block.id.namespace),
-        let found = try? await client.lookup([block.id.key], deadline: deadline), let tier = found.tiers.first
+        let found = try? await client.lookup([block.id.key], deadline: deadline), let tier = found.first
       else { continue }
       if tier == .nvme {
         onNVMe = owner
@@ -60,7 +59,7 @@ extension ClusterNode {
     var copied = 0
     for owner in absentAt {
       guard let client = syncPeers.client(owner, block.id.namespace) else { continue }
-      let outcome = try? await client.put(try client.copyItems([block]), writeQuorum: 0, deadline: deadline).first
+      let outcome = try? await client.put(copies: [block], deadline: deadline).first
       if outcome == .stored || outcome == .alreadyPresent {
         copied += 1
         underReplicated.copied([block.id], to: owner)

@@ -9,7 +9,6 @@
 
 public import Foundation
 import Logging
-import StrataClient
 import StrataCore
 import StrataPlacement
 public import StrataStorage
@@ -153,41 +152,39 @@ struct Handoff: Sendable {
     // Per block: how many owners took it, how many already had it (each owner counted once).
     var stored: [BlockID: Int] = [:]
     var present: [BlockID: Int] = [:]
-    for (owner, byNamespace) in offers {
-      for (namespace, blocks) in byNamespace {
-        guard let client = peers.client(owner, namespace) else {
-          underReplicated?.failed(blocks.map(\.id), to: owner)
-          continue
-        }
-        do {
-          let held = try await client.lookup(blocks.map(\.id.key))
-          var sent: [LeasedBlock] = []
-          var there: [BlockID] = []
-          for (block, tier) in zip(blocks, held.tiers) {
-            if tier != .absent {
-              present[block.id, default: 0] += 1
-              there.append(block.id)
-              continue
-            }
-            sent.append(block)
+    for (owner, namespace, blocks) in inPeerOrder(offers, by: \.description) {
+      guard let client = peers.client(owner, namespace) else {
+        underReplicated?.failed(blocks.map(\.id), to: owner)
+        continue
+      }
+      do {
+        let held = try await client.lookup(blocks.map(\.id.key), deadline: .never)
+        var sent: [LeasedBlock] = []
+        var there: [BlockID] = []
+        for (block, tier) in zip(blocks, held) {
+          if tier != .absent {
+            present[block.id, default: 0] += 1
+            there.append(block.id)
+            continue
           }
-          underReplicated?.copied(there, to: owner)
-          if sent.isEmpty { continue }
-          let outcomes = try await client.put(try client.copyItems(sent))
-          for (block, outcome) in zip(sent, outcomes) {
-            if outcome == .stored { stored[block.id, default: 0] += 1 }
-            if outcome == .alreadyPresent { present[block.id, default: 0] += 1 }
-            if outcome == .stored || outcome == .alreadyPresent {
-              underReplicated?.copied([block.id], to: owner)
-            } else {
-              underReplicated?.failed([block.id], to: owner)
-            }
-          }
-        } catch {
-          underReplicated?.failed(blocks.map(\.id), to: owner)
-          logger.warning(
-            "drain: an owner could not take blocks", metadata: ["owner": "\(owner)", "reason": "\(error.message)"])
+          sent.append(block)
         }
+        underReplicated?.copied(there, to: owner)
+        if sent.isEmpty { continue }
+        let outcomes = try await client.put(copies: sent, deadline: .never)
+        for (block, outcome) in zip(sent, outcomes) {
+          if outcome == .stored { stored[block.id, default: 0] += 1 }
+          if outcome == .alreadyPresent { present[block.id, default: 0] += 1 }
+          if outcome == .stored || outcome == .alreadyPresent {
+            underReplicated?.copied([block.id], to: owner)
+          } else {
+            underReplicated?.failed([block.id], to: owner)
+          }
+        }
+      } catch {
+        underReplicated?.failed(blocks.map(\.id), to: owner)
+        logger.warning(
+          "drain: an owner could not take blocks", metadata: ["owner": "\(owner)", "reason": "\(error.message)"])
       }
     }
     progress.withLock { progress in

@@ -3,13 +3,13 @@
 // down (skipped for copies) until it answers again; the probes run as an owned task of the node,
 // on its clock. etcd: EtcdMembership.swift.
 
-import StrataClient
 import StrataCore
 import StrataPlacement
 import Synchronization
 
-/// A source of ring members for a ClusterNode.
-protocol MembershipSource: Sendable {
+/// A source of ring members for a ClusterNode: it calls the node's `adopt` with each new ring
+/// (and `noteInstances` with the members' process instances, where it knows them).
+public protocol MembershipSource: Sendable {
   func start()
   /// Tells the cluster this node is draining (it stops owning keys).
   func announceDraining()
@@ -19,7 +19,7 @@ protocol MembershipSource: Sendable {
 }
 
 extension MembershipSource {
-  func reloadCredentials() {}
+  public func reloadCredentials() {}
 }
 
 final class StaticMembership: MembershipSource {
@@ -69,7 +69,7 @@ final class StaticMembership: MembershipSource {
         guard let address = try? HostPort(parsing: member.address), let client = probes.anyClient(address) else {
           continue
         }
-        let instance = await Self.probe(client, node: address)
+        let instance = await Self.probe(client)
         guard !stopped.withLock({ $0 }) && !Task.isCancelled else { return }
         node.setHealth(member.id, instance == nil ? .down : .up, instance: instance)
       }
@@ -79,8 +79,8 @@ final class StaticMembership: MembershipSource {
 
   /// The peer's process instance (STAT `instance`; 0 from a node that does not report one), or
   /// nil when the probe failed.
-  private static func probe(_ client: StrataClient, node: HostPort) async -> Int? {
-    guard let json = try? await client.stat(node: node) else { return nil }
+  private static func probe(_ client: any PeerChannel) async -> Int? {
+    guard let json = try? await client.stat(deadline: .never) else { return nil }
     return (try? JSONCoding.decode(InstanceField.self, from: Array(json.utf8)))?.instance ?? 0
   }
 }

@@ -1,27 +1,76 @@
-// Connections from this node to its peers, for replication, read-through and handoff: one client
-// per (peer, namespace), each saying HELLO as a peer with the cluster token and naming the
+// Connections from this node to its peers, for replication, read-through and handoff: one
+// channel per (peer, namespace), each saying HELLO as a peer with the cluster token and naming the
 // namespace it acts in, so a copied block lands in the namespace it came from. Tenant tokens
-// never travel between nodes.
+// never travel between nodes. The cluster layer speaks to a peer only through `PeerChannel`: over
+// TCP (a `StrataClient`) on a node, over in-memory connections in the simulator
+// (`Settings.peerTransport`).
 
 import Foundation
 import StrataClient
-import StrataCore
-import StrataStorage
+public import StrataCore
+public import StrataStorage
 import StrataTCP
 import Synchronization
 
-extension StrataClient {
-  /// PUT items for copies of leased blocks: sent straight from arena memory, with their stored checksums.
-  func copyItems(_ blocks: [LeasedBlock]) throws(StrataError) -> [PutItem] {
-    var items: [PutItem] = []
+/// What the cluster layer asks of one peer, acting in one namespace. Every call is bounded by its
+/// deadline and by the channel's timeout, and fails with a typed error.
+public protocol PeerChannel: Sendable {
+  /// Where each of `keys` is held on the peer (`absent` where it is not).
+  func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> [BlockTier]
+  /// Copies `blocks` (arena memory, with their stored checksums) to the peer, with no write quorum
+  /// of their own; one outcome per block.
+  func put(copies blocks: [LeasedBlock], deadline: Deadline) async throws(StrataError) -> [PutOutcome]
+  /// Reads `key` into `destination`; its length, or nil when the peer does not hold it (or it does
+  /// not fit).
+  func get(_ key: BlockKey, into destination: UnsafeMutableRawBufferPointer, deadline: Deadline)
+    async throws(StrataError) -> Int?
+  /// The peer's STAT body (JSON).
+  func stat(deadline: Deadline) async throws(StrataError) -> String
+  /// Ends the channel's connections.
+  func close()
+}
+
+/// Makes channels to peers: `PeerClients` asks it for each (peer, namespace) it needs.
+public protocol PeerTransport: Sendable {
+  func channel(to peer: HostPort, namespace: Namespace, timeoutMilliseconds: UInt64) -> any PeerChannel
+}
+
+/// A peer over TCP (TLS when configured): a `StrataClient` with the peer capability.
+struct TCPPeerChannel: PeerChannel {
+  let client: StrataClient
+  let address: HostPort
+
+  func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> [BlockTier] {
+    try await client.lookup(keys, deadline: deadline).tiers
+  }
+
+  func put(copies blocks: [LeasedBlock], deadline: Deadline) async throws(StrataError) -> [PutOutcome] {
+    var items: [StrataClient.PutItem] = []
     items.reserveCapacity(blocks.count)
     for block in blocks {
-      let region = register(UnsafeMutableRawBufferPointer(mutating: block.bytes))
+      // Sent straight from arena memory, with the stored checksum.
+      let region = client.register(UnsafeMutableRawBufferPointer(mutating: block.bytes))
       items.append(
-        PutItem(key: block.id.key, source: try region.slice(length: block.bytes.count), checksum: block.checksum))
+        StrataClient.PutItem(
+          key: block.id.key, source: try region.slice(length: block.bytes.count), checksum: block.checksum))
     }
-    return items
+    return try await client.put(items, writeQuorum: 0, deadline: deadline)
   }
+
+  func get(_ key: BlockKey, into destination: UnsafeMutableRawBufferPointer, deadline: Deadline)
+    async throws(StrataError) -> Int?
+  {
+    let region = client.register(destination)
+    let result = try await client.get([
+      StrataClient.GetItem(key: key, destination: try region.slice(length: destination.count))
+    ])
+    guard case .ok(let length) = result[0] else { return nil }
+    return length
+  }
+
+  func stat(deadline: Deadline) async throws(StrataError) -> String { try await client.stat(node: address) }
+
+  func close() { client.close() }
 }
 
 final class PeerClients: Sendable {
@@ -36,9 +85,12 @@ final class PeerClients: Sendable {
   private let timeoutMilliseconds: UInt64
   private let connections: Int
   /// Each client with the credentials generation it was made with.
-  private let clients = Mutex<[Key: (client: StrataClient, generation: Int)]>([:])
-  /// Clients made with credentials a reload replaced: closed once calls begun on them are over.
-  private let retired = Mutex<[ObjectIdentifier: StrataClient]>([:])
+  private let clients = Mutex<[Key: (channel: any PeerChannel, generation: Int)]>([:])
+  /// Channels made with credentials a reload replaced: closed once calls begun on them are over.
+  private let retired = Mutex<[Int: any PeerChannel]>([:])
+  private let retiredNext = Mutex(0)
+  /// Where channels come from; nil: TCP.
+  private let transport: (any PeerTransport)?
   let nodeID: String
   private let credentials: ClusterCredentials
   private let isStatic: Bool
@@ -56,6 +108,7 @@ final class PeerClients: Sendable {
     credentials = settings.credentials
     isStatic = settings.mode != .etcd
     identities = settings.identities
+    transport = settings.peerTransport
   }
 
   /// What the certificate of the peer at `address` must name: its member id (etcd: the identity
@@ -66,18 +119,24 @@ final class PeerClients: Sendable {
     return ids.isEmpty ? .anyOf([address.description]) : .anyOf(ids)
   }
 
-  /// The client for `namespace` at `address`; nil when this node cannot act in it on a peer (a
+  /// The channel for `namespace` at `address`; nil when this node cannot act in it on a peer (a
   /// node with tenant tokens but no cluster token, which configuration validation refuses).
-  func client(_ address: HostPort, _ namespace: Namespace) -> StrataClient? {
+  func client(_ address: HostPort, _ namespace: Namespace) -> (any PeerChannel)? {
     if clusterToken.isEmpty && !(namespaces.isEmpty && namespace == .embeddedDefault) { return nil }
     let credentials = self.credentials.current
-    var replaced: StrataClient?
+    var replaced: (any PeerChannel)?
     defer { if let replaced { retire(replaced) } }
     return clients.withLock { clients in
       let key = Key(address: address, namespace: namespace)
       if let entry = clients[key] {
-        if entry.generation == credentials.generation { return entry.client }
-        replaced = entry.client
+        if entry.generation == credentials.generation { return entry.channel }
+        replaced = entry.channel
+      }
+      if let transport {
+        let channel = transport.channel(
+          to: address, namespace: namespace, timeoutMilliseconds: timeoutMilliseconds)
+        clients[key] = (channel, credentials.generation)
+        return channel
       }
       var configuration = StrataClient.Configuration(node: address)
       configuration.token = clusterToken
@@ -89,37 +148,50 @@ final class PeerClients: Sendable {
       configuration.clientName = "strata-peer-\(nodeID)"
       configuration.tls = credentials.peerTLS
       configuration.tlsIdentity = identity(of: address)
-      let client = StrataClient(configuration)
-      clients[key] = (client, credentials.generation)
-      return client
+      let channel = TCPPeerChannel(client: StrataClient(configuration), address: address)
+      clients[key] = (channel, credentials.generation)
+      return channel
     }
   }
 
   /// Closes a client whose credentials were replaced, after the longest a call begun on it can
   /// still take (its timeout, once retried), so reloading certificates fails no call in progress.
-  private func retire(_ client: StrataClient) {
-    let id = ObjectIdentifier(client)
-    retired.withLock { $0[id] = client }
+  private func retire(_ channel: any PeerChannel) {
+    let id = retiredNext.withLock { next -> Int in
+      defer { next += 1 }
+      return next
+    }
+    retired.withLock { $0[id] = channel }
     let grace = Int(2 * timeoutMilliseconds) + 1_000
     DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(grace)) { [self] in
       self.retired.withLock { $0.removeValue(forKey: id) }?.close()
     }
   }
 
-  /// A client with any namespace's credentials, for probes and RING calls.
-  func anyClient(_ address: HostPort) -> StrataClient? {
+  /// A channel with any namespace's credentials, for probes.
+  func anyClient(_ address: HostPort) -> (any PeerChannel)? {
     client(address, namespaces.first ?? .embeddedDefault)
   }
 
   func closeAll() {
-    let all = clients.withLock { clients -> [StrataClient] in
+    let all = clients.withLock { clients -> [any PeerChannel] in
       defer { clients.removeAll() }
-      return clients.values.map(\.client)
+      return clients.values.map(\.channel)
     }
-    let old = retired.withLock { retired -> [StrataClient] in
+    let old = retired.withLock { retired -> [any PeerChannel] in
       defer { retired.removeAll() }
       return Array(retired.values)
     }
     for client in all + old { client.close() }
   }
+}
+
+/// Work grouped per (peer, namespace), flattened in a fixed order (by `peer`'s name, then
+/// namespace): what a node sends, and what it logs, does not depend on dictionary order, so a
+/// simulated run repeats exactly.
+func inPeerOrder<Peer, Work>(_ groups: [Peer: [Namespace: Work]], by name: (Peer) -> String) -> [(
+  Peer, Namespace, Work
+)] {
+  groups.flatMap { peer, byNamespace in byNamespace.map { (peer, $0.key, $0.value) } }
+    .sorted { (name($0.0), $0.1.name) < (name($1.0), $1.1.name) }
 }

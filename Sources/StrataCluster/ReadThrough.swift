@@ -3,7 +3,6 @@
 // gets, and answers. Only within cluster.fill_window of the change, and only for keys whose
 // owners changed; at most a few fills run at once so a burst of misses cannot pile up.
 
-import StrataClient
 import StrataCore
 import StrataPlacement
 import StrataStorage
@@ -64,7 +63,7 @@ final class ReadThrough: Sendable {
     var round = 0
     while !bySource.isEmpty && round < 3 {
       var next: [HostPort: [BlockID]] = [:]
-      for (source, wanted) in bySource {
+      for (source, wanted) in bySource.sorted(by: { $0.key.description < $1.key.description }) {
         let missed = await fetch(wanted, from: source, filled: &filled)
         for id in missed {
           guard let candidates = sources[id], let position = candidates.firstIndex(of: source),
@@ -86,23 +85,19 @@ final class ReadThrough: Sendable {
     for id in ids { byNamespace[id.namespace, default: []].append(id) }
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytesMax, alignment: 4096)
     defer { scratch.deallocate() }
-    for (namespace, wanted) in byNamespace {
+    for (namespace, wanted) in byNamespace.sorted(by: { $0.key.name < $1.key.name }) {
       guard let client = peers.client(source, namespace) else {
         missed += wanted
         continue
       }
       do {
-        let found = try await client.lookup(wanted.map(\.key))
-        let region = client.register(scratch)
-        for (id, tier) in zip(wanted, found.tiers) {
+        let found = try await client.lookup(wanted.map(\.key), deadline: .never)
+        for (id, tier) in zip(wanted, found) {
           guard tier != .absent else {
             missed.append(id)
             continue
           }
-          let result = try await client.get([
-            StrataClient.GetItem(key: id.key, destination: try region.slice(length: scratch.count))
-          ])
-          guard case .ok(let length) = result[0] else {
+          guard let length = try await client.get(id.key, into: scratch, deadline: .never) else {
             missed.append(id)
             continue
           }

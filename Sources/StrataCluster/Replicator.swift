@@ -6,7 +6,6 @@
 // them to each target from the arena's memory with that stored checksum.
 
 import Logging
-import StrataClient
 import StrataCore
 import StrataStorage
 import StrataWire
@@ -37,6 +36,8 @@ public struct ReplicationStats: Sendable, Hashable {
 struct ReplicationTarget: Sendable, Hashable {
   var address: HostPort
   var suspect: Bool
+
+  var name: String { "\(address)\(suspect ? " (suspect)" : "")" }
 }
 
 /// One block to copy to some peers.
@@ -199,10 +200,8 @@ final class Replicator: Sendable {
       }
       for target in task.targets { groups[target, default: [:]][task.id.namespace, default: []].append(block) }
     }
-    for (target, byNamespace) in groups {
-      for (namespace, blocks) in byNamespace {
-        await send(blocks, to: target, namespace: namespace)
-      }
+    for (target, namespace, blocks) in inPeerOrder(groups, by: \.name) {
+      await send(blocks, to: target, namespace: namespace)
     }
   }
 
@@ -213,7 +212,7 @@ final class Replicator: Sendable {
       return
     }
     do {
-      let outcomes = try await client.put(try client.copyItems(blocks))
+      let outcomes = try await client.put(copies: blocks, deadline: .never)
       let held = zip(blocks, outcomes).filter { $0.1 == .stored || $0.1 == .alreadyPresent }.map(\.0.id)
       underReplicated.copied(held, to: target.address)
       underReplicated.failed(Set(blocks.map(\.id)).subtracting(held), to: target.address)

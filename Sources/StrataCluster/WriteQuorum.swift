@@ -8,7 +8,6 @@
 // every owner: docs/cluster.md.
 
 import Logging
-import StrataClient
 public import StrataCore
 import StrataPlacement
 public import StrataStorage
@@ -85,12 +84,10 @@ extension ClusterNode {
     }
     // Every owner at once; each answers with the blocks it now holds, or its failure.
     let results = await withTaskGroup(of: (ReplicationTarget, [BlockID], [BlockID], String?).self) { group in
-      for (target, byNamespace) in groups {
-        for (namespace, blocks) in byNamespace {
-          group.addTask {
-            let (held, failure) = await self.copyNow(blocks, to: target, namespace: namespace, deadline: deadline)
-            return (target, blocks.map(\.block.id), held, failure)
-          }
+      for (target, namespace, blocks) in inPeerOrder(groups, by: \.name) {
+        group.addTask {
+          let (held, failure) = await self.copyNow(blocks, to: target, namespace: namespace, deadline: deadline)
+          return (target, blocks.map(\.block.id), held, failure)
         }
       }
       var all: [(ReplicationTarget, [BlockID], [BlockID], String?)] = []
@@ -160,12 +157,12 @@ extension ClusterNode {
       let asked = blocks.filter(\.wasPresent).map(\.block)
       if !asked.isEmpty {
         let found = try await client.lookup(asked.map(\.id.key), deadline: limit)
-        for (block, tier) in zip(asked, found.tiers) {
+        for (block, tier) in zip(asked, found) {
           if tier == .absent { send.append(block) } else { held.append(block.id) }
         }
       }
       guard !send.isEmpty else { return (held, nil) }
-      let outcomes = try await client.put(try client.copyItems(send), writeQuorum: 0, deadline: limit)
+      let outcomes = try await client.put(copies: send, deadline: limit)
       var refused = 0
       var doubted: [LeasedBlock] = []
       for (block, outcome) in zip(send, outcomes) {
@@ -179,7 +176,7 @@ extension ClusterNode {
       }
       if !doubted.isEmpty {
         let found = try await client.lookup(doubted.map(\.id.key), deadline: limit)
-        for (block, tier) in zip(doubted, found.tiers) where tier != .absent { held.append(block.id) }
+        for (block, tier) in zip(doubted, found) where tier != .absent { held.append(block.id) }
       }
       return (held, refused == 0 ? nil : "\(refused) block(s) refused (no room)")
     } catch {

@@ -75,6 +75,10 @@ public final class ManualClock: NodeClock {
   /// Sleepers waiting now.
   public var sleepers: Int { state.withLock { $0.sleepers.count } }
 
+  /// The reading at which the next sleeper is due, nil when none sleeps (a simulation's run loop
+  /// moves time there).
+  public var nextWakeMilliseconds: UInt64? { state.withLock { $0.sleepers.values.map(\.end).min() } }
+
   /// Moves the clock on and wakes every sleeper whose end it reaches.
   public func advance(milliseconds: UInt64) {
     let due = state.withLock { state -> [Sleeper] in

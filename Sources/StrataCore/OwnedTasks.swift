@@ -18,10 +18,13 @@ public final class OwnedTasks: Sendable {
   }
 
   private let state = Mutex(State())
+  /// Where the tasks run: nil, Swift's global executor; a simulation passes one its run loop drives.
+  private let executor: (any TaskExecutor)?
 
-  public init(limit: Int = 64) {
+  public init(limit: Int = 64, executor: (any TaskExecutor)? = nil) {
     precondition(limit > 0, "an owner may run at least one task")
     self.limit = limit
+    self.executor = executor
   }
 
   /// Tasks running now.
@@ -35,7 +38,7 @@ public final class OwnedTasks: Sendable {
       let id = state.next
       state.next += 1
       // Registered before it can run: the task's own end (below) takes this same lock first.
-      state.running[id] = Task { [self] in
+      state.running[id] = Task(executorPreference: executor) { [self] in
         await operation()
         finished(id)
       }

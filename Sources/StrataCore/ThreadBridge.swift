@@ -7,7 +7,9 @@ import Dispatch
 import Synchronization
 
 /// Runs blocking work for async callers on `threadCount` threads of its own, one job per thread
-/// at a time, jobs spread round-robin (a pool of one thread runs its jobs in call order).
+/// at a time, jobs spread round-robin (a pool of one thread runs its jobs in call order). A pool of
+/// no threads (`threads: 0`) runs each job in its caller, before `run` returns: what a
+/// deterministic simulation needs, whose run loop must know that no work goes on elsewhere.
 ///
 /// Limits: at most `threadCount` threads; at most `queueDepthMax` jobs queued or running, past
 /// which a call throws `resourceExhausted` at once. Cancellation: a call cancelled while its job
@@ -21,7 +23,7 @@ public final class WorkerPool: Sendable {
   private let state = Mutex<(next: Int, queued: Int)>((0, 0))
 
   public init(label: String, threads: Int = 1, queueDepthMax: Int = .max) {
-    precondition(threads > 0 && queueDepthMax > 0, "a worker pool needs at least one thread and one queue slot")
+    precondition(threads >= 0 && queueDepthMax > 0, "a worker pool needs a thread count and at least one queue slot")
     self.label = label
     threadCount = threads
     self.queueDepthMax = queueDepthMax
@@ -33,6 +35,7 @@ public final class WorkerPool: Sendable {
 
   /// Queues `work` that nobody waits for; it counts against the queue depth until it has run.
   public func submit(_ work: @escaping @Sendable () -> Void) throws(StrataError) {
+    if queues.isEmpty { return work() }
     let index = try reserve()
     queues[index].async {
       work()
@@ -43,6 +46,7 @@ public final class WorkerPool: Sendable {
   /// Runs `work` on a pool thread and returns its result to the awaiting task.
   public func run<T: Sendable>(_ work: @escaping @Sendable () throws(StrataError) -> T) async throws(StrataError) -> T {
     if Task.isCancelled { throw StrataError(.cancelled, "\(label): cancelled before it was queued") }
+    if queues.isEmpty { return try work() }
     let index = try reserve()
     let job = Job<T>(label: label)
     let result = await withTaskCancellationHandler {
@@ -76,6 +80,7 @@ public final class WorkerPool: Sendable {
   /// Runs `work` on the pool's thread and waits for it, from a plain thread (never a Swift
   /// concurrency thread). For a pool of one thread: it runs after every job queued before it.
   public func runAndWait<T, Failure: Error>(_ work: () throws(Failure) -> T) throws(Failure) -> T {
+    if queues.isEmpty { return try work() }
     let result = queues[0].sync { () -> Result<T, Failure> in
       do throws(Failure) { return .success(try work()) } catch { return .failure(error) }
     }

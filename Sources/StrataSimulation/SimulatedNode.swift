@@ -1,7 +1,8 @@
 // One simulated node: the real data plane (NodeServer's request pipeline over in-memory
 // connections, the tier manager with its lease table, and an NVMe tier on a SimulatedBlockDevice),
-// its own clock (a ManualClock the simulator moves, jumps included), and the cluster layer's state
-// that the simulator models (ring view, membership lease, process instance).
+// the real cluster layer (ClusterNode, started by Simulation.startCluster), its own clock (a
+// ManualClock the simulator moves, jumps included), and what the membership model knows of its
+// session (lease, watch, revision seen).
 
 import Logging
 import StrataCluster
@@ -44,28 +45,24 @@ final class SimulatedNode {
   private(set) var tiers: TierManager?
   private(set) var server: NodeServer?
 
-  // The modelled cluster layer.
-  var ring: Ring
-  /// The ring before the last change, and when it changed (read-through's fill window).
-  var previousRing: Ring?
-  var ringChangedAt: UInt64 = 0
+  /// The real cluster layer of the current process, and the peer connections it opened.
+  var cluster: ClusterNode?
+  var peerTransport: SimulatedPeerTransport?
+
+  // The membership session, as the model sees it.
   var seenRevision: UInt64 = 0
-  var instances: [String: Int] = [:]
   var membershipLease: UInt64 = 0
+  /// Whether the session runs (keep-alives, re-registration): from the cluster's start to its stop.
+  var sessionActive = false
   /// Whether the node's membership watch is connected (false after a cut until it re-lists).
   var watching = false
+  /// The node announced its drain: its member key says draining.
   var draining = false
-  var repairScheduled = false
-  /// The drain's course (the real `DrainAttempts`).
-  var drainAttempts = DrainAttempts()
   var slowDiskUntil: UInt64 = 0
-  /// Peer connections from this node, by target node id.
-  var peers: [String: InMemoryConnection] = [:]
 
-  init(index: Int, replicas: Int) {
+  init(index: Int) {
     self.index = index
     id = "n\(index)"
-    ring = Ring(members: [], epoch: 0, replicationFactor: replicas, virtualNodes: Simulation.virtualNodes)
   }
 
   var address: String { "10.0.0.\(index + 1):7000" }
@@ -76,7 +73,7 @@ final class SimulatedNode {
   }
 
   /// Starts (or restarts) the process: the NVMe tier recovered from the disk, RAM empty.
-  func start(now: UInt64, hooks: any ClusterHooks, logger: Logger) throws(StrataError) -> String {
+  func start(now: UInt64, logger: Logger) throws(StrataError) -> String {
     instance += 1
     clock = ManualClock(milliseconds: now + clockOffset)
     clockReading = now
@@ -99,20 +96,10 @@ final class SimulatedNode {
       configuration: TierConfiguration(
         ramBytes: Self.ramBytes, blockBytesMax: Self.blockBytesMax, hugePages: false, admission: .always,
         leasesMax: Self.leasesMax, leaseDurationMilliseconds: Self.leaseDurationMilliseconds,
-        leasesPerNamespaceMax: Self.leasesMax, ioThreads: 1, writebackWindowMilliseconds: 200),
+        leasesPerNamespaceMax: Self.leasesMax, ioThreads: 0, writebackWindowMilliseconds: 200),
       nvme: nvme, clock: clock)
-    var configuration = NodeConfiguration()
-    configuration.listen = HostPort(host: "127.0.0.1", port: 0)
-    configuration.limits.blockBytesMax = .kibibytes(UInt64(Self.blockBytesMax >> 10))
-    configuration.limits.leasesMax = Self.leasesMax
-    configuration.limits.leasesPerNamespaceMax = Self.leasesMax
-    configuration.limits.leasesPerConnectionMax = 16
-    configuration.limits.leaseDuration = DurationSetting(milliseconds: Self.leaseDurationMilliseconds)
-    configuration.auth.tokens = [.init(token: Self.tenantToken, namespace: Self.namespace)]
-    configuration.cluster.token = Self.clusterToken
     let server = try NodeServer(
-      configuration: ServerConfiguration(configuration, nodeID: id), tiers: tiers, logger: logger)
-    server.cluster = hooks
+      configuration: ServerConfiguration(Self.configuration(), nodeID: id), tiers: tiers, logger: logger)
     self.tiers = tiers
     self.server = server
     condition = .up
@@ -122,32 +109,49 @@ final class SimulatedNode {
   /// The process dies: RAM, connections and the cluster layer's state are gone; the disk stays
   /// as the crash left it.
   func crash() {
-    stopProcess()
     condition = .crashed
+    stopProcess()
     device = device.crashed()
   }
 
   /// A drained node leaves for good.
   func depart() {
-    stopProcess()
     condition = .departed
+    stopProcess()
   }
 
+  /// The process ends: its cluster layer stops (its tasks are cancelled: the run loop settles
+  /// them next, and they can no longer reach a peer), its connections close, its RAM is gone.
   private func stopProcess() {
-    for (_, connection) in peers { connection.close() }
-    peers = [:]
+    cluster?.stop(deregister: false)
+    peerTransport?.closeAll()
     tiers?.shutdown()
     server?.cluster = nil
+    cluster = nil
+    peerTransport = nil
     tiers = nil
     server = nil
     draining = false
-    drainAttempts = DrainAttempts()
-    repairScheduled = false
+    sessionActive = false
     watching = false
     seenRevision = 0
-    previousRing = nil
-    instances = [:]
     membershipLease = 0
+  }
+
+  /// The node's configuration (pipeline limits, tokens, the cluster token).
+  static func configuration() -> NodeConfiguration {
+    var configuration = NodeConfiguration()
+    configuration.listen = HostPort(host: "127.0.0.1", port: 0)
+    configuration.limits.blockBytesMax = .kibibytes(UInt64(Self.blockBytesMax >> 10))
+    configuration.limits.leasesMax = Self.leasesMax
+    configuration.limits.leasesPerNamespaceMax = Self.leasesMax
+    configuration.limits.leasesPerConnectionMax = 16
+    configuration.limits.leaseDuration = DurationSetting(milliseconds: Self.leaseDurationMilliseconds)
+    configuration.auth.tokens = [.init(token: Self.tenantToken, namespace: Self.namespace)]
+    configuration.cluster.token = Self.clusterToken
+    // etcd mode (member ids are node ids); never contacted: the simulator passes its model.
+    configuration.cluster.etcd = "http://membership.simulated:2379"
+    return configuration
   }
 
   /// Moves this node's clock to simulated time `now` (plus its jumps).

@@ -1,152 +1,259 @@
-// The cluster layer, modelled: what ClusterNode does over real peer connections (WriteQuorum.swift,
-// Replicator.swift, Repair.swift, Handoff.swift), done here over in-memory peer connections into
-// the other nodes' real request pipelines. The decisions use the real pieces: Ring ownership and
-// WriteQuorumRule. A pass (repair, handoff) runs at one simulated instant.
+// The cluster layer under the simulator: every node runs the real `ClusterNode` (write quorums,
+// the replicator, repair, drain, read-through, ring adoption). It reaches its peers through
+// `SimulatedPeerChannel`s: in-memory connections into the other nodes' real request pipelines,
+// subject to the network model. Its membership is `SimulatedMembership`, the etcd model. Its
+// background tasks run on `SimulationExecutor`, which only the run loop drives.
 
+import Logging
 import StrataCluster
 import StrataCore
 import StrataNode
 import StrataPlacement
 import StrataStorage
 import StrataWire
+import Synchronization
 
-/// The data plane's view of the modelled cluster layer (NodeServer.cluster).
-final class SimulatedClusterHooks: ClusterHooks, @unchecked Sendable {
-  // Sendable: the simulation is touched by one logical thread at a time (see `Simulation`).
-  private unowned let simulation: Simulation
+/// Runs the cluster layer's background tasks (`ClusterNode.Settings.executor`) only when the run
+/// loop asks. Jobs wait in the order they were enqueued, and `runUntilIdle` runs them on the
+/// calling thread. Every other wait in the simulated code ends by the run loop's hand (a clock it
+/// advances, a request it sends) or in its caller (in-memory peers, I/O pools of no threads), so
+/// once the queue is empty nothing runs until the next event.
+final class SimulationExecutor: TaskExecutor {
+  private let jobs = Mutex<[UnownedJob]>([])
+  /// Jobs one settling may run; more means tasks that wake each other without end.
+  static let jobsPerSettleMax = 1_000_000
+
+  func enqueue(_ job: consuming ExecutorJob) {
+    let job = UnownedJob(job)
+    jobs.withLock { $0.append(job) }
+  }
+
+  /// Runs queued jobs, and those they queue, until none is left; false when the bound was reached.
+  func runUntilIdle() -> Bool {
+    var ran = 0
+    while let job = jobs.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
+      job.runSynchronously(on: asUnownedTaskExecutor())
+      ran += 1
+      if ran >= Self.jobsPerSettleMax { return false }
+    }
+    return true
+  }
+}
+
+/// The peers of one node's process instance, as `PeerClients` asks for them.
+final class SimulatedPeerTransport: PeerTransport, @unchecked Sendable {
+  // Sendable: touched by the simulation's one logical thread at a time (see `Simulation`).
+  private weak var simulation: Simulation?
   private let node: Int
+  private let instance: Int
+  private var channels: [SimulatedPeerChannel] = []
 
-  init(simulation: Simulation, node: Int) {
+  init(simulation: Simulation, node: Int, instance: Int) {
     self.simulation = simulation
     self.node = node
+    self.instance = instance
   }
 
-  var epoch: UInt64 { simulation.nodes[node].ring.epoch }
-
-  func answerRing(_ body: [UInt8], isAdmin: Bool) async throws(StrataError) -> [UInt8] {
-    simulation.nodes[node].ring.jsonBytes()
+  func channel(to peer: HostPort, namespace: Namespace, timeoutMilliseconds: UInt64) -> any PeerChannel {
+    let channel = SimulatedPeerChannel(
+      simulation: simulation, from: node, instance: instance, to: peer, namespace: namespace,
+      timeoutMilliseconds: timeoutMilliseconds)
+    channels.append(channel)
+    return channel
   }
 
-  func firstUnowned(_ keys: [BlockKey]) -> BlockKey? {
-    let ring = simulation.nodes[node].ring
-    guard let me = ring.members.firstIndex(where: { $0.id == simulation.nodes[node].id }) else { return keys.first }
-    return keys.first { !ring.isOwner(memberIndex: me, of: $0) }
+  /// Hangs up every peer connection this instance opened.
+  func closeAll() {
+    for channel in channels { channel.close() }
+  }
+}
+
+/// One (peer, namespace) of a node: frames into the peer's request pipeline over an
+/// `InMemoryConnection`, HELLO as a peer with the cluster token. A call takes no simulated time;
+/// it fails as a TCP call would when the network model says so: the peer down, partitioned off,
+/// or slower than the call's timeout (a message delay drawn per call).
+final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
+  // Sendable: touched by the simulation's one logical thread at a time (see `Simulation`).
+  private weak var simulation: Simulation?
+  private let from: Int
+  private let instance: Int
+  private let peer: HostPort
+  private let namespace: Namespace
+  private let timeoutMilliseconds: UInt64
+  private var connection: (InMemoryConnection, instance: Int)?
+
+  init(
+    simulation: Simulation?, from: Int, instance: Int, to peer: HostPort, namespace: Namespace,
+    timeoutMilliseconds: UInt64
+  ) {
+    self.simulation = simulation
+    self.from = from
+    self.instance = instance
+    self.peer = peer
+    self.namespace = namespace
+    self.timeoutMilliseconds = timeoutMilliseconds
   }
 
-  func replicate(stored: [BlockID], present: [BlockID], writeQuorum: UInt8, deadline: Deadline) async -> StrataError? {
-    await simulation.replicate(from: node, ids: stored + present, writeQuorum: writeQuorum)
+  func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> [BlockTier] {
+    let (message, _) = try exchange { LookupRequest(keys: keys).frameBytes(requestID: $0, ringEpoch: 0) }
+    guard case .lookupResponse(let response) = message, response.tiers.count == keys.count else {
+      throw StrataError(.protocolError, "\(peer) answered LOOKUP with \(message.opcode)")
+    }
+    return response.tiers
   }
 
-  var readsThrough: Bool {
-    let state = simulation.nodes[node]
-    return state.previousRing != nil
-      && simulation.now - state.ringChangedAt < Simulation.fillWindowMilliseconds
+  func put(copies blocks: [LeasedBlock], deadline: Deadline) async throws(StrataError) -> [PutOutcome] {
+    // The injected bug: a mutated block is not sent, and counted as stored.
+    let mutated = blocks.map { simulation?.isMutated($0.id, copiedFrom: from, to: peer) ?? false }
+    let sent = zip(blocks, mutated).filter { !$0.1 }.map(\.0)
+    var outcomes: [PutOutcome] = []
+    if !sent.isEmpty {
+      let items = sent.map { PutRequest.Item(key: $0.id.key, length: UInt64($0.bytes.count), checksum: $0.checksum) }
+      let (message, _) = try exchange {
+        PutRequest(items: items).frameBytes(requestID: $0, ringEpoch: 0) + sent.flatMap { Array($0.bytes) }
+      }
+      guard case .putResponse(let response) = message, response.outcomes.count == sent.count else {
+        throw StrataError(.protocolError, "\(peer) answered PUT with \(message.opcode)")
+      }
+      outcomes = response.outcomes
+    }
+    var next = outcomes.makeIterator()
+    return mutated.map { $0 ? .stored : next.next()! }
   }
 
-  func fill(_ ids: [BlockID]) async -> Int { await simulation.fill(node, ids) }
+  func get(_ key: BlockKey, into destination: UnsafeMutableRawBufferPointer, deadline: Deadline)
+    async throws(StrataError) -> Int?
+  {
+    let (message, payload) = try exchange {
+      GetRequest(items: [.init(key: key)]).frameBytes(requestID: $0, ringEpoch: 0)
+    }
+    guard case .getResponse(let response) = message, let item = response.items.first else {
+      throw StrataError(.protocolError, "\(peer) answered GET with \(message.opcode)")
+    }
+    guard item.status == .ok, payload.count == Int(item.length), payload.count <= destination.count else { return nil }
+    payload.withUnsafeBytes { destination.copyMemory(from: $0) }
+    return payload.count
+  }
 
-  func member(named names: (String) -> Bool) -> String? {
-    simulation.nodes[node].ring.members.first { names($0.id) }?.id
+  func stat(deadline: Deadline) async throws(StrataError) -> String {
+    let (message, _) = try exchange { StatRequest().frameBytes(requestID: $0, ringEpoch: 0) }
+    guard case .statResponse(let response) = message else {
+      throw StrataError(.protocolError, "\(peer) answered STAT with \(message.opcode)")
+    }
+    return response.json
+  }
+
+  func close() {
+    connection?.0.close()
+    connection = nil
+  }
+
+  /// Sends one request (made with its request id) and returns the answer and its payload.
+  private func exchange(_ request: (UInt64) -> [UInt8]) throws(StrataError) -> (WireMessage, [UInt8]) {
+    guard let simulation else { throw StrataError(.unavailable, "the simulation has ended") }
+    let target = try simulation.reachPeer(
+      from: from, instance: instance, to: peer, timeoutMilliseconds: timeoutMilliseconds)
+    let connection = try connect(to: target, in: simulation)
+    let frames = answeredFrames(connection.receive(request(simulation.nextRequestID())))
+    guard let (_, message, payload) = frames.first else {
+      throw StrataError(
+        .unavailable, "\(peer) closed the connection: \(connection.closeReason?.message ?? "no answer")")
+    }
+    if case .error(_, let body) = message {
+      throw StrataError(StrataError.Code(number: body.code) ?? .internalError, "\(peer): \(body.message)")
+    }
+    return (message, payload)
+  }
+
+  /// The open connection to the peer's current process, or a new one after its HELLO.
+  private func connect(to target: SimulatedNode, in simulation: Simulation) throws(StrataError) -> InMemoryConnection {
+    if let (open, instance) = connection, instance == target.instance, !open.isClosed { return open }
+    connection?.0.close()
+    connection = nil
+    guard let server = target.server else { throw StrataError(.unavailable, "cannot connect to \(peer)") }
+    let opened = InMemoryConnection(server: server, source: simulation.nodes[from].address)
+    let hello = HelloRequest(
+      capabilities: [.tcp, .peer], frameBytesMax: 1 << 30, token: Array(SimulatedNode.clusterToken.utf8),
+      clientName: "strata-peer-\(simulation.nodes[from].id)", peerNamespace: namespace.name)
+    let answer = answeredFrames(opened.receive(hello.frameBytes(requestID: 1, ringEpoch: 0))).first?.1
+    guard case .helloResponse? = answer else {
+      throw StrataError(.permissionDenied, "\(peer) refused the peer HELLO: \(simulation.describe(answer))")
+    }
+    connection = (opened, target.instance)
+    return opened
+  }
+}
+
+/// The etcd session of one node's process instance, as the membership model sees it: `start`
+/// registers (lease, member key, watch), `announceDraining` rewrites the key with the state
+/// draining, `stop` ends the keep-alives and, when asked, deletes the key.
+final class SimulatedMembership: MembershipSource, @unchecked Sendable {
+  // Sendable: touched by the simulation's one logical thread at a time (see `Simulation`).
+  private weak var simulation: Simulation?
+  private let node: Int
+  private let instance: Int
+
+  init(simulation: Simulation, node: Int, instance: Int) {
+    self.simulation = simulation
+    self.node = node
+    self.instance = instance
+  }
+
+  func start() { simulation?.register(node) }
+  func announceDraining() { simulation?.announceDraining(node, instance: instance) }
+  func stop(deregister: Bool) { simulation?.endSession(node, instance: instance, deregister: deregister) }
+}
+
+/// A node's log lines, at `info` and above, as trace lines: message, then metadata by key.
+struct TraceLogHandler: LogHandler {
+  let node: String
+  let write: @Sendable (String) -> Void
+  var logLevel: Logger.Level = .info
+  var metadata: Logger.Metadata = [:]
+
+  subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    get { metadata[key] }
+    set { metadata[key] = newValue }
+  }
+
+  func log(
+    level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?, source: String, file: String,
+    function: String, line: UInt
+  ) {
+    let all = metadata.merging(extra ?? [:]) { $1 }
+    let fields = all.keys.sorted().map { "\($0)=\(all[$0]!)" }
+    write(([node, "\(level):", "\(message)"] + fields).joined(separator: " "))
   }
 }
 
 extension Simulation {
-  enum CopyResult {
-    case held
-    case failed(String)
-  }
-
-  /// Whether the mutation skips this block (one in a thousand, chosen by key and seed).
-  func isMutated(_ id: BlockID) -> Bool {
+  /// Whether the mutation skips this copy (one block in a thousand, chosen by key and seed).
+  func isMutated(_ id: BlockID, copiedFrom source: Int, to peer: HostPort) -> Bool {
     guard options.mutation == .skipReplication else { return false }
     var mixer = SimulationRandom(seed: id.key.prefix64 ^ options.seed)
-    return mixer.next() % 1000 == 0
+    guard mixer.next() % 1000 == 0 else { return false }
+    note("mutation: copy of \(id.key.hex.prefix(12)) n\(source)->\(peer) skipped and counted as made")
+    return true
   }
 
-  /// A client's PUT on `index` (WriteQuorum.swift's `replicate`): each block copied to its other
-  /// owners now; acknowledged when `required` owners hold it; copies not made go to the queue.
-  func replicate(from index: Int, ids: [BlockID], writeQuorum: UInt8) async -> StrataError? {
-    let node = nodes[index]
-    let ring = node.ring
-    let required = WriteQuorumRule.required(requested: writeQuorum, configured: nil, replicas: ring.replicationFactor)
-    var short = 0
-    for id in ids {
-      let owners = ring.owners(of: id.key)
-      var holders = owners.contains { $0.id == node.id } ? 1 : 0
-      for owner in owners where owner.id != node.id {
-        guard let target = nodes.first(where: { $0.id == owner.id })?.index else { continue }
-        if isMutated(id) {
-          note("mutation: copy of \(id.key.hex.prefix(12)) to \(owner.id) skipped and counted as made")
-          holders += 1
-          continue
-        }
-        guard required > 1 else {
-          queue(ReplicationTask(id: id, from: index, to: target, attempt: 1))
-          continue
-        }
-        guard let bytes = try? await node.tiers?.read(id) else { continue }
-        switch copy(id, bytes: bytes, from: index, to: target, askFirst: false) {
-        case .held: holders += 1
-        case .failed(let reason):
-          note("  copy \(id.key.hex.prefix(12)) n\(index)->\(owner.id) failed: \(reason); queued")
-          queue(ReplicationTask(id: id, from: index, to: target, attempt: 1))
-        }
-      }
-      if holders < required { short += 1 }
+  /// The node a peer call from `source` reaches, or the error a TCP call would meet.
+  func reachPeer(from source: Int, instance: Int, to peer: HostPort, timeoutMilliseconds: UInt64) throws(StrataError)
+    -> SimulatedNode
+  {
+    guard nodes[source].isUp, nodes[source].instance == instance else {
+      throw StrataError(.unavailable, "n\(source)'s process (instance \(instance)) has ended")
     }
-    guard short > 0 else { return nil }
-    return StrataError(
-      .quorumNotReached, "write quorum \(required) of \(ring.replicationFactor) owners not reached for \(short) blocks")
-  }
-
-  /// One copy over a peer connection into the target's pipeline: LOOKUP first when asked, PUT
-  /// when missing; "already present" counts once a LOOKUP confirms it.
-  func copy(_ id: BlockID, bytes: [UInt8]?, from source: Int, to target: Int, askFirst: Bool) -> CopyResult {
-    let to = nodes[target]
-    guard to.isUp else { return .failed("n\(target) is down") }
-    guard !partitioned(source, target) else { return .failed("partitioned") }
-    let delay = messageDelay(source, target)
-    guard delay <= Self.copyTimeoutMilliseconds else { return .failed("timed out after \(delay) ms") }
-    guard let connection = peerConnection(from: source, to: target) else { return .failed("peer HELLO refused") }
-    if askFirst {
-      guard let present = lookup(connection, [id.key]) else { return .failed("LOOKUP failed") }
-      if present == [true] { return .held }
+    guard let target = nodes.first(where: { $0.address == peer.description }), target.isUp else {
+      throw StrataError(.unavailable, "cannot connect to \(peer): the node is down")
     }
-    guard let bytes else { return .failed("the source no longer holds it") }
-    let request =
-      PutRequest(items: [.init(key: id.key, length: UInt64(bytes.count), checksum: CRC32C.checksum(bytes))])
-      .frameBytes(requestID: nextRequestID(), ringEpoch: 0) + bytes
-    let answer = answeredFrames(connection.receive(request)).first?.1
-    guard case .putResponse(let response)? = answer else { return .failed("PUT answered \(describe(answer))") }
-    switch response.outcomes.first {
-    case .stored?: return .held
-    case .alreadyPresent?: return lookup(connection, [id.key]) == [true] ? .held : .failed("present but not committed")
-    default: return .failed("refused: \(response.outcomes)")
+    guard !partitioned(source, target.index) else {
+      throw StrataError(.unavailable, "cannot connect to \(peer): partitioned from n\(source)")
     }
-  }
-
-  func lookup(_ connection: InMemoryConnection, _ keys: [BlockKey]) -> [Bool]? {
-    let answer = answeredFrames(
-      connection.receive(LookupRequest(keys: keys).frameBytes(requestID: nextRequestID(), ringEpoch: 0))
-    ).first?.1
-    guard case .lookupResponse(let response)? = answer else { return nil }
-    return response.tiers.map { $0 != .absent }
-  }
-
-  func peerConnection(from source: Int, to target: Int) -> InMemoryConnection? {
-    let from = nodes[source]
-    let to = nodes[target]
-    if let open = from.peers[to.id], !open.isClosed { return open }
-    guard let server = to.server else { return nil }
-    let connection = InMemoryConnection(server: server, source: from.address)
-    let hello = HelloRequest(
-      capabilities: [.tcp, .peer], frameBytesMax: 1 << 30, token: Array(SimulatedNode.clusterToken.utf8),
-      clientName: from.id, peerNamespace: SimulatedNode.namespace.name)
-    guard
-      case .helloResponse? = answeredFrames(connection.receive(hello.frameBytes(requestID: 1, ringEpoch: 0))).first?.1
-    else { return nil }
-    from.peers[to.id] = connection
-    return connection
+    let delay = messageDelay(source, target.index)
+    guard delay <= timeoutMilliseconds else {
+      throw StrataError(.timeout, "\(peer) did not answer within \(timeoutMilliseconds) ms (message delay \(delay) ms)")
+    }
+    return target
   }
 
   func nextRequestID() -> UInt64 {
@@ -160,222 +267,134 @@ extension Simulation {
     return "\(message)".prefix(60).description
   }
 
-  func readBytes(_ index: Int, _ id: BlockID) -> [UInt8]? {
-    guard let tiers = nodes[index].tiers else { return nil }
-    return (try? waitForTask(on: executor) { () throws(StrataError) in try await tiers.read(id) }) ?? nil
-  }
+  // MARK: The node's cluster layer
 
-  // MARK: Read-through (ReadThrough.swift)
-
-  /// A client missed blocks on `index` within the fill window: those it owns now and whose owners
-  /// changed are asked of the previous owners, then the current co-owners, and kept.
-  func fill(_ index: Int, _ ids: [BlockID]) async -> Int {
+  /// The real cluster layer of node `index`'s new process: its peers, membership and tasks in the
+  /// simulation, its log in the trace.
+  func startCluster(_ index: Int) throws(StrataError) {
     let node = nodes[index]
-    guard let previous = node.previousRing, let tiers = node.tiers else { return 0 }
-    let current = node.ring
-    var filled = 0
-    for id in ids {
-      let now = current.owners(of: id.key).map(\.id)
-      guard now.contains(node.id), previous.owners(of: id.key).map(\.id) != now else { continue }
-      var candidates: [String] = []
-      for member in previous.owners(of: id.key) + current.owners(of: id.key)
-      where member.id != node.id && !candidates.contains(member.id) {
-        candidates.append(member.id)
-      }
-      for candidate in candidates {
-        guard let source = nodes.first(where: { $0.id == candidate })?.index,
-          let bytes = fetch(id, from: source, to: index)
-        else { continue }
-        if (try? await tiers.put(id, bytes: bytes, expectedChecksum: CRC32C.checksum(bytes))) != nil {
-          note("n\(index) read \(id.key.hex.prefix(12)) through from n\(source)")
-          filled += 1
-        }
-        break
-      }
+    guard let tiers = node.tiers, let server = node.server else { return }
+    var settings = ClusterNode.Settings(
+      configuration: SimulatedNode.configuration(), nodeID: node.id,
+      advertise: try HostPort(parsing: node.address), capacityBytes: UInt64(SimulatedNode.ramBytes))
+    settings.me = node.member(state: .active)
+    settings.replicas = replicas
+    settings.clock = node.clock
+    settings.instance = node.instance
+    settings.virtualNodes = Self.virtualNodes
+    settings.peerTimeoutMilliseconds = Self.peerTimeoutMilliseconds
+    settings.suspectPeerTimeoutMilliseconds = Self.peerTimeoutMilliseconds / 2
+    let transport = SimulatedPeerTransport(simulation: self, node: index, instance: node.instance)
+    settings.peerTransport = transport
+    settings.executor = tasks
+    let id = node.id
+    let logger = Logger(label: "strata-sim.\(id)") { _ in
+      TraceLogHandler(node: id) { [weak self] line in self?.note(line) }
     }
-    return filled
+    let cluster = ClusterNode(settings: settings, tiers: tiers, logger: logger)
+    let instance = node.instance
+    cluster.setOnDrained { [weak self] in
+      guard let self else { return }
+      events.schedule(.depart(index, instance: instance), at: now)
+    }
+    node.cluster = cluster
+    node.peerTransport = transport
+    server.cluster = cluster
+    try cluster.start(membership: SimulatedMembership(simulation: self, node: index, instance: node.instance))
   }
 
-  /// A GET of one block over a peer connection; nil when it is not there or not reachable.
-  func fetch(_ id: BlockID, from source: Int, to index: Int) -> [UInt8]? {
-    guard nodes[source].isUp, !partitioned(source, index),
-      messageDelay(source, index) <= Self.copyTimeoutMilliseconds,
-      let connection = peerConnection(from: index, to: source)
-    else { return nil }
-    let answer = answeredFrames(
-      connection.receive(GetRequest(items: [.init(key: id.key)]).frameBytes(requestID: nextRequestID(), ringEpoch: 0)))
-    guard case .getResponse(let response)? = answer.first?.1, response.items.first?.status == .ok else { return nil }
-    return answer.first!.2
-  }
-
-  // MARK: The replication queue (Replicator.swift)
-
-  static let replicationAttemptsMax = 5
-
-  func queue(_ task: ReplicationTask) {
-    events.schedule(.replicate(task), at: now + 200 * UInt64(task.attempt))
-  }
-
-  func replicateLater(_ task: ReplicationTask) {
-    guard nodes[task.from].isUp else { return }
-    let bytes = readBytes(task.from, task.id)
-    guard bytes != nil else { return }
-    switch copy(task.id, bytes: bytes, from: task.from, to: task.to, askFirst: true) {
-    case .held: note("replicated \(task.id.key.hex.prefix(12)) n\(task.from)->n\(task.to)")
-    case .failed(let reason):
-      if task.attempt < Self.replicationAttemptsMax {
-        var next = task
-        next.attempt += 1
-        queue(next)
-      } else {
-        note("replication of \(task.id.key.hex.prefix(12)) n\(task.from)->n\(task.to) dropped: \(reason)")
-      }
+  /// Runs the cluster layer's tasks until each waits for the run loop again.
+  func settle() {
+    guard tasks.runUntilIdle() else {
+      return fail("the cluster layer's tasks ran \(SimulationExecutor.jobsPerSettleMax) jobs without settling")
+    }
+    // Wake the run loop when the next sleeper of any node is due.
+    for node in nodes where node.isUp {
+      guard let due = node.clock.nextWakeMilliseconds, due > node.clockOffset else { continue }
+      let at = max(now + 1, due - node.clockOffset)
+      if wakes.insert(at).inserted { events.schedule(.wake, at: at) }
     }
   }
 
-  // MARK: Repair (Repair.swift)
+  // MARK: Drain (ClusterNode.startDrain)
 
-  static let repairRetriesMax = 3
+  /// How often `strata drain` asks for the drain's status (CLI/ClusterCommands.swift).
+  static let drainPollMilliseconds: UInt64 = 500
 
-  func scheduleRepair(_ index: Int, reason: String) {
-    let node = nodes[index]
-    guard !node.repairScheduled else { return }
-    node.repairScheduled = true
-    note("n\(index) schedules repair: \(reason)")
-    events.schedule(.repair(node: index, attempt: 0), at: now + 50)
-  }
-
-  /// Every block this node owns in its ring, offered to the other owners that lack it; then the
-  /// blocks it holds without owning them (at most `NotOwnedOffers.perPassMax`), offered to their
-  /// owners and dropped here once every owner holds them.
-  func repairPass(_ index: Int, attempt: Int) {
-    let node = nodes[index]
-    node.repairScheduled = false
-    guard node.isUp, let tiers = node.tiers,
-      let me = node.ring.members.firstIndex(where: { $0.id == node.id && $0.isActive })
-    else { return }
-    let ring = node.ring
-    let held = tiers.inventory().map(\.id).sorted { keyOrder($0.key, $1.key) }
-    let owned = held.filter { ring.isOwner(memberIndex: me, of: $0.key) }
-    let notOwned = held.filter { !ring.isOwner(memberIndex: me, of: $0.key) }
-    let offered = notOwned.prefix(NotOwnedOffers.perPassMax)
-    var copied = 0
-    var failed = 0
-    for id in owned {
-      var bytes: [UInt8]?
-      var holders = 0
-      let others = ring.owners(of: id.key).filter { $0.id != node.id }
-      for owner in others {
-        guard let target = nodes.first(where: { $0.id == owner.id })?.index else { continue }
-        if bytes == nil { bytes = readBytes(index, id) }
-        if case .held = copy(id, bytes: bytes, from: index, to: target, askFirst: true) {
-          copied += 1
-          holders += 1
-        }
-      }
-      let required = ring.effectiveReplicationFactor - 1
-      if !BlockPlacement(owners: others.count, holders: holders, required: required).isPlaced { failed += 1 }
-    }
-    var released = 0
-    for id in offered {
-      let owners = ring.owners(of: id.key)
-      guard let holders = offer(id, from: index, to: owners) else { continue }
-      if BlockPlacement(owners: owners.count, holders: holders, required: ring.effectiveReplicationFactor).isPlaced {
-        tiers.remove(id)
-        released += 1
-      } else {
-        failed += 1
-      }
-    }
-    note(
-      "n\(index) repair pass at epoch \(ring.epoch): \(owned.count) owned, \(copied) offers held, \(notOwned.count) held unowned, \(released) released, \(failed) not on all owners"
-    )
-    if failed > 0 && attempt < Self.repairRetriesMax {
-      node.repairScheduled = true
-      events.schedule(.repair(node: index, attempt: attempt + 1), at: now + 500)
-    } else if NotOwnedOffers.passAgain(held: notOwned.count, offered: offered.count, released: released) {
-      scheduleRepair(index, reason: "more blocks held unowned")
-    }
-  }
-
-  /// Offers a block node `index` holds to `owners` (LOOKUP, then PUT where missing), as a handoff
-  /// does. Returns how many of them hold it afterwards, or nil when the block is gone from the
-  /// node since its inventory (evicted, or its record unreadable): nothing to offer.
-  func offer(_ id: BlockID, from index: Int, to owners: [Member]) -> Int? {
-    guard let bytes = readBytes(index, id) else { return nil }
-    var holders = 0
-    for owner in owners {
-      guard let target = nodes.first(where: { $0.id == owner.id })?.index else { continue }
-      if case .held = copy(id, bytes: bytes, from: index, to: target, askFirst: true) { holders += 1 }
-    }
-    return holders
-  }
-
-  // MARK: Drain (ClusterNode.startDrain, Handoff.swift)
-
+  /// An operator's `strata drain` to node `index` (RING drain), when the others can take its
+  /// blocks; it then asks for the status until the drain is done (the node exits) or failed.
   func startDrain(_ index: Int) {
     let node = nodes[index]
     let active = nodes.filter { $0.isUp && !$0.draining }.count
-    guard node.isUp, !node.draining, active > replicas else {
+    guard node.isUp, !node.draining, active > replicas, let cluster = node.cluster else {
       return note("  skipped: n\(index) cannot drain now (\(active) active nodes, R=\(replicas))")
     }
+    let call = RingCall(.drain, node: node.id)
+    Task(executorPreference: tasks) { [weak self] in
+      do throws(StrataError) {
+        _ = try await cluster.answerRing(call, isAdmin: true)
+      } catch {
+        self?.fail("n\(index) refused its drain: \(error.message)")
+      }
+    }
+    events.schedule(.drainStatus(index, instance: node.instance), at: now + Self.drainPollMilliseconds)
+  }
+
+  /// One RING drain_status from the operator; the first that reports "done" lets the node exit.
+  func pollDrain(_ index: Int, instance: Int) {
+    let node = nodes[index]
+    guard node.isUp, node.instance == instance, let cluster = node.cluster else { return }
+    Task(executorPreference: tasks) { _ = try? await cluster.answerRing(RingCall(.drainStatus), isAdmin: true) }
+    settle()
+    switch cluster.drainProgress.phase {
+    case .done, .failed: return
+    default: events.schedule(.drainStatus(index, instance: instance), at: now + Self.drainPollMilliseconds)
+    }
+  }
+
+  /// The drain's announcement: the member key is rewritten with the state draining.
+  func announceDraining(_ index: Int, instance: Int) {
+    let node = nodes[index]
+    guard node.isUp, node.instance == instance else { return }
     node.draining = true
-    node.drainAttempts = DrainAttempts()
-    if canReachMembership(index),
-      membership.put(.init(member: node.member(state: .draining), lease: node.membershipLease, instance: node.instance))
-    {
+    putDrainingRecord(index)
+  }
+
+  /// Writes node `index`'s member key as draining, when it can reach the membership service and
+  /// the key says otherwise (a later keep-alive tries again, as the session's update would).
+  func putDrainingRecord(_ index: Int) {
+    let node = nodes[index]
+    guard node.draining, node.sessionActive, canReachMembership(index), membership.isAlive(node.membershipLease)
+    else { return }
+    let record = MembershipModel.Record(
+      member: node.member(state: .draining), lease: node.membershipLease, instance: node.instance)
+    if membership.put(record) {
       note("membership: n\(index) draining (revision \(membership.revision))")
       broadcast()
     }
-    events.schedule(.handoff(node: index), at: now + 300)
   }
 
-  /// Hands every block to its owners in the ring without this node; leaves once every owner of
-  /// every block holds it, tries again later (`DrainAttempts`) while some do not, and after the
-  /// last attempt stays up, draining.
-  func handoff(_ index: Int) {
+  /// The session ends: no more keep-alives; `deregister` deletes the member key (a drained node
+  /// leaving) when the service can be reached, else the lease expires.
+  func endSession(_ index: Int, instance: Int, deregister: Bool) {
     let node = nodes[index]
-    guard node.isUp, node.draining, let tiers = node.tiers else { return }
-    var members = node.ring.members.filter { $0.id != node.id }
-    members.append(node.member(state: .draining))
-    let target = Ring(
-      members: members.sorted { $0.id < $1.id }, epoch: node.ring.epoch, replicationFactor: replicas,
-      virtualNodes: Self.virtualNodes)
-    // As many copies as the ring promised with this node active: min(R, active members with it).
-    let required = min(replicas, target.activeMembers.count + 1)
-    let held = tiers.inventory().map(\.id).sorted { keyOrder($0.key, $1.key) }
-    var unplaced = 0
-    for id in held {
-      let owners = target.owners(of: id.key)
-      guard let holders = offer(id, from: index, to: owners) else { continue }
-      if !BlockPlacement(owners: owners.count, holders: holders, required: required).isPlaced {
-        unplaced += 1
-      }
-    }
-    let next = node.drainAttempts.finished(unplaced: unplaced, nowMilliseconds: now)
-    note(
-      "n\(index) handoff attempt \(node.drainAttempts.attempts): \(held.count) blocks, \(unplaced) not on all owners")
-    switch next {
-    case .retry(let at):
-      events.schedule(.handoff(node: index), at: at)
-      return
-    case .stayUp(let blocks):
-      return note("n\(index) drain failed: \(blocks) blocks not on all owners; it stays up, draining")
-    case .leave:
-      break
-    }
-    guard canReachMembership(index) else {
-      events.schedule(.handoff(node: index), at: now + 1_000)
-      return
-    }
+    guard node.instance == instance, node.sessionActive else { return }
+    node.sessionActive = false
+    guard deregister, canReachMembership(index) else { return }
     if membership.delete(node.id) {
-      note("membership: n\(index) deregistered after its drain (revision \(membership.revision))")
+      note("membership: n\(index) deregistered (revision \(membership.revision))")
       broadcast()
     }
+  }
+
+  /// The drained node exits (the node's drained action).
+  func depart(_ index: Int, instance: Int) {
+    let node = nodes[index]
+    guard node.isUp, node.instance == instance else { return }
+    note("n\(index) exits after its drain")
     node.depart()
+    settle()
     clientConnections[index] = nil
-    for other in nodes { other.peers[node.id]?.close() }
-    for other in nodes { other.peers[node.id] = nil }
     checkNoAcknowledgedBlockLost()
   }
 }

@@ -82,9 +82,9 @@ final class Simulation: @unchecked Sendable {
   static let virtualNodes = 64
   static let leaseTTLMilliseconds: UInt64 = 2_000
   static let keepAliveMilliseconds: UInt64 = 500
-  static let copyTimeoutMilliseconds: UInt64 = 1_000
-  /// `cluster.fill_window`'s default.
-  static let fillWindowMilliseconds: UInt64 = 600_000
+  /// The nodes' peer call timeout (`ClusterNode.Settings.peerTimeoutMilliseconds`): a message
+  /// delay past it fails the call.
+  static let peerTimeoutMilliseconds: UInt64 = 1_000
   static let trafficEnd: UInt64 = 10_000
   static let healAt: UInt64 = 10_500
   static let finalCheckAt: UInt64 = 20_000
@@ -102,18 +102,14 @@ final class Simulation: @unchecked Sendable {
     case healPartition(Int, Int)
     case healIsolation(Int)
     case healDelay(Int)
-    case replicate(ReplicationTask)
-    case repair(node: Int, attempt: Int)
-    case handoff(node: Int)
+    /// A sleeper of some node's cluster layer is due (its clock reaches it at this time).
+    case wake
+    /// The operator's `strata drain` asks the node for the drain's status.
+    case drainStatus(Int, instance: Int)
+    /// A drained node's process exits.
+    case depart(Int, instance: Int)
     case heal
     case finalCheck
-  }
-
-  struct ReplicationTask {
-    var id: BlockID
-    var from: Int
-    var to: Int
-    var attempt: Int
   }
 
   struct Acknowledgement {
@@ -130,7 +126,12 @@ final class Simulation: @unchecked Sendable {
   let replicas: Int
   var membership = MembershipModel(leaseTTLMilliseconds: Simulation.leaseTTLMilliseconds)
   var rings: [UInt64: Ring] = [:]
+  /// Where the run loop's own async calls into a node run (write-behind passes).
   let executor = QueueExecutor(label: "strata.simulation")
+  /// Where the nodes' cluster layers run their background tasks: only when the run loop settles.
+  let tasks = SimulationExecutor()
+  /// Times a `.wake` is scheduled for.
+  var wakes: Set<UInt64> = []
   let logger: Logger
 
   // Network model.
@@ -170,7 +171,7 @@ final class Simulation: @unchecked Sendable {
     var logger = Logger(label: "strata-sim")
     logger.logLevel = .critical
     self.logger = logger
-    for index in 0..<count { nodes.append(SimulatedNode(index: index, replicas: replicas)) }
+    for index in 0..<count { nodes.append(SimulatedNode(index: index)) }
   }
 
   var result: SimulationResult {
@@ -216,9 +217,12 @@ final class Simulation: @unchecked Sendable {
       if time > Self.finalCheckAt { break }
       now = time
       for node in nodes where node.isUp { node.advanceClock(to: now) }
+      settle()
       handle(event)
+      settle()
     }
     for node in nodes { node.crashIfUpForTeardown() }
+    _ = tasks.runUntilIdle()
   }
 
   func handle(_ event: Event) {
@@ -248,9 +252,9 @@ final class Simulation: @unchecked Sendable {
     case .healDelay(let index):
       delays[index] = nil
       note("heal delay n\(index)")
-    case .replicate(let task): replicateLater(task)
-    case .repair(let index, let attempt): repairPass(index, attempt: attempt)
-    case .handoff(let index): handoff(index)
+    case .wake: wakes.remove(now)
+    case .drainStatus(let index, let instance): pollDrain(index, instance: instance)
+    case .depart(let index, let instance): depart(index, instance: instance)
     case .heal: healAll()
     case .finalCheck: finalCheck()
     }
@@ -261,14 +265,14 @@ final class Simulation: @unchecked Sendable {
   func startNode(_ index: Int) {
     let node = nodes[index]
     do throws(StrataError) {
-      let recovered = try node.start(
-        now: now, hooks: SimulatedClusterHooks(simulation: self, node: index), logger: logger)
+      let recovered = try node.start(now: now, logger: logger)
       note("start n\(index) instance \(node.instance): disk \(recovered)")
+      // The cluster layer's start registers with the membership service.
+      try startCluster(index)
     } catch {
       fail("n\(index) could not start: \(error.message)")
       return
     }
-    register(index)
     events.schedule(.keepAlive(index), at: now + Self.keepAliveMilliseconds)
     events.schedule(.writeBehind(index), at: now + 100)
   }
@@ -278,6 +282,7 @@ final class Simulation: @unchecked Sendable {
   /// Grants a lease and puts this node's member key (EtcdMembership's registration).
   func register(_ index: Int) {
     let node = nodes[index]
+    node.sessionActive = true
     guard canReachMembership(index) else { return }
     node.membershipLease = membership.grant(now: now)
     let record = MembershipModel.Record(
@@ -292,7 +297,7 @@ final class Simulation: @unchecked Sendable {
 
   func keepAlive(_ index: Int) {
     let node = nodes[index]
-    guard node.isUp else { return }
+    guard node.isUp, node.sessionActive else { return }
     events.schedule(.keepAlive(index), at: now + Self.keepAliveMilliseconds)
     guard canReachMembership(index) else {
       node.watching = false
@@ -301,8 +306,9 @@ final class Simulation: @unchecked Sendable {
     if !membership.keepAlive(node.membershipLease, now: now) {
       note("membership: n\(index) lease lost, registering again")
       register(index)
-    } else if !node.watching {
-      relist(index)
+    } else {
+      putDrainingRecord(index)
+      if !node.watching { relist(index) }
     }
   }
 
@@ -329,47 +335,18 @@ final class Simulation: @unchecked Sendable {
     return ring
   }
 
-  /// The node adopts a membership revision (ClusterNode.adopt and noteInstances): a ring whose
-  /// active members changed, a member that restarted, or the node's first ring while it holds
-  /// blocks, starts a repair pass.
+  /// The node hears of a membership revision: its cluster layer adopts the ring of its members
+  /// and notes their process instances, as EtcdMembership does with each change.
   func deliver(_ snapshot: MembershipModel.Snapshot, to index: Int) {
     let node = nodes[index]
-    guard node.isUp, node.watching, canReachMembership(index), snapshot.revision > node.seenRevision else { return }
-    let first = node.seenRevision == 0
+    guard node.isUp, node.sessionActive, node.watching, canReachMembership(index),
+      snapshot.revision > node.seenRevision, let cluster = node.cluster
+    else { return }
     node.seenRevision = snapshot.revision
-    let next = ring(for: snapshot)
-    let before = Set(node.ring.activeMembers.map(\.id))
-    let after = Set(next.activeMembers.map(\.id))
-    var restarted: [String] = []
-    for record in snapshot.records where record.member.id != node.id {
-      if let known = node.instances[record.member.id], known != record.instance { restarted.append(record.member.id) }
-      node.instances[record.member.id] = record.instance
-    }
-    let changed = next.members != node.ring.members
-    if changed {
-      // The first ring: its keys' previous owners are those of the ring without this node, who
-      // held them meanwhile (ClusterNode.adopt).
-      node.previousRing =
-        first
-        ? Ring(
-          members: next.members.filter { $0.id != node.id }, epoch: next.epoch, replicationFactor: replicas,
-          virtualNodes: Self.virtualNodes) : node.ring
-      node.ring = next
-      node.ringChangedAt = now
-    }
-    let departed = first ? [] : before.subtracting(after).sorted()
-    let joined = first ? [] : after.subtracting(before).sorted()
-    if changed {
-      note("n\(index) adopts ring epoch \(next.epoch): \(next.activeMembers.map(\.id).joined(separator: ","))")
-    }
-    // The node's first ring: the blocks it recovered from disk, or took before it, may be others'.
-    let firstWithBlocks = changed && first && node.tiers?.inventory().isEmpty == false
-    let reasons =
-      departed.map { "\($0) left" } + joined.map { "\($0) joined" } + restarted.map { "\($0) restarted" }
-      + (firstWithBlocks ? ["first ring, with blocks held"] : [])
-    if !reasons.isEmpty && after.contains(node.id) {
-      scheduleRepair(index, reason: reasons.joined(separator: ", "))
-    }
+    cluster.adopt(members: snapshot.records.map(\.member), epoch: snapshot.revision)
+    var instances: [String: Int] = [:]
+    for record in snapshot.records { instances[record.member.id] = record.instance }
+    cluster.noteInstances(instances)
   }
 
   func writeBehind(_ index: Int) {
@@ -424,7 +401,7 @@ final class Simulation: @unchecked Sendable {
     case .drain(let index):
       startDrain(index)
     case .join:
-      let node = SimulatedNode(index: nodes.count, replicas: replicas)
+      let node = SimulatedNode(index: nodes.count)
       nodes.append(node)
       startNode(node.index)
     }
@@ -432,9 +409,8 @@ final class Simulation: @unchecked Sendable {
 
   func crash(_ index: Int) {
     nodes[index].crash()
+    settle()
     clientConnections[index] = nil
-    for node in nodes { node.peers[nodes[index].id]?.close() }
-    for node in nodes { node.peers[nodes[index].id] = nil }
     failures.append((index, now))
     checkNoAcknowledgedBlockLost()
   }

@@ -45,11 +45,12 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
     for seed in FindingSeeds.all {
       let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
       #expect(result.failure == nil, "\(result.report)")
-      if result.trace.contains(where: { $0.contains(" released") && !$0.contains(" 0 released") }) {
+      // The real repair's log line: "repair finished ... released_blocks=N".
+      if result.trace.contains(where: { $0.contains("released_blocks=") && !$0.contains("released_blocks=0") }) {
         releasedBy.append(seed)
       }
       if FindingSeeds.drainLeftOneCopy.contains(seed) {
-        #expect(result.trace.contains { $0.contains("handoff attempt") }, "seed \(seed) drains")
+        #expect(result.trace.contains { $0.contains("drain: handing off blocks") }, "seed \(seed) drains")
       }
     }
     #expect(

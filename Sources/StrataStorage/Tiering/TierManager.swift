@@ -332,12 +332,14 @@ public final class TierManager: Sendable {
     var entries = state.withLock { state in
       state.ram.map { InventoryEntry(id: $0.key, bytes: $0.value.bytes, tier: .ram, reads: $0.value.reads) }
     }
-    entries.sort { $0.reads > $1.reads }
+    // Hottest first; ties (and the NVMe-only blocks) by key, so the order never depends on a
+    // dictionary's.
+    entries.sort { $0.reads != $1.reads ? $0.reads > $1.reads : $0.id.key.prefix64 < $1.id.key.prefix64 }
     if let nvme {
       let inRAM = Set(entries.map(\.id))
-      for (id, bytes) in nvme.blockInventory() where !inRAM.contains(id) {
-        entries.append(InventoryEntry(id: id, bytes: bytes, tier: .nvme, reads: 0))
-      }
+      entries += nvme.blockInventory().filter { !inRAM.contains($0.0) }
+        .map { InventoryEntry(id: $0.0, bytes: $0.1, tier: .nvme, reads: 0) }
+        .sorted { $0.id.key.prefix64 < $1.id.key.prefix64 }
     }
     return entries
   }
