@@ -2,7 +2,7 @@
 // the replicator, repair, drain, read-through, ring adoption). It reaches its peers through
 // `SimulatedPeerChannel`s: in-memory connections into the other nodes' real request pipelines,
 // subject to the network model. Its membership is `SimulatedMembership`, the etcd model. Its
-// background tasks run on `SimulationExecutor`, which only the run loop drives.
+// background tasks run on `ManualExecutor`, which only the run loop drives.
 
 import Logging
 import StrataCluster
@@ -11,34 +11,6 @@ import StrataNode
 import StrataPlacement
 import StrataStorage
 import StrataWire
-import Synchronization
-
-/// Runs the cluster layer's background tasks (`ClusterNode.Settings.executor`) only when the run
-/// loop asks. Jobs wait in the order they were enqueued, and `runUntilIdle` runs them on the
-/// calling thread. Every other wait in the simulated code ends by the run loop's hand (a clock it
-/// advances, a request it sends) or in its caller (in-memory peers, I/O pools of no threads), so
-/// once the queue is empty nothing runs until the next event.
-final class SimulationExecutor: TaskExecutor {
-  private let jobs = Mutex<[UnownedJob]>([])
-  /// Jobs one settling may run; more means tasks that wake each other without end.
-  static let jobsPerSettleMax = 1_000_000
-
-  func enqueue(_ job: consuming ExecutorJob) {
-    let job = UnownedJob(job)
-    jobs.withLock { $0.append(job) }
-  }
-
-  /// Runs queued jobs, and those they queue, until none is left; false when the bound was reached.
-  func runUntilIdle() -> Bool {
-    var ran = 0
-    while let job = jobs.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
-      job.runSynchronously(on: asUnownedTaskExecutor())
-      ran += 1
-      if ran >= Self.jobsPerSettleMax { return false }
-    }
-    return true
-  }
-}
 
 /// The peers of one node's process instance, as `PeerClients` asks for them.
 final class SimulatedPeerTransport: PeerTransport, @unchecked Sendable {
@@ -306,7 +278,7 @@ extension Simulation {
   /// Runs the cluster layer's tasks until each waits for the run loop again.
   func settle() {
     guard tasks.runUntilIdle() else {
-      return fail("the cluster layer's tasks ran \(SimulationExecutor.jobsPerSettleMax) jobs without settling")
+      return fail("the cluster layer's tasks ran \(ManualExecutor.jobsPerRunMax) jobs without settling")
     }
     // Wake the run loop when the next sleeper of any node is due.
     for node in nodes where node.isUp {

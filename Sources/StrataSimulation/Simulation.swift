@@ -129,7 +129,7 @@ final class Simulation: @unchecked Sendable {
   /// Where the run loop's own async calls into a node run (write-behind passes).
   let executor = QueueExecutor(label: "strata.simulation")
   /// Where the nodes' cluster layers run their background tasks: only when the run loop settles.
-  let tasks = SimulationExecutor()
+  let tasks = ManualExecutor()
   /// Times a `.wake` is scheduled for.
   var wakes: Set<UInt64> = []
   let logger: Logger

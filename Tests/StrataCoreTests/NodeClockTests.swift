@@ -90,6 +90,33 @@ import Testing
     #expect(!tasks.start {})
   }
 
+  /// Tasks owned on a `ManualExecutor` run only when it is told to, in the order they became
+  /// ready; a sleeper woken by its clock waits for the executor too. This is how the simulator
+  /// interleaves a node's background work: nothing here waits on real time or another thread.
+  @Test func tasksOnAManualExecutorRunOnlyWhenToldInOrder() {
+    let executor = ManualExecutor()
+    let clock = ManualClock()
+    let tasks = OwnedTasks(executor: executor)
+    let steps = Mutex<[String]>([])
+    for name in ["a", "b"] {
+      tasks.start {
+        steps.withLock { $0.append("\(name) starts") }
+        await clock.sleep(milliseconds: name == "a" ? 200 : 100)
+        steps.withLock { $0.append("\(name) wakes") }
+      }
+    }
+    #expect(steps.withLock { $0 }.isEmpty && executor.queued == 2 && tasks.count == 2)
+    #expect(executor.runUntilIdle())
+    #expect(steps.withLock { $0 } == ["a starts", "b starts"])
+    #expect(clock.sleepers == 2 && clock.nextWakeMilliseconds == 100)
+    // Both sleepers are due: they wake in the order of their ends, once the executor runs.
+    clock.advance(milliseconds: 250)
+    #expect(steps.withLock { $0.count } == 2 && executor.queued == 2 && clock.nextWakeMilliseconds == nil)
+    executor.runUntilIdle()
+    #expect(steps.withLock { $0 } == ["a starts", "b starts", "b wakes", "a wakes"])
+    #expect(tasks.count == 0 && executor.queued == 0)
+  }
+
   @Test func startsPastTheLimitAreRefused() async throws {
     let clock = ManualClock()
     let tasks = OwnedTasks(limit: 2)

@@ -97,6 +97,22 @@ private final class Latch: Sendable {
   }
 }
 
+extension WorkerPoolTests {
+  /// A pool of no threads (the simulator's storage) runs each job in its caller: done by the time
+  /// `submit` returns, results and errors as from threads, nothing ever queued.
+  @Test func aPoolOfNoThreadsRunsEachJobInItsCaller() async throws {
+    let pool = WorkerPool(label: "test.inline", threads: 0, queueDepthMax: 1)
+    let ran = Mutex(0)
+    for _ in 0..<3 { try pool.submit { ran.withLock { $0 += 1 } } }
+    #expect(ran.withLock { $0 } == 3 && pool.queuedCount == 0)
+    #expect(try await pool.run { () throws(StrataError) in ran.withLock { $0 } } == 3)
+    await #expect(throws: StrataError.self) {
+      try await pool.run { () throws(StrataError) -> Int in throw StrataError(.ioError, "disk") }
+    }
+    #expect(pool.runAndWait { 7 } == 7)
+  }
+}
+
 @Suite struct WaitForTaskTests {
   @Test func aPlainThreadWaitsForAsyncWork() async throws {
     // From a dispatch thread, as a connection's thread or a C caller would.
