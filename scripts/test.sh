@@ -25,6 +25,17 @@ swift test --disable-xctest --filter HostileClientTests
 
 echo "== simulation: the CI seed set (seeds 0..199 of the deterministic cluster simulation, docs/simulation.md)"
 scripts/simulate.sh --seeds 200
+# A seed replays exactly across processes too (hash seeds differ per process: a run must not
+# depend on dictionary order).
+sim="$(swift build --show-bin-path)/strata-sim"
+for seed in 7 35; do
+  first="$("$sim" --seed "$seed" | sed -n 1p)"
+  second="$("$sim" --seed "$seed" | sed -n 1p)"
+  if [ "$first" != "$second" ]; then
+    echo "simulation: seed $seed differs between two processes:"; echo "  $first"; echo "  $second"; exit 1
+  fi
+done
+echo "simulation: seeds 7 and 35 replay exactly in separate processes"
 
 echo "== python client"
 scripts/test-python.sh

@@ -224,7 +224,10 @@ public final class ClusterNode: ClusterHooks {
     case (nil, .etcd): source = try EtcdMembership(node: self)
     }
     membership.withLock { $0 = source }
-    tiers.setDemotionFailureHandler { [self] block, error in await demotionFailed(block, error: error) }
+    // Weak: the tier manager outlives neither this node nor its stop, and must not keep it alive.
+    tiers.setDemotionFailureHandler { [weak self] block, error in
+      await self?.demotionFailed(block, error: error) ?? .keep
+    }
     let replicator = self.replicator
     tasks.start { await replicator.run() }
     source.start()
@@ -233,7 +236,11 @@ public final class ClusterNode: ClusterHooks {
   /// Stops membership (deregistering from etcd when `deregister`), replication and probes.
   public func stop(deregister: Bool) {
     state.withLock { $0.stopped = true }
-    membership.withLock { $0 }?.stop(deregister: deregister)
+    // Taken out: a membership source holds its node, which must not outlive its stop.
+    membership.withLock { source in
+      defer { source = nil }
+      return source
+    }?.stop(deregister: deregister)
     replicator.stop()
     tasks.cancelAll()
     peers.closeAll()

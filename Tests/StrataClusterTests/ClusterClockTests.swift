@@ -162,4 +162,24 @@ private func block(_ n: Int) -> BlockID {
   bytes[0] = UInt8(truncatingIfNeeded: n)
   bytes[31] = 0x5A
   return BlockID(namespace: .embeddedDefault, key: BlockKey(bytes: bytes)!)
+
+}
+
+extension ClusterClockTests {
+  /// A stopped node, and the tier manager it was given, are freed once their last user lets go:
+  /// the tier manager's demotion-failure handler must not hold the node (a cycle that kept every
+  /// crashed node of a simulation, arena and all, until the process ran out of memory).
+  @Test func aStoppedNodeAndItsTierManagerAreFreed() async throws {
+    weak var node: ClusterNode?
+    weak var tiers: TierManager?
+    do {
+      let fixture = try ClockedNode()
+      try fixture.node.start()
+      fixture.node.stop(deregister: false)
+      node = fixture.node
+      tiers = fixture.tiers
+    }
+    // The replicator's loop ends after the stop (on another thread): then nothing holds them.
+    #expect(try await eventually(within: 30) { node == nil && tiers == nil })
+  }
 }
