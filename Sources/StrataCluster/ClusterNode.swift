@@ -155,6 +155,10 @@ public final class ClusterNode: ClusterHooks {
     var rejectedMembers = MemberRejections()
     var service: MembershipServiceState = .notUsed
     var stopped = false
+    /// From the drain's start: this node is draining in every ring it adopts, whatever the
+    /// membership says (its own announcement may not have come back yet, and after it deregisters
+    /// it hears nothing more), so it never owns a key again.
+    var draining = false
   }
 
   public let settings: Settings
@@ -268,9 +272,13 @@ public final class ClusterNode: ClusterHooks {
   var isStopped: Bool { state.withLock { $0.stopped } }
 
   /// Adopts a new ring (from membership); logs the change.
-  public func adopt(members: [Member], epoch: UInt64) {
-    let next = Self.makeRing(members: members, epoch: epoch, settings: settings)
+  public func adopt(members given: [Member], epoch: UInt64) {
     let me = settings.me.id
+    var members = given
+    if state.withLock({ $0.draining }), let index = members.firstIndex(where: { $0.id == me }) {
+      members[index].state = .draining
+    }
+    let next = Self.makeRing(members: members, epoch: epoch, settings: settings)
     let (changed, first, departed, joined) = state.withLock { state -> (Bool, Bool, [String], [String]) in
       let first = state.history.current.epoch == 0
       let before = Set(state.history.current.activeMembers.map(\.id))
@@ -418,6 +426,8 @@ public final class ClusterNode: ClusterHooks {
 
   public var readsThrough: Bool { fillWindowIsOpen(state.withLock { $0.history }) }
 
+  public var takesCopies: Bool { !state.withLock { $0.draining } }
+
   /// A member of the current ring (or a configured static peer, ring member or not while it is
   /// down) that `names` accepts by its id or its address's host.
   public func member(named names: (String) -> Bool) -> String? {
@@ -520,6 +530,14 @@ public final class ClusterNode: ClusterHooks {
     }
     guard started else { return }
     logger.info("drain started", metadata: ["node_id": "\(settings.nodeID)"])
+    // Draining at once in this node's own ring: a PUT it takes from now on is copied to the
+    // owners without it (a drained node would otherwise go on acknowledging PUTs as an owner,
+    // with its own copy counted, until it exits, and take that copy with it).
+    let current = state.withLock { state -> Ring in
+      state.draining = true
+      return state.history.current
+    }
+    adopt(members: current.members, epoch: current.epoch)
     membership.withLock { $0 }?.announceDraining()
     let handoff = Handoff(tiers: tiers, peers: peers, corruptCopies: corruptCopies, logger: logger)
     let progress = drain

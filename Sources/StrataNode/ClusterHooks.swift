@@ -39,6 +39,11 @@ public protocol ClusterHooks: Sendable {
   /// previous owners (after a ring change) and keep them. Returns how many were filled.
   func fill(_ ids: [BlockID]) async -> Int
 
+  /// Whether a peer's copies (replication, repair, handoff, write-quorum copies) are taken: false
+  /// once this node is draining. It owns no key then and is leaving: a copy it took would leave
+  /// with it, while the sender (whose ring may not show the drain yet) counted it as made.
+  var takesCopies: Bool { get }
+
   /// The id of a current ring member that `names` accepts (called with each member's id and its
   /// address's host): a node certificate's identity checked against the ring.
   func member(named names: (String) -> Bool) -> String?
@@ -50,6 +55,16 @@ public protocol ClusterHooks: Sendable {
 extension NodeServer {
   /// The cluster, when a request on a connection so marked should be routed by it.
   func routingCluster(isPeer: Bool) -> (any ClusterHooks)? { isPeer ? nil : cluster }
+
+  /// Refuses a peer's PUT (a copy) while this node is draining (`ClusterHooks.takesCopies`).
+  func checkTakesCopies(isPeer: Bool) throws(StrataError) {
+    guard isPeer, let cluster, !cluster.takesCopies else { return }
+    // A per-request refusal (the connection stays): the sender's ring is older than the drain.
+    throw StrataError(
+      .staleEpoch,
+      "node \(configuration.nodeID) is draining: it owns no key and takes no copies; send them to the owners in the current ring"
+    )
+  }
 
   /// Refuses a ring-aware client's request (`ringEpoch` ≠ 0) for a key this node does not own.
   func checkOwnership(_ keys: [BlockKey], ringEpoch: UInt64, isPeer: Bool) throws(StrataError) {

@@ -14,5 +14,17 @@ public enum FindingSeeds {
     13277, 13282, 14421, 14827, 15018, 15151, 15493, 16781, 17074, 17424, 17465, 17757, 18078,
   ]
 
-  public static var all: [UInt64] { (drainLeftOneCopy + heldOnlyByFormerOwners).sorted() }
+  /// Found once the simulator ran the real cluster layer. A drained node serves until it exits:
+  /// its own ring still named it an owner (its draining announcement had not come back before it
+  /// deregistered and stopped hearing), so it acknowledged PUTs with its own copy counted and
+  /// left with it (ClusterNode.startDrain).
+  public static let drainedNodeStillOwned: [UInt64] = [605, 2817, 3622, 4512]
+
+  /// A node cut off from etcd, whose ring did not show a drain, copied a PUT to the draining node
+  /// and counted that copy; the draining node left with it (ClusterHooks.takesCopies).
+  public static let drainingNodeTookCopies: [UInt64] = [3621]
+
+  public static var all: [UInt64] {
+    (drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned + drainingNodeTookCopies).sorted()
+  }
 }

@@ -182,4 +182,23 @@ extension ClusterClockTests {
     // The replicator's loop ends after the stop (on another thread): then nothing holds them.
     #expect(try await eventually(within: 30) { node == nil && tiers == nil })
   }
+
+  /// From the start of its drain a node owns no key in its own ring, even in a ring the
+  /// membership delivers later with it active (its announcement had not come back yet), and it
+  /// takes no copies: it never acknowledges a PUT on a copy it will leave with.
+  @Test func aDrainingNodeOwnsNothingInAnyRingItAdopts() throws {
+    let fixture = try ClockedNode()
+    fixture.node.adopt(members: [fixture.me, fixture.peer], epoch: 1)
+    let keys = (0..<64).map { block($0).key }
+    #expect(fixture.node.ring.replicationFactor == 2 && fixture.node.firstUnowned(keys) == nil)
+    #expect(fixture.node.takesCopies)
+    try fixture.node.startDrain()
+    defer { fixture.node.stop(deregister: false) }
+    #expect(!fixture.node.takesCopies)
+    #expect(fixture.node.ring.members.first { $0.id == fixture.me.id }?.state == .draining)
+    #expect(fixture.node.firstUnowned(keys) == keys.first)
+    fixture.node.adopt(members: [fixture.me, fixture.peer], epoch: 2)
+    #expect(fixture.node.ring.members.first { $0.id == fixture.me.id }?.state == .draining)
+    #expect(fixture.node.firstUnowned(keys) == keys.first)
+  }
 }

@@ -245,3 +245,50 @@ func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
     #expect(node.tiers.lookup([id]) == [.absent] && node.tiers.stats.checksumFailures == 1)
   }
 }
+
+/// A cluster layer that is draining: it owns nothing and takes no copies.
+private final class DrainingCluster: ClusterHooks {
+  var epoch: UInt64 { 3 }
+  func answerRing(_ body: [UInt8], isAdmin: Bool) async throws(StrataError) -> [UInt8] { [] }
+  func firstUnowned(_ keys: [BlockKey]) -> BlockKey? { keys.first }
+  func replicate(stored: [BlockID], present: [BlockID], writeQuorum: UInt8, deadline: Deadline) async -> StrataError? {
+    nil
+  }
+  var readsThrough: Bool { false }
+  func fill(_ ids: [BlockID]) async -> Int { 0 }
+  var takesCopies: Bool { false }
+  func member(named names: (String) -> Bool) -> String? { nil }
+}
+
+@Suite struct DrainingPipelineTests {
+  /// A draining node refuses a peer's copy (`staleEpoch`: the sender's ring predates the drain),
+  /// naming why, and stores none of it (the sender must not
+  /// count it: the node leaves with what it holds); a client's PUT is still taken (the cluster
+  /// layer copies it to the owners), and a peer still reads (read-through from a former owner).
+  @Test func aDrainingNodeRefusesPeerCopiesButServesClientsAndPeerReads() throws {
+    let node = try PipelineNode()
+    node.server.cluster = DrainingCluster()
+    let bytes = [UInt8](repeating: 7, count: 4096)
+    let (peer, _) = node.connect(PipelineNode.cluster, peerNamespace: "tenant-a")
+    let refused = frames(peer.receive(putFrame(1, bytes: bytes))).first?.1
+    guard case .error(_, let error)? = refused else {
+      Issue.record("a copy to a draining node was answered \(String(describing: refused))")
+      return
+    }
+    #expect(error.code == StrataError.Code.staleEpoch.number && error.message.contains("takes no copies"))
+    #expect(!peer.isClosed)
+    let (client, _) = node.connect(PipelineNode.tenantA)
+    let stored = frames(client.receive(putFrame(1, bytes: bytes))).first?.1
+    guard case .putResponse(let response)? = stored else {
+      Issue.record("a client's PUT to a draining node was answered \(String(describing: stored))")
+      return
+    }
+    #expect(response.outcomes == [.stored])
+    let lookup = LookupRequest(keys: [pipelineKey(1)]).frameBytes(requestID: 6, ringEpoch: 0)
+    guard case .lookupResponse(let found)? = frames(peer.receive(lookup)).first?.1 else {
+      Issue.record("a peer's LOOKUP on a draining node failed")
+      return
+    }
+    #expect(found.tiers == [.ram])
+  }
+}

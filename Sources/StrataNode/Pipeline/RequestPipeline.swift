@@ -523,6 +523,7 @@ struct RequestSession {
     let deadline = transferDeadline(bytes: total)
     let skipAll = request.items.map { PayloadSlot.skip(Int($0.length)) }
     do throws(StrataError) {
+      try server.checkTakesCopies(isPeer: grant.isPeer)
       try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
     } catch {
       try transport.receivePut(skipAll, deadline: deadline)
