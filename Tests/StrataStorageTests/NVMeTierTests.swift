@@ -593,7 +593,7 @@ final class NVMeScratchDirectory {
   /// the new bytes corruption.
   @Test(arguments: [false, true])
   func aReadOvertakenByEvictionIsNotCorruption(hot: Bool) throws {
-    let device = NVMeGatedDevice(SimulatedBlockDevice(capacityBytes: 4 * Self.regionBytes))
+    let device = GatedDevice(SimulatedBlockDevice(capacityBytes: 4 * Self.regionBytes))
     let tier = try Self.tier([device])
     let target = nvmeID(0)
     tier.isHot = { id in hot && id == target }
@@ -652,37 +652,50 @@ final class NVMeScratchDirectory {
   }
 }
 
-/// Wraps a simulated device so a test can hold one read at a chosen offset until it says go: the
-/// interleaving is forced with semaphores, not hoped for with sleeps.
-final class NVMeGatedDevice: BlockDevice {
+/// Wraps a simulated device so a test can hold one read at a chosen offset, or the n-th next write,
+/// until it says go: the held call signals `arrived` and waits for `proceed`. The interleaving is
+/// forced with semaphores, not hoped for with sleeps.
+final class GatedDevice: BlockDevice {
   let inner: SimulatedBlockDevice
   let arrived = DispatchSemaphore(value: 0)
   let proceed = DispatchSemaphore(value: 0)
-  private let heldOffset = Mutex<Int?>(nil)
+  private let heldRead = Mutex<Int?>(nil)
+  private let writesBeforeHold = Mutex<Int?>(nil)
 
   init(_ inner: SimulatedBlockDevice) { self.inner = inner }
 
   var capacityBytes: Int { inner.capacityBytes }
   var alignmentBytes: Int { inner.alignmentBytes }
 
-  /// The next read at `offset` signals `arrived`, then waits for `proceed` before reading.
-  func holdNextRead(at offset: Int) { heldOffset.withLock { $0 = offset } }
+  /// The next read at `offset` is held.
+  func holdNextRead(at offset: Int) { heldRead.withLock { $0 = offset } }
+
+  /// The `writes`-th next write is held.
+  func holdWrite(after writes: Int) { writesBeforeHold.withLock { $0 = writes } }
 
   func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
-    let hold = heldOffset.withLock { held in
+    let hold = heldRead.withLock { held in
       guard held == offset else { return false }
       held = nil
       return true
     }
-    if hold {
-      arrived.signal()
-      proceed.wait()
-    }
+    if hold { wait() }
     try inner.read(at: offset, into: buffer)
   }
 
   func write(at offset: Int, from buffer: UnsafeRawBufferPointer) throws(StrataError) {
+    let hold = writesBeforeHold.withLock { left -> Bool in
+      guard let remaining = left else { return false }
+      left = remaining > 1 ? remaining - 1 : nil
+      return remaining == 1
+    }
+    if hold { wait() }
     try inner.write(at: offset, from: buffer)
+  }
+
+  private func wait() {
+    arrived.signal()
+    proceed.wait()
   }
 
   func sync() throws(StrataError) { try inner.sync() }

@@ -211,49 +211,13 @@ import Testing
   }
 }
 
-/// A device whose writes can be held: once armed, the `after`-th next write signals `arrived` and
-/// waits for `proceed`.
-private final class WriteGatedDevice: BlockDevice {
-  let inner: SimulatedBlockDevice
-  let arrived = DispatchSemaphore(value: 0)
-  let proceed = DispatchSemaphore(value: 0)
-  private let countdown = Mutex<Int?>(nil)
-
-  init(_ inner: SimulatedBlockDevice) { self.inner = inner }
-
-  var capacityBytes: Int { inner.capacityBytes }
-  var alignmentBytes: Int { inner.alignmentBytes }
-
-  func holdWrite(after writes: Int) { countdown.withLock { $0 = writes } }
-
-  func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
-    try inner.read(at: offset, into: buffer)
-  }
-
-  func write(at offset: Int, from buffer: UnsafeRawBufferPointer) throws(StrataError) {
-    let hold = countdown.withLock { left -> Bool in
-      guard let remaining = left else { return false }
-      left = remaining > 1 ? remaining - 1 : nil
-      return remaining == 1
-    }
-    if hold {
-      arrived.signal()
-      proceed.wait()
-    }
-    try inner.write(at: offset, from: buffer)
-  }
-
-  func sync() throws(StrataError) { try inner.sync() }
-  func discard(at offset: Int, bytes: Int) { inner.discard(at: offset, bytes: bytes) }
-}
-
 @Suite struct RemovedWhileWrittenBehindTests {
   /// A block removed while its write-behind batch is writing it (its record staged, not yet on
   /// disk) is absent from the moment `remove` returns: also after its run is written and indexed
   /// while a later run of the batch is still held at the device, and gone from NVMe once the batch
   /// ends. Regions of 512 KiB hold two 200 KB records, so the batch needs three runs.
   @Test func aBlockRemovedMidBatchIsAbsentAtOnce() async throws {
-    let device = WriteGatedDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
+    let device = GatedDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
     let nvme = try NVMeTier(
       devices: [device], regionBytes: 512 << 10, compression: .none, blockBytesMax: TierFixture.blockBytesMax)
     let tiers = try TierManager(
