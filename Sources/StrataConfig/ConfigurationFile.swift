@@ -22,119 +22,303 @@ extension NodeConfiguration {
     }
   }
 
-  /// The configuration as YAML, in the same shape that `init(yaml:)` reads.
+  /// The configuration as YAML, in the same shape that `init(yaml:)` reads: both walk
+  /// `ConfigurationField.schema`.
   public var yaml: String {
-    var lines: [String] = []
-    lines.append("node:")
-    lines.append("  id: \(quoted(node.id))")
-    lines.append("  zone: \(quoted(node.zone))")
-    lines.append("listen: \(quoted(listen.description))")
-    lines.append("data_dir: \(quoted(dataDirectory))")
-    lines.append("ram:")
-    lines.append("  capacity: \(ram.capacity)")
-    lines.append("  lock: \(ram.lock)")
-    lines.append("  huge_pages: \(ram.hugePages)")
-    lines.append("nvme:")
-    lines.append("  paths:")
-    for path in effectiveNVMePaths {
-      lines.append("    - path: \(quoted(path.path))")
-      lines.append("      capacity: \(path.capacity)")
-    }
-    lines.append("  region_size: \(nvme.regionSize)")
-    lines.append("  admission: \(nvme.admission.rawValue)")
-    lines.append("  compression: \(nvme.compression.rawValue)")
-    lines.append("  writeback_window: \(nvme.writebackWindow)")
-    lines.append("limits:")
-    lines.append("  max_block_size: \(limits.blockBytesMax)")
-    lines.append("  max_connections: \(limits.connectionsMax)")
-    lines.append("  max_inflight_bytes_per_connection: \(limits.inflightBytesPerConnectionMax)")
-    lines.append("  max_inflight_bytes: \(limits.inflightBytesMax)")
-    lines.append("  max_leases: \(limits.leasesMax)")
-    lines.append("  lease_duration: \(limits.leaseDuration)")
-    lines.append("  max_connections_per_source: \(limits.connectionsPerSourceMax)")
-    lines.append("  max_connections_per_namespace: \(limits.connectionsPerNamespaceMax)")
-    lines.append("  max_handshakes: \(limits.handshakesMax)")
-    lines.append("  handshake_timeout: \(limits.handshakeTimeout)")
-    lines.append("  idle_timeout: \(limits.idleTimeout)")
-    lines.append("  request_timeout: \(limits.requestTimeout)")
-    lines.append("  min_transfer_rate: \(limits.minTransferRate)")
-    lines.append("  max_inflight_bytes_per_namespace: \(limits.inflightBytesPerNamespaceMax)")
-    lines.append("  max_leases_per_connection: \(limits.leasesPerConnectionMax)")
-    lines.append("  max_leases_per_namespace: \(limits.leasesPerNamespaceMax)")
-    lines.append("  max_pinned_bytes_per_namespace: \(limits.pinnedBytesPerNamespaceMax.map { "\($0)" } ?? "auto")")
-    lines.append("  max_ram_bytes_per_namespace: \(limits.ramBytesPerNamespaceMax.map { "\($0)" } ?? "unlimited")")
-    lines.append("  max_nvme_bytes_per_namespace: \(limits.nvmeBytesPerNamespaceMax.map { "\($0)" } ?? "unlimited")")
-    lines.append(
-      "  requests_per_second_per_namespace: \(limits.requestsPerSecondPerNamespace.map(String.init) ?? "unlimited")")
-    lines.append(
-      "  lookup_keys_per_second_per_namespace: \(limits.lookupKeysPerSecondPerNamespace.map(String.init) ?? "unlimited")"
-    )
-    lines.append(
-      "  misses_per_second_per_namespace: \(limits.missesPerSecondPerNamespace.map(String.init) ?? "unlimited")")
-    lines.append("cluster:")
-    lines.append("  peers: [\(cluster.peers.map { quoted($0.description) }.joined(separator: ", "))]")
-    lines.append("  etcd: \(quoted(cluster.etcd))")
-    lines.append("  replicas: \(cluster.replicas.map(String.init) ?? "auto")")
-    lines.append("  write_quorum: \(cluster.writeQuorum.map(String.init) ?? "auto")")
-    lines.append("  advertise: \(quoted(cluster.advertise?.description ?? ""))")
-    lines.append("  etcd_prefix: \(quoted(cluster.etcdPrefix))")
-    lines.append("  lease_ttl: \(cluster.leaseTTL)")
-    lines.append("  replication_queue: \(cluster.replicationQueueMax)")
-    lines.append("  fill_window: \(cluster.fillWindow)")
-    lines.append("  probe_interval: \(cluster.probeInterval)")
-    lines.append("  token: \(quoted(cluster.token))")
-    lines.append("  etcd_ca: \(quoted(cluster.etcdCA))")
-    lines.append("  etcd_cert: \(quoted(cluster.etcdCertificate))")
-    lines.append("  etcd_key: \(quoted(cluster.etcdKey))")
-    lines.append("  etcd_user: \(quoted(cluster.etcdUser))")
-    lines.append("  etcd_password: \(quoted(cluster.etcdPassword))")
-    lines.append("auth:")
-    lines.append("  tokens:\(auth.tokens.isEmpty ? " []" : "")")
-    for token in auth.tokens {
-      // Only the digest is ever written: a printed configuration holds no secret.
-      lines.append("    - token: \(quoted(token.digest.description))")
-      lines.append("      namespace: \(quoted(token.namespace.name))")
-      lines.append("      scopes: [\(token.scopes.names.joined(separator: ", "))]")
-    }
-    lines.append("namespaces:\(namespaces.isEmpty ? " []" : "")")
-    for entry in namespaces {
-      lines.append("  - namespace: \(quoted(entry.namespace.name))")
-      for (name, value) in [
-        ("ram", entry.ramBytesMax), ("nvme", entry.nvmeBytesMax), ("pinned", entry.pinnedBytesMax),
-        ("inflight", entry.inflightBytesMax),
-      ] {
-        if let value { lines.append("    \(name): \(value)") }
-      }
-      for (name, value) in [
-        ("requests_per_second", entry.requestsPerSecond), ("lookup_keys_per_second", entry.lookupKeysPerSecond),
-        ("misses_per_second", entry.missesPerSecond),
-      ] {
-        if let value { lines.append("    \(name): \(value)") }
-      }
-    }
-    lines.append("admin:")
-    lines.append("  listen: \(quoted(admin.listen.description))")
-    lines.append("  enabled: \(admin.enabled)")
-    lines.append("  connections: \(admin.connectionsMax)")
-    lines.append("  request_timeout: \(admin.requestTimeout)")
-    lines.append("same_host:")
-    lines.append("  enabled: \(sameHost.enabled)")
-    lines.append("  socket: \(quoted(sameHost.socket))")
-    lines.append("  max_region_size: \(sameHost.maxRegionSize)")
-    lines.append("tls:")
-    lines.append("  cert: \(quoted(tls.certificate))")
-    lines.append("  key: \(quoted(tls.key))")
-    lines.append("  ca: \(quoted(tls.clusterCA))")
-    lines.append("  client_ca: \(quoted(tls.clientCA))")
-    lines.append("  require_client_cert: \(tls.requireClientCertificate)")
-    lines.append("  kernel: \(tls.kernel)")
-    lines.append("insecure: \(insecure)")
-    return lines.joined(separator: "\n") + "\n"
+    ConfigurationField.schema.compactMap { $0.printed(self, indent: "") }.joined(separator: "\n") + "\n"
+  }
+}
+
+/// One field of the YAML file: its name, how it is read into a `Root` (reporting problems by field
+/// and line) and how it is printed. The file's whole shape is `schema`, written once: `init(yaml:)`
+/// and `yaml` both walk it, so no field can be readable but unprinted, or printed under another name.
+private struct ConfigurationField<Root> {
+  let name: String
+  let read: (inout ConfigurationReader, Yams.Node, _ field: String, inout Root) -> Void
+  /// The text after `name:`: the value on the same line (with its leading space), or the lines of
+  /// a mapping or list after it. nil: not printed.
+  let print: (Root, _ indent: String) -> String?
+
+  func printed(_ root: Root, indent: String) -> String? {
+    print(root, indent).map { indent + name + ":" + $0 }
   }
 
-  private func quoted(_ text: String) -> String {
-    "\"" + text.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"") + "\""
+  /// A mapping of fields.
+  static func section(_ name: String, _ fields: [ConfigurationField]) -> ConfigurationField {
+    ConfigurationField(
+      name: name,
+      read: { reader, node, field, root in reader.read(node, field, fields, into: &root) },
+      print: { root, indent in
+        "\n" + fields.compactMap { $0.printed(root, indent: indent + "  ") }.joined(separator: "\n")
+      })
   }
+
+  /// A scalar: `parse` reads it (nil after reporting a problem), `format` prints it.
+  static func value<T>(
+    _ name: String, _ path: WritableKeyPath<Root, T>,
+    parse: @escaping (inout ConfigurationReader, Yams.Node, String) -> T?, format: @escaping (T) -> String?
+  ) -> ConfigurationField {
+    ConfigurationField(
+      name: name,
+      read: { reader, node, field, root in
+        if let value = parse(&reader, node, field) { root[keyPath: path] = value }
+      },
+      print: { root, _ in format(root[keyPath: path]).map { " " + $0 } })
+  }
+
+  /// A scalar that may be unset: spelt `none` (`auto`, `unlimited`), or left out when `none` is nil.
+  static func optional<T>(
+    _ name: String, _ path: WritableKeyPath<Root, T?>, none: String?,
+    parse: @escaping (inout ConfigurationReader, Yams.Node, String) -> T?
+  ) -> ConfigurationField {
+    value(
+      name, path,
+      parse: { reader, node, field -> T?? in
+        if let none, case .scalar(let scalar) = node, scalar.string == none { return .some(nil) }
+        return parse(&reader, node, field).map { .some($0) }
+      },
+      format: { $0.map { "\($0)" } ?? none })
+  }
+
+  static func string(_ name: String, _ path: WritableKeyPath<Root, String>) -> ConfigurationField {
+    value(name, path, parse: { $0.string($1, $2) }, format: quoted)
+  }
+
+  static func bool(_ name: String, _ path: WritableKeyPath<Root, Bool>) -> ConfigurationField {
+    value(name, path, parse: { $0.bool($1, $2) }, format: { "\($0)" })
+  }
+
+  static func int(_ name: String, _ path: WritableKeyPath<Root, Int>) -> ConfigurationField {
+    value(name, path, parse: { $0.int($1, $2) }, format: { "\($0)" })
+  }
+
+  static func size(_ name: String, _ path: WritableKeyPath<Root, ByteSize>) -> ConfigurationField {
+    value(name, path, parse: { $0.size($1, $2) }, format: { "\($0)" })
+  }
+
+  static func duration(_ name: String, _ path: WritableKeyPath<Root, DurationSetting>) -> ConfigurationField {
+    value(name, path, parse: { $0.parsed($1, $2, DurationSetting.init(parsing:)) }, format: { "\($0)" })
+  }
+
+  static func address(_ name: String, _ path: WritableKeyPath<Root, HostPort>) -> ConfigurationField {
+    value(
+      name, path,
+      parse: { reader, node, field in
+        reader.parsed(node, field) { (text: String) throws(StrataError) in
+          try HostPort(parsing: text, allowAnyPort: true)
+        }
+      }, format: { quoted($0.description) })
+  }
+
+  static func choice<T: RawRepresentable & CaseIterable>(
+    _ name: String, _ path: WritableKeyPath<Root, T>
+  ) -> ConfigurationField where T.RawValue == String {
+    value(name, path, parse: { $0.choice($1, $2, T.self) }, format: \.rawValue)
+  }
+
+  /// A list of mappings (`of` names their fields), each read with `entry` (nil after reporting a
+  /// problem) and printed with `describe` as `- ` and its lines.
+  static func list<T>(
+    _ name: String, of: String, _ path: WritableKeyPath<Root, [T]>, printed: KeyPath<Root, [T]>? = nil,
+    entry: @escaping (inout ConfigurationReader, Yams.Node, String) -> T?, describe: @escaping (T) -> [String]
+  ) -> ConfigurationField {
+    ConfigurationField(
+      name: name,
+      read: { reader, node, field, root in
+        guard case .sequence(let items) = node else {
+          reader.problem(field, node, "expected a list of {\(of)}")
+          return
+        }
+        root[keyPath: path] = items.enumerated().compactMap { index, item in entry(&reader, item, "\(field)[\(index)]")
+        }
+      },
+      print: { root, indent in
+        let items = root[keyPath: printed ?? path]
+        guard !items.isEmpty else { return " []" }
+        return items.map { item in
+          describe(item).enumerated().map { "\n\(indent)  \($0.offset == 0 ? "-" : " ") \($0.element)" }.joined()
+        }.joined()
+      })
+  }
+}
+
+extension ConfigurationField where Root == NodeConfiguration {
+  static var schema: [ConfigurationField] {
+    [
+      section("node", [string("id", \.node.id), string("zone", \.node.zone)]),
+      address("listen", \.listen),
+      string("data_dir", \.dataDirectory),
+      section(
+        "ram", [size("capacity", \.ram.capacity), bool("lock", \.ram.lock), bool("huge_pages", \.ram.hugePages)]),
+      section(
+        "nvme",
+        [
+          list(
+            "paths", of: "path, capacity", \.nvme.paths, printed: \.effectiveNVMePaths,
+            entry: { reader, node, field in
+              var path = NVMePath(path: "", capacity: ByteSize(bytes: 0))
+              return reader.read(
+                node, field, [.string("path", \.path), .size("capacity", \.capacity)], into: &path,
+                required: ["path", "capacity"])
+                ? path : nil
+            }, describe: { ["path: \(quoted($0.path))", "capacity: \($0.capacity)"] }),
+          // Not printed: `paths` prints the one path it stands for.
+          value("capacity", \.nvme.defaultCapacity, parse: { $0.size($1, $2) }, format: { _ in nil }),
+          size("region_size", \.nvme.regionSize),
+          choice("admission", \.nvme.admission),
+          choice("compression", \.nvme.compression),
+          duration("writeback_window", \.nvme.writebackWindow),
+        ]),
+      section(
+        "limits",
+        [
+          size("max_block_size", \.limits.blockBytesMax),
+          int("max_connections", \.limits.connectionsMax),
+          size("max_inflight_bytes_per_connection", \.limits.inflightBytesPerConnectionMax),
+          size("max_inflight_bytes", \.limits.inflightBytesMax),
+          int("max_leases", \.limits.leasesMax),
+          duration("lease_duration", \.limits.leaseDuration),
+          int("max_connections_per_source", \.limits.connectionsPerSourceMax),
+          int("max_connections_per_namespace", \.limits.connectionsPerNamespaceMax),
+          int("max_handshakes", \.limits.handshakesMax),
+          duration("handshake_timeout", \.limits.handshakeTimeout),
+          duration("idle_timeout", \.limits.idleTimeout),
+          duration("request_timeout", \.limits.requestTimeout),
+          size("min_transfer_rate", \.limits.minTransferRate),
+          size("max_inflight_bytes_per_namespace", \.limits.inflightBytesPerNamespaceMax),
+          int("max_leases_per_connection", \.limits.leasesPerConnectionMax),
+          int("max_leases_per_namespace", \.limits.leasesPerNamespaceMax),
+          optional("max_pinned_bytes_per_namespace", \.limits.pinnedBytesPerNamespaceMax, none: "auto") {
+            $0.size($1, $2)
+          },
+          optional("max_ram_bytes_per_namespace", \.limits.ramBytesPerNamespaceMax, none: "unlimited") {
+            $0.size($1, $2)
+          },
+          optional("max_nvme_bytes_per_namespace", \.limits.nvmeBytesPerNamespaceMax, none: "unlimited") {
+            $0.size($1, $2)
+          },
+          optional("requests_per_second_per_namespace", \.limits.requestsPerSecondPerNamespace, none: "unlimited") {
+            $0.int($1, $2)
+          },
+          optional(
+            "lookup_keys_per_second_per_namespace", \.limits.lookupKeysPerSecondPerNamespace, none: "unlimited"
+          ) { $0.int($1, $2) },
+          optional("misses_per_second_per_namespace", \.limits.missesPerSecondPerNamespace, none: "unlimited") {
+            $0.int($1, $2)
+          },
+        ]),
+      section(
+        "cluster",
+        [
+          value(
+            "peers", \.cluster.peers,
+            parse: { reader, node, field in
+              guard case .sequence(let items) = node else {
+                reader.problem(field, node, "expected a list of HOST:PORT")
+                return nil
+              }
+              return items.enumerated().compactMap { index, item in
+                reader.parsed(item, "\(field)[\(index)]") { (text: String) throws(StrataError) in
+                  try HostPort(parsing: text)
+                }
+              }
+            }, format: { "[\($0.map { quoted($0.description) }.joined(separator: ", "))]" }),
+          string("etcd", \.cluster.etcd),
+          optional("replicas", \.cluster.replicas, none: "auto") { $0.int($1, $2) },
+          optional("write_quorum", \.cluster.writeQuorum, none: "auto") { $0.int($1, $2) },
+          // An empty string means none.
+          value(
+            "advertise", \.cluster.advertise,
+            parse: { reader, node, field in
+              guard let text = reader.string(node, field), !text.isEmpty else { return nil }
+              return reader.parsed(node, field) { (text: String) throws(StrataError) in try HostPort(parsing: text) }
+            }, format: { quoted($0?.description ?? "") }),
+          string("etcd_prefix", \.cluster.etcdPrefix),
+          duration("lease_ttl", \.cluster.leaseTTL),
+          int("replication_queue", \.cluster.replicationQueueMax),
+          duration("fill_window", \.cluster.fillWindow),
+          duration("probe_interval", \.cluster.probeInterval),
+          string("token", \.cluster.token),
+          string("etcd_ca", \.cluster.etcdCA),
+          string("etcd_cert", \.cluster.etcdCertificate),
+          string("etcd_key", \.cluster.etcdKey),
+          string("etcd_user", \.cluster.etcdUser),
+          string("etcd_password", \.cluster.etcdPassword),
+        ]),
+      // Only a token's digest is ever printed: a printed configuration holds no secret.
+      section(
+        "auth",
+        [
+          list(
+            "tokens", of: "token, namespace, scopes", \.auth.tokens, entry: { $0.token($1, $2) },
+            describe: {
+              [
+                "token: \(quoted($0.digest.description))", "namespace: \(quoted($0.namespace.name))",
+                "scopes: [\($0.scopes.names.joined(separator: ", "))]",
+              ]
+            })
+        ]),
+      list(
+        "namespaces", of: "namespace, ram, nvme, pinned, inflight, ...", \.namespaces,
+        entry: { reader, node, field in
+          var settings = NodeConfiguration.NamespaceSettings(namespace: .embeddedDefault)
+          return reader.read(
+            node, field, NodeConfiguration.NamespaceSettings.fields, into: &settings, required: ["namespace"])
+            ? settings : nil
+        },
+        describe: { entry in
+          NodeConfiguration.NamespaceSettings.fields.compactMap { field in
+            field.print(entry, "").map { field.name + ":" + $0 }
+          }
+        }),
+      section(
+        "admin",
+        [
+          address("listen", \.admin.listen), bool("enabled", \.admin.enabled),
+          int("connections", \.admin.connectionsMax), duration("request_timeout", \.admin.requestTimeout),
+        ]),
+      section(
+        "same_host",
+        [
+          bool("enabled", \.sameHost.enabled), string("socket", \.sameHost.socket),
+          size("max_region_size", \.sameHost.maxRegionSize),
+        ]),
+      section(
+        "tls",
+        [
+          string("cert", \.tls.certificate), string("key", \.tls.key), string("ca", \.tls.clusterCA),
+          string("client_ca", \.tls.clientCA), bool("require_client_cert", \.tls.requireClientCertificate),
+          bool("kernel", \.tls.kernel),
+        ]),
+      bool("insecure", \.insecure),
+    ]
+  }
+}
+
+extension NodeConfiguration.NamespaceSettings {
+  /// An entry of `namespaces:`; a limit left out is unset (the `limits:` default applies).
+  fileprivate static var fields: [ConfigurationField<Self>] {
+    func count(_ name: String, _ path: WritableKeyPath<Self, Int?>) -> ConfigurationField<Self> {
+      .optional(name, path, none: nil) { $0.int($1, $2) }
+    }
+    func size(_ name: String, _ path: WritableKeyPath<Self, ByteSize?>) -> ConfigurationField<Self> {
+      .optional(name, path, none: nil) { $0.size($1, $2) }
+    }
+    return [
+      .value(
+        "namespace", \.namespace,
+        parse: { reader, node, field in
+          reader.parsed(node, field) { (text: String) throws(StrataError) in try Namespace(text) }
+        }, format: { quoted($0.name) }),
+      size("ram", \.ramBytesMax), size("nvme", \.nvmeBytesMax), size("pinned", \.pinnedBytesMax),
+      size("inflight", \.inflightBytesMax), count("requests_per_second", \.requestsPerSecond),
+      count("lookup_keys_per_second", \.lookupKeysPerSecond), count("misses_per_second", \.missesPerSecond),
+    ]
+  }
+}
+
+private func quoted(_ text: String) -> String {
+  "\"" + text.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"") + "\""
 }
 
 /// Walks the YAML tree, collecting problems instead of stopping at the first.
@@ -142,289 +326,56 @@ private struct ConfigurationReader {
   var problems: [ConfigurationProblem] = []
 
   mutating func read(_ root: Yams.Node, into config: inout NodeConfiguration) {
-    let top = fields(
-      root, "",
-      known: [
-        "node", "listen", "data_dir", "ram", "nvme", "limits", "cluster", "auth", "admin", "namespaces", "same_host",
-        "tls", "insecure",
-      ])
-    if let value = top["insecure"].flatMap({ bool($0, "insecure") }) { config.insecure = value }
-    if let tls = top["tls"] {
-      let fields = fields(
-        tls, "tls", known: ["cert", "key", "ca", "client_ca", "require_client_cert", "kernel"])
-      if let value = fields["cert"].flatMap({ string($0, "tls.cert") }) { config.tls.certificate = value }
-      if let value = fields["key"].flatMap({ string($0, "tls.key") }) { config.tls.key = value }
-      if let value = fields["ca"].flatMap({ string($0, "tls.ca") }) { config.tls.clusterCA = value }
-      if let value = fields["client_ca"].flatMap({ string($0, "tls.client_ca") }) { config.tls.clientCA = value }
-      if let value = fields["require_client_cert"].flatMap({ bool($0, "tls.require_client_cert") }) {
-        config.tls.requireClientCertificate = value
+    read(root, "", ConfigurationField.schema, into: &config)
+  }
+
+  /// Reads a mapping of `fields` into `root`. False when a `required` field is missing (reported)
+  /// or one of them was not valid.
+  @discardableResult
+  mutating func read<Root>(
+    _ node: Yams.Node, _ path: String, _ fields: [ConfigurationField<Root>], into root: inout Root,
+    required: [String] = []
+  ) -> Bool {
+    let given = self.fields(node, path, known: fields.map(\.name))
+    let missing = required.filter { given[$0] == nil }
+    if !missing.isEmpty {
+      if case .mapping = node {
+        problem(path, node, "needs \(required.count == 1 ? "a" : "both") \(required.joined(separator: " and "))")
       }
-      if let value = fields["kernel"].flatMap({ bool($0, "tls.kernel") }) { config.tls.kernel = value }
+      return false
     }
-    if let node = top["node"] {
-      let fields = fields(node, "node", known: ["id", "zone"])
-      if let value = fields["id"].flatMap({ string($0, "node.id") }) { config.node.id = value }
-      if let value = fields["zone"].flatMap({ string($0, "node.zone") }) { config.node.zone = value }
-    }
-    if let value = top["listen"].flatMap({
-      parsed($0, "listen") { (text: String) throws(StrataError) in try HostPort(parsing: text, allowAnyPort: true) }
-    }) {
-      config.listen = value
-    }
-    if let value = top["data_dir"].flatMap({ string($0, "data_dir") }) { config.dataDirectory = value }
-    if let ram = top["ram"] {
-      let fields = fields(ram, "ram", known: ["capacity", "lock", "huge_pages"])
-      if let value = fields["capacity"].flatMap({ size($0, "ram.capacity") }) { config.ram.capacity = value }
-      if let value = fields["lock"].flatMap({ bool($0, "ram.lock") }) { config.ram.lock = value }
-      if let value = fields["huge_pages"].flatMap({ bool($0, "ram.huge_pages") }) { config.ram.hugePages = value }
-    }
-    if let nvme = top["nvme"] {
-      let fields = fields(
-        nvme, "nvme", known: ["paths", "capacity", "region_size", "admission", "compression", "writeback_window"])
-      if let paths = fields["paths"] { config.nvme.paths = nvmePaths(paths) }
-      if let value = fields["capacity"].flatMap({ size($0, "nvme.capacity") }) { config.nvme.defaultCapacity = value }
-      if let value = fields["region_size"].flatMap({ size($0, "nvme.region_size") }) { config.nvme.regionSize = value }
-      if let value = fields["admission"].flatMap({ choice($0, "nvme.admission", AdmissionPolicy.self) }) {
-        config.nvme.admission = value
-      }
-      if let value = fields["compression"].flatMap({ choice($0, "nvme.compression", CompressionCodec.self) }) {
-        config.nvme.compression = value
-      }
-      if let value = fields["writeback_window"].flatMap({
-        parsed($0, "nvme.writeback_window", DurationSetting.init(parsing:))
-      }) {
-        config.nvme.writebackWindow = value
+    let before = problems.count
+    for field in fields {
+      if let value = given[field.name] {
+        field.read(&self, value, path.isEmpty ? field.name : "\(path).\(field.name)", &root)
       }
     }
-    var limitFields: [String: Yams.Node] = [:]
-    if let limits = top["limits"] {
-      let fields = fields(
-        limits, "limits",
-        known: [
-          "max_block_size", "max_connections", "max_inflight_bytes_per_connection", "max_inflight_bytes",
-          "max_leases", "lease_duration", "max_connections_per_source", "max_connections_per_namespace",
-          "max_handshakes", "handshake_timeout", "idle_timeout", "request_timeout", "min_transfer_rate",
-          "max_inflight_bytes_per_namespace", "max_leases_per_connection", "max_leases_per_namespace",
-          "max_pinned_bytes_per_namespace", "max_ram_bytes_per_namespace", "max_nvme_bytes_per_namespace",
-          "requests_per_second_per_namespace", "lookup_keys_per_second_per_namespace",
-          "misses_per_second_per_namespace",
-        ])
-      if let value = fields["max_block_size"].flatMap({ size($0, "limits.max_block_size") }) {
-        config.limits.blockBytesMax = value
-      }
-      if let value = fields["max_connections"].flatMap({ int($0, "limits.max_connections") }) {
-        config.limits.connectionsMax = value
-      }
-      if let value = fields["max_inflight_bytes_per_connection"].flatMap({
-        size($0, "limits.max_inflight_bytes_per_connection")
-      }) {
-        config.limits.inflightBytesPerConnectionMax = value
-      }
-      if let value = fields["max_inflight_bytes"].flatMap({ size($0, "limits.max_inflight_bytes") }) {
-        config.limits.inflightBytesMax = value
-      }
-      if let value = fields["max_leases"].flatMap({ int($0, "limits.max_leases") }) { config.limits.leasesMax = value }
-      if let value = fields["lease_duration"].flatMap({
-        parsed($0, "limits.lease_duration", DurationSetting.init(parsing:))
-      }) {
-        config.limits.leaseDuration = value
-      }
-      if let value = fields["max_connections_per_source"].flatMap({ int($0, "limits.max_connections_per_source") }) {
-        config.limits.connectionsPerSourceMax = value
-      }
-      if let value = fields["max_connections_per_namespace"].flatMap({
-        int($0, "limits.max_connections_per_namespace")
-      }) {
-        config.limits.connectionsPerNamespaceMax = value
-      }
-      if let value = fields["max_handshakes"].flatMap({ int($0, "limits.max_handshakes") }) {
-        config.limits.handshakesMax = value
-      }
-      for (name, path) in [
-        ("handshake_timeout", \NodeConfiguration.Limits.handshakeTimeout),
-        ("idle_timeout", \NodeConfiguration.Limits.idleTimeout),
-        ("request_timeout", \NodeConfiguration.Limits.requestTimeout),
-      ] {
-        if let value = fields[name].flatMap({ parsed($0, "limits.\(name)", DurationSetting.init(parsing:)) }) {
-          config.limits[keyPath: path] = value
-        }
-      }
-      if let value = fields["min_transfer_rate"].flatMap({ size($0, "limits.min_transfer_rate") }) {
-        config.limits.minTransferRate = value
-      }
-      if let value = fields["max_inflight_bytes_per_namespace"].flatMap({
-        size($0, "limits.max_inflight_bytes_per_namespace")
-      }) {
-        config.limits.inflightBytesPerNamespaceMax = value
-      }
-      if let value = fields["max_leases_per_connection"].flatMap({ int($0, "limits.max_leases_per_connection") }) {
-        config.limits.leasesPerConnectionMax = value
-      }
-      if let value = fields["max_leases_per_namespace"].flatMap({ int($0, "limits.max_leases_per_namespace") }) {
-        config.limits.leasesPerNamespaceMax = value
-      }
-      limitFields = fields
-      if let node = fields["max_pinned_bytes_per_namespace"] {
-        if case .scalar(let scalar) = node, scalar.string == "auto" {
-          config.limits.pinnedBytesPerNamespaceMax = nil
-        } else if let value = size(node, "limits.max_pinned_bytes_per_namespace") {
-          config.limits.pinnedBytesPerNamespaceMax = value
-        }
-      }
+    return required.isEmpty || problems.count == before
+  }
+
+  mutating func token(_ item: Yams.Node, _ field: String) -> NodeConfiguration.Auth.Token? {
+    let entry = fields(item, field, known: ["token", "namespace", "admin", "scopes"])
+    guard let tokenNode = entry["token"], let namespaceNode = entry["namespace"] else {
+      if case .mapping = item { problem(field, item, "needs both token and namespace") }
+      return nil
     }
-    for (name, path) in [
-      ("max_ram_bytes_per_namespace", \NodeConfiguration.Limits.ramBytesPerNamespaceMax),
-      ("max_nvme_bytes_per_namespace", \NodeConfiguration.Limits.nvmeBytesPerNamespaceMax),
-    ] {
-      if let node = limitFields[name], let value = optionalSize(node, "limits.\(name)") {
-        config.limits[keyPath: path] = value
+    var scopes: TokenScopes? = nil
+    if let scopesNode = entry["scopes"] {
+      if entry["admin"] != nil {
+        problem("\(field).admin", entry["admin"], "give scopes or admin, not both (admin: true is every scope)")
       }
+      scopes = tokenScopes(scopesNode, "\(field).scopes")
+    } else {
+      let admin = entry["admin"].flatMap { bool($0, "\(field).admin") } ?? false
+      scopes = admin ? .all : .tenantDefault
     }
-    for (name, path) in [
-      ("requests_per_second_per_namespace", \NodeConfiguration.Limits.requestsPerSecondPerNamespace),
-      ("lookup_keys_per_second_per_namespace", \NodeConfiguration.Limits.lookupKeysPerSecondPerNamespace),
-      ("misses_per_second_per_namespace", \NodeConfiguration.Limits.missesPerSecondPerNamespace),
-    ] {
-      if let node = limitFields[name], let value = optionalInt(node, "limits.\(name)") {
-        config.limits[keyPath: path] = value
-      }
-    }
-    if let namespaces = top["namespaces"] { config.namespaces = namespaceSettings(namespaces) }
-    if let auth = top["auth"] {
-      let fields = fields(auth, "auth", known: ["tokens"])
-      if let tokens = fields["tokens"] {
-        if case .sequence(let items) = tokens {
-          for (index, item) in items.enumerated() {
-            let field = "auth.tokens[\(index)]"
-            let entry = self.fields(item, field, known: ["token", "namespace", "admin", "scopes"])
-            guard let tokenNode = entry["token"], let namespaceNode = entry["namespace"] else {
-              if case .mapping = item { problem(field, item, "needs both token and namespace") }
-              continue
-            }
-            var scopes: TokenScopes? = nil
-            if let scopesNode = entry["scopes"] {
-              if entry["admin"] != nil {
-                problem("\(field).admin", entry["admin"], "give scopes or admin, not both (admin: true is every scope)")
-              }
-              scopes = tokenScopes(scopesNode, "\(field).scopes")
-            } else {
-              let admin = entry["admin"].flatMap { bool($0, "\(field).admin") } ?? false
-              scopes = admin ? .all : .tenantDefault
-            }
-            guard let scopes, let text = string(tokenNode, "\(field).token"),
-              let namespace = parsed(
-                namespaceNode, "\(field).namespace",
-                { (text: String) throws(StrataError) in
-                  try Namespace(text)
-                })
-            else { continue }
-            if TokenDigest.isDigestForm(text) {
-              if let digest = parsed(tokenNode, "\(field).token", TokenDigest.init(parsing:)) {
-                config.auth.tokens.append(.init(digest: digest, namespace: namespace, scopes: scopes))
-              }
-            } else {
-              config.auth.tokens.append(.init(token: text, namespace: namespace, scopes: scopes))
-            }
-          }
-        } else {
-          problem("auth.tokens", tokens, "expected a list of {token, namespace, scopes}")
-        }
-      }
-    }
-    if let sameHost = top["same_host"] {
-      let fields = fields(sameHost, "same_host", known: ["enabled", "socket", "max_region_size"])
-      if let value = fields["enabled"].flatMap({ bool($0, "same_host.enabled") }) { config.sameHost.enabled = value }
-      if let value = fields["socket"].flatMap({ string($0, "same_host.socket") }) { config.sameHost.socket = value }
-      if let value = fields["max_region_size"].flatMap({ size($0, "same_host.max_region_size") }) {
-        config.sameHost.maxRegionSize = value
-      }
-    }
-    if let admin = top["admin"] {
-      let fields = fields(admin, "admin", known: ["listen", "enabled", "connections", "request_timeout"])
-      if let value = fields["listen"].flatMap({
-        parsed($0, "admin.listen") { (text: String) throws(StrataError) in
-          try HostPort(parsing: text, allowAnyPort: true)
-        }
-      }) {
-        config.admin.listen = value
-      }
-      if let value = fields["enabled"].flatMap({ bool($0, "admin.enabled") }) { config.admin.enabled = value }
-      if let value = fields["connections"].flatMap({ int($0, "admin.connections") }) {
-        config.admin.connectionsMax = value
-      }
-      if let value = fields["request_timeout"].flatMap({
-        parsed($0, "admin.request_timeout", DurationSetting.init(parsing:))
-      }) {
-        config.admin.requestTimeout = value
-      }
-    }
-    if let cluster = top["cluster"] {
-      let fields = fields(
-        cluster, "cluster",
-        known: [
-          "peers", "etcd", "replicas", "advertise", "etcd_prefix", "lease_ttl", "replication_queue", "fill_window",
-          "probe_interval", "token", "write_quorum", "etcd_ca", "etcd_cert", "etcd_key", "etcd_user",
-          "etcd_password",
-        ])
-      if let value = fields["token"].flatMap({ string($0, "cluster.token") }) { config.cluster.token = value }
-      if let value = fields["etcd_ca"].flatMap({ string($0, "cluster.etcd_ca") }) { config.cluster.etcdCA = value }
-      if let value = fields["etcd_cert"].flatMap({ string($0, "cluster.etcd_cert") }) {
-        config.cluster.etcdCertificate = value
-      }
-      if let value = fields["etcd_key"].flatMap({ string($0, "cluster.etcd_key") }) { config.cluster.etcdKey = value }
-      if let value = fields["etcd_user"].flatMap({ string($0, "cluster.etcd_user") }) {
-        config.cluster.etcdUser = value
-      }
-      if let value = fields["etcd_password"].flatMap({ string($0, "cluster.etcd_password") }) {
-        config.cluster.etcdPassword = value
-      }
-      if let peers = fields["peers"] {
-        if case .sequence(let items) = peers {
-          config.cluster.peers = items.enumerated().compactMap { index, item in
-            parsed(
-              item, "cluster.peers[\(index)]", { (text: String) throws(StrataError) in try HostPort(parsing: text) })
-          }
-        } else {
-          problem("cluster.peers", peers, "expected a list of HOST:PORT")
-        }
-      }
-      if let value = fields["etcd"].flatMap({ string($0, "cluster.etcd") }) { config.cluster.etcd = value }
-      if let replicas = fields["replicas"] {
-        if replicas.string == "auto" {
-          config.cluster.replicas = nil
-        } else if let value = int(replicas, "cluster.replicas") {
-          config.cluster.replicas = value
-        }
-      }
-      if let quorum = fields["write_quorum"] {
-        if quorum.string == "auto" {
-          config.cluster.writeQuorum = nil
-        } else if let value = int(quorum, "cluster.write_quorum") {
-          config.cluster.writeQuorum = value
-        }
-      }
-      if let node = fields["advertise"], let text = string(node, "cluster.advertise"), !text.isEmpty {
-        config.cluster.advertise = parsed(
-          node, "cluster.advertise", { (text: String) throws(StrataError) in try HostPort(parsing: text) })
-      }
-      if let value = fields["etcd_prefix"].flatMap({ string($0, "cluster.etcd_prefix") }) {
-        config.cluster.etcdPrefix = value
-      }
-      if let value = fields["lease_ttl"].flatMap({ parsed($0, "cluster.lease_ttl", DurationSetting.init(parsing:)) }) {
-        config.cluster.leaseTTL = value
-      }
-      if let value = fields["replication_queue"].flatMap({ int($0, "cluster.replication_queue") }) {
-        config.cluster.replicationQueueMax = value
-      }
-      if let value = fields["fill_window"].flatMap({ parsed($0, "cluster.fill_window", DurationSetting.init(parsing:)) }
-      ) {
-        config.cluster.fillWindow = value
-      }
-      if let value = fields["probe_interval"].flatMap({
-        parsed($0, "cluster.probe_interval", DurationSetting.init(parsing:))
-      }) {
-        config.cluster.probeInterval = value
-      }
+    guard let scopes, let text = string(tokenNode, "\(field).token"),
+      let namespace = parsed(
+        namespaceNode, "\(field).namespace", { (text: String) throws(StrataError) in try Namespace(text) })
+    else { return nil }
+    guard TokenDigest.isDigestForm(text) else { return .init(token: text, namespace: namespace, scopes: scopes) }
+    return parsed(tokenNode, "\(field).token", TokenDigest.init(parsing:)).map {
+      .init(digest: $0, namespace: namespace, scopes: scopes)
     }
   }
 
@@ -445,81 +396,13 @@ private struct ConfigurationReader {
     return scopes
   }
 
-  /// A size, or nil for `unlimited` (as `.some(nil)`); nil when the value is wrong.
-  private mutating func optionalSize(_ node: Yams.Node, _ field: String) -> ByteSize?? {
-    if case .scalar(let scalar) = node, scalar.string == "unlimited" { return .some(nil) }
-    return size(node, field).map { .some($0) }
-  }
-
-  private mutating func optionalInt(_ node: Yams.Node, _ field: String) -> Int?? {
-    if case .scalar(let scalar) = node, scalar.string == "unlimited" { return .some(nil) }
-    return int(node, field).map { .some($0) }
-  }
-
-  private mutating func namespaceSettings(_ node: Yams.Node) -> [NodeConfiguration.NamespaceSettings] {
-    guard case .sequence(let items) = node else {
-      problem("namespaces", node, "expected a list of {namespace, ram, nvme, pinned, inflight, ...}")
-      return []
-    }
-    var result: [NodeConfiguration.NamespaceSettings] = []
-    for (index, item) in items.enumerated() {
-      let field = "namespaces[\(index)]"
-      let entry = fields(
-        item, field,
-        known: [
-          "namespace", "ram", "nvme", "pinned", "inflight", "requests_per_second", "lookup_keys_per_second",
-          "misses_per_second",
-        ])
-      guard let nameNode = entry["namespace"] else {
-        if case .mapping = item { problem(field, item, "needs a namespace") }
-        continue
-      }
-      guard
-        let namespace = parsed(
-          nameNode, "\(field).namespace", { (text: String) throws(StrataError) in try Namespace(text) })
-      else { continue }
-      var settings = NodeConfiguration.NamespaceSettings(namespace: namespace)
-      settings.ramBytesMax = entry["ram"].flatMap { size($0, "\(field).ram") }
-      settings.nvmeBytesMax = entry["nvme"].flatMap { size($0, "\(field).nvme") }
-      settings.pinnedBytesMax = entry["pinned"].flatMap { size($0, "\(field).pinned") }
-      settings.inflightBytesMax = entry["inflight"].flatMap { size($0, "\(field).inflight") }
-      settings.requestsPerSecond = entry["requests_per_second"].flatMap { int($0, "\(field).requests_per_second") }
-      settings.lookupKeysPerSecond = entry["lookup_keys_per_second"].flatMap {
-        int($0, "\(field).lookup_keys_per_second")
-      }
-      settings.missesPerSecond = entry["misses_per_second"].flatMap { int($0, "\(field).misses_per_second") }
-      result.append(settings)
-    }
-    return result
-  }
-
-  private mutating func nvmePaths(_ node: Yams.Node) -> [NVMePath] {
-    guard case .sequence(let items) = node else {
-      problem("nvme.paths", node, "expected a list of {path, capacity}")
-      return []
-    }
-    var paths: [NVMePath] = []
-    for (index, item) in items.enumerated() {
-      let field = "nvme.paths[\(index)]"
-      let entry = fields(item, field, known: ["path", "capacity"])
-      guard let pathNode = entry["path"], let capacityNode = entry["capacity"] else {
-        if case .mapping = item { problem(field, item, "needs both path and capacity") }
-        continue
-      }
-      if let path = string(pathNode, "\(field).path"), let capacity = size(capacityNode, "\(field).capacity") {
-        paths.append(NVMePath(path: path, capacity: capacity))
-      }
-    }
-    return paths
-  }
-
-  private mutating func problem(_ field: String, _ node: Yams.Node?, _ reason: String) {
+  mutating func problem(_ field: String, _ node: Yams.Node?, _ reason: String) {
     let line = node?.mark.map { " (line \($0.line))" } ?? ""
     problems.append(ConfigurationProblem(field: field.isEmpty ? "(top level)" : field, reason: reason + line))
   }
 
   /// The fields of a mapping; reports non-mappings, unknown keys (with a suggestion) and repeats.
-  private mutating func fields(_ node: Yams.Node, _ path: String, known: [String]) -> [String: Yams.Node] {
+  mutating func fields(_ node: Yams.Node, _ path: String, known: [String]) -> [String: Yams.Node] {
     guard case .mapping(let mapping) = node else {
       problem(path, node, "expected a mapping with fields \(known.joined(separator: ", "))")
       return [:]
@@ -543,7 +426,7 @@ private struct ConfigurationReader {
     return result
   }
 
-  private mutating func scalar(_ node: Yams.Node, _ field: String, _ expected: String) -> String? {
+  mutating func scalar(_ node: Yams.Node, _ field: String, _ expected: String) -> String? {
     guard case .scalar(let scalar) = node else {
       problem(field, node, "expected \(expected)")
       return nil
@@ -551,11 +434,11 @@ private struct ConfigurationReader {
     return scalar.string
   }
 
-  private mutating func string(_ node: Yams.Node, _ field: String) -> String? {
+  mutating func string(_ node: Yams.Node, _ field: String) -> String? {
     scalar(node, field, "a string")
   }
 
-  private mutating func bool(_ node: Yams.Node, _ field: String) -> Bool? {
+  mutating func bool(_ node: Yams.Node, _ field: String) -> Bool? {
     guard let text = scalar(node, field, "true or false") else { return nil }
     switch text {
     case "true": return true
@@ -566,7 +449,7 @@ private struct ConfigurationReader {
     }
   }
 
-  private mutating func int(_ node: Yams.Node, _ field: String) -> Int? {
+  mutating func int(_ node: Yams.Node, _ field: String) -> Int? {
     guard let text = scalar(node, field, "a whole number") else { return nil }
     guard let value = Int(text.replacingAll("_", with: "")) else {
       problem(field, node, "'\(text)' is not a whole number")
@@ -575,11 +458,11 @@ private struct ConfigurationReader {
     return value
   }
 
-  private mutating func size(_ node: Yams.Node, _ field: String) -> ByteSize? {
+  mutating func size(_ node: Yams.Node, _ field: String) -> ByteSize? {
     parsed(node, field, ByteSize.init(parsing:))
   }
 
-  private mutating func parsed<T>(
+  mutating func parsed<T>(
     _ node: Yams.Node, _ field: String, _ parse: (String) throws(StrataError) -> T
   ) -> T? {
     guard let text = scalar(node, field, "a value") else { return nil }
@@ -591,7 +474,7 @@ private struct ConfigurationReader {
     }
   }
 
-  private mutating func choice<T: RawRepresentable & CaseIterable>(
+  mutating func choice<T: RawRepresentable & CaseIterable>(
     _ node: Yams.Node, _ field: String, _ type: T.Type
   ) -> T? where T.RawValue == String {
     guard let text = scalar(node, field, "one of \(T.allCases.map(\.rawValue).joined(separator: ", "))") else {
