@@ -158,9 +158,10 @@ extension [UInt8] {
   }
 
   mutating func append(key: BlockKey) {
-    let start = count
-    append(contentsOf: repeatElement(0, count: BlockKey.byteCount))
-    withUnsafeMutableBytes { key.store(to: $0.baseAddress! + start) }
+    withUnsafeTemporaryAllocation(byteCount: BlockKey.byteCount, alignment: 8) { bytes in
+      key.store(to: bytes.baseAddress!)
+      append(contentsOf: UnsafeRawBufferPointer(bytes))
+    }
   }
 
   /// A u32 count of items; counts are bounded by batch limits far below 2^32.
