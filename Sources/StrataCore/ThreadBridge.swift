@@ -4,6 +4,7 @@
 // `waitForTask`. Nothing blocking ever runs on the cooperative pool.
 
 import Dispatch
+import Foundation
 import Synchronization
 
 /// Runs blocking work for async callers on `threadCount` threads of its own, one job per thread
@@ -172,4 +173,57 @@ public func waitForTask<T: Sendable>(
 private final class Outcome<T: Sendable>: Sendable {
   let result = Mutex<Result<T, StrataError>?>(nil)
   let done = DispatchSemaphore(value: 0)
+}
+
+/// Lets plain threads wait until a condition over shared state holds, woken by `notify()` from
+/// whoever changes that state: no polling, and a waiter is woken at the change, not at its next
+/// poll. A `notify()` with no waiter costs one atomic load.
+///
+/// The order that makes it race-free: a changer changes the state, then calls `notify()`; a waiter
+/// counts itself in under the condition's lock before it looks at the state, and keeps the lock
+/// until `wait` releases it. So a change either happens before the waiter looks, or its `notify()`
+/// sees the waiter and broadcasts under the lock.
+/// Lock order: the condition's lock, then whatever `holds` takes; `notify()` must not be called
+/// while holding a lock that `holds` takes.
+public final class ChangeSignal: @unchecked Sendable {
+  // NSCondition is thread-safe; `waiters` is atomic.
+  private let condition = NSCondition()
+  private let waiters = Atomic<Int>(0)
+  private let blocked = Atomic<Int>(0)
+
+  public init() {}
+
+  /// Threads blocked now, having found their condition false: a change made from here on must wake them.
+  public var blockedCount: Int { blocked.load(ordering: .sequentiallyConsistent) }
+
+  /// Wakes the waiters to look again; call after each change that may make a waiter's condition hold.
+  public func notify() {
+    guard waiters.load(ordering: .sequentiallyConsistent) > 0 else { return }
+    condition.lock()
+    condition.broadcast()
+    condition.unlock()
+  }
+
+  /// Blocks the calling thread until `holds()` is true (returns true) or `deadline` passes
+  /// (returns false).
+  public func wait(until deadline: Deadline, for holds: () -> Bool) -> Bool {
+    condition.lock()
+    waiters.add(1, ordering: .sequentiallyConsistent)
+    defer {
+      waiters.subtract(1, ordering: .sequentiallyConsistent)
+      condition.unlock()
+    }
+    while !holds() {
+      let now = MonotonicTime.nowNanoseconds
+      guard !deadline.hasPassed(now: now) else { return false }
+      blocked.add(1, ordering: .sequentiallyConsistent)
+      if deadline == .never {
+        condition.wait()
+      } else {
+        _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline.nanoseconds - now) / 1e9))
+      }
+      blocked.subtract(1, ordering: .sequentiallyConsistent)
+    }
+    return true
+  }
 }

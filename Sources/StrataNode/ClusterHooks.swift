@@ -85,10 +85,7 @@ extension NodeServer {
     _ = try waitForTask(on: executor) { () throws(StrataError) in await cluster.fill(missing) }
     // A fill that met a copy of the same block being written (a peer's repair or replication)
     // left it to that write: wait a little for it to commit, so the read finds the block.
-    let waitUntil = Deadline.after(milliseconds: Self.fillWriteWaitMilliseconds)
-    while missing.contains(where: { tiers.isBeingWritten($0) }) && !waitUntil.hasPassed() {
-      usleep(1_000)
-    }
+    _ = tiers.waitForWrites(of: missing, until: .after(milliseconds: Self.fillWriteWaitMilliseconds))
   }
 
   /// How long a read that filled blocks waits for concurrent writes of them to commit.

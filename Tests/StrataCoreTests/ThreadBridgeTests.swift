@@ -2,6 +2,7 @@
 // cancelled while its job waits never runs the job, and plain threads wait for async work.
 
 import Dispatch
+import Foundation
 import StrataCore
 import StrataTestKit
 import Synchronization
@@ -134,5 +135,43 @@ extension WorkerPoolTests {
     }
     #expect(value == 5)
     #expect(failure == .timeout)
+  }
+}
+
+@Suite struct ChangeSignalTests {
+  /// Runs `body` on a thread of its own; the semaphore says when it has returned.
+  func onThread(_ body: @escaping @Sendable () -> Void) -> DispatchSemaphore {
+    let done = DispatchSemaphore(value: 0)
+    Thread.detachNewThread {
+      body()
+      done.signal()
+    }
+    return done
+  }
+
+  @Test func aWaitingThreadIsWokenByTheChangeItWaitsFor() {
+    let signal = ChangeSignal()
+    let changed = Atomic<Bool>(false)
+    let result = Atomic<Bool>(false)
+    let done = onThread {
+      result.store(signal.wait(until: .never) { changed.load(ordering: .acquiring) }, ordering: .releasing)
+    }
+    // The waiter is inside `wait` before the change, so the wake-up path (not the first look) is tested.
+    while signal.blockedCount == 0 { sched_yield() }
+    signal.notify()  // a notify without the change: the waiter looks again and goes on waiting
+    #expect(done.wait(timeout: .now() + .milliseconds(50)) == .timedOut)
+    changed.store(true, ordering: .releasing)
+    signal.notify()
+    #expect(done.wait(timeout: .now() + .seconds(30)) == .success)
+    let waitEnded = result.load(ordering: .acquiring)
+    #expect(waitEnded)
+    #expect(signal.blockedCount == 0)
+  }
+
+  @Test func aWaitEndsAtItsDeadlineOrAtOnceWhenTheConditionHolds() {
+    let signal = ChangeSignal()
+    #expect(!signal.wait(until: .after(milliseconds: 20)) { false })
+    #expect(signal.wait(until: Deadline(nanoseconds: 0)) { true })
+    #expect(!signal.wait(until: Deadline(nanoseconds: 0)) { false })
   }
 }

@@ -1,9 +1,12 @@
 // The tier manager end to end over a real arena and a simulated disk: placement, dedup,
 // admission, demotion and promotion, leases, faults, warm restart, and a model-checked random run.
 
+import Dispatch
+import Foundation
 import StrataConfig
 import StrataCore
 import StrataTestKit
+import Synchronization
 import Testing
 
 @testable import StrataStorage
@@ -177,6 +180,34 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     for index in 0..<4096 { second.buffer[index] = UInt8(index % 251) }
     try fixture.tiers.commit(second, expectedChecksum: nil)
     #expect(try await read(fixture.tiers, testBlockID(1)) == (0..<4096).map { UInt8($0 % 251) })
+  }
+
+  /// A read-through that met a concurrent write of its block waits for that write to end, woken
+  /// by its commit or abort rather than polling.
+  @Test func waitingForWritesEndsAtTheirCommitOrAbort() async throws {
+    let fixture = try TierFixture()
+    let tiers = fixture.tiers
+    let first = try #require(try await tiers.reserve(testBlockID(1), bytes: 4096))
+    let second = try #require(try await tiers.reserve(testBlockID(2), bytes: 4096))
+    #expect(!tiers.waitForWrites(of: [testBlockID(1)], until: .after(milliseconds: 5)))
+    #expect(tiers.waitForWrites(of: [testBlockID(3)], until: Deadline(nanoseconds: 0)))
+    for (id, end) in [
+      (testBlockID(1), { try tiers.commit(first, expectedChecksum: nil) }), (testBlockID(2), { tiers.abort(second) }),
+    ] {
+      let done = DispatchSemaphore(value: 0)
+      let ended = Atomic<Bool>(false)
+      Thread.detachNewThread {
+        ended.store(tiers.waitForWrites(of: [id], until: .after(milliseconds: 60_000)), ordering: .releasing)
+        done.signal()
+      }
+      // The waiter is waiting before the write ends, so the end must wake it.
+      while tiers.reservationsEnded.blockedCount == 0 { sched_yield() }
+      try end()
+      #expect(done.wait(timeout: .now() + .seconds(30)) == .success)
+      let waitEnded = ended.load(ordering: .acquiring)
+      #expect(waitEnded)
+    }
+    #expect(tiers.lookup([testBlockID(1), testBlockID(2)]) == [.ram, .absent])
   }
 
   @Test func evictedBlocksAreDemotedAndPromotedBack() async throws {

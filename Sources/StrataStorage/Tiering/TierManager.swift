@@ -279,6 +279,8 @@ public final class TierManager: Sendable {
   private let pressure: AsyncStream<Void>.Continuation
   private let pressureSignals: AsyncStream<Void>
   private let demotionFailureHandler = Mutex<DemotionFailureHandler?>(nil)
+  /// Notified each time a write's reservation ends (committed, given back, or a promotion done).
+  let reservationsEnded = ChangeSignal()
 
   /// Asks `handler` about every block whose demotion fails from now on (the cluster layer: is
   /// the block safe on another owner?). Without one such a block leaves RAM (a single node).
@@ -499,6 +501,7 @@ public final class TierManager: Sendable {
   /// Verifies the reserved bytes against `expectedChecksum` (CRC-32C; nil computes it) and
   /// publishes the block. A mismatch frees the slot and throws `checksumMismatch`: nothing is stored.
   public func commit(_ reservation: PutReservation, expectedChecksum: UInt32?) throws(StrataError) {
+    defer { reservationsEnded.notify() }
     let checksum = CRC32C.checksum(UnsafeRawBufferPointer(reservation.buffer))
     let id = reservation.id
     let overHighWatermark = try state.withLock { state throws(StrataError) -> Bool in
@@ -532,6 +535,7 @@ public final class TierManager: Sendable {
       state.reservations[reservation.id] = nil
       state.allocator.free(reservation.slot)
     }
+    reservationsEnded.notify()
   }
 
   /// Stores a block from `payload` (copied into the arena), verifying `expectedChecksum` if given.
@@ -675,6 +679,12 @@ public final class TierManager: Sendable {
 
   /// Whether a write of `id` has reserved its slot and not yet committed (or aborted).
   public func isBeingWritten(_ id: BlockID) -> Bool { state.withLock { $0.reservations[id] != nil } }
+
+  /// Blocks the calling thread until no write of `ids` holds a reservation (each has committed or
+  /// been given back) or `deadline` passes; returns whether none does. Woken by the writes' ends.
+  public func waitForWrites(of ids: [BlockID], until deadline: Deadline) -> Bool {
+    reservationsEnded.wait(until: deadline) { !ids.contains(where: isBeingWritten) }
+  }
 
   private func isPresentOrPending(_ id: BlockID) -> Bool {
     if state.withLock({ $0.ram[id] != nil || $0.reservations[id] != nil }) { return true }
@@ -932,6 +942,7 @@ public final class TierManager: Sendable {
       }
       return state.promotions[id] ?? []
     }
+    reservationsEnded.notify()
     for waiter in waiters { waiter.resume() }
     if case .failure(let error) = result { throw error }
     if case .success(let length) = result, length == bytes { return .promoted }
