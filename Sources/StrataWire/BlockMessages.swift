@@ -104,18 +104,10 @@ public struct LookupResponse: MessageBody {
       throw reader.error(
         .invalidValue, "leaseExpiresInMilliseconds", "\(leaseExpiresInMilliseconds) without a lease (leaseID 0)")
     }
-    let count = try reader.count("tiers", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8)
-    var tiers: [BlockTier] = []
-    tiers.reserveCapacity(count)
-    for index in 0..<count {
-      reader.item = ("tiers", index)
-      let raw = try reader.read(UInt8.self, "tier")
-      guard let tier = BlockTier(rawValue: raw) else {
-        throw reader.error(.invalidValue, "tier", "\(raw) is not a tier (0 absent, 1 ram, 2 nvme)")
-      }
-      tiers.append(tier)
+    let tiers = try reader.list("tiers", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8) {
+      reader throws(StrataError) in try reader.read(BlockTier.self, "tier", noun: "a tier")
     }
-    reader.item = nil
+    let count = tiers.count
     guard leadingRun <= count else {
       throw reader.error(.invalidValue, "leadingRun", "\(leadingRun) exceeds the \(count) keys answered")
     }
@@ -129,18 +121,15 @@ public struct LookupResponse: MessageBody {
       guard sizeCount == count else {
         throw reader.error(.invalidValue, "sizes", "\(sizeCount) sizes for \(count) keys")
       }
-      var sizes: [UInt64] = []
-      sizes.reserveCapacity(sizeCount)
-      for index in 0..<sizeCount {
-        reader.item = ("sizes", index)
+      var index = 0
+      sizes = try reader.list("sizes", count: sizeCount) { reader throws(StrataError) in
         let size = try reader.read(UInt64.self, "size")
         guard (size == 0) == (tiers[index] == .absent) else {
           throw reader.error(.invalidValue, "size", "\(size) for a block that is \(tiers[index])")
         }
-        sizes.append(size)
+        index += 1
+        return size
       }
-      reader.item = nil
-      self.sizes = sizes
     }
     try reader.finish()
   }
@@ -200,22 +189,17 @@ public struct GetRequest: MessageBody {
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
     var reader = WireReader(body, message: Self.messageName)
     leaseID = try reader.read(UInt64.self, "leaseID")
-    let count = try reader.count("items", max: limits.itemsPerBatchMax, itemBytes: Self.itemBytes)
-    var items: [Item] = []
-    items.reserveCapacity(count)
-    for index in 0..<count {
-      reader.item = ("items", index)
+    items = try reader.list("items", max: limits.itemsPerBatchMax, itemBytes: Self.itemBytes) {
+      reader throws(StrataError) in
       let key = try reader.key("key")
       let offset = try reader.read(UInt64.self, "offset")
       let length = try reader.read(UInt64.self, "length")
       guard !offset.addingReportingOverflow(length).overflow else {
         throw reader.error(.lengthOverflow, "length", "offset \(offset) + length \(length) overflows 64 bits")
       }
-      items.append(Item(key: key, offset: offset, length: length))
+      return Item(key: key, offset: offset, length: length)
     }
-    reader.item = nil
-    self.items = items
-    regionRanges = reader.remaining > 0 ? try RegionRange.decode(&reader, items: count, limits: limits) : nil
+    regionRanges = reader.remaining > 0 ? try RegionRange.decode(&reader, items: items.count, limits: limits) : nil
     try reader.finish()
   }
 }
@@ -251,19 +235,14 @@ public struct RegionRange: Hashable, Sendable {
     guard count == items else {
       throw reader.error(.invalidValue, "regionRanges", "\(count) ranges for \(items) items")
     }
-    var ranges: [RegionRange] = []
-    ranges.reserveCapacity(count)
-    for index in 0..<count {
-      reader.item = ("regionRanges", index)
+    return try reader.list("regionRanges", count: count) { reader throws(StrataError) in
       let offset = try reader.read(UInt64.self, "offset")
       let length = try reader.read(UInt64.self, "length")
       guard !offset.addingReportingOverflow(length).overflow else {
         throw reader.error(.lengthOverflow, "length", "offset \(offset) + length \(length) overflows 64 bits")
       }
-      ranges.append(RegionRange(offset: offset, length: length))
+      return RegionRange(offset: offset, length: length)
     }
-    reader.item = nil
-    return ranges
   }
 }
 
@@ -329,17 +308,10 @@ public struct GetResponse: MessageBody {
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
     var reader = WireReader(body, message: Self.messageName)
-    let count = try reader.count("items", max: limits.itemsPerBatchMax, itemBytes: Self.itemBytes)
-    var items: [Item] = []
-    items.reserveCapacity(count)
     var total: UInt64 = 0
-    for index in 0..<count {
-      reader.item = ("items", index)
-      let raw = try reader.read(UInt8.self, "status")
-      guard let status = GetItemStatus(rawValue: raw) else {
-        throw reader.error(
-          .invalidValue, "status", "\(raw) is not an item status (0 ok, 1 missing, 2 rangeOutOfBounds, 3 corrupt)")
-      }
+    items = try reader.list("items", max: limits.itemsPerBatchMax, itemBytes: Self.itemBytes) {
+      reader throws(StrataError) in
+      let status = try reader.read(GetItemStatus.self, "status", noun: "an item status")
       let length = try reader.read(UInt64.self, "length")
       let checksum = try reader.read(UInt32.self, "checksum")
       if status != .ok {
@@ -349,9 +321,8 @@ public struct GetResponse: MessageBody {
         }
       }
       try accumulate(&total, length, &reader, limits: limits)
-      items.append(Item(status: status, length: length, checksum: checksum))
+      return Item(status: status, length: length, checksum: checksum)
     }
-    self.items = items
     try reader.finish()
   }
 }
@@ -418,26 +389,21 @@ public struct PutRequest: MessageBody {
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
     var reader = WireReader(body, message: Self.messageName)
-    let count = try reader.count("items", max: limits.itemsPerBatchMax, itemBytes: Self.itemBytes)
-    var items: [Item] = []
-    items.reserveCapacity(count)
     var total: UInt64 = 0
-    for index in 0..<count {
-      reader.item = ("items", index)
+    items = try reader.list("items", max: limits.itemsPerBatchMax, itemBytes: Self.itemBytes) {
+      reader throws(StrataError) in
       let key = try reader.key("key")
       let length = try reader.read(UInt64.self, "length")
       let checksum = try reader.read(UInt32.self, "checksum")
       try accumulate(&total, length, &reader, limits: limits)
-      items.append(Item(key: key, length: length, checksum: checksum))
+      return Item(key: key, length: length, checksum: checksum)
     }
-    self.items = items
-    reader.item = nil
     writeQuorum = 0
     regionRanges = nil
     if reader.remaining > 0 {
       writeQuorum = try reader.read(UInt8.self, "writeQuorum")
       if reader.remaining > 0 {
-        regionRanges = try RegionRange.decode(&reader, items: count, limits: limits)
+        regionRanges = try RegionRange.decode(&reader, items: items.count, limits: limits)
       } else if writeQuorum == 0 {
         // Absent when 0 and no ranges follow: a present 0 would be a second encoding.
         throw reader.error(.invalidValue, "writeQuorum", "0 is sent by leaving the field out")
@@ -467,20 +433,9 @@ public struct PutResponse: MessageBody {
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
     var reader = WireReader(body, message: Self.messageName)
-    let count = try reader.count("outcomes", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8)
-    var outcomes: [PutOutcome] = []
-    outcomes.reserveCapacity(count)
-    for index in 0..<count {
-      reader.item = ("outcomes", index)
-      let raw = try reader.read(UInt8.self, "outcome")
-      guard let outcome = PutOutcome(rawValue: raw) else {
-        throw reader.error(
-          .invalidValue, "outcome",
-          "\(raw) is not an outcome (0 stored, 1 alreadyPresent, 2 checksumMismatch, 3 tooLarge, 4 noSpace)")
-      }
-      outcomes.append(outcome)
+    outcomes = try reader.list("outcomes", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8) {
+      reader throws(StrataError) in try reader.read(PutOutcome.self, "outcome", noun: "an outcome")
     }
-    self.outcomes = outcomes
     try reader.finish()
   }
 }
@@ -529,16 +484,12 @@ public struct DeleteResponse: MessageBody {
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
     var reader = WireReader(body, message: Self.messageName)
-    let count = try reader.count("removed", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8)
-    var removed: [Bool] = []
-    removed.reserveCapacity(count)
-    for index in 0..<count {
-      reader.item = ("removed", index)
+    removed = try reader.list("removed", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8) {
+      reader throws(StrataError) in
       let raw = try reader.read(UInt8.self, "flag")
       guard raw <= 1 else { throw reader.error(.invalidValue, "flag", "\(raw) is not a boolean (0 or 1)") }
-      removed.append(raw == 1)
+      return raw == 1
     }
-    self.removed = removed
     try reader.finish()
   }
 }
@@ -546,15 +497,9 @@ public struct DeleteResponse: MessageBody {
 private func readKeys(_ reader: inout WireReader, _ field: StaticString, limits: WireLimits) throws(StrataError)
   -> [BlockKey]
 {
-  let count = try reader.count(field, max: limits.itemsPerBatchMax, itemBytes: WireSize.key)
-  var keys: [BlockKey] = []
-  keys.reserveCapacity(count)
-  for index in 0..<count {
-    reader.item = (field, index)
-    keys.append(try reader.key("key"))
+  try reader.list(field, max: limits.itemsPerBatchMax, itemBytes: WireSize.key) { reader throws(StrataError) in
+    try reader.key("key")
   }
-  reader.item = nil
-  return keys
 }
 
 /// Adds one item's length to the running payload total, rejecting sums that overflow or that no

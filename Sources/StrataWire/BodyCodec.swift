@@ -99,6 +99,41 @@ struct WireReader {
     return key
   }
 
+  /// Reads a byte that must be one of `T`'s raw values; the error names them all, e.g. "7 is not a
+  /// tier (0 absent, 1 ram, 2 nvme)".
+  mutating func read<T: RawRepresentable & CaseIterable>(
+    _ type: T.Type, _ field: StaticString, noun: String
+  ) throws(StrataError) -> T where T.RawValue == UInt8 {
+    let raw = try read(UInt8.self, field)
+    guard let value = T(rawValue: raw) else {
+      let known = T.allCases.map { "\($0.rawValue) \($0)" }.joined(separator: ", ")
+      throw error(.invalidValue, field, "\(raw) is not \(noun) (\(known))")
+    }
+    return value
+  }
+
+  /// Reads a u32 item count (see `count`) and that many items, each read by `item`; errors inside
+  /// an item name it as `field[index]`.
+  mutating func list<T>(
+    _ field: StaticString, max: Int, itemBytes: Int, _ item: (inout WireReader) throws(StrataError) -> T
+  ) throws(StrataError) -> [T] {
+    try list(field, count: try count(field, max: max, itemBytes: itemBytes), item)
+  }
+
+  /// Reads `count` items (a count already read and checked), each read by `item`.
+  mutating func list<T>(
+    _ field: StaticString, count: Int, _ item: (inout WireReader) throws(StrataError) -> T
+  ) throws(StrataError) -> [T] {
+    var items: [T] = []
+    items.reserveCapacity(count)
+    for index in 0..<count {
+      self.item = (field, index)
+      items.append(try item(&self))
+    }
+    self.item = nil
+    return items
+  }
+
   /// Reads a u32 item count and checks it against `max` and against the bytes left, so a lying
   /// count fails before anything is allocated for it.
   mutating func count(_ field: StaticString, max: Int, itemBytes: Int) throws(StrataError) -> Int {
