@@ -46,6 +46,7 @@ func asyncRate(seconds: Double, _ body: () async throws -> Void) async rethrows 
 
 func runTierBenchmark(seconds: Double, repetitions: Int, directory: String) async {
   do {
+    try await lookupBenchmark(seconds: seconds, repetitions: repetitions)
     try await ramTierBenchmark(seconds: seconds, repetitions: repetitions)
     try nvmeTierBenchmark(repetitions: repetitions, directory: directory)
   } catch {
@@ -189,6 +190,26 @@ func restartBenchmark(blocks: Int, directory: String, repetitions: Int, batchBlo
 
 /// RAM tier: put (copy into the arena + CRC-32C) and get (lease, copy out, release) of blocks
 /// rotating over 256 MiB, against memcpy of the same blocks into the same destination.
+/// The tier manager's answer to a LOOKUP of 1,024 keys, all in RAM: what the node does per
+/// LOOKUP request besides decoding it and sending the answer.
+func lookupBenchmark(seconds: Double, repetitions: Int) async throws {
+  let tiers = try TierManager(
+    configuration: TierConfiguration(
+      ramBytes: 64 << 20, blockBytesMax: 4096, lockMemory: false, hugePages: false, admission: .never),
+    nvme: nil)
+  let ids = benchmarkIDs(1024)
+  let block = [UInt8](repeating: 7, count: 4096)
+  for id in ids { _ = try await tiers.put(id, bytes: block) }
+  var rates: [Double] = []
+  for _ in 0..<repetitions {
+    rates.append(await asyncRate(seconds: seconds) { precondition(tiers.lookup(ids).count == 1024) })
+  }
+  print("")
+  print(
+    "tier manager LOOKUP of 1,024 keys (RAM): \(formatted(1e6 / median(rates), 1)) us per call (median of \(repetitions))"
+  )
+}
+
 func ramTierBenchmark(seconds: Double, repetitions: Int) async throws {
   print("")
   print("RAM tier against memcpy (blocks rotate over 256 MiB of the arena; medians of \(repetitions))")

@@ -8,6 +8,9 @@ public struct Namespace: Hashable, Sendable, CustomStringConvertible {
   public static let embeddedDefault = Namespace(unchecked: "default")
 
   public let name: String
+  /// FNV-1a of the name, fed to hashers in place of the string: a namespace is part of every
+  /// `BlockID`, hashed on each of the tier manager's dictionary operations.
+  private let fingerprint: UInt64
 
   public init(_ name: String) throws(StrataError) {
     guard (1...Namespace.nameBytesMax).contains(name.utf8.count),
@@ -21,10 +24,17 @@ public struct Namespace: Hashable, Sendable, CustomStringConvertible {
         .invalidArgument,
         "namespace '\(name)': must be 1 to \(Namespace.nameBytesMax) characters of a-z, 0-9, '.', '_', '-'")
     }
-    self.name = name
+    self.init(unchecked: name)
   }
 
-  private init(unchecked name: String) { self.name = name }
+  private init(unchecked name: String) {
+    self.name = name
+    fingerprint = name.utf8.reduce(0xcbf2_9ce4_8422_2325) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01b3 }
+  }
+
+  public static func == (a: Namespace, b: Namespace) -> Bool { a.name == b.name }
+
+  public func hash(into hasher: inout Hasher) { hasher.combine(fingerprint) }
 
   public var description: String { name }
 }

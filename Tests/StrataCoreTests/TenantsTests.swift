@@ -74,3 +74,21 @@ import Testing
     #expect(!atOneSecond && !atOneAndAHalfTenth && atOneAndATenth)
   }
 }
+
+@Suite struct NamespaceTests {
+  /// Namespaces hash by a fingerprint of the name: equal names hash alike, and distinct names
+  /// stay distinct keys (equality compares the names themselves).
+  @Test func namespacesAreEqualAndHashByName() throws {
+    let names = ["default", "a", "b", "tenant-a", "tenant-b", "t.1", "t_1", String(repeating: "z", count: 64)]
+    let spaces = try names.map { try Namespace($0) }
+    #expect(Set(spaces).count == names.count)
+    for (name, space) in zip(names, spaces) {
+      let again = try Namespace(name)
+      #expect(again == space && again.hashValue == space.hashValue)
+    }
+    #expect(try Namespace("default") == Namespace.embeddedDefault)
+    var blocks: [Namespace: Int] = [:]
+    for (index, space) in spaces.enumerated() { blocks[space] = index }
+    #expect(try blocks[Namespace("tenant-b")] == 4)
+  }
+}
