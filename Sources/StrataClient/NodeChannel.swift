@@ -71,23 +71,27 @@ final class NodeChannel: Sendable {
     return response
   }
 
-  func get(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64) async throws(StrataError)
-    -> [StrataClient.GetResult]
+  func get(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64, deadline: Deadline = .never)
+    async throws(StrataError) -> [StrataClient.GetResult]
   {
     let parts = split(items, bytes: { $0.length.map(Int.init) ?? $0.capacity })
     let pinned = leaseID == 0 ? nil : leaseConnections.withLock { $0.take(leaseID) }
-    if parts.count == 1 { return try await getBatch(items, leaseID: leaseID, ringEpoch: ringEpoch, on: pinned) }
+    if parts.count == 1 {
+      return try await getBatch(items, leaseID: leaseID, ringEpoch: ringEpoch, on: pinned, deadline: deadline)
+    }
     guard leaseID != 0 else {
       return try await inParallel(parts) { part throws(StrataError) in
-        try await self.getBatch(part, leaseID: 0, ringEpoch: ringEpoch, on: nil)
+        try await self.getBatch(part, leaseID: 0, ringEpoch: ringEpoch, on: nil, deadline: deadline)
       }
     }
     // The GET that names a lease releases it: the other parts go first (in parallel, still
     // pinned), then the last part names it on the connection that holds it.
     let head = try await inParallel(Array(parts.dropLast())) { part throws(StrataError) in
-      try await self.getBatch(part, leaseID: 0, ringEpoch: ringEpoch, on: nil)
+      try await self.getBatch(part, leaseID: 0, ringEpoch: ringEpoch, on: nil, deadline: deadline)
     }
-    return head + (try await getBatch(parts[parts.count - 1], leaseID: leaseID, ringEpoch: ringEpoch, on: pinned))
+    return head
+      + (try await getBatch(
+        parts[parts.count - 1], leaseID: leaseID, ringEpoch: ringEpoch, on: pinned, deadline: deadline))
   }
 
   func put(
@@ -115,9 +119,11 @@ final class NodeChannel: Sendable {
     }
   }
 
-  func stat() async throws(StrataError) -> String {
-    try await call { connection throws(StrataError) in
-      let (_, message) = try connection.exchange(StatRequest().wireMessage, payload: [], ringEpoch: 0) {
+  func stat(deadline: Deadline = .never) async throws(StrataError) -> String {
+    try await call(deadline: deadline) { connection throws(StrataError) in
+      let (_, message) = try connection.exchange(
+        StatRequest().wireMessage, payload: [], ringEpoch: 0, deadline: deadline
+      ) {
         _, _ throws(StrataError) in
       }
       guard case .statResponse(let response) = message else { throw unexpected(message) }
@@ -138,15 +144,15 @@ final class NodeChannel: Sendable {
 
   // MARK: Internals
 
-  private func getBatch(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64, on pinned: Int?)
-    async throws(StrataError) -> [StrataClient.GetResult]
-  {
+  private func getBatch(
+    _ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64, on pinned: Int?, deadline: Deadline
+  ) async throws(StrataError) -> [StrataClient.GetResult] {
     let request = GetRequest(
       items: items.map { GetRequest.Item(key: $0.key, offset: $0.blockOffset, length: $0.length ?? 0) },
       leaseID: leaseID)
     let verify = configuration.verifyChecksums
     let transports = self.transports
-    return try await call(on: pinned) { connection throws(StrataError) in
+    return try await call(on: pinned, deadline: deadline) { connection throws(StrataError) in
       if let results = try connection.getThroughRegion(items, request: request, ringEpoch: ringEpoch) {
         return results
       }
@@ -159,7 +165,7 @@ final class NodeChannel: Sendable {
       // Each block goes straight into host memory, or through the staging ring into GPU memory.
       var receiver = BlockReceiver(connection: connection, transports: transports, verify: verify)
       var results: [StrataClient.GetResult] = []
-      _ = try connection.exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch) {
+      _ = try connection.exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch, deadline: deadline) {
         _, message throws(StrataError) in
         guard case .getResponse(let response) = message, response.items.count == items.count else {
           throw unexpected(message)

@@ -256,9 +256,12 @@ public final class StrataClient: Sendable {
 
   /// Reads blocks into their destinations. Batches larger than `batchBytesMax` of destination
   /// space are split and the parts sent in parallel; in a cluster, each owner gets its own part.
-  public func get(_ items: [GetItem], leaseID: UInt64 = 0) async throws(StrataError) -> [GetResult] {
+  /// `deadline` bounds the whole call (outside a cluster).
+  public func get(_ items: [GetItem], leaseID: UInt64 = 0, deadline: Deadline = .never) async throws(StrataError)
+    -> [GetResult]
+  {
     guard configuration.isCluster else {
-      return try await channel(configuration.node).get(items, leaseID: leaseID, ringEpoch: 0)
+      return try await channel(configuration.node).get(items, leaseID: leaseID, ringEpoch: 0, deadline: deadline)
     }
     return try await routedGet(items, leaseID: leaseID)
   }
@@ -290,8 +293,8 @@ public final class StrataClient: Sendable {
   }
 
   /// A node's counters as a JSON object (`node`, or the first seed).
-  public func stat(node: HostPort? = nil) async throws(StrataError) -> String {
-    try await channel(node ?? configuration.node).stat()
+  public func stat(node: HostPort? = nil, deadline: Deadline = .never) async throws(StrataError) -> String {
+    try await channel(node ?? configuration.node).stat(deadline: deadline)
   }
 
   /// Sends a RING request to `node` (default: the first seed that answers) and returns its answer.

@@ -61,14 +61,15 @@ struct TCPPeerChannel: PeerChannel {
     async throws(StrataError) -> Int?
   {
     let region = client.register(destination)
-    let result = try await client.get([
-      StrataClient.GetItem(key: key, destination: try region.slice(length: destination.count))
-    ])
+    let result = try await client.get(
+      [StrataClient.GetItem(key: key, destination: try region.slice(length: destination.count))], deadline: deadline)
     guard case .ok(let length) = result[0] else { return nil }
     return length
   }
 
-  func stat(deadline: Deadline) async throws(StrataError) -> String { try await client.stat(node: address) }
+  func stat(deadline: Deadline) async throws(StrataError) -> String {
+    try await client.stat(node: address, deadline: deadline)
+  }
 
   func close() { client.close() }
 }
