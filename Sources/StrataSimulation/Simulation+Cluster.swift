@@ -41,9 +41,13 @@ final class SimulatedPeerTransport: PeerTransport, @unchecked Sendable {
 }
 
 /// One (peer, namespace) of a node: frames into the peer's request pipeline over an
-/// `InMemoryConnection`, HELLO as a peer with the cluster token. A call takes no simulated time;
-/// it fails as a TCP call would when the network model says so: the peer down, partitioned off,
-/// or slower than the call's timeout (a message delay drawn per call).
+/// `InMemoryConnection`, HELLO as a peer with the cluster token. A call fails as a TCP call would
+/// when the network model says so: the peer down, partitioned off, or slower than the call's
+/// timeout (a message delay drawn per call). A background call takes its delay in simulated time:
+/// the request travels half of it on the caller's clock, the peer answers, the answer travels the
+/// rest, and the network is looked at again at each end (a peer that went down or was cut off
+/// meanwhile never got the request, or its answer is lost). A call made inside a request the run
+/// loop waits for takes no time (`Simulation.runningTasks`).
 final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
   // Sendable: touched by the simulation's one logical thread at a time (see `Simulation`).
   private weak var simulation: Simulation?
@@ -67,7 +71,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
   }
 
   func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> [BlockTier] {
-    let (message, _) = try exchange { LookupRequest(keys: keys).frameBytes(requestID: $0, ringEpoch: 0) }
+    let (message, _) = try await exchange { LookupRequest(keys: keys).frameBytes(requestID: $0, ringEpoch: 0) }
     guard case .lookupResponse(let response) = message, response.tiers.count == keys.count else {
       throw StrataError(.protocolError, "\(peer) answered LOOKUP with \(message.opcode)")
     }
@@ -81,7 +85,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     var outcomes: [PutOutcome] = []
     if !sent.isEmpty {
       let items = sent.map { PutRequest.Item(key: $0.id.key, length: UInt64($0.bytes.count), checksum: $0.checksum) }
-      let (message, _) = try exchange {
+      let (message, _) = try await exchange {
         PutRequest(items: items).frameBytes(requestID: $0, ringEpoch: 0) + sent.flatMap { Array($0.bytes) }
       }
       guard case .putResponse(let response) = message, response.outcomes.count == sent.count else {
@@ -96,7 +100,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
   func get(_ key: BlockKey, into destination: UnsafeMutableRawBufferPointer, deadline: Deadline)
     async throws(StrataError) -> Int?
   {
-    let (message, payload) = try exchange {
+    let (message, payload) = try await exchange {
       GetRequest(items: [.init(key: key)]).frameBytes(requestID: $0, ringEpoch: 0)
     }
     guard case .getResponse(let response) = message, let item = response.items.first else {
@@ -108,7 +112,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
   }
 
   func stat(deadline: Deadline) async throws(StrataError) -> String {
-    let (message, _) = try exchange { StatRequest().frameBytes(requestID: $0, ringEpoch: 0) }
+    let (message, _) = try await exchange { StatRequest().frameBytes(requestID: $0, ringEpoch: 0) }
     guard case .statResponse(let response) = message else {
       throw StrataError(.protocolError, "\(peer) answered STAT with \(message.opcode)")
     }
@@ -121,20 +125,43 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
   }
 
   /// Sends one request (made with its request id) and returns the answer and its payload.
-  private func exchange(_ request: (UInt64) -> [UInt8]) throws(StrataError) -> (WireMessage, [UInt8]) {
+  private func exchange(_ request: (UInt64) -> [UInt8]) async throws(StrataError) -> (WireMessage, [UInt8]) {
     guard let simulation else { throw StrataError(.unavailable, "the simulation has ended") }
-    let target = try simulation.reachPeer(
-      from: from, instance: instance, to: peer, timeoutMilliseconds: timeoutMilliseconds)
+    var target = try simulation.reachPeer(from: from, instance: instance, to: peer)
+    let delay = simulation.messageDelay(from, target.index)
+    let timedOut = StrataError(
+      .timeout, "\(peer) did not answer within \(timeoutMilliseconds) ms (message delay \(delay) ms)")
+    let timed = simulation.runningTasks
+    if timed { simulation.peerCallsInFlight[from, default: 0] += 1 }
+    defer { if timed { simulation.peerCallsInFlight[from, default: 0] -= 1 } }
+    if timed {
+      try await travel(min(delay - delay / 2, timeoutMilliseconds), in: simulation)
+      guard delay <= timeoutMilliseconds else { throw timedOut }
+      target = try simulation.reachPeer(from: from, instance: instance, to: peer)
+    } else {
+      guard delay <= timeoutMilliseconds else { throw timedOut }
+    }
     let connection = try connect(to: target, in: simulation)
     let frames = answeredFrames(connection.receive(request(simulation.nextRequestID())))
     guard let (_, message, payload) = frames.first else {
       throw StrataError(
         .unavailable, "\(peer) closed the connection: \(connection.closeReason?.message ?? "no answer")")
     }
+    if timed {
+      try await travel(delay / 2, in: simulation)
+      _ = try simulation.reachPeer(from: from, instance: instance, to: peer)
+    }
     if case .error(_, let body) = message {
       throw StrataError(StrataError.Code(number: body.code) ?? .internalError, "\(peer): \(body.message)")
     }
     return (message, payload)
+  }
+
+  /// Waits `milliseconds` on the calling node's clock; a call whose task was cancelled (its
+  /// process stopped) ends here.
+  private func travel(_ milliseconds: UInt64, in simulation: Simulation) async throws(StrataError) {
+    await simulation.nodes[from].clock.sleep(milliseconds: milliseconds)
+    if Task.isCancelled { throw StrataError(.cancelled, "n\(from)'s call to \(peer) was cancelled") }
   }
 
   /// The open connection to the peer's current process, or a new one after its HELLO.
@@ -208,10 +235,8 @@ extension Simulation {
     return true
   }
 
-  /// The node a peer call from `source` reaches, or the error a TCP call would meet.
-  func reachPeer(from source: Int, instance: Int, to peer: HostPort, timeoutMilliseconds: UInt64) throws(StrataError)
-    -> SimulatedNode
-  {
+  /// The node a peer call from `source` reaches now, or the error a TCP call would meet.
+  func reachPeer(from source: Int, instance: Int, to peer: HostPort) throws(StrataError) -> SimulatedNode {
     guard nodes[source].isUp, nodes[source].instance == instance else {
       throw StrataError(.unavailable, "n\(source)'s process (instance \(instance)) has ended")
     }
@@ -220,10 +245,6 @@ extension Simulation {
     }
     guard !partitioned(source, target.index) else {
       throw StrataError(.unavailable, "cannot connect to \(peer): partitioned from n\(source)")
-    }
-    let delay = messageDelay(source, target.index)
-    guard delay <= timeoutMilliseconds else {
-      throw StrataError(.timeout, "\(peer) did not answer within \(timeoutMilliseconds) ms (message delay \(delay) ms)")
     }
     return target
   }
@@ -277,7 +298,10 @@ extension Simulation {
 
   /// Runs the cluster layer's tasks until each waits for the run loop again.
   func settle() {
-    guard tasks.runUntilIdle() else {
+    runningTasks = true
+    let settled = tasks.runUntilIdle()
+    runningTasks = false
+    guard settled else {
       return fail("the cluster layer's tasks ran \(ManualExecutor.jobsPerRunMax) jobs without settling")
     }
     // Wake the run loop when the next sleeper of any node is due.

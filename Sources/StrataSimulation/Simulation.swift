@@ -152,6 +152,14 @@ final class Simulation: @unchecked Sendable {
   var failures: [(node: Int, at: UInt64)] = []
   var clientConnections: [Int: InMemoryConnection] = [:]
   var requestID: UInt64 = 1
+  /// The cluster layer's background tasks are running (`settle`): their peer calls (replication,
+  /// repair, drains) take their message delay in simulated time. Other peer calls are made inside
+  /// a request the run loop waits for (a client's write quorum or read-through, the final
+  /// check's reads), so they cannot wait for simulated time and take none.
+  var runningTasks = false
+  /// Background peer calls each node has in flight (travelling in simulated time): the blocks
+  /// they copy stay pinned meanwhile.
+  var peerCallsInFlight: [Int: Int] = [:]
   var clientOperations = 0
   let clientOperationCount: Int
 
