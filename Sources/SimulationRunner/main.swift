@@ -76,9 +76,13 @@ if findings {
 }
 var failed = 0
 var acknowledged = 0
+var timedCalls = 0
+var answersLost = 0
 for seed in seeds {
   let result = Simulator.run(SimulationOptions(seed: seed, mutation: mutation))
   acknowledged += result.acknowledgedBlocks
+  timedCalls += result.timedPeerCalls
+  answersLost += result.answersLost
   if result.failure != nil {
     failed += 1
     print(result.report)
@@ -86,5 +90,7 @@ for seed in seeds {
     print("seed \(seed): clean, hash \(String(result.traceHash, radix: 16))")
   }
 }
-print("\(label): \(seeds.count - failed) clean, \(failed) failed, \(acknowledged) blocks acknowledged")
+print(
+  "\(label): \(seeds.count - failed) clean, \(failed) failed, \(acknowledged) blocks acknowledged, "
+    + "\(timedCalls) background peer calls in simulated time (\(answersLost) answers lost in flight)")
 exit(failed == 0 ? 0 : 1)

@@ -132,7 +132,10 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     let timedOut = StrataError(
       .timeout, "\(peer) did not answer within \(timeoutMilliseconds) ms (message delay \(delay) ms)")
     let timed = simulation.runningTasks
-    if timed { simulation.peerCallsInFlight[from, default: 0] += 1 }
+    if timed {
+      simulation.peerCallsInFlight[from, default: 0] += 1
+      simulation.timedPeerCalls += 1
+    }
     defer { if timed { simulation.peerCallsInFlight[from, default: 0] -= 1 } }
     if timed {
       try await travel(min(delay - delay / 2, timeoutMilliseconds), in: simulation)
@@ -149,7 +152,12 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     }
     if timed {
       try await travel(delay / 2, in: simulation)
-      _ = try simulation.reachPeer(from: from, instance: instance, to: peer)
+      do {
+        _ = try simulation.reachPeer(from: from, instance: instance, to: peer)
+      } catch {
+        simulation.answersLost += 1
+        throw error
+      }
     }
     if case .error(_, let body) = message {
       throw StrataError(StrataError.Code(number: body.code) ?? .internalError, "\(peer): \(body.message)")

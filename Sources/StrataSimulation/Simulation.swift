@@ -48,6 +48,10 @@ public struct SimulationResult: Sendable {
   public var trace: [String]
   public var acknowledgedBlocks: Int
   public var clientOperations: Int
+  /// Background peer calls that took their message delay in simulated time, and those among them
+  /// whose request arrived but whose answer was lost (the peer went down or was cut off meanwhile).
+  public var timedPeerCalls: Int
+  public var answersLost: Int
 
   /// A report to print: the seed, its faults, and on failure the failure and the trace's end.
   public var report: String {
@@ -160,6 +164,8 @@ final class Simulation: @unchecked Sendable {
   /// Background peer calls each node has in flight (travelling in simulated time): the blocks
   /// they copy stay pinned meanwhile.
   var peerCallsInFlight: [Int: Int] = [:]
+  var timedPeerCalls = 0
+  var answersLost = 0
   var clientOperations = 0
   let clientOperationCount: Int
 
@@ -187,7 +193,7 @@ final class Simulation: @unchecked Sendable {
       seed: options.seed, nodes: nodes.count, replicas: replicas, traceHash: traceHash.value,
       traceLines: traceLines, failure: failure, faultSchedule: faultSchedule,
       trace: options.keepTrace ? trace : Array(trace.suffix(60)), acknowledgedBlocks: acknowledged.count,
-      clientOperations: clientOperations)
+      clientOperations: clientOperations, timedPeerCalls: timedPeerCalls, answersLost: answersLost)
   }
 
   func note(_ line: String) {

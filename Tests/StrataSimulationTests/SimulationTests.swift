@@ -30,10 +30,14 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
   }
 
   @Test func seedsRunClean() async throws {
+    var timedPeerCalls = 0
     for seed: UInt64 in 0..<10 {
       let result = try await simulate(SimulationOptions(seed: seed))
       #expect(result.failure == nil, "\(result.report)")
+      timedPeerCalls += result.timedPeerCalls
     }
+    // The cluster layer's background copies travelled in simulated time.
+    #expect(timedPeerCalls > 100)
   }
 
   /// The seeds that found the durability findings (a drain that left a block with one copy;
