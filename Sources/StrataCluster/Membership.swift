@@ -28,11 +28,13 @@ final class StaticMembership: MembershipSource {
   private let stopped = Mutex(false)
   /// Probe connections, with a short timeout of their own (a hung peer is found in seconds).
   private let probes: PeerClients
+  /// The probe connections' timeout, and each probe's deadline.
+  private let probeTimeoutMilliseconds: UInt64
 
   init(node: ClusterNode) {
     self.node = node
-    probes = PeerClients(
-      settings: node.settings, timeoutMilliseconds: max(1_000, 2 * node.settings.probeIntervalMilliseconds))
+    probeTimeoutMilliseconds = max(1_000, 2 * node.settings.probeIntervalMilliseconds)
+    probes = PeerClients(settings: node.settings, timeoutMilliseconds: probeTimeoutMilliseconds)
     var members = [node.settings.me]
     for peer in node.settings.staticPeers where peer.description != node.settings.me.id {
       members.append(Member(id: peer.description, address: peer.description))
@@ -69,7 +71,7 @@ final class StaticMembership: MembershipSource {
         guard let address = try? HostPort(parsing: member.address), let client = probes.anyClient(address) else {
           continue
         }
-        let instance = await Self.probe(client)
+        let instance = await Self.probe(client, deadline: .after(milliseconds: probeTimeoutMilliseconds))
         guard !stopped.withLock({ $0 }) && !Task.isCancelled else { return }
         node.setHealth(member.id, instance == nil ? .down : .up, instance: instance)
       }
@@ -79,8 +81,8 @@ final class StaticMembership: MembershipSource {
 
   /// The peer's process instance (STAT `instance`; 0 from a node that does not report one), or
   /// nil when the probe failed.
-  private static func probe(_ client: any PeerChannel) async -> Int? {
-    guard let json = try? await client.stat(deadline: .never) else { return nil }
+  private static func probe(_ client: any PeerChannel, deadline: Deadline) async -> Int? {
+    guard let json = try? await client.stat(deadline: deadline) else { return nil }
     return (try? JSONCoding.decode(InstanceField.self, from: Array(json.utf8)))?.instance ?? 0
   }
 }
