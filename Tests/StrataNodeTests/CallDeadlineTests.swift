@@ -1,6 +1,6 @@
 // A client call's deadline bounds it, whatever the connection's own timeout: against a peer that
 // accepts and never answers, GET and STAT give up at their deadline (the cluster's read-through
-// and probes pass one), not after the configured 30 s.
+// and probes pass one), not after the connection's configured 10 minutes.
 
 import StrataClient
 import StrataCore
@@ -12,7 +12,7 @@ import Testing
     // The kernel completes connections into the backlog; nothing ever reads or answers them.
     let silent = try TCPListener(binding: HostPort(host: "127.0.0.1", port: 0))
     var configuration = StrataClient.Configuration(node: silent.address)
-    configuration.timeoutMilliseconds = 30_000
+    configuration.timeoutMilliseconds = 600_000
     configuration.retries = 0
     let client = StrataClient(configuration)
     defer { client.close() }
@@ -25,7 +25,9 @@ import Testing
     let started = ContinuousClock.now
     await #expect(throws: StrataError.self) { _ = try await client.get([item], deadline: .after(milliseconds: 300)) }
     await #expect(throws: StrataError.self) { _ = try await client.stat(deadline: .after(milliseconds: 300)) }
-    // Both ended at their deadlines (0.3 s each), far from the 30 s the connection would wait.
-    #expect(ContinuousClock.now - started < .seconds(20))
+    // Both ended at their deadlines (0.3 s each), far from the 10 minutes the connection would
+    // wait. The bound is loose: in the full suite on 2 cores this test's task can wait tens of
+    // seconds for a thread.
+    #expect(ContinuousClock.now - started < .seconds(180))
   }
 }
