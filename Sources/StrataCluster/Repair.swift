@@ -96,10 +96,17 @@ extension ClusterNode {
       target: ring, addresses: addresses, progress: repair, inventory: offered, excluding: me,
       required: ring.effectiveReplicationFactor
     ).placed
-    for id in placed { tiers.remove(id) }
+    // The ring may have changed while the copies travelled: a block this node owns in its
+    // current ring stays, whatever the pass's ring said. Another node may be dropping its own copy
+    // at this moment because this one holds it (found by the simulator, seed 7588: a node dropped
+    // a block under the older ring while a draining node dropped its copy for the same reason).
+    let current = state.withLock { $0.history.current }
+    let currentIndex = current.members.firstIndex(where: { $0.id == me })
+    let released = placed.filter { id in currentIndex.map { !current.isOwner(memberIndex: $0, of: id.key) } ?? true }
+    for id in released { tiers.remove(id) }
     underReplicated.forget(placed)
     let summary = repair.withLock { progress -> HandoffProgress in
-      progress.releasedBlocks = placed.count
+      progress.releasedBlocks = released.count
       progress.phase = progress.failedBlocks == 0 ? .done : .failed
       progress.finishedAt = settings.clock.date
       progress.message =
@@ -115,7 +122,7 @@ extension ClusterNode {
         "copied_blocks": "\(summary.handedBlocks)", "present_blocks": "\(summary.presentBlocks)",
         "released_blocks": "\(summary.releasedBlocks)", "failed_blocks": "\(summary.failedBlocks)",
       ])
-    let again = NotOwnedOffers.passAgain(held: notOwned.count, offered: offered.count, released: placed.count)
+    let again = NotOwnedOffers.passAgain(held: notOwned.count, offered: offered.count, released: released.count)
     return (summary.failedBlocks, again)
   }
 
