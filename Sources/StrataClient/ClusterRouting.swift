@@ -215,7 +215,8 @@ extension StrataClient {
         }
       }
       let response = try await self.channel(owner).lookup(
-        indices.map { keys[$0] }, leaseMilliseconds: leaseMilliseconds, wantsSizes: sizes, ringEpoch: epoch)
+        indices.map { keys[$0] }, leaseMilliseconds: leaseMilliseconds, wantsSizes: sizes, ringEpoch: epoch
+      ).response
       if response.leaseID != 0 { leases.withLock { $0[owner] = response.leaseID } }
       let lengths = response.sizes ?? Array(repeating: 0, count: response.tiers.count)
       return zip(response.tiers, lengths).map { Answer(tier: $0, size: $1) }
@@ -266,7 +267,8 @@ extension StrataClient {
     let (events, sink) = AsyncStream.makeStream(of: Event.self)
     let attempt: @Sendable (HostPort, [BlockKey]) async -> Result<[BlockTier], StrataError> = { node, keys in
       do throws(StrataError) {
-        return .success(try await self.channel(node).lookup(keys, leaseMilliseconds: 0, ringEpoch: epoch).tiers)
+        return .success(
+          try await self.channel(node).lookup(keys, leaseMilliseconds: 0, ringEpoch: epoch).response.tiers)
       } catch {
         return .failure(error)
       }

@@ -49,11 +49,11 @@ final class NodeChannel: Sendable {
   func lookup(
     _ keys: [BlockKey], leaseMilliseconds: UInt32, wantsSizes: Bool = false, ringEpoch: UInt64,
     deadline: Deadline = .never
-  ) async throws(StrataError) -> LookupResponse {
+  ) async throws(StrataError) -> (response: LookupResponse, ringEpoch: UInt64) {
     let request = LookupRequest(keys: keys, leaseMilliseconds: leaseMilliseconds, wantsSizes: wantsSizes)
     let pinned = leaseMilliseconds > 0 ? nextIndex() : nil
-    let response = try await call(on: pinned, deadline: deadline) { connection throws(StrataError) in
-      let (_, message) = try connection.exchange(
+    let (response, epoch) = try await call(on: pinned, deadline: deadline) { connection throws(StrataError) in
+      let (header, message) = try connection.exchange(
         request.wireMessage, payload: [], ringEpoch: ringEpoch, deadline: deadline
       ) {
         _, _ throws(StrataError) in
@@ -63,12 +63,12 @@ final class NodeChannel: Sendable {
       else {
         throw unexpected(message)
       }
-      return response
+      return (response, header.ringEpoch)
     }
     if let pinned, response.leaseID != 0 {
       leaseConnections.withLock { $0.remember(response.leaseID, on: pinned, limit: Self.leasesRememberedMax) }
     }
-    return response
+    return (response, epoch)
   }
 
   func get(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64, deadline: Deadline = .never)

@@ -125,6 +125,9 @@ public final class StrataClient: Sendable {
     public var leaseID: UInt64
     /// Each block's length in bytes (0 where absent) when `lookup` was asked for sizes; else empty.
     public var sizes: [UInt64] = []
+    /// The ring epoch the node answered at, read before it looked (0 from a node outside a
+    /// cluster, and from a cluster-routed lookup, whose keys span nodes).
+    public var ringEpoch: UInt64 = 0
   }
 
   public struct GetItem: Sendable {
@@ -245,11 +248,11 @@ public final class StrataClient: Sendable {
     async throws(StrataError) -> LookupResult
   {
     guard configuration.isCluster else {
-      let response = try await channel(configuration.node).lookup(
+      let (response, epoch) = try await channel(configuration.node).lookup(
         keys, leaseMilliseconds: leaseMilliseconds, wantsSizes: sizes, ringEpoch: 0, deadline: deadline)
       return LookupResult(
         tiers: response.tiers, leadingRun: Int(response.leadingRun), leaseID: response.leaseID,
-        sizes: response.sizes ?? [])
+        sizes: response.sizes ?? [], ringEpoch: epoch)
     }
     return try await routedLookup(keys, leaseMilliseconds: leaseMilliseconds, sizes: sizes)
   }

@@ -33,11 +33,13 @@ struct RingHistory: Sendable {
   var changedAtMilliseconds: UInt64
 
   /// Takes `next` if its members differ (state included) or no ring was adopted yet (epoch 0);
-  /// true when the ring changed.
+  /// true when the ring changed. The same members at a later epoch only renumber the ring, so that
+  /// nodes which heard the same revision answer at the same epoch (Handoff's `holdersFrom`).
   mutating func adopt(_ next: Ring, atMilliseconds now: UInt64) -> Bool {
     guard
       current.epoch == 0 || next.members != current.members || next.replicationFactor != current.replicationFactor
     else {
+      if next.epoch > current.epoch { current = current.renumbered(next.epoch) }
       return false
     }
     previous = current

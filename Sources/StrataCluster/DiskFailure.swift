@@ -33,7 +33,7 @@ extension ClusterNode {
     var absentAt: [HostPort] = []
     for owner in owners {
       guard let client = syncPeers.client(owner, block.id.namespace),
-        let found = try? await client.lookup([block.id.key], deadline: deadline), let tier = found.first
+        let found = try? await client.lookup([block.id.key], deadline: deadline), let tier = found.tiers.first
       else { continue }
       if tier == .nvme {
         onNVMe = owner

@@ -97,13 +97,14 @@ struct Handoff: Sendable {
 
   /// Hands `inventory` (default: every block held, hottest first) to the blocks' owners in
   /// `target` other than `excluding` (this node, when it stays a member), adding into `progress`.
-  /// A block is placed once `required` of those owners hold it (BlockPlacement). Returns which
-  /// blocks are placed and which are not; blocks that left this node meanwhile, or failed their
-  /// checksum, are in neither.
+  /// A block is placed once `required` of those owners hold it (BlockPlacement); an owner counts
+  /// only when it answered LOOKUP at ring epoch `holdersFrom` or later (it may otherwise drop its
+  /// copy under an older ring). Returns which blocks are placed and which are not; blocks that left
+  /// this node meanwhile, or failed their checksum, are in neither.
   @discardableResult
   func run(
     target: Ring, addresses: [String: HostPort], progress: HandoffTracker, inventory: [InventoryEntry]? = nil,
-    excluding: String? = nil, required: Int
+    excluding: String? = nil, required: Int, holdersFrom: UInt64 = 0
   ) async -> HandoffOutcome {
     let inventory = inventory ?? tiers.inventory()
     progress.withLock {
@@ -117,14 +118,14 @@ struct Handoff: Sendable {
       start += batch.count
       await hand(
         batch.map(\.id), target: target, addresses: addresses, progress: progress, excluding: excluding,
-        required: required, outcome: &outcome)
+        required: required, holdersFrom: holdersFrom, outcome: &outcome)
     }
     return outcome
   }
 
   private func hand(
     _ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: HandoffTracker, excluding: String?,
-    required: Int, outcome: inout HandoffOutcome
+    required: Int, holdersFrom: UInt64, outcome: inout HandoffOutcome
   ) async {
     let copy: CopyLease
     do {
@@ -159,11 +160,14 @@ struct Handoff: Sendable {
       }
       do {
         let held = try await client.lookup(blocks.map(\.id.key), deadline: .never)
+        // An owner behind the epoch asked for gets its copies but is not counted: under its older
+        // ring it may not own the block, and drop it once the others hold it.
+        let counts = held.ringEpoch >= holdersFrom
         var sent: [LeasedBlock] = []
         var there: [BlockID] = []
-        for (block, tier) in zip(blocks, held) {
+        for (block, tier) in zip(blocks, held.tiers) {
           if tier != .absent {
-            present[block.id, default: 0] += 1
+            if counts { present[block.id, default: 0] += 1 }
             there.append(block.id)
             continue
           }
@@ -172,14 +176,27 @@ struct Handoff: Sendable {
         underReplicated?.copied(there, to: owner)
         if sent.isEmpty { continue }
         let outcomes = try await client.put(copies: sent, deadline: .never)
+        // "Already present" also means "being written" by another copy, which may yet fail: such a
+        // block counts only once the owner holds it committed (as in WriteQuorum.swift).
+        var doubted: [LeasedBlock] = []
         for (block, outcome) in zip(sent, outcomes) {
-          if outcome == .stored { stored[block.id, default: 0] += 1 }
-          if outcome == .alreadyPresent { present[block.id, default: 0] += 1 }
-          if outcome == .stored || outcome == .alreadyPresent {
+          switch outcome {
+          case .stored:
+            if counts { stored[block.id, default: 0] += 1 }
             underReplicated?.copied([block.id], to: owner)
-          } else {
-            underReplicated?.failed([block.id], to: owner)
+          case .alreadyPresent: doubted.append(block)
+          default: underReplicated?.failed([block.id], to: owner)
           }
+        }
+        if doubted.isEmpty { continue }
+        let committed = try await client.lookup(doubted.map(\.id.key), deadline: .never).tiers
+        for (block, tier) in zip(doubted, committed) {
+          guard tier != .absent else {
+            underReplicated?.failed([block.id], to: owner)
+            continue
+          }
+          if counts { present[block.id, default: 0] += 1 }
+          underReplicated?.copied([block.id], to: owner)
         }
       } catch {
         underReplicated?.failed(blocks.map(\.id), to: owner)

@@ -53,7 +53,9 @@ final class StaticMembership: MembershipSource {
     // blocks are with the next owners by then (the drain hands them over first).
     var draining = members
     if let index = draining.firstIndex(where: { $0.id == node.settings.me.id }) { draining[index].state = .draining }
-    node.adopt(members: draining, epoch: 2)
+    // Epoch 1 still: static epochs are all 1, so peers count this node's answers (Handoff's
+    // `holdersFrom`) and clients that heard it do not fetch the ring on every call.
+    node.adopt(members: draining, epoch: 1)
   }
 
   /// Ends the probes: the loop stops at its next round (at once when the node's stop cancels it).

@@ -15,8 +15,9 @@ import Synchronization
 /// What the cluster layer asks of one peer, acting in one namespace. Every call is bounded by its
 /// deadline and by the channel's timeout, and fails with a typed error.
 public protocol PeerChannel: Sendable {
-  /// Where each of `keys` is held on the peer (`absent` where it is not).
-  func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> [BlockTier]
+  /// Where each of `keys` is held on the peer (`absent` where it is not), and the ring epoch it
+  /// answered at.
+  func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> PeerHoldings
   /// Copies `blocks` (arena memory, with their stored checksums) to the peer, with no write quorum
   /// of their own; one outcome per block.
   func put(copies blocks: [LeasedBlock], deadline: Deadline) async throws(StrataError) -> [PutOutcome]
@@ -30,6 +31,20 @@ public protocol PeerChannel: Sendable {
   func close()
 }
 
+/// A peer's answer to LOOKUP. The pipeline reads its epoch before it looks at its tiers, so a
+/// block reported held was still held when the peer already worked at `ringEpoch`: a repair pass
+/// relies on that to count a holder that will not drop the block under an older ring (Repair.swift).
+public struct PeerHoldings: Sendable, Hashable {
+  public var tiers: [BlockTier]
+  /// 0 from a node outside a cluster.
+  public var ringEpoch: UInt64
+
+  public init(tiers: [BlockTier], ringEpoch: UInt64) {
+    self.tiers = tiers
+    self.ringEpoch = ringEpoch
+  }
+}
+
 /// Makes channels to peers: `PeerClients` asks it for each (peer, namespace) it needs.
 public protocol PeerTransport: Sendable {
   func channel(to peer: HostPort, namespace: Namespace, timeoutMilliseconds: UInt64) -> any PeerChannel
@@ -40,8 +55,9 @@ struct TCPPeerChannel: PeerChannel {
   let client: StrataClient
   let address: HostPort
 
-  func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> [BlockTier] {
-    try await client.lookup(keys, deadline: deadline).tiers
+  func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> PeerHoldings {
+    let result = try await client.lookup(keys, deadline: deadline)
+    return PeerHoldings(tiers: result.tiers, ringEpoch: result.ringEpoch)
   }
 
   func put(copies blocks: [LeasedBlock], deadline: Deadline) async throws(StrataError) -> [PutOutcome] {

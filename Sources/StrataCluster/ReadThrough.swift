@@ -91,7 +91,7 @@ final class ReadThrough: Sendable {
         continue
       }
       do {
-        let found = try await client.lookup(wanted.map(\.key), deadline: .never)
+        let found = try await client.lookup(wanted.map(\.key), deadline: .never).tiers
         for (id, tier) in zip(wanted, found) {
           guard tier != .absent else {
             missed.append(id)

@@ -92,18 +92,26 @@ extension ClusterNode {
     // A block this node holds without owning it: its copy goes once every owner holds the block
     // (kept, each later pass would offer it again, and the bound would keep offering the same
     // ones); until then it stays, and is offered again by the next pass.
+    // Owners count only when they answered at this pass's epoch or later: one still on an older
+    // ring may not own the block there, and drop its copy because this node holds one while this
+    // node drops its own because that owner holds one.
     let placed = await handoff.run(
       target: ring, addresses: addresses, progress: repair, inventory: offered, excluding: me,
-      required: ring.effectiveReplicationFactor
+      required: ring.effectiveReplicationFactor, holdersFrom: ring.epoch
     ).placed
     // The ring may have changed while the copies travelled: a block this node owns in its
     // current ring stays, whatever the pass's ring said. Another node may be dropping its own copy
     // at this moment because this one holds it (found by the simulator, seed 7588: a node dropped
     // a block under the older ring while a draining node dropped its copy for the same reason).
-    let current = state.withLock { $0.history.current }
-    let currentIndex = current.members.firstIndex(where: { $0.id == me })
-    let released = placed.filter { id in currentIndex.map { !current.isOwner(memberIndex: $0, of: id.key) } ?? true }
-    for id in released { tiers.remove(id) }
+    // Checked and dropped under the ring's lock: a peer told "held at epoch e" (read before the
+    // look, PeerHoldings) never sees the copy dropped under a ring older than e.
+    let released = state.withLock { state -> [BlockID] in
+      let current = state.history.current
+      let currentIndex = current.members.firstIndex(where: { $0.id == me })
+      let released = placed.filter { id in currentIndex.map { !current.isOwner(memberIndex: $0, of: id.key) } ?? true }
+      for id in released { tiers.remove(id) }
+      return released
+    }
     underReplicated.forget(placed)
     let summary = repair.withLock { progress -> HandoffProgress in
       progress.releasedBlocks = released.count

@@ -156,7 +156,7 @@ extension ClusterNode {
       var send = blocks.filter { !$0.wasPresent }.map(\.block)
       let asked = blocks.filter(\.wasPresent).map(\.block)
       if !asked.isEmpty {
-        let found = try await client.lookup(asked.map(\.id.key), deadline: limit)
+        let found = try await client.lookup(asked.map(\.id.key), deadline: limit).tiers
         for (block, tier) in zip(asked, found) {
           if tier == .absent { send.append(block) } else { held.append(block.id) }
         }
@@ -175,7 +175,7 @@ extension ClusterNode {
         }
       }
       if !doubted.isEmpty {
-        let found = try await client.lookup(doubted.map(\.id.key), deadline: limit)
+        let found = try await client.lookup(doubted.map(\.id.key), deadline: limit).tiers
         for (block, tier) in zip(doubted, found) where tier != .absent { held.append(block.id) }
       }
       return (held, refused == 0 ? nil : "\(refused) block(s) refused (no room)")

@@ -16,7 +16,7 @@ public struct Ring: Sendable, Hashable {
   /// The most points a ring may hold (8 bytes each: 256 MiB), so a ring read from a peer is bounded.
   public static let pointsMax = 1 << 25
 
-  public let epoch: UInt64
+  public private(set) var epoch: UInt64
   /// The requested R; the effective number of owners is `min(R, activeMembers.count)`.
   public let replicationFactor: Int
   /// Every member, sorted by id, draining ones included.
@@ -241,6 +241,13 @@ public struct Ring: Sendable, Hashable {
         return found
       }
     }
+  }
+
+  /// The same placement at `epoch`: a membership revision that left members and settings as they were.
+  public func renumbered(_ epoch: UInt64) -> Ring {
+    var ring = self
+    ring.epoch = epoch
+    return ring
   }
 
   /// Member index owning table slot `slot`'s point (internal: shares and movement).

@@ -70,12 +70,12 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     self.timeoutMilliseconds = timeoutMilliseconds
   }
 
-  func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> [BlockTier] {
-    let (message, _) = try await exchange { LookupRequest(keys: keys).frameBytes(requestID: $0, ringEpoch: 0) }
+  func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> PeerHoldings {
+    let (header, message, _) = try await exchange { LookupRequest(keys: keys).frameBytes(requestID: $0, ringEpoch: 0) }
     guard case .lookupResponse(let response) = message, response.tiers.count == keys.count else {
       throw StrataError(.protocolError, "\(peer) answered LOOKUP with \(message.opcode)")
     }
-    return response.tiers
+    return PeerHoldings(tiers: response.tiers, ringEpoch: header.ringEpoch)
   }
 
   func put(copies blocks: [LeasedBlock], deadline: Deadline) async throws(StrataError) -> [PutOutcome] {
@@ -85,7 +85,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     var outcomes: [PutOutcome] = []
     if !sent.isEmpty {
       let items = sent.map { PutRequest.Item(key: $0.id.key, length: UInt64($0.bytes.count), checksum: $0.checksum) }
-      let (message, _) = try await exchange {
+      let (_, message, _) = try await exchange {
         PutRequest(items: items).frameBytes(requestID: $0, ringEpoch: 0) + sent.flatMap { Array($0.bytes) }
       }
       guard case .putResponse(let response) = message, response.outcomes.count == sent.count else {
@@ -100,7 +100,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
   func get(_ key: BlockKey, into destination: UnsafeMutableRawBufferPointer, deadline: Deadline)
     async throws(StrataError) -> Int?
   {
-    let (message, payload) = try await exchange {
+    let (_, message, payload) = try await exchange {
       GetRequest(items: [.init(key: key)]).frameBytes(requestID: $0, ringEpoch: 0)
     }
     guard case .getResponse(let response) = message, let item = response.items.first else {
@@ -112,7 +112,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
   }
 
   func stat(deadline: Deadline) async throws(StrataError) -> String {
-    let (message, _) = try await exchange { StatRequest().frameBytes(requestID: $0, ringEpoch: 0) }
+    let (_, message, _) = try await exchange { StatRequest().frameBytes(requestID: $0, ringEpoch: 0) }
     guard case .statResponse(let response) = message else {
       throw StrataError(.protocolError, "\(peer) answered STAT with \(message.opcode)")
     }
@@ -124,8 +124,10 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     connection = nil
   }
 
-  /// Sends one request (made with its request id) and returns the answer and its payload.
-  private func exchange(_ request: (UInt64) -> [UInt8]) async throws(StrataError) -> (WireMessage, [UInt8]) {
+  /// Sends one request (made with its request id) and returns the answer's header, message and payload.
+  private func exchange(_ request: (UInt64) -> [UInt8]) async throws(StrataError) -> (
+    FrameHeader, WireMessage, [UInt8]
+  ) {
     guard let simulation else { throw StrataError(.unavailable, "the simulation has ended") }
     var target = try simulation.reachPeer(from: from, instance: instance, to: peer)
     let delay = simulation.messageDelay(from, target.index)
@@ -146,7 +148,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     }
     let connection = try connect(to: target, in: simulation)
     let frames = answeredFrames(connection.receive(request(simulation.nextRequestID())))
-    guard let (_, message, payload) = frames.first else {
+    guard let (header, message, payload) = frames.first else {
       throw StrataError(
         .unavailable, "\(peer) closed the connection: \(connection.closeReason?.message ?? "no answer")")
     }
@@ -162,7 +164,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     if case .error(_, let body) = message {
       throw StrataError(StrataError.Code(number: body.code) ?? .internalError, "\(peer): \(body.message)")
     }
-    return (message, payload)
+    return (header, message, payload)
   }
 
   /// Waits `milliseconds` on the calling node's clock; a call whose task was cancelled (its

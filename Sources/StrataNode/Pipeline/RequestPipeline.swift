@@ -316,10 +316,11 @@ struct RequestSession {
         requestID: header.requestID))
   }
 
-  private func respond(_ message: WireMessage, to header: FrameHeader, over transport: inout some PayloadTransport)
-    throws(StrataError)
-  {
-    let frame = message.frameBytes(requestID: header.requestID, ringEpoch: server.epoch)
+  /// `epoch`: the ring epoch to report (default: the node's now).
+  private func respond(
+    _ message: WireMessage, to header: FrameHeader, over transport: inout some PayloadTransport, epoch: UInt64? = nil
+  ) throws(StrataError) {
+    let frame = message.frameBytes(requestID: header.requestID, ringEpoch: epoch ?? server.epoch)
     try transport.respond(frame, deadline: transferDeadline(bytes: frame.count))
   }
 
@@ -368,6 +369,9 @@ struct RequestSession {
   private mutating func answerLookup(
     _ request: LookupRequest, header: FrameHeader, over transport: inout some PayloadTransport
   ) throws(StrataError) {
+    // Read before looking: a block reported held was held while this node worked at that epoch,
+    // so it is not dropped under an older ring afterwards (PeerHoldings, Repair.swift).
+    let epoch = server.epoch
     try server.checkOwnership(request.keys, ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
     let ids = request.keys.map { BlockID(namespace: namespace, key: $0) }
     try server.fillMissing(ids, isPeer: grant.isPeer, executor: executor)
@@ -412,7 +416,7 @@ struct RequestSession {
       response.leadingRun = min(response.leadingRun, UInt32(run))
     }
     chargeMisses(response.tiers.filter { $0 == .absent }.count)
-    try respond(.lookupResponse(response), to: header, over: &transport)
+    try respond(.lookupResponse(response), to: header, over: &transport, epoch: epoch)
   }
 
   /// Forgets this connection's expired leases; refuses a new one past the per-connection limit.

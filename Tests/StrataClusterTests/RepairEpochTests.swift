@@ -1,0 +1,166 @@
+// A repair pass drops a block it holds without owning it only once every owner holds it, and an
+// owner counts only when it answered at the pass's ring epoch or later: an owner still on an older
+// ring may not own the block there, and drop its copy because this node holds one while this node
+// drops its own. The peers are in-memory channels that answer LOOKUP with "held" at a chosen epoch.
+
+import Logging
+import StrataConfig
+import StrataCore
+import StrataPlacement
+import StrataStorage
+import StrataTestKit
+import Synchronization
+import Testing
+
+@testable import StrataCluster
+
+/// Peers that hold every key asked about and answer at the epoch set for their address; one in
+/// `writing` holds none, but answers a PUT with "already present" (another copy is being written).
+private final class HoldingPeers: PeerTransport {
+  let epochs: Mutex<[HostPort: UInt64]>
+  let writing = Mutex<Set<HostPort>>([])
+  let lookups = Atomic<Int>(0)
+
+  init(_ epochs: [HostPort: UInt64]) { self.epochs = Mutex(epochs) }
+
+  func channel(to peer: HostPort, namespace: Namespace, timeoutMilliseconds: UInt64) -> any PeerChannel {
+    HoldingPeer(peers: self, address: peer)
+  }
+}
+
+private struct HoldingPeer: PeerChannel {
+  let peers: HoldingPeers
+  let address: HostPort
+
+  func lookup(_ keys: [BlockKey], deadline: Deadline) async throws(StrataError) -> PeerHoldings {
+    peers.lookups.add(1, ordering: .relaxed)
+    let epoch = peers.epochs.withLock { $0[address] ?? 0 }
+    let tier: BlockTier = peers.writing.withLock { $0.contains(address) } ? .absent : .ram
+    return PeerHoldings(tiers: keys.map { _ in tier }, ringEpoch: epoch)
+  }
+
+  func put(copies blocks: [LeasedBlock], deadline: Deadline) async throws(StrataError) -> [PutOutcome] {
+    blocks.map { _ in .alreadyPresent }
+  }
+
+  func get(_ key: BlockKey, into destination: UnsafeMutableRawBufferPointer, deadline: Deadline)
+    async throws(StrataError) -> Int?
+  { nil }
+
+  func stat(deadline: Deadline) async throws(StrataError) -> String { "{}" }
+
+  func close() {}
+}
+
+private struct ThreeNodes {
+  let clock = ManualClock(milliseconds: 1_000)
+  let node: ClusterNode
+  let tiers: TierManager
+  let members: [Member]
+  let peers: HoldingPeers
+  let addresses: [HostPort]
+
+  init() throws {
+    addresses = (1...3).map { HostPort(host: "127.0.0.1", port: UInt16(40_000 + $0)) }
+    var configuration = NodeConfiguration()
+    configuration.cluster.peers = addresses
+    configuration.cluster.replicas = 2
+    var settings = ClusterNode.Settings(
+      configuration: configuration, nodeID: "a", advertise: addresses[0], capacityBytes: 0)
+    settings.clock = clock
+    peers = HoldingPeers([addresses[1]: 9, addresses[2]: 9])
+    settings.peerTransport = peers
+    tiers = try TierManager(
+      configuration: TierConfiguration(ramBytes: 4 << 20, blockBytesMax: 64 << 10, hugePages: false), nvme: nil,
+      clock: clock)
+    node = ClusterNode(settings: settings, tiers: tiers, logger: Logger(label: "test.repair-epoch"))
+    members = addresses.map { Member(id: $0.description, address: $0.description) }
+  }
+
+  /// A block this node does not own at any epoch of these members (both peers own it).
+  func notOwnedBlock() -> BlockID {
+    let ring = ClusterNode.makeRing(members: members, epoch: 9, settings: node.settings)
+    let me = ring.members.firstIndex { $0.id == members[0].id }!
+    for n in 0..<1024 {
+      var bytes = [UInt8](repeating: 0, count: BlockKey.byteCount)
+      bytes[0] = UInt8(truncatingIfNeeded: n)
+      bytes[1] = UInt8(truncatingIfNeeded: n >> 8)
+      bytes[31] = 0xA5
+      let key = BlockKey(bytes: bytes)!
+      if !ring.isOwner(memberIndex: me, of: key) { return BlockID(namespace: .embeddedDefault, key: key) }
+    }
+    preconditionFailure("no key of 1,024 is owned by the peers only")
+  }
+
+  /// Holds `id`, adopts the ring at epoch 9 (which starts a repair pass over the held block) and
+  /// waits for the pass to end: done, or failed and waiting on the node's clock to retry.
+  func repair(_ id: BlockID) async throws -> HandoffProgress {
+    _ = try await tiers.put(id, bytes: [UInt8](repeating: 7, count: 4096))
+    node.adopt(members: members, epoch: 9)
+    #expect(
+      try await eventually(within: 120) {
+        let phase = node.repairProgress.phase
+        return phase == .done && !node.repairState.withLock { $0.running }
+          || phase == .failed && clock.sleepers == 1
+      })
+    #expect(peers.lookups.load(ordering: .relaxed) >= 2)
+    return node.repairProgress
+  }
+}
+
+@Suite struct RepairEpochTests {
+  @Test func aBlockHeldWithoutBeingOwnedGoesOnceEveryOwnerHoldsItAtThePassEpoch() async throws {
+    let fixture = try ThreeNodes()
+    defer { fixture.node.stop(deregister: false) }
+    let id = fixture.notOwnedBlock()
+    let progress = try await fixture.repair(id)
+    #expect(progress.phase == .done)
+    #expect(progress.releasedBlocks == 1)
+    #expect(fixture.tiers.lookup([id]) == [.absent])
+  }
+
+  @Test func anOwnerAnsweringAtAnOlderEpochDoesNotCount() async throws {
+    let fixture = try ThreeNodes()
+    defer { fixture.node.stop(deregister: false) }
+    // One owner still routes by epoch 8: it says it holds the block, but may drop it there.
+    fixture.peers.epochs.withLock { $0[fixture.addresses[2]] = 8 }
+    let id = fixture.notOwnedBlock()
+    let progress = try await fixture.repair(id)
+    #expect(progress.phase == .failed)
+    #expect(progress.releasedBlocks == 0)
+    #expect(progress.failedBlocks == 1)
+    #expect(fixture.tiers.lookup([id]) == [.ram])
+
+    // Once it has caught up, the retry releases the copy.
+    fixture.peers.epochs.withLock { $0[fixture.addresses[2]] = 9 }
+    fixture.clock.advance(milliseconds: ClusterNode.repairRetryDelayMilliseconds)
+    #expect(try await eventually(within: 120) { fixture.tiers.lookup([id]) == [.absent] })
+    #expect(fixture.node.repairProgress.releasedBlocksTotal + fixture.node.repairProgress.releasedBlocks == 1)
+  }
+
+  /// "Already present" from an owner may mean another copy is being written, which may yet fail:
+  /// it counts only once a LOOKUP finds the block committed.
+  @Test func anOwnerStillWritingAnotherCopyDoesNotCount() async throws {
+    let fixture = try ThreeNodes()
+    defer { fixture.node.stop(deregister: false) }
+    fixture.peers.writing.withLock { $0 = [fixture.addresses[1]] }
+    let id = fixture.notOwnedBlock()
+    let progress = try await fixture.repair(id)
+    #expect(progress.phase == .failed)
+    #expect(progress.releasedBlocks == 0)
+    #expect(fixture.tiers.lookup([id]) == [.ram])
+  }
+
+  @Test func theSameMembersAtALaterEpochRenumberTheRing() throws {
+    let fixture = try ThreeNodes()
+    fixture.node.adopt(members: fixture.members, epoch: 5)
+    let before = fixture.node.ring
+    fixture.node.adopt(members: fixture.members, epoch: 9)
+    #expect(fixture.node.epoch == 9)
+    #expect(fixture.node.ring.members == before.members)
+    // An older revision does not take the epoch back.
+    fixture.node.adopt(members: fixture.members, epoch: 7)
+    #expect(fixture.node.epoch == 9)
+    fixture.node.stop(deregister: false)
+  }
+}
