@@ -285,10 +285,15 @@ private final class DrainingCluster: ClusterHooks {
     }
     #expect(response.outcomes == [.stored])
     let lookup = LookupRequest(keys: [pipelineKey(1)]).frameBytes(requestID: 6, ringEpoch: 0)
-    guard case .lookupResponse(let found)? = frames(peer.receive(lookup)).first?.1 else {
+    guard let (header, message, _) = frames(peer.receive(lookup)).first, case .lookupResponse(let found) = message
+    else {
       Issue.record("a peer's LOOKUP on a draining node failed")
       return
     }
     #expect(found.tiers == [.ram])
+    // Answered at epoch 0 to a peer (a repair pass does not count a copy that is leaving), at the
+    // node's epoch to a client.
+    #expect(header.ringEpoch == 0)
+    #expect(frames(client.receive(lookup)).first?.0.ringEpoch == 3)
   }
 }

@@ -370,8 +370,11 @@ struct RequestSession {
     _ request: LookupRequest, header: FrameHeader, over transport: inout some PayloadTransport
   ) throws(StrataError) {
     // Read before looking: a block reported held was held while this node worked at that epoch,
-    // so it is not dropped under an older ring afterwards (PeerHoldings, Repair.swift).
-    let epoch = server.epoch
+    // so it is not dropped under an older ring afterwards (PeerHoldings, Repair.swift). A draining
+    // node answers its peers at epoch 0 (no ring): a repair pass must not count a copy that is
+    // leaving with it.
+    let draining = grant.isPeer && server.cluster.map { !$0.takesCopies } ?? false
+    let epoch = draining ? 0 : server.epoch
     try server.checkOwnership(request.keys, ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
     let ids = request.keys.map { BlockID(namespace: namespace, key: $0) }
     try server.fillMissing(ids, isPeer: grant.isPeer, executor: executor)
