@@ -175,26 +175,5 @@ final class SimulatedNode {
 
 /// Frames of what a node answered, each with the payload that follows it.
 func answeredFrames(_ bytes: [UInt8]) -> [(FrameHeader, WireMessage, [UInt8])] {
-  var result: [(FrameHeader, WireMessage, [UInt8])] = []
-  var offset = 0
-  while offset + FrameHeader.byteCount <= bytes.count {
-    guard
-      let header = try? bytes.withUnsafeBytes({
-        try FrameHeader(
-          decoding: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + FrameHeader.byteCount]), limits: .standard)
-      })
-    else { break }
-    let bodyEnd = offset + FrameHeader.byteCount + Int(header.bodyBytes)
-    let payloadEnd = bodyEnd + Int(header.payloadBytes)
-    guard payloadEnd <= bytes.count,
-      let message = try? bytes.withUnsafeBytes({
-        try WireMessage(
-          header: header, body: UnsafeRawBufferPointer(rebasing: $0[offset + FrameHeader.byteCount..<bodyEnd]),
-          limits: .standard)
-      })
-    else { break }
-    result.append((header, message, Array(bytes[bodyEnd..<payloadEnd])))
-    offset = payloadEnd
-  }
-  return result
+  FrameAssembler.frames(in: bytes, receiving: .response)
 }

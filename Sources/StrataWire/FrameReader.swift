@@ -138,6 +138,30 @@ public final class FrameReader {
 }
 
 extension FrameAssembler {
+  /// The whole frames at the start of `bytes` (what a node answered, in memory), each with its
+  /// payload; stops at the first frame that is incomplete or malformed.
+  public static func frames(in bytes: [UInt8], limits: WireLimits = .standard, receiving: FrameDirection) -> [(
+    FrameHeader, WireMessage, [UInt8]
+  )] {
+    var assembler = FrameAssembler(limits: limits, receiving: receiving)
+    var frames: [(FrameHeader, WireMessage, [UInt8])] = []
+    bytes.withUnsafeBytes { all in
+      var offset = 0
+      while offset < all.count {
+        guard let step = try? assembler.feed(UnsafeRawBufferPointer(rebasing: all[offset...])),
+          case .frame(let header, let message)? = step.event
+        else { return }
+        offset += step.consumedBytes
+        guard header.payloadBytes <= UInt64(all.count - offset) else { return }
+        let payloadEnd = offset + Int(header.payloadBytes)
+        frames.append((header, message, Array(all[offset..<payloadEnd])))
+        if header.payloadBytes > 0 { assembler.consumePayload(header.payloadBytes) }
+        offset = payloadEnd
+      }
+    }
+    return frames
+  }
+
   /// Decodes one whole frame that arrived as one message (header and body, nothing more; any
   /// payload it announces moves another way, as RDMA's one-sided operations move it).
   public static func decode(

@@ -55,26 +55,7 @@ struct PipelineNode {
 
 /// Splits what a node answered into frames (each GET payload left in the byte array after it).
 func frames(_ bytes: [UInt8]) -> [(FrameHeader, WireMessage, [UInt8])] {
-  var result: [(FrameHeader, WireMessage, [UInt8])] = []
-  var offset = 0
-  while offset + 64 <= bytes.count {
-    guard
-      let header = try? bytes.withUnsafeBytes({
-        try FrameHeader(decoding: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + 64]), limits: .standard)
-      })
-    else { break }
-    let bodyEnd = offset + 64 + Int(header.bodyBytes)
-    let payloadEnd = bodyEnd + Int(header.payloadBytes)
-    guard payloadEnd <= bytes.count,
-      let message = try? bytes.withUnsafeBytes({
-        try WireMessage(
-          header: header, body: UnsafeRawBufferPointer(rebasing: $0[offset + 64..<bodyEnd]), limits: .standard)
-      })
-    else { break }
-    result.append((header, message, Array(bytes[bodyEnd..<payloadEnd])))
-    offset = payloadEnd
-  }
-  return result
+  FrameAssembler.frames(in: bytes, receiving: .response)
 }
 
 func pipelineKey(_ n: Int) -> BlockKey { SHA256.digest(Array("pipeline-\(n)".utf8)) }

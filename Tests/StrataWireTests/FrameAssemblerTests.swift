@@ -43,6 +43,22 @@ import Testing
     }
   }
 
+  /// `FrameAssembler.frames(in:)` (how tests and the simulator read a node's answers) sees the
+  /// same frames, and stops at a frame cut short or at one of the wrong direction.
+  @Test(arguments: [FrameDirection.request, .response])
+  func framesInABufferAreTheStreamsFrames(direction: FrameDirection) throws {
+    let (bytes, expected) = Self.stream(direction, seed: 9, count: 60)
+    let found = FrameAssembler.frames(in: bytes, receiving: direction)
+    #expect(found.map { ReceivedFrame(header: $0.0, message: $0.1, payload: $0.2) } == expected)
+    // Cut inside the last frame's header, body or payload: the frames before it.
+    let last = expected.last!.header
+    let lastStart = bytes.count - FrameHeader.byteCount - Int(last.bodyBytes) - Int(last.payloadBytes)
+    for cut in [lastStart + 1, min(lastStart + 70, bytes.count - 1), bytes.count - 1] {
+      #expect(FrameAssembler.frames(in: Array(bytes[..<cut]), receiving: direction).count == expected.count - 1)
+    }
+    #expect(FrameAssembler.frames(in: bytes, receiving: direction == .request ? .response : .request).isEmpty)
+  }
+
   @Test func payloadSlicesPointIntoTheFedBuffer() throws {
     // Coalesced payload bytes are handed back in place, not copied: the slice lies inside the input.
     let frame = Samples.putRequest
