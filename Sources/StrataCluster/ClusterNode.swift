@@ -165,6 +165,10 @@ public final class ClusterNode: ClusterHooks {
   let tiers: TierManager
   let logger: Logger
   let state: Mutex<State>
+  /// Held while a ring is adopted, and while a repair pass checks that it does not own a block and
+  /// drops it (Repair.swift): no ring is adopted between the two. A lock of its own, so that a
+  /// drop's disk write (a tombstone) never holds `state`, which every response reads for its epoch.
+  let ringChange = Mutex(())
   let peers: PeerClients
   /// Peer connections for the copies a PUT waits for (WriteQuorum.swift): a pool of their own, so
   /// they never queue behind the asynchronous replicator's batches.
@@ -279,27 +283,29 @@ public final class ClusterNode: ClusterHooks {
       members[index].state = .draining
     }
     let next = Self.makeRing(members: members, epoch: epoch, settings: settings)
-    let (changed, first, departed, joined) = state.withLock { state -> (Bool, Bool, [String], [String]) in
-      let first = state.history.current.epoch == 0
-      let before = Set(state.history.current.activeMembers.map(\.id))
-      let changed = state.history.adopt(next, atMilliseconds: settings.clock.nowMilliseconds())
-      if changed && first {
-        // The first real ring: this node has just joined (or come back). Its keys' previous
-        // owners are those of the ring without it, who held them meanwhile: read through from them.
-        state.history.previous = Ring(
-          members: next.members.filter { $0.id != me }, epoch: next.epoch, replicationFactor: next.replicationFactor,
-          virtualNodes: next.virtualNodes)
-      }
-      if changed {
-        state.addresses = [:]
-        for member in next.members + (state.history.previous?.members ?? []) {
-          if let address = try? HostPort(parsing: member.address) { state.addresses[member.id] = address }
+    let (changed, first, departed, joined) = ringChange.withLock { _ in
+      state.withLock { state -> (Bool, Bool, [String], [String]) in
+        let first = state.history.current.epoch == 0
+        let before = Set(state.history.current.activeMembers.map(\.id))
+        let changed = state.history.adopt(next, atMilliseconds: settings.clock.nowMilliseconds())
+        if changed && first {
+          // The first real ring: this node has just joined (or come back). Its keys' previous
+          // owners are those of the ring without it, who held them meanwhile: read through from them.
+          state.history.previous = Ring(
+            members: next.members.filter { $0.id != me }, epoch: next.epoch, replicationFactor: next.replicationFactor,
+            virtualNodes: next.virtualNodes)
         }
-        settings.identities.record(state.addresses)
+        if changed {
+          state.addresses = [:]
+          for member in next.members + (state.history.previous?.members ?? []) {
+            if let address = try? HostPort(parsing: member.address) { state.addresses[member.id] = address }
+          }
+          settings.identities.record(state.addresses)
+        }
+        let departed = first || !changed ? [] : before.subtracting(next.activeMembers.map(\.id)).sorted()
+        let joined = first || !changed ? [] : Set(next.activeMembers.map(\.id)).subtracting(before).sorted()
+        return (changed, first, departed, joined)
       }
-      let departed = first || !changed ? [] : before.subtracting(next.activeMembers.map(\.id)).sorted()
-      let joined = first || !changed ? [] : Set(next.activeMembers.map(\.id)).subtracting(before).sorted()
-      return (changed, first, departed, joined)
     }
     if changed {
       logger.info(

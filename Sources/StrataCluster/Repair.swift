@@ -103,14 +103,22 @@ extension ClusterNode {
     // current ring stays, whatever the pass's ring said. Another node may be dropping its own copy
     // at this moment because this one holds it (found by the simulator, seed 7588: a node dropped
     // a block under the older ring while a draining node dropped its copy for the same reason).
-    // Checked and dropped under the ring's lock: a peer told "held at epoch e" (read before the
-    // look, PeerHoldings) never sees the copy dropped under a ring older than e.
-    let released = state.withLock { state -> [BlockID] in
-      let current = state.history.current
-      let currentIndex = current.members.firstIndex(where: { $0.id == me })
-      let released = placed.filter { id in currentIndex.map { !current.isOwner(memberIndex: $0, of: id.key) } ?? true }
-      for id in released { tiers.remove(id) }
-      return released
+    // Each checked and dropped with no ring adopted in between (`ringChange`): a peer told "held
+    // at epoch e" (read before the look, PeerHoldings) never sees the copy dropped under a ring
+    // older than e.
+    var released: [BlockID] = []
+    for id in placed {
+      let dropped = ringChange.withLock { _ -> Bool in
+        let current = state.withLock { $0.history.current }
+        if let index = current.members.firstIndex(where: { $0.id == me }),
+          current.isOwner(memberIndex: index, of: id.key)
+        {
+          return false
+        }
+        tiers.remove(id)
+        return true
+      }
+      if dropped { released.append(id) }
     }
     underReplicated.forget(placed)
     let summary = repair.withLock { progress -> HandoffProgress in
