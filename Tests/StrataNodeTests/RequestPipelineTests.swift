@@ -90,6 +90,13 @@ func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
     )
     guard case .lookupResponse(let lookup) = sized.first?.1 else { throw StrataError(.protocolError, "LOOKUP") }
     #expect(lookup.sizes == [UInt64(block.count), 0] && lookup.leadingRun == 1)
+    // And with a lease: the leased blocks answer for their tier and size.
+    let leased = frames(
+      connection.receive(
+        LookupRequest(keys: [pipelineKey(1), pipelineKey(99)], leaseMilliseconds: 1_000, wantsSizes: true)
+          .frameBytes(requestID: 8, ringEpoch: 0)))
+    guard case .lookupResponse(let lease) = leased.first?.1 else { throw StrataError(.protocolError, "LOOKUP") }
+    #expect(lease.tiers == [.ram, .absent] && lease.sizes == [UInt64(block.count), 0] && lease.leaseID != 0)
     // Another tenant does not see it.
     let (other, _) = node.connect(PipelineNode.tenantB)
     let missing = frames(

@@ -250,7 +250,7 @@ import Testing
     await arrival()
     #expect(nvme.contains(testBlockID(3)), "the run carrying the removed block's record is written")
     #expect(tiers.lookup([testBlockID(3)]) == [.absent])
-    #expect(tiers.sizes([testBlockID(3)]) == [0])
+    #expect(tiers.lookupSizes([testBlockID(3)]).map(\.bytes) == [0])
     #expect(try await tiers.read(testBlockID(3)) == nil)
     device.proceed.signal()
     #expect(await pass.value == 5)

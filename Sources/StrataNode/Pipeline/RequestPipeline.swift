@@ -382,7 +382,6 @@ struct RequestSession {
     var response: LookupResponse
     if request.leaseMilliseconds > 0 {
       try makeRoomForLease()
-      let found = tiers.lookup(ids)
       let kind = LeaseKind.client(namespace: namespace, durationMilliseconds: UInt64(request.leaseMilliseconds))
       // RAM-resident blocks are pinned on this thread; only a promotion from NVMe waits.
       let lease: BlockLease
@@ -400,23 +399,17 @@ struct RequestSession {
         throw error
       }
       leases[lease.id.rawValue] = lease
+      // The lease answers for itself: a leased block keeps its tier of origin and its size.
       response = LookupResponse(
-        tiers: zip(found, lease.blocks).map { tier, block in block == nil ? .absent : (tier == .nvme ? .nvme : .ram) },
+        tiers: lease.blocks.map { $0.map { $0.foundIn == .nvme ? .nvme : .ram } ?? .absent },
         leadingRun: UInt32(lease.leadingRunCount), leaseID: lease.id.rawValue,
         leaseExpiresInMilliseconds: UInt32(clamping: lease.grantedMilliseconds))
+      if request.wantsSizes { response.sizes = lease.blocks.map { UInt64($0?.bytes.count ?? 0) } }
     } else {
-      let found = tiers.lookup(ids)
-      response = LookupResponse(tiers: found, leadingRun: UInt32(found.firstIndex(of: .absent) ?? found.count))
-    }
-    if request.wantsSizes {
-      // Measured after the lease: a leased block keeps its size; an unleased one may go meanwhile.
-      let sizes = tiers.sizes(ids)
-      response.sizes = zip(response.tiers, sizes).map { tier, size in tier == .absent ? 0 : size }
-      for (index, size) in response.sizes!.enumerated() where size == 0 && response.tiers[index] != .absent {
-        response.tiers[index] = .absent  // gone between the two looks: absent, consistently
-      }
-      let run = response.tiers.firstIndex(of: .absent) ?? response.tiers.count
-      response.leadingRun = min(response.leadingRun, UInt32(run))
+      let found = tiers.lookupSizes(ids)
+      let tiers = found.map(\.tier)
+      response = LookupResponse(tiers: tiers, leadingRun: UInt32(tiers.firstIndex(of: .absent) ?? tiers.count))
+      if request.wantsSizes { response.sizes = found.map(\.bytes) }
     }
     chargeMisses(response.tiers.filter { $0 == .absent }.count)
     try respond(.lookupResponse(response), to: header, over: &transport, epoch: epoch)

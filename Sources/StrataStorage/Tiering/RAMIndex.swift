@@ -19,6 +19,12 @@ struct RAMIndex: Sequence {
     get { entries[id] }
     set {
       let old = newValue.map { entries.updateValue($0, forKey: id) } ?? entries.removeValue(forKey: id)
+      // A GET's read count or a flag changes on every hit: the usage stays, and is not rehashed.
+      if let old, let newValue, old.slot.capacityBytes == newValue.slot.capacityBytes,
+        old.bytes == newValue.bytes, old.dirty == newValue.dirty
+      {
+        return
+      }
       if let old { account(id, old, -1) }
       if let newValue { account(id, newValue, +1) }
     }

@@ -348,24 +348,25 @@ public final class TierManager: Sendable {
 
   // MARK: Reading
 
-  /// Each id's block length in bytes (0 where absent), without pinning or moving anything.
-  public func sizes(_ ids: [BlockID]) -> [UInt64] {
-    let inRAM = state.withLock { state in ids.map { (state.ram[$0]?.bytes, state.removedWhileDemoting.contains($0)) } }
-    return zip(ids, inRAM).map { id, found in
-      if let bytes = found.0 { return UInt64(bytes) }
-      return found.1 ? 0 : UInt64(nvme?.payloadBytes(of: id) ?? 0)
-    }
-  }
-
   /// Presence and tier of each id, without pinning or moving anything. A block removed while its
   /// write to NVMe was in flight is absent from the moment `remove` returns, though that write
   /// may index its record until its completion deletes it again.
-  public func lookup(_ ids: [BlockID]) -> [BlockTier] {
-    let inRAM = state.withLock { state in ids.map { (state.ram[$0] != nil, state.removedWhileDemoting.contains($0)) } }
-    return zip(ids, inRAM).map { id, found in
-      if found.0 { return .ram }
-      if found.1 { return .absent }
-      return nvme?.contains(id) == true ? .nvme : .absent
+  public func lookup(_ ids: [BlockID]) -> [BlockTier] { lookupSizes(ids).map(\.tier) }
+
+  /// `lookup` with each block's length in bytes (0 where absent), in one look at each index: a
+  /// LOOKUP of 1,024 keys hashes each key once per dictionary, not once per question.
+  public func lookupSizes(_ ids: [BlockID]) -> [(tier: BlockTier, bytes: UInt64)] {
+    let inRAM = state.withLock { state in
+      let removed = state.removedWhileDemoting
+      return ids.map { id -> (bytes: Int?, removed: Bool) in
+        if let entry = state.ram[id] { return (entry.bytes, false) }
+        return (nil, !removed.isEmpty && removed.contains(id))
+      }
+    }
+    return zip(ids, inRAM).map { id, found -> (tier: BlockTier, bytes: UInt64) in
+      if let bytes = found.bytes { return (.ram, UInt64(bytes)) }
+      if found.removed { return (.absent, 0) }
+      return nvme?.payloadBytes(of: id).map { (.nvme, UInt64($0)) } ?? (.absent, 0)
     }
   }
 
