@@ -159,6 +159,11 @@ public final class ClusterNode: ClusterHooks {
     /// membership says (its own announcement may not have come back yet, and after it deregisters
     /// it hears nothing more), so it never owns a key again.
     var draining = false
+    /// The first ring epoch at which the membership published this node draining (its own record
+    /// come back from etcd; 1 in static mode, where the announcement is local). A peer that
+    /// answers at this epoch or later owns without this node, so it never drops a handed copy
+    /// because this node held one (the drain's `holdersFrom`).
+    var drainPublishedAtEpoch: UInt64?
   }
 
   public let settings: Settings
@@ -279,8 +284,13 @@ public final class ClusterNode: ClusterHooks {
   public func adopt(members given: [Member], epoch: UInt64) {
     let me = settings.me.id
     var members = given
-    if state.withLock({ $0.draining }), let index = members.firstIndex(where: { $0.id == me }) {
-      members[index].state = .draining
+    if let index = members.firstIndex(where: { $0.id == me }) {
+      let published = members[index].state == .draining
+      let draining = state.withLock { state -> Bool in
+        if state.draining, published, state.drainPublishedAtEpoch == nil { state.drainPublishedAtEpoch = epoch }
+        return state.draining
+      }
+      if draining { members[index].state = .draining }
     }
     let next = Self.makeRing(members: members, epoch: epoch, settings: settings)
     let (changed, first, departed, joined) = ringChange.withLock { _ in
@@ -544,12 +554,17 @@ public final class ClusterNode: ClusterHooks {
       return state.history.current
     }
     adopt(members: current.members, epoch: current.epoch)
-    membership.withLock { $0 }?.announceDraining()
+    if let membership = membership.withLock({ $0 }) {
+      membership.announceDraining()
+    } else {
+      state.withLock { $0.drainPublishedAtEpoch = 0 }  // no membership: no peer sees any ring change
+    }
     let handoff = Handoff(tiers: tiers, peers: peers, corruptCopies: corruptCopies, logger: logger)
     let progress = drain
     let clock = settings.clock
     tasks.start { [self] in
       await replicator.waitUntilIdle()
+      await waitForDrainPublication(progress)
       let began = clock.nowMilliseconds()
       var attempts = DrainAttempts()
       while !isStopped && !Task.isCancelled {
@@ -567,7 +582,10 @@ public final class ClusterNode: ClusterHooks {
         logger.info(
           "drain: handing off blocks",
           metadata: ["blocks": "\(tiers.inventory().count)", "attempt": "\(attempt)", "epoch": "\(target.epoch)"])
-        let outcome = await handoff.run(target: target, addresses: addresses, progress: progress, required: required)
+        // Before the publication no copy counts: every block stays unplaced, and the attempt is retried.
+        let holdersFrom = state.withLock { $0.drainPublishedAtEpoch } ?? .max
+        let outcome = await handoff.run(
+          target: target, addresses: addresses, progress: progress, required: required, holdersFrom: holdersFrom)
         let finishedAt = clock.nowMilliseconds() - began
         let next = attempts.finished(unplaced: outcome.unplaced.count, nowMilliseconds: finishedAt)
         let summary = progress.withLock { progress -> HandoffProgress in
@@ -613,6 +631,26 @@ public final class ClusterNode: ClusterHooks {
       }
     }
   }
+
+  /// Waits, at most one membership lease, for the membership to publish this node draining: the
+  /// epoch from which an owner's copy counts for the drain (`State.drainPublishedAtEpoch`). An
+  /// owner still on an older ring may not own a block there, and drop its copy because this node
+  /// answered "held" just before it began draining.
+  private func waitForDrainPublication(_ progress: HandoffTracker) async {
+    let deadline = settings.clock.nowMilliseconds() + UInt64(max(1, settings.leaseTTLSeconds)) * 1_000
+    while state.withLock({ $0.drainPublishedAtEpoch }) == nil {
+      if settings.clock.nowMilliseconds() >= deadline || isStopped || Task.isCancelled {
+        logger.warning("drain: the membership has not published this node draining; no copy counts until it does")
+        return
+      }
+      progress.withLock { $0.message = "waiting for the membership to publish this node draining" }
+      await settings.clock.sleep(milliseconds: Self.drainPublicationPollMilliseconds)
+    }
+  }
+
+  /// How often a drain looks again for its publication (an etcd watch delivers it within one
+  /// round trip).
+  static let drainPublicationPollMilliseconds: UInt64 = 50
 
   /// The ring a drain hands off to (the current ring's members, this node draining: no keys), and
   /// the copies its owners must hold of each block: as many as the ring promised with this node

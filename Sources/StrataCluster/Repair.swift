@@ -95,9 +95,12 @@ extension ClusterNode {
     // Owners count only when they answered at this pass's epoch or later: one still on an older
     // ring may not own the block there, and drop its copy because this node holds one while this
     // node drops its own because that owner holds one.
+    // A draining node counts them only from the membership's publication of its drain, as its
+    // drain does: its own ring shows it draining before any peer's does.
+    let drainPublished = state.withLock { $0.draining ? $0.drainPublishedAtEpoch ?? .max : 0 }
     let placed = await handoff.run(
       target: ring, addresses: addresses, progress: repair, inventory: offered, excluding: me,
-      required: ring.effectiveReplicationFactor, holdersFrom: ring.epoch
+      required: ring.effectiveReplicationFactor, holdersFrom: max(ring.epoch, drainPublished)
     ).placed
     // The ring may have changed while the copies travelled: a block this node owns in its
     // current ring stays, whatever the pass's ring said. Another node may be dropping its own copy

@@ -52,6 +52,15 @@ private struct HoldingPeer: PeerChannel {
   func close() {}
 }
 
+/// A membership that takes the drain's announcement and publishes nothing: the test adopts the
+/// published ring itself, as the etcd watch would.
+private final class UnpublishedMembership: MembershipSource {
+  let announced = Atomic<Bool>(false)
+  func start() {}
+  func announceDraining() { announced.store(true, ordering: .relaxed) }
+  func stop(deregister: Bool) {}
+}
+
 private struct ThreeNodes {
   let clock = ManualClock(milliseconds: 1_000)
   let node: ClusterNode
@@ -149,6 +158,49 @@ private struct ThreeNodes {
     #expect(progress.phase == .failed)
     #expect(progress.releasedBlocks == 0)
     #expect(fixture.tiers.lookup([id]) == [.ram])
+  }
+
+  /// A drain counts an owner's copy only once the owner answers at the epoch at which the
+  /// membership published the drain: before it, the owner routes by a ring where the draining node
+  /// owns the block, and may drop its copy because that node answered "held" just before it began
+  /// draining.
+  @Test func aDrainCountsOwnersOnlyFromItsPublication() async throws {
+    let fixture = try ThreeNodes()
+    defer { fixture.node.stop(deregister: false) }
+    fixture.node.adopt(members: fixture.members, epoch: 9)
+    #expect(try await eventually(within: 120) { !fixture.node.repairState.withLock { $0.running } })
+    let id = fixture.notOwnedBlock()
+    _ = try await fixture.tiers.put(id, bytes: [UInt8](repeating: 7, count: 4096))
+    let membership = UnpublishedMembership()
+    try fixture.node.start(membership: membership)
+    try fixture.node.startDrain()
+    let announced = membership.announced.load(ordering: .relaxed)
+    #expect(announced)
+    #expect(
+      try await eventually(within: 120) {
+        fixture.node.drainProgress.message == "waiting for the membership to publish this node draining"
+          && fixture.clock.sleepers == 1
+      })
+    #expect(fixture.node.drainProgress.attempts == 0)
+
+    // The watch brings the node's own record back, draining, at revision 12. The peers still
+    // answer at 9: the first attempt leaves the block unplaced.
+    var published = fixture.members
+    published[0].state = .draining
+    fixture.node.adopt(members: published, epoch: 12)
+    fixture.clock.advance(milliseconds: ClusterNode.drainPublicationPollMilliseconds)
+    #expect(
+      try await eventually(within: 120) {
+        let progress = fixture.node.drainProgress
+        return progress.attempts == 1 && progress.failedBlocks == 1 && progress.message.hasPrefix("attempt 1 of")
+          && fixture.clock.sleepers == 1
+      })
+    #expect(fixture.tiers.lookup([id]) == [.ram])
+
+    // Once they have heard it, the next attempt places the block.
+    fixture.peers.epochs.withLock { $0 = [fixture.addresses[1]: 12, fixture.addresses[2]: 12] }
+    fixture.clock.advance(milliseconds: DrainAttempts.Limits.standard.retryDelayMilliseconds)
+    #expect(try await eventually(within: 120) { fixture.node.drainProgress.phase == .done })
   }
 
   @Test func theSameMembersAtALaterEpochRenumberTheRing() throws {
