@@ -597,6 +597,12 @@ public final class ClusterNode: ClusterHooks {
             progress.message =
               "attempt \(attempt) of \(attempts.limits.attemptsMax): \(progress.failedBlocks) block(s) not yet on all "
               + "their owners; trying again in \(at - finishedAt) ms"
+          case .stayUp(let unplaced) where holdersFrom == .max:
+            progress.phase = .failed
+            progress.message =
+              "\(unplaced) block(s) could not be placed after \(attempt) attempts: the membership (etcd) never "
+              + "published this node draining, and no owner's copy counts before it does; the node stays up, "
+              + "draining: bring etcd back and drain again"
           case .stayUp(let unplaced):
             progress.phase = .failed
             progress.message =
