@@ -103,7 +103,7 @@ start_strata() {
   if [[ -n "$strata_pid" ]]; then stop_pid "$strata_pid"; strata_restarts=$((strata_restarts + 1)); fi
   rm -rf "$work/strata"
   mkdir -p "$work/strata"
-  "$strata" serve --data-dir "$work/strata" --listen "127.0.0.1:$strata_port" --ram 3GiB --nvme 256MiB \
+  "$strata" serve --data-dir "$work/strata" --listen "127.0.0.1:$strata_port" --ram 3GiB --nvme 8GiB \
     --ram-unlocked >"$work/strata.log" 2>&1 &
   strata_pid=$!
   for _ in $(seq 1200); do

@@ -12,7 +12,7 @@ stop() { [[ -n "$pid" ]] && { kill -TERM $pid 2>/dev/null; for _ in $(seq 100); 
 trap 'stop; rm -rf $work' EXIT
 start() {
   stop; rm -rf "$work/d"
-  "$strata" serve --data-dir "$work/d" --listen "127.0.0.1:$port" --ram 3GiB --nvme 256MiB --ram-unlocked > "$work/node.log" 2>&1 &
+  "$strata" serve --data-dir "$work/d" --listen "127.0.0.1:$port" --ram 3GiB --nvme 8GiB --ram-unlocked > "$work/node.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do grep -q "listening on" "$work/node.log" && break; sleep 0.1; done
 }

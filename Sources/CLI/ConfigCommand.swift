@@ -24,13 +24,7 @@ struct ConfigCommand: ParsableCommand {
     func run() throws {
       do throws(StrataError) {
         let config = try loadConfiguration(file)
-        for (index, token) in config.auth.tokens.enumerated() where token.givenInPlain {
-          // Accepted (development), but a deployment's file should hold digests only.
-          FileHandle.standardError.write(
-            Data(
-              "warning: auth.tokens[\(index)].token is a plain secret; store \(token.digest) instead (strata token hash)\n"
-                .utf8))
-        }
+        for advisory in config.advisories { FileHandle.standardError.write(Data("warning: \(advisory)\n".utf8)) }
         if print {
           Swift.print(config.yaml, terminator: "")
         } else {

@@ -159,13 +159,7 @@ struct Serve: AsyncParsableCommand {
         // Local only (socket mode 0660, node id checked): plaintext even when the TCP port speaks TLS.
         logger.info("same-host path listening", metadata: ["socket": "\(path)", "security": "plaintext"])
       }
-      let plain = settings.auth.tokens.indices.filter { settings.auth.tokens[$0].givenInPlain }
-      if !plain.isEmpty {
-        // Accepted for development; a deployment stores digests only (strata token hash).
-        logger.warning(
-          "auth.tokens given as plain secrets: store their sha256: digests instead (strata token hash)",
-          metadata: ["entries": "\(plain.map { "auth.tokens[\($0)]" }.joined(separator: ","))"])
-      }
+      for advisory in settings.advisories { logger.warning("\(advisory)") }
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
       let signal = await signals.wait()

@@ -320,6 +320,24 @@ public struct NodeConfiguration: Hashable, Sendable {
     return base + "/strata.sock"
   }
 
+  /// Settings that are valid but that a deployment should not keep, each naming its field:
+  /// printed by `strata config check`, logged as warnings by `strata serve`.
+  public var advisories: [String] {
+    var notes: [String] = []
+    for (index, token) in auth.tokens.enumerated() where token.givenInPlain {
+      notes.append(
+        "auth.tokens[\(index)].token is a plain secret; store \(token.digest) instead (strata token hash)")
+    }
+    let nvmeBytes = effectiveNVMePaths.reduce(UInt64(0)) { $0 + $1.capacity.bytes }
+    if nvme.writebackWindow.milliseconds > 0, nvmeBytes > 0, nvmeBytes < ram.capacity.bytes {
+      notes.append(
+        "nvme capacity (\(ByteSize(bytes: nvmeBytes))) is smaller than ram.capacity (\(ram.capacity)): write-behind "
+          + "cannot keep every RAM block on NVMe; blocks are written behind, reclaimed there, and written again "
+          + "when RAM evicts them. Give the NVMe tier at least the RAM tier's size")
+    }
+    return notes
+  }
+
   /// The NVMe paths in force: the configured ones, or the default under the data directory.
   public var effectiveNVMePaths: [NVMePath] {
     if !nvme.paths.isEmpty { return nvme.paths }

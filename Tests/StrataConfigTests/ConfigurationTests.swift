@@ -22,6 +22,22 @@ import Testing
     #expect(config.listen.description == "127.0.0.1:7400")
   }
 
+  /// An NVMe tier smaller than the RAM tier is valid, but write-behind then writes blocks twice:
+  /// the node and `config check` say so; not when the NVMe tier is large enough or write-behind off.
+  @Test func anNVMeTierSmallerThanRAMIsAdvisedAgainst() throws {
+    var config = NodeConfiguration()
+    config.ram.capacity = .gibibytes(3)
+    config.nvme.defaultCapacity = .mebibytes(256)
+    #expect(config.advisories.count == 1)
+    #expect(config.advisories.first?.hasPrefix("nvme capacity (256MiB) is smaller than ram.capacity (3GiB)") == true)
+    config.nvme.writebackWindow = DurationSetting(milliseconds: 0)
+    #expect(config.advisories.isEmpty)
+    config.nvme.writebackWindow = DurationSetting(milliseconds: 1000)
+    config.nvme.defaultCapacity = .gibibytes(3)
+    #expect(config.advisories.isEmpty)
+    #expect(NodeConfiguration().advisories.isEmpty)
+  }
+
   @Test func emptyFileMeansDefaults() throws {
     #expect(try NodeConfiguration(yaml: "") == NodeConfiguration())
     #expect(try NodeConfiguration(yaml: "# nothing\n") == NodeConfiguration())
