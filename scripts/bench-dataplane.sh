@@ -142,6 +142,14 @@ record() { # SYSTEM ROUND JSON-LINE [NODE-CPU-SECONDS]
 }
 # CPU seconds (user + system) the strata node has used so far.
 node_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$strata_pid/stat"; }
+settle_strata() { # waits (at most 30 s) until the node has used under 20 ms of CPU in 0.5 s
+  local before after
+  for _ in $(seq 60); do
+    before=$(node_cpu); sleep 0.5; after=$(node_cpu)
+    awk -v a="$before" -v b="$after" 'BEGIN { exit !(b - a < 0.02) }' && return
+  done
+  echo "strata serve still busy after 30 s; measuring anyway" >&2
+}
 strata_bench() { # ROUND SYSTEM-NAME BENCH-ARGS...: one `strata bench` run, recorded with the node's CPU
   local round=$1 name=$2 before line
   shift 2
@@ -194,7 +202,9 @@ for round in $(seq "$repeats"); do
       done
     done
   done
-  # Latency targets and the memcpy ceiling.
+  # Latency targets and the memcpy ceiling, on a settled node: the PUT runs above leave it writing
+  # their blocks behind to NVMe for a while, and a latency measured then measures that disk work.
+  settle_strata
   strata_bench "$round" strata --op lookup --size 4096 --batch 1024 --connections 1
   strata_bench "$round" strata --op get --size 4096 --batch 1 --connections 1
   if line=$("$work/loopback_ceiling" client "$ceiling_port" 4096 "$duration" 1 get 1 256 | tail -1); then
