@@ -104,7 +104,7 @@ let package = Package(
     .target(
       name: "StrataNode",
       dependencies: [
-        "StrataCore", "StrataConfig", "StrataStorage", "StrataWire", "StrataTCP", "StrataRDMA",
+        "StrataCore", "StrataConfig", "StrataStorage", "StrataWire", "StrataTCP", "StrataRDMA", "CStrataLinux",
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Sources/StrataNode",
