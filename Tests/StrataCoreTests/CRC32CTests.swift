@@ -29,6 +29,32 @@ import Testing
     }
   }
 
+  /// The copy that checksums as it goes (the same-host GET): byte-exact and the same checksum, for
+  /// lengths on both sides of its streaming threshold (1 MiB) and of its 16 KiB chunks, at
+  /// destination and source offsets that are not 16-byte aligned; nothing past the end is written.
+  @Test func copyingChecksumIsACopyAndAChecksum() {
+    var random = SplitMix64(seed: 7)
+    let source = (0..<((1 << 20) + 70_000)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+    let lengths = [0, 1, 15, 63, 64, 65, 16 << 10, (16 << 10) + 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 16_411]
+    source.withUnsafeBytes { raw in
+      for length in lengths {
+        for (sourceOffset, destinationOffset) in [(0, 0), (3, 0), (0, 5), (7, 9)] {
+          let input = UnsafeRawBufferPointer(rebasing: raw[sourceOffset..<(sourceOffset + length)])
+          var output = [UInt8](repeating: 0xEE, count: length + destinationOffset + 32)
+          let crc = output.withUnsafeMutableBytes { out in
+            CRC32C.copy(
+              input, to: UnsafeMutableRawBufferPointer(rebasing: out[destinationOffset..<(destinationOffset + length)]),
+              continuing: 0x1234)
+          }
+          #expect(crc == CRC32C.checksum(input, continuing: 0x1234), "length \(length)")
+          let copied = output[destinationOffset..<(destinationOffset + length)].elementsEqual(input)
+          #expect(copied, "length \(length), offsets \(sourceOffset) and \(destinationOffset)")
+          #expect(output[..<destinationOffset].allSatisfy { $0 == 0xEE } && output.suffix(32).allSatisfy { $0 == 0xEE })
+        }
+      }
+    }
+  }
+
   @Test func continuationEqualsOneShot() {
     let data = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
     let whole = CRC32C.checksum(data)
