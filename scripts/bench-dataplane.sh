@@ -115,6 +115,12 @@ start_strata() {
   strata_held=0
 }
 start_strata
+make_room() { # OP PRELOAD: a GET's working set must fit next to what the node holds, else restart it
+  if [[ $1 == get ]] && ((strata_held + $2 > ram_bytes * 4 / 5)); then start_strata; fi
+}
+note_held() { # OP PRELOAD: a GET adds its working set; a PUT run fills the RAM tier
+  if [[ $1 == get ]]; then strata_held=$((strata_held + $2)); else strata_held=$ram_bytes; fi
+}
 
 free_port; ceiling_port=$port
 "$work/loopback_ceiling" server "$ceiling_port" 256 >"$work/ceiling.log" 2>&1 &
@@ -178,15 +184,16 @@ for round in $(seq "$repeats"); do
           if [[ $op == get ]] && ((preload > ram_bytes * 3 / 4)); then
             echo "round $round: skip strata $op $size x$batch x$conns (working set over RAM)" >&2
           else
-            if [[ $op == get ]] && ((strata_held + preload > ram_bytes * 4 / 5)); then
-              start_strata
-            fi
+            make_room "$op" "$preload"
             strata_bench "$round" strata --op "$op" --size "$size" --batch "$batch" --connections "$conns"
+            note_held "$op" "$preload"
             if ((same_host_supported && batch == 16)); then
+              # Its own working set too: written after the TCP run's, it must fit beside it.
+              make_room "$op" "$preload"
               strata_bench "$round" strata-same-host --transport shm --op "$op" --size "$size" --batch "$batch" \
                 --connections "$conns"
+              note_held "$op" "$preload"
             fi
-            if [[ $op == get ]]; then strata_held=$((strata_held + preload)); else strata_held=$ram_bytes; fi
           fi
           kv_op=$op; [[ $op == put ]] && kv_op=set
           for kv in redis memcached; do
