@@ -24,7 +24,9 @@ struct ConfigCommand: ParsableCommand {
     func run() throws {
       do throws(StrataError) {
         let config = try loadConfiguration(file)
-        for advisory in config.advisories { FileHandle.standardError.write(Data("warning: \(advisory)\n".utf8)) }
+        for advisory in config.advisories(showingDigests: true) {
+          FileHandle.standardError.write(Data("warning: \(advisory)\n".utf8))
+        }
         if print {
           Swift.print(config.yaml, terminator: "")
         } else {

@@ -159,7 +159,7 @@ struct Serve: AsyncParsableCommand {
         // Local only (socket mode 0660, node id checked): plaintext even when the TCP port speaks TLS.
         logger.info("same-host path listening", metadata: ["socket": "\(path)", "security": "plaintext"])
       }
-      for advisory in settings.advisories { logger.warning("\(advisory)") }
+      for advisory in settings.advisories() { logger.warning("\(advisory)") }
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
       let signal = await signals.wait()

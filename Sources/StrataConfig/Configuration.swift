@@ -321,12 +321,14 @@ public struct NodeConfiguration: Hashable, Sendable {
   }
 
   /// Settings that are valid but that a deployment should not keep, each naming its field:
-  /// printed by `strata config check`, logged as warnings by `strata serve`.
-  public var advisories: [String] {
+  /// printed by `strata config check` (to the operator at a terminal, with the digests to store
+  /// for plain tokens), logged as warnings by `strata serve` (without them: a digest in a log
+  /// invites guessing).
+  public func advisories(showingDigests: Bool = false) -> [String] {
     var notes: [String] = []
     for (index, token) in auth.tokens.enumerated() where token.givenInPlain {
-      notes.append(
-        "auth.tokens[\(index)].token is a plain secret; store \(token.digest) instead (strata token hash)")
+      let digest = showingDigests ? "\(token.digest)" : "its sha256: digest"
+      notes.append("auth.tokens[\(index)].token is a plain secret; store \(digest) instead (strata token hash)")
     }
     let nvmeBytes = effectiveNVMePaths.reduce(UInt64(0)) { $0 + $1.capacity.bytes }
     if nvme.writebackWindow.milliseconds > 0, nvmeBytes > 0, nvmeBytes < ram.capacity.bytes {

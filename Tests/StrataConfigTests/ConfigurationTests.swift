@@ -28,14 +28,26 @@ import Testing
     var config = NodeConfiguration()
     config.ram.capacity = .gibibytes(3)
     config.nvme.defaultCapacity = .mebibytes(256)
-    #expect(config.advisories.count == 1)
-    #expect(config.advisories.first?.hasPrefix("nvme capacity (256MiB) is smaller than ram.capacity (3GiB)") == true)
+    #expect(config.advisories().count == 1)
+    #expect(config.advisories().first?.hasPrefix("nvme capacity (256MiB) is smaller than ram.capacity (3GiB)") == true)
     config.nvme.writebackWindow = DurationSetting(milliseconds: 0)
-    #expect(config.advisories.isEmpty)
+    #expect(config.advisories().isEmpty)
     config.nvme.writebackWindow = DurationSetting(milliseconds: 1000)
     config.nvme.defaultCapacity = .gibibytes(3)
-    #expect(config.advisories.isEmpty)
-    #expect(NodeConfiguration().advisories.isEmpty)
+    #expect(config.advisories().isEmpty)
+    #expect(NodeConfiguration().advisories().isEmpty)
+  }
+
+  /// A plain token is advised against; its digest is shown to `config check` only, never logged.
+  @Test func aPlainTokenIsAdvisedAgainstWithoutItsDigestInLogs() throws {
+    let secret = "a-plain-secret-of-24-chars"
+    let config = try NodeConfiguration(yaml: "auth:\n  tokens:\n    - {token: \(secret), namespace: t1}\n")
+    let digest = "\(TokenDigest(secret: secret))"
+    let logged = config.advisories()
+    let shown = config.advisories(showingDigests: true)
+    #expect(logged.count == 1 && logged[0].hasPrefix("auth.tokens[0].token is a plain secret"))
+    #expect(!logged[0].contains(digest) && !logged[0].contains(secret))
+    #expect(shown.count == 1 && shown[0].contains(digest) && !shown[0].contains(secret))
   }
 
   @Test func emptyFileMeansDefaults() throws {
