@@ -57,7 +57,7 @@ import Testing
     func little<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
       bytes.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: T.self)) }
     }
-    #expect(little(4, UInt16.self) == 1)
+    #expect(little(4, UInt16.self) == 2)
     #expect(bytes[6] == 1 && bytes[7] == 0)
     #expect(little(12, UInt32.self) == 70_000 && little(16, UInt32.self) == 12_345)
     #expect(little(20, UInt32.self) == 0xDEAD_BEEF && little(24, UInt32.self) == 0x1234_5678)
@@ -90,8 +90,11 @@ import Testing
     #expect(throws: BlockRecordError.badMagic(found: 0x5854_5242)) { try Self.decode(badMagic) }
 
     var newerVersion = bytes
-    newerVersion[4] = 2
-    #expect(throws: BlockRecordError.unsupportedVersion(2)) { try Self.decode(Self.resealed(newerVersion)) }
+    newerVersion[4] = 3
+    #expect(throws: BlockRecordError.unsupportedVersion(3)) { try Self.decode(Self.resealed(newerVersion)) }
+    var olderVersion = bytes
+    olderVersion[4] = 1
+    #expect(throws: BlockRecordError.unsupportedVersion(1)) { try Self.decode(Self.resealed(olderVersion)) }
 
     var decayedKey = bytes
     decayedKey[50] ^= 0x10
@@ -156,11 +159,20 @@ import Testing
     }
   }
 
-  @Test func recordsRoundUpToTheAlignment() {
+  @Test func recordsRoundUpToTheAlignmentAndLargeOnesStartTheirBytesAligned() {
     #expect(BlockRecordHeader.recordBytes(storedBytes: 0, alignmentBytes: 4096) == 4096)
     #expect(BlockRecordHeader.recordBytes(storedBytes: 4096 - 256, alignmentBytes: 4096) == 4096)
     #expect(BlockRecordHeader.recordBytes(storedBytes: 4096 - 255, alignmentBytes: 4096) == 8192)
     #expect(BlockRecordHeader.recordBytes(storedBytes: 300, alignmentBytes: 512) == 1024)
+    // From 64 KiB on, the header takes an aligned unit of its own.
+    let large = BlockRecordHeader.alignedBodyBytesMin
+    #expect(BlockRecordHeader.bodyOffset(storedBytes: large - 1, alignmentBytes: 4096) == 256)
+    #expect(BlockRecordHeader.bodyOffset(storedBytes: large, alignmentBytes: 4096) == 4096)
+    #expect(BlockRecordHeader.bodyOffset(storedBytes: large, alignmentBytes: 512) == 512)
+    #expect(BlockRecordHeader.recordBytes(storedBytes: large - 1, alignmentBytes: 4096) == large + 4096)
+    #expect(BlockRecordHeader.recordBytes(storedBytes: large, alignmentBytes: 4096) == large + 4096)
+    #expect(BlockRecordHeader.recordBytes(storedBytes: large + 1, alignmentBytes: 4096) == large + 8192)
+    #expect(BlockRecordHeader.recordBytes(storedBytes: 2 << 20, alignmentBytes: 4096) == (2 << 20) + 4096)
   }
 
   @Test func lz4KeepsOnlyWorthwhileCompression() {

@@ -46,7 +46,8 @@ func nvmeRecordBytes(
   var bytes = [UInt8](
     repeating: 0, count: BlockRecordHeader.recordBytes(storedBytes: payload.count, alignmentBytes: 4096))
   bytes.withUnsafeMutableBytes { header.encode(into: $0) }
-  bytes.replaceSubrange(BlockRecordHeader.byteCount..<(BlockRecordHeader.byteCount + payload.count), with: payload)
+  let body = BlockRecordHeader.bodyOffset(storedBytes: payload.count, alignmentBytes: 4096)
+  bytes.replaceSubrange(body..<(body + payload.count), with: payload)
   return bytes
 }
 
@@ -402,7 +403,8 @@ struct NVMeHandLaidRegion {
         region.append(number, tombstone: true)
       case 2 where payloadBytes > 0:
         region.append(number, payloadBytes: payloadBytes)
-        region.device.flipBit(atByte: start + BlockRecordHeader.byteCount + random.next(below: payloadBytes))
+        region.device.flipBit(
+          atByte: start + BlockRecordHeader.byteCount + random.next(below: payloadBytes))
       case 3:
         region.append(number, payloadBytes: payloadBytes)
         region.device.flipBit(atByte: start + random.next(below: BlockRecordHeader.byteCount))

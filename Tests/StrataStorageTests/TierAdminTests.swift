@@ -98,7 +98,9 @@ private func prefixedID(_ first: UInt8, _ n: Int, namespace: String = "test") ->
     }
     let victim = ids[4]
     let location = try #require(fixture.nvme.recordLocation(of: victim))
-    fixture.device.flipBit(atByte: location.offset + BlockRecordHeader.byteCount + 777, bit: 5)
+    fixture.device.flipBit(
+      atByte: location.offset + BlockRecordHeader.bodyOffset(storedBytes: location.storedBytes, alignmentBytes: 4096)
+        + 777, bit: 5)
     let verifier = StorageVerifier(tiers: fixture.tiers)
     #expect(verifier.progress.state == .idle)
     #expect(verifier.start())

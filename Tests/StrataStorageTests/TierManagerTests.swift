@@ -367,7 +367,9 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     for n in 0..<12 { _ = try await put(fixture.tiers, n, bytes: 200_000) }
     let victim = try #require((0..<12).first { fixture.tiers.lookup([testBlockID($0)]) == [.nvme] })
     let location = try #require(fixture.nvme.recordLocation(of: testBlockID(victim)))
-    fixture.device.flipBit(atByte: location.offset + BlockRecordHeader.byteCount + 1000, bit: 3)
+    fixture.device.flipBit(
+      atByte: location.offset + BlockRecordHeader.bodyOffset(storedBytes: location.storedBytes, alignmentBytes: 4096)
+        + 1000, bit: 3)
     #expect(try await read(fixture.tiers, testBlockID(victim)) == nil)
     #expect(fixture.tiers.stats.checksumFailures == 1)
     #expect(fixture.tiers.lookup([testBlockID(victim)]) == [.absent])

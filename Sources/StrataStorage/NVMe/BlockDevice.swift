@@ -16,6 +16,10 @@ public protocol BlockDevice: Sendable {
   func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError)
   /// Stores `buffer` at `offset`. Durable against a crash only after `sync()`.
   func write(at offset: Int, from buffer: UnsafeRawBufferPointer) throws(StrataError)
+  /// Stores `segments` back to back from `offset`: one write of their concatenation, each
+  /// segment's address and length aligned like a buffer's (a record written straight from RAM:
+  /// its header, its payload where it lies, its tail). Durable against a crash only after `sync()`.
+  func write(at offset: Int, gathering segments: [UnsafeRawBufferPointer]) throws(StrataError)
   /// Makes every completed write durable.
   func sync() throws(StrataError)
   /// Says the range holds nothing worth keeping (a hint: punch hole, TRIM); may do nothing.
@@ -23,6 +27,24 @@ public protocol BlockDevice: Sendable {
 }
 
 extension BlockDevice {
+  /// Gathers by copying the segments into one aligned buffer and writing it with one call, so a
+  /// device that models each write (faults, torn writes) sees one write, as it would from a
+  /// staging buffer. FileBlockDevice writes the segments in place with `pwritev`.
+  public func write(at offset: Int, gathering segments: [UnsafeRawBufferPointer]) throws(StrataError) {
+    if segments.count == 1 { return try write(at: offset, from: segments[0]) }
+    let total = segments.reduce(0) { $0 + $1.count }
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: max(alignmentBytes, 16))
+    defer { buffer.deallocate() }
+    var filled = 0
+    for segment in segments {
+      checkAligned(
+        "BlockDevice.write(gathering:)", offset: offset + filled, count: segment.count, address: segment.baseAddress)
+      UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<(filled + segment.count)]).copyMemory(from: segment)
+      filled += segment.count
+    }
+    try write(at: offset, from: UnsafeRawBufferPointer(buffer))
+  }
+
   /// Stops the process when an I/O request breaks the alignment contract: such a request is a bug
   /// in the caller, and O_DIRECT would only fail it later with a less helpful EINVAL.
   func checkAligned(

@@ -1,5 +1,6 @@
-// The self-describing on-disk record of the NVMe tier: a fixed 256-byte checksummed header, then
-// the stored (possibly compressed) bytes. The index is rebuilt from these headers after a restart.
+// The self-describing on-disk record of the NVMe tier: a fixed 256-byte checksummed header in a
+// unit of its own (the device's alignment), then the stored (possibly compressed) bytes, which
+// therefore start aligned. The index is rebuilt from these headers after a restart.
 
 public import StrataConfig
 public import StrataCore
@@ -8,7 +9,7 @@ public import StrataCore
 //
 //   offset size  field
 //        0    4  magic, the bytes "STRB"
-//        4    2  format version (1)
+//        4    2  format version (2)
 //        6    1  codec: 0 none, 1 lz4
 //        7    1  flags: bit 0 tombstone (the block was removed; no payload), other bits zero
 //        8    4  header checksum: CRC-32C of the 256 header bytes with these 4 bytes zeroed
@@ -25,8 +26,14 @@ public import StrataCore
 //       88   64  namespace, ASCII, zero-padded
 //      152  104  reserved, zero
 //
-// A record occupies header + stored bytes, rounded up to the device's alignment, and starts at an
-// aligned offset, so one aligned read returns all of it. The device offset binds a record to its
+// A record starts at an aligned offset and occupies its header, its stored bytes and zeroed
+// padding up to the device's alignment, so one aligned read returns all of it. The stored bytes
+// start right after the header (byte 256), except in a record storing 64 KiB or more
+// (`alignedBodyBytesMin`): there the header is padded with zeros to the alignment and the stored
+// bytes start at the next aligned offset (`bodyOffset`), so a large block is written straight
+// from where it lies in RAM, without a staging copy. Version 1 put every record's stored bytes at
+// byte 256; this build does not read it (recovery counts and reuses such regions, see
+// `RecoveryReport.olderFormatRegions`). The device offset binds a record to its
 // place: a misdirected write, or a record-shaped run of bytes inside another record's payload,
 // is refused where it is found.
 
@@ -61,7 +68,7 @@ public struct BlockRecordHeader: Hashable, Sendable {
   public static let byteCount = 256
   /// "STRB" read as a big-endian number.
   public static let magic: UInt32 = 0x5354_5242
-  public static let formatVersion: UInt16 = 1
+  public static let formatVersion: UInt16 = 2
 
   enum Offset {
     static let magic = 0
@@ -117,7 +124,22 @@ public struct BlockRecordHeader: Hashable, Sendable {
   }
 
   public static func recordBytes(storedBytes: Int, alignmentBytes: Int) -> Int {
-    roundUp(byteCount + storedBytes, toMultipleOf: alignmentBytes)
+    roundUp(
+      bodyOffset(storedBytes: storedBytes, alignmentBytes: alignmentBytes) + storedBytes, toMultipleOf: alignmentBytes)
+  }
+
+  /// Records storing this many bytes or more start their stored bytes at an aligned offset.
+  public static let alignedBodyBytesMin = 64 << 10
+
+  /// Where a record's stored bytes start: right after the header, or, in a large record, at the
+  /// header's 256 bytes rounded up to the alignment.
+  public static func bodyOffset(storedBytes: Int, alignmentBytes: Int) -> Int {
+    storedBytes >= alignedBodyBytesMin ? roundUp(byteCount, toMultipleOf: alignmentBytes) : byteCount
+  }
+
+  /// Where this record's stored bytes start on a device of `alignmentBytes`.
+  public func bodyOffset(alignmentBytes: Int) -> Int {
+    BlockRecordHeader.bodyOffset(storedBytes: storedBytes, alignmentBytes: alignmentBytes)
   }
 
   /// Writes the 256 header bytes, reserved bytes zeroed and the header checksum filled in.

@@ -108,6 +108,14 @@ public final class FaultInjectingBlockDevice: BlockDevice {
     try base.write(at: offset, from: buffer)
   }
 
+  public func write(at offset: Int, gathering segments: [UnsafeRawBufferPointer]) throws(StrataError) {
+    if faults.onWrite() {
+      let bytes = segments.reduce(0) { $0 + $1.count }
+      throw StrataError(.ioError, "injected disk fault: write of \(bytes) bytes at offset \(offset) failed: EIO")
+    }
+    try base.write(at: offset, gathering: segments)
+  }
+
   public func sync() throws(StrataError) {
     if faults.onWrite() { throw StrataError(.ioError, "injected disk fault: sync failed: EIO") }
     try base.sync()

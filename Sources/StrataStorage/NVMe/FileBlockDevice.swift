@@ -108,6 +108,49 @@ public final class FileBlockDevice: BlockDevice {
     }
   }
 
+  public func write(at offset: Int, gathering segments: [UnsafeRawBufferPointer]) throws(StrataError) {
+    var vectors: [iovec] = []
+    vectors.reserveCapacity(segments.count)
+    var total = 0
+    for segment in segments where segment.count > 0 {
+      checkAligned(
+        "FileBlockDevice.write(gathering:)", offset: offset + total, count: segment.count,
+        address: segment.baseAddress)
+      vectors.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: segment.baseAddress), iov_len: segment.count))
+      total += segment.count
+    }
+    var done = 0
+    var first = 0
+    while first < vectors.count {
+      // At most IOV_MAX (1024 on Linux) vectors per call; a short write resumes inside a vector.
+      let count = min(vectors.count - first, 1024)
+      let result = vectors.withUnsafeBufferPointer { all in
+        pwritev(descriptor, all.baseAddress! + first, Int32(count), off_t(offset + done))
+      }
+      if result > 0 {
+        done += result
+        var advanced = result
+        while first < vectors.count, advanced >= vectors[first].iov_len {
+          advanced -= vectors[first].iov_len
+          first += 1
+        }
+        if advanced > 0 {
+          vectors[first].iov_base += advanced
+          vectors[first].iov_len -= advanced
+        }
+      } else if result == 0 {
+        throw StrataError(
+          .ioError, "\(path): write of \(total) bytes at offset \(offset) made no progress after \(done) bytes")
+      } else {
+        let code = errno
+        if code == EINTR { continue }
+        let diskFull = code == ENOSPC || code == EDQUOT ? " (disk full)" : ""
+        throw StrataError(
+          .ioError, "\(path): write of \(total) bytes at offset \(offset) failed: \(errnoText(code))\(diskFull)")
+      }
+    }
+  }
+
   public func sync() throws(StrataError) {
     while fdatasync(descriptor) != 0 {
       let code = errno

@@ -36,6 +36,7 @@ extension NVMeTier {
     report.regionsScanned = scans.count
     report.corruptDropped = scans.reduce(0) { $0 + $1.corrupt } + adopted.unnamed
     report.ioErrors = scans.reduce(0) { $0 + $1.ioErrors }
+    report.olderFormatRegions = scans.count { $0.olderFormat }
     report.duplicatesDropped = adopted.duplicates
     for region in adopted.invalidate {
       // Only superseded copies live here; should the invalidation fail, they are superseded again

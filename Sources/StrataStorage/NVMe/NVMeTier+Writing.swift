@@ -2,7 +2,12 @@
 // back to back in one staging buffer; each run of them reserved contiguously in the open region
 // goes to the device in one write of at most `batchWriteBytesMax` bytes, and is indexed only once
 // that write returned. Writing one block is a batch of one. The on-disk records are exactly those
-// of single writes: recovery reads a run as the records it holds.
+// of single writes: recovery reads a run as the records it holds. A large block stored raw at an
+// aligned address is not copied: its record's stored bytes start aligned
+// (`BlockRecordHeader.alignedBodyBytesMin`), so only its header and its unaligned tail are
+// staged, and the device write gathers its aligned bulk from where the caller holds it (the RAM
+// arena). Smaller blocks are copied: below that size a copy costs less than pinning the caller's
+// pages for the device.
 
 import StrataConfig
 public import StrataCore
@@ -94,7 +99,10 @@ extension NVMeTier {
 
     let lease = pool.lease()
     var staged: [StagedRecord] = []
+    // Staging buffer bytes used, and device bytes of the run: a record never stages more than it
+    // writes, so a run within its bound fits the buffer.
     var stagedBytes = 0
+    var runBytes = 0
     var next = 0
     while next < admitted.count || !staged.isEmpty {
       // Stage records after those left over from the last run, while the run stays within its bound
@@ -103,16 +111,18 @@ extension NVMeTier {
         let (number, key) = admitted[next]
         let recordBytesMax = BlockRecordHeader.recordBytes(
           storedBytes: blocks[number].payload.count, alignmentBytes: alignmentBytes)
-        if !staged.isEmpty, stagedBytes + recordBytesMax > runBytesMax { break }
+        if !staged.isEmpty, runBytes + recordBytesMax > runBytesMax { break }
         let record = stage(blocks[number], block: number, key: key, into: lease.buffer, at: stagedBytes)
         staged.append(record)
-        stagedBytes += record.recordBytes
+        stagedBytes += record.stagedBytes
+        runBytes += record.recordBytes
         next += 1
       }
       let taken = writeRun(staged, of: blocks, from: lease.buffer, outcomes: &outcomes)
       guard taken < staged.count else {
         staged.removeAll(keepingCapacity: true)
         stagedBytes = 0
+        runBytes = 0
         continue
       }
       // The records the open region had no room for go first in the next run (a new region).
@@ -122,6 +132,7 @@ extension NVMeTier {
       staged.removeFirst(taken)
       for index in staged.indices { staged[index].offset -= leftStart }
       stagedBytes -= leftStart
+      runBytes = staged.reduce(0) { $0 + $1.recordBytes }
     }
     return outcomes
   }
@@ -132,10 +143,25 @@ extension NVMeTier {
     var key: IndexKey
     /// Where the record starts in the staging buffer.
     var offset: Int
+    /// Bytes it takes there: the whole record, or (written in place) its header and its tail.
+    var stagedBytes: Int
     var recordBytes: Int
     var storedBytes: Int
     var codec: CompressionCodec
     var storedChecksum: UInt32
+    /// The payload's aligned bulk, written from where the caller holds it, between the staged
+    /// header and the staged tail; nil when the whole record is staged.
+    var inPlace: UnsafeRawBufferPointer?
+
+    /// The record's bytes in device order: one range of `buffer`, or header, bulk in place, tail.
+    func segments(in buffer: UnsafeMutableRawBufferPointer, bodyOffset: Int) -> [UnsafeRawBufferPointer] {
+      guard let inPlace else { return [UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + recordBytes)])] }
+      var segments = [UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + bodyOffset)]), inPlace]
+      if stagedBytes > bodyOffset {
+        segments.append(UnsafeRawBufferPointer(rebasing: buffer[(offset + bodyOffset)..<(offset + stagedBytes)]))
+      }
+      return segments
+    }
   }
 
   /// The checks a block passes before it is claimed: its size, and its checksum unless the caller
@@ -157,16 +183,22 @@ extension NVMeTier {
   }
 
   /// Puts a block's stored bytes (lz4 when that saves at least a sixteenth) and zeroed padding in
-  /// `buffer` at `offset`, after room for its header. `buffer` holds a record of the block
-  /// uncompressed from `offset` on.
+  /// `buffer` at `offset`, after room for its header; or, for a large raw payload at an aligned
+  /// address, only the tail after its aligned bulk, which is then written in place. `buffer` holds
+  /// a record of the block uncompressed from `offset` on.
   private func stage(
     _ source: NVMeBlockWrite, block: Int, key: IndexKey, into buffer: UnsafeMutableRawBufferPointer, at offset: Int
   ) -> StagedRecord {
     let payload = source.payload
-    let bodyStart = offset + BlockRecordHeader.byteCount
     var codec = CompressionCodec.none
     var storedBytes = payload.count
     var storedChecksum = source.checksum
+    var inPlace: UnsafeRawBufferPointer? = nil
+    var stagedBody = payload.count
+    // Compressed bytes go where a record of the payload's size would put them, and move to the
+    // front when they turn out small enough for a record whose stored bytes follow the header.
+    let rawBodyOffset = BlockRecordHeader.bodyOffset(storedBytes: payload.count, alignmentBytes: alignmentBytes)
+    var bodyStart = offset + rawBodyOffset
     let keptBytesMax = LZ4Codec.keptBytesMax(payloadBytes: payload.count)
     if compression == .lz4, keptBytesMax > 0,
       let compressed = LZ4Codec.compress(
@@ -174,17 +206,39 @@ extension NVMeTier {
     {
       codec = .lz4
       storedBytes = compressed
+      stagedBody = compressed
+      let compressedStart =
+        offset + BlockRecordHeader.bodyOffset(storedBytes: compressed, alignmentBytes: alignmentBytes)
+      if compressedStart != bodyStart {
+        // The ranges may overlap: copyMemory is a memmove.
+        (buffer.baseAddress! + compressedStart).copyMemory(from: buffer.baseAddress! + bodyStart, byteCount: compressed)
+        bodyStart = compressedStart
+      }
       storedChecksum = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: buffer[bodyStart..<(bodyStart + compressed)]))
+    } else if payload.count >= BlockRecordHeader.alignedBodyBytesMin,
+      Int(bitPattern: payload.baseAddress) % alignmentBytes == 0
+    {
+      let bulk = payload.count / alignmentBytes * alignmentBytes
+      inPlace = UnsafeRawBufferPointer(rebasing: payload[0..<bulk])
+      stagedBody = payload.count - bulk
+      UnsafeMutableRawBufferPointer(rebasing: buffer[bodyStart..<(bodyStart + stagedBody)])
+        .copyMemory(from: UnsafeRawBufferPointer(rebasing: payload[bulk...]))
     } else if payload.count > 0 {
       UnsafeMutableRawBufferPointer(rebasing: buffer[bodyStart..<(bodyStart + payload.count)]).copyMemory(from: payload)
     }
     let recordBytes = BlockRecordHeader.recordBytes(storedBytes: storedBytes, alignmentBytes: alignmentBytes)
-    // Zeroed padding: what lands on disk is a function of the block alone, never of stale memory.
-    UnsafeMutableRawBufferPointer(rebasing: buffer[(bodyStart + storedBytes)..<(offset + recordBytes)])
+    // A record written in place stages its header unit and its tail; any other, all of it.
+    let stagedBytes =
+      inPlace == nil ? recordBytes : bodyStart - offset + roundUp(stagedBody, toMultipleOf: alignmentBytes)
+    // Zeroed padding after the header and after the stored bytes: what lands on disk is a function
+    // of the block alone, never of stale memory.
+    UnsafeMutableRawBufferPointer(rebasing: buffer[(offset + BlockRecordHeader.byteCount)..<bodyStart])
+      .initializeMemory(as: UInt8.self, repeating: 0)
+    UnsafeMutableRawBufferPointer(rebasing: buffer[(bodyStart + stagedBody)..<(offset + stagedBytes)])
       .initializeMemory(as: UInt8.self, repeating: 0)
     return StagedRecord(
-      block: block, key: key, offset: offset, recordBytes: recordBytes, storedBytes: storedBytes, codec: codec,
-      storedChecksum: storedChecksum)
+      block: block, key: key, offset: offset, stagedBytes: stagedBytes, recordBytes: recordBytes,
+      storedBytes: storedBytes, codec: codec, storedChecksum: storedChecksum, inPlace: inPlace)
   }
 
   /// Reserves room for the first records of `staged` (those the open region, or the next one,
@@ -221,10 +275,21 @@ extension NVMeTier {
       header.encode(into: UnsafeMutableRawBufferPointer(rebasing: buffer[record.offset...]))
     }
     let first = reservations[0]
-    let runBytes = run.last!.offset + run.last!.recordBytes
+    // The run's bytes in device order, neighbouring staged ranges joined into one segment.
+    var segments: [UnsafeRawBufferPointer] = []
+    for record in run {
+      let bodyOffset = BlockRecordHeader.bodyOffset(storedBytes: record.storedBytes, alignmentBytes: alignmentBytes)
+      for segment in record.segments(in: buffer, bodyOffset: bodyOffset) {
+        if let last = segments.last, last.baseAddress! + last.count == segment.baseAddress {
+          segments[segments.count - 1] = UnsafeRawBufferPointer(
+            start: last.baseAddress, count: last.count + segment.count)
+        } else {
+          segments.append(segment)
+        }
+      }
+    }
     do {
-      try devices[first.device].write(
-        at: first.deviceOffset, from: UnsafeRawBufferPointer(rebasing: buffer[0..<runBytes]))
+      try devices[first.device].write(at: first.deviceOffset, gathering: segments)
       log.withLock { log in
         for (record, reservation) in zip(run, reservations) {
           let location = RecordLocation(

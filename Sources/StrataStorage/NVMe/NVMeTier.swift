@@ -63,6 +63,9 @@ public struct RecoveryReport: Hashable, Sendable {
   public var duplicatesDropped = 0
   public var regionsScanned = 0
   public var ioErrors = 0
+  /// Regions whose records are of an older format version, which this build does not read: their
+  /// blocks are gone from this tier, and the regions are reused.
+  public var olderFormatRegions = 0
   public var durationSeconds = 0.0
 }
 
@@ -357,7 +360,7 @@ public final class NVMeTier: Sendable {
     guard header.deviceOffset == deviceOffset else {
       return .invalid("record claims device offset \(header.deviceOffset): a misdirected write")
     }
-    let storedStart = BlockRecordHeader.byteCount
+    let storedStart = header.bodyOffset(alignmentBytes: alignmentBytes)
     let stored = UnsafeRawBufferPointer(rebasing: record[storedStart..<(storedStart + header.storedBytes)])
     guard CRC32C.checksum(stored) == header.storedChecksum else { return .invalid("stored bytes checksum mismatch") }
     let payload = UnsafeMutableRawBufferPointer(rebasing: destination[0..<header.payloadBytes])
@@ -501,7 +504,7 @@ public final class NVMeTier: Sendable {
       log.withLock { $0.counters.ioErrors += 1 }
       return false
     }
-    let storedStart = BlockRecordHeader.byteCount
+    let storedStart = header.bodyOffset(alignmentBytes: alignmentBytes)
     let stored = UnsafeRawBufferPointer(rebasing: record[storedStart..<(storedStart + header.storedBytes)])
     guard CRC32C.checksum(stored) == header.storedChecksum else {
       // Copying it would give decayed bytes a fresh sequence number; evicting them is the cure.
@@ -575,8 +578,14 @@ public final class NVMeTier: Sendable {
       do {
         header = try BlockRecordHeader.decode(headerBlock)
       } catch {
-        // No magic is the normal end of a region's records; anything else is a torn or decayed header.
-        if case .badMagic = error {} else { scan.corrupt += 1 }
+        // No magic is the normal end of a region's records; a record of a format this build does
+        // not read ends it too (counted apart when it opens the region: after records of this
+        // format it is a stale tail); anything else is a torn or decayed header.
+        switch error {
+        case .badMagic: break
+        case .unsupportedVersion: if offset == 0 { scan.olderFormat = true }
+        default: scan.corrupt += 1
+        }
         break
       }
       if let previousSequence, header.sequence <= previousSequence { break }
@@ -618,7 +627,7 @@ public final class NVMeTier: Sendable {
           scan.ioErrors += 1
           break
         }
-        let storedStart = BlockRecordHeader.byteCount
+        let storedStart = header.bodyOffset(alignmentBytes: alignmentBytes)
         let stored = UnsafeRawBufferPointer(rebasing: record[storedStart..<(storedStart + header.storedBytes)])
         if CRC32C.checksum(stored) != header.storedChecksum {
           scan.corrupt += 1

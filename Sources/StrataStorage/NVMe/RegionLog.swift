@@ -500,6 +500,8 @@ struct RegionScan: Sendable {
   var endOffset = 0
   /// Records whose header or stored bytes failed their checksum (torn or decayed).
   var corrupt = 0
+  /// The walk stopped at a record of another format version (see `BlockRecordHeader`).
+  var olderFormat = false
   var ioErrors = 0
   /// The highest sequence in any sound header met, kept or not, so new records sort after it.
   var highestSequence: UInt64 = 0

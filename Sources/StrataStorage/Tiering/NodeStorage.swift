@@ -42,6 +42,11 @@ extension TierManager {
     if report.corruptDropped > 0 {
       logger.warning("storage: dropped \(report.corruptDropped) torn or corrupt block(s) found at start")
     }
+    if report.olderFormatRegions > 0 {
+      logger.warning(
+        "storage: \(report.olderFormatRegions) NVMe region(s) hold records of an older format version, which this build does not read (docs/nvme-format.md); their blocks are dropped and the regions reused"
+      )
+    }
     return (try TierManager(configuration: configuration, nvme: nvme, clock: clock), report)
   }
 }
