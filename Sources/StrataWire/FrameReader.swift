@@ -93,8 +93,22 @@ public final class FrameReader {
   public func receivePayload<Source: ByteSource>(
     into destination: UnsafeMutableRawBufferPointer, from source: inout Source, deadline: Deadline
   ) throws(StrataError) {
+    _ = try receivePayload(into: destination, from: &source, deadline: deadline, checksummed: false)
+  }
+
+  /// `receivePayload`, returning the CRC-32C of the bytes received, computed piece by piece as
+  /// each lands (while it is still in cache), so nobody reads the payload again to checksum it.
+  public func receiveChecksummedPayload<Source: ByteSource>(
+    into destination: UnsafeMutableRawBufferPointer, from source: inout Source, deadline: Deadline
+  ) throws(StrataError) -> UInt32 {
+    try receivePayload(into: destination, from: &source, deadline: deadline, checksummed: true)
+  }
+
+  private func receivePayload<Source: ByteSource>(
+    into destination: UnsafeMutableRawBufferPointer, from source: inout Source, deadline: Deadline, checksummed: Bool
+  ) throws(StrataError) -> UInt32 {
     try checkPayload(destination.count)
-    guard !destination.isEmpty else { return }
+    var checksum: UInt32 = 0
     var filled = 0
     while filled < destination.count {
       let count = try source.receive(
@@ -102,9 +116,14 @@ public final class FrameReader {
       guard count > 0 else {
         throw StrataError(.unavailable, "the stream ended \(destination.count - filled) bytes short of a payload")
       }
+      if checksummed {
+        checksum = CRC32C.checksum(
+          UnsafeRawBufferPointer(rebasing: destination[filled..<(filled + count)]), continuing: checksum)
+      }
       filled += count
     }
-    assembler.consumePayload(UInt64(filled))
+    if filled > 0 { assembler.consumePayload(UInt64(filled)) }
+    return checksum
   }
 
   /// Reads and drops the next `byteCount` payload bytes of the current frame (a refused item's).

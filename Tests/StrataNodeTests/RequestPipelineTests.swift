@@ -108,6 +108,30 @@ func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
     #expect(node.server.stats.connectionsOpen == 0 && node.server.stats.inflightBytes == 0)
   }
 
+  /// The checksum a stream transport computes as a PUT lands is checked against the sender's:
+  /// an item whose bytes do not match is refused and stored nowhere, its neighbours stored.
+  @Test func aPutItemWhoseBytesDoNotMatchItsChecksumIsRefusedAlone() throws {
+    let node = try PipelineNode()
+    let (connection, _) = node.connect(PipelineNode.tenantA)
+    let blocks = (1...3).map { n in (0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* n &+ n) } }
+    var items = blocks.enumerated().map { index, bytes in
+      PutRequest.Item(key: pipelineKey(index), length: UInt64(bytes.count), checksum: CRC32C.checksum(bytes))
+    }
+    items[1].checksum ^= 1
+    let answered = frames(
+      connection.receive(PutRequest(items: items).frameBytes(requestID: 5, ringEpoch: 0) + blocks.flatMap { $0 }))
+    guard case .putResponse(let outcome) = answered.first?.1 else { throw StrataError(.protocolError, "PUT") }
+    #expect(outcome.outcomes == [.stored, .checksumMismatch, .stored])
+    let got = frames(
+      connection.receive(
+        GetRequest(items: (0..<3).map { .init(key: pipelineKey($0)) }).frameBytes(requestID: 6, ringEpoch: 0)))
+    guard case .getResponse(let answer) = got.first?.1 else { throw StrataError(.protocolError, "GET") }
+    #expect(answer.items.map(\.status) == [.ok, .missing, .ok])
+    #expect(answer.items.map(\.checksum) == [CRC32C.checksum(blocks[0]), 0, CRC32C.checksum(blocks[2])])
+    #expect(node.tiers.stats.checksumFailures == 1)
+    connection.close()
+  }
+
   @Test func thePeerCapabilityNeedsTheClusterToken() throws {
     let node = try PipelineNode()
     let (tenant, refused) = node.connect(PipelineNode.tenantA, peerNamespace: "tenant-b")

@@ -182,6 +182,28 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     #expect(try await read(fixture.tiers, testBlockID(1)) == (0..<4096).map { UInt8($0 % 251) })
   }
 
+  /// A checksum computed as the bytes landed is the one the commit checks and stores: the slot is
+  /// not read again (a landed checksum that disagrees with the sender refuses the block even
+  /// though the slot's bytes match the sender's checksum).
+  @Test func aLandedChecksumStandsInForReadingTheSlotAgain() async throws {
+    let fixture = try TierFixture()
+    let bytes = testPayload(7, bytes: 8192)
+    let checksum = CRC32C.checksum(bytes)
+    for (number, landed, stored) in [(1, checksum, true), (2, checksum ^ 0x10, false)] {
+      let reservation = try #require(try await fixture.tiers.reserve(testBlockID(number), bytes: bytes.count))
+      bytes.withUnsafeBytes { reservation.buffer.copyMemory(from: $0) }
+      do {
+        try fixture.tiers.commit(reservation, expectedChecksum: checksum, landedChecksum: landed)
+        #expect(stored, "block \(number) was stored with a landed checksum the sender's disagrees with")
+      } catch {
+        #expect(!stored && error.code == .checksumMismatch, "block \(number): \(error)")
+      }
+    }
+    #expect(try await read(fixture.tiers, testBlockID(1)) == bytes)
+    #expect(fixture.tiers.lookup([testBlockID(2)]) == [.absent])
+    #expect(fixture.tiers.stats.checksumFailures == 1)
+  }
+
   /// A read-through that met a concurrent write of its block waits for that write to end, woken
   /// by its commit or abort rather than polling.
   @Test func waitingForWritesEndsAtTheirCommitOrAbort() async throws {

@@ -54,6 +54,30 @@ private struct Dripping: ByteSource {
     #expect(try reader.nextFrame(from: &source, deadline: .never) { _ in .never } == nil)
   }
 
+  /// The checksum computed piece by piece as a payload lands is the checksum of the whole, however
+  /// the stream cuts it, and the bytes land as with `receivePayload`.
+  @Test(arguments: [1, 7, 4096, 100_000])
+  func aPayloadChecksummedAsItLandsHasTheWholeChecksum(pieceBytes: Int) throws {
+    let payload = (0..<70_001).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 13) }
+    var source = Dripping(queue: ByteQueue(put(1, payload) + put(2, [9, 9])), pieceBytes: pieceBytes)
+    let reader = FrameReader(receiving: .request, bufferBytes: 100)
+    _ = try #require(try reader.nextFrame(from: &source, deadline: .never) { _ in .never })
+    var landed = [UInt8](repeating: 0, count: payload.count)
+    let checksum = try landed.withUnsafeMutableBytes { destination in
+      // In two calls, as a PUT's items are: the checksum covers each call's bytes only.
+      let first = try reader.receiveChecksummedPayload(
+        into: UnsafeMutableRawBufferPointer(rebasing: destination[0..<30_000]), from: &source, deadline: .never)
+      #expect(first == CRC32C.checksum(Array(payload[0..<30_000])))
+      return try reader.receiveChecksummedPayload(
+        into: UnsafeMutableRawBufferPointer(rebasing: destination[30_000...]), from: &source, deadline: .never)
+    }
+    #expect(landed == payload)
+    #expect(checksum == CRC32C.checksum(Array(payload[30_000...])))
+    #expect(reader.endFrame() == 0)
+    let next = try #require(try reader.nextFrame(from: &source, deadline: .never) { _ in .never })
+    #expect(next.0.requestID == 2)
+  }
+
   @Test func aSourceThatCannotWaitKeepsProgressBetweenCalls() throws {
     let stream = put(9, [7, 7, 7])
     var source = ByteQueue()

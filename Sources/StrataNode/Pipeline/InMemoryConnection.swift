@@ -123,12 +123,7 @@ struct InMemoryPayloadTransport: PayloadTransport {
     return items
   }
 
-  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) {
-    for slot in slots {
-      switch slot {
-      case .into(let buffer): try reader.receivePayload(into: buffer, from: &input, deadline: deadline)
-      case .skip(let bytes): try reader.discardPayload(bytes, from: &input, deadline: deadline)
-      }
-    }
+  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?] {
+    try reader.receive(slots, from: &input, deadline: deadline)
   }
 }

@@ -31,8 +31,31 @@ public protocol PayloadTransport {
   ) throws(StrataError) -> [GetResponse.Item]
 
   /// Receives a PUT's payload: item `i` into `slots[i]`, in order. On a throw the caller aborts
-  /// every reservation; the transport must not write into the slots after it returns.
-  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError)
+  /// every reservation; the transport must not write into the slots after it returns. Returns, per
+  /// slot, the CRC-32C of the bytes now in it when the transport computed it over those very bytes
+  /// as they landed (the commit then does not read the slot again), nil where it did not.
+  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?]
+}
+
+extension FrameReader {
+  /// A stream transport's PUT payload: each slot received from `source` and checksummed as it
+  /// lands; refused items' bytes read and dropped.
+  func receive<Source: ByteSource>(
+    _ slots: [PayloadSlot], from source: inout Source, deadline: Deadline
+  ) throws(StrataError) -> [UInt32?] {
+    var landed: [UInt32?] = []
+    landed.reserveCapacity(slots.count)
+    for slot in slots {
+      switch slot {
+      case .into(let buffer):
+        landed.append(try receiveChecksummedPayload(into: buffer, from: &source, deadline: deadline))
+      case .skip(let bytes):
+        try discardPayload(bytes, from: &source, deadline: deadline)
+        landed.append(nil)
+      }
+    }
+    return landed
+  }
 }
 
 /// What a transport needs to frame a response: the request it answers and the epoch to carry.

@@ -233,7 +233,7 @@ struct RequestSession {
         try admitRequest(message, header: header)
       } catch {
         if header.payloadBytes > 0 {
-          try transport.receivePut(
+          _ = try transport.receivePut(
             [.skip(Int(header.payloadBytes))], deadline: transferDeadline(bytes: Int(header.payloadBytes)))
         }
         throw error
@@ -526,7 +526,7 @@ struct RequestSession {
       try server.checkTakesCopies(isPeer: grant.isPeer)
       try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
     } catch {
-      try transport.receivePut(skipAll, deadline: deadline)
+      _ = try transport.receivePut(skipAll, deadline: deadline)
       throw error
     }
     do throws(AdmissionRefusal) {
@@ -534,7 +534,7 @@ struct RequestSession {
     } catch {
       server.auditRefusal(error, source: source)
       // Refused whole: the payload is read and dropped, every item answered `noSpace`.
-      try transport.receivePut(skipAll, deadline: deadline)
+      _ = try transport.receivePut(skipAll, deadline: deadline)
       server.logger.debug("PUT refused", metadata: ["reason": "\(error.error.message)"])
       try respond(
         .putResponse(PutResponse(outcomes: request.items.map { _ in .noSpace })), to: header, over: &transport)
@@ -571,8 +571,9 @@ struct RequestSession {
         slots.append(.skip(length))
       }
     }
+    let landed: [UInt32?]
     do throws(StrataError) {
-      try transport.receivePut(slots, deadline: deadline)
+      landed = try transport.receivePut(slots, deadline: deadline)
     } catch {
       for (_, reservation) in reservations { tiers.abort(reservation) }
       throw error
@@ -580,7 +581,8 @@ struct RequestSession {
     var stored = 0
     for (index, reservation) in reservations {
       do throws(StrataError) {
-        try tiers.commit(reservation, expectedChecksum: request.items[index].checksum)
+        try tiers.commit(
+          reservation, expectedChecksum: request.items[index].checksum, landedChecksum: landed[index])
         outcomes[index] = .stored
         stored += reservation.buffer.count
         if server.observer != nil { movedBlockBytes.append(reservation.buffer.count) }

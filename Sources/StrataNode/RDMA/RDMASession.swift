@@ -136,7 +136,8 @@ struct RDMAPayloadTransport: PayloadTransport {
     return answered
   }
 
-  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) {
+  /// The NIC writes the slots: nothing is checksummed on the way, so the commit checksums them.
+  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?] {
     let arena = try arenaRegistration()
     var transfers: [Transfer] = []
     for (index, slot) in slots.enumerated() {
@@ -147,6 +148,7 @@ struct RDMAPayloadTransport: PayloadTransport {
           length: buffer.count))
     }
     try run(.read, transfers, deadline: deadline)
+    return Array(repeating: nil, count: slots.count)
   }
 
   /// Runs one batch by `deadline`; if it fails, stops the queue pair and returns only once the

@@ -2,8 +2,10 @@
 // by the same loop and pipeline as TCP (TCPConnection), and a GET or PUT that names ranges of the
 // client's shared-memory region moves its blocks with one copy each — arena to region for a GET
 // (checksummed while copying, so a block that no longer matches its checksum is answered
-// `corrupt`), region to reserved slot for a PUT (checked at commit as on TCP). Requests without
-// ranges move their payload in the stream, as on TCP.
+// `corrupt`), region to reserved slot for a PUT (checksummed chunk by chunk in the slot right after
+// each chunk is copied, so the commit checks the sender's checksum without reading the slot again,
+// and a client changing its region meanwhile cannot make the slot differ from that checksum).
+// Requests without ranges move their payload in the stream, as on TCP.
 //
 // Safety: the region is the client's memfd, mapped by this connection only and checked when it
 // was adopted (sealed against shrinking, not hugetlbfs: no access inside it can fault); every
@@ -68,11 +70,11 @@ struct SameHostPayloadTransport: PayloadTransport {
     return answered
   }
 
-  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) {
+  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?] {
     guard let sources = ranges else { return try stream.receivePut(slots, deadline: deadline) }
     let region = try requireRegion("PUT")
     // Every range is checked before any slot is written: a refused PUT leaves no slot touched.
-    var copies: [(UnsafeMutableRawBufferPointer, UnsafeRawBufferPointer)] = []
+    var copies: [(slot: Int, into: UnsafeMutableRawBufferPointer, from: UnsafeRawBufferPointer)] = []
     copies.reserveCapacity(slots.count)
     for (index, (slot, source)) in zip(slots, sources).enumerated() {
       let length: Int
@@ -86,10 +88,28 @@ struct SameHostPayloadTransport: PayloadTransport {
           "PUT item \(index): region range \(source.offset)+\(source.length) is not a \(length)-byte range of the \(region.count)-byte region"
         )
       }
-      if case .into(let buffer) = slot { copies.append((buffer, UnsafeRawBufferPointer(bytes))) }
+      if case .into(let buffer) = slot { copies.append((index, buffer, UnsafeRawBufferPointer(bytes))) }
     }
     server.count { $0.sameHostRegionRequests += 1 }
-    for (slot, bytes) in copies { slot.copyMemory(from: bytes) }
+    var landed = [UInt32?](repeating: nil, count: slots.count)
+    for copy in copies { landed[copy.slot] = Self.copyThenChecksum(copy.from, into: copy.into) }
+    return landed
+  }
+
+  /// Copies `source` into `slot` a chunk at a time, checksumming each chunk in the slot while it
+  /// is in cache: the checksum is of the bytes the slot holds, whatever the client's region holds.
+  static func copyThenChecksum(_ source: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer) -> UInt32 {
+    let chunkBytes = 64 << 10
+    var checksum: UInt32 = 0
+    var done = 0
+    while done < source.count {
+      let end = min(done + chunkBytes, source.count)
+      let chunk = UnsafeMutableRawBufferPointer(rebasing: slot[done..<end])
+      chunk.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[done..<end]))
+      checksum = CRC32C.checksum(UnsafeRawBufferPointer(chunk), continuing: checksum)
+      done = end
+    }
+    return checksum
   }
 
   private func requireRegion(_ op: String) throws(StrataError) -> SharedMemoryRegion {

@@ -218,13 +218,8 @@ struct TCPPayloadTransport: PayloadTransport {
     return items
   }
 
-  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) {
+  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?] {
     var source = socket
-    for slot in slots {
-      switch slot {
-      case .into(let buffer): try reader.receivePayload(into: buffer, from: &source, deadline: deadline)
-      case .skip(let bytes): try reader.discardPayload(bytes, from: &source, deadline: deadline)
-      }
-    }
+    return try reader.receive(slots, from: &source, deadline: deadline)
   }
 }

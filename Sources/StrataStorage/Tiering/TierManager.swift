@@ -501,9 +501,14 @@ public final class TierManager: Sendable {
 
   /// Verifies the reserved bytes against `expectedChecksum` (CRC-32C; nil computes it) and
   /// publishes the block. A mismatch frees the slot and throws `checksumMismatch`: nothing is stored.
-  public func commit(_ reservation: PutReservation, expectedChecksum: UInt32?) throws(StrataError) {
+  /// `landedChecksum`: the CRC-32C of the reserved bytes, computed over the slot by whoever wrote
+  /// them, as they landed (a transport receiving a PUT); the slot is then not read again. Nil: the
+  /// commit computes it.
+  public func commit(
+    _ reservation: PutReservation, expectedChecksum: UInt32?, landedChecksum: UInt32? = nil
+  ) throws(StrataError) {
     defer { reservationsEnded.notify() }
-    let checksum = CRC32C.checksum(UnsafeRawBufferPointer(reservation.buffer))
+    let checksum = landedChecksum ?? CRC32C.checksum(UnsafeRawBufferPointer(reservation.buffer))
     let id = reservation.id
     let overHighWatermark = try state.withLock { state throws(StrataError) -> Bool in
       precondition(state.reservations[id] == reservation.slot, "commit of a reservation that is not held: \(id)")
