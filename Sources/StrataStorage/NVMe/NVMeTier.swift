@@ -284,7 +284,7 @@ public final class NVMeTier: Sendable {
   // MARK: Reading
 
   private enum RecordCheck {
-    case valid(payloadBytes: Int)
+    case valid(payloadBytes: Int, checksum: UInt32)
     case invalid(String)
   }
 
@@ -294,6 +294,14 @@ public final class NVMeTier: Sendable {
   /// caller). `.notFound` when the block is absent; `.ioError` when the device failed (the block is
   /// dropped too: the next read would meet the same sector).
   public func read(_ id: BlockID, into destination: UnsafeMutableRawBufferPointer) throws(StrataError) -> Int {
+    try readVerified(id, into: destination).bytes
+  }
+
+  /// `read`, also returning the block's CRC-32C, which the read has just verified against the
+  /// bytes it copied into `destination`: a caller keeping them need not checksum them again.
+  public func readVerified(
+    _ id: BlockID, into destination: UnsafeMutableRawBufferPointer
+  ) throws(StrataError) -> (bytes: Int, checksum: UInt32) {
     let lease = pool.lease()
     // A read races eviction: the region may be reused under it. Such a read fails its checks but
     // finds the index moved on, and looks again; a second race in a row is as good as absent.
@@ -324,8 +332,8 @@ public final class NVMeTier: Sendable {
       }
       switch check(UnsafeRawBufferPointer(record), of: id, at: location, deviceOffset: deviceOffset, into: destination)
       {
-      case .valid(let payloadBytes):
-        return payloadBytes
+      case .valid(let payloadBytes, let checksum):
+        return (payloadBytes, checksum)
       case .invalid(let reason):
         destination.initializeMemory(as: UInt8.self, repeating: 0)
         let dropped = log.withLock { log in
@@ -376,7 +384,7 @@ public final class NVMeTier: Sendable {
         return .invalid("payload checksum mismatch after decompression")
       }
     }
-    return .valid(payloadBytes: header.payloadBytes)
+    return .valid(payloadBytes: header.payloadBytes, checksum: header.payloadChecksum)
   }
 
   // MARK: Removing and syncing

@@ -919,9 +919,9 @@ public final class TierManager: Sendable {
     // Another promotion began (or ended) while this call made room: take its result.
     guard claimed else { return await joinPromotion(of: id, pinForBatch: pinForBatch) ? .resident : .missed }
     nonisolated(unsafe) let destination = arena.buffer(slot, bytes: bytes)
-    let result: Result<Int, StrataError>
+    let result: Result<(bytes: Int, checksum: UInt32), StrataError>
     do throws(StrataError) {
-      result = .success(try await io.run { () throws(StrataError) in try nvme.read(id, into: destination) })
+      result = .success(try await io.run { () throws(StrataError) in try nvme.readVerified(id, into: destination) })
     } catch {
       result = .failure(error)
     }
@@ -929,8 +929,10 @@ public final class TierManager: Sendable {
       state.reservations[id] = nil
       defer { state.promotions[id] = nil }
       switch result {
-      case .success(let length) where length == bytes:
-        let checksum = CRC32C.checksum(UnsafeRawBufferPointer(destination))
+      case .success(let read) where read.bytes == bytes:
+        // The checksum the NVMe tier verified these bytes against: nothing reads them again here,
+        // under the lock.
+        let checksum = read.checksum
         state.ram[id] = RAMEntry(
           slot: slot, bytes: bytes, checksum: checksum,
           storedAtMilliseconds: nvmeAges.storedAt(id, in: nvme) ?? clock.nowMilliseconds())
@@ -951,7 +953,7 @@ public final class TierManager: Sendable {
     reservationsEnded.notify()
     for waiter in waiters { waiter.resume() }
     if case .failure(let error) = result { throw error }
-    if case .success(let length) = result, length == bytes { return .promoted }
+    if case .success(let read) = result, read.bytes == bytes { return .promoted }
     return .missed
   }
 
