@@ -5,7 +5,8 @@
 # kernel.perf_event_paranoid <= 1 for kernel symbols.
 #
 # Usage: scripts/profile-dataplane.sh [STRATA_BIN] [OP=get] [SIZE=2097152] [BATCH=16] [CONNS=2] [SECONDS=6]
-#   RAM=SIZE in the environment: the node's RAM tier (default 3GiB).
+#   RAM=SIZE in the environment: the node's RAM tier (default 3GiB; NVMe 8GiB, as in the benchmarks).
+#   TRANSPORT=shm in the environment: the same-host path instead of TCP.
 #   TLS=1 in the environment: the node serves TLS (scripts/dev-ca.sh certificates), the bench
 #   client verifies it (user-space OpenSSL unless the kernel offers the tls ULP).
 set -euo pipefail
@@ -32,16 +33,16 @@ if [[ "${TLS:-0}" == 1 ]]; then
   bench_tls=(--tls-ca "$work/ca/ca.pem")
 fi
 printf 'limits:\n  max_block_size: %s\n' "$size" >"$work/node.yaml"
-"$strata" serve --config "$work/node.yaml" --data-dir "$work/node" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --ram "${RAM:-3GiB}" --nvme 1GiB \
+"$strata" serve --config "$work/node.yaml" --data-dir "$work/node" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --ram "${RAM:-3GiB}" --nvme 8GiB \
   --ram-unlocked "${serve_tls[@]}" >"$work/node.log" 2>&1 &
 node_pid=$!
-for _ in $(seq 3000); do grep -q "listening on" "$work/node.log" && break; sleep 0.1; done
+for _ in $(seq 3000); do grep -q "same-host path listening" "$work/node.log" && break; sleep 0.1; done
 address=$(grep -o "listening on [0-9.:]*" "$work/node.log" | awk '{print $3}')
 [[ -n "$address" ]] || { cat "$work/node.log" >&2; exit 1; }
 perf record -q -g -F 999 -p "$node_pid" -o "$work/node.data" -- sleep $((seconds + 2)) 2>/dev/null &
 perf_pid=$!
 perf record -q -g -F 999 -o "$work/client.data" -- \
-  "$strata" bench --node "$address" "${bench_tls[@]}" --op "$op" --size "$size" --batch "$batch" --connections "$conns" \
+  "$strata" bench --node "$address" "${bench_tls[@]}" --transport "${TRANSPORT:-tcp}" --op "$op" --size "$size" --batch "$batch" --connections "$conns" \
   --seconds "$seconds" --json 2>/dev/null | tail -1
 wait "$perf_pid" || true
 for side in node client; do
