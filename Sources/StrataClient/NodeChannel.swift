@@ -196,23 +196,23 @@ final class NodeChannel: Sendable {
   private func putBatch(
     _ items: [StrataClient.PutItem], ringEpoch: UInt64, writeQuorum: UInt8, deadline: Deadline
   ) async throws(StrataError) -> [PutOutcome] {
-    let request = PutRequest(
-      items: items.map {
-        PutRequest.Item(
-          key: $0.key, length: UInt64($0.length),
-          checksum: $0.checksum
-            ?? $0.tail.reduce(CRC32C.checksum(UnsafeRawBufferPointer($0.source.buffer))) {
-              CRC32C.checksum(UnsafeRawBufferPointer($1.buffer), continuing: $0)
-            })
-      }, writeQuorum: writeQuorum)
     nonisolated(unsafe) let payload = items.flatMap { item in
       ([item.source] + item.tail).map { UnsafeRawBufferPointer($0.buffer) }
     }
+    // Checksummed once, and only when the blocks leave this machine's memory by a link: a batch
+    // through the same-host region, none given, leaves them to the node's copy.
+    let checksummed = Mutex<PutRequest?>(nil)
     return try await call(deadline: deadline) { connection throws(StrataError) in
       if let outcomes = try connection.putThroughRegion(
-        items, request: request, ringEpoch: ringEpoch, deadline: deadline)
+        items, writeQuorum: writeQuorum, ringEpoch: ringEpoch, deadline: deadline)
       {
         return outcomes
+      }
+      let request = checksummed.withLock { saved in
+        if let saved { return saved }
+        let request = PutRequest(items: items.map(\.checksummedItem), writeQuorum: writeQuorum)
+        saved = request
+        return request
       }
       if items.allSatisfy({ $0.tail.isEmpty }),
         let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch)

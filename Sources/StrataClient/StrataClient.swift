@@ -186,6 +186,16 @@ public final class StrataClient: Sendable {
 
     /// The block's length: `source` and `tail` together.
     public var length: Int { tail.reduce(source.length) { $0 + $1.length } }
+
+    /// The wire item, with the checksum given or computed over `source` and `tail`.
+    var checksummedItem: PutRequest.Item {
+      PutRequest.Item(
+        key: key, length: UInt64(length),
+        checksum: checksum
+          ?? tail.reduce(CRC32C.checksum(UnsafeRawBufferPointer(source.buffer))) {
+            CRC32C.checksum(UnsafeRawBufferPointer($1.buffer), continuing: $0)
+          })
+    }
   }
 
   public let configuration: Configuration

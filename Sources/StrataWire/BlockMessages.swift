@@ -358,11 +358,22 @@ public struct PutRequest: MessageBody {
   /// range per item, its length the item's), instead of the stream. An optional trailing field
   /// after `writeQuorum`, absent when nil.
   public var regionRanges: [RegionRange]?
+  /// With `regionRanges` only: the items' checksums are left zero, and the node checksums each
+  /// block as it copies it out of the region (the bytes cross no network, so a second pass over
+  /// them by the client would only re-read the same memory). An optional trailing byte after the
+  /// ranges (bit 0; the other bits zero), absent when false.
+  public var checksumsByNode: Bool
 
-  public init(items: [Item], writeQuorum: UInt8 = 0, regionRanges: [RegionRange]? = nil) {
+  static let checksumsByNodeFlag: UInt8 = 0x01
+
+  public init(
+    items: [Item], writeQuorum: UInt8 = 0, regionRanges: [RegionRange]? = nil, checksumsByNode: Bool = false
+  ) {
+    precondition(!checksumsByNode || regionRanges != nil, "PutRequest: checksumsByNode needs region ranges")
     self.items = items
     self.writeQuorum = writeQuorum
     self.regionRanges = regionRanges
+    self.checksumsByNode = checksumsByNode
   }
 
   /// The payload: the blocks concatenated in item order.
@@ -373,7 +384,7 @@ public struct PutRequest: MessageBody {
 
   public var encodedByteCount: Int {
     WireSize.u32 + items.count * Self.itemBytes + (writeQuorum == 0 && regionRanges == nil ? 0 : 1)
-      + RegionRange.encodedByteCount(regionRanges)
+      + RegionRange.encodedByteCount(regionRanges) + (checksumsByNode ? 1 : 0)
   }
 
   public func encode(into out: inout [UInt8]) {
@@ -385,6 +396,7 @@ public struct PutRequest: MessageBody {
     }
     if writeQuorum != 0 || regionRanges != nil { out.append(littleEndian: writeQuorum) }
     RegionRange.encode(regionRanges, into: &out)
+    if checksumsByNode { out.append(littleEndian: Self.checksumsByNodeFlag) }
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
@@ -400,10 +412,20 @@ public struct PutRequest: MessageBody {
     }
     writeQuorum = 0
     regionRanges = nil
+    checksumsByNode = false
     if reader.remaining > 0 {
       writeQuorum = try reader.read(UInt8.self, "writeQuorum")
       if reader.remaining > 0 {
         regionRanges = try RegionRange.decode(&reader, items: items.count, limits: limits)
+        if reader.remaining > 0 {
+          // Absent when false: a present zero would be a second encoding, other bits are unknown.
+          let flags = try reader.read(UInt8.self, "flags")
+          guard flags == Self.checksumsByNodeFlag else {
+            throw reader.error(
+              .invalidValue, "flags", "0x\(String(flags, radix: 16)); only 0x01 (checksums by the node) is defined")
+          }
+          checksumsByNode = true
+        }
       } else if writeQuorum == 0 {
         // Absent when 0 and no ranges follow: a present 0 would be a second encoding.
         throw reader.error(.invalidValue, "writeQuorum", "0 is sent by leaving the field out")

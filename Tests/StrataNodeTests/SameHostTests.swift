@@ -7,6 +7,7 @@ import CStrataLinux
 import Foundation
 import StrataClient
 import StrataCore
+import StrataStorage
 import StrataTCP
 import StrataWire
 import Testing
@@ -297,6 +298,67 @@ func putFrame(_ items: [(BlockKey, [UInt8])], ranges: [RegionRange], id: UInt64)
     #expect(got.items.map(\.status) == [.rangeOutOfBounds, .rangeOutOfBounds, .ok])
     #expect(memcmp(mapped + 8192, block, 4096) == 0)
     #expect((mapped + size - 10).load(as: UInt8.self) == 0)
+  }
+
+  /// A same-host PUT may leave its checksums to the node, which checksums each block as it copies
+  /// it: the block is stored, and served with its true checksum. Over TCP the same request is
+  /// refused: there the sender's checksum is the only one that covers the link.
+  @Test func checksumsLeftToTheNodeOnlyThroughARegion() throws {
+    let directory = try socketDirectory()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let path = directory + "/node.sock"
+    let node = try TestNode(sameHostSocket: path)
+    let size = 1 << 20
+    let fd = try memfd(bytes: size, sealed: true)
+    let mapped = try #require(mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0))
+    defer { munmap(mapped, size) }
+    let (socket, answer) = try rawSameHost(path, offerBytes: UInt64(size), descriptor: fd)
+    #expect(answer?.code == 0)
+    let blocks = [content(21, bytes: 200_000), content(22, bytes: 4096)]
+    mapped.copyMemory(from: blocks[0], byteCount: blocks[0].count)
+    (mapped + 262_144).copyMemory(from: blocks[1], byteCount: blocks[1].count)
+    let put = PutRequest(
+      items: blocks.enumerated().map { PutRequest.Item(key: key(2, $0), length: UInt64($1.count), checksum: 0) },
+      regionRanges: [RegionRange(offset: 0, length: 200_000), RegionRange(offset: 262_144, length: 4096)],
+      checksumsByNode: true)
+    try socket.writeAll(put.frameBytes(requestID: 2, ringEpoch: 0))
+    guard case .putResponse(let stored) = try readAnswer(socket) else {
+      Issue.record("no PUT answer")
+      return
+    }
+    #expect(stored.outcomes == [.stored, .stored])
+    let get = GetRequest(
+      items: [GetRequest.Item(key: key(2, 0)), GetRequest.Item(key: key(2, 1))],
+      regionRanges: [RegionRange(offset: 524_288, length: 200_000), RegionRange(offset: 786_432, length: 4096)])
+    try socket.writeAll(get.frameBytes(requestID: 3, ringEpoch: 0))
+    guard case .getResponse(let got) = try readAnswer(socket) else {
+      Issue.record("no GET answer")
+      return
+    }
+    #expect(got.items.map(\.status) == [.ok, .ok])
+    #expect(got.items.map(\.checksum) == blocks.map { CRC32C.checksum($0) })
+    #expect(memcmp(mapped + 524_288, blocks[0], 200_000) == 0 && memcmp(mapped + 786_432, blocks[1], 4096) == 0)
+
+    // Over TCP, with the payload in the stream: refused, nothing stored, the connection serves on.
+    let tcp = try node.rawSocket()
+    let hello = HelloRequest(capabilities: [.tcp], frameBytesMax: 1 << 30, token: [], clientName: "raw")
+    try tcp.writeAll(hello.frameBytes(requestID: 1, ringEpoch: 0))
+    _ = try readFrame(tcp)
+    let overTCP = PutRequest(
+      items: [PutRequest.Item(key: key(2, 5), length: 4096, checksum: 0)],
+      regionRanges: [RegionRange(offset: 0, length: 4096)], checksumsByNode: true)
+    try tcp.writeAll(overTCP.frameBytes(requestID: 2, ringEpoch: 0) + blocks[1])
+    guard case .error(_, let error) = try readAnswer(tcp) else {
+      Issue.record("a TCP PUT leaving its checksums to the node was not refused")
+      return
+    }
+    #expect(error.code == StrataError.Code.invalidArgument.number)
+    try tcp.writeAll(StatRequest().frameBytes(requestID: 3, ringEpoch: 0))
+    guard case .statResponse = try readAnswer(tcp) else {
+      Issue.record("the connection did not serve on")
+      return
+    }
+    #expect(node.tiers.lookup([BlockID(namespace: .embeddedDefault, key: key(2, 5))]) == [.absent])
   }
 
   @Test func aConnectionWithoutARegionCannotNameOne() throws {

@@ -90,6 +90,26 @@ import Testing
       #expect(gotPut == put)
       #expect(PutRequest(items: items).encodedBody.count + 1 + 4 + 32 == put.encodedBody.count)
     }
+    // Checksums left to the node: one more byte after the ranges, absent otherwise.
+    let byNode = PutRequest(items: items, regionRanges: ranges, checksumsByNode: true)
+    guard case .putRequest(let gotByNode) = try roundTrip(.putRequest(byNode)) else {
+      throw StrataError(.protocolError, "")
+    }
+    #expect(gotByNode == byNode && gotByNode.checksumsByNode)
+    #expect(byNode.encodedBody == PutRequest(items: items, regionRanges: ranges).encodedBody + [0x01])
+  }
+
+  @Test func aPutFlagsByteIsOneDefinedBitOrAbsent() throws {
+    let items = [PutRequest.Item(key: SHA256.digest([1]), length: 7, checksum: 0)]
+    let plain = PutRequest(items: items, regionRanges: [RegionRange(offset: 0, length: 7)]).encodedBody
+    for flags: UInt8 in [0x00, 0x02, 0x81] {
+      let refused = #expect(throws: StrataError.self) {
+        try PutRequest(decoding: plain + [flags], limits: .standard)
+      }
+      #expect(refused?.message.contains("flags") == true, "flags 0x\(String(flags, radix: 16))")
+    }
+    #expect(throws: StrataError.self) { try PutRequest(decoding: plain + [0x01, 0x00], limits: .standard) }
+    #expect(try PutRequest(decoding: plain + [0x01], limits: .standard).checksumsByNode)
   }
 
   @Test func malformedSameHostFieldsAreRefused() throws {

@@ -106,13 +106,19 @@ extension ClientConnection {
   }
 
   /// A PUT whose sources all lie in the shared region: the node copies each block from there into
-  /// its arena and checks it against the item's checksum. nil when the batch does not qualify.
-  func putThroughRegion(_ items: [StrataClient.PutItem], request: PutRequest, ringEpoch: UInt64, deadline: Deadline)
+  /// its arena. Checksums given with the items are checked against the copies; when none is given
+  /// the node checksums each block as it copies it, and the client does not read the blocks at all.
+  /// nil when the batch does not qualify.
+  func putThroughRegion(_ items: [StrataClient.PutItem], writeQuorum: UInt8, ringEpoch: UInt64, deadline: Deadline)
     throws(StrataError) -> [PutOutcome]?
   {
     guard items.allSatisfy({ $0.tail.isEmpty }), let sources = regionRanges(items.map(\.source)) else { return nil }
-    var request = request
-    request.regionRanges = sources
+    let byNode = items.allSatisfy { $0.checksum == nil }
+    let request = PutRequest(
+      items: byNode
+        ? items.map { PutRequest.Item(key: $0.key, length: UInt64($0.length), checksum: 0) }
+        : items.map(\.checksummedItem),
+      writeQuorum: writeQuorum, regionRanges: sources, checksumsByNode: byNode)
     let (_, message) = try exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch, deadline: deadline) {
       _, _ throws(StrataError) in
     }

@@ -525,6 +525,11 @@ struct RequestSession {
     do throws(StrataError) {
       try server.checkTakesCopies(isPeer: grant.isPeer)
       try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
+      // Blocks without the sender's checksums only through a region on this machine: over any
+      // other transport the bytes crossed a link, and only the sender's checksum covers that.
+      if request.checksumsByNode, transport.name != "shm" {
+        throw StrataError(.invalidArgument, "PUT leaves its checksums to the node, which only a same-host region may")
+      }
     } catch {
       _ = try transport.receivePut(skipAll, deadline: deadline)
       throw error
@@ -582,7 +587,8 @@ struct RequestSession {
     for (index, reservation) in reservations {
       do throws(StrataError) {
         try tiers.commit(
-          reservation, expectedChecksum: request.items[index].checksum, landedChecksum: landed[index])
+          reservation, expectedChecksum: request.checksumsByNode ? nil : request.items[index].checksum,
+          landedChecksum: landed[index])
         outcomes[index] = .stored
         stored += reservation.buffer.count
         if server.observer != nil { movedBlockBytes.append(reservation.buffer.count) }
