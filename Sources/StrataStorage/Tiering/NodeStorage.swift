@@ -19,6 +19,9 @@ extension TierManager {
     logger: Logger
   ) throws(StrataError) -> (TierManager, RecoveryReport?) {
     let configuration = TierConfiguration(node)
+    // The data folder holds more than the NVMe tier (the same-host socket by default): a node
+    // with RAM only needs it too.
+    try makeDirectory(node.dataDirectory)
     guard node.nvme.admission != .never else {
       logger.info("storage: RAM tier only (nvme.admission: never)")
       return (try TierManager(configuration: configuration, nvme: nil, clock: clock), nil)
