@@ -6,13 +6,14 @@
 # 4 KiB block against the ceiling's 4 KiB round trip; single-thread memcpy (scripts/bench/
 # memcpy_bench.c) for the same-host path; the node's CPU seconds per GB moved. Medians of REPEATS
 # rounds (the rounds are interleaved, so a burst of load hits one round of every system, not every
-# round of one). Prints one table with ratios, then every target of issue 15 with met / not met.
+# round of one). Prints one table with ratios, then every target of issue 15 with met / not met,
+# then the batch-16 PUTs into a node with a RAM tier only (the data path without the disk).
 # Same-host path: measured with `strata bench --transport shm` when the binary offers it; otherwise its
 # rows say "not built" (the hook is `same_host_supported` below).
 #
 # Usage: scripts/bench-dataplane.sh [STRATA_BIN] [REPEATS=3] [SECONDS=2]
 #   STRATA_BIN defaults to .build/release/strata (built with `swift build -c release` if missing).
-#   One round is 84 timed runs of SECONDS each plus ~1.5 min of setup (preloads, process starts,
+#   One round is 90 timed runs of SECONDS each plus ~1.5 min of setup (preloads, process starts,
 #   32 MiB requests running past the deadline): with the defaults ~12 minutes on a quiet 2-core VM
 #   (SECONDS=3 takes ~17).
 # Everything listens on 127.0.0.1 only; every server started here is stopped on exit.
@@ -166,6 +167,32 @@ strata_bench() { # ROUND SYSTEM-NAME BENCH-ARGS...: one `strata bench` run, reco
     echo "round $round: strata bench $* FAILED: $(head -c 300 "$work/bench.err")" >&2
   fi
 }
+# The batch-16 PUTs again, into a node with a RAM tier only (nvme.admission: never): the data
+# path without the disk. The default node's sustained PUT is bounded by its NVMe tier's write speed
+# once its RAM is full (write-behind and demotion), which Redis and memcached never pay.
+ram_only_round() { # ROUND
+  local round=$1 pid size line
+  free_port
+  local port=$port
+  rm -rf "$work/ram-only"
+  mkdir -p "$work/ram-only"
+  printf 'nvme:\n  admission: never\n' >"$work/ram-only.yaml"
+  "$strata" serve --config "$work/ram-only.yaml" --data-dir "$work/ram-only" --listen "127.0.0.1:$port" --ram 3GiB \
+    --ram-unlocked >"$work/ram-only.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1200); do grep -q "listening on" "$work/ram-only.log" && break; sleep 0.1; done
+  for size in "${sizes[@]}"; do
+    if line=$("$strata" bench --node "127.0.0.1:$port" --op put --size "$size" --batch 16 --connections 2 \
+      --seconds "$duration" --json 2>"$work/bench.err" | tail -1); then
+      record strata-ram-only "$round" "$line"
+    fi
+    if ((same_host_supported)) && line=$("$strata" bench --node "127.0.0.1:$port" --transport shm --op put \
+      --size "$size" --batch 16 --connections 1 --seconds "$duration" --json 2>"$work/bench.err" | tail -1); then
+      record strata-same-host-ram-only "$round" "$line"
+    fi
+  done
+  stop_pid "$pid"
+}
 started=$(date +%s)
 echo "load before: $(uptime)" >&2
 echo "strata: $strata ($("$strata" --version 2>/dev/null || true)); tree: $(cd "$repo" && git rev-parse --short HEAD 2>/dev/null)$(cd "$repo" && [[ -n $(git status --porcelain 2>/dev/null) ]] && echo ' (dirty)')" >&2
@@ -221,6 +248,8 @@ for round in $(seq "$repeats"); do
     line=$("$work/memcpy_bench" "$size" "$duration" 256 | tail -1) && record memcpy "$round" "$line"
   done
   echo "round $round: latency and memcpy done ($(($(date +%s) - started))s)" >&2
+  ram_only_round "$round"
+  echo "round $round: RAM-only PUTs done ($(($(date +%s) - started))s)" >&2
 done
 echo "load after: $(uptime); total $(($(date +%s) - started))s; strata serve restarted $strata_restarts time(s)" >&2
 [[ -n "${KEEP_RESULTS:-}" ]] && cp "$results" "$KEEP_RESULTS"
@@ -327,4 +356,16 @@ same_cpu = cpu_per_gb("strata-same-host")
 print("| node CPU per GB moved, each transport (reported) | TCP %s CPU-s/GB; same-host %s | %s |" % (
     fmt(tcp_cpu, 1, 3), fmt(same_cpu, 1, 3) if same_cpu is not None else "not built",
     "reported" if tcp_cpu is not None else "NOT met"))
+print()
+print("PUT batch 16 into a node with a RAM tier only (nvme.admission: never): the data path without the disk")
+print("| size | TCP GB/s (2 conns) | ceiling best | TCP/ceiling | same-host GB/s (1 conn) | memcpy | same-host/memcpy |")
+print("|---|---|---|---|---|---|---|")
+for size in sizes_all:
+    tcp = g("strata-ram-only", "put", size, 16, 2)
+    cb = max([x for x in (g("ceiling", "put", size, 1, c) for c in (1, 2)) if x is not None], default=None)
+    shm = g("strata-same-host-ram-only", "put", size, 16, 1)
+    mc = g("memcpy", "copy", size, 1, 1)
+    print("| %s | %s | %s | %sx | %s | %s | %sx |" % (
+        size_name(size), fmt(tcp, 1), fmt(cb, 1), fmt(tcp / cb if tcp and cb else None, 1),
+        fmt(shm, 1), fmt(mc, 1), fmt(shm / mc if shm and mc else None, 1)))
 PY
