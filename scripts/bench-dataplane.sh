@@ -181,14 +181,23 @@ ram_only_round() { # ROUND
     --ram-unlocked >"$work/ram-only.log" 2>&1 &
   pid=$!
   for _ in $(seq 1200); do grep -q "listening on" "$work/ram-only.log" && break; sleep 0.1; done
+  if ! grep -q "listening on" "$work/ram-only.log"; then
+    echo "round $round: the RAM-only node did not start: $(tail -c 600 "$work/ram-only.log")" >&2
+    stop_pid "$pid"
+    return
+  fi
   for size in "${sizes[@]}"; do
     if line=$("$strata" bench --node "127.0.0.1:$port" --op put --size "$size" --batch 16 --connections 2 \
       --seconds "$duration" --json 2>"$work/bench.err" | tail -1); then
       record strata-ram-only "$round" "$line"
+    else
+      echo "round $round: RAM-only TCP PUT $size FAILED: $(head -c 300 "$work/bench.err")" >&2
     fi
     if ((same_host_supported)) && line=$("$strata" bench --node "127.0.0.1:$port" --transport shm --op put \
       --size "$size" --batch 16 --connections 1 --seconds "$duration" --json 2>"$work/bench.err" | tail -1); then
       record strata-same-host-ram-only "$round" "$line"
+    elif ((same_host_supported)); then
+      echo "round $round: RAM-only same-host PUT $size FAILED: $(head -c 300 "$work/bench.err")" >&2
     fi
   done
   stop_pid "$pid"
