@@ -86,26 +86,7 @@ public final class FileBlockDevice: BlockDevice {
   }
 
   public func write(at offset: Int, from buffer: UnsafeRawBufferPointer) throws(StrataError) {
-    checkAligned("FileBlockDevice.write", offset: offset, count: buffer.count, address: buffer.baseAddress)
-    guard let base = buffer.baseAddress else { return }
-    var done = 0
-    while done < buffer.count {
-      let result = pwrite(descriptor, base + done, buffer.count - done, off_t(offset + done))
-      if result > 0 {
-        done += result
-      } else if result == 0 {
-        // pwrite returning 0 for a non-empty request means no progress is possible; looping would spin.
-        throw StrataError(
-          .ioError, "\(path): write of \(buffer.count) bytes at offset \(offset) made no progress after \(done) bytes")
-      } else {
-        let code = errno
-        if code == EINTR { continue }
-        let diskFull = code == ENOSPC || code == EDQUOT ? " (disk full)" : ""
-        throw StrataError(
-          .ioError,
-          "\(path): write of \(buffer.count) bytes at offset \(offset) failed: \(errnoText(code))\(diskFull)")
-      }
-    }
+    try write(at: offset, gathering: [buffer])
   }
 
   public func write(at offset: Int, gathering segments: [UnsafeRawBufferPointer]) throws(StrataError) {
