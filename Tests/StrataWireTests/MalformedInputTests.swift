@@ -97,10 +97,11 @@ enum MalformedCases {
           case .getRequest(let get):  // regionRanges, one per item
             withUnsafeBytes(of: UInt32(get.items.count).littleEndian) { body += $0 }
             body += [UInt8](repeating: 0, count: 16 * get.items.count)
-          case .putRequest(let put):  // writeQuorum, then regionRanges, one per item
+          case .putRequest(let put):  // writeQuorum, regionRanges (one per item), then flags
             if put.writeQuorum == 0 { body += [2] }
             withUnsafeBytes(of: UInt32(put.items.count).littleEndian) { body += $0 }
             body += [UInt8](repeating: 0, count: 16 * put.items.count)
+            body += [1]  // flags: checksums by the node
           default: break
           }
           body.append(0)
