@@ -137,58 +137,84 @@ int strata_crc32c_hardware(void) {
 
 #if defined(__x86_64__)
 #include <emmintrin.h>
-#endif
 
-/* Copies with non-temporal stores: a regular store reads each destination line before it fills
-   it, a streaming store does not, so a copy too large to stay in cache moves two bytes over the
-   memory bus per byte copied instead of three (and does not evict the cache). */
-static void stream_copy(unsigned char *out, const unsigned char *in, size_t length) {
-#if defined(__x86_64__)
-  size_t head = (16 - ((uintptr_t)out & 15)) & 15;
-  if (head > length) head = length;
-  memcpy(out, in, head);
-  out += head;
-  in += head;
-  length -= head;
-  while (length >= 64) {
-    __m128i a = _mm_loadu_si128((const __m128i *)in);
-    __m128i b = _mm_loadu_si128((const __m128i *)(in + 16));
-    __m128i c = _mm_loadu_si128((const __m128i *)(in + 32));
-    __m128i d = _mm_loadu_si128((const __m128i *)(in + 48));
-    _mm_stream_si128((__m128i *)out, a);
-    _mm_stream_si128((__m128i *)(out + 16), b);
-    _mm_stream_si128((__m128i *)(out + 32), c);
-    _mm_stream_si128((__m128i *)(out + 48), d);
-    out += 64;
-    in += 64;
-    length -= 64;
+/* Copies and checksums in one pass: every 16 bytes are loaded once into a register, fed to the
+   CRC and stored from the same register, on three interleaved lanes as `hardware_raw` (the CRC
+   instruction, not the memory bus, would otherwise bound it). The checksum is therefore of exactly
+   the bytes written, whatever the source does meanwhile. `streaming`: non-temporal stores, which
+   do not read each destination line before filling it, so a copy too large to stay in cache moves
+   two bytes over the memory bus per byte copied instead of three (and does not evict the cache). */
+__attribute__((target("sse4.2"))) static uint32_t hardware_copy_raw(uint32_t crc, unsigned char *out,
+                                                                    const unsigned char *in, size_t length,
+                                                                    int streaming) {
+  uint64_t c0 = crc;
+  while (length && ((uintptr_t)out & 15)) {
+    c0 = _mm_crc32_u8((uint32_t)c0, *in);
+    *out++ = *in++;
+    length--;
   }
-#endif
-  memcpy(out, in, length);
+#define STORE16(at, value) \
+  (streaming ? _mm_stream_si128((__m128i *)(at), (value)) : _mm_store_si128((__m128i *)(at), (value)))
+#define CRC16(c, value) \
+  ((c) = _mm_crc32_u64(_mm_crc32_u64((c), (uint64_t)_mm_cvtsi128_si64(value)), \
+                       (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64((value), (value)))))
+  while (length >= 3 * LANE_BYTES) {
+    uint64_t c1 = 0, c2 = 0;
+    const unsigned char *end = in + LANE_BYTES;
+    do {
+      __m128i a = _mm_loadu_si128((const __m128i *)in);
+      __m128i b = _mm_loadu_si128((const __m128i *)(in + LANE_BYTES));
+      __m128i c = _mm_loadu_si128((const __m128i *)(in + 2 * LANE_BYTES));
+      CRC16(c0, a);
+      CRC16(c1, b);
+      CRC16(c2, c);
+      STORE16(out, a);
+      STORE16(out + LANE_BYTES, b);
+      STORE16(out + 2 * LANE_BYTES, c);
+      in += 16;
+      out += 16;
+    } while (in < end);
+    c0 = shift_lane((uint32_t)c0) ^ (uint32_t)c1;
+    c0 = shift_lane((uint32_t)c0) ^ (uint32_t)c2;
+    in += 2 * LANE_BYTES;
+    out += 2 * LANE_BYTES;
+    length -= 3 * LANE_BYTES;
+  }
+  while (length >= 16) {
+    __m128i a = _mm_loadu_si128((const __m128i *)in);
+    CRC16(c0, a);
+    STORE16(out, a);
+    in += 16;
+    out += 16;
+    length -= 16;
+  }
+#undef STORE16
+#undef CRC16
+  if (streaming) _mm_sfence(); /* the streamed lines are visible before the caller answers */
+  while (length--) {
+    c0 = _mm_crc32_u8((uint32_t)c0, *in);
+    *out++ = *in++;
+  }
+  return (uint32_t)c0;
 }
+#endif
 
 uint32_t strata_crc32c_copy(uint32_t crc, void *destination, const void *source, size_t length) {
-  // Chunks small enough to stay in L1/L2: the checksum pulls each chunk into cache, the copy then
-  // reads it from there, so the source crosses the memory bus once. A block of a mebibyte or more
-  // is written with streaming stores (measured in docs/performance.md, "same-host GET").
-  enum { CHUNK = 16 << 10, STREAM_FROM = 1 << 20 };
-  int streaming = length >= STREAM_FROM;
   unsigned char *out = destination;
   const unsigned char *in = source;
-  while (length > 0) {
-    size_t step = length < CHUNK ? length : CHUNK;
-    crc = strata_crc32c(crc, in, step);
-    if (streaming) {
-      stream_copy(out, in, step);
-    } else {
-      memcpy(out, in, step);
-    }
-    out += step;
-    in += step;
-    length -= step;
-  }
 #if defined(__x86_64__)
-  if (streaming) _mm_sfence(); /* the streamed lines are visible before the caller answers */
+  // A block of 256 KiB or more is written with streaming stores (measured in docs/performance.md,
+  // "Same-host path"); a smaller one is left in cache for its reader.
+  enum { STREAM_FROM = 256 << 10 };
+  if (hardware_available) return ~hardware_copy_raw(~crc, out, in, length, length >= STREAM_FROM);
 #endif
+  // Elsewhere: a chunk at a time, checksummed in the destination while it is in cache (so again
+  // the checksum is of the bytes written).
+  for (size_t done = 0; done < length;) {
+    size_t step = length - done < (16 << 10) ? length - done : (16 << 10);
+    memcpy(out + done, in + done, step);
+    crc = strata_crc32c(crc, out + done, step);
+    done += step;
+  }
   return crc;
 }

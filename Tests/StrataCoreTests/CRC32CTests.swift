@@ -1,5 +1,7 @@
+import Foundation
 import StrataCore
 import StrataTestKit
+import Synchronization
 import Testing
 
 @Suite struct CRC32CTests {
@@ -29,13 +31,16 @@ import Testing
     }
   }
 
-  /// The copy that checksums as it goes (the same-host GET): byte-exact and the same checksum, for
-  /// lengths on both sides of its streaming threshold (1 MiB) and of its 16 KiB chunks, at
-  /// destination and source offsets that are not 16-byte aligned; nothing past the end is written.
+  /// The copy that checksums as it goes (the same-host path): byte-exact and the same checksum, for
+  /// lengths on both sides of its streaming threshold (256 KiB), of its three 4 KiB lanes (12 KiB)
+  /// and of its 16-byte words, at destination and source offsets that are not 16-byte aligned;
+  /// nothing past the end is written.
   @Test func copyingChecksumIsACopyAndAChecksum() {
     var random = SplitMix64(seed: 7)
     let source = (0..<((1 << 20) + 70_000)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-    let lengths = [0, 1, 15, 63, 64, 65, 16 << 10, (16 << 10) + 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 16_411]
+    let lengths = [
+      0, 1, 15, 16, 17, 63, 64, 65, 12_287, 12_288, 12_289, 16 << 10, (256 << 10) - 1, 256 << 10, (1 << 20) + 16_411,
+    ]
     source.withUnsafeBytes { raw in
       for length in lengths {
         for (sourceOffset, destinationOffset) in [(0, 0), (3, 0), (0, 5), (7, 9)] {
@@ -53,6 +58,38 @@ import Testing
         }
       }
     }
+  }
+
+  /// The copy's checksum is of the bytes it wrote, even while another thread rewrites the source
+  /// (a same-host client changing its region during a PUT): a checksum of the source and a copy
+  /// made from a second read of it would disagree here.
+  @Test func aCopysChecksumIsOfTheBytesWrittenWhileTheSourceChanges() {
+    let bytes = 4 << 20
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+    let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+    defer {
+      source.deallocate()
+      destination.deallocate()
+    }
+    source.initializeMemory(as: UInt8.self, repeating: 0)
+    let stop = Atomic<Bool>(false)
+    let writerDone = DispatchSemaphore(value: 0)
+    let base = UInt(bitPattern: source.baseAddress!)
+    Thread.detachNewThread {
+      let scribbled = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: base), count: bytes)
+      var value: UInt8 = 0
+      while !stop.load(ordering: .relaxed) {
+        value &+= 1
+        for offset in stride(from: 0, to: bytes, by: 4096) { scribbled[offset] = value }
+      }
+      writerDone.signal()
+    }
+    for _ in 0..<40 {
+      let checksum = CRC32C.copy(UnsafeRawBufferPointer(source), to: destination)
+      #expect(checksum == CRC32C.checksum(UnsafeRawBufferPointer(destination)))
+    }
+    stop.store(true, ordering: .relaxed)
+    writerDone.wait()
   }
 
   @Test func continuationEqualsOneShot() {

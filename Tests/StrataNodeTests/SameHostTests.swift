@@ -171,22 +171,6 @@ func putFrame(_ items: [(BlockKey, [UInt8])], ranges: [RegionRange], id: UInt64)
     #expect(client.transportStats.sameHostDecision.contains("failed"))
   }
 
-  /// A same-host PUT's copy into its slot checksums the slot's bytes chunk by chunk: the copy is
-  /// exact and the checksum is the whole block's, for lengths around the chunk size.
-  @Test(arguments: [1, 65_535, 65_536, 65_537, 300_001])
-  func aPutCopyChecksumsWhatLandedInTheSlot(bytes: Int) {
-    let source = (0..<bytes).map { UInt8(truncatingIfNeeded: $0 &* 7_919 >> 3) }
-    let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes + 1, alignment: 64)
-    defer { slot.deallocate() }
-    slot[bytes] = 0xA5
-    let checksum = source.withUnsafeBytes {
-      SameHostPayloadTransport.copyThenChecksum($0, into: UnsafeMutableRawBufferPointer(rebasing: slot[0..<bytes]))
-    }
-    #expect(Array(slot[0..<bytes]) == source)
-    #expect(checksum == CRC32C.checksum(source))
-    #expect(slot[bytes] == 0xA5, "wrote past the slot")
-  }
-
   @Test func onlyAClientOnThisMachineIsToldTheSocket() throws {
     #expect(isLocalHost("127.0.0.1"))
     #expect(isLocalHost("::1"))

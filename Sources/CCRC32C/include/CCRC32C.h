@@ -15,7 +15,8 @@ uint32_t strata_crc32c_portable(uint32_t crc, const void *data, size_t length);
 int strata_crc32c_hardware(void);
 
 /// Copies `length` bytes from `source` to `destination` (which must not overlap) and returns the
-/// CRC-32C of those bytes continuing `crc`, reading the source once.
+/// CRC-32C of those bytes continuing `crc`, in one pass: each word is checksummed from the register
+/// it is stored from, so the checksum is of the bytes written even if the source changes meanwhile.
 uint32_t strata_crc32c_copy(uint32_t crc, void *destination, const void *source, size_t length);
 
 #endif

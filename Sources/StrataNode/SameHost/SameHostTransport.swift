@@ -2,8 +2,8 @@
 // by the same loop and pipeline as TCP (TCPConnection), and a GET or PUT that names ranges of the
 // client's shared-memory region moves its blocks with one copy each — arena to region for a GET
 // (checksummed while copying, so a block that no longer matches its checksum is answered
-// `corrupt`), region to reserved slot for a PUT (checksummed chunk by chunk in the slot right after
-// each chunk is copied, so the commit checks the sender's checksum without reading the slot again,
+// `corrupt`), region to reserved slot for a PUT (checksummed while copying, from the registers the
+// slot is written from: the commit checks the sender's checksum without reading the slot again,
 // and a client changing its region meanwhile cannot make the slot differ from that checksum).
 // Requests without ranges move their payload in the stream, as on TCP.
 //
@@ -92,24 +92,8 @@ struct SameHostPayloadTransport: PayloadTransport {
     }
     server.count { $0.sameHostRegionRequests += 1 }
     var landed = [UInt32?](repeating: nil, count: slots.count)
-    for copy in copies { landed[copy.slot] = Self.copyThenChecksum(copy.from, into: copy.into) }
+    for copy in copies { landed[copy.slot] = CRC32C.copy(copy.from, to: copy.into) }
     return landed
-  }
-
-  /// Copies `source` into `slot` a chunk at a time, checksumming each chunk in the slot while it
-  /// is in cache: the checksum is of the bytes the slot holds, whatever the client's region holds.
-  static func copyThenChecksum(_ source: UnsafeRawBufferPointer, into slot: UnsafeMutableRawBufferPointer) -> UInt32 {
-    let chunkBytes = 64 << 10
-    var checksum: UInt32 = 0
-    var done = 0
-    while done < source.count {
-      let end = min(done + chunkBytes, source.count)
-      let chunk = UnsafeMutableRawBufferPointer(rebasing: slot[done..<end])
-      chunk.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[done..<end]))
-      checksum = CRC32C.checksum(UnsafeRawBufferPointer(chunk), continuing: checksum)
-      done = end
-    }
-    return checksum
   }
 
   private func requireRegion(_ op: String) throws(StrataError) -> SharedMemoryRegion {
