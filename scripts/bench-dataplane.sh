@@ -67,7 +67,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # A free loopback port: nothing answers a connect to it.
-next_port=$((20000 + RANDOM % 20000))
+next_port=$((10000 + RANDOM % 20000)) # below the ephemeral range (32768-)
 free_port() {
   while (exec 3<>"/dev/tcp/127.0.0.1/$next_port") 2>/dev/null; do next_port=$((next_port + 1)); done
   port=$next_port
@@ -104,7 +104,7 @@ start_strata() {
   if [[ -n "$strata_pid" ]]; then stop_pid "$strata_pid"; strata_restarts=$((strata_restarts + 1)); fi
   rm -rf "$work/strata"
   mkdir -p "$work/strata"
-  "$strata" serve --data-dir "$work/strata" --listen "127.0.0.1:$strata_port" --ram 3GiB --nvme 8GiB \
+  "$strata" serve --data-dir "$work/strata" --listen "127.0.0.1:$strata_port" --admin 127.0.0.1:0 --ram 3GiB --nvme 8GiB \
     --ram-unlocked >"$work/strata.log" 2>&1 &
   strata_pid=$!
   for _ in $(seq 1200); do
@@ -177,10 +177,14 @@ ram_only_round() { # ROUND
   rm -rf "$work/ram-only"
   mkdir -p "$work/ram-only"
   printf 'nvme:\n  admission: never\n' >"$work/ram-only.yaml"
-  "$strata" serve --config "$work/ram-only.yaml" --data-dir "$work/ram-only" --listen "127.0.0.1:$port" --ram 3GiB \
+  "$strata" serve --config "$work/ram-only.yaml" --data-dir "$work/ram-only" --listen "127.0.0.1:$port" --admin 127.0.0.1:0 --ram 3GiB \
     --ram-unlocked >"$work/ram-only.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1200); do grep -q "listening on" "$work/ram-only.log" && break; sleep 0.1; done
+  for _ in $(seq 1200); do
+    grep -q "listening on" "$work/ram-only.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
   if ! grep -q "listening on" "$work/ram-only.log"; then
     echo "round $round: the RAM-only node did not start: $(tail -c 600 "$work/ram-only.log")" >&2
     stop_pid "$pid"

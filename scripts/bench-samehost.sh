@@ -6,13 +6,13 @@ strata=${1:-.build/release/strata}; rounds=${2:-3}; secs=${3:-2}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/samehost.XXXX)
 gcc -O2 -o "$work/memcpy_bench" "$repo/scripts/bench/memcpy_bench.c"
-port=$((30000 + RANDOM % 20000))
+port=$((10000 + RANDOM % 20000)) # below the ephemeral range (32768-)
 pid=
 stop() { [[ -n "$pid" ]] && { kill -TERM $pid 2>/dev/null; for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done; kill -KILL $pid 2>/dev/null; }; pid=; }
 trap 'stop; rm -rf $work' EXIT
 start() {
   stop; rm -rf "$work/d"
-  "$strata" serve --data-dir "$work/d" --listen "127.0.0.1:$port" --ram 3GiB --nvme 8GiB --ram-unlocked > "$work/node.log" 2>&1 &
+  "$strata" serve --data-dir "$work/d" --listen "127.0.0.1:$port" --admin 127.0.0.1:0 --ram 3GiB --nvme 8GiB --ram-unlocked > "$work/node.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do grep -q "listening on" "$work/node.log" && break; sleep 0.1; done
 }

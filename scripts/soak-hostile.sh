@@ -47,7 +47,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-next_port=$((20000 + RANDOM % 20000))
+next_port=$((10000 + RANDOM % 20000)) # below the ephemeral range (32768-)
 free_port() { # a loopback port nothing answers on
   while (exec 3<>"/dev/tcp/127.0.0.1/$next_port") 2>/dev/null; do next_port=$((next_port + 1)); done
   port=$next_port

@@ -47,6 +47,7 @@ enum ExitCodes {
 
 /// Prints `error` for a person on stderr and returns the exit code that matches its kind.
 func report(_ error: StrataError, context: String? = nil) -> ExitCode {
+  fflush(nil)  // what was printed before the error comes before it in a shared log
   let prefix = context.map { "strata: \($0):" } ?? "strata:"
   let lines = error.message.split(separator: "\n", omittingEmptySubsequences: false)
   if lines.count > 1 {

@@ -102,7 +102,7 @@ public final class HTTPServer: Sendable {
     inline: @escaping @Sendable (HTTPRequest) -> Bool, refusal: @escaping Refusal, handler: @escaping Handler
   ) throws(StrataError) {
     precondition(limits.connectionsMax > 0 && limits.workers > 0 && limits.requestTimeoutMilliseconds > 0)
-    listener = try TCPListener(binding: listen)
+    listener = try TCPListener(binding: listen, setting: "\(name).listen")
     var fds: [Int32] = [0, 0]
     guard pipe(&fds) == 0 else {
       throw StrataError(.ioError, "HTTP server: pipe failed: \(String(cString: strerror(errno)))")

@@ -97,10 +97,39 @@ public final class TCPSocket: @unchecked Sendable {
       }
       let socket = TCPSocket(descriptor: fd, peer: address.description)
       socket.configure(timeoutMilliseconds: timeoutMilliseconds, bufferBytes: bufferBytes)
-      if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 { return socket }
+      if Glibc.connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 {
+        // Nothing listened and the kernel chose the destination port as the source port: a
+        // TCP simultaneous open with itself. Refused, as it would have been a moment later; and
+        // the port is freed for the process that is about to listen on it.
+        if socket.isConnectedToItself {
+          lastError = ECONNREFUSED
+          continue
+        }
+        return socket
+      }
       lastError = errno
     }
     throw StrataError(.unavailable, "cannot connect to \(address): \(String(cString: strerror(lastError)))")
+  }
+
+  /// Whether the local and the peer address are the same (a self-connected socket).
+  var isConnectedToItself: Bool {
+    var local = sockaddr_storage()
+    var remote = sockaddr_storage()
+    var localLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    var remoteLength = localLength
+    let named = withUnsafeMutablePointer(to: &local) { localPointer in
+      withUnsafeMutablePointer(to: &remote) { remotePointer in
+        localPointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { localAddress in
+          remotePointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { remoteAddress in
+            getsockname(descriptor, localAddress, &localLength) == 0
+              && getpeername(descriptor, remoteAddress, &remoteLength) == 0
+          }
+        }
+      }
+    }
+    guard named, localLength == remoteLength else { return false }
+    return memcmp(&local, &remote, Int(localLength)) == 0
   }
 
   /// Bounds every later read and write (0: no limit).
@@ -399,7 +428,8 @@ public final class TCPListener: @unchecked Sendable {
   /// The socket file of a Unix-domain listener (removed when the listener goes); nil for TCP.
   public let unixPath: String?
 
-  public init(binding requested: HostPort, backlog: Int32 = 512) throws(StrataError) {
+  /// `setting` names the configuration key the address came from, for the errors.
+  public init(binding requested: HostPort, setting: String = "listen", backlog: Int32 = 512) throws(StrataError) {
     var hints = addrinfo()
     hints.ai_family = AF_UNSPEC
     hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -408,11 +438,13 @@ public final class TCPListener: @unchecked Sendable {
     let status = getaddrinfo(requested.host, String(requested.port), &hints, &results)
     guard status == 0, let info = results else {
       throw StrataError(
-        .invalidConfiguration, "listen: cannot resolve \(requested): \(String(cString: gai_strerror(status)))")
+        .invalidConfiguration, "\(setting): cannot resolve \(requested): \(String(cString: gai_strerror(status)))")
     }
     defer { freeaddrinfo(results) }
     let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { throw StrataError(.ioError, "listen: socket() failed: \(String(cString: strerror(errno)))") }
+    guard fd >= 0 else {
+      throw StrataError(.ioError, "\(setting): socket() failed: \(String(cString: strerror(errno)))")
+    }
     var one: Int32 = 1
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
     guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
@@ -420,12 +452,13 @@ public final class TCPListener: @unchecked Sendable {
       Glibc.close(fd)
       throw StrataError(
         code == EADDRINUSE ? .unavailable : .ioError,
-        "listen: cannot bind \(requested): \(String(cString: strerror(code)))")
+        "\(setting): cannot bind \(requested): \(String(cString: strerror(code)))"
+          + (code == EADDRINUSE ? " (another process holds it: give this one another \(setting))" : ""))
     }
     guard listen(fd, backlog) == 0 else {
       let code = errno
       Glibc.close(fd)
-      throw StrataError(.ioError, "listen: listen(\(requested)) failed: \(String(cString: strerror(code)))")
+      throw StrataError(.ioError, "\(setting): listen(\(requested)) failed: \(String(cString: strerror(code)))")
     }
     var storage = sockaddr_storage()
     var length = socklen_t(MemoryLayout<sockaddr_storage>.size)

@@ -15,12 +15,10 @@ final class AdminNodeProcess {
 
   init(ram: String = "64MiB", nvme: String = "256MiB", config: String? = nil) throws {
     node = try NodeProcess(ram: ram, nvme: nvme, extra: config.map { ["--config", $0] } ?? [])
-    let prefix = "strata admin API at http://"
-    guard let line = node.banner.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else {
+    do { admin = try node.admin } catch {
       _ = node.stop()
-      throw StrataError(.unavailable, "the node printed no admin address: \(node.banner)")
+      throw error
     }
-    admin = try HostPort(parsing: String(line.dropFirst(prefix.count).prefix { $0 != " " }))
   }
 
   var address: HostPort { node.address }

@@ -161,4 +161,22 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
     #expect(run.status == 1)
     #expect(run.stderr.contains("cannot create data folder"), "\(run.stderr)")
   }
+
+  /// A port another process holds: the node exits 3 (retrying may help) naming the setting to
+  /// change, after what it had printed (one log, in order).
+  @Test func serveNamesTheSettingWhosePortIsTaken() throws {
+    let holder = try NodeProcess(ram: "64MiB", nvme: "256MiB")
+    defer { _ = holder.stop() }
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-taken-\(getpid())").path
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let common = ["serve", "--data-dir", directory, "--ram", "64MiB", "--nvme", "256MiB", "--ram-unlocked"]
+    let takenAdmin = try holder.admin
+    let admin = try strata(common + ["--listen", "127.0.0.1:0", "--admin", takenAdmin.description])
+    #expect(admin.status == 3, "\(admin.stdout) \(admin.stderr)")
+    #expect(admin.stderr.contains("admin.listen: cannot bind \(takenAdmin): Address already in use"), "\(admin.stderr)")
+    let data = try strata(common + ["--listen", holder.address.description, "--admin", "127.0.0.1:0"])
+    #expect(data.status == 3, "\(data.stdout) \(data.stderr)")
+    #expect(data.stderr.contains("listen: cannot bind \(holder.address): Address already in use"), "\(data.stderr)")
+    #expect(!data.stderr.contains("admin.listen"), "\(data.stderr)")
+  }
 }

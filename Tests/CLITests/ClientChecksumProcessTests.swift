@@ -13,7 +13,7 @@ import Testing
   @Test func damagedBlocksAreReportedCorruptNeverReturned() async throws {
     let node = try NodeProcess(ram: "256MiB", nvme: "256MiB", extra: ["--fault-injection"])
     defer { _ = node.stop() }
-    let admin = try adminAddress(of: node)
+    let admin = try node.admin
     let blockBytes = 2 << 20
     let count = 4
     let source = UnsafeMutableRawBufferPointer.allocate(byteCount: count * blockBytes, alignment: 4096)

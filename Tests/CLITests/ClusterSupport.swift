@@ -82,13 +82,7 @@ final class ClusterHarness {
   func node(_ name: String) -> NodeProcess { nodes[name]! }
 
   /// The admin API address node `name` printed when it started.
-  func admin(_ name: String) throws -> String {
-    let prefix = "strata admin API at http://"
-    guard let line = node(name).banner.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else {
-      throw StrataError(.unavailable, "node \(name) printed no admin address")
-    }
-    return String(line.dropFirst(prefix.count).prefix { $0 != " " })
-  }
+  func admin(_ name: String) throws -> String { try node(name).admin.description }
 
   /// SIGTERM with the data kept (a restart is warm).
   func stop(_ name: String) -> Int32 {

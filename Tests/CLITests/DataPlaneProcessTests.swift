@@ -32,12 +32,12 @@ final class NodeProcess {
       ] + extra
     let out = Pipe()
     process.standardOutput = out
-    if let log {
-      _ = FileManager.default.createFile(atPath: log, contents: nil)
-      process.standardError = FileHandle(forWritingAtPath: log) ?? FileHandle.nullDevice
-    } else {
-      process.standardError = FileHandle.nullDevice
-    }
+    // Standard error goes to `log`, or to a file beside the data folder that is read when the
+    // node does not start (why it did not is there).
+    let errorLog = log ?? self.directory + ".stderr"
+    _ = FileManager.default.createFile(atPath: errorLog, contents: nil)
+    process.standardError = FileHandle(forWritingAtPath: errorLog) ?? FileHandle.nullDevice
+    defer { if log == nil { try? FileManager.default.removeItem(atPath: errorLog) } }
     try process.run()
     // The node prints "… listening on HOST:PORT" once it accepts connections.
     var text = ""
@@ -53,10 +53,25 @@ final class NodeProcess {
     }
     guard let found else {
       process.terminate()
-      throw StrataError(.unavailable, "the node did not start: \(text)")
+      process.waitUntilExit()
+      let errors = (try? String(contentsOfFile: errorLog, encoding: .utf8)) ?? ""
+      throw StrataError(
+        .unavailable,
+        "the node did not start (exit \(process.terminationStatus)): \(text)\nstandard error:\n\(errors.suffix(2000))")
     }
     address = found
     banner = text
+  }
+
+  /// The admin API's address (http or https), from the line the node printed when it started.
+  var admin: HostPort {
+    get throws {
+      let prefix = "strata admin API at "
+      guard let line = banner.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }),
+        let scheme = line.range(of: "://")
+      else { throw StrataError(.unavailable, "the node printed no admin address: \(banner)") }
+      return try HostPort(parsing: String(line[scheme.upperBound...].prefix { $0 != " " }))
+    }
   }
 
   /// SIGTERM; returns the exit status. The data folder is removed unless `keepData`.

@@ -10,13 +10,6 @@ import StrataPlacement
 import StrataTestKit
 import Testing
 
-/// The admin address a node printed in its banner.
-func adminAddress(of node: NodeProcess) throws -> HostPort {
-  let prefix = "strata admin API at http://"
-  let line = try #require(node.banner.split(separator: "\n").first { $0.hasPrefix(prefix) }, "\(node.banner)")
-  return try HostPort(parsing: String(line.dropFirst(prefix.count).prefix { $0 != " " }))
-}
-
 /// Node processes on loopback in one static cluster (R = 2), started with fault injection, and a
 /// cluster client that has seen all of them.
 final class FaultCluster {
@@ -53,13 +46,13 @@ final class FaultCluster {
   func flip(_ key: BlockKey, byte: Int, on name: String) throws {
     let body = "{\"key\":\"\(key.hex)\",\"namespace\":\"default\",\"byte\":\(byte)}"
     let answer = try rawAdminExchange(
-      try adminAddress(of: nodes[name]!),
+      try nodes[name]!.admin,
       Array("POST /v1/debug/flip-bit HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8))
     try #require(statusCode(answer) == 200, "\(answer)")
   }
 
   func metrics(_ name: String) throws -> String {
-    try rawAdminExchange(try adminAddress(of: nodes[name]!), Array("GET /metrics HTTP/1.1\r\n\r\n".utf8))
+    try rawAdminExchange(try nodes[name]!.admin, Array("GET /metrics HTTP/1.1\r\n\r\n".utf8))
   }
 
   func stop() {

@@ -284,10 +284,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     try "tls:\n  cert: \(certificate)\n  key: \(key)\n".write(toFile: config, atomically: true, encoding: .utf8)
     let node = try NodeProcess(ram: "64MiB", nvme: "256MiB", extra: ["--config", config])
     defer { _ = node.stop() }
-    let admin = try #require(
-      node.banner.split(separator: "\n").first { $0.hasPrefix("strata admin API at ") }.flatMap { line in
-        try? HostPort(parsing: String(line.dropFirst("strata admin API at https://".count).prefix { $0 != " " }))
-      }, "\(node.banner)")
+    let admin = try node.admin
 
     // One connection, so that every call after the reload goes over the session opened before it.
     let before = tlsClient(node.address, tls: try first.client(), connections: 1)
@@ -377,11 +374,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     cluster.extraArguments = first.serveArguments("node-b")
     try cluster.start("b")
 
-    let admin = try #require(
-      cluster.node("a").banner.split(separator: "\n").first { $0.hasPrefix("strata admin API at https://") }.flatMap {
-        line in
-        try? HostPort(parsing: String(line.dropFirst("strata admin API at https://".count).prefix { $0 != " " }))
-      }, "\(cluster.node("a").banner)")
+    let admin = try cluster.node("a").admin
     func copied() throws -> Double {
       let text = try AdminClient(address: admin, tls: clients).send("GET", "/metrics").text
       let line = text.split(separator: "\n").first { $0.hasPrefix("strata_write_quorum_copied_blocks_total ") }
@@ -569,9 +562,8 @@ struct TLSEtcdProcessTests {
 
   /// Node `name`'s /metrics over https (the admin port speaks TLS when the data plane does).
   static func adminMetrics(_ cluster: ClusterHarness, _ name: String, _ ca: DevCA) throws -> String {
-    let prefix = "strata admin API at https://"
-    let line = try #require(cluster.node(name).banner.split(separator: "\n").first { $0.hasPrefix(prefix) })
-    let address = line.dropFirst(prefix.count).prefix { $0 != " " }
+    #expect(cluster.node(name).banner.contains("strata admin API at https://"))
+    let address = try cluster.node(name).admin
     let run = try runProcess("/usr/bin/curl", ["-sS", "--cacert", ca.ca, "https://\(address)/metrics"])
     try #require(run.status == 0, "curl /metrics: \(run.stderrText)")
     return run.stdoutText

@@ -24,12 +24,10 @@ private func tenantNode(_ yaml: String, ram: String = "64MiB") throws -> (NodePr
   let base = FileManager.default.temporaryDirectory.appendingPathComponent("strata-tenant-\(UUID().uuidString)").path
   try yaml.write(toFile: base + ".yaml", atomically: true, encoding: .utf8)
   let node = try NodeProcess(ram: ram, nvme: "256MiB", log: base + ".log", extra: ["--config", base + ".yaml"])
-  let prefix = "strata admin API at http://"
-  guard let line = node.banner.split(separator: "\n").first(where: { $0.hasPrefix(prefix) }) else {
+  do { return (node, try node.admin, base + ".log") } catch {
     _ = node.stop()
-    throw StrataError(.unavailable, "the node printed no admin address: \(node.banner)")
+    throw error
   }
-  return (node, try HostPort(parsing: String(line.dropFirst(prefix.count).prefix { $0 != " " })), base + ".log")
 }
 
 private func digest(_ secret: String) -> String { TokenDigest(secret: secret).description }

@@ -30,7 +30,7 @@ import Testing
     let node = try NodeProcess(ram: "64MiB", nvme: "1GiB", extra: extra)
     var stopped = false
     defer { if !stopped { _ = node.stop() } }
-    let admin = try adminAddress(of: node)
+    let admin = try node.admin
     let source = UnsafeMutableRawBufferPointer.allocate(byteCount: (early + late) * blockBytes, alignment: 4096)
     defer { source.deallocate() }
     fill(source, seed: 15)

@@ -533,7 +533,7 @@ private struct WriterLog {
     _ cluster: ClusterHarness, _ name: String, _ method: String, _ path: String, _ body: String = ""
   ) throws -> String {
     let request = "\(method) \(path) HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-    return try rawAdminExchange(try HostPort(parsing: try cluster.admin(name)), Array(request.utf8))
+    return try rawAdminExchange(try cluster.node(name).admin, Array(request.utf8))
   }
 
   private static func body(_ response: String) -> String {
