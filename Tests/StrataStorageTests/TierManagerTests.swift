@@ -77,6 +77,38 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     #expect(stats.puts == 1 && stats.duplicatePuts == 1 && stats.hitsRAM == 1 && stats.misses == 1)
   }
 
+  /// `reserveNow` reserves without waiting while the arena has room, says `present` for a block
+  /// held or being written, and `needsRoom` once only an eviction would make room (which `reserve`
+  /// then does, demoting to NVMe).
+  @Test func reserveNowTakesFreeRoomAndLeavesEvictionToReserve() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20)
+    let tiers = fixture.tiers
+    var reserved: [PutReservation] = []
+    var n = 0
+    while case .reserved(let reservation) = try tiers.reserveNow(testBlockID(n), bytes: 128 << 10) {
+      reserved.append(reservation)
+      n += 1
+      try #require(n < 100, "a 1 MiB arena took \(n) blocks of 128 KiB")
+    }
+    #expect(reserved.count >= 4, "only \(reserved.count) blocks of 128 KiB fit a 1 MiB arena")
+    guard case .present = try tiers.reserveNow(testBlockID(0), bytes: 128 << 10) else {
+      Issue.record("a block being written was reserved again")
+      return
+    }
+    for reservation in reserved {
+      testPayload(7, bytes: 128 << 10).withUnsafeBytes { reservation.buffer.copyMemory(from: $0) }
+      try tiers.commit(reservation, expectedChecksum: nil)
+    }
+    guard case .needsRoom = try tiers.reserveNow(testBlockID(n), bytes: 128 << 10) else {
+      Issue.record("a full arena reserved without evicting")
+      return
+    }
+    let made = try #require(try await tiers.reserve(testBlockID(n), bytes: 128 << 10), "reserve did not evict")
+    tiers.abort(made)
+    #expect(tiers.stats.demotedBlocks + tiers.stats.cleanEvictedBlocks >= 1, "\(tiers.stats)")
+    #expect(throws: StrataError.self) { try tiers.reserveNow(testBlockID(999), bytes: 0) }
+  }
+
   /// Leases of batches that live on NVMe, taken concurrently in a full RAM tier: promoting one
   /// batch's blocks must not evict blocks another batch (or the same one) promoted a moment ago
   /// and has not pinned yet (each would then be a miss, though the tiers hold every block).

@@ -549,31 +549,48 @@ struct RequestSession {
     let tiers = server.tiers
     let blockBytesMax = tiers.configuration.blockBytesMax
     var outcomes = [PutOutcome](repeating: .noSpace, count: request.items.count)
-    var slots: [PayloadSlot] = []
+    var slots = skipAll
     var reservations: [(index: Int, reservation: PutReservation)] = []
-    slots.reserveCapacity(request.items.count)
+    // Reserved on this thread where the arena has room now; the rest (eviction first, which may
+    // write to NVMe) in one hop to the executor for the whole batch.
+    var waiting: [(index: Int, id: BlockID, bytes: Int)] = []
     for (index, item) in request.items.enumerated() {
       let length = Int(item.length)
       guard length > 0, length <= blockBytesMax else {
         outcomes[index] = .tooLarge
-        slots.append(.skip(length))
         continue
       }
       let id = BlockID(namespace: namespace, key: item.key)
-      do throws(StrataError) {
-        let reserved = try waitForTask(on: executor) { () throws(StrataError) in
-          try await tiers.reserve(id, bytes: length)
+      switch try? tiers.reserveNow(id, bytes: length) {
+      case .reserved(let reserved):
+        reservations.append((index, reserved))
+        slots[index] = .into(reserved.buffer)
+      case .present: outcomes[index] = .alreadyPresent
+      case .needsRoom: waiting.append((index, id, length))
+      case nil: break  // noSpace
+      }
+    }
+    if !waiting.isEmpty {
+      let wanted = waiting
+      let reserved = try waitForTask(on: executor) { () throws(StrataError) in
+        var reserved: [Result<PutReservation?, StrataError>] = []
+        for item in wanted {
+          do throws(StrataError) {
+            reserved.append(.success(try await tiers.reserve(item.id, bytes: item.bytes)))
+          } catch {
+            reserved.append(.failure(error))
+          }
         }
-        if let reserved {
-          reservations.append((index, reserved))
-          slots.append(.into(reserved.buffer))
-        } else {
-          outcomes[index] = .alreadyPresent
-          slots.append(.skip(length))
+        return reserved
+      }
+      for (item, result) in zip(waiting, reserved) {
+        switch result {
+        case .success(let reservation?):
+          reservations.append((item.index, reservation))
+          slots[item.index] = .into(reservation.buffer)
+        case .success(nil): outcomes[item.index] = .alreadyPresent
+        case .failure: break  // noSpace
         }
-      } catch {
-        outcomes[index] = .noSpace
-        slots.append(.skip(length))
       }
     }
     let landed: [UInt32?]

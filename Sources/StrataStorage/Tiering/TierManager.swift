@@ -478,15 +478,49 @@ public final class TierManager: Sendable {
   /// Reserves arena space for a new block of `bytes`; nil when the block is present or being
   /// written already (blocks are immutable: the first write wins).
   public func reserve(_ id: BlockID, bytes: Int) async throws(StrataError) -> PutReservation? {
+    switch try reserveNow(id, bytes: bytes) {
+    case .reserved(let reservation): return reservation
+    case .present: return nil
+    case .needsRoom: break
+    }
+    let slot = try await makeRoom(bytes: bytes, for: id.namespace)
+    return claim(slot, for: id, bytes: bytes)
+  }
+
+  /// What `reserveNow` did.
+  public enum ImmediateReservation: Sendable {
+    case reserved(PutReservation)
+    /// The block is present or being written already.
+    case present
+    /// The arena (or the namespace's RAM quota) has no room without evicting, which may write to
+    /// NVMe and so waits: `reserve` does that.
+    case needsRoom
+  }
+
+  /// `reserve` without waiting: reserves when the arena has room now (a thread that must not
+  /// hop to a task for the common case calls this first, and `reserve` only on `needsRoom`).
+  public func reserveNow(_ id: BlockID, bytes: Int) throws(StrataError) -> ImmediateReservation {
     guard bytes > 0, bytes <= configuration.blockBytesMax else {
       throw StrataError(
         .invalidArgument, "block \(id) has \(bytes) bytes; blocks hold 1 to \(configuration.blockBytesMax) bytes")
     }
     if isPresentOrPending(id) {
       state.withLock { $0.stats.duplicatePuts += 1 }
-      return nil
+      return .present
     }
-    let slot = try await makeRoom(bytes: bytes, for: id.namespace)
+    let quota = configuration.quotas[id.namespace].ramBytesMax
+    let slot = state.withLock { state -> ArenaSlot? in
+      if let quota, state.ramBytes(of: id.namespace) + (state.allocator.slotBytes(for: bytes) ?? bytes) > quota {
+        return nil
+      }
+      return state.allocator.allocate(bytes: bytes)
+    }
+    guard let slot else { return .needsRoom }
+    return claim(slot, for: id, bytes: bytes).map { .reserved($0) } ?? .present
+  }
+
+  /// Holds `slot` for `id` unless another writer got there first (then the slot is freed: nil).
+  private func claim(_ slot: ArenaSlot, for id: BlockID, bytes: Int) -> PutReservation? {
     let claimed = state.withLock { state -> Bool in
       guard state.ram[id] == nil, state.reservations[id] == nil else {
         state.allocator.free(slot)
