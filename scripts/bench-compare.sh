@@ -9,6 +9,8 @@
 # Usage: scripts/bench-compare.sh STRATA_A STRATA_B [OP=put] [SIZE=2097152] [ROUNDS=3] [SECONDS=5]
 #   e.g. build the older commit in a worktree (git worktree add /tmp/base REV; cd /tmp/base;
 #   swift build -c release --product strata) and compare it with .build/release/strata.
+#   RAM_ONLY=1 in the environment: the nodes keep a RAM tier only (nvme.admission: never), so a PUT
+#   measures the data path without the disk behind it.
 # Everything listens on 127.0.0.1 and the node's Unix socket only; every node is killed after its run.
 set -euo pipefail
 [[ $# -ge 2 ]] || { sed -n 2,12p "$0" >&2; exit 64; }
@@ -37,6 +39,7 @@ for round in $(seq "$rounds"); do
     for transport in tcp shm; do
       work=$(mktemp -d /tmp/strata-compare.XXXXXX)
       printf 'limits:\n  max_block_size: %s\n' "$size" >"$work/node.yaml"
+      [[ "${RAM_ONLY:-0}" == 1 ]] && printf 'nvme:\n  admission: never\n' >>"$work/node.yaml"
       "$bin" serve --config "$work/node.yaml" --data-dir "$work/node" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
         --ram 3GiB --nvme 8GiB --ram-unlocked >"$work/node.log" 2>&1 &
       pid=$!
