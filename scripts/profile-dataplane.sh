@@ -7,6 +7,7 @@
 # Usage: scripts/profile-dataplane.sh [STRATA_BIN] [OP=get] [SIZE=2097152] [BATCH=16] [CONNS=2] [SECONDS=6]
 #   RAM=SIZE in the environment: the node's RAM tier (default 3GiB; NVMe 8GiB, as in the benchmarks).
 #   TRANSPORT=shm in the environment: the same-host path instead of TCP.
+#   RAM_ONLY=1 in the environment: the node keeps a RAM tier only (nvme.admission: never).
 #   TLS=1 in the environment: the node serves TLS (scripts/dev-ca.sh certificates), the bench
 #   client verifies it (user-space OpenSSL unless the kernel offers the tls ULP).
 set -euo pipefail
@@ -33,6 +34,7 @@ if [[ "${TLS:-0}" == 1 ]]; then
   bench_tls=(--tls-ca "$work/ca/ca.pem")
 fi
 printf 'limits:\n  max_block_size: %s\n' "$size" >"$work/node.yaml"
+[[ "${RAM_ONLY:-0}" == 1 ]] && printf 'nvme:\n  admission: never\n' >>"$work/node.yaml"
 "$strata" serve --config "$work/node.yaml" --data-dir "$work/node" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --ram "${RAM:-3GiB}" --nvme 8GiB \
   --ram-unlocked "${serve_tls[@]}" >"$work/node.log" 2>&1 &
 node_pid=$!
