@@ -35,10 +35,35 @@ def find_strata(explicit: Optional[str] = None) -> str:
     raise FileNotFoundError("no strata binary: pass its path, set STRATA_BINARY, or run `swift build`")
 
 
+_next_port: List[int] = []
+_next_port_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port that was free a moment ago, from below the kernel's ephemeral range.
+
+    A port from inside it (what binding port 0 gives) can be taken, before a node binds it, as the
+    source port of an outgoing connection: a peer reconnecting to a node not started yet does that.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            ephemeral_low = int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low, high = 10000, max(ephemeral_low, 20000)
+    for _ in range(high - low):
+        with _next_port_lock:
+            if not _next_port:
+                _next_port.append(low + (os.getpid() * 7919) % (high - low))
+            port = _next_port[0]
+            _next_port[0] = low if port + 1 >= high else port + 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free loopback port in {low}..{high - 1}")
 
 
 class LocalNode:

@@ -370,13 +370,17 @@ public final class NVMeTier: Sendable {
     }
     let storedStart = header.bodyOffset(alignmentBytes: alignmentBytes)
     let stored = UnsafeRawBufferPointer(rebasing: record[storedStart..<(storedStart + header.storedBytes)])
-    guard CRC32C.checksum(stored) == header.storedChecksum else { return .invalid("stored bytes checksum mismatch") }
     let payload = UnsafeMutableRawBufferPointer(rebasing: destination[0..<header.payloadBytes])
     switch header.codec {
     case .none:
-      // For raw records the decoder has checked that payload and stored checksums are one value.
-      if header.payloadBytes > 0 { payload.copyMemory(from: stored) }
+      // Checksummed as it is copied out, in one pass over the staging buffer (for raw records the
+      // decoder has checked that payload and stored checksums are one value); on a mismatch the
+      // caller zeroes `destination`.
+      guard CRC32C.copy(stored, to: payload) == header.storedChecksum else {
+        return .invalid("stored bytes checksum mismatch")
+      }
     case .lz4:
+      guard CRC32C.checksum(stored) == header.storedChecksum else { return .invalid("stored bytes checksum mismatch") }
       guard let produced = LZ4Codec.decompress(stored, into: payload), produced == header.payloadBytes else {
         return .invalid("lz4 data does not decode to \(header.payloadBytes) bytes")
       }
