@@ -79,8 +79,8 @@ private struct WriterLog {
   @Test func acknowledgedBlocksSurviveAFailingDisk() async throws {
     let cluster = try Self.staticCluster(smallRAM: true)
     defer { cluster.shutdown() }
-    // 1 MiB RAM tiers: RAM is full from the first cycles on, so every write during a disk
-    // failure needs a demotion (which fails).
+    // 1 MiB RAM tiers: RAM fills within a few batches (again after each restart), and from then
+    // on a write during a disk failure needs a demotion (which fails).
     cluster.ram = "1MiB"
     cluster.extraArguments = ["--fault-injection"]
     try await Self.chaos(cluster, etcd: false, failingDisk: "c", cycles: 12)
@@ -321,6 +321,23 @@ private struct WriterLog {
           return log.batches
         }
         _ = try await eventually(within: 30) { log.withLock { $0.batches >= failing + 6 || $0.stop } }
+        // A write needs a demotion (which fails) only once the victim's RAM is full, which a node
+        // restarted shortly before may not be yet: the writer goes on, at most 40 batches more,
+        // until one has failed.
+        func demotionFailures() throws -> Double {
+          let metrics = try Self.admin(cluster, victim, "GET", "/metrics")
+          return (Self.sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0)
+            + (Self.sample(metrics, "strata_demotion_failures_total", #"outcome="dropped""#) ?? 0)
+        }
+        if try demotionFailures() == 0 {
+          let more = log.withLock { log in
+            log.budget = max(log.budget, log.batches + 40)
+            return log.batches
+          }
+          _ = try await eventually(within: 30) {
+            try demotionFailures() > 0 || log.withLock { $0.batches >= more + 40 || $0.stop }
+          }
+        }
         let direct = try await Self.readOwned(victim, cluster: cluster, blocks: blocks, log: log)
         #expect(direct.wrong == 0 && direct.corrupt == 0, "the failing node served wrong bytes: \(direct)")
         failingReadsMissed += direct.missing
@@ -455,7 +472,11 @@ private struct WriterLog {
       do {
         let outcomes = try await client.put(items)
         acknowledged = outcomes.allSatisfy { $0 == .stored || $0 == .alreadyPresent }
-        if !acknowledged { failure = "outcomes \(outcomes)" }
+        if !acknowledged {
+          // Named by the outcomes that refused it (a full node with a failing disk answers noSpace).
+          failure = Set(outcomes.filter { $0 != .stored && $0 != .alreadyPresent }.map { "\($0)" }).sorted()
+            .joined(separator: "+")
+        }
       } catch {
         failure = error.code.name
       }
