@@ -62,6 +62,31 @@ private func loopbackPair() throws -> (client: TCPSocket, server: TCPSocket, lis
     }
     #expect(received == sent)
   }
+
+  /// A socket bound to port P and connected to P on loopback (what the kernel can do by itself
+  /// when a connect to a port nobody listens on picks that port as its source) is recognised as
+  /// connected to itself, which `connect` refuses; a real connection is not.
+  @Test func aSocketConnectedToItselfIsRecognised() throws {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    try #require(descriptor >= 0)
+    let looped = TCPSocket(descriptor: descriptor, peer: "self")
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let connected = withUnsafeMutablePointer(to: &address) { pointer in
+      pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+        bind(descriptor, raw, length) == 0 && getsockname(descriptor, raw, &length) == 0
+          && connect(descriptor, raw, length) == 0
+      }
+    }
+    try #require(connected, "self-connect: errno \(errno)")
+    #expect(looped.isConnectedToItself)
+
+    let (client, server, listener) = try loopbackPair()
+    defer { listener.shutdown() }
+    #expect(!client.isConnectedToItself && !server.isConnectedToItself)
+  }
 }
 
 @Suite struct UnixSocketTests {
@@ -128,30 +153,5 @@ private func loopbackPair() throws -> (client: TCPSocket, server: TCPSocket, lis
   @Test func loopbackNamesAreLocalAndADocumentationAddressIsNot() {
     #expect(isLocalHost("127.0.0.1") && isLocalHost("localhost"))
     #expect(!isLocalHost("192.0.2.1"), "TEST-NET-1 belongs to no interface")
-  }
-
-  /// A socket bound to port P and connected to P on loopback (what the kernel can do by itself
-  /// when a connect to a port nobody listens on picks that port as its source) is recognised as
-  /// connected to itself, which `connect` refuses; a real connection is not.
-  @Test func aSocketConnectedToItselfIsRecognised() throws {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    try #require(descriptor >= 0)
-    let looped = TCPSocket(descriptor: descriptor, peer: "self")
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let connected = withUnsafeMutablePointer(to: &address) { pointer in
-      pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
-        bind(descriptor, raw, length) == 0 && getsockname(descriptor, raw, &length) == 0
-          && connect(descriptor, raw, length) == 0
-      }
-    }
-    try #require(connected, "self-connect: errno \(errno)")
-    #expect(looped.isConnectedToItself)
-
-    let (client, server, listener) = try loopbackPair()
-    defer { listener.shutdown() }
-    #expect(!client.isConnectedToItself && !server.isConnectedToItself)
   }
 }

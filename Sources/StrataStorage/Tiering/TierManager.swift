@@ -252,6 +252,12 @@ public final class TierManager: Sendable {
       return (ram.usage[namespace]?.bytes ?? 0) + reserved
     }
 
+    /// Whether a new block of `bytes` would take `namespace` past its RAM quota (nil: none).
+    func exceedsRAMQuota(_ quota: Int?, adding bytes: Int, to namespace: Namespace) -> Bool {
+      guard let quota else { return false }
+      return ramBytes(of: namespace) + (allocator.slotBytes(for: bytes) ?? bytes) > quota
+    }
+
     mutating func pinForBatch(_ id: BlockID) { batchPins[id, default: 0] += 1 }
 
     mutating func unpinForBatch(_ ids: some Sequence<BlockID>) {
@@ -510,10 +516,7 @@ public final class TierManager: Sendable {
     }
     let quota = configuration.quotas[id.namespace].ramBytesMax
     let slot = state.withLock { state -> ArenaSlot? in
-      if let quota, state.ramBytes(of: id.namespace) + (state.allocator.slotBytes(for: bytes) ?? bytes) > quota {
-        return nil
-      }
-      return state.allocator.allocate(bytes: bytes)
+      state.exceedsRAMQuota(quota, adding: bytes, to: id.namespace) ? nil : state.allocator.allocate(bytes: bytes)
     }
     guard let slot else { return .needsRoom }
     return claim(slot, for: id, bytes: bytes).map { .reserved($0) } ?? .present
@@ -741,8 +744,7 @@ public final class TierManager: Sendable {
   /// policy until a slot is free.
   private func makeRoom(bytes: Int, for namespace: Namespace) async throws(StrataError) -> ArenaSlot {
     if let quota = configuration.quotas[namespace].ramBytesMax {
-      let slotBytes = state.withLock { $0.allocator.slotBytes(for: bytes) } ?? bytes
-      while state.withLock({ $0.ramBytes(of: namespace) }) + slotBytes > quota {
+      while state.withLock({ $0.exceedsRAMQuota(quota, adding: bytes, to: namespace) }) {
         guard try await evictOne(from: namespace) else {
           throw StrataError(
             .resourceExhausted,
