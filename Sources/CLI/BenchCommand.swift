@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Dispatch
+import Foundation
 import StrataAdmin
 import StrataClient
 import StrataCore
@@ -41,6 +42,12 @@ struct Bench: AsyncParsableCommand {
       valueName: "tcp|shm|unix"))
   var transport: String = "tcp"
 
+  @Option(
+    help: ArgumentHelp(
+      "task: each connection's requests come from a Swift task (the async API); thread: from a plain thread of its own, blocked in each call, as a C or Python caller's (the C ABI's path).",
+      valueName: "task|thread"))
+  var caller: String = "task"
+
   @Option(help: "The node's process id (a node on this machine): report its CPU seconds per GB moved.")
   var nodePid: Int32?
 
@@ -51,6 +58,9 @@ struct Bench: AsyncParsableCommand {
       }
       guard batch >= 1, connections >= 1, seconds > 0 else {
         throw StrataError(.invalidArgument, "--batch and --connections must be at least 1, --seconds above 0")
+      }
+      guard ["task", "thread"].contains(caller) else {
+        throw StrataError(.invalidArgument, "--caller: 'task' or 'thread', got '\(caller)'")
       }
       guard ["tcp", "shm", "unix"].contains(transport) else {
         throw StrataError(.invalidArgument, "--transport: 'tcp', 'shm' or 'unix', got '\(transport)'")
@@ -94,6 +104,7 @@ struct Bench: AsyncParsableCommand {
     var batch: Int
     var connections: Int
     var transport = "tcp"
+    var caller = "task"
     /// A single-thread memcpy of the same batches, same run (shm and unix only).
     var memcpyGBps: Double?
     /// CPU seconds per GB moved over the timed part of the run (the GET working set's preload not
@@ -122,7 +133,8 @@ struct Bench: AsyncParsableCommand {
         "gbps": .double(round(gbps, 3)), "ops_per_s": .double(round(opsPerSecond, 1)),
         "p50_us": .double(round(percentile(0.5), 1)), "p99_us": .double(round(percentile(0.99), 1)),
         "p999_us": .double(round(percentile(0.999), 1)), "requests": .int(latenciesMicroseconds.count),
-        "transport": .string(transport), "memcpy_gbps": memcpyGBps.map { .double(round($0, 3)) } ?? .null,
+        "transport": .string(transport), "caller": .string(caller),
+        "memcpy_gbps": memcpyGBps.map { .double(round($0, 3)) } ?? .null,
         "ratio_to_memcpy": memcpyGBps.map { .double(round(gbps / $0, 3)) } ?? .null,
         "node_cpu_s_per_gb": nodeCPUSecondsPerGB.map { .double(round($0, 4)) } ?? .null,
         "client_cpu_s_per_gb": clientCPUSecondsPerGB.map { .double(round($0, 4)) } ?? .null,
@@ -134,7 +146,7 @@ struct Bench: AsyncParsableCommand {
       "\(op) \(ByteSize(bytes: UInt64(blockBytes))) × \(batch), \(connections) connection(s): "
         + "\(rounded(gbps, 2)) GB/s, \(rounded(opsPerSecond, 0)) blocks/s, request latency "
         + "p50 \(rounded(percentile(0.5), 0)) µs, p99 \(rounded(percentile(0.99), 0)) µs, "
-        + "p999 \(rounded(percentile(0.999), 0)) µs (\(latenciesMicroseconds.count) requests), over \(transport)"
+        + "p999 \(rounded(percentile(0.999), 0)) µs (\(latenciesMicroseconds.count) requests), over \(transport), from a \(caller)"
         + (memcpyGBps.map { "; memcpy \(rounded($0, 2)) GB/s, ratio \(rounded(gbps / $0, 2))×" } ?? "")
         + (nodeCPUSecondsPerGB.map { "; node CPU \(rounded($0, 3)) s/GB" } ?? "")
         + (clientCPUSecondsPerGB.map { "; client CPU \(rounded($0, 3)) s/GB" } ?? "")
@@ -159,7 +171,7 @@ struct Bench: AsyncParsableCommand {
     }
     let region = shared ?? client.register(buffer)
     let runID = UInt64(truncatingIfNeeded: Int(now() * 1e9))
-    func key(_ worker: Int, _ n: Int) -> BlockKey {
+    @Sendable func key(_ worker: Int, _ n: Int) -> BlockKey {
       var seed: [UInt8] = []
       withUnsafeBytes(of: runID) { seed += $0 }
       withUnsafeBytes(of: UInt64(worker)) { seed += $0 }
@@ -184,6 +196,7 @@ struct Bench: AsyncParsableCommand {
     let isGet = op == "get"
     let isLookup = op == "lookup"
     let batch = self.batch
+    let fromThread = caller == "thread"
     let nodeCPUBefore = nodePid.flatMap(processCPUSeconds)
     let clientCPUBefore = processCPUSeconds(getpid())
     let deadline = now() + seconds
@@ -209,7 +222,8 @@ struct Bench: AsyncParsableCommand {
       of: Swift.Result<(Int, [Double]), StrataError>.self
     ) { group in
       for worker in 0..<connections {
-        group.addTask {
+        // One connection's requests, in a row.
+        let requests = { @Sendable () async -> Swift.Result<(Int, [Double]), StrataError> in
           var latencies: [Double] = []
           var blocks = 0
           var round = 0
@@ -255,6 +269,12 @@ struct Bench: AsyncParsableCommand {
             return .failure(error)
           }
         }
+        group.addTask {
+          guard fromThread else { return await requests() }
+          return await onThreadOfItsOwn {
+            (try? waitForTask { () throws(StrataError) in await requests() }) ?? .success((0, []))
+          }
+        }
       }
       var all: [Swift.Result<(Int, [Double]), StrataError>] = []
       for await outcome in group { all.append(outcome) }
@@ -263,7 +283,7 @@ struct Bench: AsyncParsableCommand {
     let elapsed = now() - start
     var result = Result(
       bytes: 0, blocks: 0, seconds: elapsed, latenciesMicroseconds: [], op: op, blockBytes: blockBytes, batch: batch,
-      connections: connections, transport: transport)
+      connections: connections, transport: transport, caller: caller)
     for outcome in outcomes {
       let (blocks, latencies) = try outcome.get()
       result.blocks += blocks
@@ -336,4 +356,11 @@ func rounded(_ value: Double, _ decimals: Int) -> String {
   for _ in 0..<decimals { scale *= 10 }
   let number = (value * scale).rounded() / scale
   return decimals == 0 ? "\(Int(number))" : "\(number)"
+}
+
+/// Runs `body` on a new plain thread (not one of Swift's cooperative pool) and returns its result.
+func onThreadOfItsOwn<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+  await withCheckedContinuation { continuation in
+    Thread.detachNewThread { continuation.resume(returning: body()) }
+  }
 }

@@ -369,12 +369,11 @@ public final class AdminServer: Sendable {
   }
 
   /// Runs an async handler from the connection's thread and waits for it. The handler runs on
-  /// a task executor of this connection's own, never needing Swift's cooperative pool (which a
-  /// busy process may have blocked).
+  /// this thread (`waitForTask`), never needing Swift's cooperative pool (which a busy process may
+  /// have blocked).
   private func run(_ handler: @escaping Handler, _ request: AdminRequest) -> AdminResponse {
-    let executor = QueueExecutor(label: "strata.admin.request")
     do throws(StrataError) {
-      return try waitForTask(on: executor) { () async throws(StrataError) -> AdminResponse in try await handler(request)
+      return try waitForTask { () async throws(StrataError) -> AdminResponse in try await handler(request)
       }
     } catch {
       return .error(error)

@@ -9,7 +9,8 @@ import StrataTCP
 import StrataWire
 
 final class ClientConnection: @unchecked Sendable {
-  // @unchecked: every mutable field is touched only on `worker`'s one thread, one request at a time.
+  // @unchecked: every mutable field is touched only by jobs of `worker`, a pool of one thread (its
+  // serial queue runs them one at a time, on its thread or on a waiting caller's).
   let worker: WorkerPool
   let address: HostPort
   let configuration: StrataClient.Configuration
@@ -45,7 +46,8 @@ final class ClientConnection: @unchecked Sendable {
 
   /// Runs `work` on this connection's thread, connecting first when needed; a transport failure
   /// drops the socket so that the next call reconnects. A call cancelled while it waits for the
-  /// connection is not started.
+  /// connection is not started. From a thread waiting in `waitForTask` (a C caller's), the work
+  /// runs on that thread (`WorkerPool.run`): no thread hop there and back.
   func perform<T: Sendable>(
     deadline: Deadline = .never, _ work: @escaping @Sendable (ClientConnection) throws(StrataError) -> T
   )

@@ -44,18 +44,27 @@ public final class WorkerPool: Sendable {
     }
   }
 
-  /// Runs `work` on a pool thread and returns its result to the awaiting task.
+  /// Runs `work` on a pool thread and returns its result to the awaiting task. From a thread waiting
+  /// in `waitForTask` (`WaitingThread.mayBlockHere`), a pool of one thread runs the job on that
+  /// thread instead, in turn with its other jobs (still one at a time, in call order): no hop there
+  /// and back for a thread that would only wait. Larger pools always use their own threads, which
+  /// bound how many jobs run at once.
   public func run<T: Sendable>(_ work: @escaping @Sendable () throws(StrataError) -> T) async throws(StrataError) -> T {
     if Task.isCancelled { throw StrataError(.cancelled, "\(label): cancelled before it was queued") }
     if queues.isEmpty { return try work() }
+    if queues.count == 1 && WaitingThread.mayBlockHere {
+      _ = try reserve()
+      defer { state.withLock { $0.queued -= 1 } }
+      return try runAndWait(work)
+    }
     let index = try reserve()
     let job = Job<T>(label: label)
     let result = await withTaskCancellationHandler {
       await withCheckedContinuation { continuation in
         job.wait(continuation)
         queues[index].async {
-          job.run(work)
-          self.state.withLock { $0.queued -= 1 }
+          // The job leaves the queue's count before its caller resumes, so the caller sees it gone.
+          job.run(work) { self.state.withLock { $0.queued -= 1 } }
         }
       }
     } onCancel: {
@@ -121,25 +130,26 @@ private final class Job<T: Sendable>: Sendable {
     if case .some(.some(let continuation)) = waiter { continuation.resume(returning: .failure(cancelled)) }
   }
 
-  func run(_ work: () throws(StrataError) -> T) {
+  /// Runs `work` unless cancelled, then `finished`, then resumes the caller.
+  func run(_ work: () throws(StrataError) -> T, finished: () -> Void) {
     let waiter = phase.withLock { phase -> CheckedContinuation<Result<T, StrataError>, Never>? in
       guard case .waiting(let continuation?) = phase else { return nil }
       phase = .running(continuation)
       return continuation
     }
-    guard let waiter else { return }  // cancelled while it waited
+    guard let waiter else { return finished() }  // cancelled while it waited
     let result: Result<T, StrataError>
     do throws(StrataError) { result = .success(try work()) } catch { result = .failure(error) }
     phase.withLock { $0 = .done }
+    finished()
     waiter.resume(returning: result)
   }
 
   private var cancelled: StrataError { StrataError(.cancelled, "\(label): cancelled while it waited in the queue") }
 }
 
-/// A task executor backed by one serial dispatch queue: async work that a plain thread waits for
-/// runs there, never on the cooperative pool, so a process whose cooperative threads are all busy
-/// (or blocked) still makes progress.
+/// A task executor backed by one serial dispatch queue: a long-lived task (a node's service) that
+/// must make progress even when every cooperative thread is busy or blocked runs there.
 public final class QueueExecutor: TaskExecutor {
   let queue: DispatchQueue
 
@@ -151,28 +161,99 @@ public final class QueueExecutor: TaskExecutor {
   }
 }
 
-/// Runs `body` as a task (on `executor` when given) and blocks the calling thread until it ends.
-/// Call only from a plain thread (a connection's, a C caller's), never from a Swift concurrency
-/// thread: that thread would be blocked for as long as `body` runs. The task is not cancelled by
-/// anything here; `body` bounds itself (deadlines).
-public func waitForTask<T: Sendable>(
-  on executor: QueueExecutor? = nil, _ body: @escaping @Sendable () async throws(StrataError) -> T
-) throws(StrataError) -> T {
-  let outcome = Outcome<T>()
-  let task: @Sendable () async -> Void = {
+/// Runs `body` as a task on the calling thread and blocks that thread until the task ends. Call
+/// only from a plain thread (a connection's, a C caller's), never from a Swift concurrency thread:
+/// that thread would be blocked for as long as `body` runs. The task is not cancelled by anything
+/// here; `body` bounds itself (deadlines).
+///
+/// The waiting thread is the task's executor: the task starts without a thread hop, resumes on this
+/// thread after each suspension, and blocking work it hands to a pool of one thread runs right
+/// here, inline (`WaitingThread.mayBlockHere`): a request from a C caller to a node crosses no
+/// thread, as a blocking socket call would not. A process whose cooperative threads are all busy
+/// still makes progress. Child tasks also run on this thread, but their blocking work hops to the
+/// pools' threads as from any task, so the parts of a fan-out still run in parallel.
+public func waitForTask<T: Sendable>(_ body: @escaping @Sendable () async throws(StrataError) -> T) throws(StrataError)
+  -> T
+{
+  let thread = WaitingThread()
+  let outcome = Mutex<Result<T, StrataError>?>(nil)
+  Task(executorPreference: thread) {
+    withUnsafeCurrentTask { thread.root = $0 }
     let result: Result<T, StrataError>
     do throws(StrataError) { result = .success(try await body()) } catch { result = .failure(error) }
-    outcome.result.withLock { $0 = result }
-    outcome.done.signal()
+    outcome.withLock { $0 = result }
+    thread.finish()
   }
-  if let executor { Task(executorPreference: executor, operation: task) } else { Task(operation: task) }
-  outcome.done.wait()
-  return try outcome.result.withLock { $0! }.get()
+  thread.runUntilFinished()
+  return try outcome.withLock { $0! }.get()
 }
 
-private final class Outcome<T: Sendable>: Sendable {
-  let result = Mutex<Result<T, StrataError>?>(nil)
-  let done = DispatchSemaphore(value: 0)
+/// A plain thread blocked in `waitForTask`, serving as its task's executor: it runs the task's jobs
+/// (and its children's) until the task has finished. Jobs that arrive after that (a child left
+/// running) go to the global concurrent executor.
+public final class WaitingThread: TaskExecutor, @unchecked Sendable {
+  // @unchecked: `jobs`, `finished` and `closed` are touched only under `condition`'s lock; `root`
+  // is written by the task's first job and read by its later ones, all on the waiting thread.
+  fileprivate var root: UnsafeCurrentTask?
+  private let condition = NSCondition()
+  private var jobs: [UnownedJob] = []
+  private var finished = false
+  private var closed = false
+
+  fileprivate init() {}
+
+  /// The waiting thread that is running jobs on the current thread, if any.
+  private static let key: pthread_key_t = {
+    var key = pthread_key_t()
+    precondition(pthread_key_create(&key, nil) == 0, "no thread-specific key left")
+    return key
+  }()
+
+  /// True when the code running now is a `waitForTask` task itself (not a child) on its waiting
+  /// thread: work that blocks may run here, inline, instead of hopping to a pool's thread (which
+  /// would only leave this thread waiting for it).
+  public static var mayBlockHere: Bool {
+    guard let raw = pthread_getspecific(key) else { return false }
+    let thread = Unmanaged<WaitingThread>.fromOpaque(raw).takeUnretainedValue()
+    return withUnsafeCurrentTask { $0 != nil && $0 == thread.root }
+  }
+
+  public func enqueue(_ job: consuming ExecutorJob) {
+    let job = UnownedJob(job)
+    condition.lock()
+    guard !closed else {
+      condition.unlock()
+      return globalConcurrentExecutor.enqueue(ExecutorJob(job))
+    }
+    jobs.append(job)
+    condition.signal()
+    condition.unlock()
+  }
+
+  fileprivate func finish() {
+    condition.lock()
+    finished = true
+    condition.signal()
+    condition.unlock()
+  }
+
+  /// Runs jobs on this thread until the task has finished; later jobs go to the global executor.
+  fileprivate func runUntilFinished() {
+    let outer = pthread_getspecific(Self.key)  // a wait inside a job of another one
+    pthread_setspecific(Self.key, Unmanaged.passUnretained(self).toOpaque())
+    defer { pthread_setspecific(Self.key, outer) }
+    condition.lock()
+    while true {
+      while jobs.isEmpty && !finished { condition.wait() }
+      guard !jobs.isEmpty else { break }
+      let job = jobs.removeFirst()
+      condition.unlock()
+      job.runSynchronously(on: asUnownedTaskExecutor())
+      condition.lock()
+    }
+    closed = true
+    condition.unlock()
+  }
 }
 
 /// Lets plain threads wait until a condition over shared state holds, woken by `notify()` from

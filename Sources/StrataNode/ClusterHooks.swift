@@ -78,11 +78,11 @@ extension NodeServer {
   }
 
   /// Reads blocks this node lacks through from their previous owners (after a ring change).
-  func fillMissing(_ ids: [BlockID], isPeer: Bool, executor: QueueExecutor) throws(StrataError) {
+  func fillMissing(_ ids: [BlockID], isPeer: Bool) throws(StrataError) {
     guard let cluster = routingCluster(isPeer: isPeer), cluster.readsThrough else { return }
     let missing = zip(ids, tiers.lookup(ids)).compactMap { id, tier in tier == .absent ? id : nil }
     guard !missing.isEmpty else { return }
-    _ = try waitForTask(on: executor) { () throws(StrataError) in await cluster.fill(missing) }
+    _ = try waitForTask { () throws(StrataError) in await cluster.fill(missing) }
     // A fill that met a copy of the same block being written (a peer's repair or replication)
     // left it to that write: wait a little for it to commit, so the read finds the block.
     _ = tiers.waitForWrites(of: missing, until: .after(milliseconds: Self.fillWriteWaitMilliseconds))
@@ -93,11 +93,11 @@ extension NodeServer {
 
   /// Hands the blocks a client PUT to the cluster, to be copied to their other owners; returns
   /// once the write quorum holds each (or throws `quorumNotReached`), within `deadline`. The
-  /// connection's thread waits on `executor`; what it holds meanwhile (its in-flight bytes, the
+  /// connection's thread waits for the copies; what it holds meanwhile (its in-flight bytes, the
   /// PUT's blocks) is bounded by the admission limits, and every copy by the deadline.
   func replicate(
     _ items: [PutRequest.Item], outcomes: [PutOutcome], namespace: Namespace, isPeer: Bool,
-    writeQuorum: UInt8, deadline: Deadline, executor: QueueExecutor
+    writeQuorum: UInt8, deadline: Deadline
   ) throws(StrataError) {
     guard let cluster = routingCluster(isPeer: isPeer) else { return }
     var stored: [BlockID] = []
@@ -110,7 +110,7 @@ extension NodeServer {
       }
     }
     guard !stored.isEmpty || !present.isEmpty else { return }
-    let failure = try waitForTask(on: executor) { [stored, present] () throws(StrataError) in
+    let failure = try waitForTask { [stored, present] () throws(StrataError) in
       await cluster.replicate(stored: stored, present: present, writeQuorum: writeQuorum, deadline: deadline)
     }
     if let failure { throw failure }

@@ -130,8 +130,6 @@ final class Simulation: @unchecked Sendable {
   let replicas: Int
   var membership = MembershipModel(leaseTTLMilliseconds: Simulation.leaseTTLMilliseconds)
   var rings: [UInt64: Ring] = [:]
-  /// Where the run loop's own async calls into a node run (write-behind passes).
-  let executor = QueueExecutor(label: "strata.simulation")
   /// Where the nodes' cluster layers run their background tasks: only when the run loop settles.
   let tasks = ManualExecutor()
   /// Times a `.wake` is scheduled for.
@@ -368,7 +366,7 @@ final class Simulation: @unchecked Sendable {
     guard node.isUp, let tiers = node.tiers else { return }
     events.schedule(.writeBehind(index), at: now + 100)
     guard now >= node.slowDiskUntil else { return }
-    let written = (try? waitForTask(on: executor) { () throws(StrataError) in await tiers.writeBehindPass() }) ?? 0
+    let written = (try? waitForTask { () throws(StrataError) in await tiers.writeBehindPass() }) ?? 0
     if written > 0 { note("n\(index) wrote \(written) blocks behind") }
   }
 

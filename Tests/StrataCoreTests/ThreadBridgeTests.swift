@@ -119,8 +119,7 @@ extension WorkerPoolTests {
     // From a dispatch thread, as a connection's thread or a C caller would.
     let (value, failure) = await withCheckedContinuation { continuation in
       DispatchQueue(label: "test.plain-thread").async {
-        let executor = QueueExecutor(label: "test.executor")
-        let value = try? waitForTask(on: executor) { () async throws(StrataError) -> Int in
+        let value = try? waitForTask { () async throws(StrataError) -> Int in
           try? await Task.sleep(for: .milliseconds(10))
           return 5
         }
@@ -135,6 +134,93 @@ extension WorkerPoolTests {
     }
     #expect(value == 5)
     #expect(failure == .timeout)
+  }
+
+  /// Where a task that a plain thread waits for runs, and where the blocking work it hands to a
+  /// pool of one thread runs: on the waiting thread itself, no hop. A child task (a fan-out's part)
+  /// runs on the waiting thread too, but its blocking work goes to the pool's thread, so that the
+  /// parts run in parallel; from an ordinary task, always the pool's thread.
+  @Test func theWaitingThreadRunsItsTaskAndItsBlockingWork() async throws {
+    let pool = WorkerPool(label: "test.connection")
+    let seen = await onPlainThread { () -> [String: Bool] in
+      let waiting = pthread_self()
+      let answer = try? waitForTask { () async throws(StrataError) -> [String: Bool] in
+        let taskHere = pthread_equal(pthread_self(), waiting) != 0
+        let poolHere = try await pool.run { () throws(StrataError) in pthread_equal(pthread_self(), waiting) != 0 }
+        let mayBlock = WaitingThread.mayBlockHere
+        async let child = { () async -> (Bool, Bool, Bool?) in
+          (
+            pthread_equal(pthread_self(), waiting) != 0, WaitingThread.mayBlockHere,
+            try? await pool.run { () throws(StrataError) in pthread_equal(pthread_self(), waiting) != 0 }
+          )
+        }()
+        let (childHere, childMayBlock, childPoolHere) = await child
+        // After a suspension the task resumes on the waiting thread.
+        try? await Task.sleep(for: .milliseconds(1))
+        let resumedHere = pthread_equal(pthread_self(), waiting) != 0
+        return [
+          "task": taskHere, "pool": poolHere, "mayBlock": mayBlock, "child": childHere,
+          "childMayBlock": childMayBlock, "childPool": childPoolHere ?? true, "resumed": resumedHere,
+        ]
+      }
+      return answer ?? [:]
+    }
+    #expect(
+      seen == [
+        "task": true, "pool": true, "mayBlock": true, "child": true, "childMayBlock": false, "childPool": false,
+        "resumed": true,
+      ])
+    // From an ordinary task: never inline.
+    #expect(!WaitingThread.mayBlockHere)
+    #expect(pool.queuedCount == 0)
+  }
+
+  /// A task left running by the one waited for (not awaited by it) still finishes after the
+  /// waiting thread has gone back to its caller: its later jobs run elsewhere.
+  @Test func aTaskLeftBehindFinishesAfterTheWaitEnds() async throws {
+    let gate = Gate()
+    let leftBehind = await onPlainThread { () -> Task<Int, Never>? in
+      try? waitForTask { () async throws(StrataError) -> Task<Int, Never> in
+        Task {
+          await gate.wait()
+          return 7
+        }
+      }
+    }
+    gate.open()
+    #expect(await leftBehind?.value == 7)
+  }
+
+  /// Runs `body` on a plain thread (as a connection's thread or a C caller) and returns its result.
+  func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+      Thread.detachNewThread { continuation.resume(returning: body()) }
+    }
+  }
+}
+
+/// Opens once; every `wait` before or after returns once it is open.
+final class Gate: Sendable {
+  private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+  func wait() async {
+    await withCheckedContinuation { continuation in
+      let resumeNow = state.withLock { state -> Bool in
+        if state.open { return true }
+        state.waiters.append(continuation)
+        return false
+      }
+      if resumeNow { continuation.resume() }
+    }
+  }
+
+  func open() {
+    let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      state.open = true
+      defer { state.waiters = [] }
+      return state.waiters
+    }
+    for waiter in waiters { waiter.resume() }
   }
 }
 

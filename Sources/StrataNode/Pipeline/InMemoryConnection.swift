@@ -86,7 +86,7 @@ public final class InMemoryConnection {
     }
     do throws(StrataError) {
       let (grant, response) = try server.authenticate(hello, source: source, transport: transport.name)
-      session = RequestSession(server: server, grant: grant, source: source, label: "memory")
+      session = RequestSession(server: server, grant: grant, source: source)
       transport.output += WireMessage.helloResponse(response).frameBytes(
         requestID: header.requestID, ringEpoch: server.epoch)
       // After HELLO, the node's own frame limits apply.

@@ -175,8 +175,6 @@ struct RequestSession {
   private(set) var leases: [UInt64: BlockLease] = [:]
   /// Sizes of the blocks the request being answered moved, for the observer (metrics).
   private var movedBlockBytes: [Int] = []
-  /// Where this connection's storage calls run (see `blocking`).
-  let executor: QueueExecutor
   private var ended = false
   /// This session in the server's credential table (a reload may revoke it).
   private let registration: Int
@@ -185,13 +183,12 @@ struct RequestSession {
   /// connection from another thread (a reload that revokes its token calls it): it must make the
   /// transport's blocking calls fail promptly, and be safe to call at any time before `end`.
   init(
-    server: NodeServer, grant: SessionGrant, source: String, label: String,
+    server: NodeServer, grant: SessionGrant, source: String,
     close: @escaping @Sendable () -> Void = {}
   ) {
     self.server = server
     self.grant = grant
     self.source = source
-    executor = QueueExecutor(label: "strata.\(label).storage")
     registration = server.registerSession(grant, close: close)
   }
 
@@ -355,7 +352,7 @@ struct RequestSession {
       // Drain, drain_status, sync and the node-wide members report are the operator's (peers
       // included: no peer operation needs them).
       let admin = grant.scopes.contains(.operator)
-      let answer = try waitForTask(on: executor) { () throws(StrataError) in
+      let answer = try waitForTask { () throws(StrataError) in
         try await cluster.answerRing(body, isAdmin: admin)
       }
       try respond(.ringResponse(body: answer), to: header, over: &transport)
@@ -377,7 +374,7 @@ struct RequestSession {
     let epoch = draining ? 0 : server.epoch
     try server.checkOwnership(request.keys, ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
     let ids = request.keys.map { BlockID(namespace: namespace, key: $0) }
-    try server.fillMissing(ids, isPeer: grant.isPeer, executor: executor)
+    try server.fillMissing(ids, isPeer: grant.isPeer)
     let tiers = server.tiers
     var response: LookupResponse
     if request.leaseMilliseconds > 0 {
@@ -389,7 +386,7 @@ struct RequestSession {
         if let resident = try tiers.leaseResident(ids, kind) {
           lease = resident
         } else {
-          lease = try waitForTask(on: executor) { () throws(StrataError) in try await tiers.lease(ids, kind) }
+          lease = try waitForTask { () throws(StrataError) in try await tiers.lease(ids, kind) }
         }
       } catch {
         if error.code == .resourceExhausted {
@@ -446,16 +443,16 @@ struct RequestSession {
     defer { if let named { tiers.release(named) } }
     try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
     let ids = request.items.map { BlockID(namespace: namespace, key: $0.key) }
-    try server.fillMissing(ids, isPeer: grant.isPeer, executor: executor)
+    try server.fillMissing(ids, isPeer: grant.isPeer)
     // Transfer pins: they never expire, so no slot is reused while its bytes are being sent; the
     // transport returns only once nothing moves out of them any more.
     // A GET of RAM-resident blocks pins them on this thread, no hop; only a promotion from NVMe
-    // waits for the disk through the executor.
+    // waits for the disk, in a task on this thread (waitForTask).
     let pins: BlockLease
     if let resident = try tiers.leaseResident(ids, .transfer) {
       pins = resident
     } else {
-      pins = try waitForTask(on: executor) { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
+      pins = try waitForTask { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
     }
     defer { tiers.release(pins) }
     if let lease = named {
@@ -552,7 +549,7 @@ struct RequestSession {
     var slots = skipAll
     var reservations: [(index: Int, reservation: PutReservation)] = []
     // Reserved on this thread where the arena has room now; the rest (eviction first, which may
-    // write to NVMe) in one hop to the executor for the whole batch.
+    // write to NVMe) in one task for the whole batch.
     var waiting: [(index: Int, id: BlockID, bytes: Int)] = []
     for (index, item) in request.items.enumerated() {
       let length = Int(item.length)
@@ -572,7 +569,7 @@ struct RequestSession {
     }
     if !waiting.isEmpty {
       let wanted = waiting
-      let reserved = try waitForTask(on: executor) { () throws(StrataError) in
+      let reserved = try waitForTask { () throws(StrataError) in
         var reserved: [Result<PutReservation?, StrataError>] = []
         for item in wanted {
           do throws(StrataError) {
@@ -624,7 +621,7 @@ struct RequestSession {
     // owners holds it (a missed quorum is answered `quorumNotReached`), within the PUT's deadline.
     try server.replicate(
       request.items, outcomes: outcomes, namespace: namespace, isPeer: grant.isPeer,
-      writeQuorum: request.writeQuorum, deadline: deadline, executor: executor)
+      writeQuorum: request.writeQuorum, deadline: deadline)
     try respond(.putResponse(PutResponse(outcomes: outcomes)), to: header, over: &transport)
   }
 }

@@ -57,7 +57,7 @@ struct RDMASession {
         // A reload that revokes the token moves the queue pair to the error state: the receive or
         // batch this connection waits on completes with a flush error and the session ends.
         return RequestSession(
-          server: server, grant: grant, source: source, label: "rdma", close: { [endpoint] in endpoint.interrupt() })
+          server: server, grant: grant, source: source, close: { [endpoint] in endpoint.interrupt() })
       } catch  where error.code != .unavailable && error.code != .timeout {
         try transport.respond(
           WireMessage.error(.hello, ErrorBody(error)).frameBytes(requestID: header.requestID, ringEpoch: 0),

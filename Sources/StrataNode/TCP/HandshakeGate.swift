@@ -297,7 +297,7 @@ final class HandshakeGate: @unchecked Sendable {
     // A reload that revokes the token shuts the socket down: the connection's blocking calls fail
     // at once, idle or mid-transfer, and its thread ends the session.
     let session = RequestSession(
-      server: server, grant: grant, source: socket.peerHost, label: transport, close: { socket.shutdown() })
+      server: server, grant: grant, source: socket.peerHost, close: { socket.shutdown() })
     server.startConnection(
       socket: socket, session: session,
       hello: WireMessage.helloResponse(response).frameBytes(requestID: header.requestID, ringEpoch: server.epoch),
