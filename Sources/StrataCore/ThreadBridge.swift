@@ -189,8 +189,8 @@ public func waitForTask<T: Sendable>(_ body: @escaping @Sendable () async throws
 }
 
 /// A plain thread blocked in `waitForTask`, serving as its task's executor: it runs the task's jobs
-/// (and its children's) until the task has finished. Jobs that arrive after that (a child left
-/// running) go to the global concurrent executor.
+/// (and its children's) until the task has finished. Jobs still queued then, or arriving later
+/// (a task the finished one left running), go to the global concurrent executor.
 public final class WaitingThread: TaskExecutor, @unchecked Sendable {
   // @unchecked: `jobs`, `finished` and `closed` are touched only under `condition`'s lock; `root`
   // is written by the task's first job and read by its later ones, all on the waiting thread.
@@ -245,14 +245,17 @@ public final class WaitingThread: TaskExecutor, @unchecked Sendable {
     condition.lock()
     while true {
       while jobs.isEmpty && !finished { condition.wait() }
-      guard !jobs.isEmpty else { break }
+      guard !finished else { break }
       let job = jobs.removeFirst()
       condition.unlock()
       job.runSynchronously(on: asUnownedTaskExecutor())
       condition.lock()
     }
     closed = true
+    let left = jobs
+    jobs = []
     condition.unlock()
+    for job in left { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
   }
 }
 

@@ -175,8 +175,8 @@ extension WorkerPoolTests {
     #expect(pool.queuedCount == 0)
   }
 
-  /// A task left running by the one waited for (not awaited by it) still finishes after the
-  /// waiting thread has gone back to its caller: its later jobs run elsewhere.
+  /// A task started by the one waited for, and not awaited by it, still finishes after the waiting
+  /// thread has gone back to its caller: it never needs that thread.
   @Test func aTaskLeftBehindFinishesAfterTheWaitEnds() async throws {
     let gate = Gate()
     let leftBehind = await onPlainThread { () -> Task<Int, Never>? in
