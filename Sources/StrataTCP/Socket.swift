@@ -5,6 +5,7 @@
 import COpenSSL
 import CStrataLinux
 public import StrataCore
+import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -23,6 +24,12 @@ public final class TCPSocket: @unchecked Sendable {
   public let peer: String
   /// The peer's address without its port (limits per source address count by it).
   public let peerHost: String
+  /// The receive and send timeouts set on the socket now, in milliseconds (0: none), so that a
+  /// deadline already bounded by them costs no system call (`bound`).
+  private let armedReceive = Atomic<UInt64>(0)
+  private let armedSend = Atomic<UInt64>(0)
+  /// What `armedReceive`/`armedSend` hold when the next bound must set its timeout whatever it is.
+  private static let unknownTimeout = UInt64.max
 
   init(descriptor: Int32, peer: String, peerHost: String? = nil) {
     self.descriptor = descriptor
@@ -134,9 +141,28 @@ public final class TCPSocket: @unchecked Sendable {
 
   /// Bounds every later read and write (0: no limit).
   public func setTimeout(milliseconds: UInt64) {
+    arm(SO_RCVTIMEO, milliseconds)
+    arm(SO_SNDTIMEO, milliseconds)
+  }
+
+  /// Sets the socket's timeout `option` (SO_RCVTIMEO or SO_SNDTIMEO), unless it is set to that already.
+  private func arm(_ option: Int32, _ milliseconds: UInt64) {
+    guard armed(option) != milliseconds else { return }
     var limit = timeval(tv_sec: Int(milliseconds / 1000), tv_usec: Int((milliseconds % 1000) * 1000))
-    setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-    setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(descriptor, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
+    setArmed(option, milliseconds)
+  }
+
+  private func armed(_ option: Int32) -> UInt64 {
+    option == SO_RCVTIMEO ? armedReceive.load(ordering: .relaxed) : armedSend.load(ordering: .relaxed)
+  }
+
+  private func setArmed(_ option: Int32, _ milliseconds: UInt64) {
+    if option == SO_RCVTIMEO {
+      armedReceive.store(milliseconds, ordering: .relaxed)
+    } else {
+      armedSend.store(milliseconds, ordering: .relaxed)
+    }
   }
 
   /// Large socket buffers keep a multi-megabyte block moving without waiting on the peer.
@@ -164,6 +190,18 @@ public final class TCPSocket: @unchecked Sendable {
       // buffered may wait under the timeout set earlier in this call, which ends no later than
       // the deadline plus the time this call has taken.
       if deadline != .never && (!bounded || tls?.hasBufferedBytes != true) {
+        // Bytes that have arrived already (a frame's body behind its header) need no timeout:
+        // they are taken first, and the timeout is set only if the read must wait.
+        if tls == nil && !bounded && !keeps(SO_RCVTIMEO, deadline) {
+          let count = recv(descriptor, cursor, remaining, Int32(MSG_DONTWAIT))
+          if count > 0 {
+            cursor += count
+            remaining -= count
+            continue
+          }
+          let code = errno
+          if count < 0 && code != EAGAIN && code != EWOULDBLOCK && code != EINTR { throw failure("read", code) }
+        }
         try bound(SO_RCVTIMEO, by: deadline, "read")
         bounded = true
       }
@@ -191,7 +229,7 @@ public final class TCPSocket: @unchecked Sendable {
           .unavailable, "\(peer) closed the connection (\(buffer.count - remaining) of \(buffer.count) bytes read)")
       }
       let code = errno
-      if code == EINTR { continue }
+      if code == EINTR || timedOutEarly(code, deadline, SO_RCVTIMEO) { continue }
       throw failure("read", code)
     }
   }
@@ -219,12 +257,32 @@ public final class TCPSocket: @unchecked Sendable {
   }
 
   /// Sets the socket's timeout `option` (SO_RCVTIMEO or SO_SNDTIMEO) to what is left of
-  /// `deadline`; throws `timeout` when nothing is left.
+  /// `deadline`; throws `timeout` when nothing is left. Without TLS, a timeout already set to at
+  /// most what is left and at least half of it is kept (no system call: a connection's deadlines
+  /// are alike from request to request); a call that times out before the deadline is retried
+  /// with the exact rest (`timedOutEarly`), so the deadline holds either way.
   private func bound(_ option: Int32, by deadline: Deadline, _ operation: String) throws(StrataError) {
     let left = deadline.remainingMilliseconds()
     guard left > 0 else { throw StrataError(.timeout, "\(operation) on the connection to \(peer) passed its deadline") }
-    var limit = timeval(tv_sec: Int(left / 1000), tv_usec: Int((left % 1000) * 1000))
-    setsockopt(descriptor, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
+    if !keeps(option, deadline, left: left) { arm(option, left) }
+  }
+
+  /// Whether the timeout set now bounds a call under `deadline` (see `bound`).
+  private func keeps(_ option: Int32, _ deadline: Deadline, left: UInt64? = nil) -> Bool {
+    let left = left ?? deadline.remainingMilliseconds()
+    let armed = armed(option)
+    return tls == nil && left > 0 && armed > 0 && armed <= left && armed * 2 >= left
+  }
+
+  /// True when a plaintext read or write timed out (`code`) before `deadline`, under a timeout
+  /// kept by `bound`: the timeout is then cleared, so that `bound` sets the exact rest, and the
+  /// call is retried.
+  private func timedOutEarly(_ code: Int32, _ deadline: Deadline, _ option: Int32) -> Bool {
+    guard tls == nil, code == EAGAIN || code == EWOULDBLOCK, deadline != .never, !deadline.hasPassed() else {
+      return false
+    }
+    setArmed(option, Self.unknownTimeout)
+    return true
   }
 
   /// Writes every byte of every buffer, in order, with as few system calls as the kernel allows,
@@ -243,7 +301,7 @@ public final class TCPSocket: @unchecked Sendable {
       }
       if written < 0 {
         let code = errno
-        if code == EINTR { continue }
+        if code == EINTR || timedOutEarly(code, deadline, SO_SNDTIMEO) { continue }
         throw failure("write", code)
       }
       // Skip what was written; a partial vector is trimmed in place.

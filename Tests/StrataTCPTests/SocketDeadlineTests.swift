@@ -1,6 +1,7 @@
 // Sockets on loopback and on a Unix-domain path: every read bounded by its deadline, a closed
 // peer named with how far the read got, a descriptor passed with a message, and locality checks.
 
+import Dispatch
 import StrataCore
 import Testing
 
@@ -33,6 +34,39 @@ private func loopbackPair() throws -> (client: TCPSocket, server: TCPSocket, lis
     }
     let took = ContinuousClock.now - began
     #expect(took >= .milliseconds(150) && took < .seconds(5), "took \(took)")
+    client.shutdown()
+  }
+
+  /// A read keeps the timeout an earlier deadline set when it bounds this one too (no system call);
+  /// it then times out before this deadline, and the read goes on with the exact rest: a later
+  /// deadline is never cut short, and bytes that arrive after the kept timeout are read.
+  @Test func aTimeoutKeptFromAnEarlierDeadlineNeverCutsALaterOneShort() throws {
+    let (client, server, listener) = try loopbackPair()
+    defer { listener.shutdown() }
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+    defer { buffer.deallocate() }
+    func read(within milliseconds: UInt64) -> (Duration, StrataError?) {
+      let began = ContinuousClock.now
+      do throws(StrataError) {
+        try server.readExactly(buffer, deadline: .after(milliseconds: milliseconds))
+        return (ContinuousClock.now - began, nil)
+      } catch {
+        return (ContinuousClock.now - began, error)
+      }
+    }
+    let (first, firstError) = read(within: 150)  // sets a 150 ms timeout
+    #expect(firstError?.code == .timeout && first >= .milliseconds(140), "\(first) \(String(describing: firstError))")
+    // 150 ms bounds a deadline of 280 ms, and is kept: the read must still wait the whole 280.
+    let (second, secondError) = read(within: 280)
+    #expect(secondError?.code == .timeout, "\(String(describing: secondError))")
+    #expect(second >= .milliseconds(270) && second < .seconds(5), "a 280 ms deadline ended after \(second)")
+    // Bytes sent 200 ms into a 280 ms deadline (past the kept timeout) are read.
+    DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) {
+      try? client.writeAll([1, 2, 3, 4, 5, 6, 7, 8])
+    }
+    let (_, thirdError) = read(within: 280)
+    #expect(thirdError == nil, "\(String(describing: thirdError))")
+    #expect(Array(buffer) == [1, 2, 3, 4, 5, 6, 7, 8])
     client.shutdown()
   }
 
