@@ -12,10 +12,12 @@ import Synchronization
 /// no threads (`threads: 0`) runs each job in its caller, before `run` returns: what a
 /// deterministic simulation needs, whose run loop must know that no work goes on elsewhere.
 ///
-/// Limits: at most `threadCount` threads; at most `queueDepthMax` jobs queued or running, past
-/// which a call throws `resourceExhausted` at once. Cancellation: a call cancelled while its job
-/// waits in the queue returns `cancelled` at once and the job never runs; a job already running is
-/// not interrupted (blocking work cannot be), and its call returns its result.
+/// Limits: at most `threadCount` threads and jobs running at once (a pool of one thread may run a
+/// job on a thread waiting in `waitForTask` instead, still one at a time: `run`); at most
+/// `queueDepthMax` jobs queued or running, past which a call throws `resourceExhausted` at once.
+/// Cancellation: a call cancelled while its job waits in the queue returns `cancelled` at once and
+/// the job never runs; a job already running is not interrupted (blocking work cannot be), and its
+/// call returns its result.
 public final class WorkerPool: Sendable {
   public let label: String
   public let threadCount: Int
