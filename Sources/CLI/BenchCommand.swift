@@ -4,7 +4,6 @@
 
 import ArgumentParser
 import Dispatch
-import Foundation
 import StrataAdmin
 import StrataClient
 import StrataCore
@@ -271,8 +270,12 @@ struct Bench: AsyncParsableCommand {
         }
         group.addTask {
           guard fromThread else { return await requests() }
-          return await onThreadOfItsOwn {
-            (try? waitForTask { () throws(StrataError) in await requests() }) ?? .success((0, []))
+          return await onNewThread {
+            do throws(StrataError) {
+              return try waitForTask { () throws(StrataError) in await requests() }
+            } catch {
+              return .failure(error)
+            }
           }
         }
       }
@@ -356,11 +359,4 @@ func rounded(_ value: Double, _ decimals: Int) -> String {
   for _ in 0..<decimals { scale *= 10 }
   let number = (value * scale).rounded() / scale
   return decimals == 0 ? "\(Int(number))" : "\(number)"
-}
-
-/// Runs `body` on a new plain thread (not one of Swift's cooperative pool) and returns its result.
-func onThreadOfItsOwn<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-  await withCheckedContinuation { continuation in
-    Thread.detachNewThread { continuation.resume(returning: body()) }
-  }
 }

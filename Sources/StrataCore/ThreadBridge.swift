@@ -190,6 +190,14 @@ public func waitForTask<T: Sendable>(_ body: @escaping @Sendable () async throws
   return try outcome.withLock { $0! }.get()
 }
 
+/// Runs `body` on a new plain thread (not one of Swift's cooperative pool), where it may block or
+/// call `waitForTask`, and returns its result to the awaiting task. The thread ends with `body`.
+public func onNewThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+  await withCheckedContinuation { continuation in
+    Thread.detachNewThread { continuation.resume(returning: body()) }
+  }
+}
+
 /// A plain thread blocked in `waitForTask`, serving as its task's executor: it runs the task's jobs
 /// (and its children's) until the task has finished. Jobs still queued then, or arriving later
 /// (a task the finished one left running), go to the global concurrent executor.

@@ -192,7 +192,7 @@ public final class TCPSocket: @unchecked Sendable {
       if deadline != .never && (!bounded || tls?.hasBufferedBytes != true) {
         // Bytes that have arrived already (a frame's body behind its header) need no timeout:
         // they are taken first, and the timeout is set only if the read must wait.
-        if tls == nil && !bounded && !keeps(SO_RCVTIMEO, deadline) {
+        if tls == nil && !bounded && !keeps(SO_RCVTIMEO, left: deadline.remainingMilliseconds()) {
           let count = recv(descriptor, cursor, remaining, Int32(MSG_DONTWAIT))
           if count > 0 {
             cursor += count
@@ -264,12 +264,11 @@ public final class TCPSocket: @unchecked Sendable {
   private func bound(_ option: Int32, by deadline: Deadline, _ operation: String) throws(StrataError) {
     let left = deadline.remainingMilliseconds()
     guard left > 0 else { throw StrataError(.timeout, "\(operation) on the connection to \(peer) passed its deadline") }
-    if !keeps(option, deadline, left: left) { arm(option, left) }
+    if !keeps(option, left: left) { arm(option, left) }
   }
 
-  /// Whether the timeout set now bounds a call under `deadline` (see `bound`).
-  private func keeps(_ option: Int32, _ deadline: Deadline, left: UInt64? = nil) -> Bool {
-    let left = left ?? deadline.remainingMilliseconds()
+  /// Whether the timeout set now bounds a call with `left` milliseconds to go (see `bound`).
+  private func keeps(_ option: Int32, left: UInt64) -> Bool {
     let armed = armed(option)
     return tls == nil && left > 0 && armed > 0 && armed <= left && armed * 2 >= left
   }

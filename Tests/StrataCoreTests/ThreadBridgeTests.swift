@@ -142,7 +142,7 @@ extension WorkerPoolTests {
   /// parts run in parallel; from an ordinary task, always the pool's thread.
   @Test func theWaitingThreadRunsItsTaskAndItsBlockingWork() async throws {
     let pool = WorkerPool(label: "test.connection")
-    let seen = await onPlainThread { () -> [String: Bool] in
+    let seen = await onNewThread { () -> [String: Bool] in
       let waiting = pthread_self()
       let answer = try? waitForTask { () async throws(StrataError) -> [String: Bool] in
         let taskHere = pthread_equal(pthread_self(), waiting) != 0
@@ -179,7 +179,7 @@ extension WorkerPoolTests {
   /// thread has gone back to its caller: it never needs that thread.
   @Test func aTaskLeftBehindFinishesAfterTheWaitEnds() async throws {
     let gate = Gate()
-    let leftBehind = await onPlainThread { () -> Task<Int, Never>? in
+    let leftBehind = await onNewThread { () -> Task<Int, Never>? in
       try? waitForTask { () async throws(StrataError) -> Task<Int, Never> in
         Task {
           await gate.wait()
@@ -191,12 +191,6 @@ extension WorkerPoolTests {
     #expect(await leftBehind?.value == 7)
   }
 
-  /// Runs `body` on a plain thread (as a connection's thread or a C caller) and returns its result.
-  func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { continuation in
-      Thread.detachNewThread { continuation.resume(returning: body()) }
-    }
-  }
 }
 
 /// Opens once; every `wait` before or after returns once it is open.
