@@ -37,10 +37,14 @@ print("strata-microbench: medians of \(repetitions) runs of \(seconds) s each")
 
 if which == "checksum" || which == "all" {
   print("")
-  print("CRC-32C (hardware instruction: \(CRC32C.usesHardware ? "yes" : "no")) against memcpy of the same buffer")
+  let methods = CRC32C.Method.allCases.filter { $0 != .portable && $0.isAvailable }
+  print(
+    "CRC-32C against memcpy of the same buffer; chosen at load: \(CRC32C.method) (of "
+      + "\(CRC32C.Method.allCases.filter(\.isAvailable).map { "\($0)" }.joined(separator: ", ")))")
   print(
     "\(pad("size", 10)) \(pad("memcpy GB/s", 12)) \(pad("crc32c GB/s", 12)) \(pad("ratio", 7)) "
-      + "\(pad("table-loop GB/s", 16)) copy+crc32c GB/s (the same-host GET's copy), ratio to memcpy")
+      + methods.map { pad("\($0) GB/s", 17) }.joined() + "\(pad("table-loop GB/s", 16)) "
+      + "copy+crc32c GB/s (the same-host path's copy), ratio to memcpy")
   for size in [4096, 256 << 10, 2 << 20, 32 << 20] {
     let source = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
     let target = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
@@ -52,6 +56,7 @@ if which == "checksum" || which == "all" {
     var sink: UInt32 = 0
     var copies: [Double] = []
     var checksums: [Double] = []
+    var byMethod: [CRC32C.Method: [Double]] = [:]
     var portables: [Double] = []
     var checkedCopies: [Double] = []
     for _ in 0..<repetitions {
@@ -59,6 +64,12 @@ if which == "checksum" || which == "all" {
         throughput(bytes: size, seconds: seconds) { memcpy(target.baseAddress!, source.baseAddress!, size) })
       checksums.append(
         throughput(bytes: size, seconds: seconds) { sink ^= CRC32C.checksum(UnsafeRawBufferPointer(source)) })
+      for method in methods {
+        byMethod[method, default: []].append(
+          throughput(bytes: size, seconds: seconds) {
+            sink ^= CRC32C.checksum(UnsafeRawBufferPointer(source), using: method)
+          })
+      }
       portables.append(
         throughput(bytes: size, seconds: seconds / 4) {
           sink ^= CRC32C.portableChecksum(UnsafeRawBufferPointer(source))
@@ -69,7 +80,8 @@ if which == "checksum" || which == "all" {
     let label = ByteSize(bytes: UInt64(size)).description
     print(
       "\(pad(label, 10)) \(pad(gb(median(copies)), 12)) \(pad(gb(median(checksums)), 12)) "
-        + "\(pad(formatted(median(checksums) / median(copies), 2) + "x", 7)) \(pad(gb(median(portables)), 16)) "
+        + "\(pad(formatted(median(checksums) / median(copies), 2) + "x", 7)) "
+        + methods.map { pad(gb(median(byMethod[$0] ?? [])), 17) }.joined() + "\(pad(gb(median(portables)), 16)) "
         + "\(gb(median(checkedCopies))) \(formatted(median(checkedCopies) / median(copies), 2))x"
         + (sink == 0xFFFF_FFFF ? " " : ""))
   }

@@ -1,4 +1,5 @@
-// The block checksum of the data path: CRC-32C, with the CPU instruction where there is one.
+// The block checksum of the data path: CRC-32C, by the fastest method this CPU has (see
+// Sources/CCRC32C/crc32c.c).
 
 import CCRC32C
 
@@ -21,11 +22,42 @@ public enum CRC32C {
     return strata_crc32c_copy(crc, destination.baseAddress, source.baseAddress, source.count)
   }
 
-  /// The same value, one byte at a time: a reference for tests and benchmarks.
-  public static func portableChecksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
-    strata_crc32c_portable(crc, bytes.baseAddress, bytes.count)
+  /// How a checksum is computed; every method gives the same value.
+  public enum Method: Int, CaseIterable, Sendable {
+    /// A table loop, one byte at a time: any CPU, and the tests' reference.
+    case portable = 0
+    /// The SSE4.2 `crc32` instruction on three interleaved streams.
+    case interleaved = 1
+    /// Carry-less multiplication (PCLMULQDQ) folding 128-bit lanes; faster where `crc32` has a low
+    /// throughput (AMD Zen 1 and 2).
+    case folded = 2
+
+    /// Whether this CPU can run it.
+    public var isAvailable: Bool { strata_crc32c_available_methods() & (1 << rawValue) != 0 }
   }
 
-  /// Whether `checksum` runs on the CPU's CRC32 instruction.
-  public static var usesHardware: Bool { strata_crc32c_hardware() != 0 }
+  /// The method `checksum` and `copy` use: the fastest this CPU has, measured once at load.
+  public static var method: Method { Method(rawValue: Int(strata_crc32c_method())) ?? .portable }
+
+  /// `checksum` by a given method (an unavailable one computes portably), for tests and benchmarks.
+  public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0, using method: Method)
+    -> UInt32
+  {
+    strata_crc32c_using(Int32(method.rawValue), crc, bytes.baseAddress, bytes.count)
+  }
+
+  /// `copy` by a given method (as `checksum(_:continuing:using:)`).
+  public static func copy(
+    _ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawBufferPointer, continuing crc: UInt32 = 0,
+    using method: Method
+  ) -> UInt32 {
+    precondition(destination.count >= source.count, "CRC32C.copy: \(source.count) bytes into \(destination.count)")
+    return strata_crc32c_copy_using(
+      Int32(method.rawValue), crc, destination.baseAddress, source.baseAddress, source.count)
+  }
+
+  /// The same value, one byte at a time: a reference for tests and benchmarks.
+  public static func portableChecksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+    checksum(bytes, continuing: crc, using: .portable)
+  }
 }

@@ -14,32 +14,46 @@ import Testing
     #expect(CRC32C.checksum([]) == 0)
   }
 
-  @Test func hardwarePathMatchesPortableOnEveryShape() {
+  /// Every method this CPU runs gives the portable loop's value, for lengths on both sides of each
+  /// method's steps: the folding's 128-byte minimum and 64-byte rounds, the interleaved streams'
+  /// 4 KiB lanes (12 KiB rounds), and the 8- and 1-byte tails, at unaligned offsets.
+  @Test(arguments: CRC32C.Method.allCases.filter { $0 != .portable && $0.isAvailable })
+  func eachMethodMatchesPortableOnEveryShape(method: CRC32C.Method) {
     var random = SplitMix64(seed: 42)
     let buffer = (0..<(3 * 4096 * 3 + 100)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-    var lengths = Array(0...80)
+    var lengths = Array(0...300)
     lengths += [4095, 4096, 4097, 12287, 12288, 12289, 3 * 4096 * 2 + 17, buffer.count - 7]
     buffer.withUnsafeBytes { raw in
       for length in lengths {
         for offset in [0, 1, 3, 7] where offset + length <= raw.count {
           let slice = UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + length)])
           #expect(
-            CRC32C.checksum(slice, continuing: 0x1234) == CRC32C.portableChecksum(slice, continuing: 0x1234),
-            "length \(length) offset \(offset)")
+            CRC32C.checksum(slice, continuing: 0x1234, using: method)
+              == CRC32C.portableChecksum(slice, continuing: 0x1234),
+            "\(method), length \(length) offset \(offset)")
         }
       }
     }
+  }
+
+  /// The method chosen at load is one this CPU runs, and the fastest of them is never the table.
+  @Test func theChosenMethodRunsHere() {
+    #expect(CRC32C.method.isAvailable)
+    #expect(CRC32C.Method.portable.isAvailable)
+    if CRC32C.Method.interleaved.isAvailable { #expect(CRC32C.method != .portable) }
   }
 
   /// The copy that checksums as it goes (the same-host path): byte-exact and the same checksum, for
   /// lengths on both sides of its streaming threshold (256 KiB), of its three 4 KiB lanes (12 KiB)
   /// and of its 16-byte words, at destination and source offsets that are not 16-byte aligned;
   /// nothing past the end is written.
-  @Test func copyingChecksumIsACopyAndAChecksum() {
+  @Test(arguments: CRC32C.Method.allCases.filter(\.isAvailable))
+  func copyingChecksumIsACopyAndAChecksum(method: CRC32C.Method) {
     var random = SplitMix64(seed: 7)
     let source = (0..<((1 << 20) + 70_000)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
     let lengths = [
-      0, 1, 15, 16, 17, 63, 64, 65, 12_287, 12_288, 12_289, 16 << 10, (256 << 10) - 1, 256 << 10, (1 << 20) + 16_411,
+      0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 191, 192, 200, 12_287, 12_288, 12_289, 16 << 10, (256 << 10) - 1,
+      256 << 10, (1 << 20) + 16_411,
     ]
     source.withUnsafeBytes { raw in
       for length in lengths {
@@ -49,9 +63,9 @@ import Testing
           let crc = output.withUnsafeMutableBytes { out in
             CRC32C.copy(
               input, to: UnsafeMutableRawBufferPointer(rebasing: out[destinationOffset..<(destinationOffset + length)]),
-              continuing: 0x1234)
+              continuing: 0x1234, using: method)
           }
-          #expect(crc == CRC32C.checksum(input, continuing: 0x1234), "length \(length)")
+          #expect(crc == CRC32C.portableChecksum(input, continuing: 0x1234), "\(method), length \(length)")
           let copied = output[destinationOffset..<(destinationOffset + length)].elementsEqual(input)
           #expect(copied, "length \(length), offsets \(sourceOffset) and \(destinationOffset)")
           #expect(output[..<destinationOffset].allSatisfy { $0 == 0xEE } && output.suffix(32).allSatisfy { $0 == 0xEE })

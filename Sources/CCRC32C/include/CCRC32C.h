@@ -4,19 +4,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/// How a checksum is computed; every method gives the same value.
+enum {
+  STRATA_CRC32C_PORTABLE = 0,    ///< a table loop, one byte at a time (any CPU)
+  STRATA_CRC32C_INTERLEAVED = 1, ///< the SSE4.2 `crc32` instruction on three interleaved streams
+  STRATA_CRC32C_FOLDED = 2,      ///< PCLMULQDQ folding of 128-bit lanes, `crc32` for the last 16 bytes
+};
+
 /// Extends `crc` (0 for a fresh checksum) over `length` bytes at `data`, with the standard
-/// pre- and post-inversion: crc32c("123456789") == 0xE3069283.
+/// pre- and post-inversion: crc32c("123456789") == 0xE3069283. Uses `strata_crc32c_method()`.
 uint32_t strata_crc32c(uint32_t crc, const void *data, size_t length);
-
-/// The same checksum computed one byte at a time from a table; a reference for tests.
-uint32_t strata_crc32c_portable(uint32_t crc, const void *data, size_t length);
-
-/// 1 when strata_crc32c uses the CPU's CRC32 instruction, else 0.
-int strata_crc32c_hardware(void);
 
 /// Copies `length` bytes from `source` to `destination` (which must not overlap) and returns the
 /// CRC-32C of those bytes continuing `crc`, in one pass: each word is checksummed from the register
 /// it is stored from, so the checksum is of the bytes written even if the source changes meanwhile.
 uint32_t strata_crc32c_copy(uint32_t crc, void *destination, const void *source, size_t length);
+
+/// The method `strata_crc32c` and `strata_crc32c_copy` use: the fastest this CPU has, measured
+/// once when the library is loaded (a few microseconds).
+int strata_crc32c_method(void);
+
+/// Bit `1 << method` is set for each method this CPU can run (the portable one always).
+int strata_crc32c_available_methods(void);
+
+/// `strata_crc32c` with a given method (one this CPU can run; otherwise the portable one), for
+/// tests and benchmarks.
+uint32_t strata_crc32c_using(int method, uint32_t crc, const void *data, size_t length);
+
+/// `strata_crc32c_copy` with a given method (as `strata_crc32c_using`).
+uint32_t strata_crc32c_copy_using(int method, uint32_t crc, void *destination, const void *source,
+                                  size_t length);
 
 #endif
