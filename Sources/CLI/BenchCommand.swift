@@ -247,7 +247,7 @@ struct Bench: AsyncParsableCommand {
                 began = now()
                 let results = try await client.get(items)
                 guard results.allSatisfy({ $0 == .ok(length: blockBytes) }) else {
-                  throw StrataError(.internalError, "a benchmark block was not read back whole: \(results)")
+                  throw readBackFailure(results, blockBytes: blockBytes)
                 }
               } else {
                 let items = try (0..<batch).map { index throws(StrataError) in
@@ -304,6 +304,31 @@ struct Bench: AsyncParsableCommand {
     }
     return result
   }
+}
+
+/// Why a GET of the benchmark's own blocks fell short, counted by outcome: a node that has dropped
+/// blocks the bench wrote (too little room for the working set) says so instead of listing them.
+func readBackFailure(_ results: [StrataClient.GetResult], blockBytes: Int) -> StrataError {
+  var counts: [String: Int] = [:]
+  for result in results where result != .ok(length: blockBytes) {
+    let name: String
+    switch result {
+    case .ok(let length): name = "\(length) bytes instead of \(blockBytes)"
+    case .missing: name = "missing"
+    case .outOfRange: name = "out of range"
+    case .destinationTooSmall: name = "larger than written"
+    case .corrupt: name = "corrupt"
+    }
+    counts[name, default: 0] += 1
+  }
+  let listed = counts.keys.sorted().map { "\(counts[$0]!) \($0)" }.joined(separator: ", ")
+  let hint =
+    counts["missing"] != nil
+    ? ": the node no longer holds blocks this bench wrote (give it more --ram/--nvme, or start it afresh)" : ""
+  return StrataError(
+    .internalError,
+    "\(results.count - results.count { $0 == .ok(length: blockBytes) }) of \(results.count) "
+      + "benchmark blocks were not read back whole (\(listed))\(hint)")
 }
 
 /// Single-thread memcpy of `batch` blocks per round, from a working set of four batches (as the

@@ -225,13 +225,10 @@ struct TraceLogHandler: LogHandler {
     set { metadata[key] = newValue }
   }
 
-  func log(
-    level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?, source: String, file: String,
-    function: String, line: UInt
-  ) {
-    let all = metadata.merging(extra ?? [:]) { $1 }
+  func log(event: LogEvent) {
+    let all = metadata.merging(event.metadata ?? [:]) { $1 }
     let fields = all.keys.sorted().map { "\($0)=\(all[$0]!)" }
-    write(([node, "\(level):", "\(message)"] + fields).joined(separator: " "))
+    write(([node, "\(event.level):", "\(event.message)"] + fields).joined(separator: " "))
   }
 }
 
