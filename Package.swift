@@ -245,7 +245,9 @@ let package = Package(
       path: "Tests/StrataEtcdTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataAdminTests",
-      dependencies: ["StrataAdmin", "StrataNode", "StrataStorage", "StrataTCP", "StrataConfig", "StrataCore"],
+      dependencies: [
+        "StrataAdmin", "StrataNode", "StrataStorage", "StrataTCP", "StrataConfig", "StrataCore", "StrataWire",
+      ],
       path: "Tests/StrataAdminTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataRDMATests",

@@ -235,7 +235,8 @@ public final class NodeMetrics: NodeObserver {
   private let namespaces: Mutex<Set<Namespace>>
   private let errors = Mutex<[String: Int]>([:])
   private let requestCounters: [String: Counter]
-  private let durations: [String: ValueHistogram]
+  private let durations: [String: [String: ValueHistogram]]
+  private let blockSizes: [String: ValueHistogram]
 
   /// A registry with every metric present (at zero), the tier gauges for `namespaces`.
   public init(namespaces: [Namespace] = [.embeddedDefault], registry: PrometheusCollectorRegistry = .init()) {
@@ -243,19 +244,26 @@ public final class NodeMetrics: NodeObserver {
     help = Dictionary(NodeMetrics.catalog.map { ($0.name, $0.help) }, uniquingKeysWith: { first, _ in first })
     self.namespaces = Mutex(Set(namespaces))
     var requestCounters: [String: Counter] = [:]
-    var durations: [String: ValueHistogram] = [:]
+    var durations: [String: [String: ValueHistogram]] = [:]
+    var blockSizes: [String: ValueHistogram] = [:]
     for op in NodeMetrics.ops {
       requestCounters[op] = registry.makeCounter(
         descriptor: describe("strata_requests_total", help), labels: [("op", op)])
       for transport in NodeMetrics.transports {
-        durations["\(op)|\(transport)"] = registry.makeValueHistogram(
+        durations[op, default: [:]][transport] = registry.makeValueHistogram(
           descriptor: describe("strata_request_duration_seconds", help),
           labels: [("op", op), ("transport", transport)],
           buckets: NodeMetrics.durationBuckets)
       }
     }
+    for op in ["get", "put"] {
+      blockSizes[op] = registry.makeValueHistogram(
+        descriptor: describe("strata_transfer_block_bytes", help), labels: [("op", op)],
+        buckets: NodeMetrics.blockBytesBuckets)
+    }
     self.requestCounters = requestCounters
     self.durations = durations
+    self.blockSizes = blockSizes
     createEverySeries()
   }
 
@@ -269,9 +277,11 @@ public final class NodeMetrics: NodeObserver {
   // MARK: Recording
 
   public func requestFinished(_ event: RequestEvent) {
+    // Every request looks its series up in dictionaries made at start (an op or transport not
+    // listed there, which the node does not send, is made on the way).
     (requestCounters[event.op] ?? counter("strata_requests_total", [("op", event.op)])).increment()
     let histogram =
-      durations["\(event.op)|\(event.transport)"]
+      durations[event.op]?[event.transport]
       ?? registry.makeValueHistogram(
         descriptor: describe("strata_request_duration_seconds", help),
         labels: [("op", event.op), ("transport", event.transport)], buckets: NodeMetrics.durationBuckets)
@@ -280,9 +290,11 @@ public final class NodeMetrics: NodeObserver {
       counter("strata_errors_total", [("code", code.name)]).increment()
       errors.withLock { $0[code.name, default: 0] += 1 }
     } else if !event.blockBytes.isEmpty {
-      let sizes = registry.makeValueHistogram(
-        descriptor: describe("strata_transfer_block_bytes", help), labels: [("op", event.op)],
-        buckets: NodeMetrics.blockBytesBuckets)
+      let sizes =
+        blockSizes[event.op]
+        ?? registry.makeValueHistogram(
+          descriptor: describe("strata_transfer_block_bytes", help), labels: [("op", event.op)],
+          buckets: NodeMetrics.blockBytesBuckets)
       for bytes in event.blockBytes { sizes.record(Double(bytes)) }
     }
   }
@@ -481,11 +493,6 @@ public final class NodeMetrics: NodeObserver {
       for op in ["get", "put"] {
         counter("strata_transfer_bytes_total", [("op", op), ("transport", transport)]).increment(by: Int64(0))
       }
-    }
-    for op in ["get", "put"] {
-      _ = registry.makeValueHistogram(
-        descriptor: describe("strata_transfer_block_bytes", help), labels: [("op", op)],
-        buckets: NodeMetrics.blockBytesBuckets)
     }
     for code in StrataError.Code.all { counter("strata_errors_total", [("code", code.name)]).increment(by: Int64(0)) }
     for reason in NodeMetrics.authFailureReasons {

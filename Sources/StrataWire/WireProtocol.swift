@@ -27,6 +27,23 @@ public enum Opcode: UInt8, Hashable, Sendable, CaseIterable {
   case goodbye = 8
 }
 
+extension Opcode: CustomStringConvertible {
+  /// The case's name, from a constant: a metric label built per request must not go through
+  /// reflection (interpolating an enum without a description does).
+  public var description: String {
+    switch self {
+    case .hello: "hello"
+    case .lookup: "lookup"
+    case .get: "get"
+    case .put: "put"
+    case .delete: "delete"
+    case .stat: "stat"
+    case .ring: "ring"
+    case .goodbye: "goodbye"
+    }
+  }
+}
+
 /// Header flags. Bits 2 to 7 are reserved and must be zero.
 public struct FrameFlags: OptionSet, Hashable, Sendable {
   public let rawValue: UInt8

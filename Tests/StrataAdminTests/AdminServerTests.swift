@@ -9,6 +9,7 @@ import StrataConfig
 import StrataCore
 import StrataNode
 import StrataStorage
+import StrataWire
 import Testing
 
 let adminToken = "admin-token-0123456789"
@@ -158,6 +159,31 @@ final class AdminFixture {
     for metric in NodeMetrics.catalog {
       #expect(docs.contains("`\(metric.name)`"), "docs/metrics.md lacks \(metric.name)")
     }
+  }
+
+  /// A request's metrics are recorded into series made at start, found by the label the node gives
+  /// (the opcode's description): every opcode a client sends, and every one of its transports, has
+  /// them, with the op's name as its label, and recording adds to those series only.
+  @Test func everyRequestRecordsIntoSeriesMadeAtStart() {
+    let metrics = NodeMetrics()
+    let before = String(decoding: metrics.render(), as: UTF8.self)
+    for opcode in Opcode.allCases where opcode != .goodbye {
+      #expect(NodeMetrics.ops.contains("\(opcode)"), "no series for \(opcode)")
+      for transport in NodeMetrics.transports {
+        metrics.requestFinished(
+          RequestEvent(
+            op: "\(opcode)", transport: transport, seconds: 0.001, error: nil,
+            blockBytes: opcode == .get || opcode == .put ? [4096] : [], requestID: 1))
+      }
+    }
+    let after = String(decoding: metrics.render(), as: UTF8.self)
+    let seriesNames = { (text: String) in
+      Set(text.split(separator: "\n").filter { !$0.hasPrefix("#") }.map { $0.split(separator: " ")[0] })
+    }
+    let made = seriesNames(after).subtracting(seriesNames(before))
+    #expect(made.isEmpty, "recording made new series: \(made.sorted().prefix(5))")
+    #expect(after.split(separator: "\n").contains(#"strata_requests_total{op="get"} 3"#))
+    #expect(after.split(separator: "\n").contains(#"strata_transfer_block_bytes_count{op="put"} 3"#))
   }
 
   /// Every route the node's admin server registers is in proto/admin.openapi.yaml, and the other way round.
