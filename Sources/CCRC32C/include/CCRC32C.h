@@ -21,7 +21,7 @@ uint32_t strata_crc32c(uint32_t crc, const void *data, size_t length);
 uint32_t strata_crc32c_copy(uint32_t crc, void *destination, const void *source, size_t length);
 
 /// The method `strata_crc32c` and `strata_crc32c_copy` use: the fastest this CPU has, measured
-/// once when the library is loaded (a few microseconds).
+/// once when the library is loaded (32 checksums of 8 KiB, ~50 microseconds).
 int strata_crc32c_method(void);
 
 /// Bit `1 << method` is set for each method this CPU can run (the portable one always).
