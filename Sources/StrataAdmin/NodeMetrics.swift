@@ -32,6 +32,8 @@ public final class NodeMetrics: NodeObserver {
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
   ]
   /// Block size buckets: 4 KiB to 64 MiB, by powers of 4.
+  /// The operations that move block payloads.
+  static let transferOps = ["get", "put"]
   public static let blockBytesBuckets: [Double] = (0...7).map { Double(4096 << (2 * $0)) }
 
   public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring"]
@@ -250,17 +252,10 @@ public final class NodeMetrics: NodeObserver {
       requestCounters[op] = registry.makeCounter(
         descriptor: describe("strata_requests_total", help), labels: [("op", op)])
       for transport in NodeMetrics.transports {
-        durations[op, default: [:]][transport] = registry.makeValueHistogram(
-          descriptor: describe("strata_request_duration_seconds", help),
-          labels: [("op", op), ("transport", transport)],
-          buckets: NodeMetrics.durationBuckets)
+        durations[op, default: [:]][transport] = Self.durationHistogram(registry, help, op: op, transport: transport)
       }
     }
-    for op in ["get", "put"] {
-      blockSizes[op] = registry.makeValueHistogram(
-        descriptor: describe("strata_transfer_block_bytes", help), labels: [("op", op)],
-        buckets: NodeMetrics.blockBytesBuckets)
-    }
+    for op in NodeMetrics.transferOps { blockSizes[op] = Self.blockSizeHistogram(registry, help, op: op) }
     self.requestCounters = requestCounters
     self.durations = durations
     self.blockSizes = blockSizes
@@ -277,24 +272,18 @@ public final class NodeMetrics: NodeObserver {
   // MARK: Recording
 
   public func requestFinished(_ event: RequestEvent) {
-    // Every request looks its series up in dictionaries made at start (an op or transport not
-    // listed there, which the node does not send, is made on the way).
+    // Every request finds its series in dictionaries made at start; an op not listed there
+    // (goodbye, once per connection) has its series looked up in the registry.
     (requestCounters[event.op] ?? counter("strata_requests_total", [("op", event.op)])).increment()
     let histogram =
       durations[event.op]?[event.transport]
-      ?? registry.makeValueHistogram(
-        descriptor: describe("strata_request_duration_seconds", help),
-        labels: [("op", event.op), ("transport", event.transport)], buckets: NodeMetrics.durationBuckets)
+      ?? Self.durationHistogram(registry, help, op: event.op, transport: event.transport)
     histogram.record(event.seconds)
     if let code = event.error {
       counter("strata_errors_total", [("code", code.name)]).increment()
       errors.withLock { $0[code.name, default: 0] += 1 }
     } else if !event.blockBytes.isEmpty {
-      let sizes =
-        blockSizes[event.op]
-        ?? registry.makeValueHistogram(
-          descriptor: describe("strata_transfer_block_bytes", help), labels: [("op", event.op)],
-          buckets: NodeMetrics.blockBytesBuckets)
+      let sizes = blockSizes[event.op] ?? Self.blockSizeHistogram(registry, help, op: event.op)
       for bytes in event.blockBytes { sizes.record(Double(bytes)) }
     }
   }
@@ -490,7 +479,7 @@ public final class NodeMetrics: NodeObserver {
     for transport in NodeMetrics.transports {
       gauge("strata_connections_open", [("transport", transport)]).set(0.0)
       counter("strata_connections_total", [("transport", transport)]).increment(by: Int64(0))
-      for op in ["get", "put"] {
+      for op in NodeMetrics.transferOps {
         counter("strata_transfer_bytes_total", [("op", op), ("transport", transport)]).increment(by: Int64(0))
       }
     }
@@ -580,6 +569,29 @@ public final class NodeMetrics: NodeObserver {
       return delta
     }
     if delta > 0 { counter(name, labels).increment(by: Int64(delta)) }
+  }
+}
+
+extension NodeMetrics {
+  /// The registry's `strata_request_duration_seconds` series of one op and transport (made on the
+  /// first call, the same one after).
+  fileprivate static func durationHistogram(
+    _ registry: PrometheusCollectorRegistry, _ help: [String: String], op: String, transport: String
+  ) -> ValueHistogram {
+    registry.makeValueHistogram(
+      descriptor: describe("strata_request_duration_seconds", help), labels: [("op", op), ("transport", transport)],
+      buckets: NodeMetrics.durationBuckets)
+  }
+
+  /// The registry's `strata_transfer_block_bytes` series of one op.
+  fileprivate static func blockSizeHistogram(
+    _ registry: PrometheusCollectorRegistry, _ help: [String: String], op: String
+  )
+    -> ValueHistogram
+  {
+    registry.makeValueHistogram(
+      descriptor: describe("strata_transfer_block_bytes", help), labels: [("op", op)],
+      buckets: NodeMetrics.blockBytesBuckets)
   }
 }
 
