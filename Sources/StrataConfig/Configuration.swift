@@ -241,6 +241,10 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var socket = ""
     /// The largest region one connection may pass (the node maps it, it costs no node memory).
     public var maxRegionSize: ByteSize = .gibibytes(64)
+    /// How many threads one request's copies through a region are spread over: 0, one per core
+    /// (the global pool's width); 1, the connection's thread alone (a host whose cores are busy
+    /// feeding accelerators may want that).
+    public var copyThreads = 0
   }
 
   /// TLS 1.3 on the data plane, the admin API and between nodes (docs/security.md).
@@ -434,6 +438,7 @@ public struct NodeConfiguration: Hashable, Sendable {
         "\(admin.listen) is the data plane's address too (listen); give the admin API a port of its own")
     }
     check(sameHost.maxRegionSize.bytes >= 4096, "same_host.max_region_size", "must be at least 4KiB")
+    check((0...1024).contains(sameHost.copyThreads), "same_host.copy_threads", "must be 0 (every core) to 1024")
     check(sameHost.socket.utf8.count <= 107, "same_host.socket", "at most 107 bytes (a Unix socket path)")
     check(limits.connectionsPerSourceMax >= 1, "limits.max_connections_per_source", "must be at least 1")
     check(limits.connectionsPerNamespaceMax >= 1, "limits.max_connections_per_namespace", "must be at least 1")

@@ -281,7 +281,7 @@ extension ConfigurationField where Root == NodeConfiguration {
         "same_host",
         [
           bool("enabled", \.sameHost.enabled), string("socket", \.sameHost.socket),
-          size("max_region_size", \.sameHost.maxRegionSize),
+          size("max_region_size", \.sameHost.maxRegionSize), int("copy_threads", \.sameHost.copyThreads),
         ]),
       section(
         "tls",

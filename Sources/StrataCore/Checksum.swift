@@ -2,6 +2,7 @@
 // Sources/CCRC32C/crc32c.c).
 
 import CCRC32C
+import Dispatch
 
 public enum CRC32C {
   /// CRC-32C of `bytes`, continuing from `crc` (0 to start).
@@ -20,6 +21,58 @@ public enum CRC32C {
   ) -> UInt32 {
     precondition(destination.count >= source.count, "CRC32C.copy: \(source.count) bytes into \(destination.count)")
     return strata_crc32c_copy(crc, destination.baseAddress, source.baseAddress, source.count)
+  }
+
+  /// The checksum of A followed by B, from A's checksum, B's (computed from 0) and B's length.
+  public static func combine(_ first: UInt32, _ second: UInt32, secondLength: Int) -> UInt32 {
+    strata_crc32c_combine(first, second, secondLength)
+  }
+
+  /// Below this many bytes in all, `copy(_:threads:)` stays on the calling thread: handing parts
+  /// to other threads would cost more than it saves.
+  public static let spreadFromBytes = 1 << 20
+  /// The most `copy(_:threads:)` hands a thread at a time (large enough for streaming stores).
+  public static let spreadPartBytes = 1 << 20
+
+  /// Copies each source to its destination (as large at least) as `copy(_:to:)` does and returns
+  /// each pair's checksum. From `spreadFromBytes` in all, the pairs are cut into parts of at most
+  /// `spreadPartBytes`, copied by up to `threads` threads at once (libdispatch's
+  /// `concurrentPerform`: the calling thread and the global pool, which is never wider than the
+  /// machine), and the parts' checksums combined: a batch moves at the memory's bandwidth rather
+  /// than one core's. Every checksum is still of the bytes written.
+  public static func copy(
+    _ pairs: [(from: UnsafeRawBufferPointer, to: UnsafeMutableRawBufferPointer)], threads: Int
+  ) -> [UInt32] {
+    let total = pairs.reduce(0) { $0 + $1.from.count }
+    guard threads > 1 && total >= spreadFromBytes else { return pairs.map { copy($0.from, to: $0.to) } }
+    var parts: [(pair: Int, offset: Int, count: Int)] = []
+    for (index, pair) in pairs.enumerated() {
+      precondition(pair.to.count >= pair.from.count, "CRC32C.copy: \(pair.from.count) bytes into \(pair.to.count)")
+      var offset = 0
+      repeat {
+        let count = min(pair.from.count - offset, spreadPartBytes)
+        parts.append((index, offset, count))
+        offset += count
+      } while offset < pair.from.count
+    }
+    var sums = [UInt32](repeating: 0, count: parts.count)
+    let workers = min(threads, parts.count)
+    sums.withUnsafeMutableBufferPointer { sums in
+      nonisolated(unsafe) let (sums, parts, pairs) = (sums, parts, pairs)
+      DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        for index in stride(from: worker, to: parts.count, by: workers) {
+          let (pair, offset, count) = (pairs[parts[index].pair], parts[index].offset, parts[index].count)
+          sums[index] = copy(
+            UnsafeRawBufferPointer(rebasing: pair.from[offset..<(offset + count)]),
+            to: UnsafeMutableRawBufferPointer(rebasing: pair.to[offset..<(offset + count)]))
+        }
+      }
+    }
+    var checksums = [UInt32](repeating: 0, count: pairs.count)
+    for (part, sum) in zip(parts, sums) {
+      checksums[part.pair] = combine(checksums[part.pair], sum, secondLength: part.count)
+    }
+    return checksums
   }
 
   /// How a checksum is computed; every method gives the same value.

@@ -79,6 +79,9 @@ public struct ServerConfiguration: Sendable {
   public var sameHostSocketConfigured: Bool
   /// The largest shared-memory region a same-host connection may pass.
   public var sameHostRegionBytesMax: UInt64
+  /// Threads one same-host request's copies are spread over (`same_host.copy_threads`, 0 resolved
+  /// to the number of cores).
+  public var sameHostCopyThreads: Int
   /// TLS on the data plane (`tls.*`); without a certificate the port speaks plaintext.
   public var tls: NodeConfiguration.TLS
 
@@ -96,6 +99,8 @@ public struct ServerConfiguration: Sendable {
     sameHostSocket = node.sameHost.enabled ? node.effectiveSameHostSocket : nil
     sameHostSocketConfigured = !node.sameHost.socket.isEmpty
     sameHostRegionBytesMax = node.sameHost.maxRegionSize.bytes
+    sameHostCopyThreads =
+      node.sameHost.copyThreads == 0 ? ProcessInfo.processInfo.activeProcessorCount : node.sameHost.copyThreads
     tls = node.tls
   }
 

@@ -137,6 +137,7 @@ import Testing
     ("cluster: {token: short}", "cluster.token: 16 to 4096 characters"),
     ("limits: {max_handshakes: 0}", "limits.max_handshakes: must be at least 1"),
     ("limits: {idle_timeout: 1ms}", "limits.idle_timeout: must be at least 10ms"),
+    ("same_host: {copy_threads: -1}", "same_host.copy_threads: must be 0 (every core) to 1024"),
     ("ram: 5", "ram: expected a mapping"),
     ("auth: {tokens: [{token: short, namespace: a}]}", "auth.tokens[0].token: at least 16 characters"),
     ("auth: {tokens: [{token: 0123456789abcdef, namespace: Bad}]}", "auth.tokens[0].namespace: namespace 'Bad'"),
@@ -350,6 +351,7 @@ import Testing
     c.sameHost.enabled = false
     c.sameHost.socket = "/run/s.sock"
     c.sameHost.maxRegionSize = .gibibytes(2)
+    c.sameHost.copyThreads = 3
     c.tls.certificate = "n.pem"
     c.tls.key = "n.key"
     c.tls.clusterCA = "ca.pem"

@@ -36,6 +36,70 @@ import Testing
     }
   }
 
+  /// Two checksums combine into the checksum of the bytes joined, at every split of lengths around
+  /// the folding's steps, empty parts included.
+  @Test func combiningEqualsTheChecksumOfTheJoinedBytes() {
+    var random = SplitMix64(seed: 11)
+    let bytes = (0..<70_000).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+    bytes.withUnsafeBytes { raw in
+      for length in [0, 1, 63, 64, 129, 4096, 65_537, 70_000] {
+        for split in Set([0, 1, length / 3, length / 2, max(0, length - 1), length]) where split <= length {
+          let first = UnsafeRawBufferPointer(rebasing: raw[0..<split])
+          let second = UnsafeRawBufferPointer(rebasing: raw[split..<length])
+          let joined = UnsafeRawBufferPointer(rebasing: raw[0..<length])
+          #expect(
+            CRC32C.combine(CRC32C.checksum(first), CRC32C.checksum(second), secondLength: second.count)
+              == CRC32C.checksum(joined),
+            "length \(length) split at \(split)")
+        }
+      }
+    }
+  }
+
+  /// A batch copied by several threads is byte-exact with one checksum per pair equal to the
+  /// checksum of its source, whatever the thread count, for pairs on both sides of the part size
+  /// and batches on both sides of the spreading threshold; bytes past each copy stay untouched.
+  @Test func aBatchCopiedByManyThreadsIsTheSameAsByOne() {
+    var random = SplitMix64(seed: 23)
+    let part = CRC32C.spreadPartBytes
+    let batches: [[Int]] = [
+      [0, 5], [CRC32C.spreadFromBytes - 1], [part - 1, 1, part, part + 1], [3 * part + 7],
+      Array(repeating: 300 << 10, count: 5),
+    ]
+    let poolBytes = 3 * part + 64
+    let pool = UnsafeMutableRawBufferPointer.allocate(byteCount: poolBytes, alignment: 16)
+    defer { pool.deallocate() }
+    for word in 0..<(poolBytes / 8) { pool.storeBytes(of: random.next(), toByteOffset: word * 8, as: UInt64.self) }
+    let landing = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 * part + 1024, alignment: 16)
+    defer { landing.deallocate() }
+    for lengths in batches {
+      // Sources at odd offsets into the pool, destinations one after another with 16 bytes between.
+      var pairs: [(from: UnsafeRawBufferPointer, to: UnsafeMutableRawBufferPointer)] = []
+      var (sourceAt, destinationAt) = (0, 3)
+      for length in lengths {
+        sourceAt = (sourceAt + 7) % (poolBytes - length)
+        pairs.append(
+          (
+            UnsafeRawBufferPointer(rebasing: pool[sourceAt..<(sourceAt + length)]),
+            UnsafeMutableRawBufferPointer(rebasing: landing[destinationAt..<(destinationAt + length)])
+          ))
+        destinationAt += length + 16
+      }
+      for threads in [1, 2, 3, 8] {
+        landing.initializeMemory(as: UInt8.self, repeating: 0xEE)
+        let checksums = CRC32C.copy(pairs, threads: threads)
+        for (index, pair) in pairs.enumerated() {
+          let copied =
+            pair.from.count == 0 || memcmp(pair.from.baseAddress!, pair.to.baseAddress!, pair.from.count) == 0
+          #expect(copied, "\(lengths)[\(index)] by \(threads) threads")
+          let after = pair.to.baseAddress! - landing.baseAddress! + pair.to.count
+          #expect(landing[after..<(after + 16)].allSatisfy { $0 == 0xEE })
+          #expect(checksums[index] == CRC32C.checksum(pair.from), "\(lengths)[\(index)] by \(threads) threads")
+        }
+      }
+    }
+  }
+
   /// The method chosen at load is one this CPU runs, and the fastest of them is never the table.
   @Test func theChosenMethodRunsHere() {
     #expect(CRC32C.method.isAvailable)

@@ -20,6 +20,10 @@ uint32_t strata_crc32c(uint32_t crc, const void *data, size_t length);
 /// it is stored from, so the checksum is of the bytes written even if the source changes meanwhile.
 uint32_t strata_crc32c_copy(uint32_t crc, void *destination, const void *source, size_t length);
 
+/// The CRC-32C of A followed by B, from `crc_a` (A's), `crc_b` (B's, computed from 0) and B's
+/// length: parts of one block checksummed apart (on different threads) give the block's checksum.
+uint32_t strata_crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t length_b);
+
 /// The method `strata_crc32c` and `strata_crc32c_copy` use: the fastest this CPU has, measured
 /// once when the library is loaded (32 checksums of 8 KiB, ~50 microseconds).
 int strata_crc32c_method(void);

@@ -54,6 +54,8 @@ struct SameHostPayloadTransport: PayloadTransport {
     let region = try requireRegion("GET")
     server.count { $0.sameHostRegionRequests += 1 }
     var answered = items
+    var copies: [(item: Int, from: UnsafeRawBufferPointer, to: UnsafeMutableRawBufferPointer)] = []
+    copies.reserveCapacity(blocks.count)
     for (index, block) in blocks.enumerated() {
       guard let block, case .ok = items[index].status else { continue }
       // A range outside the region, or too small for the bytes, gets nothing written.
@@ -61,10 +63,11 @@ struct SameHostPayloadTransport: PayloadTransport {
         answered[index] = GetResponse.Item(status: .rangeOutOfBounds)
         continue
       }
-      let copied = UnsafeMutableRawBufferPointer(rebasing: destination[0..<block.count])
-      if CRC32C.copy(block, to: copied) != items[index].checksum {
-        answered[index] = GetResponse.Item(status: .corrupt)
-      }
+      copies.append((index, block, UnsafeMutableRawBufferPointer(rebasing: destination[0..<block.count])))
+    }
+    let checksums = CRC32C.copy(copies.map { ($0.from, $0.to) }, threads: server.configuration.sameHostCopyThreads)
+    for (copy, checksum) in zip(copies, checksums) where checksum != items[copy.item].checksum {
+      answered[copy.item] = GetResponse.Item(status: .corrupt)
     }
     try stream.respond(response.bytes(.getResponse(GetResponse(items: answered))), deadline: deadline)
     return answered
@@ -92,7 +95,11 @@ struct SameHostPayloadTransport: PayloadTransport {
     }
     server.count { $0.sameHostRegionRequests += 1 }
     var landed = [UInt32?](repeating: nil, count: slots.count)
-    for copy in copies { landed[copy.slot] = CRC32C.copy(copy.from, to: copy.into) }
+    for (copy, checksum) in zip(
+      copies, CRC32C.copy(copies.map { ($0.from, $0.into) }, threads: server.configuration.sameHostCopyThreads))
+    {
+      landed[copy.slot] = checksum
+    }
     return landed
   }
 
