@@ -50,14 +50,26 @@ public func runProcess(_ executable: String, _ arguments: [String], input: Data?
   if let timeout {
     let (seconds, attoseconds) = timeout.components
     let nanoseconds = Int(clamping: seconds) &* 1_000_000_000 &+ Int(attoseconds / 1_000_000_000)
-    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds), execute: killer)
+    DispatchQueue(label: "strata.test.process-timeout").asyncAfter(
+      deadline: .now() + .nanoseconds(nanoseconds), execute: killer)
   }
-  // Drain both pipes concurrently so a chatty child never blocks on a full pipe.
+  // Drain both pipes concurrently so a chatty child never blocks on a full pipe, each on a thread
+  // of its own: on libdispatch's global pool (as wide as the machine) two readers blocked for the
+  // child's whole life would starve everything else of the process that uses the pool, such as a
+  // test's timer or a node's spread copy.
   let group = DispatchGroup()
   nonisolated(unsafe) var out = Data()
   nonisolated(unsafe) var err = Data()
-  DispatchQueue.global().async(group: group) { out = stdoutPipe.fileHandleForReading.readDataToEndOfFile() }
-  DispatchQueue.global().async(group: group) { err = stderrPipe.fileHandleForReading.readDataToEndOfFile() }
+  group.enter()
+  Thread {
+    out = stdoutPipe.fileHandleForReading.readDataToEndOfFile()
+    group.leave()
+  }.start()
+  group.enter()
+  Thread {
+    err = stderrPipe.fileHandleForReading.readDataToEndOfFile()
+    group.leave()
+  }.start()
   if let input { stdinPipe.fileHandleForWriting.write(input) }
   try stdinPipe.fileHandleForWriting.close()
   group.wait()
