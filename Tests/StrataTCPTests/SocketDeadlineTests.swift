@@ -39,7 +39,7 @@ private func loopbackPair() throws -> (client: TCPSocket, server: TCPSocket, lis
 
   /// A read keeps the timeout an earlier deadline set when it bounds this one too (no system call);
   /// it then times out before this deadline, and the read goes on with the exact rest: a later
-  /// deadline is never cut short, and bytes that arrive after the kept timeout are read.
+  /// deadline is never cut short. A read after that still gets bytes that arrive late.
   @Test func aTimeoutKeptFromAnEarlierDeadlineNeverCutsALaterOneShort() throws {
     let (client, server, listener) = try loopbackPair()
     defer { listener.shutdown() }
