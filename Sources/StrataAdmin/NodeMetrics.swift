@@ -31,9 +31,9 @@ public final class NodeMetrics: NodeObserver {
   public static let durationBuckets: [Double] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
   ]
-  /// Block size buckets: 4 KiB to 64 MiB, by powers of 4.
   /// The operations that move block payloads.
   static let transferOps = ["get", "put"]
+  /// Block size buckets: 4 KiB to 64 MiB, by powers of 4.
   public static let blockBytesBuckets: [Double] = (0...7).map { Double(4096 << (2 * $0)) }
 
   public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring"]
