@@ -120,6 +120,12 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_nvme_records_written_total", kind: .counter, labels: [],
       help: "Block records written to the NVMe tier."),
     .init(
+      name: "strata_nvme_reclaim_waits_total", kind: .counter, labels: [],
+      help: "NVMe writes that found no free region while another write reclaimed one, and waited for it."),
+    .init(
+      name: "strata_nvme_admissions_refused_total", kind: .counter, labels: [],
+      help: "NVMe writes refused: no region was freed in time (the block stays in RAM only)."),
+    .init(
       name: "strata_auth_failures_total", kind: .counter, labels: ["reason"],
       help: "HELLOs and admin calls refused for their credentials (unknown_token, no_token, peer_refused)."),
     .init(
@@ -382,6 +388,8 @@ public final class NodeMetrics: NodeObserver {
       advance("strata_checksum_failures_total", [("tier", "nvme")], to: nvme.corruptBlocksDetected)
       advance("strata_nvme_device_writes_total", [], to: nvme.recordWrites)
       advance("strata_nvme_records_written_total", [], to: nvme.recordsWritten)
+      advance("strata_nvme_reclaim_waits_total", [], to: nvme.reclaimWaits)
+      advance("strata_nvme_admissions_refused_total", [], to: nvme.admissionsRefused)
     }
     if let verifier { advance("strata_verify_corrupt_blocks_total", [], to: verifier.corruptBlocksTotal) }
     if let server {

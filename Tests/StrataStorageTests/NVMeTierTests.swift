@@ -635,6 +635,52 @@ final class NVMeScratchDirectory {
     #expect(tier.contains(target) == hot)
   }
 
+  /// A writer that finds no free region while another thread's reclaim is pending (that thread
+  /// reclaims after its own write) waits for the reclaim instead of refusing its block: a refused
+  /// write-behind or demotion leaves an acknowledged block with no copy on disk.
+  @Test func aWriterWaitsForAnotherThreadsReclaimInsteadOfRefusing() throws {
+    // 32 KiB blocks: a record (header unit + payload) takes over half a region, so one per region.
+    let device = GatedDevice(SimulatedBlockDevice(capacityBytes: 3 * Self.regionBytes))
+    let tier = try Self.tier([device])
+    let payload = { @Sendable (number: Int) in [UInt8](repeating: UInt8(number), count: Self.blockBytesMax) }
+    try nvmeWrite(tier, nvmeID(1), payload(1))  // region 0
+    try nvmeWrite(tier, nvmeID(2), payload(2))  // region 1
+    // Block 3 takes the last free region, so its writer must reclaim region 0 after its write;
+    // that write is held.
+    device.holdWrite(after: 1)
+    let finished = DispatchSemaphore(value: 0)
+    let outcomes = Mutex<[Int: String]>([:])
+    for number in [3, 4] {
+      if number == 4 { device.arrived.wait() }
+      DispatchQueue.global().async {
+        do {
+          try nvmeWrite(tier, nvmeID(number), payload(number))
+          outcomes.withLock { $0[number] = "written" }
+        } catch {
+          outcomes.withLock { $0[number] = "\(error)" }
+        }
+        finished.signal()
+      }
+    }
+    // Block 4 finds no free region while region 0 waits to be reclaimed: it must wait, not fail.
+    let deadline = Deadline.after(milliseconds: 10_000)
+    while tier.regionFreed.blockedCount == 0, outcomes.withLock({ $0[4] == nil }),
+      !deadline.hasPassed(now: MonotonicTime.nowNanoseconds)
+    {
+      sched_yield()
+    }
+    #expect(outcomes.withLock { $0[4] } == nil, "block 4 should wait for the reclaim, not finish while it is pending")
+    #expect(tier.regionFreed.blockedCount == 1 && tier.statistics.reclaimWaits == 1)
+    device.proceed.signal()
+    finished.wait()
+    finished.wait()
+    #expect(outcomes.withLock { $0 } == [3: "written", 4: "written"])
+    // Block 4 took region 0, the last free one again, and reclaimed region 1 after its write.
+    #expect(tier.statistics.admissionsRefused == 0 && tier.statistics.evictedRegions == 2)
+    #expect(!tier.contains(nvmeID(1)) && !tier.contains(nvmeID(2)), "no block is hot: reclaimed regions' blocks go")
+    for number in 3...4 { #expect(try nvmeRead(tier, nvmeID(number)) == payload(number)) }
+  }
+
   // MARK: Index footprint
 
   @Test func indexEntriesStaySmall() throws {

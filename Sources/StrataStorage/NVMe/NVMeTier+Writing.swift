@@ -48,7 +48,8 @@ extension NVMeTier {
   /// immutable, so the first copy stands and the call does nothing. `checksum` is the CRC-32C of
   /// `payload`, checked before anything is written. The block is in the index when this returns.
   /// Throws `.ioError` when the device failed (the block is not admitted; the tier stays usable),
-  /// `.resourceExhausted` when no region is free while another thread is reclaiming one,
+  /// `.resourceExhausted` when no region was freed within `reclaimWaitMilliseconds` while another
+  /// thread was reclaiming one,
   /// `.checksumMismatch` when `payload` does not match `checksum`.
   ///
   /// `checksumOfStoredCopy`: the caller computed `checksum` over these very bytes when it stored
@@ -260,7 +261,7 @@ extension NVMeTier {
         outcomes[record.block] = .failure(
           StrataError(
             .resourceExhausted,
-            "\(blocks[record.block].id): no free NVMe region (another write is reclaiming one, or writes are failing and no region without live blocks is left to reuse); block not admitted"
+            "\(blocks[record.block].id): no free NVMe region (another write's reclaim freed none within \(NVMeTier.reclaimWaitMilliseconds) ms, or writes are failing and no region without live blocks is left to reuse); block not admitted"
           ))
       }
       return staged.count

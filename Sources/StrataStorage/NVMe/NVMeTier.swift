@@ -31,8 +31,11 @@ public struct NVMeTierStatistics: Hashable, Sendable {
   public var evictedBlocks = 0
   /// Hot blocks rewritten into the open region when their region was evicted.
   public var reinsertedBlocks = 0
-  /// Writes refused because no region was free while another thread's reclaim was running.
+  /// Writes refused because no region was free while another thread's reclaim was running, and
+  /// none was freed within `NVMeTier.reclaimWaitMilliseconds`.
   public var admissionsRefused = 0
+  /// Writes that found no free region while another thread was reclaiming one, and waited for it.
+  public var reclaimWaits = 0
   /// Operations that found every staging buffer in use and allocated one of their own.
   public var stagingOverflowAllocations = 0
   /// Reclaims whose header walk missed blocks (a hole after a failed write) and scanned the index.
@@ -105,6 +108,13 @@ public final class NVMeTier: Sendable {
   let devices: [any BlockDevice]
   let pool: StagingPool
   let log: Mutex<RegionLog>
+  /// Notified when a reclaim has freed a region: a writer that found none free while another
+  /// thread was reclaiming one waits on it (`reserveRun`).
+  let regionFreed = ChangeSignal()
+  /// How long a writer waits for another thread's reclaim to free a region before it refuses its
+  /// block: one reclaim (the region's headers read, its hot blocks rewritten) after the write that
+  /// started it, with a wide margin.
+  public static let reclaimWaitMilliseconds: UInt64 = 5_000
 
   private struct Hooks {
     var isHot: (@Sendable (BlockID) -> Bool)?
@@ -258,6 +268,7 @@ public final class NVMeTier: Sendable {
       statistics.evictedBlocks = log.counters.evictedBlocks
       statistics.reinsertedBlocks = log.counters.reinsertedBlocks
       statistics.admissionsRefused = log.counters.admissionsRefused
+      statistics.reclaimWaits = log.counters.reclaimWaits
       statistics.reclaimFullScans = log.counters.reclaimFullScans
       statistics.tombstonesWritten = log.counters.tombstonesWritten
       statistics.tombstonesRefused = log.counters.tombstonesRefused
@@ -411,15 +422,27 @@ public final class NVMeTier: Sendable {
 
   /// Space in the open region for the first records of a run of `bytes` (one at least, back to
   /// back: see `RegionLog.reserve(run:mayReclaim:)`), and a region the caller must reclaim after
-  /// writing (if any); nil when no region is free while another thread reclaims one. Each pass
-  /// either reserves or reclaims one region; a region count of passes always suffices unless
-  /// other threads keep taking what this one frees.
+  /// writing (if any). When no region is free while another thread reclaims one (which that thread
+  /// does after its own write), waits for that reclaim, `reclaimWaitMilliseconds` at most: a
+  /// refused write-behind leaves an acknowledged block with no copy on disk, so under a sustained
+  /// load writers take turns at the disk's pace instead. nil when the wait ran out, or when writes
+  /// are failing and no region is left to reclaim. Each pass reserves, reclaims one region or waits
+  /// for one; a region count of passes always suffices unless other threads keep taking what this
+  /// one frees.
   func reserveRun(bytes: [Int]) -> ([Reservation], Int?)? {
+    let deadline = Deadline.after(milliseconds: Self.reclaimWaitMilliseconds)
     for _ in 0...log.withLock({ $0.regions.count }) {
-      switch log.withLock({ $0.reserve(run: bytes, mayReclaim: true) }) {
+      let (outcome, reclaiming, reclaimed) = log.withLock {
+        ($0.reserve(run: bytes, mayReclaim: true), $0.isReclaiming, $0.counters.evictedRegions)
+      }
+      switch outcome {
       case .reserved(let granted, let reclaim): return (granted, reclaim)
       case .mustReclaim(let region): reclaim(region)
-      case .busy: return nil
+      case .busy:
+        guard reclaiming else { return nil }
+        log.withLock { $0.counters.reclaimWaits += 1 }
+        let freed = regionFreed.wait(until: deadline) { log.withLock { $0.counters.evictedRegions } != reclaimed }
+        guard freed else { return nil }
       }
     }
     return nil
@@ -499,6 +522,7 @@ public final class NVMeTier: Sendable {
       log.withLock { $0.counters.ioErrors += 1 }
     }
     log.withLock { $0.finishReclaim(victim, evictedBlocks: evicted.count) }
+    regionFreed.notify()
     if !evicted.isEmpty, let onEvict = hooks.withLock({ $0.onEvict }) { onEvict(evicted) }
   }
 

@@ -51,6 +51,8 @@ struct RegionLogCounters: Sendable {
   var evictedBlocks = 0
   var reinsertedBlocks = 0
   var admissionsRefused = 0
+  /// Writes that found no free region while another thread was reclaiming one, and waited for it.
+  var reclaimWaits = 0
   var reclaimFullScans = 0
   var tombstonesWritten = 0
   var tombstonesRefused = 0
@@ -114,6 +116,8 @@ struct RegionLog: Sendable {
   private var sealedRegions: [Int] = []
   private var openRegion: Int?
   private var reclaimInProgress = false
+  /// Whether a thread is reclaiming a region now (`reserve` answers `.busy` to others meanwhile).
+  var isReclaiming: Bool { reclaimInProgress }
   /// Whether a write failed since the last one that succeeded, and whether a region holding live
   /// blocks was reclaimed since then. Each failed write seals the open region (see
   /// `abandonWrite`); were every one of them to reclaim a region of live blocks, a disk failing
