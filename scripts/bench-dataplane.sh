@@ -9,6 +9,8 @@
 # rounds (the rounds are interleaved, so a burst of load hits one round of every system, not every
 # round of one). Prints one table with ratios, then every target of issue 15 with met / not met,
 # then the batch-16 PUTs into a node with a RAM tier only (the data path without the disk).
+# A GET run writes its working set first and is timed once the node is idle again (`strata bench
+# --settle`: the working set written behind to NVMe), so it measures reads, not reads beside writes.
 # Same-host path: measured with `strata bench --transport shm` when the binary offers it; otherwise its
 # rows say "not built" (the hook is `same_host_supported` below).
 #
@@ -18,7 +20,7 @@
 #   32 MiB requests running past the deadline): with the defaults ~12 minutes on a quiet 2-core VM
 #   (SECONDS=3 takes ~17).
 # Everything listens on 127.0.0.1 only; every server started here is stopped on exit.
-# Needs gcc and python3; installs redis-server and memcached with apt-get if missing.
+# Needs gcc and python3; installs redis-server, memcached and fio with apt-get if missing.
 # Environment: KEEP_RESULTS=FILE keeps the raw JSON lines.
 set -euo pipefail
 
@@ -43,10 +45,10 @@ ram_bytes=$((3 << 30))
 
 command -v gcc >/dev/null || { echo "gcc is needed" >&2; exit 2; }
 command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 2; }
-if ! command -v redis-server >/dev/null || ! command -v memcached >/dev/null; then
-  echo "installing redis-server and memcached ..." >&2
-  apt-get install -y -qq redis-server memcached >/dev/null 2>&1 \
-    || { apt-get update -qq && apt-get install -y -qq redis-server memcached >/dev/null; }
+if ! command -v redis-server >/dev/null || ! command -v memcached >/dev/null || ! command -v fio >/dev/null; then
+  echo "installing redis-server, memcached and fio ..." >&2
+  apt-get install -y -qq redis-server memcached fio >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq redis-server memcached fio >/dev/null; }
 fi
 
 work=$(mktemp -d /tmp/strata-dataplane.XXXXXX)
@@ -158,11 +160,14 @@ settle_strata() { # waits (at most 30 s) until the node has used under 20 ms of 
   done
   echo "strata serve still busy after 30 s; measuring anyway" >&2
 }
-strata_bench() { # ROUND SYSTEM-NAME BENCH-ARGS...: one `strata bench` run, recorded with the node's CPU
+# One `strata bench` run, recorded with the node's CPU over the whole run (preload included, as
+# "_cpu") and over its timed part (the bench's own node_cpu_s_per_gb, which the table uses).
+strata_bench() { # ROUND SYSTEM-NAME BENCH-ARGS...
   local round=$1 name=$2 before line
   shift 2
   before=$(node_cpu)
-  if line=$("$strata" bench --node "127.0.0.1:$strata_port" "$@" --seconds "$duration" --json 2>"$work/bench.err" | tail -1); then
+  if line=$("$strata" bench --node "127.0.0.1:$strata_port" --node-pid "$strata_pid" "$@" --seconds "$duration" --json \
+    2>"$work/bench.err" | tail -1); then
     record "$name" "$round" "$line" "$(awk -v a="$before" -v b="$(node_cpu)" 'BEGIN { print b - a }')"
   else
     echo "round $round: strata bench $* FAILED: $(head -c 300 "$work/bench.err")" >&2
@@ -207,6 +212,25 @@ ram_only_round() { # ROUND
   done
   stop_pid "$pid"
 }
+# The disk's sequential O_DIRECT write speed on the disk the nodes keep their NVMe tier on, at a
+# deep queue (fio, libaio, 16 writes in flight, overwriting a 2 GiB file laid out once), in
+# writes of the block's size (1 MiB at least: write-behind batches small blocks up to 1 MiB,
+# NVMeTier.batchWriteBytesMax). A sustained PUT into the default node, whose RAM tier is full,
+# cannot run faster than its blocks reach the disk.
+disk_write_round() { # ROUND
+  local round=$1 size bs line
+  mkdir -p "$work/fio"
+  for size in "${sizes[@]}"; do
+    bs=$((size > 1048576 ? size : 1048576))
+    if line=$(fio --name=disk-write --directory="$work/fio" --size=2G --overwrite=1 --rw=write --bs="$bs" --direct=1 \
+      --ioengine=libaio --iodepth=16 --time_based --runtime="$duration" --output-format=json 2>/dev/null \
+      | python3 -c 'import json,sys; w=json.load(sys.stdin)["jobs"][0]["write"]; print(json.dumps({"size": int(sys.argv[1]), "gbps": w["bw_bytes"] / 1e9, "p50_us": w["clat_ns"]["percentile"]["50.000000"] / 1e3, "p99_us": w["clat_ns"]["percentile"]["99.000000"] / 1e3}))' "$size"); then
+      record disk-write "$round" "$line"
+    else
+      echo "round $round: fio write $bs FAILED" >&2
+    fi
+  done
+}
 started=$(date +%s)
 echo "load before: $(uptime)" >&2
 echo "strata: $strata ($("$strata" --version 2>/dev/null || true)); tree: $(cd "$repo" && git rev-parse --short HEAD 2>/dev/null)$(cd "$repo" && [[ -n $(git status --porcelain 2>/dev/null) ]] && echo ' (dirty)')" >&2
@@ -220,19 +244,23 @@ for round in $(seq "$repeats"); do
         else
           echo "round $round: loopback_ceiling $op $size x$conns FAILED" >&2
         fi
+        # A GET's working set is written by the bench itself just before it is timed; --settle waits
+        # until the node has written it behind to NVMe, so the reads do not share the node with that.
+        settle=()
+        [[ $op == get ]] && settle=(--settle)
         for batch in 1 16; do
           preload=$((4 * batch * conns * size))
           if [[ $op == get ]] && ((preload > ram_bytes * 3 / 4)); then
             echo "round $round: skip strata $op $size x$batch x$conns (working set over RAM)" >&2
           else
             make_room "$op" "$preload"
-            strata_bench "$round" strata --op "$op" --size "$size" --batch "$batch" --connections "$conns"
+            strata_bench "$round" strata --op "$op" --size "$size" --batch "$batch" --connections "$conns" "${settle[@]}"
             note_held "$op" "$preload"
             if ((same_host_supported && batch == 16)); then
               # Its own working set too: written after the TCP run's, it must fit beside it.
               make_room "$op" "$preload"
               strata_bench "$round" strata-same-host --transport shm --op "$op" --size "$size" --batch "$batch" \
-                --connections "$conns"
+                --connections "$conns" "${settle[@]}"
               note_held "$op" "$preload"
             fi
           fi
@@ -264,6 +292,7 @@ for round in $(seq "$repeats"); do
   for size in "${sizes[@]}"; do
     line=$("$work/memcpy_bench" "$size" "$duration" 256 | tail -1) && record memcpy "$round" "$line"
   done
+  disk_write_round "$round"
   echo "round $round: latency and memcpy done ($(($(date +%s) - started))s)" >&2
   ram_only_round "$round"
   echo "round $round: RAM-only PUTs done ($(($(date +%s) - started))s)" >&2
@@ -277,8 +306,8 @@ import collections, json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 runs = collections.defaultdict(list)
 for r in rows:
-    if r["_sys"] == "memcpy":
-        runs[("memcpy", "copy", r["size"], 1, 1)].append((r["gbps"], r["p50_us"], r["p99_us"]))
+    if r["_sys"] in ("memcpy", "disk-write"):
+        runs[(r["_sys"], "copy", r["size"], 1, 1)].append((r["gbps"], r["p50_us"], r["p99_us"]))
         continue
     op = {"set": "put"}.get(r["op"], r["op"])
     size = r.get("size", r.get("size_bytes"))
@@ -323,12 +352,20 @@ for op in ("get", "put"):
                     fmt(g("redis", op, size, batch, conns), 5), fmt(g("memcached", op, size, batch, conns), 9),
                     fmt(rc, 15) + "x" if rc else fmt(None, 16), fmt(rr, 15) + "x" if rr else fmt(None, 16), target))
 def cpu_per_gb(system):
-    # Node CPU seconds per GB moved, over the batch-16 GET and PUT runs of the three sizes.
+    # Node CPU seconds per GB moved, over the batch-16 GET and PUT runs of the three sizes: the timed
+    # part of each run (the bench's own figure), or the whole run where the bench gave none.
     cpu = moved = 0.0
     for r in rows:
-        if r["_sys"] == system and r.get("_cpu") is not None and r["batch"] == 16 and r["op"] in ("get", "put"):
-            cpu += r["_cpu"]
-            moved += r["gbps"] * float(sys.argv[3])
+        if r["_sys"] == system and r["batch"] == 16 and r["op"] in ("get", "put"):
+            gb = r["gbps"] * float(sys.argv[3])
+            timed = r.get("node_cpu_s_per_gb")
+            if timed is not None:
+                cpu += timed * gb
+            elif r.get("_cpu") is not None:
+                cpu += r["_cpu"]
+            else:
+                continue
+            moved += gb
     return cpu / moved if moved else None
 def lat(system, op, size, batch, conns, i):
     v = med.get((system, op, size, batch, conns))
@@ -393,4 +430,17 @@ for size in sizes_all:
     print("| %s | %s | %s | %sx | %s | %s | %sx |" % (
         size_name(size), fmt(tcp, 1), fmt(cb, 1), fmt(tcp / cb if tcp and cb else None, 1),
         fmt(shm, 1), fmt(mc, 1), fmt(shm / mc if shm and mc else None, 1)))
+print()
+print("PUT batch 16 into the default node (RAM tier full, write-behind to NVMe) against the disk's sequential O_DIRECT"
+      " write speed (fio, queue depth 16, writes of the block's size, 1 MiB at least): a sustained PUT cannot outrun"
+      " the disk behind it")
+print("| size | TCP GB/s (best) | same-host GB/s (best) | disk write GB/s | TCP/disk | same-host/disk |")
+print("|---|---|---|---|---|---|")
+for size in sizes_all:
+    tcp = max([x for x in (g("strata", "put", size, 16, c) for c in (1, 2)) if x is not None], default=None)
+    shm = max([x for x in (g("strata-same-host", "put", size, 16, c) for c in (1, 2)) if x is not None], default=None)
+    disk = g("disk-write", "copy", size, 1, 1)
+    print("| %s | %s | %s | %s | %sx | %sx |" % (
+        size_name(size), fmt(tcp, 1), fmt(shm, 1), fmt(disk, 1), fmt(tcp / disk if tcp and disk else None, 1),
+        fmt(shm / disk if shm and disk else None, 1)))
 PY

@@ -50,6 +50,12 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "The node's process id (a node on this machine): report its CPU seconds per GB moved.")
   var nodePid: Int32?
 
+  @Flag(
+    help: ArgumentHelp(
+      "With --node-pid, GET and LOOKUP: after writing the working set, wait until the node is idle (under 20 ms of CPU in 0.5 s, 30 s at most) before timing, so the reads do not share the node with writing that working set behind to NVMe."
+    ))
+  var settle = false
+
   func run() async throws {
     do throws(StrataError) {
       guard ["get", "put", "lookup"].contains(op) else {
@@ -63,6 +69,9 @@ struct Bench: AsyncParsableCommand {
       }
       guard ["tcp", "shm", "unix"].contains(transport) else {
         throw StrataError(.invalidArgument, "--transport: 'tcp', 'shm' or 'unix', got '\(transport)'")
+      }
+      guard !settle || nodePid != nil else {
+        throw StrataError(.invalidArgument, "--settle needs --node-pid: it watches the node's CPU")
       }
       let blockBytes = Int(try ByteSize(parsing: size).bytes)
       guard blockBytes > 0 else { throw StrataError(.invalidArgument, "--size must be above zero") }
@@ -110,6 +119,8 @@ struct Bench: AsyncParsableCommand {
     /// included): the node's (with --node-pid) and this process's own.
     var nodeCPUSecondsPerGB: Double?
     var clientCPUSecondsPerGB: Double?
+    /// Seconds waited for the node to go idle after the working set was written (--settle).
+    var settledSeconds: Double?
 
     func percentile(_ p: Double) -> Double {
       let sorted = latenciesMicroseconds.sorted()
@@ -137,6 +148,7 @@ struct Bench: AsyncParsableCommand {
         "ratio_to_memcpy": memcpyGBps.map { .double(round(gbps / $0, 3)) } ?? .null,
         "node_cpu_s_per_gb": nodeCPUSecondsPerGB.map { .double(round($0, 4)) } ?? .null,
         "client_cpu_s_per_gb": clientCPUSecondsPerGB.map { .double(round($0, 4)) } ?? .null,
+        "settled_s": settledSeconds.map { .double(round($0, 2)) } ?? .null,
       ]
       return JSONValue.object(line).encoded
     }
@@ -148,6 +160,7 @@ struct Bench: AsyncParsableCommand {
         + "p999 \(rounded(percentile(0.999), 0)) µs (\(latenciesMicroseconds.count) requests), over \(transport), from a \(caller)"
         + (memcpyGBps.map { "; memcpy \(rounded($0, 2)) GB/s, ratio \(rounded(gbps / $0, 2))×" } ?? "")
         + (nodeCPUSecondsPerGB.map { "; node CPU \(rounded($0, 3)) s/GB" } ?? "")
+        + (settledSeconds.map { "; the node went idle \(rounded($0, 1)) s after the working set was written" } ?? "")
         + (clientCPUSecondsPerGB.map { "; client CPU \(rounded($0, 3)) s/GB" } ?? "")
     }
   }
@@ -196,6 +209,8 @@ struct Bench: AsyncParsableCommand {
     let isLookup = op == "lookup"
     let batch = self.batch
     let fromThread = caller == "thread"
+    var settledSeconds: Double?
+    if settle, op != "put", let nodePid { settledSeconds = await waitUntilIdle(nodePid) }
     let nodeCPUBefore = nodePid.flatMap(processCPUSeconds)
     let clientCPUBefore = processCPUSeconds(getpid())
     let deadline = now() + seconds
@@ -286,7 +301,7 @@ struct Bench: AsyncParsableCommand {
     let elapsed = now() - start
     var result = Result(
       bytes: 0, blocks: 0, seconds: elapsed, latenciesMicroseconds: [], op: op, blockBytes: blockBytes, batch: batch,
-      connections: connections, transport: transport, caller: caller)
+      connections: connections, transport: transport, caller: caller, settledSeconds: settledSeconds)
     for outcome in outcomes {
       let (blocks, latencies) = try outcome.get()
       result.blocks += blocks
@@ -356,6 +371,17 @@ func memcpyRate(blockBytes: Int, batch: Int, seconds: Double) -> Double {
     round += 1
   } while now() < end
   return Double(copied) / (now() - start) / 1e9
+}
+
+/// Waits until process `pid` uses under 20 ms of CPU in half a second, 30 s at most (or until its
+/// CPU time cannot be read); returns the seconds waited.
+func waitUntilIdle(_ pid: Int32) async -> Double {
+  let start = now()
+  while now() - start < 30, let before = processCPUSeconds(pid) {
+    try? await Task.sleep(nanoseconds: 500_000_000)
+    guard let after = processCPUSeconds(pid), after - before >= 0.02 else { break }
+  }
+  return now() - start
 }
 
 /// User plus system CPU seconds of process `pid` so far (/proc/PID/stat), nil when unreadable.
