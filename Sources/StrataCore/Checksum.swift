@@ -3,6 +3,7 @@
 
 import CCRC32C
 import Dispatch
+import Synchronization
 
 public enum CRC32C {
   /// CRC-32C of `bytes`, continuing from `crc` (0 to start).
@@ -57,10 +58,14 @@ public enum CRC32C {
     }
     var sums = [UInt32](repeating: 0, count: parts.count)
     let workers = min(threads, parts.count)
+    // Each worker takes the next part not yet taken, so a worker that starts late (a pool thread
+    // still waking while the calling thread copies) takes fewer parts instead of leaving the
+    // calling thread to wait for its fixed share.
+    let taken = Atomic<Int>(0)
     sums.withUnsafeMutableBufferPointer { sums in
       nonisolated(unsafe) let (sums, parts, pairs) = (sums, parts, pairs)
-      DispatchQueue.concurrentPerform(iterations: workers) { worker in
-        for index in stride(from: worker, to: parts.count, by: workers) {
+      DispatchQueue.concurrentPerform(iterations: workers) { _ in
+        while case let index = taken.wrappingAdd(1, ordering: .relaxed).oldValue, index < parts.count {
           let (pair, offset, count) = (pairs[parts[index].pair], parts[index].offset, parts[index].count)
           sums[index] = copy(
             UnsafeRawBufferPointer(rebasing: pair.from[offset..<(offset + count)]),
