@@ -508,32 +508,20 @@ public final class NodeMetrics: NodeObserver {
           by: Int64(0))
       }
     }
-    counter("strata_sessions_revoked_total").increment(by: Int64(0))
-    counter("strata_audit_lines_suppressed_total").increment(by: Int64(0))
     for reason in ["malformed", "timeout", "evicted", "busy"] {
       counter("strata_admin_refused_total", [("reason", reason)]).increment(by: Int64(0))
     }
     gauge("strata_handshakes_pending").set(0.0)
     gauge("strata_transfer_pins").set(0.0)
-    counter("strata_connections_refused_total", []).increment(by: Int64(0))
     for reason in ["deadline", "idle", "malformed", "handshake_timeout", "handshake_evicted", "region_refused"] {
       counter("strata_connections_closed_total", [("reason", reason)]).increment(by: Int64(0))
     }
     for reason in NodeMetrics.replicationDropReasons {
       counter("strata_replication_dropped_total", [("reason", reason)]).increment(by: Int64(0))
     }
-    for name in [
-      "strata_misses_total", "strata_onboard_bytes_total", "strata_offload_bytes_total", "strata_onboard_blocks_total",
-      "strata_offload_blocks_total", "strata_replication_sent_blocks_total", "strata_readthrough_blocks_total",
-      "strata_copy_corrupt_blocks_total",
-      "strata_repair_copied_blocks_total", "strata_repair_released_blocks_total", "strata_verify_corrupt_blocks_total",
-      "strata_write_quorum_copied_blocks_total", "strata_write_quorum_missed_blocks_total",
-      "strata_under_replicated_writes_total", "strata_under_replicated_overflow_total",
-      "strata_writeback_blocks_total", "strata_writeback_bytes_total",
-      "strata_writeback_late_blocks_total", "strata_writeback_failed_blocks_total",
-      "strata_nvme_device_writes_total", "strata_nvme_records_written_total",
-    ] {
-      counter(name).increment(by: Int64(0))
+    // Every counter without labels is exported from the start, at 0.
+    for metric in NodeMetrics.catalog where metric.kind == .counter && metric.labels.isEmpty {
+      counter(metric.name).increment(by: Int64(0))
     }
     for outcome in ["dropped", "kept"] {
       counter("strata_demotion_failures_total", [("outcome", outcome)]).increment(by: Int64(0))
