@@ -63,7 +63,9 @@ public enum CRC32C {
     // calling thread to wait for its fixed share.
     let taken = Atomic<Int>(0)
     sums.withUnsafeMutableBufferPointer { sums in
-      nonisolated(unsafe) let (sums, parts, pairs) = (sums, parts, pairs)
+      // Each index of `sums` is written by one worker only; `pairs` is only read.
+      nonisolated(unsafe) let (sums, pairs) = (sums, pairs)
+      let parts = parts
       DispatchQueue.concurrentPerform(iterations: workers) { _ in
         while case let index = taken.wrappingAdd(1, ordering: .relaxed).oldValue, index < parts.count {
           let (pair, offset, count) = (pairs[parts[index].pair], parts[index].offset, parts[index].count)
