@@ -305,6 +305,23 @@ def run_views(layer: _LayerRuns, block_id: int) -> list[torch.Tensor]:
     return [flat[start + offset : start + offset + length] for offset, length in layer.runs]
 
 
+def split_kv_hazard(vllm_config: Any, layer_names: list[str], environ: Any = os.environ) -> str | None:
+    """A warning when vLLM's CPU attention may decode this model wrong (docs/integrations.md):
+    the KV cache group holds layers of different sliding windows (a hybrid model with the hybrid
+    manager off, as a connector without SupportsHMA gets it) and the split of a decode's keys
+    across threads is on (``VLLM_CPU_ATTN_SPLIT_KV``, 1 by default). None otherwise."""
+    context = vllm_config.compilation_config.static_forward_context
+    windows = {getattr(getattr(context.get(name), "impl", None), "sliding_window", None) for name in layer_names}
+    if len(windows) < 2 or environ.get("VLLM_CPU_ATTN_SPLIT_KV", "1") == "0":
+        return None
+    shown = sorted("global" if window in (None, -1) else str(window) for window in windows)
+    return (
+        f"StrataConnector: this model's one KV cache group mixes attention windows ({', '.join(shown)}) "
+        "and vLLM's CPU attention splits decodes across threads; vLLM then now and then decodes "
+        "such models wrong (token 0 from the second token on). Set VLLM_CPU_ATTN_SPLIT_KV=0."
+    )
+
+
 def block_layers(layers: dict[str, _LayerRuns]) -> list[BlockLayer]:
     """Each layer's offset in a stored block (sorted-name order, the whole-block format), listed
     in model order (the order the forward pass needs them)."""
@@ -711,6 +728,9 @@ class StrataConnector(KVConnectorBase_V1):
             layers[0].runs[0][1],
         )
         if first.device.type == "cpu":
+            hazard = split_kv_hazard(self._vllm_config, list(kv_caches))
+            if hazard is not None:
+                logger.warning(hazard)
             store = self._store.get()
             if store is not None:
                 seen: set[int] = set()

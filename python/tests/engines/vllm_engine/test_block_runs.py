@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("vllm")
 
 import torch  # noqa: E402
-from strata_kv.vllm import StrataConnector, _Warner, block_runs  # noqa: E402
+from strata_kv.vllm import StrataConnector, _Warner, block_runs, split_kv_hazard  # noqa: E402
 
 
 def gather(tensor: torch.Tensor, block: int) -> bytes:
@@ -70,3 +70,20 @@ def test_device_copy_views_cover_the_same_bytes_as_the_runs():
     layers = [block_runs(planes_outer, 7), block_runs(blocks_outer, 7)]
     views = StrataConnector._block_views(SimpleNamespace(_layers=layers), 4)
     assert b"".join(raw(v) for v in views) == raw(planes_outer[0, 4]) + raw(planes_outer[1, 4]) + raw(blocks_outer[4])
+
+
+def forward_context(**windows) -> SimpleNamespace:
+    """A vLLM config whose attention layers have these sliding windows (None: global)."""
+    layers = {name: SimpleNamespace(impl=SimpleNamespace(sliding_window=w)) for name, w in windows.items()}
+    return SimpleNamespace(compilation_config=SimpleNamespace(static_forward_context=layers))
+
+
+def test_split_kv_hazard_is_named_only_for_mixed_windows_with_the_split_on():
+    mixed = forward_context(a=64, b=None)
+    warning = split_kv_hazard(mixed, ["a", "b"], environ={})
+    assert warning is not None and "VLLM_CPU_ATTN_SPLIT_KV=0" in warning and "64, global" in warning
+    assert split_kv_hazard(mixed, ["a", "b"], environ={"VLLM_CPU_ATTN_SPLIT_KV": "1"}) is not None
+    assert split_kv_hazard(mixed, ["a", "b"], environ={"VLLM_CPU_ATTN_SPLIT_KV": "0"}) is None
+    # One window for every layer (or only global layers): nothing to warn about.
+    assert split_kv_hazard(forward_context(a=64, b=64), ["a", "b"], environ={}) is None
+    assert split_kv_hazard(forward_context(a=None, b=None), ["a", "b"], environ={}) is None
