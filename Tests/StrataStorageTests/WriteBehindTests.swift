@@ -4,6 +4,7 @@
 
 import Dispatch
 import StrataCore
+import StrataTestKit
 import Synchronization
 import Testing
 
@@ -161,10 +162,7 @@ import Testing
     let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
     let service = Task { await fixture.tiers.run() }
     for n in 0..<5 { _ = try await put(fixture.tiers, n, bytes: 30_000) }
-    let deadline = ContinuousClock.now + .seconds(20)
-    while fixture.tiers.stats.writebackBlocks < 5 && ContinuousClock.now < deadline {
-      try await Task.sleep(for: .milliseconds(10))
-    }
+    _ = try await eventually(within: 20) { fixture.tiers.stats.writebackBlocks >= 5 }
     fixture.tiers.shutdown()
     await service.value
     #expect(fixture.tiers.stats.writebackBlocks == 5)
