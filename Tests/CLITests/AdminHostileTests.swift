@@ -46,7 +46,7 @@ func statusCode(_ response: String) -> Int? {
 @Suite(.serialized) struct AdminHostileTests {
   /// Item 1 of issue 13: `GET /health?=` trapped in the query parser and killed the node.
   @Test func malformedRequestsGetA4xxAndTheNodeLivesOn() async throws {
-    let node = try AdminNodeProcess(ram: "64MiB", nvme: "256MiB")
+    let node = try await AdminNodeProcess.launch(ram: "64MiB", nvme: "256MiB")
     defer { _ = node.stop() }
     let client = node.client()
     defer { client.close() }
@@ -84,8 +84,8 @@ func statusCode(_ response: String) -> Int? {
 
   /// Item 7: sixteen slow connections made /health and /ready answer 503, and each admin
   /// connection had a thread of its own.
-  @Test func probesAnswerWhileSlowConnectionsHoldTheAdminPort() throws {
-    let node = try AdminNodeProcess(ram: "64MiB", nvme: "256MiB")
+  @Test func probesAnswerWhileSlowConnectionsHoldTheAdminPort() async throws {
+    let node = try await AdminNodeProcess.launch(ram: "64MiB", nvme: "256MiB")
     defer { _ = node.stop() }
     let tasks = "/proc/\(node.node.process.processIdentifier)/task"
     let threadsBefore = try FileManager.default.contentsOfDirectory(atPath: tasks).count
@@ -110,9 +110,9 @@ func statusCode(_ response: String) -> Int? {
   /// Item 7: the 30 s timeout was per recv, so a client dripping a byte now and then held a
   /// connection (and a thread) forever. A request must now arrive whole within
   /// admin.request_timeout (1 s here): the dripping client is answered 408 and cut.
-  @Test func aDrippedRequestIsCutAtTheRequestDeadline() throws {
+  @Test func aDrippedRequestIsCutAtTheRequestDeadline() async throws {
     let config = try temporaryFile("admin-deadline.yaml", "admin:\n  request_timeout: 1s\n")
-    let node = try AdminNodeProcess(ram: "64MiB", nvme: "256MiB", config: config)
+    let node = try await AdminNodeProcess.launch(ram: "64MiB", nvme: "256MiB", config: config)
     defer { _ = node.stop() }
     let socket = try TCPSocket.connect(to: node.admin, timeoutMilliseconds: 200)
     defer { socket.shutdown() }
@@ -146,8 +146,8 @@ func statusCode(_ response: String) -> Int? {
   }
 
   /// Item 7: X-Request-Id was echoed back unchecked, so a bare LF in it injected headers.
-  @Test func requestIDsCannotInjectResponseHeaders() throws {
-    let node = try AdminNodeProcess(ram: "64MiB", nvme: "256MiB")
+  @Test func requestIDsCannotInjectResponseHeaders() async throws {
+    let node = try await AdminNodeProcess.launch(ram: "64MiB", nvme: "256MiB")
     defer { _ = node.stop() }
     let injected = try rawAdminExchange(
       node.admin, Array("GET /health HTTP/1.1\r\nX-Request-Id: abc\nInjected: yes\r\n\r\n".utf8))
@@ -166,7 +166,7 @@ func statusCode(_ response: String) -> Int? {
   /// answer is a 4xx (a 200 where the mangling left a valid request, a 503 if the workers are
   /// busy), and the node lives on.
   @Test func garbageOnManyConnectionsNeverTakesTheNodeDown() async throws {
-    let node = try AdminNodeProcess(ram: "64MiB", nvme: "256MiB")
+    let node = try await AdminNodeProcess.launch(ram: "64MiB", nvme: "256MiB")
     defer { _ = node.stop() }
     var state: UInt64 = 0x5EED
     func random() -> UInt64 {

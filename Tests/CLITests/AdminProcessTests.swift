@@ -9,7 +9,7 @@ import StrataCore
 import Testing
 
 /// A node process (see NodeProcess) and the address of its admin API, read from its banner.
-final class AdminNodeProcess {
+final class AdminNodeProcess: @unchecked Sendable {
   let node: NodeProcess
   let admin: HostPort
 
@@ -19,6 +19,13 @@ final class AdminNodeProcess {
       _ = node.stop()
       throw error
     }
+  }
+
+  /// Starts it off the cooperative pool, as `NodeProcess.launch`.
+  static func launch(ram: String = "64MiB", nvme: String = "256MiB", config: String? = nil) async throws
+    -> AdminNodeProcess
+  {
+    try await onNewThread { Result { try AdminNodeProcess(ram: ram, nvme: nvme, config: config) } }.get()
   }
 
   var address: HostPort { node.address }
@@ -69,7 +76,7 @@ func sample(_ page: String, _ series: String) -> Double? {
   /// status, evict and verify against a live node; a block corrupted on disk while the node runs
   /// is reported by verify (exit 4), dropped, and never served.
   @Test func statusEvictAndVerifyAgainstALiveNode() async throws {
-    let node = try AdminNodeProcess()
+    let node = try await AdminNodeProcess.launch()
     defer { _ = node.stop() }
     let client = node.client()
     defer { client.close() }
@@ -136,7 +143,7 @@ func sample(_ page: String, _ series: String) -> Double? {
   /// Over TCP, and over the same-host path (the node's Unix socket, which a client on this machine
   /// takes by default): each transport's series move.
   @Test(arguments: ["tcp", "shm"]) func metricsMoveWhileALoadRuns(transport: String) async throws {
-    let node = try AdminNodeProcess(ram: "256MiB")
+    let node = try await AdminNodeProcess.launch(ram: "256MiB")
     defer { _ = node.stop() }
     #expect(node.banner.contains("metrics: http://\(node.admin)/metrics"))
     let address = node.address
@@ -201,7 +208,7 @@ func sample(_ page: String, _ series: String) -> Double? {
       "reload-\(UUID().uuidString).yaml",
       "auth:\n  tokens:\n    - {token: \(admin), namespace: ops, admin: true}\n    - {token: tenant-secret-00000001, namespace: t1}\n"
     )
-    let node = try AdminNodeProcess(config: config)
+    let node = try await AdminNodeProcess.launch(config: config)
     defer { _ = node.stop() }
     #expect(try node.cli("status").status == 1, "no token: permission denied")
     #expect(try node.cli("status", "--token", "tenant-secret-00000001").status == 1)

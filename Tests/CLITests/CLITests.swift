@@ -144,13 +144,13 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
   }
 
   /// `serve` opens the tiers for real: blocks written by an earlier process are recovered.
-  @Test func serveOpensStorageAndRecoversBlocks() throws {
+  @Test func serveOpensStorageAndRecoversBlocks() async throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-serve-\(getpid())").path
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let drill = ["--data-dir", directory, "--count", "20", "--size", "8KiB", "--nvme", "256MiB"]
     let written = try strata(["debug", "write-blocks"] + drill)
     #expect(written.status == 0, "\(written.stderr)")
-    let node = try NodeProcess(ram: "128MiB", nvme: "256MiB", directory: directory)
+    let node = try await NodeProcess.launch(ram: "128MiB", nvme: "256MiB", directory: directory)
     #expect(node.banner.contains("storage ready: RAM 128MiB (not locked), NVMe 256MiB holding 20 block(s)"))
     #expect(node.stop() == 0)
   }
@@ -164,8 +164,8 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
 
   /// A port another process holds: the node exits 3 (retrying may help) naming the setting to
   /// change, after what it had printed (one log, in order).
-  @Test func serveNamesTheSettingWhosePortIsTaken() throws {
-    let holder = try NodeProcess(ram: "64MiB", nvme: "256MiB")
+  @Test func serveNamesTheSettingWhosePortIsTaken() async throws {
+    let holder = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB")
     defer { _ = holder.stop() }
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-taken-\(getpid())").path
     defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -11,7 +11,7 @@ import Testing
 
 @Suite(.serialized) struct ClientChecksumProcessTests {
   @Test func damagedBlocksAreReportedCorruptNeverReturned() async throws {
-    let node = try NodeProcess(ram: "256MiB", nvme: "256MiB", extra: ["--fault-injection"])
+    let node = try await NodeProcess.launch(ram: "256MiB", nvme: "256MiB", extra: ["--fault-injection"])
     defer { _ = node.stop() }
     let admin = try node.admin
     let blockBytes = 2 << 20

@@ -21,7 +21,7 @@ struct ClusterOperationsTests {
     defer { cluster.shutdown() }
     cluster.ram = "48MiB"
     cluster.nvme = "256MiB"
-    for name in ["a", "b", "c"] { try cluster.start(name) }
+    for name in ["a", "b", "c"] { try await cluster.start(name) }
     let seeds = cluster.address("a").description
     // Each node registers before it says it listens; the others see it through their watch.
     #expect(

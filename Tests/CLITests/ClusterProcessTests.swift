@@ -19,7 +19,7 @@ import Testing
     let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c", "d"])
     defer { cluster.shutdown() }
     cluster.staticMembers = ["a", "b", "c"]
-    for name in ["a", "b", "c"] { try cluster.start(name) }
+    for name in ["a", "b", "c"] { try await cluster.start(name) }
     let blocks = BlockSet(count: 10_000, run: 41)
     try await cluster.write(blocks, through: ["a", "b", "c"])
 
@@ -54,7 +54,7 @@ import Testing
 
     // (b) the node restarts (its RAM was lost) and serves every block it owns again: read
     // straight from it, each missing block is read through from the key's other owner.
-    try cluster.start("b")
+    try await cluster.start("b")
     let ring = try await cluster.client(seeds: ["a"]).currentRing()
     let ownedByB = (0..<blocks.count).filter { n in
       ring.owners(of: blocks.keys[n]).contains { $0.id == cluster.address("b").description }
@@ -68,10 +68,10 @@ import Testing
     // (c) a fourth node joins (static membership changes by configuration: d starts with the new
     // list, the others restart with it one at a time), then a node drains and leaves.
     cluster.staticMembers = ["a", "b", "c", "d"]
-    try cluster.start("d")
+    try await cluster.start("d")
     for name in ["a", "b", "c"] {
       #expect(cluster.stop(name) == 0)
-      try cluster.start(name)
+      try await cluster.start(name)
     }
     let afterJoin = try await blocks.verify(cluster.client(seeds: ["a", "b", "c", "d"]))
     #expect(afterJoin.ok == blocks.count, "after d joined: \(afterJoin)\n\(cluster.log("d"))")
@@ -95,7 +95,7 @@ import Testing
     let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
     defer { cluster.shutdown() }
     cluster.staticMembers = ["a", "b", "c"]
-    for name in ["a", "b", "c"] { try cluster.start(name) }
+    for name in ["a", "b", "c"] { try await cluster.start(name) }
     let blocks = BlockSet(count: 600, run: 43)
     try await cluster.write(blocks, through: ["a", "b", "c"])
 
@@ -115,7 +115,7 @@ import Testing
     #expect(cluster.node("a").process.isRunning, "a stays while c is down")
 
     // c comes back (its RAM lost): a later attempt hands it a's blocks and a leaves.
-    try cluster.start("c")
+    try await cluster.start("c")
     let left = try await eventually(within: 60) { !cluster.node("a").process.isRunning }
     if !left { report = try await cluster.report("a", "drain") }
     try #require(left, "a did not leave once c was back: \(report)\n\(cluster.log("a"))")
@@ -134,7 +134,7 @@ import Testing
       cluster.shutdown()
     }
     cluster.staticMembers = ["a", "b", "c"]
-    for name in ["a", "b", "c"] { try cluster.start(name) }
+    for name in ["a", "b", "c"] { try await cluster.start(name) }
     let blocks = BlockSet(count: 1_000, run: 47)
     try await cluster.write(blocks, through: ["a", "b", "c"])
     var configuration = StrataClient.Configuration(seeds: cluster.addresses(["a", "b", "c"]))

@@ -55,7 +55,7 @@ final class ClusterHarness {
   var etcdClusterConfig: [String] = []
 
   /// Starts (or restarts, on the same folder and port) node `name`.
-  func start(_ name: String) throws {
+  func start(_ name: String) async throws {
     var extra = ["--node-id", "node-\(name)", "--replicas", "2"]
     switch membership {
     case .staticPeers:
@@ -74,7 +74,7 @@ final class ClusterHarness {
         .write(toFile: config, atomically: true, encoding: .utf8)
       extra += ["--config", config]
     }
-    nodes[name] = try NodeProcess(
+    nodes[name] = try await NodeProcess.launch(
       ram: ram, nvme: nvme, directory: "\(base)/\(name)", listen: address(name).description,
       log: "\(base)/\(name).log", extra: extra + extraArguments)
   }
@@ -112,7 +112,7 @@ final class ClusterHarness {
 
   /// Starts etcd-mode nodes `names` and waits until `names.first` sees all of them in its ring.
   func startRegistered(_ names: [String]) async throws {
-    for name in names { try start(name) }
+    for name in names { try await start(name) }
     let all = try await eventually(within: 10) { try await activeIDs(via: [names[0]]).count == names.count }
     #expect(all, "the nodes did not all register")
   }

@@ -10,7 +10,7 @@ import StrataWire
 import Testing
 
 /// A node process on a free loopback port, stopped with SIGTERM at the end of the test.
-final class NodeProcess {
+final class NodeProcess: @unchecked Sendable {
   let process = Process()
   let address: HostPort
   let directory: String
@@ -61,6 +61,18 @@ final class NodeProcess {
     }
     address = found
     banner = text
+  }
+
+  /// Starts a node as `init` does, but waits for its "listening" line on a thread of its own: not
+  /// on one of the cooperative pool, which the process tests together would otherwise hold for
+  /// minutes (blocked reading the nodes' output) while every other test's tasks wait.
+  static func launch(
+    ram: String = "1GiB", nvme: String = "1GiB", directory: String? = nil, listen: String = "127.0.0.1:0",
+    log: String? = nil, extra: [String] = []
+  ) async throws -> NodeProcess {
+    try await onNewThread {
+      Result { try NodeProcess(ram: ram, nvme: nvme, directory: directory, listen: listen, log: log, extra: extra) }
+    }.get()
   }
 
   /// The admin API's address (http or https), from the line the node printed when it started.
@@ -125,8 +137,8 @@ func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: Int) {
   /// `strata bench` against a real node: a GET run with `--settle` waits for the node to go idle
   /// after writing its working set, says how long, and moves bytes; `--settle` without the node's
   /// process id is refused before anything runs.
-  @Test func benchTimesAGetOnceTheNodeIsIdle() throws {
-    let node = try NodeProcess(ram: "256MiB", nvme: "512MiB")
+  @Test func benchTimesAGetOnceTheNodeIsIdle() async throws {
+    let node = try await NodeProcess.launch(ram: "256MiB", nvme: "512MiB")
     defer { _ = node.stop() }
     let common = ["bench", "--node", node.address.description, "--op", "get", "--size", "256KiB", "--batch", "4"]
     let run = try strata(
@@ -142,7 +154,7 @@ func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: Int) {
 
   /// 2,000 blocks from 1 byte to 1 MiB, written in batches of 50 and read back in other batches.
   @Test func thousandsOfMixedBlocksRoundTripByteForByte() async throws {
-    let node = try NodeProcess()
+    let node = try await NodeProcess.launch()
     let client = node.client()
     let count = 2000
     let sizes = (0..<count).map { n in [1, 100, 4096, 10_000, 65_536, 300_000, 1 << 20][n % 7] + n % 13 }
@@ -185,7 +197,7 @@ func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: Int) {
   }
 
   @Test func malformedFramesCloseOnlyTheirConnection() async throws {
-    let node = try NodeProcess()
+    let node = try await NodeProcess.launch()
     let cases = MalformedFrames.all()
     #expect(cases.count >= 100)
     // A well-behaved client streams puts and gets the whole time.

@@ -40,7 +40,7 @@ struct EtcdClusterTests {
 
     // (b) the node restarts and serves its blocks again (read through from the others where its
     // RAM was lost).
-    try cluster.start("b")
+    try await cluster.start("b")
     #expect(try await eventually(within: 10) { try await cluster.activeIDs(via: ["a"]).contains("node-b") })
     let ring = try await cluster.client(seeds: ["b"]).refreshRing()
     let ownedByB = (0..<blocks.count).filter { ring.owners(of: blocks.keys[$0]).contains { $0.id == "node-b" } }
@@ -50,7 +50,7 @@ struct EtcdClusterTests {
     #expect(fromB.ok == ownedByB.count, "b after restart: \(fromB)\n\(cluster.log("b"))")
 
     // (c) a fourth node joins by registering; then a node drains and leaves.
-    try cluster.start("d")
+    try await cluster.start("d")
     #expect(try await eventually(within: 10) { try await cluster.activeIDs(via: ["a"]).count == 4 })
     let afterJoin = try await blocks.verify(cluster.client(seeds: ["a"]))
     #expect(afterJoin.ok == blocks.count, "after d joined: \(afterJoin)\n\(cluster.log("d"))")

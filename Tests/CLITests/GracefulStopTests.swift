@@ -11,7 +11,7 @@ import Testing
   @Test func sigtermStopsTheServicesInOrderAndExitsZero() async throws {
     let log = FileManager.default.temporaryDirectory.appendingPathComponent("strata-stop-\(UUID().uuidString).log").path
     defer { try? FileManager.default.removeItem(atPath: log) }
-    let node = try NodeProcess(ram: "64MiB", nvme: "256MiB", log: log)
+    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", log: log)
     let client = node.client()
     let count = 20
     let blockBytes = 4096
@@ -50,7 +50,7 @@ import Testing
     #expect(storage.map { lines[$0].contains("blocks_written_to_nvme=") } == true, "\(text)")
 
     // Every block reached NVMe before the exit: a node restarted on the same folder holds them all.
-    let restarted = try NodeProcess(ram: "64MiB", nvme: "256MiB", directory: node.directory)
+    let restarted = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", directory: node.directory)
     let reader = restarted.client()
     let found = try await reader.lookup(items.map(\.key))
     reader.close()

@@ -13,11 +13,11 @@ import Synchronization
 import Testing
 
 /// A node started from a YAML configuration (plus the usual test flags).
-func hostileNode(_ yaml: String, ram: String = "256MiB") throws -> NodeProcess {
+func hostileNode(_ yaml: String, ram: String = "256MiB") async throws -> NodeProcess {
   let path = FileManager.default.temporaryDirectory.appendingPathComponent("strata-hostile-\(UUID().uuidString).yaml")
     .path
   try yaml.write(toFile: path, atomically: true, encoding: .utf8)
-  return try NodeProcess(
+  return try await NodeProcess.launch(
     ram: ram, nvme: "256MiB", log: ProcessInfo.processInfo.environment["STRATA_TEST_NODE_LOG"],
     extra: ["--config", path])
 }
@@ -110,7 +110,7 @@ func drainUntilClosed(_ socket: TCPSocket, seconds: Double) -> (bytes: [UInt8], 
   /// stalled reader receives only bytes of the block it asked for — and is cut off at the
   /// transfer deadline, not left holding the node's memory forever.
   @Test func stalledGetReaderGetsOnlyItsBlockAndIsCutAtTheDeadline() async throws {
-    let node = try hostileNode(
+    let node = try await hostileNode(
       """
       limits:
         lease_duration: 100ms
@@ -191,7 +191,7 @@ func drainUntilClosed(_ socket: TCPSocket, seconds: Double) -> (bytes: [UInt8], 
   /// as the node drops them, do not keep a client that connects after them out, nor slow it past
   /// 50 ms at p99, nor grow the node's threads or memory without bound.
   @Test func idleAndHalfHelloFloodsDoNotLockOutAClient() async throws {
-    let node = try hostileNode(
+    let node = try await hostileNode(
       """
       limits:
         handshake_timeout: 2s
@@ -290,7 +290,7 @@ func drainUntilClosed(_ socket: TCPSocket, seconds: Double) -> (bytes: [UInt8], 
   /// after HELLO, 200 connections announcing 16 MiB bodies and sending 100 bytes cost what they
   /// sent, not what they claimed, and are cut at the transfer deadline.
   @Test func bodySizeClaimsCostOnlyWhatArrives() async throws {
-    let node = try hostileNode(
+    let node = try await hostileNode(
       """
       limits:
         request_timeout: 1500ms
@@ -339,7 +339,7 @@ func drainUntilClosed(_ socket: TCPSocket, seconds: Double) -> (bytes: [UInt8], 
   /// Stalled PUTs (and a GET whose reader stalls) hold in-flight budget only until their deadline;
   /// meanwhile another tenant keeps its own budget, and afterwards the node's is whole again.
   @Test func stalledTransfersAreCutAndTheirBudgetReturned() async throws {
-    let node = try hostileNode(
+    let node = try await hostileNode(
       """
       limits:
         max_inflight_bytes: 160MiB
@@ -377,7 +377,7 @@ func drainUntilClosed(_ socket: TCPSocket, seconds: Double) -> (bytes: [UInt8], 
   /// Lease durations are cut to `limits.lease_duration` (and the answer says so); a tenant holding
   /// every lease it may hold makes no difference to another tenant's GETs and leases.
   @Test func leaseHogsCannotDenyOtherTenants() async throws {
-    let node = try hostileNode(
+    let node = try await hostileNode(
       """
       limits:
         max_leases: 64
@@ -429,7 +429,7 @@ func drainUntilClosed(_ socket: TCPSocket, seconds: Double) -> (bytes: [UInt8], 
   /// A tenant token never buys the peer capability (replication, handoff, no ownership checks);
   /// only the cluster token does.
   @Test func onlyTheClusterTokenGrantsThePeerCapability() async throws {
-    let node = try hostileNode(
+    let node = try await hostileNode(
       """
       cluster:
         token: "cluster-secret-token-0001"

@@ -23,7 +23,7 @@ final class FaultCluster {
     base = FileManager.default.temporaryDirectory.appendingPathComponent("strata-copy-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
     for (name, address) in zip(names, addresses) {
-      nodes[name] = try NodeProcess(
+      nodes[name] = try await NodeProcess.launch(
         ram: "256MiB", nvme: "512MiB", directory: "\(base)/\(name)", listen: address.description,
         log: "\(base)/\(name).log",
         extra: [

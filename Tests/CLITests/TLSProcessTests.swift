@@ -100,7 +100,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     defer { ca.remove() }
     // RAM pages are as large as the largest block: 2 MiB blocks let 256 MiB hold all 64.
     let config = try temporaryFile("tls-small-blocks.yaml", "limits:\n  max_block_size: 2MiB\n")
-    let node = try NodeProcess(
+    let node = try await NodeProcess.launch(
       ram: "256MiB", nvme: "512MiB", extra: ca.serveArguments("node-1") + ["--config", config])
     defer { _ = node.stop() }
     let blocks = BlockSet(count: 64, run: 41, smallest: 1024, spread: 1 << 20)
@@ -129,7 +129,8 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     let ca = try DevCA()
     defer { ca.remove() }
     let config = try temporaryFile("tls-stall.yaml", "limits:\n  handshake_timeout: 500ms\n")
-    let node = try NodeProcess(ram: "64MiB", nvme: "256MiB", extra: ca.serveArguments("node-1") + ["--config", config])
+    let node = try await NodeProcess.launch(
+      ram: "64MiB", nvme: "256MiB", extra: ca.serveArguments("node-1") + ["--config", config])
     defer { _ = node.stop() }
     var stalled: [TCPSocket] = []
     for _ in 0..<200 {
@@ -151,10 +152,10 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   }
 
   /// The node's TLS port as any TLS client sees it: TLS 1.3, AES-128-GCM, a certificate that verifies.
-  @Test func opensslClientNegotiatesTLS13() throws {
+  @Test func opensslClientNegotiatesTLS13() async throws {
     let ca = try DevCA()
     defer { ca.remove() }
-    let node = try NodeProcess(ram: "64MiB", nvme: "256MiB", extra: ca.serveArguments("node-1"))
+    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", extra: ca.serveArguments("node-1"))
     defer { _ = node.stop() }
     let run = try runProcess(
       "/usr/bin/openssl",
@@ -184,7 +185,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
       ca.remove()
       other.remove()
     }
-    let node = try NodeProcess(ram: "64MiB", nvme: "256MiB", extra: ca.serveArguments("node-1"))
+    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", extra: ca.serveArguments("node-1"))
     defer { _ = node.stop() }
 
     let plain = tlsClient(node.address, tls: nil)
@@ -200,7 +201,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
       wrongCAError?.message.contains("certificate verification failed: self-signed certificate in certificate chain")
         == true, "\(String(describing: wrongCAError))")
 
-    let plaintextNode = try NodeProcess(ram: "64MiB", nvme: "256MiB")
+    let plaintextNode = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB")
     defer { _ = plaintextNode.stop() }
     let tlsToPlain = tlsClient(plaintextNode.address, tls: try ca.client())
     defer { tlsToPlain.close() }
@@ -208,7 +209,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     #expect(tlsToPlainError?.message.contains("TLS handshake") == true, "\(String(describing: tlsToPlainError))")
 
     let expired = try ca.expired("node-1")
-    let stale = try NodeProcess(
+    let stale = try await NodeProcess.launch(
       ram: "64MiB", nvme: "256MiB", extra: ["--tls-cert", expired.certificate, "--tls-key", expired.key])
     defer { _ = stale.stop() }
     let toStale = tlsClient(stale.address, tls: try ca.client())
@@ -228,7 +229,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   @Test func peerClaimNeedsANodeCertificateOfARingMember() async throws {
     let ca = try DevCA(nodes: ["node-1", "node-9"])
     defer { ca.remove() }
-    let node = try NodeProcess(
+    let node = try await NodeProcess.launch(
       ram: "64MiB", nvme: "256MiB", extra: ca.serveArguments("node-1") + ["--node-id", "node-1"])
     defer { _ = node.stop() }
 
@@ -282,7 +283,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     try install(first)
     let config = "\(folder)/node.yaml"
     try "tls:\n  cert: \(certificate)\n  key: \(key)\n".write(toFile: config, atomically: true, encoding: .utf8)
-    let node = try NodeProcess(ram: "64MiB", nvme: "256MiB", extra: ["--config", config])
+    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", extra: ["--config", config])
     defer { _ = node.stop() }
     let admin = try node.admin
 
@@ -318,7 +319,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     cluster.clientTLS = try ca.client()
     for name in ["a", "b", "c"] {
       cluster.extraArguments = ca.serveArguments("node-\(name)")
-      try cluster.start(name)
+      try await cluster.start(name)
     }
     let blocks = BlockSet(count: 300, run: 77)
     try await cluster.write(blocks, through: ["a", "b", "c"])
@@ -368,11 +369,11 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     cluster.clientTLS = clients
     cluster.staticClusterConfig = ["write_quorum: 2"]
     cluster.staticConfigSections = ["tls:", "  cert: \(certificate)", "  key: \(key)", "  ca: \(bundle)"]
-    try cluster.start("a")
+    try await cluster.start("a")
     cluster.staticClusterConfig = []
     cluster.staticConfigSections = []
     cluster.extraArguments = first.serveArguments("node-b")
-    try cluster.start("b")
+    try await cluster.start("b")
 
     let admin = try cluster.node("a").admin
     func copied() throws -> Double {
@@ -483,7 +484,7 @@ struct TLSEtcdProcessTests {
         "etcd_user: strata", "etcd_password: strata-password-1",
       ]
       cluster.extraArguments = ca.serveArguments("node-\(name)")
-      try cluster.start(name)
+      try await cluster.start(name)
     }
     let registered = try await eventually(within: 15) {
       (try? await cluster.activeIDs(via: ["a"]).count) == 3

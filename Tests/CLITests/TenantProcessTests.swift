@@ -20,10 +20,11 @@ private let operatorSecret = "operator-secret-00000001"
 private let clusterSecret = "cluster-secret-000000001"
 
 /// A node from `yaml` (its tokens given as digests), its admin address, and its log file.
-private func tenantNode(_ yaml: String, ram: String = "64MiB") throws -> (NodeProcess, HostPort, String) {
+private func tenantNode(_ yaml: String, ram: String = "64MiB") async throws -> (NodeProcess, HostPort, String) {
   let base = FileManager.default.temporaryDirectory.appendingPathComponent("strata-tenant-\(UUID().uuidString)").path
   try yaml.write(toFile: base + ".yaml", atomically: true, encoding: .utf8)
-  let node = try NodeProcess(ram: ram, nvme: "256MiB", log: base + ".log", extra: ["--config", base + ".yaml"])
+  let node = try await NodeProcess.launch(
+    ram: ram, nvme: "256MiB", log: base + ".log", extra: ["--config", base + ".yaml"])
   do { return (node, try node.admin, base + ".log") } catch {
     _ = node.stop()
     throw error
@@ -118,7 +119,7 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
         write_quorum: 1
         token: "\(clusterSecret)"
       """
-    let (node, admin, log) = try tenantNode(yaml)
+    let (node, admin, log) = try await tenantNode(yaml)
     defer { _ = node.stop() }
     let size = 64 << 10
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
@@ -222,7 +223,7 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
     }
     let keep = "{token: \"\(digest(readerSecret))\", namespace: t1, scopes: [read, write]}"
     let op = "{token: \"\(digest(operatorSecret))\", namespace: ops, scopes: [operator]}"
-    let (node, admin, log) = try tenantNode(
+    let (node, admin, log) = try await tenantNode(
       config([
         keep, op, "{token: \"\(digest(writerSecret))\", namespace: t1, scopes: [read, write]}",
         "{token: \"\(digest(deleterSecret))\", namespace: t1, scopes: [read, write, delete]}",
@@ -270,7 +271,7 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
       """
     let size = 1 << 20
     for quota in [false, true] {
-      let (node, _, _) = try tenantNode(
+      let (node, _, _) = try await tenantNode(
         tokens + (quota ? "\nlimits: {max_ram_bytes_per_namespace: 24MiB, max_block_size: 4MiB}\n" : "\n"))
       defer { _ = node.stop() }
       let a = tenantClient(node, readerSecret)
@@ -307,7 +308,7 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
         - {namespace: rate, requests_per_second: 5}
         - {namespace: probe, lookup_keys_per_second: 200, misses_per_second: 10}
       """
-    let (node, admin, log) = try tenantNode(yaml)
+    let (node, admin, log) = try await tenantNode(yaml)
     defer { _ = node.stop() }
     let rate = tenantClient(node, readerSecret)
     defer { rate.close() }

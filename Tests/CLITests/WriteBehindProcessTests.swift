@@ -27,7 +27,7 @@ import Testing
       try "nvme:\n  writeback_window: \(window)\n".write(toFile: config, atomically: true, encoding: .utf8)
       extra = ["--config", config]
     }
-    let node = try NodeProcess(ram: "64MiB", nvme: "1GiB", extra: extra)
+    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "1GiB", extra: extra)
     var stopped = false
     defer { if !stopped { _ = node.stop() } }
     let admin = try node.admin
@@ -75,7 +75,7 @@ import Testing
     let survivorsDue = acknowledgedAt.filter { killedAt.timeIntervalSince($0) > Self.windowSeconds }.count
     #expect(survivorsDue == early)
 
-    let restarted = try NodeProcess(ram: "64MiB", nvme: "1GiB", directory: node.directory, extra: extra)
+    let restarted = try await NodeProcess.launch(ram: "64MiB", nvme: "1GiB", directory: node.directory, extra: extra)
     defer { _ = restarted.stop() }
     let reader = restarted.client()
     defer { reader.close() }
@@ -126,7 +126,7 @@ import Testing
     try "limits:\n  max_block_size: 8MiB\nnvme:\n  region_size: 12MiB\n".write(
       toFile: config, atomically: true, encoding: .utf8)
     defer { unlink(config) }
-    let node = try NodeProcess(ram: "64MiB", nvme: "192MiB", extra: ["--config", config])
+    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "192MiB", extra: ["--config", config])
     defer { _ = node.stop() }
     let admin = try node.admin
     let source = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 * blockBytes, alignment: 4096)

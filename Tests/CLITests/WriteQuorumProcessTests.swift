@@ -97,9 +97,9 @@ private struct WriterLog {
     defer { cluster.shutdown() }
     cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
     cluster.extraArguments = ["--fault-injection"]
-    for name in ["a", "b"] { try cluster.start(name) }
+    for name in ["a", "b"] { try await cluster.start(name) }
     cluster.ram = "1MiB"
-    try cluster.start("c")
+    try await cluster.start("c")
     let armed = try Self.admin(cluster, "c", "POST", "/v1/debug/disk-fault", #"{"writes":"fail"}"#)
     try #require(statusCode(armed) == 200, "\(armed)")
 
@@ -146,7 +146,7 @@ private struct WriterLog {
   @Test func theUnderReplicatedGaugeRisesWhileAnOwnerIsDownAndReturnsToZeroAfterRepair() async throws {
     let cluster = try Self.staticCluster()
     defer { cluster.shutdown() }
-    for name in ["a", "b", "c"] { try cluster.start(name) }
+    for name in ["a", "b", "c"] { try await cluster.start(name) }
     let blocks = BlockSet(count: 400, run: 81)
     let onAB = try await Self.blocks(ownedBy: ["a", "b"], of: blocks, in: cluster)
     try #require(onAB.count >= 20)
@@ -168,7 +168,7 @@ private struct WriterLog {
     #expect(try Self.metric(cluster, "a", "strata_under_replicated_blocks") == Double(onAB.count))
     #expect(try Self.metric(cluster, "a", "strata_under_replicated_overflow_total") == 0)
 
-    try cluster.start("b")
+    try await cluster.start("b")
     let repaired = try await eventually(within: 30) {
       try Self.metric(cluster, "a", "strata_under_replicated_blocks") == 0
     }
@@ -202,7 +202,7 @@ private struct WriterLog {
     let killed = ContinuousClock.now
     cluster.killHard("c")
     try FileManager.default.removeItem(atPath: "\(cluster.base)/c/nvme")
-    try cluster.start("c")
+    try await cluster.start("c")
     let caughtUp = try await eventually(within: 20) {
       try await Self.holds("c", owned, cluster: cluster, blocks: blocks)
     }
@@ -225,7 +225,7 @@ private struct WriterLog {
     let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
     defer { cluster.shutdown() }
     cluster.staticMembers = ["a", "b", "c"]
-    for name in ["a", "b", "c"] { try cluster.start(name) }
+    for name in ["a", "b", "c"] { try await cluster.start(name) }
     let blocks = BlockSet(count: 200, run: 79)
     let onAB = try await Self.blocks(ownedBy: ["a", "b"], of: blocks, in: cluster)
     try #require(onAB.count >= 4)
@@ -281,7 +281,7 @@ private struct WriterLog {
     if etcd {
       try await cluster.startRegistered(["a", "b", "c"])
     } else {
-      for name in ["a", "b", "c"] { try cluster.start(name) }
+      for name in ["a", "b", "c"] { try await cluster.start(name) }
     }
     let blocks = BlockSet(count: 12_000, run: 77, smallest: 512, spread: 2048)
     let log = SharedLog(WriterLog(states: Array(repeating: .unwritten, count: blocks.count)))
@@ -388,7 +388,7 @@ private struct WriterLog {
         try FileManager.default.removeItem(atPath: nvme)
         disksLost += 1
       }
-      try cluster.start(victim)
+      try await cluster.start(victim)
       // One failure at a time: before the next kill the restarted node must hold again every
       // acknowledged block it owns (copied back by the others' repair, asked as a peer so the
       // question itself fills nothing).
