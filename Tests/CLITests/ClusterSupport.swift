@@ -144,7 +144,14 @@ final class ClusterHarness {
   func write(_ blocks: BlockSet, through names: [String]) async throws {
     let writer = client(seeds: names)
     defer { writer.close() }
-    try await blocks.putAll(writer)
+    do { try await blocks.putAll(writer) } catch {
+      // Whether each node still runs, and what it logged last: why a PUT failed is in there.
+      let states = nodes.keys.sorted().map { name in
+        "node \(name) (\(nodes[name]!.process.isRunning ? "running" : "exited \(nodes[name]!.process.terminationStatus)")):\n\(log(name))"
+      }
+      Issue.record("a write through \(names) failed: \(error)\n\(states.joined(separator: "\n"))")
+      throw error
+    }
     try await syncReplication(names)
   }
 
