@@ -56,8 +56,8 @@ private final class HoldingObserver: NodeObserver {
     }
 
     let call = Task { try await client.get(items) }
-    // Generous (StrataTestKit's `eventually` counts polls as well as time: a stall of the
-    // cooperative pool, which also holds back the call's task, does not use up the bound).
+    // Generous (and StrataTestKit's `eventually` does not count a stall of the cooperative pool,
+    // which also holds back the call's task, against the bound).
     _ = try await eventually(within: 120) { observer.gets.load(ordering: .relaxed) >= 1 }
     let first = observer.gets.load(ordering: .relaxed)
     #expect(first == 1)

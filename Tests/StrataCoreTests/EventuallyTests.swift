@@ -1,0 +1,32 @@
+// StrataTestKit's `eventually`: a wait for what the system promises within a bound of time.
+
+import Foundation
+import StrataTestKit
+import Testing
+
+@Suite struct EventuallyTests {
+  /// A condition that never holds is polled until the bound has passed, and the wait says so.
+  /// (Its upper end is not asserted: a stall of the pool moves it out, by design.)
+  @Test func aConditionThatNeverHoldsIsPolledUntilTheBound() async throws {
+    let started = Date()
+    var calls = 0
+    let held = try await eventually(within: 0.3) {
+      calls += 1
+      return false
+    }
+    #expect(!held)
+    #expect(Date().timeIntervalSince(started) >= 0.3)
+    #expect(calls >= 2)
+  }
+
+  @Test func aConditionThatComesToHoldEndsTheWaitAtOnce() async throws {
+    let started = Date()
+    var calls = 0
+    let held = try await eventually(within: 60) {
+      calls += 1
+      return calls == 3
+    }
+    #expect(held && calls == 3)
+    #expect(Date().timeIntervalSince(started) < 30)
+  }
+}
