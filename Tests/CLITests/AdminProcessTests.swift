@@ -9,23 +9,24 @@ import StrataCore
 import Testing
 
 /// A node process (see NodeProcess) and the address of its admin API, read from its banner.
-final class AdminNodeProcess: @unchecked Sendable {
+final class AdminNodeProcess: Sendable {
   let node: NodeProcess
   let admin: HostPort
 
-  init(ram: String = "64MiB", nvme: String = "256MiB", config: String? = nil) throws {
-    node = try NodeProcess(ram: ram, nvme: nvme, extra: config.map { ["--config", $0] } ?? [])
+  private init(node: NodeProcess) throws {
+    self.node = node
     do { admin = try node.admin } catch {
       _ = node.stop()
       throw error
     }
   }
 
-  /// Starts it off the cooperative pool, as `NodeProcess.launch`.
+  /// Starts it off the cooperative pool (`NodeProcess.launch`).
   static func launch(ram: String = "64MiB", nvme: String = "256MiB", config: String? = nil) async throws
     -> AdminNodeProcess
   {
-    try await onNewThread { Result { try AdminNodeProcess(ram: ram, nvme: nvme, config: config) } }.get()
+    try AdminNodeProcess(
+      node: await NodeProcess.launch(ram: ram, nvme: nvme, extra: config.map { ["--config", $0] } ?? []))
   }
 
   var address: HostPort { node.address }

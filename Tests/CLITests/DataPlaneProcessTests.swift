@@ -11,13 +11,16 @@ import Testing
 
 /// A node process on a free loopback port, stopped with SIGTERM at the end of the test.
 final class NodeProcess: @unchecked Sendable {
+  // @unchecked: every stored property is a `let` set in `init`; `process` (Foundation's Process,
+  // not declared Sendable) is only asked to signal, wait and report its status afterwards, which
+  // it allows from any thread.
   let process = Process()
   let address: HostPort
   let directory: String
   /// What the node printed up to its "listening" line.
   let banner: String
 
-  init(
+  private init(
     ram: String = "1GiB", nvme: String = "1GiB", directory: String? = nil, listen: String = "127.0.0.1:0",
     log: String? = nil, extra: [String] = []
   ) throws {
