@@ -28,6 +28,11 @@ final class ClientConnection: @unchecked Sendable {
   /// Receives every response frame: header and body here, payloads straight into the caller's memory.
   private var reader: FrameReader
   private var nextRequestID: UInt64 = 1
+  /// When the last call on this connection ended (monotonic nanoseconds).
+  private var lastUsed: UInt64 = 0
+  /// A connection idle this long is checked before it is used again (the shortest idle timeout a
+  /// node accepts, `limits.idle_timeout`, is 10 ms): one `poll`, never on back-to-back calls.
+  static let idleCheckNanoseconds: UInt64 = 10_000_000
   var namespace: Namespace?
   var nodeID = ""
   let epochs: EpochTracker
@@ -59,6 +64,7 @@ final class ClientConnection: @unchecked Sendable {
       guard !deadline.hasPassed() else {
         throw StrataError(.timeout, "the call to \(self.address) passed its deadline before it began")
       }
+      defer { self.lastUsed = MonotonicTime.nowNanoseconds }
       do throws(StrataError) {
         try self.connectIfNeeded(deadline: deadline)
         return try work(self)
@@ -90,6 +96,14 @@ final class ClientConnection: @unchecked Sendable {
   }
 
   private func connectIfNeeded(deadline: Deadline) throws(StrataError) {
+    if let socket, MonotonicTime.nowNanoseconds &- lastUsed >= Self.idleCheckNanoseconds,
+      socket.isReadableWhileIdle()
+    {
+      // The node closed it while it was idle (or it broke): connect again instead of failing
+      // the call, and every retry after it, on connections of the pool that are all gone.
+      dropSocket()
+      transports.record { $0.idleConnectionsReplaced += 1 }
+    }
     guard socket == nil else { return }
     if let path = transports.sameHostSocket(for: address, configured: configuration.sameHostSocket) {
       do throws(StrataError) {

@@ -433,6 +433,17 @@ public final class TCPSocket: @unchecked Sendable {
     }
   }
 
+  /// Whether the peer closed this connection, reset it, or sent something unasked, seen without
+  /// waiting. For a connection with no request outstanding (a node never speaks first), any of
+  /// these means the next request on it would fail: a node closes connections idle past
+  /// `limits.idle_timeout`, and a client's pooled connection must not find that out by losing a call.
+  public func isReadableWhileIdle() -> Bool {
+    if tls?.hasBufferedBytes == true { return true }
+    // 0x2000: POLLRDHUP (the peer shut down its side), which Glibc exports only to _GNU_SOURCE C.
+    var watched = pollfd(fd: descriptor, events: Int16(POLLIN) | 0x2000, revents: 0)
+    return poll(&watched, 1, 0) > 0 && watched.revents != 0
+  }
+
   /// On any socket: writes what the socket buffer takes now, without waiting; returns how many
   /// bytes went (a short answer to a peer that does not read is simply cut).
   @discardableResult

@@ -5,6 +5,7 @@
 import Foundation
 import StrataClient
 import StrataCore
+import StrataTestKit
 import StrataTCP
 import StrataWire
 import Testing
@@ -156,6 +157,46 @@ func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: Int) {
   }
 
   /// 2,000 blocks from 1 byte to 1 MiB, written in batches of 50 and read back in other batches.
+  /// A node closes a connection idle past `limits.idle_timeout`; the client's next call on it
+  /// connects again instead of failing. No retries here to hide a failed call: without the check
+  /// it fails ("closed the connection", or a reset over the same-host socket), and a peer's write
+  /// quorum copy failed the same way after two minutes without writes.
+  @Test(arguments: [false, true])
+  func aConnectionTheNodeClosedWhileIdleIsReplacedNotFailed(sameHost: Bool) async throws {
+    let config = try temporaryFile("idle-\(sameHost).yaml", "limits:\n  idle_timeout: 100ms\n")
+    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "128MiB", extra: ["--config", config])
+    var configuration = StrataClient.Configuration(node: node.address)
+    configuration.connections = 1
+    configuration.retries = 0
+    configuration.sameHost = sameHost
+    let client = StrataClient(configuration)
+    let observer = node.client(connections: 1)
+    let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 4096)
+    defer {
+      block.deallocate()
+      client.close()
+      observer.close()
+      _ = node.stop()
+    }
+    fill(block, seed: 5)
+    let region = client.register(block)
+    let first = try await client.put([.init(key: blockKey(1, 77), source: try region.slice(length: 4096))])
+    #expect(first == [.stored])
+    #expect((client.transportStats.sameHostConnections == 1) == sameHost)
+    // The node closes the client's connection once it has been idle 100 ms (the observer's own
+    // connection, asking every 20 ms, never is).
+    let closed = try await eventually(within: 30) {
+      let stat = (try? await observer.stat()) ?? ""
+      return !stat.contains("\"idle_closed\":0")
+    }
+    #expect(closed, "the node did not close the idle connection")
+    let second = try await client.put([
+      .init(key: blockKey(2, 77), source: try region.slice(offset: 4096, length: 4096))
+    ])
+    #expect(second == [.stored])
+    #expect(client.transportStats.idleConnectionsReplaced == 1)
+  }
+
   @Test func thousandsOfMixedBlocksRoundTripByteForByte() async throws {
     let node = try await NodeProcess.launch()
     let client = node.client()

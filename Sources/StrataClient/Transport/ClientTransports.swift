@@ -33,6 +33,9 @@ public struct ClientTransportStats: Sendable, Hashable {
   public var sameHostBatches = 0
   /// Why the last connection is or is not on the same-host path.
   public var sameHostDecision = ""
+  /// Pooled connections found closed by the node (its `limits.idle_timeout`) or broken while
+  /// idle, and replaced before a call used them.
+  public var idleConnectionsReplaced = 0
 }
 
 final class ClientTransports: Sendable {
