@@ -5,8 +5,8 @@
 import Foundation
 import StrataClient
 import StrataCore
-import StrataTestKit
 import StrataTCP
+import StrataTestKit
 import StrataWire
 import Testing
 
