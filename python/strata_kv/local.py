@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 
 def find_strata(explicit: Optional[str] = None) -> str:
@@ -69,20 +69,23 @@ def free_port() -> int:
 class LocalNode:
     """A `strata serve` process on loopback with its own data folder (removed by ``remove``).
 
-    ``config`` is appended to a base YAML configuration (block size limit ``max_block_size``, the
-    admin API on a free port). ``start`` waits (up to 120 s) for the "listening on" line.
+    ``config`` is appended to a base YAML configuration (the ``limits`` section: ``max_block_size``
+    and any of ``limits``, such as ``{"idle_timeout": "100ms"}``; the admin API on a free port).
+    ``start`` waits (up to 120 s) for the "listening on" line.
     """
 
     def __init__(self, listen: str = "127.0.0.1:0", peers: Optional[str] = None, ram: str = "1GiB",
                  nvme: str = "1GiB", config: str = "", max_block_size: str = "4MiB",
-                 binary: Optional[str] = None, extra: Sequence[str] = ()) -> None:
+                 binary: Optional[str] = None, extra: Sequence[str] = (),
+                 limits: Optional[Mapping[str, str]] = None) -> None:
         self.binary = find_strata(binary)
         self.directory = tempfile.mkdtemp(prefix="strata-py-")
         self.listen, self.peers, self.ram, self.nvme = listen, peers, ram, nvme
         self.extra = list(extra)
         self.config = Path(self.directory) / "node.yaml"
-        self.config.write_text(
-            f"limits:\n  max_block_size: {max_block_size}\nadmin:\n  listen: 127.0.0.1:0\n" + config)
+        limit_lines = "".join(f"  {name}: {value}\n"
+                              for name, value in {"max_block_size": max_block_size, **(limits or {})}.items())
+        self.config.write_text("limits:\n" + limit_lines + "admin:\n  listen: 127.0.0.1:0\n" + config)
         self.process: Optional[subprocess.Popen] = None
         self.address = ""
         self.output: List[str] = []

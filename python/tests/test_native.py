@@ -227,6 +227,34 @@ def test_stat_is_json(store):
     assert isinstance(stats, dict) and stats
 
 
+def test_a_connection_the_node_closed_while_idle_is_replaced_not_failed():
+    """A node closes connections idle past limits.idle_timeout; the store's next calls connect
+    again. Before, with 4 connections and 2 retries, the first call after an idle spell found
+    three closed connections and failed."""
+    import json
+
+    from conftest import Node, wait_for
+
+    def idle_closed(stats):
+        if isinstance(stats, dict):
+            return stats.get("idle_closed", 0) + sum(idle_closed(value) for key, value in stats.items()
+                                                     if key != "idle_closed")
+        return 0
+
+    node = Node(limits={"idle_timeout": "100ms"}, ram="64MiB", nvme="128MiB")
+    try:
+        with StrataStore(node=node.address, connections=4, same_host=False) as idle, \
+                StrataStore(node=node.address, connections=1, same_host=False) as observer:
+            data = np.arange(4096, dtype=np.uint8)
+            assert [idle.put(os.urandom(32), data) for _ in range(4)] == [0] * 4
+            # The observer asks every 10 ms, so only the idle store's four connections time out.
+            wait_for(lambda: idle_closed(json.loads(observer.stat())) >= 4, timeout=30,
+                     what="the node closing the store's four idle connections")
+            assert [idle.put(os.urandom(32), data) for _ in range(4)] == [0] * 4
+    finally:
+        node.remove()
+
+
 def test_from_config_and_errors(address):
     with StrataStore.from_config({"strata.node": address, "strata.timeout_ms": 5000, "strata.connections": 2}) as s:
         assert s.put(os.urandom(32), b"x") == 0
