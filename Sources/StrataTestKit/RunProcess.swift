@@ -2,6 +2,7 @@
 // it printed.
 
 public import Foundation
+import StrataCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -27,8 +28,17 @@ public struct ProcessTimedOut: Error, CustomStringConvertible {
 }
 
 /// Runs a program to completion, feeding `input` to its standard input. With `timeout`, a program
-/// still running then is killed (SIGKILL) and `ProcessTimedOut` thrown.
+/// still running then is killed (SIGKILL) and `ProcessTimedOut` thrown. The wait is on a thread of
+/// its own, never on one of the cooperative pool (which the tests running beside it need).
 public func runProcess(_ executable: String, _ arguments: [String], input: Data? = nil, timeout: Duration? = nil)
+  async throws -> ProcessResult
+{
+  try await onNewThread {
+    Result { try runToCompletion(executable, arguments, input: input, timeout: timeout) }
+  }.get()
+}
+
+private func runToCompletion(_ executable: String, _ arguments: [String], input: Data?, timeout: Duration?)
   throws -> ProcessResult
 {
   let process = Process()

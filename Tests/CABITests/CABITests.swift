@@ -149,7 +149,7 @@ private final class Node {
 }
 
 /// Compiles the C test program against the built library; `defines` are extra `-D` flags.
-private func compileCProgram(_ name: String, defines: [String] = []) throws -> String {
+private func compileCProgram(_ name: String, defines: [String] = []) async throws -> String {
   let library = productsDirectory.appendingPathComponent(libraryName)
   try #require(
     FileManager.default.fileExists(atPath: library.path),
@@ -157,7 +157,7 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
   let output = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)").path
   let compiler = ProcessInfo.processInfo.environment["CC"] ?? "cc"
   let directory = productsDirectory.path
-  let compile = try runProcess(
+  let compile = try await runProcess(
     "/usr/bin/env",
     [
       compiler, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread",
@@ -173,13 +173,13 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
 @Suite struct CABITests {
   /// The C program writes, reads back and byte-compares 2,000 blocks of 1 KiB to 2 MiB and checks
   /// every other call; the node then stops cleanly on SIGTERM.
-  @Test func cProgramAgainstARealNode() throws {
-    let program = try compileCProgram("c_abi_test")
+  @Test func cProgramAgainstARealNode() async throws {
+    let program = try await compileCProgram("c_abi_test")
     defer { try? FileManager.default.removeItem(atPath: program) }
     let node = try Node()
     let result: ProcessResult
     do {
-      result = try runProcess(program, [node.address, "2000"], timeout: .seconds(300))
+      result = try await runProcess(program, [node.address, "2000"], timeout: .seconds(300))
     } catch {
       _ = node.stop()
       throw error
@@ -198,21 +198,21 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
   /// the refusals: an unreadable CA file, a CA that did not sign the node, plaintext to the TLS port;
   /// and strata_client_open_options with TLS files (a certificate without a CA refused, another CA
   /// refused before any same-host move, TLS over TCP with same_host 0).
-  @Test func cProgramOverTLS() throws {
-    let program = try compileCProgram("c_abi_test")
+  @Test func cProgramOverTLS() async throws {
+    let program = try await compileCProgram("c_abi_test")
     defer { try? FileManager.default.removeItem(atPath: program) }
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("strata-cabi-ca-\(UUID().uuidString)")
     defer { try? FileManager.default.removeItem(at: folder) }
     let script = packageRoot.appendingPathComponent("scripts/dev-ca.sh").path
     for (name, nodeID) in [("ca", "node-1"), ("other", "node-1")] {
-      let made = try runProcess("/bin/bash", [script, folder.appendingPathComponent(name).path, nodeID])
+      let made = try await runProcess("/bin/bash", [script, folder.appendingPathComponent(name).path, nodeID])
       try #require(made.status == 0, "dev-ca.sh: \(made.stderrText)")
     }
     let ca = folder.appendingPathComponent("ca").path
     let node = try Node(extra: ["--tls-cert", "\(ca)/node-1.pem", "--tls-key", "\(ca)/node-1.key"])
     let result: ProcessResult
     do {
-      result = try runProcess(
+      result = try await runProcess(
         program, [node.address, "300", "7", "\(ca)/ca.pem", folder.path + "/other/ca.pem"], timeout: .seconds(300))
     } catch {
       _ = node.stop()
@@ -228,8 +228,8 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
 
   /// The same program against a static cluster of three nodes, named by all three addresses: the
   /// library routes every key to its owners (R = 2) and reads it back from them.
-  @Test func cProgramAgainstAStaticCluster() throws {
-    let program = try compileCProgram("c_abi_test")
+  @Test func cProgramAgainstAStaticCluster() async throws {
+    let program = try await compileCProgram("c_abi_test")
     defer { try? FileManager.default.removeItem(atPath: program) }
     let ports = (try? freeLoopbackPorts(3)) ?? []
     try #require(Set(ports).count == 3, "no three free ports")
@@ -238,14 +238,14 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
     var nodes: [Node] = []
     defer { for node in nodes { _ = node.stop() } }
     for address in addresses { nodes.append(try Node(listen: address, peers: peers)) }
-    let result = try runProcess(program, [peers, "600"], timeout: .seconds(300))
+    let result = try await runProcess(program, [peers, "600"], timeout: .seconds(300))
     #expect(result.exited && result.status == 0, "the C program failed:\n\(result.stdoutText)\n\(result.stderrText)")
     let summary = result.stdoutText.split(separator: "\n").first { $0.hasPrefix("c-abi: ") } ?? ""
     #expect(
       summary.contains(" passed, 0 failed"), "no clean summary line in:\n\(result.stdoutText)\n\(result.stderrText)")
     // Every node took part: each stored blocks (those it owns first, and copies).
     for node in nodes {
-      let stat = try runProcess(
+      let stat = try await runProcess(
         productsDirectory.appendingPathComponent("strata").path, ["stat", "--node", node.address, "--json"])
       let stored =
         stat.stdoutText.split(separator: ",").first { $0.hasPrefix("\"put_blocks\":") }
@@ -256,13 +256,13 @@ private func compileCProgram(_ name: String, defines: [String] = []) throws -> S
 
   /// The harness fails when the data is wrong: the same program, built to flip one byte of what it
   /// read before comparing, reports the mismatch and exits 1.
-  @Test func cProgramReportsACorruptedRead() throws {
-    let program = try compileCProgram("c_abi_test_flip", defines: ["C_ABI_TEST_FLIP_A_BYTE"])
+  @Test func cProgramReportsACorruptedRead() async throws {
+    let program = try await compileCProgram("c_abi_test_flip", defines: ["C_ABI_TEST_FLIP_A_BYTE"])
     defer { try? FileManager.default.removeItem(atPath: program) }
     let node = try Node()
     let result: ProcessResult
     do {
-      result = try runProcess(program, [node.address, "40"], timeout: .seconds(300))
+      result = try await runProcess(program, [node.address, "40"], timeout: .seconds(300))
     } catch {
       _ = node.stop()
       throw error

@@ -36,7 +36,7 @@ final class AdminNodeProcess: Sendable {
   func client(connections: Int = 2) -> StrataClient { node.client(connections: connections) }
 
   /// `strata ARGS --admin ADDRESS`.
-  func cli(_ arguments: String...) throws -> Run { try strata(arguments + ["--admin", admin.description]) }
+  func cli(_ arguments: String...) async throws -> Run { try await strata(arguments + ["--admin", admin.description]) }
 
   func stop() -> Int32 { node.stop() }
 }
@@ -85,13 +85,13 @@ func sample(_ page: String, _ series: String) -> Double? {
     // 96 MiB through a 64 MiB RAM tier: the first blocks are demoted to NVMe.
     let blocks = try await putBlocks(client, count: 96, size: size, seed: 7)
 
-    let status = try node.cli("status", "--json")
+    let status = try await node.cli("status", "--json")
     #expect(status.status == 0, "\(status.stderr)")
     let document = try JSONValue.parse(status.stdout)
     #expect(document["health"]?.stringValue == "ok")
     #expect((document["tiers"]?["nvme"]?["blocks"]?.intValue ?? 0) > 0)
     #expect(document["transfers"]?["tcp"]?["put_bytes"]?.intValue == 96 * size)
-    let table = try node.cli("status")
+    let table = try await node.cli("status")
     #expect(table.status == 0)
     for word in ["health", "uptime", "epoch", "RAM", "NVMe", "hit rate", "transfers tcp", "top errors"] {
       #expect(table.stdout.contains(word), "status table lacks \(word): \(table.stdout)")
@@ -112,7 +112,7 @@ func sample(_ page: String, _ series: String) -> Double? {
     try handle.synchronize()
     try handle.close()
 
-    let verify = try node.cli("verify", "--wait", "--json")
+    let verify = try await node.cli("verify", "--wait", "--json")
     #expect(verify.status == 4, "verify should exit 4 on corruption: \(verify.stdout) \(verify.stderr)")
     let result = try JSONValue.parse(verify.stdout)
     #expect(result["state"]?.stringValue == "done")
@@ -125,20 +125,20 @@ func sample(_ page: String, _ series: String) -> Double? {
     for index in onNVMe.dropFirst().prefix(5) {
       #expect(try await getBlock(client, blocks[index].0, size: size) == blocks[index].1)
     }
-    let again = try node.cli("verify", "--status")
+    let again = try await node.cli("verify", "--status")
     #expect(again.status == 4 && again.stdout.contains("1 corrupt"), "\(again.stdout)")
 
     // Evict by key prefix, then by namespace.
     let target = blocks[50].0
-    let evictOne = try node.cli("evict", "--key-prefix", target.hex, "--json")
+    let evictOne = try await node.cli("evict", "--key-prefix", target.hex, "--json")
     #expect(evictOne.status == 0, "\(evictOne.stderr)")
     #expect(try JSONValue.parse(evictOne.stdout)["evicted_blocks"]?.intValue == 1)
     #expect(try await client.lookup([target]).tiers == [.absent])
-    let evictAll = try node.cli("evict", "--namespace", "default")
+    let evictAll = try await node.cli("evict", "--namespace", "default")
     #expect(evictAll.status == 0 && evictAll.stdout.hasPrefix("evicted 94 block(s)"), "\(evictAll.stdout)")
     #expect(try await client.lookup(blocks.map(\.0)).leadingRun == 0)
-    #expect(try node.cli("evict").status == 2)
-    #expect(try node.cli("evict", "--key-prefix", "xyz").status == 2)
+    #expect(try await node.cli("evict").status == 2)
+    #expect(try await node.cli("evict", "--key-prefix", "xyz").status == 2)
   }
 
   /// Over TCP, and over the same-host path (the node's Unix socket, which a client on this machine
@@ -211,30 +211,30 @@ func sample(_ page: String, _ series: String) -> Double? {
     )
     let node = try await AdminNodeProcess.launch(config: config)
     defer { _ = node.stop() }
-    #expect(try node.cli("status").status == 1, "no token: permission denied")
-    #expect(try node.cli("status", "--token", "tenant-secret-00000001").status == 1)
-    #expect(try node.cli("status", "--token", admin).status == 0)
+    #expect(try await node.cli("status").status == 1, "no token: permission denied")
+    #expect(try await node.cli("status", "--token", "tenant-secret-00000001").status == 1)
+    #expect(try await node.cli("status", "--token", admin).status == 0)
     let rotated = "operator-secret-000000002"
     try "auth:\n  tokens:\n    - {token: \(rotated), namespace: ops, admin: true}\nlimits: {max_leases: 7}\n".write(
       toFile: config, atomically: true, encoding: .utf8)
-    let reload = try node.cli("config", "reload", "--token", admin, "--json")
+    let reload = try await node.cli("config", "reload", "--token", admin, "--json")
     #expect(reload.status == 0, "\(reload.stderr)")
     let report = try JSONValue.parse(reload.stdout)
     #expect(report["applied"] == .array([.string("auth.tokens")]))
     #expect(report["needs_restart"] == .array([.string("limits.max_leases")]))
-    #expect(try node.cli("status", "--token", rotated).status == 0)
-    #expect(try node.cli("status", "--token", admin).status == 1)
+    #expect(try await node.cli("status", "--token", rotated).status == 0)
+    #expect(try await node.cli("status", "--token", admin).status == 1)
     try "limits: {max_leases: many}\n".write(toFile: config, atomically: true, encoding: .utf8)
-    let rejected = try node.cli("config", "reload", "--token", rotated)
+    let rejected = try await node.cli("config", "reload", "--token", rotated)
     #expect(rejected.status == 2 && rejected.stdout.contains("rejected"), "\(rejected.stdout)")
   }
 
-  @Test func exitCodesAndCompletionScripts() throws {
-    let unreachable = try strata("status", "--admin", "127.0.0.1:1")
+  @Test func exitCodesAndCompletionScripts() async throws {
+    let unreachable = try await strata("status", "--admin", "127.0.0.1:1")
     #expect(unreachable.status == 3, "\(unreachable.stderr)")
-    #expect(try strata("status", "--admin", "nonsense").status == 2)
+    #expect(try await strata("status", "--admin", "nonsense").status == 2)
     for shell in ["bash", "zsh", "fish"] {
-      let script = try strata("--generate-completion-script", shell)
+      let script = try await strata("--generate-completion-script", shell)
       #expect(script.status == 0)
       for command in ["status", "evict", "verify", "serve"] {
         #expect(script.stdout.contains(command), "\(shell) completion lacks \(command)")

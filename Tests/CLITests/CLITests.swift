@@ -21,12 +21,12 @@ struct Run {
   var stderr: String
 }
 
-func strata(_ arguments: String..., input: String? = nil) throws -> Run {
-  try strata(arguments, input: input)
+func strata(_ arguments: String..., input: String? = nil) async throws -> Run {
+  try await strata(arguments, input: input)
 }
 
-func strata(_ arguments: [String], input: String? = nil) throws -> Run {
-  let result = try runProcess(strataExecutable, arguments, input: input.map { Data($0.utf8) })
+func strata(_ arguments: [String], input: String? = nil) async throws -> Run {
+  let result = try await runProcess(strataExecutable, arguments, input: input.map { Data($0.utf8) })
   return Run(status: result.status, stdout: result.stdoutText, stderr: result.stderrText)
 }
 
@@ -39,19 +39,19 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
 }
 
 @Suite struct CLITests {
-  @Test func versionAndHelp() throws {
-    let version = try strata("version")
+  @Test func versionAndHelp() async throws {
+    let version = try await strata("version")
     #expect(version.status == 0)
     #expect(version.stdout.hasPrefix("strata 0."))
-    let help = try strata("--help")
+    let help = try await strata("--help")
     #expect(help.status == 0)
     for command in ["serve", "hash", "config", "version"] { #expect(help.stdout.contains(command)) }
-    let unknown = try strata("frobnicate")
+    let unknown = try await strata("frobnicate")
     #expect(unknown.status == 64)
   }
 
   /// `strata hash` reproduces every checked-in vector, tokens given as JSON or as plain integers.
-  @Test func hashReproducesTheVectors() throws {
+  @Test func hashReproducesTheVectors() async throws {
     let data = try Data(contentsOf: packageRoot.appendingPathComponent("Tests/Fixtures/key-vectors.json"))
     let root = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
     let cases = try #require(root["cases"] as? [[String: Any]])
@@ -73,15 +73,15 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
       let file = try temporaryFile("tokens-\(index)", tokenText)
       var arguments = ["hash", "--layout", layoutText, "--tokens", file, "--salt", vector["salt_hex"] as! String]
       for extra in extras { arguments += ["--extra", extra] }
-      let run = try strata(arguments)
+      let run = try await strata(arguments)
       #expect(run.status == 0, "\(name): \(run.stderr)")
       let printed = run.stdout.split(separator: "\n").map(String.init)
       #expect(printed == expected, "\(name)")
     }
   }
 
-  @Test func hashJSONOutputAndStandardInput() throws {
-    let run = try strata(
+  @Test func hashJSONOutputAndStandardInput() async throws {
+    let run = try await strata(
       "hash", "--layout", "model=m,dtype=bf16,block=2,layers=0-1", "--tokens", "-", "--json", input: "1 2 3 4 5")
     #expect(run.status == 0, "\(run.stderr)")
     let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
@@ -90,55 +90,56 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
     #expect((object["root"] as? String)?.count == 64)
   }
 
-  @Test func hashRejectsBadInputWithExitCode2() throws {
+  @Test func hashRejectsBadInputWithExitCode2() async throws {
     let layout = "model=m,dtype=bf16,block=2,layers=0-1"
-    let badToken = try strata("hash", "--layout", layout, "--tokens", "-", input: "1 2 x 4")
+    let badToken = try await strata("hash", "--layout", layout, "--tokens", "-", input: "1 2 x 4")
     #expect(badToken.status == 2)
     #expect(badToken.stderr.contains("item 3 'x' is not a token id"))
-    let tooBig = try strata("hash", "--layout", layout, "--tokens", "-", input: "[1, 4294967296]")
+    let tooBig = try await strata("hash", "--layout", layout, "--tokens", "-", input: "[1, 4294967296]")
     #expect(tooBig.status == 2)
-    let badLayout = try strata("hash", "--layout", "model=m,dtype=bf16,block=2", "--tokens", "-", input: "1 2")
+    let badLayout = try await strata("hash", "--layout", "model=m,dtype=bf16,block=2", "--tokens", "-", input: "1 2")
     #expect(badLayout.status == 2)
     #expect(badLayout.stderr.contains("layout.layers: missing"))
-    let missingFile = try strata("hash", "--layout", layout, "--tokens", "/nonexistent/tokens")
+    let missingFile = try await strata("hash", "--layout", layout, "--tokens", "/nonexistent/tokens")
     #expect(missingFile.status == 2)
     #expect(missingFile.stderr.contains("cannot open token file '/nonexistent/tokens'"))
   }
 
-  @Test func configCheckAcceptsGoodFilesAndNamesBadFields() throws {
+  @Test func configCheckAcceptsGoodFilesAndNamesBadFields() async throws {
     let good = try temporaryFile("good.yaml", "ram:\n  capacity: 256MiB\nnvme:\n  capacity: 1GiB\n")
-    let ok = try strata("config", "check", good)
+    let ok = try await strata("config", "check", good)
     #expect(ok.status == 0, "\(ok.stderr)")
     #expect(ok.stdout.contains("valid"))
 
     let bad = try temporaryFile("bad.yaml", "ram:\n  capacity: 256MiB\nnvme:\n  region_size: 7KiB\n")
-    let failed = try strata("config", "check", bad)
+    let failed = try await strata("config", "check", bad)
     #expect(failed.status == 2)
     #expect(failed.stderr.contains("nvme.region_size: 7KiB is not a multiple of 4KiB"))
 
     let huge = try temporaryFile("huge.yaml", "ram: {capacity: 1000TiB}\n")
-    let tooLarge = try strata("config", "check", huge)
+    let tooLarge = try await strata("config", "check", huge)
     #expect(tooLarge.status == 2)
     #expect(tooLarge.stderr.contains("ram.capacity: 1000TiB is more than this machine's memory"))
   }
 
-  @Test func configPrintRoundTripsAndDefaultsAreValid() throws {
-    let defaults = try strata("config", "defaults")
+  @Test func configPrintRoundTripsAndDefaultsAreValid() async throws {
+    let defaults = try await strata("config", "defaults")
     #expect(defaults.status == 0)
     let file = try temporaryFile("defaults.yaml", defaults.stdout)
-    let check = try strata("config", "check", "--print", file)
+    let check = try await strata("config", "check", "--print", file)
     #expect(check.status == 0, "\(check.stderr)")
     #expect(check.stdout == defaults.stdout)
   }
 
-  @Test func serveResolvesFlagsOverTheFile() throws {
+  @Test func serveResolvesFlagsOverTheFile() async throws {
     let file = try temporaryFile("serve.yaml", "ram: {capacity: 256MiB}\nlisten: 127.0.0.1:9000\n")
-    let run = try strata("serve", "--config", file, "--listen", "127.0.0.1:9100", "--data-dir", "/tmp/x", "--dry-run")
+    let run = try await strata(
+      "serve", "--config", file, "--listen", "127.0.0.1:9100", "--data-dir", "/tmp/x", "--dry-run")
     #expect(run.status == 0, "\(run.stderr)")
     #expect(run.stdout.contains("listen: \"127.0.0.1:9100\""))
     #expect(run.stdout.contains("capacity: 256MiB"))
     #expect(run.stdout.contains("path: \"/tmp/x/nvme\""))
-    let bad = try strata("serve", "--ram", "lots")
+    let bad = try await strata("serve", "--ram", "lots")
     #expect(bad.status == 2)
     #expect(bad.stderr.contains("--ram: 'lots' is not a size"))
   }
@@ -148,16 +149,16 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-serve-\(getpid())").path
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let drill = ["--data-dir", directory, "--count", "20", "--size", "8KiB", "--nvme", "256MiB"]
-    let written = try strata(["debug", "write-blocks"] + drill)
+    let written = try await strata(["debug", "write-blocks"] + drill)
     #expect(written.status == 0, "\(written.stderr)")
     let node = try await NodeProcess.launch(ram: "128MiB", nvme: "256MiB", directory: directory)
     #expect(node.banner.contains("storage ready: RAM 128MiB (not locked), NVMe 256MiB holding 20 block(s)"))
     #expect(node.stop() == 0)
   }
 
-  @Test func serveExplainsAnUnusableDataFolder() throws {
+  @Test func serveExplainsAnUnusableDataFolder() async throws {
     let file = try temporaryFile("not-a-folder", "x")
-    let run = try strata("serve", "--data-dir", file, "--ram", "64MiB", "--nvme", "256MiB", "--ram-unlocked")
+    let run = try await strata("serve", "--data-dir", file, "--ram", "64MiB", "--nvme", "256MiB", "--ram-unlocked")
     #expect(run.status == 1)
     #expect(run.stderr.contains("cannot create data folder"), "\(run.stderr)")
   }
@@ -171,10 +172,10 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let common = ["serve", "--data-dir", directory, "--ram", "64MiB", "--nvme", "256MiB", "--ram-unlocked"]
     let takenAdmin = try holder.admin
-    let admin = try strata(common + ["--listen", "127.0.0.1:0", "--admin", takenAdmin.description])
+    let admin = try await strata(common + ["--listen", "127.0.0.1:0", "--admin", takenAdmin.description])
     #expect(admin.status == 3, "\(admin.stdout) \(admin.stderr)")
     #expect(admin.stderr.contains("admin.listen: cannot bind \(takenAdmin): Address already in use"), "\(admin.stderr)")
-    let data = try strata(common + ["--listen", holder.address.description, "--admin", "127.0.0.1:0"])
+    let data = try await strata(common + ["--listen", holder.address.description, "--admin", "127.0.0.1:0"])
     #expect(data.status == 3, "\(data.stdout) \(data.stderr)")
     #expect(data.stderr.contains("listen: cannot bind \(holder.address): Address already in use"), "\(data.stderr)")
     #expect(!data.stderr.contains("admin.listen"), "\(data.stderr)")

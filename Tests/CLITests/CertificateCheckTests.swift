@@ -10,8 +10,8 @@ import Testing
 @Suite struct CertificateCheckTests {
   static var now: Int64 { Int64(Date().timeIntervalSince1970) }
 
-  @Test func aCertificateOfTheCAForTheIDIsValid() throws {
-    let ca = try DevCA(nodes: ["node-a"])
+  @Test func aCertificateOfTheCAForTheIDIsValid() async throws {
+    let ca = try await DevCA(nodes: ["node-a"])
     defer { ca.remove() }
     let authority = try CertificateAuthority(file: ca.ca)
     let pem = try readPEMFile(ca.certificate("node-a"))
@@ -22,10 +22,10 @@ import Testing
     if case .rejected(_, let words) = other { #expect(words.contains("node-a"), "\(words)") }
   }
 
-  @Test func anotherCAsCertificateIsUntrusted() throws {
-    let ca = try DevCA(nodes: ["node-a"])
+  @Test func anotherCAsCertificateIsUntrusted() async throws {
+    let ca = try await DevCA(nodes: ["node-a"])
     defer { ca.remove() }
-    let rogue = try DevCA(nodes: ["node-a"])
+    let rogue = try await DevCA(nodes: ["node-a"])
     defer { rogue.remove() }
     let authority = try CertificateAuthority(file: ca.ca)
     let verdict = CertificateCheck.verify(
@@ -37,8 +37,8 @@ import Testing
     #expect(selfSigned.rejection == .untrusted, "\(selfSigned)")
   }
 
-  @Test func validityIsJudgedAtTheTimeGiven() throws {
-    let ca = try DevCA(nodes: ["node-a"])
+  @Test func validityIsJudgedAtTheTimeGiven() async throws {
+    let ca = try await DevCA(nodes: ["node-a"])
     defer { ca.remove() }
     let authority = try CertificateAuthority(file: ca.ca)
     let pem = try readPEMFile(ca.certificate("node-a"))
@@ -50,15 +50,15 @@ import Testing
       CertificateCheck.verify(pem: pem, naming: "node-a", authority: authority, now: Self.now - 86_400).rejection
         == .notYetValid)
     // A certificate that expired yesterday, checked now.
-    let expired = try ca.expired("node-a")
+    let expired = try await ca.expired("node-a")
     #expect(
       CertificateCheck.verify(
         pem: try readPEMFile(expired.certificate), naming: "node-a", authority: authority, now: Self.now
       ).rejection == .expired)
   }
 
-  @Test func missingAndUnreadableCertificatesAreRejected() throws {
-    let ca = try DevCA(nodes: ["node-a"])
+  @Test func missingAndUnreadableCertificatesAreRejected() async throws {
+    let ca = try await DevCA(nodes: ["node-a"])
     defer { ca.remove() }
     let authority = try CertificateAuthority(file: ca.ca)
     #expect(
@@ -75,8 +75,8 @@ import Testing
   }
 
   /// What a node publishes from its tls.cert file: the certificates, never a key kept in the same file.
-  @Test func onlyCertificatesArePublished() throws {
-    let ca = try DevCA(nodes: ["node-a"])
+  @Test func onlyCertificatesArePublished() async throws {
+    let ca = try await DevCA(nodes: ["node-a"])
     defer { ca.remove() }
     let certificate = try readPEMFile(ca.certificate("node-a"))
     let key = try readPEMFile(ca.key("node-a"))

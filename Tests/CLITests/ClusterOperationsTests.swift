@@ -26,7 +26,7 @@ struct ClusterOperationsTests {
     // Each node registers before it says it listens; the others see it through their watch.
     #expect(
       try await eventually(within: 10) {
-        let members = try strata(["cluster", "members", "--seeds", seeds, "--json"])
+        let members = try await strata(["cluster", "members", "--seeds", seeds, "--json"])
         return (try JSONValue.parse(members.stdout)["members"]?.arrayValue?.count ?? 0) == 3
       })
     // 128 MiB × 2 replicas over three 48 MiB RAM tiers: every node demotes blocks to NVMe.
@@ -37,16 +37,16 @@ struct ClusterOperationsTests {
     try await cluster.syncReplication(["a", "b", "c"])
 
     // status and cluster views.
-    let status = try strata(["status", "--admin", try cluster.admin("a"), "--json"])
+    let status = try await strata(["status", "--admin", try cluster.admin("a"), "--json"])
     #expect(status.status == 0, "\(status.stderr)")
     let document = try JSONValue.parse(status.stdout)
     #expect(document["health"]?.stringValue == "ok")
     #expect((document["epoch"]?.intValue ?? 0) > 0, "the epoch is etcd's revision")
     #expect(document["cluster"]?["members"]?.arrayValue?.count == 3)
-    let members = try strata(["cluster", "members", "--seeds", seeds])
+    let members = try await strata(["cluster", "members", "--seeds", seeds])
     #expect(members.status == 0 && members.stdout.contains("etcd membership, connected"), "\(members.stdout)")
     for id in ["node-a", "node-b", "node-c"] { #expect(members.stdout.contains(id)) }
-    let ring = try strata(["cluster", "ring", "--seeds", seeds, "--json"])
+    let ring = try await strata(["cluster", "ring", "--seeds", seeds, "--json"])
     let shares = try JSONValue.parse(ring.stdout)["members"]?.arrayValue?.compactMap { $0["owner_share"]?.doubleValue }
     #expect(shares?.count == 3 && abs((shares ?? []).reduce(0, +) - 2) < 0.001, "owner shares sum to R: \(ring.stdout)")
 
@@ -54,7 +54,7 @@ struct ClusterOperationsTests {
     let ringNow = try await client.currentRing()
     let target = blocks[10].0
     let holder = try #require(ringNow.owners(of: target).first?.id.dropFirst("node-".count)).description
-    let evict = try strata(["evict", "--admin", try cluster.admin(holder), "--key-prefix", target.hex, "--json"])
+    let evict = try await strata(["evict", "--admin", try cluster.admin(holder), "--key-prefix", target.hex, "--json"])
     #expect(evict.status == 0, "\(evict.stderr)")
     #expect(try JSONValue.parse(evict.stdout)["evicted_blocks"]?.intValue == 1)
 
@@ -71,7 +71,7 @@ struct ClusterOperationsTests {
     try handle.write(contentsOf: Data(repeating: 0xEE, count: 64))
     try handle.synchronize()
     try handle.close()
-    let verify = try strata(["verify", "--admin", try cluster.admin("c"), "--wait", "--json"])
+    let verify = try await strata(["verify", "--admin", try cluster.admin("c"), "--wait", "--json"])
     #expect(verify.status == 4, "verify exits 4 on corruption: \(verify.stdout) \(verify.stderr)")
     #expect(
       try JSONValue.parse(verify.stdout)["corrupt"]?.arrayValue?.first?["key"]?.stringValue == blocks[victim].0.hex)
@@ -80,7 +80,7 @@ struct ClusterOperationsTests {
     #expect(try await getBlock(client, blocks[victim].0, size: size) == blocks[victim].1)
 
     // drain node c; every block but the evicted one still reads back right.
-    let drain = try strata(["drain", "--seeds", seeds, "node-c"])
+    let drain = try await strata(["drain", "--seeds", seeds, "node-c"])
     #expect(drain.status == 0, "\(drain.stdout) \(drain.stderr)\n\(cluster.log("c"))")
     #expect(cluster.node("c").waitForExit() == 0)
     cluster.forget("c")

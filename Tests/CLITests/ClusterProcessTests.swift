@@ -76,7 +76,7 @@ import Testing
     let afterJoin = try await blocks.verify(cluster.client(seeds: ["a", "b", "c", "d"]))
     #expect(afterJoin.ok == blocks.count, "after d joined: \(afterJoin)\n\(cluster.log("d"))")
 
-    let drain = try strata([
+    let drain = try await strata([
       "drain", "--seeds", cluster.address("a").description, cluster.address("a").description,
     ])
     #expect(drain.status == 0, "drain failed: \(drain.stdout) \(drain.stderr)\n\(cluster.log("a"))")
@@ -102,7 +102,7 @@ import Testing
     // c dies; in the ring without a, b and c own every key, so none of a's blocks can be placed.
     cluster.killHard("c")
     let seed = cluster.address("a").description
-    let start = try strata(["drain", "--no-wait", "--seeds", seed, seed])
+    let start = try await strata(["drain", "--no-wait", "--seeds", seed, seed])
     #expect(start.status == 0, "\(start.stdout) \(start.stderr)")
     var report: [String: Any] = [:]
     let retrying = try await eventually(within: 20) {

@@ -219,7 +219,7 @@ struct Exposition {
     cluster: {etcd: "\(etcd.clientURL)"}
 
     """.write(toFile: config, atomically: true, encoding: .utf8)
-    let check = try strata("config", "check", config)
+    let check = try await strata("config", "check", config)
     try #require(check.status == 0, "the test's node configuration is refused: \(check.stderr)")
 
     let (node, address) = try DeployFixtures.startNode(config: config)

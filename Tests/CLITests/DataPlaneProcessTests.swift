@@ -145,14 +145,14 @@ func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: Int) {
     let node = try await NodeProcess.launch(ram: "256MiB", nvme: "512MiB")
     defer { _ = node.stop() }
     let common = ["bench", "--node", node.address.description, "--op", "get", "--size", "256KiB", "--batch", "4"]
-    let run = try strata(
+    let run = try await strata(
       common + ["--seconds", "0.5", "--node-pid", "\(node.process.processIdentifier)", "--settle", "--json"])
     #expect(run.status == 0, "\(run.stderr)")
     let result = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
     let settled = try #require(result?["settled_s"] as? Double, "\(run.stdout)")
     #expect(settled >= 0.5 && settled < 30, "one idle half-second at least, the 30 s bound at most")
     #expect((result?["gbps"] as? Double ?? 0) > 0 && result?["node_cpu_s_per_gb"] is Double)
-    let refused = try strata(common + ["--seconds", "0.5", "--settle"])
+    let refused = try await strata(common + ["--seconds", "0.5", "--settle"])
     #expect(refused.status != 0 && refused.stderr.contains("--settle needs --node-pid"), "\(refused.stderr)")
   }
 

@@ -110,11 +110,11 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
 
   /// Every node configuration in deploy/ (examples, compose nodes, the Kubernetes ConfigMap)
   /// passes `strata config check` on this machine.
-  @Test func everyNodeConfigurationPassesConfigCheck() throws {
+  @Test func everyNodeConfigurationPassesConfigCheck() async throws {
     let configurations = try nodeConfigurations()
     #expect(configurations.count >= 7)
     for (name, text) in configurations {
-      let run = try strata(["config", "check", "-"], input: text)
+      let run = try await strata(["config", "check", "-"], input: text)
       #expect(run.status == 0, "\(name): \(run.stderr)")
       #expect(run.stdout.contains("valid"), "\(name): \(run.stdout)")
     }
@@ -124,7 +124,7 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
   /// what cannot be used on a test machine is replaced: folders (temporary ones), addresses
   /// (free loopback ports; peers that do not answer; a local etcd), sizes (64 MiB RAM, 256 MiB
   /// per NVMe path) and the memory lock.
-  @Test func theNodeStartsWithEachExampleConfiguration() throws {
+  @Test func theNodeStartsWithEachExampleConfiguration() async throws {
     let examples = DeployFixtures.files(
       under: DeployFixtures.deployFolder.appendingPathComponent("examples"), extensions: ["yaml"])
     #expect(examples.count >= 3)
@@ -167,7 +167,7 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
       if var tls = config["tls"] as? [String: Any] {
         // Certificates from a development CA made for this node (scripts/dev-ca.sh).
         let nodeID = (config["node"] as? [String: Any])?["id"] as? String ?? "strata-1"
-        let made = try runProcess(
+        let made = try await runProcess(
           "/bin/bash", [packageRoot.appendingPathComponent("scripts/dev-ca.sh").path, folder + "/tls", nodeID])
         try #require(made.status == 0, "dev-ca.sh: \(made.stderrText)")
         tls["cert"] = "\(folder)/tls/\(nodeID).pem"
@@ -186,7 +186,7 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
   /// built executable, which verify requires to exist).
   @Test(
     .enabled(if: DeployFixtures.onPath("systemd-analyze") != nil, "systemd-analyze is not installed (package systemd)"))
-  func systemdUnitVerifies() throws {
+  func systemdUnitVerifies() async throws {
     let unit = try String(
       contentsOf: DeployFixtures.deployFolder.appendingPathComponent("systemd/strata.service"), encoding: .utf8)
     #expect(unit.contains("ExecStart=/usr/local/bin/strata serve --config"))
@@ -201,7 +201,7 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
     try unit.replacingOccurrences(of: "/usr/local/bin/strata", with: strataExecutable)
       .write(toFile: copy, atomically: true, encoding: .utf8)
     let verify = try #require(DeployFixtures.onPath("systemd-analyze"))
-    let run = try runProcess(verify, ["verify", copy])
+    let run = try await runProcess(verify, ["verify", copy])
     #expect(run.status == 0, "\(run.stdoutText)\(run.stderrText)")
     let warnings = (run.stdoutText + run.stderrText).split(separator: "\n").filter { $0.contains("strata.service") }
     #expect(warnings.isEmpty, "\(warnings.joined(separator: "\n"))")

@@ -54,7 +54,7 @@ struct EtcdClusterTests {
     #expect(try await eventually(within: 10) { try await cluster.activeIDs(via: ["a"]).count == 4 })
     let afterJoin = try await blocks.verify(cluster.client(seeds: ["a"]))
     #expect(afterJoin.ok == blocks.count, "after d joined: \(afterJoin)\n\(cluster.log("d"))")
-    let drain = try strata(["drain", "--seeds", cluster.address("c").description, "node-a"])
+    let drain = try await strata(["drain", "--seeds", cluster.address("c").description, "node-a"])
     #expect(drain.status == 0, "drain failed: \(drain.stdout) \(drain.stderr)\n\(cluster.log("a"))")
     #expect(cluster.node("a").waitForExit() == 0, "a drained node exits 0")
     cluster.forget("a")

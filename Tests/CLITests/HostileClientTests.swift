@@ -462,13 +462,13 @@ func statCounter(_ node: NodeProcess, _ name: String) async -> Int {
 
 /// The pipeline fuzzer's corpus (seeds, and what a 10-minute ASan run added) replays through the request pipeline without a crash and
 /// without leaving a connection, in-flight bytes, a lease or a pin behind (the body checks each).
-@Test func pipelineFuzzCorpusReplaysCleanly() throws {
+@Test func pipelineFuzzCorpusReplaysCleanly() async throws {
   let fuzzer = URL(fileURLWithPath: strataExecutable).deletingLastPathComponent()
     .appendingPathComponent("strata-pipeline-fuzz").path
   let corpus = packageRoot.appendingPathComponent("Tests/Fixtures/pipeline-corpus").path
   let inputs = try FileManager.default.contentsOfDirectory(atPath: corpus).count
   #expect(inputs >= 6)
-  let result = try runProcess(fuzzer, [corpus])
+  let result = try await runProcess(fuzzer, [corpus])
   #expect(result.status == 0, "\(result.stderrText)")
   #expect(result.stdoutText.contains("replayed \(inputs) inputs"), "\(result.stdoutText)")
 }

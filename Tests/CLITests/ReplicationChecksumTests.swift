@@ -100,7 +100,7 @@ final class FaultCluster {
     try cluster.flip(blocks.keys[victim], byte: 100, on: "a")
 
     // a drains: it hands every block to the owners in the ring without it.
-    let drain = try strata(["drain", "--seeds", addresses[0].description, addresses[0].description])
+    let drain = try await strata(["drain", "--seeds", addresses[0].description, addresses[0].description])
     #expect(drain.status == 0, "drain failed: \(drain.stdout) \(drain.stderr)\n\(log("a"))")
     #expect(cluster.nodes["a"]!.waitForExit() == 0, "a drained node exits 0")
     cluster.nodes["a"] = nil

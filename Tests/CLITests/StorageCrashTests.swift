@@ -49,8 +49,8 @@ struct CrashDrill {
   }
 
   /// Restarts over the folder in a new process and returns its report.
-  func check() throws -> (status: Int32, report: [String: Any]) {
-    let run = try strata(["debug", "check-blocks"] + arguments)
+  func check() async throws -> (status: Int32, report: [String: Any]) {
+    let run = try await strata(["debug", "check-blocks"] + arguments)
     let line = run.stdout.split(separator: "\n").last.map(String.init) ?? ""
     let report = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] ?? [:]
     return (run.status, report)
@@ -68,12 +68,12 @@ struct CrashDrill {
 }
 
 @Suite(.serialized) struct StorageCrashTests {
-  @Test func killedWriterLosesNoAcknowledgedBlock() throws {
+  @Test func killedWriterLosesNoAcknowledgedBlock() async throws {
     let drill = try CrashDrill("kill")
     defer { try? FileManager.default.removeItem(atPath: drill.directory) }
     let lastAck = try drill.writeThenKill(afterAcks: 1500)
     try #require(lastAck >= 1499, "the writer acknowledged only \(lastAck + 1) blocks")
-    let (status, report) = try drill.check()
+    let (status, report) = try await drill.check()
     #expect(status == 0, "a block came back with wrong bytes: \(report)")
     #expect((report["wrong"] as? [Int]) == [])
     let intact = drill.intactSet(report)
@@ -83,7 +83,7 @@ struct CrashDrill {
     #expect(intact.count <= drill.count)
   }
 
-  @Test func corruptionOnDiskIsDetectedAtRestartAndNeverServed() throws {
+  @Test func corruptionOnDiskIsDetectedAtRestartAndNeverServed() async throws {
     let drill = try CrashDrill("corrupt")
     defer { try? FileManager.default.removeItem(atPath: drill.directory) }
     let lastAck = try drill.writeThenKill(afterAcks: 600)
@@ -101,7 +101,7 @@ struct CrashDrill {
     }
     try handle.close()
     #expect(flipped >= 5)
-    let (status, report) = try drill.check()
+    let (status, report) = try await drill.check()
     #expect(status == 0, "a corrupt block was served: \(report)")
     #expect((report["wrong"] as? [Int]) == [])
     let corrupt = report["corrupt_dropped"] as? Int ?? 0

@@ -18,12 +18,12 @@ struct DevCA {
   let directory: String
 
   /// Makes a CA with node certificates for `nodes` (and `client.pem`).
-  init(nodes: [String] = ["node-1"], directory: String? = nil) throws {
+  init(nodes: [String] = ["node-1"], directory: String? = nil) async throws {
     self.directory =
       directory
       ?? FileManager.default.temporaryDirectory.appendingPathComponent("strata-ca-\(UUID().uuidString)").path
     let script = packageRoot.appendingPathComponent("scripts/dev-ca.sh").path
-    let run = try runProcess("/bin/bash", [script, self.directory] + nodes)
+    let run = try await runProcess("/bin/bash", [script, self.directory] + nodes)
     guard run.status == 0 else { throw StrataError(.internalError, "dev-ca.sh failed: \(run.stderrText)") }
   }
 
@@ -32,9 +32,9 @@ struct DevCA {
   func key(_ name: String) -> String { "\(directory)/\(name).key" }
 
   /// A certificate for `name` signed by this CA that expired yesterday.
-  func expired(_ name: String) throws -> (certificate: String, key: String) {
+  func expired(_ name: String) async throws -> (certificate: String, key: String) {
     let base = "\(directory)/expired-\(name)"
-    let request = try runProcess(
+    let request = try await runProcess(
       "/usr/bin/openssl",
       [
         "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(base).key", "-out",
@@ -42,7 +42,7 @@ struct DevCA {
       ])
     try #require(request.status == 0, "\(request.stderrText)")
     try "subjectAltName=DNS:\(name),IP:127.0.0.1\n".write(toFile: "\(base).ext", atomically: true, encoding: .utf8)
-    let sign = try runProcess(
+    let sign = try await runProcess(
       "/usr/bin/openssl",
       [
         "x509", "-req", "-in", "\(base).csr", "-CA", ca, "-CAkey", "\(directory)/ca.key", "-CAcreateserial", "-out",
@@ -96,7 +96,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   /// take the same-host path verifies the node over TLS once, then moves to the (plaintext,
   /// local) Unix socket with every connection and reads the same bytes there.
   @Test func swiftClientRoundTripsBlocksOverTLS() async throws {
-    let ca = try DevCA()
+    let ca = try await DevCA()
     defer { ca.remove() }
     // RAM pages are as large as the largest block: 2 MiB blocks let 256 MiB hold all 64.
     let config = try temporaryFile("tls-small-blocks.yaml", "limits:\n  max_block_size: 2MiB\n")
@@ -126,7 +126,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   /// no thread: a real client is served meanwhile, and each stalled one is closed at
   /// `limits.handshake_timeout`.
   @Test func stalledTLSHandshakesHoldNoThread() async throws {
-    let ca = try DevCA()
+    let ca = try await DevCA()
     defer { ca.remove() }
     let config = try temporaryFile("tls-stall.yaml", "limits:\n  handshake_timeout: 500ms\n")
     let node = try await NodeProcess.launch(
@@ -153,11 +153,11 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
 
   /// The node's TLS port as any TLS client sees it: TLS 1.3, AES-128-GCM, a certificate that verifies.
   @Test func opensslClientNegotiatesTLS13() async throws {
-    let ca = try DevCA()
+    let ca = try await DevCA()
     defer { ca.remove() }
     let node = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", extra: ca.serveArguments("node-1"))
     defer { _ = node.stop() }
-    let run = try runProcess(
+    let run = try await runProcess(
       "/usr/bin/openssl",
       [
         "s_client", "-connect", node.address.description, "-CAfile", ca.ca, "-verify_return_error",
@@ -167,9 +167,9 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     #expect(run.stdoutText.contains("TLSv1.3"), "\(run.stdoutText)")
     // s_client lists TLS_AES_256_GCM_SHA384 first; the node picks by its own order.
     #expect(run.stdoutText.contains("TLS_AES_128_GCM_SHA256"), "\(run.stdoutText)")
-    let wrong = try DevCA()
+    let wrong = try await DevCA()
     defer { wrong.remove() }
-    let refused = try runProcess(
+    let refused = try await runProcess(
       "/usr/bin/openssl",
       ["s_client", "-connect", node.address.description, "-CAfile", wrong.ca, "-verify_return_error"], input: Data())
     #expect(refused.status != 0)
@@ -179,8 +179,8 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   /// Plaintext to the TLS port, a client trusting another CA, TLS to a plaintext port and a node
   /// whose certificate expired: each refused with an error that says why.
   @Test func mismatchesAreRefusedWithClearErrors() async throws {
-    let ca = try DevCA()
-    let other = try DevCA()
+    let ca = try await DevCA()
+    let other = try await DevCA()
     defer {
       ca.remove()
       other.remove()
@@ -208,7 +208,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     let tlsToPlainError = await failure { () throws(StrataError) in _ = try await tlsToPlain.connect() }
     #expect(tlsToPlainError?.message.contains("TLS handshake") == true, "\(String(describing: tlsToPlainError))")
 
-    let expired = try ca.expired("node-1")
+    let expired = try await ca.expired("node-1")
     let stale = try await NodeProcess.launch(
       ram: "64MiB", nvme: "256MiB", extra: ["--tls-cert", expired.certificate, "--tls-key", expired.key])
     defer { _ = stale.stop() }
@@ -219,7 +219,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
       expiredError?.message.contains("certificate verification failed: certificate has expired") == true,
       "\(String(describing: expiredError))")
     // The CLI says the same.
-    let cli = try strata(["stat", "--node", stale.address.description, "--tls-ca", ca.ca])
+    let cli = try await strata(["stat", "--node", stale.address.description, "--tls-ca", ca.ca])
     #expect(cli.status != 0 && cli.stderr.contains("certificate has expired"), "\(cli.stderr)")
   }
 
@@ -227,7 +227,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   /// certificate (signed by the cluster CA) names no ring member; granted to a node certificate
   /// naming a member.
   @Test func peerClaimNeedsANodeCertificateOfARingMember() async throws {
-    let ca = try DevCA(nodes: ["node-1", "node-9"])
+    let ca = try await DevCA(nodes: ["node-1", "node-9"])
     defer { ca.remove() }
     let node = try await NodeProcess.launch(
       ram: "64MiB", nvme: "256MiB", extra: ca.serveArguments("node-1") + ["--node-id", "node-1"])
@@ -262,8 +262,8 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   /// New certificates on `config reload`: new handshakes use them, a connection opened before
   /// keeps working on its session.
   @Test func certificateReloadKeepsOpenConnections() async throws {
-    let first = try DevCA()
-    let second = try DevCA()
+    let first = try await DevCA()
+    let second = try await DevCA()
     defer {
       first.remove()
       second.remove()
@@ -311,7 +311,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   /// Three static nodes over mutual TLS: blocks written through one are replicated to their
   /// other owner over node-certificate connections, and survive losing any one node.
   @Test func threeStaticNodesReplicateOverMutualTLS() async throws {
-    let ca = try DevCA(nodes: ["node-a", "node-b", "node-c"])
+    let ca = try await DevCA(nodes: ["node-a", "node-b", "node-c"])
     defer { ca.remove() }
     let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
     defer { cluster.shutdown() }
@@ -339,8 +339,8 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   /// succeed. A node that kept presenting the certificate it started with would copy in all three
   /// phases.
   @Test func reloadRenewsTheCertificatePresentedToPeers() async throws {
-    let first = try DevCA(nodes: ["node-a", "node-b"])
-    let second = try DevCA(nodes: ["node-a"])
+    let first = try await DevCA(nodes: ["node-a", "node-b"])
+    let second = try await DevCA(nodes: ["node-a"])
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("strata-peer-\(UUID().uuidString)")
       .path
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -434,13 +434,13 @@ struct TLSEtcdProcessTests {
   /// Calls etcd's JSON gateway with curl over TLS (the etcd client certificate), with `token`.
   static func etcdCall(
     _ etcd: EtcdProcess, _ ca: DevCA, _ path: String, _ body: String, token: String? = nil
-  ) throws -> [String: Any] {
+  ) async throws -> [String: Any] {
     var arguments = [
       "-sS", "--cacert", ca.ca, "--cert", ca.certificate("etcd-client"), "--key", ca.key("etcd-client"), "-X", "POST",
       "\(etcd.clientURL)\(path)", "-d", body,
     ]
     if let token { arguments += ["-H", "Authorization: \(token)"] }
-    let run = try runProcess("/usr/bin/curl", arguments)
+    let run = try await runProcess("/usr/bin/curl", arguments)
     try #require(run.status == 0, "curl \(path): \(run.stderrText)")
     return (try? JSONSerialization.jsonObject(with: Data(run.stdoutText.utf8)) as? [String: Any]) ?? [:]
   }
@@ -455,24 +455,24 @@ struct TLSEtcdProcessTests {
   /// counted as not honoured; none enters the ring or RING `members`, so no node connects to the
   /// listener (no replica, no token) and no client learns of it.
   @Test func etcdOverHTTPSWithAuthAndARogueMember() async throws {
-    let ca = try DevCA(nodes: ["node-a", "node-b", "node-c", "etcd"])
+    let ca = try await DevCA(nodes: ["node-a", "node-b", "node-c", "etcd"])
     defer { ca.remove() }
     let etcd = try EtcdProcess(tls: (ca.certificate("etcd"), ca.key("etcd"), ca.ca))
     defer { etcd.stop() }
     // Users and roles, then auth on (etcd's v3 JSON gateway).
-    _ = try Self.etcdCall(etcd, ca, "/v3/auth/user/add", #"{"name":"root","password":"root-password-1"}"#)
-    _ = try Self.etcdCall(etcd, ca, "/v3/auth/role/add", #"{"name":"root"}"#)
-    _ = try Self.etcdCall(etcd, ca, "/v3/auth/user/grant", #"{"user":"root","role":"root"}"#)
-    _ = try Self.etcdCall(etcd, ca, "/v3/auth/user/add", #"{"name":"strata","password":"strata-password-1"}"#)
-    _ = try Self.etcdCall(etcd, ca, "/v3/auth/role/add", #"{"name":"strata"}"#)
-    _ = try Self.etcdCall(
+    _ = try await Self.etcdCall(etcd, ca, "/v3/auth/user/add", #"{"name":"root","password":"root-password-1"}"#)
+    _ = try await Self.etcdCall(etcd, ca, "/v3/auth/role/add", #"{"name":"root"}"#)
+    _ = try await Self.etcdCall(etcd, ca, "/v3/auth/user/grant", #"{"user":"root","role":"root"}"#)
+    _ = try await Self.etcdCall(etcd, ca, "/v3/auth/user/add", #"{"name":"strata","password":"strata-password-1"}"#)
+    _ = try await Self.etcdCall(etcd, ca, "/v3/auth/role/add", #"{"name":"strata"}"#)
+    _ = try await Self.etcdCall(
       etcd, ca, "/v3/auth/role/grant",
       #"{"name":"strata","perm":{"permType":"READWRITE","key":"\#(Self.base64("/strata/"))","range_end":"\#(Self.base64("/strata0"))"}}"#
     )
-    _ = try Self.etcdCall(etcd, ca, "/v3/auth/user/grant", #"{"user":"strata","role":"strata"}"#)
-    _ = try Self.etcdCall(etcd, ca, "/v3/auth/enable", "{}")
+    _ = try await Self.etcdCall(etcd, ca, "/v3/auth/user/grant", #"{"user":"strata","role":"strata"}"#)
+    _ = try await Self.etcdCall(etcd, ca, "/v3/auth/enable", "{}")
     // Without the token, etcd refuses now.
-    let anonymous = try Self.etcdCall(etcd, ca, "/v3/kv/range", #"{"key":"\#(Self.base64("/strata/"))"}"#)
+    let anonymous = try await Self.etcdCall(etcd, ca, "/v3/kv/range", #"{"key":"\#(Self.base64("/strata/"))"}"#)
     #expect(anonymous["error"] != nil || anonymous["code"] != nil, "\(anonymous)")
 
     let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"])
@@ -495,12 +495,13 @@ struct TLSEtcdProcessTests {
     try await cluster.killAndReadBack("c", blocks, survivors: ["a", "b"])
 
     // The rogue: a TLS listener with a certificate from another CA, named "rogue".
-    let rogueCA = try DevCA(nodes: ["rogue"])
+    let rogueCA = try await DevCA(nodes: ["rogue"])
     defer { rogueCA.remove() }
     let rogue = try RogueListener(
       context: try TLSContext.server(TLSFiles(certificate: rogueCA.certificate("rogue"), key: rogueCA.key("rogue"))))
     defer { rogue.stop() }
-    let login = try Self.etcdCall(etcd, ca, "/v3/auth/authenticate", #"{"name":"root","password":"root-password-1"}"#)
+    let login = try await Self.etcdCall(
+      etcd, ca, "/v3/auth/authenticate", #"{"name":"root","password":"root-password-1"}"#)
     let token = try #require(login["token"] as? String, "\(login)")
     let records: [(id: String, certificate: String?, reason: String)] = [
       ("rogue", try readPEMFile(rogueCA.certificate("rogue")), "untrusted"),
@@ -514,7 +515,7 @@ struct TLSEtcdProcessTests {
       ]
       fields["certificate"] = record.certificate
       let value = String(decoding: try JSONSerialization.data(withJSONObject: fields), as: UTF8.self)
-      _ = try Self.etcdCall(
+      _ = try await Self.etcdCall(
         etcd, ca, "/v3/kv/put",
         #"{"key":"\#(Self.base64("/strata/test-\(cluster.address("a").port)/members/\(record.id)"))","value":"\#(Self.base64(value))"}"#,
         token: token)
@@ -526,7 +527,7 @@ struct TLSEtcdProcessTests {
       }
       #expect(refused, "node \(name) did not report the rogue records: \(cluster.log(name))")
     }
-    let metrics = try Self.adminMetrics(cluster, "a", ca)
+    let metrics = try await Self.adminMetrics(cluster, "a", ca)
     #expect(metrics.contains("strata_member_records_rejected 3"), "\(metrics)")
     for record in records {
       #expect(metrics.contains(#"strata_member_records_rejected_total{reason="\#(record.reason)"} 1"#), "\(metrics)")
@@ -562,10 +563,10 @@ struct TLSEtcdProcessTests {
   }
 
   /// Node `name`'s /metrics over https (the admin port speaks TLS when the data plane does).
-  static func adminMetrics(_ cluster: ClusterHarness, _ name: String, _ ca: DevCA) throws -> String {
+  static func adminMetrics(_ cluster: ClusterHarness, _ name: String, _ ca: DevCA) async throws -> String {
     #expect(cluster.node(name).banner.contains("strata admin API at https://"))
     let address = try cluster.node(name).admin
-    let run = try runProcess("/usr/bin/curl", ["-sS", "--cacert", ca.ca, "https://\(address)/metrics"])
+    let run = try await runProcess("/usr/bin/curl", ["-sS", "--cacert", ca.ca, "https://\(address)/metrics"])
     try #require(run.status == 0, "curl /metrics: \(run.stderrText)")
     return run.stdoutText
   }
@@ -615,20 +616,22 @@ final class RogueListener: Sendable {
 @Suite struct ExposureTests {
   /// A node asked to listen beyond loopback without tokens, or without TLS, refuses to start and
   /// says how to fix it; `--insecure` accepts the risk; the embedded default (loopback) starts.
-  @Test func nonLoopbackListenersNeedTokensAndTLSOrInsecure() throws {
-    let open = try strata(["serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0", "--dry-run"])
+  @Test func nonLoopbackListenersNeedTokensAndTLSOrInsecure() async throws {
+    let open = try await strata(["serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0", "--dry-run"])
     #expect(open.status != 0)
     #expect(open.stderr.contains("auth.tokens is empty") && open.stderr.contains("insecure: true"), "\(open.stderr)")
     let tokens = try temporaryFile(
       "exposed-tokens.yaml", "auth:\n  tokens:\n    - {token: \"exposure-test-token-0001\", namespace: default}\n")
-    let clear = try strata([
+    let clear = try await strata([
       "serve", "--config", tokens, "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0", "--dry-run",
     ])
     #expect(clear.status != 0)
     #expect(clear.stderr.contains("without TLS") && clear.stderr.contains("tls.cert"), "\(clear.stderr)")
-    let accepted = try strata(["serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0", "--insecure", "--dry-run"])
+    let accepted = try await strata([
+      "serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0", "--insecure", "--dry-run",
+    ])
     #expect(accepted.status == 0, "\(accepted.stderr)")
-    let embedded = try strata(["serve", "--dry-run"])
+    let embedded = try await strata(["serve", "--dry-run"])
     #expect(embedded.status == 0, "\(embedded.stderr)")
     #expect(embedded.stdout.contains("listen: \"127.0.0.1:7400\""), "\(embedded.stdout)")
   }

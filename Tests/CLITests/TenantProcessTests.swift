@@ -63,23 +63,23 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
 
 /// `strata token hash` and `generate` print the digests `auth.tokens` stores; a printed
 /// configuration holds digests, never a secret.
-@Test func tokenCommandsPrintDigestsAndConfigurationsNeverPrintSecrets() throws {
-  let hashed = try strata("token", "hash", readerSecret)
+@Test func tokenCommandsPrintDigestsAndConfigurationsNeverPrintSecrets() async throws {
+  let hashed = try await strata("token", "hash", readerSecret)
   #expect(hashed.status == 0 && hashed.stdout == digest(readerSecret) + "\n")
-  let piped = try strata("token", "hash", input: readerSecret + "\n")
+  let piped = try await strata("token", "hash", input: readerSecret + "\n")
   #expect(piped.status == 0 && piped.stdout == hashed.stdout, "\(piped.stderr)")
-  #expect(try strata("token", "hash", "short").status == 2)
-  let generated = try strata("token", "generate")
+  #expect(try await strata("token", "hash", "short").status == 2)
+  let generated = try await strata("token", "generate")
   let lines = generated.stdout.split(separator: "\n").map { String($0.split(separator: " ").last ?? "") }
   #expect(generated.status == 0 && lines.count == 2 && lines[0].utf8.count == 64)
   #expect(lines.count == 2 && digest(lines[0]) == lines[1])
   let config = try temporaryFile(
     "tokens-\(UUID().uuidString).yaml",
     "auth:\n  tokens:\n    - {token: \(readerSecret), namespace: t1, admin: true}\n")
-  let checked = try strata("config", "check", config)
+  let checked = try await strata("config", "check", config)
   #expect(checked.status == 0 && checked.stderr.contains("auth.tokens[0].token is a plain secret"))
   #expect(checked.stderr.contains(digest(readerSecret)) && !checked.stderr.contains(readerSecret))
-  let printed = try strata("config", "check", "--print", config)
+  let printed = try await strata("config", "check", "--print", config)
   #expect(printed.status == 0 && !printed.stdout.contains(readerSecret))
   #expect(
     printed.stdout.contains(digest(readerSecret)) && printed.stdout.contains("scopes: [read, write, delete, operator]"))

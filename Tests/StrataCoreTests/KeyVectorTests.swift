@@ -81,15 +81,15 @@ func loadVectors() throws -> KeyVectors {
     #expect(cases.contains { $0.tokens.count % Int($0.layout.tokensPerBlock) != 0 })
   }
 
-  @Test func pythonReferenceAgreesWithTheVectors() throws {
+  @Test func pythonReferenceAgreesWithTheVectors() async throws {
     let script = TestPaths.packageRoot.appendingPathComponent("scripts/keyref.py").path
-    let result = try runProcess(
+    let result = try await runProcess(
       python3(), pythonArguments([script, "verify", TestPaths.fixture("key-vectors.json").path]))
     #expect(result.status == 0, "keyref.py verify failed: \(result.stdoutText) \(result.stderrText)")
   }
 
   /// 1,000 random chains computed by Swift and by the Python reference must agree key for key.
-  @Test func pythonReferenceAgreesOnRandomChains() throws {
+  @Test func pythonReferenceAgreesOnRandomChains() async throws {
     let seed = UInt64(0x5EED_0001)
     var random = SplitMix64(seed: seed)
     let dtypes = ["bf16", "fp16", "fp8_e4m3", "fp32", "int8"]
@@ -121,7 +121,7 @@ func loadVectors() throws -> KeyVectors {
     }
     let input = try snakeCaseEncoder.encode(KeyVectors(scheme: "strata-block-key-v1", cases: cases))
     let script = TestPaths.packageRoot.appendingPathComponent("scripts/keyref.py").path
-    let result = try runProcess(python3(), pythonArguments([script, "compute"]), input: input)
+    let result = try await runProcess(python3(), pythonArguments([script, "compute"]), input: input)
     try #require(result.status == 0, "keyref.py compute failed: \(result.stderrText)")
     let computed = try snakeCaseDecoder.decode(KeyVectors.self, from: result.stdout).cases
     try #require(computed.count == cases.count)
