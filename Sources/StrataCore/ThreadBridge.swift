@@ -191,11 +191,12 @@ public func waitForTask<T: Sendable>(_ body: @escaping @Sendable () async throws
 }
 
 /// Runs `body` on a new plain thread (not one of Swift's cooperative pool), where it may block or
-/// call `waitForTask`, and returns its result to the awaiting task. The thread ends with `body`.
-public func onNewThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-  await withCheckedContinuation { continuation in
-    Thread.detachNewThread { continuation.resume(returning: body()) }
-  }
+/// call `waitForTask`, and returns its result (or throws its error) to the awaiting task. The thread
+/// ends with `body`.
+public func onNewThread<T: Sendable, E: Error>(_ body: @escaping @Sendable () throws(E) -> T) async throws(E) -> T {
+  try await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, E>, Never>) in
+    Thread.detachNewThread { continuation.resume(returning: Result { () throws(E) in try body() }) }
+  }.get()
 }
 
 /// A plain thread blocked in `waitForTask`, serving as its task's executor: it runs the task's jobs

@@ -33,9 +33,7 @@ public struct ProcessTimedOut: Error, CustomStringConvertible {
 public func runProcess(_ executable: String, _ arguments: [String], input: Data? = nil, timeout: Duration? = nil)
   async throws -> ProcessResult
 {
-  try await onNewThread {
-    Result { try runToCompletion(executable, arguments, input: input, timeout: timeout) }
-  }.get()
+  try await onNewThread { try runToCompletion(executable, arguments, input: input, timeout: timeout) }
 }
 
 private func runToCompletion(_ executable: String, _ arguments: [String], input: Data?, timeout: Duration?)

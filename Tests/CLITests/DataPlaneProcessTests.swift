@@ -75,8 +75,8 @@ final class NodeProcess: @unchecked Sendable {
     log: String? = nil, extra: [String] = []
   ) async throws -> NodeProcess {
     try await onNewThread {
-      Result { try NodeProcess(ram: ram, nvme: nvme, directory: directory, listen: listen, log: log, extra: extra) }
-    }.get()
+      try NodeProcess(ram: ram, nvme: nvme, directory: directory, listen: listen, log: log, extra: extra)
+    }
   }
 
   /// The admin API's address (http or https), from the line the node printed when it started.

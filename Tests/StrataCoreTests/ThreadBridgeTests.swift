@@ -175,6 +175,21 @@ extension WorkerPoolTests {
     #expect(pool.queuedCount == 0)
   }
 
+  /// `onNewThread` runs its body on a thread of its own, off the cooperative pool, and hands back
+  /// what the body throws with its type.
+  @Test func aNewThreadHandsBackItsValueOrItsTypedError() async {
+    let caller = pthread_self()
+    let elsewhere = await onNewThread { pthread_equal(pthread_self(), caller) == 0 && !Thread.isMainThread }
+    #expect(elsewhere)
+    var failure: StrataError.Code?
+    do throws(StrataError) {
+      _ = try await onNewThread { () throws(StrataError) -> Int in throw StrataError(.timeout, "too late") }
+    } catch {
+      failure = error.code
+    }
+    #expect(failure == .timeout)
+  }
+
   /// A task started by the one waited for, and not awaited by it, still finishes after the waiting
   /// thread has gone back to its caller: it never needs that thread.
   @Test func aTaskLeftBehindFinishesAfterTheWaitEnds() async throws {
