@@ -88,7 +88,7 @@ func statusTable(_ status: JSONValue) -> String {
   let hits = status["hit_rate"]
   rows.append(
     ("hit rate", "RAM \(percent(hits?["ram"])), NVMe \(percent(hits?["nvme"])), miss \(percent(hits?["miss"]))"))
-  for transport in ["tcp", "rdma"] {
+  for transport in ["tcp", "rdma", "shm"] {
     let entry = status["transfers"]?[transport]
     rows.append(
       (

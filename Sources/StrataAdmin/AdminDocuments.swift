@@ -122,9 +122,11 @@ struct NodeStatusDocument: Encodable {
       case putBytes = "put_bytes"
     }
   }
+  /// Payload bytes moved, by transport (`shm`: the same-host path).
   struct Transfers: Encodable {
     var tcp: Traffic
     var rdma: Traffic
+    var shm: Traffic
   }
   struct ErrorCount: Encodable {
     var code: String

@@ -242,7 +242,9 @@ public final class NodeAdministration: Sendable {
         nvme: .init(used: stats.nvmeUsedBytes, capacity: stats.nvmeCapacityBytes, blocks: stats.nvmeBlocks)),
       hitRate: .init(ram: share(stats.hitsRAM), nvme: share(stats.hitsNVMe), miss: share(stats.misses)),
       transfers: .init(
-        tcp: .init(getBytes: server.getBytes, putBytes: server.putBytes), rdma: .init(getBytes: 0, putBytes: 0)),
+        tcp: .init(getBytes: server.tcpGetBytes, putBytes: server.tcpPutBytes),
+        rdma: .init(getBytes: server.rdmaGetBytes, putBytes: server.rdmaPutBytes),
+        shm: .init(getBytes: server.sameHostGetBytes, putBytes: server.sameHostPutBytes)),
       topErrors: errors.map { .init(code: $0.key, count: $0.value) },
       connections: .init(open: server.connectionsOpen, accepted: server.connectionsAccepted),
       leasesActive: stats.leasesActive, verify: verifier.progress.state.rawValue,

@@ -417,14 +417,14 @@ public final class NodeMetrics: NodeObserver {
         advance("strata_connections_closed_total", [("reason", reason)], to: count)
       }
       refreshAudit(server.auditCounters)
-      advance(
-        "strata_transfer_bytes_total", [("op", "get"), ("transport", "tcp")],
-        to: serverStats.getBytes - serverStats.sameHostGetBytes)
-      advance(
-        "strata_transfer_bytes_total", [("op", "put"), ("transport", "tcp")],
-        to: serverStats.putBytes - serverStats.sameHostPutBytes)
-      advance("strata_transfer_bytes_total", [("op", "get"), ("transport", "shm")], to: serverStats.sameHostGetBytes)
-      advance("strata_transfer_bytes_total", [("op", "put"), ("transport", "shm")], to: serverStats.sameHostPutBytes)
+      for (transport, get, put) in [
+        ("tcp", serverStats.tcpGetBytes, serverStats.tcpPutBytes),
+        ("rdma", serverStats.rdmaGetBytes, serverStats.rdmaPutBytes),
+        ("shm", serverStats.sameHostGetBytes, serverStats.sameHostPutBytes),
+      ] {
+        advance("strata_transfer_bytes_total", [("op", "get"), ("transport", transport)], to: get)
+        advance("strata_transfer_bytes_total", [("op", "put"), ("transport", transport)], to: put)
+      }
     }
   }
 

@@ -19,10 +19,14 @@ public struct ServerStats: Sendable, Hashable {
   public var malformedFrames = 0
   public var requests = 0
   public var errorResponses = 0
+  /// Blocks and payload bytes sent (GET) and stored (PUT), over every transport; the parts that
+  /// moved over RDMA and over the same-host path are counted again below (TCP is the rest).
   public var getBlocks = 0
   public var getBytes = 0
   public var putBlocks = 0
   public var putBytes = 0
+  public var rdmaGetBytes = 0
+  public var rdmaPutBytes = 0
   public var inflightBytes = 0
   /// HELLOs answered with RDMA granted, and with TCP only (the log line says why).
   public var helloRDMAGranted = 0
@@ -54,6 +58,11 @@ public struct ServerStats: Sendable, Hashable {
   public var tlsUser = 0
   public var tlsHandshakesFailed = 0
   public var tlsPlaintextRefused = 0
+
+  /// Payload bytes sent (GET) and stored (PUT) over TCP: what neither RDMA nor the same-host path
+  /// moved.
+  public var tcpGetBytes: Int { getBytes - rdmaGetBytes - sameHostGetBytes }
+  public var tcpPutBytes: Int { putBytes - rdmaPutBytes - sameHostPutBytes }
 }
 
 /// Settings of the data plane.
@@ -465,6 +474,7 @@ public final class NodeServer: Sendable {
       ("same_host_connections_accepted", server.sameHostConnectionsAccepted),
       ("same_host_connections_open", server.sameHostConnectionsOpen),
       ("same_host_get_bytes", server.sameHostGetBytes), ("same_host_put_bytes", server.sameHostPutBytes),
+      ("rdma_get_bytes", server.rdmaGetBytes), ("rdma_put_bytes", server.rdmaPutBytes),
       ("same_host_regions_refused", server.sameHostRegionsRefused),
       ("same_host_region_requests", server.sameHostRegionRequests),
     ]

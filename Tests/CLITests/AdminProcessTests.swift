@@ -33,7 +33,9 @@ final class AdminNodeProcess: Sendable {
   var directory: String { node.directory }
   var banner: String { node.banner }
 
-  func client(connections: Int = 2) -> StrataClient { node.client(connections: connections) }
+  func client(connections: Int = 2, sameHost: Bool = true) -> StrataClient {
+    node.client(connections: connections, sameHost: sameHost)
+  }
 
   /// `strata ARGS --admin ADDRESS`.
   func cli(_ arguments: String...) async throws -> Run { try await strata(arguments + ["--admin", admin.description]) }
@@ -90,10 +92,22 @@ func sample(_ page: String, _ series: String) -> Double? {
     let document = try JSONValue.parse(status.stdout)
     #expect(document["health"]?.stringValue == "ok")
     #expect((document["tiers"]?["nvme"]?["blocks"]?.intValue ?? 0) > 0)
-    #expect(document["transfers"]?["tcp"]?["put_bytes"]?.intValue == 96 * size)
+    // Transfers by transport: the client on the node's host moved its blocks over the same-host
+    // path; one that declines it moves a block over TCP; nothing moved over RDMA.
+    #expect(document["transfers"]?["shm"]?["put_bytes"]?.intValue == 96 * size)
+    #expect(document["transfers"]?["tcp"]?["put_bytes"]?.intValue == 0)
+    let overTCP = node.client(sameHost: false)
+    defer { overTCP.close() }
+    _ = try await putBlocks(overTCP, count: 1, size: 280_000, seed: 8)
+    let after = try JSONValue.parse(try await node.cli("status", "--json").stdout)["transfers"]
+    #expect(after?["tcp"]?["put_bytes"]?.intValue == 280_000)
+    #expect(after?["shm"]?["put_bytes"]?.intValue == 96 * size)
+    #expect(after?["rdma"]?["put_bytes"]?.intValue == 0 && after?["rdma"]?["get_bytes"]?.intValue == 0)
     let table = try await node.cli("status")
     #expect(table.status == 0)
-    for word in ["health", "uptime", "epoch", "RAM", "NVMe", "hit rate", "transfers tcp", "top errors"] {
+    for word in [
+      "health", "uptime", "epoch", "RAM", "NVMe", "hit rate", "transfers tcp", "transfers shm", "top errors",
+    ] {
       #expect(table.stdout.contains(word), "status table lacks \(word): \(table.stdout)")
     }
 
@@ -135,7 +149,7 @@ func sample(_ page: String, _ series: String) -> Double? {
     #expect(try JSONValue.parse(evictOne.stdout)["evicted_blocks"]?.intValue == 1)
     #expect(try await client.lookup([target]).tiers == [.absent])
     let evictAll = try await node.cli("evict", "--namespace", "default")
-    #expect(evictAll.status == 0 && evictAll.stdout.hasPrefix("evicted 94 block(s)"), "\(evictAll.stdout)")
+    #expect(evictAll.status == 0 && evictAll.stdout.hasPrefix("evicted 95 block(s)"), "\(evictAll.stdout)")
     #expect(try await client.lookup(blocks.map(\.0)).leadingRun == 0)
     #expect(try await node.cli("evict").status == 2)
     #expect(try await node.cli("evict", "--key-prefix", "xyz").status == 2)

@@ -110,11 +110,16 @@ final class NodeProcess: @unchecked Sendable {
     return process.terminationStatus
   }
 
-  func client(connections: Int = 2) -> StrataClient { NodeProcess.client(address, connections: connections) }
+  /// A client of the node; on its host it moves blocks over the same-host path unless `sameHost`
+  /// is false.
+  func client(connections: Int = 2, sameHost: Bool = true) -> StrataClient {
+    NodeProcess.client(address, connections: connections, sameHost: sameHost)
+  }
 
-  static func client(_ address: HostPort, connections: Int) -> StrataClient {
+  static func client(_ address: HostPort, connections: Int, sameHost: Bool = true) -> StrataClient {
     var configuration = StrataClient.Configuration(node: address)
     configuration.connections = connections
+    configuration.sameHost = sameHost
     configuration.timeoutMilliseconds = 20_000
     return StrataClient(configuration)
   }

@@ -105,6 +105,9 @@ func getAndCompare(
     #expect(stats.rdmaConnections == 0 && stats.tcpConnections == 2)
     #expect(stats.lastDecision.hasPrefix("tcp (this client has no RDMA"), "\(stats.lastDecision)")
     #expect(node.server.stats.helloTCPOnly == 2 && node.server.stats.helloRDMAGranted == 0)
+    let moved = blocks.reduce(0) { $0 + $1.count }
+    #expect(try await eventually(within: 5) { node.server.stats.tcpGetBytes == moved })
+    #expect(node.server.stats.tcpPutBytes == moved && node.server.stats.rdmaGetBytes == 0)
     // The client offered no RDMA (it has none): one line per connection says so.
     let lines = node.logs.records.withLock { $0.filter { $0.message == "transport chosen" } }
     #expect(lines.count == 2)
@@ -206,5 +209,9 @@ func getAndCompare(
     }
     #expect(client.transportStats.rdmaBatches >= 2 && client.transportStats.failedOverBatches == 0)
     #expect(node.server.stats.connectionsRDMA == 2)
+    // The node counts the GET's bytes as RDMA's, none as TCP's (it counts after answering).
+    let moved = blocks.reduce(0) { $0 + $1.count }
+    #expect(try await eventually(within: 5) { node.server.stats.rdmaGetBytes == moved })
+    #expect(node.server.stats.tcpGetBytes == 0)
   }
 }

@@ -501,11 +501,15 @@ struct RequestSession {
       bytes += range.count
       if server.observer != nil { movedBlockBytes.append(range.count) }
     }
-    let sameHost = transport.name == "shm"
+    let transportName = transport.name
     server.count {
       $0.getBlocks += blocks
       $0.getBytes += bytes
-      if sameHost { $0.sameHostGetBytes += bytes }
+      switch transportName {
+      case "shm": $0.sameHostGetBytes += bytes
+      case "rdma": $0.rdmaGetBytes += bytes
+      default: break
+      }
     }
   }
 
@@ -611,11 +615,15 @@ struct RequestSession {
       }
     }
     let storedBlocks = outcomes.filter { $0 == .stored }.count
-    let sameHost = transport.name == "shm"
+    let transportName = transport.name
     server.count {
       $0.putBlocks += storedBlocks
       $0.putBytes += stored
-      if sameHost { $0.sameHostPutBytes += stored }
+      switch transportName {
+      case "shm": $0.sameHostPutBytes += stored
+      case "rdma": $0.rdmaPutBytes += stored
+      default: break
+      }
     }
     // Acknowledged means replicated: the answer goes out once the write quorum of each block's
     // owners holds it (a missed quorum is answered `quorumNotReached`), within the PUT's deadline.
