@@ -124,7 +124,9 @@ struct ClusterMembers: AsyncParsableCommand {
       }
       let membership = report["membership"]
       func text(_ value: JSONValue?) -> String { value?.stringValue ?? "?" }
-      var service = "\(text(membership?["mode"])) membership, \(text(membership?["state"]))"
+      // Static membership has no service to be connected to: its state (`not_used`) says nothing.
+      var service = "\(text(membership?["mode"])) membership"
+      if let state = membership?["state"]?.stringValue, state != "not_used" { service += ", \(state)" }
       if let reason = membership?["reason"]?.stringValue { service += " (\(reason))" }
       print(
         "epoch \(report["epoch"]?.intValue ?? 0), replicas \(report["replication_factor"]?.intValue ?? 0), \(service)")
