@@ -60,7 +60,7 @@ public struct ServerStats: Sendable, Hashable {
   public var tlsPlaintextRefused = 0
 
   /// Payload bytes sent (GET) and stored (PUT) over TCP: what neither RDMA nor the same-host path
-  /// moved.
+  /// moved (in tests and the simulator, also what their in-process transport moved).
   public var tcpGetBytes: Int { getBytes - rdmaGetBytes - sameHostGetBytes }
   public var tcpPutBytes: Int { putBytes - rdmaPutBytes - sameHostPutBytes }
 }
