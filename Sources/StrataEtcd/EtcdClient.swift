@@ -207,7 +207,12 @@ public final class EtcdClient: Sendable {
       let watch = EtcdWatch(connection: connection, prefix: prefix)
       // The first message confirms the watch (or says why not): read it before returning.
       try watch.awaitCreated()
-      connection.socket.setTimeout(milliseconds: 0)  // events may be minutes apart
+      // Events may be minutes apart, so reads have no timeout; the kernel's probes find a dead
+      // stream instead (the watch then ends and the session reads the members again).
+      connection.socket.setTimeout(milliseconds: 0)
+      let probing = EtcdWatch.idleProbing
+      connection.socket.probeWhileIdle(
+        idleSeconds: probing.idleSeconds, intervalSeconds: probing.intervalSeconds, probes: probing.probes)
       let thread = Thread { watch.run(onEvents: onEvents, onEnd: onEnd) }
       thread.name = "etcd-watch"
       thread.start()

@@ -27,7 +27,11 @@ public struct WatchEvent: Sendable, Hashable {
 /// A watch started by `EtcdClient.watch`. `cancel()` closes its stream; `onEnd` is then called
 /// once with nil. A batch already being delivered when `cancel()` is called still completes.
 public final class EtcdWatch: Sendable {
-  private let connection: HTTPClientConnection
+  /// TCP keepalive on the watch's connection: a stream that died without a word (etcd's host gone,
+  /// a load balancer that dropped an idle flow) fails after at most 10 + 3 × 5 = 25 s of silence.
+  public static let idleProbing: (idleSeconds: Int32, intervalSeconds: Int32, probes: Int32) = (10, 5, 3)
+
+  let connection: HTTPClientConnection
   private let prefix: String
   private let cancelled = Atomic<Bool>(false)
 

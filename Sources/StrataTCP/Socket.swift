@@ -165,6 +165,24 @@ public final class TCPSocket: @unchecked Sendable {
     }
   }
 
+  /// Makes the kernel probe this connection while it is quiet: after `idleSeconds` without
+  /// traffic, a probe every `intervalSeconds`; after `probes` unanswered ones the connection fails
+  /// and a blocked read returns an error. For a connection that may rightly be silent for minutes
+  /// (an etcd watch, with no read timeout): a peer that vanished, or a middlebox that dropped the
+  /// flow without a reset, is found out instead of waited on forever; and the probes keep such a
+  /// middlebox's idle timer from expiring in the first place.
+  public func probeWhileIdle(idleSeconds: Int32, intervalSeconds: Int32, probes: Int32) {
+    let size = socklen_t(MemoryLayout<Int32>.size)
+    var on: Int32 = 1
+    var idle = idleSeconds
+    var interval = intervalSeconds
+    var count = probes
+    setsockopt(descriptor, SOL_SOCKET, SO_KEEPALIVE, &on, size)
+    setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, size)
+    setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &interval, size)
+    setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_KEEPCNT, &count, size)
+  }
+
   /// Large socket buffers keep a multi-megabyte block moving without waiting on the peer.
   public static let defaultBufferBytes: Int32 = 4 << 20
 

@@ -3,9 +3,10 @@
 
 import Foundation
 import StrataCore
-import StrataEtcd
 import StrataTestKit
 import Testing
+
+@testable import StrataEtcd
 
 @Suite(.enabled(if: EtcdProcess.isAvailable, Comment(rawValue: etcdMissing)))
 struct EtcdClientTests {
@@ -110,6 +111,29 @@ struct EtcdClientTests {
     #expect(ends.wait(seconds: 5) { !$0.isEmpty })
     try etcdClient.put(prefix + "c", value: [4])
     #expect(ends.all == ["nil"], "onEnd is called once, with nil after cancel")
+  }
+
+  /// A watch reads without a timeout (events may be minutes apart), so its connection has the
+  /// kernel probe it while idle: a stream that died without a reset fails within seconds instead of
+  /// leaving the node on its old member map. (That a dead peer then fails the read is the kernel's
+  /// part; here the options are checked on the watch's socket.)
+  @Test func aWatchConnectionIsProbedWhileIdle() throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let watch = try client(for: etcd).watch(
+      prefix: uniquePrefix("probe"), startRevision: 0, onEvents: { _, _ in }, onEnd: { _ in })
+    defer { watch.cancel() }
+    let descriptor = watch.connection.socket.descriptor
+    func option(_ level: Int32, _ name: Int32) -> Int32 {
+      var value: Int32 = -1
+      var size = socklen_t(MemoryLayout<Int32>.size)
+      return getsockopt(descriptor, level, name, &value, &size) == 0 ? value : -1
+    }
+    let expected = EtcdWatch.idleProbing
+    #expect(option(SOL_SOCKET, SO_KEEPALIVE) == 1)
+    #expect(option(Int32(IPPROTO_TCP), TCP_KEEPIDLE) == expected.idleSeconds)
+    #expect(option(Int32(IPPROTO_TCP), TCP_KEEPINTVL) == expected.intervalSeconds)
+    #expect(option(Int32(IPPROTO_TCP), TCP_KEEPCNT) == expected.probes)
   }
 
   @Test func failsOverFromDeadEndpoint() throws {
