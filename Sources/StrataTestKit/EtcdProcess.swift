@@ -29,20 +29,23 @@ public final class EtcdProcess: Sendable {
   public let clientPort: UInt16
   public let peerPort: UInt16
   public let dataDirectory: String
+  /// Where etcd runs: this network namespace (on 127.0.0.1), or another one (on its address).
+  public let namespace: NetworkNamespace?
 
   private let process = Mutex<Process?>(nil)
   private let log = LogTail()
 
-  /// Starts etcd on 127.0.0.1 with free client and peer ports and a temporary data directory,
-  /// and waits until it is ready to serve clients.
-  public init(tls: (certificate: String, key: String, ca: String)? = nil) throws {
+  /// Starts etcd on 127.0.0.1 (or inside `namespace`, on its address) with free client and peer
+  /// ports and a temporary data directory, and waits until it is ready to serve clients.
+  public init(tls: (certificate: String, key: String, ca: String)? = nil, namespace: NetworkNamespace? = nil) throws {
     guard Self.isAvailable else { throw EtcdProcessError(message: "etcd is not installed") }
     self.tls = tls
+    self.namespace = namespace
     let ports = try freeLoopbackPorts(2)
     clientPort = ports[0]
     let peer = ports[1]
     peerPort = peer
-    clientURL = "\(tls == nil ? "http" : "https")://127.0.0.1:\(clientPort)"
+    clientURL = "\(tls == nil ? "http" : "https")://\(namespace?.address ?? "127.0.0.1"):\(clientPort)"
     dataDirectory =
       FileManager.default.temporaryDirectory
       .appendingPathComponent("strata-etcd-\(UUID().uuidString)").path
@@ -79,20 +82,23 @@ public final class EtcdProcess: Sendable {
   private func launch() throws {
     guard let executable = Self.executable else { throw EtcdProcessError(message: "etcd is not installed") }
     let child = Process()
-    child.executableURL = URL(fileURLWithPath: executable)
     let client = clientURL
-    let peer = "http://127.0.0.1:\(peerPort)"
-    child.arguments = [
+    let peer = "http://\(namespace?.address ?? "127.0.0.1"):\(peerPort)"
+    var arguments = [
       "--name", "strata-test", "--data-dir", dataDirectory,
       "--listen-client-urls", client, "--advertise-client-urls", client,
       "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
       "--initial-cluster", "strata-test=\(peer)",
     ]
     if let tls {
-      child.arguments! += [
+      arguments += [
         "--cert-file", tls.certificate, "--key-file", tls.key, "--trusted-ca-file", tls.ca, "--client-cert-auth",
       ]
     }
+    // `ip netns exec` enters the namespace and then becomes etcd (same process).
+    let (launched, launchArguments) = namespace?.command(executable, arguments) ?? (executable, arguments)
+    child.executableURL = URL(fileURLWithPath: launched)
+    child.arguments = launchArguments
     let output = Pipe()
     child.standardOutput = output
     child.standardError = output

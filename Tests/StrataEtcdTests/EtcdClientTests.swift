@@ -136,6 +136,29 @@ struct EtcdClientTests {
     #expect(option(Int32(IPPROTO_TCP), TCP_KEEPCNT) == expected.probes)
   }
 
+  /// The same, for real: etcd in a network namespace of its own, and after the watch is set up
+  /// every packet toward it dropped, so the stream dies without a reset or an error. The watch
+  /// ends with an error once the kernel's probes go unanswered (10 s idle, then 3 probes 5 s
+  /// apart), where without them it would wait forever.
+  @Test(.enabled(if: NetworkNamespace.isAvailable, "needs root and ip (iproute2) for a network namespace"))
+  func aWatchWhoseStreamDiedSilentlyEnds() async throws {
+    let namespace = try NetworkNamespace()
+    defer { namespace.remove() }
+    let etcd = try EtcdProcess(namespace: namespace)
+    defer { etcd.stop() }
+    let ends = Recorder<String>()
+    let watch = try client(for: etcd).watch(
+      prefix: uniquePrefix("silent"), startRevision: 0, onEvents: { _, _ in },
+      onEnd: { error in ends.append(error?.description ?? "nil") })
+    defer { watch.cancel() }
+    try namespace.blackhole()
+    let probing = EtcdWatch.idleProbing
+    let bound = Double(probing.idleSeconds + probing.intervalSeconds * probing.probes) + 15
+    let ended = await onNewThread { ends.wait(seconds: bound) { !$0.isEmpty } }
+    #expect(ended, "the watch was still waiting \(bound) s after its stream went silent")
+    #expect(ends.all.count == 1 && ends.all.first != "nil", "it ends with an error: \(ends.all)")
+  }
+
   @Test func failsOverFromDeadEndpoint() throws {
     let etcd = try EtcdProcess()
     defer { etcd.stop() }
