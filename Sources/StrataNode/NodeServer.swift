@@ -63,6 +63,21 @@ public struct ServerStats: Sendable, Hashable {
   /// moved (in tests and the simulator, also what their in-process transport moved).
   public var tcpGetBytes: Int { getBytes - rdmaGetBytes - sameHostGetBytes }
   public var tcpPutBytes: Int { putBytes - rdmaPutBytes - sameHostPutBytes }
+
+  /// Counts the blocks and payload bytes a GET sent or a PUT stored, and the bytes again under
+  /// the transport that moved them (`PayloadTransport.name`).
+  mutating func countMoved(_ direction: Direction, blocks: Int, bytes: Int, over transport: String) {
+    let get = direction == .get
+    self[keyPath: get ? \Self.getBlocks : \Self.putBlocks] += blocks
+    self[keyPath: get ? \Self.getBytes : \Self.putBytes] += bytes
+    switch transport {
+    case "shm": self[keyPath: get ? \Self.sameHostGetBytes : \Self.sameHostPutBytes] += bytes
+    case "rdma": self[keyPath: get ? \Self.rdmaGetBytes : \Self.rdmaPutBytes] += bytes
+    default: break
+    }
+  }
+
+  enum Direction { case get, put }
 }
 
 /// Settings of the data plane.

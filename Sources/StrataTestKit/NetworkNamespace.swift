@@ -28,15 +28,15 @@ public final class NetworkNamespace: Sendable {
     let base = Int.random(in: 0..<16384) * 4
     hostAddress = "10.200.\(base / 256).\(base % 256 + 1)"
     address = "10.200.\(base / 256).\(base % 256 + 2)"
-    try Self.run(Self.ip, ["netns", "add", name])
+    try Self.runIP(["netns", "add", name])
     do {
-      try Self.run(Self.ip, ["link", "add", hostLink, "type", "veth", "peer", "name", peerLink])
-      try Self.run(Self.ip, ["link", "set", peerLink, "netns", name])
-      try Self.run(Self.ip, ["addr", "add", "\(hostAddress)/30", "dev", hostLink])
-      try Self.run(Self.ip, ["link", "set", hostLink, "up"])
-      try Self.run(Self.ip, ["-n", name, "addr", "add", "\(address)/30", "dev", peerLink])
-      try Self.run(Self.ip, ["-n", name, "link", "set", peerLink, "up"])
-      try Self.run(Self.ip, ["-n", name, "link", "set", "lo", "up"])
+      try Self.runIP(["link", "add", hostLink, "type", "veth", "peer", "name", peerLink])
+      try Self.runIP(["link", "set", peerLink, "netns", name])
+      try Self.runIP(["addr", "add", "\(hostAddress)/30", "dev", hostLink])
+      try Self.runIP(["link", "set", hostLink, "up"])
+      try Self.runIP(["-n", name, "addr", "add", "\(address)/30", "dev", peerLink])
+      try Self.runIP(["-n", name, "link", "set", peerLink, "up"])
+      try Self.runIP(["-n", name, "link", "set", "lo", "up"])
     } catch {
       remove()
       throw error
@@ -54,30 +54,22 @@ public final class NetworkNamespace: Sendable {
   /// the namespace's end of the veth pair goes down, so this end has no carrier and drops what it
   /// is given. The server inside can no longer be heard from, as if its host had gone.
   public func blackhole() throws {
-    try Self.run(Self.ip, ["-n", name, "link", "set", peerLink, "down"])
+    try Self.runIP(["-n", name, "link", "set", peerLink, "down"])
   }
 
   /// Deletes the namespace (its end of the veth pair goes with it, and so does this end).
   public func remove() {
-    try? Self.run(Self.ip, ["link", "delete", hostLink])
-    try? Self.run(Self.ip, ["netns", "delete", name])
+    try? Self.runIP(["link", "delete", hostLink])
+    try? Self.runIP(["netns", "delete", name])
   }
 
-  private static func run(_ executable: String, _ arguments: [String]) throws {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let errors = Pipe()
-    process.standardError = errors
-    process.standardOutput = FileHandle.nullDevice
-    try process.run()
-    let said = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
+  /// Runs an `ip` command to completion; one that fails throws what it said.
+  private static func runIP(_ arguments: [String]) throws {
+    let result = try runToCompletion(ip, arguments, timeout: .seconds(30))
+    guard result.exited, result.status == 0 else {
       throw NetworkNamespaceError(
         message:
-          "\(executable) \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(String(decoding: said, as: UTF8.self))"
-      )
+          "ip \(arguments.joined(separator: " ")) failed (\(result.status)): \(result.stderrText)")
     }
   }
 }

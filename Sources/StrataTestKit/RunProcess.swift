@@ -36,7 +36,9 @@ public func runProcess(_ executable: String, _ arguments: [String], input: Data?
   try await onNewThread { try runToCompletion(executable, arguments, input: input, timeout: timeout) }
 }
 
-private func runToCompletion(_ executable: String, _ arguments: [String], input: Data?, timeout: Duration?)
+/// `runProcess` on the calling thread, which it blocks until the program ends: for callers that are
+/// not async (a namespace set up in an initializer).
+func runToCompletion(_ executable: String, _ arguments: [String], input: Data? = nil, timeout: Duration? = nil)
   throws -> ProcessResult
 {
   let process = Process()

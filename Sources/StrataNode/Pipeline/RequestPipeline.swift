@@ -502,15 +502,7 @@ struct RequestSession {
       if server.observer != nil { movedBlockBytes.append(range.count) }
     }
     let transportName = transport.name
-    server.count {
-      $0.getBlocks += blocks
-      $0.getBytes += bytes
-      switch transportName {
-      case "shm": $0.sameHostGetBytes += bytes
-      case "rdma": $0.rdmaGetBytes += bytes
-      default: break
-      }
-    }
+    server.count { $0.countMoved(.get, blocks: blocks, bytes: bytes, over: transportName) }
   }
 
   // MARK: PUT
@@ -616,15 +608,7 @@ struct RequestSession {
     }
     let storedBlocks = outcomes.filter { $0 == .stored }.count
     let transportName = transport.name
-    server.count {
-      $0.putBlocks += storedBlocks
-      $0.putBytes += stored
-      switch transportName {
-      case "shm": $0.sameHostPutBytes += stored
-      case "rdma": $0.rdmaPutBytes += stored
-      default: break
-      }
-    }
+    server.count { $0.countMoved(.put, blocks: storedBlocks, bytes: stored, over: transportName) }
     // Acknowledged means replicated: the answer goes out once the write quorum of each block's
     // owners holds it (a missed quorum is answered `quorumNotReached`), within the PUT's deadline.
     try server.replicate(
