@@ -49,8 +49,6 @@ public enum TLSServerIdentity: Hashable, Sendable {
   case host
   /// One of these (a ring member's node id, or its address's host): node-to-node connections.
   case anyOf([String])
-  /// Nothing beyond the chain (a peer whose member id is not known yet).
-  case chainOnly
 }
 
 /// A configured SSL_CTX. Building one reads and checks every file, so a bad path or a key that
