@@ -525,3 +525,81 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
 func clientLease(_ milliseconds: UInt64) -> LeaseKind {
   .client(namespace: testBlockID(0).namespace, durationMilliseconds: milliseconds)
 }
+
+@Suite struct PromotionConcurrencyTests {
+  /// A GET of four blocks that live only on NVMe keeps four disk reads in flight (one per I/O
+  /// thread), not one after the other: the device holds each read until four have arrived (10 s
+  /// at most, so a one-at-a-time promotion fails the test instead of hanging it), and every block
+  /// is leased with its bytes.
+  @Test func aBatchsNVMeReadsAreInFlightTogether() async throws {
+    let device = ReadBarrierDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
+    let nvme = try NVMeTier(
+      devices: [device], regionBytes: TierFixture.regionBytes, compression: .none,
+      blockBytesMax: TierFixture.blockBytesMax)
+    let tiers = try TierManager(
+      configuration: TierConfiguration(
+        ramBytes: 1 << 20, blockBytesMax: TierFixture.blockBytesMax, lockMemory: false, hugePages: false,
+        admission: .always, ioThreads: 4),
+      nvme: nvme, clock: ManualClock(milliseconds: 1_000))
+    let bytes = 100_000
+    for n in 0..<24 { #expect(try await put(tiers, n, bytes: bytes) == .stored) }
+    let onNVMe = (0..<24).map { testBlockID($0) }.filter { tiers.lookup([$0]) == [.nvme] }
+    try #require(onNVMe.count >= 4, "the RAM tier of 1 MiB holds at most 10 of the 24 blocks")
+    let batch = Array(onNVMe.prefix(4))
+    device.holdReads(until: 4)
+    let lease = try await tiers.lease(batch)
+    defer { tiers.release(lease) }
+    #expect(device.mostInFlight == 4, "the batch's promotions read one at a time (\(device.mostInFlight) in flight)")
+    for (id, block) in zip(batch, lease.blocks) {
+      let n = (0..<24).first { testBlockID($0) == id }!
+      #expect(block.map { Array($0.bytes) } == testPayload(n, bytes: bytes))
+    }
+  }
+}
+
+/// Wraps a simulated device so that, once armed, reads wait until `width` of them have arrived
+/// (10 s at most), and counts the most reads in flight at once.
+final class ReadBarrierDevice: BlockDevice {
+  let inner: SimulatedBlockDevice
+  private let condition = NSCondition()
+  nonisolated(unsafe) private var width = 0
+  nonisolated(unsafe) private var arrived = 0
+  nonisolated(unsafe) private var inFlight = 0
+  nonisolated(unsafe) private var most = 0
+
+  init(_ inner: SimulatedBlockDevice) { self.inner = inner }
+
+  var capacityBytes: Int { inner.capacityBytes }
+  var alignmentBytes: Int { inner.alignmentBytes }
+
+  /// From now on, reads wait until `width` have arrived; the count of reads in flight restarts.
+  func holdReads(until width: Int) {
+    condition.withLock {
+      self.width = width
+      arrived = 0
+      most = 0
+    }
+  }
+
+  var mostInFlight: Int { condition.withLock { most } }
+
+  func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
+    condition.withLock {
+      arrived += 1
+      inFlight += 1
+      most = max(most, inFlight)
+      condition.broadcast()
+      let deadline = Date().addingTimeInterval(10)
+      while arrived < width && condition.wait(until: deadline) {}
+    }
+    defer { condition.withLock { inFlight -= 1 } }
+    try inner.read(at: offset, into: buffer)
+  }
+
+  func write(at offset: Int, from buffer: UnsafeRawBufferPointer) throws(StrataError) {
+    try inner.write(at: offset, from: buffer)
+  }
+
+  func sync() throws(StrataError) { try inner.sync() }
+  func discard(at offset: Int, bytes: Int) { inner.discard(at: offset, bytes: bytes) }
+}

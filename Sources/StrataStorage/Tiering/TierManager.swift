@@ -391,8 +391,8 @@ public final class TierManager: Sendable {
       }
     }
     var promoted = Set<BlockID>()
-    for id in ids where lookup([id])[0] == .nvme {
-      switch (try? await promote(id, pinForBatch: true)) ?? .missed {
+    for (id, promotion) in await promoteAll(ids.filter { lookup([$0])[0] == .nvme }) {
+      switch promotion {
       case .promoted:
         promoted.insert(id)
         batchPinned.append(id)
@@ -938,6 +938,34 @@ public final class TierManager: Sendable {
   /// batch when `pinForBatch`). A call that
   /// finds another promotion of the same block in flight waits for that read instead of missing
   /// the block, so a client's GET racing a repair's copy of the same block still finds it.
+  /// Promotes a batch's NVMe-resident blocks (pinned for the batch), as many at once as the I/O
+  /// pool has threads, so a GET of several blocks keeps that many disk reads in flight instead of
+  /// one; with no I/O threads (the simulator's tier manager, whose I/O runs in the caller) one
+  /// after the other, in order, as a deterministic run needs. A failed promotion is a miss.
+  private func promoteAll(_ ids: [BlockID]) async -> [(BlockID, Promotion)] {
+    let width = min(configuration.ioThreads, ids.count)
+    guard width > 1 else {
+      var promotions: [(BlockID, Promotion)] = []
+      for id in ids { promotions.append((id, (try? await promote(id, pinForBatch: true)) ?? .missed)) }
+      return promotions
+    }
+    return await withTaskGroup(of: (BlockID, Promotion).self) { group in
+      var promotions: [(BlockID, Promotion)] = []
+      var next = ids.makeIterator()
+      func startNext() -> Bool {
+        guard let id = next.next() else { return false }
+        group.addTask { [self] in (id, (try? await promote(id, pinForBatch: true)) ?? .missed) }
+        return true
+      }
+      for _ in 0..<width { _ = startNext() }
+      while let promotion = await group.next() {
+        promotions.append(promotion)
+        _ = startNext()
+      }
+      return promotions
+    }
+  }
+
   private func promote(_ id: BlockID, pinForBatch: Bool = false) async throws(StrataError) -> Promotion {
     guard let nvme, let bytes = nvme.payloadBytes(of: id) else { return .missed }
     if await joinPromotion(of: id, pinForBatch: pinForBatch) { return .resident }
