@@ -8,7 +8,9 @@ import Foundation
 import Synchronization
 
 /// Runs blocking work for async callers on `threadCount` threads of its own, one job per thread
-/// at a time, jobs spread round-robin (a pool of one thread runs its jobs in call order). A pool of
+/// at a time. Each job goes to the thread with the fewest jobs queued or running (ties taken in
+/// turn), so a job never waits behind a slow one while another thread is idle; a pool of one
+/// thread runs its jobs in call order. A pool of
 /// no threads (`threads: 0`) runs each job in its caller, before `run` returns: what a
 /// deterministic simulation needs, whose run loop must know that no work goes on elsewhere.
 ///
@@ -23,7 +25,15 @@ public final class WorkerPool: Sendable {
   public let threadCount: Int
   public let queueDepthMax: Int
   private let queues: [DispatchQueue]
-  private let state = Mutex<(next: Int, queued: Int)>((0, 0))
+  private let state: Mutex<Load>
+
+  /// Jobs queued or running, in all and on each thread's queue; where the next search for the
+  /// least-loaded queue starts (so that ties are taken in turn).
+  private struct Load {
+    var queued = 0
+    var perQueue: [Int]
+    var next = 0
+  }
 
   public init(label: String, threads: Int = 1, queueDepthMax: Int = .max) {
     precondition(threads >= 0 && queueDepthMax > 0, "a worker pool needs a thread count and at least one queue slot")
@@ -31,6 +41,7 @@ public final class WorkerPool: Sendable {
     threadCount = threads
     self.queueDepthMax = queueDepthMax
     queues = (0..<threads).map { DispatchQueue(label: threads == 1 ? label : "\(label).\($0)") }
+    state = Mutex(Load(perQueue: Array(repeating: 0, count: threads)))
   }
 
   /// Jobs queued or running now.
@@ -42,7 +53,7 @@ public final class WorkerPool: Sendable {
     let index = try reserve()
     queues[index].async {
       work()
-      self.state.withLock { $0.queued -= 1 }
+      self.finished(index)
     }
   }
 
@@ -55,8 +66,8 @@ public final class WorkerPool: Sendable {
     if Task.isCancelled { throw StrataError(.cancelled, "\(label): cancelled before it was queued") }
     if queues.isEmpty { return try work() }
     if queues.count == 1 && WaitingThread.mayBlockHere {
-      _ = try reserve()
-      defer { state.withLock { $0.queued -= 1 } }
+      let index = try reserve()
+      defer { finished(index) }
       return try runAndWait(work)
     }
     let index = try reserve()
@@ -66,7 +77,7 @@ public final class WorkerPool: Sendable {
         job.wait(continuation)
         queues[index].async {
           // The job leaves the queue's count before its caller resumes, so the caller sees it gone.
-          job.run(work) { self.state.withLock { $0.queued -= 1 } }
+          job.run(work) { self.finished(index) }
         }
       }
     } onCancel: {
@@ -75,18 +86,33 @@ public final class WorkerPool: Sendable {
     return try result.get()
   }
 
-  /// A queue for one more job, or `resourceExhausted`.
+  /// The least-loaded queue, for one more job, or `resourceExhausted`.
   private func reserve() throws(StrataError) -> Int {
     let index: Int? = state.withLock { state in
       guard state.queued < queueDepthMax else { return nil }
+      let count = state.perQueue.count
+      var best = state.next
+      for step in 1..<max(count, 1) {
+        let candidate = (state.next + step) % count
+        if state.perQueue[candidate] < state.perQueue[best] { best = candidate }
+      }
+      state.next = (best + 1) % count
       state.queued += 1
-      state.next = (state.next + 1) % queues.count
-      return state.next
+      state.perQueue[best] += 1
+      return best
     }
     guard let index else {
       throw StrataError(.resourceExhausted, "\(label): the queue is full (\(queueDepthMax) jobs waiting or running)")
     }
     return index
+  }
+
+  /// A job of queue `index` left it (ran, or was cancelled while it waited).
+  private func finished(_ index: Int) {
+    state.withLock {
+      $0.queued -= 1
+      $0.perQueue[index] -= 1
+    }
   }
 
   /// Runs `work` on the pool's thread and waits for it, from a plain thread (never a Swift

@@ -89,6 +89,26 @@ private final class Latch: Sendable {
     #expect(try await call.value == 7)
   }
 
+  /// A job goes to an idle thread, not behind a job that holds another: with one of two threads
+  /// held, every later job runs on the other (in turn, they would alternate and every second one
+  /// would wait for the held job).
+  @Test func aJobNeverWaitsBehindAHeldOneWhileAThreadIsIdle() async throws {
+    let pool = WorkerPool(label: "test.idle", threads: 2)
+    let latch = Latch()
+    async let held: Void = pool.run { () throws(StrataError) in latch.hold() }
+    #expect(try await eventually(within: 120) { latch.hasStarted })
+    let ran = Atomic<Int>(0)
+    let later = Task {
+      for _ in 0..<4 { try await pool.run { () throws(StrataError) in ran.add(1, ordering: .relaxed) } }
+    }
+    let allRan = try await eventually(within: 30) { ran.load(ordering: .relaxed) == 4 }
+    #expect(allRan, "\(ran.load(ordering: .relaxed)) of 4 jobs ran while one thread was held")
+    latch.release.signal()
+    try await held
+    try await later.value
+    #expect(pool.queuedCount == 0)
+  }
+
   @Test func aSingleThreadRunsJobsInOrder() async throws {
     let pool = WorkerPool(label: "test.order")
     let order = Mutex<[Int]>([])

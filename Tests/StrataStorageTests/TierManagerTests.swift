@@ -557,6 +557,31 @@ func clientLease(_ milliseconds: UInt64) -> LeaseKind {
   }
 }
 
+extension PromotionConcurrencyTests {
+  /// A batch of NVMe-only blocks larger than the RAM tier can hold pinned at once: room goes to
+  /// the batch's blocks in order, so what is leased is a leading run (what a worker loads), never
+  /// a scattering of later blocks, although the reads run four at a time.
+  @Test func aBatchLargerThanRAMGetsItsLeadingBlocks() async throws {
+    let nvme = try NVMeTier(
+      devices: [SimulatedBlockDevice(capacityBytes: 16 << 20)], regionBytes: TierFixture.regionBytes,
+      compression: .none, blockBytesMax: TierFixture.blockBytesMax)
+    let tiers = try TierManager(
+      configuration: TierConfiguration(
+        ramBytes: 1 << 20, blockBytesMax: TierFixture.blockBytesMax, lockMemory: false, hugePages: false,
+        admission: .always, ioThreads: 4),
+      nvme: nvme, clock: ManualClock(milliseconds: 1_000))
+    for n in 0..<40 { #expect(try await put(tiers, n, bytes: 100_000) == .stored) }
+    let batch = (0..<40).map { testBlockID($0) }.filter { tiers.lookup([$0]) == [.nvme] }
+    try #require(batch.count >= 20, "the RAM tier of 1 MiB holds at most 10 of the 40 blocks")
+    let lease = try await tiers.lease(batch)
+    defer { tiers.release(lease) }
+    let present = lease.blocks.map { $0 != nil }
+    let leading = present.firstIndex(of: false) ?? present.count
+    #expect(leading > 0 && leading < batch.count, "\(leading) of \(batch.count) leased")
+    #expect(!present[leading...].contains(true), "blocks after a miss were leased: \(present)")
+  }
+}
+
 /// Wraps a simulated device so that, once armed, reads wait until `width` of them have arrived
 /// (10 s at most), and counts the most reads in flight at once.
 final class ReadBarrierDevice: BlockDevice {

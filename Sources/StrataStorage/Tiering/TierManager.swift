@@ -934,41 +934,50 @@ public final class TierManager: Sendable {
     case missed
   }
 
-  /// Reads an NVMe block into a fresh RAM slot and publishes it there (pinned for the calling
-  /// batch when `pinForBatch`). A call that
-  /// finds another promotion of the same block in flight waits for that read instead of missing
-  /// the block, so a client's GET racing a repair's copy of the same block still finds it.
-  /// Promotes a batch's NVMe-resident blocks (pinned for the batch), as many at once as the I/O
-  /// pool has threads, so a GET of several blocks keeps that many disk reads in flight instead of
-  /// one; with no I/O threads (the simulator's tier manager, whose I/O runs in the caller) one
-  /// after the other, in order, as a deterministic run needs. A failed promotion is a miss.
+  /// Where a block's promotion stands once room is made for it: decided (in RAM already, or a
+  /// miss), or a RAM slot claimed for it that its NVMe read is to fill.
+  private enum PromotionClaim {
+    case decided(Promotion)
+    case claimed(ArenaSlot, bytes: Int)
+  }
+
+  /// Promotes a batch's NVMe-resident blocks, each pinned for the batch; a failed promotion is a
+  /// miss. Room is made and claimed block by block in the batch's order, so when RAM cannot hold
+  /// the whole batch it is the leading blocks that get it (a worker loads the leading run); the
+  /// disk reads then run as many at once as the I/O pool has threads, so a GET of several blocks
+  /// keeps that many reads in flight instead of one. With no I/O threads (the simulator's tier
+  /// manager, whose I/O runs in the caller) each read runs in this task before the next claim, in
+  /// order, as a deterministic run needs.
   private func promoteAll(_ ids: [BlockID]) async -> [(BlockID, Promotion)] {
-    let width = min(configuration.ioThreads, ids.count)
-    guard width > 1 else {
-      var promotions: [(BlockID, Promotion)] = []
-      for id in ids { promotions.append((id, (try? await promote(id, pinForBatch: true)) ?? .missed)) }
-      return promotions
-    }
+    let width = configuration.ioThreads
     return await withTaskGroup(of: (BlockID, Promotion).self) { group in
       var promotions: [(BlockID, Promotion)] = []
-      var next = ids.makeIterator()
-      func startNext() -> Bool {
-        guard let id = next.next() else { return false }
-        group.addTask { [self] in (id, (try? await promote(id, pinForBatch: true)) ?? .missed) }
-        return true
+      var reading = 0
+      for id in ids {
+        switch (try? await claimPromotion(of: id)) ?? .decided(.missed) {
+        case .decided(let promotion): promotions.append((id, promotion))
+        case .claimed(let slot, let bytes) where configuration.ioThreads == 0:
+          promotions.append((id, await completePromotion(of: id, into: slot, bytes: bytes)))
+        case .claimed(let slot, let bytes):
+          if reading == width, let done = await group.next() {
+            promotions.append(done)
+            reading -= 1
+          }
+          group.addTask { [self] in (id, await completePromotion(of: id, into: slot, bytes: bytes)) }
+          reading += 1
+        }
       }
-      for _ in 0..<width { _ = startNext() }
-      while let promotion = await group.next() {
-        promotions.append(promotion)
-        _ = startNext()
-      }
+      while let done = await group.next() { promotions.append(done) }
       return promotions
     }
   }
 
-  private func promote(_ id: BlockID, pinForBatch: Bool = false) async throws(StrataError) -> Promotion {
-    guard let nvme, let bytes = nvme.payloadBytes(of: id) else { return .missed }
-    if await joinPromotion(of: id, pinForBatch: pinForBatch) { return .resident }
+  /// Makes room for an NVMe block and claims a RAM slot for it. A call that finds another
+  /// promotion of the same block in flight waits for that read instead of missing the block, so a
+  /// client's GET racing a repair's copy of the same block still finds it.
+  private func claimPromotion(of id: BlockID) async throws(StrataError) -> PromotionClaim {
+    guard let nvme, let bytes = nvme.payloadBytes(of: id) else { return .decided(.missed) }
+    if await joinPromotion(of: id) { return .decided(.resident) }
     let slot = try await makeRoom(bytes: bytes, for: id.namespace)
     let claimed = state.withLock { state -> Bool in
       // Removed while its NVMe write was in flight: that record is on its way out, never read.
@@ -981,7 +990,14 @@ public final class TierManager: Sendable {
       return true
     }
     // Another promotion began (or ended) while this call made room: take its result.
-    guard claimed else { return await joinPromotion(of: id, pinForBatch: pinForBatch) ? .resident : .missed }
+    guard claimed else { return .decided(await joinPromotion(of: id) ? .resident : .missed) }
+    return .claimed(slot, bytes: bytes)
+  }
+
+  /// Reads a claimed block from NVMe into its slot and publishes it in RAM, pinned for the batch;
+  /// a failed read frees the slot and is a miss (counted as an I/O error or a checksum failure).
+  private func completePromotion(of id: BlockID, into slot: ArenaSlot, bytes: Int) async -> Promotion {
+    guard let nvme else { return .missed }
     nonisolated(unsafe) let destination = arena.buffer(slot, bytes: bytes)
     let result: Result<(bytes: Int, checksum: UInt32), StrataError>
     do throws(StrataError) {
@@ -1001,7 +1017,7 @@ public final class TierManager: Sendable {
           slot: slot, bytes: bytes, checksum: checksum,
           storedAtMilliseconds: nvmeAges.storedAt(id, in: nvme) ?? clock.nowMilliseconds())
         state.policy.insert(id, bytes: slot.capacityBytes)
-        if pinForBatch { state.pinForBatch(id) }
+        state.pinForBatch(id)
         state.stats.hitsNVMe += 1
         state.stats.promotedBlocks += 1
         state.stats.promotedBytes += bytes
@@ -1016,15 +1032,14 @@ public final class TierManager: Sendable {
     }
     reservationsEnded.notify()
     for waiter in waiters { waiter.resume() }
-    if case .failure(let error) = result { throw error }
     if case .success(let read) = result, read.bytes == bytes { return .promoted }
     return .missed
   }
 
   /// Waits for another call's promotion of `id`, if one is in flight; then true when `id` is in
-  /// RAM (pinned for the calling batch when `pinForBatch`). Never waits on a PUT of the same id: a
-  /// slow writer must not hold readers up.
-  private func joinPromotion(of id: BlockID, pinForBatch: Bool) async -> Bool {
+  /// RAM (pinned for the calling batch). Never waits on a PUT of the same id: a slow writer must
+  /// not hold readers up.
+  private func joinPromotion(of id: BlockID) async -> Bool {
     if state.withLock({ $0.promotions[id] != nil }) {
       await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
         let waits = state.withLock { state -> Bool in
@@ -1037,7 +1052,7 @@ public final class TierManager: Sendable {
     }
     return state.withLock { state in
       guard state.ram[id] != nil else { return false }
-      if pinForBatch { state.pinForBatch(id) }
+      state.pinForBatch(id)
       return true
     }
   }
