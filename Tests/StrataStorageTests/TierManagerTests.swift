@@ -582,6 +582,36 @@ extension PromotionConcurrencyTests {
   }
 }
 
+extension PromotionConcurrencyTests {
+  /// A GET cancelled while its second block's read waits for the I/O pool's only thread: that
+  /// read never runs, the block is a miss, and nothing counts it as a disk error.
+  @Test func aCancelledPromotionIsNoIOError() async throws {
+    let device = ReadBarrierDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
+    let nvme = try NVMeTier(
+      devices: [device], regionBytes: TierFixture.regionBytes, compression: .none,
+      blockBytesMax: TierFixture.blockBytesMax)
+    let tiers = try TierManager(
+      configuration: TierConfiguration(
+        ramBytes: 1 << 20, blockBytesMax: TierFixture.blockBytesMax, lockMemory: false, hugePages: false,
+        admission: .always, ioThreads: 1),
+      nvme: nvme, clock: ManualClock(milliseconds: 1_000))
+    for n in 0..<24 { #expect(try await put(tiers, n, bytes: 100_000) == .stored) }
+    let batch = Array((0..<24).map { testBlockID($0) }.filter { tiers.lookup([$0]) == [.nvme] }.prefix(2))
+    try #require(batch.count == 2)
+    let errorsBefore = tiers.stats.ioErrors
+    device.holdReads(until: 2)  // the first read holds the only thread until released
+    let get = Task { try await tiers.lease(batch) }
+    #expect(try await eventually(within: 120) { device.arrivedReads == 1 })
+    get.cancel()
+    device.releaseReads()
+    let lease = try await get.value
+    defer { tiers.release(lease) }
+    #expect(lease.blocks.map { $0 != nil } == [true, false])
+    #expect(device.arrivedReads == 1, "the cancelled read ran")
+    #expect(tiers.stats.ioErrors == errorsBefore, "a cancelled read was counted as a disk error")
+  }
+}
+
 /// Wraps a simulated device so that, once armed, reads wait until `width` of them have arrived
 /// (10 s at most), and counts the most reads in flight at once.
 final class ReadBarrierDevice: BlockDevice {
@@ -607,6 +637,17 @@ final class ReadBarrierDevice: BlockDevice {
   }
 
   var mostInFlight: Int { condition.withLock { most } }
+
+  /// Reads that arrived since `holdReads`.
+  var arrivedReads: Int { condition.withLock { arrived } }
+
+  /// Lets every held read go, and later ones pass.
+  func releaseReads() {
+    condition.withLock {
+      width = 0
+      condition.broadcast()
+    }
+  }
 
   func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
     condition.withLock {

@@ -995,7 +995,8 @@ public final class TierManager: Sendable {
   }
 
   /// Reads a claimed block from NVMe into its slot and publishes it in RAM, pinned for the batch;
-  /// a failed read frees the slot and is a miss (counted as an I/O error or a checksum failure).
+  /// a failed read frees the slot and is a miss (counted as an I/O error or a checksum failure,
+  /// unless the request was cancelled before the read ran).
   private func completePromotion(of id: BlockID, into slot: ArenaSlot, bytes: Int) async -> Promotion {
     guard let nvme else { return .missed }
     nonisolated(unsafe) let destination = arena.buffer(slot, bytes: bytes)
@@ -1026,7 +1027,11 @@ public final class TierManager: Sendable {
         state.stats.ioErrors += 1
       case .failure(let error):
         state.allocator.free(slot)
-        if error.code == .checksumMismatch { state.stats.checksumFailures += 1 } else { state.stats.ioErrors += 1 }
+        switch error.code {
+        case .checksumMismatch: state.stats.checksumFailures += 1
+        case .cancelled: break  // the request went away before its read ran: no fault of the disk's
+        default: state.stats.ioErrors += 1
+        }
       }
       return state.promotions[id] ?? []
     }
