@@ -527,23 +527,31 @@ func clientLease(_ milliseconds: UInt64) -> LeaseKind {
 }
 
 @Suite struct PromotionConcurrencyTests {
-  /// A GET of four blocks that live only on NVMe keeps four disk reads in flight (one per I/O
-  /// thread), not one after the other: the device holds each read until four have arrived (10 s
-  /// at most, so a one-at-a-time promotion fails the test instead of hanging it), and every block
-  /// is leased with its bytes.
-  @Test func aBatchsNVMeReadsAreInFlightTogether() async throws {
-    let device = ReadBarrierDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
+  static let blockBytes = 100_000
+
+  /// A tier manager with 1 MiB of RAM over `device` that has stored blocks 0..<`blocks` of
+  /// `blockBytes` (RAM keeps at most 10 of them), and the ids of those that live only on NVMe.
+  static func tiers(on device: some BlockDevice, ioThreads: Int, blocks: Int) async throws -> (TierManager, [BlockID]) {
     let nvme = try NVMeTier(
       devices: [device], regionBytes: TierFixture.regionBytes, compression: .none,
       blockBytesMax: TierFixture.blockBytesMax)
     let tiers = try TierManager(
       configuration: TierConfiguration(
         ramBytes: 1 << 20, blockBytesMax: TierFixture.blockBytesMax, lockMemory: false, hugePages: false,
-        admission: .always, ioThreads: 4),
+        admission: .always, ioThreads: ioThreads),
       nvme: nvme, clock: ManualClock(milliseconds: 1_000))
-    let bytes = 100_000
-    for n in 0..<24 { #expect(try await put(tiers, n, bytes: bytes) == .stored) }
-    let onNVMe = (0..<24).map { testBlockID($0) }.filter { tiers.lookup([$0]) == [.nvme] }
+    for n in 0..<blocks { #expect(try await put(tiers, n, bytes: blockBytes) == .stored) }
+    return (tiers, (0..<blocks).map { testBlockID($0) }.filter { tiers.lookup([$0]) == [.nvme] })
+  }
+
+  /// A GET of four blocks that live only on NVMe keeps four disk reads in flight (one per I/O
+  /// thread), not one after the other: the device holds each read until four have arrived (10 s
+  /// at most, so a one-at-a-time promotion fails the test instead of hanging it), and every block
+  /// is leased with its bytes.
+  @Test func aBatchsNVMeReadsAreInFlightTogether() async throws {
+    let device = ReadBarrierDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
+    let (tiers, onNVMe) = try await Self.tiers(on: device, ioThreads: 4, blocks: 24)
+    let bytes = Self.blockBytes
     try #require(onNVMe.count >= 4, "the RAM tier of 1 MiB holds at most 10 of the 24 blocks")
     let batch = Array(onNVMe.prefix(4))
     device.holdReads(until: 4)
@@ -562,16 +570,8 @@ extension PromotionConcurrencyTests {
   /// the batch's blocks in order, so what is leased is a leading run (what a worker loads), never
   /// a scattering of later blocks, although the reads run four at a time.
   @Test func aBatchLargerThanRAMGetsItsLeadingBlocks() async throws {
-    let nvme = try NVMeTier(
-      devices: [SimulatedBlockDevice(capacityBytes: 16 << 20)], regionBytes: TierFixture.regionBytes,
-      compression: .none, blockBytesMax: TierFixture.blockBytesMax)
-    let tiers = try TierManager(
-      configuration: TierConfiguration(
-        ramBytes: 1 << 20, blockBytesMax: TierFixture.blockBytesMax, lockMemory: false, hugePages: false,
-        admission: .always, ioThreads: 4),
-      nvme: nvme, clock: ManualClock(milliseconds: 1_000))
-    for n in 0..<40 { #expect(try await put(tiers, n, bytes: 100_000) == .stored) }
-    let batch = (0..<40).map { testBlockID($0) }.filter { tiers.lookup([$0]) == [.nvme] }
+    let (tiers, batch) = try await Self.tiers(
+      on: SimulatedBlockDevice(capacityBytes: 16 << 20), ioThreads: 4, blocks: 40)
     try #require(batch.count >= 20, "the RAM tier of 1 MiB holds at most 10 of the 40 blocks")
     let lease = try await tiers.lease(batch)
     defer { tiers.release(lease) }
@@ -587,16 +587,8 @@ extension PromotionConcurrencyTests {
   /// read never runs, the block is a miss, and nothing counts it as a disk error.
   @Test func aCancelledPromotionIsNoIOError() async throws {
     let device = ReadBarrierDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
-    let nvme = try NVMeTier(
-      devices: [device], regionBytes: TierFixture.regionBytes, compression: .none,
-      blockBytesMax: TierFixture.blockBytesMax)
-    let tiers = try TierManager(
-      configuration: TierConfiguration(
-        ramBytes: 1 << 20, blockBytesMax: TierFixture.blockBytesMax, lockMemory: false, hugePages: false,
-        admission: .always, ioThreads: 1),
-      nvme: nvme, clock: ManualClock(milliseconds: 1_000))
-    for n in 0..<24 { #expect(try await put(tiers, n, bytes: 100_000) == .stored) }
-    let batch = Array((0..<24).map { testBlockID($0) }.filter { tiers.lookup([$0]) == [.nvme] }.prefix(2))
+    let (tiers, onNVMe) = try await Self.tiers(on: device, ioThreads: 1, blocks: 24)
+    let batch = Array(onNVMe.prefix(2))
     try #require(batch.count == 2)
     let errorsBefore = tiers.stats.ioErrors
     device.holdReads(until: 2)  // the first read holds the only thread until released
