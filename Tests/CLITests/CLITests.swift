@@ -30,8 +30,18 @@ func strata(_ arguments: [String], input: String? = nil) async throws -> Run {
   return Run(status: result.status, stdout: result.stdoutText, stderr: result.stderrText)
 }
 
+/// This test process's folder of `temporaryFile`s, removed when the process exits.
+private var temporaryFilesDirectory: URL {
+  FileManager.default.temporaryDirectory.appendingPathComponent("strata-cli-tests-\(getpid())")
+}
+
+private let removeTemporaryFilesAtExit: Void = {
+  atexit { try? FileManager.default.removeItem(at: temporaryFilesDirectory) }
+}()
+
 func temporaryFile(_ name: String, _ contents: String) throws -> String {
-  let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-cli-tests-\(getpid())")
+  _ = removeTemporaryFilesAtExit
+  let directory = temporaryFilesDirectory
   try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
   let url = directory.appendingPathComponent(name)
   try contents.write(to: url, atomically: true, encoding: .utf8)

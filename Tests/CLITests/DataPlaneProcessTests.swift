@@ -18,16 +18,19 @@ final class NodeProcess: @unchecked Sendable {
   let process = Process()
   let address: HostPort
   let directory: String
+  /// Files of the test's own (a configuration, a log) that go with the data folder.
+  let files: [String]
   /// What the node printed up to its "listening" line.
   let banner: String
 
   private init(
     ram: String = "1GiB", nvme: String = "1GiB", directory: String? = nil, listen: String = "127.0.0.1:0",
-    log: String? = nil, extra: [String] = []
+    log: String? = nil, extra: [String] = [], files: [String] = []
   ) throws {
     self.directory =
       directory
       ?? FileManager.default.temporaryDirectory.appendingPathComponent("strata-node-\(UUID().uuidString)").path
+    self.files = files
     process.executableURL = URL(fileURLWithPath: strataExecutable)
     process.arguments =
       [
@@ -69,13 +72,15 @@ final class NodeProcess: @unchecked Sendable {
 
   /// Starts a node as `init` does, but waits for its "listening" line on a thread of its own: not
   /// on one of the cooperative pool, which the process tests together would otherwise hold for
-  /// minutes (blocked reading the nodes' output) while every other test's tasks wait.
+  /// minutes (blocked reading the nodes' output) while every other test's tasks wait. `files`
+  /// (a configuration, a log the test made) are removed with the data folder.
   static func launch(
     ram: String = "1GiB", nvme: String = "1GiB", directory: String? = nil, listen: String = "127.0.0.1:0",
-    log: String? = nil, extra: [String] = []
+    log: String? = nil, extra: [String] = [], files: [String] = []
   ) async throws -> NodeProcess {
     try await onNewThread {
-      try NodeProcess(ram: ram, nvme: nvme, directory: directory, listen: listen, log: log, extra: extra)
+      try NodeProcess(
+        ram: ram, nvme: nvme, directory: directory, listen: listen, log: log, extra: extra, files: files)
     }
   }
 
@@ -90,11 +95,13 @@ final class NodeProcess: @unchecked Sendable {
     }
   }
 
-  /// SIGTERM; returns the exit status. The data folder is removed unless `keepData`.
+  /// SIGTERM; returns the exit status. The data folder (and `files`) are removed unless `keepData`.
   func stop(keepData: Bool = false) -> Int32 {
     kill(process.processIdentifier, SIGTERM)
     process.waitUntilExit()
-    if !keepData { try? FileManager.default.removeItem(atPath: directory) }
+    if !keepData {
+      for path in [directory] + files { try? FileManager.default.removeItem(atPath: path) }
+    }
     return process.terminationStatus
   }
 

@@ -19,7 +19,7 @@ func hostileNode(_ yaml: String, ram: String = "256MiB") async throws -> NodePro
   try yaml.write(toFile: path, atomically: true, encoding: .utf8)
   return try await NodeProcess.launch(
     ram: ram, nvme: "256MiB", log: ProcessInfo.processInfo.environment["STRATA_TEST_NODE_LOG"],
-    extra: ["--config", path])
+    extra: ["--config", path], files: [path])
 }
 
 let tenantA = "tenant-a-secret-000000001"

@@ -24,7 +24,8 @@ private func tenantNode(_ yaml: String, ram: String = "64MiB") async throws -> (
   let base = FileManager.default.temporaryDirectory.appendingPathComponent("strata-tenant-\(UUID().uuidString)").path
   try yaml.write(toFile: base + ".yaml", atomically: true, encoding: .utf8)
   let node = try await NodeProcess.launch(
-    ram: ram, nvme: "256MiB", log: base + ".log", extra: ["--config", base + ".yaml"])
+    ram: ram, nvme: "256MiB", log: base + ".log", extra: ["--config", base + ".yaml"],
+    files: [base + ".yaml", base + ".log"])
   do { return (node, try node.admin, base + ".log") } catch {
     _ = node.stop()
     throw error
