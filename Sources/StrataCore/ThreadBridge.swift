@@ -27,12 +27,12 @@ public final class WorkerPool: Sendable {
   private let queues: [DispatchQueue]
   private let state: Mutex<Load>
 
-  /// Jobs queued or running, in all and on each thread's queue; where the next search for the
-  /// least-loaded queue starts (so that ties are taken in turn).
+  /// Jobs queued or running on each thread's queue; where the next search for the least-loaded
+  /// queue starts (so that ties are taken in turn).
   private struct Load {
-    var queued = 0
     var perQueue: [Int]
     var next = 0
+    var queued: Int { perQueue.reduce(0, +) }
   }
 
   public init(label: String, threads: Int = 1, queueDepthMax: Int = .max) {
@@ -92,12 +92,11 @@ public final class WorkerPool: Sendable {
       guard state.queued < queueDepthMax else { return nil }
       let count = state.perQueue.count
       var best = state.next
-      for step in 1..<max(count, 1) {
+      for step in 1..<count {
         let candidate = (state.next + step) % count
         if state.perQueue[candidate] < state.perQueue[best] { best = candidate }
       }
       state.next = (best + 1) % count
-      state.queued += 1
       state.perQueue[best] += 1
       return best
     }
@@ -109,10 +108,7 @@ public final class WorkerPool: Sendable {
 
   /// A job of queue `index` left it (ran, or was cancelled while it waited).
   private func finished(_ index: Int) {
-    state.withLock {
-      $0.queued -= 1
-      $0.perQueue[index] -= 1
-    }
+    state.withLock { $0.perQueue[index] -= 1 }
   }
 
   /// Runs `work` on the pool's thread and waits for it, from a plain thread (never a Swift

@@ -956,7 +956,7 @@ public final class TierManager: Sendable {
       for id in ids {
         switch (try? await claimPromotion(of: id)) ?? .decided(.missed) {
         case .decided(let promotion): promotions.append((id, promotion))
-        case .claimed(let slot, let bytes) where configuration.ioThreads == 0:
+        case .claimed(let slot, let bytes) where width == 0:
           promotions.append((id, await completePromotion(of: id, into: slot, bytes: bytes)))
         case .claimed(let slot, let bytes):
           if reading == width, let done = await group.next() {
