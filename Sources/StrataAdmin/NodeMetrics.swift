@@ -123,6 +123,13 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_nvme_reclaim_waits_total", kind: .counter, labels: [],
       help: "NVMe writes that found no free region while another write reclaimed one, and waited for it."),
     .init(
+      name: "strata_io_queue_jobs", kind: .gauge, labels: [],
+      help: "Disk reads and writes in the I/O pool: waiting for one of its threads or running."),
+    .init(
+      name: "strata_io_queue_refused_total", kind: .counter, labels: [],
+      help:
+        "Disk reads and writes refused because the I/O pool's queue was full, in all or for the requesting namespace."),
+    .init(
       name: "strata_nvme_admissions_refused_total", kind: .counter, labels: [],
       help: "NVMe writes refused: no region was freed in time (the block stays in RAM only)."),
     .init(
@@ -382,6 +389,8 @@ public final class NodeMetrics: NodeObserver {
     advance("strata_demotion_failures_total", [("outcome", "dropped")], to: stats.demotionFailedDropped)
     advance("strata_demotion_failures_total", [("outcome", "kept")], to: stats.demotionFailedKept)
     gauge("strata_transfer_pins").set(Double(stats.transferPins))
+    gauge("strata_io_queue_jobs").set(Double(stats.ioQueueJobs))
+    advance("strata_io_queue_refused_total", [], to: stats.ioQueueRefusals)
     if let nvme {
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "capacity")], to: nvme.evictedBlocks)
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "corrupt")], to: nvme.corruptBlocksDetected)
@@ -534,7 +543,7 @@ public final class NodeMetrics: NodeObserver {
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
       "strata_repair_backlog_blocks", "strata_drain_unplaced_blocks", "strata_under_replicated_blocks",
-      "strata_writeback_lag_seconds",
+      "strata_writeback_lag_seconds", "strata_io_queue_jobs",
       "strata_writeback_pending_blocks", "strata_writeback_pending_bytes", "strata_member_records_rejected",
     ] {
       gauge(name).set(0.0)

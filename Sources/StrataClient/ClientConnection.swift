@@ -76,7 +76,7 @@ final class ClientConnection: @unchecked Sendable {
   }
 
   func close() {
-    worker.runAndWait { () in
+    worker.runAndWait { [self] () in
       if let socket { try? sendGoodbye(socket) }
       rdma?.endpoint.disconnect()
       dropSocket()

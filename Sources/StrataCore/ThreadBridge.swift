@@ -8,15 +8,19 @@ import Foundation
 import Synchronization
 
 /// Runs blocking work for async callers on `threadCount` threads of its own, one job per thread
-/// at a time. Each job goes to the thread with the fewest jobs queued or running (ties taken in
-/// turn), so a job never waits behind a slow one while another thread is idle; a pool of one
-/// thread runs its jobs in call order. A pool of
-/// no threads (`threads: 0`) runs each job in its caller, before `run` returns: what a
-/// deterministic simulation needs, whose run loop must know that no work goes on elsewhere.
+/// at a time. A job starts at once on an idle thread; while every thread is busy it waits in the
+/// pool, in the queue of its *share* (whose work it is: a tenant's namespace, or nil for the
+/// node's own), and a thread that frees up takes the oldest job of the next share in turn. So no
+/// job waits while a thread is idle, the jobs of one share start in call order (a pool of one
+/// thread used by one share runs its jobs in call order), and a share with a long backlog delays
+/// another share's job by at most one job of its own, never by its backlog. A pool of no threads
+/// (`threads: 0`) runs each job in its caller, before `run` returns: what a deterministic
+/// simulation needs, whose run loop must know that no work goes on elsewhere.
 ///
 /// Limits: at most `threadCount` threads and jobs running at once (a pool of one thread may run a
 /// job on a thread waiting in `waitForTask` instead, still one at a time: `run`); at most
-/// `queueDepthMax` jobs queued or running, past which a call throws `resourceExhausted` at once.
+/// `queueDepthMax` jobs queued or running, and `shareDepthMax` of one share (so one share cannot
+/// fill the queue that the others need), past which a call throws `resourceExhausted` at once.
 /// Cancellation: a call cancelled while its job waits in the queue returns `cancelled` at once and
 /// the job never runs; a job already running is not interrupted (blocking work cannot be), and its
 /// call returns its result.
@@ -24,61 +28,117 @@ public final class WorkerPool: Sendable {
   public let label: String
   public let threadCount: Int
   public let queueDepthMax: Int
-  private let queues: [DispatchQueue]
-  private let state: Mutex<Load>
+  public let shareDepthMax: Int
+  private let threads: [DispatchQueue]
+  private let schedule: Mutex<Schedule>
 
-  /// Jobs queued or running on each thread's queue; where the next search for the least-loaded
-  /// queue starts (so that ties are taken in turn).
-  private struct Load {
-    var perQueue: [Int]
-    var next = 0
-    var queued: Int { perQueue.reduce(0, +) }
+  /// A queued job: it runs its work (or finds its call cancelled), then counts itself out.
+  private typealias Start = @Sendable () -> Void
+
+  /// Which threads are idle, the jobs waiting for one by share, and the order in which the shares
+  /// with waiting jobs take their turns.
+  private struct Schedule {
+    var idle: [Int]
+    var waiting: [Namespace?: FIFO<Start>] = [:]
+    var turns = FIFO<Namespace?>()
+    /// Jobs queued or running, by share and in all.
+    var perShare: [Namespace?: Int] = [:]
+    var jobs = 0
+
+    /// Counts in one more job of `share`, unless a limit is reached (nil: it was counted in).
+    mutating func admit(_ share: Namespace?, depthMax: Int, shareDepthMax: Int) -> StrataError? {
+      let ofShare = perShare[share, default: 0]
+      guard jobs < depthMax else {
+        return StrataError(.resourceExhausted, "the queue is full (\(depthMax) jobs waiting or running)")
+      }
+      guard ofShare < shareDepthMax else {
+        return StrataError(
+          .resourceExhausted,
+          "\(share.map { "namespace '\($0.name)'" } ?? "the node's own work") has \(shareDepthMax) jobs waiting or running, its most"
+        )
+      }
+      perShare[share] = ofShare + 1
+      jobs += 1
+      return nil
+    }
+
+    mutating func finished(_ share: Namespace?) {
+      jobs -= 1
+      let left = perShare[share, default: 1] - 1
+      perShare[share] = left == 0 ? nil : left
+    }
+
+    /// Places an admitted job: the idle thread to start it on, or nil when it waits its turn.
+    mutating func place(_ start: @escaping Start, of share: Namespace?) -> Int? {
+      if let thread = idle.popLast() { return thread }
+      if waiting[share, default: FIFO()].isEmpty { turns.append(share) }
+      waiting[share, default: FIFO()].append(start)
+      return nil
+    }
+
+    /// The job a thread that finished one runs next: the oldest of the next share in turn, which
+    /// goes to the back of the turns if it has more waiting. Nil (the thread is idle) when none waits.
+    mutating func next(for thread: Int) -> Start? {
+      guard let share = turns.removeFirst() else {
+        idle.append(thread)
+        return nil
+      }
+      let start = waiting[share]!.removeFirst()!
+      if waiting[share]!.isEmpty { waiting[share] = nil } else { turns.append(share) }
+      return start
+    }
   }
 
-  public init(label: String, threads: Int = 1, queueDepthMax: Int = .max) {
+  public init(label: String, threads: Int = 1, queueDepthMax: Int = .max, shareDepthMax: Int? = nil) {
     precondition(threads >= 0 && queueDepthMax > 0, "a worker pool needs a thread count and at least one queue slot")
     self.label = label
     threadCount = threads
     self.queueDepthMax = queueDepthMax
-    queues = (0..<threads).map { DispatchQueue(label: threads == 1 ? label : "\(label).\($0)") }
-    state = Mutex(Load(perQueue: Array(repeating: 0, count: threads)))
+    self.shareDepthMax = min(shareDepthMax ?? queueDepthMax, queueDepthMax)
+    precondition(self.shareDepthMax > 0, "a share needs at least one queue slot")
+    self.threads = (0..<threads).map { DispatchQueue(label: threads == 1 ? label : "\(label).\($0)") }
+    schedule = Mutex(Schedule(idle: Array((0..<threads).reversed())))
   }
 
   /// Jobs queued or running now.
-  public var queuedCount: Int { state.withLock { $0.queued } }
+  public var queuedCount: Int { schedule.withLock { $0.jobs } }
+
+  /// Jobs of one share queued or running now.
+  public func queuedCount(of share: Namespace?) -> Int { schedule.withLock { $0.perShare[share, default: 0] } }
 
   /// Queues `work` that nobody waits for; it counts against the queue depth until it has run.
-  public func submit(_ work: @escaping @Sendable () -> Void) throws(StrataError) {
-    if queues.isEmpty { return work() }
-    let index = try reserve()
-    queues[index].async {
+  public func submit(for share: Namespace? = nil, _ work: @escaping @Sendable () -> Void) throws(StrataError) {
+    if threads.isEmpty { return work() }
+    try admit(share)
+    place(of: share) {
       work()
-      self.finished(index)
+      self.finished(share)
     }
   }
 
   /// Runs `work` on a pool thread and returns its result to the awaiting task. From a thread waiting
-  /// in `waitForTask` (`WaitingThread.mayBlockHere`), a pool of one thread runs the job on that
-  /// thread instead, in turn with its other jobs (still one at a time, in call order): no hop there
-  /// and back for a thread that would only wait. Larger pools always use their own threads, which
-  /// bound how many jobs run at once.
-  public func run<T: Sendable>(_ work: @escaping @Sendable () throws(StrataError) -> T) async throws(StrataError) -> T {
+  /// in `waitForTask` (`WaitingThread.mayBlockHere`), a pool of one thread that is idle runs the job
+  /// on that thread instead (still one job at a time): no hop there and back for a thread that
+  /// would only wait. Larger pools always use their own threads, which bound how many jobs run at once.
+  public func run<T: Sendable>(
+    for share: Namespace? = nil, _ work: @escaping @Sendable () throws(StrataError) -> T
+  ) async throws(StrataError) -> T {
     if Task.isCancelled { throw StrataError(.cancelled, "\(label): cancelled before it was queued") }
-    if queues.isEmpty { return try work() }
-    if queues.count == 1 && WaitingThread.mayBlockHere {
-      let index = try reserve()
-      defer { finished(index) }
-      return try runAndWait(work)
+    if threads.isEmpty { return try work() }
+    try admit(share)
+    if threads.count == 1 && WaitingThread.mayBlockHere, let thread = schedule.withLock({ $0.idle.popLast() }) {
+      defer {
+        finished(share)
+        runNext(on: thread)
+      }
+      return try work()
     }
-    let index = try reserve()
     let job = Job<T>(label: label)
     let result = await withTaskCancellationHandler {
       await withCheckedContinuation { continuation in
         job.wait(continuation)
-        queues[index].async {
-          // The job leaves the queue's count before its caller resumes, so the caller sees it gone.
-          job.run(work) { self.finished(index) }
-        }
+        // The job leaves the share's count before its caller resumes, so the caller sees it gone.
+        place(of: share) { job.run(work) { self.finished(share) } }
       }
     } onCancel: {
       job.cancel()
@@ -86,39 +146,95 @@ public final class WorkerPool: Sendable {
     return try result.get()
   }
 
-  /// The least-loaded queue, for one more job, or `resourceExhausted`.
-  private func reserve() throws(StrataError) -> Int {
-    let index: Int? = state.withLock { state in
-      guard state.queued < queueDepthMax else { return nil }
-      let count = state.perQueue.count
-      var best = state.next
-      for step in 1..<count {
-        let candidate = (state.next + step) % count
-        if state.perQueue[candidate] < state.perQueue[best] { best = candidate }
+  /// Runs `work` on a pool thread and waits for it, from a plain thread (never a Swift concurrency
+  /// thread); it is never refused for the queue's depth. For a pool of one thread used by one
+  /// share: it runs after every job queued before it.
+  public func runAndWait<T, Failure: Error>(_ work: @escaping @Sendable () throws(Failure) -> T) throws(Failure) -> T {
+    if threads.isEmpty { return try work() }
+    let outcome = HandedOver<Result<T, Failure>>()
+    schedule.withLock { _ = $0.admit(nil, depthMax: .max, shareDepthMax: .max) }
+    place(of: nil) {
+      let result = Result { () throws(Failure) in try work() }
+      self.finished(nil)
+      outcome.hand(result)
+    }
+    return try outcome.take().get()
+  }
+
+  private func admit(_ share: Namespace?) throws(StrataError) {
+    let refusal = schedule.withLock { $0.admit(share, depthMax: queueDepthMax, shareDepthMax: shareDepthMax) }
+    if let refusal { throw StrataError(refusal.code, "\(label): \(refusal.message)") }
+  }
+
+  private func finished(_ share: Namespace?) {
+    schedule.withLock { $0.finished(share) }
+  }
+
+  /// Starts an admitted job on an idle thread, or leaves it waiting for its share's turn.
+  private func place(of share: Namespace?, _ start: @escaping Start) {
+    guard let thread = schedule.withLock({ $0.place(start, of: share) }) else { return }
+    threads[thread].async { self.runJobs(on: thread, first: start) }
+  }
+
+  /// A thread's work: its job, then the next one in turn, until none waits.
+  private func runJobs(on thread: Int, first: @escaping Start) {
+    var start: Start? = first
+    while let job = start {
+      job()
+      start = schedule.withLock { $0.next(for: thread) }
+    }
+  }
+
+  /// After a job ran on a waiting thread in place of the pool's: the pool's thread takes the next
+  /// job in turn (queued meanwhile), or is idle again.
+  private func runNext(on thread: Int) {
+    guard let start = schedule.withLock({ $0.next(for: thread) }) else { return }
+    threads[thread].async { self.runJobs(on: thread, first: start) }
+  }
+}
+
+/// A value one thread hands to another that waits for it.
+private final class HandedOver<Value>: @unchecked Sendable {
+  // @unchecked: `value` is written once before `ready` is signalled and read after the wait.
+  private var value: Value?
+  private let ready = DispatchSemaphore(value: 0)
+
+  func hand(_ value: Value) {
+    self.value = value
+    ready.signal()
+  }
+
+  func take() -> Value {
+    ready.wait()
+    return value!
+  }
+}
+
+/// A first-in first-out queue: appends at the back, removes from the front, both in amortised
+/// constant time (the space of removed elements is reclaimed once it is half the storage).
+struct FIFO<Element> {
+  private var elements: [Element?] = []
+  private var head = 0
+
+  var isEmpty: Bool { head == elements.count }
+  var count: Int { elements.count - head }
+
+  mutating func append(_ element: Element) { elements.append(element) }
+
+  mutating func removeFirst() -> Element? {
+    guard head < elements.count else { return nil }
+    defer {
+      elements[head] = nil
+      head += 1
+      if head == elements.count {
+        elements.removeAll(keepingCapacity: true)
+        head = 0
+      } else if head * 2 >= elements.count && head >= 32 {
+        elements.removeFirst(head)
+        head = 0
       }
-      state.next = (best + 1) % count
-      state.perQueue[best] += 1
-      return best
     }
-    guard let index else {
-      throw StrataError(.resourceExhausted, "\(label): the queue is full (\(queueDepthMax) jobs waiting or running)")
-    }
-    return index
-  }
-
-  /// A job of queue `index` left it (ran, or was cancelled while it waited).
-  private func finished(_ index: Int) {
-    state.withLock { $0.perQueue[index] -= 1 }
-  }
-
-  /// Runs `work` on the pool's thread and waits for it, from a plain thread (never a Swift
-  /// concurrency thread). For a pool of one thread: it runs after every job queued before it.
-  public func runAndWait<T, Failure: Error>(_ work: () throws(Failure) -> T) throws(Failure) -> T {
-    if queues.isEmpty { return try work() }
-    let result = queues[0].sync { () -> Result<T, Failure> in
-      do throws(Failure) { return .success(try work()) } catch { return .failure(error) }
-    }
-    return try result.get()
+    return elements[head]
   }
 }
 

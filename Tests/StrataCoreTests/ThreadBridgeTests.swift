@@ -99,7 +99,7 @@ private final class Latch: Sendable {
     #expect(try await eventually(within: 120) { latch.hasStarted })
     let ran = Atomic<Int>(0)
     let later = Task {
-      for _ in 0..<4 { try await pool.run { () throws(StrataError) in ran.add(1, ordering: .relaxed) } }
+      for _ in 0..<4 { try await pool.run { () throws(StrataError) in _ = ran.add(1, ordering: .relaxed) } }
     }
     let allRan = try await eventually(within: 30) { ran.load(ordering: .relaxed) == 4 }
     #expect(allRan, "\(ran.load(ordering: .relaxed)) of 4 jobs ran while one thread was held")
@@ -115,6 +115,58 @@ private final class Latch: Sendable {
     for index in 0..<20 { try pool.submit { order.withLock { $0.append(index) } } }
     let last = try await pool.run { () throws(StrataError) in order.withLock { $0 } }
     #expect(last == Array(0..<20))
+  }
+}
+
+extension WorkerPoolTests {
+  /// Shares take turns for a busy pool's threads: with the only thread held, six jobs of one
+  /// namespace queued and then one of another, the other's job runs second, not last; each
+  /// share's own jobs still run in call order.
+  @Test func sharesTakeTurnsForABusyPool() async throws {
+    let pool = WorkerPool(label: "test.shares", threads: 1)
+    let (busy, other) = (try Namespace("busy"), try Namespace("other"))
+    let latch = Latch()
+    let order = Mutex<[String]>([])
+    try pool.submit(for: busy) { latch.hold() }
+    #expect(try await eventually(within: 120) { latch.hasStarted })
+    for index in 0..<5 { try pool.submit(for: busy) { order.withLock { $0.append("busy \(index)") } } }
+    try pool.submit(for: other) { order.withLock { $0.append("other") } }
+    #expect(pool.queuedCount == 7 && pool.queuedCount(of: busy) == 6 && pool.queuedCount(of: other) == 1)
+    latch.release.signal()
+    #expect(try await eventually(within: 120) { pool.queuedCount == 0 })
+    #expect(order.withLock { $0 } == ["busy 0", "other", "busy 1", "busy 2", "busy 3", "busy 4"])
+  }
+
+  /// One share cannot fill the queue: past its own depth its calls are refused, naming it, while
+  /// another share's are still taken.
+  @Test func oneShareCannotFillTheQueue() async throws {
+    let pool = WorkerPool(label: "test.share-depth", threads: 1, queueDepthMax: 8, shareDepthMax: 2)
+    let (busy, other) = (try Namespace("busy"), try Namespace("other"))
+    let latch = Latch()
+    try pool.submit(for: busy) { latch.hold() }
+    try pool.submit(for: busy) {}
+    do {
+      try pool.submit(for: busy) {}
+      Issue.record("a third job of one share was taken past its depth of 2")
+    } catch {
+      #expect(error.code == .resourceExhausted && error.message.contains("namespace 'busy'"), "\(error)")
+    }
+    try pool.submit(for: other) {}
+    #expect(pool.queuedCount == 3)
+    latch.release.signal()
+    #expect(try await eventually(within: 120) { pool.queuedCount == 0 })
+  }
+
+  /// `runAndWait` from a plain thread runs on the pool's thread after the jobs queued before it.
+  @Test func runAndWaitRunsAfterTheJobsQueuedBeforeIt() async throws {
+    let pool = WorkerPool(label: "test.run-and-wait", threads: 1)
+    let order = Mutex<[Int]>([])
+    let seen = try await onNewThread { () throws(StrataError) -> [Int] in
+      for index in 0..<5 { try pool.submit { order.withLock { $0.append(index) } } }
+      return pool.runAndWait { order.withLock { $0 } }
+    }
+    #expect(seen == Array(0..<5))
+    #expect(pool.queuedCount == 0)
   }
 }
 

@@ -531,15 +531,19 @@ func clientLease(_ milliseconds: UInt64) -> LeaseKind {
 
   /// A tier manager with 1 MiB of RAM over `device` that has stored blocks 0..<`blocks` of
   /// `blockBytes` (RAM keeps at most 10 of them), and the ids of those that live only on NVMe.
-  static func tiers(on device: some BlockDevice, ioThreads: Int, blocks: Int) async throws -> (TierManager, [BlockID]) {
+  static func tiers(
+    on device: some BlockDevice, ioThreads: Int, ioQueueDepthMax: Int = 1024, blocks: Int,
+    after first: [(BlockID, [UInt8])] = []
+  ) async throws -> (TierManager, [BlockID]) {
     let nvme = try NVMeTier(
       devices: [device], regionBytes: TierFixture.regionBytes, compression: .none,
       blockBytesMax: TierFixture.blockBytesMax)
     let tiers = try TierManager(
       configuration: TierConfiguration(
         ramBytes: 1 << 20, blockBytesMax: TierFixture.blockBytesMax, lockMemory: false, hugePages: false,
-        admission: .always, ioThreads: ioThreads),
+        admission: .always, ioThreads: ioThreads, ioQueueDepthMax: ioQueueDepthMax),
       nvme: nvme, clock: ManualClock(milliseconds: 1_000))
+    for (id, bytes) in first { #expect(try await tiers.put(id, bytes: bytes) == .stored) }
     for n in 0..<blocks { #expect(try await put(tiers, n, bytes: blockBytes) == .stored) }
     return (tiers, (0..<blocks).map { testBlockID($0) }.filter { tiers.lookup([$0]) == [.nvme] })
   }
@@ -604,15 +608,77 @@ extension PromotionConcurrencyTests {
   }
 }
 
-/// Wraps a simulated device so that, once armed, reads wait until `width` of them have arrived
-/// (10 s at most), and counts the most reads in flight at once.
+extension PromotionConcurrencyTests {
+  /// One namespace's backlog of disk reads delays another namespace's read by one read of its
+  /// own, not by the backlog: with the I/O pool's only thread held by a read of namespace `test`
+  /// and five more of its reads queued, a read of namespace `other` queued after them runs third
+  /// (the held read, the backlog's oldest, then it). Taken in call order, it ran seventh. RAM is
+  /// flushed to NVMe first, so that making room for the promotions writes nothing.
+  @Test func aNamespacesBacklogDelaysAnothersReadByOneRead() async throws {
+    let device = ReadBarrierDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
+    let other = testBlockID(0, namespace: "other")
+    let marked = [UInt8](repeating: ReadBarrierDevice.marker, count: Self.blockBytes)
+    let (tiers, onNVMe) = try await Self.tiers(on: device, ioThreads: 1, blocks: 24, after: [(other, marked)])
+    try #require(tiers.lookup([other]) == [.nvme] && onNVMe.count >= 6)
+    try await tiers.flush()
+    device.meterReads()
+    let backlog = onNVMe.prefix(6).map { id in Task { try await tiers.lease([id]) } }
+    #expect(try await eventually(within: 120) { tiers.stats.ioQueueJobs == 6 && device.arrivedReads == 1 })
+    let reader = Task { try await tiers.lease([other]) }
+    #expect(try await eventually(within: 120) { tiers.stats.ioQueueJobs == 7 })
+    device.grantReads(3)
+    let lease = try await reader.value
+    #expect(device.markedReads == [false, false, true], "reads done by the other namespace's: \(device.markedReads)")
+    #expect(lease.blocks[0].map { Array($0.bytes) } == marked)
+    tiers.release(lease)
+    device.releaseReads()
+    for task in backlog { tiers.release(try await task.value) }
+    #expect(tiers.stats.ioQueueJobs == 0)
+  }
+}
+
+extension PromotionConcurrencyTests {
+  /// A demotion the I/O pool has no room for (its namespace's share of the queue is taken) is not
+  /// a disk fault: the victim stays in RAM, nothing is dropped, and the PUT that needed the room
+  /// is refused with `resource_exhausted`. (Treated as a failed write, the victim was dropped.)
+  @Test func aDemotionRefusedByAFullQueueKeepsItsBlock() async throws {
+    let device = ReadBarrierDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
+    // A queue of 4 jobs gives one namespace's requests 1.
+    let (tiers, onNVMe) = try await Self.tiers(on: device, ioThreads: 1, ioQueueDepthMax: 4, blocks: 24)
+    let stored = (0..<24).map { testBlockID($0) }
+    device.holdReads(until: 2)  // the promotion's read holds the only thread (10 s at most)
+    let reader = Task { try await tiers.lease([onNVMe[0]]) }
+    #expect(try await eventually(within: 120) { device.arrivedReads == 1 })
+    let before = tiers.stats
+    do {
+      _ = try await tiers.put(testBlockID(100), bytes: testPayload(100, bytes: Self.blockBytes))
+      Issue.record("a PUT needing a demotion was taken while its namespace's share of the I/O queue was full")
+    } catch {
+      #expect(error.code == .resourceExhausted && error.message.contains("namespace 'test'"), "\(error)")
+    }
+    let after = tiers.stats
+    #expect(after.ioQueueRefusals == before.ioQueueRefusals + 1)
+    #expect(after.droppedBlocks == before.droppedBlocks && after.ioErrors == before.ioErrors)
+    #expect(!tiers.lookup(stored).contains(.absent), "a block was lost: \(tiers.lookup(stored))")
+    device.releaseReads()
+    tiers.release(try await reader.value)
+  }
+}
+
+/// Wraps a simulated device so that, once armed, reads wait until `width` of them have arrived,
+/// or (metered) each waits for a grant; 10 s at most either way. It counts the most reads in
+/// flight at once, and records for each read done whether its bytes hold a run of `marker`.
 final class ReadBarrierDevice: BlockDevice {
+  static let marker: UInt8 = 0xBB
   let inner: SimulatedBlockDevice
   private let condition = NSCondition()
   nonisolated(unsafe) private var width = 0
+  nonisolated(unsafe) private var metered = false
+  nonisolated(unsafe) private var grants = 0
   nonisolated(unsafe) private var arrived = 0
   nonisolated(unsafe) private var inFlight = 0
   nonisolated(unsafe) private var most = 0
+  nonisolated(unsafe) private var marks: [Bool] = []
 
   init(_ inner: SimulatedBlockDevice) { self.inner = inner }
 
@@ -633,10 +699,31 @@ final class ReadBarrierDevice: BlockDevice {
   /// Reads that arrived since `holdReads`.
   var arrivedReads: Int { condition.withLock { arrived } }
 
+  /// From now on, each read waits for a grant (`grantReads`).
+  func meterReads() {
+    condition.withLock {
+      metered = true
+      arrived = 0
+      marks = []
+    }
+  }
+
+  /// Lets `count` more metered reads go.
+  func grantReads(_ count: Int) {
+    condition.withLock {
+      grants += count
+      condition.broadcast()
+    }
+  }
+
+  /// For each read done since `meterReads`, in order: whether it read a block of `marker` bytes.
+  var markedReads: [Bool] { condition.withLock { marks } }
+
   /// Lets every held read go, and later ones pass.
   func releaseReads() {
     condition.withLock {
       width = 0
+      metered = false
       condition.broadcast()
     }
   }
@@ -648,10 +735,14 @@ final class ReadBarrierDevice: BlockDevice {
       most = max(most, inFlight)
       condition.broadcast()
       let deadline = Date().addingTimeInterval(10)
-      while arrived < width && condition.wait(until: deadline) {}
+      while (arrived < width || metered && grants == 0) && condition.wait(until: deadline) {}
+      if metered && grants > 0 { grants -= 1 }
     }
     defer { condition.withLock { inFlight -= 1 } }
     try inner.read(at: offset, into: buffer)
+    // A record's middle is its payload's.
+    let middle = buffer[(buffer.count / 2)..<(buffer.count / 2 + 64)]
+    condition.withLock { marks.append(middle.allSatisfy { $0 == Self.marker }) }
   }
 
   func write(at offset: Int, from buffer: UnsafeRawBufferPointer) throws(StrataError) {

@@ -133,8 +133,14 @@ extension TierManager {
         id: job.id, payload: UnsafeRawBufferPointer(arena.buffer(job.slot, bytes: job.bytes)),
         checksum: job.checksum, checksumOfStoredCopy: true)
     }
-    // Failures are counted as I/O errors by writeToNVMe, and below as failed write-behinds.
-    let failures = await writeToNVMe(nvme, blocks)
+    // Failures are counted as I/O errors (or I/O queue refusals) by writeToNVMe, and below as
+    // failed write-behinds.
+    let failures: [StrataError?]
+    do throws(StrataError) {
+      failures = try await writeToNVMe(nvme, blocks, for: nil)
+    } catch {
+      failures = Array(repeating: error, count: blocks.count)
+    }
     var written = 0
     for (job, failure) in zip(writing, failures) {
       finishWriteBehind(job, written: failure == nil, nvme: nvme)

@@ -21,6 +21,10 @@ public struct TierConfiguration: Sendable {
   public var ioThreads: Int
   /// Disk operations queued at most before callers are told `resourceExhausted`.
   public var ioQueueDepthMax: Int
+  /// Disk operations queued at most for one namespace's requests (a quarter of the queue), so
+  /// that one tenant's backlog never fills the queue the others need; the namespaces take turns
+  /// for the I/O threads (`WorkerPool`).
+  public var ioShareDepthMax: Int { max(1, ioQueueDepthMax / 4) }
   /// Background demotion starts above this fill of the RAM tier and stops below `lowWatermark`.
   public var highWatermark: Double
   public var lowWatermark: Double
@@ -106,6 +110,11 @@ public struct TierStats: Sendable, Hashable {
   public var writebackLagMilliseconds: UInt64 = 0
   public var checksumFailures = 0
   public var ioErrors = 0
+  /// Disk reads and writes refused because the I/O pool's queue was full (in all, or for the
+  /// namespace whose request needed them); a refused read is a miss. Not disk faults.
+  public var ioQueueRefusals = 0
+  /// Jobs in the I/O pool now, waiting for a thread or running.
+  public var ioQueueJobs = 0
   /// Blocks whose demotion failed (the NVMe write erred) and that left RAM anyway: without a
   /// handler (a single node), or when the handler found them held elsewhere.
   public var demotionFailedDropped = 0
@@ -313,7 +322,9 @@ public final class TierManager: Sendable {
       capacityBytes: configuration.ramBytes, lockMemory: configuration.lockMemory, hugePages: configuration.hugePages)
     self.nvme = nvme
     self.clock = clock
-    io = WorkerPool(label: "strata.io", threads: configuration.ioThreads, queueDepthMax: configuration.ioQueueDepthMax)
+    io = WorkerPool(
+      label: "strata.io", threads: configuration.ioThreads, queueDepthMax: configuration.ioQueueDepthMax,
+      shareDepthMax: configuration.ioShareDepthMax)
     state = Mutex(
       State(
         allocator: SlabAllocator(capacityBytes: configuration.ramBytes, blockBytesMax: configuration.blockBytesMax),
@@ -640,7 +651,8 @@ public final class TierManager: Sendable {
     let lease = try await lease([id])
     defer { release(lease) }
     guard let block = lease.blocks[0] else { return false }
-    try await writeToNVMe(nvme, block.id, block.bytes, block.checksum)
+    let write = NVMeBlockWrite(id: block.id, payload: block.bytes, checksum: block.checksum, checksumOfStoredCopy: true)
+    if let failure = try await writeToNVMe(nvme, [write], for: nil)[0] { throw failure }
     markClean(id)
     return true
   }
@@ -667,7 +679,7 @@ public final class TierManager: Sendable {
   public func relievePressure() async throws(StrataError) {
     let target = Int(configuration.lowWatermark * Double(configuration.ramBytes))
     while state.withLock({ $0.allocator.usedBytes }) > target {
-      guard try await evictOne() else { return }
+      guard try await evictOne(for: nil) else { return }
     }
   }
 
@@ -709,6 +721,7 @@ public final class TierManager: Sendable {
       stats.writebackLagMilliseconds = state.writeBehindLag(now: clock.nowMilliseconds())
       return stats
     }
+    stats.ioQueueJobs = io.queuedCount
     if let nvme {
       let nvmeStats = nvme.statistics
       stats.nvmeBlocks = nvmeStats.blockCount
@@ -745,7 +758,7 @@ public final class TierManager: Sendable {
   private func makeRoom(bytes: Int, for namespace: Namespace) async throws(StrataError) -> ArenaSlot {
     if let quota = configuration.quotas[namespace].ramBytesMax {
       while state.withLock({ $0.exceedsRAMQuota(quota, adding: bytes, to: namespace) }) {
-        guard try await evictOne(from: namespace) else {
+        guard try await evictOne(from: namespace, for: namespace) else {
           throw StrataError(
             .resourceExhausted,
             "namespace '\(namespace.name)' is at its RAM quota (\(quota) bytes, limits.max_ram_bytes_per_namespace or namespaces[].ram) and every one of its blocks is pinned"
@@ -755,7 +768,7 @@ public final class TierManager: Sendable {
     }
     while true {
       if let slot = state.withLock({ $0.allocator.allocate(bytes: bytes) }) { return slot }
-      guard try await evictOne() else {
+      guard try await evictOne(for: namespace) else {
         throw StrataError(
           .resourceExhausted,
           "RAM tier is full: no block can be evicted (every block is pinned by a lease or in transfer)")
@@ -769,8 +782,10 @@ public final class TierManager: Sendable {
   }
 
   /// Evicts one block from RAM (one of `namespace`'s own when given), writing it to NVMe first
-  /// when admitted and its namespace is under its NVMe quota. False when nothing is evictable.
-  private func evictOne(from namespace: Namespace? = nil) async throws(StrataError) -> Bool {
+  /// when admitted and its namespace is under its NVMe quota; the write is the work of `share`
+  /// (the namespace whose request needs the room, nil for the node's own) in the I/O pool. False
+  /// when nothing is evictable.
+  private func evictOne(from namespace: Namespace? = nil, for share: Namespace?) async throws(StrataError) -> Bool {
     let now = clock.nowMilliseconds()
     let nvmeRoom = nvmeQuotaRoom()
     let victim: Victim? = state.withLock { state in
@@ -802,15 +817,20 @@ public final class TierManager: Sendable {
     guard let victim else { return false }
     guard case .demote(let id, let entry) = victim, let nvme else { return true }
     let bytes = UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes))
-    var failure: StrataError?
+    var failure: StrataError?  // counted in writeToNVMe
+    var notTried = false
     do throws(StrataError) {
-      try await writeToNVMe(nvme, id, bytes, entry.checksum)
+      let block = NVMeBlockWrite(id: id, payload: bytes, checksum: entry.checksum, checksumOfStoredCopy: true)
+      failure = try await writeToNVMe(nvme, [block], for: share)[0]
     } catch {
-      failure = error  // counted in writeToNVMe
+      // The I/O pool had no room for the write (or the request went away): nothing was tried, so
+      // the block stays in RAM as it was, and the caller is told.
+      failure = error
+      notTried = true
     }
     let written = failure == nil
-    var verdict = DemotionFailureVerdict.drop
-    if let failure, let handler = demotionFailureHandler.withLock({ $0 }),
+    var verdict = notTried ? DemotionFailureVerdict.keep : .drop
+    if !notTried, let failure, let handler = demotionFailureHandler.withLock({ $0 }),
       !state.withLock({ $0.removedWhileDemoting.contains(id) })
     {
       verdict = await handler(LeasedBlock(id: id, bytes: bytes, checksum: entry.checksum, foundIn: .ram), failure)
@@ -823,10 +843,11 @@ public final class TierManager: Sendable {
       current.demoting = false
       state.ram[id] = current
       state.policy.insert(id, bytes: entry.slot.capacityBytes)
-      state.stats.demotionFailedKept += 1
+      if !notTried { state.stats.demotionFailedKept += 1 }
       return true
     }
     if kept, let failure {
+      if notTried { throw failure }
       throw StrataError(
         .ioError,
         "RAM tier full and block \(id) could not be written to NVMe (\(failure.message)); no other copy is safe, so it stays in RAM"
@@ -893,28 +914,27 @@ public final class TierManager: Sendable {
     }
   }
 
-  func writeToNVMe(
-    _ nvme: NVMeTier, _ id: BlockID, _ bytes: UnsafeRawBufferPointer, _ checksum: UInt32
-  ) async throws(StrataError) {
-    let block = NVMeBlockWrite(id: id, payload: bytes, checksum: checksum, checksumOfStoredCopy: true)
-    if let failure = await writeToNVMe(nvme, [block])[0] { throw failure }
-  }
-
-  /// Writes blocks to NVMe in one call of the tier (few device writes for many small blocks);
-  /// returns each block's failure, nil for those on NVMe now. Each failure counts as an I/O error.
+  /// Writes blocks to NVMe in one call of the tier (few device writes for many small blocks), as
+  /// the work of `share` in the I/O pool (the namespace whose request needs it, nil for the node's
+  /// own); returns each block's failure, nil for those on NVMe now, each counted as an I/O error.
+  /// Throws, having tried nothing, when the pool has no room for the write (counted as I/O queue
+  /// refusals) or the calling task was cancelled before it ran.
   /// The payloads are arena slots that stay put (pinned or demoting) until this returns, and each
   /// checksum is the commit's, over its slot (immutable since): the tier does not compute it again.
-  func writeToNVMe(_ nvme: NVMeTier, _ blocks: [NVMeBlockWrite]) async -> [StrataError?] {
+  func writeToNVMe(
+    _ nvme: NVMeTier, _ blocks: [NVMeBlockWrite], for share: Namespace?
+  ) async throws(StrataError) -> [StrataError?] {
     nonisolated(unsafe) let writes = blocks  // the slots stay put until we return (see above)
-    var failures: [StrataError?]
+    let outcomes: [Result<NVMeWriteOutcome, StrataError>]
     do throws(StrataError) {
-      let outcomes = try await io.run { () throws(StrataError) in nvme.write(writes) }
-      failures = outcomes.map { outcome in
-        guard case .failure(let error) = outcome else { return nil }
-        return error
-      }
+      outcomes = try await io.run(for: share) { () throws(StrataError) in nvme.write(writes) }
     } catch {
-      failures = Array(repeating: error, count: blocks.count)
+      if error.code == .resourceExhausted { state.withLock { $0.stats.ioQueueRefusals += blocks.count } }
+      throw error
+    }
+    let failures = outcomes.map { outcome -> StrataError? in
+      guard case .failure(let error) = outcome else { return nil }
+      return error
     }
     let now = clock.nowMilliseconds()
     for (block, failure) in zip(blocks, failures) where failure == nil {
@@ -1002,7 +1022,8 @@ public final class TierManager: Sendable {
     nonisolated(unsafe) let destination = arena.buffer(slot, bytes: bytes)
     let result: Result<(bytes: Int, checksum: UInt32), StrataError>
     do throws(StrataError) {
-      result = .success(try await io.run { () throws(StrataError) in try nvme.readVerified(id, into: destination) })
+      result = .success(
+        try await io.run(for: id.namespace) { () throws(StrataError) in try nvme.readVerified(id, into: destination) })
     } catch {
       result = .failure(error)
     }
@@ -1030,6 +1051,7 @@ public final class TierManager: Sendable {
         switch error.code {
         case .checksumMismatch: state.stats.checksumFailures += 1
         case .cancelled: break  // the request went away before its read ran: no fault of the disk's
+        case .resourceExhausted: state.stats.ioQueueRefusals += 1  // the I/O pool had no room for it
         default: state.stats.ioErrors += 1
         }
       }
