@@ -210,34 +210,6 @@ private final class HandedOver<Value>: @unchecked Sendable {
   }
 }
 
-/// A first-in first-out queue: appends at the back, removes from the front, both in amortised
-/// constant time (the space of removed elements is reclaimed once it is half the storage).
-struct FIFO<Element> {
-  private var elements: [Element?] = []
-  private var head = 0
-
-  var isEmpty: Bool { head == elements.count }
-  var count: Int { elements.count - head }
-
-  mutating func append(_ element: Element) { elements.append(element) }
-
-  mutating func removeFirst() -> Element? {
-    guard head < elements.count else { return nil }
-    defer {
-      elements[head] = nil
-      head += 1
-      if head == elements.count {
-        elements.removeAll(keepingCapacity: true)
-        head = 0
-      } else if head * 2 >= elements.count && head >= 32 {
-        elements.removeFirst(head)
-        head = 0
-      }
-    }
-    return elements[head]
-  }
-}
-
 /// One call's job: it runs, or is cancelled while it waits, exactly once, and its caller is resumed
 /// exactly once.
 private final class Job<T: Sendable>: Sendable {

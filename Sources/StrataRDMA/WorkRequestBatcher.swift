@@ -72,8 +72,7 @@ public struct BatchLimits: Sendable, Hashable {
 public struct WorkRequestBatcher: Sendable {
   public let limits: BatchLimits
   public let operation: RDMAOperation
-  private var queued: [PlannedWorkRequest] = []
-  private var queuedHead = 0
+  private var queued = FIFO<PlannedWorkRequest>()
   /// Posted and not yet retired, in posting order.
   private var outstanding: [PlannedWorkRequest] = []
   /// Requests not yet retired per item (queued or posted).
@@ -87,9 +86,9 @@ public struct WorkRequestBatcher: Sendable {
   }
 
   /// Nothing is queued or in flight.
-  public var isIdle: Bool { queuedHead == queued.count && outstanding.isEmpty }
+  public var isIdle: Bool { queued.isEmpty && outstanding.isEmpty }
   public var outstandingCount: Int { outstanding.count }
-  public var queuedCount: Int { queued.count - queuedHead }
+  public var queuedCount: Int { queued.count }
 
   /// Adds transfers; each becomes one or more work requests of at most `messageBytesMax`.
   public mutating func enqueue(_ transfers: [Transfer]) throws(StrataError) {
@@ -119,15 +118,10 @@ public struct WorkRequestBatcher: Sendable {
   /// The next chain to post: as many queued requests as the send queue and one post allow, the
   /// last one signaled. Empty when the queue is full or nothing is queued.
   public mutating func nextPost() -> [PlannedWorkRequest] {
-    let room = min(limits.sendQueueDepth - outstanding.count, limits.requestsPerPost, queued.count - queuedHead)
+    let room = min(limits.sendQueueDepth - outstanding.count, limits.requestsPerPost, queued.count)
     guard room > 0 else { return [] }
-    var chain = Array(queued[queuedHead..<queuedHead + room])
+    var chain = queued.removeFirst(upTo: room)
     chain[chain.count - 1].signaled = true
-    queuedHead += room
-    if queuedHead == queued.count {
-      queued.removeAll(keepingCapacity: true)
-      queuedHead = 0
-    }
     outstanding += chain
     return chain
   }
@@ -155,8 +149,6 @@ public struct WorkRequestBatcher: Sendable {
     return done
   }
 
-  /// The queue pair failed: every request in flight or queued is abandoned. Returns the items they
-  /// belonged to (sorted, once each), which the caller moves to TCP.
   /// Records that the device is done with request `id` and, a queue pair completing in order,
   /// with every request posted before it — signaled or not. Used while draining a stopped queue
   /// pair, whose requests all complete flushed. Returns false for an id that is not outstanding.
@@ -171,11 +163,12 @@ public struct WorkRequestBatcher: Sendable {
     return true
   }
 
+  /// The queue pair failed: every request in flight or queued is abandoned. Returns the items they
+  /// belonged to (sorted, once each), which the caller moves to TCP.
   public mutating func abandonAll() -> [Int] {
-    let items = Set(outstanding.map(\.item)).union(queued[queuedHead...].map(\.item))
+    let items = Set(outstanding.map(\.item)).union(queued.map(\.item))
     outstanding.removeAll()
     queued.removeAll()
-    queuedHead = 0
     remainingPerItem.removeAll()
     return items.sorted()
   }

@@ -6,53 +6,33 @@
 import StrataCore
 
 struct WriteBehindQueue {
-  private var ids: [BlockID] = []
-  private var head = 0
+  private var ids = FIFO<BlockID>()
 
   /// Entries held, stale ones included.
-  var count: Int { ids.count - head }
+  var count: Int { ids.count }
 
   mutating func append(_ id: BlockID) { ids.append(id) }
 
   /// Removes and returns the oldest entry for which `isWaiting` holds, dropping those before it.
   mutating func popFirst(where isWaiting: (BlockID) -> Bool) -> BlockID? {
-    while head < ids.count {
-      let id = ids[head]
-      head += 1
-      if isWaiting(id) {
-        reclaimFront()
-        return id
-      }
+    while let id = ids.removeFirst() {
+      if isWaiting(id) { return id }
     }
-    reclaimFront()
     return nil
   }
 
   /// The oldest entry for which `isWaiting` holds, dropping (only) the stale ones before it.
   mutating func first(where isWaiting: (BlockID) -> Bool) -> BlockID? {
-    while head < ids.count {
-      if isWaiting(ids[head]) { return ids[head] }
-      head += 1
+    while let id = ids.first {
+      if isWaiting(id) { return id }
+      ids.removeFirst()
     }
-    reclaimFront()
     return nil
   }
 
   /// Keeps only the entries for which `isWaiting` holds, when more than `limit` are held.
   mutating func compact(above limit: Int, keeping isWaiting: (BlockID) -> Bool) {
     guard count > limit else { return }
-    ids = ids[head...].filter(isWaiting)
-    head = 0
-  }
-
-  /// Frees the consumed front once it is most of the storage (amortised O(1) per entry).
-  private mutating func reclaimFront() {
-    if head == ids.count {
-      ids.removeAll(keepingCapacity: ids.capacity <= 4096)
-      head = 0
-    } else if head > 1024 && head * 2 > ids.count {
-      ids.removeFirst(head)
-      head = 0
-    }
+    ids = FIFO(ids.filter(isWaiting))
   }
 }
