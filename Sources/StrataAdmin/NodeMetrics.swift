@@ -123,6 +123,9 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_nvme_reclaim_waits_total", kind: .counter, labels: [],
       help: "NVMe writes that found no free region while another write reclaimed one, and waited for it."),
     .init(
+      name: "strata_promotions_without_room_total", kind: .counter, labels: [],
+      help: "Blocks on NVMe answered as missing because no RAM could be freed to read them into (every block pinned)."),
+    .init(
       name: "strata_io_queue_jobs", kind: .gauge, labels: [],
       help: "Disk reads and writes in the I/O pool: waiting for one of its threads or running."),
     .init(
@@ -391,6 +394,7 @@ public final class NodeMetrics: NodeObserver {
     gauge("strata_transfer_pins").set(Double(stats.transferPins))
     gauge("strata_io_queue_jobs").set(Double(stats.ioQueueJobs))
     advance("strata_io_queue_refused_total", [], to: stats.ioQueueRefusals)
+    advance("strata_promotions_without_room_total", [], to: stats.promotionsWithoutRoom)
     if let nvme {
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "capacity")], to: nvme.evictedBlocks)
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "corrupt")], to: nvme.corruptBlocksDetected)

@@ -475,6 +475,7 @@ public final class NodeServer: Sendable {
       ("promoted_blocks", tier.promotedBlocks), ("dropped_blocks", tier.droppedBlocks),
       ("checksum_failures", tier.checksumFailures), ("io_errors", tier.ioErrors),
       ("io_queue_jobs", tier.ioQueueJobs), ("io_queue_refused", tier.ioQueueRefusals),
+      ("promotions_without_room", tier.promotionsWithoutRoom),
       ("leases_active", tier.leasesActive), ("connections_open", server.connectionsOpen),
       ("connections_accepted", server.connectionsAccepted), ("connections_refused", server.connectionsRefused),
       ("malformed_frames", server.malformedFrames), ("requests", server.requests),

@@ -583,6 +583,8 @@ extension PromotionConcurrencyTests {
     let leading = present.firstIndex(of: false) ?? present.count
     #expect(leading > 0 && leading < batch.count, "\(leading) of \(batch.count) leased")
     #expect(!present[leading...].contains(true), "blocks after a miss were leased: \(present)")
+    // Each block missed for want of room is counted as such, apart from blocks not stored.
+    #expect(tiers.stats.promotionsWithoutRoom == batch.count - leading)
   }
 }
 

@@ -115,6 +115,10 @@ public struct TierStats: Sendable, Hashable {
   public var ioQueueRefusals = 0
   /// Jobs in the I/O pool now, waiting for a thread or running.
   public var ioQueueJobs = 0
+  /// Blocks on NVMe answered as missing because no RAM could be freed to read them into: every
+  /// evictable block pinned (by transfers and leases in flight, or the rest of the batch), the
+  /// namespace's RAM quota held by pinned blocks, or the demotion that would free room refused.
+  public var promotionsWithoutRoom = 0
   /// Blocks whose demotion failed (the NVMe write erred) and that left RAM anyway: without a
   /// handler (a single node), or when the handler found them held elsewhere.
   public var demotionFailedDropped = 0
@@ -974,7 +978,14 @@ public final class TierManager: Sendable {
       var promotions: [(BlockID, Promotion)] = []
       var reading = 0
       for id in ids {
-        switch (try? await claimPromotion(of: id)) ?? .decided(.missed) {
+        let claim: PromotionClaim
+        do throws(StrataError) {
+          claim = try await claimPromotion(of: id)
+        } catch {
+          state.withLock { $0.stats.promotionsWithoutRoom += 1 }
+          claim = .decided(.missed)
+        }
+        switch claim {
         case .decided(let promotion): promotions.append((id, promotion))
         case .claimed(let slot, let bytes) where width == 0:
           promotions.append((id, await completePromotion(of: id, into: slot, bytes: bytes)))
