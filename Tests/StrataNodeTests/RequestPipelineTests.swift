@@ -19,7 +19,8 @@ struct PipelineNode {
   static let tenantB = "tenant-b-secret-000000002"
   static let cluster = "cluster-secret-token-0001"
 
-  init(configure: (inout NodeConfiguration) -> Void = { _ in }) throws {
+  /// A node over 32 MiB of RAM and, when given, an NVMe tier (blocks leaving RAM written to it).
+  init(nvme: NVMeTier? = nil, configure: (inout NodeConfiguration) -> Void = { _ in }) throws {
     var node = NodeConfiguration()
     node.listen = HostPort(host: "127.0.0.1", port: 0)
     node.limits.blockBytesMax = .mebibytes(4)
@@ -31,10 +32,11 @@ struct PipelineNode {
     configure(&node)
     tiers = try TierManager(
       configuration: TierConfiguration(
-        ramBytes: 32 << 20, blockBytesMax: 4 << 20, admission: .never, leasesMax: node.limits.leasesMax,
+        ramBytes: 32 << 20, blockBytesMax: 4 << 20, admission: nvme == nil ? .never : .always,
+        leasesMax: node.limits.leasesMax,
         leaseDurationMilliseconds: node.limits.leaseDuration.milliseconds,
         leasesPerNamespaceMax: node.limits.leasesPerNamespaceMax, pinnedBytesPerNamespaceMax: 16 << 20),
-      nvme: nil)
+      nvme: nvme)
     var logger = Logger(label: "pipeline-test")
     logger.logLevel = .critical
     server = try NodeServer(configuration: ServerConfiguration(node, nodeID: "pipeline"), tiers: tiers, logger: logger)
@@ -181,6 +183,42 @@ func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
         .first?.1
     else { throw StrataError(.protocolError, "PUT") }
     #expect(stored.outcomes == [.stored])
+    #expect(node.server.stats.inflightBytes == 0)
+  }
+
+  /// A GET of blocks on NVMe takes its bytes from the namespace's in-flight budget before it reads
+  /// them into RAM: over the budget it is refused having read nothing (before, every block was
+  /// promoted, pinned, then refused, so a tenant's GETs could stage any amount of RAM); within it,
+  /// it is answered and gives the budget back.
+  @Test func aGetOverItsNamespacesBudgetReadsNothingFromNVMe() throws {
+    let nvme = try NVMeTier(
+      devices: [SimulatedBlockDevice(capacityBytes: 64 << 20)], regionBytes: 8 << 20, compression: .none,
+      blockBytesMax: 4 << 20)
+    let node = try PipelineNode(nvme: nvme) { $0.limits.inflightBytesPerNamespaceMax = .mebibytes(3) }
+    let (connection, _) = node.connect(PipelineNode.tenantA)
+    let block = [UInt8](repeating: 7, count: 1 << 20)
+    for n in 0..<4 {
+      guard case .putResponse(let put) = frames(connection.receive(putFrame(n, bytes: block))).first?.1 else {
+        throw StrataError(.protocolError, "PUT")
+      }
+      #expect(put.outcomes == [.stored])
+    }
+    // Tenant B's blocks push A's out of the 32 MiB of RAM, onto NVMe.
+    let (other, _) = node.connect(PipelineNode.tenantB)
+    for n in 10..<50 { _ = other.receive(putFrame(n, bytes: block)) }
+    let ids = (0..<4).map { BlockID(namespace: try! Namespace("tenant-a"), key: pipelineKey($0)) }
+    try #require(node.tiers.lookup(ids) == Array(repeating: .nvme, count: 4))
+    let get = { (count: Int) in
+      frames(
+        connection.receive(
+          GetRequest(items: (0..<count).map { .init(key: pipelineKey($0)) }).frameBytes(requestID: 6, ringEpoch: 0)))
+    }
+    guard case .error(_, let refusal) = get(4).first?.1 else { throw StrataError(.protocolError, "GET of 4 MiB") }
+    #expect(refusal.message.contains("max_inflight_bytes_per_namespace"), "\(refusal.message)")
+    #expect(node.tiers.stats.promotedBlocks == 0, "a GET over its budget read blocks from NVMe")
+    guard case .getResponse(let answered) = get(3).first?.1 else { throw StrataError(.protocolError, "GET of 3 MiB") }
+    #expect(answered.items.map(\.status) == Array(repeating: .ok, count: 3))
+    #expect(node.tiers.stats.promotedBlocks == 3)
     #expect(node.server.stats.inflightBytes == 0)
   }
 

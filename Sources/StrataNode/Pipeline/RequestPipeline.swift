@@ -447,11 +447,19 @@ struct RequestSession {
     // Transfer pins: they never expire, so no slot is reused while its bytes are being sent; the
     // transport returns only once nothing moves out of them any more.
     // A GET of RAM-resident blocks pins them on this thread, no hop; only a promotion from NVMe
-    // waits for the disk, in a task on this thread (waitForTask).
+    // waits for the disk, in a task on this thread (waitForTask). Blocks read from NVMe take RAM
+    // until they are sent, so their bytes are taken from the in-flight budgets first: a tenant's
+    // GETs never stage more than its budget in RAM, and a GET over it reads nothing from the disk.
+    // Once the blocks are pinned, what is held becomes the payload to send (below).
+    var inflight = 0
+    defer { server.releaseInflight(inflight, for: namespace) }
     let pins: BlockLease
     if let resident = try tiers.leaseResident(ids, .transfer) {
       pins = resident
     } else {
+      let stored = tiers.lookupSizes(ids).reduce(0) { $0 + Int($1.bytes) }
+      try server.reserveInflight(stored, for: namespace, source: source)
+      inflight = stored
       pins = try waitForTask { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
     }
     defer { tiers.release(pins) }
@@ -488,8 +496,12 @@ struct RequestSession {
         "GET of \(total) bytes exceeds the \(server.configuration.limits.payloadBytesMax)-byte frame limit; split the batch"
       )
     }
-    try server.reserveInflight(total, for: namespace, source: source)
-    defer { server.releaseInflight(total, for: namespace) }
+    if total > inflight {
+      try server.reserveInflight(total - inflight, for: namespace, source: source)
+    } else {
+      server.releaseInflight(inflight - total, for: namespace)
+    }
+    inflight = total
     let response = ResponseFrame(requestID: header.requestID, ringEpoch: server.epoch)
     let answered = try transport.deliverGet(
       items: items, ranges: ranges, response: response, deadline: transferDeadline(bytes: total))
