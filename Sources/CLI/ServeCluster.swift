@@ -61,6 +61,7 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
       metrics.advance("strata_replication_dropped_total", [("reason", reason)], to: count)
     }
     metrics.advance("strata_copy_corrupt_blocks_total", [], to: cluster.corruptCopyBlocks)
+    metrics.advance("strata_etcd_watch_resyncs_total", [], to: cluster.membershipWatchResyncs)
     metrics.advance("strata_readthrough_blocks_total", [], to: cluster.fillStats.filledBlocks)
     let repair = cluster.repairProgress
     metrics.advance("strata_repair_copied_blocks_total", [], to: repair.handedBlocksTotal + repair.handedBlocks)

@@ -126,6 +126,9 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_promotions_without_room_total", kind: .counter, labels: [],
       help: "Blocks on NVMe answered as missing because no RAM could be freed to read them into (every block pinned)."),
     .init(
+      name: "strata_etcd_watch_resyncs_total", kind: .counter, labels: [],
+      help: "Times a relist of the members' prefix found the etcd watch behind, and resynced."),
+    .init(
       name: "strata_io_queue_jobs", kind: .gauge, labels: [],
       help: "Disk reads and writes in the I/O pool: waiting for one of its threads or running."),
     .init(

@@ -277,6 +277,8 @@ public final class ClusterNode: ClusterHooks {
   /// Blocks refused by replication, drain and repair since start because their RAM bytes no
   /// longer matched their stored checksum (each removed from this node).
   public var corruptCopyBlocks: Int { corruptCopies.total }
+  /// Times etcd membership found its watch behind on a relist and resynced.
+  public var membershipWatchResyncs: Int { membership.withLock { $0?.watchResyncs ?? 0 } }
   public var serviceState: MembershipServiceState { state.withLock { $0.service } }
   var isStopped: Bool { state.withLock { $0.stopped } }
 

@@ -96,4 +96,6 @@ final class EtcdMembership: MembershipSource {
   func stop(deregister: Bool) {
     session.stop(deregister: deregister)
   }
+
+  var watchResyncs: Int { session.watchResyncs }
 }

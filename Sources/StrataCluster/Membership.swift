@@ -16,10 +16,13 @@ public protocol MembershipSource: Sendable {
   func stop(deregister: Bool)
   /// Takes the TLS material of a config reload (`ClusterNode.reloadCredentials`).
   func reloadCredentials()
+  /// Times a relist found the membership watch behind and resynced (etcd; 0 for the others).
+  var watchResyncs: Int { get }
 }
 
 extension MembershipSource {
   public func reloadCredentials() {}
+  public var watchResyncs: Int { 0 }
 }
 
 final class StaticMembership: MembershipSource {

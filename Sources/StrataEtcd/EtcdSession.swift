@@ -15,7 +15,10 @@ import Synchronization
 /// watches the prefix, and reports the full member map and its revision after every change.
 /// When etcd is unreachable it keeps the last map, reports `.disconnected(reason)`, retries with
 /// capped backoff, and on return re-puts its key and resyncs (full range, then watch): with its
-/// old lease when that is still alive, else with a new one.
+/// old lease when that is still alive, else with a new one. While connected it also reads the
+/// whole prefix again every `relistIntervalMilliseconds` (60 s by default) and resyncs when that
+/// differs from the map its watch built: a watch stream that stays open but stops delivering (a
+/// stuck proxy or gateway) leaves the map stale for at most that long (`watchResyncs` counts them).
 ///
 /// All work runs on one thread of the session's own; callbacks are called on it, one at a time.
 public final class EtcdSession: Sendable {
@@ -36,6 +39,7 @@ public final class EtcdSession: Sendable {
   private let onState: @Sendable (State) -> Void
   private let clock: any NodeClock
   private let jitter: @Sendable (_ maximum: UInt64) -> UInt64
+  private let relistIntervalMilliseconds: UInt64
 
   private enum Input {
     case events([WatchEvent], revision: Int64, generation: Int)
@@ -53,6 +57,7 @@ public final class EtcdSession: Sendable {
     var stopRequested = false
     var deregister = false
     var worker: pthread_t?
+    var watchResyncs = 0
   }
 
   private let shared: Mutex<Shared>
@@ -65,6 +70,7 @@ public final class EtcdSession: Sendable {
     client: EtcdClient, prefix: String, memberID: String, value: [UInt8], ttlSeconds: Int64,
     logger: Logger, clock: any NodeClock = SystemClock(),
     jitter: @escaping @Sendable (_ maximum: UInt64) -> UInt64 = { UInt64.random(in: 0...$0) },
+    relistIntervalMilliseconds: UInt64 = 60_000,
     onMembers: @escaping @Sendable (_ members: [String: [UInt8]], _ revision: Int64) -> Void,
     onState: @escaping @Sendable (State) -> Void
   ) {
@@ -79,6 +85,7 @@ public final class EtcdSession: Sendable {
     self.onState = onState
     self.clock = clock
     self.jitter = jitter
+    self.relistIntervalMilliseconds = relistIntervalMilliseconds
     shared = Mutex(Shared(value: value))
   }
 
@@ -90,6 +97,9 @@ public final class EtcdSession: Sendable {
 
   /// The etcd revision of the last member map reported.
   public var lastRevision: Int64 { shared.withLock { $0.lastRevision } }
+
+  /// Relists that found the prefix different from the map the watch had built, and resynced.
+  public var watchResyncs: Int { shared.withLock { $0.watchResyncs } }
 
   /// The last member map reported (kept while etcd is unreachable).
   public var members: [String: [UInt8]] { shared.withLock { $0.members } }
@@ -153,7 +163,9 @@ public final class EtcdSession: Sendable {
   private func run() {
     shared.withLock { $0.worker = pthread_self() }
     var connection = Connection(
-      schedule: SessionSchedule(ttlSeconds: ttlSeconds, nowMilliseconds: clock.nowMilliseconds()))
+      schedule: SessionSchedule(
+        ttlSeconds: ttlSeconds, relistIntervalMilliseconds: relistIntervalMilliseconds,
+        nowMilliseconds: clock.nowMilliseconds()))
     publish(.connecting)
     while true {
       let (inputs, stopping) = shared.withLock { shared in
@@ -169,9 +181,13 @@ public final class EtcdSession: Sendable {
           register(&connection)
         }
       }
+      if connection.connected, connection.schedule.isRelistDue(nowMilliseconds: clock.nowMilliseconds()) {
+        relist(&connection)
+      }
       let pending = shared.withLock { !$0.inbox.isEmpty || $0.stopRequested }
       if !pending {
-        let wait = connection.schedule.waitMilliseconds(nowMilliseconds: clock.nowMilliseconds())
+        let wait = connection.schedule.waitMilliseconds(
+          nowMilliseconds: clock.nowMilliseconds(), connected: connection.connected)
         _ = wake.wait(timeout: .now() + .milliseconds(Int(clamping: wait)))
       }
     }
@@ -258,11 +274,33 @@ public final class EtcdSession: Sendable {
     }
   }
 
+  /// Reads the whole prefix again and compares it with the map the watch built; a difference
+  /// resyncs. Events the watch has delivered but this thread not yet applied make the comparison
+  /// wait for the next relist; a change the watch is about to deliver resyncs needlessly, which
+  /// costs one range and one new watch.
+  private func relist(_ connection: inout Connection) {
+    connection.schedule.listed(nowMilliseconds: clock.nowMilliseconds())
+    do throws(StrataError) {
+      let (kvs, _) = try client.range(prefix: prefix)
+      guard shared.withLock({ $0.inbox.isEmpty }) else { return }
+      let listed = Dictionary(kvs.map { (String($0.key.dropFirst(prefix.count)), $0.value) }) { $1 }
+      guard listed != connection.members else { return }
+      logger.warning(
+        "etcd session: the watch on \(prefix) fell behind (\(listed.count) members listed, \(connection.members.count) seen by the watch); resyncing"
+      )
+      shared.withLock { $0.watchResyncs += 1 }
+      try resync(&connection)
+    } catch {
+      disconnect(&connection, error)
+    }
+  }
+
   /// Reads every member, reports the map, and watches for changes after that read.
   private func resync(_ connection: inout Connection) throws(StrataError) {
     connection.watch?.cancel()
     connection.watch = nil
     connection.generation += 1
+    connection.schedule.listed(nowMilliseconds: clock.nowMilliseconds())
     let (kvs, revision) = try client.range(prefix: prefix)
     var members: [String: [UInt8]] = [:]
     for kv in kvs { members[String(kv.key.dropFirst(prefix.count))] = kv.value }

@@ -6,23 +6,33 @@
 /// (at least `keepAliveMinimumMilliseconds`). After a failure: a retry after a backoff that starts
 /// at `backoffInitialMilliseconds` and doubles up to a third of the TTL (kept within 200 ms … 2 s,
 /// so a short outage is bridged before the lease lapses), plus a jitter of up to a fifth of the
-/// backoff, so nodes cut off together do not all return in the same instant.
+/// backoff, so nodes cut off together do not all return in the same instant. While connected,
+/// also a relist every `relistIntervalMilliseconds`: the whole prefix read again and compared with
+/// the map the watch built, so a watch that stays open but falls silent is noticed.
 struct SessionSchedule: Sendable, Hashable {
   static let backoffInitialMilliseconds: UInt64 = 100
   static let keepAliveMinimumMilliseconds: UInt64 = 100
 
   /// The session's configured lease TTL.
   let ttlSeconds: Int64
+  let relistIntervalMilliseconds: UInt64
   /// The wait after the next failure (before jitter).
   private(set) var backoffMilliseconds = SessionSchedule.backoffInitialMilliseconds
   /// On the session's monotonic clock.
   private(set) var nextActionMilliseconds: UInt64
+  private(set) var nextRelistMilliseconds: UInt64
 
   /// A schedule whose first action (registering) is due at once.
-  init(ttlSeconds: Int64, nowMilliseconds: UInt64) {
+  init(
+    ttlSeconds: Int64, relistIntervalMilliseconds: UInt64 = 60_000,
+    nowMilliseconds: UInt64
+  ) {
     precondition(ttlSeconds > 0, "a lease TTL is positive")
+    precondition(relistIntervalMilliseconds > 0, "a relist interval is positive")
     self.ttlSeconds = ttlSeconds
+    self.relistIntervalMilliseconds = relistIntervalMilliseconds
     nextActionMilliseconds = nowMilliseconds
+    nextRelistMilliseconds = nowMilliseconds + relistIntervalMilliseconds
   }
 
   var backoffCapMilliseconds: UInt64 { min(2_000, max(200, UInt64(ttlSeconds) * 1_000 / 3)) }
@@ -35,9 +45,18 @@ struct SessionSchedule: Sendable, Hashable {
 
   func isDue(nowMilliseconds: UInt64) -> Bool { nowMilliseconds >= nextActionMilliseconds }
 
-  /// How long to wait for the next action (0: due now).
-  func waitMilliseconds(nowMilliseconds: UInt64) -> UInt64 {
-    nextActionMilliseconds > nowMilliseconds ? nextActionMilliseconds - nowMilliseconds : 0
+  /// How long to wait for the next action (0: due now); the next relist too while `connected`.
+  func waitMilliseconds(nowMilliseconds: UInt64, connected: Bool = false) -> UInt64 {
+    let next = connected ? min(nextActionMilliseconds, nextRelistMilliseconds) : nextActionMilliseconds
+    return next > nowMilliseconds ? next - nowMilliseconds : 0
+  }
+
+  func isRelistDue(nowMilliseconds: UInt64) -> Bool { nowMilliseconds >= nextRelistMilliseconds }
+
+  /// The whole prefix was read (a relist, or a resync after registering): the next relist is an
+  /// interval from now.
+  mutating func listed(nowMilliseconds: UInt64) {
+    nextRelistMilliseconds = nowMilliseconds + relistIntervalMilliseconds
   }
 
   /// Registered or kept alive: the next keep-alive a third of the TTL from now; backoff starts over.

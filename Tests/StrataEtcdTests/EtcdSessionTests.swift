@@ -14,14 +14,18 @@ final class RecordedSession: Sendable {
   let maps = Recorder<[String: [UInt8]]>()
   let states = Recorder<EtcdSession.State>()
 
-  init(_ client: EtcdClient, prefix: String, id: String, value: String, ttlSeconds: Int64 = 2) {
+  init(
+    _ client: EtcdClient, prefix: String, id: String, value: String, ttlSeconds: Int64 = 2,
+    relistIntervalMilliseconds: UInt64 = 60_000
+  ) {
     var logger = Logger(label: "etcd-session-test")
     logger.logLevel = .critical
     let maps = maps
     let states = states
     session = EtcdSession(
       client: client, prefix: prefix, memberID: id, value: Array(value.utf8), ttlSeconds: ttlSeconds,
-      logger: logger, onMembers: { members, _ in maps.append(members) }, onState: { states.append($0) })
+      logger: logger, relistIntervalMilliseconds: relistIntervalMilliseconds,
+      onMembers: { members, _ in maps.append(members) }, onState: { states.append($0) })
   }
 
   /// Waits until the last reported map has exactly `expected` (member -> value as text).
@@ -58,6 +62,35 @@ struct EtcdSessionTests {
     #expect(b.session.state == .stopped)
     #expect(try etcdClient.get(prefix + "b") == nil, "a deregistered member's key is deleted at once")
     #expect(a.waitForMembers(["a": "alpha"]))
+  }
+
+  /// A watch stream that stays open but stops delivering (here a relay swallows what etcd sends
+  /// on it) is caught by the periodic relist: a member that joins afterwards is seen within a
+  /// relist interval, and the resync is counted. Without the relist the map never changes.
+  @Test func aWatchThatFallsSilentIsCaughtByTheRelist() throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let direct = try client(for: etcd)
+    let relay = try TCPRelay(to: try HostPort(parsing: String(etcd.clientURL.dropFirst("http://".count))))
+    defer { relay.stop() }
+    let relayed = EtcdClient(endpoints: [try EtcdEndpoint(parsing: "http://\(relay.address)")])
+    let prefix = uniquePrefix("silent")
+    let a = RecordedSession(
+      relayed, prefix: prefix, id: "a", value: "alpha", ttlSeconds: 10, relistIntervalMilliseconds: 1_000)
+    a.session.start()
+    defer { a.session.stop(deregister: true) }
+    #expect(a.waitForMembers(["a": "alpha"]))
+    #expect(a.states.wait(seconds: 10) { $0.last == .connected })
+    #expect(relay.silence(connectionsThatSent: "POST /v3/watch ") == 1)
+    _ = try direct.put(prefix + "b", value: Array("beta".utf8))
+    #expect(
+      a.waitForMembers(["a": "alpha", "b": "beta"]), "the silent watch's map: \(String(describing: a.maps.all.last))")
+    #expect(a.session.watchResyncs == 1 && a.states.all == [.connecting, .connected], "\(a.states.all)")
+    // The new watch delivers: the next change comes through it (a relist finding it first would
+    // count a second resync).
+    _ = try direct.put(prefix + "c", value: Array("gamma".utf8))
+    #expect(a.waitForMembers(["a": "alpha", "b": "beta", "c": "gamma"]))
+    #expect(a.session.watchResyncs == 1)
   }
 
   @Test func memberStoppedWithoutDeregisteringLapsesWithinTTL() throws {

@@ -24,6 +24,23 @@ import Testing
     #expect(schedule.keepAliveIntervalMilliseconds(leaseTTLSeconds: 0) >= SessionSchedule.keepAliveMinimumMilliseconds)
   }
 
+  /// A relist is due an interval after the last full read of the prefix, and counts in the wait
+  /// only while connected (a disconnected session has no watch to check, and must not spin).
+  @Test func aRelistIsDueAnIntervalAfterTheLastListingWhileConnected() {
+    var schedule = SessionSchedule(ttlSeconds: 30, relistIntervalMilliseconds: 60_000, nowMilliseconds: 0)
+    schedule.succeeded(leaseTTLSeconds: 30, nowMilliseconds: 0)
+    schedule.listed(nowMilliseconds: 1_000)
+    #expect(!schedule.isRelistDue(nowMilliseconds: 60_999) && schedule.isRelistDue(nowMilliseconds: 61_000))
+    // Keep-alives every 10 s come first; past the last one before it, the relist decides the wait.
+    #expect(schedule.waitMilliseconds(nowMilliseconds: 0, connected: true) == 10_000)
+    schedule.succeeded(leaseTTLSeconds: 30, nowMilliseconds: 55_000)
+    #expect(schedule.waitMilliseconds(nowMilliseconds: 55_000, connected: true) == 6_000)
+    #expect(schedule.waitMilliseconds(nowMilliseconds: 55_000, connected: false) == 10_000)
+    // Past due while disconnected: the wait is the retry's, not zero.
+    schedule.failed(nowMilliseconds: 70_000, jitter: { _ in 0 })
+    #expect(schedule.waitMilliseconds(nowMilliseconds: 70_000, connected: false) == 100)
+  }
+
   @Test func failuresBackOffDoublingUpToTheCapAndASuccessStartsOver() {
     var schedule = SessionSchedule(ttlSeconds: 30, nowMilliseconds: 0)
     #expect(schedule.backoffCapMilliseconds == 2_000)
