@@ -341,6 +341,13 @@ public struct NodeConfiguration: Hashable, Sendable {
           + "cannot keep every RAM block on NVMe; blocks are written behind, reclaimed there, and written again "
           + "when RAM evicts them. Give the NVMe tier at least the RAM tier's size")
     }
+    if nvme.admission != .never, nvmeBytes > 0, limits.inflightBytesMax.bytes > ram.capacity.bytes {
+      notes.append(
+        "limits.max_inflight_bytes (\(limits.inflightBytesMax)) is more than ram.capacity (\(ram.capacity)): the GETs "
+          + "in flight read their blocks from NVMe into RAM and can need more than there is; blocks that find no room "
+          + "are answered as missing (strata_promotions_without_room_total). Keep limits.max_inflight_bytes at most "
+          + "ram.capacity")
+    }
     return notes
   }
 

@@ -38,6 +38,23 @@ import Testing
     #expect(NodeConfiguration().advisories().isEmpty)
   }
 
+  /// More bytes in flight than RAM holds is advised against: the GETs in flight stage their
+  /// blocks from NVMe in RAM. Not without an NVMe tier, nor at the defaults (1 GiB each).
+  @Test func moreBytesInFlightThanRAMIsAdvisedAgainst() throws {
+    var config = NodeConfiguration()
+    config.ram.capacity = .mebibytes(64)
+    #expect(config.advisories().count == 1)
+    #expect(
+      config.advisories().first?.hasPrefix("limits.max_inflight_bytes (1GiB) is more than ram.capacity (64MiB)")
+        == true)
+    config.limits.inflightBytesMax = .mebibytes(64)
+    config.limits.inflightBytesPerConnectionMax = .mebibytes(64)
+    #expect(config.advisories().isEmpty)
+    config.limits.inflightBytesMax = .gibibytes(1)
+    config.nvme.admission = .never
+    #expect(config.advisories().isEmpty)
+  }
+
   /// A plain token is advised against; its digest is shown to `config check` only, never logged.
   @Test func aPlainTokenIsAdvisedAgainstWithoutItsDigestInLogs() throws {
     let secret = "a-plain-secret-of-24-chars"
