@@ -20,7 +20,10 @@ import Synchronization
 /// Limits: at most `threadCount` threads and jobs running at once (a pool of one thread may run a
 /// job on a thread waiting in `waitForTask` instead, still one at a time: `run`); at most
 /// `queueDepthMax` jobs queued or running, and `shareDepthMax` of one share (so one share cannot
-/// fill the queue that the others need), past which a call throws `resourceExhausted` at once.
+/// fill the queue that the others need), past which a call throws `resourceExhausted` at once. A
+/// full queue still takes a job of a share holding less than an even part of `queueDepthMax`, so
+/// several shares at their limit cannot lock another out; the queue then holds at most twice its
+/// depth.
 /// Cancellation: a call cancelled while its job waits in the queue returns `cancelled` at once and
 /// the job never runs; a job already running is not interrupted (blocking work cannot be), and its
 /// call returns its result.
@@ -46,16 +49,20 @@ public final class WorkerPool: Sendable {
     var jobs = 0
 
     /// Counts in one more job of `share`, unless a limit is reached (nil: it was counted in).
+    /// A full queue still takes the job of a share holding less than an even part of the depth
+    /// (divided among the shares with jobs, this one counted), up to twice the depth in all: shares
+    /// at their own limit can fill the queue, but never lock another share out of it.
     mutating func admit(_ share: Namespace?, depthMax: Int, shareDepthMax: Int) -> StrataError? {
       let ofShare = perShare[share, default: 0]
-      guard jobs < depthMax else {
-        return StrataError(.resourceExhausted, "the queue is full (\(depthMax) jobs waiting or running)")
-      }
       guard ofShare < shareDepthMax else {
         return StrataError(
           .resourceExhausted,
           "\(share.map { "namespace '\($0.name)'" } ?? "the node's own work") has \(shareDepthMax) jobs waiting or running, its most"
         )
+      }
+      let evenPart = depthMax / (perShare.count + (ofShare == 0 ? 1 : 0))
+      guard jobs < depthMax || (ofShare < evenPart && jobs - depthMax < depthMax) else {
+        return StrataError(.resourceExhausted, "the queue is full (\(depthMax) jobs waiting or running)")
       }
       perShare[share] = ofShare + 1
       jobs += 1

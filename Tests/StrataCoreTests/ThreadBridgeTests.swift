@@ -157,6 +157,30 @@ extension WorkerPoolTests {
     #expect(try await eventually(within: 120) { pool.queuedCount == 0 })
   }
 
+  /// Shares at their own limit can fill the queue but not lock another share out: a full queue
+  /// still takes a newcomer's job while it holds less than an even part of the depth (4 jobs
+  /// among 3 shares: 1), then refuses it. (With the full queue refusing everyone, the newcomer's
+  /// first job was refused.)
+  @Test func sharesAtTheirLimitCannotLockAnotherOut() async throws {
+    let pool = WorkerPool(label: "test.lockout", threads: 1, queueDepthMax: 4, shareDepthMax: 2)
+    let (busy, other, late) = (try Namespace("busy"), try Namespace("other"), try Namespace("late"))
+    let latch = Latch()
+    try pool.submit(for: busy) { latch.hold() }
+    try pool.submit(for: busy) {}
+    for _ in 0..<2 { try pool.submit(for: other) {} }
+    #expect(pool.queuedCount == 4)
+    try pool.submit(for: late) {}
+    do {
+      try pool.submit(for: late) {}
+      Issue.record("a share past its even part of a full queue was taken")
+    } catch {
+      #expect(error.code == .resourceExhausted && error.message.contains("the queue is full"), "\(error)")
+    }
+    #expect(pool.queuedCount == 5 && pool.queuedCount(of: late) == 1)
+    latch.release.signal()
+    #expect(try await eventually(within: 120) { pool.queuedCount == 0 })
+  }
+
   /// `runAndWait` from a plain thread runs on the pool's thread after the jobs queued before it.
   @Test func runAndWaitRunsAfterTheJobsQueuedBeforeIt() async throws {
     let pool = WorkerPool(label: "test.run-and-wait", threads: 1)
