@@ -549,8 +549,8 @@ func clientLease(_ milliseconds: UInt64) -> LeaseKind {
   }
 
   /// A GET of four blocks that live only on NVMe keeps four disk reads in flight (one per I/O
-  /// thread), not one after the other: the device holds each read until four have arrived (10 s
-  /// at most, so a one-at-a-time promotion fails the test instead of hanging it), and every block
+  /// thread), not one after the other: the device holds each read until four have arrived (a
+  /// minute at most, so a one-at-a-time promotion fails the test instead of hanging it), and every block
   /// is leased with its bytes.
   @Test func aBatchsNVMeReadsAreInFlightTogether() async throws {
     let device = ReadBarrierDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
@@ -648,7 +648,7 @@ extension PromotionConcurrencyTests {
     // A queue of 4 jobs gives one namespace's requests 1.
     let (tiers, onNVMe) = try await Self.tiers(on: device, ioThreads: 1, ioQueueDepthMax: 4, blocks: 24)
     let stored = (0..<24).map { testBlockID($0) }
-    device.holdReads(until: 2)  // the promotion's read holds the only thread (10 s at most)
+    device.holdReads(until: 2)  // the promotion's read holds the only thread (a minute at most)
     let reader = Task { try await tiers.lease([onNVMe[0]]) }
     #expect(try await eventually(within: 120) { device.arrivedReads == 1 })
     let before = tiers.stats
@@ -668,10 +668,13 @@ extension PromotionConcurrencyTests {
 }
 
 /// Wraps a simulated device so that, once armed, reads wait until `width` of them have arrived,
-/// or (metered) each waits for a grant; 10 s at most either way. It counts the most reads in
-/// flight at once, and records for each read done whether its bytes hold a run of `marker`.
+/// or (metered) each waits for a grant; a minute at most either way (generous for a loaded
+/// machine, where a test's task may wait seconds for a thread), after which no read is held.
+/// It counts the most reads in flight at once, and records for each read done whether its bytes
+/// hold a run of `marker`.
 final class ReadBarrierDevice: BlockDevice {
   static let marker: UInt8 = 0xBB
+  static let holdSeconds: TimeInterval = 60
   let inner: SimulatedBlockDevice
   private let condition = NSCondition()
   nonisolated(unsafe) private var width = 0
@@ -736,8 +739,14 @@ final class ReadBarrierDevice: BlockDevice {
       inFlight += 1
       most = max(most, inFlight)
       condition.broadcast()
-      let deadline = Date().addingTimeInterval(10)
-      while (arrived < width || metered && grants == 0) && condition.wait(until: deadline) {}
+      let deadline = Date().addingTimeInterval(Self.holdSeconds)
+      while arrived < width || metered && grants == 0 {
+        guard condition.wait(until: deadline) else {
+          (width, metered) = (0, false)  // held too long: the test fails on its counts, never hangs
+          condition.broadcast()
+          break
+        }
+      }
       if metered && grants > 0 { grants -= 1 }
     }
     defer { condition.withLock { inFlight -= 1 } }
