@@ -69,8 +69,9 @@ run() {
   local env
   env=$(venv "$1")
   echo "== $2 ($1 environment)"
-  "$env/bin/python" -m pytest -q -p no:cacheprovider --confcutdir=python/tests/engines \
-    "python/tests/engines/$2"
+  # A test running past 5 minutes has every thread's stack printed (pytest's faulthandler_timeout).
+  "$env/bin/python" -m pytest -q -p no:cacheprovider -o faulthandler_timeout=300 \
+    --confcutdir=python/tests/engines "python/tests/engines/$2"
 }
 
 if [ "${1:-}" = bench ]; then

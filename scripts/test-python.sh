@@ -46,9 +46,10 @@ echo "== python: installing ./python"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps --no-build-isolation ./python
 
 echo "== python: pytest"
+# A test running past 5 minutes has every thread's stack printed (pytest's faulthandler_timeout).
 status=0
 # Not from the checkout's python/ folder, so the installed package (with its library) is tested.
-(cd python/tests && env -u STRATA_CLIENT_LIBRARY "$venv/bin/python" -m pytest -q -p no:cacheprovider --ignore=engines . "$@") || status=$?
+(cd python/tests && env -u STRATA_CLIENT_LIBRARY "$venv/bin/python" -m pytest -q -p no:cacheprovider -o faulthandler_timeout=300 --ignore=engines . "$@") || status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no test: that is a failure here" >&2
   exit 1

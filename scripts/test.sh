@@ -43,14 +43,15 @@ swift_tests() {
 
 echo "== tests"
 # Every test uses Swift Testing. The hostile-client suite measures a client's latency under a
-# connection flood, so it runs on its own after the others (which run in parallel). The limits
-# are about three times a run's length on a 2-core machine.
+# connection flood, so it runs on its own after the others (which run in parallel). Every phase
+# from here has a time limit, about three times its length on a 2-core machine (with its Python
+# environments made), so a hang fails CI in time and says where.
 swift_tests 1800 --skip HostileClientTests
 echo "== tests: hostile clients (alone)"
 swift_tests 600 --filter HostileClientTests
 
 echo "== simulation: the CI seed set (seeds 0..199 of the deterministic cluster simulation, docs/simulation.md)"
-scripts/simulate.sh --seeds 200
+timeout --kill-after=30 900 scripts/simulate.sh --seeds 200
 # A seed replays exactly across processes too (hash seeds differ per process: a run must not
 # depend on dictionary order).
 sim="$(swift build --show-bin-path)/strata-sim"
@@ -64,7 +65,7 @@ done
 echo "simulation: seeds 7 and 35 replay exactly in separate processes"
 
 echo "== python client"
-scripts/test-python.sh
+timeout --kill-after=30 900 scripts/test-python.sh
 
 echo "== engine adapters (vLLM, LMCache, SGLang; STRATA_SKIP_ENGINES=1 skips them)"
-scripts/test-engines.sh
+timeout --kill-after=30 1800 scripts/test-engines.sh
