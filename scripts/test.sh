@@ -33,7 +33,7 @@ swift_tests() {
     wait "$printer" || true
     echo "the Swift tests ran past their limit of $limit s and were stopped; tests started and not finished:" >&2
     sed -n 's/^.*◇ Test \(.*\) started\.$/\1/p' "$log" | grep -v -e '^case passing' -e '^run$' | sort >"$log.started"
-    sed -n 's/^.*[✔✘] Test \(.*\) \(passed\|failed\) .*$/\1/p' "$log" | sort >"$log.ended"
+    sed -n 's/^.*[✔✘] Test \(.*\) \(passed\|failed\) .*$/\1/p' "$log" | sed 's/ with [0-9]* test cases\?$//' | sort >"$log.ended"
     comm -23 "$log.started" "$log.ended" | sed 's/^/  /' >&2
   fi
   wait "$printer" || true

@@ -104,7 +104,7 @@ public final class EtcdProcess: Sendable {
     child.standardError = output
     child.standardInput = FileHandle.nullDevice
     let ready = DispatchSemaphore(value: 0)
-    try child.run()
+    try StrataTestKit.launch(child)
     process.withLock { $0 = child }
     // Drain the log for the process's whole life (a full pipe would stall etcd); signal on the
     // readiness line, or at end of output (etcd exited).

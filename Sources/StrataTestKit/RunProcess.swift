@@ -50,7 +50,7 @@ func runToCompletion(_ executable: String, _ arguments: [String], input: Data? =
   process.standardOutput = stdoutPipe
   process.standardError = stderrPipe
   process.standardInput = stdinPipe
-  try process.run()
+  try launch(process)
   let killed = TimeoutFlag()
   let killer = DispatchWorkItem {
     guard process.isRunning else { return }

@@ -103,7 +103,7 @@ private final class Node {
       process.standardOutput = out.pipe
       process.standardError = err.pipe
       process.standardInput = FileHandle.nullDevice
-      try process.run()
+      try launch(process)
       let deadline = DispatchTime.now() + 60
       while process.isRunning {
         // "strata node ID listening on HOST:PORT" once it accepts connections.

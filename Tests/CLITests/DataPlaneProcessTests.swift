@@ -45,7 +45,7 @@ final class NodeProcess: @unchecked Sendable {
     _ = FileManager.default.createFile(atPath: errorLog, contents: nil)
     process.standardError = FileHandle(forWritingAtPath: errorLog) ?? FileHandle.nullDevice
     defer { if log == nil { try? FileManager.default.removeItem(atPath: errorLog) } }
-    try process.run()
+    try StrataTestKit.launch(process)
     // The node prints "… listening on HOST:PORT" once it accepts connections.
     var text = ""
     var found: HostPort?

@@ -59,7 +59,7 @@ enum DeployFixtures {
       process.standardOutput = pipe
       process.standardError = pipe
       process.standardInput = FileHandle.nullDevice
-      try process.run()
+      try launch(process)
       let handle = pipe.fileHandleForReading
       Thread.detachNewThread { [self] in
         while true {

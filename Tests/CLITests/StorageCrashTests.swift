@@ -2,6 +2,7 @@
 // restarts over the same data folder, and every acknowledged block must come back intact.
 
 import Foundation
+import StrataTestKit
 import Testing
 
 struct CrashDrill {
@@ -27,7 +28,7 @@ struct CrashDrill {
     let out = Pipe()
     process.standardOutput = out
     process.standardError = FileHandle.nullDevice
-    try process.run()
+    try launch(process)
     let descriptor = out.fileHandleForReading.fileDescriptor
     var text = ""
     var lastAck = -1

@@ -614,14 +614,14 @@ final class NVMeScratchDirectory {
       } catch {}
       finished.signal()
     }
-    device.arrived.wait()
+    try #require(device.awaitArrival(), "the read never reached the device")
     // While the read is held: the log wraps, region 0 is reclaimed and its first bytes rewritten.
     for number in 1..<17 { try nvmeWrite(tier, nvmeID(number), payload(number)) }
     #expect(
       (1..<17).contains { tier.recordLocation(of: nvmeID($0))?.offset == offset }, "the target's place should be reused"
     )
     device.proceed.signal()
-    finished.wait()
+    #expect(finished.wait(timeout: .now() + .seconds(GatedDevice.holdSeconds)) == .success)
 
     switch outcome.withLock({ $0 }) {
     case .success(let bytes):
@@ -651,7 +651,7 @@ final class NVMeScratchDirectory {
     let finished = DispatchSemaphore(value: 0)
     let outcomes = Mutex<[Int: String]>([:])
     for number in [3, 4] {
-      if number == 4 { device.arrived.wait() }
+      if number == 4 { try #require(device.awaitArrival(), "block 3's write never reached the device") }
       DispatchQueue.global().async {
         do {
           try nvmeWrite(tier, nvmeID(number), payload(number))
@@ -672,8 +672,7 @@ final class NVMeScratchDirectory {
     #expect(outcomes.withLock { $0[4] } == nil, "block 4 should wait for the reclaim, not finish while it is pending")
     #expect(tier.regionFreed.blockedCount == 1 && tier.statistics.reclaimWaits == 1)
     device.proceed.signal()
-    finished.wait()
-    finished.wait()
+    for _ in 0..<2 { #expect(finished.wait(timeout: .now() + .seconds(GatedDevice.holdSeconds)) == .success) }
     #expect(outcomes.withLock { $0 } == [3: "written", 4: "written"])
     // Block 4 took region 0, the last free one again, and reclaimed region 1 after its write.
     #expect(tier.statistics.admissionsRefused == 0 && tier.statistics.evictedRegions == 2)
@@ -700,8 +699,10 @@ final class NVMeScratchDirectory {
 
 /// Wraps a simulated device so a test can hold one read at a chosen offset, or the n-th next write,
 /// until it says go: the held call signals `arrived` and waits for `proceed`. The interleaving is
-/// forced with semaphores, not hoped for with sleeps.
+/// forced with semaphores, not hoped for with sleeps. Every wait on either side ends after
+/// `holdSeconds`, so a test that fails before it lets a held call go ends, and never hangs.
 final class GatedDevice: BlockDevice {
+  static let holdSeconds = 60
   let inner: SimulatedBlockDevice
   let arrived = DispatchSemaphore(value: 0)
   let proceed = DispatchSemaphore(value: 0)
@@ -739,9 +740,12 @@ final class GatedDevice: BlockDevice {
     try inner.write(at: offset, from: buffer)
   }
 
+  /// Waits for the held call to arrive: false if none did within `holdSeconds`.
+  func awaitArrival() -> Bool { arrived.wait(timeout: .now() + .seconds(Self.holdSeconds)) == .success }
+
   private func wait() {
     arrived.signal()
-    proceed.wait()
+    _ = proceed.wait(timeout: .now() + .seconds(Self.holdSeconds))
   }
 
   func sync() throws(StrataError) { try inner.sync() }

@@ -225,12 +225,10 @@ import Testing
       nvme: nvme, clock: ManualClock(milliseconds: 1_000))
     let bytes = 200_000
     func arrival() async {
-      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        DispatchQueue.global().async {
-          device.arrived.wait()
-          continuation.resume()
-        }
+      let arrived = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+        DispatchQueue.global().async { continuation.resume(returning: device.awaitArrival()) }
       }
+      #expect(arrived, "the held write never reached the device")
     }
     // One block first: the batch below starts in the second half of a region.
     _ = try await put(tiers, 0, bytes: bytes)
