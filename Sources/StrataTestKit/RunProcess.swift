@@ -27,10 +27,14 @@ public struct ProcessTimedOut: Error, CustomStringConvertible {
   public var description: String { "\(executable) ran for more than \(limit) and was killed; it printed: \(printed)" }
 }
 
-/// Runs a program to completion, feeding `input` to its standard input. With `timeout`, a program
-/// still running then is killed (SIGKILL) and `ProcessTimedOut` thrown. The wait is on a thread of
-/// its own, never on one of the cooperative pool (which the tests running beside it need).
-public func runProcess(_ executable: String, _ arguments: [String], input: Data? = nil, timeout: Duration? = nil)
+/// Runs a program to completion, feeding `input` to its standard input. A program still running
+/// after `timeout` (10 minutes unless given: no test's program should run that long, and a hung
+/// one then fails its test by name instead of holding the suite) is killed (SIGKILL) and
+/// `ProcessTimedOut` thrown. The wait is on a thread of its own, never on one of the cooperative
+/// pool (which the tests running beside it need).
+public func runProcess(
+  _ executable: String, _ arguments: [String], input: Data? = nil, timeout: Duration? = .seconds(600)
+)
   async throws -> ProcessResult
 {
   try await onNewThread { try runToCompletion(executable, arguments, input: input, timeout: timeout) }
@@ -38,7 +42,9 @@ public func runProcess(_ executable: String, _ arguments: [String], input: Data?
 
 /// `runProcess` on the calling thread, which it blocks until the program ends: for callers that are
 /// not async (a namespace set up in an initializer).
-func runToCompletion(_ executable: String, _ arguments: [String], input: Data? = nil, timeout: Duration? = nil)
+func runToCompletion(
+  _ executable: String, _ arguments: [String], input: Data? = nil, timeout: Duration? = .seconds(600)
+)
   throws -> ProcessResult
 {
   let process = Process()
