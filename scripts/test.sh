@@ -24,19 +24,27 @@ swift_tests() {
   local limit="$1"; shift
   local log status=0
   log="$(mktemp)"
-  NO_COLOR=1 timeout --kill-after=30 "$limit" "$(swift build --show-bin-path)/strataPackageTests.xctest" \
+  # Every process the tests start inherits this mark, by which what outlives them is found.
+  local mark="strata-tests-$$-$RANDOM"
+  STRATA_TEST_RUN="$mark" NO_COLOR=1 timeout --kill-after=30 "$limit" "$(swift build --show-bin-path)/strataPackageTests.xctest" \
     --testing-library swift-testing "$@" > >(tee "$log") 2>&1 || status=$?
   local printer=$!
+  # Nothing the tests started may outlive them (nodes run in process groups of their own, so a
+  # stopped test process leaves its nodes behind): whatever did is named and killed.
+  local left
+  left="$(grep -l -a -F "STRATA_TEST_RUN=$mark" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 || true)"
+  if [ -n "$left" ]; then
+    echo "processes the tests started, still running after them (killed):" >&2
+    ps -o pid=,args= -p "$(echo $left | tr ' ' ,)" | cut -c1-200 | sed 's/^/  /' >&2 || true
+    kill -KILL $left 2>/dev/null || true
+  fi
+  wait "$printer" || true
   if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-    # The nodes the tests started run in process groups of their own.
-    pkill -KILL -f "$PWD/.build/" || true
-    wait "$printer" || true
     echo "the Swift tests ran past their limit of $limit s and were stopped; tests started and not finished:" >&2
     sed -n 's/^.*◇ Test \(.*\) started\.$/\1/p' "$log" | grep -v -e '^case passing' -e '^run$' | sort >"$log.started"
     sed -n 's/^.*[✔✘] Test \(.*\) \(passed\|failed\) .*$/\1/p' "$log" | sed 's/ with [0-9]* test cases\?$//' | sort >"$log.ended"
     comm -23 "$log.started" "$log.ended" | sed 's/^/  /' >&2
   fi
-  wait "$printer" || true
   rm -f "$log" "$log.started" "$log.ended"
   return "$status"
 }
