@@ -12,13 +12,14 @@ import Synchronization
 /// the ones `process` names for its standard input, output and error, and the one Foundation gives
 /// it to learn of its exit.
 ///
-/// Why: Foundation's `Process` hands a child every descriptor open in the parent that is not
-/// close-on-exec, and it learns that a child exited when the child's end of a socket pair closes.
-/// Tests start processes in parallel, so a node started by one test kept another test's end of
-/// such a pair (and its pipes, and its sockets) open: a node that test killed was never seen to
-/// exit, `waitUntilExit()` waited for as long as the other node lived, and two tests waiting so on
-/// each other's nodes hung the suite. So starts take turns, and each first marks every descriptor
-/// above 2 close-on-exec; Foundation makes the socket pair for this child afterwards and passes it on.
+/// Why: Foundation's `Process` closes in a child only the descriptors that were open when the start
+/// began (up to the highest then), and it learns that a child exited when the child's end of a
+/// socket pair closes. Tests start processes in parallel, so a node started by one test while
+/// another test's start made its socket pair kept that pair's child end open: the other test's
+/// node, killed, was never seen to exit, `waitUntilExit()` waited for as long as the first node
+/// lived, and two tests waiting so on each other's nodes hung the suite. So starts take turns (a
+/// socket pair is made only inside a start), and each first marks every descriptor above 2
+/// close-on-exec, which leaves only what another thread opens during the start itself to pass on.
 public func launch(_ process: Process) throws {
   try launching.withLock { _ in
     markEveryDescriptorCloseOnExec()
