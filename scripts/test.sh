@@ -22,13 +22,16 @@ swift build --build-tests
 # started and not finished (the ones to look at), and leaves no process of this build running.
 swift_tests() {
   local limit="$1"; shift
-  local log status=0
+  local log status=0 out printer
   log="$(mktemp)"
+  # What the tests print goes to the terminal and to the log, through a printer waited for below.
+  exec {out}> >(tee "$log")
+  printer=$!
   # Every process the tests start inherits this mark, by which what outlives them is found.
   local mark="strata-tests-$$-$RANDOM"
   STRATA_TEST_RUN="$mark" NO_COLOR=1 timeout --kill-after=30 "$limit" "$(swift build --show-bin-path)/strataPackageTests.xctest" \
-    --testing-library swift-testing "$@" > >(tee "$log") 2>&1 || status=$?
-  local printer=$!
+    --testing-library swift-testing "$@" >&"$out" 2>&1 || status=$?
+  exec {out}>&-
   # Nothing the tests started may outlive them (nodes run in process groups of their own, so a
   # stopped test process leaves its nodes behind): whatever did is named and killed.
   local left
