@@ -19,7 +19,7 @@ swift build --build-tests
 # swift_tests LIMIT ARGS...: the Swift Testing tests (what `swift test --disable-xctest ARGS` runs,
 # from the test binary the build made, whose output is not held back), ended after LIMIT seconds.
 # A run that hangs fails at its limit instead of holding CI for hours, names the tests that had
-# started and not finished (the ones to look at), and leaves no process of this build running.
+# started and not finished (the ones to look at), and leaves no process the tests started running.
 swift_tests() {
   local limit="$1"; shift
   local log status=0 out printer
