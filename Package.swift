@@ -92,7 +92,7 @@ let package = Package(
     // RDMA verbs transport: rdma_cm connections, credits, one-sided batches (docs/rdma.md).
     .target(
       name: "StrataRDMA",
-      dependencies: ["StrataCore", "StrataWire", "CIBVerbs", "CRDMACM"],
+      dependencies: ["StrataCore", "StrataWire", "CIBVerbs", "CRDMACM", "CStrataLinux"],
       path: "Sources/StrataRDMA",
       swiftSettings: strictSwift),
     // GPU memory: the CUDA runtime loaded with dlopen, pinned staging ring (docs/rdma.md).
@@ -140,7 +140,7 @@ let package = Package(
       swiftSettings: strictSwift),
     .target(
       name: "StrataClientC",
-      dependencies: ["StrataClient", "StrataCore", "StrataWire", "StrataTCP"],
+      dependencies: ["StrataClient", "StrataCore", "StrataWire", "StrataTCP", "CStrataLinux"],
       path: "Sources/StrataClientC",
       swiftSettings: strictSwift),
     .executableTarget(
@@ -258,7 +258,7 @@ let package = Package(
       ],
       path: "Tests/StrataRDMATests", swiftSettings: strictSwift),
     .testTarget(
-      name: "StrataTCPTests", dependencies: ["StrataTCP", "StrataCore"], path: "Tests/StrataTCPTests",
+      name: "StrataTCPTests", dependencies: ["StrataTCP", "StrataCore", "CStrataLinux"], path: "Tests/StrataTCPTests",
       swiftSettings: strictSwift),
     .testTarget(
       name: "StrataGPUTests", dependencies: ["StrataGPU", "StrataCore", "StrataTestKit"], path: "Tests/StrataGPUTests",

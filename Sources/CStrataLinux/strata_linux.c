@@ -8,6 +8,10 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/eventfd.h>
+#endif
 #if defined(__linux__)
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -84,11 +88,42 @@ int strata_direct_io_alignment(int fd) {
   return 512;
 }
 
-int strata_accept_nonblocking(int fd, void *address, unsigned int *length) {
+int strata_accept(int fd, void *address, unsigned int *length, int nonblocking) {
   socklen_t size = *length;
-  int result = accept4(fd, (struct sockaddr *)address, &size, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  int result = accept4(fd, (struct sockaddr *)address, &size, SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0));
   *length = size;
   return result;
+}
+
+int strata_pipe(int ends[2]) { return pipe2(ends, O_CLOEXEC); }
+
+int strata_event_create(int ends[2]) {
+#if defined(__linux__)
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return -1;
+  ends[0] = fd;
+  ends[1] = fd;
+  return 0;
+#else
+  return pipe2(ends, O_CLOEXEC | O_NONBLOCK);
+#endif
+}
+
+void strata_event_signal(int write_end) {
+#if defined(__linux__)
+  uint64_t one = 1;
+  ssize_t written = write(write_end, &one, sizeof one);
+#else
+  uint8_t one = 1;
+  ssize_t written = write(write_end, &one, sizeof one);
+#endif
+  (void)written;  // EAGAIN: already signalled past what the counter or pipe holds, still readable
+}
+
+void strata_event_reset(int read_end) {
+  uint64_t scratch;
+  while (read(read_end, &scratch, sizeof scratch) > 0) {
+  }
 }
 
 int strata_poller_create(void) { return epoll_create1(EPOLL_CLOEXEC); }

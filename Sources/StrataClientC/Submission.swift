@@ -4,6 +4,7 @@
 // queue. The descriptor is an eventfd on Linux (a pipe elsewhere) that is readable exactly while
 // completions wait: the queue's lock covers both the queue and the descriptor's state.
 
+import CStrataLinux
 import Dispatch
 import StrataClient
 import StrataCore
@@ -41,33 +42,14 @@ final class CompletionQueue: Sendable {
   private let running = DispatchGroup()
   let readDescriptor: Int32
   private let writeDescriptor: Int32
-  private let isEventFD: Bool
 
   init() throws(StrataError) {
-    typealias EventFD = @convention(c) (UInt32, Int32) -> Int32
-    // eventfd(2) is not in the Glibc module map: found at run time, a pipe where it is missing.
-    if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "eventfd") {
-      let eventfd = unsafeBitCast(symbol, to: EventFD.self)
-      let descriptor = eventfd(0, Int32(O_NONBLOCK | O_CLOEXEC))
-      guard descriptor >= 0 else {
-        throw StrataError(.resourceExhausted, "eventfd failed: \(String(cString: strerror(errno)))")
-      }
-      readDescriptor = descriptor
-      writeDescriptor = descriptor
-      isEventFD = true
-    } else {
-      var ends: [Int32] = [0, 0]
-      guard pipe(&ends) == 0 else {
-        throw StrataError(.resourceExhausted, "pipe failed: \(String(cString: strerror(errno)))")
-      }
-      for end in ends {
-        _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-        _ = fcntl(end, F_SETFD, FD_CLOEXEC)
-      }
-      readDescriptor = ends[0]
-      writeDescriptor = ends[1]
-      isEventFD = false
+    var ends: [Int32] = [0, 0]
+    guard strata_event_create(&ends) == 0 else {
+      throw StrataError(.resourceExhausted, "eventfd failed: \(String(cString: strerror(errno)))")
     }
+    readDescriptor = ends[0]
+    writeDescriptor = ends[1]
   }
 
   /// Closes the descriptor (after `waitUntilIdle`).
@@ -113,20 +95,9 @@ final class CompletionQueue: Sendable {
 
   func waitUntilIdle() { running.wait() }
 
-  private func signal() {
-    if isEventFD {
-      var one: UInt64 = 1
-      _ = write(writeDescriptor, &one, 8)
-    } else {
-      var byte: UInt8 = 1
-      _ = write(writeDescriptor, &byte, 1)
-    }
-  }
+  private func signal() { strata_event_signal(writeDescriptor) }
 
-  private func reset() {
-    var scratch: UInt64 = 0
-    while read(readDescriptor, &scratch, 8) > 0 && !isEventFD {}
-  }
+  private func reset() { strata_event_reset(readDescriptor) }
 }
 
 private func systemClose(_ descriptor: Int32) -> Int32 {

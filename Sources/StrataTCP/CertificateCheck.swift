@@ -132,7 +132,7 @@ extension Substring {
 /// The whole of a PEM file (certificates are small; a file over `CertificateCheck.pemBytesMax`
 /// is refused).
 public func readPEMFile(_ path: String) throws(StrataError) -> String {
-  guard let file = fopen(path, "r") else {
+  guard let file = fopen(path, "re") else {
     throw StrataError(.invalidConfiguration, "TLS: cannot read \(path): \(String(cString: strerror(errno)))")
   }
   defer { fclose(file) }

@@ -617,7 +617,7 @@ public final class TCPListener: @unchecked Sendable {
       var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
       let fd = withUnsafeMutablePointer(to: &storage) { pointer in
         pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-          strata_accept_nonblocking(descriptor, $0, &length)
+          strata_accept(descriptor, $0, &length, 1)
         }
       }
       if fd >= 0 {
@@ -641,10 +641,9 @@ public final class TCPListener: @unchecked Sendable {
       var storage = sockaddr_storage()
       var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
       let fd = withUnsafeMutablePointer(to: &storage) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.accept(descriptor, $0, &length) }
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { strata_accept(descriptor, $0, &length, 0) }
       }
       if fd >= 0 {
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         let (peer, host) = peerName(storage, descriptor: fd)
         let socket = TCPSocket(descriptor: fd, peer: peer, peerHost: host)
         if unixPath == nil { socket.configure(timeoutMilliseconds: 0) }

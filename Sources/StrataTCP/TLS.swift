@@ -141,7 +141,7 @@ public final class TLSContext: @unchecked Sendable {
 /// Whether this kernel offers the `tls` ULP now (the `tls` module is loaded).
 public enum KernelTLS {
   public static var available: Bool {
-    guard let file = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r") else { return false }
+    guard let file = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "re") else { return false }
     defer { fclose(file) }
     var line = [CChar](repeating: 0, count: 256)
     guard fgets(&line, Int32(line.count), file) != nil else { return false }

@@ -15,6 +15,7 @@
  * Prints "c-abi: P passed, F failed" and exits 1 if F > 0 (2 on bad usage).
  */
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
@@ -355,6 +356,7 @@ static void check_extended(strata_client *client, uint64_t nonce, const uint8_t 
   /* Submissions: the descriptor is quiet with nothing submitted. */
   int fd = -1;
   check(strata_completion_fd(client, &fd) == 0 && fd >= 0, "completion_fd: a descriptor");
+  check((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0, "completion_fd: close-on-exec (a forking host does not pass it on)");
   size_t polled = 7;
   strata_completion completions[SUBMITTERS * PER_SUBMITTER + 8];
   check(strata_poll_completions(client, completions, 8, &polled) == 0 && polled == 0 && !fd_readable(fd, 0),

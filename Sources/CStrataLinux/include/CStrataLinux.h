@@ -30,8 +30,26 @@ int strata_madv_hugepage(void);
 /// The logical block size that O_DIRECT I/O on `fd` must be aligned to (512 if unknown).
 int strata_direct_io_alignment(int fd);
 
-/// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC; returns the descriptor or -1 with errno set.
-int strata_accept_nonblocking(int fd, void *address, unsigned int *length);
+// Every descriptor below is created close-on-exec in the same call (never by a later fcntl), so a
+// process that forks and execs on another thread meanwhile (an inference engine starting its
+// workers, a test starting a node) cannot pass it on to its child.
+
+/// accept4(2) with SOCK_CLOEXEC, and SOCK_NONBLOCK when `nonblocking` is not 0; returns the
+/// descriptor or -1 with errno set.
+int strata_accept(int fd, void *address, unsigned int *length, int nonblocking);
+
+/// pipe2(2) with O_CLOEXEC (read end in ends[0], write end in ends[1]); 0 or -1 with errno set.
+int strata_pipe(int ends[2]);
+
+/// A non-blocking wake-up descriptor readable while signalled: an eventfd on Linux (ends[0] ==
+/// ends[1]), a pipe elsewhere (read end in ends[0]); 0 or -1 with errno set.
+int strata_event_create(int ends[2]);
+
+/// Makes the event's read end readable (`write_end` is ends[1] of strata_event_create).
+void strata_event_signal(int write_end);
+
+/// Makes the event's read end unreadable again (`read_end` is ends[0]).
+void strata_event_reset(int read_end);
 
 // A readiness poller (epoll on Linux) through plain ints: Swift cannot lay out the packed
 // `struct epoll_event` of x86-64, so it never sees one.

@@ -71,13 +71,12 @@ final class HandshakeGate: @unchecked Sendable {
     poller = strata_poller_create()
     guard poller >= 0 else { throw StrataError(.ioError, "epoll_create1 failed: \(String(cString: strerror(errno)))") }
     var ends: [Int32] = [0, 0]
-    guard pipe(&ends) == 0 else {
+    guard strata_pipe(&ends) == 0 else {
       close(poller)
       throw StrataError(.ioError, "pipe() failed: \(String(cString: strerror(errno)))")
     }
     wakeRead = ends[0]
     wakeWrite = ends[1]
-    for descriptor in ends { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
   }
 
   deinit {

@@ -7,6 +7,7 @@
 
 import CIBVerbs
 import CRDMACM
+import CStrataLinux
 import Dispatch
 import Foundation
 public import StrataCore
@@ -154,7 +155,7 @@ public final class RDMAListener: @unchecked Sendable {
         guard rdma_bind_addr(id, socketAddress) == 0 else { throw verbsError("rdma_bind_addr \(address)") }
       }
       guard rdma_listen(id, 64) == 0 else { throw verbsError("rdma_listen \(address)") }
-      guard pipe(&pipeEnds) == 0 else { throw verbsError("pipe") }
+      guard strata_pipe(&pipeEnds) == 0 else { throw verbsError("pipe") }
     } catch {
       rdma_destroy_id(id)
       rdma_destroy_event_channel(channel)
