@@ -42,7 +42,11 @@ public final class NodeMetrics: NodeObserver {
   public static let authFailureReasons = ["unknown_token", "no_token", "peer_refused"]
   public static let quotaNames = ["connections", "inflight_bytes", "requests_per_second", "leases"]
   public static let probeLimitNames = ["lookup_keys_per_second", "misses_per_second"]
-  public static let replicationDropReasons = ["queue_full", "peer_unavailable", "corrupt"]
+  public static let replicationDropReasons = [
+    "queue_full", "peer_unavailable", "no_credentials", "gone", "refused", "corrupt",
+  ]
+  public static let tlsModes = ["kernel", "user"]
+  public static let tlsRefusalReasons = ["handshake", "plaintext"]
 
   /// Every metric, with its meaning; the names are a contract (dashboards and alerts use them).
   public static let catalog: [MetricInfo] = [
@@ -166,6 +170,12 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_errors_total", kind: .counter, labels: ["code"], help: "Requests answered with an error, by code."),
     .init(
       name: "strata_connections_total", kind: .counter, labels: ["transport"], help: "Data-plane connections accepted."),
+    .init(
+      name: "strata_tls_handshakes_total", kind: .counter, labels: ["transport", "tls_mode"],
+      help: "TLS handshakes completed on the data plane, by where records are encrypted (kernel, user)."),
+    .init(
+      name: "strata_tls_refused_total", kind: .counter, labels: ["reason"],
+      help: "Connections to the TLS port refused, by reason (handshake, plaintext)."),
     .init(
       name: "strata_handshakes_pending", kind: .gauge, labels: [],
       help: "Data-plane connections waiting for their HELLO now (no thread each)."),
@@ -419,6 +429,8 @@ public final class NodeMetrics: NodeObserver {
         "strata_connections_total", [("transport", "tcp")],
         to: serverStats.connectionsAccepted - serverStats.sameHostConnectionsAccepted)
       advance("strata_connections_total", [("transport", "shm")], to: serverStats.sameHostConnectionsAccepted)
+      gauge("strata_connections_open", [("transport", "rdma")]).set(Double(serverStats.connectionsRDMAOpen))
+      advance("strata_connections_total", [("transport", "rdma")], to: serverStats.connectionsRDMA)
       advance("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", "kernel")], to: serverStats.tlsKernel)
       advance("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", "user")], to: serverStats.tlsUser)
       advance("strata_tls_refused_total", [("reason", "handshake")], to: serverStats.tlsHandshakesFailed)
@@ -534,6 +546,12 @@ public final class NodeMetrics: NodeObserver {
     }
     for reason in NodeMetrics.replicationDropReasons {
       counter("strata_replication_dropped_total", [("reason", reason)]).increment(by: Int64(0))
+    }
+    for mode in NodeMetrics.tlsModes {
+      counter("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", mode)]).increment(by: Int64(0))
+    }
+    for reason in NodeMetrics.tlsRefusalReasons {
+      counter("strata_tls_refused_total", [("reason", reason)]).increment(by: Int64(0))
     }
     // Every counter without labels is exported from the start, at 0.
     for metric in NodeMetrics.catalog where metric.kind == .counter && metric.labels.isEmpty {

@@ -31,8 +31,10 @@ public struct ServerStats: Sendable, Hashable {
   /// HELLOs answered with RDMA granted, and with TCP only (the log line says why).
   public var helloRDMAGranted = 0
   public var helloTCPOnly = 0
-  /// RDMA connections established through rdma_cm.
+  /// RDMA connections established through rdma_cm, and those open now (not among `connectionsOpen`,
+  /// which counts the TCP and same-host connections the admission limits hold).
   public var connectionsRDMA = 0
+  public var connectionsRDMAOpen = 0
   /// Connections waiting for their HELLO now; those closed for the handshake deadline, and those
   /// closed to make room for newer ones (`limits.max_handshakes`).
   public var handshakesPending = 0
@@ -272,6 +274,7 @@ public final class NodeServer: Sendable {
       var stats = state.stats
       stats.inflightBytes = state.admission.inflightBytes
       stats.connectionsOpen = state.admission.connections
+      stats.connectionsRDMAOpen = rdma.sessions.current
       stats.handshakesPending = gate.pendingCount + (sameHost?.gate.pendingCount ?? 0)
       return stats
     }

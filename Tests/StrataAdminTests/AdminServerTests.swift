@@ -159,6 +159,13 @@ final class AdminFixture {
     for metric in NodeMetrics.catalog {
       #expect(docs.contains("`\(metric.name)`"), "docs/metrics.md lacks \(metric.name)")
     }
+    // And the other way: every metric the page names is in the catalog (so exported from start).
+    let named = Set(docs.matches(of: /`(strata_[a-z0-9_]+)`/).map { String($0.output.1) })
+    let histogramParts = ["_bucket", "_sum", "_count"]
+    for name in named.sorted() {
+      let base = histogramParts.first(where: name.hasSuffix).map { String(name.dropLast($0.count)) } ?? name
+      #expect(NodeMetrics.catalog.contains { $0.name == base }, "docs/metrics.md names \(name), not in the catalog")
+    }
   }
 
   /// A request's metrics are recorded into series made at start, found by the label the node gives
