@@ -143,6 +143,9 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_nvme_admissions_refused_total", kind: .counter, labels: [],
       help: "NVMe writes refused: no region was freed in time (the block stays in RAM only)."),
     .init(
+      name: "strata_nvme_io_errors_total", kind: .counter, labels: [],
+      help: "NVMe device reads, writes and syncs that failed (a failing disk); none returned bad bytes."),
+    .init(
       name: "strata_auth_failures_total", kind: .counter, labels: ["reason"],
       help: "HELLOs and admin calls refused for their credentials (unknown_token, no_token, peer_refused)."),
     .init(
@@ -416,6 +419,7 @@ public final class NodeMetrics: NodeObserver {
       advance("strata_nvme_records_written_total", [], to: nvme.recordsWritten)
       advance("strata_nvme_reclaim_waits_total", [], to: nvme.reclaimWaits)
       advance("strata_nvme_admissions_refused_total", [], to: nvme.admissionsRefused)
+      advance("strata_nvme_io_errors_total", [], to: nvme.ioErrors)
     }
     if let verifier { advance("strata_verify_corrupt_blocks_total", [], to: verifier.corruptBlocksTotal) }
     if let server {

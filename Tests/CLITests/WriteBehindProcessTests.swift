@@ -5,6 +5,7 @@ import Foundation
 import StrataClient
 import StrataConfig
 import StrataCore
+import StrataTestKit
 import Testing
 
 @Suite(.serialized) struct WriteBehindProcessTests {
@@ -166,6 +167,54 @@ import Testing
     #expect(try metric("strata_writeback_failed_blocks_total", admin) == 0)
     #expect(try metric("strata_evictions_total{tier=\"ram\",reason=\"admission\"}", admin) == 0)
     print("sustained PUT: \(try metric("strata_nvme_reclaim_waits_total", admin)) writes waited for a reclaim")
+  }
+
+  /// A disk whose writes fail (the node's fault-injection switch): write-behind fails, each failure
+  /// is counted where an operator looks (`strata_writeback_failed_blocks_total` and
+  /// `strata_nvme_io_errors_total`, both 0 until then), and every acknowledged block is still read
+  /// back byte-exact from RAM.
+  @Test func aDiskWhoseWritesFailIsCountedAndLosesNoAcknowledgedBlock() async throws {
+    let blockBytes = 2 << 20
+    let count = 8
+    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", extra: ["--fault-injection"])
+    defer { _ = node.stop() }
+    let admin = try node.admin
+    let exported = try DeployFixtures.httpGet(admin, "/metrics").1
+    #expect(exported.contains("\nstrata_nvme_io_errors_total 0"), "the counter is not exported at 0 from start")
+    let armed = try rawAdminExchange(
+      admin, Array("POST /v1/debug/disk-fault HTTP/1.1\r\nContent-Length: 17\r\n\r\n{\"writes\":\"fail\"}".utf8))
+    try #require(armed.hasPrefix("HTTP/1.1 200"), "\(armed)")
+
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: count * blockBytes, alignment: 4096)
+    defer { source.deallocate() }
+    fill(source, seed: 17)
+    let keys = (0..<count).map { blockKey($0, 17) }
+    let client = node.client()
+    defer { client.close() }
+    let region = client.register(source)
+    let items = try (0..<count).map { n in
+      StrataClient.PutItem(key: keys[n], source: try region.slice(offset: n * blockBytes, length: blockBytes))
+    }
+    try #require(try await client.put(items).allSatisfy { $0 == .stored })
+    // Write-behind tries each block within its window (1 s by default) and fails.
+    let failed = try await eventually(within: 30) {
+      try metric("strata_writeback_failed_blocks_total", admin) >= Double(count)
+    }
+    let failures = try metric("strata_writeback_failed_blocks_total", admin)
+    #expect(failed, "write-behind failures counted: \(failures) of \(count)")
+    #expect(try metric("strata_nvme_io_errors_total", admin) > 0)
+    #expect(try metric("strata_writeback_blocks_total", admin) == 0)
+
+    let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: count * blockBytes, alignment: 4096)
+    defer { destination.deallocate() }
+    memset(destination.baseAddress!, 0xEE, count * blockBytes)
+    let target = client.register(destination)
+    let results = try await client.get(
+      (0..<count).map { n in
+        StrataClient.GetItem(key: keys[n], destination: try target.slice(offset: n * blockBytes, length: blockBytes))
+      })
+    #expect(results.allSatisfy { $0 == .ok(length: blockBytes) }, "\(results)")
+    #expect(memcmp(destination.baseAddress!, source.baseAddress!, count * blockBytes) == 0)
   }
 
   /// The value of one exported series (name with its labels as the node prints them); 0 when absent.

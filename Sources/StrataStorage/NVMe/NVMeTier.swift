@@ -25,7 +25,8 @@ public struct NVMeTierStatistics: Hashable, Sendable {
   public var freeRegionCount = 0
   /// Blocks found corrupt on read or reclaim and dropped (never returned).
   public var corruptBlocksDetected = 0
-  /// Failed reads and writes; the blocks involved were not admitted or were dropped.
+  /// Failed device reads, writes and syncs (reclaims and restart scans included); the blocks
+  /// involved were not admitted or were dropped.
   public var ioErrors = 0
   public var evictedRegions = 0
   public var evictedBlocks = 0
@@ -470,9 +471,14 @@ public final class NVMeTier: Sendable {
     if let victim { reclaim(victim) }
   }
 
-  /// Makes every completed write durable on every device.
+  /// Makes every completed write durable on every device; a failure is counted in `ioErrors`.
   public func sync() throws(StrataError) {
-    for device in devices { try device.sync() }
+    do throws(StrataError) {
+      for device in devices { try device.sync() }
+    } catch {
+      log.withLock { $0.counters.ioErrors += 1 }
+      throw error
+    }
   }
 
   // MARK: Reclaiming
