@@ -171,12 +171,14 @@ import Testing
 
   /// A disk whose writes fail (the node's fault-injection switch): write-behind fails, each failure
   /// is counted where an operator looks (`strata_writeback_failed_blocks_total` and
-  /// `strata_nvme_io_errors_total`, both 0 until then), and every acknowledged block is still read
-  /// back byte-exact from RAM.
+  /// `strata_nvme_io_errors_total`, both 0 until then) and logged with the device's message, and
+  /// every acknowledged block is still read back byte-exact from RAM.
   @Test func aDiskWhoseWritesFailIsCountedAndLosesNoAcknowledgedBlock() async throws {
     let blockBytes = 2 << 20
     let count = 8
-    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", extra: ["--fault-injection"])
+    let log = FileManager.default.temporaryDirectory.appendingPathComponent("disk-fault-\(getpid()).log").path
+    let node = try await NodeProcess.launch(
+      ram: "64MiB", nvme: "256MiB", log: log, extra: ["--fault-injection"], files: [log])
     defer { _ = node.stop() }
     let admin = try node.admin
     let exported = try DeployFixtures.httpGet(admin, "/metrics").1
@@ -204,6 +206,14 @@ import Testing
     #expect(failed, "write-behind failures counted: \(failures) of \(count)")
     #expect(try metric("strata_nvme_io_errors_total", admin) > 0)
     #expect(try metric("strata_writeback_blocks_total", admin) == 0)
+    // And the node's log says how the disk failed (the device's message, where, which file).
+    let logged = try await eventually(within: 10) {
+      let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+      return text.split(separator: "\n").contains {
+        $0.contains("storage: NVMe device error") && $0.contains("operation=write") && $0.contains("strata-nvme.dat")
+      }
+    }
+    #expect(logged, "no error line for the failed writes in the node's log")
 
     let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: count * blockBytes, alignment: 4096)
     defer { destination.deallocate() }

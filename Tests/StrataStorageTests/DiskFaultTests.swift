@@ -1,6 +1,7 @@
 // A disk failing under a running node: the fault-injecting device (the seam `strata serve
 // --fault-injection` uses) and what the tier manager does with a block whose demotion failed.
 
+import Logging
 import StrataCore
 import StrataTestKit
 import Synchronization
@@ -9,6 +10,46 @@ import Testing
 @testable import StrataStorage
 
 @Suite struct DiskFaultTests {
+  /// Every failed operation of a wrapped device is logged at error level with the device's own
+  /// message and where it failed, passed on unchanged to the caller; lines are limited to a burst
+  /// of 10 and then one a second, and the next line written says how many were left out.
+  @Test func aReportingDeviceLogsEachFailureAtItsRateLimit() throws {
+    let faults = DiskFaultSwitch()
+    let capture = LogCapture()
+    let clock = ManualClock(milliseconds: 5_000)
+    let device = ReportingBlockDevice(
+      FaultInjectingBlockDevice(SimulatedBlockDevice(capacityBytes: 1 << 16), faults: faults),
+      path: "/data/strata-nvme.dat", logger: Logger(label: "test") { _ in capture.handler() }, clock: clock)
+    let page = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+    defer { page.deallocate() }
+    page.initializeMemory(as: UInt8.self, repeating: 7)
+    try device.write(at: 4096, from: UnsafeRawBufferPointer(page))
+    try device.read(at: 4096, into: page)
+    try device.sync()
+    #expect(capture.records.withLock { $0.isEmpty }, "a healthy device logged")
+
+    faults.set(DiskFaults(failWrites: true, reads: .fail))
+    let failed = #expect(throws: StrataError.self) { try device.write(at: 8192, from: UnsafeRawBufferPointer(page)) }
+    #expect(failed?.code == .ioError, "the error is passed on unchanged")
+    #expect(throws: StrataError.self) { try device.read(at: 4096, into: page) }
+    #expect(throws: StrataError.self) { try device.sync() }
+    let first = capture.records.withLock { $0 }
+    #expect(first.map(\.message) == Array(repeating: "storage: NVMe device error", count: 3))
+    #expect(first.map { $0.metadata["operation"] } == ["write", "read", "sync"])
+    #expect(first[0].metadata["offset"] == "8192" && first[0].metadata["bytes"] == "4096")
+    #expect(first[0].metadata["path"] == "/data/strata-nvme.dat")
+    #expect(first[0].metadata["error"] == failed?.message)
+    #expect(first[2].metadata["offset"] == nil, "a sync has no offset")
+
+    for _ in 0..<20 { _ = try? device.read(at: 0, into: page) }
+    #expect(capture.records.withLock { $0.count } == DeviceErrorLineLimiter.burst, "a burst of 10 lines, then none")
+    clock.advance(milliseconds: 1_000)
+    _ = try? device.read(at: 0, into: page)
+    let last = try #require(capture.records.withLock { $0.last })
+    #expect(capture.records.withLock { $0.count } == DeviceErrorLineLimiter.burst + 1)
+    #expect(last.metadata["lines_left_out"] == "13", "20 reads after 3 failures: 7 logged, 13 left out")
+  }
+
   /// Healthy: every call passes through. Armed: writes and syncs fail with EIO and leave the
   /// device unchanged; reads fail, or return bytes with a bit of every sector inverted.
   @Test func theFaultInjectingDeviceFailsAndCorruptsFromTheMomentItIsArmed() throws {

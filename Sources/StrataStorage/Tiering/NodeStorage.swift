@@ -12,8 +12,9 @@ public func nvmeDeviceFile(under path: String) -> String {
 
 extension TierManager {
   /// The tiers of a node configured by `node`. Existing device files are scanned and their
-  /// valid blocks indexed again; torn or corrupt records are dropped, never served. With `faults`
-  /// (`strata serve --fault-injection` only) every device is wrapped in a FaultInjectingBlockDevice.
+  /// valid blocks indexed again; torn or corrupt records are dropped, never served. Every device's
+  /// failures are logged (ReportingBlockDevice); with `faults` (`strata serve --fault-injection`
+  /// only) every device is wrapped in a FaultInjectingBlockDevice inside that.
   public static func open(
     _ node: NodeConfiguration, clock: any NodeClock = SystemClock(), faults: DiskFaultSwitch? = nil,
     logger: Logger
@@ -29,8 +30,10 @@ extension TierManager {
     var devices: [any BlockDevice] = []
     for path in node.effectiveNVMePaths {
       try makeDirectory(path.path)
-      let device = try FileBlockDevice(path: nvmeDeviceFile(under: path.path), capacityBytes: Int(path.capacity.bytes))
-      devices.append(faults.map { FaultInjectingBlockDevice(device, faults: $0) } ?? device)
+      let file = nvmeDeviceFile(under: path.path)
+      let device = try FileBlockDevice(path: file, capacityBytes: Int(path.capacity.bytes))
+      let faulty: any BlockDevice = faults.map { FaultInjectingBlockDevice(device, faults: $0) } ?? device
+      devices.append(ReportingBlockDevice(faulty, path: file, logger: logger, clock: clock))
     }
     let (nvme, report) = try NVMeTier.recover(
       devices: devices, regionBytes: Int(node.nvme.regionSize.bytes), compression: node.nvme.compression,
