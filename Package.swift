@@ -274,7 +274,7 @@ let package = Package(
       ],
       path: "Tests/StrataClusterTests", swiftSettings: strictSwift),
     .testTarget(
-      name: "CABITests", dependencies: ["strata", "StrataTestKit"], path: "Tests/CABITests",
+      name: "CABITests", dependencies: ["strata", "StrataCore", "StrataTestKit"], path: "Tests/CABITests",
       swiftSettings: strictSwift),
     .testTarget(
       name: "SystemLibraryTests",

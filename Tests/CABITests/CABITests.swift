@@ -7,6 +7,7 @@
 // Builds nothing with SwiftPM itself: the library and `strata` are found beside this test binary.
 
 import Foundation
+import StrataCore
 import StrataTestKit
 import Synchronization
 import Testing
@@ -171,6 +172,15 @@ private func compileCProgram(_ name: String, defines: [String] = []) async throw
 }
 
 @Suite struct CABITests {
+  /// Every StrataError code has its STRATA_E_ define in the header, with its number, and the
+  /// header defines no other: a C caller can name every code a call returns.
+  @Test func theHeaderDefinesEveryErrorCode() throws {
+    let header = try String(
+      contentsOf: packageRoot.appendingPathComponent("Sources/StrataClientC/include/strata_client.h"), encoding: .utf8)
+    let defined = header.matches(of: /#define STRATA_E_[A-Z_]+ (\d+)/).compactMap { Int($0.output.1) }
+    #expect(defined.sorted() == StrataError.Code.all.map { Int($0.number) })
+  }
+
   /// The C program writes, reads back and byte-compares 2,000 blocks of 1 KiB to 2 MiB and checks
   /// every other call; the node then stops cleanly on SIGTERM.
   @Test func cProgramAgainstARealNode() async throws {

@@ -51,17 +51,19 @@ ERROR_NAMES = {
     1: "invalid_argument", 2: "invalid_configuration", 3: "not_found", 4: "already_exists",
     5: "checksum_mismatch", 6: "resource_exhausted", 7: "io_error", 8: "protocol_error", 9: "unavailable",
     10: "timeout", 11: "permission_denied", 12: "unsupported", 13: "stale_epoch", 14: "cancelled", 15: "internal",
+    16: "quorum_not_reached",
 }
 _MOONCAKE_OF_ERROR = {1: INVALID_PARAMS, 3: OBJECT_NOT_FOUND, 4: OBJECT_ALREADY_EXISTS, 5: TRANSFER_FAIL,
-                      6: NO_AVAILABLE_HANDLE, 9: RPC_FAIL, 10: RPC_FAIL, 11: INVALID_PARAMS}
+                      6: NO_AVAILABLE_HANDLE, 9: RPC_FAIL, 10: RPC_FAIL, 11: INVALID_PARAMS,
+                      16: TRANSFER_FAIL}
 _GET_CODES = {-1: OBJECT_NOT_FOUND, -2: TRANSFER_FAIL, -3: BUFFER_OVERFLOW, -4: INVALID_PARAMS, -5: INVALID_PARAMS}
 _PUT_CODES = [OK, OK, TRANSFER_FAIL, INVALID_PARAMS, NO_AVAILABLE_HANDLE]
 _OPERATIONS = {1: "lookup", 2: "get", 3: "put", 4: "delete"}
 
 
 class StrataError(Exception):
-    """A whole call failed. ``code`` is Strata's stable error number (1 invalid argument … 15
-    internal), ``name`` its name, ``mooncake_code`` the negative Mooncake-style code."""
+    """A whole call failed. ``code`` is Strata's stable error number (1 invalid argument … 16
+    quorum not reached), ``name`` its name, ``mooncake_code`` the negative Mooncake-style code."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -234,11 +236,15 @@ class StrataStore:
 
     def close(self) -> int:
         """Waits for submissions in flight, says GOODBYE and frees the client. Idempotent; returns 0."""
+        # The event loops stop watching the completion descriptor while it is still open: once the
+        # client is freed its number can be reused, and a loop still "watching" it would never
+        # register the new descriptor of that number (an await on it would wait forever).
+        fd = self._fd if self._handle is not None and self._readers else None
         handle, self._handle = self._handle, None
         if handle is not None and self._lib is not None:
             for loop in list(self._readers):
                 try:
-                    loop.remove_reader(self._fd)
+                    loop.remove_reader(fd)
                 except Exception:
                     pass
             self._readers.clear()

@@ -96,3 +96,24 @@ def test_async_failure_raises(store):
     with pytest.raises(StrataError) as error:
         asyncio.run(main())
     assert error.value.code == 1
+
+
+def test_close_stops_every_event_loop_watching_the_descriptor(address):
+    """A closed store's loops no longer watch its completion descriptor: once freed, its number is
+    reused (by the next store's descriptor, or a socket), and a stale watch would keep the loop from
+    ever registering the new one, so an await on the next store would wait forever."""
+    from strata_kv import StrataStore
+
+    async def main():
+        store = StrataStore(node=address, connections=1, timeout_ms=10000)
+        key = os.urandom(32)
+        assert await store.aput_from([key], [np.arange(100, dtype=np.uint8)]) == [0]
+        fd = store.event_fd
+        store.close()
+        loop = asyncio.get_running_loop()
+        assert not loop.remove_reader(fd), "the loop still watches the closed store's descriptor"
+        with StrataStore(node=address, connections=1, timeout_ms=10000) as again:
+            looked = await asyncio.wait_for(again.alookup([key]), timeout=30)
+            assert looked.leading_run == 1
+
+    asyncio.run(main())

@@ -1,11 +1,23 @@
 """The Mooncake Store method names and return conventions, each against a real node."""
 
 import os
+import re
 
 import numpy as np
 
-from strata_kv import StrataStore
-from strata_kv.store import BUFFER_OVERFLOW, INVALID_PARAMS, OBJECT_NOT_FOUND
+from strata_kv import StrataError, StrataStore
+from strata_kv.store import BUFFER_OVERFLOW, ERROR_NAMES, INVALID_PARAMS, OBJECT_NOT_FOUND, TRANSFER_FAIL
+
+from conftest import REPO
+
+
+def test_every_error_code_of_the_c_library_has_its_name():
+    """The numbers in strata_client.h's STRATA_E_* are exactly those the package names."""
+    header = (REPO / "Sources" / "StrataClientC" / "include" / "strata_client.h").read_text()
+    numbers = {int(n) for n in re.findall(r"#define STRATA_E_[A-Z_]+ (\d+)", header)}
+    assert numbers and numbers == set(ERROR_NAMES)
+    error = StrataError(16, "2 of 3 owners")
+    assert error.name == "quorum_not_reached" and error.mooncake_code == TRANSFER_FAIL
 
 
 def test_setup_style_construction(address):

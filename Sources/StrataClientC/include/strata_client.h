@@ -77,6 +77,7 @@ extern "C" {
 #define STRATA_E_STALE_EPOCH 13
 #define STRATA_E_CANCELLED 14
 #define STRATA_E_INTERNAL 15
+#define STRATA_E_QUORUM_NOT_REACHED 16
 
 /** strata_lookup tiers. */
 #define STRATA_TIER_ABSENT 0
