@@ -25,6 +25,7 @@ multiprocess form is keyed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import ctypes
 import threading
@@ -225,6 +226,11 @@ if _HAVE_LMCACHE:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=4, thread_name_prefix="strata-lmcache"
             )
+            # Leases taken by batched_async_contains(pin=True), by lookup id, until the read of
+            # that lookup names (and so releases) them. Bounded: a lookup never read leaves its
+            # lease to expire on the node (lease_ms), and its entry is dropped oldest first here.
+            self._pins: "collections.OrderedDict[str, int]" = collections.OrderedDict()
+            self._pins_lock = threading.Lock()
 
         def _key(self, key: Any) -> bytes:
             return lmcache_key(key.to_string())
@@ -235,7 +241,7 @@ if _HAVE_LMCACHE:
         # -- existence ------------------------------------------------------------------------
 
         def exists_sync(self, key: Any) -> bool:
-            return self.store.lookup([self._key(key)]).tiers[0] != 0
+            return self.store.lookup([self._key(key)], sizes=False).tiers[0] != 0
 
         async def exists(self, key: Any) -> bool:
             return await self._run(self.exists_sync, key)
@@ -244,7 +250,7 @@ if _HAVE_LMCACHE:
             return True
 
         def batched_contains(self, keys: list[Any]) -> int:
-            return self.store.lookup([self._key(k) for k in keys]).leading_run
+            return self.store.lookup([self._key(k) for k in keys], sizes=False).leading_run
 
         def support_batched_async_contains(self) -> bool:
             return True
@@ -252,17 +258,30 @@ if _HAVE_LMCACHE:
         async def batched_async_contains(self, lookup_id: str, keys: list[Any], pin: bool = False) -> int:
             strata_keys = [self._key(k) for k in keys]
             found = await self._run(
-                lambda: self.store.lookup(strata_keys, lease_ms=self.lease_ms if pin else 0)
+                lambda: self.store.lookup(strata_keys, lease_ms=self.lease_ms if pin else 0, sizes=False)
             )
+            if found.lease:
+                with self._pins_lock:
+                    self._pins[lookup_id] = found.lease
+                    while len(self._pins) > self.PINS_MAX:
+                        self._pins.popitem(last=False)
             return found.leading_run
+
+        #: Leases remembered for lookups not yet read (the node's per-connection limit is 1024).
+        PINS_MAX = 1024
+
+        def _take_pin(self, lookup_id: str) -> int:
+            with self._pins_lock:
+                return self._pins.pop(lookup_id, 0)
 
         # -- get ------------------------------------------------------------------------------
 
-        def _read(self, keys: list[Any]) -> list[Any]:
+        def _read(self, keys: list[Any], lease: int = 0) -> list[Any]:
             """Reads chunks into newly allocated memory objects; None where a chunk is missing.
 
-            One leased LOOKUP gives each chunk's stored length; one GET then reads every present
-            chunk. A full chunk lands in place: its header and its bytes are the two segments of
+            One LOOKUP gives each chunk's stored length; one GET then reads every present chunk,
+            naming ``lease`` (the pin batched_async_contains took for this lookup, released by
+            that read; a chunk evicted between the two calls without one is only a miss). A full chunk lands in place: its header and its bytes are the two segments of
             one vectored read straight into the LMCache object. A partial chunk (a prompt's tail,
             stored with a shorter length) is read whole into a scratch buffer first, since its
             object's shape is known only from its header.
@@ -270,7 +289,7 @@ if _HAVE_LMCACHE:
             strata_keys = [self._key(k) for k in keys]
             results: list[Any] = [None] * len(keys)
             try:
-                found = self.store.lookup(strata_keys, lease_ms=self.lease_ms)
+                found = self.store.lookup(strata_keys)
             except StrataError as error:
                 logger.warning("Strata lookup failed: %s", error)
                 return results
@@ -301,9 +320,7 @@ if _HAVE_LMCACHE:
             if not plans:
                 return results
             try:
-                lengths = self.store.get_into(
-                    [strata_keys[p[0]] for p in plans], buffers, lease=found.lease
-                )
+                lengths = self.store.get_into([strata_keys[p[0]] for p in plans], buffers, lease=lease)
             except StrataError as error:
                 logger.warning("Strata get failed: %s", error)
                 lengths = [-1] * len(plans)
@@ -384,7 +401,7 @@ if _HAVE_LMCACHE:
             return True
 
         async def batched_get_non_blocking(self, lookup_id: str, keys: list[Any]) -> list[Any]:
-            objects = await self._run(self._read, list(keys))
+            objects = await self._run(self._read, list(keys), self._take_pin(lookup_id))
             prefix = []
             for obj in objects:
                 if obj is None:
@@ -438,7 +455,8 @@ if _HAVE_LMCACHE:
 
         async def ping(self) -> int:
             try:
-                await self._run(self.store.lookup, [])
+                # One key (none is sent at all): a round trip that fails when the node is away.
+                await self._run(lambda: self.store.lookup([bytes(32)], sizes=False))
                 return 0
             except StrataError as error:
                 return int(getattr(error, "code", 1)) or 1

@@ -175,3 +175,29 @@ def test_strata_url_creates_the_connector(strata_node):
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+
+
+def test_pinned_lookups_release_their_leases_and_ping_sees_a_stopped_node(strata_node):
+    """batched_async_contains(pin=True) pins through a lease that the read of the same lookup id
+    names and so releases: many lookups leave no lease behind (each used to keep two for 30 s, and
+    a connection holds 1,024 at most). ping is a real round trip: 0 while the node serves, an
+    error code once it is gone."""
+    b = Backends(strata_node.address)
+    try:
+        keys = [key(200 + i) for i in range(3)]
+        b.remote.batched_submit_put_task(keys, [b.chunk(CHUNK_TOKENS, seed=200 + i) for i in range(3)])
+        wait_until(lambda: b.remote.batched_contains(keys) == 3, "chunks stored")
+        for round_ in range(20):
+            lookup = f"pinned-{round_}"
+            assert b.run(b.remote.batched_async_contains(lookup, keys, pin=True)) == 3
+            got = b.run(b.remote.batched_get_non_blocking(lookup, keys))
+            assert len(got) == 3
+            for obj in got:
+                obj.ref_count_down()
+        assert strata_node.metrics().get("strata_leases_active") == 0
+        connector = b.remote.connection
+        assert b.run(connector.ping()) == 0
+        strata_node.stop()
+        assert b.run(connector.ping()) != 0
+    finally:
+        b.close()
