@@ -120,6 +120,12 @@ func putFrame(_ items: [(BlockKey, [UInt8])], ranges: [RegionRange], id: UInt64)
     let batch = Array(gets[4...6])
     #expect(try await client.get(batch) == [.ok(length: 1 << 20), .corrupt, .ok(length: 256 << 10)])
     #expect(memcmp(shared.base + offsetOf(4, sizes), shared.base + half + offsetOf(4, sizes), 1 << 20) == 0)
+    // The node removed the bad copy when its copy found it: the block's next PUT stores it again
+    // (not "already present"), and it reads back whole.
+    #expect(node.tiers.stats.checksumFailures == 1)
+    #expect(try await client.put([puts[5]]) == [.stored])
+    #expect(try await client.get([gets[5]]) == [.ok(length: 4 << 20)])
+    #expect(memcmp(shared.base + offsetOf(5, sizes), shared.base + half + offsetOf(5, sizes), 4 << 20) == 0)
   }
 
   @Test func otherMemoryTravelsInTheUnixSocketStream() async throws {
