@@ -114,6 +114,18 @@ class StrataHiCacheStorage(HiCacheStorage):
     def __init__(self, storage_config: HiCacheStorageConfig, kwargs: Optional[dict] = None) -> None:
         self.storage_config = storage_config
         extra = dict(storage_config.extra_config or {})
+        unsupported = {
+            name: size
+            for name in ("pp_size", "attn_cp_size", "dcp_size")
+            if (size := int(getattr(storage_config, name, 1) or 1)) > 1
+        }
+        if unsupported:
+            # Only the tensor-parallel rank is in the layout: pipeline stages and context-parallel
+            # shards would store their different parts of a page under one key (wrong KV, not a miss).
+            raise ValueError(
+                f"StrataHiCacheStorage does not support {', '.join(f'{k}={v}' for k, v in unsupported.items())} "
+                "yet: those stages or shards would share keys. Run with tensor parallelism only."
+            )
         self._store = StrataStore.from_config(_config(extra))
         self._model = str(extra.get("strata.model_id") or storage_config.model_name or "model")
         # MLA KV is the same on every TP rank: one copy, shared by all ranks, written by one.

@@ -17,14 +17,17 @@ Per-key codes of both faces (negative; docs/client.md, "Python"):
     -900 the node could not be reached or timed out   -1 any other failure
 
 Thread safety: every method may be called from many threads at once (the C calls release the
-GIL); ``close`` must not race with other calls.
+GIL); ``close`` must not race with other calls. A store belongs to the process that opened it: a
+child made by fork finds it closed (open stores only in processes started with exec).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 import threading
+import weakref
 from ctypes import byref, c_int, c_int64, c_size_t, c_uint8, c_uint64, c_void_p
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -59,6 +62,29 @@ _MOONCAKE_OF_ERROR = {1: INVALID_PARAMS, 3: OBJECT_NOT_FOUND, 4: OBJECT_ALREADY_
 _GET_CODES = {-1: OBJECT_NOT_FOUND, -2: TRANSFER_FAIL, -3: BUFFER_OVERFLOW, -4: INVALID_PARAMS, -5: INVALID_PARAMS}
 _PUT_CODES = [OK, OK, TRANSFER_FAIL, INVALID_PARAMS, NO_AVAILABLE_HANDLE]
 _OPERATIONS = {1: "lookup", 2: "get", 3: "put", 4: "delete"}
+
+
+# Every store with an open client, so that a child made by fork can forget them (below).
+_OPEN_STORES: "weakref.WeakSet[StrataStore]" = weakref.WeakSet()
+
+
+def _forget_inherited_stores() -> None:
+    """In a child made by fork (without exec), the parent's clients stay the parent's: their
+    threads did not come along and their connections are the parent's sessions. The child must
+    neither use nor close them (a GOODBYE from it would end the parent's session, and the library
+    cannot run in a child of a process whose threads it started): each becomes a closed store.
+    Open a new StrataStore after fork only in a process started with exec (spawn)."""
+    for store in list(_OPEN_STORES):
+        store._handle = None
+        store._lib = None
+        store._readers = set()
+        store._pending = {}
+        store._futures = {}
+    _OPEN_STORES.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_stores)
 
 
 class StrataError(Exception):
@@ -228,6 +254,7 @@ class StrataStore:
                                               tls_key.encode() if tls_key else None, byref(handle)), lib)
         self._lib = lib
         self._handle = handle.value
+        _OPEN_STORES.add(self)
 
     def _client(self) -> Tuple[ctypes.CDLL, int]:
         if self._handle is None or self._lib is None:
@@ -241,6 +268,7 @@ class StrataStore:
         # register the new descriptor of that number (an await on it would wait forever).
         fd = self._fd if self._handle is not None and self._readers else None
         handle, self._handle = self._handle, None
+        _OPEN_STORES.discard(self)
         if handle is not None and self._lib is not None:
             for loop in list(self._readers):
                 try:

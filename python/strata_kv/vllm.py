@@ -54,6 +54,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 
 from strata_kv import StrataError, StrataStore
 from strata_kv.keys import Layout, vllm_block_key
+from strata_kv.store import TRANSFER_FAIL
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -74,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "strata.connections": 4,
     "strata.lease_ms": 30000,  # pin looked-up blocks until the worker has read them
     "strata.salt": "",  # separates tenants or adapters: different salt, different keys
-    "strata.model_id": None,  # defaults to the served model name
+    "strata.model_id": None,  # defaults to the model (path or hub id, revision, quantization)
     "strata.save": True,  # store newly computed full blocks
     "strata.warn_interval_s": 30.0,  # at most one "Strata unreachable" warning per interval
     "strata.retry_interval_s": 5.0,  # after a failure, skip Strata this long (recompute)
@@ -84,7 +85,17 @@ DEFAULTS: dict[str, Any] = {
     # its layers (wait_for_layer_load), and saves captured layer by layer (save_kv_layer).
     "strata.load_mode": "block",
     "strata.layers_per_load": 1,
+    # A block that fails to load (gone, corrupt, node down) is recomputed: the connector sets
+    # vLLM's kv_load_failure_policy to "recompute" (vLLM's own default fails the request), unless
+    # this is "fail".
+    "strata.load_failure": "recompute",
 }
+
+#: Keys one leased LOOKUP may name (the C library's limit: one batch).
+LEASED_LOOKUP_KEYS_MAX = 4096
+#: A GET's result for a block whose bytes failed their checksum (the C library's
+#: STRATA_GET_CORRUPT, which the package reports as Mooncake's transfer failure).
+GET_CORRUPT = TRANSFER_FAIL
 
 LOAD_MODES = ("block", "layer")
 
@@ -99,12 +110,29 @@ _TORCH_DTYPE_TAGS = {
 }
 
 
-def dtype_tag(dtype: torch.dtype) -> str:
-    """The layout tag of a KV dtype (docs/keys.md: a-z, 0-9 and '_' only)."""
+def dtype_tag(dtype: torch.dtype, cache_dtype: str = "auto") -> str:
+    """The layout tag of a KV dtype (docs/keys.md: a-z, 0-9 and '_' only). vLLM keeps every fp8
+    KV cache as torch.uint8, so a quantized cache is named by vLLM's ``cache_dtype`` ("fp8_e4m3",
+    "fp8_e5m2", ...): caches of different formats never share keys."""
+    if cache_dtype and cache_dtype != "auto":
+        return re.sub(r"[^a-z0-9_]", "_", str(cache_dtype).lower())[:32]
     tag = _TORCH_DTYPE_TAGS.get(dtype)
     if tag is None:
         tag = str(dtype).removeprefix("torch.").lower()
     return tag
+
+
+def default_model_id(model_config: Any) -> str:
+    """What a layout's model is by default: the model itself (path or hub id, its revision and
+    quantization), never the served name, which is an alias two different models may share."""
+    model_id = str(model_config.model)
+    revision = getattr(model_config, "revision", None)
+    quantization = getattr(model_config, "quantization", None)
+    if revision:
+        model_id += f"@{revision}"
+    if quantization:
+        model_id += f"+{quantization}"
+    return model_id
 
 
 @dataclasses.dataclass
@@ -146,6 +174,21 @@ class _RequestState:
     block_ids: list[int] = dataclasses.field(default_factory=list)
     handled_blocks: int = 0  # blocks [0, handled) are loaded, locally cached, or being saved
     saving: bool = False  # some blocks were handed to the worker to save
+
+
+@dataclasses.dataclass
+class _Lookup:
+    """A request's leased lookup: blocks [start, start + len(hashes)) are present and pinned."""
+
+    start: int
+    loadable: int  # the end of the range looked up
+    hashes: list[bytes]
+    lease: int
+    taken_at: float  # time.monotonic()
+
+    def fresh(self, start: int, loadable: int, now: float, lease_ms: int) -> bool:
+        """Whether it still answers a lookup of the same range: the lease has half its time left."""
+        return start == self.start and loadable == self.loadable and now - self.taken_at < lease_ms / 2000
 
 
 class _Warner:
@@ -198,10 +241,12 @@ class _StoreHandle:
 
     def get(self) -> StrataStore | None:
         with self._lock:
-            if self._store is not None:
-                return self._store
+            # Backing off after a failure holds for an open client too: a node that stopped
+            # answering must not cost every lookup, load and save its full timeout meanwhile.
             if self._clock() < self._down_until:
                 return None
+            if self._store is not None:
+                return self._store
             try:
                 self._store = StrataStore.from_config(self._config)
             except (StrataError, OSError) as error:
@@ -215,10 +260,6 @@ class _StoreHandle:
         with self._lock:
             self._down_until = self._clock() + self._retry_s
         self._warner.warn("Strata call failed, computing KV instead: %s", error)
-
-    def available(self) -> bool:
-        with self._lock:
-            return self._store is not None or self._clock() >= self._down_until
 
     def close(self) -> None:
         with self._lock:
@@ -341,6 +382,7 @@ class _GroupLoad:
     spans: list[list[BlockLayer]]
     expected: list[int]
     staging: torch.Tensor | None  # pinned host buffer (CUDA KV caches)
+    keys: list[bytes] = dataclasses.field(default_factory=list)  # item i's block key
 
 
 class LayerwiseLoader:
@@ -376,6 +418,7 @@ class LayerwiseLoader:
         self._inflight: dict[int, _GroupLoad] = {}
         self._waiting: list[set[int]] = [set() for _ in groups]
         self.failed: set[int] = set()
+        self.corrupt_keys: set[bytes] = set()  # blocks a GET found corrupt (STRATA_GET_CORRUPT)
         self.loaded = 0  # block groups read
         self.gets = 0  # GETs submitted
 
@@ -409,7 +452,7 @@ class LayerwiseLoader:
                 self.failed.update(block_ids)
                 raise
             self.gets += 1
-            self._inflight[ticket] = _GroupLoad(g, items_blocks, item_spans, expected, staging)
+            self._inflight[ticket] = _GroupLoad(g, items_blocks, item_spans, expected, staging, item_keys)
             self._waiting[g].add(ticket)
 
     def complete(self, completion: Any) -> bool:
@@ -421,6 +464,7 @@ class LayerwiseLoader:
         results = completion.results if completion.status == 0 else [-1] * len(load.block_ids)
         ok = [i < len(results) and results[i] == want for i, want in enumerate(load.expected)]
         self.failed.update(block_id for block_id, good in zip(load.block_ids, ok) if not good)
+        self.corrupt_keys.update(key for key, result in zip(load.keys, results) if result == GET_CORRUPT)
         self.loaded += sum(ok)
         if load.staging is not None:
             cursor = 0
@@ -503,6 +547,17 @@ class StrataConnector(KVConnectorBase_V1):
         self._load_wait_s = 4 * int(self._config["strata.timeout_ms"]) / 1000 + 5
         salt = self._config["strata.salt"]
         self._salt = salt.encode() if isinstance(salt, str) else bytes(salt)
+        load_failure = str(self._config["strata.load_failure"])
+        if load_failure not in ("recompute", "fail"):
+            raise ValueError(f"strata.load_failure must be 'recompute' or 'fail', got {load_failure!r}")
+        transfer = self._kv_transfer_config
+        if load_failure == "recompute" and getattr(transfer, "kv_load_failure_policy", "recompute") != "recompute":
+            # The scheduler reads the policy after it made its connector (this object).
+            transfer.kv_load_failure_policy = "recompute"
+            logger.info(
+                "StrataConnector: kv_load_failure_policy set to 'recompute': a block that fails to "
+                "load is computed again instead of failing its request (strata.load_failure: fail keeps vLLM's)"
+            )
 
         groups = kv_cache_config.kv_cache_groups if kv_cache_config is not None else []
         if len(groups) != 1:
@@ -522,12 +577,28 @@ class StrataConnector(KVConnectorBase_V1):
                 f"({self._block_size})"
             )
         parallel = vllm_config.parallel_config
-        model_id = self._config["strata.model_id"] or vllm_config.model_config.served_model_name
+        unsupported = {
+            name: size
+            for name, size in (
+                ("pipeline_parallel_size", getattr(parallel, "pipeline_parallel_size", 1)),
+                ("prefill_context_parallel_size", getattr(parallel, "prefill_context_parallel_size", 1)),
+                ("decode_context_parallel_size", getattr(parallel, "decode_context_parallel_size", 1)),
+            )
+            if (size or 1) > 1
+        }
+        if unsupported:
+            # Each stage or shard would key its own part of a block under the same key as the
+            # others' (only the tensor-parallel rank is in the layout): wrong KV, not a miss.
+            raise ValueError(
+                f"StrataConnector does not support {', '.join(f'{k}={v}' for k, v in unsupported.items())} "
+                "yet: its stages or shards would share keys. Run with tensor parallelism only."
+            )
+        model_id = self._config["strata.model_id"] or default_model_id(vllm_config.model_config)
         if isinstance(model_id, list):
             model_id = model_id[0]
         self._layout = Layout(
             model_id=str(model_id),
-            dtype=dtype_tag(spec.dtype),
+            dtype=dtype_tag(spec.dtype, getattr(vllm_config.cache_config, "cache_dtype", "auto")),
             tokens_per_block=self._block_size,
             tp_rank=parallel.rank % max(parallel.tensor_parallel_size, 1),
             tp_size=parallel.tensor_parallel_size,
@@ -545,7 +616,7 @@ class StrataConnector(KVConnectorBase_V1):
 
         # Scheduler side.
         self._requests: dict[str, _RequestState] = {}
-        self._lookups: dict[str, tuple[int, list[bytes], int]] = {}  # req -> (start, hashes, lease)
+        self._lookups: dict[str, _Lookup] = {}  # req -> its last leased lookup
         self._loads: list[LoadSpec] = []
 
         # Worker side.
@@ -593,13 +664,19 @@ class StrataConnector(KVConnectorBase_V1):
         self, request: "Request", num_computed_tokens: int
     ) -> tuple[int | None, bool]:
         self._requests.setdefault(request.request_id, _RequestState(request=request))
-        self._lookups.pop(request.request_id, None)
+        previous = self._lookups.pop(request.request_id, None)
         size = self._block_size
         # vLLM must compute at least the prompt's last token, so that block is never loaded.
         loadable = min(len(request.block_hashes), (request.num_tokens - 1) // size)
         start = num_computed_tokens // size
+        loadable = min(loadable, start + LEASED_LOOKUP_KEYS_MAX)
         if loadable <= start:
             return 0, False
+        if previous is not None and previous.fresh(start, loadable, time.monotonic(), self._lease_ms):
+            # A request left waiting is asked again every step: its lease still pins the blocks,
+            # so the answer stands (a new lookup each step would pile up leases on the node).
+            self._lookups[request.request_id] = previous
+            return len(previous.hashes) * size, False
         store = self._store.get()
         if store is None:
             return 0, False
@@ -618,7 +695,7 @@ class StrataConnector(KVConnectorBase_V1):
                 break
         if hits == 0:
             return 0, False
-        self._lookups[request.request_id] = (start, hashes[:hits], found.lease)
+        self._lookups[request.request_id] = _Lookup(start, loadable, hashes[:hits], found.lease, time.monotonic())
         return hits * size, False
 
     def update_state_after_alloc(
@@ -628,7 +705,7 @@ class StrataConnector(KVConnectorBase_V1):
         lookup = self._lookups.pop(request.request_id, None)
         if num_external_tokens <= 0 or lookup is None:
             return
-        start, hashes, lease = lookup
+        start, hashes, lease = lookup.start, lookup.hashes, lookup.lease
         count = num_external_tokens // self._block_size
         block_ids = blocks.get_block_ids()[0][start : start + count]
         self._loads.append(LoadSpec(request.request_id, hashes[:count], list(block_ids), lease))
@@ -689,6 +766,19 @@ class StrataConnector(KVConnectorBase_V1):
         )
         state.handled_blocks = full
         state.saving = True
+
+    def update_connector_output(self, connector_output: Any) -> None:
+        """Blocks that failed to load are computed again by vLLM; they must then be saved again
+        too (a block missing or corrupt on one tensor-parallel rank would otherwise fail to load
+        on every later request, since the scheduler had counted it as handled)."""
+        invalid = getattr(connector_output, "invalid_block_ids", None)
+        if not invalid:
+            return
+        for state in self._requests.values():
+            for index, block_id in enumerate(state.block_ids[: state.handled_blocks]):
+                if block_id in invalid:
+                    state.handled_blocks = index
+                    break
 
     def request_finished(
         self, request: "Request", block_ids: list[int]
@@ -794,6 +884,8 @@ class StrataConnector(KVConnectorBase_V1):
             if not self._loader.wait_all(store, time.monotonic() + self._load_wait_s, self._on_completion):
                 self._warner.warn("Strata: layer loads still in flight after %.1f s; recomputing", self._load_wait_s)
         failed, self._loader.failed = self._loader.failed, set()
+        corrupt, self._loader.corrupt_keys = self._loader.corrupt_keys, set()
+        self._drop_corrupt(store, list(corrupt))
         if not self._step_loaded:
             return
         failed &= set(self._step_loaded)
@@ -821,12 +913,14 @@ class StrataConnector(KVConnectorBase_V1):
             buffers = [self._segments(block_id) for block_id in load.block_ids]
         # The lease pins rank 0's keys (the scheduler's lookup); other ranks read without it.
         lease = load.lease if self._layout.tp_rank == 0 else 0
+        keys = self._keys(load.hashes)
         try:
-            lengths = store.get_into(self._keys(load.hashes), buffers, lease=lease)
+            lengths = store.get_into(keys, buffers, lease=lease)
         except StrataError as error:
             self._store.failed(error)
             lengths = [-1] * len(load.hashes)
         failed = [b for b, n in zip(load.block_ids, lengths) if n != self._block_bytes]
+        self._drop_corrupt(store, [key for key, n in zip(keys, lengths) if n == GET_CORRUPT])
         if failed:
             # vLLM recomputes from the first failed block on; report every block that failed.
             self._load_errors.update(failed)
@@ -847,6 +941,18 @@ class StrataConnector(KVConnectorBase_V1):
                     view.copy_(staging[offset : offset + view.numel()], non_blocking=True)
                     offset += view.numel()
             torch.cuda.current_stream().synchronize()
+
+    def _drop_corrupt(self, store: StrataStore | None, keys: list[bytes]) -> None:
+        """Removes blocks a GET found corrupt (their bytes failed the checksum), so that vLLM's
+        recompute stores a good copy instead of finding the bad one "already present". The node
+        removes such a block itself when it is the one that finds it (the same-host path); over TCP
+        only the client checks the bytes. A block damaged on the way is removed too: one recompute."""
+        if not keys or store is None:
+            return
+        try:
+            store.remove(keys)
+        except StrataError as error:  # no delete scope, or the node is away: the next read fails again
+            self._warner.warn("Strata: could not remove %d corrupt block(s): %s", len(keys), error)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         # Block mode: every block was read whole in start_load_kv, before the forward pass.

@@ -297,3 +297,43 @@ def test_batches_split_into_parallel_parts_come_back_whole(store):
     assert store.get_into(many, back) == [512] * 5000
     assert all(np.array_equal(a, b) for a, b in zip(small, back))
     assert store.remove(names) == [0] * 40  # the session node's RAM is shared with other tests
+
+
+def test_a_forked_child_forgets_the_parents_client(store):
+    """A child made by fork finds the parent's store closed: using it is a clear error, and dropping
+    it sends nothing on the parent's connections (a GOODBYE from the child would end the parent's
+    session; the library's threads do not survive fork). The parent's store works on."""
+    import gc
+    import os
+    import time
+
+    from strata_kv import StrataError
+
+    key = os.urandom(32)
+    assert store.put_from([key], [np.arange(64, dtype=np.uint8)]) == [0]
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only if the store is closed here and dropping it is quiet
+        code = 1
+        try:
+            try:
+                store.lookup([key])
+            except StrataError as error:
+                code = 0 if error.code == 1 else 2
+            store.close()
+            gc.collect()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child hung using the parent's client")
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.lookup([key]).leading_run == 1
+    out = np.zeros(64, np.uint8)
+    assert store.get_into([key], [out]) == [64] and np.array_equal(out, np.arange(64, dtype=np.uint8))

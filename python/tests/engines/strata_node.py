@@ -6,6 +6,7 @@ builds it). Every wait polls a condition with a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -31,10 +32,14 @@ def strata_binary() -> Path:
 class StrataNode:
     """One node: RAM tier (and a small NVMe tier) under a temporary data folder."""
 
-    def __init__(self, data_dir: Path, ram: str = "512MiB", nvme: str = "1GiB") -> None:
+    def __init__(
+        self, data_dir: Path, ram: str = "512MiB", nvme: str = "1GiB", fault_injection: bool = False, ram_only: bool = False
+    ) -> None:
         self.data_dir = data_dir
         self.ram = ram
         self.nvme = nvme
+        self.fault_injection = fault_injection  # strata serve --fault-injection: flip_bit works
+        self.ram_only = ram_only  # nvme.admission: never (no copy written behind to disk)
         self.address: str | None = None
         self.admin: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -42,6 +47,11 @@ class StrataNode:
 
     def start(self, listen: str = "127.0.0.1:0", deadline_s: float = 60.0) -> "StrataNode":
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        extra = ["--fault-injection"] if self.fault_injection else []
+        if self.ram_only:
+            config = self.data_dir / "node.yaml"
+            config.write_text("nvme:\n  admission: never\n")
+            extra += ["--config", str(config)]
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [
@@ -58,7 +68,8 @@ class StrataNode:
                 "--nvme",
                 self.nvme,
                 "--ram-unlocked",
-            ],
+            ]
+            + extra,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -85,6 +96,15 @@ class StrataNode:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def flip_bit(self, key: bytes) -> None:
+        """Flips one bit of the block's RAM copy, its stored checksum unchanged (a memory fault):
+        the node then answers a read of it as corrupt. Needs fault_injection."""
+        request = urllib.request.Request(
+            f"http://{self.admin}/v1/debug/flip-bit", data=json.dumps({"key": key.hex()}).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200, response.read()
 
     def metrics(self) -> dict[str, float]:
         """The node's Prometheus metrics, name{labels} -> value."""

@@ -88,14 +88,16 @@ class HostPool:
         return self.get_data_page(p * PAGE, flat=True).clone()
 
 
-def storage_config(address: str, tp_rank: int = 0, tp_size: int = 1, **extra) -> HiCacheStorageConfig:
+def storage_config(
+    address: str, tp_rank: int = 0, tp_size: int = 1, pp_size: int = 1, attn_cp_size: int = 1, **extra
+) -> HiCacheStorageConfig:
     return HiCacheStorageConfig(
         tp_rank=tp_rank,
         tp_size=tp_size,
-        pp_rank=0,
-        pp_size=1,
-        attn_cp_rank=0,
-        attn_cp_size=1,
+        pp_rank=pp_size - 1,
+        pp_size=pp_size,
+        attn_cp_rank=attn_cp_size - 1,
+        attn_cp_size=attn_cp_size,
         is_mla_model=False,
         enable_storage_metrics=False,
         is_page_first_layout=True,
@@ -211,6 +213,15 @@ def test_node_down_reads_as_miss(strata_node):
         assert storage.get_stats()["errors"] == 3
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize("parallel", [{"pp_size": 2}, {"attn_cp_size": 2}])
+def test_pipeline_or_context_parallel_ranks_are_refused_at_start(strata_node, parallel):
+    """Their stages or shards would store different bytes under one page key: refused at start with
+    a message that names the setting, never served wrong."""
+    name = next(iter(parallel))
+    with pytest.raises(ValueError, match=f"{name}=2"):
+        StorageBackendFactory.create_backend("dynamic", storage_config(strata_node.address, **parallel), None)
 
 
 def test_missing_address_is_a_clear_error():

@@ -111,7 +111,12 @@ def main(spec: dict) -> None:
         # All prompts in one call: they run together (and may preempt one another).
         outs = llm.generate([{"prompt_token_ids": p} for p in spec["prompts"]], params, use_tqdm=False)
         results = [
-            {"tokens": list(o.outputs[0].token_ids), "num_cached_tokens": o.num_cached_tokens} for o in outs
+            {
+                "tokens": list(o.outputs[0].token_ids),
+                "num_cached_tokens": o.num_cached_tokens,
+                "finish_reason": o.outputs[0].finish_reason,
+            }
+            for o in outs
         ]
     for prompt in [] if spec.get("batch") else spec["prompts"]:
         # One prompt at a time: TTFT is the time of the prefill (plus one token) of this prompt.
@@ -122,6 +127,7 @@ def main(spec: dict) -> None:
             {
                 "tokens": list(out.outputs[0].token_ids),
                 "num_cached_tokens": out.num_cached_tokens,
+                "finish_reason": out.outputs[0].finish_reason,
                 "seconds": time.monotonic() - begin,
                 "ttft": first,
             }

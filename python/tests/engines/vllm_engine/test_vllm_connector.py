@@ -277,3 +277,58 @@ def test_preemption_with_saves_in_flight_keeps_outputs_and_stored_blocks_right(t
             assert result["tokens"] == expected["tokens"]
     finally:
         node.stop()
+
+
+def stored_keys(model: Path, prompt: list[int], blocks: int) -> list[bytes]:
+    """The Strata keys the connector stores a prompt's first blocks under, worked out here as vLLM
+    and the connector do (sha256 block hashes chained from vLLM's fixed seed, the default layout)."""
+    from vllm.utils.hashing import sha256
+    from vllm.v1.core import kv_cache_utils
+
+    from strata_kv.keys import Layout, vllm_block_key
+
+    kv_cache_utils.init_none_hash(sha256)
+    layout = Layout(
+        model_id=str(model), dtype="fp32", tokens_per_block=BLOCK, tp_rank=0, tp_size=1, layer_start=0, layer_end=2
+    )
+    parent, keys = None, []
+    for block in range(blocks):
+        parent = kv_cache_utils.hash_block_tokens(sha256, parent, prompt[block * BLOCK : (block + 1) * BLOCK])
+        keys.append(vllm_block_key(bytes(parent), layout, b""))
+    return keys
+
+
+@pytest.mark.parametrize("same_host", [True, False], ids=["same-host", "tcp"])
+def test_a_block_that_fails_to_load_is_recomputed_and_stored_again(tmp_path, model, reference, same_host):
+    """A block found by the lookup but corrupt when read (a flipped bit in the node's RAM, which
+    its checksum catches) is reported as a load error, and vLLM computes it again: the request
+    yields the reference tokens (vLLM's own default policy would end it with an error; the
+    connector sets it to recompute). The bad copy is gone afterwards (the node removes it when its
+    same-host copy finds it; over TCP only the client checks, and the connector removes it), so
+    the recomputed blocks are stored again and a third engine loads every block."""
+    from strata_kv import StrataStore
+
+    node = StrataNode(tmp_path / "node", fault_injection=True, ram_only=True).start()
+    extra = {"strata.same_host": same_host}
+    try:
+        first, _ = run_engine(model, node.address, [PROMPT], extra=extra)
+        assert first["results"][0]["tokens"] == reference["results"][0]["tokens"]
+        node.wait_for(lambda: node.blocks_stored() == 5, "5 blocks stored")
+        keys = stored_keys(model, PROMPT, 5)
+        with StrataStore(node=node.address) as store:
+            assert store.lookup(keys, sizes=False).leading_run == 5, "the test's keys are not the stored ones"
+        node.flip_bit(keys[2])
+        second, log = run_engine(model, node.address, [PROMPT], extra=extra)
+        result = second["results"][0]
+        assert "kv_load_failure_policy set to 'recompute'" in log
+        assert result["finish_reason"] == "length", log[-4000:]
+        assert result["tokens"] == reference["results"][0]["tokens"]
+        # Blocks 3 to 5 were computed again and stored again (vLLM recomputes from the first
+        # failed block on).
+        assert "'load_failures': 1" in log and "'blocks_saved': 3" in log, log[-4000:]
+        node.wait_for(lambda: node.blocks_stored() == 5, "the recomputed block stored again")
+        third, log = run_engine(model, node.address, [PROMPT], extra=extra)
+        assert "'blocks_loaded': 5" in log and "'load_failures': 0" in log, log[-4000:]
+        assert third["results"][0]["tokens"] == reference["results"][0]["tokens"]
+    finally:
+        node.stop()
