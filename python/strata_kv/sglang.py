@@ -222,7 +222,7 @@ class StrataHiCacheStorage(HiCacheStorage):
         if not keys:
             return 0
         try:
-            return self._store.lookup(self._keys(keys)).leading_run
+            return self._store.lookup(self._keys(keys), sizes=False).leading_run
         except StrataError as error:
             self._failed("exists", error)
             return 0
@@ -260,7 +260,7 @@ class StrataHiCacheStorage(HiCacheStorage):
             spans.append((transfer, len(strata_keys)))
             strata_keys.extend(pool_keys)
         try:
-            tiers = self._store.lookup(strata_keys).tiers if strata_keys else []
+            tiers = self._store.lookup(strata_keys, sizes=False).tiers if strata_keys else []
         except StrataError as error:
             self._failed("exists", error)
             return PoolTransferResult(0, {}, [])
@@ -336,7 +336,7 @@ class StrataHiCacheStorage(HiCacheStorage):
         if not keys:
             return []
         try:
-            present = self._store.lookup(keys).tiers
+            present = self._store.lookup(keys, sizes=False).tiers
             todo = [i for i, tier in enumerate(present) if tier == 0]
             results = [0] * len(keys)
             if todo:
@@ -390,7 +390,7 @@ class StrataHiCacheStorage(HiCacheStorage):
     def exists(self, key: str) -> bool:
         # The generic path's own pages (flat format); batch_exists asks about zero-copy pages.
         try:
-            return self._store.lookup(self._keys([key], flat=True)).leading_run == 1
+            return self._store.lookup(self._keys([key], flat=True), sizes=False).leading_run == 1
         except StrataError as error:
             self._failed("exists", error)
             return False
