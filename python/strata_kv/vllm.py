@@ -1029,8 +1029,10 @@ class StrataConnector(KVConnectorBase_V1):
             offset = 0
             for block_id in save.block_ids:
                 for view in self._block_views(block_id):
-                    host[offset : offset + view.numel()].copy_(view)
+                    host[offset : offset + view.numel()].copy_(view, non_blocking=True)
                     offset += view.numel()
+            # The copies queue on the current stream; one wait for all of them before the PUT.
+            torch.cuda.current_stream().synchronize()
             base = host.data_ptr()
             buffers: list[Any] = [
                 [(base + i * self._block_bytes, self._block_bytes)] for i in range(len(save.block_ids))
