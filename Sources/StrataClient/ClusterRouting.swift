@@ -94,7 +94,7 @@ extension StrataClient {
     }
   }
 
-  private func markDown(_ address: HostPort) {
+  func markDown(_ address: HostPort) {
     let until = ContinuousClock.now + .milliseconds(Int64(configuration.downMilliseconds))
     routing.withLock { $0.down[address] = until }
   }

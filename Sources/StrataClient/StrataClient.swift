@@ -221,14 +221,27 @@ public final class StrataClient: Sendable {
   }
 
   /// Connects and says HELLO (every connection to the node; in a cluster, fetches the ring and
-  /// connects to every active member). Returns the namespace granted.
+  /// connects to every active member). Returns the namespace granted. In a cluster a member that
+  /// cannot be reached is marked down and skipped, as a call would: the client opens while some
+  /// owners are away (what replicas are for), and fails only when no member answers, or one
+  /// refuses (credentials, a limit: the same answer would come from the others).
   @discardableResult
   public func connect() async throws(StrataError) -> Namespace {
     guard configuration.isCluster else { return try await channel(configuration.node).connect() }
     let ring = try await refreshRing()
-    var namespace = Namespace.embeddedDefault
+    var namespace: Namespace?
+    var unreachable: StrataError?
     for member in ring.activeMembers {
-      namespace = try await channel(HostPort(parsing: member.address)).connect()
+      let address = try HostPort(parsing: member.address)
+      do throws(StrataError) {
+        namespace = try await channel(address).connect()
+      } catch  where error.isTransportFailure {
+        markDown(address)
+        unreachable = unreachable ?? error
+      }
+    }
+    guard let namespace else {
+      throw unreachable ?? StrataError(.unavailable, "the ring has no active member to connect to")
     }
     return namespace
   }
