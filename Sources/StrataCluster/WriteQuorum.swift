@@ -56,7 +56,10 @@ extension ClusterNode {
       return nil
     }
     quorumStats.withLock { $0.syncWrites += 1 }
-    let ids = stored + present
+    // Each block once: a key named twice in one PUT is one block, and each owner holding it counts
+    // once toward its quorum (counting per item let one copy stand for two owners).
+    var seen = Set<BlockID>()
+    let ids = (stored + present).filter { seen.insert($0).inserted }
     let copy: CopyLease
     do {
       copy = try await tiers.leaseForCopy(ids)
@@ -99,8 +102,8 @@ extension ClusterNode {
     var copied = 0
     for (target, asked, held, failure) in results {
       let heldSet = Set(held)
-      for id in held { holders[id, default: 0] += 1 }
-      copied += held.count
+      for id in heldSet { holders[id, default: 0] += 1 }
+      copied += heldSet.count
       for id in asked where !heldSet.contains(id) { retry[id, default: []].append(target) }
       underReplicated.copied(held, to: target.address)
       underReplicated.failed(asked.filter { !heldSet.contains($0) }, to: target.address)

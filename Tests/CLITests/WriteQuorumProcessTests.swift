@@ -256,6 +256,28 @@ private struct WriterLog {
     #expect(try await peer.lookup(items.map(\.key)).tiers.allSatisfy { $0 != .absent }, "b holds the blocks")
   }
 
+  /// A PUT naming one key twice counts each owner holding that block once toward its quorum:
+  /// with three owners, quorum 3 and one owner down, two hold it, and the PUT is not acknowledged
+  /// (counting the second item's copy again made it three).
+  @Test func aKeyRepeatedInOnePutCountsEachOwnerOnce() async throws {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    defer { cluster.shutdown() }
+    cluster.staticMembers = ["a", "b", "c"]
+    cluster.staticClusterConfig = ["probe_interval: 200ms"]
+    cluster.extraArguments = ["--replicas", "3"]  // after the harness's own --replicas 2: it wins
+    for name in ["a", "b", "c"] { try await cluster.start(name) }
+    cluster.killHard("c")
+    let blocks = BlockSet(count: 2, run: 91)
+    let direct = NodeProcess.client(cluster.address("a"), connections: 1)
+    defer { direct.close() }
+    let region = direct.register(blocks.source)
+    let item = StrataClient.PutItem(
+      key: blocks.keys[0], source: try region.slice(offset: blocks.offsets[0], length: blocks.sizes[0]))
+    let refused = await #expect(throws: StrataError.self) { try await direct.put([item, item], writeQuorum: 3) }
+    #expect(refused?.code == .quorumNotReached, "\(String(describing: refused))")
+    #expect(refused?.message.contains("with 2 copies") == true, "\(refused?.message ?? "")")
+  }
+
   /// Three static nodes a, b, c probing each other every 200 ms; with `smallRAM`, 4 MiB RAM
   /// tiers (most blocks live on NVMe) and blocks of at most 64 KiB.
   private static func staticCluster(smallRAM: Bool = false) throws -> ClusterHarness {
