@@ -136,11 +136,15 @@ final class PeerClients: Sendable {
     return ids.isEmpty ? .anyOf([address.description]) : .anyOf(ids)
   }
 
-  /// The channel for `namespace` at `address`; nil when this node cannot act in it on a peer (a
-  /// node with tenant tokens but no cluster token, which configuration validation refuses).
+  /// The channel for `namespace` at `address`; nil when this node has no credential to act in it
+  /// on a peer: neither the cluster token nor a node certificate (`tls.ca`: the peer grants the
+  /// capability to a certificate of a ring member, and no token is sent), in a node with tenant
+  /// tokens (configuration validation refuses that combination).
   func client(_ address: HostPort, _ namespace: Namespace) -> (any PeerChannel)? {
-    if clusterToken.isEmpty && !(namespaces.isEmpty && namespace == .embeddedDefault) { return nil }
     let credentials = self.credentials.current
+    if clusterToken.isEmpty && credentials.peerTLS == nil && !(namespaces.isEmpty && namespace == .embeddedDefault) {
+      return nil
+    }
     var replaced: (any PeerChannel)?
     defer { if let replaced { retire(replaced) } }
     return clients.withLock { clients in

@@ -335,6 +335,42 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     #expect(!stats.contains("\"tls_user\":0,"), "\(stats)")
   }
 }
+/// Tenant tokens and a cluster CA but no cluster token (configuration allows it: the node
+/// certificates are the peers' credential): a PUT with write quorum 2 through a is copied to b
+/// over a node-certificate connection in the tenant's namespace and acknowledged. (The peer pool
+/// used to open no channel without a cluster token, so every such PUT missed its quorum.)
+@Test func tenantNodesWithCertificatesAndNoClusterTokenReplicate() async throws {
+  let ca = try await DevCA(nodes: ["node-a", "node-b"])
+  defer { ca.remove() }
+  let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b"])
+  defer { cluster.shutdown() }
+  cluster.staticMembers = ["a", "b"]
+  let token = "tenant-token-for-certificate-peers"
+  cluster.staticClusterConfig = ["write_quorum: 2"]
+  cluster.staticConfigSections = ["auth:", "  tokens:", "    - {token: \"\(token)\", namespace: tenant}"]
+  for name in ["a", "b"] {
+    cluster.extraArguments = ca.serveArguments("node-\(name)")
+    try await cluster.start(name)
+  }
+  let blocks = BlockSet(count: 20, run: 93)
+  var configuration = StrataClient.Configuration(node: cluster.address("a"))
+  configuration.token = token
+  configuration.tls = try ca.client()
+  configuration.timeoutMilliseconds = 10_000
+  let writer = StrataClient(configuration)
+  defer { writer.close() }
+  let region = writer.register(blocks.source)
+  let items = try (0..<blocks.count).map { n in
+    StrataClient.PutItem(
+      key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+  }
+  let outcomes = try await writer.put(items, writeQuorum: 2)
+  #expect(outcomes == Array(repeating: .stored, count: blocks.count))
+  configuration.node = cluster.address("b")
+  let reader = StrataClient(configuration)
+  defer { reader.close() }
+  #expect(try await reader.lookup(blocks.keys).leadingRun == blocks.count, "b holds every block")
+}
 
 /// `config reload` renews the certificate a node presents to its peers, not only its listener's.
 @Suite(.serialized) struct PeerCertificateReloadTests {
