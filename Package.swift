@@ -264,7 +264,7 @@ let package = Package(
       name: "StrataGPUTests", dependencies: ["StrataGPU", "StrataCore", "StrataTestKit"], path: "Tests/StrataGPUTests",
       swiftSettings: strictSwift),
     .testTarget(
-      name: "StrataClientTests", dependencies: ["StrataClient", "StrataGPU", "StrataCore"],
+      name: "StrataClientTests", dependencies: ["StrataClient", "StrataGPU", "StrataCore", "StrataTestKit"],
       path: "Tests/StrataClientTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataClusterTests",

@@ -174,7 +174,15 @@ final class ClientConnection: @unchecked Sendable {
       let code = StrataError.Code(number: error.code) ?? .internalError
       throw StrataError(code, "\(address): \(error.message)")
     }
-    try receivePayload(header, message)
+    do throws(StrataError) {
+      try receivePayload(header, message)
+    } catch {
+      // What the payload left unread would be taken for the next response: whatever the failure
+      // (a transport's or the caller's, such as a destination refused once its bytes arrive), this
+      // connection is done, and the next call connects again.
+      dropSocket()
+      throw error
+    }
     reader.endFrame()
     return (header, message)
   }
