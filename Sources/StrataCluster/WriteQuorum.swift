@@ -47,10 +47,14 @@ extension ClusterNode {
   public func replicate(stored: [BlockID], present: [BlockID], writeQuorum: UInt8, deadline: Deadline) async
     -> StrataError?
   {
-    let (ring, addresses, health) = state.withLock { ($0.history.current, $0.addresses, $0.health) }
+    let (ring, addresses, health, draining) = state.withLock {
+      ($0.history.current, $0.addresses, $0.health, $0.draining)
+    }
     let required = WriteQuorumRule.required(
       requested: writeQuorum, configured: settings.writeQuorum, replicas: ring.replicationFactor)
-    guard required > 1 else {
+    // A draining node is no owner in its own ring: its copy, and a queue it may exit with, count for
+    // nothing, so even quorum 1 waits for one owner's copy (docs/cluster.md, "Drain").
+    guard required > 1 || draining else {
       // Quorum 1: acknowledged once this node holds it; copies go out afterwards, from the queue.
       enqueueCopies(stored, ring: ring, addresses: addresses, health: health)
       return nil

@@ -125,6 +125,37 @@ import Testing
     #expect(afterDrain.ok == blocks.count, "after a drained: \(afterDrain)")
   }
 
+  /// A draining node is no owner of anything: a PUT it takes is acknowledged only once an owner
+  /// without it holds the block, even when the PUT asks for quorum 1 (which elsewhere is answered
+  /// from the node's own copy). Here both other nodes are gone, so the PUT must fail; answered from
+  /// a's copy, the block would leave with a.
+  @Test func aDrainingNodeAcknowledgesNoPutOnItsOwnCopyEvenAtQuorum1() async throws {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b", "c"])
+    defer { cluster.shutdown() }
+    cluster.staticMembers = ["a", "b", "c"]
+    for name in ["a", "b", "c"] { try await cluster.start(name) }
+    // Blocks a holds whose other owner in the ring without a is c: with c gone, a stays draining.
+    try await cluster.write(BlockSet(count: 300, run: 96), through: ["a", "b", "c"])
+    cluster.killHard("c")
+    let seed = cluster.address("a").description
+    let start = try await strata(["drain", "--no-wait", "--seeds", seed, seed])
+    #expect(start.status == 0, "\(start.stdout) \(start.stderr)")
+    let running = try await eventually(within: 20) {
+      let report = try await cluster.report("a", "drain")
+      return report["state"] as? String == "running" && (report["failed_blocks"] as? Int ?? 0) > 0
+    }
+    try #require(running, "a is not draining")
+    cluster.killHard("b")
+    let blocks = BlockSet(count: 1, run: 97)
+    let direct = NodeProcess.client(cluster.address("a"), connections: 1)
+    defer { direct.close() }
+    let region = direct.register(blocks.source)
+    let item = StrataClient.PutItem(
+      key: blocks.keys[0], source: try region.slice(offset: blocks.offsets[0], length: blocks.sizes[0]))
+    let refused = await #expect(throws: StrataError.self) { try await direct.put([item], writeQuorum: 1) }
+    #expect(refused?.code == .quorumNotReached, "\(String(describing: refused))")
+  }
+
   /// A hung owner (SIGSTOP: connected, silent) does not hold LOOKUPs up to the client's timeout:
   /// after the hedge delay the keys go to their next owners, which hold copies.
   @Test func lookupsAreHedgedAroundAHungNode() async throws {
