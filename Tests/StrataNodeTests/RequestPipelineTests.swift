@@ -68,6 +68,24 @@ func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
 }
 
 @Suite struct RequestPipelineTests {
+  /// Before a transport whose bytes the client does not read back (RDMA into GPU memory) moves a
+  /// GET's ranges, each is checked against the checksum it is answered with: a range damaged since
+  /// its commit is answered corrupt (the pipeline then removes its block), the others stand.
+  @Test func rangesAreCheckedBeforeADeviceDeliversThem() {
+    let good: [UInt8] = Array(0..<200)
+    var damaged: [UInt8] = Array(100..<164)
+    let items = [
+      GetResponse.Item.ok(length: 200, checksum: CRC32C.checksum(good)),
+      GetResponse.Item.ok(length: 64, checksum: CRC32C.checksum(damaged)),
+      GetResponse.Item(status: .missing),
+    ]
+    damaged[17] ^= 0x04
+    let answered = good.withUnsafeBytes { first in
+      damaged.withUnsafeBytes { second in checkedBeforeDelivery(items, [first, second, nil]) }
+    }
+    #expect(answered == [items[0], GetResponse.Item(status: .corrupt), items[2]])
+  }
+
   @Test func putAndGetRoundTripThroughTheInMemoryTransport() throws {
     let node = try PipelineNode()
     let (connection, hello) = node.connect(PipelineNode.tenantA)

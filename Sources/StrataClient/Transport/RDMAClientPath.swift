@@ -117,7 +117,8 @@ extension ClientConnection {
       case .ok:
         let length = Int(answer.length)
         guard length <= item.destination.length else { return .destinationTooSmall(length: length) }
-        // Host memory is checked here; GPU memory relies on the node's checked copy and RDMA's CRC.
+        // Host memory is checked here; GPU memory relies on the node's check of each range before
+        // its NIC writes it (`checkedBeforeDelivery`) and on RDMA's CRC for the wire.
         guard verify, case .host = item.destination.region.kind else { return .ok(length: length) }
         let bytes = UnsafeRawBufferPointer(rebasing: item.destination.buffer[0..<length])
         guard CRC32C.checksum(bytes) == answer.checksum else {

@@ -37,6 +37,19 @@ public protocol PayloadTransport {
   mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?]
 }
 
+/// `items` as answered once each delivered range is checked against the checksum it is answered
+/// with: a range that no longer matches (a block damaged in RAM after its commit) is answered
+/// `corrupt` and must not be delivered. For a transport whose bytes land where the client does not
+/// read them back (RDMA into GPU memory); the pipeline removes the blocks found so.
+func checkedBeforeDelivery(_ items: [GetResponse.Item], _ ranges: [UnsafeRawBufferPointer?]) -> [GetResponse.Item] {
+  var answered = items
+  for (index, range) in ranges.enumerated() {
+    guard let range, items[index].status == .ok, CRC32C.checksum(range) != items[index].checksum else { continue }
+    answered[index] = GetResponse.Item(status: .corrupt)
+  }
+  return answered
+}
+
 extension FrameReader {
   /// A stream transport's PUT payload: each slot received from `source` and checksummed as it
   /// lands; refused items' bytes read and dropped.

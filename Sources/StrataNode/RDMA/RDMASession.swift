@@ -117,10 +117,12 @@ struct RDMAPayloadTransport: PayloadTransport {
     items: [GetResponse.Item], ranges: [UnsafeRawBufferPointer?], response: ResponseFrame, deadline: Deadline
   ) throws(StrataError) -> [GetResponse.Item] {
     let arena = try arenaRegistration()
-    var answered = items
+    // The NIC moves the bytes straight into the client's memory, which may be GPU memory the
+    // client never reads back: the node checks them first (CPU it spends on RDMA GETs only).
+    var answered = checkedBeforeDelivery(items, ranges)
     var transfers: [Transfer] = []
     for (index, range) in ranges.enumerated() {
-      guard let range, range.count > 0 else { continue }
+      guard let range, range.count > 0, answered[index].status == .ok else { continue }
       // A destination too small gets nothing written, and the item says why.
       guard range.count <= Int(descriptors[index].length) else {
         answered[index] = GetResponse.Item(status: .rangeOutOfBounds)
