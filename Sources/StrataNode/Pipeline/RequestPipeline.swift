@@ -505,10 +505,10 @@ struct RequestSession {
     let response = ResponseFrame(requestID: header.requestID, ringEpoch: server.epoch)
     let answered = try transport.deliverGet(
       items: items, ranges: ranges, response: response, deadline: transferDeadline(bytes: total))
-    // A transport that reads the bytes it delivers (the same-host copy checksums them) can find a
-    // block whose RAM copy no longer matches its stored checksum: it is removed like the ones
-    // found above, so that the client's next PUT of it stores a good copy instead of finding the
-    // bad one "already present".
+    // A transport that reads the bytes it delivers (the same-host copy checksums them, RDMA checks
+    // them before its NIC writes them) can find a block whose RAM copy no longer matches its
+    // stored checksum: it is removed like the ones found above, so that the client's next PUT of
+    // it stores a good copy instead of finding the bad one "already present".
     let foundCorrupt = zip(zip(items, answered), pins.blocks).compactMap { pair, block -> BlockID? in
       guard pair.0.status == .ok, pair.1.status == .corrupt else { return nil }
       return block?.id
