@@ -272,10 +272,9 @@ typedef struct strata_segment {
  *                  it in strata_getv to read the pinned blocks; that read releases the lease. With
  *                  a lease, count is at most 4096 (one batch).
  * tiers_out:       count entries, as strata_lookup (may be NULL).
- * sizes_out:       count entries: each present block's length in bytes, 0 for an absent one (or
- *                  one that went away before it was measured). May be NULL, which saves the work:
- *                  lengths are found with 1-byte range reads, one extra round trip when blocks
- *                  share a length, up to about 30 when each differs (docs/client.md).
+ * sizes_out:       count entries: each present block's length in bytes, 0 for an absent one. May
+ *                  be NULL, which saves the node measuring them (the LOOKUP asks for lengths in
+ *                  the same round trip only when sizes_out is given; docs/client.md, "Sizes").
  * leading_run_out: may be NULL. lease_out: may be NULL.
  */
 int strata_lookup_leased(strata_client *c, const uint8_t *keys, size_t count, uint32_t lease_ms, uint8_t *tiers_out,
