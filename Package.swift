@@ -264,7 +264,8 @@ let package = Package(
       name: "StrataGPUTests", dependencies: ["StrataGPU", "StrataCore", "StrataTestKit"], path: "Tests/StrataGPUTests",
       swiftSettings: strictSwift),
     .testTarget(
-      name: "StrataClientTests", dependencies: ["StrataClient", "StrataGPU", "StrataCore", "StrataTestKit"],
+      name: "StrataClientTests",
+      dependencies: ["StrataClient", "StrataGPU", "StrataCore", "StrataTestKit", "StrataTCP", "StrataWire"],
       path: "Tests/StrataClientTests", swiftSettings: strictSwift),
     .testTarget(
       name: "StrataClusterTests",

@@ -28,6 +28,8 @@ final class ClientConnection: @unchecked Sendable {
   /// Receives every response frame: header and body here, payloads straight into the caller's memory.
   private var reader: FrameReader
   private var nextRequestID: UInt64 = 1
+  /// The deadline of the exchange in progress, which its payload reads keep to.
+  private var exchangeDeadline: Deadline = .never
   /// When the last call on this connection ended (monotonic nanoseconds).
   private var lastUsed: UInt64 = 0
   /// A connection idle this long is checked before it is used again (the shortest idle timeout a
@@ -158,6 +160,9 @@ final class ClientConnection: @unchecked Sendable {
     guard var socket else { throw StrataError(.unavailable, "not connected to \(address)") }
     let requestID = nextRequestID
     nextRequestID += 1
+    // The payload's reads (receive, discard) are bounded by the same deadline as the frame's.
+    exchangeDeadline = deadline
+    defer { exchangeDeadline = .never }
     // A deadline sets the socket's timeouts to what is left of it; the next call gets the configured ones back.
     defer { if deadline != .never { socket.setTimeout(milliseconds: configuration.timeoutMilliseconds) } }
     try socket.writeAll(
@@ -187,15 +192,16 @@ final class ClientConnection: @unchecked Sendable {
     return (header, message)
   }
 
-  /// Reads `destination.count` payload bytes of the response being received into `destination`.
+  /// Reads `destination.count` payload bytes of the response being received into `destination`,
+  /// by the deadline of the call that sent the request.
   func receive(into destination: UnsafeMutableRawBufferPointer) throws(StrataError) {
     guard var socket else { throw StrataError(.unavailable, "not connected to \(address)") }
-    try reader.receivePayload(into: destination, from: &socket, deadline: .never)
+    try reader.receivePayload(into: destination, from: &socket, deadline: exchangeDeadline)
   }
 
   /// Reads and drops `count` payload bytes of the response being received.
   func discard(_ count: Int) throws(StrataError) {
     guard var socket else { throw StrataError(.unavailable, "not connected to \(address)") }
-    try reader.discardPayload(count, from: &socket, deadline: .never)
+    try reader.discardPayload(count, from: &socket, deadline: exchangeDeadline)
   }
 }
