@@ -150,8 +150,7 @@ import Testing
     let direct = NodeProcess.client(cluster.address("a"), connections: 1)
     defer { direct.close() }
     let region = direct.register(blocks.source)
-    let item = StrataClient.PutItem(
-      key: blocks.keys[0], source: try region.slice(offset: blocks.offsets[0], length: blocks.sizes[0]))
+    let item = try blocks.putItem(0, in: region)
     let refused = await #expect(throws: StrataError.self) { try await direct.put([item], writeQuorum: 1) }
     #expect(refused?.code == .quorumNotReached, "\(String(describing: refused))")
   }

@@ -213,6 +213,11 @@ final class BlockSet {
     destination.deallocate()
   }
 
+  /// A PUT item for block `n`, from `region` (the client's registration of `source`).
+  func putItem(_ n: Int, in region: MemoryRegion) throws -> StrataClient.PutItem {
+    StrataClient.PutItem(key: keys[n], source: try region.slice(offset: offsets[n], length: sizes[n]))
+  }
+
   func putAll(_ client: StrataClient) async throws {
     let region = client.register(source)
     for first in stride(from: 0, to: count, by: 100) {

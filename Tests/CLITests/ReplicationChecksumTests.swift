@@ -78,8 +78,7 @@ final class FaultCluster {
     let region = client.register(blocks.source)
     for first in stride(from: 0, to: blocks.count, by: 100) {
       let items = try (first..<min(first + 100, blocks.count)).map { n in
-        StrataClient.PutItem(
-          key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+        try blocks.putItem(n, in: region)
       }
       let outcomes = try await client.put(items)
       #expect(outcomes.allSatisfy { $0 == .stored }, "\(outcomes.filter { $0 != .stored })")
@@ -141,8 +140,7 @@ final class FaultCluster {
     let region = client.register(blocks.source)
     func put(_ indices: [Int]) async throws {
       let items = try indices.map { n in
-        StrataClient.PutItem(
-          key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+        try blocks.putItem(n, in: region)
       }
       // Write quorum 1: acknowledged once a holds them, copied afterwards from a's queue (the
       // path under test); the default quorum would wait for b.

@@ -361,8 +361,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   defer { writer.close() }
   let region = writer.register(blocks.source)
   let items = try (0..<blocks.count).map { n in
-    StrataClient.PutItem(
-      key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+    try blocks.putItem(n, in: region)
   }
   let outcomes = try await writer.put(items, writeQuorum: 2)
   #expect(outcomes == Array(repeating: .stored, count: blocks.count))
@@ -435,8 +434,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
       let region = writer.register(blocks.source)
       var acknowledged = 0
       for n in 0..<blocks.count {
-        let item = StrataClient.PutItem(
-          key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+        let item = try blocks.putItem(n, in: region)
         if (try? await writer.put([item])) != nil { acknowledged += 1 }
       }
       return acknowledged

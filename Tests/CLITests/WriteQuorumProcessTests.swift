@@ -112,8 +112,7 @@ private struct WriterLog {
     for first in stride(from: 0, to: blocks.count, by: 16) {
       let batch = Array(first..<min(first + 16, blocks.count))
       let items = try batch.map { n in
-        StrataClient.PutItem(
-          key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+        try blocks.putItem(n, in: region)
       }
       let outcomes = try? await writer.put(items)
       if let outcomes, outcomes.allSatisfy({ $0 == .stored || $0 == .alreadyPresent }) {
@@ -157,8 +156,7 @@ private struct WriterLog {
     defer { direct.close() }
     let region = direct.register(blocks.source)
     let items = try onAB.map { n in
-      StrataClient.PutItem(
-        key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+      try blocks.putItem(n, in: region)
     }
     let refused = await #expect(throws: StrataError.self) { try await direct.put(items) }
     #expect(refused?.code == .quorumNotReached, "\(String(describing: refused))")
@@ -233,8 +231,7 @@ private struct WriterLog {
     defer { direct.close() }
     let region = direct.register(blocks.source)
     let items = try onAB.prefix(4).map { n in
-      StrataClient.PutItem(
-        key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+      try blocks.putItem(n, in: region)
     }
     cluster.pause("b")
     let started = ContinuousClock.now
@@ -271,8 +268,7 @@ private struct WriterLog {
     let direct = NodeProcess.client(cluster.address("a"), connections: 1)
     defer { direct.close() }
     let region = direct.register(blocks.source)
-    let item = StrataClient.PutItem(
-      key: blocks.keys[0], source: try region.slice(offset: blocks.offsets[0], length: blocks.sizes[0]))
+    let item = try blocks.putItem(0, in: region)
     let refused = await #expect(throws: StrataError.self) { try await direct.put([item, item], writeQuorum: 3) }
     #expect(refused?.code == .quorumNotReached, "\(String(describing: refused))")
     #expect(refused?.message.contains("with 2 copies") == true, "\(refused?.message ?? "")")
@@ -506,8 +502,7 @@ private struct WriterLog {
       let batch = Array(first..<min(first + batchBlocks, blocks.count))
       first += batch.count
       let items = try batch.map { n in
-        StrataClient.PutItem(
-          key: blocks.keys[n], source: try region.slice(offset: blocks.offsets[n], length: blocks.sizes[n]))
+        try blocks.putItem(n, in: region)
       }
       log.withLock { $0.inFlight = true }
       var acknowledged = false
