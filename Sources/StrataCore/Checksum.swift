@@ -91,6 +91,9 @@ public enum CRC32C {
     /// Carry-less multiplication (PCLMULQDQ) folding 128-bit lanes; faster where `crc32` has a low
     /// throughput (AMD Zen 1 and 2).
     case folded = 2
+    /// The same folding on 512-bit registers, four 128-bit lanes each (AVX-512 VPCLMULQDQ: AMD Zen 4,
+    /// Intel Ice Lake and later).
+    case wide = 3
 
     /// Whether this CPU can run it.
     public var isAvailable: Bool { strata_crc32c_available_methods() & (1 << rawValue) != 0 }

@@ -15,13 +15,14 @@ import Testing
   }
 
   /// Every method this CPU runs gives the portable loop's value, for lengths on both sides of each
-  /// method's steps: the folding's 128-byte minimum and 64-byte rounds, the interleaved streams'
-  /// 4 KiB lanes (12 KiB rounds), and the 8- and 1-byte tails, at unaligned offsets.
+  /// method's steps: the folding's 128-byte minimum and 64-byte rounds, the wide folding's 512-byte
+  /// minimum and 256-byte rounds, the interleaved streams' 4 KiB lanes (12 KiB rounds), and the 8-
+  /// and 1-byte tails, at unaligned offsets.
   @Test(arguments: CRC32C.Method.allCases.filter { $0 != .portable && $0.isAvailable })
   func eachMethodMatchesPortableOnEveryShape(method: CRC32C.Method) {
     var random = SplitMix64(seed: 42)
     let buffer = (0..<(3 * 4096 * 3 + 100)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-    var lengths = Array(0...300)
+    var lengths = Array(0...300) + Array(496...1_040)
     lengths += [4095, 4096, 4097, 12287, 12288, 12289, 3 * 4096 * 2 + 17, buffer.count - 7]
     buffer.withUnsafeBytes { raw in
       for length in lengths {
@@ -108,20 +109,22 @@ import Testing
   }
 
   /// The copy that checksums as it goes (the same-host path): byte-exact and the same checksum, for
-  /// lengths on both sides of its streaming threshold (256 KiB), of its three 4 KiB lanes (12 KiB)
-  /// and of its 16-byte words, at destination and source offsets that are not 16-byte aligned;
-  /// nothing past the end is written.
+  /// lengths on both sides of its streaming threshold (256 KiB), of its three 4 KiB lanes (12 KiB),
+  /// of the wide folding's 512-byte minimum and 256-byte rounds and of its 16-byte words, at
+  /// destination and source offsets that are not 16- or 64-byte aligned; nothing past the end is
+  /// written.
   @Test(arguments: CRC32C.Method.allCases.filter(\.isAvailable))
   func copyingChecksumIsACopyAndAChecksum(method: CRC32C.Method) {
     var random = SplitMix64(seed: 7)
     let source = (0..<((1 << 20) + 70_000)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
     let lengths = [
-      0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 191, 192, 200, 12_287, 12_288, 12_289, 16 << 10, (256 << 10) - 1,
+      0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 191, 192, 200, 511, 512, 513, 575, 767, 768, 769, 1_100, 12_287,
+      12_288, 12_289, 16 << 10, (256 << 10) - 1,
       256 << 10, (1 << 20) + 16_411,
     ]
     source.withUnsafeBytes { raw in
       for length in lengths {
-        for (sourceOffset, destinationOffset) in [(0, 0), (3, 0), (0, 5), (7, 9)] {
+        for (sourceOffset, destinationOffset) in [(0, 0), (3, 0), (0, 5), (7, 9), (1, 33), (0, 63)] {
           let input = UnsafeRawBufferPointer(rebasing: raw[sourceOffset..<(sourceOffset + length)])
           var output = [UInt8](repeating: 0xEE, count: length + destinationOffset + 32)
           let crc = output.withUnsafeMutableBytes { out in
