@@ -13,7 +13,8 @@ import Synchronization
 /// The node's services, first to start first. Stopping runs the list backwards:
 /// 1. readiness: /ready answers 503 first, so load balancers move away while requests finish;
 /// 2. data plane: no new connections, requests in progress finish (each under its own deadline);
-/// 3. cluster: membership, replication and peer connections stop once no request can need them;
+/// 3. cluster: replication copies already queued go out (for up to 10 s), then membership,
+///    replication and peer connections stop, once no request can need them;
 /// 4. admin API: stops after the data plane, so /metrics and /ready answer while it drains;
 /// 5. storage: the demotion loop ends and RAM blocks are written to NVMe (a warm restart).
 func nodeServices(
@@ -41,7 +42,20 @@ func nodeServices(
     services.append(
       LifecycleService(
         "cluster", stopWithin: .seconds(15), start: { () throws(StrataError) in try cluster.start() },
-        stop: { cluster.stop(deregister: false) }))
+        stop: {
+          let queued = cluster.replicationStats.queued
+          if queued > 0 {
+            logger.info(
+              "sending queued replication copies before stopping", metadata: ["copies": "\(queued)", "within": "10s"])
+          }
+          let left = await cluster.finishReplication(withinMilliseconds: 10_000)
+          if left > 0 {
+            logger.warning(
+              "stopping with replication copies still queued: their blocks stay short of their owners until a repair pass",
+              metadata: ["copies": "\(left)"])
+          }
+          cluster.stop(deregister: false)
+        }))
   }
   services.append(
     LifecycleService(

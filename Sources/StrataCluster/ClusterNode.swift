@@ -246,6 +246,22 @@ public final class ClusterNode: ClusterHooks {
     source.start()
   }
 
+  /// Waits, at most `milliseconds` (on the node's clock), until every replication copy queued
+  /// so far has been sent or dropped; returns how many were still queued or in flight. A graceful
+  /// stop calls it before `stop`, which drops what is queued (those blocks would stay short of
+  /// their owners until a repair pass).
+  public func finishReplication(withinMilliseconds milliseconds: UInt64) async -> Int {
+    let replicator = self.replicator
+    let clock = settings.clock
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await replicator.waitForQueuedCopies() }
+      group.addTask { await clock.sleep(milliseconds: milliseconds) }
+      await group.next()
+      group.cancelAll()
+    }
+    return replicator.stats.queued
+  }
+
   /// Stops membership (deregistering from etcd when `deregister`), replication and probes.
   public func stop(deregister: Bool) {
     state.withLock { $0.stopped = true }
@@ -514,7 +530,7 @@ public final class ClusterNode: ClusterHooks {
     case .sync:
       // Answers once every copy queued before it has been sent (or dropped): a barrier for
       // operators and tests ("is everything written so far on R nodes?").
-      await replicator.waitUntilIdle()
+      await replicator.waitForQueuedCopies()
       return try JSONCoding.encode(SyncReport(replication: replicationReport()))
     }
   }
@@ -565,7 +581,7 @@ public final class ClusterNode: ClusterHooks {
     let progress = drain
     let clock = settings.clock
     tasks.start { [self] in
-      await replicator.waitUntilIdle()
+      await replicator.waitForQueuedCopies()
       await waitForDrainPublication(progress)
       let began = clock.nowMilliseconds()
       var attempts = DrainAttempts()

@@ -52,8 +52,20 @@ final class Replicator: Sendable {
     var head = 0
     var stats = ReplicationStats()
     var stopped = false
-    var busy = 0
-    var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Copies ever queued, and ever finished (sent or dropped): one loop takes the queue in order,
+    /// so the first `finished` of the `queued` are done.
+    var queuedTotal = 0
+    var finishedTotal = 0
+    /// Callers of `waitForQueuedCopies`, by id: each waits until `finishedTotal` reaches its mark.
+    var waiters: [UInt64: (mark: Int, continuation: CheckedContinuation<Void, Never>)] = [:]
+    var nextWaiter: UInt64 = 0
+
+    /// Takes out the waiters whose copies are all done (all of them once stopped).
+    mutating func takeReadyWaiters() -> [CheckedContinuation<Void, Never>] {
+      let ready = waiters.filter { stopped || $0.value.mark <= finishedTotal }
+      for id in ready.keys { waiters[id] = nil }
+      return ready.values.map(\.continuation)
+    }
   }
 
   private let tiers: TierManager
@@ -96,6 +108,7 @@ final class Replicator: Sendable {
         }
         state.queue.append(task)
         state.stats.queued += 1
+        state.queuedTotal += 1
       }
       state.stats.droppedQueueFull += dropped.count
       return dropped
@@ -123,24 +136,39 @@ final class Replicator: Sendable {
     }
   }
 
+  /// Ends the copy loop after its batch in flight; copies still queued are not sent, and every
+  /// `waitForQueuedCopies` returns.
   func stop() {
-    state.withLock { $0.stopped = true }
+    let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      state.stopped = true
+      return state.takeReadyWaiters()
+    }
+    for waiter in waiters { waiter.resume() }
     wake.yield()
     wake.finish()
     suspectPeers.closeAll()
   }
 
-  /// Returns once the queue is empty and no copy is in flight.
-  func waitUntilIdle() async {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-      let done = state.withLock { state -> Bool in
-        guard state.busy == 0 && state.queue.count == state.head else {
-          state.idleWaiters.append(continuation)
+  /// Returns once every copy queued before the call has been sent or dropped (copies queued
+  /// later are not waited for, so a steady stream of PUTs cannot hold it forever), or at once
+  /// when the replicator stops or the calling task is cancelled.
+  func waitForQueuedCopies() async {
+    let id = state.withLock { state -> UInt64 in
+      state.nextWaiter += 1
+      return state.nextWaiter
+    }
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let done = state.withLock { state -> Bool in
+          // A cancellation before this point has run its handler already, finding nothing to resume.
+          guard !Task.isCancelled && !state.stopped && state.finishedTotal < state.queuedTotal else { return true }
+          state.waiters[id] = (state.queuedTotal, continuation)
           return false
         }
-        return true
+        if done { continuation.resume() }
       }
-      if done { continuation.resume() }
+    } onCancel: {
+      state.withLock { $0.waiters.removeValue(forKey: id) }?.continuation.resume()
     }
   }
 
@@ -154,18 +182,15 @@ final class Replicator: Sendable {
         state.queue.removeFirst(state.head)
         state.head = 0
       }
-      state.busy += batch.count
       return batch
     }
   }
 
   private func finish(_ count: Int) {
     let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-      state.busy -= count
       state.stats.queued -= count
-      guard state.busy == 0 && state.head == state.queue.count else { return [] }
-      defer { state.idleWaiters.removeAll() }
-      return state.idleWaiters
+      state.finishedTotal += count
+      return state.takeReadyWaiters()
     }
     for waiter in waiters { waiter.resume() }
   }
