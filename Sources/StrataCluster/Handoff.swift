@@ -112,20 +112,51 @@ struct Handoff: Sendable {
       $0.totalBytes += inventory.reduce(0) { $0 + $1.bytes }
     }
     var outcome = HandoffOutcome()
+    var skipped = SkippedOwners()
     var start = 0
     while start < inventory.count {
       let batch = Array(inventory[start..<min(inventory.count, start + Self.batchBlocks)])
       start += batch.count
       await hand(
         batch.map(\.id), target: target, addresses: addresses, progress: progress, excluding: excluding,
-        required: required, holdersFrom: holdersFrom, outcome: &outcome)
+        required: required, holdersFrom: holdersFrom, outcome: &outcome, skipped: &skipped)
     }
     return outcome
   }
 
+  /// Owners a run stops offering blocks to after one failed exchange: every later batch would
+  /// wait out the same failure (a hung owner costs the peer timeout, 10 s, per batch, and the
+  /// owners after it in the batch wait with it). Their blocks stay unplaced for this run; the
+  /// drain's next attempt or the repair's next pass offers them again.
+  struct SkippedOwners {
+    /// Unreachable or not answering: skipped in every namespace.
+    var owners: Set<HostPort> = []
+    /// Refused this namespace's request (credentials, limits): skipped in that namespace only.
+    var namespaces: Set<OwnerNamespace> = []
+
+    struct OwnerNamespace: Hashable {
+      var owner: HostPort
+      var namespace: Namespace
+    }
+
+    func contains(_ owner: HostPort, _ namespace: Namespace) -> Bool {
+      owners.contains(owner) || namespaces.contains(OwnerNamespace(owner: owner, namespace: namespace))
+    }
+
+    /// Records a failed exchange; returns whether the owner is skipped in every namespace.
+    mutating func failed(_ owner: HostPort, _ namespace: Namespace, code: StrataError.Code) -> Bool {
+      if code == .unavailable || code == .timeout {
+        owners.insert(owner)
+        return true
+      }
+      namespaces.insert(OwnerNamespace(owner: owner, namespace: namespace))
+      return false
+    }
+  }
+
   private func hand(
     _ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: HandoffTracker, excluding: String?,
-    required: Int, holdersFrom: UInt64, outcome: inout HandoffOutcome
+    required: Int, holdersFrom: UInt64, outcome: inout HandoffOutcome, skipped: inout SkippedOwners
   ) async {
     let copy: CopyLease
     do {
@@ -154,7 +185,7 @@ struct Handoff: Sendable {
     var stored: [BlockID: Int] = [:]
     var present: [BlockID: Int] = [:]
     for (owner, namespace, blocks) in inPeerOrder(offers, by: \.description) {
-      guard let client = peers.client(owner, namespace) else {
+      guard !skipped.contains(owner, namespace), let client = peers.client(owner, namespace) else {
         underReplicated?.failed(blocks.map(\.id), to: owner)
         continue
       }
@@ -200,8 +231,13 @@ struct Handoff: Sendable {
         }
       } catch {
         underReplicated?.failed(blocks.map(\.id), to: owner)
+        let everywhere = skipped.failed(owner, namespace, code: error.code)
         logger.warning(
-          "drain: an owner could not take blocks", metadata: ["owner": "\(owner)", "reason": "\(error.message)"])
+          "handoff: an owner could not take blocks; no more are offered to it in this pass",
+          metadata: [
+            "owner": "\(owner)", "namespace": "\(everywhere ? "(all)" : namespace.description)",
+            "reason": "\(error.message)",
+          ])
       }
     }
     progress.withLock { progress in
