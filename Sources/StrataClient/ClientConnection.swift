@@ -7,6 +7,7 @@ import StrataCore
 import StrataRDMA
 import StrataTCP
 import StrataWire
+import Synchronization
 
 final class ClientConnection: @unchecked Sendable {
   // @unchecked: every mutable field is touched only by jobs of `worker`, a pool of one thread (its
@@ -23,8 +24,13 @@ final class ClientConnection: @unchecked Sendable {
   var isSameHost = false
   /// A new socket (connected, swapped for the same-host one, dropped) starts a new frame stream.
   var socket: TCPSocket? {
+    // Before the old socket is released (which closes it): `close` never shuts down a closed one.
+    willSet { liveSocket.withLock { $0 = newValue } }
     didSet { reader = FrameReader(limits: configuration.limits, receiving: .response) }
   }
+  /// The socket and whether a call runs on it, for `close` from any thread.
+  private let liveSocket = Mutex<TCPSocket?>(nil)
+  private let callInFlight = Atomic<Bool>(false)
   /// Receives every response frame: header and body here, payloads straight into the caller's memory.
   private var reader: FrameReader
   private var nextRequestID: UInt64 = 1
@@ -66,7 +72,11 @@ final class ClientConnection: @unchecked Sendable {
       guard !deadline.hasPassed() else {
         throw StrataError(.timeout, "the call to \(self.address) passed its deadline before it began")
       }
-      defer { self.lastUsed = MonotonicTime.nowNanoseconds }
+      self.callInFlight.store(true, ordering: .releasing)
+      defer {
+        self.callInFlight.store(false, ordering: .releasing)
+        self.lastUsed = MonotonicTime.nowNanoseconds
+      }
       do throws(StrataError) {
         try self.connectIfNeeded(deadline: deadline)
         return try work(self)
@@ -77,7 +87,14 @@ final class ClientConnection: @unchecked Sendable {
     }
   }
 
+  /// Closes the connection (saying goodbye when idle). A call in progress on it ends at once
+  /// with a transport error instead of holding the close for up to its timeout: a node that
+  /// stopped answering would otherwise hold a stopping node's cluster service, or a client's
+  /// close, for the whole peer timeout.
   func close() {
+    liveSocket.withLock { socket in
+      if callInFlight.load(ordering: .acquiring) { socket?.shutdown() }
+    }
     worker.runAndWait { [self] () in
       if let socket { try? sendGoodbye(socket) }
       rdma?.endpoint.disconnect()

@@ -246,7 +246,8 @@ public final class StrataClient: Sendable {
     return namespace
   }
 
-  /// Says GOODBYE and closes every connection.
+  /// Says GOODBYE and closes every connection; a call in progress on one ends at once with a
+  /// transport error.
   public func close() {
     let channels = routing.withLock { Array($0.channels.values) }
     for channel in channels { channel.close() }
