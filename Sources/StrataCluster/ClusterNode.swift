@@ -73,6 +73,10 @@ public final class ClusterNode: ClusterHooks {
     public var peerTimeoutMilliseconds: UInt64 = 10_000
     /// The timeout of copies to a peer the probes found down.
     public var suspectPeerTimeoutMilliseconds: UInt64 = 2_000
+    /// How long after blocks became under-replicated a repair of them is tried with no ring change
+    /// to start one; doubled after each retry that leaves some, up to `underReplicatedRetryMaxMilliseconds`.
+    public var underReplicatedRetryMilliseconds: UInt64 = 5_000
+    public var underReplicatedRetryMaxMilliseconds: UInt64 = 300_000
     /// TLS to peers (`TLSContext.client` with the node certificate and the cluster CA); nil:
     /// plaintext. Each peer's certificate must name its member id (in static mode, whose ids are
     /// addresses: the address's host).
@@ -191,7 +195,7 @@ public final class ClusterNode: ClusterHooks {
   /// The latest repair pass: after members leave, this node copies the blocks it owns to their
   /// other owners that lack them, so every block regains R copies (Repair.swift).
   let repair = HandoffTracker()
-  let repairState = Mutex((running: false, pending: false))
+  let repairState = Mutex(RepairState())
   private let onDrained = Mutex<(@Sendable () -> Void)?>(nil)
   private let membership = Mutex<(any MembershipSource)?>(nil)
   /// The replicator's loop and the drain and repair passes: cancelled at `stop`.
@@ -243,6 +247,7 @@ public final class ClusterNode: ClusterHooks {
     }
     let replicator = self.replicator
     tasks.start { await replicator.run() }
+    tasks.start { [self] in await retryUnderReplicated() }
     source.start()
   }
 

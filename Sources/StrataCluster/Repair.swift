@@ -6,31 +6,50 @@
 // owners (after two quick ring changes a block's only holders may own it in neither ring, where
 // neither this walk nor read-through would look), at most NotOwnedOffers.perPassMax per pass, and
 // drops its copy of each once every owner holds it. One pass at a time; a change during a pass
-// queues one more.
+// queues one more. Blocks left under-replicated with no ring change to come (a peer that timed
+// out and is back, in etcd mode where nothing probes it) get a pass of their own, over those
+// blocks only, 5 s after and then at doubling intervals while some remain.
 
 import Foundation
 import StrataCore
 import StrataPlacement
 import StrataStorage
 
+/// Whether a repair pass runs, and whether a full one is wanted after it.
+struct RepairState {
+  var running = false
+  var pending = false
+}
+
 extension ClusterNode {
-  /// Starts a repair pass now, or after the one running.
-  func scheduleRepair(reason: String) {
+  /// Starts a repair pass now, or after the one running. `only`: a pass over those blocks alone
+  /// (a retry of blocks known to be under-replicated), started only when no pass runs (one that
+  /// runs covers them, or leaves them for the next retry).
+  /// Returns whether a pass started now.
+  @discardableResult
+  func scheduleRepair(reason: String, only: Set<BlockID>? = nil) -> Bool {
     let start = repairState.withLock { state -> Bool in
       guard !state.running else {
-        state.pending = true
+        if only == nil { state.pending = true }
         return false
       }
       state.running = true
       return true
     }
-    guard start else { return }
-    logger.info("repair: copying blocks to their owners after a ring change", metadata: ["reason": "\(reason)"])
+    guard start else { return false }
+    if let only {
+      logger.info(
+        "repair: copying under-replicated blocks to their owners",
+        metadata: ["blocks": "\(only.count)", "reason": "\(reason)"])
+    } else {
+      logger.info("repair: copying blocks to their owners after a ring change", metadata: ["reason": "\(reason)"])
+    }
     let clock = settings.clock
     tasks.start { [self] in
       var retries = 0
+      var only = only
       while true {
-        let (failed, more) = await repairPass()
+        let (failed, more) = await repairPass(only: only)
         // The per-pass bound left blocks held without being owned: one more pass reaches them.
         if more { repairState.withLock { $0.pending = true } }
         // A pass that could not reach an owner (a returning peer's pooled connections are dead
@@ -44,6 +63,7 @@ extension ClusterNode {
         let again = repairState.withLock { state -> Bool in
           if state.pending && !isStopped && !Task.isCancelled {
             state.pending = false
+            only = nil
             return true
           }
           state.running = false
@@ -52,27 +72,60 @@ extension ClusterNode {
         if !again { return }
       }
     }
+    return true
   }
 
   static let repairRetriesMax = 3
   static let repairRetryDelayMilliseconds: UInt64 = 500
 
+  /// Runs until the node stops: once copies have failed, a repair of the blocks left
+  /// under-replicated after `underReplicatedRetryMilliseconds`, then at doubling intervals up to
+  /// `underReplicatedRetryMaxMilliseconds` while some remain (or failures went untracked because
+  /// the set was full); once none do, it waits for the next failure (no timer while healthy).
+  /// Tracked blocks get a pass of their own; untracked failures, a full pass.
+  func retryUnderReplicated() async {
+    let first = settings.underReplicatedRetryMilliseconds
+    var overflowSeen = underReplicated.counts.overflowed
+    for await _ in underReplicated.failures {
+      var wait = first
+      while !isStopped && !Task.isCancelled {
+        await settings.clock.sleep(milliseconds: wait)
+        if isStopped || Task.isCancelled { return }
+        let overflowed = underReplicated.counts.overflowed
+        let ids = underReplicated.ids
+        let started: Bool
+        if overflowed > overflowSeen {
+          started = scheduleRepair(reason: "under-replicated blocks beyond the tracked set")
+          if started { overflowSeen = overflowed }
+        } else if !ids.isEmpty {
+          started = scheduleRepair(reason: "under-replicated blocks", only: ids)
+        } else {
+          break
+        }
+        // A pass already running covers them, or leaves them for the next look, as soon as ever.
+        if started { wait = min(wait * 2, max(first, settings.underReplicatedRetryMaxMilliseconds)) }
+      }
+    }
+  }
+
   /// One pass: every block this node owns in its current ring, offered to the other owners; then
   /// the blocks it holds without owning them (at most `NotOwnedOffers.perPassMax`), offered to their
   /// owners and dropped from this node once every owner holds them. Returns how many blocks are not
   /// yet on every owner, and whether another pass should follow (the bound left blocks unoffered).
-  private func repairPass() async -> (failed: Int, again: Bool) {
+  private func repairPass(only: Set<BlockID>? = nil) async -> (failed: Int, again: Bool) {
     let (ring, addresses) = state.withLock { ($0.history.current, $0.addresses) }
     let me = settings.me.id
     guard let myIndex = ring.members.firstIndex(where: { $0.id == me }) else { return (0, false) }
-    let inventory = tiers.inventory()
+    // A pass over some blocks only walks those (owned, or held without being owned: an offer of
+    // those can fail too).
+    let inventory = only.map { tiers.inventory(of: Array($0)) } ?? tiers.inventory()
     let owned = inventory.filter { ring.isOwner(memberIndex: myIndex, of: $0.id.key) }
     let notOwned = inventory.filter { !ring.isOwner(memberIndex: myIndex, of: $0.id.key) }
     let offered = Array(notOwned.prefix(NotOwnedOffers.perPassMax))
     // Blocks this node no longer holds, or holds unowned beyond this pass's offers, are left to
     // others (or to a later pass) to repair.
     let tracked = Set(owned.map(\.id) + offered.map(\.id))
-    underReplicated.retain { tracked.contains($0) }
+    underReplicated.retain { tracked.contains($0) || only?.contains($0) == false }
     repair.withLock { progress in
       let copied = progress.handedBlocksTotal + progress.handedBlocks
       let released = progress.releasedBlocksTotal + progress.releasedBlocks
@@ -86,9 +139,12 @@ extension ClusterNode {
     handoff.underReplicated = underReplicated
     // An owned block is placed once every other owner holds it; a block held without being owned
     // once every owner does.
-    await handoff.run(
+    let ownedPlaced = await handoff.run(
       target: ring, addresses: addresses, progress: repair, inventory: owned, excluding: me,
-      required: max(0, ring.effectiveReplicationFactor - 1))
+      required: max(0, ring.effectiveReplicationFactor - 1)
+    ).placed
+    // Every owner in this ring holds these: any owner still listed as lacking one has left it.
+    underReplicated.forget(ownedPlaced)
     // A block this node holds without owning it: its copy goes once every owner holds the block
     // (kept, each later pass would offer it again, and the bound would keep offering the same
     // ones); until then it stays, and is offered again by the next pass.

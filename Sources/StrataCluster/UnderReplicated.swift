@@ -63,14 +63,27 @@ struct UnderReplicatedSet: Sendable {
 /// The node's set, shared by the write quorum, the replicator and repair.
 final class UnderReplicatedTracker: Sendable {
   private let blocks: Mutex<UnderReplicatedSet>
+  private let failure: AsyncStream<Void>.Continuation
+  /// Yields after copies failed (the latest only): what the repair's retry waits for while the
+  /// set is empty, so a healthy node sets no timer.
+  let failures: AsyncStream<Void>
 
-  init(limit: Int = UnderReplicatedSet.defaultLimit) { blocks = Mutex(UnderReplicatedSet(limit: limit)) }
+  init(limit: Int = UnderReplicatedSet.defaultLimit) {
+    blocks = Mutex(UnderReplicatedSet(limit: limit))
+    (failures, failure) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+  }
 
-  func failed(_ ids: some Sequence<BlockID>, to owner: HostPort) { blocks.withLock { $0.failed(ids, to: owner) } }
+  func failed(_ ids: some Sequence<BlockID>, to owner: HostPort) {
+    blocks.withLock { $0.failed(ids, to: owner) }
+    failure.yield()
+  }
   func copied(_ ids: some Sequence<BlockID>, to owner: HostPort) { blocks.withLock { $0.copied(ids, to: owner) } }
   func forget(_ ids: some Sequence<BlockID>) { blocks.withLock { $0.forget(ids) } }
   func retain(where keep: (BlockID) -> Bool) { blocks.withLock { $0.retain(where: keep) } }
 
   /// Blocks under-replicated now, and failures not tracked since start because the set was full.
   var counts: (blocks: Int, overflowed: Int, limit: Int) { blocks.withLock { ($0.count, $0.overflowed, $0.limit) } }
+
+  /// The blocks under-replicated now (a repair's retry of them).
+  var ids: Set<BlockID> { blocks.withLock { Set($0.missing.keys) } }
 }

@@ -284,6 +284,9 @@ extension Simulation {
     settings.virtualNodes = Self.virtualNodes
     settings.peerTimeoutMilliseconds = Self.peerTimeoutMilliseconds
     settings.suspectPeerTimeoutMilliseconds = Self.peerTimeoutMilliseconds / 2
+    // Retries of under-replicated blocks at the scale of the run (faults end by 10.5 s, the check is at 20 s).
+    settings.underReplicatedRetryMilliseconds = Self.peerTimeoutMilliseconds
+    settings.underReplicatedRetryMaxMilliseconds = 4 * Self.peerTimeoutMilliseconds
     let transport = SimulatedPeerTransport(simulation: self, node: index, instance: node.instance)
     settings.peerTransport = transport
     settings.executor = tasks

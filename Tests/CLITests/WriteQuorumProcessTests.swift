@@ -216,6 +216,48 @@ private struct WriterLog {
     #expect(!survivors.contains("members left"), "c's lease lapsed: the test restarted it too late")
   }
 
+  /// etcd mode has no peer probes: a peer that stops answering for less than its lease TTL
+  /// changes no ring, so blocks whose copies to it failed used to stay on one node until some
+  /// later ring change (the gauge said so, nothing acted on it). Now the node retries them, 5 s
+  /// after the failure and then at doubling intervals: b, hung inside its 30 s TTL while a took
+  /// PUTs at write quorum 1, holds them all soon after it answers again, with no ring change.
+  @Test(.enabled(if: EtcdProcess.isAvailable, "etcd is not installed (scripts/bootstrap.sh installs etcd-server)"))
+  func blocksLeftUnderReplicatedByAHungPeerAreCopiedWithNoRingChange() async throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"], ttlSeconds: 30)
+    defer {
+      if cluster.nodes["b"] != nil { cluster.resume("b") }
+      cluster.shutdown()
+    }
+    try await cluster.startRegistered(["a", "b", "c"])
+    let blocks = BlockSet(count: 400, run: 98)
+    // Fewer than one replication batch (32): one copy exchange with b, which times out in 10 s.
+    let onAB = Array(try await Self.blocks(ownedBy: ["a", "b"], of: blocks, in: cluster).prefix(20))
+    try #require(onAB.count == 20)
+    let direct = NodeProcess.client(cluster.address("a"), connections: 1)
+    defer { direct.close() }
+    let region = direct.register(blocks.source)
+    let items = try onAB.map { n in try blocks.putItem(n, in: region) }
+    cluster.pause("b")
+    #expect(try await direct.put(items, writeQuorum: 1) == Array(repeating: .stored, count: items.count))
+    let counted = try await eventually(within: 40) {
+      try Self.metric(cluster, "a", "strata_under_replicated_blocks") == Double(onAB.count)
+    }
+    #expect(counted, "a's copies to b did not fail: \(cluster.log("a"))")
+    cluster.resume("b")
+    let repaired = try await eventually(within: 60) {
+      try Self.metric(cluster, "a", "strata_under_replicated_blocks") == 0
+    }
+    #expect(
+      repaired,
+      "the gauge stayed at \(String(describing: try? Self.metric(cluster, "a", "strata_under_replicated_blocks")))\n\(cluster.log("a"))"
+    )
+    #expect(try await Self.holds("b", onAB, cluster: cluster, blocks: blocks), "b did not get the blocks")
+    let log = cluster.log("a")
+    #expect(!log.contains("members left") && !log.contains("members restarted"), "the ring changed: \(log)")
+  }
+
   /// A PUT whose other owner hangs (SIGSTOP: connected, silent) is answered within its deadline
   /// with `quorum_not_reached`, naming the copies; once the owner answers again, the same PUT
   /// (now "already present" on the first owner) completes the copy and is acknowledged.

@@ -367,6 +367,14 @@ public final class TierManager: Sendable {
     return entries
   }
 
+  /// The entries of those of `ids` this node holds, in their order (as `inventory()` gives them,
+  /// with no read counts): what a repair of a few known blocks walks instead of every block.
+  public func inventory(of ids: [BlockID]) -> [InventoryEntry] {
+    zip(ids, lookupSizes(ids)).compactMap { id, found in
+      found.tier == .absent ? nil : InventoryEntry(id: id, bytes: Int(found.bytes), tier: found.tier, reads: 0)
+    }
+  }
+
   // MARK: Reading
 
   /// Presence and tier of each id, without pinning or moving anything. A block removed while its
