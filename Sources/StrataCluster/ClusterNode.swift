@@ -484,7 +484,7 @@ public final class ClusterNode: ClusterHooks {
       && settings.clock.nowMilliseconds() - history.changedAtMilliseconds < settings.fillWindowMilliseconds
   }
 
-  public func fill(_ ids: [BlockID]) async -> Int {
+  public func fill(_ ids: [BlockID], deadline: Deadline) async -> Int {
     let (history, addresses) = state.withLock { ($0.history, $0.addresses) }
     guard fillWindowIsOpen(history), let previous = history.previous else { return 0 }
     let me = settings.me.id
@@ -494,7 +494,8 @@ public final class ClusterNode: ClusterHooks {
       return now.contains(me) && previous.owners(of: id.key).map(\.id) != now
     }
     guard !wanted.isEmpty else { return 0 }
-    return await readThrough.fill(wanted, previous: previous, current: history.current, me: me, addresses: addresses)
+    return await readThrough.fill(
+      wanted, previous: previous, current: history.current, me: me, addresses: addresses, deadline: deadline)
   }
 
   /// `isAdmin`: the connection holds the `operator` scope (or is a peer node). Without it, RING

@@ -1,7 +1,8 @@
 // Lazy fill after a ring change: when a client asks a new owner for blocks it lacks, the owner
 // asks the keys' owners under the previous ring (LOOKUP, then GET of those present), keeps what it
 // gets, and answers. Only within cluster.fill_window of the change, and only for keys whose
-// owners changed; at most a few fills run at once so a burst of misses cannot pile up.
+// owners changed; at most a few fills run at once so a burst of misses cannot pile up; each ends
+// by its request's deadline (every peer call keeps to it, and no source is tried after it).
 
 import StrataCore
 import StrataPlacement
@@ -34,8 +35,10 @@ final class ReadThrough: Sendable {
   var stats: FillStats { state.withLock { $0.stats } }
 
   /// Fills `ids` from `previous`'s owners other than `me` (and other than the current owners'
-  /// copies, which are asked too: a restarted node's replica partner has the block).
-  func fill(_ ids: [BlockID], previous: Ring, current: Ring, me: String, addresses: [String: HostPort]) async -> Int {
+  /// copies, which are asked too: a restarted node's replica partner has the block), by `deadline`.
+  func fill(
+    _ ids: [BlockID], previous: Ring, current: Ring, me: String, addresses: [String: HostPort], deadline: Deadline
+  ) async -> Int {
     let admitted = state.withLock { state -> Bool in
       guard state.running < Self.concurrentFillsMax else {
         state.stats.skippedBusy += 1
@@ -61,10 +64,11 @@ final class ReadThrough: Sendable {
     }
     var filled = 0
     var round = 0
-    while !bySource.isEmpty && round < 3 {
+    while !bySource.isEmpty && round < 3 && !deadline.hasPassed() {
       var next: [HostPort: [BlockID]] = [:]
       for (source, wanted) in bySource.sorted(by: { $0.key.description < $1.key.description }) {
-        let missed = await fetch(wanted, from: source, filled: &filled)
+        guard !deadline.hasPassed() else { break }
+        let missed = await fetch(wanted, from: source, deadline: deadline, filled: &filled)
         for id in missed {
           guard let candidates = sources[id], let position = candidates.firstIndex(of: source),
             position + 1 < candidates.count
@@ -79,7 +83,9 @@ final class ReadThrough: Sendable {
   }
 
   /// Copies what `source` has of `ids` into the tiers; returns the ids it did not have.
-  private func fetch(_ ids: [BlockID], from source: HostPort, filled: inout Int) async -> [BlockID] {
+  private func fetch(_ ids: [BlockID], from source: HostPort, deadline: Deadline, filled: inout Int) async
+    -> [BlockID]
+  {
     var missed: [BlockID] = []
     var byNamespace: [Namespace: [BlockID]] = [:]
     for id in ids { byNamespace[id.namespace, default: []].append(id) }
@@ -91,13 +97,13 @@ final class ReadThrough: Sendable {
         continue
       }
       do {
-        let found = try await client.lookup(wanted.map(\.key), deadline: .never).tiers
+        let found = try await client.lookup(wanted.map(\.key), deadline: deadline).tiers
         for (id, tier) in zip(wanted, found) {
           guard tier != .absent else {
             missed.append(id)
             continue
           }
-          guard let length = try await client.get(id.key, into: scratch, deadline: .never) else {
+          guard let length = try await client.get(id.key, into: scratch, deadline: deadline) else {
             missed.append(id)
             continue
           }

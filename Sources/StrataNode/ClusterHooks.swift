@@ -36,8 +36,9 @@ public protocol ClusterHooks: Sendable {
   var readsThrough: Bool { get }
 
   /// A client asked for these blocks and this node lacks them: read them through from the keys'
-  /// previous owners (after a ring change) and keep them. Returns how many were filled.
-  func fill(_ ids: [BlockID]) async -> Int
+  /// previous owners (after a ring change) and keep them, by `deadline` (the request's: a fill
+  /// outliving it only makes its answer late). Returns how many were filled.
+  func fill(_ ids: [BlockID], deadline: Deadline) async -> Int
 
   /// Whether a peer's copies (replication, repair, handoff, write-quorum copies) are taken: false
   /// once this node is draining. It owns no key then and is leaving: a copy it took would leave
@@ -78,11 +79,11 @@ extension NodeServer {
   }
 
   /// Reads blocks this node lacks through from their previous owners (after a ring change).
-  func fillMissing(_ ids: [BlockID], isPeer: Bool) throws(StrataError) {
+  func fillMissing(_ ids: [BlockID], isPeer: Bool, deadline: Deadline) throws(StrataError) {
     guard let cluster = routingCluster(isPeer: isPeer), cluster.readsThrough else { return }
     let missing = zip(ids, tiers.lookup(ids)).compactMap { id, tier in tier == .absent ? id : nil }
     guard !missing.isEmpty else { return }
-    _ = try waitForTask { () throws(StrataError) in await cluster.fill(missing) }
+    _ = try waitForTask { () throws(StrataError) in await cluster.fill(missing, deadline: deadline) }
     // A fill that met a copy of the same block being written (a peer's repair or replication)
     // left it to that write: wait a little for it to commit, so the read finds the block.
     _ = tiers.waitForWrites(of: missing, until: .after(milliseconds: Self.fillWriteWaitMilliseconds))

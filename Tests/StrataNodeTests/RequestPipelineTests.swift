@@ -323,7 +323,7 @@ private final class DrainingCluster: ClusterHooks {
     nil
   }
   var readsThrough: Bool { false }
-  func fill(_ ids: [BlockID]) async -> Int { 0 }
+  func fill(_ ids: [BlockID], deadline: Deadline) async -> Int { 0 }
   var takesCopies: Bool { false }
   func member(named names: (String) -> Bool) -> String? { nil }
 }

@@ -374,7 +374,7 @@ struct RequestSession {
     let epoch = draining ? 0 : server.epoch
     try server.checkOwnership(request.keys, ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
     let ids = request.keys.map { BlockID(namespace: namespace, key: $0) }
-    try server.fillMissing(ids, isPeer: grant.isPeer)
+    try server.fillMissing(ids, isPeer: grant.isPeer, deadline: transferDeadline(bytes: 0))
     let tiers = server.tiers
     var response: LookupResponse
     if request.leaseMilliseconds > 0 {
@@ -443,7 +443,7 @@ struct RequestSession {
     defer { if let named { tiers.release(named) } }
     try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
     let ids = request.items.map { BlockID(namespace: namespace, key: $0.key) }
-    try server.fillMissing(ids, isPeer: grant.isPeer)
+    try server.fillMissing(ids, isPeer: grant.isPeer, deadline: transferDeadline(bytes: 0))
     // Transfer pins: they never expire, so no slot is reused while its bytes are being sent; the
     // transport returns only once nothing moves out of them any more.
     // A GET of RAM-resident blocks pins them on this thread, no hop; only a promotion from NVMe
