@@ -153,7 +153,9 @@ final class NodeChannel: Sendable {
     let verify = configuration.verifyChecksums
     let transports = self.transports
     return try await call(on: pinned, deadline: deadline) { connection throws(StrataError) in
-      if let results = try connection.getThroughRegion(items, request: request, ringEpoch: ringEpoch) {
+      if let results = try connection.getThroughRegion(
+        items, request: request, ringEpoch: ringEpoch, deadline: deadline)
+      {
         return results
       }
       if items.allSatisfy({ $0.tail.isEmpty }),

@@ -79,15 +79,15 @@ extension ClientConnection {
   /// A GET whose destinations all lie in the shared region: the node copies each block there
   /// (checksummed while copying: a mismatch comes back `corrupt`), and no payload crosses the
   /// socket. nil when the batch does not qualify.
-  func getThroughRegion(_ items: [StrataClient.GetItem], request: GetRequest, ringEpoch: UInt64) throws(StrataError)
-    -> [StrataClient.GetResult]?
-  {
+  func getThroughRegion(
+    _ items: [StrataClient.GetItem], request: GetRequest, ringEpoch: UInt64, deadline: Deadline
+  ) throws(StrataError) -> [StrataClient.GetResult]? {
     guard items.allSatisfy({ $0.tail.isEmpty }), let targets = regionRanges(items.map(\.destination)) else {
       return nil
     }
     var request = request
     request.regionRanges = targets
-    let (_, message) = try exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch) {
+    let (_, message) = try exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch, deadline: deadline) {
       _, _ throws(StrataError) in
     }
     guard case .getResponse(let response) = message, response.items.count == items.count else {
