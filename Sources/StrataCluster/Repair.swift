@@ -169,6 +169,11 @@ extension ClusterNode {
     for id in placed {
       let dropped = ringChange.withLock { _ -> Bool in
         let current = state.withLock { $0.history.current }
+        // Placed on the pass's owners, which a newer ring may have changed: kept for the pass the
+        // change queued, which offers it to the new owners (dropped now, an owner that joined in
+        // the new ring would never get it: the nodes that got it from this pass had run their
+        // own pass of that ring already; found by the simulator, seed 10388).
+        if current.epoch != ring.epoch { return false }
         if let index = current.members.firstIndex(where: { $0.id == me }),
           current.isOwner(memberIndex: index, of: id.key)
         {

@@ -30,8 +30,14 @@ public enum FindingSeeds {
   /// copy because this node held one. One copy was left (Repair.swift).
   public static let releasedUnderAnOlderRing: [UInt64] = [7588]
 
+  /// Found once the final check required every owner to hold every block. A repair pass dropped
+  /// a block it held without owning once the pass's owners held it, though a ring adopted while
+  /// its copies travelled had a new owner for it; the nodes it had copied to had run their pass
+  /// of the new ring already, so the new owner never got the block (Repair.swift).
+  public static let releasedBeforeANewOwnerHadIt: [UInt64] = [10388]
+
   public static var all: [UInt64] {
     (drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned + drainingNodeTookCopies
-      + releasedUnderAnOlderRing).sorted()
+      + releasedUnderAnOlderRing + releasedBeforeANewOwnerHadIt).sorted()
   }
 }

@@ -103,6 +103,7 @@ extension Simulation {
       let id = BlockID(namespace: SimulatedNode.namespace, key: key)
       let owners = ring.owners(of: key)
       let lacking = owners.filter { owner in !nodes.contains { $0.id == owner.id && $0.holds(id) } }.map(\.id)
+      let holdersBefore = lacking.isEmpty ? [] : nodes.filter { $0.holds(id) }.map(\.id)
       // Read back through the owners' pipelines, as a client would (a miss reads through).
       let readable = owners.contains { owner in
         guard let index = nodes.first(where: { $0.id == owner.id && $0.isUp })?.index else { return false }
@@ -115,10 +116,11 @@ extension Simulation {
         )
       }
       // Faults ended long ago: repair (after ring changes, and its retries of blocks left
-      // under-replicated) has put every block on all its owners.
+      // under-replicated) has put every block on all its owners. (The holders were taken before
+      // the reads above, which may have read the block through into an owner.)
       if !lacking.isEmpty && failure == nil {
         fail(
-          "acknowledged block \(key.hex.prefix(12)) lacks owners \(lacking) after repair (under-replicated); it is on \(nodes.filter { $0.holds(id) }.map(\.id))"
+          "acknowledged block \(key.hex.prefix(12)) lacks owners \(lacking) of \(owners.map(\.id)) after repair (under-replicated); it was on \(holdersBefore)"
         )
       }
     }

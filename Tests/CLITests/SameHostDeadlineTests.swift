@@ -35,7 +35,11 @@ import Testing
     #expect(try await client.get([item]) == [.ok(length: bytes)])
     #expect(client.transportStats.sameHostBatches >= 2, "the calls did not take the same-host path")
 
-    kill(node.process.processIdentifier, SIGSTOP)
+    // SIGSTOP takes effect as each of the node's threads next runs: wait until all have stopped,
+    // or the GET may be served by a thread not stopped yet.
+    let pid = node.process.processIdentifier
+    kill(pid, SIGSTOP)
+    #expect(try await eventually(within: 30) { everyThreadStopped(pid) }, "the node did not stop")
     let began = ContinuousClock.now
     let failed = await #expect(throws: StrataError.self) {
       try await client.get([item], deadline: .after(milliseconds: 500))
@@ -45,5 +49,18 @@ import Testing
     #expect(failed?.code == .timeout, "\(String(describing: failed))")
     // The socket timeout is 120 s; wide for a loaded machine.
     #expect(took < .seconds(60), "a 500 ms same-host GET took \(took) against a stalled node")
+  }
+}
+
+/// Whether every thread of process `pid` is stopped (state T in /proc/PID/task/TID/stat).
+private func everyThreadStopped(_ pid: Int32) -> Bool {
+  guard let threads = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task"), !threads.isEmpty
+  else { return false }
+  return threads.allSatisfy { thread in
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(thread)/stat", encoding: .utf8),
+      let close = stat.lastIndex(of: ")")
+    else { return false }
+    // After the command name in parentheses: " STATE ...".
+    return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first == "T"
   }
 }

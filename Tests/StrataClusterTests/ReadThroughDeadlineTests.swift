@@ -1,5 +1,5 @@
 // A read-through (a new owner filling a block it lacks from the previous owners) keeps to its
-// request's deadline: every peer call carries it, and no source is tried once it has passed. It
+// request's deadline: every peer call carries it, and no source is asked once it has passed. It
 // used to call each source with no deadline, so a hung previous owner held the client's request
 // for the peer timeout (10 s) per source, long after the client had given up.
 
@@ -74,19 +74,18 @@ private struct HungPeer: PeerChannel {
     let id = BlockID(namespace: .embeddedDefault, key: BlockKey(bytes: [UInt8](repeating: 0x5A, count: 32))!)
     let byID = Dictionary(uniqueKeysWithValues: zip(members.map(\.id), addresses))
 
-    let began = ContinuousClock.now
     let filled = await readThrough.fill(
       [id], previous: previous, current: current, me: members[0].id, addresses: byID,
       deadline: .after(milliseconds: 300))
-    let took = ContinuousClock.now - began
 
+    // No wall-clock bound here: under the whole suite a task can resume tens of seconds late.
+    // What bounds the fill is that each call carries the deadline and that no source is asked
+    // after it (without either, the first source's call alone would take its 10 s timeout).
     #expect(filled == 0)
     let calls = peers.calls.withLock { $0 }
     #expect(!calls.isEmpty)
     #expect(calls.allSatisfy { $0.deadline != .never }, "a peer call of the fill had no deadline")
-    // The first source took the whole deadline: the second was not tried.
+    // The first source took the whole deadline: the second was not asked.
     #expect(calls.count == 1, "\(calls.map(\.peer))")
-    // Without the deadline: 10 s per source, b then c. Wide for a loaded machine.
-    #expect(took < .seconds(8), "the fill took \(took) against a 300 ms deadline")
   }
 }
