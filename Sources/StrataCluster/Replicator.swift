@@ -52,10 +52,10 @@ final class Replicator: Sendable {
     var head = 0
     var stats = ReplicationStats()
     var stopped = false
-    /// Copies ever queued, and ever finished (sent or dropped): one loop takes the queue in order,
-    /// so the first `finished` of the `queued` are done.
-    var queuedTotal = 0
+    /// Copies ever finished (sent or dropped). One loop takes the queue in order, so a copy is
+    /// done once `finishedTotal` passes its place, `finishedTotal + stats.queued` at its queueing.
     var finishedTotal = 0
+    var queuedTotal: Int { finishedTotal + stats.queued }
     /// Callers of `waitForQueuedCopies`, by id: each waits until `finishedTotal` reaches its mark.
     var waiters: [UInt64: (mark: Int, continuation: CheckedContinuation<Void, Never>)] = [:]
     var nextWaiter: UInt64 = 0
@@ -108,7 +108,6 @@ final class Replicator: Sendable {
         }
         state.queue.append(task)
         state.stats.queued += 1
-        state.queuedTotal += 1
       }
       state.stats.droppedQueueFull += dropped.count
       return dropped
