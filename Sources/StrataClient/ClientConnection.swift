@@ -102,6 +102,16 @@ final class ClientConnection: @unchecked Sendable {
     }
   }
 
+  /// Closes the connection (saying goodbye) once the calls queued before this one are over; a
+  /// call made after it connects again.
+  func closeWhenIdle() {
+    try? worker.submit { [self] in
+      if let socket { try? sendGoodbye(socket) }
+      rdma?.endpoint.disconnect()
+      dropSocket()
+    }
+  }
+
   func dropSocket() {
     if isSameHost { transports.record { $0.sameHostConnections -= 1 } }
     socket = nil

@@ -23,6 +23,15 @@ struct RoutingState {
   var nextLeaseGroup: UInt64 = 1
   /// Recent per-owner LOOKUP latencies (microseconds), for the hedge delay.
   var lookupLatencies = LatencyWindow(capacity: 256)
+
+  /// Drops the pools and down marks of addresses outside `kept` (the ring's members and the
+  /// seeds, a bounded set); the pools dropped.
+  mutating func forgetAddresses(keeping kept: Set<HostPort>) -> [NodeChannel] {
+    down = down.filter { kept.contains($0.key) }
+    let departed = channels.filter { !kept.contains($0.key) }
+    for address in departed.keys { channels[address] = nil }
+    return departed.keys.sorted { $0.description < $1.description }.map { departed[$0]! }
+  }
 }
 
 /// The last `capacity` latencies and their 99th percentile.
@@ -69,16 +78,29 @@ extension StrataClient {
   public func refreshRing() async throws(StrataError) -> Ring {
     let answer = try await ringCall(RingCall.ring)
     let fetched = try Ring(jsonBytes: answer)
-    return routing.withLock { state in
-      if let known = state.ring, known.epoch > fetched.epoch { return known }
+    let (ring, departed) = routing.withLock { state -> (Ring, [NodeChannel]) in
+      if let known = state.ring, known.epoch > fetched.epoch { return (known, []) }
       state.ring = fetched
       state.addresses = [:]
       state.memberAddresses = fetched.members.map { try? HostPort(parsing: $0.address) }
       for (member, address) in zip(fetched.members, state.memberAddresses) {
         if let address { state.addresses[member.id] = address }
       }
-      return fetched
+      return (fetched, state.forgetAddresses(keeping: Set(configuration.seeds + state.addresses.values)))
     }
+    // Pools of nodes that left the ring: closed once the calls already queued on them are over
+    // (a long-lived client of a cluster whose members come and go at new addresses would otherwise
+    // keep a pool, and its sockets, for every address it ever used).
+    for channel in departed {
+      channel.closeWhenIdle()
+      transports.forget(channel.address)
+    }
+    return ring
+  }
+
+  /// The nodes this client holds a connection pool for, in address order.
+  public var nodeAddresses: [HostPort] {
+    routing.withLock { $0.channels.keys.sorted { $0.description < $1.description } }
   }
 
   /// Seeds first, then the ring's members, each once; nodes found down go last.

@@ -44,6 +44,11 @@ final class NodeChannel: Sendable {
     for connection in connections { connection.close() }
   }
 
+  /// Closes each connection after the calls already queued on it (none is interrupted).
+  func closeWhenIdle() {
+    for connection in connections { connection.closeWhenIdle() }
+  }
+
   // MARK: Calls (one node; `ringEpoch` is the caller's ring epoch, 0 outside a cluster)
 
   func lookup(

@@ -20,7 +20,7 @@ final class MemberIdentities: Sendable {
   func record(_ addresses: [String: HostPort]) {
     var next: [HostPort: [String]] = [:]
     for (id, address) in addresses { next[address, default: []].append(id) }
-    byAddress.withLock { $0.merge(next) { _, new in new } }
+    byAddress.withLock { $0 = next }
   }
 
   func ids(at address: HostPort) -> [String] { byAddress.withLock { $0[address] ?? [] } }
@@ -334,6 +334,10 @@ public final class ClusterNode: ClusterHooks {
             if let address = try? HostPort(parsing: member.address) { state.addresses[member.id] = address }
           }
           settings.identities.record(state.addresses)
+          // What is known of members no longer in either ring is forgotten with them.
+          let known = Set(state.addresses.keys)
+          state.health = state.health.filter { known.contains($0.key) }
+          state.instances = state.instances.filter { known.contains($0.key) }
         }
         let departed = first || !changed ? [] : before.subtracting(next.activeMembers.map(\.id)).sorted()
         let joined = first || !changed ? [] : Set(next.activeMembers.map(\.id)).subtracting(before).sorted()
@@ -341,6 +345,9 @@ public final class ClusterNode: ClusterHooks {
       }
     }
     if changed {
+      // Channels to members of the previous ring only are made again if a read-through asks.
+      let members = Set(next.members.compactMap { try? HostPort(parsing: $0.address) })
+      for pool in [peers, syncPeers, replicator.suspectPeers] { pool.keep(only: members) }
       logger.info(
         "ring changed",
         metadata: [

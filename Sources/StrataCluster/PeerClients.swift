@@ -189,6 +189,20 @@ final class PeerClients: Sendable {
     }
   }
 
+  /// Retires the channels to addresses outside `members` (peers that left the ring): closed
+  /// once a call begun on them is over. Without it a node whose peers come and go at new
+  /// addresses would keep a channel, and its sockets, for every address it ever copied to.
+  func keep(only members: Set<HostPort>) {
+    let departed = clients.withLock { clients -> [any PeerChannel] in
+      let gone = clients.keys.filter { !members.contains($0.address) }
+      return gone.compactMap { clients.removeValue(forKey: $0)?.channel }
+    }
+    // The simulator's in-memory channels hold nothing of the system's, and a wall-clock timer
+    // has no place in a simulated run: they are only dropped.
+    guard transport == nil else { return }
+    for channel in departed { retire(channel) }
+  }
+
   /// A channel with any namespace's credentials, for probes.
   func anyClient(_ address: HostPort) -> (any PeerChannel)? {
     client(address, namespaces.first ?? .embeddedDefault)

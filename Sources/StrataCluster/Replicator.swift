@@ -70,7 +70,7 @@ final class Replicator: Sendable {
 
   private let tiers: TierManager
   private let peers: PeerClients
-  private let suspectPeers: PeerClients
+  let suspectPeers: PeerClients
   private let logger: Logger
   private let corruptCopies: CorruptCopyCounter
   private let underReplicated: UnderReplicatedTracker

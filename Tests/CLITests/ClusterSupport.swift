@@ -49,8 +49,8 @@ final class ClusterHarness {
   var clientTLS: TLSContext?
   /// Lines under `cluster:` in the configuration file of static nodes started from now on.
   var staticClusterConfig: [String] = []
-  /// Lines after that section (other sections, whole).
-  var staticConfigSections: [String] = []
+  /// Lines after the `cluster:` section (other sections, whole), static and etcd nodes alike.
+  var configSections: [String] = []
   /// More lines under `cluster:` in the configuration file of etcd nodes.
   var etcdClusterConfig: [String] = []
 
@@ -62,7 +62,7 @@ final class ClusterHarness {
       extra += ["--peers", staticMembers.map { address($0).description }.joined(separator: ",")]
       if !staticClusterConfig.isEmpty {
         let config = "\(base)/\(name).yaml"
-        try (["cluster:"] + staticClusterConfig.map { "  " + $0 } + staticConfigSections).joined(separator: "\n")
+        try (["cluster:"] + staticClusterConfig.map { "  " + $0 } + configSections).joined(separator: "\n")
           .write(toFile: config, atomically: true, encoding: .utf8)
         extra += ["--config", config]
       }
@@ -70,7 +70,7 @@ final class ClusterHarness {
       let config = "\(base)/\(name).yaml"
       try
         ("cluster:\n  etcd: \(url)\n  lease_ttl: \(ttlSeconds)s\n  etcd_prefix: /strata/test-\(ports["a"]!)/\n"
-        + etcdClusterConfig.map { "  \($0)\n" }.joined())
+        + etcdClusterConfig.map { "  \($0)\n" }.joined() + configSections.map { "\($0)\n" }.joined())
         .write(toFile: config, atomically: true, encoding: .utf8)
       extra += ["--config", config]
     }

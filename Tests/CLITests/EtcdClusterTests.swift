@@ -24,6 +24,8 @@ struct EtcdClusterTests {
     defer { etcd.stop() }
     let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c", "d"], ttlSeconds: 2)
     defer { cluster.shutdown() }
+    // Peers over TCP, not the same-host path, so the test can see each node's connections to another.
+    cluster.configSections = ["same_host:", "  enabled: false"]
     try await cluster.startRegistered(["a", "b", "c"])
     let blocks = BlockSet(count: 10_000, run: 43)
     try await cluster.write(blocks, through: ["a", "b", "c"])
@@ -52,8 +54,19 @@ struct EtcdClusterTests {
     // (c) a fourth node joins by registering; then a node drains and leaves.
     try await cluster.start("d")
     #expect(try await eventually(within: 10) { try await cluster.activeIDs(via: ["a"]).count == 4 })
-    let afterJoin = try await blocks.verify(cluster.client(seeds: ["a"]))
+    let early = cluster.client(seeds: ["b"])  // a seed's pool is kept: b stays
+    defer { early.close() }
+    let afterJoin = try await blocks.verify(early)
     #expect(afterJoin.ok == blocks.count, "after d joined: \(afterJoin)\n\(cluster.log("d"))")
+    #expect(early.nodeAddresses.contains(cluster.address("a")), "the client used a")
+    // Writes through the others: they copy blocks to a, their second owner, so they hold
+    // connections to it when it leaves.
+    try await cluster.write(BlockSet(count: 2_000, run: 47), through: ["b", "c", "d"])
+    let portOfA = cluster.address("a").port
+    let toA = { (names: [String]) in
+      names.map { tcpSockets(of: cluster.node($0).process.processIdentifier, toPort: portOfA) }
+    }
+    let before = toA(["b", "c", "d"])
     let drain = try await strata(["drain", "--seeds", cluster.address("c").description, "node-a"])
     #expect(drain.status == 0, "drain failed: \(drain.stdout) \(drain.stderr)\n\(cluster.log("a"))")
     #expect(cluster.node("a").waitForExit() == 0, "a drained node exits 0")
@@ -61,6 +74,16 @@ struct EtcdClusterTests {
     #expect(try await cluster.activeIDs(via: ["c"]) == ["node-b", "node-c", "node-d"], "a deregistered at once")
     let afterDrain = try await blocks.verify(cluster.client(seeds: ["b", "c", "d"]))
     #expect(afterDrain.ok == blocks.count, "after a drained: \(afterDrain)")
+
+    // Nothing is kept for a member that left: the nodes close their connections to it (after the
+    // longest a call begun on them can take, twice the 10 s peer timeout), a client that routes
+    // by the newer ring drops its pool.
+    #expect(before.reduce(0, +) > 0, "no node had a connection to a before it left: \(before)")
+    let stale = try await blocks.verify(early)
+    #expect(stale.ok == blocks.count, "the client that began with a: \(stale)")
+    #expect(!early.nodeAddresses.contains(cluster.address("a")), "the client kept its pool of a")
+    let closed = try await eventually(within: 45) { toA(["b", "c", "d"]).allSatisfy { $0 == 0 } }
+    #expect(closed, "connections to the departed a: \(toA(["b", "c", "d"])) (\(before) before it left)")
   }
 
   /// After a node dies and leaves the ring, the survivors copy the blocks it held a copy of to

@@ -347,7 +347,7 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
   cluster.staticMembers = ["a", "b"]
   let token = "tenant-token-for-certificate-peers"
   cluster.staticClusterConfig = ["write_quorum: 2"]
-  cluster.staticConfigSections = ["auth:", "  tokens:", "    - {token: \"\(token)\", namespace: tenant}"]
+  cluster.configSections = ["auth:", "  tokens:", "    - {token: \"\(token)\", namespace: tenant}"]
   for name in ["a", "b"] {
     cluster.extraArguments = ca.serveArguments("node-\(name)")
     try await cluster.start(name)
@@ -409,10 +409,10 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     let clients = try TLSContext.client(TLSFiles(trusted: bundle))
     cluster.clientTLS = clients
     cluster.staticClusterConfig = ["write_quorum: 2"]
-    cluster.staticConfigSections = ["tls:", "  cert: \(certificate)", "  key: \(key)", "  ca: \(bundle)"]
+    cluster.configSections = ["tls:", "  cert: \(certificate)", "  key: \(key)", "  ca: \(bundle)"]
     try await cluster.start("a")
     cluster.staticClusterConfig = []
-    cluster.staticConfigSections = []
+    cluster.configSections = []
     cluster.extraArguments = first.serveArguments("node-b")
     try await cluster.start("b")
 

@@ -95,7 +95,7 @@ private struct WriterLog {
   @Test func aFailingDiskKeepsBlocksWhoseOtherCopyIsOnlyInRAM() async throws {
     let cluster = try Self.staticCluster()
     defer { cluster.shutdown() }
-    cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
+    cluster.configSections = ["limits:", "  max_block_size: 64KiB"]
     cluster.extraArguments = ["--fault-injection"]
     for name in ["a", "b"] { try await cluster.start(name) }
     cluster.ram = "1MiB"
@@ -324,7 +324,7 @@ private struct WriterLog {
     cluster.staticClusterConfig = ["probe_interval: 200ms"]
     if smallRAM {
       cluster.ram = "4MiB"
-      cluster.staticConfigSections = ["limits:", "  max_block_size: 64KiB"]
+      cluster.configSections = ["limits:", "  max_block_size: 64KiB"]
     }
     return cluster
   }

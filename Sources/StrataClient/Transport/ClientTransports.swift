@@ -119,6 +119,14 @@ final class ClientTransports: Sendable {
     }
   }
 
+  /// Forgets what was learned about `address` (a node that left the ring).
+  func forget(_ address: HostPort) {
+    state.withLock { state in
+      state.local[address] = nil
+      state.sameHostSockets[address] = nil
+    }
+  }
+
   /// Records the socket a node named (nil: it failed; the address stays on TCP).
   func learnSameHostSocket(_ path: String?, for address: HostPort, reason: String) {
     state.withLock { state in
