@@ -123,6 +123,7 @@ enum PipelineFuzz {
     let getLeased = GetRequest(items: [.init(key: key(1))], leaseID: 1).frameBytes(requestID: 5, ringEpoch: 0)
     let delete = DeleteRequest(keys: [key(1)]).frameBytes(requestID: 6, ringEpoch: 0)
     let stat = StatRequest().frameBytes(requestID: 7, ringEpoch: 0)
+    let verify = VerifyRequest(keys: [key(1), key(9)]).frameBytes(requestID: 10, ringEpoch: 0)
     let goodbye = GoodbyeRequest().frameBytes(requestID: 8, ringEpoch: 0)
     let hello = HelloRequest(
       capabilities: [.tcp], frameBytesMax: 1 << 20, token: Array(tenant.utf8), clientName: "seed"
@@ -130,6 +131,7 @@ enum PipelineFuzz {
     .frameBytes(requestID: 1, ringEpoch: 0)
     return [
       ("tenant-put-get", [0, 0] + put(1, 1000, id: 2) + put(2, 5000, id: 9) + get),
+      ("tenant-put-verify", [0, 0] + put(1, 1000, id: 2) + verify + get),
       ("admin-lease-get-delete", [1, 3] + put(1, 300, id: 2) + leased + getLeased + delete + stat),
       ("peer-put-lookup", [2, 1] + put(3, 20_000, id: 2) + leased + goodbye),
       ("raw-hello-then-requests", [3, 0] + hello + put(4, 64, id: 2) + get + stat),

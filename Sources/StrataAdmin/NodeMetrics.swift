@@ -216,6 +216,11 @@ public final class NodeMetrics: NodeObserver {
         "Blocks that replication, drain or repair refused to copy because their RAM bytes failed their stored checksum (each removed from the node)."
     ),
     .init(
+      name: "strata_verify_reports_total", kind: .counter, labels: ["outcome"],
+      help:
+        "Blocks clients reported damaged on receipt (VERIFY), by what the node found: confirmed (its copy failed its stored checksum and was removed), intact (kept), absent."
+    ),
+    .init(
       name: "strata_readthrough_blocks_total", kind: .counter, labels: [],
       help: "Blocks fetched from a peer on a miss (read-through)."),
     .init(
@@ -435,6 +440,12 @@ public final class NodeMetrics: NodeObserver {
       advance("strata_connections_total", [("transport", "shm")], to: serverStats.sameHostConnectionsAccepted)
       gauge("strata_connections_open", [("transport", "rdma")]).set(Double(serverStats.connectionsRDMAOpen))
       advance("strata_connections_total", [("transport", "rdma")], to: serverStats.connectionsRDMA)
+      for (outcome, total) in [
+        ("confirmed", serverStats.verifyConfirmed), ("intact", serverStats.verifyIntact),
+        ("absent", serverStats.verifyAbsent),
+      ] {
+        advance("strata_verify_reports_total", [("outcome", outcome)], to: total)
+      }
       advance("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", "kernel")], to: serverStats.tlsKernel)
       advance("strata_tls_handshakes_total", [("transport", "tcp"), ("tls_mode", "user")], to: serverStats.tlsUser)
       advance("strata_tls_refused_total", [("reason", "handshake")], to: serverStats.tlsHandshakesFailed)

@@ -43,6 +43,8 @@ final class ClientConnection: @unchecked Sendable {
   static let idleCheckNanoseconds: UInt64 = 10_000_000
   var namespace: Namespace?
   var nodeID = ""
+  /// Whether the node answers VERIFY (granted in HELLO): blocks that arrive damaged are reported to it.
+  var nodeVerifies = false
   let epochs: EpochTracker
 
   init(
@@ -102,6 +104,22 @@ final class ClientConnection: @unchecked Sendable {
     }
   }
 
+  /// Tells the node that the blocks of `keys` arrived damaged (their bytes failed the checksum it
+  /// sent): it checks its copies and removes those that fail, so the next reader gets the block
+  /// from another owner or recomputes it, and the next PUT stores it again. A report is a courtesy:
+  /// a node that does not answer VERIFY is not asked, and a failed report fails no call.
+  func reportDamaged(_ keys: [BlockKey], deadline: Deadline) {
+    guard nodeVerifies, !keys.isEmpty else { return }
+    do throws(StrataError) {
+      _ = try exchange(VerifyRequest(keys: keys).wireMessage, payload: [], ringEpoch: 0, deadline: deadline) {
+        _, _ throws(StrataError) in
+      }
+      transports.record { $0.damagedBlocksReported += keys.count }
+    } catch {
+      if error.isTransportFailure || error.code == .protocolError { dropSocket() }
+    }
+  }
+
   /// Closes the connection (saying goodbye) once the calls queued before this one are over; a
   /// call made after it connects again.
   func closeWhenIdle() {
@@ -150,7 +168,8 @@ final class ClientConnection: @unchecked Sendable {
     self.socket = socket
     let hello = HelloRequest(
       capabilities: TransportNegotiation.offered(local: transports.availability, rdmaEnabled: transports.rdmaEnabled)
-        .union(configuration.isPeer ? [.peer] : []).union(transports.offersSameHost(address) ? [.sharedMemory] : []),
+        .union(configuration.isPeer ? [.peer, .verify] : [.verify])
+        .union(transports.offersSameHost(address) ? [.sharedMemory] : []),
       frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
       clientName: configuration.clientName, peerNamespace: configuration.isPeer ? configuration.peerNamespace : "")
     let (_, message) = try exchange(hello.wireMessage, payload: [], ringEpoch: 0, deadline: deadline) {
@@ -161,6 +180,7 @@ final class ClientConnection: @unchecked Sendable {
     }
     namespace = response.namespace
     nodeID = response.nodeID
+    nodeVerifies = response.capabilities.contains(.verify)
     if !response.sameHostSocket.isEmpty && transports.offersSameHost(address) {
       // The node is on this machine and says where its Unix socket is: move there, if it is the
       // same node.

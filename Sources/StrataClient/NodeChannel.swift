@@ -172,6 +172,8 @@ final class NodeChannel: Sendable {
       // Each block goes straight into host memory, or through the staging ring into GPU memory.
       var receiver = BlockReceiver(connection: connection, transports: transports, verify: verify)
       var results: [StrataClient.GetResult] = []
+      // Blocks sent whole that failed their checksum here (not those the node answered corrupt).
+      var damaged: [BlockKey] = []
       _ = try connection.exchange(request.wireMessage, payload: [], ringEpoch: ringEpoch, deadline: deadline) {
         _, message throws(StrataError) in
         guard case .getResponse(let response) = message, response.items.count == items.count else {
@@ -190,12 +192,15 @@ final class NodeChannel: Sendable {
               results.append(.destinationTooSmall(length: length))
               continue
             }
-            results.append(
-              try receiver.receive(into: [item.destination] + item.tail, length: length, checksum: answer.checksum))
+            let result = try receiver.receive(
+              into: [item.destination] + item.tail, length: length, checksum: answer.checksum)
+            if result == .corrupt { damaged.append(item.key) }
+            results.append(result)
           }
         }
       }
       try receiver.finish()
+      connection.reportDamaged(damaged, deadline: deadline)
       return results
     }
   }

@@ -53,6 +53,11 @@ public struct ServerStats: Sendable, Hashable {
   public var sameHostRegionsRefused = 0
   /// GETs and PUTs whose blocks moved through a client's shared-memory region (not the stream).
   public var sameHostRegionRequests = 0
+  /// Blocks clients reported damaged (VERIFY), by what the node found: its copy failed its stored
+  /// checksum (removed), matched it (kept), or was not there.
+  public var verifyConfirmed = 0
+  public var verifyIntact = 0
+  public var verifyAbsent = 0
   /// TLS handshakes completed, by where records are encrypted (`tls_mode`), and refused: failed
   /// handshakes (wrong CA, expired certificate, no certificate where one is required) and
   /// plaintext frames sent to the TLS port.
@@ -497,6 +502,8 @@ public final class NodeServer: Sendable {
       ("rdma_get_bytes", server.rdmaGetBytes), ("rdma_put_bytes", server.rdmaPutBytes),
       ("same_host_regions_refused", server.sameHostRegionsRefused),
       ("same_host_region_requests", server.sameHostRegionRequests),
+      ("verify_confirmed", server.verifyConfirmed), ("verify_intact", server.verifyIntact),
+      ("verify_absent", server.verifyAbsent),
     ]
     return StatDocument(nodeID: configuration.nodeID, instance: instance, counters: fields.map { ($0.0, $0.1) }).text
   }

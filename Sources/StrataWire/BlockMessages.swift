@@ -516,6 +516,71 @@ public struct DeleteResponse: MessageBody {
   }
 }
 
+/// VERIFY: "these blocks failed their checksum when I received them". The node checks each one it
+/// holds against the checksum stored with it (reading it from disk if it is there only) and
+/// removes a copy that fails; a copy that passes stays (the damage happened on the way), so a
+/// report can never remove a good block.
+public struct VerifyRequest: MessageBody {
+  public static let messageName: StaticString = "VerifyRequest"
+  public static let opcode = Opcode.verify
+  public static let direction = FrameDirection.request
+  public var wireMessage: WireMessage { .verifyRequest(self) }
+
+  public var keys: [BlockKey]
+
+  public init(keys: [BlockKey]) { self.keys = keys }
+
+  public var encodedByteCount: Int { WireSize.u32 + keys.count * WireSize.key }
+
+  public func encode(into out: inout [UInt8]) {
+    out.append(count: keys.count)
+    for key in keys { out.append(key: key) }
+  }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    keys = try readKeys(&reader, "keys", limits: limits)
+    try reader.finish()
+  }
+}
+
+/// What the node found for one key of a VERIFY.
+public enum VerifyOutcome: UInt8, Hashable, Sendable, CaseIterable {
+  /// The node's copy matches its stored checksum, and stays.
+  case intact = 0
+  /// The node's copy failed its stored checksum and was removed.
+  case corrupt = 1
+  /// The node holds no copy.
+  case absent = 2
+}
+
+public struct VerifyResponse: MessageBody {
+  public static let messageName: StaticString = "VerifyResponse"
+  public static let opcode = Opcode.verify
+  public static let direction = FrameDirection.response
+  public var wireMessage: WireMessage { .verifyResponse(self) }
+
+  /// One per key, in request order.
+  public var outcomes: [VerifyOutcome]
+
+  public init(outcomes: [VerifyOutcome]) { self.outcomes = outcomes }
+
+  public var encodedByteCount: Int { WireSize.u32 + outcomes.count }
+
+  public func encode(into out: inout [UInt8]) {
+    out.append(count: outcomes.count)
+    for outcome in outcomes { out.append(outcome.rawValue) }
+  }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    outcomes = try reader.list("outcomes", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8) {
+      reader throws(StrataError) in try reader.read(VerifyOutcome.self, "outcome", noun: "a verify outcome")
+    }
+    try reader.finish()
+  }
+}
+
 private func readKeys(_ reader: inout WireReader, _ field: StaticString, limits: WireLimits) throws(StrataError)
   -> [BlockKey]
 {

@@ -20,6 +20,10 @@ public struct Capabilities: OptionSet, Hashable, Sendable {
   /// with its Unix-domain socket's path) and over that socket (granted only there): GET and PUT
   /// payloads then move through the client's shared-memory region (docs/protocol.md).
   public static let sharedMemory = Capabilities(rawValue: 1 << 5)
+  /// VERIFY: the client reports blocks whose bytes failed their checksum when it received them;
+  /// the node checks its copies and removes those that fail. A client sends VERIFY only to a node
+  /// that granted this (an older node rejects the opcode).
+  public static let verify = Capabilities(rawValue: 1 << 6)
 }
 
 /// The first frame on every connection: the versions and features the client speaks and its

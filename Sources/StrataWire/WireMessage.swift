@@ -21,6 +21,8 @@ public enum WireMessage: Hashable, Sendable {
   case ringResponse(body: [UInt8])
   case goodbyeRequest(GoodbyeRequest)
   case goodbyeResponse(GoodbyeResponse)
+  case verifyRequest(VerifyRequest)
+  case verifyResponse(VerifyResponse)
   /// An error response to a request of `Opcode`.
   case error(Opcode, ErrorBody)
 
@@ -53,6 +55,8 @@ public enum WireMessage: Hashable, Sendable {
       case (.ring, .response): self = .ringResponse(body: [UInt8](body))
       case (.goodbye, .request): self = .goodbyeRequest(try GoodbyeRequest(decoding: body, limits: limits))
       case (.goodbye, .response): self = .goodbyeResponse(try GoodbyeResponse(decoding: body, limits: limits))
+      case (.verify, .request): self = .verifyRequest(try VerifyRequest(decoding: body, limits: limits))
+      case (.verify, .response): self = .verifyResponse(try VerifyResponse(decoding: body, limits: limits))
       }
     }
     guard payloadBytes == header.payloadBytes else {
@@ -80,6 +84,8 @@ public enum WireMessage: Hashable, Sendable {
     case .statResponse(let body): return body
     case .goodbyeRequest(let body): return body
     case .goodbyeResponse(let body): return body
+    case .verifyRequest(let body): return body
+    case .verifyResponse(let body): return body
     case .error(_, let body): return body
     case .ringRequest, .ringResponse: return nil
     }
@@ -95,6 +101,7 @@ public enum WireMessage: Hashable, Sendable {
     case .statRequest, .statResponse: return .stat
     case .ringRequest, .ringResponse: return .ring
     case .goodbyeRequest, .goodbyeResponse: return .goodbye
+    case .verifyRequest, .verifyResponse: return .verify
     case .error(let opcode, _): return opcode
     }
   }
@@ -102,10 +109,10 @@ public enum WireMessage: Hashable, Sendable {
   public var direction: FrameDirection {
     switch self {
     case .helloRequest, .lookupRequest, .getRequest, .putRequest, .deleteRequest, .statRequest, .ringRequest,
-      .goodbyeRequest:
+      .goodbyeRequest, .verifyRequest:
       return .request
     case .helloResponse, .lookupResponse, .getResponse, .putResponse, .deleteResponse, .statResponse,
-      .ringResponse, .goodbyeResponse, .error:
+      .ringResponse, .goodbyeResponse, .verifyResponse, .error:
       return .response
     }
   }

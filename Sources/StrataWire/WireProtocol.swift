@@ -13,8 +13,9 @@ public enum WireProtocol {
   public static let supportedVersions: ClosedRange<UInt16> = 1...1
 }
 
-/// What a frame asks for (requests) or answers (responses). A new opcode needs a new protocol version:
-/// a receiver rejects numbers it does not know.
+/// What a frame asks for (requests) or answers (responses). A receiver rejects numbers it does not
+/// know, so a new opcode needs a new protocol version or a capability both ends grant in HELLO
+/// (VERIFY: `Capabilities.verify`).
 public enum Opcode: UInt8, Hashable, Sendable, CaseIterable {
   case hello = 1
   case lookup = 2
@@ -25,6 +26,8 @@ public enum Opcode: UInt8, Hashable, Sendable, CaseIterable {
   /// Reserved for the cluster module (ring and membership exchange); its body is opaque here.
   case ring = 7
   case goodbye = 8
+  /// Checks blocks against their stored checksums, removing those that fail (`Capabilities.verify`).
+  case verify = 9
 }
 
 extension Opcode: CustomStringConvertible {
@@ -40,6 +43,7 @@ extension Opcode: CustomStringConvertible {
     case .stat: "stat"
     case .ring: "ring"
     case .goodbye: "goodbye"
+    case .verify: "verify"
     }
   }
 }

@@ -153,6 +153,8 @@ enum WireFuzz {
     decode(StatResponse.self, body, limits)
     decode(GoodbyeRequest.self, body, limits)
     decode(GoodbyeResponse.self, body, limits)
+    decode(VerifyRequest.self, body, limits)
+    decode(VerifyResponse.self, body, limits)
     decode(ErrorBody.self, body, limits)
   }
 

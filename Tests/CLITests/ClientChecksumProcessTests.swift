@@ -2,7 +2,7 @@
 // bytes arrive: a block whose RAM copy was damaged after it was stored (the node sends a whole
 // block with its stored checksum, unchecked) comes back `corrupt` with its destination zeroed,
 // never as data, whether the damage is in the first chunk or a later one, and into one buffer or
-// several.
+// several; the client reports it (VERIFY) and the node, finding its copy damaged too, removes it.
 
 import Foundation
 import StrataClient
@@ -60,5 +60,22 @@ import Testing
       #expect(results[n] == .ok(length: blockBytes))
       #expect(memcmp(source.baseAddress! + n * blockBytes, destination.baseAddress! + n * blockBytes, blockBytes) == 0)
     }
+    // The client reported the two damaged blocks (VERIFY); the node found its copies damaged too
+    // and removed them, so they read as missing (the next owner's, or a recompute) and the next
+    // PUT stores them again, while the intact ones stay.
+    #expect(client.transportStats.damagedBlocksReported == 2)
+    let stat = try JSONSerialization.jsonObject(with: Data(try await client.stat().utf8)) as? [String: Any]
+    let counters = stat?["counters"] as? [String: Any] ?? stat ?? [:]
+    #expect(counters["verify_confirmed"] as? Int == 2 && counters["verify_intact"] as? Int == 0, "\(counters)")
+    let again = try await client.get(items)
+    #expect(again[0] == .missing && again[1] == .missing, "\(again)")
+    #expect(again[2] == .ok(length: blockBytes) && again[3] == .ok(length: blockBytes), "\(again)")
+    let stored = try await client.put(
+      try [0, 1].map { n in
+        StrataClient.PutItem(key: keys[n], source: try from.slice(offset: n * blockBytes, length: blockBytes))
+      })
+    #expect(stored == [.stored, .stored])
+    #expect(try await client.get(Array(items[0..<2])) == [.ok(length: blockBytes), .ok(length: blockBytes)])
+    #expect(memcmp(source.baseAddress!, destination.baseAddress!, 2 * blockBytes) == 0)
   }
 }

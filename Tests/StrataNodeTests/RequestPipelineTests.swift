@@ -314,6 +314,31 @@ func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
   }
 }
 
+extension RequestPipelineTests {
+  /// VERIFY: the node checks its own copy of each reported block and removes only one that fails
+  /// its stored checksum; an intact block stays whoever reports it, an absent one is said absent.
+  @Test func aReportedBlockIsRemovedOnlyIfItsCopyHereIsDamaged() throws {
+    let node = try PipelineNode()
+    let (connection, _) = node.connect(PipelineNode.tenantA)
+    let block = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 11) }
+    _ = connection.receive(putFrame(5, bytes: block))
+    _ = connection.receive(putFrame(6, bytes: block))
+    let namespace = try Namespace("tenant-a")
+    #expect(node.tiers.flipBitInRAMForTesting(BlockID(namespace: namespace, key: pipelineKey(5)), byte: 9_999))
+    let report = VerifyRequest(keys: [pipelineKey(5), pipelineKey(6), pipelineKey(7)])
+    let answer = frames(connection.receive(report.frameBytes(requestID: 3, ringEpoch: 0)))
+    guard case .verifyResponse(let response) = answer.first?.1 else {
+      throw StrataError(.protocolError, "VERIFY: \(answer)")
+    }
+    #expect(response.outcomes == [.corrupt, .intact, .absent])
+    let ids = [5, 6].map { BlockID(namespace: namespace, key: pipelineKey($0)) }
+    #expect(node.tiers.lookup(ids) == [.absent, .ram] && node.tiers.stats.checksumFailures == 1)
+    let stats = node.server.stats
+    #expect(stats.verifyConfirmed == 1 && stats.verifyIntact == 1 && stats.verifyAbsent == 1)
+    #expect(node.tiers.stats.leasesActive == 0)
+  }
+}
+
 /// A cluster layer that is draining: it owns nothing and takes no copies.
 private final class DrainingCluster: ClusterHooks {
   var epoch: UInt64 { 3 }

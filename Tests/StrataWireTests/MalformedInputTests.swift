@@ -44,6 +44,8 @@ func messageName(_ message: WireMessage) -> String {
   case .ringRequest, .ringResponse: return "ring"
   case .goodbyeRequest: return "GoodbyeRequest"
   case .goodbyeResponse: return "GoodbyeResponse"
+  case .verifyRequest: return "VerifyRequest"
+  case .verifyResponse: return "VerifyResponse"
   case .error: return "ErrorBody"
   }
 }
@@ -72,7 +74,7 @@ enum MalformedCases {
       add("flipped bit in the request id", .headerChecksum, ["header checksum"]) { $0[9] ^= 0x10 }
       add("flipped bit in the header checksum", .headerChecksum, ["header checksum"]) { $0[62] ^= 0x01 }
       add("version 2", .unsupportedVersion, ["version 2 is not supported"]) { patch(&$0, field: 4, UInt16(2)) }
-      add("unknown opcode 9", .unknownOpcode, ["unknown opcode 9"]) { patch(&$0, field: 6, UInt8(9)) }
+      add("unknown opcode 10", .unknownOpcode, ["unknown opcode 10"]) { patch(&$0, field: 6, UInt8(10)) }
       add("reserved flag bit 7", .reservedFlags, ["reserved bits"]) { patch(&$0, field: 7, $0[7] | 0x80) }
       add("reserved byte 50 set", .reservedBytes, ["reserved byte 50"]) { patch(&$0, field: 50, UInt8(1)) }
       add("wrong body checksum", .bodyChecksum, ["body checksum", "does not match"]) {
@@ -153,7 +155,7 @@ enum MalformedCases {
           "version \(version)", .unsupportedVersion, ["version \(version) is not supported"],
           patched(statRequest, 4, version)))
     }
-    for opcode: UInt8 in [0, 9, 255] {
+    for opcode: UInt8 in [0, 10, 255] {
       cases.append(
         request("opcode \(opcode)", .unknownOpcode, ["unknown opcode \(opcode)"], patched(statRequest, 6, opcode)))
     }

@@ -63,6 +63,8 @@ import Testing
     try roundTrip(PutResponse(outcomes: Array(repeating: .noSpace, count: 4096)))
     try roundTrip(DeleteRequest(keys: many))
     try roundTrip(DeleteResponse(removed: [true, false, true]))
+    try roundTrip(VerifyRequest(keys: many))
+    try roundTrip(VerifyResponse(outcomes: VerifyOutcome.allCases))
   }
 
   @Test func sessionMessagesRoundTrip() throws {
@@ -154,6 +156,13 @@ import Testing
       PutResponse(outcomes: [.checksumMismatch, .tooLarge]).encodedBody == RawBody().u32(2).u8(2).u8(3).bytes)
     #expect(DeleteRequest(keys: [key]).encodedBody == RawBody().u32(1).key(key).bytes)
     #expect(DeleteResponse(removed: [false, true]).encodedBody == RawBody().u32(2).u8(0).u8(1).bytes)
+    #expect(VerifyRequest(keys: [key]).encodedBody == RawBody().u32(1).key(key).bytes)
+    #expect(VerifyResponse(outcomes: [.absent, .corrupt]).encodedBody == RawBody().u32(2).u8(2).u8(1).bytes)
+    let unknownOutcome = #expect(throws: StrataError.self) {
+      try VerifyResponse(decoding: RawBody().u32(1).u8(3).bytes, limits: .standard)
+    }
+    #expect(
+      unknownOutcome?.message.contains("VerifyResponse.outcomes") == true, "\(String(describing: unknownOutcome))")
     #expect(StatRequest().encodedBody == [])
     #expect(StatResponse(json: "{}").encodedBody == RawBody().string("{}").bytes)
     #expect(ErrorBody(code: 13, message: "stale").encodedBody == RawBody().u16(13).string("stale").bytes)

@@ -99,6 +99,7 @@ enum Samples {
       SampleFrame(name: "statRequest", message: .statRequest(StatRequest())),
       SampleFrame(name: "ringRequest", message: .ringRequest(body: [1, 2, 3, 4])),
       SampleFrame(name: "goodbyeRequest", message: .goodbyeRequest(GoodbyeRequest())),
+      SampleFrame(name: "verifyRequest", message: .verifyRequest(VerifyRequest(keys: [testKey(6)]))),
     ]
   }
 
@@ -122,6 +123,7 @@ enum Samples {
       SampleFrame(name: "statResponse", message: .statResponse(StatResponse(json: #"{"blocks":12,"name":"node-1"}"#))),
       SampleFrame(name: "ringResponse", message: .ringResponse(body: [9, 8, 7])),
       SampleFrame(name: "goodbyeResponse", message: .goodbyeResponse(GoodbyeResponse())),
+      SampleFrame(name: "verifyResponse", message: .verifyResponse(VerifyResponse(outcomes: [.corrupt, .intact]))),
       SampleFrame(
         name: "errorResponse",
         message: .error(.get, ErrorBody(code: StrataError.Code.resourceExhausted.number, message: "too many leases"))),

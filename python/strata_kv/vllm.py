@@ -54,7 +54,6 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 
 from strata_kv import StrataError, StrataStore
 from strata_kv.keys import Layout, vllm_block_key
-from strata_kv.store import TRANSFER_FAIL
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -93,9 +92,6 @@ DEFAULTS: dict[str, Any] = {
 
 #: Keys one leased LOOKUP may name (the C library's limit: one batch).
 LEASED_LOOKUP_KEYS_MAX = 4096
-#: A GET's result for a block whose bytes failed their checksum (the C library's
-#: STRATA_GET_CORRUPT, which the package reports as Mooncake's transfer failure).
-GET_CORRUPT = TRANSFER_FAIL
 
 LOAD_MODES = ("block", "layer")
 
@@ -382,7 +378,6 @@ class _GroupLoad:
     spans: list[list[BlockLayer]]
     expected: list[int]
     staging: torch.Tensor | None  # pinned host buffer (CUDA KV caches)
-    keys: list[bytes] = dataclasses.field(default_factory=list)  # item i's block key
 
 
 class LayerwiseLoader:
@@ -418,7 +413,6 @@ class LayerwiseLoader:
         self._inflight: dict[int, _GroupLoad] = {}
         self._waiting: list[set[int]] = [set() for _ in groups]
         self.failed: set[int] = set()
-        self.corrupt_keys: set[bytes] = set()  # blocks a GET found corrupt (STRATA_GET_CORRUPT)
         self.loaded = 0  # block groups read
         self.gets = 0  # GETs submitted
 
@@ -452,7 +446,7 @@ class LayerwiseLoader:
                 self.failed.update(block_ids)
                 raise
             self.gets += 1
-            self._inflight[ticket] = _GroupLoad(g, items_blocks, item_spans, expected, staging, item_keys)
+            self._inflight[ticket] = _GroupLoad(g, items_blocks, item_spans, expected, staging)
             self._waiting[g].add(ticket)
 
     def complete(self, completion: Any) -> bool:
@@ -464,7 +458,6 @@ class LayerwiseLoader:
         results = completion.results if completion.status == 0 else [-1] * len(load.block_ids)
         ok = [i < len(results) and results[i] == want for i, want in enumerate(load.expected)]
         self.failed.update(block_id for block_id, good in zip(load.block_ids, ok) if not good)
-        self.corrupt_keys.update(key for key, result in zip(load.keys, results) if result == GET_CORRUPT)
         self.loaded += sum(ok)
         if load.staging is not None:
             cursor = 0
@@ -884,8 +877,6 @@ class StrataConnector(KVConnectorBase_V1):
             if not self._loader.wait_all(store, time.monotonic() + self._load_wait_s, self._on_completion):
                 self._warner.warn("Strata: layer loads still in flight after %.1f s; recomputing", self._load_wait_s)
         failed, self._loader.failed = self._loader.failed, set()
-        corrupt, self._loader.corrupt_keys = self._loader.corrupt_keys, set()
-        self._drop_corrupt(store, list(corrupt))
         if not self._step_loaded:
             return
         failed &= set(self._step_loaded)
@@ -920,7 +911,6 @@ class StrataConnector(KVConnectorBase_V1):
             self._store.failed(error)
             lengths = [-1] * len(load.hashes)
         failed = [b for b, n in zip(load.block_ids, lengths) if n != self._block_bytes]
-        self._drop_corrupt(store, [key for key, n in zip(keys, lengths) if n == GET_CORRUPT])
         if failed:
             # vLLM recomputes from the first failed block on; report every block that failed.
             self._load_errors.update(failed)
@@ -941,18 +931,6 @@ class StrataConnector(KVConnectorBase_V1):
                     view.copy_(staging[offset : offset + view.numel()], non_blocking=True)
                     offset += view.numel()
             torch.cuda.current_stream().synchronize()
-
-    def _drop_corrupt(self, store: StrataStore | None, keys: list[bytes]) -> None:
-        """Removes blocks a GET found corrupt (their bytes failed the checksum), so that vLLM's
-        recompute stores a good copy instead of finding the bad one "already present". The node
-        removes such a block itself when it is the one that finds it (the same-host path); over TCP
-        only the client checks the bytes. A block damaged on the way is removed too: one recompute."""
-        if not keys or store is None:
-            return
-        try:
-            store.remove(keys)
-        except StrataError as error:  # no delete scope, or the node is away: the next read fails again
-            self._warner.warn("Strata: could not remove %d corrupt block(s): %s", len(keys), error)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         # Block mode: every block was read whole in start_load_kv, before the forward pass.

@@ -36,6 +36,8 @@ public struct ClientTransportStats: Sendable, Hashable {
   /// Pooled connections found closed by the node (its `limits.idle_timeout`) or broken while
   /// idle, and replaced before a call used them.
   public var idleConnectionsReplaced = 0
+  /// Blocks whose bytes failed their checksum on arrival, reported to their node (VERIFY).
+  public var damagedBlocksReported = 0
 }
 
 final class ClientTransports: Sendable {

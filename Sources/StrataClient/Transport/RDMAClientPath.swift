@@ -109,6 +109,10 @@ extension ClientConnection {
     guard case .getResponse(let response) = answer, response.items.count == items.count else {
       throw unexpected(answer)
     }
+    // The node never reads what the fabric reads from its memory: a block that fails here is
+    // reported to it, as over TCP (not run on hardware).
+    var damaged: [BlockKey] = []
+    defer { reportDamaged(damaged, deadline: .never) }
     return zip(items, response.items).map { item, answer in
       switch answer.status {
       case .missing: return .missing
@@ -123,6 +127,7 @@ extension ClientConnection {
         let bytes = UnsafeRawBufferPointer(rebasing: item.destination.buffer[0..<length])
         guard CRC32C.checksum(bytes) == answer.checksum else {
           UnsafeMutableRawBufferPointer(mutating: bytes).initializeMemory(as: UInt8.self, repeating: 0)
+          damaged.append(item.key)
           return .corrupt
         }
         return .ok(length: length)

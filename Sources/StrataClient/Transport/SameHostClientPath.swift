@@ -20,7 +20,7 @@ extension ClientConnection {
     socket = unix
     do throws(StrataError) {
       let hello = HelloRequest(
-        capabilities: Capabilities([.tcp, .leases, .sharedMemory]).union(configuration.isPeer ? [.peer] : []),
+        capabilities: Capabilities([.tcp, .leases, .sharedMemory, .verify]).union(configuration.isPeer ? [.peer] : []),
         frameBytesMax: configuration.frameBytesMax, token: Array(configuration.token.utf8),
         clientName: configuration.clientName, peerNamespace: configuration.isPeer ? configuration.peerNamespace : "")
       let (_, message) = try exchange(hello.wireMessage, payload: [], ringEpoch: 0, deadline: deadline) {
@@ -47,6 +47,7 @@ extension ClientConnection {
       if deadline != .never { unix.setTimeout(milliseconds: configuration.timeoutMilliseconds) }
       namespace = response.namespace
       nodeID = response.nodeID
+      nodeVerifies = response.capabilities.contains(.verify)
       sameHostRegion = region
       isSameHost = true
       transports.record { stats in

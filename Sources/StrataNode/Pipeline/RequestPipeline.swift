@@ -81,6 +81,8 @@ extension NodeServer {
       granted.capabilities = [.tcp, .rdma, .leases]
     }
     if granted.isPeer { granted.capabilities.insert(.peer) }
+    // VERIFY is answered on every transport, to a client that offers it.
+    if hello.capabilities.contains(.verify) { granted.capabilities.insert(.verify) }
     // RDMA carries no TLS (docs/security.md): where the node requires TLS, only a client whose
     // HELLO came over TLS may move blocks over the fabric.
     if tls != nil && transport == "tcp" && session == nil { granted.capabilities.remove(.rdma) }
@@ -262,6 +264,8 @@ struct RequestSession {
     case .getRequest: (needed, operation, probeKeys) = (.read, "GET", 0)
     case .putRequest: (needed, operation) = (.write, "PUT")
     case .deleteRequest: (needed, operation) = (.delete, "DELETE")
+    // A reader may report what it read: the node removes only a copy it finds damaged itself.
+    case .verifyRequest: (needed, operation, probeKeys) = (.read, "VERIFY", 0)
     // STAT and RING describe the node: a tenant reads its own view, an operator the node's.
     case .statRequest: (needed, operation) = (grant.scopes.contains(.operator) ? [] : .read, "STAT")
     case .ringRequest: (needed, operation) = (grant.scopes.contains(.operator) ? [] : .read, "RING")
@@ -284,6 +288,43 @@ struct RequestSession {
       try admission.admitRequest(for: namespace, now: now)
       if let probeKeys { try admission.admitProbe(keys: probeKeys, for: namespace, now: now) }
     }
+  }
+
+  /// VERIFY: checks the node's copies of blocks a client found damaged when it received them,
+  /// removing those that fail; counted by outcome and logged (a confirmed one at error level: the
+  /// node's memory or disk damaged a block it had stored whole).
+  private func verify(_ keys: [BlockKey]) throws(StrataError) -> [VerifyOutcome] {
+    let ids = keys.map { BlockID(namespace: namespace, key: $0) }
+    let tiers = server.tiers
+    let checks = try waitForTask { () throws(StrataError) in try await tiers.check(ids) }
+    let outcomes = checks.map { check -> VerifyOutcome in
+      switch check {
+      case .intact: .intact
+      case .corrupt: .corrupt
+      case .absent: .absent
+      }
+    }
+    let count = { (outcome: VerifyOutcome) in outcomes.count { $0 == outcome } }
+    server.count { stats in
+      stats.verifyConfirmed += count(.corrupt)
+      stats.verifyIntact += count(.intact)
+      stats.verifyAbsent += count(.absent)
+    }
+    chargeMisses(count(.absent))
+    for (key, outcome) in zip(keys, outcomes) where outcome != .absent {
+      let metadata: Logger.Metadata = [
+        "namespace": "\(namespace.name)", "key": "\(key.hex)", "source": "\(source)",
+      ]
+      if outcome == .corrupt {
+        server.logger.error(
+          "a block a client received damaged failed its stored checksum here: removed", metadata: metadata)
+      } else {
+        server.logger.warning(
+          "a block a client received damaged matches its stored checksum here: kept (damaged on the way or at the client)",
+          metadata: metadata)
+      }
+    }
+    return outcomes
   }
 
   /// Charges misses (absent LOOKUP keys, missing GET items) to a tenant's probe budget.
@@ -337,6 +378,9 @@ struct RequestSession {
         return present
       }
       try respond(.deleteResponse(DeleteResponse(removed: removed)), to: header, over: &transport)
+    case .verifyRequest(let request):
+      let outcomes = try verify(request.keys)
+      try respond(.verifyResponse(VerifyResponse(outcomes: outcomes)), to: header, over: &transport)
     case .statRequest:
       let json = grant.seesNode ? server.statJSON() : server.statJSON(of: namespace)
       try respond(.statResponse(StatResponse(json: json)), to: header, over: &transport)

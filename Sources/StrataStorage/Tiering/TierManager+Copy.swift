@@ -1,6 +1,7 @@
 // Copies to other nodes (replication, drain, repair): a block leaves only after its RAM bytes
 // were checked against the checksum stored when it was written, and travels with that stored
-// checksum, so a bit flipped in memory is never passed on under a fresh, valid checksum.
+// checksum, so a bit flipped in memory is never passed on under a fresh, valid checksum. The same
+// check runs when a client reports a block it received damaged (VERIFY).
 
 public import StrataCore
 
@@ -12,6 +13,16 @@ public struct CopyLease: Sendable {
   public let blocks: [LeasedBlock?]
   /// Blocks whose bytes no longer matched their stored checksum: removed from this node.
   public let corrupt: [BlockID]
+}
+
+/// What `TierManager.check` found of one block.
+public enum StoredCopyCheck: Sendable, Hashable {
+  /// It matches its stored checksum, and stays.
+  case intact
+  /// It failed its stored checksum and was removed.
+  case corrupt
+  /// The node holds no copy (or a read of its only copy, on NVMe, failed and dropped it).
+  case absent
 }
 
 extension TierManager {
@@ -37,6 +48,19 @@ extension TierManager {
     }
     quarantine(corrupt)
     return CopyLease(lease: lease, blocks: blocks, corrupt: corrupt)
+  }
+
+  /// Checks each of `ids` the node holds against its stored checksum, as a copy does (a block
+  /// only on NVMe is read, and so verified, on the way), and removes each copy that fails. Asked
+  /// for by a client whose GET found a block's bytes damaged (VERIFY): a copy that passes stays,
+  /// so a report can never remove a good block.
+  public func check(_ ids: [BlockID]) async throws(StrataError) -> [StoredCopyCheck] {
+    let copy = try await leaseForCopy(ids)
+    defer { release(copy.lease) }
+    let corrupt = Set(copy.corrupt)
+    return zip(ids, copy.blocks).map { id, block in
+      block != nil ? .intact : corrupt.contains(id) ? .corrupt : .absent
+    }
   }
 
   /// Blocks found not to match their stored checksum: counted in `stats.checksumFailures` and

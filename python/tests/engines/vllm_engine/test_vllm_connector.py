@@ -304,8 +304,9 @@ def test_a_block_that_fails_to_load_is_recomputed_and_stored_again(tmp_path, mod
     its checksum catches) is reported as a load error, and vLLM computes it again: the request
     yields the reference tokens (vLLM's own default policy would end it with an error; the
     connector sets it to recompute). The bad copy is gone afterwards (the node removes it when its
-    same-host copy finds it; over TCP only the client checks, and the connector removes it), so
-    the recomputed blocks are stored again and a third engine loads every block."""
+    same-host copy finds it; over TCP the client finds it and reports it, VERIFY, and the node
+    removes its copy once its own check fails too), so the recomputed blocks are stored again and
+    a third engine loads every block."""
     from strata_kv import StrataStore
 
     node = StrataNode(tmp_path / "node", fault_injection=True, ram_only=True).start()
