@@ -36,8 +36,15 @@ public enum FindingSeeds {
   /// of the new ring already, so the new owner never got the block (Repair.swift).
   public static let releasedBeforeANewOwnerHadIt: [UInt64] = [10388]
 
+  /// Found by seeds 20,000..59,999 on the code with the stricter final check. A node that had
+  /// finished its drain, and was about to exit, acknowledged a PUT at write quorum 2 of 3 while
+  /// cut off from the third owner: the missed copy waited in its queue and its under-replicated
+  /// record, both gone when it exited, and no other node knew that owner lacked the block
+  /// (WriteQuorum.swift: a draining node now acknowledges only once every owner holds a block).
+  public static let drainingNodeAcknowledgedShort: [UInt64] = [36801, 45984]
+
   public static var all: [UInt64] {
     (drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned + drainingNodeTookCopies
-      + releasedUnderAnOlderRing + releasedBeforeANewOwnerHadIt).sorted()
+      + releasedUnderAnOlderRing + releasedBeforeANewOwnerHadIt + drainingNodeAcknowledgedShort).sorted()
   }
 }
