@@ -36,7 +36,8 @@ public final class NodeMetrics: NodeObserver {
   /// Block size buckets: 4 KiB to 64 MiB, by powers of 4.
   public static let blockBytesBuckets: [Double] = (0...7).map { Double(4096 << (2 * $0)) }
 
-  public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring"]
+  public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring", "verify"]
+  public static let verifyOutcomes = ["confirmed", "intact", "absent"]
   public static let transports = ["tcp", "rdma", "shm"]
   public static let evictionReasons = ["capacity", "clean", "admission", "admin", "corrupt", "quota"]
   public static let authFailureReasons = ["unknown_token", "no_token", "peer_refused"]
@@ -553,6 +554,9 @@ public final class NodeMetrics: NodeObserver {
     }
     for reason in ["malformed", "timeout", "evicted", "busy"] {
       counter("strata_admin_refused_total", [("reason", reason)]).increment(by: Int64(0))
+    }
+    for outcome in NodeMetrics.verifyOutcomes {
+      counter("strata_verify_reports_total", [("outcome", outcome)]).increment(by: Int64(0))
     }
     gauge("strata_handshakes_pending").set(0.0)
     gauge("strata_transfer_pins").set(0.0)

@@ -106,15 +106,17 @@ final class ClientConnection: @unchecked Sendable {
 
   /// Tells the node that the blocks of `keys` arrived damaged (their bytes failed the checksum it
   /// sent): it checks its copies and removes those that fail, so the next reader gets the block
-  /// from another owner or recomputes it, and the next PUT stores it again. A report is a courtesy:
+  /// from another owner or recomputes it, and the next PUT stores it again. The first
+  /// `VerifyRequest.keysMax` are reported (more at once is a fault of its own). A report is a courtesy:
   /// a node that does not answer VERIFY is not asked, and a failed report fails no call.
   func reportDamaged(_ keys: [BlockKey], deadline: Deadline) {
     guard nodeVerifies, !keys.isEmpty else { return }
     do throws(StrataError) {
-      _ = try exchange(VerifyRequest(keys: keys).wireMessage, payload: [], ringEpoch: 0, deadline: deadline) {
+      let reported = Array(keys.prefix(VerifyRequest.keysMax))
+      _ = try exchange(VerifyRequest(keys: reported).wireMessage, payload: [], ringEpoch: 0, deadline: deadline) {
         _, _ throws(StrataError) in
       }
-      transports.record { $0.damagedBlocksReported += keys.count }
+      transports.record { $0.damagedBlocksReported += reported.count }
     } catch {
       if error.isTransportFailure || error.code == .protocolError { dropSocket() }
     }

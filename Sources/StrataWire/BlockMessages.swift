@@ -525,6 +525,10 @@ public struct VerifyRequest: MessageBody {
   public static let opcode = Opcode.verify
   public static let direction = FrameDirection.request
   public var wireMessage: WireMessage { .verifyRequest(self) }
+  /// The most keys one VERIFY names: a report follows one GET's damaged blocks, and each key costs
+  /// the node a read of its block (more than this many damaged at once is a fault to look into,
+  /// not to report block by block).
+  public static let keysMax = 64
 
   public var keys: [BlockKey]
 
@@ -539,7 +543,9 @@ public struct VerifyRequest: MessageBody {
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
     var reader = WireReader(body, message: Self.messageName)
-    keys = try readKeys(&reader, "keys", limits: limits)
+    keys = try reader.list("keys", max: min(limits.itemsPerBatchMax, Self.keysMax), itemBytes: WireSize.key) {
+      reader throws(StrataError) in try reader.key("key")
+    }
     try reader.finish()
   }
 }

@@ -374,6 +374,9 @@ enum MalformedCases {
         "DeleteRequest: one byte after the keys", .trailingBytes, ["DeleteRequest: 1 trailing bytes"],
         rawFrame(opcode: 5, body: RawBody().u32(1).key(key).u8(0).bytes)),
       request(
+        "VerifyRequest: 65 keys", .countTooLarge, ["VerifyRequest.keys", "65 items"],
+        rawFrame(opcode: 9, body: RawBody().u32(65).bytes)),
+      request(
         "StatRequest: a body byte", .trailingBytes, ["StatRequest: 1 trailing bytes"], rawFrame(opcode: 6, body: [0])),
       request(
         "GoodbyeRequest: a body byte", .trailingBytes, ["GoodbyeRequest: 1 trailing bytes"],

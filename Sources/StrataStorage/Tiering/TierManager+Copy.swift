@@ -54,13 +54,17 @@ extension TierManager {
   /// only on NVMe is read, and so verified, on the way), and removes each copy that fails. Asked
   /// for by a client whose GET found a block's bytes damaged (VERIFY): a copy that passes stays,
   /// so a report can never remove a good block.
+  /// One block at a time: a report pins at most one block, never a batch of them (which would
+  /// hold their RAM from eviction while other tenants' PUTs need it).
   public func check(_ ids: [BlockID]) async throws(StrataError) -> [StoredCopyCheck] {
-    let copy = try await leaseForCopy(ids)
-    defer { release(copy.lease) }
-    let corrupt = Set(copy.corrupt)
-    return zip(ids, copy.blocks).map { id, block in
-      block != nil ? .intact : corrupt.contains(id) ? .corrupt : .absent
+    var checks: [StoredCopyCheck] = []
+    checks.reserveCapacity(ids.count)
+    for id in ids {
+      let copy = try await leaseForCopy([id])
+      release(copy.lease)
+      checks.append(copy.blocks[0] != nil ? .intact : copy.corrupt.isEmpty ? .absent : .corrupt)
     }
+    return checks
   }
 
   /// Blocks found not to match their stored checksum: counted in `stats.checksumFailures` and
