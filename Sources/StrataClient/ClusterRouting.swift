@@ -98,6 +98,16 @@ extension StrataClient {
     return ring
   }
 
+  /// Closes every connection once the calls already queued on it are over (none is interrupted,
+  /// unlike `close`); a call made afterwards connects again.
+  public func closeWhenIdle() {
+    let channels = routing.withLock { state -> [NodeChannel] in
+      defer { state.channels.removeAll() }
+      return Array(state.channels.values)
+    }
+    for channel in channels { channel.closeWhenIdle() }
+  }
+
   /// The nodes this client holds a connection pool for, in address order.
   public var nodeAddresses: [HostPort] {
     routing.withLock { $0.channels.keys.sorted { $0.description < $1.description } }

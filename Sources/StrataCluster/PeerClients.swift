@@ -29,6 +29,12 @@ public protocol PeerChannel: Sendable {
   func stat(deadline: Deadline) async throws(StrataError) -> String
   /// Ends the channel's connections.
   func close()
+  /// Ends the channel's connections once the calls already begun on them are over.
+  func closeWhenIdle()
+}
+
+extension PeerChannel {
+  public func closeWhenIdle() { close() }
 }
 
 /// A peer's answer to LOOKUP. The pipeline reads its epoch before it looks at its tiers, so a
@@ -88,6 +94,8 @@ struct TCPPeerChannel: PeerChannel {
   }
 
   func close() { client.close() }
+
+  func closeWhenIdle() { client.closeWhenIdle() }
 }
 
 final class PeerClients: Sendable {
@@ -189,18 +197,19 @@ final class PeerClients: Sendable {
     }
   }
 
-  /// Retires the channels to addresses outside `members` (peers that left the ring): closed
-  /// once a call begun on them is over. Without it a node whose peers come and go at new
-  /// addresses would keep a channel, and its sockets, for every address it ever copied to.
+  /// Drops the channels to addresses outside `members` (peers that left the ring), each closed
+  /// once the calls already begun on it are over (none is interrupted). Without it a node whose
+  /// peers come and go at new addresses would keep a channel, and its sockets, for every address
+  /// it ever copied to.
   func keep(only members: Set<HostPort>) {
     let departed = clients.withLock { clients -> [any PeerChannel] in
       let gone = clients.keys.filter { !members.contains($0.address) }
       return gone.compactMap { clients.removeValue(forKey: $0)?.channel }
     }
-    // The simulator's in-memory channels hold nothing of the system's, and a wall-clock timer
-    // has no place in a simulated run: they are only dropped.
+    // The simulator's in-memory channels hold nothing of the system's, and closing one would end
+    // a simulated call still in flight on it: they are only dropped.
     guard transport == nil else { return }
-    for channel in departed { retire(channel) }
+    for channel in departed { channel.closeWhenIdle() }
   }
 
   /// A channel with any namespace's credentials, for probes.

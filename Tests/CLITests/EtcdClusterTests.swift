@@ -75,9 +75,8 @@ struct EtcdClusterTests {
     let afterDrain = try await blocks.verify(cluster.client(seeds: ["b", "c", "d"]))
     #expect(afterDrain.ok == blocks.count, "after a drained: \(afterDrain)")
 
-    // Nothing is kept for a member that left: the nodes close their connections to it (after the
-    // longest a call begun on them can take, twice the 10 s peer timeout), a client that routes
-    // by the newer ring drops its pool.
+    // Nothing is kept for a member that left: the nodes close their connections to it (once the
+    // calls begun on them are over), and a client that routes by the newer ring drops its pool.
     #expect(before.reduce(0, +) > 0, "no node had a connection to a before it left: \(before)")
     let stale = try await blocks.verify(early)
     #expect(stale.ok == blocks.count, "the client that began with a: \(stale)")
