@@ -19,15 +19,39 @@ struct RoutingState {
   var memberAddresses: [HostPort?] = []
   /// Nodes that failed a call, skipped (tried last) until the instant given.
   var down: [HostPort: ContinuousClock.Instant] = [:]
+  /// Calls each node failed in a row (cleared by one it answers): each doubles how long it is skipped.
+  var failuresInARow: [HostPort: Int] = [:]
   var leaseGroups: [UInt64: [HostPort: UInt64]] = [:]
   var nextLeaseGroup: UInt64 = 1
   /// Recent per-owner LOOKUP latencies (microseconds), for the hedge delay.
   var lookupLatencies = LatencyWindow(capacity: 256)
 
+  /// The most a node's skip period doubles: `downMilliseconds` × 32 at most.
+  static let downDoublingsMax = 5
+
+  /// Marks `address` down after a failed call: skipped for `base`, doubled for each failure in a
+  /// row before this one (up to `downDoublingsMax` times). A node that hangs (every call to it runs
+  /// into its timeout) then costs a call's timeout ever more rarely, not once a `base`. Failures
+  /// while it is marked down already (calls that were in flight together) count as one.
+  mutating func noteFailure(of address: HostPort, now: ContinuousClock.Instant, base: Duration) {
+    if let until = down[address], until > now { return }
+    let inARow = failuresInARow[address, default: 0] + 1
+    failuresInARow[address] = inARow
+    down[address] = now + base * (1 << min(inARow - 1, Self.downDoublingsMax))
+  }
+
+  /// A call `address` answered: it is no longer skipped, and its next failure counts from one.
+  mutating func noteAnswer(from address: HostPort) {
+    guard failuresInARow[address] != nil || down[address] != nil else { return }
+    failuresInARow[address] = nil
+    down[address] = nil
+  }
+
   /// Drops the pools and down marks of addresses outside `kept` (the ring's members and the
   /// seeds, a bounded set); the pools dropped.
   mutating func forgetAddresses(keeping kept: Set<HostPort>) -> [NodeChannel] {
     down = down.filter { kept.contains($0.key) }
+    failuresInARow = failuresInARow.filter { kept.contains($0.key) }
     let departed = channels.filter { !kept.contains($0.key) }
     for address in departed.keys { channels[address] = nil }
     return departed.keys.sorted { $0.description < $1.description }.map { departed[$0]! }
@@ -127,8 +151,13 @@ extension StrataClient {
   }
 
   func markDown(_ address: HostPort) {
-    let until = ContinuousClock.now + .milliseconds(Int64(configuration.downMilliseconds))
-    routing.withLock { $0.down[address] = until }
+    let now = ContinuousClock.now
+    let base = Duration.milliseconds(Int64(configuration.downMilliseconds))
+    routing.withLock { $0.noteFailure(of: address, now: now, base: base) }
+  }
+
+  func markAnswered(_ address: HostPort) {
+    routing.withLock { $0.noteAnswer(from: address) }
   }
 
   /// The first owner of `key` not yet `tried`: healthy nodes in ring order, then those found down.
@@ -200,6 +229,7 @@ extension StrataClient {
         for index in indices { tried[index].append(owner) }
         switch outcomes[owner]! {
         case .success(let results):
+          markAnswered(owner)
           for (index, answer) in zip(indices, results) {
             answers[index] = answer
             if retry(answer) { next.append(index) }

@@ -70,7 +70,9 @@ public final class StrataClient: Sendable {
     /// In a cluster: ask a key's next owner when its owner answers "absent" (a node that was down
     /// when the block was written, or one that joined since). Costs a round trip per true miss.
     public var askReplicasOnMiss: Bool = true
-    /// How long a node that failed a call is skipped before it is tried again.
+    /// How long a node that failed a call is skipped (tried after the other owners) before it is
+    /// tried first again; doubled for each call it failed in a row, up to 32 times this, until it
+    /// answers one.
     public var downMilliseconds: UInt64 = 1_000
     /// In a cluster: a LOOKUP (without a lease) whose owner has not answered after twice the
     /// recent p99 LOOKUP latency also goes to the keys' next owners (ClusterRouting.swift).
