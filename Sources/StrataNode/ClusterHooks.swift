@@ -40,9 +40,10 @@ public protocol ClusterHooks: Sendable {
   /// outliving it only makes its answer late). Returns how many were filled.
   func fill(_ ids: [BlockID], deadline: Deadline) async -> Int
 
-  /// Whether a peer's copies (replication, repair, handoff, write-quorum copies) are taken: false
-  /// once this node is draining. It owns no key then and is leaving: a copy it took would leave
-  /// with it, while the sender (whose ring may not show the drain yet) counted it as made.
+  /// Whether writes are taken, a peer's copies (replication, repair, handoff, write-quorum copies)
+  /// and a client's PUTs: false once this node is draining. It owns no key then and is leaving: a
+  /// copy it took would leave with it, while the sender (whose ring may not show the drain yet)
+  /// counted it as made; a client's PUT it coordinated could leave an owner without its copy.
   var takesCopies: Bool { get }
 
   /// The id of a current ring member that `names` accepts (called with each member's id and its
@@ -57,13 +58,20 @@ extension NodeServer {
   /// The cluster, when a request on a connection so marked should be routed by it.
   func routingCluster(isPeer: Bool) -> (any ClusterHooks)? { isPeer ? nil : cluster }
 
-  /// Refuses a peer's PUT (a copy) while this node is draining (`ClusterHooks.takesCopies`).
-  func checkTakesCopies(isPeer: Bool) throws(StrataError) {
-    guard isPeer, let cluster, !cluster.takesCopies else { return }
-    // A per-request refusal (the connection stays): the sender's ring is older than the drain.
+  /// Refuses every PUT while this node is draining (`ClusterHooks.takesCopies`): a peer's copy
+  /// (the sender's ring is older than the drain), and a client's, which a ring-aware client never
+  /// sends (the node owns no key). A node about to leave cannot stand behind a write: its ring may
+  /// be older than the cluster's (a node joined meanwhile), and the copy an owner missed would wait
+  /// in a queue that leaves with it, with no other node knowing that owner lacks the block
+  /// (simulation seeds 36801, 45984, 52640, 60603, 89694, 98433). A per-request refusal: the
+  /// connection stays, and a client's reads are served until the node exits.
+  func checkTakesWrites(isPeer: Bool) throws(StrataError) {
+    guard let cluster, !cluster.takesCopies else { return }
     throw StrataError(
       .staleEpoch,
-      "node \(configuration.nodeID) is draining: it owns no key and takes no copies; send them to the owners in the current ring"
+      isPeer
+        ? "node \(configuration.nodeID) is draining: it owns no key and takes no copies; send them to the owners in the current ring"
+        : "node \(configuration.nodeID) is draining: it owns no key and takes no writes; write to the owners in the current ring"
     )
   }
 

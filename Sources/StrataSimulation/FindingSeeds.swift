@@ -36,12 +36,13 @@ public enum FindingSeeds {
   /// of the new ring already, so the new owner never got the block (Repair.swift).
   public static let releasedBeforeANewOwnerHadIt: [UInt64] = [10388]
 
-  /// Found by seeds 20,000..59,999 on the code with the stricter final check. A node that had
-  /// finished its drain, and was about to exit, acknowledged a PUT at write quorum 2 of 3 while
-  /// cut off from the third owner: the missed copy waited in its queue and its under-replicated
-  /// record, both gone when it exited, and no other node knew that owner lacked the block
-  /// (WriteQuorum.swift: a draining node now acknowledges only once every owner holds a block).
-  public static let drainingNodeAcknowledgedShort: [UInt64] = [36801, 45984]
+  /// Found by seeds 20,000..99,999 on the code with the stricter final check. A node that had
+  /// finished its drain, and was about to exit, acknowledged a client's PUT: at write quorum 2 of 3
+  /// while cut off from the third owner (36801, 45984), the missed copy waiting in a queue that left
+  /// with it; or, once every owner of its ring held the block, under a ring older than the
+  /// cluster's, whose new owner had run its repair pass already (52640, 60603, 98433). A draining
+  /// node now takes no PUT at all (ClusterHooks.swift, `checkTakesWrites`).
+  public static let drainingNodeAcknowledgedShort: [UInt64] = [36801, 45984, 52640, 60603, 98433]
 
   public static var all: [UInt64] {
     (drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned + drainingNodeTookCopies

@@ -354,29 +354,32 @@ private final class DrainingCluster: ClusterHooks {
 }
 
 @Suite struct DrainingPipelineTests {
-  /// A draining node refuses a peer's copy (`staleEpoch`: the sender's ring predates the drain),
-  /// naming why, and stores none of it (the sender must not
-  /// count it: the node leaves with what it holds); a client's PUT is still taken (the cluster
-  /// layer copies it to the owners), and a peer still reads (read-through from a former owner).
-  @Test func aDrainingNodeRefusesPeerCopiesButServesClientsAndPeerReads() throws {
+  /// A draining node refuses every PUT (`staleEpoch`), naming why, and stores none of it: a peer's
+  /// copy (the sender must not count it: the node leaves with what it holds) and a client's (the
+  /// node owns no key, and cannot stand behind a write once it is leaving); the connections stay,
+  /// and the node still serves reads (a peer's read-through from a former owner, a client's).
+  @Test func aDrainingNodeTakesNoWritesButServesReads() throws {
     let node = try PipelineNode()
-    node.server.cluster = DrainingCluster()
     let bytes = [UInt8](repeating: 7, count: 4096)
-    let (peer, _) = node.connect(PipelineNode.cluster, peerNamespace: "tenant-a")
-    let refused = frames(peer.receive(putFrame(1, bytes: bytes))).first?.1
-    guard case .error(_, let error)? = refused else {
-      Issue.record("a copy to a draining node was answered \(String(describing: refused))")
-      return
-    }
-    #expect(error.code == StrataError.Code.staleEpoch.number && error.message.contains("takes no copies"))
-    #expect(!peer.isClosed)
     let (client, _) = node.connect(PipelineNode.tenantA)
-    let stored = frames(client.receive(putFrame(1, bytes: bytes))).first?.1
-    guard case .putResponse(let response)? = stored else {
-      Issue.record("a client's PUT to a draining node was answered \(String(describing: stored))")
+    guard case .putResponse(let stored)? = frames(client.receive(putFrame(1, bytes: bytes))).first?.1 else {
+      Issue.record("a PUT before the drain failed")
       return
     }
-    #expect(response.outcomes == [.stored])
+    #expect(stored.outcomes == [.stored])
+    node.server.cluster = DrainingCluster()
+    let (peer, _) = node.connect(PipelineNode.cluster, peerNamespace: "tenant-a")
+    for (connection, says) in [(peer, "takes no copies"), (client, "takes no writes")] {
+      let refused = frames(connection.receive(putFrame(2, bytes: bytes))).first?.1
+      guard case .error(_, let error)? = refused else {
+        Issue.record("a PUT to a draining node was answered \(String(describing: refused))")
+        return
+      }
+      #expect(error.code == StrataError.Code.staleEpoch.number && error.message.contains(says), "\(error.message)")
+      #expect(!connection.isClosed)
+    }
+    let id = BlockID(namespace: try Namespace("tenant-a"), key: pipelineKey(2))
+    #expect(node.tiers.lookup([id]) == [.absent])
     let lookup = LookupRequest(keys: [pipelineKey(1)]).frameBytes(requestID: 6, ringEpoch: 0)
     guard let (header, message, _) = frames(peer.receive(lookup)).first, case .lookupResponse(let found) = message
     else {

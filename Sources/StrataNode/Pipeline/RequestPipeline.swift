@@ -586,7 +586,7 @@ struct RequestSession {
     let deadline = transferDeadline(bytes: total)
     let skipAll = request.items.map { PayloadSlot.skip(Int($0.length)) }
     do throws(StrataError) {
-      try server.checkTakesCopies(isPeer: grant.isPeer)
+      try server.checkTakesWrites(isPeer: grant.isPeer)
       try server.checkOwnership(request.items.map(\.key), ringEpoch: header.ringEpoch, isPeer: grant.isPeer)
       // Blocks without the sender's checksums only through a region on this machine: over any
       // other transport the bytes crossed a link, and only the sender's checksum covers that.
