@@ -190,6 +190,9 @@ public final class ClusterNode: ClusterHooks {
   let corruptCopies = CorruptCopyCounter()
   /// Blocks whose copy to another owner failed and has not been made since (UnderReplicated.swift).
   let underReplicated = UnderReplicatedTracker()
+  /// Owned blocks dropped from this node's disk as damaged, to read back from their other owners
+  /// (each with the attempts made), and whether the task doing so runs.
+  let damagedPending = Mutex<(attempts: [BlockID: Int], running: Bool, overflowed: Int)>(([:], false, 0))
   /// Blocks whose demotion to NVMe failed, by what became of them (DiskFailure.swift).
   let demotionFailures = Mutex(DemotionFailureStats())
   /// The latest repair pass: after members leave, this node copies the blocks it owns to their
@@ -220,6 +223,7 @@ public final class ClusterNode: ClusterHooks {
     state = Mutex(
       State(
         history: RingHistory(current: first, previous: nil, changedAtMilliseconds: settings.clock.nowMilliseconds())))
+    tiers.nvme?.onDamaged = { [weak self] ids in self?.readBackDamaged(ids) }
   }
 
   /// A ring over `members` with the configured (or default) replication factor.
@@ -503,6 +507,83 @@ public final class ClusterNode: ClusterHooks {
     guard !wanted.isEmpty else { return 0 }
     return await readThrough.fill(
       wanted, previous: previous, current: history.current, me: me, addresses: addresses, deadline: deadline)
+  }
+
+  /// Blocks this node's disk failed to give back whole (a damaged record, a failed read) were
+  /// dropped: those it owns are read back from their other owners, which hold them, so the block
+  /// has R copies again without waiting for a ring change (simulation seed 89694: nothing else
+  /// copies a block to an owner that holds it no more). Called on the reading thread: it only
+  /// records them (at most `damagedPendingMax`; more are counted and left to a repair) and starts
+  /// the one task that reads them back, in batches, each block tried at once, then after 1 and 2 s
+  /// (a read-through that is busy, or a peer that fails); a block no other owner holds stays gone.
+  func readBackDamaged(_ ids: [BlockID]) {
+    let (ring, draining) = state.withLock { ($0.history.current, $0.draining) }
+    let me = settings.me.id
+    let owned = ids.filter { id in ring.owners(of: id.key).contains { $0.id == me } }
+    guard !owned.isEmpty, !draining, !isStopped else { return }
+    let start = damagedPending.withLock { pending -> Bool in
+      for id in owned where pending.attempts[id] == nil {
+        guard pending.attempts.count < Self.damagedPendingMax else {
+          pending.overflowed += 1
+          continue
+        }
+        pending.attempts[id] = 0
+      }
+      guard !pending.running else { return false }
+      pending.running = true
+      return true
+    }
+    guard start else { return }
+    logger.warning(
+      "blocks dropped from disk as damaged: reading them back from their other owners",
+      metadata: ["blocks": "\(owned.count)", "sample": "\(owned[0].key.hex.prefix(16))"])
+    if !tasks.start({ [self] in await readBackPending() }) {
+      damagedPending.withLock { $0.running = false }
+    }
+  }
+
+  static let damagedPendingMax = 65_536
+  static let damagedAttemptsMax = 3
+
+  /// Reads the recorded damaged blocks back until none is left (or each had its attempts).
+  private func readBackPending() async {
+    var read = 0
+    var given = 0
+    while !isStopped && !Task.isCancelled {
+      let (batch, wait) = damagedPending.withLock { pending -> ([BlockID], Int) in
+        if pending.attempts.isEmpty {
+          pending.running = false
+          return ([], 0)
+        }
+        let batch = pending.attempts.keys.sorted { ($0.namespace.name, $0.key.hex) < ($1.namespace.name, $1.key.hex) }
+        return (batch, batch.map { pending.attempts[$0]! }.min() ?? 0)
+      }
+      guard !batch.isEmpty else { break }
+      if wait > 0 { await settings.clock.sleep(milliseconds: 1_000 << UInt64(wait - 1)) }
+      let (ring, addresses) = state.withLock { ($0.history.current, $0.addresses) }
+      _ = await readThrough.fill(
+        batch, previous: ring, current: ring, me: settings.me.id, addresses: addresses,
+        deadline: .after(milliseconds: settings.peerTimeoutMilliseconds))
+      let present = zip(batch, tiers.lookup(batch)).filter { $0.1 != .absent }.map(\.0)
+      read += present.count
+      given += damagedPending.withLock { pending -> Int in
+        var given = 0
+        for id in present { pending.attempts[id] = nil }
+        for id in batch where pending.attempts[id] != nil {
+          let attempts = pending.attempts[id]! + 1
+          if attempts >= Self.damagedAttemptsMax {
+            pending.attempts[id] = nil
+            given += 1
+          } else {
+            pending.attempts[id] = attempts
+          }
+        }
+        return given
+      }
+    }
+    logger.log(
+      level: given == 0 ? .info : .warning, "read back blocks dropped from disk as damaged",
+      metadata: ["read_back": "\(read)", "not_found": "\(given)"])
   }
 
   /// `isAdmin`: the connection holds the `operator` scope (or is a peer node). Without it, RING

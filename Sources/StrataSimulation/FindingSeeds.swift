@@ -44,8 +44,14 @@ public enum FindingSeeds {
   /// node now takes no PUT at all (ClusterHooks.swift, `checkTakesWrites`).
   public static let drainingNodeAcknowledgedShort: [UInt64] = [36801, 45984, 52640, 60603, 98433]
 
+  /// Found by the same run: an owner whose corrupted disk made it drop a block (it must: never
+  /// served) never got the block back, since nothing copies a block to an owner that lost it until
+  /// the ring changes (ClusterNode.readBackDamaged: read back from the other owners).
+  public static let damagedOnDiskNeverReadBack: [UInt64] = [89694]
+
   public static var all: [UInt64] {
     (drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned + drainingNodeTookCopies
-      + releasedUnderAnOlderRing + releasedBeforeANewOwnerHadIt + drainingNodeAcknowledgedShort).sorted()
+      + releasedUnderAnOlderRing + releasedBeforeANewOwnerHadIt + drainingNodeAcknowledgedShort
+      + damagedOnDiskNeverReadBack).sorted()
   }
 }

@@ -86,6 +86,52 @@ private struct WriterLog {
     try await Self.chaos(cluster, failingDisk: "c", cycles: 12)
   }
 
+  /// A block whose record on one owner's disk is damaged is dropped there when read (never
+  /// served) and read back from its other owner: the two owners hold every block again, with no
+  /// ring change (nothing else copies a block to an owner that lost it; simulation seed 89694).
+  @Test func aBlockDroppedFromADamagedDiskIsReadBackFromItsOtherOwner() async throws {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b"])
+    defer { cluster.shutdown() }
+    cluster.staticMembers = ["a", "b"]
+    cluster.staticClusterConfig = ["probe_interval: 200ms"]
+    cluster.configSections = ["limits:", "  max_block_size: 64KiB"]
+    cluster.extraArguments = ["--fault-injection"]
+    try await cluster.start("a")
+    cluster.ram = "1MiB"  // b keeps most of the ~4.5 MiB on its disk only
+    try await cluster.start("b")
+    let blocks = BlockSet(count: 3_000, run: 88, smallest: 512, spread: 2048)
+    let writer = cluster.client(seeds: ["a", "b"])
+    defer { writer.close() }
+    let region = writer.register(blocks.source)
+    for first in stride(from: 0, to: blocks.count, by: 25) {
+      let items = try (first..<min(first + 25, blocks.count)).map { n in try blocks.putItem(n, in: region) }
+      // b refuses a copy while its 4 MiB are full of blocks not yet written to its disk: again
+      // once the write-behind has caught up.
+      let stored = try await eventually(within: 20) {
+        (try? await writer.put(items))?.allSatisfy { $0 == .stored || $0 == .alreadyPresent } == true
+      }
+      try #require(stored, "blocks \(first)... were not acknowledged")
+    }
+    let all = Array(0..<blocks.count)
+    #expect(try await Self.holds("b", all, cluster: cluster, blocks: blocks), "b does not hold every block")
+    let armed = try Self.admin(cluster, "b", "POST", "/v1/debug/disk-fault", #"{"reads":"corrupt"}"#)
+    try #require(statusCode(armed) == 200, "\(armed)")
+    let peer = Self.peerClient("b", cluster: cluster, timeoutMilliseconds: 10_000)
+    defer { peer.close() }
+    let damaged = try await blocks.verify(peer, indices: all)
+    let healed = try Self.admin(cluster, "b", "POST", "/v1/debug/disk-fault", #"{"reads":"ok"}"#)
+    try #require(statusCode(healed) == 200, "\(healed)")
+    try #require(damaged.ok < blocks.count, "no read met the damaged disk: \(damaged)")
+    let back = try await eventually(within: 30) {
+      try await Self.holds("b", all, cluster: cluster, blocks: blocks)
+    }
+    #expect(back, "b did not get its dropped blocks back: \(damaged)\n\(cluster.log("b"))")
+    let check = try await blocks.verify(peer, indices: all)
+    #expect(check.ok == blocks.count, "read from b afterwards: \(check)")
+    let log = (try? String(contentsOfFile: "\(cluster.base)/b.log", encoding: .utf8)) ?? ""
+    #expect(log.contains("reading them back from their other owners"), "b did not say it reads blocks back")
+  }
+
   /// A failing disk under the one failure that can follow it: node c (1 MiB of RAM, its disk
   /// failing writes) takes blocks it owns with a or b, whose copies stay in their RAM (256 MiB,
   /// never demoted). Each block c cannot demote may leave its RAM only if the other owner holds

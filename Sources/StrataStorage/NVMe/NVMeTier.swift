@@ -120,6 +120,7 @@ public final class NVMeTier: Sendable {
   private struct Hooks {
     var isHot: (@Sendable (BlockID) -> Bool)?
     var onEvict: (@Sendable ([BlockID]) -> Void)?
+    var onDamaged: (@Sendable ([BlockID]) -> Void)?
   }
 
   private let hooks = Mutex(Hooks())
@@ -138,6 +139,14 @@ public final class NVMeTier: Sendable {
   public var onEvict: (@Sendable ([BlockID]) -> Void)? {
     get { hooks.withLock { $0.onEvict } }
     set { hooks.withLock { $0.onEvict = newValue } }
+  }
+
+  /// Told the blocks a read dropped: the record failed its verification, or the device failed to
+  /// read it (never returned either way). A cluster node reads such a block back from its other
+  /// owners. Called without any tier lock held, on the reading thread: it must not block.
+  public var onDamaged: (@Sendable ([BlockID]) -> Void)? {
+    get { hooks.withLock { $0.onDamaged } }
+    set { hooks.withLock { $0.onDamaged = newValue } }
   }
 
   /// A tier over empty devices: every region is formatted (its first block invalidated), so no
@@ -339,7 +348,10 @@ public final class NVMeTier: Sendable {
           if dropped { log.counters.ioErrors += 1 }
           return dropped
         }
-        if dropped { throw error }
+        if dropped {
+          hooks.withLock { $0.onDamaged }?([id])
+          throw error
+        }
         continue
       }
       switch check(UnsafeRawBufferPointer(record), of: id, at: location, deviceOffset: deviceOffset, into: destination)
@@ -354,6 +366,7 @@ public final class NVMeTier: Sendable {
           return dropped
         }
         guard dropped else { continue }
+        hooks.withLock { $0.onDamaged }?([id])
         throw StrataError(
           .checksumMismatch,
           "\(id): NVMe record on device \(region.device) at offset \(deviceOffset) failed verification (\(reason)); block dropped"
