@@ -29,8 +29,7 @@ public struct LookupRequest: MessageBody {
 
   public func encode(into out: inout [UInt8]) {
     out.append(littleEndian: leaseMilliseconds)
-    out.append(count: keys.count)
-    for key in keys { out.append(key: key) }
+    out.append(keys: keys)
     if wantsSizes { out.append(UInt8(1)) }
   }
 
@@ -87,8 +86,7 @@ public struct LookupResponse: MessageBody {
     out.append(littleEndian: leadingRun)
     out.append(littleEndian: leaseID)
     out.append(littleEndian: leaseExpiresInMilliseconds)
-    out.append(count: tiers.count)
-    for tier in tiers { out.append(tier.rawValue) }
+    out.append(codes: tiers)
     if let sizes {
       out.append(count: sizes.count)
       for size in sizes { out.append(littleEndian: size) }
@@ -104,9 +102,7 @@ public struct LookupResponse: MessageBody {
       throw reader.error(
         .invalidValue, "leaseExpiresInMilliseconds", "\(leaseExpiresInMilliseconds) without a lease (leaseID 0)")
     }
-    let tiers = try reader.list("tiers", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8) {
-      reader throws(StrataError) in try reader.read(BlockTier.self, "tier", noun: "a tier")
-    }
+    let tiers: [BlockTier] = try reader.codes("tiers", each: "tier", max: limits.itemsPerBatchMax, noun: "a tier")
     let count = tiers.count
     guard leadingRun <= count else {
       throw reader.error(.invalidValue, "leadingRun", "\(leadingRun) exceeds the \(count) keys answered")
@@ -449,15 +445,12 @@ public struct PutResponse: MessageBody {
   public var encodedByteCount: Int { WireSize.u32 + outcomes.count }
 
   public func encode(into out: inout [UInt8]) {
-    out.append(count: outcomes.count)
-    for outcome in outcomes { out.append(outcome.rawValue) }
+    out.append(codes: outcomes)
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
     var reader = WireReader(body, message: Self.messageName)
-    outcomes = try reader.list("outcomes", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8) {
-      reader throws(StrataError) in try reader.read(PutOutcome.self, "outcome", noun: "an outcome")
-    }
+    outcomes = try reader.codes("outcomes", each: "outcome", max: limits.itemsPerBatchMax, noun: "an outcome")
     try reader.finish()
   }
 }
@@ -475,8 +468,7 @@ public struct DeleteRequest: MessageBody {
   public var encodedByteCount: Int { WireSize.u32 + keys.count * WireSize.key }
 
   public func encode(into out: inout [UInt8]) {
-    out.append(count: keys.count)
-    for key in keys { out.append(key: key) }
+    out.append(keys: keys)
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
@@ -537,15 +529,12 @@ public struct VerifyRequest: MessageBody {
   public var encodedByteCount: Int { WireSize.u32 + keys.count * WireSize.key }
 
   public func encode(into out: inout [UInt8]) {
-    out.append(count: keys.count)
-    for key in keys { out.append(key: key) }
+    out.append(keys: keys)
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
     var reader = WireReader(body, message: Self.messageName)
-    keys = try reader.list("keys", max: min(limits.itemsPerBatchMax, Self.keysMax), itemBytes: WireSize.key) {
-      reader throws(StrataError) in try reader.key("key")
-    }
+    keys = try readKeys(&reader, "keys", max: min(limits.itemsPerBatchMax, Self.keysMax))
     try reader.finish()
   }
 }
@@ -574,15 +563,12 @@ public struct VerifyResponse: MessageBody {
   public var encodedByteCount: Int { WireSize.u32 + outcomes.count }
 
   public func encode(into out: inout [UInt8]) {
-    out.append(count: outcomes.count)
-    for outcome in outcomes { out.append(outcome.rawValue) }
+    out.append(codes: outcomes)
   }
 
   public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
     var reader = WireReader(body, message: Self.messageName)
-    outcomes = try reader.list("outcomes", max: limits.itemsPerBatchMax, itemBytes: WireSize.u8) {
-      reader throws(StrataError) in try reader.read(VerifyOutcome.self, "outcome", noun: "a verify outcome")
-    }
+    outcomes = try reader.codes("outcomes", each: "outcome", max: limits.itemsPerBatchMax, noun: "a verify outcome")
     try reader.finish()
   }
 }
@@ -590,7 +576,11 @@ public struct VerifyResponse: MessageBody {
 private func readKeys(_ reader: inout WireReader, _ field: StaticString, limits: WireLimits) throws(StrataError)
   -> [BlockKey]
 {
-  try reader.list(field, max: limits.itemsPerBatchMax, itemBytes: WireSize.key) { reader throws(StrataError) in
+  try readKeys(&reader, field, max: limits.itemsPerBatchMax)
+}
+
+private func readKeys(_ reader: inout WireReader, _ field: StaticString, max: Int) throws(StrataError) -> [BlockKey] {
+  try reader.list(field, max: max, itemBytes: WireSize.key) { reader throws(StrataError) in
     try reader.key("key")
   }
 }

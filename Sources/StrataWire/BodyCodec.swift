@@ -112,6 +112,16 @@ struct WireReader {
     return value
   }
 
+  /// Reads a u32 count and that many bytes, each one of `T`'s raw values (`read(_:_:noun:)`): a
+  /// list of tiers, outcomes or statuses.
+  mutating func codes<T: RawRepresentable & CaseIterable>(
+    _ field: StaticString, each itemField: StaticString, max: Int, noun: String
+  ) throws(StrataError) -> [T] where T.RawValue == UInt8 {
+    try list(field, max: max, itemBytes: WireSize.u8) { reader throws(StrataError) in
+      try reader.read(T.self, itemField, noun: noun)
+    }
+  }
+
   /// Reads a u32 item count (see `count`) and that many items, each read by `item`; errors inside
   /// an item name it as `field[index]`.
   mutating func list<T>(
@@ -203,6 +213,18 @@ extension [UInt8] {
   mutating func append(count: Int) {
     precondition(count <= Int(UInt32.max), "wire encode: \(count) items do not fit a u32 count")
     append(littleEndian: UInt32(count))
+  }
+
+  /// A u32 count, then each code's byte (`WireReader.codes`).
+  mutating func append<T: RawRepresentable>(codes: [T]) where T.RawValue == UInt8 {
+    append(count: codes.count)
+    for code in codes { append(code.rawValue) }
+  }
+
+  /// A u32 count, then the keys.
+  mutating func append(keys: [BlockKey]) {
+    append(count: keys.count)
+    for key in keys { append(key: key) }
   }
 
   mutating func append(lengthPrefixed bytes: some Collection<UInt8>) {
