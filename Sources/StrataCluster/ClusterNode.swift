@@ -513,7 +513,8 @@ public final class ClusterNode: ClusterHooks {
   /// dropped: those it owns are read back from their other owners, which hold them, so the block
   /// has R copies again without waiting for a ring change (simulation seed 89694: nothing else
   /// copies a block to an owner that holds it no more). Called on the reading thread: it only
-  /// records them (at most `damagedPendingMax`; more are counted and left to a repair) and starts
+  /// records them (at most `damagedPendingMax` at once; more are left out and counted in the log line
+  /// that ends the task) and starts
   /// the one task that reads them back, in batches, each block tried at once, then after 1 and 2 s
   /// (a read-through that is busy, or a peer that fails); a block no other owner holds stays gone.
   func readBackDamaged(_ ids: [BlockID]) {
@@ -581,9 +582,13 @@ public final class ClusterNode: ClusterHooks {
         return given
       }
     }
+    let overflowed = damagedPending.withLock { pending -> Int in
+      defer { pending.overflowed = 0 }
+      return pending.overflowed
+    }
     logger.log(
-      level: given == 0 ? .info : .warning, "read back blocks dropped from disk as damaged",
-      metadata: ["read_back": "\(read)", "not_found": "\(given)"])
+      level: given == 0 && overflowed == 0 ? .info : .warning, "read back blocks dropped from disk as damaged",
+      metadata: ["read_back": "\(read)", "not_found": "\(given)", "left_out": "\(overflowed)"])
   }
 
   /// `isAdmin`: the connection holds the `operator` scope (or is a peer node). Without it, RING
