@@ -223,7 +223,7 @@ public final class ClusterNode: ClusterHooks {
     state = Mutex(
       State(
         history: RingHistory(current: first, previous: nil, changedAtMilliseconds: settings.clock.nowMilliseconds())))
-    tiers.nvme?.onDamaged = { [weak self] ids in self?.readBackDamaged(ids) }
+    tiers.setDamagedHandler { [weak self] ids in self?.readBackDamaged(ids) }
   }
 
   /// A ring over `members` with the configured (or default) replication factor.
@@ -509,10 +509,10 @@ public final class ClusterNode: ClusterHooks {
       wanted, previous: previous, current: history.current, me: me, addresses: addresses, deadline: deadline)
   }
 
-  /// Blocks this node's disk failed to give back whole (a damaged record, a failed read) were
-  /// dropped: those it owns are read back from their other owners, which hold them, so the block
-  /// has R copies again without waiting for a ring change (simulation seed 89694: nothing else
-  /// copies a block to an owner that holds it no more). Called on the reading thread: it only
+  /// Blocks this node dropped as damaged (a RAM copy that failed its stored checksum, a damaged
+  /// disk record, a failed disk read): those it owns are read back from their other owners, which
+  /// hold them, so the block has R copies again without waiting for a ring change (simulation
+  /// seed 89694: nothing else copies a block to an owner that holds it no more). Called on the reading thread: it only
   /// records them (at most `damagedPendingMax` at once; more are left out and counted in the log line
   /// that ends the task) and starts
   /// the one task that reads them back, in batches, each block tried at once, then after 1 and 2 s
@@ -536,7 +536,7 @@ public final class ClusterNode: ClusterHooks {
     }
     guard start else { return }
     logger.warning(
-      "blocks dropped from disk as damaged: reading them back from their other owners",
+      "blocks dropped as damaged: reading them back from their other owners",
       metadata: ["blocks": "\(owned.count)", "sample": "\(owned[0].key.hex.prefix(16))"])
     if !tasks.start({ [self] in await readBackPending() }) {
       damagedPending.withLock { $0.running = false }
@@ -587,7 +587,7 @@ public final class ClusterNode: ClusterHooks {
       return pending.overflowed
     }
     logger.log(
-      level: given == 0 && overflowed == 0 ? .info : .warning, "read back blocks dropped from disk as damaged",
+      level: given == 0 && overflowed == 0 ? .info : .warning, "read back blocks dropped as damaged",
       metadata: ["read_back": "\(read)", "not_found": "\(given)", "left_out": "\(overflowed)"])
   }
 

@@ -132,6 +132,50 @@ private struct WriterLog {
     #expect(log.contains("reading them back from their other owners"), "b did not say it reads blocks back")
   }
 
+  /// A block whose RAM copy on b was damaged after it was stored (a memory fault) is found by the
+  /// reader, which reports it (VERIFY); b confirms, removes its copy, and reads the block back
+  /// from a, its other owner, so it holds R copies again without a ring change or a new PUT.
+  @Test func aBlockRemovedForRAMDamageIsReadBackFromItsOtherOwner() async throws {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b"])
+    defer { cluster.shutdown() }
+    cluster.staticMembers = ["a", "b"]
+    cluster.staticClusterConfig = ["probe_interval: 200ms"]
+    cluster.configSections = ["limits:", "  max_block_size: 128KiB"]
+    cluster.extraArguments = ["--fault-injection"]
+    for name in ["a", "b"] { try await cluster.start(name) }
+    // a saw b down before b started: its repair pass for b's coming back (which copies every block
+    // b lacks) must be over before the damage, or it, not the read-back, would restore them.
+    let repaired = try await eventually(within: 20) {
+      ((try? String(contentsOfFile: "\(cluster.base)/a.log", encoding: .utf8)) ?? "").contains("repair finished")
+    }
+    try #require(repaired, "a never finished its repair pass for b\n\(cluster.log("a"))")
+    let blocks = BlockSet(count: 40, run: 89, smallest: 4096, spread: 65_536)
+    let writer = cluster.client(seeds: ["a", "b"])
+    defer { writer.close() }
+    let region = writer.register(blocks.source)
+    let outcomes = try await writer.put(try (0..<blocks.count).map { n in try blocks.putItem(n, in: region) })
+    try #require(outcomes.allSatisfy { $0 == .stored }, "\(outcomes)")
+    let all = Array(0..<blocks.count)
+    #expect(try await Self.holds("b", all, cluster: cluster, blocks: blocks), "b does not hold every block")
+    let damaged = Array(stride(from: 0, to: blocks.count, by: 3))
+    for n in damaged {
+      let body = "{\"key\":\"\(blocks.keys[n].hex)\",\"namespace\":\"default\",\"byte\":\(n)}"
+      let flipped = try Self.admin(cluster, "b", "POST", "/v1/debug/flip-bit", body)
+      try #require(statusCode(flipped) == 200, "\(flipped)")
+    }
+    let peer = Self.peerClient("b", cluster: cluster, timeoutMilliseconds: 10_000)
+    defer { peer.close() }
+    let first = try await blocks.verify(peer, indices: all)
+    #expect(
+      first.ok == blocks.count - damaged.count && first.corrupt == damaged.count, "the first read from b: \(first)")
+    let back = try await eventually(within: 30) {
+      try await Self.holds("b", all, cluster: cluster, blocks: blocks)
+    }
+    #expect(back, "b did not get its removed blocks back\n\(cluster.log("b"))")
+    let check = try await blocks.verify(peer, indices: all)
+    #expect(check.ok == blocks.count, "read from b afterwards: \(check)")
+  }
+
   /// A failing disk under the one failure that can follow it: node c (1 MiB of RAM, its disk
   /// failing writes) takes blocks it owns with a or b, whose copies stay in their RAM (256 MiB,
   /// never demoted). Each block c cannot demote may leave its RAM only if the other owner holds

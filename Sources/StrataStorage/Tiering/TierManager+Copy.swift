@@ -67,13 +67,14 @@ extension TierManager {
     return checks
   }
 
-  /// Blocks found not to match their stored checksum: counted in `stats.checksumFailures` and
+  /// Blocks found not to match their stored checksum: counted in `stats.checksumFailures`,
   /// removed from every tier (never served or copied again; a pinned slot is reused once its pins
-  /// end).
+  /// end) and reported to the damaged-block handler (`setDamagedHandler`).
   public func quarantine(_ corrupt: [BlockID]) {
     guard !corrupt.isEmpty else { return }
     state.withLock { $0.stats.checksumFailures += corrupt.count }
     for id in corrupt { remove(id) }
+    damagedHandler.withLock { $0 }?(corrupt)
   }
 
   /// Flips one bit of a RAM-resident block's bytes in place, leaving its stored checksum as it

@@ -306,6 +306,17 @@ public final class TierManager: Sendable {
   public func setDemotionFailureHandler(_ handler: @escaping DemotionFailureHandler) {
     demotionFailureHandler.withLock { $0 = handler }
   }
+  /// Tells `handler` every block this node dropped as damaged from now on: a RAM copy that failed
+  /// its stored checksum (`quarantine`: a copy's check, a reader's report, a transport that read
+  /// it) or a disk record a read dropped (`NVMeTier.onDamaged`). A cluster node reads the blocks
+  /// it owns back from their other owners. Called without any tier lock held, on the thread that
+  /// found the damage: it must not block.
+  public func setDamagedHandler(_ handler: @escaping @Sendable ([BlockID]) -> Void) {
+    damagedHandler.withLock { $0 = handler }
+    nvme?.onDamaged = handler
+  }
+  let damagedHandler = Mutex<(@Sendable ([BlockID]) -> Void)?>(nil)
+
   /// Whether commits are written behind to NVMe (see `TierConfiguration.writebackWindowMilliseconds`).
   public let writeBehindEnabled: Bool
   let writeBehindWake: AsyncStream<Void>.Continuation
