@@ -196,7 +196,8 @@ final class ClientConnection: @unchecked Sendable {
       }
     }
     negotiateTransport(
-      granted: response.capabilities, token: Array(configuration.token.utf8), clientName: configuration.clientName)
+      granted: response.capabilities, token: Array(configuration.token.utf8), clientName: configuration.clientName,
+      deadline: deadline)
   }
 
   /// Sends one request (header, body, then `payload` straight from its buffers) and reads the

@@ -165,7 +165,7 @@ final class NodeChannel: Sendable {
       }
       if items.allSatisfy({ $0.tail.isEmpty }),
         let results = try connection.getOverRDMA(
-          items, request: request, verify: verify, ringEpoch: ringEpoch)
+          items, request: request, verify: verify, ringEpoch: ringEpoch, deadline: deadline)
       {
         return results
       }
@@ -227,7 +227,7 @@ final class NodeChannel: Sendable {
         return request
       }
       if items.allSatisfy({ $0.tail.isEmpty }),
-        let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch)
+        let outcomes = try connection.putOverRDMA(items, request: request, ringEpoch: ringEpoch, deadline: deadline)
       {
         return outcomes
       }

@@ -22,27 +22,38 @@ final class RDMAChannel {
   }
 
   /// Sends a request with descriptors and returns the node's answer (an `.error` message included)
-  /// and the node's ring epoch from its header.
-  func exchange(_ request: WireMessage, descriptors: [RemoteDescriptor], ringEpoch: UInt64 = 0) throws(StrataError)
-    -> (message: WireMessage, ringEpoch: UInt64)
-  {
+  /// and the node's ring epoch from its header. The send and the wait for the answer each end at
+  /// the configured timeout or at `deadline` (the call's), whichever comes first.
+  func exchange(
+    _ request: WireMessage, descriptors: [RemoteDescriptor], ringEpoch: UInt64 = 0, deadline: Deadline = .never
+  ) throws(StrataError) -> (message: WireMessage, ringEpoch: UInt64) {
     let requestID = nextRequestID
     nextRequestID += 1
     let frame = request.frameBytes(requestID: requestID, ringEpoch: ringEpoch)
-    try endpoint.send(RDMAMessage(frame: frame, descriptors: descriptors), timeoutMilliseconds: timeoutMilliseconds)
-    let answer = try endpoint.receive(timeoutMilliseconds: timeoutMilliseconds)
+    try endpoint.send(
+      RDMAMessage(frame: frame, descriptors: descriptors), timeoutMilliseconds: timeout(deadline))
+    let answer = try endpoint.receive(timeoutMilliseconds: timeout(deadline))
     let (header, message) = try answer.decodedFrame(limits: limits, receiving: .response)
     guard header.requestID == requestID else {
       throw StrataError(.protocolError, "RDMA answer to request \(requestID) carries frame \(header.requestID)")
     }
     return (message, header.ringEpoch)
   }
+
+  /// The configured timeout, cut to what is left of `deadline`; a deadline already passed throws.
+  private func timeout(_ deadline: Deadline) throws(StrataError) -> UInt64 {
+    guard !deadline.hasPassed() else {
+      throw StrataError(.timeout, "the RDMA exchange passed the call's deadline")
+    }
+    return min(timeoutMilliseconds, deadline.remainingMilliseconds())
+  }
 }
 
 extension ClientConnection {
   /// Decides the transport after the TCP HELLO and, where both sides have RDMA, brings the RDMA
-  /// connection up. Never fails the connection: a failure leaves it on TCP with the reason recorded.
-  func negotiateTransport(granted: Capabilities, token: [UInt8], clientName: String) {
+  /// connection up, within the configured timeout and `deadline` (the call's that connects).
+  /// Never fails the connection: a failure leaves it on TCP with the reason recorded.
+  func negotiateTransport(granted: Capabilities, token: [UInt8], clientName: String, deadline: Deadline) {
     let plan = TransportNegotiation.clientPlan(
       local: transports.availability, rdmaEnabled: transports.rdmaEnabled, granted: granted)
     var failure: RDMAFailure?
@@ -50,14 +61,14 @@ extension ClientConnection {
       do throws(StrataError) {
         let endpoint = try RDMAEndpoint.connect(
           to: address, devices: transports.devices, limits: EndpointLimits(),
-          timeoutMilliseconds: configuration.timeoutMilliseconds)
+          timeoutMilliseconds: min(configuration.timeoutMilliseconds, max(1, deadline.remainingMilliseconds())))
         let channel = RDMAChannel(
           endpoint: endpoint, timeoutMilliseconds: configuration.timeoutMilliseconds, limits: configuration.limits)
         let hello = HelloRequest(
           capabilities: configuration.isPeer ? [.tcp, .rdma, .leases, .peer] : [.tcp, .rdma, .leases],
           frameBytesMax: configuration.frameBytesMax, token: token, clientName: clientName,
           peerNamespace: configuration.isPeer ? configuration.peerNamespace : "")
-        let (answer, _) = try channel.exchange(hello.wireMessage, descriptors: [])
+        let (answer, _) = try channel.exchange(hello.wireMessage, descriptors: [], deadline: deadline)
         guard case .helloResponse = answer else { throw unexpected(answer) }
         rdma = channel
       } catch {
@@ -98,13 +109,12 @@ extension ClientConnection {
 
   /// A GET over RDMA: the node writes each block into its destination. Nil when this connection
   /// has no RDMA, a destination is not registered on its device, or RDMA failed (then it is dropped).
-  func getOverRDMA(_ items: [StrataClient.GetItem], request: GetRequest, verify: Bool, ringEpoch: UInt64)
-    throws(StrataError)
-    -> [StrataClient.GetResult]?
-  {
+  func getOverRDMA(
+    _ items: [StrataClient.GetItem], request: GetRequest, verify: Bool, ringEpoch: UInt64, deadline: Deadline
+  ) throws(StrataError) -> [StrataClient.GetResult]? {
     guard
       let answer = try exchangeOverRDMA(
-        request.wireMessage, slices: items.map(\.destination), ringEpoch: ringEpoch)
+        request.wireMessage, slices: items.map(\.destination), ringEpoch: ringEpoch, deadline: deadline)
     else { return nil }
     guard case .getResponse(let response) = answer, response.items.count == items.count else {
       throw unexpected(answer)
@@ -112,7 +122,7 @@ extension ClientConnection {
     // The node never reads what the fabric reads from its memory: a block that fails here is
     // reported to it, as over TCP (not run on hardware).
     var damaged: [BlockKey] = []
-    defer { reportDamaged(damaged, deadline: .never) }
+    defer { reportDamaged(damaged, deadline: deadline) }
     return zip(items, response.items).map { item, answer in
       switch answer.status {
       case .missing: return .missing
@@ -136,12 +146,12 @@ extension ClientConnection {
   }
 
   /// A PUT over RDMA: the node reads each block from its source. Nil as for `getOverRDMA`.
-  func putOverRDMA(_ items: [StrataClient.PutItem], request: PutRequest, ringEpoch: UInt64) throws(StrataError)
-    -> [PutOutcome]?
+  func putOverRDMA(_ items: [StrataClient.PutItem], request: PutRequest, ringEpoch: UInt64, deadline: Deadline)
+    throws(StrataError) -> [PutOutcome]?
   {
     guard
       let answer = try exchangeOverRDMA(
-        request.wireMessage, slices: items.map(\.source), ringEpoch: ringEpoch)
+        request.wireMessage, slices: items.map(\.source), ringEpoch: ringEpoch, deadline: deadline)
     else { return nil }
     guard case .putResponse(let response) = answer, response.outcomes.count == items.count else {
       throw unexpected(answer)
@@ -152,17 +162,22 @@ extension ClientConnection {
   /// Sends `message` with descriptors of `slices` over this connection's RDMA channel and returns
   /// the answer; nil when there is no channel, a slice is not registered on its device, or RDMA
   /// failed (then the channel is dropped and the caller goes over TCP). An error answer throws.
-  private func exchangeOverRDMA(_ message: WireMessage, slices: [RegionSlice], ringEpoch: UInt64) throws(StrataError)
-    -> WireMessage?
-  {
+  /// A call whose deadline passes on the way throws `timeout` instead of going over TCP (the
+  /// channel is dropped all the same: its answer may still come).
+  private func exchangeOverRDMA(
+    _ message: WireMessage, slices: [RegionSlice], ringEpoch: UInt64, deadline: Deadline
+  ) throws(StrataError) -> WireMessage? {
     guard let channel = rdma, let descriptors = descriptors(slices, on: channel) else { return nil }
     let answer: WireMessage
     do {
-      let reply = try channel.exchange(message, descriptors: descriptors, ringEpoch: ringEpoch)
+      let reply = try channel.exchange(message, descriptors: descriptors, ringEpoch: ringEpoch, deadline: deadline)
       answer = reply.message
       epochs.observe(reply.ringEpoch)
     } catch {
       failOver(error)
+      if deadline.hasPassed() {
+        throw StrataError(.timeout, "the call to \(address) passed its deadline over RDMA: \(error.message)")
+      }
       return nil
     }
     if case .error(_, let body) = answer { throw body.strataError }
