@@ -76,6 +76,13 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
     let under = cluster.underReplicatedCounts
     metrics.setUnderReplicated(under.blocks)
     metrics.advance("strata_under_replicated_overflow_total", [], to: under.overflowed)
+    let damaged = cluster.damagedReadBack
+    metrics.setDamagedBlocksWaiting(damaged.waiting)
+    for (outcome, count) in zip(
+      NodeMetrics.damagedReadBackOutcomes, [damaged.readBack, damaged.notFound, damaged.leftOut])
+    {
+      metrics.advance("strata_damaged_read_back_total", [("outcome", outcome)], to: count)
+    }
     let rejections = cluster.memberRejections
     for reason in ClusterNode.memberRejectionReasons {
       metrics.advance("strata_member_records_rejected_total", [("reason", reason)], to: rejections.totals[reason] ?? 0)

@@ -38,6 +38,7 @@ public final class NodeMetrics: NodeObserver {
 
   public static let ops = ["hello", "lookup", "get", "put", "delete", "stat", "ring", "verify"]
   public static let verifyOutcomes = ["confirmed", "intact", "absent"]
+  public static let damagedReadBackOutcomes = ["read_back", "not_found", "left_out"]
   public static let transports = ["tcp", "rdma", "shm"]
   public static let evictionReasons = ["capacity", "clean", "admission", "admin", "corrupt", "quota"]
   public static let authFailureReasons = ["unknown_token", "no_token", "peer_refused"]
@@ -80,6 +81,11 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_under_replicated_blocks", kind: .gauge, labels: [],
       help:
         "Blocks this node holds whose copy to another owner failed and has not been made since (by a copy, the replicator or repair); at most 65,536 are tracked."
+    ),
+    .init(
+      name: "strata_damaged_blocks_waiting", kind: .gauge, labels: [],
+      help:
+        "Blocks this node owns and dropped as damaged (disk or RAM) that wait to be read back from their other owners; at most 65,536."
     ),
     .init(name: "strata_uptime_seconds", kind: .gauge, labels: [], help: "Seconds since the node started."),
     .init(name: "strata_build_info", kind: .gauge, labels: ["version"], help: "1, labelled with the build's version."),
@@ -222,6 +228,11 @@ public final class NodeMetrics: NodeObserver {
         "Blocks clients reported damaged on receipt (VERIFY), by what the node found: confirmed (its copy failed its stored checksum and was removed), intact (kept), absent."
     ),
     .init(
+      name: "strata_damaged_read_back_total", kind: .counter, labels: ["outcome"],
+      help:
+        "Blocks this node owns and dropped as damaged (disk or RAM), by outcome: read_back (from another owner), not_found (no other owner gave it back after 3 attempts), left_out (65,536 already waited)."
+    ),
+    .init(
       name: "strata_readthrough_blocks_total", kind: .counter, labels: [],
       help: "Blocks fetched from a peer on a miss (read-through)."),
     .init(
@@ -360,6 +371,10 @@ public final class NodeMetrics: NodeObserver {
 
   public func setUnderReplicated(_ blocks: Int) {
     gauge("strata_under_replicated_blocks").set(Double(blocks))
+  }
+
+  public func setDamagedBlocksWaiting(_ blocks: Int) {
+    gauge("strata_damaged_blocks_waiting").set(Double(blocks))
   }
 
   public func setMemberRecordsRejected(_ records: Int) {
@@ -558,6 +573,9 @@ public final class NodeMetrics: NodeObserver {
     for outcome in NodeMetrics.verifyOutcomes {
       counter("strata_verify_reports_total", [("outcome", outcome)]).increment(by: Int64(0))
     }
+    for outcome in NodeMetrics.damagedReadBackOutcomes {
+      counter("strata_damaged_read_back_total", [("outcome", outcome)]).increment(by: Int64(0))
+    }
     gauge("strata_handshakes_pending").set(0.0)
     gauge("strata_transfer_pins").set(0.0)
     for reason in ["deadline", "idle", "malformed", "handshake_timeout", "handshake_evicted", "region_refused"] {
@@ -587,6 +605,7 @@ public final class NodeMetrics: NodeObserver {
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
       "strata_repair_backlog_blocks", "strata_drain_unplaced_blocks", "strata_under_replicated_blocks",
+      "strata_damaged_blocks_waiting",
       "strata_writeback_lag_seconds", "strata_io_queue_jobs",
       "strata_writeback_pending_blocks", "strata_writeback_pending_bytes", "strata_member_records_rejected",
     ] {

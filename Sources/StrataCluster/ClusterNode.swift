@@ -190,9 +190,8 @@ public final class ClusterNode: ClusterHooks {
   let corruptCopies = CorruptCopyCounter()
   /// Blocks whose copy to another owner failed and has not been made since (UnderReplicated.swift).
   let underReplicated = UnderReplicatedTracker()
-  /// Owned blocks dropped from this node's disk as damaged, to read back from their other owners
-  /// (each with the attempts made), and whether the task doing so runs.
-  let damagedPending = Mutex<(attempts: [BlockID: Int], running: Bool, overflowed: Int)>(([:], false, 0))
+  /// Owned blocks dropped as damaged, being read back from their other owners.
+  let damagedPending = Mutex(DamagedReadBack())
   /// Blocks whose demotion to NVMe failed, by what became of them (DiskFailure.swift).
   let demotionFailures = Mutex(DemotionFailureStats())
   /// The latest repair pass: after members leave, this node copies the blocks it owns to their
@@ -298,6 +297,8 @@ public final class ClusterNode: ClusterHooks {
   public var underReplicatedCounts: (blocks: Int, overflowed: Int, limit: Int) { underReplicated.counts }
   public var demotionFailureStats: DemotionFailureStats { demotionFailures.withLock { $0 } }
   public var fillStats: FillStats { readThrough.stats }
+  /// Blocks dropped as damaged: waiting to be read back, and the totals since start.
+  public var damagedReadBack: DamagedReadBack.Counts { damagedPending.withLock { $0.counts } }
   public var drainProgress: HandoffProgress { drain.withLock { $0 } }
   /// Blocks refused by replication, drain and repair since start because their RAM bytes no
   /// longer matched their stored checksum (each removed from this node).
@@ -525,7 +526,8 @@ public final class ClusterNode: ClusterHooks {
     let start = damagedPending.withLock { pending -> Bool in
       for id in owned where pending.attempts[id] == nil {
         guard pending.attempts.count < Self.damagedPendingMax else {
-          pending.overflowed += 1
+          pending.leftOut += 1
+          pending.totals.leftOut += 1
           continue
         }
         pending.attempts[id] = 0
@@ -570,6 +572,7 @@ public final class ClusterNode: ClusterHooks {
       given += damagedPending.withLock { pending -> Int in
         var given = 0
         for id in present { pending.attempts[id] = nil }
+        pending.totals.readBack += present.count
         for id in batch where pending.attempts[id] != nil {
           let attempts = pending.attempts[id]! + 1
           if attempts >= Self.damagedAttemptsMax {
@@ -579,12 +582,13 @@ public final class ClusterNode: ClusterHooks {
             pending.attempts[id] = attempts
           }
         }
+        pending.totals.notFound += given
         return given
       }
     }
     let overflowed = damagedPending.withLock { pending -> Int in
-      defer { pending.overflowed = 0 }
-      return pending.overflowed
+      defer { pending.leftOut = 0 }
+      return pending.leftOut
     }
     logger.log(
       level: given == 0 && overflowed == 0 ? .info : .warning, "read back blocks dropped as damaged",

@@ -174,6 +174,11 @@ private struct WriterLog {
     #expect(back, "b did not get its removed blocks back\n\(cluster.log("b"))")
     let check = try await blocks.verify(peer, indices: all)
     #expect(check.ok == blocks.count, "read from b afterwards: \(check)")
+    let metrics = try Self.admin(cluster, "b", "GET", "/metrics")
+    #expect(
+      Self.sample(metrics, "strata_damaged_read_back_total", #"outcome="read_back""#) == Double(damaged.count)
+        && Self.sample(metrics, "strata_damaged_blocks_waiting") == 0,
+      "\(metrics.split(separator: "\n").filter { $0.contains("damaged") })")
   }
 
   /// A failing disk under the one failure that can follow it: node c (1 MiB of RAM, its disk
