@@ -2,7 +2,7 @@
 //
 //   strata-sim --seed 42 [--trace]            one seed; --trace prints every trace line
 //   strata-sim --first 0 --count 200          seeds 0..<200, a summary line per failure
-//   strata-sim ... --mutation skip-replication   with a deliberately injected bug
+//   strata-sim ... --mutation skip-replication   with a deliberately injected bug (or no-read-back)
 //   strata-sim --findings                     the seeds that found bugs (FindingSeeds)
 //
 // Exit status: 0 when every seed ran clean, 1 when one failed (its report is printed), 2 on a
@@ -17,7 +17,8 @@ import StrataSimulation
 func usage(_ message: String) -> Never {
   print("strata-sim: \(message)")
   print(
-    "usage: strata-sim (--seed N [--trace] | --first N --count M | --findings) [--mutation skip-replication] [--quiet]")
+    "usage: strata-sim (--seed N [--trace] | --first N --count M | --findings) [--mutation skip-replication|no-read-back] [--quiet]"
+  )
   exit(2)
 }
 

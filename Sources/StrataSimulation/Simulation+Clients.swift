@@ -49,7 +49,8 @@ extension Simulation {
     guard let server = nodes[index].server else { return nil }
     let connection = InMemoryConnection(server: server, source: "10.1.0.1")
     let hello = HelloRequest(
-      capabilities: [.tcp], frameBytesMax: 1 << 30, token: Array(SimulatedNode.tenantToken.utf8), clientName: "sim")
+      capabilities: [.tcp, .verify], frameBytesMax: 1 << 30, token: Array(SimulatedNode.tenantToken.utf8),
+      clientName: "sim")
     guard
       case .helloResponse? = answeredFrames(connection.receive(hello.frameBytes(requestID: 1, ringEpoch: 0))).first?.1
     else {
@@ -175,6 +176,7 @@ extension Simulation {
     let payload = answer.first!.2
     var offset = 0
     var loaded = 0
+    var damaged: [BlockKey] = []
     for (block, item) in response.items.enumerated() {
       let length = Int(item.length)
       defer { offset += length }
@@ -184,6 +186,12 @@ extension Simulation {
         fail("n\(index) returned \(length) bytes for block \(keys[block].hex.prefix(12)), which no client ever wrote")
         return
       }
+      // The client checks each block against the checksum the node sent: one damaged in the
+      // node's RAM is found here, never taken as data, and reported (VERIFY).
+      guard CRC32C.checksum(got) == item.checksum else {
+        damaged.append(keys[block])
+        continue
+      }
       guard got == content(sequence, block) else {
         fail("n\(index) returned wrong bytes for block \(keys[block].hex.prefix(12)) (seq \(sequence) block \(block))")
         return
@@ -191,6 +199,12 @@ extension Simulation {
       loaded += 1
     }
     note(
-      "client: load seq \(sequence) [0,\(count)) via n\(index)\(lease == 0 ? "" : " lease \(lease)"): \(loaded) loaded")
+      "client: load seq \(sequence) [0,\(count)) via n\(index)\(lease == 0 ? "" : " lease \(lease)"): \(loaded) loaded\(damaged.isEmpty ? "" : ", \(damaged.count) damaged")"
+    )
+    guard !damaged.isEmpty else { return }
+    let report = answeredFrames(
+      connection.receive(VerifyRequest(keys: damaged).frameBytes(requestID: nextRequestID(), ringEpoch: 0))
+    ).first?.1
+    note("client: reported \(damaged.count) damaged to n\(index): \(describe(report))")
   }
 }

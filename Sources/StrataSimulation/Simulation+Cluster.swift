@@ -264,6 +264,7 @@ extension Simulation {
   func describe(_ message: WireMessage?) -> String {
     guard let message else { return "nothing" }
     if case .error(_, let body) = message { return "error \(body.code): \(body.message)" }
+    if case .verifyResponse(let response) = message { return "verify \(response.outcomes.map { "\($0)" })" }
     return "\(message)".prefix(60).description
   }
 
@@ -295,6 +296,7 @@ extension Simulation {
       TraceLogHandler(node: id) { [weak self] line in self?.note(line) }
     }
     let cluster = ClusterNode(settings: settings, tiers: tiers, logger: logger)
+    if options.mutation == .noReadBack { tiers.setDamagedHandler { _ in } }
     let instance = node.instance
     cluster.setOnDrained { [weak self] in
       guard let self else { return }

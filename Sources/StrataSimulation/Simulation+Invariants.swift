@@ -20,9 +20,15 @@ extension Simulation {
     Set(failures.filter { $0.at >= time }.map(\.node))
   }
 
+  /// Distinct nodes that failed at or after `time`, or whose copy of `key` a memory fault
+  /// damaged then.
+  func failedNodes(for key: BlockKey, since time: UInt64) -> Set<Int> {
+    failedNodes(since: time).union((damagedCopies[key] ?? []).filter { $0.at >= time }.map(\.node))
+  }
+
   /// A block may be gone once as many nodes failed after its acknowledgement as held it then.
-  func isExcused(_ acknowledgement: Acknowledgement) -> Bool {
-    failedNodes(since: acknowledgement.at).count >= acknowledgement.copies
+  func isExcused(_ key: BlockKey, _ acknowledgement: Acknowledgement) -> Bool {
+    failedNodes(for: key, since: acknowledgement.at).count >= acknowledgement.copies
   }
 
   func checkLimits(_ index: Int) {
@@ -65,7 +71,7 @@ extension Simulation {
       let acknowledgement = acknowledged[key]!
       let id = BlockID(namespace: SimulatedNode.namespace, key: key)
       guard !nodes.contains(where: { $0.holds(id) }) else { continue }
-      let failed = failedNodes(since: acknowledgement.at)
+      let failed = failedNodes(for: key, since: acknowledgement.at)
       if failed.count < acknowledgement.copies {
         fail(
           "acknowledged block \(key.hex.prefix(12)) (at t=\(acknowledgement.at), on \(acknowledgement.copies) owners then) is on no node, though only \(failed.count) node(s) failed since (R=\(replicas))"
@@ -98,7 +104,7 @@ extension Simulation {
     let ring = ring(for: snapshot)
     for key in acknowledged.keys.sorted(by: keyOrder) where failure == nil {
       let acknowledgement = acknowledged[key]!
-      guard !isExcused(acknowledgement) else { continue }
+      guard !isExcused(key, acknowledgement) else { continue }
       let (sequence, block) = contents[key]!
       let id = BlockID(namespace: SimulatedNode.namespace, key: key)
       let owners = ring.owners(of: key)
@@ -145,7 +151,14 @@ extension Simulation {
     guard let connection = clientConnection(index) else { return false }
     let answer = answeredFrames(
       connection.receive(GetRequest(items: [.init(key: key)]).frameBytes(requestID: nextRequestID(), ringEpoch: 0)))
-    guard case .getResponse(let response)? = answer.first?.1, response.items.first?.status == .ok else { return false }
+    guard case .getResponse(let response)? = answer.first?.1, let item = response.items.first, item.status == .ok
+    else { return false }
+    // A copy damaged in the node's RAM is sent with its stored checksum, and found here as a
+    // client finds it: not readable from this owner.
+    guard CRC32C.checksum(answer.first!.2) == item.checksum else {
+      note("final check: n\(index) sent block \(key.hex.prefix(12)) damaged (checksum)")
+      return false
+    }
     guard answer.first!.2 == content(sequence, block) else {
       fail("n\(index) returned wrong bytes for block \(key.hex.prefix(12)) in the final check")
       return false

@@ -17,6 +17,9 @@ public enum SimulationMutation: String, Sendable, CaseIterable {
   /// The modelled write path skips the copy of one block in a thousand to one owner and counts it
   /// as made: the PUT is acknowledged with fewer copies than its write quorum.
   case skipReplication = "skip-replication"
+  /// Blocks a node drops as damaged (its disk, its RAM) are not read back from their other
+  /// owners: the node's damaged-block handler is replaced by one that does nothing.
+  case noReadBack = "no-read-back"
 }
 
 /// What one seed runs with.
@@ -124,6 +127,8 @@ final class Simulation: @unchecked Sendable {
 
   let options: SimulationOptions
   var random: SimulationRandom
+  /// Memory faults' own generator: when they strike, and which blocks (`Fault.ramSchedule`).
+  var ramFaultRandom: SimulationRandom
   var events = EventQueue<Event>()
   var now: UInt64 = 0
   var nodes: [SimulatedNode] = []
@@ -152,6 +157,8 @@ final class Simulation: @unchecked Sendable {
   /// When each node failed (crash, or a disk that lost data): an acknowledged block may be lost
   /// only once R distinct nodes failed after its acknowledgement.
   var failures: [(node: Int, at: UInt64)] = []
+  /// Blocks whose copy on a node a memory fault damaged, and when: that node failed for them.
+  var damagedCopies: [BlockKey: [(node: Int, at: UInt64)]] = [:]
   var clientConnections: [Int: InMemoryConnection] = [:]
   var requestID: UInt64 = 1
   /// The cluster layer's background tasks are running (`settle`): their peer calls (replication,
@@ -177,6 +184,7 @@ final class Simulation: @unchecked Sendable {
   init(options: SimulationOptions) {
     self.options = options
     random = SimulationRandom(seed: options.seed)
+    ramFaultRandom = SimulationRandom(seed: options.seed ^ 0x5241_4D46_4155_4C54)
     let count = random.int(3...5)
     replicas = random.int(2...min(3, count))
     clientOperationCount = random.int(150...260)
@@ -219,7 +227,8 @@ final class Simulation: @unchecked Sendable {
     }
     let faults = Fault.schedule(
       count: random.int(2...7), nodes: nodes.count, window: 1_500...9_000, random: &random)
-    for (time, fault) in faults {
+    let ramFaults = Fault.ramSchedule(nodes: nodes.count, window: 1_500...9_000, random: &ramFaultRandom)
+    for (time, fault) in faults + ramFaults {
       faultSchedule.append("t=\(time) ms: \(fault)")
       events.schedule(.fault(fault), at: time)
     }
@@ -406,6 +415,8 @@ final class Simulation: @unchecked Sendable {
           atByte: random.int(0...(SimulatedNode.deviceBytes - 1)), bit: random.int(0...7))
       }
       failures.append((index, now))
+    case .corruptRAM(let index, let count):
+      corruptRAM(index, blocks: count)
     case .failDiskWrites(let index, let count):
       nodes[index].device.failNextWrites(count)
     case .clockJump(let index, let milliseconds):
@@ -416,6 +427,20 @@ final class Simulation: @unchecked Sendable {
       let node = SimulatedNode(index: nodes.count)
       nodes.append(node)
       startNode(node.index)
+    }
+  }
+
+  /// Flips one bit in each of up to `count` blocks in node `index`'s RAM, chosen by the memory
+  /// faults' generator among the blocks there (by key).
+  func corruptRAM(_ index: Int, blocks count: Int) {
+    guard nodes[index].isUp, let tiers = nodes[index].tiers else { return note("  skipped: n\(index) is not up") }
+    var inRAM = tiers.inventory().filter { $0.tier == .ram }.sorted { keyOrder($0.id.key, $1.id.key) }
+    for _ in 0..<count where !inRAM.isEmpty {
+      let entry = inRAM.remove(at: ramFaultRandom.int(0...(inRAM.count - 1)))
+      let byte = ramFaultRandom.int(0...(entry.bytes - 1))
+      guard tiers.flipBitInRAMForTesting(entry.id, byte: byte, bit: ramFaultRandom.int(0...7)) else { continue }
+      damagedCopies[entry.id.key, default: []].append((index, now))
+      note("  block \(entry.id.key.hex.prefix(12)) damaged in n\(index)'s RAM (byte \(byte))")
     }
   }
 

@@ -84,4 +84,28 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
     let clean = try await simulate(SimulationOptions(seed: failing.seed))
     #expect(clean.failure == nil)
   }
+
+  /// Memory faults (bits flipped in blocks in a node's RAM) are found by the clients' checksums
+  /// and healed: the node, told by a client's report or its own checks, drops the block and reads
+  /// it back from its other owners. A node that did not read them back (the damaged-block
+  /// handler replaced by one that does nothing) leaves an owner without the block for good, and
+  /// the CI seed set finds it.
+  @Test func memoryFaultsAreHealedAndAMissingReadBackIsFound() async throws {
+    var found: SimulationResult?
+    for seed: UInt64 in 0..<200 {
+      let result = try await simulate(SimulationOptions(seed: seed, mutation: .noReadBack, keepTrace: true))
+      if result.failure != nil {
+        found = result
+        break
+      }
+    }
+    let failing = try #require(found, "a node that never reads damaged blocks back survived the CI seed set")
+    #expect(failing.failure!.contains("lacks owners"), "\(failing.report)")
+    #expect(failing.faultSchedule.contains { $0.contains("corrupt RAM") || $0.contains("corrupt disk") })
+    let clean = try await simulate(SimulationOptions(seed: failing.seed, keepTrace: true))
+    #expect(clean.failure == nil, "\(clean.report)")
+    #expect(
+      clean.trace.contains { $0.contains("read back blocks dropped as damaged") && !$0.contains("read_back=0") },
+      "the seed read nothing back")
+  }
 }
