@@ -220,7 +220,7 @@ func verifyText(_ progress: JSONValue) -> String {
   func int(_ name: String) -> Int { progress[name]?.intValue ?? 0 }
   let state = progress["state"]?.stringValue ?? "?"
   var lines = [
-    "verify \(state): \(int("scanned_blocks")) of \(int("total_blocks")) blocks, "
+    "verify \(state): \(int("scanned_blocks")) of \(int("total_blocks")) copies (\(int("ram_blocks")) in RAM), "
       + "\(humanBytes(Double(int("scanned_bytes")))) read at \(humanBytes(progress["rate_bytes_per_second"]?.doubleValue ?? 0))/s; "
       + "\(int("corrupt_blocks")) corrupt, \(int("dropped_blocks")) dropped"
   ]

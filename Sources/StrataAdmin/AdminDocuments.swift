@@ -51,6 +51,7 @@ struct VerifyDocument: Encodable {
     case state, corrupt
     case scannedBlocks = "scanned_blocks"
     case totalBlocks = "total_blocks"
+    case ramBlocks = "ram_blocks"
     case scannedBytes = "scanned_bytes"
     case corruptBlocks = "corrupt_blocks"
     case droppedBlocks = "dropped_blocks"
@@ -65,6 +66,7 @@ struct VerifyDocument: Encodable {
     try container.encode(progress.state.rawValue, forKey: .state)
     try container.encode(progress.scannedBlocks, forKey: .scannedBlocks)
     try container.encode(progress.totalBlocks, forKey: .totalBlocks)
+    try container.encode(progress.ramBlocks, forKey: .ramBlocks)
     try container.encode(progress.scannedBytes, forKey: .scannedBytes)
     try container.encode(progress.corruptBlocks, forKey: .corruptBlocks)
     try container.encode(progress.droppedBlocks, forKey: .droppedBlocks)

@@ -262,7 +262,7 @@ public final class NodeMetrics: NodeObserver {
     ),
     .init(
       name: "strata_verify_corrupt_blocks_total", kind: .counter, labels: [],
-      help: "Corrupt blocks found (and dropped) by verify."),
+      help: "Corrupt copies found (and dropped) by verify, in RAM and on NVMe."),
     .init(
       name: "strata_admin_connections_open", kind: .gauge, labels: [], help: "Admin API connections open now."),
     .init(

@@ -2,6 +2,7 @@
 // per namespace, and the NVMe scrub (verify) finding, reporting and dropping a corrupt record.
 
 import StrataCore
+import Synchronization
 import Testing
 
 @testable import StrataStorage
@@ -120,7 +121,44 @@ private func prefixedID(_ first: UInt8, _ n: Int, namespace: String = "test") ->
     // A second run finds nothing more.
     #expect(verifier.start())
     verifier.waitUntilFinished()
-    #expect(verifier.progress.corruptBlocks == 0 && verifier.progress.totalBlocks == 9)
+    // (The reads above brought the nine blocks into RAM: both copies of each are checked.)
+    #expect(verifier.progress.corruptBlocks == 0 && verifier.progress.totalBlocks == 9 + verifier.progress.ramBlocks)
     #expect(verifier.corruptBlocksTotal == 1)
+  }
+
+  /// The scrub checks RAM copies too: one whose bytes no longer match its stored checksum (a
+  /// memory fault) is found, removed from every tier and reported to the damaged-block handler,
+  /// without counting the scrub's reads as hits.
+  @Test func verifyFindsAndRemovesABlockDamagedInRAM() async throws {
+    let fixture = try TierFixture()
+    var ids: [BlockID] = []
+    for n in 0..<10 {
+      let id = testBlockID(n)
+      try await fixture.tiers.put(id, bytes: testPayload(n, bytes: 30_000))
+      ids.append(id)
+    }
+    // One block on disk as well: both its copies are checked.
+    try await fixture.tiers.persist(ids[7])
+    let victim = ids[3]
+    #expect(fixture.tiers.flipBitInRAMForTesting(victim, byte: 12_345, bit: 2))
+    let reported = Mutex<[BlockID]>([])
+    fixture.tiers.setDamagedHandler { damaged in reported.withLock { $0 += damaged } }
+    let hitsBefore = fixture.tiers.stats.hitsRAM
+    let verifier = StorageVerifier(tiers: fixture.tiers)
+    #expect(verifier.start())
+    verifier.waitUntilFinished()
+    let progress = verifier.progress
+    #expect(progress.state == .done)
+    #expect(progress.ramBlocks == 10 && progress.totalBlocks == 11 && progress.scannedBlocks == 11)
+    #expect(progress.corruptBlocks == 1 && progress.droppedBlocks == 1 && progress.corrupt == [victim])
+    // Every copy is read whole: ten in RAM (the damaged one too), one on disk.
+    #expect(progress.scannedBytes == 11 * 30_000)
+    #expect(reported.withLock { $0 } == [victim])
+    #expect(fixture.tiers.stats.hitsRAM == hitsBefore, "the scrub counted its reads as hits")
+    #expect(fixture.tiers.stats.transferPins == 0)
+    #expect(fixture.tiers.lookup([victim]) == [.absent])
+    for (n, id) in ids.enumerated() where id != victim {
+      #expect(try await read(fixture.tiers, id) == testPayload(n, bytes: 30_000))
+    }
   }
 }

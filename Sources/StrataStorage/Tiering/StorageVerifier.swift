@@ -1,5 +1,7 @@
-// The NVMe scrub ("verify"): reads every NVMe record back on a thread of its own, checks every
-// checksum, and drops the blocks that fail, so a decayed block is found before a reader meets it.
+// The scrub ("verify"): on a thread of its own, checks every RAM copy against its stored checksum
+// and reads every NVMe record back, checking every checksum, and drops the blocks that fail, so a
+// block damaged in memory or decayed on disk is found before a reader meets it (in a cluster the
+// node then reads it back from its other owners: `TierManager.setDamagedHandler`).
 
 import Foundation
 import StrataCore
@@ -17,13 +19,17 @@ public struct VerifyProgress: Sendable, Hashable {
   public static let corruptListMax = 100
 
   public var state = State.idle
+  /// Copies checked, RAM and NVMe (a block in both tiers counts twice), and to check.
   public var scannedBlocks = 0
   public var totalBlocks = 0
+  /// Of those, the RAM copies (checked first).
+  public var ramBlocks = 0
   /// Payload bytes of the blocks read back whole.
   public var scannedBytes = 0
-  /// Blocks whose record failed a checksum or could not be read.
+  /// Copies that failed their checksum (RAM or NVMe) or NVMe records that could not be read.
   public var corruptBlocks = 0
-  /// Corrupt blocks taken out of the index (a block rewritten meanwhile is left alone).
+  /// Corrupt blocks taken out (a RAM copy that fails is removed from every tier; an NVMe record
+  /// from the NVMe index, unless the block was rewritten meanwhile).
   public var droppedBlocks = 0
   /// Of the corrupt blocks, those the device failed to read (EIO) rather than mismatched.
   public var unreadableBlocks = 0
@@ -99,8 +105,13 @@ public final class StorageVerifier: Sendable {
   }
 
   private func scrub() {
+    let inRAM = tiers.ramBlockIDs()
     let ids = tiers.nvme?.blockIDs() ?? []
-    state.withLock { $0.progress.totalBlocks = ids.count }
+    state.withLock {
+      $0.progress.totalBlocks = inRAM.count + ids.count
+      $0.progress.ramBlocks = inRAM.count
+    }
+    for id in inRAM { checkRAM(id) }
     if let nvme = tiers.nvme {
       let buffer = UnsafeMutableRawBufferPointer.allocate(
         byteCount: max(tiers.configuration.blockBytesMax, 1), alignment: 4096)
@@ -112,6 +123,20 @@ public final class StorageVerifier: Sendable {
       state.progress.rateBytesPerSecond = elapsed > 0 ? Double(state.progress.scannedBytes) / elapsed : 0
       state.progress.finishedAt = Double(wallClockNanoseconds()) / 1e9
       state.progress.state = .done
+    }
+  }
+
+  private func checkRAM(_ id: BlockID) {
+    let check = tiers.scrubRAM(id)
+    state.withLock { state in
+      state.progress.scannedBlocks += 1
+      guard let check else { return }  // evicted or removed since the listing
+      state.progress.scannedBytes += check.bytes
+      guard !check.intact else { return }
+      state.progress.corruptBlocks += 1
+      state.progress.droppedBlocks += 1
+      state.corruptTotal += 1
+      if state.progress.corrupt.count < VerifyProgress.corruptListMax { state.progress.corrupt.append(id) }
     }
   }
 

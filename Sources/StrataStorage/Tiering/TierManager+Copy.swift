@@ -67,6 +67,28 @@ extension TierManager {
     return checks
   }
 
+  /// The blocks in RAM now (a snapshot, by key), for a scrub.
+  public func ramBlockIDs() -> [BlockID] {
+    state.withLock { Array($0.ram.keys) }.sorted { ($0.namespace.name, $0.key.hex) < ($1.namespace.name, $1.key.hex) }
+  }
+
+  /// Checks the RAM copy of `id` against its stored checksum, as `check` does, without counting a
+  /// read (no hit, no access for eviction: a scrub is not a reader): pinned while it is read, and
+  /// quarantined if it fails. Nil when the block is not in RAM (any more); otherwise its size and
+  /// whether it passed.
+  public func scrubRAM(_ id: BlockID) -> (bytes: Int, intact: Bool)? {
+    let pinned = state.withLock { state -> (LeaseID, UnsafeRawBufferPointer, UInt32)? in
+      guard let entry = state.ram[id] else { return nil }
+      let lease = state.leases.pinForTransfer([id])
+      return (lease, UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes)), entry.checksum)
+    }
+    guard let (lease, bytes, checksum) = pinned else { return nil }
+    let intact = CRC32C.checksum(bytes) == checksum
+    state.withLock { state in state.unpinned(state.leases.release(lease)) }
+    if !intact { quarantine([id]) }
+    return (bytes.count, intact)
+  }
+
   /// Blocks found not to match their stored checksum: counted in `stats.checksumFailures`,
   /// removed from every tier (never served or copied again; a pinned slot is reused once its pins
   /// end) and reported to the damaged-block handler (`setDamagedHandler`).
