@@ -77,6 +77,8 @@ public final class ClusterNode: ClusterHooks {
     /// to start one; doubled after each retry that leaves some, up to `underReplicatedRetryMaxMilliseconds`.
     public var underReplicatedRetryMilliseconds: UInt64 = 5_000
     public var underReplicatedRetryMaxMilliseconds: UInt64 = 300_000
+    /// When a block dropped as damaged that no other owner gave back is tried again.
+    public var readBackSchedule = ReadBackSchedule.standard
     /// TLS to peers (`TLSContext.client` with the node certificate and the cluster CA); nil:
     /// plaintext. Each peer's certificate must name its member id (in static mode, whose ids are
     /// addresses: the address's host).
@@ -191,7 +193,7 @@ public final class ClusterNode: ClusterHooks {
   /// Blocks whose copy to another owner failed and has not been made since (UnderReplicated.swift).
   let underReplicated = UnderReplicatedTracker()
   /// Owned blocks dropped as damaged, being read back from their other owners.
-  let damagedPending = Mutex(DamagedReadBack())
+  let damagedPending: Mutex<DamagedReadBack>
   /// Blocks whose demotion to NVMe failed, by what became of them (DiskFailure.swift).
   let demotionFailures = Mutex(DemotionFailureStats())
   /// The latest repair pass: after members leave, this node copies the blocks it owns to their
@@ -218,6 +220,7 @@ public final class ClusterNode: ClusterHooks {
       queueMax: settings.replicationQueueMax, corruptCopies: corruptCopies, underReplicated: underReplicated,
       logger: logger)
     readThrough = ReadThrough(tiers: tiers, peers: peers, blockBytesMax: settings.blockBytesMax)
+    damagedPending = Mutex(DamagedReadBack(limit: Self.damagedPendingMax, schedule: settings.readBackSchedule))
     let first = Self.makeRing(members: [settings.me], epoch: 0, settings: settings)
     state = Mutex(
       State(
@@ -513,25 +516,25 @@ public final class ClusterNode: ClusterHooks {
   /// Blocks this node dropped as damaged (a RAM copy that failed its stored checksum, a damaged
   /// disk record, a failed disk read): those it owns are read back from their other owners, which
   /// hold them, so the block has R copies again without waiting for a ring change (simulation
-  /// seed 89694: nothing else copies a block to an owner that holds it no more). Called on the reading thread: it only
-  /// records them (at most `damagedPendingMax` at once; more are left out and counted in the log line
-  /// that ends the task) and starts
-  /// the one task that reads them back, in batches, each block tried at once, then after 1 and 2 s
-  /// (a read-through that is busy, or a peer that fails); a block no other owner holds stays gone.
+  /// seed 89694: nothing else copies a block to an owner that holds it no more). Called on the
+  /// reading thread: it only records them (at most `damagedPendingMax` at once; more are left out
+  /// and counted in the log line that ends the task) and starts the one task that reads them
+  /// back, in batches, each block tried at once, then on `settings.readBackSchedule` (1 s, 2 s, 4 s
+  /// … 5 minutes apart, 12 attempts: the other owners may be cut off or restarting, or unknown to
+  /// this node's ring until it changes; seed 1891); a block no other owner holds stays gone.
   func readBackDamaged(_ ids: [BlockID]) {
     let (ring, draining) = state.withLock { ($0.history.current, $0.draining) }
     let me = settings.me.id
-    let owned = ids.filter { id in ring.owners(of: id.key).contains { $0.id == me } }
+    // Those it owns, and those it was still to copy to owners that lack them (a block it holds
+    // without owning it, or one whose copy failed): without it, those owners would never get
+    // it (simulation seed 30362).
+    let owned = zip(ids, underReplicated.lacking(ids)).filter { id, lacking in
+      !lacking.isEmpty || ring.owners(of: id.key).contains { $0.id == me }
+    }.map { (id: $0.0, lacking: $0.1) }
     guard !owned.isEmpty, !draining, !isStopped else { return }
+    let now = settings.clock.nowMilliseconds()
     let start = damagedPending.withLock { pending -> Bool in
-      for id in owned where pending.attempts[id] == nil {
-        guard pending.attempts.count < Self.damagedPendingMax else {
-          pending.leftOut += 1
-          pending.totals.leftOut += 1
-          continue
-        }
-        pending.attempts[id] = 0
-      }
+      pending.record(owned, now: now)
       guard !pending.running else { return false }
       pending.running = true
       return true
@@ -539,57 +542,57 @@ public final class ClusterNode: ClusterHooks {
     guard start else { return }
     logger.warning(
       "blocks dropped as damaged: reading them back from their other owners",
-      metadata: ["blocks": "\(owned.count)", "sample": "\(owned[0].key.hex.prefix(16))"])
+      metadata: ["blocks": "\(owned.count)", "sample": "\(owned[0].id.key.hex.prefix(16))"])
     if !tasks.start({ [self] in await readBackPending() }) {
       damagedPending.withLock { $0.running = false }
     }
   }
 
   static let damagedPendingMax = 65_536
-  static let damagedAttemptsMax = 3
+  /// The longest the read-back task sleeps before it looks for due blocks again, so that blocks
+  /// recorded while it waits for a late retry are tried within this.
+  static let readBackPollMilliseconds: UInt64 = 1_000
 
-  /// Reads the recorded damaged blocks back until none is left (or each had its attempts).
+  /// Reads the recorded damaged blocks back until none is left (read back, given up after the
+  /// schedule's attempts, or no longer owned here).
   private func readBackPending() async {
     var read = 0
     var given = 0
     while !isStopped && !Task.isCancelled {
-      let (batch, wait) = damagedPending.withLock { pending -> ([BlockID], Int) in
-        if pending.attempts.isEmpty {
-          pending.running = false
-          return ([], 0)
-        }
-        let batch = pending.attempts.keys.sorted { ($0.namespace.name, $0.key.hex) < ($1.namespace.name, $1.key.hex) }
-        return (batch, batch.map { pending.attempts[$0]! }.min() ?? 0)
+      let now = settings.clock.nowMilliseconds()
+      let (batch, nextDue) = damagedPending.withLock { pending -> ([BlockID], UInt64?) in
+        if pending.isEmpty { pending.running = false }
+        return (pending.due(now: now), pending.nextDue)
       }
-      guard !batch.isEmpty else { break }
-      if wait > 0 { await settings.clock.sleep(milliseconds: 1_000 << UInt64(wait - 1)) }
+      guard let nextDue else { break }
+      guard !batch.isEmpty else {
+        await settings.clock.sleep(milliseconds: min(nextDue - now, Self.readBackPollMilliseconds))
+        continue
+      }
       let (ring, addresses) = state.withLock { ($0.history.current, $0.addresses) }
-      _ = await readThrough.fill(
-        batch, previous: ring, current: ring, me: settings.me.id, addresses: addresses,
-        deadline: .after(milliseconds: settings.peerTimeoutMilliseconds))
-      let present = zip(batch, tiers.lookup(batch)).filter { $0.1 != .absent }.map(\.0)
-      read += present.count
-      given += damagedPending.withLock { pending -> Int in
-        var given = 0
-        for id in present { pending.attempts[id] = nil }
-        pending.totals.readBack += present.count
-        for id in batch where pending.attempts[id] != nil {
-          let attempts = pending.attempts[id]! + 1
-          if attempts >= Self.damagedAttemptsMax {
-            pending.attempts[id] = nil
-            given += 1
-          } else {
-            pending.attempts[id] = attempts
-          }
-        }
-        pending.totals.notFound += given
-        return given
+      let me = settings.me.id
+      let disowned = damagedPending.withLock { pending in
+        Set(batch.filter { id in !pending.hasDuty(id) && !ring.owners(of: id.key).contains { $0.id == me } })
       }
+      let wanted = batch.filter { !disowned.contains($0) }
+      if !wanted.isEmpty {
+        _ = await readThrough.fill(
+          wanted, previous: ring, current: ring, me: me, addresses: addresses,
+          deadline: .after(milliseconds: settings.peerTimeoutMilliseconds))
+      }
+      let present = Set(zip(wanted, tiers.lookup(wanted)).filter { $0.1 != .absent }.map(\.0))
+      let outcome = damagedPending.withLock { pending in
+        pending.attempted(batch, present: present, disowned: disowned, now: settings.clock.nowMilliseconds())
+      }
+      // The copies it was to make are its again: the repair's retry of under-replicated blocks
+      // makes them.
+      for (id, lacking) in outcome.readBack {
+        for owner in lacking { underReplicated.failed([id], to: owner) }
+      }
+      read += outcome.readBack.count
+      given += outcome.givenUp
     }
-    let overflowed = damagedPending.withLock { pending -> Int in
-      defer { pending.leftOut = 0 }
-      return pending.leftOut
-    }
+    let overflowed = damagedPending.withLock { $0.takeLeftOut() }
     logger.log(
       level: given == 0 && overflowed == 0 ? .info : .warning, "read back blocks dropped as damaged",
       metadata: ["read_back": "\(read)", "not_found": "\(given)", "left_out": "\(overflowed)"])

@@ -84,6 +84,9 @@ final class UnderReplicatedTracker: Sendable {
   /// Blocks under-replicated now, and failures not tracked since start because the set was full.
   var counts: (blocks: Int, overflowed: Int, limit: Int) { blocks.withLock { ($0.count, $0.overflowed, $0.limit) } }
 
+  /// The owners each of `ids` is known to lack (empty where none is).
+  func lacking(_ ids: [BlockID]) -> [Set<HostPort>] { blocks.withLock { set in ids.map { set.missing[$0] ?? [] } } }
+
   /// The blocks under-replicated now (a repair's retry of them).
   var ids: Set<BlockID> { blocks.withLock { Set($0.missing.keys) } }
 }

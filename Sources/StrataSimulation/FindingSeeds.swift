@@ -49,9 +49,18 @@ public enum FindingSeeds {
   /// the ring changes (ClusterNode.readBackDamaged: read back from the other owners).
   public static let damagedOnDiskNeverReadBack: [UInt64] = [89694]
 
+  /// Found once memory faults were added (`corrupt RAM`): a node that dropped a block damaged in
+  /// its RAM gave up reading it back after three tries in about two seconds, while its other owner
+  /// was cut off, and blocks dropped later spent the attempts of those already waiting (1891); a
+  /// node holding a block it owed to an owner that lacked it (its copy had failed) dropped it as
+  /// damaged, and with it the duty: no node ever copied the block to that owner (30362). The
+  /// read-back now retries each block on its own schedule (1 s doubling to 5 minutes, 12 tries)
+  /// and also reads back a block it owed others, taking the duty up again (DamagedReadBack.swift).
+  public static let damagedInRAMNotHealed: [UInt64] = [1891, 30362]
+
   public static var all: [UInt64] {
     (drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned + drainingNodeTookCopies
       + releasedUnderAnOlderRing + releasedBeforeANewOwnerHadIt + drainingNodeAcknowledgedShort
-      + damagedOnDiskNeverReadBack).sorted()
+      + damagedOnDiskNeverReadBack + damagedInRAMNotHealed).sorted()
   }
 }

@@ -107,6 +107,14 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
       throw StrataError(.protocolError, "\(peer) answered GET with \(message.opcode)")
     }
     guard item.status == .ok, payload.count == Int(item.length), payload.count <= destination.count else { return nil }
+    // As StrataClient does: a block that fails the checksum the peer sent (its RAM copy damaged)
+    // is not taken, and is reported to the peer (VERIFY), which checks its copy and drops it.
+    guard CRC32C.checksum(payload) == item.checksum else {
+      let report = try? await exchange { VerifyRequest(keys: [key]).frameBytes(requestID: $0, ringEpoch: 0) }
+      simulation?.note(
+        "n\(from) got block \(key.hex.prefix(12)) damaged from \(peer): \(simulation?.describe(report?.1) ?? "")")
+      return nil
+    }
     payload.withUnsafeBytes { destination.copyMemory(from: $0) }
     return payload.count
   }
@@ -182,7 +190,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     guard let server = target.server else { throw StrataError(.unavailable, "cannot connect to \(peer)") }
     let opened = InMemoryConnection(server: server, source: simulation.nodes[from].address)
     let hello = HelloRequest(
-      capabilities: [.tcp, .peer], frameBytesMax: 1 << 30, token: Array(SimulatedNode.clusterToken.utf8),
+      capabilities: [.tcp, .peer, .verify], frameBytesMax: 1 << 30, token: Array(SimulatedNode.clusterToken.utf8),
       clientName: "strata-peer-\(simulation.nodes[from].id)", peerNamespace: namespace.name)
     let answer = answeredFrames(opened.receive(hello.frameBytes(requestID: 1, ringEpoch: 0))).first?.1
     guard case .helloResponse? = answer else {
@@ -288,6 +296,9 @@ extension Simulation {
     // Retries of under-replicated blocks at the scale of the run (faults end by 10.5 s, the check is at 20 s).
     settings.underReplicatedRetryMilliseconds = Self.peerTimeoutMilliseconds
     settings.underReplicatedRetryMaxMilliseconds = 4 * Self.peerTimeoutMilliseconds
+    settings.readBackSchedule = ReadBackSchedule(
+      firstMilliseconds: Self.peerTimeoutMilliseconds, maxMilliseconds: 4 * Self.peerTimeoutMilliseconds,
+      attemptsMax: ReadBackSchedule.standard.attemptsMax)
     let transport = SimulatedPeerTransport(simulation: self, node: index, instance: node.instance)
     settings.peerTransport = transport
     settings.executor = tasks
