@@ -27,6 +27,13 @@ extension NodeConfiguration {
   public var yaml: String {
     ConfigurationField.schema.compactMap { $0.printed(self, indent: "") }.joined(separator: "\n") + "\n"
   }
+
+  /// The fields (as written in the file: `limits.max_leases`, `auth.tokens`) whose values differ
+  /// between `self` and `other`, in the file's order. Walks the same schema, so every field the
+  /// file can hold is compared: a reload never leaves a changed setting unreported.
+  public func changedFields(comparedTo other: NodeConfiguration) -> [String] {
+    ConfigurationField.schema.flatMap { $0.changes(from: self, to: other, prefix: "") }
+  }
 }
 
 /// One field of the YAML file: its name, how it is read into a `Root` (reporting problems by field
@@ -38,9 +45,20 @@ private struct ConfigurationField<Root> {
   /// The text after `name:`: the value on the same line (with its leading space), or the lines of
   /// a mapping or list after it. nil: not printed.
   let print: (Root, _ indent: String) -> String?
+  /// Whether a value or a list differs between two roots; nil for a section.
+  var differs: ((Root, Root) -> Bool)? = nil
+  /// A section's fields; nil for a value or a list.
+  var children: [ConfigurationField]? = nil
 
   func printed(_ root: Root, indent: String) -> String? {
     print(root, indent).map { indent + name + ":" + $0 }
+  }
+
+  /// The dotted names of the values and lists under this field that differ between `a` and `b`.
+  func changes(from a: Root, to b: Root, prefix: String) -> [String] {
+    let path = prefix + name
+    if let children { return children.flatMap { $0.changes(from: a, to: b, prefix: path + ".") } }
+    return differs?(a, b) == true ? [path] : []
   }
 
   /// A mapping of fields.
@@ -50,11 +68,11 @@ private struct ConfigurationField<Root> {
       read: { reader, node, field, root in reader.read(node, field, fields, into: &root) },
       print: { root, indent in
         "\n" + fields.compactMap { $0.printed(root, indent: indent + "  ") }.joined(separator: "\n")
-      })
+      }, children: fields)
   }
 
   /// A scalar: `parse` reads it (nil after reporting a problem), `format` prints it.
-  static func value<T>(
+  static func value<T: Equatable>(
     _ name: String, _ path: WritableKeyPath<Root, T>,
     parse: @escaping (inout ConfigurationReader, Yams.Node, String) -> T?, format: @escaping (T) -> String?
   ) -> ConfigurationField {
@@ -63,11 +81,12 @@ private struct ConfigurationField<Root> {
       read: { reader, node, field, root in
         if let value = parse(&reader, node, field) { root[keyPath: path] = value }
       },
-      print: { root, _ in format(root[keyPath: path]).map { " " + $0 } })
+      print: { root, _ in format(root[keyPath: path]).map { " " + $0 } },
+      differs: { $0[keyPath: path] != $1[keyPath: path] })
   }
 
   /// A scalar that may be unset: spelt `none` (`auto`, `unlimited`), or left out when `none` is nil.
-  static func optional<T>(
+  static func optional<T: Equatable>(
     _ name: String, _ path: WritableKeyPath<Root, T?>, none: String?,
     parse: @escaping (inout ConfigurationReader, Yams.Node, String) -> T?
   ) -> ConfigurationField {
@@ -110,7 +129,7 @@ private struct ConfigurationField<Root> {
       }, format: { quoted($0.description) })
   }
 
-  static func choice<T: RawRepresentable & CaseIterable>(
+  static func choice<T: RawRepresentable & CaseIterable & Equatable>(
     _ name: String, _ path: WritableKeyPath<Root, T>
   ) -> ConfigurationField where T.RawValue == String {
     value(name, path, parse: { $0.choice($1, $2, T.self) }, format: \.rawValue)
@@ -118,7 +137,7 @@ private struct ConfigurationField<Root> {
 
   /// A list of mappings (`of` names their fields), each read with `entry` (nil after reporting a
   /// problem) and printed with `describe` as `- ` and its lines.
-  static func list<T>(
+  static func list<T: Equatable>(
     _ name: String, of: String, _ path: WritableKeyPath<Root, [T]>, printed: KeyPath<Root, [T]>? = nil,
     entry: @escaping (inout ConfigurationReader, Yams.Node, String) -> T?, describe: @escaping (T) -> [String]
   ) -> ConfigurationField {
@@ -138,7 +157,8 @@ private struct ConfigurationField<Root> {
         return items.map { item in
           describe(item).enumerated().map { "\n\(indent)  \($0.offset == 0 ? "-" : " ") \($0.element)" }.joined()
         }.joined()
-      })
+      },
+      differs: { $0[keyPath: path] != $1[keyPath: path] })
   }
 }
 

@@ -383,4 +383,25 @@ import Testing
     defaults.nvme.paths = defaults.effectiveNVMePaths
     #expect(try NodeConfiguration(yaml: defaults.yaml) == defaults)
   }
+
+  /// A reload compares every field the file can hold (the same schema the reader walks), named as
+  /// written and in the file's order: settings a hand-kept list once left out (a new write-behind
+  /// window, cluster token, idle timeout or same-host switch) are reported too, never ignored.
+  @Test func everyChangedFieldIsNamed() throws {
+    let old = try NodeConfiguration(yaml: "cluster: {token: a}")
+    let new = try NodeConfiguration(
+      yaml: """
+        node: {zone: z1}
+        nvme: {capacity: 8GiB, writeback_window: 2s}
+        limits: {idle_timeout: 30s}
+        cluster: {token: b, write_quorum: 1, probe_interval: 2s}
+        same_host: {enabled: false}
+        """)
+    #expect(
+      old.changedFields(comparedTo: new) == [
+        "node.zone", "nvme.capacity", "nvme.writeback_window", "limits.idle_timeout", "cluster.write_quorum",
+        "cluster.probe_interval", "cluster.token", "same_host.enabled",
+      ])
+    #expect(new.changedFields(comparedTo: new).isEmpty && old.changedFields(comparedTo: old).isEmpty)
+  }
 }
