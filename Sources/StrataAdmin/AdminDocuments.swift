@@ -59,6 +59,7 @@ struct VerifyDocument: Encodable {
     case startedAt = "started_at"
     case finishedAt = "finished_at"
     case rate = "rate_bytes_per_second"
+    case maxRate = "max_rate_bytes_per_second"
   }
 
   func encode(to encoder: any Encoder) throws {
@@ -76,6 +77,7 @@ struct VerifyDocument: Encodable {
     try container.encode(progress.startedAt, forKey: .startedAt)
     try container.encode(progress.finishedAt, forKey: .finishedAt)
     try container.encode(finite(progress.rateBytesPerSecond.rounded()), forKey: .rate)
+    try container.encode(progress.maxRateBytesPerSecond, forKey: .maxRate)
   }
 }
 

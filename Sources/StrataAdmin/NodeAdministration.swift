@@ -2,6 +2,7 @@
 // over the node's tier manager and data plane, on an AdminServer that other modules extend.
 
 import Dispatch
+import Foundation
 public import Logging
 public import StrataConfig
 public import StrataCore
@@ -26,6 +27,9 @@ public final class NodeAdministration: Sendable {
   private let configPath: String?
   private let machine: NodeConfiguration.Machine
   private let startedAt = DispatchTime.now().uptimeNanoseconds
+  /// The scheduled scrub (`verify.interval`, `verify.max_rate`), and what ends its thread.
+  private let verifySchedule: NodeConfiguration.Verify
+  private let verifyScheduleStop = DispatchSemaphore(value: 0)
   private let work = WorkerPool(label: "strata.admin.work")
   private struct State {
     /// The configuration file as last read (the baseline a reload compares against).
@@ -51,6 +55,7 @@ public final class NodeAdministration: Sendable {
     admin = try AdminServer(configuration: adminConfiguration, logger: logger)
     self.metrics = metrics
     verifier = StorageVerifier(tiers: tiers)
+    verifySchedule = settings.verify
     self.tiers = tiers
     self.node = node
     self.nodeID = nodeID
@@ -84,6 +89,26 @@ public final class NodeAdministration: Sendable {
     admin.start()
     state.withLock { $0.serving = true }
     logger.info("admin API listening", metadata: ["address": "\(address)", "metrics_url": "\(metricsURL)"])
+    if verifySchedule.interval.milliseconds > 0 { startVerifySchedule() }
+  }
+
+  /// A thread that starts a scrub every `verify.interval` (the first one interval after the
+  /// start) at `verify.max_rate`, unless one runs already; it ends with `stop()`.
+  private func startVerifySchedule() {
+    let interval = verifySchedule.interval
+    let rate = verifySchedule.maxRate
+    let thread = Thread { [self] in
+      while verifyScheduleStop.wait(timeout: .now() + .milliseconds(Int(interval.milliseconds))) == .timedOut {
+        guard verifier.start(maxBytesPerSecond: rate.bytes) else {
+          logger.info("scheduled verify skipped: one is running")
+          continue
+        }
+        logger.info("scheduled verify started", metadata: ["max_rate_per_second": "\(rate)", "every": "\(interval)"])
+        watchVerify()
+      }
+    }
+    thread.name = "strata-verify-schedule"
+    thread.start()
   }
 
   /// /ready answers 503 from now on.
@@ -91,6 +116,7 @@ public final class NodeAdministration: Sendable {
 
   public func stop() {
     beginStopping()
+    verifyScheduleStop.signal()
     admin.stop()
   }
 

@@ -89,7 +89,12 @@ public final class NodeMetrics: NodeObserver {
     ),
     .init(name: "strata_uptime_seconds", kind: .gauge, labels: [], help: "Seconds since the node started."),
     .init(name: "strata_build_info", kind: .gauge, labels: ["version"], help: "1, labelled with the build's version."),
-    .init(name: "strata_verify_running", kind: .gauge, labels: [], help: "1 while an NVMe verify (scrub) runs."),
+    .init(
+      name: "strata_verify_running", kind: .gauge, labels: [],
+      help: "1 while a verify (scrub of RAM copies and NVMe records) runs."),
+    .init(
+      name: "strata_verify_last_finished_timestamp_seconds", kind: .gauge, labels: [],
+      help: "When the latest verify finished (seconds since 1970); 0 before the first one."),
     .init(name: "strata_hits_total", kind: .counter, labels: ["tier"], help: "Blocks found, by the tier they were in."),
     .init(name: "strata_misses_total", kind: .counter, labels: [], help: "Blocks asked for and not found."),
     .init(
@@ -406,6 +411,7 @@ public final class NodeMetrics: NodeObserver {
     gauge("strata_leases_active").set(Double(stats.leasesActive))
     gauge("strata_uptime_seconds").set(Double(DispatchTime.now().uptimeNanoseconds - startedAt) / 1e9)
     gauge("strata_verify_running").set(verifier?.isRunning == true ? 1.0 : 0.0)
+    gauge("strata_verify_last_finished_timestamp_seconds").set(verifier?.lastFinishedAt ?? 0)
 
     advance("strata_hits_total", [("tier", "ram")], to: stats.hitsRAM)
     advance("strata_hits_total", [("tier", "nvme")], to: stats.hitsNVMe)
@@ -603,6 +609,7 @@ public final class NodeMetrics: NodeObserver {
     }
     for name in [
       "strata_leases_active", "strata_inflight_bytes", "strata_uptime_seconds", "strata_verify_running",
+      "strata_verify_last_finished_timestamp_seconds",
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
       "strata_repair_backlog_blocks", "strata_drain_unplaced_blocks", "strata_under_replicated_blocks",
       "strata_damaged_blocks_waiting",

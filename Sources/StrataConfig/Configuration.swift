@@ -231,6 +231,17 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var requestTimeout = DurationSetting(milliseconds: 10_000)
   }
 
+  /// The scrub (`strata verify`, docs/admin.md): besides an operator's, one on a schedule, at a
+  /// bounded rate so that it never takes the disk or a core from the tenants.
+  public struct Verify: Hashable, Sendable {
+    /// Between the starts of scheduled scrubs (the first one interval after the node starts); 0:
+    /// none, only `strata verify`.
+    public var interval = DurationSetting(milliseconds: 86_400_000)
+    /// Bytes per second a scheduled scrub checks at most (RAM copies and NVMe records together).
+    /// An operator's `strata verify` runs at full speed.
+    public var maxRate: ByteSize = .mebibytes(256)
+  }
+
   /// The same-host path (docs/protocol.md): a Unix-domain socket for clients on this machine,
   /// whose GET and PUT payloads move through a shared-memory region each client passes.
   public struct SameHost: Hashable, Sendable {
@@ -286,6 +297,7 @@ public struct NodeConfiguration: Hashable, Sendable {
   public var cluster = Cluster()
   public var auth = Auth()
   public var admin = Admin()
+  public var verify = Verify()
   public var sameHost = SameHost()
   public var tls = TLS()
   /// Allows listening beyond loopback without tokens or without TLS (refused otherwise).
@@ -437,6 +449,10 @@ public struct NodeConfiguration: Hashable, Sendable {
       check(advertise.port != 0, "cluster.advertise", "needs a port other than 0")
     }
     check((2...4096).contains(admin.connectionsMax), "admin.connections", "must be 2 to 4096")
+    check(
+      verify.interval.milliseconds == 0 || verify.interval.milliseconds >= 1_000, "verify.interval",
+      "must be 0 (no scheduled scrub) or at least 1s")
+    check(verify.maxRate.bytes >= 1 << 20, "verify.max_rate", "must be at least 1MiB (per second)")
     check(
       (100...600_000).contains(admin.requestTimeout.milliseconds), "admin.request_timeout", "must be 100ms to 10m")
     if admin.enabled, admin.listen.port != 0 {

@@ -297,6 +297,7 @@ extension ConfigurationField where Root == NodeConfiguration {
           address("listen", \.admin.listen), bool("enabled", \.admin.enabled),
           int("connections", \.admin.connectionsMax), duration("request_timeout", \.admin.requestTimeout),
         ]),
+      section("verify", [duration("interval", \.verify.interval), size("max_rate", \.verify.maxRate)]),
       section(
         "same_host",
         [

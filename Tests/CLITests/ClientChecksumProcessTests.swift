@@ -7,6 +7,7 @@
 import Foundation
 import StrataClient
 import StrataCore
+import StrataTestKit
 import Testing
 
 @Suite(.serialized) struct ClientChecksumProcessTests {
@@ -77,5 +78,49 @@ import Testing
     #expect(stored == [.stored, .stored])
     #expect(try await client.get(Array(items[0..<2])) == [.ok(length: blockBytes), .ok(length: blockBytes)])
     #expect(memcmp(source.baseAddress!, destination.baseAddress!, 2 * blockBytes) == 0)
+  }
+
+  /// A scheduled scrub (`verify.interval`) finds a block damaged in RAM before any reader does:
+  /// removed, counted, and the others kept; it runs at the configured rate and says when it ran.
+  @Test func aScheduledScrubFindsABlockDamagedInRAMWithNoReader() async throws {
+    let config = try temporaryFile("scheduled-verify.yaml", "verify: {interval: 1s, max_rate: 16MiB}\n")
+    let node = try await NodeProcess.launch(
+      ram: "256MiB", nvme: "256MiB", extra: ["--fault-injection", "--config", config])
+    defer { _ = node.stop() }
+    let admin = try node.admin
+    let blockBytes = 256 << 10
+    let count = 8
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: count * blockBytes, alignment: 4096)
+    defer { source.deallocate() }
+    fill(source, seed: 34)
+    let keys = (0..<count).map { blockKey($0, 34) }
+    let client = node.client()
+    defer { client.close() }
+    let from = client.register(source)
+    let stored = try await client.put(
+      try (0..<count).map { n in
+        StrataClient.PutItem(key: keys[n], source: try from.slice(offset: n * blockBytes, length: blockBytes))
+      })
+    try #require(stored.allSatisfy { $0 == .stored })
+    let body = "{\"key\":\"\(keys[5].hex)\",\"namespace\":\"default\",\"byte\":777}"
+    let flipped = try rawAdminExchange(
+      admin, Array("POST /v1/debug/flip-bit HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8))
+    try #require(statusCode(flipped) == 200, "\(flipped)")
+    func metric(_ name: String) throws -> Double? {
+      let answer = try rawAdminExchange(admin, Array("GET /metrics HTTP/1.1\r\n\r\n".utf8))
+      let line = answer.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+      return line.flatMap { Double($0.split(separator: " ")[1]) }
+    }
+    let found = try await eventually(within: 30) { try metric("strata_verify_corrupt_blocks_total") == 1 }
+    #expect(found, "no scheduled scrub found the damaged block")
+    #expect(try await client.lookup([keys[5]]).tiers == [.absent])
+    #expect(try await client.lookup(keys).tiers.filter { $0 == .absent }.count == 1)
+    #expect(
+      try await eventually(within: 10) { (try metric("strata_verify_last_finished_timestamp_seconds") ?? 0) > 1.7e9 })
+    let progress = try JSONValue.parse(
+      String(
+        try rawAdminExchange(admin, Array("GET /v1/verify HTTP/1.1\r\n\r\n".utf8)).split(separator: "\r\n\r\n").last
+          ?? ""))
+    #expect(progress["max_rate_bytes_per_second"]?.intValue == 16 << 20, "\(progress)")
   }
 }

@@ -126,6 +126,24 @@ private func prefixedID(_ first: UInt8, _ n: Int, namespace: String = "test") ->
     #expect(verifier.corruptBlocksTotal == 1)
   }
 
+  /// A paced scrub (a scheduled one) checks no faster than its rate: the pause is the time the
+  /// bytes take at the rate less the time already spent, and 0 without a rate.
+  @Test func aPacedScrubKeepsToItsRate() async throws {
+    #expect(ScrubPace.wait(bytes: 2_000_000, maxBytesPerSecond: 1_000_000, elapsedSeconds: 0.5) == 1.5)
+    #expect(ScrubPace.wait(bytes: 2_000_000, maxBytesPerSecond: 1_000_000, elapsedSeconds: 3) == 0)
+    #expect(ScrubPace.wait(bytes: 2_000_000, maxBytesPerSecond: 0, elapsedSeconds: 0) == 0)
+    let fixture = try TierFixture()
+    for n in 0..<8 { try await fixture.tiers.put(testBlockID(n), bytes: testPayload(n, bytes: 100_000)) }
+    let verifier = StorageVerifier(tiers: fixture.tiers)
+    let started = ContinuousClock.now
+    #expect(verifier.start(maxBytesPerSecond: 1_000_000))
+    verifier.waitUntilFinished()
+    let elapsed = ContinuousClock.now - started
+    #expect(verifier.progress.scannedBytes == 800_000 && verifier.progress.maxRateBytesPerSecond == 1_000_000)
+    // 800 KB at 1 MB/s: at least 0.8 s (a lower bound only; the scrub may be slower, never faster).
+    #expect(elapsed >= .milliseconds(790), "\(elapsed)")
+  }
+
   /// The scrub checks RAM copies too: one whose bytes no longer match its stored checksum (a
   /// memory fault) is found, removed from every tier and reported to the damaged-block handler,
   /// without counting the scrub's reads as hits.

@@ -38,6 +38,8 @@ public struct VerifyProgress: Sendable, Hashable {
   public var startedAt: Double?
   public var finishedAt: Double?
   public var rateBytesPerSecond = 0.0
+  /// The most bytes per second it checks (a scheduled scrub); 0: as fast as it can (an operator's).
+  public var maxRateBytesPerSecond: UInt64 = 0
 
   public init() {}
 }
@@ -49,6 +51,8 @@ public final class StorageVerifier: Sendable {
     var startedMonotonic = 0.0
     /// Corrupt blocks found by every scrub of this process, for the metrics counter.
     var corruptTotal = 0
+    /// When the latest scrub finished (seconds since 1970).
+    var lastFinishedAt: Double?
   }
 
   public let tiers: TierManager
@@ -73,15 +77,20 @@ public final class StorageVerifier: Sendable {
 
   public var isRunning: Bool { state.withLock { $0.progress.state == .running } }
 
+  /// When the latest scrub finished (seconds since 1970); nil before the first.
+  public var lastFinishedAt: Double? { state.withLock { $0.lastFinishedAt } }
+
   /// Starts a scrub on a thread of its own; false (and nothing started) when one is running.
-  /// A node without an NVMe tier finishes at once with nothing scanned.
+  /// `maxBytesPerSecond` (0: no limit) paces it: after each block it waits until the bytes
+  /// checked so far are within the rate since it started (`ScrubPace`).
   @discardableResult
-  public func start() -> Bool {
+  public func start(maxBytesPerSecond: UInt64 = 0) -> Bool {
     let semaphore = DispatchSemaphore(value: 0)
     let started = state.withLock { state -> Bool in
       guard state.progress.state != .running else { return false }
       state.progress = VerifyProgress()
       state.progress.state = .running
+      state.progress.maxRateBytesPerSecond = maxBytesPerSecond
       state.progress.startedAt = Double(wallClockNanoseconds()) / 1e9
       state.startedMonotonic = monotonicSeconds()
       return true
@@ -111,19 +120,35 @@ public final class StorageVerifier: Sendable {
       $0.progress.totalBlocks = inRAM.count + ids.count
       $0.progress.ramBlocks = inRAM.count
     }
-    for id in inRAM { checkRAM(id) }
+    for id in inRAM {
+      checkRAM(id)
+      pace()
+    }
     if let nvme = tiers.nvme {
       let buffer = UnsafeMutableRawBufferPointer.allocate(
         byteCount: max(tiers.configuration.blockBytesMax, 1), alignment: 4096)
       defer { buffer.deallocate() }
-      for id in ids { check(id, nvme, buffer) }
+      for id in ids {
+        check(id, nvme, buffer)
+        pace()
+      }
     }
     state.withLock { state in
       let elapsed = monotonicSeconds() - state.startedMonotonic
       state.progress.rateBytesPerSecond = elapsed > 0 ? Double(state.progress.scannedBytes) / elapsed : 0
       state.progress.finishedAt = Double(wallClockNanoseconds()) / 1e9
+      state.lastFinishedAt = state.progress.finishedAt
       state.progress.state = .done
     }
+  }
+
+  /// Waits, on the scrub's thread, until the bytes checked so far are within its rate.
+  private func pace() {
+    let (bytes, limit, started) = state.withLock {
+      ($0.progress.scannedBytes, $0.progress.maxRateBytesPerSecond, $0.startedMonotonic)
+    }
+    let wait = ScrubPace.wait(bytes: bytes, maxBytesPerSecond: limit, elapsedSeconds: monotonicSeconds() - started)
+    if wait > 0 { usleep(UInt32(min(wait, 60) * 1e6)) }
   }
 
   private func checkRAM(_ id: BlockID) {
@@ -166,6 +191,15 @@ public final class StorageVerifier: Sendable {
       if dropped { state.progress.droppedBlocks += 1 }
       if state.progress.corrupt.count < VerifyProgress.corruptListMax { state.progress.corrupt.append(id) }
     }
+  }
+}
+
+/// How long a paced scrub waits: the time `bytes` take at `maxBytesPerSecond`, less the time
+/// it has run. 0 without a limit.
+public enum ScrubPace {
+  public static func wait(bytes: Int, maxBytesPerSecond: UInt64, elapsedSeconds: Double) -> Double {
+    guard maxBytesPerSecond > 0 else { return 0 }
+    return max(0, Double(bytes) / Double(maxBytesPerSecond) - elapsedSeconds)
   }
 }
 
