@@ -40,6 +40,11 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
         memberAuthority: credentials.memberAuthority)
     }
   }
+  // The paths the reader above took from the new file are in force once it ran (it runs first).
+  administration.onReload { [cluster] _, new in
+    new.tls.enabled == (cluster.settings.peerTLS != nil)
+      ? ["cluster.etcd_ca", "cluster.etcd_cert", "cluster.etcd_key"] : []
+  }
   administration.beforeScrape { metrics in
     let ring = cluster.ring
     metrics.setRing(
