@@ -17,6 +17,9 @@ enum Fault: CustomStringConvertible {
   /// One bit flipped in each of up to `blocks` blocks in the node's RAM (their stored checksums
   /// left as they were): a memory fault. Drawn from a stream of its own (`Fault.ramSchedule`).
   case corruptRAM(node: Int, blocks: Int)
+  /// The node's process dies and comes back after `restartAfter` ms on an empty disk: everything
+  /// it held is gone. Drawn from a stream of its own (`Fault.diskReplacementSchedule`).
+  case replaceDisk(node: Int, restartAfter: UInt64)
   /// The next disk writes fail with EIO.
   case failDiskWrites(node: Int, count: Int)
   /// The node's monotonic clock jumps forward (a paused VM): its leases expire early.
@@ -36,6 +39,7 @@ enum Fault: CustomStringConvertible {
     case .slowDisk(let node, let ms): "slow disk n\(node) for \(ms) ms"
     case .corruptDisk(let node, let flips): "corrupt disk n\(node) (\(flips) bit flips)"
     case .corruptRAM(let node, let blocks): "corrupt RAM n\(node) (\(blocks) blocks)"
+    case .replaceDisk(let node, let after): "replace disk n\(node) (down for \(after) ms)"
     case .failDiskWrites(let node, let count): "fail next \(count) disk writes on n\(node)"
     case .clockJump(let node, let ms): "clock jump n\(node) +\(ms) ms"
     case .drain(let node): "drain n\(node)"
@@ -74,6 +78,20 @@ enum Fault: CustomStringConvertible {
       faults.append((time, faults.count, fault))
     }
     return faults.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { ($0.0, $0.2) }
+  }
+
+  /// Disk replacements, from their own generator (as memory faults): in about a fifth of the
+  /// seeds, one.
+  static func diskReplacementSchedule(nodes: Int, window: ClosedRange<UInt64>, random: inout SimulationRandom)
+    -> [(time: UInt64, fault: Fault)]
+  {
+    guard random.chance(20) else { return [] }
+    return [
+      (
+        random.milliseconds(window),
+        .replaceDisk(node: random.int(0...(nodes - 1)), restartAfter: random.milliseconds(200...4_000))
+      )
+    ]
   }
 
   /// Memory faults, from their own generator (`random`), so that adding them left the schedule

@@ -42,6 +42,8 @@ final class SimulatedNode {
   private(set) var clockOffset: UInt64 = 0
   /// The disk outlives crashes: a restart recovers the NVMe tier from it.
   private(set) var device = SimulatedBlockDevice(capacityBytes: SimulatedNode.deviceBytes)
+  /// The disk was replaced by an empty one: the next start formats it.
+  private var diskIsNew = true
   private(set) var tiers: TierManager?
   private(set) var server: NodeServer?
 
@@ -79,10 +81,11 @@ final class SimulatedNode {
     clockReading = now
     let nvme: NVMeTier
     let recovered: String
-    if instance == 1 {
+    if diskIsNew {
       nvme = try NVMeTier(
         devices: [device], regionBytes: Self.regionBytes, compression: .none, blockBytesMax: Self.blockBytesMax,
         stagingBufferCount: 2)
+      diskIsNew = false
       recovered = "formatted"
     } else {
       let (tier, report) = try NVMeTier.recover(
@@ -112,6 +115,14 @@ final class SimulatedNode {
     condition = .crashed
     stopProcess()
     device = device.crashed()
+  }
+
+  /// The disk is replaced by an empty one (a failed disk swapped, a pod rescheduled on fresh
+  /// local storage), while the process is down.
+  func replaceDisk() {
+    precondition(condition != .up, "a disk is replaced while its node is down")
+    device = SimulatedBlockDevice(capacityBytes: Self.deviceBytes)
+    diskIsNew = true
   }
 
   /// A drained node leaves for good.

@@ -50,19 +50,23 @@ extension Simulation {
   }
 
   /// Right after the acknowledgement: the acknowledging node's owners of the block hold it, at
-  /// least as many as the write quorum. Returns how many hold it.
+  /// least as many as the write quorum. Returns how many hold it intact: a copy a memory fault
+  /// damaged before the PUT counts for the quorum (the node found it present, as it must without
+  /// reading every copy it counts; the scrub, a reader or a copy finds the damage later) but not
+  /// as a copy the loss invariant may expect to survive.
   @discardableResult
   func checkQuorumHeld(_ id: BlockID, acknowledgedBy index: Int) -> Int {
     guard let ring = nodes[index].cluster?.ring else { return 0 }
     let required = WriteQuorumRule.required(requested: 0, configured: nil, replicas: ring.replicationFactor)
     let owners = ring.owners(of: id.key).map(\.id)
-    let holders = nodes.filter { owners.contains($0.id) && $0.holds(id) }.map(\.id)
+    let holding = nodes.filter { owners.contains($0.id) && $0.holds(id) }
+    let holders = holding.map(\.id)
     if holders.count < required {
       fail(
         "block \(id.key.hex.prefix(12)) acknowledged by n\(index) is held by \(holders.count) of its owners \(owners) (\(holders)), below its write quorum \(required)"
       )
     }
-    return holders.count
+    return holding.filter { $0.tiers?.scrubRAM(id, removeIfDamaged: false)?.intact != false }.count
   }
 
   /// No acknowledged block is gone from every node unless R nodes failed after it was acknowledged.

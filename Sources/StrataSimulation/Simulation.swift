@@ -129,6 +129,8 @@ final class Simulation: @unchecked Sendable {
   var random: SimulationRandom
   /// Memory faults' own generator: when they strike, and which blocks (`Fault.ramSchedule`).
   var ramFaultRandom: SimulationRandom
+  /// Disk replacements' own generator (`Fault.diskReplacementSchedule`).
+  var diskReplacementRandom: SimulationRandom
   var events = EventQueue<Event>()
   var now: UInt64 = 0
   var nodes: [SimulatedNode] = []
@@ -185,6 +187,7 @@ final class Simulation: @unchecked Sendable {
     self.options = options
     random = SimulationRandom(seed: options.seed)
     ramFaultRandom = SimulationRandom(seed: options.seed ^ 0x5241_4D46_4155_4C54)
+    diskReplacementRandom = SimulationRandom(seed: options.seed ^ 0x4449_534B_5245_504C)
     let count = random.int(3...5)
     replicas = random.int(2...min(3, count))
     clientOperationCount = random.int(150...260)
@@ -228,7 +231,9 @@ final class Simulation: @unchecked Sendable {
     let faults = Fault.schedule(
       count: random.int(2...7), nodes: nodes.count, window: 1_500...9_000, random: &random)
     let ramFaults = Fault.ramSchedule(nodes: nodes.count, window: 1_500...9_000, random: &ramFaultRandom)
-    for (time, fault) in faults + ramFaults {
+    let diskReplacements = Fault.diskReplacementSchedule(
+      nodes: nodes.count, window: 1_500...9_000, random: &diskReplacementRandom)
+    for (time, fault) in faults + ramFaults + diskReplacements {
       faultSchedule.append("t=\(time) ms: \(fault)")
       events.schedule(.fault(fault), at: time)
     }
@@ -290,6 +295,12 @@ final class Simulation: @unchecked Sendable {
       note("start n\(index) instance \(node.instance): disk \(recovered)")
       // The cluster layer's start registers with the membership service.
       try startCluster(index)
+    } catch  where error.code == .ioError && nodes[index].condition == .crashed {
+      // Its disk failed the start (a new disk's format met armed write faults): its supervisor
+      // starts it again, as Kubernetes or systemd would.
+      note("n\(index) could not start: \(error.message); started again in 1 s")
+      events.schedule(.restart(index), at: now + 1_000)
+      return
     } catch {
       fail("n\(index) could not start: \(error.message)")
       return
@@ -417,6 +428,13 @@ final class Simulation: @unchecked Sendable {
       failures.append((index, now))
     case .corruptRAM(let index, let count):
       corruptRAM(index, blocks: count)
+    case .replaceDisk(let index, let after):
+      guard nodes[index].condition != .departed else { return note("  skipped: n\(index) has left") }
+      // Down already: the disk is swapped while it is, and it comes back when it was to.
+      let wasUp = nodes[index].isUp
+      if wasUp { crash(index) } else { failures.append((index, now)) }
+      nodes[index].replaceDisk()
+      if wasUp { events.schedule(.restart(index), at: now + after) }
     case .failDiskWrites(let index, let count):
       nodes[index].device.failNextWrites(count)
     case .clockJump(let index, let milliseconds):

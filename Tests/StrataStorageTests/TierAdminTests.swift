@@ -126,6 +126,25 @@ private func prefixedID(_ first: UInt8, _ n: Int, namespace: String = "test") ->
     #expect(verifier.corruptBlocksTotal == 1)
   }
 
+  /// A PUT of a block held already is acknowledged by the copy here only if that copy is intact:
+  /// one damaged in RAM since it was stored is removed (reported as damaged) and the PUT's bytes
+  /// stored in its place, so the acknowledgement never rests on a damaged copy.
+  @Test func aPutOfABlockDamagedInRAMReplacesItsCopy() async throws {
+    let fixture = try TierFixture()
+    let id = testBlockID(1)
+    let payload = testPayload(1, bytes: 20_000)
+    #expect(try await fixture.tiers.put(id, bytes: payload) == .stored)
+    #expect(try await fixture.tiers.put(id, bytes: payload) == .alreadyPresent)
+    #expect(fixture.tiers.flipBitInRAMForTesting(id, byte: 4_321, bit: 1))
+    let reported = Mutex<[BlockID]>([])
+    fixture.tiers.setDamagedHandler { damaged in reported.withLock { $0 += damaged } }
+    #expect(try await fixture.tiers.put(id, bytes: payload) == .stored)
+    #expect(reported.withLock { $0 } == [id])
+    #expect(try await read(fixture.tiers, id) == payload)
+    #expect(fixture.tiers.scrubRAM(id)?.intact == true)
+    #expect(try await fixture.tiers.put(id, bytes: payload) == .alreadyPresent)
+  }
+
   /// A paced scrub (a scheduled one) checks no faster than its rate: the pause is the time the
   /// bytes take at the rate less the time already spent, and 0 without a rate.
   @Test func aPacedScrubKeepsToItsRate() async throws {

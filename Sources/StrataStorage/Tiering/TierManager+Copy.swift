@@ -74,9 +74,10 @@ extension TierManager {
 
   /// Checks the RAM copy of `id` against its stored checksum, as `check` does, without counting a
   /// read (no hit, no access for eviction: a scrub is not a reader): pinned while it is read, and
-  /// quarantined if it fails. Nil when the block is not in RAM (any more); otherwise its size and
-  /// whether it passed.
-  public func scrubRAM(_ id: BlockID) -> (bytes: Int, intact: Bool)? {
+  /// quarantined if it fails (unless `removeIfDamaged` is false: a look only, for the simulator's
+  /// accounting). Nil when the block is not in RAM (any more); otherwise its size and whether it
+  /// passed.
+  public func scrubRAM(_ id: BlockID, removeIfDamaged: Bool = true) -> (bytes: Int, intact: Bool)? {
     let pinned = state.withLock { state -> (LeaseID, UnsafeRawBufferPointer, UInt32)? in
       guard let entry = state.ram[id] else { return nil }
       let lease = state.leases.pinForTransfer([id])
@@ -85,7 +86,7 @@ extension TierManager {
     guard let (lease, bytes, checksum) = pinned else { return nil }
     let intact = CRC32C.checksum(bytes) == checksum
     state.withLock { state in state.unpinned(state.leases.release(lease)) }
-    if !intact { quarantine([id]) }
+    if !intact && removeIfDamaged { quarantine([id]) }
     return (bytes.count, intact)
   }
 

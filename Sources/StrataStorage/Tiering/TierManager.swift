@@ -544,7 +544,11 @@ public final class TierManager: Sendable {
       throw StrataError(
         .invalidArgument, "block \(id) has \(bytes) bytes; blocks hold 1 to \(configuration.blockBytesMax) bytes")
     }
-    if isPresentOrPending(id) {
+    // A PUT of a block held already is acknowledged by the copy here: that copy is checked
+    // first (its RAM bytes against its stored checksum; a copy only on NVMe is checked when read),
+    // and one damaged since it was stored is removed and replaced by the bytes this PUT brings,
+    // never acknowledged (simulation seed 46017).
+    if isPresentOrPending(id), scrubRAM(id)?.intact != false {
       state.withLock { $0.stats.duplicatePuts += 1 }
       return .present
     }
