@@ -84,6 +84,16 @@ final class CorruptCopyCounter: Sendable {
         metadata: ["block": "\(id)", "copy": "\(copy)"])
     }
   }
+
+  /// Blocks whose RAM copy failed its checksum (removed) and that were copied from their NVMe
+  /// copy instead.
+  func recovered(_ ids: [BlockID], by copy: String, logger: Logger) {
+    for id in ids {
+      logger.error(
+        "a block failed its stored checksum in RAM: removed there, copied from its disk copy",
+        metadata: ["block": "\(id)", "copy": "\(copy)"])
+    }
+  }
 }
 
 struct Handoff: Sendable {
@@ -166,8 +176,9 @@ struct Handoff: Sendable {
       progress.withLock { $0.noteUnplaced(ids) }
       return
     }
-    defer { tiers.release(copy.lease) }
+    defer { tiers.release(copy) }
     if !copy.corrupt.isEmpty { corruptCopies.refused(copy.corrupt, by: "handoff", logger: logger) }
+    corruptCopies.recovered(copy.recovered, by: "handoff", logger: logger)
     // Per (owner, namespace): the blocks to offer.
     var offers: [HostPort: [Namespace: [LeasedBlock]]] = [:]
     // Per block: its owners in the target ring (an owner without a known address cannot take it).

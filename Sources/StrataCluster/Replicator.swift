@@ -209,11 +209,12 @@ final class Replicator: Sendable {
       underReplicated.forget(batch.map(\.id))
       return
     }
-    defer { tiers.release(copy.lease) }
+    defer { tiers.release(copy) }
     if !copy.corrupt.isEmpty {
       count { $0.droppedCorrupt += copy.corrupt.count }
       corruptCopies.refused(copy.corrupt, by: "replication", logger: logger)
     }
+    corruptCopies.recovered(copy.recovered, by: "replication", logger: logger)
     let corrupt = Set(copy.corrupt)
     var groups: [ReplicationTarget: [Namespace: [LeasedBlock]]] = [:]
     for (task, block) in zip(batch, copy.blocks) {

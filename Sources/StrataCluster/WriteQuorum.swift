@@ -72,7 +72,7 @@ extension ClusterNode {
         .quorumNotReached,
         "write quorum \(required) not reached: the blocks could not be pinned for copying (\(error.message))")
     }
-    defer { tiers.release(copy.lease) }
+    defer { tiers.release(copy) }
     let me = settings.me.id
     // Per block: how many owners hold it (this node, when it is one), and the owners still to ask.
     var holders: [BlockID: Int] = [:]

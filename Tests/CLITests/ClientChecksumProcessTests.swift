@@ -12,7 +12,10 @@ import Testing
 
 @Suite(.serialized) struct ClientChecksumProcessTests {
   @Test func damagedBlocksAreReportedCorruptNeverReturned() async throws {
-    let node = try await NodeProcess.launch(ram: "256MiB", nvme: "256MiB", extra: ["--fault-injection"])
+    // RAM only: a block written to NVMe too would keep that copy (TierCountersTests).
+    let config = try temporaryFile("checksum-ram-only.yaml", "nvme: {admission: never}\n")
+    let node = try await NodeProcess.launch(
+      ram: "256MiB", nvme: "256MiB", extra: ["--fault-injection", "--config", config])
     defer { _ = node.stop() }
     let admin = try node.admin
     let blockBytes = 2 << 20
@@ -83,7 +86,9 @@ import Testing
   /// A scheduled scrub (`verify.interval`) finds a block damaged in RAM before any reader does:
   /// removed, counted, and the others kept; it runs at the configured rate and says when it ran.
   @Test func aScheduledScrubFindsABlockDamagedInRAMWithNoReader() async throws {
-    let config = try temporaryFile("scheduled-verify.yaml", "verify: {interval: 1s, max_rate: 16MiB}\n")
+    // RAM only: a block written to NVMe too would keep that copy (TierCountersTests).
+    let config = try temporaryFile(
+      "scheduled-verify.yaml", "verify: {interval: 1s, max_rate: 16MiB}\nnvme: {admission: never}\n")
     let node = try await NodeProcess.launch(
       ram: "256MiB", nvme: "256MiB", extra: ["--fault-injection", "--config", config])
     defer { _ = node.stop() }

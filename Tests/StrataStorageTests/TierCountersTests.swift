@@ -4,6 +4,7 @@
 // checksum stored with it, removing it from the node.
 
 import StrataCore
+import Synchronization
 import Testing
 
 @testable import StrataStorage
@@ -76,7 +77,7 @@ private func walkedUsage(_ tiers: TierManager) -> (ram: [Namespace: TierUsage], 
     #expect(copy.blocks[0]?.id == good && copy.blocks[1] == nil && copy.blocks[2] == nil)
     #expect(copy.blocks[0].map { Array($0.bytes) } == testPayload(1, bytes: 50_000))
     #expect(copy.blocks[0]?.checksum == CRC32C.checksum(testPayload(1, bytes: 50_000)))
-    fixture.tiers.release(copy.lease)
+    fixture.tiers.release(copy)
     // The corrupt block is gone from every tier: never served, never copied again.
     #expect(fixture.tiers.lookup([good, flipped]) == [.ram, .absent])
     #expect(try await fixture.tiers.read(flipped) == nil)
@@ -84,5 +85,31 @@ private func walkedUsage(_ tiers: TierManager) -> (ram: [Namespace: TierUsage], 
     // Its memory is reusable: the same key can be written again, right this time.
     try await fixture.tiers.put(flipped, bytes: testPayload(2, bytes: 50_000))
     #expect(try await fixture.tiers.read(flipped) == testPayload(2, bytes: 50_000))
+  }
+
+  /// A block whose RAM copy is damaged but whose NVMe copy is whole loses only the RAM copy: the
+  /// copy to another node is made from the disk copy (read and checked), a single node keeps the
+  /// block, and nothing is reported lost (no read-back from other owners).
+  @Test func aCopyOfABlockDamagedInRAMIsMadeFromItsDiskCopy() async throws {
+    let fixture = try TierFixture()
+    let id = testBlockID(4)
+    let payload = testPayload(4, bytes: 40_000)
+    try await fixture.tiers.put(id, bytes: payload)
+    #expect(try await fixture.tiers.persist(id))
+    #expect(fixture.tiers.flipBitInRAMForTesting(id, byte: 999, bit: 6))
+    let reported = Mutex<[BlockID]>([])
+    fixture.tiers.setDamagedHandler { damaged in reported.withLock { $0 += damaged } }
+    let failuresBefore = fixture.tiers.stats.checksumFailures
+    let copy = try await fixture.tiers.leaseForCopy([id])
+    #expect(copy.corrupt.isEmpty && copy.recovered == [id])
+    #expect(copy.blocks[0].map { Array($0.bytes) } == payload && copy.blocks[0]?.checksum == CRC32C.checksum(payload))
+    fixture.tiers.release(copy)
+    #expect(fixture.tiers.stats.checksumFailures == failuresBefore + 1)
+    #expect(reported.withLock { $0 }.isEmpty)
+    #expect(try await fixture.tiers.read(id) == payload)
+    // A reader's report of it (VERIFY) is confirmed the same way, and the block stays readable.
+    #expect(fixture.tiers.flipBitInRAMForTesting(id, byte: 5, bit: 0))
+    #expect(try await fixture.tiers.check([id]) == [.corrupt])
+    #expect(try await fixture.tiers.read(id) == payload)
   }
 }

@@ -28,8 +28,9 @@ public struct VerifyProgress: Sendable, Hashable {
   public var scannedBytes = 0
   /// Copies that failed their checksum (RAM or NVMe) or NVMe records that could not be read.
   public var corruptBlocks = 0
-  /// Corrupt blocks taken out (a RAM copy that fails is removed from every tier; an NVMe record
-  /// from the NVMe index, unless the block was rewritten meanwhile).
+  /// Corrupt copies taken out (a RAM copy that fails is removed, leaving an NVMe copy to be
+  /// checked in its turn; an NVMe record from the NVMe index, unless the block was rewritten
+  /// meanwhile).
   public var droppedBlocks = 0
   /// Of the corrupt blocks, those the device failed to read (EIO) rather than mismatched.
   public var unreadableBlocks = 0

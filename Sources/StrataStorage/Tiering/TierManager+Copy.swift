@@ -5,21 +5,26 @@
 
 public import StrataCore
 
-/// Blocks pinned for copying to other nodes; release `lease` when the copies are done.
+/// Blocks pinned for copying to other nodes; release it (`TierManager.release`) when the copies
+/// are done.
 public struct CopyLease: Sendable {
-  public let lease: BlockLease
+  let leases: [BlockLease]
   /// One entry per requested id: the block, its bytes matching its stored checksum; nil where
   /// the block is absent or was found corrupt.
   public let blocks: [LeasedBlock?]
-  /// Blocks whose bytes no longer matched their stored checksum: removed from this node.
+  /// Blocks whose bytes no longer matched their stored checksum and that this node holds no
+  /// other copy of: removed from it.
   public let corrupt: [BlockID]
+  /// Blocks whose RAM copy no longer matched its stored checksum (removed) and whose NVMe copy,
+  /// read and checked instead, did: their entries in `blocks` are that copy.
+  public let recovered: [BlockID]
 }
 
 /// What `TierManager.check` found of one block.
 public enum StoredCopyCheck: Sendable, Hashable {
   /// It matches its stored checksum, and stays.
   case intact
-  /// It failed its stored checksum and was removed.
+  /// Its RAM copy failed its stored checksum and was removed (an NVMe copy that passes stays).
   case corrupt
   /// The node holds no copy (or a read of its only copy, on NVMe, failed and dropped it).
   case absent
@@ -27,27 +32,39 @@ public enum StoredCopyCheck: Sendable, Hashable {
 
 extension TierManager {
   /// Pins `ids` like `lease`, then checks each present block's bytes against its stored
-  /// checksum (CRC-32C over the block, the cost of one read of it). A block that fails is
-  /// corrupt: it is removed from every tier at once (never served or copied again; its slot is
-  /// reused once the lease ends) and counted in `stats.checksumFailures`.
+  /// checksum (CRC-32C over the block, the cost of one read of it). A RAM copy that fails is
+  /// removed (never served or copied again; its slot is reused once the lease ends) and counted
+  /// in `stats.checksumFailures`; where the block is on NVMe too, that copy is read (and so
+  /// checked) and used instead (`recovered`), otherwise the block is `corrupt`.
   public func leaseForCopy(_ ids: [BlockID]) async throws(StrataError) -> CopyLease {
     let lease = try await lease(ids)
-    var blocks: [LeasedBlock?] = []
-    var corrupt: [BlockID] = []
-    for block in lease.blocks {
-      guard let block else {
-        blocks.append(nil)
-        continue
+    var blocks = lease.blocks.map { block in block.flatMap { CRC32C.checksum($0.bytes) == $0.checksum ? $0 : nil } }
+    let failed = zip(lease.blocks, blocks).compactMap { leased, kept in kept == nil ? leased?.id : nil }
+    quarantine(failed)
+    var leases = [lease]
+    var recovered: [BlockID] = []
+    let onDisk = failed.filter { nvme?.contains($0) == true }
+    if !onDisk.isEmpty {
+      let second: BlockLease
+      do {
+        second = try await self.lease(onDisk)
+      } catch {
+        release(lease)
+        throw error
       }
-      if CRC32C.checksum(block.bytes) == block.checksum {
-        blocks.append(block)
-      } else {
-        corrupt.append(block.id)
-        blocks.append(nil)
+      leases.append(second)
+      for case let block? in second.blocks where CRC32C.checksum(block.bytes) == block.checksum {
+        blocks[ids.firstIndex(of: block.id)!] = block
+        recovered.append(block.id)
       }
     }
-    quarantine(corrupt)
-    return CopyLease(lease: lease, blocks: blocks, corrupt: corrupt)
+    let corrupt = failed.filter { !recovered.contains($0) }
+    return CopyLease(leases: leases, blocks: blocks, corrupt: corrupt, recovered: recovered)
+  }
+
+  /// Ends the pins of a copy.
+  public func release(_ copy: CopyLease) {
+    for lease in copy.leases { release(lease) }
   }
 
   /// Checks each of `ids` the node holds against its stored checksum, as a copy does (a block
@@ -61,8 +78,9 @@ extension TierManager {
     checks.reserveCapacity(ids.count)
     for id in ids {
       let copy = try await leaseForCopy([id])
-      release(copy.lease)
-      checks.append(copy.blocks[0] != nil ? .intact : copy.corrupt.isEmpty ? .absent : .corrupt)
+      release(copy)
+      checks.append(
+        copy.corrupt.isEmpty && copy.recovered.isEmpty ? (copy.blocks[0] != nil ? .intact : .absent) : .corrupt)
     }
     return checks
   }
@@ -90,14 +108,21 @@ extension TierManager {
     return (bytes.count, intact)
   }
 
-  /// Blocks found not to match their stored checksum: counted in `stats.checksumFailures`,
-  /// removed from every tier (never served or copied again; a pinned slot is reused once its pins
-  /// end) and reported to the damaged-block handler (`setDamagedHandler`).
+  /// RAM copies found not to match their stored checksum: counted in `stats.checksumFailures` and
+  /// removed (never served or copied again; a pinned slot is reused once its pins end). A block
+  /// written to NVMe keeps that copy, which every read checks on its own (written after the damage,
+  /// it fails there and is dropped then): a single node does not lose a block its disk holds whole.
+  /// Blocks left on no tier are reported to the damaged-block handler (`setDamagedHandler`).
   public func quarantine(_ corrupt: [BlockID]) {
     guard !corrupt.isEmpty else { return }
     state.withLock { $0.stats.checksumFailures += corrupt.count }
-    for id in corrupt { remove(id) }
-    damagedHandler.withLock { $0 }?(corrupt)
+    var gone: [BlockID] = []
+    for id in corrupt {
+      let onDisk = nvme?.contains(id) == true
+      remove(id, keepingNVMe: onDisk)
+      if !onDisk { gone.append(id) }
+    }
+    if !gone.isEmpty { damagedHandler.withLock { $0 }?(gone) }
   }
 
   /// Flips one bit of a RAM-resident block's bytes in place, leaving its stored checksum as it

@@ -648,9 +648,9 @@ public final class TierManager: Sendable {
     return lease.blocks[0].map { Array($0.bytes) }
   }
 
-  /// Removes a block from every tier. A pinned block leaves the index now; its memory is reused
-  /// once its leases end.
-  public func remove(_ id: BlockID) {
+  /// Removes a block from every tier (from RAM only with `keepingNVMe`). A pinned block leaves the
+  /// index now; its memory is reused once its leases end.
+  public func remove(_ id: BlockID, keepingNVMe: Bool = false) {
     state.withLock { state in
       if let entry = state.ram.removeValue(forKey: id) {
         state.policy.remove(id)
@@ -664,7 +664,7 @@ public final class TierManager: Sendable {
         }
       }
     }
-    _ = nvme?.remove(id)
+    if !keepingNVMe { _ = nvme?.remove(id) }
   }
 
   // MARK: Moving between tiers
