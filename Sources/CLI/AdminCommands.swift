@@ -164,11 +164,12 @@ struct Evict: ParsableCommand {
 
 struct Verify: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Scrub the NVMe tier: read every block back, check its checksums, drop the corrupt ones.",
+    abstract: "Scrub the node: check every RAM copy and NVMe record against its checksums, drop the corrupt ones.",
     discussion: """
       Starts a verify in the background and returns, or with --wait follows it with a progress bar \
-      (on a terminal) and prints the result. --status shows the current or last verify. Exit 4 \
-      when a finished verify found corrupt blocks.
+      (on a terminal) and prints the result. --status shows the current or last verify. --max-rate \
+      paces it (a busy node); without it, it runs at full speed. Exit 4 when a finished verify \
+      found corrupt blocks.
       """)
 
   @OptionGroup var options: AdminOptions
@@ -179,13 +180,16 @@ struct Verify: ParsableCommand {
   @Flag(help: "Do not start a verify; show the one running or the last one.")
   var status = false
 
+  @Option(help: "The most bytes per second to check, such as 64MiB (at least 1MiB); full speed without it.")
+  var maxRate: String?
+
   func run() throws {
     var corruptionFound = false
     do throws(StrataError) {
       let client = try options.client()
       if !status {
         do {
-          _ = try client.call("POST", "/v1/verify")
+          _ = try client.call("POST", "/v1/verify", body: maxRate.map { .object(["max_rate": .string($0)]) })
         } catch  where error.code == .alreadyExists {
           if !wait { throw error }  // with --wait, follow the verify already running
         }

@@ -223,10 +223,16 @@ public final class NodeAdministration: Sendable {
       return .json(EvictionDocument(report))
     }
     admin.route("POST", "/v1/verify") { [self] request throws(StrataError) in
-      guard verifier.start() else {
+      let rate = try verifyRate(try request.jsonBody())
+      guard verifier.start(maxBytesPerSecond: rate) else {
         throw StrataError(.alreadyExists, "a verify is running already; GET /v1/verify shows its progress")
       }
-      logger.info("verify started", metadata: ["request_id": "\(request.requestID)"])
+      logger.info(
+        "verify started",
+        metadata: [
+          "request_id": "\(request.requestID)",
+          "max_rate_per_second": "\(rate == 0 ? "unlimited" : ByteSize(bytes: rate).description)",
+        ])
       watchVerify()
       return .json(JobDocument(job: "verify", state: "running"))
     }
@@ -275,6 +281,23 @@ public final class NodeAdministration: Sendable {
       connections: .init(open: server.connectionsOpen, accepted: server.connectionsAccepted),
       leasesActive: stats.leasesActive, verify: verifier.progress.state.rawValue,
       notReady: reasons.isEmpty ? nil : reasons, sections: admin.statusSections())
+  }
+
+  /// POST /v1/verify's optional body: `{"max_rate": "64MiB"}` (bytes per second, at least 1MiB),
+  /// or none for full speed. Returns 0 for full speed.
+  private func verifyRate(_ body: [String: JSONValue]) throws(StrataError) -> UInt64 {
+    for key in body.keys where key != "max_rate" {
+      throw StrataError(.invalidArgument, "unknown field '\(key)'; known: max_rate")
+    }
+    guard let value = body["max_rate"], value != .null else { return 0 }
+    guard let text = value.stringValue else {
+      throw StrataError(.invalidArgument, "max_rate must be a size per second, such as \"64MiB\"")
+    }
+    let rate = try ByteSize(parsing: text)
+    guard rate.bytes >= 1 << 20 else {
+      throw StrataError(.invalidArgument, "max_rate must be at least 1MiB (per second); \(text) is less")
+    }
+    return rate.bytes
   }
 
   private func evictionSelector(_ body: [String: JSONValue]) throws(StrataError) -> EvictionSelector {

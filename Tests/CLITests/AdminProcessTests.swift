@@ -141,6 +141,12 @@ func sample(_ page: String, _ series: String) -> Double? {
     }
     let again = try await node.cli("verify", "--status")
     #expect(again.status == 4 && again.stdout.contains("1 corrupt"), "\(again.stdout)")
+    // Paced on request (a busy node), and a pace below 1 MiB/s refused, naming the field.
+    let paced = try await node.cli("verify", "--wait", "--json", "--max-rate", "512MiB")
+    #expect(paced.status == 0, "\(paced.stdout) \(paced.stderr)")
+    #expect(try JSONValue.parse(paced.stdout)["max_rate_bytes_per_second"]?.intValue == 512 << 20, "\(paced.stdout)")
+    let tooSlow = try await node.cli("verify", "--max-rate", "1KiB")
+    #expect(tooSlow.status != 0 && tooSlow.stderr.contains("max_rate"), "\(tooSlow.stderr)")
 
     // Evict by key prefix, then by namespace.
     let target = blocks[50].0
