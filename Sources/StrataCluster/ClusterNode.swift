@@ -337,8 +337,11 @@ public final class ClusterNode: ClusterHooks {
             virtualNodes: next.virtualNodes)
         }
         if changed {
+          // The new ring's address of a member wins: one that moved to another host (a pod
+          // rescheduled: same id, a new address) is reached there, not at its old address from
+          // the previous ring (simulation seed 129).
           state.addresses = [:]
-          for member in next.members + (state.history.previous?.members ?? []) {
+          for member in (state.history.previous?.members ?? []) + next.members {
             if let address = try? HostPort(parsing: member.address) { state.addresses[member.id] = address }
           }
           settings.identities.record(state.addresses)

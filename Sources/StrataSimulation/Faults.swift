@@ -20,6 +20,9 @@ enum Fault: CustomStringConvertible {
   /// The node's process dies and comes back after `restartAfter` ms on an empty disk: everything
   /// it held is gone. Drawn from a stream of its own (`Fault.diskReplacementSchedule`).
   case replaceDisk(node: Int, restartAfter: UInt64)
+  /// The node's process dies and comes back after `restartAfter` ms on another host: same id and
+  /// disk, a new address. From a stream of its own (`Fault.moveSchedule`).
+  case move(node: Int, restartAfter: UInt64)
   /// The next disk writes fail with EIO.
   case failDiskWrites(node: Int, count: Int)
   /// The node's monotonic clock jumps forward (a paused VM): its leases expire early.
@@ -40,6 +43,7 @@ enum Fault: CustomStringConvertible {
     case .corruptDisk(let node, let flips): "corrupt disk n\(node) (\(flips) bit flips)"
     case .corruptRAM(let node, let blocks): "corrupt RAM n\(node) (\(blocks) blocks)"
     case .replaceDisk(let node, let after): "replace disk n\(node) (down for \(after) ms)"
+    case .move(let node, let after): "move n\(node) to a new address (down for \(after) ms)"
     case .failDiskWrites(let node, let count): "fail next \(count) disk writes on n\(node)"
     case .clockJump(let node, let ms): "clock jump n\(node) +\(ms) ms"
     case .drain(let node): "drain n\(node)"
@@ -90,6 +94,20 @@ enum Fault: CustomStringConvertible {
       (
         random.milliseconds(window),
         .replaceDisk(node: random.int(0...(nodes - 1)), restartAfter: random.milliseconds(200...4_000))
+      )
+    ]
+  }
+
+  /// Moves of a node to a new address, from their own generator (as memory faults): in about a
+  /// sixth of the seeds, one.
+  static func moveSchedule(nodes: Int, window: ClosedRange<UInt64>, random: inout SimulationRandom)
+    -> [(time: UInt64, fault: Fault)]
+  {
+    guard random.chance(16) else { return [] }
+    return [
+      (
+        random.milliseconds(window),
+        .move(node: random.int(0...(nodes - 1)), restartAfter: random.milliseconds(200...4_000))
       )
     ]
   }

@@ -58,9 +58,16 @@ public enum FindingSeeds {
   /// and also reads back a block it owed others, taking the duty up again (DamagedReadBack.swift).
   public static let damagedInRAMNotHealed: [UInt64] = [1891, 30362]
 
+  /// Found once nodes could move (`move`: a pod rescheduled onto another host, same id and disk,
+  /// a new address): the other nodes adopted the ring with the member's new address but kept
+  /// reaching it at its old one, which the previous ring's entry overwrote when the address map
+  /// was rebuilt; every copy and repair to it failed until the next membership change
+  /// (ClusterNode.adopt: the new ring's address wins).
+  public static let movedMemberReachedAtOldAddress: [UInt64] = [1, 68, 91, 129, 279, 303]
+
   public static var all: [UInt64] {
     (drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned + drainingNodeTookCopies
       + releasedUnderAnOlderRing + releasedBeforeANewOwnerHadIt + drainingNodeAcknowledgedShort
-      + damagedOnDiskNeverReadBack + damagedInRAMNotHealed).sorted()
+      + damagedOnDiskNeverReadBack + damagedInRAMNotHealed + movedMemberReachedAtOldAddress).sorted()
   }
 }

@@ -67,7 +67,10 @@ final class SimulatedNode {
     id = "n\(index)"
   }
 
-  var address: String { "10.0.0.\(index + 1):7000" }
+  /// Where it listens: a node moved to another host (`move`) comes back at a new address.
+  var address: String { "10.0.\(generation).\(index + 1):7000" }
+  /// How many times it moved.
+  private(set) var generation = 0
   var isUp: Bool { condition == .up }
 
   func member(state: Member.State) -> Member {
@@ -123,6 +126,13 @@ final class SimulatedNode {
     precondition(condition != .up, "a disk is replaced while its node is down")
     device = SimulatedBlockDevice(capacityBytes: Self.deviceBytes)
     diskIsNew = true
+  }
+
+  /// The node is rescheduled onto another host while its process is down: it keeps its id and its
+  /// disk (a persistent volume follows it) and comes back at a new address.
+  func move() {
+    precondition(condition != .up, "a node moves while it is down")
+    generation += 1
   }
 
   /// A drained node leaves for good.

@@ -131,6 +131,8 @@ final class Simulation: @unchecked Sendable {
   var ramFaultRandom: SimulationRandom
   /// Disk replacements' own generator (`Fault.diskReplacementSchedule`).
   var diskReplacementRandom: SimulationRandom
+  /// Moves' own generator (`Fault.moveSchedule`).
+  var moveRandom: SimulationRandom
   var events = EventQueue<Event>()
   var now: UInt64 = 0
   var nodes: [SimulatedNode] = []
@@ -188,6 +190,7 @@ final class Simulation: @unchecked Sendable {
     random = SimulationRandom(seed: options.seed)
     ramFaultRandom = SimulationRandom(seed: options.seed ^ 0x5241_4D46_4155_4C54)
     diskReplacementRandom = SimulationRandom(seed: options.seed ^ 0x4449_534B_5245_504C)
+    moveRandom = SimulationRandom(seed: options.seed ^ 0x4D4F_5645_4E4F_4445)
     let count = random.int(3...5)
     replicas = random.int(2...min(3, count))
     clientOperationCount = random.int(150...260)
@@ -233,7 +236,8 @@ final class Simulation: @unchecked Sendable {
     let ramFaults = Fault.ramSchedule(nodes: nodes.count, window: 1_500...9_000, random: &ramFaultRandom)
     let diskReplacements = Fault.diskReplacementSchedule(
       nodes: nodes.count, window: 1_500...9_000, random: &diskReplacementRandom)
-    for (time, fault) in faults + ramFaults + diskReplacements {
+    let moves = Fault.moveSchedule(nodes: nodes.count, window: 1_500...9_000, random: &moveRandom)
+    for (time, fault) in faults + ramFaults + diskReplacements + moves {
       faultSchedule.append("t=\(time) ms: \(fault)")
       events.schedule(.fault(fault), at: time)
     }
@@ -434,6 +438,13 @@ final class Simulation: @unchecked Sendable {
       let wasUp = nodes[index].isUp
       if wasUp { crash(index) } else { failures.append((index, now)) }
       nodes[index].replaceDisk()
+      if wasUp { events.schedule(.restart(index), at: now + after) }
+    case .move(let index, let after):
+      guard nodes[index].condition != .departed else { return note("  skipped: n\(index) has left") }
+      let wasUp = nodes[index].isUp
+      if wasUp { crash(index) }
+      nodes[index].move()
+      note("  n\(index) will listen at \(nodes[index].address)")
       if wasUp { events.schedule(.restart(index), at: now + after) }
     case .failDiskWrites(let index, let count):
       nodes[index].device.failNextWrites(count)
