@@ -18,10 +18,10 @@ enum Fault: CustomStringConvertible {
   /// left as they were): a memory fault. Drawn from a stream of its own (`Fault.ramSchedule`).
   case corruptRAM(node: Int, blocks: Int)
   /// The node's process dies and comes back after `restartAfter` ms on an empty disk: everything
-  /// it held is gone. Drawn from a stream of its own (`Fault.diskReplacementSchedule`).
+  /// it held is gone. Drawn from a stream of its own (`Fault.restartSchedule`).
   case replaceDisk(node: Int, restartAfter: UInt64)
   /// The node's process dies and comes back after `restartAfter` ms on another host: same id and
-  /// disk, a new address. From a stream of its own (`Fault.moveSchedule`).
+  /// disk, a new address. From a stream of its own (`Fault.restartSchedule`).
   case move(node: Int, restartAfter: UInt64)
   /// The next disk writes fail with EIO.
   case failDiskWrites(node: Int, count: Int)
@@ -84,32 +84,16 @@ enum Fault: CustomStringConvertible {
     return faults.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { ($0.0, $0.2) }
   }
 
-  /// Disk replacements, from their own generator (as memory faults): in about a fifth of the
-  /// seeds, one.
-  static func diskReplacementSchedule(nodes: Int, window: ClosedRange<UInt64>, random: inout SimulationRandom)
-    -> [(time: UInt64, fault: Fault)]
-  {
-    guard random.chance(20) else { return [] }
-    return [
-      (
-        random.milliseconds(window),
-        .replaceDisk(node: random.int(0...(nodes - 1)), restartAfter: random.milliseconds(200...4_000))
-      )
-    ]
-  }
-
-  /// Moves of a node to a new address, from their own generator (as memory faults): in about a
-  /// sixth of the seeds, one.
-  static func moveSchedule(nodes: Int, window: ClosedRange<UInt64>, random: inout SimulationRandom)
-    -> [(time: UInt64, fault: Fault)]
-  {
-    guard random.chance(16) else { return [] }
-    return [
-      (
-        random.milliseconds(window),
-        .move(node: random.int(0...(nodes - 1)), restartAfter: random.milliseconds(200...4_000))
-      )
-    ]
+  /// A process that dies and comes back after 200 ms to 4 s (`make` names what happened to it:
+  /// a replaced disk, a move), from its own generator (as memory faults): in `percent` of the
+  /// seeds, once.
+  static func restartSchedule(
+    percent: Int, nodes: Int, window: ClosedRange<UInt64>, random: inout SimulationRandom,
+    _ make: (_ node: Int, _ restartAfter: UInt64) -> Fault
+  ) -> [(time: UInt64, fault: Fault)] {
+    guard random.chance(percent) else { return [] }
+    let time = random.milliseconds(window)
+    return [(time, make(random.int(0...(nodes - 1)), random.milliseconds(200...4_000)))]
   }
 
   /// Memory faults, from their own generator (`random`), so that adding them left the schedule

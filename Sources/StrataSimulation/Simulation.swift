@@ -129,9 +129,9 @@ final class Simulation: @unchecked Sendable {
   var random: SimulationRandom
   /// Memory faults' own generator: when they strike, and which blocks (`Fault.ramSchedule`).
   var ramFaultRandom: SimulationRandom
-  /// Disk replacements' own generator (`Fault.diskReplacementSchedule`).
+  /// Disk replacements' own generator (`Fault.restartSchedule`).
   var diskReplacementRandom: SimulationRandom
-  /// Moves' own generator (`Fault.moveSchedule`).
+  /// Moves' own generator (`Fault.restartSchedule`).
   var moveRandom: SimulationRandom
   var events = EventQueue<Event>()
   var now: UInt64 = 0
@@ -234,9 +234,11 @@ final class Simulation: @unchecked Sendable {
     let faults = Fault.schedule(
       count: random.int(2...7), nodes: nodes.count, window: 1_500...9_000, random: &random)
     let ramFaults = Fault.ramSchedule(nodes: nodes.count, window: 1_500...9_000, random: &ramFaultRandom)
-    let diskReplacements = Fault.diskReplacementSchedule(
-      nodes: nodes.count, window: 1_500...9_000, random: &diskReplacementRandom)
-    let moves = Fault.moveSchedule(nodes: nodes.count, window: 1_500...9_000, random: &moveRandom)
+    // Disk replacements in about a fifth of the seeds, moves in about a sixth.
+    let diskReplacements = Fault.restartSchedule(
+      percent: 20, nodes: nodes.count, window: 1_500...9_000, random: &diskReplacementRandom, Fault.replaceDisk)
+    let moves = Fault.restartSchedule(
+      percent: 16, nodes: nodes.count, window: 1_500...9_000, random: &moveRandom, Fault.move)
     for (time, fault) in faults + ramFaults + diskReplacements + moves {
       faultSchedule.append("t=\(time) ms: \(fault)")
       events.schedule(.fault(fault), at: time)
