@@ -97,6 +97,13 @@ final class ClusterHarness {
 
   func forget(_ name: String) { nodes[name] = nil }
 
+  /// Node `name` (stopped) will listen on another port when it starts again: a node rescheduled
+  /// onto another host, keeping its id and its data.
+  func move(_ name: String) throws {
+    precondition(nodes[name] == nil, "move a node while it is stopped")
+    ports[name] = try freeLoopbackPort()
+  }
+
   /// SIGSTOP: the node keeps its connections but answers nothing (a hung host); `resume` undoes it.
   func pause(_ name: String) { kill(nodes[name]!.process.processIdentifier, SIGSTOP) }
   func resume(_ name: String) { kill(nodes[name]!.process.processIdentifier, SIGCONT) }

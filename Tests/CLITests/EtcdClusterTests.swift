@@ -114,6 +114,46 @@ struct EtcdClusterTests {
     #expect(check.ok == blocks.count, "after a second failure: \(check)\n\(cluster.log("a"))")
   }
 
+  /// A node killed and started again at another address under the same id (a pod rescheduled with
+  /// its volume), before its member key expired, is reached at the new address: the others took
+  /// the new ring but kept the old address (the previous ring's), so every copy to the node
+  /// failed, and a PUT whose write quorum needed it was refused until the next membership change.
+  @Test func aNodeThatComesBackAtANewAddressIsReachedThere() async throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b"], ttlSeconds: 10)
+    defer { cluster.shutdown() }
+    // Peers on one host would use the same-host path (a Unix socket in the node's folder, which
+    // does not move): TCP, as between hosts.
+    cluster.configSections = ["same_host:", "  enabled: false"]
+    try await cluster.startRegistered(["a", "b"])
+    let old = cluster.address("b")
+    cluster.killHard("b")
+    try cluster.move("b")
+    try await cluster.start("b")
+    let moved = try await eventually(within: 8) {
+      let reader = cluster.client(seeds: ["a"])
+      defer { reader.close() }
+      let ring = try await reader.refreshRing()
+      return ring.activeMembers.contains { $0.id == "node-b" && $0.address == cluster.address("b").description }
+    }
+    try #require(moved, "a's ring never showed b at \(cluster.address("b")) (it was at \(old))")
+    // Every block has both nodes as owners (R = 2): each PUT needs a's copy to b.
+    let blocks = BlockSet(count: 200, run: 93)
+    let writer = cluster.client(seeds: ["a"])
+    defer { writer.close() }
+    let region = writer.register(blocks.source)
+    let stored = try await eventually(within: 15) {
+      let outcomes = try? await writer.put(try (0..<blocks.count).map { try blocks.putItem($0, in: region) })
+      return outcomes?.allSatisfy { $0 == .stored || $0 == .alreadyPresent } == true
+    }
+    #expect(stored, "PUTs needing a copy to b were refused\n\(cluster.log("a"))")
+    let reader = cluster.client(seeds: ["b"])
+    defer { reader.close() }
+    let check = try await blocks.verify(reader)
+    #expect(check.ok == blocks.count, "read through b: \(check)")
+  }
+
   @Test func nodesServeThroughAnEtcdOutageAndRegisterAgain() async throws {
     let etcd = try EtcdProcess()
     defer { etcd.stop() }
