@@ -147,18 +147,28 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
       simulation.timedPeerCalls += 1
     }
     defer { if timed { simulation.peerCallsInFlight[from, default: 0] -= 1 } }
+    // The request travels the first half of the delay; one that arrives within the timeout runs,
+    // even when its answer will not (below).
+    let requestLeg = delay - delay / 2
     if timed {
-      try await travel(min(delay - delay / 2, timeoutMilliseconds), in: simulation)
-      guard delay <= timeoutMilliseconds else { throw timedOut }
+      try await travel(min(requestLeg, timeoutMilliseconds), in: simulation)
+      guard requestLeg <= timeoutMilliseconds else { throw timedOut }
       target = try simulation.reachPeer(from: from, instance: instance, to: peer)
     } else {
-      guard delay <= timeoutMilliseconds else { throw timedOut }
+      guard requestLeg <= timeoutMilliseconds else { throw timedOut }
     }
     let connection = try connect(to: target, in: simulation)
     let frames = answeredFrames(connection.receive(request(simulation.nextRequestID())))
     guard let (header, message, payload) = frames.first else {
       throw StrataError(
         .unavailable, "\(peer) closed the connection: \(connection.closeReason?.message ?? "no answer")")
+    }
+    // The peer did the work, but its answer comes after the caller's timeout: the caller cannot
+    // tell a copy that landed from one that did not (a slow network, not a dead peer).
+    if delay > timeoutMilliseconds {
+      if timed { try await travel(timeoutMilliseconds - requestLeg, in: simulation) }
+      simulation.answersLost += 1
+      throw timedOut
     }
     if timed {
       try await travel(delay / 2, in: simulation)
