@@ -788,7 +788,7 @@ public final class ClusterNode: ClusterHooks {
   /// The ring a drain hands off to (the current ring's members, this node draining: no keys), and
   /// the copies its owners must hold of each block: as many as the ring promised with this node
   /// active, min(R, active members), so a drain never leaves a block with fewer copies.
-  private func drainTarget() -> (target: Ring, required: Int, addresses: [String: HostPort]) {
+  func drainTarget() -> (target: Ring, required: Int, addresses: [String: HostPort]) {
     let (current, addresses) = state.withLock { ($0.history.current, $0.addresses) }
     let others = current.members.filter { $0.id != settings.me.id }
     var me = settings.me

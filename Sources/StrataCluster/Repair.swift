@@ -153,10 +153,17 @@ extension ClusterNode {
     // node drops its own because that owner holds one.
     // A draining node counts them only from the membership's publication of its drain, as its
     // drain does: its own ring shows it draining before any peer's does.
-    let drainPublished = state.withLock { $0.draining ? $0.drainPublishedAtEpoch ?? .max : 0 }
+    // It lets a copy go only on the drain's own rule, too: as many copies as the ring promised
+    // with it active (a pass on a draining node whose ring had shrunk to one active owner, its
+    // other peer's lease lapsed, dropped its copies once that owner held them, leaving one copy
+    // where the drain keeps two; simulation seed 7595).
+    let (draining, drainPublished) = state.withLock {
+      ($0.draining, $0.draining ? $0.drainPublishedAtEpoch ?? .max : 0)
+    }
     let placed = await handoff.run(
       target: ring, addresses: addresses, progress: repair, inventory: offered, excluding: me,
-      required: ring.effectiveReplicationFactor, holdersFrom: max(ring.epoch, drainPublished)
+      required: draining ? drainTarget().required : ring.effectiveReplicationFactor,
+      holdersFrom: max(ring.epoch, drainPublished)
     ).placed
     // The ring may have changed while the copies travelled: a block this node owns in its
     // current ring stays, whatever the pass's ring said. Another node may be dropping its own copy

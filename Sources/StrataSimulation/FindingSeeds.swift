@@ -65,9 +65,17 @@ public enum FindingSeeds {
   /// (ClusterNode.adopt: the new ring's address wins).
   public static let movedMemberReachedAtOldAddress: [UInt64] = [1, 68, 91, 129, 279, 303]
 
+  /// Found by the first run with moves and late answers: a draining node's repair pass dropped
+  /// the copies it held without owning them once their owners held them, by the ring's promise
+  /// (one copy: the ring had shrunk to one active owner, its other peer's lease lapsed), where
+  /// its drain keeps as many as the ring promised with it active (two); the owner then crashed
+  /// holding the only copy (Repair.swift: the drain's rule on a draining node).
+  public static let drainingRepairReleasedShort: [UInt64] = [7595]
+
   public static var all: [UInt64] {
     (drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned + drainingNodeTookCopies
       + releasedUnderAnOlderRing + releasedBeforeANewOwnerHadIt + drainingNodeAcknowledgedShort
-      + damagedOnDiskNeverReadBack + damagedInRAMNotHealed + movedMemberReachedAtOldAddress).sorted()
+      + damagedOnDiskNeverReadBack + damagedInRAMNotHealed + movedMemberReachedAtOldAddress
+      + drainingRepairReleasedShort).sorted()
   }
 }
