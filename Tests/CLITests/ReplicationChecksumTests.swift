@@ -11,7 +11,10 @@ import StrataTestKit
 import Testing
 
 /// Node processes on loopback in one static cluster (R = 2), started with fault injection, and a
-/// cluster client that has seen all of them.
+/// cluster client that has seen all of them. RAM only (`nvme.admission: never`): a block written
+/// to NVMe as well keeps that copy when its RAM copy is damaged, and copies are made from it
+/// (`TierCountersTests.aCopyOfABlockDamagedInRAMIsMadeFromItsDiskCopy`); here the RAM copy is
+/// the only one, and is refused.
 final class FaultCluster {
   let addresses: [HostPort]
   let base: String
@@ -22,13 +25,15 @@ final class FaultCluster {
     addresses = try freeLoopbackPorts(names.count).map { HostPort(host: "127.0.0.1", port: $0) }
     base = FileManager.default.temporaryDirectory.appendingPathComponent("strata-copy-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+    let config = "\(base)/ram-only.yaml"
+    try "nvme:\n  admission: never\n".write(toFile: config, atomically: true, encoding: .utf8)
     for (name, address) in zip(names, addresses) {
       nodes[name] = try await NodeProcess.launch(
         ram: "256MiB", nvme: "512MiB", directory: "\(base)/\(name)", listen: address.description,
         log: "\(base)/\(name).log",
         extra: [
           "--node-id", "node-\(name)", "--replicas", "2", "--peers",
-          addresses.map(\.description).joined(separator: ","), "--fault-injection",
+          addresses.map(\.description).joined(separator: ","), "--fault-injection", "--config", config,
         ])
     }
     var configuration = StrataClient.Configuration(seeds: addresses)
