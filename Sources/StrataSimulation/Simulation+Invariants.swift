@@ -66,7 +66,7 @@ extension Simulation {
         "block \(id.key.hex.prefix(12)) acknowledged by n\(index) is held by \(holders.count) of its owners \(owners) (\(holders)), below its write quorum \(required)"
       )
     }
-    return holding.filter { $0.tiers?.scrubRAM(id, removeIfDamaged: false)?.intact != false }.count
+    return holding.filter { $0.tiers?.ramCopyIsIntact(id)?.intact != false }.count
   }
 
   /// No acknowledged block is gone from every node unless R nodes failed after it was acknowledged.

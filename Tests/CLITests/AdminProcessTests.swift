@@ -67,14 +67,6 @@ func getBlock(_ client: StrataClient, _ key: BlockKey, size: Int) async throws -
   return Array(buffer)
 }
 
-/// The value of one sample (`name{labels}`) in a Prometheus text page; nil when absent.
-func sample(_ page: String, _ series: String) -> Double? {
-  for line in page.split(separator: "\n") where line.hasPrefix(series + " ") {
-    return Double(line.split(separator: " ").last ?? "")
-  }
-  return nil
-}
-
 @Suite(.serialized) struct AdminProcessTests {
   /// status, evict and verify against a live node; a block corrupted on disk while the node runs
   /// is reported by verify (exit 4), dropped, and never served.

@@ -37,12 +37,7 @@ import Testing
         StrataClient.PutItem(key: keys[n], source: try from.slice(offset: n * blockBytes, length: blockBytes))
       })
     // Block 0: damage in the first chunk; block 1: in the last; blocks 2 and 3 stay intact.
-    for (n, byte) in [(0, 100), (1, blockBytes - 5)] {
-      let body = "{\"key\":\"\(keys[n].hex)\",\"namespace\":\"default\",\"byte\":\(byte)}"
-      let answer = try rawAdminExchange(
-        admin, Array("POST /v1/debug/flip-bit HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8))
-      try #require(statusCode(answer) == 200, "\(answer)")
-    }
+    for (n, byte) in [(0, 100), (1, blockBytes - 5)] { try flipBit(admin, keys[n], byte: byte) }
     memset(destination.baseAddress!, 0xEE, destination.count)
     // Blocks 0 and 2 into one buffer each; blocks 1 and 3 scattered over two halves.
     let half = blockBytes / 2
@@ -107,25 +102,15 @@ import Testing
         StrataClient.PutItem(key: keys[n], source: try from.slice(offset: n * blockBytes, length: blockBytes))
       })
     try #require(stored.allSatisfy { $0 == .stored })
-    let body = "{\"key\":\"\(keys[5].hex)\",\"namespace\":\"default\",\"byte\":777}"
-    let flipped = try rawAdminExchange(
-      admin, Array("POST /v1/debug/flip-bit HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8))
-    try #require(statusCode(flipped) == 200, "\(flipped)")
-    func metric(_ name: String) throws -> Double? {
-      let answer = try rawAdminExchange(admin, Array("GET /metrics HTTP/1.1\r\n\r\n".utf8))
-      let line = answer.split(separator: "\n").first { $0.hasPrefix(name + " ") }
-      return line.flatMap { Double($0.split(separator: " ")[1]) }
-    }
+    try flipBit(admin, keys[5], byte: 777)
+    func metric(_ name: String) throws -> Double? { sample(try scrape(admin), name) }
     let found = try await eventually(within: 30) { try metric("strata_verify_corrupt_blocks_total") == 1 }
     #expect(found, "no scheduled scrub found the damaged block")
     #expect(try await client.lookup([keys[5]]).tiers == [.absent])
     #expect(try await client.lookup(keys).tiers.filter { $0 == .absent }.count == 1)
     #expect(
       try await eventually(within: 10) { (try metric("strata_verify_last_finished_timestamp_seconds") ?? 0) > 1.7e9 })
-    let progress = try JSONValue.parse(
-      String(
-        try rawAdminExchange(admin, Array("GET /v1/verify HTTP/1.1\r\n\r\n".utf8)).split(separator: "\r\n\r\n").last
-          ?? ""))
+    let progress = try JSONValue.parse(try adminCall(admin, "GET", "/v1/verify").text)
     #expect(progress["max_rate_bytes_per_second"]?.intValue == 16 << 20, "\(progress)")
   }
 }

@@ -48,17 +48,9 @@ final class FaultCluster {
   func log(_ name: String) -> String { (try? String(contentsOfFile: "\(base)/\(name).log", encoding: .utf8)) ?? "" }
 
   /// Flips one bit (of byte `byte`) of a block's RAM copy on node `name`.
-  func flip(_ key: BlockKey, byte: Int, on name: String) throws {
-    let body = "{\"key\":\"\(key.hex)\",\"namespace\":\"default\",\"byte\":\(byte)}"
-    let answer = try rawAdminExchange(
-      try nodes[name]!.admin,
-      Array("POST /v1/debug/flip-bit HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8))
-    try #require(statusCode(answer) == 200, "\(answer)")
-  }
+  func flip(_ key: BlockKey, byte: Int, on name: String) throws { try flipBit(try nodes[name]!.admin, key, byte: byte) }
 
-  func metrics(_ name: String) throws -> String {
-    try rawAdminExchange(try nodes[name]!.admin, Array("GET /metrics HTTP/1.1\r\n\r\n".utf8))
-  }
+  func metrics(_ name: String) throws -> String { try scrape(try nodes[name]!.admin) }
 
   func stop() {
     client.close()

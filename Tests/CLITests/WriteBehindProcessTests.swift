@@ -181,11 +181,9 @@ import Testing
       ram: "64MiB", nvme: "256MiB", log: log, extra: ["--fault-injection"], files: [log])
     defer { _ = node.stop() }
     let admin = try node.admin
-    let exported = try DeployFixtures.httpGet(admin, "/metrics").1
-    #expect(exported.contains("\nstrata_nvme_io_errors_total 0"), "the counter is not exported at 0 from start")
-    let armed = try rawAdminExchange(
-      admin, Array("POST /v1/debug/disk-fault HTTP/1.1\r\nContent-Length: 17\r\n\r\n{\"writes\":\"fail\"}".utf8))
-    try #require(armed.hasPrefix("HTTP/1.1 200"), "\(armed)")
+    #expect(
+      sample(try scrape(admin), "strata_nvme_io_errors_total") == 0, "the counter is not exported at 0 from start")
+    _ = try diskFault(admin, ["writes": "fail"])
 
     let source = UnsafeMutableRawBufferPointer.allocate(byteCount: count * blockBytes, alignment: 4096)
     defer { source.deallocate() }
@@ -228,12 +226,5 @@ import Testing
   }
 
   /// The value of one exported series (name with its labels as the node prints them); 0 when absent.
-  private func metric(_ series: String, _ admin: HostPort) throws -> Double {
-    let (status, body) = try DeployFixtures.httpGet(admin, "/metrics")
-    guard status == 200 else { throw StrataError(.unavailable, "/metrics answered \(status)") }
-    for line in body.split(separator: "\n") where line.hasPrefix(series + " ") {
-      return Double(line.dropFirst(series.count + 1).trimmingCharacters(in: .whitespaces)) ?? .nan
-    }
-    return 0
-  }
+  private func metric(_ series: String, _ admin: HostPort) throws -> Double { sample(try scrape(admin), series) ?? 0 }
 }

@@ -114,13 +114,11 @@ private struct WriterLog {
     }
     let all = Array(0..<blocks.count)
     #expect(try await Self.holds("b", all, cluster: cluster, blocks: blocks), "b does not hold every block")
-    let armed = try Self.admin(cluster, "b", "POST", "/v1/debug/disk-fault", #"{"reads":"corrupt"}"#)
-    try #require(statusCode(armed) == 200, "\(armed)")
+    _ = try diskFault(try cluster.node("b").admin, ["reads": "corrupt"])
     let peer = Self.peerClient("b", cluster: cluster, timeoutMilliseconds: 10_000)
     defer { peer.close() }
     let damaged = try await blocks.verify(peer, indices: all)
-    let healed = try Self.admin(cluster, "b", "POST", "/v1/debug/disk-fault", #"{"reads":"ok"}"#)
-    try #require(statusCode(healed) == 200, "\(healed)")
+    _ = try diskFault(try cluster.node("b").admin, ["reads": "ok"])
     try #require(damaged.ok < blocks.count, "no read met the damaged disk: \(damaged)")
     let back = try await eventually(within: 30) {
       try await Self.holds("b", all, cluster: cluster, blocks: blocks)
@@ -159,11 +157,7 @@ private struct WriterLog {
     let all = Array(0..<blocks.count)
     #expect(try await Self.holds("b", all, cluster: cluster, blocks: blocks), "b does not hold every block")
     let damaged = Array(stride(from: 0, to: blocks.count, by: 3))
-    for n in damaged {
-      let body = "{\"key\":\"\(blocks.keys[n].hex)\",\"namespace\":\"default\",\"byte\":\(n)}"
-      let flipped = try Self.admin(cluster, "b", "POST", "/v1/debug/flip-bit", body)
-      try #require(statusCode(flipped) == 200, "\(flipped)")
-    }
+    for n in damaged { try flipBit(try cluster.node("b").admin, blocks.keys[n], byte: n) }
     let peer = Self.peerClient("b", cluster: cluster, timeoutMilliseconds: 10_000)
     defer { peer.close() }
     let first = try await blocks.verify(peer, indices: all)
@@ -175,10 +169,10 @@ private struct WriterLog {
     #expect(back, "b did not get its removed blocks back\n\(cluster.log("b"))")
     let check = try await blocks.verify(peer, indices: all)
     #expect(check.ok == blocks.count, "read from b afterwards: \(check)")
-    let metrics = try Self.admin(cluster, "b", "GET", "/metrics")
+    let metrics = try scrape(try cluster.node("b").admin)
     #expect(
-      Self.sample(metrics, "strata_damaged_read_back_total", #"outcome="read_back""#) == Double(damaged.count)
-        && Self.sample(metrics, "strata_damaged_blocks_waiting") == 0,
+      sample(metrics, "strata_damaged_read_back_total", #"outcome="read_back""#) == Double(damaged.count)
+        && sample(metrics, "strata_damaged_blocks_waiting") == 0,
       "\(metrics.split(separator: "\n").filter { $0.contains("damaged") })")
   }
 
@@ -196,8 +190,7 @@ private struct WriterLog {
     for name in ["a", "b"] { try await cluster.start(name) }
     cluster.ram = "1MiB"
     try await cluster.start("c")
-    let armed = try Self.admin(cluster, "c", "POST", "/v1/debug/disk-fault", #"{"writes":"fail"}"#)
-    try #require(statusCode(armed) == 200, "\(armed)")
+    _ = try diskFault(try cluster.node("c").admin, ["writes": "fail"])
 
     let blocks = BlockSet(count: 3_000, run: 85, smallest: 512, spread: 2048)
     let writer = cluster.client(seeds: ["a", "b", "c"])
@@ -217,8 +210,8 @@ private struct WriterLog {
         refused += 1
       }
     }
-    let metrics = try Self.admin(cluster, "c", "GET", "/metrics")
-    let kept = Self.sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0
+    let metrics = try scrape(try cluster.node("c").admin)
+    let kept = sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0
     #expect(kept > 0, "no demotion failed on c")
     #expect(refused > 0, "c never refused a write once its RAM was full of blocks it could not demote")
     let onAC = Set(try await Self.blocks(ownedBy: ["a", "c"], of: blocks, in: cluster)).intersection(acknowledged)
@@ -469,9 +462,7 @@ private struct WriterLog {
       if victim == failingDisk {
         diskFailures += 1
         let reads = diskFailures % 2 == 1 ? "corrupt" : "fail"
-        let armed = try Self.admin(
-          cluster, victim, "POST", "/v1/debug/disk-fault", #"{"writes":"fail","reads":"\#(reads)"}"#)
-        #expect(statusCode(armed) == 200, "\(armed)")
+        _ = try diskFault(try cluster.node(victim).admin, ["writes": "fail", "reads": reads])
         // The writer goes on against the failing disk, and the node is read from directly (as a
         // peer: nothing is read through): whatever it answers is byte-exact, or a miss.
         let failing = log.withLock { log in
@@ -483,9 +474,9 @@ private struct WriterLog {
         // restarted shortly before may not be yet: the writer goes on, at most 40 batches more,
         // until one has failed.
         func demotionFailures() throws -> Double {
-          let metrics = try Self.admin(cluster, victim, "GET", "/metrics")
-          return (Self.sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0)
-            + (Self.sample(metrics, "strata_demotion_failures_total", #"outcome="dropped""#) ?? 0)
+          let metrics = try scrape(try cluster.node(victim).admin)
+          return (sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0)
+            + (sample(metrics, "strata_demotion_failures_total", #"outcome="dropped""#) ?? 0)
         }
         if try demotionFailures() == 0 {
           let more = log.withLock { log in
@@ -499,16 +490,16 @@ private struct WriterLog {
         let direct = try await Self.readOwned(victim, cluster: cluster, blocks: blocks, log: log)
         #expect(direct.wrong == 0 && direct.corrupt == 0, "the failing node served wrong bytes: \(direct)")
         failingReadsMissed += direct.missing
-        let counts = try Self.admin(cluster, victim, "POST", "/v1/debug/disk-fault", "{}")
-        let document = try JSONSerialization.jsonObject(with: Data(Self.body(counts).utf8)) as? [String: Any] ?? [:]
+        let counts = try diskFault(try cluster.node(victim).admin, [:])
+        let document = try JSONSerialization.jsonObject(with: Data(counts.utf8)) as? [String: Any] ?? [:]
         faultCounts.writes += document["failed_writes"] as? Int ?? 0
         faultCounts.reads += document["failed_reads"] as? Int ?? 0
         faultCounts.corrupted += document["corrupted_reads"] as? Int ?? 0
-        let metrics = try Self.admin(cluster, victim, "GET", "/metrics")
+        let metrics = try scrape(try cluster.node(victim).admin)
         faultCounts.demotionsKept += Int(
-          Self.sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0)
+          sample(metrics, "strata_demotion_failures_total", #"outcome="kept""#) ?? 0)
         faultCounts.demotionsDropped += Int(
-          Self.sample(metrics, "strata_demotion_failures_total", #"outcome="dropped""#) ?? 0)
+          sample(metrics, "strata_demotion_failures_total", #"outcome="dropped""#) ?? 0)
       }
       // Kill once the writer has done 1–4 of the 8 batches it may do now: it is inside the next
       // one then, so the kill lands in the middle of a batch.
@@ -572,8 +563,8 @@ private struct WriterLog {
       if !caughtUp {
         // What the victim's NVMe tier let go of since its restart (blocks it held at recovery
         // and evicted later are lost to it: repair found them present).
-        let metrics = (try? Self.admin(cluster, victim, "GET", "/metrics")) ?? ""
-        let evicted = Self.sample(metrics, "strata_evictions_total", #"tier="nvme",reason="capacity""#) ?? -1
+        let metrics = (try? scrape(try cluster.node(victim).admin)) ?? ""
+        let evicted = sample(metrics, "strata_evictions_total", #"tier="nvme",reason="capacity""#) ?? -1
         notCaughtUp.append("cycle \(cycle): \(victim) (\(Int(evicted)) blocks evicted from NVMe since its restart)")
         break
       }
@@ -725,32 +716,9 @@ private struct WriterLog {
     return true
   }
 
-  /// An admin API call to node `name`; the whole HTTP response.
-  private static func admin(
-    _ cluster: ClusterHarness, _ name: String, _ method: String, _ path: String, _ body: String = ""
-  ) throws -> String {
-    let request = "\(method) \(path) HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-    return try rawAdminExchange(try cluster.node(name).admin, Array(request.utf8))
-  }
-
-  private static func body(_ response: String) -> String {
-    guard let end = response.range(of: "\r\n\r\n") else { return "" }
-    return String(response[end.upperBound...])
-  }
-
-  /// The value of the sample of `name` whose labels contain `label` (any, when nil).
-  private static func sample(_ exposition: String, _ name: String, _ label: String? = nil) -> Double? {
-    for line in exposition.split(separator: "\n") where !line.hasPrefix("#") {
-      guard line.hasPrefix(name + " ") || line.hasPrefix(name + "{") else { continue }
-      if let label, !line.contains(label) { continue }
-      return line.split(separator: " ").last.flatMap { Double($0) }
-    }
-    return nil
-  }
-
   /// A metric of node `name`, scraped now.
   private static func metric(_ cluster: ClusterHarness, _ name: String, _ metric: String) throws -> Double? {
-    sample(try admin(cluster, name, "GET", "/metrics"), metric)
+    sample(try scrape(try cluster.node(name).admin), metric)
   }
 
   /// Whether node `name` holds every acknowledged block it owns in its ring, asked as a peer (a

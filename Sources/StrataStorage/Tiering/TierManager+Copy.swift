@@ -39,26 +39,29 @@ extension TierManager {
   public func leaseForCopy(_ ids: [BlockID]) async throws(StrataError) -> CopyLease {
     let lease = try await lease(ids)
     var blocks = lease.blocks.map { block in block.flatMap { CRC32C.checksum($0.bytes) == $0.checksum ? $0 : nil } }
-    let failed = zip(lease.blocks, blocks).compactMap { leased, kept in kept == nil ? leased?.id : nil }
+    let failedAt = blocks.indices.filter { lease.blocks[$0] != nil && blocks[$0] == nil }
+    let failed = failedAt.map { ids[$0] }
     quarantine(failed)
     var leases = [lease]
     var recovered: [BlockID] = []
-    let onDisk = failed.filter { nvme?.contains($0) == true }
-    if !onDisk.isEmpty {
+    let onDiskAt = failedAt.filter { nvme?.contains(ids[$0]) == true }
+    if !onDiskAt.isEmpty {
       let second: BlockLease
       do {
-        second = try await self.lease(onDisk)
+        second = try await self.lease(onDiskAt.map { ids[$0] })
       } catch {
         release(lease)
         throw error
       }
       leases.append(second)
-      for case let block? in second.blocks where CRC32C.checksum(block.bytes) == block.checksum {
-        blocks[ids.firstIndex(of: block.id)!] = block
+      for (position, block) in zip(onDiskAt, second.blocks) {
+        guard let block, CRC32C.checksum(block.bytes) == block.checksum else { continue }
+        blocks[position] = block
         recovered.append(block.id)
       }
     }
-    let corrupt = failed.filter { !recovered.contains($0) }
+    let kept = Set(recovered)
+    let corrupt = failed.filter { !kept.contains($0) }
     return CopyLease(leases: leases, blocks: blocks, corrupt: corrupt, recovered: recovered)
   }
 
@@ -92,10 +95,18 @@ extension TierManager {
 
   /// Checks the RAM copy of `id` against its stored checksum, as `check` does, without counting a
   /// read (no hit, no access for eviction: a scrub is not a reader): pinned while it is read, and
-  /// quarantined if it fails (unless `removeIfDamaged` is false: a look only, for the simulator's
-  /// accounting). Nil when the block is not in RAM (any more); otherwise its size and whether it
-  /// passed.
-  public func scrubRAM(_ id: BlockID, removeIfDamaged: Bool = true) -> (bytes: Int, intact: Bool)? {
+  /// quarantined if it fails. Nil when the block is not in RAM (any more); otherwise its size and
+  /// whether it passed.
+  public func scrubRAM(_ id: BlockID) -> (bytes: Int, intact: Bool)? {
+    guard let found = ramCopyIsIntact(id) else { return nil }
+    if !found.intact { quarantine([id]) }
+    return found
+  }
+
+  /// Whether the RAM copy of `id` matches its stored checksum, changing nothing (no quarantine, no
+  /// read counted): a look for the simulator's accounting of intact copies. Nil when the block is
+  /// not in RAM.
+  public func ramCopyIsIntact(_ id: BlockID) -> (bytes: Int, intact: Bool)? {
     let pinned = state.withLock { state -> (LeaseID, UnsafeRawBufferPointer, UInt32)? in
       guard let entry = state.ram[id] else { return nil }
       let lease = state.leases.pinForTransfer([id])
@@ -104,7 +115,6 @@ extension TierManager {
     guard let (lease, bytes, checksum) = pinned else { return nil }
     let intact = CRC32C.checksum(bytes) == checksum
     state.withLock { state in state.unpinned(state.leases.release(lease)) }
-    if !intact && removeIfDamaged { quarantine([id]) }
     return (bytes.count, intact)
   }
 
