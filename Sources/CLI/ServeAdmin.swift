@@ -22,7 +22,8 @@ func metricNamespaces(_ settings: NodeConfiguration) -> [Namespace] {
 /// disabled.
 func makeAdmin(
   _ settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, server: NodeServer,
-  metrics: NodeMetrics, cluster: ClusterNode?, faultInjection: Bool = false, diskFaults: DiskFaultSwitch? = nil,
+  verifier: StorageVerifier, metrics: NodeMetrics, cluster: ClusterNode?, faultInjection: Bool = false,
+  diskFaults: DiskFaultSwitch? = nil,
   logger: Logger
 ) throws(StrataError) -> NodeAdministration? {
   guard settings.admin.enabled else {
@@ -30,8 +31,8 @@ func makeAdmin(
     return nil
   }
   let administration = try NodeAdministration(
-    settings: settings, configPath: configPath, nodeID: nodeID, tiers: tiers, node: server, metrics: metrics,
-    machine: thisMachine(), logger: logger)
+    settings: settings, configPath: configPath, nodeID: nodeID, tiers: tiers, node: server, verifier: verifier,
+    metrics: metrics, machine: thisMachine(), logger: logger)
   if let cluster { attachCluster(cluster, to: administration) }
   if faultInjection {
     administration.enableFaultInjection(disk: diskFaults)

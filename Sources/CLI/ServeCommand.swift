@@ -134,13 +134,16 @@ struct Serve: AsyncParsableCommand {
         server.cluster = node
         cluster = node
       }
+      // The scrub: an operator's through the admin API, a scheduled one with or without it.
+      let verifier = StorageVerifier(tiers: tiers, logger: logger)
       let administration = try makeAdmin(
-        settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, metrics: metrics, cluster: cluster,
-        faultInjection: faultInjection, diskFaults: diskFaults, logger: logger)
+        settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, verifier: verifier,
+        metrics: metrics, cluster: cluster, faultInjection: faultInjection, diskFaults: diskFaults, logger: logger)
       let lifecycle = Lifecycle()
       do throws(LifecycleFailure) {
         for service in nodeServices(
-          settings, tiers: tiers, server: server, cluster: cluster, administration: administration, logger: logger)
+          settings, tiers: tiers, server: server, cluster: cluster, verifier: verifier, administration: administration,
+          logger: logger)
         {
           try await lifecycle.start(service)
         }

@@ -27,9 +27,6 @@ public final class NodeAdministration: Sendable {
   private let configPath: String?
   private let machine: NodeConfiguration.Machine
   private let startedAt = DispatchTime.now().uptimeNanoseconds
-  /// The scheduled scrub (`verify.interval`, `verify.max_rate`), and what ends its thread.
-  private let verifySchedule: NodeConfiguration.Verify
-  private let verifyScheduleStop = DispatchSemaphore(value: 0)
   private let work = WorkerPool(label: "strata.admin.work")
   private struct State {
     /// The configuration file as last read (the baseline a reload compares against).
@@ -47,15 +44,14 @@ public final class NodeAdministration: Sendable {
   ///   - configPath: the file `serve` read its settings from, which config reload reads again.
   public init(
     settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, node: NodeServer,
-    metrics: NodeMetrics, machine: NodeConfiguration.Machine, logger: Logger
+    verifier: StorageVerifier, metrics: NodeMetrics, machine: NodeConfiguration.Machine, logger: Logger
   ) throws(StrataError) {
     var adminConfiguration = AdminServer.Configuration(settings)
     // The admin port speaks TLS when the data plane does, with the same (reloadable) certificates.
     if node.tls != nil { adminConfiguration.tls = { [node] in node.tls } }
     admin = try AdminServer(configuration: adminConfiguration, logger: logger)
     self.metrics = metrics
-    verifier = StorageVerifier(tiers: tiers)
-    verifySchedule = settings.verify
+    self.verifier = verifier
     self.tiers = tiers
     self.node = node
     self.nodeID = nodeID
@@ -89,26 +85,6 @@ public final class NodeAdministration: Sendable {
     admin.start()
     state.withLock { $0.serving = true }
     logger.info("admin API listening", metadata: ["address": "\(address)", "metrics_url": "\(metricsURL)"])
-    if verifySchedule.interval.milliseconds > 0 { startVerifySchedule() }
-  }
-
-  /// A thread that starts a scrub every `verify.interval` (the first one interval after the
-  /// start) at `verify.max_rate`, unless one runs already; it ends with `stop()`.
-  private func startVerifySchedule() {
-    let interval = verifySchedule.interval
-    let rate = verifySchedule.maxRate
-    let thread = Thread { [self] in
-      while verifyScheduleStop.wait(timeout: .now() + .milliseconds(Int(interval.milliseconds))) == .timedOut {
-        guard verifier.start(maxBytesPerSecond: rate.bytes) else {
-          logger.info("scheduled verify skipped: one is running")
-          continue
-        }
-        logger.info("scheduled verify started", metadata: ["max_rate_per_second": "\(rate)", "every": "\(interval)"])
-        watchVerify()
-      }
-    }
-    thread.name = "strata-verify-schedule"
-    thread.start()
   }
 
   /// /ready answers 503 from now on.
@@ -116,7 +92,6 @@ public final class NodeAdministration: Sendable {
 
   public func stop() {
     beginStopping()
-    verifyScheduleStop.signal()
     admin.stop()
   }
 
@@ -233,7 +208,6 @@ public final class NodeAdministration: Sendable {
           "request_id": "\(request.requestID)",
           "max_rate_per_second": "\(rate == 0 ? "unlimited" : ByteSize(bytes: rate).description)",
         ])
-      watchVerify()
       return .json(JobDocument(job: "verify", state: "running"))
     }
     admin.route("GET", "/v1/verify") { [self] _ throws(StrataError) in
@@ -336,24 +310,6 @@ public final class NodeAdministration: Sendable {
   }
 
   /// Logs the end of the verify in progress (on a thread of its own).
-  private func watchVerify() {
-    let verifier = self.verifier
-    let logger = self.logger
-    try? work.submit {  // never full: the work pool's depth is unbounded
-      verifier.waitUntilFinished()
-      let progress = verifier.progress
-      let metadata: Logger.Metadata = [
-        "scanned_blocks": "\(progress.scannedBlocks)", "corrupt_blocks": "\(progress.corruptBlocks)",
-        "dropped_blocks": "\(progress.droppedBlocks)", "scanned_bytes": "\(progress.scannedBytes)",
-      ]
-      if progress.corruptBlocks > 0 {
-        logger.warning("verify found corrupt blocks and dropped them", metadata: metadata)
-      } else {
-        logger.info("verify finished", metadata: metadata)
-      }
-    }
-  }
-
   private func reload() throws(StrataError) -> ReloadReport {
     guard let configPath else {
       throw StrataError(.invalidArgument, "this node was started without --config: there is no file to reload")

@@ -44,6 +44,18 @@ final class AdminNodeProcess: Sendable {
 }
 
 /// Puts `count` blocks of `size` random bytes (seeded) and returns their keys and contents.
+/// Overwrites 64 bytes of a stored block's payload (found by its first 256 bytes) in the NVMe
+/// device file of the node whose data folder is `dataDirectory`, under the running node.
+func corruptOnDisk(_ block: [UInt8], dataDirectory: String) throws {
+  let handle = try FileHandle(forUpdating: URL(fileURLWithPath: dataDirectory + "/nvme/strata-nvme.dat"))
+  defer { try? handle.close() }
+  let contents = try handle.readToEnd() ?? Data()
+  let found = try #require(contents.range(of: Data(block[0..<256])), "the block's bytes are not in the device file")
+  try handle.seek(toOffset: UInt64(found.lowerBound + 4096))
+  try handle.write(contentsOf: Data(repeating: 0xEE, count: 64))
+  try handle.synchronize()
+}
+
 func putBlocks(_ client: StrataClient, count: Int, size: Int, seed: Int) async throws -> [(BlockKey, [UInt8])] {
   var blocks: [(BlockKey, [UInt8])] = []
   let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
@@ -108,15 +120,7 @@ func getBlock(_ client: StrataClient, _ key: BlockKey, size: Int) async throws -
     let onNVMe = blocks.indices.filter { tiers[$0] == .nvme }
     #expect(onNVMe.count >= 10)
     let victim = try #require(onNVMe.first)
-    let device = node.directory + "/nvme/strata-nvme.dat"
-    let handle = try FileHandle(forUpdating: URL(fileURLWithPath: device))
-    let contents = try handle.readToEnd() ?? Data()
-    let marker = Data(blocks[victim].1[0..<256])
-    let found = try #require(contents.range(of: marker), "the block's bytes are not in the device file")
-    try handle.seek(toOffset: UInt64(found.lowerBound + 4096))
-    try handle.write(contentsOf: Data(repeating: 0xEE, count: 64))
-    try handle.synchronize()
-    try handle.close()
+    try corruptOnDisk(blocks[victim].1, dataDirectory: node.directory)
 
     let verify = try await node.cli("verify", "--wait", "--json")
     #expect(verify.status == 4, "verify should exit 4 on corruption: \(verify.stdout) \(verify.stderr)")

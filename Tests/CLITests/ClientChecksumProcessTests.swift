@@ -113,4 +113,37 @@ import Testing
     let progress = try JSONValue.parse(try adminCall(admin, "GET", "/v1/verify").text)
     #expect(progress["max_rate_bytes_per_second"]?.intValue == 16 << 20, "\(progress)")
   }
+
+  /// The scheduled scrub runs on a node whose admin API is off (`admin.enabled: false`): a block
+  /// that decayed on disk is found, dropped (never served) and logged with no operator and no
+  /// reader, and the other blocks stay.
+  @Test func aScheduledScrubRunsWithTheAdminAPIDisabled() async throws {
+    let config = try temporaryFile(
+      "scheduled-verify-no-admin.yaml", "admin: {enabled: false}\nverify: {interval: 1s, max_rate: 64MiB}\n")
+    let log = FileManager.default.temporaryDirectory.appendingPathComponent("scrub-no-admin-\(getpid()).log").path
+    let node = try await NodeProcess.launch(
+      ram: "64MiB", nvme: "256MiB", log: log, extra: ["--config", config], files: [log])
+    defer { _ = node.stop() }
+    #expect(throws: StrataError.self) { try node.admin }
+    let client = node.client()
+    defer { client.close() }
+    let size = 1 << 20
+    // 96 MiB through a 64 MiB RAM tier: the first blocks are on NVMe only.
+    let blocks = try await putBlocks(client, count: 96, size: size, seed: 35)
+    let tiers = try await client.lookup(blocks.map(\.0)).tiers
+    let victim = try #require(blocks.indices.first { tiers[$0] == .nvme })
+    try corruptOnDisk(blocks[victim].1, dataDirectory: node.directory)
+    let dropped = try await eventually(within: 30) {
+      try await client.lookup([blocks[victim].0]).tiers == [.absent]
+    }
+    #expect(dropped, "no scheduled scrub dropped the block that decayed on disk")
+    let logged = try await eventually(within: 10) {
+      ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains(
+        "verify found corrupt blocks and dropped them")
+    }
+    #expect(logged, "the scrub's finding is not in the node's log")
+    #expect(try await client.lookup(blocks.map(\.0)).tiers.filter { $0 == .absent }.count == 1)
+    let other = try #require(blocks.indices.first { tiers[$0] == .nvme && $0 != victim })
+    #expect(try await getBlock(client, blocks[other].0, size: size) == blocks[other].1)
+  }
 }

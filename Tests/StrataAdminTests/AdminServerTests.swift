@@ -34,7 +34,8 @@ final class AdminFixture {
       configuration: ServerConfiguration(settings, nodeID: "test-node"), tiers: tiers,
       logger: Logger(label: "test"), observer: metrics)
     administration = try NodeAdministration(
-      settings: settings, configPath: configPath, nodeID: "test-node", tiers: tiers, node: node, metrics: metrics,
+      settings: settings, configPath: configPath, nodeID: "test-node", tiers: tiers, node: node,
+      verifier: StorageVerifier(tiers: tiers), metrics: metrics,
       machine: NodeConfiguration.Machine(physicalMemoryBytes: 64 << 30), logger: Logger(label: "test"))
     extend(administration)
     administration.start()

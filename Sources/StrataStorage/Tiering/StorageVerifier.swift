@@ -4,7 +4,8 @@
 // node then reads it back from its other owners: `TierManager.setDamagedHandler`).
 
 import Foundation
-import StrataCore
+public import Logging
+public import StrataCore
 import Synchronization
 
 /// Where a scrub stands: the state, counters and the first corrupt blocks found.
@@ -57,10 +58,48 @@ public final class StorageVerifier: Sendable {
   }
 
   public let tiers: TierManager
+  private let logger: Logger?
   private let state = Mutex(State())
   private let finished = Mutex<DispatchSemaphore?>(nil)
+  /// Ends the schedule's thread (`startSchedule`), when one runs.
+  private let scheduleStop = Mutex<DispatchSemaphore?>(nil)
 
-  public init(tiers: TierManager) { self.tiers = tiers }
+  /// `logger` (when given) hears when each scrub ends, and what it found.
+  public init(tiers: TierManager, logger: Logger? = nil) {
+    self.tiers = tiers
+    self.logger = logger
+  }
+
+  /// Starts a scrub every `interval` (the first one an interval from now) at `maxRate` per
+  /// second, on a thread of its own, unless one runs already (then that turn is
+  /// skipped, and logged), until `stopSchedule()`. The node runs it whether or not its admin API
+  /// is enabled (`verify.interval`).
+  public func startSchedule(every interval: DurationSetting, maxRate: ByteSize) {
+    let stop = DispatchSemaphore(value: 0)
+    let previous = scheduleStop.withLock { current in
+      defer { current = stop }
+      return current
+    }
+    previous?.signal()
+    let thread = Thread { [self] in
+      while stop.wait(timeout: .now() + .milliseconds(Int(interval.milliseconds))) == .timedOut {
+        guard start(maxBytesPerSecond: maxRate.bytes) else {
+          logger?.info("scheduled verify skipped: one is running")
+          continue
+        }
+        logger?.info(
+          "scheduled verify started",
+          metadata: [
+            "max_rate_per_second": "\(maxRate)", "every": "\(interval)",
+          ])
+      }
+    }
+    thread.name = "strata-verify-schedule"
+    thread.start()
+  }
+
+  /// Ends the schedule (a scrub in progress runs to its end).
+  public func stopSchedule() { scheduleStop.withLock { $0 }?.signal() }
 
   public var progress: VerifyProgress {
     state.withLock { state in
@@ -100,6 +139,7 @@ public final class StorageVerifier: Sendable {
     finished.withLock { $0 = semaphore }
     let thread = Thread { [self] in
       scrub()
+      logFinished()
       semaphore.signal()
     }
     thread.name = "strata-verify"
@@ -140,6 +180,20 @@ public final class StorageVerifier: Sendable {
       state.progress.finishedAt = Double(wallClockNanoseconds()) / 1e9
       state.lastFinishedAt = state.progress.finishedAt
       state.progress.state = .done
+    }
+  }
+
+  private func logFinished() {
+    guard let logger else { return }
+    let progress = progress
+    let metadata: Logger.Metadata = [
+      "scanned_blocks": "\(progress.scannedBlocks)", "corrupt_blocks": "\(progress.corruptBlocks)",
+      "dropped_blocks": "\(progress.droppedBlocks)", "scanned_bytes": "\(progress.scannedBytes)",
+    ]
+    if progress.corruptBlocks > 0 {
+      logger.warning("verify found corrupt blocks and dropped them", metadata: metadata)
+    } else {
+      logger.info("verify finished", metadata: metadata)
     }
   }
 
