@@ -23,6 +23,20 @@ enum Fault: CustomStringConvertible {
   /// The node's process dies and comes back after `restartAfter` ms on another host: same id and
   /// disk, a new address. From a stream of its own (`Fault.restartSchedule`).
   case move(node: Int, restartAfter: UInt64)
+  /// The membership service is down for every node: no keep-alive, registration or watch, and no
+  /// lease expires; when it comes back every lease runs a full TTL again (an etcd cluster's new
+  /// leader extends every lease). From a stream of its own (`Fault.networkSchedule`).
+  case membershipOutage(milliseconds: UInt64)
+  /// Messages from one node to another are lost, those the other way arrive: the first's calls to
+  /// the second go unheard and time out; the second's calls to the first run there and their
+  /// answers are lost. From a stream of its own (`Fault.networkSchedule`).
+  case oneWayLoss(from: Int, to: Int, milliseconds: UInt64)
+  /// The process stops for a while (SIGSTOP, a long pause of the runtime or of its VM): its timers
+  /// do not fire, it sends no keep-alive and writes nothing behind, it answers no one (callers
+  /// time out; a request that reaches it runs once it goes on, if its caller still waits) and watch
+  /// events wait. Then it goes on where it stopped: the work it had begun first, under the ring it
+  /// knew, and the watch catches up after. From the network faults' stream (`Fault.networkSchedule`).
+  case pause(node: Int, milliseconds: UInt64)
   /// The next disk writes fail with EIO.
   case failDiskWrites(node: Int, count: Int)
   /// The node's monotonic clock jumps forward (a paused VM): its leases expire early.
@@ -44,6 +58,9 @@ enum Fault: CustomStringConvertible {
     case .corruptRAM(let node, let blocks): "corrupt RAM n\(node) (\(blocks) blocks)"
     case .replaceDisk(let node, let after): "replace disk n\(node) (down for \(after) ms)"
     case .move(let node, let after): "move n\(node) to a new address (down for \(after) ms)"
+    case .membershipOutage(let ms): "membership service down for \(ms) ms"
+    case .oneWayLoss(let from, let to, let ms): "messages n\(from) -> n\(to) lost for \(ms) ms"
+    case .pause(let node, let ms): "pause n\(node) for \(ms) ms"
     case .failDiskWrites(let node, let count): "fail next \(count) disk writes on n\(node)"
     case .clockJump(let node, let ms): "clock jump n\(node) +\(ms) ms"
     case .drain(let node): "drain n\(node)"
@@ -105,5 +122,35 @@ enum Fault: CustomStringConvertible {
     return (0..<random.int(1...2)).map { _ in
       (random.milliseconds(window), .corruptRAM(node: random.int(0...(nodes - 1)), blocks: random.int(1...8)))
     }.sorted { $0.0 < $1.0 }
+  }
+
+  /// Faults of the network, the membership service and a process's scheduling, from their own
+  /// generator (`random`), so that adding them left the schedule every seed drew before
+  /// unchanged: in about a quarter of the seeds a membership outage (sometimes longer than a
+  /// lease's TTL), in about a quarter one or two one-way losses, in about a fifth a pause (half of
+  /// them longer than a lease's TTL).
+  static func networkSchedule(nodes: Int, window: ClosedRange<UInt64>, random: inout SimulationRandom)
+    -> [(time: UInt64, fault: Fault)]
+  {
+    var faults: [(time: UInt64, fault: Fault)] = []
+    if random.chance(25) {
+      let length = random.chance(50) ? random.milliseconds(300...1_900) : random.milliseconds(2_000...8_000)
+      faults.append((random.milliseconds(window), .membershipOutage(milliseconds: length)))
+    }
+    if random.chance(25) {
+      for _ in 0..<random.int(1...2) {
+        let from = random.int(0...(nodes - 1))
+        var to = random.int(0...(nodes - 2))
+        if to >= from { to += 1 }
+        faults.append(
+          (random.milliseconds(window), .oneWayLoss(from: from, to: to, milliseconds: random.milliseconds(300...5_000)))
+        )
+      }
+    }
+    if random.chance(20) {
+      let length = random.chance(50) ? random.milliseconds(100...1_500) : random.milliseconds(1_500...6_000)
+      faults.append((random.milliseconds(window), .pause(node: random.int(0...(nodes - 1)), milliseconds: length)))
+    }
+    return faults.sorted { $0.time < $1.time }
   }
 }

@@ -50,6 +50,12 @@ struct MembershipModel {
 
   func isAlive(_ lease: UInt64) -> Bool { leases[lease] != nil }
 
+  /// Every live lease runs a full TTL from `now` (or longer, where it already did): what an etcd
+  /// cluster's new leader does with the leases it recovers after an outage.
+  mutating func extendAll(now: UInt64) {
+    for lease in leases.keys { leases[lease] = max(leases[lease]!, now + leaseTTLMilliseconds) }
+  }
+
   /// Puts a member's key under `lease`; true when anything changed (a new revision).
   mutating func put(_ record: Record) -> Bool {
     guard leases[record.lease] != nil, keys[record.member.id] != record else { return false }

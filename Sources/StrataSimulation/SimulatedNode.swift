@@ -72,6 +72,9 @@ final class SimulatedNode {
   /// How many times it moved.
   private(set) var generation = 0
   var isUp: Bool { condition == .up }
+  /// The process is stopped until this simulated time (`Fault.pause`); 0 when it runs.
+  var pausedUntil: UInt64 = 0
+  func isPaused(at now: UInt64) -> Bool { isUp && now < pausedUntil }
 
   func member(state: Member.State) -> Member {
     Member(id: id, address: address, capacityBytes: UInt64(Self.ramBytes), state: state)
@@ -116,6 +119,7 @@ final class SimulatedNode {
   /// as the crash left it.
   func crash() {
     condition = .crashed
+    pausedUntil = 0
     stopProcess()
     device = device.crashed()
   }

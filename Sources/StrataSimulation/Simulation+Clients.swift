@@ -35,11 +35,12 @@ extension Simulation {
   /// The node a client sends a request for `first` to: the first owner that is up in the current
   /// membership's ring, or (one time in ten, a client that is not ring-aware) any node that is up.
   func route(_ first: BlockKey) -> Int? {
-    let up = nodes.filter(\.isUp).map(\.index)
+    // A paused node does not answer: a client's timeout sends it to another.
+    let up = nodes.filter { $0.isUp && !$0.isPaused(at: now) }.map(\.index)
     if random.chance(10) { return random.pick(up) }
     let ring = ring(for: membership.snapshot)
     for owner in ring.owners(of: first) {
-      if let node = nodes.first(where: { $0.id == owner.id && $0.isUp }) { return node.index }
+      if let node = nodes.first(where: { $0.id == owner.id && $0.isUp && !$0.isPaused(at: now) }) { return node.index }
     }
     return random.pick(up)
   }
@@ -153,6 +154,7 @@ extension Simulation {
   /// (a clock jump, or a client that waited too long); never other bytes.
   func leasedGet(_ index: Int, _ sequence: Int, _ count: Int, _ lease: UInt64) {
     guard let connection = clientConnections[index], !connection.isClosed else { return }
+    guard !nodes[index].isPaused(at: now) else { return note("client: leased load via n\(index): no answer (paused)") }
     load(sequence: sequence, count: count, on: (index, connection), lease: lease)
   }
 

@@ -150,12 +150,32 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     // The request travels the first half of the delay; one that arrives within the timeout runs,
     // even when its answer will not (below).
     let requestLeg = delay - delay / 2
+    /// How long the caller has waited when the peer runs the request.
+    var spent = requestLeg
     if timed {
       try await travel(min(requestLeg, timeoutMilliseconds), in: simulation)
       guard requestLeg <= timeoutMilliseconds else { throw timedOut }
       target = try simulation.reachPeer(from: from, instance: instance, to: peer)
     } else {
       guard requestLeg <= timeoutMilliseconds else { throw timedOut }
+    }
+    // The peer's process is paused: the request waits in its socket until it goes on, and runs
+    // then if the caller still waits (a call made inside a request takes no time: it gives up).
+    while target.isPaused(at: simulation.now) {
+      let waited = target.pausedUntil - simulation.now
+      guard timed, spent + waited <= timeoutMilliseconds else {
+        if timed { try await travel(timeoutMilliseconds - spent, in: simulation) }
+        throw StrataError(.timeout, "\(peer) did not answer within \(timeoutMilliseconds) ms (its process is paused)")
+      }
+      try await travel(waited, in: simulation)
+      target = try simulation.reachPeer(from: from, instance: instance, to: peer)
+      spent += waited
+    }
+    // Messages to the peer are lost (a one-way loss as the request arrives): it never hears of
+    // the call, and the caller waits out its timeout.
+    if simulation.oneWayLosses.contains([from, target.index]) {
+      if timed { try await travel(timeoutMilliseconds - spent, in: simulation) }
+      throw StrataError(.timeout, "\(peer) did not answer within \(timeoutMilliseconds) ms (the request was lost)")
     }
     let connection = try connect(to: target, in: simulation)
     let frames = answeredFrames(connection.receive(request(simulation.nextRequestID())))
@@ -165,8 +185,8 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     }
     // The peer did the work, but its answer comes after the caller's timeout: the caller cannot
     // tell a copy that landed from one that did not (a slow network, not a dead peer).
-    if delay > timeoutMilliseconds {
-      if timed { try await travel(timeoutMilliseconds - requestLeg, in: simulation) }
+    if spent + delay / 2 > timeoutMilliseconds {
+      if timed { try await travel(timeoutMilliseconds - spent, in: simulation) }
       simulation.answersLost += 1
       throw timedOut
     }
@@ -178,6 +198,13 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
         simulation.answersLost += 1
         throw error
       }
+    }
+    // Messages from the peer are lost (a one-way loss as the answer travels): the peer did the
+    // work and the caller waits out its timeout, as with a late answer.
+    if simulation.oneWayLosses.contains([target.index, from]) {
+      if timed { try await travel(timeoutMilliseconds - spent - delay / 2, in: simulation) }
+      simulation.answersLost += 1
+      throw StrataError(.timeout, "\(peer) did not answer within \(timeoutMilliseconds) ms (the answer was lost)")
     }
     if case .error(_, let body) = message {
       throw StrataError(StrataError.Code(number: body.code) ?? .internalError, "\(peer): \(body.message)")
@@ -355,6 +382,7 @@ extension Simulation {
   func startDrain(_ index: Int) {
     let node = nodes[index]
     let active = nodes.filter { $0.isUp && !$0.draining }.count
+    guard !node.isPaused(at: now) else { return note("  skipped: n\(index) does not answer (paused)") }
     guard node.isUp, !node.draining, active > replicas, let cluster = node.cluster else {
       return note("  skipped: n\(index) cannot drain now (\(active) active nodes, R=\(replicas))")
     }
@@ -373,6 +401,8 @@ extension Simulation {
   func pollDrain(_ index: Int, instance: Int) {
     let node = nodes[index]
     guard node.isUp, node.instance == instance, let cluster = node.cluster else { return }
+    // The operator's poll waits for a paused node.
+    if node.isPaused(at: now) { return events.schedule(.drainStatus(index, instance: instance), at: node.pausedUntil) }
     Task(executorPreference: tasks) { _ = try? await cluster.answerRing(RingCall(.drainStatus), isAdmin: true) }
     settle()
     switch cluster.drainProgress.phase {
@@ -420,6 +450,7 @@ extension Simulation {
   func depart(_ index: Int, instance: Int) {
     let node = nodes[index]
     guard node.isUp, node.instance == instance else { return }
+    if node.isPaused(at: now) { return events.schedule(.depart(index, instance: instance), at: node.pausedUntil) }
     note("n\(index) exits after its drain")
     node.depart()
     settle()

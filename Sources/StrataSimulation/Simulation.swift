@@ -109,6 +109,10 @@ final class Simulation: @unchecked Sendable {
     case healPartition(Int, Int)
     case healIsolation(Int)
     case healDelay(Int)
+    case healOneWayLoss(from: Int, to: Int)
+    case healMembership
+    /// A paused process goes on (`Fault.pause`).
+    case resume(Int)
     /// A sleeper of some node's cluster layer is due (its clock reaches it at this time).
     case wake
     /// The operator's `strata drain` asks the node for the drain's status.
@@ -133,6 +137,8 @@ final class Simulation: @unchecked Sendable {
   var diskReplacementRandom: SimulationRandom
   /// Moves' own generator (`Fault.restartSchedule`).
   var moveRandom: SimulationRandom
+  /// The generator of one-way losses and membership outages (`Fault.networkSchedule`).
+  var networkFaultRandom: SimulationRandom
   var events = EventQueue<Event>()
   var now: UInt64 = 0
   var nodes: [SimulatedNode] = []
@@ -148,6 +154,10 @@ final class Simulation: @unchecked Sendable {
   // Network model.
   var partitions: Set<[Int]> = []
   var isolated: Set<Int> = []
+  /// Directed pairs [from, to] whose messages are lost (`Fault.oneWayLoss`).
+  var oneWayLosses: Set<[Int]> = []
+  /// The membership service is down for everyone (`Fault.membershipOutage`).
+  var membershipDown = false
   var delays: [Int: UInt64] = [:]
 
   // Workload.
@@ -191,6 +201,7 @@ final class Simulation: @unchecked Sendable {
     ramFaultRandom = SimulationRandom(seed: options.seed ^ 0x5241_4D46_4155_4C54)
     diskReplacementRandom = SimulationRandom(seed: options.seed ^ 0x4449_534B_5245_504C)
     moveRandom = SimulationRandom(seed: options.seed ^ 0x4D4F_5645_4E4F_4445)
+    networkFaultRandom = SimulationRandom(seed: options.seed ^ 0x4E45_5457_4F52_4B53)
     let count = random.int(3...5)
     replicas = random.int(2...min(3, count))
     clientOperationCount = random.int(150...260)
@@ -239,7 +250,8 @@ final class Simulation: @unchecked Sendable {
       percent: 20, nodes: nodes.count, window: 1_500...9_000, random: &diskReplacementRandom, Fault.replaceDisk)
     let moves = Fault.restartSchedule(
       percent: 16, nodes: nodes.count, window: 1_500...9_000, random: &moveRandom, Fault.move)
-    for (time, fault) in faults + ramFaults + diskReplacements + moves {
+    let networkFaults = Fault.networkSchedule(nodes: nodes.count, window: 1_500...9_000, random: &networkFaultRandom)
+    for (time, fault) in faults + ramFaults + diskReplacements + moves + networkFaults {
       faultSchedule.append("t=\(time) ms: \(fault)")
       events.schedule(.fault(fault), at: time)
     }
@@ -248,7 +260,9 @@ final class Simulation: @unchecked Sendable {
     while failure == nil, let (time, event) = events.next() {
       if time > Self.finalCheckAt { break }
       now = time
-      for node in nodes where node.isUp { node.advanceClock(to: now) }
+      // A paused process's clock stands still (its timers do not fire) and catches up at once
+      // when it goes on.
+      for node in nodes where node.isUp && !node.isPaused(at: now) { node.advanceClock(to: now) }
       settle()
       handle(event)
       settle()
@@ -264,7 +278,8 @@ final class Simulation: @unchecked Sendable {
       if nodes[index].condition == .crashed { startNode(index) }
     case .keepAlive(let index): keepAlive(index)
     case .membershipTick:
-      let deleted = membership.expire(now: now)
+      // A service that is down expires nothing (no leader keeps time).
+      let deleted = membershipDown ? [] : membership.expire(now: now)
       if !deleted.isEmpty {
         note("membership: leases expired, deleted \(deleted.joined(separator: ",")) (revision \(membership.revision))")
         broadcast()
@@ -284,6 +299,12 @@ final class Simulation: @unchecked Sendable {
     case .healDelay(let index):
       delays[index] = nil
       note("heal delay n\(index)")
+    case .healOneWayLoss(let from, let to):
+      oneWayLosses.remove([from, to])
+      note("heal one-way loss n\(from) -> n\(to)")
+    case .healMembership: restoreMembership()
+    case .resume(let index):
+      if nodes[index].isUp && nodes[index].pausedUntil == now { note("n\(index) goes on after its pause") }
     case .wake: wakes.remove(now)
     case .drainStatus(let index, let instance): pollDrain(index, instance: instance)
     case .depart(let index, let instance): depart(index, instance: instance)
@@ -315,7 +336,16 @@ final class Simulation: @unchecked Sendable {
     events.schedule(.writeBehind(index), at: now + 100)
   }
 
-  func canReachMembership(_ index: Int) -> Bool { nodes[index].isUp && !isolated.contains(index) }
+  func canReachMembership(_ index: Int) -> Bool { nodes[index].isUp && !membershipDown && !isolated.contains(index) }
+
+  /// The membership service is back: every lease runs a full TTL from now (etcd's new leader
+  /// extends every lease it recovers), and the nodes' keep-alives re-open their watches.
+  func restoreMembership() {
+    guard membershipDown else { return }
+    membershipDown = false
+    membership.extendAll(now: now)
+    note("membership service back: every lease extended to \(now + membership.leaseTTLMilliseconds) ms")
+  }
 
   /// Grants a lease and puts this node's member key (EtcdMembership's registration).
   func register(_ index: Int) {
@@ -337,6 +367,7 @@ final class Simulation: @unchecked Sendable {
     let node = nodes[index]
     guard node.isUp, node.sessionActive else { return }
     events.schedule(.keepAlive(index), at: now + Self.keepAliveMilliseconds)
+    guard !node.isPaused(at: now) else { return }
     guard canReachMembership(index) else {
       node.watching = false
       return
@@ -380,6 +411,10 @@ final class Simulation: @unchecked Sendable {
     guard node.isUp, node.sessionActive, node.watching, canReachMembership(index),
       snapshot.revision > node.seenRevision, let cluster = node.cluster
     else { return }
+    // A paused process reads the event when it goes on (after the work it had begun).
+    if node.isPaused(at: now) {
+      return events.schedule(.watch(node: index, snapshot: snapshot), at: node.pausedUntil)
+    }
     node.seenRevision = snapshot.revision
     cluster.adopt(members: snapshot.records.map(\.member), epoch: snapshot.revision)
     var instances: [String: Int] = [:]
@@ -391,7 +426,7 @@ final class Simulation: @unchecked Sendable {
     let node = nodes[index]
     guard node.isUp, let tiers = node.tiers else { return }
     events.schedule(.writeBehind(index), at: now + 100)
-    guard now >= node.slowDiskUntil else { return }
+    guard now >= node.slowDiskUntil, !node.isPaused(at: now) else { return }
     let written = (try? waitForTask { () throws(StrataError) in await tiers.writeBehindPass() }) ?? 0
     if written > 0 { note("n\(index) wrote \(written) blocks behind") }
   }
@@ -423,6 +458,18 @@ final class Simulation: @unchecked Sendable {
     case .delay(let index, let extra, let duration):
       delays[index] = extra
       events.schedule(.healDelay(index), at: now + duration)
+    case .membershipOutage(let duration):
+      membershipDown = true
+      for node in nodes { node.watching = false }
+      events.schedule(.healMembership, at: now + duration)
+    case .pause(let index, let duration):
+      guard nodes[index].isUp else { return note("  skipped: n\(index) is not up") }
+      nodes[index].pausedUntil = max(nodes[index].pausedUntil, now + duration)
+      events.schedule(.resume(index), at: nodes[index].pausedUntil)
+    case .oneWayLoss(let from, let to, let duration):
+      guard from < nodes.count, to < nodes.count else { return note("  skipped: no such node") }
+      oneWayLosses.insert([from, to])
+      events.schedule(.healOneWayLoss(from: from, to: to), at: now + duration)
     case .slowDisk(let index, let duration):
       nodes[index].slowDiskUntil = max(nodes[index].slowDiskUntil, now + duration)
     case .corruptDisk(let index, let flips):
@@ -489,8 +536,14 @@ final class Simulation: @unchecked Sendable {
     partitions = []
     isolated = []
     delays = [:]
+    oneWayLosses = []
+    restoreMembership()
     for node in nodes {
       node.slowDiskUntil = 0
+      if node.isPaused(at: now) {
+        node.pausedUntil = now + 1
+        events.schedule(.resume(node.index), at: now + 1)
+      }
       if node.condition == .crashed { startNode(node.index) }
     }
   }

@@ -47,4 +47,20 @@ import Testing
     let deleted = model.delete("a")
     #expect(!refused && deleted && model.snapshot.records.isEmpty && !model.isAlive(restarted))
   }
+
+  /// After an outage every live lease runs a full TTL from the service's return (an etcd cluster's
+  /// new leader extends the leases it recovers); one already past its TTL still expires then.
+  @Test func aServiceThatComesBackExtendsEveryLiveLease() {
+    var model = MembershipModel(leaseTTLMilliseconds: 1_000)
+    let lease = model.grant(now: 0)
+    let longer = model.grant(now: 0)
+    _ = model.put(.init(member: Member(id: "a", address: "10.0.0.1:7000"), lease: lease, instance: 1))
+    _ = model.keepAlive(longer, now: 900)
+    // Down from 500 to 3,000 ms: nothing expires meanwhile (the simulator does not call `expire`).
+    model.extendAll(now: 3_000)
+    let early = model.expire(now: 3_999)
+    #expect(early.isEmpty && model.isAlive(lease) && model.isAlive(longer))
+    let due = model.expire(now: 4_000)
+    #expect(due == ["a"] && !model.isAlive(lease) && !model.isAlive(longer))
+  }
 }

@@ -110,4 +110,47 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
       clean.trace.contains { $0.contains("read back blocks dropped as damaged") && !$0.contains("read_back=0") },
       "the seed read nothing back")
   }
+
+  /// A paused process does nothing while it is paused: no write-behind, no registration, no
+  /// ring adopted, no client served; a pause past the lease's TTL (and no membership outage) costs
+  /// the node its lease, and after it goes on it registers again. Every such seed runs clean.
+  @Test func aPausedNodeDoesNothingUntilItGoesOn() async throws {
+    var paused = 0
+    var expired = 0
+    for seed: UInt64 in 0..<150 {
+      let schedule = Simulator.run(SimulationOptions(seed: seed)).faultSchedule
+      guard let fault = schedule.first(where: { $0.contains(": pause n") }) else { continue }
+      let words = fault.split(separator: " ")
+      let node = String(words[words.firstIndex(of: "pause")! + 1])
+      let length = UInt64(words[words.firstIndex(of: "for")! + 1])!
+      let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
+      #expect(result.failure == nil, "\(result.report)")
+      let start = try #require(result.trace.firstIndex { $0.hasSuffix("fault: pause \(node) for \(length) ms") })
+      // Crashed while paused (a crash ends the pause) or paused past the run: nothing to check.
+      guard let end = result.trace[start...].firstIndex(where: { $0.hasSuffix(" \(node) goes on after its pause") })
+      else { continue }
+      paused += 1
+      // Lines start with their simulated time; the heal at 10.5 s ends a pause early. What
+      // happens at the instant it goes on may come before its line.
+      func time(_ line: String) -> UInt64 { UInt64(line.prefix { $0 != " " })! }
+      let lasted = time(result.trace[end]) - time(result.trace[start])
+      let during = result.trace[(start + 1)..<end].filter { time($0) < time(result.trace[end]) }
+      let busy = during.filter {
+        $0.contains(" \(node) wrote ") || $0.contains("membership: \(node) registered")
+          || $0.contains(" \(node) info: ring changed") || ($0.contains(" via \(node)") && !$0.contains("(paused)"))
+      }
+      #expect(busy.isEmpty, "seed \(seed): \(node) worked while paused: \(busy)")
+      let outage = schedule.contains { $0.contains("membership service down") }
+      if lasted > 2_600 && !outage {
+        #expect(
+          during.contains { $0.contains("leases expired, deleted") && $0.contains(node) },
+          "seed \(seed): \(node)'s lease outlived a pause of \(lasted) ms")
+        #expect(
+          result.trace[end...].contains { $0.contains("membership: \(node) registered") },
+          "seed \(seed): \(node) did not register again after its pause")
+        expired += 1
+      }
+    }
+    #expect(paused >= 10 && expired >= 2, "paused \(paused), expired \(expired)")
+  }
 }
