@@ -286,7 +286,7 @@ let package = Package(
       name: "CLITests",
       dependencies: [
         "StrataCore", "StrataConfig", "StrataClient", "StrataPlacement", "StrataWire", "StrataTCP", "StrataTestKit",
-        "strata",
+        "StrataAdmin", "StrataEtcd", "strata",
         "strata-pipeline-fuzz",
         .product(name: "Yams", package: "Yams"),
       ],

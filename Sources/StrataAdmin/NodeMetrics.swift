@@ -215,12 +215,12 @@ public final class NodeMetrics: NodeObserver {
     .init(
       name: "strata_member_records_rejected_total", kind: .counter, labels: ["reason"],
       help:
-        "Distinct etcd member records the ring did not honour, by reason (malformed, missing, unreadable, untrusted, expired, not_yet_valid, wrong_identity)."
+        "Distinct etcd member records the ring did not honour, by reason (malformed, missing, unreadable, untrusted, expired, not_yet_valid, wrong_identity, address_taken)."
     ),
     .init(
       name: "strata_member_records_rejected", kind: .gauge, labels: [],
       help:
-        "etcd member records present now that the ring does not honour (no certificate of the cluster CA for their id)."
+        "etcd member records present now that the ring does not honour (no certificate of the cluster CA for their id, or another record written later claims their address)."
     ),
     .init(
       name: "strata_copy_corrupt_blocks_total", kind: .counter, labels: [],
@@ -603,8 +603,9 @@ public final class NodeMetrics: NodeObserver {
     for outcome in ["dropped", "kept"] {
       counter("strata_demotion_failures_total", [("outcome", outcome)]).increment(by: Int64(0))
     }
-    // The reasons of MemberAdmission (StrataCluster): a malformed record, or its certificate's.
-    for reason in ["malformed"] + CertificateRejection.allCases.map(\.rawValue) {
+    // The reasons of ClusterNode.memberRejectionReasons (StrataCluster): a malformed record, its
+    // certificate's, or another record at its address.
+    for reason in ["malformed"] + CertificateRejection.allCases.map(\.rawValue) + ["address_taken"] {
       counter("strata_member_records_rejected_total", [("reason", reason)]).increment(by: Int64(0))
     }
     for name in [

@@ -159,6 +159,10 @@ public final class ClusterNode: ClusterHooks {
     var instances: [String: Int] = [:]
     /// etcd member records not honoured (MemberRecord.swift).
     var rejectedMembers = MemberRejections()
+    /// Records superseded now by another record at their address (`AddressClaims`): id to the id
+    /// holding it; and how many distinct supersessions were seen since start.
+    var supersededMembers: [String: String] = [:]
+    var supersededTotal = 0
     var service: MembershipServiceState = .notUsed
     var stopped = false
     /// From the drain's start: this node is draining in every ring it adopts, whatever the
@@ -312,9 +316,17 @@ public final class ClusterNode: ClusterHooks {
   var isStopped: Bool { state.withLock { $0.stopped } }
 
   /// Adopts a new ring (from membership); logs the change.
-  public func adopt(members given: [Member], epoch: UInt64) {
+  /// `written`: the revision each member's record was last written at (etcd's), which decides
+  /// between records that claim one address (`AddressClaims`); nil where no two can (static
+  /// membership, whose ids are addresses, and this node's own re-adoption of its ring).
+  public func adopt(members given: [Member], epoch: UInt64, written: [String: UInt64]? = nil) {
     let me = settings.me.id
     var members = given
+    if let written {
+      let claims = AddressClaims.resolve(given, written: written)
+      noteSuperseded(claims.superseded)
+      members = claims.kept
+    }
     if let index = members.firstIndex(where: { $0.id == me }) {
       let published = members[index].state == .draining
       let draining = state.withLock { state -> Bool in
@@ -442,14 +454,36 @@ public final class ClusterNode: ClusterHooks {
     }
   }
 
+  /// Counts and logs (once each) records newly superseded by another record at their address.
+  private func noteSuperseded(_ superseded: [String: String]) {
+    let fresh = state.withLock { state -> [(String, String)] in
+      let fresh = superseded.filter { state.supersededMembers[$0.key] != $0.value }.sorted { $0.key < $1.key }
+      state.supersededMembers = superseded
+      state.supersededTotal += fresh.count
+      return fresh
+    }
+    for (id, holder) in fresh {
+      logger.warning(
+        "member record not honoured: another record claims its address; it takes no share of the ring while it stays",
+        metadata: [
+          "audit": "member_rejected", "member": "\(id)", "reason": "address_taken", "address_held_by": "\(holder)",
+        ])
+    }
+  }
+
   /// Distinct member records rejected since start, by reason (the metric label), and how many
-  /// etcd holds now.
+  /// the membership holds now (etcd's records rejected, and records another at their address
+  /// supersedes: `address_taken`).
   public var memberRejections: (totals: [String: Int], now: Int) {
-    state.withLock { ($0.rejectedMembers.totals, $0.rejectedMembers.current.count) }
+    state.withLock { state in
+      var totals = state.rejectedMembers.totals
+      if state.supersededTotal > 0 { totals["address_taken"] = state.supersededTotal }
+      return (totals, state.rejectedMembers.current.count + state.supersededMembers.count)
+    }
   }
 
   /// The reasons a member record can be rejected for (metric labels).
-  public static var memberRejectionReasons: [String] { MemberAdmission.rejectionLabels }
+  public static var memberRejectionReasons: [String] { MemberAdmission.rejectionLabels + ["address_taken"] }
 
   /// Puts renewed TLS material in force (config reload): new peer and etcd connections present the
   /// new certificates (open ones keep theirs), and the etcd member record is written again with

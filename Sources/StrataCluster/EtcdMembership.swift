@@ -39,13 +39,15 @@ final class EtcdMembership: MembershipSource {
       client: client, prefix: node.settings.etcdPrefix + "members/", memberID: me.id,
       value: node.memberRecord(me).bytes, ttlSeconds: node.settings.leaseTTLSeconds,
       logger: logger, clock: node.settings.clock,
-      onMembers: { [node] records, revision in
+      onMembers: { [node] records, written, revision in
         // Every record is checked again on every change, against the time now: a certificate that
         // expired since the last change takes its member out of the ring at the next one.
         let admission = MemberAdmission(
           records: records, authority: node.memberAuthority, now: node.settings.clock.wallMilliseconds() / 1000)
         node.noteRejectedMembers(admission.rejected, records: records)
-        node.adopt(members: admission.members, epoch: UInt64(max(0, revision)))
+        node.adopt(
+          members: admission.members, epoch: UInt64(max(0, revision)),
+          written: written.mapValues { UInt64(max(0, $0)) })
         node.noteInstances(admission.instances)
         firstRing.signal()
       },

@@ -136,3 +136,35 @@ struct MemberRejections: Sendable {
     return fresh
   }
 }
+
+/// Member records that claim one address. One process listens there, so at most one of them is
+/// live; the others were left behind (a node that came back under a new id, with its old record
+/// not yet expired; a dead node's record at an address another node now uses). Ring owners are
+/// picked by id, so both would take shares, and a block's two owners could be one node: its write
+/// quorum met by a single copy (simulation: `rename`). The record written last (the highest
+/// revision it was written at; of equals, the greater id) keeps the address; the others take no
+/// share of the ring while they stay. Pure: the members and revisions in, the verdict out.
+enum AddressClaims {
+  /// `members` without the records another record's claim supersedes, in their order, and the
+  /// superseded ids with the id that holds their address.
+  static func resolve(_ members: [Member], written: [String: UInt64]) -> (kept: [Member], superseded: [String: String])
+  {
+    var holder: [String: Member] = [:]
+    for member in members {
+      guard let other = holder[member.address] else {
+        holder[member.address] = member
+        continue
+      }
+      let mine = (written[member.id] ?? 0, member.id)
+      let theirs = (written[other.id] ?? 0, other.id)
+      if mine > theirs { holder[member.address] = member }
+    }
+    var superseded: [String: String] = [:]
+    let kept = members.filter { member in
+      let holding = holder[member.address]!.id
+      if holding != member.id { superseded[member.id] = holding }
+      return holding == member.id
+    }
+    return (kept, superseded)
+  }
+}

@@ -12,7 +12,8 @@ import Synchronization
 #endif
 
 /// Registers `value` under `prefix + memberID` with a lease, keeps the lease alive (every ttl/3),
-/// watches the prefix, and reports the full member map and its revision after every change.
+/// watches the prefix, and reports the full member map, the revision each member's key was last
+/// written at (etcd's `mod_revision`) and the map's revision after every change.
 /// When etcd is unreachable it keeps the last map, reports `.disconnected(reason)`, retries with
 /// capped backoff, and on return re-puts its key and resyncs (full range, then watch): with its
 /// old lease when that is still alive, else with a new one. While connected it also reads the
@@ -35,7 +36,7 @@ public final class EtcdSession: Sendable {
 
   private let client: EtcdClient
   private let logger: Logger
-  private let onMembers: @Sendable (_ members: [String: [UInt8]], _ revision: Int64) -> Void
+  private let onMembers: @Sendable (_ members: [String: [UInt8]], _ written: [String: Int64], _ revision: Int64) -> Void
   private let onState: @Sendable (State) -> Void
   private let clock: any NodeClock
   private let jitter: @Sendable (_ maximum: UInt64) -> UInt64
@@ -71,7 +72,8 @@ public final class EtcdSession: Sendable {
     logger: Logger, clock: any NodeClock = SystemClock(),
     jitter: @escaping @Sendable (_ maximum: UInt64) -> UInt64 = { UInt64.random(in: 0...$0) },
     relistIntervalMilliseconds: UInt64 = 60_000,
-    onMembers: @escaping @Sendable (_ members: [String: [UInt8]], _ revision: Int64) -> Void,
+    onMembers:
+      @escaping @Sendable (_ members: [String: [UInt8]], _ written: [String: Int64], _ revision: Int64) -> Void,
     onState: @escaping @Sendable (State) -> Void
   ) {
     precondition(ttlSeconds > 0, "EtcdSession needs a positive TTL")
@@ -154,6 +156,8 @@ public final class EtcdSession: Sendable {
     var lease: Int64 = 0
     var leaseTTLSeconds: Int64 = 0
     var members: [String: [UInt8]] = [:]
+    /// The revision each member's key was last written at (etcd's mod_revision).
+    var written: [String: Int64] = [:]
     var watch: EtcdWatch?
     var generation = 0
     var connected = false
@@ -202,13 +206,16 @@ public final class EtcdSession: Sendable {
       for event in events where event.key.hasPrefix(prefix) {
         let member = String(event.key.dropFirst(prefix.count))
         switch event.kind {
-        case .put: connection.members[member] = event.value
+        case .put:
+          connection.members[member] = event.value
+          connection.written[member] = event.modRevision
         case .delete:
           connection.members[member] = nil
+          connection.written[member] = nil
           if member == memberID { ownKeyDeleted = true }
         }
       }
-      report(connection.members, revision)
+      report(connection.members, connection.written, revision)
       if ownKeyDeleted {
         // Our lease lapsed (or someone deleted the key): check the lease now and re-register.
         logger.warning("etcd session: own key \(key) was deleted; checking the lease")
@@ -303,9 +310,14 @@ public final class EtcdSession: Sendable {
     connection.schedule.listed(nowMilliseconds: clock.nowMilliseconds())
     let (kvs, revision) = try client.range(prefix: prefix)
     var members: [String: [UInt8]] = [:]
-    for kv in kvs { members[String(kv.key.dropFirst(prefix.count))] = kv.value }
+    var written: [String: Int64] = [:]
+    for kv in kvs {
+      members[String(kv.key.dropFirst(prefix.count))] = kv.value
+      written[String(kv.key.dropFirst(prefix.count))] = kv.modRevision
+    }
     connection.members = members
-    report(members, revision)
+    connection.written = written
+    report(members, written, revision)
     let generation = connection.generation
     connection.watch = try client.watch(
       prefix: prefix, startRevision: revision + 1,
@@ -347,12 +359,12 @@ public final class EtcdSession: Sendable {
     wake.signal()
   }
 
-  private func report(_ members: [String: [UInt8]], _ revision: Int64) {
+  private func report(_ members: [String: [UInt8]], _ written: [String: Int64], _ revision: Int64) {
     shared.withLock {
       $0.members = members
       $0.lastRevision = revision
     }
-    onMembers(members, revision)
+    onMembers(members, written, revision)
   }
 
   private func publish(_ state: State) {

@@ -37,6 +37,9 @@ enum Fault: CustomStringConvertible {
   /// events wait. Then it goes on where it stopped: the work it had begun first, under the ring it
   /// knew, and the watch catches up after. From the network faults' stream (`Fault.networkSchedule`).
   case pause(node: Int, milliseconds: UInt64)
+  /// The node's process dies and comes back after `restartAfter` ms under a new member id at the
+  /// same address, with its disk. From a stream of its own (`Fault.restartSchedule`).
+  case rename(node: Int, restartAfter: UInt64)
   /// The next disk writes fail with EIO.
   case failDiskWrites(node: Int, count: Int)
   /// The node's monotonic clock jumps forward (a paused VM): its leases expire early.
@@ -61,6 +64,7 @@ enum Fault: CustomStringConvertible {
     case .membershipOutage(let ms): "membership service down for \(ms) ms"
     case .oneWayLoss(let from, let to, let ms): "messages n\(from) -> n\(to) lost for \(ms) ms"
     case .pause(let node, let ms): "pause n\(node) for \(ms) ms"
+    case .rename(let node, let after): "rename n\(node): back under a new id at its address (down for \(after) ms)"
     case .failDiskWrites(let node, let count): "fail next \(count) disk writes on n\(node)"
     case .clockJump(let node, let ms): "clock jump n\(node) +\(ms) ms"
     case .drain(let node): "drain n\(node)"

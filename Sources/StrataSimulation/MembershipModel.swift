@@ -12,6 +12,8 @@ struct MembershipModel {
     var lease: UInt64
     /// The registering process instance (a restart within the TTL changes it, not the key).
     var instance: Int
+    /// The revision it was last written at (etcd's `mod_revision`): set by `put`.
+    var written: UInt64 = 0
   }
 
   /// The state at one revision: what a watcher sees.
@@ -58,9 +60,12 @@ struct MembershipModel {
 
   /// Puts a member's key under `lease`; true when anything changed (a new revision).
   mutating func put(_ record: Record) -> Bool {
+    var record = record
+    record.written = keys[record.member.id]?.written ?? 0
     guard leases[record.lease] != nil, keys[record.member.id] != record else { return false }
-    keys[record.member.id] = record
     revision += 1
+    record.written = revision
+    keys[record.member.id] = record
     return true
   }
 

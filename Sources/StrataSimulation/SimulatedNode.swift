@@ -31,8 +31,11 @@ final class SimulatedNode {
   static let leasesMax = 64
   static let leaseDurationMilliseconds: UInt64 = 2_000
 
-  let id: String
+  /// Its member id: "n<index>", and after a `rename` "n<index>r<renames>".
+  private(set) var id: String
   let index: Int
+  /// How many times it came back under a new id.
+  private(set) var renames = 0
   private(set) var condition = Condition.up
   private(set) var instance = 0
   /// This node's clock: simulated time plus the jumps it has suffered (a monotonic clock never
@@ -137,6 +140,15 @@ final class SimulatedNode {
   func move() {
     precondition(condition != .up, "a node moves while it is down")
     generation += 1
+  }
+
+  /// The node comes back under a new member id at the same address, with its disk (its
+  /// configured id changed, or the machine re-installed under a new host name): the old id's
+  /// record stays in the membership service until its lease expires.
+  func rename() {
+    precondition(condition != .up, "a node is renamed while it is down")
+    renames += 1
+    id = "n\(index)r\(renames)"
   }
 
   /// A drained node leaves for good.

@@ -58,8 +58,14 @@ extension Simulation {
   func checkQuorumHeld(_ id: BlockID, acknowledgedBy index: Int) -> Int {
     guard let ring = nodes[index].cluster?.ring else { return 0 }
     let required = WriteQuorumRule.required(requested: 0, configured: nil, replicas: ring.replicationFactor)
-    let owners = ring.owners(of: id.key).map(\.id)
-    let holding = nodes.filter { owners.contains($0.id) && $0.holds(id) }
+    let ownerMembers = ring.owners(of: id.key)
+    let owners = ownerMembers.map(\.id)
+    // An owner is the node with its id, or the node at its address (a copy sent to a member's
+    // record lands there: a record left by a node that came back under a new id names it too).
+    // Copies are counted by node: two owners that are one node hold one copy.
+    let holding = nodes.filter { node in
+      ownerMembers.contains { $0.id == node.id || $0.address == node.address } && node.holds(id)
+    }
     let holders = holding.map(\.id)
     if holders.count < required {
       fail(

@@ -137,6 +137,8 @@ final class Simulation: @unchecked Sendable {
   var diskReplacementRandom: SimulationRandom
   /// Moves' own generator (`Fault.restartSchedule`).
   var moveRandom: SimulationRandom
+  /// Renames' own generator (`Fault.restartSchedule`).
+  var renameRandom: SimulationRandom
   /// The generator of one-way losses and membership outages (`Fault.networkSchedule`).
   var networkFaultRandom: SimulationRandom
   var events = EventQueue<Event>()
@@ -201,6 +203,7 @@ final class Simulation: @unchecked Sendable {
     ramFaultRandom = SimulationRandom(seed: options.seed ^ 0x5241_4D46_4155_4C54)
     diskReplacementRandom = SimulationRandom(seed: options.seed ^ 0x4449_534B_5245_504C)
     moveRandom = SimulationRandom(seed: options.seed ^ 0x4D4F_5645_4E4F_4445)
+    renameRandom = SimulationRandom(seed: options.seed ^ 0x5245_4E41_4D45_4944)
     networkFaultRandom = SimulationRandom(seed: options.seed ^ 0x4E45_5457_4F52_4B53)
     let count = random.int(3...5)
     replicas = random.int(2...min(3, count))
@@ -251,7 +254,9 @@ final class Simulation: @unchecked Sendable {
     let moves = Fault.restartSchedule(
       percent: 16, nodes: nodes.count, window: 1_500...9_000, random: &moveRandom, Fault.move)
     let networkFaults = Fault.networkSchedule(nodes: nodes.count, window: 1_500...9_000, random: &networkFaultRandom)
-    for (time, fault) in faults + ramFaults + diskReplacements + moves + networkFaults {
+    let renames = Fault.restartSchedule(
+      percent: 12, nodes: nodes.count, window: 1_500...9_000, random: &renameRandom, Fault.rename)
+    for (time, fault) in faults + ramFaults + diskReplacements + moves + networkFaults + renames {
       faultSchedule.append("t=\(time) ms: \(fault)")
       events.schedule(.fault(fault), at: time)
     }
@@ -416,7 +421,9 @@ final class Simulation: @unchecked Sendable {
       return events.schedule(.watch(node: index, snapshot: snapshot), at: node.pausedUntil)
     }
     node.seenRevision = snapshot.revision
-    cluster.adopt(members: snapshot.records.map(\.member), epoch: snapshot.revision)
+    cluster.adopt(
+      members: snapshot.records.map(\.member), epoch: snapshot.revision,
+      written: Dictionary(uniqueKeysWithValues: snapshot.records.map { ($0.member.id, $0.written) }))
     var instances: [String: Int] = [:]
     for record in snapshot.records { instances[record.member.id] = record.instance }
     cluster.noteInstances(instances)
@@ -494,6 +501,13 @@ final class Simulation: @unchecked Sendable {
       if wasUp { crash(index) }
       nodes[index].move()
       note("  n\(index) will listen at \(nodes[index].address)")
+      if wasUp { events.schedule(.restart(index), at: now + after) }
+    case .rename(let index, let after):
+      guard nodes[index].condition != .departed else { return note("  skipped: n\(index) has left") }
+      let wasUp = nodes[index].isUp
+      if wasUp { crash(index) }
+      nodes[index].rename()
+      note("  n\(index) will be \(nodes[index].id) at \(nodes[index].address)")
       if wasUp { events.schedule(.restart(index), at: now + after) }
     case .failDiskWrites(let index, let count):
       nodes[index].device.failNextWrites(count)

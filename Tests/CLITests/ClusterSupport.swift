@@ -28,6 +28,8 @@ final class ClusterHarness {
   private(set) var ports: [String: UInt16] = [:]
   /// The names in the static peer list each node is started with.
   var staticMembers: [String] = []
+  /// Member ids other than "node-<name>" (`rename`).
+  private var ids: [String: String] = [:]
 
   init(membership: Membership, names: [String], ttlSeconds: Int = 2) throws {
     self.membership = membership
@@ -56,7 +58,7 @@ final class ClusterHarness {
 
   /// Starts (or restarts, on the same folder and port) node `name`.
   func start(_ name: String) async throws {
-    var extra = ["--node-id", "node-\(name)", "--replicas", "2"]
+    var extra = ["--node-id", id(name), "--replicas", "2"]
     switch membership {
     case .staticPeers:
       extra += ["--peers", staticMembers.map { address($0).description }.joined(separator: ",")]
@@ -102,6 +104,16 @@ final class ClusterHarness {
   func move(_ name: String) throws {
     precondition(nodes[name] == nil, "move a node while it is stopped")
     ports[name] = try freeLoopbackPort()
+  }
+
+  /// Node `name`'s member id: "node-<name>" unless renamed.
+  func id(_ name: String) -> String { ids[name] ?? "node-\(name)" }
+
+  /// Node `name` (stopped) will start under member id `id`, at its address and on its data: its
+  /// configured id changed, or its machine was re-installed under a new host name.
+  func rename(_ name: String, to id: String) {
+    precondition(nodes[name] == nil, "rename a node while it is stopped")
+    ids[name] = id
   }
 
   /// SIGSTOP: the node keeps its connections but answers nothing (a hung host); `resume` undoes it.

@@ -7,6 +7,7 @@
 import Foundation
 import StrataClient
 import StrataCore
+import StrataEtcd
 import StrataPlacement
 import StrataTestKit
 import Testing
@@ -152,6 +153,39 @@ struct EtcdClusterTests {
     defer { reader.close() }
     let check = try await blocks.verify(reader)
     #expect(check.ok == blocks.count, "read through b: \(check)")
+  }
+
+  /// A node killed and started again under a new id at its address, before its old member key
+  /// expired: the old record takes no share of the ring while it stays (another record, written
+  /// later, claims its address), so no block has that one node as two of its owners, its write
+  /// quorum met by a single copy (simulation: `rename`). Counted and logged.
+  @Test func aNodeBackUnderANewIdAtItsAddressIsNotTwoOwners() async throws {
+    let etcd = try EtcdProcess()
+    defer { etcd.stop() }
+    let cluster = try ClusterHarness(membership: .etcd(etcd.clientURL), names: ["a", "b", "c"], ttlSeconds: 30)
+    defer { cluster.shutdown() }
+    try await cluster.startRegistered(["a", "b", "c"])
+    cluster.killHard("b")
+    cluster.rename("b", to: "node-b2")
+    try await cluster.start("b")
+    let adopted = try await eventually(within: 10) { try await cluster.activeIDs(via: ["a"]).contains("node-b2") }
+    try #require(adopted, "a's ring never took node-b2")
+    // The old record is still in etcd (its lease has 30 s), and no ring honours it.
+    let records = try EtcdClient(endpoints: [try EtcdEndpoint(parsing: etcd.clientURL)])
+      .range(prefix: "/strata/test-\(cluster.ports["a"]!)/members/").kvs.map { $0.key.split(separator: "/").last! }
+    #expect(Set(records) == ["node-a", "node-b", "node-b2", "node-c"], "\(records)")
+    for seeds in [["a"], ["b"], ["c"]] {
+      #expect(try await cluster.activeIDs(via: seeds) == ["node-a", "node-b2", "node-c"], "ring of \(seeds)")
+    }
+    // Every PUT is acknowledged on two owners that are two nodes; each block reads back.
+    let blocks = BlockSet(count: 200, run: 97)
+    try await blocks.putAll(cluster.client(seeds: ["a"]))
+    let check = try await blocks.verify(cluster.client(seeds: ["c"]))
+    #expect(check.ok == blocks.count, "\(check)")
+    let metrics = try scrape(try cluster.node("a").admin)
+    #expect(sample(metrics, "strata_member_records_rejected_total", #"reason="address_taken""#) == 1, "\(metrics)")
+    #expect(sample(metrics, "strata_member_records_rejected") == 1)
+    #expect(cluster.log("a").contains("another record claims its address"))
   }
 
   @Test func nodesServeThroughAnEtcdOutageAndRegisterAgain() async throws {

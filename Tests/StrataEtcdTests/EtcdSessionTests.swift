@@ -25,7 +25,7 @@ final class RecordedSession: Sendable {
     session = EtcdSession(
       client: client, prefix: prefix, memberID: id, value: Array(value.utf8), ttlSeconds: ttlSeconds,
       logger: logger, relistIntervalMilliseconds: relistIntervalMilliseconds,
-      onMembers: { members, _ in maps.append(members) }, onState: { states.append($0) })
+      onMembers: { members, _, _ in maps.append(members) }, onState: { states.append($0) })
   }
 
   /// Waits until the last reported map has exactly `expected` (member -> value as text).

@@ -44,7 +44,7 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
   /// blocks held only by former owners after two quick ring changes) run clean, and they still
   /// exercise what they found: the drains and the repairs of blocks held without being owned.
   @Test func theFindingSeedsRunClean() async throws {
-    #expect(FindingSeeds.all.count == 71)
+    #expect(FindingSeeds.all.count == 79)
     var releasedBy: [UInt64] = []
     for seed in FindingSeeds.all {
       let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
