@@ -117,8 +117,11 @@ extension ClusterNode {
     let me = settings.me.id
     guard let myIndex = ring.members.firstIndex(where: { $0.id == me }) else { return (0, false) }
     // A pass over some blocks only walks those (owned, or held without being owned: an offer of
-    // those can fail too).
-    let inventory = only.map { tiers.inventory(of: Array($0)) } ?? tiers.inventory()
+    // those can fail too), in key order: a set's order differs from process to process, and with
+    // it which blocks share a batch (the simulator replays a seed exactly only so).
+    let inventory =
+      only.map { tiers.inventory(of: $0.sorted { ($0.key, $0.namespace.name) < ($1.key, $1.namespace.name) }) }
+      ?? tiers.inventory()
     let owned = inventory.filter { ring.isOwner(memberIndex: myIndex, of: $0.id.key) }
     let notOwned = inventory.filter { !ring.isOwner(memberIndex: myIndex, of: $0.id.key) }
     let offered = Array(notOwned.prefix(NotOwnedOffers.perPassMax))

@@ -489,26 +489,21 @@ final class Simulation: @unchecked Sendable {
     case .corruptRAM(let index, let count):
       corruptRAM(index, blocks: count)
     case .replaceDisk(let index, let after):
-      guard nodes[index].condition != .departed else { return note("  skipped: n\(index) has left") }
-      // Down already: the disk is swapped while it is, and it comes back when it was to.
-      let wasUp = nodes[index].isUp
-      if wasUp { crash(index) } else { failures.append((index, now)) }
-      nodes[index].replaceDisk()
-      if wasUp { events.schedule(.restart(index), at: now + after) }
+      // A node down already fails (for its blocks) as its disk is swapped.
+      restart(index, after: after) { node, wasUp in
+        if !wasUp { failures.append((index, now)) }
+        node.replaceDisk()
+      }
     case .move(let index, let after):
-      guard nodes[index].condition != .departed else { return note("  skipped: n\(index) has left") }
-      let wasUp = nodes[index].isUp
-      if wasUp { crash(index) }
-      nodes[index].move()
-      note("  n\(index) will listen at \(nodes[index].address)")
-      if wasUp { events.schedule(.restart(index), at: now + after) }
+      restart(index, after: after) { node, _ in
+        node.move()
+        note("  n\(index) will listen at \(node.address)")
+      }
     case .rename(let index, let after):
-      guard nodes[index].condition != .departed else { return note("  skipped: n\(index) has left") }
-      let wasUp = nodes[index].isUp
-      if wasUp { crash(index) }
-      nodes[index].rename()
-      note("  n\(index) will be \(nodes[index].id) at \(nodes[index].address)")
-      if wasUp { events.schedule(.restart(index), at: now + after) }
+      restart(index, after: after) { node, _ in
+        node.rename()
+        note("  n\(index) will be \(node.id) at \(node.address)")
+      }
     case .failDiskWrites(let index, let count):
       nodes[index].device.failNextWrites(count)
     case .clockJump(let index, let milliseconds):
@@ -520,6 +515,17 @@ final class Simulation: @unchecked Sendable {
       nodes.append(node)
       startNode(node.index)
     }
+  }
+
+  /// A process that dies (if it is up), is changed by `change` while it is down (told whether it
+  /// was up), and comes back `after` ms later (one that was down already comes back when it was
+  /// to); a node that has left is skipped.
+  func restart(_ index: Int, after: UInt64, changing change: (SimulatedNode, _ wasUp: Bool) -> Void) {
+    guard nodes[index].condition != .departed else { return note("  skipped: n\(index) has left") }
+    let wasUp = nodes[index].isUp
+    if wasUp { crash(index) }
+    change(nodes[index], wasUp)
+    if wasUp { events.schedule(.restart(index), at: now + after) }
   }
 
   /// Flips one bit in each of up to `count` blocks in node `index`'s RAM, chosen by the memory
