@@ -200,7 +200,9 @@ func getBlock(_ client: StrataClient, _ key: BlockKey, size: Int) async throws -
     let before = try #require(first)
     let after = try #require(second)
     // The load ran ahead of the scrapes by a few rounds at most: the first scrape saw at least 10
-    // rounds, the second at least 60 (each round one put and one get of 64 KiB), and more than the first.
+    // rounds, the second at least 60 (each round one put and one get of 64 KiB), and more than the
+    // first; but the node counts a request once its answer is written, so the last one the client
+    // saw answered may not be counted yet (one round less).
     let perRound = Double(64 << 10)
     for (series, unit) in [
       (#"strata_requests_total{op="put"}"#, 1.0), (#"strata_requests_total{op="get"}"#, 1),
@@ -212,7 +214,7 @@ func getBlock(_ client: StrataClient, _ key: BlockKey, size: Int) async throws -
     ] {
       let old = try #require(sample(before, series), "\(series) missing")
       let new = try #require(sample(after, series), "\(series) missing")
-      #expect(old >= 10 * unit && new >= 60 * unit && new > old, "\(series) went from \(old) to \(new)")
+      #expect(old >= 9 * unit && new >= 59 * unit && new > old, "\(series) went from \(old) to \(new)")
     }
     #expect(sample(after, #"strata_build_info{version="\#(StrataVersion.current)"}"#) == 1)
     // The load's connections (two) were open over this transport when the second scrape ran.
