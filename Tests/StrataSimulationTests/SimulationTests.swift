@@ -117,14 +117,15 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
   @Test func aPausedNodeDoesNothingUntilItGoesOn() async throws {
     var paused = 0
     var expired = 0
-    for seed: UInt64 in 0..<150 {
-      let schedule = Simulator.run(SimulationOptions(seed: seed)).faultSchedule
+    // Seeds on the suite's own threads (`simulate`), one run each: the trace is kept for all.
+    for seed: UInt64 in 0..<80 {
+      let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
+      #expect(result.failure == nil, "\(result.report)")
+      let schedule = result.faultSchedule
       guard let fault = schedule.first(where: { $0.contains(": pause n") }) else { continue }
       let words = fault.split(separator: " ")
       let node = String(words[words.firstIndex(of: "pause")! + 1])
       let length = UInt64(words[words.firstIndex(of: "for")! + 1])!
-      let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
-      #expect(result.failure == nil, "\(result.report)")
       let start = try #require(result.trace.firstIndex { $0.hasSuffix("fault: pause \(node) for \(length) ms") })
       // Crashed while paused (a crash ends the pause) or paused past the run: nothing to check.
       guard let end = result.trace[start...].firstIndex(where: { $0.hasSuffix(" \(node) goes on after its pause") })
@@ -151,6 +152,6 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
         expired += 1
       }
     }
-    #expect(paused >= 10 && expired >= 2, "paused \(paused), expired \(expired)")
+    #expect(paused >= 6 && expired >= 1, "paused \(paused), expired \(expired)")
   }
 }
