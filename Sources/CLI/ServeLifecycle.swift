@@ -16,7 +16,8 @@ import Synchronization
 /// 3. cluster: replication copies already queued go out (for up to 10 s), then membership,
 ///    replication and peer connections stop, once no request can need them;
 /// 4. admin API: stops after the data plane, so /metrics and /ready answer while it drains;
-/// 5. scheduled verify (`verify.interval`, with or without the admin API): no scrub starts;
+/// 5. verify: no scrub starts (the schedule, `verify.interval`, runs with or without the admin
+///    API), and one in progress ends at the block it is checking, before storage stops under it;
 /// 6. storage: the demotion loop ends and RAM blocks are written to NVMe (a warm restart).
 func nodeServices(
   _ settings: NodeConfiguration, tiers: TierManager, server: NodeServer, cluster: ClusterNode?,
@@ -32,14 +33,14 @@ func nodeServices(
       })
   ]
   let requestTimeout = Duration.milliseconds(settings.limits.requestTimeout.milliseconds)
-  if settings.verify.interval.milliseconds > 0 {
-    // Stopped before storage: a scrub in progress reads the tiers to its end.
-    services.append(
-      LifecycleService(
-        "scheduled verify", stopWithin: .seconds(1),
-        start: { verifier.startSchedule(every: settings.verify.interval, maxRate: settings.verify.maxRate) },
-        stop: { verifier.stopSchedule() }))
-  }
+  services.append(
+    LifecycleService(
+      "verify", stopWithin: .seconds(5),
+      start: {
+        guard settings.verify.interval.milliseconds > 0 else { return }
+        verifier.startSchedule(every: settings.verify.interval, maxRate: settings.verify.maxRate)
+      },
+      stop: { verifier.stop() }))
   if let administration {
     // Nothing to start here: the admin API listens once the node is ready (the last service).
     services.append(

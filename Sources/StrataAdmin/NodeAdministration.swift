@@ -309,7 +309,6 @@ public final class NodeAdministration: Sendable {
     return selector
   }
 
-  /// Logs the end of the verify in progress (on a thread of its own).
   private func reload() throws(StrataError) -> ReloadReport {
     guard let configPath else {
       throw StrataError(.invalidArgument, "this node was started without --config: there is no file to reload")

@@ -40,7 +40,7 @@ import Testing
     #expect(node.process.terminationStatus == 0, "exit \(node.process.terminationStatus) after \(took):\n\(text)")
 
     // The stop order is logged when stopping begins and confirmed when it ends.
-    let order = #"["readiness", "data plane", "admin API", "scheduled verify", "storage"]"#
+    let order = #"["readiness", "data plane", "admin API", "verify", "storage"]"#
     let lines = text.split(separator: "\n").map(String.init)
     let stopping = lines.firstIndex { $0.contains("stopping") && $0.contains("order=\(order)") }
     let storage = lines.firstIndex { $0.contains("storage stopped") }

@@ -126,6 +126,27 @@ private func prefixedID(_ first: UInt8, _ n: Int, namespace: String = "test") ->
     #expect(verifier.corruptBlocksTotal == 1)
   }
 
+  /// `stop()` ends a paced scrub at the block it is checking, however long its pace would have it
+  /// wait, and no scrub starts after it (the node stops it before its storage).
+  @Test func stopEndsAPacedScrubAtOnceAndNoneStartsAfter() throws {
+    let fixture = try TierFixture()
+    for n in 0..<10 {
+      let payload = testPayload(n, bytes: 50_000)
+      try payload.withUnsafeBytes {
+        try fixture.nvme.write(testBlockID(n), payload: $0, checksum: CRC32C.checksum($0))
+      }
+    }
+    let verifier = StorageVerifier(tiers: fixture.tiers)
+    // 1 KiB/s: after its first block (50 KB) the scrub would wait ~49 s before the second.
+    #expect(verifier.start(maxBytesPerSecond: 1_024))
+    let began = ContinuousClock.now
+    verifier.stop()
+    #expect(ContinuousClock.now - began < .seconds(10), "stop waited for the pace")
+    let progress = verifier.progress
+    #expect(progress.state == .done && progress.scannedBlocks < progress.totalBlocks, "\(progress)")
+    #expect(!verifier.start())
+  }
+
   /// A PUT of a block held already is acknowledged by the copy here only if that copy is intact:
   /// one damaged in RAM since it was stored is removed (reported as damaged) and the PUT's bytes
   /// stored in its place, so the acknowledgement never rests on a damaged copy.

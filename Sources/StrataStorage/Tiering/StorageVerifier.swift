@@ -55,6 +55,8 @@ public final class StorageVerifier: Sendable {
     var corruptTotal = 0
     /// When the latest scrub finished (seconds since 1970).
     var lastFinishedAt: Double?
+    /// `stop()` was called: no scrub starts, the one in progress ends at its next block.
+    var stopped = false
   }
 
   public let tiers: TierManager
@@ -63,6 +65,8 @@ public final class StorageVerifier: Sendable {
   private let finished = Mutex<DispatchSemaphore?>(nil)
   /// Ends the schedule's thread (`startSchedule`), when one runs.
   private let scheduleStop = Mutex<DispatchSemaphore?>(nil)
+  /// Wakes a paced scrub waiting for its rate (`stop()`).
+  private let paceWake = DispatchSemaphore(value: 0)
 
   /// `logger` (when given) hears when each scrub ends, and what it found.
   public init(tiers: TierManager, logger: Logger? = nil) {
@@ -72,8 +76,8 @@ public final class StorageVerifier: Sendable {
 
   /// Starts a scrub every `interval` (the first one an interval from now) at `maxRate` per
   /// second, on a thread of its own, unless one runs already (then that turn is
-  /// skipped, and logged), until `stopSchedule()`. The node runs it whether or not its admin API
-  /// is enabled (`verify.interval`).
+  /// skipped, and logged), until `stop()`. The node runs it whether or not its admin API is
+  /// enabled (`verify.interval`).
   public func startSchedule(every interval: DurationSetting, maxRate: ByteSize) {
     let stop = DispatchSemaphore(value: 0)
     let previous = scheduleStop.withLock { current in
@@ -98,8 +102,17 @@ public final class StorageVerifier: Sendable {
     thread.start()
   }
 
-  /// Ends the schedule (a scrub in progress runs to its end).
-  public func stopSchedule() { scheduleStop.withLock { $0 }?.signal() }
+  /// Ends the schedule and the scrub in progress (at the block it is checking: within one block's
+  /// read, however it is paced), and waits for it: a node stops it before its storage. No scrub
+  /// starts after it.
+  public func stop() {
+    state.withLock { $0.stopped = true }
+    scheduleStop.withLock { $0 }?.signal()
+    paceWake.signal()
+    waitUntilFinished()
+  }
+
+  private var isStopped: Bool { state.withLock { $0.stopped } }
 
   public var progress: VerifyProgress {
     state.withLock { state in
@@ -120,14 +133,15 @@ public final class StorageVerifier: Sendable {
   /// When the latest scrub finished (seconds since 1970); nil before the first.
   public var lastFinishedAt: Double? { state.withLock { $0.lastFinishedAt } }
 
-  /// Starts a scrub on a thread of its own; false (and nothing started) when one is running.
+  /// Starts a scrub on a thread of its own; false (and nothing started) when one is running, or
+  /// after `stop()`.
   /// `maxBytesPerSecond` (0: no limit) paces it: after each block it waits until the bytes
   /// checked so far are within the rate since it started (`ScrubPace`).
   @discardableResult
   public func start(maxBytesPerSecond: UInt64 = 0) -> Bool {
     let semaphore = DispatchSemaphore(value: 0)
     let started = state.withLock { state -> Bool in
-      guard state.progress.state != .running else { return false }
+      guard state.progress.state != .running, !state.stopped else { return false }
       state.progress = VerifyProgress()
       state.progress.state = .running
       state.progress.maxRateBytesPerSecond = maxBytesPerSecond
@@ -161,7 +175,7 @@ public final class StorageVerifier: Sendable {
       $0.progress.totalBlocks = inRAM.count + ids.count
       $0.progress.ramBlocks = inRAM.count
     }
-    for id in inRAM {
+    for id in inRAM where !isStopped {
       checkRAM(id)
       pace()
     }
@@ -169,7 +183,7 @@ public final class StorageVerifier: Sendable {
       let buffer = UnsafeMutableRawBufferPointer.allocate(
         byteCount: max(tiers.configuration.blockBytesMax, 1), alignment: 4096)
       defer { buffer.deallocate() }
-      for id in ids {
+      for id in ids where !isStopped {
         check(id, nvme, buffer)
         pace()
       }
@@ -192,6 +206,8 @@ public final class StorageVerifier: Sendable {
     ]
     if progress.corruptBlocks > 0 {
       logger.warning("verify found corrupt blocks and dropped them", metadata: metadata)
+    } else if progress.scannedBlocks < progress.totalBlocks && isStopped {
+      logger.info("verify stopped before its end: the node is stopping", metadata: metadata)
     } else {
       logger.info("verify finished", metadata: metadata)
     }
@@ -203,7 +219,7 @@ public final class StorageVerifier: Sendable {
       ($0.progress.scannedBytes, $0.progress.maxRateBytesPerSecond, $0.startedMonotonic)
     }
     let wait = ScrubPace.wait(bytes: bytes, maxBytesPerSecond: limit, elapsedSeconds: monotonicSeconds() - started)
-    if wait > 0 { usleep(UInt32(min(wait, 60) * 1e6)) }
+    if wait > 0 { _ = paceWake.wait(timeout: .now() + .milliseconds(Int(min(wait, 60) * 1000))) }
   }
 
   private func checkRAM(_ id: BlockID) {
