@@ -139,7 +139,7 @@ final class Simulation: @unchecked Sendable {
   var moveRandom: SimulationRandom
   /// Renames' own generator (`Fault.restartSchedule`).
   var renameRandom: SimulationRandom
-  /// The generator of one-way losses and membership outages (`Fault.networkSchedule`).
+  /// The generator of membership outages, one-way losses and pauses (`Fault.networkSchedule`).
   var networkFaultRandom: SimulationRandom
   var events = EventQueue<Event>()
   var now: UInt64 = 0
