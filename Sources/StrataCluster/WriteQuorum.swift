@@ -113,8 +113,11 @@ extension ClusterNode {
       underReplicated.failed(asked.filter { !heldSet.contains($0) }, to: target.address)
       if let failure { failures.append("\(target.address): \(failure)") }
     }
-    // What could not be copied now goes to the queue: the owners catch up when they can.
-    if !retry.isEmpty { replicator.enqueue(retry.map { ReplicationTask(id: $0.key, targets: $0.value) }) }
+    // What could not be copied now goes to the queue: the owners catch up when they can. In the
+    // PUT's order, not the dictionary's (which differs from process to process, and with it the
+    // queue's batches: simulation seed 848 replayed differently in each process).
+    let queued = ids.compactMap { id in retry[id].map { ReplicationTask(id: id, targets: $0) } }
+    if !queued.isEmpty { replicator.enqueue(queued) }
     // A draining node leaves soon, and with it the queue and the under-replicated record that
     // would give an owner it missed its copy later (nothing else tells the owners that one of them
     // lacks the block): it acknowledges only once every owner holds the block (simulator, seed 36801).

@@ -385,7 +385,8 @@ struct RegionLog: Sendable {
     counters.reclaimFullScans += 1
     let stranded = index.filter { $0.value.region == UInt32(region) }
     for key in stranded.keys { remove(key) }
-    return stranded.keys.map(blockID(of:))
+    // In key order, not the dictionary's (which differs from process to process).
+    return stranded.keys.map(blockID(of:)).sorted { ($0.key, $0.namespace.name) < ($1.key, $1.namespace.name) }
   }
 
   /// Makes a reclaimed region free; its blocks have left the index.
