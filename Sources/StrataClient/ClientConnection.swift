@@ -249,6 +249,16 @@ final class ClientConnection: @unchecked Sendable {
     try reader.receivePayload(into: destination, from: &socket, deadline: exchangeDeadline)
   }
 
+  /// Reads the next payload bytes of the response being received into `segments`, each filled
+  /// before the next, telling `landed` of every piece as it lands (see `FrameReader`).
+  func receive(
+    into segments: [UnsafeMutableRawBufferPointer],
+    landed: (_ segment: Int, _ bytes: UnsafeRawBufferPointer) -> Void
+  ) throws(StrataError) {
+    guard var socket else { throw StrataError(.unavailable, "not connected to \(address)") }
+    try reader.receivePayload(into: segments, from: &socket, deadline: exchangeDeadline, landed: landed)
+  }
+
   /// Reads and drops `count` payload bytes of the response being received.
   func discard(_ count: Int) throws(StrataError) {
     guard var socket else { throw StrataError(.unavailable, "not connected to \(address)") }

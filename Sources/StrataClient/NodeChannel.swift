@@ -179,24 +179,9 @@ final class NodeChannel: Sendable {
         guard case .getResponse(let response) = message, response.items.count == items.count else {
           throw unexpected(message)
         }
-        results.reserveCapacity(items.count)
-        for (item, answer) in zip(items, response.items) {
-          switch answer.status {
-          case .missing: results.append(.missing)
-          case .rangeOutOfBounds: results.append(.outOfRange)
-          case .corrupt: results.append(.corrupt)
-          case .ok:
-            let length = Int(answer.length)
-            guard length <= item.capacity else {
-              try connection.discard(length)
-              results.append(.destinationTooSmall(length: length))
-              continue
-            }
-            let result = try receiver.receive(
-              into: [item.destination] + item.tail, length: length, checksum: answer.checksum)
-            if result == .corrupt { damaged.append(item.key) }
-            results.append(result)
-          }
+        results = try receiver.receive(items, answers: response.items)
+        damaged = zip(items, zip(response.items, results)).compactMap { item, outcome in
+          outcome.0.status == .ok && outcome.1 == .corrupt ? item.key : nil
         }
       }
       try receiver.finish()

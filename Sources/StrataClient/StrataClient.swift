@@ -155,6 +155,8 @@ public final class StrataClient: Sendable {
 
     /// The bytes `destination` and `tail` hold together.
     public var capacity: Int { tail.reduce(destination.length) { $0 + $1.length } }
+    /// The destination and its tail, in order.
+    var slices: [RegionSlice] { [destination] + tail }
   }
 
   public enum GetResult: Sendable, Hashable {

@@ -8,6 +8,23 @@ public protocol ByteSource {
   /// returns how many. 0 only from a source that cannot wait (non-blocking, or in memory) and has
   /// nothing now. Throws when the stream ended or failed, or `timeout` when the deadline passed.
   mutating func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline) throws(StrataError) -> Int
+
+  /// Receives at least one byte into `segments` (none empty), filling each before the next, and
+  /// returns how many (at most their total); otherwise as `receive(into:deadline:)`. The peer is
+  /// bound to send `followedBy` more bytes after them (the rest of a frame's payload), so a socket
+  /// may sleep until a large piece has arrived rather than wake for every packet.
+  mutating func receive(
+    into segments: [UnsafeMutableRawBufferPointer], deadline: Deadline, followedBy: Int
+  ) throws(StrataError) -> Int
+}
+
+extension ByteSource {
+  /// One segment at a time.
+  public mutating func receive(
+    into segments: [UnsafeMutableRawBufferPointer], deadline: Deadline, followedBy: Int
+  ) throws(StrataError) -> Int {
+    try receive(into: segments[0], deadline: deadline)
+  }
 }
 
 /// Bytes already in memory, appended as they arrive and taken from the front: the source of an

@@ -26,7 +26,94 @@ private struct Dripping: ByteSource {
   }
 }
 
+/// A source that fills up to `pieceBytes` across several segments at once, as a socket's
+/// `recvmsg` does, and records how much each read was owed after its segments.
+private struct Spreading: ByteSource {
+  var queue: ByteQueue
+  let pieceBytes: Int
+  var owed: [Int] = []
+
+  mutating func receive(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline) -> Int {
+    queue.receive(
+      into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(buffer.count, pieceBytes)]), deadline: deadline)
+  }
+
+  mutating func receive(
+    into segments: [UnsafeMutableRawBufferPointer], deadline: Deadline, followedBy: Int
+  ) -> Int {
+    owed.append(followedBy)
+    var moved = 0
+    for segment in segments where moved < pieceBytes {
+      #expect(!segment.isEmpty, "a read is never given an empty segment")
+      let count = receive(into: UnsafeMutableRawBufferPointer(rebasing: segment[0...]), deadline: deadline)
+      moved += count
+      if count < segment.count { break }
+    }
+    return moved
+  }
+}
+
 @Suite struct FrameReaderTests {
+  /// A payload read into several segments (a batch's blocks) lands in them in order whatever the
+  /// reads cut: every piece is reported once, with its segment, before the next read; the bytes a
+  /// read is told are still owed after its segments are the frame's rest; empty segments are
+  /// passed over; the frame ends exactly at the payload's end.
+  @Test(arguments: [1, 999, 4096, 1 << 20])
+  func aPayloadScatteredOverSegmentsLandsInOrder(pieceBytes: Int) throws {
+    let sizes = [70_000, 0, 1, 4096, 0, 123_457]
+    let payload = (0..<sizes.reduce(0, +)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 11) }
+    var source = Spreading(queue: ByteQueue(put(1, payload + [5, 5, 5]) + put(2, [])), pieceBytes: pieceBytes)
+    let reader = FrameReader(receiving: .request, bufferBytes: 100)
+    _ = try #require(try reader.nextFrame(from: &source, deadline: .never) { _ in .never })
+    var landed = [UInt8](repeating: 0, count: payload.count)
+    var reported: [(segment: Int, bytes: [UInt8])] = []
+    try landed.withUnsafeMutableBytes { whole in
+      var segments: [UnsafeMutableRawBufferPointer] = []
+      var start = 0
+      for size in sizes {
+        segments.append(UnsafeMutableRawBufferPointer(rebasing: whole[start..<(start + size)]))
+        start += size
+      }
+      try reader.receivePayload(into: segments, from: &source, deadline: .never) { segment, bytes in
+        reported.append((segment, Array(bytes)))
+      }
+    }
+    #expect(landed == payload)
+    #expect(reader.payloadRemainingBytes == 3)
+    for (index, size) in sizes.enumerated() {
+      let pieces = reported.filter { $0.segment == index }
+      #expect(pieces.reduce(0) { $0 + $1.bytes.count } == size)
+      #expect(!pieces.contains { $0.bytes.isEmpty })
+    }
+    #expect(reported.map(\.segment) == reported.map(\.segment).sorted())
+    #expect(reported.flatMap(\.bytes) == payload)
+    #expect(source.owed.allSatisfy { $0 == 3 }, "all segments fit one read: only the frame's rest is owed after it")
+    #expect(throws: StrataError.self) {
+      var more = [UInt8](repeating: 0, count: 4)
+      try more.withUnsafeMutableBytes {
+        try reader.receivePayload(into: [$0], from: &source, deadline: .never) { _, _ in }
+      }
+    }
+  }
+
+  /// One read fills at most `segmentsPerReadMax` segments, and is told the bytes of the segments
+  /// beyond them as owed too.
+  @Test func aReadFillsAtMostItsShareOfSegmentsAndIsToldTheRestIsOwed() throws {
+    let count = FrameReader.segmentsPerReadMax + 36
+    let payload = (0..<(count * 10)).map { UInt8(truncatingIfNeeded: $0) }
+    var source = Spreading(queue: ByteQueue(put(1, payload)), pieceBytes: 1 << 20)
+    let reader = FrameReader(receiving: .request, bufferBytes: 100)
+    _ = try #require(try reader.nextFrame(from: &source, deadline: .never) { _ in .never })
+    var landed = [UInt8](repeating: 0, count: payload.count)
+    try landed.withUnsafeMutableBytes { whole in
+      let segments = (0..<count).map { UnsafeMutableRawBufferPointer(rebasing: whole[($0 * 10)..<($0 * 10 + 10)]) }
+      try reader.receivePayload(into: segments, from: &source, deadline: .never) { _, _ in }
+    }
+    #expect(landed == payload)
+    #expect(source.owed == [360, 0])
+    #expect(reader.endFrame() == 0)
+  }
+
   @Test(arguments: [1, 7, 64, 1000])
   func framesAndPayloadsArriveInPlace(pieceBytes: Int) throws {
     let payloads = [[UInt8](repeating: 1, count: 5000), [], (0..<300).map { UInt8($0 % 251) }]

@@ -4,6 +4,7 @@
 
 import StrataCore
 import StrataGPU
+import StrataWire
 
 /// Receives the blocks of one GET response; `finish()` before reporting the batch's results.
 struct BlockReceiver {
@@ -19,91 +20,104 @@ struct BlockReceiver {
     self.verify = verify
   }
 
-  /// Receives `length` payload bytes (which fit) into `segments`, filling each before the next.
-  /// Several segments must be host memory; the checksum covers all of them together.
-  mutating func receive(into segments: [RegionSlice], length: Int, checksum: UInt32) throws(StrataError)
-    -> StrataClient.GetResult
+  /// Receives the payload of a GET response whose `answers` answer `items` (in order), and returns
+  /// each item's result. When every block sent lands in host memory, the whole payload is read
+  /// as one stream into all the destinations at once (`receiveIntoHost`); otherwise block by
+  /// block (GPU memory through the staging ring, a block too large for its destination read and
+  /// dropped).
+  mutating func receive(_ items: [StrataClient.GetItem], answers: [GetResponse.Item]) throws(StrataError)
+    -> [StrataClient.GetResult]
   {
-    guard segments.count > 1 else { return try receive(into: segments[0], length: length, checksum: checksum) }
-    guard segments.allSatisfy({ $0.region.kind == .host }) else {
-      throw StrataError(.unsupported, "a GET scattered over several buffers takes host memory only")
+    let sent = zip(items, answers).filter { $0.1.status == .ok }
+    let intoHost = sent.allSatisfy { item, answer in
+      Int(answer.length) <= item.capacity && item.slices.allSatisfy { $0.region.kind == .host }
     }
-    var crc: UInt32 = 0
-    var left = length
-    var filled: [UnsafeMutableRawBufferPointer] = []
-    for segment in segments where left > 0 {
-      let buffer = UnsafeMutableRawBufferPointer(rebasing: segment.buffer[0..<min(left, segment.length)])
-      crc = try receiveChecksumming(into: buffer, continuing: crc)
-      filled.append(buffer)
-      left -= buffer.count
+    var landed = intoHost ? try receiveIntoHost(sent.map { ($0.slices, Int($1.length), $1.checksum) })[...] : []
+    var results: [StrataClient.GetResult] = []
+    results.reserveCapacity(items.count)
+    for (item, answer) in zip(items, answers) {
+      switch answer.status {
+      case .missing: results.append(.missing)
+      case .rangeOutOfBounds: results.append(.outOfRange)
+      case .corrupt: results.append(.corrupt)
+      case .ok where intoHost: results.append(landed.removeFirst())
+      case .ok:
+        let length = Int(answer.length)
+        if length > item.capacity {
+          try connection.discard(length)
+          results.append(.destinationTooSmall(length: length))
+        } else if case .cuda(let device) = item.destination.region.kind {
+          guard item.tail.isEmpty else {
+            throw StrataError(.unsupported, "a GET scattered over several buffers takes host memory only")
+          }
+          results.append(
+            try receive(into: item.destination, onDevice: device, length: length, checksum: answer.checksum))
+        } else {
+          results.append(try receiveIntoHost([(item.slices, length, answer.checksum)])[0])
+        }
+      }
     }
-    guard !verify || crc == checksum else {
-      for buffer in filled { buffer.initializeMemory(as: UInt8.self, repeating: 0) }
+    return results
+  }
+
+  /// Receives blocks that all go to host memory (each `length` bytes, which fit in its slices,
+  /// filling each before the next) with reads that take whatever has arrived, across as many
+  /// destinations as it covers; each piece is checksummed as it lands, continuing its block's
+  /// CRC-32C (from the cache: the kernel has just written it). A block that fails its checksum is
+  /// zeroed and answered `corrupt`.
+  private func receiveIntoHost(_ blocks: [(slices: [RegionSlice], length: Int, checksum: UInt32)])
+    throws(StrataError) -> [StrataClient.GetResult]
+  {
+    var segments: [UnsafeMutableRawBufferPointer] = []
+    var owners: [Int] = []
+    for (index, block) in blocks.enumerated() {
+      var left = block.length
+      for slice in block.slices where left > 0 {
+        segments.append(UnsafeMutableRawBufferPointer(rebasing: slice.buffer[0..<min(left, slice.length)]))
+        owners.append(index)
+        left -= segments[segments.count - 1].count
+      }
+    }
+    var checksums = [UInt32](repeating: 0, count: blocks.count)
+    let verify = self.verify
+    try connection.receive(into: segments) { segment, bytes in
+      if verify { checksums[owners[segment]] = CRC32C.checksum(bytes, continuing: checksums[owners[segment]]) }
+    }
+    return blocks.indices.map { index in
+      guard !verify || checksums[index] == blocks[index].checksum else {
+        for (segment, owner) in zip(segments, owners) where owner == index {
+          segment.initializeMemory(as: UInt8.self, repeating: 0)
+        }
+        return .corrupt
+      }
+      return .ok(length: blocks[index].length)
+    }
+  }
+
+  /// Receives `length` payload bytes (which fit) into GPU memory at `destination`, through the
+  /// device's staging ring.
+  private mutating func receive(
+    into destination: RegionSlice, onDevice device: Int, length: Int, checksum: UInt32
+  ) throws(StrataError) -> StrataClient.GetResult {
+    let ring: StagingRing
+    if let taken = rings[device] {
+      ring = taken
+    } else {
+      ring = try transports.takeRing(device: device)
+      rings[device] = ring
+    }
+    let address = destination.region.address + UInt64(destination.offset)
+    let before = ring.stagedBytes
+    let received = try ring.stage(length: length, to: address) { (chunk) throws(StrataError) in
+      try connection.receive(into: chunk)
+    }
+    staged[device, default: 0] += ring.stagedBytes - before
+    // The ring always computes the checksum (it has the bytes in host memory anyway).
+    guard !verify || received == checksum else {
+      try ring.zero(address, length: length)
       return .corrupt
     }
     return .ok(length: length)
-  }
-
-  /// Receives `length` payload bytes (which fit) into `destination`.
-  mutating func receive(into destination: RegionSlice, length: Int, checksum: UInt32) throws(StrataError)
-    -> StrataClient.GetResult
-  {
-    switch destination.region.kind {
-    case .host:
-      let buffer = UnsafeMutableRawBufferPointer(rebasing: destination.buffer[0..<length])
-      let received = try receiveChecksumming(into: buffer, continuing: 0)
-      guard !verify || received == checksum else {
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
-        return .corrupt
-      }
-      return .ok(length: length)
-    case .cuda(let device):
-      let ring: StagingRing
-      if let taken = rings[device] {
-        ring = taken
-      } else {
-        ring = try transports.takeRing(device: device)
-        rings[device] = ring
-      }
-      let address = destination.region.address + UInt64(destination.offset)
-      let before = ring.stagedBytes
-      let received = try ring.stage(length: length, to: address) { (chunk) throws(StrataError) in
-        try connection.receive(into: chunk)
-      }
-      staged[device, default: 0] += ring.stagedBytes - before
-      // The ring always computes the checksum (it has the bytes in host memory anyway).
-      guard !verify || received == checksum else {
-        try ring.zero(address, length: length)
-        return .corrupt
-      }
-      return .ok(length: length)
-    }
-  }
-
-  /// Bytes received before they are checksummed: few enough to be checksummed from the cache right
-  /// after the kernel copied them in, while the next ones keep arriving into the socket buffer, so
-  /// verification overlaps the transfer instead of reading the whole block again after it.
-  static let checksumChunkBytes = 256 << 10
-
-  /// Receives `buffer` in chunks, checksumming each as it lands (when verifying); returns the
-  /// CRC-32C of `buffer` continuing `crc` (or `crc` unchanged when not verifying).
-  private func receiveChecksumming(into buffer: UnsafeMutableRawBufferPointer, continuing crc: UInt32)
-    throws(StrataError) -> UInt32
-  {
-    guard verify else {
-      try connection.receive(into: buffer)
-      return crc
-    }
-    var crc = crc
-    var offset = 0
-    while offset < buffer.count {
-      let chunk = UnsafeMutableRawBufferPointer(
-        rebasing: buffer[offset..<min(buffer.count, offset + Self.checksumChunkBytes)])
-      try connection.receive(into: chunk)
-      crc = CRC32C.checksum(UnsafeRawBufferPointer(chunk), continuing: crc)
-      offset += chunk.count
-    }
-    return crc
   }
 
   /// Waits until every staged copy has landed in GPU memory and gives the rings back.

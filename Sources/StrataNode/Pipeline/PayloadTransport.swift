@@ -52,10 +52,22 @@ func checkedBeforeDelivery(_ items: [GetResponse.Item], _ ranges: [UnsafeRawBuff
 
 extension FrameReader {
   /// A stream transport's PUT payload: each slot received from `source` and checksummed as it
-  /// lands; refused items' bytes read and dropped.
+  /// lands; refused items' bytes read and dropped. With no item refused, the whole payload is read
+  /// as one stream into all the slots at once.
   func receive<Source: ByteSource>(
     _ slots: [PayloadSlot], from source: inout Source, deadline: Deadline
   ) throws(StrataError) -> [UInt32?] {
+    let buffers = slots.compactMap { slot -> UnsafeMutableRawBufferPointer? in
+      if case .into(let buffer) = slot { return buffer }
+      return nil
+    }
+    if buffers.count == slots.count {
+      var checksums = [UInt32](repeating: 0, count: slots.count)
+      try receivePayload(into: buffers, from: &source, deadline: deadline) { slot, bytes in
+        checksums[slot] = CRC32C.checksum(bytes, continuing: checksums[slot])
+      }
+      return checksums
+    }
     var landed: [UInt32?] = []
     landed.reserveCapacity(slots.count)
     for slot in slots {
