@@ -1,4 +1,4 @@
-// The client verifies every GET block against the checksum the node sends, chunk by chunk as the
+// The client verifies every GET block against the checksum the node sends, piece by piece as the
 // bytes arrive: a block whose RAM copy was damaged after it was stored (the node sends a whole
 // block with its stored checksum, unchecked) comes back `corrupt` with its destination zeroed,
 // never as data, whether the damage is in the first chunk or a later one, and into one buffer or
