@@ -262,9 +262,9 @@ public final class TCPSocket: @unchecked Sendable {
 
   /// Reads what has arrived into `segments`, filling each before the next, at least one byte (by
   /// `deadline` when one is given, else within the socket's timeout), and returns how many. The
-  /// peer owes `followedBy` bytes after the segments: on a plaintext socket owed at least
-  /// `lowWaterOwedMin` bytes in all, the read sleeps until `lowWaterBytes` have arrived instead of
-  /// waking for each packet (see there). With TLS it fills the first segment.
+  /// peer owes `followedBy` bytes after the segments: on a plaintext socket owed much, the read
+  /// sleeps until a large piece has arrived instead of waking for each packet (`lowWater(owed:)`).
+  /// With TLS it fills the first segment.
   public func readSome(
     into segments: [UnsafeMutableRawBufferPointer], deadline: Deadline = .never, followedBy: Int = 0
   ) throws(StrataError) -> Int {
@@ -276,7 +276,7 @@ public final class TCPSocket: @unchecked Sendable {
     for segment in segments { requested += segment.count }
     // Waiting for the mark never outlasts the stream: a read that sleeps has copied less than
     // the mark, and the peer owes the rest of `requested + followedBy`, at least the mark again.
-    setLowWater(requested + followedBy >= Self.lowWaterOwedMin ? Self.lowWaterBytes : 1)
+    setLowWater(Self.lowWater(owed: requested + followedBy))
     return try withUnsafeTemporaryAllocation(of: iovec.self, capacity: segments.count) {
       (vectors) throws(StrataError) -> Int in
       for (index, segment) in segments.enumerated() {
@@ -314,8 +314,17 @@ public final class TCPSocket: @unchecked Sendable {
   /// read this way (with a pass over the bytes after each read, as the client's checksum) ran
   /// ~1.3x faster at ~0.6x the reader's CPU per byte (docs/performance.md, "Payload reads").
   public static let lowWaterBytes: Int32 = 1 << 20
-  /// Reads owed less than this wake for every packet (mark 1): no system call on small frames.
-  public static let lowWaterOwedMin = 2 << 20
+  /// The smallest mark set: below it (reads owed under twice as much) a read wakes for every
+  /// packet, mark 1, and small frames cost no system call.
+  public static let lowWaterMin: Int32 = 64 << 10
+
+  /// The mark for a read owed `owed` bytes: the largest power of two at most half of them, at most
+  /// `lowWaterBytes`, or 1 below `lowWaterMin` (powers of two: few changes, so few system calls).
+  static func lowWater(owed: Int) -> Int32 {
+    let half = owed / 2
+    guard half >= Int(lowWaterMin) else { return 1 }
+    return Int32(min(Int(lowWaterBytes), 1 << (Int.bitWidth - 1 - half.leadingZeroBitCount)))
+  }
 
   private func setLowWater(_ mark: Int32) {
     guard lowWater.load(ordering: .relaxed) != mark else { return }

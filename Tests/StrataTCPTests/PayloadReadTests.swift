@@ -102,8 +102,9 @@ import Testing
       left -= count
     }
     for (owed, mark) in marks { #expect(mark == 1 || Int(mark) * 2 <= owed, "mark \(mark) owed \(owed)") }
-    #expect(marks.contains { $0.mark > 1 }, "a read owed megabytes sets a mark")
-    #expect(marks.last?.mark == 1, "the last reads are owed too little for one")
+    #expect(marks.first?.mark == TCPSocket.lowWaterBytes, "a read owed megabytes sets the largest mark")
+    #expect(marks.contains { $0.mark > 1 && $0.mark < TCPSocket.lowWaterBytes }, "smaller marks as less is owed")
+    #expect(TCPSocket.lowWater(owed: 2 * Int(TCPSocket.lowWaterMin) - 1) == 1, "small reads keep the kernel's mark")
     try server.readExactly(
       UnsafeMutableRawBufferPointer(rebasing: buffer[0..<16]), deadline: .after(milliseconds: 5_000))
     #expect(mark() == 1)
