@@ -59,10 +59,10 @@ func nodeServices(
               "sending queued replication copies before stopping", metadata: ["copies": "\(queued)", "within": "10s"])
           }
           let left = await cluster.finishReplication(withinMilliseconds: 10_000)
-          if left > 0 {
+          if left.queued > 0 || left.failed > 0 {
             logger.warning(
-              "stopping with replication copies still queued: their blocks stay short of their owners until a repair pass",
-              metadata: ["copies": "\(left)"])
+              "stopping with replication copies still queued or failed: their blocks stay short of their owners until a repair pass",
+              metadata: ["copies": "\(left.queued)", "failed_blocks": "\(left.failed)"])
           }
           cluster.stop(deregister: false)
         }))

@@ -262,19 +262,42 @@ public final class ClusterNode: ClusterHooks {
   }
 
   /// Waits, at most `milliseconds` (on the node's clock), until every replication copy queued
-  /// so far has been sent or dropped; returns how many were still queued or in flight. A graceful
-  /// stop calls it before `stop`, which drops what is queued (those blocks would stay short of
-  /// their owners until a repair pass).
-  public func finishReplication(withinMilliseconds milliseconds: UInt64) async -> Int {
+  /// so far has been sent or dropped, then, in what is left of that time, makes one pass over the
+  /// blocks whose copy failed earlier (a peer away or slow for a moment: their retry would come
+  /// after the stop). Returns how many copies were still queued or in flight, and blocks still
+  /// short of an owner. A graceful stop calls it before `stop`, which drops what is queued (those
+  /// blocks would stay short of their owners until a repair pass elsewhere).
+  public func finishReplication(withinMilliseconds milliseconds: UInt64) async -> (queued: Int, failed: Int) {
     let replicator = self.replicator
     let clock = settings.clock
+    let end = clock.nowMilliseconds() + milliseconds
+    await finish(by: end) { await replicator.waitForQueuedCopies() }
+    let failed = underReplicated.ids
+    if !failed.isEmpty && clock.nowMilliseconds() < end {
+      // On the node's task set, which `stop` cancels: the wait below ends at `end` whatever the
+      // pass is doing then.
+      let (passed, done) = AsyncStream<Void>.makeStream()
+      tasks.start { [self] in
+        _ = await repairPass(only: failed)
+        done.finish()
+      }
+      await finish(by: end) { for await _ in passed {} }
+    }
+    return (replicator.stats.queued, underReplicated.ids.count)
+  }
+
+  /// Runs `work` until it returns or the node's clock reaches `end`, whichever comes first
+  /// (`work` is cancelled then and must end at once).
+  private func finish(by end: UInt64, _ work: @escaping @Sendable () async -> Void) async {
+    let clock = settings.clock
+    let now = clock.nowMilliseconds()
+    guard now < end else { return }
     await withTaskGroup(of: Void.self) { group in
-      group.addTask { await replicator.waitForQueuedCopies() }
-      group.addTask { await clock.sleep(milliseconds: milliseconds) }
+      group.addTask { await work() }
+      group.addTask { await clock.sleep(milliseconds: end - now) }
       await group.next()
       group.cancelAll()
     }
-    return replicator.stats.queued
   }
 
   /// Stops membership (deregistering from etcd when `deregister`), replication and probes.

@@ -112,7 +112,7 @@ extension ClusterNode {
   /// the blocks it holds without owning them (at most `NotOwnedOffers.perPassMax`), offered to their
   /// owners and dropped from this node once every owner holds them. Returns how many blocks are not
   /// yet on every owner, and whether another pass should follow (the bound left blocks unoffered).
-  private func repairPass(only: Set<BlockID>? = nil) async -> (failed: Int, again: Bool) {
+  func repairPass(only: Set<BlockID>? = nil) async -> (failed: Int, again: Bool) {
     let (ring, addresses) = state.withLock { ($0.history.current, $0.addresses) }
     let me = settings.me.id
     guard let myIndex = ring.members.firstIndex(where: { $0.id == me }) else { return (0, false) }

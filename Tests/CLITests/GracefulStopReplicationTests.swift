@@ -31,14 +31,9 @@ import Testing
     return written
   }
 
-  /// The stopping node's cluster service used to drop its replication queue: every block whose
-  /// copy had not gone out stayed on that node alone (until a repair pass, which needs the node
-  /// back). Now the stop sends them first: b, resumed once a has begun sending, holds every block.
-  @Test func aStoppingNodeSendsTheCopiesItHadQueued() async throws {
-    let cluster = try await FaultCluster(names: ["a", "b"])
-    defer { cluster.stop() }
-    let blocks = BlockSet(count: 400, run: 93)
-    let written = try await queueCopiesToStoppedPeer(cluster, blocks, count: 150)
+  /// SIGTERMs a, resumes b once a has begun sending what it had queued, and checks that a exits 0
+  /// with nothing left behind and that b holds every block of `written`.
+  private func stopAndCheckPeerHoldsAll(_ cluster: FaultCluster, _ blocks: BlockSet, _ written: [Int]) async throws {
     let a = cluster.nodes["a"]!
     kill(a.process.processIdentifier, SIGTERM)
     // The data plane has stopped and the cluster service is sending what it had queued.
@@ -56,6 +51,33 @@ import Testing
     defer { direct.close() }
     let onB = try await blocks.verify(direct, indices: written)
     #expect(onB.ok == written.count, "b holds \(onB) of the \(written.count) blocks a acknowledged")
+  }
+
+  /// The stopping node's cluster service used to drop its replication queue: every block whose
+  /// copy had not gone out stayed on that node alone (until a repair pass, which needs the node
+  /// back). Now the stop sends them first: b, resumed once a has begun sending, holds every block.
+  @Test func aStoppingNodeSendsTheCopiesItHadQueued() async throws {
+    let cluster = try await FaultCluster(names: ["a", "b"])
+    defer { cluster.stop() }
+    let blocks = BlockSet(count: 400, run: 93)
+    let written = try await queueCopiesToStoppedPeer(cluster, blocks, count: 150)
+    try await stopAndCheckPeerHoldsAll(cluster, blocks, written)
+  }
+
+  /// A copy that failed while its peer was away (here: stopped, so the batch in flight fails) waits
+  /// for a retry 5 s later, which a node stopping sooner never made: those blocks stayed on it
+  /// alone. Now the stop makes one pass over them within its bound, so b, back by then, holds
+  /// every block a acknowledged, the failed batch's too.
+  @Test func aStoppingNodeRetriesTheCopiesThatFailedBeforeIt() async throws {
+    let cluster = try await FaultCluster(names: ["a", "b"])
+    defer { cluster.stop() }
+    let blocks = BlockSet(count: 400, run: 95)
+    let written = try await queueCopiesToStoppedPeer(cluster, blocks, count: 150)
+    #expect(
+      try await eventually(within: 40) {
+        (sample(try cluster.metrics("a"), "strata_under_replicated_blocks") ?? 0) >= 1
+      }, "the batch in flight to the stopped peer failed")
+    try await stopAndCheckPeerHoldsAll(cluster, blocks, written)
   }
 
   /// A peer that never answers holds the stop for the bound (10 s) only: the node says how many
