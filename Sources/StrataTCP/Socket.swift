@@ -185,12 +185,12 @@ public final class TCPSocket: @unchecked Sendable {
     setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_KEEPCNT, &count, size)
   }
 
-  /// Socket buffers (the kernel doubles the figure): large enough that a 2 MiB response leaves
-  /// its sender without waiting on the reader, small enough that what a streamed batch has in
-  /// flight is still in the CPU's caches when the reader copies it out. 4 MiB measured 10–20%
-  /// slower for batches of 2 and 32 MiB blocks on a Zen 4 machine (docs/performance.md, "Socket
-  /// buffers"); 1 MiB measured slower for single 2 MiB blocks.
-  public static let defaultBufferBytes: Int32 = 2 << 20
+  /// Socket buffers (the kernel doubles the figure, so 2 MiB each way): small enough that what a
+  /// streamed batch has in flight is still in the CPU's caches when the reader copies it out,
+  /// large enough for the reader's low-water mark (`lowWaterBytes`, at most half the receive
+  /// buffer). With payload reads woken by the mark, 1 MiB measured up to 1.2x 2 MiB on batches
+  /// of 2 MiB GETs and 256 KiB PUTs and lost on no row (docs/performance.md, "Socket buffers").
+  public static let defaultBufferBytes: Int32 = 1 << 20
 
   func configure(timeoutMilliseconds: UInt64, bufferBytes: Int32 = defaultBufferBytes) {
     var one: Int32 = 1
