@@ -2,8 +2,9 @@
 //
 //   strata-sim --seed 42 [--trace]            one seed; --trace prints every trace line
 //   strata-sim --first 0 --count 200          seeds 0..<200, a summary line per failure
-//   strata-sim ... --mutation skip-replication   with a deliberately injected bug (or no-read-back)
-//   strata-sim --findings                     the seeds that found bugs (FindingSeeds)
+//   strata-sim ... --mutation skip-replication   with a deliberately injected bug (or no-read-back, stop-without-flush)
+//   strata-sim --findings                     the seeds that found bugs (FindingSeeds), as found:
+//                                             without graceful stops (or one seed: --seed S --no-stops)
 //
 // Exit status: 0 when every seed ran clean, 1 when one failed (its report is printed), 2 on a
 // usage error.
@@ -17,7 +18,7 @@ import StrataSimulation
 func usage(_ message: String) -> Never {
   print("strata-sim: \(message)")
   print(
-    "usage: strata-sim (--seed N [--trace] | --first N --count M | --findings) [--mutation skip-replication|no-read-back] [--quiet]"
+    "usage: strata-sim (--seed N [--trace] | --first N --count M | --findings) [--no-stops] [--mutation skip-replication|no-read-back|stop-without-flush] [--quiet]"
   )
   exit(2)
 }
@@ -30,6 +31,7 @@ var showTrace = false
 var quiet = false
 var mutation: SimulationMutation?
 var findings = false
+var gracefulStops = true
 while !arguments.isEmpty {
   let flag = arguments.removeFirst()
   func value() -> String {
@@ -47,7 +49,10 @@ while !arguments.isEmpty {
   case "--count": count = number()
   case "--trace": showTrace = true
   case "--quiet": quiet = true
-  case "--findings": findings = true
+  case "--findings":
+    findings = true
+    gracefulStops = false
+  case "--no-stops": gracefulStops = false
   case "--mutation":
     let name = value()
     guard let known = SimulationMutation(rawValue: name) else {
@@ -60,7 +65,8 @@ while !arguments.isEmpty {
 }
 
 if let seed {
-  let result = Simulator.run(SimulationOptions(seed: seed, mutation: mutation, keepTrace: showTrace))
+  let result = Simulator.run(
+    SimulationOptions(seed: seed, mutation: mutation, keepTrace: showTrace, gracefulStops: gracefulStops))
   if showTrace { for line in result.trace { print(line) } }
   print(result.report)
   exit(result.failure == nil ? 0 : 1)
@@ -80,7 +86,7 @@ var acknowledged = 0
 var timedCalls = 0
 var answersLost = 0
 for seed in seeds {
-  let result = Simulator.run(SimulationOptions(seed: seed, mutation: mutation))
+  let result = Simulator.run(SimulationOptions(seed: seed, mutation: mutation, gracefulStops: gracefulStops))
   acknowledged += result.acknowledgedBlocks
   timedCalls += result.timedPeerCalls
   answersLost += result.answersLost

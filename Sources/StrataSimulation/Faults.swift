@@ -40,6 +40,12 @@ enum Fault: CustomStringConvertible {
   /// The node's process dies and comes back after `restartAfter` ms under a new member id at the
   /// same address, with its disk. From a stream of its own (`Fault.restartSchedule`).
   case rename(node: Int, restartAfter: UInt64)
+  /// An operator or supervisor stops the node gracefully (SIGTERM) and starts it again after
+  /// `restartAfter` ms, as `strata serve` stops: the data plane closes, the replication copies
+  /// it had queued go out (and one pass retries those that failed), the cluster layer stops,
+  /// and every RAM block is written to the disk. Not a failure: nothing it held may be lost. From
+  /// a stream of its own (`Fault.restartSchedule`).
+  case stop(node: Int, restartAfter: UInt64)
   /// The next disk writes fail with EIO.
   case failDiskWrites(node: Int, count: Int)
   /// The node's monotonic clock jumps forward (a paused VM): its leases expire early.
@@ -65,6 +71,7 @@ enum Fault: CustomStringConvertible {
     case .oneWayLoss(let from, let to, let ms): "messages n\(from) -> n\(to) lost for \(ms) ms"
     case .pause(let node, let ms): "pause n\(node) for \(ms) ms"
     case .rename(let node, let after): "rename n\(node): back under a new id at its address (down for \(after) ms)"
+    case .stop(let node, let after): "graceful stop n\(node) (started again after \(after) ms)"
     case .failDiskWrites(let node, let count): "fail next \(count) disk writes on n\(node)"
     case .clockJump(let node, let ms): "clock jump n\(node) +\(ms) ms"
     case .drain(let node): "drain n\(node)"

@@ -16,7 +16,8 @@ import StrataWire
 final class SimulatedNode {
   enum Condition: String {
     case up
-    case crashed
+    /// The process is not running (it crashed, or ended a graceful stop): it starts again.
+    case down
     /// Drained and gone for good.
     case departed
   }
@@ -48,7 +49,15 @@ final class SimulatedNode {
   /// The disk was replaced by an empty one: the next start formats it.
   private var diskIsNew = true
   private(set) var tiers: TierManager?
+  /// The current process's NVMe tier (inside `tiers`), read to see what a stop left on the disk.
+  private(set) var nvme: NVMeTier?
   private(set) var server: NodeServer?
+  /// The process is stopping gracefully (`Fault.stop`) since this time: its data plane is
+  /// closed (no one reaches it), its cluster layer still sends what it had queued.
+  var stoppingSince: UInt64?
+  /// The blocks on the disk when the last graceful stop ended: the next start recovers every one,
+  /// unless a disk fault struck meanwhile (which clears it).
+  var diskAtStop: Set<BlockID>?
 
   /// The real cluster layer of the current process, and the peer connections it opened.
   var cluster: ClusterNode?
@@ -75,6 +84,8 @@ final class SimulatedNode {
   /// How many times it moved.
   private(set) var generation = 0
   var isUp: Bool { condition == .up }
+  /// Whether a client or a peer reaches it now: up, not stopping, not paused.
+  func answers(at now: UInt64) -> Bool { isUp && stoppingSince == nil && !isPaused(at: now) }
   /// The process is stopped until this simulated time (`Fault.pause`); 0 when it runs.
   var pausedUntil: UInt64 = 0
   func isPaused(at now: UInt64) -> Bool { isUp && now < pausedUntil }
@@ -113,6 +124,7 @@ final class SimulatedNode {
     let server = try NodeServer(
       configuration: ServerConfiguration(Self.configuration(), nodeID: id), tiers: tiers, logger: logger)
     self.tiers = tiers
+    self.nvme = nvme
     self.server = server
     condition = .up
     return recovered
@@ -121,7 +133,24 @@ final class SimulatedNode {
   /// The process dies: RAM, connections and the cluster layer's state are gone; the disk stays
   /// as the crash left it.
   func crash() {
-    condition = .crashed
+    condition = .down
+    pausedUntil = 0
+    diskAtStop = nil
+    stopProcess()
+    device = device.crashed()
+  }
+
+  /// A graceful stop's end: the process exits once its blocks are on the disk. The disk keeps
+  /// only what it was told to keep (as after a crash): a stop must sync what it wrote. What the
+  /// next start must recover is every block whose record reads back intact now (bits a disk
+  /// fault flipped earlier are found then, and dropped).
+  func endStop() {
+    var buffer = [UInt8](repeating: 0, count: Self.blockBytesMax)
+    diskAtStop = Set(
+      nvme?.blockInventory().map(\.id).filter { id in
+        buffer.withUnsafeMutableBytes { (try? nvme?.read(id, into: $0)) != nil }
+      } ?? [])
+    condition = .down
     pausedUntil = 0
     stopProcess()
     device = device.crashed()
@@ -133,6 +162,7 @@ final class SimulatedNode {
     precondition(condition != .up, "a disk is replaced while its node is down")
     device = SimulatedBlockDevice(capacityBytes: Self.deviceBytes)
     diskIsNew = true
+    diskAtStop = nil
   }
 
   /// The node is rescheduled onto another host while its process is down: it keeps its id and its
@@ -167,7 +197,9 @@ final class SimulatedNode {
     cluster = nil
     peerTransport = nil
     tiers = nil
+    nvme = nil
     server = nil
+    stoppingSince = nil
     draining = false
     sessionActive = false
     watching = false
@@ -202,6 +234,9 @@ final class SimulatedNode {
     clockOffset += milliseconds
     clock.advance(milliseconds: milliseconds)
   }
+
+  /// Whether this node holds `id`, or, down after a graceful stop, its disk keeps it.
+  func keeps(_ id: BlockID) -> Bool { holds(id) || (!isUp && diskAtStop?.contains(id) == true) }
 
   /// Whether this node's storage holds `id` (RAM or NVMe index), read directly.
   func holds(_ id: BlockID) -> Bool {

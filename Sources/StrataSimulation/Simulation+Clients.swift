@@ -35,12 +35,12 @@ extension Simulation {
   /// The node a client sends a request for `first` to: the first owner that is up in the current
   /// membership's ring, or (one time in ten, a client that is not ring-aware) any node that is up.
   func route(_ first: BlockKey) -> Int? {
-    // A paused node does not answer: a client's timeout sends it to another.
-    let up = nodes.filter { $0.isUp && !$0.isPaused(at: now) }.map(\.index)
+    // A paused or stopping node does not answer: a client's timeout sends it to another.
+    let up = nodes.filter { $0.answers(at: now) }.map(\.index)
     if random.chance(10) { return random.pick(up) }
     let ring = ring(for: membership.snapshot)
     for owner in ring.owners(of: first) {
-      if let node = nodes.first(where: { $0.id == owner.id && $0.isUp && !$0.isPaused(at: now) }) { return node.index }
+      if let node = nodes.first(where: { $0.id == owner.id && $0.answers(at: now) }) { return node.index }
     }
     return random.pick(up)
   }

@@ -295,6 +295,9 @@ extension Simulation {
     guard let target = nodes.first(where: { $0.address == peer.description }), target.isUp else {
       throw StrataError(.unavailable, "cannot connect to \(peer): the node is down")
     }
+    guard target.stoppingSince == nil else {
+      throw StrataError(.unavailable, "cannot connect to \(peer): the node is stopping (its data plane is closed)")
+    }
     guard !partitioned(source, target.index) else {
       throw StrataError(.unavailable, "cannot connect to \(peer): partitioned from n\(source)")
     }
@@ -383,7 +386,7 @@ extension Simulation {
     let node = nodes[index]
     let active = nodes.filter { $0.isUp && !$0.draining }.count
     guard !node.isPaused(at: now) else { return note("  skipped: n\(index) does not answer (paused)") }
-    guard node.isUp, !node.draining, active > replicas, let cluster = node.cluster else {
+    guard node.isUp, node.stoppingSince == nil, !node.draining, active > replicas, let cluster = node.cluster else {
       return note("  skipped: n\(index) cannot drain now (\(active) active nodes, R=\(replicas))")
     }
     let call = RingCall(.drain, node: node.id)
@@ -456,5 +459,78 @@ extension Simulation {
     settle()
     clientConnections[index] = nil
     checkNoAcknowledgedBlockLost()
+  }
+}
+
+extension Simulation {
+  // MARK: Graceful stop (CLI/ServeLifecycle.swift)
+
+  /// How long a stop waits for its replication copies: `strata serve` waits 10 s; the simulator
+  /// scales it to the run (faults end by 10.5 s, the final check is at 20 s).
+  static let stopCopiesMilliseconds: UInt64 = 4_000
+
+  /// SIGTERM to node `index`, as `strata serve` stops: its data plane closes (clients and peers
+  /// no longer reach it), then its cluster layer sends the copies it had queued and retries those
+  /// that had failed (`ClusterNode.finishReplication`); `endStop` does the rest. A paused process
+  /// takes the signal when it goes on.
+  func startStop(_ index: Int, restartAfter: UInt64) {
+    let node = nodes[index]
+    guard node.isUp, node.stoppingSince == nil, let cluster = node.cluster else {
+      return note("  skipped: n\(index) is not up, or stopping already")
+    }
+    if node.isPaused(at: now) {
+      return events.schedule(.fault(.stop(node: index, restartAfter: restartAfter)), at: node.pausedUntil)
+    }
+    node.stoppingSince = now
+    clientConnections[index]?.close()
+    clientConnections[index] = nil
+    let instance = node.instance
+    Task(executorPreference: tasks) { [weak self] in
+      let left = await cluster.finishReplication(withinMilliseconds: Self.stopCopiesMilliseconds)
+      guard let self else { return }
+      events.schedule(.endStop(index, instance: instance, left: left, restartAfter: restartAfter), at: now)
+    }
+  }
+
+  /// The rest of a graceful stop: the cluster layer stops, every RAM block is written to the disk,
+  /// and the process exits, to start again `restartAfter` ms later. A stop that left blocks
+  /// unwritten counts as a failure of the node; one that did not must lose nothing: its disk is
+  /// checked at the next start (`diskAtStop`), and the blocks it alone held meanwhile are on it.
+  func endStop(_ index: Int, instance: Int, left: (queued: Int, failed: Int), restartAfter: UInt64) {
+    let node = nodes[index]
+    guard node.isUp, node.instance == instance, let since = node.stoppingSince, let cluster = node.cluster,
+      let tiers = node.tiers
+    else { return }
+    if node.isPaused(at: now) {
+      return events.schedule(
+        .endStop(index, instance: instance, left: left, restartAfter: restartAfter), at: node.pausedUntil)
+    }
+    cluster.stop(deregister: false)
+    settle()
+    tiers.shutdown()
+    var flushFailure: String?
+    var written = 0
+    do throws(StrataError) {
+      if options.mutation != .stopWithoutFlush {
+        written = try waitForTask { () throws(StrataError) in try await tiers.flush() }
+      }
+    } catch {
+      flushFailure = error.message
+    }
+    let unwritten = tiers.inventory().count { $0.tier == .ram && node.nvme?.contains($0.id) != true }
+    if unwritten > 0 && flushFailure == nil {
+      fail("n\(index) stops with \(unwritten) RAM blocks not on its disk, and its flush reported no failure")
+    }
+    // Copies left unsent do not make the stop a failure: their blocks are on this node's disk and
+    // come back with it. Blocks a failed flush left unwritten do.
+    let clean = flushFailure == nil && unwritten == 0
+    note(
+      "n\(index) stops: copies queued \(left.queued), blocks short of owners \(left.failed); \(written) blocks written to disk, \(unwritten) not\(flushFailure.map { " (\($0))" } ?? "")\(clean ? "" : "; counted as a failure")"
+    )
+    node.endStop()
+    settle()
+    if !clean { failures.append((index, since)) }
+    checkNoAcknowledgedBlockLost()
+    events.schedule(.restart(index), at: now + restartAfter)
   }
 }

@@ -3,6 +3,8 @@
 //   a block no client wrote (Simulation+Clients.swift);
 // - an acknowledged block is held by its write quorum of owners when the PUT is answered;
 // - no acknowledged block is lost while fewer than R nodes failed since its acknowledgement;
+// - a graceful stop loses nothing: its RAM is on its disk, and it comes back with what its disk
+//   held (checked in Simulation+Cluster.swift, where the stop runs);
 // - after the faults heal: rings converge to the membership service's, every acknowledged block
 //   (not excused by R failures) is readable with its bytes, and lives on every owner again;
 // - limits: between requests no in-flight bytes or transfer pins remain, leases stay within their
@@ -80,7 +82,7 @@ extension Simulation {
     for key in acknowledged.keys.sorted(by: keyOrder) {
       let acknowledgement = acknowledged[key]!
       let id = BlockID(namespace: SimulatedNode.namespace, key: key)
-      guard !nodes.contains(where: { $0.holds(id) }) else { continue }
+      guard !nodes.contains(where: { $0.keeps(id) }) else { continue }
       let failed = failedNodes(for: key, since: acknowledgement.at)
       if failed.count < acknowledgement.copies {
         fail(

@@ -20,6 +20,9 @@ public enum SimulationMutation: String, Sendable, CaseIterable {
   /// Blocks a node drops as damaged (its disk, its RAM) are not read back from their other
   /// owners: the node's damaged-block handler is replaced by one that does nothing.
   case noReadBack = "no-read-back"
+  /// A graceful stop skips writing RAM blocks to the disk (a lifecycle that lost its storage
+  /// step): the process exits with blocks only in its RAM.
+  case stopWithoutFlush = "stop-without-flush"
 }
 
 /// What one seed runs with.
@@ -28,11 +31,18 @@ public struct SimulationOptions: Sendable {
   public var mutation: SimulationMutation?
   /// Keep every trace line in the result (otherwise only the last ones, for a failure report).
   public var keepTrace: Bool
+  /// Whether the seed draws graceful stops (`Fault.stop`). The finding seeds run without them:
+  /// they were found before stops were drawn, and a stop would move the faults that exercise what
+  /// they found (a node stopped when its drain was to start).
+  public var gracefulStops: Bool
 
-  public init(seed: UInt64, mutation: SimulationMutation? = nil, keepTrace: Bool = false) {
+  public init(
+    seed: UInt64, mutation: SimulationMutation? = nil, keepTrace: Bool = false, gracefulStops: Bool = true
+  ) {
     self.seed = seed
     self.mutation = mutation
     self.keepTrace = keepTrace
+    self.gracefulStops = gracefulStops
   }
 }
 
@@ -119,6 +129,9 @@ final class Simulation: @unchecked Sendable {
     case drainStatus(Int, instance: Int)
     /// A drained node's process exits.
     case depart(Int, instance: Int)
+    /// A graceful stop's copies are done (or its time is up): the process stops its cluster
+    /// layer, writes its RAM to the disk and exits, to start again `restartAfter` ms later.
+    case endStop(Int, instance: Int, left: (queued: Int, failed: Int), restartAfter: UInt64)
     case heal
     case finalCheck
   }
@@ -141,6 +154,8 @@ final class Simulation: @unchecked Sendable {
   var renameRandom: SimulationRandom
   /// The generator of membership outages, one-way losses and pauses (`Fault.networkSchedule`).
   var networkFaultRandom: SimulationRandom
+  /// Graceful stops' own generator (`Fault.restartSchedule`).
+  var stopRandom: SimulationRandom
   var events = EventQueue<Event>()
   var now: UInt64 = 0
   var nodes: [SimulatedNode] = []
@@ -205,6 +220,7 @@ final class Simulation: @unchecked Sendable {
     moveRandom = SimulationRandom(seed: options.seed ^ 0x4D4F_5645_4E4F_4445)
     renameRandom = SimulationRandom(seed: options.seed ^ 0x5245_4E41_4D45_4944)
     networkFaultRandom = SimulationRandom(seed: options.seed ^ 0x4E45_5457_4F52_4B53)
+    stopRandom = SimulationRandom(seed: options.seed ^ 0x5354_4F50_5354_4F50)
     let count = random.int(3...5)
     replicas = random.int(2...min(3, count))
     clientOperationCount = random.int(150...260)
@@ -256,7 +272,12 @@ final class Simulation: @unchecked Sendable {
     let networkFaults = Fault.networkSchedule(nodes: nodes.count, window: 1_500...9_000, random: &networkFaultRandom)
     let renames = Fault.restartSchedule(
       percent: 12, nodes: nodes.count, window: 1_500...9_000, random: &renameRandom, Fault.rename)
-    for (time, fault) in faults + ramFaults + diskReplacements + moves + networkFaults + renames {
+    // Graceful stops in about a fifth, early enough that the stop's copies (at most
+    // `stopCopiesMilliseconds`) and the restart end well before the final check.
+    let stops = Fault.restartSchedule(
+      percent: options.gracefulStops ? 20 : 0, nodes: nodes.count, window: 1_500...7_000, random: &stopRandom,
+      Fault.stop)
+    for (time, fault) in faults + ramFaults + diskReplacements + moves + networkFaults + renames + stops {
       faultSchedule.append("t=\(time) ms: \(fault)")
       events.schedule(.fault(fault), at: time)
     }
@@ -280,7 +301,7 @@ final class Simulation: @unchecked Sendable {
     switch event {
     case .start(let index): startNode(index)
     case .restart(let index):
-      if nodes[index].condition == .crashed { startNode(index) }
+      if nodes[index].condition == .down { startNode(index) }
     case .keepAlive(let index): keepAlive(index)
     case .membershipTick:
       // A service that is down expires nothing (no leader keeps time).
@@ -313,6 +334,8 @@ final class Simulation: @unchecked Sendable {
     case .wake: wakes.remove(now)
     case .drainStatus(let index, let instance): pollDrain(index, instance: instance)
     case .depart(let index, let instance): depart(index, instance: instance)
+    case .endStop(let index, let instance, let left, let after):
+      endStop(index, instance: instance, left: left, restartAfter: after)
     case .heal: healAll()
     case .finalCheck: finalCheck()
     }
@@ -325,9 +348,18 @@ final class Simulation: @unchecked Sendable {
     do throws(StrataError) {
       let recovered = try node.start(now: now, logger: logger)
       note("start n\(index) instance \(node.instance): disk \(recovered)")
+      if let expected = node.diskAtStop {
+        node.diskAtStop = nil
+        let missing = expected.subtracting(node.nvme?.blockInventory().map(\.0) ?? [])
+        if !missing.isEmpty {
+          fail(
+            "n\(index) came back from its graceful stop without \(missing.count) of the \(expected.count) blocks its disk held when it stopped (\(missing.map { $0.key.hex.prefix(12) }.sorted().prefix(3).joined(separator: ", ")))"
+          )
+        }
+      }
       // The cluster layer's start registers with the membership service.
       try startCluster(index)
-    } catch  where error.code == .ioError && nodes[index].condition == .crashed {
+    } catch  where error.code == .ioError && nodes[index].condition == .down {
       // Its disk failed the start (a new disk's format met armed write faults): its supervisor
       // starts it again, as Kubernetes or systemd would.
       note("n\(index) could not start: \(error.message); started again in 1 s")
@@ -481,6 +513,7 @@ final class Simulation: @unchecked Sendable {
       nodes[index].slowDiskUntil = max(nodes[index].slowDiskUntil, now + duration)
     case .corruptDisk(let index, let flips):
       guard nodes[index].condition != .departed else { return }
+      nodes[index].diskAtStop = nil
       for _ in 0..<flips {
         nodes[index].device.flipBit(
           atByte: random.int(0...(SimulatedNode.deviceBytes - 1)), bit: random.int(0...7))
@@ -508,6 +541,8 @@ final class Simulation: @unchecked Sendable {
       nodes[index].device.failNextWrites(count)
     case .clockJump(let index, let milliseconds):
       nodes[index].jumpClock(by: milliseconds)
+    case .stop(let index, let after):
+      startStop(index, restartAfter: after)
     case .drain(let index):
       startDrain(index)
     case .join:
@@ -564,7 +599,7 @@ final class Simulation: @unchecked Sendable {
         node.pausedUntil = now + 1
         events.schedule(.resume(node.index), at: now + 1)
       }
-      if node.condition == .crashed { startNode(node.index) }
+      if node.condition == .down { startNode(node.index) }
     }
   }
 }

@@ -13,6 +13,17 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
   try await seedThreads.run { () throws(StrataError) in Simulator.run(options) }
 }
 
+/// The first of `seeds` that fails with `mutation`, or nil when all run clean.
+private func firstFailure(
+  _ seeds: Range<UInt64>, mutation: SimulationMutation, keepTrace: Bool = false
+) async throws -> SimulationResult? {
+  for seed in seeds {
+    let result = try await simulate(SimulationOptions(seed: seed, mutation: mutation, keepTrace: keepTrace))
+    if result.failure != nil { return result }
+  }
+  return nil
+}
+
 @Suite struct SimulationTests {
   @Test func aSeedReplaysExactly() async throws {
     for seed: UInt64 in [1, 7] {
@@ -43,11 +54,12 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
   /// The seeds that found the durability findings (a drain that left a block with one copy;
   /// blocks held only by former owners after two quick ring changes) run clean, and they still
   /// exercise what they found: the drains and the repairs of blocks held without being owned.
+  /// They run as they were found, without graceful stops.
   @Test func theFindingSeedsRunClean() async throws {
     #expect(FindingSeeds.all.count == 79)
     var releasedBy: [UInt64] = []
     for seed in FindingSeeds.all {
-      let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
+      let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true, gracefulStops: false))
       #expect(result.failure == nil, "\(result.report)")
       // The real repair's log line: "repair finished ... released_blocks=N".
       if result.trace.contains(where: { $0.contains("released_blocks=") && !$0.contains("released_blocks=0") }) {
@@ -67,15 +79,8 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
   /// Skipping one block's copy in a thousand (and counting it as made) is found within the CI
   /// seed set (0..<200), and the failing seed reproduces with the same trace and failure.
   @Test func theInjectedReplicationBugIsFound() async throws {
-    var found: SimulationResult?
-    for seed: UInt64 in 0..<200 {
-      let result = try await simulate(SimulationOptions(seed: seed, mutation: .skipReplication))
-      if result.failure != nil {
-        found = result
-        break
-      }
-    }
-    let failing = try #require(found, "the mutation survived the CI seed set")
+    let failing = try #require(
+      await firstFailure(0..<200, mutation: .skipReplication), "the mutation survived the CI seed set")
     #expect(failing.failure!.contains("below its write quorum"), "\(failing.report)")
     #expect(failing.report.contains("fault schedule:") && failing.report.contains("failure:"))
     let again = try await simulate(SimulationOptions(seed: failing.seed, mutation: .skipReplication))
@@ -93,15 +98,9 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
   /// a block damaged in RAM keeps its disk copy when it has one, and only a block left with no
   /// copy is read back. The search starts at 300 to keep the test short.
   @Test func memoryFaultsAreHealedAndAMissingReadBackIsFound() async throws {
-    var found: SimulationResult?
-    for seed: UInt64 in 300..<700 {
-      let result = try await simulate(SimulationOptions(seed: seed, mutation: .noReadBack, keepTrace: true))
-      if result.failure != nil {
-        found = result
-        break
-      }
-    }
-    let failing = try #require(found, "a node that never reads damaged blocks back survived the CI seed set")
+    let failing = try #require(
+      await firstFailure(300..<700, mutation: .noReadBack, keepTrace: true),
+      "a node that never reads damaged blocks back survived the CI seed set")
     #expect(failing.failure!.contains("lacks owners"), "\(failing.report)")
     #expect(failing.faultSchedule.contains { $0.contains("corrupt RAM") || $0.contains("corrupt disk") })
     let clean = try await simulate(SimulationOptions(seed: failing.seed, keepTrace: true))
@@ -109,6 +108,25 @@ private func simulate(_ options: SimulationOptions) async throws -> SimulationRe
     #expect(
       clean.trace.contains { $0.contains("read back blocks dropped as damaged") && !$0.contains("read_back=0") },
       "the seed read nothing back")
+  }
+
+  /// Graceful stops (in about a fifth of the seeds) lose nothing: the copies the node had queued
+  /// go out, every RAM block is written to its disk, and it comes back with every block its disk
+  /// held. A stop that skips writing RAM to the disk is found within the CI seed set, and the
+  /// same seed is clean without it.
+  @Test func aGracefulStopLosesNothingAndOneThatSkipsItsFlushIsFound() async throws {
+    let failing = try #require(
+      await firstFailure(0..<200, mutation: .stopWithoutFlush),
+      "a stop that leaves RAM blocks off the disk survived the CI seed set")
+    #expect(failing.failure!.contains("RAM blocks not on its disk"), "\(failing.report)")
+    let stop = try #require(failing.faultSchedule.first { $0.contains("graceful stop") })
+    let node = String(stop.split(separator: " ")[4])
+    let clean = try await simulate(SimulationOptions(seed: failing.seed, keepTrace: true))
+    #expect(clean.failure == nil, "\(clean.report)")
+    // The clean run's stop wrote blocks to the disk, and the node started again with them.
+    let stopped = try #require(clean.trace.firstIndex { $0.contains(" \(node) stops: ") }, "\(node) never stopped")
+    #expect(!clean.trace[stopped].contains(" 0 blocks written to disk"), "\(clean.trace[stopped])")
+    #expect(clean.trace[stopped...].contains { $0.contains("start \(node) instance ") })
   }
 
   /// A paused process does nothing while it is paused: no write-behind, no registration, no

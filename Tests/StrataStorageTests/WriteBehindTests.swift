@@ -107,6 +107,22 @@ import Testing
     for n in 0..<5 { #expect(fixture.nvme.contains(testBlockID(n))) }
   }
 
+  /// A graceful stop's flush writes every block it can: one whose write fails is passed over, the
+  /// others are written and synced, and the flush then says how many were not written.
+  @Test func aFlushWritesPastAFailedBlockThenSaysHowManyFailed() async throws {
+    let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
+    for n in 0..<5 { _ = try await put(fixture.tiers, n, bytes: 3000) }
+    fixture.device.failNextWrites(1)
+    let error = await #expect(throws: StrataError.self) { try await fixture.tiers.flush() }
+    #expect(error?.code == .ioError)
+    #expect(error?.message.contains("1 RAM block(s) could not be written to NVMe (4 were)") == true, "\(error!)")
+    #expect((0..<5).count { fixture.nvme.contains(testBlockID($0)) } == 4)
+    #expect(fixture.tiers.stats.writebackPendingBlocks == 1)
+    // The four are synced: a restart after a crash finds them.
+    let restarted = try TierFixture(recovering: fixture.device.crashed())
+    #expect(restarted.report?.blocksRecovered == 4)
+  }
+
   @Test func lateWritesAreCounted() async throws {
     let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
     _ = try await put(fixture.tiers, 1, bytes: 50_000)

@@ -685,19 +685,31 @@ public final class TierManager: Sendable {
   }
 
   /// Writes every RAM-resident block that admission allows to NVMe: run at graceful shutdown so
-  /// that a restart finds them (warm restart). Returns the number of blocks written.
+  /// that a restart finds them (warm restart). Returns the number of blocks written. A block whose
+  /// write fails is passed over, the rest are still written and synced, and then the flush throws
+  /// the first failure's code, saying how many blocks were not written (lost with the RAM).
   @discardableResult
   public func flush() async throws(StrataError) -> Int {
     guard let nvme, configuration.admission != .never else { return 0 }
     let ids = state.withLock { state in Array(state.ram.keys) }
     var written = 0
+    var failed: (count: Int, first: StrataError)?
     for id in ids where !nvme.contains(id) {
       // A namespace at its NVMe quota keeps only what it has on disk.
       let bytes = state.withLock { $0.ram[id]?.bytes } ?? 0
       guard nvmeQuotaRoom()(id.namespace, bytes) else { continue }
-      if try await persist(id) { written += 1 }
+      do throws(StrataError) {
+        if try await persist(id) { written += 1 }
+      } catch {
+        failed = ((failed?.count ?? 0) + 1, failed?.first ?? error)
+      }
     }
     try await io.run { () throws(StrataError) in try nvme.sync() }
+    if let failed {
+      throw StrataError(
+        failed.first.code,
+        "\(failed.count) RAM block(s) could not be written to NVMe (\(written) were): \(failed.first.message)")
+    }
     return written
   }
 
