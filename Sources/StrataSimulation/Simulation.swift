@@ -515,8 +515,11 @@ final class Simulation: @unchecked Sendable {
       guard nodes[index].condition != .departed else { return }
       nodes[index].diskAtStop = nil
       for _ in 0..<flips {
-        nodes[index].device.flipBit(
-          atByte: random.int(0...(SimulatedNode.deviceBytes - 1)), bit: random.int(0...7))
+        let byte = random.int(0...(SimulatedNode.deviceBytes - 1))
+        nodes[index].device.flipBit(atByte: byte, bit: random.int(0...7))
+        if byte % SimulatedNode.regionBytes < 4096 {
+          nodes[index].damagedRegionStarts.insert(byte / SimulatedNode.regionBytes)
+        }
       }
       failures.append((index, now))
     case .corruptRAM(let index, let count):

@@ -207,7 +207,7 @@ struct NVMeHandLaidRegion {
     try Self.expectRecovered(tier, region.laid.filter { $0.number != 2 })
   }
 
-  @Test func aTornHeaderAtAWindowBoundaryEndsTheWalkOfItsRegion() throws {
+  @Test func aTornHeaderAtAWindowBoundaryCostsOnlyItsOwnRecord() throws {
     let device = SimulatedBlockDevice(capacityBytes: 4 * Self.regionBytes)
     var region = NVMeHandLaidRegion(device, region: 0, regionBytes: Self.regionBytes)
     region.append(0, payloadBytes: 5000)
@@ -222,10 +222,10 @@ struct NVMeHandLaidRegion {
     #expect(
       logged.reads.contains { $0.lowerBound == torn.extent.lowerBound },
       "the torn header does not start a window: \(logged.reads)")
-    // A torn header ends the walk of its region: the record after it is lost, other regions are not.
-    #expect(report.corruptDropped == 1 && report.blocksRecovered == 3)
-    #expect(!tier.contains(nvmeID(2)) && !tier.contains(nvmeID(3)))
-    try Self.expectRecovered(tier, region.laid.filter { $0.number < 2 } + other.laid)
+    // The walk finds the record after the torn header (sound, where it says, a later sequence).
+    #expect(report.corruptDropped == 1 && report.blocksRecovered == 4)
+    #expect(!tier.contains(nvmeID(2)))
+    try Self.expectRecovered(tier, region.laid.filter { $0.number != 2 } + other.laid)
   }
 
   @Test(arguments: [4096, 12 << 10, 24 << 10, 40 << 10, NVMeTier.ScanConfiguration().windowBytes])
@@ -307,14 +307,37 @@ struct NVMeHandLaidRegion {
     try Self.expectRecovered(tier, region.laid.filter { $0.number != decayedNumber })
   }
 
-  @Test func aDecayedHeaderInTheMiddleOfAWindowEndsTheWalkOfItsRegion() throws {
+  /// One bit of one header costs that record alone: the walk goes on at the next sound header
+  /// (before, it ended there, and the region's later records were lost with it). Records of
+  /// several blocks each, so the next header is some aligned blocks away.
+  @Test(arguments: [(4096, 2000), (64 << 10, 2000), (16 << 10, 10_000)])
+  func aDecayedHeaderCostsOnlyItsOwnRecord(window: Int, payloadBytes: Int) throws {
     let device = SimulatedBlockDevice(capacityBytes: 4 * Self.regionBytes)
     var region = NVMeHandLaidRegion(device, region: 0, regionBytes: Self.regionBytes)
-    for number in 0..<10 { region.append(number, payloadBytes: 2000) }
-    device.flipBit(atByte: region.laid[4].extent.lowerBound + 40, bit: 1)  // its device offset
-    let (tier, report) = try Self.recover([device], window: 64 << 10)
-    #expect(report.corruptDropped == 1 && report.blocksRecovered == 4)
-    try Self.expectRecovered(tier, Array(region.laid[0..<4]))
+    for number in 0..<(payloadBytes > 4000 ? 5 : 10) { region.append(number, payloadBytes: payloadBytes) }
+    device.flipBit(atByte: region.laid[2].extent.lowerBound + 40, bit: 1)  // its device offset
+    let (tier, report) = try Self.recover([device], window: window)
+    #expect(report.corruptDropped == 1 && report.blocksRecovered == region.laid.count - 1, "\(report)")
+    try Self.expectRecovered(tier, region.laid.filter { $0.number != 2 })
+  }
+
+  /// After a damaged header the walk takes only a record of this use of the region: the stale
+  /// tail of its previous use (lower sequences) stays out, and a damaged first header, with no
+  /// sound record before it to compare with, ends the walk as a missing one does.
+  @Test func aDamagedHeaderBeforeAStaleTailOrFirstInItsRegionEndsTheWalk() throws {
+    let device = SimulatedBlockDevice(capacityBytes: 4 * Self.regionBytes)
+    var previous = NVMeHandLaidRegion(device, region: 0, regionBytes: Self.regionBytes, firstSequence: 1_000)
+    for number in 0..<6 { previous.append(number, payloadBytes: 2000) }
+    var current = NVMeHandLaidRegion(device, region: 0, regionBytes: Self.regionBytes, firstSequence: 5_000)
+    for number in 10..<13 { current.append(number, payloadBytes: 2000) }
+    device.flipBit(atByte: current.laid[2].extent.lowerBound + 40, bit: 1)
+    var first = NVMeHandLaidRegion(device, region: 1, regionBytes: Self.regionBytes, firstSequence: 9_000)
+    for number in 20..<23 { first.append(number, payloadBytes: 2000) }
+    device.flipBit(atByte: first.start + first.laid[0].extent.lowerBound + 40, bit: 1)
+    let (tier, report) = try Self.recover([device], window: 16 << 10)
+    #expect(report.corruptDropped == 2 && report.blocksRecovered == 2, "\(report)")
+    try Self.expectRecovered(tier, Array(current.laid[0..<2]))
+    for number in [3, 4, 5, 21, 22] { #expect(!tier.contains(nvmeID(number)), "block \(number) came back") }
   }
 
   @Test(arguments: [4096, 16 << 10, 64 << 10])

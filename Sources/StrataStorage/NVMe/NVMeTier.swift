@@ -595,10 +595,13 @@ public final class NVMeTier: Sendable {
 
   // MARK: Walking a region
 
-  /// Visits the records of one region in order, from its start, until a header is missing or
-  /// unsound, a sequence number fails to increase (the stale tail of the region's previous use), or
+  /// Visits the records of one region in order, from its start, until a header is missing, a
+  /// sequence number fails to increase (the stale tail of the region's previous use), or
   /// `limitBytes` is reached. With `verifyStored`, records whose stored bytes fail their checksum
   /// are counted as corrupt and skipped; the walk goes on past them, since their header is sound.
+  /// A header that is unsound (torn, decayed) or misplaced is counted as corrupt, and the walk
+  /// goes on at the next record it can find (`nextRecord`): one damaged header costs one block,
+  /// not the rest of its region.
   ///
   /// The region is read through `window` (see `RegionReader`): a window of one alignment block
   /// reads each header on its own, as the reclaim walk does; a larger one reads ahead, so that a
@@ -621,6 +624,30 @@ public final class NVMeTier: Sendable {
       alignmentBytes: alignmentBytes)
     var offset = 0
     var previousSequence: UInt64? = nil
+    /// After the damaged header at `damaged`: the next aligned block holding a sound header that
+    /// sits where it says, if its sequence is above the last sound record's in this region (a
+    /// lower one is the stale tail of the region's previous use: the walk ends there). Only after a
+    /// sound record: a region whose first header is damaged cannot tell its own records from an
+    /// older use's, and its walk ends. nil: no such record, or a read failed.
+    func nextRecord(after damaged: Int) -> Int? {
+      guard let previousSequence else { return nil }
+      var candidate = damaged + alignmentBytes
+      while candidate + alignmentBytes <= limitBytes {
+        let block: UnsafeRawBufferPointer
+        do {
+          block = try reader.bytes(at: candidate, count: alignmentBytes)
+        } catch {
+          scan.ioErrors += 1
+          return nil
+        }
+        if let header = try? BlockRecordHeader.decode(block), header.deviceOffset == deviceOffset + candidate {
+          scan.highestSequence = max(scan.highestSequence, header.sequence)
+          return header.sequence > previousSequence ? candidate : nil
+        }
+        candidate += alignmentBytes
+      }
+      return nil
+    }
     while offset + alignmentBytes <= limitBytes {
       let headerBlock: UnsafeRawBufferPointer
       do {
@@ -639,7 +666,12 @@ public final class NVMeTier: Sendable {
         switch error {
         case .badMagic: break
         case .unsupportedVersion: if offset == 0 { scan.olderFormat = true }
-        default: scan.corrupt += 1
+        default:
+          scan.corrupt += 1
+          if let next = nextRecord(after: offset) {
+            offset = next
+            continue
+          }
         }
         break
       }
@@ -648,13 +680,17 @@ public final class NVMeTier: Sendable {
         // Sound but misplaced: a misdirected write, or record-shaped bytes inside an older
         // record's payload met in a stale tail. Neither may be adopted.
         scan.corrupt += 1
-        break
+        guard let next = nextRecord(after: offset) else { break }
+        offset = next
+        continue
       }
       scan.highestSequence = max(scan.highestSequence, header.sequence)
       let recordBytes = header.recordBytes(alignmentBytes: alignmentBytes)
       guard recordBytes <= limitBytes - offset else {
         scan.corrupt += 1
-        break
+        guard let next = nextRecord(after: offset) else { break }
+        offset = next
+        continue
       }
       previousSequence = header.sequence
       guard recordBytes <= recordBufferBytes else {
