@@ -55,9 +55,10 @@ final class SimulatedNode {
   /// The process is stopping gracefully (`Fault.stop`) since this time: its data plane is
   /// closed (no one reaches it), its cluster layer still sends what it had queued.
   var stoppingSince: UInt64?
-  /// The blocks on the disk when the last graceful stop ended: the next start recovers every one,
-  /// unless a disk fault struck meanwhile (which clears it).
-  var diskAtStop: Set<BlockID>?
+  /// The blocks on the disk whose records read back intact when the last graceful stop ended,
+  /// with the region each is in: the next start recovers every one (but those in a region whose
+  /// first block a disk fault hit), unless a disk fault struck meanwhile (which clears it).
+  var diskAtStop: [BlockID: Int]?
   /// Regions of this disk whose first aligned block a disk fault flipped bits in: behind a
   /// damaged first header recovery cannot tell the region's records from an older use's, and
   /// drops them (docs/nvme-format.md, "Past a damaged header").
@@ -150,13 +151,14 @@ final class SimulatedNode {
   /// fault flipped earlier are found then, and dropped).
   func endStop() {
     var buffer = [UInt8](repeating: 0, count: Self.blockBytesMax)
-    diskAtStop = Set(
-      nvme?.blockInventory().map(\.id).filter { id in
-        guard let offset = nvme?.recordLocation(of: id)?.offset,
-          !damagedRegionStarts.contains(offset / Self.regionBytes)
-        else { return false }
-        return buffer.withUnsafeMutableBytes { (try? nvme?.read(id, into: $0)) != nil }
-      } ?? [])
+    var intact: [BlockID: Int] = [:]
+    for (id, _) in nvme?.blockInventory() ?? [] {
+      guard let offset = nvme?.recordLocation(of: id)?.offset,
+        buffer.withUnsafeMutableBytes({ (try? nvme?.read(id, into: $0)) != nil })
+      else { continue }
+      intact[id] = offset / Self.regionBytes
+    }
+    diskAtStop = intact
     condition = .down
     pausedUntil = 0
     stopProcess()
@@ -244,7 +246,7 @@ final class SimulatedNode {
   }
 
   /// Whether this node holds `id`, or, down after a graceful stop, its disk keeps it.
-  func keeps(_ id: BlockID) -> Bool { holds(id) || (!isUp && diskAtStop?.contains(id) == true) }
+  func keeps(_ id: BlockID) -> Bool { holds(id) || (!isUp && diskAtStop?[id] != nil) }
 
   /// Whether this node's storage holds `id` (RAM or NVMe index), read directly.
   func holds(_ id: BlockID) -> Bool {

@@ -350,11 +350,23 @@ final class Simulation: @unchecked Sendable {
       note("start n\(index) instance \(node.instance): disk \(recovered)")
       if let expected = node.diskAtStop {
         node.diskAtStop = nil
-        let missing = expected.subtracting(node.nvme?.blockInventory().map(\.0) ?? [])
-        if !missing.isEmpty {
+        let recoveredIDs = Set(node.nvme?.blockInventory().map(\.id) ?? [])
+        let missing = expected.filter { !recoveredIDs.contains($0.key) }
+        // Behind a region's damaged first header recovery cannot tell the region's records from
+        // an older use's and drops them (docs/nvme-format.md): a disk fault that loses data, a
+        // failure of the node from now on. Any other block missing is a bug.
+        let (excused, lost) = (
+          missing.filter { node.damagedRegionStarts.contains($0.value) },
+          missing.filter { !node.damagedRegionStarts.contains($0.value) }
+        )
+        if !lost.isEmpty {
           fail(
-            "n\(index) came back from its graceful stop without \(missing.count) of the \(expected.count) blocks its disk held when it stopped (\(missing.map { $0.key.hex.prefix(12) }.sorted().prefix(3).joined(separator: ", ")))"
+            "n\(index) came back from its graceful stop without \(lost.count) of the \(expected.count) blocks its disk held when it stopped (\(lost.keys.map { $0.key.hex.prefix(12) }.sorted().prefix(3).joined(separator: ", ")))"
           )
+        }
+        if !excused.isEmpty {
+          note("  n\(index) lost \(excused.count) blocks behind damaged first headers of regions (a disk fault)")
+          failures.append((index, now))
         }
       }
       // The cluster layer's start registers with the membership service.

@@ -308,14 +308,18 @@ struct NVMeHandLaidRegion {
   }
 
   /// One bit of one header costs that record alone: the walk goes on at the next sound header
-  /// (before, it ended there, and the region's later records were lost with it). Records of
-  /// several blocks each, so the next header is some aligned blocks away.
-  @Test(arguments: [(4096, 2000), (64 << 10, 2000), (16 << 10, 10_000)])
-  func aDecayedHeaderCostsOnlyItsOwnRecord(window: Int, payloadBytes: Int) throws {
+  /// (before, it ended there, and the region's later records were lost with it), whether the bit
+  /// is in its device offset (byte 40), its magic (byte 0: it read as the region's end) or its
+  /// format version (byte 4: it read as a stale tail of an older format). Records of several
+  /// blocks each, so the next header is some aligned blocks away.
+  @Test(arguments: [
+    (4096, 2000, 40), (64 << 10, 2000, 40), (16 << 10, 10_000, 40), (16 << 10, 2000, 0), (4096, 10_000, 4),
+  ])
+  func aDecayedHeaderCostsOnlyItsOwnRecord(window: Int, payloadBytes: Int, byte: Int) throws {
     let device = SimulatedBlockDevice(capacityBytes: 4 * Self.regionBytes)
     var region = NVMeHandLaidRegion(device, region: 0, regionBytes: Self.regionBytes)
     for number in 0..<(payloadBytes > 4000 ? 5 : 10) { region.append(number, payloadBytes: payloadBytes) }
-    device.flipBit(atByte: region.laid[2].extent.lowerBound + 40, bit: 1)  // its device offset
+    device.flipBit(atByte: region.laid[2].extent.lowerBound + byte, bit: 1)
     let (tier, report) = try Self.recover([device], window: window)
     #expect(report.corruptDropped == 1 && report.blocksRecovered == region.laid.count - 1, "\(report)")
     try Self.expectRecovered(tier, region.laid.filter { $0.number != 2 })

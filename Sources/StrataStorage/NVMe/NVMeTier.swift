@@ -662,18 +662,22 @@ public final class NVMeTier: Sendable {
       } catch {
         // No magic is the normal end of a region's records; a record of a format this build does
         // not read ends it too (counted apart when it opens the region: after records of this
-        // format it is a stale tail); anything else is a torn or decayed header.
+        // format it is a stale tail); anything else is a torn or decayed header. Either way a
+        // record of this use of the region after it means the header was damaged (its magic or
+        // version too): counted as corrupt, and the walk goes on there.
+        let endsTheRecords: Bool
         switch error {
-        case .badMagic: break
-        case .unsupportedVersion: if offset == 0 { scan.olderFormat = true }
-        default:
-          scan.corrupt += 1
-          if let next = nextRecord(after: offset) {
-            offset = next
-            continue
-          }
+        case .badMagic: endsTheRecords = true
+        case .unsupportedVersion:
+          if offset == 0 { scan.olderFormat = true }
+          endsTheRecords = true
+        default: endsTheRecords = false
         }
-        break
+        let next = nextRecord(after: offset)
+        if next != nil || !endsTheRecords { scan.corrupt += 1 }
+        guard let next else { break }
+        offset = next
+        continue
       }
       if let previousSequence, header.sequence <= previousSequence { break }
       guard header.deviceOffset == deviceOffset + offset else {
