@@ -529,7 +529,7 @@ final class Simulation: @unchecked Sendable {
       for _ in 0..<flips {
         let byte = random.int(0...(SimulatedNode.deviceBytes - 1))
         nodes[index].device.flipBit(atByte: byte, bit: random.int(0...7))
-        if byte % SimulatedNode.regionBytes < 4096 {
+        if byte % SimulatedNode.regionBytes < nodes[index].device.alignmentBytes {
           nodes[index].damagedRegionStarts.insert(byte / SimulatedNode.regionBytes)
         }
       }
