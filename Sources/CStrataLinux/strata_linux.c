@@ -71,6 +71,27 @@ int strata_madv_hugepage(void) {
 #endif
 }
 
+int strata_madv_populate_write(void) {
+#ifdef MADV_POPULATE_WRITE
+  return MADV_POPULATE_WRITE;
+#elif defined(__linux__)
+  return 23; /* linux/mman.h, 5.14 */
+#else
+  return -1;
+#endif
+}
+
+int strata_mlock_on_fault(void *address, size_t length) {
+#if defined(MLOCK_ONFAULT)
+  return mlock2(address, length, MLOCK_ONFAULT);
+#else
+  (void)address;
+  (void)length;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
 int strata_direct_io_alignment(int fd) {
 #if defined(__linux__) && defined(BLKSSZGET)
   struct stat st;

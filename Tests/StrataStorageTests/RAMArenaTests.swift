@@ -21,6 +21,14 @@ private func lockedBytes() -> Int? {
   return kibibytes.map { $0 * 1024 }
 }
 
+/// How many of the pages of `bytes` at `address` are resident (mincore).
+private func residentPages(_ address: UnsafeMutableRawPointer, bytes: Int) -> Int {
+  let pageBytes = Int(sysconf(Int32(_SC_PAGESIZE)))
+  var resident = [UInt8](repeating: 0, count: (bytes + pageBytes - 1) / pageBytes)
+  guard mincore(address, bytes, &resident) == 0 else { return -1 }
+  return resident.count(where: { $0 & 1 != 0 })
+}
+
 /// Whether mlock of `bytes` can succeed here: CAP_IPC_LOCK (bit 14 of CapEff) or a high enough limit.
 private func canLock(_ bytes: Int) -> Bool {
   if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
@@ -104,11 +112,34 @@ private func namesTheFixes(_ error: StrataError) -> Bool {
     #expect(tail.baseAddress! + 4096 == arena.baseAddress + capacityBytes)
   }
 
+  /// Every page is resident once `init` returns, whatever the threads: parts are taken one at a
+  /// time, so an arena that is not a whole number of parts, on more threads than parts, is covered.
+  @Test(arguments: [1, 3, 8])
+  func everyPageIsFaultedInAtStart(threads: Int) throws {
+    let capacityBytes = 2 * RAMArena.prefaultPartBytes + 12_288
+    let arena = try RAMArena(
+      capacityBytes: capacityBytes, lockMemory: false, hugePages: false, prefaultThreads: threads)
+    let pages = arena.mappedBytes / Int(sysconf(Int32(_SC_PAGESIZE)))
+    #expect(residentPages(arena.baseAddress, bytes: arena.mappedBytes) == pages)
+  }
+
+  /// Where the kernel has no MADV_POPULATE_WRITE, a store to each page faults it in instead.
+  @Test func aKernelWithoutPopulateGetsAStoreToEachPage() throws {
+    let bytes = RAMArena.prefaultPartBytes + 8192
+    let mapped = try #require(mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+    try #require(mapped != UnsafeMutableRawPointer(bitPattern: -1))
+    defer { munmap(mapped, bytes) }
+    #expect(residentPages(mapped, bytes: bytes) == 0)
+    try RAMArena.prefault(mapped, byteCount: bytes, osPageBytes: 4096, threads: 2, advice: -1)
+    #expect(residentPages(mapped, bytes: bytes) == bytes / 4096)
+  }
+
   @Test(.enabled(if: canLock(64 * mebibyte), "needs CAP_IPC_LOCK or RLIMIT_MEMLOCK of at least 64 MiB"))
   func lockingKeepsTheWholeArenaResident() throws {
     let before = lockedBytes()
     let arena = try RAMArena(capacityBytes: 64 * mebibyte, lockMemory: true, hugePages: true)
     #expect(arena.isLocked)
+    #expect(residentPages(arena.baseAddress, bytes: arena.mappedBytes) == arena.mappedBytes / 4096)
     if let before, let during = lockedBytes() {
       #expect(during - before >= 64 * mebibyte, "VmLck went from \(before) to \(during)")
     }

@@ -27,6 +27,15 @@ int strata_map_populate(void);
 /// madvise(2) advice asking for transparent huge pages (-1 where the platform has none).
 int strata_madv_hugepage(void);
 
+/// madvise(2) advice that faults a range in for writing (Linux 5.14; -1 where the headers have
+/// none). An older kernel answers EINVAL.
+int strata_madv_populate_write(void);
+
+/// mlock2(2) with MLOCK_ONFAULT: locks the range's pages as they are faulted in, checking the
+/// locked-memory limit at once without faulting anything. 0, or -1 with errno set (ENOSYS where
+/// the platform has no mlock2).
+int strata_mlock_on_fault(void *address, size_t length);
+
 /// The logical block size that O_DIRECT I/O on `fd` must be aligned to (512 if unknown).
 int strata_direct_io_alignment(int fd);
 

@@ -25,7 +25,7 @@ extension TierManager {
     try makeDirectory(node.dataDirectory)
     guard node.nvme.admission != .never else {
       logger.info("storage: RAM tier only (nvme.admission: never)")
-      return (try TierManager(configuration: configuration, nvme: nil, clock: clock), nil)
+      return (try tiers(configuration, nvme: nil, clock: clock, logger: logger), nil)
     }
     var devices: [any BlockDevice] = []
     for path in node.effectiveNVMePaths {
@@ -53,7 +53,27 @@ extension TierManager {
         "storage: \(report.olderFormatRegions) NVMe region(s) hold records of an older format version, which this build does not read (docs/nvme-format.md); their blocks are dropped and the regions reused"
       )
     }
-    return (try TierManager(configuration: configuration, nvme: nvme, clock: clock), report)
+    return (try tiers(configuration, nvme: nvme, clock: clock, logger: logger), report)
+  }
+
+  /// The tier manager over a new arena, logging before and after the arena's pre-fault, which takes
+  /// about a second per few GiB of `ram.capacity`.
+  private static func tiers(
+    _ configuration: TierConfiguration, nvme: NVMeTier?, clock: any NodeClock, logger: Logger
+  ) throws(StrataError) -> TierManager {
+    let ram = ByteSize(bytes: UInt64(configuration.ramBytes))
+    logger.info("storage: faulting in the RAM arena (\(ram)) on \(RAMArena.prefaultThreads) thread(s)")
+    let start = ContinuousClock.now
+    let tiers = try TierManager(configuration: configuration, nvme: nvme, clock: clock)
+    let elapsed = ContinuousClock.now - start
+    logger.info(
+      "storage: RAM arena ready",
+      metadata: [
+        "bytes": "\(configuration.ramBytes)", "locked": "\(tiers.arena.isLocked)",
+        "huge_pages_advised": "\(tiers.arena.hugePagesAdvised)",
+        "seconds": "\(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)",
+      ])
+    return tiers
   }
 }
 
