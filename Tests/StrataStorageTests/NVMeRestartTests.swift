@@ -3,6 +3,7 @@
 // never runs out of free regions and never evicts a live block.
 
 import StrataCore
+import Synchronization
 import Testing
 
 @testable import StrataStorage
@@ -90,5 +91,26 @@ import Testing
     let regions = try [0, 16, 17].map { try #require(recovered.regionAndGeneration(of: nvmeID($0))).region }
     #expect(regions[0] != regions[1] && regions[1] == regions[2], "regions \(regions)")
     #expect(recovered.statistics.freeRegionCount == 2)
+  }
+
+  /// Recovery reports after each region, one report at a time: regions and bytes read count up to
+  /// the tier's, and the records found add up to the blocks written (two readers share the regions).
+  @Test func recoveryReportsEachRegionItReads() throws {
+    let device = SimulatedBlockDevice(capacityBytes: 6 * Self.regionBytes)
+    let tier = try NVMeTier(
+      devices: [device], regionBytes: Self.regionBytes, compression: .none, blockBytesMax: Self.blockBytesMax)
+    // 16 records of 4 KiB fill a region: 40 fill two and part of a third.
+    for number in 0..<40 { try nvmeWrite(tier, nvmeID(number), Self.payload(number)) }
+    let reports = Mutex<[RecoveryProgress]>([])
+    let (_, report) = try NVMeTier.recover(
+      devices: [device.crashed()], regionBytes: Self.regionBytes, compression: .none,
+      blockBytesMax: Self.blockBytesMax
+    ) { read in reports.withLock { $0.append(read) } }
+    let heard = reports.withLock { $0 }
+    #expect(report.blocksRecovered == 40)
+    #expect(heard.map(\.regionsRead) == Array(1...6))
+    #expect(heard.allSatisfy { $0.regionsTotal == 6 && $0.bytesRead == $0.regionsRead * Self.regionBytes })
+    #expect(zip(heard, heard.dropFirst()).allSatisfy { $0.recordsFound <= $1.recordsFound })
+    #expect(heard.last?.recordsFound == 40)
   }
 }

@@ -11,26 +11,28 @@ extension NVMeTier {
   /// rebuilds its index from them. Torn and decayed records are dropped and counted; an I/O error
   /// costs the rest of that region, never the recovery. Regions holding live blocks are sealed and
   /// evicted oldest first; new writes go to the free ones.
+  /// `progress` hears after each region read (see `RecoveryProgress`).
   public static func recover(
     devices: [any BlockDevice], regionBytes: Int, compression: CompressionCodec,
-    blockBytesMax: Int = NVMeTier.defaultBlockBytesMax, stagingBufferCount: Int = NVMeTier.defaultStagingBufferCount
+    blockBytesMax: Int = NVMeTier.defaultBlockBytesMax, stagingBufferCount: Int = NVMeTier.defaultStagingBufferCount,
+    progress: (@Sendable (RecoveryProgress) -> Void)? = nil
   ) throws(StrataError) -> (NVMeTier, RecoveryReport) {
     try recover(
       devices: devices, regionBytes: regionBytes, compression: compression, blockBytesMax: blockBytesMax,
-      stagingBufferCount: stagingBufferCount, scan: ScanConfiguration())
+      stagingBufferCount: stagingBufferCount, scan: ScanConfiguration(), progress: progress)
   }
 
   /// `recover` with the region reads configured (tests use small windows).
   static func recover(
     devices: [any BlockDevice], regionBytes: Int, compression: CompressionCodec, blockBytesMax: Int,
-    stagingBufferCount: Int, scan: ScanConfiguration
+    stagingBufferCount: Int, scan: ScanConfiguration, progress: (@Sendable (RecoveryProgress) -> Void)? = nil
   ) throws(StrataError) -> (NVMeTier, RecoveryReport) {
     let clock = ContinuousClock()
     let start = clock.now
     let tier = try NVMeTier(
       unformatted: devices, regionBytes: regionBytes, compression: compression, blockBytesMax: blockBytesMax,
       stagingBufferCount: stagingBufferCount)
-    let scans = tier.scanAllRegions(scan)
+    let scans = tier.scanAllRegions(scan, progress: progress)
     let adopted = tier.log.withLock { $0.adopt(scans, sequenceFloor: wallClockNanoseconds()) }
     var report = RecoveryReport()
     report.regionsScanned = scans.count
@@ -74,8 +76,11 @@ extension NVMeTier {
   /// window's size, allocated up front, and a staging buffer for records larger than it; a thread
   /// takes the next unread region of its own device, or of the device with the most left once
   /// its own is done, so the devices are read in parallel and each one's regions front to back.
-  func scanAllRegions(_ configuration: ScanConfiguration = ScanConfiguration()) -> [RegionScan] {
+  func scanAllRegions(
+    _ configuration: ScanConfiguration = ScanConfiguration(), progress: (@Sendable (RecoveryProgress) -> Void)? = nil
+  ) -> [RegionScan] {
     let placements = log.withLock { log in log.regions.map { (device: $0.device, deviceOffset: $0.deviceOffset) } }
+    let read = Mutex(RecoveryProgress(regionsTotal: placements.count))
     let regionsOfDevice = devices.indices.map { device in
       placements.indices.filter { placements[$0].device == device }
     }
@@ -126,6 +131,15 @@ extension NVMeTier {
         }
         scan.records = records
         scans.withLock { $0[region] = scan }
+        if let progress {
+          // Reported under the lock, so the reports come one at a time with counts never going back.
+          read.withLock { read in
+            read.regionsRead += 1
+            read.bytesRead += regionBytes
+            read.recordsFound += records.count
+            progress(read)
+          }
+        }
       }
     }
     return scans.withLock { $0 }

@@ -73,6 +73,17 @@ public struct RecoveryReport: Hashable, Sendable {
   public var durationSeconds = 0.0
 }
 
+/// How far a warm restart has read, reported after each region (from the reading threads, one
+/// report at a time, counts never going back).
+public struct RecoveryProgress: Hashable, Sendable {
+  public var regionsRead = 0
+  public var regionsTotal = 0
+  /// Bytes of the regions read (each whole region, whatever it holds).
+  public var bytesRead = 0
+  /// Sound records found in the regions read (superseded copies not yet told apart).
+  public var recordsFound = 0
+}
+
 /// Where a block's record lies on disk; for diagnostics and fault-injection tests.
 public struct NVMeRecordLocation: Hashable, Sendable {
   public var device: Int

@@ -4,6 +4,7 @@
 public import Logging
 public import StrataConfig
 public import StrataCore
+import Synchronization
 
 /// The device file of one NVMe path: the tier's regions live inside this one file.
 public func nvmeDeviceFile(under path: String) -> String {
@@ -11,6 +12,9 @@ public func nvmeDeviceFile(under path: String) -> String {
 }
 
 extension TierManager {
+  /// How often a recovery that has not finished says how far it has got.
+  static let recoveryProgressIntervalMilliseconds: UInt64 = 5_000
+
   /// The tiers of a node configured by `node`. Existing device files are scanned and their
   /// valid blocks indexed again; torn or corrupt records are dropped, never served. Every device's
   /// failures are logged (ReportingBlockDevice); with `faults` (`strata serve --fault-injection`
@@ -35,9 +39,21 @@ extension TierManager {
       let faulty: any BlockDevice = faults.map { FaultInjectingBlockDevice(device, faults: $0) } ?? device
       devices.append(ReportingBlockDevice(faulty, path: file, logger: logger, clock: clock))
     }
+    let capacity = ByteSize(bytes: node.effectiveNVMePaths.reduce(0) { $0 + $1.capacity.bytes })
+    logger.info("storage: recovering the NVMe tier (\(capacity) on \(devices.count) path(s))")
+    let schedule = Mutex(
+      ProgressLogSchedule(
+        startMilliseconds: clock.nowMilliseconds(), intervalMilliseconds: Self.recoveryProgressIntervalMilliseconds))
     let (nvme, report) = try NVMeTier.recover(
       devices: devices, regionBytes: Int(node.nvme.regionSize.bytes), compression: node.nvme.compression,
-      blockBytesMax: configuration.blockBytesMax, stagingBufferCount: configuration.ioThreads * 2)
+      blockBytesMax: configuration.blockBytesMax, stagingBufferCount: configuration.ioThreads * 2
+    ) { read in
+      guard schedule.withLock({ $0.isDue(nowMilliseconds: clock.nowMilliseconds()) }) else { return }
+      let percent = read.regionsRead * 100 / max(1, read.regionsTotal)
+      logger.info(
+        "storage: recovering the NVMe tier: \(read.regionsRead) of \(read.regionsTotal) regions read (\(percent)%, \(ByteSize(bytes: UInt64(read.bytesRead)))), \(read.recordsFound) record(s) found"
+      )
+    }
     logger.info(
       "storage: NVMe tier recovered",
       metadata: [
