@@ -4,7 +4,8 @@
 //   strata-sim --first 0 --count 200          seeds 0..<200, a summary line per failure
 //   strata-sim ... --mutation skip-replication   with a deliberately injected bug (or no-read-back, stop-without-flush)
 //   strata-sim --findings                     the seeds that found bugs (FindingSeeds), as found:
-//                                             without graceful stops (or one seed: --seed S --no-stops)
+//                                             the older without graceful stops (one: --seed S --no-stops),
+//                                             those of FindingSeeds.allWithStops with them
 //
 // Exit status: 0 when every seed ran clean, 1 when one failed (its report is printed), 2 on a
 // usage error.
@@ -49,9 +50,7 @@ while !arguments.isEmpty {
   case "--count": count = number()
   case "--trace": showTrace = true
   case "--quiet": quiet = true
-  case "--findings":
-    findings = true
-    gracefulStops = false
+  case "--findings": findings = true
   case "--no-stops": gracefulStops = false
   case "--mutation":
     let name = value()
@@ -71,22 +70,23 @@ if let seed {
   print(result.report)
   exit(result.failure == nil ? 0 : 1)
 }
-let seeds: [UInt64]
+/// Each seed to run, and whether graceful stops are drawn in it.
+let seeds: [(seed: UInt64, stops: Bool)]
 let label: String
 if findings {
-  seeds = FindingSeeds.all
+  seeds = FindingSeeds.all.map { ($0, false) } + FindingSeeds.allWithStops.map { ($0, true) }
   label = "finding seeds"
 } else {
   guard let count, count > 0 else { usage("give --seed, --first and --count, or --findings") }
-  seeds = Array(first..<(first + count))
+  seeds = (first..<(first + count)).map { ($0, gracefulStops) }
   label = "seeds \(first)..<\(first + count)"
 }
 var failed = 0
 var acknowledged = 0
 var timedCalls = 0
 var answersLost = 0
-for seed in seeds {
-  let result = Simulator.run(SimulationOptions(seed: seed, mutation: mutation, gracefulStops: gracefulStops))
+for (seed, stops) in seeds {
+  let result = Simulator.run(SimulationOptions(seed: seed, mutation: mutation, gracefulStops: stops))
   acknowledged += result.acknowledgedBlocks
   timedCalls += result.timedPeerCalls
   answersLost += result.answersLost

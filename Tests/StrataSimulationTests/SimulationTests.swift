@@ -76,6 +76,16 @@ private func firstFailure(
       "most finding seeds move blocks held only by former owners; only \(releasedBy) did")
   }
 
+  /// The seeds found since graceful stops were drawn run clean with them, and each stops a node.
+  @Test func theFindingSeedsWithStopsRunClean() async throws {
+    #expect(FindingSeeds.allWithStops.count == 6)
+    for seed in FindingSeeds.allWithStops {
+      let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
+      #expect(result.failure == nil, "\(result.report)")
+      #expect(result.trace.contains { $0.contains("fault: graceful stop") }, "seed \(seed) stops a node")
+    }
+  }
+
   /// Skipping one block's copy in a thousand (and counting it as made) is found within the CI
   /// seed set (0..<200), and the failing seed reproduces with the same trace and failure.
   @Test func theInjectedReplicationBugIsFound() async throws {

@@ -123,6 +123,42 @@ import Testing
     #expect(restarted.report?.blocksRecovered == 4)
   }
 
+  /// Four regions of 1 MiB, five records of 200 KB each: blocks 0..4 written behind fill the
+  /// first, ten NVMe-only blocks the next two, and flushing blocks 20..24 opens the last, which
+  /// reclaims the first and evicts the disk copies of 0..4 (still in RAM). A second pass writes
+  /// them again, so every RAM block is on the disk when the flush returns. (One pass left 0..4 off
+  /// the disk without a word: simulator seed 396973.)
+  @Test func aFlushWritesAgainTheBlocksItsOwnWritesEvictedFromNVMe() async throws {
+    let fixture = try TierFixture(nvmeBytes: 4 << 20, writebackWindowMilliseconds: Self.window)
+    let bytes = 200_000
+    for n in 0..<5 { _ = try await put(fixture.tiers, n, bytes: bytes) }
+    #expect(await fixture.tiers.writeBehindPass() == 5)
+    for n in 100..<110 { try nvmeWrite(fixture.nvme, testBlockID(n), testPayload(n, bytes: bytes)) }
+    for n in 20..<25 { _ = try await put(fixture.tiers, n, bytes: bytes) }
+    #expect(fixture.nvme.statistics.freeRegionCount == 0 || fixture.nvme.statistics.freeRegionCount == 1)
+
+    let written = try await fixture.tiers.flush()
+    #expect(written == 10, "blocks 20..24, then 0..4 again")
+    let ram = [Int](0..<5) + [Int](20..<25)
+    #expect(ram.filter { !fixture.nvme.contains(testBlockID($0)) } == [])
+    let restarted = try TierFixture(recovering: fixture.device.crashed())
+    for n in ram {
+      #expect(try await read(restarted.tiers, testBlockID(n)) == testPayload(n, bytes: bytes), "block \(n)")
+    }
+  }
+
+  /// An NVMe tier too small for the RAM tier's blocks: the flush writes what it can, sees a pass
+  /// leave as much as the one before, and says how many blocks are not on the disk.
+  @Test func aFlushIntoAnNVMeTierSmallerThanRAMSaysWhatItCouldNotKeep() async throws {
+    let fixture = try TierFixture(nvmeBytes: 2 << 20, writebackWindowMilliseconds: Self.window)
+    for n in 0..<15 { _ = try await put(fixture.tiers, n, bytes: 200_000) }
+    let error = await #expect(throws: StrataError.self) { try await fixture.tiers.flush() }
+    #expect(error?.code == .resourceExhausted)
+    let missing = (0..<15).count { !fixture.nvme.contains(testBlockID($0)) }
+    #expect(missing > 0)
+    #expect(error?.message.contains("\(missing) RAM block(s) are not on NVMe after the flush") == true, "\(error!)")
+  }
+
   @Test func lateWritesAreCounted() async throws {
     let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
     _ = try await put(fixture.tiers, 1, bytes: 50_000)

@@ -688,20 +688,44 @@ public final class TierManager: Sendable {
   /// that a restart finds them (warm restart). Returns the number of blocks written. A block whose
   /// write fails is passed over, the rest are still written and synced, and then the flush throws
   /// the first failure's code, saying how many blocks were not written (lost with the RAM).
+  ///
+  /// The flush's own writes can fill the NVMe tier, whose reclaim then evicts the oldest region,
+  /// and with it the disk copies of blocks still in RAM: each pass writes the RAM blocks not on
+  /// NVMe, oldest commit first, until none is left. A block this flush wrote that is off the disk
+  /// again means the NVMe tier has cycled through all its regions (it cannot hold the RAM tier's
+  /// blocks): the flush stops there, or after `flushPassesMax` passes, and throws, saying how many
+  /// are not on NVMe.
   @discardableResult
   public func flush() async throws(StrataError) -> Int {
     guard let nvme, configuration.admission != .never else { return 0 }
-    let ids = state.withLock { state in Array(state.ram.keys) }
     var written = 0
     var failed: (count: Int, first: StrataError)?
-    for id in ids where !nvme.contains(id) {
-      // A namespace at its NVMe quota keeps only what it has on disk.
-      let bytes = state.withLock { $0.ram[id]?.bytes } ?? 0
-      guard nvmeQuotaRoom()(id.namespace, bytes) else { continue }
-      do throws(StrataError) {
-        if try await persist(id) { written += 1 }
-      } catch {
-        failed = ((failed?.count ?? 0) + 1, failed?.first ?? error)
+    // Failed, or over their namespace's NVMe quota (which keeps only what it has on disk): not
+    // tried again.
+    var passedOver = Set<BlockID>()
+    var writtenHere = Set<BlockID>()
+    for _ in 0..<Self.flushPassesMax {
+      let missing = state.withLock { state in
+        state.ram.compactMap { id, entry in
+          passedOver.contains(id) || nvme.contains(id) ? nil : (id, entry.storedAtMilliseconds, entry.bytes)
+        }
+      }.sorted { ($0.1, $0.0.key.prefix64) < ($1.1, $1.0.key.prefix64) }
+      guard !missing.isEmpty, !missing.contains(where: { writtenHere.contains($0.0) }) else { break }
+      let quotaRoom = nvmeQuotaRoom()
+      for (id, _, bytes) in missing where !nvme.contains(id) {
+        guard quotaRoom(id.namespace, bytes) else {
+          passedOver.insert(id)
+          continue
+        }
+        do throws(StrataError) {
+          if try await persist(id) {
+            written += 1
+            writtenHere.insert(id)
+          }
+        } catch {
+          passedOver.insert(id)
+          failed = ((failed?.count ?? 0) + 1, failed?.first ?? error)
+        }
       }
     }
     try await io.run { () throws(StrataError) in try nvme.sync() }
@@ -710,8 +734,21 @@ public final class TierManager: Sendable {
         failed.first.code,
         "\(failed.count) RAM block(s) could not be written to NVMe (\(written) were): \(failed.first.message)")
     }
+    let evicted = state.withLock { state in
+      state.ram.keys.count { !passedOver.contains($0) && !nvme.contains($0) }
+    }
+    guard evicted == 0 else {
+      throw StrataError(
+        .resourceExhausted,
+        "\(evicted) RAM block(s) are not on NVMe after the flush (\(written) written): writing the others made the NVMe tier evict their copies; an NVMe tier (nvme.capacity) larger than the RAM tier (ram.capacity) holds them all"
+      )
+    }
     return written
   }
+
+  /// At most this many passes of `flush`: the first writes what write-behind had not, the next
+  /// what the NVMe tier evicted meanwhile (most often none).
+  static let flushPassesMax = 8
 
   /// Demotes until the RAM tier is below its low watermark. The background service calls this
   /// when a commit crosses the high watermark; tests call it directly.
