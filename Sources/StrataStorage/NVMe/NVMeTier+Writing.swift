@@ -304,7 +304,10 @@ extension NVMeTier {
       for record in run { outcomes[record.block] = .success(.written) }
     } catch {
       log.withLock { log in
-        for (record, reservation) in zip(run, reservations) { log.abandonWrite(reservation, key: record.key) }
+        // Last first: the run's space goes back to the open region whole (see `abandonWrite`).
+        for (record, reservation) in zip(run, reservations).reversed() {
+          log.abandonWrite(reservation, key: record.key)
+        }
       }
       for record in run {
         let context = run.count == 1 ? "" : " (a write of \(run.count) records)"

@@ -119,7 +119,7 @@ struct RegionLog: Sendable {
   /// Whether a thread is reclaiming a region now (`reserve` answers `.busy` to others meanwhile).
   var isReclaiming: Bool { reclaimInProgress }
   /// Whether a write failed since the last one that succeeded, and whether a region holding live
-  /// blocks was reclaimed since then. Each failed write seals the open region (see
+  /// blocks was reclaimed since then. A failed write can seal the open region (see
   /// `abandonWrite`); were every one of them to reclaim a region of live blocks, a disk failing
   /// writes would empty the tier in as many writes as it has regions. While writes fail, one such
   /// reclaim is allowed (so that a write can find out whether the disk works again); after that
@@ -306,12 +306,22 @@ struct RegionLog: Sendable {
     account(key, location, +1)
   }
 
-  /// Ends a reservation whose write failed. The open region is sealed so that later records do not
-  /// sit behind the hole: recovery stops at the first bad header of a region.
+  /// Ends a reservation whose write failed. When it is the open region's last reservation, the
+  /// region's write offset goes back to where it began: the next record is written over the hole,
+  /// so a failed write costs no space. Otherwise (a later reservation holds the space after it)
+  /// the open region is sealed, so that no later record sits behind the hole: the hole may hold an
+  /// older use's records, which recovery takes for the region's end (a sound record with a lower
+  /// sequence). A run's reservations are abandoned last first, so a failed run goes back whole.
   mutating func abandonWrite(_ reservation: Reservation, key: IndexKey?) {
     regions[reservation.region].pendingWrites -= 1
     if let key { inFlight.remove(key) }
-    if openRegion == reservation.region { seal(reservation.region) }
+    if openRegion == reservation.region {
+      if regions[reservation.region].writeOffset == reservation.offsetInRegion + reservation.recordBytes {
+        regions[reservation.region].writeOffset = reservation.offsetInRegion
+      } else {
+        seal(reservation.region)
+      }
+    }
     writesFailing = true
     counters.ioErrors += 1
   }
