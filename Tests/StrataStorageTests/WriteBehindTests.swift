@@ -125,9 +125,9 @@ import Testing
 
   /// Four regions of 1 MiB, five records of 200 KB each: blocks 0..4 written behind fill the
   /// first, ten NVMe-only blocks the next two, and flushing blocks 20..24 opens the last, which
-  /// reclaims the first and evicts the disk copies of 0..4 (still in RAM). A second pass writes
-  /// them again, so every RAM block is on the disk when the flush returns. (One pass left 0..4 off
-  /// the disk without a word: simulator seed 396973.)
+  /// reclaims the first. Its reads fail, so the copies of 0..4 (still in RAM) cannot be rewritten
+  /// and are evicted; a second pass writes them again, so every RAM block is on the disk when the
+  /// flush returns. (One pass left them off the disk without a word: simulator seed 396973.)
   @Test func aFlushWritesAgainTheBlocksItsOwnWritesEvictedFromNVMe() async throws {
     let fixture = try TierFixture(nvmeBytes: 4 << 20, writebackWindowMilliseconds: Self.window)
     let bytes = 200_000
@@ -135,9 +135,11 @@ import Testing
     #expect(await fixture.tiers.writeBehindPass() == 5)
     for n in 100..<110 { try nvmeWrite(fixture.nvme, testBlockID(n), testPayload(n, bytes: bytes)) }
     for n in 20..<25 { _ = try await put(fixture.tiers, n, bytes: bytes) }
-    #expect(fixture.nvme.statistics.freeRegionCount == 0 || fixture.nvme.statistics.freeRegionCount == 1)
+    let first = try #require(fixture.nvme.regionAndGeneration(of: testBlockID(0))).region
+    fixture.device.failReads(in: (first * TierFixture.regionBytes)..<((first + 1) * TierFixture.regionBytes))
 
     let written = try await fixture.tiers.flush()
+    fixture.device.clearReadFaults()
     #expect(written == 10, "blocks 20..24, then 0..4 again")
     let ram = [Int](0..<5) + [Int](20..<25)
     #expect(ram.filter { !fixture.nvme.contains(testBlockID($0)) } == [])
@@ -157,6 +159,24 @@ import Testing
     let missing = (0..<15).count { !fixture.nvme.contains(testBlockID($0)) }
     #expect(missing > 0)
     #expect(error?.message.contains("\(missing) RAM block(s) are not on NVMe after the flush") == true, "\(error!)")
+  }
+
+  /// When the NVMe tier reclaims a region, the copies of blocks still in RAM are rewritten into the
+  /// open region, the others evicted: blocks 0..4 written behind fill the first region, 1..4 then
+  /// leave RAM, and the writes that open the last region reclaim the first.
+  @Test func aReclaimKeepsTheDiskCopiesOfBlocksInRAM() async throws {
+    let fixture = try TierFixture(nvmeBytes: 4 << 20, writebackWindowMilliseconds: Self.window)
+    let bytes = 200_000
+    for n in 0..<5 { _ = try await put(fixture.tiers, n, bytes: bytes) }
+    #expect(await fixture.tiers.writeBehindPass() == 5)
+    for n in 1..<5 { fixture.tiers.remove(testBlockID(n), keepingNVMe: true) }
+    for n in 100..<115 { try nvmeWrite(fixture.nvme, testBlockID(n), testPayload(n, bytes: bytes)) }
+    #expect(fixture.nvme.statistics.evictedRegions >= 1)
+    #expect(fixture.nvme.contains(testBlockID(0)), "in RAM: its copy was rewritten")
+    #expect((1..<5).allSatisfy { !fixture.nvme.contains(testBlockID($0)) }, "not in RAM: evicted")
+    #expect(fixture.nvme.statistics.reinsertedBlocks == 1)
+    let restarted = try TierFixture(recovering: fixture.device.crashed())
+    #expect(try await read(restarted.tiers, testBlockID(0)) == testPayload(0, bytes: bytes))
   }
 
   @Test func lateWritesAreCounted() async throws {

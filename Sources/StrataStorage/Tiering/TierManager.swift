@@ -355,6 +355,11 @@ public final class TierManager: Sendable {
     writeBehindEnabled =
       nvme != nil && configuration.admission == .always && configuration.writebackWindowMilliseconds > 0
     nvmeAges = NVMeRegionAges(recovered: nvme, atMilliseconds: clock.nowMilliseconds())
+    // A block in RAM is one in use: when the NVMe tier reclaims the region of its disk copy, the
+    // copy is rewritten into the open region rather than evicted, so a restart (RAM empty) finds
+    // the blocks that were hot, and evicting the RAM copy later costs no write. (Called by the
+    // NVMe tier without its locks held; no tier call is made under this lock.)
+    nvme?.isHot = { [weak self] id in self?.state.withLock { $0.ram[id] != nil } ?? false }
   }
 
   // MARK: Inventory
