@@ -771,7 +771,9 @@ public final class ClusterNode: ClusterHooks {
         let outcome = await handoff.run(
           target: target, addresses: addresses, progress: progress, required: required, holdersFrom: holdersFrom)
         let finishedAt = clock.nowMilliseconds() - began
-        let next = attempts.finished(unplaced: outcome.unplaced.count, nowMilliseconds: finishedAt)
+        let ringChanged = state.withLock { $0.history.current.epoch } != target.epoch
+        let next = attempts.finished(
+          unplaced: outcome.unplaced.count, nowMilliseconds: finishedAt, ringChanged: ringChanged)
         let summary = progress.withLock { progress -> HandoffProgress in
           switch next {
           case .leave:

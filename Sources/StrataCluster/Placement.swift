@@ -77,11 +77,17 @@ public struct DrainAttempts: Sendable, Hashable {
   public init(limits: Limits = .standard) { self.limits = limits }
 
   /// Records an attempt that ended at `nowMilliseconds` with `unplaced` blocks not placed
-  /// (`BlockPlacement` other than `.placed`); says what comes next.
-  public mutating func finished(unplaced: Int, nowMilliseconds: UInt64) -> Next {
+  /// (`BlockPlacement` other than `.placed`); says what comes next. `ringChanged`: the node adopted
+  /// a ring during the attempt, which may give blocks owners the attempt did not hand them to (a
+  /// member joined, while the owners it did hand them to had begun their own repair passes, which
+  /// do not cover blocks that arrive after they start): a placed attempt is then made again at
+  /// once, against the new ring, while attempts remain.
+  public mutating func finished(unplaced: Int, nowMilliseconds: UInt64, ringChanged: Bool = false) -> Next {
     precondition(unplaced >= 0, "a count of blocks")
     attempts += 1
-    if unplaced == 0 { return .leave }
+    if unplaced == 0 {
+      return ringChanged && attempts < limits.attemptsMax ? .retry(atMilliseconds: nowMilliseconds) : .leave
+    }
     guard attempts < limits.attemptsMax else { return .stayUp(unplaced: unplaced) }
     var wait = limits.retryDelayMilliseconds
     let cap = limits.retryDelayMaxMilliseconds

@@ -104,8 +104,15 @@ public enum FindingSeeds {
   /// short (RegionLog.abandonWrite gives a failed write's space back). Drew no stop.
   public static let failedWritesSealedRegions: [UInt64] = [421485]
 
+  /// A drain handed a block to its owners in the ring of its attempt's start; a node joined during
+  /// the attempt and owned the block in the next ring, but the nodes it was handed to had begun
+  /// their repair passes for that ring before it arrived, and the drained node left without
+  /// checking it against that ring: the new owner never got it (DrainAttempts: a placed attempt
+  /// under a replaced ring is made again). Drew no stop.
+  public static let drainPlacedUnderAReplacedRing: [UInt64] = [458548]
+
   public static var all: [UInt64] {
-    (failedWritesSealedRegions + drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned
+    (drainPlacedUnderAReplacedRing + failedWritesSealedRegions + drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned
       + drainingNodeTookCopies
       + releasedUnderAnOlderRing + releasedBeforeANewOwnerHadIt + drainingNodeAcknowledgedShort
       + damagedOnDiskNeverReadBack + damagedInRAMNotHealed + movedMemberReachedAtOldAddress

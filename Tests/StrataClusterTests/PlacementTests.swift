@@ -54,6 +54,17 @@ import Testing
     #expect(attempts.attempts == 4)
   }
 
+  /// Every block placed, but under a ring the node has since replaced: once more at once, against
+  /// the new ring; with no attempt left, or no change, it leaves.
+  @Test func aPlacedAttemptUnderAReplacedRingIsMadeAgainAtOnce() {
+    var attempts = DrainAttempts(limits: limits)
+    #expect(attempts.finished(unplaced: 0, nowMilliseconds: 700, ringChanged: true) == .retry(atMilliseconds: 700))
+    #expect(attempts.finished(unplaced: 0, nowMilliseconds: 900, ringChanged: false) == .leave)
+    var last = DrainAttempts(limits: limits)
+    for _ in 0..<3 { _ = last.finished(unplaced: 1, nowMilliseconds: 0) }
+    #expect(last.finished(unplaced: 0, nowMilliseconds: 0, ringChanged: true) == .leave, "the last attempt")
+  }
+
   @Test func aRetryThatPlacesEverythingLeaves() {
     var attempts = DrainAttempts(limits: limits)
     #expect(attempts.finished(unplaced: 3, nowMilliseconds: 0) == .retry(atMilliseconds: 1_000))
