@@ -112,7 +112,8 @@ public enum FindingSeeds {
   public static let drainPlacedUnderAReplacedRing: [UInt64] = [458548]
 
   public static var all: [UInt64] {
-    (drainPlacedUnderAReplacedRing + failedWritesSealedRegions + drainLeftOneCopy + heldOnlyByFormerOwners + drainedNodeStillOwned
+    (drainPlacedUnderAReplacedRing + failedWritesSealedRegions + drainLeftOneCopy + heldOnlyByFormerOwners
+      + drainedNodeStillOwned
       + drainingNodeTookCopies
       + releasedUnderAnOlderRing + releasedBeforeANewOwnerHadIt + drainingNodeAcknowledgedShort
       + damagedOnDiskNeverReadBack + damagedInRAMNotHealed + movedMemberReachedAtOldAddress
