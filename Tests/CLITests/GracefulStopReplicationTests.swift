@@ -24,9 +24,14 @@ import Testing
     kill(cluster.nodes["b"]!.process.processIdentifier, SIGSTOP)
     let items = try written.map { n in try blocks.putItem(n, in: region) }
     #expect(try await client.put(items, writeQuorum: 1) == Array(repeating: .stored, count: count))
+    // Every copy waits at a: queued, or (a batch whose send to the stopped b timed out, which a
+    // loaded machine can make happen before the last copies are queued) under-replicated, which
+    // the stop retries too.
     #expect(
       try await eventually(within: 10) {
-        (sample(try cluster.metrics("a"), "strata_replication_queue_depth") ?? 0) >= Double(count)
+        let metrics = try cluster.metrics("a")
+        let queued = sample(metrics, "strata_replication_queue_depth") ?? 0
+        return queued + (sample(metrics, "strata_under_replicated_blocks") ?? 0) >= Double(count)
       })
     return written
   }
