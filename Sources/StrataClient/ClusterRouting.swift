@@ -346,8 +346,7 @@ extension StrataClient {
         let result = await attempt(owner, keys)
         if case .success = result {
           let elapsed = ContinuousClock.now - started
-          let microseconds = Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12
-          routing.withLock { $0.lookupLatencies.record(microseconds) }
+          routing.withLock { $0.lookupLatencies.record(elapsed.inSeconds * 1e6) }
         }
         sink.yield(.owner(result))
       })

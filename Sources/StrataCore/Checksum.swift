@@ -2,8 +2,6 @@
 // Sources/CCRC32C/crc32c.c).
 
 import CCRC32C
-import Dispatch
-import Synchronization
 
 public enum CRC32C {
   /// CRC-32C of `bytes`, continuing from `crc` (0 to start).
@@ -37,9 +35,8 @@ public enum CRC32C {
 
   /// Copies each source to its destination (as large at least) as `copy(_:to:)` does and returns
   /// each pair's checksum. From `spreadFromBytes` in all, the pairs are cut into parts of at most
-  /// `spreadPartBytes`, copied by up to `threads` threads at once (libdispatch's
-  /// `concurrentPerform`: the calling thread and the global pool, which is never wider than the
-  /// machine), and the parts' checksums combined: a batch moves at the memory's bandwidth rather
+  /// `spreadPartBytes`, copied by up to `threads` threads at once (`SharedParts.run`), and the
+  /// parts' checksums combined: a batch moves at the memory's bandwidth rather
   /// than one core's. Every checksum is still of the bytes written.
   public static func copy(
     _ pairs: [(from: UnsafeRawBufferPointer, to: UnsafeMutableRawBufferPointer)], threads: Int
@@ -57,22 +54,16 @@ public enum CRC32C {
       } while offset < pair.from.count
     }
     var sums = [UInt32](repeating: 0, count: parts.count)
-    let workers = min(threads, parts.count)
-    // Each worker takes the next part not yet taken, so a worker that starts late (a pool thread
-    // still waking while the calling thread copies) takes fewer parts instead of leaving the
-    // calling thread to wait for its fixed share.
-    let taken = Atomic<Int>(0)
     sums.withUnsafeMutableBufferPointer { sums in
-      // Each index of `sums` is written by one worker only; `pairs` is only read.
+      // Each index of `sums` is written by the one thread that took its part; `pairs` is only read.
       nonisolated(unsafe) let (sums, pairs) = (sums, pairs)
       let parts = parts
-      DispatchQueue.concurrentPerform(iterations: workers) { _ in
-        while case let index = taken.wrappingAdd(1, ordering: .relaxed).oldValue, index < parts.count {
-          let (pair, offset, count) = (pairs[parts[index].pair], parts[index].offset, parts[index].count)
-          sums[index] = copy(
-            UnsafeRawBufferPointer(rebasing: pair.from[offset..<(offset + count)]),
-            to: UnsafeMutableRawBufferPointer(rebasing: pair.to[offset..<(offset + count)]))
-        }
+      SharedParts.run(parts.count, threads: threads) { index in
+        let (pair, offset, count) = (pairs[parts[index].pair], parts[index].offset, parts[index].count)
+        sums[index] = copy(
+          UnsafeRawBufferPointer(rebasing: pair.from[offset..<(offset + count)]),
+          to: UnsafeMutableRawBufferPointer(rebasing: pair.to[offset..<(offset + count)]))
+        return true
       }
     }
     var checksums = [UInt32](repeating: 0, count: pairs.count)

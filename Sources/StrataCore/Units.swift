@@ -83,3 +83,18 @@ public struct DurationSetting: Hashable, Comparable, Sendable, CustomStringConve
 
   public static func < (lhs: DurationSetting, rhs: DurationSetting) -> Bool { lhs.milliseconds < rhs.milliseconds }
 }
+
+extension Duration {
+  /// The duration in seconds, for logs, reports and metrics.
+  public var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+
+  /// The duration in whole nanoseconds, truncated toward zero and held at `Int64`'s ends beyond them
+  /// (about 292 years either way), for the APIs that count time in nanoseconds.
+  public var inNanoseconds: Int64 {
+    let (seconds, attoseconds) = components
+    let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+    guard !overflow else { return seconds < 0 ? .min : .max }
+    let (sum, sumOverflow) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000)
+    return sumOverflow ? (seconds < 0 ? .min : .max) : sum
+  }
+}

@@ -120,7 +120,7 @@ public final class Lifecycle: Sendable {
     }
     return await withCheckedContinuation { continuation in
       answer.withLock { $0 = continuation }
-      let deadline = DispatchTime.now() + .nanoseconds(Int(clamping: service.stopWithin.nanoseconds))
+      let deadline = DispatchTime.now() + .nanoseconds(Int(clamping: service.stopWithin.inNanoseconds))
       // A queue of its own: the global queues' few threads may all be blocked at shutdown.
       DispatchQueue(label: "strata.lifecycle.deadline").asyncAfter(deadline: deadline) {
         finish(.stopOverdue(service: service.name, after: service.stopWithin))
@@ -134,14 +134,5 @@ public final class Lifecycle: Sendable {
         }
       }
     }
-  }
-}
-
-extension Duration {
-  /// The duration in whole nanoseconds (saturating).
-  fileprivate var nanoseconds: Int64 {
-    let (seconds, attoseconds) = components
-    let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-    return overflow ? .max : scaled.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue
   }
 }

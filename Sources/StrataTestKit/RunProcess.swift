@@ -64,10 +64,8 @@ func runToCompletion(
     kill(process.processIdentifier, SIGKILL)
   }
   if let timeout {
-    let (seconds, attoseconds) = timeout.components
-    let nanoseconds = Int(clamping: seconds) &* 1_000_000_000 &+ Int(attoseconds / 1_000_000_000)
     DispatchQueue(label: "strata.test.process-timeout").asyncAfter(
-      deadline: .now() + .nanoseconds(nanoseconds), execute: killer)
+      deadline: .now() + .nanoseconds(Int(clamping: timeout.inNanoseconds)), execute: killer)
   }
   // Drain both pipes concurrently so a chatty child never blocks on a full pipe, each on a thread
   // of its own: on libdispatch's global pool (as wide as the machine) two readers blocked for the

@@ -3,7 +3,6 @@
 // which block.
 
 import CStrataLinux
-import Dispatch
 public import StrataCore
 import Synchronization
 
@@ -147,19 +146,15 @@ public final class RAMArena: @unchecked Sendable {
     advice: Int32 = strata_madv_populate_write()
   ) throws(StrataError) {
     let parts = (byteCount + prefaultPartBytes - 1) / prefaultPartBytes
-    let taken = Atomic<Int>(0)
     let failure = Atomic<Int32>(0)
     // Each part is faulted by the one thread that took it; the arena's bytes are not read.
     nonisolated(unsafe) let base = base
-    DispatchQueue.concurrentPerform(iterations: max(1, min(threads, parts))) { _ in
-      while failure.load(ordering: .relaxed) == 0,
-        case let part = taken.wrappingAdd(1, ordering: .relaxed).oldValue, part < parts
-      {
-        let start = part * prefaultPartBytes
-        let code = populate(
-          base + start, byteCount: min(prefaultPartBytes, byteCount - start), osPageBytes: osPageBytes, advice: advice)
-        if code != 0 { failure.store(code, ordering: .relaxed) }
-      }
+    SharedParts.run(parts, threads: threads) { part in
+      let start = part * prefaultPartBytes
+      let code = populate(
+        base + start, byteCount: min(prefaultPartBytes, byteCount - start), osPageBytes: osPageBytes, advice: advice)
+      if code != 0 { failure.store(code, ordering: .relaxed) }
+      return code == 0
     }
     let code = failure.load(ordering: .relaxed)
     guard code != 0 else { return }

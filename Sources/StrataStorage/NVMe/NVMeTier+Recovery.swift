@@ -53,8 +53,7 @@ extension NVMeTier {
     report.blocksRecovered = tier.blockCount
     tier.log.withLock { $0.counters.ioErrors += report.ioErrors }
     let elapsed = clock.now - start
-    report.durationSeconds =
-      Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    report.durationSeconds = elapsed.inSeconds
     return (tier, report)
   }
 

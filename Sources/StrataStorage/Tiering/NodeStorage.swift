@@ -87,7 +87,7 @@ extension TierManager {
       metadata: [
         "bytes": "\(configuration.ramBytes)", "locked": "\(tiers.arena.isLocked)",
         "huge_pages_advised": "\(tiers.arena.hugePagesAdvised)",
-        "seconds": "\(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)",
+        "seconds": "\(elapsed.inSeconds)",
       ])
     return tiers
   }
