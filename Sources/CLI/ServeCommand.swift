@@ -14,6 +14,7 @@ import StrataCore
 import StrataNode
 import StrataStorage
 import StrataTCP
+import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -101,7 +102,23 @@ struct Serve: AsyncParsableCommand {
       LoggingSystem.bootstrap(StreamLogHandler.standardError)
       let logger = Logger(label: "strata.node")
       let diskFaults = faultInjection ? DiskFaultSwitch() : nil
-      let (tiers, recovery) = try TierManager.open(settings, faults: diskFaults, logger: logger)
+      let tiers: TierManager
+      let recovery: RecoveryReport?
+      do throws(StrataError) {
+        (tiers, recovery) = try TierManager.open(settings, faults: diskFaults, logger: logger) {
+          signals.isTriggered
+        }
+      } catch  where error.code == .cancelled && signals.isTriggered {
+        // A stop while the NVMe tier is read (minutes for a large tier) ends the start at once.
+        let signal = await signals.wait()
+        logger.info("stopped while starting", metadata: ["signal": "\(signal)", "reason": "\(error.message)"])
+        return
+      }
+      if signals.isTriggered {
+        let signal = await signals.wait()
+        logger.info("stopped while starting", metadata: ["signal": "\(signal)", "reason": "before serving"])
+        return
+      }
       let stats = tiers.stats
       print(
         "storage ready: RAM \(ByteSize(bytes: UInt64(stats.ramCapacityBytes))) "
@@ -232,18 +249,31 @@ final class TerminationSignals: @unchecked Sendable {
   private let sources: [any DispatchSourceSignal]
   private let continuation: AsyncStream<String>.Continuation
 
+  private final class Flag: Sendable { let value = Atomic<Bool>(false) }
+  private let triggered = Flag()
+
   /// Ends `wait()` as a signal would (a drained node stops itself this way).
-  func trigger(_ reason: String) { continuation.yield(reason) }
+  func trigger(_ reason: String) {
+    triggered.value.store(true, ordering: .relaxed)
+    continuation.yield(reason)
+  }
+
+  /// Whether a signal (or `trigger`) has come: long work before `wait()` asks it to stop early.
+  var isTriggered: Bool { triggered.value.load(ordering: .relaxed) }
 
   init() {
     let (stream, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingOldest(1))
     received = stream
     self.continuation = continuation
     let queue = DispatchQueue(label: "strata.signals")
+    let triggered = self.triggered
     sources = [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")].map { number, name in
       signal(number, SIG_IGN)
       let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-      source.setEventHandler { continuation.yield(name) }
+      source.setEventHandler {
+        triggered.value.store(true, ordering: .relaxed)
+        continuation.yield(name)
+      }
       source.resume()
       return source
     }

@@ -1,10 +1,11 @@
 // A real `strata serve` given SIGTERM: its services stop in the reverse of their start order
 // (readiness, data plane, admin API, storage), RAM blocks reach NVMe (a restart finds them), and it
-// exits 0 in time.
+// exits 0 in time. Given SIGTERM while it still reads its NVMe tier at start, it stops there.
 
 import Foundation
 import StrataClient
 import StrataCore
+import StrataTestKit
 import Testing
 
 @Suite struct GracefulStopTests {
@@ -56,5 +57,65 @@ import Testing
     reader.close()
     #expect(restarted.stop(keepData: true) == 0)
     #expect(found.tiers.allSatisfy { $0 != .absent }, "\(found.tiers)")
+  }
+
+  /// A node reads its whole NVMe tier at start (minutes for hundreds of GiB). SIGTERM then ends the
+  /// recovery at the region being read and the process exits 0 without serving; the disk is left
+  /// as it was, so the next start finds every block.
+  @Test func sigtermWhileTheNVMeTierIsReadStopsTheStart() async throws {
+    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "2GiB")
+    defer { try? FileManager.default.removeItem(atPath: node.directory) }
+    // 1 GiB of 2 MiB blocks on NVMe: a second or more of reading at start.
+    let count = 512
+    let blockBytes = 2 << 20
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 4096)
+    defer { source.deallocate() }
+    fill(source, seed: 9)
+    let client = node.client(sameHost: false)
+    let slice = try client.register(source).slice(offset: 0, length: blockBytes)
+    let keys = (0..<count).map { blockKey($0, 31) }
+    for batch in stride(from: 0, to: count, by: 16) {
+      let outcomes = try await client.put(
+        keys[batch..<(batch + 16)].map { StrataClient.PutItem(key: $0, source: slice) })
+      #expect(outcomes.allSatisfy { $0 == .stored })
+    }
+    client.close()
+    #expect(node.stop(keepData: true) == 0)
+
+    let restart = Process()
+    restart.executableURL = URL(fileURLWithPath: strataExecutable)
+    restart.arguments = [
+      "serve", "--data-dir", node.directory, "--listen", "127.0.0.1:0", "--ram", "64MiB", "--nvme", "2GiB",
+      "--ram-unlocked", "--admin", "127.0.0.1:0",
+    ]
+    let (out, errors) = (Pipe(), Pipe())
+    restart.standardOutput = out
+    restart.standardError = errors
+    try StrataTestKit.launch(restart)
+    // The signal goes as soon as the node says it is reading the tier; its log is read to the end.
+    let log = try await onNewThread { () throws -> String in
+      var text = ""
+      var signalled = false
+      while case let data = errors.fileHandleForReading.availableData, !data.isEmpty {
+        text += String(decoding: data, as: UTF8.self)
+        if !signalled && text.contains("storage: recovering the NVMe tier (") {
+          kill(restart.processIdentifier, SIGTERM)
+          signalled = true
+        }
+      }
+      restart.waitUntilExit()
+      return text
+    }
+    let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    #expect(restart.terminationStatus == 0, "\(log)")
+    #expect(log.contains("stopped while starting") && log.contains("NVMe recovery stopped on request"), "\(log)")
+    #expect(!log.contains("storage: NVMe tier recovered") && !printed.contains(" listening on "), "\(log)")
+
+    let restarted = try await NodeProcess.launch(ram: "64MiB", nvme: "2GiB", directory: node.directory)
+    let reader = restarted.client()
+    let found = try await reader.lookup(keys)
+    reader.close()
+    #expect(restarted.stop(keepData: true) == 0)
+    #expect(found.tiers.allSatisfy { $0 != .absent }, "\(found.tiers.filter { $0 == .absent }.count) absent")
   }
 }

@@ -122,7 +122,7 @@ struct NVMeHandLaidRegion {
     let tier = try NVMeTier(
       unformatted: devices, regionBytes: regionBytes, compression: .none, blockBytesMax: blockBytesMax,
       stagingBufferCount: 4)
-    return tier.scanAllRegions(NVMeTier.ScanConfiguration(windowBytes: window, readersPerDevice: readers))
+    return try tier.scanAllRegions(NVMeTier.ScanConfiguration(windowBytes: window, readersPerDevice: readers))
   }
 
   /// Everything a scan found, as text, so two scans compare field by field.

@@ -113,4 +113,36 @@ import Testing
     #expect(zip(heard, heard.dropFirst()).allSatisfy { $0.recordsFound <= $1.recordsFound })
     #expect(heard.last?.recordsFound == 40)
   }
+
+  /// A stop asked for while the tier is read (a signal while the node starts) ends the recovery
+  /// after the regions already being read, failing with `cancelled`; the disk is left as it was,
+  /// so the next start recovers every block.
+  @Test func aRecoveryAskedToStopReadsNoFurtherRegionAndLeavesTheDiskAsItWas() throws {
+    let device = SimulatedBlockDevice(capacityBytes: 6 * Self.regionBytes)
+    let tier = try NVMeTier(
+      devices: [device], regionBytes: Self.regionBytes, compression: .none, blockBytesMax: Self.blockBytesMax)
+    for number in 0..<40 { try nvmeWrite(tier, nvmeID(number), Self.payload(number)) }
+    let stop = Atomic<Bool>(false)
+    let reports = Mutex<[RecoveryProgress]>([])
+    let stopped = #expect(throws: StrataError.self) {
+      try NVMeTier.recover(
+        devices: [device.crashed()], regionBytes: Self.regionBytes, compression: .none,
+        blockBytesMax: Self.blockBytesMax
+      ) { read in
+        reports.withLock { $0.append(read) }
+        if read.regionsRead == 2 { stop.store(true, ordering: .relaxed) }
+      } shouldStop: {
+        stop.load(ordering: .relaxed)
+      }
+    }
+    #expect(stopped?.code == .cancelled)
+    #expect(stopped?.message.contains("of 6 region(s)") == true, "\(String(describing: stopped))")
+    // Two readers: besides the two regions read, at most the one the other reader held.
+    let heard = reports.withLock { $0.map(\.regionsRead) }
+    #expect(heard.count >= 2 && heard.count <= 3, "\(heard)")
+    let (_, report) = try NVMeTier.recover(
+      devices: [device.crashed()], regionBytes: Self.regionBytes, compression: .none,
+      blockBytesMax: Self.blockBytesMax)
+    #expect(report.blocksRecovered == 40)
+  }
 }

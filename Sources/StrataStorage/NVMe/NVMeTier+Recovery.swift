@@ -11,28 +11,31 @@ extension NVMeTier {
   /// rebuilds its index from them. Torn and decayed records are dropped and counted; an I/O error
   /// costs the rest of that region, never the recovery. Regions holding live blocks are sealed and
   /// evicted oldest first; new writes go to the free ones.
-  /// `progress` hears after each region read (see `RecoveryProgress`).
+  /// `progress` hears after each region read (see `RecoveryProgress`). `shouldStop` is asked
+  /// before each region: once it answers true (the node was told to stop while it starts), no
+  /// further region is read, and recovery fails with `cancelled` before it writes anything.
   public static func recover(
     devices: [any BlockDevice], regionBytes: Int, compression: CompressionCodec,
     blockBytesMax: Int = NVMeTier.defaultBlockBytesMax, stagingBufferCount: Int = NVMeTier.defaultStagingBufferCount,
-    progress: (@Sendable (RecoveryProgress) -> Void)? = nil
+    progress: (@Sendable (RecoveryProgress) -> Void)? = nil, shouldStop: (@Sendable () -> Bool)? = nil
   ) throws(StrataError) -> (NVMeTier, RecoveryReport) {
     try recover(
       devices: devices, regionBytes: regionBytes, compression: compression, blockBytesMax: blockBytesMax,
-      stagingBufferCount: stagingBufferCount, scan: ScanConfiguration(), progress: progress)
+      stagingBufferCount: stagingBufferCount, scan: ScanConfiguration(), progress: progress, shouldStop: shouldStop)
   }
 
   /// `recover` with the region reads configured (tests use small windows).
   static func recover(
     devices: [any BlockDevice], regionBytes: Int, compression: CompressionCodec, blockBytesMax: Int,
-    stagingBufferCount: Int, scan: ScanConfiguration, progress: (@Sendable (RecoveryProgress) -> Void)? = nil
+    stagingBufferCount: Int, scan: ScanConfiguration, progress: (@Sendable (RecoveryProgress) -> Void)? = nil,
+    shouldStop: (@Sendable () -> Bool)? = nil
   ) throws(StrataError) -> (NVMeTier, RecoveryReport) {
     let clock = ContinuousClock()
     let start = clock.now
     let tier = try NVMeTier(
       unformatted: devices, regionBytes: regionBytes, compression: compression, blockBytesMax: blockBytesMax,
       stagingBufferCount: stagingBufferCount)
-    let scans = tier.scanAllRegions(scan, progress: progress)
+    let scans = try tier.scanAllRegions(scan, progress: progress, shouldStop: shouldStop)
     let adopted = tier.log.withLock { $0.adopt(scans, sequenceFloor: wallClockNanoseconds()) }
     var report = RecoveryReport()
     report.regionsScanned = scans.count
@@ -75,9 +78,11 @@ extension NVMeTier {
   /// window's size, allocated up front, and a staging buffer for records larger than it; a thread
   /// takes the next unread region of its own device, or of the device with the most left once
   /// its own is done, so the devices are read in parallel and each one's regions front to back.
+  /// Once `shouldStop` answers true no region is handed out, and the scan fails with `cancelled`.
   func scanAllRegions(
-    _ configuration: ScanConfiguration = ScanConfiguration(), progress: (@Sendable (RecoveryProgress) -> Void)? = nil
-  ) -> [RegionScan] {
+    _ configuration: ScanConfiguration = ScanConfiguration(), progress: (@Sendable (RecoveryProgress) -> Void)? = nil,
+    shouldStop: (@Sendable () -> Bool)? = nil
+  ) throws(StrataError) -> [RegionScan] {
     let placements = log.withLock { log in log.regions.map { (device: $0.device, deviceOffset: $0.deviceOffset) } }
     let read = Mutex(RecoveryProgress(regionsTotal: placements.count))
     let regionsOfDevice = devices.indices.map { device in
@@ -96,12 +101,18 @@ extension NVMeTier {
     // How many regions of each device have been handed to a reader.
     let taken = Mutex([Int](repeating: 0, count: devices.count))
     let scans = Mutex([RegionScan](repeating: RegionScan(), count: placements.count))
+    let stopped = Atomic<Bool>(false)
     DispatchQueue.concurrentPerform(iterations: readers) { reader in
       let window = UnsafeMutableRawBufferPointer(
         rebasing: windows[(reader * windowBytes)..<((reader + 1) * windowBytes)])
       let lease = pool.lease()
       let home = reader % devices.count
       while true {
+        if stopped.load(ordering: .relaxed) { break }
+        if let shouldStop, shouldStop() {
+          stopped.store(true, ordering: .relaxed)
+          break
+        }
         let next = taken.withLock { taken -> Int? in
           var device = home
           if taken[home] == regionsOfDevice[home].count {
@@ -140,6 +151,13 @@ extension NVMeTier {
           }
         }
       }
+    }
+    if stopped.load(ordering: .relaxed) {
+      let handed = taken.withLock { $0.reduce(0, +) }
+      throw StrataError(
+        .cancelled,
+        "NVMe recovery stopped on request after \(handed) of \(placements.count) region(s); nothing on the disk was changed"
+      )
     }
     return scans.withLock { $0 }
   }

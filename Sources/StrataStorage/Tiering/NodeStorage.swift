@@ -18,10 +18,12 @@ extension TierManager {
   /// The tiers of a node configured by `node`. Existing device files are scanned and their
   /// valid blocks indexed again; torn or corrupt records are dropped, never served. Every device's
   /// failures are logged (ReportingBlockDevice); with `faults` (`strata serve --fault-injection`
-  /// only) every device is wrapped in a FaultInjectingBlockDevice inside that.
+  /// only) every device is wrapped in a FaultInjectingBlockDevice inside that. `shouldStop` is
+  /// asked before each region the recovery reads: once true (a stop signal while the node starts),
+  /// the recovery ends at once, changing nothing on the disk, and `open` fails with `cancelled`.
   public static func open(
     _ node: NodeConfiguration, clock: any NodeClock = SystemClock(), faults: DiskFaultSwitch? = nil,
-    logger: Logger
+    logger: Logger, shouldStop: (@Sendable () -> Bool)? = nil
   ) throws(StrataError) -> (TierManager, RecoveryReport?) {
     let configuration = TierConfiguration(node)
     // The data folder holds more than the NVMe tier (the same-host socket by default): a node
@@ -53,6 +55,8 @@ extension TierManager {
       logger.info(
         "storage: recovering the NVMe tier: \(read.regionsRead) of \(read.regionsTotal) regions read (\(percent)%, \(ByteSize(bytes: UInt64(read.bytesRead)))), \(read.recordsFound) record(s) found"
       )
+    } shouldStop: {
+      shouldStop?() ?? false
     }
     logger.info(
       "storage: NVMe tier recovered",
