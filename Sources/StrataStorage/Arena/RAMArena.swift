@@ -53,7 +53,8 @@ public final class RAMArena: @unchecked Sendable {
   /// `prefaultThreads` threads, so that the first write to any block costs no page fault. Takes time
   /// proportional to the capacity divided by the threads.
   public init(
-    capacityBytes: Int, lockMemory: Bool, hugePages: Bool, prefaultThreads: Int = RAMArena.prefaultThreads
+    capacityBytes: Int, lockMemory: Bool, hugePages: Bool, prefaultThreads: Int = RAMArena.prefaultThreads,
+    shouldStop: (@Sendable () -> Bool)? = nil
   ) throws(StrataError) {
     guard capacityBytes > 0 else {
       throw StrataError(.invalidConfiguration, "ram.capacity must be greater than zero (got \(capacityBytes) bytes)")
@@ -75,7 +76,8 @@ public final class RAMArena: @unchecked Sendable {
     do {
       // Locked before the pre-fault, as each page is faulted in: a limit too low fails at once.
       if lockMemory { try Self.lockPages(base, byteCount: mappedBytes) }
-      try Self.prefault(base, byteCount: mappedBytes, osPageBytes: osPageBytes, threads: prefaultThreads)
+      try Self.prefault(
+        base, byteCount: mappedBytes, osPageBytes: osPageBytes, threads: prefaultThreads, shouldStop: shouldStop)
     } catch {
       munmap(base, mappedBytes)
       throw error
@@ -140,23 +142,33 @@ public final class RAMArena: @unchecked Sendable {
   /// Faults every page of the range in for writing, on up to `threads` threads, each taking the next
   /// `prefaultPartBytes` not yet taken: `MADV_POPULATE_WRITE`, or a store to each page where the
   /// kernel predates it (5.14), or where `advice` is -1. The kernel's refusal (`ENOMEM`) is an error
-  /// that says so.
+  /// that says so. `shouldStop` is asked before each part: once true (a stop signal while the node
+  /// starts), no further part is started and the pre-fault fails with `cancelled`.
   static func prefault(
     _ base: UnsafeMutableRawPointer, byteCount: Int, osPageBytes: Int, threads: Int,
-    advice: Int32 = strata_madv_populate_write()
+    advice: Int32 = strata_madv_populate_write(), shouldStop: (@Sendable () -> Bool)? = nil
   ) throws(StrataError) {
     let parts = (byteCount + prefaultPartBytes - 1) / prefaultPartBytes
     let failure = Atomic<Int32>(0)
+    let faulted = Atomic<Int>(0)
     // Each part is faulted by the one thread that took it; the arena's bytes are not read.
     nonisolated(unsafe) let base = base
-    SharedParts.run(parts, threads: threads) { part in
+    let finished = SharedParts.run(parts, threads: threads) { part in
+      if let shouldStop, shouldStop() { return false }
       let start = part * prefaultPartBytes
       let code = populate(
         base + start, byteCount: min(prefaultPartBytes, byteCount - start), osPageBytes: osPageBytes, advice: advice)
       if code != 0 { failure.store(code, ordering: .relaxed) }
+      faulted.add(1, ordering: .relaxed)
       return code == 0
     }
     let code = failure.load(ordering: .relaxed)
+    if !finished && code == 0 {
+      throw StrataError(
+        .cancelled,
+        "faulting in the RAM arena (\(ByteSize(bytes: UInt64(byteCount)))) stopped on request after "
+          + "\(faulted.load(ordering: .relaxed)) of \(parts) part(s)")
+    }
     guard code != 0 else { return }
     throw StrataError(
       code == ENOMEM || code == EAGAIN ? .resourceExhausted : .internalError,

@@ -19,8 +19,9 @@ extension TierManager {
   /// valid blocks indexed again; torn or corrupt records are dropped, never served. Every device's
   /// failures are logged (ReportingBlockDevice); with `faults` (`strata serve --fault-injection`
   /// only) every device is wrapped in a FaultInjectingBlockDevice inside that. `shouldStop` is
-  /// asked before each region the recovery reads: once true (a stop signal while the node starts),
-  /// the recovery ends at once, changing nothing on the disk, and `open` fails with `cancelled`.
+  /// asked before each region the recovery reads and each part of the RAM arena faulted in: once
+  /// true (a stop signal while the node starts), the recovery ends at once, changing nothing on the
+  /// disk, or the pre-fault does, and `open` fails with `cancelled`.
   public static func open(
     _ node: NodeConfiguration, clock: any NodeClock = SystemClock(), faults: DiskFaultSwitch? = nil,
     logger: Logger, shouldStop: (@Sendable () -> Bool)? = nil
@@ -31,7 +32,7 @@ extension TierManager {
     try makeDirectory(node.dataDirectory)
     guard node.nvme.admission != .never else {
       logger.info("storage: RAM tier only (nvme.admission: never)")
-      return (try tiers(configuration, nvme: nil, clock: clock, logger: logger), nil)
+      return (try tiers(configuration, nvme: nil, clock: clock, logger: logger, shouldStop: shouldStop), nil)
     }
     var devices: [any BlockDevice] = []
     for path in node.effectiveNVMePaths {
@@ -73,18 +74,20 @@ extension TierManager {
         "storage: \(report.olderFormatRegions) NVMe region(s) hold records of an older format version, which this build does not read (docs/nvme-format.md); their blocks are dropped and the regions reused"
       )
     }
-    return (try tiers(configuration, nvme: nvme, clock: clock, logger: logger), report)
+    return (try tiers(configuration, nvme: nvme, clock: clock, logger: logger, shouldStop: shouldStop), report)
   }
 
   /// The tier manager over a new arena, logging before and after the arena's pre-fault, which takes
-  /// about a second per few GiB of `ram.capacity`.
+  /// about a second per 16 GiB of `ram.capacity` (far longer where a VM's host must first hand the
+  /// memory back), and may be stopped as the recovery may.
   private static func tiers(
-    _ configuration: TierConfiguration, nvme: NVMeTier?, clock: any NodeClock, logger: Logger
+    _ configuration: TierConfiguration, nvme: NVMeTier?, clock: any NodeClock, logger: Logger,
+    shouldStop: (@Sendable () -> Bool)?
   ) throws(StrataError) -> TierManager {
     let ram = ByteSize(bytes: UInt64(configuration.ramBytes))
     logger.info("storage: faulting in the RAM arena (\(ram)) on \(RAMArena.prefaultThreads) thread(s)")
     let start = ContinuousClock.now
-    let tiers = try TierManager(configuration: configuration, nvme: nvme, clock: clock)
+    let tiers = try TierManager(configuration: configuration, nvme: nvme, clock: clock, shouldStop: shouldStop)
     let elapsed = ContinuousClock.now - start
     logger.info(
       "storage: RAM arena ready",

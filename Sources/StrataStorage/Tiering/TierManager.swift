@@ -323,8 +323,11 @@ public final class TierManager: Sendable {
   let writeBehindSignals: AsyncStream<Void>
 
   /// A tier manager over a fresh arena and (when given) an NVMe tier already opened or recovered.
+  /// `shouldStop` may end the arena's pre-fault early (`RAMArena.init`): `init` then fails with
+  /// `cancelled`.
   public init(
-    configuration: TierConfiguration, nvme: NVMeTier?, clock: any NodeClock = SystemClock()
+    configuration: TierConfiguration, nvme: NVMeTier?, clock: any NodeClock = SystemClock(),
+    shouldStop: (@Sendable () -> Bool)? = nil
   ) throws(StrataError) {
     guard configuration.blockBytesMax > 0, configuration.ramBytes >= configuration.blockBytesMax else {
       throw StrataError(
@@ -334,7 +337,8 @@ public final class TierManager: Sendable {
     }
     self.configuration = configuration
     arena = try RAMArena(
-      capacityBytes: configuration.ramBytes, lockMemory: configuration.lockMemory, hugePages: configuration.hugePages)
+      capacityBytes: configuration.ramBytes, lockMemory: configuration.lockMemory, hugePages: configuration.hugePages,
+      shouldStop: shouldStop)
     self.nvme = nvme
     self.clock = clock
     io = WorkerPool(
