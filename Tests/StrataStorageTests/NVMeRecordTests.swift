@@ -48,6 +48,15 @@ import Testing
       #expect(Array(bytes[0..<4]) == Array("STRB".utf8))
       // Reserved bytes are written as zero whatever the buffer held before.
       #expect(bytes[152..<256].allSatisfy { $0 == 0 } && bytes[28..<32].allSatisfy { $0 == 0 })
+      // A masked raw record keeps its seed (at 152) and its two checksums apart.
+      if codec == .none {
+        var masked = header
+        masked.maskSeed = 0x0123_4567_89AB_CDEF
+        masked.storedChecksum = 0x0BAD_F00D
+        let maskedBytes = Self.encoded(masked)
+        #expect(try Self.decode(maskedBytes) == masked)
+        #expect(maskedBytes[7] == 2 && maskedBytes[152] == 0xEF && maskedBytes[160..<256].allSatisfy { $0 == 0 })
+      }
       #expect(bytes[81..<88].allSatisfy { $0 == 0 } && bytes[(88 + name.utf8.count)..<152].allSatisfy { $0 == 0 })
     }
   }
@@ -126,6 +135,16 @@ import Testing
     edits.append(("raw record with stored length differing", { $0[16] ^= 1 }))
     edits.append(("raw record with checksums differing", { $0[24] ^= 1 }))
     edits.append(("lz4 record not shorter than its payload", { $0[6] = 1 }))
+    edits.append(("masked flag without a seed", { $0[7] = 2 }))
+    edits.append(("mask seed without the flag", { $0[153] = 1 }))
+    edits.append(
+      (
+        "masked tombstone",
+        {
+          $0[7] = 3
+          $0[153] = 1
+        }
+      ))
     for (what, edit) in edits {
       var damaged = bytes
       edit(&damaged)

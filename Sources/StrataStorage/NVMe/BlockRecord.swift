@@ -11,7 +11,8 @@ public import StrataCore
 //        0    4  magic, the bytes "STRB"
 //        4    2  format version (2)
 //        6    1  codec: 0 none, 1 lz4
-//        7    1  flags: bit 0 tombstone (the block was removed; no payload), other bits zero
+//        7    1  flags: bit 0 tombstone (the block was removed; no payload), bit 1 masked (below),
+//                other bits zero
 //        8    4  header checksum: CRC-32C of the 256 header bytes with these 4 bytes zeroed
 //       12    4  payload length: bytes before the codec
 //       16    4  stored length: bytes after the header on disk
@@ -24,7 +25,8 @@ public import StrataCore
 //       80    1  namespace length (1...64)
 //       81    7  reserved, zero
 //       88   64  namespace, ASCII, zero-padded
-//      152  104  reserved, zero
+//      152    8  mask seed: nonzero exactly when masked
+//      160   96  reserved, zero
 //
 // A record starts at an aligned offset and occupies its header, its stored bytes and zeroed
 // padding up to the device's alignment, so one aligned read returns all of it. The stored bytes
@@ -36,6 +38,13 @@ public import StrataCore
 // `RecoveryReport.olderFormatRegions`). The device offset binds a record to its
 // place: a misdirected write, or a record-shaped run of bytes inside another record's payload,
 // is refused where it is found.
+//
+// Masked records: a payload is a tenant's bytes, and recovery looks for headers at aligned offsets
+// past a damaged header (`NVMeTier.walk`). A record whose stored bytes hold the magic at an offset
+// that lands aligned on the device is therefore written raw and masked: its stored bytes are the
+// payload XORed with a key stream drawn from a random seed (`RecordMask`), so no bytes the tenant
+// chose appear at an aligned offset. The stored checksum is of the masked bytes, the payload
+// checksum of the payload.
 
 /// Why a header was refused; each reason distinct, because "end of the log" (bad magic) and
 /// "torn or decayed" (magic right, checksum wrong) mean different things to recovery.
@@ -85,6 +94,7 @@ public struct BlockRecordHeader: Hashable, Sendable {
     static let key = 48
     static let namespaceLength = 80
     static let namespace = 88
+    static let maskSeed = 152
   }
 
   public var codec: CompressionCodec
@@ -100,8 +110,12 @@ public struct BlockRecordHeader: Hashable, Sendable {
   /// A tombstone says the block was removed at `sequence`: recovery must not bring back any older
   /// copy. It has no payload.
   public var isTombstone = false
+  /// Nonzero: the stored bytes are the payload masked with `RecordMask`'s key stream of this seed
+  /// (raw records only).
+  public var maskSeed: UInt64 = 0
 
   static let tombstoneFlag: UInt8 = 0x01
+  static let maskedFlag: UInt8 = 0x02
 
   public init(
     codec: CompressionCodec, namespace: Namespace, key: BlockKey, payloadBytes: Int, storedBytes: Int,
@@ -154,13 +168,14 @@ public struct BlockRecordHeader: Hashable, Sendable {
     header.storeBytes(of: Self.magic.bigEndian, toByteOffset: Offset.magic, as: UInt32.self)
     header.storeBytes(of: Self.formatVersion.littleEndian, toByteOffset: Offset.version, as: UInt16.self)
     header[Offset.codec] = codec.recordByte
-    header[Offset.flags] = isTombstone ? Self.tombstoneFlag : 0
+    header[Offset.flags] = (isTombstone ? Self.tombstoneFlag : 0) | (maskSeed != 0 ? Self.maskedFlag : 0)
     header.storeBytes(of: UInt32(payloadBytes).littleEndian, toByteOffset: Offset.payloadBytes, as: UInt32.self)
     header.storeBytes(of: UInt32(storedBytes).littleEndian, toByteOffset: Offset.storedBytes, as: UInt32.self)
     header.storeBytes(of: payloadChecksum.littleEndian, toByteOffset: Offset.payloadChecksum, as: UInt32.self)
     header.storeBytes(of: storedChecksum.littleEndian, toByteOffset: Offset.storedChecksum, as: UInt32.self)
     header.storeBytes(of: sequence.littleEndian, toByteOffset: Offset.sequence, as: UInt64.self)
     header.storeBytes(of: UInt64(deviceOffset).littleEndian, toByteOffset: Offset.deviceOffset, as: UInt64.self)
+    header.storeBytes(of: maskSeed.littleEndian, toByteOffset: Offset.maskSeed, as: UInt64.self)
     key.store(to: header.baseAddress! + Offset.key)
     var length = 0
     for byte in namespace.name.utf8 {
@@ -210,6 +225,7 @@ public struct BlockRecordHeader: Hashable, Sendable {
     var sequence: UInt64
     var deviceOffset: Int
     var isTombstone: Bool
+    var maskSeed: UInt64
 
     func header(namespace: Namespace) -> BlockRecordHeader {
       var header = BlockRecordHeader(
@@ -217,6 +233,7 @@ public struct BlockRecordHeader: Hashable, Sendable {
         payloadChecksum: payloadChecksum, storedChecksum: storedChecksum, sequence: sequence,
         deviceOffset: deviceOffset)
       header.isTombstone = isTombstone
+      header.maskSeed = maskSeed
       return header
     }
   }
@@ -241,7 +258,11 @@ public struct BlockRecordHeader: Hashable, Sendable {
       throw .invalidField("codec \(buffer[Offset.codec])")
     }
     let flags = buffer[Offset.flags]
-    guard flags & ~tombstoneFlag == 0 else { throw .invalidField("flags 0x\(String(flags, radix: 16))") }
+    guard flags & ~(tombstoneFlag | maskedFlag) == 0 else { throw .invalidField("flags 0x\(String(flags, radix: 16))") }
+    let maskSeed = UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: Offset.maskSeed, as: UInt64.self))
+    guard (flags & maskedFlag != 0) == (maskSeed != 0) else {
+      throw .invalidField("mask seed 0x\(String(maskSeed, radix: 16)) with flags 0x\(String(flags, radix: 16))")
+    }
     let fields = FixedFields(
       codec: codec,
       key: BlockKey(copying: buffer.baseAddress! + Offset.key),
@@ -256,8 +277,10 @@ public struct BlockRecordHeader: Hashable, Sendable {
       deviceOffset: Int(
         truncatingIfNeeded: UInt64(
           littleEndian: buffer.loadUnaligned(fromByteOffset: Offset.deviceOffset, as: UInt64.self))),
-      isTombstone: flags & tombstoneFlag != 0)
-    guard !fields.isTombstone || (fields.payloadBytes == 0 && fields.storedBytes == 0 && codec == .none) else {
+      isTombstone: flags & tombstoneFlag != 0, maskSeed: maskSeed)
+    guard
+      !fields.isTombstone || (fields.payloadBytes == 0 && fields.storedBytes == 0 && codec == .none && maskSeed == 0)
+    else {
       throw .invalidField("tombstone with \(fields.payloadBytes) payload bytes")
     }
     // Sequences start at the wall clock in nanoseconds (about 2^61 today); a top bit set is not a
@@ -267,13 +290,15 @@ public struct BlockRecordHeader: Hashable, Sendable {
     }
     switch codec {
     case .none:
-      // Raw bytes: stored and payload are the same bytes, so their lengths and checksums agree.
-      guard fields.storedBytes == fields.payloadBytes, fields.storedChecksum == fields.payloadChecksum else {
+      // Raw bytes: stored and payload are the same bytes, so their lengths and checksums agree
+      // (masked ones differ in their checksums only).
+      guard fields.storedBytes == fields.payloadBytes, maskSeed != 0 || fields.storedChecksum == fields.payloadChecksum
+      else {
         throw .invalidField(
           "raw record with stored \(fields.storedBytes)/payload \(fields.payloadBytes) bytes disagreeing")
       }
     case .lz4:
-      guard fields.storedBytes > 0, fields.storedBytes < fields.payloadBytes else {
+      guard fields.storedBytes > 0, fields.storedBytes < fields.payloadBytes, maskSeed == 0 else {
         throw .invalidField("lz4 record storing \(fields.storedBytes) bytes for \(fields.payloadBytes)")
       }
     }
@@ -295,6 +320,65 @@ extension CompressionCodec {
     case 0: self = .none
     case 1: self = .lz4
     default: return nil
+    }
+  }
+}
+
+/// The mask of a record whose payload holds the header magic where recovery could take it for a
+/// header (see the masked records above).
+enum RecordMask {
+  /// Whether `stored`, the stored bytes of a record starting `bodyOffset` bytes after an aligned
+  /// offset, holds the header magic at an offset that lands aligned on the device.
+  static func holdsMagicAtAlignedOffsets(
+    _ stored: UnsafeRawBufferPointer, bodyOffset: Int, alignmentBytes: Int
+  ) -> Bool {
+    let magic = BlockRecordHeader.magic.bigEndian
+    var offset = (alignmentBytes - bodyOffset % alignmentBytes) % alignmentBytes
+    while offset + 4 <= stored.count {
+      if stored.loadUnaligned(fromByteOffset: offset, as: UInt32.self) == magic { return true }
+      offset += alignmentBytes
+    }
+    return false
+  }
+
+  /// XORs `bytes` with the key stream of `seed` (SplitMix64, eight bytes per step); applying it
+  /// twice restores them.
+  static func apply(seed: UInt64, to bytes: UnsafeMutableRawBufferPointer) {
+    var state = seed
+    func next() -> UInt64 {
+      state &+= 0x9E37_79B9_7F4A_7C15
+      var z = state
+      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+      return z ^ (z >> 31)
+    }
+    var offset = 0
+    while offset + 8 <= bytes.count {
+      // The stream's bytes in little-endian order, whatever the machine's.
+      let word = bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self) ^ next().littleEndian
+      bytes.storeBytes(of: word, toByteOffset: offset, as: UInt64.self)
+      offset += 8
+    }
+    if offset < bytes.count {
+      var stream = next()
+      while offset < bytes.count {
+        bytes[offset] ^= UInt8(truncatingIfNeeded: stream)
+        stream >>= 8
+        offset += 1
+      }
+    }
+  }
+
+  /// Seeds a masking tries before it keeps one whose masked bytes still hold the magic aligned (a
+  /// chance of about one in 2^32 per aligned offset, which no payload can raise: the seed is secret).
+  static let seedTriesMax = 8
+
+  /// A seed for a new masked record: random, never zero (zero means not masked).
+  static func newSeed() -> UInt64 {
+    var generator = SystemRandomNumberGenerator()
+    while true {
+      let seed = generator.next()
+      if seed != 0 { return seed }
     }
   }
 }

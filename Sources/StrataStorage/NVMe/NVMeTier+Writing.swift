@@ -150,6 +150,8 @@ extension NVMeTier {
     var storedBytes: Int
     var codec: CompressionCodec
     var storedChecksum: UInt32
+    /// Nonzero when the stored bytes are the payload masked (see `RecordMask`).
+    var maskSeed: UInt64 = 0
     /// The payload's aligned bulk, written from where the caller holds it, between the staged
     /// header and the staged tail; nil when the whole record is staged.
     var inPlace: UnsafeRawBufferPointer?
@@ -227,6 +229,30 @@ extension NVMeTier {
     } else if payload.count > 0 {
       UnsafeMutableRawBufferPointer(rebasing: buffer[bodyStart..<(bodyStart + payload.count)]).copyMemory(from: payload)
     }
+    // Stored bytes that hold the magic where the device is aligned are written raw and masked, so
+    // that recovery never reads a tenant's bytes as a header (see `RecordMask`).
+    var maskSeed: UInt64 = 0
+    let stored =
+      codec == .lz4 ? UnsafeRawBufferPointer(rebasing: buffer[bodyStart..<(bodyStart + storedBytes)]) : payload
+    if RecordMask.holdsMagicAtAlignedOffsets(stored, bodyOffset: bodyStart - offset, alignmentBytes: alignmentBytes) {
+      bodyStart = offset + rawBodyOffset
+      let body = UnsafeMutableRawBufferPointer(rebasing: buffer[bodyStart..<(bodyStart + payload.count)])
+      for _ in 0..<RecordMask.seedTriesMax {
+        maskSeed = RecordMask.newSeed()
+        body.copyMemory(from: payload)
+        RecordMask.apply(seed: maskSeed, to: body)
+        if !RecordMask.holdsMagicAtAlignedOffsets(
+          UnsafeRawBufferPointer(body), bodyOffset: rawBodyOffset, alignmentBytes: alignmentBytes)
+        {
+          break
+        }
+      }
+      codec = .none
+      storedBytes = payload.count
+      stagedBody = payload.count
+      inPlace = nil
+      storedChecksum = CRC32C.checksum(UnsafeRawBufferPointer(body))
+    }
     let recordBytes = BlockRecordHeader.recordBytes(storedBytes: storedBytes, alignmentBytes: alignmentBytes)
     // A record written in place stages its header unit and its tail; any other, all of it.
     let stagedBytes =
@@ -239,7 +265,7 @@ extension NVMeTier {
       .initializeMemory(as: UInt8.self, repeating: 0)
     return StagedRecord(
       block: block, key: key, offset: offset, stagedBytes: stagedBytes, recordBytes: recordBytes,
-      storedBytes: storedBytes, codec: codec, storedChecksum: storedChecksum, inPlace: inPlace)
+      storedBytes: storedBytes, codec: codec, storedChecksum: storedChecksum, maskSeed: maskSeed, inPlace: inPlace)
   }
 
   /// Reserves room for the first records of `staged` (those the open region, or the next one,
@@ -269,10 +295,11 @@ extension NVMeTier {
     let run = staged[0..<reservations.count]
     for (record, reservation) in zip(run, reservations) {
       let block = blocks[record.block]
-      let header = BlockRecordHeader(
+      var header = BlockRecordHeader(
         codec: record.codec, namespace: block.id.namespace, key: block.id.key, payloadBytes: block.payload.count,
         storedBytes: record.storedBytes, payloadChecksum: block.checksum, storedChecksum: record.storedChecksum,
         sequence: reservation.sequence, deviceOffset: reservation.deviceOffset)
+      header.maskSeed = record.maskSeed
       header.encode(into: UnsafeMutableRawBufferPointer(rebasing: buffer[record.offset...]))
     }
     let first = reservations[0]

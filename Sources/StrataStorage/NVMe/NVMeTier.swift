@@ -415,6 +415,12 @@ public final class NVMeTier: Sendable {
       guard CRC32C.copy(stored, to: payload) == header.storedChecksum else {
         return .invalid("stored bytes checksum mismatch")
       }
+      if header.maskSeed != 0 {
+        RecordMask.apply(seed: header.maskSeed, to: payload)
+        guard CRC32C.checksum(UnsafeRawBufferPointer(payload)) == header.payloadChecksum else {
+          return .invalid("payload checksum mismatch after unmasking")
+        }
+      }
     case .lz4:
       guard CRC32C.checksum(stored) == header.storedChecksum else { return .invalid("stored bytes checksum mismatch") }
       guard let produced = LZ4Codec.decompress(stored, into: payload), produced == header.payloadBytes else {
