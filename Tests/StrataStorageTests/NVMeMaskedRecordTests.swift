@@ -1,7 +1,7 @@
 // Masked records: a payload that holds the header magic where the device is aligned is written
-// masked, so that recovery, looking past a damaged header, never takes a tenant's bytes for a
-// record of another tenant. Round trips (small and large, raw and lz4 tiers, moved by a reclaim,
-// recovered) and the attack itself, with and without the mask.
+// masked, so that recovery never takes a tenant's bytes for a record of another tenant, neither
+// past a damaged header nor in the stale tail of a reused region. Round trips (small and large,
+// raw and lz4 tiers, moved by a reclaim, recovered) and both attacks, with and without the mask.
 
 import StrataConfig
 import StrataCore
@@ -33,6 +33,60 @@ import Testing
     let forged = nvmeRecordBytes(victim, payload: poison, sequence: 1 << 62, deviceOffset: deviceOffset)
     payload.replaceSubrange(index..<(index + forged.count), with: forged)
     return payload
+  }
+
+  /// A tenant's payload of `payloadBytes` starting at device offset `start` (aligned), holding a
+  /// forged record for the victim in every alignment block, each naming the offset it lies at,
+  /// with increasing sequences: wherever a walk meets the payload, it meets a sound chain.
+  static func spraying(payloadBytes: Int, start: Int) -> [UInt8] {
+    var payload = testPayload(8, bytes: payloadBytes)
+    for block in 0..<(payloadBytes / 4096) {
+      let forged = nvmeRecordBytes(
+        victim, payload: poison, sequence: 1 << 62 + UInt64(block), deviceOffset: start + block * 4096)
+      payload.replaceSubrange((block * 4096)..<((block + 1) * 4096), with: forged)
+    }
+    return payload
+  }
+
+  /// A new use of region 0 over the old one: one record from offset 0 with a higher sequence,
+  /// ending (16 KiB) inside the old use's second record, where the stale tail begins.
+  static func reuseRegionZero(_ device: SimulatedBlockDevice) {
+    nvmeWriteAligned(
+      device, at: 0,
+      nvmeRecordBytes(nvmeID(2), payload: testPayload(2, bytes: 12 << 10), sequence: 1 << 61, deviceOffset: 0))
+  }
+
+  /// The stale-tail attack needs no damage: block 1's payload is sprayed with forged records, the
+  /// region is reused by shorter records, and recovery reads on into the stale tail. The tier's
+  /// own write masked the spray, so the walk ends where the new use's records end.
+  @Test func aStaleTailNeverYieldsARecordATenantWrote() throws {
+    let device = SimulatedBlockDevice(capacityBytes: 4 * Self.regionBytes)
+    let tier = try Self.tier(device)
+    try nvmeWrite(tier, nvmeID(0), testPayload(0, bytes: 3000))
+    let first = try #require(tier.recordLocation(of: nvmeID(0)))
+    #expect(first.offset == 0 && first.recordBytes == 4096)
+    // Block 1's record at 4096, its 64 KiB payload from 8192.
+    try nvmeWrite(tier, nvmeID(1), Self.spraying(payloadBytes: 64 << 10, start: 8192))
+    #expect(try #require(tier.recordLocation(of: nvmeID(1))).offset == 4096)
+    Self.reuseRegionZero(device)
+    let (recovered, report) = try Self.recover(device)
+    #expect(!recovered.contains(Self.victim), "a record of the tenant's making was adopted: \(report)")
+    #expect(recovered.contains(nvmeID(2)) && report.blocksRecovered == 1, "\(report)")
+  }
+
+  /// The same region laid out with block 1 unmasked: recovery adopts the sprayed records.
+  @Test func withoutTheMaskAStaleTailYieldsTheTenantsRecords() throws {
+    let device = SimulatedBlockDevice(capacityBytes: 4 * Self.regionBytes)
+    nvmeWriteAligned(
+      device, at: 0, nvmeRecordBytes(nvmeID(0), payload: testPayload(0, bytes: 3000), sequence: 100, deviceOffset: 0))
+    nvmeWriteAligned(
+      device, at: 4096,
+      nvmeRecordBytes(
+        nvmeID(1), payload: Self.spraying(payloadBytes: 64 << 10, start: 8192), sequence: 101, deviceOffset: 4096))
+    Self.reuseRegionZero(device)
+    let (recovered, _) = try Self.recover(device)
+    #expect(recovered.contains(Self.victim))
+    #expect(try nvmeRead(recovered, Self.victim) == Self.poison)
   }
 
   /// Whether the device holds the magic at an aligned offset inside `range` (record headers lie
