@@ -136,6 +136,9 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_nvme_records_written_total", kind: .counter, labels: [],
       help: "Block records written to the NVMe tier."),
     .init(
+      name: "strata_nvme_masked_records_written_total", kind: .counter, labels: [],
+      help: "NVMe records written masked: their bytes held the record magic where the device is aligned."),
+    .init(
       name: "strata_nvme_reclaim_waits_total", kind: .counter, labels: [],
       help: "NVMe writes that found no free region while another write reclaimed one, and waited for it."),
     .init(
@@ -445,6 +448,7 @@ public final class NodeMetrics: NodeObserver {
       advance("strata_nvme_device_writes_total", [], to: nvme.recordWrites)
       advance("strata_nvme_records_written_total", [], to: nvme.recordsWritten)
       advance("strata_nvme_reclaim_waits_total", [], to: nvme.reclaimWaits)
+      advance("strata_nvme_masked_records_written_total", [], to: nvme.maskedRecordsWritten)
       advance("strata_nvme_admissions_refused_total", [], to: nvme.admissionsRefused)
       advance("strata_nvme_io_errors_total", [], to: nvme.ioErrors)
     }

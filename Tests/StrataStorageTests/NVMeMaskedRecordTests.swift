@@ -162,6 +162,7 @@ import Testing
     }
     // Offsets 3840 of a small record and 8192 of a large one land aligned; 8193 and 0 (small) do not.
     #expect(masked == [true, true, false, false])
+    #expect(tier.statistics.maskedRecordsWritten == 2)
     for number in 0..<4 { #expect((try? nvmeRead(tier, nvmeID(number))) == payloads[number], "written \(number)") }
 
     let (recovered, report) = try Self.recover(device)

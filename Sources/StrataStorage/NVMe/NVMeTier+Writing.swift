@@ -327,6 +327,7 @@ extension NVMeTier {
         }
         log.counters.recordWrites += 1
         log.counters.recordsWritten += run.count
+        log.counters.maskedRecordsWritten += run.count { $0.maskSeed != 0 }
       }
       for record in run { outcomes[record.block] = .success(.written) }
     } catch {

@@ -50,6 +50,9 @@ public struct NVMeTierStatistics: Hashable, Sendable {
   /// write puts a run of small records in one device write, so the first is the smaller.
   public var recordWrites = 0
   public var recordsWritten = 0
+  /// Records written masked because their stored bytes held the header magic where the device is
+  /// aligned (see `RecordMask`): nearly never by chance, so a count that grows is a tenant trying.
+  public var maskedRecordsWritten = 0
   /// Estimated bytes the block index occupies (hash table buckets, keys and values).
   public var indexBytes = 0
 
@@ -295,6 +298,7 @@ public final class NVMeTier: Sendable {
       statistics.tombstonesRefused = log.counters.tombstonesRefused
       statistics.recordWrites = log.counters.recordWrites
       statistics.recordsWritten = log.counters.recordsWritten
+      statistics.maskedRecordsWritten = log.counters.maskedRecordsWritten
       statistics.indexBytes = NVMeTier.estimatedIndexBytes(capacity: log.index.capacity)
       return statistics
     }

@@ -58,6 +58,7 @@ struct RegionLogCounters: Sendable {
   var tombstonesRefused = 0
   var recordWrites = 0
   var recordsWritten = 0
+  var maskedRecordsWritten = 0
 }
 
 struct RegionLog: Sendable {
