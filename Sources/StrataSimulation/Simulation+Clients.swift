@@ -29,6 +29,12 @@ extension Simulation {
         bytes[start + offset] = UInt8(truncatingIfNeeded: word >> (8 * offset))
       }
     }
+    // One block in eight holds the NVMe record magic where its record's bytes land aligned on
+    // the disk (payload byte 3840 of a record whose bytes follow its 256-byte header), so masked
+    // records go through every fault too (docs/nvme-format.md, "Masked records").
+    if (sequence ^ index) % 8 == 0 && length >= 3844 {
+      withUnsafeBytes(of: UInt32(0x5354_5242).bigEndian) { bytes.replaceSubrange(3840..<3844, with: $0) }
+    }
     return bytes
   }
 
