@@ -54,6 +54,21 @@ private let mebibyte = 1 << 20
     #expect(odd.slotBytes(for: 20 * mebibyte) == 32 * mebibyte)
   }
 
+  /// The trap the advice warns of: 64 MiB of 32 MiB pages takes blocks of two sizes, then refuses
+  /// a third size with the arena nearly empty; 16 pages or more draw no advice.
+  @Test func anArenaOfFewPagesIsAdvisedAgainst() throws {
+    var allocator = SlabAllocator(capacityBytes: 64 * mebibyte, blockBytesMax: 32 * mebibyte)
+    let small = allocator.allocate(bytes: 5_000)
+    let medium = allocator.allocate(bytes: 64 << 10)
+    #expect(small != nil && medium != nil)
+    let large = allocator.allocate(bytes: 2 * mebibyte)
+    #expect(large == nil)
+    let advice = try #require(SlabAllocator.fewPagesAdvice(capacityBytes: 64 * mebibyte, blockBytesMax: 32 * mebibyte))
+    #expect(advice.contains("holds 2 page(s) of 32MiB") && advice.contains("512MiB"), "\(advice)")
+    #expect(SlabAllocator.fewPagesAdvice(capacityBytes: 512 * mebibyte, blockBytesMax: 32 * mebibyte) == nil)
+    #expect(SlabAllocator.fewPagesAdvice(capacityBytes: 64 * mebibyte, blockBytesMax: 4 * mebibyte) == nil)
+  }
+
   @Test func fillsTheArenaThenSaysNoAndEmptiesBack() throws {
     var allocator = SlabAllocator(capacityBytes: 8 * mebibyte, blockBytesMax: mebibyte)
     #expect(allocator.pageCount == 4)

@@ -1,6 +1,8 @@
 // Which bytes of the RAM arena hold which block: size-classed slots carved from fixed pages.
 // Pure bookkeeping on offsets; it never touches the memory (RAMArena owns that).
 
+import StrataCore
+
 /// A run of arena bytes handed to one block; `capacityBytes` is the slot's size class, at least the
 /// block's size.
 public struct ArenaSlot: Hashable, Sendable, CustomStringConvertible {
@@ -39,6 +41,32 @@ public struct ArenaSlot: Hashable, Sendable, CustomStringConvertible {
 /// page changes class. Pages with free slots are on an index-linked list per class. In steady state
 /// `allocate` and `free` are O(1) and allocate no memory.
 public struct SlabAllocator: Sendable {
+  /// Below this many pages an arena is advised against (`fewPagesAdvice`).
+  public static let pagesAdvisedMin = 16
+
+  /// The page of an allocator for blocks of at most `blockBytesMax`: the smallest power of two that
+  /// holds one, and `pageBytesMin` at least.
+  public static func pageBytes(blockBytesMax: Int) -> Int {
+    var pageBytes = pageBytesMin
+    while pageBytes < blockBytesMax { pageBytes <<= 1 }
+    return pageBytes
+  }
+
+  /// A warning for an arena of fewer than `pagesAdvisedMin` pages, nil otherwise. Each size class in
+  /// use holds at least one page, so in such an arena blocks of a few different sizes can take every
+  /// page while it is nearly empty, and a block of yet another size finds no room (`no_space`).
+  public static func fewPagesAdvice(capacityBytes: Int, blockBytesMax: Int) -> String? {
+    let pageSize = Self.pageBytes(blockBytesMax: blockBytesMax)
+    let pages = capacityBytes / pageSize
+    guard pages < pagesAdvisedMin else { return nil }
+    let page = ByteSize(bytes: UInt64(pageSize))
+    return "ram.capacity (\(ByteSize(bytes: UInt64(capacityBytes)))) holds \(pages) page(s) of \(page) "
+      + "(limits.max_block_size, \(ByteSize(bytes: UInt64(blockBytesMax))), rounded up to a power of two): every block size "
+      + "in use takes pages of its own, so blocks of more than \(pages) sizes can be refused (no_space) while RAM is "
+      + "nearly empty. Give ram.capacity \(pagesAdvisedMin) pages (\(ByteSize(bytes: UInt64(pagesAdvisedMin * pageSize)))) "
+      + "or more, or lower limits.max_block_size to the largest block the engines write"
+  }
+
   /// The smallest slot, and the alignment of every slot.
   public static let slotBytesMin = 4096
   /// Pages are never smaller than one x86-64 huge page.
@@ -88,8 +116,7 @@ public struct SlabAllocator: Sendable {
       "SlabAllocator: blockBytesMax must be in 1...1GiB, got \(blockBytesMax)")
     self.capacityBytes = capacityBytes
     self.blockBytesMax = blockBytesMax
-    var pageBytes = Self.pageBytesMin
-    while pageBytes < blockBytesMax { pageBytes <<= 1 }
+    let pageBytes = Self.pageBytes(blockBytesMax: blockBytesMax)
     self.pageBytes = pageBytes
     classBytes = Self.sizeClasses(blockBytesMax: blockBytesMax, pageBytes: pageBytes)
 

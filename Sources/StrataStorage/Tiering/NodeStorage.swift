@@ -96,6 +96,11 @@ extension TierManager {
         "huge_pages_advised": "\(tiers.arena.hugePagesAdvised)",
         "seconds": "\(elapsed.inSeconds)",
       ])
+    if let advice = SlabAllocator.fewPagesAdvice(
+      capacityBytes: configuration.ramBytes, blockBytesMax: configuration.blockBytesMax)
+    {
+      logger.warning("storage: \(advice)")
+    }
     return tiers
   }
 }
