@@ -102,6 +102,10 @@ struct Serve: AsyncParsableCommand {
       LoggingSystem.bootstrap(StreamLogHandler.standardError)
       let logger = Logger(label: "strata.node")
       let diskFaults = faultInjection ? DiskFaultSwitch() : nil
+      func stopWhileStarting(reason: String) async {
+        let signal = await signals.wait()
+        logger.info("stopped while starting", metadata: ["signal": "\(signal)", "reason": "\(reason)"])
+      }
       let tiers: TierManager
       let recovery: RecoveryReport?
       do throws(StrataError) {
@@ -110,15 +114,9 @@ struct Serve: AsyncParsableCommand {
         }
       } catch  where error.code == .cancelled && signals.isTriggered {
         // A stop while the NVMe tier is read (minutes for a large tier) ends the start at once.
-        let signal = await signals.wait()
-        logger.info("stopped while starting", metadata: ["signal": "\(signal)", "reason": "\(error.message)"])
-        return
+        return await stopWhileStarting(reason: error.message)
       }
-      if signals.isTriggered {
-        let signal = await signals.wait()
-        logger.info("stopped while starting", metadata: ["signal": "\(signal)", "reason": "before serving"])
-        return
-      }
+      if signals.isTriggered { return await stopWhileStarting(reason: "before serving") }
       let stats = tiers.stats
       print(
         "storage ready: RAM \(ByteSize(bytes: UInt64(stats.ramCapacityBytes))) "
