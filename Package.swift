@@ -247,6 +247,7 @@ let package = Package(
       name: "StrataAdminTests",
       dependencies: [
         "StrataAdmin", "StrataNode", "StrataStorage", "StrataTCP", "StrataConfig", "StrataCore", "StrataWire",
+        "StrataTestKit",
       ],
       path: "Tests/StrataAdminTests", swiftSettings: strictSwift),
     .testTarget(

@@ -18,21 +18,36 @@ func metricNamespaces(_ settings: NodeConfiguration) -> [Namespace] {
   settings.auth.tokens.isEmpty ? [.embeddedDefault] : Array(Set(settings.auth.tokens.map(\.namespace)))
 }
 
-/// The admin API when `admin.enabled` (not started: `nodeServices` starts it last), nil when
-/// disabled.
+/// The admin port when `admin.enabled`, bound before storage opens and answering how far the
+/// start has got (`start`) until the node serves; nil when disabled. A port already taken, or TLS
+/// files that do not load, fail the start at once rather than after minutes of NVMe recovery.
+func openAdminWhileStarting(_ settings: NodeConfiguration, start: NodeStart, logger: Logger) throws(StrataError)
+  -> AdminServer?
+{
+  guard settings.admin.enabled else { return nil }
+  var configuration = AdminServer.Configuration(settings)
+  // The data plane's certificates; the admin port follows that server's (reloadable) ones once it exists.
+  if let tls = try NodeServer.makeTLS(settings.tls) { configuration.tls = { tls } }
+  let admin = try AdminServer(configuration: configuration, logger: logger)
+  admin.startWhileStarting(start.answer)
+  logger.info("admin API answering while the node starts", metadata: ["address": "\(admin.address)"])
+  return admin
+}
+
+/// The admin API on `admin` (not started: `nodeServices` starts it last), nil when disabled.
 func makeAdmin(
   _ settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, server: NodeServer,
   verifier: StorageVerifier, metrics: NodeMetrics, cluster: ClusterNode?, faultInjection: Bool = false,
-  diskFaults: DiskFaultSwitch? = nil,
+  diskFaults: DiskFaultSwitch? = nil, admin: AdminServer?,
   logger: Logger
-) throws(StrataError) -> NodeAdministration? {
-  guard settings.admin.enabled else {
+) -> NodeAdministration? {
+  guard let admin else {
     logger.info("admin API disabled (admin.enabled: false)")
     return nil
   }
-  let administration = try NodeAdministration(
+  let administration = NodeAdministration(
     settings: settings, configPath: configPath, nodeID: nodeID, tiers: tiers, node: server, verifier: verifier,
-    metrics: metrics, machine: thisMachine(), logger: logger)
+    metrics: metrics, machine: thisMachine(), admin: admin, logger: logger)
   if let cluster { attachCluster(cluster, to: administration) }
   if faultInjection {
     administration.enableFaultInjection(disk: diskFaults)

@@ -102,14 +102,18 @@ struct Serve: AsyncParsableCommand {
       LoggingSystem.bootstrap(StreamLogHandler.standardError)
       let logger = Logger(label: "strata.node")
       let diskFaults = faultInjection ? DiskFaultSwitch() : nil
+      let metrics = NodeMetrics(namespaces: metricNamespaces(settings))
+      let start = NodeStart(metrics: metrics)
+      let admin = try openAdminWhileStarting(settings, start: start, logger: logger)
       func stopWhileStarting(reason: String) async {
         let signal = await signals.wait()
+        admin?.stop()
         logger.info("stopped while starting", metadata: ["signal": "\(signal)", "reason": "\(reason)"])
       }
       let tiers: TierManager
       let recovery: RecoveryReport?
       do throws(StrataError) {
-        (tiers, recovery) = try TierManager.open(settings, faults: diskFaults, logger: logger) {
+        (tiers, recovery) = try TierManager.open(settings, faults: diskFaults, logger: logger, progress: start.record) {
           signals.isTriggered
         }
       } catch  where error.code == .cancelled && signals.isTriggered {
@@ -117,13 +121,13 @@ struct Serve: AsyncParsableCommand {
         return await stopWhileStarting(reason: error.message)
       }
       if signals.isTriggered { return await stopWhileStarting(reason: "before serving") }
+      start.storageOpened()
       let stats = tiers.stats
       print(
         "storage ready: RAM \(ByteSize(bytes: UInt64(stats.ramCapacityBytes))) "
           + "(\(tiers.arena.isLocked ? "locked" : "not locked")), NVMe \(ByteSize(bytes: UInt64(stats.nvmeCapacityBytes))) "
           + "holding \(recovery?.blocksRecovered ?? 0) block(s)")
       let nodeID = settings.node.id.isEmpty ? hostName() : settings.node.id
-      let metrics = NodeMetrics(namespaces: metricNamespaces(settings))
       let server = try NodeServer(
         configuration: ServerConfiguration(settings, nodeID: nodeID), tiers: tiers, logger: logger, observer: metrics)
       var cluster: ClusterNode?
@@ -151,9 +155,10 @@ struct Serve: AsyncParsableCommand {
       }
       // The scrub: an operator's through the admin API, a scheduled one with or without it.
       let verifier = StorageVerifier(tiers: tiers, logger: logger)
-      let administration = try makeAdmin(
+      let administration = makeAdmin(
         settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, verifier: verifier,
-        metrics: metrics, cluster: cluster, faultInjection: faultInjection, diskFaults: diskFaults, logger: logger)
+        metrics: metrics, cluster: cluster, faultInjection: faultInjection, diskFaults: diskFaults, admin: admin,
+        logger: logger)
       let lifecycle = Lifecycle()
       do throws(LifecycleFailure) {
         for service in nodeServices(

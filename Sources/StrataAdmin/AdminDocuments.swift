@@ -8,6 +8,8 @@ import StrataStorage
 struct ProbeDocument: Encodable {
   var status: String
   var reason: String?
+  /// While the node starts: its step (`StartProgress.Phase`).
+  var phase: String?
 }
 
 /// POST /v1/evict.

@@ -145,12 +145,25 @@ public final class AdminServer: Sendable {
     var handler: Handler
   }
 
+  /// Answers every request while the node starts, before its routes are in force (see
+  /// `startWhileStarting`).
+  public typealias StartingAnswer = @Sendable (AdminRequest) -> AdminResponse
+
+  private enum Mode {
+    /// Routes may be registered; nothing is served yet.
+    case registering
+    /// Served by the starting answer while routes may still be registered.
+    case starting(StartingAnswer)
+    /// Served by the routes, which are fixed from now on.
+    case serving
+  }
+
   private struct State {
     var routes: [Route] = []
     var sections: [String: @Sendable () -> any Encodable & Sendable] = [:]
     var readiness: [(String, @Sendable () -> String?)] = []
     var tokens: [NodeConfiguration.Auth.Token]
-    var started = false
+    var mode = Mode.registering
     var nextRequest: UInt64 = 0
   }
 
@@ -158,6 +171,12 @@ public final class AdminServer: Sendable {
   private let logger: Logger
   private let http: Mutex<HTTPServer?>
   private let configuration: Configuration
+  /// Where new connections' TLS context comes from (`followTLS`).
+  private final class TLSSource: Sendable {
+    let provider: Mutex<(@Sendable () -> TLSContext?)?>
+    init(_ provider: (@Sendable () -> TLSContext?)?) { self.provider = Mutex(provider) }
+  }
+  private let tlsSource: TLSSource
 
   /// Binds the listening socket now (port 0 picks a free one; see `address`).
   public init(configuration: Configuration, logger: Logger) throws(StrataError) {
@@ -165,12 +184,15 @@ public final class AdminServer: Sendable {
     self.logger = logger
     state = Mutex(State(tokens: configuration.tokens))
     http = Mutex(nil)
+    let tlsSource = TLSSource(configuration.tls)
+    self.tlsSource = tlsSource
     let limits = HTTPServerLimits(
       connectionsMax: configuration.connectionsMax,
       requestTimeoutMilliseconds: configuration.requestTimeoutMilliseconds,
       workers: configuration.workers)
     let server = try HTTPServer(
-      name: "admin", listen: configuration.listen, limits: limits, logger: logger, tls: configuration.tls,
+      name: "admin", listen: configuration.listen, limits: limits, logger: logger,
+      tls: { tlsSource.provider.withLock { $0 }?() },
       inline: AdminServer.isProbe,
       refusal: { status, code, message in
         HTTPResponse(status: status, contentType: "application/json", body: adminErrorBody(code, message))
@@ -206,7 +228,7 @@ public final class AdminServer: Sendable {
   /// `start()`; registering a method and path twice is a programmer error.
   public func route(_ method: String, _ path: String, requiresToken: Bool = true, handler: @escaping Handler) {
     state.withLock { state in
-      precondition(!state.started, "AdminServer.route(\(method) \(path)) after start()")
+      if case .serving = state.mode { preconditionFailure("AdminServer.route(\(method) \(path)) after start()") }
       precondition(
         !state.routes.contains { $0.method == method && $0.path == path }, "route \(method) \(path) registered twice")
       state.routes.append(Route(method: method, path: path, requiresToken: requiresToken, handler: handler))
@@ -260,10 +282,34 @@ public final class AdminServer: Sendable {
   /// Sets where refused calls are reported (see `RefusalAuditor`).
   public func onRefusal(_ report: @escaping RefusalAuditor) { auditor.withLock { $0 = report } }
 
-  /// Starts serving on threads of its own.
+  /// Starts serving the routes on threads of its own (or, after `startWhileStarting`, switches
+  /// every request from then on to them).
   public func start() {
-    state.withLock { $0.started = true }
+    let wasStarting = state.withLock { state in
+      defer { state.mode = .serving }
+      if case .starting = state.mode { return true }
+      return false
+    }
+    if !wasStarting { http.withLock { $0!.start() } }
+  }
+
+  /// Starts serving before the routes are in force: `answer` answers every request (tokens are
+  /// not checked: it must give nothing away but how far the start has got) until `start()`.
+  /// Routes may still be registered meanwhile. A node starts so while it reads its NVMe tier,
+  /// which can take minutes, so that probes and Prometheus see it starting rather than down.
+  public func startWhileStarting(_ answer: @escaping StartingAnswer) {
+    state.withLock { state in
+      guard case .registering = state.mode else { preconditionFailure("AdminServer.startWhileStarting after start") }
+      state.mode = .starting(answer)
+    }
     http.withLock { $0!.start() }
+  }
+
+  /// New connections take their TLS context from `provider` from now on (nil or returning nil:
+  /// plaintext); a node started before its data plane existed follows the data plane's
+  /// (reloadable) certificates once it does.
+  public func followTLS(_ provider: @escaping @Sendable () -> TLSContext?) {
+    tlsSource.provider.withLock { $0 = provider }
   }
 
   /// Stops accepting and closes every connection.
@@ -289,9 +335,11 @@ public final class AdminServer: Sendable {
   /// Answers one request (on its connection's thread): routing, auth, the handler, the log line.
   private func answer(_ http: HTTPRequest) -> HTTPResponse {
     let started = DispatchTime.now().uptimeNanoseconds
-    let (routes, tokens, number) = state.withLock { state in
+    let (routes, tokens, number, starting) = state.withLock { state in
       state.nextRequest += 1
-      return (state.routes, state.tokens, state.nextRequest)
+      var starting: StartingAnswer?
+      if case .starting(let answer) = state.mode { starting = answer }
+      return (state.routes, state.tokens, state.nextRequest, starting)
     }
     // A client's id is used only when it is printable ASCII of at most 64 bytes: it is logged and
     // sent back in a response header, so it must not be able to start another line.
@@ -302,7 +350,11 @@ public final class AdminServer: Sendable {
       requestID: requestID)
     let response: AdminResponse
     let onPath = routes.filter { $0.path == http.path }
-    if let route = onPath.first(where: { $0.method == http.method || ($0.method == "GET" && http.method == "HEAD") }) {
+    if let starting {
+      response = starting(request)
+    } else if let route = onPath.first(where: {
+      $0.method == http.method || ($0.method == "GET" && http.method == "HEAD")
+    }) {
       if let denied = authorize(http, route: route, tokens: tokens) {
         response = denied
       } else {

@@ -39,17 +39,18 @@ public final class NodeAdministration: Sendable {
   }
   private let state: Mutex<State>
 
-  /// Binds the admin API on `settings.admin.listen` and registers the node's routes.
+  /// Registers the node's routes on `admin` (bound on `settings.admin.listen`, and maybe already
+  /// answering while the node starts).
   /// - Parameters:
   ///   - configPath: the file `serve` read its settings from, which config reload reads again.
   public init(
     settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, node: NodeServer,
-    verifier: StorageVerifier, metrics: NodeMetrics, machine: NodeConfiguration.Machine, logger: Logger
-  ) throws(StrataError) {
-    var adminConfiguration = AdminServer.Configuration(settings)
+    verifier: StorageVerifier, metrics: NodeMetrics, machine: NodeConfiguration.Machine, admin: AdminServer,
+    logger: Logger
+  ) {
     // The admin port speaks TLS when the data plane does, with the same (reloadable) certificates.
-    if node.tls != nil { adminConfiguration.tls = { [node] in node.tls } }
-    admin = try AdminServer(configuration: adminConfiguration, logger: logger)
+    if node.tls != nil { admin.followTLS { [node] in node.tls } }
+    self.admin = admin
     self.metrics = metrics
     self.verifier = verifier
     self.tiers = tiers
@@ -83,6 +84,7 @@ public final class NodeAdministration: Sendable {
   /// Starts serving the admin API; /ready answers 200 from now until `beginStopping()`.
   public func start() {
     admin.start()
+    metrics.recordServing()
     state.withLock { $0.serving = true }
     logger.info("admin API listening", metadata: ["address": "\(address)", "metrics_url": "\(metricsURL)"])
   }
@@ -182,7 +184,7 @@ public final class NodeAdministration: Sendable {
       metrics.refresh(tiers: tiers, server: node, verifier: verifier)
       metrics.refreshAdmin(admin.connectionStats)
       for hook in state.withLock({ $0.scrapeHooks }) { hook(metrics) }
-      return AdminResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
+      return AdminResponse(status: 200, contentType: NodeMetrics.contentType, body: metrics.render())
     }
     admin.route("GET", "/v1/status") { [self] _ throws(StrataError) in .json(status()) }
     admin.route("POST", "/v1/evict") { [self] request throws(StrataError) in

@@ -88,6 +88,20 @@ public final class NodeMetrics: NodeObserver {
         "Blocks this node owns and dropped as damaged (disk or RAM) that wait to be read back from their other owners; at most 65,536."
     ),
     .init(name: "strata_uptime_seconds", kind: .gauge, labels: [], help: "Seconds since the node started."),
+    .init(
+      name: "strata_starting", kind: .gauge, labels: [],
+      help:
+        "1 while the node starts (reading its NVMe tier, faulting in its RAM arena, starting its services); 0 once it serves."
+    ),
+    .init(
+      name: "strata_nvme_recovery_regions_read", kind: .gauge, labels: [],
+      help: "NVMe regions the recovery at start has read (it keeps its final value once the node serves)."),
+    .init(
+      name: "strata_nvme_recovery_regions_total", kind: .gauge, labels: [],
+      help: "NVMe regions the recovery at start reads in all (0 until it has counted them)."),
+    .init(
+      name: "strata_nvme_recovery_records_found", kind: .gauge, labels: [],
+      help: "Sound records the recovery at start has found so far (superseded copies not yet told apart)."),
     .init(name: "strata_build_info", kind: .gauge, labels: ["version"], help: "1, labelled with the build's version."),
     .init(
       name: "strata_verify_running", kind: .gauge, labels: [],
@@ -325,6 +339,20 @@ public final class NodeMetrics: NodeObserver {
 
   /// The Prometheus text exposition (format 0.0.4).
   public func render() -> [UInt8] { registry.emitToBuffer() }
+
+  /// The content type of `render()`'s bytes.
+  public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+  /// Sets the start's gauges: `strata_starting` 1 and the NVMe recovery's progress.
+  public func recordStart(_ progress: StartProgress) {
+    gauge("strata_starting").set(1.0)
+    gauge("strata_nvme_recovery_regions_read").set(Double(progress.recovery.regionsRead))
+    gauge("strata_nvme_recovery_regions_total").set(Double(progress.recovery.regionsTotal))
+    gauge("strata_nvme_recovery_records_found").set(Double(progress.recovery.recordsFound))
+  }
+
+  /// The node serves: `strata_starting` 0.
+  public func recordServing() { gauge("strata_starting").set(0.0) }
 
   // MARK: Recording
 
@@ -620,6 +648,8 @@ public final class NodeMetrics: NodeObserver {
       "strata_damaged_blocks_waiting",
       "strata_writeback_lag_seconds", "strata_io_queue_jobs",
       "strata_writeback_pending_blocks", "strata_writeback_pending_bytes", "strata_member_records_rejected",
+      "strata_starting", "strata_nvme_recovery_regions_read", "strata_nvme_recovery_regions_total",
+      "strata_nvme_recovery_records_found",
     ] {
       gauge(name).set(0.0)
     }

@@ -7,6 +7,7 @@ import Foundation
 import StrataClient
 import StrataCore
 import StrataTCP
+import StrataTestKit
 import Testing
 
 /// Sends `bytes` on a fresh admin connection and reads until the node closes it or `seconds`

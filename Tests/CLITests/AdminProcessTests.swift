@@ -6,6 +6,7 @@ import Foundation
 import StrataAdmin
 import StrataClient
 import StrataCore
+import StrataTestKit
 import Testing
 
 /// A node process (see NodeProcess) and the address of its admin API, read from its banner.

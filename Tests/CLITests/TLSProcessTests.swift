@@ -312,6 +312,11 @@ func failure(_ body: () async throws(StrataError) -> Void) async -> StrataError?
     let renewed = tlsClient(node.address, tls: try second.client())
     defer { renewed.close() }
     #expect(await failure { () throws(StrataError) in _ = try await renewed.connect() } == nil)
+    // The admin port, opened before the data plane existed, follows its certificates too.
+    #expect(try AdminClient(address: admin, tls: try second.client()).send("GET", "/health").status == 200)
+    #expect(throws: StrataError.self) {
+      try AdminClient(address: admin, tls: try first.client()).send("GET", "/health")
+    }
   }
 
   /// Three static nodes over mutual TLS: blocks written through one are replicated to their

@@ -10,6 +10,7 @@ import StrataConfig
 import StrataCore
 import StrataPlacement
 import StrataTCP
+import StrataTestKit
 import StrataWire
 import Testing
 

@@ -33,10 +33,12 @@ final class AdminFixture {
     let node = try NodeServer(
       configuration: ServerConfiguration(settings, nodeID: "test-node"), tiers: tiers,
       logger: Logger(label: "test"), observer: metrics)
-    administration = try NodeAdministration(
+    administration = NodeAdministration(
       settings: settings, configPath: configPath, nodeID: "test-node", tiers: tiers, node: node,
       verifier: StorageVerifier(tiers: tiers), metrics: metrics,
-      machine: NodeConfiguration.Machine(physicalMemoryBytes: 64 << 30), logger: Logger(label: "test"))
+      machine: NodeConfiguration.Machine(physicalMemoryBytes: 64 << 30),
+      admin: try AdminServer(configuration: .init(settings), logger: Logger(label: "test")),
+      logger: Logger(label: "test"))
     extend(administration)
     administration.start()
   }

@@ -85,6 +85,13 @@ public struct RecoveryProgress: Hashable, Sendable {
   public var bytesRead = 0
   /// Sound records found in the regions read (superseded copies not yet told apart).
   public var recordsFound = 0
+
+  public init(regionsRead: Int = 0, regionsTotal: Int = 0, bytesRead: Int = 0, recordsFound: Int = 0) {
+    self.regionsRead = regionsRead
+    self.regionsTotal = regionsTotal
+    self.bytesRead = bytesRead
+    self.recordsFound = recordsFound
+  }
 }
 
 /// Where a block's record lies on disk; for diagnostics and fault-injection tests.

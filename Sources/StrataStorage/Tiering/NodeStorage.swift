@@ -11,6 +11,16 @@ public func nvmeDeviceFile(under path: String) -> String {
   (path.hasSuffix("/") ? path : path + "/") + "strata-nvme.dat"
 }
 
+/// A step of opening a node's storage, reported as it happens (`TierManager.open`), so that a
+/// node can say how far its start has got before it serves.
+public enum StorageOpeningStep: Sendable, Hashable {
+  /// The NVMe tier is being recovered: once before any region is read (nothing known yet, not
+  /// even `regionsTotal`), then after each region read.
+  case recoveringNVMe(RecoveryProgress)
+  /// The RAM arena of `bytes` is being faulted in (after the NVMe tier, if any, was recovered).
+  case faultingInRAM(bytes: Int)
+}
+
 extension TierManager {
   /// How often a recovery that has not finished says how far it has got.
   static let recoveryProgressIntervalMilliseconds: UInt64 = 5_000
@@ -21,10 +31,11 @@ extension TierManager {
   /// only) every device is wrapped in a FaultInjectingBlockDevice inside that. `shouldStop` is
   /// asked before each region the recovery reads and each part of the RAM arena faulted in: once
   /// true (a stop signal while the node starts), the recovery ends at once, changing nothing on the
-  /// disk, or the pre-fault does, and `open` fails with `cancelled`.
+  /// disk, or the pre-fault does, and `open` fails with `cancelled`. `progress` hears each step
+  /// (`StorageOpeningStep`).
   public static func open(
     _ node: NodeConfiguration, clock: any NodeClock = SystemClock(), faults: DiskFaultSwitch? = nil,
-    logger: Logger, shouldStop: (@Sendable () -> Bool)? = nil
+    logger: Logger, progress: (@Sendable (StorageOpeningStep) -> Void)? = nil, shouldStop: (@Sendable () -> Bool)? = nil
   ) throws(StrataError) -> (TierManager, RecoveryReport?) {
     let configuration = TierConfiguration(node)
     // The data folder holds more than the NVMe tier (the same-host socket by default): a node
@@ -32,7 +43,10 @@ extension TierManager {
     try makeDirectory(node.dataDirectory)
     guard node.nvme.admission != .never else {
       logger.info("storage: RAM tier only (nvme.admission: never)")
-      return (try tiers(configuration, nvme: nil, clock: clock, logger: logger, shouldStop: shouldStop), nil)
+      return (
+        try tiers(configuration, nvme: nil, clock: clock, logger: logger, progress: progress, shouldStop: shouldStop),
+        nil
+      )
     }
     var devices: [any BlockDevice] = []
     for path in node.effectiveNVMePaths {
@@ -47,10 +61,12 @@ extension TierManager {
     let schedule = Mutex(
       ProgressLogSchedule(
         startMilliseconds: clock.nowMilliseconds(), intervalMilliseconds: Self.recoveryProgressIntervalMilliseconds))
+    progress?(.recoveringNVMe(RecoveryProgress()))
     let (nvme, report) = try NVMeTier.recover(
       devices: devices, regionBytes: Int(node.nvme.regionSize.bytes), compression: node.nvme.compression,
       blockBytesMax: configuration.blockBytesMax, stagingBufferCount: configuration.ioThreads * 2
     ) { read in
+      progress?(.recoveringNVMe(read))
       guard schedule.withLock({ $0.isDue(nowMilliseconds: clock.nowMilliseconds()) }) else { return }
       let percent = read.regionsRead * 100 / max(1, read.regionsTotal)
       logger.info(
@@ -74,7 +90,10 @@ extension TierManager {
         "storage: \(report.olderFormatRegions) NVMe region(s) hold records of an older format version, which this build does not read (docs/nvme-format.md); their blocks are dropped and the regions reused"
       )
     }
-    return (try tiers(configuration, nvme: nvme, clock: clock, logger: logger, shouldStop: shouldStop), report)
+    return (
+      try tiers(configuration, nvme: nvme, clock: clock, logger: logger, progress: progress, shouldStop: shouldStop),
+      report
+    )
   }
 
   /// The tier manager over a new arena, logging before and after the arena's pre-fault, which takes
@@ -82,8 +101,9 @@ extension TierManager {
   /// memory back), and may be stopped as the recovery may.
   private static func tiers(
     _ configuration: TierConfiguration, nvme: NVMeTier?, clock: any NodeClock, logger: Logger,
-    shouldStop: (@Sendable () -> Bool)?
+    progress: (@Sendable (StorageOpeningStep) -> Void)?, shouldStop: (@Sendable () -> Bool)?
   ) throws(StrataError) -> TierManager {
+    progress?(.faultingInRAM(bytes: configuration.ramBytes))
     let ram = ByteSize(bytes: UInt64(configuration.ramBytes))
     logger.info("storage: faulting in the RAM arena (\(ram)) on \(RAMArena.prefaultThreads) thread(s)")
     let start = ContinuousClock.now
