@@ -38,7 +38,7 @@ func openAdminWhileStarting(_ settings: NodeConfiguration, start: NodeStart, log
 func makeAdmin(
   _ settings: NodeConfiguration, configPath: String?, nodeID: String, tiers: TierManager, server: NodeServer,
   verifier: StorageVerifier, metrics: NodeMetrics, cluster: ClusterNode?, faultInjection: Bool = false,
-  diskFaults: DiskFaultSwitch? = nil, admin: AdminServer?,
+  diskFaults: DiskFaultSwitch? = nil, admin: AdminServer?, logLevel: NodeLogLevel,
   logger: Logger
 ) -> NodeAdministration? {
   guard let admin else {
@@ -49,6 +49,12 @@ func makeAdmin(
     settings: settings, configPath: configPath, nodeID: nodeID, tiers: tiers, node: server, verifier: verifier,
     metrics: metrics, machine: thisMachine(), admin: admin, logger: logger)
   if let cluster { attachCluster(cluster, to: administration) }
+  administration.onReload { [logger] old, new in
+    guard old.log.level != new.log.level else { return [] }
+    logLevel.set(new.log.level)
+    logger.notice("log level now \(new.log.level.rawValue) (config reload)")
+    return ["log.level"]
+  }
   if faultInjection {
     administration.enableFaultInjection(disk: diskFaults)
     logger.warning(

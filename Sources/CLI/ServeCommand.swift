@@ -84,6 +84,12 @@ struct Serve: AsyncParsableCommand {
   @Flag(help: "Listen beyond loopback even without tokens or TLS (refused otherwise).")
   var insecure = false
 
+  @Option(help: "Least severe log lines written: trace, debug, info, notice, warning, error, critical.")
+  var logLevel: String?
+
+  @Option(help: "Log lines as text (for people) or json (one object a line, for log collectors).")
+  var logFormat: String?
+
   @Flag(help: "Print the resolved configuration and exit without opening storage.")
   var dryRun = false
 
@@ -99,7 +105,8 @@ struct Serve: AsyncParsableCommand {
       print(settings.yaml, terminator: "")
       if dryRun { return }
       let signals = TerminationSignals()
-      LoggingSystem.bootstrap(StreamLogHandler.standardError)
+      let logLevel = NodeLogLevel(settings.log.level)
+      LoggingSystem.bootstrap(NodeLogHandler.factory(format: settings.log.format, level: logLevel))
       let logger = Logger(label: "strata.node")
       let diskFaults = faultInjection ? DiskFaultSwitch() : nil
       let metrics = NodeMetrics(namespaces: metricNamespaces(settings))
@@ -158,7 +165,7 @@ struct Serve: AsyncParsableCommand {
       let administration = makeAdmin(
         settings, configPath: config, nodeID: nodeID, tiers: tiers, server: server, verifier: verifier,
         metrics: metrics, cluster: cluster, faultInjection: faultInjection, diskFaults: diskFaults, admin: admin,
-        logger: logger)
+        logLevel: logLevel, logger: logger)
       let lifecycle = Lifecycle()
       do throws(LifecycleFailure) {
         for service in nodeServices(
@@ -217,6 +224,8 @@ struct Serve: AsyncParsableCommand {
       settings.nvme.defaultCapacity = try flag("--nvme") { () throws(StrataError) in try ByteSize(parsing: nvme) }
     }
     if ramUnlocked { settings.ram.lock = false }
+    if let logLevel { settings.log.level = try choice("--log-level", logLevel) }
+    if let logFormat { settings.log.format = try choice("--log-format", logFormat) }
     if let peers { settings.cluster.peers = try parseSeeds(peers, flag: "--peers") }
     if let etcd { settings.cluster.etcd = etcd }
     if let replicas { settings.cluster.replicas = replicas }
@@ -233,6 +242,15 @@ struct Serve: AsyncParsableCommand {
     }
     try settings.validate(on: thisMachine())
     return settings
+  }
+
+  private func choice<T: RawRepresentable & CaseIterable>(_ name: String, _ text: String) throws(StrataError) -> T
+  where T.RawValue == String {
+    guard let value = T(rawValue: text) else {
+      throw StrataError(
+        .invalidArgument, "\(name): '\(text)' is not one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    return value
   }
 
   private func flag<T>(_ name: String, _ parse: () throws(StrataError) -> T) throws(StrataError) -> T {

@@ -19,6 +19,25 @@ public enum CompressionCodec: String, Sendable, CaseIterable {
   case lz4
 }
 
+/// The least severe log lines a node writes (swift-log's levels, by the same names).
+public enum LogLevel: String, Sendable, CaseIterable {
+  case trace
+  case debug
+  case info
+  case notice
+  case warning
+  case error
+  case critical
+}
+
+/// How a node writes its log lines on standard error.
+public enum LogFormat: String, Sendable, CaseIterable {
+  /// `TIME LEVEL LABEL: key=value [module] message`, for people.
+  case text
+  /// One JSON object a line, for log collectors (docs/configuration.md, `log`).
+  case json
+}
+
 /// How a node finds its peers.
 public enum MembershipMode: String, Sendable {
   /// A single node with no peers: the embedded default.
@@ -231,6 +250,13 @@ public struct NodeConfiguration: Hashable, Sendable {
     public var requestTimeout = DurationSetting(milliseconds: 10_000)
   }
 
+  /// The node's log (standard error).
+  public struct Log: Hashable, Sendable {
+    /// Lines below this level are not written; a config reload changes it while the node runs.
+    public var level = LogLevel.info
+    public var format = LogFormat.text
+  }
+
   /// The scrub (`strata verify`, docs/admin.md): besides an operator's, one on a schedule, at a
   /// bounded rate so that it never takes the disk or a core from the tenants.
   public struct Verify: Hashable, Sendable {
@@ -298,6 +324,7 @@ public struct NodeConfiguration: Hashable, Sendable {
   public var auth = Auth()
   public var admin = Admin()
   public var verify = Verify()
+  public var log = Log()
   public var sameHost = SameHost()
   public var tls = TLS()
   /// Allows listening beyond loopback without tokens or without TLS (refused otherwise).

@@ -298,6 +298,7 @@ extension ConfigurationField where Root == NodeConfiguration {
           int("connections", \.admin.connectionsMax), duration("request_timeout", \.admin.requestTimeout),
         ]),
       section("verify", [duration("interval", \.verify.interval), size("max_rate", \.verify.maxRate)]),
+      section("log", [choice("level", \.log.level), choice("format", \.log.format)]),
       section(
         "same_host",
         [

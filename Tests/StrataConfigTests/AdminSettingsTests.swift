@@ -27,4 +27,18 @@ import Testing
       #expect(found.contains { $0.contains(field) }, "\(yaml): \(found)")
     }
   }
+
+  @Test func theLogsLevelAndFormatAreReadPrintedAndChecked() throws {
+    #expect(NodeConfiguration().log.level == .info && NodeConfiguration().log.format == .text)
+    let config = try NodeConfiguration(yaml: "log:\n  level: debug\n  format: json\n")
+    #expect(config.log.level == .debug && config.log.format == .json)
+    #expect(try NodeConfiguration(yaml: config.yaml).log == config.log)
+    for yaml in ["log:\n  level: loud\n", "log:\n  format: xml\n"] {
+      #expect {
+        _ = try NodeConfiguration(yaml: yaml)
+      } throws: { error in
+        (error as? StrataError)?.message.contains("is not one of") == true
+      }
+    }
+  }
 }
