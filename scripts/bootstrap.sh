@@ -35,3 +35,17 @@ if ! command -v swift >/dev/null 2>&1; then
   echo "bootstrap: a Swift 6 toolchain is required (swift was not found on PATH)" >&2
   exit 1
 fi
+
+# promtool, which checks and unit-tests deploy/prometheus/strata-alerts.yml (AlertRulesTests): taken
+# from Debian's prometheus package without installing it (installing would start a Prometheus
+# server), kept in the cache beside the Python environments. Tests find it at this path.
+promtool_dir="${XDG_CACHE_HOME:-$HOME/.cache}/strata/promtool"
+if [ ! -x "$promtool_dir/promtool" ]; then
+  echo "bootstrap: fetching promtool (Debian's prometheus package, unpacked only)" >&2
+  scratch="$(mktemp -d)"
+  (cd "$scratch" && apt-get download -qq prometheus 2>/dev/null || { sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"; $sudo apt-get update -qq && apt-get download -qq prometheus; })
+  mkdir -p "$promtool_dir"
+  dpkg-deb --fsys-tarfile "$scratch"/prometheus_*.deb | tar -x -O ./usr/bin/promtool >"$promtool_dir/promtool.part"
+  chmod +x "$promtool_dir/promtool.part" && mv "$promtool_dir/promtool.part" "$promtool_dir/promtool"
+  rm -rf "$scratch"
+fi

@@ -51,7 +51,7 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
   }
 
   /// What one file names in another exists: compose mounts, Prometheus targets on the admin
-  /// port, the Grafana dashboard, the Kubernetes files kustomize lists, and probes on the
+  /// port and its alerting rules, the Grafana dashboard, the Kubernetes files kustomize lists, and probes on the
   /// admin port's /health and /ready.
   @Test func deployFilesReferToEachOther() throws {
     let compose = DeployFixtures.deployFolder.appendingPathComponent("compose")
@@ -74,6 +74,13 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
       (job["static_configs"] as? [[String: Any]] ?? []).flatMap { $0["targets"] as? [String] ?? [] }
     }
     #expect(targets.sorted() == nodes.map { "\($0):7401" })
+    // The alerting rules Prometheus loads are the ones deploy/prometheus holds, mounted where it reads them.
+    let ruleFiles = prometheus["rule_files"] as? [String] ?? []
+    #expect(ruleFiles == ["/etc/prometheus/strata-alerts.yml"])
+    let mounts = (services["prometheus"] as? [String: Any])?["volumes"] as? [String] ?? []
+    for file in ruleFiles {
+      #expect(mounts.contains("../prometheus/strata-alerts.yml:\(file):ro"), "\(mounts)")
+    }
     for node in 1...3 {
       let config = try #require(
         try yamlDocuments(compose.appendingPathComponent("config/node-\(node).yaml").path).first)
