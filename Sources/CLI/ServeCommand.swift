@@ -110,10 +110,12 @@ struct Serve: AsyncParsableCommand {
       let logger = Logger(label: "strata.node")
       let diskFaults = faultInjection ? DiskFaultSwitch() : nil
       let metrics = NodeMetrics(namespaces: metricNamespaces(settings))
-      let start = NodeStart(metrics: metrics)
+      let notifier = ServiceNotifier(socketPath: getenv("NOTIFY_SOCKET").map { String(cString: $0) }, logger: logger)
+      let start = NodeStart(metrics: metrics, notifier: notifier)
       let admin = try openAdminWhileStarting(settings, start: start, logger: logger)
       func stopWhileStarting(reason: String) async {
         let signal = await signals.wait()
+        notifier?.stopping("stopped while starting (\(signal))")
         admin?.stop()
         logger.info("stopped while starting", metadata: ["signal": "\(signal)", "reason": "\(reason)"])
       }
@@ -192,7 +194,9 @@ struct Serve: AsyncParsableCommand {
       for advisory in settings.advisories() { logger.warning("\(advisory)") }
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
+      notifier?.ready("serving on \(server.address)")
       let signal = await signals.wait()
+      notifier?.stopping("stopping (\(signal)): finishing requests, writing RAM blocks to NVMe")
       logger.info("stopping", metadata: ["signal": "\(signal)", "order": "\(Array(lifecycle.started.reversed()))"])
       let report = await lifecycle.stop()
       for failure in report.failures { logger.error("stopping", metadata: ["failure": "\(failure)"]) }

@@ -168,6 +168,7 @@ int strata_poller_wait(int poller, int *ready, int capacity, int timeout_ms) {
 
 #include <string.h>
 #include <sys/un.h>
+#include <stddef.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 #if defined(__linux__)
@@ -294,6 +295,37 @@ int strata_unix_connect(const char *path) {
     return -1;
   }
   return fd;
+}
+
+/// `path` as an address: '@' first names the abstract namespace (a leading zero byte, not
+/// terminated); the address length goes to `length`.
+static int datagram_address(const char *path, struct sockaddr_un *address, socklen_t *length) {
+  if (unix_address(path, address) != 0) return -1;
+  size_t bytes = strlen(path);
+  if (path[0] == '@') address->sun_path[0] = 0;
+  *length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + bytes + (path[0] == '@' ? 0 : 1));
+  return 0;
+}
+
+int strata_unix_datagram_open(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || path == NULL) return fd;
+  struct sockaddr_un address;
+  socklen_t length;
+  if (datagram_address(path, &address, &length) != 0 || bind(fd, (struct sockaddr *)&address, length) != 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
+long strata_unix_datagram_send(int fd, const char *path, const void *bytes, size_t count) {
+  struct sockaddr_un address;
+  socklen_t length;
+  if (datagram_address(path, &address, &length) != 0) return -1;
+  return (long)sendto(fd, bytes, count, MSG_NOSIGNAL, (struct sockaddr *)&address, length);
 }
 
 int strata_peer_credentials(int fd, int *pid, unsigned int *uid) {

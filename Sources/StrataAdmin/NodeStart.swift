@@ -67,10 +67,14 @@ public struct StartProgress: Sendable, Hashable {
 public final class NodeStart: Sendable {
   private let progress = Mutex(StartProgress())
   private let metrics: NodeMetrics
+  private let notifier: ServiceNotifier?
 
-  public init(metrics: NodeMetrics) {
+  /// `notifier` (systemd's notify socket, when the node has one) hears each step too.
+  public init(metrics: NodeMetrics, notifier: ServiceNotifier? = nil) {
     self.metrics = metrics
+    self.notifier = notifier
     metrics.recordStart(StartProgress())
+    notifier?.starting(StartProgress())
   }
 
   /// How far the start has got now.
@@ -83,6 +87,7 @@ public final class NodeStart: Sendable {
       return progress
     }
     metrics.recordStart(now)
+    notifier?.starting(now)
   }
 
   /// Storage is open: the services are being started.
@@ -92,6 +97,7 @@ public final class NodeStart: Sendable {
       return progress
     }
     metrics.recordStart(now)
+    notifier?.starting(now)
   }
 
   /// The answer to `request` while the node starts.

@@ -199,6 +199,7 @@ private func yamlDocuments(_ path: String) throws -> [[String: Any]] {
     #expect(unit.contains("ExecStart=/usr/local/bin/strata serve --config"))
     for line in [
       "AmbientCapabilities=CAP_IPC_LOCK", "LimitMEMLOCK=infinity", "KillSignal=SIGTERM", "Restart=on-failure",
+      "Type=notify", "NotifyAccess=main",
     ] {
       #expect(unit.contains("\n\(line)\n"), "the unit lacks \(line)")
     }

@@ -105,6 +105,15 @@ int strata_unix_listen(const char *path, int backlog, unsigned int mode);
 /// A connected Unix-domain stream socket; the descriptor or -1 with errno set.
 int strata_unix_connect(const char *path);
 
+/// A Unix-domain datagram socket (close-on-exec), bound to `path` when it is not NULL; a path that
+/// starts with '@' names an address in the abstract namespace (as systemd's NOTIFY_SOCKET may).
+/// -1 with errno set on failure.
+int strata_unix_datagram_open(const char *path);
+
+/// Sends `count` bytes as one datagram from `fd` to `path` ('@': abstract, as above); the bytes
+/// sent or -1 with errno set.
+long strata_unix_datagram_send(int fd, const char *path, const void *bytes, size_t count);
+
 /// SO_PEERCRED: the connected peer's process and user ids; 0 or -1 with errno set.
 int strata_peer_credentials(int fd, int *pid, unsigned int *uid);
 
