@@ -42,7 +42,8 @@ func nodeServices(
       },
       stop: { verifier.stop() }))
   if let administration {
-    // Nothing to start here: the admin API listens once the node is ready (the last service).
+    // Nothing to start here: the admin port answers from before storage opens (NodeStart), and
+    // its routes take over once the node is ready (the last service).
     services.append(
       LifecycleService(
         "admin API", stopWithin: .milliseconds(settings.admin.requestTimeout.milliseconds) + .seconds(5),
