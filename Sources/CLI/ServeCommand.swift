@@ -4,7 +4,7 @@
 // (`nodeServices`: requests in progress finish, RAM blocks are written to NVMe so a restart is
 // warm) and exits 0.
 
-import ArgumentParser
+public import ArgumentParser
 import Dispatch
 import Logging
 import StrataAdmin
@@ -84,11 +84,11 @@ struct Serve: AsyncParsableCommand {
   @Flag(help: "Listen beyond loopback even without tokens or TLS (refused otherwise).")
   var insecure = false
 
-  @Option(help: "Least severe log lines written: trace, debug, info, notice, warning, error, critical.")
-  var logLevel: String?
+  @Option(help: "Least severe log lines written (default: info).")
+  var logLevel: LogLevel?
 
   @Option(help: "Log lines as text (for people) or json (one object a line, for log collectors).")
-  var logFormat: String?
+  var logFormat: LogFormat?
 
   @Flag(help: "Print the resolved configuration and exit without opening storage.")
   var dryRun = false
@@ -228,8 +228,8 @@ struct Serve: AsyncParsableCommand {
       settings.nvme.defaultCapacity = try flag("--nvme") { () throws(StrataError) in try ByteSize(parsing: nvme) }
     }
     if ramUnlocked { settings.ram.lock = false }
-    if let logLevel { settings.log.level = try choice("--log-level", logLevel) }
-    if let logFormat { settings.log.format = try choice("--log-format", logFormat) }
+    if let logLevel { settings.log.level = logLevel }
+    if let logFormat { settings.log.format = logFormat }
     if let peers { settings.cluster.peers = try parseSeeds(peers, flag: "--peers") }
     if let etcd { settings.cluster.etcd = etcd }
     if let replicas { settings.cluster.replicas = replicas }
@@ -246,15 +246,6 @@ struct Serve: AsyncParsableCommand {
     }
     try settings.validate(on: thisMachine())
     return settings
-  }
-
-  private func choice<T: RawRepresentable & CaseIterable>(_ name: String, _ text: String) throws(StrataError) -> T
-  where T.RawValue == String {
-    guard let value = T(rawValue: text) else {
-      throw StrataError(
-        .invalidArgument, "\(name): '\(text)' is not one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
-    }
-    return value
   }
 
   private func flag<T>(_ name: String, _ parse: () throws(StrataError) -> T) throws(StrataError) -> T {
@@ -315,3 +306,7 @@ func hostName() -> String {
   guard gethostname(&buffer, buffer.count) == 0 else { return "strata-node" }
   return String(nulTerminated: buffer)
 }
+
+// The configuration's choices as options: ArgumentParser checks the value and lists the choices in --help.
+extension LogLevel: ExpressibleByArgument {}
+extension LogFormat: ExpressibleByArgument {}

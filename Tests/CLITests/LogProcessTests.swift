@@ -61,6 +61,6 @@ import Testing
     #expect(text.contains(" warning strata.node:"), "\(text)")
 
     let refused = try await strata("serve", "--log-level", "loud", "--dry-run")
-    #expect(refused.status != 0 && refused.stderr.contains("--log-level: 'loud' is not one of"), "\(refused.stderr)")
+    #expect(refused.status == 64 && refused.stderr.contains("'loud' is invalid for '--log-level"), "\(refused.stderr)")
   }
 }
