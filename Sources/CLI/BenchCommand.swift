@@ -20,8 +20,25 @@ struct Bench: AsyncParsableCommand {
 
   @OptionGroup var options: NodeOptions
 
+  enum Operation: String, ExpressibleByArgument, CaseIterable {
+    case get
+    case put
+    case lookup
+  }
+
+  enum Transport: String, ExpressibleByArgument, CaseIterable {
+    case tcp
+    case shm
+    case unix
+  }
+
+  enum Caller: String, ExpressibleByArgument, CaseIterable {
+    case task
+    case thread
+  }
+
   @Option(help: "get, put or lookup (LOOKUP of --batch keys written first, all present).")
-  var op: String = "get"
+  var op: Operation = .get
 
   @Option(help: "Block size, like 2MiB.")
   var size: String = "2MiB"
@@ -39,13 +56,13 @@ struct Bench: AsyncParsableCommand {
     help: ArgumentHelp(
       "tcp: TCP only; shm: the same-host path with the blocks in the client's shared memory (one copy, by the node); unix: the same-host path with private buffers (payloads in the Unix socket's stream). shm and unix also time a single-thread memcpy of the same batches and print the ratio.",
       valueName: "tcp|shm|unix"))
-  var transport: String = "tcp"
+  var transport: Transport = .tcp
 
   @Option(
     help: ArgumentHelp(
       "task: each connection's requests come from a Swift task (the async API); thread: from a plain thread of its own, blocked in each call, as a C or Python caller's (the C ABI's path).",
       valueName: "task|thread"))
-  var caller: String = "task"
+  var caller: Caller = .task
 
   @Option(help: "The node's process id (a node on this machine): report its CPU seconds per GB moved.")
   var nodePid: Int32?
@@ -58,17 +75,8 @@ struct Bench: AsyncParsableCommand {
 
   func run() async throws {
     do throws(StrataError) {
-      guard ["get", "put", "lookup"].contains(op) else {
-        throw StrataError(.invalidArgument, "--op: 'get', 'put' or 'lookup', got '\(op)'")
-      }
       guard batch >= 1, connections >= 1, seconds > 0 else {
         throw StrataError(.invalidArgument, "--batch and --connections must be at least 1, --seconds above 0")
-      }
-      guard ["task", "thread"].contains(caller) else {
-        throw StrataError(.invalidArgument, "--caller: 'task' or 'thread', got '\(caller)'")
-      }
-      guard ["tcp", "shm", "unix"].contains(transport) else {
-        throw StrataError(.invalidArgument, "--transport: 'tcp', 'shm' or 'unix', got '\(transport)'")
       }
       guard !settle || nodePid != nil else {
         throw StrataError(.invalidArgument, "--settle needs --node-pid: it watches the node's CPU")
@@ -76,20 +84,20 @@ struct Bench: AsyncParsableCommand {
       let blockBytes = Int(try ByteSize(parsing: size).bytes)
       guard blockBytes > 0 else { throw StrataError(.invalidArgument, "--size must be above zero") }
       let transport = self.transport
-      let sharedBytes = transport == "shm" ? blockBytes * batch * connections : 0
+      let sharedBytes = transport == .shm ? blockBytes * batch * connections : 0
       let client = try options.client(connections: connections) { configuration in
-        configuration.sameHost = transport != "tcp"
+        configuration.sameHost = transport != .tcp
         configuration.sharedMemoryBytes = sharedBytes
       }
       defer { client.close() }
       try await client.connect()
-      if transport != "tcp" && client.transportStats.sameHostConnections < connections {
+      if transport != .tcp && client.transportStats.sameHostConnections < connections {
         throw StrataError(
           .unavailable,
           "--transport \(transport): the same-host path is not in use (\(client.transportStats.sameHostDecision))")
       }
       var result = try await measure(client: client, blockBytes: blockBytes)
-      if transport != "tcp" && op != "lookup" {
+      if transport != .tcp && op != .lookup {
         result.memcpyGBps = memcpyRate(blockBytes: blockBytes, batch: batch, seconds: min(seconds, 2))
       }
       if options.json {
@@ -107,12 +115,12 @@ struct Bench: AsyncParsableCommand {
     var blocks: Int
     var seconds: Double
     var latenciesMicroseconds: [Double]
-    var op: String
+    var op: Operation
     var blockBytes: Int
     var batch: Int
     var connections: Int
-    var transport = "tcp"
-    var caller = "task"
+    var transport = Transport.tcp
+    var caller = Caller.task
     /// A single-thread memcpy of the same batches, same run (shm and unix only).
     var memcpyGBps: Double?
     /// CPU seconds per GB moved over the timed part of the run (the GET working set's preload not
@@ -139,11 +147,11 @@ struct Bench: AsyncParsableCommand {
         return number.isFinite ? number : 0
       }
       let line: [String: JSONValue] = [
-        "op": .string(op), "size": .int(blockBytes), "batch": .int(batch), "connections": .int(connections),
+        "op": .string(op.rawValue), "size": .int(blockBytes), "batch": .int(batch), "connections": .int(connections),
         "gbps": .double(round(gbps, 3)), "ops_per_s": .double(round(opsPerSecond, 1)),
         "p50_us": .double(round(percentile(0.5), 1)), "p99_us": .double(round(percentile(0.99), 1)),
         "p999_us": .double(round(percentile(0.999), 1)), "requests": .int(latenciesMicroseconds.count),
-        "transport": .string(transport), "caller": .string(caller),
+        "transport": .string(transport.rawValue), "caller": .string(caller.rawValue),
         "memcpy_gbps": memcpyGBps.map { .double(round($0, 3)) } ?? .null,
         "ratio_to_memcpy": memcpyGBps.map { .double(round(gbps / $0, 3)) } ?? .null,
         "node_cpu_s_per_gb": nodeCPUSecondsPerGB.map { .double(round($0, 4)) } ?? .null,
@@ -192,8 +200,8 @@ struct Bench: AsyncParsableCommand {
     }
     // GET reads blocks written first: a working set of 4 batches per connection.
     // LOOKUP asks for one batch of keys, all written first.
-    let workingSet = op == "lookup" ? batch : 4 * batch
-    if op == "get" || op == "lookup" {
+    let workingSet = op == .lookup ? batch : 4 * batch
+    if op == .get || op == .lookup {
       for worker in 0..<connections {
         for first in stride(from: 0, to: workingSet, by: batch) {
           let items = try (0..<batch).map { index throws(StrataError) in
@@ -205,12 +213,12 @@ struct Bench: AsyncParsableCommand {
         }
       }
     }
-    let isGet = op == "get"
-    let isLookup = op == "lookup"
+    let isGet = op == .get
+    let isLookup = op == .lookup
     let batch = self.batch
-    let fromThread = caller == "thread"
+    let fromThread = caller == .thread
     var settledSeconds: Double?
-    if settle, op != "put", let nodePid { settledSeconds = await waitUntilIdle(nodePid) }
+    if settle, op != .put, let nodePid { settledSeconds = await waitUntilIdle(nodePid) }
     let nodeCPUBefore = nodePid.flatMap(processCPUSeconds)
     let clientCPUBefore = processCPUSeconds(getpid())
     let deadline = now() + seconds
@@ -305,7 +313,7 @@ struct Bench: AsyncParsableCommand {
     for outcome in outcomes {
       let (blocks, latencies) = try outcome.get()
       result.blocks += blocks
-      result.bytes += op == "lookup" ? 0 : blocks * blockBytes
+      result.bytes += op == .lookup ? 0 : blocks * blockBytes
       result.latenciesMicroseconds += latencies
     }
     let gigabytes = Double(result.bytes) / 1e9

@@ -152,7 +152,7 @@ func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: Int) {
 @Suite(.serialized) struct DataPlaneProcessTests {
   /// `strata bench` against a real node: a GET run with `--settle` waits for the node to go idle
   /// after writing its working set, says how long, and moves bytes; `--settle` without the node's
-  /// process id is refused before anything runs.
+  /// process id, or a transport not offered, is refused before anything runs.
   @Test func benchTimesAGetOnceTheNodeIsIdle() async throws {
     let node = try await NodeProcess.launch(ram: "256MiB", nvme: "512MiB")
     defer { _ = node.stop() }
@@ -166,6 +166,9 @@ func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: Int) {
     #expect((result?["gbps"] as? Double ?? 0) > 0 && result?["node_cpu_s_per_gb"] is Double)
     let refused = try await strata(common + ["--seconds", "0.5", "--settle"])
     #expect(refused.status != 0 && refused.stderr.contains("--settle needs --node-pid"), "\(refused.stderr)")
+    // A choice not offered is bad usage, and the refusal lists the choices.
+    let unknown = try await strata(["bench", "--node", node.address.description, "--transport", "rdma"])
+    #expect(unknown.status == 64 && unknown.stderr.contains("one of 'tcp', 'shm' or 'unix'"), "\(unknown.stderr)")
   }
 
   /// 2,000 blocks from 1 byte to 1 MiB, written in batches of 50 and read back in other batches.
