@@ -431,28 +431,40 @@ public struct PutRequest: MessageBody {
   }
 }
 
-public struct PutResponse: MessageBody {
+/// A response that is one outcome code per item of its request, in request order (PUT, VERIFY):
+/// `outcomes` as a list of one-byte codes.
+public protocol OutcomeListResponse: MessageBody {
+  associatedtype Outcome: RawRepresentable & CaseIterable & Sendable & Hashable where Outcome.RawValue == UInt8
+  /// What one outcome is called in a refusal ("an outcome").
+  static var outcomeNoun: String { get }
+  var outcomes: [Outcome] { get }
+  init(outcomes: [Outcome])
+}
+
+extension OutcomeListResponse {
+  public var encodedByteCount: Int { WireSize.u32 + outcomes.count }
+
+  public func encode(into out: inout [UInt8]) { out.append(codes: outcomes) }
+
+  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
+    var reader = WireReader(body, message: Self.messageName)
+    self.init(
+      outcomes: try reader.codes("outcomes", each: "outcome", max: limits.itemsPerBatchMax, noun: Self.outcomeNoun))
+    try reader.finish()
+  }
+}
+
+public struct PutResponse: OutcomeListResponse {
   public static let messageName: StaticString = "PutResponse"
   public static let opcode = Opcode.put
   public static let direction = FrameDirection.response
+  public static let outcomeNoun = "an outcome"
   public var wireMessage: WireMessage { .putResponse(self) }
 
   /// One per PUT item, in request order.
   public var outcomes: [PutOutcome]
 
   public init(outcomes: [PutOutcome]) { self.outcomes = outcomes }
-
-  public var encodedByteCount: Int { WireSize.u32 + outcomes.count }
-
-  public func encode(into out: inout [UInt8]) {
-    out.append(codes: outcomes)
-  }
-
-  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
-    var reader = WireReader(body, message: Self.messageName)
-    outcomes = try reader.codes("outcomes", each: "outcome", max: limits.itemsPerBatchMax, noun: "an outcome")
-    try reader.finish()
-  }
 }
 
 public struct DeleteRequest: MessageBody {
@@ -549,28 +561,17 @@ public enum VerifyOutcome: UInt8, Hashable, Sendable, CaseIterable {
   case absent = 2
 }
 
-public struct VerifyResponse: MessageBody {
+public struct VerifyResponse: OutcomeListResponse {
   public static let messageName: StaticString = "VerifyResponse"
   public static let opcode = Opcode.verify
   public static let direction = FrameDirection.response
+  public static let outcomeNoun = "a verify outcome"
   public var wireMessage: WireMessage { .verifyResponse(self) }
 
   /// One per key, in request order.
   public var outcomes: [VerifyOutcome]
 
   public init(outcomes: [VerifyOutcome]) { self.outcomes = outcomes }
-
-  public var encodedByteCount: Int { WireSize.u32 + outcomes.count }
-
-  public func encode(into out: inout [UInt8]) {
-    out.append(codes: outcomes)
-  }
-
-  public init(decoding body: UnsafeRawBufferPointer, limits: WireLimits) throws(StrataError) {
-    var reader = WireReader(body, message: Self.messageName)
-    outcomes = try reader.codes("outcomes", each: "outcome", max: limits.itemsPerBatchMax, noun: "a verify outcome")
-    try reader.finish()
-  }
 }
 
 private func readKeys(_ reader: inout WireReader, _ field: StaticString, limits: WireLimits) throws(StrataError)
