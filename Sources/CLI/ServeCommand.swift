@@ -1,5 +1,6 @@
 // `strata serve`: run a node. Resolves and validates the configuration (defaults ← file ←
-// flags), opens the storage tiers (recovering the NVMe tier's blocks), serves the data plane
+// flags), opens the admin port (answering how far the start has got, as systemd's notify socket
+// is told), opens the storage tiers (recovering the NVMe tier's blocks), serves the data plane
 // over TCP until SIGTERM or SIGINT, then stops its services in the reverse of their start order
 // (`nodeServices`: requests in progress finish, RAM blocks are written to NVMe so a restart is
 // warm) and exits 0.
