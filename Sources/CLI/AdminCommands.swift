@@ -41,12 +41,26 @@ struct AdminOptions: ParsableArguments {
 struct Status: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Show a node at a glance: health, uptime, epoch, tiers, hit rates, transfers, top errors.",
-    discussion: "Exit 0 when the node is healthy, 3 when it is unreachable or not ready.")
+    discussion: """
+      Exit 0 when the node is healthy, 3 when it is unreachable or not ready. With --wait-ready, \
+      first wait until it is ready (not listening yet, starting, or without a ring yet), showing \
+      the NVMe recovery's progress on a terminal; exit 3 when it is not ready within --ready-timeout.
+      """)
 
   @OptionGroup var options: AdminOptions
 
+  @Flag(help: "Wait until the node is ready, showing its start's progress, then show its status.")
+  var waitReady = false
+
+  @Option(help: "With --wait-ready: how long to wait, such as 30m.")
+  var readyTimeout: String = "30m"
+
   func run() throws {
     do throws(StrataError) {
+      if waitReady {
+        let limit = try DurationSetting(parsing: readyTimeout)
+        try waitUntilReady(options, within: limit)
+      }
       let status = try options.client().call("GET", "/v1/status")
       if options.json {
         print(status.pretty)
@@ -60,6 +74,37 @@ struct Status: ParsableCommand {
       throw report(error)
     }
   }
+}
+
+/// Polls GET /ready until it answers 200; meanwhile a node that is not listening yet is waited
+/// for, and one that is starting has its NVMe recovery drawn as a progress bar (on a terminal).
+/// `unavailable` (exit 3) with the last answer when the node is not ready within `limit`.
+func waitUntilReady(_ options: AdminOptions, within limit: DurationSetting) throws(StrataError) {
+  let deadline = Deadline.after(milliseconds: limit.milliseconds)
+  let bar = ProgressBar(
+    "starting", total: 0, unit: .items("regions"), enabled: !options.json && isatty(STDOUT_FILENO) == 1)
+  var last = "no answer yet"
+  while true {
+    do throws(StrataError) {
+      var client = try options.client()
+      client.timeoutMilliseconds = max(1, min(client.timeoutMilliseconds, deadline.remainingMilliseconds()))
+      let reply = try client.send("GET", "/ready")
+      if reply.status == 200 { break }
+      let document = try? JSONValue.parse(reply.body)
+      last = document?["reason"]?.stringValue ?? "/ready answered \(reply.status)"
+      if let progress = document?["progress"], let total = progress["regions_total"]?.intValue, total > 0 {
+        bar.update(done: progress["regions_read"]?.intValue ?? 0, total: total)
+      }
+    } catch  where error.code == .unavailable || error.code == .timeout || error.code == .ioError {
+      last = error.message
+    }
+    guard !deadline.hasPassed() else {
+      bar.finish()
+      throw StrataError(.unavailable, "the node at \(options.admin) is not ready within \(limit): \(last)")
+    }
+    usleep(250_000)
+  }
+  bar.finish()
 }
 
 /// The human view of GET /v1/status.

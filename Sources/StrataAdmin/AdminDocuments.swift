@@ -8,8 +8,31 @@ import StrataStorage
 struct ProbeDocument: Encodable {
   var status: String
   var reason: String?
-  /// While the node starts: its step (`StartProgress.Phase`).
+  /// While the node starts: its step (`StartProgress.Phase`) and the NVMe recovery's progress.
   var phase: String?
+  var progress: RecoveryProgressDocument?
+}
+
+/// The NVMe recovery's progress, in /health and /ready while the node starts.
+struct RecoveryProgressDocument: Encodable {
+  var regionsRead: Int
+  var regionsTotal: Int
+  var bytesRead: Int
+  var recordsFound: Int
+
+  init(_ progress: RecoveryProgress) {
+    regionsRead = progress.regionsRead
+    regionsTotal = progress.regionsTotal
+    bytesRead = progress.bytesRead
+    recordsFound = progress.recordsFound
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case regionsRead = "regions_read"
+    case regionsTotal = "regions_total"
+    case bytesRead = "bytes_read"
+    case recordsFound = "records_found"
+  }
 }
 
 /// POST /v1/evict.

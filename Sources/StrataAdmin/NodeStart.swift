@@ -104,11 +104,16 @@ public final class NodeStart: Sendable {
   @Sendable public func answer(_ request: AdminRequest) -> AdminResponse {
     let now = current
     guard request.method == "GET" || request.method == "HEAD" else { return refusal(now) }
+    let progress = RecoveryProgressDocument(now.recovery)
     switch request.path {
-    case "/health": return .json(ProbeDocument(status: "starting", reason: now.summary, phase: now.phase.rawValue))
+    case "/health":
+      return .json(
+        ProbeDocument(status: "starting", reason: now.summary, phase: now.phase.rawValue, progress: progress))
     case "/ready":
       return .json(
-        ProbeDocument(status: "starting", reason: "starting: \(now.summary)", phase: now.phase.rawValue), status: 503)
+        ProbeDocument(
+          status: "starting", reason: "starting: \(now.summary)", phase: now.phase.rawValue, progress: progress),
+        status: 503)
     case "/metrics":
       return AdminResponse(status: 200, contentType: NodeMetrics.contentType, body: metrics.render())
     default: return refusal(now)

@@ -49,4 +49,36 @@ import Testing
     #expect(answering.lowerBound < recovering.lowerBound)
     #expect(try adminCall(try node.admin, "GET", "/ready").status == 200)
   }
+
+  /// `strata status --wait-ready` waits for a node that is not listening yet and exits 0 with its
+  /// status once it is ready; with nothing ever listening it exits 3 at its timeout, saying why.
+  @Test func statusWaitsUntilTheNodeIsReady() async throws {
+    let silent = try freeLoopbackPort()
+    let none = try await strata(
+      "status", "--admin", "127.0.0.1:\(silent)", "--wait-ready", "--ready-timeout", "1s")
+    #expect(none.status == 3, "\(none.stderr)")
+    #expect(none.stderr.contains("the node at 127.0.0.1:\(silent) is not ready within 1s"), "\(none.stderr)")
+
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-start-\(UUID().uuidString)")
+      .path
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let port = try freeLoopbackPort()
+    let node = Process()
+    node.executableURL = URL(fileURLWithPath: strataExecutable)
+    node.arguments = [
+      "serve", "--data-dir", directory, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:\(port)", "--ram", "64MiB",
+      "--nvme", "256MiB", "--ram-unlocked",
+    ]
+    node.standardOutput = FileHandle.nullDevice
+    node.standardError = FileHandle.nullDevice
+    try StrataTestKit.launch(node)
+    defer {
+      node.terminate()
+      node.waitUntilExit()
+    }
+    let ready = try await strata(
+      "status", "--admin", "127.0.0.1:\(port)", "--wait-ready", "--ready-timeout", "60s", "--json")
+    #expect(ready.status == 0, "\(ready.stderr)")
+    #expect(try JSONValue.parse(Array(ready.stdout.utf8))["health"] == .string("ok"), "\(ready.stdout)")
+  }
 }

@@ -94,6 +94,8 @@ import Testing
     let reason = try JSONValue.parse(ready.body)["reason"]?.stringValue ?? ""
     #expect(reason.hasPrefix("starting: reading the NVMe tier: "), "\(reason)")
     #expect(reason.contains(" of 16 regions"), "\(reason)")
+    let progress = try JSONValue.parse(ready.body)["progress"]
+    #expect(progress?["regions_total"] == .int(16) && (progress?["regions_read"]?.intValue ?? 0) >= 1, "\(ready.text)")
     let starting = try client.send("GET", "/metrics")
     #expect(starting.status == 200)
     #expect(sample(starting.text, "strata_starting") == 1)
