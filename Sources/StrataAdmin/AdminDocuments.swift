@@ -4,7 +4,7 @@
 import StrataCore
 import StrataStorage
 
-/// GET /health and GET /ready: `{"status": "ok" | "ready" | "not_ready", "reason": ...}`.
+/// GET /health and GET /ready: `{"status": "ok" | "ready" | "not_ready" | "starting", "reason": ...}`.
 struct ProbeDocument: Encodable {
   var status: String
   var reason: String?
