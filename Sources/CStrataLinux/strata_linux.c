@@ -325,7 +325,7 @@ long strata_unix_datagram_send(int fd, const char *path, const void *bytes, size
   struct sockaddr_un address;
   socklen_t length;
   if (datagram_address(path, &address, &length) != 0) return -1;
-  return (long)sendto(fd, bytes, count, MSG_NOSIGNAL, (struct sockaddr *)&address, length);
+  return (long)sendto(fd, bytes, count, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&address, length);
 }
 
 int strata_peer_credentials(int fd, int *pid, unsigned int *uid) {

@@ -67,7 +67,8 @@ public final class ServiceNotifier: Sendable {
     do throws(StrataError) {
       try socket.send(Array(Self.message(fields).utf8), to: destination)
     } catch {
-      // Said once: a service manager that stopped listening does not fill the log.
+      // Said once: a service manager that stopped listening (or one whose queue is full: the
+      // send never waits) does not fill the log.
       let first = state.withLock { state in
         defer { state.failed = true }
         return !state.failed

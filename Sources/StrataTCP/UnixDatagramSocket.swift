@@ -30,7 +30,8 @@ public final class UnixDatagramSocket: Sendable {
     if let path, !path.hasPrefix("@") { unlink(path) }
   }
 
-  /// Sends `bytes` as one datagram to `destination`.
+  /// Sends `bytes` as one datagram to `destination`, never waiting: when the receiver's queue is
+  /// full the datagram is not sent (`ioError`), so a slow receiver cannot stall the sender.
   public func send(_ bytes: [UInt8], to destination: String) throws(StrataError) {
     let sent = bytes.withUnsafeBytes { strata_unix_datagram_send(descriptor, destination, $0.baseAddress, $0.count) }
     guard sent == bytes.count else {

@@ -27,6 +27,24 @@ import Testing
     #expect(String(decoding: received, as: UTF8.self) == "READY=1\nSTATUS=serving\n")
   }
 
+  /// A service manager that stops reading must not stall the node: once its queue is full, sends
+  /// are refused at once instead of waiting (without MSG_DONTWAIT this loop would block forever).
+  @Test func aReceiverThatNeverReadsNeverStallsTheSender() throws {
+    let name = "@strata-full-\(UUID().uuidString)"
+    let listener = try UnixDatagramSocket(binding: name)
+    let sender = try UnixDatagramSocket()
+    var refused = 0
+    for _ in 0..<2_000 {
+      do throws(StrataError) {
+        try sender.send([UInt8](repeating: 0x41, count: 512), to: name)
+      } catch {
+        refused += 1
+      }
+    }
+    #expect(refused > 0)
+    #expect(listener.receive(timeoutMilliseconds: 1_000)?.count == 512)
+  }
+
   @Test func aNodeSaysHowItsStartGoesWhenItServesAndWhenItStops() async throws {
     let folder = try DeployFixtures.temporaryFolder("strata-notify")
     defer { try? FileManager.default.removeItem(atPath: folder) }

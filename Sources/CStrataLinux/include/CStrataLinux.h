@@ -110,8 +110,8 @@ int strata_unix_connect(const char *path);
 /// -1 with errno set on failure.
 int strata_unix_datagram_open(const char *path);
 
-/// Sends `count` bytes as one datagram from `fd` to `path` ('@': abstract, as above); the bytes
-/// sent or -1 with errno set.
+/// Sends `count` bytes as one datagram from `fd` to `path` ('@': abstract, as above) without
+/// waiting: a receiver whose queue is full gets nothing (EAGAIN). The bytes sent or -1 with errno.
 long strata_unix_datagram_send(int fd, const char *path, const void *bytes, size_t count);
 
 /// SO_PEERCRED: the connected peer's process and user ids; 0 or -1 with errno set.
