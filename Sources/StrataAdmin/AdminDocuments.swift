@@ -113,12 +113,14 @@ struct DiskFaultDocument: Encodable {
   var failedWrites: Int
   var failedReads: Int
   var corruptedReads: Int
+  var stalledReads: Int
 
   enum CodingKeys: String, CodingKey {
     case writes, reads
     case failedWrites = "failed_writes"
     case failedReads = "failed_reads"
     case corruptedReads = "corrupted_reads"
+    case stalledReads = "stalled_reads"
   }
 }
 

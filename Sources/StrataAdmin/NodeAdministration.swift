@@ -138,9 +138,10 @@ public final class NodeAdministration: Sendable {
   private func enableDiskFaults(_ disk: DiskFaultSwitch) {
     admin.route("POST", "/v1/debug/disk-fault") { [logger] request throws(StrataError) in
       let body = try request.jsonBody()
+      let readsChoices = DiskFaults.Reads.allCases.map(\.rawValue).joined(separator: ", ")
       for key in body.keys where !["writes", "reads"].contains(key) {
         throw StrataError(
-          .invalidArgument, "unknown field '\(key)'; known: writes (ok, fail), reads (ok, fail, corrupt)")
+          .invalidArgument, "unknown field '\(key)'; known: writes (ok, fail), reads (\(readsChoices))")
       }
       var faults = disk.faults
       if let value = body["writes"] {
@@ -151,7 +152,7 @@ public final class NodeAdministration: Sendable {
       }
       if let value = body["reads"] {
         guard let text = value.stringValue, let reads = DiskFaults.Reads(rawValue: text) else {
-          throw StrataError(.invalidArgument, "reads: \"ok\", \"fail\" or \"corrupt\"")
+          throw StrataError(.invalidArgument, "reads: one of \(readsChoices)")
         }
         faults.reads = reads
       }
@@ -163,7 +164,7 @@ public final class NodeAdministration: Sendable {
       return .json(
         DiskFaultDocument(
           writes: faults.failWrites ? "fail" : "ok", reads: faults.reads.rawValue, failedWrites: counts.failedWrites,
-          failedReads: counts.failedReads, corruptedReads: counts.corruptedReads))
+          failedReads: counts.failedReads, corruptedReads: counts.corruptedReads, stalledReads: counts.stalledReads))
     }
   }
 

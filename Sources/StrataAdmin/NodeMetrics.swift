@@ -175,6 +175,12 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_nvme_io_errors_total", kind: .counter, labels: [],
       help: "NVMe device reads, writes and syncs that failed (a failing disk); none returned bad bytes."),
     .init(
+      name: "strata_nvme_stalled_operations", kind: .gauge, labels: [],
+      help: "NVMe device reads, writes and syncs in flight for 30 s or longer (a disk that stopped answering)."),
+    .init(
+      name: "strata_nvme_oldest_operation_seconds", kind: .gauge, labels: [],
+      help: "How long the oldest NVMe device operation in flight has been waiting (0: none in flight)."),
+    .init(
       name: "strata_auth_failures_total", kind: .counter, labels: ["reason"],
       help: "HELLOs and admin calls refused for their credentials (unknown_token, no_token, peer_refused)."),
     .init(
@@ -479,6 +485,8 @@ public final class NodeMetrics: NodeObserver {
       advance("strata_nvme_masked_records_written_total", [], to: nvme.maskedRecordsWritten)
       advance("strata_nvme_admissions_refused_total", [], to: nvme.admissionsRefused)
       advance("strata_nvme_io_errors_total", [], to: nvme.ioErrors)
+      gauge("strata_nvme_stalled_operations").set(Double(stats.diskOperationsStalled))
+      gauge("strata_nvme_oldest_operation_seconds").set(Double(stats.diskOldestOperationMilliseconds) / 1000)
     }
     if let verifier { advance("strata_verify_corrupt_blocks_total", [], to: verifier.corruptBlocksTotal) }
     if let server {
@@ -649,7 +657,7 @@ public final class NodeMetrics: NodeObserver {
       "strata_writeback_lag_seconds", "strata_io_queue_jobs",
       "strata_writeback_pending_blocks", "strata_writeback_pending_bytes", "strata_member_records_rejected",
       "strata_starting", "strata_nvme_recovery_regions_read", "strata_nvme_recovery_regions_total",
-      "strata_nvme_recovery_records_found",
+      "strata_nvme_recovery_records_found", "strata_nvme_stalled_operations", "strata_nvme_oldest_operation_seconds",
     ] {
       gauge(name).set(0.0)
     }

@@ -283,7 +283,7 @@ public final class QueueExecutor: TaskExecutor {
 /// Runs `body` as a task on the calling thread and blocks that thread until the task ends. Call
 /// only from a plain thread (a connection's, a C caller's), never from a Swift concurrency thread:
 /// that thread would be blocked for as long as `body` runs. The task is not cancelled by anything
-/// here; `body` bounds itself (deadlines).
+/// here; `body` bounds itself (deadlines), or the caller bounds its wait (below).
 ///
 /// The waiting thread is the task's executor: the task starts without a thread hop, resumes on this
 /// thread after each suspension, and blocking work it hands to a pool of one thread runs right
@@ -294,17 +294,48 @@ public final class QueueExecutor: TaskExecutor {
 public func waitForTask<T: Sendable>(_ body: @escaping @Sendable () async throws(StrataError) -> T) throws(StrataError)
   -> T
 {
+  try waitForTask(until: .never, late: { _ in }, body)!
+}
+
+/// `waitForTask`, waiting at most until `deadline`: nil when the task had not ended by then. The
+/// task is left to run on (work it waits for, such as a read of a disk that stopped answering,
+/// cannot be taken back), its later jobs on the global executor, and `late` gets what it returns
+/// if it succeeds, to give back what it holds (a lease, a reservation).
+public func waitForTask<T: Sendable>(
+  until deadline: Deadline, late: @escaping @Sendable (T) -> Void,
+  _ body: @escaping @Sendable () async throws(StrataError) -> T
+) throws(StrataError) -> T? {
   let thread = WaitingThread()
-  let outcome = Mutex<Result<T, StrataError>?>(nil)
+  let outcome = Mutex(TaskOutcome<T>.running)
   Task(executorPreference: thread) {
     withUnsafeCurrentTask { thread.root = $0 }
     let result: Result<T, StrataError>
     do throws(StrataError) { result = .success(try await body()) } catch { result = .failure(error) }
-    outcome.withLock { $0 = result }
+    let abandoned = outcome.withLock { outcome -> Bool in
+      guard case .running = outcome else { return true }
+      outcome = .ended(result)
+      return false
+    }
+    if abandoned, case .success(let value) = result { late(value) }
     thread.finish()
   }
-  thread.runUntilFinished()
-  return try outcome.withLock { $0! }.get()
+  thread.runUntilFinished(deadline: deadline)
+  let result = outcome.withLock { outcome -> Result<T, StrataError>? in
+    guard case .ended(let result) = outcome else {
+      outcome = .abandoned
+      return nil
+    }
+    return result
+  }
+  return try result?.get()
+}
+
+/// Where a `waitForTask` task stands.
+private enum TaskOutcome<T: Sendable>: Sendable {
+  case running
+  case ended(Result<T, StrataError>)
+  /// Its waiter's deadline passed first: its result goes to `late`.
+  case abandoned
 }
 
 /// Runs `body` on a new plain thread (not one of Swift's cooperative pool), where it may block or
@@ -365,15 +396,24 @@ public final class WaitingThread: TaskExecutor, @unchecked Sendable {
     condition.unlock()
   }
 
-  /// Runs jobs on this thread until the task has finished; later jobs go to the global executor.
-  fileprivate func runUntilFinished() {
+  /// Runs jobs on this thread until the task has finished or `deadline` has passed (checked
+  /// between jobs); later jobs go to the global executor.
+  fileprivate func runUntilFinished(deadline: Deadline) {
     let outer = pthread_getspecific(Self.key)  // a wait inside a job of another one
     pthread_setspecific(Self.key, Unmanaged.passUnretained(self).toOpaque())
     defer { pthread_setspecific(Self.key, outer) }
     condition.lock()
     while true {
-      while jobs.isEmpty && !finished { condition.wait() }
-      guard !finished else { break }
+      while jobs.isEmpty && !finished {
+        let now = MonotonicTime.nowNanoseconds
+        guard !deadline.hasPassed(now: now) else { break }
+        if deadline == .never {
+          condition.wait()
+        } else {
+          _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline.nanoseconds - now) / 1e9))
+        }
+      }
+      guard !finished, !jobs.isEmpty, !deadline.hasPassed() else { break }
       let job = jobs.removeFirst()
       condition.unlock()
       job.runSynchronously(on: asUnownedTaskExecutor())

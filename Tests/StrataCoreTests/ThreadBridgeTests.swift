@@ -302,6 +302,57 @@ extension WorkerPoolTests {
     #expect(await leftBehind?.value == 7)
   }
 
+  /// A wait with a deadline returns nil once it passes while the task still waits (a read of a
+  /// disk that stopped answering); the task runs on, and what it returns goes to `late`. A task
+  /// that ends in time returns its value and `late` hears nothing; a late failure is dropped.
+  @Test func aWaitWithADeadlineLeavesTheTaskToItsLateHandler() async throws {
+    let gate = Gate()
+    let lateValues = Mutex<[Int]>([])
+    let late: @Sendable (Int) -> Void = { value in lateValues.withLock { $0.append(value) } }
+    let (abandoned, waited) = await onNewThread { () -> (Int??, Duration) in
+      let began = ContinuousClock.now
+      let value = try? waitForTask(until: .after(milliseconds: 200), late: late) {
+        () async throws(StrataError) -> Int in
+        await gate.wait()
+        return 11
+      }
+      return (value, ContinuousClock.now - began)
+    }
+    #expect(abandoned == .some(nil))
+    #expect(waited >= .milliseconds(200) && waited < .seconds(10))
+    #expect(lateValues.withLock { $0 }.isEmpty)
+    gate.open()
+    #expect(try await eventually(within: 10) { lateValues.withLock { $0 } == [11] })
+
+    let inTime = await onNewThread { () -> Int?? in
+      try? waitForTask(until: .after(milliseconds: 60_000), late: late) { () async throws(StrataError) -> Int in
+        try? await Task.sleep(for: .milliseconds(5))
+        return 12
+      }
+    }
+    #expect(inTime == .some(12))
+
+    let failing = Gate()
+    let failed = await onNewThread { () -> Int?? in
+      try? waitForTask(until: .after(milliseconds: 50), late: late) { () async throws(StrataError) -> Int in
+        await failing.wait()
+        throw StrataError(.ioError, "failed after the deadline")
+      }
+    }
+    #expect(failed == .some(nil))
+    failing.open()
+    // A task that succeeds afterwards is seen by `late`, so one that fails would have been by now.
+    let marker = Gate()
+    _ = await onNewThread { () -> Int?? in
+      try? waitForTask(until: .after(milliseconds: 50), late: late) { () async throws(StrataError) -> Int in
+        await marker.wait()
+        return 13
+      }
+    }
+    marker.open()
+    #expect(try await eventually(within: 10) { lateValues.withLock { $0 }.contains(13) })
+    #expect(lateValues.withLock { $0 } == [11, 13])
+  }
 }
 
 /// Opens once; every `wait` before or after returns once it is open.

@@ -213,6 +213,24 @@ struct RequestSession {
       minimumBytesPerSecond: limits.minTransferBytesPerSecond)
   }
 
+  /// Runs storage work that may wait for the disk (a promotion from NVMe, an eviction that makes
+  /// room, a check of a disk copy) as a task on this thread, for at most `transferDeadline(bytes:)`:
+  /// on a disk that stopped answering the request fails with `io_error` at that deadline and the
+  /// connection goes on serving (RAM-resident blocks need no disk). The work itself cannot be taken
+  /// back; `late` gives back what it holds (a lease, reservations) if it ends after the deadline.
+  func waitForStorage<T: Sendable>(
+    _ operation: String, bytes: Int, late: @escaping @Sendable (T) -> Void = { _ in },
+    _ body: @escaping @Sendable () async throws(StrataError) -> T
+  ) throws(StrataError) -> T {
+    guard let value = try waitForTask(until: transferDeadline(bytes: bytes), late: late, body) else {
+      throw StrataError(
+        .ioError,
+        "\(operation): the node's disk did not answer within the request's deadline (limits.request_timeout \(limits.requestTimeoutMilliseconds) ms); the node's log names the operation that waits"
+      )
+    }
+    return value
+  }
+
   /// Serves one well-formed request frame. A request that fails is answered with its error and the
   /// connection stays; throws only when the connection must end (the peer went away, a deadline
   /// passed, a protocol violation, GOODBYE).
@@ -296,7 +314,8 @@ struct RequestSession {
   private func verify(_ keys: [BlockKey]) throws(StrataError) -> [VerifyOutcome] {
     let ids = keys.map { BlockID(namespace: namespace, key: $0) }
     let tiers = server.tiers
-    let checks = try waitForTask { () throws(StrataError) in try await tiers.check(ids) }
+    let bytes = tiers.lookupSizes(ids).reduce(0) { $0 + Int($1.bytes) }
+    let checks = try waitForStorage("VERIFY", bytes: bytes) { () throws(StrataError) in try await tiers.check(ids) }
     let outcomes = checks.map { check -> VerifyOutcome in
       switch check {
       case .intact: .intact
@@ -430,7 +449,10 @@ struct RequestSession {
         if let resident = try tiers.leaseResident(ids, kind) {
           lease = resident
         } else {
-          lease = try waitForTask { () throws(StrataError) in try await tiers.lease(ids, kind) }
+          let bytes = tiers.lookupSizes(ids).reduce(0) { $0 + Int($1.bytes) }
+          lease = try waitForStorage("LOOKUP", bytes: bytes, late: tiers.release) { () throws(StrataError) in
+            try await tiers.lease(ids, kind)
+          }
         }
       } catch {
         if error.code == .resourceExhausted {
@@ -504,7 +526,9 @@ struct RequestSession {
       let stored = tiers.lookupSizes(ids).reduce(0) { $0 + Int($1.bytes) }
       try server.reserveInflight(stored, for: namespace, source: source)
       inflight = stored
-      pins = try waitForTask { () throws(StrataError) in try await tiers.lease(ids, .transfer) }
+      pins = try waitForStorage("GET", bytes: stored, late: tiers.release) { () throws(StrataError) in
+        try await tiers.lease(ids, .transfer)
+      }
     }
     defer { tiers.release(pins) }
     if let lease = named {
@@ -635,16 +659,29 @@ struct RequestSession {
     }
     if !waiting.isEmpty {
       let wanted = waiting
-      let reserved = try waitForTask { () throws(StrataError) in
-        var reserved: [Result<PutReservation?, StrataError>] = []
-        for item in wanted {
-          do throws(StrataError) {
-            reserved.append(.success(try await tiers.reserve(item.id, bytes: item.bytes)))
-          } catch {
-            reserved.append(.failure(error))
+      // Room the disk does not make by the deadline (evictions write to it) answers these items
+      // `noSpace`; their payload is read and dropped as for any other, and reservations made after
+      // the deadline are given back.
+      let late: @Sendable ([Result<PutReservation?, StrataError>]) -> Void = { results in
+        for case .success(let reservation?) in results { tiers.abort(reservation) }
+      }
+      let waitingBytes = wanted.reduce(0) { $0 + $1.bytes }
+      let reserved: [Result<PutReservation?, StrataError>]
+      do throws(StrataError) {
+        reserved = try waitForStorage("PUT", bytes: waitingBytes, late: late) { () throws(StrataError) in
+          var reserved: [Result<PutReservation?, StrataError>] = []
+          for item in wanted {
+            do throws(StrataError) {
+              reserved.append(.success(try await tiers.reserve(item.id, bytes: item.bytes)))
+            } catch {
+              reserved.append(.failure(error))
+            }
           }
+          return reserved
         }
-        return reserved
+      } catch {
+        server.logger.debug("PUT: no room made in time", metadata: ["reason": "\(error.message)"])
+        reserved = []
       }
       for (item, result) in zip(waiting, reserved) {
         switch result {

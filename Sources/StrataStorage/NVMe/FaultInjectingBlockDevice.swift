@@ -1,5 +1,6 @@
 // A BlockDevice that passes every call to a real one until a fault is armed, then fails writes
-// and syncs, fails reads, or corrupts the bytes reads return, from that moment on. The switch is
+// and syncs, fails reads, corrupts the bytes reads return, or holds reads until disarmed (a disk
+// that stopped answering), from that moment on. The switch is
 // shared by every device of a node, so one call makes the node's whole disk fail. Only a node
 // started with `strata serve --fault-injection` wraps its devices (docs/admin.md); tests arm the
 // faults through the admin API (POST /v1/debug/disk-fault) on a running node process.
@@ -17,6 +18,9 @@ public struct DiskFaults: Sendable, Hashable {
     /// Every read succeeds but one bit of each 512-byte sector it returns is inverted (media
     /// decay the drive does not report): the NVMe tier's checksums must catch it.
     case corrupt
+    /// Every read waits, without failing, until reads are set to something else: a disk that
+    /// stopped answering.
+    case stall
   }
 
   /// Writes and syncs fail with EIO (nothing reaches the device).
@@ -36,21 +40,30 @@ public final class DiskFaultSwitch: Sendable {
     var failedWrites = 0
     var failedReads = 0
     var corruptedReads = 0
+    var stalledReads = 0
   }
 
   private let state = Mutex(State())
+  /// Notified when the faults change: stalled reads look again.
+  private let changed = ChangeSignal()
 
   public init() {}
 
   public var faults: DiskFaults { state.withLock { $0.faults } }
 
   /// Arms `faults` from now on (a healthy value disarms them).
-  public func set(_ faults: DiskFaults) { state.withLock { $0.faults = faults } }
-
-  /// Operations the faults failed or corrupted since start.
-  public var counts: (failedWrites: Int, failedReads: Int, corruptedReads: Int) {
-    state.withLock { ($0.failedWrites, $0.failedReads, $0.corruptedReads) }
+  public func set(_ faults: DiskFaults) {
+    state.withLock { $0.faults = faults }
+    changed.notify()
   }
+
+  /// Operations the faults failed, corrupted or held since start.
+  public var counts: (failedWrites: Int, failedReads: Int, corruptedReads: Int, stalledReads: Int) {
+    state.withLock { ($0.failedWrites, $0.failedReads, $0.corruptedReads, $0.stalledReads) }
+  }
+
+  /// Reads held by a stall now.
+  public var readsHeld: Int { changed.blockedCount }
 
   fileprivate func onWrite() -> Bool {
     state.withLock { state in
@@ -66,9 +79,15 @@ public final class DiskFaultSwitch: Sendable {
       case .ok: break
       case .fail: state.failedReads += 1
       case .corrupt: state.corruptedReads += 1
+      case .stall: state.stalledReads += 1
       }
       return state.faults.reads
     }
+  }
+
+  /// Blocks the calling thread while reads stall.
+  fileprivate func waitWhileStalled() {
+    _ = changed.wait(until: .never) { state.withLock { $0.faults.reads != .stall } }
   }
 }
 
@@ -86,8 +105,13 @@ public final class FaultInjectingBlockDevice: BlockDevice {
   public var alignmentBytes: Int { base.alignmentBytes }
 
   public func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
-    switch faults.onRead() {
-    case .ok:
+    var reads = faults.onRead()
+    while reads == .stall {
+      faults.waitWhileStalled()
+      reads = faults.onRead()
+    }
+    switch reads {
+    case .ok, .stall:  // (never .stall after the loop above)
       try base.read(at: offset, into: buffer)
     case .fail:
       throw StrataError(.ioError, "injected disk fault: read of \(buffer.count) bytes at offset \(offset) failed: EIO")

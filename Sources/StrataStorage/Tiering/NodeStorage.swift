@@ -27,7 +27,8 @@ extension TierManager {
 
   /// The tiers of a node configured by `node`. Existing device files are scanned and their
   /// valid blocks indexed again; torn or corrupt records are dropped, never served. Every device's
-  /// failures are logged (ReportingBlockDevice); with `faults` (`strata serve --fault-injection`
+  /// failures are logged (ReportingBlockDevice), and its operations that do not return for 30 s
+  /// too, from the recovery on (the tier manager's `diskStalls`); with `faults` (`strata serve --fault-injection`
   /// only) every device is wrapped in a FaultInjectingBlockDevice inside that. `shouldStop` is
   /// asked before each region the recovery reads and each part of the RAM arena faulted in: once
   /// true (a stop signal while the node starts), the recovery ends at once, changing nothing on the
@@ -44,17 +45,21 @@ extension TierManager {
     guard node.nvme.admission != .never else {
       logger.info("storage: RAM tier only (nvme.admission: never)")
       return (
-        try tiers(configuration, nvme: nil, clock: clock, logger: logger, progress: progress, shouldStop: shouldStop),
+        try tiers(
+          configuration, nvme: nil, diskStalls: nil, clock: clock, logger: logger, progress: progress,
+          shouldStop: shouldStop),
         nil
       )
     }
+    let stalls = DiskStallMonitor(clock: clock, logger: logger)
+    stalls.start()
     var devices: [any BlockDevice] = []
     for path in node.effectiveNVMePaths {
       try makeDirectory(path.path)
       let file = nvmeDeviceFile(under: path.path)
       let device = try FileBlockDevice(path: file, capacityBytes: Int(path.capacity.bytes))
       let faulty: any BlockDevice = faults.map { FaultInjectingBlockDevice(device, faults: $0) } ?? device
-      devices.append(ReportingBlockDevice(faulty, path: file, logger: logger, clock: clock))
+      devices.append(ReportingBlockDevice(faulty, path: file, logger: logger, clock: clock, stalls: stalls))
     }
     let capacity = ByteSize(bytes: node.effectiveNVMePaths.reduce(0) { $0 + $1.capacity.bytes })
     logger.info("storage: recovering the NVMe tier (\(capacity) on \(devices.count) path(s))")
@@ -91,7 +96,9 @@ extension TierManager {
       )
     }
     return (
-      try tiers(configuration, nvme: nvme, clock: clock, logger: logger, progress: progress, shouldStop: shouldStop),
+      try tiers(
+        configuration, nvme: nvme, diskStalls: stalls, clock: clock, logger: logger, progress: progress,
+        shouldStop: shouldStop),
       report
     )
   }
@@ -100,14 +107,15 @@ extension TierManager {
   /// about a second per 16 GiB of `ram.capacity` (far longer where a VM's host must first hand the
   /// memory back), and may be stopped as the recovery may.
   private static func tiers(
-    _ configuration: TierConfiguration, nvme: NVMeTier?, clock: any NodeClock, logger: Logger,
-    progress: (@Sendable (StorageOpeningStep) -> Void)?, shouldStop: (@Sendable () -> Bool)?
+    _ configuration: TierConfiguration, nvme: NVMeTier?, diskStalls: DiskStallMonitor?, clock: any NodeClock,
+    logger: Logger, progress: (@Sendable (StorageOpeningStep) -> Void)?, shouldStop: (@Sendable () -> Bool)?
   ) throws(StrataError) -> TierManager {
     progress?(.faultingInRAM(bytes: configuration.ramBytes))
     let ram = ByteSize(bytes: UInt64(configuration.ramBytes))
     logger.info("storage: faulting in the RAM arena (\(ram)) on \(RAMArena.prefaultThreads) thread(s)")
     let start = ContinuousClock.now
-    let tiers = try TierManager(configuration: configuration, nvme: nvme, clock: clock, shouldStop: shouldStop)
+    let tiers = try TierManager(
+      configuration: configuration, nvme: nvme, clock: clock, diskStalls: diskStalls, shouldStop: shouldStop)
     let elapsed = ContinuousClock.now - start
     logger.info(
       "storage: RAM arena ready",

@@ -119,6 +119,10 @@ public struct TierStats: Sendable, Hashable {
   /// evictable block pinned (by transfers and leases in flight, or the rest of the batch), the
   /// namespace's RAM quota held by pinned blocks, or the demotion that would free room refused.
   public var promotionsWithoutRoom = 0
+  /// Disk operations in flight for `DiskStallMonitor.stallMilliseconds` or longer, and the oldest
+  /// operation's age (a node's devices only: both 0 without a stall monitor).
+  public var diskOperationsStalled = 0
+  public var diskOldestOperationMilliseconds: UInt64 = 0
   /// Blocks whose demotion failed (the NVMe write erred) and that left RAM anyway: without a
   /// handler (a single node), or when the handler found them held elsewhere.
   public var demotionFailedDropped = 0
@@ -290,6 +294,8 @@ public final class TierManager: Sendable {
   public let configuration: TierConfiguration
   public let arena: RAMArena
   public let nvme: NVMeTier?
+  /// The NVMe devices' operations in flight (a node's tiers; nil in tests that make their own).
+  public let diskStalls: DiskStallMonitor?
   let clock: any NodeClock
   let io: WorkerPool
   let state: Mutex<State>
@@ -327,7 +333,7 @@ public final class TierManager: Sendable {
   /// `cancelled`.
   public init(
     configuration: TierConfiguration, nvme: NVMeTier?, clock: any NodeClock = SystemClock(),
-    shouldStop: (@Sendable () -> Bool)? = nil
+    diskStalls: DiskStallMonitor? = nil, shouldStop: (@Sendable () -> Bool)? = nil
   ) throws(StrataError) {
     guard configuration.blockBytesMax > 0, configuration.ramBytes >= configuration.blockBytesMax else {
       throw StrataError(
@@ -340,6 +346,7 @@ public final class TierManager: Sendable {
       capacityBytes: configuration.ramBytes, lockMemory: configuration.lockMemory, hugePages: configuration.hugePages,
       shouldStop: shouldStop)
     self.nvme = nvme
+    self.diskStalls = diskStalls
     self.clock = clock
     io = WorkerPool(
       label: "strata.io", threads: configuration.ioThreads, queueDepthMax: configuration.ioQueueDepthMax,
@@ -812,6 +819,9 @@ public final class TierManager: Sendable {
       stats.nvmeBlocks = nvmeStats.blockCount
       stats.nvmeUsedBytes = nvmeStats.usedBytes
       stats.nvmeCapacityBytes = nvmeStats.capacityBytes
+    }
+    if let diskStalls {
+      (stats.diskOperationsStalled, stats.diskOldestOperationMilliseconds) = diskStalls.stalls
     }
     return stats
   }

@@ -1,0 +1,93 @@
+// A real node whose disk stops answering (reads held by `POST /v1/debug/disk-fault`
+// `{"reads":"stall"}` on a `--fault-injection` node): a GET that needs the disk fails with
+// `io_error` at the node's request deadline and its connection goes on serving RAM-resident
+// blocks; nothing piles up (connections, pins), the metrics show the operation waiting, and once
+// the disk answers again the block is read whole. Before, the connection's thread waited for the
+// disk with no deadline: each GET of a block on the stalled disk held a connection until it
+// answered, and a client that gave up at its own deadline left that connection behind.
+
+import Foundation
+import StrataClient
+import StrataCore
+import StrataTestKit
+import Testing
+
+@Suite(.serialized) struct DiskStallProcessTests {
+  @Test func aGetFromAStalledDiskFailsAtTheRequestDeadlineAndTheConnectionServesOn() async throws {
+    let bytes = 256 << 10
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 * bytes, alignment: 4096)
+    defer { source.deallocate() }
+    fill(source, seed: 23)
+    let keys = (0..<8).map { blockKey($0, 23) }
+    let config = FileManager.default.temporaryDirectory.appendingPathComponent("disk-stall-\(getpid()).yaml").path
+    try "limits:\n  request_timeout: 1s\n".write(toFile: config, atomically: true, encoding: .utf8)
+    // Blocks 0..3 written and flushed by a first run: after a restart they are on NVMe only.
+    let first = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", extra: ["--config", config])
+    do {
+      let client = first.client(sameHost: false)
+      let region = client.register(source)
+      let items = try (0..<4).map {
+        StrataClient.PutItem(key: keys[$0], source: try region.slice(offset: $0 * bytes, length: bytes))
+      }
+      #expect(try await client.put(items) == Array(repeating: .stored, count: 4))
+      client.close()
+    }
+    #expect(first.stop(keepData: true) == 0)
+    let node = try await NodeProcess.launch(
+      ram: "64MiB", nvme: "256MiB", directory: first.directory, extra: ["--config", config, "--fault-injection"],
+      files: [config])
+    defer { _ = node.stop() }
+    let admin = try node.admin
+    // One connection, no retries: every call below goes over the same connection.
+    var configuration = StrataClient.Configuration(node: node.address)
+    configuration.connections = 1
+    configuration.retries = 0
+    configuration.sameHost = false
+    configuration.timeoutMilliseconds = 30_000
+    let client = StrataClient(configuration)
+    defer { client.close() }
+    let region = client.register(source)
+    let ramKey = keys[4]
+    #expect(
+      try await client.put([.init(key: ramKey, source: try region.slice(offset: 4 * bytes, length: bytes))]) == [
+        .stored
+      ])
+    let readInto = { (slot: Int) in try region.slice(offset: slot * bytes, length: bytes) }
+
+    _ = try diskFault(admin, ["reads": "stall"])
+    for round in 0..<3 {
+      let began = ContinuousClock.now
+      let failed = await #expect(throws: StrataError.self) {
+        try await client.get([.init(key: keys[round], destination: try readInto(5))])
+      }
+      let took = ContinuousClock.now - began
+      #expect(failed?.code == .ioError, "\(String(describing: failed))")
+      #expect(
+        failed?.message.contains("did not answer within the request's deadline") == true,
+        "\(String(describing: failed))")
+      // The node's deadline is 1 s (plus the transfer time of 256 KiB at 1 MiB/s); wide for a
+      // loaded machine, and far below the client's own 30 s.
+      #expect(took < .seconds(15), "a GET from the stalled disk took \(took)")
+      // The same connection serves a RAM-resident block at once.
+      #expect(try await client.get([.init(key: ramKey, destination: try readInto(6))]) == [.ok(length: bytes)])
+      #expect(memcmp(source.baseAddress! + 6 * bytes, source.baseAddress! + 4 * bytes, bytes) == 0)
+    }
+    let stalled = try scrape(admin)
+    #expect(sample(stalled, "strata_connections_open{transport=\"tcp\"}") == 1)
+    #expect((sample(stalled, "strata_nvme_oldest_operation_seconds") ?? 0) >= 1)
+    #expect(sample(stalled, "strata_nvme_stalled_operations") == 0)  // not yet 30 s
+
+    // The disk answers again: the reads that waited end, their late pins are given back, and the
+    // blocks are read whole.
+    let counts = try diskFault(admin, ["reads": "ok"])
+    #expect(counts.contains("\"stalled_reads\":"), "\(counts)")
+    #expect(try await eventually(within: 10) { sample(try scrape(admin), "strata_transfer_pins") == 0 })
+    for round in 0..<3 {
+      #expect(try await client.get([.init(key: keys[round], destination: try readInto(5))]) == [.ok(length: bytes)])
+      #expect(memcmp(source.baseAddress! + 5 * bytes, source.baseAddress! + round * bytes, bytes) == 0)
+    }
+    let after = try scrape(admin)
+    #expect(sample(after, "strata_nvme_oldest_operation_seconds") == 0)
+    #expect(sample(after, "strata_connections_open{transport=\"tcp\"}") == 1)
+  }
+}
