@@ -114,6 +114,17 @@ struct DiskFaultDocument: Encodable {
   var failedReads: Int
   var corruptedReads: Int
   var stalledReads: Int
+  var stalledWrites: Int
+
+  init(faults: DiskFaults, counts: DiskFaultCounts) {
+    writes = faults.writes.rawValue
+    reads = faults.reads.rawValue
+    failedWrites = counts.failedWrites
+    failedReads = counts.failedReads
+    corruptedReads = counts.corruptedReads
+    stalledReads = counts.stalledReads
+    stalledWrites = counts.stalledWrites
+  }
 
   enum CodingKeys: String, CodingKey {
     case writes, reads
@@ -121,6 +132,7 @@ struct DiskFaultDocument: Encodable {
     case failedReads = "failed_reads"
     case corruptedReads = "corrupted_reads"
     case stalledReads = "stalled_reads"
+    case stalledWrites = "stalled_writes"
   }
 }
 

@@ -138,17 +138,18 @@ public final class NodeAdministration: Sendable {
   private func enableDiskFaults(_ disk: DiskFaultSwitch) {
     admin.route("POST", "/v1/debug/disk-fault") { [logger] request throws(StrataError) in
       let body = try request.jsonBody()
+      let writesChoices = DiskFaults.Writes.allCases.map(\.rawValue).joined(separator: ", ")
       let readsChoices = DiskFaults.Reads.allCases.map(\.rawValue).joined(separator: ", ")
       for key in body.keys where !["writes", "reads"].contains(key) {
         throw StrataError(
-          .invalidArgument, "unknown field '\(key)'; known: writes (ok, fail), reads (\(readsChoices))")
+          .invalidArgument, "unknown field '\(key)'; known: writes (\(writesChoices)), reads (\(readsChoices))")
       }
       var faults = disk.faults
       if let value = body["writes"] {
-        guard let text = value.stringValue, text == "ok" || text == "fail" else {
-          throw StrataError(.invalidArgument, "writes: \"ok\" or \"fail\"")
+        guard let text = value.stringValue, let writes = DiskFaults.Writes(rawValue: text) else {
+          throw StrataError(.invalidArgument, "writes: one of \(writesChoices)")
         }
-        faults.failWrites = text == "fail"
+        faults.writes = writes
       }
       if let value = body["reads"] {
         guard let text = value.stringValue, let reads = DiskFaults.Reads(rawValue: text) else {
@@ -158,13 +159,8 @@ public final class NodeAdministration: Sendable {
       }
       disk.set(faults)
       logger.warning(
-        "injected disk faults",
-        metadata: ["writes": "\(faults.failWrites ? "fail" : "ok")", "reads": "\(faults.reads)"])
-      let counts = disk.counts
-      return .json(
-        DiskFaultDocument(
-          writes: faults.failWrites ? "fail" : "ok", reads: faults.reads.rawValue, failedWrites: counts.failedWrites,
-          failedReads: counts.failedReads, corruptedReads: counts.corruptedReads, stalledReads: counts.stalledReads))
+        "injected disk faults", metadata: ["writes": "\(faults.writes.rawValue)", "reads": "\(faults.reads.rawValue)"])
+      return .json(DiskFaultDocument(faults: faults, counts: disk.counts))
     }
   }
 

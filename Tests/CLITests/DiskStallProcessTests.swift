@@ -90,4 +90,66 @@ import Testing
     #expect(sample(after, "strata_nvme_oldest_operation_seconds") == 0)
     #expect(sample(after, "strata_connections_open{transport=\"tcp\"}") == 1)
   }
+
+  /// Writes held: write-behind cannot empty RAM, so once RAM is full a PUT needs an eviction that
+  /// writes to the disk. Such a PUT is answered `no_space` for those items at the node's request
+  /// deadline, not when the disk answers; the connection serves on, and once the disk answers the
+  /// same keys are stored (the reservations made late were given back) and read whole.
+  @Test func aPutThatNeedsAStalledDiskForRoomIsAnsweredNoSpaceAtTheDeadline() async throws {
+    let bytes = 1 << 20
+    let blocks = 160
+    let source = UnsafeMutableRawBufferPointer.allocate(byteCount: (blocks + 1) * bytes, alignment: 4096)
+    defer { source.deallocate() }
+    fill(source, seed: 29)
+    let keys = (0..<blocks).map { blockKey($0, 29) }
+    let config = FileManager.default.temporaryDirectory.appendingPathComponent("put-stall-\(getpid()).yaml").path
+    try "limits:\n  request_timeout: 1s\n".write(toFile: config, atomically: true, encoding: .utf8)
+    let node = try await NodeProcess.launch(
+      ram: "64MiB", nvme: "256MiB", extra: ["--config", config, "--fault-injection"], files: [config])
+    defer { _ = node.stop() }
+    let admin = try node.admin
+    var configuration = StrataClient.Configuration(node: node.address)
+    configuration.connections = 1
+    configuration.retries = 0
+    configuration.sameHost = false
+    configuration.timeoutMilliseconds = 30_000
+    let client = StrataClient(configuration)
+    defer { client.close() }
+    let region = client.register(source)
+    let slice = { (index: Int) in try region.slice(offset: index * bytes, length: bytes) }
+
+    _ = try diskFault(admin, ["writes": "stall"])
+    var refused: [Int] = []
+    var stored: [Int] = []
+    for first in stride(from: 0, to: blocks, by: 4) where refused.isEmpty {
+      let indices = Array(first..<first + 4)
+      let began = ContinuousClock.now
+      let outcomes = try await client.put(try indices.map { .init(key: keys[$0], source: try slice($0)) })
+      let took = ContinuousClock.now - began
+      #expect(took < .seconds(15), "a PUT took \(took) with the disk's writes held")
+      for (index, outcome) in zip(indices, outcomes) {
+        if outcome == .noSpace {
+          refused.append(index)
+        } else {
+          #expect(outcome == .stored)
+          stored.append(index)
+        }
+      }
+    }
+    try #require(!refused.isEmpty, "RAM never filled: \(stored.count) blocks stored with the disk's writes held")
+    // The same connection still serves what RAM holds.
+    let probe = stored.last!
+    #expect(try await client.get([.init(key: keys[probe], destination: try slice(blocks))]) == [.ok(length: bytes)])
+    #expect(memcmp(source.baseAddress! + blocks * bytes, source.baseAddress! + probe * bytes, bytes) == 0)
+
+    let counts = try diskFault(admin, ["writes": "ok"])
+    #expect(counts.contains("\"stalled_writes\":"), "\(counts)")
+    #expect(try await eventually(within: 30) { sample(try scrape(admin), "strata_writeback_pending_blocks") == 0 })
+    let again = try await client.put(try refused.map { .init(key: keys[$0], source: try slice($0)) })
+    #expect(again.allSatisfy { $0 == .stored }, "\(again)")
+    for index in refused + [stored.first!] {
+      #expect(try await client.get([.init(key: keys[index], destination: try slice(blocks))]) == [.ok(length: bytes)])
+      #expect(memcmp(source.baseAddress! + blocks * bytes, source.baseAddress! + index * bytes, bytes) == 0)
+    }
+  }
 }

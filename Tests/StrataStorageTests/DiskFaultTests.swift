@@ -28,7 +28,7 @@ import Testing
     try device.sync()
     #expect(capture.records.withLock { $0.isEmpty }, "a healthy device logged")
 
-    faults.set(DiskFaults(failWrites: true, reads: .fail))
+    faults.set(DiskFaults(writes: .fail, reads: .fail))
     let failed = #expect(throws: StrataError.self) { try device.write(at: 8192, from: UnsafeRawBufferPointer(page)) }
     #expect(failed?.code == .ioError, "the error is passed on unchanged")
     #expect(throws: StrataError.self) { try device.read(at: 4096, into: page) }
@@ -65,7 +65,7 @@ import Testing
     try device.read(at: 0, into: page)
     #expect(Array(page) == written)
 
-    faults.set(DiskFaults(failWrites: true))
+    faults.set(DiskFaults(writes: .fail))
     let refused = #expect(throws: StrataError.self) { try device.write(at: 4096, from: UnsafeRawBufferPointer(page)) }
     #expect(refused?.code == .ioError)
     #expect(throws: StrataError.self) { try device.sync() }

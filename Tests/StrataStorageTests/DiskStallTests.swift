@@ -82,7 +82,7 @@ import Testing
       try TierManager.open(node, clock: clock, faults: faults, logger: log).0
     }
     // The recovery holds a read, and the monitor sleeps until its first check.
-    #expect(try await eventually(within: 10) { faults.readsHeld >= 1 && clock.sleepers == 1 })
+    #expect(try await eventually(within: 10) { faults.operationsHeld >= 1 && clock.sleepers == 1 })
     clock.advance(milliseconds: 25_000)
     #expect(try await eventually(within: 10) { clock.sleepers == 1 })
     #expect(lines(stalledLine).isEmpty)
@@ -91,7 +91,7 @@ import Testing
     let named = lines(stalledLine)
     #expect(named.allSatisfy { $0.message.hasPrefix(stalledLine + "30 s") && $0.metadata["operation"] == "read" })
     #expect(named.allSatisfy { $0.metadata["path"]?.hasSuffix("strata-nvme.dat") == true })
-    #expect(named.count <= faults.readsHeld)
+    #expect(named.count <= faults.operationsHeld)
     // The next check names nothing again.
     #expect(try await eventually(within: 10) { clock.sleepers == 1 })
     clock.advance(milliseconds: 5_000)
@@ -108,7 +108,7 @@ import Testing
     // Serving: a read of an NVMe-only block waits on the stalled disk; the statistics count it.
     faults.set(DiskFaults(reads: .stall))
     async let readBack = tiers.read(ids[3])
-    #expect(try await eventually(within: 10) { faults.readsHeld == 1 })
+    #expect(try await eventually(within: 10) { faults.operationsHeld == 1 })
     clock.advance(milliseconds: 29_000)
     #expect(tiers.stats.diskOperationsStalled == 0 && tiers.stats.diskOldestOperationMilliseconds == 29_000)
     clock.advance(milliseconds: 1_000)

@@ -1,7 +1,7 @@
 // A BlockDevice that passes every call to a real one until a fault is armed, then fails writes
-// and syncs, fails reads, corrupts the bytes reads return, or holds reads until disarmed (a disk
-// that stopped answering), from that moment on. The switch is
-// shared by every device of a node, so one call makes the node's whole disk fail. Only a node
+// and syncs, fails reads, corrupts the bytes reads return, or holds reads or writes until
+// disarmed (a disk that stopped answering), from that moment on. The switch is shared by every
+// device of a node, so one call makes the node's whole disk fail. Only a node
 // started with `strata serve --fault-injection` wraps its devices (docs/admin.md); tests arm the
 // faults through the admin API (POST /v1/debug/disk-fault) on a running node process.
 
@@ -23,12 +23,20 @@ public struct DiskFaults: Sendable, Hashable {
     case stall
   }
 
-  /// Writes and syncs fail with EIO (nothing reaches the device).
-  public var failWrites = false
+  public enum Writes: String, Sendable, Hashable, CaseIterable {
+    /// Writes and syncs pass through.
+    case ok
+    /// Writes and syncs fail with EIO (nothing reaches the device).
+    case fail
+    /// Writes and syncs wait, without failing, until writes are set to something else.
+    case stall
+  }
+
+  public var writes: Writes = .ok
   public var reads: Reads = .ok
 
-  public init(failWrites: Bool = false, reads: Reads = .ok) {
-    self.failWrites = failWrites
+  public init(writes: Writes = .ok, reads: Reads = .ok) {
+    self.writes = writes
     self.reads = reads
   }
 }
@@ -41,6 +49,7 @@ public final class DiskFaultSwitch: Sendable {
     var failedReads = 0
     var corruptedReads = 0
     var stalledReads = 0
+    var stalledWrites = 0
   }
 
   private let state = Mutex(State())
@@ -58,19 +67,30 @@ public final class DiskFaultSwitch: Sendable {
   }
 
   /// Operations the faults failed, corrupted or held since start.
-  public var counts: (failedWrites: Int, failedReads: Int, corruptedReads: Int, stalledReads: Int) {
-    state.withLock { ($0.failedWrites, $0.failedReads, $0.corruptedReads, $0.stalledReads) }
+  public var counts: DiskFaultCounts {
+    state.withLock {
+      DiskFaultCounts(
+        failedWrites: $0.failedWrites, failedReads: $0.failedReads, corruptedReads: $0.corruptedReads,
+        stalledReads: $0.stalledReads, stalledWrites: $0.stalledWrites)
+    }
   }
 
-  /// Reads held by a stall now.
-  public var readsHeld: Int { changed.blockedCount }
+  /// Reads and writes held by a stall now.
+  public var operationsHeld: Int { changed.blockedCount }
 
+  /// Whether a write or sync fails now; one armed to stall waits here until it no longer is.
   fileprivate func onWrite() -> Bool {
-    state.withLock { state in
-      guard state.faults.failWrites else { return false }
-      state.failedWrites += 1
-      return true
+    let writes = state.withLock { state -> DiskFaults.Writes in
+      switch state.faults.writes {
+      case .ok: break
+      case .fail: state.failedWrites += 1
+      case .stall: state.stalledWrites += 1
+      }
+      return state.faults.writes
     }
+    guard writes == .stall else { return writes == .fail }
+    _ = changed.wait(until: .never) { state.withLock { $0.faults.writes != .stall } }
+    return onWrite()
   }
 
   fileprivate func onRead() -> DiskFaults.Reads {
@@ -86,9 +106,18 @@ public final class DiskFaultSwitch: Sendable {
   }
 
   /// Blocks the calling thread while reads stall.
-  fileprivate func waitWhileStalled() {
+  fileprivate func waitWhileReadsStall() {
     _ = changed.wait(until: .never) { state.withLock { $0.faults.reads != .stall } }
   }
+}
+
+/// What a node's disk faults did since start.
+public struct DiskFaultCounts: Sendable, Hashable {
+  public var failedWrites = 0
+  public var failedReads = 0
+  public var corruptedReads = 0
+  public var stalledReads = 0
+  public var stalledWrites = 0
 }
 
 /// `base` with the faults of `faults` applied to every call.
@@ -107,7 +136,7 @@ public final class FaultInjectingBlockDevice: BlockDevice {
   public func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
     var reads = faults.onRead()
     while reads == .stall {
-      faults.waitWhileStalled()
+      faults.waitWhileReadsStall()
       reads = faults.onRead()
     }
     switch reads {
@@ -146,7 +175,7 @@ public final class FaultInjectingBlockDevice: BlockDevice {
   }
 
   public func discard(at offset: Int, bytes: Int) {
-    if faults.faults.failWrites { return }
+    if faults.faults.writes != .ok { return }
     base.discard(at: offset, bytes: bytes)
   }
 }
