@@ -13,6 +13,17 @@ import StrataTestKit
 import Testing
 
 @Suite(.serialized) struct DiskStallProcessTests {
+  /// A TCP client of one connection, no retries and a 30 s timeout: every call goes over the same
+  /// connection, and only the node's deadline (1 s here) can end a call early.
+  static func oneConnectionClient(_ node: NodeProcess) -> StrataClient {
+    var configuration = StrataClient.Configuration(node: node.address)
+    configuration.connections = 1
+    configuration.retries = 0
+    configuration.sameHost = false
+    configuration.timeoutMilliseconds = 30_000
+    return StrataClient(configuration)
+  }
+
   @Test func aGetFromAStalledDiskFailsAtTheRequestDeadlineAndTheConnectionServesOn() async throws {
     let bytes = 256 << 10
     let source = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 * bytes, alignment: 4096)
@@ -38,13 +49,7 @@ import Testing
       files: [config])
     defer { _ = node.stop() }
     let admin = try node.admin
-    // One connection, no retries: every call below goes over the same connection.
-    var configuration = StrataClient.Configuration(node: node.address)
-    configuration.connections = 1
-    configuration.retries = 0
-    configuration.sameHost = false
-    configuration.timeoutMilliseconds = 30_000
-    let client = StrataClient(configuration)
+    let client = Self.oneConnectionClient(node)
     defer { client.close() }
     let region = client.register(source)
     let ramKey = keys[4]
@@ -108,12 +113,7 @@ import Testing
       ram: "64MiB", nvme: "256MiB", extra: ["--config", config, "--fault-injection"], files: [config])
     defer { _ = node.stop() }
     let admin = try node.admin
-    var configuration = StrataClient.Configuration(node: node.address)
-    configuration.connections = 1
-    configuration.retries = 0
-    configuration.sameHost = false
-    configuration.timeoutMilliseconds = 30_000
-    let client = StrataClient(configuration)
+    let client = Self.oneConnectionClient(node)
     defer { client.close() }
     let region = client.register(source)
     let slice = { (index: Int) in try region.slice(offset: index * bytes, length: bytes) }
