@@ -482,7 +482,7 @@ public final class NodeServer: Sendable {
       ("hits_nvme", tier.hitsNVMe), ("misses", tier.misses), ("demoted_blocks", tier.demotedBlocks),
       ("promoted_blocks", tier.promotedBlocks), ("dropped_blocks", tier.droppedBlocks),
       ("checksum_failures", tier.checksumFailures), ("io_errors", tier.ioErrors),
-      ("io_queue_jobs", tier.ioQueueJobs), ("io_queue_refused", tier.ioQueueRefusals),
+      ("disk_operations_stalled", tier.diskOperationsStalled), ("io_queue_jobs", tier.ioQueueJobs), ("io_queue_refused", tier.ioQueueRefusals),
       ("promotions_without_room", tier.promotionsWithoutRoom),
       ("leases_active", tier.leasesActive), ("connections_open", server.connectionsOpen),
       ("connections_accepted", server.connectionsAccepted), ("connections_refused", server.connectionsRefused),

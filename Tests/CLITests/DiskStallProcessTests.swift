@@ -81,6 +81,8 @@ import Testing
     #expect(sample(stalled, "strata_connections_open{transport=\"tcp\"}") == 1)
     #expect((sample(stalled, "strata_nvme_oldest_operation_seconds") ?? 0) >= 1)
     #expect(sample(stalled, "strata_nvme_stalled_operations") == 0)  // not yet 30 s
+    let stat = try JSONValue.parse(Array(try await client.stat().utf8))
+    #expect(stat["disk_operations_stalled"] == .int(0), "\(stat)")
 
     // The disk answers again: the reads that waited end, their late pins are given back, and the
     // blocks are read whole.
