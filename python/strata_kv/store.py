@@ -56,8 +56,10 @@ ERROR_NAMES = {
     10: "timeout", 11: "permission_denied", 12: "unsupported", 13: "stale_epoch", 14: "cancelled", 15: "internal",
     16: "quorum_not_reached",
 }
+# io_error: the node's disk failed, or did not answer within the node's request deadline (the
+# connection is fine): the transfer failed.
 _MOONCAKE_OF_ERROR = {1: INVALID_PARAMS, 3: OBJECT_NOT_FOUND, 4: OBJECT_ALREADY_EXISTS, 5: TRANSFER_FAIL,
-                      6: NO_AVAILABLE_HANDLE, 9: RPC_FAIL, 10: RPC_FAIL, 11: INVALID_PARAMS,
+                      6: NO_AVAILABLE_HANDLE, 7: TRANSFER_FAIL, 9: RPC_FAIL, 10: RPC_FAIL, 11: INVALID_PARAMS,
                       16: TRANSFER_FAIL}
 _GET_CODES = {-1: OBJECT_NOT_FOUND, -2: TRANSFER_FAIL, -3: BUFFER_OVERFLOW, -4: INVALID_PARAMS, -5: INVALID_PARAMS}
 _PUT_CODES = [OK, OK, TRANSFER_FAIL, INVALID_PARAMS, NO_AVAILABLE_HANDLE]

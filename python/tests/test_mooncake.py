@@ -18,6 +18,8 @@ def test_every_error_code_of_the_c_library_has_its_name():
     assert numbers and numbers == set(ERROR_NAMES)
     error = StrataError(16, "2 of 3 owners")
     assert error.name == "quorum_not_reached" and error.mooncake_code == TRANSFER_FAIL
+    stalled = StrataError(7, "GET: the node's disk did not answer within the request's deadline")
+    assert stalled.name == "io_error" and stalled.mooncake_code == TRANSFER_FAIL
 
 
 def test_setup_style_construction(address):
