@@ -196,6 +196,15 @@ struct Serve: AsyncParsableCommand {
       print("strata node \(nodeID) listening on \(server.address)")
       fflush(nil)
       notifier?.ready("serving on \(server.address)")
+      let environment = ["WATCHDOG_USEC", "WATCHDOG_PID"].reduce(into: [String: String]()) {
+        $0[$1] = getenv($1).map { String(cString: $0) }
+      }
+      let watchdog = notifier.flatMap { notifier in
+        ServiceNotifier.watchdogMilliseconds(environment, pid: getpid()).map {
+          ServiceWatchdog(notifier: notifier, intervalMilliseconds: $0, logger: logger) { server.livenessProblems() }
+        }
+      }
+      defer { watchdog?.stop() }
       let signal = await signals.wait()
       notifier?.stopping("stopping (\(signal)): finishing requests, writing RAM blocks to NVMe")
       logger.info("stopping", metadata: ["signal": "\(signal)", "order": "\(Array(lifecycle.started.reversed()))"])

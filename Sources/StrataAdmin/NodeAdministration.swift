@@ -167,8 +167,15 @@ public final class NodeAdministration: Sendable {
   // MARK: Routes
 
   private func registerRoutes() {
-    admin.route("GET", "/health", requiresToken: false) { _ throws(StrataError) in
-      .json(ProbeDocument(status: "ok"))
+    // Liveness: the process answers, and its data plane still accepts connections (an accept
+    // loop that stopped going round is a node to restart; the admin port answering proves nothing
+    // about the data plane).
+    admin.route("GET", "/health", requiresToken: false) { [node] _ throws(StrataError) in
+      let problems = node.livenessProblems()
+      guard problems.isEmpty else {
+        return .json(ProbeDocument(status: "unhealthy", reason: problems.joined(separator: "; ")), status: 503)
+      }
+      return .json(ProbeDocument(status: "ok"))
     }
     admin.route("GET", "/ready", requiresToken: false) { [self] _ throws(StrataError) in
       let reasons = notReadyReasons()

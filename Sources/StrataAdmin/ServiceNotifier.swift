@@ -1,10 +1,11 @@
 // Tells the service manager how a node's start and stop go, by systemd's notify protocol
 // (`Type=notify`, deploy/systemd/strata.service): a status line with the start's progress, more
-// time for a start that moves on, READY=1 once the node serves, STOPPING=1 when it stops. Written
-// here rather than linking libsystemd: the protocol is one datagram of KEY=VALUE lines.
+// time for a start that moves on, READY=1 once the node serves, STOPPING=1 when it stops, and
+// WATCHDOG=1 while its data plane accepts connections (`WatchdogSec`). Written here rather than
+// linking libsystemd: the protocol is one datagram of KEY=VALUE lines.
 
 public import Logging
-import StrataCore
+public import StrataCore
 import StrataTCP
 import Synchronization
 
@@ -63,6 +64,19 @@ public final class ServiceNotifier: Sendable {
   /// The node stops.
   public func stopping(_ status: String) { send([("STOPPING", "1"), ("STATUS", status)]) }
 
+  /// The node is alive: feeds systemd's watchdog.
+  public func alive() { send([("WATCHDOG", "1")]) }
+
+  /// The watchdog interval systemd set for this process (WATCHDOG_USEC, when WATCHDOG_PID is
+  /// unset or names `pid`), in milliseconds; nil without a usable one.
+  public static func watchdogMilliseconds(_ environment: [String: String], pid: Int32) -> UInt64? {
+    if let owner = environment["WATCHDOG_PID"], Int32(owner) != pid { return nil }
+    guard let text = environment["WATCHDOG_USEC"], let microseconds = UInt64(text), microseconds >= 1_000 else {
+      return nil
+    }
+    return microseconds / 1_000
+  }
+
   private func send(_ fields: [(String, String)]) {
     do throws(StrataError) {
       try socket.send(Array(Self.message(fields).utf8), to: destination)
@@ -76,4 +90,37 @@ public final class ServiceNotifier: Sendable {
       if first { logger.warning("cannot notify the service manager", metadata: ["reason": "\(error.message)"]) }
     }
   }
+}
+
+/// Feeds systemd's watchdog at half its interval while the node's data plane is alive
+/// (`problems` empty: `NodeServer.livenessProblems`); while it is not, it says why once and
+/// stops feeding, so systemd restarts a node that can no longer accept connections.
+public final class ServiceWatchdog: Sendable {
+  private let task: Task<Void, Never>
+
+  public init(
+    notifier: ServiceNotifier, intervalMilliseconds: UInt64, logger: Logger, clock: any NodeClock = SystemClock(),
+    problems: @escaping @Sendable () -> [String]
+  ) {
+    task = Task {
+      var withheld = false
+      while !Task.isCancelled {
+        let found = problems()
+        if found.isEmpty {
+          notifier.alive()
+          if withheld { logger.notice("feeding the service manager's watchdog again") }
+          withheld = false
+        } else if !withheld {
+          withheld = true
+          logger.error(
+            "not feeding the service manager's watchdog: the node no longer accepts connections; it will be restarted",
+            metadata: ["reason": "\(found.joined(separator: "; "))"])
+        }
+        await clock.sleep(milliseconds: max(1, intervalMilliseconds / 2))
+      }
+    }
+  }
+
+  /// Stops feeding the watchdog.
+  public func stop() { task.cancel() }
 }

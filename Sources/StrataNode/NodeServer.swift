@@ -324,6 +324,13 @@ public final class NodeServer: Sendable {
     credentials.withLock { NodeConfiguration.Auth.match(secret: secret, in: $0.tokens) }
   }
 
+  /// What keeps the node from accepting connections although it runs: an accept loop (TCP, or the
+  /// same-host socket's) that has not gone round for `LoopHeartbeat.staleMilliseconds`. Empty
+  /// when all is well, before `start` and after `stop`.
+  public func livenessProblems(now: UInt64 = MonotonicTime.nowNanoseconds) -> [String] {
+    [gate.heartbeat, sameHost?.gate.heartbeat].compactMap { $0?.problem(now: now) }
+  }
+
   /// Starts accepting connections (one thread for every connection still in its handshake).
   public func start() {
     let thread = Thread { [self] in

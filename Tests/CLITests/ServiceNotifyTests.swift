@@ -8,6 +8,7 @@ import StrataAdmin
 import StrataCore
 import StrataTCP
 import StrataTestKit
+import Synchronization
 import Testing
 
 @Suite struct ServiceNotifyTests {
@@ -45,6 +46,47 @@ import Testing
     #expect(listener.receive(timeoutMilliseconds: 1_000)?.count == 512)
   }
 
+  @Test func theWatchdogIntervalIsSystemdsForThisProcessOnly() {
+    #expect(ServiceNotifier.watchdogMilliseconds([:], pid: 42) == nil)
+    #expect(ServiceNotifier.watchdogMilliseconds(["WATCHDOG_USEC": "30000000"], pid: 42) == 30_000)
+    #expect(
+      ServiceNotifier.watchdogMilliseconds(["WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "42"], pid: 42) == 30_000)
+    // Meant for another process (a parent that passed its environment on).
+    #expect(ServiceNotifier.watchdogMilliseconds(["WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "7"], pid: 42) == nil)
+    #expect(ServiceNotifier.watchdogMilliseconds(["WATCHDOG_USEC": "soon"], pid: 42) == nil)
+    #expect(ServiceNotifier.watchdogMilliseconds(["WATCHDOG_USEC": "0"], pid: 42) == nil)
+  }
+
+  /// While the data plane is wedged the watchdog is not fed (systemd restarts the node); once it
+  /// goes round again, it is. The first feeding a receiver sees comes after the problem cleared.
+  @Test func theWatchdogIsFedOnlyWhileTheNodeIsAlive() async throws {
+    let name = "@strata-watchdog-\(UUID().uuidString)"
+    let listener = try UnixDatagramSocket(binding: name)
+    let logs = LogCapture()
+    let logger = Logger(label: "watchdog-test") { _ in logs.handler() }
+    let notifier = try #require(ServiceNotifier(socketPath: name, logger: logger))
+    let clock = ManualClock()
+    let wedged = Mutex(true)
+    let watchdog = ServiceWatchdog(notifier: notifier, intervalMilliseconds: 2_000, logger: logger, clock: clock) {
+      wedged.withLock { $0 } ? ["the data plane's accept loop (tcp) has not gone round for 12 s"] : []
+    }
+    defer { watchdog.stop() }
+    // Two turns while wedged: each ends asleep on the clock, having sent nothing.
+    for _ in 0..<2 {
+      #expect(try await eventually(within: 10) { clock.sleepers == 1 })
+      clock.advance(milliseconds: 1_000)
+    }
+    #expect(try await eventually(within: 10) { clock.sleepers == 1 })
+    let refused = logs.records.withLock {
+      $0.filter { $0.message.hasPrefix("not feeding the service manager's watchdog") }
+    }
+    #expect(refused.count == 1 && refused.first?.metadata["reason"]?.contains("has not gone round") == true)
+    wedged.withLock { $0 = false }
+    clock.advance(milliseconds: 1_000)
+    let received = await onNewThread { listener.receive(timeoutMilliseconds: 10_000) }
+    #expect(received.map { String(decoding: $0, as: UTF8.self) } == "WATCHDOG=1\n")
+  }
+
   @Test func aNodeSaysHowItsStartGoesWhenItServesAndWhenItStops() async throws {
     let folder = try DeployFixtures.temporaryFolder("strata-notify")
     defer { try? FileManager.default.removeItem(atPath: folder) }
@@ -56,7 +98,10 @@ import Testing
       "serve", "--data-dir", folder + "/data", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ram", "64MiB",
       "--nvme", "256MiB", "--ram-unlocked",
     ]
-    node.environment = ProcessInfo.processInfo.environment.merging(["NOTIFY_SOCKET": socketPath]) { _, new in new }
+    // A 2 s watchdog: the node feeds it every second once it serves.
+    node.environment = ProcessInfo.processInfo.environment.merging([
+      "NOTIFY_SOCKET": socketPath, "WATCHDOG_USEC": "2000000",
+    ]) { _, new in new }
     node.standardOutput = FileHandle.nullDevice
     node.standardError = FileHandle.nullDevice
     try StrataTestKit.launch(node)
@@ -65,17 +110,27 @@ import Testing
       node.waitUntilExit()
     }
 
-    // Every datagram up to READY=1, then SIGTERM and the one that says it stops.
-    let (started, stopping) = try await onNewThread { () throws -> ([String], String?) in
+    // Every datagram up to READY=1, the watchdog fed twice, then SIGTERM and the one that says it
+    // stops (watchdog datagrams before it skipped).
+    let (started, fed, stopping) = try await onNewThread { () throws -> ([String], Int, String?) in
       var messages: [String] = []
       while let datagram = listener.receive(timeoutMilliseconds: 60_000) {
         messages.append(String(decoding: datagram, as: UTF8.self))
         if messages.last!.hasPrefix("READY=1\n") { break }
       }
-      guard messages.last?.hasPrefix("READY=1\n") == true else { return (messages, nil) }
+      guard messages.last?.hasPrefix("READY=1\n") == true else { return (messages, 0, nil) }
+      var fed = 0
+      while fed < 2, let datagram = listener.receive(timeoutMilliseconds: 10_000) {
+        if String(decoding: datagram, as: UTF8.self) == "WATCHDOG=1\n" { fed += 1 }
+      }
       kill(node.processIdentifier, SIGTERM)
-      return (messages, listener.receive(timeoutMilliseconds: 60_000).map { String(decoding: $0, as: UTF8.self) })
+      while let datagram = listener.receive(timeoutMilliseconds: 60_000) {
+        let text = String(decoding: datagram, as: UTF8.self)
+        if text != "WATCHDOG=1\n" { return (messages, fed, text) }
+      }
+      return (messages, fed, nil)
     }
+    #expect(fed == 2, "the watchdog was fed \(fed) time(s) in 20 s")
     #expect(started.first == "STATUS=starting: opening storage\nEXTEND_TIMEOUT_USEC=300000000\n", "\(started)")
     #expect(started.contains { $0.hasPrefix("STATUS=starting: reading the NVMe tier") }, "\(started)")
     #expect(started.contains { $0.hasPrefix("STATUS=starting: faulting in the RAM arena (64MiB)") }, "\(started)")

@@ -90,6 +90,26 @@ let hello = HelloRequest(capabilities: [.tcp], frameBytesMax: 1 << 30, token: []
     #expect(stat.contains("\"put_blocks\":5"))
   }
 
+  /// An idle accept loop still goes round once a second, so the node's liveness (/health, the
+  /// service manager's watchdog) tells a wedged loop from a quiet one; a stopped node has none.
+  @Test func anIdleAcceptLoopGoesRoundSoALivenessCheckCanTrustIt() async throws {
+    let node = try TestNode()
+    // The loop runs (it has gone round at least once: an hour on, it would be stale).
+    #expect(
+      try await eventually(within: 10) {
+        !node.server.livenessProblems(now: MonotonicTime.nowNanoseconds + 3_600_000_000_000).isEmpty
+      })
+    let began = MonotonicTime.nowNanoseconds
+    let judgedAt = began + 10_500_000_000  // 10.5 s on: stale for any beat before `began + 0.5 s`
+    #expect(!node.server.livenessProblems(now: judgedAt).isEmpty)
+    // With no connection at all, the loop beats again after `began + 0.5 s`.
+    #expect(try await eventually(within: 10) { node.server.livenessProblems(now: judgedAt).isEmpty })
+    #expect(node.server.livenessProblems().isEmpty)
+    node.server.stop()
+    #expect(
+      try await eventually(within: 10) { node.server.livenessProblems(now: judgedAt + 3_600_000_000_000).isEmpty })
+  }
+
   @Test func statIsJSONWhateverTheNodeIDHolds() async throws {
     let nodeID = "n\"1\\x\u{1}\n"
     let node = try TestNode(nodeID: nodeID)

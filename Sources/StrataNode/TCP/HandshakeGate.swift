@@ -59,6 +59,8 @@ final class HandshakeGate: @unchecked Sendable {
   private var orderHead = 0
   private var nextSequence: UInt64 = 0
   private let pendingCounter = Atomic<Int>(0)
+  /// Each turn of `run`, for the node's liveness (`NodeServer.livenessProblems`).
+  let heartbeat: LoopHeartbeat
 
   init(listener: TCPListener, transport: String = "tcp", handshakesMax: Int, timeoutMilliseconds: UInt64)
     throws(StrataError)
@@ -68,6 +70,7 @@ final class HandshakeGate: @unchecked Sendable {
     self.transport = transport
     self.handshakesMax = handshakesMax
     self.timeoutMilliseconds = timeoutMilliseconds
+    heartbeat = LoopHeartbeat(name: "the data plane's accept loop (\(transport))")
     poller = strata_poller_create()
     guard poller >= 0 else { throw StrataError(.ioError, "epoll_create1 failed: \(String(cString: strerror(errno)))") }
     var ends: [Int32] = [0, 0]
@@ -104,14 +107,18 @@ final class HandshakeGate: @unchecked Sendable {
     var ready = [Int32](repeating: -1, count: 256)
     defer {
       for descriptor in Array(pending.keys) { drop(descriptor) }
+      heartbeat.end()
     }
     while true {
       let now = MonotonicTime.nowNanoseconds
+      heartbeat.beat(now: now)
+      // An idle gate still goes round once a `turnMilliseconds`, so a wedged one can be told apart.
       var wait = oldestDeadline().map { Int32(clamping: $0.remainingMilliseconds(now: now)) } ?? -1
       if let resume = acceptResumesAt {
         let left = Int32(clamping: resume.remainingMilliseconds(now: now))
         wait = wait < 0 ? left : min(wait, left)
       }
+      wait = wait < 0 ? LoopHeartbeat.turnMilliseconds : min(wait, LoopHeartbeat.turnMilliseconds)
       let count = ready.withUnsafeMutableBufferPointer {
         strata_poller_wait(poller, $0.baseAddress, Int32($0.count), wait)
       }
