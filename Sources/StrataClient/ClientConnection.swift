@@ -227,7 +227,7 @@ final class ClientConnection: @unchecked Sendable {
     if case .error(_, let error) = message {
       try reader.discardPayload(Int(reader.payloadRemainingBytes), from: &socket, deadline: .never)
       let code = StrataError.Code(number: error.code) ?? .internalError
-      throw StrataError(code, "\(address): \(error.message)")
+      throw StrataError(code, "\(address): \(error.message)", cause: AnsweredByNode())
     }
     do throws(StrataError) {
       try receivePayload(header, message)

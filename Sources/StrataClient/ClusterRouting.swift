@@ -237,6 +237,10 @@ extension StrataClient {
         case .failure(let error) where error.isTransportFailure:
           markDown(owner)
           next += indices
+        case .failure(let error) where error.code == .ioError:
+          // The owner's disk failed or did not answer in time (its connection is sound): these
+          // keys go to their next owner; its other keys (RAM-resident ones) are still asked there.
+          next += indices
         case .failure(let error) where error.code == .staleEpoch:
           stale = true
           for index in indices { tried[index].removeLast() }

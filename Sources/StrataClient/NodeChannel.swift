@@ -343,9 +343,20 @@ final class EpochTracker: Sendable {
   var latest: UInt64 { seen.load(ordering: .relaxed) }
 }
 
+/// The cause of an error a node answered with (an error frame): the node took the request and
+/// the connection is in step, so it is no transport failure, whatever its code.
+struct AnsweredByNode: Error, Sendable, CustomStringConvertible {
+  var description: String { "the node's answer" }
+}
+
 extension StrataError {
   /// The peer could not be reached or stopped answering: the same call may work elsewhere or later.
-  var isTransportFailure: Bool { code == .unavailable || code == .timeout || code == .ioError }
+  var isTransportFailure: Bool {
+    (code == .unavailable || code == .timeout || code == .ioError) && !wasAnswered
+  }
+
+  /// A node answered the request with this error (its connection goes on).
+  var wasAnswered: Bool { cause is AnsweredByNode }
 }
 
 func unexpected(_ message: WireMessage) -> StrataError {

@@ -13,12 +13,11 @@ import StrataTestKit
 import Testing
 
 @Suite(.serialized) struct DiskStallProcessTests {
-  /// A TCP client of one connection, no retries and a 30 s timeout: every call goes over the same
-  /// connection, and only the node's deadline (1 s here) can end a call early.
+  /// A TCP client of one connection (its default retries) and a 30 s timeout: every call goes
+  /// over the same connection, and only the node's deadline (1 s here) can end a call early.
   static func oneConnectionClient(_ node: NodeProcess) -> StrataClient {
     var configuration = StrataClient.Configuration(node: node.address)
     configuration.connections = 1
-    configuration.retries = 0
     configuration.sameHost = false
     configuration.timeoutMilliseconds = 30_000
     return StrataClient(configuration)
@@ -78,6 +77,10 @@ import Testing
       #expect(memcmp(source.baseAddress! + 6 * bytes, source.baseAddress! + 4 * bytes, bytes) == 0)
     }
     let stalled = try scrape(admin)
+    // Each stalled GET was answered once: an error the node answers is not retried (the client's
+    // 2 retries are for transport failures), and the connection was kept (one ever accepted).
+    #expect(sample(stalled, "strata_errors_total{code=\"io_error\"}") == 3)
+    #expect(sample(stalled, "strata_connections_total{transport=\"tcp\"}") == 1)
     #expect(sample(stalled, "strata_connections_open{transport=\"tcp\"}") == 1)
     #expect((sample(stalled, "strata_nvme_oldest_operation_seconds") ?? 0) >= 1)
     #expect(sample(stalled, "strata_nvme_stalled_operations") == 0)  // not yet 30 s
@@ -139,7 +142,9 @@ import Testing
       }
     }
     try #require(!refused.isEmpty, "RAM never filled: \(stored.count) blocks stored with the disk's writes held")
-    // The same connection still serves what RAM holds.
+    // The payload was read after the wait (its deadline counts from then), so the connection was
+    // kept: one was ever accepted, and it still serves what RAM holds.
+    #expect(sample(try scrape(admin), "strata_connections_total{transport=\"tcp\"}") == 1)
     let probe = stored.last!
     #expect(try await client.get([.init(key: keys[probe], destination: try slice(blocks))]) == [.ok(length: bytes)])
     #expect(memcmp(source.baseAddress! + blocks * bytes, source.baseAddress! + probe * bytes, bytes) == 0)
@@ -153,5 +158,47 @@ import Testing
       #expect(try await client.get([.init(key: keys[index], destination: try slice(blocks))]) == [.ok(length: bytes)])
       #expect(memcmp(source.baseAddress! + blocks * bytes, source.baseAddress! + index * bytes, bytes) == 0)
     }
+  }
+
+  /// Two owners of every block; b's disk stops answering after a warm restart put its copies on
+  /// its disk only. A cluster client's GET of every block is answered whole: b answers io_error at
+  /// its deadline for the keys it owns first, and those go to a, without b's other keys (or b)
+  /// being given up.
+  @Test func aClusterGetGoesToTheNextOwnerWhenAnOwnersDiskDoesNotAnswer() async throws {
+    let cluster = try ClusterHarness(membership: .staticPeers, names: ["a", "b"])
+    defer { cluster.shutdown() }
+    cluster.staticMembers = ["a", "b"]
+    cluster.staticClusterConfig = ["probe_interval: 200ms"]
+    cluster.configSections = ["limits:", "  request_timeout: 1s", "  max_block_size: 128KiB"]
+    cluster.extraArguments = ["--fault-injection"]
+    for name in ["a", "b"] { try await cluster.start(name) }
+    let blocks = BlockSet(count: 40, run: 91, smallest: 4096, spread: 65_536)
+    try await cluster.write(blocks, through: ["a", "b"])
+    #expect(cluster.stop("b") == 0)
+    try await cluster.start("b")
+    let bAdmin = try cluster.node("b").admin
+    _ = try diskFault(bAdmin, ["reads": "stall"])
+    // b holds every block on its disk only (a peer's LOOKUP reads the index, and fills nothing).
+    var peer = StrataClient.Configuration(node: cluster.address("b"))
+    peer.isPeer = true
+    let inspector = StrataClient(peer)
+    defer { inspector.close() }
+    let tiers = try await inspector.lookup(blocks.keys).tiers
+    #expect(tiers.allSatisfy { $0 == .nvme }, "\(tiers)")
+    let reader = cluster.client(seeds: ["a", "b"])
+    defer { reader.close() }
+    try await reader.connect()
+    let began = ContinuousClock.now
+    let check = try await blocks.verify(reader)
+    let took = ContinuousClock.now - began
+    _ = try diskFault(bAdmin, ["reads": "ok"])
+    #expect(check.ok == blocks.count, "\(check)\n\(cluster.log("b"))")
+    let exposition = try scrape(bAdmin)
+    #expect(
+      (sample(exposition, "strata_errors_total{code=\"io_error\"}") ?? 0) >= 1,
+      "b was never asked: GETs \(String(describing: sample(exposition, "strata_requests_total{op=\"get\"}"))), took \(took)\n\(cluster.log("b"))"
+    )
+    // One deadline of b's (1 s and the transfer time), not the client's 10 s timeout.
+    #expect(took < .seconds(9), "the read took \(took)")
   }
 }

@@ -180,7 +180,11 @@ extension ClientConnection {
       }
       return nil
     }
-    if case .error(_, let body) = answer { throw body.strataError }
+    if case .error(_, let body) = answer {
+      var error = body.strataError
+      error.cause = AnsweredByNode()
+      throw error
+    }
     transports.record { $0.rdmaBatches += 1 }
     return answer
   }

@@ -693,9 +693,12 @@ struct RequestSession {
         }
       }
     }
+    // The payload's deadline counts from when the node reads it: time spent waiting for room is the
+    // node's, not the peer's (whose bytes wait in the socket meanwhile).
+    let receiveDeadline = waiting.isEmpty ? deadline : transferDeadline(bytes: total)
     let landed: [UInt32?]
     do throws(StrataError) {
-      landed = try transport.receivePut(slots, deadline: deadline)
+      landed = try transport.receivePut(slots, deadline: receiveDeadline)
     } catch {
       for (_, reservation) in reservations { tiers.abort(reservation) }
       throw error
