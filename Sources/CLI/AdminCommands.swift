@@ -42,7 +42,7 @@ struct Status: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Show a node at a glance: health, uptime, epoch, tiers, hit rates, transfers, top errors.",
     discussion: """
-      Exit 0 when the node is healthy, 3 when it is unreachable or not ready. With --wait-ready, \
+      Exit 0 when the node is healthy, 3 when it is unreachable, not ready or unhealthy. With --wait-ready, \
       first wait until it is ready (not listening yet, starting, or without a ring yet), showing \
       the NVMe recovery's progress on a terminal; exit 3 when it is not ready within --ready-timeout.
       """)
@@ -67,8 +67,10 @@ struct Status: ParsableCommand {
       } else {
         print(statusTable(status))
       }
-      if status["health"]?.stringValue != "ok" {
-        throw StrataError(.unavailable, "node \(status["node_id"]?.stringValue ?? "?") is not ready")
+      let health = status["health"]?.stringValue ?? "?"
+      if health != "ok" {
+        let state = health == "unhealthy" ? "unhealthy" : "not ready"
+        throw StrataError(.unavailable, "node \(status["node_id"]?.stringValue ?? "?") is \(state)")
       }
     } catch {
       throw report(error)
@@ -152,11 +154,12 @@ func statusTable(_ status: JSONValue) -> String {
   if let verify = status["verify"]?.stringValue { rows.append(("verify", verify)) }
   let known: Set<String> = [
     "node_id", "version", "health", "uptime_seconds", "epoch", "tiers", "hit_rate", "transfers", "top_errors",
-    "verify", "connections", "leases_active", "not_ready",
+    "verify", "connections", "leases_active", "not_ready", "warnings",
   ]
   if let reasons = status["not_ready"]?.arrayValue {
     rows.append(("not ready", reasons.compactMap(\.stringValue).joined(separator: "; ")))
   }
+  for warning in status["warnings"]?.arrayValue ?? [] { rows.append(("warning", warning.stringValue ?? "")) }
   for (name, value) in (status.objectValue ?? [:]).sorted(by: { $0.key < $1.key }) where !known.contains(name) {
     rows.append((name, value.encoded))
   }

@@ -194,6 +194,9 @@ struct NodeStatusDocument: Encodable {
   var verify: String
   /// Why the node is not ready; left out when it is.
   var notReady: [String]?
+  /// What an operator should look at although the node serves (a disk that stopped answering),
+  /// and why it is unhealthy; left out when nothing is.
+  var warnings: [String]?
   /// Contributed by other modules (`AdminServer.statusSection`), each under its name.
   var sections: [String: any Encodable & Sendable]
 
@@ -209,6 +212,7 @@ struct NodeStatusDocument: Encodable {
     case leasesActive = "leases_active"
     case verify
     case notReady = "not_ready"
+    case warnings
   }
 
   struct SectionKey: CodingKey {
@@ -233,6 +237,7 @@ struct NodeStatusDocument: Encodable {
     try container.encode(leasesActive, forKey: .leasesActive)
     try container.encode(verify, forKey: .verify)
     try container.encodeIfPresent(notReady, forKey: .notReady)
+    try container.encodeIfPresent(warnings, forKey: .warnings)
     var named = encoder.container(keyedBy: SectionKey.self)
     for (name, section) in sections where CodingKeys(rawValue: name) == nil {
       try named.encode(section, forKey: SectionKey(stringValue: name))

@@ -245,10 +245,18 @@ public final class NodeAdministration: Sendable {
     func share(_ count: Int) -> Double { lookups == 0 ? 0 : Double(count) / Double(lookups) }
     let errors = metrics.errorCounts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(5)
     let reasons = notReadyReasons()
+    let problems = node.livenessProblems()
+    var warnings = problems
+    if stats.diskOperationsStalled > 0 {
+      warnings.append(
+        "\(stats.diskOperationsStalled) NVMe operation(s) have not returned for \(DiskStallMonitor.stallMilliseconds / 1000) s or more (the oldest for \(stats.diskOldestOperationMilliseconds / 1000) s): the disk may have stopped answering; requests that need it fail at their deadline"
+      )
+    }
+    let health = !problems.isEmpty ? "unhealthy" : reasons.isEmpty ? "ok" : "not_ready"
     return NodeStatusDocument(
       nodeID: nodeID, version: StrataVersion.current,
       uptimeSeconds: Double(DispatchTime.now().uptimeNanoseconds - startedAt) / 1e9,
-      health: reasons.isEmpty ? "ok" : "not_ready", epoch: Int(state.withLock { $0.epoch }?() ?? 0),
+      health: health, epoch: Int(state.withLock { $0.epoch }?() ?? 0),
       tiers: .init(
         ram: .init(used: stats.ramUsedBytes, capacity: stats.ramCapacityBytes, blocks: stats.ramBlocks),
         nvme: .init(used: stats.nvmeUsedBytes, capacity: stats.nvmeCapacityBytes, blocks: stats.nvmeBlocks)),
@@ -260,7 +268,8 @@ public final class NodeAdministration: Sendable {
       topErrors: errors.map { .init(code: $0.key, count: $0.value) },
       connections: .init(open: server.connectionsOpen, accepted: server.connectionsAccepted),
       leasesActive: stats.leasesActive, verify: verifier.progress.state.rawValue,
-      notReady: reasons.isEmpty ? nil : reasons, sections: admin.statusSections())
+      notReady: reasons.isEmpty ? nil : reasons, warnings: warnings.isEmpty ? nil : warnings,
+      sections: admin.statusSections())
   }
 
   /// POST /v1/verify's optional body: `{"max_rate": "64MiB"}` (bytes per second, at least 1MiB),

@@ -20,7 +20,10 @@ final class AdminFixture {
   let administration: NodeAdministration
   let configPath: String
 
-  init(tokens: Bool = true, extend: (NodeAdministration) -> Void = { _ in }) throws {
+  /// `diskStalls`: the tiers' disk operations in flight (none by default: RAM tier only).
+  init(
+    tokens: Bool = true, diskStalls: DiskStallMonitor? = nil, extend: (NodeAdministration) -> Void = { _ in }
+  ) throws {
     configPath =
       FileManager.default.temporaryDirectory.appendingPathComponent("strata-admin-\(UUID().uuidString).yaml")
       .path
@@ -28,7 +31,8 @@ final class AdminFixture {
     var settings = try NodeConfiguration(yaml: try String(contentsOfFile: configPath, encoding: .utf8))
     settings.listen = HostPort(host: "127.0.0.1", port: 0)
     let tiers = try TierManager(
-      configuration: TierConfiguration(ramBytes: 64 << 20, blockBytesMax: 1 << 20, lockMemory: false), nvme: nil)
+      configuration: TierConfiguration(ramBytes: 64 << 20, blockBytesMax: 1 << 20, lockMemory: false), nvme: nil,
+      diskStalls: diskStalls)
     let metrics = NodeMetrics()
     let node = try NodeServer(
       configuration: ServerConfiguration(settings, nodeID: "test-node"), tiers: tiers,
@@ -77,6 +81,42 @@ final class AdminFixture {
     }
     // Foundation's JSONDecoder (JSONCoding) takes one trailing comma, as in `[1,]`.
     #expect(try JSONValue.parse("[1,]") == .array([.int(1)]))
+  }
+
+  /// A disk operation in flight for 30 s is a warning in /v1/status (the node still serves); one
+  /// that returns clears it.
+  @Test func aStalledDiskOperationIsAStatusWarning() async throws {
+    let clock = ManualClock()
+    let stalls = DiskStallMonitor(clock: clock, logger: Logger(label: "test"))
+    let fixture = try AdminFixture(diskStalls: stalls)
+    defer { fixture.administration.stop() }
+    let warnings = { () throws -> [String] in
+      let status = try JSONValue.parse(try fixture.client().send("GET", "/v1/status").body)
+      #expect(status["health"]?.stringValue == "ok")
+      return status["warnings"]?.arrayValue?.compactMap(\.stringValue) ?? []
+    }
+    #expect(try warnings().isEmpty)
+    let release = DispatchSemaphore(value: 0)
+    let held = DispatchSemaphore(value: 0)
+    let operation = DiskOperation(.read, path: "/nvme/strata-nvme.dat", offset: 0, bytes: 4096)
+    async let done: Void = onNewThread {
+      try? stalls.watching(operation) { () throws(StrataError) in
+        held.signal()
+        release.wait()
+      }
+    }
+    await onNewThread { held.wait() }
+    clock.advance(milliseconds: 29_000)
+    #expect(try warnings().isEmpty)
+    clock.advance(milliseconds: 16_000)
+    let stalled = try warnings()
+    #expect(
+      stalled == [
+        "1 NVMe operation(s) have not returned for 30 s or more (the oldest for 45 s): the disk may have stopped answering; requests that need it fail at their deadline"
+      ])
+    release.signal()
+    await done
+    #expect(try warnings().isEmpty)
   }
 
   @Test func tokensAreCheckedAndErrorsAreJSON() throws {

@@ -113,8 +113,8 @@ public final class DiskStallMonitor: Sendable {
 
   deinit { checking.withLock { $0?.cancel() } }
 
-  /// Runs `body` as `operation`, in flight meanwhile.
-  func watching<Result>(
+  /// Runs `body` as `operation`, in flight meanwhile (a device wrapper's call).
+  public func watching<Result>(
     _ operation: DiskOperation, _ body: () throws(StrataError) -> Result
   ) throws(StrataError) -> Result {
     let token = watch.withLock { $0.begin(operation, now: clock.nowMilliseconds()) }
