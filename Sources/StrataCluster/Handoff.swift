@@ -1,6 +1,6 @@
 // Handoff: a node offers blocks (hottest first) to their owners in a target ring. Each batch asks
-// the owners what they lack (LOOKUP) and sends only that (PUT from arena memory under a lease,
-// each block checked against its stored checksum first and sent with it; a block that fails is
+// the owners what they lack (LOOKUP) and reads and sends only that (PUT from arena memory under a
+// lease, a block only on NVMe read into RAM first; each block checked against its stored checksum first and sent with it; a block that fails is
 // corrupt: removed from this node and never sent). A block counts as placed only once every one of
 // its owners in the target ring holds it (Placement.swift).
 // A drain hands every block to the ring without this node (ClusterNode.startDrain); a repair
@@ -168,55 +168,78 @@ struct Handoff: Sendable {
     _ ids: [BlockID], target: Ring, addresses: [String: HostPort], progress: HandoffTracker, excluding: String?,
     required: Int, holdersFrom: UInt64, outcome: inout HandoffOutcome, skipped: inout SkippedOwners
   ) async {
-    let copy: CopyLease
-    do {
-      copy = try await tiers.leaseForCopy(ids)
-    } catch {
-      outcome.unplaced += ids
-      progress.withLock { $0.noteUnplaced(ids) }
-      return
-    }
-    defer { tiers.release(copy) }
-    if !copy.corrupt.isEmpty { corruptCopies.refused(copy.corrupt, by: "handoff", logger: logger) }
-    corruptCopies.recovered(copy.recovered, by: "handoff", logger: logger)
-    // Per (owner, namespace): the blocks to offer.
-    var offers: [HostPort: [Namespace: [LeasedBlock]]] = [:]
-    // Per block: its owners in the target ring (an owner without a known address cannot take it).
+    // Per (owner, namespace): the blocks to offer; per block: its owners in the target ring (an
+    // owner without a known address cannot take it).
+    var offers: [HostPort: [Namespace: [BlockID]]] = [:]
     var ownersOf: [BlockID: Int] = [:]
-    for block in copy.blocks {
-      guard let block else { continue }
-      let owners = target.owners(of: block.id.key).filter { $0.id != excluding }
-      ownersOf[block.id] = owners.count
+    for id in ids {
+      let owners = target.owners(of: id.key).filter { $0.id != excluding }
+      ownersOf[id] = owners.count
       for owner in owners.compactMap({ addresses[$0.id] }) {
-        offers[owner, default: [:]][block.id.namespace, default: []].append(block)
+        offers[owner, default: [:]][id.namespace, default: []].append(id)
       }
     }
-    let gone = copy.blocks.filter { $0 == nil }.count - copy.corrupt.count
     // Per block: how many owners took it, how many already had it (each owner counted once).
     var stored: [BlockID: Int] = [:]
     var present: [BlockID: Int] = [:]
+    // First the owners say what they lack: only that is read here. A pass after a peer's restart
+    // finds most blocks on every owner already, and reading them all would pull this node's whole
+    // disk through its RAM, evicting the blocks clients read.
+    var lacking: [(owner: HostPort, namespace: Namespace, client: any PeerChannel, counts: Bool, ids: [BlockID])] = []
     for (owner, namespace, blocks) in inPeerOrder(offers, by: \.description) {
       guard !skipped.contains(owner, namespace), let client = peers.client(owner, namespace) else {
-        underReplicated?.failed(blocks.map(\.id), to: owner)
+        underReplicated?.failed(blocks, to: owner)
         continue
       }
       do {
-        let held = try await client.lookup(blocks.map(\.id.key), deadline: .never)
+        let held = try await client.lookup(blocks.map(\.key), deadline: .never)
         // An owner behind the epoch asked for gets its copies but is not counted: under its older
         // ring it may not own the block, and drop it once the others hold it.
         let counts = held.ringEpoch >= holdersFrom
-        var sent: [LeasedBlock] = []
         var there: [BlockID] = []
-        for (block, tier) in zip(blocks, held.tiers) {
-          if tier != .absent {
-            if counts { present[block.id, default: 0] += 1 }
-            there.append(block.id)
+        var missing: [BlockID] = []
+        for (id, tier) in zip(blocks, held.tiers) {
+          guard tier != .absent else {
+            missing.append(id)
             continue
           }
-          sent.append(block)
+          if counts { present[id, default: 0] += 1 }
+          there.append(id)
         }
         underReplicated?.copied(there, to: owner)
-        if sent.isEmpty { continue }
+        if !missing.isEmpty { lacking.append((owner, namespace, client, counts, missing)) }
+      } catch {
+        failed(blocks, owner: owner, namespace: namespace, error: error, skipped: &skipped)
+      }
+    }
+    let needed = Set(lacking.flatMap(\.ids))
+    var copy: CopyLease? = nil
+    var unread = false
+    if !needed.isEmpty {
+      do {
+        copy = try await tiers.leaseForCopy(ids.filter { needed.contains($0) })
+      } catch {
+        for entry in lacking { underReplicated?.failed(entry.ids, to: entry.owner) }
+        lacking = []
+        unread = true
+      }
+    }
+    defer { copy.map { tiers.release($0) } }
+    var leased: [BlockID: LeasedBlock] = [:]
+    for case let block? in copy?.blocks ?? [] { leased[block.id] = block }
+    let corrupt = Set(copy?.corrupt ?? [])
+    if let copy {
+      if !copy.corrupt.isEmpty { corruptCopies.refused(copy.corrupt, by: "handoff", logger: logger) }
+      corruptCopies.recovered(copy.recovered, by: "handoff", logger: logger)
+    }
+    for (owner, namespace, client, counts, ids) in lacking {
+      guard !skipped.contains(owner, namespace) else {
+        underReplicated?.failed(ids, to: owner)
+        continue
+      }
+      let sent = ids.compactMap { leased[$0] }
+      if sent.isEmpty { continue }
+      do {
         let outcomes = try await client.put(copies: sent, deadline: .never)
         // "Already present" also means "being written" by another copy, which may yet fail: such a
         // block counts only once the owner holds it committed (as in WriteQuorum.swift).
@@ -231,8 +254,8 @@ struct Handoff: Sendable {
           }
         }
         if doubted.isEmpty { continue }
-        let committed = try await client.lookup(doubted.map(\.id.key), deadline: .never).tiers
-        for (block, tier) in zip(doubted, committed) {
+        let committed = try await client.lookup(doubted.map(\.id.key), deadline: .never)
+        for (block, tier) in zip(doubted, committed.tiers) {
           guard tier != .absent else {
             underReplicated?.failed([block.id], to: owner)
             continue
@@ -241,38 +264,49 @@ struct Handoff: Sendable {
           underReplicated?.copied([block.id], to: owner)
         }
       } catch {
-        underReplicated?.failed(blocks.map(\.id), to: owner)
-        let everywhere = skipped.failed(owner, namespace, code: error.code)
-        logger.warning(
-          "handoff: an owner could not take blocks; no more are offered to it in this pass",
-          metadata: [
-            "owner": "\(owner)", "namespace": "\(everywhere ? "(all)" : namespace.description)",
-            "reason": "\(error.message)",
-          ])
+        failed(sent.map(\.id), owner: owner, namespace: namespace, error: error, skipped: &skipped)
       }
     }
     progress.withLock { progress in
-      progress.goneBlocks += gone
-      progress.corruptBlocks += copy.corrupt.count
-      for block in copy.blocks {
-        guard let block else { continue }
-        let took = stored[block.id, default: 0]
-        let placement = BlockPlacement(
-          owners: ownersOf[block.id, default: 0], holders: took + present[block.id, default: 0], required: required)
-        guard placement.isPlaced else {
-          outcome.unplaced.append(block.id)
-          progress.noteUnplaced([block.id])
+      for id in ids {
+        // A block some owner lacked and that this node no longer holds (evicted, removed, or
+        // corrupt) is neither placed nor unplaced: it is not this node's to place.
+        if needed.contains(id) && leased[id] == nil && !unread {
+          if corrupt.contains(id) { progress.corruptBlocks += 1 } else { progress.goneBlocks += 1 }
           continue
         }
-        outcome.placed.append(block.id)
+        let took = stored[id, default: 0]
+        let placement = BlockPlacement(
+          owners: ownersOf[id, default: 0], holders: took + present[id, default: 0], required: required)
+        guard placement.isPlaced else {
+          outcome.unplaced.append(id)
+          progress.noteUnplaced([id])
+          continue
+        }
+        outcome.placed.append(id)
         if took > 0 {
           progress.handedBlocks += 1
-          progress.handedBytes += block.bytes.count
+          progress.handedBytes += leased[id]?.bytes.count ?? 0
         } else {
           progress.presentBlocks += 1
         }
       }
     }
+  }
+
+  /// An exchange with `owner` failed: its blocks are short of it, and the owner is skipped for the
+  /// rest of the run (in `namespace`, or everywhere when it did not answer).
+  private func failed(
+    _ ids: [BlockID], owner: HostPort, namespace: Namespace, error: StrataError, skipped: inout SkippedOwners
+  ) {
+    underReplicated?.failed(ids, to: owner)
+    let everywhere = skipped.failed(owner, namespace, code: error.code)
+    logger.warning(
+      "handoff: an owner could not take blocks; no more are offered to it in this pass",
+      metadata: [
+        "owner": "\(owner)", "namespace": "\(everywhere ? "(all)" : namespace.description)",
+        "reason": "\(error.message)",
+      ])
   }
 }
 

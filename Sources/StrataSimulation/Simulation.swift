@@ -113,6 +113,7 @@ final class Simulation: @unchecked Sendable {
     case membershipTick
     case watch(node: Int, snapshot: MembershipModel.Snapshot)
     case writeBehind(Int)
+    case scrub(Int, instance: Int)
     case client
     case leasedGet(node: Int, sequence: Int, count: Int, lease: UInt64)
     case fault(Fault)
@@ -313,6 +314,7 @@ final class Simulation: @unchecked Sendable {
       events.schedule(.membershipTick, at: now + 100)
     case .watch(let index, let snapshot): deliver(snapshot, to: index)
     case .writeBehind(let index): writeBehind(index)
+    case .scrub(let index, let instance): scrub(index, instance: instance)
     case .client: clientOperation()
     case .leasedGet(let node, let sequence, let count, let lease): leasedGet(node, sequence, count, lease)
     case .fault(let fault): inject(fault)
@@ -383,6 +385,7 @@ final class Simulation: @unchecked Sendable {
     }
     events.schedule(.keepAlive(index), at: now + Self.keepAliveMilliseconds)
     events.schedule(.writeBehind(index), at: now + 100)
+    events.schedule(.scrub(index, instance: nodes[index].instance), at: now + Self.scrubIntervalMilliseconds)
   }
 
   func canReachMembership(_ index: Int) -> Bool { nodes[index].isUp && !membershipDown && !isolated.contains(index) }
@@ -480,6 +483,20 @@ final class Simulation: @unchecked Sendable {
     guard now >= node.slowDiskUntil, !node.isPaused(at: now) else { return }
     let written = (try? waitForTask { () throws(StrataError) in await tiers.writeBehindPass() }) ?? 0
     if written > 0 { note("n\(index) wrote \(written) blocks behind") }
+  }
+
+  /// The node's scheduled scrub of its RAM copies (`verify.interval`, a day by default), run far
+  /// more often here so that a seed's 20 s see it: a copy damaged in RAM and read by no one is
+  /// found and dropped by it (and, in a cluster, read back from its other owners).
+  static let scrubIntervalMilliseconds: UInt64 = 2_000
+
+  func scrub(_ index: Int, instance: Int) {
+    let node = nodes[index]
+    guard node.isUp, node.instance == instance, let tiers = node.tiers else { return }
+    events.schedule(.scrub(index, instance: instance), at: now + Self.scrubIntervalMilliseconds)
+    guard !node.isPaused(at: now) else { return }
+    let dropped = tiers.ramBlockIDs().count { tiers.scrubRAM($0)?.intact == false }
+    if dropped > 0 { note("n\(index) scrub dropped \(dropped) blocks damaged in RAM") }
   }
 
   // MARK: Network

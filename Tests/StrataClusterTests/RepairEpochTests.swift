@@ -69,7 +69,8 @@ private struct ThreeNodes {
   let peers: HoldingPeers
   let addresses: [HostPort]
 
-  init() throws {
+  /// With `nvme`, the node's 4 MiB of RAM evict to that disk.
+  init(nvme: NVMeTier? = nil) throws {
     addresses = (1...3).map { HostPort(host: "127.0.0.1", port: UInt16(40_000 + $0)) }
     var configuration = NodeConfiguration()
     configuration.cluster.peers = addresses
@@ -80,7 +81,7 @@ private struct ThreeNodes {
     peers = HoldingPeers([addresses[1]: 9, addresses[2]: 9])
     settings.peerTransport = peers
     tiers = try TierManager(
-      configuration: TierConfiguration(ramBytes: 4 << 20, blockBytesMax: 64 << 10, hugePages: false), nvme: nil,
+      configuration: TierConfiguration(ramBytes: 4 << 20, blockBytesMax: 64 << 10, hugePages: false), nvme: nvme,
       clock: clock)
     node = ClusterNode(settings: settings, tiers: tiers, logger: Logger(label: "test.repair-epoch"))
     members = addresses.map { Member(id: $0.description, address: $0.description) }
@@ -201,6 +202,43 @@ private struct ThreeNodes {
     fixture.peers.epochs.withLock { $0 = [fixture.addresses[1]: 12, fixture.addresses[2]: 12] }
     fixture.clock.advance(milliseconds: DrainAttempts.Limits.standard.retryDelayMilliseconds)
     #expect(try await eventually(within: 120) { fixture.node.drainProgress.phase == .done })
+  }
+
+  /// A pass asks the owners first and reads only the blocks one of them lacks: a pass that finds
+  /// every block on every owner (the common case after a peer's restart) reads nothing from the
+  /// disk. Before, it read every block it walked into RAM, so each peer restart pulled every
+  /// node's whole disk through its RAM and evicted the blocks its clients were reading.
+  @Test func aPassReadsOnlyTheBlocksAnOwnerLacks() async throws {
+    let nvme = try NVMeTier(
+      devices: [SimulatedBlockDevice(capacityBytes: 64 << 20)], regionBytes: 4 << 20, compression: .none,
+      blockBytesMax: 64 << 10)
+    let fixture = try ThreeNodes(nvme: nvme)
+    defer { fixture.node.stop(deregister: false) }
+    let ids = (0..<200).map { n in
+      var bytes = [UInt8](repeating: 0, count: BlockKey.byteCount)
+      bytes[0] = UInt8(truncatingIfNeeded: n)
+      bytes[31] = 0x5A
+      return BlockID(namespace: .embeddedDefault, key: BlockKey(bytes: bytes)!)
+    }
+    for id in ids { _ = try await fixture.tiers.put(id, bytes: [UInt8](repeating: 3, count: 60 << 10)) }
+    let inRAM = Set(ids.indices.filter { fixture.tiers.lookup([ids[$0]]) == [.ram] })
+    try #require(inRAM.count < 100, "most blocks live on the disk only: \(ids.count - inRAM.count)")
+
+    fixture.node.adopt(members: fixture.members, epoch: 9)
+    #expect(
+      try await eventually(within: 120) {
+        fixture.node.repairProgress.phase == .done && !fixture.node.repairState.withLock { $0.running }
+      })
+    #expect(fixture.node.repairProgress.presentBlocks > 0)
+    #expect(fixture.tiers.stats.promotedBlocks == 0, "the pass read blocks every owner held")
+    // No block came into RAM (blocks held without being owned left: every owner holds them).
+    #expect(ids.indices.allSatisfy { fixture.tiers.lookup([ids[$0]]) != [.ram] || inRAM.contains($0) })
+
+    // An owner that lacks them (it answers "absent", then "already present" to the copy): the
+    // blocks it lacks are read, and offered to it.
+    fixture.peers.writing.withLock { $0 = [fixture.addresses[1]] }
+    #expect(fixture.node.scheduleRepair(reason: "a peer came back"))
+    #expect(try await eventually(within: 120) { fixture.tiers.stats.promotedBlocks > 0 })
   }
 
   @Test func theSameMembersAtALaterEpochRenumberTheRing() throws {
