@@ -173,7 +173,7 @@ struct Serve: AsyncParsableCommand {
       do throws(LifecycleFailure) {
         for service in nodeServices(
           settings, tiers: tiers, server: server, cluster: cluster, verifier: verifier, administration: administration,
-          logger: logger)
+          notifier: notifier, logger: logger)
         {
           try await lifecycle.start(service)
         }

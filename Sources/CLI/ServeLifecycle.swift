@@ -18,19 +18,26 @@ import Synchronization
 /// 4. admin API: stops after the data plane, so /metrics and /ready answer while it drains;
 /// 5. verify: no scrub starts (the schedule, `verify.interval`, runs with or without the admin
 ///    API), and one in progress ends at the block it is checking, before storage stops under it;
-/// 6. storage: the demotion loop ends and RAM blocks are written to NVMe (a warm restart).
+/// 6. storage: the demotion loop ends and RAM blocks are written to NVMe (a warm restart), for as
+///    long as the writes move on (each 10% logged; systemd told, and asked for more time).
 func nodeServices(
   _ settings: NodeConfiguration, tiers: TierManager, server: NodeServer, cluster: ClusterNode?,
-  verifier: StorageVerifier, administration: NodeAdministration?, logger: Logger
+  verifier: StorageVerifier, administration: NodeAdministration?, notifier: ServiceNotifier?, logger: Logger
 ) -> [LifecycleService] {
   let demotion = DemotionLoop(tiers)
   var services = [
     LifecycleService(
       "storage", stopWithin: .seconds(120), start: { demotion.start() },
       stop: { () throws(StrataError) in
-        let written = try await demotion.stopAndFlush()
+        let written = try await demotion.stopAndFlush { progress in
+          notifier?.flushing(progress)
+          guard progress.percent / 10 != demotion.loggedDecile.exchange(progress.percent / 10, ordering: .relaxed)
+          else { return }
+          logger.info("storage: \(progress.summary)")
+        }
         logger.info("storage stopped", metadata: ["blocks_written_to_nvme": "\(written)"])
-      })
+      },
+      progress: { demotion.flushed.load(ordering: .relaxed) })
   ]
   let requestTimeout = Duration.milliseconds(settings.limits.requestTimeout.milliseconds)
   services.append(
@@ -91,6 +98,10 @@ func nodeServices(
 private final class DemotionLoop: Sendable {
   private let tiers: TierManager
   private let task = Mutex<Task<Void, Never>?>(nil)
+  /// Blocks the stop's flush has written so far: its progress, for the lifecycle's deadline.
+  let flushed = Atomic<Int>(0)
+  /// The last tenth of the flush logged (-1: none yet).
+  let loggedDecile = Atomic<Int>(-1)
 
   init(_ tiers: TierManager) { self.tiers = tiers }
 
@@ -99,10 +110,14 @@ private final class DemotionLoop: Sendable {
     task.withLock { $0 = Task { await tiers.run() } }
   }
 
-  /// Ends the loop, waits for it, then writes RAM blocks to NVMe; returns how many were written.
-  func stopAndFlush() async throws(StrataError) -> Int {
+  /// Ends the loop, waits for it, then writes RAM blocks to NVMe, telling `progress` how far it has
+  /// got; returns how many were written.
+  func stopAndFlush(progress: @escaping @Sendable (FlushProgress) -> Void) async throws(StrataError) -> Int {
     tiers.shutdown()
     await task.withLock { $0 }?.value
-    return try await tiers.flush()
+    return try await tiers.flush { [self] now in
+      flushed.store(now.blocksWritten, ordering: .relaxed)
+      progress(now)
+    }
   }
 }

@@ -1,11 +1,12 @@
 // Tells the service manager how a node's start and stop go, by systemd's notify protocol
 // (`Type=notify`, deploy/systemd/strata.service): a status line with the start's progress, more
-// time for a start that moves on, READY=1 once the node serves, STOPPING=1 when it stops, and
+// time for a start (or a stop's flush) that moves on, READY=1 once the node serves, STOPPING=1 when it stops, and
 // WATCHDOG=1 while its data plane accepts connections (`WatchdogSec`). Written here rather than
 // linking libsystemd: the protocol is one datagram of KEY=VALUE lines.
 
 public import Logging
 public import StrataCore
+public import StrataStorage
 import StrataTCP
 import Synchronization
 
@@ -48,8 +49,19 @@ public final class ServiceNotifier: Sendable {
   }
 
   /// The start moved on: its status line, and `stepTimeoutSeconds` more (sent when the line changes).
-  public func starting(_ progress: StartProgress) {
-    let status = "starting: \(progress.summary)"
+  public func starting(_ progress: StartProgress) { step("starting: \(progress.summary)") }
+
+  /// The stop's flush of RAM blocks to NVMe moved on: its status line (whole percent), and
+  /// `stepTimeoutSeconds` more, so systemd waits out a flush of any size that keeps writing
+  /// instead of killing it at `TimeoutStopSec` (and losing the RAM blocks not yet written).
+  public func flushing(_ progress: FlushProgress) {
+    step(
+      "stopping: writing RAM blocks to NVMe: \(progress.percent)% of \(ByteSize(bytes: UInt64(progress.bytesToWrite)))"
+    )
+  }
+
+  /// A step of a start or stop: its status line and more time, sent when the line changes.
+  private func step(_ status: String) {
     let changed = state.withLock { state in
       defer { state.lastStatus = status }
       return state.lastStatus != status

@@ -9,21 +9,26 @@ import Synchronization
 /// One service of a node: how it starts, how it stops, and how long its stop may take.
 public struct LifecycleService: Sendable {
   public var name: String
-  /// The longest `stop` may run before the lifecycle reports it overdue and stops the next service.
+  /// The longest `stop` may run before the lifecycle reports it overdue and stops the next service;
+  /// with `progress`, the longest it may run without moving on.
   public var stopWithin: Duration
   public var start: @Sendable () async throws(StrataError) -> Void
   public var stop: @Sendable () async throws(StrataError) -> Void
+  /// A count that grows while `stop` moves on (blocks written, say): a stop of any length is waited
+  /// for as long as it grows by `stopWithin`, and one that stops growing is overdue.
+  public var progress: (@Sendable () -> Int)?
 
   /// `stop` may block its thread (joining threads, waiting for connections): it runs on a
   /// dispatch queue of its own, never on Swift's cooperative pool.
   public init(
     _ name: String, stopWithin: Duration, start: @escaping @Sendable () async throws(StrataError) -> Void = {},
-    stop: @escaping @Sendable () async throws(StrataError) -> Void
+    stop: @escaping @Sendable () async throws(StrataError) -> Void, progress: (@Sendable () -> Int)? = nil
   ) {
     self.name = name
     self.stopWithin = stopWithin
     self.start = start
     self.stop = stop
+    self.progress = progress
   }
 }
 
@@ -33,7 +38,8 @@ public enum LifecycleFailure: Error, Sendable, CustomStringConvertible {
   case startFailed(service: String, StrataError)
   /// `stop` threw.
   case stopFailed(service: String, StrataError)
-  /// `stop` ran past its deadline; the lifecycle went on without it.
+  /// `stop` ran past its deadline (with progress: went that long without moving on); the
+  /// lifecycle went on without it.
   case stopOverdue(service: String, after: Duration)
   /// `start` was called after `stop` had begun.
   case stopping(service: String)
@@ -109,7 +115,8 @@ public final class Lifecycle: Sendable {
   }
 
   /// Runs one stop on a queue of its own (so an overdue stop holds up no other) and waits for it
-  /// or its deadline, whichever comes first.
+  /// or its deadline, whichever comes first; a deadline the stop's progress passed moves on by
+  /// `stopWithin`.
   private func stopOne(_ service: LifecycleService) async -> LifecycleFailure? {
     let answer = Mutex<CheckedContinuation<LifecycleFailure?, Never>?>(nil)
     let finish: @Sendable (LifecycleFailure?) -> Void = { failure in
@@ -120,11 +127,20 @@ public final class Lifecycle: Sendable {
     }
     return await withCheckedContinuation { continuation in
       answer.withLock { $0 = continuation }
-      let deadline = DispatchTime.now() + .nanoseconds(Int(clamping: service.stopWithin.inNanoseconds))
       // A queue of its own: the global queues' few threads may all be blocked at shutdown.
-      DispatchQueue(label: "strata.lifecycle.deadline").asyncAfter(deadline: deadline) {
-        finish(.stopOverdue(service: service.name, after: service.stopWithin))
+      let deadlines = DispatchQueue(label: "strata.lifecycle.deadline")
+      let within = DispatchTimeInterval.nanoseconds(Int(clamping: service.stopWithin.inNanoseconds))
+      @Sendable func check(after seen: Int?) {
+        deadlines.asyncAfter(deadline: .now() + within) {
+          let now = service.progress?()
+          if let now, now != seen {
+            check(after: now)
+          } else {
+            finish(.stopOverdue(service: service.name, after: service.stopWithin))
+          }
+        }
       }
+      check(after: service.progress?())
       Task(executorPreference: QueueExecutor(label: "strata.lifecycle.\(service.name)")) {
         do throws(StrataError) {
           try await service.stop()

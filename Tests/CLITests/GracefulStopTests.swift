@@ -12,7 +12,12 @@ import Testing
   @Test func sigtermStopsTheServicesInOrderAndExitsZero() async throws {
     let log = FileManager.default.temporaryDirectory.appendingPathComponent("strata-stop-\(UUID().uuidString).log").path
     defer { try? FileManager.default.removeItem(atPath: log) }
-    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", log: log)
+    // No write-behind: the blocks reach NVMe only by the stop's flush, whose progress is logged.
+    let config = FileManager.default.temporaryDirectory.appendingPathComponent("strata-stop-\(UUID().uuidString).yaml")
+      .path
+    try "nvme:\n  writeback_window: 0ms\n".write(toFile: config, atomically: true, encoding: .utf8)
+    defer { try? FileManager.default.removeItem(atPath: config) }
+    let node = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", log: log, extra: ["--config", config])
     let client = node.client()
     let count = 20
     let blockBytes = 4096
@@ -48,7 +53,12 @@ import Testing
     let stopped = lines.firstIndex { $0.hasSuffix(" stopped") && $0.contains("services=\(order)") }
     #expect(stopping != nil && storage != nil && stopped != nil, "missing stop lines in:\n\(text)")
     if let stopping, let storage, let stopped { #expect(stopping < storage && storage < stopped, "\(text)") }
-    #expect(storage.map { lines[$0].contains("blocks_written_to_nvme=") } == true, "\(text)")
+    #expect(storage.map { lines[$0].contains("blocks_written_to_nvme=\(count)") } == true, "\(text)")
+    // The flush says how far it has got, from its start to its end.
+    let flushed = lines.filter { $0.contains("storage: writing RAM blocks to NVMe:") }
+    #expect(flushed.first?.contains("0 of \(count) blocks (0%") == true, "\(flushed)")
+    #expect(flushed.last?.contains("\(count) of \(count) blocks (100%") == true, "\(flushed)")
+    #expect(flushed.count <= 11, "a line per tenth at most: \(flushed)")
 
     // Every block reached NVMe before the exit: a node restarted on the same folder holds them all.
     let restarted = try await NodeProcess.launch(ram: "64MiB", nvme: "256MiB", directory: node.directory)

@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import StrataAdmin
 import StrataCore
+import StrataStorage
 import StrataTCP
 import StrataTestKit
 import Synchronization
@@ -26,6 +27,31 @@ import Testing
     notifier.ready("serving")
     let received = try #require(listener.receive(timeoutMilliseconds: 10_000))
     #expect(String(decoding: received, as: UTF8.self) == "READY=1\nSTATUS=serving\n")
+  }
+
+  /// A stop's flush reports its progress with more time for each whole percent (systemd then
+  /// waits out a flush of any size that keeps writing); the same percent again sends nothing.
+  @Test func aFlushAsksForMoreTimeAsItMovesOn() throws {
+    let name = "@strata-flush-\(UUID().uuidString)"
+    let listener = try UnixDatagramSocket(binding: name)
+    let notifier = try #require(ServiceNotifier(socketPath: name, logger: Logger(label: "notify-test")))
+    var progress = FlushProgress()
+    progress.blocksToWrite = 400
+    progress.bytesToWrite = 400 << 20
+    for written in [0, 1, 2, 3, 200, 400] {
+      progress.blocksWritten = written
+      progress.bytesWritten = written << 20
+      notifier.flushing(progress)
+    }
+    var received: [String] = []
+    while let datagram = listener.receive(timeoutMilliseconds: 200) {
+      received.append(String(decoding: datagram, as: UTF8.self))
+    }
+    #expect(
+      received
+        == [0, 50, 100].map {
+          "STATUS=stopping: writing RAM blocks to NVMe: \($0)% of 400MiB\nEXTEND_TIMEOUT_USEC=300000000\n"
+        }, "\(received)")
   }
 
   /// A service manager that stops reading must not stall the node: once its queue is full, sends

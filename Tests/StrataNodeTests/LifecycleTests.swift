@@ -2,6 +2,7 @@
 // a failed start unwinding what had started, a stop that throws or overruns its deadline.
 
 import Dispatch
+import Foundation
 import StrataCore
 import StrataNode
 import Synchronization
@@ -110,5 +111,41 @@ private func service(
     #expect(name == "stuck" && after == .milliseconds(200) && report.failures[0].error.code == .timeout)
     #expect(journal.all == ["start storage", "stop stuck begins", "stop storage"])
     release.signal()
+  }
+
+  /// A stop with progress (a flush writing blocks) is waited for as long as it moves on, however
+  /// long that is, and is overdue once it stops moving for `stopWithin`.
+  @Test func aStopWithProgressIsWaitedForWhileItMovesOn() async throws {
+    /// A stop bounded at 200 ms that moves on every 50 ms for `steps` steps, then waits for `end`.
+    func stepping(_ steps: Int, then end: DispatchSemaphore? = nil) -> LifecycleService {
+      let done = Atomic<Int>(0)
+      return LifecycleService(
+        "stepping", stopWithin: .milliseconds(200),
+        stop: {
+          for _ in 0..<steps {
+            usleep(50_000)
+            done.add(1, ordering: .relaxed)
+          }
+          end?.wait()
+        }, progress: { done.load(ordering: .relaxed) })
+    }
+    // 600 ms in all, three times its bound.
+    let moving = Lifecycle()
+    try await moving.start(stepping(12))
+    #expect(await moving.stop().isClean)
+
+    // Moves on twice, then stops moving: overdue one bound after its last step.
+    let stall = DispatchSemaphore(value: 0)
+    defer { stall.signal() }
+    let stalled = Lifecycle()
+    try await stalled.start(stepping(2, then: stall))
+    let began = ContinuousClock.now
+    let report = await stalled.stop()
+    let took = ContinuousClock.now - began
+    guard case .stopOverdue(let name, _)? = report.failures.first else {
+      Issue.record("not overdue: \(report.failures)")
+      return
+    }
+    #expect(name == "stepping" && took >= .milliseconds(300), "took \(took)")
   }
 }
