@@ -40,18 +40,8 @@ import Testing
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-start-\(UUID().uuidString)")
       .path
     defer { try? FileManager.default.removeItem(atPath: directory) }
-    var settings = NodeConfiguration()
-    settings.dataDirectory = directory
-    settings.listen = HostPort(host: "127.0.0.1", port: 0)
-    settings.admin.listen = HostPort(host: "127.0.0.1", port: 0)
-    settings.ram.capacity = .mebibytes(16)
-    settings.ram.lock = false
-    settings.ram.hugePages = false
-    settings.limits.blockBytesMax = .kibibytes(256)
-    settings.nvme.regionSize = .mebibytes(1)
-    settings.nvme.defaultCapacity = .mebibytes(16)
-    var logger = Logger(label: "node-start-test")
-    logger.logLevel = .critical
+    let settings = NodeConfiguration.small(in: directory)
+    let logger = Logger.quiet("node-start-test")
     // 24 blocks of 200 KiB written to NVMe, for the recovery to find.
     let blocks = 24
     do {

@@ -18,8 +18,7 @@ final class RecordedSession: Sendable {
     _ client: EtcdClient, prefix: String, id: String, value: String, ttlSeconds: Int64 = 2,
     relistIntervalMilliseconds: UInt64 = 60_000
   ) {
-    var logger = Logger(label: "etcd-session-test")
-    logger.logLevel = .critical
+    let logger = Logger.quiet("etcd-session-test")
     let maps = maps
     let states = states
     session = EtcdSession(

@@ -37,9 +37,8 @@ struct PipelineNode {
         leaseDurationMilliseconds: node.limits.leaseDuration.milliseconds,
         leasesPerNamespaceMax: node.limits.leasesPerNamespaceMax, pinnedBytesPerNamespaceMax: 16 << 20),
       nvme: nvme)
-    var logger = Logger(label: "pipeline-test")
-    logger.logLevel = .critical
-    server = try NodeServer(configuration: ServerConfiguration(node, nodeID: "pipeline"), tiers: tiers, logger: logger)
+    server = try NodeServer(
+      configuration: ServerConfiguration(node, nodeID: "pipeline"), tiers: tiers, logger: .quiet("pipeline-test"))
   }
 
   /// A connection that said HELLO with `token`, and the node's answer to it.

@@ -50,16 +50,8 @@ import Testing
   /// at 30 s on the node's clock (not at 25), once per operation, and the return is logged.
   @Test func aStalledDiskIsNamedDuringRecoveryAndWhileServing() async throws {
     let scratch = try NVMeScratchDirectory()
-    var settings = NodeConfiguration()
-    settings.dataDirectory = scratch.path
-    settings.ram.capacity = .mebibytes(8)
-    settings.ram.lock = false
-    settings.ram.hugePages = false
-    settings.limits.blockBytesMax = .kibibytes(256)
-    settings.nvme.regionSize = .mebibytes(1)
-    settings.nvme.defaultCapacity = .mebibytes(16)
-    var quiet = Logger(label: "disk-stall-test")
-    quiet.logLevel = .critical
+    let settings = NodeConfiguration.small(in: scratch.path, ram: .mebibytes(8))
+    let quiet = Logger.quiet("disk-stall-test")
     let ids = (0..<8).map { BlockID(namespace: .embeddedDefault, key: SHA256.digest(Array("stall-\($0)".utf8))) }
     let payload = { (index: Int) in [UInt8](repeating: UInt8(index + 1), count: 100 << 10) }
     do {

@@ -13,16 +13,12 @@ import Testing
   @Test(arguments: [true, false])
   func theDataFolderIsCreatedWithOrWithoutAnNVMeTier(withNVMe: Bool) throws {
     let scratch = try NVMeScratchDirectory()
-    var node = NodeConfiguration()
-    node.dataDirectory = scratch.path + "/a/b"
-    node.ram.capacity = .mebibytes(16)
+    var node = NodeConfiguration.small(in: scratch.path + "/a/b")
     node.limits.blockBytesMax = .mebibytes(1)
-    node.ram.lock = false
-    node.ram.hugePages = false
+    node.nvme.regionSize = .mebibytes(64)
     node.nvme.defaultCapacity = .mebibytes(256)
     if !withNVMe { node.nvme.admission = .never }
-    var logger = Logger(label: "node-storage-test")
-    logger.logLevel = .critical
+    let logger = Logger.quiet("node-storage-test")
     let (tiers, report) = try TierManager.open(node, logger: logger)
     #expect((report != nil) == withNVMe)
     #expect(tiers.configuration.ramBytes == 16 << 20)
