@@ -408,7 +408,7 @@ public final class ClusterNode: ClusterHooks {
     // the next single failure loses no acknowledged block.
     // This node's first ring: the blocks it recovered from its disk, or took while it served
     // alone, may be owned by others, who do not know this node holds them: its own pass offers them.
-    let firstWithBlocks = changed && first && !tiers.inventory().isEmpty
+    let firstWithBlocks = changed && first && !tiers.holdsNoBlocks
     if (!departed.isEmpty || !joined.isEmpty || firstWithBlocks) && next.activeMembers.contains(where: { $0.id == me })
     {
       let reasons = [
@@ -763,13 +763,15 @@ public final class ClusterNode: ClusterHooks {
           progress.handedBlocksTotal = handed
           progress.attempts = attempt
         }
+        let inventory = tiers.inventory()
         logger.info(
           "drain: handing off blocks",
-          metadata: ["blocks": "\(tiers.inventory().count)", "attempt": "\(attempt)", "epoch": "\(target.epoch)"])
+          metadata: ["blocks": "\(inventory.count)", "attempt": "\(attempt)", "epoch": "\(target.epoch)"])
         // Before the publication no copy counts: every block stays unplaced, and the attempt is retried.
         let holdersFrom = state.withLock { $0.drainPublishedAtEpoch } ?? .max
         let outcome = await handoff.run(
-          target: target, addresses: addresses, progress: progress, required: required, holdersFrom: holdersFrom)
+          target: target, addresses: addresses, progress: progress, inventory: inventory, required: required,
+          holdersFrom: holdersFrom)
         let finishedAt = clock.nowMilliseconds() - began
         let ringChanged = state.withLock { $0.history.current.epoch } != target.epoch
         let next = attempts.finished(

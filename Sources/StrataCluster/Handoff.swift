@@ -105,7 +105,7 @@ struct Handoff: Sendable {
   /// A repair records here which owners got or lack each block (a drain does not).
   var underReplicated: UnderReplicatedTracker? = nil
 
-  /// Hands `inventory` (default: every block held, hottest first) to the blocks' owners in
+  /// Hands `inventory` (a drain: every block held, hottest first) to the blocks' owners in
   /// `target` other than `excluding` (this node, when it stays a member), adding into `progress`.
   /// A block is placed once `required` of those owners hold it (BlockPlacement); an owner counts
   /// only when it answered LOOKUP at ring epoch `holdersFrom` or later (it may otherwise drop its
@@ -113,10 +113,9 @@ struct Handoff: Sendable {
   /// this node meanwhile, or failed their checksum, are in neither.
   @discardableResult
   func run(
-    target: Ring, addresses: [String: HostPort], progress: HandoffTracker, inventory: [InventoryEntry]? = nil,
+    target: Ring, addresses: [String: HostPort], progress: HandoffTracker, inventory: [InventoryEntry],
     excluding: String? = nil, required: Int, holdersFrom: UInt64 = 0
   ) async -> HandoffOutcome {
-    let inventory = inventory ?? tiers.inventory()
     progress.withLock {
       $0.totalBlocks += inventory.count
       $0.totalBytes += inventory.reduce(0) { $0 + $1.bytes }

@@ -446,10 +446,20 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
 
   @Test func warmRestartRecoversFlushedBlocks() async throws {
     let fixture = try TierFixture(ramBytes: 2 << 20, admission: .always)
+    #expect(fixture.tiers.holdsNoBlocks)
     for n in 0..<20 { _ = try await put(fixture.tiers, n, bytes: 100_000 + n) }
-    let written = try await fixture.tiers.flush()
+    #expect(!fixture.tiers.holdsNoBlocks)
+    let inRAM = fixture.tiers.stats.ramBlocks
+    let reports = Mutex<[FlushProgress]>([])
+    let written = try await fixture.tiers.flush { progress in reports.withLock { $0.append(progress) } }
     #expect(written > 0)
+    // The flush says what it will write, then each block written, up to all of it.
+    let heard = reports.withLock { $0 }
+    #expect(heard.count == written + 1 && heard.first?.blocksWritten == 0 && heard.first?.blocksToWrite == inRAM)
+    #expect(heard.last?.blocksWritten == written && heard.last?.percent == 100 && heard.last?.blocksToWrite == written)
     let restarted = try fixture.restarted()
+    // Its blocks are on its disk only, and it holds them.
+    #expect(restarted.tiers.stats.ramBlocks == 0 && !restarted.tiers.holdsNoBlocks)
     let report = try #require(restarted.report)
     #expect(report.blocksRecovered == 20)
     #expect(report.corruptDropped == 0)

@@ -394,6 +394,10 @@ public final class TierManager: Sendable {
     return entries
   }
 
+  /// Whether the node holds no block in either tier: one look at two counts, where `inventory()`
+  /// lists and sorts every block.
+  public var holdsNoBlocks: Bool { state.withLock { $0.ram.count == 0 } && (nvme?.blockCount ?? 0) == 0 }
+
   /// The entries of those of `ids` this node holds, in their order (as `inventory()` gives them,
   /// with no read counts): what a repair of a few known blocks walks instead of every block.
   public func inventory(of ids: [BlockID]) -> [InventoryEntry] {
