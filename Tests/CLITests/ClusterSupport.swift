@@ -152,6 +152,29 @@ final class ClusterHarness {
     return document?[section] as? [String: Any] ?? [:]
   }
 
+  /// Waits until each of `names` sees every running node up. With static peers a node's first
+  /// probe of a peer not yet listening marks it down until a later probe answers, and a PUT
+  /// meanwhile misses its write quorum (the owner is down): under load that window outlasted the
+  /// nodes' starts.
+  func waitForPeersUp(_ names: [String]) async throws {
+    let running = Set(nodes.keys.map { address($0).description })
+    for name in names {
+      let reader = client(seeds: [name])
+      defer { reader.close() }
+      let up = try await eventually(within: 30) {
+        let answer = try await reader.ringCall(RingCall.members, node: address(name))
+        let document = try JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any]
+        let members = document?["members"] as? [[String: Any]] ?? []
+        return members.contains { $0["self"] as? Bool == true }
+          && members.allSatisfy { member in
+            member["self"] as? Bool == true || !running.contains(member["address"] as? String ?? "")
+              || member["health"] as? String == "up"
+          }
+      }
+      #expect(up, "node \(name) does not see every running node up")
+    }
+  }
+
   /// Waits until every copy queued on each named node has gone out.
   func syncReplication(_ names: [String]) async throws {
     let client = self.client(seeds: names)
@@ -161,6 +184,7 @@ final class ClusterHarness {
 
   /// Writes `blocks` through a cluster client of `names` and waits until every copy went out.
   func write(_ blocks: BlockSet, through names: [String]) async throws {
+    if case .staticPeers = membership { try await waitForPeersUp(names) }
     let writer = client(seeds: names)
     defer { writer.close() }
     do { try await blocks.putAll(writer) } catch {
