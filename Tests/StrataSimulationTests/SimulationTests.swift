@@ -104,7 +104,7 @@ private func firstFailure(
   /// and healed: the node, told by a client's report or its own checks, drops the block and reads
   /// it back from its other owners. A node that did not read them back (the damaged-block
   /// handler replaced by one that does nothing) leaves an owner without the block for good, and
-  /// the seeds find it: 6 of seeds 0..1999 fail (19 first), fewer than the skipped copy since
+  /// the seeds find it: 4 of seeds 0..1999 fail (19 first), fewer than the skipped copy since
   /// a block damaged in RAM keeps its disk copy when it has one, and only a block left with no
   /// copy is read back. (Damage is found by a client's read, a copy, or the scrub each node runs
   /// every 2 s of simulated time.)

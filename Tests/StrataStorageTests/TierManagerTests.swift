@@ -291,6 +291,22 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     #expect(fixture.tiers.stats.droppedBlocks > 0)
   }
 
+  /// A copy to a peer (replication after every PUT, repair, drain) is the node's own work, not a
+  /// reader: it counts no hit and no read. Before, the copy that follows each PUT counted as the
+  /// block's second sighting, so `seen_twice` admitted every replicated block to NVMe.
+  @Test func aCopyToAPeerIsNotARead() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20, admission: .seenTwice)
+    _ = try await put(fixture.tiers, 1, bytes: 200_000)
+    let copy = try await fixture.tiers.leaseForCopy([testBlockID(1)])
+    #expect(copy.blocks[0] != nil)
+    fixture.tiers.release(copy)
+    let counted = fixture.tiers.stats
+    #expect(counted.hitsRAM == 0 && counted.misses == 0)
+    for n in 2..<12 { _ = try await put(fixture.tiers, n, bytes: 200_000) }
+    #expect(!fixture.nvme.contains(testBlockID(1)), "a block only copied was admitted as seen twice")
+    #expect(fixture.tiers.lookup([testBlockID(1)]) == [.absent])
+  }
+
   @Test func neverAdmissionKeepsEverythingInRAM() async throws {
     let fixture = try TierFixture(ramBytes: 1 << 20, admission: .never)
     for n in 0..<12 {

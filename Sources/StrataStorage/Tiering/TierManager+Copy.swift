@@ -37,7 +37,7 @@ extension TierManager {
   /// in `stats.checksumFailures`; where the block is on NVMe too, that copy is read (and so
   /// checked) and used instead (`recovered`), otherwise the block is `corrupt`.
   public func leaseForCopy(_ ids: [BlockID]) async throws(StrataError) -> CopyLease {
-    let lease = try await lease(ids)
+    let lease = try await lease(ids, asRead: false)
     var blocks = lease.blocks.map { block in block.flatMap { CRC32C.checksum($0.bytes) == $0.checksum ? $0 : nil } }
     let failedAt = blocks.indices.filter { lease.blocks[$0] != nil && blocks[$0] == nil }
     let failed = failedAt.map { ids[$0] }
@@ -48,7 +48,7 @@ extension TierManager {
     if !onDiskAt.isEmpty {
       let second: BlockLease
       do {
-        second = try await self.lease(onDiskAt.map { ids[$0] })
+        second = try await self.lease(onDiskAt.map { ids[$0] }, asRead: false)
       } catch {
         release(lease)
         throw error

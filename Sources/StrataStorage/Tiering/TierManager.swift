@@ -431,9 +431,14 @@ public final class TierManager: Sendable {
   }
 
   /// Pins the present blocks among `ids` (promoting NVMe-resident ones into RAM first), for a
-  /// transfer in progress or as a client's lease (see `LeaseKind`).
-  public func lease(_ ids: [BlockID], _ kind: LeaseKind = .transfer) async throws(StrataError) -> BlockLease {
-    if let lease = try leaseResident(ids, kind) { return lease }
+  /// transfer in progress or as a client's lease (see `LeaseKind`). With `asRead` false (a copy to
+  /// a peer, a write to NVMe: the node's own work, not a reader's) nothing counts as a read: no hit
+  /// or miss, no access for eviction, and no read for `seen_twice` admission or the hottest-first
+  /// order.
+  public func lease(_ ids: [BlockID], _ kind: LeaseKind = .transfer, asRead: Bool = true) async throws(StrataError)
+    -> BlockLease
+  {
+    if let lease = try leaseResident(ids, kind, asRead: asRead) { return lease }
     // Promote what lives only on NVMe; a failed promotion is a miss, never an error for the batch.
     // The batch's blocks stay pinned while it is assembled, so that promoting one block never
     // evicts another of the same batch (which would turn a hit into a miss).
@@ -458,40 +463,44 @@ public final class TierManager: Sendable {
     return try state.withLock { state throws(StrataError) -> BlockLease in
       defer { state.unpinForBatch(batchPinned) }
       state.unpinned(state.leases.expire(now: now))
-      return try grant(ids, promoted: promoted, kind, now: now, state: &state)
+      return try grant(ids, promoted: promoted, kind, asRead: asRead, now: now, state: &state)
     }
   }
 
   /// `lease` without waiting, for the common case of a request whose blocks are all in RAM (or
   /// absent): pins them at once on the calling thread. Nil when a block lives only on NVMe and must
   /// be promoted first: the caller then takes the async `lease`. Same pins, limits and counters.
-  public func leaseResident(_ ids: [BlockID], _ kind: LeaseKind = .transfer) throws(StrataError) -> BlockLease? {
+  public func leaseResident(_ ids: [BlockID], _ kind: LeaseKind = .transfer, asRead: Bool = true) throws(StrataError)
+    -> BlockLease?
+  {
     let now = clock.nowMilliseconds()
     return try state.withLock { state throws(StrataError) -> BlockLease? in
       if let nvme, ids.contains(where: { state.ram[$0] == nil && nvme.contains($0) }) { return nil }
       state.unpinned(state.leases.expire(now: now))
-      return try grant(ids, promoted: [], kind, now: now, state: &state)
+      return try grant(ids, promoted: [], kind, asRead: asRead, now: now, state: &state)
     }
   }
 
-  /// Pins the RAM-resident blocks among `ids` under one lease, counting hits and misses.
+  /// Pins the RAM-resident blocks among `ids` under one lease, counting hits and misses (`asRead`).
   private func grant(
-    _ ids: [BlockID], promoted: Set<BlockID>, _ kind: LeaseKind, now: UInt64, state: inout State
+    _ ids: [BlockID], promoted: Set<BlockID>, _ kind: LeaseKind, asRead: Bool, now: UInt64, state: inout State
   ) throws(StrataError) -> BlockLease {
     var blocks: [LeasedBlock?] = []
     var present: [(BlockID, Int)] = []
     blocks.reserveCapacity(ids.count)
     for id in ids {
       guard var entry = state.ram[id] else {
-        state.stats.misses += 1
+        if asRead { state.stats.misses += 1 }
         blocks.append(nil)
         continue
       }
-      entry.reads += 1
-      state.ram[id] = entry
-      state.policy.access(id)
       let wasPromoted = promoted.contains(id)
-      if !wasPromoted { state.stats.hitsRAM += 1 }
+      if asRead {
+        entry.reads += 1
+        state.ram[id] = entry
+        state.policy.access(id)
+        if wasPromoted { state.stats.hitsNVMe += 1 } else { state.stats.hitsRAM += 1 }
+      }
       present.append((id, entry.bytes))
       blocks.append(
         LeasedBlock(
@@ -695,7 +704,7 @@ public final class TierManager: Sendable {
   public func persist(_ id: BlockID) async throws(StrataError) -> Bool {
     guard let nvme else { return false }
     if nvme.contains(id) { return true }
-    let lease = try await lease([id])
+    let lease = try await lease([id], asRead: false)
     defer { release(lease) }
     guard let block = lease.blocks[0] else { return false }
     let write = NVMeBlockWrite(id: block.id, payload: block.bytes, checksum: block.checksum, checksumOfStoredCopy: true)
@@ -1156,7 +1165,6 @@ public final class TierManager: Sendable {
           storedAtMilliseconds: nvmeAges.storedAt(id, in: nvme) ?? clock.nowMilliseconds())
         state.policy.insert(id, bytes: slot.capacityBytes)
         state.pinForBatch(id)
-        state.stats.hitsNVMe += 1
         state.stats.promotedBlocks += 1
         state.stats.promotedBytes += bytes
       case .success:
