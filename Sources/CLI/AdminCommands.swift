@@ -152,9 +152,21 @@ func statusTable(_ status: JSONValue) -> String {
         : errors.map { "\($0["code"]?.stringValue ?? "?") \(int($0["count"]))" }.joined(separator: ", ")
     ))
   if let verify = status["verify"]?.stringValue { rows.append(("verify", verify)) }
+  if let cluster = status["cluster"] {
+    let members = cluster["members"]?.arrayValue ?? []
+    let health = Dictionary(grouping: members) { $0["health"]?.stringValue ?? "unknown" }
+      .map { "\($0.value.count) \($0.key)" }.sorted()
+    rows.append(
+      (
+        "cluster",
+        "\(membershipText(cluster)), member \(cluster["self"]?.stringValue ?? "?"); "
+          + "\(members.count) members (\(health.joined(separator: ", "))), replicas \(int(cluster["replication_factor"]))"
+      ))
+    rows += clusterCounterRows(cluster)
+  }
   let known: Set<String> = [
     "node_id", "version", "health", "uptime_seconds", "epoch", "tiers", "hit_rate", "transfers", "top_errors",
-    "verify", "connections", "leases_active", "not_ready", "warnings",
+    "verify", "connections", "leases_active", "not_ready", "warnings", "cluster",
   ]
   if let reasons = status["not_ready"]?.arrayValue {
     rows.append(("not ready", reasons.compactMap(\.stringValue).joined(separator: "; ")))

@@ -259,7 +259,11 @@ struct Bench: AsyncParsableCommand {
                 began = now()
                 let found = try await client.lookup(lookupKeys)
                 guard found.leadingRun == batch else {
-                  throw StrataError(.internalError, "LOOKUP found \(found.leadingRun) of \(batch) benchmark keys")
+                  throw StrataError(
+                    .notFound,
+                    "LOOKUP found a leading run of \(found.leadingRun) of the \(batch) benchmark keys written before it: "
+                      + "the node let some go (\(batch) × \(ByteSize(bytes: UInt64(blockBytes))) each connection "
+                      + "may not fit its tiers); try a smaller --size")
                 }
               } else if isGet {
                 let items = try (0..<batch).map { index throws(StrataError) in

@@ -107,6 +107,75 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
   return ([line(header)] + rows.map(line)).joined(separator: "\n")
 }
 
+/// The membership service of a RING members report in words: "etcd membership, connected",
+/// "static membership" (static membership has no service to be connected to).
+func membershipText(_ report: JSONValue) -> String {
+  let membership = report["membership"]
+  var text = "\(membership?["mode"]?.stringValue ?? "?") membership"
+  if let state = membership?["state"]?.stringValue, state != "not_used" { text += ", \(state)" }
+  if let reason = membership?["reason"]?.stringValue { text += " (\(reason))" }
+  return text
+}
+
+/// The node-wide counters of a RING members report (also /v1/status's `cluster` section) as
+/// labelled rows for people: replication, write quorum, repair, drain, read-through. Empty for a
+/// tenant without `operator`, whose report leaves them out.
+func clusterCounterRows(_ report: JSONValue) -> [(String, String)] {
+  func int(_ value: JSONValue?) -> Int { value?.intValue ?? 0 }
+  func bytes(_ value: JSONValue?) -> String { humanBytes(Double(int(value))) }
+  func nonZero(_ object: JSONValue?) -> String {
+    let counts = (object?.objectValue ?? [:]).filter { int($0.value) > 0 }.sorted { $0.key < $1.key }
+    return counts.isEmpty ? "none" : counts.map { "\(int($0.value)) \($0.key)" }.joined(separator: ", ")
+  }
+  var rows: [(String, String)] = []
+  if let replication = report["replication"] {
+    rows.append(
+      (
+        "replication",
+        "\(int(replication["queued"])) queued (at most \(int(replication["queue_max"]))), "
+          + "\(int(replication["sent_blocks"])) blocks sent (\(bytes(replication["sent_bytes"]))), "
+          + "\(int(replication["already_present"])) already present, dropped: \(nonZero(replication["dropped"]))"
+      ))
+  }
+  if let quorum = report["write_quorum"] {
+    rows.append(
+      (
+        "write quorum",
+        "\(quorum["configured"]?.stringValue ?? "?"): \(int(quorum["sync_writes"])) PUTs copied "
+          + "\(int(quorum["copied_blocks"])) blocks before answering, \(int(quorum["missed_blocks"])) blocks missed it; "
+          + "under-replicated now \(int(quorum["under_replicated_blocks"])) blocks"
+      ))
+  }
+  for (name, progress) in [("repair", report["repair"]), ("drain", report["drain"])] {
+    guard let progress, let state = progress["state"]?.stringValue else { continue }
+    var text = state
+    if state == "running" {
+      let total = int(progress["total_blocks"])
+      let done = int(progress["processed_blocks"])
+      text +=
+        ": \(done) of \(total) blocks (\(total > 0 ? done * 100 / total : 0)%), "
+        + "\(bytes(progress["rate_bytes_per_second"]))/s"
+    }
+    if state != "idle" {
+      text += "; \(int(progress["handed_blocks"])) handed, \(int(progress["present_blocks"])) already with their owners"
+      let failed = int(progress["failed_blocks"])
+      if failed > 0 { text += ", \(failed) not placed" }
+      if let message = progress["message"]?.stringValue, !message.isEmpty { text += " (\(message))" }
+      if let finished = progress["finished_at"]?.stringValue, state != "running" { text += ", at \(finished)" }
+    }
+    rows.append((name, text))
+  }
+  if let fill = report["read_through"] {
+    rows.append(
+      (
+        "read-through",
+        "\(int(fill["attempts"])) misses fetched from peers: \(int(fill["filled_blocks"])) blocks "
+          + "(\(bytes(fill["filled_bytes"]))), \(int(fill["skipped_busy"])) skipped busy, \(int(fill["failures"])) failed"
+      ))
+  }
+  return rows
+}
+
 struct ClusterMembers: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "members", abstract: "List members: address, zone, state, health, ownership; membership service.")
@@ -122,14 +191,9 @@ struct ClusterMembers: AsyncParsableCommand {
         printJSON(report)
         return
       }
-      let membership = report["membership"]
-      func text(_ value: JSONValue?) -> String { value?.stringValue ?? "?" }
-      // Static membership has no service to be connected to: its state (`not_used`) says nothing.
-      var service = "\(text(membership?["mode"])) membership"
-      if let state = membership?["state"]?.stringValue, state != "not_used" { service += ", \(state)" }
-      if let reason = membership?["reason"]?.stringValue { service += " (\(reason))" }
       print(
-        "epoch \(report["epoch"]?.intValue ?? 0), replicas \(report["replication_factor"]?.intValue ?? 0), \(service)")
+        "epoch \(report["epoch"]?.intValue ?? 0), replicas \(report["replication_factor"]?.intValue ?? 0), "
+          + membershipText(report))
       let members = report["members"]?.arrayValue ?? []
       print(
         table(
@@ -142,6 +206,8 @@ struct ClusterMembers: AsyncParsableCommand {
               percent(member["primary_share"]?.doubleValue), percent(member["owner_share"]?.doubleValue),
             ]
           }))
+      let counters = clusterCounterRows(report)
+      if !counters.isEmpty { print("\n" + counters.map { $0.0.padding(16) + $0.1 }.joined(separator: "\n")) }
     } catch {
       throw report(error)
     }

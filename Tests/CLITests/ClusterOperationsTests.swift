@@ -43,8 +43,19 @@ struct ClusterOperationsTests {
     #expect(document["health"]?.stringValue == "ok")
     #expect((document["epoch"]?.intValue ?? 0) > 0, "the epoch is etcd's revision")
     #expect(document["cluster"]?["members"]?.arrayValue?.count == 3)
+    // The human view names the cluster's state in words, no section as raw JSON.
+    let table = try await strata(["status", "--admin", try cluster.admin("a")])
+    #expect(table.status == 0, "\(table.stderr)")
+    for row in [
+      "cluster         etcd membership, connected, member node-a; 3 members (", "), replicas 2\n",
+      "replication     0 queued", "write quorum    auto: ", "drain           idle", "read-through    ",
+    ] {
+      #expect(table.stdout.contains(row), "status lacks \(row): \(table.stdout)")
+    }
+    #expect(!table.stdout.contains("{"), "\(table.stdout)")
     let members = try await strata(["cluster", "members", "--seeds", seeds])
     #expect(members.status == 0 && members.stdout.contains("etcd membership, connected"), "\(members.stdout)")
+    #expect(members.stdout.contains("\nwrite quorum    auto: "), "\(members.stdout)")
     for id in ["node-a", "node-b", "node-c"] { #expect(members.stdout.contains(id)) }
     let ring = try await strata(["cluster", "ring", "--seeds", seeds, "--json"])
     let shares = try JSONValue.parse(ring.stdout)["members"]?.arrayValue?.compactMap { $0["owner_share"]?.doubleValue }
