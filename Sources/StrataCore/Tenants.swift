@@ -156,6 +156,18 @@ public struct NamespaceQuotas: Hashable, Sendable {
 
   public subscript(namespace: Namespace) -> NamespaceQuota { overrides[namespace] ?? defaults }
 
+  /// The setting that gives `namespace` its value of `field`, for error messages: its `namespaces`
+  /// entry (`entry` names the field there) when that sets a value of its own, else the `limits`
+  /// default `defaultSetting`.
+  public func setting<Value: Equatable>(
+    _ field: KeyPath<NamespaceQuota, Value>, of namespace: Namespace, entry: String, default defaultSetting: String
+  ) -> String {
+    guard let override = overrides[namespace], override[keyPath: field] != defaults[keyPath: field] else {
+      return defaultSetting
+    }
+    return "namespaces entry '\(namespace.name)', \(entry)"
+  }
+
   /// Whether any namespace has a RAM quota (the tier manager then partitions its eviction).
   public var limitsRAM: Bool { defaults.ramBytesMax != nil || overrides.values.contains { $0.ramBytesMax != nil } }
 }

@@ -327,7 +327,7 @@ private func documentedRoutes() throws -> [(method: String, path: String)] {
     #expect(passed >= 5 && Double(passed) <= 5 + 5 * Date().timeIntervalSince(started) + 1, "\(passed) passed")
     #expect(
       refused.allSatisfy {
-        $0.code == .resourceExhausted && $0.message.contains("limits.requests_per_second_per_namespace")
+        $0.code == .resourceExhausted && $0.message.contains("namespaces entry 'rate', requests_per_second")
       })
     let probe = tenantClient(node, writerSecret)
     defer { probe.close() }

@@ -175,25 +175,38 @@ private func errorOf(_ answer: [UInt8]) -> (StrataError.Code?, String)? {
     var admission = Admission(limits: limits)
     try admission.admitRequest(for: a, now: 0)
     try admission.admitRequest(for: a, now: 0)
-    #expect(throws: AdmissionRefusal.requestRate(namespace: a, limit: 2)) { try admission.admitRequest(for: a, now: 0) }
+    #expect(
+      throws: AdmissionRefusal.requestRate(namespace: a, limit: 2, setting: "limits.requests_per_second_per_namespace")
+    ) { try admission.admitRequest(for: a, now: 0) }
     try admission.admitRequest(for: a, now: 500_000_000)
     // b's override has no request rate: unlimited.
     for _ in 0..<100 { try admission.admitRequest(for: b, now: 0) }
     try admission.admitProbe(keys: 10, for: a, now: 0)
-    #expect(throws: AdmissionRefusal.lookupKeys(namespace: a, limit: 10, asked: 1)) {
+    #expect(
+      throws: AdmissionRefusal.lookupKeys(
+        namespace: a, limit: 10, asked: 1, setting: "limits.lookup_keys_per_second_per_namespace")
+    ) {
       try admission.admitProbe(keys: 1, for: a, now: 0)
     }
     admission.chargeMisses(8, for: b, now: 0)
-    #expect(throws: AdmissionRefusal.misses(namespace: b, limit: 4)) {
+    #expect(throws: AdmissionRefusal.misses(namespace: b, limit: 4, setting: "namespaces entry 'b', misses_per_second"))
+    {
       try admission.admitProbe(keys: 0, for: b, now: 0)
     }
     try admission.admitProbe(keys: 0, for: b, now: 1_250_000_000)
     // In-flight bytes: b's own override.
-    #expect(throws: AdmissionRefusal.namespaceInflight(namespace: b, limit: 1 << 10)) {
+    #expect(
+      throws: AdmissionRefusal.namespaceInflight(
+        namespace: b, limit: 1 << 10, setting: "namespaces entry 'b', inflight")
+    ) {
       try admission.reserve(2048, for: b)
     }
     try admission.reserve(2048, for: a)
     admission.release(2048, for: a)
+    // The error names the setting that gave the limit: b's own entry, a's defaults.
+    #expect(
+      AdmissionRefusal.misses(namespace: b, limit: 4, setting: "namespaces entry 'b', misses_per_second").error.message
+        .contains("(namespaces entry 'b', misses_per_second)"))
   }
 
   @Test func aSessionRegisteredAfterItsTokenWasRevokedIsRevokedAtOnce() throws {

@@ -53,19 +53,20 @@ public enum AdmissionRefusal: Error, Hashable, Sendable {
   case sourceConnections(source: String, limit: Int)
   case namespaceConnections(namespace: Namespace, limit: Int)
   case inflight(limit: Int)
-  case namespaceInflight(namespace: Namespace, limit: Int)
-  case requestRate(namespace: Namespace, limit: Int)
-  case lookupKeys(namespace: Namespace, limit: Int, asked: Int)
-  case misses(namespace: Namespace, limit: Int)
+  /// `setting`: where the limit is configured (`NamespaceQuotas.setting`), named in the error.
+  case namespaceInflight(namespace: Namespace, limit: Int, setting: String)
+  case requestRate(namespace: Namespace, limit: Int, setting: String)
+  case lookupKeys(namespace: Namespace, limit: Int, asked: Int, setting: String)
+  case misses(namespace: Namespace, limit: Int, setting: String)
 
   /// The quota or probe limit that refused, for metrics and audit lines; nil for node-wide limits.
   public var namespaceLimit: (namespace: Namespace, name: String, isProbe: Bool)? {
     switch self {
     case .namespaceConnections(let namespace, _): (namespace, "connections", false)
-    case .namespaceInflight(let namespace, _): (namespace, "inflight_bytes", false)
-    case .requestRate(let namespace, _): (namespace, "requests_per_second", false)
-    case .lookupKeys(let namespace, _, _): (namespace, "lookup_keys_per_second", true)
-    case .misses(let namespace, _): (namespace, "misses_per_second", true)
+    case .namespaceInflight(let namespace, _, _): (namespace, "inflight_bytes", false)
+    case .requestRate(let namespace, _, _): (namespace, "requests_per_second", false)
+    case .lookupKeys(let namespace, _, _, _): (namespace, "lookup_keys_per_second", true)
+    case .misses(let namespace, _, _): (namespace, "misses_per_second", true)
     case .connections, .sourceConnections, .inflight: nil
     }
   }
@@ -86,26 +87,23 @@ public enum AdmissionRefusal: Error, Hashable, Sendable {
     case .inflight(let limit):
       StrataError(
         .resourceExhausted, "the node is at its in-flight byte limit (\(limit), limits.max_inflight_bytes); retry")
-    case .namespaceInflight(let namespace, let limit):
+    case .namespaceInflight(let namespace, let limit, let setting):
+      StrataError(
+        .resourceExhausted, "namespace '\(namespace.name)' is at its in-flight byte limit (\(limit), \(setting)); retry"
+      )
+    case .requestRate(let namespace, let limit, let setting):
       StrataError(
         .resourceExhausted,
-        "namespace '\(namespace.name)' is at its in-flight byte limit (\(limit), limits.max_inflight_bytes_per_namespace); retry"
-      )
-    case .requestRate(let namespace, let limit):
+        "namespace '\(namespace.name)' is over its request rate (\(limit)/s, \(setting)); retry later")
+    case .lookupKeys(let namespace, let limit, let asked, let setting):
       StrataError(
         .resourceExhausted,
-        "namespace '\(namespace.name)' is over its request rate (\(limit)/s, limits.requests_per_second_per_namespace); retry later"
+        "probe limit: namespace '\(namespace.name)' may look up \(limit) keys a second (\(setting)); this LOOKUP asks \(asked); retry later"
       )
-    case .lookupKeys(let namespace, let limit, let asked):
+    case .misses(let namespace, let limit, let setting):
       StrataError(
         .resourceExhausted,
-        "probe limit: namespace '\(namespace.name)' may look up \(limit) keys a second (limits.lookup_keys_per_second_per_namespace); this LOOKUP asks \(asked); retry later"
-      )
-    case .misses(let namespace, let limit):
-      StrataError(
-        .resourceExhausted,
-        "probe limit: namespace '\(namespace.name)' had more than \(limit) misses a second (limits.misses_per_second_per_namespace); retry later"
-      )
+        "probe limit: namespace '\(namespace.name)' had more than \(limit) misses a second (\(setting)); retry later")
     }
   }
 }
@@ -156,7 +154,10 @@ public struct Admission: Sendable {
     guard inflightBytes + bytes <= limits.inflightBytesMax else { throw .inflight(limit: limits.inflightBytesMax) }
     let namespaceMax = limits.quotas[namespace].inflightBytesMax
     guard inflightByNamespace[namespace, default: 0] + bytes <= namespaceMax else {
-      throw .namespaceInflight(namespace: namespace, limit: namespaceMax)
+      throw .namespaceInflight(
+        namespace: namespace, limit: namespaceMax,
+        setting: limits.quotas.setting(
+          \.inflightBytesMax, of: namespace, entry: "inflight", default: "limits.max_inflight_bytes_per_namespace"))
     }
     inflightBytes += bytes
     inflightByNamespace[namespace, default: 0] += bytes
@@ -174,7 +175,11 @@ public struct Admission: Sendable {
   public mutating func admitRequest(for namespace: Namespace, now: UInt64) throws(AdmissionRefusal) {
     guard let rate = limits.quotas[namespace].requestsPerSecond else { return }
     guard Self.take(&requestBuckets, namespace, rate: rate, count: 1, now: now) else {
-      throw .requestRate(namespace: namespace, limit: rate)
+      throw .requestRate(
+        namespace: namespace, limit: rate,
+        setting: limits.quotas.setting(
+          \.requestsPerSecond, of: namespace, entry: "requests_per_second",
+          default: "limits.requests_per_second_per_namespace"))
     }
   }
 
@@ -186,11 +191,21 @@ public struct Admission: Sendable {
       var bucket = missBuckets[namespace] ?? TokenBucket(ratePerSecond: rate, now: now)
       let credit = bucket.hasCredit(now: now)
       missBuckets[namespace] = bucket
-      guard credit else { throw .misses(namespace: namespace, limit: rate) }
+      guard credit else {
+        throw .misses(
+          namespace: namespace, limit: rate,
+          setting: limits.quotas.setting(
+            \.missesPerSecond, of: namespace, entry: "misses_per_second",
+            default: "limits.misses_per_second_per_namespace"))
+      }
     }
     if keys > 0, let rate = quota.lookupKeysPerSecond {
       guard Self.take(&lookupBuckets, namespace, rate: rate, count: keys, now: now) else {
-        throw .lookupKeys(namespace: namespace, limit: rate, asked: keys)
+        throw .lookupKeys(
+          namespace: namespace, limit: rate, asked: keys,
+          setting: limits.quotas.setting(
+            \.lookupKeysPerSecond, of: namespace, entry: "lookup_keys_per_second",
+            default: "limits.lookup_keys_per_second_per_namespace"))
       }
     }
   }
