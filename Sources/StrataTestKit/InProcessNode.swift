@@ -72,7 +72,7 @@ public struct InProcessNode {
 
 /// Log records, kept in memory.
 public final class LogCapture: Sendable {
-  public let records = Mutex<[(message: String, metadata: [String: String])]>([])
+  public let records = Mutex<[(message: String, metadata: [String: String], level: Logger.Level)]>([])
 
   public init() {}
 
@@ -88,7 +88,7 @@ public final class LogCapture: Sendable {
     }
     func log(event: LogEvent) {
       let fields = (event.metadata ?? [:]).mapValues { "\($0)" }
-      capture.records.withLock { $0.append(("\(event.message)", fields)) }
+      capture.records.withLock { $0.append(("\(event.message)", fields, event.level)) }
     }
   }
 }

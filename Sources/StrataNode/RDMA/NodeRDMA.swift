@@ -88,9 +88,12 @@ extension NodeServer {
   }
 
   /// The capabilities granted to a client's HELLO; logs and counts which transport it gets and why.
+  /// The line is `info` when the client offered RDMA (whether it got it says something about the
+  /// node), `debug` for a client that offered only TCP (every connection of a TCP-only cluster).
   func grantCapabilities(_ hello: HelloRequest, peer: String) -> Capabilities {
     let (granted, decision) = TransportNegotiation.grant(offered: hello.capabilities, node: rdma.availability)
-    logger.info(
+    logger.log(
+      level: hello.capabilities.contains(.rdma) ? .info : .debug,
       "transport chosen",
       metadata: [
         "peer": "\(peer)", "client": "\(hello.clientName)", "transport": "\(decision.transport.rawValue)",
