@@ -5,7 +5,7 @@
 # (${XDG_CACHE_HOME:-$HOME/.cache}/strata/venv-<hash>), builds libstrata_client in release with the
 # Swift runtime linked statically (the library product only), installs ./python into the
 # environment (which ships that library inside the package) and runs pytest. Assumes `swift build`
-# has built the `strata` binary (scripts/test.sh does; STRATA_BINARY overrides). Extra arguments
+# has built the `strata` binary (scripts/test.sh does; STRATA_BIN overrides). Extra arguments
 # go to pytest. Exits non-zero on any failure, including a run that collected no test.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,6 +4,7 @@ benchmarks. Not needed to use a store: workers connect to nodes run as services 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,15 +12,19 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
+import urllib.request
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 def find_strata(explicit: Optional[str] = None) -> str:
-    """The `strata` binary: ``explicit``, $STRATA_BINARY, or the checkout's .build/release or .build/debug."""
+    """The `strata` binary: ``explicit``, $STRATA_BIN, or the checkout's .build/release or .build/debug."""
     if explicit:
         return explicit
-    configured = os.environ.get("STRATA_BINARY")
+    configured = os.environ.get("STRATA_BIN")
     if configured:
         return configured
     here = Path(__file__).resolve()
@@ -32,7 +37,7 @@ def find_strata(explicit: Optional[str] = None) -> str:
     found = shutil.which("strata")
     if found:
         return found
-    raise FileNotFoundError("no strata binary: pass its path, set STRATA_BINARY, or run `swift build`")
+    raise FileNotFoundError("no strata binary: pass its path, set STRATA_BIN, or run `swift build`")
 
 
 _next_port: List[int] = []
@@ -66,16 +71,28 @@ def free_port() -> int:
     raise OSError(f"no free loopback port in {low}..{high - 1}")
 
 
+def wait_for(condition: Callable[[], T], what: str = "condition", timeout: float = 30.0) -> T:
+    """Polls ``condition`` until it returns something true (returned); TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
 class LocalNode:
     """A `strata serve` process on loopback with its own data folder (removed by ``remove``).
 
-    ``config`` is appended to a base YAML configuration (the ``limits`` section: ``max_block_size``
-    and any of ``limits``, such as ``{"idle_timeout": "100ms"}``; the admin API on a free port).
-    ``start`` waits (up to 120 s) for the "listening on" line.
+    ``config`` is appended to a base YAML configuration (the ``limits`` section: ``max_block_size``,
+    None for the node's default, and any of ``limits``, such as ``{"idle_timeout": "100ms"}``; the
+    admin API on a free port, at ``admin``). ``start`` waits (up to 120 s) for the "listening on" line.
     """
 
     def __init__(self, listen: str = "127.0.0.1:0", peers: Optional[str] = None, ram: str = "1GiB",
-                 nvme: str = "1GiB", config: str = "", max_block_size: str = "4MiB",
+                 nvme: str = "1GiB", config: str = "", max_block_size: Optional[str] = "4MiB",
                  binary: Optional[str] = None, extra: Sequence[str] = (),
                  limits: Optional[Mapping[str, str]] = None) -> None:
         self.binary = find_strata(binary)
@@ -83,11 +100,13 @@ class LocalNode:
         self.listen, self.peers, self.ram, self.nvme = listen, peers, ram, nvme
         self.extra = list(extra)
         self.config = Path(self.directory) / "node.yaml"
-        limit_lines = "".join(f"  {name}: {value}\n"
-                              for name, value in {"max_block_size": max_block_size, **(limits or {})}.items())
-        self.config.write_text("limits:\n" + limit_lines + "admin:\n  listen: 127.0.0.1:0\n" + config)
+        all_limits = {**({"max_block_size": max_block_size} if max_block_size else {}), **(limits or {})}
+        limit_lines = "".join(f"  {name}: {value}\n" for name, value in all_limits.items())
+        self.config.write_text(("limits:\n" + limit_lines if limit_lines else "")
+                               + "admin:\n  listen: 127.0.0.1:0\n" + config)
         self.process: Optional[subprocess.Popen] = None
         self.address = ""
+        self.admin = ""
         self.output: List[str] = []
         try:
             self.start()
@@ -112,6 +131,8 @@ class LocalNode:
             assert process.stdout is not None
             for line in process.stdout:
                 self.output.append(line)
+                if line.startswith("strata admin API at "):
+                    self.admin = line.split()[4].split("://", 1)[-1]
                 if " listening on " in line and not found.is_set():
                     self.address = line.split()[-1]
                     found.set()
@@ -134,6 +155,24 @@ class LocalNode:
         except subprocess.TimeoutExpired:
             process.kill()
             return process.wait()
+
+    def metrics(self) -> dict:
+        """The node's Prometheus metrics from its admin API, ``name{labels}`` -> value."""
+        with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    def admin_post(self, path: str, body: Any) -> None:
+        """POSTs ``body`` as JSON to the admin API (``/v1/debug/flip-bit`` needs ``--fault-injection``)."""
+        request = urllib.request.Request(f"http://{self.admin}{path}", data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            if response.status != 200:
+                raise RuntimeError(f"POST {path} answered {response.status}: {response.read()!r}")
 
     def remove(self) -> None:
         self.stop()

@@ -18,7 +18,7 @@ Blocks are ``--kv-bytes-per-token`` x ``--block-tokens`` bytes (default 128 KiB 
 in bf16, 32 layers x 8 KV heads x 128 x 2 x 2 bytes, so 2 MiB per 16-token block). It reports the hit
 rate (prompt tokens served from Strata vs recomputed), bytes moved, lookup and load latency p50/p99,
 blocks the node refused to store (no space), and the prefill time saved at ``--prefill-tokens-per-s``. With ``--sweep`` it starts a local node per
-RAM capacity (``strata`` from --strata / STRATA_BINARY / the checkout), replays the same trace
+RAM capacity (``strata`` from --strata / STRATA_BIN / the checkout), replays the same trace
 against each, prints a table and draws hit rate against capacity to ``--png`` when matplotlib is
 installed. ``--json`` prints one JSON object per run.
 """

@@ -1,26 +1,25 @@
 """Real `strata serve` processes for the tests (strata_kv.local): one node, and a static cluster of
-three. The `strata` binary is $STRATA_BINARY, or the checkout's .build/release or .build/debug build
+three. The `strata` binary is $STRATA_BIN, or the checkout's .build/release or .build/debug build
 (`swift build` first)."""
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 
-from strata_kv.local import LocalNode, find_strata, free_port  # noqa: F401 (free_port: the cluster)
+from strata_kv.local import LocalNode, find_strata, free_port, wait_for  # noqa: F401 (wait_for: the tests)
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "Tests" / "Fixtures"
 
 
 def strata_binary() -> str:
-    """$STRATA_BINARY, else the checkout's debug build (what `swift build` made), else its release build."""
+    """$STRATA_BIN, else the checkout's debug build (what `swift build` made), else its release build."""
     for candidate in (REPO / ".build" / "debug" / "strata", REPO / ".build" / "release" / "strata"):
         if candidate.is_file():
-            return find_strata(os.environ.get("STRATA_BINARY") or str(candidate))
+            return find_strata(os.environ.get("STRATA_BIN") or str(candidate))
     try:
         return find_strata()
     except FileNotFoundError as error:
@@ -67,15 +66,3 @@ def cluster():
     finally:
         for member in nodes:
             member.remove()
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    """Polls ``condition`` until it returns something true (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)

@@ -9,11 +9,11 @@ from strata_node import StrataNode
 
 @pytest.fixture
 def strata_node(tmp_path):
-    node = StrataNode(tmp_path / "node").start()
+    node = StrataNode()
     try:
         yield node
     finally:
-        node.stop()
+        node.remove()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -149,9 +149,9 @@ def test_node_down_fails_operations_without_hanging(strata_node):
 def test_unreachable_node_is_a_clear_error_at_creation(tmp_path):
     from strata_node import StrataNode
 
-    node = StrataNode(tmp_path / "gone").start()
+    node = StrataNode()
     address = node.address
-    node.stop()
+    node.remove()
     with pytest.raises(Exception, match="(?i)unavailable|connect"):
         l2_adapter(address, timeout_ms=1000)
 

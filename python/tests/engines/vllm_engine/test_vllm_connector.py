@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine_run import EngineServer
+from strata_kv.local import wait_for
 from strata_node import StrataNode
 
 pytest.importorskip("vllm")
@@ -88,16 +89,16 @@ def reference(model) -> dict:
 @pytest.fixture(scope="module")
 def populated(tmp_path_factory, model, reference):
     """A node holding what engine process 1 saved after computing PROMPT."""
-    node = StrataNode(tmp_path_factory.mktemp("node")).start()
+    node = StrataNode()
     try:
         first, _ = run_engine(model, node.address, [PROMPT])
         assert first["results"][0]["num_cached_tokens"] == 0
         assert first["results"][0]["tokens"] == reference["results"][0]["tokens"]
         # 170 prompt tokens + 7 generated ones computed: 5 full blocks.
-        node.wait_for(lambda: node.blocks_stored() == 5, "5 blocks stored")
+        wait_for(lambda: node.blocks_stored() == 5, what="5 blocks stored")
         yield node
     finally:
-        node.stop()
+        node.remove()
 
 
 def test_fresh_engine_loads_saved_prefix_and_only_shared_blocks(populated, model, reference):
@@ -116,7 +117,7 @@ def test_fresh_engine_loads_saved_prefix_and_only_shared_blocks(populated, model
     assert (node.bytes_served() - served_before) // BLOCK_BYTES == 5 + 3
     assert "'blocks_loaded': 8" in log and "'load_failures': 0" in log
     # The partial prompt's 4th block (136 + 7 tokens computed) is new and was saved.
-    node.wait_for(lambda: node.blocks_stored() == 6, "6 blocks stored")
+    wait_for(lambda: node.blocks_stored() == 6, what="6 blocks stored")
 
 
 def test_layer_mode_loads_layer_by_layer_what_block_mode_saved(populated, model, reference):
@@ -176,7 +177,7 @@ def test_hybrid_sliding_window_model_saved_layer_wise_loads_in_a_fresh_engine(tm
     support one KV cache group (sliding-window layers keep every block), so Strata serves it as
     any model: process 1 (layer mode) snapshots each layer as it is computed and stores 5 blocks;
     a fresh process 2 (block mode) loads them; both yield the tokens computed without Strata."""
-    node = StrataNode(tmp_path / "node").start()
+    node = StrataNode()
     try:
         first, log = run_engine(
             hybrid_model, node.address, [PROMPT], env=HYBRID_ENV, extra={"strata.load_mode": "layer"}
@@ -186,18 +187,18 @@ def test_hybrid_sliding_window_model_saved_layer_wise_loads_in_a_fresh_engine(tm
         assert first["results"][0]["tokens"] == hybrid_reference
         assert "'layer_snapshots': 5" in log, log[-3000:]
         assert "mixes attention windows" not in log
-        node.wait_for(lambda: node.blocks_stored() == 5, "5 blocks stored")
+        wait_for(lambda: node.blocks_stored() == 5, what="5 blocks stored")
         second, _ = run_engine(hybrid_model, node.address, [PROMPT], env=HYBRID_ENV)
         assert second["results"][0]["num_cached_tokens"] == 5 * BLOCK
         assert second["results"][0]["tokens"] == hybrid_reference
     finally:
-        node.stop()
+        node.remove()
 
 
 def test_hybrid_model_on_the_cpu_with_the_decode_split_on_is_warned_about(tmp_path, hybrid_model, hybrid_reference):
     """Without VLLM_CPU_ATTN_SPLIT_KV=0 the connector names the vLLM hazard above at start-up (one
     token only: the prefill is not affected, and the run's tokens are checked)."""
-    node = StrataNode(tmp_path / "node").start()
+    node = StrataNode()
     try:
         result, log = run_engine(
             hybrid_model, node.address, [PROMPT], env={"VLLM_CPU_ATTN_SPLIT_KV": "1"}, max_tokens=1
@@ -205,7 +206,7 @@ def test_hybrid_model_on_the_cpu_with_the_decode_split_on_is_warned_about(tmp_pa
         assert "mixes attention windows (64, global)" in log and "Set VLLM_CPU_ATTN_SPLIT_KV=0" in log, log[-3000:]
         assert result["results"][0]["tokens"] == hybrid_reference[:1]
     finally:
-        node.stop()
+        node.remove()
 
 
 def test_forcing_the_hybrid_manager_with_the_connector_is_refused_at_start(hybrid_model):
@@ -241,9 +242,9 @@ def test_engine_completes_when_node_hangs(populated, model, reference):
 
 
 def test_engine_recomputes_when_node_is_stopped(tmp_path, model, reference):
-    node = StrataNode(tmp_path / "node").start()
+    node = StrataNode()
     address = node.address
-    node.stop()
+    node.remove()
     result, log = run_engine(model, address, [PROMPT, PARTIAL], timeout_ms=1000)
     assert [r["num_cached_tokens"] for r in result["results"]] == [0, 0]
     assert [r["tokens"] for r in result["results"]] == [r["tokens"] for r in reference["results"][:2]]
@@ -255,7 +256,7 @@ def test_preemption_with_saves_in_flight_keeps_outputs_and_stored_blocks_right(t
     """Three requests in a KV cache of 13 blocks: decoding 64 tokens each forces preemptions while
     their blocks are being saved. Every request still yields the reference tokens, and a fresh
     engine loading what was saved gets the reference tokens too (no block was stored torn)."""
-    node = StrataNode(tmp_path / "node").start()
+    node = StrataNode()
     try:
         prompts = [PROMPT, PARTIAL, FIRST_BLOCK_CHANGED]
         crowded, log = run_engine(
@@ -276,7 +277,7 @@ def test_preemption_with_saves_in_flight_keeps_outputs_and_stored_blocks_right(t
             assert result["num_cached_tokens"] > 0
             assert result["tokens"] == expected["tokens"]
     finally:
-        node.stop()
+        node.remove()
 
 
 def stored_keys(model: Path, prompt: list[int], blocks: int) -> list[bytes]:
@@ -309,12 +310,12 @@ def test_a_block_that_fails_to_load_is_recomputed_and_stored_again(tmp_path, mod
     a third engine loads every block."""
     from strata_kv import StrataStore
 
-    node = StrataNode(tmp_path / "node", fault_injection=True, ram_only=True).start()
+    node = StrataNode(fault_injection=True, ram_only=True)
     extra = {"strata.same_host": same_host}
     try:
         first, _ = run_engine(model, node.address, [PROMPT], extra=extra)
         assert first["results"][0]["tokens"] == reference["results"][0]["tokens"]
-        node.wait_for(lambda: node.blocks_stored() == 5, "5 blocks stored")
+        wait_for(lambda: node.blocks_stored() == 5, what="5 blocks stored")
         keys = stored_keys(model, PROMPT, 5)
         with StrataStore(node=node.address) as store:
             assert store.lookup(keys, sizes=False).leading_run == 5, "the test's keys are not the stored ones"
@@ -327,9 +328,9 @@ def test_a_block_that_fails_to_load_is_recomputed_and_stored_again(tmp_path, mod
         # Blocks 3 to 5 were computed again and stored again (vLLM recomputes from the first
         # failed block on).
         assert "'load_failures': 1" in log and "'blocks_saved': 3" in log, log[-4000:]
-        node.wait_for(lambda: node.blocks_stored() == 5, "the recomputed block stored again")
+        wait_for(lambda: node.blocks_stored() == 5, what="the recomputed block stored again")
         third, log = run_engine(model, node.address, [PROMPT], extra=extra)
         assert "'blocks_loaded': 5" in log and "'load_failures': 0" in log, log[-4000:]
         assert third["results"][0]["tokens"] == reference["results"][0]["tokens"]
     finally:
-        node.stop()
+        node.remove()

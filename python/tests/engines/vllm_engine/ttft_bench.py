@@ -28,6 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from strata_kv.local import wait_for
 from strata_node import StrataNode  # noqa: E402
 
 RUNNER = HERE / "engine_run.py"
@@ -69,19 +70,19 @@ def main() -> None:
             check=True,
             timeout=600,
         )
-        node = StrataNode(Path(work) / "node", ram="2GiB", nvme="1GiB").start()
+        node = StrataNode(ram="2GiB", nvme="1GiB")
         try:
             common = {"model": str(model), "max_tokens": 1, "block_size": block, "max_model_len": 8192,
                       "max_num_batched_tokens": 8192}
             recompute = run({**common, "node": None, "prompts": [probe] * args.repeat})
             populated = run({**common, "node": node.address, "prompts": [populate]})
-            node.wait_for(lambda: node.blocks_stored() >= len(populate) // block, "prefix blocks stored", 120)
+            wait_for(lambda: node.blocks_stored() >= len(populate) // block, what="prefix blocks stored", timeout=120)
             stored_bytes = sum(v for k, v in node.metrics().items() if k.startswith("strata_tier_bytes{"))
             hit = run({**common, "node": node.address, "prompts": [probe] * args.repeat + [novel]})
             layer_hit = run({**common, "node": node.address, "prompts": [probe] * args.repeat,
                              "extra": {"strata.load_mode": "layer"}})
         finally:
-            node.stop()
+            node.remove()
 
     recompute_s = statistics.median(r["seconds"] for r in recompute["results"])
     hits = hit["results"][: args.repeat]
