@@ -65,7 +65,7 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "This node's failure domain; replicas go to distinct zones.")
   var zone: String?
 
-  @Option(help: "This node's id (default: the host name).")
+  @Option(help: "This node's id (default: the host name; with --peers, the address it advertises, its member id).")
   var nodeId: String?
 
   @Option(help: "The data-plane HOST:PORT peers and clients reach this node at (default: the listen address).")
@@ -137,7 +137,7 @@ struct Serve: AsyncParsableCommand {
         "storage ready: RAM \(ByteSize(bytes: UInt64(stats.ramCapacityBytes))) "
           + "(\(tiers.arena.isLocked ? "locked" : "not locked")), NVMe \(ByteSize(bytes: UInt64(stats.nvmeCapacityBytes))) "
           + "holding \(recovery?.blocksRecovered ?? 0) block(s)")
-      let nodeID = settings.node.id.isEmpty ? hostName() : settings.node.id
+      let nodeID = settings.node.id.isEmpty ? defaultNodeID(settings) : settings.node.id
       let server = try NodeServer(
         configuration: ServerConfiguration(settings, nodeID: nodeID), tiers: tiers, logger: logger, observer: metrics)
       var cluster: ClusterNode?
@@ -309,6 +309,17 @@ final class TerminationSignals: @unchecked Sendable {
     for await name in received { return name }
     return "end of signals"
   }
+}
+
+/// A node's id when none is configured: in a static cluster its member id, the address it
+/// advertises (when known before it listens), so that its status, logs and peers name it as the
+/// ring does, and several nodes on one host differ; otherwise the host name.
+func defaultNodeID(_ settings: NodeConfiguration) -> String {
+  let advertised = settings.cluster.advertise ?? settings.listen
+  guard settings.cluster.mode == .staticPeers, advertised.port != 0,
+    advertised.host != "0.0.0.0" && advertised.host != "::"
+  else { return hostName() }
+  return advertised.description
 }
 
 func hostName() -> String {

@@ -83,6 +83,19 @@ func getBlock(_ client: StrataClient, _ key: BlockKey, size: Int) async throws -
 @Suite(.serialized) struct AdminProcessTests {
   /// status, evict and verify against a live node; a block corrupted on disk while the node runs
   /// is reported by verify (exit 4), dropped, and never served.
+  /// A static node started without --node-id is named by its member id, its address: the nodes
+  /// of a cluster on one host differ (the host name would name them all alike).
+  @Test func aStaticNodeWithoutAnIdIsNamedByItsAddress() async throws {
+    let ports = try freeLoopbackPorts(2)
+    let me = "127.0.0.1:\(ports[0])"
+    let node = try await NodeProcess.launch(
+      ram: "64MiB", nvme: "256MiB", listen: me, extra: ["--peers", "\(me),127.0.0.1:\(ports[1])"])
+    defer { _ = node.stop() }
+    #expect(node.banner.contains("strata node \(me) listening on \(me)"), "\(node.banner)")
+    let status = try await strata(["status", "--admin", try node.admin.description, "--json"])
+    #expect(try JSONValue.parse(status.stdout)["node_id"]?.stringValue == me, "\(status.stdout)")
+  }
+
   @Test func statusEvictAndVerifyAgainstALiveNode() async throws {
     let node = try await AdminNodeProcess.launch()
     defer { _ = node.stop() }
