@@ -38,7 +38,10 @@ public struct AdminRequest: Sendable {
   /// The body as a JSON object; an empty body is an empty object. Throws `invalidArgument`.
   public func jsonBody() throws(StrataError) -> [String: JSONValue] {
     if body.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { return [:] }
-    guard let object = try JSONValue.parse(body).objectValue else {
+    guard let document = try? JSONValue.parse(body) else {
+      throw StrataError(.invalidArgument, "the request body is not valid JSON")
+    }
+    guard let object = document.objectValue else {
       throw StrataError(.invalidArgument, "the request body must be a JSON object")
     }
     return object

@@ -147,6 +147,15 @@ final class AdminFixture {
     #expect(
       try fixture.client().send("POST", "/v1/evict", body: .object(["key_prefixes": .array([.string("zz")])])).status
         == 400)
+    // A body that is not JSON, or not an object, is named as such.
+    func bodyError(_ text: String) -> String? {
+      let request = AdminRequest(method: "POST", path: "/v1/evict", body: Array(text.utf8))
+      do { _ = try request.jsonBody() } catch { return error.message }
+      return nil
+    }
+    #expect(bodyError("{bad") == "the request body is not valid JSON")
+    #expect(bodyError("[1]") == "the request body must be a JSON object")
+    #expect(bodyError(" \n") == nil)
     let evicted = try fixture.client().call("POST", "/v1/evict", body: .object(["namespace": .string("tenant")]))
     #expect(evicted["evicted_blocks"]?.intValue == 0)
     #expect(try open.send("GET", "/health").headers["x-request-id"]?.hasPrefix("admin-") == true)
