@@ -138,7 +138,7 @@ extension Simulation {
       // the reads above, which may have read the block through into an owner.)
       if !lacking.isEmpty && failure == nil {
         fail(
-          "acknowledged block \(key.hex.prefix(12)) lacks owners \(lacking) of \(owners.map(\.id)) after repair (under-replicated); it was on \(holdersBefore)"
+          "acknowledged block \(key.hex.prefix(12)) (at t=\(acknowledgement.at), seq \(sequence) block \(block)) lacks owners \(lacking) of \(owners.map(\.id)) after repair (under-replicated); it was on \(holdersBefore)"
         )
       }
     }
