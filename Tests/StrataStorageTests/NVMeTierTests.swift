@@ -267,6 +267,33 @@ final class NVMeScratchDirectory {
     #expect(tier.recordLocation(of: nvmeID(16))?.offset == 0)
   }
 
+  /// A tier at most half full of live blocks (the rest records of blocks removed since) keeps a
+  /// cold block when the log comes round to its region: it is rewritten ahead, not evicted, and
+  /// reads back whole, here and after a crash. (A fuller tier evicts cold blocks, oldest region
+  /// first: `evictsTheOldestRegionWholeAndReinsertsHotBlocks`, 75% live.)
+  @Test func aMostlyDeadTierKeepsItsColdBlocksWhenTheLogWraps() throws {
+    let device = Self.simulated(regions: 4)
+    let tier = try Self.tier([device])
+    let evictions = Mutex<[BlockID]>([])
+    tier.onEvict = { ids in evictions.withLock { $0 += ids } }
+    let payload = { (number: Int) in [UInt8](repeating: UInt8(number), count: 12 << 10) }
+    try nvmeWrite(tier, nvmeID(0), payload(0))
+    // Each round leaves a dead 16 KiB record and a tombstone: 20 rounds wrap the 256 KiB log.
+    for number in 1...20 {
+      try nvmeWrite(tier, nvmeID(number), payload(number))
+      #expect(tier.remove(nvmeID(number)))
+    }
+    let statistics = tier.statistics
+    #expect(statistics.evictedRegions >= 1, "the log should have wrapped")
+    #expect(evictions.withLock { $0 }.isEmpty && statistics.reinsertedBlocks >= 1)
+    #expect(try nvmeRead(tier, nvmeID(0)) == payload(0))
+    let (recovered, _) = try Self.recover([device.crashed()])
+    #expect(try nvmeRead(recovered, nvmeID(0)) == payload(0))
+    #expect(recovered.blockCount == 1)
+    #expect(NVMeTier.keepsColdBlocks(liveBytes: 128 << 10, capacityBytes: 256 << 10))
+    #expect(!NVMeTier.keepsColdBlocks(liveBytes: (128 << 10) + 1, capacityBytes: 256 << 10))
+  }
+
   // MARK: Warm restart
 
   @Test(arguments: [CompressionCodec.none, .lz4])

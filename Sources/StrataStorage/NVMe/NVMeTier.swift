@@ -524,12 +524,15 @@ public final class NVMeTier: Sendable {
 
   // MARK: Reclaiming
 
-  /// Empties `victim`: each live block is reinserted when `isHot` says so (and the open region has
-  /// room), else evicted; then the region's first block is invalidated and the region is freed.
-  /// I/O failures here cost blocks, never correctness, so they are counted, not thrown.
+  /// Empties `victim`: each live block is reinserted when `isHot` says so, or when at most half
+  /// the tier holds live blocks (`keepsColdBlocks`), and the open region has room; else evicted.
+  /// Then the region's first block is invalidated and the region is freed. I/O failures here cost
+  /// blocks, never correctness, so they are counted, not thrown.
   func reclaim(_ victim: Int) {
     let isHot = hooks.withLock { $0.isHot }
-    let region = log.withLock { $0.regionInfo(victim) }
+    let (region, keepsCold) = log.withLock {
+      ($0.regionInfo(victim), Self.keepsColdBlocks(liveBytes: $0.liveBytes, capacityBytes: capacityBytes))
+    }
     let lease = pool.lease()
     var evicted: [BlockID] = []
     // Headers are read one at a time into the block after a record of the largest size, since
@@ -548,7 +551,7 @@ public final class NVMeTier: Sendable {
       }
       guard let (key, location) = live else { return }
       let id = BlockID(namespace: header.namespace, key: header.key)
-      if let isHot, isHot(id),
+      if keepsCold || isHot?(id) == true,
         reinsert(header, key: key, from: location, region: region, recordBytes: recordBytes, buffer: lease.buffer)
       {
         return
@@ -612,6 +615,14 @@ public final class NVMeTier: Sendable {
     _ = log.withLock { $0.finishReinsert(reservation, key: key, from: location) }
     return true
   }
+
+  /// Whether a reclaim keeps the cold blocks of its region too (rewrites them ahead, as it does hot
+  /// ones): while at most half the tier holds live blocks. The rest of the tier is then records of
+  /// blocks removed since (released by a repair, deleted, evicted by an operator) waiting for
+  /// their regions' turn, and evicting live blocks to make room the disk has would leave their
+  /// owners a copy short. A fuller tier evicts the region's cold blocks, oldest region first (the
+  /// region log's FIFO). Amortized, a reclaim below half rewrites at most as much as it frees.
+  static func keepsColdBlocks(liveBytes: Int, capacityBytes: Int) -> Bool { liveBytes * 2 <= capacityBytes }
 
   /// Zeroes the first alignment block of a region, so that a recovery finds no record in it.
   func invalidateRegionStart(device: Int, deviceOffset: Int) throws(StrataError) {
