@@ -5,7 +5,8 @@
 //   strata-sim ... --mutation skip-replication   with a deliberately injected bug (or no-read-back, stop-without-flush)
 //   strata-sim --findings                     the seeds that found bugs (FindingSeeds), as found:
 //                                             the older without graceful stops (one: --seed S --no-stops),
-//                                             those of FindingSeeds.allWithStops with them
+//                                             those of FindingSeeds.allWithStops and
+//                                             reclaimEvictedFromAMostlyDeadDisk with them
 //
 // Exit status: 0 when every seed ran clean, 1 when one failed (its report is printed), 2 on a
 // usage error.
@@ -74,7 +75,9 @@ if let seed {
 let seeds: [(seed: UInt64, stops: Bool)]
 let label: String
 if findings {
-  seeds = FindingSeeds.all.map { ($0, false) } + FindingSeeds.allWithStops.map { ($0, true) }
+  seeds =
+    FindingSeeds.all.map { ($0, false) }
+    + (FindingSeeds.allWithStops + FindingSeeds.reclaimEvictedFromAMostlyDeadDisk).map { ($0, true) }
   label = "finding seeds"
 } else {
   guard let count, count > 0 else { usage("give --seed, --first and --count, or --findings") }

@@ -86,6 +86,18 @@ private func firstFailure(
     }
   }
 
+  /// The seeds where a reclaim evicted an owned block from a mostly dead disk run clean, and each
+  /// had a repair pass release blocks (the dead records that filled the disk).
+  @Test func theReclaimFindingSeedsRunClean() async throws {
+    for seed in FindingSeeds.reclaimEvictedFromAMostlyDeadDisk {
+      let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
+      #expect(result.failure == nil, "\(result.report)")
+      #expect(
+        result.trace.contains { $0.contains("released_blocks=") && !$0.contains("released_blocks=0") },
+        "seed \(seed) released no blocks")
+    }
+  }
+
   /// Skipping one block's copy in a thousand (and counting it as made) is found within the CI
   /// seed set (0..<200), and the failing seed reproduces with the same trace and failure.
   @Test func theInjectedReplicationBugIsFound() async throws {
