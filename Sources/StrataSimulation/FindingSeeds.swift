@@ -114,9 +114,9 @@ public enum FindingSeeds {
   /// An owner's NVMe region reclaim evicted a cold block it owned while most of its 2 MiB disk was
   /// records of blocks a repair pass had just released: the final check found the owner short
   /// (a reclaim now keeps cold blocks while at most half the tier is live,
-  /// `NVMeTier.keepsColdBlocks`). 908898 failed only once copies read NVMe-only blocks into
-  /// buffers instead of promoting them (before, a copied block stayed in the simulated node's
-  /// RAM, larger than its disk, and the reclaim kept it as hot). Found with graceful stops drawn,
+  /// `NVMeTier.keepsColdBlocks`). 908898 failed only with copies reading NVMe-only blocks into
+  /// buffers instead of promoting them (a change reverted since; a promoted block stays in the
+  /// simulated node's RAM, larger than its disk, and the reclaim keeps it as hot). Found with graceful stops drawn,
   /// and run that way (`theReclaimFindingSeedsRunClean`).
   public static let reclaimEvictedFromAMostlyDeadDisk: [UInt64] = [897188, 908670, 908898]
 
