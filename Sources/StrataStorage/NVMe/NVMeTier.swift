@@ -621,7 +621,8 @@ public final class NVMeTier: Sendable {
   /// blocks removed since (released by a repair, deleted, evicted by an operator) waiting for
   /// their regions' turn, and evicting live blocks to make room the disk has would leave their
   /// owners a copy short. A fuller tier evicts the region's cold blocks, oldest region first (the
-  /// region log's FIFO). Amortized, a reclaim below half rewrites at most as much as it frees.
+  /// region log's FIFO). Over one wrap of the log below half, reclaims rewrite at most the live
+  /// half and free the rest (one reclaim alone may rewrite a whole region that is all live).
   static func keepsColdBlocks(liveBytes: Int, capacityBytes: Int) -> Bool { liveBytes * 2 <= capacityBytes }
 
   /// Zeroes the first alignment block of a region, so that a recovery finds no record in it.
