@@ -113,8 +113,8 @@ public enum FindingSeeds {
 
   /// An owner's NVMe region reclaim evicted a cold block it owned while most of its 2 MiB disk was
   /// records of blocks a repair pass had just released: the final check found the owner short
-  /// (a reclaim now keeps cold blocks while at most half the tier is live,
-  /// `NVMeTier.keepsColdBlocks`). 908898 failed only with copies reading NVMe-only blocks into
+  /// (a reclaim now keeps cold blocks while at most three quarters of the tier is live and a
+  /// region's worth of its log is dead, `RegionLog.keepsColdBlocks`). 908898 failed only with copies reading NVMe-only blocks into
   /// buffers instead of promoting them (a change reverted since; a promoted block stays in the
   /// simulated node's RAM, larger than its disk, and the reclaim keeps it as hot). Found with graceful stops drawn,
   /// and run that way (`theReclaimFindingSeedsRunClean`).

@@ -267,31 +267,45 @@ final class NVMeScratchDirectory {
     #expect(tier.recordLocation(of: nvmeID(16))?.offset == 0)
   }
 
-  /// A tier at most half full of live blocks (the rest records of blocks removed since) keeps a
-  /// cold block when the log comes round to its region: it is rewritten ahead, not evicted, and
-  /// reads back whole, here and after a crash. (A fuller tier evicts cold blocks, oldest region
-  /// first: `evictsTheOldestRegionWholeAndReinsertsHotBlocks`, 75% live.)
-  @Test func aMostlyDeadTierKeepsItsColdBlocksWhenTheLogWraps() throws {
-    let device = Self.simulated(regions: 4)
+  /// A tier at most three quarters full of live blocks, with a region's worth of records of blocks
+  /// removed since, keeps its cold blocks when the log comes round to their regions: they are
+  /// rewritten ahead, not evicted (even from a region that is all live: the last free region is
+  /// left to the reclaim), and read back whole, here and after a crash. One cold block, and
+  /// eighteen filling 9/16 of the tier (which a rule up to half evicted). (A log without dead
+  /// records evicts cold blocks, oldest region first:
+  /// `evictsTheOldestRegionWholeAndReinsertsHotBlocks`.)
+  @Test(arguments: [1, 18])
+  func aTierAtMostThreeQuartersLiveKeepsItsColdBlocksWhenTheLogWraps(coldBlocks: Int) throws {
+    let device = Self.simulated(regions: 8)
     let tier = try Self.tier([device])
     let evictions = Mutex<[BlockID]>([])
     tier.onEvict = { ids in evictions.withLock { $0 += ids } }
     let payload = { (number: Int) in [UInt8](repeating: UInt8(number), count: 12 << 10) }
-    try nvmeWrite(tier, nvmeID(0), payload(0))
-    // Each round leaves a dead 16 KiB record and a tombstone: 20 rounds wrap the 256 KiB log.
-    for number in 1...20 {
+    for number in 0..<coldBlocks { try nvmeWrite(tier, nvmeID(number), payload(number)) }
+    // Each round leaves a dead 16 KiB record and a tombstone: 40 rounds wrap the 512 KiB log.
+    for number in 100..<140 {
       try nvmeWrite(tier, nvmeID(number), payload(number))
       #expect(tier.remove(nvmeID(number)))
     }
     let statistics = tier.statistics
     #expect(statistics.evictedRegions >= 1, "the log should have wrapped")
-    #expect(evictions.withLock { $0 }.isEmpty && statistics.reinsertedBlocks >= 1)
-    #expect(try nvmeRead(tier, nvmeID(0)) == payload(0))
+    #expect(evictions.withLock { $0 }.isEmpty && statistics.reinsertedBlocks >= coldBlocks)
     let (recovered, _) = try Self.recover([device.crashed()])
-    #expect(try nvmeRead(recovered, nvmeID(0)) == payload(0))
-    #expect(recovered.blockCount == 1)
-    #expect(NVMeTier.keepsColdBlocks(liveBytes: 128 << 10, capacityBytes: 256 << 10))
-    #expect(!NVMeTier.keepsColdBlocks(liveBytes: (128 << 10) + 1, capacityBytes: 256 << 10))
+    #expect(recovered.blockCount == coldBlocks)
+    for number in 0..<coldBlocks {
+      #expect(try nvmeRead(tier, nvmeID(number)) == payload(number))
+      #expect(try nvmeRead(recovered, nvmeID(number)) == payload(number))
+    }
+    let region = 64 << 10
+    #expect(
+      RegionLog.keepsColdBlocks(
+        liveBytes: 384 << 10, writtenBytes: 448 << 10, capacityBytes: 512 << 10, regionBytes: region))
+    #expect(
+      !RegionLog.keepsColdBlocks(
+        liveBytes: (384 << 10) + 1, writtenBytes: 448 << 10, capacityBytes: 512 << 10, regionBytes: region))
+    #expect(
+      !RegionLog.keepsColdBlocks(
+        liveBytes: 64 << 10, writtenBytes: (128 << 10) - 1, capacityBytes: 512 << 10, regionBytes: region))
   }
 
   // MARK: Warm restart

@@ -524,14 +524,14 @@ public final class NVMeTier: Sendable {
 
   // MARK: Reclaiming
 
-  /// Empties `victim`: each live block is reinserted when `isHot` says so, or when at most half
-  /// the tier holds live blocks (`keepsColdBlocks`), and the open region has room; else evicted.
+  /// Empties `victim`: each live block is reinserted when `isHot` says so, or while the log keeps
+  /// cold blocks (`RegionLog.keepsColdBlocks`), and there is room; else evicted.
   /// Then the region's first block is invalidated and the region is freed. I/O failures here cost
   /// blocks, never correctness, so they are counted, not thrown.
   func reclaim(_ victim: Int) {
     let isHot = hooks.withLock { $0.isHot }
     let (region, keepsCold) = log.withLock {
-      ($0.regionInfo(victim), Self.keepsColdBlocks(liveBytes: $0.liveBytes, capacityBytes: capacityBytes))
+      ($0.regionInfo(victim), $0.keepsColdBlocks)
     }
     let lease = pool.lease()
     var evicted: [BlockID] = []
@@ -615,15 +615,6 @@ public final class NVMeTier: Sendable {
     _ = log.withLock { $0.finishReinsert(reservation, key: key, from: location) }
     return true
   }
-
-  /// Whether a reclaim keeps the cold blocks of its region too (rewrites them ahead, as it does hot
-  /// ones): while at most half the tier holds live blocks. The rest of the tier is then records of
-  /// blocks removed since (released by a repair, deleted, evicted by an operator) waiting for
-  /// their regions' turn, and evicting live blocks to make room the disk has would leave their
-  /// owners a copy short. A fuller tier evicts the region's cold blocks, oldest region first (the
-  /// region log's FIFO). Over one wrap of the log below half, reclaims rewrite at most the live
-  /// half and free the rest (one reclaim alone may rewrite a whole region that is all live).
-  static func keepsColdBlocks(liveBytes: Int, capacityBytes: Int) -> Bool { liveBytes * 2 <= capacityBytes }
 
   /// Zeroes the first alignment block of a region, so that a recovery finds no record in it.
   func invalidateRegionStart(device: Int, deviceOffset: Int) throws(StrataError) {

@@ -201,8 +201,7 @@ struct RegionLog: Sendable {
   }
 
   /// Reserves `recordBytes` in the open region, opening a free one when it is full. Only a caller
-  /// that `mayReclaim` (a foreground write, not a reinsertion) is asked to reclaim: keeping one
-  /// region free while a reclaim runs gives its hot blocks somewhere to go.
+  /// that `mayReclaim` (a foreground write, not a reinsertion) is asked to reclaim.
   mutating func reserve(recordBytes: Int, mayReclaim: Bool) -> ReserveOutcome {
     reserve(run: CollectionOfOne(recordBytes), mayReclaim: mayReclaim)
   }
@@ -211,6 +210,14 @@ struct RegionLog: Sendable {
   /// as fit where the open region ends, or, when not even the first does, as many as fit in the
   /// region opened for them. The records left over go to a later call (which opens the next
   /// region), so a run lays records out exactly as that many single reservations would.
+  ///
+  /// Opening the last free region starts a reclaim. While the log keeps cold blocks
+  /// (`keepsColdBlocks`), the last free region is the reclaim's: a foreground write
+  /// (`mayReclaim`) never opens it while a region can be reclaimed, and opening the one before it
+  /// starts the reclaim. So that reclaim has the rest of the open region and a whole free one for
+  /// its reinsertions, room for every live block of its victim: it evicts none, even from a region
+  /// that is all live. (A log without that much dead space evicts cold blocks anyway, and keeps no
+  /// region back: on a tier of few regions that would cost one of them.)
   mutating func reserve(run: some Collection<Int>, mayReclaim: Bool) -> ReserveOutcome {
     precondition(
       !run.isEmpty && run.allSatisfy { $0 > 0 && $0 <= regionBytes && $0 % alignmentBytes == 0 },
@@ -218,7 +225,9 @@ struct RegionLog: Sendable {
     if let open = openRegion, regions[open].writeOffset + run.first! <= regionBytes {
       return .reserved(take(run, in: open), reclaim: nil)
     }
-    if !freeRegions.isEmpty {
+    let keepsSpare = mayReclaim && freeRegions.count == 1 && keepsColdBlocks
+    if keepsSpare && !reclaimInProgress, let victim = startReclaim() { return .mustReclaim(victim) }
+    if !freeRegions.isEmpty && !(keepsSpare && reclaimInProgress) {
       let next = freeRegions.removeFirst()
       if let open = openRegion { seal(open) }
       regions[next].phase = .open
@@ -226,7 +235,9 @@ struct RegionLog: Sendable {
       openRegion = next
       let reservations = take(run, in: next)
       var victim: Int? = nil
-      if mayReclaim && freeRegions.isEmpty && !reclaimInProgress { victim = startReclaim() }
+      if mayReclaim && !reclaimInProgress && (freeRegions.isEmpty || freeRegions.count == 1 && keepsColdBlocks) {
+        victim = startReclaim()
+      }
       return .reserved(reservations, reclaim: victim)
     }
     guard mayReclaim, !reclaimInProgress else { return .busy }
@@ -236,6 +247,28 @@ struct RegionLog: Sendable {
     guard let victim = startReclaim() else { return .busy }
     return .mustReclaim(victim)
   }
+
+  /// Whether a reclaim keeps the cold blocks of its region too (rewrites them ahead, as it does hot
+  /// ones): while live blocks fill at most three quarters of the tier and a region's worth of the
+  /// log written (`writtenBytes`) is records of blocks removed since (released by a repair,
+  /// deleted, evicted by an operator) waiting for their regions' turn. Evicting live blocks to
+  /// make room the disk has would leave their owners a copy short. The reclaim has room for them
+  /// (`reserve(run:mayReclaim:)`); a reclaim of a region that is all live frees nothing, and the
+  /// next one goes on. Over one wrap of a log of many regions, reclaims rewrite about three bytes
+  /// at most for each they free. Otherwise the reclaim evicts the region's cold blocks, oldest
+  /// region first (the log's FIFO, a cache's order).
+  var keepsColdBlocks: Bool {
+    Self.keepsColdBlocks(
+      liveBytes: liveBytes, writtenBytes: writtenBytes, capacityBytes: regions.count * regionBytes,
+      regionBytes: regionBytes)
+  }
+
+  static func keepsColdBlocks(liveBytes: Int, writtenBytes: Int, capacityBytes: Int, regionBytes: Int) -> Bool {
+    liveBytes * 4 <= capacityBytes * 3 && writtenBytes - liveBytes >= regionBytes
+  }
+
+  /// Bytes of records in the regions that are not free: live ones and dead ones.
+  var writtenBytes: Int { regions.reduce(0) { $0 + ($1.phase == .free ? 0 : $1.writeOffset) } }
 
   /// The longest prefix of `run` that fits in `region` from its write offset (the first record
   /// always does), reserved.
