@@ -159,6 +159,14 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_promotions_without_room_total", kind: .counter, labels: [],
       help: "Blocks on NVMe answered as missing because no RAM could be freed to read them into (every block pinned)."),
     .init(
+      name: "strata_copy_nvme_reads_total", kind: .counter, labels: [],
+      help:
+        "Blocks a copy to another node (replication, repair, drain, VERIFY) read from NVMe into a buffer of its own, not promoted into RAM."
+    ),
+    .init(
+      name: "strata_copy_buffer_bytes", kind: .gauge, labels: [],
+      help: "Bytes of NVMe blocks held in copies' own buffers now (at most an eighth of the RAM tier, 256 MiB)."),
+    .init(
       name: "strata_etcd_watch_resyncs_total", kind: .counter, labels: [],
       help: "Times a relist of the members' prefix found the etcd watch behind, and resynced."),
     .init(
@@ -475,6 +483,8 @@ public final class NodeMetrics: NodeObserver {
     gauge("strata_io_queue_jobs").set(Double(stats.ioQueueJobs))
     advance("strata_io_queue_refused_total", [], to: stats.ioQueueRefusals)
     advance("strata_promotions_without_room_total", [], to: stats.promotionsWithoutRoom)
+    advance("strata_copy_nvme_reads_total", [], to: stats.copyReadsFromNVMe)
+    gauge("strata_copy_buffer_bytes").set(Double(stats.copyBufferBytes))
     if let nvme {
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "capacity")], to: nvme.evictedBlocks)
       advance("strata_evictions_total", [("tier", "nvme"), ("reason", "corrupt")], to: nvme.corruptBlocksDetected)
@@ -654,7 +664,7 @@ public final class NodeMetrics: NodeObserver {
       "strata_etcd_session_up", "strata_replication_queue_depth", "strata_admin_connections_open",
       "strata_repair_backlog_blocks", "strata_drain_unplaced_blocks", "strata_under_replicated_blocks",
       "strata_damaged_blocks_waiting",
-      "strata_writeback_lag_seconds", "strata_io_queue_jobs",
+      "strata_writeback_lag_seconds", "strata_io_queue_jobs", "strata_copy_buffer_bytes",
       "strata_writeback_pending_blocks", "strata_writeback_pending_bytes", "strata_member_records_rejected",
       "strata_starting", "strata_nvme_recovery_regions_read", "strata_nvme_recovery_regions_total",
       "strata_nvme_recovery_records_found", "strata_nvme_stalled_operations", "strata_nvme_oldest_operation_seconds",

@@ -491,7 +491,7 @@ public final class NodeServer: Sendable {
       ("checksum_failures", tier.checksumFailures), ("io_errors", tier.ioErrors),
       ("disk_operations_stalled", tier.diskOperationsStalled), ("io_queue_jobs", tier.ioQueueJobs),
       ("io_queue_refused", tier.ioQueueRefusals),
-      ("promotions_without_room", tier.promotionsWithoutRoom),
+      ("promotions_without_room", tier.promotionsWithoutRoom), ("copy_nvme_reads", tier.copyReadsFromNVMe),
       ("leases_active", tier.leasesActive), ("connections_open", server.connectionsOpen),
       ("connections_accepted", server.connectionsAccepted), ("connections_refused", server.connectionsRefused),
       ("malformed_frames", server.malformedFrames), ("requests", server.requests),

@@ -111,14 +111,16 @@ public enum FindingSeeds {
   /// under a replaced ring is made again). Drew no stop.
   public static let drainPlacedUnderAReplacedRing: [UInt64] = [458548]
 
-  /// An owner's NVMe region reclaim evicted a cold block it owned while most of its 2 MiB disk was
+  /// An owner's NVMe region reclaim evicted a cold block it owned while much of its 2 MiB disk was
   /// records of blocks a repair pass had just released: the final check found the owner short
   /// (a reclaim now keeps cold blocks while at most three quarters of the tier is live and a
-  /// region's worth of its log is dead, `RegionLog.keepsColdBlocks`). 908898 failed only with copies reading NVMe-only blocks into
-  /// buffers instead of promoting them (a change reverted since; a promoted block stays in the
-  /// simulated node's RAM, larger than its disk, and the reclaim keeps it as hot). Found with graceful stops drawn,
-  /// and run that way (`theReclaimFindingSeedsRunClean`).
-  public static let reclaimEvictedFromAMostlyDeadDisk: [UInt64] = [897188, 908670, 908898]
+  /// region's worth of its log is dead, with a free region kept for its reinsertions,
+  /// `RegionLog.keepsColdBlocks`). 908898 and 959324 failed only with copies reading NVMe-only
+  /// blocks into buffers of their own instead of promoting them (a promoted block stays in the
+  /// simulated node's RAM, larger than its disk, and the reclaim keeps it as hot); 959324's disk
+  /// was 65% live, which the first rule (up to half) evicted from. Found with graceful stops
+  /// drawn, and run that way (`theReclaimFindingSeedsRunClean`).
+  public static let reclaimEvictedFromAMostlyDeadDisk: [UInt64] = [897188, 908670, 908898, 959324]
 
   public static var all: [UInt64] {
     (drainPlacedUnderAReplacedRing + failedWritesSealedRegions + drainLeftOneCopy + heldOnlyByFormerOwners

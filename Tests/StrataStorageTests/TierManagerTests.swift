@@ -307,6 +307,43 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     #expect(fixture.tiers.lookup([testBlockID(1)]) == [.absent])
   }
 
+  /// A copy to another node reads a block that lives only on NVMe into a buffer of its own: RAM
+  /// is left as it was (no promotion, nothing evicted), the bytes are the block's, and the buffers
+  /// are freed at release. Past `copyBufferBytesMax` the rest of a batch is promoted, as before.
+  @Test func aCopyReadsNVMeOnlyBlocksWithoutPromotingThem() async throws {
+    let fixture = try TierFixture()  // 4 MiB of RAM: a copy budget of 512 KiB
+    #expect(fixture.tiers.copyBufferBytesMax == 512 << 10)
+    for n in 0..<40 { _ = try await put(fixture.tiers, n, bytes: 100_000) }
+    let onNVMe = (0..<40).filter { fixture.tiers.lookup([testBlockID($0)]) == [.nvme] }
+    try #require(onNVMe.count >= 8)
+    let ramBefore = Set(fixture.tiers.ramBlockIDs())
+    let before = fixture.tiers.stats
+    let few = Array(onNVMe.prefix(4))
+    let copy = try await fixture.tiers.leaseForCopy(few.map { testBlockID($0) })
+    for (n, block) in zip(few, copy.blocks) {
+      #expect(block.map { Array($0.bytes) } == testPayload(n, bytes: 100_000))
+      #expect(block?.foundIn == .nvme)
+    }
+    #expect(fixture.tiers.stats.copyBufferBytes == 400_000)
+    fixture.tiers.release(copy)
+    let after = fixture.tiers.stats
+    #expect(after.promotedBlocks == before.promotedBlocks, "a copy promoted NVMe blocks into RAM")
+    #expect(after.copyReadsFromNVMe == before.copyReadsFromNVMe + 4 && after.copyBufferBytes == 0)
+    #expect(Set(fixture.tiers.ramBlockIDs()) == ramBefore)
+    #expect(few.allSatisfy { fixture.tiers.lookup([testBlockID($0)]) == [.nvme] })
+    // 800 KB against the 512 KiB budget: five blocks read into buffers, three promoted.
+    let eight = Array(onNVMe.prefix(8))
+    let batch = try await fixture.tiers.leaseForCopy(eight.map { testBlockID($0) })
+    for (n, block) in zip(eight, batch.blocks) {
+      #expect(block.map { Array($0.bytes) } == testPayload(n, bytes: 100_000))
+    }
+    fixture.tiers.release(batch)
+    let last = fixture.tiers.stats
+    #expect(last.copyReadsFromNVMe == after.copyReadsFromNVMe + 5)
+    #expect(last.promotedBlocks == after.promotedBlocks + 3)
+    #expect(last.copyBufferBytes == 0)
+  }
+
   @Test func neverAdmissionKeepsEverythingInRAM() async throws {
     let fixture = try TierFixture(ramBytes: 1 << 20, admission: .never)
     for n in 0..<12 {

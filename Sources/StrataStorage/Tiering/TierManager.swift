@@ -119,6 +119,11 @@ public struct TierStats: Sendable, Hashable {
   /// evictable block pinned (by transfers and leases in flight, or the rest of the batch), the
   /// namespace's RAM quota held by pinned blocks, or the demotion that would free room refused.
   public var promotionsWithoutRoom = 0
+  /// Blocks a copy to another node (replication, repair, drain, VERIFY) read from NVMe into a
+  /// buffer of its own rather than promoting them into RAM, and the bytes such buffers hold now
+  /// (at most `TierManager.copyBufferBytesMax`).
+  public var copyReadsFromNVMe = 0
+  public var copyBufferBytes = 0
   /// Disk operations in flight for `DiskStallMonitor.stallMilliseconds` or longer, and the oldest
   /// operation's age (a node's devices only: both 0 without a stall monitor).
   public var diskOperationsStalled = 0
@@ -245,6 +250,17 @@ public final class TierManager: Sendable {
     var writeBehind = WriteBehindQueue()
     var writingBehind: [BlockID: UInt64] = [:]
     var stats = TierStats()
+
+    /// Counts an NVMe read that failed, by why.
+    mutating func countFailedRead(_ error: StrataError) {
+      switch error.code {
+      case .checksumMismatch: stats.checksumFailures += 1
+      case .cancelled: break  // the request went away before its read ran: no fault of the disk's
+      case .notFound: break  // the NVMe tier let the block go (its region reclaimed) before the read
+      case .resourceExhausted: stats.ioQueueRefusals += 1  // the I/O pool had no room for it
+      default: stats.ioErrors += 1
+      }
+    }
 
     /// The policy's next victim among blocks that are neither pinned nor being demoted: among
     /// `namespace`'s own blocks when given (it is at its RAM quota), else node-wide.
@@ -1172,12 +1188,7 @@ public final class TierManager: Sendable {
         state.stats.ioErrors += 1
       case .failure(let error):
         state.allocator.free(slot)
-        switch error.code {
-        case .checksumMismatch: state.stats.checksumFailures += 1
-        case .cancelled: break  // the request went away before its read ran: no fault of the disk's
-        case .resourceExhausted: state.stats.ioQueueRefusals += 1  // the I/O pool had no room for it
-        default: state.stats.ioErrors += 1
-        }
+        state.countFailedRead(error)
       }
       return state.promotions[id] ?? []
     }
