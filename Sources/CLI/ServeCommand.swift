@@ -143,10 +143,10 @@ struct Serve: AsyncParsableCommand {
       var cluster: ClusterNode?
       if settings.cluster.mode != .single {
         let advertised = settings.cluster.advertise ?? server.address
-        guard advertised.host != "0.0.0.0" && advertised.host != "::" else {
+        guard !advertised.isUnspecified else {
           throw StrataError(
             .invalidConfiguration,
-            "cluster.advertise: the node listens on \(server.address); give the address peers and clients reach it at (--advertise HOST:PORT)"
+            "cluster.advertise: \(advertised) is no address peers and clients can reach (the node listens on \(server.address)); give the one they reach it at (--advertise HOST:PORT)"
           )
         }
         var clusterSettings = ClusterNode.Settings(
@@ -316,9 +316,9 @@ final class TerminationSignals: @unchecked Sendable {
 /// ring does, and several nodes on one host differ; otherwise the host name.
 func defaultNodeID(_ settings: NodeConfiguration) -> String {
   let advertised = settings.cluster.advertise ?? settings.listen
-  guard settings.cluster.mode == .staticPeers, advertised.port != 0,
-    advertised.host != "0.0.0.0" && advertised.host != "::"
-  else { return hostName() }
+  guard settings.cluster.mode == .staticPeers, advertised.port != 0, !advertised.isUnspecified else {
+    return hostName()
+  }
   return advertised.description
 }
 

@@ -10,6 +10,10 @@ public struct HostPort: Hashable, Sendable, CustomStringConvertible {
     self.port = port
   }
 
+  /// Whether the host is the wildcard a node may listen on (`0.0.0.0`, `::`), which no peer or
+  /// client can reach it at.
+  public var isUnspecified: Bool { host == "0.0.0.0" || host == "::" }
+
   /// Parses `HOST:PORT`; port 0 ("any free port", for listening) only when `allowAnyPort`.
   public init(parsing text: String, allowAnyPort: Bool = false) throws(StrataError) {
     let hostPart: Substring

@@ -94,6 +94,14 @@ func getBlock(_ client: StrataClient, _ key: BlockKey, size: Int) async throws -
     #expect(node.banner.contains("strata node \(me) listening on \(me)"), "\(node.banner)")
     let status = try await strata(["status", "--admin", try node.admin.description, "--json"])
     #expect(try JSONValue.parse(status.stdout)["node_id"]?.stringValue == me, "\(status.stdout)")
+    // A cluster node must advertise an address peers reach: a wildcard one is refused at start.
+    for wildcard in ["0.0.0.0:7000", "[::]:7000"] {
+      let refused = await #expect(throws: StrataError.self) {
+        _ = try await NodeProcess.launch(
+          ram: "64MiB", nvme: "256MiB", extra: ["--peers", "\(me),127.0.0.1:\(ports[1])", "--advertise", wildcard])
+      }
+      #expect(refused?.message.contains("cluster.advertise: \(wildcard) is no address peers") == true, "\(refused!)")
+    }
   }
 
   @Test func statusEvictAndVerifyAgainstALiveNode() async throws {
