@@ -156,6 +156,12 @@ public final class NodeMetrics: NodeObserver {
       name: "strata_nvme_reclaim_waits_total", kind: .counter, labels: [],
       help: "NVMe writes that found no free region while another write reclaimed one, and waited for it."),
     .init(
+      name: "strata_nvme_reclaimed_regions_total", kind: .counter, labels: [],
+      help: "NVMe regions emptied for reuse when the log came round to them."),
+    .init(
+      name: "strata_nvme_reinserted_blocks_total", kind: .counter, labels: [],
+      help: "Live blocks a reclaim rewrote ahead instead of evicting (hot ones, and cold ones while the tier has dead space)."),
+    .init(
       name: "strata_promotions_without_room_total", kind: .counter, labels: [],
       help: "Blocks on NVMe answered as missing because no RAM could be freed to read them into (every block pinned)."),
     .init(
@@ -492,6 +498,8 @@ public final class NodeMetrics: NodeObserver {
       advance("strata_nvme_device_writes_total", [], to: nvme.recordWrites)
       advance("strata_nvme_records_written_total", [], to: nvme.recordsWritten)
       advance("strata_nvme_reclaim_waits_total", [], to: nvme.reclaimWaits)
+      advance("strata_nvme_reclaimed_regions_total", [], to: nvme.evictedRegions)
+      advance("strata_nvme_reinserted_blocks_total", [], to: nvme.reinsertedBlocks)
       advance("strata_nvme_masked_records_written_total", [], to: nvme.maskedRecordsWritten)
       advance("strata_nvme_admissions_refused_total", [], to: nvme.admissionsRefused)
       advance("strata_nvme_io_errors_total", [], to: nvme.ioErrors)
