@@ -6,7 +6,7 @@
 //   strata-sim --findings                     the seeds that found bugs (FindingSeeds), as found:
 //                                             the older without graceful stops (one: --seed S --no-stops),
 //                                             those of FindingSeeds.allWithStops and
-//                                             reclaimEvictedFromAMostlyDeadDisk with them
+//                                             FindingSeeds.reclaim with them
 //
 // Exit status: 0 when every seed ran clean, 1 when one failed (its report is printed), 2 on a
 // usage error.
@@ -77,7 +77,7 @@ let label: String
 if findings {
   seeds =
     FindingSeeds.all.map { ($0, false) }
-    + (FindingSeeds.allWithStops + FindingSeeds.reclaimEvictedFromAMostlyDeadDisk).map { ($0, true) }
+    + (FindingSeeds.allWithStops + FindingSeeds.reclaim).map { ($0, true) }
   label = "finding seeds"
 } else {
   guard let count, count > 0 else { usage("give --seed, --first and --count, or --findings") }

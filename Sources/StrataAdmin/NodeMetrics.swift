@@ -160,7 +160,7 @@ public final class NodeMetrics: NodeObserver {
       help: "NVMe regions emptied for reuse when the log came round to them."),
     .init(
       name: "strata_nvme_reinserted_blocks_total", kind: .counter, labels: [],
-      help: "Live blocks a reclaim rewrote ahead instead of evicting (hot ones, and cold ones while the tier has dead space)."),
+      help: "Live blocks a reclaim rewrote ahead instead of evicting (hot ones; cold ones while there is dead space)."),
     .init(
       name: "strata_promotions_without_room_total", kind: .counter, labels: [],
       help: "Blocks on NVMe answered as missing because no RAM could be freed to read them into (every block pinned)."),

@@ -122,6 +122,16 @@ public enum FindingSeeds {
   /// drawn, and run that way (`theReclaimFindingSeedsRunClean`).
   public static let reclaimEvictedFromAMostlyDeadDisk: [UInt64] = [897188, 908670, 908898, 959324]
 
+  /// The reclaim findings, run with graceful stops drawn.
+  public static var reclaim: [UInt64] { reclaimEvictedFromAMostlyDeadDisk + reclaimDroppedADamagedRecordUntold }
+
+  /// A reclaim rewriting an owner's cold block ahead found its record damaged (a disk fault's bit
+  /// flips) and evicted it untold, so the owner never read it back from the others and stayed
+  /// short (a reclaim's damaged records now go to the damaged-block handler, as a read's do).
+  /// Found with graceful stops drawn (none fell in it), and run that way
+  /// (`theReclaimFindingSeedsRunClean`).
+  public static let reclaimDroppedADamagedRecordUntold: [UInt64] = [991601]
+
   public static var all: [UInt64] {
     (drainPlacedUnderAReplacedRing + failedWritesSealedRegions + drainLeftOneCopy + heldOnlyByFormerOwners
       + drainedNodeStillOwned

@@ -86,10 +86,11 @@ private func firstFailure(
     }
   }
 
-  /// The seeds where a reclaim evicted an owned block from a mostly dead disk run clean, and each
-  /// had a repair pass release blocks (the dead records that filled the disk).
+  /// The seeds where a reclaim evicted an owned block (from a mostly dead disk, or as damaged
+  /// without a word) run clean, and each had a repair pass release blocks (the dead records that
+  /// filled the disk).
   @Test func theReclaimFindingSeedsRunClean() async throws {
-    for seed in FindingSeeds.reclaimEvictedFromAMostlyDeadDisk {
+    for seed in FindingSeeds.reclaim {
       let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true))
       #expect(result.failure == nil, "\(result.report)")
       #expect(

@@ -163,8 +163,9 @@ public final class NVMeTier: Sendable {
   }
 
   /// Told the blocks a read dropped: the record failed its verification, or the device failed to
-  /// read it (never returned either way). A cluster node reads such a block back from its other
-  /// owners. Called without any tier lock held, on the reading thread: it must not block.
+  /// read it (never returned either way); and those a reclaim, rewriting them ahead, found damaged.
+  /// A cluster node reads such a block back from its other owners. Called without any tier lock
+  /// held, on the reading (or reclaiming) thread: it must not block.
   public var onDamaged: (@Sendable ([BlockID]) -> Void)? {
     get { hooks.withLock { $0.onDamaged } }
     set { hooks.withLock { $0.onDamaged = newValue } }
@@ -535,6 +536,7 @@ public final class NVMeTier: Sendable {
     }
     let lease = pool.lease()
     var evicted: [BlockID] = []
+    var damaged: [BlockID] = []
     // Headers are read one at a time into the block after a record of the largest size, since
     // reinsertion stages whole records at the front of the same buffer.
     let recordBytesMax = recordBufferBytes - alignmentBytes
@@ -551,13 +553,14 @@ public final class NVMeTier: Sendable {
       }
       guard let (key, location) = live else { return }
       let id = BlockID(namespace: header.namespace, key: header.key)
-      if keepsCold || isHot?(id) == true,
-        reinsert(header, key: key, from: location, region: region, recordBytes: recordBytes, buffer: lease.buffer)
-      {
-        return
+      var outcome = Reinsertion.notKept
+      if keepsCold || isHot?(id) == true {
+        outcome = reinsert(
+          header, key: key, from: location, region: region, recordBytes: recordBytes, buffer: lease.buffer)
       }
+      if outcome == .kept { return }
       let removed = log.withLock { $0.remove(key) != nil }
-      if removed { evicted.append(id) }
+      if removed && outcome == .damaged { damaged.append(id) } else if removed { evicted.append(id) }
     }
     let stranded = log.withLock { log in
       log.counters.ioErrors += scan.ioErrors
@@ -574,33 +577,43 @@ public final class NVMeTier: Sendable {
     log.withLock { $0.finishReclaim(victim, evictedBlocks: evicted.count) }
     regionFreed.notify()
     if !evicted.isEmpty, let onEvict = hooks.withLock({ $0.onEvict }) { onEvict(evicted) }
+    // Like a read's, a reclaim's find of a damaged record is told: a cluster node reads the block
+    // back from its other owners (evicted unread, it would have stayed an owner short).
+    if !damaged.isEmpty, let onDamaged = hooks.withLock({ $0.onDamaged }) { onDamaged(damaged) }
+  }
+
+  enum Reinsertion {
+    case kept
+    /// No room, or an I/O error: the block is evicted.
+    case notKept
+    /// Its stored bytes failed their checksum: dropped, and told to `onDamaged`.
+    case damaged
   }
 
   /// Rewrites one record of a region being reclaimed into the open region, unchanged but for a new
-  /// sequence number. Returns false when it could not (no room, I/O error, corrupt bytes), and the
-  /// caller evicts the block instead.
+  /// sequence number, unless there is no room, an I/O error, or its bytes are damaged.
   private func reinsert(
     _ header: BlockRecordHeader, key: IndexKey, from location: RecordLocation, region: RegionLog.Region,
     recordBytes: Int, buffer: UnsafeMutableRawBufferPointer
-  ) -> Bool {
+  ) -> Reinsertion {
     let record = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<recordBytes])
     do {
       try devices[region.device].read(at: region.deviceOffset + Int(location.offsetInRegion), into: record)
     } catch {
       log.withLock { $0.counters.ioErrors += 1 }
-      return false
+      return .notKept
     }
     let storedStart = header.bodyOffset(alignmentBytes: alignmentBytes)
     let stored = UnsafeRawBufferPointer(rebasing: record[storedStart..<(storedStart + header.storedBytes)])
     guard CRC32C.checksum(stored) == header.storedChecksum else {
-      // Copying it would give decayed bytes a fresh sequence number; evicting them is the cure.
+      // Copying it would give decayed bytes a fresh sequence number; dropping them is the cure.
       log.withLock { $0.counters.corruptBlocksDetected += 1 }
-      return false
+      return .damaged
     }
     guard
       case .reserved(let reservations, _) = log.withLock({ $0.reserve(recordBytes: recordBytes, mayReclaim: false) }),
       let reservation = reservations.first
-    else { return false }
+    else { return .notKept }
     var moved = header
     moved.sequence = reservation.sequence
     moved.deviceOffset = reservation.deviceOffset
@@ -609,11 +622,11 @@ public final class NVMeTier: Sendable {
       try devices[reservation.device].write(at: reservation.deviceOffset, from: UnsafeRawBufferPointer(record))
     } catch {
       log.withLock { $0.abandonWrite(reservation, key: nil) }
-      return false
+      return .notKept
     }
     // A block removed meanwhile stays removed; its new record is dead space and is not evicted twice.
     _ = log.withLock { $0.finishReinsert(reservation, key: key, from: location) }
-    return true
+    return .kept
   }
 
   /// Zeroes the first alignment block of a region, so that a recovery finds no record in it.
