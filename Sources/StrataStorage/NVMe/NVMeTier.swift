@@ -471,16 +471,21 @@ public final class NVMeTier: Sendable {
   /// load writers take turns at the disk's pace instead. nil when the wait ran out, or when writes
   /// are failing and no region is left to reclaim. Each pass reserves, reclaims one region or waits
   /// for one; a region count of passes always suffices unless other threads keep taking what this
-  /// one frees.
+  /// one frees. A reclaim this write makes may keep cold blocks (`RegionLog.keepsColdBlocks`) in
+  /// the first half of the passes and before the wait's deadline; after that it evicts them, so a
+  /// write never waits long behind a compaction that frees little (regions all live, the dead
+  /// records in the newest).
   func reserveRun(bytes: [Int]) -> ([Reservation], Int?)? {
     let deadline = Deadline.after(milliseconds: Self.reclaimWaitMilliseconds)
-    for _ in 0...log.withLock({ $0.regions.count }) {
+    let passes = log.withLock { $0.regions.count } + 1
+    for pass in 0..<passes {
       let (outcome, reclaiming, reclaimed) = log.withLock {
         ($0.reserve(run: bytes, mayReclaim: true), $0.isReclaiming, $0.counters.evictedRegions)
       }
       switch outcome {
       case .reserved(let granted, let reclaim): return (granted, reclaim)
-      case .mustReclaim(let region): reclaim(region)
+      case .mustReclaim(let region):
+        reclaim(region, mayKeepCold: pass * 2 < passes && !deadline.hasPassed(now: MonotonicTime.nowNanoseconds))
       case .busy:
         guard reclaiming else { return nil }
         log.withLock { $0.counters.reclaimWaits += 1 }
@@ -526,13 +531,13 @@ public final class NVMeTier: Sendable {
   // MARK: Reclaiming
 
   /// Empties `victim`: each live block is reinserted when `isHot` says so, or while the log keeps
-  /// cold blocks (`RegionLog.keepsColdBlocks`), and there is room; else evicted.
+  /// cold blocks (`RegionLog.keepsColdBlocks`) and `mayKeepCold`, and there is room; else evicted.
   /// Then the region's first block is invalidated and the region is freed. I/O failures here cost
   /// blocks, never correctness, so they are counted, not thrown.
-  func reclaim(_ victim: Int) {
+  func reclaim(_ victim: Int, mayKeepCold: Bool = true) {
     let isHot = hooks.withLock { $0.isHot }
     let (region, keepsCold) = log.withLock {
-      ($0.regionInfo(victim), $0.keepsColdBlocks)
+      ($0.regionInfo(victim), mayKeepCold && $0.keepsColdBlocks)
     }
     let lease = pool.lease()
     var evicted: [BlockID] = []
