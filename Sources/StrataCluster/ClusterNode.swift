@@ -440,10 +440,13 @@ public final class ClusterNode: ClusterHooks {
 
   /// etcd: the process instance each member registered with. A member whose instance changed
   /// restarted, maybe within its lease TTL (its key, and so the ring, stayed): it may have lost
-  /// its RAM blocks and its disk, so a repair pass copies it the blocks it owns.
+  /// its RAM blocks and its disk, so a repair pass copies it the blocks it owns. Each member
+  /// registered is `up`: etcd holds its record only while its process keeps the lease alive (no
+  /// probes run in etcd mode).
   public func noteInstances(_ instances: [String: Int]) {
     let me = settings.me.id
     let restarted = state.withLock { state -> [String] in
+      for id in instances.keys where id != me { state.health[id] = .up }
       var restarted: [String] = []
       for (id, instance) in instances where id != me && instance != 0 {
         if let known = state.instances[id], known != instance { restarted.append(id) }

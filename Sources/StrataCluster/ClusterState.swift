@@ -10,7 +10,8 @@ extension NodeClock {
   var date: Date { Date(timeIntervalSince1970: Double(wallMilliseconds()) / 1000) }
 }
 
-/// How a peer answered its last probe.
+/// How a peer answered its last probe (static membership); in etcd mode, `up` while its record
+/// (held by its process's lease) is registered.
 public enum PeerHealth: String, Sendable, Hashable, Codable {
   case unknown
   case up

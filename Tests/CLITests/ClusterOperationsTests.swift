@@ -47,7 +47,7 @@ struct ClusterOperationsTests {
     let table = try await strata(["status", "--admin", try cluster.admin("a")])
     #expect(table.status == 0, "\(table.stderr)")
     for row in [
-      "cluster         etcd membership, connected, member node-a; 3 members (", "), replicas 2\n",
+      "cluster         etcd membership, connected, member node-a; 3 members (3 up), replicas 2\n",
       "replication     0 queued", "write quorum    auto: ", "drain           idle", "read-through    ",
     ] {
       #expect(table.stdout.contains(row), "status lacks \(row): \(table.stdout)")
