@@ -281,27 +281,36 @@ import Testing
   }
 }
 
+/// A tier manager with write-behind over a device whose writes a test can hold.
+private func gatedTiers(ramBytes: Int, regionBytes: Int) throws -> (GatedDevice, NVMeTier, TierManager) {
+  let device = GatedDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
+  let nvme = try NVMeTier(
+    devices: [device], regionBytes: regionBytes, compression: .none, blockBytesMax: TierFixture.blockBytesMax)
+  let tiers = try TierManager(
+    configuration: TierConfiguration(
+      ramBytes: ramBytes, blockBytesMax: TierFixture.blockBytesMax, hugePages: false, ioThreads: 2,
+      writebackWindowMilliseconds: 1_000),
+    nvme: nvme, clock: ManualClock(milliseconds: 1_000))
+  return (device, nvme, tiers)
+}
+
+/// Returns once the device's held write has arrived (expecting that it does).
+private func awaitHeldWrite(_ device: GatedDevice) async {
+  let arrived = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+    DispatchQueue.global().async { continuation.resume(returning: device.awaitArrival()) }
+  }
+  #expect(arrived, "the held write never reached the device")
+}
+
 @Suite struct RemovedWhileWrittenBehindTests {
   /// A block removed while its write-behind batch is writing it (its record staged, not yet on
   /// disk) is absent from the moment `remove` returns: also after its run is written and indexed
   /// while a later run of the batch is still held at the device, and gone from NVMe once the batch
   /// ends. Regions of 512 KiB hold two 200 KB records, so the batch needs three runs.
   @Test func aBlockRemovedMidBatchIsAbsentAtOnce() async throws {
-    let device = GatedDevice(SimulatedBlockDevice(capacityBytes: 16 << 20))
-    let nvme = try NVMeTier(
-      devices: [device], regionBytes: 512 << 10, compression: .none, blockBytesMax: TierFixture.blockBytesMax)
-    let tiers = try TierManager(
-      configuration: TierConfiguration(
-        ramBytes: 4 << 20, blockBytesMax: TierFixture.blockBytesMax, hugePages: false, ioThreads: 2,
-        writebackWindowMilliseconds: 1_000),
-      nvme: nvme, clock: ManualClock(milliseconds: 1_000))
+    let (device, nvme, tiers) = try gatedTiers(ramBytes: 4 << 20, regionBytes: 512 << 10)
     let bytes = 200_000
-    func arrival() async {
-      let arrived = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-        DispatchQueue.global().async { continuation.resume(returning: device.awaitArrival()) }
-      }
-      #expect(arrived, "the held write never reached the device")
-    }
+    func arrival() async { await awaitHeldWrite(device) }
     // One block first: the batch below starts in the second half of a region.
     _ = try await put(tiers, 0, bytes: bytes)
     #expect(await tiers.writeBehindPass() == 1)
@@ -324,5 +333,56 @@ import Testing
     #expect(await pass.value == 5)
     #expect(!nvme.contains(testBlockID(3)), "the batch's end removes the record")
     for n in [1, 2, 4, 5] { #expect(try await read(tiers, testBlockID(n)) == testPayload(n, bytes: bytes)) }
+  }
+}
+
+@Suite struct RAMFullOfWritesTests {
+  /// A PUT into a RAM tier whose every block is being written behind waits for those writes (each
+  /// leaves its block free to evict) instead of failing with "no space". A burst of 1 MiB PUTs into
+  /// a 64 MiB node met this: 2 to 5 of 300 blocks refused, with the disk keeping up.
+  @Test func aPutIntoRAMFullOfWritesInFlightWaitsForThem() async throws {
+    let (device, _, tiers) = try gatedTiers(ramBytes: 1 << 20, regionBytes: 1 << 20)
+    let bytes = 200_000
+    // RAM holds four such blocks; their write-behind is one batch, whose device write is held.
+    for n in 0..<4 { #expect(try await put(tiers, n, bytes: bytes) == .stored) }
+    device.holdWrite(after: 1)
+    let pass = Task { await tiers.writeBehindPass() }
+    await awaitHeldWrite(device)
+    #expect(tiers.state.withLock { $0.writingBehind.count } == 4)
+
+    let ended = Mutex(false)
+    let fifth = Task {
+      defer { ended.withLock { $0 = true } }
+      return try await put(tiers, 4, bytes: bytes)
+    }
+    // The PUT finds nothing to evict: it waits for the writes (or, wrongly, ends at once).
+    let giveUp = ContinuousClock.now + .seconds(GatedDevice.holdSeconds)
+    while tiers.state.withLock({ $0.roomWaiters.isEmpty }), !ended.withLock({ $0 }), ContinuousClock.now < giveUp {
+      await Task.yield()
+    }
+    #expect(tiers.state.withLock { $0.roomWaiters.count } == 1, "the PUT did not wait for the writes in flight")
+    device.proceed.signal()
+    #expect(try await fifth.value == .stored)
+    #expect((4...5).contains(await pass.value), "the four held, and the fifth if the pass reached it")
+    #expect(tiers.stats.cleanEvictedBlocks == 1, "room made by evicting a block written behind")
+    for n in 0..<5 { #expect(try await read(tiers, testBlockID(n)) == testPayload(n, bytes: bytes), "block \(n)") }
+  }
+
+  /// With nothing evictable and no write in flight, room does not come by itself: the PUT fails at
+  /// once, saying what holds the RAM.
+  @Test func aPutIntoRAMAllReservedFailsAtOnceSayingWhy() async throws {
+    let fixture = try TierFixture(ramBytes: 1 << 20)
+    var held: [PutReservation] = []
+    for n in 0..<4 {
+      if let reservation = try await fixture.tiers.reserve(testBlockID(n), bytes: 200_000) { held.append(reservation) }
+    }
+    #expect(held.count == 4)
+    await #expect {
+      _ = try await fixture.tiers.reserve(testBlockID(4), bytes: 200_000)
+    } throws: { error in
+      let error = error as? StrataError
+      return error?.code == .resourceExhausted && error?.message.contains("1048576 bytes are reserved by PUTs") == true
+    }
+    for reservation in held { fixture.tiers.abort(reservation) }
   }
 }

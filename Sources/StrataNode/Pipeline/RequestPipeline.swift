@@ -689,7 +689,8 @@ struct RequestSession {
           reservations.append((item.index, reservation))
           slots[item.index] = .into(reservation.buffer)
         case .success(nil): outcomes[item.index] = .alreadyPresent
-        case .failure: break  // noSpace
+        case .failure(let error):  // noSpace
+          server.logger.debug("PUT: no room", metadata: ["block": "\(item.id)", "reason": "\(error.message)"])
         }
       }
     }

@@ -127,7 +127,10 @@ extension TierManager {
       batchBytes[job.id.namespace] = before + job.bytes
       writing.append(job)
     }
-    guard !writing.isEmpty else { return 0 }
+    guard !writing.isEmpty else {
+      endedWriteToNVMe()
+      return 0
+    }
     let blocks = writing.map { job in
       NVMeBlockWrite(
         id: job.id, payload: UnsafeRawBufferPointer(arena.buffer(job.slot, bytes: job.bytes)),
@@ -146,6 +149,7 @@ extension TierManager {
       finishWriteBehind(job, written: failure == nil, nvme: nvme)
       if failure == nil { written += 1 }
     }
+    endedWriteToNVMe()
     return written
   }
 

@@ -249,7 +249,22 @@ public final class TierManager: Sendable {
     /// with their commit times (TierManager+WriteBehind.swift).
     var writeBehind = WriteBehindQueue()
     var writingBehind: [BlockID: UInt64] = [:]
+    /// Demotions writing their block to NVMe now (each held by the eviction that started it).
+    var demotionsInFlight = 0
+    /// Writes to NVMe (demotions and write-behind batches) ended so far, and the calls that found
+    /// nothing to evict while some were in flight, each woken when one ends (at most one per
+    /// PUT or promotion waiting for room: bounded as those are).
+    var writesToNVMeEnded: UInt64 = 0
+    var roomWaiters: [CheckedContinuation<Bool, Never>] = []
     var stats = TierStats()
+
+    /// Counts a write to NVMe as ended (its block is evictable now, or its slot free) and hands
+    /// back the calls waiting for one, to wake outside the lock.
+    mutating func endWriteToNVMe() -> [CheckedContinuation<Bool, Never>] {
+      writesToNVMeEnded &+= 1
+      defer { roomWaiters = [] }
+      return roomWaiters
+    }
 
     /// Counts an NVMe read that failed, by why.
     mutating func countFailedRead(_ error: StrataError) {
@@ -891,8 +906,13 @@ public final class TierManager: Sendable {
   /// policy until a slot is free.
   private func makeRoom(bytes: Int, for namespace: Namespace) async throws(StrataError) -> ArenaSlot {
     if let quota = configuration.quotas[namespace].ramBytesMax {
-      while state.withLock({ $0.exceedsRAMQuota(quota, adding: bytes, to: namespace) }) {
-        guard try await evictOne(from: namespace, for: namespace) else {
+      while true {
+        let ended = state.withLock { state -> UInt64? in
+          state.exceedsRAMQuota(quota, adding: bytes, to: namespace) ? state.writesToNVMeEnded : nil
+        }
+        guard let ended else { break }
+        if try await evictOne(from: namespace, for: namespace) { continue }
+        guard await roomComes(after: ended) else {
           throw StrataError(
             .resourceExhausted,
             "namespace '\(namespace.name)' is at its RAM quota (\(quota) bytes, limits.max_ram_bytes_per_namespace or namespaces[].ram) and every one of its blocks is pinned"
@@ -901,13 +921,46 @@ public final class TierManager: Sendable {
       }
     }
     while true {
-      if let slot = state.withLock({ $0.allocator.allocate(bytes: bytes) }) { return slot }
-      guard try await evictOne(for: namespace) else {
-        throw StrataError(
-          .resourceExhausted,
-          "RAM tier is full: no block can be evicted (every block is pinned by a lease or in transfer)")
-      }
+      let (slot, ended) = state.withLock { state in (state.allocator.allocate(bytes: bytes), state.writesToNVMeEnded) }
+      if let slot { return slot }
+      if try await evictOne(for: namespace) { continue }
+      guard await roomComes(after: ended) else { throw ramFull() }
     }
+  }
+
+  /// Whether room may still come after `makeRoom` found nothing to evict: blocks being written to
+  /// NVMe (behind, or demoted by another call) become evictable, or free their slots, when their
+  /// writes end. True once a write has ended since `ended` (at once when one has already); false
+  /// when none is in flight.
+  private func roomComes(after ended: UInt64) async -> Bool {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+      let answer = state.withLock { state -> Bool? in
+        if state.writesToNVMeEnded != ended { return true }
+        guard state.demotionsInFlight > 0 || !state.writingBehind.isEmpty else { return false }
+        state.roomWaiters.append(continuation)
+        return nil
+      }
+      if let answer { continuation.resume(returning: answer) }
+    }
+  }
+
+  /// Wakes the calls waiting for room (`roomComes`): a write to NVMe has ended.
+  func endedWriteToNVMe() {
+    for waiter in state.withLock({ $0.endWriteToNVMe() }) { waiter.resume(returning: true) }
+  }
+
+  /// The error of a RAM tier with no block to evict, saying what holds it.
+  private func ramFull() -> StrataError {
+    let (used, reserved, pinned) = state.withLock { state in
+      (
+        state.allocator.usedBytes, state.reservations.values.reduce(0) { $0 + $1.capacityBytes },
+        state.leases.pinnedBlockCount
+      )
+    }
+    return StrataError(
+      .resourceExhausted,
+      "RAM tier is full (\(used) of \(configuration.ramBytes) bytes in use) and no block can be evicted: \(reserved) bytes are reserved by PUTs and promotions in progress, \(pinned) blocks pinned by leases and transfers"
+    )
   }
 
   private enum Victim {
@@ -938,6 +991,7 @@ public final class TierManager: Sendable {
           }
           entry.demoting = true
           state.ram[id] = entry
+          state.demotionsInFlight += 1
           return .demote(id, entry)
         }
         state.stats.cleanEvictedBlocks += 1
@@ -950,6 +1004,10 @@ public final class TierManager: Sendable {
     }
     guard let victim else { return false }
     guard case .demote(let id, let entry) = victim, let nvme else { return true }
+    defer {
+      state.withLock { $0.demotionsInFlight -= 1 }
+      endedWriteToNVMe()
+    }
     let bytes = UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes))
     var failure: StrataError?  // counted in writeToNVMe
     var notTried = false
