@@ -19,8 +19,10 @@ struct PipelineNode {
   static let tenantB = "tenant-b-secret-000000002"
   static let cluster = "cluster-secret-token-0001"
 
-  /// A node over 32 MiB of RAM and, when given, an NVMe tier (blocks leaving RAM written to it).
-  init(nvme: NVMeTier? = nil, configure: (inout NodeConfiguration) -> Void = { _ in }) throws {
+  /// A node over `ramBytes` of RAM and, when given, an NVMe tier (blocks leaving RAM written to it).
+  init(
+    nvme: NVMeTier? = nil, ramBytes: Int = 32 << 20, configure: (inout NodeConfiguration) -> Void = { _ in }
+  ) throws {
     var node = NodeConfiguration()
     node.listen = HostPort(host: "127.0.0.1", port: 0)
     node.limits.blockBytesMax = .mebibytes(4)
@@ -32,7 +34,7 @@ struct PipelineNode {
     configure(&node)
     tiers = try TierManager(
       configuration: TierConfiguration(
-        ramBytes: 32 << 20, blockBytesMax: 4 << 20, admission: nvme == nil ? .never : .always,
+        ramBytes: ramBytes, blockBytesMax: 4 << 20, admission: nvme == nil ? .never : .always,
         leasesMax: node.limits.leasesMax,
         leaseDurationMilliseconds: node.limits.leaseDuration.milliseconds,
         leasesPerNamespaceMax: node.limits.leasesPerNamespaceMax, pinnedBytesPerNamespaceMax: 16 << 20),
@@ -236,6 +238,36 @@ func putFrame(_ n: Int, bytes: [UInt8], requestID: UInt64 = 5) -> [UInt8] {
     guard case .getResponse(let answered) = get(3).first?.1 else { throw StrataError(.protocolError, "GET of 3 MiB") }
     #expect(answered.items.map(\.status) == Array(repeating: .ok, count: 3))
     #expect(node.tiers.stats.promotedBlocks == 3)
+    #expect(node.server.stats.inflightBytes == 0)
+  }
+
+  /// A PUT larger than RAM can hold at once (24 blocks of 256 KiB into 4 MiB of RAM) is stored
+  /// whole: the node takes it in rounds, committing what it reserved before it reserves the rest
+  /// (the blocks of the first rounds then leave RAM for NVMe). Before, its own reservations filled
+  /// RAM and its last eight items were answered `noSpace`.
+  @Test func aPutLargerThanRAMIsStoredWholeInRounds() throws {
+    let nvme = try NVMeTier(
+      devices: [SimulatedBlockDevice(capacityBytes: 64 << 20)], regionBytes: 8 << 20, compression: .none,
+      blockBytesMax: 4 << 20)
+    let node = try PipelineNode(nvme: nvme, ramBytes: 4 << 20)
+    let (connection, _) = node.connect(PipelineNode.tenantA)
+    let blocks = (0..<24).map { n in [UInt8](repeating: UInt8(n), count: 256 << 10) }
+    let request = PutRequest(
+      items: blocks.indices.map {
+        .init(key: pipelineKey(100 + $0), length: UInt64(blocks[$0].count), checksum: CRC32C.checksum(blocks[$0]))
+      })
+    let answer = frames(connection.receive(request.frameBytes(requestID: 7, ringEpoch: 0) + blocks.flatMap { $0 }))
+    guard case .putResponse(let put) = answer.first?.1 else { throw StrataError(.protocolError, "\(answer)") }
+    #expect(put.outcomes == Array(repeating: .stored, count: 24))
+    #expect(node.tiers.stats.demotedBlocks >= 8, "the first rounds' blocks made room by leaving for NVMe")
+    for n in blocks.indices {
+      let got = frames(
+        connection.receive(GetRequest(items: [.init(key: pipelineKey(100 + n))]).frameBytes(requestID: 8, ringEpoch: 0))
+      )
+      guard case .getResponse(let response) = got.first?.1 else { throw StrataError(.protocolError, "GET \(n)") }
+      #expect(response.items.map(\.status) == [.ok])
+      #expect(got.first?.2 == blocks[n], "block \(n)")
+    }
     #expect(node.server.stats.inflightBytes == 0)
   }
 

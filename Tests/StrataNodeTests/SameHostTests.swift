@@ -128,6 +128,36 @@ func putFrame(_ items: [(BlockKey, [UInt8])], ranges: [RegionRange], id: UInt64)
     #expect(memcmp(shared.base + offsetOf(5, sizes), shared.base + half + offsetOf(5, sizes), 4 << 20) == 0)
   }
 
+  /// A same-host PUT larger than RAM holds at once is taken in rounds, each run of items copied
+  /// from its own ranges of the region: 24 blocks of 256 KiB into 4 MiB of RAM are all stored,
+  /// and the last eight (still in RAM; the node has no disk) read back as their own bytes.
+  @Test func aPutLargerThanRAMCopiesEachRoundFromItsOwnRanges() async throws {
+    let directory = try socketDirectory()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let node = try TestNode(ramBytes: 4 << 20, sameHostSocket: directory + "/node.sock")
+    var configuration = StrataClient.Configuration(node: node.server.address)
+    configuration.sharedMemoryBytes = 8 << 20
+    let client = StrataClient(configuration)
+    defer { client.close() }
+    let shared = try #require(client.sharedMemory)
+    let size = 256 << 10
+    let count = 24
+    var puts: [StrataClient.PutItem] = []
+    for n in 0..<count {
+      memset(shared.base + n * size, Int32(n + 1), size)
+      puts.append(.init(key: key(n, 9), source: try shared.slice(offset: n * size, length: size)))
+    }
+    #expect(try await client.put(puts) == Array(repeating: .stored, count: count))
+    // The last eight read back over the first eight sources' room, each its own fill.
+    memset(shared.base, 0, 8 * size)
+    let gets = try (count - 8..<count).map { n in
+      StrataClient.GetItem(key: key(n, 9), destination: try shared.slice(offset: (n - count + 8) * size, length: size))
+    }
+    #expect(try await client.get(gets) == Array(repeating: .ok(length: size), count: 8))
+    #expect(memcmp(shared.base, shared.base + (count - 8) * size, 8 * size) == 0)
+    #expect(node.server.stats.sameHostPutBytes == count * size && node.server.stats.tcpPutBytes == 0)
+  }
+
   @Test func otherMemoryTravelsInTheUnixSocketStream() async throws {
     let directory = try socketDirectory()
     defer { try? FileManager.default.removeItem(atPath: directory) }

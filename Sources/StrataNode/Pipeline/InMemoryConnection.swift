@@ -123,7 +123,8 @@ struct InMemoryPayloadTransport: PayloadTransport {
     return items
   }
 
-  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?] {
+  mutating func receivePut(_ slots: [PayloadSlot], firstItem: Int, deadline: Deadline) throws(StrataError) -> [UInt32?]
+  {
     try reader.receive(slots, from: &input, deadline: deadline)
   }
 }

@@ -30,11 +30,20 @@ public protocol PayloadTransport {
     items: [GetResponse.Item], ranges: [UnsafeRawBufferPointer?], response: ResponseFrame, deadline: Deadline
   ) throws(StrataError) -> [GetResponse.Item]
 
-  /// Receives a PUT's payload: item `i` into `slots[i]`, in order. On a throw the caller aborts
-  /// every reservation; the transport must not write into the slots after it returns. Returns, per
-  /// slot, the CRC-32C of the bytes now in it when the transport computed it over those very bytes
-  /// as they landed (the commit then does not read the slot again), nil where it did not.
-  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?]
+  /// Receives a PUT's payload, or a run of it: item `firstItem + i` into `slots[i]`, in order (a
+  /// PUT is received in one call, or in consecutive runs when RAM makes room for it in rounds).
+  /// On a throw the caller aborts every reservation; the transport must not write into the slots
+  /// after it returns. Returns, per slot, the CRC-32C of the bytes now in it when the transport
+  /// computed it over those very bytes as they landed (the commit then does not read the slot
+  /// again), nil where it did not.
+  mutating func receivePut(_ slots: [PayloadSlot], firstItem: Int, deadline: Deadline) throws(StrataError) -> [UInt32?]
+}
+
+extension PayloadTransport {
+  /// Receives a whole PUT's payload.
+  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?] {
+    try receivePut(slots, firstItem: 0, deadline: deadline)
+  }
 }
 
 /// `items` as answered once each delivered range is checked against the checksum it is answered

@@ -633,89 +633,40 @@ struct RequestSession {
       return
     }
     defer { server.releaseInflight(total, for: namespace) }
-    let tiers = server.tiers
-    let blockBytesMax = tiers.configuration.blockBytesMax
     var outcomes = [PutOutcome](repeating: .noSpace, count: request.items.count)
-    var slots = skipAll
-    var reservations: [(index: Int, reservation: PutReservation)] = []
-    // Reserved on this thread where the arena has room now; the rest (eviction first, which may
-    // write to NVMe) in one task for the whole batch.
-    var waiting: [(index: Int, id: BlockID, bytes: Int)] = []
-    for (index, item) in request.items.enumerated() {
-      let length = Int(item.length)
-      guard length > 0, length <= blockBytesMax else {
-        outcomes[index] = .tooLarge
-        continue
-      }
-      let id = BlockID(namespace: namespace, key: item.key)
-      switch try? tiers.reserveNow(id, bytes: length) {
-      case .reserved(let reserved):
-        reservations.append((index, reserved))
-        slots[index] = .into(reserved.buffer)
-      case .present: outcomes[index] = .alreadyPresent
-      case .needsRoom: waiting.append((index, id, length))
-      case nil: break  // noSpace
-      }
-    }
-    if !waiting.isEmpty {
-      let wanted = waiting
-      // Room the disk does not make by the deadline (evictions write to it) answers these items
-      // `noSpace`; their payload is read and dropped as for any other, and reservations made after
-      // the deadline are given back.
-      let late: @Sendable ([Result<PutReservation?, StrataError>]) -> Void = { results in
-        for case .success(let reservation?) in results { tiers.abort(reservation) }
-      }
-      let waitingBytes = wanted.reduce(0) { $0 + $1.bytes }
-      let reserved: [Result<PutReservation?, StrataError>]
-      do throws(StrataError) {
-        reserved = try waitForStorage("PUT", bytes: waitingBytes, late: late) { () throws(StrataError) in
-          var reserved: [Result<PutReservation?, StrataError>] = []
-          for item in wanted {
-            do throws(StrataError) {
-              reserved.append(.success(try await tiers.reserve(item.id, bytes: item.bytes)))
-            } catch {
-              reserved.append(.failure(error))
-            }
-          }
-          return reserved
-        }
-      } catch {
-        server.logger.debug("PUT: no room made in time", metadata: ["reason": "\(error.message)"])
-        reserved = []
-      }
-      for (item, result) in zip(waiting, reserved) {
-        switch result {
-        case .success(let reservation?):
-          reservations.append((item.index, reservation))
-          slots[item.index] = .into(reservation.buffer)
-        case .success(nil): outcomes[item.index] = .alreadyPresent
-        case .failure(let error):  // noSpace
-          server.logger.debug("PUT: no room", metadata: ["block": "\(item.id)", "reason": "\(error.message)"])
-        }
-      }
-    }
-    // The payload's deadline counts from when the node reads it: time spent waiting for room is the
-    // node's, not the peer's (whose bytes wait in the socket meanwhile).
-    let receiveDeadline = waiting.isEmpty ? deadline : transferDeadline(bytes: total)
-    let landed: [UInt32?]
-    do throws(StrataError) {
-      landed = try transport.receivePut(slots, deadline: receiveDeadline)
-    } catch {
-      for (_, reservation) in reservations { tiers.abort(reservation) }
-      throw error
-    }
     var stored = 0
-    for (index, reservation) in reservations {
+    // In rounds: each reserves what it can in item order, receives those items' bytes and commits
+    // them. A round ends early at an item refused for room while the round itself holds RAM (a
+    // batch larger than what RAM can free at once): committing makes its blocks evictable, and the
+    // next round starts at that item. Most PUTs are one round.
+    var first = 0
+    while first < request.items.count {
+      var round = reserveRound(request, from: first, outcomes: &outcomes)
+      let roundBytes = request.items[first..<round.end].reduce(0) { $0 + Int($1.length) }
+      // The payload's deadline counts from when the node reads it: time spent waiting for room is
+      // the node's, not the peer's (whose bytes wait in the socket meanwhile).
+      let receiveDeadline = round.waited || first > 0 ? transferDeadline(bytes: roundBytes) : deadline
+      let landed: [UInt32?]
       do throws(StrataError) {
-        try tiers.commit(
-          reservation, expectedChecksum: request.checksumsByNode ? nil : request.items[index].checksum,
-          landedChecksum: landed[index])
-        outcomes[index] = .stored
-        stored += reservation.buffer.count
-        if server.observer != nil { movedBlockBytes.append(reservation.buffer.count) }
+        landed = try transport.receivePut(round.slots, firstItem: first, deadline: receiveDeadline)
       } catch {
-        outcomes[index] = .checksumMismatch
+        for (_, reservation) in round.reservations { server.tiers.abort(reservation) }
+        throw error
       }
+      for (index, reservation) in round.reservations {
+        do throws(StrataError) {
+          try server.tiers.commit(
+            reservation, expectedChecksum: request.checksumsByNode ? nil : request.items[index].checksum,
+            landedChecksum: landed[index - first])
+          outcomes[index] = .stored
+          stored += reservation.buffer.count
+          if server.observer != nil { movedBlockBytes.append(reservation.buffer.count) }
+        } catch {
+          outcomes[index] = .checksumMismatch
+        }
+      }
+      round.reservations = []
+      first = round.end
     }
     let storedBlocks = outcomes.filter { $0 == .stored }.count
     let transportName = transport.name
@@ -726,5 +677,98 @@ struct RequestSession {
       request.items, outcomes: outcomes, namespace: namespace, isPeer: grant.isPeer,
       writeQuorum: request.writeQuorum, deadline: deadline)
     try respond(.putResponse(PutResponse(outcomes: outcomes)), to: header, over: &transport)
+  }
+
+  /// One round of a PUT (`answerPut`): the items from `first` on, each reserved, found present or
+  /// refused, up to `end`, where the round stops.
+  private struct PutRound {
+    /// Where each item of `first..<end` goes: its reservation, or skipped.
+    var slots: [PayloadSlot]
+    var reservations: [(index: Int, reservation: PutReservation)]
+    var end: Int
+    /// Whether it waited for room (evictions that may write to the disk).
+    var waited: Bool
+  }
+
+  /// Reserves the items from `first` on, in order: on this thread while the arena has room now,
+  /// then (eviction first, which may write to NVMe) in one task for the rest. An item refused for
+  /// room ends the round there while the round holds reservations (the next round starts at it);
+  /// with none held it is answered `noSpace` and the round goes on. Room the disk does not make by
+  /// the deadline answers the items still waiting `noSpace` (reservations made after it are given
+  /// back).
+  private func reserveRound(
+    _ request: PutRequest, from first: Int, outcomes: inout [PutOutcome]
+  ) -> PutRound {
+    let tiers = server.tiers
+    let namespace = namespace
+    let blockBytesMax = tiers.configuration.blockBytesMax
+    let items = request.items
+    var round = PutRound(
+      slots: items[first...].map { .skip(Int($0.length)) }, reservations: [], end: items.count, waited: false)
+    let isTooLarge = { @Sendable (index: Int) in items[index].length == 0 || items[index].length > UInt64(blockBytesMax)
+    }
+    var next = first
+    scan: while next < items.count {
+      if isTooLarge(next) {
+        outcomes[next] = .tooLarge
+      } else {
+        switch try? tiers.reserveNow(
+          BlockID(namespace: namespace, key: items[next].key), bytes: Int(items[next].length))
+        {
+        case .reserved(let reservation):
+          round.reservations.append((next, reservation))
+          round.slots[next - first] = .into(reservation.buffer)
+        case .present: outcomes[next] = .alreadyPresent
+        case .needsRoom: break scan
+        case nil: break  // noSpace
+        }
+      }
+      next += 1
+    }
+    guard next < items.count else { return round }
+    round.waited = true
+    let holding = !round.reservations.isEmpty
+    let waiting = next
+    let late: @Sendable ((reserved: [(Int, PutReservation?)], end: Int)) -> Void = { result in
+      for case (_, let reservation?) in result.reserved { tiers.abort(reservation) }
+    }
+    let waitingBytes = items[waiting...].reduce(0) { $0 + Int($1.length) }
+    let logger = server.logger
+    do throws(StrataError) {
+      let result = try waitForStorage("PUT", bytes: waitingBytes, late: late) {
+        () throws(StrataError) -> (reserved: [(Int, PutReservation?)], end: Int) in
+        var reserved: [(Int, PutReservation?)] = []
+        var holds = holding
+        for index in waiting..<items.count where !isTooLarge(index) {
+          do throws(StrataError) {
+            let reservation = try await tiers.reserve(
+              BlockID(namespace: namespace, key: items[index].key), bytes: Int(items[index].length))
+            reserved.append((index, reservation))
+            holds = holds || reservation != nil
+          } catch {
+            // Refused for room while this round holds some: the next round starts here.
+            if holds { return (reserved, index) }
+            logger.debug(
+              "PUT: no room", metadata: ["block": "\(items[index].key)", "reason": "\(error.message)"])
+          }
+        }
+        return (reserved, items.count)
+      }
+      for (index, reservation) in result.reserved {
+        if let reservation {
+          round.reservations.append((index, reservation))
+          round.slots[index - first] = .into(reservation.buffer)
+        } else {
+          outcomes[index] = .alreadyPresent
+        }
+      }
+      for index in waiting..<items.count where isTooLarge(index) { outcomes[index] = .tooLarge }
+      round.end = result.end
+      round.slots.removeLast(items.count - result.end)
+    } catch {
+      server.logger.debug("PUT: no room made in time", metadata: ["reason": "\(error.message)"])
+      for index in waiting..<items.count where isTooLarge(index) { outcomes[index] = .tooLarge }
+    }
+    return round
   }
 }

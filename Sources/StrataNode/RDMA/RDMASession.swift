@@ -139,15 +139,16 @@ struct RDMAPayloadTransport: PayloadTransport {
   }
 
   /// The NIC writes the slots: nothing is checksummed on the way, so the commit checksums them.
-  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?] {
+  mutating func receivePut(_ slots: [PayloadSlot], firstItem: Int, deadline: Deadline) throws(StrataError) -> [UInt32?]
+  {
     let arena = try arenaRegistration()
     var transfers: [Transfer] = []
     for (index, slot) in slots.enumerated() {
       guard case .into(let buffer) = slot, buffer.count > 0 else { continue }
       transfers.append(
         Transfer(
-          item: index, local: arena.local(at: UInt64(UInt(bitPattern: buffer.baseAddress))), remote: descriptors[index],
-          length: buffer.count))
+          item: index, local: arena.local(at: UInt64(UInt(bitPattern: buffer.baseAddress))),
+          remote: descriptors[firstItem + index], length: buffer.count))
     }
     try run(.read, transfers, deadline: deadline)
     return Array(repeating: nil, count: slots.count)

@@ -73,13 +73,15 @@ struct SameHostPayloadTransport: PayloadTransport {
     return answered
   }
 
-  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?] {
-    guard let sources = ranges else { return try stream.receivePut(slots, deadline: deadline) }
+  mutating func receivePut(_ slots: [PayloadSlot], firstItem: Int, deadline: Deadline) throws(StrataError) -> [UInt32?]
+  {
+    guard let ranges else { return try stream.receivePut(slots, firstItem: firstItem, deadline: deadline) }
     let region = try requireRegion("PUT")
-    // Every range is checked before any slot is written: a refused PUT leaves no slot touched.
+    // Every range of the run is checked before any slot is written: a refused run leaves no slot
+    // touched.
     var copies: [(slot: Int, into: UnsafeMutableRawBufferPointer, from: UnsafeRawBufferPointer)] = []
     copies.reserveCapacity(slots.count)
-    for (index, (slot, source)) in zip(slots, sources).enumerated() {
+    for (index, (slot, source)) in zip(slots, ranges[firstItem...]).enumerated() {
       let length: Int
       switch slot {
       case .into(let buffer): length = buffer.count
@@ -88,7 +90,7 @@ struct SameHostPayloadTransport: PayloadTransport {
       guard source.length == UInt64(length), let bytes = region.slice(source) else {
         throw StrataError(
           .invalidArgument,
-          "PUT item \(index): region range \(source.offset)+\(source.length) is not a \(length)-byte range of the \(region.count)-byte region"
+          "PUT item \(firstItem + index): region range \(source.offset)+\(source.length) is not a \(length)-byte range of the \(region.count)-byte region"
         )
       }
       if case .into(let buffer) = slot { copies.append((index, buffer, UnsafeRawBufferPointer(bytes))) }

@@ -218,7 +218,8 @@ struct TCPPayloadTransport: PayloadTransport {
     return items
   }
 
-  mutating func receivePut(_ slots: [PayloadSlot], deadline: Deadline) throws(StrataError) -> [UInt32?] {
+  mutating func receivePut(_ slots: [PayloadSlot], firstItem: Int, deadline: Deadline) throws(StrataError) -> [UInt32?]
+  {
     var source = socket
     return try reader.receive(slots, from: &source, deadline: deadline)
   }
