@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs seeds of the deterministic cluster simulation in parallel (docs/simulation.md).
-#   scripts/simulate.sh [--seeds N] [--first F] [--jobs J] [--release] [--mutation NAME]
+#   scripts/simulate.sh [--seeds N] [--first F] [--jobs J] [--release] [--mutation NAME] [--ram-pressure]
 #   scripts/simulate.sh --findings [--release]   the seeds that found bugs (FindingSeeds), in one process
 # N seeds (default 200: the CI set is seeds 0..199) from F (default 0), J processes (default: the
 # number of cores). Prints every failing seed's report (its fault schedule, failure and trace end),
@@ -13,7 +13,7 @@ seeds=200
 first=0
 jobs="$(nproc)"
 configuration=debug
-mutation=()
+mutation=()  # and --ram-pressure: options passed to each strata-sim
 findings=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -21,9 +21,10 @@ while [ $# -gt 0 ]; do
     --first) first="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --release) configuration=release; shift ;;
-    --mutation) mutation=(--mutation "$2"); shift 2 ;;
+    --mutation) mutation+=(--mutation "$2"); shift 2 ;;
+    --ram-pressure) mutation+=(--ram-pressure); shift ;;
     --findings) findings=1; shift ;;
-    *) echo "usage: scripts/simulate.sh [--seeds N] [--first F] [--jobs J] [--release] [--mutation NAME] | --findings [--release]" >&2; exit 64 ;;
+    *) echo "usage: scripts/simulate.sh [--seeds N] [--first F] [--jobs J] [--release] [--mutation NAME] [--ram-pressure] | --findings [--release]" >&2; exit 64 ;;
   esac
 done
 

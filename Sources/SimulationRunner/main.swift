@@ -3,10 +3,12 @@
 //   strata-sim --seed 42 [--trace]            one seed; --trace prints every trace line
 //   strata-sim --first 0 --count 200          seeds 0..<200, a summary line per failure
 //   strata-sim ... --mutation skip-replication   with a deliberately injected bug (or no-read-back, stop-without-flush)
+//   strata-sim ... --ram-pressure             about three seeds in ten draw a RAM tier of a few dozen blocks
 //   strata-sim --findings                     the seeds that found bugs (FindingSeeds), as found:
 //                                             the older without graceful stops (one: --seed S --no-stops),
 //                                             those of FindingSeeds.allWithStops and
-//                                             FindingSeeds.reclaim with them
+//                                             FindingSeeds.reclaim with them, and those of
+//                                             FindingSeeds.underRAMPressure with both
 //
 // Exit status: 0 when every seed ran clean, 1 when one failed (its report is printed), 2 on a
 // usage error.
@@ -20,7 +22,7 @@ import StrataSimulation
 func usage(_ message: String) -> Never {
   print("strata-sim: \(message)")
   print(
-    "usage: strata-sim (--seed N [--trace] | --first N --count M | --findings) [--no-stops] [--mutation skip-replication|no-read-back|stop-without-flush] [--quiet]"
+    "usage: strata-sim (--seed N [--trace] | --first N --count M | --findings) [--no-stops] [--ram-pressure] [--mutation skip-replication|no-read-back|stop-without-flush] [--quiet]"
   )
   exit(2)
 }
@@ -34,6 +36,7 @@ var quiet = false
 var mutation: SimulationMutation?
 var findings = false
 var gracefulStops = true
+var ramPressure = false
 while !arguments.isEmpty {
   let flag = arguments.removeFirst()
   func value() -> String {
@@ -53,6 +56,7 @@ while !arguments.isEmpty {
   case "--quiet": quiet = true
   case "--findings": findings = true
   case "--no-stops": gracefulStops = false
+  case "--ram-pressure": ramPressure = true
   case "--mutation":
     let name = value()
     guard let known = SimulationMutation(rawValue: name) else {
@@ -66,30 +70,37 @@ while !arguments.isEmpty {
 
 if let seed {
   let result = Simulator.run(
-    SimulationOptions(seed: seed, mutation: mutation, keepTrace: showTrace, gracefulStops: gracefulStops))
+    SimulationOptions(
+      seed: seed, mutation: mutation, keepTrace: showTrace, gracefulStops: gracefulStops, ramPressure: ramPressure))
   if showTrace { for line in result.trace { print(line) } }
   print(result.report)
   exit(result.failure == nil ? 0 : 1)
 }
-/// Each seed to run, and whether graceful stops are drawn in it.
-let seeds: [(seed: UInt64, stops: Bool)]
+/// Each seed to run, whether graceful stops are drawn in it, and whether RAM pressure may be.
+let seeds: [(seed: UInt64, stops: Bool, pressure: Bool)]
 let label: String
 if findings {
   seeds =
-    FindingSeeds.all.map { ($0, false) }
-    + (FindingSeeds.allWithStops + FindingSeeds.reclaim).map { ($0, true) }
+    FindingSeeds.all.map { ($0, false, false) }
+    + (FindingSeeds.allWithStops + FindingSeeds.reclaim).map { ($0, true, false) }
+    + FindingSeeds.underRAMPressure.map { ($0, true, true) }
   label = "finding seeds"
 } else {
   guard let count, count > 0 else { usage("give --seed, --first and --count, or --findings") }
-  seeds = (first..<(first + count)).map { ($0, gracefulStops) }
+  seeds = (first..<(first + count)).map { ($0, gracefulStops, ramPressure) }
   label = "seeds \(first)..<\(first + count)"
 }
 var failed = 0
 var acknowledged = 0
 var timedCalls = 0
 var answersLost = 0
-for (seed, stops) in seeds {
-  let result = Simulator.run(SimulationOptions(seed: seed, mutation: mutation, gracefulStops: stops))
+var pressed = 0
+var evicted = 0
+for (seed, stops, pressure) in seeds {
+  let result = Simulator.run(
+    SimulationOptions(seed: seed, mutation: mutation, gracefulStops: stops, ramPressure: pressure))
+  if result.underRAMPressure { pressed += 1 }
+  evicted += result.evictedBlocks
   acknowledged += result.acknowledgedBlocks
   timedCalls += result.timedPeerCalls
   answersLost += result.answersLost
@@ -102,5 +113,6 @@ for (seed, stops) in seeds {
 }
 print(
   "\(label): \(seeds.count - failed) clean, \(failed) failed, \(acknowledged) blocks acknowledged, "
-    + "\(timedCalls) background peer calls in simulated time (\(answersLost) answers lost in flight)")
+    + "\(timedCalls) background peer calls in simulated time (\(answersLost) answers lost in flight); "
+    + "\(pressed) seeds under RAM pressure, \(evicted) blocks evicted from RAM")
 exit(failed == 0 ? 0 : 1)

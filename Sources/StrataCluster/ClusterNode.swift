@@ -585,7 +585,12 @@ public final class ClusterNode: ClusterHooks {
   /// back, in batches, each block tried at once, then on `settings.readBackSchedule` (1 s, 2 s, 4 s
   /// … 5 minutes apart, 12 attempts: the other owners may be cut off or restarting, or unknown to
   /// this node's ring until it changes; seed 1891); a block no other owner holds stays gone.
-  func readBackDamaged(_ ids: [BlockID]) {
+  ///
+  /// `needsWorkingDisk`: the blocks were let go because this node's disk failed their write (their
+  /// demotion; another owner holds them on NVMe): each is first tried after the schedule's first
+  /// wait, and only while the disk takes writes again, so a disk that keeps failing does not make
+  /// the node read back, over and over, blocks it can only hold in RAM.
+  func readBackDamaged(_ ids: [BlockID], needsWorkingDisk: Bool = false) {
     let (ring, draining) = state.withLock { ($0.history.current, $0.draining) }
     let me = settings.me.id
     // Those it owns, and those it was still to copy to owners that lack them (a block it holds
@@ -597,14 +602,16 @@ public final class ClusterNode: ClusterHooks {
     guard !owned.isEmpty, !draining, !isStopped else { return }
     let now = settings.clock.nowMilliseconds()
     let start = damagedPending.withLock { pending -> Bool in
-      pending.record(owned, now: now)
+      pending.record(owned, now: now, needsWorkingDisk: needsWorkingDisk)
       guard !pending.running else { return false }
       pending.running = true
       return true
     }
     guard start else { return }
     logger.warning(
-      "blocks dropped as damaged: reading them back from their other owners",
+      needsWorkingDisk
+        ? "blocks let go for a failing disk: reading them back from their other owners once it takes writes"
+        : "blocks dropped as damaged: reading them back from their other owners",
       metadata: ["blocks": "\(owned.count)", "sample": "\(owned[0].id.key.hex.prefix(16))"])
     if !tasks.start({ [self] in await readBackPending() }) {
       damagedPending.withLock { $0.running = false }
@@ -634,10 +641,14 @@ public final class ClusterNode: ClusterHooks {
       }
       let (ring, addresses) = state.withLock { ($0.history.current, $0.addresses) }
       let me = settings.me.id
-      let disowned = damagedPending.withLock { pending in
-        Set(batch.filter { id in !pending.hasDuty(id) && !ring.owners(of: id.key).contains { $0.id == me } })
+      let writesFailing = tiers.nvmeWritesFailing
+      let (disowned, postponed) = damagedPending.withLock { pending in
+        (
+          Set(batch.filter { id in !pending.hasDuty(id) && !ring.owners(of: id.key).contains { $0.id == me } }),
+          writesFailing ? Set(batch.filter { pending.needsWorkingDisk($0) }) : []
+        )
       }
-      let wanted = batch.filter { !disowned.contains($0) }
+      let wanted = batch.filter { !disowned.contains($0) && !postponed.contains($0) }
       if !wanted.isEmpty {
         _ = await readThrough.fill(
           wanted, previous: ring, current: ring, me: me, addresses: addresses,

@@ -51,6 +51,9 @@ public struct DamagedReadBack: Sendable {
     /// Owners this node was to copy the block to (its under-replicated record when the block
     /// was dropped): the duty comes back with the block.
     var lacking: Set<HostPort>
+    /// Dropped because the disk failed its write, not as damaged: read back only while the disk
+    /// takes writes (an attempt while it fails counts as one that found nothing).
+    var needsWorkingDisk: Bool
   }
 
   /// At most this many blocks wait at once.
@@ -76,11 +79,14 @@ public struct DamagedReadBack: Sendable {
 
   public var isEmpty: Bool { pending.isEmpty }
 
-  /// Records `blocks` (each with the owners this node was to copy it to), due at once; one
-  /// waiting already gains those owners. Beyond `limit` they are left out and counted. Returns
-  /// how many were recorded.
+  /// Records `blocks` (each with the owners this node was to copy it to), due at once (damaged),
+  /// or after the schedule's first wait when `needsWorkingDisk` (dropped because the disk failed
+  /// its write); one waiting already gains those owners. Beyond `limit` they are left out and
+  /// counted. Returns how many were recorded.
   @discardableResult
-  public mutating func record(_ blocks: [(id: BlockID, lacking: Set<HostPort>)], now: UInt64) -> Int {
+  public mutating func record(
+    _ blocks: [(id: BlockID, lacking: Set<HostPort>)], now: UInt64, needsWorkingDisk: Bool = false
+  ) -> Int {
     var recorded = 0
     for (id, lacking) in blocks {
       if pending[id] != nil {
@@ -92,7 +98,9 @@ public struct DamagedReadBack: Sendable {
         totals.leftOut += 1
         continue
       }
-      pending[id] = Pending(attempts: 0, dueAt: now, lacking: lacking)
+      pending[id] = Pending(
+        attempts: 0, dueAt: needsWorkingDisk ? now + schedule.firstMilliseconds : now, lacking: lacking,
+        needsWorkingDisk: needsWorkingDisk)
       recorded += 1
     }
     return recorded
@@ -101,6 +109,9 @@ public struct DamagedReadBack: Sendable {
   /// Whether this node was to copy `id` to other owners when it was dropped (then it is read
   /// back even where this node does not own it).
   public func hasDuty(_ id: BlockID) -> Bool { pending[id]?.lacking.isEmpty == false }
+
+  /// Whether `id` waits to be read back only once the disk takes writes.
+  public func needsWorkingDisk(_ id: BlockID) -> Bool { pending[id]?.needsWorkingDisk == true }
 
   /// The blocks due for an attempt at `now`, by key.
   public func due(now: UInt64) -> [BlockID] {

@@ -46,6 +46,10 @@ extension ClusterNode {
         stats.droppedHeldElsewhere += 1
         return stats.droppedHeldElsewhere
       }
+      // Its copy here goes: once the disk takes writes again it is read back from the other
+      // owners (with the copies this node owed), so the block has R copies again (simulation
+      // seed 193 under RAM pressure: nothing else gave it back).
+      readBackDamaged([block.id], needsWorkingDisk: true)
       underReplicated.forget([block.id])
       if Self.logsFailure(total) {
         logger.warning(

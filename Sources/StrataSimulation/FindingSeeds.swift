@@ -132,6 +132,13 @@ public enum FindingSeeds {
   /// (`theReclaimFindingSeedsRunClean`).
   public static let reclaimDroppedADamagedRecordUntold: [UInt64] = [991601]
 
+  /// Found under RAM pressure (`SimulationOptions.ramPressure`, with graceful stops drawn), and
+  /// run that way (`theRAMPressureFindingSeedsRunClean`): an owner whose disk failed a
+  /// demotion's write let its copy go (another owner held the block on NVMe) and never took it
+  /// back, so it stayed short after the faults healed (blocks let go so are now read back from
+  /// the other owners once the disk takes writes, `ClusterNode.readBackDamaged(_:needsWorkingDisk:)`).
+  public static let underRAMPressure: [UInt64] = [193]
+
   public static var all: [UInt64] {
     (drainPlacedUnderAReplacedRing + failedWritesSealedRegions + drainLeftOneCopy + heldOnlyByFormerOwners
       + drainedNodeStillOwned

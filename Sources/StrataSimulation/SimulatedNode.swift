@@ -25,7 +25,8 @@ final class SimulatedNode {
   static let tenantToken = "sim-tenant-token-00000001"
   static let clusterToken = "sim-cluster-token-0000001"
   static let namespace = try! Namespace("sim")
-  static let ramBytes = 4 << 20
+  /// The RAM tier of a node in most seeds: larger than every block it will hold.
+  static let roomyRAMBytes = 4 << 20
   static let blockBytesMax = 8 << 10
   static let deviceBytes = 2 << 20
   static let regionBytes = 128 << 10
@@ -79,8 +80,16 @@ final class SimulatedNode {
   var draining = false
   var slowDiskUntil: UInt64 = 0
 
-  init(index: Int) {
+  /// Its RAM tier: `roomyRAMBytes`, or a few dozen blocks' worth in a seed that draws RAM
+  /// pressure (`SimulationOptions.ramPressure`).
+  let ramBytes: Int
+  /// Blocks its earlier processes' RAM tiers evicted (to NVMe, clean, or dropped), counted as
+  /// each process ends.
+  private(set) var evictedBlocks = 0
+
+  init(index: Int, ramBytes: Int = SimulatedNode.roomyRAMBytes) {
     self.index = index
+    self.ramBytes = ramBytes
     id = "n\(index)"
   }
 
@@ -96,7 +105,7 @@ final class SimulatedNode {
   func isPaused(at now: UInt64) -> Bool { isUp && now < pausedUntil }
 
   func member(state: Member.State) -> Member {
-    Member(id: id, address: address, capacityBytes: UInt64(Self.ramBytes), state: state)
+    Member(id: id, address: address, capacityBytes: UInt64(ramBytes), state: state)
   }
 
   /// Starts (or restarts) the process: the NVMe tier recovered from the disk, RAM empty.
@@ -122,7 +131,7 @@ final class SimulatedNode {
     }
     let tiers = try TierManager(
       configuration: TierConfiguration(
-        ramBytes: Self.ramBytes, blockBytesMax: Self.blockBytesMax, hugePages: false, admission: .always,
+        ramBytes: ramBytes, blockBytesMax: Self.blockBytesMax, hugePages: false, admission: .always,
         leasesMax: Self.leasesMax, leaseDurationMilliseconds: Self.leaseDurationMilliseconds,
         leasesPerNamespaceMax: Self.leasesMax, ioThreads: 0, writebackWindowMilliseconds: 200),
       nvme: nvme, clock: clock)
@@ -200,6 +209,9 @@ final class SimulatedNode {
   /// The process ends: its cluster layer stops (its tasks are cancelled: the run loop settles
   /// them next, and they can no longer reach a peer), its connections close, its RAM is gone.
   private func stopProcess() {
+    if let stats = tiers?.stats {
+      evictedBlocks += stats.demotedBlocks + stats.cleanEvictedBlocks + stats.droppedBlocks
+    }
     cluster?.stop(deregister: false)
     peerTransport?.closeAll()
     tiers?.shutdown()

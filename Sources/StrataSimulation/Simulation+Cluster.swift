@@ -47,7 +47,7 @@ final class SimulatedPeerTransport: PeerTransport, @unchecked Sendable {
 /// the request travels half of it on the caller's clock, the peer answers, the answer travels the
 /// rest, and the network is looked at again at each end (a peer that went down or was cut off
 /// meanwhile never got the request, or its answer is lost). A call made inside a request the run
-/// loop waits for takes no time (`Simulation.runningTasks`).
+/// loop or a peer waits for takes no time (`Simulation.runningTasks`, `servingPeerRequests`).
 final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
   // Sendable: touched by the simulation's one logical thread at a time (see `Simulation`).
   private weak var simulation: Simulation?
@@ -141,7 +141,7 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
     let delay = simulation.messageDelay(from, target.index)
     let timedOut = StrataError(
       .timeout, "\(peer) did not answer within \(timeoutMilliseconds) ms (message delay \(delay) ms)")
-    let timed = simulation.runningTasks
+    let timed = simulation.runningTasks && simulation.servingPeerRequests == 0
     if timed {
       simulation.peerCallsInFlight[from, default: 0] += 1
       simulation.timedPeerCalls += 1
@@ -178,7 +178,9 @@ final class SimulatedPeerChannel: PeerChannel, @unchecked Sendable {
       throw StrataError(.timeout, "\(peer) did not answer within \(timeoutMilliseconds) ms (the request was lost)")
     }
     let connection = try connect(to: target, in: simulation)
+    simulation.servingPeerRequests += 1
     let frames = answeredFrames(connection.receive(request(simulation.nextRequestID())))
+    simulation.servingPeerRequests -= 1
     guard let (header, message, payload) = frames.first else {
       throw StrataError(
         .unavailable, "\(peer) closed the connection: \(connection.closeReason?.message ?? "no answer")")
@@ -325,7 +327,7 @@ extension Simulation {
     guard let tiers = node.tiers, let server = node.server else { return }
     var settings = ClusterNode.Settings(
       configuration: SimulatedNode.configuration(), nodeID: node.id,
-      advertise: try HostPort(parsing: node.address), capacityBytes: UInt64(SimulatedNode.ramBytes))
+      advertise: try HostPort(parsing: node.address), capacityBytes: UInt64(node.ramBytes))
     settings.me = node.member(state: .active)
     settings.replicas = replicas
     settings.clock = node.clock

@@ -35,14 +35,22 @@ public struct SimulationOptions: Sendable {
   /// they were found before stops were drawn, and a stop would move the faults that exercise what
   /// they found (a node stopped when its drain was to start).
   public var gracefulStops: Bool
+  /// Whether the seed may draw RAM pressure (about three in ten do): every node's RAM tier holds a
+  /// few dozen blocks instead of all it will get, so PUTs evict (demoting to NVMe or evicting
+  /// blocks already written behind for free) and reads promote. Off unless asked for
+  /// (`strata-sim --ram-pressure`): it is new, and its seeds are not yet all clean
+  /// (docs/simulation.md, "RAM pressure").
+  public var ramPressure: Bool
 
   public init(
-    seed: UInt64, mutation: SimulationMutation? = nil, keepTrace: Bool = false, gracefulStops: Bool = true
+    seed: UInt64, mutation: SimulationMutation? = nil, keepTrace: Bool = false, gracefulStops: Bool = true,
+    ramPressure: Bool = false
   ) {
     self.seed = seed
     self.mutation = mutation
     self.keepTrace = keepTrace
     self.gracefulStops = gracefulStops
+    self.ramPressure = ramPressure
   }
 }
 
@@ -65,6 +73,11 @@ public struct SimulationResult: Sendable {
   /// whose request arrived but whose answer was lost (the peer went down or was cut off meanwhile).
   public var timedPeerCalls: Int
   public var answersLost: Int
+  /// Each node's RAM tier, and whether it was drawn small (RAM pressure).
+  public var ramBytes: Int
+  public var underRAMPressure: Bool
+  /// Blocks the nodes' RAM tiers evicted, all processes together.
+  public var evictedBlocks: Int
 
   /// A report to print: the seed, its faults, and on failure the failure and the trace's end.
   public var report: String {
@@ -157,6 +170,8 @@ final class Simulation: @unchecked Sendable {
   var networkFaultRandom: SimulationRandom
   /// Graceful stops' own generator (`Fault.restartSchedule`).
   var stopRandom: SimulationRandom
+  /// Each node's RAM tier, drawn from a generator of its own (`SimulationOptions.ramPressure`).
+  let ramBytes: Int
   var events = EventQueue<Event>()
   var now: UInt64 = 0
   var nodes: [SimulatedNode] = []
@@ -198,6 +213,11 @@ final class Simulation: @unchecked Sendable {
   /// a request the run loop waits for (a client's write quorum or read-through, the final
   /// check's reads), so they cannot wait for simulated time and take none.
   var runningTasks = false
+  /// Peer requests being served now, one inside another: a peer call made while serving one (a
+  /// node whose demotion failed asks the block's other owners, inside the PUT that needed the
+  /// room) is inside a request its caller waits for, so it takes no time either, background task
+  /// or not.
+  var servingPeerRequests = 0
   /// Background peer calls each node has in flight (travelling in simulated time): the blocks
   /// they copy stay pinned meanwhile.
   var peerCallsInFlight: [Int: Int] = [:]
@@ -222,13 +242,17 @@ final class Simulation: @unchecked Sendable {
     renameRandom = SimulationRandom(seed: options.seed ^ 0x5245_4E41_4D45_4944)
     networkFaultRandom = SimulationRandom(seed: options.seed ^ 0x4E45_5457_4F52_4B53)
     stopRandom = SimulationRandom(seed: options.seed ^ 0x5354_4F50_5354_4F50)
+    var ramRandom = SimulationRandom(seed: options.seed ^ 0x5241_4D50_5245_5353)
+    ramBytes =
+      options.ramPressure && ramRandom.int(0...99) < 30
+      ? [64 << 10, 128 << 10, 256 << 10][ramRandom.int(0...2)] : SimulatedNode.roomyRAMBytes
     let count = random.int(3...5)
     replicas = random.int(2...min(3, count))
     clientOperationCount = random.int(150...260)
     var logger = Logger(label: "strata-sim")
     logger.logLevel = .critical
     self.logger = logger
-    for index in 0..<count { nodes.append(SimulatedNode(index: index)) }
+    for index in 0..<count { nodes.append(SimulatedNode(index: index, ramBytes: ramBytes)) }
   }
 
   var result: SimulationResult {
@@ -236,7 +260,9 @@ final class Simulation: @unchecked Sendable {
       seed: options.seed, nodes: nodes.count, replicas: replicas, traceHash: traceHash.value,
       traceLines: traceLines, failure: failure, faultSchedule: faultSchedule,
       trace: options.keepTrace ? trace : Array(trace.suffix(60)), acknowledgedBlocks: acknowledged.count,
-      clientOperations: clientOperations, timedPeerCalls: timedPeerCalls, answersLost: answersLost)
+      clientOperations: clientOperations, timedPeerCalls: timedPeerCalls, answersLost: answersLost,
+      ramBytes: ramBytes, underRAMPressure: ramBytes < SimulatedNode.roomyRAMBytes,
+      evictedBlocks: nodes.reduce(0) { $0 + $1.evictedBlocks })
   }
 
   func note(_ line: String) {
@@ -278,6 +304,10 @@ final class Simulation: @unchecked Sendable {
     let stops = Fault.restartSchedule(
       percent: options.gracefulStops ? 20 : 0, nodes: nodes.count, window: 1_500...7_000, random: &stopRandom,
       Fault.stop)
+    if ramBytes != SimulatedNode.roomyRAMBytes {
+      faultSchedule.append("RAM pressure: each node's RAM tier holds \(ramBytes >> 10) KiB")
+      note("RAM pressure: each node's RAM tier holds \(ramBytes >> 10) KiB")
+    }
     for (time, fault) in faults + ramFaults + diskReplacements + moves + networkFaults + renames + stops {
       faultSchedule.append("t=\(time) ms: \(fault)")
       events.schedule(.fault(fault), at: time)
@@ -578,7 +608,7 @@ final class Simulation: @unchecked Sendable {
     case .drain(let index):
       startDrain(index)
     case .join:
-      let node = SimulatedNode(index: nodes.count)
+      let node = SimulatedNode(index: nodes.count, ramBytes: ramBytes)
       nodes.append(node)
       startNode(node.index)
     }

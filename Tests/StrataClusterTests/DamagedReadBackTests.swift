@@ -56,4 +56,22 @@ private func id(_ n: Int) -> BlockID {
     #expect(readBack.isEmpty && readBack.nextDue == nil)
     #expect(readBack.counts == DamagedReadBack.Counts(waiting: 0, readBack: 1, notFound: 0, leftOut: 1))
   }
+
+  /// A block let go because the disk failed its write is first due after the schedule's first
+  /// wait (a damaged one at once), and says it needs a working disk: an attempt the node makes
+  /// while writes fail (it reads nothing) counts as one that found nothing, so it backs off.
+  @Test func aBlockLetGoForAFailingDiskWaitsForTheSchedulesFirstStep() {
+    var readBack = DamagedReadBack(
+      limit: 10, schedule: ReadBackSchedule(firstMilliseconds: 1_000, maxMilliseconds: 8_000, attemptsMax: 5))
+    readBack.record([(id(1), [])], now: 0, needsWorkingDisk: true)
+    readBack.record([(id(2), [])], now: 0)
+    #expect(readBack.due(now: 0) == [id(2)])
+    #expect(readBack.needsWorkingDisk(id(1)) && !readBack.needsWorkingDisk(id(2)))
+    #expect(readBack.due(now: 1_000) == [id(1), id(2)])
+    // Postponed while the disk fails writes: tried again 1 s later, then 2 s.
+    _ = readBack.attempted([id(1)], present: [], disowned: [], now: 1_000)
+    #expect(readBack.due(now: 1_999) == [id(2)] && readBack.due(now: 2_000).contains(id(1)))
+    let outcome = readBack.attempted([id(1)], present: [id(1)], disowned: [], now: 2_000)
+    #expect(outcome.readBack.map(\.id) == [id(1)] && !readBack.needsWorkingDisk(id(1)))
+  }
 }

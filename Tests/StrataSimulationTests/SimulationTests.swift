@@ -99,6 +99,22 @@ private func firstFailure(
     }
   }
 
+  /// Under RAM pressure the nodes evict (blocks leave RAM for NVMe or, written behind, for free)
+  /// and the seeds that found what it uncovered run clean: seed 193's owner, whose disk failed a
+  /// demotion's write, lets its copy go and reads it back once the disk takes writes.
+  @Test func theRAMPressureFindingSeedsRunClean() async throws {
+    for seed in FindingSeeds.underRAMPressure {
+      let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true, ramPressure: true))
+      #expect(result.failure == nil, "\(result.report)")
+      #expect(result.underRAMPressure && result.evictedBlocks > 0, "seed \(seed) evicted nothing")
+      #expect(
+        result.trace.contains { $0.contains("blocks let go for a failing disk") }, "seed \(seed) read nothing back")
+    }
+    // Without it, no seed evicts: the RAM tier holds every block it gets.
+    let roomy = try await simulate(SimulationOptions(seed: 193))
+    #expect(!roomy.underRAMPressure && roomy.evictedBlocks == 0)
+  }
+
   /// Skipping one block's copy in a thousand (and counting it as made) is found within the CI
   /// seed set (0..<200), and the failing seed reproduces with the same trace and failure.
   @Test func theInjectedReplicationBugIsFound() async throws {

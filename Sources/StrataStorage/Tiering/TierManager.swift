@@ -249,13 +249,16 @@ public final class TierManager: Sendable {
     /// with their commit times (TierManager+WriteBehind.swift).
     var writeBehind = WriteBehindQueue()
     var writingBehind: [BlockID: UInt64] = [:]
-    /// Demotions writing their block to NVMe now (each held by the eviction that started it).
+    /// Demotions writing their block to NVMe now (each held by the eviction that started it), until
+    /// the write returns.
     var demotionsInFlight = 0
     /// Writes to NVMe (demotions and write-behind batches) ended so far, and the calls that found
     /// nothing to evict while some were in flight, each woken when one ends (at most one per
     /// PUT or promotion waiting for room: bounded as those are).
     var writesToNVMeEnded: UInt64 = 0
     var roomWaiters: [CheckedContinuation<Bool, Never>] = []
+    /// The last write to NVMe failed (`nvmeWritesFailing`).
+    var nvmeWritesFailing = false
     var stats = TierStats()
 
     /// Counts a write to NVMe as ended (its block is evictable now, or its slot free) and hands
@@ -944,6 +947,11 @@ public final class TierManager: Sendable {
     }
   }
 
+  /// Whether the last write to NVMe (a demotion, a write-behind batch, a flush's) failed: the disk
+  /// fails writes now, as far as this node knows. A node then waits before it reads back blocks
+  /// it let go for want of a disk (they would only fill RAM again).
+  public var nvmeWritesFailing: Bool { state.withLock { $0.nvmeWritesFailing } }
+
   /// Wakes the calls waiting for room (`roomComes`): a write to NVMe has ended.
   func endedWriteToNVMe() {
     for waiter in state.withLock({ $0.endWriteToNVMe() }) { waiter.resume(returning: true) }
@@ -1004,10 +1012,9 @@ public final class TierManager: Sendable {
     }
     guard let victim else { return false }
     guard case .demote(let id, let entry) = victim, let nvme else { return true }
-    defer {
-      state.withLock { $0.demotionsInFlight -= 1 }
-      endedWriteToNVMe()
-    }
+    // Calls waiting for room look again once this demotion has settled its block (slot freed, or
+    // kept in RAM).
+    defer { endedWriteToNVMe() }
     let bytes = UnsafeRawBufferPointer(arena.buffer(entry.slot, bytes: entry.bytes))
     var failure: StrataError?  // counted in writeToNVMe
     var notTried = false
@@ -1020,6 +1027,9 @@ public final class TierManager: Sendable {
       failure = error
       notTried = true
     }
+    // The write is over: a call that finds nothing to evict from here on does not wait for this
+    // demotion, whose failure handler may take long (it asks other nodes for copies).
+    state.withLock { $0.demotionsInFlight -= 1 }
     let written = failure == nil
     var verdict = notTried ? DemotionFailureVerdict.keep : .drop
     if !notTried, let failure, let handler = demotionFailureHandler.withLock({ $0 }),
@@ -1133,7 +1143,10 @@ public final class TierManager: Sendable {
       nvmeAges.written(block.id, in: nvme, atMilliseconds: now)
     }
     let failed = failures.count { $0 != nil }
-    if failed > 0 { state.withLock { $0.stats.ioErrors += failed } }
+    state.withLock { state in
+      state.stats.ioErrors += failed
+      state.nvmeWritesFailing = failed > 0
+    }
     return failures
   }
 
