@@ -63,6 +63,8 @@ swift_tests 600 --filter HostileClientTests
 
 echo "== simulation: the CI seed set (seeds 0..199 of the deterministic cluster simulation, docs/simulation.md)"
 timeout --kill-after=30 900 scripts/simulate.sh --seeds 200
+echo "== simulation: the CI seed set under RAM pressure (about 60 of them draw RAM tiers of 64 to 256 KiB)"
+timeout --kill-after=30 900 scripts/simulate.sh --seeds 200 --ram-pressure
 # A seed replays exactly across processes too (hash seeds differ per process: a run must not
 # depend on a dictionary's or a set's order; seed 3 did, through the order of a repair pass's
 # blocks, until 2026-12-06).

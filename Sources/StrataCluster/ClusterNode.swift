@@ -618,6 +618,9 @@ public final class ClusterNode: ClusterHooks {
     }
   }
 
+  /// Whether this node let `id` go (damaged, or for a failing disk) and waits to read it back.
+  public func isReadingBack(_ id: BlockID) -> Bool { damagedPending.withLock { $0.contains(id) } }
+
   static let damagedPendingMax = 65_536
   /// The longest the read-back task sleeps before it looks for due blocks again, so that blocks
   /// recorded while it waits for a late retry are tried within this.

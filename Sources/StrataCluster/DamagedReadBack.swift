@@ -110,6 +110,9 @@ public struct DamagedReadBack: Sendable {
   /// back even where this node does not own it).
   public func hasDuty(_ id: BlockID) -> Bool { pending[id]?.lacking.isEmpty == false }
 
+  /// Whether `id` waits to be read back.
+  public func contains(_ id: BlockID) -> Bool { pending[id] != nil }
+
   /// Whether `id` waits to be read back only once the disk takes writes.
   public func needsWorkingDisk(_ id: BlockID) -> Bool { pending[id]?.needsWorkingDisk == true }
 

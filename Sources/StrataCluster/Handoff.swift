@@ -227,6 +227,12 @@ struct Handoff: Sendable {
     var leased: [BlockID: LeasedBlock] = [:]
     for case let block? in copy?.blocks ?? [] { leased[block.id] = block }
     let corrupt = Set(copy?.corrupt ?? [])
+    // Held here but not read for the copy (only on NVMe, with neither copy buffers nor RAM room
+    // left to read it into): short of the owners that lack it, so a later pass copies it
+    // (simulation seed 332 under RAM pressure: counted as gone, it was never copied).
+    let notRead = needed.filter { leased[$0] == nil && !corrupt.contains($0) }.sorted { $0.key < $1.key }
+    let unreadable =
+      copy == nil ? Set<BlockID>() : Set(zip(notRead, tiers.lookup(notRead)).filter { $0.1 != .absent }.map(\.0))
     if let copy {
       if !copy.corrupt.isEmpty { corruptCopies.refused(copy.corrupt, by: "handoff", logger: logger) }
       corruptCopies.recovered(copy.recovered, by: "handoff", logger: logger)
@@ -237,6 +243,7 @@ struct Handoff: Sendable {
         continue
       }
       let sent = ids.compactMap { leased[$0] }
+      underReplicated?.failed(ids.filter { unreadable.contains($0) }, to: owner)
       if sent.isEmpty { continue }
       do {
         let outcomes = try await client.put(copies: sent, deadline: .never)
@@ -270,7 +277,7 @@ struct Handoff: Sendable {
       for id in ids {
         // A block some owner lacked and that this node no longer holds (evicted, removed, or
         // corrupt) is neither placed nor unplaced: it is not this node's to place.
-        if needed.contains(id) && leased[id] == nil && !unread {
+        if needed.contains(id) && leased[id] == nil && !unread && !unreadable.contains(id) {
           if corrupt.contains(id) { progress.corruptBlocks += 1 } else { progress.goneBlocks += 1 }
           continue
         }

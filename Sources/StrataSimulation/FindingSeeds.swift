@@ -133,11 +133,18 @@ public enum FindingSeeds {
   public static let reclaimDroppedADamagedRecordUntold: [UInt64] = [991601]
 
   /// Found under RAM pressure (`SimulationOptions.ramPressure`, with graceful stops drawn), and
-  /// run that way (`theRAMPressureFindingSeedsRunClean`): an owner whose disk failed a
-  /// demotion's write let its copy go (another owner held the block on NVMe) and never took it
-  /// back, so it stayed short after the faults healed (blocks let go so are now read back from
-  /// the other owners once the disk takes writes, `ClusterNode.readBackDamaged(_:needsWorkingDisk:)`).
-  public static let underRAMPressure: [UInt64] = [193]
+  /// run that way (`theRAMPressureFindingSeedsRunClean`):
+  /// - 193: an owner whose disk failed a demotion's write let its copy go (another owner held
+  ///   the block on NVMe) and never took it back, so it stayed short after the faults healed
+  ///   (blocks let go so are now read back from the other owners once the disk takes writes,
+  ///   `ClusterNode.readBackDamaged(_:needsWorkingDisk:)`);
+  /// - 265: such an owner let its copy go in the PUT's own event (evicted for a later block of
+  ///   the batch), and the write-quorum check right after the acknowledgement counted it as a
+  ///   copy missing rather than a node that failed for the block (the simulator's check);
+  /// - 332: a repair pass could not read a block it held only on NVMe (no copy buffer and no RAM
+  ///   room left) and counted it as gone, so the owner that lacked it never got it (`Handoff`
+  ///   now records it as short of that owner, for a later pass).
+  public static let underRAMPressure: [UInt64] = [193, 265, 332]
 
   public static var all: [UInt64] {
     (drainPlacedUnderAReplacedRing + failedWritesSealedRegions + drainLeftOneCopy + heldOnlyByFormerOwners

@@ -100,15 +100,19 @@ private func firstFailure(
   }
 
   /// Under RAM pressure the nodes evict (blocks leave RAM for NVMe or, written behind, for free)
-  /// and the seeds that found what it uncovered run clean: seed 193's owner, whose disk failed a
-  /// demotion's write, lets its copy go and reads it back once the disk takes writes.
+  /// and the seeds that found what it uncovered run clean: seed 193's and 265's owners, whose
+  /// disks failed a demotion's write, let their copies go and read them back once the disk takes
+  /// writes; seed 332's repair copies a block it could not read at first in a later pass.
   @Test func theRAMPressureFindingSeedsRunClean() async throws {
+    #expect(FindingSeeds.underRAMPressure == [193, 265, 332])
     for seed in FindingSeeds.underRAMPressure {
       let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true, ramPressure: true))
       #expect(result.failure == nil, "\(result.report)")
       #expect(result.underRAMPressure && result.evictedBlocks > 0, "seed \(seed) evicted nothing")
-      #expect(
-        result.trace.contains { $0.contains("blocks let go for a failing disk") }, "seed \(seed) read nothing back")
+      if seed != 332 {
+        #expect(
+          result.trace.contains { $0.contains("blocks let go for a failing disk") }, "seed \(seed) read nothing back")
+      }
     }
     // Without it, no seed evicts: the RAM tier holds every block it gets.
     let roomy = try await simulate(SimulationOptions(seed: 193))
