@@ -407,6 +407,30 @@ private func awaitHeldWrite(_ device: GatedDevice) async {
     }
   }
 
+  /// A failed write to NVMe makes the disk count as failing writes until a write succeeds, or for
+  /// `writeFailureMemoryMilliseconds` on the node's clock when none is tried since (a node that
+  /// wrote nothing after would otherwise never read back what it let go).
+  @Test func aFailedWriteCountsUntilOneSucceedsOrItsMemoryEnds() async throws {
+    let fixture = try TierFixture(ramBytes: 4 << 20, writebackWindowMilliseconds: WriteBehindTests.window)
+    #expect(!fixture.tiers.nvmeWritesFailing)
+    fixture.device.failNextWrites(1)
+    _ = try await put(fixture.tiers, 0, bytes: 100_000)
+    #expect(await fixture.tiers.writeBehindPass() == 0)
+    #expect(fixture.tiers.nvmeWritesFailing)
+    fixture.clock.advance(milliseconds: TierManager.writeFailureMemoryMilliseconds - 1)
+    #expect(fixture.tiers.nvmeWritesFailing)
+    fixture.clock.advance(milliseconds: 1)
+    #expect(!fixture.tiers.nvmeWritesFailing, "a failure that old no longer counts")
+    // A fresh failure counts again; a write that succeeds ends it at once.
+    fixture.device.failNextWrites(1)
+    _ = try await put(fixture.tiers, 1, bytes: 100_000)
+    #expect(await fixture.tiers.writeBehindPass() == 0)
+    #expect(fixture.tiers.nvmeWritesFailing)
+    _ = try await put(fixture.tiers, 2, bytes: 100_000)
+    #expect(await fixture.tiers.writeBehindPass() == 1)
+    #expect(!fixture.tiers.nvmeWritesFailing)
+  }
+
   /// With nothing evictable and no write in flight, room does not come by itself: the PUT fails at
   /// once, saying what holds the RAM.
   @Test func aPutIntoRAMAllReservedFailsAtOnceSayingWhy() async throws {

@@ -257,8 +257,9 @@ public final class TierManager: Sendable {
     /// PUT or promotion waiting for room: bounded as those are).
     var writesToNVMeEnded: UInt64 = 0
     var roomWaiters: [CheckedContinuation<Bool, Never>] = []
-    /// The last write to NVMe failed (`nvmeWritesFailing`).
-    var nvmeWritesFailing = false
+    /// When the last write to NVMe failed, on the node's clock; nil once one succeeds after it
+    /// (`nvmeWritesFailing`).
+    var nvmeWriteFailedAtMilliseconds: UInt64?
     var stats = TierStats()
 
     /// Counts a write to NVMe as ended (its block is evictable now, or its slot free) and hands
@@ -947,10 +948,21 @@ public final class TierManager: Sendable {
     }
   }
 
-  /// Whether the last write to NVMe (a demotion, a write-behind batch, a flush's) failed: the disk
-  /// fails writes now, as far as this node knows. A node then waits before it reads back blocks
-  /// it let go for want of a disk (they would only fill RAM again).
-  public var nvmeWritesFailing: Bool { state.withLock { $0.nvmeWritesFailing } }
+  /// Whether the last write to NVMe (a demotion, a write-behind batch, a flush's) failed, within
+  /// the last `writeFailureMemoryMilliseconds`: the disk fails writes now, as far as this node
+  /// knows. A node then waits before it reads back blocks it let go for want of a disk (they
+  /// would only fill RAM again). Older, the failure no longer counts: a node that wrote nothing
+  /// since would otherwise never read them back (simulation seed 4905 under RAM pressure), and
+  /// the read-back's own writes show whether the disk works.
+  public var nvmeWritesFailing: Bool {
+    let now = clock.nowMilliseconds()
+    return state.withLock { state in
+      state.nvmeWriteFailedAtMilliseconds.map { now < $0 + Self.writeFailureMemoryMilliseconds } ?? false
+    }
+  }
+
+  /// How long a failed write to NVMe counts as the disk failing writes (`nvmeWritesFailing`).
+  public static let writeFailureMemoryMilliseconds: UInt64 = 5_000
 
   /// Wakes the calls waiting for room (`roomComes`): a write to NVMe has ended.
   func endedWriteToNVMe() {
@@ -1145,7 +1157,7 @@ public final class TierManager: Sendable {
     let failed = failures.count { $0 != nil }
     state.withLock { state in
       state.stats.ioErrors += failed
-      state.nvmeWritesFailing = failed > 0
+      state.nvmeWriteFailedAtMilliseconds = failed > 0 ? now : nil
     }
     return failures
   }
