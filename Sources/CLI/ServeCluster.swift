@@ -61,7 +61,8 @@ func attachCluster(_ cluster: ClusterNode, to administration: NodeAdministration
     for (reason, count) in [
       ("queue_full", replication.droppedQueueFull), ("peer_unavailable", replication.droppedUnreachable),
       ("no_credentials", replication.droppedNoCredentials), ("gone", replication.droppedGone),
-      ("refused", replication.droppedRefused), ("corrupt", replication.droppedCorrupt),
+      ("unreadable", replication.droppedUnreadable), ("refused", replication.droppedRefused),
+      ("corrupt", replication.droppedCorrupt),
     ] {
       metrics.advance("strata_replication_dropped_total", [("reason", reason)], to: count)
     }

@@ -88,13 +88,14 @@ public struct ReplicationReport: Encodable, Sendable {
     var unreachable: Int
     var noCredentials: Int
     var gone: Int
+    var unreadable: Int
     var refused: Int
 
     enum CodingKeys: String, CodingKey {
       case queueFull = "queue_full"
       case unreachable
       case noCredentials = "no_credentials"
-      case gone, refused
+      case gone, unreadable, refused
     }
   }
 
@@ -266,7 +267,7 @@ extension ClusterNode {
       dropped: .init(
         queueFull: replication.droppedQueueFull, unreachable: replication.droppedUnreachable,
         noCredentials: replication.droppedNoCredentials, gone: replication.droppedGone,
-        refused: replication.droppedRefused))
+        unreadable: replication.droppedUnreadable, refused: replication.droppedRefused))
   }
 
   public func writeQuorumReport() -> WriteQuorumReport {

@@ -79,6 +79,9 @@ final class SimulatedNode {
   /// The node announced its drain: its member key says draining.
   var draining = false
   var slowDiskUntil: UInt64 = 0
+  /// How many blocks the current process let go for a failing disk the run has counted as
+  /// failed copies (`Simulation.recordLetGo`).
+  var letGoCounted = 0
 
   /// Its RAM tier: `roomyRAMBytes`, or a few dozen blocks' worth in a seed that draws RAM
   /// pressure (`SimulationOptions.ramPressure`).
@@ -217,6 +220,7 @@ final class SimulatedNode {
     tiers?.shutdown()
     server?.cluster = nil
     cluster = nil
+    letGoCounted = 0
     peerTransport = nil
     tiers = nil
     nvme = nil
@@ -259,6 +263,14 @@ final class SimulatedNode {
 
   /// Whether this node holds `id`, or, down after a graceful stop, its disk keeps it.
   func keeps(_ id: BlockID) -> Bool { holds(id) || (!isUp && diskAtStop?[id] != nil) }
+
+  /// Whether this node's copies of `id` are whole: its RAM copy matches its checksum, and no bit
+  /// a disk fault flipped lies in its NVMe record (either is found only when that copy is read).
+  func copyIsIntact(_ id: BlockID) -> Bool {
+    guard tiers?.ramCopyIsIntact(id)?.intact != false else { return false }
+    guard let record = nvme?.recordLocation(of: id) else { return true }
+    return !device.holdsFlippedBits(in: record.offset..<(record.offset + record.recordBytes))
+  }
 
   /// Whether this node's storage holds `id` (RAM or NVMe index), read directly.
   func holds(_ id: BlockID) -> Bool {

@@ -52,10 +52,11 @@ extension Simulation {
   }
 
   /// Right after the acknowledgement: the acknowledging node's owners of the block hold it, at
-  /// least as many as the write quorum. Returns how many hold it intact: a copy a memory fault
-  /// damaged before the PUT counts for the quorum (the node found it present, as it must without
-  /// reading every copy it counts; the scrub, a reader or a copy finds the damage later) but not
-  /// as a copy the loss invariant may expect to survive.
+  /// least as many as the write quorum. Returns how many hold it intact: a copy a memory or disk
+  /// fault damaged before the PUT counts for the quorum (the node found it present, as it must
+  /// without reading every copy it counts; the scrub, a reader or a copy finds the damage later)
+  /// but not as a copy the loss invariant may expect to survive (seed 14061 under RAM pressure:
+  /// the copy on NVMe had a flipped bit from before the PUT).
   @discardableResult
   func checkQuorumHeld(_ id: BlockID, acknowledgedBy index: Int) -> Int {
     guard let ring = nodes[index].cluster?.ring else { return 0 }
@@ -84,7 +85,29 @@ extension Simulation {
         "block \(id.key.hex.prefix(12)) acknowledged by n\(index) is held by \(holders.count) of its owners \(owners) (\(holders)), below its write quorum \(required)"
       )
     }
-    return holding.filter { $0.tiers?.ramCopyIsIntact(id)?.intact != false }.count
+    return holding.filter { $0.copyIsIntact(id) }.count
+  }
+
+  /// A node whose disk failed the write that would have moved a block out of RAM lets its copy go
+  /// when another owner holds the block on NVMe (`ClusterNode.demotionFailed`), and reads it back
+  /// once its disk takes writes: from the let-go on, that node failed for the block, as one whose
+  /// copy a memory fault damaged (seed 4655 under RAM pressure: the other owner crashed before
+  /// the read-back, and the block was on no node up). Counted from the node's own tally, so the
+  /// acknowledged blocks are looked through only when it grew.
+  func recordLetGo() {
+    for node in nodes where node.isUp {
+      guard let cluster = node.cluster else { continue }
+      let total = cluster.demotionFailureStats.droppedHeldElsewhere
+      guard total > node.letGoCounted else { continue }
+      node.letGoCounted = total
+      for key in acknowledged.keys.sorted(by: keyOrder) {
+        let id = BlockID(namespace: SimulatedNode.namespace, key: key)
+        guard cluster.isReadingBack(id), !node.holds(id),
+          !(damagedCopies[key] ?? []).contains(where: { $0.node == node.index && $0.at >= acknowledged[key]!.at })
+        else { continue }
+        damagedCopies[key, default: []].append((node.index, now))
+      }
+    }
   }
 
   /// No acknowledged block is gone from every node unless R nodes failed after it was acknowledged.

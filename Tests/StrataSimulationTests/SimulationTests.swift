@@ -102,14 +102,15 @@ private func firstFailure(
   /// Under RAM pressure the nodes evict (blocks leave RAM for NVMe or, written behind, for free)
   /// and the seeds that found what it uncovered run clean: seed 193's and 265's owners, whose
   /// disks failed a demotion's write, let their copies go and read them back once the disk takes
-  /// writes; seed 332's repair copies a block it could not read at first in a later pass.
+  /// writes; seed 332's repair and 4497's replication queue copy a block they could not read at
+  /// first in a later pass; the others found the simulator's own counting wrong.
   @Test func theRAMPressureFindingSeedsRunClean() async throws {
-    #expect(FindingSeeds.underRAMPressure == [193, 265, 332])
+    #expect(FindingSeeds.underRAMPressure == [193, 265, 332, 4497, 4655, 4905, 14061])
     for seed in FindingSeeds.underRAMPressure {
       let result = try await simulate(SimulationOptions(seed: seed, keepTrace: true, ramPressure: true))
       #expect(result.failure == nil, "\(result.report)")
       #expect(result.underRAMPressure && result.evictedBlocks > 0, "seed \(seed) evicted nothing")
-      if seed != 332 {
+      if [193, 265, 4655].contains(seed) {
         #expect(
           result.trace.contains { $0.contains("blocks let go for a failing disk") }, "seed \(seed) read nothing back")
       }

@@ -393,6 +393,28 @@ final class NVMeScratchDirectory {
 
   // MARK: Faults
 
+  /// The simulated device knows which bits it flipped and a write or discard has not replaced
+  /// (the simulator asks whether a record holds one without reading it, which would drop it), a
+  /// crash keeps them, and flipping a bit back undoes it.
+  @Test func theSimulatedDeviceKnowsWhichFlippedBitsStillReadBackFlipped() throws {
+    let device = SimulatedBlockDevice(capacityBytes: 64 << 10)
+    device.flipBit(atByte: 5000, bit: 1)
+    device.flipBit(atByte: 20_000, bit: 7)
+    #expect(device.holdsFlippedBits(in: 4096..<8192) && device.holdsFlippedBits(in: 19_000..<21_000))
+    #expect(!device.holdsFlippedBits(in: 0..<4096) && !device.holdsFlippedBits(in: 5001..<20_000))
+    let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+    defer { zeros.deallocate() }
+    zeros.initializeMemory(as: UInt8.self, repeating: 0)
+    try device.write(at: 4096, from: UnsafeRawBufferPointer(zeros))
+    #expect(!device.holdsFlippedBits(in: 4096..<8192))
+    let restarted = device.crashed()
+    #expect(restarted.holdsFlippedBits(in: 16_384..<20_480 + 1))
+    restarted.flipBit(atByte: 20_000, bit: 7)
+    #expect(!restarted.holdsFlippedBits(in: 0..<(64 << 10)))
+    device.discard(at: 16_384, bytes: 8192)
+    #expect(!device.holdsFlippedBits(in: 0..<(64 << 10)))
+  }
+
   @Test(arguments: [(CompressionCodec.none, 300), (.lz4, 300), (.none, 40)])
   func aFlippedBitIsDetectedAndTheBlockDropped(compression: CompressionCodec, byteInRecord: Int) throws {
     let device = Self.simulated()

@@ -30,6 +30,13 @@ public final class SimulatedBlockDevice: BlockDevice {
     var writeFailureErrno: Int32 = EIO
     var readFaults: [ReadFault] = []
     var tornWriteKeptBytes: Int?
+    /// Bits `flipBit` inverted that no write or discard has replaced since, by byte offset.
+    var flipped: [Int: UInt8] = [:]
+
+    mutating func forgetFlips(in range: Range<Int>) {
+      guard !flipped.isEmpty else { return }
+      flipped = flipped.filter { !range.contains($0.key) }
+    }
     var writeCount = 0
     var readCount = 0
     var syncCount = 0
@@ -48,13 +55,17 @@ public final class SimulatedBlockDevice: BlockDevice {
   }
 
   /// A device holding `bytes`, as found after a restart: pass a `snapshot()` of another device.
-  public init(restoring bytes: [UInt8], alignmentBytes: Int = 4096) {
+  public convenience init(restoring bytes: [UInt8], alignmentBytes: Int = 4096) {
+    self.init(restoring: bytes, flipped: [:], alignmentBytes: alignmentBytes)
+  }
+
+  private init(restoring bytes: [UInt8], flipped: [Int: UInt8], alignmentBytes: Int) {
     precondition(
       alignmentBytes > 0 && bytes.count % alignmentBytes == 0,
       "SimulatedBlockDevice: \(bytes.count) bytes is not a multiple of alignment \(alignmentBytes)")
     capacityBytes = bytes.count
     self.alignmentBytes = alignmentBytes
-    state = Mutex(State(bytes: bytes))
+    state = Mutex(State(bytes: bytes, flipped: flipped))
   }
 
   // MARK: BlockDevice
@@ -95,6 +106,7 @@ public final class SimulatedBlockDevice: BlockDevice {
         UnsafeMutableRawBufferPointer(rebasing: target[offset..<(offset + kept)])
           .copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[0..<kept]))
       }
+      state.forgetFlips(in: offset..<(offset + kept))
       return nil
     }
     if let failure {
@@ -112,6 +124,7 @@ public final class SimulatedBlockDevice: BlockDevice {
     checkAligned("SimulatedBlockDevice.discard", offset: offset, count: bytes, address: nil)
     state.withLock { state in
       for index in offset..<(offset + bytes) { state.bytes[index] = 0 }
+      state.forgetFlips(in: offset..<(offset + bytes))
     }
   }
 
@@ -149,7 +162,18 @@ public final class SimulatedBlockDevice: BlockDevice {
     precondition(
       (0..<capacityBytes).contains(offset) && (0..<8).contains(bit),
       "flipBit: byte \(offset) bit \(bit) is outside the device")
-    state.withLock { $0.bytes[offset] ^= UInt8(1) << UInt8(bit) }
+    state.withLock { state in
+      let mask = UInt8(1) << UInt8(bit)
+      state.bytes[offset] ^= mask
+      let flipped = (state.flipped[offset] ?? 0) ^ mask
+      state.flipped[offset] = flipped == 0 ? nil : flipped
+    }
+  }
+
+  /// Whether a bit `flipBit` inverted in `range` still reads back inverted (no write or discard
+  /// replaced it since): what a checksum over those bytes would find, without reading them.
+  public func holdsFlippedBits(in range: Range<Int>) -> Bool {
+    state.withLock { state in state.flipped.keys.contains { range.contains($0) } }
   }
 
   // MARK: Crashes and inspection
@@ -161,7 +185,8 @@ public final class SimulatedBlockDevice: BlockDevice {
 
   /// A new device over the persisted bytes with no faults armed: the same disk after a restart.
   public func crashed() -> SimulatedBlockDevice {
-    SimulatedBlockDevice(restoring: snapshot(), alignmentBytes: alignmentBytes)
+    let (bytes, flipped) = state.withLock { ($0.bytes, $0.flipped) }
+    return SimulatedBlockDevice(restoring: bytes, flipped: flipped, alignmentBytes: alignmentBytes)
   }
 
   public var writeCount: Int { state.withLock { $0.writeCount } }
