@@ -207,6 +207,59 @@ import Testing
     #expect(fixture.nvme.contains(testBlockID(1)))
   }
 
+  /// A block whose write-behind failed is written again once its retry is due: 1 s after the
+  /// failing pass, then twice as long after each failing pass in a row (a disk that keeps failing
+  /// is not churned), and the waits start over after a pass that wrote without failing. Meanwhile
+  /// the lag counts it, and a pass before the retry is due does not touch the disk. (It used to
+  /// wait for its eviction or a graceful stop: a `kill -9` long after a passing disk error lost it.)
+  @Test func aFailedWriteIsRetriedOnceDueWithTheWaitDoublingWhileTheDiskFails() async throws {
+    let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
+    _ = try await put(fixture.tiers, 1, bytes: 50_000)
+    fixture.device.failNextWrites(3)
+    #expect(await fixture.tiers.writeBehindPass() == 0)
+    let writes = fixture.device.writeCount
+    #expect(await fixture.tiers.writeBehindPass() == 0)
+    #expect(fixture.device.writeCount == writes, "a retry before its time writes nothing")
+    // Waits of 1 s, then 2 s, each failing; then 4 s, and the write goes through.
+    for (wait, fails) in [(UInt64(1_000), true), (2_000, true), (4_000, false)] {
+      fixture.clock.advance(milliseconds: wait - 1)
+      #expect(await fixture.tiers.writeBehindPass() == 0, "not due \(wait - 1) ms after the failure")
+      #expect(fixture.tiers.stats.writebackLagMilliseconds >= wait - 1, "the lag counts the failed block")
+      fixture.clock.advance(milliseconds: 1)
+      #expect(await fixture.tiers.writeBehindPass() == (fails ? 0 : 1), "due \(wait) ms after the failure")
+    }
+    var stats = fixture.tiers.stats
+    #expect(stats.writebackFailedBlocks == 3 && stats.writebackPendingBlocks == 0)
+    #expect(stats.writebackLagMilliseconds == 0 && fixture.nvme.contains(testBlockID(1)))
+    // A pass that wrote without failing starts the waits over: the next failure waits 1 s.
+    _ = try await put(fixture.tiers, 2, bytes: 50_000)
+    fixture.device.failNextWrites(1)
+    #expect(await fixture.tiers.writeBehindPass() == 0)
+    fixture.clock.advance(milliseconds: 1_000)
+    #expect(await fixture.tiers.writeBehindPass() == 1)
+    stats = fixture.tiers.stats
+    #expect(stats.writebackFailedBlocks == 4 && stats.writebackPendingBlocks == 0)
+    #expect(try fixture.restarted().report?.blocksRecovered == 2)
+  }
+
+  /// The background service retries failed writes on its own, with no commit to wake it.
+  @Test func theBackgroundServiceRetriesAFailedWriteWithoutACommit() async throws {
+    let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
+    let service = Task { await fixture.tiers.run() }
+    fixture.device.failNextWrites(1)
+    _ = try await put(fixture.tiers, 1, bytes: 30_000)
+    #expect(try await eventually(within: 20) { fixture.tiers.stats.writebackFailedBlocks == 1 })
+    #expect(!fixture.nvme.contains(testBlockID(1)))
+    // The service looks once a second (of the node's clock) whether the retry is due.
+    let retried = try await eventually(within: 20) {
+      fixture.clock.advance(milliseconds: 100)
+      return fixture.tiers.stats.writebackBlocks == 1
+    }
+    fixture.tiers.shutdown()
+    await service.value
+    #expect(retried && fixture.nvme.contains(testBlockID(1)))
+  }
+
   @Test func aRemovedBlockIsNotWrittenBehind() async throws {
     let fixture = try TierFixture(writebackWindowMilliseconds: Self.window)
     _ = try await put(fixture.tiers, 1, bytes: 50_000)

@@ -3,6 +3,10 @@
 // lag, which the disk keeps under `writebackWindowMilliseconds` while it keeps up), and evicting
 // a block already written behind costs nothing.
 //
+// A write that fails leaves its block in RAM, to be written again once its retry is due
+// (`WriteBehindRetry`: waits that double while passes keep failing), woken by a once-a-second look
+// when no commit comes.
+//
 // Blocks go in batches of consecutive commits, one NVMe tier call each, which puts a run of small
 // records in one device write (`NVMeTier.batchWriteBytesMax`); a large block is a batch alone.
 //
@@ -30,7 +34,25 @@ extension TierManager {
   /// Writes behind until `shutdown`: each commit wakes a pass that drains the queue.
   func runWriteBehind() async {
     guard writeBehindEnabled, let nvme else { return }
-    for await _ in writeBehindSignals { _ = await writeBehindPass(nvme) }
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await self.wakeForWriteBehindRetries() }
+      for await _ in writeBehindSignals { _ = await writeBehindPass(nvme) }
+      group.cancelAll()
+    }
+  }
+
+  /// How often the write-behind service looks whether failed writes are due again (no commit may
+  /// come to wake it).
+  static let writeBehindRetryPollMilliseconds: UInt64 = 1_000
+
+  /// Wakes the write-behind service when blocks whose write failed are due again, until cancelled.
+  private func wakeForWriteBehindRetries() async {
+    while !Task.isCancelled {
+      await clock.sleep(milliseconds: Self.writeBehindRetryPollMilliseconds)
+      let now = clock.nowMilliseconds()
+      let due = state.withLock { !$0.writeBehindRetry.isEmpty && now >= $0.writeBehindRetry.dueAtMilliseconds }
+      if due { writeBehindWake.yield() }
+    }
   }
 
   /// Blocks in one write-behind batch at most; with `NVMeTier.batchWriteBytesMax` this bounds what
@@ -70,6 +92,8 @@ extension TierManager {
         state.withLock { $0.stats.ioErrors += 1 }
       }
     }
+    let now = clock.nowMilliseconds()
+    state.withLock { $0.writeBehindRetry.passEnded(wrote: written, now: now) }
     return written
   }
 
@@ -78,7 +102,8 @@ extension TierManager {
   /// records uncompressed), at most `writeBehindBatchBlocksMax`, and one at least while any
   /// waits. Empty when none waits.
   private func takeWriteBehind(_ nvme: NVMeTier) -> [WriteBehindJob] {
-    state.withLock { state in
+    let now = clock.nowMilliseconds()
+    return state.withLock { state in
       // An id whose deleted copy is still being written waits: that write's completion queues
       // the re-PUT copy again (`requeueAfterDeletedWrite`).
       let deletedWhileWriting = state.removedWhileDemoting
@@ -88,14 +113,28 @@ extension TierManager {
       }
       var batch: [WriteBehindJob] = []
       var batchBytes = 0
+      // Blocks whose write failed before go first once their retry is due (they are the oldest).
+      var retry = state.writeBehindRetry.takeDue(now: now)[...]
+      defer { state.writeBehindRetry.putBack(Array(retry)) }
       while batch.count < Self.writeBehindBatchBlocksMax {
-        guard let id = state.withWriteBehindQueue({ queue, ram in queue.first(where: { isWaiting($0, ram) }) }),
+        if let first = retry.first, !isWaiting(first, state.ram) {
+          retry.removeFirst()
+          continue
+        }
+        let retried = retry.first
+        guard
+          let id = retried
+            ?? state.withWriteBehindQueue({ queue, ram in queue.first(where: { isWaiting($0, ram) }) }),
           var entry = state.ram[id]
         else { break }
         let recordBytes = BlockRecordHeader.recordBytes(storedBytes: entry.bytes, alignmentBytes: nvme.alignmentBytes)
-        // The block the batch has no room for stays first in the queue, for the next batch.
+        // The block the batch has no room for stays first (in the queue or the retry), for the next batch.
         if !batch.isEmpty, batchBytes + recordBytes > NVMeTier.batchWriteBytesMax { break }
-        _ = state.withWriteBehindQueue { queue, ram in queue.popFirst(where: { isWaiting($0, ram) }) }
+        if retried != nil {
+          retry.removeFirst()
+        } else {
+          _ = state.withWriteBehindQueue { queue, ram in queue.popFirst(where: { isWaiting($0, ram) }) }
+        }
         entry.demoting = true
         state.ram[id] = entry
         state.writingBehind[id] = entry.storedAtMilliseconds
@@ -199,7 +238,7 @@ extension TierManager {
       }
       if var current = state.ram[job.id] {
         current.demoting = false
-        if written { current.dirty = false }
+        if written { current.dirty = false } else { state.writeBehindRetry.failed(job.id) }
         state.ram[job.id] = current
       }
     }
@@ -249,6 +288,10 @@ extension TierManager.State {
       queue.first(where: { ram[$0]?.dirty == true }).flatMap { ram[$0]?.storedAtMilliseconds }
     }
     if let queued { oldest = min(oldest, queued) }
+    for id in writeBehindRetry.ids {
+      guard let entry = ram[id], entry.dirty else { continue }
+      oldest = min(oldest, entry.storedAtMilliseconds)
+    }
     return oldest == .max ? 0 : now - min(now, oldest)
   }
 }

@@ -249,6 +249,8 @@ public final class TierManager: Sendable {
     /// with their commit times (TierManager+WriteBehind.swift).
     var writeBehind = WriteBehindQueue()
     var writingBehind: [BlockID: UInt64] = [:]
+    /// Blocks whose write-behind failed, written again once due.
+    var writeBehindRetry = WriteBehindRetry()
     /// Demotions writing their block to NVMe now (each held by the eviction that started it), until
     /// the write returns.
     var demotionsInFlight = 0
