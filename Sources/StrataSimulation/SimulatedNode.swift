@@ -79,9 +79,9 @@ final class SimulatedNode {
   /// The node announced its drain: its member key says draining.
   var draining = false
   var slowDiskUntil: UInt64 = 0
-  /// How many blocks the current process let go for a failing disk the run has counted as
-  /// failed copies (`Simulation.recordLetGo`).
-  var letGoCounted = 0
+  /// The current process's blocks let go for a failing disk and NVMe I/O errors, as far as the
+  /// run has looked for copies they lost (`Simulation.recordLostCopies`).
+  var lossesCounted = 0
 
   /// Its RAM tier: `roomyRAMBytes`, or a few dozen blocks' worth in a seed that draws RAM
   /// pressure (`SimulationOptions.ramPressure`).
@@ -220,7 +220,7 @@ final class SimulatedNode {
     tiers?.shutdown()
     server?.cluster = nil
     cluster = nil
-    letGoCounted = 0
+    lossesCounted = 0
     peerTransport = nil
     tiers = nil
     nvme = nil

@@ -88,18 +88,19 @@ extension Simulation {
     return holding.filter { $0.copyIsIntact(id) }.count
   }
 
-  /// A node whose disk failed the write that would have moved a block out of RAM lets its copy go
-  /// when another owner holds the block on NVMe (`ClusterNode.demotionFailed`), and reads it back
-  /// once its disk takes writes: from the let-go on, that node failed for the block, as one whose
-  /// copy a memory fault damaged (seed 4655 under RAM pressure: the other owner crashed before
-  /// the read-back, and the block was on no node up). Counted from the node's own tally, so the
-  /// acknowledged blocks are looked through only when it grew.
-  func recordLetGo() {
+  /// A node loses its copy of a block to a failing disk, and reads it back from the other owners:
+  /// when the disk failed the write that would have moved it out of RAM and another owner holds
+  /// it on NVMe, it lets the copy go (`ClusterNode.demotionFailed`); when a read of its record
+  /// fails, the record is dropped. From then on that node failed for the block, as one whose
+  /// copy a memory fault damaged (seed 4655 under RAM pressure: the other owner crashed before the
+  /// read-back, and the block was on no node up). Counted from the node's own tallies (blocks let
+  /// go, NVMe I/O errors), so the acknowledged blocks are looked through only when one grew.
+  func recordLostCopies() {
     for node in nodes where node.isUp {
       guard let cluster = node.cluster else { continue }
-      let total = cluster.demotionFailureStats.droppedHeldElsewhere
-      guard total > node.letGoCounted else { continue }
-      node.letGoCounted = total
+      let total = cluster.demotionFailureStats.droppedHeldElsewhere + (node.nvme?.statistics.ioErrors ?? 0)
+      guard total > node.lossesCounted else { continue }
+      node.lossesCounted = total
       for key in acknowledged.keys.sorted(by: keyOrder) {
         let id = BlockID(namespace: SimulatedNode.namespace, key: key)
         guard cluster.isReadingBack(id), !node.holds(id),

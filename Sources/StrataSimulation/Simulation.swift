@@ -134,6 +134,7 @@ final class Simulation: @unchecked Sendable {
     case healIsolation(Int)
     case healDelay(Int)
     case healOneWayLoss(from: Int, to: Int)
+    case healDiskReads(Int)
     case healMembership
     /// A paused process goes on (`Fault.pause`).
     case resume(Int)
@@ -170,6 +171,8 @@ final class Simulation: @unchecked Sendable {
   var networkFaultRandom: SimulationRandom
   /// Graceful stops' own generator (`Fault.restartSchedule`).
   var stopRandom: SimulationRandom
+  /// Disk read failures' own generator (`Fault.diskReadSchedule`).
+  var diskReadRandom: SimulationRandom
   /// Each node's RAM tier, drawn from a generator of its own (`SimulationOptions.ramPressure`).
   let ramBytes: Int
   var events = EventQueue<Event>()
@@ -242,6 +245,7 @@ final class Simulation: @unchecked Sendable {
     renameRandom = SimulationRandom(seed: options.seed ^ 0x5245_4E41_4D45_4944)
     networkFaultRandom = SimulationRandom(seed: options.seed ^ 0x4E45_5457_4F52_4B53)
     stopRandom = SimulationRandom(seed: options.seed ^ 0x5354_4F50_5354_4F50)
+    diskReadRandom = SimulationRandom(seed: options.seed ^ 0x4449_534B_5245_4144)
     var ramRandom = SimulationRandom(seed: options.seed ^ 0x5241_4D50_5245_5353)
     ramBytes =
       options.ramPressure && ramRandom.int(0...99) < 30
@@ -308,7 +312,10 @@ final class Simulation: @unchecked Sendable {
       faultSchedule.append("RAM pressure: each node's RAM tier holds \(ramBytes >> 10) KiB")
       note("RAM pressure: each node's RAM tier holds \(ramBytes >> 10) KiB")
     }
-    for (time, fault) in faults + ramFaults + diskReplacements + moves + networkFaults + renames + stops {
+    let diskReads = Fault.diskReadSchedule(
+      nodes: nodes.count, regions: SimulatedNode.deviceBytes / SimulatedNode.regionBytes, window: 1_500...9_000,
+      random: &diskReadRandom)
+    for (time, fault) in faults + ramFaults + diskReplacements + moves + networkFaults + renames + stops + diskReads {
       faultSchedule.append("t=\(time) ms: \(fault)")
       events.schedule(.fault(fault), at: time)
     }
@@ -323,7 +330,7 @@ final class Simulation: @unchecked Sendable {
       settle()
       handle(event)
       settle()
-      recordLetGo()
+      recordLostCopies()
     }
     for node in nodes { node.crashIfUpForTeardown() }
     _ = tasks.runUntilIdle()
@@ -358,6 +365,9 @@ final class Simulation: @unchecked Sendable {
     case .healDelay(let index):
       delays[index] = nil
       note("heal delay n\(index)")
+    case .healDiskReads(let index):
+      nodes[index].device.clearReadFaults()
+      note("heal disk reads n\(index)")
     case .healOneWayLoss(let from, let to):
       oneWayLosses.remove([from, to])
       note("heal one-way loss n\(from) -> n\(to)")
@@ -602,6 +612,16 @@ final class Simulation: @unchecked Sendable {
       }
     case .failDiskWrites(let index, let count):
       nodes[index].device.failNextWrites(count)
+    case .failDiskReads(let index, let region, let duration):
+      guard nodes[index].condition != .departed else { return }
+      let range =
+        region.map { ($0 * SimulatedNode.regionBytes)..<(($0 + 1) * SimulatedNode.regionBytes) }
+        ?? 0..<SimulatedNode.deviceBytes
+      nodes[index].device.failReads(in: range)
+      // A read that fails drops its block: the node failed for the blocks acknowledged before,
+      // and for those after, as each is dropped (`recordLostCopies`).
+      failures.append((index, now))
+      events.schedule(.healDiskReads(index), at: now + duration)
     case .clockJump(let index, let milliseconds):
       nodes[index].jumpClock(by: milliseconds)
     case .stop(let index, let after):
@@ -641,7 +661,7 @@ final class Simulation: @unchecked Sendable {
   }
 
   func crash(_ index: Int) {
-    recordLetGo()
+    recordLostCopies()
     nodes[index].crash()
     settle()
     clientConnections[index] = nil
@@ -663,6 +683,7 @@ final class Simulation: @unchecked Sendable {
       // with few writes after the faults, the last failed at 17.7 s, and its node waited for its
       // disk past the final check before it read back the block it let go).
       node.device.failNextWrites(0)
+      node.device.clearReadFaults()
       if node.isPaused(at: now) {
         node.pausedUntil = now + 1
         events.schedule(.resume(node.index), at: now + 1)
