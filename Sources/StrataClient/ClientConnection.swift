@@ -46,14 +46,17 @@ final class ClientConnection: @unchecked Sendable {
   /// Whether the node answers VERIFY (granted in HELLO): blocks that arrive damaged are reported to it.
   var nodeVerifies = false
   let epochs: EpochTracker
+  /// What the node said in HELLO about the sizes it takes, shared by the node's connections.
+  let nodeLimits: NodeLimits
 
   init(
     address: HostPort, configuration: StrataClient.Configuration, index: Int, epochs: EpochTracker,
-    transports: ClientTransports
+    transports: ClientTransports, nodeLimits: NodeLimits
   ) {
     self.address = address
     self.configuration = configuration
     self.epochs = epochs
+    self.nodeLimits = nodeLimits
     self.transports = transports
     reader = FrameReader(limits: configuration.limits, receiving: .response)
     worker = WorkerPool(label: "strata.client.\(address).\(index)")
@@ -182,6 +185,7 @@ final class ClientConnection: @unchecked Sendable {
     }
     namespace = response.namespace
     nodeID = response.nodeID
+    nodeLimits.learn(frameBytesMax: response.frameBytesMax, inflightBytesMax: response.inflightBytesMax)
     nodeVerifies = response.capabilities.contains(.verify)
     if !response.sameHostSocket.isEmpty && transports.offersSameHost(address) {
       // The node is on this machine and says where its Unix socket is: move there, if it is the

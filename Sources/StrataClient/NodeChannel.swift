@@ -19,6 +19,7 @@ final class NodeChannel: Sendable {
   static let leasesRememberedMax = 4096
 
   private let transports: ClientTransports
+  private let nodeLimits: NodeLimits
 
   init(
     address: HostPort, configuration: StrataClient.Configuration, epochs: EpochTracker, transports: ClientTransports
@@ -26,9 +27,12 @@ final class NodeChannel: Sendable {
     self.address = address
     self.configuration = configuration
     self.transports = transports
+    let nodeLimits = NodeLimits()
+    self.nodeLimits = nodeLimits
     connections = (0..<max(1, configuration.connections)).map {
       ClientConnection(
-        address: address, configuration: configuration, index: $0, epochs: epochs, transports: transports)
+        address: address, configuration: configuration, index: $0, epochs: epochs, transports: transports,
+        nodeLimits: nodeLimits)
     }
   }
 
@@ -79,7 +83,7 @@ final class NodeChannel: Sendable {
   func get(_ items: [StrataClient.GetItem], leaseID: UInt64, ringEpoch: UInt64, deadline: Deadline = .never)
     async throws(StrataError) -> [StrataClient.GetResult]
   {
-    let parts = split(items, bytes: { $0.length.map(Int.init) ?? $0.capacity })
+    let parts = try await split(items, deadline: deadline, bytes: { $0.length.map(Int.init) ?? $0.capacity })
     let pinned = leaseID == 0 ? nil : leaseConnections.withLock { $0.take(leaseID) }
     if parts.count == 1 {
       return try await getBatch(items, leaseID: leaseID, ringEpoch: ringEpoch, on: pinned, deadline: deadline)
@@ -102,7 +106,7 @@ final class NodeChannel: Sendable {
   func put(
     _ items: [StrataClient.PutItem], ringEpoch: UInt64, writeQuorum: UInt8 = 0, deadline: Deadline = .never
   ) async throws(StrataError) -> [PutOutcome] {
-    let parts = split(items, bytes: { $0.length })
+    let parts = try await split(items, deadline: deadline, bytes: { $0.length })
     if parts.count == 1 {
       return try await putBatch(items, ringEpoch: ringEpoch, writeQuorum: writeQuorum, deadline: deadline)
     }
@@ -256,13 +260,22 @@ final class NodeChannel: Sendable {
     }
   }
 
-  private func split<Item>(_ items: [Item], bytes: (Item) -> Int) -> [[Item]] {
+  /// Parts of at most `NodeLimits.partBytesMax` bytes and `limits.itemsPerBatchMax` items, in
+  /// order; a block larger than a part goes alone.
+  /// Before the first connection has heard the node's HELLO, one connects (a batch split without
+  /// its limits could be refused whole).
+  private func split<Item>(_ items: [Item], deadline: Deadline, bytes: (Item) -> Int) async throws(StrataError)
+    -> [[Item]]
+  {
+    if !nodeLimits.isKnown { try await call(deadline: deadline) { _ throws(StrataError) in } }
+    let partBytesMax = nodeLimits.partBytesMax(
+      batchBytesMax: configuration.batchBytesMax, connections: connections.count)
     var parts: [[Item]] = [[]]
     var partBytes = 0
     for item in items {
       let size = bytes(item)
       if !parts[parts.count - 1].isEmpty
-        && (partBytes + size > configuration.batchBytesMax
+        && (partBytes + size > partBytesMax
           || parts[parts.count - 1].count >= configuration.limits.itemsPerBatchMax)
       {
         parts.append([])
@@ -272,6 +285,31 @@ final class NodeChannel: Sendable {
       partBytes += size
     }
     return parts
+  }
+}
+
+/// What a node said in HELLO about the sizes it takes: the largest frame payload of a connection
+/// (`limits.max_inflight_bytes_per_connection`) and the bytes the client's tenant may have in
+/// flight on it (`limits.max_inflight_bytes_per_namespace`, or the tenant's own quota, and the
+/// node's whole budget). A batch is split so that each part fits a frame and the parts on all the
+/// connections at once fit the tenant's budget: a part over either is refused whole (`no_space`),
+/// which a client alone on the node should never see. Zero until a connection has heard.
+final class NodeLimits: Sendable {
+  private let learned = Mutex<(frameBytesMax: UInt64, inflightBytesMax: UInt64)>((0, 0))
+
+  var isKnown: Bool { learned.withLock { $0.frameBytesMax > 0 } }
+
+  func learn(frameBytesMax: UInt64, inflightBytesMax: UInt64) {
+    learned.withLock { $0 = (frameBytesMax, inflightBytesMax) }
+  }
+
+  /// `batchBytesMax`, within one frame and within a `connections`-th of the in-flight budget.
+  func partBytesMax(batchBytesMax: Int, connections: Int) -> Int {
+    let (frame, inflight) = learned.withLock { $0 }
+    var bytes = UInt64(max(1, batchBytesMax))
+    if frame > 0 { bytes = min(bytes, frame) }
+    if inflight > 0 { bytes = min(bytes, max(1, inflight / UInt64(max(1, connections)))) }
+    return Int(clamping: bytes)
   }
 }
 

@@ -162,6 +162,9 @@ final class SimulatedNode {
   /// next start must recover is every block whose record reads back intact now (bits a disk
   /// fault flipped earlier are found then, and dropped).
   func endStop() {
+    // The next start reads a device without armed faults (`crashed()`): reads failing now would
+    // hide records it recovers (seed 25233 under RAM pressure).
+    device.clearReadFaults()
     var buffer = [UInt8](repeating: 0, count: Self.blockBytesMax)
     var intact: [BlockID: Int] = [:]
     for (id, _) in nvme?.blockInventory() ?? [] {

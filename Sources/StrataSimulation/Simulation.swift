@@ -614,6 +614,8 @@ final class Simulation: @unchecked Sendable {
       nodes[index].device.failNextWrites(count)
     case .failDiskReads(let index, let region, let duration):
       guard nodes[index].condition != .departed else { return }
+      // A node down after a graceful stop may no longer come back with what its disk held.
+      nodes[index].diskAtStop = nil
       let range =
         region.map { ($0 * SimulatedNode.regionBytes)..<(($0 + 1) * SimulatedNode.regionBytes) }
         ?? 0..<SimulatedNode.deviceBytes

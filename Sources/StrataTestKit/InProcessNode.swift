@@ -23,7 +23,8 @@ public struct InProcessNode {
   public init(
     ramBytes: Int = 64 << 20, blockBytesMax: ByteSize = .mebibytes(4), admission: AdmissionPolicy = .never,
     connectionsMax: Int = 64, tokens: [NodeConfiguration.Auth.Token] = [], sameHostSocket: String? = nil,
-    sameHostRegionBytesMax: ByteSize = .gibibytes(1), nodeID: String = "test", logLevel: Logger.Level = .error
+    sameHostRegionBytesMax: ByteSize = .gibibytes(1), nodeID: String = "test", logLevel: Logger.Level = .error,
+    inflightBytesPerNamespaceMax: ByteSize? = nil, inflightBytesPerConnectionMax: ByteSize? = nil
   ) throws {
     tiers = try TierManager(
       configuration: TierConfiguration(
@@ -38,6 +39,8 @@ public struct InProcessNode {
     // check. Idle deadlines have their own tests, on nodes configured for them.
     node.limits.idleTimeout = DurationSetting(milliseconds: 900_000)
     node.limits.blockBytesMax = blockBytesMax
+    if let inflightBytesPerNamespaceMax { node.limits.inflightBytesPerNamespaceMax = inflightBytesPerNamespaceMax }
+    if let inflightBytesPerConnectionMax { node.limits.inflightBytesPerConnectionMax = inflightBytesPerConnectionMax }
     node.auth.tokens = tokens
     node.sameHost.enabled = sameHostSocket != nil
     node.sameHost.socket = sameHostSocket ?? ""

@@ -125,7 +125,8 @@ public struct HelloResponse: MessageBody {
   public var namespace: Namespace
   /// The largest frame (header + body + payload) the server is willing to receive.
   public var frameBytesMax: UInt64
-  /// The most payload bytes the client may have in flight on this connection.
+  /// The most payload bytes the client's namespace may have in flight on the node, all its
+  /// connections together (the node's budget, or the namespace's smaller quota).
   public var inflightBytesMax: UInt64
   public var ringEpoch: UInt64
   /// The path of the node's Unix-domain socket (the same-host path), answered over TCP to a

@@ -89,7 +89,10 @@ extension NodeServer {
     let response = HelloResponse(
       capabilities: granted.capabilities, nodeID: configuration.nodeID, namespace: granted.namespace,
       frameBytesMax: configuration.limits.payloadBytesMax,
-      inflightBytesMax: UInt64(configuration.admission.inflightBytesMax), ringEpoch: epoch,
+      inflightBytesMax: UInt64(
+        min(
+          configuration.admission.inflightBytesMax, configuration.admission.quotas[granted.namespace].inflightBytesMax)),
+      ringEpoch: epoch,
       sameHostSocket: sameHostSocket)
     return (granted, response)
   }
