@@ -262,12 +262,15 @@ final class NodeChannel: Sendable {
 
   /// Parts of at most `NodeLimits.partBytesMax` bytes and `limits.itemsPerBatchMax` items, in
   /// order; a block larger than a part goes alone.
-  /// Before the first connection has heard the node's HELLO, one connects (a batch split without
-  /// its limits could be refused whole).
+  /// Before any connection has heard the node's HELLO, the one the call takes next connects (a
+  /// batch split without the node's limits could be refused whole).
   private func split<Item>(_ items: [Item], deadline: Deadline, bytes: (Item) -> Int) async throws(StrataError)
     -> [[Item]]
   {
-    if !nodeLimits.isKnown { try await call(deadline: deadline) { _ throws(StrataError) in } }
+    if !nodeLimits.isKnown {
+      // On the connection the call itself takes next: no other connection is opened for it.
+      try await call(on: next.withLock { $0 }, deadline: deadline) { _ throws(StrataError) in }
+    }
     let partBytesMax = nodeLimits.partBytesMax(
       batchBytesMax: configuration.batchBytesMax, connections: connections.count)
     var parts: [[Item]] = [[]]
