@@ -205,11 +205,14 @@ func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: Int) {
       return !stat.contains("\"idle_closed\":0")
     }
     #expect(closed, "the node did not close the idle connection")
+    // (The first call may have replaced one already: it learns the node's limits on the
+    // connection before it sends, and on a loaded machine more than 100 ms can pass in between.)
+    let replacedBefore = client.transportStats.idleConnectionsReplaced
     let second = try await client.put([
       .init(key: blockKey(2, 77), source: try region.slice(offset: 4096, length: 4096))
     ])
     #expect(second == [.stored])
-    #expect(client.transportStats.idleConnectionsReplaced == 1)
+    #expect(client.transportStats.idleConnectionsReplaced == replacedBefore + 1)
   }
 
   @Test func thousandsOfMixedBlocksRoundTripByteForByte() async throws {
