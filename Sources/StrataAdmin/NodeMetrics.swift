@@ -142,7 +142,12 @@ public final class NodeMetrics: NodeObserver {
       help: "Blocks written behind later than nvme.writeback_window after their acknowledgement."),
     .init(
       name: "strata_writeback_failed_blocks_total", kind: .counter, labels: [],
-      help: "Write-behind writes that failed; the block stays in RAM until demoted or flushed."),
+      help: "Write-behind writes that failed; the block stays in RAM and is written again once its retry is due."),
+    .init(
+      name: "strata_writeback_retry_blocks", kind: .gauge, labels: [],
+      help:
+        "Blocks whose write-behind failed, waiting in RAM for their retry (1 s, doubling to 30 s while the disk keeps failing)."
+    ),
     .init(
       name: "strata_nvme_device_writes_total", kind: .counter, labels: [],
       help: "Device writes of block records to the NVMe tier (a batch writes a run of records in one)."),
@@ -482,6 +487,7 @@ public final class NodeMetrics: NodeObserver {
     advance("strata_writeback_bytes_total", [], to: stats.writebackBytes)
     advance("strata_writeback_late_blocks_total", [], to: stats.writebackLateBlocks)
     advance("strata_writeback_failed_blocks_total", [], to: stats.writebackFailedBlocks)
+    gauge("strata_writeback_retry_blocks").set(Double(stats.writebackRetryBlocks))
     advance("strata_checksum_failures_total", [("tier", "ram")], to: stats.checksumFailures)
     advance("strata_demotion_failures_total", [("outcome", "dropped")], to: stats.demotionFailedDropped)
     advance("strata_demotion_failures_total", [("outcome", "kept")], to: stats.demotionFailedKept)
@@ -673,7 +679,8 @@ public final class NodeMetrics: NodeObserver {
       "strata_repair_backlog_blocks", "strata_drain_unplaced_blocks", "strata_under_replicated_blocks",
       "strata_damaged_blocks_waiting",
       "strata_writeback_lag_seconds", "strata_io_queue_jobs", "strata_copy_buffer_bytes",
-      "strata_writeback_pending_blocks", "strata_writeback_pending_bytes", "strata_member_records_rejected",
+      "strata_writeback_pending_blocks", "strata_writeback_pending_bytes", "strata_writeback_retry_blocks",
+      "strata_member_records_rejected",
       "strata_starting", "strata_nvme_recovery_regions_read", "strata_nvme_recovery_regions_total",
       "strata_nvme_recovery_records_found", "strata_nvme_stalled_operations", "strata_nvme_oldest_operation_seconds",
     ] {

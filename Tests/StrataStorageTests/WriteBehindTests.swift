@@ -217,6 +217,7 @@ import Testing
     _ = try await put(fixture.tiers, 1, bytes: 50_000)
     fixture.device.failNextWrites(3)
     #expect(await fixture.tiers.writeBehindPass() == 0)
+    #expect(fixture.tiers.stats.writebackRetryBlocks == 1)
     let writes = fixture.device.writeCount
     #expect(await fixture.tiers.writeBehindPass() == 0)
     #expect(fixture.device.writeCount == writes, "a retry before its time writes nothing")
@@ -229,7 +230,7 @@ import Testing
       #expect(await fixture.tiers.writeBehindPass() == (fails ? 0 : 1), "due \(wait) ms after the failure")
     }
     var stats = fixture.tiers.stats
-    #expect(stats.writebackFailedBlocks == 3 && stats.writebackPendingBlocks == 0)
+    #expect(stats.writebackFailedBlocks == 3 && stats.writebackPendingBlocks == 0 && stats.writebackRetryBlocks == 0)
     #expect(stats.writebackLagMilliseconds == 0 && fixture.nvme.contains(testBlockID(1)))
     // A pass that wrote without failing starts the waits over: the next failure waits 1 s.
     _ = try await put(fixture.tiers, 2, bytes: 50_000)

@@ -281,6 +281,11 @@ extension TierManager.State {
     return body(&queue, ram)
   }
 
+  /// Blocks whose write-behind failed that wait for their retry (still in RAM, not yet written).
+  var writeBehindRetryWaiting: Int {
+    Set(writeBehindRetry.ids).count { ram[$0]?.dirty == true }
+  }
+
   /// How long the oldest block waiting for write-behind (queued or being written) has waited.
   mutating func writeBehindLag(now: UInt64) -> UInt64 {
     var oldest = writingBehind.values.min() ?? .max

@@ -100,8 +100,10 @@ public struct TierStats: Sendable, Hashable {
   /// did not keep up.
   public var writebackLateBlocks = 0
   /// Write-behind writes that failed (I/O error, no NVMe region free); the block stays in RAM and
-  /// is written when it is demoted or flushed.
+  /// is written again once its retry is due (`WriteBehindRetry`), or when demoted or flushed.
   public var writebackFailedBlocks = 0
+  /// Blocks whose write-behind failed that wait in RAM for their retry.
+  public var writebackRetryBlocks = 0
   /// Blocks (and payload bytes) in RAM that write-behind has not put on NVMe yet.
   public var writebackPendingBlocks = 0
   public var writebackPendingBytes = 0
@@ -871,6 +873,7 @@ public final class TierManager: Sendable {
       stats.writebackPendingBlocks = state.ram.dirtyBlocks
       stats.writebackPendingBytes = state.ram.dirtyBytes
       stats.writebackLagMilliseconds = state.writeBehindLag(now: clock.nowMilliseconds())
+      stats.writebackRetryBlocks = state.writeBehindRetryWaiting
       return stats
     }
     stats.ioQueueJobs = io.queuedCount
