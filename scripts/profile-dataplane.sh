@@ -8,6 +8,7 @@
 #   RAM=SIZE in the environment: the node's RAM tier (default 3GiB; NVMe 8GiB, as in the benchmarks).
 #   TRANSPORT=shm in the environment: the same-host path instead of TCP.
 #   RAM_ONLY=1 in the environment: the node keeps a RAM tier only (nvme.admission: never).
+#   PCT=N in the environment: list symbols down to N% of the samples (default 1.5).
 #   TLS=1 in the environment: the node serves TLS (scripts/dev-ca.sh certificates), the bench
 #   client verifies it (user-space OpenSSL unless the kernel offers the tls ULP).
 set -euo pipefail
@@ -49,6 +50,6 @@ perf record -q -g -F 999 -o "$work/client.data" -- \
 wait "$perf_pid" || true
 for side in node client; do
   echo "--- $side: top symbols by self time ($op $size x$batch x$conns) ---"
-  perf report -i "$work/$side.data" --no-children --sort sym --percent-limit 1.5 --stdio 2>/dev/null \
+  perf report -i "$work/$side.data" --no-children --sort sym --percent-limit ${PCT:-1.5} --stdio 2>/dev/null \
     | grep -E "^ +[0-9.]+%" | head -25
 done

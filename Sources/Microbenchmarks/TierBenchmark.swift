@@ -55,7 +55,7 @@ func runTierBenchmark(seconds: Double, repetitions: Int, directory: String) asyn
 }
 
 /// NVMe tier: reads of 2 MiB blocks that were demoted to a file-backed region log (O_DIRECT), in
-/// write order, by 1 and by 4 threads. scripts/bench-tiers.sh runs fio on the same disk beside it.
+/// write order, by 1 and by 4 threads (each its own quarter). scripts/bench-tiers.sh runs fio on the same disk beside it.
 func nvmeTierBenchmark(repetitions: Int, directory: String, fileBytes: Int = 1 << 30) throws {
   let blockBytes = 2 << 20
   mkdir(directory, 0o755)
@@ -87,7 +87,8 @@ func nvmeTierBenchmark(repetitions: Int, directory: String, fileBytes: Int = 1 <
       DispatchQueue.concurrentPerform(iterations: threads) { thread in
         let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 4096)
         defer { destination.deallocate() }
-        for index in stride(from: thread, to: count, by: threads) {
+        // Each thread reads its own contiguous share in write order, as each of fio's jobs does.
+        for index in (thread * count / threads)..<((thread + 1) * count / threads) {
           _ = try? tier.read(ids[index], into: destination)
         }
       }

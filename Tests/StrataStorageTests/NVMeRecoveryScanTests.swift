@@ -10,19 +10,36 @@ import Testing
 
 @testable import StrataStorage
 
-/// A simulated device that logs every read, so a test can see where the window boundaries fell.
+/// A simulated device that logs every read (where, and into which buffer), so a test can see where
+/// the window boundaries fell, or that a block took one read.
 final class NVMeReadLogDevice: BlockDevice {
+  struct Read: Hashable {
+    var offset: Int
+    var bytes: Int
+    var address: Int
+  }
+
   let inner: SimulatedBlockDevice
-  private let log = Mutex<[Range<Int>]>([])
+  private let log = Mutex<[Read]>([])
 
   init(_ inner: SimulatedBlockDevice) { self.inner = inner }
 
   var capacityBytes: Int { inner.capacityBytes }
   var alignmentBytes: Int { inner.alignmentBytes }
-  var reads: [Range<Int>] { log.withLock { $0 } }
+  var reads: [Range<Int>] { log.withLock { $0.map { $0.offset..<($0.offset + $0.bytes) } } }
+
+  /// The reads since the last call.
+  func takeReads() -> [Read] {
+    log.withLock { reads in
+      defer { reads = [] }
+      return reads
+    }
+  }
 
   func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
-    log.withLock { $0.append(offset..<(offset + buffer.count)) }
+    log.withLock {
+      $0.append(Read(offset: offset, bytes: buffer.count, address: Int(bitPattern: buffer.baseAddress)))
+    }
     try inner.read(at: offset, into: buffer)
   }
 

@@ -800,7 +800,7 @@ final class NVMeScratchDirectory {
   // MARK: Index footprint
 
   @Test func indexEntriesStaySmall() throws {
-    #expect(MemoryLayout<IndexKey>.stride == 40 && MemoryLayout<RecordLocation>.stride == 16)
+    #expect(MemoryLayout<IndexKey>.stride == 40 && MemoryLayout<RecordLocation>.stride == 20)
     let device = SimulatedBlockDevice(capacityBytes: 50 << 20)
     let tier = try NVMeTier(devices: [device], regionBytes: 1 << 20, compression: .none, blockBytesMax: 64 << 10)
     let empty: [UInt8] = []

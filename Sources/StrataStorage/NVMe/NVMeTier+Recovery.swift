@@ -137,7 +137,8 @@ extension NVMeTier {
             RegionScan.Record(
               namespace: header.namespace, key: header.key, sequence: header.sequence,
               offsetInRegion: offsetInRegion, payloadBytes: header.payloadBytes, storedBytes: header.storedBytes,
-              codec: header.codec, isTombstone: header.isTombstone))
+              codec: header.codec, storedChecksum: header.storedChecksum, masked: header.maskSeed != 0,
+              isTombstone: header.isTombstone))
         }
         scan.records = records
         scans.withLock { $0[region] = scan }

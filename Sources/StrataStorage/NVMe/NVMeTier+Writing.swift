@@ -322,7 +322,8 @@ extension NVMeTier {
         for (record, reservation) in zip(run, reservations) {
           let location = RecordLocation(
             region: reservation.region, offsetInRegion: reservation.offsetInRegion,
-            payloadBytes: blocks[record.block].payload.count, storedBytes: record.storedBytes, codec: record.codec)
+            payloadBytes: blocks[record.block].payload.count, storedBytes: record.storedBytes, codec: record.codec,
+            storedChecksum: record.storedChecksum, masked: record.maskSeed != 0)
           log.finishWrite(reservation, key: record.key, location: location)
         }
         log.counters.recordWrites += 1

@@ -360,11 +360,11 @@ public final class NVMeTier: Sendable {
           .invalidArgument,
           "\(id): destination of \(destination.count) bytes is smaller than the block's \(location.payloadBytes)")
       }
-      let recordBytes = BlockRecordHeader.recordBytes(storedBytes: location.storedBytes, alignmentBytes: alignmentBytes)
-      let record = lease.prefix(recordBytes)
       let deviceOffset = region.deviceOffset + Int(location.offsetInRegion)
+      let outcome: RecordCheck
       do {
-        try devices[region.device].read(at: deviceOffset, into: record)
+        outcome = try readRecord(
+          id, at: location, deviceOffset: deviceOffset, region: region, staging: lease, into: destination)
       } catch {
         let dropped = log.withLock { log in
           let dropped = log.removeIfUnchanged(key, at: location, generation: region.generation)
@@ -377,8 +377,7 @@ public final class NVMeTier: Sendable {
         }
         continue
       }
-      switch check(UnsafeRawBufferPointer(record), of: id, at: location, deviceOffset: deviceOffset, into: destination)
-      {
+      switch outcome {
       case .valid(let payloadBytes, let checksum):
         return (payloadBytes, checksum)
       case .invalid(let reason):
@@ -397,6 +396,45 @@ public final class NVMeTier: Sendable {
       }
     }
     throw StrataError(.notFound, "\(id): not in the NVMe tier")
+  }
+
+  /// Reads the block's record and checks it into `destination`. A large record stored raw (no
+  /// codec, no mask) is read by its stored bytes alone: one aligned read of exactly the block's
+  /// size (a 2 MiB block, one 2 MiB read), straight into `destination` when it is aligned and
+  /// long enough, verified against the stored checksum the index keeps; the region's generation,
+  /// unchanged after the read, shows no reuse began under it. Any other record is read whole
+  /// and its header checked too. Throws only for a device error.
+  private func readRecord(
+    _ id: BlockID, at location: RecordLocation, deviceOffset: Int, region: RegionLog.Region,
+    staging: borrowing StagingLease, into destination: UnsafeMutableRawBufferPointer
+  ) throws(StrataError) -> RecordCheck {
+    let storedBytes = location.storedBytes
+    guard location.codec == .none, !location.masked, storedBytes >= BlockRecordHeader.alignedBodyBytesMin else {
+      let recordBytes = BlockRecordHeader.recordBytes(storedBytes: storedBytes, alignmentBytes: alignmentBytes)
+      let record = staging.prefix(recordBytes)
+      try devices[region.device].read(at: deviceOffset, into: record)
+      return check(UnsafeRawBufferPointer(record), of: id, at: location, deviceOffset: deviceOffset, into: destination)
+    }
+    let bodyOffset = BlockRecordHeader.bodyOffset(storedBytes: storedBytes, alignmentBytes: alignmentBytes)
+    let readBytes = roundUp(storedBytes, toMultipleOf: alignmentBytes)
+    let payload = UnsafeMutableRawBufferPointer(rebasing: destination[0..<storedBytes])
+    let checksum: UInt32
+    if let address = destination.baseAddress, Int(bitPattern: address) % alignmentBytes == 0,
+      destination.count >= readBytes
+    {
+      try devices[region.device].read(
+        at: deviceOffset + bodyOffset, into: UnsafeMutableRawBufferPointer(rebasing: destination[0..<readBytes]))
+      checksum = CRC32C.checksum(UnsafeRawBufferPointer(payload))
+    } else {
+      let body = staging.prefix(readBytes)
+      try devices[region.device].read(at: deviceOffset + bodyOffset, into: body)
+      checksum = CRC32C.copy(UnsafeRawBufferPointer(rebasing: body[0..<storedBytes]), to: payload)
+    }
+    guard checksum == location.storedChecksum else { return .invalid("stored bytes checksum mismatch") }
+    guard log.withLock({ $0.regionInfo(Int(location.region)).generation == region.generation }) else {
+      return .invalid("its region was reused during the read")
+    }
+    return .valid(payloadBytes: storedBytes, checksum: checksum)
   }
 
   /// Verifies a record read from disk and decodes its payload into `destination`.

@@ -15,18 +15,29 @@ struct IndexKey: Hashable, Sendable {
 struct RecordLocation: Hashable, Sendable {
   var region: UInt32
   var offsetInRegion: UInt32
-  var payloadBytes: UInt32
+  /// Payload length in the low 31 bits; the top bit set: the stored bytes are masked
+  /// (`BlockRecordHeader.maskSeed`). Blocks are at most 1 GiB (`limits.max_block_size`).
+  private var payloadBytesAndMask: UInt32
   /// Stored length in the low 31 bits, the codec in the top bit (set: lz4). Lengths are capped
   /// below 2 GiB by liblz4's input limit, so the bit is free.
   private var storedBytesAndCodec: UInt32
+  /// CRC-32C of the stored bytes, as in the header: a read of the stored bytes alone is verified
+  /// against it (`NVMeTier.readVerified`).
+  var storedChecksum: UInt32
 
-  init(region: Int, offsetInRegion: Int, payloadBytes: Int, storedBytes: Int, codec: CompressionCodec) {
+  init(
+    region: Int, offsetInRegion: Int, payloadBytes: Int, storedBytes: Int, codec: CompressionCodec,
+    storedChecksum: UInt32, masked: Bool
+  ) {
     self.region = UInt32(region)
     self.offsetInRegion = UInt32(offsetInRegion)
-    self.payloadBytes = UInt32(payloadBytes)
+    payloadBytesAndMask = UInt32(payloadBytes) | (masked ? 1 << 31 : 0)
     storedBytesAndCodec = UInt32(storedBytes) | (codec == .lz4 ? 1 << 31 : 0)
+    self.storedChecksum = storedChecksum
   }
 
+  var payloadBytes: UInt32 { payloadBytesAndMask & ~(1 << 31) }
+  var masked: Bool { payloadBytesAndMask >> 31 == 1 }
   var storedBytes: Int { Int(storedBytesAndCodec & ~(1 << 31)) }
   var codec: CompressionCodec { storedBytesAndCodec >> 31 == 1 ? .lz4 : .none }
 }
@@ -490,7 +501,8 @@ struct RegionLog: Sendable {
         } else {
           index[key] = RecordLocation(
             region: region, offsetInRegion: record.offsetInRegion, payloadBytes: record.payloadBytes,
-            storedBytes: record.storedBytes, codec: record.codec)
+            storedBytes: record.storedBytes, codec: record.codec, storedChecksum: record.storedChecksum,
+            masked: record.masked)
           tombstoneRegions[key] = nil
         }
       }
@@ -541,6 +553,8 @@ struct RegionScan: Sendable {
     var payloadBytes: Int
     var storedBytes: Int
     var codec: CompressionCodec
+    var storedChecksum: UInt32
+    var masked: Bool
     var isTombstone = false
   }
 
