@@ -134,7 +134,8 @@ extension TierManager {
       return wanted
     }
     @Sendable func read(_ id: BlockID, bytes: Int) async -> DirectRead {
-      let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+      // Page-aligned: the NVMe tier reads a large block's stored bytes straight into it.
+      let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 4096)
       nonisolated(unsafe) let destination = memory
       do throws(StrataError) {
         let read = try await io.run(for: id.namespace) { () throws(StrataError) in
