@@ -45,13 +45,15 @@ extension TierManager {
   /// come to wake it).
   static let writeBehindRetryPollMilliseconds: UInt64 = 1_000
 
-  /// Wakes the write-behind service when blocks whose write failed are due again, until cancelled.
+  /// Wakes the write-behind service when blocks whose write failed are due again, and syncs
+  /// demotions' writes (`syncDemotions`), until cancelled.
   private func wakeForWriteBehindRetries() async {
     while !Task.isCancelled {
       await clock.sleep(milliseconds: Self.writeBehindRetryPollMilliseconds)
       let now = clock.nowMilliseconds()
       let due = state.withLock { !$0.writeBehindRetry.isEmpty && now >= $0.writeBehindRetry.dueAtMilliseconds }
       if due { writeBehindWake.yield() }
+      await syncDemotions()
     }
   }
 
@@ -86,10 +88,15 @@ extension TierManager {
       }
     }
     if written > 0 {
+      // This sync covers demotions' writes done before it too.
+      state.withLock { $0.demotionsUnsynced = false }
       do throws(StrataError) {
         try await io.run { () throws(StrataError) in try nvme.sync() }
       } catch {
-        state.withLock { $0.stats.ioErrors += 1 }
+        state.withLock { state in
+          state.stats.ioErrors += 1
+          state.demotionsUnsynced = true
+        }
       }
     }
     let now = clock.nowMilliseconds()
