@@ -87,18 +87,7 @@ extension TierManager {
         written += wrote
       }
     }
-    if written > 0 {
-      // This sync covers demotions' writes done before it too.
-      state.withLock { $0.demotionsUnsynced = false }
-      do throws(StrataError) {
-        try await io.run { () throws(StrataError) in try nvme.sync() }
-      } catch {
-        state.withLock { state in
-          state.stats.ioErrors += 1
-          state.demotionsUnsynced = true
-        }
-      }
-    }
+    if written > 0 { await syncNVMe() }
     let now = clock.nowMilliseconds()
     state.withLock { $0.writeBehindRetry.passEnded(wrote: written, now: now) }
     return written

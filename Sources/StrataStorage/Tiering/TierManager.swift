@@ -847,19 +847,22 @@ public final class TierManager: Sendable {
     if let failure { throw failure }
   }
 
-  /// Makes the NVMe writes of demotions since the last sync durable (one `fdatasync` of the
-  /// devices), if there were any: a demoted block has left RAM, so its record is its only copy
-  /// here. Called at the end of each background demotion pass and, with write-behind, once a
-  /// second (a write-behind pass's own sync covers them too), so a demotion done inline for a PUT
-  /// is durable within about a second, as written-behind blocks are. A failed sync is counted as
-  /// an I/O error and tried again at the next call.
+  /// Makes the NVMe writes of demotions since the last sync durable, if there were any: a demoted
+  /// block has left RAM, so its record is its only copy here. Called at the end of each
+  /// background demotion pass and, with write-behind, once a second (a write-behind pass's own
+  /// sync covers them too), so a demotion done inline for a PUT is durable within about a second,
+  /// as written-behind blocks are.
   func syncDemotions() async {
-    guard let nvme,
-      state.withLock({ state in
-        defer { state.demotionsUnsynced = false }
-        return state.demotionsUnsynced
-      })
-    else { return }
+    guard state.withLock({ $0.demotionsUnsynced }) else { return }
+    await syncNVMe()
+  }
+
+  /// One `fdatasync` of the NVMe devices, covering every write that ended before it (demotions'
+  /// included). A failed sync is counted as an I/O error and tried again by the next
+  /// `syncDemotions`.
+  func syncNVMe() async {
+    guard let nvme else { return }
+    state.withLock { $0.demotionsUnsynced = false }
     do throws(StrataError) {
       try await io.run { () throws(StrataError) in try nvme.sync() }
     } catch {
