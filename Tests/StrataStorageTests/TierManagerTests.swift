@@ -530,29 +530,6 @@ func read(_ tiers: TierManager, _ id: BlockID) async throws -> [UInt8]? {
     #expect(fixture.tiers.stats.demotedBlocks > 0)
   }
 
-  /// A demoted block has left RAM, so its NVMe record must become durable soon: demotions done
-  /// inline for PUTs leave it to the next background demotion pass (or write-behind's once-a-second
-  /// look), which syncs the devices once for all of them, and only when one wrote.
-  @Test func demotionsWritesAreSyncedByTheNextDemotionPass() async throws {
-    let fixture = try TierFixture(ramBytes: 4 << 20, admission: .always)
-    // 20 × 256 KiB through a 4 MiB RAM tier (write-behind off): later PUTs demote earlier blocks.
-    for n in 0..<20 { #expect(try await put(fixture.tiers, n, bytes: 256 << 10) == .stored) }
-    let demoted = fixture.tiers.stats.demotedBlocks
-    #expect(demoted >= 4 && fixture.device.syncCount == 0, "\(fixture.tiers.stats)")
-    // Below the low watermark, the pass demotes nothing, and syncs what the PUTs demoted.
-    for n in 0..<20 { fixture.tiers.remove(testBlockID(n), keepingNVMe: true) }
-    try await fixture.tiers.relievePressure()
-    #expect(fixture.tiers.stats.demotedBlocks == demoted && fixture.device.syncCount == 1)
-    try await fixture.tiers.relievePressure()
-    #expect(fixture.device.syncCount == 1, "nothing demoted since: nothing to sync")
-    // Above the high watermark, the pass demotes, then syncs once.
-    for n in 20..<36 { #expect(try await put(fixture.tiers, n, bytes: 256 << 10) == .stored) }
-    let syncsBefore = fixture.device.syncCount
-    let demotedBefore = fixture.tiers.stats.demotedBlocks
-    try await fixture.tiers.relievePressure()
-    #expect(fixture.tiers.stats.demotedBlocks > demotedBefore && fixture.device.syncCount == syncsBefore + 1)
-  }
-
   /// Random puts, reads, removes, persists and restarts against a model: every block returned
   /// equals what was written, byte for byte; removed blocks stay removed, also across restarts;
   /// capacity limits hold throughout. Block n always has the same bytes (content addressing).

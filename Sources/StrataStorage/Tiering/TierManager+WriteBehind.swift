@@ -45,15 +45,13 @@ extension TierManager {
   /// come to wake it).
   static let writeBehindRetryPollMilliseconds: UInt64 = 1_000
 
-  /// Wakes the write-behind service when blocks whose write failed are due again, and syncs
-  /// demotions' writes (`syncDemotions`), until cancelled.
+  /// Wakes the write-behind service when blocks whose write failed are due again, until cancelled.
   private func wakeForWriteBehindRetries() async {
     while !Task.isCancelled {
       await clock.sleep(milliseconds: Self.writeBehindRetryPollMilliseconds)
       let now = clock.nowMilliseconds()
       let due = state.withLock { !$0.writeBehindRetry.isEmpty && now >= $0.writeBehindRetry.dueAtMilliseconds }
       if due { writeBehindWake.yield() }
-      await syncDemotions()
     }
   }
 
@@ -87,7 +85,13 @@ extension TierManager {
         written += wrote
       }
     }
-    if written > 0 { await syncNVMe() }
+    if written > 0 {
+      do throws(StrataError) {
+        try await io.run { () throws(StrataError) in try nvme.sync() }
+      } catch {
+        state.withLock { $0.stats.ioErrors += 1 }
+      }
+    }
     let now = clock.nowMilliseconds()
     state.withLock { $0.writeBehindRetry.passEnded(wrote: written, now: now) }
     return written

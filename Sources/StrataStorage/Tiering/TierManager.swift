@@ -256,9 +256,6 @@ public final class TierManager: Sendable {
     /// Demotions writing their block to NVMe now (each held by the eviction that started it), until
     /// the write returns.
     var demotionsInFlight = 0
-    /// A demotion has written a block since the last sync: its record, now the block's only copy
-    /// here, would not survive a power loss until the devices are synced (`syncDemotions`).
-    var demotionsUnsynced = false
     /// Writes to NVMe (demotions and write-behind batches) ended so far, and the calls that found
     /// nothing to evict while some were in flight, each woken when one ends (at most one per
     /// PUT or promotion waiting for room: bounded as those are).
@@ -835,41 +832,8 @@ public final class TierManager: Sendable {
   /// when a commit crosses the high watermark; tests call it directly.
   public func relievePressure() async throws(StrataError) {
     let target = Int(configuration.lowWatermark * Double(configuration.ramBytes))
-    var failure: StrataError?
-    do throws(StrataError) {
-      while state.withLock({ $0.allocator.usedBytes }) > target {
-        guard try await evictOne(for: nil) else { break }
-      }
-    } catch {
-      failure = error
-    }
-    await syncDemotions()
-    if let failure { throw failure }
-  }
-
-  /// Makes the NVMe writes of demotions since the last sync durable, if there were any: a demoted
-  /// block has left RAM, so its record is its only copy here. Called at the end of each
-  /// background demotion pass and, with write-behind, once a second (a write-behind pass's own
-  /// sync covers them too), so a demotion done inline for a PUT is durable within about a second,
-  /// as written-behind blocks are.
-  func syncDemotions() async {
-    guard state.withLock({ $0.demotionsUnsynced }) else { return }
-    await syncNVMe()
-  }
-
-  /// One `fdatasync` of the NVMe devices, covering every write that ended before it (demotions'
-  /// included). A failed sync is counted as an I/O error and tried again by the next
-  /// `syncDemotions`.
-  func syncNVMe() async {
-    guard let nvme else { return }
-    state.withLock { $0.demotionsUnsynced = false }
-    do throws(StrataError) {
-      try await io.run { () throws(StrataError) in try nvme.sync() }
-    } catch {
-      state.withLock { state in
-        state.stats.ioErrors += 1
-        state.demotionsUnsynced = true
-      }
+    while state.withLock({ $0.allocator.usedBytes }) > target {
+      guard try await evictOne(for: nil) else { return }
     }
   }
 
@@ -1115,7 +1079,6 @@ public final class TierManager: Sendable {
       if written {
         state.stats.demotedBlocks += 1
         state.stats.demotedBytes += entry.bytes
-        state.demotionsUnsynced = true
       } else {
         state.stats.droppedBlocks += 1
         state.stats.demotionFailedDropped += 1
