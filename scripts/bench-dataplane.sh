@@ -7,7 +7,9 @@
 # the Python package call, and from a Swift task); single-thread memcpy (scripts/bench/
 # memcpy_bench.c) for the same-host path; the node's CPU seconds per GB moved. Medians of REPEATS
 # rounds (the rounds are interleaved, so a burst of load hits one round of every system, not every
-# round of one). Prints one table with ratios, then every target of issue 15 with met / not met,
+# round of one). The NVMe tier's reads of 2 MiB blocks against fio's on the same disk
+# (`strata-microbench nvme-read`, built here). Prints one table with ratios, then every target of
+# issue 15 with met / not met,
 # then the batch-16 PUTs into a node with a RAM tier only (the data path without the disk).
 # A GET run writes its working set first and is timed once the node is idle again (`strata bench
 # --settle`: the working set written behind to NVMe), so it measures reads, not reads beside writes.
@@ -90,6 +92,8 @@ wait_port() { # PORT NAME LOG
 gcc -O2 -pthread -o "$work/loopback_ceiling" "$shared/loopback_ceiling.c"
 gcc -O2 -pthread -o "$work/kv_bench" "$repo/scripts/bench/kv_bench.c"
 gcc -O2 -o "$work/memcpy_bench" "$repo/scripts/bench/memcpy_bench.c"
+microbench="$repo/.build/release/strata-microbench"
+(cd "$repo" && swift build -c release --product strata-microbench >&2)
 # The same-host transport (shared memory between a client and its node on one host) is measured
 # once `strata bench` can select it; the table then compares it with memcpy.
 same_host_supported=0
@@ -231,6 +235,32 @@ disk_write_round() { # ROUND
     fi
   done
 }
+# The NVMe tier's reads of 2 MiB blocks (`strata-microbench nvme-read`: 447 blocks written through
+# an NVMe tier on a file, O_DIRECT, read back with every checksum verified by 1 and by 4 threads,
+# each its own contiguous share) against fio reading a file of the same size on the same disk
+# with O_DIRECT, psync and 2 MiB reads (the same block size and queue depth), 1 and 4 jobs.
+disk_read_round() { # ROUND
+  local round=$1 jobs line
+  if [[ ! -f "$work/fio-read/fio.dat" ]]; then
+    mkdir -p "$work/fio-read"
+    fio --name=prepare --filename="$work/fio-read/fio.dat" --size=894M --rw=write --bs=2M --direct=1 \
+      --ioengine=psync --output-format=terse >/dev/null
+  fi
+  for jobs in 1 4; do
+    if line=$(fio --name=disk-read --filename="$work/fio-read/fio.dat" --size=$((894 / jobs))M \
+      --offset_increment=$((894 / jobs))M --numjobs=$jobs --group_reporting --rw=read --bs=2M --direct=1 \
+      --ioengine=psync --output-format=json 2>/dev/null \
+      | python3 -c 'import json,sys; r=json.load(sys.stdin)["jobs"][0]["read"]; print(json.dumps({"size": 2097152, "threads": int(sys.argv[1]), "gbps": r["bw_bytes"] / 1e9, "p50_us": 0, "p99_us": 0}))' "$jobs"); then
+      record disk-read "$round" "$line"
+    else
+      echo "round $round: fio read, $jobs job(s) FAILED" >&2
+    fi
+  done
+  "$microbench" nvme-read --repeat 1 --dir "$work/nvme-read" 2>&1 | awk '/^nvme-read/ {split($2, t, "="); print t[2], $4}' \
+    | while read -r threads gbps; do
+      record nvme-read "$round" "{\"size\": 2097152, \"threads\": $threads, \"gbps\": $gbps, \"p50_us\": 0, \"p99_us\": 0}"
+    done
+}
 started=$(date +%s)
 echo "load before: $(uptime)" >&2
 echo "strata: $strata ($("$strata" --version 2>/dev/null || true)); tree: $(cd "$repo" && git rev-parse --short HEAD 2>/dev/null)$(cd "$repo" && [[ -n $(git status --porcelain 2>/dev/null) ]] && echo ' (dirty)')" >&2
@@ -293,7 +323,8 @@ for round in $(seq "$repeats"); do
     line=$("$work/memcpy_bench" "$size" "$duration" 256 | tail -1) && record memcpy "$round" "$line"
   done
   disk_write_round "$round"
-  echo "round $round: latency and memcpy done ($(($(date +%s) - started))s)" >&2
+  disk_read_round "$round"
+  echo "round $round: latency, memcpy and disk done ($(($(date +%s) - started))s)" >&2
   ram_only_round "$round"
   echo "round $round: RAM-only PUTs done ($(($(date +%s) - started))s)" >&2
 done
@@ -308,6 +339,9 @@ runs = collections.defaultdict(list)
 for r in rows:
     if r["_sys"] in ("memcpy", "disk-write"):
         runs[(r["_sys"], "copy", r["size"], 1, 1)].append((r["gbps"], r["p50_us"], r["p99_us"]))
+        continue
+    if r["_sys"] in ("nvme-read", "disk-read"):
+        runs[(r["_sys"], "read", r["size"], 1, r["threads"])].append((r["gbps"], r["p50_us"], r["p99_us"]))
         continue
     op = {"set": "put"}.get(r["op"], r["op"])
     size = r.get("size", r.get("size_bytes"))
@@ -413,6 +447,12 @@ for op in ("get", "put"):
             r = sh / mc if mc else None
             print("| same-host %s %s >= 0.8x memcpy | %s GB/s vs %s = %sx | %s |" % (
                 op.upper(), size_name(size), fmt(sh, 1), fmt(mc, 1), fmt(r, 1), verdict(r is not None and r >= 0.8)))
+for threads in (1, 4):
+    nv = g("nvme-read", "read", 2097152, 1, threads)
+    fo = g("disk-read", "read", 2097152, 1, threads)
+    r = nv / fo if nv and fo else None
+    print("| NVMe-tier reads of 2 MiB blocks, %d reader(s) >= 0.9x fio (O_DIRECT, psync, 2 MiB reads) | %s GB/s vs %s = %sx | %s |" % (
+        threads, fmt(nv, 1), fmt(fo, 1), fmt(r, 1), verdict(r is not None and r >= 0.9)))
 tcp_cpu = cpu_per_gb("strata")
 same_cpu = cpu_per_gb("strata-same-host")
 print("| node CPU per GB moved, each transport (reported) | TCP %s CPU-s/GB; same-host %s | %s |" % (

@@ -1,6 +1,6 @@
 // strata-microbench: in-process benchmarks of the data-path primitives, each side by side with
 // memcpy of the same bytes in the same run. Usage and recorded results: docs/performance.md.
-//   swift run -c release strata-microbench [checksum|hash|lz4|tiers|lookup|restart|placement|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N] [--batch N] [--keys N]
+//   swift run -c release strata-microbench [checksum|hash|lz4|tiers|nvme-read|lookup|restart|placement|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N] [--batch N] [--keys N]
 
 import StrataCore
 
@@ -24,10 +24,10 @@ while let argument = arguments.next() {
   case "--blocks": restartBlocks = Int(arguments.next() ?? "") ?? restartBlocks
   case "--batch": batchBlocks = max(1, Int(arguments.next() ?? "") ?? batchBlocks)
   case "--keys": placementKeys = Int(arguments.next() ?? "") ?? placementKeys
-  case "checksum", "hash", "lz4", "tiers", "lookup", "restart", "placement", "all": which = argument
+  case "checksum", "hash", "lz4", "tiers", "nvme-read", "lookup", "restart", "placement", "all": which = argument
   default:
     print(
-      "usage: strata-microbench [checksum|hash|lz4|tiers|lookup|restart|placement|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N] [--batch N] [--keys N]"
+      "usage: strata-microbench [checksum|hash|lz4|tiers|nvme-read|lookup|restart|placement|all] [--seconds S] [--repeat N] [--dir DIR] [--blocks N] [--batch N] [--keys N]"
     )
     exit(64)
   }
@@ -124,6 +124,16 @@ if which == "lookup" {
 
 if which == "tiers" || which == "all" {
   await runTierBenchmark(seconds: seconds, repetitions: repetitions, directory: directory)
+}
+
+if which == "nvme-read" {
+  // The NVMe tier's reads alone (the last part of `tiers`): scripts/bench-dataplane.sh runs them
+  // beside fio for issue 15's NVMe target.
+  do {
+    try nvmeTierBenchmark(repetitions: repetitions, directory: directory)
+  } catch {
+    print("nvme-read: benchmark failed: \(error)")
+  }
 }
 
 if which == "placement" || which == "all" {
